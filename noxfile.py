@@ -1,0 +1,42 @@
+"""Every check has one entry point: ``nox -s tests lint typecheck schemas`` (and ``bench``, not run in CI)."""
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "schemas", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite: every backend (a redis-server is started when SOS_TEST_REDIS_URL is unset)."""
+    session.install("-e", ".[dev,server]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    session.install("-e", ".[dev,server]")
+    session.run("mypy")
+
+
+@nox.session
+def schemas(session: nox.Session) -> None:
+    """Fail when schemas/ is stale; regenerate with `python -m sos_kernel.contracts.schemas export`."""
+    session.install("-e", ".")
+    session.run("python", "-m", "sos_kernel.contracts.schemas", "check", "schemas")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks with their raw floors and ratios (not part of CI)."""
+    session.install("-e", ".[dev,server]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

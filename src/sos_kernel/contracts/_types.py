@@ -1,0 +1,144 @@
+"""Shared field types and the wire base model.
+
+Patterns are SOS v0.4.1's, character for character. Strings, integers and booleans are strict (a JSON ``"1"`` is
+not an integer, ``true`` is not ``1``) because the reference schemas are; an integral float such as ``3.0`` is an
+integer as JSON Schema says.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+AGENT_NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+AGENT_ADDRESS_PATTERN = r"^agent:[a-z][a-z0-9-]*$"
+CHANNEL_ADDRESS_PATTERN = r"^sos:channel:[a-z][a-z0-9:_-]*$"
+ADDRESS_PATTERN = r"^(agent:[a-z][a-z0-9-]*|sos:channel:[a-z][a-z0-9:_-]*)$"
+REPLY_CHANNEL_PATTERN = r"^(agent:[a-z][a-z0-9-]*|sos:channel:[a-z][a-z0-9-]*)$"
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_LOWER_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+VERSION_PATTERN = r"^\d+\.\d+(\.\d+)?$"
+TASK_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+TRACE_ID_PATTERN = r"^[0-9a-f]{32}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+CURRENCY_PATTERN = r"^[A-Z0-9]{2,10}$"
+ERROR_CODE_PATTERN = r"^SOS-[A-Z0-9]{4,}$"
+
+AGENT_ADDRESS_RE = re.compile(AGENT_ADDRESS_PATTERN)
+ADDRESS_RE = re.compile(ADDRESS_PATTERN)
+
+
+def _integral_float_to_int(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; pydantic's strict int does not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _nonzero_trace_id(value: str) -> str:
+    if value == "0" * 32:
+        raise PydanticCustomError("trace_id_zero", "an all-zero trace_id is invalid (W3C trace context)")
+    return value
+
+
+def _utc_rfc3339(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+Str = Annotated[str, Field(strict=True)]
+Int = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True)]
+NonNegInt = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True, ge=0)]
+Bool = Annotated[bool, Field(strict=True)]
+Number = Annotated[float, Field(strict=True)]
+Timestamp = Annotated[AwareDatetime, PlainSerializer(_utc_rfc3339, return_type=str)]
+UUIDStr = Annotated[str, StringConstraints(strict=True, pattern=UUID_PATTERN)]
+AgentName = Annotated[str, StringConstraints(strict=True, pattern=AGENT_NAME_PATTERN)]
+AgentAddress = Annotated[str, StringConstraints(strict=True, pattern=AGENT_ADDRESS_PATTERN)]
+Address = Annotated[str, StringConstraints(strict=True, pattern=ADDRESS_PATTERN)]
+ReplyChannel = Annotated[str, StringConstraints(strict=True, pattern=REPLY_CHANNEL_PATTERN)]
+Version = Annotated[str, StringConstraints(strict=True, pattern=VERSION_PATTERN)]
+TaskId = Annotated[str, StringConstraints(strict=True, pattern=TASK_ID_PATTERN)]
+TraceId = Annotated[str, StringConstraints(strict=True, pattern=TRACE_ID_PATTERN), AfterValidator(_nonzero_trace_id)]
+"""A W3C trace id: 32 lower-case hex digits, not all zero."""
+Sha256Hex = Annotated[str, StringConstraints(strict=True, pattern=SHA256_PATTERN)]
+Currency = Annotated[str, StringConstraints(strict=True, pattern=CURRENCY_PATTERN)]
+Ref = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
+"""A reference to something outside the message: ``task:<id>``, a message id, a URL, a path, a digest."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class WireModel(BaseModel):
+    """Base of every contract model: unknown fields are refused, instances are immutable.
+
+    Serialisation drops fields that are ``None`` because they were never set, and keeps an explicit ``null``
+    the sender wrote (SOS gives ``null`` a meaning in several fields, e.g. a tenant-less agent).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        keep = self.model_fields_set
+        return {k: v for k, v in data.items() if v is not None or k in keep}
+
+    def to_wire(self) -> dict[str, Any]:
+        """The exact JSON-ready dict SOS expects: no extra keys, RFC 3339 UTC timestamps, ids as strings."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> bytes:
+        """The wire form encoded as compact UTF-8 JSON."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+WIRE_CONTEXT_KEY = "sos_wire"
+"""Validation context flag: the data came off the wire, so the reference schema's required fields must be there."""
+
+
+class WireRequired(WireModel):
+    """A top-level contract: Python construction fills defaults, wire parsing requires ``wire_required``."""
+
+    wire_required: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire_fields_present(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict):
+            missing = cls.wire_required.difference(data)
+            if missing:
+                raise PydanticCustomError(
+                    "missing",
+                    "missing required field(s): {fields}",
+                    {"fields": ", ".join(sorted(missing))},
+                )
+        return data
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Self:
+        """Validate wire data (a dict, or JSON text/bytes) strictly as this type; raises pydantic's error."""
+        context = {WIRE_CONTEXT_KEY: True}
+        if isinstance(data, str | bytes | bytearray):
+            return cls.model_validate_json(data, context=context)
+        return cls.model_validate(data, context=context)

@@ -1,0 +1,270 @@
+"""Cards: AgentCard v1, SkillCard v1 and UsageEvent v1, compatible with the SOS v0.4.1 schemas.
+
+Each validates what its reference schema validates, plus the invariants SOS enforces beside the schema:
+a SkillCard's ``revenue_split`` fields that are set sum to 1.0 ± 0.001, and a ``marketplace_listed`` skill
+names its ``runtime.entry_point``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+from ._types import (
+    AgentAddress,
+    AgentName,
+    Bool,
+    Currency,
+    Int,
+    NonNegInt,
+    Number,
+    Str,
+    Timestamp,
+    WireModel,
+    WireRequired,
+    utcnow,
+)
+
+__all__ = [
+    "REVENUE_SPLIT_TOLERANCE",
+    "AgentCard",
+    "SkillCard",
+    "SkillCommerce",
+    "SkillEarnings",
+    "SkillLineage",
+    "SkillRevenueSplit",
+    "SkillRuntime",
+    "SkillVerification",
+    "UsageEvent",
+]
+
+REVENUE_SPLIT_TOLERANCE = 0.001
+"""How far the set ``revenue_split`` fields may sum from 1.0."""
+
+_USAGE_TIME_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
+def _usage_time_shape(value: Any) -> Any:
+    # UsageEvent's timestamps also carry a pattern: an upper-case 'T' and whole seconds up front.
+    if isinstance(value, str) and not _USAGE_TIME_PREFIX.match(value):
+        raise PydanticCustomError("timestamp_shape", "timestamp must look like YYYY-MM-DDTHH:MM:SS...")
+    return value
+
+
+def _new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+SemVer3 = Annotated[str, StringConstraints(strict=True, pattern=r"^\d+\.\d+\.\d+$")]
+NullableStr = Str | None
+
+
+class AgentCard(WireRequired):
+    """An agent's published self-description (SOS Agent Card v1).
+
+    ``registered_at`` and ``last_seen`` default to now when built in Python; fields SOS allows to be ``null``
+    keep an explicit ``null`` on the wire.
+    """
+
+    wire_required: ClassVar[frozenset[str]] = frozenset(
+        {"agent_card_version", "name", "tool", "type", "role", "registered_at", "last_seen"}
+    )
+
+    agent_card_version: SemVer3 = "1.0.0"
+    name: Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9-]*$", min_length=2, max_length=64)]
+    tool: Literal["claude-code", "codex", "gemini-cli", "openclaw", "hermes", "custom-http", "sdk", "cron", "service"]
+    type: Literal["tmux", "openclaw", "remote", "webhook", "service"]
+    role: Literal["coordinator", "executor", "specialist", "oracle", "medic", "service", "human"]
+    model: NullableStr = None
+    session: NullableStr = None
+    skills: list[Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9_-]*$")]] | None = None
+    squads: list[AgentName] | None = None
+    project: NullableStr = None
+    tenant_subdomain: NullableStr = None
+    plan: Literal["starter", "growth", "scale", "enterprise"] | None = None
+    warm_policy: Literal["warm", "cold"] | None = None
+    cache_ttl_s: Annotated[int, Field(strict=True, ge=0, le=86400)] | None = None
+    last_cache_hit_rate: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
+    pid: Int | None = None
+    host: NullableStr = None
+    cwd: NullableStr = None
+    registered_at: Timestamp = Field(default_factory=utcnow)
+    last_seen: Timestamp = Field(default_factory=utcnow)
+    summary: Annotated[str, StringConstraints(strict=True, max_length=280)] | None = None
+
+    @model_validator(mode="after")
+    def _unique_lists(self) -> AgentCard:
+        for name in ("skills", "squads"):
+            items = getattr(self, name)
+            if items is not None and len(set(items)) != len(items):
+                raise PydanticCustomError("unique_items", "{field} must not repeat an item", {"field": name})
+        return self
+
+
+class SkillLineage(WireModel):
+    """One upstream skill this one derives from, and how."""
+
+    parent_skill_id: Str
+    relation: Literal["forked", "refined", "composed", "inspired_by"]
+    notes: Annotated[str, StringConstraints(strict=True, max_length=500)] | None = None
+
+
+class SkillEarnings(WireModel):
+    """Running totals (a materialised view; the ledger is the source of truth)."""
+
+    total_invocations: NonNegInt | None = None
+    total_earned_micros: NonNegInt | None = None
+    currency: Currency = "USD"
+    last_invocation_at: Timestamp | None = None
+    invocations_by_tenant: dict[str, NonNegInt] | None = None
+
+
+class SkillVerification(WireModel):
+    """How the skill's outputs have been checked."""
+
+    status: Literal["unverified", "auto_verified", "human_verified", "disputed"] = "unverified"
+    sample_output_refs: (
+        Annotated[list[Annotated[str, StringConstraints(strict=True, min_length=1)]], Field(max_length=50)] | None
+    ) = None
+    verified_by: (
+        list[Annotated[str, StringConstraints(strict=True, pattern=r"^(agent|human):[a-z][a-z0-9-]*$")]] | None
+    ) = None
+    verified_at: Timestamp | None = None
+    dispute_reason: Annotated[str, StringConstraints(strict=True, max_length=2000)] | None = None
+
+
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+
+
+class SkillRevenueSplit(WireModel):
+    """Fractions of the price for author, operator and network; the fields set sum to 1.0 ± 0.001."""
+
+    author: Fraction | None = None
+    operator: Fraction | None = None
+    network: Fraction | None = None
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SkillRevenueSplit:
+        parts = [p for p in (self.author, self.operator, self.network) if p is not None]
+        total = sum(parts)
+        if abs(total - 1.0) > REVENUE_SPLIT_TOLERANCE:
+            raise PydanticCustomError(
+                "revenue_split_sum",
+                "revenue_split fields must sum to 1.0 (±{tol}), got {total}",
+                {"tol": REVENUE_SPLIT_TOLERANCE, "total": round(total, 6)},
+            )
+        return self
+
+
+class SkillCommerce(WireModel):
+    """Price per call in integer micros and how it is split."""
+
+    price_per_call_micros: NonNegInt | None = None
+    currency: Currency = "USD"
+    revenue_split: SkillRevenueSplit | None = None
+    marketplace_listed: Bool = False
+
+
+class SkillRuntime(WireModel):
+    """Where and how the skill executes."""
+
+    entry_point: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)] | None = None
+    backend: (
+        Literal["claude-code", "cma", "openai-agents-sdk", "langgraph", "crewai", "local-python", "custom"] | None
+    ) = None
+    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600)] | None = None
+    memory_mb: Annotated[int, Field(strict=True, ge=64)] | None = None
+
+
+def _is_schema_document(value: Any) -> Any:
+    if isinstance(value, dict) and not ({"$schema", "type"} & value.keys()):
+        raise PydanticCustomError("schema_document", "a JSON Schema document needs '$schema' or 'type'")
+    return value
+
+
+SchemaDocument = Annotated[dict[str, Any], BeforeValidator(_is_schema_document)]
+
+
+class SkillCard(WireRequired):
+    """A skill with its provenance, verification, earnings and commerce terms (SkillCard v1)."""
+
+    wire_required: ClassVar[frozenset[str]] = frozenset(
+        {"schema_version", "id", "name", "version", "author_agent", "created_at", "input_schema", "output_schema"}
+    )
+
+    schema_version: Literal["1"] = "1"
+    id: Annotated[
+        str,
+        StringConstraints(
+            strict=True,
+            pattern=r"^[a-z0-9][a-z0-9_-]{2,63}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        ),
+    ]
+    name: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+    version: Annotated[
+        str,
+        StringConstraints(strict=True, pattern=r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"),
+    ]
+    description: Annotated[str, StringConstraints(strict=True, max_length=4000)] | None = None
+    tags: (
+        Annotated[
+            list[Annotated[str, StringConstraints(strict=True, min_length=1, max_length=40)]], Field(max_length=20)
+        ]
+        | None
+    ) = None
+    author_agent: AgentAddress
+    authored_by_ai: Bool = False
+    lineage: Annotated[list[SkillLineage], Field(max_length=20)] | None = None
+    created_at: Timestamp = Field(default_factory=utcnow)
+    updated_at: Timestamp | None = None
+    earnings: SkillEarnings | None = None
+    verification: SkillVerification | None = None
+    input_schema: SchemaDocument
+    output_schema: SchemaDocument
+    required_tools: list[Annotated[str, StringConstraints(strict=True, min_length=1)]] | None = None
+    required_models: list[Annotated[str, StringConstraints(strict=True, min_length=1)]] | None = None
+    commerce: SkillCommerce | None = None
+    runtime: SkillRuntime | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _listed_needs_entry_point(self) -> SkillCard:
+        listed = self.commerce is not None and self.commerce.marketplace_listed
+        if listed and (self.runtime is None or not self.runtime.entry_point):
+            raise PydanticCustomError(
+                "listed_needs_entry_point", "a marketplace_listed skill needs runtime.entry_point"
+            )
+        return self
+
+
+UsageTimestamp = Annotated[Timestamp, BeforeValidator(_usage_time_shape)]
+
+
+class UsageEvent(WireRequired):
+    """One model call's telemetry (UsageEvent v1). Idempotent by ``id``; cost in integer micros."""
+
+    wire_required: ClassVar[frozenset[str]] = frozenset(
+        {"schema_version", "id", "tenant", "provider", "model", "occurred_at"}
+    )
+
+    schema_version: Literal["1"] = "1"
+    id: Annotated[
+        str,
+        StringConstraints(strict=True, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+    ] = Field(default_factory=_new_uuid)
+    tenant: Annotated[str, StringConstraints(strict=True, min_length=1)]
+    provider: Annotated[str, StringConstraints(strict=True, min_length=1)]
+    model: Annotated[str, StringConstraints(strict=True, min_length=1)]
+    endpoint: Str | None = None
+    input_tokens: NonNegInt | None = None
+    output_tokens: NonNegInt | None = None
+    image_count: NonNegInt | None = None
+    cost_micros: NonNegInt | None = None
+    cost_currency: Currency = "USD"
+    metadata: dict[str, Any] | None = None
+    occurred_at: UsageTimestamp = Field(default_factory=utcnow)
+    received_at: UsageTimestamp | None = None

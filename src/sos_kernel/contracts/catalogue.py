@@ -1,0 +1,259 @@
+"""The type catalogue and :func:`parse_message`.
+
+``parse_message`` enforces SOS v0.4.1's publish-time order: no ``type`` → SOS-4002; a ``type`` the catalogue does
+not know → SOS-4004 (naming the known types and the closest match); the message fails its schema → SOS-4001
+(field paths in ``details["errors"]``); ``source`` is not an ``agent:<name>`` address → SOS-4003. It returns a
+fully valid message or raises; it never returns a partial one.
+
+A deployment can register its own types under a namespaced name (``acme.deploy_request``), either as a pydantic
+model of the payload or as a JSON Schema (Draft 2020-12) of the payload. Anything else is SOS-4004.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, cast
+
+import jsonschema
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
+from pydantic_core import PydanticCustomError
+
+from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
+from ._types import WIRE_CONTEXT_KEY
+from .messages import CORE_TYPES, EXTENSION_TYPES, Message
+
+__all__ = [
+    "CUSTOM_TYPE_NAME_PATTERN",
+    "DEFAULT_CATALOGUE",
+    "MESSAGE_BYTES_MAX",
+    "TypeCatalogue",
+    "parse_message",
+    "validation_details",
+]
+
+MESSAGE_BYTES_MAX = 32 << 20
+"""``parse_message`` refuses encoded input above 32 MiB outright (the bus applies its own, smaller limits)."""
+ERRORS_IN_DETAILS_MAX = 50
+CUSTOM_TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
+_CUSTOM_NAME_RE = re.compile(CUSTOM_TYPE_NAME_PATTERN)
+_WIRE = MappingProxyType({WIRE_CONTEXT_KEY: True})
+
+
+def validation_details(exc: ValidationError) -> dict[str, Any]:
+    """JSON-safe details of a pydantic error: ``{"errors": [{"loc": "payload.text", "msg", "type"}]}``."""
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False)[:ERRORS_IN_DETAILS_MAX]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
+    return {"errors": errors}
+
+
+def _only_source_pattern(exc: ValidationError, tagged: bool) -> bool:
+    # Exactly the SOS-4003 case: the message is otherwise valid and only 'source' breaks its pattern.
+    errs = exc.errors(include_url=False, include_input=False)
+    src = 1 if tagged else 0
+    return all(
+        len(e["loc"]) == src + 1 and e["loc"][src] == "source" and e["type"] == "string_pattern_mismatch" for e in errs
+    ) and bool(errs)
+
+
+class TypeCatalogue:
+    """The message types a kernel accepts: the 8 core types, our extensions, and registered custom types.
+
+    Thread-compatible: register types at start-up, then share the catalogue. The built-in default is read-only;
+    ``TypeCatalogue()`` gives a new, extendable one.
+    """
+
+    def __init__(self, *, frozen: bool = False) -> None:
+        self._types: dict[str, type[Message]] = {**CORE_TYPES, **EXTENSION_TYPES}
+        self._frozen = frozen
+        self._adapter: TypeAdapter[Message] = self._build_adapter()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every known type name, sorted."""
+        return tuple(sorted(self._types))
+
+    def get(self, name: str) -> type[Message]:
+        """The model of a type; raises SOS-4004 for an unknown one."""
+        found = self._types.get(name)
+        if found is None:
+            raise self._unknown(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def register(self, name: str, payload: type[BaseModel] | Mapping[str, Any]) -> type[Message]:
+        """Register a custom type whose payload is a pydantic model or a JSON Schema (Draft 2020-12).
+
+        ``name`` must be namespaced (``acme.deploy_request``) so it can never collide with a kernel type.
+        Registering the same name twice is an error. Returns the message model built for the type.
+        """
+        if self._frozen:
+            raise InvalidArgument("the default catalogue is read-only; use TypeCatalogue() to add types")
+        if not isinstance(name, str) or not _CUSTOM_NAME_RE.match(name) or len(name) > 100:
+            raise InvalidArgument(
+                f"custom type name {name!r} must be namespaced like 'acme.deploy_request'",
+                details={"pattern": CUSTOM_TYPE_NAME_PATTERN},
+            )
+        if name in self._types:
+            raise InvalidArgument(f"message type {name!r} is already registered")
+        model = _custom_message_model(name, payload)
+        self._types[name] = model
+        self._adapter = self._build_adapter()
+        return model
+
+    def parse(self, data: bytes | bytearray | str | Mapping[str, Any] | BaseModel) -> Message:
+        """Validate wire data into a message; see :func:`parse_message`."""
+        if isinstance(data, Message):
+            if data.type not in self._types:
+                raise self._unknown(data.type)
+            return data
+        if isinstance(data, bytes | bytearray | str):
+            if len(data) > MESSAGE_BYTES_MAX:
+                raise LimitExceeded(
+                    f"message is {len(data)} bytes; parse_message takes at most {MESSAGE_BYTES_MAX}",
+                    details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
+                )
+            try:
+                return self._adapter.validate_json(data, context=_WIRE)
+            except ValidationError:
+                return self._slow_parse(self._load_json(data))
+        if isinstance(data, Mapping):
+            mapping = data if isinstance(data, dict) else dict(data)
+            try:
+                return self._adapter.validate_python(mapping, context=_WIRE)
+            except ValidationError:
+                return self._slow_parse(mapping)
+        if isinstance(data, BaseModel):
+            return self.parse(data.model_dump(mode="json"))
+        raise SchemaViolation(
+            f"a message is a JSON object, not {type(data).__name__}",
+            details={"errors": [{"loc": "(root)", "msg": "expected a JSON object", "type": "dict_type"}]},
+        )
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _build_adapter(self) -> TypeAdapter[Message]:
+        members = tuple(self._types.values())
+        # Discriminated on "type": one dict lookup picks the model, in Rust, on the hot path.
+        union: Any = Annotated[_union_of(members), Field(discriminator="type")]
+        return TypeAdapter(union)
+
+    @staticmethod
+    def _load_json(data: bytes | bytearray | str) -> Any:
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SchemaViolation(
+                f"message is not valid JSON: {exc}",
+                details={"errors": [{"loc": "(root)", "msg": str(exc), "type": "json_invalid"}]},
+            ) from None
+
+    def _slow_parse(self, data: Any) -> Message:
+        # The fast path failed: find out why, in SOS's order, and raise the one right error.
+        if not isinstance(data, Mapping):
+            raise SchemaViolation(
+                f"a message is a JSON object, not {type(data).__name__}",
+                details={"errors": [{"loc": "(root)", "msg": "expected a JSON object", "type": "dict_type"}]},
+            )
+        if "type" not in data:
+            raise MissingType(
+                "message has no 'type' field; set it to one of: " + ", ".join(self.names),
+                details={"known_types": list(self.names)},
+            )
+        name = data["type"]
+        model = self._types.get(name) if isinstance(name, str) else None
+        if model is None:
+            raise self._unknown(name)
+        try:
+            return model.model_validate(data, context=_WIRE)
+        except ValidationError as exc:
+            if _only_source_pattern(exc, tagged=False):
+                raise InvalidSource(
+                    f"source {data.get('source')!r} is not an agent address like 'agent:<name>' "
+                    "(lower-case letters, digits and dashes, starting with a letter)",
+                    details={"source": str(data.get("source"))[:200], "pattern": r"^agent:[a-z][a-z0-9-]*$"},
+                ) from None
+            details = validation_details(exc)
+            first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
+            raise SchemaViolation(
+                f"{name} message fails its schema at {first['loc']}: {first['msg']}", details=details
+            ) from None
+
+    def _unknown(self, name: object) -> UnknownType:
+        text = name if isinstance(name, str) else repr(name)
+        close = difflib.get_close_matches(text, self.names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return UnknownType(
+            f"unknown message type {text[:100]!r}{hint} (known: {', '.join(self.names)})",
+            details={"type": text[:100], "known_types": list(self.names), "closest": close[0] if close else None},
+        )
+
+
+def _union_of(members: tuple[type[Message], ...]) -> Any:
+    from typing import Union
+
+    return Union[members]  # noqa: UP007 - a runtime-built union of models
+
+
+def _custom_message_model(name: str, payload: type[BaseModel] | Mapping[str, Any]) -> type[Message]:
+    type_field: Any = (Literal[name], name)
+    if isinstance(payload, type) and issubclass(payload, BaseModel):
+        return cast(
+            type[Message],
+            create_model(f"Custom_{name.replace('.', '_')}", __base__=Message, type=type_field, payload=(payload, ...)),
+        )
+    if isinstance(payload, Mapping):
+        return _schema_message_model(name, dict(payload), type_field)
+    raise InvalidArgument("a custom type's payload is a pydantic model class or a JSON Schema mapping")
+
+
+def _schema_message_model(name: str, schema: dict[str, Any], type_field: Any) -> type[Message]:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidArgument(f"the JSON Schema for {name!r} is not valid: {exc.message}") from None
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+    def _check(cls: type[Message], value: Any) -> Any:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = ".".join(str(p) for p in errors[0].absolute_path) or "(root)"
+            raise PydanticCustomError("json_schema", "{where}: {msg}", {"where": where, "msg": errors[0].message})
+        return value
+
+    return cast(
+        type[Message],
+        create_model(
+            f"Custom_{name.replace('.', '_')}",
+            __base__=Message,
+            __validators__={"_payload_schema": cast(Any, field_validator("payload")(classmethod(_check)))},
+            type=type_field,
+            payload=(Any, ...),
+        ),
+    )
+
+
+DEFAULT_CATALOGUE = TypeCatalogue(frozen=True)
+"""The read-only catalogue of the 8 core types and our extension types."""
+
+
+def parse_message(
+    data: bytes | bytearray | str | Mapping[str, Any] | BaseModel,
+    *,
+    catalogue: TypeCatalogue | None = None,
+) -> Message:
+    """Validate wire data (JSON bytes/str, a mapping, or a model) into the message of its type.
+
+    Raises, in SOS's order: :class:`~sos_kernel.errors.MissingType` (SOS-4002),
+    :class:`~sos_kernel.errors.UnknownType` (SOS-4004), :class:`~sos_kernel.errors.SchemaViolation`
+    (SOS-4001, field paths in ``details["errors"]``), :class:`~sos_kernel.errors.InvalidSource` (SOS-4003);
+    :class:`~sos_kernel.errors.LimitExceeded` (SOS-4010) above ``MESSAGE_BYTES_MAX``.
+    """
+    return (catalogue or DEFAULT_CATALOGUE).parse(data)
