@@ -25,7 +25,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 AGENT_ADDRESS_PATTERN = r"^agent:[a-z][a-z0-9-]*$"
@@ -59,16 +59,36 @@ def _nonzero_trace_id(value: str) -> str:
 
 
 def _utc_rfc3339(value: datetime) -> str:
-    text = value.astimezone(UTC).isoformat()
+    try:
+        text = value.astimezone(UTC).isoformat()
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is valid RFC 3339 but has no UTC form in Python; keep its own offset.
+        return value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # The wire carries RFC 3339 text, as the reference schemas say; on its own pydantic would also take
+    # numbers ("timestamp": 1700000000), numeric strings and space-separated forms.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339_RE.fullmatch(value)):
+        return value
+    raise PydanticCustomError("timestamp_format", "expected an RFC 3339 date-time string like 2026-01-31T12:00:00Z")
+
+
 Str = Annotated[str, Field(strict=True)]
+IntegralFloat = BeforeValidator(_integral_float_to_int)
+"""Put last in ``Annotated[int, Field(strict=True, ge=...), IntegralFloat]``: JSON's ``3.0`` is the integer 3.
+
+After the ``Field`` so its bounds stay ``minimum``/``maximum`` in the exported JSON Schema.
+"""
 Int = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True)]
 NonNegInt = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True, ge=0)]
 Bool = Annotated[bool, Field(strict=True)]
 Number = Annotated[float, Field(strict=True)]
-Timestamp = Annotated[AwareDatetime, PlainSerializer(_utc_rfc3339, return_type=str)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), PlainSerializer(_utc_rfc3339, return_type=str)]
 UUIDStr = Annotated[str, StringConstraints(strict=True, pattern=UUID_PATTERN)]
 AgentName = Annotated[str, StringConstraints(strict=True, pattern=AGENT_NAME_PATTERN)]
 AgentAddress = Annotated[str, StringConstraints(strict=True, pattern=AGENT_ADDRESS_PATTERN)]
@@ -128,11 +148,9 @@ class WireRequired(WireModel):
         if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict):
             missing = cls.wire_required.difference(data)
             if missing:
-                raise PydanticCustomError(
-                    "missing",
-                    "missing required field(s): {fields}",
-                    {"fields": ", ".join(sorted(missing))},
-                )
+                # One "missing" error per field, located at the field, as for fields without a default.
+                errors = [InitErrorDetails(type="missing", loc=(name,), input=data) for name in sorted(missing)]
+                raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
 
     @classmethod

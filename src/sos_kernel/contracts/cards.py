@@ -20,6 +20,7 @@ from ._types import (
     Bool,
     Currency,
     Int,
+    IntegralFloat,
     NonNegInt,
     Number,
     Str,
@@ -87,7 +88,7 @@ class AgentCard(WireRequired):
     tenant_subdomain: NullableStr = None
     plan: Literal["starter", "growth", "scale", "enterprise"] | None = None
     warm_policy: Literal["warm", "cold"] | None = None
-    cache_ttl_s: Annotated[int, Field(strict=True, ge=0, le=86400)] | None = None
+    cache_ttl_s: Annotated[int, Field(strict=True, ge=0, le=86400), IntegralFloat] | None = None
     last_cache_hit_rate: Annotated[float, Field(strict=True, ge=0, le=1)] | None = None
     pid: Int | None = None
     host: NullableStr = None
@@ -176,8 +177,8 @@ class SkillRuntime(WireModel):
     backend: (
         Literal["claude-code", "cma", "openai-agents-sdk", "langgraph", "crewai", "local-python", "custom"] | None
     ) = None
-    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600)] | None = None
-    memory_mb: Annotated[int, Field(strict=True, ge=64)] | None = None
+    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600), IntegralFloat] | None = None
+    memory_mb: Annotated[int, Field(strict=True, ge=64), IntegralFloat] | None = None
 
 
 def _is_schema_document(value: Any) -> Any:

@@ -29,6 +29,7 @@ from ._types import (
     AgentAddress,
     AgentName,
     Int,
+    IntegralFloat,
     NonNegInt,
     Ref,
     ReplyChannel,
@@ -199,7 +200,7 @@ class AskMessage(Message):
 
     type: Literal["ask"] = "ask"
     payload: AskPayload
-    timeout_s: Annotated[int, Field(strict=True, ge=1, le=3600)] | None = None
+    timeout_s: Annotated[int, Field(strict=True, ge=1, le=3600), IntegralFloat] | None = None
     correlation_id: UUIDStr | None = None
 
 
@@ -326,7 +327,7 @@ class ReceiptPayload(WireModel):
     reason: Reason | None = None
     consumer: AgentAddress | None = None
     group: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)] | None = None
-    attempt: Annotated[int, Field(strict=True, ge=1)] | None = None
+    attempt: Annotated[int, Field(strict=True, ge=1), IntegralFloat] | None = None
     at: Timestamp = Field(default_factory=utcnow)
 
     @model_validator(mode="after")
@@ -352,10 +353,10 @@ class ChunkPayload(WireModel):
     """
 
     group_id: UUIDStr
-    seq: Annotated[int, Field(strict=True, ge=0, lt=CHUNK_TOTAL_MAX)]
-    total: Annotated[int, Field(strict=True, ge=1, le=CHUNK_TOTAL_MAX)]
+    seq: Annotated[int, Field(strict=True, ge=0, lt=CHUNK_TOTAL_MAX), IntegralFloat]
+    total: Annotated[int, Field(strict=True, ge=1, le=CHUNK_TOTAL_MAX), IntegralFloat]
     sha256: Sha256Hex
-    size_bytes: Annotated[int, Field(strict=True, ge=0)]
+    size_bytes: Annotated[int, Field(strict=True, ge=0), IntegralFloat]
     data: Annotated[
         str,
         StringConstraints(strict=True, max_length=CHUNK_DATA_CHARS_MAX, pattern=r"^[A-Za-z0-9+/]*={0,2}$"),
@@ -406,7 +407,7 @@ class CommandPayload(WireModel):
     ) = None
     cwd: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)] | None = None
     env: dict[str, Str] | None = None
-    timeout_s: Annotated[int, Field(strict=True, ge=1, le=86400)] | None = None
+    timeout_s: Annotated[int, Field(strict=True, ge=1, le=86400), IntegralFloat] | None = None
     task_id: TaskId | None = None
     expect: ExpectedEvidence | None = None
 

@@ -1,0 +1,106 @@
+"""Storage backends, chosen by URL through one alias table and imported lazily.
+
+``memory://`` (in-process), ``sqlite:///path/to/file.db`` (the embedded default; durable; several processes on
+one host), ``redis://host:port/db`` (several hosts; needs ``pip install 'sos-kernel[redis]'``). Each backend
+declares what it implements in :class:`Implements`; tests and callers consult the declaration, never the name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ..bus.store import BusStore
+from ..errors import InvalidURL, MissingDependency
+
+__all__ = ["BACKEND_ALIASES", "Backend", "Implements", "open_backend", "resolve_backend"]
+
+
+@dataclass(frozen=True, slots=True)
+class Implements:
+    """What a backend guarantees.
+
+    ``durable``: survives a process restart. ``multi_process``: several processes on one host share it.
+    ``multi_host``: several hosts share it. ``push_wakeups``: a blocked reader is woken by the engine rather than
+    by polling.
+    """
+
+    durable: bool
+    multi_process: bool
+    multi_host: bool
+    push_wakeups: bool
+
+
+class Backend(ABC):
+    """One engine's stores for every service, opened from a URL and closed with ``aclose()``."""
+
+    name: ClassVar[str]
+    implements: ClassVar[Implements]
+    bus: BusStore
+
+    @classmethod
+    @abstractmethod
+    async def connect(cls, url: str, **options: Any) -> Backend:
+        """Open the engine named by ``url``; raises SOS-6030 when it cannot be reached."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections and files. Idempotent."""
+
+    async def __aenter__(self) -> Backend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+BACKEND_ALIASES: dict[str, tuple[str, str, str | None]] = {
+    "memory": ("sos_kernel.backends.memory", "MemoryBackend", None),
+    "sqlite": ("sos_kernel.backends.sqlite", "SQLiteBackend", None),
+    "redis": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
+    "rediss": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
+}
+"""URL scheme → (module, class, extra that provides its engine client)."""
+
+
+def resolve_backend(url: str) -> type[Backend]:
+    """The backend class for ``url``'s scheme, imported on first use.
+
+    Raises SOS-4006 for an unknown scheme (with the closest known one) and SOS-6032 when the backend's extra is
+    not installed (with the pip command that fixes it).
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidURL(
+            f"kernel URL {url!r} has no scheme; use memory://, sqlite:///path/to/file.db or redis://host:port/0",
+            details={"known": sorted(BACKEND_ALIASES)},
+        )
+    scheme = urlsplit(url).scheme.lower()
+    target = BACKEND_ALIASES.get(scheme)
+    if target is None:
+        close = difflib.get_close_matches(scheme, list(BACKEND_ALIASES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InvalidURL(
+            f"no backend {scheme!r}{hint} (known: {', '.join(sorted(BACKEND_ALIASES))})",
+            details={"scheme": scheme, "known": sorted(BACKEND_ALIASES), "closest": close[0] if close else None},
+        )
+    module_name, class_name, extra = target
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if extra is None or (exc.name or "").startswith("sos_kernel"):
+            raise
+        pip = f"pip install 'sos-kernel[{extra}]'"
+        raise MissingDependency(
+            f"the {scheme} backend needs the {exc.name!r} package: {pip}", details={"pip": pip, "missing": exc.name}
+        ) from exc
+    backend: type[Backend] = getattr(module, class_name)
+    return backend
+
+
+async def open_backend(url: str, **options: Any) -> Backend:
+    """Resolve and connect the backend for ``url``."""
+    return await resolve_backend(url).connect(url, **options)

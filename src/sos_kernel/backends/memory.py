@@ -1,0 +1,274 @@
+"""The in-process backend: for tests, notebooks and single-process apps. Not durable.
+
+Every primitive runs without awaiting inside, so on one event loop each is atomic. The reference the other
+backends are compared against.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import anyio
+
+from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from . import Backend, Implements
+
+__all__ = ["MemoryBackend", "MemoryBusStore"]
+
+
+@dataclass(slots=True)
+class _Row:
+    message_id: str
+    data: bytes
+    receipts: bool
+    only_group: str | None
+    created: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    consumer: str
+    due: float
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Group:
+    cursor: int
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    dead: OrderedDict[str, StoredDeadLetter] = field(default_factory=OrderedDict)
+
+
+@dataclass(slots=True)
+class _Stream:
+    positions: list[int] = field(default_factory=list)
+    rows: dict[int, _Row] = field(default_factory=dict)
+    last: int = 0
+
+
+class MemoryBusStore(BusStore):
+    """Bus primitives over dicts and lists."""
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._groups: dict[tuple[str, str, str], _Group] = {}
+        self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
+        self._events: dict[tuple[str, str], anyio.Event] = {}
+        self._chunks: dict[tuple[str, str], tuple[float, dict[int, bytes]]] = {}
+        self._dead_seq = 0
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _stream(self, tenant: str, address: str) -> _Stream:
+        key = (tenant, address)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = _Stream()
+        return stream
+
+    def _notify(self, tenant: str, address: str) -> None:
+        event = self._events.pop((tenant, address), None)
+        if event is not None:
+            event.set()
+
+    def _prune_dedup(self, now: float) -> None:
+        while self._dedup:
+            _, (_, _, expires) = next(iter(self._dedup.items()))
+            if expires > now:
+                break
+            self._dedup.popitem(last=False)
+
+    @staticmethod
+    def _trim(stream: _Stream, retention: Retention, now: float) -> None:
+        drop = max(0, len(stream.positions) - retention.count_max)
+        oldest_ok = now - retention.age_s
+        while drop < len(stream.positions) and stream.rows[stream.positions[drop]].created < oldest_ok:
+            drop += 1
+        for pos in stream.positions[:drop]:
+            del stream.rows[pos]
+        del stream.positions[:drop]
+
+    def _group(self, tenant: str, address: str, group: str) -> _Group:
+        found = self._groups.get((tenant, address, group))
+        if found is None:
+            # A group used before ensure_group (e.g. after delete) starts from the earliest retained entry.
+            found = self._groups[(tenant, address, group)] = _Group(cursor=0)
+        return found
+
+    # -- primitives -----------------------------------------------------------------------------------------
+
+    async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
+        now = time.time()
+        self._prune_dedup(now)
+        out: list[Appended] = []
+        batch_ids: dict[str, Appended] = {}
+        for address, entry in items:
+            known = self._dedup.get((tenant, entry.message_id)) if entry.only_group is None else None
+            if known is not None or (entry.only_group is None and entry.message_id in batch_ids):
+                out.append(
+                    Appended(str(known[1]), True) if known else Appended(batch_ids[entry.message_id].position, True)
+                )
+                continue
+            stream = self._stream(tenant, address)
+            stream.last += 1
+            pos = stream.last
+            stream.positions.append(pos)
+            stream.rows[pos] = _Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now)
+            if entry.only_group is None:
+                self._dedup[(tenant, entry.message_id)] = (address, pos, now + retention.dedup_window_s)
+            appended = Appended(str(pos), False)
+            batch_ids[entry.message_id] = appended
+            out.append(appended)
+            self._trim(stream, retention, now)
+            self._notify(tenant, address)
+        return out
+
+    async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
+        key = (tenant, address, group)
+        if key not in self._groups:
+            cursor = self._stream(tenant, address).last if start == "latest" else 0
+            self._groups[key] = _Group(cursor=cursor)
+
+    async def delete_group(self, tenant: str, address: str, group: str) -> None:
+        self._groups.pop((tenant, address, group), None)
+
+    async def claim(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        now = time.monotonic()
+        stream = self._stream(tenant, address)
+        grp = self._group(tenant, address, group)
+        out: list[Claimed] = []
+        for pos in sorted(p for p, pend in grp.pending.items() if pend.due <= now):
+            if len(out) >= count:
+                break
+            row = stream.rows.get(pos)
+            pend = grp.pending[pos]
+            if row is None:  # trimmed by retention while pending
+                del grp.pending[pos]
+                continue
+            pend.consumer, pend.due, pend.attempts = consumer, now + visibility_ms / 1000, pend.attempts + 1
+            out.append(Claimed(str(pos), row.data, pend.attempts, row.receipts))
+        start = bisect.bisect_right(stream.positions, grp.cursor)
+        for pos in stream.positions[start:]:
+            if len(out) >= count:
+                break
+            grp.cursor = pos
+            row = stream.rows[pos]
+            if row.only_group is not None and row.only_group != group:
+                continue
+            grp.pending[pos] = _Pending(consumer, now + visibility_ms / 1000, 1)
+            out.append(Claimed(str(pos), row.data, 1, row.receipts))
+        return out
+
+    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+        grp = self._groups.get((tenant, address, group))
+        return grp is not None and grp.pending.pop(int(position), None) is not None
+
+    async def nack(
+        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+    ) -> bool:
+        grp = self._groups.get((tenant, address, group))
+        pend = grp.pending.get(int(position)) if grp else None
+        if pend is None:
+            return False
+        pend.due = time.monotonic() + delay_ms / 1000
+        self._notify(tenant, address)
+        return True
+
+    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+        grp = self._groups.get((tenant, address, group))
+        pend = grp.pending.pop(int(position), None) if grp else None
+        row = self._stream(tenant, address).rows.get(int(position))
+        if grp is None or pend is None or row is None:
+            return False
+        self._dead_seq += 1
+        dead_id = str(self._dead_seq)
+        grp.dead[dead_id] = StoredDeadLetter(dead_id, address, group, position, row.data, reason, attempts, time.time())
+        return True
+
+    async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
+        grp = self._groups.get((tenant, address, group))
+        return list(grp.dead.values())[:limit] if grp else []
+
+    async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
+        grp = self._groups.get((tenant, address, group))
+        dead = grp.dead.pop(dead_id, None) if grp else None
+        if dead is None:
+            return None
+        stream = self._stream(tenant, address)
+        row = _Row("", dead.data, False, group, time.time())
+        stream.last += 1
+        stream.positions.append(stream.last)
+        stream.rows[stream.last] = row
+        self._notify(tenant, address)
+        return Appended(str(stream.last), False)
+
+    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+        self._prune_dedup(time.time())
+        known = self._dedup.get((tenant, message_id))
+        return Appended(str(known[1]), True) if known else None
+
+    async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        stream = self._stream(tenant, address)
+        start = bisect.bisect_right(stream.positions, int(after) if after else 0)
+        out: list[HistoryEntry] = []
+        for pos in stream.positions[start:]:
+            if len(out) >= limit:
+                break
+            row = stream.rows[pos]
+            if row.only_group is None:
+                out.append(HistoryEntry(str(pos), row.data))
+        return out
+
+    async def pending_count(self, tenant: str, address: str, group: str) -> int:
+        grp = self._groups.get((tenant, address, group))
+        return len(grp.pending) if grp else 0
+
+    async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        key = (tenant, address)
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = anyio.Event()
+        with anyio.move_on_after(timeout_s):
+            await event.wait()
+
+    async def put_chunk(
+        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
+    ) -> list[bytes] | None:
+        now = time.time()
+        for key in [k for k, (exp, _) in self._chunks.items() if exp <= now]:
+            del self._chunks[key]
+        expires, parts = self._chunks.get((tenant, group_id), (now + ttl_s, {}))
+        parts[seq] = data
+        self._chunks[(tenant, group_id)] = (expires, parts)
+        if len(parts) < total or any(i not in parts for i in range(total)):
+            return None
+        return [parts[i] for i in range(total)]
+
+    async def drop_chunks(self, tenant: str, group_id: str) -> None:
+        self._chunks.pop((tenant, group_id), None)
+
+
+class MemoryBackend(Backend):
+    """``memory://``: everything in this process, gone when it exits."""
+
+    name: ClassVar[str] = "memory"
+    implements: ClassVar[Implements] = Implements(
+        durable=False, multi_process=False, multi_host=False, push_wakeups=True
+    )
+
+    def __init__(self) -> None:
+        self.bus = MemoryBusStore()
+
+    @classmethod
+    async def connect(cls, url: str, **options: Any) -> MemoryBackend:
+        return cls()
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,358 @@
+"""The Redis backend: ``redis://host:port/db`` (``rediss://`` for TLS) — several processes on several hosts.
+
+Needs ``pip install 'sos-kernel[redis]'`` (redis-py with hiredis). Works with Redis 7.0 and later.
+
+Every key of a tenant carries the hash tag ``{t:<tenant>}``, so a Redis Cluster keeps one tenant on one shard and
+every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0.4.1's ``sos:stream:...``)::
+
+    sos:{t:<tenant>}:stream:<address>           stream of entries: m=message_id d=JSON r=receipts [g=only group]
+    sos:{t:<tenant>}:msgid:<message_id>         the entry id of a published message, expiring after the dedup window
+    sos:{t:<tenant>}:dead:<address>:<group>     stream of dead letters: p=entry id d=JSON why=reason n=attempts
+    sos:{t:<tenant>}:chunks:<group_id>          hash of chunk parts (seq -> bytes, "total"), expiring after chunk_ttl_s
+
+Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``); due redeliveries are taken with
+``XAUTOCLAIM`` (idle time ≥ the visibility timeout) and their attempt count is the entry's delivery counter;
+``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
+``MAXLEN ~ count_max`` on every append plus ``XTRIM MINID ~`` for age. Durability is Redis's own (configure
+AOF ``appendfsync everysec`` or ``always`` for a durable bus).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Sequence
+from typing import Any, ClassVar, Literal
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
+from . import Backend, Implements
+
+__all__ = ["RedisBackend", "RedisBusStore"]
+
+_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+AUTOCLAIM_SCANS_MAX = 10
+
+_APPEND = """
+local count_max = ARGV[1]
+local age_ms = tonumber(ARGV[2])
+local ttl = ARGV[3]
+local t = redis.call('TIME')
+local minid = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age_ms)
+local out = {}
+local seen = {}
+for i = 1, #KEYS / 2 do
+  local skey, dkey = KEYS[2 * i - 1], KEYS[2 * i]
+  local base = 3 + (i - 1) * 4
+  local data, rcpt, only, mid = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local existing = false
+  if only == '' then
+    existing = seen[dkey] or redis.call('GET', dkey)
+  end
+  if existing then
+    out[#out + 1] = {existing, 1}
+  else
+    local id
+    if only == '' then
+      id = redis.call('XADD', skey, 'MAXLEN', '~', count_max, '*', 'm', mid, 'd', data, 'r', rcpt)
+      redis.call('SET', dkey, id, 'EX', ttl)
+      seen[dkey] = id
+    else
+      id = redis.call('XADD', skey, 'MAXLEN', '~', count_max, '*', 'm', mid, 'd', data, 'r', rcpt, 'g', only)
+    end
+    redis.call('XTRIM', skey, 'MINID', minid)
+    out[#out + 1] = {id, 0}
+  end
+end
+return out
+"""
+
+# Returns {entries, last}: entries = {id, data, receipts, attempts}...; last = the group's last-delivered id when
+# nothing new was handed out (for a blocking wait that cannot miss an append), else false.
+_CLAIM = """
+local key, grp, consumer = KEYS[1], ARGV[1], ARGV[2]
+local count, vt, scans = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return false
+end
+local cursor = '0-0'
+for _ = 1, scans do
+  if #out >= count then break end
+  local res = redis.call('XAUTOCLAIM', key, grp, consumer, vt, cursor, 'COUNT', count - #out)
+  for _, e in ipairs(res[2]) do
+    local p = redis.call('XPENDING', key, grp, e[1], e[1], 1)
+    out[#out + 1] = {e[1], field(e[2], 'd'), field(e[2], 'r'), p[1][4]}
+  end
+  cursor = res[1]
+  if cursor == '0-0' then break end
+end
+local fresh = 0
+while #out < count do
+  local res = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', count - #out, 'STREAMS', key, '>')
+  if not res then break end
+  local got = 0
+  for _, e in ipairs(res[1][2]) do
+    got = got + 1
+    local only = field(e[2], 'g')
+    if only and only ~= grp then
+      redis.call('XACK', key, grp, e[1])
+    else
+      out[#out + 1] = {e[1], field(e[2], 'd'), field(e[2], 'r'), 1}
+      fresh = fresh + 1
+    end
+  end
+  if got == 0 then break end
+end
+local last = false
+if fresh == 0 then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    if field(g, 'name') == grp then last = field(g, 'last-delivered-id') end
+  end
+end
+return {out, last}
+"""
+
+_NACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then return 0 end
+local when = now + tonumber(ARGV[4]) - tonumber(ARGV[5])
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'TIME', when, 'RETRYCOUNT', p[1][4], 'JUSTID')
+return 1
+"""
+
+_BURY = """
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if n == 0 then return 0 end
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #e == 0 then return 0 end
+local f = e[1][2]
+local data = false
+for i = 1, #f, 2 do if f[i] == 'd' then data = f[i + 1] end end
+local t = redis.call('TIME')
+redis.call('XADD', KEYS[2], '*', 'p', ARGV[2], 'd', data, 'why', ARGV[3], 'n', ARGV[4], 'at', t[1] .. '.' .. t[2])
+return 1
+"""
+
+_REVIVE = """
+local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
+if #e == 0 then return false end
+local f = e[1][2]
+local data = false
+for i = 1, #f, 2 do if f[i] == 'd' then data = f[i + 1] end end
+redis.call('XDEL', KEYS[2], ARGV[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', '', 'd', data, 'r', '0', 'g', ARGV[1])
+"""
+
+_PUT_CHUNK = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local total = redis.call('HGET', KEYS[1], 'total')
+if total ~= ARGV[2] then redis.call('HSET', KEYS[1], 'total', ARGV[2]) end
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+local n = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[1]) - 1 < n then return false end
+local out = {}
+for i = 0, n - 1 do
+  local part = redis.call('HGET', KEYS[1], tostring(i))
+  if not part then return false end
+  out[#out + 1] = part
+end
+return out
+"""
+
+
+def _entry_id(value: str, what: str = "position") -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidArgument(f"{value!r} is not a {what} of this bus (a Redis stream id like '1700000000000-0')")
+    return value
+
+
+class RedisBusStore(BusStore):
+    """Bus primitives as Redis stream commands and Lua scripts."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._append = client.register_script(_APPEND)
+        self._claim = client.register_script(_CLAIM)
+        self._nack = client.register_script(_NACK)
+        self._bury = client.register_script(_BURY)
+        self._revive = client.register_script(_REVIVE)
+        self._put_chunk = client.register_script(_PUT_CHUNK)
+        self._last: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _k(tenant: str, *parts: str) -> str:
+        return f"sos:{{t:{tenant}}}:" + ":".join(parts)
+
+    async def _call(self, awaitable: Awaitable[Any]) -> Any:
+        # redis-py's reply types are unions of bytes/str/None; each caller knows the real shape.
+        try:
+            return await awaitable
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.RedisError as exc:
+            raise BackendFailure(f"Redis error: {exc}") from exc
+
+    async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
+        keys: list[str] = []
+        args: list[Any] = [retention.count_max, int(retention.age_s * 1000), max(1, int(retention.dedup_window_s))]
+        for address, entry in items:
+            keys += [self._k(tenant, "stream", address), self._k(tenant, "msgid", entry.message_id)]
+            args += [entry.data, int(entry.receipts), entry.only_group or "", entry.message_id]
+        rows = await self._call(self._append(keys=keys, args=args))
+        return [Appended(_s(pos), bool(dup)) for pos, dup in rows]
+
+    async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
+        key = self._k(tenant, "stream", address)
+        try:
+            await self._r.xgroup_create(key, group, id="0" if start == "earliest" else "$", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise BackendFailure(f"Redis error: {exc}") from exc
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    async def delete_group(self, tenant: str, address: str, group: str) -> None:
+        key = self._k(tenant, "stream", address)
+        await self._call(self._r.xgroup_destroy(key, group))
+        await self._call(self._r.delete(self._k(tenant, "dead", address, group)))
+
+    async def claim(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        key = self._k(tenant, "stream", address)
+        rows, last = await self._call(
+            self._claim(keys=[key], args=[group, consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX])
+        )
+        if last:
+            self._last[(tenant, address)] = _s(last)
+        return [Claimed(_s(pos), bytes(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
+
+    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+        key = self._k(tenant, "stream", address)
+        return bool(await self._call(self._r.xack(key, group, _entry_id(position))))
+
+    async def nack(
+        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+    ) -> bool:
+        key = self._k(tenant, "stream", address)
+        args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms]
+        return bool(await self._call(self._nack(keys=[key], args=args)))
+
+    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+        keys = [self._k(tenant, "stream", address), self._k(tenant, "dead", address, group)]
+        return bool(await self._call(self._bury(keys=keys, args=[group, _entry_id(position), reason, attempts])))
+
+    async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
+            self._r.xrange(self._k(tenant, "dead", address, group), count=limit)
+        )
+        out = []
+        for dead_id, f in rows:
+            out.append(
+                StoredDeadLetter(
+                    _s(dead_id),
+                    address,
+                    group,
+                    _s(f[b"p"]),
+                    bytes(f[b"d"]),
+                    _s(f[b"why"]),
+                    int(f[b"n"]),
+                    float(f[b"at"]),
+                )
+            )
+        return out
+
+    async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
+        keys = [self._k(tenant, "stream", address), self._k(tenant, "dead", address, group)]
+        pos = await self._call(self._revive(keys=keys, args=[group, _entry_id(dead_id, "dead letter id"), 1 << 30]))
+        return Appended(_s(pos), False) if pos else None
+
+    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+        pos = await self._call(self._r.get(self._k(tenant, "msgid", message_id)))
+        return Appended(_s(pos), True) if pos else None
+
+    async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        key = self._k(tenant, "stream", address)
+        start = "(" + _entry_id(after) if after else "-"
+        out: list[HistoryEntry] = []
+        while len(out) < limit:
+            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
+                self._r.xrange(key, min=start, max="+", count=limit - len(out))
+            )
+            if not rows:
+                break
+            for entry_id, f in rows:
+                if b"g" not in f:
+                    out.append(HistoryEntry(_s(entry_id), bytes(f[b"d"])))
+            start = "(" + _s(rows[-1][0])
+        if out:
+            self._last[(tenant, address)] = out[-1].position
+        elif after:
+            self._last[(tenant, address)] = after
+        return out
+
+    async def pending_count(self, tenant: str, address: str, group: str) -> int:
+        try:
+            info = await self._r.xpending(self._k(tenant, "stream", address), group)
+        except redis_errors.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise BackendFailure(f"Redis error: {exc}") from exc
+        return int(info["pending"])
+
+    async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        key = self._k(tenant, "stream", address)
+        last = self._last.get((tenant, address), "$")
+        block_ms = max(1, int(timeout_s * 1000))
+        await self._call(self._r.xread({key: last}, count=1, block=block_ms))
+
+    async def put_chunk(
+        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
+    ) -> list[bytes] | None:
+        key = self._k(tenant, "chunks", group_id)
+        parts = await self._call(self._put_chunk(keys=[key], args=[seq, total, data, max(1, int(ttl_s))]))
+        return [bytes(p) for p in parts] if parts else None
+
+    async def drop_chunks(self, tenant: str, group_id: str) -> None:
+        await self._call(self._r.delete(self._k(tenant, "chunks", group_id)))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBackend(Backend):
+    """``redis://host:port/db``: shared by processes on many hosts; Redis Streams and consumer groups."""
+
+    name: ClassVar[str] = "redis"
+    implements: ClassVar[Implements] = Implements(durable=True, multi_process=True, multi_host=True, push_wakeups=True)
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.bus = RedisBusStore(client)
+
+    @classmethod
+    async def connect(cls, url: str, **options: Any) -> RedisBackend:
+        if options:
+            raise InvalidArgument(f"unknown redis option(s): {', '.join(sorted(options))}")
+        try:
+            client = aioredis.Redis.from_url(
+                url, decode_responses=False, socket_connect_timeout=5, health_check_interval=30
+            )
+        except ValueError as exc:
+            raise InvalidURL(f"bad Redis URL {url!r}: {exc}") from exc
+        try:
+            await client.ping()
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            await client.aclose()
+            raise BackendUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
+        return cls(client)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

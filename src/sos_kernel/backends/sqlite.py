@@ -1,0 +1,515 @@
+"""The SQLite backend: ``sqlite:///path/to/file.db`` — the embedded default.
+
+Durable and shared by several processes on one host through one file. The database runs in WAL mode with
+``synchronous=NORMAL`` by default: a committed write survives a process crash; an operating-system crash or power
+loss may drop the last few commits (pass ``synchronous="FULL"`` to fsync every commit, about 8x slower).
+
+Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Statements run on the event loop's thread:
+they take microseconds, and a lock held by another process is never waited for on the loop — the busy timeout is
+a few milliseconds, after which the transaction is retried with an async back-off, up to ``lock_timeout_s``
+(then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are woken at once by writes from this process and
+within ``poll_interval_s`` by writes from other processes (``PRAGMA data_version``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+
+from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
+from . import Backend, Implements
+
+__all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5
+LOCK_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 0.02
+TRIM_EVERY_APPENDS = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bus_entries (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL, data BLOB NOT NULL,
+    receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS bus_entries_addr ON bus_entries (tenant, address, pos);
+CREATE INDEX IF NOT EXISTS bus_entries_created ON bus_entries (tenant, address, created);
+CREATE TABLE IF NOT EXISTS bus_dedup (
+    tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL, pos INTEGER NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bus_dedup_expires ON bus_dedup (expires);
+CREATE TABLE IF NOT EXISTS bus_groups (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, cursor INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_pending (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bus_pending_due ON bus_pending (tenant, address, grp, due);
+CREATE TABLE IF NOT EXISTS bus_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
+    pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS bus_dead_grp ON bus_dead (tenant, address, grp, id);
+CREATE TABLE IF NOT EXISTS bus_chunks (
+    tenant TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, total INTEGER NOT NULL, data BLOB NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (tenant, group_id, seq)) WITHOUT ROWID;
+"""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class SQLiteEngine:
+    """One connection to one database file, with transactions that retry on lock contention."""
+
+    def __init__(self, path: str, *, synchronous: str, lock_timeout_s: float) -> None:
+        self.path = path
+        self.lock_timeout_s = lock_timeout_s
+        try:
+            self.conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._pragma("PRAGMA journal_mode = WAL")
+        self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+
+    def _pragma(self, sql: str) -> None:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                self.conn.execute(sql)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise BackendUnavailable(f"SQLite {sql!r} failed: {exc}") from exc
+                time.sleep(0.01)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file."""
+        row = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction; retried while another process holds the lock."""
+        return await self._run(fn, "BEGIN IMMEDIATE")
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a read transaction (one consistent snapshot)."""
+        return await self._run(fn, "BEGIN")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        deadline = time.monotonic() + self.lock_timeout_s
+        backoff = 0.001
+        while True:
+            try:
+                self.conn.execute(begin)
+                try:
+                    result = fn(self.conn)
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if not _is_busy(exc):
+                    raise BackendFailure(f"SQLite error: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"SQLite database {self.path!r} stayed locked for {self.lock_timeout_s} s"
+                    ) from exc
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise BackendFailure(f"SQLite error: {exc}") from exc
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 0.05)
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self.conn.close()
+
+
+class SQLiteBusStore(BusStore):
+    """Bus primitives as SQLite transactions."""
+
+    def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
+        self._db = engine
+        self._poll_interval_s = poll_interval_s
+        self._events: dict[tuple[str, str], anyio.Event] = {}
+        self._seen_version = engine.data_version()
+        self._appends_since_trim: dict[tuple[str, str], int] = {}
+
+    def _notify(self, tenant: str, address: str) -> None:
+        event = self._events.pop((tenant, address), None)
+        if event is not None:
+            event.set()
+
+    async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
+        now = time.time()
+
+        def tx(c: sqlite3.Connection) -> list[Appended]:
+            out: list[Appended] = []
+            for address, entry in items:
+                if entry.only_group is None:
+                    row = c.execute(
+                        "SELECT pos FROM bus_dedup WHERE tenant=? AND message_id=? AND expires>?",
+                        (tenant, entry.message_id, now),
+                    ).fetchone()
+                    if row is not None:
+                        out.append(Appended(str(row[0]), True))
+                        continue
+                cur = c.execute(
+                    "INSERT INTO bus_entries (tenant, address, message_id, data, receipts, only_group, created)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (tenant, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now),
+                )
+                pos = int(cur.lastrowid or 0)
+                if entry.only_group is None:
+                    c.execute(
+                        "INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)",
+                        (tenant, entry.message_id, address, pos, now + retention.dedup_window_s),
+                    )
+                out.append(Appended(str(pos), False))
+            self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
+            return out
+
+        result = await self._db.write(tx)
+        for address in {a for a, _ in items}:
+            self._notify(tenant, address)
+        return result
+
+    def _trim_some(
+        self, c: sqlite3.Connection, tenant: str, addresses: set[str], retention: Retention, now: float
+    ) -> None:
+        # Age trimming is exact (an index range seek per append). Count trimming is amortised: every
+        # TRIM_EVERY_APPENDS appends per address, so an address holds at most count_max + TRIM_EVERY_APPENDS.
+        for address in addresses:
+            c.execute(
+                "DELETE FROM bus_entries WHERE tenant=? AND address=? AND created<?",
+                (tenant, address, now - retention.age_s),
+            )
+            key = (tenant, address)
+            self._appends_since_trim[key] = self._appends_since_trim.get(key, 0) + 1
+            if self._appends_since_trim[key] < TRIM_EVERY_APPENDS and self._appends_since_trim[key] != 1:
+                continue
+            self._appends_since_trim[key] = 1
+            row = c.execute(
+                "SELECT pos FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos DESC LIMIT 1 OFFSET ?",
+                (tenant, address, retention.count_max),
+            ).fetchone()
+            if row is not None:
+                c.execute("DELETE FROM bus_entries WHERE tenant=? AND address=? AND pos<=?", (tenant, address, row[0]))
+            c.execute("DELETE FROM bus_dedup WHERE expires<=?", (now,))
+            c.execute("DELETE FROM bus_chunks WHERE expires<=?", (now,))
+
+    async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
+        def tx(c: sqlite3.Connection) -> None:
+            cursor = 0
+            if start == "latest":
+                row = c.execute(
+                    "SELECT MAX(pos) FROM bus_entries WHERE tenant=? AND address=?", (tenant, address)
+                ).fetchone()
+                cursor = int(row[0] or 0)
+            c.execute("INSERT OR IGNORE INTO bus_groups VALUES (?,?,?,?)", (tenant, address, group, cursor))
+
+        await self._db.write(tx)
+
+    async def delete_group(self, tenant: str, address: str, group: str) -> None:
+        def tx(c: sqlite3.Connection) -> None:
+            for table in ("bus_groups", "bus_pending", "bus_dead"):
+                c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=? AND grp=?", (tenant, address, group))
+
+        await self._db.write(tx)
+
+    async def claim(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        now = time.time()
+        due_at = now + visibility_ms / 1000
+        key = (tenant, address, group)
+
+        def tx(c: sqlite3.Connection) -> list[Claimed]:
+            out: list[Claimed] = []
+            rows = c.execute(
+                "SELECT p.pos, p.attempts, e.data, e.receipts FROM bus_pending p LEFT JOIN bus_entries e"
+                " ON e.pos = p.pos WHERE p.tenant=? AND p.address=? AND p.grp=? AND p.due<=?"
+                " ORDER BY p.pos LIMIT ?",
+                (*key, now, count),
+            ).fetchall()
+            for pos, attempts, data, receipts in rows:
+                if data is None:  # trimmed by retention while pending
+                    c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
+                    continue
+                c.execute(
+                    "UPDATE bus_pending SET consumer=?, due=?, attempts=? WHERE tenant=? AND address=? AND grp=?"
+                    " AND pos=?",
+                    (consumer, due_at, attempts + 1, *key, pos),
+                )
+                out.append(Claimed(str(pos), bytes(data), attempts + 1, bool(receipts)))
+            room = count - len(out)
+            if room > 0:
+                out.extend(self._claim_new(c, key, consumer, due_at, room))
+            self._seen_version = self._db.data_version()
+            return out
+
+        return await self._db.write(tx)
+
+    @staticmethod
+    def _claim_new(
+        c: sqlite3.Connection, key: tuple[str, str, str], consumer: str, due_at: float, room: int
+    ) -> list[Claimed]:
+        row = c.execute("SELECT cursor FROM bus_groups WHERE tenant=? AND address=? AND grp=?", key).fetchone()
+        cursor = int(row[0]) if row else 0
+        rows = c.execute(
+            "SELECT pos, data, receipts FROM bus_entries WHERE tenant=? AND address=? AND pos>?"
+            " AND (only_group IS NULL OR only_group=?) ORDER BY pos LIMIT ?",
+            (key[0], key[1], cursor, key[2], room),
+        ).fetchall()
+        if not rows:
+            return []
+        c.executemany(
+            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,1)",
+            [(*key, pos, consumer, due_at) for pos, _, _ in rows],
+        )
+        c.execute(
+            "INSERT INTO bus_groups VALUES (?,?,?,?) ON CONFLICT (tenant, address, grp) DO UPDATE SET"
+            " cursor=excluded.cursor",
+            (*key, rows[-1][0]),
+        )
+        return [Claimed(str(pos), bytes(data), 1, bool(receipts)) for pos, data, receipts in rows]
+
+    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+        pos = _position(position)
+
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (tenant, address, group, pos),
+            )
+            return cur.rowcount > 0
+
+        return await self._db.write(tx)
+
+    async def nack(
+        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+    ) -> bool:
+        pos, due = _position(position), time.time() + delay_ms / 1000
+
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (due, tenant, address, group, pos),
+            )
+            return cur.rowcount > 0
+
+        done = await self._db.write(tx)
+        self._notify(tenant, address)
+        return done
+
+    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+        pos = _position(position)
+
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (tenant, address, group, pos),
+            )
+            row = c.execute("SELECT data FROM bus_entries WHERE pos=?", (pos,)).fetchone()
+            if cur.rowcount == 0 or row is None:
+                return False
+            c.execute(
+                "INSERT INTO bus_dead (tenant, address, grp, pos, data, reason, attempts, dead_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (tenant, address, group, pos, row[0], reason, attempts, time.time()),
+            )
+            return True
+
+        return await self._db.write(tx)
+
+    async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
+        def tx(c: sqlite3.Connection) -> list[StoredDeadLetter]:
+            rows = c.execute(
+                "SELECT id, pos, data, reason, attempts, dead_at FROM bus_dead WHERE tenant=? AND address=?"
+                " AND grp=? ORDER BY id LIMIT ?",
+                (tenant, address, group, limit),
+            ).fetchall()
+            return [StoredDeadLetter(str(i), address, group, str(p), bytes(d), r, a, t) for i, p, d, r, a, t in rows]
+
+        return await self._db.read(tx)
+
+    async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
+        def tx(c: sqlite3.Connection) -> Appended | None:
+            row = c.execute(
+                "SELECT data FROM bus_dead WHERE id=? AND tenant=? AND address=? AND grp=?",
+                (_position(dead_id), tenant, address, group),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute("DELETE FROM bus_dead WHERE id=?", (_position(dead_id),))
+            cur = c.execute(
+                "INSERT INTO bus_entries (tenant, address, message_id, data, receipts, only_group, created)"
+                " VALUES (?,?,?,?,0,?,?)",
+                (tenant, address, "", row[0], group, time.time()),
+            )
+            return Appended(str(cur.lastrowid), False)
+
+        result = await self._db.write(tx)
+        self._notify(tenant, address)
+        return result
+
+    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+        def tx(c: sqlite3.Connection) -> Appended | None:
+            row = c.execute(
+                "SELECT pos FROM bus_dedup WHERE tenant=? AND message_id=? AND expires>?",
+                (tenant, message_id, time.time()),
+            ).fetchone()
+            return Appended(str(row[0]), True) if row else None
+
+        return await self._db.read(tx)
+
+    async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        start = _position(after) if after else 0
+
+        def tx(c: sqlite3.Connection) -> list[HistoryEntry]:
+            rows = c.execute(
+                "SELECT pos, data FROM bus_entries WHERE tenant=? AND address=? AND pos>? AND only_group IS NULL"
+                " ORDER BY pos LIMIT ?",
+                (tenant, address, start, limit),
+            ).fetchall()
+            self._seen_version = self._db.data_version()
+            return [HistoryEntry(str(p), bytes(d)) for p, d in rows]
+
+        return await self._db.read(tx)
+
+    async def pending_count(self, tenant: str, address: str, group: str) -> int:
+        def tx(c: sqlite3.Connection) -> int:
+            row = c.execute(
+                "SELECT COUNT(*) FROM bus_pending WHERE tenant=? AND address=? AND grp=?", (tenant, address, group)
+            ).fetchone()
+            return int(row[0])
+
+        return await self._db.read(tx)
+
+    async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        key = (tenant, address)
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = anyio.Event()
+        deadline = anyio.current_time() + timeout_s
+        while True:
+            if self._db.data_version() != self._seen_version:
+                return  # another process committed since our last read
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            with anyio.move_on_after(min(self._poll_interval_s, remaining)):
+                await event.wait()
+                return
+
+    async def put_chunk(
+        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
+    ) -> list[bytes] | None:
+        now = time.time()
+
+        def tx(c: sqlite3.Connection) -> list[bytes] | None:
+            c.execute(
+                "INSERT INTO bus_chunks VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, group_id, seq) DO UPDATE SET"
+                " data=excluded.data, total=excluded.total",
+                (tenant, group_id, seq, total, data, now + ttl_s),
+            )
+            rows = c.execute(
+                "SELECT seq, data FROM bus_chunks WHERE tenant=? AND group_id=? AND total=? AND expires>? ORDER BY seq",
+                (tenant, group_id, total, now),
+            ).fetchall()
+            if [r[0] for r in rows] != list(range(total)):
+                return None
+            return [bytes(r[1]) for r in rows]
+
+        return await self._db.write(tx)
+
+    async def drop_chunks(self, tenant: str, group_id: str) -> None:
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM bus_chunks WHERE tenant=? AND group_id=?", (tenant, group_id))
+
+        await self._db.write(tx)
+
+
+def _create_schema(c: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            c.execute(statement)
+
+
+def _position(value: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{value!r} is not a position of this bus (an integer for SQLite)") from None
+    if number < 0:
+        raise InvalidArgument(f"{value!r} is not a position of this bus")
+    return number
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in ``sqlite:///relative.db`` or ``sqlite:////absolute.db``; ``:memory:`` is refused."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidURL(f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    path = unquote(parts.path)
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:":
+        raise InvalidURL(f"{url!r} names no file; use memory:// for an in-process kernel")
+    return path
+
+
+class SQLiteBackend(Backend):
+    """``sqlite:///path/to/file.db``: durable, several processes on one host."""
+
+    name: ClassVar[str] = "sqlite"
+    implements: ClassVar[Implements] = Implements(
+        durable=True, multi_process=True, multi_host=False, push_wakeups=False
+    )
+
+    def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
+        self.engine = engine
+        self.bus = SQLiteBusStore(engine, poll_interval_s=poll_interval_s)
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        synchronous: str = "NORMAL",
+        poll_interval_s: float = POLL_INTERVAL_S,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        **options: Any,
+    ) -> SQLiteBackend:
+        if options:
+            raise InvalidArgument(f"unknown sqlite option(s): {', '.join(sorted(options))}")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InvalidArgument(f"synchronous must be NORMAL, FULL, EXTRA or OFF, got {synchronous!r}")
+        if not 0 < poll_interval_s <= 1:
+            raise InvalidArgument(f"poll_interval_s must be in (0, 1], got {poll_interval_s!r}")
+        path = sqlite_path(url)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = SQLiteEngine(path, synchronous=synchronous.upper(), lock_timeout_s=lock_timeout_s)
+        await engine.write(_create_schema)
+        return cls(engine, poll_interval_s=poll_interval_s)
+
+    async def aclose(self) -> None:
+        self.engine.close()

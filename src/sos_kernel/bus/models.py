@@ -1,0 +1,136 @@
+"""Bus value types and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ..contracts import Message
+
+if TYPE_CHECKING:
+    from .service import Subscription
+
+__all__ = ["BusLimits", "DeadLetter", "Delivery", "PublishReceipt"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class BusLimits:
+    """Every bound the bus enforces; exceeding one raises :class:`~sos_kernel.errors.LimitExceeded` (SOS-4010).
+
+    - ``message_bytes_max``: one message as stored or sent over a transport (its JSON). Larger messages are
+      split into ``chunk`` messages when chunking is on, refused when it is off.
+    - ``payload_bytes_max``: the largest whole message after reassembly.
+    - ``batch_max``: messages per ``publish_many``.
+    - ``prefetch_max``: deliveries a subscription buffers per claim.
+    - ``in_flight_max``: unacked deliveries one subscription may hold before it waits.
+    - ``history_limit_max``: entries one ``history`` call returns.
+    - ``max_deliveries_max``: the highest ``max_deliveries`` a subscriber may ask for.
+    - ``retention_count_max`` / ``retention_age_s``: entries kept per address (older ones are trimmed, acked or
+      not: retention bounds durability).
+    - ``dedup_window_s``: how long a ``message_id`` is remembered for idempotent publish.
+    - ``chunk_ttl_s``: how long the parts of an incomplete chunk group are kept.
+    """
+
+    message_bytes_max: int = 64 * KIB
+    payload_bytes_max: int = 16 * MIB
+    batch_max: int = 1000
+    prefetch_max: int = 1000
+    in_flight_max: int = 10_000
+    history_limit_max: int = 10_000
+    max_deliveries_max: int = 100
+    visibility_timeout_s_max: float = 12 * 3600.0
+    retention_count_max: int = 100_000
+    retention_age_s: float = 7 * 24 * 3600.0
+    dedup_window_s: float = 24 * 3600.0
+    chunk_ttl_s: float = 600.0
+
+    @property
+    def chunk_data_bytes(self) -> int:
+        """Raw bytes per chunk: base64 grows them by 4/3 and the envelope needs about 1 KiB."""
+        return max(1, (self.message_bytes_max - 2 * KIB) * 3 // 4)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReceipt:
+    """What ``publish`` did.
+
+    ``position`` is the message's place in its address's stream (an opaque, ordered cursor; ``None`` for a chunk
+    whose group is not complete yet). ``duplicate`` is True when the message id was already published: nothing
+    was written and the first position is returned. ``chunks`` is how many chunk messages carried it (0 when it
+    travelled whole).
+    """
+
+    message_id: str
+    address: str
+    position: str | None
+    duplicate: bool
+    chunks: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """False only for a chunk whose group still misses parts."""
+        return self.position is not None
+
+
+class Delivery:
+    """One message handed to a subscriber. Ack it when processed; nack it to have it redelivered.
+
+    Until acked, the message is redelivered (to this group) after the subscription's visibility timeout, with
+    ``attempt`` one higher; after ``max_deliveries`` attempts it goes to the group's dead letters.
+    """
+
+    __slots__ = ("_done", "_sub", "address", "attempt", "consumer", "group", "message", "position", "receipts")
+
+    def __init__(self, sub: Subscription, message: Message, position: str, attempt: int, receipts: bool) -> None:
+        self._sub = sub
+        self._done = False
+        self.message = message
+        self.position = position
+        self.attempt = attempt
+        self.receipts = receipts
+        self.address = sub.address
+        self.group = sub.group
+        self.consumer = sub.consumer
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(type={self.message.type!r}, message_id={self.message.message_id!r}, "
+            f"position={self.position!r}, attempt={self.attempt})"
+        )
+
+    async def ack(self) -> bool:
+        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked)."""
+        if self._done:
+            return False
+        self._done = True
+        return await self._sub._ack(self)
+
+    async def nack(self, delay_s: float = 0.0) -> bool:
+        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
+        if self._done:
+            return False
+        self._done = True
+        return await self._sub._nack(self, delay_s)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message a group gave up on after ``attempts`` deliveries; ``replay`` delivers it to that group again."""
+
+    id: str
+    address: str
+    group: str
+    position: str
+    message: Message
+    reason: str
+    attempts: int
+    dead_at: datetime
+
+    @staticmethod
+    def at(epoch_s: float) -> datetime:
+        """A store's epoch seconds as an aware UTC datetime."""
+        return datetime.fromtimestamp(epoch_s, UTC)

@@ -1,0 +1,698 @@
+"""The bus: typed messages between agents, with one semantics on every backend.
+
+Guarantees:
+
+- **Validated.** ``publish`` accepts a contract model or wire data and validates it with the kernel's type
+  catalogue; bad input raises the SOS-40xx error and nothing is stored.
+- **Idempotent by message_id.** Re-publishing a message id within the dedup window (24 h by default) writes
+  nothing, delivers nothing twice and returns the first receipt with ``duplicate=True``.
+- **At-least-once.** A delivery stays pending until acked; unacked deliveries are redelivered after the
+  subscription's visibility timeout (or a nack's delay) with ``attempt`` one higher; after ``max_deliveries``
+  attempts the message moves to the group's dead letters, from where it can be listed and replayed. A consumer
+  may therefore see a message more than once, always with the same ``message_id``.
+- **Ordered per address.** First deliveries within a group follow the address's stream order; redeliveries come
+  when they fall due.
+- **Queues and fan-out.** Agent inboxes (``agent:<name>``) default to one shared group per address, so each
+  message goes to one consumer. Channels (``sos:channel:<name>``) default to a private group per subscription,
+  so every subscriber sees every message. Naming a ``group`` gives either behaviour explicitly.
+- **Nothing truncated.** A message larger than ``message_bytes_max`` travels as ``chunk`` messages and is
+  reassembled, size- and SHA-256-checked, before it is stored and delivered; with chunking off it is refused.
+- **Bounded.** Every size, count and wait has a named limit in :class:`BusLimits`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import anyio
+
+from ..contracts import (
+    ADDRESS_PATTERN,
+    AnnounceMessage,
+    AnnouncePayload,
+    AskMessage,
+    AskPayload,
+    ChunkMessage,
+    ChunkPayload,
+    Message,
+    ReceiptMessage,
+    ReceiptPayload,
+    SendMessage,
+    TypeCatalogue,
+    WakeMessage,
+)
+from ..errors import (
+    AskTimeout,
+    ChunkIntegrityError,
+    InvalidArgument,
+    KernelClosed,
+    LimitExceeded,
+    SOSError,
+)
+from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
+from .store import Appended, BusStore, Entry, Retention
+
+__all__ = ["Bus", "Subscription"]
+
+_ADDRESS_RE = re.compile(ADDRESS_PATTERN)
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+KERNEL_SOURCE = "agent:kernel"
+DEFAULT_INBOX_GROUP = "inbox"
+WAIT_CAP_S = 1.0
+"""Longest a subscriber sleeps before checking for due redeliveries (engines wake it sooner on new messages)."""
+
+
+def check_address(address: str) -> str:
+    """``address`` if it is ``agent:<name>`` or ``sos:channel:<name>``, else SOS-4005."""
+    if not isinstance(address, str) or not _ADDRESS_RE.match(address):
+        raise InvalidArgument(
+            f"{address!r} is not a bus address; use 'agent:<name>' or 'sos:channel:<name>'",
+            details={"address": repr(address)[:200], "pattern": ADDRESS_PATTERN},
+        )
+    return address
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidArgument(
+            f"{what} {value!r} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
+            details={what: repr(value)[:200]},
+        )
+    return value
+
+
+def _check_positive(value: float, what: str, maximum: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:
+        raise InvalidArgument(f"{what} must be a number in (0, {maximum}], got {value!r}", details={what: value})
+    return float(value)
+
+
+class Bus:
+    """The bus API of one tenant. Obtain it as ``kernel.bus`` or ``kernel.tenant(slug).bus``."""
+
+    def __init__(
+        self,
+        store: BusStore,
+        tenant: str,
+        catalogue: TypeCatalogue,
+        limits: BusLimits,
+        *,
+        closed: anyio.Event | None = None,
+    ) -> None:
+        self._store = store
+        self.tenant = tenant
+        self._catalogue = catalogue
+        self.limits = limits
+        self._closed = closed or anyio.Event()
+        self._retention = Retention(limits.retention_count_max, limits.retention_age_s, limits.dedup_window_s)
+
+    # -- publishing -----------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise KernelClosed("the kernel is closed; open a new one")
+
+    def _validate(self, message: Message | Mapping[str, Any] | bytes | str) -> tuple[Message, bytes]:
+        parsed = self._catalogue.parse(message)
+        data = parsed.to_json()
+        if len(data) > self.limits.payload_bytes_max:
+            raise LimitExceeded(
+                f"message is {len(data)} bytes; the bus carries at most {self.limits.payload_bytes_max}",
+                details={"limit": "payload_bytes_max", "max": self.limits.payload_bytes_max, "size": len(data)},
+            )
+        return parsed, data
+
+    async def publish(
+        self,
+        message: Message | Mapping[str, Any] | bytes | str,
+        *,
+        receipts: bool = False,
+        chunking: bool = True,
+    ) -> PublishReceipt:
+        """Validate and store one message for its ``target``; returns where it landed.
+
+        Idempotent by ``message_id``. ``receipts=True`` asks the bus to send ``receipt`` messages back to the
+        message's ``source`` when it is delivered (``delivered``), acked (``processed``) or dead-lettered
+        (``rejected``). A message over ``message_bytes_max`` is chunked and reassembled (``chunking=False``
+        refuses it with SOS-4010 instead). Raises SOS-4001..4004 for bad input, SOS-4010 over a limit,
+        SOS-4011 when chunks do not reassemble, SOS-6001/6030 when the engine fails.
+        """
+        self._check_open()
+        parsed, data = self._validate(message)
+        if isinstance(parsed, ChunkMessage):
+            return await self._accept_chunk(parsed, receipts)
+        if len(data) <= self.limits.message_bytes_max:
+            appended = await self._store.append(
+                self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
+            )
+            return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate)
+        if not chunking:
+            raise LimitExceeded(
+                f"message is {len(data)} bytes, over message_bytes_max={self.limits.message_bytes_max}; "
+                "publish with chunking=True to split it",
+                details={"limit": "message_bytes_max", "max": self.limits.message_bytes_max, "size": len(data)},
+            )
+        receipt: PublishReceipt | None = None
+        parts = self.split(parsed)
+        for part in parts:
+            receipt = await self._accept_chunk(part, receipts)
+        if receipt is None or receipt.position is None:
+            raise ChunkIntegrityError("chunk group did not complete", details={"group_id": parsed.message_id})
+        return PublishReceipt(parsed.message_id, parsed.target, receipt.position, receipt.duplicate, len(parts))
+
+    async def publish_many(
+        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
+    ) -> list[PublishReceipt]:
+        """Validate every message, then store them all in one transaction or round trip (all or none).
+
+        Duplicates (by ``message_id``, stored before or earlier in the batch) are reported, not written. Chunk
+        messages and messages over ``message_bytes_max`` are refused here (publish them one by one).
+        """
+        self._check_open()
+        if len(messages) > self.limits.batch_max:
+            raise LimitExceeded(
+                f"batch of {len(messages)} messages; publish_many takes at most {self.limits.batch_max}",
+                details={"limit": "batch_max", "max": self.limits.batch_max, "size": len(messages)},
+            )
+        items: list[tuple[str, Entry]] = []
+        for index, raw in enumerate(messages):
+            try:
+                parsed, data = self._validate(raw)
+            except SOSError as exc:
+                exc.details.setdefault("index", index)
+                raise
+            if isinstance(parsed, ChunkMessage) or len(data) > self.limits.message_bytes_max:
+                raise LimitExceeded(
+                    f"message {index} is a chunk or over message_bytes_max; publish it on its own",
+                    details={"limit": "message_bytes_max", "index": index, "size": len(data)},
+                )
+            items.append((parsed.target, Entry(parsed.message_id, data, receipts)))
+        if not items:
+            return []
+        appended = await self._store.append(self.tenant, items, self._retention)
+        return [
+            PublishReceipt(entry.message_id, address, a.position, a.duplicate)
+            for (address, entry), a in zip(items, appended, strict=True)
+        ]
+
+    def split(self, message: Message) -> list[ChunkMessage]:
+        """The ``chunk`` messages that carry ``message``; chunk message ids derive from its ``message_id``.
+
+        Producers behind a size-limited transport publish these one by one; the bus reassembles them.
+        """
+        data = message.to_json()
+        digest = hashlib.sha256(data).hexdigest()
+        step = self.limits.chunk_data_bytes
+        total = max(1, math.ceil(len(data) / step))
+        group = uuid.UUID(message.message_id)
+        return [
+            ChunkMessage(
+                source=message.source,
+                target=message.target,
+                message_id=str(uuid.uuid5(group, str(seq))),
+                trace_id=message.trace_id,
+                payload=ChunkPayload(
+                    group_id=message.message_id,
+                    seq=seq,
+                    total=total,
+                    sha256=digest,
+                    size_bytes=len(data),
+                    data=base64.b64encode(data[seq * step : (seq + 1) * step]).decode(),
+                    inner_type=message.type,
+                ),
+            )
+            for seq in range(total)
+        ]
+
+    async def _accept_chunk(self, chunk: ChunkMessage, receipts: bool) -> PublishReceipt:
+        part = chunk.payload
+        known = await self._store.lookup(self.tenant, part.group_id)
+        if known is not None:
+            return PublishReceipt(part.group_id, chunk.target, known.position, True)
+        try:
+            raw = base64.b64decode(part.data, validate=True)
+        except ValueError:
+            raise ChunkIntegrityError("chunk data is not valid base64", details={"seq": part.seq}) from None
+        parts = await self._store.put_chunk(
+            self.tenant, part.group_id, part.seq, part.total, raw, self.limits.chunk_ttl_s
+        )
+        if parts is None:
+            return PublishReceipt(chunk.message_id, chunk.target, None, False)
+        try:
+            whole = self._reassemble(chunk, parts)
+        finally:
+            await self._store.drop_chunks(self.tenant, part.group_id)
+        appended = await self._store.append(
+            self.tenant, [(whole.target, Entry(whole.message_id, whole.to_json(), receipts))], self._retention
+        )
+        return PublishReceipt(whole.message_id, whole.target, appended[0].position, appended[0].duplicate)
+
+    def _reassemble(self, last: ChunkMessage, parts: list[bytes]) -> Message:
+        data = b"".join(parts)
+        info = last.payload
+        if len(data) != info.size_bytes or hashlib.sha256(data).hexdigest() != info.sha256:
+            raise ChunkIntegrityError(
+                f"chunks of {info.group_id} do not match their SHA-256 or size; resend every part",
+                details={"group_id": info.group_id, "size": len(data), "expected_size": info.size_bytes},
+            )
+        whole, _ = self._validate(data)
+        if whole.message_id != info.group_id or whole.target != last.target or isinstance(whole, ChunkMessage):
+            raise ChunkIntegrityError(
+                "reassembled message does not match its chunk group (message_id, target or type)",
+                details={"group_id": info.group_id},
+            )
+        return whole
+
+    # -- helpers for the core types ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        receipts: bool = False,
+    ) -> PublishReceipt:
+        """Publish a ``send`` message from ``source`` to ``target``."""
+        message = SendMessage.model_validate(
+            {
+                "source": source,
+                "target": target,
+                "payload": {"text": text, "content_type": content_type},
+                "reply_to": reply_to,
+                "correlation_id": correlation_id,
+                "headers": dict(headers) if headers is not None else None,
+                "trace_id": trace_id,
+            }
+        )
+        return await self.publish(message, receipts=receipts)
+
+    async def announce(
+        self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
+    ) -> PublishReceipt:
+        """Publish an ``announce`` (``context`` may carry ``tool``, ``pid``, ``tty``, ``cwd``)."""
+        payload = AnnouncePayload.model_validate({"text": text, **context})
+        return await self.publish(AnnounceMessage(source=source, target=target, payload=payload))
+
+    async def wake(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        priority: Literal["critical", "high", "normal", "low"] = "normal",
+        ref_message_id: str | None = None,
+    ) -> PublishReceipt:
+        """Publish a ``wake`` for ``target``."""
+        message = WakeMessage.model_validate(
+            {
+                "source": source,
+                "target": target,
+                "payload": {"text": text},
+                "priority": priority,
+                "ref_message_id": ref_message_id,
+            }
+        )
+        return await self.publish(message)
+
+    async def ask(
+        self,
+        source: str,
+        target: str,
+        question: str,
+        *,
+        timeout_s: float = 30.0,
+        correlation_id: str | None = None,
+    ) -> SendMessage:
+        """Publish an ``ask`` and wait for the reply; returns the reply message.
+
+        The reply is correlated by ``reply_to`` (the ask's ``message_id``) or ``correlation_id`` on a private
+        reply channel. Raises :class:`~sos_kernel.errors.AskTimeout` (SOS-6004) after ``timeout_s``.
+        """
+        _check_positive(timeout_s, "timeout_s", 3600)
+        channel = f"sos:channel:reply-{uuid.uuid4().hex}"
+        message = AskMessage(
+            source=source,
+            target=target,
+            payload=AskPayload(question=question, reply_channel=channel),
+            timeout_s=max(1, math.ceil(timeout_s)),
+            correlation_id=correlation_id or str(uuid.uuid4()),
+        )
+        await self.publish(message)
+        with anyio.move_on_after(timeout_s):
+            return await self._await_reply(message, channel)
+        raise AskTimeout(
+            f"no reply from {target} within {timeout_s} s",
+            details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
+        )
+
+    async def _await_reply(self, ask: AskMessage, channel: str) -> SendMessage:
+        after: str | None = None
+        while True:
+            for entry in await self._store.history(self.tenant, channel, after, 100):
+                after = entry.position
+                reply = self._catalogue.parse(entry.data)
+                if isinstance(reply, SendMessage) and (
+                    reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
+                ):
+                    return reply
+            await self._store.wait(self.tenant, channel, WAIT_CAP_S)
+
+    async def reply(
+        self,
+        to: Message,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
+        """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
+        target = to.payload.reply_channel if isinstance(to, AskMessage) else to.source
+        correlation = getattr(to, "correlation_id", None)
+        sender = source or (to.target if to.target.startswith("agent:") else KERNEL_SOURCE)
+        return await self.send(
+            sender, target, text, content_type=content_type, reply_to=to.message_id, correlation_id=correlation
+        )
+
+    # -- consuming --------------------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        address: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        visibility_timeout_s: float = 30.0,
+        max_deliveries: int = 5,
+        prefetch: int = 16,
+        start: Literal["earliest", "latest"] | None = None,
+    ) -> Subscription:
+        """A subscription to ``address``; use it as ``async with bus.subscribe(...) as sub: async for d in sub``.
+
+        ``group`` defaults to a shared ``"inbox"`` group for agent addresses (a queue) and to a private,
+        temporary group for channels (fan-out; deleted when the subscription closes). A new group starts at the
+        earliest retained message (``start="earliest"``, the default for agents) or at the current end
+        (``"latest"``, the default for channels). See the module docstring for delivery guarantees.
+        """
+        check_address(address)
+        lim = self.limits
+        _check_positive(visibility_timeout_s, "visibility_timeout_s", lim.visibility_timeout_s_max)
+        if not isinstance(max_deliveries, int) or not 1 <= max_deliveries <= lim.max_deliveries_max:
+            raise InvalidArgument(f"max_deliveries must be 1..{lim.max_deliveries_max}, got {max_deliveries!r}")
+        if not isinstance(prefetch, int) or not 1 <= prefetch <= lim.prefetch_max:
+            raise InvalidArgument(f"prefetch must be 1..{lim.prefetch_max}, got {prefetch!r}")
+        if start not in (None, "earliest", "latest"):
+            raise InvalidArgument(f"start must be 'earliest' or 'latest', got {start!r}")
+        is_agent = address.startswith("agent:")
+        temporary = group is None and not is_agent
+        if group is None:
+            group = DEFAULT_INBOX_GROUP if is_agent else f"tmp-{uuid.uuid4().hex}"
+        if consumer is None:
+            consumer = f"c-{uuid.uuid4().hex[:12]}"
+        return Subscription(
+            self,
+            address,
+            _check_name(group, "group"),
+            _check_name(consumer, "consumer"),
+            visibility_timeout_s=visibility_timeout_s,
+            max_deliveries=max_deliveries,
+            prefetch=prefetch,
+            start=start or ("earliest" if is_agent else "latest"),
+            temporary=temporary,
+        )
+
+    async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
+        """Retained messages of ``address``, oldest first, without consuming them (replay).
+
+        ``after`` is a position from a :class:`PublishReceipt` or a ``message_id`` already seen; the page starts
+        after it. Dead-letter replays are not repeated here.
+        """
+        return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
+
+    async def history_entries(
+        self, address: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Message]]:
+        """Like :meth:`history` with each message's position, for paging."""
+        self._check_open()
+        check_address(address)
+        if not isinstance(limit, int) or not 1 <= limit <= self.limits.history_limit_max:
+            raise InvalidArgument(f"limit must be 1..{self.limits.history_limit_max}, got {limit!r}")
+        cursor = await self._cursor(after)
+        entries = await self._store.history(self.tenant, address, cursor, limit)
+        return [(e.position, self._catalogue.parse(e.data)) for e in entries]
+
+    async def _cursor(self, after: str | None) -> str | None:
+        if after is None:
+            return None
+        if not isinstance(after, str) or not after or len(after) > 64:
+            raise InvalidArgument(f"after must be a position or a message_id, got {after!r}")
+        if _UUID_RE.match(after):
+            known = await self._store.lookup(self.tenant, after)
+            if known is None:
+                raise InvalidArgument(f"message {after} is not in this bus's dedup window", details={"after": after})
+            return known.position
+        return after
+
+    async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The messages ``group`` (default: the address's default group) gave up on, oldest first."""
+        self._check_open()
+        check_address(address)
+        group = _check_name(group or DEFAULT_INBOX_GROUP, "group")
+        if not isinstance(limit, int) or not 1 <= limit <= self.limits.history_limit_max:
+            raise InvalidArgument(f"limit must be 1..{self.limits.history_limit_max}, got {limit!r}")
+        stored = await self._store.dead_letters(self.tenant, address, group, limit)
+        return [
+            DeadLetter(
+                d.id,
+                d.address,
+                d.group,
+                d.position,
+                self._catalogue.parse(d.data),
+                d.reason,
+                d.attempts,
+                DeadLetter.at(d.dead_at),
+            )
+            for d in stored
+        ]
+
+    async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
+        """Deliver a dead letter again, to its group only, with fresh attempts; it leaves the dead letters.
+
+        Raises :class:`~sos_kernel.errors.NotFound` (SOS-4040) if it was already replayed.
+        """
+        from ..errors import NotFound
+
+        self._check_open()
+        appended = await self._store.revive(self.tenant, dead_letter.address, dead_letter.group, dead_letter.id)
+        if appended is None:
+            raise NotFound(f"dead letter {dead_letter.id} is gone (already replayed?)", details={"id": dead_letter.id})
+        return PublishReceipt(dead_letter.message.message_id, dead_letter.address, appended.position, False)
+
+    # -- receipts ---------------------------------------------------------------------------------------------
+
+    async def _emit_receipt(
+        self,
+        original: Message,
+        kind: Literal["delivered", "processed", "rejected"],
+        sub: Subscription,
+        attempt: int,
+        reason: str | None = None,
+    ) -> None:
+        if isinstance(original, ReceiptMessage) or not original.source.startswith("agent:"):
+            return  # receipts never ask for receipts
+        consumer = sub.address if sub.address.startswith("agent:") else None
+        receipt = ReceiptMessage(
+            source=consumer or KERNEL_SOURCE,
+            target=original.source,
+            trace_id=original.trace_id,
+            payload=ReceiptPayload(
+                message_id=original.message_id,
+                kind=kind,
+                reason=reason,
+                consumer=consumer,
+                group=sub.group,
+                attempt=attempt,
+            ),
+        )
+        await self._store.append(
+            self.tenant, [(receipt.target, Entry(receipt.message_id, receipt.to_json()))], self._retention
+        )
+
+    # -- used by Subscription -------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> BusStore:
+        """The store under this bus (for diagnostics and tests)."""
+        return self._store
+
+    @property
+    def catalogue(self) -> TypeCatalogue:
+        """The message types this bus accepts."""
+        return self._catalogue
+
+    def _closed_event(self) -> anyio.Event:
+        return self._closed
+
+    async def _append_raw(self, items: Iterable[tuple[str, Entry]]) -> list[Appended]:
+        return await self._store.append(self.tenant, list(items), self._retention)
+
+
+class Subscription:
+    """A consumer on one address and group. Async-iterable over :class:`Delivery`; close it (or leave the
+    ``async with``) to stop. A temporary channel group is deleted on close; pending deliveries of a named group
+    stay pending and are redelivered to the group after their visibility timeout.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        address: str,
+        group: str,
+        consumer: str,
+        *,
+        visibility_timeout_s: float,
+        max_deliveries: int,
+        prefetch: int,
+        start: Literal["earliest", "latest"],
+        temporary: bool,
+    ) -> None:
+        self.bus = bus
+        self.address = address
+        self.group = group
+        self.consumer = consumer
+        self.visibility_timeout_s = visibility_timeout_s
+        self.max_deliveries = max_deliveries
+        self.prefetch = prefetch
+        self.start = start
+        self.temporary = temporary
+        self._buffer: list[Delivery] = []
+        self._in_flight = 0
+        self._opened = False
+        self._closed = False
+        self._settled = anyio.Event()
+
+    @property
+    def _visibility_ms(self) -> int:
+        return max(1, int(self.visibility_timeout_s * 1000))
+
+    async def open(self) -> Subscription:
+        """Create the group if needed. Called by ``async with``."""
+        self.bus._check_open()
+        await self.bus.store.ensure_group(self.bus.tenant, self.address, self.group, self.start)
+        self._opened = True
+        return self
+
+    async def aclose(self) -> None:
+        """Stop consuming; buffered, unhanded deliveries are given back at once. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        store, tenant = self.bus.store, self.bus.tenant
+        with anyio.CancelScope(shield=True):
+            if self.temporary:
+                await store.delete_group(tenant, self.address, self.group)
+                return
+            for delivery in self._buffer:
+                await store.nack(tenant, self.address, self.group, delivery.position, 0, self._visibility_ms)
+            self._buffer.clear()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.receive()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    async def receive(self, timeout_s: float | None = None) -> Delivery | None:
+        """The next delivery; None when ``timeout_s`` passes first or the subscription closes."""
+        if not self._opened:
+            raise InvalidArgument("use the subscription inside 'async with bus.subscribe(...)'")
+        deadline = None if timeout_s is None else anyio.current_time() + timeout_s
+        while not self._closed:
+            if self.bus._closed_event().is_set():
+                raise KernelClosed("the kernel was closed while subscribed")
+            if self._buffer:
+                return self._buffer.pop(0)
+            if await self._fill():
+                continue
+            remaining = WAIT_CAP_S if deadline is None else min(WAIT_CAP_S, deadline - anyio.current_time())
+            if remaining <= 0:
+                return None
+            await self._sleep(min(remaining, self.visibility_timeout_s / 4 or remaining))
+        return None
+
+    async def _sleep(self, timeout_s: float) -> None:
+        if self._in_flight >= self.bus.limits.in_flight_max:
+            with anyio.move_on_after(timeout_s):
+                await self._settled.wait()
+            return
+        await self.bus.store.wait(self.bus.tenant, self.address, max(timeout_s, 0.001))
+
+    async def _fill(self) -> bool:
+        room = min(self.prefetch, self.bus.limits.in_flight_max - self._in_flight)
+        if room <= 0:
+            return False
+        claimed = await self.bus.store.claim(
+            self.bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms
+        )
+        for item in claimed:
+            await self._admit(item.position, item.data, item.attempt, item.receipts)
+        return bool(claimed)
+
+    async def _admit(self, position: str, data: bytes, attempt: int, receipts: bool) -> None:
+        store, tenant = self.bus.store, self.bus.tenant
+        try:
+            message = self.bus.catalogue.parse(data)
+        except SOSError as exc:
+            await store.bury(tenant, self.address, self.group, position, f"unreadable: {exc}", attempt)
+            return
+        if attempt > self.max_deliveries:
+            reason = f"not acked after {self.max_deliveries} deliveries"
+            if await store.bury(tenant, self.address, self.group, position, reason, attempt - 1) and receipts:
+                await self.bus._emit_receipt(message, "rejected", self, attempt - 1, reason)
+            return
+        self._in_flight += 1
+        self._buffer.append(Delivery(self, message, position, attempt, receipts))
+        if receipts:
+            await self.bus._emit_receipt(message, "delivered", self, attempt)
+
+    def _release(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        self._settled.set()
+        self._settled = anyio.Event()
+
+    async def _ack(self, delivery: Delivery) -> bool:
+        self._release()
+        done = await self.bus.store.ack(self.bus.tenant, self.address, self.group, delivery.position)
+        if done and delivery.receipts:
+            await self.bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
+        return done
+
+    async def _nack(self, delivery: Delivery, delay_s: float) -> bool:
+        if not isinstance(delay_s, int | float) or isinstance(delay_s, bool) or delay_s < 0:
+            raise InvalidArgument(f"delay_s must be >= 0, got {delay_s!r}")
+        self._release()
+        delay_ms = int(min(delay_s, self.bus.limits.visibility_timeout_s_max) * 1000)
+        return await self.bus.store.nack(
+            self.bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
+        )

@@ -1,0 +1,171 @@
+"""The bus store seam: the few primitive, atomic operations an engine must provide.
+
+Semantics (validation, chunk reassembly, receipts, dead-lettering after ``max_deliveries``, ask/reply) live once
+in :class:`~sos_kernel.bus.service.Bus`. A store keeps bytes and makes each primitive atomic in its engine: a
+SQLite transaction, one Redis Lua script, one critical section in memory.
+
+Model, per tenant: an *address* is an append-only stream of entries with increasing positions. A *group* on an
+address has a cursor (entries at or before it were handed out) and a pending set (position → consumer, attempts,
+visible-again deadline). A *claim* hands out due pending entries first (redelivery), then new entries after the
+cursor, in stream order. An entry may be meant for one group only (``only_group``, used by dead-letter replay);
+other groups skip it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "Appended",
+    "BusStore",
+    "Claimed",
+    "Entry",
+    "HistoryEntry",
+    "Retention",
+    "StoredDeadLetter",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message to append: its idempotency key, its wire bytes and its delivery options."""
+
+    message_id: str
+    data: bytes
+    receipts: bool = False
+    only_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an entry landed; ``duplicate`` when its message id was already stored (nothing was written)."""
+
+    position: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An entry handed to a consumer; ``attempt`` counts deliveries to this group, starting at 1."""
+
+    position: str
+    data: bytes
+    attempt: int
+    receipts: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """An entry read without consuming it."""
+
+    position: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A message a group gave up on, kept with why and how often it was tried."""
+
+    id: str
+    address: str
+    group: str
+    position: str
+    data: bytes
+    reason: str
+    attempts: int
+    dead_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of each address a store keeps: at most ``count_max`` entries and none older than ``age_s``.
+
+    ``dedup_window_s`` is how long a message id is remembered for idempotent publish.
+    """
+
+    count_max: int
+    age_s: float
+    dedup_window_s: float
+
+
+class BusStore(ABC):
+    """Primitive bus operations for one engine. Every method is atomic; none interprets message content."""
+
+    @abstractmethod
+    async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
+        """Append ``(address, entry)`` pairs, all or none; an entry whose message id is stored is a duplicate.
+
+        Entries with ``only_group`` set bypass the duplicate check (they re-deliver a known message).
+        """
+
+    @abstractmethod
+    async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
+        """Create the group if missing, its cursor before the first retained entry or at the current end."""
+
+    @abstractmethod
+    async def delete_group(self, tenant: str, address: str, group: str) -> None:
+        """Forget a group, its cursor, pending set and dead letters."""
+
+    @abstractmethod
+    async def claim(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        """Hand out up to ``count`` entries: due redeliveries first, then new ones in stream order.
+
+        Each claimed entry becomes pending for ``consumer`` until ``visibility_ms`` from now, and its attempt
+        count goes up by one. Entries removed by retention while pending are dropped from the pending set.
+        """
+
+    @abstractmethod
+    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+        """Remove a pending entry; False when it was not pending (already acked or dead-lettered)."""
+
+    @abstractmethod
+    async def nack(
+        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+    ) -> bool:
+        """Make a pending entry due again after ``delay_ms``; False when it was not pending."""
+
+    @abstractmethod
+    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+        """Move a pending entry to the group's dead letters; False when it was not pending."""
+
+    @abstractmethod
+    async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
+        """The group's dead letters, oldest first."""
+
+    @abstractmethod
+    async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
+        """Remove a dead letter and append its message again for that group only; None if it is gone."""
+
+    @abstractmethod
+    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+        """Where a message id was stored (``duplicate=True``), or None if it is unknown or past its window."""
+
+    @abstractmethod
+    async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
+        """Retained entries after ``after`` (from the start when None), oldest first, skipping replays."""
+
+    @abstractmethod
+    async def pending_count(self, tenant: str, address: str, group: str) -> int:
+        """How many entries of the group are pending (claimed, not yet acked)."""
+
+    @abstractmethod
+    async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        """Return when the address may have news (an append, a nack), or after ``timeout_s``.
+
+        Spurious returns are allowed; a missed append is not (callers re-claim after every return).
+        """
+
+    @abstractmethod
+    async def put_chunk(
+        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
+    ) -> list[bytes] | None:
+        """Store part ``seq`` of ``total``; when every part is present return them in order, else None."""
+
+    @abstractmethod
+    async def drop_chunks(self, tenant: str, group_id: str) -> None:
+        """Forget the parts of a chunk group."""

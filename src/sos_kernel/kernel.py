@@ -1,0 +1,148 @@
+"""Opening a kernel: ``async with sos_kernel.open("sqlite:///sos.db") as kernel: ...``.
+
+The URL picks the backend (``memory://``, ``sqlite:///path``, ``redis://host:port/db``). With no URL and no
+``SOS_URL`` environment variable the kernel is embedded in ``./sos.db`` (SQLite, in the current working
+directory). ``kernel`` is the trusted, in-process handle on the ``default`` tenant; ``kernel.tenant(slug)`` gives
+the same API scoped to another tenant, whose data is namespaced apart from every other tenant's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+
+from .backends import Backend, Implements, open_backend
+from .bus import Bus, BusLimits
+from .contracts import TypeCatalogue
+from .errors import InvalidArgument, KernelClosed
+
+__all__ = ["DEFAULT_TENANT", "DEFAULT_URL", "Kernel", "TenantView", "check_tenant", "open"]
+
+DEFAULT_URL = "sqlite:///sos.db"
+"""The embedded default: ``sos.db`` in the current working directory."""
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+
+
+def check_tenant(slug: str) -> str:
+    """``slug`` if it is a valid tenant slug (``^[a-z][a-z0-9-]{1,62}$``), else SOS-4005."""
+    if not isinstance(slug, str) or not _TENANT_RE.match(slug):
+        raise InvalidArgument(
+            f"tenant slug {slug!r} must be 2-63 lower-case letters, digits or dashes, starting with a letter",
+            details={"pattern": TENANT_PATTERN},
+        )
+    return slug
+
+
+class TenantView:
+    """The kernel's services scoped to one tenant."""
+
+    def __init__(self, kernel: Kernel, slug: str) -> None:
+        self.kernel = kernel
+        self.slug = slug
+        self.bus = Bus(kernel.backend.bus, slug, kernel.catalogue, kernel.limits, closed=kernel._closed)
+
+    def __repr__(self) -> str:
+        return f"TenantView({self.slug!r})"
+
+
+class Kernel:
+    """The coordination kernel over one backend. Open with :func:`open`; close with ``aclose()``.
+
+    ``bus`` (and the other services as they land) act on the ``default`` tenant; ``tenant(slug)`` scopes them.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        backend: Backend | None = None,
+        limits: BusLimits | None = None,
+        catalogue: TypeCatalogue | None = None,
+        **options: Any,
+    ) -> None:
+        self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
+        self._backend = backend
+        self._options = options
+        self.limits = limits or BusLimits()
+        self.catalogue = catalogue or TypeCatalogue()
+        self._closed = anyio.Event()
+        self._tenants: dict[str, TenantView] = {}
+        if not isinstance(self.limits, BusLimits):
+            raise InvalidArgument("limits must be a BusLimits")
+
+    async def connect(self) -> Kernel:
+        """Open the backend (done for you by ``async with`` or ``await``)."""
+        if self._closed.is_set():
+            raise KernelClosed("this kernel was closed; open a new one")
+        if self._backend is None:
+            self._backend = await open_backend(self.url, **self._options)
+        return self
+
+    def __await__(self) -> Generator[Any, None, Kernel]:
+        return self.connect().__await__()
+
+    async def __aenter__(self) -> Kernel:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backend; later calls raise SOS-6005. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._backend is not None:
+            with anyio.CancelScope(shield=True):
+                await self._backend.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` ran."""
+        return self._closed.is_set()
+
+    @property
+    def backend(self) -> Backend:
+        """The connected backend."""
+        if self._backend is None:
+            raise KernelClosed("the kernel is not open; use 'async with sos_kernel.open(...)' or 'await'")
+        return self._backend
+
+    @property
+    def implements(self) -> Implements:
+        """What the backend guarantees (durable, multi-process, multi-host, push wake-ups)."""
+        return self.backend.implements
+
+    def tenant(self, slug: str) -> TenantView:
+        """The same API scoped to tenant ``slug``."""
+        check_tenant(slug)
+        view = self._tenants.get(slug)
+        if view is None:
+            view = self._tenants[slug] = TenantView(self, slug)
+        return view
+
+    @property
+    def bus(self) -> Bus:
+        """The bus of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).bus
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("open" if self._backend else "new")
+        return f"Kernel({self.url!r}, {state})"
+
+
+def open(url: str | None = None, **options: Any) -> Kernel:
+    """A kernel on ``url`` (default: ``$SOS_URL``, else ``sqlite:///sos.db`` in the working directory).
+
+    Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
+    ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>`` and the backend's own
+    options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing extra, SOS-6030
+    when the engine cannot be reached.
+    """
+    return Kernel(url, **options)
