@@ -5,7 +5,7 @@ today, with the registry, identity, ledger and skills on the same handle. Contra
 and one error tree (``sos_kernel.errors``) are shared by every service and by the remote SDK.
 """
 
-from . import contracts, errors
+from . import contracts, errors, sync
 from .backends import Backend, Implements
 from .bus import Bus, BusLimits, DeadLetter, Delivery, PublishReceipt, Subscription
 from .contracts import Message, TypeCatalogue, parse_message
@@ -34,4 +34,5 @@ __all__ = [
     "errors",
     "open",
     "parse_message",
+    "sync",
 ]

@@ -26,13 +26,14 @@ class Implements:
 
     ``durable``: survives a process restart. ``multi_process``: several processes on one host share it.
     ``multi_host``: several hosts share it. ``push_wakeups``: a blocked reader is woken by the engine rather than
-    by polling.
+    by polling. ``trio``: works under trio as well as asyncio (the Redis client is asyncio-only).
     """
 
     durable: bool
     multi_process: bool
     multi_host: bool
     push_wakeups: bool
+    trio: bool
 
 
 class Backend(ABC):

@@ -260,7 +260,7 @@ class MemoryBackend(Backend):
 
     name: ClassVar[str] = "memory"
     implements: ClassVar[Implements] = Implements(
-        durable=False, multi_process=False, multi_host=False, push_wakeups=True
+        durable=False, multi_process=False, multi_host=False, push_wakeups=True, trio=True
     )
 
     def __init__(self) -> None:

@@ -331,7 +331,9 @@ class RedisBackend(Backend):
     """``redis://host:port/db``: shared by processes on many hosts; Redis Streams and consumer groups."""
 
     name: ClassVar[str] = "redis"
-    implements: ClassVar[Implements] = Implements(durable=True, multi_process=True, multi_host=True, push_wakeups=True)
+    implements: ClassVar[Implements] = Implements(
+        durable=True, multi_process=True, multi_host=True, push_wakeups=True, trio=False
+    )
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client

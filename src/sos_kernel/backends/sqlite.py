@@ -482,7 +482,7 @@ class SQLiteBackend(Backend):
 
     name: ClassVar[str] = "sqlite"
     implements: ClassVar[Implements] = Implements(
-        durable=True, multi_process=True, multi_host=False, push_wakeups=False
+        durable=True, multi_process=True, multi_host=False, push_wakeups=False, trio=True
     )
 
     def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:

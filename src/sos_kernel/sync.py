@@ -1,0 +1,188 @@
+"""The blocking facade, for scripts and sync frameworks: ``with sos_kernel.sync.open(url) as kernel: ...``.
+
+It runs the async kernel on an event loop in a background thread (an anyio blocking portal) and forwards each
+call, so the semantics, limits and errors are exactly the async API's. One ``SyncKernel`` may be used from several
+threads; calls are serialised onto its loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from .bus import Bus, DeadLetter, Delivery, PublishReceipt, Subscription
+from .contracts import Message, SendMessage
+from .kernel import Kernel
+
+__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncSubscription", "open"]
+
+
+class SyncDelivery:
+    """A :class:`~sos_kernel.Delivery` with blocking ``ack`` / ``nack``."""
+
+    def __init__(self, portal: BlockingPortal, delivery: Delivery) -> None:
+        self._portal = portal
+        self.delivery = delivery
+        self.message = delivery.message
+        self.attempt = delivery.attempt
+        self.position = delivery.position
+
+    def ack(self) -> bool:
+        """See :meth:`Delivery.ack`."""
+        return self._portal.call(self.delivery.ack)
+
+    def nack(self, delay_s: float = 0.0) -> bool:
+        """See :meth:`Delivery.nack`."""
+        return self._portal.call(self.delivery.nack, delay_s)
+
+
+class SyncSubscription:
+    """A blocking :class:`~sos_kernel.Subscription`: ``with bus.subscribe(addr) as sub: for d in sub: ...``."""
+
+    def __init__(self, portal: BlockingPortal, sub: Subscription) -> None:
+        self._portal = portal
+        self.subscription = sub
+
+    def __enter__(self) -> SyncSubscription:
+        self._portal.call(self.subscription.open)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """See :meth:`Subscription.aclose`."""
+        self._portal.call(self.subscription.aclose)
+
+    def receive(self, timeout_s: float | None = None) -> SyncDelivery | None:
+        """The next delivery, or None after ``timeout_s``."""
+        found = self._portal.call(self.subscription.receive, timeout_s)
+        return SyncDelivery(self._portal, found) if found is not None else None
+
+    def __iter__(self) -> Iterator[SyncDelivery]:
+        while (found := self.receive()) is not None:
+            yield found
+
+
+class SyncBus:
+    """The blocking twin of :class:`~sos_kernel.Bus`; each method has the same arguments and errors."""
+
+    def __init__(self, portal: BlockingPortal, bus: Bus) -> None:
+        self._portal = portal
+        self._bus = bus
+
+    def publish(
+        self, message: Message | Mapping[str, Any] | bytes | str, *, receipts: bool = False, chunking: bool = True
+    ) -> PublishReceipt:
+        """See :meth:`Bus.publish`."""
+        return self._portal.call(lambda: self._bus.publish(message, receipts=receipts, chunking=chunking))
+
+    def publish_many(
+        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
+    ) -> list[PublishReceipt]:
+        """See :meth:`Bus.publish_many`."""
+        return self._portal.call(lambda: self._bus.publish_many(messages, receipts=receipts))
+
+    def send(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.send`."""
+        return self._portal.call(lambda: self._bus.send(source, target, text, **options))
+
+    def announce(self, source: str, text: str | None = None, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.announce`."""
+        return self._portal.call(lambda: self._bus.announce(source, text, **options))
+
+    def wake(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.wake`."""
+        return self._portal.call(lambda: self._bus.wake(source, target, text, **options))
+
+    def ask(self, source: str, target: str, question: str, *, timeout_s: float = 30.0) -> SendMessage:
+        """See :meth:`Bus.ask`."""
+        return self._portal.call(lambda: self._bus.ask(source, target, question, timeout_s=timeout_s))
+
+    def reply(self, to: Message, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.reply`."""
+        return self._portal.call(lambda: self._bus.reply(to, text, **options))
+
+    def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
+        """See :meth:`Bus.history`."""
+        return self._portal.call(lambda: self._bus.history(address, after=after, limit=limit))
+
+    def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Bus.dead_letters`."""
+        return self._portal.call(lambda: self._bus.dead_letters(address, group=group, limit=limit))
+
+    def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
+        """See :meth:`Bus.replay`."""
+        return self._portal.call(self._bus.replay, dead_letter)
+
+    def subscribe(
+        self,
+        address: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        visibility_timeout_s: float = 30.0,
+        max_deliveries: int = 5,
+        prefetch: int = 16,
+        start: Literal["earliest", "latest"] | None = None,
+    ) -> SyncSubscription:
+        """See :meth:`Bus.subscribe`."""
+        sub = self._bus.subscribe(
+            address,
+            group=group,
+            consumer=consumer,
+            visibility_timeout_s=visibility_timeout_s,
+            max_deliveries=max_deliveries,
+            prefetch=prefetch,
+            start=start,
+        )
+        return SyncSubscription(self._portal, sub)
+
+
+class SyncTenant:
+    """A tenant's services, blocking."""
+
+    def __init__(self, portal: BlockingPortal, kernel: Kernel, slug: str) -> None:
+        self.slug = slug
+        self.bus = SyncBus(portal, kernel.tenant(slug).bus)
+
+
+class SyncKernel:
+    """A :class:`~sos_kernel.Kernel` behind a blocking API. Close it (or leave the ``with``) to stop its thread."""
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self.kernel: Kernel = self._portal.call(Kernel(url, **options).connect)
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        self.bus = SyncBus(self._portal, self.kernel.bus)
+
+    def tenant(self, slug: str) -> SyncTenant:
+        """The same API scoped to tenant ``slug``."""
+        return SyncTenant(self._portal, self.kernel, slug)
+
+    def close(self) -> None:
+        """Close the kernel and stop the background loop. Idempotent."""
+        if self.kernel.closed:
+            return
+        try:
+            self._portal.call(self.kernel.aclose)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def __enter__(self) -> SyncKernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(url: str | None = None, **options: Any) -> SyncKernel:
+    """A blocking kernel on ``url``; same URLs, options and errors as :func:`sos_kernel.open`."""
+    return SyncKernel(url, **options)

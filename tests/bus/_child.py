@@ -1,0 +1,79 @@
+"""A bus client run as a separate process by the multi-process tests.
+
+    python _child.py take URL ADDRESS N VT       receive N deliveries without acking, print their ids, READY, hang
+    python _child.py drain URL ADDRESS IDLE_S    receive and ack until IDLE_S pass with nothing, print ids
+    python _child.py recv URL ADDRESS N          print READY once subscribed, receive and ack N, print ids
+    python _child.py publish URL ADDRESS N       publish N send messages, print their ids
+
+Output lines: "<message_id> <attempt>" for deliveries, the bare id for publishes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import anyio
+
+import sos_kernel
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def take(url: str, address: str, n: int, vt: float) -> None:
+    async with (
+        sos_kernel.open(url) as kernel,
+        kernel.bus.subscribe(address, consumer="victim", visibility_timeout_s=vt, prefetch=4) as sub,
+    ):
+        for _ in range(n):
+            d = await sub.receive()
+            assert d is not None
+            say(f"{d.message.message_id} {d.attempt}")
+        say("READY")
+        await anyio.sleep_forever()
+
+
+async def drain(url: str, address: str, idle_s: float, consumer: str) -> None:
+    async with (
+        sos_kernel.open(url) as kernel,
+        kernel.bus.subscribe(address, consumer=consumer, visibility_timeout_s=1.0) as sub,
+    ):
+        while (d := await sub.receive(timeout_s=idle_s)) is not None:
+            say(f"{d.message.message_id} {d.attempt}")
+            await d.ack()
+
+
+async def recv(url: str, address: str, n: int) -> None:
+    async with sos_kernel.open(url) as kernel, kernel.bus.subscribe(address) as sub:
+        say("READY")
+        for _ in range(n):
+            d = await sub.receive()
+            assert d is not None
+            say(f"{d.message.message_id} {d.attempt}")
+            await d.ack()
+
+
+async def publish(url: str, address: str, n: int) -> None:
+    async with sos_kernel.open(url) as kernel:
+        for i in range(n):
+            receipt = await kernel.bus.send("agent:child", address, f"from child {i}")
+            say(receipt.message_id)
+
+
+def main() -> None:
+    mode, url, address, arg = sys.argv[1:5]
+    if mode == "take":
+        anyio.run(take, url, address, int(arg), float(sys.argv[5]))
+    elif mode == "drain":
+        anyio.run(drain, url, address, float(arg), sys.argv[5] if len(sys.argv) > 5 else "rescuer")
+    elif mode == "recv":
+        anyio.run(recv, url, address, int(arg))
+    elif mode == "publish":
+        anyio.run(publish, url, address, int(arg))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

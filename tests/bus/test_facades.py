@@ -1,0 +1,49 @@
+"""The blocking facade and trio support, over every backend."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import sos_kernel
+from sos_kernel.backends import Implements
+from sos_kernel.contracts import SendMessage, SendPayload
+from sos_kernel.errors import UnknownType
+
+from ..conftest import requires
+
+
+def test_sync_facade_has_the_same_semantics_and_errors(kernel_url: str) -> None:
+    with sos_kernel.sync.open(kernel_url) as kernel:
+        receipt = kernel.bus.send("agent:alice", "agent:bob", "hello")
+        assert kernel.bus.publish(
+            SendMessage(
+                source="agent:alice", target="agent:bob", payload=SendPayload(text="x"), message_id=receipt.message_id
+            )
+        ).duplicate
+        with pytest.raises(UnknownType):
+            kernel.bus.publish({"type": "sned"})
+        with kernel.bus.subscribe("agent:bob") as sub:
+            d = sub.receive(timeout_s=5)
+            assert d is not None
+            assert d.message.message_id == receipt.message_id
+            assert d.ack() is True
+            assert sub.receive(timeout_s=0.2) is None
+        assert [m.message_id for m in kernel.bus.history("agent:bob")] == [receipt.message_id]
+        assert kernel.tenant("acme").bus.history("agent:bob") == []
+    kernel.close()
+
+
+def test_trio_runs_the_same_bus(kernel_url: str, implements: Implements) -> None:
+    requires(implements, trio=True)
+
+    async def main() -> list[str]:
+        async with sos_kernel.open(kernel_url) as kernel:
+            await kernel.bus.send("agent:alice", "agent:bob", "over trio")
+            async with kernel.bus.subscribe("agent:bob") as sub:
+                d = await sub.receive(timeout_s=5)
+                assert d is not None
+                await d.ack()
+                return [d.message.payload.text]  # type: ignore[attr-defined]
+
+    assert anyio.run(main, backend="trio") == ["over trio"]
