@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import selectors
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,52 +23,67 @@ from ..conftest import requires
 CHILD = str(Path(__file__).with_name("_child.py"))
 
 
-def spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
-    )
+class Child:
+    """A child process whose stdout lines are read by a thread (select() cannot see Python's line buffer)."""
 
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float = 20.0) -> list[str]:
-    """Lines printed by ``proc`` until ``marker`` (exclusive); fails on timeout or early exit."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        return _read_lines(proc, sel, marker, lines, time.monotonic() + timeout_s, timeout_s)
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
 
+    def read_until(self, marker: str, timeout_s: float = 20.0) -> list[str]:
+        """Lines printed until ``marker`` (exclusive); fails on timeout or early exit."""
+        got: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                pytest.fail(f"child did not print {marker!r} in {timeout_s} s; got {got}")
+            if line is None:
+                pytest.fail(f"child exited before {marker!r}: {got} {self.stderr()}")
+            if line == marker:
+                return got
+            got.append(line)
 
-def _read_lines(
-    proc: subprocess.Popen[str],
-    sel: selectors.BaseSelector,
-    marker: str,
-    lines: list[str],
-    deadline: float,
-    timeout_s: float,
-) -> list[str]:
-    assert proc.stdout is not None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            proc.kill()
-            proc.communicate()
-            pytest.fail(f"child did not print {marker!r} in {timeout_s} s; got {lines}")
-        if not sel.select(remaining):
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            _, stderr = proc.communicate()
-            pytest.fail(f"child exited before {marker!r}: {lines} {stderr}")
-        line = line.strip()
-        if line == marker:
-            return lines
-        lines.append(line)
+    def stderr(self) -> str:
+        self.proc.wait(10)
+        return self.proc.stderr.read() if self.proc.stderr else ""
 
+    def kill(self) -> int:
+        self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        self.close()
+        return self.proc.returncode
 
-def finish(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> list[str]:
-    out, err = proc.communicate(timeout=timeout_s)
-    assert proc.returncode == 0, err
-    return [line for line in out.splitlines() if line]
+    def close(self) -> None:
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def finish(self, timeout_s: float = 30.0) -> list[str]:
+        """Every remaining line once the child exits with status 0."""
+        self.proc.wait(timeout_s)
+        self._reader.join(10)
+        err = self.stderr()
+        self.close()
+        assert self.proc.returncode == 0, err
+        out = []
+        while (line := self.lines.get_nowait()) is not None:
+            if line:
+                out.append(line)
+        return out
 
 
 def publish_n(url: str, address: str, n: int) -> list[str]:
@@ -90,14 +106,13 @@ def pending(url: str, address: str, group: str = "inbox") -> int:
 def test_consumer_killed_before_ack_loses_nothing(kernel_url: str, implements: Implements) -> None:
     requires(implements, multi_process=True)
     published = publish_n(kernel_url, "agent:worker", 40)
-    victim = spawn("take", kernel_url, "agent:worker", "10", "1.0")
-    taken = [line.split()[0] for line in read_until(victim, "READY")]
+    victim = Child("take", kernel_url, "agent:worker", "10", "1.0")
+    taken = [line.split()[0] for line in victim.read_until("READY")]
     assert len(taken) == 10
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.communicate(timeout=10)
-    assert victim.returncode == -signal.SIGKILL
-    rescuers = [spawn("drain", kernel_url, "agent:worker", "3.0", f"rescuer-{i}") for i in range(2)]
-    delivered = [line.split() for proc in rescuers for line in finish(proc)]
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    assert victim.kill() == -signal.SIGKILL
+    rescuers = [Child("drain", kernel_url, "agent:worker", "3.0", f"rescuer-{i}") for i in range(2)]
+    delivered = [line.split() for child in rescuers for line in child.finish()]
     ids = [mid for mid, _ in delivered]
     # nothing lost: every published message was delivered and acked by a rescuer
     assert set(ids) == set(published)
@@ -114,10 +129,10 @@ def test_message_published_in_one_process_reaches_a_subscriber_in_another(
     kernel_url: str, implements: Implements
 ) -> None:
     requires(implements, multi_process=True)
-    child = spawn("recv", kernel_url, "agent:listener", "5")
-    read_until(child, "READY")
+    child = Child("recv", kernel_url, "agent:listener", "5")
+    child.read_until("READY")
     published = publish_n(kernel_url, "agent:listener", 5)
-    got = [line.split()[0] for line in finish(child)]
+    got = [line.split()[0] for line in child.finish()]
     assert got == published
 
 
@@ -127,7 +142,7 @@ def test_subscriber_in_this_process_is_woken_by_another_process(kernel_url: str,
 
     async def run() -> list[str]:
         async with sos_kernel.open(kernel_url) as kernel, kernel.bus.subscribe("agent:parent") as sub:
-            child = spawn("publish", kernel_url, "agent:parent", "3")
+            child = Child("publish", kernel_url, "agent:parent", "3")
             got = []
             with anyio.fail_after(20):
                 while len(got) < 3:
@@ -135,7 +150,7 @@ def test_subscriber_in_this_process_is_woken_by_another_process(kernel_url: str,
                     assert d is not None
                     got.append(d.message.message_id)
                     await d.ack()
-            assert got == finish(child)
+            assert got == child.finish()
             return got
 
     assert len(anyio.run(run)) == 3

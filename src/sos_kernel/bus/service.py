@@ -35,9 +35,7 @@ import anyio
 from ..contracts import (
     ADDRESS_PATTERN,
     AnnounceMessage,
-    AnnouncePayload,
     AskMessage,
-    AskPayload,
     ChunkMessage,
     ChunkPayload,
     Message,
@@ -46,6 +44,7 @@ from ..contracts import (
     SendMessage,
     TypeCatalogue,
     WakeMessage,
+    build_message,
 )
 from ..errors import (
     AskTimeout,
@@ -286,7 +285,8 @@ class Bus:
         receipts: bool = False,
     ) -> PublishReceipt:
         """Publish a ``send`` message from ``source`` to ``target``."""
-        message = SendMessage.model_validate(
+        message = build_message(
+            SendMessage,
             {
                 "source": source,
                 "target": target,
@@ -295,7 +295,7 @@ class Bus:
                 "correlation_id": correlation_id,
                 "headers": dict(headers) if headers is not None else None,
                 "trace_id": trace_id,
-            }
+            },
         )
         return await self.publish(message, receipts=receipts)
 
@@ -303,8 +303,15 @@ class Bus:
         self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
     ) -> PublishReceipt:
         """Publish an ``announce`` (``context`` may carry ``tool``, ``pid``, ``tty``, ``cwd``)."""
-        payload = AnnouncePayload.model_validate({"text": text, **context})
-        return await self.publish(AnnounceMessage(source=source, target=target, payload=payload))
+        message = build_message(
+            AnnounceMessage,
+            {
+                "source": source,
+                "target": target,
+                "payload": {k: v for k, v in {"text": text, **context}.items() if v is not None},
+            },
+        )
+        return await self.publish(message)
 
     async def wake(
         self,
@@ -316,14 +323,15 @@ class Bus:
         ref_message_id: str | None = None,
     ) -> PublishReceipt:
         """Publish a ``wake`` for ``target``."""
-        message = WakeMessage.model_validate(
+        message = build_message(
+            WakeMessage,
             {
                 "source": source,
                 "target": target,
                 "payload": {"text": text},
                 "priority": priority,
                 "ref_message_id": ref_message_id,
-            }
+            },
         )
         return await self.publish(message)
 
@@ -343,12 +351,15 @@ class Bus:
         """
         _check_positive(timeout_s, "timeout_s", 3600)
         channel = f"sos:channel:reply-{uuid.uuid4().hex}"
-        message = AskMessage(
-            source=source,
-            target=target,
-            payload=AskPayload(question=question, reply_channel=channel),
-            timeout_s=max(1, math.ceil(timeout_s)),
-            correlation_id=correlation_id or str(uuid.uuid4()),
+        message = build_message(
+            AskMessage,
+            {
+                "source": source,
+                "target": target,
+                "payload": {"question": question, "reply_channel": channel},
+                "timeout_s": max(1, math.ceil(timeout_s)),
+                "correlation_id": correlation_id or str(uuid.uuid4()),
+            },
         )
         await self.publish(message)
         with anyio.move_on_after(timeout_s):

@@ -29,7 +29,9 @@ from .catalogue import (
     DEFAULT_CATALOGUE,
     MESSAGE_BYTES_MAX,
     TypeCatalogue,
+    build_message,
     parse_message,
+    sos_error_for,
     validation_details,
 )
 from .messages import (
@@ -127,7 +129,9 @@ __all__ = [
     "WireModel",
     "WireRequired",
     "WorkerInfo",
+    "build_message",
     "parse_message",
+    "sos_error_for",
     "utcnow",
     "validation_details",
 ]

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import jsonschema
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
@@ -31,7 +31,9 @@ __all__ = [
     "DEFAULT_CATALOGUE",
     "MESSAGE_BYTES_MAX",
     "TypeCatalogue",
+    "build_message",
     "parse_message",
+    "sos_error_for",
     "validation_details",
 ]
 
@@ -59,6 +61,35 @@ def _only_source_pattern(exc: ValidationError, tagged: bool) -> bool:
     return all(
         len(e["loc"]) == src + 1 and e["loc"][src] == "source" and e["type"] == "string_pattern_mismatch" for e in errs
     ) and bool(errs)
+
+
+def sos_error_for(exc: ValidationError, type_name: str, data: Mapping[str, Any]) -> SchemaViolation | InvalidSource:
+    """The SOS error for a message that failed validation: SOS-4003 when only ``source`` is wrong, else 4001."""
+    if _only_source_pattern(exc, tagged=False):
+        return InvalidSource(
+            f"source {data.get('source')!r} is not an agent address like 'agent:<name>' "
+            "(lower-case letters, digits and dashes, starting with a letter)",
+            details={"source": str(data.get("source"))[:200], "pattern": r"^agent:[a-z][a-z0-9-]*$"},
+        )
+    details = validation_details(exc)
+    first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
+    return SchemaViolation(f"{type_name} message fails its schema at {first['loc']}: {first['msg']}", details=details)
+
+
+M = TypeVar("M", bound=Message)
+
+
+def build_message(model: type[M], fields: Mapping[str, Any]) -> M:
+    """Construct ``model`` from Python values (defaults filled, ``None`` meaning absent), raising SOS errors.
+
+    This is how the bus helpers (``send``, ``ask``...) build messages: bad arguments give SOS-4001/4003, not
+    pydantic's exception.
+    """
+    data = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise sos_error_for(exc, str(model.model_fields["type"].default), data) from None
 
 
 class TypeCatalogue:
@@ -174,17 +205,7 @@ class TypeCatalogue:
         try:
             return model.model_validate(data, context=_WIRE)
         except ValidationError as exc:
-            if _only_source_pattern(exc, tagged=False):
-                raise InvalidSource(
-                    f"source {data.get('source')!r} is not an agent address like 'agent:<name>' "
-                    "(lower-case letters, digits and dashes, starting with a letter)",
-                    details={"source": str(data.get("source"))[:200], "pattern": r"^agent:[a-z][a-z0-9-]*$"},
-                ) from None
-            details = validation_details(exc)
-            first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
-            raise SchemaViolation(
-                f"{name} message fails its schema at {first['loc']}: {first['msg']}", details=details
-            ) from None
+            raise sos_error_for(exc, name, data) from None
 
     def _unknown(self, name: object) -> UnknownType:
         text = name if isinstance(name, str) else repr(name)
