@@ -13,13 +13,14 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
 Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``); due redeliveries are taken with
 ``XAUTOCLAIM`` (idle time ≥ the visibility timeout) and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
-``MAXLEN ~ count_max`` on every append plus ``XTRIM MINID ~`` for age. Durability is Redis's own (configure
-AOF ``appendfsync everysec`` or ``always`` for a durable bus).
+an exact ``MINID`` (age) on every ``XADD``, and ``XTRIM MAXLEN ~ count_max`` every 100th append per address.
+Durability is Redis's own (configure AOF ``appendfsync everysec`` or ``always`` for a durable bus).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -34,19 +35,16 @@ __all__ = ["RedisBackend", "RedisBusStore"]
 
 _ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 AUTOCLAIM_SCANS_MAX = 10
+TRIM_EVERY_APPENDS = 100
 
 _APPEND = """
-local count_max = ARGV[1]
-local age_ms = tonumber(ARGV[2])
-local ttl = ARGV[3]
-local t = redis.call('TIME')
-local minid = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age_ms)
+local count_max, minid, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local seen = {}
 for i = 1, #KEYS / 2 do
   local skey, dkey = KEYS[2 * i - 1], KEYS[2 * i]
-  local base = 3 + (i - 1) * 4
-  local data, rcpt, only, mid = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  local base = 3 + (i - 1) * 5
+  local data, rcpt, only, mid, trim = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local existing = false
   if only == '' then
     existing = seen[dkey] or redis.call('GET', dkey)
@@ -56,13 +54,15 @@ for i = 1, #KEYS / 2 do
   else
     local id
     if only == '' then
-      id = redis.call('XADD', skey, 'MAXLEN', '~', count_max, '*', 'm', mid, 'd', data, 'r', rcpt)
+      id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', mid, 'd', data, 'r', rcpt)
       redis.call('SET', dkey, id, 'EX', ttl)
       seen[dkey] = id
     else
-      id = redis.call('XADD', skey, 'MAXLEN', '~', count_max, '*', 'm', mid, 'd', data, 'r', rcpt, 'g', only)
+      id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', mid, 'd', data, 'r', rcpt, 'g', only)
     end
-    redis.call('XTRIM', skey, 'MINID', minid)
+    if trim == '1' then
+      redis.call('XTRIM', skey, 'MAXLEN', '~', count_max)
+    end
     out[#out + 1] = {id, 0}
   end
 end
@@ -184,6 +184,7 @@ class RedisBusStore(BusStore):
         self._revive = client.register_script(_REVIVE)
         self._put_chunk = client.register_script(_PUT_CHUNK)
         self._last: dict[tuple[str, str], str] = {}
+        self._appends: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:
@@ -200,12 +201,27 @@ class RedisBusStore(BusStore):
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         keys: list[str] = []
-        args: list[Any] = [retention.count_max, int(retention.age_s * 1000), max(1, int(retention.dedup_window_s))]
+        # Age retention rides on every XADD (MINID, exact, from this host's clock); count retention is an
+        # approximate MAXLEN trim on every TRIM_EVERY_APPENDS-th append per address from this process.
+        minid = max(0, int((time.time() - retention.age_s) * 1000))
+        args: list[Any] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
         for address, entry in items:
             keys += [self._k(tenant, "stream", address), self._k(tenant, "msgid", entry.message_id)]
-            args += [entry.data, int(entry.receipts), entry.only_group or "", entry.message_id]
+            args += [
+                entry.data,
+                int(entry.receipts),
+                entry.only_group or "",
+                entry.message_id,
+                self._trim_due(tenant, address),
+            ]
         rows = await self._call(self._append(keys=keys, args=args))
         return [Appended(_s(pos), bool(dup)) for pos, dup in rows]
+
+    def _trim_due(self, tenant: str, address: str) -> int:
+        key = (tenant, address)
+        count = self._appends.get(key, 0)
+        self._appends[key] = count + 1
+        return 1 if count % TRIM_EVERY_APPENDS == 0 else 0
 
     async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
         key = self._k(tenant, "stream", address)

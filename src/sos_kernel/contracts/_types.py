@@ -109,32 +109,51 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+WIRE_CONTEXT_KEY = "sos_wire"
+"""Validation context flag: the data came off the wire, so the reference schema's required fields must be there."""
+
+
 class WireModel(BaseModel):
     """Base of every contract model: unknown fields are refused, instances are immutable.
 
-    Serialisation drops fields that are ``None`` because they were never set, and keeps an explicit ``null``
-    the sender wrote (SOS gives ``null`` a meaning in several fields, e.g. a tenant-less agent).
+    ``None`` means "absent": ``to_wire()`` / ``to_json()`` (``exclude_none=True``) leave such fields out, and wire
+    data may not carry an explicit ``null`` except in the fields listed in ``nullable`` (where SOS gives ``null`` a
+    meaning, e.g. a tenant-less agent; those models derive from :class:`KeepsNulls`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+    nullable: ClassVar[frozenset[str]] = frozenset()
 
-    @model_serializer(mode="wrap")
-    def _drop_unset_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        keep = self.model_fields_set
-        return {k: v for k, v in data.items() if v is not None or k in keep}
+    @model_validator(mode="before")
+    @classmethod
+    def _no_stray_nulls(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict) and None in data.values():
+            bad = [k for k, v in data.items() if v is None and k not in cls.nullable]
+            if bad:
+                null = PydanticCustomError("null_not_allowed", "null is not allowed here; leave the field out")
+                errors = [InitErrorDetails(type=null, loc=(k,), input=None) for k in bad]
+                raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         """The exact JSON-ready dict SOS expects: no extra keys, RFC 3339 UTC timestamps, ids as strings."""
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     def to_json(self) -> bytes:
         """The wire form encoded as compact UTF-8 JSON."""
-        return self.model_dump_json(by_alias=True).encode()
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-WIRE_CONTEXT_KEY = "sos_wire"
-"""Validation context flag: the data came off the wire, so the reference schema's required fields must be there."""
+class KeepsNulls(WireModel):
+    """A model with ``nullable`` fields: an explicit ``null`` that was set survives ``exclude_none`` output."""
+
+    @model_serializer(mode="wrap")
+    def _keep_explicit_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.nullable & self.model_fields_set:
+            if getattr(self, name) is None:
+                data[name] = None
+        return data
 
 
 class WireRequired(WireModel):

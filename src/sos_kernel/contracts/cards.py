@@ -21,6 +21,7 @@ from ._types import (
     Currency,
     Int,
     IntegralFloat,
+    KeepsNulls,
     NonNegInt,
     Number,
     Str,
@@ -64,7 +65,7 @@ SemVer3 = Annotated[str, StringConstraints(strict=True, pattern=r"^\d+\.\d+\.\d+
 NullableStr = Str | None
 
 
-class AgentCard(WireRequired):
+class AgentCard(KeepsNulls, WireRequired):
     """An agent's published self-description (SOS Agent Card v1).
 
     ``registered_at`` and ``last_seen`` default to now when built in Python; fields SOS allows to be ``null``
@@ -73,6 +74,20 @@ class AgentCard(WireRequired):
 
     wire_required: ClassVar[frozenset[str]] = frozenset(
         {"agent_card_version", "name", "tool", "type", "role", "registered_at", "last_seen"}
+    )
+    nullable: ClassVar[frozenset[str]] = frozenset(
+        {
+            "model",
+            "session",
+            "project",
+            "tenant_subdomain",
+            "plan",
+            "last_cache_hit_rate",
+            "pid",
+            "host",
+            "cwd",
+            "summary",
+        }
     )
 
     agent_card_version: SemVer3 = "1.0.0"

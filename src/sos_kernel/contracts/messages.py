@@ -30,6 +30,7 @@ from ._types import (
     AgentName,
     Int,
     IntegralFloat,
+    KeepsNulls,
     NonNegInt,
     Ref,
     ReplyChannel,
@@ -292,8 +293,10 @@ class TaskCompletedMessage(Message):
     payload: TaskCompletedPayload
 
 
-class AgentJoinedPayload(WireModel):
-    """The kernel saw a new registry entry."""
+class AgentJoinedPayload(KeepsNulls):
+    """The kernel saw a new registry entry. ``tenant_id: null`` means a full-scope (admin/system) agent."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset({"tenant_id"})
 
     agent_name: AgentName
     joined_at: Timestamp
