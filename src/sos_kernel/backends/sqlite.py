@@ -163,28 +163,28 @@ class SQLiteBusStore(BusStore):
         now = time.time()
 
         def tx(c: sqlite3.Connection) -> list[Appended]:
+            known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
+            # Under BEGIN IMMEDIATE nobody else can insert, so positions are assigned here and the rows go in with
+            # one executemany (AUTOINCREMENT keeps them unique forever).
+            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name='bus_entries'").fetchone()
+            next_pos = int(row[0]) + 1 if row else 1
             out: list[Appended] = []
+            rows: list[tuple[Any, ...]] = []
+            dedup: list[tuple[Any, ...]] = []
             for address, entry in items:
-                if entry.only_group is None:
-                    row = c.execute(
-                        "SELECT pos FROM bus_dedup WHERE tenant=? AND message_id=? AND expires>?",
-                        (tenant, entry.message_id, now),
-                    ).fetchone()
-                    if row is not None:
-                        out.append(Appended(str(row[0]), True))
-                        continue
-                cur = c.execute(
-                    "INSERT INTO bus_entries (tenant, address, message_id, data, receipts, only_group, created)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (tenant, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now),
+                if entry.only_group is None and entry.message_id in known:
+                    out.append(Appended(str(known[entry.message_id]), True))
+                    continue
+                pos, next_pos = next_pos, next_pos + 1
+                rows.append(
+                    (pos, tenant, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
                 )
-                pos = int(cur.lastrowid or 0)
                 if entry.only_group is None:
-                    c.execute(
-                        "INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)",
-                        (tenant, entry.message_id, address, pos, now + retention.dedup_window_s),
-                    )
+                    known[entry.message_id] = pos
+                    dedup.append((tenant, entry.message_id, address, pos, now + retention.dedup_window_s))
                 out.append(Appended(str(pos), False))
+            c.executemany("INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
             self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
             return out
 
@@ -192,6 +192,19 @@ class SQLiteBusStore(BusStore):
         for address in {a for a, _ in items}:
             self._notify(tenant, address)
         return result
+
+    @staticmethod
+    def _known_ids(c: sqlite3.Connection, tenant: str, message_ids: list[str], now: float) -> dict[str, int]:
+        known: dict[str, int] = {}
+        for i in range(0, len(message_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            part = message_ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for mid, pos in c.execute(
+                f"SELECT message_id, pos FROM bus_dedup WHERE tenant=? AND expires>? AND message_id IN ({marks})",
+                (tenant, now, *part),
+            ):
+                known[mid] = int(pos)
+        return known
 
     def _trim_some(
         self, c: sqlite3.Connection, tenant: str, addresses: set[str], retention: Retention, now: float
