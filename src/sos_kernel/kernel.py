@@ -19,6 +19,7 @@ from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
 from .errors import InvalidArgument, KernelClosed
+from .ledger import Ledger
 
 __all__ = ["DEFAULT_TENANT", "DEFAULT_URL", "Kernel", "TenantView", "check_tenant", "open"]
 
@@ -46,6 +47,7 @@ class TenantView:
         self.kernel = kernel
         self.slug = slug
         self.bus = Bus(kernel.backend.bus, slug, kernel.catalogue, kernel.limits, closed=kernel._closed)
+        self.ledger = Ledger(kernel.backend.ledger, slug)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -131,6 +133,11 @@ class Kernel:
     def bus(self) -> Bus:
         """The bus of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).bus
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).ledger
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("open" if self._backend else "new")

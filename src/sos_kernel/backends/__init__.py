@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..bus.store import BusStore
 from ..errors import InvalidURL, MissingDependency
+from ..ledger.store import LedgerStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "open_backend", "resolve_backend"]
 
@@ -42,6 +43,7 @@ class Backend(ABC):
     name: ClassVar[str]
     implements: ClassVar[Implements]
     bus: BusStore
+    ledger: LedgerStore
 
     @classmethod
     @abstractmethod

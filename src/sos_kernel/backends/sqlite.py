@@ -25,6 +25,7 @@ import anyio
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
 
@@ -463,7 +464,7 @@ class SQLiteBusStore(BusStore):
 
 
 def _create_schema(c: sqlite3.Connection) -> None:
-    for statement in _SCHEMA.split(";"):
+    for statement in (_SCHEMA + LEDGER_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
 
@@ -501,6 +502,7 @@ class SQLiteBackend(Backend):
     def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
         self.engine = engine
         self.bus = SQLiteBusStore(engine, poll_interval_s=poll_interval_s)
+        self.ledger = SQLiteLedgerStore(engine)
 
     @classmethod
     async def connect(

@@ -1,0 +1,515 @@
+"""The ledger: exact, idempotent, double-entry money.
+
+Guarantees:
+
+- **Integers.** Every amount and balance is an ``int`` of micros, at most :data:`AMOUNT_MICROS_MAX`.
+- **Double entry, conserved.** Every transfer debits one account and credits another of the same currency; per
+  currency, all balances sum to zero at every instant (issuer accounts go negative to mint).
+- **No overdraft.** A must-not-overdraw account (the default) never has ``debits_posted + debits_pending`` above
+  ``credits_posted``, under any concurrency: the check and the write are one atomic step in the engine.
+- **Exactly once by id.** A transfer's ``id`` is its idempotency key. Replaying it with the same fields returns the
+  recorded outcome (``replayed=True``) and moves nothing; with different fields it raises
+  :class:`~sos_kernel.errors.IdempotencyConflict` naming the field. An id whose first attempt failed (e.g.
+  SOS-7001) fails the same way forever: a retry can never flip an outcome. Use a new id after fixing the cause.
+- **Linked batches.** ``transfer_many`` applies all or nothing.
+- **Holds resolve once.** A hold is captured (fully or partly; the rest is released), voided, or expires after its
+  timeout — exactly one of these.
+- **Bad input writes nothing.** Validation errors (SOS-4005, 4010, 7030...) are raised before the engine is touched
+  and are not recorded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..contracts import UsageEvent
+from ..errors import (
+    IdempotencyConflict,
+    InvalidArgument,
+    InvariantViolation,
+    LimitExceeded,
+    NotFound,
+    WalletNotFound,
+    error_class,
+)
+from .models import (
+    AMOUNT_MICROS_MAX,
+    CURRENCY_RE,
+    OWNER_PATTERN,
+    TRANSFER_ID_PATTERN,
+    Account,
+    Balance,
+    Price,
+    Transfer,
+    TransferKind,
+    TransferRequest,
+    Transmutation,
+)
+from .store import LedgerStore
+
+__all__ = ["BATCH_MAX", "HOLD_TIMEOUT_S_MAX", "Ledger", "check_owner"]
+
+BATCH_MAX = 1000
+"""Transfers per linked batch."""
+HOLD_TIMEOUT_S_MAX = 30 * 24 * 3600
+"""The longest a hold may stay open."""
+REASON_CHARS_MAX = 500
+METADATA_KEYS_MAX = 32
+HISTORY_LIMIT_MAX = 10_000
+CHECK_PAGE = 5000
+EXCHANGE_ACCOUNT = "system:exchange"
+
+_OWNER_RE = re.compile(OWNER_PATTERN)
+_ID_RE = re.compile(TRANSFER_ID_PATTERN)
+
+
+def check_owner(owner: str) -> str:
+    """``owner`` if it is ``agent:<name>``, ``tenant:<slug>`` or ``system:<name>``, else SOS-4005."""
+    if not isinstance(owner, str) or not _OWNER_RE.match(owner):
+        raise InvalidArgument(
+            f"account owner {owner!r} must be agent:<name>, tenant:<slug> or system:<name>",
+            details={"owner": repr(owner)[:200], "pattern": OWNER_PATTERN},
+        )
+    return owner
+
+
+def check_currency(currency: str) -> str:
+    """``currency`` if it matches ``^[A-Z0-9]{2,10}$``, else SOS-4005."""
+    if not isinstance(currency, str) or not CURRENCY_RE.match(currency):
+        raise InvalidArgument(f"currency {currency!r} must match ^[A-Z0-9]{{2,10}}$ (USD, MIND...)")
+    return currency
+
+
+def check_amount(amount: int, what: str = "amount") -> int:
+    """A positive ``int`` of micros up to AMOUNT_MICROS_MAX; floats and bools are refused (SOS-4005/4010)."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidArgument(f"{what} must be an int of micros, got {type(amount).__name__}: money is never a float")
+    if amount <= 0:
+        raise InvalidArgument(f"{what} must be > 0, got {amount}")
+    if amount > AMOUNT_MICROS_MAX:
+        raise LimitExceeded(f"{what} {amount} exceeds AMOUNT_MICROS_MAX", details={"max": AMOUNT_MICROS_MAX})
+    return amount
+
+
+def check_transfer_id(value: str) -> str:
+    """A client-chosen transfer id: 1-200 characters of letters, digits and ``_.:@/-``."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidArgument(
+            f"transfer id {value!r} must be 1-200 characters of letters, digits and _.:@/- (start alphanumeric)",
+            details={"pattern": TRANSFER_ID_PATTERN},
+        )
+    return value
+
+
+def _check_meta(reason: str, metadata: Mapping[str, Any] | None, code: int) -> dict[str, Any]:
+    if not isinstance(reason, str) or len(reason) > REASON_CHARS_MAX:
+        raise InvalidArgument(f"reason must be a string of at most {REASON_CHARS_MAX} characters")
+    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code < 2**31:
+        raise InvalidArgument(f"code must be an int in [0, 2**31), got {code!r}")
+    meta = dict(metadata or {})
+    if len(meta) > METADATA_KEYS_MAX or not all(isinstance(k, str) for k in meta):
+        raise InvalidArgument(f"metadata is a mapping of at most {METADATA_KEYS_MAX} string keys")
+    for value in meta.values():
+        if not isinstance(value, str | int | bool) and value is not None:
+            raise InvalidArgument("metadata values must be strings, ints, booleans or null")
+    return meta
+
+
+def _first_difference(asked: Mapping[str, Any], recorded: Mapping[str, Any]) -> str | None:
+    for name, value in asked.items():
+        if recorded.get(name) != value:
+            return name
+    return None
+
+
+class Ledger:
+    """The ledger API of one tenant. Obtain it as ``kernel.ledger`` or ``kernel.tenant(slug).ledger``."""
+
+    def __init__(self, store: LedgerStore, tenant: str) -> None:
+        self._store = store
+        self.tenant = tenant
+
+    @property
+    def store(self) -> LedgerStore:
+        """The store under this ledger (for diagnostics and tests)."""
+        return self._store
+
+    # -- accounts -------------------------------------------------------------------------------------------
+
+    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account:
+        """Open ``owner``'s account in ``currency``. Idempotent: opening it again returns it unchanged, unless
+        ``allow_negative`` differs (SOS-4009). ``allow_negative=True`` is for issuers that mint."""
+        check_owner(owner)
+        check_currency(currency)
+        if not isinstance(allow_negative, bool):
+            raise InvalidArgument("allow_negative must be a bool")
+        account, _ = await self._store.open_account(self.tenant, owner, currency, allow_negative, time.time())
+        if account.allow_negative != allow_negative:
+            raise IdempotencyConflict(
+                f"{owner}'s {currency} account exists with allow_negative={account.allow_negative}",
+                details={"field": "allow_negative"},
+            )
+        return account
+
+    async def balance(self, owner: str, currency: str) -> Balance:
+        """The account's balance (expired holds released first). Raises SOS-7002 if it does not exist."""
+        check_owner(owner)
+        check_currency(currency)
+        found = await self._store.balance(self.tenant, owner, currency, time.time())
+        if found is None:
+            raise WalletNotFound(f"no {currency} account for {owner}", details={"owner": owner, "currency": currency})
+        return found
+
+    # -- transfers ------------------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        kind: TransferKind,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        timeout_s: int = 0,
+        pending_id: str | None = None,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TransferRequest:
+        check_transfer_id(id)
+        check_owner(debit)
+        check_owner(credit)
+        check_currency(currency)
+        check_amount(amount)
+        if debit == credit:
+            raise InvalidArgument(f"transfer {id} debits and credits the same account {debit}")
+        meta = _check_meta(reason, metadata, code)
+        return TransferRequest(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
+
+    async def transfer(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
+        """Move ``amount`` micros from ``debit`` to ``credit`` now. Exactly once by ``id`` (see module docs).
+
+        Raises SOS-7001 (insufficient funds), 7002 (no such account), 4009 (id reused with other fields),
+        4005/4010 (bad input, nothing written).
+        """
+        request = self._request(
+            "posted",
+            id=id,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            currency=currency,
+            code=code,
+            reason=reason,
+            metadata=metadata,
+        )
+        return (await self._submit([request]))[0]
+
+    async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
+        """Apply a linked batch of transfers (each a mapping of :meth:`transfer`'s arguments): all or none.
+
+        On failure every transfer of the batch is recorded as failed with the first failure's code, and the error
+        is raised. Replaying the batch replays its recorded outcome.
+        """
+        if not 1 <= len(transfers) <= BATCH_MAX:
+            raise LimitExceeded(f"a batch holds 1..{BATCH_MAX} transfers, got {len(transfers)}")
+        requests = [self._request("posted", **dict(t)) for t in transfers]
+        if len({r.id for r in requests}) != len(requests):
+            raise InvalidArgument("a batch repeats a transfer id")
+        return await self._submit(requests)
+
+    async def hold(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        timeout_s: int,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
+        """Reserve ``amount`` from ``debit`` for ``credit`` for at most ``timeout_s`` seconds (a pending transfer).
+
+        The amount counts against ``debit``'s available balance at once; :meth:`capture` posts it (or part of
+        it), :meth:`void` releases it, and it is released by itself when the timeout passes.
+        """
+        if not isinstance(timeout_s, int) or isinstance(timeout_s, bool) or not 1 <= timeout_s <= HOLD_TIMEOUT_S_MAX:
+            raise InvalidArgument(f"timeout_s must be an int in 1..{HOLD_TIMEOUT_S_MAX}, got {timeout_s!r}")
+        request = self._request(
+            "pending",
+            id=id,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            currency=currency,
+            timeout_s=timeout_s,
+            code=code,
+            reason=reason,
+            metadata=metadata,
+        )
+        return (await self._submit([request]))[0]
+
+    async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
+        """Post ``amount`` (default: all) of a pending hold; the rest is released. The capture's id defaults to
+        ``"<hold_id>:capture"`` so a retried capture is idempotent. Raises SOS-7020 if the hold is not pending
+        (captured, voided, expired) or ``amount`` exceeds it."""
+        return await self._resolve("post_pending", hold_id, amount, id or f"{hold_id}:capture")
+
+    async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
+        """Release a pending hold; its id defaults to ``"<hold_id>:void"``. Raises SOS-7020 if it is not pending."""
+        return await self._resolve("void_pending", hold_id, None, id or f"{hold_id}:void")
+
+    async def _resolve(self, kind: TransferKind, hold_id: str, amount: int | None, op_id: str) -> Transfer:
+        check_transfer_id(hold_id)
+        check_transfer_id(op_id)
+        if amount is not None:
+            check_amount(amount)
+        hold = (await self._store.transfers(self.tenant, [hold_id])).get(hold_id)
+        if hold is not None and hold.kind == "pending" and hold.ok:
+            moved = hold.amount if amount is None or kind == "void_pending" else amount
+            request = TransferRequest(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
+        else:  # recorded as a failed settlement, so a retry fails the same way
+            request = TransferRequest(op_id, kind, "", "", "", amount or 0, hold_id)
+        return (await self._submit([request]))[0]
+
+    async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:
+        applied = await self._store.apply(self.tenant, requests, time.time())
+        transfers = self._replay(requests, applied.existing) if applied.existing else applied.transfers
+        for t in transfers:
+            if t.amount < 0 or t.captured < 0:
+                raise InvariantViolation("a recorded transfer has a negative amount", details={"id": t.id})
+        failed = next((t for t in transfers if not t.ok), None)
+        if failed is not None:
+            cls = error_class(failed.error_code or "SOS-7010")
+            raise cls(failed.error_message, details={"id": failed.id, "replayed": failed.replayed})
+        return transfers
+
+    @staticmethod
+    def _replay(requests: list[TransferRequest], existing: dict[str, Transfer]) -> list[Transfer]:
+        if len(existing) != len(requests):
+            new = [r.id for r in requests if r.id not in existing]
+            raise IdempotencyConflict(
+                "this batch mixes already-recorded ids with new ones; replay the original batch or use new ids",
+                details={"new_ids": new[:20]},
+            )
+        out = []
+        for request in requests:
+            recorded = existing[request.id]
+            field = _first_difference(request.fields(), recorded.request_fields())
+            if field is not None:
+                raise IdempotencyConflict(
+                    f"transfer {request.id} was recorded with a different {field!r}",
+                    details={"id": request.id, "field": field},
+                )
+            out.append(replace(recorded, replayed=True))
+        return out
+
+    async def get_transfer(self, id: str) -> Transfer:
+        """The recorded transfer (applied or failed) with this id; SOS-4040 if none."""
+        check_transfer_id(id)
+        found = (await self._store.transfers(self.tenant, [id])).get(id)
+        if found is None:
+            raise NotFound(f"no transfer {id}", details={"id": id})
+        return found
+
+    async def transmute(
+        self,
+        *,
+        id: str,
+        owner: str,
+        amount: int,
+        from_currency: str,
+        to_currency: str,
+        rate_num: int,
+        rate_den: int,
+        exchange: str = EXCHANGE_ACCOUNT,
+    ) -> Transmutation:
+        """Convert ``amount`` micros of ``from_currency`` into ``to_currency`` at ``rate_num / rate_den``.
+
+        Two linked transfers through ``exchange`` (ids ``<id>:in`` and ``<id>:out``): ``owner`` pays ``amount`` of
+        ``from_currency`` and receives ``amount * rate_num // rate_den`` of ``to_currency`` (rounded down; the
+        fraction, ``remainder_num / rate_den`` of a micro, stays with the exchange, so nothing is created). The
+        exchange's two accounts are opened on first use and may go negative (it is the market maker).
+        """
+        check_amount(amount)
+        for name, value in (("rate_num", rate_num), ("rate_den", rate_den)):
+            check_amount(value, name)
+        if from_currency == to_currency:
+            raise InvalidArgument("transmute converts between two different currencies")
+        converted, remainder = divmod(amount * rate_num, rate_den)
+        if converted <= 0:
+            raise InvalidArgument(f"{amount} {from_currency} micros convert to nothing at {rate_num}/{rate_den}")
+        check_owner(exchange)
+        for currency in (check_currency(from_currency), check_currency(to_currency)):
+            await self.open_account(exchange, currency, allow_negative=True)
+        legs = await self.transfer_many(
+            [
+                {
+                    "id": f"{id}:in",
+                    "debit": owner,
+                    "credit": exchange,
+                    "amount": amount,
+                    "currency": from_currency,
+                    "reason": f"transmute {id}",
+                },
+                {
+                    "id": f"{id}:out",
+                    "debit": exchange,
+                    "credit": owner,
+                    "amount": converted,
+                    "currency": to_currency,
+                    "reason": f"transmute {id}",
+                },
+            ]
+        )
+        return Transmutation(id, (legs[0], legs[1]), amount, converted, remainder, rate_num, rate_den)
+
+    # -- statements and invariants ------------------------------------------------------------------------------
+
+    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
+        """Applied transfers touching the account, oldest first; page with ``after=<last sequence>``."""
+        check_owner(owner)
+        check_currency(currency)
+        if not isinstance(limit, int) or not 1 <= limit <= HISTORY_LIMIT_MAX:
+            raise InvalidArgument(f"limit must be 1..{HISTORY_LIMIT_MAX}")
+        if not isinstance(after, int) or after < 0:
+            raise InvalidArgument("after must be a sequence number >= 0")
+        return await self._store.history(self.tenant, owner, currency, after, limit)
+
+    async def balances(self) -> list[Balance]:
+        """Every account of this tenant."""
+        return await self._store.balances(self.tenant)
+
+    async def check(self) -> None:
+        """Verify the invariants; raise :class:`~sos_kernel.errors.InvariantViolation` (SOS-6099) on any break.
+
+        Per currency, posted and pending balances each sum to zero; every balance equals the fold of the applied
+        transfers; no must-not-overdraw account is overdrawn; every amount is a non-negative int.
+        """
+        await self._store.apply(self.tenant, [], time.time())  # an empty batch only expires due holds
+        folded = await self._fold()
+        sums: dict[str, list[int]] = {}
+        for bal in await self._store.balances(self.tenant):
+            expected = folded.pop((bal.owner, bal.currency), [0, 0, 0, 0])
+            actual = [bal.debits_posted, bal.credits_posted, bal.debits_pending, bal.credits_pending]
+            if actual != expected:
+                raise InvariantViolation(
+                    f"{bal.owner} {bal.currency} balance {actual} differs from the fold of its transfers {expected}",
+                    details={"owner": bal.owner, "currency": bal.currency},
+                )
+            if not bal.allow_negative and bal.debits_posted + bal.debits_pending > bal.credits_posted:
+                raise InvariantViolation(f"{bal.owner} {bal.currency} is overdrawn", details={"owner": bal.owner})
+            total = sums.setdefault(bal.currency, [0, 0])
+            total[0] += bal.credits_posted - bal.debits_posted
+            total[1] += bal.credits_pending - bal.debits_pending
+        if folded:
+            raise InvariantViolation("transfers name accounts that do not exist", details={"accounts": str(folded)})
+        for currency, (posted, pending) in sums.items():
+            if posted != 0 or pending != 0:
+                raise InvariantViolation(
+                    f"{currency} balances do not sum to zero (posted {posted}, pending {pending})",
+                    details={"currency": currency},
+                )
+
+    async def _fold(self) -> dict[tuple[str, str], list[int]]:
+        folded: dict[tuple[str, str], list[int]] = {}
+        after = 0
+        while True:
+            page = await self._store.all_transfers(self.tenant, after, CHECK_PAGE)
+            for t in page:
+                if t.ok:
+                    self._fold_one(folded, t)
+            if len(page) < CHECK_PAGE:
+                return folded
+            after = page[-1].sequence
+
+    @staticmethod
+    def _fold_one(folded: dict[tuple[str, str], list[int]], t: Transfer) -> None:
+        if not isinstance(t.amount, int) or t.amount < 0:
+            raise InvariantViolation(f"transfer {t.id} has a bad amount {t.amount!r}")
+        debit = folded.setdefault((t.debit, t.currency), [0, 0, 0, 0])
+        credit = folded.setdefault((t.credit, t.currency), [0, 0, 0, 0])
+        if t.kind in ("posted", "post_pending"):
+            debit[0] += t.amount
+            credit[1] += t.amount
+        elif t.kind == "pending" and t.state == "pending":
+            debit[2] += t.amount
+            credit[3] += t.amount
+
+    # -- usage and pricing --------------------------------------------------------------------------------------
+
+    async def set_price(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_per_mtok_micros: int,
+        output_per_mtok_micros: int = 0,
+        per_image_micros: int = 0,
+        currency: str = "USD",
+    ) -> Price:
+        """Set what ``(provider, model)`` costs: micros per million input / output tokens and per image."""
+        for label, text in (("provider", provider), ("model", model)):
+            if not isinstance(text, str) or not 1 <= len(text) <= 200:
+                raise InvalidArgument(f"{label} must be a non-empty string of at most 200 characters")
+        for name, value in (
+            ("input_per_mtok_micros", input_per_mtok_micros),
+            ("output_per_mtok_micros", output_per_mtok_micros),
+            ("per_image_micros", per_image_micros),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= AMOUNT_MICROS_MAX:
+                raise InvalidArgument(f"{name} must be an int of micros >= 0")
+        price = Price(
+            provider, model, input_per_mtok_micros, output_per_mtok_micros, per_image_micros, check_currency(currency)
+        )
+        await self._store.set_price(self.tenant, price)
+        return price
+
+    async def price(self, provider: str, model: str) -> Price | None:
+        """The price set for ``(provider, model)``, or None."""
+        return await self._store.price(self.tenant, provider, model)
+
+    async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent:
+        """Store a usage event; idempotent by its ``id``. Returns the stored event (``received_at`` set).
+
+        The event's ``tenant`` must be this ledger's tenant (SOS-5004 otherwise). Without ``cost_micros`` the cost
+        is computed from the price of ``(provider, model)`` when one is set (rounded up to a micro). With
+        ``settle=True`` the cost is charged to ``tenant:<slug>`` and credited to ``system:usage`` through a transfer
+        whose id is ``usage:<event id>`` — so a retried settlement charges once.
+        """
+        from .usage import record_usage
+
+        return await record_usage(self, event, settle=settle)
+
+    async def usage(self, **filters: Any) -> list[UsageEvent]:
+        """Stored usage events, oldest first: ``provider=``, ``model=``, ``since=``, ``until=`` (datetimes),
+        ``limit=`` (default 1000)."""
+        from .usage import list_usage
+
+        return await list_usage(self, **filters)
+
+    async def usage_summary(self, **options: Any) -> list[Any]:
+        """Sums of events, tokens, images and cost grouped by ``group_by`` (any of tenant, provider, model,
+        currency) and an optional ``window`` ("hour", "day", "month"); same filters as :meth:`usage`."""
+        from .usage import summarise_usage
+
+        return await summarise_usage(self, **options)
