@@ -30,6 +30,7 @@ from redis import exceptions as redis_errors
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .redis_ledger import RedisLedgerStore
 
 __all__ = ["RedisBackend", "RedisBusStore"]
 
@@ -354,6 +355,7 @@ class RedisBackend(Backend):
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.bus = RedisBusStore(client)
+        self.ledger = RedisLedgerStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

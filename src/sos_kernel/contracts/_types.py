@@ -7,6 +7,7 @@ integer as JSON Schema says.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Self
@@ -85,7 +86,7 @@ IntegralFloat = BeforeValidator(_integral_float_to_int)
 After the ``Field`` so its bounds stay ``minimum``/``maximum`` in the exported JSON Schema.
 """
 Int = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True)]
-NonNegInt = Annotated[int, BeforeValidator(_integral_float_to_int), Field(strict=True, ge=0)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0), IntegralFloat]
 Bool = Annotated[bool, Field(strict=True)]
 Number = Annotated[float, Field(strict=True)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), PlainSerializer(_utc_rfc3339, return_type=str)]
@@ -102,6 +103,25 @@ Sha256Hex = Annotated[str, StringConstraints(strict=True, pattern=SHA256_PATTERN
 Currency = Annotated[str, StringConstraints(strict=True, pattern=CURRENCY_PATTERN)]
 Ref = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500)]
 """A reference to something outside the message: ``task:<id>``, a message id, a URL, a path, a digest."""
+
+
+def _finite_numbers(value: Any) -> Any:
+    # JSON has no NaN or Infinity, but pydantic's JSON parser reads them into free-form fields, and on the way
+    # out they would silently become null.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError("finite_number", "NaN and Infinity are not JSON numbers")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_numbers)]
+"""A free-form JSON object (a task result, a card snapshot, metadata)."""
 
 
 def utcnow() -> datetime:

@@ -11,7 +11,7 @@ import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ._types import (
@@ -21,6 +21,7 @@ from ._types import (
     Currency,
     Int,
     IntegralFloat,
+    JsonObject,
     KeepsNulls,
     NonNegInt,
     Number,
@@ -112,13 +113,13 @@ class AgentCard(KeepsNulls, WireRequired):
     last_seen: Timestamp = Field(default_factory=utcnow)
     summary: Annotated[str, StringConstraints(strict=True, max_length=280)] | None = None
 
-    @model_validator(mode="after")
-    def _unique_lists(self) -> AgentCard:
-        for name in ("skills", "squads"):
-            items = getattr(self, name)
-            if items is not None and len(set(items)) != len(items):
-                raise PydanticCustomError("unique_items", "{field} must not repeat an item", {"field": name})
-        return self
+    @field_validator("skills", "squads")
+    @classmethod
+    def _unique_items(cls, items: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # A field validator, so the error is located at the list, not at the card.
+        if items is not None and len(set(items)) != len(items):
+            raise PydanticCustomError("unique_items", "{field} must not repeat an item", {"field": info.field_name})
+        return items
 
 
 class SkillLineage(WireModel):
@@ -202,7 +203,7 @@ def _is_schema_document(value: Any) -> Any:
     return value
 
 
-SchemaDocument = Annotated[dict[str, Any], BeforeValidator(_is_schema_document)]
+SchemaDocument = Annotated[JsonObject, BeforeValidator(_is_schema_document)]
 
 
 class SkillCard(WireRequired):
@@ -245,7 +246,7 @@ class SkillCard(WireRequired):
     required_models: list[Annotated[str, StringConstraints(strict=True, min_length=1)]] | None = None
     commerce: SkillCommerce | None = None
     runtime: SkillRuntime | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
     @model_validator(mode="after")
     def _listed_needs_entry_point(self) -> SkillCard:
@@ -281,6 +282,6 @@ class UsageEvent(WireRequired):
     image_count: NonNegInt | None = None
     cost_micros: NonNegInt | None = None
     cost_currency: Currency = "USD"
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     occurred_at: UsageTimestamp = Field(default_factory=utcnow)
     received_at: UsageTimestamp | None = None

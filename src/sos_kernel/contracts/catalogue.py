@@ -54,6 +54,11 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
     return {"errors": errors}
 
 
+def _not_json(name: str) -> Any:
+    # Python's json module takes NaN and Infinity; JSON (and pydantic's fast path) does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _only_source_pattern(exc: ValidationError, tagged: bool) -> bool:
     # Exactly the SOS-4003 case: the message is otherwise valid and only 'source' breaks its pattern.
     errs = exc.errors(include_url=False, include_input=False)
@@ -179,7 +184,7 @@ class TypeCatalogue:
     @staticmethod
     def _load_json(data: bytes | bytearray | str) -> Any:
         try:
-            return json.loads(data)
+            return json.loads(data, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SchemaViolation(
                 f"message is not valid JSON: {exc}",

@@ -30,6 +30,7 @@ from ._types import (
     AgentName,
     Int,
     IntegralFloat,
+    JsonObject,
     KeepsNulls,
     NonNegInt,
     Ref,
@@ -156,9 +157,11 @@ class AnnounceMessage(Message):
     agent_card_ref: Str | None = None
 
 
-class SendPayload(WireModel):
+class SendPayload(WireRequired):
     """Chat text, plain or Markdown, at most 16384 characters."""
 
+    # content_type defaults to plain text in Python, but the wire must carry it, as SOS's schema requires.
+    wire_required: ClassVar[frozenset[str]] = frozenset({"text", "content_type"})
     text: Text
     content_type: Literal["text/plain", "text/markdown"] = "text/plain"
 
@@ -272,7 +275,7 @@ class TaskCompletedPayload(WireModel):
     task_id: TaskId
     status: Literal["done", "failed", "cancelled", "timeout"]
     completed_at: Timestamp
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     duration_s: NonNegInt | None = None
     artifacts: list[Str] | None = None
     tokens_spent: NonNegInt | None = None
@@ -301,7 +304,7 @@ class AgentJoinedPayload(KeepsNulls):
     agent_name: AgentName
     joined_at: Timestamp
     tenant_id: Str | None = None
-    agent_card: dict[str, Any] | None = None
+    agent_card: JsonObject | None = None
     source_host: Str | None = None
     expiry_at: Timestamp | None = None
 

@@ -21,10 +21,25 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_BASE = "https://sos-kernel.dev/schemas/"
 
 
+def _wire_required_models() -> dict[str, type[WireRequired]]:
+    found: dict[str, type[WireRequired]] = {}
+    todo = list(WireRequired.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
 def _schema_for(model: type[WireRequired], rel_path: str) -> dict[str, Any]:
     schema = model.model_json_schema(mode="validation")
-    # The wire requires what the reference requires, even where Python construction fills a default.
+    # The wire requires what the reference requires, even where Python construction fills a default; that
+    # holds for nested models too (a send payload's content_type).
     schema["required"] = sorted(model.wire_required)
+    nested = _wire_required_models()
+    for name, sub in schema.get("$defs", {}).items():
+        if name in nested and nested[name].wire_required:
+            sub["required"] = sorted(nested[name].wire_required)
     return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_ID_BASE + rel_path, **schema}
 
 
