@@ -9,7 +9,7 @@ Bands: 4xxx bad input (fix it, do not retry) · 5xxx auth · 6xxx runtime · 7xx
 defines keep SOS's number and meaning; codes we added are marked ``(new)``::
 
     SOSError
-    ├── InputError                      4xxx, never retryable
+    ├── InputError                      SOS-4000  (new) bad input not covered by a narrower code
     │   ├── SchemaViolation             SOS-4001  message or card fails its schema (422)
     │   ├── MissingType                 SOS-4002  message has no "type" (422)
     │   ├── InvalidSource               SOS-4003  "source" is not an agent:<name> address (422)
@@ -20,14 +20,14 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── LimitExceeded               SOS-4010  (new) a size, count or depth limit was exceeded (413)
     │   ├── ChunkIntegrityError         SOS-4011  (new) chunks do not reassemble to their SHA-256 (422)
     │   └── NotFound                    SOS-4040  (new) the named record does not exist (404)
-    ├── AuthError                       5xxx
+    ├── AuthError                       SOS-5000  (new) authentication or authorisation failure
     │   ├── MissingToken                SOS-5001  no bearer token (401)
     │   ├── InvalidToken                SOS-5002  token unknown or revoked (401)
     │   ├── TokenExpired                SOS-5003  token expired (401)
     │   ├── Forbidden                   SOS-5004  lacks scope or capability (403)
     │   ├── RateLimited                 SOS-5005  too many requests (429, retryable)
     │   └── TenantInactive              SOS-5006  (new) tenant suspended or cancelled (403)
-    ├── KernelRuntimeError              6xxx
+    ├── KernelRuntimeError              SOS-6000  (new) runtime failure not covered by a narrower code
     │   ├── DeliveryFailed              SOS-6001  the bus could not deliver (503, retryable)
     │   ├── AgentNotFound               SOS-6002  no such agent (404)
     │   ├── AgentOffline                SOS-6003  agent heartbeat expired (503, retryable)
@@ -42,7 +42,7 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── BackendFailure              SOS-6031  (new) the storage engine failed the operation (500)
     │   ├── MissingDependency           SOS-6032  (new) an optional extra is not installed (500)
     │   └── InvariantViolation          SOS-6099  (new) an internal invariant broke; a bug (500)
-    └── EconomyError                    7xxx
+    └── EconomyError                    SOS-7000  (new) economy rule not covered by a narrower code
         ├── InsufficientFunds           SOS-7001  balance too low (402)
         ├── WalletNotFound              SOS-7002  no such account (404)
         ├── LedgerWriteFailed           SOS-7010  the ledger could not write (500, retryable)
@@ -116,7 +116,7 @@ class SOSError(Exception):
     (field paths, limits, the known values) that never contains a secret.
     """
 
-    code: ClassVar[str] = "SOS-6000"
+    code: ClassVar[str] = "SOS-6000"  # replaced in every band and error class
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
     title: ClassVar[str] = "kernel error"
@@ -158,6 +158,7 @@ class InputError(SOSError):
     """The request is malformed; the same request will fail again."""
 
     http_status = 422
+    code = "SOS-4000"
     title = "invalid input"
 
 
@@ -243,6 +244,7 @@ class AuthError(SOSError):
     """The caller is not known or not allowed."""
 
     http_status = 401
+    code = "SOS-5000"
     title = "not authorised"
 
 
@@ -299,6 +301,7 @@ class KernelRuntimeError(SOSError):
     """The request was valid but the kernel could not carry it out."""
 
     http_status = 500
+    code = "SOS-6000"
     title = "runtime error"
 
 
@@ -425,6 +428,7 @@ class EconomyError(SOSError):
     """A ledger or settlement rule refused the operation."""
 
     http_status = 422
+    code = "SOS-7000"
     title = "economy error"
 
 

@@ -186,3 +186,11 @@ def test_the_default_catalogue_is_read_only() -> None:
     with pytest.raises(InvalidArgument, match="read-only"):
         DEFAULT_CATALOGUE.register("acme.deploy", DeployPayload)
     assert "acme.deploy" not in DEFAULT_CATALOGUE
+
+
+def test_a_payload_model_that_accepts_unknown_fields_is_refused() -> None:
+    class Loose(BaseModel):
+        service: str
+
+    with pytest.raises(InvalidArgument):
+        TypeCatalogue().register("acme.loose", Loose)

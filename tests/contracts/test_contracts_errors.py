@@ -191,3 +191,13 @@ def test_the_tree_drawn_in_the_docstring_matches_the_classes() -> None:
     doc = errors.__doc__ or ""
     drawn = dict(re.findall(r"(\w+)\s+(SOS-\d{4})", doc))
     assert drawn == {cls.__name__: cls.code for cls in CLASSES}
+
+
+def test_every_code_has_a_section_in_the_error_catalogue() -> None:
+    from pathlib import Path
+
+    from sos_kernel.errors import all_error_classes
+
+    page = (Path(__file__).parents[2] / "docs" / "errors.md").read_text(encoding="utf-8")
+    missing = [c.code for c in all_error_classes() if f"## {c.code} {c.__name__}" not in page]
+    assert missing == []

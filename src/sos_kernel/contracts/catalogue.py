@@ -146,20 +146,20 @@ class TypeCatalogue:
 
     def parse(self, data: bytes | bytearray | str | Mapping[str, Any] | BaseModel) -> Message:
         """Validate wire data into a message; see :func:`parse_message`."""
+        kind = type(data)  # exact-type checks first: the common inputs skip the ABC isinstance machinery
+        if kind is bytes or kind is str:
+            return self._parse_text(data)  # type: ignore[arg-type]
+        if kind is dict:
+            try:
+                return self._adapter.validate_python(data, context=_WIRE)
+            except ValidationError:
+                return self._slow_parse(data)
         if isinstance(data, Message):
             if data.type not in self._types:
                 raise self._unknown(data.type)
             return data
         if isinstance(data, bytes | bytearray | str):
-            if len(data) > MESSAGE_BYTES_MAX:
-                raise LimitExceeded(
-                    f"message is {len(data)} bytes; parse_message takes at most {MESSAGE_BYTES_MAX}",
-                    details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
-                )
-            try:
-                return self._adapter.validate_json(data, context=_WIRE)
-            except ValidationError:
-                return self._slow_parse(self._load_json(data))
+            return self._parse_text(data)
         if isinstance(data, Mapping):
             mapping = data if isinstance(data, dict) else dict(data)
             try:
@@ -172,6 +172,17 @@ class TypeCatalogue:
             f"a message is a JSON object, not {type(data).__name__}",
             details={"errors": [{"loc": "(root)", "msg": "expected a JSON object", "type": "dict_type"}]},
         )
+
+    def _parse_text(self, data: bytes | bytearray | str) -> Message:
+        if len(data) > MESSAGE_BYTES_MAX:  # characters for str input: a cheap bound before any decoding
+            raise LimitExceeded(
+                f"message is {len(data)} long; parse_message takes at most {MESSAGE_BYTES_MAX} bytes",
+                details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
+            )
+        try:
+            return self._adapter.validate_json(data, context=_WIRE)
+        except ValidationError:
+            return self._slow_parse(self._load_json(data))
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -230,6 +241,11 @@ def _union_of(members: tuple[type[Message], ...]) -> Any:
 
 def _custom_message_model(name: str, payload: type[BaseModel] | Mapping[str, Any]) -> type[Message]:
     type_field: Any = (Literal[name], name)
+    if isinstance(payload, type) and issubclass(payload, BaseModel) and payload.model_config.get("extra") != "forbid":
+        raise InvalidArgument(
+            "a custom payload model must refuse unknown fields: subclass sos_kernel.contracts.WireModel or set "
+            "model_config = ConfigDict(extra='forbid')"
+        )
     if isinstance(payload, type) and issubclass(payload, BaseModel):
         return cast(
             type[Message],

@@ -334,7 +334,7 @@ class ReceiptPayload(WireModel):
     consumer: AgentAddress | None = None
     group: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)] | None = None
     attempt: Annotated[int, Field(strict=True, ge=1), IntegralFloat] | None = None
-    at: Timestamp = Field(default_factory=utcnow)
+    at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _reason_when_rejected(self) -> ReceiptPayload:
@@ -388,7 +388,7 @@ class ChunkMessage(Message):
 class ExpectedEvidence(WireModel):
     """What the command's runner should report back as ``evidence`` for the command to count as done."""
 
-    exit_status: Int | None = 0
+    exit_status: Int | None = None
     artifacts: Annotated[list[Ref], Field(max_length=REFS_MAX)] | None = None
     output_contains: Annotated[str, StringConstraints(strict=True, max_length=4000)] | None = None
     notes: Annotated[str, StringConstraints(strict=True, max_length=REASON_CHARS_MAX)] | None = None
@@ -476,7 +476,7 @@ class GateVerdictPayload(WireModel):
     reviewer: Annotated[str, StringConstraints(strict=True, pattern=r"^(agent|human):[a-z][a-z0-9-]*$")]
     gate: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)] | None = None
     evidence_refs: Annotated[list[Ref], Field(max_length=REFS_MAX)] | None = None
-    decided_at: Timestamp = Field(default_factory=utcnow)
+    decided_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _reasons_when_not_approved(self) -> GateVerdictPayload:
@@ -513,7 +513,9 @@ class EvidencePayload(WireModel):
     subject_ref: Ref | None = None
     command_message_id: UUIDStr | None = None
     argv: Annotated[list[Str], Field(min_length=1, max_length=ARGV_ITEMS_MAX)] | None = None
-    command_line: Annotated[str, StringConstraints(strict=True, max_length=COMMAND_LINE_CHARS_MAX)] | None = None
+    command_line: (
+        Annotated[str, StringConstraints(strict=True, min_length=1, max_length=COMMAND_LINE_CHARS_MAX)] | None
+    ) = None
     cwd: Str | None = None
     exit_status: Int
     output_sha256: Sha256Hex
