@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Generator
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -19,7 +20,13 @@ from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
 from .errors import InvalidArgument, KernelClosed
+from .identity.models import Principal
+from .identity.service import Authenticator, Capabilities, Tenants, Tokens
 from .ledger import Ledger
+from .registry import REGISTRY_TTL_S, Registry
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["DEFAULT_TENANT", "DEFAULT_URL", "Kernel", "TenantView", "check_tenant", "open"]
 
@@ -48,6 +55,10 @@ class TenantView:
         self.slug = slug
         self.bus = Bus(kernel.backend.bus, slug, kernel.catalogue, kernel.limits, closed=kernel._closed)
         self.ledger = Ledger(kernel.backend.ledger, slug)
+        self.registry = Registry(kernel.backend.registry, slug, self.bus, ttl_s=kernel.registry_ttl_s)
+        self.tokens = Tokens(kernel.backend.identity, slug, kernel._auth)
+        self.capabilities = Capabilities(kernel.backend.identity, slug)
+        self.bus.agent_status = self.registry.status
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -66,6 +77,7 @@ class Kernel:
         backend: Backend | None = None,
         limits: BusLimits | None = None,
         catalogue: TypeCatalogue | None = None,
+        registry_ttl_s: float = REGISTRY_TTL_S,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -75,6 +87,10 @@ class Kernel:
         self.catalogue = catalogue or TypeCatalogue()
         self._closed = anyio.Event()
         self._tenants: dict[str, TenantView] = {}
+        self.registry_ttl_s = float(registry_ttl_s)
+        self.on_denial: list[Callable[[Principal, str], None]] = []
+        self.denials: Counter[str] = Counter()
+        self._auth_cache: Authenticator | None = None
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
 
@@ -138,6 +154,38 @@ class Kernel:
     def ledger(self) -> Ledger:
         """The ledger of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).ledger
+
+    @property
+    def registry(self) -> Registry:
+        """The agent registry of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).registry
+
+    @property
+    def _auth(self) -> Authenticator:
+        if self._auth_cache is None:
+            self._auth_cache = Authenticator(self.backend.identity)
+        return self._auth_cache
+
+    @property
+    def tenants(self) -> Tenants:
+        """Create and manage tenants (a system operation of this trusted handle)."""
+        return Tenants(self, self.backend.identity, self._auth)
+
+    async def session(self, token: str | None) -> Session:
+        """The kernel's API scoped to ``token``'s tenant and principal, every call checked (see ``session``).
+
+        Raises SOS-5001 (no token), 5002 (unknown or revoked), 5003 (expired), 5006 (tenant not active).
+        """
+        from .identity.service import token_digest
+        from .session import Session
+
+        principal = await self._auth.principal(token)
+        return Session(self, principal, token_digest(str(token)))
+
+    def _record_denial(self, principal: Principal, reason: str) -> None:
+        self.denials[principal.tenant] += 1
+        for hook in list(self.on_denial):
+            hook(principal, reason)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("open" if self._backend else "new")

@@ -12,6 +12,7 @@ import pytest
 import sos_kernel
 from sos_kernel import BusLimits, Kernel
 from sos_kernel.contracts import (
+    AgentCard,
     ReceiptMessage,
     SendMessage,
     SendPayload,
@@ -309,6 +310,7 @@ async def test_ask_times_out_with_typed_error(kernel: Kernel) -> None:
 
 
 async def test_helpers_publish_core_types(kernel: Kernel) -> None:
+    await kernel.registry.register(AgentCard(name="bob", tool="sdk", type="service", role="executor"))
     await kernel.bus.announce("agent:alice", "hello", tool="sdk", pid=1)
     await kernel.bus.wake("agent:alice", "agent:bob", "wake up", priority="high")
     await kernel.bus.send("agent:alice", "agent:bob", "# hi", content_type="text/markdown")

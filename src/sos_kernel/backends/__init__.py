@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ..bus.store import BusStore
 from ..errors import InvalidURL, MissingDependency
+from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "open_backend", "resolve_backend"]
@@ -44,6 +45,8 @@ class Backend(ABC):
     implements: ClassVar[Implements]
     bus: BusStore
     ledger: LedgerStore
+    identity: IdentityStore
+    registry: RegistryStore
 
     @classmethod
     @abstractmethod

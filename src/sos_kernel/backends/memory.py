@@ -17,6 +17,7 @@ import anyio
 
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from . import Backend, Implements
+from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
@@ -267,6 +268,8 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self.bus = MemoryBusStore()
         self.ledger = MemoryLedgerStore()
+        self.identity = MemoryIdentityStore()
+        self.registry = MemoryRegistryStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

@@ -27,7 +27,7 @@ import hashlib
 import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -47,6 +47,8 @@ from ..contracts import (
     build_message,
 )
 from ..errors import (
+    AgentNotFound,
+    AgentOffline,
     AskTimeout,
     ChunkIntegrityError,
     InvalidArgument,
@@ -111,6 +113,8 @@ class Bus:
         self.limits = limits
         self._closed = closed or anyio.Event()
         self._retention = Retention(limits.retention_count_max, limits.retention_age_s, limits.dedup_window_s)
+        self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
+        """Set by the kernel to the registry's status lookup, so ``wake`` refuses unknown or offline agents."""
 
     # -- publishing -----------------------------------------------------------------------------------------
 
@@ -322,7 +326,14 @@ class Bus:
         priority: Literal["critical", "high", "normal", "low"] = "normal",
         ref_message_id: str | None = None,
     ) -> PublishReceipt:
-        """Publish a ``wake`` for ``target``."""
+        """Publish a ``wake`` for ``target``: SOS-6002 if the agent is not registered, SOS-6003 if it is
+        offline (heartbeat expired)."""
+        if self.agent_status is not None and target.startswith("agent:"):
+            status = await self.agent_status(target)
+            if status is None:
+                raise AgentNotFound(f"{target} is not registered; it cannot be woken", details={"agent": target})
+            if status == "offline":
+                raise AgentOffline(f"{target} is offline (heartbeat expired)", details={"agent": target})
         message = build_message(
             WakeMessage,
             {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator, model_validator
@@ -120,6 +121,22 @@ class AgentCard(KeepsNulls, WireRequired):
         if items is not None and len(set(items)) != len(items):
             raise PydanticCustomError("unique_items", "{field} must not repeat an item", {"field": info.field_name})
         return items
+
+    def to_a2a(
+        self,
+        *,
+        url: str | None = None,
+        endpoints: Sequence[Mapping[str, str]] = (),
+        public_key: str | None = None,
+        key_id: str | None = None,
+    ) -> dict[str, Any]:
+        """This card as an A2A AgentCard (a JSON dict the ``a2a-sdk`` parses); see ``sos_kernel.registry_a2a``.
+
+        An A2A card needs somewhere to reach the agent: give ``url`` or ``endpoints`` (SOS-4005 otherwise).
+        """
+        from ..registry_a2a import agent_card_to_a2a  # a leaf module over contracts: no upward dependency
+
+        return agent_card_to_a2a(self, url=url, endpoints=endpoints, public_key=public_key, key_id=key_id)
 
 
 class SkillLineage(WireModel):

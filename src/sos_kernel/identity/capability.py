@@ -1,0 +1,265 @@
+"""Capabilities: signed, delegable rights that can only narrow.
+
+A capability says *subject may do action on resource* (SOS v0.4.1's fields: id, subject, action, resource,
+constraints, issued_at, expires_at, issuer, signature ``ed25519:<hex>`` over the canonical JSON of the other
+fields, uses_remaining, parent_id). We add ``key_id`` (which issuer key signed it, so issuers can rotate) and
+``subject_key`` (the subject's public key, so a delegation it signs can be verified offline).
+
+The narrowing rule, checked when delegating **and** when verifying every link of a chain:
+
+- **actions**: ``action`` is a comma-separated set of patterns: ``ns:verb`` (exact), ``ns:*`` (every verb of a
+  namespace) or ``*``. Each child pattern must be covered by a parent pattern.
+- **resources**: a pattern is a literal (matches itself) or a literal ending in ``*`` (matches every resource that
+  starts with the part before ``*``; ``*`` alone matches all). No other ``*`` is allowed. A child pattern is
+  narrower when every resource it matches is matched by the parent: a literal inside the parent's pattern, or a
+  prefix that extends the parent's prefix. This makes "narrower" a string test, always decidable.
+- **expiry** no later than the parent's (a child of an expiring parent must expire);
+- **uses** no more than the parent's ``uses_remaining`` (when the parent has a limit, the child must too);
+- **constraints**: every parent constraint is kept with the same value (a child may add its own).
+
+Verification is offline: the root must be signed by a trusted issuer key; each child must name its parent
+(``parent_id``), be issued by the parent's subject and be signed with the parent's ``subject_key``. Any revoked,
+expired, tampered or widening link fails the whole chain with :class:`~sos_kernel.errors.Forbidden` (SOS-5004).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Container, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import Forbidden, InvalidArgument
+from .keys import AgentKey, PublicKey, key_id_of
+
+__all__ = ["Capability", "action_covers", "actions_narrower", "resource_matches", "resource_narrower"]
+
+ACTION_PATTERNS_MAX = 32
+RESOURCE_CHARS_MAX = 500
+
+
+def _actions(value: str) -> list[str]:
+    parts = [p.strip() for p in value.split(",")]
+    if not parts or len(parts) > ACTION_PATTERNS_MAX or any(not p for p in parts):
+        raise InvalidArgument(f"action {value!r} must be 1-{ACTION_PATTERNS_MAX} comma-separated patterns")
+    for p in parts:
+        if p != "*" and ("*" in p[:-1] or ":" not in p or (p.endswith("*") and not p.endswith(":*"))):
+            raise InvalidArgument(f"action pattern {p!r} must be 'ns:verb', 'ns:*' or '*'")
+    return parts
+
+
+def _pattern_covers(parent: str, child: str) -> bool:
+    if parent == "*" or parent == child:
+        return True
+    return parent.endswith(":*") and child.startswith(parent[:-1])
+
+
+def action_covers(pattern_set: str, action: str) -> bool:
+    """Whether the action set ``pattern_set`` allows the concrete ``action``."""
+    return any(_pattern_covers(p, action) for p in _actions(pattern_set))
+
+
+def actions_narrower(child: str, parent: str) -> bool:
+    """Whether every pattern of ``child`` is covered by a pattern of ``parent``."""
+    parents = _actions(parent)
+    return all(any(_pattern_covers(p, c) for p in parents) for c in _actions(child))
+
+
+def _check_resource(pattern: str) -> str:
+    if not isinstance(pattern, str) or not 1 <= len(pattern) <= RESOURCE_CHARS_MAX or "*" in pattern[:-1]:
+        raise InvalidArgument(f"resource pattern {pattern!r}: a literal, or a literal ending in a single '*'")
+    return pattern
+
+
+def resource_matches(pattern: str, resource: str) -> bool:
+    """Whether ``pattern`` (literal, or prefix ending in ``*``) matches the concrete ``resource``."""
+    _check_resource(pattern)
+    return resource.startswith(pattern[:-1]) if pattern.endswith("*") else resource == pattern
+
+
+def resource_narrower(child: str, parent: str) -> bool:
+    """Whether every resource ``child`` matches is matched by ``parent``."""
+    _check_resource(child)
+    _check_resource(parent)
+    if not parent.endswith("*"):
+        return child == parent
+    if child.endswith("*"):
+        return child[:-1].startswith(parent[:-1])
+    return child.startswith(parent[:-1])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Capability(BaseModel):
+    """A signed right. Build roots with :meth:`issue`, children with :meth:`delegate`; check with :meth:`verify`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    subject: str = Field(min_length=1, max_length=200)
+    action: str = Field(min_length=1, max_length=2000)
+    resource: str = Field(min_length=1, max_length=RESOURCE_CHARS_MAX)
+    constraints: dict[str, Any] = Field(default_factory=dict)
+    issued_at: datetime
+    expires_at: datetime | None = None
+    issuer: str = Field(min_length=1, max_length=200)
+    key_id: str
+    subject_key: str | None = None
+    uses_remaining: int | None = Field(default=None, ge=0)
+    parent_id: str | None = None
+    signature: str = ""
+
+    # -- signing ---------------------------------------------------------------------------------------------
+
+    def canonical(self) -> bytes:
+        """The signed bytes: canonical JSON (sorted keys, no spaces, UTF-8) of every field but ``signature``."""
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def issue(
+        cls,
+        key: AgentKey,
+        *,
+        issuer: str,
+        subject: str,
+        action: str,
+        resource: str,
+        subject_key: PublicKey | None = None,
+        expires_at: datetime | None = None,
+        uses: int | None = None,
+        constraints: Mapping[str, Any] | None = None,
+    ) -> Capability:
+        """A root capability signed by ``key`` (an issuer key the verifier trusts)."""
+        _actions(action)
+        _check_resource(resource)
+        unsigned = cls(
+            subject=subject,
+            action=action,
+            resource=resource,
+            constraints=dict(constraints or {}),
+            issued_at=_now(),
+            expires_at=expires_at,
+            issuer=issuer,
+            key_id=key.key_id,
+            subject_key=subject_key.hex if subject_key else None,
+            uses_remaining=uses,
+        )
+        return unsigned.model_copy(update={"signature": key.sign(unsigned.canonical())})
+
+    def delegate(
+        self,
+        key: AgentKey,
+        *,
+        subject: str,
+        action: str | None = None,
+        resource: str | None = None,
+        subject_key: PublicKey | None = None,
+        expires_at: datetime | None = None,
+        uses: int | None = None,
+        constraints: Mapping[str, Any] | None = None,
+    ) -> Capability:
+        """A child for ``subject``, signed by this capability's subject with ``key``; it must narrow this one.
+
+        Omitted fields inherit this capability's values. Raises SOS-5004 when the child would widen anything or
+        ``key`` is not this capability's ``subject_key``.
+        """
+        if self.subject_key is None or key.public.hex != self.subject_key:
+            raise Forbidden("delegate with the key named in this capability's subject_key")
+        merged = {**self.constraints, **dict(constraints or {})}
+        child = Capability(
+            subject=subject,
+            action=action or self.action,
+            resource=resource or self.resource,
+            constraints=merged,
+            issued_at=_now(),
+            expires_at=expires_at or self.expires_at,
+            issuer=self.subject,
+            key_id=key.key_id,
+            subject_key=subject_key.hex if subject_key else None,
+            uses_remaining=uses if uses is not None else self.uses_remaining,
+            parent_id=self.id,
+        )
+        child._check_narrows(self)
+        return child.model_copy(update={"signature": key.sign(child.canonical())})
+
+    def _check_narrows(self, parent: Capability) -> None:
+        problem = _widening(self, parent)
+        if problem is not None:
+            raise Forbidden(f"capability {self.id} does not narrow its parent: {problem}", details={"link": self.id})
+
+    # -- verification ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def verify(
+        chain: Sequence[Capability],
+        *,
+        trusted_keys: Mapping[str, PublicKey],
+        action: str,
+        resource: str,
+        now: datetime | None = None,
+        revoked: Container[str] = (),
+    ) -> Capability:
+        """Check a chain (root first, the capability being used last) and that it allows ``action`` on
+        ``resource``; returns the leaf. Raises SOS-5004 naming the first broken link."""
+        if not chain:
+            raise Forbidden("no capability presented")
+        at = now or _now()
+        root = chain[0]
+        trusted = trusted_keys.get(root.key_id)
+        if trusted is None or not trusted.verify(root.canonical(), root.signature):
+            raise Forbidden("the root capability is not signed by a trusted issuer key", details={"link": root.id})
+        for parent, child in itertools.pairwise(chain):
+            _check_link(parent, child)
+        for link in chain:
+            _check_live(link, at, revoked)
+        leaf = chain[-1]
+        if not action_covers(leaf.action, action):
+            raise Forbidden(f"capability allows {leaf.action!r}, not {action!r}", details={"link": leaf.id})
+        if not resource_matches(leaf.resource, resource):
+            raise Forbidden(f"capability covers {leaf.resource!r}, not {resource!r}", details={"link": leaf.id})
+        return leaf
+
+
+def _check_link(parent: Capability, child: Capability) -> None:
+    if child.parent_id != parent.id or child.issuer != parent.subject:
+        raise Forbidden("a capability in the chain does not descend from the one before it", details={"link": child.id})
+    if parent.subject_key is None or key_id_of(bytes.fromhex(parent.subject_key)) != child.key_id:
+        raise Forbidden(
+            "a delegated capability is not signed with its parent's subject key", details={"link": child.id}
+        )
+    if not PublicKey.from_hex(parent.subject_key).verify(child.canonical(), child.signature):
+        raise Forbidden("a capability's signature does not match its content", details={"link": child.id})
+    child._check_narrows(parent)
+
+
+def _check_live(link: Capability, at: datetime, revoked: Container[str]) -> None:
+    if link.id in revoked:
+        raise Forbidden(f"capability {link.id} is revoked", details={"link": link.id})
+    if link.expires_at is not None and link.expires_at <= at:
+        raise Forbidden(f"capability {link.id} expired at {link.expires_at.isoformat()}", details={"link": link.id})
+    if link.uses_remaining is not None and link.uses_remaining <= 0:
+        raise Forbidden(f"capability {link.id} has no uses left", details={"link": link.id})
+
+
+def _widening(child: Capability, parent: Capability) -> str | None:
+    if not actions_narrower(child.action, parent.action):
+        return f"action {child.action!r} is not within {parent.action!r}"
+    if not resource_narrower(child.resource, parent.resource):
+        return f"resource {child.resource!r} is not within {parent.resource!r}"
+    if parent.expires_at is not None and (child.expires_at is None or child.expires_at > parent.expires_at):
+        return "it would outlive its parent"
+    if parent.uses_remaining is not None and (
+        child.uses_remaining is None or child.uses_remaining > parent.uses_remaining
+    ):
+        return "it would allow more uses than its parent"
+    for name, value in parent.constraints.items():
+        if child.constraints.get(name) != value:
+            return f"it drops or changes the constraint {name!r}"
+    return None

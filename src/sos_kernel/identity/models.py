@@ -1,0 +1,119 @@
+"""Identity value types: tenants, tokens, scopes, principals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+__all__ = [
+    "ADMIN_SCOPE",
+    "DEFAULT_AGENT_SCOPES",
+    "PLAN_SEATS",
+    "SCOPES",
+    "IssuedToken",
+    "Principal",
+    "Tenant",
+    "TenantStatus",
+    "TokenInfo",
+]
+
+TenantStatus = Literal["provisioning", "active", "suspended", "cancelled"]
+Plan = Literal["starter", "growth", "scale"]
+
+PLAN_SEATS: dict[str, int | None] = {"starter": 1, "growth": 5, "scale": None}
+"""Agent seats per plan (None: unlimited). A seat is an agent holding at least one live token; admin tokens (not
+bound to an agent) take no seat. Override per tenant with ``tenants.create(..., seats=N)``."""
+
+ADMIN_SCOPE = "admin"
+SCOPES: dict[str, str] = {
+    ADMIN_SCOPE: "everything in the tenant: tokens, other agents' inboxes and accounts, system operations",
+    "bus:read": "subscribe to and read the caller's inbox and channels",
+    "bus:write": "publish as the caller's agent",
+    "registry:read": "look agents up",
+    "registry:write": "register, heartbeat and deregister the caller's own agent",
+    "ledger:read": "read the caller's own accounts and transfers",
+    "ledger:write": "open the caller's own accounts and move money out of them",
+    "ledger:admin": "mint, settle, move any account's money, set prices, read usage",
+    "usage:write": "record usage events for the caller's tenant",
+}
+"""Every scope a token may carry, and what it allows."""
+
+DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
+    "bus:read",
+    "bus:write",
+    "registry:read",
+    "registry:write",
+    "ledger:read",
+    "ledger:write",
+    "usage:write",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant: its slug, plan, seat limit (None: unlimited), status and creation time."""
+
+    slug: str
+    plan: str
+    seats_max: int | None
+    status: TenantStatus
+    created_at: datetime
+    channels: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """Only active tenants may act."""
+        return self.status == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What the kernel keeps about a token: never the token itself, only its digest (stored apart)."""
+
+    id: str
+    tenant: str
+    agent: str | None
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    label: str = ""
+
+    def live(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A newly issued token. ``secret`` is the bearer token: it is returned here once and never stored."""
+
+    id: str
+    secret: str
+    tenant: str
+    agent: str | None
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"IssuedToken(id={self.id!r}, tenant={self.tenant!r}, agent={self.agent!r}, scopes={self.scopes!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a session acts as: a tenant, optionally an agent, and the token's scopes."""
+
+    tenant: str
+    agent: str | None
+    scopes: frozenset[str]
+    token_id: str
+
+    @property
+    def admin(self) -> bool:
+        """Holds the tenant's admin scope."""
+        return ADMIN_SCOPE in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        """Whether the token carries ``scope`` (admin carries every scope)."""
+        return self.admin or scope in self.scopes

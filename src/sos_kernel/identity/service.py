@@ -1,0 +1,289 @@
+"""Tenants, tokens, authentication and capability use.
+
+Tokens are opaque ``sk-{tenant}-{32 hex}`` strings from :mod:`secrets`. Only their SHA-256 digest is stored and
+looked up; the comparison is :func:`hmac.compare_digest`. A raw token is returned once by :meth:`Tokens.issue`
+and never appears in a store, a log, a ``repr`` or an error message.
+
+Authentication caches a verified token for at most ``TOKEN_CACHE_TTL_S`` (1 s): a revocation or a tenant
+suspension made in this process takes effect at once; one made by another process or host within that bound.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    Forbidden,
+    InvalidArgument,
+    InvalidToken,
+    LimitExceeded,
+    MissingToken,
+    NotFound,
+    TenantInactive,
+    TokenExpired,
+)
+from .capability import Capability
+from .keys import PublicKey
+from .models import (
+    ADMIN_SCOPE,
+    DEFAULT_AGENT_SCOPES,
+    PLAN_SEATS,
+    SCOPES,
+    IssuedToken,
+    Principal,
+    Tenant,
+    TenantStatus,
+    TokenInfo,
+)
+from .store import IdentityStore
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["TOKEN_CACHE_TTL_S", "Authenticator", "Capabilities", "Tenants", "Tokens", "token_digest"]
+
+TOKEN_CACHE_TTL_S = 1.0
+TOKEN_CACHE_MAX = 100_000
+TOKEN_TTL_S_MAX = 10 * 365 * 24 * 3600
+DEFAULT_CHANNELS = ("sos:channel:global", "sos:channel:tasks", "sos:channel:system:events")
+_TOKEN_RE = re.compile(r"^sk-([a-z][a-z0-9-]{1,62})-([0-9a-f]{32})$")
+_AGENT_RE = re.compile(r"^agent:[a-z][a-z0-9-]*$")
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest under which a token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tenants:
+    """Creating and managing tenants: ``kernel.tenants`` (a system operation of the trusted kernel handle)."""
+
+    def __init__(self, kernel: Kernel, store: IdentityStore, auth: Authenticator) -> None:
+        self._kernel = kernel
+        self._store = store
+        self._auth = auth
+
+    async def create(self, slug: str, plan: str = "starter", *, seats: int | None = None) -> tuple[Tenant, str]:
+        """Sprout a tenant: record it, set up its default channels, and issue its first admin token.
+
+        Returns ``(tenant, admin_token)``; the admin token is shown only here. Raises SOS-4005 for a bad slug,
+        plan or seat count and SOS-4009 if the slug is taken.
+        """
+        from ..errors import IdempotencyConflict
+        from ..kernel import check_tenant
+
+        check_tenant(slug)
+        if plan not in PLAN_SEATS:
+            raise InvalidArgument(f"plan {plan!r} is not one of {sorted(PLAN_SEATS)}")
+        if seats is not None and (not isinstance(seats, int) or isinstance(seats, bool) or seats < 1):
+            raise InvalidArgument("seats must be a positive int")
+        tenant = Tenant(
+            slug, plan, seats if seats is not None else PLAN_SEATS[plan], "provisioning", _now(), DEFAULT_CHANNELS
+        )
+        if not await self._store.create_tenant(tenant):
+            raise IdempotencyConflict(f"tenant {slug!r} already exists", details={"slug": slug})
+        await self._kernel.tenant(slug).bus.send(
+            "agent:kernel", "sos:channel:system:events", f"tenant {slug} sprouted on plan {plan}"
+        )
+        tenant = replace(tenant, status="active")
+        await self._store.put_tenant(tenant)
+        issued = await self._kernel.tenant(slug).tokens.issue(scopes=[ADMIN_SCOPE], label="first admin")
+        return tenant, issued.secret
+
+    async def get(self, slug: str) -> Tenant:
+        """The tenant; SOS-4040 if unknown."""
+        found = await self._store.get_tenant(slug)
+        if found is None:
+            raise NotFound(f"no tenant {slug!r}", details={"slug": slug})
+        return found
+
+    async def list(self) -> list[Tenant]:
+        """Every tenant."""
+        return await self._store.list_tenants()
+
+    async def set_status(self, slug: str, status: TenantStatus) -> Tenant:
+        """Move a tenant to ``active``, ``suspended`` or ``cancelled``; its data is kept either way."""
+        if status not in ("active", "suspended", "cancelled"):
+            raise InvalidArgument("status is active, suspended or cancelled")
+        tenant = replace(await self.get(slug), status=status)
+        await self._store.put_tenant(tenant)
+        self._auth.forget_tenant(slug)
+        return tenant
+
+    async def suspend(self, slug: str) -> Tenant:
+        """Refuse every session of the tenant (SOS-5006) until reactivated."""
+        return await self.set_status(slug, "suspended")
+
+    async def activate(self, slug: str) -> Tenant:
+        """Let a suspended tenant act again."""
+        return await self.set_status(slug, "active")
+
+    async def cancel(self, slug: str) -> Tenant:
+        """Refuse the tenant for good (its data is kept)."""
+        return await self.set_status(slug, "cancelled")
+
+
+class Tokens:
+    """A tenant's bearer tokens: ``kernel.tenant(slug).tokens``."""
+
+    def __init__(self, store: IdentityStore, tenant: str, auth: Authenticator) -> None:
+        self._store = store
+        self.tenant = tenant
+        self._auth = auth
+
+    async def issue(
+        self,
+        *,
+        agent: str | None = None,
+        scopes: Sequence[str] | None = None,
+        expires_in_s: int | None = None,
+        label: str = "",
+    ) -> IssuedToken:
+        """A new token for this tenant, optionally bound to ``agent`` (``agent:<name>``).
+
+        ``scopes`` default to the agent scopes (``DEFAULT_AGENT_SCOPES``); see ``SCOPES`` for every scope. An
+        agent-bound token takes a seat: issuing to a new agent beyond the tenant's seats raises SOS-4010.
+        """
+        if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.match(agent)):
+            raise InvalidArgument(f"agent {agent!r} must be an address like 'agent:<name>'")
+        chosen = tuple(scopes) if scopes is not None else DEFAULT_AGENT_SCOPES
+        unknown = [s for s in chosen if s not in SCOPES]
+        if unknown or not chosen:
+            raise InvalidArgument(f"unknown scope(s) {unknown}; known: {sorted(SCOPES)}")
+        if expires_in_s is not None and (not isinstance(expires_in_s, int) or not 1 <= expires_in_s <= TOKEN_TTL_S_MAX):
+            raise InvalidArgument(f"expires_in_s must be an int in 1..{TOKEN_TTL_S_MAX}")
+        tenant = await self._store.get_tenant(self.tenant)
+        if tenant is None:
+            raise NotFound(f"no tenant {self.tenant!r}; create it with kernel.tenants.create", details={})
+        now = _now()
+        secret = f"sk-{self.tenant}-{secrets.token_hex(16)}"
+        info = TokenInfo(
+            id=f"tok_{uuid.uuid4().hex[:20]}",
+            tenant=self.tenant,
+            agent=agent,
+            scopes=chosen,
+            created_at=now,
+            expires_at=now + timedelta(seconds=expires_in_s) if expires_in_s else None,
+            revoked_at=None,
+            label=str(label)[:200],
+        )
+        if not await self._store.issue_token(token_digest(secret), info, tenant.seats_max, now):
+            raise LimitExceeded(
+                f"tenant {self.tenant} uses all {tenant.seats_max} seat(s) of plan {tenant.plan}",
+                details={"limit": "seats", "max": tenant.seats_max},
+            )
+        return IssuedToken(info.id, secret, self.tenant, agent, chosen, info.expires_at)
+
+    async def revoke(self, token_id: str) -> None:
+        """Revoke a token by id (effective at once in this process, within ``TOKEN_CACHE_TTL_S`` elsewhere)."""
+        if not await self._store.revoke_token(self.tenant, token_id, _now()):
+            raise NotFound(f"no live token {token_id!r} in tenant {self.tenant}", details={"id": token_id})
+        self._auth.forget_token(token_id)
+
+    async def list(self) -> list[TokenInfo]:
+        """The tenant's tokens (ids, agents, scopes, times; never secrets)."""
+        return await self._store.list_tokens(self.tenant)
+
+
+class Authenticator:
+    """Turns a bearer token into a :class:`Principal`, failing closed with SOS-5001..5003 / 5006."""
+
+    def __init__(self, store: IdentityStore) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    def forget_token(self, token_id: str) -> None:
+        """Drop cached entries of a token (after revocation)."""
+        for key in [k for k, (_, p) in self._cache.items() if p.token_id == token_id]:
+            del self._cache[key]
+
+    def forget_tenant(self, slug: str) -> None:
+        """Drop cached entries of a tenant (after a status change)."""
+        for key in [k for k, (_, p) in self._cache.items() if p.tenant == slug]:
+            del self._cache[key]
+
+    async def principal(self, token: str | None) -> Principal:
+        """Who ``token`` is. Raises MissingToken, InvalidToken, TokenExpired or TenantInactive."""
+        if not token:
+            raise MissingToken("no bearer token; pass the token issued by tokens.issue")
+        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+            raise InvalidToken("the token is malformed (expected sk-<tenant>-<32 hex>)")
+        return await self.principal_for_digest(token_digest(token))
+
+    async def principal_for_digest(self, digest: str) -> Principal:
+        """Like :meth:`principal`, for a token already reduced to its digest (sessions keep only that)."""
+        cached = self._cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_TTL_S:
+            return cached[1]
+        principal = await self._lookup(digest)
+        if len(self._cache) >= TOKEN_CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic(), principal)
+        return principal
+
+    async def _lookup(self, digest: str) -> Principal:
+        found = await self._store.token_by_digest(digest)
+        # The store finds the record by digest; comparing the stored digest in constant time keeps a lookup
+        # structure that matched on a prefix or a collision from ever authenticating.
+        if found is None or not hmac.compare_digest(found[0], digest):
+            raise InvalidToken("unknown token")
+        info = found[1]
+        if info.revoked_at is not None:
+            raise InvalidToken(f"token {info.id} was revoked", details={"token_id": info.id})
+        if info.expires_at is not None and info.expires_at <= _now():
+            raise TokenExpired(f"token {info.id} expired; issue a new one", details={"token_id": info.id})
+        tenant = await self._store.get_tenant(info.tenant)
+        if tenant is None or not tenant.active:
+            status = tenant.status if tenant else "unknown"
+            raise TenantInactive(f"tenant {info.tenant} is {status}", details={"tenant": info.tenant})
+        return Principal(info.tenant, info.agent, frozenset(info.scopes), info.id)
+
+
+class Capabilities:
+    """Verifying capabilities against trusted issuer keys, consuming their uses, and revoking them."""
+
+    def __init__(self, store: IdentityStore, tenant: str) -> None:
+        self._store = store
+        self.tenant = tenant
+        self._trusted: dict[str, PublicKey] = {}
+
+    def trust(self, key: PublicKey) -> None:
+        """Trust ``key`` as a root issuer (add several to rotate)."""
+        self._trusted[key.key_id] = key
+
+    def distrust(self, key_id: str) -> None:
+        """Stop trusting a root issuer key."""
+        self._trusted.pop(key_id, None)
+
+    async def check(self, chain: Sequence[Capability], *, action: str, resource: str) -> Capability:
+        """Verify the chain (signatures, narrowing, expiry, revocation) without spending a use."""
+        revoked = await self._store.revoked_capabilities(self.tenant, [c.id for c in chain])
+        return Capability.verify(chain, trusted_keys=self._trusted, action=action, resource=resource, revoked=revoked)
+
+    async def use(self, chain: Sequence[Capability], *, action: str, resource: str) -> Capability:
+        """Verify the chain and spend one use of every link that has ``uses_remaining`` (atomically: all or
+        none). Raises SOS-5004 when the chain is invalid or a link has no uses left."""
+        leaf = await self.check(chain, action=action, resource=resource)
+        limited = [(c.id, c.uses_remaining) for c in chain if c.uses_remaining is not None]
+        if limited and not await self._store.consume_uses(self.tenant, [(i, n) for i, n in limited if n is not None]):
+            raise Forbidden("a capability in the chain has no uses left", details={"link": leaf.id})
+        return leaf
+
+    async def revoke(self, capability_id: str) -> None:
+        """Revoke a capability; every capability delegated from it stops verifying too."""
+        if not isinstance(capability_id, str) or not capability_id:
+            raise InvalidArgument("capability_id must be a non-empty string")
+        await self._store.revoke_capability(self.tenant, capability_id)

@@ -1,0 +1,357 @@
+"""Sessions: the kernel's API scoped to one tenant and one principal, every call checked first.
+
+``session = await kernel.session(token)`` gives ``session.bus``, ``session.registry`` and ``session.ledger`` with
+the same methods, arguments, results and errors as the trusted kernel's, restricted to the token's tenant and
+checked against its scopes before anything is read or written. Checks fail closed:
+
+- the token must still be valid on every call (revocation and suspension apply within ``TOKEN_CACHE_TTL_S``);
+- a session bound to ``agent:X`` publishes only as ``agent:X`` (another ``source`` is refused), reads only its own
+  inbox (channels are shared), moves money only out of its own accounts, and registers only itself;
+- tenant-wide operations (other agents' inboxes and accounts, minting, prices, usage reports, balances of the whole
+  tenant, ``check``) need the ``admin`` or ``ledger:admin`` scope;
+- no call can reach another tenant's data: each session's services are the tenant's own.
+
+Every refusal raises :class:`~sos_kernel.errors.Forbidden` (SOS-5004), increments ``session.denials`` and is
+passed to the kernel's denial hooks (``kernel.on_denial``), where an audit trail can subscribe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .bus import Bus, DeadLetter, PublishReceipt, Subscription
+from .contracts import AgentCard, ChunkMessage, Message, SendMessage
+from .errors import Forbidden
+from .identity.models import Principal
+from .ledger import Account, Balance, Ledger, Price, Transfer, Transmutation
+from .registry import AgentStatus, RegisteredAgent, Registry
+
+if TYPE_CHECKING:
+    from .contracts import UsageEvent
+    from .kernel import Kernel
+
+__all__ = ["Session", "SessionBus", "SessionLedger", "SessionRegistry"]
+
+
+class _Guard:
+    """Shared checks: re-validate the token, require a scope, record denials."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def need(self, scope: str) -> Principal:
+        principal = await self._session._refresh()
+        if not principal.allows(scope):
+            self.deny(f"needs the {scope!r} scope", scope=scope)
+        return principal
+
+    def deny(self, reason: str, **details: Any) -> NoReturn:
+        self._session.denials += 1
+        self._session._kernel._record_denial(self._session.principal, reason)
+        raise Forbidden(f"{self._session.principal.agent or 'this token'}: {reason}", details=details)
+
+    def own_agent(self, principal: Principal, address: str, what: str) -> None:
+        if principal.admin or address == principal.agent:
+            return
+        self.deny(f"{what} {address!r} belongs to another agent", address=address)
+
+    def own_or_channel(self, principal: Principal, address: str) -> None:
+        if address.startswith("sos:channel:"):
+            return
+        self.own_agent(principal, address, "inbox")
+
+
+class SessionBus(_Guard):
+    """:class:`~sos_kernel.Bus` for one principal. Publishing needs ``bus:write``, reading ``bus:read``."""
+
+    def __init__(self, session: Session, bus: Bus) -> None:
+        super().__init__(session)
+        self._bus = bus
+
+    def _source(self, principal: Principal, source: str) -> None:
+        if principal.admin or source == principal.agent:
+            return
+        self.deny(f"may not send as {source!r} (sessions send as their own agent)", source=source)
+
+    async def publish(
+        self, message: Message | Mapping[str, Any] | bytes | str, *, receipts: bool = False, chunking: bool = True
+    ) -> PublishReceipt:
+        """See :meth:`Bus.publish`; the message's source must be the session's agent."""
+        principal = await self.need("bus:write")
+        parsed = self._bus.catalogue.parse(message)
+        self._source(principal, parsed.source)
+        return await self._bus.publish(parsed, receipts=receipts, chunking=chunking)
+
+    async def publish_many(
+        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
+    ) -> list[PublishReceipt]:
+        """See :meth:`Bus.publish_many`."""
+        principal = await self.need("bus:write")
+        parsed = [self._bus.catalogue.parse(m) for m in messages]
+        for message in parsed:
+            self._source(principal, message.source)
+        return await self._bus.publish_many(parsed, receipts=receipts)
+
+    async def send(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.send`."""
+        self._source(await self.need("bus:write"), source)
+        return await self._bus.send(source, target, text, **options)
+
+    async def announce(self, source: str, text: str | None = None, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.announce`."""
+        self._source(await self.need("bus:write"), source)
+        return await self._bus.announce(source, text, **options)
+
+    async def wake(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.wake`."""
+        self._source(await self.need("bus:write"), source)
+        return await self._bus.wake(source, target, text, **options)
+
+    async def ask(self, source: str, target: str, question: str, **options: Any) -> SendMessage:
+        """See :meth:`Bus.ask`."""
+        self._source(await self.need("bus:write"), source)
+        return await self._bus.ask(source, target, question, **options)
+
+    async def reply(self, to: Message, text: str, *, source: str | None = None, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.reply`; the reply is sent as the session's agent."""
+        principal = await self.need("bus:write")
+        sender = source or principal.agent
+        if sender is None:
+            self.deny("an admin token without an agent must name the reply's source")
+        self._source(principal, sender)
+        return await self._bus.reply(to, text, source=sender, **options)
+
+    def split(self, message: Message) -> list[ChunkMessage]:
+        """See :meth:`Bus.split` (pure: no check needed)."""
+        return self._bus.split(message)
+
+    def subscribe(self, address: str, **options: Any) -> Subscription:
+        """See :meth:`Bus.subscribe`; an agent session reads its own inbox and channels. Checked on entry."""
+        sub = self._bus.subscribe(address, **options)
+        original_open = sub.open
+
+        async def guarded_open() -> Subscription:
+            principal = await self.need("bus:read")
+            self.own_or_channel(principal, address)
+            return await original_open()
+
+        sub.open = guarded_open  # type: ignore[method-assign]
+        return sub
+
+    async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
+        """See :meth:`Bus.history`."""
+        self.own_or_channel(await self.need("bus:read"), address)
+        return await self._bus.history(address, after=after, limit=limit)
+
+    async def history_entries(
+        self, address: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Message]]:
+        """See :meth:`Bus.history_entries`."""
+        self.own_or_channel(await self.need("bus:read"), address)
+        return await self._bus.history_entries(address, after=after, limit=limit)
+
+    async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Bus.dead_letters`."""
+        self.own_or_channel(await self.need("bus:read"), address)
+        return await self._bus.dead_letters(address, group=group, limit=limit)
+
+    async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
+        """See :meth:`Bus.replay`."""
+        self.own_or_channel(await self.need("bus:write"), dead_letter.address)
+        return await self._bus.replay(dead_letter)
+
+
+class SessionLedger(_Guard):
+    """:class:`~sos_kernel.ledger.Ledger` for one principal: its own accounts with ``ledger:read``/``write``;
+    anyone's, minting and prices with ``ledger:admin``."""
+
+    def __init__(self, session: Session, ledger: Ledger) -> None:
+        super().__init__(session)
+        self._ledger = ledger
+
+    async def _own(self, owner: str, write: bool) -> None:
+        principal = await self.need("ledger:write" if write else "ledger:read")
+        if principal.allows("ledger:admin") or owner == principal.agent:
+            return
+        self.deny(f"account {owner!r} is not the session's own", owner=owner)
+
+    async def _admin(self) -> None:
+        await self.need("ledger:admin")
+
+    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account:
+        """See :meth:`Ledger.open_account`; an issuer (``allow_negative``) needs ``ledger:admin``."""
+        if allow_negative:
+            await self._admin()
+        await self._own(owner, write=True)
+        return await self._ledger.open_account(owner, currency, allow_negative)
+
+    async def balance(self, owner: str, currency: str) -> Balance:
+        """See :meth:`Ledger.balance`."""
+        await self._own(owner, write=False)
+        return await self._ledger.balance(owner, currency)
+
+    async def transfer(self, *, debit: str, **fields: Any) -> Transfer:
+        """See :meth:`Ledger.transfer`; the debit account must be the session's own."""
+        await self._own(debit, write=True)
+        return await self._ledger.transfer(debit=debit, **fields)
+
+    async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
+        """See :meth:`Ledger.transfer_many`."""
+        for t in transfers:
+            await self._own(str(t.get("debit", "")), write=True)
+        return await self._ledger.transfer_many(transfers)
+
+    async def hold(self, *, debit: str, **fields: Any) -> Transfer:
+        """See :meth:`Ledger.hold`; the held account must be the session's own."""
+        await self._own(debit, write=True)
+        return await self._ledger.hold(debit=debit, **fields)
+
+    async def _hold_payer(self, hold_id: str) -> None:
+        hold = await self._ledger.get_transfer(hold_id)
+        await self._own(hold.debit, write=True)
+
+    async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
+        """See :meth:`Ledger.capture`; only the payer of the hold (or ``ledger:admin``) settles it."""
+        await self._hold_payer(hold_id)
+        return await self._ledger.capture(hold_id, amount, id=id)
+
+    async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
+        """See :meth:`Ledger.void`."""
+        await self._hold_payer(hold_id)
+        return await self._ledger.void(hold_id, id=id)
+
+    async def get_transfer(self, id: str) -> Transfer:
+        """See :meth:`Ledger.get_transfer`; a party to the transfer or ``ledger:admin``."""
+        principal = await self.need("ledger:read")
+        transfer = await self._ledger.get_transfer(id)
+        if not principal.allows("ledger:admin") and principal.agent not in (transfer.debit, transfer.credit):
+            self.deny("the transfer is not the session's", id=id)
+        return transfer
+
+    async def transmute(self, *, owner: str, **fields: Any) -> Transmutation:
+        """See :meth:`Ledger.transmute`; the owner must be the session's agent."""
+        await self._own(owner, write=True)
+        return await self._ledger.transmute(owner=owner, **fields)
+
+    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
+        """See :meth:`Ledger.history`."""
+        await self._own(owner, write=False)
+        return await self._ledger.history(owner, currency, after=after, limit=limit)
+
+    async def balances(self) -> list[Balance]:
+        """See :meth:`Ledger.balances` (``ledger:admin``)."""
+        await self._admin()
+        return await self._ledger.balances()
+
+    async def check(self) -> None:
+        """See :meth:`Ledger.check` (``ledger:admin``)."""
+        await self._admin()
+        await self._ledger.check()
+
+    async def set_price(self, provider: str, model: str, **prices: Any) -> Price:
+        """See :meth:`Ledger.set_price` (``ledger:admin``)."""
+        await self._admin()
+        return await self._ledger.set_price(provider, model, **prices)
+
+    async def price(self, provider: str, model: str) -> Price | None:
+        """See :meth:`Ledger.price`."""
+        await self.need("ledger:read")
+        return await self._ledger.price(provider, model)
+
+    async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent:
+        """See :meth:`Ledger.record_usage` (``usage:write``; settling charges the tenant: ``ledger:admin``)."""
+        await self.need("usage:write")
+        if settle:
+            await self._admin()
+        return await self._ledger.record_usage(event, settle=settle)
+
+    async def usage(self, **filters: Any) -> list[UsageEvent]:
+        """See :meth:`Ledger.usage` (``ledger:admin``)."""
+        await self._admin()
+        return await self._ledger.usage(**filters)
+
+    async def usage_summary(self, **options: Any) -> list[Any]:
+        """See :meth:`Ledger.usage_summary` (``ledger:admin``)."""
+        await self._admin()
+        return await self._ledger.usage_summary(**options)
+
+
+class SessionRegistry(_Guard):
+    """:class:`~sos_kernel.registry.Registry` for one principal: read with ``registry:read``; an agent session
+    registers, heartbeats and deregisters only itself (``registry:write``)."""
+
+    def __init__(self, session: Session, registry: Registry) -> None:
+        super().__init__(session)
+        self._registry = registry
+
+    async def _self(self, name: str) -> None:
+        principal = await self.need("registry:write")
+        self.own_agent(principal, f"agent:{name.removeprefix('agent:')}", "agent")
+
+    async def register(self, card: AgentCard | Mapping[str, Any], **extras: Any) -> RegisteredAgent:
+        """See :meth:`Registry.register`."""
+        name = card.name if isinstance(card, AgentCard) else str(dict(card).get("name", ""))
+        await self._self(name)
+        return await self._registry.register(card, **extras)
+
+    async def heartbeat(self, name: str) -> RegisteredAgent:
+        """See :meth:`Registry.heartbeat`."""
+        await self._self(name)
+        return await self._registry.heartbeat(name)
+
+    async def deregister(self, name: str) -> None:
+        """See :meth:`Registry.deregister`."""
+        await self._self(name)
+        await self._registry.deregister(name)
+
+    async def get(self, name: str) -> RegisteredAgent:
+        """See :meth:`Registry.get`."""
+        await self.need("registry:read")
+        return await self._registry.get(name)
+
+    async def status(self, name: str) -> AgentStatus | None:
+        """See :meth:`Registry.status`."""
+        await self.need("registry:read")
+        return await self._registry.status(name)
+
+    async def find(self, **filters: Any) -> list[RegisteredAgent]:
+        """See :meth:`Registry.find`."""
+        await self.need("registry:read")
+        return await self._registry.find(**filters)
+
+
+class Session:
+    """A principal's view of the kernel: ``.bus``, ``.registry``, ``.ledger``, ``.tenant``, ``.agent``."""
+
+    def __init__(self, kernel: Kernel, principal: Principal, digest: str) -> None:
+        self._kernel = kernel
+        self._digest = digest
+        self.principal = principal
+        self.denials = 0
+        view = kernel.tenant(principal.tenant)
+        self.bus = SessionBus(self, view.bus)
+        self.ledger = SessionLedger(self, view.ledger)
+        self.registry = SessionRegistry(self, view.registry)
+
+    @property
+    def tenant(self) -> str:
+        """The tenant slug."""
+        return self.principal.tenant
+
+    @property
+    def agent(self) -> str | None:
+        """The agent address the token is bound to (None for a tenant-wide token)."""
+        return self.principal.agent
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The token's scopes."""
+        return self.principal.scopes
+
+    async def _refresh(self) -> Principal:
+        self.principal = await self._kernel._auth.principal_for_digest(self._digest)
+        return self.principal
+
+    def __repr__(self) -> str:
+        return f"Session(tenant={self.tenant!r}, agent={self.agent!r})"
