@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -38,10 +37,10 @@ def card(name: str, **kw: Any) -> AgentCard:
 
 
 @pytest.fixture
-async def acme(kernel: sos_kernel.Kernel) -> AsyncIterator[tuple[sos_kernel.Kernel, str]]:
+async def acme(kernel: sos_kernel.Kernel) -> tuple[sos_kernel.Kernel, str]:
     tenant, admin = await kernel.tenants.create("acme", plan="growth")
     assert tenant.status == "active"
-    yield kernel, admin
+    return kernel, admin
 
 
 async def test_create_tenant_returns_admin_token_once_and_sets_up_channels(kernel: sos_kernel.Kernel) -> None:
