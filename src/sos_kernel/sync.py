@@ -17,7 +17,7 @@ from .bus import Bus, DeadLetter, Delivery, PublishReceipt, Subscription
 from .contracts import Message, SendMessage
 from .kernel import Kernel
 
-__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncSubscription", "open"]
+__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncSubscription", "SyncTenant", "open"]
 
 
 class SyncDelivery:

@@ -15,8 +15,16 @@ import pytest
 
 PUBLIC_MODULES = [
     "sos_kernel",
+    "sos_kernel.backends",
+    "sos_kernel.bus",
     "sos_kernel.contracts",
     "sos_kernel.errors",
+    "sos_kernel.identity",
+    "sos_kernel.kernel",
+    "sos_kernel.ledger",
+    "sos_kernel.registry",
+    "sos_kernel.session",
+    "sos_kernel.sync",
     "mumega_sdk",
 ]
 
