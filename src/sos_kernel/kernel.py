@@ -24,6 +24,7 @@ from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens
 from .ledger import Ledger
 from .registry import REGISTRY_TTL_S, Registry
+from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
 
 if TYPE_CHECKING:
     from .session import Session
@@ -59,6 +60,7 @@ class TenantView:
         self.tokens = Tokens(kernel.backend.identity, slug, kernel._auth)
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
+        self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -85,6 +87,8 @@ class Kernel:
         self._options = options
         self.limits = limits or BusLimits()
         self.catalogue = catalogue or TypeCatalogue()
+        if SKILL_EVENT_TYPE not in self.catalogue:
+            self.catalogue.register(SKILL_EVENT_TYPE, SkillExecutedPayload)
         self._closed = anyio.Event()
         self._tenants: dict[str, TenantView] = {}
         self.registry_ttl_s = float(registry_ttl_s)
@@ -154,6 +158,11 @@ class Kernel:
     def ledger(self) -> Ledger:
         """The ledger of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).ledger
+
+    @property
+    def skills(self) -> Skills:
+        """The skills marketplace of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).skills
 
     @property
     def registry(self) -> Registry:

@@ -1,6 +1,7 @@
 """Sessions: the kernel's API scoped to one tenant and one principal, every call checked first.
 
-``session = await kernel.session(token)`` gives ``session.bus``, ``session.registry`` and ``session.ledger`` with
+``session = await kernel.session(token)`` gives ``session.bus``, ``session.registry``, ``session.ledger`` and
+``session.skills`` with
 the same methods, arguments, results and errors as the trusted kernel's, restricted to the token's tenant and
 checked against its scopes before anything is read or written. Checks fail closed:
 
@@ -21,17 +22,18 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .bus import Bus, DeadLetter, PublishReceipt, Subscription
-from .contracts import AgentCard, ChunkMessage, Message, SendMessage
+from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard
 from .errors import Forbidden
 from .identity.models import Principal
 from .ledger import Account, Balance, Ledger, Price, Transfer, Transmutation
 from .registry import AgentStatus, RegisteredAgent, Registry
+from .skills import Invocation, Skills
 
 if TYPE_CHECKING:
     from .contracts import UsageEvent
     from .kernel import Kernel
 
-__all__ = ["Session", "SessionBus", "SessionLedger", "SessionRegistry"]
+__all__ = ["Session", "SessionBus", "SessionLedger", "SessionRegistry", "SessionSkills"]
 
 
 class _Guard:
@@ -321,6 +323,78 @@ class SessionRegistry(_Guard):
         return await self._registry.find(**filters)
 
 
+class SessionSkills(_Guard):
+    """:class:`~sos_kernel.skills.Skills` for one principal: reading with ``skills:read``; publishing only the
+    agent's own skills (``skills:publish``); invocations paid from the agent's own account in the session's tenant
+    (``skills:invoke``); verdicts with ``skills:verify``."""
+
+    def __init__(self, session: Session, skills: Skills) -> None:
+        super().__init__(session)
+        self._skills = skills
+
+    async def publish(self, card: SkillCard | Mapping[str, Any], **options: Any) -> SkillCard:
+        """See :meth:`Skills.publish`; the session's agent is the publisher."""
+        principal = await self.need("skills:publish")
+        options.setdefault("publisher", None if principal.admin else principal.agent)
+        if not principal.admin and options["publisher"] != principal.agent:
+            self.deny("may only publish as itself")
+        return await self._skills.publish(card, **options)
+
+    async def record_invocation(
+        self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
+    ) -> Invocation:
+        """See :meth:`Skills.record_invocation`; the caller is the session's agent, the tenant the session's."""
+        principal = await self.need("skills:invoke")
+        if tenant != principal.tenant:
+            self.deny(f"may not record invocations for tenant {tenant!r}", tenant=tenant)
+        self.own_agent(principal, caller, "account")
+        return await self._skills.record_invocation(
+            skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
+        )
+
+    async def verify(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+        """See :meth:`Skills.verify`; the verifier is the session's agent."""
+        principal = await self.need("skills:verify")
+        self.own_agent(principal, verifier, "verifier")
+        return await self._skills.verify(skill_id, version, verifier=verifier, **verdict)
+
+    async def resolve_dispute(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+        """See :meth:`Skills.resolve_dispute`."""
+        principal = await self.need("skills:verify")
+        self.own_agent(principal, verifier, "verifier")
+        return await self._skills.resolve_dispute(skill_id, version, verifier=verifier, **verdict)
+
+    async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
+        """See :meth:`Skills.get`."""
+        await self.need("skills:read")
+        return await self._skills.get(skill_id, version)
+
+    async def versions(self, skill_id: str) -> list[str]:
+        """See :meth:`Skills.versions`."""
+        await self.need("skills:read")
+        return await self._skills.versions(skill_id)
+
+    async def find(self, **filters: Any) -> list[SkillCard]:
+        """See :meth:`Skills.find`."""
+        await self.need("skills:read")
+        return await self._skills.find(**filters)
+
+    async def marketplace(self, **page: Any) -> list[SkillCard]:
+        """See :meth:`Skills.marketplace`."""
+        await self.need("skills:read")
+        return await self._skills.marketplace(**page)
+
+    async def ancestors(self, skill_id: str) -> list[SkillCard]:
+        """See :meth:`Skills.ancestors`."""
+        await self.need("skills:read")
+        return await self._skills.ancestors(skill_id)
+
+    async def descendants(self, skill_id: str) -> list[SkillCard]:
+        """See :meth:`Skills.descendants`."""
+        await self.need("skills:read")
+        return await self._skills.descendants(skill_id)
+
+
 class Session:
     """A principal's view of the kernel: ``.bus``, ``.registry``, ``.ledger``, ``.tenant``, ``.agent``."""
 
@@ -333,6 +407,7 @@ class Session:
         self.bus = SessionBus(self, view.bus)
         self.ledger = SessionLedger(self, view.ledger)
         self.registry = SessionRegistry(self, view.registry)
+        self.skills = SessionSkills(self, view.skills)
 
     @property
     def tenant(self) -> str:

@@ -18,6 +18,7 @@ from ..bus.store import BusStore
 from ..errors import InvalidURL, MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..skills.store import SkillStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "open_backend", "resolve_backend"]
 
@@ -47,6 +48,7 @@ class Backend(ABC):
     ledger: LedgerStore
     identity: IdentityStore
     registry: RegistryStore
+    skills: SkillStore
 
     @classmethod
     @abstractmethod

@@ -19,6 +19,7 @@ from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retent
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
+from .memory_skills import MemorySkillStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
 
@@ -270,6 +271,7 @@ class MemoryBackend(Backend):
         self.ledger = MemoryLedgerStore()
         self.identity = MemoryIdentityStore()
         self.registry = MemoryRegistryStore()
+        self.skills = MemorySkillStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

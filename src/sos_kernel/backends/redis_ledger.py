@@ -119,19 +119,18 @@ for i = 1, n do
       code = 'SOS-7001'
       msg = r.debit .. ' has ' .. fmt(d.cp - d.dp - d.dpe) .. ' ' .. r.cur
       msg = msg .. ' micros available, needs ' .. fmt(r.amount)
+    elseif d.dp + d.dpe + r.amount > MAX or c.cp + c.cpe + r.amount > MAX then
+      -- posted + pending, so that capturing a hold can never pass the cap (sums above 2^53 still compare > MAX)
+      code, msg = 'SOS-4010', 'a balance would pass AMOUNT_MICROS_MAX (' .. fmt(MAX) .. ')'
     elseif r.kind == 'posted' then
-      if d.dp + r.amount > MAX or c.cp + r.amount > MAX then
-        code, msg = 'SOS-4010', 'a balance would pass AMOUNT_MICROS_MAX (' .. fmt(MAX) .. ')'
-      else d.dp = d.dp + r.amount; c.cp = c.cp + r.amount end
+      d.dp = d.dp + r.amount; c.cp = c.cp + r.amount
     else
-      if d.dpe + r.amount > MAX or c.cpe + r.amount > MAX then
-        code, msg = 'SOS-4010', 'a balance would pass AMOUNT_MICROS_MAX (' .. fmt(MAX) .. ')'
-      else d.dpe = d.dpe + r.amount; c.cpe = c.cpe + r.amount end
+      d.dpe = d.dpe + r.amount; c.cpe = c.cpe + r.amount
     end
     moved[i] = r.amount
   else
     local h = hold(r.pid)
-    if h == nil or h.kind ~= 'pending' then
+    if h == nil or h.kind ~= 'pending' or h.status ~= 'ok' then
       code, msg = 'SOS-7020', 'no hold ' .. r.pid
     elseif h.state ~= 'pending' or (h.expires > 0 and h.expires <= now) then
       local st = h.state

@@ -36,6 +36,10 @@ SCOPES: dict[str, str] = {
     "ledger:write": "open the caller's own accounts and move money out of them",
     "ledger:admin": "mint, settle, move any account's money, set prices, read usage",
     "usage:write": "record usage events for the caller's tenant",
+    "skills:read": "look skills up and browse the marketplace",
+    "skills:publish": "publish versions of the caller's own skills",
+    "skills:invoke": "record invocations paid from the caller's own account",
+    "skills:verify": "record verification verdicts and resolve disputes",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -47,6 +51,9 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "ledger:read",
     "ledger:write",
     "usage:write",
+    "skills:read",
+    "skills:publish",
+    "skills:invoke",
 )
 
 

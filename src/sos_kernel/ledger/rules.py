@@ -6,9 +6,10 @@ proves the three agree. Rules, for a linked batch applied in order:
 
 - accounts must exist (SOS-7002);
 - a must-not-overdraw debit account needs ``debits_posted + debits_pending + amount <= credits_posted`` (SOS-7001);
-- no balance field may pass :data:`AMOUNT_MICROS_MAX` (SOS-4010);
-- a capture or void needs its hold to exist and still be pending (SOS-7020); a capture takes at most the held
-  amount (SOS-7020) and the rest of the hold is released;
+- no balance field may pass :data:`AMOUNT_MICROS_MAX` (SOS-4010): a transfer or hold needs posted + pending +
+  amount within it on both sides, so a later capture (pending turning posted) can never pass it;
+- a capture or void needs its hold to exist, to have been placed (not failed) and still be pending (SOS-7020); a
+  capture takes at most the held amount (SOS-7020) and the rest of the hold is released;
 - the first failing step fails the whole batch: every id in it is recorded as failed, so a retry fails the same way.
 """
 
@@ -91,14 +92,16 @@ def _apply_move(req: TransferRequest, accounts: Mapping[AccountKey, AccountState
         return _fail(
             "SOS-7001", f"{req.debit} has {available} {req.currency} micros available, needs {req.amount}", req
         )
+    # posted + pending, not each alone: capturing a hold turns pending into posted, and must never pass the cap
+    if not _check_caps(
+        debit.debits_posted + debit.debits_pending + req.amount,
+        credit.credits_posted + credit.credits_pending + req.amount,
+    ):
+        return _fail("SOS-4010", f"a balance would pass AMOUNT_MICROS_MAX ({AMOUNT_MICROS_MAX})", req)
     if req.kind == "posted":
-        if not _check_caps(debit.debits_posted + req.amount, credit.credits_posted + req.amount):
-            return _fail("SOS-4010", f"a balance would pass AMOUNT_MICROS_MAX ({AMOUNT_MICROS_MAX})", req)
         debit.debits_posted += req.amount
         credit.credits_posted += req.amount
     else:
-        if not _check_caps(debit.debits_pending + req.amount, credit.credits_pending + req.amount):
-            return _fail("SOS-4010", f"a balance would pass AMOUNT_MICROS_MAX ({AMOUNT_MICROS_MAX})", req)
         debit.debits_pending += req.amount
         credit.credits_pending += req.amount
     return None
@@ -110,7 +113,7 @@ def _resolve_hold(
     accounts: Mapping[AccountKey, AccountState | None],
     now: float,
 ) -> tuple[RuleFailure | None, Transfer | None, int]:
-    if hold is None or hold.kind != "pending":
+    if hold is None or hold.kind != "pending" or not hold.ok:
         return _fail("SOS-7020", f"no hold {req.pending_id}", req), None, 0
     if hold.state != "pending" or (hold.expires_at is not None and hold.expires_at.timestamp() <= now):
         state = "expired" if hold.state == "pending" else hold.state
@@ -188,7 +191,7 @@ def evaluate(
             break
         recorded.append(_record(req, now, first_seq + offset, hold, amount, None))
     if failure is not None:
-        return Evaluation(_failed_batch(requests, now, first_seq, failure, holds), {}, failure)
+        return Evaluation(_failed_batch(requests, now, first_seq, failure), {}, failure)
     for key, state in snapshot.items():
         target = accounts[key]
         if state is not None and target is not None:
@@ -198,13 +201,13 @@ def evaluate(
 
 
 def _failed_batch(
-    requests: Sequence[TransferRequest], now: float, first_seq: int, failure: RuleFailure, holds: Mapping[str, Transfer]
+    requests: Sequence[TransferRequest], now: float, first_seq: int, failure: RuleFailure
 ) -> list[Transfer]:
     out = []
     for offset, req in enumerate(requests):
         message = failure.message if req.id == failure.failed_id else f"linked transfer {failure.failed_id} failed: "
         if req.id != failure.failed_id:
             message += failure.message
-        hold = holds.get(req.pending_id or "") if req.pending_id else None
-        out.append(_record(req, now, first_seq + offset, hold, req.amount, RuleFailure(failure.code, message, req.id)))
+        # a failed step is recorded with its request's fields, which are what a retry is compared against
+        out.append(_record(req, now, first_seq + offset, None, req.amount, RuleFailure(failure.code, message, req.id)))
     return out

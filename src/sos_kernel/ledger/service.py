@@ -283,9 +283,14 @@ class Ledger:
         check_transfer_id(op_id)
         if amount is not None:
             check_amount(amount)
-        hold = (await self._store.transfers(self.tenant, [hold_id])).get(hold_id)
-        if hold is not None and hold.kind == "pending" and hold.ok:
-            moved = hold.amount if amount is None or kind == "void_pending" else amount
+        found = await self._store.transfers(self.tenant, [hold_id, op_id])
+        hold, prior = found.get(hold_id), found.get(op_id)
+        usable = hold is not None and hold.kind == "pending" and hold.ok
+        if prior is not None and prior.pending_id == hold_id and not prior.debit:
+            usable = False  # the first attempt found no hold (placed since?): a retry is that same request
+        if hold is not None and usable:
+            # a void moves nothing and is recorded with amount 0, so its retry must ask for 0 too
+            moved = 0 if kind == "void_pending" else (hold.amount if amount is None else amount)
             request = TransferRequest(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
         else:  # recorded as a failed settlement, so a retry fails the same way
             request = TransferRequest(op_id, kind, "", "", "", amount or 0, hold_id)

@@ -1,0 +1,64 @@
+"""In-process skill store (the reference for the other engines)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..skills.store import SkillRecord, SkillStats, SkillStore
+
+__all__ = ["MemorySkillStore"]
+
+
+class MemorySkillStore(SkillStore):
+    """Dicts; every method runs without awaiting, so it is atomic on one event loop."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str, str], SkillRecord] = {}
+        self._invocations: set[tuple[str, str]] = set()
+
+    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+        key = (tenant, record.skill_id, record.version)
+        if key in self._records:
+            return self._records[key]
+        self._records[key] = record
+        return None
+
+    async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
+        return self._records.get((tenant, skill_id, version))
+
+    async def versions(self, tenant: str, skill_id: str) -> list[str]:
+        return [v for (t, s, v) in self._records if t == tenant and s == skill_id]
+
+    async def skill_ids(self, tenant: str) -> list[str]:
+        return sorted({s for (t, s, _) in self._records if t == tenant})
+
+    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+        key = (tenant, skill_id, version)
+        if key not in self._records:
+            return False
+        self._records[key] = replace(self._records[key], verification=verification)
+        return True
+
+    async def record_invocation(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        if (tenant, invocation_id) in self._invocations:
+            return False
+        key = (tenant, skill_id, version)
+        record = self._records[key]
+        stats = record.stats
+        by_tenant = dict(stats.invocations_by_tenant)
+        by_tenant[caller_tenant] = by_tenant.get(caller_tenant, 0) + 1
+        self._records[key] = replace(
+            record,
+            stats=SkillStats(stats.total_invocations + 1, stats.total_earned_micros + price, now, by_tenant),
+        )
+        self._invocations.add((tenant, invocation_id))
+        return True

@@ -1,0 +1,457 @@
+"""The skills marketplace: versioned SkillCards with provenance, verification, and invocations that pay exactly.
+
+Guarantees:
+
+- **Immutable versions.** ``(id, version)`` is written once. Re-publishing the same content is idempotent;
+  different content under the same version raises SOS-4009. The author's ``earnings`` and ``verification`` fields
+  are not taken from the card: the kernel keeps them (a skill starts ``unverified`` with no earnings).
+- **Owned ids.** Once a skill id exists, only its first author (or the holder of a capability for
+  ``skills:publish`` on ``skill:<id>``) may publish further versions (SOS-5004).
+- **Provenance.** Every ``lineage`` parent must be a published skill (SOS-6020). Lineage is provenance only: a fork's
+  upstream authors are not paid by invocations of the fork (they earn from their own skill's invocations); the
+  chain is always walkable with :meth:`Skills.ancestors` and :meth:`Skills.descendants`.
+- **Exact payouts.** A paid invocation charges the caller ``price_per_call_micros`` and pays author, operator
+  (``system:operator``) and network (``system:network``) through one linked ledger batch with ids
+  ``skill:<invocation_id>:<part>``. ``operator = floor(price * operator_share)``, ``network = floor(price *
+  network_share)`` computed on the shares as exact decimals, and the author receives the rest — so the parts always
+  sum to the price and any rounding favours the author. No ``revenue_split`` means the author gets everything.
+- **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
+  charges nor counts again. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
+  a retry of that invocation id fails the same way: use a new id).
+- **Observable.** Every counted invocation publishes a ``sos.skill_executed`` message on ``sos:channel:skills``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from ..contracts import (
+    SkillCard,
+    SkillEarnings,
+    SkillRevenueSplit,
+    SkillVerification,
+    WireModel,
+    validation_details,
+)
+from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, SchemaViolation, SkillNotFound
+from ..identity.capability import Capability
+from ..ledger import Ledger, Transfer
+from .semver import Version, matches, parse_range
+from .store import SkillRecord, SkillStats, SkillStore
+
+if TYPE_CHECKING:
+    from ..bus import Bus
+    from ..identity.service import Capabilities
+
+__all__ = [
+    "NETWORK_ACCOUNT",
+    "OPERATOR_ACCOUNT",
+    "SKILL_EVENT_TYPE",
+    "Invocation",
+    "SkillExecutedPayload",
+    "SkillRecord",
+    "SkillStats",
+    "SkillStore",
+    "Skills",
+    "split_price",
+]
+
+OPERATOR_ACCOUNT = "system:operator"
+NETWORK_ACCOUNT = "system:network"
+SKILL_EVENT_TYPE = "sos.skill_executed"
+SKILLS_CHANNEL = "sos:channel:skills"
+MARKETPLACE_LIMIT_MAX = 500
+LINEAGE_DEPTH_MAX = 64
+VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
+"""Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then total
+invocations (most first), then id."""
+
+
+class SkillExecutedPayload(WireModel):
+    """Body of a ``sos.skill_executed`` message."""
+
+    skill_id: str
+    version: str
+    invocation_id: str
+    caller: str
+    tenant: str
+    price_micros: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """A counted invocation: who called which version, what it cost and who got what (micros)."""
+
+    invocation_id: str
+    skill_id: str
+    version: str
+    caller: str
+    tenant: str
+    price_micros: int
+    currency: str
+    payouts: dict[str, int]
+    transfers: tuple[Transfer, ...]
+    replayed: bool
+
+
+def split_price(price: int, split: SkillRevenueSplit | None) -> dict[str, int]:
+    """Exact parts of ``price`` for author, operator and network (see the module docstring for the rule)."""
+    if split is None:
+        return {"author": price, "operator": 0, "network": 0}
+    parts = {}
+    for name in ("operator", "network"):
+        share = getattr(split, name)
+        parts[name] = int((Decimal(price) * Decimal(str(share or 0))).to_integral_value(ROUND_FLOOR))
+    parts["author"] = price - parts["operator"] - parts["network"]
+    return {"author": parts["author"], "operator": parts["operator"], "network": parts["network"]}
+
+
+def _digest(card: SkillCard) -> str:
+    body = card.model_dump(mode="json", exclude_none=True, exclude={"earnings", "verification", "updated_at"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
+    if isinstance(card, SkillCard):
+        return card
+    try:
+        return SkillCard.from_wire(dict(card))
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
+        raise SchemaViolation(
+            f"skill card fails its schema at {first['loc']}: {first['msg']}", details=details
+        ) from None
+
+
+class Skills:
+    """The skills API of one tenant: ``kernel.skills`` or ``kernel.tenant(slug).skills``."""
+
+    def __init__(self, store: SkillStore, tenant: str, ledger: Ledger, bus: Bus, capabilities: Capabilities) -> None:
+        self._store = store
+        self.tenant = tenant
+        self._ledger = ledger
+        self._bus = bus
+        self._capabilities = capabilities
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def _view(self, record: SkillRecord) -> SkillCard:
+        card = SkillCard.model_validate_json(record.card)
+        stats = record.stats
+        earnings = SkillEarnings(
+            total_invocations=stats.total_invocations,
+            total_earned_micros=stats.total_earned_micros,
+            currency=card.commerce.currency if card.commerce else "USD",
+            last_invocation_at=datetime.fromtimestamp(stats.last_invocation_at, UTC)
+            if stats.last_invocation_at
+            else None,
+            invocations_by_tenant=dict(stats.invocations_by_tenant),
+        )
+        verification = SkillVerification.model_validate_json(record.verification)
+        return card.model_copy(update={"earnings": earnings, "verification": verification})
+
+    async def versions(self, skill_id: str) -> list[str]:
+        """Published versions, oldest first by semantic version order."""
+        found = await self._store.versions(self.tenant, skill_id)
+        return sorted(found, key=Version.parse)
+
+    async def _resolve(self, skill_id: str, version: str | None) -> SkillRecord:
+        if not isinstance(skill_id, str) or not skill_id:
+            raise InvalidArgument("skill_id must be a non-empty string")
+        available = await self.versions(skill_id)
+        if version is not None and version in available:
+            chosen: str | None = version
+        else:
+            bounds = parse_range(version or "*")
+            fitting = [v for v in available if matches(Version.parse(v), bounds)]
+            chosen = fitting[-1] if fitting else None
+        record = await self._store.get_version(self.tenant, skill_id, chosen) if chosen else None
+        if record is None:
+            wanted = f" matching {version!r}" if version else ""
+            raise SkillNotFound(f"no skill {skill_id!r}{wanted}", details={"skill_id": skill_id, "version": version})
+        return record
+
+    async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
+        """The latest release, an exact version, or the highest release in a range (``^1.2``, ``~1.2``,
+        ``>=1.0 <2``). SOS-6020 when nothing matches."""
+        return self._view(await self._resolve(skill_id, version))
+
+    async def _latest_all(self) -> list[SkillCard]:
+        out = []
+        for skill_id in await self._store.skill_ids(self.tenant):
+            try:
+                out.append(await self.get(skill_id))
+            except SkillNotFound:  # only prereleases published: not a listed release
+                continue
+        return out
+
+    async def find(
+        self,
+        *,
+        tag: str | None = None,
+        backend: str | None = None,
+        author: str | None = None,
+        status: str | None = None,
+        listed: bool | None = None,
+    ) -> list[SkillCard]:
+        """The latest release of every skill matching all filters given, by id."""
+        out = []
+        for card in await self._latest_all():
+            if tag is not None and tag not in (card.tags or []):
+                continue
+            if backend is not None and (card.runtime is None or card.runtime.backend != backend):
+                continue
+            if author is not None and card.author_agent != author:
+                continue
+            if status is not None and (card.verification is None or card.verification.status != status):
+                continue
+            if listed is not None and bool(card.commerce and card.commerce.marketplace_listed) != listed:
+                continue
+            out.append(card)
+        return out
+
+    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
+        """The public view: listed, not disputed skills, ordered by ``VERIFICATION_RANK``, then invocations
+        (most first), then id; paged by ``offset``/``limit``."""
+        if not isinstance(limit, int) or not 1 <= limit <= MARKETPLACE_LIMIT_MAX or not isinstance(offset, int):
+            raise InvalidArgument(f"limit is 1..{MARKETPLACE_LIMIT_MAX} and offset an int >= 0")
+        listed = [c for c in await self.find(listed=True) if c.verification and c.verification.status != "disputed"]
+
+        def rank(card: SkillCard) -> tuple[int, int, str]:
+            status = card.verification.status if card.verification else "unverified"
+            calls = card.earnings.total_invocations or 0 if card.earnings else 0
+            return (-VERIFICATION_RANK[status], -calls, card.id)
+
+        return sorted(listed, key=rank)[max(0, offset) : max(0, offset) + limit]
+
+    async def ancestors(self, skill_id: str) -> list[SkillCard]:
+        """Every skill this one derives from (through the lineage of each latest release), nearest first."""
+        return await self._walk(skill_id, up=True)
+
+    async def descendants(self, skill_id: str) -> list[SkillCard]:
+        """Every skill that derives from this one, nearest first."""
+        return await self._walk(skill_id, up=False)
+
+    async def _walk(self, skill_id: str, *, up: bool) -> list[SkillCard]:
+        await self.get(skill_id)
+        everything = {c.id: c for c in await self._latest_all()}
+        children: dict[str, list[str]] = {}
+        for card in everything.values():
+            for link in card.lineage or []:
+                children.setdefault(link.parent_skill_id, []).append(card.id)
+        seen, frontier, out = {skill_id}, [skill_id], []
+        for _ in range(LINEAGE_DEPTH_MAX):
+            nxt = []
+            for current in frontier:
+                node = everything.get(current)
+                if up:
+                    related = [p.parent_skill_id for p in (node.lineage or [])] if node else []
+                else:
+                    related = children.get(current, [])
+                for rid in related:
+                    if rid not in seen and rid in everything:
+                        seen.add(rid)
+                        nxt.append(rid)
+                        out.append(everything[rid])
+            frontier = nxt
+        return out
+
+    # -- publishing and verification ----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        card: SkillCard | Mapping[str, Any],
+        *,
+        publisher: str | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> SkillCard:
+        """Publish a version (see the module docstring). ``publisher`` is who asks (sessions pass their agent);
+        a ``capability`` chain for ``skills:publish`` on ``skill:<id>`` lets someone other than the author publish.
+        Raises SOS-4001 (bad card), 4009 (version exists with other content), 5004 (not the owner), 6020 (unknown
+        lineage parent)."""
+        parsed = _parse(card)
+        await self._check_owner(parsed, publisher, capability)
+        for link in parsed.lineage or []:
+            if not await self._store.versions(self.tenant, link.parent_skill_id):
+                raise SkillNotFound(
+                    f"lineage parent {link.parent_skill_id!r} is not a published skill",
+                    details={"parent_skill_id": link.parent_skill_id},
+                )
+        clean = parsed.model_copy(update={"earnings": None, "verification": None})
+        record = SkillRecord(
+            parsed.id,
+            parsed.version,
+            clean.to_json(),
+            _digest(parsed),
+            SkillVerification().model_dump_json().encode(),
+            SkillStats(),
+            time.time(),
+        )
+        existing = await self._store.put_version(self.tenant, record)
+        if existing is not None and existing.digest != record.digest:
+            raise IdempotencyConflict(
+                f"{parsed.id} {parsed.version} is already published with other content; publish a new version",
+                details={"skill_id": parsed.id, "version": parsed.version},
+            )
+        return self._view(existing or record)
+
+    async def _check_owner(
+        self, card: SkillCard, publisher: str | None, capability: Sequence[Capability] | None
+    ) -> None:
+        if capability:
+            await self._capabilities.check(capability, action="skills:publish", resource=f"skill:{card.id}")
+            return
+        versions = await self.versions(card.id)
+        owner = card.author_agent
+        if versions:
+            owner = SkillCard.model_validate_json(
+                (await self._store.get_version(self.tenant, card.id, versions[0])).card  # type: ignore[union-attr]
+            ).author_agent
+            if card.author_agent != owner:
+                raise Forbidden(f"skill {card.id} belongs to {owner}", details={"skill_id": card.id})
+        if publisher is not None and publisher != owner:
+            raise Forbidden(f"only {owner} may publish {card.id}", details={"skill_id": card.id})
+
+    async def verify(
+        self,
+        skill_id: str,
+        version: str,
+        *,
+        verifier: str,
+        status: Literal["auto_verified", "human_verified", "disputed"],
+        reason: str | None = None,
+        sample_output_refs: Sequence[str] = (),
+    ) -> SkillCard:
+        """Record a verifier's verdict: ``auto_verified`` / ``human_verified``, or ``disputed`` with a reason.
+
+        The verifier is added to ``verified_by`` and the sample refs to ``sample_output_refs``. A disputed skill
+        leaves the marketplace until :meth:`resolve_dispute`.
+        """
+        if status not in ("auto_verified", "human_verified", "disputed"):
+            raise InvalidArgument("status is auto_verified, human_verified or disputed")
+        if status == "disputed" and not reason:
+            raise InvalidArgument("a dispute needs a reason")
+        record = await self._resolve(skill_id, version)
+        current = SkillVerification.model_validate_json(record.verification)
+        refs = list(dict.fromkeys([*(current.sample_output_refs or []), *sample_output_refs]))
+        verifiers = list(dict.fromkeys([*(current.verified_by or []), verifier]))
+        try:
+            updated = SkillVerification(
+                status=status,
+                verified_by=verifiers,
+                sample_output_refs=refs or None,
+                verified_at=datetime.now(UTC),
+                dispute_reason=reason if status == "disputed" else None,
+            )
+        except ValidationError as exc:
+            raise SchemaViolation("bad verification", details=validation_details(exc)) from None
+        await self._store.set_verification(self.tenant, record.skill_id, record.version, updated.to_json())
+        return await self.get(record.skill_id, record.version)
+
+    async def resolve_dispute(
+        self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
+    ) -> SkillCard:
+        """Close a dispute with a fresh verdict; SOS-4005 if the version is not disputed."""
+        record = await self._resolve(skill_id, version)
+        if SkillVerification.model_validate_json(record.verification).status != "disputed":
+            raise InvalidArgument(f"{skill_id} {version} is not disputed")
+        return await self.verify(skill_id, version, verifier=verifier, status=status)
+
+    # -- invocations --------------------------------------------------------------------------------------------
+
+    async def record_invocation(
+        self,
+        skill_id: str,
+        version: str | None = None,
+        *,
+        caller: str,
+        tenant: str,
+        invocation_id: str,
+    ) -> Invocation:
+        """Count one invocation and, for a priced skill, charge ``caller`` and pay the split (module docstring).
+
+        Idempotent by ``invocation_id``. Raises SOS-6020 (unknown skill), 7001 (caller cannot pay), 7002 (caller
+        has no account in the skill's currency).
+        """
+        record = await self._resolve(skill_id, version)
+        card = SkillCard.model_validate_json(record.card)
+        commerce = card.commerce
+        price = (commerce.price_per_call_micros or 0) if commerce else 0
+        currency = commerce.currency if commerce else "USD"
+        payouts = split_price(price, commerce.revenue_split if commerce else None)
+        transfers: tuple[Transfer, ...] = ()
+        if price > 0:
+            transfers = await self._charge(card, caller, invocation_id, currency, payouts)
+        counted = await self._store.record_invocation(
+            self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time()
+        )
+        result = Invocation(
+            invocation_id,
+            record.skill_id,
+            record.version,
+            caller,
+            tenant,
+            price,
+            currency,
+            payouts,
+            transfers,
+            replayed=not counted,
+        )
+        if counted:
+            await self._announce(result)
+        return result
+
+    async def _charge(
+        self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
+    ) -> tuple[Transfer, ...]:
+        receivers = {"author": card.author_agent, "operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
+        batch = []
+        for part, amount in payouts.items():
+            if amount <= 0:
+                continue
+            await self._ledger.open_account(receivers[part], currency)
+            batch.append(
+                {
+                    "id": f"skill:{invocation_id}:{part}",
+                    "debit": caller,
+                    "credit": receivers[part],
+                    "amount": amount,
+                    "currency": currency,
+                    "reason": f"skill {card.id} {card.version} ({part})",
+                }
+            )
+        return tuple(await self._ledger.transfer_many(batch))
+
+    async def _announce(self, inv: Invocation) -> None:
+        payload = SkillExecutedPayload(
+            skill_id=inv.skill_id,
+            version=inv.version,
+            invocation_id=inv.invocation_id,
+            caller=inv.caller,
+            tenant=inv.tenant,
+            price_micros=inv.price_micros,
+            currency=inv.currency,
+        )
+        await self._bus.publish(
+            {
+                "type": SKILL_EVENT_TYPE,
+                "source": "agent:kernel",
+                "target": SKILLS_CHANNEL,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "version": "1.0",
+                "message_id": str(uuid.uuid4()),
+                "payload": payload.to_wire(),
+            }
+        )

@@ -1,0 +1,70 @@
+"""The skills store seam: immutable card versions, verification state and invocation counters."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+__all__ = ["SkillRecord", "SkillStats", "SkillStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class SkillStats:
+    """Invocation counters of one skill version (maintained by the kernel, never by the author)."""
+
+    total_invocations: int = 0
+    total_earned_micros: int = 0
+    last_invocation_at: float | None = None
+    invocations_by_tenant: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SkillRecord:
+    """One published version: the author's card JSON, its digest, the verification JSON and the counters."""
+
+    skill_id: str
+    version: str
+    card: bytes
+    digest: str
+    verification: bytes
+    stats: SkillStats
+    published_at: float
+
+
+class SkillStore(ABC):
+    """Primitive skill operations; each is atomic."""
+
+    @abstractmethod
+    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+        """Insert a version unless ``(skill_id, version)`` exists; returns the existing record (nothing written)
+        or None when inserted."""
+
+    @abstractmethod
+    async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
+        """One version, or None."""
+
+    @abstractmethod
+    async def versions(self, tenant: str, skill_id: str) -> list[str]:
+        """Every published version string of a skill (any order)."""
+
+    @abstractmethod
+    async def skill_ids(self, tenant: str) -> list[str]:
+        """Every skill id of the tenant, sorted."""
+
+    @abstractmethod
+    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+        """Replace a version's verification JSON; False if the version is unknown."""
+
+    @abstractmethod
+    async def record_invocation(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        """Count an invocation once per ``invocation_id`` (atomically with the counters); False if already
+        counted."""

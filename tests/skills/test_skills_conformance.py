@@ -1,0 +1,230 @@
+"""Skills marketplace conformance on every backend, and the exact split as a property."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sos_kernel
+from sos_kernel.contracts import SkillRevenueSplit
+from sos_kernel.errors import (
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidArgument,
+    SchemaViolation,
+    SkillNotFound,
+)
+from sos_kernel.skills import SKILL_EVENT_TYPE, Skills, split_price
+
+pytestmark = pytest.mark.anyio
+
+
+def skill(skill_id: str = "summarise", version: str = "1.0.0", **kw: Any) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "schema_version": "1",
+        "id": skill_id,
+        "name": skill_id.title(),
+        "version": version,
+        "author_agent": "agent:author",
+        "created_at": "2026-11-01T00:00:00Z",
+        "input_schema": {"type": "object"},
+        "output_schema": {"type": "object"},
+        "tags": ["text"],
+        "runtime": {"entry_point": "skills/summarise.py", "backend": "local-python"},
+    }
+    card.update(kw)
+    return card
+
+
+def priced(price: int, split: dict[str, float] | None = None, **kw: Any) -> dict[str, Any]:
+    commerce: dict[str, Any] = {"price_per_call_micros": price, "currency": "USD", "marketplace_listed": True}
+    if split is not None:
+        commerce["revenue_split"] = split
+    return skill(commerce=commerce, **kw)
+
+
+@pytest.fixture
+async def skills(kernel: sos_kernel.Kernel) -> Skills:
+    led = kernel.ledger
+    await led.open_account("system:treasury", "USD", allow_negative=True)
+    await led.open_account("agent:caller", "USD")
+    await led.transfer(id="fund", debit="system:treasury", credit="agent:caller", amount=1_000_000, currency="USD")
+    return kernel.skills
+
+
+async def test_publish_is_idempotent_and_versions_are_immutable(skills: Skills) -> None:
+    first = await skills.publish(skill())
+    assert first.verification is not None
+    assert first.verification.status == "unverified"
+    assert first.earnings is not None
+    assert first.earnings.total_invocations == 0
+    again = await skills.publish(skill())
+    assert again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        await skills.publish(skill(description="changed"))
+    # author-claimed verification and earnings are not taken from the card
+    claimed = await skills.publish(
+        skill(version="1.1.0", verification={"status": "human_verified"}, earnings={"total_invocations": 99})
+    )
+    assert claimed.verification is not None
+    assert claimed.verification.status == "unverified"
+    assert claimed.earnings is not None
+    assert claimed.earnings.total_invocations == 0
+
+
+async def test_semver_resolution(skills: Skills) -> None:
+    for v in ("1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0-beta.1", "0.3.1"):
+        await skills.publish(skill(version=v))
+    assert await skills.versions("summarise") == ["0.3.1", "1.0.0", "1.2.0", "1.2.5", "1.10.0", "2.0.0-beta.1"]
+    assert (await skills.get("summarise")).version == "1.10.0"
+    assert (await skills.get("summarise", "^1.2")).version == "1.10.0"
+    assert (await skills.get("summarise", "~1.2")).version == "1.2.5"
+    assert (await skills.get("summarise", "^0.3")).version == "0.3.1"
+    assert (await skills.get("summarise", ">=1.0 <1.2.5")).version == "1.2.0"
+    assert (await skills.get("summarise", "2.0.0-beta.1")).version == "2.0.0-beta.1"
+    with pytest.raises(SkillNotFound):
+        await skills.get("summarise", "^3")
+    with pytest.raises(SkillNotFound):
+        await skills.get("nothing")
+    with pytest.raises(InvalidArgument):
+        await skills.get("summarise", "^x")
+
+
+async def test_only_the_author_publishes_new_versions(skills: Skills) -> None:
+    await skills.publish(skill())
+    with pytest.raises(Forbidden):
+        await skills.publish(skill(version="2.0.0", author_agent="agent:mallory"))
+    with pytest.raises(Forbidden):
+        await skills.publish(skill(version="2.0.0"), publisher="agent:mallory")
+    assert (await skills.publish(skill(version="2.0.0"), publisher="agent:author")).version == "2.0.0"
+
+
+async def test_lineage_needs_known_parents_and_walks_both_ways(skills: Skills) -> None:
+    await skills.publish(skill("base-skill"))
+    with pytest.raises(SkillNotFound) as info:
+        await skills.publish(skill("fork-one", lineage=[{"parent_skill_id": "ghost", "relation": "forked"}]))
+    assert info.value.code == "SOS-6020"
+    await skills.publish(skill("fork-one", lineage=[{"parent_skill_id": "base-skill", "relation": "forked"}]))
+    await skills.publish(skill("refined", lineage=[{"parent_skill_id": "fork-one", "relation": "refined"}]))
+    assert [c.id for c in await skills.ancestors("refined")] == ["fork-one", "base-skill"]
+    assert [c.id for c in await skills.descendants("base-skill")] == ["fork-one", "refined"]
+
+
+async def test_find_marketplace_and_verification(skills: Skills) -> None:
+    await skills.publish(priced(10, skill_id="alpha"))
+    await skills.publish(priced(10, skill_id="bravo", tags=["code"]))
+    await skills.publish(skill("hidden"))  # not listed
+    await skills.publish(priced(10, skill_id="charlie"))
+    assert [c.id for c in await skills.find(tag="code")] == ["bravo"]
+    assert [c.id for c in await skills.find(listed=False)] == ["hidden"]
+    assert [c.id for c in await skills.find(author="agent:author", backend="local-python")] == [
+        "alpha",
+        "bravo",
+        "charlie",
+        "hidden",
+    ]
+    await skills.verify(
+        "charlie", "1.0.0", verifier="human:reviewer", status="human_verified", sample_output_refs=["sha256:abc"]
+    )
+    await skills.verify("bravo", "1.0.0", verifier="agent:ci", status="auto_verified")
+    await skills.verify("alpha", "1.0.0", verifier="agent:ci", status="disputed", reason="wrong output")
+    market = await skills.marketplace()
+    assert [c.id for c in market] == ["charlie", "bravo"]
+    assert [c.id for c in await skills.marketplace(limit=1, offset=1)] == ["bravo"]
+    charlie = await skills.get("charlie")
+    assert charlie.verification is not None
+    assert charlie.verification.verified_by == ["human:reviewer"]
+    assert charlie.verification.sample_output_refs == ["sha256:abc"]
+    assert [c.id for c in await skills.find(status="disputed")] == ["alpha"]
+    with pytest.raises(InvalidArgument):
+        await skills.verify("bravo", "1.0.0", verifier="agent:ci", status="disputed")
+    resolved = await skills.resolve_dispute("alpha", "1.0.0", verifier="human:reviewer", status="human_verified")
+    assert resolved.verification is not None
+    assert resolved.verification.status == "human_verified"
+    assert [c.id for c in await skills.marketplace()][0] in {"alpha", "charlie"}
+
+
+async def test_paid_invocation_splits_exactly_and_counts_once(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+    await skills.publish(priced(1_001, {"author": 0.7, "operator": 0.2, "network": 0.1}))
+    inv = await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="inv-1")
+    # operator floor(200.2) = 200, network floor(100.1) = 100, author gets the rest 701
+    assert inv.payouts == {"author": 701, "operator": 200, "network": 100}
+    assert sum(inv.payouts.values()) == inv.price_micros == 1_001
+    again = await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="inv-1")
+    assert again.replayed
+    led = kernel.ledger
+    assert (await led.balance("agent:caller", "USD")).posted == 1_000_000 - 1_001
+    assert (await led.balance("agent:author", "USD")).posted == 701
+    assert (await led.balance("system:operator", "USD")).posted == 200
+    assert (await led.balance("system:network", "USD")).posted == 100
+    card = await skills.get("summarise")
+    assert card.earnings is not None
+    assert (card.earnings.total_invocations, card.earnings.total_earned_micros) == (1, 1_001)
+    assert card.earnings.invocations_by_tenant == {"acme": 1}
+    events = [m for m in await kernel.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    assert len(events) == 1
+    await led.check()
+
+
+async def test_insufficient_funds_changes_no_counter(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+    await skills.publish(priced(5_000_000))
+    with pytest.raises(InsufficientFunds):
+        await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="too-much")
+    card = await skills.get("summarise")
+    assert card.earnings is not None
+    assert card.earnings.total_invocations == 0
+    assert (await kernel.ledger.balance("agent:caller", "USD")).posted == 1_000_000
+    await kernel.ledger.check()
+
+
+async def test_free_skill_counts_without_money(skills: Skills) -> None:
+    await skills.publish(skill())
+    inv = await skills.record_invocation("summarise", caller="agent:nobody", tenant="t", invocation_id="free-1")
+    assert (inv.price_micros, inv.transfers) == (0, ())
+    assert (await skills.get("summarise")).earnings.total_invocations == 1  # type: ignore[union-attr]
+
+
+async def test_concurrent_invocations_with_retries_count_once_each(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+    await skills.publish(priced(10, {"author": 0.5, "operator": 0.5}))
+
+    async def call(i: int) -> None:
+        await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id=f"c{i % 8}")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(24):  # every invocation id is sent three times
+            tg.start_soon(call, i)
+    card = await skills.get("summarise")
+    assert card.earnings is not None
+    assert card.earnings.total_invocations == 8
+    assert (await kernel.ledger.balance("agent:caller", "USD")).posted == 1_000_000 - 80
+    await kernel.ledger.check()
+
+
+async def test_bad_cards_give_field_paths(skills: Skills) -> None:
+    with pytest.raises(SchemaViolation) as info:
+        await skills.publish(skill(version="one"))
+    assert info.value.details["errors"][0]["loc"] == "version"
+    with pytest.raises(SchemaViolation):
+        await skills.publish(priced(10, {"author": 0.7, "operator": 0.2}))  # sums to 0.9
+    with pytest.raises(SchemaViolation):
+        await skills.publish(skill(commerce={"marketplace_listed": True}, runtime={"backend": "custom"}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    price=st.integers(min_value=0, max_value=2**53 - 1),
+    shares=st.lists(st.integers(min_value=0, max_value=1000), min_size=3, max_size=3).filter(lambda s: sum(s) > 0),
+)
+def test_split_parts_always_sum_to_the_price(price: int, shares: list[int]) -> None:
+    total = sum(shares)
+    author, operator = shares[0] / total, shares[1] / total
+    split = SkillRevenueSplit(author=author, operator=operator, network=max(0.0, 1 - author - operator))
+    parts = split_price(price, split)
+    assert sum(parts.values()) == price
+    assert all(v >= 0 for v in parts.values())
+    assert all(isinstance(v, int) for v in parts.values())
