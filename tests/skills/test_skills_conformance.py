@@ -146,7 +146,7 @@ async def test_find_marketplace_and_verification(skills: Skills) -> None:
     resolved = await skills.resolve_dispute("alpha", "1.0.0", verifier="human:reviewer", status="human_verified")
     assert resolved.verification is not None
     assert resolved.verification.status == "human_verified"
-    assert [c.id for c in await skills.marketplace()][0] in {"alpha", "charlie"}
+    assert next(c.id for c in await skills.marketplace()) in {"alpha", "charlie"}
 
 
 async def test_paid_invocation_splits_exactly_and_counts_once(kernel: sos_kernel.Kernel, skills: Skills) -> None:

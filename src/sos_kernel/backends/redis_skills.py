@@ -1,0 +1,121 @@
+"""Skills on Redis: a hash per version under the tenant's hash tag; counting an invocation is one Lua script.
+
+Keys::
+
+    sos:{t:<tenant>}:skill:<id>:<version>   hash: card digest verification invocations earned last_at
+                                            by_tenant published
+    sos:{t:<tenant>}:skill:<id>             set of versions
+    sos:{t:<tenant>}:skills                 set of skill ids
+    sos:{t:<tenant>}:skillinv               set of counted invocation ids
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..errors import BackendFailure, BackendUnavailable
+from ..skills.store import SkillRecord, SkillStats, SkillStore
+
+__all__ = ["RedisSkillStore"]
+
+_PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'card', ARGV[1], 'digest', ARGV[2], 'verification', ARGV[3], 'invocations', '0',
+           'earned', '0', 'last_at', '', 'by_tenant', '{}', 'published', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[3], ARGV[6])
+return 1
+"""
+
+_INVOKE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+local by = cjson.decode(redis.call('HGET', KEYS[1], 'by_tenant'))
+by[ARGV[2]] = (by[ARGV[2]] or 0) + 1
+local parts = {}
+for k, v in pairs(by) do parts[#parts + 1] = cjson.encode(k) .. ':' .. string.format('%d', v) end
+redis.call('HINCRBY', KEYS[1], 'invocations', 1)
+redis.call('HINCRBY', KEYS[1], 'earned', ARGV[3])
+redis.call('HSET', KEYS[1], 'last_at', ARGV[4], 'by_tenant', '{' .. table.concat(parts, ',') .. '}')
+return 1
+"""
+
+_FIELDS = ("card", "digest", "verification", "invocations", "earned", "last_at", "by_tenant", "published")
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisSkillStore(SkillStore):
+    """Skill primitives as Redis commands and Lua scripts."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._put = client.register_script(_PUT)
+        self._invoke = client.register_script(_INVOKE)
+
+    @staticmethod
+    def _p(tenant: str) -> str:
+        return f"sos:{{t:{tenant}}}:"
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+        except redis_errors.RedisError as exc:
+            raise BackendFailure(f"Redis error: {exc}") from exc
+
+    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+        p = self._p(tenant)
+        keys = [f"{p}skill:{record.skill_id}:{record.version}", f"{p}skill:{record.skill_id}", f"{p}skills"]
+        args = [
+            record.card,
+            record.digest,
+            record.verification,
+            repr(record.published_at),
+            record.version,
+            record.skill_id,
+        ]
+        if await self._call(self._put(keys=keys, args=args)):
+            return None
+        return await self.get_version(tenant, record.skill_id, record.version)
+
+    async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
+        values = await self._call(self._r.hmget(f"{self._p(tenant)}skill:{skill_id}:{version}", _FIELDS))
+        if values[0] is None:
+            return None
+        card, digest, verification, invocations, earned, last_at, by_tenant, published = values
+        stats = SkillStats(int(invocations), int(earned), float(last_at) if last_at else None, json.loads(by_tenant))
+        return SkillRecord(skill_id, version, bytes(card), _s(digest), bytes(verification), stats, float(published))
+
+    async def versions(self, tenant: str, skill_id: str) -> list[str]:
+        return [_s(v) for v in await self._call(self._r.smembers(f"{self._p(tenant)}skill:{skill_id}"))]
+
+    async def skill_ids(self, tenant: str) -> list[str]:
+        return sorted(_s(v) for v in await self._call(self._r.smembers(f"{self._p(tenant)}skills")))
+
+    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+        key = f"{self._p(tenant)}skill:{skill_id}:{version}"
+        if not await self._call(self._r.exists(key)):
+            return False
+        await self._call(self._r.hset(key, "verification", verification))
+        return True
+
+    async def record_invocation(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        p = self._p(tenant)
+        keys = [f"{p}skill:{skill_id}:{version}", f"{p}skillinv"]
+        return bool(await self._call(self._invoke(keys=keys, args=[invocation_id, caller_tenant, price, repr(now)])))

@@ -1,0 +1,131 @@
+"""Skills on SQLite: one row per version; invocation ids and counters change in one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..skills.store import SkillRecord, SkillStats, SkillStore
+
+__all__ = ["SKILLS_SCHEMA", "SQLiteSkillStore"]
+
+SKILLS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS skill_versions (
+    tenant TEXT NOT NULL, skill_id TEXT NOT NULL, version TEXT NOT NULL, card BLOB NOT NULL, digest TEXT NOT NULL,
+    verification BLOB NOT NULL, invocations INTEGER NOT NULL, earned INTEGER NOT NULL, last_at REAL,
+    by_tenant TEXT NOT NULL, published REAL NOT NULL, PRIMARY KEY (tenant, skill_id, version)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skill_invocations (
+    tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
+"""
+
+_COLUMNS = "skill_id, version, card, digest, verification, invocations, earned, last_at, by_tenant, published"
+
+
+def _record(row: Any) -> SkillRecord:
+    skill_id, version, card, digest, verification, invocations, earned, last_at, by_tenant, published = row
+    stats = SkillStats(int(invocations), int(earned), last_at, json.loads(by_tenant))
+    return SkillRecord(skill_id, version, bytes(card), digest, bytes(verification), stats, published)
+
+
+class SQLiteSkillStore(SkillStore):
+    """Skill primitives as SQLite transactions."""
+
+    def __init__(self, engine: Any) -> None:
+        self._db = engine
+
+    @staticmethod
+    def _get(c: sqlite3.Connection, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
+        row = c.execute(
+            f"SELECT {_COLUMNS} FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?",
+            (tenant, skill_id, version),
+        ).fetchone()
+        return _record(row) if row else None
+
+    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+        def tx(c: sqlite3.Connection) -> SkillRecord | None:
+            existing = self._get(c, tenant, record.skill_id, record.version)
+            if existing is not None:
+                return existing
+            s = record.stats
+            c.execute(
+                "INSERT INTO skill_versions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    tenant,
+                    record.skill_id,
+                    record.version,
+                    record.card,
+                    record.digest,
+                    record.verification,
+                    s.total_invocations,
+                    s.total_earned_micros,
+                    s.last_invocation_at,
+                    json.dumps(s.invocations_by_tenant),
+                    record.published_at,
+                ),
+            )
+            return None
+
+        result: SkillRecord | None = await self._db.write(tx)
+        return result
+
+    async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
+        result: SkillRecord | None = await self._db.read(lambda c: self._get(c, tenant, skill_id, version))
+        return result
+
+    async def versions(self, tenant: str, skill_id: str) -> list[str]:
+        def tx(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute("SELECT version FROM skill_versions WHERE tenant=? AND skill_id=?", (tenant, skill_id))
+            return [r[0] for r in rows.fetchall()]
+
+        result: list[str] = await self._db.read(tx)
+        return result
+
+    async def skill_ids(self, tenant: str) -> list[str]:
+        def tx(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute("SELECT DISTINCT skill_id FROM skill_versions WHERE tenant=? ORDER BY skill_id", (tenant,))
+            return [r[0] for r in rows.fetchall()]
+
+        result: list[str] = await self._db.read(tx)
+        return result
+
+    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE skill_versions SET verification=? WHERE tenant=? AND skill_id=? AND version=?",
+                (verification, tenant, skill_id, version),
+            )
+            return cur.rowcount > 0
+
+        result: bool = await self._db.write(tx)
+        return result
+
+    async def record_invocation(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            cur = c.execute("INSERT OR IGNORE INTO skill_invocations VALUES (?,?)", (tenant, invocation_id))
+            if cur.rowcount == 0:
+                return False
+            row = c.execute(
+                "SELECT by_tenant FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?",
+                (tenant, skill_id, version),
+            ).fetchone()
+            by_tenant = json.loads(row[0])
+            by_tenant[caller_tenant] = by_tenant.get(caller_tenant, 0) + 1
+            c.execute(
+                "UPDATE skill_versions SET invocations=invocations+1, earned=earned+?, last_at=?, by_tenant=?"
+                " WHERE tenant=? AND skill_id=? AND version=?",
+                (price, now, json.dumps(by_tenant), tenant, skill_id, version),
+            )
+            return True
+
+        result: bool = await self._db.write(tx)
+        return result
