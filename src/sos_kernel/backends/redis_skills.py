@@ -73,7 +73,7 @@ class RedisSkillStore(SkillStore):
     async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
         p = self._p(tenant)
         keys = [f"{p}skill:{record.skill_id}:{record.version}", f"{p}skill:{record.skill_id}", f"{p}skills"]
-        args = [
+        args: list[Any] = [
             record.card,
             record.digest,
             record.verification,
