@@ -68,7 +68,8 @@ async def main() -> None:
         print("retry of call-0 replayed:", retry.replayed)
 
         earned = (await skills.get("summarise")).earnings
-        assert earned is not None
+        if earned is None:
+            raise SystemExit("a published skill always has earnings")
         print("summarise earnings:", earned.total_invocations, "calls,", earned.total_earned_micros, "micros")
         for owner in ("agent:buyer", "agent:ada", "system:operator", "system:network"):
             print(f"  {owner:<16} {(await ledger.balance(owner, 'USD')).posted:>10} micros")

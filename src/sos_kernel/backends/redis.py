@@ -30,7 +30,9 @@ from redis import exceptions as redis_errors
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
+from .redis_skills import RedisSkillStore
 
 __all__ = ["RedisBackend", "RedisBusStore"]
 
@@ -356,6 +358,9 @@ class RedisBackend(Backend):
         self.client = client
         self.bus = RedisBusStore(client)
         self.ledger = RedisLedgerStore(client)
+        self.identity = RedisIdentityStore(client)
+        self.registry = RedisRegistryStore(client)
+        self.skills = RedisSkillStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

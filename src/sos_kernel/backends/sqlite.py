@@ -25,7 +25,9 @@ import anyio
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
+from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
 
@@ -464,7 +466,7 @@ class SQLiteBusStore(BusStore):
 
 
 def _create_schema(c: sqlite3.Connection) -> None:
-    for statement in (_SCHEMA + LEDGER_SCHEMA).split(";"):
+    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
 
@@ -503,6 +505,9 @@ class SQLiteBackend(Backend):
         self.engine = engine
         self.bus = SQLiteBusStore(engine, poll_interval_s=poll_interval_s)
         self.ledger = SQLiteLedgerStore(engine)
+        self.identity = SQLiteIdentityStore(engine)
+        self.registry = SQLiteRegistryStore(engine)
+        self.skills = SQLiteSkillStore(engine)
 
     @classmethod
     async def connect(

@@ -215,6 +215,8 @@ class Capability(BaseModel):
         trusted = trusted_keys.get(root.key_id)
         if trusted is None or not trusted.verify(root.canonical(), root.signature):
             raise Forbidden("the root capability is not signed by a trusted issuer key", details={"link": root.id})
+        if root.parent_id is not None:  # a delegated link presented alone would skip its ancestors' checks
+            raise Forbidden("a chain starts at a capability without a parent", details={"link": root.id})
         for parent, child in itertools.pairwise(chain):
             _check_link(parent, child)
         for link in chain:

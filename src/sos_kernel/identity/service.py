@@ -77,10 +77,12 @@ class Tenants:
         self._auth = auth
 
     async def create(self, slug: str, plan: str = "starter", *, seats: int | None = None) -> tuple[Tenant, str]:
-        """Sprout a tenant: record it, set up its default channels, and issue its first admin token.
+        """Sprout a tenant: record it (``provisioning``), set up its default channels, activate it, and issue its
+        first admin token.
 
         Returns ``(tenant, admin_token)``; the admin token is shown only here. Raises SOS-4005 for a bad slug,
-        plan or seat count and SOS-4009 if the slug is taken.
+        plan or seat count and SOS-4009 if the slug is taken. A creation interrupted while ``provisioning`` is
+        resumed by calling ``create`` again with the same slug.
         """
         from ..errors import IdempotencyConflict
         from ..kernel import check_tenant
@@ -94,7 +96,11 @@ class Tenants:
             slug, plan, seats if seats is not None else PLAN_SEATS[plan], "provisioning", _now(), DEFAULT_CHANNELS
         )
         if not await self._store.create_tenant(tenant):
-            raise IdempotencyConflict(f"tenant {slug!r} already exists", details={"slug": slug})
+            existing = await self._store.get_tenant(slug)
+            # A creation cut short (crash between recording and activating) is resumed, not refused forever.
+            if existing is None or existing.status != "provisioning":
+                raise IdempotencyConflict(f"tenant {slug!r} already exists", details={"slug": slug})
+            tenant = existing
         await self._kernel.tenant(slug).bus.send(
             "agent:kernel", "sos:channel:system:events", f"tenant {slug} sprouted on plan {plan}"
         )
@@ -163,7 +169,11 @@ class Tokens:
         unknown = [s for s in chosen if s not in SCOPES]
         if unknown or not chosen:
             raise InvalidArgument(f"unknown scope(s) {unknown}; known: {sorted(SCOPES)}")
-        if expires_in_s is not None and (not isinstance(expires_in_s, int) or not 1 <= expires_in_s <= TOKEN_TTL_S_MAX):
+        if expires_in_s is not None and (
+            not isinstance(expires_in_s, int)
+            or isinstance(expires_in_s, bool)
+            or not 1 <= expires_in_s <= TOKEN_TTL_S_MAX
+        ):
             raise InvalidArgument(f"expires_in_s must be an int in 1..{TOKEN_TTL_S_MAX}")
         tenant = await self._store.get_tenant(self.tenant)
         if tenant is None:

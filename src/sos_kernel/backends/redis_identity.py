@@ -1,0 +1,293 @@
+"""Identity and registry on Redis: the seat check and the use counters are Lua scripts, so each is one atomic step.
+
+Keys::
+
+    sos:tenants                          hash slug -> tenant JSON (times as epoch floats)
+    sos:token:<digest>                   hash: id tenant agent scopes created expires revoked label
+    sos:{t:T}:tokens                     list of the tenant's token digests, oldest first
+    sos:{t:T}:capuses                    hash capability id -> uses remaining
+    sos:{t:T}:caprevoked                 set of revoked capability ids
+    sos:{t:T}:registry                   hash name -> JSON {"card": <card JSON text>, "extras": <extras JSON text>}
+    sos:{t:T}:registry:since / :seen     hashes name -> registered_at / last_seen (epoch floats)
+
+Two kinds of key sit outside the tenant hash tag, on purpose: tenant records (the one cross-tenant key, read
+before any tenant is chosen) and token records (a bearer token is looked up by digest before its tenant is
+known). Only the digest is stored; the raw token never reaches Redis. The issue script reads the tenant's token
+records from inside Lua, so it touches keys of several hash slots: right on one Redis (or a replicated primary),
+and a Redis Cluster deployment must keep the identity keys on one shard.
+
+Records that a script updates in place (tokens, registry times) are hash fields, not JSON: Lua's ``cjson``
+re-encodes numbers with 14 significant digits and empty arrays as objects, which would corrupt them. Floats are
+written with Python's ``repr`` and read back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..errors import BackendFailure, BackendUnavailable
+from ..identity.models import Tenant, TokenInfo
+from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
+
+__all__ = ["RedisIdentityStore", "RedisRegistryStore"]
+
+TENANTS_KEY = "sos:tenants"
+TOKEN_PREFIX = "sos:token:"
+
+# KEYS: tenant digest list, new token key. ARGV: token prefix, digest, agent ('' = none), seats_max ('' = none),
+# now (epoch s), then the token's field/value pairs. The seat rule is memory_identity.seat_taken's.
+_ISSUE = """
+local prefix, digest, agent, seats, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+if agent ~= '' and seats ~= '' then
+  local seated, n = {}, 0
+  for _, d in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local t = redis.call('HMGET', prefix .. d, 'agent', 'expires', 'revoked')
+    local live = t[3] == '' and (t[2] == '' or tonumber(t[2]) > now)
+    if t[1] and t[1] ~= '' and live and not seated[t[1]] then
+      seated[t[1]] = true
+      n = n + 1
+    end
+  end
+  if not seated[agent] and n >= tonumber(seats) then return 0 end
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('RPUSH', KEYS[1], digest)
+return 1
+"""
+
+# KEYS: tenant digest list. ARGV: token prefix, token id, now.
+_REVOKE = """
+for _, d in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local t = redis.call('HMGET', ARGV[1] .. d, 'id', 'revoked')
+  if t[1] == ARGV[2] and t[2] == '' then
+    redis.call('HSET', ARGV[1] .. d, 'revoked', ARGV[3])
+    return 1
+  end
+end
+return 0
+"""
+
+# KEYS: the tenant's use counters. ARGV: (capability id, initial uses) pairs. All or none.
+_CONSUME = """
+local counts, order = {}, {}
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if counts[id] == nil then order[#order + 1] = id end
+  counts[id] = tonumber(redis.call('HGET', KEYS[1], id) or ARGV[i + 1])
+end
+for _, id in ipairs(order) do
+  if counts[id] <= 0 then return 0 end
+end
+for _, id in ipairs(order) do
+  redis.call('HSET', KEYS[1], id, string.format('%d', counts[id] - 1))
+end
+return 1
+"""
+
+# KEYS: registry, since, seen. ARGV: name, record JSON, registered_at, last_seen. Returns 1 when new.
+_PUT = """
+local new = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+return new
+"""
+
+# KEYS: registry, seen. ARGV: name, now.
+_TOUCH = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS: registry, since, seen. ARGV: name.
+_DELETE = """
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return n
+"""
+
+
+async def _call(awaitable: Awaitable[Any]) -> Any:
+    # redis-py's reply types are unions of bytes/str/None; each caller knows the real shape.
+    try:
+        return await awaitable
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
+    except redis_errors.RedisError as exc:
+        raise BackendFailure(f"Redis error: {exc}") from exc
+
+
+def _p(tenant: str) -> str:
+    return f"sos:{{t:{tenant}}}:"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _f(value: datetime | None) -> str:
+    return repr(value.timestamp()) if value is not None else ""
+
+
+def _dt(value: str) -> datetime | None:
+    return datetime.fromtimestamp(float(value), UTC) if value else None
+
+
+def _tenant_json(t: Tenant) -> str:
+    record = {
+        "slug": t.slug,
+        "plan": t.plan,
+        "seats_max": t.seats_max,
+        "status": t.status,
+        "created_at": t.created_at.timestamp(),
+        "channels": list(t.channels),
+    }
+    return json.dumps(record)
+
+
+def _tenant(raw: bytes) -> Tenant:
+    r = json.loads(raw)
+    created = datetime.fromtimestamp(r["created_at"], UTC)
+    return Tenant(r["slug"], r["plan"], r["seats_max"], r["status"], created, tuple(r["channels"]))
+
+
+def _token_fields(t: TokenInfo) -> list[str]:
+    return [
+        *("id", t.id, "tenant", t.tenant, "agent", t.agent or "", "scopes", json.dumps(list(t.scopes))),
+        *("created", _f(t.created_at), "expires", _f(t.expires_at), "revoked", _f(t.revoked_at), "label", t.label),
+    ]
+
+
+def _token(raw: dict[bytes, bytes]) -> TokenInfo:
+    f = {_s(k): _s(v) for k, v in raw.items()}
+    return TokenInfo(
+        id=f["id"],
+        tenant=f["tenant"],
+        agent=f["agent"] or None,
+        scopes=tuple(json.loads(f["scopes"])),
+        created_at=datetime.fromtimestamp(float(f["created"]), UTC),
+        expires_at=_dt(f["expires"]),
+        revoked_at=_dt(f["revoked"]),
+        label=f["label"],
+    )
+
+
+class RedisIdentityStore(IdentityStore):
+    """Identity primitives as Redis commands and Lua scripts."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._issue = client.register_script(_ISSUE)
+        self._revoke = client.register_script(_REVOKE)
+        self._consume = client.register_script(_CONSUME)
+
+    async def create_tenant(self, tenant: Tenant) -> bool:
+        return bool(await _call(self._r.hsetnx(TENANTS_KEY, tenant.slug, _tenant_json(tenant))))
+
+    async def get_tenant(self, slug: str) -> Tenant | None:
+        raw = await _call(self._r.hget(TENANTS_KEY, slug))
+        return _tenant(raw) if raw is not None else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        rows: dict[bytes, bytes] = await _call(self._r.hgetall(TENANTS_KEY))
+        return [_tenant(rows[k]) for k in sorted(rows)]
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        await _call(self._r.hset(TENANTS_KEY, tenant.slug, _tenant_json(tenant)))
+
+    async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
+        keys = [f"{_p(info.tenant)}tokens", TOKEN_PREFIX + digest]
+        seats = "" if seats_max is None else str(seats_max)
+        args = [TOKEN_PREFIX, digest, info.agent or "", seats, repr(now.timestamp()), *_token_fields(info)]
+        return bool(await _call(self._issue(keys=keys, args=args)))
+
+    async def token_by_digest(self, digest: str) -> tuple[str, TokenInfo] | None:
+        raw: dict[bytes, bytes] = await _call(self._r.hgetall(TOKEN_PREFIX + digest))
+        return (digest, _token(raw)) if raw else None
+
+    async def list_tokens(self, tenant: str) -> list[TokenInfo]:
+        digests = await _call(self._r.lrange(f"{_p(tenant)}tokens", 0, -1))
+        pipe = self._r.pipeline(transaction=False)
+        for digest in digests:
+            pipe.hgetall(TOKEN_PREFIX + _s(digest))
+        rows: list[dict[bytes, bytes]] = await _call(pipe.execute())
+        return [_token(row) for row in rows if row]
+
+    async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
+        args = [TOKEN_PREFIX, token_id, repr(now.timestamp())]
+        return bool(await _call(self._revoke(keys=[f"{_p(tenant)}tokens"], args=args)))
+
+    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
+        if not links:
+            return True
+        args = [part for cap_id, initial in links for part in (cap_id, str(int(initial)))]
+        return bool(await _call(self._consume(keys=[f"{_p(tenant)}capuses"], args=args)))
+
+    async def revoke_capability(self, tenant: str, capability_id: str) -> None:
+        await _call(self._r.sadd(f"{_p(tenant)}caprevoked", capability_id))
+
+    async def revoked_capabilities(self, tenant: str, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        flags = await _call(self._r.smismember(f"{_p(tenant)}caprevoked", list(ids)))
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
+
+
+class RedisRegistryStore(RegistryStore):
+    """Agent cards in per-tenant hashes; times in hashes beside them so scripts update them exactly."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._put = client.register_script(_PUT)
+        self._touch = client.register_script(_TOUCH)
+        self._delete = client.register_script(_DELETE)
+
+    @staticmethod
+    def _keys(tenant: str) -> list[str]:
+        p = _p(tenant)
+        return [f"{p}registry", f"{p}registry:since", f"{p}registry:seen"]
+
+    async def put(self, tenant: str, entry: RegistryEntry) -> bool:
+        record = json.dumps({"card": entry.card.decode(), "extras": entry.extras.decode()}, ensure_ascii=False)
+        args = [entry.name, record, repr(entry.registered_at), repr(entry.last_seen)]
+        return bool(await _call(self._put(keys=self._keys(tenant), args=args)))
+
+    async def touch(self, tenant: str, name: str, now: float) -> bool:
+        registry, _, seen = self._keys(tenant)
+        return bool(await _call(self._touch(keys=[registry, seen], args=[name, repr(now)])))
+
+    async def get(self, tenant: str, name: str) -> RegistryEntry | None:
+        pipe = self._r.pipeline(transaction=True)
+        for key in self._keys(tenant):
+            pipe.hget(key, name)
+        record, since, seen = await _call(pipe.execute())
+        if record is None or since is None or seen is None:
+            return None
+        return _entry(name, record, since, seen)
+
+    async def list(self, tenant: str) -> list[RegistryEntry]:
+        pipe = self._r.pipeline(transaction=True)
+        for key in self._keys(tenant):
+            pipe.hgetall(key)
+        records, since, seen = await _call(pipe.execute())
+        out = []
+        for raw_name in sorted(records):
+            if raw_name in since and raw_name in seen:
+                out.append(_entry(_s(raw_name), records[raw_name], since[raw_name], seen[raw_name]))
+        return out
+
+    async def delete(self, tenant: str, name: str) -> bool:
+        return bool(await _call(self._delete(keys=self._keys(tenant), args=[name])))
+
+
+def _entry(name: str, record: bytes, since: bytes, seen: bytes) -> RegistryEntry:
+    body = json.loads(record)
+    return RegistryEntry(name, body["card"].encode(), body["extras"].encode(), float(since), float(seen))
