@@ -144,6 +144,7 @@ class Skills:
         self._ledger = ledger
         self._bus = bus
         self._capabilities = capabilities
+        self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -421,7 +422,9 @@ class Skills:
         for part, amount in payouts.items():
             if amount <= 0:
                 continue
-            await self._ledger.open_account(receivers[part], currency)
+            if (receivers[part], currency) not in self._opened:
+                await self._ledger.open_account(receivers[part], currency)
+                self._opened.add((receivers[part], currency))
             batch.append(
                 {
                     "id": f"skill:{invocation_id}:{part}",
