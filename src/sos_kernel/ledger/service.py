@@ -287,7 +287,7 @@ class Ledger:
         hold, prior = found.get(hold_id), found.get(op_id)
         usable = hold is not None and hold.kind == "pending" and hold.ok
         if prior is not None and prior.pending_id == hold_id and not prior.debit:
-            pass  # usable = False  # the first attempt found no hold (placed since?): a retry is that same request
+            usable = False  # the first attempt found no hold (placed since?): a retry is that same request
         if hold is not None and usable:
             # a void moves nothing and is recorded with amount 0, so its retry must ask for 0 too
             moved = 0 if kind == "void_pending" else (hold.amount if amount is None else amount)

@@ -1,0 +1,237 @@
+"""Ledger transfers on SQLite and Redis against the raw floor they are built on, measured in the same run.
+
+- sqlite single: ``Ledger.transfer`` (one ``BEGIN IMMEDIATE`` transaction each) against a bare ``sqlite3``
+  transaction of the same shape — read the debit balance and check it, insert the transfer row under its id (the
+  primary key is the idempotency check), update both balances — with the same file settings (WAL,
+  synchronous=NORMAL).
+- sqlite batched: ``Ledger.transfer_many`` of 100 against the same 100 steps in one bare transaction.
+- redis single: ``Ledger.transfer`` (one ``EVALSHA`` of the ledger script) against ``EVALSHA`` of a minimal script
+  doing the same: refuse a known id, check the balance, ``HINCRBY`` both accounts, ``HSET`` the transfer.
+
+Rounds are interleaved (ours, then raw, ROUNDS times, each on a fresh database), so a burst of load on a noisy
+machine hits a case and its floor alike; the table shows median rates and the median of the per-round ratios.
+
+Targets (ledger issue): every ratio ≥ 0.5x. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a ``redis-server`` from
+PATH on a free loopback port (``bench_bus.redis_server``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import sos_kernel
+
+from .bench_bus import redis_server
+
+N_SINGLE = 4000
+N_BATCHED = 20_000
+BATCH = 100
+ROUNDS = 5
+USD = "USD"
+FUNDS = 10**12
+
+Row = tuple[str, float, float, float, str]
+
+
+async def timed(fn: Callable[[], Awaitable[int]]) -> float:
+    """Transfers per second of one run of ``fn`` (which returns how many it made)."""
+    started = time.perf_counter()
+    count = await fn()
+    return count / (time.perf_counter() - started)
+
+
+Make = Callable[[], Awaitable[Callable[[], Awaitable[int]]]]
+"""Prepares one run (untimed: a fresh database, funded accounts) and returns it."""
+
+
+async def paired(name: str, ours: Make, raw: Make, target: str) -> Row:
+    """ROUNDS interleaved runs of ours and raw: median rates and the median of the per-round ratios."""
+    ours_rates, raw_rates = [], []
+    for _ in range(ROUNDS):
+        ours_rates.append(await timed(await ours()))
+        raw_rates.append(await timed(await raw()))
+    ratio = statistics.median(o / r for o, r in zip(ours_rates, raw_rates, strict=True))
+    return name, statistics.median(ours_rates), statistics.median(raw_rates), ratio, target
+
+
+async def funded(url: str) -> sos_kernel.Kernel:
+    """An open kernel whose ledger has alice (funded) and bob; the caller closes it."""
+    kernel = await sos_kernel.open(url)
+    ledger = kernel.ledger
+    await ledger.open_account("system:mint", USD, allow_negative=True)
+    for owner in ("agent:alice", "agent:bob"):
+        await ledger.open_account(owner, USD)
+    await ledger.transfer(id="fund", debit="system:mint", credit="agent:alice", amount=FUNDS, currency=USD)
+    return kernel
+
+
+def ours_single(url: Callable[[], str], n: int) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        kernel = await funded(url())
+        ledger = kernel.ledger
+
+        async def run() -> int:
+            for i in range(n):
+                await ledger.transfer(id=f"t{i}", debit="agent:alice", credit="agent:bob", amount=7, currency=USD)
+            await kernel.aclose()
+            return n
+
+        return run
+
+    return make
+
+
+def ours_batched(url: Callable[[], str], n: int) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        kernel = await funded(url())
+        ledger = kernel.ledger
+        leg = {"debit": "agent:alice", "credit": "agent:bob", "amount": 7, "currency": USD}
+        batches = [[{"id": f"t{i + j}", **leg} for j in range(BATCH)] for i in range(0, n, BATCH)]
+
+        async def run() -> int:
+            for batch in batches:
+                await ledger.transfer_many(batch)
+            await kernel.aclose()
+            return n
+
+        return run
+
+    return make
+
+
+# --- sqlite ------------------------------------------------------------------------------------------------------
+
+
+def _raw_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE accounts (owner TEXT PRIMARY KEY, balance INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute("CREATE TABLE transfers (id TEXT PRIMARY KEY, debit TEXT, credit TEXT, amount INTEGER) WITHOUT ROWID")
+    conn.executemany("INSERT INTO accounts VALUES (?, ?)", [("agent:alice", FUNDS), ("agent:bob", 0)])
+    return conn
+
+
+def _raw_transfer(conn: sqlite3.Connection, transfer_id: str, amount: int) -> None:
+    """The floor of one transfer: check the debit balance, insert under the id, update both balances."""
+    (balance,) = conn.execute("SELECT balance FROM accounts WHERE owner=?", ("agent:alice",)).fetchone()
+    if balance < amount:
+        raise RuntimeError("insufficient funds")
+    conn.execute("INSERT INTO transfers VALUES (?, ?, ?, ?)", (transfer_id, "agent:alice", "agent:bob", amount))
+    conn.execute("UPDATE accounts SET balance = balance - ? WHERE owner=?", (amount, "agent:alice"))
+    conn.execute("UPDATE accounts SET balance = balance + ? WHERE owner=?", (amount, "agent:bob"))
+
+
+def raw_sqlite(path: Callable[[], Path], n: int, per_tx: int) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        conn = _raw_db(path())
+
+        async def run() -> int:
+            for start in range(0, n, per_tx):
+                conn.execute("BEGIN IMMEDIATE")
+                for i in range(start, start + per_tx):
+                    _raw_transfer(conn, f"t{i}", 7)
+                conn.execute("COMMIT")
+            conn.close()
+            return n
+
+        return run
+
+    return make
+
+
+async def sqlite_rates(tmp: Path) -> list[Row]:
+    counter = itertools.count()
+
+    def url() -> str:
+        return f"sqlite:///{tmp}/ours-{next(counter)}.db"
+
+    def raw_path() -> Path:
+        return tmp / f"raw-{next(counter)}.db"
+
+    return [
+        await paired("sqlite transfer", ours_single(url, N_SINGLE), raw_sqlite(raw_path, N_SINGLE, 1), "≥ 0.5x"),
+        await paired(
+            f"sqlite transfer_many ({BATCH}/call)",
+            ours_batched(url, N_BATCHED),
+            raw_sqlite(raw_path, N_BATCHED, BATCH),
+            "≥ 0.5x",
+        ),
+    ]
+
+
+# --- redis -------------------------------------------------------------------------------------------------------
+
+RAW_SCRIPT = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local amount = tonumber(ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'b')) < amount then return -1 end
+redis.call('HINCRBY', KEYS[1], 'b', -amount)
+redis.call('HINCRBY', KEYS[2], 'b', amount)
+redis.call('HSET', KEYS[3], 'debit', ARGV[2], 'credit', ARGV[3], 'amount', ARGV[1])
+return 1
+"""
+
+
+async def redis_rates(url: str) -> list[Row]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    script: Any = client.register_script(RAW_SCRIPT)
+    rounds = itertools.count()
+
+    async def raw_make() -> Callable[[], Awaitable[int]]:
+        r = next(rounds)
+        await client.hset(f"raw{r}:alice", "b", FUNDS)
+        await client.hset(f"raw{r}:bob", "b", 0)
+
+        async def run() -> int:
+            for i in range(N_SINGLE):
+                keys = [f"raw{r}:alice", f"raw{r}:bob", f"raw{r}:t:{i}"]
+                if await script(keys=keys, args=[7, "agent:alice", "agent:bob"]) != 1:
+                    raise RuntimeError("raw transfer refused")
+            return N_SINGLE
+
+        return run
+
+    async def ours_make() -> Callable[[], Awaitable[int]]:
+        await client.flushdb()
+        return await ours_single(lambda: url, N_SINGLE)()
+
+    rows = [await paired("redis transfer", ours_make, raw_make, "≥ 0.5x")]
+    await client.flushdb()
+    await client.aclose()
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    """The results table."""
+    lines = [f"{'case':<34} {'ours /s':>10} {'raw /s':>10} {'ratio':>7}  target"]
+    for name, ours, raw, ratio, target in rows:
+        lines.append(f"{name:<34} {ours:>10,.0f} {raw:>10,.0f} {ratio:>6.2f}x  {target}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every case and print one table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = anyio.run(sqlite_rates, Path(tmp))
+    with redis_server() as url:
+        if url is None:
+            print("(redis-server not found; set SOS_BENCH_REDIS_URL to add the redis row)")
+        else:
+            rows += anyio.run(redis_rates, url)
+    print(render(rows))
+
+
+if __name__ == "__main__":
+    main()
