@@ -31,7 +31,7 @@ from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..errors import Forbidden, InvalidArgument
 from .keys import AgentKey, PublicKey, key_id_of
@@ -96,6 +96,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    # A naive time cannot be compared with a chain's aware times (TypeError): refuse it where it comes in.
+    if value is not None and value.tzinfo is None:
+        raise InvalidArgument(f"{name} must carry a timezone (e.g. datetime.now(UTC)), got a naive datetime")
+    return value
+
+
 class Capability(BaseModel):
     """A signed right. Build roots with :meth:`issue`, children with :meth:`delegate`; check with :meth:`verify`."""
 
@@ -106,8 +113,8 @@ class Capability(BaseModel):
     action: str = Field(min_length=1, max_length=2000)
     resource: str = Field(min_length=1, max_length=RESOURCE_CHARS_MAX)
     constraints: dict[str, Any] = Field(default_factory=dict)
-    issued_at: datetime
-    expires_at: datetime | None = None
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
     issuer: str = Field(min_length=1, max_length=200)
     key_id: str
     subject_key: str | None = None
@@ -139,6 +146,7 @@ class Capability(BaseModel):
         """A root capability signed by ``key`` (an issuer key the verifier trusts)."""
         _actions(action)
         _check_resource(resource)
+        _aware(expires_at, "expires_at")
         unsigned = cls(
             subject=subject,
             action=action,
@@ -172,6 +180,7 @@ class Capability(BaseModel):
         """
         if self.subject_key is None or key.public.hex != self.subject_key:
             raise Forbidden("delegate with the key named in this capability's subject_key")
+        _aware(expires_at, "expires_at")
         merged = {**self.constraints, **dict(constraints or {})}
         child = Capability(
             subject=subject,
@@ -210,7 +219,7 @@ class Capability(BaseModel):
         ``resource``; returns the leaf. Raises SOS-5004 naming the first broken link."""
         if not chain:
             raise Forbidden("no capability presented")
-        at = now or _now()
+        at = _aware(now, "now") or _now()
         root = chain[0]
         trusted = trusted_keys.get(root.key_id)
         if trusted is None or not trusted.verify(root.canonical(), root.signature):
@@ -218,7 +227,10 @@ class Capability(BaseModel):
         if root.parent_id is not None:  # a delegated link presented alone would skip its ancestors' checks
             raise Forbidden("a chain starts at a capability without a parent", details={"link": root.id})
         for parent, child in itertools.pairwise(chain):
-            _check_link(parent, child)
+            try:
+                _check_link(parent, child)
+            except (InvalidArgument, ValueError) as exc:  # whatever a delegator signed, the chain is refused
+                raise Forbidden(f"capability {child.id} is malformed: {exc}", details={"link": child.id}) from exc
         for link in chain:
             _check_live(link, at, revoked)
         leaf = chain[-1]
