@@ -24,6 +24,7 @@ expired, tampered or widening link fails the whole chain with :class:`~sos_kerne
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import uuid
@@ -34,7 +35,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..errors import Forbidden, InvalidArgument
-from .keys import AgentKey, PublicKey, key_id_of
+from .keys import AgentKey, PublicKey
 
 __all__ = ["Capability", "action_covers", "actions_narrower", "resource_matches", "resource_narrower"]
 
@@ -42,14 +43,15 @@ ACTION_PATTERNS_MAX = 32
 RESOURCE_CHARS_MAX = 500
 
 
-def _actions(value: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _actions(value: str) -> tuple[str, ...]:
     parts = [p.strip() for p in value.split(",")]
     if not parts or len(parts) > ACTION_PATTERNS_MAX or any(not p for p in parts):
         raise InvalidArgument(f"action {value!r} must be 1-{ACTION_PATTERNS_MAX} comma-separated patterns")
     for p in parts:
         if p != "*" and ("*" in p[:-1] or ":" not in p or (p.endswith("*") and not p.endswith(":*"))):
             raise InvalidArgument(f"action pattern {p!r} must be 'ns:verb', 'ns:*' or '*'")
-    return parts
+    return tuple(parts)
 
 
 def _pattern_covers(parent: str, child: str) -> bool:
@@ -244,11 +246,13 @@ class Capability(BaseModel):
 def _check_link(parent: Capability, child: Capability) -> None:
     if child.parent_id != parent.id or child.issuer != parent.subject:
         raise Forbidden("a capability in the chain does not descend from the one before it", details={"link": child.id})
-    if parent.subject_key is None or key_id_of(bytes.fromhex(parent.subject_key)) != child.key_id:
+    # One decode of the parent's subject key serves both the key-id check and the signature check.
+    subject_key = PublicKey.from_hex(parent.subject_key) if parent.subject_key is not None else None
+    if subject_key is None or subject_key.key_id != child.key_id:
         raise Forbidden(
             "a delegated capability is not signed with its parent's subject key", details={"link": child.id}
         )
-    if not PublicKey.from_hex(parent.subject_key).verify(child.canonical(), child.signature):
+    if not subject_key.verify(child.canonical(), child.signature):
         raise Forbidden("a capability's signature does not match its content", details={"link": child.id})
     child._check_narrows(parent)
 

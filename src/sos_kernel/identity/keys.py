@@ -6,6 +6,7 @@ verifier can tell which trusted key a signature claims. Signatures travel as ``e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -17,6 +18,12 @@ from ..errors import InvalidArgument
 __all__ = ["SIGNATURE_PREFIX", "AgentKey", "PublicKey", "key_id_of"]
 
 SIGNATURE_PREFIX = "ed25519:"
+
+
+@functools.lru_cache(maxsize=4096)
+def _verify_key(hex_key: str) -> VerifyKey:
+    # Building a VerifyKey costs a few microseconds; keys repeat across chains and calls.
+    return VerifyKey(bytes.fromhex(hex_key))
 
 
 def key_id_of(public_key: bytes) -> str:
@@ -36,7 +43,6 @@ class PublicKey:
         """Parse a 64-hex-digit Ed25519 public key."""
         try:
             raw = bytes.fromhex(value)
-            VerifyKey(raw)
         except (ValueError, TypeError) as exc:
             raise InvalidArgument(f"not an Ed25519 public key: {value!r}") from exc
         if len(raw) != 32:
@@ -48,8 +54,8 @@ class PublicKey:
         if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
             return False
         try:
-            VerifyKey(bytes.fromhex(self.hex)).verify(message, bytes.fromhex(signature[len(SIGNATURE_PREFIX) :]))
-        except (BadSignatureError, ValueError):
+            _verify_key(self.hex).verify(message, bytes.fromhex(signature[len(SIGNATURE_PREFIX) :]))
+        except (BadSignatureError, ValueError, TypeError):
             return False
         return True
 
