@@ -929,3 +929,29 @@ def test_uses_are_spent_exactly_once_across_processes(kernel_url: str, implement
                 await caps.use([root], **USE)
 
     anyio.run(after)
+
+
+def test_canonical_bytes_match_the_models_json_form() -> None:
+    import json as _json
+    from datetime import UTC, datetime, timedelta, timezone
+
+    key = AgentKey.generate()
+    for expires in (
+        None,
+        datetime.now(UTC) + timedelta(hours=1),
+        datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5))),
+    ):
+        cap = Capability.issue(
+            key,
+            issuer="tenant:acme",
+            subject="agent:a",
+            action="bus:*",
+            resource="x/*",
+            expires_at=expires,
+            uses=3,
+            constraints={"b": 1, "a": "z", "nested": {"y": 2, "x": [1]}},
+            subject_key=key.public,
+        )
+        body = cap.model_dump(mode="json", exclude={"signature"})
+        expected = _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert cap.canonical() == expected

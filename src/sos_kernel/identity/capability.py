@@ -94,6 +94,18 @@ def resource_narrower(child: str, parent: str) -> bool:
     return child.startswith(parent[:-1])
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every canonical form: json.dumps with options would build a new encoder per call."""
+
+
+def _json_time(value: datetime | None) -> str | None:
+    # The same text pydantic's JSON mode gives an aware datetime: ISO 8601, UTC written as "Z".
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -128,8 +140,23 @@ class Capability(BaseModel):
 
     def canonical(self) -> bytes:
         """The signed bytes: canonical JSON (sorted keys, no spaces, UTF-8) of every field but ``signature``."""
-        body = self.model_dump(mode="json", exclude={"signature"})
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        # Built by hand rather than with model_dump(mode="json") (a third of verify's own cost); the bytes are the
+        # same: tests compare the two on every field.
+        body = {
+            "action": self.action,
+            "constraints": self.constraints,
+            "expires_at": _json_time(self.expires_at),
+            "id": self.id,
+            "issued_at": _json_time(self.issued_at),
+            "issuer": self.issuer,
+            "key_id": self.key_id,
+            "parent_id": self.parent_id,
+            "resource": self.resource,
+            "subject": self.subject,
+            "subject_key": self.subject_key,
+            "uses_remaining": self.uses_remaining,
+        }
+        return _CANONICAL.encode(body).encode()
 
     @classmethod
     def issue(
