@@ -4,10 +4,6 @@ the ``Capabilities`` service on every backend, and uses spent concurrently by se
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +32,7 @@ from sos_kernel.identity import (
 )
 
 from ..conftest import requires
+from ..procs import WorkerProcess
 
 WORKER = str(Path(__file__).with_name("_cap_worker.py"))
 
@@ -837,60 +834,6 @@ async def test_revocation_and_uses_persist_across_kernels(kernel_url: str, imple
 # --- uses spent from several processes -----------------------------------------------------------------------------
 
 
-class WorkerProcess:
-    """A ``_cap_worker.py`` process whose stdout is read by a thread (select() cannot see Python's line buffer)."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.ready = threading.Event()
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._read_out), threading.Thread(target=self._read_err)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip() == "READY":
-                self.ready.set()
-            elif line.strip():
-                self.lines.append(line.strip())
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        self.errors.append(self.proc.stderr.read())
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"worker did not start: {self.stop()}")
-
-    def finish(self, timeout_s: float = 60.0) -> list[str]:
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker still running after {timeout_s} s: {self.stop()}")
-        errors = self.stop()
-        assert self.proc.returncode == 0, errors
-        return self.lines
-
-    def stop(self) -> str:
-        """Kill the worker if it still runs, join the readers, close the pipes; returns its stderr."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for thread in self._threads:
-            thread.join(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return "".join(self.errors)
-
-
 @pytest.mark.slow
 def test_uses_are_spent_exactly_once_across_processes(kernel_url: str, implements: Implements, tmp_path: Path) -> None:
     requires(implements, multi_process=True)
@@ -909,7 +852,8 @@ def test_uses_are_spent_exactly_once_across_processes(kernel_url: str, implement
     anyio.run(prepare)
     go = tmp_path / "go"
     procs = [
-        WorkerProcess(kernel_url, "acme", issuer.public.hex, chain_json, str(tries), str(go)) for _ in range(workers)
+        WorkerProcess(WORKER, kernel_url, "acme", issuer.public.hex, chain_json, str(tries), str(go))
+        for _ in range(workers)
     ]
     try:
         for proc in procs:

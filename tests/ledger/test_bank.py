@@ -18,10 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,6 +31,7 @@ from sos_kernel.backends import Implements
 from sos_kernel.ledger import Ledger, Transfer
 
 from ..conftest import requires
+from ..procs import WorkerProcess
 from ._bank_worker import ACCOUNTS, ISSUER, SHORT_HOLD_S, USD
 
 WORKER = str(Path(__file__).with_name("_bank_worker.py"))
@@ -46,60 +43,6 @@ PAGE = 5000
 OUTCOMES = {None, "SOS-7001", "SOS-7020"}  # every account exists and amounts are small: nothing else may happen
 
 Request = dict[str, Any]
-
-
-class WorkerProcess:
-    """A worker process whose output pipes are drained by threads, so a full pipe never stalls it."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.ready = threading.Event()
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._read_out), threading.Thread(target=self._read_err)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip() == "READY":
-                self.ready.set()
-            elif line.strip():
-                self.lines.append(line)
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        self.errors.append(self.proc.stderr.read())
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"worker did not start: {self.stop()}")
-
-    def finish(self, timeout_s: float = 120.0) -> list[dict[str, Any]]:
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker still running after {timeout_s} s: {self.stop()}")
-        errors = self.stop()
-        assert self.proc.returncode == 0, errors
-        return [json.loads(line) for line in self.lines]
-
-    def stop(self) -> str:
-        """Kill the worker if it still runs, join the readers, close the pipes; returns its stderr."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for thread in self._threads:
-            thread.join(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return "".join(self.errors)
 
 
 async def fund(url: str) -> None:
@@ -117,13 +60,13 @@ def run_workers(url: str, go_file: Path, seed: int) -> list[dict[str, Any]]:
         workers = []
         for index in range(WORKERS):
             args = (url, TENANT, str(index), str(WORKERS), str(OPS), str(seed + index), str(go_file))
-            worker = WorkerProcess(*args)
+            worker = WorkerProcess(WORKER, *args)
             stack.callback(worker.stop)
             workers.append(worker)
         for worker in workers:
             worker.wait_ready()
         go_file.touch()
-        return [line for worker in workers for line in worker.finish()]
+        return [json.loads(line) for worker in workers for line in worker.finish()]
 
 
 def first_attempts(requests: list[Request]) -> dict[tuple[str, ...], Request]:

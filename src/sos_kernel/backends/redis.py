@@ -30,6 +30,7 @@ from redis import exceptions as redis_errors
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .redis_call import redis_call
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_skills import RedisSkillStore
@@ -194,13 +195,7 @@ class RedisBusStore(BusStore):
         return f"sos:{{t:{tenant}}}:" + ":".join(parts)
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
-        # redis-py's reply types are unions of bytes/str/None; each caller knows the real shape.
-        try:
-            return await awaitable
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise BackendFailure(f"Redis error: {exc}") from exc
+        return await redis_call(awaitable)
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         keys: list[str] = []

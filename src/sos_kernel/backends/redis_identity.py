@@ -24,16 +24,15 @@ written with Python's ``repr`` and read back exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
-from ..errors import BackendFailure, BackendUnavailable
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
+from .redis_call import redis_call
 
 __all__ = ["RedisIdentityStore", "RedisRegistryStore"]
 
@@ -115,14 +114,7 @@ return n
 """
 
 
-async def _call(awaitable: Awaitable[Any]) -> Any:
-    # redis-py's reply types are unions of bytes/str/None; each caller knows the real shape.
-    try:
-        return await awaitable
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
-    except redis_errors.RedisError as exc:
-        raise BackendFailure(f"Redis error: {exc}") from exc
+_call = redis_call
 
 
 def _p(tenant: str) -> str:

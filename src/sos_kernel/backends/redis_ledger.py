@@ -25,12 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
-from ..errors import BackendFailure, BackendUnavailable
 from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 from .memory_ledger import usage_matches
+from .redis_call import redis_call
 
 __all__ = ["RedisLedgerStore"]
 
@@ -278,12 +277,7 @@ class RedisLedgerStore(LedgerStore):
         return f"sos:{{t:{tenant}}}:"
 
     async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise BackendFailure(f"Redis error: {exc}") from exc
+        return await redis_call(awaitable)
 
     async def open_account(
         self, tenant: str, owner: str, currency: str, allow_negative: bool, now: float

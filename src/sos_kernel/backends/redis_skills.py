@@ -15,10 +15,9 @@ import json
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
 
-from ..errors import BackendFailure, BackendUnavailable
 from ..skills.store import SkillRecord, SkillStats, SkillStore
+from .redis_call import redis_call
 
 __all__ = ["RedisSkillStore"]
 
@@ -63,12 +62,7 @@ class RedisSkillStore(SkillStore):
         return f"sos:{{t:{tenant}}}:"
 
     async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
-        except redis_errors.RedisError as exc:
-            raise BackendFailure(f"Redis error: {exc}") from exc
+        return await redis_call(awaitable)
 
     async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
         p = self._p(tenant)

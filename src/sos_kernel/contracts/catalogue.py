@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_mode
 from pydantic_core import PydanticCustomError
 
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
-from ._types import WIRE_CONTEXT_KEY
+from ._types import WIRE_CONTEXT_KEY, WireRequired
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
 
 __all__ = [
@@ -82,6 +82,20 @@ def sos_error_for(exc: ValidationError, type_name: str, data: Mapping[str, Any])
 
 
 M = TypeVar("M", bound=Message)
+C = TypeVar("C", bound=WireRequired)
+
+
+def parse_card(model: type[C], data: C | Mapping[str, Any], label: str) -> C:
+    """Validate wire data as a card (``AgentCard``, ``SkillCard``, ``UsageEvent``...), raising SOS-4001 with the
+    field paths instead of pydantic's exception; a model instance passes through."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.from_wire(dict(data))
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
+        raise SchemaViolation(f"{label} fails its schema at {first['loc']}: {first['msg']}", details=details) from None
 
 
 def build_message(model: type[M], fields: Mapping[str, Any]) -> M:

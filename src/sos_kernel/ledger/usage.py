@@ -8,10 +8,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from ..contracts import UsageEvent, validation_details
-from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, SchemaViolation
+from ..contracts import UsageEvent, parse_card
+from ..errors import Forbidden, IdempotencyConflict, InvalidArgument
 from .models import UsageSummaryRow
 from .store import UsageQuery
 
@@ -28,16 +26,7 @@ WINDOWS = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z", "month": "
 
 
 def _parse_event(event: UsageEvent | Mapping[str, Any]) -> UsageEvent:
-    if isinstance(event, UsageEvent):
-        return event
-    try:
-        return UsageEvent.from_wire(dict(event))
-    except ValidationError as exc:
-        details = validation_details(exc)
-        first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
-        raise SchemaViolation(
-            f"usage event fails its schema at {first['loc']}: {first['msg']}", details=details
-        ) from None
+    return parse_card(UsageEvent, event, "usage event")
 
 
 def _digest(wire: Mapping[str, Any]) -> str:

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from ..bus import Bus
-from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, validation_details
-from ..errors import AgentNotFound, Forbidden, InvalidArgument, SchemaViolation
+from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
+from ..errors import AgentNotFound, Forbidden, InvalidArgument
 from ..identity.keys import AgentKey, PublicKey
 from ..identity.store import RegistryEntry, RegistryStore
 
@@ -153,16 +151,7 @@ class Registry:
 
     @staticmethod
     def _parse(card: AgentCard | Mapping[str, Any]) -> AgentCard:
-        if isinstance(card, AgentCard):
-            return card
-        try:
-            return AgentCard.from_wire(dict(card))
-        except ValidationError as exc:
-            details = validation_details(exc)
-            first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
-            raise SchemaViolation(
-                f"agent card fails its schema at {first['loc']}: {first['msg']}", details=details
-            ) from None
+        return parse_card(AgentCard, card, "agent card")
 
     async def _announce(self, view: RegisteredAgent, now: float) -> None:
         message = AgentJoinedMessage(

@@ -41,6 +41,7 @@ from ..contracts import (
     SkillRevenueSplit,
     SkillVerification,
     WireModel,
+    parse_card,
     validation_details,
 )
 from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, SchemaViolation, SkillNotFound
@@ -123,16 +124,7 @@ def _digest(card: SkillCard) -> str:
 
 
 def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
-    if isinstance(card, SkillCard):
-        return card
-    try:
-        return SkillCard.from_wire(dict(card))
-    except ValidationError as exc:
-        details = validation_details(exc)
-        first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
-        raise SchemaViolation(
-            f"skill card fails its schema at {first['loc']}: {first['msg']}", details=details
-        ) from None
+    return parse_card(SkillCard, card, "skill card")
 
 
 class Skills:
