@@ -899,3 +899,29 @@ def test_canonical_bytes_match_the_models_json_form() -> None:
         body = cap.model_dump(mode="json", exclude={"signature"})
         expected = _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         assert cap.canonical() == expected
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**63),
+        st.text(),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(constraints=st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_canonical_form_is_sorted_compact_json_for_any_constraints(constraints: dict[str, Any]) -> None:
+    import json as _json
+
+    key = AgentKey.generate()
+    cap = Capability.issue(
+        key, issuer="tenant:acme", subject="agent:a", action="bus:*", resource="x/*", constraints=constraints
+    )
+    body = cap.model_dump(mode="json", exclude={"signature"})
+    assert cap.canonical() == _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

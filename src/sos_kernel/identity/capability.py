@@ -32,6 +32,7 @@ from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..errors import Forbidden, InvalidArgument
@@ -98,6 +99,30 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 """One encoder for every canonical form: json.dumps with options would build a new encoder per call."""
 
 
+def _sorted_json(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, or None when it holds a float or a very large integer.
+
+    For such values pydantic-core's compact JSON is byte-for-byte ``_CANONICAL``'s (a property test holds the two
+    together) at a fifth of the cost; floats are the one place their formats differ.
+    """
+    if isinstance(value, float) or (isinstance(value, int) and not -(2**63) <= value < 2**63):
+        return None  # floats, and integers past 64 bits, take the reference encoder
+    if isinstance(value, dict):
+        out = {}
+        for key in sorted(value):
+            item = _sorted_json(value[key])
+            if item is None and value[key] is not None:
+                return None
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        items = [_sorted_json(v) for v in value]
+        if any(i is None and v is not None for i, v in zip(items, value, strict=True)):
+            return None
+        return items
+    return value
+
+
 def _json_time(value: datetime | None) -> str | None:
     # The same text pydantic's JSON mode gives an aware datetime: ISO 8601, UTC written as "Z".
     if value is None:
@@ -156,7 +181,11 @@ class Capability(BaseModel):
             "subject_key": self.subject_key,
             "uses_remaining": self.uses_remaining,
         }
-        return _CANONICAL.encode(body).encode()
+        constraints = _sorted_json(self.constraints)
+        if constraints is None:  # floats format differently in the two encoders: keep the reference one
+            return _CANONICAL.encode(body).encode()
+        body["constraints"] = constraints
+        return pydantic_core.to_json(body)
 
     @classmethod
     def issue(
