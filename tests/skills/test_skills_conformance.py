@@ -228,3 +228,39 @@ def test_split_parts_always_sum_to_the_price(price: int, shares: list[int]) -> N
     assert sum(parts.values()) == price
     assert all(v >= 0 for v in parts.values())
     assert all(isinstance(v, int) for v in parts.values())
+
+
+async def test_a_capability_holder_may_publish_someone_elses_skill(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sos_kernel.identity import AgentKey, Capability
+
+    await skills.publish(skill())
+    issuer = AgentKey.generate()
+    kernel.tenant("default").capabilities.trust(issuer.public)
+    grant = Capability.issue(
+        issuer,
+        issuer="tenant:default",
+        subject="agent:maintainer",
+        action="skills:publish",
+        resource="skill:summarise",
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    published = await skills.publish(skill(version="1.1.0"), publisher="agent:maintainer", capability=[grant])
+    assert (published.version, published.author_agent) == ("1.1.0", "agent:author")
+    with pytest.raises(Forbidden):  # the capability lets the holder publish for the author, not become the author
+        await skills.publish(
+            skill(version="1.1.1", author_agent="agent:maintainer"), publisher="agent:maintainer", capability=[grant]
+        )
+    other = Capability.issue(
+        issuer,
+        issuer="tenant:default",
+        subject="agent:maintainer",
+        action="skills:publish",
+        resource="skill:another",
+    )
+    with pytest.raises(Forbidden):
+        await skills.publish(skill(version="1.2.0"), publisher="agent:maintainer", capability=[other])
+    kernel.tenant("default").capabilities.distrust(issuer.key_id)
+    with pytest.raises(Forbidden):
+        await skills.publish(skill(version="1.3.0"), publisher="agent:maintainer", capability=[grant])

@@ -303,17 +303,18 @@ class Skills:
     async def _check_owner(
         self, card: SkillCard, publisher: str | None, capability: Sequence[Capability] | None
     ) -> None:
-        if capability:
-            await self._capabilities.check(capability, action="skills:publish", resource=f"skill:{card.id}")
-            return
         versions = await self.versions(card.id)
         owner = card.author_agent
         if versions:
             owner = SkillCard.model_validate_json(
                 (await self._store.get_version(self.tenant, card.id, versions[0])).card  # type: ignore[union-attr]
             ).author_agent
+            # Provenance holds even for a capability holder: new versions keep the skill's author (and its payouts).
             if card.author_agent != owner:
                 raise Forbidden(f"skill {card.id} belongs to {owner}", details={"skill_id": card.id})
+        if capability:
+            await self._capabilities.check(capability, action="skills:publish", resource=f"skill:{card.id}")
+            return
         if publisher is not None and publisher != owner:
             raise Forbidden(f"only {owner} may publish {card.id}", details={"skill_id": card.id})
 
