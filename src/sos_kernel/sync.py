@@ -7,6 +7,8 @@ threads; calls are serialised onto its loop.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
@@ -17,7 +19,7 @@ from .bus import Bus, DeadLetter, Delivery, PublishReceipt, Subscription
 from .contracts import Message, SendMessage
 from .kernel import Kernel
 
-__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncSubscription", "SyncTenant", "open"]
+__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncService", "SyncSubscription", "SyncTenant", "open"]
 
 
 class SyncDelivery:
@@ -142,12 +144,46 @@ class SyncBus:
         return SyncSubscription(self._portal, sub)
 
 
+class SyncService:
+    """Any async service (ledger, registry, skills, tokens, tenants...) behind a blocking API.
+
+    Each coroutine method becomes a blocking call with the same arguments, result and errors; other attributes
+    pass through unchanged.
+    """
+
+    def __init__(self, portal: BlockingPortal, service: object) -> None:
+        self._portal = portal
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._service, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._portal.call(functools.partial(attr, *args, **kwargs))
+
+        call.__doc__ = attr.__doc__
+        call.__name__ = name
+        return call
+
+    def __repr__(self) -> str:
+        return f"SyncService({self._service!r})"
+
+
 class SyncTenant:
-    """A tenant's services, blocking."""
+    """A tenant's services, blocking: ``bus`` (a :class:`SyncBus`), ``ledger``, ``registry``, ``skills``,
+    ``tokens`` and ``capabilities`` (each a :class:`SyncService`)."""
 
     def __init__(self, portal: BlockingPortal, kernel: Kernel, slug: str) -> None:
+        view = kernel.tenant(slug)
         self.slug = slug
-        self.bus = SyncBus(portal, kernel.tenant(slug).bus)
+        self.bus = SyncBus(portal, view.bus)
+        self.ledger = SyncService(portal, view.ledger)
+        self.registry = SyncService(portal, view.registry)
+        self.skills = SyncService(portal, view.skills)
+        self.tokens = SyncService(portal, view.tokens)
+        self.capabilities = SyncService(portal, view.capabilities)
 
 
 class SyncKernel:
@@ -161,7 +197,23 @@ class SyncKernel:
         except BaseException:
             self._portal_cm.__exit__(None, None, None)
             raise
-        self.bus = SyncBus(self._portal, self.kernel.bus)
+        default = SyncTenant(self._portal, self.kernel, "default")
+        self.bus = default.bus
+        self.ledger = default.ledger
+        self.registry = default.registry
+        self.skills = default.skills
+        self.tenants = SyncService(self._portal, self.kernel.tenants)
+
+    def session(self, token: str | None) -> SyncTenant:
+        """A blocking session: the checked services of ``token``'s principal (see :meth:`Kernel.session`)."""
+        session = self._portal.call(self.kernel.session, token)
+        view = SyncTenant.__new__(SyncTenant)
+        view.slug = session.tenant
+        view.bus = SyncBus(self._portal, session.bus)  # type: ignore[arg-type]
+        view.ledger = SyncService(self._portal, session.ledger)
+        view.registry = SyncService(self._portal, session.registry)
+        view.skills = SyncService(self._portal, session.skills)
+        return view
 
     def tenant(self, slug: str) -> SyncTenant:
         """The same API scoped to tenant ``slug``."""

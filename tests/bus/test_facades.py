@@ -47,3 +47,22 @@ def test_trio_runs_the_same_bus(kernel_url: str, implements: Implements) -> None
                 return [d.message.payload.text]  # type: ignore[attr-defined]
 
     assert anyio.run(main, backend="trio") == ["over trio"]
+
+
+def test_sync_facade_reaches_every_service_and_sessions(kernel_url: str) -> None:
+    from sos_kernel.errors import Forbidden, InsufficientFunds
+
+    with sos_kernel.sync.open(kernel_url) as kernel:
+        kernel.ledger.open_account("system:treasury", "USD", allow_negative=True)
+        kernel.ledger.open_account("agent:alice", "USD")
+        kernel.ledger.transfer(id="t1", debit="system:treasury", credit="agent:alice", amount=5, currency="USD")
+        assert kernel.ledger.balance("agent:alice", "USD").posted == 5
+        with pytest.raises(InsufficientFunds):
+            kernel.ledger.transfer(id="t2", debit="agent:alice", credit="system:treasury", amount=9, currency="USD")
+        _, admin = kernel.tenants.create("acme")
+        issued = kernel.tenant("acme").tokens.issue(agent="agent:alice")
+        alice = kernel.session(issued.secret)
+        alice.bus.send("agent:alice", "agent:bob", "hi")
+        with pytest.raises(Forbidden):
+            alice.bus.send("agent:bob", "agent:alice", "spoof")
+        assert kernel.session(admin).slug == "acme"

@@ -40,6 +40,8 @@ __all__ = ["RedisBackend", "RedisBusStore"]
 _ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 AUTOCLAIM_SCANS_MAX = 10
 TRIM_EVERY_APPENDS = 100
+ADDRESS_MEMO_MAX = 10_000
+"""Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
 
 _APPEND = """
 local count_max, minid, ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -217,9 +219,16 @@ class RedisBusStore(BusStore):
 
     def _trim_due(self, tenant: str, address: str) -> int:
         key = (tenant, address)
+        if len(self._appends) >= ADDRESS_MEMO_MAX:  # bounded: reply channels come and go
+            self._appends.clear()
         count = self._appends.get(key, 0)
         self._appends[key] = count + 1
         return 1 if count % TRIM_EVERY_APPENDS == 0 else 0
+
+    def _remember(self, tenant: str, address: str, position: str) -> None:
+        if len(self._last) >= ADDRESS_MEMO_MAX:  # a forgotten address only costs one wait of up to WAIT_CAP_S
+            self._last.clear()
+        self._last[(tenant, address)] = position
 
     async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
         key = self._k(tenant, "stream", address)
@@ -244,7 +253,7 @@ class RedisBusStore(BusStore):
             self._claim(keys=[key], args=[group, consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX])
         )
         if last:
-            self._last[(tenant, address)] = _s(last)
+            self._remember(tenant, address, _s(last))
         return [Claimed(_s(pos), bytes(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
@@ -306,9 +315,9 @@ class RedisBusStore(BusStore):
                     out.append(HistoryEntry(_s(entry_id), bytes(f[b"d"])))
             start = "(" + _s(rows[-1][0])
         if out:
-            self._last[(tenant, address)] = out[-1].position
+            self._remember(tenant, address, out[-1].position)
         elif after:
-            self._last[(tenant, address)] = after
+            self._remember(tenant, address, after)
         return out
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:

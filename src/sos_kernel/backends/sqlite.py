@@ -37,6 +37,7 @@ BUSY_TIMEOUT_MS = 5
 LOCK_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
+ADDRESS_MEMO_MAX = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_entries (
@@ -220,6 +221,8 @@ class SQLiteBusStore(BusStore):
                 (tenant, address, now - retention.age_s),
             )
             key = (tenant, address)
+            if len(self._appends_since_trim) >= ADDRESS_MEMO_MAX:  # bounded; a reset only trims sooner
+                self._appends_since_trim.clear()
             self._appends_since_trim[key] = self._appends_since_trim.get(key, 0) + 1
             if self._appends_since_trim[key] < TRIM_EVERY_APPENDS and self._appends_since_trim[key] != 1:
                 continue
