@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sch.add_argument("action", choices=["export", "check"])
     sch.add_argument("dir", nargs="?", default="schemas")
     sch.set_defaults(func=_cmd_schemas)
-    demo = sub.add_parser("demo", help="three agents announce, send, ask and answer on the embedded kernel")
+    demo = sub.add_parser("demo", help="a tenant, three agents, messages, a paid skill and the wallets")
     demo.add_argument("--url", default=None, help="kernel URL (default: $SOS_URL, else sqlite:///sos.db)")
     demo.set_defaults(func=_cmd_demo)
     send = sub.add_parser("send", help="send a text message")
