@@ -29,6 +29,20 @@ OWNER_PATTERN = r"^(agent:[a-z][a-z0-9-]*|tenant:[a-z][a-z0-9-]*|system:[a-z][a-
 TRANSFER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$"
 CURRENCY_RE = re.compile(r"^[A-Z0-9]{2,10}$")
 
+REQUEST_FIELDS = (
+    "kind",
+    "debit",
+    "credit",
+    "currency",
+    "amount",
+    "pending_id",
+    "timeout_s",
+    "code",
+    "reason",
+    "metadata",
+)
+"""What a transfer request is made of: a replay must repeat every one of them."""
+
 TransferKind = Literal["posted", "pending", "post_pending", "void_pending", "expire_pending"]
 
 
@@ -106,18 +120,7 @@ class TransferRequest:
 
     def fields(self) -> dict[str, Any]:
         """The fields that make two requests with the same id the same request."""
-        return {
-            "kind": self.kind,
-            "debit": self.debit,
-            "credit": self.credit,
-            "currency": self.currency,
-            "amount": self.amount,
-            "pending_id": self.pending_id,
-            "timeout_s": self.timeout_s,
-            "code": self.code,
-            "reason": self.reason,
-            "metadata": self.metadata,
-        }
+        return {name: getattr(self, name) for name in REQUEST_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,18 +211,7 @@ class Transfer:
 
     def request_fields(self) -> dict[str, Any]:
         """The request fields this transfer was recorded with (see :meth:`TransferRequest.fields`)."""
-        return {
-            "kind": self.kind,
-            "debit": self.debit,
-            "credit": self.credit,
-            "currency": self.currency,
-            "amount": self.amount,
-            "pending_id": self.pending_id,
-            "timeout_s": self.timeout_s,
-            "code": self.code,
-            "reason": self.reason,
-            "metadata": self.metadata,
-        }
+        return {name: getattr(self, name) for name in REQUEST_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
