@@ -1,0 +1,704 @@
+"""``MumegaClient``: a kernel session on the far side of HTTP, with the same interface.
+
+``async with MumegaClient(url, token) as client:`` gives ``client.bus``, ``client.registry``, ``client.ledger`` and
+``client.skills`` with the methods, arguments, results and errors of ``await kernel.session(token)``: results are
+the kernel's own classes (``PublishReceipt``, ``Transfer``, ``SkillCard``...) rebuilt from JSON, and a server
+error is raised as the same :class:`~sos_kernel.errors.SOSError` subclass (via :func:`~sos_kernel.errors.from_wire`).
+
+Retries are safe by construction: every call the client makes is idempotent, either by an id in its body
+(message ids, transfer ids, usage ids...) or by an ``Idempotency-Key`` the client generates once per call and sends
+with every attempt. A call is retried (``retries`` times, exponential backoff with jitter) only after a connection
+error, a timeout, or a retryable error (SOS-5005, 6001, 6030, 7010, 7040); never after a bad input, an auth
+refusal, an ask timeout or an offline agent, which would fail the same way again.
+
+``subscribe()`` reads Server-Sent Events and reconnects (from the last position it received) when the connection
+drops; the server keeps the subscription meanwhile, so deliveries are neither lost nor needlessly delayed. With
+``transport=httpx.ASGITransport(app)`` (which hands over a response only once it is complete) it long-polls the
+same endpoint instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, cast
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel
+
+from sos_kernel.bus import Bus, BusLimits, DeadLetter, PublishReceipt
+from sos_kernel.contracts import (
+    AgentCard,
+    ChunkMessage,
+    Message,
+    SendMessage,
+    SkillCard,
+    TypeCatalogue,
+    UsageEvent,
+    WireModel,
+)
+from sos_kernel.errors import (
+    BackendFailure,
+    BackendUnavailable,
+    DeliveryFailed,
+    InvalidArgument,
+    LedgerWriteFailed,
+    RateLimited,
+    SOSError,
+    UsageNotPersisted,
+    from_wire,
+)
+from sos_kernel.identity.keys import PublicKey
+from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
+from sos_kernel.registry import AgentStatus, RegisteredAgent
+from sos_kernel.server import wire
+from sos_kernel.skills import SKILL_EVENT_TYPE, Invocation, SkillExecutedPayload
+
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BACKOFF_S",
+    "POLL_S",
+    "MumegaClient",
+    "RemoteBus",
+    "RemoteDelivery",
+    "RemoteLedger",
+    "RemoteRegistry",
+    "RemoteSkills",
+    "RemoteSubscription",
+]
+
+BACKOFF_S = 0.05
+"""The first retry's delay; each further retry doubles it (with jitter), up to ``BACKOFF_MAX_S``."""
+BACKOFF_MAX_S = 2.0
+POLL_S = 1.0
+"""How long one long poll waits on the server when the transport cannot stream."""
+ASK_MARGIN_S = 10.0
+"""Added to an ask's own timeout for the HTTP call that waits for its reply."""
+RETRIED = (RateLimited, DeliveryFailed, BackendUnavailable, LedgerWriteFailed, UsageNotPersisted)
+"""Retryable errors worth retrying at once. AskTimeout and AgentOffline are retryable in the kernel's sense, but a
+quick retry only repeats the wait or the refusal, so they are raised as they come."""
+
+
+def _default_catalogue() -> TypeCatalogue:
+    catalogue = TypeCatalogue()
+    catalogue.register(SKILL_EVENT_TYPE, SkillExecutedPayload)
+    return catalogue
+
+
+def _message_json(message: Message | Mapping[str, Any] | bytes | str) -> Any:
+    """A message argument as the server takes it: an object, or JSON text it parses itself."""
+    if isinstance(message, WireModel):
+        return message.to_wire()
+    if isinstance(message, BaseModel):
+        return message.model_dump(mode="json")
+    if isinstance(message, bytes | bytearray):
+        return bytes(message).decode("utf-8", errors="replace")
+    if isinstance(message, str):
+        return message
+    return wire.encode(dict(message))
+
+
+def _card_json(card: BaseModel | Mapping[str, Any]) -> Any:
+    if isinstance(card, WireModel):
+        return card.to_wire()
+    if isinstance(card, BaseModel):
+        return card.model_dump(mode="json")
+    return wire.encode(dict(card))
+
+
+def _given(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: wire.encode(v) for k, v in values.items() if v is not None}
+
+
+def _unexpected(response: httpx.Response) -> SOSError:
+    """An answer without the SOS envelope (a proxy, a crashed server): mapped into the error tree."""
+    details = {"status": response.status_code, "body": response.text[:500]}
+    if response.status_code in (502, 503, 504):
+        return BackendUnavailable(f"the server answered HTTP {response.status_code}", details=details)
+    return BackendFailure(f"the server answered HTTP {response.status_code} without an SOS error", details=details)
+
+
+def _error_of(response: httpx.Response) -> SOSError:
+    try:
+        body = response.json()
+    except ValueError:
+        return _unexpected(response)
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return _unexpected(response)
+    return from_wire(body)
+
+
+class MumegaClient:
+    """A remote session: ``MumegaClient(base_url, token)`` used as ``async with`` (or closed with ``aclose()``).
+
+    ``transport`` replaces the network (``httpx.ASGITransport(app)`` runs a server in-process); ``timeout_s``
+    bounds each HTTP call (an ``ask`` waits its own timeout on top); ``retries`` is how many times a failed call is
+    tried again when that is safe (see the module docstring). ``catalogue`` must know any custom message type the
+    server delivers; ``limits`` are the bus limits ``bus.split`` cuts by (the kernel's defaults).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        catalogue: TypeCatalogue | None = None,
+        limits: BusLimits | None = None,
+    ) -> None:
+        if not isinstance(retries, int) or retries < 0:
+            raise InvalidArgument("retries must be an int >= 0")
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url
+        self.timeout_s = float(timeout_s)
+        self.retries = retries
+        self.catalogue = catalogue or _default_catalogue()
+        self.limits = limits or BusLimits()
+        self.streaming = not isinstance(transport, httpx.ASGITransport)
+        self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout_s, headers=headers)
+        self.bus = RemoteBus(self)
+        self.registry = RemoteRegistry(self)
+        self.ledger = RemoteLedger(self)
+        self.skills = RemoteSkills(self)
+
+    async def __aenter__(self) -> MumegaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections. Idempotent."""
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"MumegaClient({self.base_url!r})"
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The underlying httpx client (for routes this client does not wrap)."""
+        return self._http
+
+    async def backoff(self, attempt: int) -> None:
+        """Sleep before retry number ``attempt`` (0-based): exponential, capped, with jitter."""
+        delay = min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)
+        await anyio.sleep(delay * (0.5 + random.random() / 2))  # jitter, not a secret
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        keyed: bool = False,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """One API call with safe retries; the decoded JSON answer (None for 204), or the server's SOSError.
+
+        ``keyed`` sends one ``Idempotency-Key`` with every attempt (for writes without an id of their own).
+        """
+        headers = {"idempotency-key": uuid.uuid4().hex} if keyed else None
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        request = self._http.build_request(method, path, json=body, params=params, headers=headers, timeout=timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise BackendUnavailable(f"cannot reach {self.base_url}: {exc!r}") from exc
+                await self.backoff(attempt)
+                continue
+            if response.status_code < 400:
+                return None if response.status_code == 204 or not response.content else response.json()
+            error = _error_of(response)
+            if not isinstance(error, RETRIED) or attempt >= self.retries:
+                raise error
+            await self.backoff(attempt)
+        raise BackendUnavailable(f"no answer from {self.base_url}")  # unreachable: the loop returns or raises
+
+
+class _Service:
+    def __init__(self, client: MumegaClient) -> None:
+        self._client = client
+
+    async def _get(self, path: str, **params: Any) -> Any:
+        return await self._client.call("GET", path, params=_given(params))
+
+    async def _post(self, path: str, body: Any = None, *, keyed: bool = False, timeout_s: float | None = None) -> Any:
+        return await self._client.call("POST", path, body=body, keyed=keyed, timeout_s=timeout_s)
+
+
+class _Limited:
+    """Just enough of a Bus for :meth:`Bus.split`, which reads nothing but ``limits``."""
+
+    def __init__(self, limits: BusLimits) -> None:
+        self.limits = limits
+
+
+class RemoteBus(_Service):
+    """The session bus over HTTP: the methods of :class:`~sos_kernel.session.SessionBus`."""
+
+    def _message(self, data: Any) -> Message:
+        return wire.load_message(data, self._client.catalogue)
+
+    async def publish(
+        self, message: Message | Mapping[str, Any] | bytes | str, *, receipts: bool = False, chunking: bool = True
+    ) -> PublishReceipt:
+        """See :meth:`Bus.publish`."""
+        body = {"message": _message_json(message), "receipts": receipts, "chunking": chunking}
+        return wire.load_receipt(await self._post("/v1/bus/publish", body))
+
+    async def publish_many(
+        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
+    ) -> list[PublishReceipt]:
+        """See :meth:`Bus.publish_many`."""
+        body = {"messages": [_message_json(m) for m in messages], "receipts": receipts}
+        return [wire.load_receipt(r) for r in await self._post("/v1/bus/publish_many", body)]
+
+    async def send(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.send`."""
+        body = {"source": source, "target": target, "text": text, **_given(options)}
+        return wire.load_receipt(await self._post("/v1/bus/send", body, keyed=True))
+
+    async def announce(self, source: str, text: str | None = None, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.announce`."""
+        body = {"source": source, **_given({"text": text, **options})}
+        return wire.load_receipt(await self._post("/v1/bus/announce", body, keyed=True))
+
+    async def wake(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.wake`."""
+        body = {"source": source, "target": target, "text": text, **_given(options)}
+        return wire.load_receipt(await self._post("/v1/bus/wake", body, keyed=True))
+
+    async def ask(self, source: str, target: str, question: str, **options: Any) -> SendMessage:
+        """See :meth:`Bus.ask`; the HTTP call waits the ask's ``timeout_s`` plus a margin."""
+        body = {"source": source, "target": target, "question": question, **_given(options)}
+        wait = options.get("timeout_s", 30.0)
+        timeout = max(self._client.timeout_s, float(wait) + ASK_MARGIN_S) if isinstance(wait, int | float) else None
+        reply = self._message(await self._post("/v1/bus/ask", body, keyed=True, timeout_s=timeout))
+        if not isinstance(reply, SendMessage):
+            raise BackendFailure(f"an ask was answered by a {reply.type!r} message")
+        return reply
+
+    async def reply(self, to: Message, text: str, *, source: str | None = None, **options: Any) -> PublishReceipt:
+        """See :meth:`Bus.reply`."""
+        body = {"to": _message_json(to), "text": text, **_given({"source": source, **options})}
+        return wire.load_receipt(await self._post("/v1/bus/reply", body, keyed=True))
+
+    def split(self, message: Message) -> list[ChunkMessage]:
+        """See :meth:`Bus.split` (computed here with the client's ``limits``; no round trip)."""
+        return Bus.split(cast(Bus, _Limited(self._client.limits)), message)
+
+    def subscribe(self, address: str, **options: Any) -> RemoteSubscription:
+        """See :meth:`Bus.subscribe`; use as ``async with client.bus.subscribe(addr) as sub: async for d in sub``."""
+        return RemoteSubscription(self._client, address, options)
+
+    async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
+        """See :meth:`Bus.history`."""
+        return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
+
+    async def history_entries(
+        self, address: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Message]]:
+        """See :meth:`Bus.history_entries`."""
+        entries = await self._get("/v1/bus/history", address=address, after=after, limit=limit)
+        return [(str(e["position"]), self._message(e["message"])) for e in entries]
+
+    async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`Bus.dead_letters`."""
+        found = await self._get("/v1/bus/dead_letters", address=address, group=group, limit=limit)
+        return [wire.load_dead_letter(d, self._client.catalogue) for d in found]
+
+    async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
+        """See :meth:`Bus.replay`."""
+        body = {"dead_letter": wire.encode(dead_letter)}
+        return wire.load_receipt(await self._post("/v1/bus/replay", body, keyed=True))
+
+
+class RemoteDelivery:
+    """A delivery read from the server's stream: ``message``, ``attempt``, ``position``; ``ack()`` / ``nack()``."""
+
+    __slots__ = ("_client", "_done", "address", "attempt", "consumer", "group", "message", "position")
+
+    def __init__(self, client: MumegaClient, sub: RemoteSubscription, data: Mapping[str, Any]) -> None:
+        self._client = client
+        self._done = False
+        self.message = wire.load_message(data["message"], client.catalogue)
+        self.position = str(data["position"])
+        self.attempt = int(data["attempt"])
+        self.address = sub.address
+        self.group = sub.group or ""
+        self.consumer = sub.consumer or ""
+
+    def __repr__(self) -> str:
+        return (
+            f"RemoteDelivery(type={self.message.type!r}, message_id={self.message.message_id!r}, "
+            f"position={self.position!r}, attempt={self.attempt})"
+        )
+
+    def _key(self) -> dict[str, str]:
+        return {"address": self.address, "group": self.group, "position": self.position}
+
+    async def ack(self) -> bool:
+        """See :meth:`Delivery.ack`."""
+        if self._done:
+            return False
+        self._done = True
+        answer = await self._client.call("POST", "/v1/bus/ack", body=self._key(), keyed=True)
+        return bool(answer["acked"])
+
+    async def nack(self, delay_s: float = 0.0) -> bool:
+        """See :meth:`Delivery.nack`."""
+        if self._done:
+            return False
+        self._done = True
+        body = {**self._key(), "delay_s": delay_s}
+        answer = await self._client.call("POST", "/v1/bus/nack", body=body, keyed=True)
+        return bool(answer["nacked"])
+
+
+async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """``(event, data)`` pairs of a Server-Sent Events stream (comments skipped, data lines joined)."""
+    event, data = "message", list[str]()
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+class RemoteSubscription:
+    """A subscription read over SSE; ``async with`` it, then ``async for delivery in sub`` or ``receive()``.
+
+    A reader task (owned by the ``async with``) keeps up to ``prefetch`` deliveries at hand and reconnects after a
+    dropped connection (``retries`` consecutive failures end the subscription with the error, raised by
+    ``receive``). Closing gives back the deliveries read but not yet handed to you and closes the server's side.
+    """
+
+    def __init__(self, client: MumegaClient, address: str, options: Mapping[str, Any]) -> None:
+        self._client = client
+        self.address = address
+        self.options = dict(options)
+        self.group: str | None = self.options.get("group")
+        self.consumer: str | None = self.options.get("consumer")
+        self.subscription: str | None = None
+        self._last_id: str | None = None
+        self._error: SOSError | None = None
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._inbox: MemoryObjectReceiveStream[RemoteDelivery] | None = None
+        self._closed = False
+
+    def _params(self, first: bool) -> dict[str, Any]:
+        params = {**self.options, "address": self.address, "group": self.group, "consumer": self.consumer}
+        params["subscription"] = self.subscription
+        if not self._client.streaming:
+            params["poll_s"] = 0.0 if first else POLL_S
+        return _given(params)
+
+    async def _connect(self, first: bool = False) -> httpx.Response:
+        headers = {"last-event-id": self._last_id} if self._last_id else {}
+        timeout = httpx.Timeout(self._client.timeout_s, read=None)
+        request = self._client.http.build_request(
+            "GET", "/v1/bus/subscribe", params=self._params(first), headers=headers, timeout=timeout
+        )
+        response = await self._client.http.send(request, stream=True)
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            raise _error_of(response)
+        return response
+
+    async def open(self) -> RemoteSubscription:
+        """Connect (raising the server's refusal, e.g. SOS-5004) and start reading. Called by ``async with``."""
+        if self._stack is not None:
+            raise InvalidArgument("this subscription is already open")
+        response = await self._connect(first=True)
+        prefetch = int(self.options.get("prefetch", 16))
+        send, self._inbox = anyio.create_memory_object_stream[RemoteDelivery](max(1, prefetch))
+        self._stack = AsyncExitStack()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._tg.start_soon(self._read, send, response)
+        return self
+
+    async def __aenter__(self) -> RemoteSubscription:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> RemoteSubscription:
+        return self
+
+    async def __anext__(self) -> RemoteDelivery:
+        delivery = await self.receive()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    async def receive(self, timeout_s: float | None = None) -> RemoteDelivery | None:
+        """The next delivery; None when ``timeout_s`` passes first or the subscription ends."""
+        if self._inbox is None:
+            raise InvalidArgument("use the subscription inside 'async with client.bus.subscribe(...)'")
+        with anyio.move_on_after(timeout_s):
+            try:
+                return await self._inbox.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self._error is not None:
+                    raise self._error from None
+                return None
+        return None
+
+    async def _read(self, send: MemoryObjectSendStream[RemoteDelivery], response: httpx.Response | None) -> None:
+        failures = 0
+        async with send:
+            try:
+                while True:
+                    if response is None:
+                        try:
+                            response = await self._connect()
+                        except (httpx.TransportError, *RETRIED) as exc:
+                            failures += 1
+                            if failures > self._client.retries:
+                                raise BackendUnavailable(f"subscription lost: {exc!r}") from exc
+                            await self._client.backoff(failures - 1)
+                            continue
+                    try:
+                        await self._drain(response, send)
+                        failures = 0
+                    except httpx.TransportError:
+                        failures += 1
+                    finally:
+                        await response.aclose()
+                    response = None
+            except SOSError as exc:
+                self._error = exc
+
+    async def _drain(self, response: httpx.Response, send: MemoryObjectSendStream[RemoteDelivery]) -> None:
+        async for event, data in _sse(response.aiter_lines()):
+            body = json.loads(data)
+            if event == "delivery":
+                delivery = RemoteDelivery(self._client, self, body)
+                await send.send(delivery)
+                self._last_id = delivery.position
+            elif event == "subscribed":
+                self.subscription = body["subscription"]
+                self.group, self.consumer = body["group"], body["consumer"]
+            elif event == "error":
+                raise from_wire(body)
+
+    async def aclose(self) -> None:
+        """Stop reading, give back what was read but not handed out, and close the server's side. Idempotent."""
+        if self._closed or self._stack is None:
+            self._closed = True
+            return
+        self._closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._client.timeout_s):
+            await self._give_back()
+
+    async def _give_back(self) -> None:
+        if self._inbox is not None:
+            while True:
+                try:
+                    delivery = self._inbox.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                await delivery.nack()
+            self._inbox.close()
+        if self.subscription is not None:
+            await self._client.call("DELETE", f"/v1/bus/subscriptions/{self.subscription}")
+
+
+class RemoteRegistry(_Service):
+    """The session registry over HTTP: the methods of :class:`~sos_kernel.session.SessionRegistry`."""
+
+    async def register(self, card: AgentCard | Mapping[str, Any], **extras: Any) -> RegisteredAgent:
+        """See :meth:`Registry.register` (``public_key``, ``endpoints``, ``signature``)."""
+        key = extras.pop("public_key", None)
+        body = {"card": _card_json(card), **_given(extras)}
+        if key is not None:
+            body["public_key"] = key.hex if isinstance(key, PublicKey) else key
+        return wire.load_registered_agent(await self._post("/v1/registry/register", body))
+
+    async def heartbeat(self, name: str) -> RegisteredAgent:
+        """See :meth:`Registry.heartbeat`."""
+        return wire.load_registered_agent(await self._post("/v1/registry/heartbeat", {"name": name}))
+
+    async def deregister(self, name: str) -> None:
+        """See :meth:`Registry.deregister`."""
+        await self._post("/v1/registry/deregister", {"name": name}, keyed=True)
+
+    async def get(self, name: str) -> RegisteredAgent:
+        """See :meth:`Registry.get`."""
+        return wire.load_registered_agent(await self._get("/v1/registry/get", name=name))
+
+    async def status(self, name: str) -> AgentStatus | None:
+        """See :meth:`Registry.status`."""
+        found = (await self._get("/v1/registry/status", name=name))["status"]
+        return cast(AgentStatus | None, found)
+
+    async def find(self, **filters: Any) -> list[RegisteredAgent]:
+        """See :meth:`Registry.find`."""
+        return [wire.load_registered_agent(a) for a in await self._get("/v1/registry/find", **filters)]
+
+
+class RemoteLedger(_Service):
+    """The session ledger over HTTP: the methods of :class:`~sos_kernel.session.SessionLedger`."""
+
+    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account:
+        """See :meth:`Ledger.open_account`."""
+        body = {"owner": owner, "currency": currency, "allow_negative": allow_negative}
+        return wire.load_account(await self._post("/v1/ledger/open_account", body))
+
+    async def balance(self, owner: str, currency: str) -> Balance:
+        """See :meth:`Ledger.balance`."""
+        return wire.load_balance(await self._get("/v1/ledger/balance", owner=owner, currency=currency))
+
+    async def transfer(self, *, debit: str, **fields: Any) -> Transfer:
+        """See :meth:`Ledger.transfer` (idempotent by ``id``)."""
+        return wire.load_transfer(await self._post("/v1/ledger/transfer", wire.encode({"debit": debit, **fields})))
+
+    async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
+        """See :meth:`Ledger.transfer_many`."""
+        body = {"transfers": [wire.encode(dict(t)) for t in transfers]}
+        return [wire.load_transfer(t) for t in await self._post("/v1/ledger/transfer_many", body)]
+
+    async def hold(self, *, debit: str, **fields: Any) -> Transfer:
+        """See :meth:`Ledger.hold`."""
+        return wire.load_transfer(await self._post("/v1/ledger/hold", wire.encode({"debit": debit, **fields})))
+
+    async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
+        """See :meth:`Ledger.capture`."""
+        body = {"hold_id": hold_id, **_given({"amount": amount, "id": id})}
+        return wire.load_transfer(await self._post("/v1/ledger/capture", body))
+
+    async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
+        """See :meth:`Ledger.void`."""
+        body = {"hold_id": hold_id, **_given({"id": id})}
+        return wire.load_transfer(await self._post("/v1/ledger/void", body))
+
+    async def get_transfer(self, id: str) -> Transfer:
+        """See :meth:`Ledger.get_transfer`."""
+        return wire.load_transfer(await self._get("/v1/ledger/get_transfer", id=id))
+
+    async def transmute(self, *, owner: str, **fields: Any) -> Transmutation:
+        """See :meth:`Ledger.transmute`."""
+        body = wire.encode({"owner": owner, **fields})
+        return wire.load_transmutation(await self._post("/v1/ledger/transmute", body))
+
+    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
+        """See :meth:`Ledger.history`."""
+        found = await self._get("/v1/ledger/history", owner=owner, currency=currency, after=after, limit=limit)
+        return [wire.load_transfer(t) for t in found]
+
+    async def balances(self) -> list[Balance]:
+        """See :meth:`Ledger.balances`."""
+        return [wire.load_balance(b) for b in await self._get("/v1/ledger/balances")]
+
+    async def check(self) -> None:
+        """See :meth:`Ledger.check`."""
+        await self._post("/v1/ledger/check")
+
+    async def set_price(self, provider: str, model: str, **prices: Any) -> Price:
+        """See :meth:`Ledger.set_price`."""
+        body = {"provider": provider, "model": model, **_given(prices)}
+        return wire.load_price(await self._post("/v1/ledger/set_price", body))
+
+    async def price(self, provider: str, model: str) -> Price | None:
+        """See :meth:`Ledger.price`."""
+        found = await self._get("/v1/ledger/price", provider=provider, model=model)
+        return None if found is None else wire.load_price(found)
+
+    async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent:
+        """See :meth:`Ledger.record_usage` (idempotent by the event's ``id``)."""
+        body = {"event": _card_json(event), "settle": settle}
+        return wire.load_usage_event(await self._post("/v1/ledger/record_usage", body))
+
+    async def usage(self, **filters: Any) -> list[UsageEvent]:
+        """See :meth:`Ledger.usage`."""
+        return [wire.load_usage_event(e) for e in await self._get("/v1/ledger/usage", **filters)]
+
+    async def usage_summary(self, **options: Any) -> list[Any]:
+        """See :meth:`Ledger.usage_summary` (rows are :class:`~sos_kernel.ledger.UsageSummaryRow`)."""
+        return [wire.load_usage_summary_row(r) for r in await self._get("/v1/ledger/usage_summary", **options)]
+
+
+class RemoteSkills(_Service):
+    """The session skills over HTTP: the methods of :class:`~sos_kernel.session.SessionSkills`."""
+
+    async def publish(self, card: SkillCard | Mapping[str, Any], **options: Any) -> SkillCard:
+        """See :meth:`Skills.publish` (``publisher``, ``capability``)."""
+        body: dict[str, Any] = {"card": _card_json(card)}
+        if "publisher" in options:
+            body["publisher"] = options.pop("publisher")
+        chain = options.pop("capability", None)
+        if chain is not None:
+            body["capability"] = [wire.encode(link) for link in chain]
+        body.update(_given(options))
+        return wire.load_skill_card(await self._post("/v1/skills/publish", body))
+
+    async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
+        """See :meth:`Skills.get`."""
+        return wire.load_skill_card(await self._get("/v1/skills/get", skill_id=skill_id, version=version))
+
+    async def versions(self, skill_id: str) -> list[str]:
+        """See :meth:`Skills.versions`."""
+        return [str(v) for v in await self._get("/v1/skills/versions", skill_id=skill_id)]
+
+    async def find(self, **filters: Any) -> list[SkillCard]:
+        """See :meth:`Skills.find`."""
+        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/find", **filters)]
+
+    async def marketplace(self, **page: Any) -> list[SkillCard]:
+        """See :meth:`Skills.marketplace`."""
+        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/marketplace", **page)]
+
+    async def ancestors(self, skill_id: str) -> list[SkillCard]:
+        """See :meth:`Skills.ancestors`."""
+        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/ancestors", skill_id=skill_id)]
+
+    async def descendants(self, skill_id: str) -> list[SkillCard]:
+        """See :meth:`Skills.descendants`."""
+        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/descendants", skill_id=skill_id)]
+
+    async def verify(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+        """See :meth:`Skills.verify`."""
+        body = {"skill_id": skill_id, "version": version, "verifier": verifier, **_given(verdict)}
+        return wire.load_skill_card(await self._post("/v1/skills/verify", body, keyed=True))
+
+    async def resolve_dispute(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+        """See :meth:`Skills.resolve_dispute`."""
+        body = {"skill_id": skill_id, "version": version, "verifier": verifier, **_given(verdict)}
+        return wire.load_skill_card(await self._post("/v1/skills/resolve_dispute", body, keyed=True))
+
+    async def record_invocation(
+        self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
+    ) -> Invocation:
+        """See :meth:`Skills.record_invocation` (idempotent by ``invocation_id``)."""
+        body = {
+            "skill_id": skill_id,
+            "version": version,
+            "caller": caller,
+            "tenant": tenant,
+            "invocation_id": invocation_id,
+        }
+        return wire.load_invocation(await self._post("/v1/skills/record_invocation", body))

@@ -1,0 +1,77 @@
+"""The HTTP server: a kernel's sessions over versioned JSON routes (``pip install 'sos-kernel[server]'``).
+
+``create_app(kernel)`` is an ASGI app (FastAPI) to run with uvicorn or to mount in-process with
+``httpx.ASGITransport``; ``mumega_sdk.MumegaClient`` is its client with the session interface. What it promises:
+
+- **One session per bearer token.** ``Authorization: Bearer <token>`` → ``kernel.session(token)``, cached per
+  token digest for the app's life; every call is still checked by the session (scopes, own agent, revocation).
+- **The SOS error envelope, always.** Every failure answers ``{"error": {"code", "message", "details"}}`` with the
+  code's HTTP status: kernel errors as raised; a body failing its schema SOS-4001 (422); a bad query or path
+  parameter SOS-4005 (400); an unknown route SOS-4040 (404); a body over ``request_bytes_max`` SOS-4010 (413).
+- **Retries are safe.** Writes that carry their own id (``publish`` by message_id, ledger writes by transfer id,
+  usage by event id, skill versions, invocations) are idempotent in the kernel. The others (``send``, ``announce``,
+  ``wake``, ``ask``, ``reply``, ``replay``, ``deregister``, ``verify``, ``resolve_dispute``, token issue) honour an
+  ``Idempotency-Key`` header: the first answer to a key is replayed to a retry by the same principal (bounded
+  memory, 24 h), and the same key with another body is SOS-4009.
+- **Subscriptions are Server-Sent Events** with ack and nack by ``(address, group, position)``; see
+  :mod:`sos_kernel.server._streams` for how a disconnected client resumes and why nothing is lost.
+
+Routes (all JSON; ``GET`` arguments are query parameters, ``POST`` arguments a JSON body named as the session
+method's)::
+
+    GET  /health   GET /openapi.json      POST /usage (SOS v0.4.1: answers 201 {id, received_at})
+    POST /v1/tenants (server admin)       POST /v1/tokens  GET /v1/tokens  DELETE /v1/tokens/{id} (tenant admin)
+    POST /v1/bus/{publish,publish_many,send,announce,wake,ask,reply,split,replay,ack,nack}
+    GET  /v1/bus/{history,dead_letters}   GET  /v1/bus/subscribe (SSE)    DELETE /v1/bus/subscriptions/{id}
+    POST /v1/registry/{register,heartbeat,deregister}            GET /v1/registry/{get,status,find}
+    POST /v1/ledger/{open_account,transfer,transfer_many,hold,capture,void,transmute,check,set_price,record_usage}
+    GET  /v1/ledger/{balance,balances,get_transfer,history,price,usage,usage_summary}
+    POST /v1/skills/{publish,verify,resolve_dispute,record_invocation}
+    GET  /v1/skills/{get,versions,find,marketplace,ancestors,descendants}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import MissingDependency
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..kernel import Kernel
+
+__all__ = ["LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
+
+REQUEST_BYTES_MAX = 20 * 1024 * 1024
+"""The largest request body by default: a whole 16 MiB message (the bus's ``payload_bytes_max``) with room for
+its JSON envelope."""
+LINGER_S = 30.0
+"""How long a subscription waits for its client to reconnect before it is closed."""
+PING_S = 15.0
+"""Keep-alive comments on an idle event stream, so proxies keep it open and a dead client is noticed."""
+
+
+def create_app(
+    kernel: Kernel,
+    *,
+    request_bytes_max: int = REQUEST_BYTES_MAX,
+    admin_token: str | None = None,
+    linger_s: float = LINGER_S,
+    ping_s: float = PING_S,
+) -> FastAPI:
+    """The ASGI app serving ``kernel`` (which the caller opens and closes).
+
+    ``admin_token`` enables ``POST /v1/tenants`` for whoever presents it (no token: tenant creation is refused).
+    Raises SOS-6032 when the ``server`` extra is not installed.
+    """
+    try:
+        from ._app import build_app
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the HTTP server needs the 'server' extra ({exc.name} is missing)",
+            details={"pip": "pip install 'sos-kernel[server]'"},
+        ) from exc
+    return build_app(
+        kernel, admin_token=admin_token, request_bytes_max=request_bytes_max, linger_s=linger_s, ping_s=ping_s
+    )

@@ -1,0 +1,60 @@
+"""The FastAPI application over one kernel (see :func:`sos_kernel.server.create_app`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import SOSError
+from ..kernel import Kernel
+from ._bodies import ErrorEnvelope
+from ._http import BodyLimit, http_error, sos_error, validation_error
+from ._routes_admin import router as admin
+from ._routes_bus import router as bus
+from ._routes_services import ledger, registry, skills, usage
+from ._state import ServerState
+
+__all__ = ["build_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "The SOS error envelope (bad input, auth, economy)"},
+    "5XX": {"model": ErrorEnvelope, "description": "The SOS error envelope (runtime)"},
+}
+
+
+def build_app(
+    kernel: Kernel, *, admin_token: str | None, request_bytes_max: int, linger_s: float, ping_s: float
+) -> FastAPI:
+    """The app; ``app.state.sos`` holds its :class:`ServerState` (closed by the lifespan, or by ``aclose()``)."""
+    state = ServerState(
+        kernel, admin_token=admin_token, request_bytes_max=request_bytes_max, linger_s=linger_s, ping_s=ping_s
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(
+        title="sos-kernel",
+        version=__version__,
+        summary="The coordination kernel over HTTP: bus, registry, ledger and skills of one tenant per token.",
+        responses=_ERRORS,
+        lifespan=lifespan,
+    )
+    app.state.sos = state
+    app.add_exception_handler(SOSError, sos_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    for router in (admin, bus, registry, ledger, skills, usage):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, bytes_max=request_bytes_max)
+    return app

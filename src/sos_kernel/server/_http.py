@@ -1,0 +1,183 @@
+"""The HTTP plumbing shared by every route: the session dependency, JSON answers, idempotency keys, the error
+envelope for every failure (SOS errors, validation errors, unknown routes) and the request size limit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import InvalidArgument, LimitExceeded, NotFound, SchemaViolation, SOSError
+from ..session import Session
+from ._state import Idempotency, ServerState, json_bytes
+from .wire import encode
+
+__all__ = [
+    "BEARER",
+    "BodyLimit",
+    "SessionDep",
+    "answer",
+    "bearer_token",
+    "envelope_response",
+    "http_error",
+    "keyed",
+    "sos_error",
+    "state_of",
+    "validation_error",
+]
+
+JSON = "application/json"
+BEARER = HTTPBearer(auto_error=False, description="A token issued by the kernel: 'Authorization: Bearer sk-...'")
+
+
+def state_of(request: Request) -> ServerState:
+    """The server state of the app handling ``request``."""
+    return cast(ServerState, request.app.state.sos)
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    return credentials.credentials if credentials is not None else None
+
+
+async def current_session(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> Session:
+    """The caller's session (SOS-5001..5006 when the token does not give one)."""
+    return await state_of(request).sessions.get(bearer_token(credentials))
+
+
+SessionDep = Annotated[Session, Depends(current_session)]
+
+
+def answer(value: Any, status: int = 200) -> Response:
+    """A JSON answer of ``value`` in its wire form."""
+    return Response(json_bytes(encode(value)), status_code=status, media_type=JSON)
+
+
+async def keyed(
+    request: Request, session: Session, compute: Callable[[], Awaitable[Any]], status: int = 200
+) -> Response:
+    """Run ``compute`` once per ``Idempotency-Key`` (when the header is sent) and answer its result."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return answer(await compute(), status)
+    scope = (
+        session.tenant,
+        session.agent or session.principal.token_id,
+        request.method,
+        request.url.path,
+        Idempotency.check_key(key),
+    )
+
+    async def run() -> tuple[int, bytes]:
+        return status, json_bytes(encode(await compute()))
+
+    code, body, replayed = await state_of(request).idempotency.run(scope, await request.body(), run)
+    headers = {"idempotent-replayed": "true"} if replayed else None
+    return Response(body, status_code=code, media_type=JSON, headers=headers)
+
+
+def envelope_response(error: SOSError, status: int | None = None) -> Response:
+    """The SOS error envelope with the error's HTTP status."""
+    headers = {"www-authenticate": "Bearer"} if (status or error.http_status) == 401 else None
+    return Response(
+        json_bytes(error.to_wire()), status_code=status or error.http_status, media_type=JSON, headers=headers
+    )
+
+
+async def sos_error(request: Request, exc: Exception) -> Response:
+    """Every SOSError becomes its envelope."""
+    return envelope_response(cast(SOSError, exc))
+
+
+def _errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    return [
+        {"loc": ".".join(str(part) for part in e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e["type"])}
+        for e in exc.errors()[:50]
+    ]
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """A body that fails its schema is SOS-4001; a bad query, path or header parameter SOS-4005."""
+    errors = _errors(cast(RequestValidationError, exc))
+    in_body = any(e["loc"].startswith("body") for e in errors)
+    first = errors[0] if errors else {"loc": "?", "msg": "invalid"}
+    text = f"{first['loc']}: {first['msg']}"
+    error: SOSError = (
+        SchemaViolation(f"request body fails its schema at {text}", details={"errors": errors})
+        if in_body
+        else InvalidArgument(f"bad request parameter {text}", details={"errors": errors})
+    )
+    return envelope_response(error)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Unknown routes (404), wrong methods (405) and other framework refusals, as the envelope."""
+    http = cast(StarletteHTTPException, exc)
+    if http.status_code == 404:
+        return envelope_response(NotFound(f"no route {request.method} {request.url.path}"))
+    error = InvalidArgument(str(http.detail), details={"status": http.status_code})
+    response = envelope_response(error, http.status_code)
+    response.headers.update(http.headers or {})
+    return response
+
+
+class BodyLimit:
+    """Refuses a request body over ``bytes_max`` with SOS-4010 (413) before the app sees it, whether the size is
+    declared (``Content-Length``) or only discovered while reading a chunked body."""
+
+    def __init__(self, app: ASGIApp, bytes_max: int) -> None:
+        self.app = app
+        self.bytes_max = bytes_max
+
+    def _too_large(self, size: int) -> LimitExceeded:
+        return LimitExceeded(
+            f"request body of {size}+ bytes; this server takes at most {self.bytes_max}",
+            details={"limit": "request_bytes_max", "max": self.bytes_max, "size": size},
+        )
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
+        await envelope_response(self._too_large(size))(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.bytes_max:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.bytes_max:
+                await self._refuse(scope, receive, send, size)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

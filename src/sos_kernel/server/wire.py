@@ -1,0 +1,203 @@
+"""The JSON form of every value the remote API returns, and its way back.
+
+The server encodes results with :func:`encode`; ``mumega_sdk`` rebuilds the same classes with the ``load_*``
+functions, so a remote call returns what the in-process call returns (``Transfer``, ``PublishReceipt``,
+``SkillCard``...), equal field by field. Timestamps travel as ISO 8601 text with their offset (exact to the
+microsecond), contract models as their wire form (``to_wire()``), dataclasses as objects of their fields.
+
+This module needs neither FastAPI nor httpx: both sides import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..bus import DeadLetter, PublishReceipt
+from ..contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent, WireModel
+from ..errors import BackendFailure
+from ..identity.keys import PublicKey
+from ..identity.models import IssuedToken, Tenant, TokenInfo
+from ..ledger import Account, Balance, Price, Transfer, Transmutation, UsageSummaryRow
+from ..registry import RegisteredAgent
+from ..skills import Invocation
+
+__all__ = [
+    "encode",
+    "load_account",
+    "load_balance",
+    "load_dead_letter",
+    "load_invocation",
+    "load_issued_token",
+    "load_message",
+    "load_price",
+    "load_receipt",
+    "load_registered_agent",
+    "load_skill_card",
+    "load_tenant",
+    "load_token_info",
+    "load_transfer",
+    "load_transmutation",
+    "load_usage_event",
+    "load_usage_summary_row",
+]
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready form of a result: dataclasses, contract models, datetimes, mappings and sequences."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, WireModel):
+        return value.to_wire()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [encode(v) for v in value]
+    raise TypeError(f"cannot encode {type(value).__name__} for the wire")
+
+
+def _when(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise BackendFailure(f"expected an ISO 8601 timestamp, got {value!r}")
+    return datetime.fromisoformat(value)
+
+
+def _maybe_when(value: Any) -> datetime | None:
+    return None if value is None else _when(value)
+
+
+def _fields(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    # Only the declared fields: a server may add computed keys (``available``...) for human readers.
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise BackendFailure(f"the server answered a {type(data).__name__} where a {what} object was expected")
+    return data
+
+
+def load_message(data: Any, catalogue: TypeCatalogue) -> Message:
+    """A bus message, validated by ``catalogue``."""
+    return catalogue.parse(_object(data, "message"))
+
+
+def load_receipt(data: Any) -> PublishReceipt:
+    """A :class:`PublishReceipt`."""
+    return PublishReceipt(**_fields(PublishReceipt, _object(data, "receipt")))
+
+
+def load_dead_letter(data: Any, catalogue: TypeCatalogue) -> DeadLetter:
+    """A :class:`DeadLetter`."""
+    raw = dict(_fields(DeadLetter, _object(data, "dead letter")))
+    raw["message"] = load_message(raw["message"], catalogue)
+    raw["dead_at"] = _when(raw["dead_at"])
+    return DeadLetter(**raw)
+
+
+def load_account(data: Any) -> Account:
+    """A ledger :class:`Account`."""
+    raw = dict(_fields(Account, _object(data, "account")))
+    raw["created_at"] = _when(raw["created_at"])
+    return Account(**raw)
+
+
+def load_balance(data: Any) -> Balance:
+    """A ledger :class:`Balance`."""
+    return Balance(**_fields(Balance, _object(data, "balance")))
+
+
+def load_transfer(data: Any) -> Transfer:
+    """A ledger :class:`Transfer`."""
+    raw = dict(_fields(Transfer, _object(data, "transfer")))
+    raw["timestamp"] = _when(raw["timestamp"])
+    raw["expires_at"] = _maybe_when(raw.get("expires_at"))
+    raw["metadata"] = dict(raw.get("metadata") or {})
+    return Transfer(**raw)
+
+
+def load_transmutation(data: Any) -> Transmutation:
+    """A ledger :class:`Transmutation`."""
+    raw = dict(_fields(Transmutation, _object(data, "transmutation")))
+    legs = [load_transfer(leg) for leg in raw["legs"]]
+    if len(legs) != 2:
+        raise BackendFailure("a transmutation has two legs")
+    raw["legs"] = (legs[0], legs[1])
+    return Transmutation(**raw)
+
+
+def load_price(data: Any) -> Price:
+    """A ledger :class:`Price`."""
+    return Price(**_fields(Price, _object(data, "price")))
+
+
+def load_usage_event(data: Any) -> UsageEvent:
+    """A :class:`UsageEvent` as stored."""
+    return UsageEvent.model_validate(_object(data, "usage event"))
+
+
+def load_usage_summary_row(data: Any) -> UsageSummaryRow:
+    """One row of a usage summary."""
+    return UsageSummaryRow(**_fields(UsageSummaryRow, _object(data, "usage summary row")))
+
+
+def load_registered_agent(data: Any) -> RegisteredAgent:
+    """A :class:`RegisteredAgent`."""
+    raw = dict(_fields(RegisteredAgent, _object(data, "registered agent")))
+    raw["card"] = AgentCard.model_validate(raw["card"])
+    raw["registered_at"] = _when(raw["registered_at"])
+    raw["last_seen"] = _when(raw["last_seen"])
+    key = raw.get("public_key")
+    raw["public_key"] = PublicKey(**_fields(PublicKey, key)) if isinstance(key, Mapping) else None
+    raw["endpoints"] = tuple(dict(e) for e in raw.get("endpoints") or ())
+    return RegisteredAgent(**raw)
+
+
+def load_skill_card(data: Any) -> SkillCard:
+    """A :class:`SkillCard` with its kernel-kept earnings and verification."""
+    return SkillCard.model_validate(_object(data, "skill card"))
+
+
+def load_invocation(data: Any) -> Invocation:
+    """A skill :class:`Invocation`."""
+    raw = dict(_fields(Invocation, _object(data, "invocation")))
+    raw["payouts"] = {str(k): int(v) for k, v in dict(raw["payouts"]).items()}
+    raw["transfers"] = tuple(load_transfer(t) for t in raw["transfers"])
+    return Invocation(**raw)
+
+
+def load_tenant(data: Any) -> Tenant:
+    """A :class:`Tenant`."""
+    raw = dict(_fields(Tenant, _object(data, "tenant")))
+    raw["created_at"] = _when(raw["created_at"])
+    raw["channels"] = tuple(raw.get("channels") or ())
+    return Tenant(**raw)
+
+
+def load_issued_token(data: Any) -> IssuedToken:
+    """An :class:`IssuedToken` (with its secret)."""
+    raw = dict(_fields(IssuedToken, _object(data, "issued token")))
+    raw["scopes"] = tuple(raw["scopes"])
+    raw["expires_at"] = _maybe_when(raw.get("expires_at"))
+    return IssuedToken(**raw)
+
+
+def load_token_info(data: Any) -> TokenInfo:
+    """A :class:`TokenInfo` (never a secret)."""
+    raw = dict(_fields(TokenInfo, _object(data, "token")))
+    raw["scopes"] = tuple(raw["scopes"])
+    raw["created_at"] = _when(raw["created_at"])
+    raw["expires_at"] = _maybe_when(raw.get("expires_at"))
+    raw["revoked_at"] = _maybe_when(raw.get("revoked_at"))
+    return TokenInfo(**raw)

@@ -1,0 +1,298 @@
+"""MumegaClient over the in-process ASGI transport: the same results, classes and errors as a kernel session."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+
+import anyio
+import httpx
+import pytest
+
+from mumega_sdk import MumegaClient
+from mumega_sdk.client import RemoteBus, RemoteLedger, RemoteRegistry, RemoteSkills
+from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
+from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, SchemaViolation
+from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry, SessionSkills
+
+from .conftest import BASE_URL, TENANT, Remote
+
+pytestmark = pytest.mark.anyio
+
+GUARD_METHODS = {"need", "deny", "own_agent", "own_or_channel"}
+SKILL = {
+    "schema_version": "1",
+    "id": "summarise",
+    "name": "Summarise",
+    "version": "1.0.0",
+    "author_agent": "agent:alice",
+    "created_at": "2026-11-01T00:00:00Z",
+    "input_schema": {"type": "object"},
+    "output_schema": {"type": "object"},
+    "runtime": {"entry_point": "summarise.py"},
+    "commerce": {"price_per_call_micros": 1_000, "currency": "USD", "marketplace_listed": True},
+}
+
+
+def note(text: str = "hi", source: str = "agent:alice", target: str = "agent:bob") -> SendMessage:
+    return SendMessage(source=source, target=target, payload=SendPayload(text=text))
+
+
+@pytest.mark.parametrize(
+    ("remote_cls", "session_cls"),
+    [
+        (RemoteBus, SessionBus),
+        (RemoteLedger, SessionLedger),
+        (RemoteRegistry, SessionRegistry),
+        (RemoteSkills, SessionSkills),
+    ],
+)
+def test_the_client_has_the_session_methods(remote_cls: type, session_cls: type) -> None:
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(fn)
+            for name, fn in inspect.getmembers(cls, inspect.isfunction)
+            if not name.startswith("_") and name not in GUARD_METHODS
+        }
+
+    remote, local = public(remote_cls), public(session_cls)
+    assert sorted(remote) == sorted(local)
+    for name, signature in local.items():
+        assert list(remote[name].parameters) == list(signature.parameters), name
+        if name != "subscribe":  # a RemoteSubscription of RemoteDelivery: the same methods over HTTP
+            assert remote[name].return_annotation == signature.return_annotation, name
+
+
+async def test_publish_and_history(remote: Remote) -> None:
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    message = note()
+    receipt = await alice.bus.publish(message)
+    assert receipt.message_id == message.message_id
+    assert receipt.address == "agent:bob"
+    assert receipt.duplicate is False
+    again = await alice.bus.publish(message.to_wire())
+    assert again.duplicate is True
+    assert again.position == receipt.position
+    assert await bob.bus.history("agent:bob") == [message]
+    assert await bob.bus.history_entries("agent:bob") == [(receipt.position, message)]
+    local = await remote.kernel.tenant(TENANT).bus.history("agent:bob")
+    assert local == [message]
+
+
+async def test_send_announce_and_publish_many(remote: Remote) -> None:
+    alice = remote.client(remote.alice)
+    sent = await alice.bus.send("agent:alice", "agent:bob", "hello", content_type="text/markdown")
+    announced = await alice.bus.announce("agent:alice", "here", tool="pytest")
+    many = await alice.bus.publish_many([note("1"), note("2")])
+    assert sent.address == "agent:bob"
+    assert announced.address == "sos:channel:global"
+    assert [r.duplicate for r in many] == [False, False]
+    texts = [m.payload.text for m in await remote.client(remote.bob).bus.history("agent:bob")]  # type: ignore[union-attr]
+    assert texts == ["hello", "1", "2"]
+
+
+async def test_subscribe_ack_and_redelivery(remote: Remote) -> None:
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    first, second = note("one"), note("two")
+    await alice.bus.publish_many([first, second])
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=0.5) as sub:
+        with anyio.fail_after(5):
+            d1 = await sub.receive()
+            d2 = await sub.receive()
+        assert d1 is not None
+        assert d2 is not None
+        assert (d1.message, d1.attempt) == (first, 1)
+        assert (d2.message, d2.attempt) == (second, 1)
+        assert await d1.ack() is True
+        assert await d1.ack() is False
+        # d2 is not acked: it comes back after the visibility timeout, same position, next attempt
+        again = await sub.receive(timeout_s=5)
+        assert again is not None
+        assert (again.message, again.position, again.attempt) == (second, d2.position, 2)
+        assert await again.ack() is True
+        assert await sub.receive(timeout_s=1.0) is None
+    assert await remote.kernel.tenant(TENANT).bus.store.pending_count(TENANT, "agent:bob", "inbox") == 0
+
+
+async def test_nack_redelivers_at_once(remote: Remote) -> None:
+    await remote.client(remote.alice).bus.publish(note("again"))
+    async with remote.client(remote.bob).bus.subscribe("agent:bob") as sub:
+        delivery = await sub.receive(timeout_s=5)
+        assert delivery is not None
+        assert await delivery.nack() is True
+        retry = await sub.receive(timeout_s=5)
+        assert retry is not None
+        assert (retry.position, retry.attempt) == (delivery.position, 2)
+        assert await retry.ack() is True
+
+
+async def test_a_delivery_left_unacked_by_a_closed_client_is_redelivered(remote: Remote) -> None:
+    message = note("not lost")
+    await remote.client(remote.alice).bus.publish(message)
+    first_client = remote.client(remote.bob)
+    async with first_client.bus.subscribe("agent:bob", visibility_timeout_s=0.5) as sub:
+        taken = await sub.receive(timeout_s=5)
+        assert taken is not None
+    await first_client.aclose()
+    async with remote.client(remote.bob).bus.subscribe("agent:bob", visibility_timeout_s=0.5) as sub:
+        again = await sub.receive(timeout_s=5)
+        assert again is not None
+        assert (again.message, again.attempt) == (message, 2)
+        assert await again.ack() is True
+
+
+async def test_channel_fan_out_to_every_subscriber(remote: Remote) -> None:
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    async with alice.bus.subscribe("sos:channel:news") as sub_a, bob.bus.subscribe("sos:channel:news") as sub_b:
+        await alice.bus.send("agent:alice", "sos:channel:news", "extra")
+        got_a, got_b = await sub_a.receive(timeout_s=5), await sub_b.receive(timeout_s=5)
+        assert got_a is not None
+        assert got_b is not None
+        assert got_a.message == got_b.message
+        assert got_a.group != got_b.group
+
+
+async def test_sending_as_another_agent_is_forbidden_as_in_process(remote: Remote) -> None:
+    alice = remote.client(remote.alice)
+    with pytest.raises(Forbidden) as remote_error:
+        await alice.bus.send("agent:bob", "agent:carol", "spoofed")
+    session = await remote.kernel.session(remote.alice)
+    with pytest.raises(Forbidden) as local_error:
+        await session.bus.send("agent:bob", "agent:carol", "spoofed")
+    assert remote_error.value.code == local_error.value.code == "SOS-5004"
+    assert remote_error.value.details == local_error.value.details
+    with pytest.raises(Forbidden):
+        async with alice.bus.subscribe("agent:bob"):
+            pass
+    assert await remote.kernel.tenant(TENANT).bus.history("agent:carol") == []
+
+
+async def test_bad_input_raises_the_kernel_error(remote: Remote) -> None:
+    alice = remote.client(remote.alice)
+    wire = note().to_wire()
+    del wire["payload"]
+    with pytest.raises(SchemaViolation) as error:
+        await alice.bus.publish(wire)
+    assert error.value.code == "SOS-4001"
+    with pytest.raises(InvalidToken):
+        await remote.client("sk-acme-" + "0" * 32).bus.history("agent:bob")
+
+
+async def _funded(remote: Remote, owner: str = "agent:alice", amount: int = 10_000) -> MumegaClient:
+    admin = remote.client(remote.admin)
+    await admin.ledger.open_account("system:treasury", "USD", allow_negative=True)
+    for who in ("agent:alice", "agent:bob"):
+        await admin.ledger.open_account(who, "USD")
+    await admin.ledger.transfer(
+        id=f"mint-{owner}", debit="system:treasury", credit=owner, amount=amount, currency="USD"
+    )
+    return admin
+
+
+async def test_ledger_transfer_replay_and_insufficient_funds(remote: Remote) -> None:
+    await _funded(remote)
+    alice = remote.client(remote.alice)
+    done = await alice.ledger.transfer(id="t-1", debit="agent:alice", credit="agent:bob", amount=2_500, currency="USD")
+    assert (done.status, done.amount, done.replayed) == ("ok", 2_500, False)
+    replay = await alice.ledger.transfer(
+        id="t-1", debit="agent:alice", credit="agent:bob", amount=2_500, currency="USD"
+    )
+    assert replay.replayed is True
+    assert replay == await remote.kernel.tenant(TENANT).ledger.transfer(
+        id="t-1", debit="agent:alice", credit="agent:bob", amount=2_500, currency="USD"
+    )
+    with pytest.raises(IdempotencyConflict):
+        await alice.ledger.transfer(id="t-1", debit="agent:alice", credit="agent:bob", amount=1, currency="USD")
+    with pytest.raises(InsufficientFunds) as remote_error:
+        await alice.ledger.transfer(id="t-2", debit="agent:alice", credit="agent:bob", amount=10**6, currency="USD")
+    assert type(remote_error.value) is InsufficientFunds
+    assert remote_error.value.code == "SOS-7001"
+    balance = await alice.ledger.balance("agent:alice", "USD")
+    assert balance == await remote.kernel.tenant(TENANT).ledger.balance("agent:alice", "USD")
+    assert balance.available == 7_500
+    assert await alice.ledger.get_transfer("t-1") == await remote.kernel.tenant(TENANT).ledger.get_transfer("t-1")
+    assert [t.id for t in await alice.ledger.history("agent:alice", "USD")] == ["mint-agent:alice", "t-1"]
+    with pytest.raises(Forbidden):
+        await alice.ledger.transfer(id="t-3", debit="agent:bob", credit="agent:alice", amount=1, currency="USD")
+    await remote.client(remote.admin).ledger.check()
+
+
+async def test_holds_and_batches(remote: Remote) -> None:
+    await _funded(remote)
+    alice = remote.client(remote.alice)
+    held = await alice.ledger.hold(
+        id="h-1", debit="agent:alice", credit="agent:bob", amount=1_000, currency="USD", timeout_s=60
+    )
+    assert held.state == "pending"
+    captured = await alice.ledger.capture("h-1", 400)
+    assert captured.amount == 400
+    batch = await alice.ledger.transfer_many(
+        [
+            {"id": "b-1", "debit": "agent:alice", "credit": "agent:bob", "amount": 1, "currency": "USD"},
+            {"id": "b-2", "debit": "agent:alice", "credit": "agent:bob", "amount": 2, "currency": "USD"},
+        ]
+    )
+    assert [t.id for t in batch] == ["b-1", "b-2"]
+    assert (await alice.ledger.balance("agent:alice", "USD")).available == 10_000 - 400 - 3
+
+
+async def test_registry_register_and_get(remote: Remote) -> None:
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    card = AgentCard(name="alice", tool="sdk", type="service", role="executor", skills=["summarise"])
+    registered = await alice.registry.register(card)
+    assert registered.address == "agent:alice"
+    assert registered.status == "online"
+    found = await bob.registry.get("alice")
+    assert found == await remote.kernel.tenant(TENANT).registry.get("alice")
+    assert [a.card.name for a in await bob.registry.find(skill="summarise")] == ["alice"]
+    assert await bob.registry.status("alice") == "online"
+    with pytest.raises(Forbidden):
+        await bob.registry.register(AgentCard(name="alice", tool="sdk", type="service", role="executor"))
+    await alice.registry.deregister("alice")
+    assert await bob.registry.status("alice") is None
+
+
+async def test_skills_publish_get_and_record_invocation(remote: Remote) -> None:
+    await _funded(remote, owner="agent:bob")
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    published = await alice.skills.publish(SKILL)
+    assert (published.id, published.version) == ("summarise", "1.0.0")
+    assert await bob.skills.get("summarise") == await remote.kernel.tenant(TENANT).skills.get("summarise")
+    assert await bob.skills.versions("summarise") == ["1.0.0"]
+    invocation_id = str(uuid.uuid4())
+    paid = await bob.skills.record_invocation(
+        "summarise", caller="agent:bob", tenant=TENANT, invocation_id=invocation_id
+    )
+    assert (paid.price_micros, paid.replayed, paid.payouts["author"]) == (1_000, False, 1_000)
+    again = await bob.skills.record_invocation(
+        "summarise", caller="agent:bob", tenant=TENANT, invocation_id=invocation_id
+    )
+    assert again.replayed is True
+    card = await bob.skills.get("summarise")
+    assert card.earnings is not None
+    assert card.earnings.total_invocations == 1
+    assert [c.id for c in await bob.skills.marketplace()] == ["summarise"]
+    assert (await alice.ledger.balance("agent:alice", "USD")).available == 1_000
+
+
+async def test_retries_reuse_the_idempotency_key(remote: Remote) -> None:
+    """A response lost after the server acted: the retry (same key) gets the first answer, nothing twice."""
+
+    class LosesFirstResponse(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner = inner
+            self.lost = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await self.inner.handle_async_request(request)
+            if request.url.path == "/v1/bus/send" and not self.lost:
+                self.lost += 1
+                raise httpx.ReadError("connection reset", request=request)
+            return response
+
+    flaky = LosesFirstResponse(httpx.ASGITransport(remote.app))
+    async with MumegaClient(BASE_URL, remote.alice, transport=flaky) as alice:
+        receipt = await alice.bus.send("agent:alice", "agent:bob", "once")
+    assert flaky.lost == 1
+    history = await remote.kernel.tenant(TENANT).bus.history("agent:bob")
+    assert [m.message_id for m in history] == [receipt.message_id]
