@@ -3,6 +3,11 @@
 ``kernel_url`` is parametrized over every backend; a test that needs a capability asks for it by declaration
 (``requires(durable=True)``), never by backend name. Redis: ``SOS_TEST_REDIS_URL`` when set (``.ci/run`` starts a
 server and sets it), else a ``redis-server`` from PATH is started on a free loopback port for the session.
+
+A behaviour test written against ``api`` (or ``open_api``) runs on one more target, ``remote``: the same calls
+through ``mumega_sdk.MumegaClient`` over the in-process ASGI transport, against the HTTP server over a SQLite
+kernel, with the admin token of the ``default`` tenant (the tenant the trusted ``kernel`` handle acts on). For
+that target ``kernel`` is the kernel behind the server, so a test may still look inside it.
 """
 
 from __future__ import annotations
@@ -12,15 +17,27 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sos_kernel
 from sos_kernel.backends import Implements, resolve_backend
+from sos_kernel.kernel import DEFAULT_TENANT
 
 BACKENDS = ["memory", "sqlite", "redis"]
+TARGETS = [*BACKENDS, "remote"]
+"""Where a behaviour test written against ``api`` runs: every backend, and through the remote client."""
+REMOTE_BASE_URL = "http://sos.test"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        through_api = "api" in metafunc.fixturenames or "open_api" in metafunc.fixturenames
+        metafunc.parametrize("target", TARGETS if through_api else BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -77,12 +94,17 @@ def _flush(url: str) -> None:
     client.close()
 
 
-@pytest.fixture(params=BACKENDS)
-def kernel_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    name = request.param
-    if name == "memory":
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> str:
+    """The backend (or ``remote``) this test runs on; parametrized by ``pytest_generate_tests``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def kernel_url(target: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if target == "memory":
         return "memory://"
-    if name == "sqlite":
+    if target in ("sqlite", "remote"):
         return f"sqlite:///{tmp_path}/sos.db"
     url: str = request.getfixturevalue("redis_url")
     _flush(url)
@@ -105,3 +127,53 @@ def requires(implements: Implements, **needed: bool) -> None:
 async def kernel(kernel_url: str) -> AsyncIterator[sos_kernel.Kernel]:
     async with sos_kernel.open(kernel_url) as k:
         yield k
+
+
+@asynccontextmanager
+async def served(kernel: sos_kernel.Kernel) -> AsyncIterator[Any]:
+    """A MumegaClient holding the ``default`` tenant's admin token, over an in-process server on ``kernel``."""
+    import httpx
+
+    from mumega_sdk import MumegaClient
+    from sos_kernel.server import create_app
+
+    _, token = await kernel.tenants.create(DEFAULT_TENANT, "scale")
+    app = create_app(kernel)
+    transport = httpx.ASGITransport(app)
+    client = MumegaClient(REMOTE_BASE_URL, token, transport=transport, catalogue=kernel.catalogue, limits=kernel.limits)
+    try:
+        async with client:
+            yield client
+    finally:
+        await app.state.sos.aclose()
+
+
+@pytest.fixture
+async def api(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Any]:
+    """The API under test: the trusted kernel in-process, or a MumegaClient in front of it (``remote``)."""
+    if target != "remote":
+        yield kernel
+        return
+    async with served(kernel) as client:
+        yield client
+
+
+Api = Any
+"""A kernel or a MumegaClient: both have ``.bus``, ``.registry``, ``.ledger`` and ``.skills``."""
+OpenApi = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+@pytest.fixture
+def open_api(kernel_url: str, target: str) -> OpenApi:
+    """``async with open_api(limits=...) as api``: a kernel opened with options, as ``api`` gives it."""
+
+    @asynccontextmanager
+    async def opened(**options: Any) -> AsyncIterator[Any]:
+        async with sos_kernel.open(kernel_url, **options) as kernel:
+            if target != "remote":
+                yield kernel
+                return
+            async with served(kernel) as client:
+                yield client
+
+    return opened

@@ -24,7 +24,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import httpx
@@ -32,7 +32,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
-from sos_kernel.bus import Bus, BusLimits, DeadLetter, PublishReceipt
+from sos_kernel.bus import Bus, BusLimits, DeadLetter, PublishReceipt, SubscriptionSpec, resolve_subscription
 from sos_kernel.contracts import (
     AgentCard,
     ChunkMessage,
@@ -298,9 +298,33 @@ class RemoteBus(_Service):
         """See :meth:`Bus.split` (computed here with the client's ``limits``; no round trip)."""
         return Bus.split(cast(Bus, _Limited(self._client.limits)), message)
 
-    def subscribe(self, address: str, **options: Any) -> RemoteSubscription:
-        """See :meth:`Bus.subscribe`; use as ``async with client.bus.subscribe(addr) as sub: async for d in sub``."""
-        return RemoteSubscription(self._client, address, options)
+    def subscribe(
+        self,
+        address: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        visibility_timeout_s: float = 30.0,
+        max_deliveries: int = 5,
+        prefetch: int = 16,
+        start: Literal["earliest", "latest"] | None = None,
+    ) -> RemoteSubscription:
+        """See :meth:`Bus.subscribe`; use as ``async with client.bus.subscribe(addr) as sub: async for d in sub``.
+
+        The arguments are checked here as in-process (SOS-4005 at once) and default group and consumer names are
+        chosen here, so ``sub.group`` and ``sub.consumer`` are known before the first connection.
+        """
+        spec = resolve_subscription(
+            address,
+            self._client.limits,
+            group=group,
+            consumer=consumer,
+            visibility_timeout_s=visibility_timeout_s,
+            max_deliveries=max_deliveries,
+            prefetch=prefetch,
+            start=start,
+        )
+        return RemoteSubscription(self._client, spec)
 
     async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
         """See :meth:`Bus.history`."""
@@ -336,8 +360,8 @@ class RemoteDelivery:
         self.position = str(data["position"])
         self.attempt = int(data["attempt"])
         self.address = sub.address
-        self.group = sub.group or ""
-        self.consumer = sub.consumer or ""
+        self.group = sub.group
+        self.consumer = sub.consumer
 
     def __repr__(self) -> str:
         return (
@@ -391,12 +415,17 @@ class RemoteSubscription:
     ``receive``). Closing gives back the deliveries read but not yet handed to you and closes the server's side.
     """
 
-    def __init__(self, client: MumegaClient, address: str, options: Mapping[str, Any]) -> None:
+    def __init__(self, client: MumegaClient, spec: SubscriptionSpec) -> None:
         self._client = client
-        self.address = address
-        self.options = dict(options)
-        self.group: str | None = self.options.get("group")
-        self.consumer: str | None = self.options.get("consumer")
+        self.spec = spec
+        self.address = spec.address
+        self.group = spec.group
+        self.consumer = spec.consumer
+        self.visibility_timeout_s = spec.visibility_timeout_s
+        self.max_deliveries = spec.max_deliveries
+        self.prefetch = spec.prefetch
+        self.start = spec.start
+        self.temporary = spec.temporary
         self.subscription: str | None = None
         self._last_id: str | None = None
         self._error: SOSError | None = None
@@ -406,8 +435,17 @@ class RemoteSubscription:
         self._closed = False
 
     def _params(self, first: bool) -> dict[str, Any]:
-        params = {**self.options, "address": self.address, "group": self.group, "consumer": self.consumer}
-        params["subscription"] = self.subscription
+        spec = self.spec
+        params: dict[str, Any] = {
+            "address": spec.address,
+            "group": spec.group,
+            "consumer": spec.consumer,
+            "visibility_timeout_s": spec.visibility_timeout_s,
+            "max_deliveries": spec.max_deliveries,
+            "prefetch": spec.prefetch,
+            "start": spec.start,
+            "subscription": self.subscription,
+        }
         if not self._client.streaming:
             params["poll_s"] = 0.0 if first else POLL_S
         return _given(params)
@@ -430,8 +468,7 @@ class RemoteSubscription:
         if self._stack is not None:
             raise InvalidArgument("this subscription is already open")
         response = await self._connect(first=True)
-        prefetch = int(self.options.get("prefetch", 16))
-        send, self._inbox = anyio.create_memory_object_stream[RemoteDelivery](max(1, prefetch))
+        send, self._inbox = anyio.create_memory_object_stream[RemoteDelivery](self.prefetch)
         self._stack = AsyncExitStack()
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._tg.start_soon(self._read, send, response)
@@ -499,7 +536,6 @@ class RemoteSubscription:
                 self._last_id = delivery.position
             elif event == "subscribed":
                 self.subscription = body["subscription"]
-                self.group, self.consumer = body["group"], body["consumer"]
             elif event == "error":
                 raise from_wire(body)
 

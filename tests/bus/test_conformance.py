@@ -34,7 +34,7 @@ from sos_kernel.errors import (
     UnknownType,
 )
 
-from ..conftest import requires
+from ..conftest import Api, OpenApi, requires
 
 pytestmark = pytest.mark.anyio
 
@@ -53,13 +53,13 @@ async def drain(sub: sos_kernel.Subscription, n: int, timeout_s: float = 5.0) ->
     return out
 
 
-async def test_publish_subscribe_ack(kernel: Kernel) -> None:
+async def test_publish_subscribe_ack(api: Api, kernel: Kernel) -> None:
     msg = send()
-    receipt = await kernel.bus.publish(msg)
+    receipt = await api.bus.publish(msg)
     assert receipt.message_id == msg.message_id
     assert receipt.duplicate is False
     assert receipt.address == "agent:bob"
-    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=0.3) as sub:
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=0.3) as sub:
         (d,) = await drain(sub, 1)
         assert d.message == msg
         assert d.attempt == 1
@@ -71,31 +71,31 @@ async def test_publish_subscribe_ack(kernel: Kernel) -> None:
         assert await sub.receive(timeout_s=0.6) is None
 
 
-async def test_publish_accepts_wire_dict_bytes_and_str(kernel: Kernel) -> None:
+async def test_publish_accepts_wire_dict_bytes_and_str(api: Api) -> None:
     wire = send().to_wire()
-    r1 = await kernel.bus.publish(wire)
-    r2 = await kernel.bus.publish(send().to_json())
-    r3 = await kernel.bus.publish(send().to_json().decode())
+    r1 = await api.bus.publish(wire)
+    r2 = await api.bus.publish(send().to_json())
+    r3 = await api.bus.publish(send().to_json().decode())
     assert len({r1.position, r2.position, r3.position}) == 3
-    history = await kernel.bus.history("agent:bob")
+    history = await api.bus.history("agent:bob")
     assert [m.message_id for m in history] == [r1.message_id, r2.message_id, r3.message_id]
 
 
-async def test_idempotent_publish_delivers_once(kernel: Kernel) -> None:
+async def test_idempotent_publish_delivers_once(api: Api) -> None:
     msg = send()
-    first = await kernel.bus.publish(msg)
-    again = await kernel.bus.publish(msg.to_wire())
+    first = await api.bus.publish(msg)
+    again = await api.bus.publish(msg.to_wire())
     assert again.duplicate is True
     assert again.position == first.position
-    assert len(await kernel.bus.history("agent:bob")) == 1
-    async with kernel.bus.subscribe("agent:bob") as sub:
+    assert len(await api.bus.history("agent:bob")) == 1
+    async with api.bus.subscribe("agent:bob") as sub:
         (d,) = await drain(sub, 1)
         await d.ack()
         assert await sub.receive(timeout_s=0.3) is None
 
 
-async def test_queue_semantics_each_message_to_one_consumer(kernel: Kernel) -> None:
-    ids = [(await kernel.bus.publish(send(text=str(i)))).message_id for i in range(30)]
+async def test_queue_semantics_each_message_to_one_consumer(api: Api) -> None:
+    ids = [(await api.bus.publish(send(text=str(i)))).message_id for i in range(30)]
     seen: dict[str, list[str]] = {"c1": [], "c2": []}
 
     async def consume(name: str, sub: sos_kernel.Subscription) -> None:
@@ -107,8 +107,8 @@ async def test_queue_semantics_each_message_to_one_consumer(kernel: Kernel) -> N
             await d.ack()
 
     async with (
-        kernel.bus.subscribe("agent:bob", consumer="c1", prefetch=2) as s1,
-        kernel.bus.subscribe("agent:bob", consumer="c2", prefetch=2) as s2,
+        api.bus.subscribe("agent:bob", consumer="c1", prefetch=2) as s1,
+        api.bus.subscribe("agent:bob", consumer="c2", prefetch=2) as s2,
     ):
         assert s1.group == s2.group == "inbox"
         async with anyio.create_task_group() as tg:
@@ -121,11 +121,11 @@ async def test_queue_semantics_each_message_to_one_consumer(kernel: Kernel) -> N
         assert part == [i for i in ids if i in set(part)]
 
 
-async def test_channel_fan_out_every_subscriber_sees_every_message(kernel: Kernel) -> None:
+async def test_channel_fan_out_every_subscriber_sees_every_message(api: Api) -> None:
     channel = "sos:channel:news"
-    async with kernel.bus.subscribe(channel) as s1, kernel.bus.subscribe(channel) as s2:
+    async with api.bus.subscribe(channel) as s1, api.bus.subscribe(channel) as s2:
         assert s1.group != s2.group
-        ids = [(await kernel.bus.publish(send(target=channel, text=str(i)))).message_id for i in range(5)]
+        ids = [(await api.bus.publish(send(target=channel, text=str(i)))).message_id for i in range(5)]
         for sub in (s1, s2):
             got = await drain(sub, 5)
             assert [d.message.message_id for d in got] == ids
@@ -133,40 +133,40 @@ async def test_channel_fan_out_every_subscriber_sees_every_message(kernel: Kerne
                 await d.ack()
 
 
-async def test_named_groups_on_a_channel_each_get_everything(kernel: Kernel) -> None:
+async def test_named_groups_on_a_channel_each_get_everything(api: Api) -> None:
     channel = "sos:channel:audit"
     async with (
-        kernel.bus.subscribe(channel, group="indexer", start="earliest") as a,
-        kernel.bus.subscribe(channel, group="archiver", start="earliest") as b,
+        api.bus.subscribe(channel, group="indexer", start="earliest") as a,
+        api.bus.subscribe(channel, group="archiver", start="earliest") as b,
     ):
-        msg = await kernel.bus.publish(send(target=channel))
+        msg = await api.bus.publish(send(target=channel))
         for sub in (a, b):
             (d,) = await drain(sub, 1)
             assert d.message.message_id == msg.message_id
             await d.ack()
 
 
-async def test_channel_default_starts_at_latest_inbox_at_earliest(kernel: Kernel) -> None:
-    await kernel.bus.publish(send(target="sos:channel:late"))
-    early = await kernel.bus.publish(send(target="agent:sleeper"))
-    async with kernel.bus.subscribe("sos:channel:late") as sub:
+async def test_channel_default_starts_at_latest_inbox_at_earliest(api: Api) -> None:
+    await api.bus.publish(send(target="sos:channel:late"))
+    early = await api.bus.publish(send(target="agent:sleeper"))
+    async with api.bus.subscribe("sos:channel:late") as sub:
         assert await sub.receive(timeout_s=0.3) is None
-    async with kernel.bus.subscribe("agent:sleeper") as sub:
+    async with api.bus.subscribe("agent:sleeper") as sub:
         (d,) = await drain(sub, 1)
         assert d.message.message_id == early.message_id
 
 
-async def test_order_is_stream_order(kernel: Kernel) -> None:
-    ids = [(await kernel.bus.publish(send(text=str(i)))).message_id for i in range(40)]
-    async with kernel.bus.subscribe("agent:bob", prefetch=7) as sub:
+async def test_order_is_stream_order(api: Api) -> None:
+    ids = [(await api.bus.publish(send(text=str(i)))).message_id for i in range(40)]
+    async with api.bus.subscribe("agent:bob", prefetch=7) as sub:
         got = await drain(sub, 40)
     assert [d.message.message_id for d in got] == ids
 
 
-async def test_unacked_is_redelivered_after_visibility_timeout(kernel: Kernel) -> None:
+async def test_unacked_is_redelivered_after_visibility_timeout(api: Api) -> None:
     msg = send()
-    await kernel.bus.publish(msg)
-    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=0.3) as sub:
+    await api.bus.publish(msg)
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=0.3) as sub:
         (first,) = await drain(sub, 1)
         (second,) = await drain(sub, 1)
         assert second.message.message_id == msg.message_id
@@ -174,9 +174,9 @@ async def test_unacked_is_redelivered_after_visibility_timeout(kernel: Kernel) -
         assert await second.ack() is True
 
 
-async def test_nack_redelivers_after_delay(kernel: Kernel) -> None:
-    await kernel.bus.publish(send())
-    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+async def test_nack_redelivers_after_delay(api: Api) -> None:
+    await api.bus.publish(send())
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
         (d,) = await drain(sub, 1)
         assert await d.nack() is True
         (again,) = await drain(sub, 1)
@@ -188,13 +188,13 @@ async def test_nack_redelivers_after_delay(kernel: Kernel) -> None:
         await third.ack()
 
 
-async def test_dead_letter_after_max_deliveries_and_replay(kernel: Kernel) -> None:
+async def test_dead_letter_after_max_deliveries_and_replay(api: Api) -> None:
     msg = send(target="sos:channel:jobs")
     async with (
-        kernel.bus.subscribe("sos:channel:jobs", group="workers", max_deliveries=2, start="earliest") as sub,
-        kernel.bus.subscribe("sos:channel:jobs", group="others", start="earliest") as other,
+        api.bus.subscribe("sos:channel:jobs", group="workers", max_deliveries=2, start="earliest") as sub,
+        api.bus.subscribe("sos:channel:jobs", group="others", start="earliest") as other,
     ):
-        await kernel.bus.publish(msg, receipts=True)
+        await api.bus.publish(msg, receipts=True)
         (o,) = await drain(other, 1)
         await o.ack()
         for attempt in (1, 2):
@@ -202,120 +202,120 @@ async def test_dead_letter_after_max_deliveries_and_replay(kernel: Kernel) -> No
             assert d.attempt == attempt
             await d.nack()
         assert await sub.receive(timeout_s=0.3) is None
-        dead = await kernel.bus.dead_letters("sos:channel:jobs", group="workers")
+        dead = await api.bus.dead_letters("sos:channel:jobs", group="workers")
         assert len(dead) == 1
         assert dead[0].message == msg
         assert dead[0].attempts == 2
         assert "2 deliveries" in dead[0].reason
         rejected = [
             m
-            for m in await kernel.bus.history("agent:alice")
+            for m in await api.bus.history("agent:alice")
             if isinstance(m, ReceiptMessage) and m.payload.kind == "rejected"
         ]
         assert [r.payload.message_id for r in rejected] == [msg.message_id]
 
-        replayed = await kernel.bus.replay(dead[0])
+        replayed = await api.bus.replay(dead[0])
         assert replayed.message_id == msg.message_id
         (back,) = await drain(sub, 1)
         assert back.message == msg
         assert back.attempt == 1
         await back.ack()
-        assert await kernel.bus.dead_letters("sos:channel:jobs", group="workers") == []
+        assert await api.bus.dead_letters("sos:channel:jobs", group="workers") == []
         # the replay is for the group that gave up only
         assert await other.receive(timeout_s=0.3) is None
         with pytest.raises(NotFound):
-            await kernel.bus.replay(dead[0])
+            await api.bus.replay(dead[0])
     # history shows the message once
-    assert [m.message_id for m in await kernel.bus.history("sos:channel:jobs")] == [msg.message_id]
+    assert [m.message_id for m in await api.bus.history("sos:channel:jobs")] == [msg.message_id]
 
 
-async def test_history_reads_without_consuming_and_pages(kernel: Kernel) -> None:
-    receipts = [await kernel.bus.publish(send(text=str(i))) for i in range(7)]
-    page1 = await kernel.bus.history_entries("agent:bob", limit=3)
+async def test_history_reads_without_consuming_and_pages(api: Api) -> None:
+    receipts = [await api.bus.publish(send(text=str(i))) for i in range(7)]
+    page1 = await api.bus.history_entries("agent:bob", limit=3)
     assert [m.payload.text for _, m in page1] == ["0", "1", "2"]  # type: ignore[attr-defined]
-    page2 = await kernel.bus.history("agent:bob", after=page1[-1][0], limit=3)
+    page2 = await api.bus.history("agent:bob", after=page1[-1][0], limit=3)
     assert [m.payload.text for m in page2] == ["3", "4", "5"]  # type: ignore[attr-defined]
-    by_id = await kernel.bus.history("agent:bob", after=receipts[5].message_id)
+    by_id = await api.bus.history("agent:bob", after=receipts[5].message_id)
     assert [m.payload.text for m in by_id] == ["6"]  # type: ignore[attr-defined]
-    async with kernel.bus.subscribe("agent:bob") as sub:
+    async with api.bus.subscribe("agent:bob") as sub:
         assert len(await drain(sub, 7)) == 7
-    assert len(await kernel.bus.history("agent:bob", limit=100)) == 7
+    assert len(await api.bus.history("agent:bob", limit=100)) == 7
     with pytest.raises(InvalidArgument):
-        await kernel.bus.history("agent:bob", limit=0)
+        await api.bus.history("agent:bob", limit=0)
     with pytest.raises(InvalidArgument):
-        await kernel.bus.history("agent:bob", after=str(uuid.uuid4()))
+        await api.bus.history("agent:bob", after=str(uuid.uuid4()))
 
 
-async def test_retention_bounds_each_address(kernel_url: str) -> None:
+async def test_retention_bounds_each_address(open_api: OpenApi) -> None:
     limits = BusLimits(retention_count_max=10)
-    async with sos_kernel.open(kernel_url, limits=limits) as kernel:
-        ids = [r.message_id for r in await kernel.bus.publish_many([send(text=str(i)) for i in range(600)])]
-        ids += [r.message_id for r in await kernel.bus.publish_many([send(text=str(i)) for i in range(600)])]
-        kept = [m.message_id for m in await kernel.bus.history("agent:bob", limit=10_000)]
+    async with open_api(limits=limits) as api:
+        ids = [r.message_id for r in await api.bus.publish_many([send(text=str(i)) for i in range(600)])]
+        ids += [r.message_id for r in await api.bus.publish_many([send(text=str(i)) for i in range(600)])]
+        kept = [m.message_id for m in await api.bus.history("agent:bob", limit=10_000)]
         # the newest count_max are always kept; trimming may lag by at most 1000 entries
         assert kept[-10:] == ids[-10:]
         assert 10 <= len(kept) <= 10 + 1000
         assert kept == ids[-len(kept) :]
 
 
-async def test_retention_by_age(kernel_url: str) -> None:
-    async with sos_kernel.open(kernel_url, limits=BusLimits(retention_age_s=0.3)) as kernel:
-        old = await kernel.bus.publish(send(text="old"))
+async def test_retention_by_age(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(retention_age_s=0.3)) as api:
+        old = await api.bus.publish(send(text="old"))
         await anyio.sleep(0.5)  # age-based retention needs time to pass
-        new = await kernel.bus.publish(send(text="new"))
-        kept = [m.message_id for m in await kernel.bus.history("agent:bob")]
+        new = await api.bus.publish(send(text="new"))
+        kept = [m.message_id for m in await api.bus.history("agent:bob")]
         assert kept == [new.message_id]
         assert old.message_id not in kept
 
 
-async def test_publish_many_is_all_or_nothing(kernel: Kernel) -> None:
+async def test_publish_many_is_all_or_nothing(api: Api) -> None:
     good = [send(text=str(i)) for i in range(3)]
     bad: dict[str, Any] = {**send().to_wire(), "type": "sned"}
     with pytest.raises(UnknownType) as info:
-        await kernel.bus.publish_many([*good, bad])
+        await api.bus.publish_many([*good, bad])
     assert info.value.details["index"] == 3
-    assert await kernel.bus.history("agent:bob") == []
-    receipts = await kernel.bus.publish_many([*good, good[0], send(target="agent:carol")])
+    assert await api.bus.history("agent:bob") == []
+    receipts = await api.bus.publish_many([*good, good[0], send(target="agent:carol")])
     assert [r.duplicate for r in receipts] == [False, False, False, True, False]
     assert receipts[3].position == receipts[0].position
-    assert len(await kernel.bus.history("agent:bob")) == 3
-    assert len(await kernel.bus.history("agent:carol")) == 1
+    assert len(await api.bus.history("agent:bob")) == 3
+    assert len(await api.bus.history("agent:carol")) == 1
     with pytest.raises(LimitExceeded):
-        await kernel.bus.publish_many([send() for _ in range(kernel.limits.batch_max + 1)])
-    assert await kernel.bus.publish_many([]) == []
+        await api.bus.publish_many([send() for _ in range(api.limits.batch_max + 1)])
+    assert await api.bus.publish_many([]) == []
 
 
-async def test_ask_and_reply(kernel: Kernel) -> None:
+async def test_ask_and_reply(api: Api) -> None:
     async def oracle() -> None:
-        async with kernel.bus.subscribe("agent:oracle") as sub:
+        async with api.bus.subscribe("agent:oracle") as sub:
             d = await sub.receive(timeout_s=5)
             assert d is not None
-            await kernel.bus.reply(d.message, "42")
+            await api.bus.reply(d.message, "42")
             await d.ack()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(oracle)
-        reply = await kernel.bus.ask("agent:alice", "agent:oracle", "meaning of life?", timeout_s=5)
+        reply = await api.bus.ask("agent:alice", "agent:oracle", "meaning of life?", timeout_s=5)
     assert reply.payload.text == "42"
     assert reply.source == "agent:oracle"
-    asks = await kernel.bus.history("agent:oracle")
+    asks = await api.bus.history("agent:oracle")
     assert reply.reply_to == asks[0].message_id
 
 
-async def test_ask_times_out_with_typed_error(kernel: Kernel) -> None:
+async def test_ask_times_out_with_typed_error(api: Api) -> None:
     with pytest.raises(AskTimeout) as info:
-        await kernel.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.3)
+        await api.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.3)
     assert info.value.code == "SOS-6004"
     assert info.value.retryable is True
 
 
-async def test_helpers_publish_core_types(kernel: Kernel) -> None:
-    await kernel.registry.register(AgentCard(name="bob", tool="sdk", type="service", role="executor"))
-    await kernel.bus.announce("agent:alice", "hello", tool="sdk", pid=1)
-    await kernel.bus.wake("agent:alice", "agent:bob", "wake up", priority="high")
-    await kernel.bus.send("agent:alice", "agent:bob", "# hi", content_type="text/markdown")
-    assert [m.type for m in await kernel.bus.history("sos:channel:global")] == ["announce"]
-    assert [m.type for m in await kernel.bus.history("agent:bob")] == ["wake", "send"]
+async def test_helpers_publish_core_types(api: Api) -> None:
+    await api.registry.register(AgentCard(name="bob", tool="sdk", type="service", role="executor"))
+    await api.bus.announce("agent:alice", "hello", tool="sdk", pid=1)
+    await api.bus.wake("agent:alice", "agent:bob", "wake up", priority="high")
+    await api.bus.send("agent:alice", "agent:bob", "# hi", content_type="text/markdown")
+    assert [m.type for m in await api.bus.history("sos:channel:global")] == ["announce"]
+    assert [m.type for m in await api.bus.history("agent:bob")] == ["wake", "send"]
 
 
 def big_result(n_bytes: int) -> TaskCompletedMessage:
@@ -328,22 +328,22 @@ def big_result(n_bytes: int) -> TaskCompletedMessage:
     )
 
 
-async def test_large_payload_is_chunked_and_arrives_whole(kernel: Kernel) -> None:
+async def test_large_payload_is_chunked_and_arrives_whole(api: Api) -> None:
     msg = big_result(1_000_000)
-    receipt = await kernel.bus.publish(msg)
-    assert receipt.chunks >= 1_000_000 // kernel.limits.message_bytes_max
-    async with kernel.bus.subscribe("agent:bob") as sub:
+    receipt = await api.bus.publish(msg)
+    assert receipt.chunks >= 1_000_000 // api.limits.message_bytes_max
+    async with api.bus.subscribe("agent:bob") as sub:
         (d,) = await drain(sub, 1)
     assert d.message == msg
     assert d.message.to_json() == msg.to_json()
     # a retry of the same large message is a duplicate, not a second copy
-    assert (await kernel.bus.publish(msg)).duplicate is True
-    assert len(await kernel.bus.history("agent:bob")) == 1
+    assert (await api.bus.publish(msg)).duplicate is True
+    assert len(await api.bus.history("agent:bob")) == 1
 
 
-async def test_corrupted_chunk_is_detected_and_nothing_delivered(kernel: Kernel) -> None:
+async def test_corrupted_chunk_is_detected_and_nothing_delivered(api: Api) -> None:
     msg = big_result(200_000)
-    parts = kernel.bus.split(msg)
+    parts = api.bus.split(msg)
     assert len(parts) > 2
     victim = parts[1]
     raw = bytearray(base64.b64decode(victim.payload.data))
@@ -352,30 +352,30 @@ async def test_corrupted_chunk_is_detected_and_nothing_delivered(kernel: Kernel)
         update={"payload": victim.payload.model_copy(update={"data": base64.b64encode(bytes(raw)).decode()})}
     )
     for part in [parts[0], tampered]:
-        receipt = await kernel.bus.publish(part)
+        receipt = await api.bus.publish(part)
         assert receipt.complete is False
     for part in parts[2:-1]:
-        assert (await kernel.bus.publish(part)).complete is False
+        assert (await api.bus.publish(part)).complete is False
     with pytest.raises(ChunkIntegrityError):
-        await kernel.bus.publish(parts[-1])
-    assert await kernel.bus.history("agent:bob") == []
+        await api.bus.publish(parts[-1])
+    assert await api.bus.history("agent:bob") == []
     # a full, correct resend then goes through
     for part in parts:
-        receipt = await kernel.bus.publish(part)
+        receipt = await api.bus.publish(part)
     assert receipt.complete
     assert receipt.message_id == msg.message_id
-    assert [m.message_id for m in await kernel.bus.history("agent:bob")] == [msg.message_id]
+    assert [m.message_id for m in await api.bus.history("agent:bob")] == [msg.message_id]
 
 
-async def test_oversize_refused_without_chunking_and_over_payload_max(kernel_url: str) -> None:
-    async with sos_kernel.open(kernel_url, limits=BusLimits(payload_bytes_max=300_000)) as kernel:
+async def test_oversize_refused_without_chunking_and_over_payload_max(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(payload_bytes_max=300_000)) as api:
         with pytest.raises(LimitExceeded) as info:
-            await kernel.bus.publish(big_result(100_000), chunking=False)
+            await api.bus.publish(big_result(100_000), chunking=False)
         assert info.value.details["limit"] == "message_bytes_max"
         with pytest.raises(LimitExceeded) as info:
-            await kernel.bus.publish(big_result(400_000))
+            await api.bus.publish(big_result(400_000))
         assert info.value.details["limit"] == "payload_bytes_max"
-        assert await kernel.bus.history("agent:bob") == []
+        assert await api.bus.history("agent:bob") == []
 
 
 BAD_INPUT = [
@@ -390,38 +390,38 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("change", "error", "code"), BAD_INPUT)
 async def test_bad_input_is_refused_and_nothing_stored(
-    kernel: Kernel, change: dict[str, Any], error: type[Exception], code: str
+    api: Api, change: dict[str, Any], error: type[Exception], code: str
 ) -> None:
     wire = {**send().to_wire(), **change}
     if change == {"source": "agent:alice"}:
         del wire["type"]
     with pytest.raises(error) as info:
-        await kernel.bus.publish(wire)
+        await api.bus.publish(wire)
     assert info.value.code == code  # type: ignore[attr-defined]
-    assert await kernel.bus.history("agent:bob") == []
+    assert await api.bus.history("agent:bob") == []
     with pytest.raises(SchemaViolation):
-        await kernel.bus.publish(b"{not json")
-    assert await kernel.bus.history("agent:bob") == []
+        await api.bus.publish(b"{not json")
+    assert await api.bus.history("agent:bob") == []
 
 
-async def test_receipts_flow_back_to_the_source(kernel: Kernel) -> None:
+async def test_receipts_flow_back_to_the_source(api: Api) -> None:
     msg = send()
-    await kernel.bus.publish(msg, receipts=True)
-    async with kernel.bus.subscribe("agent:bob") as sub:
+    await api.bus.publish(msg, receipts=True)
+    async with api.bus.subscribe("agent:bob") as sub:
         (d,) = await drain(sub, 1)
         await d.ack()
-    receipts = [m for m in await kernel.bus.history("agent:alice") if isinstance(m, ReceiptMessage)]
+    receipts = [m for m in await api.bus.history("agent:alice") if isinstance(m, ReceiptMessage)]
     assert [(r.payload.kind, r.payload.message_id) for r in receipts] == [
         ("delivered", msg.message_id),
         ("processed", msg.message_id),
     ]
     assert receipts[0].source == "agent:bob"
     # no receipts unless asked for
-    await kernel.bus.publish(send(text="quiet"))
-    async with kernel.bus.subscribe("agent:bob") as sub:
+    await api.bus.publish(send(text="quiet"))
+    async with api.bus.subscribe("agent:bob") as sub:
         (d,) = await drain(sub, 1)
         await d.ack()
-    assert len(await kernel.bus.history("agent:alice")) == 2
+    assert len(await api.bus.history("agent:alice")) == 2
 
 
 async def test_tenants_are_isolated(kernel: Kernel) -> None:
@@ -453,18 +453,18 @@ async def test_tenants_are_isolated(kernel: Kernel) -> None:
         {"start": "middle"},
     ],
 )
-async def test_subscribe_validates_arguments(kernel: Kernel, kwargs: dict[str, Any]) -> None:
+async def test_subscribe_validates_arguments(api: Api, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
-        kernel.bus.subscribe("agent:bob", **kwargs)
+        api.bus.subscribe("agent:bob", **kwargs)
 
 
-async def test_addresses_are_validated(kernel: Kernel) -> None:
+async def test_addresses_are_validated(api: Api) -> None:
     for bad in ("bob", "agent:Bob", "sos:channel:", "channel:x"):
         with pytest.raises(InvalidArgument) as info:
-            kernel.bus.subscribe(bad)
+            api.bus.subscribe(bad)
         assert info.value.code == "SOS-4005"
         with pytest.raises(InvalidArgument):
-            await kernel.bus.history(bad)
+            await api.bus.history(bad)
 
 
 async def test_closed_kernel_refuses_calls(kernel_url: str) -> None:

@@ -24,14 +24,16 @@ from sos_kernel.errors import (
 )
 from sos_kernel.ledger import AMOUNT_MICROS_MAX, Ledger
 
+from ..conftest import Api
+
 pytestmark = pytest.mark.anyio
 
 USD = "USD"
 
 
 @pytest.fixture
-async def ledger(kernel: sos_kernel.Kernel) -> AsyncIterator[Ledger]:
-    led = kernel.ledger
+async def ledger(api: Api) -> AsyncIterator[Ledger]:
+    led = api.ledger
     await led.open_account("system:treasury", USD, allow_negative=True)
     for name in ("alice", "bob", "carol"):
         await led.open_account(f"agent:{name}", USD)

@@ -59,7 +59,7 @@ async def test_post_usage_answers_201_with_id_and_received_at(remote: Remote) ->
     [
         ("GET", "/v1/nowhere", {}, 404, "SOS-4040"),
         ("GET", "/v1/bus/publish", {}, 405, "SOS-4005"),
-        ("POST", "/v1/bus/publish", {"json": {"messages": []}}, 422, "SOS-4001"),
+        ("POST", "/v1/bus/publish", {"json": {"messages": []}}, 400, "SOS-4005"),
         (
             "POST",
             "/v1/bus/publish",
@@ -71,8 +71,8 @@ async def test_post_usage_answers_201_with_id_and_received_at(remote: Remote) ->
             "POST",
             "/v1/ledger/transfer",
             {"json": {"id": "x", "debit": "agent:alice", "credit": "agent:bob", "amount": "5", "currency": "USD"}},
-            422,
-            "SOS-4001",
+            400,
+            "SOS-4005",
         ),
         ("GET", "/v1/bus/history", {"params": {"address": "agent:alice", "limit": "many"}}, 400, "SOS-4005"),
         ("GET", "/v1/bus/history", {}, 400, "SOS-4005"),

@@ -21,6 +21,8 @@ from sos_kernel.errors import (
 )
 from sos_kernel.skills import SKILL_EVENT_TYPE, Skills, split_price
 
+from ..conftest import Api
+
 pytestmark = pytest.mark.anyio
 
 
@@ -49,12 +51,12 @@ def priced(price: int, split: dict[str, float] | None = None, **kw: Any) -> dict
 
 
 @pytest.fixture
-async def skills(kernel: sos_kernel.Kernel) -> Skills:
-    led = kernel.ledger
+async def skills(api: Api) -> Skills:
+    led = api.ledger
     await led.open_account("system:treasury", "USD", allow_negative=True)
     await led.open_account("agent:caller", "USD")
     await led.transfer(id="fund", debit="system:treasury", credit="agent:caller", amount=1_000_000, currency="USD")
-    return kernel.skills
+    return api.skills
 
 
 async def test_publish_is_idempotent_and_versions_are_immutable(skills: Skills) -> None:
@@ -149,15 +151,15 @@ async def test_find_marketplace_and_verification(skills: Skills) -> None:
     assert next(c.id for c in await skills.marketplace()) in {"alpha", "charlie"}
 
 
-async def test_paid_invocation_splits_exactly_and_counts_once(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+async def test_paid_invocation_splits_exactly_and_counts_once(api: Api, skills: Skills) -> None:
     await skills.publish(priced(1_001, {"author": 0.7, "operator": 0.2, "network": 0.1}))
-    inv = await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="inv-1")
+    inv = await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="inv-1")
     # operator floor(200.2) = 200, network floor(100.1) = 100, author gets the rest 701
     assert inv.payouts == {"author": 701, "operator": 200, "network": 100}
     assert sum(inv.payouts.values()) == inv.price_micros == 1_001
-    again = await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="inv-1")
+    again = await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="inv-1")
     assert again.replayed
-    led = kernel.ledger
+    led = api.ledger
     assert (await led.balance("agent:caller", "USD")).posted == 1_000_000 - 1_001
     assert (await led.balance("agent:author", "USD")).posted == 701
     assert (await led.balance("system:operator", "USD")).posted == 200
@@ -165,35 +167,35 @@ async def test_paid_invocation_splits_exactly_and_counts_once(kernel: sos_kernel
     card = await skills.get("summarise")
     assert card.earnings is not None
     assert (card.earnings.total_invocations, card.earnings.total_earned_micros) == (1, 1_001)
-    assert card.earnings.invocations_by_tenant == {"acme": 1}
-    events = [m for m in await kernel.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    assert card.earnings.invocations_by_tenant == {"default": 1}
+    events = [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
     assert len(events) == 1
     await led.check()
 
 
-async def test_insufficient_funds_changes_no_counter(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+async def test_insufficient_funds_changes_no_counter(api: Api, skills: Skills) -> None:
     await skills.publish(priced(5_000_000))
     with pytest.raises(InsufficientFunds):
-        await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id="too-much")
+        await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="too-much")
     card = await skills.get("summarise")
     assert card.earnings is not None
     assert card.earnings.total_invocations == 0
-    assert (await kernel.ledger.balance("agent:caller", "USD")).posted == 1_000_000
-    await kernel.ledger.check()
+    assert (await api.ledger.balance("agent:caller", "USD")).posted == 1_000_000
+    await api.ledger.check()
 
 
 async def test_free_skill_counts_without_money(skills: Skills) -> None:
     await skills.publish(skill())
-    inv = await skills.record_invocation("summarise", caller="agent:nobody", tenant="t", invocation_id="free-1")
+    inv = await skills.record_invocation("summarise", caller="agent:nobody", tenant="default", invocation_id="free-1")
     assert (inv.price_micros, inv.transfers) == (0, ())
     assert (await skills.get("summarise")).earnings.total_invocations == 1  # type: ignore[union-attr]
 
 
-async def test_concurrent_invocations_with_retries_count_once_each(kernel: sos_kernel.Kernel, skills: Skills) -> None:
+async def test_concurrent_invocations_with_retries_count_once_each(api: Api, skills: Skills) -> None:
     await skills.publish(priced(10, {"author": 0.5, "operator": 0.5}))
 
     async def call(i: int) -> None:
-        await skills.record_invocation("summarise", caller="agent:caller", tenant="acme", invocation_id=f"c{i % 8}")
+        await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id=f"c{i % 8}")
 
     async with anyio.create_task_group() as tg:
         for i in range(24):  # every invocation id is sent three times
@@ -201,8 +203,8 @@ async def test_concurrent_invocations_with_retries_count_once_each(kernel: sos_k
     card = await skills.get("summarise")
     assert card.earnings is not None
     assert card.earnings.total_invocations == 8
-    assert (await kernel.ledger.balance("agent:caller", "USD")).posted == 1_000_000 - 80
-    await kernel.ledger.check()
+    assert (await api.ledger.balance("agent:caller", "USD")).posted == 1_000_000 - 80
+    await api.ledger.check()
 
 
 async def test_bad_cards_give_field_paths(skills: Skills) -> None:

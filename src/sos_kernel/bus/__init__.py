@@ -1,7 +1,7 @@
 """The bus: typed, validated, at-least-once messaging between agents (see ``service`` for the guarantees)."""
 
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
-from .service import Bus, Subscription, check_address
+from .service import Bus, Subscription, SubscriptionSpec, check_address, resolve_subscription
 from .store import BusStore
 
 __all__ = [
@@ -12,5 +12,7 @@ __all__ = [
     "Delivery",
     "PublishReceipt",
     "Subscription",
+    "SubscriptionSpec",
     "check_address",
+    "resolve_subscription",
 ]

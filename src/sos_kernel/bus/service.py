@@ -28,6 +28,7 @@ import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -59,7 +60,7 @@ from ..errors import (
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
 from .store import Appended, BusStore, Entry, Retention
 
-__all__ = ["Bus", "Subscription"]
+__all__ = ["Bus", "Subscription", "SubscriptionSpec", "resolve_subscription"]
 
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -93,6 +94,62 @@ def _check_positive(value: float, what: str, maximum: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:
         raise InvalidArgument(f"{what} must be a number in (0, {maximum}], got {value!r}", details={what: value})
     return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    """A subscription's checked arguments with their defaults filled in (see :meth:`Bus.subscribe`)."""
+
+    address: str
+    group: str
+    consumer: str
+    visibility_timeout_s: float
+    max_deliveries: int
+    prefetch: int
+    start: Literal["earliest", "latest"]
+    temporary: bool
+
+
+def resolve_subscription(
+    address: str,
+    limits: BusLimits,
+    *,
+    group: str | None = None,
+    consumer: str | None = None,
+    visibility_timeout_s: float = 30.0,
+    max_deliveries: int = 5,
+    prefetch: int = 16,
+    start: Literal["earliest", "latest"] | None = None,
+) -> SubscriptionSpec:
+    """Check :meth:`Bus.subscribe`'s arguments (SOS-4005 on any fault) and fill in its defaults.
+
+    Pure: the in-process bus and the remote client both call it, so both refuse the same arguments and name
+    default groups and consumers the same way.
+    """
+    check_address(address)
+    _check_positive(visibility_timeout_s, "visibility_timeout_s", limits.visibility_timeout_s_max)
+    if not isinstance(max_deliveries, int) or not 1 <= max_deliveries <= limits.max_deliveries_max:
+        raise InvalidArgument(f"max_deliveries must be 1..{limits.max_deliveries_max}, got {max_deliveries!r}")
+    if not isinstance(prefetch, int) or not 1 <= prefetch <= limits.prefetch_max:
+        raise InvalidArgument(f"prefetch must be 1..{limits.prefetch_max}, got {prefetch!r}")
+    if start not in (None, "earliest", "latest"):
+        raise InvalidArgument(f"start must be 'earliest' or 'latest', got {start!r}")
+    is_agent = address.startswith("agent:")
+    temporary = group is None and not is_agent
+    if group is None:
+        group = DEFAULT_INBOX_GROUP if is_agent else f"tmp-{uuid.uuid4().hex}"
+    if consumer is None:
+        consumer = f"c-{uuid.uuid4().hex[:12]}"
+    return SubscriptionSpec(
+        address,
+        _check_name(group, "group"),
+        _check_name(consumer, "consumer"),
+        float(visibility_timeout_s),
+        max_deliveries,
+        prefetch,
+        start or ("earliest" if is_agent else "latest"),
+        temporary,
+    )
 
 
 class Bus:
@@ -428,31 +485,26 @@ class Bus:
         earliest retained message (``start="earliest"``, the default for agents) or at the current end
         (``"latest"``, the default for channels). See the module docstring for delivery guarantees.
         """
-        check_address(address)
-        lim = self.limits
-        _check_positive(visibility_timeout_s, "visibility_timeout_s", lim.visibility_timeout_s_max)
-        if not isinstance(max_deliveries, int) or not 1 <= max_deliveries <= lim.max_deliveries_max:
-            raise InvalidArgument(f"max_deliveries must be 1..{lim.max_deliveries_max}, got {max_deliveries!r}")
-        if not isinstance(prefetch, int) or not 1 <= prefetch <= lim.prefetch_max:
-            raise InvalidArgument(f"prefetch must be 1..{lim.prefetch_max}, got {prefetch!r}")
-        if start not in (None, "earliest", "latest"):
-            raise InvalidArgument(f"start must be 'earliest' or 'latest', got {start!r}")
-        is_agent = address.startswith("agent:")
-        temporary = group is None and not is_agent
-        if group is None:
-            group = DEFAULT_INBOX_GROUP if is_agent else f"tmp-{uuid.uuid4().hex}"
-        if consumer is None:
-            consumer = f"c-{uuid.uuid4().hex[:12]}"
-        return Subscription(
-            self,
+        spec = resolve_subscription(
             address,
-            _check_name(group, "group"),
-            _check_name(consumer, "consumer"),
+            self.limits,
+            group=group,
+            consumer=consumer,
             visibility_timeout_s=visibility_timeout_s,
             max_deliveries=max_deliveries,
             prefetch=prefetch,
-            start=start or ("earliest" if is_agent else "latest"),
-            temporary=temporary,
+            start=start,
+        )
+        return Subscription(
+            self,
+            spec.address,
+            spec.group,
+            spec.consumer,
+            visibility_timeout_s=spec.visibility_timeout_s,
+            max_deliveries=spec.max_deliveries,
+            prefetch=spec.prefetch,
+            start=spec.start,
+            temporary=spec.temporary,
         )
 
     async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:

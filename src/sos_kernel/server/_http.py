@@ -105,15 +105,16 @@ def _errors(exc: RequestValidationError) -> list[dict[str, str]]:
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
-    """A body that fails its schema is SOS-4001; a bad query, path or header parameter SOS-4005."""
+    """A body that is not a JSON object is SOS-4001; a bad argument in it (a wrong type, a missing or unknown
+    field) or a bad query, path or header parameter is SOS-4005, as the same argument is refused in-process."""
     errors = _errors(cast(RequestValidationError, exc))
-    in_body = any(e["loc"].startswith("body") for e in errors)
+    whole_body = any(e["loc"] == "body" or e["type"] == "json_invalid" for e in errors)
     first = errors[0] if errors else {"loc": "?", "msg": "invalid"}
     text = f"{first['loc']}: {first['msg']}"
     error: SOSError = (
-        SchemaViolation(f"request body fails its schema at {text}", details={"errors": errors})
-        if in_body
-        else InvalidArgument(f"bad request parameter {text}", details={"errors": errors})
+        SchemaViolation(f"the request body must be a JSON object ({text})", details={"errors": errors})
+        if whole_body
+        else InvalidArgument(f"bad argument {text}", details={"errors": errors})
     )
     return envelope_response(error)
 
