@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ REMOTE_BASE_URL = "http://sos.test"
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
-        through_api = "api" in metafunc.fixturenames or "open_api" in metafunc.fixturenames
+        through_api = bool({"api", "open_api", "connect"} & set(metafunc.fixturenames))
         metafunc.parametrize("target", TARGETS if through_api else BACKENDS, indirect=True)
 
 
@@ -161,6 +161,35 @@ async def api(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Any]:
 Api = Any
 """A kernel or a MumegaClient: both have ``.bus``, ``.registry``, ``.ledger`` and ``.skills``."""
 OpenApi = Callable[..., AbstractAsyncContextManager[Any]]
+Connect = Callable[[str | None], Awaitable[Any]]
+
+
+@pytest.fixture
+async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Connect]:
+    """``await connect(token)``: ``kernel.session(token)``, or a connected MumegaClient for it (``remote``)."""
+    if target != "remote":
+        yield kernel.session
+        return
+    import httpx
+
+    from mumega_sdk import MumegaClient
+    from sos_kernel.server import create_app
+
+    app = create_app(kernel)
+    transport = httpx.ASGITransport(app)
+    clients: list[Any] = []
+
+    async def connected(token: str | None) -> Any:
+        client = MumegaClient(REMOTE_BASE_URL, token, transport=transport, catalogue=kernel.catalogue)
+        clients.append(client)
+        return await client.connect()
+
+    try:
+        yield connected
+    finally:
+        for client in clients:
+            await client.aclose()
+        await app.state.sos.aclose()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, Literal, cast
 
@@ -47,6 +47,7 @@ from sos_kernel.errors import (
     BackendFailure,
     BackendUnavailable,
     DeliveryFailed,
+    Forbidden,
     InvalidArgument,
     LedgerWriteFailed,
     RateLimited,
@@ -55,6 +56,7 @@ from sos_kernel.errors import (
     from_wire,
 )
 from sos_kernel.identity.keys import PublicKey
+from sos_kernel.identity.models import Principal
 from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
 from sos_kernel.server import wire
@@ -164,13 +166,60 @@ class MumegaClient:
         self.limits = limits or BusLimits()
         self.streaming = not isinstance(transport, httpx.ASGITransport)
         self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout_s, headers=headers)
+        self._principal: Principal | None = None
+        self.denials = 0
+        """Calls this client made that the server refused with SOS-5004 (like ``session.denials``)."""
         self.bus = RemoteBus(self)
         self.registry = RemoteRegistry(self)
         self.ledger = RemoteLedger(self)
         self.skills = RemoteSkills(self)
 
-    async def __aenter__(self) -> MumegaClient:
+    async def connect(self) -> MumegaClient:
+        """Check the token with the server (``GET /v1/session``) and learn its principal; done by ``async with``.
+
+        Raises what ``await kernel.session(token)`` raises: SOS-5001 (no token), 5002 (unknown or revoked), 5003
+        (expired), 5006 (tenant not active); SOS-6030 when the server cannot be reached.
+        """
+        await self.refresh()
         return self
+
+    def __await__(self) -> Generator[Any, None, MumegaClient]:
+        return self.connect().__await__()
+
+    async def __aenter__(self) -> MumegaClient:
+        try:
+            return await self.connect()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def refresh(self) -> Principal:
+        """Re-validate the token now (see :meth:`Session.refresh`); its principal."""
+        found = await self.call("GET", "/v1/session")
+        self._principal = wire.load_principal(found)
+        return self._principal
+
+    @property
+    def principal(self) -> Principal:
+        """Who the token is, as of the last :meth:`connect` or :meth:`refresh`."""
+        if self._principal is None:
+            raise InvalidArgument("the client is not connected; use 'async with MumegaClient(...)' or 'await'")
+        return self._principal
+
+    @property
+    def tenant(self) -> str:
+        """The tenant slug of the token."""
+        return self.principal.tenant
+
+    @property
+    def agent(self) -> str | None:
+        """The agent address the token is bound to (None for a tenant-wide token)."""
+        return self.principal.agent
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The token's scopes."""
+        return self.principal.scopes
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
@@ -220,6 +269,8 @@ class MumegaClient:
             if response.status_code < 400:
                 return None if response.status_code == 204 or not response.content else response.json()
             error = _error_of(response)
+            if isinstance(error, Forbidden):
+                self.denials += 1  # as ``session.denials`` counts the refusals of an in-process session
             if not isinstance(error, RETRIED) or attempt >= self.retries:
                 raise error
             await self.backoff(attempt)

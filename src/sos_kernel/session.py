@@ -456,9 +456,13 @@ class Session:
         """The token's scopes."""
         return self.principal.scopes
 
-    async def _refresh(self) -> Principal:
+    async def refresh(self) -> Principal:
+        """Re-validate the token now: its principal, or SOS-5002 (revoked), 5003 (expired), 5006 (tenant not
+        active). Every session call does this first."""
         self.principal = await self._kernel._auth.principal_for_digest(self._digest)
         return self.principal
+
+    _refresh = refresh
 
     def __repr__(self) -> str:
         return f"Session(tenant={self.tenant!r}, agent={self.agent!r})"

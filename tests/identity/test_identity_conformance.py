@@ -29,6 +29,8 @@ from sos_kernel.ledger import Ledger
 from sos_kernel.registry import Registry, sign_card
 from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry
 
+from ..conftest import Connect
+
 pytestmark = pytest.mark.anyio
 
 
@@ -43,7 +45,9 @@ async def acme(kernel: sos_kernel.Kernel) -> tuple[sos_kernel.Kernel, str]:
     return kernel, admin
 
 
-async def test_create_tenant_returns_admin_token_once_and_sets_up_channels(kernel: sos_kernel.Kernel) -> None:
+async def test_create_tenant_returns_admin_token_once_and_sets_up_channels(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
     tenant, admin = await kernel.tenants.create("acme")
     assert admin.startswith("sk-acme-")
     assert len(admin) == len("sk-acme-") + 32
@@ -55,55 +59,57 @@ async def test_create_tenant_returns_admin_token_once_and_sets_up_channels(kerne
         await kernel.tenants.create("acme")
     with pytest.raises(InvalidArgument):
         await kernel.tenants.create("acme2", plan="platinum")
-    session = await kernel.session(admin)
+    session = await connect(admin)
     assert (session.tenant, session.agent, session.principal.admin) == ("acme", None, True)
     assert [t.slug for t in await kernel.tenants.list()] == ["acme"]
 
 
-async def test_bad_tokens_fail_closed_with_their_codes(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_bad_tokens_fail_closed_with_their_codes(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
     with pytest.raises(MissingToken):
-        await kernel.session(None)
+        await connect(None)
     with pytest.raises(MissingToken):
-        await kernel.session("")
+        await connect("")
     with pytest.raises(InvalidToken):
-        await kernel.session("not-a-token")
+        await connect("not-a-token")
     with pytest.raises(InvalidToken):
-        await kernel.session("sk-acme-" + "0" * 32)
+        await connect("sk-acme-" + "0" * 32)
     issued = await kernel.tenant("acme").tokens.issue(agent="agent:alice", expires_in_s=1)
-    assert (await kernel.session(issued.secret)).agent == "agent:alice"
+    assert (await connect(issued.secret)).agent == "agent:alice"
     await anyio.sleep(1.1)  # token expiry is wall-clock time
     kernel._auth.forget_token(issued.id)
     with pytest.raises(TokenExpired):
-        await kernel.session(issued.secret)
+        await connect(issued.secret)
 
 
-async def test_revoked_token_is_refused_at_once(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_revoked_token_is_refused_at_once(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
     issued = await kernel.tenant("acme").tokens.issue(agent="agent:alice")
-    session = await kernel.session(issued.secret)
+    session = await connect(issued.secret)
     await session.bus.send("agent:alice", "agent:bob", "before")
     await kernel.tenant("acme").tokens.revoke(issued.id)
     with pytest.raises(InvalidToken):
         await session.bus.send("agent:alice", "agent:bob", "after")
     with pytest.raises(InvalidToken):
-        await kernel.session(issued.secret)
+        await connect(issued.secret)
     assert "secret" not in repr(issued)
     assert issued.secret not in repr(issued)
 
 
-async def test_suspended_tenant_is_refused_and_keeps_its_data(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_suspended_tenant_is_refused_and_keeps_its_data(
+    acme: tuple[sos_kernel.Kernel, str], connect: Connect
+) -> None:
     kernel, admin = acme
-    session = await kernel.session(admin)
+    session = await connect(admin)
     await session.bus.send("agent:alice", "agent:bob", "kept")
     await kernel.tenants.suspend("acme")
     with pytest.raises(TenantInactive) as info:
         await session.bus.history("agent:bob")
     assert info.value.code == "SOS-5006"
     with pytest.raises(TenantInactive):
-        await kernel.session(admin)
+        await connect(admin)
     await kernel.tenants.activate("acme")
-    assert len(await (await kernel.session(admin)).bus.history("agent:bob")) == 1
+    assert len(await (await connect(admin)).bus.history("agent:bob")) == 1
 
 
 async def test_seats_are_enforced_per_plan(kernel: sos_kernel.Kernel) -> None:
@@ -123,9 +129,9 @@ async def test_seats_are_enforced_per_plan(kernel: sos_kernel.Kernel) -> None:
     assert (await tokens.issue(agent="agent:two")).agent == "agent:two"
 
 
-async def test_session_sends_only_as_its_agent(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_session_sends_only_as_its_agent(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
-    alice = await kernel.session((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
+    alice = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
     await alice.bus.send("agent:alice", "agent:bob", "hi")
     with pytest.raises(Forbidden):
         await alice.bus.send("agent:mallory", "agent:bob", "spoofed")
@@ -139,9 +145,9 @@ async def test_session_sends_only_as_its_agent(acme: tuple[sos_kernel.Kernel, st
     assert len(await kernel.tenant("acme").bus.history("agent:alice")) == 0
 
 
-async def test_session_reads_only_its_inbox_and_channels(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_session_reads_only_its_inbox_and_channels(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
-    alice = await kernel.session((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
+    alice = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
     await kernel.tenant("acme").bus.send("agent:bob", "agent:alice", "for alice")
     assert len(await alice.bus.history("agent:alice")) == 1
     assert await alice.bus.history("sos:channel:global") == []
@@ -156,11 +162,9 @@ async def test_session_reads_only_its_inbox_and_channels(acme: tuple[sos_kernel.
         await d.ack()
 
 
-async def test_scopes_limit_what_a_token_does(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_scopes_limit_what_a_token_does(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
-    reader = await kernel.session(
-        (await kernel.tenant("acme").tokens.issue(agent="agent:alice", scopes=["bus:read"])).secret
-    )
+    reader = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice", scopes=["bus:read"])).secret)
     await reader.bus.history("agent:alice")
     with pytest.raises(Forbidden):
         await reader.bus.send("agent:alice", "agent:bob", "no write scope")
@@ -170,11 +174,11 @@ async def test_scopes_limit_what_a_token_does(acme: tuple[sos_kernel.Kernel, str
         await reader.ledger.balance("agent:alice", "USD")
 
 
-async def test_ledger_sessions_move_only_their_own_money(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_ledger_sessions_move_only_their_own_money(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, admin_token = acme
-    admin = await kernel.session(admin_token)
+    admin = await connect(admin_token)
     await admin.ledger.open_account("system:treasury", "USD", allow_negative=True)
-    alice = await kernel.session((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
+    alice = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
     await alice.ledger.open_account("agent:alice", "USD")
     await admin.ledger.open_account("agent:bob", "USD")
     with pytest.raises(Forbidden):  # minting is a system operation
@@ -193,9 +197,11 @@ async def test_ledger_sessions_move_only_their_own_money(acme: tuple[sos_kernel.
     await admin.ledger.check()
 
 
-async def test_registry_sessions_register_only_themselves(acme: tuple[sos_kernel.Kernel, str]) -> None:
+async def test_registry_sessions_register_only_themselves(
+    acme: tuple[sos_kernel.Kernel, str], connect: Connect
+) -> None:
     kernel, _ = acme
-    alice = await kernel.session((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
+    alice = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
     await alice.registry.register(card("alice"))
     with pytest.raises(Forbidden):
         await alice.registry.register(card("bob"))
@@ -217,10 +223,10 @@ def test_every_service_method_has_a_checked_session_twin(wrapper: type, service:
     assert missing == []
 
 
-async def test_no_session_reaches_another_tenants_data(kernel: sos_kernel.Kernel) -> None:
+async def test_no_session_reaches_another_tenants_data(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     _, admin_a = await kernel.tenants.create("tenant-a", plan="scale")
     _, admin_b = await kernel.tenants.create("tenant-b", plan="scale")
-    a, b = await kernel.session(admin_a), await kernel.session(admin_b)
+    a, b = await connect(admin_a), await connect(admin_b)
     await a.bus.send("agent:x", "agent:y", "a's secret")
     await a.registry.register(card("xa"))
     await a.ledger.open_account("agent:x", "USD")

@@ -19,6 +19,8 @@ from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
 from sos_kernel.session import Session, SessionBus, SessionLedger, SessionRegistry, SessionSkills
 
+from ..conftest import Connect
+
 pytestmark = pytest.mark.anyio
 
 B_SKILL = {
@@ -156,7 +158,7 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
     }
 
 
-async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kernel) -> None:
+async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     _, admin_a = await kernel.tenants.create("tenant-a", plan="scale")
     await kernel.tenants.create("tenant-b", plan="scale")
     b = kernel.tenant("tenant-b")
@@ -170,7 +172,7 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
     before = await _snapshot(kernel)
-    session = await kernel.session(admin_a)
+    session = await connect(admin_a)
     for (service, method), call in ROWS.items():
         try:
             result = await call(session)

@@ -13,6 +13,7 @@ from ..errors import KernelClosed
 from ..identity.models import ADMIN_SCOPE
 from ._bodies import TenantIn, TokenIn
 from ._http import BEARER, SessionDep, answer, bearer_token, keyed, state_of
+from .wire import encode
 
 __all__ = ["router"]
 
@@ -57,3 +58,9 @@ async def revoke_token(token_id: str, session: SessionDep, request: Request) -> 
     await session.bus.need(ADMIN_SCOPE)
     await state_of(request).kernel.tenant(session.tenant).tokens.revoke(token_id)
     return Response(status_code=204)
+
+
+@router.get("/v1/session", summary="Who the bearer token is: {tenant, agent, scopes, token_id} (re-validated)")
+async def whoami(session: SessionDep) -> Response:
+    principal = await session.refresh()
+    return answer({**encode(principal), "scopes": sorted(principal.scopes)})

@@ -21,7 +21,7 @@ from ..bus import DeadLetter, PublishReceipt
 from ..contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent, WireModel
 from ..errors import BackendFailure
 from ..identity.keys import PublicKey
-from ..identity.models import IssuedToken, Tenant, TokenInfo
+from ..identity.models import IssuedToken, Principal, Tenant, TokenInfo
 from ..ledger import Account, Balance, Price, Transfer, Transmutation, UsageSummaryRow
 from ..registry import RegisteredAgent
 from ..skills import Invocation
@@ -35,6 +35,7 @@ __all__ = [
     "load_issued_token",
     "load_message",
     "load_price",
+    "load_principal",
     "load_receipt",
     "load_registered_agent",
     "load_skill_card",
@@ -175,6 +176,13 @@ def load_invocation(data: Any) -> Invocation:
     raw["payouts"] = {str(k): int(v) for k, v in dict(raw["payouts"]).items()}
     raw["transfers"] = tuple(load_transfer(t) for t in raw["transfers"])
     return Invocation(**raw)
+
+
+def load_principal(data: Any) -> Principal:
+    """A :class:`Principal` (``GET /v1/session``)."""
+    raw = dict(_fields(Principal, _object(data, "principal")))
+    raw["scopes"] = frozenset(raw["scopes"])
+    return Principal(**raw)
 
 
 def load_tenant(data: Any) -> Tenant:
