@@ -24,7 +24,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import httpx
@@ -789,3 +789,18 @@ class RemoteSkills(_Service):
             "invocation_id": invocation_id,
         }
         return wire.load_invocation(await self._post("/v1/skills/record_invocation", body))
+
+
+if TYPE_CHECKING:  # mypy proves the remote surfaces are the session's (sos_kernel.api)
+    from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+
+    def _client_is_an_api(client: MumegaClient) -> SessionAPI:
+        return client
+
+    def _remote_services(
+        bus: RemoteBus, registry: RemoteRegistry, ledger: RemoteLedger, skills: RemoteSkills
+    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
+        return bus, registry, ledger, skills
+
+    def _remote_subscription(sub: RemoteSubscription) -> SubscriptionAPI:
+        return sub

@@ -3,10 +3,12 @@
 ``async with sos_kernel.open("sqlite:///sos.db") as kernel:`` gives the whole kernel in-process: the typed bus,
 the agent registry, tenants, tokens, capabilities and checked sessions, and the exact ledger, on one handle.
 Contracts (``sos_kernel.contracts``) and one error tree (``sos_kernel.errors``) are shared by every service and by
-the remote SDK.
+the remote SDK; ``sos_kernel.api`` holds the service protocols that an in-process session and ``MumegaClient``
+both satisfy.
 """
 
-from . import contracts, errors, sync
+from . import api, contracts, errors, sync
+from .api import SessionAPI
 from .backends import Backend, Implements
 from .bus import Bus, BusLimits, DeadLetter, Delivery, PublishReceipt, Subscription
 from .contracts import Message, TypeCatalogue, parse_message
@@ -39,11 +41,13 @@ __all__ = [
     "Registry",
     "SOSError",
     "Session",
+    "SessionAPI",
     "Subscription",
     "TenantView",
     "Transfer",
     "TypeCatalogue",
     "__version__",
+    "api",
     "contracts",
     "errors",
     "open",

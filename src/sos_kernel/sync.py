@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .bus import Bus, DeadLetter, Delivery, PublishReceipt, Subscription
+from .api import BusAPI, DeliveryAPI, SubscriptionAPI
+from .bus import DeadLetter, PublishReceipt
 from .contracts import Message, SendMessage
 from .kernel import Kernel
 
@@ -25,7 +26,7 @@ __all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncService", "SyncSubscrip
 class SyncDelivery:
     """A :class:`~sos_kernel.Delivery` with blocking ``ack`` / ``nack``."""
 
-    def __init__(self, portal: BlockingPortal, delivery: Delivery) -> None:
+    def __init__(self, portal: BlockingPortal, delivery: DeliveryAPI) -> None:
         self._portal = portal
         self.delivery = delivery
         self.message = delivery.message
@@ -44,20 +45,28 @@ class SyncDelivery:
 class SyncSubscription:
     """A blocking :class:`~sos_kernel.Subscription`: ``with bus.subscribe(addr) as sub: for d in sub: ...``."""
 
-    def __init__(self, portal: BlockingPortal, sub: Subscription) -> None:
+    def __init__(self, portal: BlockingPortal, sub: SubscriptionAPI) -> None:
         self._portal = portal
         self.subscription = sub
+        self._entered: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> SyncSubscription:
-        self._portal.call(self.subscription.open)
+        # Entered and left in one task of the portal: a remote subscription holds a task group for its reader.
+        entered = self._portal.wrap_async_context_manager(self.subscription)
+        entered.__enter__()
+        self._entered = entered
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """See :meth:`Subscription.aclose`."""
-        self._portal.call(self.subscription.aclose)
+        """See :meth:`Subscription.aclose`. Idempotent."""
+        entered, self._entered = self._entered, None
+        if entered is not None:
+            entered.__exit__(None, None, None)
+        else:
+            self._portal.call(self.subscription.aclose)
 
     def receive(self, timeout_s: float | None = None) -> SyncDelivery | None:
         """The next delivery, or None after ``timeout_s``."""
@@ -70,9 +79,10 @@ class SyncSubscription:
 
 
 class SyncBus:
-    """The blocking twin of :class:`~sos_kernel.Bus`; each method has the same arguments and errors."""
+    """The blocking twin of a bus (:class:`~sos_kernel.Bus`, a session's, a remote client's); each method has the
+    same arguments and errors."""
 
-    def __init__(self, portal: BlockingPortal, bus: Bus) -> None:
+    def __init__(self, portal: BlockingPortal, bus: BusAPI) -> None:
         self._portal = portal
         self._bus = bus
 
@@ -209,7 +219,7 @@ class SyncKernel:
         session = self._portal.call(self.kernel.session, token)
         view = SyncTenant.__new__(SyncTenant)
         view.slug = session.tenant
-        view.bus = SyncBus(self._portal, session.bus)  # type: ignore[arg-type]
+        view.bus = SyncBus(self._portal, session.bus)
         view.ledger = SyncService(self._portal, session.ledger)
         view.registry = SyncService(self._portal, session.registry)
         view.skills = SyncService(self._portal, session.skills)

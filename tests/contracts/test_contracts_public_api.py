@@ -15,6 +15,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "sos_kernel",
+    "sos_kernel.api",
     "sos_kernel.backends",
     "sos_kernel.bus",
     "sos_kernel.contracts",
@@ -25,7 +26,11 @@ PUBLIC_MODULES = [
     "sos_kernel.registry",
     "sos_kernel.session",
     "sos_kernel.sync",
+    "sos_kernel.server",
+    "sos_kernel.server.wire",
     "mumega_sdk",
+    "mumega_sdk.blocking",
+    "mumega_sdk.client",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
+from pathlib import Path
 
 import anyio
 import httpx
@@ -296,3 +297,25 @@ async def test_retries_reuse_the_idempotency_key(remote: Remote) -> None:
     assert flaky.lost == 1
     history = await remote.kernel.tenant(TENANT).bus.history("agent:bob")
     assert [m.message_id for m in history] == [receipt.message_id]
+
+
+def test_the_blocking_client_is_the_async_client_behind_a_portal(tmp_path: Path) -> None:
+    """SyncMumegaClient over a real server: same results, same errors, blocking subscribe with ack."""
+    from mumega_sdk import SyncMumegaClient
+
+    from .test_live import serve_in_thread
+
+    with serve_in_thread(f"sqlite:///{tmp_path}/sos.db") as live:
+        with pytest.raises(InvalidToken):
+            SyncMumegaClient(live.url, "sk-acme-" + "0" * 32)
+        with SyncMumegaClient(live.url, live.alice) as alice, SyncMumegaClient(live.url, live.bob) as bob:
+            assert (alice.tenant, alice.agent) == ("acme", "agent:alice")
+            receipt = alice.bus.send("agent:alice", "agent:bob", "blocking hello")
+            with pytest.raises(Forbidden):
+                alice.bus.send("agent:bob", "agent:alice", "spoofed")
+            with bob.bus.subscribe("agent:bob", visibility_timeout_s=5) as sub:
+                delivery = sub.receive(timeout_s=5)
+                assert delivery is not None
+                assert delivery.message.message_id == receipt.message_id
+                assert delivery.ack() is True
+            assert [m.message_id for m in bob.bus.history("agent:bob")] == [receipt.message_id]

@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +77,9 @@ class ServerThread(threading.Thread):
         self.join(15)
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    db_url = f"sqlite:///{tmp_path}/live.db"
+@contextmanager
+def serve_in_thread(db_url: str) -> Iterator[Live]:
+    """A real uvicorn server on a free loopback port over a seeded kernel on ``db_url``, stopped on exit."""
     alice, bob = anyio.run(_seed, db_url)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -96,6 +97,12 @@ def live(tmp_path: Path) -> Iterator[Live]:
     assert not thread.is_alive()
     if thread.error is not None:
         raise thread.error
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    with serve_in_thread(f"sqlite:///{tmp_path}/live.db") as found:
+        yield found
 
 
 async def test_publish_and_history_over_a_real_server(live: Live) -> None:

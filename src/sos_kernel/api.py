@@ -1,0 +1,313 @@
+"""The service surfaces, as protocols: what a kernel session and a remote ``MumegaClient`` both offer.
+
+One protocol per service (:class:`BusAPI`, :class:`RegistryAPI`, :class:`LedgerAPI`, :class:`SkillsAPI`) and one
+for the whole handle (:class:`SessionAPI`). ``Session`` (in-process, ``await kernel.session(token)``) and
+``mumega_sdk.MumegaClient`` (over HTTP) are both checked against them by mypy (see the bottom of this module and
+of ``mumega_sdk.client``), so code written against ``SessionAPI`` runs unchanged on either, with the same
+arguments, results and exceptions. The trusted in-process services (``kernel.bus``...) satisfy them as well.
+
+The signatures are those of the trusted services. Where a session or the client takes ``**options`` it forwards
+them to that signature: an unknown option is refused (``TypeError`` in-process, SOS-4005 remotely).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .bus import DeadLetter, PublishReceipt
+    from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard, UsageEvent
+    from .identity.capability import Capability
+    from .identity.keys import PublicKey
+    from .identity.models import Principal
+    from .ledger import Account, Balance, Price, Transfer, Transmutation
+    from .registry import AgentStatus, RegisteredAgent
+    from .skills import Invocation
+
+__all__ = [
+    "BusAPI",
+    "DeliveryAPI",
+    "LedgerAPI",
+    "RegistryAPI",
+    "SessionAPI",
+    "SkillsAPI",
+    "SubscriptionAPI",
+]
+
+
+@runtime_checkable
+class DeliveryAPI(Protocol):
+    """One delivery of a message to a subscription: ack it once processed, or nack it to have it again."""
+
+    @property
+    def message(self) -> Message: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def position(self) -> str: ...
+    async def ack(self) -> bool: ...
+    async def nack(self, delay_s: float = 0.0) -> bool: ...
+
+
+class SubscriptionAPI(Protocol):
+    """``async with bus.subscribe(address) as sub: async for delivery in sub: ...``."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def group(self) -> str: ...
+    @property
+    def consumer(self) -> str: ...
+    async def open(self) -> SubscriptionAPI: ...
+    async def receive(self, timeout_s: float | None = None) -> DeliveryAPI | None: ...
+    async def aclose(self) -> None: ...
+    async def __aenter__(self) -> SubscriptionAPI: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    def __aiter__(self) -> AsyncIterator[DeliveryAPI]: ...
+
+
+class BusAPI(Protocol):
+    """The bus: publish (idempotent by ``message_id``), subscribe (at-least-once with ack), history, dead letters."""
+
+    async def publish(
+        self, message: Message | Mapping[str, Any] | bytes | str, *, receipts: bool = False, chunking: bool = True
+    ) -> PublishReceipt: ...
+    async def publish_many(
+        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
+    ) -> list[PublishReceipt]: ...
+    async def send(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        receipts: bool = False,
+    ) -> PublishReceipt: ...
+    async def announce(
+        self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
+    ) -> PublishReceipt: ...
+    async def wake(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        priority: Literal["critical", "high", "normal", "low"] = "normal",
+        ref_message_id: str | None = None,
+    ) -> PublishReceipt: ...
+    async def ask(
+        self, source: str, target: str, question: str, *, timeout_s: float = 30.0, correlation_id: str | None = None
+    ) -> SendMessage: ...
+    async def reply(
+        self,
+        to: Message,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt: ...
+    def split(self, message: Message) -> list[ChunkMessage]: ...
+    def subscribe(
+        self,
+        address: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        visibility_timeout_s: float = 30.0,
+        max_deliveries: int = 5,
+        prefetch: int = 16,
+        start: Literal["earliest", "latest"] | None = None,
+    ) -> SubscriptionAPI: ...
+    async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]: ...
+    async def history_entries(
+        self, address: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, Message]]: ...
+    async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    async def replay(self, dead_letter: DeadLetter) -> PublishReceipt: ...
+
+
+class RegistryAPI(Protocol):
+    """The agent registry: cards, heartbeats, status and search."""
+
+    async def register(
+        self,
+        card: AgentCard | Mapping[str, Any],
+        *,
+        public_key: PublicKey | None = None,
+        endpoints: Sequence[Mapping[str, str]] = (),
+        signature: str | None = None,
+    ) -> RegisteredAgent: ...
+    async def heartbeat(self, name: str) -> RegisteredAgent: ...
+    async def deregister(self, name: str) -> None: ...
+    async def get(self, name: str) -> RegisteredAgent: ...
+    async def status(self, name: str) -> AgentStatus | None: ...
+    async def find(
+        self,
+        *,
+        skill: str | None = None,
+        role: str | None = None,
+        squad: str | None = None,
+        tool: str | None = None,
+        status: AgentStatus | None = None,
+    ) -> list[RegisteredAgent]: ...
+
+
+class LedgerAPI(Protocol):
+    """The ledger: integer micros, double entry, every write idempotent by a client-chosen id."""
+
+    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account: ...
+    async def balance(self, owner: str, currency: str) -> Balance: ...
+    async def balances(self) -> list[Balance]: ...
+    async def transfer(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer: ...
+    async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]: ...
+    async def hold(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        timeout_s: int,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer: ...
+    async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer: ...
+    async def void(self, hold_id: str, *, id: str | None = None) -> Transfer: ...
+    async def get_transfer(self, id: str) -> Transfer: ...
+    async def transmute(
+        self,
+        *,
+        id: str,
+        owner: str,
+        amount: int,
+        from_currency: str,
+        to_currency: str,
+        rate_num: int,
+        rate_den: int,
+        exchange: str = "system:exchange",
+    ) -> Transmutation: ...
+    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]: ...
+    async def check(self) -> None: ...
+    async def set_price(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_per_mtok_micros: int,
+        output_per_mtok_micros: int = 0,
+        per_image_micros: int = 0,
+        currency: str = "USD",
+    ) -> Price: ...
+    async def price(self, provider: str, model: str) -> Price | None: ...
+    async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent: ...
+    async def usage(self, **filters: Any) -> list[UsageEvent]: ...
+    async def usage_summary(self, **options: Any) -> list[Any]: ...
+
+
+class SkillsAPI(Protocol):
+    """The skills marketplace: immutable versions, verification, paid invocations."""
+
+    async def publish(
+        self,
+        card: SkillCard | Mapping[str, Any],
+        *,
+        publisher: str | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> SkillCard: ...
+    async def get(self, skill_id: str, version: str | None = None) -> SkillCard: ...
+    async def versions(self, skill_id: str) -> list[str]: ...
+    async def find(
+        self,
+        *,
+        tag: str | None = None,
+        backend: str | None = None,
+        author: str | None = None,
+        status: str | None = None,
+        listed: bool | None = None,
+    ) -> list[SkillCard]: ...
+    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]: ...
+    async def ancestors(self, skill_id: str) -> list[SkillCard]: ...
+    async def descendants(self, skill_id: str) -> list[SkillCard]: ...
+    async def verify(
+        self,
+        skill_id: str,
+        version: str,
+        *,
+        verifier: str,
+        status: Literal["auto_verified", "human_verified", "disputed"],
+        reason: str | None = None,
+        sample_output_refs: Sequence[str] = (),
+    ) -> SkillCard: ...
+    async def resolve_dispute(
+        self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
+    ) -> SkillCard: ...
+    async def record_invocation(
+        self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
+    ) -> Invocation: ...
+
+
+class SessionAPI(Protocol):
+    """A principal's handle: ``Session`` in-process, ``MumegaClient`` remotely."""
+
+    @property
+    def bus(self) -> BusAPI: ...
+    @property
+    def registry(self) -> RegistryAPI: ...
+    @property
+    def ledger(self) -> LedgerAPI: ...
+    @property
+    def skills(self) -> SkillsAPI: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def agent(self) -> str | None: ...
+    @property
+    def principal(self) -> Principal: ...
+    async def refresh(self) -> Principal: ...
+
+
+if TYPE_CHECKING:  # mypy proves that the in-process session and the trusted services have these surfaces
+    from .bus import Bus, Subscription
+    from .ledger import Ledger
+    from .registry import Registry
+    from .session import Session, SessionBus, SessionLedger, SessionRegistry, SessionSkills
+    from .skills import Skills
+
+    def _session_is_an_api(session: Session) -> SessionAPI:
+        return session
+
+    def _session_services(
+        bus: SessionBus, registry: SessionRegistry, ledger: SessionLedger, skills: SessionSkills
+    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
+        return bus, registry, ledger, skills
+
+    def _trusted_services(
+        bus: Bus, registry: Registry, ledger: Ledger, skills: Skills
+    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
+        return bus, registry, ledger, skills
+
+    def _subscription(sub: Subscription) -> SubscriptionAPI:
+        return sub
