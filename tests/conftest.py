@@ -7,11 +7,14 @@ server and sets it), else a ``redis-server`` from PATH is started on a free loop
 A behaviour test written against ``api`` (or ``open_api``) runs on one more target, ``remote``: the same calls
 through ``mumega_sdk.MumegaClient`` over the in-process ASGI transport, against the HTTP server over a SQLite
 kernel, with the admin token of the ``default`` tenant (the tenant the trusted ``kernel`` handle acts on). For
-that target ``kernel`` is the kernel behind the server, so a test may still look inside it.
+that target ``kernel`` is the kernel behind the server, so a test may still look inside it. Tests marked ``live``
+also run on ``live``: the client (streaming over real SSE) against a uvicorn server on 127.0.0.1 whose kernel
+shares the test kernel's SQLite file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -34,10 +37,17 @@ TARGETS = [*BACKENDS, "remote"]
 REMOTE_BASE_URL = "http://sos.test"
 
 
+LIVE = "live"
+"""One more target for the tests marked ``live``: the same client against a real uvicorn server on 127.0.0.1."""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         through_api = bool({"api", "open_api", "connect"} & set(metafunc.fixturenames))
-        metafunc.parametrize("target", TARGETS if through_api else BACKENDS, indirect=True)
+        targets = TARGETS if through_api else BACKENDS
+        if through_api and metafunc.definition.get_closest_marker(LIVE) is not None:
+            targets = [*targets, LIVE]
+        metafunc.parametrize("target", targets, indirect=True)
 
 
 @pytest.fixture
@@ -104,7 +114,7 @@ def target(request: pytest.FixtureRequest) -> str:
 def kernel_url(target: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if target == "memory":
         return "memory://"
-    if target in ("sqlite", "remote"):
+    if target in ("sqlite", "remote", LIVE):
         return f"sqlite:///{tmp_path}/sos.db"
     url: str = request.getfixturevalue("redis_url")
     _flush(url)
@@ -148,13 +158,26 @@ async def served(kernel: sos_kernel.Kernel) -> AsyncIterator[Any]:
         await app.state.sos.aclose()
 
 
+@asynccontextmanager
+async def served_live(kernel: sos_kernel.Kernel) -> AsyncIterator[Any]:
+    """A MumegaClient (streaming SSE) holding the ``default`` admin token, against a real server on the same file."""
+    from mumega_sdk import MumegaClient
+
+    from .live_server import running_server
+
+    _, token = await kernel.tenants.create(DEFAULT_TENANT, "scale")
+    with running_server(kernel.url) as url:
+        async with MumegaClient(url, token, catalogue=kernel.catalogue, limits=kernel.limits) as client:
+            yield client
+
+
 @pytest.fixture
 async def api(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Any]:
-    """The API under test: the trusted kernel in-process, or a MumegaClient in front of it (``remote``)."""
-    if target != "remote":
+    """The API under test: the trusted kernel in-process, or a MumegaClient in front of it (``remote``, ``live``)."""
+    if target not in ("remote", LIVE):
         yield kernel
         return
-    async with served(kernel) as client:
+    async with served(kernel) if target == "remote" else served_live(kernel) as client:
         yield client
 
 
@@ -166,8 +189,9 @@ Connect = Callable[[str | None], Awaitable[Any]]
 
 @pytest.fixture
 async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Connect]:
-    """``await connect(token)``: ``kernel.session(token)``, or a connected MumegaClient for it (``remote``)."""
-    if target != "remote":
+    """``await connect(token)``: ``kernel.session(token)``, or a connected MumegaClient for it (``remote``: over
+    the in-process transport; ``live``: over TCP to a real server on the same SQLite file)."""
+    if target not in ("remote", LIVE):
         yield kernel.session
         return
     import httpx
@@ -175,21 +199,28 @@ async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Conne
     from mumega_sdk import MumegaClient
     from sos_kernel.server import create_app
 
-    app = create_app(kernel)
-    transport = httpx.ASGITransport(app)
+    from .live_server import running_server
+
     clients: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        if target == LIVE:
+            base_url, transport = stack.enter_context(running_server(kernel.url)), None
+        else:
+            app = create_app(kernel)
+            base_url, transport = REMOTE_BASE_URL, httpx.ASGITransport(app)
 
-    async def connected(token: str | None) -> Any:
-        client = MumegaClient(REMOTE_BASE_URL, token, transport=transport, catalogue=kernel.catalogue)
-        clients.append(client)
-        return await client.connect()
+        async def connected(token: str | None) -> Any:
+            client = MumegaClient(base_url, token, transport=transport, catalogue=kernel.catalogue)
+            clients.append(client)
+            return await client.connect()
 
-    try:
-        yield connected
-    finally:
-        for client in clients:
-            await client.aclose()
-        await app.state.sos.aclose()
+        try:
+            yield connected
+        finally:
+            for client in clients:
+                await client.aclose()
+            if transport is not None:
+                await app.state.sos.aclose()
 
 
 @pytest.fixture

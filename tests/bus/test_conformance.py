@@ -53,6 +53,7 @@ async def drain(sub: sos_kernel.Subscription, n: int, timeout_s: float = 5.0) ->
     return out
 
 
+@pytest.mark.live
 async def test_publish_subscribe_ack(api: Api, kernel: Kernel) -> None:
     msg = send()
     receipt = await api.bus.publish(msg)
@@ -81,6 +82,7 @@ async def test_publish_accepts_wire_dict_bytes_and_str(api: Api) -> None:
     assert [m.message_id for m in history] == [r1.message_id, r2.message_id, r3.message_id]
 
 
+@pytest.mark.live
 async def test_idempotent_publish_delivers_once(api: Api) -> None:
     msg = send()
     first = await api.bus.publish(msg)
@@ -94,6 +96,7 @@ async def test_idempotent_publish_delivers_once(api: Api) -> None:
         assert await sub.receive(timeout_s=0.3) is None
 
 
+@pytest.mark.live
 async def test_queue_semantics_each_message_to_one_consumer(api: Api) -> None:
     ids = [(await api.bus.publish(send(text=str(i)))).message_id for i in range(30)]
     seen: dict[str, list[str]] = {"c1": [], "c2": []}
@@ -121,6 +124,7 @@ async def test_queue_semantics_each_message_to_one_consumer(api: Api) -> None:
         assert part == [i for i in ids if i in set(part)]
 
 
+@pytest.mark.live
 async def test_channel_fan_out_every_subscriber_sees_every_message(api: Api) -> None:
     channel = "sos:channel:news"
     async with api.bus.subscribe(channel) as s1, api.bus.subscribe(channel) as s2:
@@ -163,6 +167,7 @@ async def test_order_is_stream_order(api: Api) -> None:
     assert [d.message.message_id for d in got] == ids
 
 
+@pytest.mark.live
 async def test_unacked_is_redelivered_after_visibility_timeout(api: Api) -> None:
     msg = send()
     await api.bus.publish(msg)
@@ -174,6 +179,7 @@ async def test_unacked_is_redelivered_after_visibility_timeout(api: Api) -> None
         assert await second.ack() is True
 
 
+@pytest.mark.live
 async def test_nack_redelivers_after_delay(api: Api) -> None:
     await api.bus.publish(send())
     async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
@@ -188,6 +194,7 @@ async def test_nack_redelivers_after_delay(api: Api) -> None:
         await third.ack()
 
 
+@pytest.mark.live
 async def test_dead_letter_after_max_deliveries_and_replay(api: Api) -> None:
     msg = send(target="sos:channel:jobs")
     async with (
@@ -268,6 +275,7 @@ async def test_retention_by_age(open_api: OpenApi) -> None:
         assert old.message_id not in kept
 
 
+@pytest.mark.live
 async def test_publish_many_is_all_or_nothing(api: Api) -> None:
     good = [send(text=str(i)) for i in range(3)]
     bad: dict[str, Any] = {**send().to_wire(), "type": "sned"}
@@ -285,6 +293,7 @@ async def test_publish_many_is_all_or_nothing(api: Api) -> None:
     assert await api.bus.publish_many([]) == []
 
 
+@pytest.mark.live
 async def test_ask_and_reply(api: Api) -> None:
     async def oracle() -> None:
         async with api.bus.subscribe("agent:oracle") as sub:
@@ -328,6 +337,7 @@ def big_result(n_bytes: int) -> TaskCompletedMessage:
     )
 
 
+@pytest.mark.live
 async def test_large_payload_is_chunked_and_arrives_whole(api: Api) -> None:
     msg = big_result(1_000_000)
     receipt = await api.bus.publish(msg)

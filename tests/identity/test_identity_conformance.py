@@ -64,6 +64,7 @@ async def test_create_tenant_returns_admin_token_once_and_sets_up_channels(
     assert [t.slug for t in await kernel.tenants.list()] == ["acme"]
 
 
+@pytest.mark.live
 async def test_bad_tokens_fail_closed_with_their_codes(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
     with pytest.raises(MissingToken):
@@ -162,6 +163,7 @@ async def test_session_reads_only_its_inbox_and_channels(acme: tuple[sos_kernel.
         await d.ack()
 
 
+@pytest.mark.live
 async def test_scopes_limit_what_a_token_does(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, _ = acme
     reader = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice", scopes=["bus:read"])).secret)
@@ -174,6 +176,7 @@ async def test_scopes_limit_what_a_token_does(acme: tuple[sos_kernel.Kernel, str
         await reader.ledger.balance("agent:alice", "USD")
 
 
+@pytest.mark.live
 async def test_ledger_sessions_move_only_their_own_money(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
     kernel, admin_token = acme
     admin = await connect(admin_token)

@@ -57,6 +57,7 @@ async def test_open_account_is_idempotent_and_flags_must_match(ledger: Ledger) -
     assert (b.posted, b.pending, b.available, b.debits_posted, b.credits_posted) == (0, 0, 0, 0, 0)
 
 
+@pytest.mark.live
 async def test_transfer_moves_exact_integers_double_entry(ledger: Ledger) -> None:
     t = await ledger.transfer(
         id="t1",
@@ -74,6 +75,7 @@ async def test_transfer_moves_exact_integers_double_entry(ledger: Ledger) -> Non
     assert await bal(ledger, "system:treasury") == (-1000, 0, -1000)
 
 
+@pytest.mark.live
 async def test_replay_returns_first_outcome_and_moves_nothing(ledger: Ledger) -> None:
     first = await ledger.transfer(id="t1", debit="agent:alice", credit="agent:bob", amount=100, currency=USD)
     again = await ledger.transfer(id="t1", debit="agent:alice", credit="agent:bob", amount=100, currency=USD)

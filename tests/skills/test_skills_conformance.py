@@ -151,6 +151,7 @@ async def test_find_marketplace_and_verification(skills: Skills) -> None:
     assert next(c.id for c in await skills.marketplace()) in {"alpha", "charlie"}
 
 
+@pytest.mark.live
 async def test_paid_invocation_splits_exactly_and_counts_once(api: Api, skills: Skills) -> None:
     await skills.publish(priced(1_001, {"author": 0.7, "operator": 0.2, "network": 0.1}))
     inv = await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="inv-1")

@@ -1,0 +1,79 @@
+"""A real uvicorn server on a free 127.0.0.1 port, in a thread with its own event loop and its own kernel.
+
+Tests share the kernel's SQLite file with the server (SQLite is multi-process), so a test can seed tokens with its
+own kernel and look inside it while the server serves the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+import sos_kernel
+from sos_kernel.server import create_app
+
+SERVER_START_S = 15.0
+
+
+class ServerThread(threading.Thread):
+    """uvicorn serving ``create_app`` over its own kernel, until ``stop()``."""
+
+    def __init__(self, db_url: str, sock: socket.socket) -> None:
+        super().__init__(name="sos-live-server", daemon=True)
+        self.db_url = db_url
+        self.sock = sock
+        self.server: uvicorn.Server | None = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # surfaced by the fixture
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        async with sos_kernel.open(self.db_url) as kernel:
+            app = create_app(kernel, ping_s=0.5)
+            config = uvicorn.Config(app, http="h11", ws="none", lifespan="on", log_level="warning")
+            self.server = uvicorn.Server(config)
+            serving = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
+            while not self.server.started and not serving.done():  # noqa: ASYNC110 (uvicorn exposes a flag, no event)
+                await asyncio.sleep(0.01)
+            self.ready.set()
+            await serving
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        self.join(15)
+
+
+@contextmanager
+def running_server(db_url: str) -> Iterator[str]:
+    """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url``, stopped (and checked) on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    thread = ServerThread(db_url, sock)
+    thread.start()
+    try:
+        if not thread.ready.wait(SERVER_START_S):
+            raise RuntimeError("the server did not start")
+        if thread.error is not None:
+            raise thread.error
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        thread.stop()
+        sock.close()
+    if thread.is_alive():
+        raise RuntimeError("the server did not stop")
+    if thread.error is not None:
+        raise thread.error
