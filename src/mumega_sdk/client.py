@@ -55,6 +55,7 @@ from sos_kernel.errors import (
     UsageNotPersisted,
     from_wire,
 )
+from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import PublicKey
 from sos_kernel.identity.models import Principal
 from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
@@ -315,34 +316,87 @@ class RemoteBus(_Service):
         body = {"messages": [_message_json(m) for m in messages], "receipts": receipts}
         return [wire.load_receipt(r) for r in await self._post("/v1/bus/publish_many", body)]
 
-    async def send(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+    async def send(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        receipts: bool = False,
+    ) -> PublishReceipt:
         """See :meth:`Bus.send`."""
-        body = {"source": source, "target": target, "text": text, **_given(options)}
+        body = _given(
+            {
+                "source": source,
+                "target": target,
+                "text": text,
+                "content_type": content_type,
+                "reply_to": reply_to,
+                "correlation_id": correlation_id,
+                "headers": headers,
+                "trace_id": trace_id,
+                "receipts": receipts,
+            }
+        )
         return wire.load_receipt(await self._post("/v1/bus/send", body, keyed=True))
 
-    async def announce(self, source: str, text: str | None = None, **options: Any) -> PublishReceipt:
-        """See :meth:`Bus.announce`."""
-        body = {"source": source, **_given({"text": text, **options})}
+    async def announce(
+        self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
+    ) -> PublishReceipt:
+        """See :meth:`Bus.announce` (``context``: ``tool``, ``pid``, ``tty``, ``cwd``)."""
+        body = _given({"source": source, "text": text, "target": target, **context})
         return wire.load_receipt(await self._post("/v1/bus/announce", body, keyed=True))
 
-    async def wake(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+    async def wake(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        priority: Literal["critical", "high", "normal", "low"] = "normal",
+        ref_message_id: str | None = None,
+    ) -> PublishReceipt:
         """See :meth:`Bus.wake`."""
-        body = {"source": source, "target": target, "text": text, **_given(options)}
+        body = _given(
+            {"source": source, "target": target, "text": text, "priority": priority, "ref_message_id": ref_message_id}
+        )
         return wire.load_receipt(await self._post("/v1/bus/wake", body, keyed=True))
 
-    async def ask(self, source: str, target: str, question: str, **options: Any) -> SendMessage:
+    async def ask(
+        self, source: str, target: str, question: str, *, timeout_s: float = 30.0, correlation_id: str | None = None
+    ) -> SendMessage:
         """See :meth:`Bus.ask`; the HTTP call waits the ask's ``timeout_s`` plus a margin."""
-        body = {"source": source, "target": target, "question": question, **_given(options)}
-        wait = options.get("timeout_s", 30.0)
-        timeout = max(self._client.timeout_s, float(wait) + ASK_MARGIN_S) if isinstance(wait, int | float) else None
+        body = _given(
+            {
+                "source": source,
+                "target": target,
+                "question": question,
+                "timeout_s": timeout_s,
+                "correlation_id": correlation_id,
+            }
+        )
+        wait = timeout_s if isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool) else 0.0
+        timeout = max(self._client.timeout_s, float(wait) + ASK_MARGIN_S)
         reply = self._message(await self._post("/v1/bus/ask", body, keyed=True, timeout_s=timeout))
         if not isinstance(reply, SendMessage):
             raise BackendFailure(f"an ask was answered by a {reply.type!r} message")
         return reply
 
-    async def reply(self, to: Message, text: str, *, source: str | None = None, **options: Any) -> PublishReceipt:
+    async def reply(
+        self,
+        to: Message,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
         """See :meth:`Bus.reply`."""
-        body = {"to": _message_json(to), "text": text, **_given({"source": source, **options})}
+        body = {"to": _message_json(to), "text": text, **_given({"source": source, "content_type": content_type})}
         return wire.load_receipt(await self._post("/v1/bus/reply", body, keyed=True))
 
     def split(self, message: Message) -> list[ChunkMessage]:
@@ -618,12 +672,18 @@ class RemoteSubscription:
 class RemoteRegistry(_Service):
     """The session registry over HTTP: the methods of :class:`~sos_kernel.session.SessionRegistry`."""
 
-    async def register(self, card: AgentCard | Mapping[str, Any], **extras: Any) -> RegisteredAgent:
-        """See :meth:`Registry.register` (``public_key``, ``endpoints``, ``signature``)."""
-        key = extras.pop("public_key", None)
-        body = {"card": _card_json(card), **_given(extras)}
-        if key is not None:
-            body["public_key"] = key.hex if isinstance(key, PublicKey) else key
+    async def register(
+        self,
+        card: AgentCard | Mapping[str, Any],
+        *,
+        public_key: PublicKey | None = None,
+        endpoints: Sequence[Mapping[str, str]] = (),
+        signature: str | None = None,
+    ) -> RegisteredAgent:
+        """See :meth:`Registry.register`."""
+        body = {"card": _card_json(card), **_given({"endpoints": endpoints, "signature": signature})}
+        if public_key is not None:
+            body["public_key"] = public_key.hex if isinstance(public_key, PublicKey) else public_key
         return wire.load_registered_agent(await self._post("/v1/registry/register", body))
 
     async def heartbeat(self, name: str) -> RegisteredAgent:
@@ -643,9 +703,18 @@ class RemoteRegistry(_Service):
         found = (await self._get("/v1/registry/status", name=name))["status"]
         return cast(AgentStatus | None, found)
 
-    async def find(self, **filters: Any) -> list[RegisteredAgent]:
+    async def find(
+        self,
+        *,
+        skill: str | None = None,
+        role: str | None = None,
+        squad: str | None = None,
+        tool: str | None = None,
+        status: AgentStatus | None = None,
+    ) -> list[RegisteredAgent]:
         """See :meth:`Registry.find`."""
-        return [wire.load_registered_agent(a) for a in await self._get("/v1/registry/find", **filters)]
+        found = await self._get("/v1/registry/find", skill=skill, role=role, squad=squad, tool=tool, status=status)
+        return [wire.load_registered_agent(a) for a in found]
 
 
 class RemoteLedger(_Service):
@@ -660,18 +729,45 @@ class RemoteLedger(_Service):
         """See :meth:`Ledger.balance`."""
         return wire.load_balance(await self._get("/v1/ledger/balance", owner=owner, currency=currency))
 
-    async def transfer(self, *, debit: str, **fields: Any) -> Transfer:
-        """See :meth:`Ledger.transfer` (idempotent by ``id``)."""
-        return wire.load_transfer(await self._post("/v1/ledger/transfer", wire.encode({"debit": debit, **fields})))
+    async def transfer(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
+        """See :meth:`Ledger.transfer` (idempotent by ``id``, so retried safely)."""
+        fields = {"id": id, "debit": debit, "credit": credit, "amount": amount, "currency": currency}
+        body = {**fields, **_given({"code": code, "reason": reason, "metadata": metadata})}
+        return wire.load_transfer(await self._post("/v1/ledger/transfer", wire.encode(body)))
 
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
         """See :meth:`Ledger.transfer_many`."""
         body = {"transfers": [wire.encode(dict(t)) for t in transfers]}
         return [wire.load_transfer(t) for t in await self._post("/v1/ledger/transfer_many", body)]
 
-    async def hold(self, *, debit: str, **fields: Any) -> Transfer:
-        """See :meth:`Ledger.hold`."""
-        return wire.load_transfer(await self._post("/v1/ledger/hold", wire.encode({"debit": debit, **fields})))
+    async def hold(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        timeout_s: int,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
+        """See :meth:`Ledger.hold` (idempotent by ``id``)."""
+        fields = {"id": id, "debit": debit, "credit": credit, "amount": amount, "currency": currency}
+        body = {**fields, "timeout_s": timeout_s, **_given({"code": code, "reason": reason, "metadata": metadata})}
+        return wire.load_transfer(await self._post("/v1/ledger/hold", wire.encode(body)))
 
     async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
         """See :meth:`Ledger.capture`."""
@@ -687,9 +783,29 @@ class RemoteLedger(_Service):
         """See :meth:`Ledger.get_transfer`."""
         return wire.load_transfer(await self._get("/v1/ledger/get_transfer", id=id))
 
-    async def transmute(self, *, owner: str, **fields: Any) -> Transmutation:
-        """See :meth:`Ledger.transmute`."""
-        body = wire.encode({"owner": owner, **fields})
+    async def transmute(
+        self,
+        *,
+        id: str,
+        owner: str,
+        amount: int,
+        from_currency: str,
+        to_currency: str,
+        rate_num: int,
+        rate_den: int,
+        exchange: str = "system:exchange",
+    ) -> Transmutation:
+        """See :meth:`Ledger.transmute` (idempotent by ``id``)."""
+        body = {
+            "id": id,
+            "owner": owner,
+            "amount": amount,
+            "from_currency": from_currency,
+            "to_currency": to_currency,
+            "rate_num": rate_num,
+            "rate_den": rate_den,
+            "exchange": exchange,
+        }
         return wire.load_transmutation(await self._post("/v1/ledger/transmute", body))
 
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
@@ -705,9 +821,25 @@ class RemoteLedger(_Service):
         """See :meth:`Ledger.check`."""
         await self._post("/v1/ledger/check")
 
-    async def set_price(self, provider: str, model: str, **prices: Any) -> Price:
+    async def set_price(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_per_mtok_micros: int,
+        output_per_mtok_micros: int = 0,
+        per_image_micros: int = 0,
+        currency: str = "USD",
+    ) -> Price:
         """See :meth:`Ledger.set_price`."""
-        body = {"provider": provider, "model": model, **_given(prices)}
+        body = {
+            "provider": provider,
+            "model": model,
+            "input_per_mtok_micros": input_per_mtok_micros,
+            "output_per_mtok_micros": output_per_mtok_micros,
+            "per_image_micros": per_image_micros,
+            "currency": currency,
+        }
         return wire.load_price(await self._post("/v1/ledger/set_price", body))
 
     async def price(self, provider: str, model: str) -> Price | None:
@@ -732,15 +864,19 @@ class RemoteLedger(_Service):
 class RemoteSkills(_Service):
     """The session skills over HTTP: the methods of :class:`~sos_kernel.session.SessionSkills`."""
 
-    async def publish(self, card: SkillCard | Mapping[str, Any], **options: Any) -> SkillCard:
-        """See :meth:`Skills.publish` (``publisher``, ``capability``)."""
+    async def publish(
+        self,
+        card: SkillCard | Mapping[str, Any],
+        *,
+        publisher: str | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> SkillCard:
+        """See :meth:`Skills.publish`."""
         body: dict[str, Any] = {"card": _card_json(card)}
-        if "publisher" in options:
-            body["publisher"] = options.pop("publisher")
-        chain = options.pop("capability", None)
-        if chain is not None:
-            body["capability"] = [wire.encode(link) for link in chain]
-        body.update(_given(options))
+        if publisher is not None:
+            body["publisher"] = publisher
+        if capability is not None:
+            body["capability"] = [wire.encode(link) for link in capability]
         return wire.load_skill_card(await self._post("/v1/skills/publish", body))
 
     async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
@@ -751,13 +887,25 @@ class RemoteSkills(_Service):
         """See :meth:`Skills.versions`."""
         return [str(v) for v in await self._get("/v1/skills/versions", skill_id=skill_id)]
 
-    async def find(self, **filters: Any) -> list[SkillCard]:
+    async def find(
+        self,
+        *,
+        tag: str | None = None,
+        backend: str | None = None,
+        author: str | None = None,
+        status: str | None = None,
+        listed: bool | None = None,
+    ) -> list[SkillCard]:
         """See :meth:`Skills.find`."""
-        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/find", **filters)]
+        found = await self._get(
+            "/v1/skills/find", tag=tag, backend=backend, author=author, status=status, listed=listed
+        )
+        return [wire.load_skill_card(c) for c in found]
 
-    async def marketplace(self, **page: Any) -> list[SkillCard]:
+    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
         """See :meth:`Skills.marketplace`."""
-        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/marketplace", **page)]
+        found = await self._get("/v1/skills/marketplace", limit=limit, offset=offset)
+        return [wire.load_skill_card(c) for c in found]
 
     async def ancestors(self, skill_id: str) -> list[SkillCard]:
         """See :meth:`Skills.ancestors`."""
@@ -767,14 +915,26 @@ class RemoteSkills(_Service):
         """See :meth:`Skills.descendants`."""
         return [wire.load_skill_card(c) for c in await self._get("/v1/skills/descendants", skill_id=skill_id)]
 
-    async def verify(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+    async def verify(
+        self,
+        skill_id: str,
+        version: str,
+        *,
+        verifier: str,
+        status: Literal["auto_verified", "human_verified", "disputed"],
+        reason: str | None = None,
+        sample_output_refs: Sequence[str] = (),
+    ) -> SkillCard:
         """See :meth:`Skills.verify`."""
+        verdict = {"status": status, "reason": reason, "sample_output_refs": sample_output_refs}
         body = {"skill_id": skill_id, "version": version, "verifier": verifier, **_given(verdict)}
         return wire.load_skill_card(await self._post("/v1/skills/verify", body, keyed=True))
 
-    async def resolve_dispute(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+    async def resolve_dispute(
+        self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
+    ) -> SkillCard:
         """See :meth:`Skills.resolve_dispute`."""
-        body = {"skill_id": skill_id, "version": version, "verifier": verifier, **_given(verdict)}
+        body = {"skill_id": skill_id, "version": version, "verifier": verifier, "status": status}
         return wire.load_skill_card(await self._post("/v1/skills/resolve_dispute", body, keyed=True))
 
     async def record_invocation(

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 from .bus import Bus, DeadLetter, PublishReceipt, Subscription
 from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard
 from .errors import Forbidden, NotFound, SettlementRejected, SOSError
+from .identity.capability import Capability
+from .identity.keys import PublicKey
 from .identity.models import Principal
 from .ledger import Account, Balance, Ledger, Price, Transfer, Transmutation
 from .registry import AgentStatus, RegisteredAgent, Registry
@@ -102,27 +104,68 @@ class SessionBus(_Guard):
             self._source(principal, parsed[-1].source)
         return await self._bus.publish_many(parsed, receipts=receipts)
 
-    async def send(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+    async def send(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        receipts: bool = False,
+    ) -> PublishReceipt:
         """See :meth:`Bus.send`."""
         self._source(await self.need("bus:write"), source)
-        return await self._bus.send(source, target, text, **options)
+        return await self._bus.send(
+            source,
+            target,
+            text,
+            content_type=content_type,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            headers=headers,
+            trace_id=trace_id,
+            receipts=receipts,
+        )
 
-    async def announce(self, source: str, text: str | None = None, **options: Any) -> PublishReceipt:
+    async def announce(
+        self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
+    ) -> PublishReceipt:
         """See :meth:`Bus.announce`."""
         self._source(await self.need("bus:write"), source)
-        return await self._bus.announce(source, text, **options)
+        return await self._bus.announce(source, text, target=target, **context)
 
-    async def wake(self, source: str, target: str, text: str, **options: Any) -> PublishReceipt:
+    async def wake(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        *,
+        priority: Literal["critical", "high", "normal", "low"] = "normal",
+        ref_message_id: str | None = None,
+    ) -> PublishReceipt:
         """See :meth:`Bus.wake`."""
         self._source(await self.need("bus:write"), source)
-        return await self._bus.wake(source, target, text, **options)
+        return await self._bus.wake(source, target, text, priority=priority, ref_message_id=ref_message_id)
 
-    async def ask(self, source: str, target: str, question: str, **options: Any) -> SendMessage:
+    async def ask(
+        self, source: str, target: str, question: str, *, timeout_s: float = 30.0, correlation_id: str | None = None
+    ) -> SendMessage:
         """See :meth:`Bus.ask`."""
         self._source(await self.need("bus:write"), source)
-        return await self._bus.ask(source, target, question, **options)
+        return await self._bus.ask(source, target, question, timeout_s=timeout_s, correlation_id=correlation_id)
 
-    async def reply(self, to: Message, text: str, *, source: str | None = None, **options: Any) -> PublishReceipt:
+    async def reply(
+        self,
+        to: Message,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
         """See :meth:`Bus.reply`; the reply is sent as the session's agent."""
         principal = await self.need("bus:write")
         sender = source or principal.agent
@@ -131,7 +174,7 @@ class SessionBus(_Guard):
         elif not principal.admin:
             self.deny("a token without an agent must name the reply's source")
         # An admin token without an agent replies as the kernel does: as the message's target.
-        return await self._bus.reply(to, text, source=sender, **options)
+        return await self._bus.reply(to, text, source=sender, content_type=content_type)
 
     def split(self, message: Message) -> list[ChunkMessage]:
         """See :meth:`Bus.split` (pure: no check needed)."""
@@ -220,10 +263,30 @@ class SessionLedger(_Guard):
         await self._own(owner, write=False)
         return await self._ledger.balance(owner, currency)
 
-    async def transfer(self, *, debit: str, **fields: Any) -> Transfer:
+    async def transfer(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
         """See :meth:`Ledger.transfer`; the debit account must be the session's own."""
         await self._own(debit, write=True)
-        return await self._ledger.transfer(debit=debit, **fields)
+        return await self._ledger.transfer(
+            id=id,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            currency=currency,
+            code=code,
+            reason=reason,
+            metadata=metadata,
+        )
 
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
         """See :meth:`Ledger.transfer_many`."""
@@ -231,10 +294,32 @@ class SessionLedger(_Guard):
             await self._own(str(t.get("debit", "")), write=True)
         return await self._ledger.transfer_many(transfers)
 
-    async def hold(self, *, debit: str, **fields: Any) -> Transfer:
+    async def hold(
+        self,
+        *,
+        id: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        timeout_s: int,
+        code: int = 0,
+        reason: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Transfer:
         """See :meth:`Ledger.hold`; the held account must be the session's own."""
         await self._own(debit, write=True)
-        return await self._ledger.hold(debit=debit, **fields)
+        return await self._ledger.hold(
+            id=id,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            currency=currency,
+            timeout_s=timeout_s,
+            code=code,
+            reason=reason,
+            metadata=metadata,
+        )
 
     async def _hold_payer(self, hold_id: str) -> None:
         try:
@@ -263,10 +348,30 @@ class SessionLedger(_Guard):
             self.deny("the transfer is not the session's", id=id)
         return transfer
 
-    async def transmute(self, *, owner: str, **fields: Any) -> Transmutation:
+    async def transmute(
+        self,
+        *,
+        id: str,
+        owner: str,
+        amount: int,
+        from_currency: str,
+        to_currency: str,
+        rate_num: int,
+        rate_den: int,
+        exchange: str = "system:exchange",
+    ) -> Transmutation:
         """See :meth:`Ledger.transmute`; the owner must be the session's agent."""
         await self._own(owner, write=True)
-        return await self._ledger.transmute(owner=owner, **fields)
+        return await self._ledger.transmute(
+            id=id,
+            owner=owner,
+            amount=amount,
+            from_currency=from_currency,
+            to_currency=to_currency,
+            rate_num=rate_num,
+            rate_den=rate_den,
+            exchange=exchange,
+        )
 
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
         """See :meth:`Ledger.history`."""
@@ -283,10 +388,26 @@ class SessionLedger(_Guard):
         await self._admin()
         await self._ledger.check()
 
-    async def set_price(self, provider: str, model: str, **prices: Any) -> Price:
+    async def set_price(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_per_mtok_micros: int,
+        output_per_mtok_micros: int = 0,
+        per_image_micros: int = 0,
+        currency: str = "USD",
+    ) -> Price:
         """See :meth:`Ledger.set_price` (``ledger:admin``)."""
         await self._admin()
-        return await self._ledger.set_price(provider, model, **prices)
+        return await self._ledger.set_price(
+            provider,
+            model,
+            input_per_mtok_micros=input_per_mtok_micros,
+            output_per_mtok_micros=output_per_mtok_micros,
+            per_image_micros=per_image_micros,
+            currency=currency,
+        )
 
     async def price(self, provider: str, model: str) -> Price | None:
         """See :meth:`Ledger.price`."""
@@ -323,11 +444,18 @@ class SessionRegistry(_Guard):
         principal = await self.need("registry:write")
         self.own_agent(principal, f"agent:{name.removeprefix('agent:')}", "agent")
 
-    async def register(self, card: AgentCard | Mapping[str, Any], **extras: Any) -> RegisteredAgent:
+    async def register(
+        self,
+        card: AgentCard | Mapping[str, Any],
+        *,
+        public_key: PublicKey | None = None,
+        endpoints: Sequence[Mapping[str, str]] = (),
+        signature: str | None = None,
+    ) -> RegisteredAgent:
         """See :meth:`Registry.register`."""
         name = card.name if isinstance(card, AgentCard) else str(dict(card).get("name", ""))
         await self._self(name)
-        return await self._registry.register(card, **extras)
+        return await self._registry.register(card, public_key=public_key, endpoints=endpoints, signature=signature)
 
     async def heartbeat(self, name: str) -> RegisteredAgent:
         """See :meth:`Registry.heartbeat`."""
@@ -349,10 +477,18 @@ class SessionRegistry(_Guard):
         await self.need("registry:read")
         return await self._registry.status(name)
 
-    async def find(self, **filters: Any) -> list[RegisteredAgent]:
+    async def find(
+        self,
+        *,
+        skill: str | None = None,
+        role: str | None = None,
+        squad: str | None = None,
+        tool: str | None = None,
+        status: AgentStatus | None = None,
+    ) -> list[RegisteredAgent]:
         """See :meth:`Registry.find`."""
         await self.need("registry:read")
-        return await self._registry.find(**filters)
+        return await self._registry.find(skill=skill, role=role, squad=squad, tool=tool, status=status)
 
 
 class SessionSkills(_Guard):
@@ -364,13 +500,20 @@ class SessionSkills(_Guard):
         super().__init__(session)
         self._skills = skills
 
-    async def publish(self, card: SkillCard | Mapping[str, Any], **options: Any) -> SkillCard:
-        """See :meth:`Skills.publish`; the session's agent is the publisher."""
+    async def publish(
+        self,
+        card: SkillCard | Mapping[str, Any],
+        *,
+        publisher: str | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> SkillCard:
+        """See :meth:`Skills.publish`; the session's agent is the publisher (the default for an agent session)."""
         principal = await self.need("skills:publish")
-        options.setdefault("publisher", None if principal.admin else principal.agent)
-        if not principal.admin and options["publisher"] != principal.agent:
+        if publisher is None and not principal.admin:
+            publisher = principal.agent
+        if not principal.admin and publisher != principal.agent:
             self.deny("may only publish as itself")
-        return await self._skills.publish(card, **options)
+        return await self._skills.publish(card, publisher=publisher, capability=capability)
 
     async def record_invocation(
         self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
@@ -384,17 +527,30 @@ class SessionSkills(_Guard):
             skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
         )
 
-    async def verify(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+    async def verify(
+        self,
+        skill_id: str,
+        version: str,
+        *,
+        verifier: str,
+        status: Literal["auto_verified", "human_verified", "disputed"],
+        reason: str | None = None,
+        sample_output_refs: Sequence[str] = (),
+    ) -> SkillCard:
         """See :meth:`Skills.verify`; the verifier is the session's agent."""
         principal = await self.need("skills:verify")
         self.own_agent(principal, verifier, "verifier")
-        return await self._skills.verify(skill_id, version, verifier=verifier, **verdict)
+        return await self._skills.verify(
+            skill_id, version, verifier=verifier, status=status, reason=reason, sample_output_refs=sample_output_refs
+        )
 
-    async def resolve_dispute(self, skill_id: str, version: str, *, verifier: str, **verdict: Any) -> SkillCard:
+    async def resolve_dispute(
+        self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
+    ) -> SkillCard:
         """See :meth:`Skills.resolve_dispute`."""
         principal = await self.need("skills:verify")
         self.own_agent(principal, verifier, "verifier")
-        return await self._skills.resolve_dispute(skill_id, version, verifier=verifier, **verdict)
+        return await self._skills.resolve_dispute(skill_id, version, verifier=verifier, status=status)
 
     async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
         """See :meth:`Skills.get`."""
@@ -406,15 +562,23 @@ class SessionSkills(_Guard):
         await self.need("skills:read")
         return await self._skills.versions(skill_id)
 
-    async def find(self, **filters: Any) -> list[SkillCard]:
+    async def find(
+        self,
+        *,
+        tag: str | None = None,
+        backend: str | None = None,
+        author: str | None = None,
+        status: str | None = None,
+        listed: bool | None = None,
+    ) -> list[SkillCard]:
         """See :meth:`Skills.find`."""
         await self.need("skills:read")
-        return await self._skills.find(**filters)
+        return await self._skills.find(tag=tag, backend=backend, author=author, status=status, listed=listed)
 
-    async def marketplace(self, **page: Any) -> list[SkillCard]:
+    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
         """See :meth:`Skills.marketplace`."""
         await self.need("skills:read")
-        return await self._skills.marketplace(**page)
+        return await self._skills.marketplace(limit=limit, offset=offset)
 
     async def ancestors(self, skill_id: str) -> list[SkillCard]:
         """See :meth:`Skills.ancestors`."""

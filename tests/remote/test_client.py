@@ -60,6 +60,8 @@ def test_the_client_has_the_session_methods(remote_cls: type, session_cls: type)
     assert sorted(remote) == sorted(local)
     for name, signature in local.items():
         assert list(remote[name].parameters) == list(signature.parameters), name
+        for param, theirs in zip(remote[name].parameters.values(), signature.parameters.values(), strict=True):
+            assert (param.kind, param.default) == (theirs.kind, theirs.default), (name, param.name)
         if name != "subscribe":  # a RemoteSubscription of RemoteDelivery: the same methods over HTTP
             assert remote[name].return_annotation == signature.return_annotation, name
 
