@@ -1,24 +1,80 @@
-"""The ``sos`` command line, run as a real subprocess, and the README's demo on the embedded default."""
+"""The ``sos`` command line, run as real subprocesses: on a SQLite file, on Redis, and against ``sos serve``; plus
+the README's quickstart in a fresh virtual environment."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from sos_kernel.cli import build_parser
 
-def sos(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SOS_URL"}
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND_S = 60.0
+"""The longest one CLI invocation may take."""
+SERVE_START_S = 30.0
+"""How long ``sos serve`` may take to answer /health."""
+SERVE_STOP_S = 15.0
+"""How long it may take to exit after SIGTERM."""
+POLL_S = 0.05
+README_INSTALL_S = 90.0
+ADMIN = "admin-" + "0123456789abcdef" * 2
+"""The server admin token the served tests start ``sos serve`` with."""
+SOS_ENV = ("SOS_URL", "SOS_TOKEN", "SOS_ADMIN_TOKEN")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SOS_ENV}
+    env.update(extra)
+    return env
+
+
+def sos(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "sos_kernel", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "sos_kernel", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_S,
     )
+    assert "Traceback" not in result.stderr, result.stderr
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def sos_json(*args: str, cwd: Path, **env: str) -> Any:
+    return json.loads(sos("--json", *args, cwd=cwd, **env).stdout)
+
+
+def failure(*args: str, cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command that must fail with the SOS error ``code``: exit 2, ``SOS-xxxx message`` on stderr."""
+    result = sos(*args, cwd=cwd, check=False, **env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"{code} "), result.stderr
+    assert result.stdout == ""
+    return result
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- embedded: the demo, the bus, errors ------------------------------------------------------------------------
 
 
 def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
@@ -27,30 +83,74 @@ def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
     assert "receipts for alice's message" in result.stdout
     assert "delivered, processed" in result.stdout
     assert "(double entry: always 0)" in result.stdout
+    assert "sos: sprouting tenant" in result.stderr  # progress goes to stderr, never into the results
+    assert "sos: " not in result.stdout
     # a second run on the same file sprouts its own tenant and succeeds again
     assert "sprouted tenant" in sos("demo", cwd=tmp_path).stdout
 
 
+def test_demo_as_json(tmp_path: Path) -> None:
+    result = sos("demo", "--json", "--quiet", "--url", f"sqlite:///{tmp_path}/demo.db", cwd=tmp_path)
+    assert result.stderr == ""
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["receipts"] == ["delivered", "processed"]
+    assert report["sum"] == 0
+    assert sum(report["invocation"]["payouts"].values()) == report["invocation"]["price_micros"]
+    assert {m["type"] for m in report["trail"]} >= {"announce", "send", "ask", "receipt"}
+
+
 def test_send_history_and_tail_with_json(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
-    sent = json.loads(sos("send", "agent:alice", "agent:bob", "hello", "--url", url, "--json", cwd=tmp_path).stdout)
+    sent = sos_json("send", "agent:alice", "agent:bob", "hello", "--url", url, cwd=tmp_path)
     assert sent["duplicate"] is False
-    lines = sos("history", "agent:bob", "--url", url, "--json", cwd=tmp_path).stdout.splitlines()
+    # global options go before or after the command alike
+    lines = sos("--json", "--url", url, "history", "agent:bob", cwd=tmp_path).stdout.splitlines()
     rows = [json.loads(line) for line in lines]
     assert [r["message"]["message_id"] for r in rows] == [sent["message_id"]]
     tailed = sos("tail", "agent:bob", "--url", url, "--json", "--count", "1", cwd=tmp_path).stdout.splitlines()
     assert json.loads(tailed[0])["message"]["payload"]["text"] == "hello"
+    # SOS_URL is read when --url is not given
+    assert "hello" in sos("history", "agent:bob", cwd=tmp_path, SOS_URL=url).stdout
 
 
-def test_bad_input_exits_non_zero_with_the_sos_code(tmp_path: Path) -> None:
-    result = sos("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", cwd=tmp_path, check=False)
-    assert result.returncode == 1
-    assert "SOS-4001" in result.stderr
+def test_bad_input_exits_2_with_the_sos_code(tmp_path: Path) -> None:
+    failure("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", cwd=tmp_path, code="SOS-4001")
+    as_json = sos("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", "--json", cwd=tmp_path, check=False)
+    assert as_json.returncode == 2
+    assert json.loads(as_json.stderr)["error"]["code"] == "SOS-4001"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"type": "sned"}))
-    parsed = sos("parse", str(bad), cwd=tmp_path, check=False)
-    assert parsed.returncode == 1
-    assert json.loads(parsed.stderr)["error"]["code"] == "SOS-4004"
+    assert "did you mean 'send'" in failure("parse", str(bad), cwd=tmp_path, code="SOS-4004").stderr
+    failure("parse", str(tmp_path / "missing.json"), cwd=tmp_path, code="SOS-4005")
+    failure("agents", "--url", "reddis://localhost", cwd=tmp_path, code="SOS-4006")
+    usage = sos(
+        "wallet",
+        "transfer",
+        "--id",
+        "t",
+        "--from",
+        "agent:a",
+        "--to",
+        "agent:b",
+        "--amount",
+        "1.5",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert usage.returncode == 2
+    assert "integer of micros" in usage.stderr
+
+
+def test_flags_that_cannot_apply_are_refused(tmp_path: Path) -> None:
+    token = "sk-acme-" + "0" * 32
+    failure("agents", "--url", "memory://", "--token", token, cwd=tmp_path, code="SOS-4005")
+    failure("agents", "--url", "http://127.0.0.1:9", cwd=tmp_path, code="SOS-5001")
+    wrong = ("agents", "--url", "http://127.0.0.1:9", "--token", token, "--tenant", "other")
+    assert "belongs to tenant acme" in failure(*wrong, cwd=tmp_path, code="SOS-4005").stderr
+    failure("demo", "--url", "http://127.0.0.1:9", cwd=tmp_path, code="SOS-4005")
+    failure("serve", "--url", "http://127.0.0.1:9", cwd=tmp_path, code="SOS-4005")
+    failure("serve", "--url", "memory://", "--admin-token", "short", cwd=tmp_path, code="SOS-4005")
 
 
 @pytest.mark.parametrize("command", ["catalogue", "errors"])
@@ -59,3 +159,253 @@ def test_listings_as_json(tmp_path: Path, command: str) -> None:
     assert rows
     key = "type" if command == "catalogue" else "code"
     assert all(key in row for row in rows)
+
+
+# -- embedded: tenants, tokens, wallets, agents, skills ---------------------------------------------------------
+
+
+def test_tenants_and_tokens_on_a_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/admin.db"
+    created = sos_json("tenant", "create", "acme", "--plan", "growth", "--url", url, cwd=tmp_path)
+    assert created["tenant"]["slug"] == "acme"
+    assert created["tenant"]["seats_max"] == 5
+    assert re.fullmatch(r"sk-acme-[0-9a-f]{32}", created["admin_token"])
+    failure("tenant", "create", "acme", "--url", url, cwd=tmp_path, code="SOS-4009")
+
+    scoped = ("--scope", "bus:read", "--scope", "bus:write", "--expires-in-s", "3600", "--label", "ci")
+    issued = sos_json("token", "issue", "--tenant", "acme", "--agent", "agent:x", *scoped, "--url", url, cwd=tmp_path)
+    assert issued["agent"] == "agent:x"
+    assert issued["scopes"] == ["bus:read", "bus:write"]
+    assert issued["expires_at"] is not None
+    listed = sos_json("token", "list", "--tenant", "acme", "--url", url, cwd=tmp_path)
+    assert {t["id"] for t in listed} >= {issued["id"]}
+    assert issued["secret"] not in json.dumps(listed)  # secrets are shown once, at issue
+
+    sos("token", "revoke", issued["id"], "--tenant", "acme", "--url", url, cwd=tmp_path)
+    table = sos("token", "list", "--tenant", "acme", "--url", url, cwd=tmp_path).stdout
+    assert re.search(rf"{issued['id']}\s+agent:x\s+revoked", table), table
+    failure("token", "revoke", issued["id"], "--tenant", "acme", "--url", url, cwd=tmp_path, code="SOS-4040")
+    failure("token", "issue", "--scope", "bus:fly", "--tenant", "acme", "--url", url, cwd=tmp_path, code="SOS-4005")
+
+
+def test_wallets_on_a_file(tmp_path: Path) -> None:
+    kernel = ("--url", f"sqlite:///{tmp_path}/money.db", "--tenant", "acme")
+    sos("wallet", "open", "system:mint", "--allow-negative", *kernel, cwd=tmp_path)
+    sos("wallet", "open", "agent:alice", *kernel, cwd=tmp_path)
+    move = ("wallet", "transfer", "--id", "grant-1", "--from", "system:mint", "--to", "agent:alice")
+    first = sos_json(*move, "--amount", "1_500_000", *kernel, cwd=tmp_path)
+    assert (first["amount"], first["replayed"]) == (1_500_000, False)
+    assert sos_json(*move, "--amount", "1500000", *kernel, cwd=tmp_path)["replayed"] is True
+    failure(*move, "--amount", "7", *kernel, cwd=tmp_path, code="SOS-4009")  # same id, other amount
+    overdraw = ("wallet", "transfer", "--id", "t-2", "--from", "agent:alice", "--to", "system:mint")
+    failure(*overdraw, "--amount", "2000000", *kernel, cwd=tmp_path, code="SOS-7001")
+
+    balance = sos_json("wallet", "balance", "agent:alice", *kernel, cwd=tmp_path)
+    assert (balance["posted"], balance["available"], balance["currency"]) == (1_500_000, 1_500_000, "USD")
+    failure("wallet", "balance", "agent:alice", "--currency", "EUR", *kernel, cwd=tmp_path, code="SOS-7002")
+    everything = sos_json("wallet", "list", *kernel, cwd=tmp_path)
+    assert sum(b["posted"] for b in everything) == 0
+    assert "sum of posted USD: 0" in sos("wallet", "list", *kernel, cwd=tmp_path).stdout
+    history = sos_json("wallet", "history", "agent:alice", *kernel, cwd=tmp_path)
+    assert [t["id"] for t in history] == ["grant-1"]
+
+
+def test_agents_skills_and_wallets_of_the_demo_tenant(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    tenant = sos_json("demo", "--quiet", "--url", url, cwd=tmp_path)["tenant"]
+    kernel = ("--url", url, "--tenant", tenant)
+    agents = sos_json("agents", *kernel, cwd=tmp_path)
+    assert [a["card"]["name"] for a in agents] == ["alice", "bob", "carol"]
+    assert sos_json("agents", "--status", "offline", *kernel, cwd=tmp_path) == []
+    table = sos("agents", "--role", "executor", *kernel, cwd=tmp_path).stdout.splitlines()
+    assert table[0].split()[:3] == ["AGENT", "STATUS", "ROLE"]
+    assert [line.split()[0] for line in table[1:]] == ["agent:alice", "agent:bob", "agent:carol"]
+    assert "(no agents)" in sos("agents", "--skill", "juggling", *kernel, cwd=tmp_path).stdout
+
+    skills = sos_json("skills", "list", *kernel, cwd=tmp_path)
+    assert [(s["id"], s["version"]) for s in skills] == [("summarise", "1.0.0")]
+    assert [s["id"] for s in sos_json("skills", "list", "--marketplace", *kernel, cwd=tmp_path)] == ["summarise"]
+    card = sos_json("skills", "show", "summarise", "--version", "^1.0", *kernel, cwd=tmp_path)
+    assert card["verification"]["status"] == "human_verified"
+    assert "250000 USD micros per call" in sos("skills", "show", "summarise", *kernel, cwd=tmp_path).stdout
+    failure("skills", "show", "translate", *kernel, cwd=tmp_path, code="SOS-6020")
+    failure("skills", "list", "--marketplace", "--tag", "text", *kernel, cwd=tmp_path, code="SOS-4005")
+    assert sum(b["posted"] for b in sos_json("wallet", "list", *kernel, cwd=tmp_path)) == 0
+
+
+def test_redis_url(tmp_path: Path, redis_url: str) -> None:
+    kernel = ("--url", redis_url, "--tenant", _unique("cli"))
+    inbox = f"agent:{_unique('bob')}"
+    sent = sos_json("send", "agent:alice", inbox, "over redis", *kernel, cwd=tmp_path)
+    rows = [json.loads(line) for line in sos("history", inbox, "--json", *kernel, cwd=tmp_path).stdout.splitlines()]
+    assert [r["message"]["message_id"] for r in rows] == [sent["message_id"]]
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[str]:
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not nested:
+        yield " ".join(prefix)
+    for action in nested:
+        for name, child in action.choices.items():
+            yield from _commands(child, (*prefix, name))
+
+
+def test_every_command_is_documented() -> None:
+    docs = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    commands = list(_commands(build_parser()))
+    assert len(commands) >= 20
+    missing = [c for c in commands if f"sos {c}" not in docs]
+    assert not missing, f"docs/cli.md does not document: {missing}"
+
+
+# -- sos serve, and the same commands over http ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """``sos serve`` as a subprocess, its output in files."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.out_path, self.err_path = tmp_path / "serve.out", tmp_path / "serve.err"
+        args = ["serve", "--url", f"sqlite:///{tmp_path}/served.db", "--host", "127.0.0.1", "--port", str(self.port)]
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sos_kernel", *args],
+                cwd=tmp_path,
+                env=_env(SOS_ADMIN_TOKEN=ADMIN),
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + SERVE_START_S
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"sos serve exited with {self.proc.returncode}: {self.stderr}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=POLL_S * 20).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"sos serve did not answer /health within {SERVE_START_S} s: {self.stderr}")
+            time.sleep(POLL_S)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(SERVE_STOP_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(SERVE_STOP_S)
+            pytest.fail(f"sos serve ignored SIGTERM for {SERVE_STOP_S} s: {self.stderr}")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path)
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_serve_and_the_commands_over_http(tmp_path: Path, served: Served) -> None:
+    remote = ("--url", served.url)
+    assert f"listening on {served.url}" in served.stdout
+    failure(*remote, "tenant", "create", "acme", cwd=tmp_path, code="SOS-5001")  # no admin token on this side
+    created = sos_json(*remote, "tenant", "create", "acme", "--plan", "growth", cwd=tmp_path, SOS_ADMIN_TOKEN=ADMIN)
+    admin = ("--url", served.url, "--token", created["admin_token"])
+    alice_token = sos_json(*admin, "token", "issue", "--agent", "agent:alice", cwd=tmp_path)["secret"]
+    alice = ("--url", served.url, "--token", alice_token)
+
+    sos(*admin, "wallet", "open", "system:mint", "--allow-negative", cwd=tmp_path)
+    sos(*alice, "wallet", "open", "agent:alice", cwd=tmp_path)
+    grant = ("wallet", "transfer", "--id", "g-1", "--from", "system:mint", "--to", "agent:alice", "--amount", "5000")
+    sos(*admin, *grant, cwd=tmp_path)
+    balance = sos_json(*remote, "wallet", "balance", "agent:alice", cwd=tmp_path, SOS_TOKEN=alice_token)
+    assert (balance["owner"], balance["posted"], balance["available"]) == ("agent:alice", 5000, 5000)
+    failure(*alice, "wallet", "list", cwd=tmp_path, code="SOS-5004")  # an agent token has no ledger:admin
+
+    sent = sos_json(*alice, "send", "agent:alice", "sos:channel:team", "over http", cwd=tmp_path)
+    lines = sos(*alice, "history", "sos:channel:team", "--json", cwd=tmp_path).stdout.splitlines()
+    assert [json.loads(line)["message"]["message_id"] for line in lines] == [sent["message_id"]]
+    failure(*alice, "send", "agent:bob", "sos:channel:team", "spoofed", cwd=tmp_path, code="SOS-5004")
+
+    tokens = sos_json(*admin, "token", "list", cwd=tmp_path)
+    alice_id = next(t["id"] for t in tokens if t["agent"] == "agent:alice")
+    sos(*admin, "token", "revoke", alice_id, cwd=tmp_path)
+    failure(*alice, "agents", cwd=tmp_path, code="SOS-5002")
+
+    assert served.stop() == 0, served.stderr
+    assert "stopped (SIGTERM)" in served.stderr
+    assert "Traceback" not in served.stderr
+
+
+# -- the README's quickstart -----------------------------------------------------------------------------------
+
+
+def _quickstart() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quickstart", 1)[1]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_readme_quickstart_commands_are_the_ci_ones() -> None:
+    install_and_demo, run_ci = _quickstart()
+    assert install_and_demo == "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/sos demo"
+    assert run_ci == "bash .ci/run"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for step in ("pip install -q -e '.[dev,server]'", "ruff check . && ruff format --check .", "mypy", "pytest"):
+        assert step in ci, step
+
+
+@pytest.mark.slow
+def test_readme_quickstart_in_a_fresh_venv(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    junk = shutil.ignore_patterns(".venv", ".git", ".nox", "*cache*", "__pycache__", "*.db*", "build", "dist")
+    shutil.copytree(ROOT, clone, ignore=junk)
+    # the README's `python3` is the interpreter running this suite, whatever else is on PATH
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(getattr(sys, "_base_executable", sys.executable))
+    path = os.pathsep.join(
+        [str(bin_dir), *(p for p in os.environ["PATH"].split(os.pathsep) if p != str(Path(sys.executable).parent))]
+    )
+    env = {k: v for k, v in _env(PATH=path).items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    install_and_demo = _quickstart()[0]
+    result = subprocess.run(
+        ["bash", "-c", install_and_demo], cwd=clone, env=env, capture_output=True, text=True, timeout=README_INSTALL_S
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(double entry: always 0)" in result.stdout
+    assert (clone / "sos.db").exists()
+    where = subprocess.run(
+        [str(clone / ".venv" / "bin" / "python"), "-c", "import sos_kernel; print(sos_kernel.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_S,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(clone / ".venv")  # installed, not the working tree

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
 from .contracts import AgentCard, Message, ReceiptMessage
-from .kernel import open
+from .errors import DeliveryFailed
+from .kernel import Kernel, open
+from .ledger import Balance
 from .session import Session
+from .skills import Invocation
 
-__all__ = ["run_demo"]
+__all__ = ["ASK_TIMEOUT_S", "RECEIVE_TIMEOUT_S", "DemoReport", "demo", "run_demo"]
 
 USD = "USD"
+RECEIVE_TIMEOUT_S = 5.0
+"""How long bob waits for alice's message (it is already there: this only bounds a broken backend)."""
+ASK_TIMEOUT_S = 10.0
+"""How long alice waits for carol's answer."""
+GRANT_MICROS = 1_000_000
 SKILL = {
     "schema_version": "1",
     "id": "summarise",
@@ -36,6 +46,69 @@ SKILL = {
         "revenue_split": {"author": 0.85, "operator": 0.10, "network": 0.05},
     },
 }
+SKILL_PRICE_MICROS = 250_000
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DemoReport:
+    """What one demo run did: the message trail, the receipts, the paid invocation and the wallets."""
+
+    url: str
+    backend: str
+    tenant: str
+    trail: tuple[Message, ...]
+    receipts: tuple[str, ...]
+    message_id: str
+    answer: str
+    invocation: Invocation
+    balances: tuple[Balance, ...]
+
+    @property
+    def total(self) -> int:
+        """The posted balances summed (double entry: always 0)."""
+        return sum(b.posted for b in self.balances)
+
+    @property
+    def ok(self) -> bool:
+        """Receipts arrived in order, the wallets sum to zero and the skill's price was split exactly."""
+        paid = sum(self.invocation.payouts.values()) == SKILL_PRICE_MICROS
+        return self.receipts == ("delivered", "processed") and self.total == 0 and paid
+
+    def lines(self) -> list[str]:
+        """The human report."""
+        out = [f"sos-kernel demo on {self.url} (backend {self.backend}): sprouted tenant {self.tenant}"]
+        out += ["", "message trail:", *(_line(m) for m in self.trail)]
+        out += [
+            "",
+            f"receipts for alice's message {self.message_id[:8]}: {', '.join(self.receipts)}",
+            f"carol answered: {self.answer}",
+            f"alice paid {self.invocation.price_micros} micros for summarise, split {self.invocation.payouts}",
+            "",
+            "wallets (USD micros):",
+            *(f"  {b.owner:<18} {b.posted:>12}" for b in self.balances),
+            f"  {'sum':<18} {self.total:>12}  (double entry: always 0)",
+        ]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``sos demo --json``)."""
+        return {
+            "url": self.url,
+            "backend": self.backend,
+            "tenant": self.tenant,
+            "ok": self.ok,
+            "trail": [m.to_wire() for m in self.trail],
+            "message_id": self.message_id,
+            "receipts": list(self.receipts),
+            "answer": self.answer,
+            "invocation": self.invocation,
+            "wallets": [{"owner": b.owner, "currency": b.currency, "posted": b.posted} for b in self.balances],
+            "sum": self.total,
+        }
 
 
 def _line(message: Message) -> str:
@@ -49,75 +122,91 @@ def _line(message: Message) -> str:
 
 async def _carol(carol: Session) -> None:
     async with carol.bus.subscribe("agent:carol") as inbox:
-        delivery = await inbox.receive(timeout_s=10)
+        delivery = await inbox.receive(timeout_s=ASK_TIMEOUT_S)
         if delivery is not None:
             await carol.bus.reply(delivery.message, "42 - and the evidence trail is on the bus.")
             await delivery.ack()
 
 
-async def run_demo(url: str | None = None, echo: Callable[[str], None] = print) -> int:
-    """Run the demo on ``url`` (default: the embedded ``sqlite:///sos.db``); returns a process exit code."""
+async def _agents(kernel: Kernel, slug: str) -> dict[str, Session]:
+    tokens = kernel.tenant(slug).tokens
+    agents = {}
+    for name in ("alice", "bob", "carol"):
+        issued = await tokens.issue(agent=f"agent:{name}")
+        agents[name] = await kernel.session(issued.secret)
+        await agents[name].registry.register(AgentCard(name=name, tool="sdk", type="service", role="executor"))
+        await agents[name].bus.announce(f"agent:{name}", f"{name} is online", tool="sdk")
+    return agents
+
+
+async def _talk(agents: dict[str, Session]) -> tuple[str, Message, str]:
+    alice, bob, carol = agents["alice"], agents["bob"], agents["carol"]
+    sent = await alice.bus.send("agent:alice", "agent:bob", "Please review task t-1.", receipts=True)
+    async with bob.bus.subscribe("agent:bob") as inbox:
+        delivery = await inbox.receive(timeout_s=RECEIVE_TIMEOUT_S)
+        if delivery is None:
+            raise DeliveryFailed(f"bob received nothing within {RECEIVE_TIMEOUT_S} s")
+        await delivery.ack()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_carol, carol)
+        answer = await alice.bus.ask("agent:alice", "agent:carol", "What is the answer?", timeout_s=ASK_TIMEOUT_S)
+    return sent.message_id, answer, answer.payload.text
+
+
+async def _trade(admin: Session, agents: dict[str, Session], slug: str) -> Invocation:
+    await admin.ledger.open_account("system:treasury", USD, allow_negative=True)
+    for name, session in agents.items():
+        await session.ledger.open_account(f"agent:{name}", USD)
+    await admin.ledger.transfer(
+        id="grant-alice",
+        debit="system:treasury",
+        credit="agent:alice",
+        amount=GRANT_MICROS,
+        currency=USD,
+        reason="starting grant",
+    )
+    await agents["carol"].skills.publish(SKILL)
+    await admin.skills.verify(
+        "summarise", "1.0.0", verifier="agent:bob", status="human_verified", sample_output_refs=["sha256:9f2c1e"]
+    )
+    return await agents["alice"].skills.record_invocation(
+        "summarise", caller="agent:alice", tenant=slug, invocation_id="demo-call-1"
+    )
+
+
+async def demo(url: str | None = None, progress: Callable[[str], None] = _quiet) -> DemoReport:
+    """Run the demo on ``url`` (default: the embedded ``sqlite:///sos.db``); ``progress`` hears each step."""
     slug = f"demo-{uuid.uuid4().hex[:8]}"
+    progress(f"opening {url or 'the embedded default'}...")
     async with open(url) as kernel:
+        progress(f"sprouting tenant {slug} on {kernel.url}...")
         _, admin_token = await kernel.tenants.create(slug, plan="growth")
-        echo(f"sos-kernel demo on {kernel.url} (backend {kernel.backend.name}): sprouted tenant {slug}")
         admin = await kernel.session(admin_token)
-        tokens = kernel.tenant(slug).tokens
-        agents = {}
-        for name in ("alice", "bob", "carol"):
-            issued = await tokens.issue(agent=f"agent:{name}")
-            agents[name] = await kernel.session(issued.secret)
-            await agents[name].registry.register(AgentCard(name=name, tool="sdk", type="service", role="executor"))
-            await agents[name].bus.announce(f"agent:{name}", f"{name} is online", tool="sdk")
-        alice, bob, carol = agents["alice"], agents["bob"], agents["carol"]
-
-        sent = await alice.bus.send("agent:alice", "agent:bob", "Please review task t-1.", receipts=True)
-        async with bob.bus.subscribe("agent:bob") as inbox:
-            delivery = await inbox.receive(timeout_s=5)
-            if delivery is None:
-                echo("bob received nothing")
-                return 1
-            await delivery.ack()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_carol, carol)
-            answer = await alice.bus.ask("agent:alice", "agent:carol", "What is the answer?", timeout_s=10)
-
-        await admin.ledger.open_account("system:treasury", USD, allow_negative=True)
-        for name, session in agents.items():
-            await session.ledger.open_account(f"agent:{name}", USD)
-        await admin.ledger.transfer(
-            id="grant-alice",
-            debit="system:treasury",
-            credit="agent:alice",
-            amount=1_000_000,
-            currency=USD,
-            reason="starting grant",
-        )
-        await carol.skills.publish(SKILL)
-        await admin.skills.verify(
-            "summarise", "1.0.0", verifier="agent:bob", status="human_verified", sample_output_refs=["sha256:9f2c1e"]
-        )
-        invocation = await alice.skills.record_invocation(
-            "summarise", caller="agent:alice", tenant=slug, invocation_id="demo-call-1"
-        )
-
-        echo("\nmessage trail:")
+        progress("registering alice, bob and carol...")
+        agents = await _agents(kernel, slug)
+        progress("sending, receiving with receipts, asking and answering...")
+        message_id, answer, text = await _talk(agents)
+        progress("opening wallets, publishing, verifying and invoking a paid skill...")
+        invocation = await _trade(admin, agents, slug)
         bus = kernel.tenant(slug).bus
+        trail: list[Message] = []
         for address in ("sos:channel:global", "agent:bob", "agent:carol", answer.target, "agent:alice"):
-            for message in await bus.history(address):
-                echo(_line(message))
-        receipts = [m for m in await bus.history("agent:alice") if isinstance(m, ReceiptMessage)]
-        kinds = [r.payload.kind for r in receipts if r.payload.message_id == sent.message_id]
-        echo(f"\nreceipts for alice's message {sent.message_id[:8]}: {', '.join(kinds)}")
-        echo(f"carol answered: {answer.payload.text}")
-        echo(f"alice paid {invocation.price_micros} micros for summarise, split {invocation.payouts}")
-
-        echo("\nwallets (USD micros):")
-        total = 0
-        for balance in await admin.ledger.balances():
-            total += balance.posted
-            echo(f"  {balance.owner:<18} {balance.posted:>12}")
-        echo(f"  {'sum':<18} {total:>12}  (double entry: always 0)")
+            trail += await bus.history(address)
+        receipts = tuple(
+            m.payload.kind
+            for m in await bus.history("agent:alice")
+            if isinstance(m, ReceiptMessage) and m.payload.message_id == message_id
+        )
+        balances = tuple(await admin.ledger.balances())
         await admin.ledger.check()
-        ok = kinds == ["delivered", "processed"] and total == 0 and sum(invocation.payouts.values()) == 250_000
-        return 0 if ok else 1
+        return DemoReport(
+            kernel.url, kernel.backend.name, slug, tuple(trail), receipts, message_id, text, invocation, balances
+        )
+
+
+async def run_demo(url: str | None = None, echo: Callable[[str], None] = print) -> int:
+    """Run the demo on ``url`` and ``echo`` its report; returns a process exit code (0 when everything added up)."""
+    report = await demo(url)
+    for line in report.lines():
+        echo(line)
+    return 0 if report.ok else 1

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-import jsonschema
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -271,6 +270,10 @@ def _custom_message_model(name: str, payload: type[BaseModel] | Mapping[str, Any
 
 
 def _schema_message_model(name: str, schema: dict[str, Any], type_field: Any) -> type[Message]:
+    # Imported here, not at the top: with its format extras installed, importing jsonschema costs ~2 s (it compiles
+    # a grammar), which every process paid at ``import sos_kernel`` although only custom schema types need it.
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
