@@ -19,7 +19,8 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── IdempotencyConflict         SOS-4009  (new) an id was reused with different content (409)
     │   ├── LimitExceeded               SOS-4010  (new) a size, count or depth limit was exceeded (413)
     │   ├── ChunkIntegrityError         SOS-4011  (new) chunks do not reassemble to their SHA-256 (422)
-    │   └── NotFound                    SOS-4040  (new) the named record does not exist (404)
+    │   ├── NotFound                    SOS-4040  (new) the named record does not exist (404)
+    │   └── MethodNotAllowed            SOS-4050  (new) the HTTP route does not take this method (405)
     ├── AuthError                       SOS-5000  (new) authentication or authorisation failure
     │   ├── MissingToken                SOS-5001  no bearer token (401)
     │   ├── InvalidToken                SOS-5002  token unknown or revoked (401)
@@ -80,6 +81,7 @@ __all__ = [
     "KernelRuntimeError",
     "LedgerWriteFailed",
     "LimitExceeded",
+    "MethodNotAllowed",
     "MissingDependency",
     "MissingToken",
     "MissingType",
@@ -235,6 +237,14 @@ class NotFound(InputError):
     code = "SOS-4040"
     http_status = 404
     title = "not found"
+
+
+class MethodNotAllowed(InputError):
+    """An HTTP route was called with a method it does not take (``details["allow"]`` lists those it takes)."""
+
+    code = "SOS-4050"
+    http_status = 405
+    title = "method not allowed"
 
 
 # --- 5xxx: authentication and authorisation -------------------------------------------------------------------

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 
-from sos_kernel.errors import InvalidToken
+from sos_kernel.errors import InvalidArgument, InvalidToken
 from sos_kernel.server import create_app
+from sos_kernel.server._state import error_bytes
 
 from .conftest import SERVER_ADMIN, TENANT, Remote
 
@@ -58,7 +60,7 @@ async def test_post_usage_answers_201_with_id_and_received_at(remote: Remote) ->
     ("method", "path", "kwargs", "status", "code"),
     [
         ("GET", "/v1/nowhere", {}, 404, "SOS-4040"),
-        ("GET", "/v1/bus/publish", {}, 405, "SOS-4005"),
+        ("GET", "/v1/bus/publish", {}, 405, "SOS-4050"),
         ("POST", "/v1/bus/publish", {"json": {"messages": []}}, 400, "SOS-4005"),
         (
             "POST",
@@ -83,6 +85,26 @@ async def test_post_usage_answers_201_with_id_and_received_at(remote: Remote) ->
         ("GET", "/v1/registry/get", {"params": {"name": "nobody"}}, 404, "SOS-6002"),
         ("GET", "/v1/ledger/balances", {}, 403, "SOS-5004"),
         ("POST", "/v1/tokens", {"json": {}}, 403, "SOS-5004"),
+        # A timestamp is ISO 8601 text, never Unix seconds (2026 would be 1970-01-01T00:33:46Z).
+        ("GET", "/v1/ledger/usage", {"params": {"until": "2026"}}, 400, "SOS-4005"),
+        # JSON has no NaN or Infinity; Python's parser reads them, the server refuses them.
+        (
+            "GET",
+            "/v1/bus/subscribe",
+            {"params": {"address": "agent:alice", "visibility_timeout_s": "nan"}},
+            400,
+            "SOS-4005",
+        ),
+        (
+            "POST",
+            "/v1/bus/ask",
+            {
+                "content": b'{"source": "agent:alice", "target": "agent:bob", "question": "?", "timeout_s": NaN}',
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "SOS-4005",
+        ),
     ],
 )
 async def test_every_error_is_the_envelope(
@@ -91,6 +113,18 @@ async def test_every_error_is_the_envelope(
     headers = {**remote.auth(remote.alice), **kwargs.pop("headers", {})}
     response = await remote.http.request(method, path, headers=headers, **kwargs)
     assert_envelope(response, status, code)
+
+
+async def test_a_wrong_method_is_answered_with_every_method_of_the_path(remote: Remote) -> None:
+    response = await remote.http.request("OPTIONS", "/v1/tokens", headers=remote.auth(remote.alice))
+    error = assert_envelope(response, 405, "SOS-4050")
+    assert response.headers["allow"] == "GET, POST"
+    assert error["details"]["allow"] == ["GET", "POST"]
+
+
+def test_an_error_quoting_a_non_finite_number_is_still_json() -> None:
+    wire = json.loads(error_bytes(InvalidArgument("bad", details={"timeout_s": float("nan"), "at": [float("-inf")]})))
+    assert wire["error"]["details"] == {"timeout_s": "nan", "at": ["-inf"]}
 
 
 async def test_auth_errors_are_envelopes(remote: Remote) -> None:
@@ -130,7 +164,9 @@ async def test_health_and_openapi(remote: Remote) -> None:
     assert doc["openapi"].startswith("3.")
     for path in ("/v1/bus/publish", "/v1/bus/subscribe", "/v1/bus/ack", "/v1/ledger/transfer", "/usage", "/health"):
         assert path in doc["paths"], path
-    assert "text/event-stream" in doc["paths"]["/v1/bus/subscribe"]["get"]["responses"]["200"]["content"]
+    subscribe = doc["paths"]["/v1/bus/subscribe"]["get"]["responses"]
+    assert "text/event-stream" in subscribe["200"]["content"]
+    assert set(subscribe["4XX"]["content"]) == {"application/json"}  # a refusal comes before the stream
     assert "ErrorEnvelope" in doc["components"]["schemas"]
 
 

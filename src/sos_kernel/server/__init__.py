@@ -6,8 +6,9 @@
 - **One session per bearer token.** ``Authorization: Bearer <token>`` → ``kernel.session(token)``, cached per
   token digest for the app's life; every call is still checked by the session (scopes, own agent, revocation).
 - **The SOS error envelope, always.** Every failure answers ``{"error": {"code", "message", "details"}}`` with the
-  code's HTTP status: kernel errors as raised; a body failing its schema SOS-4001 (422); a bad query or path
-  parameter SOS-4005 (400); an unknown route SOS-4040 (404); a body over ``request_bytes_max`` SOS-4010 (413).
+  code's HTTP status: kernel errors as raised; a body that is not a JSON object SOS-4001 (422); a bad argument in
+  the body, the query or the path SOS-4005 (400), as the same argument is refused in-process; an unknown route
+  SOS-4040 (404); a wrong method SOS-4050 (405); a body over ``request_bytes_max`` SOS-4010 (413).
 - **Retries are safe.** Writes that carry their own id (``publish`` by message_id, ledger writes by transfer id,
   usage by event id, skill versions, invocations) are idempotent in the kernel. The others (``send``, ``announce``,
   ``wake``, ``ask``, ``reply``, ``replay``, ``deregister``, ``verify``, ``resolve_dispute``, token issue) honour an
@@ -20,6 +21,7 @@ Routes (all JSON; ``GET`` arguments are query parameters, ``POST`` arguments a J
 method's)::
 
     GET  /health   GET /openapi.json      POST /usage (SOS v0.4.1: answers 201 {id, received_at})
+    GET  /v1/session (who the token is: {tenant, agent, scopes, token_id}, re-validated)
     POST /v1/tenants (server admin)       POST /v1/tokens  GET /v1/tokens  DELETE /v1/tokens/{id} (tenant admin)
     POST /v1/bus/{publish,publish_many,send,announce,wake,ask,reply,split,replay,ack,nack}
     GET  /v1/bus/{history,dead_letters}   GET  /v1/bus/subscribe (SSE)    DELETE /v1/bus/subscriptions/{id}

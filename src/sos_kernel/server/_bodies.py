@@ -49,9 +49,9 @@ ContentType = Literal["text/plain", "text/markdown"]
 
 
 class Body(BaseModel):
-    """Base of every request body."""
+    """Base of every request body (JSON has no NaN or Infinity, though Python's JSON parser reads them)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ErrorBody(Body):

@@ -11,11 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidArgument, LimitExceeded, NotFound, SchemaViolation, SOSError
+from ..errors import InvalidArgument, LimitExceeded, MethodNotAllowed, NotFound, SchemaViolation, SOSError
 from ..session import Session
-from ._state import Idempotency, ServerState, json_bytes
+from ._state import Idempotency, ServerState, error_bytes, json_bytes
 from .wire import encode
 
 __all__ = [
@@ -87,9 +88,7 @@ async def keyed(
 def envelope_response(error: SOSError, status: int | None = None) -> Response:
     """The SOS error envelope with the error's HTTP status."""
     headers = {"www-authenticate": "Bearer"} if (status or error.http_status) == 401 else None
-    return Response(
-        json_bytes(error.to_wire()), status_code=status or error.http_status, media_type=JSON, headers=headers
-    )
+    return Response(error_bytes(error), status_code=status or error.http_status, media_type=JSON, headers=headers)
 
 
 async def sos_error(request: Request, exc: Exception) -> Response:
@@ -119,11 +118,27 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return envelope_response(error)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette answers 405 with the methods of the first route of the path alone; a path served by several routes
+    # (GET and POST /v1/tokens) takes the methods of them all.
+    routes = request.app.router.routes
+    return [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Unknown routes (404), wrong methods (405) and other framework refusals, as the envelope."""
     http = cast(StarletteHTTPException, exc)
     if http.status_code == 404:
         return envelope_response(NotFound(f"no route {request.method} {request.url.path}"))
+    if http.status_code == 405:
+        allowed = _allowed_methods(request)
+        message = f"{request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+        response = envelope_response(MethodNotAllowed(message, details={"allow": allowed}))
+        response.headers["allow"] = ", ".join(allowed)
+        return response
     error = InvalidArgument(str(http.detail), details={"status": http.status_code})
     response = envelope_response(error, http.status_code)
     response.headers.update(http.headers or {})

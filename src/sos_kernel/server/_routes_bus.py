@@ -32,6 +32,13 @@ router = APIRouter(prefix="/v1/bus", tags=["bus"])
 
 POLL_S_MAX = 60.0
 STREAM_EVENTS_MAX = 10_000
+_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+# A refused subscription is answered before any event, as JSON; without this the document would give its errors
+# the stream's media type.
+_STREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"description": "The SOS error envelope (bad input, auth)", "content": _ENVELOPE},
+    "5XX": {"description": "The SOS error envelope (runtime)", "content": _ENVELOPE},
+}
 
 
 def _options(body: Any, *skip: str) -> dict[str, Any]:
@@ -123,6 +130,7 @@ async def replay(body: ReplayIn, session: SessionDep, request: Request) -> Respo
     summary="Deliveries as Server-Sent Events (event 'delivery', id = position)",
     response_class=EventStream,
     status_code=200,
+    responses=_STREAM_ERRORS,
 )
 async def subscribe(
     request: Request,
@@ -130,12 +138,12 @@ async def subscribe(
     address: str,
     group: str | None = None,
     consumer: str | None = None,
-    visibility_timeout_s: float = 30.0,
+    visibility_timeout_s: Annotated[float, Query(allow_inf_nan=False)] = 30.0,
     max_deliveries: int = 5,
     prefetch: int = 16,
     start: Literal["earliest", "latest"] | None = None,
     subscription: str | None = None,
-    poll_s: Annotated[float | None, Query(ge=0, le=POLL_S_MAX)] = None,
+    poll_s: Annotated[float | None, Query(ge=0, le=POLL_S_MAX, allow_inf_nan=False)] = None,
     max_events: Annotated[int | None, Query(ge=1, le=STREAM_EVENTS_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 from starlette.responses import Response
 
 from ..contracts import validation_details
@@ -47,6 +47,19 @@ skills = APIRouter(prefix="/v1/skills", tags=["skills"])
 usage = APIRouter(tags=["ledger"])
 
 Limit = Annotated[int, Query(ge=1)]
+
+
+def _iso_timestamp(value: Any) -> Any:
+    # A number would otherwise be read as Unix seconds: ``since=2026`` is not the year 2026 but 1970.
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("expected an ISO 8601 timestamp with its offset, like 2026-11-01T10:00:00Z") from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_timestamp)]
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -193,8 +206,8 @@ async def list_usage(
     session: SessionDep,
     provider: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     limit: Limit = 1000,
 ) -> Response:
     filters = _given(provider=provider, model=model, since=since, until=until)
@@ -208,8 +221,8 @@ async def usage_summary(
     window: str | None = None,
     provider: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
 ) -> Response:
     options = _given(group_by=group_by, window=window, provider=provider, model=model, since=since, until=until)
     return answer(await session.ledger.usage_summary(**options))

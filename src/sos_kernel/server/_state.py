@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,16 @@ from ..kernel import Kernel
 from ..session import Session
 from ._streams import Leases
 
-__all__ = ["IDEMPOTENCY_KEYS_MAX", "IDEMPOTENCY_TTL_S", "SESSIONS_MAX", "Idempotency", "ServerState", "Sessions"]
+__all__ = [
+    "IDEMPOTENCY_KEYS_MAX",
+    "IDEMPOTENCY_TTL_S",
+    "SESSIONS_MAX",
+    "Idempotency",
+    "ServerState",
+    "Sessions",
+    "error_bytes",
+    "json_bytes",
+]
 
 SESSIONS_MAX = 10_000
 """Sessions kept (one per token seen); the least recently used is dropped past this."""
@@ -33,6 +43,22 @@ IDEMPOTENCY_KEY_CHARS_MAX = 255
 def json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON (no NaN: JSON has none)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def error_bytes(error: SOSError) -> bytes:
+    """The error's envelope as JSON. An argument it quotes that JSON cannot carry (``timeout_s=nan``) travels as
+    text, so refusing a bad number never becomes a failure to write the refusal."""
+    return json_bytes(_finite(error.to_wire()))
 
 
 class Sessions:
@@ -125,7 +151,7 @@ class Idempotency:
             status, content = await compute()
         except SOSError as exc:
             if not exc.retryable:
-                self._keep(scope, Stored(fingerprint, exc.http_status, json_bytes(exc.to_wire()), time.monotonic()))
+                self._keep(scope, Stored(fingerprint, exc.http_status, error_bytes(exc), time.monotonic()))
             raise
         finally:
             del self._running[scope]
