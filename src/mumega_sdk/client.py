@@ -32,7 +32,15 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
-from sos_kernel.bus import Bus, BusLimits, DeadLetter, PublishReceipt, SubscriptionSpec, resolve_subscription
+from sos_kernel.bus import (
+    Bus,
+    BusLimits,
+    DeadLetter,
+    PublishReceipt,
+    SubscriptionSpec,
+    check_nack_delay,
+    resolve_subscription,
+)
 from sos_kernel.contracts import (
     AgentCard,
     ChunkMessage,
@@ -487,6 +495,7 @@ class RemoteDelivery:
 
     async def nack(self, delay_s: float = 0.0) -> bool:
         """See :meth:`Delivery.nack`."""
+        delay_s = check_nack_delay(delay_s)
         if self._done:
             return False
         self._done = True

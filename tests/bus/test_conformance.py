@@ -194,6 +194,17 @@ async def test_nack_redelivers_after_delay(api: Api) -> None:
         await third.ack()
 
 
+@pytest.mark.parametrize("delay_s", [-1, float("nan"), float("inf"), "1", True])
+async def test_a_bad_nack_delay_is_refused_and_the_delivery_stays_pending(api: Api, delay_s: Any) -> None:
+    await api.bus.publish(send())
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        (d,) = await drain(sub, 1)
+        with pytest.raises(InvalidArgument):
+            await d.nack(delay_s)
+        assert await d.ack() is True
+        assert await sub.receive(timeout_s=0.3) is None
+
+
 @pytest.mark.live
 async def test_dead_letter_after_max_deliveries_and_replay(api: Api) -> None:
     msg = send(target="sos:channel:jobs")

@@ -1,7 +1,7 @@
 """The bus: typed, validated, at-least-once messaging between agents (see ``service`` for the guarantees)."""
 
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
-from .service import Bus, Subscription, SubscriptionSpec, check_address, resolve_subscription
+from .service import Bus, Subscription, SubscriptionSpec, check_address, check_nack_delay, resolve_subscription
 from .store import BusStore
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "Subscription",
     "SubscriptionSpec",
     "check_address",
+    "check_nack_delay",
     "resolve_subscription",
 ]

@@ -111,6 +111,9 @@ class Delivery:
 
     async def nack(self, delay_s: float = 0.0) -> bool:
         """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
+        from .service import check_nack_delay  # the service imports this module
+
+        delay_s = check_nack_delay(delay_s)  # a refused delay leaves the delivery pending, to ack or nack again
         if self._done:
             return False
         self._done = True

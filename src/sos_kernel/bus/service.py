@@ -60,7 +60,7 @@ from ..errors import (
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
 from .store import Appended, BusStore, Entry, Retention
 
-__all__ = ["Bus", "Subscription", "SubscriptionSpec", "resolve_subscription"]
+__all__ = ["Bus", "Subscription", "SubscriptionSpec", "check_nack_delay", "resolve_subscription"]
 
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -94,6 +94,13 @@ def _check_positive(value: float, what: str, maximum: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:
         raise InvalidArgument(f"{what} must be a number in (0, {maximum}], got {value!r}", details={what: value})
     return float(value)
+
+
+def check_nack_delay(delay_s: float) -> float:
+    """``delay_s`` if it is a finite number >= 0 (a nack's redelivery delay), else SOS-4005."""
+    if not isinstance(delay_s, int | float) or isinstance(delay_s, bool) or not math.isfinite(delay_s) or delay_s < 0:
+        raise InvalidArgument(f"delay_s must be a finite number >= 0, got {delay_s!r}")
+    return float(delay_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,8 +770,6 @@ class Subscription:
         return done
 
     async def _nack(self, delivery: Delivery, delay_s: float) -> bool:
-        if not isinstance(delay_s, int | float) or isinstance(delay_s, bool) or delay_s < 0:
-            raise InvalidArgument(f"delay_s must be >= 0, got {delay_s!r}")
         self._release()
         delay_ms = int(min(delay_s, self.bus.limits.visibility_timeout_s_max) * 1000)
         return await self.bus.store.nack(
