@@ -11,6 +11,9 @@
 Rounds are interleaved (ours, then raw, ROUNDS times, each on a fresh database), so a burst of load on a noisy
 machine hits a case and its floor alike; the table shows median rates and the median of the per-round ratios.
 
+A single SQLite transfer's commit costs in proportion to the pages it writes to the WAL: a line under the table
+counts the pages each side writes per single transfer, in an untimed run with automatic checkpoints off.
+
 Targets (ledger issue): every ratio ≥ 0.5x. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a ``redis-server`` from
 PATH on a free loopback port (``bench_bus.redis_server``).
 """
@@ -149,6 +152,40 @@ def raw_sqlite(path: Callable[[], Path], n: int, per_tx: int) -> Make:
     return make
 
 
+N_PAGES = 1000
+
+
+def _checkpoints_off(conn: sqlite3.Connection) -> int:
+    """Empty the WAL and stop automatic checkpoints, so the WAL keeps every page written; returns the page size."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (page_bytes,) = conn.execute("PRAGMA page_size").fetchone()
+    return int(page_bytes)
+
+
+def _wal_frames(wal: Path, page_bytes: int) -> float:
+    return (wal.stat().st_size - 32) / (page_bytes + 24)  # a 32-byte header, then a 24-byte header per frame
+
+
+async def sqlite_pages(tmp: Path) -> tuple[float, float]:
+    """WAL pages written per single transfer (untimed): ours, then the raw floor's."""
+    kernel = await funded(f"sqlite:///{tmp}/pages-ours.db")
+    page_bytes = _checkpoints_off(kernel.backend.engine.conn)
+    for i in range(N_PAGES):
+        await kernel.ledger.transfer(id=f"t{i}", debit="agent:alice", credit="agent:bob", amount=7, currency=USD)
+    ours = _wal_frames(tmp / "pages-ours.db-wal", page_bytes)
+    await kernel.aclose()
+    conn = _raw_db(tmp / "pages-raw.db")
+    page_bytes = _checkpoints_off(conn)
+    for i in range(N_PAGES):
+        conn.execute("BEGIN IMMEDIATE")
+        _raw_transfer(conn, f"t{i}", 7)
+        conn.execute("COMMIT")
+    raw = _wal_frames(tmp / "pages-raw.db-wal", page_bytes)
+    conn.close()
+    return ours / N_PAGES, raw / N_PAGES
+
+
 async def sqlite_rates(tmp: Path) -> list[Row]:
     counter = itertools.count()
 
@@ -225,12 +262,14 @@ def main() -> None:
     """Run every case and print one table."""
     with tempfile.TemporaryDirectory() as tmp:
         rows = anyio.run(sqlite_rates, Path(tmp))
+        pages = anyio.run(sqlite_pages, Path(tmp))
     with redis_server() as url:
         if url is None:
             print("(redis-server not found; set SOS_BENCH_REDIS_URL to add the redis row)")
         else:
             rows += anyio.run(redis_rates, url)
     print(render(rows))
+    print(f"sqlite WAL pages per single transfer: ours {pages[0]:.1f}, raw {pages[1]:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,69 @@
-"""The ledger on SQLite: each batch is one ``BEGIN IMMEDIATE`` transaction running the shared rules."""
+"""The ledger on SQLite: each batch is one ``BEGIN IMMEDIATE`` transaction running the shared rules.
+
+The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow — the
+record, its id, one history entry per side and the accounts, about five pages — since a single transfer's cost is
+its commit, and a commit's cost is the pages it writes:
+
+- ``ledger_records`` holds one row per recorded id, applied or failed, in columns. Its integer key is
+  ``(tenant number << SEQ_BITS) + sequence``: a tenant's ledger is one contiguous range of the table in sequence
+  order, a new record is an append at the end of that range (SQLite's cheapest insert), and the tenant's last
+  sequence is the last key of the range, so no counter row is written.
+- ``ledger_records_id``, unique on (tenant number, id), is the idempotency check: a batch is written at once,
+  and if the constraint fails the transaction is rolled back and the recorded outcomes are read instead. A first
+  attempt pays no lookup; a replay pays a rolled-back write and a read.
+- ``ledger_records_debit`` and ``ledger_records_credit`` index the applied records by account; SQLite orders an
+  index's entries by key after its columns, so they are each account's statement, in sequence order.
+- ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
+- ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
+
+A file written with the earlier layout (``ledger_transfers``, ``ledger_history``, ``ledger_seq``) is not
+migrated: if its ledger recorded anything, the first ledger call fails with SOS-6031 naming the tables; if the
+old tables are empty they are dropped and the file is used.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
+from ..errors import BackendFailure, InvariantViolation, LimitExceeded
+from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest, new_transfer
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 
-__all__ = ["LEDGER_SCHEMA", "SQLiteLedgerStore"]
+__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "SQLiteLedgerStore"]
+
+T = TypeVar("T")
+
+SEQ_BITS = 40
+"""A record's key is ``(tenant number << SEQ_BITS) + sequence``: 2**40 records per tenant, 2**23 tenants."""
+SEQ_SPAN = 1 << SEQ_BITS
+TENANTS_MAX = 1 << (63 - SEQ_BITS)
+TENANT_MEMO_MAX = 10_000
+PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
+ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
+OLD_TABLES = ("ledger_transfers", "ledger_history", "ledger_seq")
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
     dp INTEGER NOT NULL, cp INTEGER NOT NULL, dpend INTEGER NOT NULL, cpend INTEGER NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_transfers (
-    tenant TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
-    open_hold INTEGER NOT NULL, expires REAL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ledger_transfers_seq ON ledger_transfers (tenant, seq);
-CREATE INDEX IF NOT EXISTS ledger_open_holds ON ledger_transfers (tenant, open_hold, expires);
-CREATE TABLE IF NOT EXISTS ledger_history (
-    tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
-    PRIMARY KEY (tenant, owner, currency, seq, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_seq (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_tenants (n INTEGER PRIMARY KEY, tenant TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS ledger_records (
+    k INTEGER PRIMARY KEY, tn INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, debit TEXT NOT NULL,
+    credit TEXT NOT NULL, currency TEXT NOT NULL, amount INTEGER NOT NULL, pending_id TEXT NOT NULL,
+    timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
+    ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
+    captured INTEGER NOT NULL, expires REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_records_id ON ledger_records (tn, id);
+CREATE INDEX IF NOT EXISTS ledger_records_debit ON ledger_records (debit, currency) WHERE ok = 1;
+CREATE INDEX IF NOT EXISTS ledger_records_credit ON ledger_records (credit, currency) WHERE ok = 1;
+CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_usage (
     tenant TEXT NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL, provider TEXT NOT NULL,
     model TEXT NOT NULL, occurred REAL NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
@@ -37,12 +73,119 @@ CREATE TABLE IF NOT EXISTS ledger_prices (
     PRIMARY KEY (tenant, provider, model)) WITHOUT ROWID;
 """
 
+_COLUMNS = (
+    "k, id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, metadata, ts, ok,"
+    " error_code, error_message, state, captured, expires"
+)
+_INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
+_SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
+# the tenant's last key and whether a hold is due, in one statement: the two things every batch asks first
+_PROBE = (
+    "SELECT (SELECT k FROM ledger_records WHERE k>=? AND k<? ORDER BY k DESC LIMIT 1),"
+    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=? AND state='pending' AND expires<=?)"
+)
+_HISTORY = (
+    f"SELECT * FROM ({_SELECT} WHERE debit=? AND currency=? AND ok=1 AND k>? AND k<? ORDER BY k LIMIT ?)"
+    f" UNION ALL SELECT * FROM ({_SELECT} WHERE credit=? AND currency=? AND ok=1 AND k>? AND k<? ORDER BY k LIMIT ?)"
+    " ORDER BY k LIMIT ?"
+)
+_ACCOUNT_COLUMNS = "owner, currency, allow_negative, dp, cp, dpend, cpend"
+_SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
+
 AccountKey = tuple[str, str]
+
+
+class _Recorded(Exception):
+    """An id of the batch is already recorded: raised inside the transaction so that it rolls back."""
+
+
+def _at(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
 
 
 def _row_balance(row: Sequence[Any]) -> Balance:
     owner, currency, allow_negative, dp, cp, dpend, cpend = row
-    return Balance(owner, currency, int(dp), int(cp), int(dpend), int(cpend), bool(allow_negative))
+    return Balance(owner, currency, dp, cp, dpend, cpend, bool(allow_negative))
+
+
+def _row_transfer(row: Sequence[Any]) -> Transfer:
+    k, tid, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta, ts, ok = row[:14]
+    error_code, error_message, state, captured, expires = row[14:]
+    return new_transfer(
+        tid,
+        kind,
+        debit,
+        credit,
+        currency,
+        amount,
+        pending_id or None,
+        timeout_s,
+        code,
+        reason,
+        json.loads(meta) if meta else {},
+        _at(ts),
+        k & (SEQ_SPAN - 1),
+        "ok" if ok else "failed",
+        error_code or None,
+        error_message or None,
+        state or None,
+        captured,
+        _at(expires) if expires else None,
+    )
+
+
+def _transfer_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...]:
+    # "" and 0 stand for None: binding None costs the sqlite3 module an adapter lookup, several times an int's
+    return (
+        tn,
+        base + t.sequence,
+        t.id,
+        t.kind,
+        t.debit,
+        t.credit,
+        t.currency,
+        t.amount,
+        t.pending_id or "",
+        t.timeout_s,
+        t.code,
+        t.reason,
+        json.dumps(t.metadata) if t.metadata else "",
+        now,
+        1 if t.status == "ok" else 0,
+        t.error_code or "",
+        t.error_message or "",
+        t.state or "",
+        t.captured,
+        0.0 if t.expires_at is None else t.expires_at.timestamp(),
+    )
+
+
+@functools.lru_cache(maxsize=ACCOUNTS_PER_SELECT)
+def _accounts_sql(accounts: int) -> str:
+    # a compound of primary-key lookups: for the few accounts of a batch, cheaper than IN (...), which builds a
+    # temporary index per execution
+    return " UNION ALL ".join([f"{_SELECT_ACCOUNTS} WHERE tenant=? AND owner=? AND currency=?"] * accounts)
+
+
+@functools.lru_cache(maxsize=PARAMS_MAX)
+def _ids_sql(ids: int) -> str:
+    return f"{_SELECT} WHERE tn=? AND id IN ({','.join('?' * ids)})"
+
+
+def _chunks(items: Sequence[T], size: int = PARAMS_MAX) -> Iterable[Sequence[T]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _account_keys(requests: Sequence[TransferRequest], holds: dict[str, Transfer]) -> set[AccountKey]:
+    keys: set[AccountKey] = set()
+    for r in requests:
+        if r.kind in ("posted", "pending"):
+            keys.add((r.debit, r.currency))
+            keys.add((r.credit, r.currency))
+    for h in holds.values():
+        keys.add((h.debit, h.currency))
+        keys.add((h.credit, h.currency))
+    return keys
 
 
 class SQLiteLedgerStore(LedgerStore):
@@ -50,21 +193,76 @@ class SQLiteLedgerStore(LedgerStore):
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
+        self._schema_checked = False
+        # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
+        self._tenant_numbers: dict[str, int] = {}
+
+    # -- transactions -------------------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._schema_checked:
+            await self._check_schema()
+        result: T = await self._db.write(fn)
+        return result
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._schema_checked:
+            await self._check_schema()
+        result: T = await self._db.read(fn)
+        return result
+
+    async def _check_schema(self) -> None:
+        # once per store, before its first transaction, so a file in the earlier layout fails every ledger call
+        await self._db.write(self._drop_or_refuse_earlier_layout)
+        self._schema_checked = True
+
+    def _drop_or_refuse_earlier_layout(self, c: sqlite3.Connection) -> None:
+        marks = ",".join("?" * len(OLD_TABLES))
+        old = [
+            r[0]
+            for r in c.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})", OLD_TABLES)
+        ]
+        if not old:
+            return
+        if "ledger_transfers" in old and c.execute("SELECT 1 FROM ledger_transfers LIMIT 1").fetchone():
+            raise BackendFailure(
+                f"SQLite database {self._db.path!r} holds a ledger in an earlier layout (tables {', '.join(old)}),"
+                " which this version does not migrate: open a new file for the ledger",
+                details={"tables": old},
+            )
+        for name in old:  # the old ledger recorded nothing: nothing is lost
+            c.execute(f"DROP TABLE {name}")
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
+
+    def _tenant_number(self, c: sqlite3.Connection, tenant: str, *, create: bool) -> int | None:
+        number = self._tenant_numbers.get(tenant)
+        if number is not None:
+            return number
+        row = c.execute("SELECT n FROM ledger_tenants WHERE tenant=?", (tenant,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            # not remembered: this transaction may still roll back, and then the number is not this tenant's
+            number = int(c.execute("INSERT INTO ledger_tenants (tenant) VALUES (?)", (tenant,)).lastrowid or 0)
+        else:
+            number = int(row[0])
+            if len(self._tenant_numbers) >= TENANT_MEMO_MAX:  # bounded; a reset only costs a lookup
+                self._tenant_numbers.clear()
+            self._tenant_numbers[tenant] = number
+        if not 0 < number < TENANTS_MAX:
+            raise LimitExceeded(f"the SQLite ledger holds at most {TENANTS_MAX - 1} tenants")
+        return number
 
     @staticmethod
     def _load_accounts(
         c: sqlite3.Connection, tenant: str, keys: set[AccountKey]
     ) -> dict[AccountKey, AccountState | None]:
-        out: dict[AccountKey, AccountState | None] = {}
-        for owner, currency in keys:
-            row = c.execute(
-                "SELECT allow_negative, dp, cp, dpend, cpend FROM ledger_accounts WHERE tenant=? AND owner=?"
-                " AND currency=?",
-                (tenant, owner, currency),
-            ).fetchone()
-            out[(owner, currency)] = AccountState(bool(row[0]), *map(int, row[1:])) if row else None
+        out: dict[AccountKey, AccountState | None] = dict.fromkeys(keys)
+        for part in _chunks(list(keys), ACCOUNTS_PER_SELECT):
+            args = [value for owner, currency in part for value in (tenant, owner, currency)]
+            for owner, currency, neg, dp, cp, dpend, cpend in c.execute(_accounts_sql(len(part)), args):
+                out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
         return out
 
     @staticmethod
@@ -79,43 +277,58 @@ class SQLiteLedgerStore(LedgerStore):
         )
 
     @staticmethod
-    def _put_transfer(c: sqlite3.Connection, tenant: str, t: Transfer, *, new: bool) -> None:
-        open_hold = int(t.kind == "pending" and t.state == "pending")
-        expires = t.expires_at.timestamp() if t.expires_at else None
-        c.execute(
-            "INSERT OR REPLACE INTO ledger_transfers VALUES (?,?,?,?,?,?)",
-            (tenant, t.id, t.sequence, json.dumps(t.to_record()), open_hold, expires),
-        )
-        if new and t.ok:
-            c.executemany(
-                "INSERT INTO ledger_history VALUES (?,?,?,?,?)",
-                [(tenant, owner, t.currency, t.sequence, t.id) for owner in (t.debit, t.credit)],
-            )
-
-    def _expire(self, c: sqlite3.Connection, tenant: str, now: float) -> None:
-        rows = c.execute(
-            "SELECT record FROM ledger_transfers WHERE tenant=? AND open_hold=1 AND expires<=?", (tenant, now)
-        ).fetchall()
-        if not rows:
-            return
-        holds = {t.id: t for t in (Transfer.from_record(json.loads(r[0])) for r in rows)}
-        keys = {(h.debit, h.currency) for h in holds.values()} | {(h.credit, h.currency) for h in holds.values()}
-        accounts = self._load_accounts(c, tenant, keys)
-        states = {k: v for k, v in accounts.items() if v is not None}
-        for hold in expire_holds(holds, states, now).values():
-            self._put_transfer(c, tenant, hold, new=False)
-        self._save_accounts(c, tenant, accounts)
+    def _get(c: sqlite3.Connection, tn: int, ids: Sequence[str]) -> dict[str, Transfer]:
+        out: dict[str, Transfer] = {}
+        for part in _chunks(ids):
+            rows = c.execute(_ids_sql(len(part)), (tn, *part))
+            out.update((t.id, t) for t in map(_row_transfer, rows))
+        return out
 
     @staticmethod
-    def _get(c: sqlite3.Connection, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
-        out = {}
-        for transfer_id in ids:
-            row = c.execute(
-                "SELECT record FROM ledger_transfers WHERE tenant=? AND id=?", (tenant, transfer_id)
-            ).fetchone()
-            if row:
-                out[transfer_id] = Transfer.from_record(json.loads(row[0]))
-        return out
+    def _update_holds(c: sqlite3.Connection, base: int, holds: Iterable[Transfer]) -> None:
+        c.executemany(
+            "UPDATE ledger_records SET state=?, captured=? WHERE k=?",
+            [(h.state or "", h.captured, base + h.sequence) for h in holds],
+        )
+
+    def _expire(self, c: sqlite3.Connection, tenant: str, tn: int, now: float) -> None:
+        rows = c.execute(f"{_SELECT} WHERE tn=? AND state='pending' AND expires<=?", (tn, now)).fetchall()
+        if not rows:
+            return
+        holds = {t.id: t for t in map(_row_transfer, rows)}
+        accounts = self._load_accounts(c, tenant, _account_keys([], holds))
+        states = {k: v for k, v in accounts.items() if v is not None}
+        self._update_holds(c, tn << SEQ_BITS, expire_holds(holds, states, now).values())
+        self._save_accounts(c, tenant, accounts)
+
+    def _apply(self, c: sqlite3.Connection, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
+        tn = self._tenant_number(c, tenant, create=True)
+        if tn is None:
+            raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
+        base = tn << SEQ_BITS
+        last, due = c.execute(_PROBE, (base, base + SEQ_SPAN, tn, now)).fetchone()
+        if due:
+            self._expire(c, tenant, tn, now)
+        if not requests:
+            return Applied([], {})
+        first = (0 if last is None else last - base) + 1
+        if first + len(requests) >= SEQ_SPAN:
+            raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
+        pending_ids = [r.pending_id for r in requests if r.pending_id]
+        holds = self._get(c, tn, pending_ids) if pending_ids else {}
+        accounts = self._load_accounts(c, tenant, _account_keys(requests, holds))
+        result = evaluate(requests, accounts, holds, now, first)
+        try:
+            c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
+        except sqlite3.IntegrityError as exc:
+            if "ledger_records.id" not in str(exc):
+                raise
+            raise _Recorded from exc
+        if result.holds:
+            self._update_holds(c, base, result.holds.values())
+        if result.failure is None:
+            self._save_accounts(c, tenant, accounts)
+        return Applied(result.transfers, {})
 
     # -- primitives -----------------------------------------------------------------------------------------
 
@@ -131,92 +344,67 @@ class SQLiteLedgerStore(LedgerStore):
                 "SELECT allow_negative, created FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
                 (tenant, owner, currency),
             ).fetchone()
-            return Account(owner, currency, bool(row[0]), datetime.fromtimestamp(row[1], UTC)), cur.rowcount > 0
+            return Account(owner, currency, bool(row[0]), _at(row[1])), cur.rowcount > 0
 
-        result: tuple[Account, bool] = await self._db.write(tx)
-        return result
+        return await self._write(tx)
 
     async def balance(self, tenant: str, owner: str, currency: str, now: float) -> Balance | None:
         def tx(c: sqlite3.Connection) -> Balance | None:
-            self._expire(c, tenant, now)
+            tn = self._tenant_number(c, tenant, create=False)
+            if tn is not None:
+                self._expire(c, tenant, tn, now)
             row = c.execute(
-                "SELECT owner, currency, allow_negative, dp, cp, dpend, cpend FROM ledger_accounts WHERE tenant=?"
-                " AND owner=? AND currency=?",
+                f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
                 (tenant, owner, currency),
             ).fetchone()
             return _row_balance(row) if row else None
 
-        result: Balance | None = await self._db.write(tx)
-        return result
+        return await self._write(tx)
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
-        def tx(c: sqlite3.Connection) -> Applied:
-            existing = self._get(c, tenant, [r.id for r in requests])
-            if existing:
-                return Applied([], existing)
-            self._expire(c, tenant, now)
-            if not requests:
-                return Applied([], {})
-            holds = self._get(c, tenant, [r.pending_id for r in requests if r.pending_id])
-            keys = {(r.debit, r.currency) for r in requests if r.kind in ("posted", "pending")}
-            keys |= {(r.credit, r.currency) for r in requests if r.kind in ("posted", "pending")}
-            keys |= {(h.debit, h.currency) for h in holds.values()} | {(h.credit, h.currency) for h in holds.values()}
-            accounts = self._load_accounts(c, tenant, keys)
-            row = c.execute("SELECT seq FROM ledger_seq WHERE tenant=?", (tenant,)).fetchone()
-            first = (int(row[0]) if row else 0) + 1
-            result = evaluate(requests, accounts, holds, now, first)
-            for transfer in result.transfers:
-                self._put_transfer(c, tenant, transfer, new=True)
-            for hold in result.holds.values():
-                self._put_transfer(c, tenant, hold, new=False)
-            self._save_accounts(c, tenant, accounts)
-            c.execute(
-                "INSERT INTO ledger_seq VALUES (?,?) ON CONFLICT (tenant) DO UPDATE SET seq=excluded.seq",
-                (tenant, first + len(result.transfers) - 1),
-            )
-            return Applied(result.transfers, {})
-
-        result: Applied = await self._db.write(tx)
-        return result
+        try:
+            return await self._write(lambda c: self._apply(c, tenant, requests, now))
+        except _Recorded:
+            existing = await self.transfers(tenant, [r.id for r in requests])
+        if not existing:
+            raise InvariantViolation("the ledger refused a batch as recorded, and none of its ids is")
+        return Applied([], existing)
 
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
-        result: dict[str, Transfer] = await self._db.read(lambda c: self._get(c, tenant, ids))
-        return result
+        def tx(c: sqlite3.Connection) -> dict[str, Transfer]:
+            tn = self._tenant_number(c, tenant, create=False)
+            return {} if tn is None else self._get(c, tn, ids)
+
+        return await self._read(tx)
 
     async def history(self, tenant: str, owner: str, currency: str, after_seq: int, limit: int) -> list[Transfer]:
         def tx(c: sqlite3.Connection) -> list[Transfer]:
-            rows = c.execute(
-                "SELECT t.record FROM ledger_history h JOIN ledger_transfers t ON t.tenant=h.tenant AND t.id=h.id"
-                " WHERE h.tenant=? AND h.owner=? AND h.currency=? AND h.seq>? ORDER BY h.seq LIMIT ?",
-                (tenant, owner, currency, after_seq, limit),
-            ).fetchall()
-            return [Transfer.from_record(json.loads(r[0])) for r in rows]
+            tn = self._tenant_number(c, tenant, create=False)
+            if tn is None:
+                return []
+            side = (owner, currency, (tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS, limit)
+            return [_row_transfer(r) for r in c.execute(_HISTORY, (*side, *side, limit))]
 
-        result: list[Transfer] = await self._db.read(tx)
-        return result
+        return await self._read(tx)
 
     async def balances(self, tenant: str) -> list[Balance]:
         def tx(c: sqlite3.Connection) -> list[Balance]:
             rows = c.execute(
-                "SELECT owner, currency, allow_negative, dp, cp, dpend, cpend FROM ledger_accounts WHERE tenant=?"
-                " ORDER BY owner, currency",
-                (tenant,),
+                f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE tenant=? ORDER BY owner, currency", (tenant,)
             ).fetchall()
             return [_row_balance(r) for r in rows]
 
-        result: list[Balance] = await self._db.read(tx)
-        return result
+        return await self._read(tx)
 
     async def all_transfers(self, tenant: str, after_seq: int, limit: int) -> list[Transfer]:
         def tx(c: sqlite3.Connection) -> list[Transfer]:
-            rows = c.execute(
-                "SELECT record FROM ledger_transfers WHERE tenant=? AND seq>? ORDER BY seq LIMIT ?",
-                (tenant, after_seq, limit),
-            ).fetchall()
-            return [Transfer.from_record(json.loads(r[0])) for r in rows]
+            tn = self._tenant_number(c, tenant, create=False)
+            if tn is None:
+                return []
+            bounds = ((tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS, limit)
+            return [_row_transfer(r) for r in c.execute(f"{_SELECT} WHERE k>? AND k<? ORDER BY k LIMIT ?", bounds)]
 
-        result: list[Transfer] = await self._db.read(tx)
-        return result
+        return await self._read(tx)
 
     async def put_usage(self, tenant: str, event_id: str, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         def tx(c: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
@@ -230,8 +418,7 @@ class SQLiteLedgerStore(LedgerStore):
             )
             return record, True
 
-        result: tuple[dict[str, Any], bool] = await self._db.write(tx)
-        return result
+        return await self._write(tx)
 
     async def usage(self, tenant: str, query: UsageQuery, limit: int) -> list[dict[str, Any]]:
         sql = "SELECT record FROM ledger_usage WHERE tenant=?"
@@ -251,8 +438,7 @@ class SQLiteLedgerStore(LedgerStore):
         def tx(c: sqlite3.Connection) -> list[dict[str, Any]]:
             return [json.loads(r[0]) for r in c.execute(sql, args).fetchall()]
 
-        result: list[dict[str, Any]] = await self._db.read(tx)
-        return result
+        return await self._read(tx)
 
     async def set_price(self, tenant: str, price: Price) -> None:
         record = json.dumps(
@@ -264,7 +450,7 @@ class SQLiteLedgerStore(LedgerStore):
                 "INSERT OR REPLACE INTO ledger_prices VALUES (?,?,?,?)", (tenant, price.provider, price.model, record)
             )
 
-        await self._db.write(tx)
+        await self._write(tx)
 
     async def price(self, tenant: str, provider: str, model: str) -> Price | None:
         def tx(c: sqlite3.Connection) -> Price | None:
@@ -276,5 +462,4 @@ class SQLiteLedgerStore(LedgerStore):
             inp, out, img, currency = json.loads(row[0])
             return Price(provider, model, inp, out, img, currency)
 
-        result: Price | None = await self._db.read(tx)
-        return result
+        return await self._read(tx)

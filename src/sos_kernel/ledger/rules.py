@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .models import AMOUNT_MICROS_MAX, Transfer, TransferRequest
+from .models import AMOUNT_MICROS_MAX, Transfer, TransferRequest, new_transfer
 
 __all__ = ["AccountState", "Evaluation", "RuleFailure", "evaluate", "expire_holds"]
 
@@ -59,8 +59,11 @@ def _at(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def _check_caps(*values: int) -> bool:
-    return all(v <= AMOUNT_MICROS_MAX for v in values)
+def _copy(state: AccountState) -> AccountState:
+    # not dataclasses.replace: this runs per account per batch, and replace() costs several times a constructor
+    return AccountState(
+        state.allow_negative, state.debits_posted, state.credits_posted, state.debits_pending, state.credits_pending
+    )
 
 
 def expire_holds(
@@ -93,9 +96,9 @@ def _apply_move(req: TransferRequest, accounts: Mapping[AccountKey, AccountState
             "SOS-7001", f"{req.debit} has {available} {req.currency} micros available, needs {req.amount}", req
         )
     # posted + pending, not each alone: capturing a hold turns pending into posted, and must never pass the cap
-    if not _check_caps(
-        debit.debits_posted + debit.debits_pending + req.amount,
-        credit.credits_posted + credit.credits_pending + req.amount,
+    if (
+        debit.debits_posted + debit.debits_pending + req.amount > AMOUNT_MICROS_MAX
+        or credit.credits_posted + credit.credits_pending + req.amount > AMOUNT_MICROS_MAX
     ):
         return _fail("SOS-4010", f"a balance would pass AMOUNT_MICROS_MAX ({AMOUNT_MICROS_MAX})", req)
     if req.kind == "posted":
@@ -134,11 +137,17 @@ def _resolve_hold(
 
 
 def _record(
-    req: TransferRequest, now: float, seq: int, hold: Transfer | None, amount: int, failure: RuleFailure | None
+    req: TransferRequest,
+    now: float,
+    timestamp: datetime,
+    seq: int,
+    hold: Transfer | None,
+    amount: int,
+    failure: RuleFailure | None,
 ) -> Transfer:
     source = hold if hold is not None else None
-    expires = _at(now + req.timeout_s) if req.kind == "pending" else None
-    return Transfer(
+    pending = req.kind == "pending" and not failure
+    return new_transfer(
         id=req.id,
         kind=req.kind,
         debit=source.debit if source else req.debit,
@@ -150,13 +159,13 @@ def _record(
         code=req.code,
         reason=req.reason,
         metadata=req.metadata,
-        timestamp=_at(now),
+        timestamp=timestamp,
         sequence=seq,
         status="failed" if failure else "ok",
         error_code=failure.code if failure else None,
         error_message=failure.message if failure else None,
-        state="pending" if req.kind == "pending" and not failure else None,
-        expires_at=expires if not failure else None,
+        state="pending" if pending else None,
+        expires_at=_at(now + req.timeout_s) if pending else None,
     )
 
 
@@ -172,7 +181,8 @@ def evaluate(
     ``accounts`` must hold every account the requests and their holds name (``None`` for a missing one);
     ``holds`` every hold a capture or void names. On failure the accounts are left as they were.
     """
-    snapshot = {k: replace(v) if v is not None else None for k, v in accounts.items()}
+    snapshot = {k: _copy(v) if v is not None else None for k, v in accounts.items()}
+    timestamp = _at(now)
     changed_holds: dict[str, Transfer] = {}
     recorded: list[Transfer] = []
     failure: RuleFailure | None = None
@@ -189,9 +199,9 @@ def evaluate(
                 changed_holds[updated.id] = updated
         if failure is not None:
             break
-        recorded.append(_record(req, now, first_seq + offset, hold, amount, None))
+        recorded.append(_record(req, now, timestamp, first_seq + offset, hold, amount, None))
     if failure is not None:
-        return Evaluation(_failed_batch(requests, now, first_seq, failure), {}, failure)
+        return Evaluation(_failed_batch(requests, now, timestamp, first_seq, failure), {}, failure)
     for key, state in snapshot.items():
         target = accounts[key]
         if state is not None and target is not None:
@@ -201,7 +211,7 @@ def evaluate(
 
 
 def _failed_batch(
-    requests: Sequence[TransferRequest], now: float, first_seq: int, failure: RuleFailure
+    requests: Sequence[TransferRequest], now: float, timestamp: datetime, first_seq: int, failure: RuleFailure
 ) -> list[Transfer]:
     out = []
     for offset, req in enumerate(requests):
@@ -209,5 +219,6 @@ def _failed_batch(
         if req.id != failure.failed_id:
             message += failure.message
         # a failed step is recorded with its request's fields, which are what a retry is compared against
-        out.append(_record(req, now, first_seq + offset, None, req.amount, RuleFailure(failure.code, message, req.id)))
+        failed = RuleFailure(failure.code, message, req.id)
+        out.append(_record(req, now, timestamp, first_seq + offset, None, req.amount, failed))
     return out

@@ -48,6 +48,7 @@ from .models import (
     TransferKind,
     TransferRequest,
     Transmutation,
+    new_request,
 )
 from .store import LedgerStore
 
@@ -110,7 +111,9 @@ def _check_meta(reason: str, metadata: Mapping[str, Any] | None, code: int) -> d
         raise InvalidArgument(f"reason must be a string of at most {REASON_CHARS_MAX} characters")
     if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code < 2**31:
         raise InvalidArgument(f"code must be an int in [0, 2**31), got {code!r}")
-    meta = dict(metadata or {})
+    if not metadata:
+        return {}
+    meta = dict(metadata)
     if len(meta) > METADATA_KEYS_MAX or not all(isinstance(k, str) for k in meta):
         raise InvalidArgument(f"metadata is a mapping of at most {METADATA_KEYS_MAX} string keys")
     for value in meta.values():
@@ -189,7 +192,7 @@ class Ledger:
         if debit == credit:
             raise InvalidArgument(f"transfer {id} debits and credits the same account {debit}")
         meta = _check_meta(reason, metadata, code)
-        return TransferRequest(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
+        return new_request(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
 
     async def transfer(
         self,
@@ -229,7 +232,7 @@ class Ledger:
         """
         if not 1 <= len(transfers) <= BATCH_MAX:
             raise LimitExceeded(f"a batch holds 1..{BATCH_MAX} transfers, got {len(transfers)}")
-        requests = [self._request("posted", **dict(t)) for t in transfers]
+        requests = [self._request("posted", **t) for t in transfers]
         if len({r.id for r in requests}) != len(requests):
             raise InvalidArgument("a batch repeats a transfer id")
         return await self._submit(requests)
@@ -291,9 +294,9 @@ class Ledger:
         if hold is not None and usable:
             # a void moves nothing and is recorded with amount 0, so its retry must ask for 0 too
             moved = 0 if kind == "void_pending" else (hold.amount if amount is None else amount)
-            request = TransferRequest(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
+            request = new_request(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
         else:  # recorded as a failed settlement, so a retry fails the same way
-            request = TransferRequest(op_id, kind, "", "", "", amount or 0, hold_id)
+            request = new_request(op_id, kind, "", "", "", amount or 0, hold_id)
         return (await self._submit([request]))[0]
 
     async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:

@@ -1,0 +1,72 @@
+"""The SQLite ledger's file layout: a file written with the earlier layout is refused clearly, or, when its
+ledger recorded nothing, upgraded in place. (SQLite only: the layout is that engine's own.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+import sos_kernel
+from sos_kernel.errors import BackendFailure
+
+pytestmark = pytest.mark.anyio
+
+EARLIER_LAYOUT = """
+CREATE TABLE ledger_accounts (
+    tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
+    dp INTEGER NOT NULL, cp INTEGER NOT NULL, dpend INTEGER NOT NULL, cpend INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
+CREATE TABLE ledger_transfers (
+    tenant TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
+    open_hold INTEGER NOT NULL, expires REAL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
+CREATE INDEX ledger_transfers_seq ON ledger_transfers (tenant, seq);
+CREATE INDEX ledger_open_holds ON ledger_transfers (tenant, open_hold, expires);
+CREATE TABLE ledger_history (
+    tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (tenant, owner, currency, seq, id)) WITHOUT ROWID;
+CREATE TABLE ledger_seq (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+"""
+EARLIER_TABLES = ["ledger_history", "ledger_seq", "ledger_transfers"]
+
+
+def earlier_file(path: Path, *, recorded: bool) -> str:
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(EARLIER_LAYOUT)
+        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
+        if recorded:
+            c.execute("INSERT INTO ledger_transfers VALUES ('default', 't1', 1, '{}', 0, NULL)")
+            c.execute("INSERT INTO ledger_seq VALUES ('default', 1)")
+        c.commit()
+    return f"sqlite:///{path}"
+
+
+def tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as c:
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+async def test_an_earlier_layout_with_records_is_refused_on_every_ledger_call(tmp_path: Path) -> None:
+    path = tmp_path / "earlier.db"
+    async with sos_kernel.open(earlier_file(path, recorded=True)) as kernel:
+        for attempt in (kernel.ledger.balances(), kernel.ledger.get_transfer("t1")):
+            with pytest.raises(BackendFailure, match="earlier layout") as info:
+                await attempt
+            assert info.value.code == "SOS-6031"
+            assert sorted(info.value.details["tables"]) == EARLIER_TABLES
+        await kernel.bus.send("agent:alice", "agent:bob", "the rest of the file is still usable")
+    assert set(EARLIER_TABLES) <= tables(path)  # nothing was dropped or rewritten
+
+
+async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "earlier.db"
+    async with sos_kernel.open(earlier_file(path, recorded=False)) as kernel:
+        ledger = kernel.ledger
+        assert [b.owner for b in await ledger.balances()] == ["agent:alice"]  # accounts keep their layout
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        t = await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
+        assert t.sequence == 1
+        await ledger.check()
+    assert not set(EARLIER_TABLES) & tables(path)
