@@ -129,7 +129,8 @@ for i = 1, n do
     moved[i] = r.amount
   else
     local h = hold(r.pid)
-    if h == nil or h.kind ~= 'pending' or h.status ~= 'ok' then
+    if h == nil or h.kind ~= 'pending' or h.status ~= 'ok' or h.debit ~= r.debit or h.credit ~= r.credit then
+      -- a settlement built when no hold existed carries no accounts: it stays 'no hold' (see rules._resolve_hold)
       code, msg = 'SOS-7020', 'no hold ' .. r.pid
     elseif h.state ~= 'pending' or (h.expires > 0 and h.expires <= now) then
       local st = h.state

@@ -116,7 +116,9 @@ def _resolve_hold(
     accounts: Mapping[AccountKey, AccountState | None],
     now: float,
 ) -> tuple[RuleFailure | None, Transfer | None, int]:
-    if hold is None or hold.kind != "pending" or not hold.ok:
+    # A settlement is built from the hold it saw; one built when no hold existed carries no accounts and stays a
+    # "no hold" failure even if the hold was placed since (so its retry can never turn into a capture).
+    if hold is None or hold.kind != "pending" or not hold.ok or (req.debit, req.credit) != (hold.debit, hold.credit):
         return _fail("SOS-7020", f"no hold {req.pending_id}", req), None, 0
     if hold.state != "pending" or (hold.expires_at is not None and hold.expires_at.timestamp() <= now):
         state = "expired" if hold.state == "pending" else hold.state
