@@ -92,6 +92,7 @@ async def trade(url: str, buyer_token: str, seller_token: str) -> None:
 def main() -> None:
     _, buyer_token, seller_token = anyio.run(seed)
     sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers are not held back for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server, thread = start_server(sock)

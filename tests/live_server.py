@@ -60,6 +60,7 @@ class ServerThread(threading.Thread):
 def running_server(db_url: str) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url``, stopped (and checked) on exit."""
     sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else each answer waits for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     thread = ServerThread(db_url, sock)

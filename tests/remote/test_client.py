@@ -321,3 +321,21 @@ def test_the_blocking_client_is_the_async_client_behind_a_portal(tmp_path: Path)
                 assert delivery.message.message_id == receipt.message_id
                 assert delivery.ack() is True
             assert [m.message_id for m in bob.bus.history("agent:bob")] == [receipt.message_id]
+
+
+async def test_a_retried_ack_gets_the_first_answer(remote: Remote) -> None:
+    """An ack whose answer was lost is retried with the same Idempotency-Key: it answers True again, once applied."""
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    await alice.bus.send("agent:alice", "agent:bob", "ack me")
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        delivery = await sub.receive(timeout_s=5)
+        assert delivery is not None
+        key = {"address": "agent:bob", "group": delivery.group, "position": delivery.position}
+        headers = {**remote.auth(remote.bob), "idempotency-key": "ack-1"}
+        first = await remote.http.post("/v1/bus/ack", json=key, headers=headers)
+        retry = await remote.http.post("/v1/bus/ack", json=key, headers=headers)
+        assert first.json() == retry.json() == {"acked": True}
+        assert retry.headers["idempotent-replayed"] == "true"
+        other = await remote.http.post("/v1/bus/ack", json=key, headers={**headers, "idempotency-key": "ack-2"})
+        assert other.json() == {"acked": False}  # a new request: the delivery is no longer pending
+        assert await sub.receive(timeout_s=0.3) is None

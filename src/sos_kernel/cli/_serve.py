@@ -71,12 +71,16 @@ def _signals(stop: _Stop) -> Iterator[None]:
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as exc:
         raise KernelRuntimeError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             details={"host": host, "port": port, "errno": exc.errno},
         ) from exc
+    # Accepted sockets inherit this. asyncio turns Nagle off only on sockets created with IPPROTO_TCP, and without
+    # it every response waits for the client's delayed ACK (~40 ms a request on Linux).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _admin_token(ctx: Context) -> str | None:

@@ -178,21 +178,31 @@ async def subscribe(
     return EventStream(run)
 
 
-@router.post("/ack", summary="Ack a delivery of a stream: {acked: bool}")
+@router.post("/ack", summary="Ack a delivery of a stream: {acked: bool} (Idempotency-Key honoured)")
 async def ack(body: AckIn, session: SessionDep, request: Request) -> Response:
     principal = await session.bus.need("bus:read")
     session.bus.own_or_channel(principal, body.address)
-    acked = await state_of(request).leases.settle(session.tenant, body.address, body.group, body.position, None)
-    return answer({"acked": acked})
+    leases = state_of(request).leases
+
+    async def settle() -> dict[str, bool]:
+        return {"acked": await leases.settle(session.tenant, body.address, body.group, body.position, None)}
+
+    return await keyed(request, session, settle)  # a retried ack (lost answer) gets the first answer back
 
 
-@router.post("/nack", summary="Give a delivery back for redelivery after delay_s: {nacked: bool}")
+@router.post(
+    "/nack", summary="Give a delivery back for redelivery after delay_s: {nacked: bool} (Idempotency-Key honoured)"
+)
 async def nack(body: NackIn, session: SessionDep, request: Request) -> Response:
     principal = await session.bus.need("bus:read")
     session.bus.own_or_channel(principal, body.address)
     leases = state_of(request).leases
-    nacked = await leases.settle(session.tenant, body.address, body.group, body.position, body.delay_s)
-    return answer({"nacked": nacked})
+
+    async def settle() -> dict[str, bool]:
+        nacked = await leases.settle(session.tenant, body.address, body.group, body.position, body.delay_s)
+        return {"nacked": nacked}
+
+    return await keyed(request, session, settle)
 
 
 @router.delete("/subscriptions/{subscription}", status_code=204, summary="Close a subscription now")
