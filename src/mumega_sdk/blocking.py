@@ -23,7 +23,7 @@ __all__ = ["SyncMumegaClient"]
 
 class SyncMumegaClient:
     """A connected :class:`MumegaClient` behind a blocking API: ``bus`` (a :class:`~sos_kernel.sync.SyncBus`),
-    ``registry``, ``ledger`` and ``skills`` (blocking services), ``tenant`` and ``agent``.
+    ``registry``, ``ledger``, ``skills`` and ``tokens`` (blocking services), ``tenant`` and ``agent``.
 
     Connecting checks the token (SOS-5001/5002/5003/5006 as ``await kernel.session(token)``). Close it (or leave
     the ``with``) to close the connections and stop the background thread.
@@ -42,6 +42,7 @@ class SyncMumegaClient:
         self.registry = SyncService(self._portal, self.client.registry)
         self.ledger = SyncService(self._portal, self.client.ledger)
         self.skills = SyncService(self._portal, self.client.skills)
+        self.tokens = SyncService(self._portal, self.client.tokens)
 
     @staticmethod
     async def _connect(base_url: str, token: str | None, options: dict[str, Any]) -> MumegaClient:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -65,7 +66,7 @@ from sos_kernel.errors import (
 )
 from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import PublicKey
-from sos_kernel.identity.models import Principal
+from sos_kernel.identity.models import IssuedToken, Principal, TokenInfo
 from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
 from sos_kernel.server import wire
@@ -82,6 +83,7 @@ __all__ = [
     "RemoteRegistry",
     "RemoteSkills",
     "RemoteSubscription",
+    "RemoteTokens",
 ]
 
 BACKOFF_S = 0.05
@@ -182,6 +184,7 @@ class MumegaClient:
         self.registry = RemoteRegistry(self)
         self.ledger = RemoteLedger(self)
         self.skills = RemoteSkills(self)
+        self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
         """Check the token with the server (``GET /v1/session``) and learn its principal; done by ``async with``.
@@ -676,6 +679,32 @@ class RemoteSubscription:
             self._inbox.close()
         if self.subscription is not None:
             await self._client.call("DELETE", f"/v1/bus/subscriptions/{self.subscription}")
+
+
+class RemoteTokens(_Service):
+    """The tenant's tokens over HTTP (the token's ``admin`` scope): the methods of ``kernel.tenant(slug).tokens``."""
+
+    async def issue(
+        self,
+        *,
+        agent: str | None = None,
+        scopes: Sequence[str] | None = None,
+        expires_in_s: int | None = None,
+        label: str = "",
+    ) -> IssuedToken:
+        """See :meth:`Tokens.issue`; the secret is in the result only (sent once, with an Idempotency-Key)."""
+        body = _given({"agent": agent, "scopes": list(scopes) if scopes is not None else None})
+        body.update(_given({"expires_in_s": expires_in_s}))
+        body["label"] = label
+        return wire.load_issued_token(await self._post("/v1/tokens", body, keyed=True))
+
+    async def list(self) -> list[TokenInfo]:
+        """See :meth:`Tokens.list` (never secrets)."""
+        return [wire.load_token_info(t) for t in await self._get("/v1/tokens")]
+
+    async def revoke(self, token_id: str) -> None:
+        """See :meth:`Tokens.revoke` (SOS-4040 when no live token has this id)."""
+        await self._client.call("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
 
 
 class RemoteRegistry(_Service):

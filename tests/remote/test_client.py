@@ -13,7 +13,7 @@ import pytest
 from mumega_sdk import MumegaClient
 from mumega_sdk.client import RemoteBus, RemoteLedger, RemoteRegistry, RemoteSkills
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
-from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, SchemaViolation
+from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, NotFound, SchemaViolation
 from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry, SessionSkills
 
 from .conftest import BASE_URL, TENANT, Remote
@@ -339,3 +339,22 @@ async def test_a_retried_ack_gets_the_first_answer(remote: Remote) -> None:
         other = await remote.http.post("/v1/bus/ack", json=key, headers={**headers, "idempotency-key": "ack-2"})
         assert other.json() == {"acked": False}  # a new request: the delivery is no longer pending
         assert await sub.receive(timeout_s=0.3) is None
+
+
+async def test_tokens_through_the_client(remote: Remote) -> None:
+    """The tenant admin issues, lists and revokes tokens remotely; agents may not; a revoked token stops at once."""
+    admin = await remote.client(remote.admin).connect()
+    issued = await admin.tokens.issue(agent="agent:carol", scopes=["bus:read", "bus:write"], label="ci")
+    assert issued.secret.startswith(f"sk-{TENANT}-")
+    carol = await remote.client(issued.secret).connect()
+    assert (carol.agent, carol.scopes) == ("agent:carol", frozenset({"bus:read", "bus:write"}))
+    listed = {t.id: t for t in await admin.tokens.list()}
+    assert listed[issued.id].label == "ci"
+    assert issued.secret not in repr(listed)
+    with pytest.raises(Forbidden):
+        await carol.tokens.issue(agent="agent:carol")
+    await admin.tokens.revoke(issued.id)
+    with pytest.raises(InvalidToken):
+        await carol.bus.history("agent:carol")
+    with pytest.raises(NotFound):
+        await admin.tokens.revoke(issued.id)
