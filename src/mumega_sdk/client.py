@@ -262,12 +262,14 @@ class MumegaClient:
         params: Mapping[str, Any] | None = None,
         keyed: bool = False,
         timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One API call with safe retries; the decoded JSON answer (None for 204), or the server's SOSError.
 
-        ``keyed`` sends one ``Idempotency-Key`` with every attempt (for writes without an id of their own).
+        ``keyed`` sends one ``Idempotency-Key`` with every attempt (for writes without an id of their own);
+        ``headers`` are added to the request (``authorization`` replaces the client's token for this call).
         """
-        headers = {"idempotency-key": uuid.uuid4().hex} if keyed else None
+        headers = {**(headers or {}), **({"idempotency-key": uuid.uuid4().hex} if keyed else {})} or None
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request = self._http.build_request(method, path, json=body, params=params, headers=headers, timeout=timeout)
         for attempt in range(self.retries + 1):

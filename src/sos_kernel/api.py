@@ -1,13 +1,15 @@
 """The service surfaces, as protocols: what a kernel session and a remote ``MumegaClient`` both offer.
 
-One protocol per service (:class:`BusAPI`, :class:`RegistryAPI`, :class:`LedgerAPI`, :class:`SkillsAPI`) and one
-for the whole handle (:class:`SessionAPI`). ``Session`` (in-process, ``await kernel.session(token)``) and
-``mumega_sdk.MumegaClient`` (over HTTP) are both checked against them by mypy (see the bottom of this module and
-of ``mumega_sdk.client``), so code written against ``SessionAPI`` runs unchanged on either, with the same
-arguments, results and exceptions. The trusted in-process services (``kernel.bus``...) satisfy them as well.
+One protocol per service (:class:`BusAPI`, :class:`RegistryAPI`, :class:`LedgerAPI`, :class:`SkillsAPI`), one for
+a tenant's four services (:class:`ServicesAPI`) and one for the whole handle (:class:`SessionAPI`). ``Session``
+(in-process, ``await kernel.session(token)``) and ``mumega_sdk.MumegaClient`` (over HTTP) are both checked against
+them by mypy (see the bottom of this module and of ``mumega_sdk.client``), so code written against ``SessionAPI``
+runs unchanged on either, with the same arguments, results and exceptions. The trusted in-process services
+(``kernel.bus``, ``kernel.tenant(slug)``) satisfy them as well.
 
-The signatures are those of the trusted services. Where a session or the client takes ``**options`` it forwards
-them to that signature: an unknown option is refused (``TypeError`` in-process, SOS-4005 remotely).
+The signatures are those of the trusted services; a session and the client spell them out too (a test compares
+every parameter). Where one takes ``**options`` (``announce``'s context, usage filters) it forwards them to the
+service: an unknown option is refused (``TypeError`` in-process, SOS-4005 remotely).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "DeliveryAPI",
     "LedgerAPI",
     "RegistryAPI",
+    "ServicesAPI",
     "SessionAPI",
     "SkillsAPI",
     "SubscriptionAPI",
@@ -269,8 +272,8 @@ class SkillsAPI(Protocol):
     ) -> Invocation: ...
 
 
-class SessionAPI(Protocol):
-    """A principal's handle: ``Session`` in-process, ``MumegaClient`` remotely."""
+class ServicesAPI(Protocol):
+    """One tenant's services: a trusted ``kernel.tenant(slug)``, a ``Session`` or a ``MumegaClient``."""
 
     @property
     def bus(self) -> BusAPI: ...
@@ -280,6 +283,11 @@ class SessionAPI(Protocol):
     def ledger(self) -> LedgerAPI: ...
     @property
     def skills(self) -> SkillsAPI: ...
+
+
+class SessionAPI(ServicesAPI, Protocol):
+    """A principal's handle: ``Session`` in-process, ``MumegaClient`` remotely."""
+
     @property
     def tenant(self) -> str: ...
     @property
@@ -291,6 +299,7 @@ class SessionAPI(Protocol):
 
 if TYPE_CHECKING:  # mypy proves that the in-process session and the trusted services have these surfaces
     from .bus import Bus, Subscription
+    from .kernel import TenantView
     from .ledger import Ledger
     from .registry import Registry
     from .session import Session, SessionBus, SessionLedger, SessionRegistry, SessionSkills
@@ -298,6 +307,9 @@ if TYPE_CHECKING:  # mypy proves that the in-process session and the trusted ser
 
     def _session_is_an_api(session: Session) -> SessionAPI:
         return session
+
+    def _tenant_view_has_the_services(view: TenantView) -> ServicesAPI:
+        return view
 
     def _session_services(
         bus: SessionBus, registry: SessionRegistry, ledger: SessionLedger, skills: SessionSkills

@@ -18,39 +18,27 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from ..bus import PublishReceipt
-from ..contracts import Message, SkillCard
+from ..api import ServicesAPI
 from ..errors import (
-    BackendFailure,
-    BackendUnavailable,
     InvalidArgument,
     MissingToken,
-    SOSError,
-    from_wire,
 )
 from ..identity.models import IssuedToken, Tenant, TokenInfo
 from ..kernel import DEFAULT_TENANT, DEFAULT_URL, Kernel
 from ..kernel import open as open_kernel
-from ..ledger import Account, Balance, Transfer
-from ..registry import AgentStatus, RegisteredAgent
 from ..server import wire
 from ._output import Output
 
 if TYPE_CHECKING:
-    import httpx
-
     from mumega_sdk.client import MumegaClient
 
-__all__ = ["REMOTE_SCHEMES", "Admin", "Context", "Services", "Target", "is_remote", "open_target"]
+__all__ = ["REMOTE_SCHEMES", "Admin", "Context", "Target", "is_remote", "open_target"]
 
 REMOTE_SCHEMES = ("http://", "https://")
-ERROR_BODY_CHARS_MAX = 500
-"""How much of a non-SOS error answer is kept in the error's details."""
 _TOKEN_TENANT = re.compile(r"^sk-([a-z][a-z0-9-]{1,62})-[0-9a-f]{32}$")
 
 
@@ -65,81 +53,7 @@ def token_tenant(token: str) -> str | None:
     return found.group(1) if found else None
 
 
-# -- the surface commands use: satisfied by TenantView, Session and MumegaClient alike --------------------------
-
-
-class DeliveryApi(Protocol):
-    @property
-    def message(self) -> Message: ...
-    @property
-    def position(self) -> str: ...
-    async def ack(self) -> bool: ...
-
-
-class SubscriptionApi(Protocol):
-    async def __aenter__(self) -> SubscriptionApi: ...
-    async def __aexit__(self, *exc: object) -> None: ...
-    async def receive(self, timeout_s: float | None = None) -> DeliveryApi | None: ...
-
-
-class BusApi(Protocol):
-    async def send(self, source: str, target: str, text: str) -> PublishReceipt: ...
-    async def history_entries(
-        self, address: str, *, after: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Message]]: ...
-    def subscribe(
-        self, address: str, *, group: str | None = None, start: Literal["earliest", "latest"] | None = None
-    ) -> SubscriptionApi: ...
-
-
-class RegistryApi(Protocol):
-    async def find(
-        self,
-        *,
-        skill: str | None = None,
-        role: str | None = None,
-        squad: str | None = None,
-        tool: str | None = None,
-        status: AgentStatus | None = None,
-    ) -> list[RegisteredAgent]: ...
-
-
-class LedgerApi(Protocol):
-    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account: ...
-    async def balance(self, owner: str, currency: str) -> Balance: ...
-    async def balances(self) -> list[Balance]: ...
-    async def transfer(
-        self, *, debit: str, id: str, credit: str, amount: int, currency: str, reason: str = ""
-    ) -> Transfer: ...
-    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]: ...
-
-
-class SkillsApi(Protocol):
-    async def get(self, skill_id: str, version: str | None = None) -> SkillCard: ...
-    async def versions(self, skill_id: str) -> list[str]: ...
-    async def find(
-        self,
-        *,
-        tag: str | None = None,
-        backend: str | None = None,
-        author: str | None = None,
-        status: str | None = None,
-        listed: bool | None = None,
-    ) -> list[SkillCard]: ...
-    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]: ...
-
-
-class Services(Protocol):
-    """``.bus``, ``.registry``, ``.ledger``, ``.skills`` of one tenant."""
-
-    @property
-    def bus(self) -> BusApi: ...
-    @property
-    def registry(self) -> RegistryApi: ...
-    @property
-    def ledger(self) -> LedgerApi: ...
-    @property
-    def skills(self) -> SkillsApi: ...
+# -- the surface commands use: ``ServicesAPI`` (sos_kernel.api), satisfied by TenantView and MumegaClient ---------
 
 
 class Admin(Protocol):
@@ -179,62 +93,34 @@ class EmbeddedAdmin:
         await self._kernel.tenant(self._tenant).tokens.revoke(token_id)
 
 
-def _failure(response: httpx.Response) -> SOSError:
-    """The server's SOS error, or an error of the tree for an answer without the envelope (a proxy, a crash)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return from_wire(body)
-    details = {"status": response.status_code, "body": response.text[:ERROR_BODY_CHARS_MAX]}
-    if response.status_code in (502, 503, 504):
-        return BackendUnavailable(f"the server answered HTTP {response.status_code}", details=details)
-    return BackendFailure(f"the server answered HTTP {response.status_code} without an SOS error", details=details)
-
-
 class RemoteAdmin:
-    """Tenants (``POST /v1/tenants``, server admin token) and tokens (``/v1/tokens``, the tenant's admin token)."""
+    """Tenants (``POST /v1/tenants``, with the server admin token) and the tenant's tokens (``client.tokens``)."""
 
     def __init__(self, client: MumegaClient, admin_token: str | None) -> None:
-        self._http = client.http
-        self._url = client.base_url
+        self._client = client
         self._admin_token = admin_token
-
-    async def _call(self, method: str, path: str, *, body: Any = None, token: str | None = None) -> Any:
-        import httpx
-
-        headers = {"authorization": f"Bearer {token}"} if token else None
-        try:
-            response = await self._http.request(method, path, json=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"cannot reach {self._url}: {exc!r}") from exc
-        if response.status_code >= 400:
-            raise _failure(response)
-        return None if response.status_code == 204 or not response.content else response.json()
 
     async def create_tenant(self, slug: str, plan: str, seats: int | None) -> tuple[Tenant, str]:
         if not self._admin_token:
             raise MissingToken(
-                f"creating a tenant on {self._url} needs the server's admin token: pass --admin-token or set "
-                "SOS_ADMIN_TOKEN"
+                f"creating a tenant on {self._client.base_url} needs the server's admin token: pass --admin-token or "
+                "set SOS_ADMIN_TOKEN"
             )
         body = {"slug": slug, "plan": plan, **({"seats": seats} if seats is not None else {})}
-        found = await self._call("POST", "/v1/tenants", body=body, token=self._admin_token)
+        headers = {"authorization": f"Bearer {self._admin_token}"}
+        found = await self._client.call("POST", "/v1/tenants", body=body, headers=headers)
         return wire.load_tenant(found["tenant"]), str(found["admin_token"])
 
     async def issue_token(
         self, *, agent: str | None, scopes: Sequence[str] | None, expires_in_s: int | None, label: str
     ) -> IssuedToken:
-        asked = {"agent": agent, "scopes": list(scopes) if scopes is not None else None, "expires_in_s": expires_in_s}
-        body = {**{k: v for k, v in asked.items() if v is not None}, "label": label}
-        return wire.load_issued_token(await self._call("POST", "/v1/tokens", body=body))
+        return await self._client.tokens.issue(agent=agent, scopes=scopes, expires_in_s=expires_in_s, label=label)
 
     async def list_tokens(self) -> list[TokenInfo]:
-        return [wire.load_token_info(t) for t in await self._call("GET", "/v1/tokens")]
+        return await self._client.tokens.list()
 
     async def revoke_token(self, token_id: str) -> None:
-        await self._call("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
+        await self._client.tokens.revoke(token_id)
 
 
 @dataclass(frozen=True)
@@ -242,7 +128,7 @@ class Target:
     """An opened target: its URL, the tenant's services and its admin operations."""
 
     url: str
-    services: Services
+    services: ServicesAPI
     admin: Admin
 
 
