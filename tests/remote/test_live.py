@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 import sos_kernel
@@ -72,3 +73,60 @@ async def test_a_stream_delivers_as_it_happens(live: Live) -> None:
             assert (delivery.message.message_id, delivery.position) == (receipt.message_id, receipt.position)
             assert await delivery.ack() is True
             assert await sub.receive(timeout_s=1.2) is None  # idle across a keep-alive ping
+
+
+class DropsTheFirstStream(httpx.AsyncBaseTransport):
+    """A real network transport whose first subscription stream breaks right after its first delivery event."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.streams = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.url.path != "/v1/bus/subscribe":
+            return response
+        self.streams += 1
+        if self.streams > 1:
+            return response
+        inner = response.stream
+        if not isinstance(inner, httpx.AsyncByteStream):
+            raise TypeError("expected an async stream")
+
+        class Cut(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                seen = b""
+                async for chunk in inner:
+                    yield chunk
+                    seen += chunk
+                    if b"event: delivery" in seen:
+                        raise httpx.ReadError("the connection dropped")
+
+            async def aclose(self) -> None:
+                await inner.aclose()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Cut(), request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_dropped_stream_reconnects_from_its_last_position(live: Live) -> None:
+    """The client reconnects (same lease, Last-Event-ID) and every message arrives once: nothing lost."""
+    transport = DropsTheFirstStream()
+    async with (
+        MumegaClient(live.url, live.alice) as alice,
+        MumegaClient(live.url, live.bob, transport=transport) as bob,
+    ):
+        sent = [(await alice.bus.send("agent:alice", "agent:bob", f"m{i}")).message_id for i in range(3)]
+        got: list[str] = []
+        async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+            with anyio.fail_after(10):
+                while len(got) < len(sent):
+                    delivery = await sub.receive()
+                    assert delivery is not None
+                    got.append(delivery.message.message_id)
+                    assert await delivery.ack() is True
+            assert await sub.receive(timeout_s=0.5) is None
+        assert got == sent
+        assert transport.streams == 2
