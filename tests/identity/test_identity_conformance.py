@@ -29,7 +29,7 @@ from sos_kernel.ledger import Ledger
 from sos_kernel.registry import Registry, sign_card
 from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry
 
-from ..conftest import Connect
+from ..conftest import Api, Connect, OpenApi
 
 pytestmark = pytest.mark.anyio
 
@@ -254,13 +254,13 @@ async def test_no_session_reaches_another_tenants_data(kernel: sos_kernel.Kernel
         )
 
 
-async def test_registry_status_find_and_agent_joined_once(kernel_url: str) -> None:
-    async with sos_kernel.open(kernel_url, registry_ttl_s=0.3) as kernel:
-        reg = kernel.registry
+async def test_registry_status_find_and_agent_joined_once(open_api: OpenApi) -> None:
+    async with open_api(registry_ttl_s=0.3) as api:
+        reg = api.registry
         await reg.register(card("alice", skills=["python", "review"], squads=["core"]))
         await reg.register(card("bob", skills=["python"]))
         await reg.register(card("alice", skills=["python", "review"], squads=["core"], summary="again"))
-        joined = [m for m in await kernel.bus.history("sos:channel:system:events") if isinstance(m, AgentJoinedMessage)]
+        joined = [m for m in await api.bus.history("sos:channel:system:events") if isinstance(m, AgentJoinedMessage)]
         assert [m.payload.agent_name for m in joined] == ["alice", "bob"]
         assert joined[0].payload.tenant_id == "default"
         assert (await reg.get("alice")).card.summary == "again"
@@ -275,11 +275,11 @@ async def test_registry_status_find_and_agent_joined_once(kernel_url: str) -> No
         await anyio.sleep(1.0)
         assert (await reg.get("alice")).status == "offline"
         with pytest.raises(AgentOffline):
-            await kernel.bus.wake("agent:bob", "agent:alice", "wake up")
+            await api.bus.wake("agent:bob", "agent:alice", "wake up")
         with pytest.raises(AgentNotFound):
-            await kernel.bus.wake("agent:bob", "agent:nobody", "wake up")
+            await api.bus.wake("agent:bob", "agent:nobody", "wake up")
         await reg.heartbeat("alice")
-        await kernel.bus.wake("agent:bob", "agent:alice", "wake up")
+        await api.bus.wake("agent:bob", "agent:alice", "wake up")
         await reg.deregister("bob")
         with pytest.raises(AgentNotFound):
             await reg.get("bob")
@@ -289,14 +289,14 @@ async def test_registry_status_find_and_agent_joined_once(kernel_url: str) -> No
             await reg.register({"name": "x", "tool": "sdk"})
 
 
-async def test_signed_cards_verify_with_the_public_key(kernel: sos_kernel.Kernel) -> None:
+async def test_signed_cards_verify_with_the_public_key(api: Api) -> None:
     key, other = AgentKey.generate(), AgentKey.generate()
     c = card("signer")
-    entry = await kernel.registry.register(
+    entry = await api.registry.register(
         c, public_key=key.public, signature=sign_card(c, key), endpoints=[{"url": "https://signer.example/a2a"}]
     )
     assert entry.public_key == key.public
     with pytest.raises(Forbidden):
-        await kernel.registry.register(card("forged"), public_key=key.public, signature=sign_card(c, other))
+        await api.registry.register(card("forged"), public_key=key.public, signature=sign_card(c, other))
     a2a = entry.to_a2a()
     assert a2a["name"] == "signer"
