@@ -34,13 +34,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from sos_kernel.bus import (
-    Bus,
     BusLimits,
     DeadLetter,
     PublishReceipt,
     SubscriptionSpec,
     check_nack_delay,
     resolve_subscription,
+    split_message,
 )
 from sos_kernel.contracts import (
     AgentCard,
@@ -302,13 +302,6 @@ class _Service:
         return await self._client.call("POST", path, body=body, keyed=keyed, timeout_s=timeout_s)
 
 
-class _Limited:
-    """Just enough of a Bus for :meth:`Bus.split`, which reads nothing but ``limits``."""
-
-    def __init__(self, limits: BusLimits) -> None:
-        self.limits = limits
-
-
 class RemoteBus(_Service):
     """The session bus over HTTP: the methods of :class:`~sos_kernel.session.SessionBus`."""
 
@@ -414,7 +407,7 @@ class RemoteBus(_Service):
 
     def split(self, message: Message) -> list[ChunkMessage]:
         """See :meth:`Bus.split` (computed here with the client's ``limits``; no round trip)."""
-        return Bus.split(cast(Bus, _Limited(self._client.limits)), message)
+        return split_message(message, self._client.limits)
 
     def subscribe(
         self,

@@ -45,7 +45,7 @@ class _Guard:
         self._session = session
 
     async def need(self, scope: str) -> Principal:
-        principal = await self._session._refresh()
+        principal = await self._session.refresh()
         if not principal.allows(scope):
             self.deny(f"needs the {scope!r} scope", scope=scope)
         return principal
@@ -625,8 +625,6 @@ class Session:
         active). Every session call does this first."""
         self.principal = await self._kernel._auth.principal_for_digest(self._digest)
         return self.principal
-
-    _refresh = refresh
 
     def __repr__(self) -> str:
         return f"Session(tenant={self.tenant!r}, agent={self.agent!r})"

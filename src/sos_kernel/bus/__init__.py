@@ -1,7 +1,15 @@
 """The bus: typed, validated, at-least-once messaging between agents (see ``service`` for the guarantees)."""
 
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
-from .service import Bus, Subscription, SubscriptionSpec, check_address, check_nack_delay, resolve_subscription
+from .service import (
+    Bus,
+    Subscription,
+    SubscriptionSpec,
+    check_address,
+    check_nack_delay,
+    resolve_subscription,
+    split_message,
+)
 from .store import BusStore
 
 __all__ = [
@@ -16,4 +24,5 @@ __all__ = [
     "check_address",
     "check_nack_delay",
     "resolve_subscription",
+    "split_message",
 ]

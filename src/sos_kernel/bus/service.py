@@ -60,7 +60,7 @@ from ..errors import (
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
 from .store import Appended, BusStore, Entry, Retention
 
-__all__ = ["Bus", "Subscription", "SubscriptionSpec", "check_nack_delay", "resolve_subscription"]
+__all__ = ["Bus", "Subscription", "SubscriptionSpec", "check_nack_delay", "resolve_subscription", "split_message"]
 
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -94,6 +94,35 @@ def _check_positive(value: float, what: str, maximum: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:
         raise InvalidArgument(f"{what} must be a number in (0, {maximum}], got {value!r}", details={what: value})
     return float(value)
+
+
+def split_message(message: Message, limits: BusLimits) -> list[ChunkMessage]:
+    """The ``chunk`` messages that carry ``message``, ``limits.chunk_data_bytes`` of its JSON each, with the
+    SHA-256 of the whole; chunk message ids derive from its ``message_id``. Pure: the kernel and the remote client
+    cut the same chunks."""
+    data = message.to_json()
+    digest = hashlib.sha256(data).hexdigest()
+    step = limits.chunk_data_bytes
+    total = max(1, math.ceil(len(data) / step))
+    group = uuid.UUID(message.message_id)
+    return [
+        ChunkMessage(
+            source=message.source,
+            target=message.target,
+            message_id=str(uuid.uuid5(group, str(seq))),
+            trace_id=message.trace_id,
+            payload=ChunkPayload(
+                group_id=message.message_id,
+                seq=seq,
+                total=total,
+                sha256=digest,
+                size_bytes=len(data),
+                data=base64.b64encode(data[seq * step : (seq + 1) * step]).decode(),
+                inner_type=message.type,
+            ),
+        )
+        for seq in range(total)
+    ]
 
 
 def check_nack_delay(delay_s: float) -> float:
@@ -270,33 +299,11 @@ class Bus:
         ]
 
     def split(self, message: Message) -> list[ChunkMessage]:
-        """The ``chunk`` messages that carry ``message``; chunk message ids derive from its ``message_id``.
+        """The ``chunk`` messages that carry ``message`` (see :func:`split_message`), cut by this bus's limits.
 
         Producers behind a size-limited transport publish these one by one; the bus reassembles them.
         """
-        data = message.to_json()
-        digest = hashlib.sha256(data).hexdigest()
-        step = self.limits.chunk_data_bytes
-        total = max(1, math.ceil(len(data) / step))
-        group = uuid.UUID(message.message_id)
-        return [
-            ChunkMessage(
-                source=message.source,
-                target=message.target,
-                message_id=str(uuid.uuid5(group, str(seq))),
-                trace_id=message.trace_id,
-                payload=ChunkPayload(
-                    group_id=message.message_id,
-                    seq=seq,
-                    total=total,
-                    sha256=digest,
-                    size_bytes=len(data),
-                    data=base64.b64encode(data[seq * step : (seq + 1) * step]).decode(),
-                    inner_type=message.type,
-                ),
-            )
-            for seq in range(total)
-        ]
+        return split_message(message, self.limits)
 
     async def _accept_chunk(self, chunk: ChunkMessage, receipts: bool) -> PublishReceipt:
         part = chunk.payload

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..session import Session
 from ._streams import Leases
+from .wire import json_bytes
 
 __all__ = [
     "IDEMPOTENCY_KEYS_MAX",
@@ -38,11 +38,6 @@ IDEMPOTENCY_KEYS_MAX = 10_000
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 """How long a key's first response is replayed."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
-
-
-def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON (no NaN: JSON has none)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _finite(value: Any) -> Any:

@@ -16,7 +16,6 @@ out under that key (the latest one, if it was redelivered) so the ack reaches th
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import time
 import uuid
@@ -33,7 +32,7 @@ from ..bus import Delivery, Subscription
 from ..errors import LimitExceeded, SOSError
 from ..identity.models import Principal
 from ..session import Session
-from .wire import encode
+from .wire import encode, json_bytes
 
 __all__ = ["EventStream", "Lease", "Leases", "StreamOptions", "sse_event"]
 
@@ -56,8 +55,8 @@ def sse_event(data: Any, *, event: str | None = None, id: str | None = None) -> 
         lines.append(f"id: {id}")
     if event is not None:
         lines.append(f"event: {event}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
-    return ("\n".join(lines) + "\n\n").encode()
+    head = "".join(f"{line}\n" for line in lines).encode()
+    return head + b"data: " + json_bytes(data) + b"\n\n"
 
 
 def is_temporary_group(address: str, group: str | None) -> bool:

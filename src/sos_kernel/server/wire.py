@@ -11,6 +11,7 @@ This module needs neither FastAPI nor httpx: both sides import it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from ..skills import Invocation
 
 __all__ = [
     "encode",
+    "json_bytes",
     "load_account",
     "load_balance",
     "load_dead_letter",
@@ -46,6 +48,11 @@ __all__ = [
     "load_usage_event",
     "load_usage_summary_row",
 ]
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON of a JSON-ready value (no NaN or infinity: JSON has none)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def encode(value: Any) -> Any:
@@ -77,9 +84,20 @@ def _maybe_when(value: Any) -> datetime | None:
     return None if value is None else _when(value)
 
 
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+"""Declared field names per result class (a handful of classes, filled once each)."""
+
+
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _fields(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
     # Only the declared fields: a server may add computed keys (``available``...) for human readers.
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
