@@ -139,59 +139,19 @@ async def kernel(kernel_url: str) -> AsyncIterator[sos_kernel.Kernel]:
         yield k
 
 
-@asynccontextmanager
-async def served(kernel: sos_kernel.Kernel) -> AsyncIterator[Any]:
-    """A MumegaClient holding the ``default`` tenant's admin token, over an in-process server on ``kernel``."""
-    import httpx
-
-    from mumega_sdk import MumegaClient
-    from sos_kernel.server import create_app
-
-    _, token = await kernel.tenants.create(DEFAULT_TENANT, "scale")
-    app = create_app(kernel)
-    transport = httpx.ASGITransport(app)
-    client = MumegaClient(REMOTE_BASE_URL, token, transport=transport, catalogue=kernel.catalogue, limits=kernel.limits)
-    try:
-        async with client:
-            yield client
-    finally:
-        await app.state.sos.aclose()
-
-
-@asynccontextmanager
-async def served_live(kernel: sos_kernel.Kernel) -> AsyncIterator[Any]:
-    """A MumegaClient (streaming SSE) holding the ``default`` admin token, against a real server on the same file."""
-    from mumega_sdk import MumegaClient
-
-    from .live_server import running_server
-
-    _, token = await kernel.tenants.create(DEFAULT_TENANT, "scale")
-    with running_server(kernel.url) as url:
-        async with MumegaClient(url, token, catalogue=kernel.catalogue, limits=kernel.limits) as client:
-            yield client
-
-
-@pytest.fixture
-async def api(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Any]:
-    """The API under test: the trusted kernel in-process, or a MumegaClient in front of it (``remote``, ``live``)."""
-    if target not in ("remote", LIVE):
-        yield kernel
-        return
-    async with served(kernel) if target == "remote" else served_live(kernel) as client:
-        yield client
-
-
 Api = Any
 """A kernel or a MumegaClient: both have ``.bus``, ``.registry``, ``.ledger`` and ``.skills``."""
 OpenApi = Callable[..., AbstractAsyncContextManager[Any]]
 Connect = Callable[[str | None], Awaitable[Any]]
+REMOTE_TARGETS = ("remote", LIVE)
 
 
-@pytest.fixture
-async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Connect]:
-    """``await connect(token)``: ``kernel.session(token)``, or a connected MumegaClient for it (``remote``: over
-    the in-process transport; ``live``: over TCP to a real server on the same SQLite file)."""
-    if target not in ("remote", LIVE):
+@asynccontextmanager
+async def deployment(kernel: sos_kernel.Kernel, target: str, **options: Any) -> AsyncIterator[Connect]:
+    """``connect(token)`` for ``target``: ``kernel.session``, or a connected MumegaClient per token — over the
+    in-process transport (``remote``), or over TCP to a real server on the same SQLite file opened with
+    ``options`` (``live``). Clients and the server are closed on exit."""
+    if target not in REMOTE_TARGETS:
         yield kernel.session
         return
     import httpx
@@ -203,14 +163,17 @@ async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Conne
 
     clients: list[Any] = []
     with contextlib.ExitStack() as stack:
+        app = None
         if target == LIVE:
-            base_url, transport = stack.enter_context(running_server(kernel.url)), None
+            base_url, transport = stack.enter_context(running_server(kernel.url, **options)), None
         else:
             app = create_app(kernel)
             base_url, transport = REMOTE_BASE_URL, httpx.ASGITransport(app)
 
         async def connected(token: str | None) -> Any:
-            client = MumegaClient(base_url, token, transport=transport, catalogue=kernel.catalogue)
+            client = MumegaClient(
+                base_url, token, transport=transport, catalogue=kernel.catalogue, limits=kernel.limits
+            )
             clients.append(client)
             return await client.connect()
 
@@ -219,8 +182,34 @@ async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Conne
         finally:
             for client in clients:
                 await client.aclose()
-            if transport is not None:
+            if app is not None:
                 await app.state.sos.aclose()
+
+
+@asynccontextmanager
+async def as_api(kernel: sos_kernel.Kernel, target: str, **options: Any) -> AsyncIterator[Any]:
+    """The API under test on ``kernel``: the trusted kernel itself, or a client holding the admin token of the
+    ``default`` tenant (the tenant the trusted handle acts on)."""
+    if target not in REMOTE_TARGETS:
+        yield kernel
+        return
+    async with deployment(kernel, target, **options) as connect:
+        _, token = await kernel.tenants.create(DEFAULT_TENANT, "scale")
+        yield await connect(token)
+
+
+@pytest.fixture
+async def api(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Any]:
+    """The API under test: the trusted kernel in-process, or a MumegaClient in front of it (``remote``, ``live``)."""
+    async with as_api(kernel, target) as found:
+        yield found
+
+
+@pytest.fixture
+async def connect(kernel: sos_kernel.Kernel, target: str) -> AsyncIterator[Connect]:
+    """``await connect(token)``: ``kernel.session(token)``, or a connected MumegaClient for it (see deployment)."""
+    async with deployment(kernel, target) as found:
+        yield found
 
 
 @pytest.fixture
@@ -229,11 +218,7 @@ def open_api(kernel_url: str, target: str) -> OpenApi:
 
     @asynccontextmanager
     async def opened(**options: Any) -> AsyncIterator[Any]:
-        async with sos_kernel.open(kernel_url, **options) as kernel:
-            if target != "remote":
-                yield kernel
-                return
-            async with served(kernel) as client:
-                yield client
+        async with sos_kernel.open(kernel_url, **options) as kernel, as_api(kernel, target, **options) as found:
+            yield found
 
     return opened

@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -23,10 +24,11 @@ SERVER_START_S = 15.0
 class ServerThread(threading.Thread):
     """uvicorn serving ``create_app`` over its own kernel, until ``stop()``."""
 
-    def __init__(self, db_url: str, sock: socket.socket) -> None:
+    def __init__(self, db_url: str, sock: socket.socket, options: dict[str, Any]) -> None:
         super().__init__(name="sos-live-server", daemon=True)
         self.db_url = db_url
         self.sock = sock
+        self.options = options
         self.server: uvicorn.Server | None = None
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -40,7 +42,7 @@ class ServerThread(threading.Thread):
             self.ready.set()
 
     async def _serve(self) -> None:
-        async with sos_kernel.open(self.db_url) as kernel:
+        async with sos_kernel.open(self.db_url, **self.options) as kernel:
             app = create_app(kernel, ping_s=0.5)
             config = uvicorn.Config(app, http="h11", ws="none", lifespan="on", log_level="warning")
             self.server = uvicorn.Server(config)
@@ -57,13 +59,14 @@ class ServerThread(threading.Thread):
 
 
 @contextmanager
-def running_server(db_url: str) -> Iterator[str]:
-    """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url``, stopped (and checked) on exit."""
+def running_server(db_url: str, **options: Any) -> Iterator[str]:
+    """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url`` opened with ``options``, stopped (and
+    checked) on exit."""
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else each answer waits for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    thread = ServerThread(db_url, sock)
+    thread = ServerThread(db_url, sock, options)
     thread.start()
     try:
         if not thread.ready.wait(SERVER_START_S):
