@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from .bus import Bus, DeadLetter, PublishReceipt, Subscription
 from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard
-from .errors import Forbidden, NotFound, SettlementRejected, SOSError
+from .errors import Forbidden, NotFound, SettlementRejected
 from .identity.capability import Capability
 from .identity.keys import PublicKey
 from .identity.models import Principal
@@ -83,26 +83,14 @@ class SessionBus(_Guard):
     ) -> PublishReceipt:
         """See :meth:`Bus.publish`; the message's source must be the session's agent."""
         principal = await self.need("bus:write")
-        parsed = self._bus.catalogue.parse(message)
-        self._source(principal, parsed.source)
-        return await self._bus.publish(parsed, receipts=receipts, chunking=chunking)
+        return await self._bus._publish(message, receipts, chunking, lambda m: self._source(principal, m.source))
 
     async def publish_many(
         self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
     ) -> list[PublishReceipt]:
-        """See :meth:`Bus.publish_many`."""
+        """See :meth:`Bus.publish_many`; every message's source must be the session's agent."""
         principal = await self.need("bus:write")
-        if len(messages) > self._bus.limits.batch_max:
-            return await self._bus.publish_many(messages, receipts=receipts)  # refused whole, as in-process
-        parsed: list[Message] = []
-        for index, raw in enumerate(messages):
-            try:
-                parsed.append(self._bus.catalogue.parse(raw))
-            except SOSError as exc:
-                exc.details.setdefault("index", index)
-                raise
-            self._source(principal, parsed[-1].source)
-        return await self._bus.publish_many(parsed, receipts=receipts)
+        return await self._bus._publish_many(messages, receipts, lambda m: self._source(principal, m.source))
 
     async def send(
         self,

@@ -240,8 +240,21 @@ class Bus:
         refuses it with SOS-4010 instead). Raises SOS-4001..4004 for bad input, SOS-4010 over a limit,
         SOS-4011 when chunks do not reassemble, SOS-6001/6030 when the engine fails.
         """
+        return await self._publish(message, receipts, chunking, None)
+
+    async def _publish(
+        self,
+        message: Message | Mapping[str, Any] | bytes | str,
+        receipts: bool,
+        chunking: bool,
+        admit: Callable[[Message], None] | None,
+    ) -> PublishReceipt:
+        # ``admit`` sees the parsed message before anything is stored (a session's source check), so a message is
+        # parsed and serialised once whoever publishes it.
         self._check_open()
         parsed, data = self._validate(message)
+        if admit is not None:
+            admit(parsed)
         if isinstance(parsed, ChunkMessage):
             return await self._accept_chunk(parsed, receipts)
         if len(data) <= self.limits.message_bytes_max:
@@ -271,6 +284,14 @@ class Bus:
         Duplicates (by ``message_id``, stored before or earlier in the batch) are reported, not written. Chunk
         messages and messages over ``message_bytes_max`` are refused here (publish them one by one).
         """
+        return await self._publish_many(messages, receipts, None)
+
+    async def _publish_many(
+        self,
+        messages: Sequence[Message | Mapping[str, Any] | bytes | str],
+        receipts: bool,
+        admit: Callable[[Message], None] | None,
+    ) -> list[PublishReceipt]:
         self._check_open()
         if len(messages) > self.limits.batch_max:
             raise LimitExceeded(
@@ -284,6 +305,8 @@ class Bus:
             except SOSError as exc:
                 exc.details.setdefault("index", index)
                 raise
+            if admit is not None:
+                admit(parsed)
             if isinstance(parsed, ChunkMessage) or len(data) > self.limits.message_bytes_max:
                 raise LimitExceeded(
                     f"message {index} is a chunk or over message_bytes_max; publish it on its own",
