@@ -66,7 +66,7 @@ from sos_kernel.errors import (
 )
 from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import PublicKey
-from sos_kernel.identity.models import IssuedToken, Principal, TokenInfo
+from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
 from sos_kernel.server import wire
@@ -147,7 +147,7 @@ def _error_of(response: httpx.Response) -> SOSError:
     return from_wire(body)
 
 
-class MumegaClient:
+class MumegaClient(PrincipalView):
     """A remote session: ``MumegaClient(base_url, token)`` used as ``async with`` (or closed with ``aclose()``).
 
     ``transport`` replaces the network (``httpx.ASGITransport(app)`` runs a server in-process); ``timeout_s``
@@ -217,21 +217,6 @@ class MumegaClient:
         if self._principal is None:
             raise InvalidArgument("the client is not connected; use 'async with MumegaClient(...)' or 'await'")
         return self._principal
-
-    @property
-    def tenant(self) -> str:
-        """The tenant slug of the token."""
-        return self.principal.tenant
-
-    @property
-    def agent(self) -> str | None:
-        """The agent address the token is bound to (None for a tenant-wide token)."""
-        return self.principal.agent
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        """The token's scopes."""
-        return self.principal.scopes
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

@@ -26,7 +26,7 @@ from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard
 from .errors import Forbidden, NotFound, SettlementRejected
 from .identity.capability import Capability
 from .identity.keys import PublicKey
-from .identity.models import Principal
+from .identity.models import Principal, PrincipalView
 from .ledger import Account, Balance, Ledger, Price, Transfer, Transmutation
 from .registry import AgentStatus, RegisteredAgent, Registry
 from .skills import Invocation, Skills
@@ -579,13 +579,13 @@ class SessionSkills(_Guard):
         return await self._skills.descendants(skill_id)
 
 
-class Session:
+class Session(PrincipalView):
     """A principal's view of the kernel: ``.bus``, ``.registry``, ``.ledger``, ``.tenant``, ``.agent``."""
 
     def __init__(self, kernel: Kernel, principal: Principal, digest: str) -> None:
         self._kernel = kernel
         self._digest = digest
-        self.principal = principal
+        self._principal = principal
         self.denials = 0
         view = kernel.tenant(principal.tenant)
         self.bus = SessionBus(self, view.bus)
@@ -594,25 +594,15 @@ class Session:
         self.skills = SessionSkills(self, view.skills)
 
     @property
-    def tenant(self) -> str:
-        """The tenant slug."""
-        return self.principal.tenant
-
-    @property
-    def agent(self) -> str | None:
-        """The agent address the token is bound to (None for a tenant-wide token)."""
-        return self.principal.agent
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        """The token's scopes."""
-        return self.principal.scopes
+    def principal(self) -> Principal:
+        """Who the session acts as, as of its last check."""
+        return self._principal
 
     async def refresh(self) -> Principal:
         """Re-validate the token now: its principal, or SOS-5002 (revoked), 5003 (expired), 5006 (tenant not
         active). Every session call does this first."""
-        self.principal = await self._kernel._auth.principal_for_digest(self._digest)
-        return self.principal
+        self._principal = await self._kernel._auth.principal_for_digest(self._digest)
+        return self._principal
 
     def __repr__(self) -> str:
         return f"Session(tenant={self.tenant!r}, agent={self.agent!r})"

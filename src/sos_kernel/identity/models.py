@@ -13,6 +13,7 @@ __all__ = [
     "SCOPES",
     "IssuedToken",
     "Principal",
+    "PrincipalView",
     "Tenant",
     "TenantStatus",
     "TokenInfo",
@@ -124,3 +125,27 @@ class Principal:
     def allows(self, scope: str) -> bool:
         """Whether the token carries ``scope`` (admin carries every scope)."""
         return self.admin or scope in self.scopes
+
+
+class PrincipalView:
+    """``tenant``, ``agent`` and ``scopes`` of a handle that holds a :class:`Principal` (a session, a client)."""
+
+    @property
+    def principal(self) -> Principal:
+        """Who the handle acts as."""
+        raise NotImplementedError
+
+    @property
+    def tenant(self) -> str:
+        """The tenant slug of the token."""
+        return self.principal.tenant
+
+    @property
+    def agent(self) -> str | None:
+        """The agent address the token is bound to (None for a tenant-wide token)."""
+        return self.principal.agent
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The token's scopes."""
+        return self.principal.scopes
