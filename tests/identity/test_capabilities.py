@@ -30,6 +30,7 @@ from sos_kernel.identity import (
     resource_matches,
     resource_narrower,
 )
+from sos_kernel.identity.keys import key_id_of
 
 from ..conftest import requires
 from ..procs import WorkerProcess
@@ -925,3 +926,19 @@ def test_canonical_form_is_sorted_compact_json_for_any_constraints(constraints: 
     )
     body = cap.model_dump(mode="json", exclude={"signature"})
     assert cap.canonical() == _json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("bad", ["", "zz" * 32, "ab" * 31, "AB" * 33, "not hex at all"])
+def test_public_key_from_hex_refuses_bad_keys_every_time(bad: str) -> None:
+    # Parsed keys are shared between calls; a refusal must not be remembered as a key.
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            PublicKey.from_hex(bad)
+
+
+def test_public_key_from_hex_gives_the_key_its_id_and_lower_case_hex() -> None:
+    key = AgentKey.generate().public
+    parsed = PublicKey.from_hex(key.hex.upper())
+    assert parsed == key
+    assert parsed.key_id == key_id_of(bytes.fromhex(key.hex))
+    assert PublicKey.from_hex(key.hex) == parsed

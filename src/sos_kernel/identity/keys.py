@@ -26,6 +26,12 @@ def _verify_key(hex_key: str) -> VerifyKey:
     return VerifyKey(bytes.fromhex(hex_key))
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_public_key(hex_key: str) -> PublicKey:
+    # PublicKey is frozen, so one parsed instance can be shared; a bad key raises and is not cached.
+    return PublicKey._parse(hex_key)
+
+
 def key_id_of(public_key: bytes) -> str:
     """The key id of a raw 32-byte Ed25519 public key."""
     return hashlib.sha256(public_key).hexdigest()[:16]
@@ -40,7 +46,13 @@ class PublicKey:
 
     @classmethod
     def from_hex(cls, value: str) -> PublicKey:
-        """Parse a 64-hex-digit Ed25519 public key."""
+        """Parse a 64-hex-digit Ed25519 public key; raises SOS-4005 for anything else."""
+        if cls is PublicKey and type(value) is str:
+            return _parsed_public_key(value)  # keys repeat across chains and calls: parse each once
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: str) -> PublicKey:
         try:
             raw = bytes.fromhex(value)
         except (ValueError, TypeError) as exc:
