@@ -82,6 +82,38 @@ async def test_publish_accepts_wire_dict_bytes_and_str(api: Api) -> None:
     assert [m.message_id for m in history] == [r1.message_id, r2.message_id, r3.message_id]
 
 
+async def test_wire_text_in_any_layout_is_delivered_as_the_same_message(api: Api) -> None:
+    # Wire text that validated is stored as given; whatever its layout, every reader gets the message back.
+    import json
+
+    msg = send(text="h\u00e9llo \u2603")
+    wire = msg.to_wire()
+    pretty = json.dumps(dict(reversed(list(wire.items()))), indent=2, ensure_ascii=True)
+    receipt = await api.bus.publish(pretty.encode())
+    assert receipt.message_id == msg.message_id
+    again = await api.bus.publish(msg.to_json())
+    assert again.duplicate is True
+    assert again.position == receipt.position
+    assert await api.bus.history("agent:bob") == [msg]
+    async with api.bus.subscribe("agent:bob") as sub:
+        (d,) = await drain(sub, 1)
+        assert d.message == msg
+        await d.ack()
+    many = [send(text=str(i)) for i in range(3)]
+    await api.bus.publish_many([json.dumps(m.to_wire(), indent=1) for m in many])
+    assert (await api.bus.history("agent:bob"))[1:] == many
+
+
+async def test_size_limits_apply_to_the_compact_encoding(open_api: OpenApi) -> None:
+    # Padding wire text with whitespace does not push a message over the bus's limits.
+    async with open_api(limits=BusLimits(message_bytes_max=4096)) as api:
+        msg = send(text="x" * 1000)
+        padded = msg.to_json().replace(b",", b"," + b" " * 2000)
+        receipt = await api.bus.publish(padded, chunking=False)
+        assert receipt.chunks == 0
+        assert await api.bus.history("agent:bob") == [msg]
+
+
 @pytest.mark.live
 async def test_idempotent_publish_delivers_once(api: Api) -> None:
     msg = send()

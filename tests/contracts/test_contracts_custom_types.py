@@ -194,3 +194,62 @@ def test_a_payload_model_that_accepts_unknown_fields_is_refused() -> None:
 
     with pytest.raises(InvalidArgument):
         TypeCatalogue().register("acme.loose", Loose)
+
+
+def _fresh_token() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+class _Stamped(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    token: str = Field(default_factory=_fresh_token)
+
+
+class _Wrapper(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inner: list[_Stamped] = Field(default_factory=list)
+
+
+def test_parse_encoded_keeps_wire_text_that_parses_back_the_same() -> None:
+    wire = {
+        "type": "send",
+        "source": "agent:a",
+        "target": "agent:b",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "version": "1.0",
+        "message_id": "0b7f6a3e-58a2-4d8e-9f5e-1f8f3b1f1d2a",
+        "payload": {"content_type": "text/plain", "text": "caf\u00e9"},
+    }
+    text = json.dumps(wire, indent=2)
+    for given in (text, text.encode()):
+        parsed, data = DEFAULT_CATALOGUE.parse_encoded(given)
+        assert data == text.encode()
+        assert parse_message(data) == parsed
+    parsed, data = DEFAULT_CATALOGUE.parse_encoded(wire)
+    assert data == parsed.to_json()
+    assert DEFAULT_CATALOGUE.parse_encoded(parsed) == (parsed, parsed.to_json())
+
+
+@pytest.mark.parametrize("payload_model", [_Stamped, _Wrapper])
+def test_parse_encoded_re_encodes_types_that_fill_fresh_values(payload_model: type[BaseModel]) -> None:
+    # A field filled with a fresh value when absent would read back different: such text is encoded again.
+    catalogue = TypeCatalogue()
+    catalogue.register("acme.stamped", payload_model)
+    payload = {"text": "x"} if payload_model is _Stamped else {"inner": [{"text": "x"}]}
+    text = json.dumps(
+        {
+            "type": "acme.stamped",
+            "source": "agent:a",
+            "target": "agent:b",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "version": "1.0",
+            "message_id": "0b7f6a3e-58a2-4d8e-9f5e-1f8f3b1f1d2a",
+            "payload": payload,
+        }
+    )
+    parsed, data = catalogue.parse_encoded(text)
+    assert data == parsed.to_json() != text.encode()
+    assert catalogue.parse(data) == parsed

@@ -26,11 +26,13 @@ from typing import Any, ClassVar, Literal
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
-from .redis_call import redis_call
+from .redis_call import LeanScript, redis_call
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_skills import RedisSkillStore
@@ -43,33 +45,34 @@ TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
 
+# Per message: KEYS stream, msgid; ARGV data, meta = receipts flag, trim flag, message id[, "\n", only group].
+# The XADD goes first and SET NX GET records the id in the same step; a duplicate (the id was already recorded,
+# earlier or in this batch) has its new entry deleted before the script ends, so no reader ever sees it. Two
+# commands for a new message, against three for a lookup first.
 _APPEND = """
 local count_max, minid, ttl = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
-local seen = {}
 for i = 1, #KEYS / 2 do
   local skey, dkey = KEYS[2 * i - 1], KEYS[2 * i]
-  local base = 3 + (i - 1) * 5
-  local data, rcpt, only, mid, trim = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local existing = false
-  if only == '' then
-    existing = seen[dkey] or redis.call('GET', dkey)
-  end
-  if existing then
-    out[#out + 1] = {existing, 1}
+  local data, meta = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  local rcpt = string.sub(meta, 1, 1)
+  local cut = string.find(meta, '\\n', 3, true)
+  if cut then
+    local id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', string.sub(meta, 3, cut - 1), 'd', data,
+      'r', rcpt, 'g', string.sub(meta, cut + 1))
+    out[i] = {id, 0}
   else
-    local id
-    if only == '' then
-      id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', mid, 'd', data, 'r', rcpt)
-      redis.call('SET', dkey, id, 'EX', ttl)
-      seen[dkey] = id
+    local id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', string.sub(meta, 3), 'd', data, 'r', rcpt)
+    local first = redis.call('SET', dkey, id, 'NX', 'GET', 'EX', ttl)
+    if first then
+      redis.call('XDEL', skey, id)
+      out[i] = {first, 1}
     else
-      id = redis.call('XADD', skey, 'MINID', minid, '*', 'm', mid, 'd', data, 'r', rcpt, 'g', only)
+      out[i] = {id, 0}
     end
-    if trim == '1' then
-      redis.call('XTRIM', skey, 'MAXLEN', '~', count_max)
-    end
-    out[#out + 1] = {id, 0}
+  end
+  if string.sub(meta, 2, 2) == '1' then
+    redis.call('XTRIM', skey, 'MAXLEN', '~', count_max)
   end
 end
 return out
@@ -183,7 +186,7 @@ class RedisBusStore(BusStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
-        self._append = client.register_script(_APPEND)
+        self._append = LeanScript(client, _APPEND)
         self._claim = client.register_script(_CLAIM)
         self._nack = client.register_script(_NACK)
         self._bury = client.register_script(_BURY)
@@ -191,6 +194,10 @@ class RedisBusStore(BusStore):
         self._put_chunk = client.register_script(_PUT_CHUNK)
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
+
+    async def aclose(self) -> None:
+        """Close the connections the append path keeps."""
+        await self._append.aclose()
 
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:
@@ -204,18 +211,17 @@ class RedisBusStore(BusStore):
         # Age retention rides on every XADD (MINID, exact, from this host's clock); count retention is an
         # approximate MAXLEN trim on every TRIM_EVERY_APPENDS-th append per address from this process.
         minid = max(0, int((time.time() - retention.age_s) * 1000))
-        args: list[Any] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
+        args: list[bytes | str | int] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
+        prefix = self._k(tenant, "")
         for address, entry in items:
-            keys += [self._k(tenant, "stream", address), self._k(tenant, "msgid", entry.message_id)]
-            args += [
-                entry.data,
-                int(entry.receipts),
-                entry.only_group or "",
-                entry.message_id,
-                self._trim_due(tenant, address),
-            ]
-        rows = await self._call(self._append(keys=keys, args=args))
-        return [Appended(_s(pos), bool(dup)) for pos, dup in rows]
+            keys += [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
+            flags = ("1" if entry.receipts else "0") + ("1" if self._trim_due(tenant, address) else "0")
+            meta = flags + entry.message_id
+            if entry.only_group:
+                meta += "\n" + entry.only_group
+            args += [entry.data, meta]
+        rows = await self._append(keys, args)
+        return [Appended(pos.decode(), dup == 1) for pos, dup in rows]
 
     def _trim_due(self, tenant: str, address: str) -> int:
         key = (tenant, address)
@@ -360,7 +366,7 @@ class RedisBackend(Backend):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self.bus = RedisBusStore(client)
+        self.bus: RedisBusStore = RedisBusStore(client)
         self.ledger = RedisLedgerStore(client)
         self.identity = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
@@ -371,8 +377,14 @@ class RedisBackend(Backend):
         if options:
             raise InvalidArgument(f"unknown redis option(s): {', '.join(sorted(options))}")
         try:
+            # One resend on a fresh connection when a pooled one turns out dead (a server restart, a failover,
+            # an idle timeout): the stores' writes are keyed by ids or deliver at least once, so a resend is safe.
             client = aioredis.Redis.from_url(
-                url, decode_responses=False, socket_connect_timeout=5, health_check_interval=30
+                url,
+                decode_responses=False,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 1),
             )
         except ValueError as exc:
             raise InvalidURL(f"bad Redis URL {url!r}: {exc}") from exc
@@ -384,4 +396,7 @@ class RedisBackend(Backend):
         return cls(client)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        try:
+            await self.bus.aclose()
+        finally:
+            await self.client.aclose()

@@ -216,8 +216,9 @@ class Bus:
             raise KernelClosed("the kernel is closed; open a new one")
 
     def _validate(self, message: Message | Mapping[str, Any] | bytes | str) -> tuple[Message, bytes]:
-        parsed = self._catalogue.parse(message)
-        data = parsed.to_json()
+        parsed, data = self._catalogue.parse_encoded(message)
+        if len(data) > self.limits.message_bytes_max and type(message) is not type(parsed):
+            data = parsed.to_json()  # size decisions (chunking, limits) are taken on the compact encoding
         if len(data) > self.limits.payload_bytes_max:
             raise LimitExceeded(
                 f"message is {len(data)} bytes; the bus carries at most {self.limits.payload_bytes_max}",

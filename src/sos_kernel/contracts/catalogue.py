@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
@@ -121,6 +121,7 @@ class TypeCatalogue:
         self._types: dict[str, type[Message]] = {**CORE_TYPES, **EXTENSION_TYPES}
         self._frozen = frozen
         self._adapter: TypeAdapter[Message] = self._build_adapter()
+        self._verbatim: dict[type[Message], bool] = {}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -186,6 +187,24 @@ class TypeCatalogue:
             details={"errors": [{"loc": "(root)", "msg": "expected a JSON object", "type": "dict_type"}]},
         )
 
+    def parse_encoded(self, data: bytes | bytearray | str | Mapping[str, Any] | BaseModel) -> tuple[Message, bytes]:
+        """:meth:`parse`, plus the message's wire bytes: what a store keeps and a consumer parses back.
+
+        Wire text that validated is its own encoding whenever parsing it again gives the same message, that is
+        when every field its type fills with a fresh value (``message_id``, ``timestamp``) is one the wire must
+        carry: the text is then kept as given (re-encoding it would cost as much as validating it). Anything
+        else is encoded with :meth:`~sos_kernel.contracts.WireModel.to_json`. Raises what :meth:`parse` raises.
+        """
+        parsed = self.parse(data)
+        kind = type(data)
+        if kind is bytes or kind is str:
+            stable = self._verbatim.get(type(parsed))
+            if stable is None:
+                stable = self._verbatim[type(parsed)] = _replays_verbatim(type(parsed))
+            if stable:
+                return parsed, data if kind is bytes else data.encode()  # type: ignore[return-value,union-attr]
+        return parsed, parsed.to_json()
+
     def _parse_text(self, data: bytes | bytearray | str) -> Message:
         if len(data) > MESSAGE_BYTES_MAX:  # characters for str input: a cheap bound before any decoding
             raise LimitExceeded(
@@ -244,6 +263,32 @@ class TypeCatalogue:
             f"unknown message type {text[:100]!r}{hint} (known: {', '.join(self.names)})",
             details={"type": text[:100], "known_types": list(self.names), "closest": close[0] if close else None},
         )
+
+
+_SAME_EVERY_TIME = frozenset({list, dict, set, frozenset, tuple})
+"""Default factories whose value never varies: a field they fill reads back the same from text that omits it."""
+
+
+def _replays_verbatim(model: type[BaseModel], seen: frozenset[type[BaseModel]] = frozenset()) -> bool:
+    # True when no field of the model, or of a model nested in it, is filled with a varying value (a fresh id,
+    # the current time) unless the wire carries it; for such a model, text that validated parses back equal.
+    if model in seen:
+        return True
+    required = model.wire_required if issubclass(model, WireRequired) else frozenset()
+    for name, field in model.model_fields.items():
+        factory = field.default_factory
+        if factory is not None and factory not in _SAME_EVERY_TIME and name not in required:
+            return False
+        for nested in _models_in(field.annotation):
+            if not _replays_verbatim(nested, seen | {model}):
+                return False
+    return True
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _union_of(members: tuple[type[Message], ...]) -> Any:

@@ -1,0 +1,116 @@
+"""The Redis engine's own failure modes under the bus's append path: scripts flushed, connections killed,
+callers cancelled mid-call, many callers at once, the server gone. Run against a real redis-server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+
+import sos_kernel
+from sos_kernel.backends.redis_call import IDLE_CONNECTIONS_MAX
+from sos_kernel.contracts import SendMessage, SendPayload
+from sos_kernel.errors import BackendUnavailable
+
+from ..conftest import _flush, _free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def send(text: str = "hi") -> SendMessage:
+    return SendMessage(source="agent:alice", target="agent:bob", payload=SendPayload(text=text))
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> Any:
+    _flush(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_publish_survives_a_script_flush(redis_url: str, admin: Any) -> None:
+    async with sos_kernel.open(redis_url) as kernel:
+        first = await kernel.bus.publish(send("one"))
+        await admin.script_flush()
+        msg = send("two")
+        second = await kernel.bus.publish(msg)
+        assert not second.duplicate
+        await admin.script_flush()
+        again = await kernel.bus.publish(msg)
+        assert again.duplicate
+        assert again.position == second.position
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["one", "two"]
+        assert first.position != second.position
+
+
+async def test_publish_survives_killed_connections_and_writes_once(redis_url: str, admin: Any) -> None:
+    async with sos_kernel.open(redis_url) as kernel:
+        await kernel.bus.publish(send("before"))
+        for round_ in range(3):
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            receipt = await kernel.bus.publish(send(f"after {round_}"))
+            assert not receipt.duplicate
+        texts = [m.payload.text for m in await kernel.bus.history("agent:bob")]
+        assert texts == ["before", "after 0", "after 1", "after 2"]
+
+
+async def test_cancelled_and_concurrent_publishes_each_get_their_own_receipt(redis_url: str, admin: Any) -> None:
+    async with sos_kernel.open(redis_url) as kernel:
+        messages = [send(str(i)) for i in range(60)]
+        receipts: dict[str, sos_kernel.PublishReceipt] = {}
+
+        async def publish(msg: SendMessage, cancel_after: float | None) -> None:
+            with anyio.CancelScope() as scope:
+                if cancel_after is not None:
+                    scope.deadline = anyio.current_time() + cancel_after
+                receipts[msg.message_id] = await kernel.bus.publish(msg)
+
+        async with anyio.create_task_group() as tg:
+            for i, msg in enumerate(messages):
+                tg.start_soon(publish, msg, (i % 4) * 0.0002 if i % 3 == 0 else None)  # some before, some mid-call
+        # Some cancelled calls may still have reached Redis; publishing everything again settles it.
+        async with anyio.create_task_group() as tg:
+            for msg in messages:
+                tg.start_soon(publish, msg, None)
+        stored = await kernel.bus.history("agent:bob", limit=1000)
+        assert sorted(m.message_id for m in stored) == sorted(m.message_id for m in messages)
+        positions = {r.position for r in receipts.values()}
+        assert len(positions) == len(messages)
+        for msg in messages:  # every receipt names the place of its own message
+            again = await kernel.bus.publish(msg)
+            assert again.duplicate
+            assert again.position == receipts[msg.message_id].position
+        store: Any = kernel.backend.bus
+        assert len(store._append._idle) <= IDLE_CONNECTIONS_MAX
+
+
+async def test_publish_to_a_server_that_went_away_is_sos_6030(tmp_path: Path) -> None:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed")
+    port = _free_port()
+    args = [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    async with await anyio.open_process(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        url = f"redis://127.0.0.1:{port}/0"
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    kernel = await sos_kernel.open(url).__aenter__()
+                    break
+                except BackendUnavailable:
+                    await anyio.sleep(0.05)
+        try:
+            await kernel.bus.publish(send("up"))
+            proc.terminate()
+            await proc.wait()
+            with pytest.raises(BackendUnavailable) as info:
+                await kernel.bus.publish(send("down"))
+            assert info.value.code == "SOS-6030"
+        finally:
+            await kernel.aclose()
