@@ -147,13 +147,18 @@ class WireModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_stray_nulls(cls, data: Any, info: ValidationInfo) -> Any:
-        if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict) and None in data.values():
+        if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict):
+            cls._refuse_stray_nulls(data)
+        return data
+
+    @classmethod
+    def _refuse_stray_nulls(cls, data: dict[str, Any]) -> None:
+        if None in data.values():
             bad = [k for k, v in data.items() if v is None and k not in cls.nullable]
             if bad:
                 null = PydanticCustomError("null_not_allowed", "null is not allowed here; leave the field out")
                 errors = [InitErrorDetails(type=null, loc=(k,), input=None) for k in bad]
                 raise ValidationError.from_exception_data(cls.__name__, errors)
-        return data
 
     def to_wire(self) -> dict[str, Any]:
         """The exact JSON-ready dict SOS expects: no extra keys, RFC 3339 UTC timestamps, ids as strings."""
@@ -183,13 +188,17 @@ class WireRequired(WireModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _wire_fields_present(cls, data: Any, info: ValidationInfo) -> Any:
+    def _no_stray_nulls(cls, data: Any, info: ValidationInfo) -> Any:
+        # Replaces WireModel's validator of the same name, so one call checks both wire rules, missing fields
+        # first (the order SOS reports them in).
         if info.context and info.context.get(WIRE_CONTEXT_KEY) and isinstance(data, dict):
-            missing = cls.wire_required.difference(data)
-            if missing:
-                # One "missing" error per field, located at the field, as for fields without a default.
-                errors = [InitErrorDetails(type="missing", loc=(name,), input=data) for name in sorted(missing)]
-                raise ValidationError.from_exception_data(cls.__name__, errors)
+            for name in cls.wire_required:
+                if name not in data:
+                    missing = sorted(cls.wire_required.difference(data))
+                    # One "missing" error per field, located at the field, as for fields without a default.
+                    errors = [InitErrorDetails(type="missing", loc=(n,), input=data) for n in missing]
+                    raise ValidationError.from_exception_data(cls.__name__, errors)
+            cls._refuse_stray_nulls(data)
         return data
 
     @classmethod
