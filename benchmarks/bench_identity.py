@@ -34,7 +34,7 @@ from nacl.signing import VerifyKey
 
 import sos_kernel
 from sos_kernel.identity import TOKEN_CACHE_TTL_S, AgentKey, Authenticator, Capability, PublicKey, key_id_of
-from sos_kernel.identity.capability import actions_narrower, resource_narrower
+from sos_kernel.identity.capability import _scope_widening, actions_narrower, resource_narrower
 
 CHAINS = 300
 TOKENS = 1000
@@ -170,6 +170,12 @@ def verify_breakdown(chain: list[Capability], issuer: PublicKey) -> list[tuple[s
         Capability.verify(chain, trusted_keys=trusted, action=ACTION, resource=RESOURCE, now=root.issued_at)
 
     total = _us(whole, 2000)
+
+    def whole_unmemoised() -> None:  # as if every chain delegated patterns never seen before
+        _scope_widening.cache_clear()
+        Capability.verify(chain, trusted_keys=trusted, action=ACTION, resource=RESOURCE, now=root.issued_at)
+
+    unmemoised = _us(whole_unmemoised, 2000)
     real_verify = VerifyKey.verify
     VerifyKey.verify = lambda self, smessage, signature=None, encoder=None: smessage  # type: ignore[assignment,method-assign]
     try:  # the same call with the three Ed25519 checks replaced by a no-op: everything verify adds to them
@@ -178,6 +184,7 @@ def verify_breakdown(chain: list[Capability], issuer: PublicKey) -> list[tuple[s
         VerifyKey.verify = real_verify  # type: ignore[method-assign]
     return [
         ("Capability.verify, whole", total),
+        ("Capability.verify, whole, narrowing memo cleared before each call", unmemoised),
         ("Capability.verify with nacl's verify stubbed out (all but crypto)", overhead),
         ("3 x nacl VerifyKey.verify (the floor)", _us(signatures, 2000)),
         ("3 x PublicKey.verify (VerifyKey built per call + hex decode)", _us(public_key_verify, 2000)),

@@ -58,6 +58,7 @@ from sos_kernel.errors import (
     DeliveryFailed,
     Forbidden,
     InvalidArgument,
+    InvalidToken,
     LedgerWriteFailed,
     RateLimited,
     SOSError,
@@ -67,6 +68,7 @@ from sos_kernel.errors import (
 from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import PublicKey
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
+from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
 from sos_kernel.server import wire
@@ -147,6 +149,16 @@ def _error_of(response: httpx.Response) -> SOSError:
     return from_wire(body)
 
 
+def _sendable_token(token: object) -> bool:
+    return (
+        isinstance(token, str)
+        and len(token) <= TOKEN_CHARS_MAX
+        and token.isascii()
+        and token.isprintable()
+        and (" " not in token)
+    )
+
+
 class MumegaClient(PrincipalView):
     """A remote session: ``MumegaClient(base_url, token)`` used as ``async with`` (or closed with ``aclose()``).
 
@@ -169,7 +181,10 @@ class MumegaClient(PrincipalView):
     ) -> None:
         if not isinstance(retries, int) or retries < 0:
             raise InvalidArgument("retries must be an int >= 0")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
+        # A token no HTTP header can carry (control characters, spaces, non-ASCII, over-long) is not sent: every
+        # call raises SOS-5002 here, as the kernel refuses it in-process, instead of failing in the transport.
+        self._bad_token = bool(token) and not _sendable_token(token)
+        headers = {"authorization": f"Bearer {token}"} if token and not self._bad_token else {}
         self.base_url = base_url
         self.timeout_s = float(timeout_s)
         self.retries = retries
@@ -254,6 +269,8 @@ class MumegaClient(PrincipalView):
         ``keyed`` sends one ``Idempotency-Key`` with every attempt (for writes without an id of their own);
         ``headers`` are added to the request (``authorization`` replaces the client's token for this call).
         """
+        if self._bad_token and not (headers and "authorization" in headers):
+            raise InvalidToken("the token is malformed (expected sk-<tenant>-<32 hex>)")
         headers = {**(headers or {}), **({"idempotency-key": uuid.uuid4().hex} if keyed else {})} or None
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request = self._http.build_request(method, path, json=body, params=params, headers=headers, timeout=timeout)

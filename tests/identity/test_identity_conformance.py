@@ -75,6 +75,14 @@ async def test_bad_tokens_fail_closed_with_their_codes(acme: tuple[sos_kernel.Ke
         await connect("not-a-token")
     with pytest.raises(InvalidToken):
         await connect("sk-acme-" + "0" * 32)
+    good = await kernel.tenant("acme").tokens.issue(agent="agent:alice")
+    await connect(good.secret)  # cached now: the cache must not let a variant of it through
+    for variant in (good.secret.upper(), good.secret + "0", good.secret[:-1] + "g"):
+        with pytest.raises(InvalidToken):
+            await connect(variant)
+    for variant in (good.secret + "\n", " " + good.secret, good.secret + "0" * 100_000):
+        with pytest.raises(InvalidToken):  # what no HTTP header can carry, checked where the token is read
+            await kernel.session(variant)
     issued = await kernel.tenant("acme").tokens.issue(agent="agent:alice", expires_in_s=1)
     assert (await connect(issued.secret)).agent == "agent:alice"
     await anyio.sleep(1.1)  # token expiry is wall-clock time

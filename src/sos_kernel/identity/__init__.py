@@ -12,7 +12,7 @@ from .models import (
     Tenant,
     TokenInfo,
 )
-from .service import TOKEN_CACHE_TTL_S, Authenticator, Capabilities, Tenants, Tokens, token_digest
+from .service import TOKEN_CACHE_TTL_S, TOKEN_CHARS_MAX, Authenticator, Capabilities, Tenants, Tokens, token_digest
 from .store import IdentityStore, RegistryEntry, RegistryStore
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "PLAN_SEATS",
     "SCOPES",
     "TOKEN_CACHE_TTL_S",
+    "TOKEN_CHARS_MAX",
     "AgentKey",
     "Authenticator",
     "Capabilities",

@@ -345,11 +345,21 @@ def _check_live(link: Capability, at: datetime, revoked: Container[str]) -> None
         raise Forbidden(f"capability {link.id} has no uses left", details={"link": link.id})
 
 
+@functools.lru_cache(maxsize=4096)
+def _scope_widening(child_action: str, parent_action: str, child_resource: str, parent_resource: str) -> str | None:
+    # A pure function of four strings that repeat across chains (the same grants delegated again and again):
+    # decided once each. Malformed patterns raise and are not remembered.
+    if not actions_narrower(child_action, parent_action):
+        return f"action {child_action!r} is not within {parent_action!r}"
+    if not resource_narrower(child_resource, parent_resource):
+        return f"resource {child_resource!r} is not within {parent_resource!r}"
+    return None
+
+
 def _widening(child: Capability, parent: Capability) -> str | None:
-    if not actions_narrower(child.action, parent.action):
-        return f"action {child.action!r} is not within {parent.action!r}"
-    if not resource_narrower(child.resource, parent.resource):
-        return f"resource {child.resource!r} is not within {parent.resource!r}"
+    problem = _scope_widening(child.action, parent.action, child.resource, parent.resource)
+    if problem is not None:
+        return problem
     if parent.expires_at is not None and (child.expires_at is None or child.expires_at > parent.expires_at):
         return "it would outlive its parent"
     if parent.uses_remaining is not None and (

@@ -49,13 +49,15 @@ from .store import IdentityStore
 if TYPE_CHECKING:
     from ..kernel import Kernel
 
-__all__ = ["TOKEN_CACHE_TTL_S", "Authenticator", "Capabilities", "Tenants", "Tokens", "token_digest"]
+__all__ = ["TOKEN_CACHE_TTL_S", "TOKEN_CHARS_MAX", "Authenticator", "Capabilities", "Tenants", "Tokens", "token_digest"]
 
 TOKEN_CACHE_TTL_S = 1.0
 TOKEN_CACHE_MAX = 100_000
 TOKEN_TTL_S_MAX = 10 * 365 * 24 * 3600
 DEFAULT_CHANNELS = ("sos:channel:global", "sos:channel:tasks", "sos:channel:system:events")
 _TOKEN_RE = re.compile(r"sk-[a-z][a-z0-9-]{1,62}-[0-9a-f]{32}")
+TOKEN_CHARS_MAX = 3 + 63 + 1 + 32
+"""The longest token ``_TOKEN_RE`` matches: anything longer is refused before it is hashed."""
 _AGENT_RE = re.compile(r"^agent:[a-z][a-z0-9-]*$")
 
 
@@ -229,12 +231,14 @@ class Authenticator:
         """Who ``token`` is. Raises MissingToken, InvalidToken, TokenExpired or TenantInactive."""
         if not token:
             raise MissingToken("no bearer token; pass the token issued by tokens.issue")
-        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+        if not isinstance(token, str) or len(token) > TOKEN_CHARS_MAX:
             raise InvalidToken("the token is malformed (expected sk-<tenant>-<32 hex>)")
         digest = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(digest)  # the hot path, inlined: no second coroutine frame
         if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_TTL_S:
-            return cached[1]
+            return cached[1]  # only a well-formed token that its store knew was ever cached
+        if not _TOKEN_RE.fullmatch(token):
+            raise InvalidToken("the token is malformed (expected sk-<tenant>-<32 hex>)")
         return await self.principal_for_digest(digest)
 
     async def principal_for_digest(self, digest: str) -> Principal:
