@@ -51,12 +51,15 @@ async def test_publish_survives_a_script_flush(redis_url: str, admin: Any) -> No
 
 async def test_publish_survives_killed_connections_and_writes_once(redis_url: str, admin: Any) -> None:
     async with sos_kernel.open(redis_url) as kernel:
+        async with anyio.create_task_group() as tg:  # several connections kept idle, all killed below
+            for i in range(8):
+                tg.start_soon(kernel.bus.publish, send(f"c{i}"))
         await kernel.bus.publish(send("before"))
         for round_ in range(3):
             await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             receipt = await kernel.bus.publish(send(f"after {round_}"))
             assert not receipt.duplicate
-        texts = [m.payload.text for m in await kernel.bus.history("agent:bob")]
+        texts = [m.payload.text for m in await kernel.bus.history("agent:bob")][8:]
         assert texts == ["before", "after 0", "after 1", "after 2"]
 
 

@@ -51,8 +51,9 @@ class LeanScript:
     path. The connections are redis-py's, made with the client's own settings (URL, TLS, credentials, health
     checks) and its RESP parser. The script is loaded on first use and again after a ``SCRIPT FLUSH`` or a
     server restart. A call that loses its connection is sent once more on a fresh one (callers make scripts
-    idempotent), then raises SOS-6030; a script error raises SOS-6031. A cancelled call closes its connection,
-    so no reply is ever read by the wrong caller.
+    idempotent; the kept connections are dropped first, as they most likely died with it), then raises SOS-6030;
+    a script error raises SOS-6031. A cancelled call closes its connection, so no reply is ever read by the
+    wrong caller.
     """
 
     def __init__(self, client: aioredis.Redis, source: str) -> None:
@@ -84,6 +85,7 @@ class LeanScript:
                 if resent:
                     raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
                 resent = True
+                await self.aclose()  # the connections kept beside it are most likely dead too: resend on a new one
             except redis_errors.RedisError as exc:
                 raise BackendFailure(f"Redis error: {exc}") from exc
 
