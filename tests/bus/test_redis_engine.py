@@ -117,3 +117,22 @@ async def test_publish_to_a_server_that_went_away_is_sos_6030(tmp_path: Path) ->
             assert info.value.code == "SOS-6030"
         finally:
             await kernel.aclose()
+
+
+async def test_entries_for_one_group_bypass_the_duplicate_check_single_and_batched(redis_url: str, admin: Any) -> None:
+    # The store contract: an entry meant for one group re-delivers a known message, so it is never a duplicate.
+    from sos_kernel.bus.store import Entry
+
+    async with sos_kernel.open(redis_url) as kernel:
+        store: Any = kernel.backend.bus
+        retention = kernel.bus._retention
+        msg = send("again")
+        entry = Entry(msg.message_id, msg.to_json(), False, "g1")
+        one = await store.append("default", [("agent:bob", entry)], retention)
+        two = await store.append("default", [("agent:bob", entry), ("agent:bob", entry)], retention)
+        positions = [a.position for a in one + two]
+        assert [a.duplicate for a in one + two] == [False, False, False]
+        assert len(set(positions)) == 3
+        fields = await admin.xrange("sos:{t:default}:stream:agent:bob")
+        assert [f[b"g"] for _, f in fields] == [b"g1"] * 3
+        assert all(f[b"m"] == msg.message_id.encode() for _, f in fields)
