@@ -72,6 +72,7 @@ from .messages import (
     WakeMessage,
     WakePayload,
     WorkerInfo,
+    new_message_id,
 )
 
 __all__ = [
@@ -131,6 +132,7 @@ __all__ = [
     "WireRequired",
     "WorkerInfo",
     "build_message",
+    "new_message_id",
     "parse_card",
     "parse_message",
     "sos_error_for",
