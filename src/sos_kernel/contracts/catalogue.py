@@ -19,10 +19,11 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, SchemaValidator
 
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
 from ._types import WIRE_CONTEXT_KEY, WireRequired
+from ._wire import wire_validator
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
 
 __all__ = [
@@ -42,6 +43,26 @@ ERRORS_IN_DETAILS_MAX = 50
 CUSTOM_TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _CUSTOM_NAME_RE = re.compile(CUSTOM_TYPE_NAME_PATTERN)
 _WIRE = MappingProxyType({WIRE_CONTEXT_KEY: True})
+
+
+_PROBE_VALID: dict[str, Any] = {
+    "type": "send",
+    "source": "agent:probe",
+    "target": "agent:probe",
+    "timestamp": "2026-01-31T12:00:00Z",
+    "version": "1.0",
+    "message_id": "0b7c0a63-6d3e-4a53-9c63-93f4b1a3f0c1",
+    "payload": {"text": "probe", "content_type": "text/plain"},
+}
+_WIRE_PROBES: list[tuple[Any, bool]] = [
+    (_PROBE_VALID, True),
+    ({k: v for k, v in _PROBE_VALID.items() if k != "message_id"}, False),  # a wire-required envelope field
+    ({**_PROBE_VALID, "payload": {"text": "probe"}}, False),  # a wire-required payload field
+    ({**_PROBE_VALID, "trace_id": None}, False),  # a stray null
+    ({**_PROBE_VALID, "timestamp": 1769860800}, False),  # a timestamp that is not RFC 3339 text
+    ({**_PROBE_VALID, "timestamp": "2026-01-31 12:00:00Z"}, False),
+]
+"""What the callback-free validator must judge as the models do before the catalogue uses it."""
 
 
 def validation_details(exc: ValidationError) -> dict[str, Any]:
@@ -120,8 +141,8 @@ class TypeCatalogue:
     def __init__(self, *, frozen: bool = False) -> None:
         self._types: dict[str, type[Message]] = {**CORE_TYPES, **EXTENSION_TYPES}
         self._frozen = frozen
-        self._adapter: TypeAdapter[Message] = self._build_adapter()
         self._verbatim: dict[type[Message], bool] = {}
+        self._build_adapter()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -155,7 +176,7 @@ class TypeCatalogue:
             raise InvalidArgument(f"message type {name!r} is already registered")
         model = _custom_message_model(name, payload)
         self._types[name] = model
-        self._adapter = self._build_adapter()
+        self._build_adapter()
         return model
 
     def parse(self, data: bytes | bytearray | str | Mapping[str, Any] | BaseModel) -> Message:
@@ -164,6 +185,11 @@ class TypeCatalogue:
         if kind is bytes or kind is str:
             return self._parse_text(data)  # type: ignore[arg-type]
         if kind is dict:
+            if self._wire is not None:
+                try:
+                    return cast(Message, self._wire.validate_python(data))
+                except ValidationError:
+                    pass
             try:
                 return self._adapter.validate_python(data, context=_WIRE)
             except ValidationError:
@@ -211,6 +237,11 @@ class TypeCatalogue:
                 f"message is {len(data)} long; parse_message takes at most {MESSAGE_BYTES_MAX} bytes",
                 details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
             )
+        if self._wire is not None:
+            try:
+                return cast(Message, self._wire.validate_json(data))
+            except ValidationError:
+                pass
         try:
             return self._adapter.validate_json(data, context=_WIRE)
         except ValidationError:
@@ -218,11 +249,14 @@ class TypeCatalogue:
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _build_adapter(self) -> TypeAdapter[Message]:
+    def _build_adapter(self) -> None:
         members = tuple(self._types.values())
         # Discriminated on "type": one dict lookup picks the model, in Rust, on the hot path.
         union: Any = Annotated[_union_of(members), Field(discriminator="type")]
-        return TypeAdapter(union)
+        self._adapter: TypeAdapter[Message] = TypeAdapter(union)
+        # The same union with the wire rules in the schema, no Python callbacks: tried first; whatever it refuses
+        # goes through the models' own validation, for the exact error.
+        self._wire: SchemaValidator | None = wire_validator(self._adapter.core_schema, _WIRE_PROBES)
 
     @staticmethod
     def _load_json(data: bytes | bytearray | str) -> Any:
