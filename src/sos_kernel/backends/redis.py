@@ -222,11 +222,18 @@ class RedisBusStore(BusStore):
         self._put_chunk = client.register_script(_PUT_CHUNK)
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
+        self._prefixes: dict[str, str] = {}
 
     async def aclose(self) -> None:
         """Close the connections the append path keeps."""
         await self._append.aclose()
         await self._append_one.aclose()
+
+    def _prefix(self, tenant: str) -> str:
+        if len(self._prefixes) >= ADDRESS_MEMO_MAX:  # bounded: tenants come and go
+            self._prefixes.clear()
+        prefix = self._prefixes[tenant] = self._k(tenant, "")
+        return prefix
 
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:
@@ -242,7 +249,7 @@ class RedisBusStore(BusStore):
         minid = max(0, int((time.time() - retention.age_s) * 1000))
         if len(items) == 1:
             address, entry = items[0]
-            prefix = self._k(tenant, "")
+            prefix = self._prefixes.get(tenant) or self._prefix(tenant)
             reply = await self._append_one(
                 [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id],
                 [
@@ -259,7 +266,7 @@ class RedisBusStore(BusStore):
                 return [Appended(reply[0].decode(), True)]
             return [Appended(reply.decode(), False)]
         args: list[bytes | str | int] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
-        prefix = self._k(tenant, "")
+        prefix = self._prefixes.get(tenant) or self._prefix(tenant)
         for address, entry in items:
             keys += [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
             flags = ("1" if entry.receipts else "0") + ("1" if self._trim_due(tenant, address) else "0")

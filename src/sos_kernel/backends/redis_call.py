@@ -64,9 +64,10 @@ class LeanScript:
 
     def pack(self, keys: Sequence[bytes | str], args: Sequence[bytes | str | int]) -> bytes:
         """The ``EVALSHA`` command for these keys and arguments, in RESP."""
-        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), self._head, _bulk(len(keys))]
-        parts += [_bulk(k) for k in keys]
-        parts += [_bulk(a) for a in args]
+        raw: list[bytes] = [k.encode() if isinstance(k, str) else k for k in keys]
+        raw += [a if isinstance(a, bytes) else a.encode() if isinstance(a, str) else b"%d" % a for a in args]
+        parts = [b"*%d\r\n" % (3 + len(raw)), self._head, b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys))]
+        parts += [b"$%d\r\n%b\r\n" % (len(x), x) for x in raw]
         return b"".join(parts)
 
     async def __call__(self, keys: Sequence[bytes | str], args: Sequence[bytes | str | int]) -> Any:
