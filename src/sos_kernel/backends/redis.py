@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
-from .redis_call import LeanScript, redis_call
+from .redis_call import LeanScript, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_skills import RedisSkillStore
@@ -222,34 +222,28 @@ class RedisBusStore(BusStore):
         self._put_chunk = client.register_script(_PUT_CHUNK)
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
-        self._prefixes: dict[str, str] = {}
 
     async def aclose(self) -> None:
         """Close the connections the append path keeps."""
         await self._append.aclose()
         await self._append_one.aclose()
 
-    def _prefix(self, tenant: str) -> str:
-        if len(self._prefixes) >= ADDRESS_MEMO_MAX:  # bounded: tenants come and go
-            self._prefixes.clear()
-        prefix = self._prefixes[tenant] = self._k(tenant, "")
-        return prefix
-
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:
-        return f"sos:{{t:{tenant}}}:" + ":".join(parts)
+        return tenant_prefix(tenant) + ":".join(parts)
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
         return await redis_call(awaitable)
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         keys: list[str] = []
-        # Age retention rides on every XADD (MINID, exact, from this host's clock); count retention is an
-        # approximate MAXLEN trim on every TRIM_EVERY_APPENDS-th append per address from this process.
+        # Age retention is exact on every append (MINID, from this host's clock: on the XADD of one message, once
+        # per stream at the end of a batch); count retention is an approximate MAXLEN trim on every
+        # TRIM_EVERY_APPENDS-th append per address from this process.
         minid = max(0, int((time.time() - retention.age_s) * 1000))
+        prefix = tenant_prefix(tenant)
         if len(items) == 1:
             address, entry = items[0]
-            prefix = self._prefixes.get(tenant) or self._prefix(tenant)
             reply = await self._append_one(
                 [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id],
                 [
@@ -266,7 +260,6 @@ class RedisBusStore(BusStore):
                 return [Appended(reply[0].decode(), True)]
             return [Appended(reply.decode(), False)]
         args: list[bytes | str | int] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
-        prefix = self._prefixes.get(tenant) or self._prefix(tenant)
         for address, entry in items:
             keys += [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
             flags = ("1" if entry.receipts else "0") + ("1" if self._trim_due(tenant, address) else "0")

@@ -217,8 +217,8 @@ class Bus:
 
     def _validate(self, message: Message | Mapping[str, Any] | bytes | str) -> tuple[Message, bytes]:
         parsed, data = self._catalogue.parse_encoded(message)
-        if len(data) > self.limits.message_bytes_max and type(message) is not type(parsed):
-            data = parsed.to_json()  # size decisions (chunking, limits) are taken on the compact encoding
+        if len(data) > self.limits.message_bytes_max and isinstance(message, bytes | str):
+            data = parsed.to_json()  # text may be stored as given: size decisions are taken on the compact encoding
         if len(data) > self.limits.payload_bytes_max:
             raise LimitExceeded(
                 f"message is {len(data)} bytes; the bus carries at most {self.limits.payload_bytes_max}",

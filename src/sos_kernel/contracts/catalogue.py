@@ -313,16 +313,16 @@ def _replays_verbatim(model: type[BaseModel], seen: frozenset[type[BaseModel]] =
         factory = field.default_factory
         if factory is not None and factory not in _SAME_EVERY_TIME and name not in required:
             return False
-        for nested in _models_in(field.annotation):
+        for nested in _annotation_models(field.annotation):
             if not _replays_verbatim(nested, seen | {model}):
                 return False
     return True
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def _annotation_models(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return [m for arg in get_args(annotation) for m in _annotation_models(arg)]
 
 
 def _union_of(members: tuple[type[Message], ...]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -127,13 +128,13 @@ class Principal:
         return self.admin or scope in self.scopes
 
 
-class PrincipalView:
+class PrincipalView(ABC):
     """``tenant``, ``agent`` and ``scopes`` of a handle that holds a :class:`Principal` (a session, a client)."""
 
     @property
+    @abstractmethod
     def principal(self) -> Principal:
         """Who the handle acts as."""
-        raise NotImplementedError
 
     @property
     def tenant(self) -> str:
