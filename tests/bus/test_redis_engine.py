@@ -136,3 +136,58 @@ async def test_entries_for_one_group_bypass_the_duplicate_check_single_and_batch
         fields = await admin.xrange("sos:{t:default}:stream:agent:bob")
         assert [f[b"g"] for _, f in fields] == [b"g1"] * 3
         assert all(f[b"m"] == msg.message_id.encode() for _, f in fields)
+
+
+async def test_append_connections_are_taken_over_from_redis_py(redis_url: str, admin: Any) -> None:
+    # The installed redis-py and hiredis support the lean path; if an upgrade ever stops that, this says so
+    # instead of the bus silently taking the slower path.
+    from sos_kernel.backends.redis_call import _Link
+
+    async with sos_kernel.open(redis_url) as kernel:
+        await kernel.bus.publish(send("one"))
+        await kernel.bus.publish_many([send("two"), send("three")])
+        store: Any = kernel.backend.bus
+        links = store._append_one._idle + store._append._idle
+        assert links
+        assert all(type(link) is _Link for link in links)
+
+
+async def test_without_hiredis_the_append_takes_redis_pys_path(
+    redis_url: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sos_kernel.backends import redis_call
+
+    monkeypatch.setattr(redis_call, "HAVE_HIREDIS", False)
+    async with sos_kernel.open(redis_url) as kernel:
+        msg = send("one")
+        first = await kernel.bus.publish(msg)
+        await admin.script_flush()
+        again = await kernel.bus.publish(msg)
+        assert again.duplicate
+        assert again.position == first.position
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        batch = await kernel.bus.publish_many([send("two"), msg])
+        assert [r.duplicate for r in batch] == [False, True]
+        store: Any = kernel.backend.bus
+        assert all(type(link) is redis_call._Pooled for link in store._append_one._idle + store._append._idle)
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["one", "two"]
+
+
+async def test_a_call_left_without_reply_times_out_as_sos_6030_and_a_retry_settles_it(
+    redis_url: str, admin: Any
+) -> None:
+    # socket_timeout in the URL bounds the wait for a reply; CLIENT PAUSE makes a real server hold every reply.
+    async with sos_kernel.open(redis_url + "?socket_timeout=0.2") as kernel:
+        await kernel.bus.publish(send("before"))
+        msg = send("held")
+        await admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+        try:
+            with pytest.raises(BackendUnavailable) as info:
+                await kernel.bus.publish(msg)
+            assert info.value.code == "SOS-6030"
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+        await kernel.bus.publish(msg)  # applied by the held call or by this one, never both
+        again = await kernel.bus.publish(msg)
+        assert again.duplicate
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["before", "held"]
