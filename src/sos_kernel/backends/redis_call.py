@@ -166,8 +166,6 @@ class LeanScript:
                 resent = True
                 await self.aclose()  # the connections kept beside it are most likely dead too: resend on a new one
                 continue
-            except redis_errors.NoScriptError:
-                reply = redis_errors.NoScriptError("NOSCRIPT No matching script.")
             except redis_errors.RedisError as exc:
                 raise BackendFailure(f"Redis error: {exc}") from exc
             if not isinstance(reply, redis_errors.ResponseError):
