@@ -1,5 +1,6 @@
-"""The Redis engine's own failure modes under the bus's append path: scripts flushed, connections killed,
-callers cancelled mid-call, many callers at once, the server gone. Run against a real redis-server."""
+"""The Redis engine's own failure modes under the lean script path (the bus's append, the ledger's transfer):
+scripts flushed, connections killed, callers cancelled mid-call, many callers at once, the server gone. Run
+against a real redis-server."""
 
 from __future__ import annotations
 
@@ -191,3 +192,20 @@ async def test_a_call_left_without_reply_times_out_as_sos_6030_and_a_retry_settl
         again = await kernel.bus.publish(msg)
         assert again.duplicate
         assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["before", "held"]
+
+
+async def test_ledger_transfers_survive_a_script_flush_and_killed_connections(redis_url: str, admin: Any) -> None:
+    # The ledger's transfer script takes the same lean path; a resend after a lost connection is a replay by id.
+    async with sos_kernel.open(redis_url) as kernel:
+        ledger = kernel.ledger
+        await ledger.open_account("tenant:issuer", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await ledger.transfer(id="t1", debit="tenant:issuer", credit="agent:alice", amount=500, currency="USD")
+        await admin.script_flush()
+        await ledger.transfer(id="t2", debit="tenant:issuer", credit="agent:alice", amount=250, currency="USD")
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        again = await ledger.transfer(id="t2", debit="tenant:issuer", credit="agent:alice", amount=250, currency="USD")
+        assert again.amount == 250
+        balance = await ledger.balance("agent:alice", "USD")
+        assert (balance.posted, balance.pending, balance.available) == (750, 0, 750)
+        await ledger.check()

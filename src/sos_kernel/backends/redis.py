@@ -414,7 +414,7 @@ class RedisBackend(Backend):
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.bus: RedisBusStore = RedisBusStore(client)
-        self.ledger = RedisLedgerStore(client)
+        self.ledger: RedisLedgerStore = RedisLedgerStore(client)
         self.identity = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
@@ -444,6 +444,9 @@ class RedisBackend(Backend):
 
     async def aclose(self) -> None:
         try:
-            await self.bus.aclose()
+            try:
+                await self.bus.aclose()
+            finally:
+                await self.ledger.aclose()
         finally:
             await self.client.aclose()

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 from .memory_ledger import usage_matches
-from .redis_call import redis_call
+from .redis_call import LeanScript, redis_call
 
 __all__ = ["RedisLedgerStore"]
 
@@ -268,10 +268,14 @@ class RedisLedgerStore(LedgerStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
-        self._apply = client.register_script(_APPLY)
+        self._apply = LeanScript(client, _APPLY)  # the transfer path; idempotent by id, so a resend is safe
         self._balance = client.register_script(_BALANCE)
         self._open = client.register_script(_OPEN)
         self._put_usage = client.register_script(_PUT_USAGE)
+
+    async def aclose(self) -> None:
+        """Close the connections the transfer path keeps."""
+        await self._apply.aclose()
 
     @staticmethod
     def _p(tenant: str) -> str:
@@ -315,7 +319,7 @@ class RedisLedgerStore(LedgerStore):
                 r.reason,
                 json.dumps(r.metadata, sort_keys=True),
             ]
-        reply = await self._call(self._apply(keys=[f"{p}lseq"], args=args))
+        reply = await self._apply([f"{p}lseq"], args)
         if _s(reply[0]) == "existing":
             return Applied([], await self.transfers(tenant, [_s(i) for i in reply[1]]))
         out = []
