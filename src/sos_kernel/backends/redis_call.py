@@ -66,6 +66,9 @@ class _Link(asyncio.Protocol):
         self.lost = False
 
     def request(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        if self.transport.is_closing():  # closed by the server, not yet reported: never write into the void
+            self.lost = True
+            raise redis_errors.ConnectionError("the connection to Redis is closing")
         self.waiter = waiter = loop.create_future()
         self.sent_at = loop.time()
         self.transport.write(command)
