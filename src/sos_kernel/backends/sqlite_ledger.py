@@ -1,8 +1,8 @@
 """The ledger on SQLite: each batch is one ``BEGIN IMMEDIATE`` transaction running the shared rules.
 
-The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow — the
-record, its id, one history entry per side and the accounts, about five pages — since a single transfer's cost is
-its commit, and a commit's cost is the pages it writes:
+The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow, since a
+single transfer's cost is mostly its commit, and a commit's cost grows with the pages it writes: the record, its
+id and the two accounts (about three and a half pages), while the statements are written a batch at a time.
 
 - ``ledger_records`` holds one row per recorded id, applied or failed, in columns. Its integer key is
   ``(tenant number << SEQ_BITS) + sequence``: a tenant's ledger is one contiguous range of the table in sequence
@@ -11,14 +11,19 @@ its commit, and a commit's cost is the pages it writes:
 - ``ledger_records_id``, unique on (tenant number, id), is the idempotency check: a batch is written at once,
   and if the constraint fails the transaction is rolled back and the recorded outcomes are read instead. A first
   attempt pays no lookup; a replay pays a rolled-back write and a read.
-- ``ledger_records_debit`` and ``ledger_records_credit`` index the applied records by account; SQLite orders an
-  index's entries by key after its columns, so they are each account's statement, in sequence order.
+- ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
+  applied record, in sequence order. It is written in batches rather than per record: ``ledger_statements_upto``
+  holds, per tenant, the key up to which every applied record is entered, and the transaction that takes the
+  records past it by :data:`STATEMENT_TAIL_MAX` enters them all. A statement is read as its entries plus the
+  records after that key (fewer than :data:`STATEMENT_TAIL_MAX`, read by key range), in one snapshot, so it is
+  always exact; a single transfer writes no statement page, and the batch that does writes a few for many.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
-A file written with the earlier layout (``ledger_transfers``, ``ledger_history``, ``ledger_seq``) is not
-migrated: if its ledger recorded anything, the first ledger call fails with SOS-6031 naming the tables; if the
-old tables are empty they are dropped and the file is used.
+A file written with an earlier layout is not migrated. The first one (``ledger_transfers``, ``ledger_history``,
+``ledger_seq``) and the second (statements as the partial indexes ``ledger_records_debit`` and
+``ledger_records_credit``) are recognised: if that ledger recorded anything, every ledger call fails with
+SOS-6031 naming the tables or indexes found; if it recorded nothing, they are dropped and the file is used.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest, 
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 
-__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "SQLiteLedgerStore"]
+__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_TAIL_MAX", "SQLiteLedgerStore"]
 
 T = TypeVar("T")
 
@@ -46,7 +51,15 @@ TENANTS_MAX = 1 << (63 - SEQ_BITS)
 TENANT_MEMO_MAX = 10_000
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
-OLD_TABLES = ("ledger_transfers", "ledger_history", "ledger_seq")
+STATEMENT_TAIL_MAX = 64
+"""Applied records a tenant may hold beyond its statements before a transaction enters them all: what a statement
+read scans by key range at most, and how many single transfers share the pages of one statement write."""
+# earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
+# table whose rows are their records
+EARLIER_LAYOUTS = (
+    ("table", "tables", ("ledger_transfers", "ledger_history", "ledger_seq"), "ledger_transfers"),
+    ("index", "indexes", ("ledger_records_debit", "ledger_records_credit"), "ledger_records"),
+)
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
@@ -61,9 +74,10 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
     captured INTEGER NOT NULL, expires REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_records_id ON ledger_records (tn, id);
-CREATE INDEX IF NOT EXISTS ledger_records_debit ON ledger_records (debit, currency) WHERE ok = 1;
-CREATE INDEX IF NOT EXISTS ledger_records_credit ON ledger_records (credit, currency) WHERE ok = 1;
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS ledger_statements (
+    owner TEXT NOT NULL, currency TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (owner, currency, k)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_statements_upto (tn INTEGER PRIMARY KEY, k INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_usage (
     tenant TEXT NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL, provider TEXT NOT NULL,
     model TEXT NOT NULL, occurred REAL NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
@@ -79,15 +93,30 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
-# the tenant's last key and whether a hold is due, in one statement: the two things every batch asks first
+# what every batch asks first, in one statement: the tenant's last key, whether a hold is due, and the key up to
+# which its statements are entered (?1 the tenant number, ?2 its first key, ?3 past its last, ?4 now)
 _PROBE = (
-    "SELECT (SELECT k FROM ledger_records WHERE k>=? AND k<? ORDER BY k DESC LIMIT 1),"
-    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=? AND state='pending' AND expires<=?)"
+    "SELECT (SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1),"
+    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=?1 AND state='pending' AND expires<=?4),"
+    " (SELECT k FROM ledger_statements_upto WHERE tn=?1)"
 )
+# enter the applied records with keys in (?1, ?2] in their accounts' statements
+_ENTER_STATEMENTS = (
+    "INSERT INTO ledger_statements (owner, currency, k)"
+    " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
+    " UNION ALL SELECT credit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
+)
+_SET_UPTO = "INSERT OR REPLACE INTO ledger_statements_upto (tn, k) VALUES (?, ?)"
+_RECORD_COLUMNS = ", ".join(f"r.{name.strip()}" for name in _COLUMNS.split(","))
+# an account's statement after key ?3, below ?4 (the tenant's range end), at most ?5 records: its entries, then the
+# records not entered yet (keys above the tenant's ?6 upto row), which are fewer than STATEMENT_TAIL_MAX
 _HISTORY = (
-    f"SELECT * FROM ({_SELECT} WHERE debit=? AND currency=? AND ok=1 AND k>? AND k<? ORDER BY k LIMIT ?)"
-    f" UNION ALL SELECT * FROM ({_SELECT} WHERE credit=? AND currency=? AND ok=1 AND k>? AND k<? ORDER BY k LIMIT ?)"
-    " ORDER BY k LIMIT ?"
+    f"SELECT * FROM (SELECT {_RECORD_COLUMNS} FROM ledger_statements s JOIN ledger_records r ON r.k = s.k"
+    " WHERE s.owner=?1 AND s.currency=?2 AND s.k>?3 AND s.k<?4 ORDER BY s.k LIMIT ?5)"
+    f" UNION ALL SELECT * FROM ({_SELECT}"
+    " WHERE k > MAX(?3, COALESCE((SELECT k FROM ledger_statements_upto WHERE tn=?6), 0)) AND k<?4"
+    " AND ok=1 AND currency=?2 AND (debit=?1 OR credit=?1) ORDER BY k LIMIT ?5)"
+    " ORDER BY k LIMIT ?5"
 )
 _ACCOUNT_COLUMNS = "owner, currency, allow_negative, dp, cp, dpend, cpend"
 _SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
@@ -217,21 +246,22 @@ class SQLiteLedgerStore(LedgerStore):
         self._schema_checked = True
 
     def _drop_or_refuse_earlier_layout(self, c: sqlite3.Connection) -> None:
-        marks = ",".join("?" * len(OLD_TABLES))
-        old = [
-            r[0]
-            for r in c.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})", OLD_TABLES)
-        ]
-        if not old:
-            return
-        if "ledger_transfers" in old and c.execute("SELECT 1 FROM ledger_transfers LIMIT 1").fetchone():
-            raise BackendFailure(
-                f"SQLite database {self._db.path!r} holds a ledger in an earlier layout (tables {', '.join(old)}),"
-                " which this version does not migrate: open a new file for the ledger",
-                details={"tables": old},
-            )
-        for name in old:  # the old ledger recorded nothing: nothing is lost
-            c.execute(f"DROP TABLE {name}")
+        for kind, plural, names, records in EARLIER_LAYOUTS:
+            marks = ",".join("?" * len(names))
+            sql = f"SELECT name FROM sqlite_master WHERE type=? AND name IN ({marks})"
+            found = [r[0] for r in c.execute(sql, (kind, *names))]
+            if not found:
+                continue
+            # a layout's own records table may be gone already; a current one (ledger_records) is always there
+            present = records in found or records not in names
+            if present and c.execute(f"SELECT 1 FROM {records} LIMIT 1").fetchone():
+                raise BackendFailure(
+                    f"SQLite database {self._db.path!r} holds a ledger in an earlier layout ({plural}"
+                    f" {', '.join(found)}), which this version does not migrate: open a new file for the ledger",
+                    details={plural: found},
+                )
+            for name in found:  # the old ledger recorded nothing: nothing is lost
+                c.execute(f"DROP {kind.upper()} {name}")
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
 
@@ -306,7 +336,7 @@ class SQLiteLedgerStore(LedgerStore):
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
-        last, due = c.execute(_PROBE, (base, base + SEQ_SPAN, tn, now)).fetchone()
+        last, due, upto = c.execute(_PROBE, (tn, base, base + SEQ_SPAN, now)).fetchone()
         if due:
             self._expire(c, tenant, tn, now)
         if not requests:
@@ -328,7 +358,16 @@ class SQLiteLedgerStore(LedgerStore):
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
             self._save_accounts(c, tenant, accounts)
+        self._enter_statements(c, tn, base if upto is None else upto, base + first + len(requests) - 1)
         return Applied(result.transfers, {})
+
+    @staticmethod
+    def _enter_statements(c: sqlite3.Connection, tn: int, upto: int, last: int) -> None:
+        # once the records not yet in the statements reach STATEMENT_TAIL_MAX, enter them all: one write of a few
+        # pages for that many records, instead of one page per side of every record
+        if last - upto >= STATEMENT_TAIL_MAX:
+            c.execute(_ENTER_STATEMENTS, (upto, last))
+            c.execute(_SET_UPTO, (tn, last))
 
     # -- primitives -----------------------------------------------------------------------------------------
 
@@ -382,8 +421,8 @@ class SQLiteLedgerStore(LedgerStore):
             tn = self._tenant_number(c, tenant, create=False)
             if tn is None:
                 return []
-            side = (owner, currency, (tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS, limit)
-            return [_row_transfer(r) for r in c.execute(_HISTORY, (*side, *side, limit))]
+            bounds = ((tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS)
+            return [_row_transfer(r) for r in c.execute(_HISTORY, (owner, currency, *bounds, limit, tn))]
 
         return await self._read(tx)
 
