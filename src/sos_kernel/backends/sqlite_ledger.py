@@ -93,12 +93,13 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
-# what every batch asks first, in one statement: the tenant's last key, whether a hold is due, and the key up to
-# which its statements are entered (?1 the tenant number, ?2 its first key, ?3 past its last, ?4 now)
+# what every batch asks first, read with its accounts (one row, told apart by its NULL owner): the tenant's last key,
+# whether a hold is due, and the key up to which its statements are entered (?1 the tenant number, ?2 its first
+# key, ?3 past its last, ?4 now)
 _PROBE = (
-    "SELECT (SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1),"
+    "SELECT NULL, NULL, (SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1),"
     " EXISTS (SELECT 1 FROM ledger_records WHERE tn=?1 AND state='pending' AND expires<=?4),"
-    " (SELECT k FROM ledger_statements_upto WHERE tn=?1)"
+    " (SELECT k FROM ledger_statements_upto WHERE tn=?1), NULL, NULL"
 )
 # enter the applied records with keys in (?1, ?2] in their accounts' statements
 _ENTER_STATEMENTS = (
@@ -194,6 +195,15 @@ def _accounts_sql(accounts: int) -> str:
     # a compound of primary-key lookups: for the few accounts of a batch, cheaper than IN (...), which builds a
     # temporary index per execution
     return " UNION ALL ".join([f"{_SELECT_ACCOUNTS} WHERE tenant=? AND owner=? AND currency=?"] * accounts)
+
+
+@functools.lru_cache(maxsize=ACCOUNTS_PER_SELECT + 1)
+def _probe_sql(accounts: int) -> str:
+    # the probe, then the accounts as in _accounts_sql: ?5 the tenant, then each account's owner and currency
+    rows = [
+        f"{_SELECT_ACCOUNTS} WHERE tenant=?5 AND owner=?{6 + 2 * i} AND currency=?{7 + 2 * i}" for i in range(accounts)
+    ]
+    return " UNION ALL ".join([_PROBE, *rows])
 
 
 @functools.lru_cache(maxsize=PARAMS_MAX)
@@ -295,6 +305,33 @@ class SQLiteLedgerStore(LedgerStore):
                 out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
         return out
 
+    @classmethod
+    def _probe(
+        cls, c: sqlite3.Connection, tenant: str, tn: int, now: float, keys: set[AccountKey]
+    ) -> tuple[tuple[int | None, int, int | None], dict[AccountKey, AccountState | None]]:
+        """The probe's three values (see _PROBE) and the accounts ``keys`` name, in one statement if they are few."""
+        base = tn << SEQ_BITS
+        ordered = list(keys)
+        args: list[Any] = [tn, base, base + SEQ_SPAN, now]
+        if ordered:
+            args.append(tenant)
+        for owner, currency in ordered[:ACCOUNTS_PER_SELECT]:
+            args += (owner, currency)
+        out: dict[AccountKey, AccountState | None] = dict.fromkeys(keys)
+        probe = None
+        for owner, currency, neg, dp, cp, dpend, cpend in c.execute(
+            _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
+        ):
+            if owner is None:
+                probe = (neg, dp, cp)
+            else:
+                out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
+        if probe is None:
+            raise InvariantViolation("the ledger probe returned no row")
+        if len(ordered) > ACCOUNTS_PER_SELECT:
+            out.update(cls._load_accounts(c, tenant, set(ordered[ACCOUNTS_PER_SELECT:])))
+        return probe, out
+
     @staticmethod
     def _save_accounts(c: sqlite3.Connection, tenant: str, accounts: dict[AccountKey, AccountState | None]) -> None:
         c.executemany(
@@ -336,9 +373,11 @@ class SQLiteLedgerStore(LedgerStore):
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
-        last, due, upto = c.execute(_PROBE, (tn, base, base + SEQ_SPAN, now)).fetchone()
+        keys = _account_keys(requests, {})
+        (last, due, upto), accounts = self._probe(c, tenant, tn, now, keys)
         if due:
             self._expire(c, tenant, tn, now)
+            accounts = self._load_accounts(c, tenant, keys)  # as the expiry left them
         if not requests:
             return Applied([], {})
         first = (0 if last is None else last - base) + 1
@@ -346,7 +385,8 @@ class SQLiteLedgerStore(LedgerStore):
             raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
         pending_ids = [r.pending_id for r in requests if r.pending_id]
         holds = self._get(c, tn, pending_ids) if pending_ids else {}
-        accounts = self._load_accounts(c, tenant, _account_keys(requests, holds))
+        if holds:  # a settlement moves its hold's accounts
+            accounts.update(self._load_accounts(c, tenant, _account_keys([], holds) - accounts.keys()))
         result = evaluate(requests, accounts, holds, now, first)
         try:
             c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
