@@ -215,7 +215,10 @@ def _evaluate_one(
     # A single step makes every check before it moves anything, so it needs no snapshot to leave the accounts as
     # they were on failure: the usual case, one transfer, skips copying them.
     changed_holds: dict[str, Transfer] = {}
-    failure, hold, amount = _step(req, accounts, changed_holds, holds, now)
+    if req.kind == "posted":  # the usual step, without _step's dispatch
+        failure, hold, amount = _apply_move(req, accounts), None, req.amount
+    else:
+        failure, hold, amount = _step(req, accounts, changed_holds, holds, now)
     if failure is not None:
         return Evaluation(_failed_batch([req], now, timestamp, seq, failure), {}, failure)
     return Evaluation([_record(req, now, timestamp, seq, hold, amount, None)], changed_holds, None)
