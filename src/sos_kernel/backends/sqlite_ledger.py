@@ -12,11 +12,12 @@ id and the two accounts (about three and a half pages), while the statements are
   and if the constraint fails the transaction is rolled back and the recorded outcomes are read instead. A first
   attempt pays no lookup; a replay pays a rolled-back write and a read.
 - ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
-  applied record, in sequence order. It is written in batches rather than per record: ``ledger_statements_upto``
-  holds, per tenant, the key up to which every applied record is entered, and the transaction that takes the
-  records past it by :data:`STATEMENT_TAIL_MAX` enters them all. A statement is read as its entries plus the
-  records after that key (fewer than :data:`STATEMENT_TAIL_MAX`, read by key range), in one snapshot, so it is
-  always exact; a single transfer writes no statement page, and the batch that does writes a few for many.
+  applied record, in sequence order. It is written a block of :data:`STATEMENT_BLOCK` sequences at a time, not
+  per record: the transaction that records a block's last sequence enters every applied record of the block, so
+  a tenant whose last sequence is ``L`` has every applied record up to ``L - L % STATEMENT_BLOCK`` entered and
+  none after (no counter says so: it follows from ``L``). A statement is read as its entries plus the records
+  after that point (fewer than :data:`STATEMENT_BLOCK`, read by key range), in one snapshot, so it is always
+  exact; a single transfer writes no statement page, and one in 64 writes a few for the whole block.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,7 +41,7 @@ from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest, 
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 
-__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_TAIL_MAX", "SQLiteLedgerStore"]
+__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore"]
 
 T = TypeVar("T")
 
@@ -51,9 +52,9 @@ TENANTS_MAX = 1 << (63 - SEQ_BITS)
 TENANT_MEMO_MAX = 10_000
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
-STATEMENT_TAIL_MAX = 64
-"""Applied records a tenant may hold beyond its statements before a transaction enters them all: what a statement
-read scans by key range at most, and how many single transfers share the pages of one statement write."""
+STATEMENT_BLOCK = 64
+"""Sequences whose applied records are entered in the statements at once: a statement read scans fewer records
+than this by key range, and this many single transfers share the pages of one statement write."""
 # earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
 # table whose rows are their records
 EARLIER_LAYOUTS = (
@@ -77,7 +78,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS ledger_records_id ON ledger_records (tn, id);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_statements (
     owner TEXT NOT NULL, currency TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (owner, currency, k)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ledger_statements_upto (tn INTEGER PRIMARY KEY, k INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_usage (
     tenant TEXT NOT NULL, id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL, provider TEXT NOT NULL,
     model TEXT NOT NULL, occurred REAL NOT NULL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
@@ -92,14 +92,18 @@ _COLUMNS = (
     " error_code, error_message, state, captured, expires"
 )
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
+# an applied plain transfer (kind posted) with its constant columns written in the statement, not bound: most
+# records are these, and every bound parameter costs the sqlite3 module a conversion
+_INSERT_POSTED = (
+    f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES (?,?,?,'posted',?,?,?,?,'',0,?,?,?,?,1,'','','',0,0.0)"
+)
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
-# what every batch asks first, read with its accounts (one row, told apart by its NULL owner): the tenant's last key,
-# whether a hold is due, and the key up to which its statements are entered (?1 the tenant number, ?2 its first
-# key, ?3 past its last, ?4 now)
+_LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
+# what every batch asks first, read with its accounts (one row, told apart by its NULL owner): the tenant's last key
+# and whether a hold is due (?1 the tenant number, ?2 its first key, ?3 past its last, ?4 now)
 _PROBE = (
-    "SELECT NULL, NULL, (SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1),"
-    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=?1 AND state='pending' AND expires<=?4),"
-    " (SELECT k FROM ledger_statements_upto WHERE tn=?1), NULL, NULL"
+    f"SELECT NULL, NULL, {_LAST_KEY},"
+    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=?1 AND state='pending' AND expires<=?4), NULL, NULL, NULL"
 )
 # enter the applied records with keys in (?1, ?2] in their accounts' statements
 _ENTER_STATEMENTS = (
@@ -107,17 +111,17 @@ _ENTER_STATEMENTS = (
     " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
     " UNION ALL SELECT credit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
 )
-_SET_UPTO = "INSERT OR REPLACE INTO ledger_statements_upto (tn, k) VALUES (?, ?)"
 _RECORD_COLUMNS = ", ".join(f"r.{name.strip()}" for name in _COLUMNS.split(","))
-# an account's statement after key ?3, below ?4 (the tenant's range end), at most ?5 records: its entries, then the
-# records not entered yet (keys above the tenant's ?6 upto row), which are fewer than STATEMENT_TAIL_MAX
+# an account's statement (owner ?1, currency ?4) in the tenant whose keys are ?2 to below ?3, after key ?5, at most
+# ?6 records: its entries, then the records not entered yet (after the last complete block of the tenant's last
+# key), which are fewer than STATEMENT_BLOCK
 _HISTORY = (
     f"SELECT * FROM (SELECT {_RECORD_COLUMNS} FROM ledger_statements s JOIN ledger_records r ON r.k = s.k"
-    " WHERE s.owner=?1 AND s.currency=?2 AND s.k>?3 AND s.k<?4 ORDER BY s.k LIMIT ?5)"
+    " WHERE s.owner=?1 AND s.currency=?4 AND s.k>?5 AND s.k<?3 ORDER BY s.k LIMIT ?6)"
     f" UNION ALL SELECT * FROM ({_SELECT}"
-    " WHERE k > MAX(?3, COALESCE((SELECT k FROM ledger_statements_upto WHERE tn=?6), 0)) AND k<?4"
-    " AND ok=1 AND currency=?2 AND (debit=?1 OR credit=?1) ORDER BY k LIMIT ?5)"
-    " ORDER BY k LIMIT ?5"
+    f" WHERE k > MAX(?5, ?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}) AND k<?3"
+    " AND ok=1 AND currency=?4 AND (debit=?1 OR credit=?1) ORDER BY k LIMIT ?6)"
+    " ORDER BY k LIMIT ?6"
 )
 _ACCOUNT_COLUMNS = "owner, currency, allow_negative, dp, cp, dpend, cpend"
 _SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
@@ -162,6 +166,24 @@ def _row_transfer(row: Sequence[Any]) -> Transfer:
         captured,
         _at(expires) if expires else None,
     )
+
+
+def _is_plain(t: Transfer) -> bool:
+    """Whether ``_INSERT_POSTED`` records ``t`` exactly as ``_INSERT`` would."""
+    return (
+        t.kind == "posted"
+        and t.status == "ok"
+        and not t.pending_id
+        and t.timeout_s == 0
+        and t.state is None
+        and t.captured == 0
+        and t.expires_at is None
+    )
+
+
+def _posted_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...]:
+    meta = json.dumps(t.metadata) if t.metadata else ""
+    return (tn, base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, meta, now)
 
 
 def _transfer_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...]:
@@ -238,22 +260,25 @@ class SQLiteLedgerStore(LedgerStore):
 
     # -- transactions -------------------------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         if not self._schema_checked:
-            await self._check_schema()
-        result: T = await self._db.write(fn)
+            return self._checked_first(self._db.write, fn)
+        result: Awaitable[T] = self._db.write(fn)
         return result
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         if not self._schema_checked:
-            await self._check_schema()
-        result: T = await self._db.read(fn)
+            return self._checked_first(self._db.read, fn)
+        result: Awaitable[T] = self._db.read(fn)
         return result
 
-    async def _check_schema(self) -> None:
-        # once per store, before its first transaction, so a file in the earlier layout fails every ledger call
+    async def _checked_first(
+        self, run: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]], fn: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        # once per store, before its first transaction, so a file in an earlier layout fails every ledger call
         await self._db.write(self._drop_or_refuse_earlier_layout)
         self._schema_checked = True
+        return await run(fn)
 
     def _drop_or_refuse_earlier_layout(self, c: sqlite3.Connection) -> None:
         for kind, plural, names, records in EARLIER_LAYOUTS:
@@ -308,8 +333,8 @@ class SQLiteLedgerStore(LedgerStore):
     @classmethod
     def _probe(
         cls, c: sqlite3.Connection, tenant: str, tn: int, now: float, keys: set[AccountKey]
-    ) -> tuple[tuple[int | None, int, int | None], dict[AccountKey, AccountState | None]]:
-        """The probe's three values (see _PROBE) and the accounts ``keys`` name, in one statement if they are few."""
+    ) -> tuple[tuple[int | None, int], dict[AccountKey, AccountState | None]]:
+        """The probe's two values (see _PROBE) and the accounts ``keys`` name, in one statement if they are few."""
         base = tn << SEQ_BITS
         ordered = list(keys)
         args: list[Any] = [tn, base, base + SEQ_SPAN, now]
@@ -323,7 +348,7 @@ class SQLiteLedgerStore(LedgerStore):
             _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
         ):
             if owner is None:
-                probe = (neg, dp, cp)
+                probe = (neg, dp)
             else:
                 out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
         if probe is None:
@@ -374,7 +399,7 @@ class SQLiteLedgerStore(LedgerStore):
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
         keys = _account_keys(requests, {})
-        (last, due, upto), accounts = self._probe(c, tenant, tn, now, keys)
+        (last, due), accounts = self._probe(c, tenant, tn, now, keys)
         if due:
             self._expire(c, tenant, tn, now)
             accounts = self._load_accounts(c, tenant, keys)  # as the expiry left them
@@ -389,7 +414,10 @@ class SQLiteLedgerStore(LedgerStore):
             accounts.update(self._load_accounts(c, tenant, _account_keys([], holds) - accounts.keys()))
         result = evaluate(requests, accounts, holds, now, first)
         try:
-            c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
+            if all(map(_is_plain, result.transfers)):
+                c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
+            else:
+                c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
         except sqlite3.IntegrityError as exc:
             if "ledger_records.id" not in str(exc):
                 raise
@@ -398,16 +426,16 @@ class SQLiteLedgerStore(LedgerStore):
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
             self._save_accounts(c, tenant, accounts)
-        self._enter_statements(c, tn, base if upto is None else upto, base + first + len(requests) - 1)
+        self._enter_statements(c, base, first - 1, first + len(requests) - 1)
         return Applied(result.transfers, {})
 
     @staticmethod
-    def _enter_statements(c: sqlite3.Connection, tn: int, upto: int, last: int) -> None:
-        # once the records not yet in the statements reach STATEMENT_TAIL_MAX, enter them all: one write of a few
-        # pages for that many records, instead of one page per side of every record
-        if last - upto >= STATEMENT_TAIL_MAX:
-            c.execute(_ENTER_STATEMENTS, (upto, last))
-            c.execute(_SET_UPTO, (tn, last))
+    def _enter_statements(c: sqlite3.Connection, base: int, before: int, last: int) -> None:
+        # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered,
+        # in one write of a few pages for that many records, instead of one page per side of every record
+        entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
+        if entering > entered:
+            c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
 
     # -- primitives -----------------------------------------------------------------------------------------
 
@@ -461,8 +489,9 @@ class SQLiteLedgerStore(LedgerStore):
             tn = self._tenant_number(c, tenant, create=False)
             if tn is None:
                 return []
-            bounds = ((tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS)
-            return [_row_transfer(r) for r in c.execute(_HISTORY, (owner, currency, *bounds, limit, tn))]
+            base = tn << SEQ_BITS
+            args = (owner, base, base + SEQ_SPAN, currency, base + after_seq, limit)
+            return [_row_transfer(r) for r in c.execute(_HISTORY, args)]
 
         return await self._read(tx)
 
