@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 import sos_kernel
+from sos_kernel.backends.sqlite_ledger import STATEMENT_BLOCK
 from sos_kernel.contracts import UsageEvent
 from sos_kernel.errors import (
     Forbidden,
@@ -255,6 +256,47 @@ async def test_history_pages_by_sequence(ledger: Ledger) -> None:
     assert [t.id for t in first + rest] == [f"h{i}" for i in range(5)]
     alice = await ledger.history("agent:alice", USD)
     assert [t.id for t in alice] == ["seed-alice"] + [f"h{i}" for i in range(5)]
+
+
+async def test_history_is_exact_across_many_transfers(ledger: Ledger) -> None:
+    # several of the blocks in which SQLite enters statements (so pages span entered and not yet entered records),
+    # with failures, which take a sequence but are in no history, and a hold that is placed and later captured
+    expected: dict[str, list[str]] = {"agent:alice": ["seed-alice"], "agent:bob": [], "agent:carol": []}
+    for i in range(3 * STATEMENT_BLOCK + 7):
+        credit = "agent:bob" if i % 3 else "agent:carol"
+        if i == STATEMENT_BLOCK:
+            hold = {"debit": "agent:alice", "credit": "agent:bob", "amount": 5, "currency": USD}
+            await ledger.hold(id="s-hold", timeout_s=600, **hold)
+            expected["agent:alice"].append("s-hold")
+            expected["agent:bob"].append("s-hold")
+        if i == 2 * STATEMENT_BLOCK:
+            await ledger.capture("s-hold", 3)
+            expected["agent:alice"].append("s-hold:capture")
+            expected["agent:bob"].append("s-hold:capture")
+        try:
+            await ledger.transfer(
+                id=f"s{i}", debit="agent:alice", credit=credit, amount=1 if i % 5 else 10_000, currency=USD
+            )
+        except InsufficientFunds:
+            continue
+        expected["agent:alice"].append(f"s{i}")
+        expected[credit].append(f"s{i}")
+    # linked batches longer than a block: one applied, one failed (recorded, in no history)
+    leg = {"debit": "agent:alice", "credit": "agent:carol", "amount": 1, "currency": USD}
+    batch = [{"id": f"b{i}", **leg} for i in range(STATEMENT_BLOCK + 5)]
+    await ledger.transfer_many(batch)
+    expected["agent:alice"] += [t["id"] for t in batch]
+    expected["agent:carol"] += [t["id"] for t in batch]
+    with pytest.raises(InsufficientFunds):
+        await ledger.transfer_many([{**t, "id": f"f{t['id']}", "amount": 10_000} for t in batch])
+    for owner, ids in expected.items():
+        seen: list[str] = []
+        after = 0
+        while page := await ledger.history(owner, USD, after=after, limit=10):
+            seen += [t.id for t in page]
+            after = page[-1].sequence
+        assert seen == ids
+    assert [t.id for t in await ledger.history("agent:bob", USD, limit=1000)] == expected["agent:bob"]
 
 
 async def test_tenants_have_separate_ledgers(kernel: sos_kernel.Kernel, ledger: Ledger) -> None:

@@ -70,3 +70,63 @@ async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
         assert t.sequence == 1
         await ledger.check()
     assert not set(EARLIER_TABLES) & tables(path)
+
+
+SECOND_LAYOUT = """
+CREATE TABLE ledger_tenants (n INTEGER PRIMARY KEY, tenant TEXT NOT NULL UNIQUE);
+CREATE TABLE ledger_records (
+    k INTEGER PRIMARY KEY, tn INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, debit TEXT NOT NULL,
+    credit TEXT NOT NULL, currency TEXT NOT NULL, amount INTEGER NOT NULL, pending_id TEXT NOT NULL,
+    timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
+    ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
+    captured INTEGER NOT NULL, expires REAL NOT NULL);
+CREATE UNIQUE INDEX ledger_records_id ON ledger_records (tn, id);
+CREATE INDEX ledger_records_debit ON ledger_records (debit, currency) WHERE ok = 1;
+CREATE INDEX ledger_records_credit ON ledger_records (credit, currency) WHERE ok = 1;
+CREATE INDEX ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
+"""
+SECOND_INDEXES = ["ledger_records_credit", "ledger_records_debit"]
+
+
+def second_file(path: Path, *, recorded: bool) -> str:
+    """A file of the second layout, whose statements were partial indexes of ``ledger_records``."""
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(EARLIER_LAYOUT.split("CREATE TABLE ledger_transfers")[0] + SECOND_LAYOUT)
+        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
+        if recorded:
+            c.execute("INSERT INTO ledger_tenants VALUES (1, 'default')")
+            c.execute(
+                "INSERT INTO ledger_records VALUES"
+                " ((1 << 40) + 1, 1, 't1', 'posted', 'system:mint', 'agent:alice', 'USD', 5, '', 0, 0, '', '', 0, 1,"
+                " '', '', '', 0, 0)"
+            )
+        c.commit()
+    return f"sqlite:///{path}"
+
+
+def indexes(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as c:
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+
+
+async def test_the_second_layout_with_records_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "second.db"
+    async with sos_kernel.open(second_file(path, recorded=True)) as kernel:
+        for attempt in (kernel.ledger.history("agent:alice", "USD"), kernel.ledger.get_transfer("t1")):
+            with pytest.raises(BackendFailure, match="earlier layout") as info:
+                await attempt
+            assert info.value.code == "SOS-6031"
+            assert sorted(info.value.details["indexes"]) == SECOND_INDEXES
+    assert set(SECOND_INDEXES) <= indexes(path)
+
+
+async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "second.db"
+    async with sos_kernel.open(second_file(path, recorded=False)) as kernel:
+        ledger = kernel.ledger
+        assert [b.owner for b in await ledger.balances()] == ["agent:alice"]
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
+        assert [t.id for t in await ledger.history("agent:alice", "USD")] == ["t1"]
+        await ledger.check()
+    assert not set(SECOND_INDEXES) & indexes(path)

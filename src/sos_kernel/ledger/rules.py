@@ -147,27 +147,28 @@ def _record(
     amount: int,
     failure: RuleFailure | None,
 ) -> Transfer:
-    source = hold if hold is not None else None
     pending = req.kind == "pending" and not failure
+    # positional, in Transfer's field order: this runs once per recorded transfer, and keywords cost more
     return new_transfer(
-        id=req.id,
-        kind=req.kind,
-        debit=source.debit if source else req.debit,
-        credit=source.credit if source else req.credit,
-        currency=source.currency if source else req.currency,
-        amount=amount,
-        pending_id=req.pending_id,
-        timeout_s=req.timeout_s,
-        code=req.code,
-        reason=req.reason,
-        metadata=req.metadata,
-        timestamp=timestamp,
-        sequence=seq,
-        status="failed" if failure else "ok",
-        error_code=failure.code if failure else None,
-        error_message=failure.message if failure else None,
-        state="pending" if pending else None,
-        expires_at=_at(now + req.timeout_s) if pending else None,
+        req.id,
+        req.kind,
+        hold.debit if hold else req.debit,
+        hold.credit if hold else req.credit,
+        hold.currency if hold else req.currency,
+        amount,
+        req.pending_id,
+        req.timeout_s,
+        req.code,
+        req.reason,
+        req.metadata,
+        timestamp,
+        seq,
+        "failed" if failure else "ok",
+        failure.code if failure else None,
+        failure.message if failure else None,
+        "pending" if pending else None,
+        0,
+        _at(now + req.timeout_s) if pending else None,
     )
 
 
@@ -183,33 +184,61 @@ def evaluate(
     ``accounts`` must hold every account the requests and their holds name (``None`` for a missing one);
     ``holds`` every hold a capture or void names. On failure the accounts are left as they were.
     """
-    snapshot = {k: _copy(v) if v is not None else None for k, v in accounts.items()}
     timestamp = _at(now)
+    if len(requests) == 1:
+        return _evaluate_one(requests[0], accounts, holds, now, timestamp, first_seq)
+    snapshot = {k: _copy(v) if v is not None else None for k, v in accounts.items()}
     changed_holds: dict[str, Transfer] = {}
     recorded: list[Transfer] = []
     failure: RuleFailure | None = None
     for offset, req in enumerate(requests):
-        hold: Transfer | None = None
-        amount = req.amount
-        if req.kind in ("posted", "pending"):
-            failure = _apply_move(req, snapshot)
-        else:
-            current = changed_holds.get(req.pending_id or "") or holds.get(req.pending_id or "")
-            failure, updated, amount = _resolve_hold(req, current, snapshot, now)
-            hold = current
-            if updated is not None:
-                changed_holds[updated.id] = updated
+        failure, hold, amount = _step(req, snapshot, changed_holds, holds, now)
         if failure is not None:
-            break
+            return Evaluation(_failed_batch(requests, now, timestamp, first_seq, failure), {}, failure)
         recorded.append(_record(req, now, timestamp, first_seq + offset, hold, amount, None))
-    if failure is not None:
-        return Evaluation(_failed_batch(requests, now, timestamp, first_seq, failure), {}, failure)
     for key, state in snapshot.items():
         target = accounts[key]
         if state is not None and target is not None:
             target.debits_posted, target.credits_posted = state.debits_posted, state.credits_posted
             target.debits_pending, target.credits_pending = state.debits_pending, state.credits_pending
     return Evaluation(recorded, changed_holds, None)
+
+
+def _evaluate_one(
+    req: TransferRequest,
+    accounts: Mapping[AccountKey, AccountState | None],
+    holds: Mapping[str, Transfer],
+    now: float,
+    timestamp: datetime,
+    seq: int,
+) -> Evaluation:
+    # A single step makes every check before it moves anything, so it needs no snapshot to leave the accounts as
+    # they were on failure: the usual case, one transfer, skips copying them.
+    changed_holds: dict[str, Transfer] = {}
+    if req.kind == "posted":  # the usual step, without _step's dispatch
+        failure, hold, amount = _apply_move(req, accounts), None, req.amount
+    else:
+        failure, hold, amount = _step(req, accounts, changed_holds, holds, now)
+    if failure is not None:
+        return Evaluation(_failed_batch([req], now, timestamp, seq, failure), {}, failure)
+    return Evaluation([_record(req, now, timestamp, seq, hold, amount, None)], changed_holds, None)
+
+
+def _step(
+    req: TransferRequest,
+    accounts: Mapping[AccountKey, AccountState | None],
+    changed_holds: dict[str, Transfer],
+    holds: Mapping[str, Transfer],
+    now: float,
+) -> tuple[RuleFailure | None, Transfer | None, int]:
+    """One step of a batch: its failure (then nothing of it moved), the hold it settled, the amount it moved."""
+    if req.kind in ("posted", "pending"):
+        return _apply_move(req, accounts), None, req.amount
+    current = changed_holds.get(req.pending_id or "") or holds.get(req.pending_id or "")
+    failure, updated, amount = _resolve_hold(req, current, accounts, now)
+    if updated is not None:
+        changed_holds[updated.id] = updated
+    return failure, current, amount
 
 
 def _failed_batch(
