@@ -431,12 +431,19 @@ class Ledger:
         """Verify the invariants; raise :class:`~sos_kernel.errors.InvariantViolation` (SOS-6099) on any break.
 
         Per currency, posted and pending balances each sum to zero; every balance equals the fold of the applied
-        transfers; no must-not-overdraw account is overdrawn; every amount is a non-negative int.
+        transfers; every account's statement (``history``) lists exactly the applied transfers that touch it, in
+        sequence order; no must-not-overdraw account is overdrawn; every amount is a non-negative int.
         """
         await self._store.apply(self.tenant, [], time.time())  # an empty batch only expires due holds
-        folded = await self._fold()
+        folded, touched = await self._fold()
         sums: dict[str, list[int]] = {}
         for bal in await self._store.balances(self.tenant):
+            listed = await self._statement(bal.owner, bal.currency)
+            if listed != touched.get((bal.owner, bal.currency), []):
+                raise InvariantViolation(
+                    f"the statement of {bal.owner} {bal.currency} does not list exactly its applied transfers",
+                    details={"owner": bal.owner, "currency": bal.currency},
+                )
             expected = folded.pop((bal.owner, bal.currency), [0, 0, 0, 0])
             actual = [bal.debits_posted, bal.credits_posted, bal.debits_pending, bal.credits_pending]
             if actual != expected:
@@ -458,17 +465,30 @@ class Ledger:
                     details={"currency": currency},
                 )
 
-    async def _fold(self) -> dict[tuple[str, str], list[int]]:
+    async def _fold(self) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]]]:
+        """The four counters each account should hold, and the sequences of the applied transfers touching it."""
         folded: dict[tuple[str, str], list[int]] = {}
+        touched: dict[tuple[str, str], list[int]] = {}
         after = 0
         while True:
             page = await self._store.all_transfers(self.tenant, after, CHECK_PAGE)
             for t in page:
                 if t.ok:
                     self._fold_one(folded, t)
+                    touched.setdefault((t.debit, t.currency), []).append(t.sequence)
+                    touched.setdefault((t.credit, t.currency), []).append(t.sequence)
             if len(page) < CHECK_PAGE:
-                return folded
+                return folded, touched
             after = page[-1].sequence
+
+    async def _statement(self, owner: str, currency: str) -> list[int]:
+        """The sequences an account's statement lists, read page by page as ``history`` serves them."""
+        listed: list[int] = []
+        while True:
+            page = await self._store.history(self.tenant, owner, currency, listed[-1] if listed else 0, CHECK_PAGE)
+            listed += [t.sequence for t in page]
+            if len(page) < CHECK_PAGE:
+                return listed
 
     @staticmethod
     def _fold_one(folded: dict[tuple[str, str], list[int]], t: Transfer) -> None:
