@@ -84,6 +84,24 @@ async def paired(ours: Make, raw: Make) -> tuple[float, float]:
     return statistics.median(ours_rates), statistics.median(raw_rates)
 
 
+def publish_body(data: list[bytes], per_call: int) -> Callable[[sos_kernel.Kernel], Run]:
+    """A round that publishes ``data`` on a kernel: one ``publish`` each, or ``publish_many`` of ``per_call``."""
+
+    def body(kernel: sos_kernel.Kernel) -> Run:
+        async def run() -> int:
+            if per_call == 1:
+                for item in data:
+                    await kernel.bus.publish(item)
+            else:
+                for i in range(0, len(data), per_call):
+                    await kernel.bus.publish_many(data[i : i + per_call])
+            return len(data)
+
+        return run
+
+    return body
+
+
 async def on_kernel(url: str, body: Callable[[sos_kernel.Kernel], Run]) -> tuple[Run, Close]:
     """A round on a kernel opened (and later closed) outside the timed run, as the raw side's client is."""
     stack = AsyncExitStack()
@@ -167,21 +185,7 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
         return f"sqlite:///{tmp}/ours-{next(counter)}.db"
 
     def publishing(n: int, per_call: int) -> Callable[[sos_kernel.Kernel], Run]:
-        data = messages(n)
-
-        def body(kernel: sos_kernel.Kernel) -> Run:
-            async def run() -> int:
-                if per_call == 1:
-                    for item in data:
-                        await kernel.bus.publish(item)
-                else:
-                    for i in range(0, len(data), per_call):
-                        await kernel.bus.publish_many(data[i : i + per_call])
-                return len(data)
-
-            return run
-
-        return body
+        return publish_body(messages(n), per_call)
 
     async def ours_single() -> tuple[Run, Close]:
         return await on_kernel(url(), publishing(N_SINGLE, 1))
@@ -316,21 +320,7 @@ async def redis_rates(url: str) -> list[tuple[str, float, float, str]]:
 
     def publishing(n: int, per_call: int) -> Make:
         async def make() -> tuple[Run, Close]:
-            data = messages(n)
-
-            def body(kernel: sos_kernel.Kernel) -> Run:
-                async def run() -> int:
-                    if per_call == 1:
-                        for item in data:
-                            await kernel.bus.publish(item)
-                    else:
-                        for i in range(0, len(data), per_call):
-                            await kernel.bus.publish_many(data[i : i + per_call])
-                    return len(data)
-
-                return run
-
-            return await on_kernel(url, body)
+            return await on_kernel(url, publish_body(messages(n), per_call))
 
         return make
 

@@ -43,9 +43,10 @@ def earlier_file(path: Path, *, recorded: bool) -> str:
     return f"sqlite:///{path}"
 
 
-def tables(path: Path) -> set[str]:
+def schema(path: Path, kind: str) -> set[str]:
+    """The names of the file's schema objects of ``kind`` (``table`` or ``index``)."""
     with closing(sqlite3.connect(path)) as c:
-        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type=?", (kind,))}
 
 
 async def test_an_earlier_layout_with_records_is_refused_on_every_ledger_call(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ async def test_an_earlier_layout_with_records_is_refused_on_every_ledger_call(tm
             assert info.value.code == "SOS-6031"
             assert sorted(info.value.details["tables"]) == EARLIER_TABLES
         await kernel.bus.send("agent:alice", "agent:bob", "the rest of the file is still usable")
-    assert set(EARLIER_TABLES) <= tables(path)  # nothing was dropped or rewritten
+    assert set(EARLIER_TABLES) <= schema(path, "table")  # nothing was dropped or rewritten
 
 
 async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
         t = await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
         assert t.sequence == 1
         await ledger.check()
-    assert not set(EARLIER_TABLES) & tables(path)
+    assert not set(EARLIER_TABLES) & schema(path, "table")
 
 
 SECOND_LAYOUT = """
@@ -104,11 +105,6 @@ def second_file(path: Path, *, recorded: bool) -> str:
     return f"sqlite:///{path}"
 
 
-def indexes(path: Path) -> set[str]:
-    with closing(sqlite3.connect(path)) as c:
-        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-
-
 async def test_the_second_layout_with_records_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "second.db"
     async with sos_kernel.open(second_file(path, recorded=True)) as kernel:
@@ -117,7 +113,7 @@ async def test_the_second_layout_with_records_is_refused(tmp_path: Path) -> None
                 await attempt
             assert info.value.code == "SOS-6031"
             assert sorted(info.value.details["indexes"]) == SECOND_INDEXES
-    assert set(SECOND_INDEXES) <= indexes(path)
+    assert set(SECOND_INDEXES) <= schema(path, "index")
 
 
 async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
@@ -129,4 +125,4 @@ async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
         await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
         assert [t.id for t in await ledger.history("agent:alice", "USD")] == ["t1"]
         await ledger.check()
-    assert not set(SECOND_INDEXES) & indexes(path)
+    assert not set(SECOND_INDEXES) & schema(path, "index")

@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
-from .redis_call import redis_call
+from .redis_call import redis_call, tenant_prefix
 
 __all__ = ["RedisIdentityStore", "RedisRegistryStore"]
 
@@ -117,8 +117,7 @@ return n
 _call = redis_call
 
 
-def _p(tenant: str) -> str:
-    return f"sos:{{t:{tenant}}}:"
+_p = tenant_prefix
 
 
 def _s(value: Any) -> str:

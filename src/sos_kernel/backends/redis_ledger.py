@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 from .memory_ledger import usage_matches
-from .redis_call import LeanScript, redis_call
+from .redis_call import LeanScript, redis_call, tenant_prefix
 
 __all__ = ["RedisLedgerStore"]
 
@@ -277,9 +277,7 @@ class RedisLedgerStore(LedgerStore):
         """Close the connections the transfer path keeps."""
         await self._apply.aclose()
 
-    @staticmethod
-    def _p(tenant: str) -> str:
-        return f"sos:{{t:{tenant}}}:"
+    _p = staticmethod(tenant_prefix)
 
     async def _call(self, awaitable: Any) -> Any:
         return await redis_call(awaitable)

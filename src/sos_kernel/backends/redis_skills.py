@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..skills.store import SkillRecord, SkillStats, SkillStore
-from .redis_call import redis_call
+from .redis_call import redis_call, tenant_prefix
 
 __all__ = ["RedisSkillStore"]
 
@@ -57,9 +57,7 @@ class RedisSkillStore(SkillStore):
         self._put = client.register_script(_PUT)
         self._invoke = client.register_script(_INVOKE)
 
-    @staticmethod
-    def _p(tenant: str) -> str:
-        return f"sos:{{t:{tenant}}}:"
+    _p = staticmethod(tenant_prefix)
 
     async def _call(self, awaitable: Any) -> Any:
         return await redis_call(awaitable)

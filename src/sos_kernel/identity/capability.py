@@ -177,38 +177,26 @@ class Capability(BaseModel):
         # tests compare the two on every field.
         constraints = _sorted_json(self.constraints) if self.constraints else self.constraints
         if constraints is None:  # floats format differently in the two encoders: keep the reference one
-            return _CANONICAL.encode(
-                {
-                    "action": self.action,
-                    "constraints": self.constraints,
-                    "expires_at": _json_time(self.expires_at),
-                    "id": self.id,
-                    "issued_at": _json_time(self.issued_at),
-                    "issuer": self.issuer,
-                    "key_id": self.key_id,
-                    "parent_id": self.parent_id,
-                    "resource": self.resource,
-                    "subject": self.subject,
-                    "subject_key": self.subject_key,
-                    "uses_remaining": self.uses_remaining,
-                }
-            ).encode()
-        return pydantic_core.to_json(
-            {
-                "action": self.action,
-                "constraints": constraints,
-                "expires_at": self.expires_at,
-                "id": self.id,
-                "issued_at": self.issued_at,
-                "issuer": self.issuer,
-                "key_id": self.key_id,
-                "parent_id": self.parent_id,
-                "resource": self.resource,
-                "subject": self.subject,
-                "subject_key": self.subject_key,
-                "uses_remaining": self.uses_remaining,
-            }
-        )
+            fields = self._signed_fields(self.constraints, _json_time(self.expires_at), _json_time(self.issued_at))
+            return _CANONICAL.encode(fields).encode()
+        return pydantic_core.to_json(self._signed_fields(constraints, self.expires_at, self.issued_at))
+
+    def _signed_fields(self, constraints: Any, expires_at: Any, issued_at: Any) -> dict[str, Any]:
+        """Every field but ``signature``, with the three whose encoding differs between the encoders given."""
+        return {
+            "action": self.action,
+            "constraints": constraints,
+            "expires_at": expires_at,
+            "id": self.id,
+            "issued_at": issued_at,
+            "issuer": self.issuer,
+            "key_id": self.key_id,
+            "parent_id": self.parent_id,
+            "resource": self.resource,
+            "subject": self.subject,
+            "subject_key": self.subject_key,
+            "uses_remaining": self.uses_remaining,
+        }
 
     @classmethod
     def issue(
