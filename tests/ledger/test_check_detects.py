@@ -1,5 +1,6 @@
 """``check()`` must fail on a broken ledger: each engine's stored state is corrupted directly (a balance moved
-without a transfer, a statement entry dropped or added) and ``check()`` must raise SOS-6099 naming the account."""
+without a transfer, a statement entry dropped or added; on SQLite also its id table) and ``check()`` must raise
+SOS-6099 naming the account or the id."""
 
 from __future__ import annotations
 
@@ -101,3 +102,30 @@ async def test_check_raises_on_a_corrupted_ledger(target: str, kernel_url: str, 
             await kernel.ledger.check()
         assert info.value.code == "SOS-6099"
         assert info.value.details["owner"] == owner
+
+
+@pytest.mark.parametrize(
+    ("sql", "tid"),
+    [
+        ("DELETE FROM ledger_ids WHERE id = 't1'", "t1"),  # an entered record no longer found by its id
+        # a record appended with an id recorded before: a second outcome for one id
+        (
+            "INSERT INTO ledger_records SELECT k + 1000, tn, id, kind, debit, credit, currency, amount, pending_id,"
+            " timeout_s, code, reason, metadata, ts, ok, error_code, error_message, state, captured, expires"
+            " FROM ledger_records WHERE id = 't2'",
+            "t2",
+        ),
+    ],
+    ids=["id-entry-dropped", "id-recorded-twice"],
+)
+async def test_check_raises_on_a_corrupted_sqlite_id_table(tmp_path: Any, sql: str, tid: str) -> None:
+    # SQLite finds a record by id through ledger_ids (and the records after the last complete block), a structure
+    # of its own beside the records: check() looks every record up by its id
+    url = f"sqlite:///{tmp_path / 'ids.db'}"
+    async with sos_kernel.open(url) as kernel:
+        await funded(kernel)
+        await _sqlite(url, sql)
+        with pytest.raises(InvariantViolation) as info:
+            await kernel.ledger.check()
+        assert info.value.code == "SOS-6099"
+        assert info.value.details["id"] == tid

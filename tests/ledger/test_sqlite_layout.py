@@ -1,15 +1,18 @@
-"""The SQLite ledger's file layout: a file written with the earlier layout is refused clearly, or, when its
-ledger recorded nothing, upgraded in place. (SQLite only: the layout is that engine's own.)"""
+"""The SQLite ledger's file layout: a file written with an earlier layout is migrated (the third), refused clearly,
+or, when its ledger recorded nothing, upgraded in place; and the state a store keeps between its transactions.
+(SQLite only: the layout is that engine's own.)"""
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sos_kernel
+from sos_kernel.backends.sqlite_ledger import ID_INDEX, STATEMENT_BLOCK, SQLiteLedgerStore
 from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +129,88 @@ async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
         assert [t.id for t in await ledger.history("agent:alice", "USD")] == ["t1"]
         await ledger.check()
     assert not set(SECOND_INDEXES) & schema(path, "index")
+
+
+async def _transfers(ledger: Any, count: int, prefix: str = "t") -> None:
+    for i in range(count):
+        await ledger.transfer(id=f"{prefix}{i}", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+
+
+async def test_the_third_layout_is_migrated_with_its_records(tmp_path: Path) -> None:
+    # the third layout found a record by id through a unique index on every record, and had no id table
+    path = tmp_path / "third.db"
+    recorded = 2 * STATEMENT_BLOCK + 5
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
+        await kernel.ledger.open_account("agent:alice", "USD")
+        await _transfers(kernel.ledger, recorded)
+    with closing(sqlite3.connect(path)) as c:
+        c.execute("DELETE FROM ledger_ids")
+        c.execute(f"CREATE UNIQUE INDEX {ID_INDEX} ON ledger_records (tn, id)")
+        c.commit()
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        ledger = kernel.ledger
+        for tid in ("t0", f"t{2 * STATEMENT_BLOCK - 1}", f"t{recorded - 1}"):  # entered, last entered, not entered
+            again = await ledger.transfer(id=tid, debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+            assert again.replayed
+        t = await ledger.transfer(id="new", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        assert t.sequence == recorded + 1
+        assert (await ledger.balance("agent:alice", "USD")).posted == recorded + 1
+        await ledger.check()
+    assert ID_INDEX not in schema(path, "index")
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("SELECT count(*) FROM ledger_ids").fetchone() == (2 * STATEMENT_BLOCK,)
+
+
+async def test_a_transaction_that_rolls_back_leaves_no_kept_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store keeps each tenant's last sequence, unentered ids and accounts between transactions; a transaction
+    # that changed them and then failed (here: the disk refusing the block entry) must leave them as committed
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await _transfers(ledger, STATEMENT_BLOCK - 1)
+        entered = SQLiteLedgerStore._enter_blocks
+
+        def disk_fails(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
+            if last % STATEMENT_BLOCK == 0:
+                raise sqlite3.OperationalError("disk I/O error")
+            return entered(c, base, before, last)
+
+        monkeypatch.setattr(SQLiteLedgerStore, "_enter_blocks", staticmethod(disk_fails))
+        with pytest.raises(BackendFailure):
+            await ledger.transfer(id="edge", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        monkeypatch.setattr(SQLiteLedgerStore, "_enter_blocks", staticmethod(entered))
+        t = await ledger.transfer(id="edge", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        assert (t.sequence, t.replayed) == (STATEMENT_BLOCK, False)
+        assert (await ledger.balance("agent:alice", "USD")).posted == STATEMENT_BLOCK
+        await ledger.check()
+
+
+async def test_a_transfer_from_the_only_writer_reads_only_its_id(tmp_path: Path) -> None:
+    # what the kept state saves: with no other connection committing, a transfer reads the data version and looks
+    # its id up, then writes (a statement plan, so that losing this fast path fails here rather than only in a
+    # benchmark)
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await _transfers(ledger, 2)
+        statements: list[str] = []
+        conn = kernel.backend.engine.conn
+        conn.set_trace_callback(statements.append)
+        try:
+            await _transfers(ledger, 1, prefix="traced")
+        finally:
+            conn.set_trace_callback(None)
+    assert [" ".join(s.split()[:3]) for s in statements] == [
+        "BEGIN IMMEDIATE",
+        "PRAGMA data_version",
+        "SELECT 1 FROM",
+        "INSERT INTO ledger_records",
+        "UPDATE ledger_accounts SET",
+        "UPDATE ledger_accounts SET",
+        "COMMIT",
+    ]

@@ -1,38 +1,48 @@
 """The ledger on SQLite: each batch is one ``BEGIN IMMEDIATE`` transaction running the shared rules.
 
 The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow, since a
-single transfer's cost is mostly its commit, and a commit's cost grows with the pages it writes: the record, its
-id and the two accounts (about three and a half pages), while the statements are written a batch at a time.
+single transfer's cost is mostly its commit, and a commit's cost grows with the pages it writes: the record and the
+two accounts (about two pages), while the id table and the statements are written a block at a time.
 
 - ``ledger_records`` holds one row per recorded id, applied or failed, in columns. Its integer key is
   ``(tenant number << SEQ_BITS) + sequence``: a tenant's ledger is one contiguous range of the table in sequence
   order, a new record is an append at the end of that range (SQLite's cheapest insert), and the tenant's last
   sequence is the last key of the range, so no counter row is written.
-- ``ledger_records_id``, unique on (tenant number, id), is the idempotency check: a batch is written at once,
-  and if the constraint fails the transaction is rolled back and the recorded outcomes are read instead. A first
-  attempt pays no lookup; a replay pays a rolled-back write and a read.
+- Records are entered in the id table and the statements a block of :data:`STATEMENT_BLOCK` sequences at a time,
+  not one by one: the transaction that records a block's last sequence enters every record of the block, so a
+  tenant whose last sequence is ``L`` has every record up to ``L - L % STATEMENT_BLOCK`` entered and none after
+  (no counter says so: it follows from ``L``). Whatever reads them also reads the records after that point, fewer
+  than :data:`STATEMENT_BLOCK`, by key range, in the same snapshot, so every read is exact; a single transfer
+  writes no page of either, and one in 64 writes a few for the whole block.
+- ``ledger_ids`` maps (tenant number, id) to the record's key: with the records not entered yet, it is the
+  idempotency check, made before anything is written. Its primary key refuses an id entered twice (SOS-6099).
 - ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
-  applied record, in sequence order. It is written a block of :data:`STATEMENT_BLOCK` sequences at a time, not
-  per record: the transaction that records a block's last sequence enters every applied record of the block, so
-  a tenant whose last sequence is ``L`` has every applied record up to ``L - L % STATEMENT_BLOCK`` entered and
-  none after (no counter says so: it follows from ``L``). A statement is read as its entries plus the records
-  after that point (fewer than :data:`STATEMENT_BLOCK`, read by key range), in one snapshot, so it is always
-  exact; a single transfer writes no statement page, and one in 64 writes a few for the whole block.
+  applied record, in sequence order.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
-A file written with an earlier layout is not migrated. The first one (``ledger_transfers``, ``ledger_history``,
-``ledger_seq``) and the second (statements as the partial indexes ``ledger_records_debit`` and
-``ledger_records_credit``) are recognised: if that ledger recorded anything, every ledger call fails with
-SOS-6031 naming the tables or indexes found; if it recorded nothing, they are dropped and the file is used.
+Between its transactions a store keeps what it knows of each tenant (:class:`_TenantState`: the last sequence,
+the ids not entered yet, the earliest expiry of an open hold, the accounts it has read or written), and uses it
+only while the file's ``PRAGMA data_version``, read inside the write transaction, says no other connection has
+committed since; otherwise it reads them again. A transfer from the one process writing a file so reads no more
+than whether its id is in the id table.
+
+A file written with an earlier layout is migrated only from the third layout (every record's id in the unique
+index ``ledger_records_id``): on first use its records are entered in ``ledger_ids`` block by block and the index
+is dropped, in one transaction. The first layout (``ledger_transfers``, ``ledger_history``, ``ledger_seq``) and
+the second (statements as the partial indexes ``ledger_records_debit`` and ``ledger_records_credit``) are
+recognised: if that ledger recorded anything, every ledger call fails with SOS-6031 naming the tables or indexes
+found; if it recorded nothing, they are dropped and the file is used.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,6 +60,8 @@ SEQ_BITS = 40
 SEQ_SPAN = 1 << SEQ_BITS
 TENANTS_MAX = 1 << (63 - SEQ_BITS)
 TENANT_MEMO_MAX = 10_000
+ACCOUNT_MEMO_MAX = 10_000
+"""Accounts whose state a connection keeps per tenant between its transactions."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
@@ -57,6 +69,8 @@ STATEMENT_BLOCK = 64
 than this by key range, and this many single transfers share the pages of one statement write."""
 # earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
 # table whose rows are their records
+ID_INDEX = "ledger_records_id"
+"""The third layout's index of every record's id; a file that has it is brought to this layout when opened."""
 EARLIER_LAYOUTS = (
     ("table", "tables", ("ledger_transfers", "ledger_history", "ledger_seq"), "ledger_transfers"),
     ("index", "indexes", ("ledger_records_debit", "ledger_records_credit"), "ledger_records"),
@@ -74,8 +88,9 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
     captured INTEGER NOT NULL, expires REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS ledger_records_id ON ledger_records (tn, id);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS ledger_ids (
+    tn INTEGER NOT NULL, id TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_statements (
     owner TEXT NOT NULL, currency TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (owner, currency, k)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_usage (
@@ -99,13 +114,13 @@ _INSERT_POSTED = (
 )
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
-# what every batch asks first, read with its accounts (one row, told apart by its NULL owner): the tenant's last key
-# and whether a hold is due (?1 the tenant number, ?2 its first key, ?3 past its last, ?4 now)
-_PROBE = (
-    f"SELECT NULL, NULL, {_LAST_KEY},"
-    " EXISTS (SELECT 1 FROM ledger_records WHERE tn=?1 AND state='pending' AND expires<=?4), NULL, NULL, NULL"
-)
-# enter the applied records with keys in (?1, ?2] in their accounts' statements
+# what a connection reads of a tenant when it knows nothing current of it: the last key and the earliest expiry of
+# an open hold (?1 the tenant number, ?2 its first key, ?3 past its last)
+_TENANT_STATE = f"SELECT {_LAST_KEY}, (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending')"
+# the first key of a tenant's records not entered yet (in SQL: ?2 the tenant's first key, ?3 past its last)
+_UNENTERED = f"?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
+# enter the records with keys in (?1, ?2] in the id table, and the applied ones in their accounts' statements
+_ENTER_IDS = "INSERT INTO ledger_ids (tn, id, k) SELECT tn, id, k FROM ledger_records WHERE k>?1 AND k<=?2"
 _ENTER_STATEMENTS = (
     "INSERT INTO ledger_statements (owner, currency, k)"
     " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
@@ -119,7 +134,7 @@ _HISTORY = (
     f"SELECT * FROM (SELECT {_RECORD_COLUMNS} FROM ledger_statements s JOIN ledger_records r ON r.k = s.k"
     " WHERE s.owner=?1 AND s.currency=?4 AND s.k>?5 AND s.k<?3 ORDER BY s.k LIMIT ?6)"
     f" UNION ALL SELECT * FROM ({_SELECT}"
-    f" WHERE k > MAX(?5, ?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}) AND k<?3"
+    f" WHERE k > MAX(?5, {_UNENTERED}) AND k<?3"
     " AND ok=1 AND currency=?4 AND (debit=?1 OR credit=?1) ORDER BY k LIMIT ?6)"
     " ORDER BY k LIMIT ?6"
 )
@@ -129,8 +144,28 @@ _SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
 AccountKey = tuple[str, str]
 
 
-class _Recorded(Exception):
-    """An id of the batch is already recorded: raised inside the transaction so that it rolls back."""
+@dataclass(slots=True)
+class _TenantState:
+    """What a connection knows of one tenant's ledger as of its own last commit to it.
+
+    It is current for as long as no other connection commits to the file, which ``PRAGMA data_version`` tells:
+    :class:`SQLiteLedgerStore` keeps these only under the version it read in the transaction that left them, and
+    reads them again from the file when another connection has committed since.
+    """
+
+    last: int
+    """The tenant's last sequence (0 before its first record)."""
+    due_at: float
+    """No open hold of the tenant expires before this (``inf`` when none is open). A lower bound: once it has
+    passed, the due holds are expired and it is read again."""
+    tail: set[str]
+    """The ids of the tenant's records after its last complete block: the ones not in the id table yet."""
+    accounts: dict[AccountKey, AccountState]
+    """Accounts of the tenant as committed, by (owner, currency); an account not here is read from the file."""
+
+
+Staged = tuple[int, int, "_TenantState"]
+"""A transaction's data version, tenant number and the state it leaves, kept once it has committed."""
 
 
 def _at(epoch_s: float) -> datetime:
@@ -219,18 +254,26 @@ def _accounts_sql(accounts: int) -> str:
     return " UNION ALL ".join([f"{_SELECT_ACCOUNTS} WHERE tenant=? AND owner=? AND currency=?"] * accounts)
 
 
-@functools.lru_cache(maxsize=ACCOUNTS_PER_SELECT + 1)
-def _probe_sql(accounts: int) -> str:
-    # the probe, then the accounts as in _accounts_sql: ?5 the tenant, then each account's owner and currency
-    rows = [
-        f"{_SELECT_ACCOUNTS} WHERE tenant=?5 AND owner=?{6 + 2 * i} AND currency=?{7 + 2 * i}" for i in range(accounts)
-    ]
-    return " UNION ALL ".join([_PROBE, *rows])
+def _marks(first: int, count: int) -> str:
+    return ",".join(f"?{first + i}" for i in range(count))
 
 
 @functools.lru_cache(maxsize=PARAMS_MAX)
 def _ids_sql(ids: int) -> str:
-    return f"{_SELECT} WHERE tn=? AND id IN ({','.join('?' * ids)})"
+    # records by id (?1 the tenant number, ?2 its first key, ?3 past its last, then the ids): the entered ones
+    # through the id table, the rest (fewer than STATEMENT_BLOCK) by key range
+    marks = _marks(4, ids)
+    return (
+        f"SELECT {_RECORD_COLUMNS} FROM ledger_ids i JOIN ledger_records r ON r.k = i.k"
+        f" WHERE i.tn=?1 AND i.id IN ({marks})"
+        f" UNION ALL {_SELECT} WHERE k > {_UNENTERED} AND k<?3 AND id IN ({marks})"
+    )
+
+
+@functools.lru_cache(maxsize=PARAMS_MAX)
+def _entered_sql(ids: int) -> str:
+    # whether any of the ids ?2... of tenant number ?1 is in the id table
+    return f"SELECT 1 FROM ledger_ids WHERE tn=?1 AND id IN ({_marks(2, ids)}) LIMIT 1"
 
 
 def _chunks(items: Sequence[T], size: int = PARAMS_MAX) -> Iterable[Sequence[T]]:
@@ -257,6 +300,9 @@ class SQLiteLedgerStore(LedgerStore):
         self._schema_checked = False
         # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
         self._tenant_numbers: dict[str, int] = {}
+        # tenant number -> what this connection knows of it, current while the file's data version is _version
+        self._states: dict[int, _TenantState] = {}
+        self._version: int | None = None
 
     # -- transactions -------------------------------------------------------------------------------------------
 
@@ -297,6 +343,20 @@ class SQLiteLedgerStore(LedgerStore):
                 )
             for name in found:  # the old ledger recorded nothing: nothing is lost
                 c.execute(f"DROP {kind.upper()} {name}")
+        if c.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (ID_INDEX,)).fetchone():
+            self._enter_ids_of_id_index_layout(c)
+
+    @staticmethod
+    def _enter_ids_of_id_index_layout(c: sqlite3.Connection) -> None:
+        # The third layout indexed every record's id (ledger_records_id) where this one enters them in ledger_ids a
+        # block at a time: each tenant's records up to its last complete block are entered, as a ledger in this
+        # layout would have, and the index is dropped, in the one transaction.
+        for (tn,) in c.execute("SELECT n FROM ledger_tenants").fetchall():
+            base = tn << SEQ_BITS
+            (last,) = c.execute(f"SELECT {_LAST_KEY}", (None, base, base + SEQ_SPAN)).fetchone()
+            if last is not None:  # that layout entered the statements as this one does: only ids are missing
+                c.execute(_ENTER_IDS, (base, last - (last - base) % STATEMENT_BLOCK))
+        c.execute(f"DROP INDEX {ID_INDEX}")
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
 
@@ -330,33 +390,6 @@ class SQLiteLedgerStore(LedgerStore):
                 out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
         return out
 
-    @classmethod
-    def _probe(
-        cls, c: sqlite3.Connection, tenant: str, tn: int, now: float, keys: set[AccountKey]
-    ) -> tuple[tuple[int | None, int], dict[AccountKey, AccountState | None]]:
-        """The probe's two values (see _PROBE) and the accounts ``keys`` name, in one statement if they are few."""
-        base = tn << SEQ_BITS
-        ordered = list(keys)
-        args: list[Any] = [tn, base, base + SEQ_SPAN, now]
-        if ordered:
-            args.append(tenant)
-        for owner, currency in ordered[:ACCOUNTS_PER_SELECT]:
-            args += (owner, currency)
-        out: dict[AccountKey, AccountState | None] = dict.fromkeys(keys)
-        probe = None
-        for owner, currency, neg, dp, cp, dpend, cpend in c.execute(
-            _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
-        ):
-            if owner is None:
-                probe = (neg, dp)
-            else:
-                out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
-        if probe is None:
-            raise InvariantViolation("the ledger probe returned no row")
-        if len(ordered) > ACCOUNTS_PER_SELECT:
-            out.update(cls._load_accounts(c, tenant, set(ordered[ACCOUNTS_PER_SELECT:])))
-        return probe, out
-
     @staticmethod
     def _save_accounts(c: sqlite3.Connection, tenant: str, accounts: dict[AccountKey, AccountState | None]) -> None:
         c.executemany(
@@ -371,10 +404,65 @@ class SQLiteLedgerStore(LedgerStore):
     @staticmethod
     def _get(c: sqlite3.Connection, tn: int, ids: Sequence[str]) -> dict[str, Transfer]:
         out: dict[str, Transfer] = {}
-        for part in _chunks(ids):
-            rows = c.execute(_ids_sql(len(part)), (tn, *part))
+        base = tn << SEQ_BITS
+        for part in _chunks(ids, PARAMS_MAX - 3):
+            rows = c.execute(_ids_sql(len(part)), (tn, base, base + SEQ_SPAN, *part))
             out.update((t.id, t) for t in map(_row_transfer, rows))
         return out
+
+    @staticmethod
+    def _read_state(c: sqlite3.Connection, tn: int) -> _TenantState:
+        base = tn << SEQ_BITS
+        last, due = c.execute(_TENANT_STATE, (tn, base, base + SEQ_SPAN)).fetchone()
+        last = 0 if last is None else last - base
+        bounds = (base + last - last % STATEMENT_BLOCK, base + last)
+        tail = {tid for (tid,) in c.execute("SELECT id FROM ledger_records WHERE k>? AND k<=?", bounds)}
+        return _TenantState(last, math.inf if due is None else due, tail, {})
+
+    def _state(self, c: sqlite3.Connection, tn: int) -> tuple[int, _TenantState]:
+        """The tenant's state as of now, and the file's data version it is current at: from this connection's
+        memory when no other connection has committed since it was kept, else read from the file."""
+        state = self._states.pop(tn, None)
+        version = int(c.execute("PRAGMA data_version").fetchone()[0])
+        if state is None or version != self._version:
+            state = self._read_state(c, tn)
+        return version, state
+
+    @staticmethod
+    def _recorded(c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
+        """Whether any of ``ids`` is recorded: among the records not entered yet, or in the id table."""
+        tail = state.tail
+        for tid in ids:
+            if tid in tail:
+                return True
+        return any(c.execute(_entered_sql(len(part)), (tn, *part)).fetchone() for part in _chunks(ids, PARAMS_MAX - 1))
+
+    def _accounts(
+        self, c: sqlite3.Connection, tenant: str, state: _TenantState, keys: Iterable[AccountKey]
+    ) -> dict[AccountKey, AccountState | None]:
+        """The accounts ``keys`` name (None for one that does not exist), read from the file if not known."""
+        known = state.accounts
+        out: dict[AccountKey, AccountState | None] = {key: known.get(key) for key in keys}
+        missing = {key for key, value in out.items() if value is None}
+        if missing:
+            if len(known) + len(missing) > ACCOUNT_MEMO_MAX:  # bounded; forgetting only costs reading them again
+                known.clear()
+            for key, value in self._load_accounts(c, tenant, missing).items():
+                if value is not None:
+                    out[key] = known[key] = value
+        return out
+
+    def _install(self, staged: Staged | None) -> None:
+        """Keep a committed transaction's tenant state (see :class:`_TenantState`)."""
+        if staged is None:
+            return
+        version, tn, state = staged
+        if version != self._version:
+            self._states.clear()
+            self._version = version
+        if len(self._states) >= TENANT_MEMO_MAX:
+            self._states.clear()
+        self._states[tn] = state
 
     @staticmethod
     def _update_holds(c: sqlite3.Connection, base: int, holds: Iterable[Transfer]) -> None:
@@ -393,49 +481,62 @@ class SQLiteLedgerStore(LedgerStore):
         self._update_holds(c, tn << SEQ_BITS, expire_holds(holds, states, now).values())
         self._save_accounts(c, tenant, accounts)
 
-    def _apply(self, c: sqlite3.Connection, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
+    def _apply(
+        self, c: sqlite3.Connection, tenant: str, requests: Sequence[TransferRequest], now: float
+    ) -> tuple[Applied, Staged]:
         tn = self._tenant_number(c, tenant, create=True)
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
-        keys = _account_keys(requests, {})
-        (last, due), accounts = self._probe(c, tenant, tn, now, keys)
-        if due:
+        version, state = self._state(c, tn)
+        if state.due_at <= now:
             self._expire(c, tenant, tn, now)
-            accounts = self._load_accounts(c, tenant, keys)  # as the expiry left them
+            state = self._read_state(c, tn)  # the holds and accounts as the expiry left them
         if not requests:
-            return Applied([], {})
-        first = (0 if last is None else last - base) + 1
+            return Applied([], {}), (version, tn, state)
+        ids = [r.id for r in requests]
+        if self._recorded(c, tn, state, ids):  # nothing is written: the service compares with what is recorded
+            return Applied([], self._get(c, tn, ids)), (version, tn, state)
+        first = state.last + 1
         if first + len(requests) >= SEQ_SPAN:
             raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
         pending_ids = [r.pending_id for r in requests if r.pending_id]
         holds = self._get(c, tn, pending_ids) if pending_ids else {}
-        if holds:  # a settlement moves its hold's accounts
-            accounts.update(self._load_accounts(c, tenant, _account_keys([], holds) - accounts.keys()))
+        # a settlement moves its hold's accounts
+        accounts = self._accounts(c, tenant, state, _account_keys(requests, holds))
         result = evaluate(requests, accounts, holds, now, first)
-        try:
-            if all(map(_is_plain, result.transfers)):
-                c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
-            else:
-                c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
-        except sqlite3.IntegrityError as exc:
-            if "ledger_records.id" not in str(exc):
-                raise
-            raise _Recorded from exc
+        if all(map(_is_plain, result.transfers)):
+            c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
+        else:
+            c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
             self._save_accounts(c, tenant, accounts)
-        self._enter_statements(c, base, first - 1, first + len(requests) - 1)
-        return Applied(result.transfers, {})
+        state.last = last = first + len(requests) - 1
+        if self._enter_blocks(c, base, first - 1, last):  # the records not entered are this batch's last ones
+            state.tail = set(ids[len(ids) - last % STATEMENT_BLOCK :]) if last % STATEMENT_BLOCK else set()
+        else:
+            state.tail.update(ids)
+        for t in result.transfers:
+            if t.expires_at is not None and t.state == "pending":
+                state.due_at = min(state.due_at, t.expires_at.timestamp())
+        return Applied(result.transfers, {}), (version, tn, state)
 
     @staticmethod
-    def _enter_statements(c: sqlite3.Connection, base: int, before: int, last: int) -> None:
-        # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered,
-        # in one write of a few pages for that many records, instead of one page per side of every record
+    def _enter_blocks(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
+        # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered
+        # in the id table and the statements, in one write of a few pages for that many records, instead of a page
+        # per record in each. Returns whether it entered any.
         entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
-        if entering > entered:
-            c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
+        if entering <= entered:
+            return False
+        try:
+            c.execute(_ENTER_IDS, (base + entered, base + entering))
+        except sqlite3.IntegrityError as exc:
+            raise InvariantViolation(f"the SQLite ledger recorded an id twice: {exc}") from exc
+        c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
+        return True
 
     # -- primitives -----------------------------------------------------------------------------------------
 
@@ -459,6 +560,7 @@ class SQLiteLedgerStore(LedgerStore):
         def tx(c: sqlite3.Connection) -> Balance | None:
             tn = self._tenant_number(c, tenant, create=False)
             if tn is not None:
+                self._states.pop(tn, None)  # the expiry may change the tenant's holds and accounts
                 self._expire(c, tenant, tn, now)
             row = c.execute(
                 f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
@@ -469,13 +571,10 @@ class SQLiteLedgerStore(LedgerStore):
         return await self._write(tx)
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
-        try:
-            return await self._write(lambda c: self._apply(c, tenant, requests, now))
-        except _Recorded:
-            existing = await self.transfers(tenant, [r.id for r in requests])
-        if not existing:
-            raise InvariantViolation("the ledger refused a batch as recorded, and none of its ids is")
-        return Applied([], existing)
+        applied, staged = await self._write(lambda c: self._apply(c, tenant, requests, now))
+        # committed: nothing ran on this connection since (no await between the commit and here)
+        self._install(staged)
+        return applied
 
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
         def tx(c: sqlite3.Connection) -> dict[str, Transfer]:

@@ -432,7 +432,8 @@ class Ledger:
 
         Per currency, posted and pending balances each sum to zero; every balance equals the fold of the applied
         transfers; every account's statement (``history``) lists exactly the applied transfers that touch it, in
-        sequence order; no must-not-overdraw account is overdrawn; every amount is a non-negative int.
+        sequence order; no id is recorded twice, and each is found by its id (the idempotency check) as recorded;
+        no must-not-overdraw account is overdrawn; every amount is a non-negative int.
         """
         await self._store.apply(self.tenant, [], time.time())  # an empty batch only expires due holds
         folded, touched = await self._fold()
@@ -469,9 +470,11 @@ class Ledger:
         """The four counters each account should hold, and the sequences of the applied transfers touching it."""
         folded: dict[tuple[str, str], list[int]] = {}
         touched: dict[tuple[str, str], list[int]] = {}
+        seen: set[str] = set()
         after = 0
         while True:
             page = await self._store.all_transfers(self.tenant, after, CHECK_PAGE)
+            await self._check_ids(page, seen)
             for t in page:
                 if t.ok:
                     self._fold_one(folded, t)
@@ -480,6 +483,20 @@ class Ledger:
             if len(page) < CHECK_PAGE:
                 return folded, touched
             after = page[-1].sequence
+
+    async def _check_ids(self, page: list[Transfer], seen: set[str]) -> None:
+        """Every transfer of ``page`` has an id no earlier one has, and is what the ledger finds by that id."""
+        found = await self._store.transfers(self.tenant, [t.id for t in page])
+        for t in page:
+            if t.id in seen:
+                raise InvariantViolation(f"transfer id {t.id} is recorded twice", details={"id": t.id})
+            seen.add(t.id)
+            by_id = found.get(t.id)
+            if by_id is None or by_id.sequence != t.sequence:
+                raise InvariantViolation(
+                    f"transfer {t.id} (sequence {t.sequence}) is not what the ledger finds by its id",
+                    details={"id": t.id},
+                )
 
     async def _statement(self, owner: str, currency: str) -> list[int]:
         """The sequences an account's statement lists, read page by page as ``history`` serves them."""
