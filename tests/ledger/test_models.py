@@ -88,3 +88,11 @@ def test_the_plain_fields_shortcut_accepts_only_what_the_checks_accept(name: str
     check_currency(fields["currency"])
     check_amount(fields["amount"])
     _check_meta(fields["reason"], None, fields["code"])
+
+
+def test_the_plain_fields_shortcut_remembers_owners_and_currencies_apart() -> None:
+    # both are remembered once well-formed; a currency must never pass as an owner, nor an owner as a currency
+    assert _plainly_valid(**_VALID)
+    assert not _plainly_valid(**{**_VALID, "debit": _VALID["currency"]})
+    assert not _plainly_valid(**{**_VALID, "credit": _VALID["currency"]})
+    assert not _plainly_valid(**{**_VALID, "currency": _VALID["debit"]})

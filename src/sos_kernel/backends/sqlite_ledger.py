@@ -270,6 +270,9 @@ def _ids_sql(ids: int) -> str:
     )
 
 
+_ENTERED_ONE = "SELECT 1 FROM ledger_ids WHERE tn=? AND id=?"
+
+
 @functools.lru_cache(maxsize=PARAMS_MAX)
 def _entered_sql(ids: int) -> str:
     # whether any of the ids ?2... of tenant number ?1 is in the id table
@@ -281,6 +284,9 @@ def _chunks(items: Sequence[T], size: int = PARAMS_MAX) -> Iterable[Sequence[T]]
 
 
 def _account_keys(requests: Sequence[TransferRequest], holds: dict[str, Transfer]) -> set[AccountKey]:
+    if len(requests) == 1 and not holds:  # the usual batch, without the loops
+        r = requests[0]
+        return {(r.debit, r.currency), (r.credit, r.currency)} if r.kind in ("posted", "pending") else set()
     keys: set[AccountKey] = set()
     for r in requests:
         if r.kind in ("posted", "pending"):
@@ -423,7 +429,7 @@ class SQLiteLedgerStore(LedgerStore):
         """The tenant's state as of now, and the file's data version it is current at: from this connection's
         memory when no other connection has committed since it was kept, else read from the file."""
         state = self._states.pop(tn, None)
-        version = int(c.execute("PRAGMA data_version").fetchone()[0])
+        version: int = c.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
             state = self._read_state(c, tn)
         return version, state
@@ -432,9 +438,10 @@ class SQLiteLedgerStore(LedgerStore):
     def _recorded(c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
         """Whether any of ``ids`` is recorded: among the records not entered yet, or in the id table."""
         tail = state.tail
-        for tid in ids:
-            if tid in tail:
-                return True
+        if len(ids) == 1:  # the usual case, without the chunking
+            return ids[0] in tail or c.execute(_ENTERED_ONE, (tn, ids[0])).fetchone() is not None
+        if not tail.isdisjoint(ids):
+            return True
         return any(c.execute(_entered_sql(len(part)), (tn, *part)).fetchone() for part in _chunks(ids, PARAMS_MAX - 1))
 
     def _accounts(
@@ -442,8 +449,12 @@ class SQLiteLedgerStore(LedgerStore):
     ) -> dict[AccountKey, AccountState | None]:
         """The accounts ``keys`` name (None for one that does not exist), read from the file if not known."""
         known = state.accounts
-        out: dict[AccountKey, AccountState | None] = {key: known.get(key) for key in keys}
-        missing = {key for key, value in out.items() if value is None}
+        out: dict[AccountKey, AccountState | None] = {}
+        missing: set[AccountKey] = set()
+        for key in keys:
+            out[key] = value = known.get(key)
+            if value is None:
+                missing.add(key)
         if missing:
             if len(known) + len(missing) > ACCOUNT_MEMO_MAX:  # bounded; forgetting only costs reading them again
                 known.clear()
@@ -514,7 +525,9 @@ class SQLiteLedgerStore(LedgerStore):
         if result.failure is None:
             self._save_accounts(c, tenant, accounts)
         state.last = last = first + len(requests) - 1
-        if self._enter_blocks(c, base, first - 1, last):  # the records not entered are this batch's last ones
+        # the batch completed a block if a multiple of STATEMENT_BLOCK is among its sequences (first..last)
+        if last % STATEMENT_BLOCK < len(requests) and self._enter_blocks(c, base, first - 1, last):
+            # the records not entered now are this batch's last ones
             state.tail = set(ids[len(ids) - last % STATEMENT_BLOCK :]) if last % STATEMENT_BLOCK else set()
         else:
             state.tail.update(ids)

@@ -68,6 +68,26 @@ EXCHANGE_ACCOUNT = "system:exchange"
 
 _OWNER_RE = re.compile(OWNER_PATTERN)
 _ID_RE = re.compile(TRANSFER_ID_PATTERN)
+KNOWN_NAMES_MAX = 10_000
+"""Owners (and, apart, currencies) remembered as well-formed by :func:`_matches`; past this many, forgotten."""
+_OWNERS_SEEN: set[str] = set()
+_CURRENCIES_SEEN: set[str] = set()
+
+
+def _matches(name: str, pattern: re.Pattern[str], seen: set[str]) -> bool:
+    """Whether ``name`` matches ``pattern``, remembered in ``seen`` (one set per pattern) once it does.
+
+    A ledger names the same few accounts over and over: a set lookup in :func:`_plainly_valid`, which has
+    checked that ``name`` is an exact ``str``, instead of a regular expression per name per transfer.
+    """
+    if name in seen:
+        return True
+    if pattern.match(name) is None:
+        return False
+    if len(seen) >= KNOWN_NAMES_MAX:
+        seen.clear()
+    seen.add(name)
+    return True
 
 
 def check_owner(owner: str) -> str:
@@ -142,9 +162,9 @@ def _plainly_valid(id: str, debit: str, credit: str, amount: int, currency: str,
         and 0 <= code < CODE_END
         and len(reason) <= REASON_CHARS_MAX
         and _ID_RE.match(id) is not None
-        and _OWNER_RE.match(debit) is not None
-        and _OWNER_RE.match(credit) is not None
-        and CURRENCY_RE.match(currency) is not None
+        and (debit in _OWNERS_SEEN or _matches(debit, _OWNER_RE, _OWNERS_SEEN))
+        and (credit in _OWNERS_SEEN or _matches(credit, _OWNER_RE, _OWNERS_SEEN))
+        and (currency in _CURRENCIES_SEEN or _matches(currency, CURRENCY_RE, _CURRENCIES_SEEN))
     )
 
 
