@@ -114,9 +114,13 @@ _INSERT_POSTED = (
 )
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
-# what a connection reads of a tenant when it knows nothing current of it: the last key and the earliest expiry of
-# an open hold (?1 the tenant number, ?2 its first key, ?3 past its last)
-_TENANT_STATE = f"SELECT {_LAST_KEY}, (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending')"
+# what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
+# told apart by its NULL owner): the last key and the earliest expiry of an open hold (?1 the tenant number, ?2 its
+# first key, ?3 past its last)
+_PROBE = (
+    f"SELECT NULL, NULL, {_LAST_KEY},"
+    " (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending'), NULL, NULL, NULL"
+)
 # the first key of a tenant's records not entered yet (in SQL: ?2 the tenant's first key, ?3 past its last)
 _UNENTERED = f"?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
 # enter the records with keys in (?1, ?2] in the id table, and the applied ones in their accounts' statements
@@ -158,8 +162,9 @@ class _TenantState:
     due_at: float
     """No open hold of the tenant expires before this (``inf`` when none is open). A lower bound: once it has
     passed, the due holds are expired and it is read again."""
-    tail: set[str]
-    """The ids of the tenant's records after its last complete block: the ones not in the id table yet."""
+    tail: set[str] | None
+    """The ids of the tenant's records after its last complete block (the ones not in the id table yet), or None
+    when they were not read: then they are looked up in the file, until the next block completes."""
     accounts: dict[AccountKey, AccountState]
     """Accounts of the tenant as committed, by (owner, currency); an account not here is read from the file."""
 
@@ -274,9 +279,23 @@ _ENTERED_ONE = "SELECT 1 FROM ledger_ids WHERE tn=? AND id=?"
 
 
 @functools.lru_cache(maxsize=PARAMS_MAX)
-def _entered_sql(ids: int) -> str:
-    # whether any of the ids ?2... of tenant number ?1 is in the id table
-    return f"SELECT 1 FROM ledger_ids WHERE tn=?1 AND id IN ({_marks(2, ids)}) LIMIT 1"
+def _entered_sql(ids: int, tail: bool) -> str:
+    # whether any of the ids ?4... of tenant number ?1 is in the id table, or (with `tail`) among its records with
+    # keys in (?2, ?3], the ones not entered yet
+    marks = _marks(4, ids)
+    entered = f"SELECT 1 FROM ledger_ids WHERE tn=?1 AND id IN ({marks})"
+    if tail:
+        entered += f" UNION ALL SELECT 1 FROM ledger_records WHERE k>?2 AND k<=?3 AND id IN ({marks})"
+    return entered + " LIMIT 1"
+
+
+@functools.lru_cache(maxsize=ACCOUNTS_PER_SELECT + 1)
+def _probe_sql(accounts: int) -> str:
+    # the probe, then the accounts as in _accounts_sql: ?4 the tenant, then each account's owner and currency
+    rows = [
+        f"{_SELECT_ACCOUNTS} WHERE tenant=?4 AND owner=?{5 + 2 * i} AND currency=?{6 + 2 * i}" for i in range(accounts)
+    ]
+    return " UNION ALL ".join([_PROBE, *rows])
 
 
 def _chunks(items: Sequence[T], size: int = PARAMS_MAX) -> Iterable[Sequence[T]]:
@@ -416,33 +435,57 @@ class SQLiteLedgerStore(LedgerStore):
             out.update((t.id, t) for t in map(_row_transfer, rows))
         return out
 
-    @staticmethod
-    def _read_state(c: sqlite3.Connection, tn: int) -> _TenantState:
+    @classmethod
+    def _read_state(cls, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey]) -> _TenantState:
+        """The tenant's state read from the file (without its unentered ids), with the accounts ``keys`` name."""
         base = tn << SEQ_BITS
-        last, due = c.execute(_TENANT_STATE, (tn, base, base + SEQ_SPAN)).fetchone()
-        last = 0 if last is None else last - base
-        bounds = (base + last - last % STATEMENT_BLOCK, base + last)
-        tail = {tid for (tid,) in c.execute("SELECT id FROM ledger_records WHERE k>? AND k<=?", bounds)}
-        return _TenantState(last, math.inf if due is None else due, tail, {})
+        ordered = list(keys)
+        args: list[Any] = [tn, base, base + SEQ_SPAN]
+        if ordered:
+            args.append(tenant)
+        for owner, currency in ordered[:ACCOUNTS_PER_SELECT]:
+            args += (owner, currency)
+        state = None
+        accounts: dict[AccountKey, AccountState] = {}
+        for owner, currency, neg, dp, cp, dpend, cpend in c.execute(
+            _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
+        ):
+            if owner is None:
+                last, due = neg, dp
+                state = _TenantState(0 if last is None else last - base, math.inf if due is None else due, None, {})
+            else:
+                accounts[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
+        if state is None:
+            raise InvariantViolation("the ledger probe returned no row")
+        for key, value in cls._load_accounts(c, tenant, set(ordered[ACCOUNTS_PER_SELECT:])).items():
+            if value is not None:
+                accounts[key] = value
+        state.accounts = accounts
+        return state
 
-    def _state(self, c: sqlite3.Connection, tn: int) -> tuple[int, _TenantState]:
+    def _state(self, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey]) -> tuple[int, _TenantState]:
         """The tenant's state as of now, and the file's data version it is current at: from this connection's
-        memory when no other connection has committed since it was kept, else read from the file."""
+        memory when no other connection has committed since it was kept, else read from the file (with the
+        accounts ``keys`` name, in the same statement)."""
         state = self._states.pop(tn, None)
         version: int = c.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
-            state = self._read_state(c, tn)
+            state = self._read_state(c, tenant, tn, keys)
         return version, state
 
     @staticmethod
     def _recorded(c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
         """Whether any of ``ids`` is recorded: among the records not entered yet, or in the id table."""
         tail = state.tail
-        if len(ids) == 1:  # the usual case, without the chunking
-            return ids[0] in tail or c.execute(_ENTERED_ONE, (tn, ids[0])).fetchone() is not None
-        if not tail.isdisjoint(ids):
-            return True
-        return any(c.execute(_entered_sql(len(part)), (tn, *part)).fetchone() for part in _chunks(ids, PARAMS_MAX - 1))
+        if tail is not None:
+            if len(ids) == 1:  # the usual case, without the chunking
+                return ids[0] in tail or c.execute(_ENTERED_ONE, (tn, ids[0])).fetchone() is not None
+            if not tail.isdisjoint(ids):
+                return True
+        base = tn << SEQ_BITS
+        bounds = (tn, base + state.last - state.last % STATEMENT_BLOCK, base + state.last)
+        sql = functools.partial(_entered_sql, tail=tail is None)
+        return any(c.execute(sql(len(part)), (*bounds, *part)).fetchone() for part in _chunks(ids, PARAMS_MAX - 3))
 
     def _accounts(
         self, c: sqlite3.Connection, tenant: str, state: _TenantState, keys: Iterable[AccountKey]
@@ -499,10 +542,12 @@ class SQLiteLedgerStore(LedgerStore):
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
-        version, state = self._state(c, tn)
+        keys = _account_keys(requests, {})
+        version, state = self._state(c, tenant, tn, keys)
         if state.due_at <= now:
             self._expire(c, tenant, tn, now)
-            state = self._read_state(c, tn)  # the holds and accounts as the expiry left them
+            tail, state = state.tail, self._read_state(c, tenant, tn, keys)  # as the expiry left them
+            state.tail = tail
         if not requests:
             return Applied([], {}), (version, tn, state)
         ids = [r.id for r in requests]
@@ -513,8 +558,9 @@ class SQLiteLedgerStore(LedgerStore):
             raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
         pending_ids = [r.pending_id for r in requests if r.pending_id]
         holds = self._get(c, tn, pending_ids) if pending_ids else {}
-        # a settlement moves its hold's accounts
-        accounts = self._accounts(c, tenant, state, _account_keys(requests, holds))
+        if holds:  # a settlement moves its hold's accounts
+            keys = _account_keys(requests, holds)
+        accounts = self._accounts(c, tenant, state, keys)
         result = evaluate(requests, accounts, holds, now, first)
         if all(map(_is_plain, result.transfers)):
             c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
@@ -529,7 +575,7 @@ class SQLiteLedgerStore(LedgerStore):
         if last % STATEMENT_BLOCK < len(requests) and self._enter_blocks(c, base, first - 1, last):
             # the records not entered now are this batch's last ones
             state.tail = set(ids[len(ids) - last % STATEMENT_BLOCK :]) if last % STATEMENT_BLOCK else set()
-        else:
+        elif state.tail is not None:
             state.tail.update(ids)
         for t in result.transfers:
             if t.expires_at is not None and t.state == "pending":
