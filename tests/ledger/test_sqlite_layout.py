@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from sos_kernel.backends.sqlite_ledger import ID_INDEX, STATEMENT_BLOCK, SQLiteLedgerStore
+from sos_kernel.backends.sqlite_ledger import ID_INDEX, STATEMENT_BLOCK, TENANT_STATES_MAX, SQLiteLedgerStore
 from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
@@ -136,8 +136,10 @@ async def _transfers(ledger: Any, count: int, prefix: str = "t") -> None:
         await ledger.transfer(id=f"{prefix}{i}", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
 
 
-async def test_the_third_layout_is_migrated_with_its_records(tmp_path: Path) -> None:
-    # the third layout found a record by id through a unique index on every record, and had no id table
+@pytest.mark.parametrize("ids_kept", [False, True], ids=["third-layout", "reopened-by-an-earlier-version"])
+async def test_the_third_layout_is_migrated_with_its_records(tmp_path: Path, ids_kept: bool) -> None:
+    # the third layout found a record by id through a unique index on every record, and had no id table; a file
+    # this version wrote and the third layout's version then opened has both the index and some entered ids
     path = tmp_path / "third.db"
     recorded = 2 * STATEMENT_BLOCK + 5
     async with sos_kernel.open(f"sqlite:///{path}") as kernel:
@@ -145,7 +147,8 @@ async def test_the_third_layout_is_migrated_with_its_records(tmp_path: Path) -> 
         await kernel.ledger.open_account("agent:alice", "USD")
         await _transfers(kernel.ledger, recorded)
     with closing(sqlite3.connect(path)) as c:
-        c.execute("DELETE FROM ledger_ids")
+        if not ids_kept:
+            c.execute("DELETE FROM ledger_ids")
         c.execute(f"CREATE UNIQUE INDEX {ID_INDEX} ON ledger_records (tn, id)")
         c.commit()
     async with sos_kernel.open(f"sqlite:///{path}") as kernel:
@@ -214,3 +217,23 @@ async def test_a_transfer_from_the_only_writer_reads_only_its_id(tmp_path: Path)
         "UPDATE ledger_accounts SET",
         "COMMIT",
     ]
+
+
+async def test_a_store_keeps_the_state_of_a_bounded_number_of_tenants(tmp_path: Path) -> None:
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        store: Any = kernel.backend.ledger
+        for n in range(TENANT_STATES_MAX + 3):
+            ledger = kernel.tenant(f"t{n}").ledger
+            await ledger.open_account("system:mint", "USD", allow_negative=True)
+            await ledger.open_account("agent:alice", "USD")
+            await _transfers(ledger, 1)
+            assert len(store._states) == min(n + 1, TENANT_STATES_MAX)
+        first, last = kernel.tenant("t0").ledger, kernel.tenant(f"t{TENANT_STATES_MAX + 2}").ledger
+        # the least recently used was forgotten, and is read again from the file, exactly
+        assert (
+            await first.transfer(id="again", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        ).sequence == 2
+        assert (
+            await last.transfer(id="t0", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        ).replayed
+        await first.check()

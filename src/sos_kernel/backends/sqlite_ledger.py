@@ -24,8 +24,9 @@ two accounts (about two pages), while the id table and the statements are writte
 Between its transactions a store keeps what it knows of each tenant (:class:`_TenantState`: the last sequence,
 the ids not entered yet, the earliest expiry of an open hold, the accounts it has read or written), and uses it
 only while the file's ``PRAGMA data_version``, read inside the write transaction, says no other connection has
-committed since; otherwise it reads them again. A transfer from the one process writing a file so reads no more
-than whether its id is in the id table.
+committed since; otherwise it reads the last sequence, the expiry and the batch's accounts again in one statement,
+and looks ids up among the unentered records in SQL until the next block completes. A transfer from the one
+process writing a file so reads no more than whether its id is in the id table.
 
 A file written with an earlier layout is migrated only from the third layout (every record's id in the unique
 index ``ledger_records_id``): on first use its records are entered in ``ledger_ids`` block by block and the index
@@ -60,8 +61,12 @@ SEQ_BITS = 40
 SEQ_SPAN = 1 << SEQ_BITS
 TENANTS_MAX = 1 << (63 - SEQ_BITS)
 TENANT_MEMO_MAX = 10_000
-ACCOUNT_MEMO_MAX = 10_000
-"""Accounts whose state a connection keeps per tenant between its transactions."""
+TENANT_STATES_MAX = 64
+"""Tenants whose state (:class:`_TenantState`) a store keeps between transactions; past it, the least recently
+used is forgotten (reading it again costs one statement)."""
+ACCOUNT_MEMO_MAX = 1024
+"""Accounts a kept tenant state holds; past it, they are forgotten and read again as batches name them. With
+:data:`TENANT_STATES_MAX`, a store keeps at most 65,536 account states (a few tens of MB at worst)."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
@@ -125,6 +130,7 @@ _PROBE = (
 _UNENTERED = f"?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
 # enter the records with keys in (?1, ?2] in the id table, and the applied ones in their accounts' statements
 _ENTER_IDS = "INSERT INTO ledger_ids (tn, id, k) SELECT tn, id, k FROM ledger_records WHERE k>?1 AND k<=?2"
+_MIGRATE_IDS = _ENTER_IDS.replace("INSERT", "INSERT OR IGNORE", 1)
 _ENTER_STATEMENTS = (
     "INSERT INTO ledger_statements (owner, currency, k)"
     " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
@@ -380,7 +386,9 @@ class SQLiteLedgerStore(LedgerStore):
             base = tn << SEQ_BITS
             (last,) = c.execute(f"SELECT {_LAST_KEY}", (None, base, base + SEQ_SPAN)).fetchone()
             if last is not None:  # that layout entered the statements as this one does: only ids are missing
-                c.execute(_ENTER_IDS, (base, last - (last - base) % STATEMENT_BLOCK))
+                # OR IGNORE: a file this version wrote and an earlier one then opened (which built the index
+                # again) has some of them already
+                c.execute(_MIGRATE_IDS, (base, last - (last - base) % STATEMENT_BLOCK))
         c.execute(f"DROP INDEX {ID_INDEX}")
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
@@ -514,8 +522,8 @@ class SQLiteLedgerStore(LedgerStore):
         if version != self._version:
             self._states.clear()
             self._version = version
-        if len(self._states) >= TENANT_MEMO_MAX:
-            self._states.clear()
+        if len(self._states) >= TENANT_STATES_MAX:  # a state is popped when used: the first is the least recent
+            del self._states[next(iter(self._states))]
         self._states[tn] = state
 
     @staticmethod
