@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from sos_kernel.backends.sqlite_ledger import ID_INDEX, STATEMENT_BLOCK, TENANT_STATES_MAX, SQLiteLedgerStore
+from sos_kernel.backends.sqlite_ledger import (
+    ACCOUNT_MEMO_MAX,
+    ID_INDEX,
+    STATEMENT_BLOCK,
+    TENANT_STATES_MAX,
+    SQLiteLedgerStore,
+)
 from sos_kernel.errors import BackendFailure
+from sos_kernel.ledger.service import BATCH_MAX
 
 pytestmark = pytest.mark.anyio
 
@@ -237,3 +244,23 @@ async def test_a_store_keeps_the_state_of_a_bounded_number_of_tenants(tmp_path: 
             await last.transfer(id="t0", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
         ).replayed
         await first.check()
+
+
+async def test_a_kept_tenant_state_holds_a_bounded_number_of_accounts(tmp_path: Path) -> None:
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        store: Any = kernel.backend.ledger
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        agents = [f"agent:a{i}" for i in range(ACCOUNT_MEMO_MAX + 100)]
+        for owner in agents:
+            await ledger.open_account(owner, "USD")
+        for start in (0, BATCH_MAX):
+            batch = [
+                {"id": f"m{i}", "debit": "system:mint", "credit": owner, "amount": 1, "currency": "USD"}
+                for i, owner in enumerate(agents[start : start + BATCH_MAX], start)
+            ]
+            await ledger.transfer_many(batch)
+            (state,) = store._states.values()
+            assert len(state.accounts) <= ACCOUNT_MEMO_MAX
+        assert (await ledger.balance(agents[-1], "USD")).posted == 1
+        await ledger.check()

@@ -507,18 +507,16 @@ class SQLiteLedgerStore(LedgerStore):
             if value is None:
                 missing.add(key)
         if missing:
-            if len(known) + len(missing) > ACCOUNT_MEMO_MAX:  # bounded; forgetting only costs reading them again
-                known.clear()
             for key, value in self._load_accounts(c, tenant, missing).items():
                 if value is not None:
                     out[key] = known[key] = value
         return out
 
-    def _install(self, staged: Staged | None) -> None:
-        """Keep a committed transaction's tenant state (see :class:`_TenantState`)."""
-        if staged is None:
-            return
+    def _install(self, staged: Staged) -> None:
+        """Keep a committed transaction's tenant state (see :class:`_TenantState`), within the bounds."""
         version, tn, state = staged
+        if len(state.accounts) > ACCOUNT_MEMO_MAX:  # forgetting them only costs reading them again
+            state.accounts.clear()
         if version != self._version:
             self._states.clear()
             self._version = version
