@@ -89,6 +89,9 @@ class SQLiteEngine:
         self._pragma("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {synchronous}")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # one cursor for the statements that return no rows or whose rows are read before the next statement runs
+        # (BEGIN, COMMIT, ROLLBACK, and the ledger's hot path): Connection.execute makes a new cursor per call
+        self.cursor = self.conn.cursor()
 
     def _pragma(self, sql: str) -> None:
         deadline = time.monotonic() + self.lock_timeout_s
@@ -122,13 +125,13 @@ class SQLiteEngine:
         backoff = 0.001
         while True:
             try:
-                self.conn.execute(begin)
+                self.cursor.execute(begin)
                 try:
                     result = fn(self.conn)
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    self.cursor.execute("ROLLBACK")
                     raise
-                self.conn.execute("COMMIT")
+                self.cursor.execute("COMMIT")
                 return result
             except sqlite3.OperationalError as exc:
                 if self.conn.in_transaction:

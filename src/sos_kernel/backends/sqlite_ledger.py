@@ -476,7 +476,7 @@ class SQLiteLedgerStore(LedgerStore):
         memory when no other connection has committed since it was kept, else read from the file (with the
         accounts ``keys`` name, in the same statement)."""
         state = self._states.pop(tn, None)
-        version: int = c.execute("PRAGMA data_version").fetchone()[0]
+        version: int = self._db.cursor.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
             state = self._read_state(c, tenant, tn, keys)
         return version, state
