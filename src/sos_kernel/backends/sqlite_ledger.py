@@ -117,6 +117,12 @@ _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 
 _INSERT_POSTED = (
     f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES (?,?,?,'posted',?,?,?,?,'',0,?,?,?,?,1,'','','',0,0.0)"
 )
+# the same with no code, reason or metadata (the usual transfer), and the tenant number taken from the key: ?1 the
+# key, ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount, ?7 the timestamp
+_INSERT_BARE = (
+    f"INSERT INTO ledger_records (tn, {_COLUMNS})"
+    f" VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,'',0,0,'','',?7,1,'','','',0,0.0)"
+)
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
 # what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
@@ -481,13 +487,12 @@ class SQLiteLedgerStore(LedgerStore):
             state = self._read_state(c, tenant, tn, keys)
         return version, state
 
-    @staticmethod
-    def _recorded(c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
+    def _recorded(self, c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
         """Whether any of ``ids`` is recorded: among the records not entered yet, or in the id table."""
-        tail = state.tail
+        tail, cursor = state.tail, self._db.cursor
         if tail is not None:
             if len(ids) == 1:  # the usual case, without the chunking
-                return ids[0] in tail or c.execute(_ENTERED_ONE, (tn, ids[0])).fetchone() is not None
+                return ids[0] in tail or cursor.execute(_ENTERED_ONE, (tn, ids[0])).fetchone() is not None
             if not tail.isdisjoint(ids):
                 return True
         base = tn << SEQ_BITS
@@ -568,7 +573,14 @@ class SQLiteLedgerStore(LedgerStore):
             keys = _account_keys(requests, holds)
         accounts = self._accounts(c, tenant, state, keys)
         result = evaluate(requests, accounts, holds, now, first)
-        if all(map(_is_plain, result.transfers)):
+        cursor = self._db.cursor
+        if len(result.transfers) == 1 and _is_plain(result.transfers[0]):
+            t = result.transfers[0]
+            if t.code or t.reason or t.metadata:
+                cursor.execute(_INSERT_POSTED, _posted_row(tn, base, t, now))
+            else:
+                cursor.execute(_INSERT_BARE, (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now))
+        elif all(map(_is_plain, result.transfers)):
             c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
         else:
             c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
