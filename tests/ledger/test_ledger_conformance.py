@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -421,3 +422,19 @@ async def test_a_settlement_prepared_before_its_hold_existed_stays_no_hold(kerne
     assert (b.posted, b.pending) == (1_000, 300)
     assert (await led.capture("late")).amount == 300
     await led.check()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"code": 7}, {"reason": "lunch"}, {"metadata": {"k": "v", "n": 3}}],
+    ids=["bare", "code", "reason", "metadata"],
+)
+async def test_a_transfer_is_recorded_as_it_was_returned(ledger: Ledger, extra: dict[str, Any]) -> None:
+    # what get_transfer, history and a replay read back is exactly what transfer returned, every field
+    t = await ledger.transfer(id="t-rec", debit="agent:alice", credit="agent:bob", amount=3, currency=USD, **extra)
+    assert (t.code, t.reason, t.metadata) == (extra.get("code", 0), extra.get("reason", ""), extra.get("metadata", {}))
+    assert await ledger.get_transfer("t-rec") == t
+    assert [h for h in await ledger.history("agent:bob", USD) if h.id == "t-rec"] == [t]
+    again = await ledger.transfer(id="t-rec", debit="agent:alice", credit="agent:bob", amount=3, currency=USD, **extra)
+    assert again.replayed
+    assert dataclasses.replace(again, replayed=False) == t
