@@ -89,19 +89,24 @@ async def statement_entry_added(kernel: sos_kernel.Kernel, kernel_url: str) -> N
         await client.aclose()
 
 
-@pytest.mark.parametrize(
-    ("corrupt", "owner"),
-    [(balance_moved, "agent:bob"), (statement_entry_dropped, "agent:alice"), (statement_entry_added, "agent:bob")],
-    ids=["balance-moved", "statement-entry-dropped", "statement-entry-added"],
-)
-async def test_check_raises_on_a_corrupted_ledger(target: str, kernel_url: str, corrupt: Corrupt, owner: str) -> None:
+async def check_names(kernel_url: str, corrupt: Corrupt, detail: str, expected: str) -> None:
+    """Fund a ledger, ``corrupt`` it, and expect ``check()`` to raise SOS-6099 with ``details[detail] == expected``."""
     async with sos_kernel.open(kernel_url) as kernel:
         await funded(kernel)
         await corrupt(kernel, kernel_url)
         with pytest.raises(InvariantViolation) as info:
             await kernel.ledger.check()
         assert info.value.code == "SOS-6099"
-        assert info.value.details["owner"] == owner
+        assert info.value.details[detail] == expected
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "owner"),
+    [(balance_moved, "agent:bob"), (statement_entry_dropped, "agent:alice"), (statement_entry_added, "agent:bob")],
+    ids=["balance-moved", "statement-entry-dropped", "statement-entry-added"],
+)
+async def test_check_raises_on_a_corrupted_ledger(target: str, kernel_url: str, corrupt: Corrupt, owner: str) -> None:
+    await check_names(kernel_url, corrupt, "owner", owner)
 
 
 @pytest.mark.parametrize(
@@ -121,11 +126,7 @@ async def test_check_raises_on_a_corrupted_ledger(target: str, kernel_url: str, 
 async def test_check_raises_on_a_corrupted_sqlite_id_table(tmp_path: Any, sql: str, tid: str) -> None:
     # SQLite finds a record by id through ledger_ids (and the records after the last complete block), a structure
     # of its own beside the records: check() looks every record up by its id
-    url = f"sqlite:///{tmp_path / 'ids.db'}"
-    async with sos_kernel.open(url) as kernel:
-        await funded(kernel)
-        await _sqlite(url, sql)
-        with pytest.raises(InvariantViolation) as info:
-            await kernel.ledger.check()
-        assert info.value.code == "SOS-6099"
-        assert info.value.details["id"] == tid
+    async def run_sql(kernel: sos_kernel.Kernel, kernel_url: str) -> None:
+        await _sqlite(kernel_url, sql)
+
+    await check_names(f"sqlite:///{tmp_path / 'ids.db'}", run_sql, "id", tid)

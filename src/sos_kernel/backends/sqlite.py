@@ -135,7 +135,7 @@ class SQLiteEngine:
                 return result
             except sqlite3.OperationalError as exc:
                 if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                    self.cursor.execute("ROLLBACK")
                 if not _is_busy(exc):
                     raise BackendFailure(f"SQLite error: {exc}") from exc
                 if time.monotonic() > deadline:
@@ -144,7 +144,7 @@ class SQLiteEngine:
                     ) from exc
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                    self.cursor.execute("ROLLBACK")
                 raise BackendFailure(f"SQLite error: {exc}") from exc
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 0.05)

@@ -70,12 +70,13 @@ ACCOUNT_MEMO_MAX = 1024
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
-"""Sequences whose applied records are entered in the statements at once: a statement read scans fewer records
-than this by key range, and this many single transfers share the pages of one statement write."""
-# earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
-# table whose rows are their records
+"""Sequences whose records are entered in the id table (and the applied ones in the statements) at once: a read by
+id or of a statement scans fewer records than this by key range, and this many single transfers share the pages
+of one block's entry."""
 ID_INDEX = "ledger_records_id"
 """The third layout's index of every record's id; a file that has it is brought to this layout when opened."""
+# earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
+# table whose rows are their records
 EARLIER_LAYOUTS = (
     ("table", "tables", ("ledger_transfers", "ledger_history", "ledger_seq"), "ledger_transfers"),
     ("index", "indexes", ("ledger_records_debit", "ledger_records_credit"), "ledger_records"),
@@ -112,17 +113,21 @@ _COLUMNS = (
     " error_code, error_message, state, captured, expires"
 )
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
-# an applied plain transfer (kind posted) with its constant columns written in the statement, not bound: most
-# records are these, and every bound parameter costs the sqlite3 module a conversion
-_INSERT_POSTED = (
-    f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES (?,?,?,'posted',?,?,?,?,'',0,?,?,?,?,1,'','','',0,0.0)"
-)
-# the same with no code, reason or metadata (the usual transfer), and the tenant number taken from the key: ?1 the
-# key, ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount, ?7 the timestamp
-_INSERT_BARE = (
-    f"INSERT INTO ledger_records (tn, {_COLUMNS})"
-    f" VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,'',0,0,'','',?7,1,'','','',0,0.0)"
-)
+
+
+def _posted_insert(code: str, reason: str, metadata: str, ts: str) -> str:
+    # an applied plain transfer (kind posted) with its constant columns written in the statement, not bound, and
+    # the tenant number taken from the key (?1): most records are these, and every bound parameter costs the sqlite3
+    # module a conversion. ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount; the rest as the caller names them
+    return (
+        f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,'',0,"
+        f"{code},{reason},{metadata},{ts},1,'','','',0,0.0)"
+    )
+
+
+_INSERT_POSTED = _posted_insert("?7", "?8", "?9", "?10")
+_INSERT_BARE = _posted_insert("0", "''", "''", "?7")
+"""A posted transfer with no code, reason or metadata: the usual one."""
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
 # what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
@@ -221,7 +226,8 @@ def _row_transfer(row: Sequence[Any]) -> Transfer:
 
 
 def _is_plain(t: Transfer) -> bool:
-    """Whether ``_INSERT_POSTED`` records ``t`` exactly as ``_INSERT`` would."""
+    """Whether ``_INSERT_POSTED`` (and, without code, reason or metadata, ``_INSERT_BARE``) records ``t`` exactly
+    as ``_INSERT`` would."""
     return (
         t.kind == "posted"
         and t.status == "ok"
@@ -233,9 +239,29 @@ def _is_plain(t: Transfer) -> bool:
     )
 
 
-def _posted_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...]:
-    meta = json.dumps(t.metadata) if t.metadata else ""
-    return (tn, base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, meta, now)
+def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], now: float) -> None:
+    """Insert the records of a batch with the statement that binds the fewest parameters for all of them."""
+    if not all(map(_is_plain, transfers)):
+        sql, rows = _INSERT, [_transfer_row(tn, base, t, now) for t in transfers]
+    elif any(t.code or t.reason or t.metadata for t in transfers):
+        sql = _INSERT_POSTED
+        rows = [
+            (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, _meta(t), now)
+            for t in transfers
+        ]
+    else:
+        sql, rows = (
+            _INSERT_BARE,
+            [(base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now) for t in transfers],
+        )
+    if len(rows) == 1:  # one transfer, the usual batch: execute costs less than executemany
+        c.execute(sql, rows[0])
+    else:
+        c.executemany(sql, rows)
+
+
+def _meta(t: Transfer) -> str:
+    return json.dumps(t.metadata) if t.metadata else ""
 
 
 def _transfer_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...]:
@@ -253,7 +279,7 @@ def _transfer_row(tn: int, base: int, t: Transfer, now: float) -> tuple[Any, ...
         t.timeout_s,
         t.code,
         t.reason,
-        json.dumps(t.metadata) if t.metadata else "",
+        _meta(t),
         now,
         1 if t.status == "ok" else 0,
         t.error_code or "",
@@ -573,17 +599,7 @@ class SQLiteLedgerStore(LedgerStore):
             keys = _account_keys(requests, holds)
         accounts = self._accounts(c, tenant, state, keys)
         result = evaluate(requests, accounts, holds, now, first)
-        cursor = self._db.cursor
-        if len(result.transfers) == 1 and _is_plain(result.transfers[0]):
-            t = result.transfers[0]
-            if t.code or t.reason or t.metadata:
-                cursor.execute(_INSERT_POSTED, _posted_row(tn, base, t, now))
-            else:
-                cursor.execute(_INSERT_BARE, (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now))
-        elif all(map(_is_plain, result.transfers)):
-            c.executemany(_INSERT_POSTED, [_posted_row(tn, base, t, now) for t in result.transfers])
-        else:
-            c.executemany(_INSERT, [_transfer_row(tn, base, t, now) for t in result.transfers])
+        _insert(self._db.cursor, tn, base, result.transfers, now)
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:

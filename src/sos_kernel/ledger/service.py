@@ -75,13 +75,11 @@ _CURRENCIES_SEEN: set[str] = set()
 
 
 def _matches(name: str, pattern: re.Pattern[str], seen: set[str]) -> bool:
-    """Whether ``name`` matches ``pattern``, remembered in ``seen`` (one set per pattern) once it does.
+    """Whether ``name``, not in ``seen`` yet, matches ``pattern``; remembered in ``seen`` (one set per pattern) if so.
 
-    A ledger names the same few accounts over and over: a set lookup in :func:`_plainly_valid`, which has
-    checked that ``name`` is an exact ``str``, instead of a regular expression per name per transfer.
+    A ledger names the same few accounts over and over: :func:`_plainly_valid`, which has checked that ``name`` is
+    an exact ``str``, looks it up in ``seen`` first, instead of a regular expression per name per transfer.
     """
-    if name in seen:
-        return True
     if pattern.match(name) is None:
         return False
     if len(seen) >= KNOWN_NAMES_MAX:
