@@ -462,9 +462,22 @@ class RemoteBus(_Service):
 
 
 class RemoteDelivery:
-    """A delivery read from the server's stream: ``message``, ``attempt``, ``position``; ``ack()`` / ``nack()``."""
+    """A delivery read from the server's stream: ``message``, ``attempt``, ``position``; ``ack()`` / ``nack()``.
 
-    __slots__ = ("_client", "_done", "address", "attempt", "consumer", "group", "message", "position")
+    ``lease_token`` is the token the server gave this hand-out (see :attr:`Delivery.lease_token`); settling shows it.
+    """
+
+    __slots__ = (
+        "_client",
+        "_done",
+        "address",
+        "attempt",
+        "consumer",
+        "group",
+        "lease_token",
+        "message",
+        "position",
+    )
 
     def __init__(self, client: MumegaClient, sub: RemoteSubscription, data: Mapping[str, Any]) -> None:
         self._client = client
@@ -472,6 +485,7 @@ class RemoteDelivery:
         self.message = wire.load_message(data["message"], client.catalogue)
         self.position = str(data["position"])
         self.attempt = int(data["attempt"])
+        self.lease_token = str(data["lease_token"])
         self.address = sub.address
         self.group = sub.group
         self.consumer = sub.consumer
@@ -483,7 +497,12 @@ class RemoteDelivery:
         )
 
     def _key(self) -> dict[str, str]:
-        return {"address": self.address, "group": self.group, "position": self.position}
+        return {
+            "address": self.address,
+            "group": self.group,
+            "position": self.position,
+            "lease_token": self.lease_token,
+        }
 
     async def ack(self) -> bool:
         """See :meth:`Delivery.ack`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ __all__ = ["BusLimits", "DeadLetter", "Delivery", "PublishReceipt"]
 
 KIB = 1024
 MIB = 1024 * KIB
+LEASE_TOKEN_BYTES = 16
+"""Random bytes in a delivery's lease token (128 bits: not guessable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,23 @@ class Delivery:
     ``attempt`` one higher; after ``max_deliveries`` attempts it goes to the group's dead letters.
     """
 
-    __slots__ = ("_done", "_sub", "address", "attempt", "consumer", "group", "message", "position", "receipts")
+    __slots__ = (
+        "_done",
+        "_sub",
+        "_token",
+        "address",
+        "attempt",
+        "consumer",
+        "group",
+        "message",
+        "position",
+        "receipts",
+    )
 
     def __init__(self, sub: Subscription, message: Message, position: str, attempt: int, receipts: bool) -> None:
         self._sub = sub
         self._done = False
+        self._token: str | None = None
         self.message = message
         self.position = position
         self.attempt = attempt
@@ -101,6 +116,16 @@ class Delivery:
             f"Delivery(type={self.message.type!r}, message_id={self.message.message_id!r}, "
             f"position={self.position!r}, attempt={self.attempt})"
         )
+
+    @property
+    def lease_token(self) -> str:
+        """An unguessable token of this one hand-out: whoever settles the delivery by name (over HTTP) must show it.
+
+        Holding the delivery is the proof in-process; a redelivery is a new hand-out with a new token.
+        """
+        if self._token is None:  # made on first use: in-process deliveries never need one
+            self._token = secrets.token_urlsafe(LEASE_TOKEN_BYTES)
+        return self._token
 
     async def ack(self) -> bool:
         """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked)."""
