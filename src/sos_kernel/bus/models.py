@@ -36,6 +36,8 @@ class BusLimits:
       not: retention bounds durability).
     - ``dedup_window_s``: how long a ``message_id`` is remembered for idempotent publish.
     - ``chunk_ttl_s``: how long the parts of an incomplete chunk group are kept.
+    - ``reconnect_s_max``: how long a subscription keeps trying, with backoff, to reach a store (in-process) or a
+      server (remote) that became unreachable before it raises SOS-6030: a restart within it is ridden out.
     """
 
     message_bytes_max: int = 64 * KIB
@@ -50,6 +52,7 @@ class BusLimits:
     retention_age_s: float = 7 * 24 * 3600.0
     dedup_window_s: float = 24 * 3600.0
     chunk_ttl_s: float = 600.0
+    reconnect_s_max: float = 10.0
 
     @property
     def chunk_data_bytes(self) -> int:
@@ -128,11 +131,18 @@ class Delivery:
         return self._token
 
     async def ack(self) -> bool:
-        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked)."""
+        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked).
+
+        If the store fails (SOS-6030), the delivery stays unsettled: ack or nack it again.
+        """
         if self._done:
             return False
         self._done = True
-        return await self._sub._ack(self)
+        try:
+            return await self._sub._ack(self)
+        except BaseException:
+            self._done = False
+            raise
 
     async def nack(self, delay_s: float = 0.0) -> bool:
         """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
@@ -142,7 +152,11 @@ class Delivery:
         if self._done:
             return False
         self._done = True
-        return await self._sub._nack(self, delay_s)
+        try:
+            return await self._sub._nack(self, delay_s)
+        except BaseException:
+            self._done = False
+            raise
 
 
 @dataclass(frozen=True, slots=True)
