@@ -462,9 +462,22 @@ class RemoteBus(_Service):
 
 
 class RemoteDelivery:
-    """A delivery read from the server's stream: ``message``, ``attempt``, ``position``; ``ack()`` / ``nack()``."""
+    """A delivery read from the server's stream: ``message``, ``attempt``, ``position``; ``ack()`` / ``nack()``.
 
-    __slots__ = ("_client", "_done", "address", "attempt", "consumer", "group", "message", "position")
+    ``lease_token`` is the token the server gave this hand-out (see :attr:`Delivery.lease_token`); settling shows it.
+    """
+
+    __slots__ = (
+        "_client",
+        "_done",
+        "address",
+        "attempt",
+        "consumer",
+        "group",
+        "lease_token",
+        "message",
+        "position",
+    )
 
     def __init__(self, client: MumegaClient, sub: RemoteSubscription, data: Mapping[str, Any]) -> None:
         self._client = client
@@ -472,6 +485,7 @@ class RemoteDelivery:
         self.message = wire.load_message(data["message"], client.catalogue)
         self.position = str(data["position"])
         self.attempt = int(data["attempt"])
+        self.lease_token = str(data["lease_token"])
         self.address = sub.address
         self.group = sub.group
         self.consumer = sub.consumer
@@ -483,14 +497,23 @@ class RemoteDelivery:
         )
 
     def _key(self) -> dict[str, str]:
-        return {"address": self.address, "group": self.group, "position": self.position}
+        return {
+            "address": self.address,
+            "group": self.group,
+            "position": self.position,
+            "lease_token": self.lease_token,
+        }
 
     async def ack(self) -> bool:
         """See :meth:`Delivery.ack`."""
         if self._done:
             return False
         self._done = True
-        answer = await self._client.call("POST", "/v1/bus/ack", body=self._key(), keyed=True)
+        try:
+            answer = await self._client.call("POST", "/v1/bus/ack", body=self._key(), keyed=True)
+        except BaseException:
+            self._done = False  # not settled: ack or nack it again
+            raise
         return bool(answer["acked"])
 
     async def nack(self, delay_s: float = 0.0) -> bool:
@@ -500,7 +523,11 @@ class RemoteDelivery:
             return False
         self._done = True
         body = {**self._key(), "delay_s": delay_s}
-        answer = await self._client.call("POST", "/v1/bus/nack", body=body, keyed=True)
+        try:
+            answer = await self._client.call("POST", "/v1/bus/nack", body=body, keyed=True)
+        except BaseException:
+            self._done = False
+            raise
         return bool(answer["nacked"])
 
 
@@ -618,6 +645,7 @@ class RemoteSubscription:
 
     async def _read(self, send: MemoryObjectSendStream[RemoteDelivery], response: httpx.Response | None) -> None:
         failures = 0
+        failing_since = 0.0
         async with send:
             try:
                 while True:
@@ -625,21 +653,34 @@ class RemoteSubscription:
                         try:
                             response = await self._connect()
                         except (httpx.TransportError, *RETRIED) as exc:
-                            failures += 1
-                            if failures > self._client.retries:
-                                raise BackendUnavailable(f"subscription lost: {exc!r}") from exc
+                            failures, failing_since = failures + 1, failing_since or anyio.current_time()
+                            self._give_up_after(failures, failing_since, exc)
                             await self._client.backoff(failures - 1)
                             continue
                     try:
                         await self._drain(response, send)
-                        failures = 0
-                    except httpx.TransportError:
-                        failures += 1
+                        failures, failing_since = 0, 0.0
+                    except (httpx.TransportError, *RETRIED) as exc:
+                        # a dropped stream, or the server's store unreachable for longer than it waits: reconnect
+                        failures, failing_since = failures + 1, failing_since or anyio.current_time()
+                        self._give_up_after(failures, failing_since, exc)
+                        await self._client.backoff(failures - 1)
                     finally:
                         await response.aclose()
                     response = None
             except SOSError as exc:
                 self._error = exc
+
+    def _give_up_after(self, failures: int, failing_since: float, exc: Exception) -> None:
+        """Raise once ``retries`` attempts have failed in a row and ``limits.reconnect_s_max`` has passed since the
+        first of them: a server or store restart within that time is ridden out."""
+        if failures <= self._client.retries:
+            return
+        if anyio.current_time() - failing_since < self._client.limits.reconnect_s_max:
+            return
+        if isinstance(exc, SOSError):
+            raise exc
+        raise BackendUnavailable(f"subscription lost: {exc!r}") from exc
 
     async def _drain(self, response: httpx.Response, send: MemoryObjectSendStream[RemoteDelivery]) -> None:
         async for event, data in _sse(response.aiter_lines()):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,6 +25,7 @@ from sos_kernel.contracts import (
 )
 from sos_kernel.errors import (
     AskTimeout,
+    BackendFailure,
     ChunkIntegrityError,
     InvalidArgument,
     InvalidSource,
@@ -491,6 +495,39 @@ async def test_tenants_are_isolated(kernel: Kernel) -> None:
         assert await sub.receive(timeout_s=0.2) is None
     with pytest.raises(InvalidArgument):
         kernel.tenant("Bad Slug")
+
+
+async def test_positions_reveal_nothing_of_other_tenants_traffic(kernel: Kernel) -> None:
+    # A position is a count of the tenant's own entries (memory, SQLite) or a clock reading with a count of its own
+    # stream's entries in that millisecond (Redis): whatever a neighbour publishes, it does not show.
+    quiet, busy = kernel.tenant("globex").bus, kernel.tenant("acme").bus
+    first = await quiet.publish(send())
+    for _ in range(3):
+        await busy.publish_many([send() for _ in range(100)])
+        await busy.publish(send(target="sos:channel:ops"))
+    clock_ms = int(time.time() * 1000)
+    second = await quiet.publish(send())
+    async with quiet.subscribe("agent:bob") as sub:
+        delivered = [d.position for d in await drain(sub, 2)]
+    read = [p for p, _ in await quiet.history_entries("agent:bob")]
+    assert delivered == read == [first.position, second.position]
+    if first.position.isdigit():
+        assert int(second.position) == int(first.position) + 1
+    else:
+        at_ms, seq = (int(part) for part in second.position.split("-"))
+        assert abs(at_ms - clock_ms) < 1000
+        assert seq == 0
+
+
+async def test_a_sqlite_bus_numbering_all_tenants_in_one_sequence_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE bus_entries (pos INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT, address TEXT)")
+    with pytest.raises(BackendFailure, match="shared by all tenants"):
+        async with sos_kernel.open(f"sqlite:///{path}"):
+            pass
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ against a real redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,10 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 
 import sos_kernel
+from sos_kernel import BusLimits
 from sos_kernel.backends.redis_call import IDLE_CONNECTIONS_MAX
 from sos_kernel.contracts import SendMessage, SendPayload
 from sos_kernel.errors import BackendUnavailable
@@ -209,3 +213,113 @@ async def test_ledger_transfers_survive_a_script_flush_and_killed_connections(re
         balance = await ledger.balance("agent:alice", "USD")
         assert (balance.posted, balance.pending, balance.available) == (750, 0, 750)
         await ledger.check()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a fixed port, with an append-only file so its streams survive a restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.args = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        self.args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def start(self) -> None:
+        self.spawn()
+        client = aioredis.Redis.from_url(self.url)
+        try:
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await client.ping()
+                        return
+                    except (OSError, redis_errors.ConnectionError):
+                        await anyio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)  # appendfsync always: every acked write is on disk already
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path)
+    await server.start()
+    yield server
+    server.stop()
+
+
+async def _consume(sub: Any, got: list[str], marks: dict[int, anyio.Event]) -> None:
+    # acks every delivery, as a consumer would; an ack the outage refused is tried again
+    while len(got) < max(marks):
+        delivery = await sub.receive()
+        assert delivery is not None
+        got.append(delivery.message.message_id)
+        if len(got) in marks:
+            marks[len(got)].set()
+        while True:
+            try:
+                assert await delivery.ack() is True
+                break
+            except BackendUnavailable:
+                await anyio.sleep(0.1)
+
+
+@pytest.mark.parametrize("through", ["kernel", "server"])
+async def test_a_live_subscription_rides_out_a_redis_restart(own_redis: RedisServer, through: str) -> None:
+    """redis-server is killed and restarted 2.5 s later while a subscriber waits (in-process, and remotely over a
+    server's SSE stream): the subscription goes on, every message arrives once and nothing acked comes back."""
+    from mumega_sdk import MumegaClient
+
+    from ..live_server import running_server
+
+    async with sos_kernel.open(own_redis.url) as kernel, contextlib.AsyncExitStack() as stack:
+        api: Any = kernel
+        if through == "server":
+            await kernel.tenants.create("default", "scale")
+            bob = await kernel.tenant("default").tokens.issue(agent="agent:bob")
+            base_url = stack.enter_context(running_server(own_redis.url))
+            api = await stack.enter_async_context(MumegaClient(base_url, bob.secret, retries=2))
+        before, after = [send(f"before {i}") for i in range(3)], [send(f"after {i}") for i in range(3)]
+        got: list[str] = []
+        marks = {3: anyio.Event(), 6: anyio.Event()}
+        async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_consume, sub, got, marks)
+                for message in before:
+                    await kernel.bus.publish(message)
+                with anyio.fail_after(10):
+                    await marks[3].wait()
+                await anyio.sleep(0.3)  # the subscriber is waiting on Redis when it goes
+                own_redis.stop()
+                await anyio.sleep(2.5)
+                await own_redis.start()
+                for message in after:
+                    await kernel.bus.publish(message)
+                with anyio.fail_after(15):
+                    await marks[6].wait()
+            assert got == [m.message_id for m in before + after]
+            assert await sub.receive(timeout_s=1.0) is None
+
+
+async def test_a_subscription_raises_sos_6030_once_redis_stays_away_past_reconnect_s_max(
+    own_redis: RedisServer,
+) -> None:
+    limits = BusLimits(reconnect_s_max=0.5)
+    async with sos_kernel.open(own_redis.url, limits=limits) as kernel, kernel.bus.subscribe("agent:bob") as sub:
+        assert await sub.receive(timeout_s=0.1) is None
+        own_redis.stop()
+        started = anyio.current_time()
+        with pytest.raises(BackendUnavailable) as info, anyio.fail_after(5):
+            await sub.receive()
+        assert info.value.code == "SOS-6030"
+        assert anyio.current_time() - started >= 0.5
+        await own_redis.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import secrets
 import uuid
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import pytest
 
 from mumega_sdk import MumegaClient
 from mumega_sdk.client import RemoteBus, RemoteLedger, RemoteRegistry, RemoteSkills
+from sos_kernel import Kernel
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, NotFound, SchemaViolation
+from sos_kernel.server import create_app
 from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry, SessionSkills
 
 from .conftest import BASE_URL, TENANT, Remote
@@ -330,7 +333,12 @@ async def test_a_retried_ack_gets_the_first_answer(remote: Remote) -> None:
     async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
         delivery = await sub.receive(timeout_s=5)
         assert delivery is not None
-        key = {"address": "agent:bob", "group": delivery.group, "position": delivery.position}
+        key = {
+            "address": "agent:bob",
+            "group": delivery.group,
+            "position": delivery.position,
+            "lease_token": delivery.lease_token,
+        }
         headers = {**remote.auth(remote.bob), "idempotency-key": "ack-1"}
         first = await remote.http.post("/v1/bus/ack", json=key, headers=headers)
         retry = await remote.http.post("/v1/bus/ack", json=key, headers=headers)
@@ -358,3 +366,43 @@ async def test_tokens_through_the_client(remote: Remote) -> None:
         await carol.bus.history("agent:carol")
     with pytest.raises(NotFound):
         await admin.tokens.revoke(issued.id)
+
+
+async def test_only_the_stream_that_received_a_delivery_settles_it(kernel: Kernel) -> None:
+    """Another agent of the tenant on the same channel group names the delivery's (address, group, position): with
+    no lease token it is refused, with a guessed one it settles nothing and is answered as for a delivery that is
+    not pending; the delivery comes back to its holder after the visibility timeout. On every backend."""
+    await kernel.tenants.create(TENANT, "scale")
+    tokens = kernel.tenant(TENANT).tokens
+    alice, bob = (await tokens.issue(agent="agent:alice")).secret, (await tokens.issue(agent="agent:bob")).secret
+    app = create_app(kernel)
+    transport, bearer = httpx.ASGITransport(app), {"authorization": f"Bearer {bob}"}
+    address = "sos:channel:team"
+    try:
+        async with (
+            MumegaClient(BASE_URL, alice, transport=transport) as holder,
+            httpx.AsyncClient(base_url=BASE_URL, transport=transport, headers=bearer) as other,
+            holder.bus.subscribe(address, group="workers", start="earliest", visibility_timeout_s=0.5) as sub,
+        ):
+            await holder.bus.send("agent:alice", address, "job")
+            delivery = await sub.receive(timeout_s=5)
+            assert delivery is not None
+            key = {"address": address, "group": "workers", "position": delivery.position}
+            refused = await other.post("/v1/bus/ack", json=key)
+            assert refused.json()["error"]["code"] == "SOS-4005"
+            unknown = {**key, "position": str(int(delivery.position.split("-")[0]) + 1), "lease_token": "x"}
+            assert (await other.post("/v1/bus/ack", json=unknown)).json() == {"acked": False}
+            for guess in ("x", secrets.token_urlsafe(16), delivery.lease_token[:-1]):
+                acked = await other.post("/v1/bus/ack", json={**key, "lease_token": guess})
+                nacked = await other.post("/v1/bus/nack", json={**key, "lease_token": guess})
+                assert (acked.json(), nacked.json()) == ({"acked": False}, {"nacked": False})
+            assert await kernel.tenant(TENANT).bus.store.pending_count(TENANT, address, "workers") == 1
+            again = await sub.receive(timeout_s=5)
+            assert again is not None
+            assert (again.message, again.attempt) == (delivery.message, 2)
+            assert again.lease_token != delivery.lease_token
+            assert await delivery.ack() is False  # a stale hand-out's token settles nothing either
+            assert await again.ack() is True
+            assert await kernel.tenant(TENANT).bus.store.pending_count(TENANT, address, "workers") == 0
+    finally:
+        await app.state.sos.aclose()

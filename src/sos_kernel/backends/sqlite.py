@@ -9,6 +9,10 @@ they take microseconds, and a lock held by another process is never waited for o
 a few milliseconds, after which the transaction is retried with an async back-off, up to ``lock_timeout_s``
 (then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are woken at once by writes from this process and
 within ``poll_interval_s`` by writes from other processes (``PRAGMA data_version``).
+
+Bus positions count per tenant (``bus_positions`` holds each tenant's last one; never reused, even once its
+entries are trimmed), so a position reveals nothing of other tenants' traffic. A file whose ``bus_entries`` numbers
+every tenant's entries in one sequence (an unreleased layout) is refused with SOS-6031.
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS bus_positions (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_entries (
-    pos INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant TEXT NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL, data BLOB NOT NULL,
-    receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
+    tenant TEXT NOT NULL, pos INTEGER NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL,
+    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS bus_entries_addr ON bus_entries (tenant, address, pos);
 CREATE INDEX IF NOT EXISTS bus_entries_created ON bus_entries (tenant, address, created);
 CREATE TABLE IF NOT EXISTS bus_dedup (
@@ -175,9 +179,9 @@ class SQLiteBusStore(BusStore):
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
             # Under BEGIN IMMEDIATE nobody else can insert, so positions are assigned here and the rows go in with
-            # one executemany (AUTOINCREMENT keeps them unique forever).
-            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name='bus_entries'").fetchone()
-            next_pos = int(row[0]) + 1 if row else 1
+            # one executemany (the tenant's counter keeps them unique forever).
+            next_pos = _last_position(c, tenant) + 1
+            first_pos = next_pos
             out: list[Appended] = []
             rows: list[tuple[Any, ...]] = []
             dedup: list[tuple[Any, ...]] = []
@@ -187,14 +191,16 @@ class SQLiteBusStore(BusStore):
                     continue
                 pos, next_pos = next_pos, next_pos + 1
                 rows.append(
-                    (pos, tenant, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
+                    (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
                 )
                 if entry.only_group is None:
                     known[entry.message_id] = pos
                     dedup.append((tenant, entry.message_id, address, pos, now + retention.dedup_window_s))
                 out.append(Appended(str(pos), False))
-            c.executemany("INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)", rows)
+            c.executemany(_INSERT_ENTRY, rows)
             c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
+            if next_pos != first_pos:
+                _set_last_position(c, tenant, next_pos - 1)
             self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
             return out
 
@@ -272,7 +278,8 @@ class SQLiteBusStore(BusStore):
             out: list[Claimed] = []
             rows = c.execute(
                 "SELECT p.pos, p.attempts, e.data, e.receipts FROM bus_pending p LEFT JOIN bus_entries e"
-                " ON e.pos = p.pos WHERE p.tenant=? AND p.address=? AND p.grp=? AND p.due<=?"
+                " ON e.tenant = p.tenant AND e.address = p.address AND e.pos = p.pos"
+                " WHERE p.tenant=? AND p.address=? AND p.grp=? AND p.due<=?"
                 " ORDER BY p.pos LIMIT ?",
                 (*key, now, count),
             ).fetchall()
@@ -354,7 +361,9 @@ class SQLiteBusStore(BusStore):
                 "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
                 (tenant, address, group, pos),
             )
-            row = c.execute("SELECT data FROM bus_entries WHERE pos=?", (pos,)).fetchone()
+            row = c.execute(
+                "SELECT data FROM bus_entries WHERE tenant=? AND address=? AND pos=?", (tenant, address, pos)
+            ).fetchone()
             if cur.rowcount == 0 or row is None:
                 return False
             c.execute(
@@ -386,12 +395,10 @@ class SQLiteBusStore(BusStore):
             if row is None:
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (_position(dead_id),))
-            cur = c.execute(
-                "INSERT INTO bus_entries (tenant, address, message_id, data, receipts, only_group, created)"
-                " VALUES (?,?,?,?,0,?,?)",
-                (tenant, address, "", row[0], group, time.time()),
-            )
-            return Appended(str(cur.lastrowid), False)
+            pos = _last_position(c, tenant) + 1
+            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[0], 0, group, time.time()))
+            _set_last_position(c, tenant, pos)
+            return Appended(str(pos), False)
 
         result = await self._db.write(tx)
         self._notify(tenant, address)
@@ -474,7 +481,36 @@ class SQLiteBusStore(BusStore):
         await self._db.write(tx)
 
 
-def _create_schema(c: sqlite3.Connection) -> None:
+_INSERT_ENTRY = (
+    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created)"
+    " VALUES (?,?,?,?,?,?,?,?)"
+)
+
+
+def _last_position(c: sqlite3.Connection, tenant: str) -> int:
+    row = c.execute("SELECT last FROM bus_positions WHERE tenant=?", (tenant,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set_last_position(c: sqlite3.Connection, tenant: str, last: int) -> None:
+    c.execute(
+        "INSERT INTO bus_positions VALUES (?,?) ON CONFLICT (tenant) DO UPDATE SET last=excluded.last", (tenant, last)
+    )
+
+
+def _refuse_shared_positions(c: sqlite3.Connection, path: str) -> None:
+    # the unreleased layout numbered every tenant's entries in one sequence: its pos was an AUTOINCREMENT rowid
+    row = c.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='bus_entries'").fetchone()
+    if row is not None and "AUTOINCREMENT" in str(row[0]).upper():
+        raise BackendFailure(
+            f"SQLite database {path!r} holds a bus whose positions are shared by all tenants (an unreleased"
+            " layout), which this version does not migrate: open a new file",
+            details={"table": "bus_entries"},
+        )
+
+
+def _create_schema(c: sqlite3.Connection, path: str) -> None:
+    _refuse_shared_positions(c, path)
     for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
@@ -537,7 +573,11 @@ class SQLiteBackend(Backend):
         path = sqlite_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = SQLiteEngine(path, synchronous=synchronous.upper(), lock_timeout_s=lock_timeout_s)
-        await engine.write(_create_schema)
+        try:
+            await engine.write(lambda c: _create_schema(c, path))
+        except BaseException:
+            engine.close()
+            raise
         return cls(engine, poll_interval_s=poll_interval_s)
 
     async def aclose(self) -> None:

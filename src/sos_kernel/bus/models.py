@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ __all__ = ["BusLimits", "DeadLetter", "Delivery", "PublishReceipt"]
 
 KIB = 1024
 MIB = 1024 * KIB
+LEASE_TOKEN_BYTES = 16
+"""Random bytes in a delivery's lease token (128 bits: not guessable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class BusLimits:
       not: retention bounds durability).
     - ``dedup_window_s``: how long a ``message_id`` is remembered for idempotent publish.
     - ``chunk_ttl_s``: how long the parts of an incomplete chunk group are kept.
+    - ``reconnect_s_max``: how long a subscription keeps trying, with backoff, to reach a store (in-process) or a
+      server (remote) that became unreachable before it raises SOS-6030: a restart within it is ridden out.
     """
 
     message_bytes_max: int = 64 * KIB
@@ -47,6 +52,7 @@ class BusLimits:
     retention_age_s: float = 7 * 24 * 3600.0
     dedup_window_s: float = 24 * 3600.0
     chunk_ttl_s: float = 600.0
+    reconnect_s_max: float = 10.0
 
     @property
     def chunk_data_bytes(self) -> int:
@@ -83,11 +89,23 @@ class Delivery:
     ``attempt`` one higher; after ``max_deliveries`` attempts it goes to the group's dead letters.
     """
 
-    __slots__ = ("_done", "_sub", "address", "attempt", "consumer", "group", "message", "position", "receipts")
+    __slots__ = (
+        "_done",
+        "_sub",
+        "_token",
+        "address",
+        "attempt",
+        "consumer",
+        "group",
+        "message",
+        "position",
+        "receipts",
+    )
 
     def __init__(self, sub: Subscription, message: Message, position: str, attempt: int, receipts: bool) -> None:
         self._sub = sub
         self._done = False
+        self._token: str | None = None
         self.message = message
         self.position = position
         self.attempt = attempt
@@ -102,12 +120,29 @@ class Delivery:
             f"position={self.position!r}, attempt={self.attempt})"
         )
 
+    @property
+    def lease_token(self) -> str:
+        """An unguessable token of this one hand-out: whoever settles the delivery by name (over HTTP) must show it.
+
+        Holding the delivery is the proof in-process; a redelivery is a new hand-out with a new token.
+        """
+        if self._token is None:  # made on first use: in-process deliveries never need one
+            self._token = secrets.token_urlsafe(LEASE_TOKEN_BYTES)
+        return self._token
+
     async def ack(self) -> bool:
-        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked)."""
+        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked).
+
+        If the store fails (SOS-6030), the delivery stays unsettled: ack or nack it again.
+        """
         if self._done:
             return False
         self._done = True
-        return await self._sub._ack(self)
+        try:
+            return await self._sub._ack(self)
+        except BaseException:
+            self._done = False
+            raise
 
     async def nack(self, delay_s: float = 0.0) -> bool:
         """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
@@ -117,7 +152,11 @@ class Delivery:
         if self._done:
             return False
         self._done = True
-        return await self._sub._nack(self, delay_s)
+        try:
+            return await self._sub._nack(self, delay_s)
+        except BaseException:
+            self._done = False
+            raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from ..errors import (
     AgentNotFound,
     AgentOffline,
     AskTimeout,
+    BackendUnavailable,
     ChunkIntegrityError,
     InvalidArgument,
     KernelClosed,
@@ -69,6 +70,9 @@ KERNEL_SOURCE = "agent:kernel"
 DEFAULT_INBOX_GROUP = "inbox"
 WAIT_CAP_S = 1.0
 """Longest a subscriber sleeps before checking for due redeliveries (engines wake it sooner on new messages)."""
+RECONNECT_BACKOFF_S = 0.05
+"""A subscription's first wait after its store became unreachable; each further one doubles, up to the max."""
+RECONNECT_BACKOFF_MAX_S = 1.0
 
 
 def check_address(address: str) -> str:
@@ -694,6 +698,8 @@ class Subscription:
         self._opened = False
         self._closed = False
         self._settled = anyio.Event()
+        self._unreachable_since: float | None = None
+        self._reconnects = 0
 
     @property
     def _visibility_ms(self) -> int:
@@ -745,13 +751,29 @@ class Subscription:
                 raise KernelClosed("the kernel was closed while subscribed")
             if self._buffer:
                 return self._buffer.pop(0)
-            if await self._fill():
-                continue
-            remaining = WAIT_CAP_S if deadline is None else min(WAIT_CAP_S, deadline - anyio.current_time())
-            if remaining <= 0:
-                return None
-            await self._sleep(min(remaining, self.visibility_timeout_s / 4 or remaining))
+            try:
+                if await self._fill():
+                    continue
+                remaining = WAIT_CAP_S if deadline is None else min(WAIT_CAP_S, deadline - anyio.current_time())
+                if remaining <= 0:
+                    return None
+                await self._sleep(min(remaining, self.visibility_timeout_s / 4 or remaining))
+            except BackendUnavailable as exc:
+                await self._ride_out(exc, deadline)
+                if deadline is not None and anyio.current_time() >= deadline:
+                    return None
         return None
+
+    async def _ride_out(self, exc: BackendUnavailable, deadline: float | None) -> None:
+        # A store restart (SOS-6030) is waited out with backoff; past reconnect_s_max of failures it is raised.
+        now = anyio.current_time()
+        if self._unreachable_since is None:
+            self._unreachable_since, self._reconnects = now, 0
+        if now - self._unreachable_since >= self.bus.limits.reconnect_s_max:
+            raise exc
+        delay = min(RECONNECT_BACKOFF_MAX_S, RECONNECT_BACKOFF_S * 2**self._reconnects)
+        self._reconnects += 1
+        await anyio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
 
     async def _sleep(self, timeout_s: float) -> None:
         if self._in_flight >= self.bus.limits.in_flight_max:
@@ -767,6 +789,7 @@ class Subscription:
         claimed = await self.bus.store.claim(
             self.bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms
         )
+        self._unreachable_since = None  # the store answered
         for item in claimed:
             await self._admit(item.position, item.data, item.attempt, item.receipts)
         return bool(claimed)
@@ -794,15 +817,16 @@ class Subscription:
         self._settled = anyio.Event()
 
     async def _ack(self, delivery: Delivery) -> bool:
-        self._release()
         done = await self.bus.store.ack(self.bus.tenant, self.address, self.group, delivery.position)
+        self._release()  # only once settled: a failed ack leaves the delivery in flight, to settle again
         if done and delivery.receipts:
             await self.bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
         return done
 
     async def _nack(self, delivery: Delivery, delay_s: float) -> bool:
-        self._release()
         delay_ms = int(min(delay_s, self.bus.limits.visibility_timeout_s_max) * 1000)
-        return await self.bus.store.nack(
+        done = await self.bus.store.nack(
             self.bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
         )
+        self._release()
+        return done

@@ -44,6 +44,9 @@ __all__ = [
     "WakeIn",
 ]
 
+LEASE_TOKEN_CHARS_MAX = 64
+"""The longest lease token an ack or nack may carry (the server's are 22 characters)."""
+
 JsonObject = dict[str, Any]
 ContentType = Literal["text/plain", "text/markdown"]
 
@@ -150,6 +153,9 @@ class AckIn(Body):
     address: str
     group: str
     position: str
+    lease_token: str = Field(
+        min_length=1, max_length=LEASE_TOKEN_CHARS_MAX, description="The delivery event's lease_token"
+    )
 
 
 class NackIn(AckIn):

@@ -150,8 +150,9 @@ async def subscribe(
     """Open (or, with ``subscription=<id>``, resume) a subscription and stream it.
 
     The first event is ``subscribed`` with ``{subscription, address, group, consumer}``; each delivery is an event
-    ``delivery`` with ``id`` = position and data ``{position, attempt, message}``; ack or nack it with
-    ``POST /v1/bus/ack`` / ``/v1/bus/nack``. ``poll_s`` turns the stream into a long poll (for clients that cannot
+    ``delivery`` with ``id`` = position and data ``{position, attempt, lease_token, message}``; ack or nack it with
+    ``POST /v1/bus/ack`` / ``/v1/bus/nack``, showing its ``lease_token`` (only the stream that received a delivery
+    can settle it). ``poll_s`` turns the stream into a long poll (for clients that cannot
     read a stream as it arrives). An error after the stream started comes as an ``error`` event (the envelope).
     """
     state = state_of(request)
@@ -185,7 +186,8 @@ async def ack(body: AckIn, session: SessionDep, request: Request) -> Response:
     leases = state_of(request).leases
 
     async def settle() -> dict[str, bool]:
-        return {"acked": await leases.settle(session.tenant, body.address, body.group, body.position, None)}
+        acked = await leases.settle(session.tenant, body.address, body.group, body.position, body.lease_token, None)
+        return {"acked": acked}
 
     return await keyed(request, session, settle)  # a retried ack (lost answer) gets the first answer back
 
@@ -199,7 +201,9 @@ async def nack(body: NackIn, session: SessionDep, request: Request) -> Response:
     leases = state_of(request).leases
 
     async def settle() -> dict[str, bool]:
-        nacked = await leases.settle(session.tenant, body.address, body.group, body.position, body.delay_s)
+        nacked = await leases.settle(
+            session.tenant, body.address, body.group, body.position, body.lease_token, body.delay_s
+        )
         return {"nacked": nacked}
 
     return await keyed(request, session, settle)

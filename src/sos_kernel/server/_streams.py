@@ -9,14 +9,18 @@ resumed within ``linger_s`` is closed like an in-process subscription (buffered 
 temporary group is deleted). Handed-out deliveries stay pending either way and are redelivered after their
 visibility timeout: nothing is lost when a client disappears.
 
-Acks and nacks name ``(address, group, position)``; the server finds the :class:`~sos_kernel.Delivery` it handed
-out under that key (the latest one, if it was redelivered) so the ack reaches the same object as in-process.
+Acks and nacks name ``(address, group, position)`` and show the delivery's ``lease_token``, sent only on the stream
+that received it; the server finds the :class:`~sos_kernel.Delivery` it handed out under that key (the latest one,
+if it was redelivered) and settles it only if the token is that delivery's, so the ack reaches the same object as
+in-process. Any other token (a guess, a stale hand-out's) settles nothing and is answered as a delivery no longer
+pending is: ``False``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -148,16 +152,26 @@ class Leases:
         key = (lease.tenant, delivery.address, delivery.group, delivery.position)
         self._handed[key] = (lease, delivery)
 
-    async def settle(self, tenant: str, address: str, group: str, position: str, delay_s: float | None) -> bool:
-        """Ack (``delay_s`` None) or nack the delivery handed out under this key; False if none is pending."""
-        found = self._handed.pop((tenant, address, group, position), None)
-        if found is None:
+    async def settle(
+        self, tenant: str, address: str, group: str, position: str, lease_token: str, delay_s: float | None
+    ) -> bool:
+        """Ack (``delay_s`` None) or nack the delivery handed out under this key, if ``lease_token`` is its token.
+
+        False, with nothing settled, when no delivery is pending under the key or the token is not its own: the
+        two answers are the same, so a guessed key and token reveal nothing. A store failure leaves the delivery
+        handed out, to settle again.
+        """
+        key = (tenant, address, group, position)
+        found = self._handed.get(key)
+        if found is None or not secrets.compare_digest(found[1].lease_token.encode(), lease_token.encode()):
             await self.reap()
             return False
         lease, delivery = found
+        settled = await (delivery.ack() if delay_s is None else delivery.nack(delay_s))
+        if self._handed.get(key) is found:
+            del self._handed[key]
         if lease.handed.get(position) is delivery:
             del lease.handed[position]
-        settled = await (delivery.ack() if delay_s is None else delivery.nack(delay_s))
         await self.reap()
         return settled
 
@@ -226,7 +240,12 @@ class Leases:
 
 
 def _delivery_event(delivery: Delivery) -> bytes:
-    data = {"position": delivery.position, "attempt": delivery.attempt, "message": encode(delivery.message)}
+    data = {
+        "position": delivery.position,
+        "attempt": delivery.attempt,
+        "lease_token": delivery.lease_token,
+        "message": encode(delivery.message),
+    }
     return sse_event(data, event="delivery", id=delivery.position)
 
 
