@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -195,7 +196,7 @@ class SQLiteBusStore(BusStore):
                 out.append(Appended(str(pos), False))
             c.executemany("INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)", rows)
             c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
-            self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
+            self._trim_some(c, tenant, Counter(r[2] for r in rows), retention, now)
             return out
 
         result = await self._db.write(tx)
@@ -217,11 +218,12 @@ class SQLiteBusStore(BusStore):
         return known
 
     def _trim_some(
-        self, c: sqlite3.Connection, tenant: str, addresses: set[str], retention: Retention, now: float
+        self, c: sqlite3.Connection, tenant: str, added: Counter[str], retention: Retention, now: float
     ) -> None:
-        # Age trimming is exact (an index range seek per append). Count trimming is amortised: every
-        # TRIM_EVERY_APPENDS appends per address, so an address holds at most count_max + TRIM_EVERY_APPENDS.
-        for address in addresses:
+        # Age trimming is exact (an index range seek per append). Count trimming is amortised: once every
+        # TRIM_EVERY_APPENDS messages per address (counted by message, so batches trim as often as single
+        # publishes), so an address holds at most count_max + TRIM_EVERY_APPENDS.
+        for address, count in added.items():
             c.execute(
                 "DELETE FROM bus_entries WHERE tenant=? AND address=? AND created<?",
                 (tenant, address, now - retention.age_s),
@@ -229,10 +231,12 @@ class SQLiteBusStore(BusStore):
             key = (tenant, address)
             if len(self._appends_since_trim) >= ADDRESS_MEMO_MAX:  # bounded; a reset only trims sooner
                 self._appends_since_trim.clear()
-            self._appends_since_trim[key] = self._appends_since_trim.get(key, 0) + 1
-            if self._appends_since_trim[key] < TRIM_EVERY_APPENDS and self._appends_since_trim[key] != 1:
+            # an address not counted yet is trimmed at once
+            since = self._appends_since_trim.get(key, TRIM_EVERY_APPENDS) + count
+            if since < TRIM_EVERY_APPENDS:
+                self._appends_since_trim[key] = since
                 continue
-            self._appends_since_trim[key] = 1
+            self._appends_since_trim[key] = 0
             row = c.execute(
                 "SELECT pos FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos DESC LIMIT 1 OFFSET ?",
                 (tenant, address, retention.count_max),
