@@ -52,6 +52,7 @@ from ..errors import (
     AgentOffline,
     AskTimeout,
     ChunkIntegrityError,
+    Forbidden,
     InvalidArgument,
     KernelClosed,
     LimitExceeded,
@@ -257,7 +258,7 @@ class Bus:
         if admit is not None:
             admit(parsed)
         if isinstance(parsed, ChunkMessage):
-            return await self._accept_chunk(parsed, receipts)
+            return await self._accept_chunk(parsed, receipts, admit)
         if len(data) <= self.limits.message_bytes_max:
             appended = await self._store.append(
                 self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
@@ -272,7 +273,7 @@ class Bus:
         receipt: PublishReceipt | None = None
         parts = self.split(parsed)
         for part in parts:
-            receipt = await self._accept_chunk(part, receipts)
+            receipt = await self._accept_chunk(part, receipts, None)
         if receipt is None or receipt.position is None:
             raise ChunkIntegrityError("chunk group did not complete", details={"group_id": parsed.message_id})
         return PublishReceipt(parsed.message_id, parsed.target, receipt.position, receipt.duplicate, len(parts))
@@ -329,7 +330,9 @@ class Bus:
         """
         return split_message(message, self.limits)
 
-    async def _accept_chunk(self, chunk: ChunkMessage, receipts: bool) -> PublishReceipt:
+    async def _accept_chunk(
+        self, chunk: ChunkMessage, receipts: bool, admit: Callable[[Message], None] | None
+    ) -> PublishReceipt:
         part = chunk.payload
         known = await self._store.lookup(self.tenant, part.group_id)
         if known is not None:
@@ -347,6 +350,7 @@ class Bus:
             whole = self._reassemble(chunk, parts)
         finally:
             await self._store.drop_chunks(self.tenant, part.group_id)
+        self._admit_whole(chunk, whole, admit)
         appended = await self._store.append(
             self.tenant, [(whole.target, Entry(whole.message_id, whole.to_json(), receipts))], self._retention
         )
@@ -367,6 +371,18 @@ class Bus:
                 details={"group_id": info.group_id},
             )
         return whole
+
+    @staticmethod
+    def _admit_whole(last: ChunkMessage, whole: Message, admit: Callable[[Message], None] | None) -> None:
+        # The publisher's checks apply to the message delivered, not only to the envelopes that carried it.
+        if admit is not None:
+            admit(whole)
+        if whole.source != last.source:
+            raise Forbidden(
+                f"chunks sent by {last.source!r} carry a message from {whole.source!r}; "
+                "a chunk group carries only its sender's own message",
+                details={"group_id": last.payload.group_id, "source": whole.source, "chunk_source": last.source},
+            )
 
     # -- helpers for the core types ---------------------------------------------------------------------------
 
