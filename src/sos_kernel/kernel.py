@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._background import Background
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
-from .errors import InvalidArgument, KernelClosed
+from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens
 from .ledger import Ledger
@@ -95,8 +96,11 @@ class Kernel:
         self.on_denial: list[Callable[[Principal, str], None]] = []
         self.denials: Counter[str] = Counter()
         self._auth_cache: Authenticator | None = None
+        self._sweeper = Background(self._sweep_chunks)
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
+        if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
+            raise InvalidArgument("chunk_ttl_s and chunk_sweep_interval_s must be > 0")
 
     async def connect(self) -> Kernel:
         """Open the backend (done for you by ``async with`` or ``await``)."""
@@ -104,7 +108,18 @@ class Kernel:
             raise KernelClosed("this kernel was closed; open a new one")
         if self._backend is None:
             self._backend = await open_backend(self.url, **self._options)
+        self._sweeper.start()
         return self
+
+    async def _sweep_chunks(self) -> None:
+        # Unfinished chunk groups expire on a timer even on a bus nobody publishes chunks to any more.
+        period_s = min(self.limits.chunk_sweep_interval_s, self.limits.chunk_ttl_s)
+        while True:
+            await anyio.sleep(period_s)
+            try:
+                await self.backend.bus.sweep_chunks()
+            except SOSError:
+                continue  # the engine is away: the next tick, or the next part published, sweeps
 
     def __await__(self) -> Generator[Any, None, Kernel]:
         return self.connect().__await__()
@@ -120,9 +135,12 @@ class Kernel:
         if self._closed.is_set():
             return
         self._closed.set()
-        if self._backend is not None:
-            with anyio.CancelScope(shield=True):
-                await self._backend.aclose()
+        try:
+            await self._sweeper.aclose()
+        finally:
+            if self._backend is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._backend.aclose()
 
     @property
     def closed(self) -> bool:

@@ -312,6 +312,19 @@ async def test_retention_bounds_each_address(open_api: OpenApi) -> None:
         assert kept == ids[-len(kept) :]
 
 
+async def test_retention_counts_messages_not_publish_many_calls(open_api: OpenApi) -> None:
+    # 3000 messages in six batches are trimmed as 3000 single publishes would be: within the same lag.
+    async with open_api(limits=BusLimits(retention_count_max=10)) as api:
+        ids: list[str] = []
+        for batch in range(6):
+            sent = await api.bus.publish_many([send(text=f"{batch}.{i}") for i in range(500)])
+            ids += [r.message_id for r in sent]
+        kept = [m.message_id for m in await api.bus.history("agent:bob", limit=10_000)]
+        assert kept[-10:] == ids[-10:]
+        assert 10 <= len(kept) <= 10 + 1000
+        assert kept == ids[-len(kept) :]
+
+
 async def test_retention_by_age(open_api: OpenApi) -> None:
     async with open_api(limits=BusLimits(retention_age_s=0.3)) as api:
         old = await api.bus.publish(send(text="old"))

@@ -15,7 +15,18 @@ from typing import Any, ClassVar, Literal
 
 import anyio
 
-from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from ..bus.store import (
+    Appended,
+    BusStore,
+    ChunkPart,
+    ChunkPut,
+    ChunkQuota,
+    Claimed,
+    Entry,
+    HistoryEntry,
+    Retention,
+    StoredDeadLetter,
+)
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
@@ -48,6 +59,16 @@ class _Group:
 
 
 @dataclass(slots=True)
+class _ChunkGroup:
+    meta: str
+    total: int
+    size_bytes: int
+    expires: float
+    parts: dict[int, bytes] = field(default_factory=dict)
+    held: int = 0
+
+
+@dataclass(slots=True)
 class _Stream:
     positions: list[int] = field(default_factory=list)
     rows: dict[int, _Row] = field(default_factory=dict)
@@ -62,7 +83,7 @@ class MemoryBusStore(BusStore):
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
         self._events: dict[tuple[str, str], anyio.Event] = {}
-        self._chunks: dict[tuple[str, str], tuple[float, dict[int, bytes]]] = {}
+        self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
         self._dead_seq = 0
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -241,21 +262,54 @@ class MemoryBusStore(BusStore):
         with anyio.move_on_after(timeout_s):
             await event.wait()
 
-    async def put_chunk(
-        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
-    ) -> list[bytes] | None:
-        now = time.time()
-        for key in [k for k, (exp, _) in self._chunks.items() if exp <= now]:
-            del self._chunks[key]
-        expires, parts = self._chunks.get((tenant, group_id), (now + ttl_s, {}))
-        parts[seq] = data
-        self._chunks[(tenant, group_id)] = (expires, parts)
-        if len(parts) < total or any(i not in parts for i in range(total)):
-            return None
-        return [parts[i] for i in range(total)]
+    def _sweep_chunks_of(self, tenant: str, now: float) -> int:
+        groups = self._chunks.get(tenant, {})
+        expired = [key for key, group in groups.items() if group.expires <= now]
+        for key in expired:
+            del groups[key]
+        if not groups:
+            self._chunks.pop(tenant, None)
+        return len(expired)
 
-    async def drop_chunks(self, tenant: str, group_id: str) -> None:
-        self._chunks.pop((tenant, group_id), None)
+    async def put_chunk(self, tenant: str, part: ChunkPart, quota: ChunkQuota) -> ChunkPut:
+        now = time.monotonic()
+        self._sweep_chunks_of(tenant, now)
+        groups = self._chunks.get(tenant, {})
+        key = (part.source, part.group_id)
+        group = groups.get(key)
+        if group is None:
+            mine = [g for (source, _), g in groups.items() if source == part.source]
+            refused = quota.refusal(
+                len(mine),
+                sum(g.size_bytes for g in mine),
+                len(groups),
+                sum(g.size_bytes for g in groups.values()),
+                part.size_bytes,
+            )
+            if refused is not None:
+                return ChunkPut(refused=refused)
+            group = _ChunkGroup(part.meta, part.total, part.size_bytes, now + quota.ttl_s)
+        elif group.meta != part.meta:
+            return ChunkPut(refused="conflict")
+        held = group.held - len(group.parts.get(part.seq, b"")) + len(part.data)
+        if held > group.size_bytes:
+            return ChunkPut(refused="size_bytes")
+        group.parts[part.seq], group.held = part.data, held
+        self._chunks.setdefault(tenant, groups)[key] = group
+        if len(group.parts) < group.total:
+            return ChunkPut()
+        del groups[key]
+        if not groups:
+            del self._chunks[tenant]
+        return ChunkPut(parts=[group.parts[i] for i in range(group.total)])
+
+    async def sweep_chunks(self) -> int:
+        now = time.monotonic()
+        return sum(self._sweep_chunks_of(tenant, now) for tenant in list(self._chunks))
+
+    async def chunk_usage(self, tenant: str) -> tuple[int, int]:
+        groups = self._chunks.get(tenant, {})
+        return len(groups), sum(len(data) for g in groups.values() for data in g.parts.values())
 
 
 class MemoryBackend(Backend):

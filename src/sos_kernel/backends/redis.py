@@ -8,7 +8,10 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
     sos:{t:<tenant>}:stream:<address>           stream of entries: m=message_id d=JSON r=receipts [g=only group]
     sos:{t:<tenant>}:msgid:<message_id>         the entry id of a published message, expiring after the dedup window
     sos:{t:<tenant>}:dead:<address>:<group>     stream of dead letters: p=entry id d=JSON why=reason n=attempts
-    sos:{t:<tenant>}:chunks:<group_id>          hash of chunk parts (seq -> bytes, "total"), expiring after chunk_ttl_s
+    sos:{t:<tenant>}:chunks:<source>:<group_id> hash of an unfinished chunk group: meta, held, n, p<seq> -> bytes;
+                                                expires (PEXPIREAT) chunk_ttl_s after its first part
+    sos:{t:<tenant>}:chunkgroups                hash of the tenant's unfinished groups: <source>:<group_id> ->
+                                                "<expires ms> <size_bytes> <source>" (for quotas and sweeping)
 
 Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``); due redeliveries are taken with
 ``XAUTOCLAIM`` (idle time ≥ the visibility timeout) and their attempt count is the entry's delivery counter;
@@ -29,7 +32,18 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from ..bus.store import (
+    Appended,
+    BusStore,
+    ChunkPart,
+    ChunkPut,
+    ChunkQuota,
+    Claimed,
+    Entry,
+    HistoryEntry,
+    Retention,
+    StoredDeadLetter,
+)
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_call import LeanScript, redis_call, tenant_prefix
@@ -185,21 +199,76 @@ redis.call('XDEL', KEYS[2], ARGV[2])
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'm', '', 'd', data, 'r', '0', 'g', ARGV[1])
 """
 
-_PUT_CHUNK = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-local total = redis.call('HGET', KEYS[1], 'total')
-if total ~= ARGV[2] then redis.call('HSET', KEYS[1], 'total', ARGV[2]) end
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-local n = tonumber(ARGV[2])
-if redis.call('HLEN', KEYS[1]) - 1 < n then return false end
-local out = {}
-for i = 0, n - 1 do
-  local part = redis.call('HGET', KEYS[1], tostring(i))
-  if not part then return false end
-  out[#out + 1] = part
+# Drops the tenant's expired groups (their part hashes too, named from the index field and this tenant's key
+# prefix, so on the script's slot) and counts the live ones. KEYS index; ARGV now ms, key prefix, source. Sets
+# the globals the put script reads.
+_CHUNK_SWEEP = """
+local function sweep(idx, now, prefix, source)
+  local ag, ab, tg, tb = 0, 0, 0, 0
+  local all = redis.call('HGETALL', idx)
+  for i = 1, #all, 2 do
+    local exp, size, src = string.match(all[i + 1], '^(%d+) (%d+) (.*)$')
+    if tonumber(exp) <= now then
+      redis.call('HDEL', idx, all[i])
+      redis.call('DEL', prefix .. 'chunks:' .. all[i])
+    else
+      tg, tb = tg + 1, tb + tonumber(size)
+      if src == source then ag, ab = ag + 1, ab + tonumber(size) end
+    end
+  end
+  return ag, ab, tg, tb
 end
+"""
+
+# KEYS index, group hash; ARGV field, source, meta, total, size_bytes, seq, data, ttl ms, key prefix, then the
+# quotas: agent groups, agent bytes, tenant groups, tenant bytes. Replies {'refused', name}, {'pending'} or
+# {'done', part 0, part 1, ...}; a complete group is deleted in the same step.
+_PUT_CHUNK = (
+    _CHUNK_SWEEP
+    + """
+local idx, key = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local total, size, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[8])
+local ag, ab, tg, tb = sweep(idx, now, ARGV[9], ARGV[2])
+local meta = redis.call('HGET', key, 'meta')
+if not meta then
+  if ag + 1 > tonumber(ARGV[10]) then return {'refused', 'agent_chunk_groups_max'} end
+  if ab + size > tonumber(ARGV[11]) then return {'refused', 'agent_chunk_bytes_max'} end
+  if tg + 1 > tonumber(ARGV[12]) then return {'refused', 'tenant_chunk_groups_max'} end
+  if tb + size > tonumber(ARGV[13]) then return {'refused', 'tenant_chunk_bytes_max'} end
+  redis.call('HSET', key, 'meta', ARGV[3], 'held', 0, 'n', 0)
+  redis.call('PEXPIREAT', key, now + ttl)
+  redis.call('HSET', idx, ARGV[1], (now + ttl) .. ' ' .. size .. ' ' .. ARGV[2])
+  redis.call('PEXPIRE', idx, ttl)
+elseif meta ~= ARGV[3] then
+  return {'refused', 'conflict'}
+end
+local field = 'p' .. ARGV[6]
+local had = redis.call('HEXISTS', key, field)
+local held = tonumber(redis.call('HGET', key, 'held')) - redis.call('HSTRLEN', key, field) + #ARGV[7]
+if held > size then return {'refused', 'size_bytes'} end
+redis.call('HSET', key, field, ARGV[7], 'held', held)
+local n = redis.call('HINCRBY', key, 'n', 1 - had)
+if n < total then return {'pending'} end
+local out = {'done'}
+for i = 0, total - 1 do out[#out + 1] = redis.call('HGET', key, 'p' .. i) end
+redis.call('DEL', key)
+redis.call('HDEL', idx, ARGV[1])
 return out
 """
+)
+
+# KEYS index; ARGV key prefix. Replies {groups dropped, groups left}.
+_SWEEP_CHUNKS = (
+    _CHUNK_SWEEP
+    + """
+local t = redis.call('TIME')
+local before = redis.call('HLEN', KEYS[1])
+local _, _, left = sweep(KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1], '')
+return {before - left, left}
+"""
+)
 
 
 def _entry_id(value: str, what: str = "position") -> str:
@@ -220,6 +289,8 @@ class RedisBusStore(BusStore):
         self._bury = client.register_script(_BURY)
         self._revive = client.register_script(_REVIVE)
         self._put_chunk = client.register_script(_PUT_CHUNK)
+        self._sweep_chunks = client.register_script(_SWEEP_CHUNKS)
+        self._chunk_tenants: set[str] = set()
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
 
@@ -388,15 +459,50 @@ class RedisBusStore(BusStore):
         block_ms = max(1, int(timeout_s * 1000))
         await self._call(self._r.xread({key: last}, count=1, block=block_ms))
 
-    async def put_chunk(
-        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
-    ) -> list[bytes] | None:
-        key = self._k(tenant, "chunks", group_id)
-        parts = await self._call(self._put_chunk(keys=[key], args=[seq, total, data, max(1, int(ttl_s))]))
-        return [bytes(p) for p in parts] if parts else None
+    async def put_chunk(self, tenant: str, part: ChunkPart, quota: ChunkQuota) -> ChunkPut:
+        prefix = tenant_prefix(tenant)
+        field = part.source + ":" + part.group_id
+        args: list[Any] = [
+            field,
+            part.source,
+            part.meta,
+            part.total,
+            part.size_bytes,
+            part.seq,
+            part.data,
+            max(1, int(quota.ttl_s * 1000)),
+            prefix,
+            quota.agent_groups_max,
+            quota.agent_bytes_max,
+            quota.tenant_groups_max,
+            quota.tenant_bytes_max,
+        ]
+        reply = await self._call(self._put_chunk(keys=[prefix + "chunkgroups", prefix + "chunks:" + field], args=args))
+        if len(self._chunk_tenants) < ADDRESS_MEMO_MAX:  # beyond it, Redis's own expiry still drops the parts
+            self._chunk_tenants.add(tenant)
+        status = _s(reply[0])
+        if status == "refused":
+            return ChunkPut(refused=_s(reply[1]))
+        return ChunkPut(parts=[bytes(p) for p in reply[1:]]) if status == "done" else ChunkPut()
 
-    async def drop_chunks(self, tenant: str, group_id: str) -> None:
-        await self._call(self._r.delete(self._k(tenant, "chunks", group_id)))
+    async def sweep_chunks(self) -> int:
+        dropped = 0
+        for tenant in list(self._chunk_tenants):
+            prefix = tenant_prefix(tenant)
+            gone, left = await self._call(self._sweep_chunks(keys=[prefix + "chunkgroups"], args=[prefix]))
+            dropped += int(gone)
+            if int(left) == 0:
+                self._chunk_tenants.discard(tenant)
+        return dropped
+
+    async def chunk_usage(self, tenant: str) -> tuple[int, int]:
+        groups, held = 0, 0
+        async for key in self._r.scan_iter(match=tenant_prefix(tenant) + "chunks:*", count=1000):
+            fields = await self._call(self._r.hgetall(key))
+            if fields:
+                groups += 1
+                held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
+        return groups, held
 
 
 def _s(value: Any) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -26,7 +27,18 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
-from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
+from ..bus.store import (
+    Appended,
+    BusStore,
+    ChunkPart,
+    ChunkPut,
+    ChunkQuota,
+    Claimed,
+    Entry,
+    HistoryEntry,
+    Retention,
+    StoredDeadLetter,
+)
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
@@ -66,9 +78,15 @@ CREATE TABLE IF NOT EXISTS bus_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
     pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS bus_dead_grp ON bus_dead (tenant, address, grp, id);
-CREATE TABLE IF NOT EXISTS bus_chunks (
-    tenant TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, total INTEGER NOT NULL, data BLOB NOT NULL,
-    expires REAL NOT NULL, PRIMARY KEY (tenant, group_id, seq)) WITHOUT ROWID;
+DROP TABLE IF EXISTS bus_chunks;
+CREATE TABLE IF NOT EXISTS bus_chunk_groups (
+    tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, meta TEXT NOT NULL, total INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL, received INTEGER NOT NULL, held INTEGER NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (tenant, source, group_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bus_chunk_groups_expires ON bus_chunk_groups (expires);
+CREATE TABLE IF NOT EXISTS bus_chunk_parts (
+    tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (tenant, source, group_id, seq));
 """
 
 
@@ -201,7 +219,7 @@ class SQLiteBusStore(BusStore):
             c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
             if next_pos != first_pos:
                 _set_last_position(c, tenant, next_pos - 1)
-            self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
+            self._trim_some(c, tenant, Counter(r[2] for r in rows), retention, now)
             return out
 
         result = await self._db.write(tx)
@@ -223,11 +241,12 @@ class SQLiteBusStore(BusStore):
         return known
 
     def _trim_some(
-        self, c: sqlite3.Connection, tenant: str, addresses: set[str], retention: Retention, now: float
+        self, c: sqlite3.Connection, tenant: str, added: Counter[str], retention: Retention, now: float
     ) -> None:
-        # Age trimming is exact (an index range seek per append). Count trimming is amortised: every
-        # TRIM_EVERY_APPENDS appends per address, so an address holds at most count_max + TRIM_EVERY_APPENDS.
-        for address in addresses:
+        # Age trimming is exact (an index range seek per append). Count trimming is amortised: once every
+        # TRIM_EVERY_APPENDS messages per address (counted by message, so batches trim as often as single
+        # publishes), so an address holds at most count_max + TRIM_EVERY_APPENDS.
+        for address, count in added.items():
             c.execute(
                 "DELETE FROM bus_entries WHERE tenant=? AND address=? AND created<?",
                 (tenant, address, now - retention.age_s),
@@ -235,10 +254,12 @@ class SQLiteBusStore(BusStore):
             key = (tenant, address)
             if len(self._appends_since_trim) >= ADDRESS_MEMO_MAX:  # bounded; a reset only trims sooner
                 self._appends_since_trim.clear()
-            self._appends_since_trim[key] = self._appends_since_trim.get(key, 0) + 1
-            if self._appends_since_trim[key] < TRIM_EVERY_APPENDS and self._appends_since_trim[key] != 1:
+            # an address not counted yet is trimmed at once
+            since = self._appends_since_trim.get(key, TRIM_EVERY_APPENDS) + count
+            if since < TRIM_EVERY_APPENDS:
+                self._appends_since_trim[key] = since
                 continue
-            self._appends_since_trim[key] = 1
+            self._appends_since_trim[key] = 0
             row = c.execute(
                 "SELECT pos FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos DESC LIMIT 1 OFFSET ?",
                 (tenant, address, retention.count_max),
@@ -246,7 +267,6 @@ class SQLiteBusStore(BusStore):
             if row is not None:
                 c.execute("DELETE FROM bus_entries WHERE tenant=? AND address=? AND pos<=?", (tenant, address, row[0]))
             c.execute("DELETE FROM bus_dedup WHERE expires<=?", (now,))
-            c.execute("DELETE FROM bus_chunks WHERE expires<=?", (now,))
 
     async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
         def tx(c: sqlite3.Connection) -> None:
@@ -453,32 +473,96 @@ class SQLiteBusStore(BusStore):
                 await event.wait()
                 return
 
-    async def put_chunk(
-        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
-    ) -> list[bytes] | None:
+    async def put_chunk(self, tenant: str, part: ChunkPart, quota: ChunkQuota) -> ChunkPut:
         now = time.time()
+        key = (tenant, part.source, part.group_id)
 
-        def tx(c: sqlite3.Connection) -> list[bytes] | None:
+        def tx(c: sqlite3.Connection) -> ChunkPut:
+            _sweep_chunks(c, now, tenant)
+            row = c.execute(
+                "SELECT meta, received, held FROM bus_chunk_groups WHERE tenant=? AND source=? AND group_id=?", key
+            ).fetchone()
+            if row is None:
+                refused = quota.refusal(*_chunk_use(c, tenant, part.source), part.size_bytes)
+                if refused is not None:
+                    return ChunkPut(refused=refused)
+                row = (part.meta, 0, 0)
+                c.execute(
+                    "INSERT INTO bus_chunk_groups VALUES (?,?,?,?,?,?,0,0,?)",
+                    (*key, part.meta, part.total, part.size_bytes, now + quota.ttl_s),
+                )
+            if row[0] != part.meta:
+                return ChunkPut(refused="conflict")
+            old = c.execute(
+                "SELECT length(data) FROM bus_chunk_parts WHERE tenant=? AND source=? AND group_id=? AND seq=?",
+                (*key, part.seq),
+            ).fetchone()
+            held = int(row[2]) - (int(old[0]) if old else 0) + len(part.data)
+            if held > part.size_bytes:
+                return ChunkPut(refused="size_bytes")
+            received = int(row[1]) + (0 if old else 1)
+            c.execute("INSERT OR REPLACE INTO bus_chunk_parts VALUES (?,?,?,?,?)", (*key, part.seq, part.data))
             c.execute(
-                "INSERT INTO bus_chunks VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, group_id, seq) DO UPDATE SET"
-                " data=excluded.data, total=excluded.total",
-                (tenant, group_id, seq, total, data, now + ttl_s),
+                "UPDATE bus_chunk_groups SET received=?, held=? WHERE tenant=? AND source=? AND group_id=?",
+                (received, held, *key),
             )
-            rows = c.execute(
-                "SELECT seq, data FROM bus_chunks WHERE tenant=? AND group_id=? AND total=? AND expires>? ORDER BY seq",
-                (tenant, group_id, total, now),
-            ).fetchall()
-            if [r[0] for r in rows] != list(range(total)):
-                return None
-            return [bytes(r[1]) for r in rows]
+            return _take_group(c, key) if received == part.total else ChunkPut()
 
         return await self._db.write(tx)
 
-    async def drop_chunks(self, tenant: str, group_id: str) -> None:
-        def tx(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM bus_chunks WHERE tenant=? AND group_id=?", (tenant, group_id))
+    async def sweep_chunks(self) -> int:
+        now = time.time()
 
-        await self._db.write(tx)
+        def due(c: sqlite3.Connection) -> bool:
+            return c.execute("SELECT 1 FROM bus_chunk_groups WHERE expires<=? LIMIT 1", (now,)).fetchone() is not None
+
+        if not await self._db.read(due):  # a read first: an idle sweep takes no write lock
+            return 0
+        return await self._db.write(lambda c: _sweep_chunks(c, now, None))
+
+    async def chunk_usage(self, tenant: str) -> tuple[int, int]:
+        def tx(c: sqlite3.Connection) -> tuple[int, int]:
+            row = c.execute(
+                "SELECT COUNT(DISTINCT source || ' ' || group_id), COALESCE(SUM(length(data)), 0)"
+                " FROM bus_chunk_parts WHERE tenant=?",
+                (tenant,),
+            ).fetchone()
+            return int(row[0]), int(row[1])
+
+        return await self._db.read(tx)
+
+
+def _sweep_chunks(c: sqlite3.Connection, now: float, tenant: str | None) -> int:
+    """Delete expired chunk groups (of ``tenant``, or of all tenants) and their parts; how many groups."""
+    where = "expires<=?" + ("" if tenant is None else " AND tenant=?")
+    args = (now,) if tenant is None else (now, tenant)
+    c.execute(
+        "DELETE FROM bus_chunk_parts WHERE (tenant, source, group_id) IN"
+        f" (SELECT tenant, source, group_id FROM bus_chunk_groups WHERE {where})",
+        args,
+    )
+    return c.execute(f"DELETE FROM bus_chunk_groups WHERE {where}", args).rowcount
+
+
+def _chunk_use(c: sqlite3.Connection, tenant: str, source: str) -> tuple[int, int, int, int]:
+    """Live groups and declared bytes of ``source``, then of the whole tenant."""
+    mine = c.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM bus_chunk_groups WHERE tenant=? AND source=?",
+        (tenant, source),
+    ).fetchone()
+    every = c.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM bus_chunk_groups WHERE tenant=?", (tenant,)
+    ).fetchone()
+    return int(mine[0]), int(mine[1]), int(every[0]), int(every[1])
+
+
+def _take_group(c: sqlite3.Connection, key: tuple[str, str, str]) -> ChunkPut:
+    """Every part of a complete group, in order, each read once; the group is deleted."""
+    where = "WHERE tenant=? AND source=? AND group_id=?"
+    parts = [bytes(r[0]) for r in c.execute(f"SELECT data FROM bus_chunk_parts {where} ORDER BY seq", key)]
+    c.execute(f"DELETE FROM bus_chunk_parts {where}", key)
+    c.execute(f"DELETE FROM bus_chunk_groups {where}", key)
+    return ChunkPut(parts=parts)
 
 
 _INSERT_ENTRY = (

@@ -35,9 +35,15 @@ class BusLimits:
     - ``retention_count_max`` / ``retention_age_s``: entries kept per address (older ones are trimmed, acked or
       not: retention bounds durability).
     - ``dedup_window_s``: how long a ``message_id`` is remembered for idempotent publish.
-    - ``chunk_ttl_s``: how long the parts of an incomplete chunk group are kept.
     - ``reconnect_s_max``: how long a subscription keeps trying, with backoff, to reach a store (in-process) or a
       server (remote) that became unreachable before it raises SOS-6030: a restart within it is ridden out.
+    - ``chunk_ttl_s``: how long the parts of an unfinished chunk group are kept after its first part arrived;
+      expired groups are swept every ``chunk_sweep_interval_s`` (or ``chunk_ttl_s`` if shorter) and whenever a
+      part of the tenant arrives.
+    - ``chunk_part_bytes_max``: the decoded data of one chunk (its message, like any other, is also bounded by
+      ``message_bytes_max``); ``chunk_parts_max``: parts per group.
+    - ``agent_chunk_bytes_max`` / ``tenant_chunk_bytes_max``: the declared sizes of the unfinished chunk groups one
+      source (one agent) / one tenant may hold; ``agent_chunk_groups_max`` / ``tenant_chunk_groups_max``: how many.
     """
 
     message_bytes_max: int = 64 * KIB
@@ -53,11 +59,19 @@ class BusLimits:
     dedup_window_s: float = 24 * 3600.0
     chunk_ttl_s: float = 600.0
     reconnect_s_max: float = 10.0
+    chunk_part_bytes_max: int = 48 * KIB
+    chunk_parts_max: int = 1024
+    agent_chunk_bytes_max: int = 32 * MIB
+    tenant_chunk_bytes_max: int = 256 * MIB
+    agent_chunk_groups_max: int = 16
+    tenant_chunk_groups_max: int = 256
+    chunk_sweep_interval_s: float = 60.0
 
     @property
     def chunk_data_bytes(self) -> int:
-        """Raw bytes per chunk: base64 grows them by 4/3 and the envelope needs about 1 KiB."""
-        return max(1, (self.message_bytes_max - 2 * KIB) * 3 // 4)
+        """Raw bytes per chunk: base64 grows them by 4/3 and the envelope needs about 1 KiB; at most
+        ``chunk_part_bytes_max``."""
+        return max(1, min(self.chunk_part_bytes_max, (self.message_bytes_max - 2 * KIB) * 3 // 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +80,8 @@ class PublishReceipt:
 
     ``position`` is the message's place in its address's stream (an opaque, ordered cursor; ``None`` for a chunk
     whose group is not complete yet). ``duplicate`` is True when the message id was already published: nothing
-    was written and the first position is returned. ``chunks`` is how many chunk messages carried it (0 when it
-    travelled whole).
+    was written and the first position is returned. ``chunks`` is how many chunk messages it splits into (0 when
+    it fits in one message).
     """
 
     message_id: str

@@ -17,6 +17,8 @@ Guarantees:
   so every subscriber sees every message. Naming a ``group`` gives either behaviour explicitly.
 - **Nothing truncated.** A message larger than ``message_bytes_max`` travels as ``chunk`` messages and is
   reassembled, size- and SHA-256-checked, before it is stored and delivered; with chunking off it is refused.
+  The reassembled message passes every check a whole one does and must come from its chunks' source; a chunk
+  group is keyed by that source, bounded per source and per tenant, and dropped ``chunk_ttl_s`` after it opened.
 - **Bounded.** Every size, count and wait has a named limit in :class:`BusLimits`.
 """
 
@@ -53,13 +55,14 @@ from ..errors import (
     AskTimeout,
     BackendUnavailable,
     ChunkIntegrityError,
+    Forbidden,
     InvalidArgument,
     KernelClosed,
     LimitExceeded,
     SOSError,
 )
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
-from .store import Appended, BusStore, Entry, Retention
+from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention
 
 __all__ = ["Bus", "Subscription", "SubscriptionSpec", "check_nack_delay", "resolve_subscription", "split_message"]
 
@@ -127,6 +130,14 @@ def split_message(message: Message, limits: BusLimits) -> list[ChunkMessage]:
         )
         for seq in range(total)
     ]
+
+
+def _chunk_limit(part: ChunkPayload, name: str, value: int, maximum: int) -> None:
+    if value > maximum:
+        raise LimitExceeded(
+            f"chunk {part.seq} of {part.group_id}: {value} is over {name}={maximum}",
+            details={"limit": name, "max": maximum, "size": value, "group_id": part.group_id},
+        )
 
 
 def check_nack_delay(delay_s: float) -> float:
@@ -210,6 +221,13 @@ class Bus:
         self.limits = limits
         self._closed = closed or anyio.Event()
         self._retention = Retention(limits.retention_count_max, limits.retention_age_s, limits.dedup_window_s)
+        self._chunk_quota = ChunkQuota(
+            limits.chunk_ttl_s,
+            limits.tenant_chunk_groups_max,
+            limits.tenant_chunk_bytes_max,
+            limits.agent_chunk_groups_max,
+            limits.agent_chunk_bytes_max,
+        )
         self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
         """Set by the kernel to the registry's status lookup, so ``wake`` refuses unknown or offline agents."""
 
@@ -261,25 +279,21 @@ class Bus:
         if admit is not None:
             admit(parsed)
         if isinstance(parsed, ChunkMessage):
-            return await self._accept_chunk(parsed, receipts)
-        if len(data) <= self.limits.message_bytes_max:
-            appended = await self._store.append(
-                self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
-            )
-            return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate)
-        if not chunking:
-            raise LimitExceeded(
-                f"message is {len(data)} bytes, over message_bytes_max={self.limits.message_bytes_max}; "
-                "publish with chunking=True to split it",
-                details={"limit": "message_bytes_max", "max": self.limits.message_bytes_max, "size": len(data)},
-            )
-        receipt: PublishReceipt | None = None
-        parts = self.split(parsed)
-        for part in parts:
-            receipt = await self._accept_chunk(part, receipts)
-        if receipt is None or receipt.position is None:
-            raise ChunkIntegrityError("chunk group did not complete", details={"group_id": parsed.message_id})
-        return PublishReceipt(parsed.message_id, parsed.target, receipt.position, receipt.duplicate, len(parts))
+            return await self._accept_chunk(parsed, len(data), receipts, admit)
+        chunks = 0
+        if len(data) > self.limits.message_bytes_max:
+            if not chunking:
+                raise LimitExceeded(
+                    f"message is {len(data)} bytes, over message_bytes_max={self.limits.message_bytes_max}; "
+                    "publish with chunking=True to split it",
+                    details={"limit": "message_bytes_max", "max": self.limits.message_bytes_max, "size": len(data)},
+                )
+            # Whole and checked already: stored as one entry, as its chunks would be once reassembled.
+            chunks = max(1, math.ceil(len(data) / self.limits.chunk_data_bytes))
+        appended = await self._store.append(
+            self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
+        )
+        return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
     async def publish_many(
         self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
@@ -333,28 +347,63 @@ class Bus:
         """
         return split_message(message, self.limits)
 
-    async def _accept_chunk(self, chunk: ChunkMessage, receipts: bool) -> PublishReceipt:
+    async def _accept_chunk(
+        self, chunk: ChunkMessage, size: int, receipts: bool, admit: Callable[[Message], None] | None
+    ) -> PublishReceipt:
         part = chunk.payload
+        raw = self._chunk_data(chunk, size)
         known = await self._store.lookup(self.tenant, part.group_id)
         if known is not None:
             return PublishReceipt(part.group_id, chunk.target, known.position, True)
-        try:
-            raw = base64.b64decode(part.data, validate=True)
-        except ValueError:
-            raise ChunkIntegrityError("chunk data is not valid base64", details={"seq": part.seq}) from None
-        parts = await self._store.put_chunk(
-            self.tenant, part.group_id, part.seq, part.total, raw, self.limits.chunk_ttl_s
+        meta = f"{part.total} {part.size_bytes} {part.sha256} {chunk.target} {part.inner_type or ''}"
+        put = await self._store.put_chunk(
+            self.tenant,
+            ChunkPart(chunk.source, part.group_id, meta, part.total, part.size_bytes, part.seq, raw),
+            self._chunk_quota,
         )
-        if parts is None:
+        if put.refused is not None:
+            raise self._chunk_refusal(chunk, put.refused)
+        if put.parts is None:
             return PublishReceipt(chunk.message_id, chunk.target, None, False)
-        try:
-            whole = self._reassemble(chunk, parts)
-        finally:
-            await self._store.drop_chunks(self.tenant, part.group_id)
+        whole = self._reassemble(chunk, put.parts)
+        self._admit_whole(chunk, whole, admit)
         appended = await self._store.append(
             self.tenant, [(whole.target, Entry(whole.message_id, whole.to_json(), receipts))], self._retention
         )
         return PublishReceipt(whole.message_id, whole.target, appended[0].position, appended[0].duplicate)
+
+    def _chunk_data(self, chunk: ChunkMessage, size: int) -> bytes:
+        """A part's decoded data, once the part is within every chunk limit (SOS-4010, SOS-4011 if not base64)."""
+        part, limits = chunk.payload, self.limits
+        _chunk_limit(part, "message_bytes_max", size, limits.message_bytes_max)
+        _chunk_limit(part, "payload_bytes_max", part.size_bytes, limits.payload_bytes_max)
+        _chunk_limit(part, "chunk_parts_max", part.total, limits.chunk_parts_max)
+        try:
+            raw = base64.b64decode(part.data, validate=True)
+        except ValueError:
+            raise ChunkIntegrityError("chunk data is not valid base64", details={"seq": part.seq}) from None
+        _chunk_limit(part, "chunk_part_bytes_max", len(raw), limits.chunk_part_bytes_max)
+        return raw
+
+    @staticmethod
+    def _chunk_refusal(chunk: ChunkMessage, refused: str) -> SOSError:
+        group = chunk.payload.group_id
+        if refused == "conflict":
+            return ChunkIntegrityError(
+                f"chunk {chunk.payload.seq} of {group} does not match the parts already received (total, size, "
+                "SHA-256, target or type); resend every part under a new message_id",
+                details={"group_id": group},
+            )
+        if refused == "size_bytes":
+            return ChunkIntegrityError(
+                f"the parts of {group} outgrow its size_bytes={chunk.payload.size_bytes}",
+                details={"group_id": group, "expected_size": chunk.payload.size_bytes},
+            )
+        return LimitExceeded(
+            f"{chunk.source} may not open another unfinished chunk group: {refused} reached; finish or wait for "
+            "the groups pending to complete or expire",
+            details={"limit": refused, "group_id": group},
+        )
 
     def _reassemble(self, last: ChunkMessage, parts: list[bytes]) -> Message:
         data = b"".join(parts)
@@ -371,6 +420,18 @@ class Bus:
                 details={"group_id": info.group_id},
             )
         return whole
+
+    @staticmethod
+    def _admit_whole(last: ChunkMessage, whole: Message, admit: Callable[[Message], None] | None) -> None:
+        # The publisher's checks apply to the message delivered, not only to the envelopes that carried it.
+        if admit is not None:
+            admit(whole)
+        if whole.source != last.source:
+            raise Forbidden(
+                f"chunks sent by {last.source!r} carry a message from {whole.source!r}; "
+                "a chunk group carries only its sender's own message",
+                details={"group_id": last.payload.group_id, "source": whole.source, "chunk_source": last.source},
+            )
 
     # -- helpers for the core types ---------------------------------------------------------------------------
 

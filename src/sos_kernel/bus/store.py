@@ -21,6 +21,9 @@ from typing import Literal, NamedTuple
 __all__ = [
     "Appended",
     "BusStore",
+    "ChunkPart",
+    "ChunkPut",
+    "ChunkQuota",
     "Claimed",
     "Entry",
     "HistoryEntry",
@@ -93,6 +96,53 @@ class Retention:
     dedup_window_s: float
 
 
+class ChunkPart(NamedTuple):
+    """One part of a chunk group. A group is keyed by ``(source, group_id)``: parts from another source never
+    join it. ``meta`` is what every part of the group must repeat (opaque to the store); ``size_bytes`` is the
+    group's declared size, reserved against the quotas when the group opens and never exceeded by its parts."""
+
+    source: str
+    group_id: str
+    meta: str
+    total: int
+    size_bytes: int
+    seq: int
+    data: bytes
+
+
+class ChunkQuota(NamedTuple):
+    """Bounds on the unfinished chunk groups of one tenant and of one source within it (see ``BusLimits``)."""
+
+    ttl_s: float
+    tenant_groups_max: int
+    tenant_bytes_max: int
+    agent_groups_max: int
+    agent_bytes_max: int
+
+    def refusal(
+        self, agent_groups: int, agent_bytes: int, tenant_groups: int, tenant_bytes: int, size_bytes: int
+    ) -> str | None:
+        """The name of the limit a new group of ``size_bytes`` would break, given the live groups; None if none."""
+        if agent_groups + 1 > self.agent_groups_max:
+            return "agent_chunk_groups_max"
+        if agent_bytes + size_bytes > self.agent_bytes_max:
+            return "agent_chunk_bytes_max"
+        if tenant_groups + 1 > self.tenant_groups_max:
+            return "tenant_chunk_groups_max"
+        if tenant_bytes + size_bytes > self.tenant_bytes_max:
+            return "tenant_chunk_bytes_max"
+        return None
+
+
+class ChunkPut(NamedTuple):
+    """What ``put_chunk`` did: ``parts`` (in order) when this part completed its group, which is then gone;
+    ``refused`` names why nothing was written (a quota's name, ``"conflict"`` for a part whose ``meta`` differs
+    from its group's, ``"size_bytes"`` for parts that would outgrow the declared size)."""
+
+    parts: list[bytes] | None = None
+    refused: str | None = None
+
+
 class BusStore(ABC):
     """Primitive bus operations for one engine. Every method is atomic; none interprets message content."""
 
@@ -163,11 +213,20 @@ class BusStore(ABC):
         """
 
     @abstractmethod
-    async def put_chunk(
-        self, tenant: str, group_id: str, seq: int, total: int, data: bytes, ttl_s: float
-    ) -> list[bytes] | None:
-        """Store part ``seq`` of ``total``; when every part is present return them in order, else None."""
+    async def put_chunk(self, tenant: str, part: ChunkPart, quota: ChunkQuota) -> ChunkPut:
+        """Store one part, all or nothing, after dropping the tenant's expired groups.
+
+        A new group must fit the quota (counting the tenant's live groups and their declared sizes) and expires
+        ``quota.ttl_s`` after it opened. A part replaces an earlier part of the same ``seq``. When the last missing
+        part arrives, the parts are returned in order and the group is removed in the same step; each part is
+        read once.
+        """
 
     @abstractmethod
-    async def drop_chunks(self, tenant: str, group_id: str) -> None:
-        """Forget the parts of a chunk group."""
+    async def sweep_chunks(self) -> int:
+        """Drop the expired chunk groups of every tenant this store tracks; how many were dropped."""
+
+    @abstractmethod
+    async def chunk_usage(self, tenant: str) -> tuple[int, int]:
+        """The chunk groups the engine still holds for ``tenant`` and their parts' bytes, expired ones included
+        until swept (for diagnostics and tests)."""
