@@ -532,6 +532,30 @@ async def test_positions_reveal_nothing_of_other_tenants_traffic(kernel: Kernel)
         assert seq == 0
 
 
+async def _bury_one(bus: sos_kernel.Bus, group: str) -> str:
+    async with bus.subscribe("sos:channel:jobs", group=group, max_deliveries=1) as sub:
+        await bus.publish(send(target="sos:channel:jobs"))
+        (d,) = await drain(sub, 1)
+        await d.nack()
+        assert await sub.receive(timeout_s=0.2) is None
+    (dead,) = await bus.dead_letters("sos:channel:jobs", group=group)
+    return dead.id
+
+
+async def test_dead_letter_ids_reveal_nothing_of_other_tenants_traffic(kernel: Kernel) -> None:
+    # A dead letter is named within its own stream, never by a counter shared with other tenants.
+    quiet, busy = kernel.tenant("globex").bus, kernel.tenant("acme").bus
+    before = await _bury_one(quiet, "first")
+    for n in range(3):
+        await _bury_one(busy, f"g{n}")
+    await quiet.publish(send(target="sos:channel:jobs", text="x"))
+    after = await _bury_one(quiet, "second")
+    if before.isdigit():
+        assert int(after) == int(before) + 2  # its own two entries since, nothing of acme's
+    else:
+        assert after.split("-")[1] == "0"
+
+
 async def test_a_sqlite_bus_numbering_all_tenants_in_one_sequence_is_refused(tmp_path: Path) -> None:
     import sqlite3
 

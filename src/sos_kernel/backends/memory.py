@@ -84,7 +84,6 @@ class MemoryBusStore(BusStore):
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
-        self._dead_seq = 0
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -211,8 +210,7 @@ class MemoryBusStore(BusStore):
         row = self._stream(tenant, address).rows.get(int(position))
         if grp is None or pend is None or row is None:
             return False
-        self._dead_seq += 1
-        dead_id = str(self._dead_seq)
+        dead_id = position  # a position is buried at most once per group; a global counter would leak volume
         grp.dead[dead_id] = StoredDeadLetter(dead_id, address, group, position, row.data, reason, attempts, time.time())
         return True
 

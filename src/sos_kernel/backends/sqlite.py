@@ -77,7 +77,7 @@ CREATE INDEX IF NOT EXISTS bus_pending_due ON bus_pending (tenant, address, grp,
 CREATE TABLE IF NOT EXISTS bus_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
     pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS bus_dead_grp ON bus_dead (tenant, address, grp, id);
+CREATE UNIQUE INDEX IF NOT EXISTS bus_dead_pos ON bus_dead (tenant, address, grp, pos);
 DROP TABLE IF EXISTS bus_chunks;
 CREATE TABLE IF NOT EXISTS bus_chunk_groups (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, meta TEXT NOT NULL, total INTEGER NOT NULL,
@@ -398,25 +398,26 @@ class SQLiteBusStore(BusStore):
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
         def tx(c: sqlite3.Connection) -> list[StoredDeadLetter]:
             rows = c.execute(
-                "SELECT id, pos, data, reason, attempts, dead_at FROM bus_dead WHERE tenant=? AND address=?"
+                "SELECT pos, data, reason, attempts, dead_at FROM bus_dead WHERE tenant=? AND address=?"
                 " AND grp=? ORDER BY id LIMIT ?",
                 (tenant, address, group, limit),
             ).fetchall()
-            return [StoredDeadLetter(str(i), address, group, str(p), bytes(d), r, a, t) for i, p, d, r, a, t in rows]
+            # the dead letter's id is its position: an id counted across tenants would reveal their volume
+            return [StoredDeadLetter(str(p), address, group, str(p), bytes(d), r, a, t) for p, d, r, a, t in rows]
 
         return await self._db.read(tx)
 
     async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
         def tx(c: sqlite3.Connection) -> Appended | None:
             row = c.execute(
-                "SELECT data FROM bus_dead WHERE id=? AND tenant=? AND address=? AND grp=?",
-                (_position(dead_id), tenant, address, group),
+                "SELECT id, data FROM bus_dead WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (tenant, address, group, _position(dead_id)),
             ).fetchone()
             if row is None:
                 return None
-            c.execute("DELETE FROM bus_dead WHERE id=?", (_position(dead_id),))
+            c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
             pos = _last_position(c, tenant) + 1
-            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[0], 0, group, time.time()))
+            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time()))
             _set_last_position(c, tenant, pos)
             return Appended(str(pos), False)
 
