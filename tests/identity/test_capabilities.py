@@ -811,6 +811,54 @@ async def test_revoking_an_ancestor_refuses_every_descendant(kernel: sos_kernel.
     assert await other.check([root, sibling], **USE) == sibling
 
 
+async def _outcomes(caps: Any, chain: list[Capability], times: int, **use: str) -> list[str]:
+    out = []
+    for _ in range(times):
+        try:
+            await caps.use(chain, **(use or USE))
+        except Forbidden as exc:
+            out.append(exc.code)
+        else:
+            out.append("ok")
+    return out
+
+
+SIDE = {"action": "bus:write", "resource": "sos:channel:side-x"}
+
+
+@pytest.mark.anyio
+async def test_a_link_with_a_colliding_id_cannot_reset_its_holders_use_limit(kernel: sos_kernel.Kernel) -> None:
+    caps = kernel.tenant("acme").capabilities
+    issuer, mallory = AgentKey.generate(), AgentKey.generate()
+    caps.trust(issuer.public)
+    limited = _root(issuer, mallory, uses=1)
+    unrelated = _root(issuer, mallory, resource="sos:channel:side-*")  # no use limit
+    # Mallory signs, under the unrelated grant, a child that takes the limited grant's id and a huge limit.
+    seed = forge(unrelated, mallory, id=limited.id, subject="agent:a", uses_remaining=1_000_000)
+    assert await caps.use([unrelated, seed], **SIDE) == seed
+    assert await _outcomes(caps, [limited], 20) == ["ok"] + ["SOS-5004"] * 19
+    # and spending the limited grant first does not let the seed reset it afterwards
+    again = _root(issuer, mallory, uses=1)
+    assert await _outcomes(caps, [again], 1) == ["ok"]
+    await caps.use([unrelated, forge(unrelated, mallory, id=again.id, subject="agent:a", uses_remaining=9)], **SIDE)
+    assert await _outcomes(caps, [again], 3) == ["SOS-5004"] * 3
+
+
+@pytest.mark.anyio
+async def test_a_link_with_a_colliding_id_cannot_spend_a_victims_uses(kernel: sos_kernel.Kernel) -> None:
+    caps = kernel.tenant("acme").capabilities
+    issuer, mallory = AgentKey.generate(), AgentKey.generate()
+    caps.trust(issuer.public)
+    grant = Capability.issue(
+        issuer, issuer="agent:issuer", subject="agent:v", action="bus:*", resource="sos:channel:*", uses=5
+    )
+    unrelated = _root(issuer, mallory, resource="sos:channel:side-*")
+    # One use of a child carrying the victim's id and a limit of 1 would leave the victim's counter at 0.
+    drain = forge(unrelated, mallory, id=grant.id, subject="agent:a", uses_remaining=1)
+    assert await _outcomes(caps, [unrelated, drain], 3, **SIDE) == ["ok", "SOS-5004", "SOS-5004"]
+    assert await _outcomes(caps, [grant], 6) == ["ok"] * 5 + ["SOS-5004"]
+
+
 @pytest.mark.anyio
 async def test_revocation_and_uses_persist_across_kernels(kernel_url: str, implements: Implements) -> None:
     requires(implements, durable=True)

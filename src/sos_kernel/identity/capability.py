@@ -25,6 +25,7 @@ expired, tampered or widening link fails the whole chain with :class:`~sos_kerne
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import uuid
@@ -38,7 +39,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from ..errors import Forbidden, InvalidArgument
 from .keys import AgentKey, PublicKey
 
-__all__ = ["Capability", "action_covers", "actions_narrower", "resource_matches", "resource_narrower"]
+__all__ = [
+    "Capability",
+    "action_covers",
+    "actions_narrower",
+    "resource_matches",
+    "resource_narrower",
+    "use_keys",
+]
 
 ACTION_PATTERNS_MAX = 32
 RESOURCE_CHARS_MAX = 500
@@ -322,6 +330,30 @@ def _check_link(parent: Capability, child: Capability) -> None:
     if not subject_key.verify(child.canonical(), child.signature):
         raise Forbidden("a capability's signature does not match its content", details={"link": child.id})
     child._check_narrows(parent)
+
+
+_USE_KEY_DOMAIN = b"sos-capability-use\x00"
+
+
+def use_keys(chain: Sequence[Capability], trusted_keys: Mapping[str, PublicKey]) -> list[str]:
+    """The use-counter key of each link of a verified chain: the SHA-256 (hex) of the public key that signed the
+    link and the link's signed bytes.
+
+    Two different links never share a counter, whatever ids their signers choose: a link signed by another key,
+    or with any other field, has another key. The signature is left out because a signer can make many valid
+    signatures of the same content, and the same content under the same key is the same grant.
+    """
+    keys = []
+    for i, link in enumerate(chain):
+        signer = trusted_keys.get(link.key_id) if i == 0 else _subject_key(chain[i - 1])
+        if signer is None:
+            raise Forbidden("a capability in the chain has no known signing key", details={"link": link.id})
+        keys.append(hashlib.sha256(_USE_KEY_DOMAIN + bytes.fromhex(signer.hex) + link.canonical()).hexdigest())
+    return keys
+
+
+def _subject_key(link: Capability) -> PublicKey | None:
+    return PublicKey.from_hex(link.subject_key) if link.subject_key is not None else None
 
 
 def _check_live(link: Capability, at: datetime, revoked: Container[str]) -> None:
