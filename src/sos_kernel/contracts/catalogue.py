@@ -167,7 +167,7 @@ class TypeCatalogue:
         """
         if self._frozen:
             raise InvalidArgument("the default catalogue is read-only; use TypeCatalogue() to add types")
-        if not isinstance(name, str) or not _CUSTOM_NAME_RE.match(name) or len(name) > 100:
+        if not isinstance(name, str) or not _CUSTOM_NAME_RE.fullmatch(name) or len(name) > 100:
             raise InvalidArgument(
                 f"custom type name {name!r} must be namespaced like 'acme.deploy_request'",
                 details={"pattern": CUSTOM_TYPE_NAME_PATTERN},

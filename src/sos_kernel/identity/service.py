@@ -165,7 +165,7 @@ class Tokens:
         ``scopes`` default to the agent scopes (``DEFAULT_AGENT_SCOPES``); see ``SCOPES`` for every scope. An
         agent-bound token takes a seat: issuing to a new agent beyond the tenant's seats raises SOS-4010.
         """
-        if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.match(agent)):
+        if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.fullmatch(agent)):
             raise InvalidArgument(f"agent {agent!r} must be an address like 'agent:<name>'")
         chosen = tuple(scopes) if scopes is not None else DEFAULT_AGENT_SCOPES
         unknown = [s for s in chosen if s not in SCOPES]
