@@ -356,3 +356,24 @@ async def test_a_publish_grants_use_limit_cannot_be_reset_or_drained_by_a_collid
     await crew["thief"].skills.publish(skill("side-drain"), capability=[thiefs, drain])
     versions = [f"2.{i}.0" for i in range(4)]
     assert await _publish_outcomes(crew["maintainer"], [victims], versions) == ["ok"] * 3 + ["SOS-5004"]
+
+
+async def test_a_chain_that_changes_a_constraints_type_is_refused(crew: dict[str, Any]) -> None:
+    key = AgentKey.generate()
+    constraints = {"versions_max": 5, "review": True}
+    grant = _grant(crew, "agent:maintainer", "skill:summarise", subject_key=key.public, constraints=constraints)
+    for changed in ({"versions_max": 5.0}, {"review": 1}, {"versions_max": True}):
+        child = _child(grant, key, constraints={**constraints, **changed})
+        with pytest.raises(Forbidden) as info:
+            await crew["maintainer"].skills.publish(skill(version="1.1.0"), capability=[grant, child])
+        assert info.value.code == "SOS-5004"
+    published = await crew["maintainer"].skills.publish(skill(version="1.1.0"), capability=[grant, _child(grant, key)])
+    assert published.version == "1.1.0"
+
+
+async def test_a_republish_that_changes_only_a_values_type_is_a_conflict(skills: Skills) -> None:
+    await skills.publish(skill(input_schema={"type": "object", "maxProperties": 1}))
+    for changed in (1.0, True):
+        with pytest.raises(IdempotencyConflict):
+            await skills.publish(skill(input_schema={"type": "object", "maxProperties": changed}))
+    assert (await skills.publish(skill(input_schema={"type": "object", "maxProperties": 1}))).version == "1.0.0"
