@@ -1,13 +1,14 @@
 """Every name and id is validated as a whole string: ``x`` passes, ``x\\n`` (which looks the same) does not.
 
 With Python's ``re``, ``$`` also matches just before a trailing newline, so ``re.match(r"^agent:[a-z]+$", ...)``
-accepts ``"agent:bob\\n"``. Three layers hold the rule:
+accepts ``"agent:bob\\n"``. These tests hold the rule:
 
 - a static check that no compiled pattern of the package ending in ``$`` is used with ``match`` or ``search``;
 - a table of every validator, fed a valid value and the same value with ``\\n`` appended (version *ranges* are
   not names: they are whitespace-separated expressions, so a trailing newline there is a separator);
 - the pydantic patterns (Rust regex, where ``$`` is the end of the text), checked on a sample of each;
-- operations through the API, in-process and over HTTP, refusing such names with the same error.
+- operations through the API, in-process and over HTTP, refusing such names with the same error;
+- the JSON Schema patterns of user-registered types, which must end at the end of the text as JSON Schema's do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sos_kernel.backends.redis import _entry_id
 from sos_kernel.bus.service import _check_name, check_address
 from sos_kernel.cli._target import token_tenant
 from sos_kernel.contracts import AgentCard, SkillCard, TypeCatalogue, parse_message
+from sos_kernel.contracts._schema_patterns import ecma_anchored
 from sos_kernel.errors import SOSError
 from sos_kernel.kernel import check_tenant
 from sos_kernel.ledger.service import check_currency, check_owner, check_transfer_id
@@ -112,8 +114,8 @@ def _a2a_protocol(version: str) -> Any:
     return agent_card_to_a2a(AgentCard(name="bob", tool="sdk", type="service", role="executor"), endpoints=[endpoint])
 
 
-def _message_field(field: str) -> Callable[[str], Any]:
-    base = {
+def _message_base() -> dict[str, Any]:
+    return {
         "type": "send",
         "source": "agent:alice",
         "target": "agent:bob",
@@ -122,7 +124,10 @@ def _message_field(field: str) -> Callable[[str], Any]:
         "message_id": "0b7c0a63-6d3e-4a53-9c63-93f4b1a3f0c1",
         "payload": {"text": "hi", "content_type": "text/plain"},
     }
-    return lambda value: parse_message(json.dumps({**base, field: value}))
+
+
+def _message_field(field: str) -> Callable[[str], Any]:
+    return lambda value: parse_message(json.dumps({**_message_base(), field: value}))
 
 
 def _skill_field(field: str) -> Callable[[str], Any]:
@@ -286,3 +291,37 @@ async def test_operations_refuse_names_with_a_trailing_newline_with_the_same_err
         await operation(api, good + "\n")
     assert info.value.code == code
     await operation(api, good)
+
+
+# --- user-registered types: JSON Schema patterns --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "anchored"),
+    [
+        ("^[a-z]+$", r"^[a-z]+\Z"),
+        (r"^a\$$", r"^a\$\Z"),
+        ("^[$]$", r"^[$]\Z"),
+        (r"^[\]$]+$", r"^[\]$]+\Z"),
+        ("^(a$|b$)", r"^(a\Z|b\Z)"),
+        ("abc", "abc"),
+    ],
+)
+def test_schema_patterns_anchor_dollar_at_the_end_of_the_text(pattern: str, anchored: str) -> None:
+    assert ecma_anchored(pattern) == anchored
+
+
+def test_a_custom_types_schema_pattern_refuses_a_trailing_newline() -> None:
+    catalogue = TypeCatalogue()
+    name = {"type": "string", "pattern": "^[a-z]+$"}
+    tags = {"type": "object", "propertyNames": name}
+    catalogue.register("acme.ref", {"type": "object", "properties": {"ref": name, "tags": tags}, "required": ["ref"]})
+    message = {**_message_base(), "type": "acme.ref"}
+    assert catalogue.parse({**message, "payload": {"ref": "abc", "tags": {"x": 1}}}).payload == {
+        "ref": "abc",
+        "tags": {"x": 1},
+    }
+    for payload in ({"ref": "abc\n"}, {"ref": "abc", "tags": {"x\n": 1}}):
+        with pytest.raises(SOSError) as info:
+            catalogue.parse({**message, "payload": payload})
+        assert info.value.code == "SOS-4001"
