@@ -41,7 +41,7 @@ _TENANT_RE = re.compile(TENANT_PATTERN)
 
 def check_tenant(slug: str) -> str:
     """``slug`` if it is a valid tenant slug (``^[a-z][a-z0-9-]{1,62}$``), else SOS-4005."""
-    if not isinstance(slug, str) or not _TENANT_RE.match(slug):
+    if not isinstance(slug, str) or not _TENANT_RE.fullmatch(slug):
         raise InvalidArgument(
             f"tenant slug {slug!r} must be 2-63 lower-case letters, digits or dashes, starting with a letter",
             details={"pattern": TENANT_PATTERN},

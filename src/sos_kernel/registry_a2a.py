@@ -106,7 +106,7 @@ def _interface(endpoint: Mapping[str, str], index: int) -> dict[str, str]:
     }
     if "protocol_version" in endpoint:
         version = _check_text(endpoint["protocol_version"], f"{where}.protocol_version")
-        if not _PROTOCOL_VERSION_RE.match(version):
+        if not _PROTOCOL_VERSION_RE.fullmatch(version):
             raise _bad(f"{where}.protocol_version must look like '1.0', got {version!r}", f"{where}.protocol_version")
         iface["protocolVersion"] = version
     if "tenant" in endpoint:
@@ -139,7 +139,7 @@ def _interfaces(url: str | None, endpoints: Sequence[Mapping[str, str]]) -> list
 def _key_facts(public_key: str | None, key_id: str | None) -> dict[str, str]:
     facts: dict[str, str] = {}
     if public_key is not None:
-        if not isinstance(public_key, str) or not _PUBLIC_KEY_RE.match(public_key):
+        if not isinstance(public_key, str) or not _PUBLIC_KEY_RE.fullmatch(public_key):
             raise _bad("public_key must be a 32-byte Ed25519 public key as 64 hex digits", "public_key")
         public_key = public_key.lower()
         # The key id rule of sos_kernel.identity: the first 16 hex digits of the SHA-256 of the raw key.

@@ -495,8 +495,11 @@ class SessionSkills(_Guard):
         publisher: str | None = None,
         capability: Sequence[Capability] | None = None,
     ) -> SkillCard:
-        """See :meth:`Skills.publish`; the session's agent is the publisher (the default for an agent session)."""
+        """See :meth:`Skills.publish`; the session's agent is the publisher (the default for an agent session), so
+        a capability chain counts only when the session's agent is its leaf's subject (admin excepted)."""
         principal = await self.need("skills:publish")
+        if not principal.admin and principal.agent is None:
+            self.deny("publishing needs a token bound to an agent (or the admin scope)")
         if publisher is None and not principal.admin:
             publisher = principal.agent
         if not principal.admin and publisher != principal.agent:

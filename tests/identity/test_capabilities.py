@@ -17,6 +17,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 import sos_kernel
 from sos_kernel.backends import Implements
@@ -438,6 +439,7 @@ WIDENINGS: dict[str, dict[str, Any]] = {
     "later expiry": {"expires_at_min": 31},
     "more uses": {"uses": 6},
     "changed constraint": {"constraints": {"max_micros": 501}},
+    "constraint as a float": {"constraints": {"max_micros": 500.0}},
 }
 
 
@@ -467,6 +469,7 @@ FORGED_WIDENINGS: dict[str, dict[str, Any]] = {
     "unlimited uses under a limited parent": {"uses_remaining": None},
     "changed constraint": {"constraints": {"max_micros": 501}},
     "dropped constraint": {"constraints": {}},
+    "constraint as a float": {"constraints": {"max_micros": 500.0}},
 }
 
 
@@ -481,6 +484,61 @@ def test_verify_refuses_a_widening_child_forged_with_a_valid_signature(case: str
     error = refused(chain, [root, mid, forged], action="bus:write", resource="sos:channel:team-red")
     assert error.details["link"] == forged.id
     assert "does not narrow" in str(error)
+
+
+PARENT_CONSTRAINTS = {"flag": True, "count": 1, "max_micros": 5, "nested": {"ids": [1, "a"], "on": False}}
+TYPE_CHANGES = {
+    "true as 1": {"flag": 1},
+    "1 as true": {"count": True},
+    "1 as 1.0": {"count": 1.0},
+    "5 as 5.0": {"max_micros": 5.0},
+    "nested 1 as true": {"nested": {"ids": [True, "a"], "on": False}},
+    "nested false as 0": {"nested": {"ids": [1, "a"], "on": 0}},
+    "nested list item 1 as 1.0": {"nested": {"ids": [1.0, "a"], "on": False}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPE_CHANGES))
+def test_a_constraint_is_kept_only_with_its_exact_type(case: str) -> None:
+    issuer, holder = AgentKey.generate(), AgentKey.generate()
+    root = Capability.issue(
+        issuer,
+        issuer="agent:issuer",
+        subject="agent:a",
+        action="bus:*",
+        resource="sos:channel:*",
+        subject_key=holder.public,
+        constraints=PARENT_CONSTRAINTS,
+    )
+    with pytest.raises(Forbidden, match="constraint"):
+        root.delegate(holder, subject="agent:b", constraints=TYPE_CHANGES[case])
+    forged = forge(root, holder, constraints={**PARENT_CONSTRAINTS, **TYPE_CHANGES[case]})
+    trusted = {issuer.key_id: issuer.public}
+    with pytest.raises(Forbidden, match="constraint"):
+        Capability.verify([root, forged], trusted_keys=trusted, action="bus:read", resource="sos:channel:x")
+    kept = forge(root, holder, constraints=json.loads(json.dumps(PARENT_CONSTRAINTS)))
+    assert Capability.verify([root, kept], trusted_keys=trusted, action="bus:read", resource="sos:channel:x") == kept
+
+
+def test_a_parent_constraint_of_null_cannot_be_dropped() -> None:
+    issuer, holder = AgentKey.generate(), AgentKey.generate()
+    root = _root(issuer, holder, constraints={"region": None})
+    dropped = forge(root, holder, constraints={})
+    with pytest.raises(Forbidden, match="constraint"):
+        Capability.verify([root, dropped], trusted_keys={issuer.key_id: issuer.public}, **USE)
+
+
+@pytest.mark.parametrize("uses", [True, False, 1.0, -1, "1"])
+def test_uses_is_an_int(uses: Any) -> None:
+    issuer, holder = AgentKey.generate(), AgentKey.generate()
+    with pytest.raises(InvalidArgument):
+        _root(issuer, holder, uses=uses)
+    root = _root(issuer, holder, uses=5)
+    with pytest.raises(InvalidArgument):
+        root.delegate(holder, subject="agent:b", uses=uses)
+    wire = {**json.loads(root.model_dump_json()), "uses_remaining": uses}
+    with pytest.raises(ValidationError):
+        Capability.model_validate(wire)
 
 
 def test_the_forged_child_would_verify_if_it_narrowed() -> None:
@@ -553,7 +611,8 @@ def _widens(child: dict[str, Any], parent: Capability) -> bool:
         child["uses_remaining"] is None or child["uses_remaining"] > parent.uses_remaining
     ):
         return True
-    return any(child["constraints"].get(k) != v for k, v in parent.constraints.items())
+    kept = child["constraints"]
+    return any(k not in kept or json.dumps(kept[k]) != json.dumps(v) for k, v in parent.constraints.items())
 
 
 action_sets = st.lists(st.sampled_from(ACTION_VOCAB), min_size=1, max_size=3, unique=True).map(",".join)
@@ -562,7 +621,8 @@ resource_patterns = st.builds(
 )
 expiry_minutes = st.none() | st.integers(1, 600)
 use_counts = st.none() | st.integers(0, 9)
-constraint_maps = st.dictionaries(st.sampled_from(CONSTRAINT_KEYS), st.sampled_from([1, 2]), max_size=2)
+# 1, True and 1.0 are equal to Python's ==, and must not stand in for each other.
+constraint_maps = st.dictionaries(st.sampled_from(CONSTRAINT_KEYS), st.sampled_from([1, 2, True, 1.0]), max_size=2)
 mostly = st.sampled_from([True, True, True, False])
 steps = st.fixed_dictionaries(
     {
@@ -809,6 +869,54 @@ async def test_revoking_an_ancestor_refuses_every_descendant(kernel: sos_kernel.
     other = kernel.tenant("other").capabilities
     other.trust(issuer.public)
     assert await other.check([root, sibling], **USE) == sibling
+
+
+async def _outcomes(caps: Any, chain: list[Capability], times: int, **use: str) -> list[str]:
+    out = []
+    for _ in range(times):
+        try:
+            await caps.use(chain, **(use or USE))
+        except Forbidden as exc:
+            out.append(exc.code)
+        else:
+            out.append("ok")
+    return out
+
+
+SIDE = {"action": "bus:write", "resource": "sos:channel:side-x"}
+
+
+@pytest.mark.anyio
+async def test_a_link_with_a_colliding_id_cannot_reset_its_holders_use_limit(kernel: sos_kernel.Kernel) -> None:
+    caps = kernel.tenant("acme").capabilities
+    issuer, mallory = AgentKey.generate(), AgentKey.generate()
+    caps.trust(issuer.public)
+    limited = _root(issuer, mallory, uses=1)
+    unrelated = _root(issuer, mallory, resource="sos:channel:side-*")  # no use limit
+    # Mallory signs, under the unrelated grant, a child that takes the limited grant's id and a huge limit.
+    seed = forge(unrelated, mallory, id=limited.id, subject="agent:a", uses_remaining=1_000_000)
+    assert await caps.use([unrelated, seed], **SIDE) == seed
+    assert await _outcomes(caps, [limited], 20) == ["ok"] + ["SOS-5004"] * 19
+    # and spending the limited grant first does not let the seed reset it afterwards
+    again = _root(issuer, mallory, uses=1)
+    assert await _outcomes(caps, [again], 1) == ["ok"]
+    await caps.use([unrelated, forge(unrelated, mallory, id=again.id, subject="agent:a", uses_remaining=9)], **SIDE)
+    assert await _outcomes(caps, [again], 3) == ["SOS-5004"] * 3
+
+
+@pytest.mark.anyio
+async def test_a_link_with_a_colliding_id_cannot_spend_a_victims_uses(kernel: sos_kernel.Kernel) -> None:
+    caps = kernel.tenant("acme").capabilities
+    issuer, mallory = AgentKey.generate(), AgentKey.generate()
+    caps.trust(issuer.public)
+    grant = Capability.issue(
+        issuer, issuer="agent:issuer", subject="agent:v", action="bus:*", resource="sos:channel:*", uses=5
+    )
+    unrelated = _root(issuer, mallory, resource="sos:channel:side-*")
+    # One use of a child carrying the victim's id and a limit of 1 would leave the victim's counter at 0.
+    drain = forge(unrelated, mallory, id=grant.id, subject="agent:a", uses_remaining=1)
+    assert await _outcomes(caps, [unrelated, drain], 3, **SIDE) == ["ok", "SOS-5004", "SOS-5004"]
+    assert await _outcomes(caps, [grant], 6) == ["ok"] * 5 + ["SOS-5004"]
 
 
 @pytest.mark.anyio

@@ -19,9 +19,10 @@ from sos_kernel.errors import (
     SchemaViolation,
     SkillNotFound,
 )
+from sos_kernel.identity import AgentKey, Capability
 from sos_kernel.skills import SKILL_EVENT_TYPE, Skills, split_price
 
-from ..conftest import Api
+from ..conftest import Api, Connect
 
 pytestmark = pytest.mark.anyio
 
@@ -267,3 +268,112 @@ async def test_a_capability_holder_may_publish_someone_elses_skill(kernel: sos_k
     kernel.tenant("default").capabilities.distrust(issuer.key_id)
     with pytest.raises(Forbidden):
         await skills.publish(skill(version="1.3.0"), publisher="agent:maintainer", capability=[grant])
+
+
+# --- capabilities presented to publish -------------------------------------------------------------------------------
+
+
+def _child(parent: Capability, key: AgentKey, **fields: Any) -> Capability:
+    """A child of ``parent`` with fields chosen by hand (its id too), validly signed with ``key``."""
+    body: dict[str, Any] = {
+        **parent.model_dump(exclude={"signature", "subject_key"}),
+        "issuer": parent.subject,
+        "key_id": key.key_id,
+        "parent_id": parent.id,
+        **fields,
+    }
+    unsigned = Capability(**body)
+    return unsigned.model_copy(update={"signature": key.sign(unsigned.canonical())})
+
+
+async def _publish_outcomes(session: Any, chain: list[Capability], versions: list[str]) -> list[str]:
+    out = []
+    for version in versions:
+        try:
+            await session.skills.publish(skill(version=version), capability=chain)
+        except Forbidden as exc:
+            out.append(exc.code)
+        else:
+            out.append("ok")
+    return out
+
+
+@pytest.fixture
+async def crew(kernel: sos_kernel.Kernel, connect: Connect) -> dict[str, Any]:
+    """Tenant ``acme``: sessions for agent:author (who owns ``summarise``), agent:maintainer and agent:thief, and an
+    issuer key the tenant trusts."""
+    await kernel.tenants.create("acme", plan="growth")
+    tokens = kernel.tenant("acme").tokens
+    crew: dict[str, Any] = {}
+    for name in ("author", "maintainer", "thief"):
+        crew[name] = await connect((await tokens.issue(agent=f"agent:{name}")).secret)
+    await crew["author"].skills.publish(skill())
+    crew["issuer"] = AgentKey.generate()
+    kernel.tenant("acme").capabilities.trust(crew["issuer"].public)
+    return crew
+
+
+def _grant(crew: dict[str, Any], subject: str, resource: str, **kw: Any) -> Capability:
+    return Capability.issue(
+        crew["issuer"], issuer="tenant:acme", subject=subject, action="skills:publish", resource=resource, **kw
+    )
+
+
+async def test_a_capability_counts_only_for_its_leafs_subject(
+    kernel: sos_kernel.Kernel, connect: Connect, crew: dict[str, Any]
+) -> None:
+    grant = _grant(crew, "agent:maintainer", "skill:summarise")
+    with pytest.raises(Forbidden) as info:  # a chain seen on the wire is not a right of whoever replays it
+        await crew["thief"].skills.publish(skill(version="1.1.0"), capability=[grant])
+    assert info.value.code == "SOS-5004"
+    assert (await crew["maintainer"].skills.publish(skill(version="1.1.0"), capability=[grant])).version == "1.1.0"
+    # a token with no agent is nobody's subject, and not the author either
+    anonymous = await connect((await kernel.tenant("acme").tokens.issue(scopes=["skills:publish"])).secret)
+    for chain in ([grant], None):
+        with pytest.raises(Forbidden):
+            await anonymous.skills.publish(skill(version="1.2.0"), capability=chain)
+    # the tenant's admin is not bound to the chain's subject
+    admin = await connect((await kernel.tenant("acme").tokens.issue(scopes=["admin"])).secret)
+    assert (await admin.skills.publish(skill(version="1.3.0"), capability=[grant])).version == "1.3.0"
+    assert await crew["author"].skills.versions("summarise") == ["1.0.0", "1.1.0", "1.3.0"]
+
+
+async def test_a_publish_grants_use_limit_cannot_be_reset_or_drained_by_a_colliding_id(crew: dict[str, Any]) -> None:
+    maintainer_key, thief_key = AgentKey.generate(), AgentKey.generate()
+    limited = _grant(crew, "agent:maintainer", "skill:summarise", uses=1)
+    side = _grant(crew, "agent:maintainer", "skill:side-*", subject_key=maintainer_key.public)
+    # The maintainer signs, under an unrelated unlimited grant, a child with the limited grant's id.
+    seed = _child(side, maintainer_key, id=limited.id, resource="skill:side-tool", uses_remaining=1_000_000)
+    await crew["maintainer"].skills.publish(skill("side-tool"), capability=[side, seed])
+    versions = [f"1.{i}.0" for i in range(1, 21)]
+    assert await _publish_outcomes(crew["maintainer"], [limited], versions) == ["ok"] + ["SOS-5004"] * 19
+    # re-publishing the same version writes nothing and spends nothing
+    assert await _publish_outcomes(crew["maintainer"], [limited], ["1.1.0"]) == ["ok"]
+    # The reverse: the thief drains a grant it does not hold by spending a child with its id.
+    victims = _grant(crew, "agent:maintainer", "skill:summarise", uses=3)
+    thiefs = _grant(crew, "agent:thief", "skill:side-*", subject_key=thief_key.public)
+    drain = _child(thiefs, thief_key, id=victims.id, resource="skill:side-drain", uses_remaining=1)
+    await crew["thief"].skills.publish(skill("side-drain"), capability=[thiefs, drain])
+    versions = [f"2.{i}.0" for i in range(4)]
+    assert await _publish_outcomes(crew["maintainer"], [victims], versions) == ["ok"] * 3 + ["SOS-5004"]
+
+
+async def test_a_chain_that_changes_a_constraints_type_is_refused(crew: dict[str, Any]) -> None:
+    key = AgentKey.generate()
+    constraints = {"versions_max": 5, "review": True}
+    grant = _grant(crew, "agent:maintainer", "skill:summarise", subject_key=key.public, constraints=constraints)
+    for changed in ({"versions_max": 5.0}, {"review": 1}, {"versions_max": True}):
+        child = _child(grant, key, constraints={**constraints, **changed})
+        with pytest.raises(Forbidden) as info:
+            await crew["maintainer"].skills.publish(skill(version="1.1.0"), capability=[grant, child])
+        assert info.value.code == "SOS-5004"
+    published = await crew["maintainer"].skills.publish(skill(version="1.1.0"), capability=[grant, _child(grant, key)])
+    assert published.version == "1.1.0"
+
+
+async def test_a_republish_that_changes_only_a_values_type_is_a_conflict(skills: Skills) -> None:
+    await skills.publish(skill(input_schema={"type": "object", "maxProperties": 1}))
+    for changed in (1.0, True):
+        with pytest.raises(IdempotencyConflict):
+            await skills.publish(skill(input_schema={"type": "object", "maxProperties": changed}))
+    assert (await skills.publish(skill(input_schema={"type": "object", "maxProperties": 1}))).version == "1.0.0"

@@ -69,11 +69,11 @@ class MemoryIdentityStore(IdentityStore):
         return False
 
     async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
-        counts = {cid: self._uses.get((tenant, cid), initial) for cid, initial in links}
+        counts = {key: self._uses.get((tenant, key), initial) for key, initial in links}
         if any(n <= 0 for n in counts.values()):
             return False
-        for cid, n in counts.items():
-            self._uses[(tenant, cid)] = n - 1
+        for key, n in counts.items():
+            self._uses[(tenant, key)] = n - 1
         return True
 
     async def revoke_capability(self, tenant: str, capability_id: str) -> None:

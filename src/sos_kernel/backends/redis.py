@@ -272,7 +272,7 @@ return {before - left, left}
 
 
 def _entry_id(value: str, what: str = "position") -> str:
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidArgument(f"{value!r} is not a {what} of this bus (a Redis stream id like '1700000000000-0')")
     return value
 

@@ -5,7 +5,7 @@ Keys::
     sos:tenants                          hash slug -> tenant JSON (times as epoch floats)
     sos:token:<digest>                   hash: id tenant agent scopes created expires revoked label
     sos:{t:T}:tokens                     list of the tenant's token digests, oldest first
-    sos:{t:T}:capuses                    hash capability id -> uses remaining
+    sos:{t:T}:linkuses                   hash use key (digest of the signed link) -> uses remaining
     sos:{t:T}:caprevoked                 set of revoked capability ids
     sos:{t:T}:registry                   hash name -> JSON {"card": <card JSON text>, "extras": <extras JSON text>}
     sos:{t:T}:registry:since / :seen     hashes name -> registered_at / last_seen (epoch floats)
@@ -73,7 +73,7 @@ end
 return 0
 """
 
-# KEYS: the tenant's use counters. ARGV: (capability id, initial uses) pairs. All or none.
+# KEYS: the tenant's use counters. ARGV: (use key, initial uses) pairs. All or none.
 _CONSUME = """
 local counts, order = {}, {}
 for i = 1, #ARGV, 2 do
@@ -219,8 +219,8 @@ class RedisIdentityStore(IdentityStore):
     async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
         if not links:
             return True
-        args = [part for cap_id, initial in links for part in (cap_id, str(int(initial)))]
-        return bool(await _call(self._consume(keys=[f"{_p(tenant)}capuses"], args=args)))
+        args = [part for key, initial in links for part in (key, str(int(initial)))]
+        return bool(await _call(self._consume(keys=[f"{_p(tenant)}linkuses"], args=args)))
 
     async def revoke_capability(self, tenant: str, capability_id: str) -> None:
         await _call(self._r.sadd(f"{_p(tenant)}caprevoked", capability_id))

@@ -31,8 +31,8 @@ CREATE TABLE IF NOT EXISTS id_tokens (
     digest TEXT PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, agent TEXT, scopes TEXT NOT NULL,
     created REAL NOT NULL, expires REAL, revoked REAL, label TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS id_tokens_tenant ON id_tokens (tenant, id);
-CREATE TABLE IF NOT EXISTS id_capuses (
-    tenant TEXT NOT NULL, cap_id TEXT NOT NULL, remaining INTEGER NOT NULL, PRIMARY KEY (tenant, cap_id))
+CREATE TABLE IF NOT EXISTS id_linkuses (
+    tenant TEXT NOT NULL, use_key TEXT NOT NULL, remaining INTEGER NOT NULL, PRIMARY KEY (tenant, use_key))
     WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS id_caprevoked (
     tenant TEXT NOT NULL, cap_id TEXT NOT NULL, PRIMARY KEY (tenant, cap_id)) WITHOUT ROWID;
@@ -159,15 +159,15 @@ class SQLiteIdentityStore(IdentityStore):
     async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             counts: dict[str, int] = {}
-            for cap_id, initial in links:
+            for key, initial in links:
                 row = c.execute(
-                    "SELECT remaining FROM id_capuses WHERE tenant=? AND cap_id=?", (tenant, cap_id)
+                    "SELECT remaining FROM id_linkuses WHERE tenant=? AND use_key=?", (tenant, key)
                 ).fetchone()
-                counts[cap_id] = int(row[0]) if row else initial
+                counts[key] = int(row[0]) if row else initial
             if any(n <= 0 for n in counts.values()):
                 return False
             c.executemany(
-                "INSERT OR REPLACE INTO id_capuses VALUES (?,?,?)", [(tenant, i, n - 1) for i, n in counts.items()]
+                "INSERT OR REPLACE INTO id_linkuses VALUES (?,?,?)", [(tenant, k, n - 1) for k, n in counts.items()]
             )
             return True
 

@@ -80,7 +80,7 @@ RECONNECT_BACKOFF_MAX_S = 1.0
 
 def check_address(address: str) -> str:
     """``address`` if it is ``agent:<name>`` or ``sos:channel:<name>``, else SOS-4005."""
-    if not isinstance(address, str) or not _ADDRESS_RE.match(address):
+    if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
         raise InvalidArgument(
             f"{address!r} is not a bus address; use 'agent:<name>' or 'sos:channel:<name>'",
             details={"address": repr(address)[:200], "pattern": ADDRESS_PATTERN},
@@ -89,7 +89,7 @@ def check_address(address: str) -> str:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InvalidArgument(
             f"{what} {value!r} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'",
             details={what: repr(value)[:200]},
@@ -635,7 +635,7 @@ class Bus:
             return None
         if not isinstance(after, str) or not after or len(after) > 64:
             raise InvalidArgument(f"after must be a position or a message_id, got {after!r}")
-        if _UUID_RE.match(after):
+        if _UUID_RE.fullmatch(after):
             known = await self._store.lookup(self.tenant, after)
             if known is None:
                 raise InvalidArgument(f"message {after} is not in this bus's dedup window", details={"after": after})

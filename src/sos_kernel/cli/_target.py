@@ -49,7 +49,7 @@ def is_remote(url: str) -> bool:
 
 def token_tenant(token: str) -> str | None:
     """The tenant a bearer token belongs to (tokens read ``sk-<tenant>-<32 hex>``), None if it is not one."""
-    found = _TOKEN_TENANT.match(token)
+    found = _TOKEN_TENANT.fullmatch(token)
     return found.group(1) if found else None
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_mode
 from pydantic_core import PydanticCustomError, SchemaValidator
 
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
+from ._schema_patterns import anchored_validator_class
 from ._types import WIRE_CONTEXT_KEY, WireRequired
 from ._wire import wire_validator
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
@@ -167,7 +168,7 @@ class TypeCatalogue:
         """
         if self._frozen:
             raise InvalidArgument("the default catalogue is read-only; use TypeCatalogue() to add types")
-        if not isinstance(name, str) or not _CUSTOM_NAME_RE.match(name) or len(name) > 100:
+        if not isinstance(name, str) or not _CUSTOM_NAME_RE.fullmatch(name) or len(name) > 100:
             raise InvalidArgument(
                 f"custom type name {name!r} must be namespaced like 'acme.deploy_request'",
                 details={"pattern": CUSTOM_TYPE_NAME_PATTERN},
@@ -357,7 +358,7 @@ def _schema_message_model(name: str, schema: dict[str, Any], type_field: Any) ->
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise InvalidArgument(f"the JSON Schema for {name!r} is not valid: {exc.message}") from None
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator = anchored_validator_class()(schema, format_checker=jsonschema.FormatChecker())
 
     def _check(cls: type[Message], value: Any) -> Any:
         errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))

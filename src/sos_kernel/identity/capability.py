@@ -15,7 +15,7 @@ The narrowing rule, checked when delegating **and** when verifying every link of
   prefix that extends the parent's prefix. This makes "narrower" a string test, always decidable.
 - **expiry** no later than the parent's (a child of an expiring parent must expire);
 - **uses** no more than the parent's ``uses_remaining`` (when the parent has a limit, the child must too);
-- **constraints**: every parent constraint is kept with the same value (a child may add its own).
+- **constraints**: every parent constraint is kept with the same value and type (a child may add its own).
 
 Verification is offline: the root must be signed by a trusted issuer key; each child must name its parent
 (``parent_id``), be issued by the parent's subject and be signed with the parent's ``subject_key``. Any revoked,
@@ -25,6 +25,7 @@ expired, tampered or widening link fails the whole chain with :class:`~sos_kerne
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import uuid
@@ -35,10 +36,18 @@ from typing import Any
 import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from .._exact import exact_equal
 from ..errors import Forbidden, InvalidArgument
 from .keys import AgentKey, PublicKey
 
-__all__ = ["Capability", "action_covers", "actions_narrower", "resource_matches", "resource_narrower"]
+__all__ = [
+    "Capability",
+    "action_covers",
+    "actions_narrower",
+    "resource_matches",
+    "resource_narrower",
+    "use_keys",
+]
 
 ACTION_PATTERNS_MAX = 32
 RESOURCE_CHARS_MAX = 500
@@ -138,6 +147,11 @@ def _json_time(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+def _check_uses(uses: int | None) -> None:
+    if uses is not None and (type(uses) is not int or uses < 0):
+        raise InvalidArgument(f"uses must be a non-negative int or None, got {uses!r}")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -164,7 +178,7 @@ class Capability(BaseModel):
     issuer: str = Field(min_length=1, max_length=200)
     key_id: str
     subject_key: str | None = None
-    uses_remaining: int | None = Field(default=None, ge=0)
+    uses_remaining: int | None = Field(default=None, ge=0, strict=True)  # True or 5.0 is not a count
     parent_id: str | None = None
     signature: str = ""
 
@@ -216,6 +230,7 @@ class Capability(BaseModel):
         _actions(action)
         _check_resource(resource)
         _aware(expires_at, "expires_at")
+        _check_uses(uses)
         unsigned = cls(
             subject=subject,
             action=action,
@@ -250,6 +265,7 @@ class Capability(BaseModel):
         if self.subject_key is None or key.public.hex != self.subject_key:
             raise Forbidden("delegate with the key named in this capability's subject_key")
         _aware(expires_at, "expires_at")
+        _check_uses(uses)
         merged = {**self.constraints, **dict(constraints or {})}
         child = Capability(
             subject=subject,
@@ -324,6 +340,30 @@ def _check_link(parent: Capability, child: Capability) -> None:
     child._check_narrows(parent)
 
 
+_USE_KEY_DOMAIN = b"sos-capability-use\x00"
+
+
+def use_keys(chain: Sequence[Capability], trusted_keys: Mapping[str, PublicKey]) -> list[str]:
+    """The use-counter key of each link of a verified chain: the SHA-256 (hex) of the public key that signed the
+    link and the link's signed bytes.
+
+    Two different links never share a counter, whatever ids their signers choose: a link signed by another key,
+    or with any other field, has another key. The signature is left out because a signer can make many valid
+    signatures of the same content, and the same content under the same key is the same grant.
+    """
+    keys = []
+    for i, link in enumerate(chain):
+        signer = trusted_keys.get(link.key_id) if i == 0 else _subject_key(chain[i - 1])
+        if signer is None:
+            raise Forbidden("a capability in the chain has no known signing key", details={"link": link.id})
+        keys.append(hashlib.sha256(_USE_KEY_DOMAIN + bytes.fromhex(signer.hex) + link.canonical()).hexdigest())
+    return keys
+
+
+def _subject_key(link: Capability) -> PublicKey | None:
+    return PublicKey.from_hex(link.subject_key) if link.subject_key is not None else None
+
+
 def _check_live(link: Capability, at: datetime, revoked: Container[str]) -> None:
     if link.id in revoked:
         raise Forbidden(f"capability {link.id} is revoked", details={"link": link.id})
@@ -355,6 +395,7 @@ def _widening(child: Capability, parent: Capability) -> str | None:
     ):
         return "it would allow more uses than its parent"
     for name, value in parent.constraints.items():
-        if child.constraints.get(name) != value:
+        # Type-exact: a constraint of 5 is not kept by 5.0, nor one of 1 by true.
+        if name not in child.constraints or not exact_equal(child.constraints[name], value):
             return f"it drops or changes the constraint {name!r}"
     return None

@@ -31,7 +31,7 @@ from ..errors import (
     TenantInactive,
     TokenExpired,
 )
-from .capability import Capability
+from .capability import Capability, use_keys
 from .keys import PublicKey
 from .models import (
     ADMIN_SCOPE,
@@ -165,7 +165,7 @@ class Tokens:
         ``scopes`` default to the agent scopes (``DEFAULT_AGENT_SCOPES``); see ``SCOPES`` for every scope. An
         agent-bound token takes a seat: issuing to a new agent beyond the tenant's seats raises SOS-4010.
         """
-        if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.match(agent)):
+        if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.fullmatch(agent)):
             raise InvalidArgument(f"agent {agent!r} must be an address like 'agent:<name>'")
         chosen = tuple(scopes) if scopes is not None else DEFAULT_AGENT_SCOPES
         unknown = [s for s in chosen if s not in SCOPES]
@@ -293,10 +293,17 @@ class Capabilities:
 
     async def use(self, chain: Sequence[Capability], *, action: str, resource: str) -> Capability:
         """Verify the chain and spend one use of every link that has ``uses_remaining`` (atomically: all or
-        none). Raises SOS-5004 when the chain is invalid or a link has no uses left."""
+        none). Raises SOS-5004 when the chain is invalid or a link has no uses left.
+
+        A link's counter starts at its own ``uses_remaining`` the first time that exact link (same signed content,
+        same signing key) is used; no other link, whatever its id, can seed, reset or spend it."""
         leaf = await self.check(chain, action=action, resource=resource)
-        limited = [(c.id, c.uses_remaining) for c in chain if c.uses_remaining is not None]
-        if limited and not await self._store.consume_uses(self.tenant, [(i, n) for i, n in limited if n is not None]):
+        if all(c.uses_remaining is None for c in chain):
+            return leaf
+        # Counters are keyed by signer key and signed content, never by the id a signer chose (see use_keys).
+        keys = use_keys(chain, self._trusted)
+        limited = [(k, n) for k, c in zip(keys, chain, strict=True) if (n := c.uses_remaining) is not None]
+        if not await self._store.consume_uses(self.tenant, limited):
             raise Forbidden("a capability in the chain has no uses left", details={"link": leaf.id})
         return leaf
 

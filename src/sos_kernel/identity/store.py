@@ -50,8 +50,10 @@ class IdentityStore(ABC):
 
     @abstractmethod
     async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
-        """Spend one use of every ``(capability_id, initial_uses)`` atomically: all or none; False when any link
-        has none left (a link's counter starts at ``initial_uses`` on first use)."""
+        """Spend one use of every ``(use_key, initial_uses)`` atomically: all or none; False when any link has
+        none left. A counter is created at ``initial_uses`` only when its key is first spent; afterwards
+        ``initial_uses`` is ignored. ``use_key`` is :func:`~sos_kernel.identity.capability.use_keys`'s digest of
+        the signed link, never a capability id a signer could choose."""
 
     @abstractmethod
     async def revoke_capability(self, tenant: str, capability_id: str) -> None:

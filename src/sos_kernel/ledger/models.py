@@ -27,10 +27,11 @@ AMOUNT_MICROS_MAX = 2**53 - 1
 """The largest amount or balance field, in micros (about 9 billion units): every engine, Redis's Lua included,
 represents it exactly. A transfer that would push a balance past it fails with SOS-4010."""
 
-OWNER_PATTERN = r"^(agent:[a-z][a-z0-9-]*|tenant:[a-z][a-z0-9-]*|system:[a-z][a-z0-9:_-]*)$"
+# Python patterns end in \Z, not $: with re.match, $ also matches before a trailing newline.
+OWNER_PATTERN = r"^(agent:[a-z][a-z0-9-]*|tenant:[a-z][a-z0-9-]*|system:[a-z][a-z0-9:_-]*)\Z"
 """Account owners: an agent, a tenant, or a system account (``system:treasury``, ``system:exchange``...)."""
-TRANSFER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$"
-CURRENCY_RE = re.compile(r"^[A-Z0-9]{2,10}$")
+TRANSFER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}\Z"
+CURRENCY_RE = re.compile(r"^[A-Z0-9]{2,10}\Z")
 
 REQUEST_FIELDS = (
     "kind",

@@ -65,7 +65,7 @@ def sse_event(data: Any, *, event: str | None = None, id: str | None = None) -> 
 
 def is_temporary_group(address: str, group: str | None) -> bool:
     """A channel group named like the bus's own temporary groups (``tmp-<32 hex>``) is deleted with its lease."""
-    return group is not None and address.startswith("sos:channel:") and bool(_TEMP_GROUP_RE.match(group))
+    return group is not None and address.startswith("sos:channel:") and bool(_TEMP_GROUP_RE.fullmatch(group))
 
 
 @dataclass

@@ -6,7 +6,9 @@ Guarantees:
   different content under the same version raises SOS-4009. The author's ``earnings`` and ``verification`` fields
   are not taken from the card: the kernel keeps them (a skill starts ``unverified`` with no earnings).
 - **Owned ids.** Once a skill id exists, only its first author (or the holder of a capability for
-  ``skills:publish`` on ``skill:<id>``) may publish further versions (SOS-5004).
+  ``skills:publish`` on ``skill:<id>``) may publish further versions (SOS-5004). A capability chain counts only
+  for the publisher its leaf names as subject, and each new version published with it spends one use of every
+  limited link (an idempotent re-publish spends nothing).
 - **Provenance.** Every ``lineage`` parent must be a published skill (SOS-6020). Lineage is provenance only: a fork's
   upstream authors are not paid by invocations of the fork (they earn from their own skill's invocations); the
   chain is always walkable with :meth:`Skills.ancestors` and :meth:`Skills.descendants`.
@@ -271,9 +273,10 @@ class Skills:
         capability: Sequence[Capability] | None = None,
     ) -> SkillCard:
         """Publish a version (see the module docstring). ``publisher`` is who asks (sessions pass their agent);
-        a ``capability`` chain for ``skills:publish`` on ``skill:<id>`` lets someone other than the author publish.
-        Raises SOS-4001 (bad card), 4009 (version exists with other content), 5004 (not the owner), 6020 (unknown
-        lineage parent)."""
+        a ``capability`` chain for ``skills:publish`` on ``skill:<id>`` whose leaf's subject is ``publisher`` lets
+        someone other than the author publish, spending one use of its limited links per new version.
+        Raises SOS-4001 (bad card), 4009 (version exists with other content), 5004 (not the owner, a chain that
+        is not the publisher's, or no uses left), 6020 (unknown lineage parent)."""
         parsed = _parse(card)
         await self._check_owner(parsed, publisher, capability)
         for link in parsed.lineage or []:
@@ -292,6 +295,8 @@ class Skills:
             SkillStats(),
             time.time(),
         )
+        if capability and await self._store.get_version(self.tenant, parsed.id, parsed.version) is None:
+            await self._capabilities.use(capability, action="skills:publish", resource=f"skill:{parsed.id}")
         existing = await self._store.put_version(self.tenant, record)
         if existing is not None and existing.digest != record.digest:
             raise IdempotencyConflict(
@@ -313,7 +318,13 @@ class Skills:
             if card.author_agent != owner:
                 raise Forbidden(f"skill {card.id} belongs to {owner}", details={"skill_id": card.id})
         if capability:
-            await self._capabilities.check(capability, action="skills:publish", resource=f"skill:{card.id}")
+            leaf = await self._capabilities.check(capability, action="skills:publish", resource=f"skill:{card.id}")
+            # A chain is a right of its leaf's subject, not of whoever presents it.
+            if publisher is not None and publisher != leaf.subject:
+                raise Forbidden(
+                    f"the capability is granted to {leaf.subject}, not to {publisher}",
+                    details={"skill_id": card.id, "link": leaf.id},
+                )
             return
         if publisher is not None and publisher != owner:
             raise Forbidden(f"only {owner} may publish {card.id}", details={"skill_id": card.id})

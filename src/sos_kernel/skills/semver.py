@@ -39,7 +39,7 @@ class Version:
     @classmethod
     def parse(cls, text: str) -> Version:
         """Parse ``1.2.3``, ``1.2.3-beta.1`` or ``1.2.3+build``; SOS-4005 otherwise."""
-        found = _VERSION_RE.match(text) if isinstance(text, str) else None
+        found = _VERSION_RE.fullmatch(text) if isinstance(text, str) else None
         if found is None:
             raise InvalidArgument(f"{text!r} is not a semantic version like 1.2.3")
         return cls(int(found[1]), int(found[2]), int(found[3]), found[4] or "")
@@ -57,7 +57,7 @@ Bound = tuple[str, Version]
 
 
 def _partial(text: str) -> tuple[int, int | None, int | None]:
-    found = _PARTIAL_RE.match(text)
+    found = _PARTIAL_RE.fullmatch(text)
     if found is None:
         raise InvalidArgument(f"{text!r} is not a version or partial version")
     return int(found[1]), int(found[2]) if found[2] else None, int(found[3]) if found[3] else None
@@ -83,11 +83,11 @@ def _tilde(text: str) -> list[Bound]:
 
 
 def _comparator(part: str) -> list[Bound]:
-    found = _COMPARATOR_RE.match(part)
+    found = _COMPARATOR_RE.fullmatch(part)
     if found is None:  # pragma: no cover - the pattern matches any non-empty text
         raise InvalidArgument(f"bad range part {part!r}")
     op, rest = found[1] or "=", found[2]
-    if _VERSION_RE.match(rest):
+    if _VERSION_RE.fullmatch(rest):
         return [(op, Version.parse(rest))]
     major, minor, patch = _partial(rest)
     return [(op, Version(major, minor or 0, patch or 0))]
