@@ -24,6 +24,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import quote
 
@@ -69,7 +70,7 @@ from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import PublicKey
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
-from sos_kernel.ledger import Account, Balance, Price, Transfer, Transmutation
+from sos_kernel.ledger import EXCHANGE_ACCOUNT, Account, Balance, Price, Rate, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
 from sos_kernel.server import wire
 from sos_kernel.skills import SKILL_EVENT_TYPE, Invocation, SkillExecutedPayload
@@ -867,22 +868,36 @@ class RemoteLedger(_Service):
         amount: int,
         from_currency: str,
         to_currency: str,
-        rate_num: int,
-        rate_den: int,
-        exchange: str = "system:exchange",
+        rate_num: int | None = None,
+        rate_den: int | None = None,
+        exchange: str | None = None,
     ) -> Transmutation:
         """See :meth:`Ledger.transmute` (idempotent by ``id``)."""
-        body = {
-            "id": id,
-            "owner": owner,
-            "amount": amount,
-            "from_currency": from_currency,
-            "to_currency": to_currency,
-            "rate_num": rate_num,
-            "rate_den": rate_den,
-            "exchange": exchange,
-        }
+        fields = {"id": id, "owner": owner, "amount": amount, "from_currency": from_currency}
+        terms = _given({"rate_num": rate_num, "rate_den": rate_den, "exchange": exchange})
+        body = {**fields, "to_currency": to_currency, **terms}
         return wire.load_transmutation(await self._post("/v1/ledger/transmute", body))
+
+    async def set_rate(
+        self,
+        from_currency: str,
+        to_currency: str,
+        *,
+        rate_num: int,
+        rate_den: int,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        exchange: str = EXCHANGE_ACCOUNT,
+    ) -> Rate:
+        """See :meth:`Ledger.set_rate`."""
+        body = {"from_currency": from_currency, "to_currency": to_currency, "rate_num": rate_num, "rate_den": rate_den}
+        body |= _given({"valid_from": valid_from, "valid_until": valid_until, "exchange": exchange})
+        return wire.load_rate(await self._post("/v1/ledger/set_rate", body))
+
+    async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None:
+        """See :meth:`Ledger.rate`."""
+        found = await self._get("/v1/ledger/rate", from_currency=from_currency, to_currency=to_currency, at=at)
+        return None if found is None else wire.load_rate(found)
 
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
         """See :meth:`Ledger.history`."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from types import TracebackType
 
     from .bus import DeadLetter, PublishReceipt
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from .identity.capability import Capability
     from .identity.keys import PublicKey
     from .identity.models import Principal
-    from .ledger import Account, Balance, Price, Transfer, Transmutation
+    from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation
     from .registry import AgentStatus, RegisteredAgent
     from .skills import Invocation
 
@@ -210,10 +211,22 @@ class LedgerAPI(Protocol):
         amount: int,
         from_currency: str,
         to_currency: str,
+        rate_num: int | None = None,
+        rate_den: int | None = None,
+        exchange: str | None = None,
+    ) -> Transmutation: ...
+    async def set_rate(
+        self,
+        from_currency: str,
+        to_currency: str,
+        *,
         rate_num: int,
         rate_den: int,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
         exchange: str = "system:exchange",
-    ) -> Transmutation: ...
+    ) -> Rate: ...
+    async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None: ...
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]: ...
     async def check(self) -> None: ...
     async def set_price(

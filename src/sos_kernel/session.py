@@ -8,8 +8,11 @@ checked against its scopes before anything is read or written. Checks fail close
 - the token must still be valid on every call (revocation and suspension apply within ``TOKEN_CACHE_TTL_S``);
 - a session bound to ``agent:X`` publishes only as ``agent:X`` (another ``source`` is refused), reads only its own
   inbox (channels are shared), moves money only out of its own accounts, and registers only itself;
-- tenant-wide operations (other agents' inboxes and accounts, minting, prices, usage reports, balances of the whole
-  tenant, ``check``) need the ``admin`` or ``ledger:admin`` scope;
+- ledger ids (transfers, holds, captures, voids, transmutes, skill invocations) that a session without
+  ``ledger:admin`` chooses live in its agent's namespace (``X/<id>``), so no one else can squat or probe them; a
+  transfer read by a non-party answers exactly as a missing one (SOS-4040);
+- tenant-wide operations (other agents' inboxes and accounts, minting, exchange rates, prices, usage reports,
+  balances of the whole tenant, ``check``) need the ``admin`` or ``ledger:admin`` scope;
 - no call can reach another tenant's data: each session's services are the tenant's own.
 
 Every refusal raises :class:`~sos_kernel.errors.Forbidden` (SOS-5004), increments ``session.denials`` and is
@@ -27,15 +30,41 @@ from .errors import Forbidden, NotFound, SettlementRejected
 from .identity.capability import Capability
 from .identity.keys import PublicKey
 from .identity.models import Principal, PrincipalView
-from .ledger import Account, Balance, Ledger, Price, Transfer, Transmutation
+from .ledger import EXCHANGE_ACCOUNT, Account, Balance, Ledger, Price, Rate, Transfer, Transmutation
 from .registry import AgentStatus, RegisteredAgent, Registry
 from .skills import Invocation, Skills
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .contracts import UsageEvent
     from .kernel import Kernel
 
-__all__ = ["Session", "SessionBus", "SessionLedger", "SessionRegistry", "SessionSkills"]
+__all__ = [
+    "Session",
+    "SessionBus",
+    "SessionLedger",
+    "SessionRegistry",
+    "SessionSkills",
+    "ledger_namespace",
+    "scoped_id",
+]
+
+
+def ledger_namespace(principal: Principal) -> str | None:
+    """The prefix of the ledger ids ``principal`` chooses: ``<agent name>/`` for an agent without ``ledger:admin``;
+    ``None`` (the tenant-wide namespace) for ``ledger:admin`` and for a token without an agent, which cannot write."""
+    if principal.allows("ledger:admin") or principal.agent is None:
+        return None
+    return principal.agent.removeprefix("agent:") + "/"
+
+
+def scoped_id(principal: Principal, id: Any) -> Any:
+    """``id`` in ``principal``'s namespace (unchanged if already in it, or if not a string: the ledger refuses it)."""
+    prefix = ledger_namespace(principal)
+    if prefix is None or not isinstance(id, str) or id.startswith(prefix):
+        return id
+    return prefix + id
 
 
 class _Guard:
@@ -230,10 +259,10 @@ class SessionLedger(_Guard):
         super().__init__(session)
         self._ledger = ledger
 
-    async def _own(self, owner: str, write: bool) -> None:
+    async def _own(self, owner: str, write: bool) -> Principal:
         principal = await self.need("ledger:write" if write else "ledger:read")
         if principal.allows("ledger:admin") or owner == principal.agent:
-            return
+            return principal
         self.deny(f"account {owner!r} is not the session's own", owner=owner)
 
     async def _admin(self) -> None:
@@ -263,10 +292,10 @@ class SessionLedger(_Guard):
         reason: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> Transfer:
-        """See :meth:`Ledger.transfer`; the debit account must be the session's own."""
-        await self._own(debit, write=True)
+        """See :meth:`Ledger.transfer`; the debit account must be the session's own, ``id`` is in its namespace."""
+        principal = await self._own(debit, write=True)
         return await self._ledger.transfer(
-            id=id,
+            id=scoped_id(principal, id),
             debit=debit,
             credit=credit,
             amount=amount,
@@ -277,10 +306,12 @@ class SessionLedger(_Guard):
         )
 
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
-        """See :meth:`Ledger.transfer_many`."""
+        """See :meth:`Ledger.transfer_many`; every debit is the session's own, every id in its namespace."""
+        scoped = []
         for t in transfers:
-            await self._own(str(t.get("debit", "")), write=True)
-        return await self._ledger.transfer_many(transfers)
+            principal = await self._own(str(t.get("debit", "")), write=True)
+            scoped.append({**t, "id": scoped_id(principal, t["id"])} if "id" in t else t)
+        return await self._ledger.transfer_many(scoped)
 
     async def hold(
         self,
@@ -295,10 +326,10 @@ class SessionLedger(_Guard):
         reason: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> Transfer:
-        """See :meth:`Ledger.hold`; the held account must be the session's own."""
-        await self._own(debit, write=True)
+        """See :meth:`Ledger.hold`; the held account must be the session's own, ``id`` is in its namespace."""
+        principal = await self._own(debit, write=True)
         return await self._ledger.hold(
-            id=id,
+            id=scoped_id(principal, id),
             debit=debit,
             credit=credit,
             amount=amount,
@@ -309,32 +340,47 @@ class SessionLedger(_Guard):
             metadata=metadata,
         )
 
-    async def _hold_payer(self, hold_id: str) -> None:
-        try:
-            hold = await self._ledger.get_transfer(hold_id)
-        except NotFound:
-            if (await self.need("ledger:write")).allows("ledger:admin"):
-                return  # the ledger itself refuses (and records) a settlement of a missing hold, as in-process
-            raise SettlementRejected(f"no hold {hold_id}", details={"hold_id": hold_id}) from None
+    async def _party_transfer(self, principal: Principal, id: str) -> Transfer | None:
+        """The transfer ``id`` names for ``principal`` (its own namespace first), if it is a party to it."""
+        scoped = scoped_id(principal, id)
+        for candidate in (scoped, id) if scoped != id else (id,):
+            try:
+                found = await self._ledger.get_transfer(candidate)
+            except NotFound:
+                continue
+            if principal.allows("ledger:admin") or principal.agent in (found.debit, found.credit):
+                return found
+        return None
+
+    async def _hold_of(self, hold_id: str) -> tuple[Principal, str]:
+        """The session and the id of the hold it may settle: the payer's, or any for ``ledger:admin``."""
+        principal = await self.need("ledger:write")
+        if principal.allows("ledger:admin"):
+            return principal, hold_id  # the ledger itself refuses (and records) a missing hold, as in-process
+        hold = await self._party_transfer(principal, hold_id)
+        if hold is None:  # missing and not the caller's answer alike
+            raise SettlementRejected(f"no hold {hold_id}", details={"hold_id": hold_id})
         await self._own(hold.debit, write=True)
+        return principal, hold.id
 
     async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
         """See :meth:`Ledger.capture`; only the payer of the hold (or ``ledger:admin``) settles it."""
-        await self._hold_payer(hold_id)
-        return await self._ledger.capture(hold_id, amount, id=id)
+        principal, found = await self._hold_of(hold_id)
+        return await self._ledger.capture(found, amount, id=None if id is None else scoped_id(principal, id))
 
     async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
         """See :meth:`Ledger.void`."""
-        await self._hold_payer(hold_id)
-        return await self._ledger.void(hold_id, id=id)
+        principal, found = await self._hold_of(hold_id)
+        return await self._ledger.void(found, id=None if id is None else scoped_id(principal, id))
 
     async def get_transfer(self, id: str) -> Transfer:
-        """See :meth:`Ledger.get_transfer`; a party to the transfer or ``ledger:admin``."""
+        """See :meth:`Ledger.get_transfer`; a party to the transfer or ``ledger:admin``. The session's own
+        namespace is looked in first; a transfer the session is no party to is answered as a missing one."""
         principal = await self.need("ledger:read")
-        transfer = await self._ledger.get_transfer(id)
-        if not principal.allows("ledger:admin") and principal.agent not in (transfer.debit, transfer.credit):
-            self.deny("the transfer is not the session's", id=id)
-        return transfer
+        found = await self._party_transfer(principal, id)
+        if found is None:
+            raise NotFound(f"no transfer {id}", details={"id": id})
+        return found
 
     async def transmute(
         self,
@@ -344,14 +390,17 @@ class SessionLedger(_Guard):
         amount: int,
         from_currency: str,
         to_currency: str,
-        rate_num: int,
-        rate_den: int,
-        exchange: str = "system:exchange",
+        rate_num: int | None = None,
+        rate_den: int | None = None,
+        exchange: str | None = None,
     ) -> Transmutation:
-        """See :meth:`Ledger.transmute`; the owner must be the session's agent."""
-        await self._own(owner, write=True)
+        """See :meth:`Ledger.transmute`; the owner must be the session's agent. Explicit rate terms or an exchange
+        other than the default need ``ledger:admin``: others convert at the rate in force."""
+        if rate_num is not None or rate_den is not None or exchange not in (None, EXCHANGE_ACCOUNT):
+            await self._admin()
+        principal = await self._own(owner, write=True)
         return await self._ledger.transmute(
-            id=id,
+            id=scoped_id(principal, id),
             owner=owner,
             amount=amount,
             from_currency=from_currency,
@@ -360,6 +409,34 @@ class SessionLedger(_Guard):
             rate_den=rate_den,
             exchange=exchange,
         )
+
+    async def set_rate(
+        self,
+        from_currency: str,
+        to_currency: str,
+        *,
+        rate_num: int,
+        rate_den: int,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        exchange: str = EXCHANGE_ACCOUNT,
+    ) -> Rate:
+        """See :meth:`Ledger.set_rate` (``ledger:admin``)."""
+        await self._admin()
+        return await self._ledger.set_rate(
+            from_currency,
+            to_currency,
+            rate_num=rate_num,
+            rate_den=rate_den,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            exchange=exchange,
+        )
+
+    async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None:
+        """See :meth:`Ledger.rate` (``ledger:read``)."""
+        await self.need("ledger:read")
+        return await self._ledger.rate(from_currency, to_currency, at=at)
 
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
         """See :meth:`Ledger.history`."""
@@ -509,13 +586,14 @@ class SessionSkills(_Guard):
     async def record_invocation(
         self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
     ) -> Invocation:
-        """See :meth:`Skills.record_invocation`; the caller is the session's agent, the tenant the session's."""
+        """See :meth:`Skills.record_invocation`; the caller is the session's agent, the tenant the session's, and
+        ``invocation_id`` (which names ledger transfers) is in the agent's namespace (see :func:`scoped_id`)."""
         principal = await self.need("skills:invoke")
         if tenant != principal.tenant:
             self.deny(f"may not record invocations for tenant {tenant!r}", tenant=tenant)
         self.own_agent(principal, caller, "account")
         return await self._skills.record_invocation(
-            skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
+            skill_id, version, caller=caller, tenant=tenant, invocation_id=scoped_id(principal, invocation_id)
         )
 
     async def verify(

@@ -94,6 +94,8 @@ ROWS: dict[tuple[str, str], Call] = {
     ("ledger", "transmute"): lambda s: s.ledger.transmute(
         id="xb", owner="agent:y", amount=1, from_currency="USD", to_currency="MIND", rate_num=1, rate_den=1
     ),
+    ("ledger", "set_rate"): lambda s: s.ledger.set_rate("USD", "MIND", rate_num=2, rate_den=1),
+    ("ledger", "rate"): lambda s: s.ledger.rate("USD", "MIND"),
     ("ledger", "history"): lambda s: s.ledger.history("agent:y", "USD"),
     ("ledger", "balances"): lambda s: s.ledger.balances(),
     ("ledger", "check"): lambda s: s.ledger.check(),

@@ -230,6 +230,8 @@ async def test_expired_hold_releases_and_cannot_be_captured(ledger: Ledger) -> N
 
 async def test_transmute_converts_with_floor_and_keeps_remainder(ledger: Ledger) -> None:
     await ledger.open_account("agent:alice", "MIND")
+    for currency in (USD, "MIND"):
+        await ledger.open_account("system:exchange", currency, allow_negative=True)
     result = await ledger.transmute(
         id="x1", owner="agent:alice", amount=1000, from_currency=USD, to_currency="MIND", rate_num=10, rate_den=3
     )

@@ -205,8 +205,8 @@ async def test_ledger_transfer_replay_and_insufficient_funds(remote: Remote) -> 
     )
     assert replay.replayed is True
     assert replay == await remote.kernel.tenant(TENANT).ledger.transfer(
-        id="t-1", debit="agent:alice", credit="agent:bob", amount=2_500, currency="USD"
-    )
+        id="alice/t-1", debit="agent:alice", credit="agent:bob", amount=2_500, currency="USD"
+    )  # an agent's ids live in its namespace
     with pytest.raises(IdempotencyConflict):
         await alice.ledger.transfer(id="t-1", debit="agent:alice", credit="agent:bob", amount=1, currency="USD")
     with pytest.raises(InsufficientFunds) as remote_error:
@@ -216,8 +216,9 @@ async def test_ledger_transfer_replay_and_insufficient_funds(remote: Remote) -> 
     balance = await alice.ledger.balance("agent:alice", "USD")
     assert balance == await remote.kernel.tenant(TENANT).ledger.balance("agent:alice", "USD")
     assert balance.available == 7_500
-    assert await alice.ledger.get_transfer("t-1") == await remote.kernel.tenant(TENANT).ledger.get_transfer("t-1")
-    assert [t.id for t in await alice.ledger.history("agent:alice", "USD")] == ["mint-agent:alice", "t-1"]
+    trusted = remote.kernel.tenant(TENANT).ledger
+    assert await alice.ledger.get_transfer("t-1") == await trusted.get_transfer("alice/t-1")
+    assert [t.id for t in await alice.ledger.history("agent:alice", "USD")] == ["mint-agent:alice", "alice/t-1"]
     with pytest.raises(Forbidden):
         await alice.ledger.transfer(id="t-3", debit="agent:bob", credit="agent:alice", amount=1, currency="USD")
     await remote.client(remote.admin).ledger.check()
@@ -238,7 +239,7 @@ async def test_holds_and_batches(remote: Remote) -> None:
             {"id": "b-2", "debit": "agent:alice", "credit": "agent:bob", "amount": 2, "currency": "USD"},
         ]
     )
-    assert [t.id for t in batch] == ["b-1", "b-2"]
+    assert [t.id for t in batch] == ["alice/b-1", "alice/b-2"]
     assert (await alice.ledger.balance("agent:alice", "USD")).available == 10_000 - 400 - 3
 
 

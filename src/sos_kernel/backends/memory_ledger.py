@@ -7,9 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
+from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
-from ..ledger.store import Applied, LedgerStore, UsageQuery
+from ..ledger.store import Applied, LedgerStore, UsageQuery, rate_key
 
 __all__ = ["MemoryLedgerStore", "usage_matches"]
 
@@ -38,6 +38,7 @@ class MemoryLedgerStore(LedgerStore):
         self._usage: dict[tuple[str, str], dict[str, Any]] = {}
         self._usage_order: dict[str, list[str]] = {}
         self._prices: dict[tuple[str, str, str], Price] = {}
+        self._rates: dict[tuple[str, str, str], dict[str, Rate]] = {}
 
     def _balance(self, tenant: str, owner: str, currency: str) -> Balance | None:
         found = self._accounts.get((tenant, owner, currency))
@@ -149,3 +150,9 @@ class MemoryLedgerStore(LedgerStore):
 
     async def price(self, tenant: str, provider: str, model: str) -> Price | None:
         return self._prices.get((tenant, provider, model))
+
+    async def set_rate(self, tenant: str, rate: Rate) -> None:
+        self._rates.setdefault((tenant, rate.from_currency, rate.to_currency), {})[rate_key(rate)] = rate
+
+    async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
+        return list(self._rates.get((tenant, from_currency, to_currency), {}).values())

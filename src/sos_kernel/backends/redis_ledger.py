@@ -15,6 +15,7 @@ Keys, all under the tenant's hash tag ``{t:<tenant>}``::
     sos:{t:T}:holds                     zset hold id -> expiry (open holds)
     sos:{t:T}:lseq                      the tenant's ledger sequence
     sos:{t:T}:usage / usage:<id> / usage:n / prices   usage events and price entries
+    sos:{t:T}:rates:<from>:<to>         hash: valid_from -> rate entry (the rate table)
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
-from ..ledger.store import Applied, LedgerStore, UsageQuery
+from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
+from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
 from .redis_call import LeanScript, redis_call, tenant_prefix
 
@@ -413,6 +414,14 @@ class RedisLedgerStore(LedgerStore):
             return None
         inp, out, img, currency = json.loads(value)
         return Price(provider, model, inp, out, img, currency)
+
+    async def set_rate(self, tenant: str, rate: Rate) -> None:
+        key = f"{self._p(tenant)}rates:{rate.from_currency}:{rate.to_currency}"
+        await self._call(self._r.hset(key, rate_key(rate), rate_record(rate)))
+
+    async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
+        found = await self._call(self._r.hvals(f"{self._p(tenant)}rates:{from_currency}:{to_currency}"))
+        return [load_rate(from_currency, to_currency, value) for value in found]
 
 
 def _request_record(r: TransferRequest) -> dict[str, Any]:

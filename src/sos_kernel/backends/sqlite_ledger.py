@@ -48,9 +48,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..errors import BackendFailure, InvariantViolation, LimitExceeded
-from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest, new_transfer
+from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest, new_transfer
 from ..ledger.rules import AccountState, evaluate, expire_holds
-from ..ledger.store import Applied, LedgerStore, UsageQuery
+from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 
 __all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore"]
 
@@ -106,6 +106,9 @@ CREATE INDEX IF NOT EXISTS ledger_usage_n ON ledger_usage (tenant, n);
 CREATE TABLE IF NOT EXISTS ledger_prices (
     tenant TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (tenant, provider, model)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_rates (
+    tenant TEXT NOT NULL, from_currency TEXT NOT NULL, to_currency TEXT NOT NULL, valid_from TEXT NOT NULL,
+    record TEXT NOT NULL, PRIMARY KEY (tenant, from_currency, to_currency, valid_from)) WITHOUT ROWID;
 """
 
 _COLUMNS = (
@@ -761,5 +764,23 @@ class SQLiteLedgerStore(LedgerStore):
                 return None
             inp, out, img, currency = json.loads(row[0])
             return Price(provider, model, inp, out, img, currency)
+
+        return await self._read(tx)
+
+    async def set_rate(self, tenant: str, rate: Rate) -> None:
+        row = (tenant, rate.from_currency, rate.to_currency, rate_key(rate), rate_record(rate))
+
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO ledger_rates VALUES (?,?,?,?,?)", row)
+
+        await self._write(tx)
+
+    async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
+        def tx(c: sqlite3.Connection) -> list[Rate]:
+            rows = c.execute(
+                "SELECT record FROM ledger_rates WHERE tenant=? AND from_currency=? AND to_currency=?",
+                (tenant, from_currency, to_currency),
+            ).fetchall()
+            return [load_rate(from_currency, to_currency, r[0]) for r in rows]
 
         return await self._read(tx)

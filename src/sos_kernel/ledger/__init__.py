@@ -5,24 +5,29 @@ from .models import (
     Account,
     Balance,
     Price,
+    Rate,
     Transfer,
     TransferRequest,
     Transmutation,
     UsageSummaryRow,
 )
-from .service import BATCH_MAX, HOLD_TIMEOUT_S_MAX, Ledger
+from .service import BATCH_MAX, EXCHANGE_ACCOUNT, HOLD_TIMEOUT_S_MAX, RATE_TERM_MAX, RATES_PER_PAIR_MAX, Ledger
 from .store import Applied, LedgerStore, UsageQuery
 
 __all__ = [
     "AMOUNT_MICROS_MAX",
     "BATCH_MAX",
+    "EXCHANGE_ACCOUNT",
     "HOLD_TIMEOUT_S_MAX",
+    "RATES_PER_PAIR_MAX",
+    "RATE_TERM_MAX",
     "Account",
     "Applied",
     "Balance",
     "Ledger",
     "LedgerStore",
     "Price",
+    "Rate",
     "Transfer",
     "TransferRequest",
     "Transmutation",

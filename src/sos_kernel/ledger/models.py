@@ -14,6 +14,7 @@ __all__ = [
     "Account",
     "Balance",
     "Price",
+    "Rate",
     "Transfer",
     "TransferKind",
     "TransferRequest",
@@ -265,7 +266,8 @@ class Transmutation:
     """A currency conversion: ``amount`` of ``from_currency`` in, ``converted`` of ``to_currency`` out.
 
     ``converted = amount * rate_num // rate_den`` (rounded down); ``remainder_num / rate_den`` of a micro of
-    ``to_currency`` stayed with the exchange. Both legs are transfers, applied together or not at all.
+    ``to_currency`` stayed with the exchange. Both legs are transfers, applied together or not at all; each records
+    the rate used in its metadata (``rate_num``, ``rate_den``), and ``exchange`` is the account that converted.
     """
 
     id: str
@@ -275,6 +277,27 @@ class Transmutation:
     remainder_num: int
     rate_num: int
     rate_den: int
+    exchange: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """An exchange rate that ``ledger:admin`` set: ``rate_num / rate_den`` micros of ``to_currency`` per micro of
+    ``from_currency``, through the ``exchange`` system account, in force from ``valid_from`` (``None``: always)
+    until ``valid_until`` (``None``: open-ended)."""
+
+    from_currency: str
+    to_currency: str
+    rate_num: int
+    rate_den: int
+    exchange: str
+    valid_from: datetime | None
+    valid_until: datetime | None
+
+    def in_force(self, at: datetime) -> bool:
+        """Whether ``at`` falls in ``[valid_from, valid_until)``."""
+        started = self.valid_from is None or self.valid_from <= at
+        return started and (self.valid_until is None or at < self.valid_until)
 
 
 @dataclass(frozen=True, slots=True)

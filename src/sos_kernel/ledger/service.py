@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from ..contracts import UsageEvent
@@ -44,6 +45,7 @@ from .models import (
     Account,
     Balance,
     Price,
+    Rate,
     Transfer,
     TransferKind,
     TransferRequest,
@@ -52,7 +54,15 @@ from .models import (
 )
 from .store import LedgerStore
 
-__all__ = ["BATCH_MAX", "HOLD_TIMEOUT_S_MAX", "Ledger", "check_owner"]
+__all__ = [
+    "BATCH_MAX",
+    "EXCHANGE_ACCOUNT",
+    "HOLD_TIMEOUT_S_MAX",
+    "RATES_PER_PAIR_MAX",
+    "RATE_TERM_MAX",
+    "Ledger",
+    "check_owner",
+]
 
 BATCH_MAX = 1000
 """Transfers per linked batch."""
@@ -65,6 +75,11 @@ METADATA_KEYS_MAX = 32
 HISTORY_LIMIT_MAX = 10_000
 CHECK_PAGE = 5000
 EXCHANGE_ACCOUNT = "system:exchange"
+"""The exchange a rate converts through unless ``set_rate`` names another system account."""
+RATE_TERM_MAX = 10**12
+"""The largest ``rate_num`` or ``rate_den``: a rate lies in [1e-12, 1e12]."""
+RATES_PER_PAIR_MAX = 100
+"""Entries (distinct ``valid_from``) in the rate table per currency pair; past it, replace one."""
 
 _OWNER_RE = re.compile(OWNER_PATTERN)
 _ID_RE = re.compile(TRANSFER_ID_PATTERN)
@@ -166,10 +181,51 @@ def _plainly_valid(id: str, debit: str, credit: str, amount: int, currency: str,
     )
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same types throughout: ``True`` is not ``1`` and ``5.0`` is not ``5`` here."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def _first_difference(asked: Mapping[str, Any], recorded: Mapping[str, Any]) -> str | None:
     for name, value in asked.items():
-        if recorded.get(name) != value:
+        if not _same(recorded.get(name), value):
             return name
+    return None
+
+
+_DAWN = datetime.min.replace(tzinfo=UTC)
+
+
+def _check_term(value: int, name: str) -> int:
+    """A rate term: an ``int`` in 1..RATE_TERM_MAX (never a float or a bool)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= RATE_TERM_MAX:
+        raise InvalidArgument(f"{name} must be an int in 1..{RATE_TERM_MAX}, got {value!r}")
+    return value
+
+
+def _check_when(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+        raise InvalidArgument(f"{name} must be a timezone-aware datetime")
+    return value
+
+
+def _check_exchange_name(exchange: str) -> str:
+    if check_owner(exchange) and not exchange.startswith("system:"):
+        raise InvalidArgument(f"an exchange is a system account (system:<name>), not {exchange!r}")
+    return exchange
+
+
+def _recorded_rate(leg: Transfer) -> tuple[int, int] | None:
+    """The rate a transmute leg recorded in its metadata, if it did."""
+    num, den = leg.metadata.get("rate_num"), leg.metadata.get("rate_den")
+    if type(num) is int and type(den) is int and num > 0 and den > 0:
+        return num, den
     return None
 
 
@@ -385,49 +441,145 @@ class Ledger:
         amount: int,
         from_currency: str,
         to_currency: str,
-        rate_num: int,
-        rate_den: int,
-        exchange: str = EXCHANGE_ACCOUNT,
+        rate_num: int | None = None,
+        rate_den: int | None = None,
+        exchange: str | None = None,
     ) -> Transmutation:
-        """Convert ``amount`` micros of ``from_currency`` into ``to_currency`` at ``rate_num / rate_den``.
+        """Convert ``amount`` micros of ``from_currency`` into ``to_currency`` through an exchange.
 
-        Two linked transfers through ``exchange`` (ids ``<id>:in`` and ``<id>:out``): ``owner`` pays ``amount`` of
-        ``from_currency`` and receives ``amount * rate_num // rate_den`` of ``to_currency`` (rounded down; the
-        fraction, ``remainder_num / rate_den`` of a micro, stays with the exchange, so nothing is created). The
-        exchange's two accounts are opened on first use and may go negative (it is the market maker).
+        Without ``rate_num``/``rate_den`` the rate in force (:meth:`rate`) is used, through the exchange it names
+        (no rate: SOS-4040, nothing written); explicit terms go through ``exchange`` (default
+        :data:`EXCHANGE_ACCOUNT`). Either way the exchange's two accounts must already exist as ``allow_negative``
+        system accounts (``set_rate`` or an admin's ``open_account`` opens them): transmute never opens one.
+
+        Two linked transfers through the exchange (ids ``<id>:in`` and ``<id>:out``, each with the rate in its
+        metadata): ``owner`` pays ``amount`` of ``from_currency`` and receives ``amount * rate_num // rate_den`` of
+        ``to_currency`` (rounded down; the fraction, ``remainder_num / rate_den`` of a micro, stays with the
+        exchange). A retry of ``id`` without terms uses the rate its first attempt recorded, so it replays.
         """
+        check_transfer_id(id)
         check_amount(amount)
-        for name, value in (("rate_num", rate_num), ("rate_den", rate_den)):
-            check_amount(value, name)
+        check_currency(from_currency)
+        check_currency(to_currency)
         if from_currency == to_currency:
             raise InvalidArgument("transmute converts between two different currencies")
-        converted, remainder = divmod(amount * rate_num, rate_den)
+        num, den, through = await self._terms(id, from_currency, to_currency, rate_num, rate_den, exchange)
+        converted, remainder = divmod(amount * num, den)
         if converted <= 0:
-            raise InvalidArgument(f"{amount} {from_currency} micros convert to nothing at {rate_num}/{rate_den}")
-        check_owner(exchange)
-        for currency in (check_currency(from_currency), check_currency(to_currency)):
-            await self.open_account(exchange, currency, allow_negative=True)
+            raise InvalidArgument(f"{amount} {from_currency} micros convert to nothing at {num}/{den}")
+        await self._check_exchange(through, from_currency, to_currency)
+        common = {"reason": f"transmute {id}", "metadata": {"rate_num": num, "rate_den": den}}
         legs = await self.transfer_many(
             [
-                {
-                    "id": f"{id}:in",
-                    "debit": owner,
-                    "credit": exchange,
-                    "amount": amount,
-                    "currency": from_currency,
-                    "reason": f"transmute {id}",
-                },
-                {
-                    "id": f"{id}:out",
-                    "debit": exchange,
-                    "credit": owner,
-                    "amount": converted,
-                    "currency": to_currency,
-                    "reason": f"transmute {id}",
-                },
+                {"id": f"{id}:in", "debit": owner, "credit": through, "amount": amount, "currency": from_currency}
+                | common,
+                {"id": f"{id}:out", "debit": through, "credit": owner, "amount": converted, "currency": to_currency}
+                | common,
             ]
         )
-        return Transmutation(id, (legs[0], legs[1]), amount, converted, remainder, rate_num, rate_den)
+        return Transmutation(id, (legs[0], legs[1]), amount, converted, remainder, num, den, through)
+
+    async def _terms(
+        self,
+        id: str,
+        from_currency: str,
+        to_currency: str,
+        rate_num: int | None,
+        rate_den: int | None,
+        exchange: str | None,
+    ) -> tuple[int, int, str]:
+        """The rate and exchange of a transmute: the explicit terms, the first attempt's, or the rate in force."""
+        if rate_num is not None or rate_den is not None:
+            if rate_num is None or rate_den is None:
+                raise InvalidArgument("give both rate_num and rate_den, or neither to use the rate in force")
+            return _check_term(rate_num, "rate_num"), _check_term(rate_den, "rate_den"), exchange or EXCHANGE_ACCOUNT
+        first = (await self._store.transfers(self.tenant, [f"{id}:out"])).get(f"{id}:out")
+        recorded = _recorded_rate(first) if first is not None else None
+        if first is not None and recorded is not None:
+            return recorded[0], recorded[1], exchange or first.debit
+        rate = await self.rate(from_currency, to_currency)
+        if rate is None:
+            raise NotFound(
+                f"no {from_currency}->{to_currency} rate is in force; ledger:admin sets one with set_rate",
+                details={"from_currency": from_currency, "to_currency": to_currency},
+            )
+        if exchange is not None and exchange != rate.exchange:
+            raise InvalidArgument(f"the {from_currency}->{to_currency} rate converts through {rate.exchange}")
+        return rate.rate_num, rate.rate_den, rate.exchange
+
+    async def _check_exchange(self, exchange: str, *currencies: str) -> None:
+        """The exchange is a system account, open in both currencies and allowed to go negative."""
+        check_owner(exchange)
+        for currency in currencies:
+            found = await self._store.balance(self.tenant, exchange, currency, time.time())
+            if found is None:
+                raise WalletNotFound(
+                    f"no {currency} account for exchange {exchange}; ledger:admin opens it with set_rate",
+                    details={"owner": exchange, "currency": currency},
+                )
+            if not exchange.startswith("system:") or not found.allow_negative:
+                raise InvalidArgument(
+                    f"exchange {exchange} must be an allow_negative system account (set_rate opens one)",
+                    details={"owner": exchange, "currency": currency},
+                )
+
+    # -- exchange rates -------------------------------------------------------------------------------------
+
+    async def set_rate(
+        self,
+        from_currency: str,
+        to_currency: str,
+        *,
+        rate_num: int,
+        rate_den: int,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        exchange: str = EXCHANGE_ACCOUNT,
+    ) -> Rate:
+        """Record a rate: ``rate_num / rate_den`` micros of ``to_currency`` per micro of ``from_currency``, in force
+        over ``[valid_from, valid_until)`` (``None``: unbounded), converting through ``exchange``.
+
+        An entry with the same ``valid_from`` is replaced; a pair holds at most :data:`RATES_PER_PAIR_MAX` entries
+        (SOS-4010). Opens the exchange's two accounts as ``allow_negative`` system accounts (SOS-4009 if one exists
+        as must-not-overdraw). This can create money (see docs/ledger.md): sessions need ``ledger:admin``.
+        """
+        check_currency(from_currency)
+        check_currency(to_currency)
+        if from_currency == to_currency:
+            raise InvalidArgument("a rate converts between two different currencies")
+        rate = Rate(
+            from_currency,
+            to_currency,
+            _check_term(rate_num, "rate_num"),
+            _check_term(rate_den, "rate_den"),
+            _check_exchange_name(exchange),
+            _check_when(valid_from, "valid_from"),
+            _check_when(valid_until, "valid_until"),
+        )
+        if rate.valid_from is not None and rate.valid_until is not None and rate.valid_from >= rate.valid_until:
+            raise InvalidArgument("valid_from must be before valid_until")
+        entries = await self._store.rates(self.tenant, from_currency, to_currency)
+        starts = {e.valid_from for e in entries}
+        if rate.valid_from not in starts and len(starts) >= RATES_PER_PAIR_MAX:
+            raise LimitExceeded(
+                f"{from_currency}->{to_currency} has {RATES_PER_PAIR_MAX} rate entries; replace one (same valid_from)",
+                details={"max": RATES_PER_PAIR_MAX},
+            )
+        for currency in (from_currency, to_currency):
+            await self.open_account(rate.exchange, currency, allow_negative=True)
+        await self._store.set_rate(self.tenant, rate)
+        return rate
+
+    async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None:
+        """The rate in force at ``at`` (default: now): of the entries whose window holds ``at``, the one that
+        started last; ``None`` if there is none."""
+        check_currency(from_currency)
+        check_currency(to_currency)
+        when = _check_when(at, "at") or datetime.now(UTC)
+        entries = [e for e in await self._store.rates(self.tenant, from_currency, to_currency) if e.in_force(when)]
+        if not entries:
+            return None
+        return max(entries, key=lambda e: e.valid_from or _DAWN)
 
     # -- statements and invariants ------------------------------------------------------------------------------
 

@@ -7,14 +7,47 @@ engine transaction. Idempotency comparisons, validation and the public API live 
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .models import Account, Balance, Price, Transfer, TransferRequest
+from .models import Account, Balance, Price, Rate, Transfer, TransferRequest
 
-__all__ = ["Applied", "LedgerStore", "UsageQuery"]
+__all__ = ["Applied", "LedgerStore", "UsageQuery", "load_rate", "rate_key", "rate_record"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _micros(at: datetime | None) -> int | None:
+    # exact to the microsecond, where a float timestamp may not be
+    return None if at is None else (at - _EPOCH) // _MICRO
+
+
+def _at(micros: int | None) -> datetime | None:
+    return None if micros is None else _EPOCH + micros * _MICRO
+
+
+def rate_key(rate: Rate) -> str:
+    """The key of a rate's entry within its pair: its ``valid_from`` in epoch micros ("" when unbounded)."""
+    start = _micros(rate.valid_from)
+    return "" if start is None else str(start)
+
+
+def rate_record(rate: Rate) -> str:
+    """A rate's terms as stored by every engine (JSON text)."""
+    return json.dumps(
+        [rate.rate_num, rate.rate_den, rate.exchange, _micros(rate.valid_from), _micros(rate.valid_until)]
+    )
+
+
+def load_rate(from_currency: str, to_currency: str, record: str | bytes) -> Rate:
+    """The :class:`Rate` :func:`rate_record` stored."""
+    num, den, exchange, start, end = json.loads(record)
+    return Rate(from_currency, to_currency, num, den, exchange, _at(start), _at(end))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +124,11 @@ class LedgerStore(ABC):
     @abstractmethod
     async def price(self, tenant: str, provider: str, model: str) -> Price | None:
         """The price of ``(provider, model)``, or None."""
+
+    @abstractmethod
+    async def set_rate(self, tenant: str, rate: Rate) -> None:
+        """Create or replace the entry of ``(from_currency, to_currency, valid_from)`` in the rate table."""
+
+    @abstractmethod
+    async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
+        """Every entry of the rate table for the pair, in any order."""

@@ -26,8 +26,9 @@ method's)::
     POST /v1/bus/{publish,publish_many,send,announce,wake,ask,reply,split,replay,ack,nack}
     GET  /v1/bus/{history,dead_letters}   GET  /v1/bus/subscribe (SSE)    DELETE /v1/bus/subscriptions/{id}
     POST /v1/registry/{register,heartbeat,deregister}            GET /v1/registry/{get,status,find}
-    POST /v1/ledger/{open_account,transfer,transfer_many,hold,capture,void,transmute,check,set_price,record_usage}
-    GET  /v1/ledger/{balance,balances,get_transfer,history,price,usage,usage_summary}
+    POST /v1/ledger/{open_account,transfer,transfer_many,hold,capture,void,transmute,set_rate,check,set_price,
+                    record_usage}
+    GET  /v1/ledger/{balance,balances,get_transfer,history,rate,price,usage,usage_summary}
     POST /v1/skills/{publish,verify,resolve_dispute,record_invocation}
     GET  /v1/skills/{get,versions,find,marketplace,ancestors,descendants}
 """

@@ -33,6 +33,7 @@ __all__ = [
     "ResolveDisputeIn",
     "SendIn",
     "SetPriceIn",
+    "SetRateIn",
     "SplitIn",
     "TenantIn",
     "TokenIn",
@@ -221,8 +222,18 @@ class TransmuteIn(Body):
     amount: int
     from_currency: str
     to_currency: str
+    rate_num: int | None = None
+    rate_den: int | None = None
+    exchange: str | None = None
+
+
+class SetRateIn(Body):
+    from_currency: str
+    to_currency: str
     rate_num: int
     rate_den: int
+    valid_from: str | None = Field(default=None, description="ISO 8601 with its offset; null: always")
+    valid_until: str | None = Field(default=None, description="ISO 8601 with its offset; null: open-ended")
     exchange: str = "system:exchange"
 
 

@@ -14,7 +14,7 @@ from pydantic import BeforeValidator, ValidationError
 from starlette.responses import Response
 
 from ..contracts import validation_details
-from ..errors import SchemaViolation
+from ..errors import InvalidArgument, SchemaViolation
 from ..identity.capability import Capability
 from ..identity.keys import PublicKey
 from ..ledger import Balance
@@ -30,6 +30,7 @@ from ._bodies import (
     RegisterIn,
     ResolveDisputeIn,
     SetPriceIn,
+    SetRateIn,
     TransferIn,
     TransferManyIn,
     TransmuteIn,
@@ -177,6 +178,35 @@ async def history(
 @ledger.post("/transmute", summary="Convert between currencies (idempotent by id)")
 async def transmute(body: TransmuteIn, session: SessionDep) -> Response:
     return answer(await session.ledger.transmute(**body.model_dump(exclude_unset=True)))
+
+
+def _instant(value: str | None, name: str) -> datetime | None:
+    # the service says what is wrong with a naive time; text that is no time at all is refused the same way here
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a timezone-aware datetime") from None
+
+
+@ledger.post("/set_rate", summary="Set an exchange rate and its validity (ledger:admin)")
+async def set_rate(body: SetRateIn, session: SessionDep) -> Response:
+    found = await session.ledger.set_rate(
+        body.from_currency,
+        body.to_currency,
+        rate_num=body.rate_num,
+        rate_den=body.rate_den,
+        valid_from=_instant(body.valid_from, "valid_from"),
+        valid_until=_instant(body.valid_until, "valid_until"),
+        exchange=body.exchange,
+    )
+    return answer(found)
+
+
+@ledger.get("/rate", summary="The exchange rate in force (now or at a time), or null")
+async def rate(session: SessionDep, from_currency: str, to_currency: str, at: Timestamp | None = None) -> Response:
+    return answer(await session.ledger.rate(from_currency, to_currency, at=at))
 
 
 @ledger.post("/check", status_code=204, summary="Verify the ledger's invariants (ledger:admin)")

@@ -23,7 +23,7 @@ from ..contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent
 from ..errors import BackendFailure
 from ..identity.keys import PublicKey
 from ..identity.models import IssuedToken, Principal, Tenant, TokenInfo
-from ..ledger import Account, Balance, Price, Transfer, Transmutation, UsageSummaryRow
+from ..ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
 from ..registry import RegisteredAgent
 from ..skills import Invocation
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_message",
     "load_price",
     "load_principal",
+    "load_rate",
     "load_receipt",
     "load_registered_agent",
     "load_skill_card",
@@ -159,6 +160,14 @@ def load_transmutation(data: Any) -> Transmutation:
 def load_price(data: Any) -> Price:
     """A ledger :class:`Price`."""
     return Price(**_fields(Price, _object(data, "price")))
+
+
+def load_rate(data: Any) -> Rate:
+    """A ledger :class:`Rate`."""
+    raw = dict(_fields(Rate, _object(data, "rate")))
+    raw["valid_from"] = _maybe_when(raw.get("valid_from"))
+    raw["valid_until"] = _maybe_when(raw.get("valid_until"))
+    return Rate(**raw)
 
 
 def load_usage_event(data: Any) -> UsageEvent:
