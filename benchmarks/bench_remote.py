@@ -55,8 +55,8 @@ import httpx
 
 import sos_kernel
 from mumega_sdk import MumegaClient
+from sos_kernel import wire
 from sos_kernel.contracts import SendMessage, SendPayload
-from sos_kernel.server import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQUENTIAL_N = 400

@@ -34,6 +34,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
+from sos_kernel import wire
 from sos_kernel.bus import (
     BusLimits,
     DeadLetter,
@@ -72,7 +73,6 @@ from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, To
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import EXCHANGE_ACCOUNT, Account, Balance, Price, Rate, Transfer, Transmutation
 from sos_kernel.registry import AgentStatus, RegisteredAgent
-from sos_kernel.server import wire
 from sos_kernel.skills import SKILL_EVENT_TYPE, Invocation, SkillExecutedPayload
 
 __all__ = [

@@ -27,7 +27,7 @@ PUBLIC_MODULES = [
     "sos_kernel.session",
     "sos_kernel.sync",
     "sos_kernel.server",
-    "sos_kernel.server.wire",
+    "sos_kernel.wire",
     "mumega_sdk",
     "mumega_sdk.blocking",
     "mumega_sdk.client",

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ..errors import SOSError
-from ..server.wire import encode
+from ..wire import encode
 
 __all__ = [
     "CELL_CHARS_MAX",
@@ -62,7 +62,7 @@ class Output:
             print(f"sos: {text}", file=self._err, flush=True)
 
     def document(self, value: Any) -> None:
-        """One JSON document on stdout (results of every kind go through :func:`~sos_kernel.server.wire.encode`,
+        """One JSON document on stdout (results of every kind go through :func:`~sos_kernel.wire.encode`,
         so they have the same form as the HTTP API's answers)."""
         print(json.dumps(encode(value), indent=2, ensure_ascii=False), file=self._out, flush=True)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from .. import wire
 from ..api import ServicesAPI
 from ..errors import (
     InvalidArgument,
@@ -30,7 +31,6 @@ from ..errors import (
 from ..identity.models import IssuedToken, Tenant, TokenInfo
 from ..kernel import DEFAULT_TENANT, DEFAULT_URL, Kernel
 from ..kernel import open as open_kernel
-from ..server import wire
 from ._output import Output
 
 if TYPE_CHECKING:

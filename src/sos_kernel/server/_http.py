@@ -16,8 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidArgument, LimitExceeded, MethodNotAllowed, NotFound, SchemaViolation, SOSError
 from ..session import Session
+from ..wire import encode, json_bytes
 from ._state import Idempotency, ServerState, error_bytes
-from .wire import encode, json_bytes
 
 __all__ = [
     "BEARER",

@@ -11,9 +11,9 @@ from starlette.responses import Response
 from .. import __version__
 from ..errors import KernelClosed
 from ..identity.models import ADMIN_SCOPE
+from ..wire import encode
 from ._bodies import TenantIn, TokenIn
 from ._http import BEARER, SessionDep, answer, bearer_token, keyed, state_of
-from .wire import encode
 
 __all__ = ["router"]
 

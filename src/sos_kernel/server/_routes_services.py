@@ -1,7 +1,7 @@
 """``/v1/registry/*``, ``/v1/ledger/*``, ``/v1/skills/*`` and SOS v0.4.1's ``POST /usage``.
 
 Each route is one session method: the same arguments (as a JSON body or query parameters), the same checks and
-errors, and the result in its wire form (see :mod:`sos_kernel.server.wire`).
+errors, and the result in its wire form (see :mod:`sos_kernel.wire`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..identity.capability import Capability
 from ..identity.keys import PublicKey
 from ..ledger import Balance
 from ..registry import AgentStatus
+from ..wire import encode
 from ._bodies import (
     CaptureIn,
     HoldIn,
@@ -38,7 +39,6 @@ from ._bodies import (
     VoidIn,
 )
 from ._http import SessionDep, answer, keyed
-from .wire import encode
 
 __all__ = ["ledger", "registry", "skills", "usage"]
 

@@ -17,8 +17,8 @@ from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, MissingTok
 from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..session import Session
+from ..wire import json_bytes
 from ._streams import Leases
-from .wire import json_bytes
 
 __all__ = [
     "IDEMPOTENCY_KEYS_MAX",

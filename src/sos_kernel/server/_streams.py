@@ -36,7 +36,7 @@ from ..bus import Delivery, Subscription
 from ..errors import LimitExceeded, SOSError
 from ..identity.models import Principal
 from ..session import Session
-from .wire import encode, json_bytes
+from ..wire import encode, json_bytes
 
 __all__ = ["EventStream", "Lease", "Leases", "StreamOptions", "sse_event"]
 

@@ -18,14 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..bus import DeadLetter, PublishReceipt
-from ..contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent, WireModel
-from ..errors import BackendFailure
-from ..identity.keys import PublicKey
-from ..identity.models import IssuedToken, Principal, Tenant, TokenInfo
-from ..ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
-from ..registry import RegisteredAgent
-from ..skills import Invocation
+from .bus import DeadLetter, PublishReceipt
+from .contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent, WireModel
+from .errors import BackendFailure
+from .identity.keys import PublicKey
+from .identity.models import IssuedToken, Principal, Tenant, TokenInfo
+from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
+from .registry import RegisteredAgent
+from .skills import Invocation
 
 __all__ = [
     "encode",
