@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .identity.capability import Capability
     from .identity.keys import PublicKey
     from .identity.models import Principal
-    from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation
+    from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
     from .registry import AgentStatus, RegisteredAgent
     from .skills import Invocation
 
@@ -241,8 +241,25 @@ class LedgerAPI(Protocol):
     ) -> Price: ...
     async def price(self, provider: str, model: str) -> Price | None: ...
     async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent: ...
-    async def usage(self, **filters: Any) -> list[UsageEvent]: ...
-    async def usage_summary(self, **options: Any) -> list[Any]: ...
+    async def usage(
+        self,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[UsageEvent]: ...
+    async def usage_summary(
+        self,
+        *,
+        group_by: Sequence[str] = ("provider", "model"),
+        window: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageSummaryRow]: ...
 
 
 class SkillsAPI(Protocol):
@@ -311,30 +328,3 @@ class SessionAPI(ServicesAPI, Protocol):
     def principal(self) -> Principal: ...
     async def refresh(self) -> Principal: ...
 
-
-if TYPE_CHECKING:  # mypy proves that the in-process session and the trusted services have these surfaces
-    from .bus import Bus, Subscription
-    from .kernel import TenantView
-    from .ledger import Ledger
-    from .registry import Registry
-    from .session import Session, SessionBus, SessionLedger, SessionRegistry, SessionSkills
-    from .skills import Skills
-
-    def _session_is_an_api(session: Session) -> SessionAPI:
-        return session
-
-    def _tenant_view_has_the_services(view: TenantView) -> ServicesAPI:
-        return view
-
-    def _session_services(
-        bus: SessionBus, registry: SessionRegistry, ledger: SessionLedger, skills: SessionSkills
-    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
-        return bus, registry, ledger, skills
-
-    def _trusted_services(
-        bus: Bus, registry: Registry, ledger: Ledger, skills: Skills
-    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
-        return bus, registry, ledger, skills
-
-    def _subscription(sub: Subscription) -> SubscriptionAPI:
-        return sub

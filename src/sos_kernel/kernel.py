@@ -207,7 +207,13 @@ class Kernel:
         from .session import Session
 
         principal = await self._auth.principal(token)
-        return Session(self, principal, token_digest(str(token)))
+        digest = token_digest(str(token))
+        auth = self._auth
+
+        async def refresh() -> Principal:
+            return await auth.principal_for_digest(digest)
+
+        return Session(self.tenant(principal.tenant), principal, refresh, self._record_denial)
 
     def _record_denial(self, principal: Principal, reason: str) -> None:
         self.denials[principal.tenant] += 1

@@ -10,11 +10,13 @@ This module needs neither FastAPI nor httpx: both sides import it.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -30,6 +32,7 @@ from .skills import Invocation
 __all__ = [
     "encode",
     "json_bytes",
+    "load",
     "load_account",
     "load_balance",
     "load_dead_letter",
@@ -57,9 +60,12 @@ def json_bytes(value: Any) -> bytes:
 
 
 def encode(value: Any) -> Any:
-    """A JSON-ready form of a result: dataclasses, contract models, datetimes, mappings and sequences."""
+    """A JSON-ready form of a value: dataclasses, contract models, datetimes, mappings and sequences; bytes (a
+    message as JSON text) as text, which the receiving service parses."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, WireModel):
@@ -236,3 +242,76 @@ def load_token_info(data: Any) -> TokenInfo:
     raw["expires_at"] = _maybe_when(raw.get("expires_at"))
     raw["revoked_at"] = _maybe_when(raw.get("revoked_at"))
     return TokenInfo(**raw)
+
+
+# -- by type: what the derived routes and the client use ------------------------------------------------------------
+
+_LOADERS: dict[type[Any], Callable[[Any], Any]] = {
+    PublishReceipt: load_receipt,
+    Account: load_account,
+    Balance: load_balance,
+    Transfer: load_transfer,
+    Transmutation: load_transmutation,
+    Price: load_price,
+    Rate: load_rate,
+    UsageSummaryRow: load_usage_summary_row,
+    RegisteredAgent: load_registered_agent,
+    Invocation: load_invocation,
+    Principal: load_principal,
+    Tenant: load_tenant,
+    IssuedToken: load_issued_token,
+    datetime: _when,
+    PublicKey: lambda data: PublicKey(**_fields(PublicKey, _object(data, "public key"))),
+}
+
+
+def load(hint: Any, data: Any, catalogue: TypeCatalogue) -> Any:
+    """``data`` (decoded JSON) rebuilt as the type ``hint`` names, for the kernel's result and argument types.
+
+    Plain JSON types, literals and unions that take a mapping pass unchanged (the service checks them, so a remote
+    call is refused with the in-process message); a list of the wrong shape passes unchanged for the same reason.
+    Raises ``BackendFailure``, ``ValueError``, ``TypeError`` or pydantic's ``ValidationError`` for data that cannot
+    be the type.
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return _load_union(args, data, catalogue)
+    if origin in (list, tuple, Sequence, collections.abc.Sequence) and isinstance(data, list):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(data):
+                raise BackendFailure(f"expected {len(args)} items, got {len(data)}")
+            return tuple(load(a, d, catalogue) for a, d in zip(args, data, strict=True))
+        item = args[0] if args else Any
+        return [load(item, d, catalogue) for d in data]
+    if not isinstance(hint, type):
+        return data  # Any, Literal, a bare alias
+    if data is None:
+        return None
+    if issubclass(hint, Message):
+        return _typed_message(hint, data, catalogue)
+    loader = _LOADERS.get(hint)
+    if loader is not None:
+        return loader(data)
+    if issubclass(hint, DeadLetter):
+        return load_dead_letter(data, catalogue)
+    if issubclass(hint, BaseModel):
+        return hint.model_validate(data)
+    return data
+
+
+def _load_union(args: tuple[Any, ...], data: Any, catalogue: TypeCatalogue) -> Any:
+    members = [a for a in args if a is not type(None)]
+    if data is None and len(members) < len(args):
+        return None
+    if any(get_origin(a) in (Mapping, collections.abc.Mapping, dict) or a in (bytes, str) for a in members):
+        return data  # the service takes the mapping (or the JSON text) itself
+    if len(members) == 1:
+        return load(members[0], data, catalogue)
+    return data
+
+
+def _typed_message(hint: type[Any], data: Any, catalogue: TypeCatalogue) -> Any:
+    message = catalogue.parse(_object(data, "message"))
+    if not isinstance(message, hint):
+        raise BackendFailure(f"expected a {hint.__name__}, got a {message.type!r} message")
+    return message

@@ -57,10 +57,17 @@ from ..errors import (
     ChunkIntegrityError,
     Forbidden,
     InvalidArgument,
+    InvalidSource,
     KernelClosed,
     LimitExceeded,
+    MissingType,
+    NotFound,
+    SchemaViolation,
     SOSError,
+    UnknownType,
 )
+from ..operations import Wire, operation, service
+from . import access
 from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
 from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention
 
@@ -71,6 +78,7 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 KERNEL_SOURCE = "agent:kernel"
 DEFAULT_INBOX_GROUP = "inbox"
+_PUBLISH = (SchemaViolation, MissingType, InvalidSource, UnknownType, LimitExceeded, ChunkIntegrityError)
 WAIT_CAP_S = 1.0
 """Longest a subscriber sleeps before checking for due redeliveries (engines wake it sooner on new messages)."""
 RECONNECT_BACKOFF_S = 0.05
@@ -203,6 +211,7 @@ def resolve_subscription(
     )
 
 
+@service("bus")
 class Bus:
     """The bus API of one tenant. Obtain it as ``kernel.bus`` or ``kernel.tenant(slug).bus``."""
 
@@ -248,6 +257,11 @@ class Bus:
             )
         return parsed, data
 
+    @operation(
+        "bus:write",
+        rule=access.publish,
+        wire=Wire(errors=_PUBLISH, summary="Publish one message (idempotent by message_id)"),
+    )
     async def publish(
         self,
         message: Message | Mapping[str, Any] | bytes | str,
@@ -295,6 +309,11 @@ class Bus:
         )
         return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
+    @operation(
+        "bus:write",
+        rule=access.publish_many,
+        wire=Wire(errors=_PUBLISH, summary="Publish a batch, all or none (idempotent by message_id)"),
+    )
     async def publish_many(
         self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
     ) -> list[PublishReceipt]:
@@ -340,6 +359,7 @@ class Bus:
             for (address, entry), a in zip(items, appended, strict=True)
         ]
 
+    @operation("bus:read", local=True)
     def split(self, message: Message) -> list[ChunkMessage]:
         """The ``chunk`` messages that carry ``message`` (see :func:`split_message`), cut by this bus's limits.
 
@@ -435,6 +455,11 @@ class Bus:
 
     # -- helpers for the core types ---------------------------------------------------------------------------
 
+    @operation(
+        "bus:write",
+        own={"source": "source"},
+        wire=Wire(keyed=True, errors=_PUBLISH, summary="Send text from the session's agent"),
+    )
     async def send(
         self,
         source: str,
@@ -463,6 +488,9 @@ class Bus:
         )
         return await self.publish(message, receipts=receipts)
 
+    @operation(
+        "bus:write", own={"source": "source"}, wire=Wire(keyed=True, errors=_PUBLISH, summary="Announce an agent")
+    )
     async def announce(
         self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
     ) -> PublishReceipt:
@@ -477,6 +505,11 @@ class Bus:
         )
         return await self.publish(message)
 
+    @operation(
+        "bus:write",
+        own={"source": "source"},
+        wire=Wire(keyed=True, errors=(*_PUBLISH, AgentOffline), summary="Wake a registered agent"),
+    )
     async def wake(
         self,
         source: str,
@@ -506,6 +539,16 @@ class Bus:
         )
         return await self.publish(message)
 
+    @operation(
+        "bus:write",
+        own={"source": "source"},
+        wire=Wire(
+            keyed=True,
+            wait="timeout_s",
+            errors=(*_PUBLISH, AskTimeout, AgentNotFound),
+            summary="Ask and wait for the reply message",
+        ),
+    )
     async def ask(
         self,
         source: str,
@@ -552,6 +595,7 @@ class Bus:
                     return reply
             await self._store.wait(self.tenant, channel, WAIT_CAP_S)
 
+    @operation("bus:write", rule=access.reply, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
     async def reply(
         self,
         to: Message,
@@ -570,6 +614,7 @@ class Bus:
 
     # -- consuming --------------------------------------------------------------------------------------------
 
+    @operation("bus:read", local=True, rule=access.subscribe)
     def subscribe(
         self,
         address: str,
@@ -588,9 +633,9 @@ class Bus:
         earliest retained message (``start="earliest"``, the default for agents) or at the current end
         (``"latest"``, the default for channels). See the module docstring for delivery guarantees.
         """
-        spec = resolve_subscription(
+        return self._subscribe(
             address,
-            self.limits,
+            check=None,
             group=group,
             consumer=consumer,
             visibility_timeout_s=visibility_timeout_s,
@@ -598,6 +643,10 @@ class Bus:
             prefetch=prefetch,
             start=start,
         )
+
+    def _subscribe(self, address: str, *, check: Callable[[], Awaitable[None]] | None, **options: Any) -> Subscription:
+        # ``check`` runs when the subscription opens (a session's access rule), before the group is touched.
+        spec = resolve_subscription(address, self.limits, **options)
         return Subscription(
             self,
             spec.address,
@@ -608,8 +657,12 @@ class Bus:
             prefetch=spec.prefetch,
             start=spec.start,
             temporary=spec.temporary,
+            check=check,
         )
 
+    @operation(
+        "bus:read", own={"address": "inbox"}, wire=Wire("GET", summary="Retained messages of an address, oldest first")
+    )
     async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
         """Retained messages of ``address``, oldest first, without consuming them (replay).
 
@@ -618,6 +671,11 @@ class Bus:
         """
         return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
 
+    @operation(
+        "bus:read",
+        own={"address": "inbox"},
+        wire=Wire("GET", summary="Retained messages of an address with their positions, oldest first"),
+    )
     async def history_entries(
         self, address: str, *, after: str | None = None, limit: int = 100
     ) -> list[tuple[str, Message]]:
@@ -642,6 +700,7 @@ class Bus:
             return known.position
         return after
 
+    @operation("bus:read", own={"address": "inbox"}, wire=Wire("GET", summary="Messages a group gave up on"))
     async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """The messages ``group`` (default: the address's default group) gave up on, oldest first."""
         self._check_open()
@@ -664,6 +723,11 @@ class Bus:
             for d in stored
         ]
 
+    @operation(
+        "bus:write",
+        rule=access.replay,
+        wire=Wire(keyed=True, errors=(NotFound,), summary="Deliver a dead letter again"),
+    )
     async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
         """Deliver a dead letter again, to its group only, with fresh attempts; it leaves the dead letters.
 
@@ -744,8 +808,10 @@ class Subscription:
         prefetch: int,
         start: Literal["earliest", "latest"],
         temporary: bool,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.bus = bus
+        self._bus = bus
+        self._check = check
         self.address = address
         self.group = group
         self.consumer = consumer
@@ -767,9 +833,11 @@ class Subscription:
         return max(1, int(self.visibility_timeout_s * 1000))
 
     async def open(self) -> Subscription:
-        """Create the group if needed. Called by ``async with``."""
-        self.bus._check_open()
-        await self.bus.store.ensure_group(self.bus.tenant, self.address, self.group, self.start)
+        """Check access (a session's subscription), then create the group if needed. Called by ``async with``."""
+        self._bus._check_open()
+        if self._check is not None:
+            await self._check()
+        await self._bus.store.ensure_group(self._bus.tenant, self.address, self.group, self.start)
         self._opened = True
         return self
 
@@ -778,7 +846,7 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
-        store, tenant = self.bus.store, self.bus.tenant
+        store, tenant = self._bus.store, self._bus.tenant
         with anyio.CancelScope(shield=True):
             if self.temporary:
                 await store.delete_group(tenant, self.address, self.group)
@@ -808,7 +876,7 @@ class Subscription:
             raise InvalidArgument("use the subscription inside 'async with bus.subscribe(...)'")
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
         while not self._closed:
-            if self.bus._closed_event().is_set():
+            if self._bus._closed_event().is_set():
                 raise KernelClosed("the kernel was closed while subscribed")
             if self._buffer:
                 return self._buffer.pop(0)
@@ -830,25 +898,25 @@ class Subscription:
         now = anyio.current_time()
         if self._unreachable_since is None:
             self._unreachable_since, self._reconnects = now, 0
-        if now - self._unreachable_since >= self.bus.limits.reconnect_s_max:
+        if now - self._unreachable_since >= self._bus.limits.reconnect_s_max:
             raise exc
         delay = min(RECONNECT_BACKOFF_MAX_S, RECONNECT_BACKOFF_S * 2**self._reconnects)
         self._reconnects += 1
         await anyio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
 
     async def _sleep(self, timeout_s: float) -> None:
-        if self._in_flight >= self.bus.limits.in_flight_max:
+        if self._in_flight >= self._bus.limits.in_flight_max:
             with anyio.move_on_after(timeout_s):
                 await self._settled.wait()
             return
-        await self.bus.store.wait(self.bus.tenant, self.address, max(timeout_s, 0.001))
+        await self._bus.store.wait(self._bus.tenant, self.address, max(timeout_s, 0.001))
 
     async def _fill(self) -> bool:
-        room = min(self.prefetch, self.bus.limits.in_flight_max - self._in_flight)
+        room = min(self.prefetch, self._bus.limits.in_flight_max - self._in_flight)
         if room <= 0:
             return False
-        claimed = await self.bus.store.claim(
-            self.bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms
+        claimed = await self._bus.store.claim(
+            self._bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms
         )
         self._unreachable_since = None  # the store answered
         for item in claimed:
@@ -856,21 +924,21 @@ class Subscription:
         return bool(claimed)
 
     async def _admit(self, position: str, data: bytes, attempt: int, receipts: bool) -> None:
-        store, tenant = self.bus.store, self.bus.tenant
+        store, tenant = self._bus.store, self._bus.tenant
         try:
-            message = self.bus.catalogue.parse(data)
+            message = self._bus.catalogue.parse(data)
         except SOSError as exc:
             await store.bury(tenant, self.address, self.group, position, f"unreadable: {exc}", attempt)
             return
         if attempt > self.max_deliveries:
             reason = f"not acked after {self.max_deliveries} deliveries"
             if await store.bury(tenant, self.address, self.group, position, reason, attempt - 1) and receipts:
-                await self.bus._emit_receipt(message, "rejected", self, attempt - 1, reason)
+                await self._bus._emit_receipt(message, "rejected", self, attempt - 1, reason)
             return
         self._in_flight += 1
         self._buffer.append(Delivery(self, message, position, attempt, receipts))
         if receipts:
-            await self.bus._emit_receipt(message, "delivered", self, attempt)
+            await self._bus._emit_receipt(message, "delivered", self, attempt)
 
     def _release(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)
@@ -878,16 +946,16 @@ class Subscription:
         self._settled = anyio.Event()
 
     async def _ack(self, delivery: Delivery) -> bool:
-        done = await self.bus.store.ack(self.bus.tenant, self.address, self.group, delivery.position)
+        done = await self._bus.store.ack(self._bus.tenant, self.address, self.group, delivery.position)
         self._release()  # only once settled: a failed ack leaves the delivery in flight, to settle again
         if done and delivery.receipts:
-            await self.bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
+            await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
         return done
 
     async def _nack(self, delivery: Delivery, delay_s: float) -> bool:
-        delay_ms = int(min(delay_s, self.bus.limits.visibility_timeout_s_max) * 1000)
-        done = await self.bus.store.nack(
-            self.bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
+        delay_ms = int(min(delay_s, self._bus.limits.visibility_timeout_s_max) * 1000)
+        done = await self._bus.store.nack(
+            self._bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
         )
         self._release()
         return done

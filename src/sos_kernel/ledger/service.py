@@ -30,13 +30,17 @@ from typing import Any
 from ..contracts import UsageEvent
 from ..errors import (
     IdempotencyConflict,
+    InsufficientFunds,
     InvalidArgument,
     InvariantViolation,
     LimitExceeded,
     NotFound,
+    SettlementRejected,
     WalletNotFound,
     error_class,
 )
+from ..operations import Wire, operation, service
+from . import access
 from .models import (
     AMOUNT_MICROS_MAX,
     CURRENCY_RE,
@@ -50,6 +54,7 @@ from .models import (
     TransferKind,
     TransferRequest,
     Transmutation,
+    UsageSummaryRow,
     new_request,
 )
 from .store import LedgerStore
@@ -74,6 +79,9 @@ CODE_END = 2**31
 METADATA_KEYS_MAX = 32
 HISTORY_LIMIT_MAX = 10_000
 CHECK_PAGE = 5000
+ADMIN = "ledger:admin"
+_MOVES = (InsufficientFunds, WalletNotFound, IdempotencyConflict)
+_SETTLES = (SettlementRejected, InsufficientFunds, IdempotencyConflict)
 EXCHANGE_ACCOUNT = "system:exchange"
 """The exchange a rate converts through unless ``set_rate`` names another system account."""
 RATE_TERM_MAX = 10**12
@@ -229,6 +237,7 @@ def _recorded_rate(leg: Transfer) -> tuple[int, int] | None:
     return None
 
 
+@service("ledger")
 class Ledger:
     """The ledger API of one tenant. Obtain it as ``kernel.ledger`` or ``kernel.tenant(slug).ledger``."""
 
@@ -243,6 +252,16 @@ class Ledger:
 
     # -- accounts -------------------------------------------------------------------------------------------
 
+    @operation(
+        "ledger:write",
+        own={"owner": "account"},
+        lift=ADMIN,
+        admin_unless={"allow_negative": (False,)},
+        wire=Wire(
+            errors=(IdempotencyConflict,),
+            summary="Open an account (idempotent); an issuer that may go negative needs ledger:admin",
+        ),
+    )
     async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account:
         """Open ``owner``'s account in ``currency``. Idempotent: opening it again returns it unchanged, unless
         ``allow_negative`` differs (SOS-4009). ``allow_negative=True`` is for issuers that mint."""
@@ -258,6 +277,12 @@ class Ledger:
             )
         return account
 
+    @operation(
+        "ledger:read",
+        own={"owner": "account"},
+        lift=ADMIN,
+        wire=Wire("GET", errors=(WalletNotFound,), summary="An account's balance"),
+    )
     async def balance(self, owner: str, currency: str) -> Balance:
         """The account's balance (expired holds released first). Raises SOS-7002 if it does not exist."""
         check_owner(owner)
@@ -295,6 +320,13 @@ class Ledger:
         meta = {} if plain else _check_meta(reason, metadata, code)
         return new_request(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
 
+    @operation(
+        "ledger:write",
+        own={"debit": "account"},
+        lift=ADMIN,
+        ids=("id",),
+        wire=Wire(errors=_MOVES, summary="Move money now (idempotent by id)"),
+    )
     async def transfer(
         self,
         *,
@@ -316,6 +348,12 @@ class Ledger:
         request = self._request("posted", id, debit, credit, amount, currency, 0, None, code, reason, metadata)
         return (await self._submit([request]))[0]
 
+    @operation(
+        "ledger:write",
+        lift=ADMIN,
+        rule=access.transfer_many,
+        wire=Wire(errors=_MOVES, summary="A linked batch: all or none (idempotent by ids)"),
+    )
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
         """Apply a linked batch of transfers (each a mapping of :meth:`transfer`'s arguments): all or none.
 
@@ -329,6 +367,13 @@ class Ledger:
             raise InvalidArgument("a batch repeats a transfer id")
         return await self._submit(requests)
 
+    @operation(
+        "ledger:write",
+        own={"debit": "account"},
+        lift=ADMIN,
+        ids=("id",),
+        wire=Wire(errors=_MOVES, summary="Reserve money for later capture (idempotent by id)"),
+    )
     async def hold(
         self,
         *,
@@ -363,12 +408,24 @@ class Ledger:
         )
         return (await self._submit([request]))[0]
 
+    @operation(
+        "ledger:write",
+        lift=ADMIN,
+        rule=access.capture,
+        wire=Wire(errors=_SETTLES, summary="Post a hold, fully or partly (idempotent by id)"),
+    )
     async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
         """Post ``amount`` (default: all) of a pending hold; the rest is released. The capture's id defaults to
         ``"<hold_id>:capture"`` so a retried capture is idempotent. Raises SOS-7020 if the hold is not pending
         (captured, voided, expired) or ``amount`` exceeds it."""
         return await self._resolve("post_pending", hold_id, amount, id or f"{hold_id}:capture")
 
+    @operation(
+        "ledger:write",
+        lift=ADMIN,
+        rule=access.void,
+        wire=Wire(errors=_SETTLES, summary="Release a hold (idempotent by id)"),
+    )
     async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
         """Release a pending hold; its id defaults to ``"<hold_id>:void"``. Raises SOS-7020 if it is not pending."""
         return await self._resolve("void_pending", hold_id, None, id or f"{hold_id}:void")
@@ -425,6 +482,12 @@ class Ledger:
             out.append(replace(recorded, replayed=True))
         return out
 
+    @operation(
+        "ledger:read",
+        lift=ADMIN,
+        rule=access.get_transfer,
+        wire=Wire("GET", errors=(NotFound,), summary="A recorded transfer by id"),
+    )
     async def get_transfer(self, id: str) -> Transfer:
         """The recorded transfer (applied or failed) with this id; SOS-4040 if none."""
         check_transfer_id(id)
@@ -433,6 +496,16 @@ class Ledger:
             raise NotFound(f"no transfer {id}", details={"id": id})
         return found
 
+    @operation(
+        "ledger:write",
+        own={"owner": "account"},
+        lift=ADMIN,
+        ids=("id",),
+        admin_unless={"rate_num": (None,), "rate_den": (None,), "exchange": (None, EXCHANGE_ACCOUNT)},
+        wire=Wire(
+            errors=(*_MOVES, NotFound), summary="Convert between currencies at the rate in force (idempotent by id)"
+        ),
+    )
     async def transmute(
         self,
         *,
@@ -525,6 +598,9 @@ class Ledger:
 
     # -- exchange rates -------------------------------------------------------------------------------------
 
+    @operation(
+        ADMIN, wire=Wire(errors=(IdempotencyConflict,), summary="Set an exchange rate and its validity (ledger:admin)")
+    )
     async def set_rate(
         self,
         from_currency: str,
@@ -570,6 +646,7 @@ class Ledger:
         await self._store.set_rate(self.tenant, rate)
         return rate
 
+    @operation("ledger:read", wire=Wire("GET", summary="The exchange rate in force (now or at a time), or null"))
     async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None:
         """The rate in force at ``at`` (default: now): of the entries whose window holds ``at``, the one that
         started last; ``None`` if there is none."""
@@ -583,6 +660,12 @@ class Ledger:
 
     # -- statements and invariants ------------------------------------------------------------------------------
 
+    @operation(
+        "ledger:read",
+        own={"owner": "account"},
+        lift=ADMIN,
+        wire=Wire("GET", summary="Applied transfers of an account, oldest first"),
+    )
     async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
         """Applied transfers touching the account, oldest first; page with ``after=<last sequence>``."""
         check_owner(owner)
@@ -593,10 +676,12 @@ class Ledger:
             raise InvalidArgument("after must be a sequence number >= 0")
         return await self._store.history(self.tenant, owner, currency, after, limit)
 
+    @operation(ADMIN, wire=Wire("GET", summary="Every account of the tenant (ledger:admin)"))
     async def balances(self) -> list[Balance]:
         """Every account of this tenant."""
         return await self._store.balances(self.tenant)
 
+    @operation(ADMIN, wire=Wire(errors=(InvariantViolation,), summary="Verify the ledger's invariants (ledger:admin)"))
     async def check(self) -> None:
         """Verify the invariants; raise :class:`~sos_kernel.errors.InvariantViolation` (SOS-6099) on any break.
 
@@ -692,6 +777,7 @@ class Ledger:
 
     # -- usage and pricing --------------------------------------------------------------------------------------
 
+    @operation(ADMIN, wire=Wire(summary="Set what a provider's model costs (ledger:admin)"))
     async def set_price(
         self,
         provider: str,
@@ -719,10 +805,20 @@ class Ledger:
         await self._store.set_price(self.tenant, price)
         return price
 
+    @operation("ledger:read", wire=Wire("GET", summary="The price of a provider's model, or null"))
     async def price(self, provider: str, model: str) -> Price | None:
         """The price set for ``(provider, model)``, or None."""
         return await self._store.price(self.tenant, provider, model)
 
+    @operation(
+        "usage:write",
+        lift=ADMIN,
+        admin_unless={"settle": (False,)},
+        wire=Wire(
+            errors=(IdempotencyConflict, InsufficientFunds),
+            summary="Record a usage event (idempotent by its id); settling needs ledger:admin",
+        ),
+    )
     async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent:
         """Store a usage event; idempotent by its ``id``. Returns the stored event (``received_at`` set).
 
@@ -735,16 +831,36 @@ class Ledger:
 
         return await record_usage(self, event, settle=settle)
 
-    async def usage(self, **filters: Any) -> list[UsageEvent]:
-        """Stored usage events, oldest first: ``provider=``, ``model=``, ``since=``, ``until=`` (datetimes),
-        ``limit=`` (default 1000)."""
+    @operation(ADMIN, wire=Wire("GET", summary="Stored usage events, oldest first (ledger:admin)"))
+    async def usage(
+        self,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[UsageEvent]:
+        """Stored usage events, oldest first, matching every filter given (``since`` inclusive)."""
         from .usage import list_usage
 
-        return await list_usage(self, **filters)
+        return await list_usage(self, provider=provider, model=model, since=since, until=until, limit=limit)
 
-    async def usage_summary(self, **options: Any) -> list[Any]:
+    @operation(ADMIN, wire=Wire("GET", summary="Usage sums grouped by keys and an optional window (ledger:admin)"))
+    async def usage_summary(
+        self,
+        *,
+        group_by: Sequence[str] = ("provider", "model"),
+        window: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageSummaryRow]:
         """Sums of events, tokens, images and cost grouped by ``group_by`` (any of tenant, provider, model,
         currency) and an optional ``window`` ("hour", "day", "month"); same filters as :meth:`usage`."""
         from .usage import summarise_usage
 
-        return await summarise_usage(self, **options)
+        return await summarise_usage(
+            self, group_by=group_by, window=window, provider=provider, model=model, since=since, until=until
+        )

@@ -20,6 +20,8 @@ from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse
 from ..errors import AgentNotFound, Forbidden, InvalidArgument
 from ..identity.keys import AgentKey, PublicKey
 from ..identity.store import RegistryEntry, RegistryStore
+from ..operations import Wire, operation, service
+from . import access
 
 __all__ = [
     "REGISTRY_TTL_S",
@@ -87,6 +89,7 @@ class RegisteredAgent:
         )
 
 
+@service("registry")
 class Registry:
     """The registry API of one tenant: ``kernel.registry`` or ``kernel.tenant(slug).registry``."""
 
@@ -117,6 +120,7 @@ class Registry:
             signature=extras.get("signature"),
         )
 
+    @operation("registry:write", rule=access.register, wire=Wire(summary="Register or update an agent card"))
     async def register(
         self,
         card: AgentCard | Mapping[str, Any],
@@ -166,6 +170,9 @@ class Registry:
         )
         await self._bus.publish(message)
 
+    @operation(
+        "registry:write", own={"name": "name"}, wire=Wire(errors=(AgentNotFound,), summary="Mark an agent seen now")
+    )
     async def heartbeat(self, name: str) -> RegisteredAgent:
         """Mark the agent seen now; SOS-6002 if it is not registered."""
         agent = _name(name)
@@ -174,6 +181,7 @@ class Registry:
             raise AgentNotFound(f"agent {agent!r} is not registered", details={"agent": agent})
         return await self.get(agent)
 
+    @operation("registry:read", wire=Wire("GET", errors=(AgentNotFound,), summary="One agent"))
     async def get(self, name: str) -> RegisteredAgent:
         """The agent; SOS-6002 if it is not registered."""
         agent = _name(name)
@@ -182,11 +190,13 @@ class Registry:
             raise AgentNotFound(f"agent {agent!r} is not registered", details={"agent": agent})
         return self._view(entry, time.time())
 
+    @operation("registry:read", wire=Wire("GET", summary="An agent's status: online, stale, offline, or null"))
     async def status(self, name: str) -> AgentStatus | None:
         """The agent's status, or None when it is not registered."""
         entry = await self._store.get(self.tenant, _name(name))
         return self._status(entry.last_seen, time.time()) if entry else None
 
+    @operation("registry:read", wire=Wire("GET", summary="Agents matching every filter given"))
     async def find(
         self,
         *,
@@ -213,6 +223,7 @@ class Registry:
             out.append(view)
         return out
 
+    @operation("registry:write", own={"name": "name"}, wire=Wire(keyed=True, summary="Remove an agent"))
     async def deregister(self, name: str) -> None:
         """Remove the agent; SOS-6002 if it is not registered."""
         agent = _name(name)

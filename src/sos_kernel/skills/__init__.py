@@ -46,9 +46,19 @@ from ..contracts import (
     parse_card,
     validation_details,
 )
-from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, SchemaViolation, SkillNotFound
+from ..errors import (
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidArgument,
+    SchemaViolation,
+    SkillNotFound,
+    WalletNotFound,
+)
 from ..identity.capability import Capability
 from ..ledger import Ledger, Transfer
+from ..operations import Wire, operation, service
+from . import access
 from .semver import Version, matches, parse_range
 from .store import SkillRecord, SkillStats, SkillStore
 
@@ -129,6 +139,7 @@ def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
     return parse_card(SkillCard, card, "skill card")
 
 
+@service("skills")
 class Skills:
     """The skills API of one tenant: ``kernel.skills`` or ``kernel.tenant(slug).skills``."""
 
@@ -157,6 +168,7 @@ class Skills:
         verification = SkillVerification.model_validate_json(record.verification)
         return card.model_copy(update={"earnings": earnings, "verification": verification})
 
+    @operation("skills:read", wire=Wire("GET", errors=(SkillNotFound,), summary="Published versions, oldest first"))
     async def versions(self, skill_id: str) -> list[str]:
         """Published versions, oldest first by semantic version order."""
         found = await self._store.versions(self.tenant, skill_id)
@@ -178,6 +190,10 @@ class Skills:
             raise SkillNotFound(f"no skill {skill_id!r}{wanted}", details={"skill_id": skill_id, "version": version})
         return record
 
+    @operation(
+        "skills:read",
+        wire=Wire("GET", errors=(SkillNotFound,), summary="A skill: latest release, exact version or range"),
+    )
     async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
         """The latest release, an exact version, or the highest release in a range (``^1.2``, ``~1.2``,
         ``>=1.0 <2``). SOS-6020 when nothing matches."""
@@ -192,6 +208,7 @@ class Skills:
                 continue
         return out
 
+    @operation("skills:read", wire=Wire("GET", summary="The latest release of every skill matching all filters"))
     async def find(
         self,
         *,
@@ -217,6 +234,7 @@ class Skills:
             out.append(card)
         return out
 
+    @operation("skills:read", wire=Wire("GET", summary="Listed skills, best first"))
     async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
         """The public view: listed, not disputed skills, ordered by ``VERIFICATION_RANK``, then invocations
         (most first), then id; paged by ``offset``/``limit``."""
@@ -231,10 +249,16 @@ class Skills:
 
         return sorted(listed, key=rank)[max(0, offset) : max(0, offset) + limit]
 
+    @operation(
+        "skills:read", wire=Wire("GET", errors=(SkillNotFound,), summary="Skills this one derives from, nearest first")
+    )
     async def ancestors(self, skill_id: str) -> list[SkillCard]:
         """Every skill this one derives from (through the lineage of each latest release), nearest first."""
         return await self._walk(skill_id, up=True)
 
+    @operation(
+        "skills:read", wire=Wire("GET", errors=(SkillNotFound,), summary="Skills deriving from this one, nearest first")
+    )
     async def descendants(self, skill_id: str) -> list[SkillCard]:
         """Every skill that derives from this one, nearest first."""
         return await self._walk(skill_id, up=False)
@@ -265,6 +289,11 @@ class Skills:
 
     # -- publishing and verification ----------------------------------------------------------------------------
 
+    @operation(
+        "skills:publish",
+        rule=access.publish,
+        wire=Wire(errors=(IdempotencyConflict,), summary="Publish a skill version (idempotent by id and version)"),
+    )
     async def publish(
         self,
         card: SkillCard | Mapping[str, Any],
@@ -329,6 +358,11 @@ class Skills:
         if publisher is not None and publisher != owner:
             raise Forbidden(f"only {owner} may publish {card.id}", details={"skill_id": card.id})
 
+    @operation(
+        "skills:verify",
+        own={"verifier": "agent"},
+        wire=Wire(keyed=True, errors=(SkillNotFound,), summary="Record a verification verdict"),
+    )
     async def verify(
         self,
         skill_id: str,
@@ -365,6 +399,11 @@ class Skills:
         await self._store.set_verification(self.tenant, record.skill_id, record.version, updated.to_json())
         return await self.get(record.skill_id, record.version)
 
+    @operation(
+        "skills:verify",
+        own={"verifier": "agent"},
+        wire=Wire(keyed=True, errors=(SkillNotFound,), summary="Close a dispute with a fresh verdict"),
+    )
     async def resolve_dispute(
         self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
     ) -> SkillCard:
@@ -376,6 +415,16 @@ class Skills:
 
     # -- invocations --------------------------------------------------------------------------------------------
 
+    @operation(
+        "skills:invoke",
+        own={"caller": "agent"},
+        tenant=("tenant",),
+        ids=("invocation_id",),
+        wire=Wire(
+            errors=(SkillNotFound, InsufficientFunds, WalletNotFound),
+            summary="Record a paid invocation, split exactly (idempotent by invocation_id)",
+        ),
+    )
     async def record_invocation(
         self,
         skill_id: str,

@@ -1,0 +1,32 @@
+"""Proofs, checked by mypy only: the trusted services, a tenant view, a session and a subscription have the
+surfaces of the Protocols in :mod:`sos_kernel.api`. Nothing imports this module; it exists to be type-checked."""
+
+from __future__ import annotations
+
+from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+from .bus import Bus, Subscription
+from .kernel import TenantView
+from .ledger import Ledger
+from .registry import Registry
+from .session import Session
+from .skills import Skills
+
+__all__: list[str] = []
+
+
+def _session_is_an_api(session: Session) -> SessionAPI:
+    return session
+
+
+def _tenant_view_has_the_services(view: TenantView) -> ServicesAPI:
+    return view
+
+
+def _trusted_services(
+    bus: Bus, registry: Registry, ledger: Ledger, skills: Skills
+) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
+    return bus, registry, ledger, skills
+
+
+def _subscription(sub: Subscription) -> SubscriptionAPI:
+    return sub

@@ -1,0 +1,171 @@
+"""One guard for every service: a session's services are the trusted ones behind their declared access rules.
+
+:func:`guard` wraps a trusted service (``Bus``, ``Ledger``...) so that each operation declared on its class
+(:mod:`sos_kernel.operations`) first passes the caller's checks, and nothing else is reachable: an undeclared
+method or attribute of the trusted service does not exist on the guarded one. The wrapper has the trusted
+method's signature, so a bad call raises the same ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+from ._exact import exact_equal
+from .errors import Forbidden
+from .identity.models import Principal
+from .operations import Access, Operation, OwnKind, declared, scoped_id
+
+__all__ = ["Caller", "guard"]
+
+CHANNEL_PREFIX = "sos:channel:"
+
+
+class Caller:
+    """Who a session acts for, and the checks of :mod:`sos_kernel.operations` applied to them.
+
+    ``refresh`` re-validates the token (it raises the token's SOS-5xxx error); ``on_denial`` hears every refusal.
+    """
+
+    def __init__(
+        self,
+        principal: Principal,
+        refresh: Callable[[], Awaitable[Principal]],
+        on_denial: Callable[[Principal, str], None],
+    ) -> None:
+        self.principal = principal
+        self._refresh = refresh
+        self._on_denial = on_denial
+        self.denials = 0
+
+    async def refresh(self) -> Principal:
+        """The principal as of now (SOS-5002, 5003, 5006 if the token no longer gives one)."""
+        self.principal = await self._refresh()
+        return self.principal
+
+    async def need(self, scope: str) -> Principal:
+        """The refreshed principal, if it holds ``scope``; else SOS-5004."""
+        principal = await self.refresh()
+        if not principal.allows(scope):
+            self.deny(f"needs the {scope!r} scope", scope=scope)
+        return principal
+
+    def deny(self, reason: str, **details: Any) -> NoReturn:
+        """Refuse (SOS-5004), counting the refusal and telling the denial hooks."""
+        self.denials += 1
+        self._on_denial(self.principal, reason)
+        raise Forbidden(f"{self.principal.agent or 'this token'}: {reason}", details=details)
+
+    def own(self, kind: OwnKind, name: str, value: Any) -> None:
+        """Refuse unless ``value`` (argument ``name``) is the caller's own, as ``kind`` reads it."""
+        agent = self.principal.agent
+        if kind == "inbox" and isinstance(value, str) and value.startswith(CHANNEL_PREFIX):
+            return
+        if kind == "name" and isinstance(value, str):
+            value = "agent:" + value.removeprefix("agent:")
+        if value == agent and agent is not None:
+            return
+        if kind == "source":
+            self.deny(f"may not send as {value!r} (sessions send as their own agent)", source=value)
+        if kind == "account":
+            self.deny(f"account {value!r} is not the session's own", owner=value)
+        what = {"inbox": "inbox", "name": "agent"}.get(kind, name)
+        self.deny(f"{what} {value!r} belongs to another agent", address=value)
+
+    async def admit(self, access: Access, arguments: dict[str, Any]) -> Principal:
+        """Apply ``access`` to the call's ``arguments`` (rewriting ids into the caller's namespace)."""
+        principal = await self.need(access.scope)
+        lifted = principal.allows(access.lift)
+        if not lifted and (access.admin or _beyond(access.admin_unless, arguments)):
+            self.deny(f"needs the {access.lift!r} scope", scope=access.lift)
+        if not lifted:
+            for name, kind in access.own.items():
+                self.own(kind, name, arguments.get(name))
+            for name in access.ids:
+                if name in arguments:
+                    arguments[name] = scoped_id(principal.agent, arguments[name])
+        for name in access.tenant:
+            if arguments.get(name) != principal.tenant:
+                self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))
+        return principal
+
+
+def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Mapping[str, Any]) -> bool:
+    """Whether an argument named in ``admin_unless`` holds a value other than those listed (type-exactly)."""
+    for name, allowed in admin_unless.items():
+        value = arguments.get(name, allowed[0])
+        if not any(exact_equal(value, a) for a in allowed):
+            return True
+    return False
+
+
+def _call(target: Any, name: str, signature: inspect.Signature, arguments: dict[str, Any]) -> Any:
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.name not in arguments:
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            kwargs.update(arguments[param.name])
+        elif param.kind is param.POSITIONAL_ONLY:
+            args.append(arguments[param.name])
+        else:
+            kwargs[param.name] = arguments[param.name]
+    return getattr(target, name)(*args, **kwargs)
+
+
+def _method(op: Operation) -> Callable[..., Any]:
+    signature = op.signature
+    access, rule, name = op.access, op.access.rule, op.name
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return dict(signature.bind(*args, **kwargs).arguments)
+
+    if not op.is_async:  # a local operation (subscribe, split): its rule, if any, defers the check
+
+        def local(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+            arguments = bind(args, kwargs)
+            if rule is not None:
+                return rule(self._caller, self._target, arguments)
+            return _call(self._target, name, signature, arguments)
+
+        return functools.wraps(op.function)(local)
+
+    async def guarded(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+        arguments = bind(args, kwargs)
+        await self._caller.admit(access, arguments)
+        if rule is not None:
+            return await rule(self._caller, self._target, arguments)
+        return await _call(self._target, name, signature, arguments)
+
+    return functools.wraps(op.function)(guarded)
+
+
+class _Guarded:
+    __slots__ = ("_caller", "_target")
+
+    def __init__(self, target: Any, caller: Caller) -> None:
+        self._target = target
+        self._caller = caller
+
+    def __repr__(self) -> str:
+        return f"guarded {type(self._target).__name__} for {self._caller.principal.agent or 'a token'}"
+
+
+_CLASSES: dict[type, type[_Guarded]] = {}
+
+
+def _guarded_class(cls: type) -> type[_Guarded]:
+    found = _CLASSES.get(cls)
+    if found is None:
+        methods = {name: _method(op) for name, op in declared(cls).items()}
+        namespace = {"__slots__": (), "__doc__": cls.__doc__, **methods}
+        found = _CLASSES[cls] = type(f"Guarded{cls.__name__}", (_Guarded,), namespace)
+    return found
+
+
+def guard(target: Any, caller: Caller) -> Any:
+    """``target``'s declared operations, each checked for ``caller`` before it runs; nothing else of ``target``."""
+    return _guarded_class(type(target))(target, caller)
