@@ -78,7 +78,7 @@ local SHA_K = {
   0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2}
 -- SHA-256 of msg: the digest (32 bytes) and its hex; LuaBitOp's int32 ops, sums wrapped by tobit
 local function sha256(msg)
-  local band, bxor, bnot, ror, rshift, tobit = bit.band, bit.bxor, bit.bnot, bit.ror, bit.rshift, bit.tobit
+  local band, bor, bxor, ror, rshift, tobit = bit.band, bit.bor, bit.bxor, bit.ror, bit.rshift, bit.tobit
   local bits = #msg * 8
   local high, low = math.floor(bits / 4294967296), bits % 4294967296
   msg = msg .. '\\128' .. string.rep('\\0', (55 - #msg) % 64) .. struct.pack('>I4I4', high, low)
@@ -98,10 +98,11 @@ local function sha256(msg)
     end
     local a, b, c, d, e, f, g, h = h0, h1, h2, h3, h4, h5, h6, h7
     for i = 0, 63 do
-      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(band(e, f), band(bnot(e), g))
-      t1 = t1 + SHA_K[i + 1] + w[i]
-      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bxor(band(a, b), band(a, c), band(b, c))
-      h, g, f, e, d, c, b, a = g, f, e, tobit(d + t1), c, b, a, tobit(t1 + t2)
+      -- ch and maj in 3 and 4 calls; e and a left unwrapped (the bit ops wrap what they read, and the
+      -- sums stay far below 2^51, where LuaBitOp stops being exact)
+      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(g, band(e, bxor(f, g))) + SHA_K[i + 1] + w[i]
+      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bor(band(a, b), band(c, bor(a, b)))
+      h, g, f, e, d, c, b, a = g, f, e, d + t1, c, b, a, t1 + t2
     end
     h0, h1, h2, h3 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d)
     h4, h5, h6, h7 = tobit(h4 + e), tobit(h5 + f), tobit(h6 + g), tobit(h7 + h)

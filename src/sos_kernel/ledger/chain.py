@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import InvariantViolation
 from .models import Transfer
+from .rules import AccountKey, AccountState
 
 __all__ = [
     "CHAIN_VERSION",
@@ -119,19 +120,19 @@ def record_digest(prev: bytes, t: Transfer, flags: str) -> bytes:
     return hashlib.sha256(prev + encode_fields(fields)).digest()
 
 
-def link(prev: bytes, transfers: list[Transfer], negative: Mapping[tuple[str, str], Any]) -> list[bytes]:
+def link(prev: bytes, transfers: list[Transfer], accounts: Mapping[AccountKey, AccountState | None]) -> list[bytes]:
     """The digests of ``transfers``, chained in order after ``prev`` (the last is the new head).
 
-    ``negative`` maps every account an applied record names, by (owner, currency), to an object with its
-    ``allow_negative`` flag (an account state).
+    ``accounts`` holds every account an applied record names, as the batch's atomic step loaded it.
     """
     digests = []
     for t in transfers:
         flags = ""
         if t.status == "ok":
-            flags = record_flags(
-                t, negative[(t.debit, t.currency)].allow_negative, negative[(t.credit, t.currency)].allow_negative
-            )
+            debit, credit = accounts.get((t.debit, t.currency)), accounts.get((t.credit, t.currency))
+            if debit is None or credit is None:
+                raise InvariantViolation(f"applied transfer {t.id} names an account its batch did not load")
+            flags = record_flags(t, debit.allow_negative, credit.allow_negative)
         prev = record_digest(prev, t, flags)
         digests.append(prev)
     return digests
