@@ -17,7 +17,7 @@ from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite_ledger import STATEMENT_BLOCK
 from sos_kernel.errors import InvariantViolation
 
-from ..conftest import requires
+from ..conftest import Api, OpenApi, requires
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ USD = "USD"
 TRANSFERS = STATEMENT_BLOCK + 6  # past one statement block, so SQLite's entered statements are corrupted too
 
 
-async def funded(kernel: sos_kernel.Kernel) -> None:
+async def funded(kernel: Api) -> None:
     led = kernel.ledger
     await led.open_account("system:treasury", USD, allow_negative=True)
     await led.open_account("agent:alice", USD)
@@ -142,11 +142,11 @@ HOLD = "hold-1"
 P = "sos:{t:default}:"
 
 
-async def chained(kernel: sos_kernel.Kernel) -> None:
+async def chained(api: Api) -> None:
     """The funded ledger, with an open hold from alice to bob (placed after every transfer)."""
-    await funded(kernel)
-    await kernel.ledger.hold(id=HOLD, debit="agent:alice", credit="agent:bob", amount=3, currency=USD, timeout_s=3600)
-    await kernel.ledger.check()
+    await funded(api)
+    await api.ledger.hold(id=HOLD, debit="agent:alice", credit="agent:bob", amount=3, currency=USD, timeout_s=3600)
+    await api.ledger.check()
 
 
 async def _sqlite_many(kernel_url: str, *statements: str) -> None:
@@ -343,7 +343,7 @@ async def hold_expired_early(kernel_url: str) -> None:
     ids=lambda v: v.__name__.replace("_", "-") if callable(v) else None,
 )
 async def test_check_detects_a_careful_edit_of_the_stored_ledger(
-    target: str,
+    open_api: OpenApi,
     kernel_url: str,
     implements: Implements,
     corrupt: Callable[[str], Awaitable[None]],
@@ -351,13 +351,12 @@ async def test_check_detects_a_careful_edit_of_the_stored_ledger(
     expected: str,
 ) -> None:
     # every edit keeps balances, statements and ids consistent, so only the chain (or the hold states it implies)
-    # shows it; the memory store keeps nothing that can be edited from outside
+    # shows it; the memory store keeps nothing that can be edited from outside. Remotely: the same error over HTTP
     requires(implements, durable=True)
-    async with sos_kernel.open(kernel_url) as kernel:
-        await chained(kernel)
-    await corrupt(kernel_url)
-    async with sos_kernel.open(kernel_url) as kernel:
+    async with open_api() as api:
+        await chained(api)
+        await corrupt(kernel_url)  # from another connection, while the kernel has the ledger open
         with pytest.raises(InvariantViolation) as info:
-            await kernel.ledger.check()
+            await api.ledger.check()
     assert info.value.code == "SOS-6099"
     assert info.value.details[detail] == expected, info.value
