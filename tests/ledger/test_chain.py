@@ -54,13 +54,14 @@ def test_fields_are_length_prefixed_in_utf8_bytes() -> None:
 def test_digests_of_fixed_inputs_do_not_change() -> None:
     first = genesis("default")
     assert first.hex() == hashlib.sha256(b"1:G18:sos-ledger-chain-17:default").hexdigest()
-    encoded = (
-        "1:R1:32:t17:pending11:agent:alice9:agent:bob3:USD3:2500:2:601:79:déjeuner"
-        '33:{"a":"x","b":true,"n":null,"z":1}16:17961264001234562:ok0:0:16:17961264601234562:00'
+    asked = (
+        '1:Q2:t17:pending11:agent:alice9:agent:bob3:USD0:2:601:79:déjeuner33:{"a":"x","b":true,"n":null,"z":1}'
     ).encode()
+    outcome = b"1:R1:33:25016:17961264001234562:ok0:0:16:17961264601234562:00"
     t = _transfer()
-    assert record_digest(first, t, record_flags(t, False, False)) == hashlib.sha256(first + encoded).digest()
-    assert record_digest(first, t, "00").hex() == "2fb0851d58f39cdc7bb4543679d29fb68461c282cd308404157e7f78742b143a"
+    expected = hashlib.sha256(first + hashlib.sha256(asked).digest() + outcome).digest()
+    assert record_digest(first, t, record_flags(t, False, False)) == expected
+    assert expected.hex() == "6d40148d15f2b583b8b1f31e211a5a3757c4b9675281d9cd982e5375f1b64847"
     assert (
         account_digest("default", "agent:alice", "USD", True)
         == hashlib.sha256(b"1:A18:sos-ledger-chain-17:default11:agent:alice3:USD1:1").hexdigest()
@@ -73,6 +74,13 @@ def test_every_field_state_and_flag_aside_changes_the_digest() -> None:
     digest = record_digest(prev, base, "00")
     for name, value in [
         ("id", "t2"),
+        ("kind", "posted"),
+        ("currency", "EUR"),
+        ("pending_id", "h0"),
+        ("timeout_s", 61),
+        ("code", 8),
+        ("error_code", "SOS-7001"),
+        ("error_message", "no"),
         ("debit", "agent:carol"),
         ("credit", "agent:carol"),
         ("amount", 251),

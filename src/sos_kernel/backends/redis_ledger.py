@@ -28,7 +28,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..ledger.chain import account_digest, canonical_metadata, genesis
+from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
 from ..ledger.models import Account, Balance, Price, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery
 from .memory_ledger import usage_matches
@@ -119,13 +119,13 @@ _APPLY = (
     + """
 local MAX = 9007199254740991
 local n = tonumber(ARGV[2])
-local F = 11
+local F = 12
 local reqs = {}
 for i = 1, n do
   local b = 3 + (i - 1) * F
   reqs[i] = {id = ARGV[b + 1], kind = ARGV[b + 2], debit = ARGV[b + 3], credit = ARGV[b + 4], cur = ARGV[b + 5],
              amount = tonumber(ARGV[b + 6]), pid = ARGV[b + 7], timeout = tonumber(ARGV[b + 8]), code = ARGV[b + 9],
-             reason = ARGV[b + 10], meta = ARGV[b + 11]}
+             reason = ARGV[b + 10], meta = ARGV[b + 11], asked = ARGV[b + 12]}
 end
 local existing = {}
 for i = 1, n do
@@ -241,12 +241,12 @@ for i = 1, n do
     redis.call('ZADD', P .. 'hist:' .. debit .. ':' .. cur, seq, r.id)
     redis.call('ZADD', P .. 'hist:' .. credit .. ':' .. cur, seq, r.id)
   end
-  -- the chain (sos_kernel.ledger.chain): SHA-256 of the previous digest and this record's canonical encoding
-  local encoded = '1:R' .. lp(fmt(seq)) .. lp(r.id) .. lp(r.kind) .. lp(debit) .. lp(credit) .. lp(cur)
-  encoded = encoded .. lp(fmt(amount)) .. lp(r.pid) .. lp(fmt(r.timeout)) .. lp(r.code) .. lp(r.reason)
-  encoded = encoded .. lp(r.meta) .. lp(fmt(sec * 1000000 + usec)) .. lp(status) .. lp(ecode) .. lp(emsg)
+  -- the chain (sos_kernel.ledger.chain): SHA-256 of the previous digest, the request digest the client computed
+  -- and the canonical encoding of the outcome (2 blocks for a plain transfer)
+  local outcome = '1:R' .. lp(fmt(seq)) .. lp(fmt(amount)) .. lp(fmt(sec * 1000000 + usec)) .. lp(status)
+  outcome = outcome .. lp(ecode) .. lp(emsg) .. lp(expires_us) .. lp(flags)
   local digest
-  head, digest = sha256(head .. encoded .. lp(expires_us) .. lp(flags))
+  head, digest = sha256(head .. r.asked .. outcome)
   redis.call('HSET', key, 'id', r.id, 'kind', r.kind, 'debit', debit, 'credit', credit, 'currency', cur,
              'amount', fmt(amount), 'pid', r.pid, 'timeout', fmt(r.timeout), 'code', r.code, 'reason', r.reason,
              'meta', r.meta, 'ts', ts, 'seq', fmt(seq), 'status', status, 'ecode', ecode, 'emsg', emsg,
@@ -380,6 +380,10 @@ class RedisLedgerStore(LedgerStore):
         p = self._p(tenant)
         args: list[Any] = [p, len(requests), genesis(tenant)]
         for r in requests:
+            meta = canonical_metadata(r.metadata)
+            asked = request_digest(
+                r.id, r.kind, r.debit, r.credit, r.currency, r.pending_id, r.timeout_s, r.code, r.reason, meta
+            )
             args += [
                 r.id,
                 r.kind,
@@ -391,7 +395,8 @@ class RedisLedgerStore(LedgerStore):
                 r.timeout_s,
                 r.code,
                 r.reason,
-                canonical_metadata(r.metadata),
+                meta,
+                asked,
             ]
         reply = await self._apply([f"{p}lseq"], args)
         if _s(reply[0]) == "existing":

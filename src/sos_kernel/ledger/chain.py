@@ -2,10 +2,12 @@
 
 Every recorded transfer (applied or failed, holds and settlements alike) carries a digest: SHA-256 over the digest
 of the tenant's previous record (32 bytes; for the first record, the tenant's genesis digest, so a record cannot be
-moved to another tenant) followed by the canonical encoding of its fields. Every account carries the
-digest of its opening facts (tenant, owner, currency, ``allow_negative``), and an applied record's encoding holds
-the ``allow_negative`` flags of both its accounts, so the chain commits to the facts of every account it moves
-money through. :meth:`~sos_kernel.ledger.Ledger.check` recomputes all of it from the first record.
+moved to another tenant), the record's request digest (32 bytes: SHA-256 of the canonical encoding of the fields it
+was asked with, which a client knows beforehand) and the canonical encoding of what applying it gave (sequence,
+amount, time, status, error, hold deadline, and the ``allow_negative`` flags of both accounts of an applied record,
+so the chain commits to the facts of every account it moves money through). Every account carries the digest of its
+opening facts (tenant, owner, currency, ``allow_negative``). :meth:`~sos_kernel.ledger.Ledger.check` recomputes all
+of it from the first record.
 
 A record's ``state`` and ``captured`` are not encoded: they change when a hold is settled or expires. ``check()``
 derives them from the chain instead (a hold is posted or voided exactly when a chained settlement names it; else it
@@ -13,7 +15,8 @@ is pending, or expired once its deadline passed) and compares them with what is 
 
 The canonical encoding is a sequence of fields, each written as its length in UTF-8 bytes, ``:``, and its UTF-8
 bytes; ints are written in decimal, times as integer microseconds since the epoch, absent values as empty strings,
-metadata as JSON with sorted keys and no whitespace. The Redis store computes the same bytes and digest in Lua.
+metadata as JSON with sorted keys and no whitespace. The Redis ledger script computes the outer digest in Lua (with
+the request digest the client sends), the same bytes as :func:`record_digest`: 2 SHA-256 blocks for a plain transfer.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "micros",
     "record_digest",
     "record_flags",
+    "request_digest",
 ]
 
 CHAIN_VERSION = "sos-ledger-chain-1"
@@ -93,23 +97,46 @@ def record_flags(t: Transfer, debit_negative: bool, credit_negative: bool) -> st
     return ("1" if debit_negative else "0") + ("1" if credit_negative else "0")
 
 
+def request_digest(
+    id: str,
+    kind: str,
+    debit: str,
+    credit: str,
+    currency: str,
+    pending_id: str | None,
+    timeout_s: int,
+    code: int,
+    reason: str,
+    metadata: str,
+) -> bytes:
+    """SHA-256 of the encoding of what a record was asked to do (``metadata`` as :func:`canonical_metadata`).
+
+    These fields are known before the batch is applied, so a client may compute this part of a digest itself.
+    """
+    fields = ("Q", id, kind, debit, credit, currency, pending_id or "", str(timeout_s), str(code), reason, metadata)
+    return hashlib.sha256(encode_fields(fields)).digest()
+
+
 def record_digest(prev: bytes, t: Transfer, flags: str) -> bytes:
-    """SHA-256 of the record ``t`` chained to ``prev`` (the previous digest), with its accounts' ``flags``."""
-    expires = "" if t.expires_at is None else str(micros(t.expires_at))
-    fields = (
-        "R",
-        str(t.sequence),
+    """The digest of the record ``t`` chained to ``prev`` (the previous digest), with its accounts' ``flags``:
+    SHA-256 of ``prev``, the record's :func:`request_digest` and the encoding of what applying it gave."""
+    asked = request_digest(
         t.id,
         t.kind,
         t.debit,
         t.credit,
         t.currency,
-        str(t.amount),
-        t.pending_id or "",
-        str(t.timeout_s),
-        str(t.code),
+        t.pending_id,
+        t.timeout_s,
+        t.code,
         t.reason,
         canonical_metadata(t.metadata),
+    )
+    expires = "" if t.expires_at is None else str(micros(t.expires_at))
+    outcome = (
+        "R",
+        str(t.sequence),
+        str(t.amount),
         str(micros(t.timestamp)),
         t.status,
         t.error_code or "",
@@ -117,7 +144,7 @@ def record_digest(prev: bytes, t: Transfer, flags: str) -> bytes:
         expires,
         flags,
     )
-    return hashlib.sha256(prev + encode_fields(fields)).digest()
+    return hashlib.sha256(prev + asked + encode_fields(outcome)).digest()
 
 
 def link(prev: bytes, transfers: list[Transfer], accounts: Mapping[AccountKey, AccountState | None]) -> list[bytes]:
