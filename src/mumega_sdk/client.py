@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
+from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     BusLimits,
     DeadLetter,
@@ -185,6 +186,7 @@ class MumegaClient(PrincipalView):
         # call raises SOS-5002 here, as the kernel refuses it in-process, instead of failing in the transport.
         self._bad_token = bool(token) and not _sendable_token(token)
         headers = {"authorization": f"Bearer {token}"} if token and not self._bad_token else {}
+        check_url(base_url)  # SOS-4006 here, not a transport error at the first call
         self.base_url = base_url
         self.timeout_s = float(timeout_s)
         self.retries = retries

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import anyio
 
 from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retention, StoredDeadLetter
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
-from . import Backend, Implements
+from . import Backend, Implements, check_url
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
@@ -492,7 +492,7 @@ def _position(value: str) -> int:
 
 def sqlite_path(url: str) -> str:
     """The file path in ``sqlite:///relative.db`` or ``sqlite:////absolute.db``; ``:memory:`` is refused."""
-    parts = urlsplit(url)
+    parts = check_url(url)
     if parts.netloc not in ("", "localhost"):
         raise InvalidURL(f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
     path = unquote(parts.path)
