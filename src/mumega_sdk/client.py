@@ -54,6 +54,7 @@ from sos_kernel.contracts import (
     WireModel,
 )
 from sos_kernel.errors import (
+    AuthError,
     BackendFailure,
     BackendUnavailable,
     DeliveryFailed,
@@ -664,6 +665,10 @@ class RemoteSubscription:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         await self._stack.aclose()
+        if isinstance(self._error, AuthError) and self._inbox is not None:
+            # the server ended the stream for the token and closed its side: the token can do no more
+            self._inbox.close()
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._client.timeout_s):
             await self._give_back()
 

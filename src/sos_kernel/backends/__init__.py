@@ -91,8 +91,8 @@ def check_url(url: str) -> SplitResult:
 def resolve_backend(url: str) -> type[Backend]:
     """The backend class for ``url``'s scheme, imported on first use.
 
-    Raises SOS-4006 for a malformed URL (see :func:`check_url`) or an unknown scheme (with the closest known one) and SOS-6032 when the backend's extra is
-    not installed (with the pip command that fixes it).
+    Raises SOS-4006 for a malformed URL (see :func:`check_url`) or an unknown scheme (with the closest known one),
+    and SOS-6032 when the backend's extra is not installed (with the pip command that fixes it).
     """
     if not isinstance(url, str) or "://" not in url:
         raise InvalidURL(
