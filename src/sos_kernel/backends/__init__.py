@@ -18,6 +18,7 @@ from ..bus.store import BusStore
 from ..errors import InvalidURL, MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..replies import ReplyStore
 from ..skills.store import SkillStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "check_url", "open_backend", "resolve_backend"]
@@ -49,6 +50,7 @@ class Backend(ABC):
     identity: IdentityStore
     registry: RegistryStore
     skills: SkillStore
+    replies: ReplyStore
 
     @classmethod
     @abstractmethod

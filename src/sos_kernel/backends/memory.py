@@ -19,6 +19,7 @@ from ..bus.store import Appended, BusStore, Claimed, Entry, HistoryEntry, Retent
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
+from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
@@ -272,6 +273,7 @@ class MemoryBackend(Backend):
         self.identity = MemoryIdentityStore()
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
+        self.replies = MemoryReplyStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

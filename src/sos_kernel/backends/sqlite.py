@@ -27,6 +27,7 @@ from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, Invali
 from . import Backend, Implements, check_url
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
+from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
@@ -475,7 +476,7 @@ class SQLiteBusStore(BusStore):
 
 
 def _create_schema(c: sqlite3.Connection) -> None:
-    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA).split(";"):
+    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
 
@@ -517,6 +518,7 @@ class SQLiteBackend(Backend):
         self.identity = SQLiteIdentityStore(engine)
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
+        self.replies = SQLiteReplyStore(engine)
 
     @classmethod
     async def connect(

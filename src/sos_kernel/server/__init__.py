@@ -12,8 +12,9 @@
 - **Retries are safe.** Writes that carry their own id (``publish`` by message_id, ledger writes by transfer id,
   usage by event id, skill versions, invocations) are idempotent in the kernel. The others (``send``, ``announce``,
   ``wake``, ``ask``, ``reply``, ``replay``, ``deregister``, ``verify``, ``resolve_dispute``, token issue) honour an
-  ``Idempotency-Key`` header: the first answer to a key is replayed to a retry by the same principal (bounded
-  memory, 24 h), and the same key with another body is SOS-4009.
+  ``Idempotency-Key`` header: the first answer to a key is replayed to a retry by the same principal for 24 h, from
+  the kernel's store (durable on SQLite and Redis), within bounds per principal and per tenant that no other
+  tenant's traffic can exhaust; the same key with another body is SOS-4009.
 - **Subscriptions are Server-Sent Events** with ack and nack by ``(address, group, position)``; see
   :mod:`sos_kernel.server._streams` for how a disconnected client resumes and why nothing is lost.
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..kernel import Kernel
+    from ..replies import ReplyBounds
 
 __all__ = ["LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
 
@@ -61,11 +63,13 @@ def create_app(
     admin_token: str | None = None,
     linger_s: float = LINGER_S,
     ping_s: float = PING_S,
+    idempotency: ReplyBounds | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``kernel`` (which the caller opens and closes).
 
     ``admin_token`` enables ``POST /v1/tenants`` for whoever presents it (no token: tenant creation is refused).
-    Raises SOS-6032 when the ``server`` extra is not installed.
+    ``idempotency`` bounds the ``Idempotency-Key`` records (default ``_state.IDEMPOTENCY_BOUNDS``: 1,000 keys per
+    principal, 10,000 per tenant, kept 24 h). Raises SOS-6032 when the ``server`` extra is not installed.
     """
     try:
         from ._app import build_app
@@ -75,5 +79,10 @@ def create_app(
             details={"pip": "pip install 'sos-kernel[server]'"},
         ) from exc
     return build_app(
-        kernel, admin_token=admin_token, request_bytes_max=request_bytes_max, linger_s=linger_s, ping_s=ping_s
+        kernel,
+        admin_token=admin_token,
+        request_bytes_max=request_bytes_max,
+        linger_s=linger_s,
+        ping_s=ping_s,
+        idempotency=idempotency,
     )

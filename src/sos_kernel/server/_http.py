@@ -69,13 +69,8 @@ async def keyed(
     key = request.headers.get("idempotency-key")
     if key is None:
         return answer(await compute(), status)
-    scope = (
-        session.tenant,
-        session.agent or session.principal.token_id,
-        request.method,
-        request.url.path,
-        Idempotency.check_key(key),
-    )
+    principal = session.agent or session.principal.token_id
+    scope = (session.tenant, principal, f"{request.method} {request.url.path} {Idempotency.check_key(key)}")
 
     async def run() -> tuple[int, bytes]:
         return status, json_bytes(encode(await compute()))
