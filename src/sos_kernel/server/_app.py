@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import SOSError
 from ..kernel import Kernel
 from ..replies import ReplyBounds
+from . import LARGE_BODY_BYTES_MIN
 from ._bodies import ErrorEnvelope
 from ._http import BodyLimit, http_error, sos_error, validation_error
 from ._routes_admin import router as admin
@@ -37,6 +38,7 @@ def build_app(
     linger_s: float,
     ping_s: float,
     idempotency: ReplyBounds | None = None,
+    large_bodies_max: int,
 ) -> FastAPI:
     """The app; ``app.state.sos`` holds its :class:`ServerState` (closed by the lifespan, or by ``aclose()``)."""
     state = ServerState(
@@ -46,6 +48,7 @@ def build_app(
         linger_s=linger_s,
         ping_s=ping_s,
         idempotency=idempotency or IDEMPOTENCY_BOUNDS,
+        large_bodies_max=large_bodies_max,
     )
 
     @asynccontextmanager
@@ -68,5 +71,7 @@ def build_app(
     app.add_exception_handler(StarletteHTTPException, http_error)
     for router in (admin, bus, registry, ledger, skills, usage):
         app.include_router(router)
-    app.add_middleware(BodyLimit, bytes_max=request_bytes_max)
+    app.add_middleware(
+        BodyLimit, bytes_max=request_bytes_max, large=state.large_bodies, large_bytes_min=LARGE_BODY_BYTES_MIN
+    )
     return app

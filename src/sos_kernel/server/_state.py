@@ -16,6 +16,7 @@ from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..replies import RUNNING, Reply, ReplyBounds
 from ..session import Session
+from . import LARGE_BODIES_MAX
 from ._streams import Leases
 from .wire import json_bytes
 
@@ -191,10 +192,15 @@ class ServerState:
         linger_s: float,
         ping_s: float,
         idempotency: ReplyBounds = IDEMPOTENCY_BOUNDS,
+        large_bodies_max: int = LARGE_BODIES_MAX,
     ) -> None:
         self.kernel = kernel
         self.sessions = Sessions(kernel)
         self.idempotency = Idempotency(kernel, idempotency)
+        if not isinstance(large_bodies_max, int) or large_bodies_max < 1:
+            raise InvalidArgument(f"large_bodies_max must be an int >= 1, got {large_bodies_max!r}")
+        self.large_bodies = anyio.CapacityLimiter(large_bodies_max)
+        """Large request bodies being read or answered; its ``borrowed_tokens`` is how many are in flight."""
         self.leases = Leases(linger_s)
         self.request_bytes_max = request_bytes_max
         self.ping_s = ping_s

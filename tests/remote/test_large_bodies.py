@@ -1,0 +1,83 @@
+"""Large request bodies on a SQLite-backed server: they do not hold up small calls, and only so many run at once."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from sos_kernel.contracts import AnnounceMessage, AnnouncePayload
+from sos_kernel.server import LARGE_BODY_BYTES_MIN, create_app
+
+from .conftest import BASE_URL, Remote
+
+pytestmark = pytest.mark.anyio
+
+LARGE_TEXT_BYTES = 8 * 1024 * 1024
+
+
+def large_publish() -> dict[str, Any]:
+    """A publish body of LARGE_TEXT_BYTES: an announce's text has no bound of its own, so it travels in chunks."""
+    payload = AnnouncePayload(text="x" * LARGE_TEXT_BYTES)
+    message = AnnounceMessage(source="agent:alice", target="agent:bob", payload=payload).to_wire()
+    return {"message": {**message, "message_id": str(uuid.uuid4())}}
+
+
+async def _until(check: Any) -> None:
+    with anyio.fail_after(30):
+        while not check():
+            await anyio.sleep(0.001)
+
+
+async def test_a_small_call_completes_while_a_large_publish_is_being_processed(remote: Remote) -> None:
+    large_bodies = remote.app.state.sos.large_bodies
+    auth = remote.auth(remote.alice)
+    large_done = anyio.Event()
+    completed_during: list[bool] = []
+
+    async def large() -> None:
+        response = await remote.http.post("/v1/bus/publish", json=large_publish(), headers=auth, timeout=120)
+        assert response.status_code == 200, response.text
+        large_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(large)
+        await _until(lambda: large_bodies.borrowed_tokens == 1)  # the large one is being read and processed
+        small = await remote.http.get("/v1/bus/history", params={"address": "agent:alice", "limit": 1}, headers=auth)
+        assert small.status_code == 200
+        completed_during.append(not large_done.is_set())
+    assert completed_during == [True]
+    assert large_done.is_set()
+
+
+async def test_past_large_bodies_max_a_large_body_waits_its_turn(remote: Remote) -> None:
+    app = create_app(remote.kernel, large_bodies_max=1)
+    large_bodies = app.state.sos.large_bodies
+    auth = remote.auth(remote.alice)
+    finished: list[int] = []
+    try:
+        async with (
+            httpx.AsyncClient(base_url=BASE_URL, transport=httpx.ASGITransport(app), timeout=120) as http,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def publish(n: int) -> None:
+                response = await http.post("/v1/bus/publish", json=large_publish(), headers=auth)
+                assert response.status_code == 200, response.text
+                finished.append(n)
+
+            tg.start_soon(publish, 1)
+            await _until(lambda: large_bodies.borrowed_tokens == 1)
+            tg.start_soon(publish, 2)
+            await _until(lambda: large_bodies.statistics().tasks_waiting == 1)
+            assert finished == []  # one is processed, the other waits unread
+            small = await http.get("/v1/session", headers=auth)  # a small body never waits for a turn
+            assert small.status_code == 200
+            assert finished == []
+    finally:
+        await app.state.sos.aclose()
+    assert finished == [1, 2]
+    assert LARGE_BODY_BYTES_MIN < LARGE_TEXT_BYTES
