@@ -4,11 +4,14 @@ Durable and shared by several processes on one host through one file. The databa
 ``synchronous=NORMAL`` by default: a committed write survives a process crash; an operating-system crash or power
 loss may drop the last few commits (pass ``synchronous="FULL"`` to fsync every commit, about 8x slower).
 
-Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Statements run on the event loop's thread:
-they take microseconds, and a lock held by another process is never waited for on the loop — the busy timeout is
-a few milliseconds, after which the transaction is retried with an async back-off, up to ``lock_timeout_s``
-(then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are woken at once by writes from this process and
-within ``poll_interval_s`` by writes from other processes (``PRAGMA data_version``).
+Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Transactions of small, bounded rows run on
+the event loop's thread: they take microseconds. Those whose rows may be megabytes (bus claims, history, chunks,
+dead letters, an append over ``INLINE_BYTES_MAX``, idempotency replies) run in the engine's worker thread, so one
+large request never holds the loop; the two take turns on the one connection. A lock held by another process is
+never waited for on the loop — the busy timeout is a few milliseconds, after which the transaction is retried
+with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are
+woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
+(``PRAGMA data_version``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ LOCK_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
+INLINE_BYTES_MAX = 64 * 1024
+"""An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_entries (
@@ -218,6 +223,8 @@ class SQLiteBusStore(BusStore):
 
     def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
         self._db = engine
+        # rows that may hold payloads (claims, history, chunks, dead letters) are read and written off the loop
+        self._big = engine.offloading()
         self._poll_interval_s = poll_interval_s
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._seen_version = engine.data_version()
@@ -230,6 +237,7 @@ class SQLiteBusStore(BusStore):
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         now = time.time()
+        size = sum(len(entry.data) for _, entry in items)
 
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
@@ -257,7 +265,7 @@ class SQLiteBusStore(BusStore):
             self._trim_some(c, tenant, {a for a, _ in items}, retention, now)
             return out
 
-        result = await self._db.write(tx)
+        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
         for address in {a for a, _ in items}:
             self._notify(tenant, address)
         return result
@@ -351,7 +359,7 @@ class SQLiteBusStore(BusStore):
             self._seen_version = self._db.data_version()
             return out
 
-        return await self._db.write(tx)
+        return await self._big.write(tx)
 
     @staticmethod
     def _claim_new(
@@ -423,7 +431,7 @@ class SQLiteBusStore(BusStore):
             )
             return True
 
-        return await self._db.write(tx)
+        return await self._big.write(tx)
 
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
         def tx(c: sqlite3.Connection) -> list[StoredDeadLetter]:
@@ -434,7 +442,7 @@ class SQLiteBusStore(BusStore):
             ).fetchall()
             return [StoredDeadLetter(str(i), address, group, str(p), bytes(d), r, a, t) for i, p, d, r, a, t in rows]
 
-        return await self._db.read(tx)
+        return await self._big.read(tx)
 
     async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
         def tx(c: sqlite3.Connection) -> Appended | None:
@@ -452,7 +460,7 @@ class SQLiteBusStore(BusStore):
             )
             return Appended(str(cur.lastrowid), False)
 
-        result = await self._db.write(tx)
+        result = await self._big.write(tx)
         self._notify(tenant, address)
         return result
 
@@ -478,7 +486,7 @@ class SQLiteBusStore(BusStore):
             self._seen_version = self._db.data_version()
             return [HistoryEntry(str(p), bytes(d)) for p, d in rows]
 
-        return await self._db.read(tx)
+        return await self._big.read(tx)
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         def tx(c: sqlite3.Connection) -> int:
@@ -524,7 +532,7 @@ class SQLiteBusStore(BusStore):
                 return None
             return [bytes(r[1]) for r in rows]
 
-        return await self._db.write(tx)
+        return await self._big.write(tx)
 
     async def drop_chunks(self, tenant: str, group_id: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
@@ -571,13 +579,12 @@ class SQLiteBackend(Backend):
 
     def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
         self.engine = engine
-        # the bus's rows carry payloads and the replies' whole answers, up to megabytes: they run off the loop
-        self.bus = SQLiteBusStore(engine.offloading(), poll_interval_s=poll_interval_s)
+        self.bus = SQLiteBusStore(engine, poll_interval_s=poll_interval_s)
         self.ledger = SQLiteLedgerStore(engine)
         self.identity = SQLiteIdentityStore(engine)
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
-        self.replies = SQLiteReplyStore(engine.offloading())
+        self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
 
     @classmethod
     async def connect(
