@@ -229,8 +229,16 @@ class SQLiteBusStore(BusStore):
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._seen_version = engine.data_version()
         self._appends_since_trim: dict[tuple[str, str], int] = {}
+        # notifications per address, and how many there had been when its last claim began: a claim runs in the
+        # worker thread, so a notification can land between it and the wait that follows, and must not be lost
+        self._notified: dict[tuple[str, str], int] = {}
+        self._claimed: dict[tuple[str, str], int] = {}
 
     def _notify(self, tenant: str, address: str) -> None:
+        if len(self._notified) >= ADDRESS_MEMO_MAX:  # bounded; a reset only wakes a waiter early
+            self._notified.clear()
+            self._claimed.clear()
+        self._notified[(tenant, address)] = self._notified.get((tenant, address), 0) + 1
         event = self._events.pop((tenant, address), None)
         if event is not None:
             event.set()
@@ -359,7 +367,10 @@ class SQLiteBusStore(BusStore):
             self._seen_version = self._db.data_version()
             return out
 
-        return await self._big.write(tx)
+        notified = self._notified.get((tenant, address), 0)
+        claimed = await self._big.write(tx)
+        self._claimed[(tenant, address)] = notified
+        return claimed
 
     @staticmethod
     def _claim_new(
@@ -499,6 +510,9 @@ class SQLiteBusStore(BusStore):
 
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
         key = (tenant, address)
+        if self._notified.get(key, 0) != self._claimed.get(key, 0):
+            self._claimed[key] = self._notified.get(key, 0)
+            return  # notified since the last claim began
         event = self._events.get(key)
         if event is None:
             event = self._events[key] = anyio.Event()
