@@ -142,6 +142,27 @@ def test_bad_input_exits_2_with_the_sos_code(tmp_path: Path) -> None:
     assert "integer of micros" in usage.stderr
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///%00x.db",
+        "sqlite://[::1/x.db",
+        "sqlite://h:99999/x.db",
+        "redis://[::1/0",
+        "redis://localhost:-1/0",
+        "memory://x:abc",
+        "nope://x",
+        "http://localhost:99999",
+        "http://[::1",
+        "https://localhost:abc",
+    ],
+)
+def test_malformed_urls_are_sos_errors(tmp_path: Path, url: str) -> None:
+    token = "sk-abc-" + "0" * 32
+    with_token = ("--token", token) if url.startswith("http") else ()
+    failure("agents", "--url", url, *with_token, cwd=tmp_path, code="SOS-4006")
+
+
 def test_flags_that_cannot_apply_are_refused(tmp_path: Path) -> None:
     token = "sk-acme-" + "0" * 32
     failure("agents", "--url", "memory://", "--token", token, cwd=tmp_path, code="SOS-4005")

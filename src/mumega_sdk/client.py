@@ -35,6 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from sos_kernel import wire
+from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     BusLimits,
     DeadLetter,
@@ -55,6 +56,7 @@ from sos_kernel.contracts import (
     WireModel,
 )
 from sos_kernel.errors import (
+    AuthError,
     BackendFailure,
     BackendUnavailable,
     DeliveryFailed,
@@ -186,6 +188,7 @@ class MumegaClient(PrincipalView):
         # call raises SOS-5002 here, as the kernel refuses it in-process, instead of failing in the transport.
         self._bad_token = bool(token) and not _sendable_token(token)
         headers = {"authorization": f"Bearer {token}"} if token and not self._bad_token else {}
+        check_url(base_url)  # SOS-4006 here, not a transport error at the first call
         self.base_url = base_url
         self.timeout_s = float(timeout_s)
         self.retries = retries
@@ -704,6 +707,10 @@ class RemoteSubscription:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         await self._stack.aclose()
+        if isinstance(self._error, AuthError) and self._inbox is not None:
+            # the server ended the stream for the token and closed its side: the token can do no more
+            self._inbox.close()
+            return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self._client.timeout_s):
             await self._give_back()
 

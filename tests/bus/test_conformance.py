@@ -628,3 +628,6 @@ async def test_unknown_scheme_suggests_the_closest() -> None:
         await sos_kernel.open("sqlite:///:memory:")
     with pytest.raises(InvalidURL):
         await sos_kernel.open("no-scheme")
+    for bad in ("sqlite:///x\x00.db", "sqlite:///%00x.db", "redis://[::1/0", "sqlite://h:99999/x.db"):
+        with pytest.raises(InvalidURL):
+            await sos_kernel.open(bad)

@@ -440,3 +440,20 @@ async def test_a_transfer_is_recorded_as_it_was_returned(ledger: Ledger, extra: 
     again = await ledger.transfer(id="t-rec", debit="agent:alice", credit="agent:bob", amount=3, currency=USD, **extra)
     assert again.replayed
     assert dataclasses.replace(again, replayed=False) == t
+
+
+async def test_records_of_every_length_and_any_text_are_chained_alike(ledger: Ledger) -> None:
+    # the fixture's check() recomputes every digest: on Redis they were computed by the ledger script, so its
+    # SHA-256 and encoding must agree with the kernel's for every padding case (64 lengths) and for UTF-8 text
+    for n in range(20, 84):
+        await ledger.transfer(
+            id=f"len-{n}", debit="agent:alice", credit="agent:bob", amount=1, currency=USD, reason="é" * (n // 2)
+        )
+    await ledger.transfer(
+        id="meta", debit="agent:alice", credit="agent:bob", amount=1, currency=USD, metadata={"z": "ü", "a": None}
+    )
+    await ledger.hold(id="h", debit="agent:alice", credit="agent:bob", amount=5, currency=USD, timeout_s=60)
+    await ledger.capture("h", 2)
+    with pytest.raises(InsufficientFunds):
+        await ledger.transfer(id="too-much", debit="agent:carol", credit="agent:bob", amount=1, currency=USD)
+    await ledger.check()

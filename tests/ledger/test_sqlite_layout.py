@@ -1,6 +1,6 @@
-"""The SQLite ledger's file layout: a file written with an earlier layout is migrated (the third), refused clearly,
-or, when its ledger recorded nothing, upgraded in place; and the state a store keeps between its transactions.
-(SQLite only: the layout is that engine's own.)"""
+"""The SQLite ledger's file layout: a file written with an earlier layout is refused clearly or, when its ledger
+holds nothing, upgraded in place; and the state a store keeps between its transactions. (SQLite only: the layout is
+that engine's own.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 import sos_kernel
 from sos_kernel.backends.sqlite_ledger import (
     ACCOUNT_MEMO_MAX,
-    ID_INDEX,
+    CHAINED_TABLES,
+    LEDGER_SCHEMA,
     STATEMENT_BLOCK,
     TENANT_STATES_MAX,
     SQLiteLedgerStore,
@@ -45,8 +46,8 @@ EARLIER_TABLES = ["ledger_history", "ledger_seq", "ledger_transfers"]
 def earlier_file(path: Path, *, recorded: bool) -> str:
     with closing(sqlite3.connect(path)) as c:
         c.executescript(EARLIER_LAYOUT)
-        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
         if recorded:
+            c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
             c.execute("INSERT INTO ledger_transfers VALUES ('default', 't1', 1, '{}', 0, NULL)")
             c.execute("INSERT INTO ledger_seq VALUES ('default', 1)")
         c.commit()
@@ -75,8 +76,9 @@ async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
     path = tmp_path / "earlier.db"
     async with sos_kernel.open(earlier_file(path, recorded=False)) as kernel:
         ledger = kernel.ledger
-        assert [b.owner for b in await ledger.balances()] == ["agent:alice"]  # accounts keep their layout
+        assert await ledger.balances() == []
         await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
         t = await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
         assert t.sequence == 1
         await ledger.check()
@@ -103,8 +105,8 @@ def second_file(path: Path, *, recorded: bool) -> str:
     """A file of the second layout, whose statements were partial indexes of ``ledger_records``."""
     with closing(sqlite3.connect(path)) as c:
         c.executescript(EARLIER_LAYOUT.split("CREATE TABLE ledger_transfers")[0] + SECOND_LAYOUT)
-        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
         if recorded:
+            c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
             c.execute("INSERT INTO ledger_tenants VALUES (1, 'default')")
             c.execute(
                 "INSERT INTO ledger_records VALUES"
@@ -130,8 +132,9 @@ async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Pat
     path = tmp_path / "second.db"
     async with sos_kernel.open(second_file(path, recorded=False)) as kernel:
         ledger = kernel.ledger
-        assert [b.owner for b in await ledger.balances()] == ["agent:alice"]
+        assert await ledger.balances() == []
         await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
         await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
         assert [t.id for t in await ledger.history("agent:alice", "USD")] == ["t1"]
         await ledger.check()
@@ -143,33 +146,51 @@ async def _transfers(ledger: Any, count: int, prefix: str = "t") -> None:
         await ledger.transfer(id=f"{prefix}{i}", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
 
 
-@pytest.mark.parametrize("ids_kept", [False, True], ids=["third-layout", "reopened-by-an-earlier-version"])
-async def test_the_third_layout_is_migrated_with_its_records(tmp_path: Path, ids_kept: bool) -> None:
-    # the third layout found a record by id through a unique index on every record, and had no id table; a file
-    # this version wrote and the third layout's version then opened has both the index and some entered ids
-    path = tmp_path / "third.db"
-    recorded = 2 * STATEMENT_BLOCK + 5
-    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+def unchained_file(path: Path, *, accounts: int, recorded: int) -> str:
+    """A file of the layout before the chain: this layout without the ``digest`` columns."""
+    with closing(sqlite3.connect(path)) as c:
+        for statement in LEDGER_SCHEMA.split(";"):
+            if statement.strip():
+                c.execute(statement)
+        for table in CHAINED_TABLES:
+            c.execute(f"ALTER TABLE {table} DROP COLUMN digest")
+        for i in range(accounts):
+            c.execute(f"INSERT INTO ledger_accounts VALUES ('default', 'agent:a{i}', 'USD', 0, 0, 0, 0, 0, 0)")
+        c.execute("INSERT INTO ledger_tenants VALUES (1, 'default')")
+        for seq in range(1, recorded + 1):
+            c.execute(
+                "INSERT INTO ledger_records VALUES (?, 1, ?, 'posted', 'agent:a0', 'agent:a1', 'USD', 5, '', 0, 0,"
+                " '', '', 0, 1, '', '', '', 0, 0)",
+                ((1 << 40) + seq, f"t{seq}"),
+            )
+        c.commit()
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize(("accounts", "recorded"), [(2, 1), (1, 0)], ids=["with-records", "with-accounts-only"])
+async def test_a_ledger_written_before_the_chain_is_refused(tmp_path: Path, accounts: int, recorded: int) -> None:
+    # its records and accounts carry no digest, so check() could vouch for none of them: not migrated
+    path = tmp_path / "unchained.db"
+    async with sos_kernel.open(unchained_file(path, accounts=accounts, recorded=recorded)) as kernel:
+        for attempt in (kernel.ledger.balances(), kernel.ledger.open_account("agent:b", "USD")):
+            with pytest.raises(BackendFailure, match="earlier layout") as info:
+                await attempt
+            assert info.value.code == "SOS-6031"
+            assert info.value.details["tables"] == list(CHAINED_TABLES)
+    with closing(sqlite3.connect(path)) as c:  # nothing was dropped or rewritten
+        assert c.execute("SELECT count(*) FROM ledger_accounts").fetchone() == (accounts,)
+
+
+async def test_an_empty_ledger_written_before_the_chain_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "unchained.db"
+    async with sos_kernel.open(unchained_file(path, accounts=0, recorded=0)) as kernel:
         await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
         await kernel.ledger.open_account("agent:alice", "USD")
-        await _transfers(kernel.ledger, recorded)
+        await _transfers(kernel.ledger, STATEMENT_BLOCK + 1)
+        await kernel.ledger.check()
     with closing(sqlite3.connect(path)) as c:
-        if not ids_kept:
-            c.execute("DELETE FROM ledger_ids")
-        c.execute(f"CREATE UNIQUE INDEX {ID_INDEX} ON ledger_records (tn, id)")
-        c.commit()
-    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
-        ledger = kernel.ledger
-        for tid in ("t0", f"t{2 * STATEMENT_BLOCK - 1}", f"t{recorded - 1}"):  # entered, last entered, not entered
-            again = await ledger.transfer(id=tid, debit="system:mint", credit="agent:alice", amount=1, currency="USD")
-            assert again.replayed
-        t = await ledger.transfer(id="new", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
-        assert t.sequence == recorded + 1
-        assert (await ledger.balance("agent:alice", "USD")).posted == recorded + 1
-        await ledger.check()
-    assert ID_INDEX not in schema(path, "index")
-    with closing(sqlite3.connect(path)) as c:
-        assert c.execute("SELECT count(*) FROM ledger_ids").fetchone() == (2 * STATEMENT_BLOCK,)
+        for table in CHAINED_TABLES:
+            assert "digest" in {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
 
 
 async def test_a_transaction_that_rolls_back_leaves_no_kept_state(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -14,7 +15,7 @@ import pytest
 import sos_kernel
 from mumega_sdk import MumegaClient
 from sos_kernel.contracts import SendMessage, SendPayload
-from sos_kernel.errors import Forbidden
+from sos_kernel.errors import Forbidden, InvalidToken
 
 from ..live_server import running_server
 from .conftest import TENANT
@@ -27,23 +28,26 @@ class Live:
     url: str
     alice: str
     bob: str
+    admin: str = ""
+    bob_id: str = ""
+    db_url: str = ""
 
 
-async def _seed(db_url: str) -> tuple[str, str]:
+async def _seed(db_url: str) -> tuple[str, str, str, str]:
     async with sos_kernel.open(db_url) as kernel:
-        await kernel.tenants.create(TENANT, "scale")
+        _, admin = await kernel.tenants.create(TENANT, "scale")
         tokens = kernel.tenant(TENANT).tokens
         alice = await tokens.issue(agent="agent:alice")
         bob = await tokens.issue(agent="agent:bob")
-        return alice.secret, bob.secret
+        return alice.secret, bob.secret, admin, bob.id
 
 
 @contextmanager
-def serve_in_thread(db_url: str) -> Iterator[Live]:
+def serve_in_thread(db_url: str, **app_options: Any) -> Iterator[Live]:
     """A real server over a seeded kernel on ``db_url`` (see ``tests/live_server.py``)."""
-    alice, bob = anyio.run(_seed, db_url)
-    with running_server(db_url) as url:
-        yield Live(url, alice, bob)
+    alice, bob, admin, bob_id = anyio.run(_seed, db_url)
+    with running_server(db_url, app_options=app_options) as url:
+        yield Live(url, alice, bob, admin, bob_id, db_url)
 
 
 @pytest.fixture
@@ -130,3 +134,73 @@ async def test_a_dropped_stream_reconnects_from_its_last_position(live: Live) ->
             assert await sub.receive(timeout_s=0.5) is None
         assert got == sent
         assert transport.streams == 2
+
+
+STREAM_PREFETCH = 4
+
+
+@pytest.fixture
+def live_slow_ping(tmp_path: Path) -> Iterator[Live]:
+    """A live server whose idle streams ping once a minute: only the token timer can end a stream sooner."""
+    with serve_in_thread(f"sqlite:///{tmp_path}/live.db", ping_s=60.0) as found:
+        yield found
+
+
+async def _stream_after_revocation(live: Live, revoke: Any, *, busy: bool) -> int:
+    """Deliveries bob's stream gives after ``revoke()`` returns, until the stream ends with SOS-5002."""
+    after = 0
+    async with (
+        MumegaClient(live.url, live.alice) as alice,
+        MumegaClient(live.url, live.bob) as bob,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def flow() -> None:
+            while True:
+                await alice.bus.send("agent:alice", "agent:bob", "busy")
+                await anyio.sleep(0.005)
+
+        async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30, prefetch=STREAM_PREFETCH) as sub:
+            if busy:
+                tg.start_soon(flow)
+                for _ in range(20):  # the stream is flowing
+                    with anyio.fail_after(5):
+                        assert await sub.receive() is not None
+            await revoke()
+            with anyio.fail_after(5):
+                while True:
+                    try:
+                        if await sub.receive() is None:
+                            pytest.fail("the stream ended without the token's error")
+                    except InvalidToken:
+                        break
+                    after += 1
+            tg.cancel_scope.cancel()
+    return after
+
+
+async def test_a_busy_stream_stops_delivering_once_its_token_is_revoked(live_slow_ping: Live) -> None:
+    """Revoked through the server: the stream's next delivery check fails; only what was already in flight to the
+    client (its prefetch buffer and the socket) still arrives."""
+    live = live_slow_ping
+
+    async def revoke() -> None:
+        async with MumegaClient(live.url, live.admin) as admin:
+            await admin.tokens.revoke(live.bob_id)
+
+    after = await _stream_after_revocation(live, revoke, busy=True)
+    assert after <= 2 * STREAM_PREFETCH + 2, after
+
+
+async def test_an_idle_stream_ends_within_the_token_cache_ttl_of_a_revocation_elsewhere(
+    live_slow_ping: Live,
+) -> None:
+    """Revoked by another process on the same file, with no traffic and no ping due for a minute: the stream's
+    timer re-checks the token within TOKEN_CACHE_TTL_S and ends it."""
+    live = live_slow_ping
+
+    async def revoke() -> None:
+        async with sos_kernel.open(live.db_url) as kernel:
+            await kernel.tenant(TENANT).tokens.revoke(live.bob_id)
+
+    assert await _stream_after_revocation(live, revoke, busy=False) == 0

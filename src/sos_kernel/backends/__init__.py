@@ -12,15 +12,16 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..bus.store import BusStore
 from ..errors import InvalidURL, MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..replies import ReplyStore
 from ..skills.store import SkillStore
 
-__all__ = ["BACKEND_ALIASES", "Backend", "Implements", "open_backend", "resolve_backend"]
+__all__ = ["BACKEND_ALIASES", "Backend", "Implements", "check_url", "open_backend", "resolve_backend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Backend(ABC):
     identity: IdentityStore
     registry: RegistryStore
     skills: SkillStore
+    replies: ReplyStore
 
     @classmethod
     @abstractmethod
@@ -75,18 +77,31 @@ BACKEND_ALIASES: dict[str, tuple[str, str, str | None]] = {
 """URL scheme → (module, class, extra that provides its engine client)."""
 
 
+def check_url(url: str) -> SplitResult:
+    """``url``'s parts, or SOS-4006 when it cannot name anything: a control character (raw or percent-encoded,
+    like ``%00``), a malformed host (``[::1``) or a port that is not an integer in 0-65535."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in unquote(url)):
+        raise InvalidURL(f"URL {url!r} contains a control character", details={"url": url})
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- reading it validates it
+    except ValueError as exc:
+        raise InvalidURL(f"malformed URL {url!r}: {exc}", details={"url": url}) from None
+    return parts
+
+
 def resolve_backend(url: str) -> type[Backend]:
     """The backend class for ``url``'s scheme, imported on first use.
 
-    Raises SOS-4006 for an unknown scheme (with the closest known one) and SOS-6032 when the backend's extra is
-    not installed (with the pip command that fixes it).
+    Raises SOS-4006 for a malformed URL (see :func:`check_url`) or an unknown scheme (with the closest known one),
+    and SOS-6032 when the backend's extra is not installed (with the pip command that fixes it).
     """
     if not isinstance(url, str) or "://" not in url:
         raise InvalidURL(
             f"kernel URL {url!r} has no scheme; use memory://, sqlite:///path/to/file.db or redis://host:port/0",
             details={"known": sorted(BACKEND_ALIASES)},
         )
-    scheme = urlsplit(url).scheme.lower()
+    scheme = check_url(url).scheme.lower()
     target = BACKEND_ALIASES.get(scheme)
     if target is None:
         close = difflib.get_close_matches(scheme, list(BACKEND_ALIASES), n=1)

@@ -30,6 +30,7 @@ from ..bus.store import (
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
+from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
@@ -324,6 +325,7 @@ class MemoryBackend(Backend):
         self.identity = MemoryIdentityStore()
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
+        self.replies = MemoryReplyStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from ..ledger.chain import account_digest, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery, rate_key
@@ -39,6 +40,9 @@ class MemoryLedgerStore(LedgerStore):
         self._usage_order: dict[str, list[str]] = {}
         self._prices: dict[tuple[str, str, str], Price] = {}
         self._rates: dict[tuple[str, str, str], dict[str, Rate]] = {}
+        self._digests: dict[tuple[str, str], str] = {}  # (tenant, transfer id) -> digest (hex)
+        self._account_digests: dict[tuple[str, str, str], str] = {}
+        self._heads: dict[str, bytes] = {}
 
     def _balance(self, tenant: str, owner: str, currency: str) -> Balance | None:
         found = self._accounts.get((tenant, owner, currency))
@@ -74,6 +78,7 @@ class MemoryLedgerStore(LedgerStore):
             return found[0], False
         account = Account(owner, currency, allow_negative, datetime.fromtimestamp(now, UTC))
         self._accounts[key] = (account, AccountState(allow_negative, 0, 0, 0, 0))
+        self._account_digests[key] = account_digest(tenant, owner, currency, allow_negative)
         return account, True
 
     async def balance(self, tenant: str, owner: str, currency: str, now: float) -> Balance | None:
@@ -96,8 +101,12 @@ class MemoryLedgerStore(LedgerStore):
         accounts = {k: (self._accounts[(tenant, *k)][1] if (tenant, *k) in self._accounts else None) for k in keys}
         order = self._order.setdefault(tenant, [])
         result = evaluate(requests, accounts, holds, now, len(order) + 1)
-        for transfer in result.transfers:
+        digests = link(self._heads.get(tenant) or genesis(tenant), result.transfers, accounts)
+        if digests:
+            self._heads[tenant] = digests[-1]
+        for transfer, digest in zip(result.transfers, digests, strict=True):
             self._transfers[(tenant, transfer.id)] = transfer
+            self._digests[(tenant, transfer.id)] = digest.hex()
             order.append(transfer.id)
             if transfer.ok:
                 self._index(tenant, transfer)
@@ -156,3 +165,10 @@ class MemoryLedgerStore(LedgerStore):
 
     async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
         return list(self._rates.get((tenant, from_currency, to_currency), {}).values())
+
+    async def chain(self, tenant: str, after_seq: int, limit: int) -> list[tuple[Transfer, str]]:
+        found = await self.all_transfers(tenant, after_seq, limit)
+        return [(t, self._digests[(tenant, t.id)]) for t in found]
+
+    async def account_digests(self, tenant: str) -> dict[tuple[str, str], str]:
+        return {(o, c): digest for (t, o, c), digest in self._account_digests.items() if t == tenant}

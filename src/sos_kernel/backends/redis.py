@@ -49,6 +49,7 @@ from . import Backend, Implements
 from .redis_call import LeanScript, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
+from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
 
 __all__ = ["RedisBackend", "RedisBusStore"]
@@ -524,6 +525,7 @@ class RedisBackend(Backend):
         self.identity = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
+        self.replies = RedisReplyStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

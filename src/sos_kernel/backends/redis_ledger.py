@@ -7,13 +7,15 @@ skewed clocks agree on when a hold expires.
 
 Keys, all under the tenant's hash tag ``{t:<tenant>}``::
 
-    sos:{t:T}:acct:<owner>:<currency>   hash: neg dp cp dpe cpe at        (flags, posted/pending debits/credits)
+    sos:{t:T}:acct:<owner>:<currency>   hash: neg dp cp dpe cpe at digest (flags, posted/pending debits/credits)
     sos:{t:T}:accts                     set of "<owner>|<currency>"
-    sos:{t:T}:xfer:<id>                 hash: the recorded transfer (request fields, seq, ts, status, error, state)
+    sos:{t:T}:xfer:<id>                 hash: the recorded transfer (request fields, seq, ts, status, error, state,
+                                        digest: its link of the chain, hex)
     sos:{t:T}:xfers                     zset id -> seq (every recorded transfer)
     sos:{t:T}:hist:<owner>:<currency>   zset id -> seq (applied transfers touching the account)
     sos:{t:T}:holds                     zset hold id -> expiry (open holds)
     sos:{t:T}:lseq                      the tenant's ledger sequence
+    sos:{t:T}:head                      the digest of the tenant's last record (32 bytes)
     sos:{t:T}:usage / usage:<id> / usage:n / prices   usage events and price entries
     sos:{t:T}:rates:<from>:<to>         hash: valid_from -> rate entry (the rate table)
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
@@ -64,25 +67,75 @@ local function expire(now)
 end
 """
 
+_SHA256 = """
+local SHA_K = {
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2}
+-- SHA-256 of msg: the digest (32 bytes) and its hex; LuaBitOp's int32 ops, sums wrapped by tobit
+local function sha256(msg)
+  local band, bor, bxor, ror, rshift, tobit = bit.band, bit.bor, bit.bxor, bit.ror, bit.rshift, bit.tobit
+  local bits = #msg * 8
+  local high, low = math.floor(bits / 4294967296), bits % 4294967296
+  msg = msg .. '\\128' .. string.rep('\\0', (55 - #msg) % 64) .. struct.pack('>I4I4', high, low)
+  local h0, h1, h2, h3 = 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a
+  local h4, h5, h6, h7 = 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
+  local w = {}
+  for at = 1, #msg, 64 do
+    for i = 0, 15 do
+      local p = at + i * 4
+      local b1, b2, b3, b4 = string.byte(msg, p, p + 3)
+      w[i] = tobit(b1 * 16777216 + b2 * 65536 + b3 * 256 + b4)
+    end
+    for i = 16, 63 do
+      local x, y = w[i - 15], w[i - 2]
+      w[i] = tobit(w[i - 16] + bxor(ror(x, 7), ror(x, 18), rshift(x, 3)) + w[i - 7]
+                   + bxor(ror(y, 17), ror(y, 19), rshift(y, 10)))
+    end
+    local a, b, c, d, e, f, g, h = h0, h1, h2, h3, h4, h5, h6, h7
+    for i = 0, 63 do
+      -- ch and maj in 3 and 4 calls; e and a left unwrapped (the bit ops wrap what they read, and the
+      -- sums stay far below 2^51, where LuaBitOp stops being exact)
+      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(g, band(e, bxor(f, g))) + SHA_K[i + 1] + w[i]
+      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bor(band(a, b), band(c, bor(a, b)))
+      h, g, f, e, d, c, b, a = g, f, e, d + t1, c, b, a, t1 + t2
+    end
+    h0, h1, h2, h3 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d)
+    h4, h5, h6, h7 = tobit(h4 + e), tobit(h5 + f), tobit(h6 + g), tobit(h7 + h)
+  end
+  local hex = bit.tohex
+  return struct.pack('>i4i4i4i4i4i4i4i4', h0, h1, h2, h3, h4, h5, h6, h7),
+         hex(h0) .. hex(h1) .. hex(h2) .. hex(h3) .. hex(h4) .. hex(h5) .. hex(h6) .. hex(h7)
+end
+"""
+
 _APPLY = (
     _COMMON
+    + _SHA256
     + """
 local MAX = 9007199254740991
 local n = tonumber(ARGV[2])
-local F = 11
+local F = 12
 local reqs = {}
 for i = 1, n do
-  local b = 2 + (i - 1) * F
+  local b = 3 + (i - 1) * F
   reqs[i] = {id = ARGV[b + 1], kind = ARGV[b + 2], debit = ARGV[b + 3], credit = ARGV[b + 4], cur = ARGV[b + 5],
              amount = tonumber(ARGV[b + 6]), pid = ARGV[b + 7], timeout = tonumber(ARGV[b + 8]), code = ARGV[b + 9],
-             reason = ARGV[b + 10], meta = ARGV[b + 11]}
+             reason = ARGV[b + 10], meta = ARGV[b + 11], asked = ARGV[b + 12]}
 end
 local existing = {}
 for i = 1, n do
   if redis.call('EXISTS', P .. 'xfer:' .. reqs[i].id) == 1 then existing[#existing + 1] = reqs[i].id end
 end
 if #existing > 0 then return {'existing', existing} end
-local now = now_s()
+local clock = redis.call('TIME')
+local sec, usec = tonumber(clock[1]), tonumber(clock[2])
+local now = sec + usec / 1000000
 expire(now)
 if n == 0 then return {'ok', {}} end
 
@@ -160,7 +213,11 @@ for i = 1, n do
 end
 
 local seq0 = redis.call('INCRBY', P .. 'lseq', n) - n
-local ts = string.format('%.6f', now)
+-- times from TIME's integers, so the chain's microseconds and the stored text agree exactly
+local frac = string.format('.%06d', usec)
+local ts = fmt(sec) .. frac
+local head = redis.call('GET', P .. 'head') or ARGV[3]
+local function lp(v) return #v .. ':' .. v end
 local out = {}
 for i = 1, n do
   local r = reqs[i]
@@ -168,26 +225,37 @@ for i = 1, n do
   local key = P .. 'xfer:' .. r.id
   local status, ecode, emsg, state, expires, amount = 'ok', '', '', '', '', r.amount
   local debit, credit, cur = r.debit, r.credit, r.cur
+  local flags, expires_us = '', ''
   if fail_code then
     status, ecode = 'failed', fail_code
     if r.id == fail_id then emsg = fail_msg else emsg = 'linked transfer ' .. fail_id .. ' failed: ' .. fail_msg end
   else
     amount = moved[i]
+    local da, ca = accts[debit .. '|' .. cur], accts[credit .. '|' .. cur]
+    flags = (da.neg and '1' or '0') .. (ca.neg and '1' or '0')
     if r.kind == 'pending' then
       state = 'pending'
-      expires = string.format('%.6f', now + r.timeout)
+      expires = fmt(sec + r.timeout) .. frac
+      expires_us = fmt((sec + r.timeout) * 1000000 + usec)
       redis.call('ZADD', P .. 'holds', expires, r.id)
     end
     redis.call('ZADD', P .. 'hist:' .. debit .. ':' .. cur, seq, r.id)
     redis.call('ZADD', P .. 'hist:' .. credit .. ':' .. cur, seq, r.id)
   end
+  -- the chain (sos_kernel.ledger.chain): SHA-256 of the previous digest, the request digest the client computed
+  -- and the canonical encoding of the outcome (2 blocks for a plain transfer)
+  local outcome = '1:R' .. lp(fmt(seq)) .. lp(fmt(amount)) .. lp(fmt(sec * 1000000 + usec)) .. lp(status)
+  outcome = outcome .. lp(ecode) .. lp(emsg) .. lp(expires_us) .. lp(flags)
+  local digest
+  head, digest = sha256(head .. r.asked .. outcome)
   redis.call('HSET', key, 'id', r.id, 'kind', r.kind, 'debit', debit, 'credit', credit, 'currency', cur,
              'amount', fmt(amount), 'pid', r.pid, 'timeout', fmt(r.timeout), 'code', r.code, 'reason', r.reason,
              'meta', r.meta, 'ts', ts, 'seq', fmt(seq), 'status', status, 'ecode', ecode, 'emsg', emsg,
-             'state', state, 'captured', '0', 'expires', expires)
+             'state', state, 'captured', '0', 'expires', expires, 'digest', digest)
   redis.call('ZADD', P .. 'xfers', seq, r.id)
   out[i] = {fmt(seq), status, ecode, emsg, fmt(amount), state, expires}
 end
+redis.call('SET', P .. 'head', head)
 if not fail_code then
   for k, a in pairs(accts) do
     if a then
@@ -219,7 +287,7 @@ return v
 _OPEN = """
 local created = redis.call('HSETNX', KEYS[1], 'neg', ARGV[1])
 if created == 1 then
-  redis.call('HSET', KEYS[1], 'dp', '0', 'cp', '0', 'dpe', '0', 'cpe', '0', 'at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'dp', '0', 'cp', '0', 'dpe', '0', 'cpe', '0', 'at', ARGV[2], 'digest', ARGV[4])
   redis.call('SADD', KEYS[2], ARGV[3])
 end
 return {created, redis.call('HGET', KEYS[1], 'neg'), redis.call('HGET', KEYS[1], 'at')}
@@ -289,7 +357,15 @@ class RedisLedgerStore(LedgerStore):
         p = self._p(tenant)
         keys = [f"{p}acct:{owner}:{currency}", f"{p}accts"]
         created, neg, at = await self._call(
-            self._open(keys=keys, args=[int(allow_negative), f"{now:.6f}", f"{owner}|{currency}"])
+            self._open(
+                keys=keys,
+                args=[
+                    int(allow_negative),
+                    f"{now:.6f}",
+                    f"{owner}|{currency}",
+                    account_digest(tenant, owner, currency, allow_negative),
+                ],
+            )
         )
         return Account(owner, currency, _s(neg) == "1", datetime.fromtimestamp(float(at), UTC)), bool(created)
 
@@ -303,8 +379,12 @@ class RedisLedgerStore(LedgerStore):
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
         p = self._p(tenant)
-        args: list[Any] = [p, len(requests)]
+        args: list[Any] = [p, len(requests), genesis(tenant)]
         for r in requests:
+            meta = canonical_metadata(r.metadata)
+            asked = request_digest(
+                r.id, r.kind, r.debit, r.credit, r.currency, r.pending_id, r.timeout_s, r.code, r.reason, meta
+            )
             args += [
                 r.id,
                 r.kind,
@@ -316,7 +396,8 @@ class RedisLedgerStore(LedgerStore):
                 r.timeout_s,
                 r.code,
                 r.reason,
-                json.dumps(r.metadata, sort_keys=True),
+                meta,
+                asked,
             ]
         reply = await self._apply([f"{p}lseq"], args)
         if _s(reply[0]) == "existing":
@@ -422,6 +503,32 @@ class RedisLedgerStore(LedgerStore):
     async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
         found = await self._call(self._r.hvals(f"{self._p(tenant)}rates:{from_currency}:{to_currency}"))
         return [load_rate(from_currency, to_currency, value) for value in found]
+
+    async def chain(self, tenant: str, after_seq: int, limit: int) -> list[tuple[Transfer, str]]:
+        p = self._p(tenant)
+        ids = [
+            _s(i)
+            for i in await self._call(self._r.zrangebyscore(f"{p}xfers", f"({after_seq}", "+inf", start=0, num=limit))
+        ]
+        pipe = self._r.pipeline(transaction=False)
+        for transfer_id in ids:
+            pipe.hgetall(f"{p}xfer:{transfer_id}")
+        rows = await self._call(pipe.execute())
+        return [(_record(h), _s(h.get(b"digest", b""))) for h in rows if h]
+
+    async def account_digests(self, tenant: str) -> dict[tuple[str, str], str]:
+        p = self._p(tenant)
+        members = sorted(_s(m) for m in await self._call(self._r.smembers(f"{p}accts")))
+        pipe = self._r.pipeline(transaction=False)
+        for member in members:
+            owner, currency = member.split("|", 1)
+            pipe.hget(f"{p}acct:{owner}:{currency}", "digest")
+        rows = await self._call(pipe.execute())
+        out: dict[tuple[str, str], str] = {}
+        for member, digest in zip(members, rows, strict=True):
+            owner, currency = member.split("|", 1)
+            out[(owner, currency)] = _s(digest or b"")
+        return out
 
 
 def _request_record(r: TransferRequest) -> dict[str, Any]:

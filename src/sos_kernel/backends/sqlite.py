@@ -4,11 +4,14 @@ Durable and shared by several processes on one host through one file. The databa
 ``synchronous=NORMAL`` by default: a committed write survives a process crash; an operating-system crash or power
 loss may drop the last few commits (pass ``synchronous="FULL"`` to fsync every commit, about 8x slower).
 
-Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Statements run on the event loop's thread:
-they take microseconds, and a lock held by another process is never waited for on the loop — the busy timeout is
-a few milliseconds, after which the transaction is retried with an async back-off, up to ``lock_timeout_s``
-(then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are woken at once by writes from this process and
-within ``poll_interval_s`` by writes from other processes (``PRAGMA data_version``).
+Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Transactions of small, bounded rows run on
+the event loop's thread: they take microseconds. Those whose rows may be megabytes (bus claims, history, chunks,
+dead letters, an append over ``INLINE_BYTES_MAX``, idempotency replies) run in the engine's worker thread, so one
+large request never holds the loop; the two take turns on the one connection. A lock held by another process is
+never waited for on the loop — the busy timeout is a few milliseconds, after which the transaction is retried
+with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are
+woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
+(``PRAGMA data_version``).
 
 Bus positions count per tenant (``bus_positions`` holds each tenant's last one; never reused, even once its
 entries are trimmed), so a position reveals nothing of other tenants' traffic. A file whose ``bus_entries`` numbers
@@ -17,13 +20,14 @@ every tenant's entries in one sequence (an unreleased layout) is refused with SO
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import anyio
 
@@ -40,9 +44,10 @@ from ..bus.store import (
     StoredDeadLetter,
 )
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
-from . import Backend, Implements
+from . import Backend, Implements, check_url
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
+from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
@@ -54,6 +59,8 @@ LOCK_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
+INLINE_BYTES_MAX = 64 * 1024
+"""An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_positions (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
@@ -95,12 +102,29 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+class _Gate:
+    """Who holds an engine's connection: one transaction at a time, on the event loop or in the worker thread."""
+
+    def __init__(self) -> None:
+        self.in_thread: anyio.Event | None = None
+        self.thread_lock = anyio.Lock()
+        self.limiter = anyio.CapacityLimiter(1)
+
+
 class SQLiteEngine:
-    """One connection to one database file, with transactions that retry on lock contention."""
+    """One connection to one database file, with transactions that retry on lock contention.
+
+    A transaction runs on the event loop (``offload`` False: microseconds, for small bounded rows) or in the
+    engine's worker thread (``offload`` True: for rows that may be megabytes, so the loop keeps serving others).
+    Either way one transaction holds the connection at a time: the loop waits while the thread runs one.
+    :meth:`offloading` gives the same engine with every transaction offloaded, for the stores of large rows.
+    """
 
     def __init__(self, path: str, *, synchronous: str, lock_timeout_s: float) -> None:
         self.path = path
         self.lock_timeout_s = lock_timeout_s
+        self.offload = False
+        self._gate = _Gate()
         try:
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
@@ -114,6 +138,17 @@ class SQLiteEngine:
         # one cursor for the statements that return no rows or whose rows are read before the next statement runs
         # (BEGIN, COMMIT, ROLLBACK, and the ledger's hot path): Connection.execute makes a new cursor per call
         self.cursor = self.conn.cursor()
+
+    @property
+    def thread_busy(self) -> bool:
+        """Whether the worker thread holds the connection now (a transaction of large rows is running)."""
+        return self._gate.in_thread is not None
+
+    def offloading(self) -> SQLiteEngine:
+        """This engine (same connection, same turn-taking) with every transaction run in the worker thread."""
+        view = copy.copy(self)
+        view.offload = True
+        return view
 
     def _pragma(self, sql: str) -> None:
         deadline = time.monotonic() + self.lock_timeout_s
@@ -131,45 +166,79 @@ class SQLiteEngine:
         row = self.conn.execute("PRAGMA data_version").fetchone()
         return int(row[0])
 
-    # write and read hand back _run's coroutine rather than awaiting it in one of their own: a transaction is a
+    # write and read hand back a coroutine rather than awaiting it in one of their own: a transaction is a
     # few tens of microseconds, and a coroutine frame per layer is a measurable part of that
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
         """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction; retried while another process holds the lock."""
-        return self._run(fn, "BEGIN IMMEDIATE")
+        return self._in_thread(fn, "BEGIN IMMEDIATE") if self.offload else self._run(fn, "BEGIN IMMEDIATE")
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> Coroutine[Any, Any, T]:
         """Run ``fn`` in a read transaction (one consistent snapshot)."""
-        return self._run(fn, "BEGIN")
+        return self._in_thread(fn, "BEGIN") if self.offload else self._run(fn, "BEGIN")
+
+    def _attempt(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        """One try of the transaction; sqlite3's OperationalError passes through for the caller to judge."""
+        try:
+            self.cursor.execute(begin)
+            try:
+                result = fn(self.conn)
+            except BaseException:
+                self.cursor.execute("ROLLBACK")
+                raise
+            self.cursor.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError:
+            if self.conn.in_transaction:
+                self.cursor.execute("ROLLBACK")
+            raise
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.cursor.execute("ROLLBACK")
+            raise BackendFailure(f"SQLite error: {exc}") from exc
+
+    def _busy_or_raise(self, exc: sqlite3.OperationalError, deadline: float) -> None:
+        if not _is_busy(exc):
+            raise BackendFailure(f"SQLite error: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise BackendUnavailable(
+                f"SQLite database {self.path!r} stayed locked for {self.lock_timeout_s} s"
+            ) from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
         deadline = time.monotonic() + self.lock_timeout_s
         backoff = 0.001
         while True:
+            while self._gate.in_thread is not None:  # the worker thread holds the connection
+                await self._gate.in_thread.wait()
             try:
-                self.cursor.execute(begin)
-                try:
-                    result = fn(self.conn)
-                except BaseException:
-                    self.cursor.execute("ROLLBACK")
-                    raise
-                self.cursor.execute("COMMIT")
-                return result
+                return self._attempt(fn, begin)
             except sqlite3.OperationalError as exc:
-                if self.conn.in_transaction:
-                    self.cursor.execute("ROLLBACK")
-                if not _is_busy(exc):
-                    raise BackendFailure(f"SQLite error: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise BackendUnavailable(
-                        f"SQLite database {self.path!r} stayed locked for {self.lock_timeout_s} s"
-                    ) from exc
-            except sqlite3.Error as exc:
-                if self.conn.in_transaction:
-                    self.cursor.execute("ROLLBACK")
-                raise BackendFailure(f"SQLite error: {exc}") from exc
+                self._busy_or_raise(exc, deadline)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 0.05)
+
+    def _run_blocking(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        deadline = time.monotonic() + self.lock_timeout_s
+        backoff = 0.001
+        while True:
+            try:
+                return self._attempt(fn, begin)
+            except sqlite3.OperationalError as exc:
+                self._busy_or_raise(exc, deadline)
+            time.sleep(backoff)  # in the worker thread: the loop is not held
+            backoff = min(backoff * 2, 0.05)
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+        gate = self._gate
+        async with gate.thread_lock:
+            done = gate.in_thread = anyio.Event()
+            try:
+                # not abandoned on cancel: the connection is free again only when the transaction has ended
+                return await anyio.to_thread.run_sync(self._run_blocking, fn, begin, limiter=gate.limiter)
+            finally:
+                gate.in_thread = None
+                done.set()
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -181,18 +250,29 @@ class SQLiteBusStore(BusStore):
 
     def __init__(self, engine: SQLiteEngine, *, poll_interval_s: float) -> None:
         self._db = engine
+        # rows that may hold payloads (claims, history, chunks, dead letters) are read and written off the loop
+        self._big = engine.offloading()
         self._poll_interval_s = poll_interval_s
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._seen_version = engine.data_version()
         self._appends_since_trim: dict[tuple[str, str], int] = {}
+        # notifications per address, and how many there had been when its last claim began: a claim runs in the
+        # worker thread, so a notification can land between it and the wait that follows, and must not be lost
+        self._notified: dict[tuple[str, str], int] = {}
+        self._claimed: dict[tuple[str, str], int] = {}
 
     def _notify(self, tenant: str, address: str) -> None:
+        if len(self._notified) >= ADDRESS_MEMO_MAX:  # bounded; a reset only wakes a waiter early
+            self._notified.clear()
+            self._claimed.clear()
+        self._notified[(tenant, address)] = self._notified.get((tenant, address), 0) + 1
         event = self._events.pop((tenant, address), None)
         if event is not None:
             event.set()
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         now = time.time()
+        size = sum(len(entry.data) for _, entry in items)
 
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
@@ -222,7 +302,7 @@ class SQLiteBusStore(BusStore):
             self._trim_some(c, tenant, Counter(r[2] for r in rows), retention, now)
             return out
 
-        result = await self._db.write(tx)
+        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
         for address in {a for a, _ in items}:
             self._notify(tenant, address)
         return result
@@ -319,7 +399,10 @@ class SQLiteBusStore(BusStore):
             self._seen_version = self._db.data_version()
             return out
 
-        return await self._db.write(tx)
+        notified = self._notified.get((tenant, address), 0)
+        claimed = await self._big.write(tx)
+        self._claimed[(tenant, address)] = notified
+        return claimed
 
     @staticmethod
     def _claim_new(
@@ -393,7 +476,7 @@ class SQLiteBusStore(BusStore):
             )
             return True
 
-        return await self._db.write(tx)
+        return await self._big.write(tx)
 
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
         def tx(c: sqlite3.Connection) -> list[StoredDeadLetter]:
@@ -405,7 +488,7 @@ class SQLiteBusStore(BusStore):
             # the dead letter's id is its position: an id counted across tenants would reveal their volume
             return [StoredDeadLetter(str(p), address, group, str(p), bytes(d), r, a, t) for p, d, r, a, t in rows]
 
-        return await self._db.read(tx)
+        return await self._big.read(tx)
 
     async def revive(self, tenant: str, address: str, group: str, dead_id: str) -> Appended | None:
         def tx(c: sqlite3.Connection) -> Appended | None:
@@ -421,7 +504,7 @@ class SQLiteBusStore(BusStore):
             _set_last_position(c, tenant, pos)
             return Appended(str(pos), False)
 
-        result = await self._db.write(tx)
+        result = await self._big.write(tx)
         self._notify(tenant, address)
         return result
 
@@ -447,7 +530,7 @@ class SQLiteBusStore(BusStore):
             self._seen_version = self._db.data_version()
             return [HistoryEntry(str(p), bytes(d)) for p, d in rows]
 
-        return await self._db.read(tx)
+        return await self._big.read(tx)
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         def tx(c: sqlite3.Connection) -> int:
@@ -460,6 +543,9 @@ class SQLiteBusStore(BusStore):
 
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
         key = (tenant, address)
+        if self._notified.get(key, 0) != self._claimed.get(key, 0):
+            self._claimed[key] = self._notified.get(key, 0)
+            return  # notified since the last claim began
         event = self._events.get(key)
         if event is None:
             event = self._events[key] = anyio.Event()
@@ -509,7 +595,7 @@ class SQLiteBusStore(BusStore):
             )
             return _take_group(c, key) if received == part.total else ChunkPut()
 
-        return await self._db.write(tx)
+        return await self._big.write(tx)
 
     async def sweep_chunks(self) -> int:
         now = time.time()
@@ -596,7 +682,7 @@ def _refuse_shared_positions(c: sqlite3.Connection, path: str) -> None:
 
 def _create_schema(c: sqlite3.Connection, path: str) -> None:
     _refuse_shared_positions(c, path)
-    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA).split(";"):
+    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA).split(";"):
         if statement.strip():
             c.execute(statement)
 
@@ -613,7 +699,7 @@ def _position(value: str) -> int:
 
 def sqlite_path(url: str) -> str:
     """The file path in ``sqlite:///relative.db`` or ``sqlite:////absolute.db``; ``:memory:`` is refused."""
-    parts = urlsplit(url)
+    parts = check_url(url)
     if parts.netloc not in ("", "localhost"):
         raise InvalidURL(f"{url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
     path = unquote(parts.path)
@@ -638,6 +724,7 @@ class SQLiteBackend(Backend):
         self.identity = SQLiteIdentityStore(engine)
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
+        self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
 
     @classmethod
     async def connect(

@@ -28,12 +28,15 @@ committed since; otherwise it reads the last sequence, the expiry and the batch'
 and looks ids up among the unentered records in SQL until the next block completes. A transfer from the one
 process writing a file so reads no more than whether its id is in the id table.
 
-A file written with an earlier layout is migrated only from the third layout (every record's id in the unique
-index ``ledger_records_id``): on first use its records are entered in ``ledger_ids`` block by block and the index
-is dropped, in one transaction. The first layout (``ledger_transfers``, ``ledger_history``, ``ledger_seq``) and
-the second (statements as the partial indexes ``ledger_records_debit`` and ``ledger_records_credit``) are
-recognised: if that ledger recorded anything, every ledger call fails with SOS-6031 naming the tables or indexes
-found; if it recorded nothing, they are dropped and the file is used.
+Every record and every account row carries its digest (a ``digest`` column, 32 bytes; see
+:mod:`sos_kernel.ledger.chain`): a record's is computed in the transaction that inserts it, chained to the tenant's
+previous record, whose digest the tenant state keeps (or the probe reads with the last key).
+
+A file written with an earlier layout is not migrated. The first layout (``ledger_transfers``, ``ledger_history``,
+``ledger_seq``), the second (statements as the partial indexes ``ledger_records_debit`` and
+``ledger_records_credit``) and every layout before the chain (``ledger_records`` or ``ledger_accounts`` without a
+``digest`` column) are recognised: if that ledger holds anything, every ledger call fails with SOS-6031 naming the
+tables or indexes found; if it holds nothing, they are dropped (and made again in this layout) and the file is used.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..errors import BackendFailure, InvariantViolation, LimitExceeded
+from ..ledger.chain import account_digest, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest, new_transfer
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
@@ -73,8 +77,8 @@ STATEMENT_BLOCK = 64
 """Sequences whose records are entered in the id table (and the applied ones in the statements) at once: a read by
 id or of a statement scans fewer records than this by key range, and this many single transfers share the pages
 of one block's entry."""
-ID_INDEX = "ledger_records_id"
-"""The third layout's index of every record's id; a file that has it is brought to this layout when opened."""
+CHAINED_TABLES = ("ledger_accounts", "ledger_records")
+"""The tables whose rows carry a digest (a ``digest`` column), which layouts before the chain lack."""
 # earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
 # table whose rows are their records
 EARLIER_LAYOUTS = (
@@ -86,14 +90,14 @@ LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
     dp INTEGER NOT NULL, cp INTEGER NOT NULL, dpend INTEGER NOT NULL, cpend INTEGER NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
+    digest BLOB NOT NULL, PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_tenants (n INTEGER PRIMARY KEY, tenant TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS ledger_records (
     k INTEGER PRIMARY KEY, tn INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, debit TEXT NOT NULL,
     credit TEXT NOT NULL, currency TEXT NOT NULL, amount INTEGER NOT NULL, pending_id TEXT NOT NULL,
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
-    captured INTEGER NOT NULL, expires REAL NOT NULL);
+    captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_ids (
     tn INTEGER NOT NULL, id TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, id)) WITHOUT ROWID;
@@ -115,36 +119,36 @@ _COLUMNS = (
     "k, id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, metadata, ts, ok,"
     " error_code, error_message, state, captured, expires"
 )
-_INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES ({','.join('?' * 20)})"
+_INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES ({','.join('?' * 21)})"
 
 
-def _posted_insert(code: str, reason: str, metadata: str, ts: str) -> str:
+def _posted_insert(code: str, reason: str, metadata: str, ts: str, digest: str) -> str:
     # an applied plain transfer (kind posted) with its constant columns written in the statement, not bound, and
     # the tenant number taken from the key (?1): most records are these, and every bound parameter costs the sqlite3
     # module a conversion. ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount; the rest as the caller names them
     return (
-        f"INSERT INTO ledger_records (tn, {_COLUMNS}) VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,'',0,"
-        f"{code},{reason},{metadata},{ts},1,'','','',0,0.0)"
+        f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,"
+        f"'',0,{code},{reason},{metadata},{ts},1,'','','',0,0.0,{digest})"
     )
 
 
-_INSERT_POSTED = _posted_insert("?7", "?8", "?9", "?10")
-_INSERT_BARE = _posted_insert("0", "''", "''", "?7")
+_INSERT_POSTED = _posted_insert("?7", "?8", "?9", "?10", "?11")
+_INSERT_BARE = _posted_insert("0", "''", "''", "?7", "?8")
 """A posted transfer with no code, reason or metadata: the usual one."""
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
 # what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
-# told apart by its NULL owner): the last key and the earliest expiry of an open hold (?1 the tenant number, ?2 its
-# first key, ?3 past its last)
+# told apart by its NULL owner): the last key, the earliest expiry of an open hold and the last record's digest (?1
+# the tenant number, ?2 its first key, ?3 past its last)
 _PROBE = (
     f"SELECT NULL, NULL, {_LAST_KEY},"
-    " (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending'), NULL, NULL, NULL"
+    " (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending'),"
+    " (SELECT digest FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1), NULL, NULL"
 )
 # the first key of a tenant's records not entered yet (in SQL: ?2 the tenant's first key, ?3 past its last)
 _UNENTERED = f"?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
 # enter the records with keys in (?1, ?2] in the id table, and the applied ones in their accounts' statements
 _ENTER_IDS = "INSERT INTO ledger_ids (tn, id, k) SELECT tn, id, k FROM ledger_records WHERE k>?1 AND k<=?2"
-_MIGRATE_IDS = _ENTER_IDS.replace("INSERT", "INSERT OR IGNORE", 1)
 _ENTER_STATEMENTS = (
     "INSERT INTO ledger_statements (owner, currency, k)"
     " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
@@ -187,6 +191,8 @@ class _TenantState:
     when they were not read: then they are looked up in the file, until the next block completes."""
     accounts: dict[AccountKey, AccountState]
     """Accounts of the tenant as committed, by (owner, currency); an account not here is read from the file."""
+    head: bytes
+    """The digest the tenant's next record is chained to (see :mod:`sos_kernel.ledger.chain`)."""
 
 
 Staged = tuple[int, int, "_TenantState"]
@@ -242,20 +248,21 @@ def _is_plain(t: Transfer) -> bool:
     )
 
 
-def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], now: float) -> None:
-    """Insert the records of a batch with the statement that binds the fewest parameters for all of them."""
+def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], digests: list[bytes], now: float) -> None:
+    """Insert the records of a batch, with their digests, with the statement that binds the fewest parameters."""
+    pairs = zip(transfers, digests, strict=True)
     if not all(map(_is_plain, transfers)):
-        sql, rows = _INSERT, [_transfer_row(tn, base, t, now) for t in transfers]
+        sql, rows = _INSERT, [(*_transfer_row(tn, base, t, now), d) for t, d in pairs]
     elif any(t.code or t.reason or t.metadata for t in transfers):
         sql = _INSERT_POSTED
         rows = [
-            (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, _meta(t), now)
-            for t in transfers
+            (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, _meta(t), now, d)
+            for t, d in pairs
         ]
     else:
         sql, rows = (
             _INSERT_BARE,
-            [(base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now) for t in transfers],
+            [(base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now, d) for t, d in pairs],
         )
     if len(rows) == 1:  # one transfer, the usual batch: execute costs less than executemany
         c.execute(sql, rows[0])
@@ -409,22 +416,26 @@ class SQLiteLedgerStore(LedgerStore):
                 )
             for name in found:  # the old ledger recorded nothing: nothing is lost
                 c.execute(f"DROP {kind.upper()} {name}")
-        if c.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (ID_INDEX,)).fetchone():
-            self._enter_ids_of_id_index_layout(c)
+        self._drop_or_refuse_unchained_layout(c)
 
-    @staticmethod
-    def _enter_ids_of_id_index_layout(c: sqlite3.Connection) -> None:
-        # The third layout indexed every record's id (ledger_records_id) where this one enters them in ledger_ids a
-        # block at a time: each tenant's records up to its last complete block are entered, as a ledger in this
-        # layout would have, and the index is dropped, in the one transaction.
-        for (tn,) in c.execute("SELECT n FROM ledger_tenants").fetchall():
-            base = tn << SEQ_BITS
-            (last,) = c.execute(f"SELECT {_LAST_KEY}", (None, base, base + SEQ_SPAN)).fetchone()
-            if last is not None:  # that layout entered the statements as this one does: only ids are missing
-                # OR IGNORE: a file this version wrote and an earlier one then opened (which built the index
-                # again) has some of them already
-                c.execute(_MIGRATE_IDS, (base, last - (last - base) % STATEMENT_BLOCK))
-        c.execute(f"DROP INDEX {ID_INDEX}")
+    def _drop_or_refuse_unchained_layout(self, c: sqlite3.Connection) -> None:
+        # the layouts before the chain had no digest column: refused if they hold any account or record, else
+        # their ledger tables are dropped and made again in this layout
+        unchained = [t for t in CHAINED_TABLES if "digest" not in {r[1] for r in c.execute(f"PRAGMA table_info({t})")}]
+        if not unchained:
+            return
+        if any(c.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in CHAINED_TABLES):
+            raise BackendFailure(
+                f"SQLite database {self._db.path!r} holds a ledger in an earlier layout (tables"
+                f" {', '.join(unchained)} without digests), which this version does not migrate: open a new file"
+                " for the ledger",
+                details={"tables": unchained},
+            )
+        for table in CHAINED_TABLES:
+            c.execute(f"DROP TABLE {table}")  # with its indexes, made again below
+        for statement in LEDGER_SCHEMA.split(";"):
+            if statement.strip():
+                c.execute(statement)
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
 
@@ -494,8 +505,10 @@ class SQLiteLedgerStore(LedgerStore):
             _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
         ):
             if owner is None:
-                last, due = neg, dp
-                state = _TenantState(0 if last is None else last - base, math.inf if due is None else due, None, {})
+                last, due, head = neg, dp, genesis(tenant) if cp is None else bytes(cp)
+                state = _TenantState(
+                    0 if last is None else last - base, math.inf if due is None else due, None, {}, head
+                )
             else:
                 accounts[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
         if state is None:
@@ -602,7 +615,9 @@ class SQLiteLedgerStore(LedgerStore):
             keys = _account_keys(requests, holds)
         accounts = self._accounts(c, tenant, state, keys)
         result = evaluate(requests, accounts, holds, now, first)
-        _insert(self._db.cursor, tn, base, result.transfers, now)
+        digests = link(state.head, result.transfers, accounts)
+        state.head = digests[-1]
+        _insert(self._db.cursor, tn, base, result.transfers, digests, now)
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
@@ -639,10 +654,12 @@ class SQLiteLedgerStore(LedgerStore):
     async def open_account(
         self, tenant: str, owner: str, currency: str, allow_negative: bool, now: float
     ) -> tuple[Account, bool]:
+        digest = bytes.fromhex(account_digest(tenant, owner, currency, allow_negative))
+
         def tx(c: sqlite3.Connection) -> tuple[Account, bool]:
             cur = c.execute(
-                "INSERT OR IGNORE INTO ledger_accounts VALUES (?,?,?,?,0,0,0,0,?)",
-                (tenant, owner, currency, int(allow_negative), now),
+                "INSERT OR IGNORE INTO ledger_accounts VALUES (?,?,?,?,0,0,0,0,?,?)",
+                (tenant, owner, currency, int(allow_negative), now, digest),
             )
             row = c.execute(
                 "SELECT allow_negative, created FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
@@ -784,3 +801,28 @@ class SQLiteLedgerStore(LedgerStore):
             return [load_rate(from_currency, to_currency, r[0]) for r in rows]
 
         return await self._read(tx)
+
+    async def chain(self, tenant: str, after_seq: int, limit: int) -> list[tuple[Transfer, str]]:
+        def tx(c: sqlite3.Connection) -> list[tuple[Transfer, str]]:
+            tn = self._tenant_number(c, tenant, create=False)
+            if tn is None:
+                return []
+            bounds = ((tn << SEQ_BITS) + after_seq, (tn + 1) << SEQ_BITS, limit)
+            rows = c.execute(
+                f"SELECT {_COLUMNS}, digest FROM ledger_records WHERE k>? AND k<? ORDER BY k LIMIT ?", bounds
+            )
+            return [(_row_transfer(r[:-1]), _hex(r[-1])) for r in rows]
+
+        return await self._read(tx)
+
+    async def account_digests(self, tenant: str) -> dict[tuple[str, str], str]:
+        def tx(c: sqlite3.Connection) -> dict[tuple[str, str], str]:
+            rows = c.execute("SELECT owner, currency, digest FROM ledger_accounts WHERE tenant=?", (tenant,))
+            return {(owner, currency): _hex(digest) for owner, currency, digest in rows}
+
+        return await self._read(tx)
+
+
+def _hex(digest: Any) -> str:
+    # a digest as stored; anything but bytes (an edit of the file) cannot match
+    return digest.hex() if isinstance(digest, bytes) else repr(digest)

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..operations import Wire, operation, service
 from . import access
+from .chain import ChainVerifier, account_digest
 from .models import (
     AMOUNT_MICROS_MAX,
     CURRENCY_RE,
@@ -685,15 +686,21 @@ class Ledger:
     async def check(self) -> None:
         """Verify the invariants; raise :class:`~sos_kernel.errors.InvariantViolation` (SOS-6099) on any break.
 
-        Per currency, posted and pending balances each sum to zero; every balance equals the fold of the applied
-        transfers; every account's statement (``history``) lists exactly the applied transfers that touch it, in
-        sequence order; no id is recorded twice, and each is found by its id (the idempotency check) as recorded;
-        no must-not-overdraw account is overdrawn; every amount is a non-negative int.
+        The chain (:mod:`sos_kernel.ledger.chain`) is verified from the first record: sequences follow each other,
+        every record's stored digest is recomputed from its fields, its accounts' ``allow_negative`` flags and the
+        previous digest, every account's digest from its facts, and every hold's state from the settlements
+        chained after it. Then: per currency, posted and pending balances each sum to zero; every balance equals
+        the fold of the applied transfers; every account's statement (``history``) lists exactly the applied
+        transfers that touch it, in sequence order; no id is recorded twice, and each is found by its id (the
+        idempotency check) as recorded; no must-not-overdraw account is overdrawn; every amount is a non-negative
+        int.
         """
         await self._store.apply(self.tenant, [], time.time())  # an empty batch only expires due holds
-        folded, touched = await self._fold()
+        balances = await self._store.balances(self.tenant)
+        await self._check_account_digests(balances)
+        folded, touched = await self._fold({(b.owner, b.currency): b.allow_negative for b in balances})
         sums: dict[str, list[int]] = {}
-        for bal in await self._store.balances(self.tenant):
+        for bal in balances:
             listed = await self._statement(bal.owner, bal.currency)
             if listed != touched.get((bal.owner, bal.currency), []):
                 raise InvariantViolation(
@@ -721,23 +728,42 @@ class Ledger:
                     details={"currency": currency},
                 )
 
-    async def _fold(self) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]]]:
-        """The four counters each account should hold, and the sequences of the applied transfers touching it."""
+    async def _check_account_digests(self, balances: list[Balance]) -> None:
+        """Every account's stored digest is the digest of its facts (a flipped ``allow_negative`` shows here)."""
+        stored = await self._store.account_digests(self.tenant)
+        for bal in balances:
+            if stored.get((bal.owner, bal.currency)) != account_digest(
+                self.tenant, bal.owner, bal.currency, bal.allow_negative
+            ):
+                raise InvariantViolation(
+                    f"{bal.owner}'s {bal.currency} account (allow_negative={bal.allow_negative}) does not match"
+                    " the digest it was opened with",
+                    details={"owner": bal.owner, "currency": bal.currency},
+                )
+
+    async def _fold(
+        self, negative: Mapping[tuple[str, str], bool]
+    ) -> tuple[dict[tuple[str, str], list[int]], dict[tuple[str, str], list[int]]]:
+        """Verify the chain; return the four counters each account should hold, and the sequences of the applied
+        transfers touching it."""
         folded: dict[tuple[str, str], list[int]] = {}
         touched: dict[tuple[str, str], list[int]] = {}
         seen: set[str] = set()
+        chain = ChainVerifier(self.tenant, negative, time.time())
         after = 0
         while True:
-            page = await self._store.all_transfers(self.tenant, after, CHECK_PAGE)
-            await self._check_ids(page, seen)
-            for t in page:
+            page = await self._store.chain(self.tenant, after, CHECK_PAGE)
+            await self._check_ids([t for t, _ in page], seen)
+            for t, digest in page:
+                chain.step(t, digest)
                 if t.ok:
                     self._fold_one(folded, t)
                     touched.setdefault((t.debit, t.currency), []).append(t.sequence)
                     touched.setdefault((t.credit, t.currency), []).append(t.sequence)
             if len(page) < CHECK_PAGE:
+                chain.finish()
                 return folded, touched
-            after = page[-1].sequence
+            after = page[-1][0].sequence
 
     async def _check_ids(self, page: list[Transfer], seen: set[str]) -> None:
         """Every transfer of ``page`` has an id no earlier one has, and is what the ledger finds by that id."""

@@ -1,8 +1,9 @@
 """The ledger store seam: atomic steps over accounts, transfers and usage.
 
 A store's :meth:`LedgerStore.apply` is the whole atomic step of a batch: expire due holds, refuse to touch any id
-already recorded, evaluate the rules (:mod:`sos_kernel.ledger.rules`) and record the outcome of every id, in one
-engine transaction. Idempotency comparisons, validation and the public API live in the service.
+already recorded, evaluate the rules (:mod:`sos_kernel.ledger.rules`) and record the outcome of every id, each
+record with its link of the tenant's chain (:mod:`sos_kernel.ledger.chain`), in one engine transaction.
+Idempotency comparisons, validation and the public API live in the service.
 """
 
 from __future__ import annotations
@@ -132,3 +133,11 @@ class LedgerStore(ABC):
     @abstractmethod
     async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
         """Every entry of the rate table for the pair, in any order."""
+
+    @abstractmethod
+    async def chain(self, tenant: str, after_seq: int, limit: int) -> list[tuple[Transfer, str]]:
+        """Every recorded transfer of the tenant with the digest stored for it (hex), by sequence."""
+
+    @abstractmethod
+    async def account_digests(self, tenant: str) -> dict[tuple[str, str], str]:
+        """The digest stored with each account of the tenant (hex), by (owner, currency)."""

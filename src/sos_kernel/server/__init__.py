@@ -12,8 +12,9 @@
 - **Retries are safe.** Writes that carry their own id (``publish`` by message_id, ledger writes by transfer id,
   usage by event id, skill versions, invocations) are idempotent in the kernel. The others (``send``, ``announce``,
   ``wake``, ``ask``, ``reply``, ``replay``, ``deregister``, ``verify``, ``resolve_dispute``, token issue) honour an
-  ``Idempotency-Key`` header: the first answer to a key is replayed to a retry by the same principal (bounded
-  memory, 24 h), and the same key with another body is SOS-4009.
+  ``Idempotency-Key`` header: the first answer to a key is replayed to a retry by the same principal for 24 h, from
+  the kernel's store (durable on SQLite and Redis), within bounds per principal and per tenant that no other
+  tenant's traffic can exhaust; the same key with another body is SOS-4009.
 - **Subscriptions are Server-Sent Events** with ack and nack by ``(address, group, position)``; see
   :mod:`sos_kernel.server._streams` for how a disconnected client resumes and why nothing is lost.
 
@@ -43,12 +44,17 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..kernel import Kernel
+    from ..replies import ReplyBounds
 
-__all__ = ["LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
+__all__ = ["LARGE_BODIES_MAX", "LARGE_BODY_BYTES_MIN", "LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
 
 REQUEST_BYTES_MAX = 20 * 1024 * 1024
 """The largest request body by default: a whole 16 MiB message (the bus's ``payload_bytes_max``) with room for
 its JSON envelope."""
+LARGE_BODY_BYTES_MIN = 1024 * 1024
+"""A request body of at least this many bytes is large: it takes one of ``large_bodies_max`` turns."""
+LARGE_BODIES_MAX = 2
+"""Large request bodies one server reads and answers at once; the next waits, unread, for a turn."""
 LINGER_S = 30.0
 """How long a subscription waits for its client to reconnect before it is closed."""
 PING_S = 15.0
@@ -62,10 +68,15 @@ def create_app(
     admin_token: str | None = None,
     linger_s: float = LINGER_S,
     ping_s: float = PING_S,
+    idempotency: ReplyBounds | None = None,
+    large_bodies_max: int = LARGE_BODIES_MAX,
 ) -> FastAPI:
     """The ASGI app serving ``kernel`` (which the caller opens and closes).
 
     ``admin_token`` enables ``POST /v1/tenants`` for whoever presents it (no token: tenant creation is refused).
+    ``idempotency`` bounds the ``Idempotency-Key`` records (default ``_state.IDEMPOTENCY_BOUNDS``: 1,000 keys per
+    principal, 10,000 per tenant, kept 24 h). At most ``large_bodies_max`` request bodies of
+    ``LARGE_BODY_BYTES_MIN`` (1 MiB) or more are read and answered at once; the next waits, unread, for a turn.
     Raises SOS-6032 when the ``server`` extra is not installed.
     """
     try:
@@ -76,5 +87,11 @@ def create_app(
             details={"pip": "pip install 'sos-kernel[server]'"},
         ) from exc
     return build_app(
-        kernel, admin_token=admin_token, request_bytes_max=request_bytes_max, linger_s=linger_s, ping_s=ping_s
+        kernel,
+        admin_token=admin_token,
+        request_bytes_max=request_bytes_max,
+        linger_s=linger_s,
+        ping_s=ping_s,
+        idempotency=idempotency,
+        large_bodies_max=large_bodies_max,
     )

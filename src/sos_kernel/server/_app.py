@@ -13,12 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SOSError
 from ..kernel import Kernel
+from ..replies import ReplyBounds
+from . import LARGE_BODY_BYTES_MIN
 from ._bodies import ErrorEnvelope
 from ._http import BodyLimit, http_error, sos_error, validation_error
 from ._routes_admin import router as admin
 from ._routes_bus import router as bus
 from ._routes_services import ledger, registry, skills, usage
-from ._state import ServerState
+from ._state import IDEMPOTENCY_BOUNDS, ServerState
 
 __all__ = ["build_app"]
 
@@ -29,11 +31,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_app(
-    kernel: Kernel, *, admin_token: str | None, request_bytes_max: int, linger_s: float, ping_s: float
+    kernel: Kernel,
+    *,
+    admin_token: str | None,
+    request_bytes_max: int,
+    linger_s: float,
+    ping_s: float,
+    idempotency: ReplyBounds | None = None,
+    large_bodies_max: int,
 ) -> FastAPI:
     """The app; ``app.state.sos`` holds its :class:`ServerState` (closed by the lifespan, or by ``aclose()``)."""
     state = ServerState(
-        kernel, admin_token=admin_token, request_bytes_max=request_bytes_max, linger_s=linger_s, ping_s=ping_s
+        kernel,
+        admin_token=admin_token,
+        request_bytes_max=request_bytes_max,
+        linger_s=linger_s,
+        ping_s=ping_s,
+        idempotency=idempotency or IDEMPOTENCY_BOUNDS,
+        large_bodies_max=large_bodies_max,
     )
 
     @asynccontextmanager
@@ -56,5 +71,7 @@ def build_app(
     app.add_exception_handler(StarletteHTTPException, http_error)
     for router in (admin, bus, registry, ledger, skills, usage):
         app.include_router(router)
-    app.add_middleware(BodyLimit, bytes_max=request_bytes_max)
+    app.add_middleware(
+        BodyLimit, bytes_max=request_bytes_max, large=state.large_bodies, large_bytes_min=LARGE_BODY_BYTES_MIN
+    )
     return app

@@ -4,8 +4,10 @@ envelope for every failure (SOS errors, validation errors, unknown routes) and t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Annotated, Any, cast
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -69,13 +71,8 @@ async def keyed(
     key = request.headers.get("idempotency-key")
     if key is None:
         return answer(await compute(), status)
-    scope = (
-        session.tenant,
-        session.agent or session.principal.token_id,
-        request.method,
-        request.url.path,
-        Idempotency.check_key(key),
-    )
+    principal = session.agent or session.principal.token_id
+    scope = (session.tenant, principal, f"{request.method} {request.url.path} {Idempotency.check_key(key)}")
 
     async def run() -> tuple[int, bytes]:
         return status, json_bytes(encode(await compute()))
@@ -147,11 +144,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 class BodyLimit:
     """Refuses a request body over ``bytes_max`` with SOS-4010 (413) before the app sees it, whether the size is
-    declared (``Content-Length``) or only discovered while reading a chunked body."""
+    declared (``Content-Length``) or only discovered while reading a chunked body.
 
-    def __init__(self, app: ASGIApp, bytes_max: int) -> None:
+    A body of ``large_bytes_min`` or more takes one of ``large``'s tokens from before it is read (or from when a
+    chunked body reaches that size) until its answer is sent: past ``large.total_tokens`` large bodies at once, the
+    next waits, unread, for a token. Small requests never wait for one.
+    """
+
+    def __init__(self, app: ASGIApp, bytes_max: int, large: anyio.CapacityLimiter, large_bytes_min: int) -> None:
         self.app = app
         self.bytes_max = bytes_max
+        self.large = large
+        self.large_bytes_min = large_bytes_min
 
     def _too_large(self, size: int) -> LimitExceeded:
         return LimitExceeded(
@@ -167,23 +171,37 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.bytes_max:
-            await self._refuse(scope, receive, send, int(declared))
+        size = int(declared) if declared is not None and declared.isdigit() else 0
+        if size > self.bytes_max:
+            await self._refuse(scope, receive, send, size)
             return
+        async with AsyncExitStack() as stack:
+            held = size >= self.large_bytes_min
+            if held:
+                await stack.enter_async_context(self.large)
+            body = await self._read(scope, receive, send, stack if not held else None)
+            if body is not None:
+                await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send, stack: AsyncExitStack | None) -> bytes | None:
+        """The whole body, or None when it was refused or the client left; once the body is large, a token of
+        ``large`` is taken into ``stack`` (None when one is held already)."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client left before sending its body
+                return None  # the client left before sending its body
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.bytes_max:
                 await self._refuse(scope, receive, send, size)
-                return
+                return None
+            if stack is not None and size >= self.large_bytes_min:
+                await stack.enter_async_context(self.large)
+                stack = None
             if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+                return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

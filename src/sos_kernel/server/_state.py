@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -16,12 +14,17 @@ import anyio
 from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, MissingToken, SOSError
 from ..identity.service import token_digest
 from ..kernel import Kernel
+from ..replies import RUNNING, Reply, ReplyBounds
 from ..session import Session
 from ..wire import json_bytes
+from . import LARGE_BODIES_MAX
 from ._streams import Leases
 
 __all__ = [
-    "IDEMPOTENCY_KEYS_MAX",
+    "IDEMPOTENCY_BOUNDS",
+    "IDEMPOTENCY_PRINCIPAL_KEYS_MAX",
+    "IDEMPOTENCY_RUNNING_S",
+    "IDEMPOTENCY_TENANT_KEYS_MAX",
     "IDEMPOTENCY_TTL_S",
     "SESSIONS_MAX",
     "Idempotency",
@@ -33,11 +36,22 @@ __all__ = [
 
 SESSIONS_MAX = 10_000
 """Sessions kept (one per token seen); the least recently used is dropped past this."""
-IDEMPOTENCY_KEYS_MAX = 10_000
-"""Idempotency keys remembered per server; the oldest is forgotten past this."""
+IDEMPOTENCY_PRINCIPAL_KEYS_MAX = 1_000
+"""Idempotency keys remembered per principal (agent, or token without one); its own oldest is forgotten past this."""
+IDEMPOTENCY_TENANT_KEYS_MAX = 10_000
+"""Idempotency keys remembered per tenant, all its principals together; the tenant's oldest is forgotten past
+this. No tenant's keys are ever forgotten for another tenant's."""
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 """How long a key's first response is replayed."""
+IDEMPOTENCY_RUNNING_S = 300.0
+"""How long a request holds its key before a retry may presume it dead and run again."""
+IDEMPOTENCY_POLL_S = 0.05
+"""How often a request waiting on a key another server holds looks again."""
 IDEMPOTENCY_KEY_CHARS_MAX = 255
+IDEMPOTENCY_BOUNDS = ReplyBounds(
+    IDEMPOTENCY_PRINCIPAL_KEYS_MAX, IDEMPOTENCY_TENANT_KEYS_MAX, IDEMPOTENCY_TTL_S, IDEMPOTENCY_RUNNING_S
+)
+"""The default bounds of a server's idempotency records."""
 
 
 def _finite(value: Any) -> Any:
@@ -84,29 +98,20 @@ class Sessions:
         return session
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """The first response to an idempotency key."""
-
-    fingerprint: str
-    status: int
-    body: bytes
-    at: float
-
-
 class Idempotency:
-    """Replays the first response to an ``Idempotency-Key`` (per principal, route and key).
+    """Replays the first response to an ``Idempotency-Key`` (per tenant, principal, route and key), from the
+    kernel's reply store (:mod:`sos_kernel.replies`): in the process on ``memory://``, in the database on SQLite
+    and Redis, so a restarted server or another server on the same store replays it too.
 
-    A successful response and a non-retryable error are kept for ``IDEMPOTENCY_TTL_S``; a retryable error is not,
-    so a retry runs again. The same key with a different body is SOS-4009. A retry arriving while the first
-    request still runs waits for it.
+    A successful response and a non-retryable error are kept for ``bounds.ttl_s``; a retryable error is not, so a
+    retry runs again. The same key with a different body is SOS-4009. A request arriving while the first one with
+    its key still runs (here or in another server) waits for its answer: two at once run once.
     """
 
-    def __init__(self, keys_max: int = IDEMPOTENCY_KEYS_MAX, ttl_s: float = IDEMPOTENCY_TTL_S) -> None:
-        self._max = keys_max
-        self._ttl_s = ttl_s
-        self._stored: OrderedDict[tuple[str, ...], Stored] = OrderedDict()
-        self._running: dict[tuple[str, ...], anyio.Event] = {}
+    def __init__(self, kernel: Kernel, bounds: ReplyBounds) -> None:
+        self._kernel = kernel
+        self.bounds = bounds
+        self._running: dict[tuple[str, str, str], anyio.Event] = {}
 
     @staticmethod
     def check_key(key: str) -> str:
@@ -115,43 +120,63 @@ class Idempotency:
             raise InvalidArgument("Idempotency-Key must be 1-255 printable ASCII characters")
         return key
 
-    def _lookup(self, scope: tuple[str, ...], fingerprint: str) -> Stored | None:
-        found = self._stored.get(scope)
-        if found is None:
-            return None
-        if time.monotonic() - found.at > self._ttl_s:
-            del self._stored[scope]
-            return None
-        if not hmac.compare_digest(found.fingerprint, fingerprint):
-            raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
-        return found
+    async def _wait(self, slot: tuple[str, str, str]) -> None:
+        # woken at once by a request of this server; one of another server's is seen by polling
+        event = self._running.get(slot)
+        with anyio.move_on_after(IDEMPOTENCY_POLL_S):
+            await (event.wait() if event is not None else anyio.sleep(IDEMPOTENCY_POLL_S))
 
-    def _keep(self, scope: tuple[str, ...], stored: Stored) -> None:
-        self._stored[scope] = stored
-        while len(self._stored) > self._max:
-            self._stored.popitem(last=False)
+    async def _claim(self, slot: tuple[str, str, str], fingerprint: str) -> Reply | None:
+        """The stored answer for ``slot``, or None once this request holds the key (waiting while another runs)."""
+        store = self._kernel.backend.replies
+        while True:
+            found = await store.claim(*slot, fingerprint, self.bounds)
+            if found is None:
+                return None
+            if not hmac.compare_digest(found.fingerprint, fingerprint):
+                raise IdempotencyConflict("this Idempotency-Key was used with a different request body")
+            if found.status != RUNNING:
+                return found
+            await self._wait(slot)
+
+    async def _settle(
+        self, slot: tuple[str, str, str], fingerprint: str, reply: Reply | None, done: anyio.Event
+    ) -> None:
+        store = self._kernel.backend.replies
+        try:
+            with anyio.CancelScope(shield=True):
+                if reply is None:
+                    await store.release(*slot, fingerprint)
+                else:
+                    await store.finish(*slot, reply, self.bounds.ttl_s)
+        finally:
+            if self._running.get(slot) is done:
+                del self._running[slot]
+            done.set()
 
     async def run(
-        self, scope: tuple[str, ...], body: bytes, compute: Callable[[], Awaitable[tuple[int, bytes]]]
+        self,
+        scope: tuple[str, str, str],
+        body: bytes,
+        compute: Callable[[], Awaitable[tuple[int, bytes]]],
     ) -> tuple[int, bytes, bool]:
-        """``(status, body, replayed)``: the stored response to ``scope`` or a fresh one from ``compute``."""
+        """``(status, body, replayed)`` for ``scope`` = ``(tenant, principal, key)``: the stored response, or a
+        fresh one from ``compute``."""
         fingerprint = hashlib.sha256(body).hexdigest()
-        while (running := self._running.get(scope)) is not None:
-            await running.wait()
-        found = self._lookup(scope, fingerprint)
+        found = await self._claim(scope, fingerprint)
         if found is not None:
             return found.status, found.body, True
         done = self._running[scope] = anyio.Event()
         try:
             status, content = await compute()
         except SOSError as exc:
-            if not exc.retryable:
-                self._keep(scope, Stored(fingerprint, exc.http_status, error_bytes(exc), time.monotonic()))
+            kept = None if exc.retryable else Reply(fingerprint, exc.http_status, error_bytes(exc))
+            await self._settle(scope, fingerprint, kept, done)
             raise
-        finally:
-            del self._running[scope]
-            done.set()
-        self._keep(scope, Stored(fingerprint, status, content, time.monotonic()))
+        except BaseException:
+            await self._settle(scope, fingerprint, None, done)
+            raise
+        await self._settle(scope, fingerprint, Reply(fingerprint, status, content), done)
         return status, content, False
 
 
@@ -166,10 +191,16 @@ class ServerState:
         request_bytes_max: int,
         linger_s: float,
         ping_s: float,
+        idempotency: ReplyBounds = IDEMPOTENCY_BOUNDS,
+        large_bodies_max: int = LARGE_BODIES_MAX,
     ) -> None:
         self.kernel = kernel
         self.sessions = Sessions(kernel)
-        self.idempotency = Idempotency()
+        self.idempotency = Idempotency(kernel, idempotency)
+        if not isinstance(large_bodies_max, int) or large_bodies_max < 1:
+            raise InvalidArgument(f"large_bodies_max must be an int >= 1, got {large_bodies_max!r}")
+        self.large_bodies = anyio.CapacityLimiter(large_bodies_max)
+        """Large request bodies being read or answered; its ``borrowed_tokens`` is how many are in flight."""
         self.leases = Leases(linger_s)
         self.request_bytes_max = request_bytes_max
         self.ping_s = ping_s

@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from ..bus import Delivery, Subscription
 from ..errors import LimitExceeded, SOSError
 from ..identity.models import Principal
+from ..identity.service import TOKEN_CACHE_TTL_S
 from ..session import Session
 from ..wire import encode, json_bytes
 
@@ -219,14 +220,17 @@ class Leases:
         for missed in lease.missed(opts.last_event_id):
             await emit(_delivery_event(missed))
             sent += 1
-        started = last_ping = anyio.current_time()
+        started = last_ping = checked = anyio.current_time()
         while lease.generation == gen and not lease.closed and (opts.max_events is None or sent < opts.max_events):
             now = anyio.current_time()
             if opts.poll_s is not None:
                 wait = 0.0 if sent else max(0.0, started + opts.poll_s - now)
             else:
                 wait = max(0.0, min(TAKEOVER_CHECK_S, last_ping + opts.ping_s - now))
-            delivery = await sub.receive(timeout_s=wait)
+            delivery = await sub.receive(timeout_s=min(wait, max(0.0, checked + TOKEN_CACHE_TTL_S - now)))
+            if delivery is not None or anyio.current_time() >= checked + TOKEN_CACHE_TTL_S:
+                await self._recheck(lease, session, delivery)
+                checked = anyio.current_time()
             if delivery is not None:
                 self.hand(lease, delivery)
                 await emit(_delivery_event(delivery))
@@ -234,9 +238,21 @@ class Leases:
             elif opts.poll_s is not None and (sent or anyio.current_time() >= started + opts.poll_s):
                 return
             elif anyio.current_time() >= last_ping + opts.ping_s:
-                await session.bus.need("bus:read")  # a revoked token's stream ends at the next ping
                 await emit(b": ping\n\n")
                 last_ping = anyio.current_time()
+
+    async def _recheck(self, lease: Lease, session: Session, delivery: Delivery | None) -> None:
+        """Re-validate the stream's token (cached for at most ``TOKEN_CACHE_TTL_S``, so this reaches the store
+        that often, busy or idle). A token no longer good ends the stream: ``delivery``, not yet sent, is given
+        back, and the lease is closed (its buffered deliveries given back too)."""
+        try:
+            await session.bus.need("bus:read")
+        except SOSError:
+            with anyio.CancelScope(shield=True):
+                if delivery is not None:
+                    await delivery.nack()
+                await self.close(lease)
+            raise
 
 
 def _delivery_event(delivery: Delivery) -> bytes:
