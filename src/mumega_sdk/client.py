@@ -19,12 +19,12 @@ same endpoint instead.
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import quote
 
@@ -32,28 +32,23 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel
+from pydantic import ValidationError
 
 from sos_kernel import wire
+from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
+    Bus,
     BusLimits,
-    DeadLetter,
-    PublishReceipt,
     SubscriptionSpec,
     check_nack_delay,
     resolve_subscription,
     split_message,
 )
 from sos_kernel.contracts import (
-    AgentCard,
     ChunkMessage,
     Message,
-    SendMessage,
-    SkillCard,
     TypeCatalogue,
-    UsageEvent,
-    WireModel,
 )
 from sos_kernel.errors import (
     AuthError,
@@ -69,13 +64,12 @@ from sos_kernel.errors import (
     UsageNotPersisted,
     from_wire,
 )
-from sos_kernel.identity.capability import Capability
-from sos_kernel.identity.keys import PublicKey
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
-from sos_kernel.ledger import EXCHANGE_ACCOUNT, Account, Balance, Price, Rate, Transfer, Transmutation
-from sos_kernel.registry import AgentStatus, RegisteredAgent
-from sos_kernel.skills import SKILL_EVENT_TYPE, Invocation, SkillExecutedPayload
+from sos_kernel.ledger import Ledger
+from sos_kernel.operations import Operation, declared, operation_hints
+from sos_kernel.registry import Registry
+from sos_kernel.skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -107,27 +101,6 @@ def _default_catalogue() -> TypeCatalogue:
     catalogue = TypeCatalogue()
     catalogue.register(SKILL_EVENT_TYPE, SkillExecutedPayload)
     return catalogue
-
-
-def _message_json(message: Message | Mapping[str, Any] | bytes | str) -> Any:
-    """A message argument as the server takes it: an object, or JSON text it parses itself."""
-    if isinstance(message, WireModel):
-        return message.to_wire()
-    if isinstance(message, BaseModel):
-        return message.model_dump(mode="json")
-    if isinstance(message, bytes | bytearray):
-        return bytes(message).decode("utf-8", errors="replace")
-    if isinstance(message, str):
-        return message
-    return wire.encode(dict(message))
-
-
-def _card_json(card: BaseModel | Mapping[str, Any]) -> Any:
-    if isinstance(card, WireModel):
-        return card.to_wire()
-    if isinstance(card, BaseModel):
-        return card.model_dump(mode="json")
-    return wire.encode(dict(card))
 
 
 def _given(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,10 +172,10 @@ class MumegaClient(PrincipalView):
         self._principal: Principal | None = None
         self.denials = 0
         """Calls this client made that the server refused with SOS-5004 (like ``session.denials``)."""
-        self.bus = RemoteBus(self)
-        self.registry = RemoteRegistry(self)
-        self.ledger = RemoteLedger(self)
-        self.skills = RemoteSkills(self)
+        self.bus = cast(BusAPI, RemoteBus(self))
+        self.registry = cast(RegistryAPI, RemoteRegistry(self))
+        self.ledger = cast(LedgerAPI, RemoteLedger(self))
+        self.skills = cast(SkillsAPI, RemoteSkills(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -308,108 +281,8 @@ class _Service:
         return await self._client.call("POST", path, body=body, keyed=keyed, timeout_s=timeout_s)
 
 
-class RemoteBus(_Service):
-    """The session bus over HTTP: the methods of :class:`~sos_kernel.session.SessionBus`."""
-
-    def _message(self, data: Any) -> Message:
-        return wire.load_message(data, self._client.catalogue)
-
-    async def publish(
-        self, message: Message | Mapping[str, Any] | bytes | str, *, receipts: bool = False, chunking: bool = True
-    ) -> PublishReceipt:
-        """See :meth:`Bus.publish`."""
-        body = {"message": _message_json(message), "receipts": receipts, "chunking": chunking}
-        return wire.load_receipt(await self._post("/v1/bus/publish", body))
-
-    async def publish_many(
-        self, messages: Sequence[Message | Mapping[str, Any] | bytes | str], *, receipts: bool = False
-    ) -> list[PublishReceipt]:
-        """See :meth:`Bus.publish_many`."""
-        body = {"messages": [_message_json(m) for m in messages], "receipts": receipts}
-        return [wire.load_receipt(r) for r in await self._post("/v1/bus/publish_many", body)]
-
-    async def send(
-        self,
-        source: str,
-        target: str,
-        text: str,
-        *,
-        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
-        reply_to: str | None = None,
-        correlation_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        trace_id: str | None = None,
-        receipts: bool = False,
-    ) -> PublishReceipt:
-        """See :meth:`Bus.send`."""
-        body = _given(
-            {
-                "source": source,
-                "target": target,
-                "text": text,
-                "content_type": content_type,
-                "reply_to": reply_to,
-                "correlation_id": correlation_id,
-                "headers": headers,
-                "trace_id": trace_id,
-                "receipts": receipts,
-            }
-        )
-        return wire.load_receipt(await self._post("/v1/bus/send", body, keyed=True))
-
-    async def announce(
-        self, source: str, text: str | None = None, *, target: str = "sos:channel:global", **context: Any
-    ) -> PublishReceipt:
-        """See :meth:`Bus.announce` (``context``: ``tool``, ``pid``, ``tty``, ``cwd``)."""
-        body = _given({"source": source, "text": text, "target": target, **context})
-        return wire.load_receipt(await self._post("/v1/bus/announce", body, keyed=True))
-
-    async def wake(
-        self,
-        source: str,
-        target: str,
-        text: str,
-        *,
-        priority: Literal["critical", "high", "normal", "low"] = "normal",
-        ref_message_id: str | None = None,
-    ) -> PublishReceipt:
-        """See :meth:`Bus.wake`."""
-        body = _given(
-            {"source": source, "target": target, "text": text, "priority": priority, "ref_message_id": ref_message_id}
-        )
-        return wire.load_receipt(await self._post("/v1/bus/wake", body, keyed=True))
-
-    async def ask(
-        self, source: str, target: str, question: str, *, timeout_s: float = 30.0, correlation_id: str | None = None
-    ) -> SendMessage:
-        """See :meth:`Bus.ask`; the HTTP call waits the ask's ``timeout_s`` plus a margin."""
-        body = _given(
-            {
-                "source": source,
-                "target": target,
-                "question": question,
-                "timeout_s": timeout_s,
-                "correlation_id": correlation_id,
-            }
-        )
-        wait = timeout_s if isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool) else 0.0
-        timeout = max(self._client.timeout_s, float(wait) + ASK_MARGIN_S)
-        reply = self._message(await self._post("/v1/bus/ask", body, keyed=True, timeout_s=timeout))
-        if not isinstance(reply, SendMessage):
-            raise BackendFailure(f"an ask was answered by a {reply.type!r} message")
-        return reply
-
-    async def reply(
-        self,
-        to: Message,
-        text: str,
-        *,
-        source: str | None = None,
-        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
-    ) -> PublishReceipt:
-        """See :meth:`Bus.reply`."""
-        body = {"to": _message_json(to), "text": text, **_given({"source": source, "content_type": content_type})}
-        return wire.load_receipt(await self._post("/v1/bus/reply", body, keyed=True))
+class _RemoteBusLocal(_Service):
+    """What the remote bus computes or holds on the client's side: ``split`` and ``subscribe``."""
 
     def split(self, message: Message) -> list[ChunkMessage]:
         """See :meth:`Bus.split` (computed here with the client's ``limits``; no round trip)."""
@@ -442,27 +315,6 @@ class RemoteBus(_Service):
             start=start,
         )
         return RemoteSubscription(self._client, spec)
-
-    async def history(self, address: str, *, after: str | None = None, limit: int = 100) -> list[Message]:
-        """See :meth:`Bus.history`."""
-        return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
-
-    async def history_entries(
-        self, address: str, *, after: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Message]]:
-        """See :meth:`Bus.history_entries`."""
-        entries = await self._get("/v1/bus/history", address=address, after=after, limit=limit)
-        return [(str(e["position"]), self._message(e["message"])) for e in entries]
-
-    async def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """See :meth:`Bus.dead_letters`."""
-        found = await self._get("/v1/bus/dead_letters", address=address, group=group, limit=limit)
-        return [wire.load_dead_letter(d, self._client.catalogue) for d in found]
-
-    async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
-        """See :meth:`Bus.replay`."""
-        body = {"dead_letter": wire.encode(dead_letter)}
-        return wire.load_receipt(await self._post("/v1/bus/replay", body, keyed=True))
 
 
 class RemoteDelivery:
@@ -753,312 +605,70 @@ class RemoteTokens(_Service):
         await self._client.call("DELETE", f"/v1/tokens/{quote(token_id, safe='')}")
 
 
-class RemoteRegistry(_Service):
-    """The session registry over HTTP: the methods of :class:`~sos_kernel.session.SessionRegistry`."""
-
-    async def register(
-        self,
-        card: AgentCard | Mapping[str, Any],
-        *,
-        public_key: PublicKey | None = None,
-        endpoints: Sequence[Mapping[str, str]] = (),
-        signature: str | None = None,
-    ) -> RegisteredAgent:
-        """See :meth:`Registry.register`."""
-        body = {"card": _card_json(card), **_given({"endpoints": endpoints, "signature": signature})}
-        if public_key is not None:
-            body["public_key"] = public_key.hex if isinstance(public_key, PublicKey) else public_key
-        return wire.load_registered_agent(await self._post("/v1/registry/register", body))
-
-    async def heartbeat(self, name: str) -> RegisteredAgent:
-        """See :meth:`Registry.heartbeat`."""
-        return wire.load_registered_agent(await self._post("/v1/registry/heartbeat", {"name": name}))
-
-    async def deregister(self, name: str) -> None:
-        """See :meth:`Registry.deregister`."""
-        await self._post("/v1/registry/deregister", {"name": name}, keyed=True)
-
-    async def get(self, name: str) -> RegisteredAgent:
-        """See :meth:`Registry.get`."""
-        return wire.load_registered_agent(await self._get("/v1/registry/get", name=name))
-
-    async def status(self, name: str) -> AgentStatus | None:
-        """See :meth:`Registry.status`."""
-        found = (await self._get("/v1/registry/status", name=name))["status"]
-        return cast(AgentStatus | None, found)
-
-    async def find(
-        self,
-        *,
-        skill: str | None = None,
-        role: str | None = None,
-        squad: str | None = None,
-        tool: str | None = None,
-        status: AgentStatus | None = None,
-    ) -> list[RegisteredAgent]:
-        """See :meth:`Registry.find`."""
-        found = await self._get("/v1/registry/find", skill=skill, role=role, squad=squad, tool=tool, status=status)
-        return [wire.load_registered_agent(a) for a in found]
+def _query(value: Any) -> Any:
+    """A query parameter's text (None: left out)."""
+    encoded = wire.encode(value)
+    if isinstance(encoded, bool):
+        return "true" if encoded else "false"
+    if isinstance(encoded, list):
+        return [_query(v) for v in encoded]
+    return encoded
 
 
-class RemoteLedger(_Service):
-    """The session ledger over HTTP: the methods of :class:`~sos_kernel.session.SessionLedger`."""
+def _remote_method(op: Operation) -> Callable[..., Any]:
+    signature = op.signature
+    _, result = operation_hints(op)
+    route = op.wire
+    if route is None:  # pragma: no cover - local operations are written on the remote class
+        raise TypeError(f"{op.name} has no route")
+    extra = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    wait_default = signature.parameters[route.wait].default if route.wait else None
 
-    async def open_account(self, owner: str, currency: str, allow_negative: bool = False) -> Account:
-        """See :meth:`Ledger.open_account`."""
-        body = {"owner": owner, "currency": currency, "allow_negative": allow_negative}
-        return wire.load_account(await self._post("/v1/ledger/open_account", body))
+    async def method(self: _Service, *args: Any, **kwargs: Any) -> Any:
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        if extra is not None:
+            arguments.update(arguments.pop(extra, {}))
+        client = self._client
+        timeout = None
+        if route.wait is not None:
+            wait = arguments.get(route.wait, wait_default)
+            wait = wait if isinstance(wait, int | float) and not isinstance(wait, bool) else 0.0
+            timeout = max(client.timeout_s, float(wait) + ASK_MARGIN_S)
+        if route.method == "GET":
+            params = {k: _query(v) for k, v in arguments.items() if v is not None}
+            data = await client.call("GET", op.path, params=params, timeout_s=timeout)
+        else:
+            body = {k: wire.encode(v) for k, v in arguments.items()}
+            data = await client.call("POST", op.path, body=body, keyed=route.keyed, timeout_s=timeout)
+        try:
+            return wire.load(result, data, client.catalogue)
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
+            raise BackendFailure(f"the server's answer to {op.name} is not a {result}: {exc}") from exc
 
-    async def balance(self, owner: str, currency: str) -> Balance:
-        """See :meth:`Ledger.balance`."""
-        return wire.load_balance(await self._get("/v1/ledger/balance", owner=owner, currency=currency))
-
-    async def transfer(
-        self,
-        *,
-        id: str,
-        debit: str,
-        credit: str,
-        amount: int,
-        currency: str,
-        code: int = 0,
-        reason: str = "",
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Transfer:
-        """See :meth:`Ledger.transfer` (idempotent by ``id``, so retried safely)."""
-        fields = {"id": id, "debit": debit, "credit": credit, "amount": amount, "currency": currency}
-        body = {**fields, **_given({"code": code, "reason": reason, "metadata": metadata})}
-        return wire.load_transfer(await self._post("/v1/ledger/transfer", wire.encode(body)))
-
-    async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
-        """See :meth:`Ledger.transfer_many`."""
-        body = {"transfers": [wire.encode(dict(t)) for t in transfers]}
-        return [wire.load_transfer(t) for t in await self._post("/v1/ledger/transfer_many", body)]
-
-    async def hold(
-        self,
-        *,
-        id: str,
-        debit: str,
-        credit: str,
-        amount: int,
-        currency: str,
-        timeout_s: int,
-        code: int = 0,
-        reason: str = "",
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Transfer:
-        """See :meth:`Ledger.hold` (idempotent by ``id``)."""
-        fields = {"id": id, "debit": debit, "credit": credit, "amount": amount, "currency": currency}
-        body = {**fields, "timeout_s": timeout_s, **_given({"code": code, "reason": reason, "metadata": metadata})}
-        return wire.load_transfer(await self._post("/v1/ledger/hold", wire.encode(body)))
-
-    async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
-        """See :meth:`Ledger.capture`."""
-        body = {"hold_id": hold_id, **_given({"amount": amount, "id": id})}
-        return wire.load_transfer(await self._post("/v1/ledger/capture", body))
-
-    async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
-        """See :meth:`Ledger.void`."""
-        body = {"hold_id": hold_id, **_given({"id": id})}
-        return wire.load_transfer(await self._post("/v1/ledger/void", body))
-
-    async def get_transfer(self, id: str) -> Transfer:
-        """See :meth:`Ledger.get_transfer`."""
-        return wire.load_transfer(await self._get("/v1/ledger/get_transfer", id=id))
-
-    async def transmute(
-        self,
-        *,
-        id: str,
-        owner: str,
-        amount: int,
-        from_currency: str,
-        to_currency: str,
-        rate_num: int | None = None,
-        rate_den: int | None = None,
-        exchange: str | None = None,
-    ) -> Transmutation:
-        """See :meth:`Ledger.transmute` (idempotent by ``id``)."""
-        fields = {"id": id, "owner": owner, "amount": amount, "from_currency": from_currency}
-        terms = _given({"rate_num": rate_num, "rate_den": rate_den, "exchange": exchange})
-        body = {**fields, "to_currency": to_currency, **terms}
-        return wire.load_transmutation(await self._post("/v1/ledger/transmute", body))
-
-    async def set_rate(
-        self,
-        from_currency: str,
-        to_currency: str,
-        *,
-        rate_num: int,
-        rate_den: int,
-        valid_from: datetime | None = None,
-        valid_until: datetime | None = None,
-        exchange: str = EXCHANGE_ACCOUNT,
-    ) -> Rate:
-        """See :meth:`Ledger.set_rate`."""
-        body = {"from_currency": from_currency, "to_currency": to_currency, "rate_num": rate_num, "rate_den": rate_den}
-        body |= _given({"valid_from": valid_from, "valid_until": valid_until, "exchange": exchange})
-        return wire.load_rate(await self._post("/v1/ledger/set_rate", body))
-
-    async def rate(self, from_currency: str, to_currency: str, *, at: datetime | None = None) -> Rate | None:
-        """See :meth:`Ledger.rate`."""
-        found = await self._get("/v1/ledger/rate", from_currency=from_currency, to_currency=to_currency, at=at)
-        return None if found is None else wire.load_rate(found)
-
-    async def history(self, owner: str, currency: str, *, after: int = 0, limit: int = 100) -> list[Transfer]:
-        """See :meth:`Ledger.history`."""
-        found = await self._get("/v1/ledger/history", owner=owner, currency=currency, after=after, limit=limit)
-        return [wire.load_transfer(t) for t in found]
-
-    async def balances(self) -> list[Balance]:
-        """See :meth:`Ledger.balances`."""
-        return [wire.load_balance(b) for b in await self._get("/v1/ledger/balances")]
-
-    async def check(self) -> None:
-        """See :meth:`Ledger.check`."""
-        await self._post("/v1/ledger/check")
-
-    async def set_price(
-        self,
-        provider: str,
-        model: str,
-        *,
-        input_per_mtok_micros: int,
-        output_per_mtok_micros: int = 0,
-        per_image_micros: int = 0,
-        currency: str = "USD",
-    ) -> Price:
-        """See :meth:`Ledger.set_price`."""
-        body = {
-            "provider": provider,
-            "model": model,
-            "input_per_mtok_micros": input_per_mtok_micros,
-            "output_per_mtok_micros": output_per_mtok_micros,
-            "per_image_micros": per_image_micros,
-            "currency": currency,
-        }
-        return wire.load_price(await self._post("/v1/ledger/set_price", body))
-
-    async def price(self, provider: str, model: str) -> Price | None:
-        """See :meth:`Ledger.price`."""
-        found = await self._get("/v1/ledger/price", provider=provider, model=model)
-        return None if found is None else wire.load_price(found)
-
-    async def record_usage(self, event: UsageEvent | Mapping[str, Any], *, settle: bool = False) -> UsageEvent:
-        """See :meth:`Ledger.record_usage` (idempotent by the event's ``id``)."""
-        body = {"event": _card_json(event), "settle": settle}
-        return wire.load_usage_event(await self._post("/v1/ledger/record_usage", body))
-
-    async def usage(self, **filters: Any) -> list[UsageEvent]:
-        """See :meth:`Ledger.usage`."""
-        return [wire.load_usage_event(e) for e in await self._get("/v1/ledger/usage", **filters)]
-
-    async def usage_summary(self, **options: Any) -> list[Any]:
-        """See :meth:`Ledger.usage_summary` (rows are :class:`~sos_kernel.ledger.UsageSummaryRow`)."""
-        return [wire.load_usage_summary_row(r) for r in await self._get("/v1/ledger/usage_summary", **options)]
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = f"See :meth:`{op.function.__qualname__}` (over HTTP: {route.method} {op.path})."
+    method.__signature__ = inspect.signature(op.function)  # type: ignore[attr-defined]
+    return method
 
 
-class RemoteSkills(_Service):
-    """The session skills over HTTP: the methods of :class:`~sos_kernel.session.SessionSkills`."""
-
-    async def publish(
-        self,
-        card: SkillCard | Mapping[str, Any],
-        *,
-        publisher: str | None = None,
-        capability: Sequence[Capability] | None = None,
-    ) -> SkillCard:
-        """See :meth:`Skills.publish`."""
-        body: dict[str, Any] = {"card": _card_json(card)}
-        if publisher is not None:
-            body["publisher"] = publisher
-        if capability is not None:
-            body["capability"] = [wire.encode(link) for link in capability]
-        return wire.load_skill_card(await self._post("/v1/skills/publish", body))
-
-    async def get(self, skill_id: str, version: str | None = None) -> SkillCard:
-        """See :meth:`Skills.get`."""
-        return wire.load_skill_card(await self._get("/v1/skills/get", skill_id=skill_id, version=version))
-
-    async def versions(self, skill_id: str) -> list[str]:
-        """See :meth:`Skills.versions`."""
-        return [str(v) for v in await self._get("/v1/skills/versions", skill_id=skill_id)]
-
-    async def find(
-        self,
-        *,
-        tag: str | None = None,
-        backend: str | None = None,
-        author: str | None = None,
-        status: str | None = None,
-        listed: bool | None = None,
-    ) -> list[SkillCard]:
-        """See :meth:`Skills.find`."""
-        found = await self._get(
-            "/v1/skills/find", tag=tag, backend=backend, author=author, status=status, listed=listed
-        )
-        return [wire.load_skill_card(c) for c in found]
-
-    async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
-        """See :meth:`Skills.marketplace`."""
-        found = await self._get("/v1/skills/marketplace", limit=limit, offset=offset)
-        return [wire.load_skill_card(c) for c in found]
-
-    async def ancestors(self, skill_id: str) -> list[SkillCard]:
-        """See :meth:`Skills.ancestors`."""
-        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/ancestors", skill_id=skill_id)]
-
-    async def descendants(self, skill_id: str) -> list[SkillCard]:
-        """See :meth:`Skills.descendants`."""
-        return [wire.load_skill_card(c) for c in await self._get("/v1/skills/descendants", skill_id=skill_id)]
-
-    async def verify(
-        self,
-        skill_id: str,
-        version: str,
-        *,
-        verifier: str,
-        status: Literal["auto_verified", "human_verified", "disputed"],
-        reason: str | None = None,
-        sample_output_refs: Sequence[str] = (),
-    ) -> SkillCard:
-        """See :meth:`Skills.verify`."""
-        verdict = {"status": status, "reason": reason, "sample_output_refs": sample_output_refs}
-        body = {"skill_id": skill_id, "version": version, "verifier": verifier, **_given(verdict)}
-        return wire.load_skill_card(await self._post("/v1/skills/verify", body, keyed=True))
-
-    async def resolve_dispute(
-        self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
-    ) -> SkillCard:
-        """See :meth:`Skills.resolve_dispute`."""
-        body = {"skill_id": skill_id, "version": version, "verifier": verifier, "status": status}
-        return wire.load_skill_card(await self._post("/v1/skills/resolve_dispute", body, keyed=True))
-
-    async def record_invocation(
-        self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
-    ) -> Invocation:
-        """See :meth:`Skills.record_invocation` (idempotent by ``invocation_id``)."""
-        body = {
-            "skill_id": skill_id,
-            "version": version,
-            "caller": caller,
-            "tenant": tenant,
-            "invocation_id": invocation_id,
-        }
-        return wire.load_invocation(await self._post("/v1/skills/record_invocation", body))
+def _remote_class(name: str, service: type, base: type[_Service] = _Service) -> type[_Service]:
+    """A class with a method per routed operation of ``service``, each one HTTP call (see the module docstring)."""
+    methods = {n: _remote_method(op) for n, op in declared(service).items() if op.wire is not None}
+    doc = f"The session {service.__name__.lower()} over HTTP: the operations of :class:`{service.__qualname__}`."
+    return type(name, (base,), {"__doc__": doc, "__module__": __name__, **methods})
 
 
-if TYPE_CHECKING:  # mypy proves the remote surfaces are the session's (sos_kernel.api)
-    from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+RemoteBus = _remote_class("RemoteBus", Bus, _RemoteBusLocal)
+RemoteRegistry = _remote_class("RemoteRegistry", Registry)
+RemoteLedger = _remote_class("RemoteLedger", Ledger)
+RemoteSkills = _remote_class("RemoteSkills", Skills)
+
+
+if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)
+    from sos_kernel.api import SessionAPI, SubscriptionAPI
 
     def _client_is_an_api(client: MumegaClient) -> SessionAPI:
         return client
-
-    def _remote_services(
-        bus: RemoteBus, registry: RemoteRegistry, ledger: RemoteLedger, skills: RemoteSkills
-    ) -> tuple[BusAPI, RegistryAPI, LedgerAPI, SkillsAPI]:
-        return bus, registry, ledger, skills
 
     def _remote_subscription(sub: RemoteSubscription) -> SubscriptionAPI:
         return sub

@@ -37,6 +37,7 @@ denial hooks):
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -54,6 +55,7 @@ __all__ = [
     "Wire",
     "declared",
     "operation",
+    "operation_hints",
     "scoped_id",
     "service",
 ]
@@ -183,6 +185,13 @@ def declared(cls: type) -> dict[str, Operation]:
     if found is None:
         raise TypeError(f"{cls.__name__} is not a service class (decorate it with @service(name))")
     return found
+
+
+def operation_hints(op: Operation) -> tuple[dict[str, Any], Any]:
+    """The resolved types of ``op``'s parameters (by name) and of its result."""
+    hints = typing.get_type_hints(op.function)
+    result = hints.pop("return", Any)
+    return hints, result
 
 
 def scoped_id(agent: str | None, id: Any) -> Any:

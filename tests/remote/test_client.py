@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import uuid
 from pathlib import Path
@@ -12,18 +11,15 @@ import httpx
 import pytest
 
 from mumega_sdk import MumegaClient
-from mumega_sdk.client import RemoteBus, RemoteLedger, RemoteRegistry, RemoteSkills
 from sos_kernel import Kernel
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, NotFound, SchemaViolation
 from sos_kernel.server import create_app
-from sos_kernel.session import SessionBus, SessionLedger, SessionRegistry, SessionSkills
 
 from .conftest import BASE_URL, TENANT, Remote
 
 pytestmark = pytest.mark.anyio
 
-GUARD_METHODS = {"need", "deny", "own_agent", "own_or_channel"}
 SKILL = {
     "schema_version": "1",
     "id": "summarise",
@@ -40,33 +36,6 @@ SKILL = {
 
 def note(text: str = "hi", source: str = "agent:alice", target: str = "agent:bob") -> SendMessage:
     return SendMessage(source=source, target=target, payload=SendPayload(text=text))
-
-
-@pytest.mark.parametrize(
-    ("remote_cls", "session_cls"),
-    [
-        (RemoteBus, SessionBus),
-        (RemoteLedger, SessionLedger),
-        (RemoteRegistry, SessionRegistry),
-        (RemoteSkills, SessionSkills),
-    ],
-)
-def test_the_client_has_the_session_methods(remote_cls: type, session_cls: type) -> None:
-    def public(cls: type) -> dict[str, inspect.Signature]:
-        return {
-            name: inspect.signature(fn)
-            for name, fn in inspect.getmembers(cls, inspect.isfunction)
-            if not name.startswith("_") and name not in GUARD_METHODS
-        }
-
-    remote, local = public(remote_cls), public(session_cls)
-    assert sorted(remote) == sorted(local)
-    for name, signature in local.items():
-        assert list(remote[name].parameters) == list(signature.parameters), name
-        for param, theirs in zip(remote[name].parameters.values(), signature.parameters.values(), strict=True):
-            assert (param.kind, param.default) == (theirs.kind, theirs.default), (name, param.name)
-        if name != "subscribe":  # a RemoteSubscription of RemoteDelivery: the same methods over HTTP
-            assert remote[name].return_annotation == signature.return_annotation, name
 
 
 async def test_publish_and_history(remote: Remote) -> None:

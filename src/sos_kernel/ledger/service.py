@@ -201,6 +201,24 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+_BATCH_REQUIRED = ("id", "debit", "credit", "amount", "currency")
+_BATCH_FIELDS = frozenset((*_BATCH_REQUIRED, "code", "reason", "metadata"))
+
+
+def _batch_item(index: int, item: Any) -> Mapping[str, Any]:
+    """Transfer ``index`` of a batch, if it is a mapping of :meth:`Ledger.transfer`'s arguments; else SOS-4005."""
+    if not isinstance(item, Mapping):
+        raise InvalidArgument(f"transfer {index} of the batch is not a mapping of transfer()'s arguments")
+    unknown = sorted(str(k) for k in item if k not in _BATCH_FIELDS)
+    missing = [k for k in _BATCH_REQUIRED if k not in item]
+    if unknown or missing:
+        raise InvalidArgument(
+            f"transfer {index} of the batch: " + (f"unknown {unknown}" if unknown else f"missing {missing}"),
+            details={"index": index, "unknown": unknown, "missing": missing},
+        )
+    return item
+
+
 def _first_difference(asked: Mapping[str, Any], recorded: Mapping[str, Any]) -> str | None:
     for name, value in asked.items():
         if not _same(recorded.get(name), value):
@@ -361,9 +379,11 @@ class Ledger:
         On failure every transfer of the batch is recorded as failed with the first failure's code, and the error
         is raised. Replaying the batch replays its recorded outcome.
         """
+        if not isinstance(transfers, Sequence) or isinstance(transfers, str | bytes):
+            raise InvalidArgument("transfers must be a list of transfers (mappings of transfer()'s arguments)")
         if not 1 <= len(transfers) <= BATCH_MAX:
             raise LimitExceeded(f"a batch holds 1..{BATCH_MAX} transfers, got {len(transfers)}")
-        requests = [self._request("posted", **t) for t in transfers]
+        requests = [self._request("posted", **_batch_item(index, t)) for index, t in enumerate(transfers)]
         if len({r.id for r in requests}) != len(requests):
             raise InvalidArgument("a batch repeats a transfer id")
         return await self._submit(requests)

@@ -19,7 +19,8 @@ from ._bodies import ErrorEnvelope
 from ._http import BodyLimit, http_error, sos_error, validation_error
 from ._routes_admin import router as admin
 from ._routes_bus import router as bus
-from ._routes_services import ledger, registry, skills, usage
+from ._routes_ops import operations_router
+from ._routes_services import usage
 from ._state import IDEMPOTENCY_BOUNDS, ServerState
 
 __all__ = ["build_app"]
@@ -69,9 +70,26 @@ def build_app(
     app.add_exception_handler(SOSError, sos_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    for router in (admin, bus, registry, ledger, skills, usage):
+    definitions: dict[str, Any] = {}
+    for router in (admin, bus, operations_router(definitions), usage):
         app.include_router(router)
+    _add_definitions(app, definitions)
     app.add_middleware(
         BodyLimit, bytes_max=request_bytes_max, large=state.large_bodies, large_bytes_min=LARGE_BODY_BYTES_MIN
     )
     return app
+
+
+def _add_definitions(app: FastAPI, definitions: dict[str, Any]) -> None:
+    """Add the derived routes' JSON Schema definitions to the OpenAPI document's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in definitions.items():
+                schemas.setdefault(name, definition)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -41,7 +41,7 @@ async def create_tenant(
 
 @router.post("/v1/tokens", status_code=201, summary="Issue a token of the caller's tenant (admin scope)")
 async def issue_token(body: TokenIn, session: SessionDep, request: Request) -> Response:
-    await session.bus.need(ADMIN_SCOPE)
+    await session.need(ADMIN_SCOPE)
     tokens = state_of(request).kernel.tenant(session.tenant).tokens
     options = body.model_dump(exclude_unset=True)
     return await keyed(request, session, lambda: tokens.issue(**options), 201)
@@ -49,13 +49,13 @@ async def issue_token(body: TokenIn, session: SessionDep, request: Request) -> R
 
 @router.get("/v1/tokens", summary="The tenant's tokens, never their secrets (admin scope)")
 async def list_tokens(session: SessionDep, request: Request) -> Response:
-    await session.bus.need(ADMIN_SCOPE)
+    await session.need(ADMIN_SCOPE)
     return answer(await state_of(request).kernel.tenant(session.tenant).tokens.list())
 
 
 @router.delete("/v1/tokens/{token_id}", status_code=204, summary="Revoke a token (admin scope)")
 async def revoke_token(token_id: str, session: SessionDep, request: Request) -> Response:
-    await session.bus.need(ADMIN_SCOPE)
+    await session.need(ADMIN_SCOPE)
     await state_of(request).kernel.tenant(session.tenant).tokens.revoke(token_id)
     return Response(status_code=204)
 

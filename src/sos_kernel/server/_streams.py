@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from starlette.responses import Response
@@ -137,7 +137,7 @@ class Leases:
                 f"this server keeps at most {self.leases_max} subscriptions; close some or retry later",
                 details={"limit": "subscriptions_max", "max": self.leases_max},
             )
-        sub = session.bus.subscribe(address, **options)
+        sub = cast(Subscription, session.bus.subscribe(address, **options))  # a session subscribes in-process
         if is_temporary_group(address, options.get("group")):
             sub.temporary = True  # a resumed temporary channel group keeps its temporary nature
         await sub.open()
@@ -246,7 +246,7 @@ class Leases:
         that often, busy or idle). A token no longer good ends the stream: ``delivery``, not yet sent, is given
         back, and the lease is closed (its buffered deliveries given back too)."""
         try:
-            await session.bus.need("bus:read")
+            await session.need("bus:read")
         except SOSError:
             with anyio.CancelScope(shield=True):
                 if delivery is not None:
