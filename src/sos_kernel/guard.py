@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from ._exact import exact_equal
 from .errors import Forbidden
 from .identity.models import Principal
-from .operations import Access, Operation, OwnKind, declared, scoped_id
+from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
 __all__ = ["Caller", "guard"]
 
@@ -59,7 +59,13 @@ class Caller:
         raise Forbidden(f"{self.principal.agent or 'this token'}: {reason}", details=details)
 
     def own(self, kind: OwnKind, name: str, value: Any) -> None:
-        """Refuse unless ``value`` (argument ``name``) is the caller's own, as ``kind`` reads it."""
+        """Refuse unless ``value`` (argument ``name``) is the caller's own, as ``kind`` reads it.
+
+        Only a plain ``str`` can be the caller's own: a subclass could compare equal here and be read otherwise
+        by the service.
+        """
+        if type(value) is not str:
+            self.deny(f"{name} must be a str naming the caller's own, got {type(value).__name__}", argument=name)
         agent = self.principal.agent
         if kind == "inbox" and isinstance(value, str) and value.startswith(CHANNEL_PREFIX):
             return
@@ -85,9 +91,9 @@ class Caller:
                 self.own(kind, name, arguments.get(name))
             for name in access.ids:
                 if name in arguments:
-                    arguments[name] = scoped_id(principal.agent, arguments[name])
+                    arguments[name] = scoped_id(principal.agent, reserved_free(arguments[name]))
         for name in access.tenant:
-            if arguments.get(name) != principal.tenant:
+            if type(arguments.get(name)) is not str or arguments.get(name) != principal.tenant:
                 self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))
         return principal
 

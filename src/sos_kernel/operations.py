@@ -42,12 +42,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from .errors import SOSError
+from .errors import InvalidArgument, SOSError
 
 if TYPE_CHECKING:
     from .guard import Caller
 
 __all__ = [
+    "RESERVED_ID_SUFFIXES",
     "Access",
     "Operation",
     "OwnKind",
@@ -56,6 +57,7 @@ __all__ = [
     "declared",
     "operation",
     "operation_hints",
+    "reserved_free",
     "scoped_id",
     "service",
 ]
@@ -192,6 +194,21 @@ def operation_hints(op: Operation) -> tuple[dict[str, Any], Any]:
     hints = typing.get_type_hints(op.function)
     result = hints.pop("return", Any)
     return hints, result
+
+
+RESERVED_ID_SUFFIXES = (":capture", ":void")
+"""Endings of the ids the kernel derives for a hold's settlement (``<hold id>:capture``); no caller may choose one,
+or it could record it first and block whoever settles the hold (an escrow's release)."""
+
+
+def reserved_free(id: Any) -> Any:
+    """``id`` unless it ends with a reserved suffix (SOS-4005); a non-string is passed on for the service to refuse."""
+    if isinstance(id, str) and id.endswith(RESERVED_ID_SUFFIXES):
+        raise InvalidArgument(
+            f"id {id!r} ends with a suffix the kernel reserves for settling holds ({', '.join(RESERVED_ID_SUFFIXES)})",
+            details={"id": id},
+        )
+    return id
 
 
 def scoped_id(agent: str | None, id: Any) -> Any:

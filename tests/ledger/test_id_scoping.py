@@ -116,3 +116,50 @@ async def test_invocation_ids_are_the_callers_own(acme: Tenant) -> None:
     assert again.replayed
     assert (await acme.kernel.tenant("acme").ledger.balance("agent:alice", USD)).posted == 90
     await acme.kernel.tenant("acme").ledger.check()
+
+
+async def test_no_agent_can_record_the_id_that_settles_a_hold(acme: Tenant) -> None:
+    # An escrow: alice's hold for bob, released by the admin. Were alice able to record "<hold>:capture" first,
+    # the admin's capture would conflict with it and the release would fail forever.
+    hold = await acme.alice.ledger.hold(
+        id="job", debit="agent:alice", credit="agent:bob", amount=10, currency=USD, timeout_s=60
+    )
+    for id in (f"{hold.id}:capture", "job:capture", "job:void", f"{hold.id}:void"):
+        code, message, _ = await _refusal(
+            acme.alice.ledger.transfer(id=id, debit="agent:alice", credit="agent:bob", amount=1, currency=USD)
+        )
+        assert code == "SOS-4005", id
+        assert "reserves" in message
+    captured = await acme.admin.ledger.capture(hold.id)
+    assert captured.id == f"{hold.id}:capture"
+    assert (await acme.kernel.tenant("acme").ledger.balance("agent:bob", USD)).posted == 110
+
+
+async def test_a_str_that_only_claims_to_be_the_callers_is_refused(kernel: sos_kernel.Kernel) -> None:
+    # In-process a caller can pass a str subclass that compares equal to its own agent once and reads otherwise
+    # (JSON carries no such thing, so this is an in-process session's test, on every backend).
+    class Shifty(str):
+        seen = 0
+
+        def __eq__(self, other: object) -> bool:
+            Shifty.seen += 1
+            return Shifty.seen == 1 or str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    for name in ("alice", "bob"):
+        await view.ledger.open_account(f"agent:{name}", USD)
+    await view.ledger.open_account("system:treasury", USD, allow_negative=True)
+    await view.ledger.transfer(id="seed", debit="system:treasury", credit="agent:bob", amount=100, currency=USD)
+    alice = await kernel.session((await view.tokens.issue(agent="agent:alice")).secret)
+    for debit in (Shifty("agent:bob"), Shifty("system:treasury")):
+        Shifty.seen = 0
+        with pytest.raises(SOSError, match="SOS-5004"):
+            await alice.ledger.transfer(id="x", debit=debit, credit="agent:alice", amount=50, currency=USD)
+    Shifty.seen = 0
+    with pytest.raises(SOSError, match="SOS-5004"):
+        await alice.bus.send(Shifty("agent:bob"), "agent:alice", "from bob?")
+    assert (await view.ledger.balance("agent:bob", USD)).posted == 100
+    assert (await view.ledger.balance("agent:alice", USD)).posted == 0

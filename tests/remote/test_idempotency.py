@@ -136,3 +136,19 @@ async def test_two_servers_on_one_store_share_the_keys(kernel_url: str, implemen
             )
         assert len({(a.status_code, a.text) for a in answers}) == 1
         assert await delivered(one, "acme") == 1
+
+
+async def test_a_replay_is_answered_only_to_a_token_that_may_make_the_call(kernel: sos_kernel.Kernel) -> None:
+    (alice,) = await _tokens(kernel, "acme", "alice")
+    tokens = kernel.tenant("acme").tokens
+    reader = await tokens.issue(agent="agent:alice", scopes=["bus:read"])
+    async with served(kernel) as http:
+        assert (await send(http, alice, "alice", "pay-1")).status_code == 200
+        refused = await send(http, reader.secret, "alice", "pay-1")  # the same agent, without bus:write
+        assert refused.status_code == 403
+        assert "idempotent-replayed" not in refused.headers
+        await tokens.revoke(next(t.id for t in await tokens.list() if t.id != reader.id and t.agent == "agent:alice"))
+        revoked = await send(http, alice, "alice", "pay-1")
+        assert revoked.status_code == 401
+        assert revoked.json()["error"]["code"] == "SOS-5002"
+    assert await delivered(kernel, "acme") == 1

@@ -63,7 +63,7 @@ async def test_a_large_publish_stores_off_the_event_loop_while_small_calls_compl
 
 
 async def test_past_large_bodies_max_a_large_body_waits_its_turn(remote: Remote) -> None:
-    app = create_app(remote.kernel, large_bodies_max=1)
+    app = create_app(remote.kernel, large_bodies_max=1, large_bodies_per_tenant_max=2)
     large_bodies = app.state.sos.large_bodies
     auth = remote.auth(remote.alice)
     finished: list[int] = []
@@ -90,3 +90,67 @@ async def test_past_large_bodies_max_a_large_body_waits_its_turn(remote: Remote)
         await app.state.sos.aclose()
     assert finished == [1, 2]
     assert LARGE_BODY_BYTES_MIN < LARGE_TEXT_BYTES
+
+
+async def test_one_tenant_holds_at_most_its_share_of_the_large_body_turns(remote: Remote) -> None:
+    _, other_admin = await remote.kernel.tenants.create("globex", "scale")
+    app = create_app(remote.kernel, large_bodies_max=4, large_bodies_per_tenant_max=1)
+    large_bodies = app.state.sos.large_bodies
+    statuses: list[int] = []
+    try:
+        async with (
+            httpx.AsyncClient(base_url=BASE_URL, transport=httpx.ASGITransport(app), timeout=120) as http,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def publish(token: str, source: str) -> None:
+                body = large_publish()
+                body["message"]["source"] = source
+                response = await http.post("/v1/bus/publish", json=body, headers=remote.auth(token))
+                statuses.append(response.status_code)
+
+            tg.start_soon(publish, remote.alice, "agent:alice")
+            await _until(lambda: large_bodies.borrowed_tokens == 1)
+            tg.start_soon(publish, remote.bob, "agent:bob")  # the same tenant: waits for its tenant's turn
+            await anyio.sleep(0.05)
+            assert large_bodies.borrowed_tokens == 1
+            tg.start_soon(publish, other_admin, "agent:carol")  # another tenant: a server turn is left for it
+            await _until(lambda: large_bodies.borrowed_tokens == 2 or len(statuses) > 0)
+    finally:
+        await app.state.sos.aclose()
+    assert statuses == [200, 200, 200]
+
+
+async def test_a_large_body_is_read_only_for_a_token_that_gives_a_session(remote: Remote) -> None:
+    app = create_app(remote.kernel)
+    large_bodies = app.state.sos.large_bodies
+    try:
+        async with httpx.AsyncClient(base_url=BASE_URL, transport=httpx.ASGITransport(app), timeout=60) as http:
+            for headers in ({}, {"authorization": "Bearer sk-nobody-00000000000000000000000000000000"}):
+                response = await http.post("/v1/bus/publish", json=large_publish(), headers=headers)
+                assert response.status_code == 401, response.text
+                assert response.json()["error"]["code"] in ("SOS-5001", "SOS-5002")
+            assert large_bodies.borrowed_tokens == 0
+    finally:
+        await app.state.sos.aclose()
+
+
+async def test_a_large_body_that_does_not_arrive_in_time_gives_its_turn_back(remote: Remote) -> None:
+    app = create_app(remote.kernel, body_read_s_max=0.2)
+    large_bodies = app.state.sos.large_bodies
+    size = LARGE_BODY_BYTES_MIN * 2
+
+    async def trickle() -> Any:
+        yield b"x" * (LARGE_BODY_BYTES_MIN + 1)  # large from here on: a turn is taken
+        await anyio.sleep(1.0)
+        yield b"x" * (size - LARGE_BODY_BYTES_MIN - 1)
+
+    try:
+        async with httpx.AsyncClient(base_url=BASE_URL, transport=httpx.ASGITransport(app), timeout=60) as http:
+            headers = {**remote.auth(remote.alice), "content-type": "application/json"}
+            response = await http.post("/v1/bus/publish", content=trickle(), headers=headers)
+        assert response.status_code == 408
+        assert response.json()["error"]["details"]["limit"] == "body_read_s_max"
+        assert large_bodies.borrowed_tokens == 0
+    finally:
+        await app.state.sos.aclose()

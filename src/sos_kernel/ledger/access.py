@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, SettlementRejected
-from ..operations import scoped_id
+from ..operations import reserved_free, scoped_id
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -22,6 +22,12 @@ ADMIN = "ledger:admin"
 
 
 def _id(caller: Caller, id: Any) -> Any:
+    """An id the caller records: in its namespace, never one the kernel reserves."""
+    return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, reserved_free(id))
+
+
+def _read_id(caller: Caller, id: Any) -> Any:
+    """An id the caller looks up: its own namespace first."""
     return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, id)
 
 
@@ -42,7 +48,7 @@ async def transfer_many(caller: Caller, ledger: Ledger, arguments: dict[str, Any
 async def _party_transfer(caller: Caller, ledger: Ledger, id: Any) -> Transfer | None:
     """The transfer ``id`` names for the caller (its own namespace first), if the caller is a party to it."""
     principal = caller.principal
-    scoped = _id(caller, id)
+    scoped = _read_id(caller, id)
     for candidate in (scoped, id) if scoped != id else (id,):
         try:
             found = await ledger.get_transfer(candidate)

@@ -46,15 +46,28 @@ if TYPE_CHECKING:
     from ..kernel import Kernel
     from ..replies import ReplyBounds
 
-__all__ = ["LARGE_BODIES_MAX", "LARGE_BODY_BYTES_MIN", "LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
+__all__ = [
+    "BODY_READ_S_MAX",
+    "LARGE_BODIES_MAX",
+    "LARGE_BODIES_PER_TENANT_MAX",
+    "LARGE_BODY_BYTES_MIN",
+    "LINGER_S",
+    "PING_S",
+    "REQUEST_BYTES_MAX",
+    "create_app",
+]
 
 REQUEST_BYTES_MAX = 20 * 1024 * 1024
 """The largest request body by default: a whole 16 MiB message (the bus's ``payload_bytes_max``) with room for
 its JSON envelope."""
 LARGE_BODY_BYTES_MIN = 1024 * 1024
 """A request body of at least this many bytes is large: it takes one of ``large_bodies_max`` turns."""
-LARGE_BODIES_MAX = 2
-"""Large request bodies one server reads and answers at once; the next waits, unread, for a turn."""
+LARGE_BODIES_MAX = 4
+"""Large request bodies read and answered at once, server-wide."""
+LARGE_BODIES_PER_TENANT_MAX = 1
+"""Of those, how many one tenant may hold: the others are always left to other tenants."""
+BODY_READ_S_MAX = 60.0
+"""A large body must arrive within this many seconds of its turn (408 otherwise): a slow sender frees its turn."""
 LINGER_S = 30.0
 """How long a subscription waits for its client to reconnect before it is closed."""
 PING_S = 15.0
@@ -70,14 +83,17 @@ def create_app(
     ping_s: float = PING_S,
     idempotency: ReplyBounds | None = None,
     large_bodies_max: int = LARGE_BODIES_MAX,
+    large_bodies_per_tenant_max: int = LARGE_BODIES_PER_TENANT_MAX,
+    body_read_s_max: float = BODY_READ_S_MAX,
 ) -> FastAPI:
     """The ASGI app serving ``kernel`` (which the caller opens and closes).
 
     ``admin_token`` enables ``POST /v1/tenants`` for whoever presents it (no token: tenant creation is refused).
     ``idempotency`` bounds the ``Idempotency-Key`` records (default ``_state.IDEMPOTENCY_BOUNDS``: 1,000 keys per
     principal, 10,000 per tenant, kept 24 h). At most ``large_bodies_max`` request bodies of
-    ``LARGE_BODY_BYTES_MIN`` (1 MiB) or more are read and answered at once; the next waits, unread, for a turn.
-    Raises SOS-6032 when the ``server`` extra is not installed.
+    ``LARGE_BODY_BYTES_MIN`` (1 MiB) or more are read and answered at once, at most
+    ``LARGE_BODIES_PER_TENANT_MAX`` of them for one tenant, and only for a token that gives a session; the next
+    waits, unread, for a turn. Raises SOS-6032 when the ``server`` extra is not installed.
     """
     try:
         from ._app import build_app
@@ -94,4 +110,6 @@ def create_app(
         ping_s=ping_s,
         idempotency=idempotency,
         large_bodies_max=large_bodies_max,
+        large_bodies_per_tenant_max=large_bodies_per_tenant_max,
+        body_read_s_max=body_read_s_max,
     )

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import SOSError
+from ..errors import InvalidArgument, SOSError
 from ..kernel import Kernel
 from ..replies import ReplyBounds
 from . import LARGE_BODY_BYTES_MIN
@@ -40,8 +40,14 @@ def build_app(
     ping_s: float,
     idempotency: ReplyBounds | None = None,
     large_bodies_max: int,
+    large_bodies_per_tenant_max: int,
+    body_read_s_max: float,
 ) -> FastAPI:
     """The app; ``app.state.sos`` holds its :class:`ServerState` (closed by the lifespan, or by ``aclose()``)."""
+    if not isinstance(large_bodies_per_tenant_max, int) or large_bodies_per_tenant_max < 1:
+        raise InvalidArgument(f"large_bodies_per_tenant_max must be an int >= 1, got {large_bodies_per_tenant_max!r}")
+    if not isinstance(body_read_s_max, int | float) or not body_read_s_max > 0:
+        raise InvalidArgument(f"body_read_s_max must be a number > 0, got {body_read_s_max!r}")
     state = ServerState(
         kernel,
         admin_token=admin_token,
@@ -74,8 +80,18 @@ def build_app(
     for router in (admin, bus, operations_router(definitions), usage):
         app.include_router(router)
     _add_definitions(app, definitions)
+
+    async def tenant_of(token: str | None) -> str:
+        return (await (await state.sessions.get(token)).refresh()).tenant
+
     app.add_middleware(
-        BodyLimit, bytes_max=request_bytes_max, large=state.large_bodies, large_bytes_min=LARGE_BODY_BYTES_MIN
+        BodyLimit,
+        bytes_max=request_bytes_max,
+        large=state.large_bodies,
+        large_bytes_min=LARGE_BODY_BYTES_MIN,
+        tenant_of=tenant_of,
+        per_tenant=large_bodies_per_tenant_max,
+        read_s_max=body_read_s_max,
     )
     return app
 

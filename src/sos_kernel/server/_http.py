@@ -146,16 +146,31 @@ class BodyLimit:
     """Refuses a request body over ``bytes_max`` with SOS-4010 (413) before the app sees it, whether the size is
     declared (``Content-Length``) or only discovered while reading a chunked body.
 
-    A body of ``large_bytes_min`` or more takes one of ``large``'s tokens from before it is read (or from when a
-    chunked body reaches that size) until its answer is sent: past ``large.total_tokens`` large bodies at once, the
-    next waits, unread, for a token. Small requests never wait for one.
+    A body of ``large_bytes_min`` or more is large. Before one is read, its bearer token must give a session (else
+    the refusal is answered at once, unread); it then takes one of its tenant's ``per_tenant`` turns and one of
+    ``large``'s turns until its answer is sent, waiting unread for them, so one tenant holds at most
+    ``per_tenant`` of the server's turns. A large body must arrive within ``read_s_max`` seconds of its turn (408
+    otherwise). Small requests never wait for a turn.
     """
 
-    def __init__(self, app: ASGIApp, bytes_max: int, large: anyio.CapacityLimiter, large_bytes_min: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        bytes_max: int,
+        large: anyio.CapacityLimiter,
+        large_bytes_min: int,
+        tenant_of: Callable[[str | None], Awaitable[str]],
+        per_tenant: int,
+        read_s_max: float,
+    ) -> None:
         self.app = app
         self.bytes_max = bytes_max
         self.large = large
         self.large_bytes_min = large_bytes_min
+        self.tenant_of = tenant_of
+        self.per_tenant = per_tenant
+        self.read_s_max = read_s_max
+        self._tenants: dict[str, anyio.CapacityLimiter] = {}
 
     def _too_large(self, size: int) -> LimitExceeded:
         return LimitExceeded(
@@ -165,6 +180,17 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         await envelope_response(self._too_large(size))(scope, receive, send)
+
+    async def _turn(self, scope: Scope, stack: AsyncExitStack) -> None:
+        """Take the caller's tenant's turn, then the server's (SOSError if the token gives no session)."""
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        tenant = await self.tenant_of(token.strip() if scheme.lower() == "bearer" else None)
+        limiter = self._tenants.get(tenant)
+        if limiter is None:
+            limiter = self._tenants[tenant] = anyio.CapacityLimiter(self.per_tenant)
+        await stack.enter_async_context(limiter)
+        await stack.enter_async_context(self.large)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,32 +202,46 @@ class BodyLimit:
             await self._refuse(scope, receive, send, size)
             return
         async with AsyncExitStack() as stack:
-            held = size >= self.large_bytes_min
-            if held:
-                await stack.enter_async_context(self.large)
-            body = await self._read(scope, receive, send, stack if not held else None)
+            try:
+                held = size >= self.large_bytes_min
+                if held:
+                    await self._turn(scope, stack)
+                body = await self._read(scope, receive, send, stack if not held else None)
+            except SOSError as exc:
+                await envelope_response(exc)(scope, receive, send)
+                return
             if body is not None:
                 await self.app(scope, _replay(body, receive), send)
 
     async def _read(self, scope: Scope, receive: Receive, send: Send, stack: AsyncExitStack | None) -> bytes | None:
-        """The whole body, or None when it was refused or the client left; once the body is large, a token of
-        ``large`` is taken into ``stack`` (None when one is held already)."""
+        """The whole body, or None when it was refused or the client left; once the body is large, a turn is taken
+        into ``stack`` (None when one is held already), and the rest must arrive within ``read_s_max``."""
         chunks: list[bytes] = []
         size = 0
+        deadline = anyio.current_time() + self.read_s_max if stack is None else None
         while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None  # the client left before sending its body
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.bytes_max:
-                await self._refuse(scope, receive, send, size)
-                return None
-            if stack is not None and size >= self.large_bytes_min:
-                await stack.enter_async_context(self.large)
-                stack = None
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            with anyio.move_on_after(self.read_s_max if deadline is None else deadline - anyio.current_time()):
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None  # the client left before sending its body
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.bytes_max:
+                    await self._refuse(scope, receive, send, size)
+                    return None
+                if stack is not None and size >= self.large_bytes_min:
+                    await self._turn(scope, stack)
+                    stack = None
+                    deadline = anyio.current_time() + self.read_s_max
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+                continue
+            error = LimitExceeded(
+                f"the request body did not arrive within {self.read_s_max} s",
+                details={"limit": "body_read_s_max", "max": self.read_s_max, "size": size},
+            )
+            await envelope_response(error, 408)(scope, receive, send)
+            return None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -179,6 +179,8 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
             return await getattr(getattr(session, op.service), op.name)(**kwargs)
 
         if wire is not None and wire.keyed:
+            # a replay answers without calling the service: the token and its scope are checked here first
+            await session.need(op.access.scope)
             return await keyed(request, session, call)
         return answer(await call())
 

@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -43,6 +43,10 @@ __all__ = ["EventStream", "Lease", "Leases", "StreamOptions", "sse_event"]
 
 LEASES_MAX = 10_000
 """Open subscriptions one server keeps (attached or lingering)."""
+LEASES_PER_TENANT_MAX = 2_500
+"""Of those, how many one tenant may hold: a quarter, so no tenant can take the server's subscriptions."""
+LEASES_PER_PRINCIPAL_MAX = 256
+"""Of a tenant's, how many one agent (or tenant-wide token) may hold."""
 HAND_LOG_MAX = 10_000
 """Positions a lease remembers in hand order, to resend what a reconnecting client missed."""
 TAKEOVER_CHECK_S = 1.0
@@ -115,10 +119,19 @@ class StreamOptions:
 class Leases:
     """Every lease of one server, and the deliveries they handed out by ``(tenant, address, group, position)``."""
 
-    def __init__(self, linger_s: float, leases_max: int = LEASES_MAX) -> None:
+    def __init__(
+        self,
+        linger_s: float,
+        leases_max: int = LEASES_MAX,
+        per_tenant_max: int = LEASES_PER_TENANT_MAX,
+        per_principal_max: int = LEASES_PER_PRINCIPAL_MAX,
+    ) -> None:
         self.linger_s = linger_s
         self.leases_max = leases_max
+        self.per_tenant_max = per_tenant_max
+        self.per_principal_max = per_principal_max
         self._leases: dict[str, Lease] = {}
+        self._held: Counter[tuple[str, str | None]] = Counter()  # (tenant, agent) -> leases
         self._handed: dict[DeliveryKey, tuple[Lease, Delivery]] = {}
 
     def __len__(self) -> int:
@@ -129,9 +142,25 @@ class Leases:
         lease = self._leases.get(lease_id) if lease_id else None
         return lease if lease is not None and lease.owned_by(principal) else None
 
+    def _bound(self, tenant: str, agent: str | None) -> None:
+        """SOS-4010 when the tenant, or the agent within it, holds its share of the server's subscriptions."""
+        mine = self._held[(tenant, agent)]
+        if mine >= self.per_principal_max:
+            raise LimitExceeded(
+                f"{agent or 'this token'} holds {mine} subscriptions on this server, the most one principal may",
+                details={"limit": "subscriptions_per_principal_max", "max": self.per_principal_max},
+            )
+        theirs = sum(n for (t, _), n in self._held.items() if t == tenant)
+        if theirs >= self.per_tenant_max:
+            raise LimitExceeded(
+                f"tenant {tenant} holds {theirs} subscriptions on this server, the most one tenant may",
+                details={"limit": "subscriptions_per_tenant_max", "max": self.per_tenant_max},
+            )
+
     async def create(self, session: Session, address: str, options: dict[str, Any]) -> Lease:
         """Open a subscription for ``session`` (checked by the session on open) and keep it as a new lease."""
         await self.reap()
+        self._bound(session.tenant, session.agent)
         if len(self._leases) >= self.leases_max:
             raise LimitExceeded(
                 f"this server keeps at most {self.leases_max} subscriptions; close some or retry later",
@@ -143,6 +172,7 @@ class Leases:
         await sub.open()
         lease = Lease(uuid.uuid4().hex, session.tenant, session.agent, sub, detached_at=time.monotonic())
         self._leases[lease.id] = lease
+        self._held[(lease.tenant, lease.agent)] += 1
         return lease
 
     def hand(self, lease: Lease, delivery: Delivery) -> None:
@@ -178,7 +208,11 @@ class Leases:
 
     async def close(self, lease: Lease) -> None:
         """Close the lease's subscription and forget what it handed out."""
-        self._leases.pop(lease.id, None)
+        if self._leases.pop(lease.id, None) is not None:
+            holder = (lease.tenant, lease.agent)
+            self._held[holder] -= 1
+            if self._held[holder] <= 0:
+                del self._held[holder]
         lease.closed = True
         for position in lease.handed:
             key = (lease.tenant, lease.sub.address, lease.sub.group, position)
