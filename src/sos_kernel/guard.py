@@ -9,18 +9,25 @@ method's signature, so a bad call raises the same ``TypeError``.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from ._exact import exact_equal
 from .errors import Forbidden
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
-__all__ = ["Caller", "guard"]
+__all__ = ["Arguments", "Caller", "guard"]
 
 CHANNEL_PREFIX = "sos:channel:"
+
+
+class Arguments(Protocol):
+    """A call's arguments by name: a dict (for a rule), or a view over the call as made."""
+
+    def __contains__(self, name: object) -> bool: ...
+    def get(self, name: str, default: Any = None) -> Any: ...
+    def __setitem__(self, name: str, value: Any) -> None: ...
 
 
 class Caller:
@@ -80,7 +87,7 @@ class Caller:
         what = {"inbox": "inbox", "name": "agent"}.get(kind, name)
         self.deny(f"{what} {value!r} belongs to another agent", address=value)
 
-    async def admit(self, access: Access, arguments: dict[str, Any]) -> Principal:
+    async def admit(self, access: Access, arguments: Arguments) -> Principal:
         """Apply ``access`` to the call's ``arguments`` (rewriting ids into the caller's namespace)."""
         principal = await self.need(access.scope)
         lifted = principal.allows(access.lift)
@@ -91,14 +98,14 @@ class Caller:
                 self.own(kind, name, arguments.get(name))
             for name in access.ids:
                 if name in arguments:
-                    arguments[name] = scoped_id(principal.agent, reserved_free(arguments[name]))
+                    arguments[name] = scoped_id(principal.agent, reserved_free(arguments.get(name)))
         for name in access.tenant:
             if type(arguments.get(name)) is not str or arguments.get(name) != principal.tenant:
                 self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))
         return principal
 
 
-def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Mapping[str, Any]) -> bool:
+def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Arguments) -> bool:
     """Whether an argument named in ``admin_unless`` holds a value other than those listed (type-exactly)."""
     for name, allowed in admin_unless.items():
         value = arguments.get(name, allowed[0])
@@ -107,24 +114,57 @@ def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Mapping[str,
     return False
 
 
-def _call(target: Any, name: str, signature: inspect.Signature, arguments: dict[str, Any]) -> Any:
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for param in signature.parameters.values():
-        if param.name not in arguments:
-            continue
-        if param.kind is param.VAR_KEYWORD:
-            kwargs.update(arguments[param.name])
-        elif param.kind is param.POSITIONAL_ONLY:
-            args.append(arguments[param.name])
+class _Shape:
+    """Where each named parameter of an operation is found in a call, so a check reads only what it needs."""
+
+    __slots__ = ("name", "positions", "required")
+
+    def __init__(self, op: Operation) -> None:
+        params = [p for p in op.signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        self.name = op.name
+        self.positions = {p.name: i for i, p in enumerate(params) if p.kind is not p.KEYWORD_ONLY}
+        self.required = frozenset(p.name for p in params if p.default is p.empty)
+
+
+class _Bound:
+    """One call's arguments, read and rewritten by name without binding them all (the checks touch a few)."""
+
+    __slots__ = ("args", "kwargs", "shape")
+
+    def __init__(self, shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.shape = shape
+        self.args = args
+        self.kwargs = kwargs
+
+    def _index(self, name: str) -> int | None:
+        i = self.shape.positions.get(name)
+        return i if i is not None and i < len(self.args) else None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (self._index(name) is not None or name in self.kwargs)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        i = self._index(name)
+        if i is not None:
+            return self.args[i]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if name in self.shape.required:  # the call is malformed: refuse it as the trusted method would
+            raise TypeError(f"{self.shape.name}() missing required argument: {name!r}")
+        return default
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        i = self._index(name)
+        if i is None:
+            self.kwargs[name] = value
         else:
-            kwargs[param.name] = arguments[param.name]
-    return getattr(target, name)(*args, **kwargs)
+            self.args = (*self.args[:i], value, *self.args[i + 1 :])
 
 
 def _method(op: Operation) -> Callable[..., Any]:
     signature = op.signature
     access, rule, name = op.access, op.access.rule, op.name
+    shape = _Shape(op)
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         return dict(signature.bind(*args, **kwargs).arguments)
@@ -132,19 +172,25 @@ def _method(op: Operation) -> Callable[..., Any]:
     if not op.is_async:  # a local operation (subscribe, split): its rule, if any, defers the check
 
         def local(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
-            arguments = bind(args, kwargs)
             if rule is not None:
-                return rule(self._caller, self._target, arguments)
-            return _call(self._target, name, signature, arguments)
+                return rule(self._caller, self._target, bind(args, kwargs))
+            return getattr(self._target, name)(*args, **kwargs)
 
         return functools.wraps(op.function)(local)
 
-    async def guarded(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
-        arguments = bind(args, kwargs)
-        await self._caller.admit(access, arguments)
-        if rule is not None:
+    if rule is not None:
+
+        async def ruled(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+            arguments = bind(args, kwargs)
+            await self._caller.admit(access, arguments)
             return await rule(self._caller, self._target, arguments)
-        return await _call(self._target, name, signature, arguments)
+
+        return functools.wraps(op.function)(ruled)
+
+    async def guarded(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+        call = _Bound(shape, args, kwargs)
+        await self._caller.admit(access, call)
+        return await getattr(self._target, name)(*call.args, **call.kwargs)
 
     return functools.wraps(op.function)(guarded)
 
