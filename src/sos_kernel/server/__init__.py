@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import MissingDependency
+from ._limits import LARGE_BODIES_MAX, LARGE_BODY_BYTES_MIN, LINGER_S, PING_S, REQUEST_BYTES_MAX
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -47,18 +48,6 @@ if TYPE_CHECKING:
     from ..replies import ReplyBounds
 
 __all__ = ["LARGE_BODIES_MAX", "LARGE_BODY_BYTES_MIN", "LINGER_S", "PING_S", "REQUEST_BYTES_MAX", "create_app"]
-
-REQUEST_BYTES_MAX = 20 * 1024 * 1024
-"""The largest request body by default: a whole 16 MiB message (the bus's ``payload_bytes_max``) with room for
-its JSON envelope."""
-LARGE_BODY_BYTES_MIN = 1024 * 1024
-"""A request body of at least this many bytes is large: it takes one of ``large_bodies_max`` turns."""
-LARGE_BODIES_MAX = 2
-"""Large request bodies one server reads and answers at once; the next waits, unread, for a turn."""
-LINGER_S = 30.0
-"""How long a subscription waits for its client to reconnect before it is closed."""
-PING_S = 15.0
-"""Keep-alive comments on an idle event stream, so proxies keep it open and a dead client is noticed."""
 
 
 def create_app(
