@@ -1,8 +1,8 @@
-"""Every check has one entry point: ``nox -s tests lint typecheck schemas`` (and ``bench``, not run in CI)."""
+"""Every check has one entry point: ``nox -s tests lint typecheck imports schemas`` (and ``bench``, not run in CI)."""
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "schemas", "tests"]
+nox.options.sessions = ["lint", "typecheck", "imports", "schemas", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -26,6 +26,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install("-e", ".[dev,server]")
     session.run("mypy")
+
+
+@nox.session
+def imports(session: nox.Session) -> None:
+    """The import layers (import-linter contracts in pyproject.toml) and a graph with no cycle."""
+    session.install("-e", ".[dev]")
+    session.run("lint-imports")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/test_structure.py")
 
 
 @nox.session

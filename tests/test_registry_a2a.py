@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from sos_kernel.contracts import AgentCard
+from sos_kernel.contracts.a2a import A2A_EXTENSION_URI, A2A_PROTOCOL_VERSION, agent_card_to_a2a
 from sos_kernel.errors import InvalidArgument
-from sos_kernel.registry_a2a import A2A_EXTENSION_URI, A2A_PROTOCOL_VERSION, agent_card_to_a2a
 
 a2a_types = pytest.importorskip("a2a.types")
 json_format = pytest.importorskip("google.protobuf.json_format")

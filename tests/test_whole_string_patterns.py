@@ -34,10 +34,10 @@ from sos_kernel.bus.service import _check_name, check_address
 from sos_kernel.cli._target import token_tenant
 from sos_kernel.contracts import AgentCard, SkillCard, TypeCatalogue, parse_message
 from sos_kernel.contracts._schema_patterns import ecma_anchored
+from sos_kernel.contracts.a2a import agent_card_to_a2a
 from sos_kernel.errors import SOSError
 from sos_kernel.kernel import check_tenant
 from sos_kernel.ledger.service import check_currency, check_owner, check_transfer_id
-from sos_kernel.registry_a2a import agent_card_to_a2a
 from sos_kernel.server._streams import is_temporary_group
 from sos_kernel.skills.semver import Version
 

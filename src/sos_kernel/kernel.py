@@ -9,7 +9,6 @@ the same API scoped to another tenant, whose data is namespaced apart from every
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
 from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
-from .identity.service import Authenticator, Capabilities, Tenants, Tokens
+from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
@@ -35,18 +34,6 @@ __all__ = ["DEFAULT_TENANT", "DEFAULT_URL", "Kernel", "TenantView", "check_tenan
 DEFAULT_URL = "sqlite:///sos.db"
 """The embedded default: ``sos.db`` in the current working directory."""
 DEFAULT_TENANT = "default"
-TENANT_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
-_TENANT_RE = re.compile(TENANT_PATTERN)
-
-
-def check_tenant(slug: str) -> str:
-    """``slug`` if it is a valid tenant slug (``^[a-z][a-z0-9-]{1,62}$``), else SOS-4005."""
-    if not isinstance(slug, str) or not _TENANT_RE.fullmatch(slug):
-        raise InvalidArgument(
-            f"tenant slug {slug!r} must be 2-63 lower-case letters, digits or dashes, starting with a letter",
-            details={"pattern": TENANT_PATTERN},
-        )
-    return slug
 
 
 class TenantView:
@@ -196,7 +183,13 @@ class Kernel:
     @property
     def tenants(self) -> Tenants:
         """Create and manage tenants (a system operation of this trusted handle)."""
-        return Tenants(self, self.backend.identity, self._auth)
+
+        async def announce(slug: str, text: str) -> None:
+            await self.tenant(slug).bus.send("agent:kernel", "sos:channel:system:events", text)
+
+        return Tenants(
+            self.backend.identity, self._auth, tokens_of=lambda slug: self.tenant(slug).tokens, announce=announce
+        )
 
     async def session(self, token: str | None) -> Session:
         """The kernel's API scoped to ``token``'s tenant and principal, every call checked (see ``session``).

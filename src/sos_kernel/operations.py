@@ -40,12 +40,9 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .errors import InvalidArgument, SOSError
-
-if TYPE_CHECKING:
-    from .guard import Caller
 
 __all__ = [
     "RESERVED_ID_SUFFIXES",
@@ -63,8 +60,9 @@ __all__ = [
 ]
 
 OwnKind = Literal["source", "agent", "name", "inbox", "account"]
-Rule = Callable[["Caller", Any, dict[str, Any]], Any]
-"""A hand-written rule: ``(caller, trusted_service, arguments) -> result`` (awaitable for async operations)."""
+Rule = Callable[..., Any]
+"""A hand-written rule: ``(caller, trusted_service, arguments) -> result`` (awaitable for async operations); the
+caller is a :class:`sos_kernel.guard.Caller`, left untyped here because the guard is built on this module."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)

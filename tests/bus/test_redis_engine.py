@@ -18,7 +18,6 @@ from redis import exceptions as redis_errors
 
 import sos_kernel
 from sos_kernel import BusLimits
-from sos_kernel.backends.redis_call import IDLE_CONNECTIONS_MAX
 from sos_kernel.contracts import SendMessage, SendPayload
 from sos_kernel.errors import BackendUnavailable
 
@@ -94,8 +93,6 @@ async def test_cancelled_and_concurrent_publishes_each_get_their_own_receipt(red
             again = await kernel.bus.publish(msg)
             assert again.duplicate
             assert again.position == receipts[msg.message_id].position
-        store: Any = kernel.backend.bus
-        assert len(store._append._idle) <= IDLE_CONNECTIONS_MAX
 
 
 async def test_publish_to_a_server_that_went_away_is_sos_6030(tmp_path: Path) -> None:
@@ -143,39 +140,20 @@ async def test_entries_for_one_group_bypass_the_duplicate_check_single_and_batch
         assert all(f[b"m"] == msg.message_id.encode() for _, f in fields)
 
 
-async def test_append_connections_are_taken_over_from_redis_py(redis_url: str, admin: Any) -> None:
-    # The installed redis-py and hiredis support the lean path; if an upgrade ever stops that, this says so
-    # instead of the bus silently taking the slower path.
-    from sos_kernel.backends.redis_call import _Link
+def test_redis_scripts_take_no_connection_over_from_redis_py() -> None:
+    # every script runs on the client's own pool, through redis-py's public script call
+    import sos_kernel.backends.redis_call as module
 
+    source = Path(module.__file__).read_text()
+    for private in ("_writer", "_reader", "set_protocol", "transport", "connection_class"):
+        assert private not in source
+
+
+async def test_single_and_batched_appends_run_as_scripts(redis_url: str, admin: Any) -> None:
     async with sos_kernel.open(redis_url) as kernel:
         await kernel.bus.publish(send("one"))
         await kernel.bus.publish_many([send("two"), send("three")])
-        store: Any = kernel.backend.bus
-        links = store._append_one._idle + store._append._idle
-        assert links
-        assert all(type(link) is _Link for link in links)
-
-
-async def test_without_hiredis_the_append_takes_redis_pys_path(
-    redis_url: str, admin: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sos_kernel.backends import redis_call
-
-    monkeypatch.setattr(redis_call, "HAVE_HIREDIS", False)
-    async with sos_kernel.open(redis_url) as kernel:
-        msg = send("one")
-        first = await kernel.bus.publish(msg)
-        await admin.script_flush()
-        again = await kernel.bus.publish(msg)
-        assert again.duplicate
-        assert again.position == first.position
-        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-        batch = await kernel.bus.publish_many([send("two"), msg])
-        assert [r.duplicate for r in batch] == [False, True]
-        store: Any = kernel.backend.bus
-        assert all(type(link) is redis_call._Pooled for link in store._append_one._idle + store._append._idle)
-        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["one", "two"]
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["one", "two", "three"]
 
 
 async def test_a_call_left_without_reply_times_out_as_sos_6030_and_a_retry_settles_it(

@@ -46,7 +46,7 @@ from ..bus.store import (
 )
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
-from .redis_call import LeanScript, redis_call, tenant_prefix
+from .redis_call import Script, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_replies import RedisReplyStore
@@ -283,8 +283,8 @@ class RedisBusStore(BusStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
-        self._append = LeanScript(client, _APPEND)
-        self._append_one = LeanScript(client, _APPEND_ONE)
+        self._append = Script(client, _APPEND)
+        self._append_one = Script(client, _APPEND_ONE)
         self._claim = client.register_script(_CLAIM)
         self._nack = client.register_script(_NACK)
         self._bury = client.register_script(_BURY)
@@ -296,9 +296,7 @@ class RedisBusStore(BusStore):
         self._appends: dict[tuple[str, str], int] = {}
 
     async def aclose(self) -> None:
-        """Close the connections the append path keeps."""
-        await self._append.aclose()
-        await self._append_one.aclose()
+        """Nothing of its own to close: its scripts run on the client's connection pool."""
 
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:

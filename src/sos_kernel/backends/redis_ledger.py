@@ -33,7 +33,7 @@ from ..ledger.chain import account_digest, canonical_metadata, genesis, request_
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
-from .redis_call import LeanScript, redis_call, tenant_prefix
+from .redis_call import Script, redis_call, tenant_prefix
 
 __all__ = ["RedisLedgerStore"]
 
@@ -337,14 +337,13 @@ class RedisLedgerStore(LedgerStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
-        self._apply = LeanScript(client, _APPLY)  # the transfer path; idempotent by id, so a resend is safe
+        self._apply = Script(client, _APPLY)  # the transfer path; idempotent by id, so a resend is safe
         self._balance = client.register_script(_BALANCE)
         self._open = client.register_script(_OPEN)
         self._put_usage = client.register_script(_PUT_USAGE)
 
     async def aclose(self) -> None:
-        """Close the connections the transfer path keeps."""
-        await self._apply.aclose()
+        """Nothing of its own to close: its scripts run on the client's connection pool."""
 
     _p = staticmethod(tenant_prefix)
 

@@ -19,7 +19,7 @@ from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
 from .memory_identity import seat_taken
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteEngine
+    from .sqlite_engine import SQLiteEngine
 
 __all__ = ["IDENTITY_SCHEMA", "SQLiteIdentityStore", "SQLiteRegistryStore"]
 

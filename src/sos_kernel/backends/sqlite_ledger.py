@@ -366,7 +366,7 @@ def _account_keys(requests: Sequence[TransferRequest], holds: dict[str, Transfer
 
 
 class SQLiteLedgerStore(LedgerStore):
-    """Ledger primitives as SQLite transactions (see :class:`~sos_kernel.backends.sqlite.SQLiteEngine`)."""
+    """Ledger primitives as SQLite transactions (see :class:`~sos_kernel.backends.sqlite_engine.SQLiteEngine`)."""
 
     def __init__(self, engine: Any) -> None:
         self._db = engine

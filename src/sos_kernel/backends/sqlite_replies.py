@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..replies import RUNNING, Reply, ReplyBounds, ReplyStore
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteEngine
+    from .sqlite_engine import SQLiteEngine
 
 __all__ = ["REPLIES_SCHEMA", "SQLiteReplyStore"]
 

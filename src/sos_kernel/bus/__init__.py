@@ -1,8 +1,9 @@
 """The bus: typed, validated, at-least-once messaging between agents (see ``service`` for the guarantees)."""
 
-from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
+from .models import BusLimits, DeadLetter, PublishReceipt
 from .service import (
     Bus,
+    Delivery,
     Subscription,
     SubscriptionSpec,
     check_address,

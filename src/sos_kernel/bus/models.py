@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from ..contracts import Message
 
-if TYPE_CHECKING:
-    from .service import Subscription
-
-__all__ = ["BusLimits", "DeadLetter", "Delivery", "PublishReceipt"]
+__all__ = ["BusLimits", "DeadLetter", "PublishReceipt"]
 
 KIB = 1024
 MIB = 1024 * KIB
-LEASE_TOKEN_BYTES = 16
-"""Random bytes in a delivery's lease token (128 bits: not guessable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,83 +87,6 @@ class PublishReceipt:
     def complete(self) -> bool:
         """False only for a chunk whose group still misses parts."""
         return self.position is not None
-
-
-class Delivery:
-    """One message handed to a subscriber. Ack it when processed; nack it to have it redelivered.
-
-    Until acked, the message is redelivered (to this group) after the subscription's visibility timeout, with
-    ``attempt`` one higher; after ``max_deliveries`` attempts it goes to the group's dead letters.
-    """
-
-    __slots__ = (
-        "_done",
-        "_sub",
-        "_token",
-        "address",
-        "attempt",
-        "consumer",
-        "group",
-        "message",
-        "position",
-        "receipts",
-    )
-
-    def __init__(self, sub: Subscription, message: Message, position: str, attempt: int, receipts: bool) -> None:
-        self._sub = sub
-        self._done = False
-        self._token: str | None = None
-        self.message = message
-        self.position = position
-        self.attempt = attempt
-        self.receipts = receipts
-        self.address = sub.address
-        self.group = sub.group
-        self.consumer = sub.consumer
-
-    def __repr__(self) -> str:
-        return (
-            f"Delivery(type={self.message.type!r}, message_id={self.message.message_id!r}, "
-            f"position={self.position!r}, attempt={self.attempt})"
-        )
-
-    @property
-    def lease_token(self) -> str:
-        """An unguessable token of this one hand-out: whoever settles the delivery by name (over HTTP) must show it.
-
-        Holding the delivery is the proof in-process; a redelivery is a new hand-out with a new token.
-        """
-        if self._token is None:  # made on first use: in-process deliveries never need one
-            self._token = secrets.token_urlsafe(LEASE_TOKEN_BYTES)
-        return self._token
-
-    async def ack(self) -> bool:
-        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked).
-
-        If the store fails (SOS-6030), the delivery stays unsettled: ack or nack it again.
-        """
-        if self._done:
-            return False
-        self._done = True
-        try:
-            return await self._sub._ack(self)
-        except BaseException:
-            self._done = False
-            raise
-
-    async def nack(self, delay_s: float = 0.0) -> bool:
-        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
-        from .service import check_nack_delay  # the service imports this module
-
-        delay_s = check_nack_delay(delay_s)  # a refused delay leaves the delivery pending, to ack or nack again
-        if self._done:
-            return False
-        self._done = True
-        try:
-            return await self._sub._nack(self, delay_s)
-        except BaseException:
-            self._done = False
-            raise
 
 
 @dataclass(frozen=True, slots=True)

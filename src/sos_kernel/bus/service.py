@@ -28,10 +28,11 @@ import base64
 import hashlib
 import math
 import re
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -67,17 +68,29 @@ from ..errors import (
     UnknownType,
 )
 from ..operations import Wire, operation, service
-from . import access
-from .models import BusLimits, DeadLetter, Delivery, PublishReceipt
+from .models import BusLimits, DeadLetter, PublishReceipt
 from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention
 
-__all__ = ["Bus", "Subscription", "SubscriptionSpec", "check_nack_delay", "resolve_subscription", "split_message"]
+if TYPE_CHECKING:
+    from ..guard import Caller
+
+__all__ = [
+    "Bus",
+    "Delivery",
+    "Subscription",
+    "SubscriptionSpec",
+    "check_nack_delay",
+    "resolve_subscription",
+    "split_message",
+]
 
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 KERNEL_SOURCE = "agent:kernel"
 DEFAULT_INBOX_GROUP = "inbox"
+LEASE_TOKEN_BYTES = 16
+"""Random bytes in a delivery's lease token (128 bits: not guessable)."""
 _PUBLISH = (SchemaViolation, MissingType, InvalidSource, UnknownType, LimitExceeded, ChunkIntegrityError)
 WAIT_CAP_S = 1.0
 """Longest a subscriber sleeps before checking for due redeliveries (engines wake it sooner on new messages)."""
@@ -211,6 +224,66 @@ def resolve_subscription(
     )
 
 
+# The access rules that are not declarations (see sos_kernel.operations): they run as the guard's last step.
+# A session publishes only as its own agent, whatever built the message: the bus applies an ``admit`` check to
+# every parsed message (and to one reassembled from chunks); a subscription is checked when it opens.
+
+
+def _admit(caller: Caller) -> Any:
+    if caller.principal.admin:
+        return None
+
+    def admit(message: Message) -> None:
+        caller.own("source", "source", message.source)
+
+    return admit
+
+
+async def _publish_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> PublishReceipt:
+    """Every message stored is from the caller's agent (admin: any)."""
+    a = arguments
+    return await bus._publish(a["message"], a.get("receipts", False), a.get("chunking", True), _admit(caller))
+
+
+async def _publish_many_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> list[PublishReceipt]:
+    """Every message of the batch is from the caller's agent (admin: any)."""
+    return await bus._publish_many(arguments["messages"], arguments.get("receipts", False), _admit(caller))
+
+
+async def _reply_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> PublishReceipt:
+    """A reply is sent as the caller's agent; an admin token without an agent replies as the kernel does."""
+    principal = caller.principal
+    sender = arguments.get("source") or principal.agent
+    if sender is not None:
+        if not principal.admin:
+            caller.own("source", "source", sender)
+    elif not principal.admin:
+        caller.deny("a token without an agent must name the reply's source")
+    options = {k: v for k, v in arguments.items() if k not in ("to", "text", "source")}
+    return await bus.reply(arguments["to"], arguments["text"], source=sender, **options)
+
+
+async def _replay_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> PublishReceipt:
+    """A dead letter of the caller's own inbox or of a channel."""
+    dead_letter = arguments["dead_letter"]
+    if not caller.principal.admin:
+        caller.own("inbox", "address", getattr(dead_letter, "address", None))
+    return await bus.replay(dead_letter)
+
+
+def _subscribe_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> Subscription:
+    """Checked when it opens (``bus:read``; the caller's own inbox or a channel), not when it is made."""
+    address = arguments["address"]
+
+    async def check() -> None:
+        principal = await caller.need("bus:read")
+        if not principal.admin:
+            caller.own("inbox", "address", address)
+
+    options = {k: v for k, v in arguments.items() if k != "address"}
+    return bus._subscribe(address, check=check, **options)
+
+
 @service("bus")
 class Bus:
     """The bus API of one tenant. Obtain it as ``kernel.bus`` or ``kernel.tenant(slug).bus``."""
@@ -259,7 +332,7 @@ class Bus:
 
     @operation(
         "bus:write",
-        rule=access.publish,
+        rule=_publish_rule,
         wire=Wire(errors=_PUBLISH, summary="Publish one message (idempotent by message_id)"),
     )
     async def publish(
@@ -311,7 +384,7 @@ class Bus:
 
     @operation(
         "bus:write",
-        rule=access.publish_many,
+        rule=_publish_many_rule,
         wire=Wire(errors=_PUBLISH, summary="Publish a batch, all or none (idempotent by message_id)"),
     )
     async def publish_many(
@@ -595,7 +668,7 @@ class Bus:
                     return reply
             await self._store.wait(self.tenant, channel, WAIT_CAP_S)
 
-    @operation("bus:write", rule=access.reply, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
+    @operation("bus:write", rule=_reply_rule, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
     async def reply(
         self,
         to: Message,
@@ -614,7 +687,7 @@ class Bus:
 
     # -- consuming --------------------------------------------------------------------------------------------
 
-    @operation("bus:read", local=True, rule=access.subscribe)
+    @operation("bus:read", local=True, rule=_subscribe_rule)
     def subscribe(
         self,
         address: str,
@@ -725,7 +798,7 @@ class Bus:
 
     @operation(
         "bus:write",
-        rule=access.replay,
+        rule=_replay_rule,
         wire=Wire(keyed=True, errors=(NotFound,), summary="Deliver a dead letter again"),
     )
     async def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
@@ -959,3 +1032,78 @@ class Subscription:
         )
         self._release()
         return done
+
+
+class Delivery:
+    """One message handed to a subscriber. Ack it when processed; nack it to have it redelivered.
+
+    Until acked, the message is redelivered (to this group) after the subscription's visibility timeout, with
+    ``attempt`` one higher; after ``max_deliveries`` attempts it goes to the group's dead letters.
+    """
+
+    __slots__ = (
+        "_done",
+        "_sub",
+        "_token",
+        "address",
+        "attempt",
+        "consumer",
+        "group",
+        "message",
+        "position",
+        "receipts",
+    )
+
+    def __init__(self, sub: Subscription, message: Message, position: str, attempt: int, receipts: bool) -> None:
+        self._sub = sub
+        self._done = False
+        self._token: str | None = None
+        self.message = message
+        self.position = position
+        self.attempt = attempt
+        self.receipts = receipts
+        self.address = sub.address
+        self.group = sub.group
+        self.consumer = sub.consumer
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(type={self.message.type!r}, message_id={self.message.message_id!r}, "
+            f"position={self.position!r}, attempt={self.attempt})"
+        )
+
+    @property
+    def lease_token(self) -> str:
+        """An unguessable token of this one hand-out: whoever settles the delivery by name (over HTTP) must show it.
+
+        Holding the delivery is the proof in-process; a redelivery is a new hand-out with a new token.
+        """
+        if self._token is None:  # made on first use: in-process deliveries never need one
+            self._token = secrets.token_urlsafe(LEASE_TOKEN_BYTES)
+        return self._token
+
+    async def ack(self) -> bool:
+        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked).
+
+        If the store fails (SOS-6030), the delivery stays unsettled: ack or nack it again.
+        """
+        if self._done:
+            return False
+        self._done = True
+        try:
+            return await self._sub._ack(self)
+        except BaseException:
+            self._done = False
+            raise
+
+    async def nack(self, delay_s: float = 0.0) -> bool:
+        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
+        delay_s = check_nack_delay(delay_s)  # a refused delay leaves the delivery pending, to ack or nack again
+        if self._done:
+            return False
+        self._done = True
+        try:
+            return await self._sub._nack(self, delay_s)
+        except BaseException:
+            self._done = False
+            raise

@@ -32,6 +32,7 @@ from ._types import (
     WireRequired,
     utcnow,
 )
+from .a2a import agent_card_to_a2a
 
 __all__ = [
     "REVENUE_SPLIT_TOLERANCE",
@@ -130,12 +131,10 @@ class AgentCard(KeepsNulls, WireRequired):
         public_key: str | None = None,
         key_id: str | None = None,
     ) -> dict[str, Any]:
-        """This card as an A2A AgentCard (a JSON dict the ``a2a-sdk`` parses); see ``sos_kernel.registry_a2a``.
+        """This card as an A2A AgentCard (a JSON dict the ``a2a-sdk`` parses); see ``sos_kernel.contracts.a2a``.
 
         An A2A card needs somewhere to reach the agent: give ``url`` or ``endpoints`` (SOS-4005 otherwise).
         """
-        from ..registry_a2a import agent_card_to_a2a  # a leaf module over contracts: no upward dependency
-
         return agent_card_to_a2a(self, url=url, endpoints=endpoints, public_key=public_key, key_id=key_id)
 
 

@@ -16,13 +16,13 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from ..errors import (
     Forbidden,
+    IdempotencyConflict,
     InvalidArgument,
     InvalidToken,
     LimitExceeded,
@@ -46,10 +46,16 @@ from .models import (
 )
 from .store import IdentityStore
 
-if TYPE_CHECKING:
-    from ..kernel import Kernel
-
-__all__ = ["TOKEN_CACHE_TTL_S", "TOKEN_CHARS_MAX", "Authenticator", "Capabilities", "Tenants", "Tokens", "token_digest"]
+__all__ = [
+    "TOKEN_CACHE_TTL_S",
+    "TOKEN_CHARS_MAX",
+    "Authenticator",
+    "Capabilities",
+    "Tenants",
+    "Tokens",
+    "check_tenant",
+    "token_digest",
+]
 
 TOKEN_CACHE_TTL_S = 1.0
 TOKEN_CACHE_MAX = 100_000
@@ -59,6 +65,20 @@ _TOKEN_RE = re.compile(r"sk-[a-z][a-z0-9-]{1,62}-[0-9a-f]{32}")
 TOKEN_CHARS_MAX = 3 + 63 + 1 + 32
 """The longest token ``_TOKEN_RE`` matches: anything longer is refused before it is hashed."""
 _AGENT_RE = re.compile(r"^agent:[a-z][a-z0-9-]*$")
+
+
+TENANT_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+_TENANT_RE = re.compile(TENANT_PATTERN)
+
+
+def check_tenant(slug: str) -> str:
+    """``slug`` if it is a valid tenant slug (``^[a-z][a-z0-9-]{1,62}$``), else SOS-4005."""
+    if not isinstance(slug, str) or not _TENANT_RE.fullmatch(slug):
+        raise InvalidArgument(
+            f"tenant slug {slug!r} must be 2-63 lower-case letters, digits or dashes, starting with a letter",
+            details={"pattern": TENANT_PATTERN},
+        )
+    return slug
 
 
 def token_digest(token: str) -> str:
@@ -73,10 +93,19 @@ def _now() -> datetime:
 class Tenants:
     """Creating and managing tenants: ``kernel.tenants`` (a system operation of the trusted kernel handle)."""
 
-    def __init__(self, kernel: Kernel, store: IdentityStore, auth: Authenticator) -> None:
-        self._kernel = kernel
+    def __init__(
+        self,
+        store: IdentityStore,
+        auth: Authenticator,
+        *,
+        tokens_of: Callable[[str], Tokens],
+        announce: Callable[[str, str], Awaitable[object]],
+    ) -> None:
+        # Two narrow hooks, not the kernel: a tenant's tokens, and a notice on its system channel.
         self._store = store
         self._auth = auth
+        self._tokens_of = tokens_of
+        self._announce = announce
 
     async def create(self, slug: str, plan: str = "starter", *, seats: int | None = None) -> tuple[Tenant, str]:
         """Sprout a tenant: record it (``provisioning``), set up its default channels, activate it, and issue its
@@ -86,9 +115,6 @@ class Tenants:
         plan or seat count and SOS-4009 if the slug is taken. A creation interrupted while ``provisioning`` is
         resumed by calling ``create`` again with the same slug.
         """
-        from ..errors import IdempotencyConflict
-        from ..kernel import check_tenant
-
         check_tenant(slug)
         if plan not in PLAN_SEATS:
             raise InvalidArgument(f"plan {plan!r} is not one of {sorted(PLAN_SEATS)}")
@@ -103,12 +129,10 @@ class Tenants:
             if existing is None or existing.status != "provisioning":
                 raise IdempotencyConflict(f"tenant {slug!r} already exists", details={"slug": slug})
             tenant = existing
-        await self._kernel.tenant(slug).bus.send(
-            "agent:kernel", "sos:channel:system:events", f"tenant {slug} sprouted on plan {plan}"
-        )
+        await self._announce(slug, f"tenant {slug} sprouted on plan {plan}")
         tenant = replace(tenant, status="active")
         await self._store.put_tenant(tenant)
-        issued = await self._kernel.tenant(slug).tokens.issue(scopes=[ADMIN_SCOPE], label="first admin")
+        issued = await self._tokens_of(slug).issue(scopes=[ADMIN_SCOPE], label="first admin")
         return tenant, issued.secret
 
     async def get(self, slug: str) -> Tenant:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contracts import UsageEvent
 from ..errors import (
@@ -39,8 +39,7 @@ from ..errors import (
     WalletNotFound,
     error_class,
 )
-from ..operations import Wire, operation, service
-from . import access
+from ..operations import Wire, operation, reserved_free, scoped_id, service
 from .chain import ChainVerifier, account_digest
 from .models import (
     AMOUNT_MICROS_MAX,
@@ -59,6 +58,9 @@ from .models import (
     new_request,
 )
 from .store import LedgerStore
+
+if TYPE_CHECKING:
+    from ..guard import Caller
 
 __all__ = [
     "BATCH_MAX",
@@ -256,6 +258,82 @@ def _recorded_rate(leg: Transfer) -> tuple[int, int] | None:
     return None
 
 
+# The access rules that need the store, and so cannot be declarations (see sos_kernel.operations): each runs
+# after the declared checks (token, scope) and makes the call itself.
+
+
+def _scoped(caller: Caller, id: Any) -> Any:
+    """An id the caller records: in its namespace, never one the kernel reserves."""
+    return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, reserved_free(id))
+
+
+def _read_id(caller: Caller, id: Any) -> Any:
+    """An id the caller looks up: its own namespace first."""
+    return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, id)
+
+
+async def _transfer_many_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> list[Transfer]:
+    """Every debit is the caller's own and every id in its namespace (``ledger:admin``: any)."""
+    transfers = arguments["transfers"]
+    if not isinstance(transfers, Sequence) or caller.principal.allows(ADMIN):
+        return await ledger.transfer_many(transfers)  # the ledger refuses what is not a batch
+    scoped: list[Any] = []
+    for t in transfers:
+        if isinstance(t, Mapping):
+            caller.own("account", "debit", t.get("debit", ""))
+            t = {**t, "id": _scoped(caller, t["id"])} if "id" in t else t
+        scoped.append(t)
+    return await ledger.transfer_many(scoped)
+
+
+async def _party_transfer(caller: Caller, ledger: Ledger, id: Any) -> Transfer | None:
+    """The transfer ``id`` names for the caller (its own namespace first), if the caller is a party to it."""
+    principal = caller.principal
+    scoped = _read_id(caller, id)
+    for candidate in (scoped, id) if scoped != id else (id,):
+        try:
+            found = await ledger.get_transfer(candidate)
+        except NotFound:
+            continue
+        if principal.allows(ADMIN) or principal.agent in (found.debit, found.credit):
+            return found
+    return None
+
+
+async def _get_transfer_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> Transfer:
+    """A party to the transfer, or ``ledger:admin``; to anyone else a transfer is answered as a missing one."""
+    id = arguments["id"]
+    found = await _party_transfer(caller, ledger, id)
+    if found is None:
+        raise NotFound(f"no transfer {id}", details={"id": id})
+    return found
+
+
+async def _hold_of(caller: Caller, ledger: Ledger, hold_id: Any) -> Any:
+    """The id of the hold the caller may settle: the payer's own, or any for ``ledger:admin``."""
+    if caller.principal.allows(ADMIN):
+        return hold_id  # the ledger itself refuses (and records) a missing hold
+    hold = await _party_transfer(caller, ledger, hold_id)
+    if hold is None:  # missing and not the caller's are answered alike
+        raise SettlementRejected(f"no hold {hold_id}", details={"hold_id": hold_id})
+    caller.own("account", "debit", hold.debit)
+    return hold.id
+
+
+async def _capture_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> Transfer:
+    """Only the payer of the hold (or ``ledger:admin``) settles it."""
+    hold_id = await _hold_of(caller, ledger, arguments["hold_id"])
+    op_id = arguments.get("id")
+    return await ledger.capture(hold_id, arguments.get("amount"), id=None if op_id is None else _scoped(caller, op_id))
+
+
+async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> Transfer:
+    """Only the payer of the hold (or ``ledger:admin``) releases it."""
+    hold_id = await _hold_of(caller, ledger, arguments["hold_id"])
+    op_id = arguments.get("id")
+    return await ledger.void(hold_id, id=None if op_id is None else _scoped(caller, op_id))
+
+
 @service("ledger")
 class Ledger:
     """The ledger API of one tenant. Obtain it as ``kernel.ledger`` or ``kernel.tenant(slug).ledger``."""
@@ -370,7 +448,7 @@ class Ledger:
     @operation(
         "ledger:write",
         lift=ADMIN,
-        rule=access.transfer_many,
+        rule=_transfer_many_rule,
         wire=Wire(errors=_MOVES, summary="A linked batch: all or none (idempotent by ids)"),
     )
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
@@ -432,7 +510,7 @@ class Ledger:
     @operation(
         "ledger:write",
         lift=ADMIN,
-        rule=access.capture,
+        rule=_capture_rule,
         wire=Wire(errors=_SETTLES, summary="Post a hold, fully or partly (idempotent by id)"),
     )
     async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
@@ -444,7 +522,7 @@ class Ledger:
     @operation(
         "ledger:write",
         lift=ADMIN,
-        rule=access.void,
+        rule=_void_rule,
         wire=Wire(errors=_SETTLES, summary="Release a hold (idempotent by id)"),
     )
     async def void(self, hold_id: str, *, id: str | None = None) -> Transfer:
@@ -506,7 +584,7 @@ class Ledger:
     @operation(
         "ledger:read",
         lift=ADMIN,
-        rule=access.get_transfer,
+        rule=_get_transfer_rule,
         wire=Wire("GET", errors=(NotFound,), summary="A recorded transfer by id"),
     )
     async def get_transfer(self, id: str) -> Transfer:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..contracts import UsageEvent, parse_card
 from ..errors import Forbidden, IdempotencyConflict, InvalidArgument
@@ -14,7 +14,8 @@ from .models import UsageSummaryRow
 from .store import UsageQuery
 
 if TYPE_CHECKING:
-    from .service import Ledger
+    from .models import Price
+    from .store import LedgerStore
 
 __all__ = ["USAGE_ACCOUNT", "list_usage", "record_usage", "summarise_usage"]
 
@@ -25,6 +26,23 @@ GROUP_KEYS = ("tenant", "provider", "model", "currency")
 WINDOWS = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z", "month": "%Y-%m-01T00:00:00Z"}
 
 
+class UsageLedger(Protocol):
+    """What usage needs of :class:`~sos_kernel.ledger.service.Ledger` (structural, so the service can import this)."""
+
+    tenant: str
+
+    @property
+    def store(self) -> LedgerStore: ...
+
+    async def price(self, provider: str, model: str) -> Price | None: ...
+
+    async def open_account(self, owner: str, currency: str) -> object: ...
+
+    async def transfer(
+        self, *, id: str, debit: str, credit: str, amount: int, currency: str, reason: str
+    ) -> object: ...
+
+
 def _parse_event(event: UsageEvent | Mapping[str, Any]) -> UsageEvent:
     return parse_card(UsageEvent, event, "usage event")
 
@@ -33,7 +51,7 @@ def _digest(wire: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-async def record_usage(ledger: Ledger, event: UsageEvent | Mapping[str, Any], *, settle: bool) -> UsageEvent:
+async def record_usage(ledger: UsageLedger, event: UsageEvent | Mapping[str, Any], *, settle: bool) -> UsageEvent:
     """See :meth:`Ledger.record_usage`."""
     parsed = _parse_event(event)
     if parsed.tenant != ledger.tenant:
@@ -82,7 +100,7 @@ def _query(provider: str | None, model: str | None, since: datetime | None, unti
 
 
 async def list_usage(
-    ledger: Ledger,
+    ledger: UsageLedger,
     *,
     provider: str | None = None,
     model: str | None = None,
@@ -98,7 +116,7 @@ async def list_usage(
 
 
 async def summarise_usage(
-    ledger: Ledger,
+    ledger: UsageLedger,
     *,
     group_by: Sequence[str] = ("provider", "model"),
     window: str | None = None,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..bus import Bus
 from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
@@ -21,7 +21,9 @@ from ..errors import AgentNotFound, Forbidden, InvalidArgument
 from ..identity.keys import AgentKey, PublicKey
 from ..identity.store import RegistryEntry, RegistryStore
 from ..operations import Wire, operation, service
-from . import access
+
+if TYPE_CHECKING:
+    from ..guard import Caller
 
 __all__ = [
     "REGISTRY_TTL_S",
@@ -89,6 +91,19 @@ class RegisteredAgent:
         )
 
 
+# The registry's access rule that is not a declaration (see sos_kernel.operations).
+
+
+async def _register_rule(caller: Caller, registry: Registry, arguments: dict[str, Any]) -> RegisteredAgent:
+    """An agent session registers only itself: the card's ``name`` is its own (admin: any)."""
+    card = arguments["card"]
+    name = card.name if isinstance(card, AgentCard) else (card.get("name", "") if isinstance(card, Mapping) else "")
+    if not caller.principal.admin:
+        caller.own("name", "agent", str(name))
+    options = {k: v for k, v in arguments.items() if k != "card"}
+    return await registry.register(card, **options)
+
+
 @service("registry")
 class Registry:
     """The registry API of one tenant: ``kernel.registry`` or ``kernel.tenant(slug).registry``."""
@@ -120,7 +135,7 @@ class Registry:
             signature=extras.get("signature"),
         )
 
-    @operation("registry:write", rule=access.register, wire=Wire(summary="Register or update an agent card"))
+    @operation("registry:write", rule=_register_rule, wire=Wire(summary="Register or update an agent card"))
     async def register(
         self,
         card: AgentCard | Mapping[str, Any],

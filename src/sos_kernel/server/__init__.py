@@ -39,6 +39,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import MissingDependency
+from ._limits import (
+    BODY_READ_S_MAX,
+    LARGE_BODIES_MAX,
+    LARGE_BODIES_PER_TENANT_MAX,
+    LARGE_BODY_BYTES_MIN,
+    LINGER_S,
+    PING_S,
+    REQUEST_BYTES_MAX,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -56,22 +65,6 @@ __all__ = [
     "REQUEST_BYTES_MAX",
     "create_app",
 ]
-
-REQUEST_BYTES_MAX = 20 * 1024 * 1024
-"""The largest request body by default: a whole 16 MiB message (the bus's ``payload_bytes_max``) with room for
-its JSON envelope."""
-LARGE_BODY_BYTES_MIN = 1024 * 1024
-"""A request body of at least this many bytes is large: it takes one of ``large_bodies_max`` turns."""
-LARGE_BODIES_MAX = 4
-"""Large request bodies read and answered at once, server-wide."""
-LARGE_BODIES_PER_TENANT_MAX = 1
-"""Of those, how many one tenant may hold: the others are always left to other tenants."""
-BODY_READ_S_MAX = 60.0
-"""A large body must arrive within this many seconds of its turn (408 otherwise): a slow sender frees its turn."""
-LINGER_S = 30.0
-"""How long a subscription waits for its client to reconnect before it is closed."""
-PING_S = 15.0
-"""Keep-alive comments on an idle event stream, so proxies keep it open and a dead client is noticed."""
 
 
 def create_app(

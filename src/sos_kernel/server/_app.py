@@ -14,9 +14,9 @@ from .. import __version__
 from ..errors import InvalidArgument, SOSError
 from ..kernel import Kernel
 from ..replies import ReplyBounds
-from . import LARGE_BODY_BYTES_MIN
 from ._bodies import ErrorEnvelope
 from ._http import BodyLimit, http_error, sos_error, validation_error
+from ._limits import LARGE_BODY_BYTES_MIN
 from ._routes_admin import router as admin
 from ._routes_bus import router as bus
 from ._routes_ops import operations_router

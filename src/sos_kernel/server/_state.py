@@ -17,7 +17,7 @@ from ..kernel import Kernel
 from ..replies import RUNNING, Reply, ReplyBounds
 from ..session import Session
 from ..wire import json_bytes
-from . import LARGE_BODIES_MAX
+from ._limits import LARGE_BODIES_MAX
 from ._streams import Leases
 
 __all__ = [

@@ -58,12 +58,12 @@ from ..errors import (
 from ..identity.capability import Capability
 from ..ledger import Ledger, Transfer
 from ..operations import Wire, operation, service
-from . import access
 from .semver import Version, matches, parse_range
 from .store import SkillRecord, SkillStats, SkillStore
 
 if TYPE_CHECKING:
     from ..bus import Bus
+    from ..guard import Caller
     from ..identity.service import Capabilities
 
 __all__ = [
@@ -137,6 +137,24 @@ def _digest(card: SkillCard) -> str:
 
 def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
     return parse_card(SkillCard, card, "skill card")
+
+
+# The skills' access rule that is not a declaration (see sos_kernel.operations).
+
+
+async def _publish_rule(caller: Caller, skills: Skills, arguments: dict[str, Any]) -> SkillCard:
+    """The session's agent is the publisher (its default), so a capability chain counts only when the session's
+    agent is its leaf's subject; an admin may publish for anyone."""
+    principal = caller.principal
+    publisher = arguments.get("publisher")
+    if not principal.admin:
+        if principal.agent is None:
+            caller.deny("publishing needs a token bound to an agent (or the admin scope)")
+        if publisher is None:
+            publisher = principal.agent
+        if publisher != principal.agent:
+            caller.deny("may only publish as itself")
+    return await skills.publish(arguments["card"], publisher=publisher, capability=arguments.get("capability"))
 
 
 @service("skills")
@@ -291,7 +309,7 @@ class Skills:
 
     @operation(
         "skills:publish",
-        rule=access.publish,
+        rule=_publish_rule,
         wire=Wire(errors=(IdempotencyConflict,), summary="Publish a skill version (idempotent by id and version)"),
     )
     async def publish(

@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
-from .contracts import AgentCard
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = [
     "A2A_EXTENSION_URI",
@@ -34,8 +33,36 @@ __all__ = [
     "A2A_TRANSPORTS",
     "DEFAULT_INPUT_MODES",
     "DEFAULT_OUTPUT_MODES",
+    "A2ASource",
     "agent_card_to_a2a",
 ]
+
+
+class A2ASource(Protocol):
+    """The fields of an :class:`~sos_kernel.contracts.AgentCard` the export reads (structural: the card's module
+    imports this one)."""
+
+    @property
+    def agent_card_version(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def summary(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def project(self) -> str | None: ...
+    @property
+    def skills(self) -> Sequence[str] | None: ...
+    @property
+    def squads(self) -> Sequence[str] | None: ...
+
 
 A2A_EXTENSION_URI: Final = "https://sos-kernel.dev/ext/agent-card/v1"
 """The ``uri`` of the ``capabilities.extensions`` entry that carries the SOS-specific facts."""
@@ -154,13 +181,13 @@ def _key_facts(public_key: str | None, key_id: str | None) -> dict[str, str]:
     return facts
 
 
-def _description(card: AgentCard) -> str:
+def _description(card: A2ASource) -> str:
     if card.summary is not None and card.summary.strip():
         return card.summary
     return f"SOS {card.role} agent '{card.name}' ({card.tool}, {card.type})"
 
 
-def _skills(card: AgentCard, description: str) -> list[dict[str, Any]]:
+def _skills(card: A2ASource, description: str) -> list[dict[str, Any]]:
     if not card.skills:
         # A2A requires at least one skill: describe the agent's role as its one skill.
         return [{"id": card.role, "name": card.role, "description": description, "tags": [card.role, card.tool]}]
@@ -186,7 +213,7 @@ def _provider(organization: str, organization_url: str | None, interfaces: list[
 
 
 def agent_card_to_a2a(
-    card: AgentCard,
+    card: A2ASource,
     *,
     url: str | None = None,
     endpoints: Sequence[Mapping[str, str]] = (),
