@@ -378,6 +378,32 @@ async def test_ask_times_out_with_typed_error(api: Api) -> None:
     assert info.value.retryable is True
 
 
+async def test_pending_asks_are_bounded_per_agent_and_per_tenant(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(agent_asks_pending_max=2, tenant_asks_pending_max=3)) as api:
+
+        async def ask(source: str) -> None:
+            await api.bus.ask(source, "agent:oracle", "hold on", timeout_s=30)
+
+        async def refused(source: str, limit: str) -> None:
+            with pytest.raises(LimitExceeded) as info:
+                await api.bus.ask(source, "agent:oracle", "one more", timeout_s=30)
+            assert (info.value.code, info.value.details["limit"]) == ("SOS-4010", limit)
+
+        async with anyio.create_task_group() as tg, api.bus.subscribe("agent:oracle") as oracle:
+            for source in ("agent:alice", "agent:alice", "agent:bob"):
+                tg.start_soon(ask, source)
+            asks = await drain(oracle, 3)
+            await refused("agent:alice", "agent_asks_pending_max")
+            await refused("agent:carol", "tenant_asks_pending_max")
+            assert len(await api.bus.history("agent:oracle")) == 3  # a refused ask publishes nothing
+            for d in asks:
+                await api.bus.reply(d.message, "done", source="agent:oracle")
+                await d.ack()
+        # answered asks free their places
+        with pytest.raises(AskTimeout):
+            await api.bus.ask("agent:alice", "agent:oracle", "again", timeout_s=0.2)
+
+
 async def test_helpers_publish_core_types(api: Api) -> None:
     await api.registry.register(AgentCard(name="bob", tool="sdk", type="service", role="executor"))
     await api.bus.announce("agent:alice", "hello", tool="sdk", pid=1)
