@@ -116,3 +116,21 @@ async def test_invocation_ids_are_the_callers_own(acme: Tenant) -> None:
     assert again.replayed
     assert (await acme.kernel.tenant("acme").ledger.balance("agent:alice", USD)).posted == 90
     await acme.kernel.tenant("acme").ledger.check()
+
+
+async def test_a_usage_id_conflict_tells_another_recorder_only_that_the_id_is_taken(acme: Tenant) -> None:
+    event = {
+        "schema_version": "1",
+        "id": "0b9e4d8e-4f1c-4a7b-9d2e-6c1f0a3b5d7e",
+        "tenant": "acme",
+        "provider": "secret-provider",
+        "model": "secret-model",
+        "input_tokens": 1234,
+        "occurred_at": "2026-11-01T00:00:00Z",
+    }
+    await acme.alice.ledger.record_usage(event)
+    guess = {**event, "provider": "p", "model": "m", "input_tokens": 1}
+    code, message, details = await _refusal(acme.bob.ledger.record_usage(guess))
+    assert (code, details) == ("SOS-4009", {"id": event["id"]})
+    assert message == f"usage event {event['id']} was recorded with different content"
+    assert len(await acme.admin.ledger.usage()) == 1  # nothing recorded twice
