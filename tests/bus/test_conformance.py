@@ -378,6 +378,32 @@ async def test_ask_times_out_with_typed_error(api: Api) -> None:
     assert info.value.retryable is True
 
 
+async def test_pending_asks_are_bounded_per_agent_and_per_tenant(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(agent_asks_pending_max=2, tenant_asks_pending_max=3)) as api:
+
+        async def ask(source: str) -> None:
+            await api.bus.ask(source, "agent:oracle", "hold on", timeout_s=30)
+
+        async def refused(source: str, limit: str) -> None:
+            with pytest.raises(LimitExceeded) as info:
+                await api.bus.ask(source, "agent:oracle", "one more", timeout_s=30)
+            assert (info.value.code, info.value.details["limit"]) == ("SOS-4010", limit)
+
+        async with anyio.create_task_group() as tg, api.bus.subscribe("agent:oracle") as oracle:
+            for source in ("agent:alice", "agent:alice", "agent:bob"):
+                tg.start_soon(ask, source)
+            asks = await drain(oracle, 3)
+            await refused("agent:alice", "agent_asks_pending_max")
+            await refused("agent:carol", "tenant_asks_pending_max")
+            assert len(await api.bus.history("agent:oracle")) == 3  # a refused ask publishes nothing
+            for d in asks:
+                await api.bus.reply(d.message, "done", source="agent:oracle")
+                await d.ack()
+        # answered asks free their places
+        with pytest.raises(AskTimeout):
+            await api.bus.ask("agent:alice", "agent:oracle", "again", timeout_s=0.2)
+
+
 async def test_helpers_publish_core_types(api: Api) -> None:
     await api.registry.register(AgentCard(name="bob", tool="sdk", type="service", role="executor"))
     await api.bus.announce("agent:alice", "hello", tool="sdk", pid=1)
@@ -532,6 +558,21 @@ async def test_positions_reveal_nothing_of_other_tenants_traffic(kernel: Kernel)
         assert seq == 0
 
 
+async def test_positions_reveal_nothing_of_other_addresses_traffic(api: Api) -> None:
+    # Within a tenant too, an address's positions count its own entries (memory, SQLite) or are its own stream's
+    # ids (Redis): what the tenant's other agents receive does not show.
+    first = await api.bus.publish(send(target="agent:alice"))
+    await api.bus.publish_many([send(target="agent:bob") for _ in range(5)])
+    second = await api.bus.publish(send(target="agent:alice"))
+    mixed = await api.bus.publish_many([send(target=t) for t in ("agent:bob", "agent:alice", "agent:bob")])
+    mine = [first.position, second.position, mixed[1].position]
+    assert [p for p, _ in await api.bus.history_entries("agent:alice")] == mine
+    if all(p.isdigit() for p in mine):
+        assert [int(p) - int(first.position) for p in mine] == [0, 1, 2]
+    else:
+        assert all(int(p.split("-")[1]) < len(mine) for p in mine)  # counts alice's entries in its millisecond
+
+
 async def _bury_one(bus: sos_kernel.Bus, group: str) -> str:
     async with bus.subscribe("sos:channel:jobs", group=group, max_deliveries=1) as sub:
         await bus.publish(send(target="sos:channel:jobs"))
@@ -565,6 +606,23 @@ async def test_a_sqlite_bus_numbering_all_tenants_in_one_sequence_is_refused(tmp
     with pytest.raises(BackendFailure, match="shared by all tenants"):
         async with sos_kernel.open(f"sqlite:///{path}"):
             pass
+
+
+async def test_a_sqlite_bus_counted_per_tenant_keeps_its_positions_growing(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    async with sos_kernel.open(url) as kernel:
+        for _ in range(3):
+            await kernel.bus.publish(send())
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.db")) as old, old:
+        # the per-tenant layout: one counter per tenant, none per address
+        old.execute("DELETE FROM bus_address_positions")
+        old.execute("INSERT INTO bus_positions VALUES ('default', 7)")
+    async with sos_kernel.open(url) as kernel:
+        assert (await kernel.bus.publish(send())).position == "8"
+        assert (await kernel.bus.publish(send(target="agent:carol"))).position == "8"
+        assert [p for p, _ in await kernel.bus.history_entries("agent:bob")] == ["1", "2", "3", "8"]
 
 
 @pytest.mark.parametrize(

@@ -163,3 +163,21 @@ async def test_a_str_that_only_claims_to_be_the_callers_is_refused(kernel: sos_k
         await alice.bus.send(Shifty("agent:bob"), "agent:alice", "from bob?")
     assert (await view.ledger.balance("agent:bob", USD)).posted == 100
     assert (await view.ledger.balance("agent:alice", USD)).posted == 0
+
+
+async def test_a_usage_id_conflict_tells_another_recorder_only_that_the_id_is_taken(acme: Tenant) -> None:
+    event = {
+        "schema_version": "1",
+        "id": "0b9e4d8e-4f1c-4a7b-9d2e-6c1f0a3b5d7e",
+        "tenant": "acme",
+        "provider": "secret-provider",
+        "model": "secret-model",
+        "input_tokens": 1234,
+        "occurred_at": "2026-11-01T00:00:00Z",
+    }
+    await acme.alice.ledger.record_usage(event)
+    guess = {**event, "provider": "p", "model": "m", "input_tokens": 1}
+    code, message, details = await _refusal(acme.bob.ledger.record_usage(guess))
+    assert (code, details) == ("SOS-4009", {"id": event["id"]})
+    assert message == f"usage event {event['id']} was recorded with different content"
+    assert len(await acme.admin.ledger.usage()) == 1  # nothing recorded twice

@@ -377,3 +377,24 @@ async def test_a_republish_that_changes_only_a_values_type_is_a_conflict(skills:
         with pytest.raises(IdempotencyConflict):
             await skills.publish(skill(input_schema={"type": "object", "maxProperties": changed}))
     assert (await skills.publish(skill(input_schema={"type": "object", "maxProperties": 1}))).version == "1.0.0"
+
+
+async def test_concurrent_first_publishes_of_a_new_id_give_it_exactly_one_owner(skills: Skills) -> None:
+    ids = [f"raced-{i}" for i in range(40)]
+    refused: list[str] = []
+
+    async def publish(skill_id: str, author: str, version: str) -> None:
+        try:
+            await skills.publish(skill(skill_id, version, author_agent=author))
+        except Forbidden:
+            refused.append(skill_id)
+
+    async with anyio.create_task_group() as tg:
+        for skill_id in ids:  # alice and bob claim every new id at the same moment
+            tg.start_soon(publish, skill_id, "agent:alice", "1.0.0")
+            tg.start_soon(publish, skill_id, "agent:bob", "2.0.0")
+    assert sorted(refused) == sorted(ids)
+    for skill_id in ids:
+        versions = await skills.versions(skill_id)
+        authors = {(await skills.get(skill_id, v)).author_agent for v in versions}
+        assert (len(versions), len(authors)) == (1, 1), (skill_id, versions, authors)

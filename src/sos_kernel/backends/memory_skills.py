@@ -15,13 +15,15 @@ class MemorySkillStore(SkillStore):
     def __init__(self) -> None:
         self._records: dict[tuple[str, str, str], SkillRecord] = {}
         self._invocations: set[tuple[str, str]] = set()
+        self._owners: dict[tuple[str, str], str] = {}
 
-    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+        owner = self._owners.setdefault((tenant, record.skill_id), author)
         key = (tenant, record.skill_id, record.version)
-        if key in self._records:
-            return self._records[key]
+        if owner != author or key in self._records:
+            return self._records.get(key), owner
         self._records[key] = record
-        return None
+        return None, owner
 
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
         return self._records.get((tenant, skill_id, version))

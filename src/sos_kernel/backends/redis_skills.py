@@ -1,4 +1,5 @@
-"""Skills on Redis: a hash per version under the tenant's hash tag; counting an invocation is one Lua script.
+"""Skills on Redis: a hash per version under the tenant's hash tag; claiming an id's owner with a version, and
+counting an invocation, are each one Lua script.
 
 Keys::
 
@@ -6,6 +7,7 @@ Keys::
                                             by_tenant published
     sos:{t:<tenant>}:skill:<id>             set of versions
     sos:{t:<tenant>}:skills                 set of skill ids
+    sos:{t:<tenant>}:skillowners            hash: skill id -> author who first published it
     sos:{t:<tenant>}:skillinv               set of counted invocation ids
 """
 
@@ -22,12 +24,15 @@ from .redis_call import redis_call, tenant_prefix
 __all__ = ["RedisSkillStore"]
 
 _PUT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSETNX', KEYS[4], ARGV[6], ARGV[7])
+local owner = redis.call('HGET', KEYS[4], ARGV[6])
+if owner ~= ARGV[7] then return {0, owner} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, owner} end
 redis.call('HSET', KEYS[1], 'card', ARGV[1], 'digest', ARGV[2], 'verification', ARGV[3], 'invocations', '0',
            'earned', '0', 'last_at', '', 'by_tenant', '{}', 'published', ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[6])
-return 1
+return {1, owner}
 """
 
 _INVOKE = """
@@ -62,9 +67,14 @@ class RedisSkillStore(SkillStore):
     async def _call(self, awaitable: Any) -> Any:
         return await redis_call(awaitable)
 
-    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
+    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
         p = self._p(tenant)
-        keys = [f"{p}skill:{record.skill_id}:{record.version}", f"{p}skill:{record.skill_id}", f"{p}skills"]
+        keys = [
+            f"{p}skill:{record.skill_id}:{record.version}",
+            f"{p}skill:{record.skill_id}",
+            f"{p}skills",
+            f"{p}skillowners",
+        ]
         args: list[Any] = [
             record.card,
             record.digest,
@@ -72,10 +82,12 @@ class RedisSkillStore(SkillStore):
             repr(record.published_at),
             record.version,
             record.skill_id,
+            author,
         ]
-        if await self._call(self._put(keys=keys, args=args)):
-            return None
-        return await self.get_version(tenant, record.skill_id, record.version)
+        inserted, owner = await self._call(self._put(keys=keys, args=args))
+        if inserted:
+            return None, _s(owner)
+        return await self.get_version(tenant, record.skill_id, record.version), _s(owner)
 
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
         values = await self._call(self._r.hmget(f"{self._p(tenant)}skill:{skill_id}:{version}", _FIELDS))

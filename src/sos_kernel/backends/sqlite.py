@@ -13,9 +13,11 @@ with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :m
 woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
 (``PRAGMA data_version``).
 
-Bus positions count per tenant (``bus_positions`` holds each tenant's last one; never reused, even once its
-entries are trimmed), so a position reveals nothing of other tenants' traffic. A file whose ``bus_entries`` numbers
-every tenant's entries in one sequence (an unreleased layout) is refused with SOS-6031.
+Bus positions count per address of a tenant (``bus_address_positions`` holds each address's last one; never reused,
+even once its entries are trimmed), so a position reveals nothing of other tenants' or other addresses' traffic.
+An address first written after an upgrade from per-tenant counting starts after its tenant's last position there
+(``bus_positions``, kept only for that), so positions still only grow. A file whose ``bus_entries`` numbers every
+tenant's entries in one sequence (an unreleased layout) is refused with SOS-6031.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ INLINE_BYTES_MAX = 64 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_positions (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_address_positions (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_entries (
     tenant TEXT NOT NULL, pos INTEGER NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL,
     data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
@@ -126,9 +130,8 @@ class SQLiteBusStore(BusStore):
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
             # Under BEGIN IMMEDIATE nobody else can insert, so positions are assigned here and the rows go in with
-            # one executemany (the tenant's counter keeps them unique forever).
-            next_pos = _last_position(c, tenant) + 1
-            first_pos = next_pos
+            # one executemany (each address's counter keeps them unique forever).
+            next_pos: dict[str, int] = {}
             out: list[Appended] = []
             rows: list[tuple[Any, ...]] = []
             dedup: list[tuple[Any, ...]] = []
@@ -136,7 +139,8 @@ class SQLiteBusStore(BusStore):
                 if entry.only_group is None and entry.message_id in known:
                     out.append(Appended(str(known[entry.message_id]), True))
                     continue
-                pos, next_pos = next_pos, next_pos + 1
+                pos = next_pos.get(address) or _last_position(c, tenant, address) + 1
+                next_pos[address] = pos + 1
                 rows.append(
                     (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
                 )
@@ -146,8 +150,8 @@ class SQLiteBusStore(BusStore):
                 out.append(Appended(str(pos), False))
             c.executemany(_INSERT_ENTRY, rows)
             c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
-            if next_pos != first_pos:
-                _set_last_position(c, tenant, next_pos - 1)
+            for address, after in next_pos.items():
+                _set_last_position(c, tenant, address, after - 1)
             self._trim_some(c, tenant, Counter(r[2] for r in rows), retention, now)
             return out
 
@@ -348,9 +352,9 @@ class SQLiteBusStore(BusStore):
             if row is None:
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
-            pos = _last_position(c, tenant) + 1
+            pos = _last_position(c, tenant, address) + 1
             c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time()))
-            _set_last_position(c, tenant, pos)
+            _set_last_position(c, tenant, address, pos)
             return Appended(str(pos), False)
 
         result = await self._big.write(tx)
@@ -507,14 +511,18 @@ _INSERT_ENTRY = (
 )
 
 
-def _last_position(c: sqlite3.Connection, tenant: str) -> int:
-    row = c.execute("SELECT last FROM bus_positions WHERE tenant=?", (tenant,)).fetchone()
+def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
+    row = c.execute("SELECT last FROM bus_address_positions WHERE tenant=? AND address=?", (tenant, address)).fetchone()
+    if row is None:  # a file counted per tenant before: every position it gave is at most that tenant's last
+        row = c.execute("SELECT last FROM bus_positions WHERE tenant=?", (tenant,)).fetchone()
     return int(row[0]) if row else 0
 
 
-def _set_last_position(c: sqlite3.Connection, tenant: str, last: int) -> None:
+def _set_last_position(c: sqlite3.Connection, tenant: str, address: str, last: int) -> None:
     c.execute(
-        "INSERT INTO bus_positions VALUES (?,?) ON CONFLICT (tenant) DO UPDATE SET last=excluded.last", (tenant, last)
+        "INSERT INTO bus_address_positions VALUES (?,?,?)"
+        " ON CONFLICT (tenant, address) DO UPDATE SET last=excluded.last",
+        (tenant, address, last),
     )
 
 

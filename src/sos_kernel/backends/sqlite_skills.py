@@ -1,4 +1,5 @@
-"""Skills on SQLite: one row per version; invocation ids and counters change in one transaction."""
+"""Skills on SQLite: one row per version and one owner per skill id; an id's owner is claimed, and invocation ids
+and counters change, in one transaction."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     by_tenant TEXT NOT NULL, published REAL NOT NULL, PRIMARY KEY (tenant, skill_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_invocations (
     tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skill_owners (
+    tenant TEXT NOT NULL, skill_id TEXT NOT NULL, author TEXT NOT NULL, PRIMARY KEY (tenant, skill_id)) WITHOUT ROWID;
 """
 
 _COLUMNS = "skill_id, version, card, digest, verification, invocations, earned, last_at, by_tenant, published"
@@ -42,11 +45,18 @@ class SQLiteSkillStore(SkillStore):
         ).fetchone()
         return _record(row) if row else None
 
-    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
-        def tx(c: sqlite3.Connection) -> SkillRecord | None:
+    @staticmethod
+    def _claim(c: sqlite3.Connection, tenant: str, skill_id: str, author: str) -> str:
+        c.execute("INSERT OR IGNORE INTO skill_owners VALUES (?,?,?)", (tenant, skill_id, author))
+        row = c.execute("SELECT author FROM skill_owners WHERE tenant=? AND skill_id=?", (tenant, skill_id)).fetchone()
+        return str(row[0])
+
+    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+        def tx(c: sqlite3.Connection) -> tuple[SkillRecord | None, str]:
+            owner = self._claim(c, tenant, record.skill_id, author)
             existing = self._get(c, tenant, record.skill_id, record.version)
-            if existing is not None:
-                return existing
+            if owner != author or existing is not None:
+                return existing, owner
             s = record.stats
             c.execute(
                 "INSERT INTO skill_versions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -64,9 +74,9 @@ class SQLiteSkillStore(SkillStore):
                     record.published_at,
                 ),
             )
-            return None
+            return None, owner
 
-        result: SkillRecord | None = await self._db.write(tx)
+        result: tuple[SkillRecord | None, str] = await self._db.write(tx)
         return result
 
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:

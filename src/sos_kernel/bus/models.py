@@ -37,6 +37,8 @@ class BusLimits:
       ``message_bytes_max``); ``chunk_parts_max``: parts per group.
     - ``agent_chunk_bytes_max`` / ``tenant_chunk_bytes_max``: the declared sizes of the unfinished chunk groups one
       source (one agent) / one tenant may hold; ``agent_chunk_groups_max`` / ``tenant_chunk_groups_max``: how many.
+    - ``agent_asks_pending_max`` / ``tenant_asks_pending_max``: ``ask`` calls one source / one tenant may have
+      waiting for a reply at once, counted per kernel process (the one serving them).
     """
 
     message_bytes_max: int = 64 * KIB
@@ -59,6 +61,8 @@ class BusLimits:
     agent_chunk_groups_max: int = 16
     tenant_chunk_groups_max: int = 256
     chunk_sweep_interval_s: float = 60.0
+    agent_asks_pending_max: int = 32
+    tenant_asks_pending_max: int = 256
 
     @property
     def chunk_data_bytes(self) -> int:

@@ -25,12 +25,13 @@ Guarantees:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -310,6 +311,7 @@ class Bus:
             limits.agent_chunk_groups_max,
             limits.agent_chunk_bytes_max,
         )
+        self._asks_pending: dict[str, int] = {}  # source -> asks waiting for a reply in this process
         self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
         """Set by the kernel to the registry's status lookup, so ``wake`` refuses unknown or offline agents."""
 
@@ -634,7 +636,9 @@ class Bus:
         """Publish an ``ask`` and wait for the reply; returns the reply message.
 
         The reply is correlated by ``reply_to`` (the ask's ``message_id``) or ``correlation_id`` on a private
-        reply channel. Raises :class:`~sos_kernel.errors.AskTimeout` (SOS-6004) after ``timeout_s``.
+        reply channel. Raises :class:`~sos_kernel.errors.AskTimeout` (SOS-6004) after ``timeout_s``, and
+        :class:`~sos_kernel.errors.LimitExceeded` (SOS-4010) at once, with nothing published, when ``source`` or the
+        tenant already has ``agent_asks_pending_max`` / ``tenant_asks_pending_max`` asks waiting.
         """
         _check_positive(timeout_s, "timeout_s", 3600)
         channel = f"sos:channel:reply-{uuid.uuid4().hex}"
@@ -648,13 +652,36 @@ class Bus:
                 "correlation_id": correlation_id or str(uuid.uuid4()),
             },
         )
-        await self.publish(message)
-        with anyio.move_on_after(timeout_s):
-            return await self._await_reply(message, channel)
+        with self._ask_slot(message.source):
+            await self.publish(message)
+            with anyio.move_on_after(timeout_s):
+                return await self._await_reply(message, channel)
         raise AskTimeout(
             f"no reply from {target} within {timeout_s} s",
             details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
         )
+
+    @contextlib.contextmanager
+    def _ask_slot(self, source: str) -> Iterator[None]:
+        """Hold one pending-ask place of ``source`` and of the tenant while the ask waits."""
+        pending = self._asks_pending
+        for name, used in (
+            ("agent_asks_pending_max", pending.get(source, 0)),
+            ("tenant_asks_pending_max", sum(pending.values())),
+        ):
+            maximum = getattr(self.limits, name)
+            if used >= maximum:
+                raise LimitExceeded(
+                    f"{used} asks are already waiting for a reply; {name}={maximum}",
+                    details={"limit": name, "max": maximum, "source": source},
+                )
+        pending[source] = pending.get(source, 0) + 1
+        try:
+            yield
+        finally:
+            pending[source] -= 1
+            if not pending[source]:
+                del pending[source]
 
     async def _await_reply(self, ask: AskMessage, channel: str) -> SendMessage:
         after: str | None = None

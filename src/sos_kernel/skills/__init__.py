@@ -6,7 +6,8 @@ Guarantees:
   different content under the same version raises SOS-4009. The author's ``earnings`` and ``verification`` fields
   are not taken from the card: the kernel keeps them (a skill starts ``unverified`` with no earnings).
 - **Owned ids.** Once a skill id exists, only its first author (or the holder of a capability for
-  ``skills:publish`` on ``skill:<id>``) may publish further versions (SOS-5004). A capability chain counts only
+  ``skills:publish`` on ``skill:<id>``) may publish further versions (SOS-5004); the first publish of a new id
+  claims it atomically, so of two authors publishing it at once exactly one owns it. A capability chain counts only
   for the publisher its leaf names as subject, and each new version published with it spends one use of every
   limited link (an idempotent re-publish spends nothing).
 - **Provenance.** Every ``lineage`` parent must be a published skill (SOS-6020). Lineage is provenance only: a fork's
@@ -344,7 +345,10 @@ class Skills:
         )
         if capability and await self._store.get_version(self.tenant, parsed.id, parsed.version) is None:
             await self._capabilities.use(capability, action="skills:publish", resource=f"skill:{parsed.id}")
-        existing = await self._store.put_version(self.tenant, record)
+        # The pre-check above races with a concurrent first publish; the store's claim is the atomic decision.
+        existing, owner = await self._store.put_version(self.tenant, record, parsed.author_agent)
+        if owner != parsed.author_agent:
+            raise Forbidden(f"skill {parsed.id} belongs to {owner}", details={"skill_id": parsed.id})
         if existing is not None and existing.digest != record.digest:
             raise IdempotencyConflict(
                 f"{parsed.id} {parsed.version} is already published with other content; publish a new version",

@@ -35,9 +35,10 @@ class SkillStore(ABC):
     """Primitive skill operations; each is atomic."""
 
     @abstractmethod
-    async def put_version(self, tenant: str, record: SkillRecord) -> SkillRecord | None:
-        """Insert a version unless ``(skill_id, version)`` exists; returns the existing record (nothing written)
-        or None when inserted."""
+    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+        """In one atomic step: the first ``author`` to put a skill id owns it; a put by anyone else writes nothing.
+        Otherwise insert the version unless ``(skill_id, version)`` exists. Returns ``(existing record or None when
+        inserted, the id's owner)``; nothing is written when the owner is not ``author``."""
 
     @abstractmethod
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
