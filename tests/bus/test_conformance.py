@@ -14,6 +14,7 @@ import pytest
 
 import sos_kernel
 from sos_kernel import BusLimits, Kernel
+from sos_kernel.bus import service as bus_service
 from sos_kernel.contracts import (
     AgentCard,
     ReceiptMessage,
@@ -37,6 +38,7 @@ from sos_kernel.errors import (
     SchemaViolation,
     UnknownType,
 )
+from sos_kernel.kernel import DEFAULT_TENANT
 
 from ..conftest import Api, OpenApi, requires
 
@@ -689,3 +691,60 @@ async def test_unknown_scheme_suggests_the_closest() -> None:
     for bad in ("sqlite:///x\x00.db", "sqlite:///%00x.db", "redis://[::1/0", "sqlite://h:99999/x.db"):
         with pytest.raises(InvalidURL):
             await sos_kernel.open(bad)
+
+
+async def _oracle(bus: sos_kernel.Bus, answers: int) -> None:
+    async with bus.subscribe("agent:oracle") as sub:
+        for _ in range(answers):
+            d = await sub.receive(timeout_s=30)
+            assert d is not None
+            await bus.reply(d.message, "42")
+            await d.ack()
+
+
+async def test_an_instant_reply_is_never_missed(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the wait cap far beyond the ask's timeout, a reply that lands between the ask's read of its channel and
+    # its wait would only be found after the timeout: any lost wake-up fails an ask here, whatever the timing.
+    monkeypatch.setattr(bus_service, "WAIT_CAP_S", 600.0)
+    asks = 1000
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_oracle, kernel.bus, asks)
+        for i in range(asks):
+            reply = await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=20)
+            assert reply.payload.text == "42"
+
+
+async def test_a_reply_channel_ends_with_its_ask(kernel: Kernel) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_oracle, kernel.bus, 1)
+        await kernel.bus.ask("agent:alice", "agent:oracle", "q", timeout_s=10)
+    with pytest.raises(AskTimeout):
+        await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=0.2)
+    channels = [m.payload.reply_channel for a in ("agent:oracle", "agent:nobody") for m in await kernel.bus.history(a)]
+    assert len(channels) == 2
+    for channel in channels:  # answered or timed out, nothing of the channel is kept
+        assert await kernel.bus.store.history(DEFAULT_TENANT, channel, None, 10) == []
+
+
+async def test_a_publisher_in_a_loop_lets_a_consumer_of_the_same_loop_progress(kernel: Kernel) -> None:
+    received_while_publishing: list[int] = []
+    done = anyio.Event()
+
+    async def consumer() -> None:
+        async with kernel.bus.subscribe("agent:bob") as sub:
+            while True:
+                d = await sub.receive(timeout_s=5)
+                if d is None:
+                    return
+                await d.ack()
+                if not done.is_set():
+                    received_while_publishing.append(1)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer)
+        await anyio.sleep(0.05)  # subscribed
+        for i in range(500):
+            await kernel.bus.publish(send(text=f"m{i}"))
+        done.set()
+        tg.cancel_scope.cancel()
+    assert received_while_publishing

@@ -161,6 +161,11 @@ class MemoryBusStore(BusStore):
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         self._groups.pop((tenant, address, group), None)
 
+    async def drop_address(self, tenant: str, address: str) -> None:
+        self._streams.pop((tenant, address), None)
+        for key in [k for k in self._groups if k[0] == tenant and k[1] == address]:
+            del self._groups[key]
+
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:

@@ -368,6 +368,11 @@ class RedisBusStore(BusStore):
         await self._call(self._r.xgroup_destroy(key, group))
         await self._call(self._r.delete(self._k(tenant, "dead", address, group)))
 
+    async def drop_address(self, tenant: str, address: str) -> None:
+        # the stream holds its groups and pending sets; a reply channel has no dead letters (no group consumes it)
+        await self._call(self._r.delete(self._k(tenant, "stream", address)))
+        self._last.pop((tenant, address), None)
+
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:
@@ -426,6 +431,7 @@ class RedisBusStore(BusStore):
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         key = self._k(tenant, "stream", address)
         start = "(" + _entry_id(after) if after else "-"
+        seen = _entry_id(after) if after else "0-0"  # where a wait after this read starts: nothing is skipped
         out: list[HistoryEntry] = []
         while len(out) < limit:
             rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
@@ -436,11 +442,9 @@ class RedisBusStore(BusStore):
             for entry_id, f in rows:
                 if b"g" not in f:
                     out.append(HistoryEntry(_s(entry_id), bytes(f[b"d"])))
-            start = "(" + _s(rows[-1][0])
-        if out:
-            self._remember(tenant, address, out[-1].position)
-        elif after:
-            self._remember(tenant, address, after)
+            seen = _s(rows[-1][0])
+            start = "(" + seen
+        self._remember(tenant, address, seen)
         return out
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:

@@ -220,6 +220,15 @@ class SQLiteBusStore(BusStore):
 
         await self._db.write(tx)
 
+    async def drop_address(self, tenant: str, address: str) -> None:
+        def tx(c: sqlite3.Connection) -> None:
+            for table in ("bus_entries", "bus_groups", "bus_pending", "bus_dead"):
+                c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=?", (tenant, address))
+
+        await self._db.write(tx)
+        for memo in (self._notified, self._claimed):
+            memo.pop((tenant, address), None)
+
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:

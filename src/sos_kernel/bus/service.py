@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.lowlevel
 
 from ..contracts import (
     ADDRESS_PATTERN,
@@ -382,6 +383,7 @@ class Bus:
         appended = await self._store.append(
             self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
         )
+        await anyio.lowlevel.checkpoint()  # a publisher in a loop lets consumers of the same event loop progress
         return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
     @operation(
@@ -429,6 +431,7 @@ class Bus:
         if not items:
             return []
         appended = await self._store.append(self.tenant, items, self._retention)
+        await anyio.lowlevel.checkpoint()  # as in _publish: consumers of the same event loop progress
         return [
             PublishReceipt(entry.message_id, address, a.position, a.duplicate)
             for (address, entry), a in zip(items, appended, strict=True)
@@ -653,9 +656,13 @@ class Bus:
             },
         )
         with self._ask_slot(message.source):
-            await self.publish(message)
-            with anyio.move_on_after(timeout_s):
-                return await self._await_reply(message, channel)
+            try:
+                await self.publish(message)
+                with anyio.move_on_after(timeout_s):
+                    return await self._await_reply(message, channel)
+            finally:
+                with anyio.CancelScope(shield=True):  # the reply channel is the ask's alone: it ends with it
+                    await self._store.drop_address(self.tenant, channel)
         raise AskTimeout(
             f"no reply from {target} within {timeout_s} s",
             details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},

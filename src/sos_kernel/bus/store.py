@@ -162,6 +162,11 @@ class BusStore(ABC):
         """Forget a group, its cursor, pending set and dead letters."""
 
     @abstractmethod
+    async def drop_address(self, tenant: str, address: str) -> None:
+        """Forget an address: its retained entries, groups and pending sets (a finished ask's reply channel, which
+        no group consumes). Idempotent."""
+
+    @abstractmethod
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:
