@@ -215,7 +215,7 @@ def scoped_id(agent: str | None, id: Any) -> Any:
     Ids an agent chooses (transfers, holds, invocations) are recorded this way, so another agent can neither squat
     nor probe them; a non-string ``id`` is passed on for the service to refuse.
     """
-    if agent is None or not isinstance(id, str):
-        return id
+    if agent is None or not isinstance(id, str) or not id:
+        return id  # the service refuses what is not an id
     prefix = agent.removeprefix("agent:") + "/"
     return id if id.startswith(prefix) else prefix + id

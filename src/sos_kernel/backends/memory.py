@@ -27,6 +27,7 @@ from ..bus.store import (
     Retention,
     StoredDeadLetter,
 )
+from ..errors import InvalidArgument
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
@@ -244,7 +245,7 @@ class MemoryBusStore(BusStore):
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         stream = self._stream(tenant, address)
-        start = bisect.bisect_right(stream.positions, int(after) if after else 0)
+        start = bisect.bisect_right(stream.positions, _position(after) if after else 0)
         out: list[HistoryEntry] = []
         for pos in stream.positions[start:]:
             if len(out) >= limit:
@@ -338,3 +339,10 @@ class MemoryBackend(Backend):
 
     async def aclose(self) -> None:
         return None
+
+
+def _position(value: str) -> int:
+    """A position of this bus (a count), else SOS-4005."""
+    if not isinstance(value, str) or not value.isdigit() or not value.isascii():
+        raise InvalidArgument(f"{value!r} is not a position of this bus (an integer for memory://)")
+    return int(value)

@@ -59,6 +59,8 @@ POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
 INLINE_BYTES_MAX = 64 * 1024
+POSITION_MAX = 2**63 - 1
+"""The largest position SQLite can hold (a signed 64-bit integer)."""
 """An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
 
 _SCHEMA = """
@@ -558,7 +560,7 @@ def _position(value: str) -> int:
         number = int(value)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{value!r} is not a position of this bus (an integer for SQLite)") from None
-    if number < 0:
+    if not 0 <= number <= POSITION_MAX:
         raise InvalidArgument(f"{value!r} is not a position of this bus")
     return number
 

@@ -408,6 +408,8 @@ class Bus:
         admit: Callable[[Message], None] | None,
     ) -> list[PublishReceipt]:
         self._check_open()
+        if not isinstance(messages, list | tuple):
+            raise InvalidArgument(f"publish_many takes a list of messages, got {type(messages).__name__}")
         if len(messages) > self.limits.batch_max:
             raise LimitExceeded(
                 f"batch of {len(messages)} messages; publish_many takes at most {self.limits.batch_max}",
@@ -599,7 +601,7 @@ class Bus:
     ) -> PublishReceipt:
         """Publish a ``wake`` for ``target``: SOS-6002 if the agent is not registered, SOS-6003 if it is
         offline (heartbeat expired)."""
-        if self.agent_status is not None and target.startswith("agent:"):
+        if self.agent_status is not None and check_address(target).startswith("agent:"):
             status = await self.agent_status(target)
             if status is None:
                 raise AgentNotFound(f"{target} is not registered; it cannot be woken", details={"agent": target})
@@ -712,6 +714,8 @@ class Bus:
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
         """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
+        if not isinstance(to, Message):
+            raise InvalidArgument(f"reply answers a message; got {type(to).__name__}")
         target = to.payload.reply_channel if isinstance(to, AskMessage) else to.source
         correlation = getattr(to, "correlation_id", None)
         sender = source or (to.target if to.target.startswith("agent:") else KERNEL_SOURCE)
@@ -919,9 +923,9 @@ class Subscription:
     ) -> None:
         self._bus = bus
         self._check = check
-        self.address = address
-        self.group = group
-        self.consumer = consumer
+        self._address = address
+        self._group = group
+        self._consumer = consumer
         self.visibility_timeout_s = visibility_timeout_s
         self.max_deliveries = max_deliveries
         self.prefetch = prefetch
@@ -934,6 +938,21 @@ class Subscription:
         self._settled = anyio.Event()
         self._unreachable_since: float | None = None
         self._reconnects = 0
+
+    @property
+    def address(self) -> str:
+        """The address consumed (fixed: the subscription's access was checked for it)."""
+        return self._address
+
+    @property
+    def group(self) -> str:
+        """The consumer group."""
+        return self._group
+
+    @property
+    def consumer(self) -> str:
+        """This consumer's name within the group."""
+        return self._consumer
 
     @property
     def _visibility_ms(self) -> int:

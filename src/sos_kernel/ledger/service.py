@@ -83,6 +83,8 @@ METADATA_KEYS_MAX = 32
 HISTORY_LIMIT_MAX = 10_000
 CHECK_PAGE = 5000
 ADMIN = "ledger:admin"
+SEQUENCE_MAX = 2**40 - 1
+"""The highest sequence a ledger can reach (what a ``history`` cursor may name)."""
 _MOVES = (InsufficientFunds, WalletNotFound, IdempotencyConflict)
 _SETTLES = (SettlementRejected, InsufficientFunds, IdempotencyConflict)
 EXCHANGE_ACCOUNT = "system:exchange"
@@ -280,8 +282,10 @@ async def _transfer_many_rule(caller: Caller, ledger: Ledger, arguments: dict[st
     scoped: list[Any] = []
     for t in transfers:
         if isinstance(t, Mapping):
+            t = dict(t)  # one snapshot, checked and then used: a mapping could read one way here, another there
             caller.own("account", "debit", t.get("debit", ""))
-            t = {**t, "id": _scoped(caller, t["id"])} if "id" in t else t
+            if "id" in t:
+                t["id"] = _scoped(caller, t["id"])
         scoped.append(t)
     return await ledger.transfer_many(scoped)
 
@@ -771,8 +775,8 @@ class Ledger:
         check_currency(currency)
         if not isinstance(limit, int) or not 1 <= limit <= HISTORY_LIMIT_MAX:
             raise InvalidArgument(f"limit must be 1..{HISTORY_LIMIT_MAX}")
-        if not isinstance(after, int) or after < 0:
-            raise InvalidArgument("after must be a sequence number >= 0")
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= SEQUENCE_MAX:
+            raise InvalidArgument(f"after must be a sequence number in 0..{SEQUENCE_MAX}")
         return await self._store.history(self.tenant, owner, currency, after, limit)
 
     @operation(ADMIN, wire=Wire("GET", summary="Every account of the tenant (ledger:admin)"))

@@ -97,9 +97,11 @@ class RegisteredAgent:
 async def _register_rule(caller: Caller, registry: Registry, arguments: dict[str, Any]) -> RegisteredAgent:
     """An agent session registers only itself: the card's ``name`` is its own (admin: any)."""
     card = arguments["card"]
-    name = card.name if isinstance(card, AgentCard) else (card.get("name", "") if isinstance(card, Mapping) else "")
+    if isinstance(card, Mapping) and not isinstance(card, AgentCard):
+        card = dict(card)  # one snapshot, checked and then parsed: a mapping could read one way here, another there
+    name = card.name if isinstance(card, AgentCard) else (card.get("name", "") if isinstance(card, dict) else "")
     if not caller.principal.admin:
-        caller.own("name", "agent", str(name))
+        caller.own("name", "agent", name)
     options = {k: v for k, v in arguments.items() if k != "card"}
     return await registry.register(card, **options)
 

@@ -71,7 +71,9 @@ async def keyed(
     key = request.headers.get("idempotency-key")
     if key is None:
         return answer(await compute(), status)
-    principal = session.agent or session.principal.token_id
+    # per token, not per agent: a stored answer is replayed only to the credential that made the call, never to
+    # another token of the same agent that may lack the call's scope or the right it was made with
+    principal = session.principal.token_id
     scope = (session.tenant, principal, f"{request.method} {request.url.path} {Idempotency.check_key(key)}")
 
     async def run() -> tuple[int, bytes]:

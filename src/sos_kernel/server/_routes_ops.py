@@ -121,7 +121,7 @@ class _Arguments:
 
     def decode(self, raw: Mapping[str, Any], catalogue: TypeCatalogue) -> dict[str, Any]:
         unknown = [k for k in raw if k not in self.named]
-        if unknown and self.extra is None:
+        if unknown and (self.extra is None or "self" in unknown or not all(k.isidentifier() for k in unknown)):
             raise InvalidArgument(
                 f"unknown argument {unknown[0]!r} to {self.op.name} (it takes: {', '.join(self.named) or 'none'})",
                 details={"argument": unknown[0]},

@@ -37,7 +37,7 @@ __all__ = [
 SESSIONS_MAX = 10_000
 """Sessions kept (one per token seen); the least recently used is dropped past this."""
 IDEMPOTENCY_PRINCIPAL_KEYS_MAX = 1_000
-"""Idempotency keys remembered per principal (agent, or token without one); its own oldest is forgotten past this."""
+"""Idempotency keys remembered per token; its own oldest is forgotten past this."""
 IDEMPOTENCY_TENANT_KEYS_MAX = 10_000
 """Idempotency keys remembered per tenant, all its principals together; the tenant's oldest is forgotten past
 this. No tenant's keys are ever forgotten for another tenant's."""

@@ -153,8 +153,7 @@ async def _publish_rule(caller: Caller, skills: Skills, arguments: dict[str, Any
             caller.deny("publishing needs a token bound to an agent (or the admin scope)")
         if publisher is None:
             publisher = principal.agent
-        if publisher != principal.agent:
-            caller.deny("may only publish as itself")
+        caller.own("agent", "publisher", publisher)  # type-exact: only a plain str can be the caller's own
     return await skills.publish(arguments["card"], publisher=publisher, capability=arguments.get("capability"))
 
 
