@@ -52,7 +52,7 @@ from typing import Any, TypeVar
 
 from ..errors import BackendFailure, InvariantViolation, LimitExceeded
 from ..ledger.chain import account_digest, genesis, link
-from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest, new_transfer
+from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 
@@ -211,7 +211,7 @@ def _row_balance(row: Sequence[Any]) -> Balance:
 def _row_transfer(row: Sequence[Any]) -> Transfer:
     k, tid, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta, ts, ok = row[:14]
     error_code, error_message, state, captured, expires = row[14:]
-    return new_transfer(
+    return Transfer(
         tid,
         kind,
         debit,
