@@ -562,7 +562,7 @@ async def test_a_sqlite_bus_numbering_all_tenants_in_one_sequence_is_refused(tmp
     path = tmp_path / "old.db"
     with contextlib.closing(sqlite3.connect(path)) as old:
         old.execute("CREATE TABLE bus_entries (pos INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT, address TEXT)")
-    with pytest.raises(BackendFailure, match="shared by all tenants"):
+    with pytest.raises(BackendFailure, match="not this version's layout"):
         async with sos_kernel.open(f"sqlite:///{path}"):
             pass
 

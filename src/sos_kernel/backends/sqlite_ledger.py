@@ -32,11 +32,7 @@ Every record and every account row carries its digest (a ``digest`` column, 32 b
 :mod:`sos_kernel.ledger.chain`): a record's is computed in the transaction that inserts it, chained to the tenant's
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
-A file written with an earlier layout is not migrated. The first layout (``ledger_transfers``, ``ledger_history``,
-``ledger_seq``), the second (statements as the partial indexes ``ledger_records_debit`` and
-``ledger_records_credit``) and every layout before the chain (``ledger_records`` or ``ledger_accounts`` without a
-``digest`` column) are recognised: if that ledger holds anything, every ledger call fails with SOS-6031 naming the
-tables or indexes found; if it holds nothing, they are dropped (and made again in this layout) and the file is used.
+The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`).
 """
 
 from __future__ import annotations
@@ -50,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ..errors import BackendFailure, InvariantViolation, LimitExceeded
+from ..errors import InvariantViolation, LimitExceeded
 from ..ledger.chain import account_digest, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
@@ -77,15 +73,6 @@ STATEMENT_BLOCK = 64
 """Sequences whose records are entered in the id table (and the applied ones in the statements) at once: a read by
 id or of a statement scans fewer records than this by key range, and this many single transfers share the pages
 of one block's entry."""
-CHAINED_TABLES = ("ledger_accounts", "ledger_records")
-"""The tables whose rows carry a digest (a ``digest`` column), which layouts before the chain lack."""
-# earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
-# table whose rows are their records
-EARLIER_LAYOUTS = (
-    ("table", "tables", ("ledger_transfers", "ledger_history", "ledger_seq"), "ledger_transfers"),
-    ("index", "indexes", ("ledger_records_debit", "ledger_records_credit"), "ledger_records"),
-)
-
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
@@ -122,19 +109,6 @@ _COLUMNS = (
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES ({','.join('?' * 21)})"
 
 
-def _posted_insert(code: str, reason: str, metadata: str, ts: str, digest: str) -> str:
-    # an applied plain transfer (kind posted) with its constant columns written in the statement, not bound, and
-    # the tenant number taken from the key (?1): most records are these, and every bound parameter costs the sqlite3
-    # module a conversion. ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount; the rest as the caller names them
-    return (
-        f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,"
-        f"'',0,{code},{reason},{metadata},{ts},1,'','','',0,0.0,{digest})"
-    )
-
-
-_INSERT_POSTED = _posted_insert("?7", "?8", "?9", "?10", "?11")
-_INSERT_BARE = _posted_insert("0", "''", "''", "?7", "?8")
-"""A posted transfer with no code, reason or metadata: the usual one."""
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
 # what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
@@ -234,40 +208,10 @@ def _row_transfer(row: Sequence[Any]) -> Transfer:
     )
 
 
-def _is_plain(t: Transfer) -> bool:
-    """Whether ``_INSERT_POSTED`` (and, without code, reason or metadata, ``_INSERT_BARE``) records ``t`` exactly
-    as ``_INSERT`` would."""
-    return (
-        t.kind == "posted"
-        and t.status == "ok"
-        and not t.pending_id
-        and t.timeout_s == 0
-        and t.state is None
-        and t.captured == 0
-        and t.expires_at is None
-    )
-
-
 def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], digests: list[bytes], now: float) -> None:
-    """Insert the records of a batch, with their digests, with the statement that binds the fewest parameters."""
-    pairs = zip(transfers, digests, strict=True)
-    if not all(map(_is_plain, transfers)):
-        sql, rows = _INSERT, [(*_transfer_row(tn, base, t, now), d) for t, d in pairs]
-    elif any(t.code or t.reason or t.metadata for t in transfers):
-        sql = _INSERT_POSTED
-        rows = [
-            (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, _meta(t), now, d)
-            for t, d in pairs
-        ]
-    else:
-        sql, rows = (
-            _INSERT_BARE,
-            [(base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now, d) for t, d in pairs],
-        )
-    if len(rows) == 1:  # one transfer, the usual batch: execute costs less than executemany
-        c.execute(sql, rows[0])
-    else:
-        c.executemany(sql, rows)
+    """Insert the records of a batch, with their digests."""
+    rows = [(*_transfer_row(tn, base, t, now), d) for t, d in zip(transfers, digests, strict=True)]
+    c.executemany(_INSERT, rows)
 
 
 def _meta(t: Transfer) -> str:
@@ -370,7 +314,6 @@ class SQLiteLedgerStore(LedgerStore):
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
-        self._schema_checked = False
         # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
         self._tenant_numbers: dict[str, int] = {}
         # tenant number -> what this connection knows of it, current while the file's data version is _version
@@ -380,62 +323,12 @@ class SQLiteLedgerStore(LedgerStore):
     # -- transactions -------------------------------------------------------------------------------------------
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        if not self._schema_checked:
-            return self._checked_first(self._db.write, fn)
         result: Awaitable[T] = self._db.write(fn)
         return result
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        if not self._schema_checked:
-            return self._checked_first(self._db.read, fn)
         result: Awaitable[T] = self._db.read(fn)
         return result
-
-    async def _checked_first(
-        self, run: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]], fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        # once per store, before its first transaction, so a file in an earlier layout fails every ledger call
-        await self._db.write(self._drop_or_refuse_earlier_layout)
-        self._schema_checked = True
-        return await run(fn)
-
-    def _drop_or_refuse_earlier_layout(self, c: sqlite3.Connection) -> None:
-        for kind, plural, names, records in EARLIER_LAYOUTS:
-            marks = ",".join("?" * len(names))
-            sql = f"SELECT name FROM sqlite_master WHERE type=? AND name IN ({marks})"
-            found = [r[0] for r in c.execute(sql, (kind, *names))]
-            if not found:
-                continue
-            # a layout's own records table may be gone already; a current one (ledger_records) is always there
-            present = records in found or records not in names
-            if present and c.execute(f"SELECT 1 FROM {records} LIMIT 1").fetchone():
-                raise BackendFailure(
-                    f"SQLite database {self._db.path!r} holds a ledger in an earlier layout ({plural}"
-                    f" {', '.join(found)}), which this version does not migrate: open a new file for the ledger",
-                    details={plural: found},
-                )
-            for name in found:  # the old ledger recorded nothing: nothing is lost
-                c.execute(f"DROP {kind.upper()} {name}")
-        self._drop_or_refuse_unchained_layout(c)
-
-    def _drop_or_refuse_unchained_layout(self, c: sqlite3.Connection) -> None:
-        # the layouts before the chain had no digest column: refused if they hold any account or record, else
-        # their ledger tables are dropped and made again in this layout
-        unchained = [t for t in CHAINED_TABLES if "digest" not in {r[1] for r in c.execute(f"PRAGMA table_info({t})")}]
-        if not unchained:
-            return
-        if any(c.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in CHAINED_TABLES):
-            raise BackendFailure(
-                f"SQLite database {self._db.path!r} holds a ledger in an earlier layout (tables"
-                f" {', '.join(unchained)} without digests), which this version does not migrate: open a new file"
-                " for the ledger",
-                details={"tables": unchained},
-            )
-        for table in CHAINED_TABLES:
-            c.execute(f"DROP TABLE {table}")  # with its indexes, made again below
-        for statement in LEDGER_SCHEMA.split(";"):
-            if statement.strip():
-                c.execute(statement)
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
 
