@@ -3,7 +3,12 @@ and the state the ledger's store keeps between its transactions. (SQLite only: t
 
 from __future__ import annotations
 
+import ast
+import inspect
 import sqlite3
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from sos_kernel.backends.sqlite_ledger import (
     SQLiteLedgerStore,
 )
 from sos_kernel.errors import BackendFailure
+from sos_kernel.ledger.models import Price, Rate
 from sos_kernel.ledger.service import BATCH_MAX
 
 pytestmark = pytest.mark.anyio
@@ -166,4 +172,68 @@ async def test_a_kept_tenant_state_holds_a_bounded_number_of_accounts(tmp_path: 
             (state,) = store._states.values()
             assert len(state.accounts) <= ACCOUNT_MEMO_MAX
         assert (await ledger.balance(agents[-1], "USD")).posted == 1
+        await ledger.check()
+
+
+def _write_paths() -> dict[str, Callable[[Any], Awaitable[Any]]]:
+    """Every write primitive of the SQLite ledger store but ``apply``, called on ``store`` for tenant "default"."""
+    now = time.time()
+    return {
+        "open_account": lambda s: s.open_account("default", "agent:carol", "USD", False, now),
+        "balance": lambda s: s.balance("default", "agent:alice", "USD", now),
+        "put_usage": lambda s: s.put_usage(
+            "default", "u1", {"provider": "p", "model": "m", "occurred_ts": now, "event": {}}
+        ),
+        "set_price": lambda s: s.set_price("default", Price("p", "m", 1, 1, 0, "USD")),
+        "set_rate": lambda s: s.set_rate("default", Rate("USD", "EUR", 9, 10, "system:exchange", None, None)),
+    }
+
+
+def test_every_write_primitive_of_the_store_is_covered() -> None:
+    # the primitives whose body writes (through _write or _write_plain) are exactly apply and the ones above
+    source = textwrap.dedent(inspect.getsource(SQLiteLedgerStore))
+    tree = ast.parse(source)
+    (cls,) = tree.body
+    writers = {
+        node.name
+        for node in cls.body  # type: ignore[attr-defined]
+        if isinstance(node, ast.AsyncFunctionDef)
+        and not node.name.startswith("_")
+        and any(isinstance(n, ast.Attribute) and n.attr in ("_write", "_write_plain") for n in ast.walk(node))
+    }
+    assert writers == {"apply", *_write_paths()}
+
+
+def test_the_store_writes_and_changes_its_kept_state_in_one_function_only() -> None:
+    # a write transaction made elsewhere could leave a kept tenant state that no longer matches the file
+    tree = ast.parse(textwrap.dedent(inspect.getsource(SQLiteLedgerStore)))
+    (cls,) = tree.body
+    engine_writes, state_changes = [], []
+    for method in cls.body:  # type: ignore[attr-defined]
+        for node in ast.walk(method):
+            if isinstance(node, ast.Attribute) and node.attr == "write" and ast.unparse(node.value) == "self._db":
+                engine_writes.append(method.name)
+            if isinstance(node, ast.Attribute) and ast.unparse(node) == "self._states":
+                state_changes.append(method.name)
+    assert engine_writes == ["_write"]
+    assert set(state_changes) <= {"__init__", "_write", "_install"}
+
+
+@pytest.mark.parametrize("path", list(_write_paths()))
+async def test_a_write_path_drops_the_kept_state_and_the_ledger_stays_exact(tmp_path: Path, path: str) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    async with sos_kernel.open(url) as kernel, sos_kernel.open(url) as other:
+        store: Any = kernel.backend.ledger
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await _transfers(ledger, 2)
+        assert "default" in store._states
+        await _write_paths()[path](store)
+        assert "default" not in store._states  # dropped: the next transaction reads the tenant again
+        await _transfers(other.ledger, 1, prefix="other")  # another connection commits in between
+        t = await ledger.transfer(id="after", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        assert t.sequence == 4
+        assert "default" in store._states  # installed by the transfer's commit
+        assert (await ledger.balance("agent:alice", "USD")).posted == 4
         await ledger.check()

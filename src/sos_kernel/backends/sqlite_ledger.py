@@ -25,7 +25,9 @@ Between its transactions a store keeps what it knows of each tenant (:class:`_Te
 the ids not entered yet, the earliest expiry of an open hold, the accounts it has read or written), and uses it
 only while the file's ``PRAGMA data_version``, read inside the write transaction, says no other connection has
 committed since; otherwise it reads the last sequence, the expiry and the batch's accounts again in one statement,
-and looks ids up among the unentered records in SQL until the next block completes. A transfer from the one
+and looks ids up among the unentered records in SQL until the next block completes. Every write transaction goes
+through ``SQLiteLedgerStore._write``, the one place the kept state changes: it takes the tenant's state out before
+the transaction and keeps the one a committed transfer leaves; every other write leaves none. A transfer from the one
 process writing a file so reads no more than whether its id is in the id table.
 
 Every record and every account row carries its digest (a ``digest`` column, 32 bytes; see
@@ -44,7 +46,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import InvariantViolation, LimitExceeded
 from ..ledger.chain import account_digest, genesis, link
@@ -169,8 +171,8 @@ class _TenantState:
     """The digest the tenant's next record is chained to (see :mod:`sos_kernel.ledger.chain`)."""
 
 
-Staged = tuple[int, int, "_TenantState"]
-"""A transaction's data version, tenant number and the state it leaves, kept once it has committed."""
+Staged = tuple[int, "_TenantState"]
+"""A transaction's data version and the tenant state it leaves, kept once it has committed."""
 
 
 def _at(epoch_s: float) -> datetime:
@@ -316,15 +318,31 @@ class SQLiteLedgerStore(LedgerStore):
         self._db = engine
         # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
         self._tenant_numbers: dict[str, int] = {}
-        # tenant number -> what this connection knows of it, current while the file's data version is _version
-        self._states: dict[int, _TenantState] = {}
+        # tenant slug -> what this connection knows of it, current while the file's data version is _version;
+        # changed only by _write
+        self._states: dict[str, _TenantState] = {}
         self._version: int | None = None
 
     # -- transactions -------------------------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        result: Awaitable[T] = self._db.write(fn)
-        return result
+    async def _write(
+        self, tenant: str, fn: Callable[[sqlite3.Connection, _TenantState | None], tuple[T, Staged | None]]
+    ) -> T:
+        """The one way this store writes, and the one place the kept tenant state changes.
+
+        The tenant's kept state is taken out before the transaction and handed to ``fn``, so a transaction that
+        fails leaves none; the state ``fn`` returns is kept once the transaction has committed, and None leaves
+        none (the next transaction reads the tenant from the file).
+        """
+        kept = self._states.pop(tenant, None)
+        result, staged = await self._db.write(lambda c: fn(c, kept))
+        if staged is not None:  # committed, and nothing ran on this connection since (no await in between)
+            self._install(tenant, staged)
+        return cast(T, result)
+
+    def _write_plain(self, tenant: str, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """:meth:`_write` for a transaction that keeps no tenant state."""
+        return self._write(tenant, lambda c, _kept: (fn(c), None))
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         result: Awaitable[T] = self._db.read(fn)
@@ -412,11 +430,12 @@ class SQLiteLedgerStore(LedgerStore):
         state.accounts = accounts
         return state
 
-    def _state(self, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey]) -> tuple[int, _TenantState]:
-        """The tenant's state as of now, and the file's data version it is current at: from this connection's
-        memory when no other connection has committed since it was kept, else read from the file (with the
-        accounts ``keys`` name, in the same statement)."""
-        state = self._states.pop(tn, None)
+    def _state(
+        self, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey], state: _TenantState | None
+    ) -> tuple[int, _TenantState]:
+        """The tenant's state as of now, and the file's data version it is current at: the kept ``state`` when no
+        other connection has committed since it was kept, else read from the file (with the accounts ``keys``
+        name, in the same statement)."""
         version: int = self._db.cursor.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
             state = self._read_state(c, tenant, tn, keys)
@@ -452,9 +471,9 @@ class SQLiteLedgerStore(LedgerStore):
                     out[key] = known[key] = value
         return out
 
-    def _install(self, staged: Staged) -> None:
+    def _install(self, tenant: str, staged: Staged) -> None:
         """Keep a committed transaction's tenant state (see :class:`_TenantState`), within the bounds."""
-        version, tn, state = staged
+        version, state = staged
         if len(state.accounts) > ACCOUNT_MEMO_MAX:  # forgetting them only costs reading them again
             state.accounts.clear()
         if version != self._version:
@@ -462,7 +481,7 @@ class SQLiteLedgerStore(LedgerStore):
             self._version = version
         if len(self._states) >= TENANT_STATES_MAX:  # a state is popped when used: the first is the least recent
             del self._states[next(iter(self._states))]
-        self._states[tn] = state
+        self._states[tenant] = state
 
     @staticmethod
     def _update_holds(c: sqlite3.Connection, base: int, holds: Iterable[Transfer]) -> None:
@@ -482,23 +501,28 @@ class SQLiteLedgerStore(LedgerStore):
         self._save_accounts(c, tenant, accounts)
 
     def _apply(
-        self, c: sqlite3.Connection, tenant: str, requests: Sequence[TransferRequest], now: float
+        self,
+        c: sqlite3.Connection,
+        kept: _TenantState | None,
+        tenant: str,
+        requests: Sequence[TransferRequest],
+        now: float,
     ) -> tuple[Applied, Staged]:
         tn = self._tenant_number(c, tenant, create=True)
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
         keys = _account_keys(requests, {})
-        version, state = self._state(c, tenant, tn, keys)
+        version, state = self._state(c, tenant, tn, keys, kept)
         if state.due_at <= now:
             self._expire(c, tenant, tn, now)
             tail, state = state.tail, self._read_state(c, tenant, tn, keys)  # as the expiry left them
             state.tail = tail
         if not requests:
-            return Applied([], {}), (version, tn, state)
+            return Applied([], {}), (version, state)
         ids = [r.id for r in requests]
         if self._recorded(c, tn, state, ids):  # nothing is written: the service compares with what is recorded
-            return Applied([], self._get(c, tn, ids)), (version, tn, state)
+            return Applied([], self._get(c, tn, ids)), (version, state)
         first = state.last + 1
         if first + len(requests) >= SEQ_SPAN:
             raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
@@ -525,7 +549,7 @@ class SQLiteLedgerStore(LedgerStore):
         for t in result.transfers:
             if t.expires_at is not None and t.state == "pending":
                 state.due_at = min(state.due_at, t.expires_at.timestamp())
-        return Applied(result.transfers, {}), (version, tn, state)
+        return Applied(result.transfers, {}), (version, state)
 
     @staticmethod
     def _enter_blocks(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
@@ -560,13 +584,12 @@ class SQLiteLedgerStore(LedgerStore):
             ).fetchone()
             return Account(owner, currency, bool(row[0]), _at(row[1])), cur.rowcount > 0
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def balance(self, tenant: str, owner: str, currency: str, now: float) -> Balance | None:
         def tx(c: sqlite3.Connection) -> Balance | None:
             tn = self._tenant_number(c, tenant, create=False)
-            if tn is not None:
-                self._states.pop(tn, None)  # the expiry may change the tenant's holds and accounts
+            if tn is not None:  # the expiry may change the tenant's holds and accounts: _write drops the kept state
                 self._expire(c, tenant, tn, now)
             row = c.execute(
                 f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
@@ -574,13 +597,10 @@ class SQLiteLedgerStore(LedgerStore):
             ).fetchone()
             return _row_balance(row) if row else None
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
-        applied, staged = await self._write(lambda c: self._apply(c, tenant, requests, now))
-        # committed: nothing ran on this connection since (no await between the commit and here)
-        self._install(staged)
-        return applied
+        return await self._write(tenant, lambda c, kept: self._apply(c, kept, tenant, requests, now))
 
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
         def tx(c: sqlite3.Connection) -> dict[str, Transfer]:
@@ -631,7 +651,7 @@ class SQLiteLedgerStore(LedgerStore):
             )
             return record, True
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def usage(self, tenant: str, query: UsageQuery, limit: int) -> list[dict[str, Any]]:
         sql = "SELECT record FROM ledger_usage WHERE tenant=?"
@@ -663,7 +683,7 @@ class SQLiteLedgerStore(LedgerStore):
                 "INSERT OR REPLACE INTO ledger_prices VALUES (?,?,?,?)", (tenant, price.provider, price.model, record)
             )
 
-        await self._write(tx)
+        await self._write_plain(tenant, tx)
 
     async def price(self, tenant: str, provider: str, model: str) -> Price | None:
         def tx(c: sqlite3.Connection) -> Price | None:
@@ -683,7 +703,7 @@ class SQLiteLedgerStore(LedgerStore):
         def tx(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO ledger_rates VALUES (?,?,?,?,?)", row)
 
-        await self._write(tx)
+        await self._write_plain(tenant, tx)
 
     async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
         def tx(c: sqlite3.Connection) -> list[Rate]:
