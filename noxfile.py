@@ -1,4 +1,5 @@
-"""Every check has one entry point: ``nox -s tests lint typecheck imports schemas`` (and ``bench``, not run in CI)."""
+"""Every check has one entry point: ``nox -s tests lint typecheck imports schemas pydantic_latest`` (and ``bench``,
+not run in CI)."""
 
 import nox
 
@@ -48,3 +49,12 @@ def bench(session: nox.Session) -> None:
     """Benchmarks with their raw floors and ratios (not part of CI)."""
     session.install("-e", ".[dev,server]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def pydantic_latest(session: nox.Session) -> None:
+    """The contract tests against the newest pydantic, in a venv of its own: only public pydantic APIs are used."""
+    session.install("-e", ".[dev]")
+    session.install("-U", "pydantic")
+    session.run("python", "-c", "import pydantic; print('pydantic', pydantic.VERSION)")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/contracts", *session.posargs)

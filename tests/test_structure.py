@@ -6,6 +6,9 @@ cycle inside one layer or one package, so this test looks at the whole graph of 
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
 
 PACKAGES = ("sos_kernel", "mumega_sdk")
@@ -84,3 +87,48 @@ def test_a_cycle_is_found() -> None:
     graph = _graph()
     graph.add_import(importer="sos_kernel.errors", imported="sos_kernel.kernel")
     assert any("sos_kernel.errors" in c for c in _cycles(graph))
+
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+FOREIGN = ("redis", "pydantic", "pydantic_core", "httpx", "anyio")
+
+
+def _hacks(tree: ast.AST, foreign: set[str]) -> list[str]:
+    """Private state of a dependency, ``__class__`` assignment and ``object.__new__`` in one module's tree."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            name = node.attr
+            if name.startswith("__pydantic_") or (name == "__class__" and isinstance(node.ctx, ast.Store)):
+                found.append(f"{node.lineno}: .{name}")
+            elif name.startswith("_") and isinstance(node.value, ast.Name) and node.value.id in foreign:
+                found.append(f"{node.lineno}: {node.value.id}.{name}")
+            elif name == "__new__" and isinstance(node.value, ast.Name) and node.value.id == "object":
+                found.append(f"{node.lineno}: object.__new__")
+    return found
+
+
+def _foreign_names(tree: ast.AST) -> set[str]:
+    # the local names bound to a dependency's modules or objects
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] in FOREIGN}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FOREIGN:
+            names |= {a.asname or a.name for a in node.names}
+    return names
+
+
+def test_src_uses_only_public_apis_of_its_dependencies() -> None:
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        found += [f"{path.relative_to(SRC)}:{hit}" for hit in _hacks(tree, _foreign_names(tree))]
+    assert not found, "private state or class tricks in src/:\n" + "\n".join(found)
+
+
+def test_the_public_api_check_finds_each_kind_of_hack() -> None:
+    source = "import redis\nfrom pydantic import BaseModel\nBaseModel.__pydantic_complete__ = False\nx.__class__ = C\n"
+    source += "redis._private\nobject.__new__(C)\n"
+    tree = ast.parse(source)
+    assert len(_hacks(tree, _foreign_names(tree))) == 4

@@ -407,7 +407,7 @@ async def test_concurrent_transfers_never_overdraw(ledger: Ledger) -> None:
 async def test_a_settlement_prepared_before_its_hold_existed_stays_no_hold(kernel: sos_kernel.Kernel) -> None:
     """The race a capture of another party's hold can lose: it read "no hold", the hold was placed, then it was
     submitted. It must fail as "no hold" (never capture), and its retry must get that first outcome back."""
-    from sos_kernel.ledger.models import new_request
+    from sos_kernel.ledger.models import TransferRequest
 
     led = kernel.ledger
     await led.open_account("system:treasury", USD, allow_negative=True)
@@ -415,7 +415,7 @@ async def test_a_settlement_prepared_before_its_hold_existed_stays_no_hold(kerne
         await led.open_account(owner, USD)
     await led.transfer(id="seed", debit="system:treasury", credit="agent:alice", amount=1_000, currency=USD)
     await led.hold(id="late", debit="agent:alice", credit="agent:bob", amount=300, currency=USD, timeout_s=60)
-    stale = new_request("c1", "post_pending", "", "", "", 0, "late")  # what capture() builds when no hold is seen
+    stale = TransferRequest("c1", "post_pending", "", "", "", 0, "late")  # what capture() builds when no hold is seen
     with pytest.raises(SettlementRejected):
         await led._submit([stale])
     with pytest.raises(SettlementRejected):

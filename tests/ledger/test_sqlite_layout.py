@@ -1,10 +1,14 @@
-"""The SQLite ledger's file layout: a file written with an earlier layout is refused clearly or, when its ledger
-holds nothing, upgraded in place; and the state a store keeps between its transactions. (SQLite only: the layout is
-that engine's own.)"""
+"""The SQLite file's layout: a file in a layout this version does not know is refused clearly and left as it is;
+and the state the ledger's store keeps between its transactions. (SQLite only: the layout is that engine's own.)"""
 
 from __future__ import annotations
 
+import ast
+import inspect
 import sqlite3
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -12,185 +16,69 @@ from typing import Any
 import pytest
 
 import sos_kernel
+from sos_kernel.backends.sqlite import SCHEMA_VERSION
 from sos_kernel.backends.sqlite_ledger import (
     ACCOUNT_MEMO_MAX,
-    CHAINED_TABLES,
     LEDGER_SCHEMA,
     STATEMENT_BLOCK,
     TENANT_STATES_MAX,
     SQLiteLedgerStore,
 )
 from sos_kernel.errors import BackendFailure
+from sos_kernel.ledger.models import Price, Rate
 from sos_kernel.ledger.service import BATCH_MAX
 
 pytestmark = pytest.mark.anyio
 
-EARLIER_LAYOUT = """
-CREATE TABLE ledger_accounts (
-    tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
-    dp INTEGER NOT NULL, cp INTEGER NOT NULL, dpend INTEGER NOT NULL, cpend INTEGER NOT NULL, created REAL NOT NULL,
-    PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
-CREATE TABLE ledger_transfers (
-    tenant TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
-    open_hold INTEGER NOT NULL, expires REAL, PRIMARY KEY (tenant, id)) WITHOUT ROWID;
-CREATE INDEX ledger_transfers_seq ON ledger_transfers (tenant, seq);
-CREATE INDEX ledger_open_holds ON ledger_transfers (tenant, open_hold, expires);
-CREATE TABLE ledger_history (
-    tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
-    PRIMARY KEY (tenant, owner, currency, seq, id)) WITHOUT ROWID;
-CREATE TABLE ledger_seq (tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
-"""
-EARLIER_TABLES = ["ledger_history", "ledger_seq", "ledger_transfers"]
 
-
-def earlier_file(path: Path, *, recorded: bool) -> str:
+def tables(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as c:
-        c.executescript(EARLIER_LAYOUT)
-        if recorded:
-            c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
-            c.execute("INSERT INTO ledger_transfers VALUES ('default', 't1', 1, '{}', 0, NULL)")
-            c.execute("INSERT INTO ledger_seq VALUES ('default', 1)")
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def ledger_file(path: Path, *, layout: int | None) -> str:
+    """A file with this layout's ledger tables and one account, recording ``layout`` (None: no layout recorded)."""
+    with closing(sqlite3.connect(path)) as c:
+        for statement in LEDGER_SCHEMA.split(";"):
+            if statement.strip():
+                c.execute(statement)
+        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0, x'00')")
+        if layout is not None:
+            c.execute(f"PRAGMA user_version = {layout}")
         c.commit()
     return f"sqlite:///{path}"
 
 
-def schema(path: Path, kind: str) -> set[str]:
-    """The names of the file's schema objects of ``kind`` (``table`` or ``index``)."""
+@pytest.mark.parametrize("layout", [None, SCHEMA_VERSION + 1], ids=["unrecorded", "later"])
+async def test_a_file_in_an_unknown_layout_is_refused_and_left_as_it_is(tmp_path: Path, layout: int | None) -> None:
+    path = tmp_path / "other.db"
+    url = ledger_file(path, layout=layout)
+    before = tables(path)
+    with pytest.raises(BackendFailure, match="not this version's layout") as info:
+        async with sos_kernel.open(url):
+            pass
+    assert info.value.code == "SOS-6031"
+    assert info.value.details["layout"] == (layout or 0)
+    assert info.value.details["expected"] == SCHEMA_VERSION
+    assert "ledger_accounts" in info.value.details["tables"]
+    assert tables(path) == before  # nothing made, dropped or rewritten
     with closing(sqlite3.connect(path)) as c:
-        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type=?", (kind,))}
+        assert c.execute("SELECT count(*) FROM ledger_accounts").fetchone() == (1,)
 
 
-async def test_an_earlier_layout_with_records_is_refused_on_every_ledger_call(tmp_path: Path) -> None:
-    path = tmp_path / "earlier.db"
-    async with sos_kernel.open(earlier_file(path, recorded=True)) as kernel:
-        for attempt in (kernel.ledger.balances(), kernel.ledger.get_transfer("t1")):
-            with pytest.raises(BackendFailure, match="earlier layout") as info:
-                await attempt
-            assert info.value.code == "SOS-6031"
-            assert sorted(info.value.details["tables"]) == EARLIER_TABLES
-        await kernel.bus.send("agent:alice", "agent:bob", "the rest of the file is still usable")
-    assert set(EARLIER_TABLES) <= schema(path, "table")  # nothing was dropped or rewritten
-
-
-async def test_an_earlier_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "earlier.db"
-    async with sos_kernel.open(earlier_file(path, recorded=False)) as kernel:
-        ledger = kernel.ledger
-        assert await ledger.balances() == []
-        await ledger.open_account("system:mint", "USD", allow_negative=True)
-        await ledger.open_account("agent:alice", "USD")
-        t = await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
-        assert t.sequence == 1
-        await ledger.check()
-    assert not set(EARLIER_TABLES) & schema(path, "table")
-
-
-SECOND_LAYOUT = """
-CREATE TABLE ledger_tenants (n INTEGER PRIMARY KEY, tenant TEXT NOT NULL UNIQUE);
-CREATE TABLE ledger_records (
-    k INTEGER PRIMARY KEY, tn INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, debit TEXT NOT NULL,
-    credit TEXT NOT NULL, currency TEXT NOT NULL, amount INTEGER NOT NULL, pending_id TEXT NOT NULL,
-    timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
-    ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
-    captured INTEGER NOT NULL, expires REAL NOT NULL);
-CREATE UNIQUE INDEX ledger_records_id ON ledger_records (tn, id);
-CREATE INDEX ledger_records_debit ON ledger_records (debit, currency) WHERE ok = 1;
-CREATE INDEX ledger_records_credit ON ledger_records (credit, currency) WHERE ok = 1;
-CREATE INDEX ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
-"""
-SECOND_INDEXES = ["ledger_records_credit", "ledger_records_debit"]
-
-
-def second_file(path: Path, *, recorded: bool) -> str:
-    """A file of the second layout, whose statements were partial indexes of ``ledger_records``."""
-    with closing(sqlite3.connect(path)) as c:
-        c.executescript(EARLIER_LAYOUT.split("CREATE TABLE ledger_transfers")[0] + SECOND_LAYOUT)
-        if recorded:
-            c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0)")
-            c.execute("INSERT INTO ledger_tenants VALUES (1, 'default')")
-            c.execute(
-                "INSERT INTO ledger_records VALUES"
-                " ((1 << 40) + 1, 1, 't1', 'posted', 'system:mint', 'agent:alice', 'USD', 5, '', 0, 0, '', '', 0, 1,"
-                " '', '', '', 0, 0)"
-            )
-        c.commit()
-    return f"sqlite:///{path}"
-
-
-async def test_the_second_layout_with_records_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "second.db"
-    async with sos_kernel.open(second_file(path, recorded=True)) as kernel:
-        for attempt in (kernel.ledger.history("agent:alice", "USD"), kernel.ledger.get_transfer("t1")):
-            with pytest.raises(BackendFailure, match="earlier layout") as info:
-                await attempt
-            assert info.value.code == "SOS-6031"
-            assert sorted(info.value.details["indexes"]) == SECOND_INDEXES
-    assert set(SECOND_INDEXES) <= schema(path, "index")
-
-
-async def test_the_second_layout_that_recorded_nothing_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "second.db"
-    async with sos_kernel.open(second_file(path, recorded=False)) as kernel:
-        ledger = kernel.ledger
-        assert await ledger.balances() == []
-        await ledger.open_account("system:mint", "USD", allow_negative=True)
-        await ledger.open_account("agent:alice", "USD")
-        await ledger.transfer(id="t1", debit="system:mint", credit="agent:alice", amount=5, currency="USD")
-        assert [t.id for t in await ledger.history("agent:alice", "USD")] == ["t1"]
-        await ledger.check()
-    assert not set(SECOND_INDEXES) & schema(path, "index")
+async def test_a_new_file_records_its_layout_and_opens_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    async with sos_kernel.open(url) as kernel:
+        await kernel.ledger.open_account("agent:alice", "USD")
+    with closing(sqlite3.connect(tmp_path / "k.db")) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    async with sos_kernel.open(url) as kernel:
+        assert [b.owner for b in await kernel.ledger.balances()] == ["agent:alice"]
 
 
 async def _transfers(ledger: Any, count: int, prefix: str = "t") -> None:
     for i in range(count):
         await ledger.transfer(id=f"{prefix}{i}", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
-
-
-def unchained_file(path: Path, *, accounts: int, recorded: int) -> str:
-    """A file of the layout before the chain: this layout without the ``digest`` columns."""
-    with closing(sqlite3.connect(path)) as c:
-        for statement in LEDGER_SCHEMA.split(";"):
-            if statement.strip():
-                c.execute(statement)
-        for table in CHAINED_TABLES:
-            c.execute(f"ALTER TABLE {table} DROP COLUMN digest")
-        for i in range(accounts):
-            c.execute(f"INSERT INTO ledger_accounts VALUES ('default', 'agent:a{i}', 'USD', 0, 0, 0, 0, 0, 0)")
-        c.execute("INSERT INTO ledger_tenants VALUES (1, 'default')")
-        for seq in range(1, recorded + 1):
-            c.execute(
-                "INSERT INTO ledger_records VALUES (?, 1, ?, 'posted', 'agent:a0', 'agent:a1', 'USD', 5, '', 0, 0,"
-                " '', '', 0, 1, '', '', '', 0, 0)",
-                ((1 << 40) + seq, f"t{seq}"),
-            )
-        c.commit()
-    return f"sqlite:///{path}"
-
-
-@pytest.mark.parametrize(("accounts", "recorded"), [(2, 1), (1, 0)], ids=["with-records", "with-accounts-only"])
-async def test_a_ledger_written_before_the_chain_is_refused(tmp_path: Path, accounts: int, recorded: int) -> None:
-    # its records and accounts carry no digest, so check() could vouch for none of them: not migrated
-    path = tmp_path / "unchained.db"
-    async with sos_kernel.open(unchained_file(path, accounts=accounts, recorded=recorded)) as kernel:
-        for attempt in (kernel.ledger.balances(), kernel.ledger.open_account("agent:b", "USD")):
-            with pytest.raises(BackendFailure, match="earlier layout") as info:
-                await attempt
-            assert info.value.code == "SOS-6031"
-            assert info.value.details["tables"] == list(CHAINED_TABLES)
-    with closing(sqlite3.connect(path)) as c:  # nothing was dropped or rewritten
-        assert c.execute("SELECT count(*) FROM ledger_accounts").fetchone() == (accounts,)
-
-
-async def test_an_empty_ledger_written_before_the_chain_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "unchained.db"
-    async with sos_kernel.open(unchained_file(path, accounts=0, recorded=0)) as kernel:
-        await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
-        await kernel.ledger.open_account("agent:alice", "USD")
-        await _transfers(kernel.ledger, STATEMENT_BLOCK + 1)
-        await kernel.ledger.check()
-    with closing(sqlite3.connect(path)) as c:
-        for table in CHAINED_TABLES:
-            assert "digest" in {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
 
 
 async def test_a_transaction_that_rolls_back_leaves_no_kept_state(
@@ -284,4 +172,68 @@ async def test_a_kept_tenant_state_holds_a_bounded_number_of_accounts(tmp_path: 
             (state,) = store._states.values()
             assert len(state.accounts) <= ACCOUNT_MEMO_MAX
         assert (await ledger.balance(agents[-1], "USD")).posted == 1
+        await ledger.check()
+
+
+def _write_paths() -> dict[str, Callable[[Any], Awaitable[Any]]]:
+    """Every write primitive of the SQLite ledger store but ``apply``, called on ``store`` for tenant "default"."""
+    now = time.time()
+    return {
+        "open_account": lambda s: s.open_account("default", "agent:carol", "USD", False, now),
+        "balance": lambda s: s.balance("default", "agent:alice", "USD", now),
+        "put_usage": lambda s: s.put_usage(
+            "default", "u1", {"provider": "p", "model": "m", "occurred_ts": now, "event": {}}
+        ),
+        "set_price": lambda s: s.set_price("default", Price("p", "m", 1, 1, 0, "USD")),
+        "set_rate": lambda s: s.set_rate("default", Rate("USD", "EUR", 9, 10, "system:exchange", None, None)),
+    }
+
+
+def test_every_write_primitive_of_the_store_is_covered() -> None:
+    # the primitives whose body writes (through _write or _write_plain) are exactly apply and the ones above
+    source = textwrap.dedent(inspect.getsource(SQLiteLedgerStore))
+    tree = ast.parse(source)
+    (cls,) = tree.body
+    writers = {
+        node.name
+        for node in cls.body  # type: ignore[attr-defined]
+        if isinstance(node, ast.AsyncFunctionDef)
+        and not node.name.startswith("_")
+        and any(isinstance(n, ast.Attribute) and n.attr in ("_write", "_write_plain") for n in ast.walk(node))
+    }
+    assert writers == {"apply", *_write_paths()}
+
+
+def test_the_store_writes_and_changes_its_kept_state_in_one_function_only() -> None:
+    # a write transaction made elsewhere could leave a kept tenant state that no longer matches the file
+    tree = ast.parse(textwrap.dedent(inspect.getsource(SQLiteLedgerStore)))
+    (cls,) = tree.body
+    engine_writes, state_changes = [], []
+    for method in cls.body:  # type: ignore[attr-defined]
+        for node in ast.walk(method):
+            if isinstance(node, ast.Attribute) and node.attr == "write" and ast.unparse(node.value) == "self._db":
+                engine_writes.append(method.name)
+            if isinstance(node, ast.Attribute) and ast.unparse(node) == "self._states":
+                state_changes.append(method.name)
+    assert engine_writes == ["_write"]
+    assert set(state_changes) <= {"__init__", "_write", "_install"}
+
+
+@pytest.mark.parametrize("path", list(_write_paths()))
+async def test_a_write_path_drops_the_kept_state_and_the_ledger_stays_exact(tmp_path: Path, path: str) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    async with sos_kernel.open(url) as kernel, sos_kernel.open(url) as other:
+        store: Any = kernel.backend.ledger
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await _transfers(ledger, 2)
+        assert "default" in store._states
+        await _write_paths()[path](store)
+        assert "default" not in store._states  # dropped: the next transaction reads the tenant again
+        await _transfers(other.ledger, 1, prefix="other")  # another connection commits in between
+        t = await ledger.transfer(id="after", debit="system:mint", credit="agent:alice", amount=1, currency="USD")
+        assert t.sequence == 4
+        assert "default" in store._states  # installed by the transfer's commit
+        assert (await ledger.balance("agent:alice", "USD")).posted == 4
         await ledger.check()

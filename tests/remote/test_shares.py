@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -31,3 +32,25 @@ async def test_subscriptions_are_bounded_per_agent_and_per_tenant(remote: Remote
     # the tenant's share is used up; another tenant's agent still subscribes
     assert (await _subscribe(remote.http, carol, "agent:carol")).status_code == 200
     assert globex[0].slug == "globex"
+
+
+async def test_a_lingering_subscription_is_closed_by_the_timer_with_no_other_request(remote: Remote) -> None:
+    leases = remote.app.state.sos.leases
+    leases.linger_s = 0.05
+    assert (await _subscribe(remote.http, remote.alice, "agent:alice")).status_code == 200
+    (lease,) = list(leases._leases.values())  # the stream ended: the lease lingers, detached
+    assert lease.detached_at is not None
+    await anyio.sleep(0.5)  # no request in between: only the server's own timer can close it
+    assert len(leases) == 0
+    assert lease.closed
+    # the share it held is given back
+    leases.per_principal_max = 1
+    assert (await _subscribe(remote.http, remote.alice, "agent:alice")).status_code == 200
+
+
+async def test_closing_the_server_state_stops_its_reaper(remote: Remote) -> None:
+    state = remote.app.state.sos
+    assert (await _subscribe(remote.http, remote.alice, "agent:alice")).status_code == 200
+    await state.aclose()
+    assert len(state.leases) == 0
+    await state.aclose()  # idempotent

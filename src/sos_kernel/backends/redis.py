@@ -99,7 +99,7 @@ end
 return out
 """
 
-# One message (the common publish): flat arguments and a flat reply, a few µs of Lua less than the batch script.
+# One message (the common publish): flat arguments and a flat reply, less Lua than the batch script runs.
 # KEYS stream, msgid; ARGV minid, dedup ttl, data, receipts flag, message id, count to trim to or '', only group
 # or ''. Replies the new entry id, or {first entry id} for a duplicate.
 _APPEND_ONE = """

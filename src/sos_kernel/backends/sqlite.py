@@ -15,13 +15,14 @@ woken at once by writes from this process and within ``poll_interval_s`` by writ
 
 Bus positions count per address of a tenant (``bus_address_positions`` holds each address's last one; never reused,
 even once its entries are trimmed), so a position reveals nothing of other tenants' or other addresses' traffic.
-An address first written after an upgrade from per-tenant counting starts after its tenant's last position there
-(``bus_positions``, kept only for that), so positions still only grow. A file whose ``bus_entries`` numbers every
-tenant's entries in one sequence (an unreleased layout) is refused with SOS-6031.
+
+The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`): a file with another layout, or
+with these tables and no layout recorded, is refused with SOS-6031 and left as it is; there are no migrations.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -59,12 +60,13 @@ POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
 INLINE_BYTES_MAX = 64 * 1024
+"""An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
-"""An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
+SCHEMA_VERSION = 1
+"""The file layout, kept in ``PRAGMA user_version``; a file with any other (or with tables but none) is refused."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS bus_positions (tenant TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_address_positions (
     tenant TEXT NOT NULL, address TEXT NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_entries (
@@ -98,6 +100,7 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (tenant, source, group_id, seq));
 """
+_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA
 
 
 class SQLiteBusStore(BusStore):
@@ -524,8 +527,6 @@ _INSERT_ENTRY = (
 
 def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
     row = c.execute("SELECT last FROM bus_address_positions WHERE tenant=? AND address=?", (tenant, address)).fetchone()
-    if row is None:  # a file counted per tenant before: every position it gave is at most that tenant's last
-        row = c.execute("SELECT last FROM bus_positions WHERE tenant=?", (tenant,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -537,22 +538,25 @@ def _set_last_position(c: sqlite3.Connection, tenant: str, address: str, last: i
     )
 
 
-def _refuse_shared_positions(c: sqlite3.Connection, path: str) -> None:
-    # the unreleased layout numbered every tenant's entries in one sequence: its pos was an AUTOINCREMENT rowid
-    row = c.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='bus_entries'").fetchone()
-    if row is not None and "AUTOINCREMENT" in str(row[0]).upper():
-        raise BackendFailure(
-            f"SQLite database {path!r} holds a bus whose positions are shared by all tenants (an unreleased"
-            " layout), which this version does not migrate: open a new file",
-            details={"table": "bus_entries"},
-        )
-
-
 def _create_schema(c: sqlite3.Connection, path: str) -> None:
-    _refuse_shared_positions(c, path)
-    for statement in (_SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA).split(";"):
+    """Make the tables in a new file, or check an existing file's layout: any other is refused (SOS-6031)."""
+    version = c.execute("PRAGMA user_version").fetchone()[0]
+    ours = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _ALL_SCHEMA)
+    marks = ",".join("?" * len(ours))
+    found = [r[0] for r in c.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})", ours)]
+    # a layout this version does not know is never guessed at, never rewritten
+    if version != SCHEMA_VERSION and (version != 0 or found):
+        layout = f"layout {version}" if version else "no recorded layout"
+        raise BackendFailure(
+            f"SQLite database {path!r} holds tables in {layout}, not this version's layout {SCHEMA_VERSION},"
+            " which it does not migrate: open a new file",
+            details={"layout": version, "expected": SCHEMA_VERSION, "tables": sorted(found)},
+        )
+    for statement in _ALL_SCHEMA.split(";"):
         if statement.strip():
             c.execute(statement)
+    if version == 0:
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _position(value: str) -> int:

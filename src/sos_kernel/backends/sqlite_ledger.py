@@ -25,18 +25,16 @@ Between its transactions a store keeps what it knows of each tenant (:class:`_Te
 the ids not entered yet, the earliest expiry of an open hold, the accounts it has read or written), and uses it
 only while the file's ``PRAGMA data_version``, read inside the write transaction, says no other connection has
 committed since; otherwise it reads the last sequence, the expiry and the batch's accounts again in one statement,
-and looks ids up among the unentered records in SQL until the next block completes. A transfer from the one
+and looks ids up among the unentered records in SQL until the next block completes. Every write transaction goes
+through ``SQLiteLedgerStore._write``, the one place the kept state changes: it takes the tenant's state out before
+the transaction and keeps the one a committed transfer leaves; every other write leaves none. A transfer from the one
 process writing a file so reads no more than whether its id is in the id table.
 
 Every record and every account row carries its digest (a ``digest`` column, 32 bytes; see
 :mod:`sos_kernel.ledger.chain`): a record's is computed in the transaction that inserts it, chained to the tenant's
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
-A file written with an earlier layout is not migrated. The first layout (``ledger_transfers``, ``ledger_history``,
-``ledger_seq``), the second (statements as the partial indexes ``ledger_records_debit`` and
-``ledger_records_credit``) and every layout before the chain (``ledger_records`` or ``ledger_accounts`` without a
-``digest`` column) are recognised: if that ledger holds anything, every ledger call fails with SOS-6031 naming the
-tables or indexes found; if it holds nothing, they are dropped (and made again in this layout) and the file is used.
+The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`).
 """
 
 from __future__ import annotations
@@ -48,11 +46,11 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from ..errors import BackendFailure, InvariantViolation, LimitExceeded
+from ..errors import InvariantViolation, LimitExceeded
 from ..ledger.chain import account_digest, genesis, link
-from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest, new_transfer
+from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 
@@ -77,15 +75,6 @@ STATEMENT_BLOCK = 64
 """Sequences whose records are entered in the id table (and the applied ones in the statements) at once: a read by
 id or of a statement scans fewer records than this by key range, and this many single transfers share the pages
 of one block's entry."""
-CHAINED_TABLES = ("ledger_accounts", "ledger_records")
-"""The tables whose rows carry a digest (a ``digest`` column), which layouts before the chain lack."""
-# earlier layouts, oldest first: the kind of schema object that marks them (and its plural), their names, and the
-# table whose rows are their records
-EARLIER_LAYOUTS = (
-    ("table", "tables", ("ledger_transfers", "ledger_history", "ledger_seq"), "ledger_transfers"),
-    ("index", "indexes", ("ledger_records_debit", "ledger_records_credit"), "ledger_records"),
-)
-
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
@@ -122,19 +111,6 @@ _COLUMNS = (
 _INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES ({','.join('?' * 21)})"
 
 
-def _posted_insert(code: str, reason: str, metadata: str, ts: str, digest: str) -> str:
-    # an applied plain transfer (kind posted) with its constant columns written in the statement, not bound, and
-    # the tenant number taken from the key (?1): most records are these, and every bound parameter costs the sqlite3
-    # module a conversion. ?2 the id, ?3 debit, ?4 credit, ?5 currency, ?6 amount; the rest as the caller names them
-    return (
-        f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES (?1 >> {SEQ_BITS},?1,?2,'posted',?3,?4,?5,?6,"
-        f"'',0,{code},{reason},{metadata},{ts},1,'','','',0,0.0,{digest})"
-    )
-
-
-_INSERT_POSTED = _posted_insert("?7", "?8", "?9", "?10", "?11")
-_INSERT_BARE = _posted_insert("0", "''", "''", "?7", "?8")
-"""A posted transfer with no code, reason or metadata: the usual one."""
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
 _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1)"
 # what a connection reads of a tenant when it knows nothing current of it, with the accounts of the batch (one row,
@@ -195,8 +171,8 @@ class _TenantState:
     """The digest the tenant's next record is chained to (see :mod:`sos_kernel.ledger.chain`)."""
 
 
-Staged = tuple[int, int, "_TenantState"]
-"""A transaction's data version, tenant number and the state it leaves, kept once it has committed."""
+Staged = tuple[int, "_TenantState"]
+"""A transaction's data version and the tenant state it leaves, kept once it has committed."""
 
 
 def _at(epoch_s: float) -> datetime:
@@ -211,7 +187,7 @@ def _row_balance(row: Sequence[Any]) -> Balance:
 def _row_transfer(row: Sequence[Any]) -> Transfer:
     k, tid, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta, ts, ok = row[:14]
     error_code, error_message, state, captured, expires = row[14:]
-    return new_transfer(
+    return Transfer(
         tid,
         kind,
         debit,
@@ -234,40 +210,10 @@ def _row_transfer(row: Sequence[Any]) -> Transfer:
     )
 
 
-def _is_plain(t: Transfer) -> bool:
-    """Whether ``_INSERT_POSTED`` (and, without code, reason or metadata, ``_INSERT_BARE``) records ``t`` exactly
-    as ``_INSERT`` would."""
-    return (
-        t.kind == "posted"
-        and t.status == "ok"
-        and not t.pending_id
-        and t.timeout_s == 0
-        and t.state is None
-        and t.captured == 0
-        and t.expires_at is None
-    )
-
-
 def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], digests: list[bytes], now: float) -> None:
-    """Insert the records of a batch, with their digests, with the statement that binds the fewest parameters."""
-    pairs = zip(transfers, digests, strict=True)
-    if not all(map(_is_plain, transfers)):
-        sql, rows = _INSERT, [(*_transfer_row(tn, base, t, now), d) for t, d in pairs]
-    elif any(t.code or t.reason or t.metadata for t in transfers):
-        sql = _INSERT_POSTED
-        rows = [
-            (base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, t.code, t.reason, _meta(t), now, d)
-            for t, d in pairs
-        ]
-    else:
-        sql, rows = (
-            _INSERT_BARE,
-            [(base + t.sequence, t.id, t.debit, t.credit, t.currency, t.amount, now, d) for t, d in pairs],
-        )
-    if len(rows) == 1:  # one transfer, the usual batch: execute costs less than executemany
-        c.execute(sql, rows[0])
-    else:
-        c.executemany(sql, rows)
+    """Insert the records of a batch, with their digests."""
+    rows = [(*_transfer_row(tn, base, t, now), d) for t, d in zip(transfers, digests, strict=True)]
+    c.executemany(_INSERT, rows)
 
 
 def _meta(t: Transfer) -> str:
@@ -370,72 +316,37 @@ class SQLiteLedgerStore(LedgerStore):
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
-        self._schema_checked = False
         # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
         self._tenant_numbers: dict[str, int] = {}
-        # tenant number -> what this connection knows of it, current while the file's data version is _version
-        self._states: dict[int, _TenantState] = {}
+        # tenant slug -> what this connection knows of it, current while the file's data version is _version;
+        # changed only by _write
+        self._states: dict[str, _TenantState] = {}
         self._version: int | None = None
 
     # -- transactions -------------------------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        if not self._schema_checked:
-            return self._checked_first(self._db.write, fn)
-        result: Awaitable[T] = self._db.write(fn)
-        return result
+    async def _write(
+        self, tenant: str, fn: Callable[[sqlite3.Connection, _TenantState | None], tuple[T, Staged | None]]
+    ) -> T:
+        """The one way this store writes, and the one place the kept tenant state changes.
+
+        The tenant's kept state is taken out before the transaction and handed to ``fn``, so a transaction that
+        fails leaves none; the state ``fn`` returns is kept once the transaction has committed, and None leaves
+        none (the next transaction reads the tenant from the file).
+        """
+        kept = self._states.pop(tenant, None)
+        result, staged = await self._db.write(lambda c: fn(c, kept))
+        if staged is not None:  # committed, and nothing ran on this connection since (no await in between)
+            self._install(tenant, staged)
+        return cast(T, result)
+
+    def _write_plain(self, tenant: str, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """:meth:`_write` for a transaction that keeps no tenant state."""
+        return self._write(tenant, lambda c, _kept: (fn(c), None))
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-        if not self._schema_checked:
-            return self._checked_first(self._db.read, fn)
         result: Awaitable[T] = self._db.read(fn)
         return result
-
-    async def _checked_first(
-        self, run: Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]], fn: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        # once per store, before its first transaction, so a file in an earlier layout fails every ledger call
-        await self._db.write(self._drop_or_refuse_earlier_layout)
-        self._schema_checked = True
-        return await run(fn)
-
-    def _drop_or_refuse_earlier_layout(self, c: sqlite3.Connection) -> None:
-        for kind, plural, names, records in EARLIER_LAYOUTS:
-            marks = ",".join("?" * len(names))
-            sql = f"SELECT name FROM sqlite_master WHERE type=? AND name IN ({marks})"
-            found = [r[0] for r in c.execute(sql, (kind, *names))]
-            if not found:
-                continue
-            # a layout's own records table may be gone already; a current one (ledger_records) is always there
-            present = records in found or records not in names
-            if present and c.execute(f"SELECT 1 FROM {records} LIMIT 1").fetchone():
-                raise BackendFailure(
-                    f"SQLite database {self._db.path!r} holds a ledger in an earlier layout ({plural}"
-                    f" {', '.join(found)}), which this version does not migrate: open a new file for the ledger",
-                    details={plural: found},
-                )
-            for name in found:  # the old ledger recorded nothing: nothing is lost
-                c.execute(f"DROP {kind.upper()} {name}")
-        self._drop_or_refuse_unchained_layout(c)
-
-    def _drop_or_refuse_unchained_layout(self, c: sqlite3.Connection) -> None:
-        # the layouts before the chain had no digest column: refused if they hold any account or record, else
-        # their ledger tables are dropped and made again in this layout
-        unchained = [t for t in CHAINED_TABLES if "digest" not in {r[1] for r in c.execute(f"PRAGMA table_info({t})")}]
-        if not unchained:
-            return
-        if any(c.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in CHAINED_TABLES):
-            raise BackendFailure(
-                f"SQLite database {self._db.path!r} holds a ledger in an earlier layout (tables"
-                f" {', '.join(unchained)} without digests), which this version does not migrate: open a new file"
-                " for the ledger",
-                details={"tables": unchained},
-            )
-        for table in CHAINED_TABLES:
-            c.execute(f"DROP TABLE {table}")  # with its indexes, made again below
-        for statement in LEDGER_SCHEMA.split(";"):
-            if statement.strip():
-                c.execute(statement)
 
     # -- helpers run inside a transaction ------------------------------------------------------------------------
 
@@ -519,11 +430,12 @@ class SQLiteLedgerStore(LedgerStore):
         state.accounts = accounts
         return state
 
-    def _state(self, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey]) -> tuple[int, _TenantState]:
-        """The tenant's state as of now, and the file's data version it is current at: from this connection's
-        memory when no other connection has committed since it was kept, else read from the file (with the
-        accounts ``keys`` name, in the same statement)."""
-        state = self._states.pop(tn, None)
+    def _state(
+        self, c: sqlite3.Connection, tenant: str, tn: int, keys: set[AccountKey], state: _TenantState | None
+    ) -> tuple[int, _TenantState]:
+        """The tenant's state as of now, and the file's data version it is current at: the kept ``state`` when no
+        other connection has committed since it was kept, else read from the file (with the accounts ``keys``
+        name, in the same statement)."""
         version: int = self._db.cursor.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
             state = self._read_state(c, tenant, tn, keys)
@@ -559,9 +471,9 @@ class SQLiteLedgerStore(LedgerStore):
                     out[key] = known[key] = value
         return out
 
-    def _install(self, staged: Staged) -> None:
+    def _install(self, tenant: str, staged: Staged) -> None:
         """Keep a committed transaction's tenant state (see :class:`_TenantState`), within the bounds."""
-        version, tn, state = staged
+        version, state = staged
         if len(state.accounts) > ACCOUNT_MEMO_MAX:  # forgetting them only costs reading them again
             state.accounts.clear()
         if version != self._version:
@@ -569,7 +481,7 @@ class SQLiteLedgerStore(LedgerStore):
             self._version = version
         if len(self._states) >= TENANT_STATES_MAX:  # a state is popped when used: the first is the least recent
             del self._states[next(iter(self._states))]
-        self._states[tn] = state
+        self._states[tenant] = state
 
     @staticmethod
     def _update_holds(c: sqlite3.Connection, base: int, holds: Iterable[Transfer]) -> None:
@@ -589,23 +501,28 @@ class SQLiteLedgerStore(LedgerStore):
         self._save_accounts(c, tenant, accounts)
 
     def _apply(
-        self, c: sqlite3.Connection, tenant: str, requests: Sequence[TransferRequest], now: float
+        self,
+        c: sqlite3.Connection,
+        kept: _TenantState | None,
+        tenant: str,
+        requests: Sequence[TransferRequest],
+        now: float,
     ) -> tuple[Applied, Staged]:
         tn = self._tenant_number(c, tenant, create=True)
         if tn is None:
             raise InvariantViolation(f"tenant {tenant!r} has no ledger number")
         base = tn << SEQ_BITS
         keys = _account_keys(requests, {})
-        version, state = self._state(c, tenant, tn, keys)
+        version, state = self._state(c, tenant, tn, keys, kept)
         if state.due_at <= now:
             self._expire(c, tenant, tn, now)
             tail, state = state.tail, self._read_state(c, tenant, tn, keys)  # as the expiry left them
             state.tail = tail
         if not requests:
-            return Applied([], {}), (version, tn, state)
+            return Applied([], {}), (version, state)
         ids = [r.id for r in requests]
         if self._recorded(c, tn, state, ids):  # nothing is written: the service compares with what is recorded
-            return Applied([], self._get(c, tn, ids)), (version, tn, state)
+            return Applied([], self._get(c, tn, ids)), (version, state)
         first = state.last + 1
         if first + len(requests) >= SEQ_SPAN:
             raise LimitExceeded(f"tenant {tenant!r} has recorded {SEQ_SPAN - 1} transfers, the SQLite ledger's most")
@@ -632,7 +549,7 @@ class SQLiteLedgerStore(LedgerStore):
         for t in result.transfers:
             if t.expires_at is not None and t.state == "pending":
                 state.due_at = min(state.due_at, t.expires_at.timestamp())
-        return Applied(result.transfers, {}), (version, tn, state)
+        return Applied(result.transfers, {}), (version, state)
 
     @staticmethod
     def _enter_blocks(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
@@ -667,13 +584,12 @@ class SQLiteLedgerStore(LedgerStore):
             ).fetchone()
             return Account(owner, currency, bool(row[0]), _at(row[1])), cur.rowcount > 0
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def balance(self, tenant: str, owner: str, currency: str, now: float) -> Balance | None:
         def tx(c: sqlite3.Connection) -> Balance | None:
             tn = self._tenant_number(c, tenant, create=False)
-            if tn is not None:
-                self._states.pop(tn, None)  # the expiry may change the tenant's holds and accounts
+            if tn is not None:  # the expiry may change the tenant's holds and accounts: _write drops the kept state
                 self._expire(c, tenant, tn, now)
             row = c.execute(
                 f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts WHERE tenant=? AND owner=? AND currency=?",
@@ -681,13 +597,10 @@ class SQLiteLedgerStore(LedgerStore):
             ).fetchone()
             return _row_balance(row) if row else None
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
-        applied, staged = await self._write(lambda c: self._apply(c, tenant, requests, now))
-        # committed: nothing ran on this connection since (no await between the commit and here)
-        self._install(staged)
-        return applied
+        return await self._write(tenant, lambda c, kept: self._apply(c, kept, tenant, requests, now))
 
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
         def tx(c: sqlite3.Connection) -> dict[str, Transfer]:
@@ -738,7 +651,7 @@ class SQLiteLedgerStore(LedgerStore):
             )
             return record, True
 
-        return await self._write(tx)
+        return await self._write_plain(tenant, tx)
 
     async def usage(self, tenant: str, query: UsageQuery, limit: int) -> list[dict[str, Any]]:
         sql = "SELECT record FROM ledger_usage WHERE tenant=?"
@@ -770,7 +683,7 @@ class SQLiteLedgerStore(LedgerStore):
                 "INSERT OR REPLACE INTO ledger_prices VALUES (?,?,?,?)", (tenant, price.provider, price.model, record)
             )
 
-        await self._write(tx)
+        await self._write_plain(tenant, tx)
 
     async def price(self, tenant: str, provider: str, model: str) -> Price | None:
         def tx(c: sqlite3.Connection) -> Price | None:
@@ -790,7 +703,7 @@ class SQLiteLedgerStore(LedgerStore):
         def tx(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO ledger_rates VALUES (?,?,?,?,?)", row)
 
-        await self._write(tx)
+        await self._write_plain(tenant, tx)
 
     async def rates(self, tenant: str, from_currency: str, to_currency: str) -> list[Rate]:
         def tx(c: sqlite3.Connection) -> list[Rate]:

@@ -19,12 +19,11 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
-from pydantic_core import PydanticCustomError, SchemaValidator
+from pydantic_core import PydanticCustomError
 
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
 from ._schema_patterns import anchored_validator_class
 from ._types import WIRE_CONTEXT_KEY, WireRequired
-from ._wire import wire_validator
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
 
 __all__ = [
@@ -44,26 +43,6 @@ ERRORS_IN_DETAILS_MAX = 50
 CUSTOM_TYPE_NAME_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 _CUSTOM_NAME_RE = re.compile(CUSTOM_TYPE_NAME_PATTERN)
 _WIRE = MappingProxyType({WIRE_CONTEXT_KEY: True})
-
-
-_PROBE_VALID: dict[str, Any] = {
-    "type": "send",
-    "source": "agent:probe",
-    "target": "agent:probe",
-    "timestamp": "2026-01-31T12:00:00Z",
-    "version": "1.0",
-    "message_id": "0b7c0a63-6d3e-4a53-9c63-93f4b1a3f0c1",
-    "payload": {"text": "probe", "content_type": "text/plain"},
-}
-_WIRE_PROBES: list[tuple[Any, bool]] = [
-    (_PROBE_VALID, True),
-    ({k: v for k, v in _PROBE_VALID.items() if k != "message_id"}, False),  # a wire-required envelope field
-    ({**_PROBE_VALID, "payload": {"text": "probe"}}, False),  # a wire-required payload field
-    ({**_PROBE_VALID, "trace_id": None}, False),  # a stray null
-    ({**_PROBE_VALID, "timestamp": 1769860800}, False),  # a timestamp that is not RFC 3339 text
-    ({**_PROBE_VALID, "timestamp": "2026-01-31 12:00:00Z"}, False),
-]
-"""What the callback-free validator must judge as the models do before the catalogue uses it."""
 
 
 def validation_details(exc: ValidationError) -> dict[str, Any]:
@@ -186,11 +165,6 @@ class TypeCatalogue:
         if kind is bytes or kind is str:
             return self._parse_text(data)  # type: ignore[arg-type]
         if kind is dict:
-            if self._wire is not None:
-                try:
-                    return cast(Message, self._wire.validate_python(data))
-                except ValidationError:
-                    pass
             try:
                 return self._adapter.validate_python(data, context=_WIRE)
             except ValidationError:
@@ -238,11 +212,6 @@ class TypeCatalogue:
                 f"message is {len(data)} long; parse_message takes at most {MESSAGE_BYTES_MAX} bytes",
                 details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
             )
-        if self._wire is not None:
-            try:
-                return cast(Message, self._wire.validate_json(data))
-            except ValidationError:
-                pass
         try:
             return self._adapter.validate_json(data, context=_WIRE)
         except ValidationError:
@@ -255,9 +224,6 @@ class TypeCatalogue:
         # Discriminated on "type": one dict lookup picks the model, in Rust, on the hot path.
         union: Any = Annotated[_union_of(members), Field(discriminator="type")]
         self._adapter: TypeAdapter[Message] = TypeAdapter(union)
-        # The same union with the wire rules in the schema, no Python callbacks: tried first; whatever it refuses
-        # goes through the models' own validation, for the exact error.
-        self._wire: SchemaValidator | None = wire_validator(self._adapter.core_schema, _WIRE_PROBES)
 
     @staticmethod
     def _load_json(data: bytes | bytearray | str) -> Any:

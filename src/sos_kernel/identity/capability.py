@@ -186,7 +186,7 @@ class Capability(BaseModel):
 
     def canonical(self) -> bytes:
         """The signed bytes: canonical JSON (sorted keys, no spaces, UTF-8) of every field but ``signature``."""
-        # Built by hand rather than with model_dump(mode="json") (a third of verify's own cost) and encoded by
+        # Built by hand rather than with model_dump(mode="json"), which dominated verify, and encoded by
         # pydantic-core, which writes datetimes exactly as pydantic's JSON mode does; the bytes are the same:
         # tests compare the two on every field.
         constraints = _sorted_json(self.constraints) if self.constraints else self.constraints

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal
 
 __all__ = [
     "AMOUNT_MICROS_MAX",
@@ -20,8 +19,6 @@ __all__ = [
     "TransferRequest",
     "Transmutation",
     "UsageSummaryRow",
-    "new_request",
-    "new_transfer",
 ]
 
 AMOUNT_MICROS_MAX = 2**53 - 1
@@ -217,48 +214,6 @@ class Transfer:
     def request_fields(self) -> dict[str, Any]:
         """The request fields this transfer was recorded with (see :meth:`TransferRequest.fields`)."""
         return {name: getattr(self, name) for name in REQUEST_FIELDS}
-
-
-T = TypeVar("T")
-P = ParamSpec("P")
-
-
-def _field_spec(f: Field[Any]) -> tuple[str, Any, Any]:
-    if f.default is not MISSING:
-        return f.name, f.type, field(default=f.default)
-    if f.default_factory is not MISSING:
-        return f.name, f.type, field(default_factory=f.default_factory)
-    return f.name, f.type, field()
-
-
-def _fast_constructor(cls: Callable[P, T]) -> Callable[P, T]:
-    """A constructor for the frozen slotted dataclass ``cls`` that costs what a mutable dataclass's does.
-
-    A frozen dataclass's ``__init__`` must get past its own ``__setattr__``, so it sets every field through
-    ``object.__setattr__``, about ten times the cost of a plain attribute store: building a ``Transfer`` (20
-    fields) cost about as much as inserting its row, and the ledger builds a ``TransferRequest`` and a ``Transfer``
-    per transfer. This builds an instance of a mutable twin declaring the same fields (so the same slots, in the
-    same order), then makes it a ``cls``: the layouts are identical, so CPython allows the ``__class__``
-    assignment, and the result is an ordinary, frozen ``cls``, equal to ``cls(*args, **kwargs)``
-    (``tests/ledger/test_models.py`` holds the two to that).
-    """
-    spec = [_field_spec(f) for f in fields(cast(Any, cls))]
-    name = cast(type, cls).__name__
-    twin = make_dataclass(f"_Mutable{name}", spec, slots=True)
-
-    def build(*args: P.args, **kwargs: P.kwargs) -> T:
-        made: Any = twin(*args, **kwargs)  # Any, not cast(): a call per object built
-        made.__class__ = cls
-        return made  # type: ignore[no-any-return]
-
-    build.__doc__ = f"Build a {name}, as ``{name}(...)`` does, faster."
-    return build
-
-
-new_request = _fast_constructor(TransferRequest)
-"""``TransferRequest(...)``, faster (see :func:`_fast_constructor`)."""
-new_transfer = _fast_constructor(Transfer)
-"""``Transfer(...)``, faster (see :func:`_fast_constructor`)."""
 
 
 @dataclass(frozen=True, slots=True)

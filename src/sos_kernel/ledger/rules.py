@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .models import AMOUNT_MICROS_MAX, Transfer, TransferRequest, new_transfer
+from .models import AMOUNT_MICROS_MAX, Transfer, TransferRequest
 
 __all__ = ["AccountState", "Evaluation", "RuleFailure", "evaluate", "expire_holds"]
 
@@ -149,7 +149,7 @@ def _record(
 ) -> Transfer:
     pending = req.kind == "pending" and not failure
     # positional, in Transfer's field order: this runs once per recorded transfer, and keywords cost more
-    return new_transfer(
+    return Transfer(
         req.id,
         req.kind,
         hold.debit if hold else req.debit,

@@ -55,7 +55,6 @@ from .models import (
     TransferRequest,
     Transmutation,
     UsageSummaryRow,
-    new_request,
 )
 from .store import LedgerStore
 
@@ -419,7 +418,7 @@ class Ledger:
         if debit == credit:
             raise InvalidArgument(f"transfer {id} debits and credits the same account {debit}")
         meta = {} if plain else _check_meta(reason, metadata, code)
-        return new_request(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
+        return TransferRequest(id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, meta)
 
     @operation(
         "ledger:write",
@@ -546,9 +545,9 @@ class Ledger:
         if hold is not None and usable:
             # a void moves nothing and is recorded with amount 0, so its retry must ask for 0 too
             moved = 0 if kind == "void_pending" else (hold.amount if amount is None else amount)
-            request = new_request(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
+            request = TransferRequest(op_id, kind, hold.debit, hold.credit, hold.currency, moved, hold_id)
         else:  # recorded as a failed settlement, so a retry fails the same way
-            request = new_request(op_id, kind, "", "", "", amount or 0, hold_id)
+            request = TransferRequest(op_id, kind, "", "", "", amount or 0, hold_id)
         return (await self._submit([request]))[0]
 
     async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:

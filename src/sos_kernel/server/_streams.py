@@ -32,6 +32,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .._background import Background
 from ..bus import Delivery, Subscription
 from ..errors import LimitExceeded, SOSError
 from ..identity.models import Principal
@@ -51,6 +52,9 @@ HAND_LOG_MAX = 10_000
 """Positions a lease remembers in hand order, to resend what a reconnecting client missed."""
 TAKEOVER_CHECK_S = 1.0
 """How often an attached stream checks whether a newer connection took its lease over."""
+REAP_INTERVAL_S_MAX = 5.0
+"""The reaper looks every ``linger_s / 2``, but at most this long apart (and no more often than the minimum)."""
+REAP_INTERVAL_S_MIN = 0.01
 _TEMP_GROUP_RE = re.compile(r"^tmp-[0-9a-f]{32}$")
 
 Emit = Callable[[bytes], Awaitable[None]]
@@ -133,6 +137,8 @@ class Leases:
         self._leases: dict[str, Lease] = {}
         self._held: Counter[tuple[str, str | None]] = Counter()  # (tenant, agent) -> leases
         self._handed: dict[DeliveryKey, tuple[Lease, Delivery]] = {}
+        # closes lingering leases with no other traffic; started by the first lease, stopped by aclose()
+        self._reaper = Background(self._reap_forever)
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -171,6 +177,7 @@ class Leases:
             sub.temporary = True  # a resumed temporary channel group keeps its temporary nature
         await sub.open()
         lease = Lease(uuid.uuid4().hex, session.tenant, session.agent, sub, detached_at=time.monotonic())
+        self._reaper.start()
         self._leases[lease.id] = lease
         self._held[(lease.tenant, lease.agent)] += 1
         return lease
@@ -225,11 +232,19 @@ class Leases:
         """Close the leases no stream has resumed within ``linger_s``."""
         now = time.monotonic()
         for lease in list(self._leases.values()):
-            if lease.detached_at is not None and now - lease.detached_at > self.linger_s:
+            detached = lease.detached_at is not None and now - lease.detached_at > self.linger_s
+            if detached and lease.id in self._leases:  # another reap may have closed it while this one awaited
                 await self.close(lease)
 
+    async def _reap_forever(self) -> None:
+        interval = min(max(self.linger_s / 2, REAP_INTERVAL_S_MIN), REAP_INTERVAL_S_MAX)
+        while True:
+            await anyio.sleep(interval)
+            await self.reap()
+
     async def aclose(self) -> None:
-        """Close every lease (server shutdown)."""
+        """Stop the reaper, then close every lease (server shutdown)."""
+        await self._reaper.aclose()
         for lease in list(self._leases.values()):
             await self.close(lease)
 
