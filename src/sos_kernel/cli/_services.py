@@ -217,13 +217,17 @@ async def _skills_show(target: Target, ctx: Context) -> int:
 # -- the parsers -----------------------------------------------------------------------------------------------
 
 
-def _micros(text: str) -> int:
+def _micros(text: str) -> int | float | str:
+    """``--amount`` as the number it spells (an int, or a float), else the text: the ledger refuses what is not an
+    int of micros, with the message it gives in-process and over HTTP."""
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an integer of micros (1 USD = 1000000 micros; money is never a float)"
-        ) from None
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser], options: argparse.ArgumentParser) -> None:

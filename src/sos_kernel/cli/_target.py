@@ -24,6 +24,7 @@ import anyio
 
 from .. import wire
 from ..api import ServicesAPI
+from ..backends import KERNEL_URLS
 from ..errors import (
     InvalidArgument,
     MissingToken,
@@ -31,6 +32,7 @@ from ..errors import (
 from ..identity.models import IssuedToken, Tenant, TokenInfo
 from ..kernel import DEFAULT_TENANT, DEFAULT_URL, Kernel
 from ..kernel import open as open_kernel
+from ..refusals import bad_url
 from ._output import Output
 
 if TYPE_CHECKING:
@@ -177,11 +179,21 @@ def _remote_token(ctx: Context) -> str | None:
     return token
 
 
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}(/.*)?$")
+
+
+def _check_scheme(url: str) -> None:
+    # ``host:port`` means a server: say so, rather than that it is not a kernel URL
+    if "://" not in url and _HOST_PORT.fullmatch(url):
+        raise bad_url("URL", url, f"a kernel or server URL: {KERNEL_URLS}, or http(s)://host:port", f"http://{url}")
+
+
 @asynccontextmanager
 async def open_target(ctx: Context) -> AsyncIterator[Target]:
     """Open what ``--url`` names for one command, and close it afterwards."""
     url = ctx.url
     if not is_remote(url):
+        _check_scheme(url)
         _embedded_flags(ctx)
         tenant = ctx.args.tenant or DEFAULT_TENANT
         async with open_kernel(url) as kernel:
