@@ -509,3 +509,25 @@ def test_the_demo_says_where_its_data_went_and_agents_can_be_registered(tmp_path
     assert registered.stdout.startswith("registered agent:dave")
     assert [a["card"]["skills"] for a in sos_json("agents", *url, cwd=tmp_path)] == [["review"]]
     failure("agent", "register", "dave", *url, cwd=tmp_path, code="SOS-4005")
+
+
+def _readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(heading) :]
+    return after[after.index("```bash\n") + len("```bash\n") : after.index("```", after.index("```bash\n") + 7)]
+
+
+def test_the_readme_command_line_flow_runs_as_written(tmp_path: Path) -> None:
+    block = _readme_block("## The command line")
+    port = str(_free_port())
+    # the install line is what the suite's environment already did; the port is a free one
+    script = "\n".join(line for line in block.splitlines() if ".venv/bin/pip" not in line).replace("6060", port)
+    env = _env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_S * 2
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"agent:alice\s+USD\s+0\s+0\s+0", result.stdout), result.stdout
+    assert "(no agents)" in result.stdout
