@@ -113,7 +113,9 @@ def _sos(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("case", CASES)
 def test_a_refusal_reads_the_same_in_the_command_line(tmp_path: Path, case: str) -> None:
     _, args, code, message = CASES[case]
-    result = _sos(tmp_path, "--url", f"sqlite:///{tmp_path}/sos.db", *args)
+    url = f"sqlite:///{tmp_path}/sos.db"
+    _sos(tmp_path, "--url", url, "send", "agent:alice", "agent:bob", "hi")  # a read-only command needs the file
+    result = _sos(tmp_path, "--url", url, *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[0] == f"{code} {message}"
 
@@ -153,3 +155,10 @@ def test_a_server_url_without_a_scheme_is_refused_at_once_with_the_url_meant(tmp
     result = _sos(tmp_path, "--url", "127.0.0.1:6060", "agents")
     assert result.returncode == 2
     assert "did you mean 'http://127.0.0.1:6060'?" in result.stderr.splitlines()[0]
+
+
+async def test_an_agent_status_filter_that_is_not_one_is_refused(api: Any) -> None:
+    with pytest.raises(SOSError) as info:
+        await api.registry.find(status="bogus")
+    assert info.value.code == "SOS-4005"
+    assert "online, stale, offline" in info.value.message

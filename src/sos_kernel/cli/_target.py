@@ -26,7 +26,7 @@ import anyio
 
 from .. import wire
 from ..api import ServicesAPI
-from ..backends import KERNEL_URLS
+from ..backends import KERNEL_URLS, resolve_backend
 from ..errors import (
     InvalidArgument,
     MissingToken,
@@ -211,6 +211,7 @@ def _check_exists(url: str, writes: bool) -> None:
     """A command that only reads never creates a SQLite file (nor its directories): a missing one is SOS-4040."""
     if writes or not url.lower().startswith("sqlite:"):
         return
+    resolve_backend(url)  # a malformed URL is refused as it is everywhere, before its file is looked for
     from ..backends.sqlite import sqlite_path
 
     path = sqlite_path(url)
