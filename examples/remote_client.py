@@ -5,13 +5,15 @@ The server runs in a background thread here so the example is one file; in produ
 It shows the same interface and the same errors as an in-process session: send, subscribe with ack, an escrow
 hold captured on delivery, a refused spoof (SOS-5004), and the blocking client for scripts.
 
-Run: ``python examples/remote_client.py`` (needs ``pip install 'sos-kernel[server]'``).
+Run: ``python examples/remote_client.py`` (needs ``pip install 'sos-kernel[server]'``). Its database lives in a
+temporary directory removed at the end, so it runs again and again and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 
 import anyio
@@ -22,12 +24,10 @@ from mumega_sdk import MumegaClient, SyncMumegaClient
 from sos_kernel.errors import Forbidden
 from sos_kernel.server import create_app
 
-DB_URL = "sqlite:///remote-example.db"
 
-
-async def seed() -> tuple[str, str, str]:
+async def seed(db_url: str) -> tuple[str, str, str]:
     """A tenant with an admin, a buyer and a seller; the buyer gets 5.00 USD (micros)."""
-    async with sos_kernel.open(DB_URL) as kernel:
+    async with sos_kernel.open(db_url) as kernel:
         _, admin = await kernel.tenants.create("shop", "growth")
         tokens = kernel.tenant("shop").tokens
         buyer = await tokens.issue(agent="agent:buyer")
@@ -42,12 +42,12 @@ async def seed() -> tuple[str, str, str]:
         return admin, buyer.secret, seller.secret
 
 
-def start_server(sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]:
+def start_server(sock: socket.socket, db_url: str) -> tuple[uvicorn.Server, threading.Thread]:
     config = uvicorn.Config(None, log_level="warning", lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
 
     async def serve() -> None:
-        async with sos_kernel.open(DB_URL) as kernel:
+        async with sos_kernel.open(db_url) as kernel:
             config.app = create_app(kernel)
             await server.serve(sockets=[sock])
 
@@ -90,12 +90,17 @@ async def trade(url: str, buyer_token: str, seller_token: str) -> None:
 
 
 def main() -> None:
-    _, buyer_token, seller_token = anyio.run(seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        run(f"sqlite:///{workdir}/remote-example.db")
+
+
+def run(db_url: str) -> None:
+    _, buyer_token, seller_token = anyio.run(seed, db_url)
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers are not held back for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server, thread = start_server(sock)
+    server, thread = start_server(sock, db_url)
     try:
         with SyncMumegaClient(url, buyer_token, retries=10) as client:  # waits out the server's start-up
             print(f"server at {url}; history of agent:buyer has {len(client.bus.history('agent:buyer'))} messages")

@@ -211,6 +211,7 @@ def test_tenants_and_tokens_on_a_file(tmp_path: Path) -> None:
 
 def test_wallets_on_a_file(tmp_path: Path) -> None:
     kernel = ("--url", f"sqlite:///{tmp_path}/money.db", "--tenant", "acme")
+    sos("tenant", "create", "acme", "--url", f"sqlite:///{tmp_path}/money.db", cwd=tmp_path)
     sos("wallet", "open", "system:mint", "--allow-negative", *kernel, cwd=tmp_path)
     sos("wallet", "open", "agent:alice", *kernel, cwd=tmp_path)
     move = ("wallet", "transfer", "--id", "grant-1", "--from", "system:mint", "--to", "agent:alice")
@@ -255,7 +256,9 @@ def test_agents_skills_and_wallets_of_the_demo_tenant(tmp_path: Path) -> None:
 
 
 def test_redis_url(tmp_path: Path, redis_url: str) -> None:
-    kernel = ("--url", redis_url, "--tenant", _unique("cli"))
+    tenant = _unique("cli")
+    kernel = ("--url", redis_url, "--tenant", tenant)
+    sos("tenant", "create", tenant, "--url", redis_url, cwd=tmp_path)
     inbox = f"agent:{_unique('bob')}"
     sent = sos_json("send", "agent:alice", inbox, "over redis", *kernel, cwd=tmp_path)
     rows = [json.loads(line) for line in sos("history", inbox, "--json", *kernel, cwd=tmp_path).stdout.splitlines()]
@@ -430,3 +433,101 @@ def test_readme_quickstart_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     )
     assert Path(where.stdout.strip()).is_relative_to(clone / ".venv")  # installed, not the working tree
+
+
+# -- a new user's first hour: commands that never guess -----------------------------------------------------------
+
+
+def test_read_only_commands_never_create_a_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
+    for command in (("agents",), ("wallet", "list"), ("history", "agent:bob"), ("skills", "list"), ("token", "list")):
+        result = failure(*command, "--url", url, cwd=tmp_path, code="SOS-4040")
+        assert "does not exist" in result.stderr
+    assert not (tmp_path / "no").exists()
+    sos("send", "agent:alice", "agent:bob", "hi", "--url", url, cwd=tmp_path)  # a write creates it
+    assert (tmp_path / "no" / "such" / "dir" / "x.db").exists()
+
+
+def test_an_unknown_tenant_is_refused_with_the_closest(tmp_path: Path) -> None:
+    url = ("--url", f"sqlite:///{tmp_path}/t.db")
+    sos("tenant", "create", "acme", *url, cwd=tmp_path)
+    for command in (("send", "agent:a", "agent:b", "hi"), ("agents",)):
+        result = failure(*command, *url, "--tenant", "acmee", cwd=tmp_path, code="SOS-4040")
+        assert result.stderr.startswith("SOS-4040 no tenant 'acmee'; did you mean 'acme'?")
+    assert sos("history", "agent:b", *url, "--tenant", "acme", cwd=tmp_path).stdout.strip() == "(no messages)"
+
+
+def test_tail_watches_without_consuming_and_take_consumes(tmp_path: Path) -> None:
+    url = ("--url", f"sqlite:///{tmp_path}/tail.db")
+    sos("send", "agent:alice", "agent:bob", "first", *url, cwd=tmp_path)
+    watched = sos("tail", "agent:bob", "--count", "1", *url, cwd=tmp_path).stdout.splitlines()
+    assert watched[0].split()[:2] == ["POSITION", "TYPE"]
+    assert watched[1].endswith("first")
+    again = sos("tail", "agent:bob", "--json", "--timeout", "0.5", *url, cwd=tmp_path).stdout.splitlines()
+    assert [json.loads(line)["message"]["payload"]["text"] for line in again] == ["first"]  # nothing was taken
+    taken = sos("tail", "agent:bob", "--take", "--json", "--timeout", "0.5", *url, cwd=tmp_path).stdout.splitlines()
+    assert [json.loads(line)["message"]["payload"]["text"] for line in taken] == ["first"]
+    assert sos("tail", "agent:bob", "--take", "--timeout", "0.5", *url, cwd=tmp_path).stdout.splitlines()[1:] == []
+    failure("tail", "agent:bob", "--group", "g", *url, cwd=tmp_path, code="SOS-4005")
+
+
+def test_admin_token_goes_before_or_after_the_command(tmp_path: Path) -> None:
+    before = build_parser().parse_args(["--admin-token", "a", "tenant", "create", "acme"])
+    after = build_parser().parse_args(["tenant", "create", "acme", "--admin-token", "a"])
+    assert before.admin_token == after.admin_token == "a"
+    # an embedded kernel is trusted: the flag is refused by the command, not by the parser
+    failure("--admin-token", "a", "tenant", "create", "acme", "--url", "memory://", cwd=tmp_path, code="SOS-4005")
+    failure("--admin-token", "a", "agents", "--url", "memory://", cwd=tmp_path, code="SOS-4005")
+
+
+def test_history_has_a_header_and_receipts_say_what_they_acknowledge(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    tenant = sos_json("demo", "--quiet", "--url", url, cwd=tmp_path)["tenant"]
+    lines = sos("history", "agent:alice", "--url", url, "--tenant", tenant, cwd=tmp_path).stdout.splitlines()
+    assert lines[0].split() == ["POSITION", "TYPE", "SOURCE", "->", "TARGET", "TEXT"]
+    receipts = [line for line in lines if " receipt " in line]
+    assert receipts
+    assert all(re.search(r"(delivered|read|processed) receipt for [0-9a-f]{8}$", r) for r in receipts)
+
+
+def test_catalogue_prints_plain_text(tmp_path: Path) -> None:
+    out = sos("catalogue", cwd=tmp_path).stdout
+    assert "``" not in out
+    assert ":class:" not in out
+
+
+def test_the_demo_says_where_its_data_went_and_agents_can_be_registered(tmp_path: Path) -> None:
+    url = ("--url", f"sqlite:///{tmp_path}/sos.db")
+    report = sos("demo", *url, cwd=tmp_path).stdout
+    tenant = re.search(r"data is in tenant (demo-[0-9a-f]+)", report)
+    assert tenant is not None
+    assert f"--tenant {tenant.group(1)} agents" in report
+    empty = sos("agents", *url, cwd=tmp_path)
+    assert "(no agents)" in empty.stdout
+    assert tenant.group(1) in empty.stderr
+    registered = sos("agent", "register", "agent:dave", "--role", "specialist", "--skill", "review", *url, cwd=tmp_path)
+    assert registered.stdout.startswith("registered agent:dave")
+    assert [a["card"]["skills"] for a in sos_json("agents", *url, cwd=tmp_path)] == [["review"]]
+    failure("agent", "register", "dave", *url, cwd=tmp_path, code="SOS-4005")
+
+
+def _readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(heading) :]
+    return after[after.index("```bash\n") + len("```bash\n") : after.index("```", after.index("```bash\n") + 7)]
+
+
+def test_the_readme_command_line_flow_runs_as_written(tmp_path: Path) -> None:
+    block = _readme_block("## The command line")
+    port = str(_free_port())
+    # the install line is what the suite's environment already did; the port is a free one
+    script = "\n".join(line for line in block.splitlines() if ".venv/bin/pip" not in line).replace("6060", port)
+    env = _env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_S * 2
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert re.search(r"agent:alice\s+USD\s+0\s+0\s+0", result.stdout), result.stdout
+    assert "(no agents)" in result.stdout

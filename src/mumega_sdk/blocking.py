@@ -8,13 +8,10 @@ serialised onto its loop.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-
 from sos_kernel.identity.models import Principal
-from sos_kernel.sync import SyncBus, SyncService
+from sos_kernel.sync import Loop, SyncBus, SyncService
 
 from .client import MumegaClient
 
@@ -26,18 +23,18 @@ class SyncMumegaClient:
     ``registry``, ``ledger``, ``skills`` and ``tokens`` (blocking services), ``tenant`` and ``agent``.
 
     Connecting checks the token (SOS-5001/5002/5003/5006 as ``await kernel.session(token)``). Close it (or leave
-    the ``with``) to close the connections and stop the background thread.
+    the ``with``) to close the connections and stop the background thread; one left open is closed at interpreter
+    exit, and calls after ``close()`` raise SOS-6005.
     """
 
     def __init__(self, base_url: str, token: str | None, **options: Any) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
-        self._closed = False
+        self._portal = Loop("client")
         try:
             self.client: MumegaClient = self._portal.call(self._connect, base_url, token, options)
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            self._portal.close()
             raise
+        self._portal.on_exit = self.client.aclose
         self.bus = SyncBus(self._portal, self.client.bus)
         self.registry = SyncService(self._portal, self.client.registry)
         self.ledger = SyncService(self._portal, self.client.ledger)
@@ -74,13 +71,7 @@ class SyncMumegaClient:
 
     def close(self) -> None:
         """Close the connections and stop the background loop. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._portal.call(self.client.aclose)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
+        self._portal.close(self.client.aclose)
 
     def __enter__(self) -> SyncMumegaClient:
         return self

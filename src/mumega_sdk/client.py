@@ -68,6 +68,7 @@ from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, To
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import Operation, declared, operation_hints
+from sos_kernel.refusals import bad_url
 from sos_kernel.registry import Registry
 from sos_kernel.skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
 
@@ -83,6 +84,7 @@ __all__ = [
     "RemoteSkills",
     "RemoteSubscription",
     "RemoteTokens",
+    "check_server_url",
 ]
 
 BACKOFF_S = 0.05
@@ -125,6 +127,20 @@ def _error_of(response: httpx.Response) -> SOSError:
     return from_wire(body)
 
 
+SERVER_URLS = "a server URL: http(s)://host[:port], like http://127.0.0.1:6060"
+"""What a server URL looks like, as refusals say it."""
+
+
+def check_server_url(url: str) -> str:
+    """``url`` if it is an ``http(s)://`` URL with a host; else SOS-4006 at once (not a retried connection error),
+    with the URL probably meant (``127.0.0.1:6060`` -> ``http://127.0.0.1:6060``)."""
+    parts = check_url(url, "URL", SERVER_URLS)
+    if parts.scheme.lower() in ("http", "https") and parts.hostname:
+        return url
+    meant = f"http://{url}" if isinstance(url, str) and "://" not in url and url.strip() else None
+    raise bad_url("URL", url, SERVER_URLS, meant)
+
+
 def _sendable_token(token: object) -> bool:
     return (
         isinstance(token, str)
@@ -161,7 +177,7 @@ class MumegaClient(PrincipalView):
         # call raises SOS-5002 here, as the kernel refuses it in-process, instead of failing in the transport.
         self._bad_token = bool(token) and not _sendable_token(token)
         headers = {"authorization": f"Bearer {token}"} if token and not self._bad_token else {}
-        check_url(base_url)  # SOS-4006 here, not a transport error at the first call
+        check_server_url(base_url)  # SOS-4006 here, not a transport error at the first call
         self.base_url = base_url
         self.timeout_s = float(timeout_s)
         self.retries = retries

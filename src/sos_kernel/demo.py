@@ -15,7 +15,7 @@ import anyio
 
 from .contracts import AgentCard, Message, ReceiptMessage
 from .errors import DeliveryFailed
-from .kernel import Kernel, open
+from .kernel import DEFAULT_URL, Kernel, open
 from .ledger import Balance
 from .session import Session
 from .skills import Invocation
@@ -91,8 +91,21 @@ class DemoReport:
             "wallets (USD micros):",
             *(f"  {b.owner:<18} {b.posted:>12}" for b in self.balances),
             f"  {'sum':<18} {self.total:>12}  (double entry: always 0)",
+            "",
+            *self.where(),
         ]
         return out
+
+    def where(self) -> list[str]:
+        """Where the demo's data went and the commands that show it (it stays in its own tenant)."""
+        url = "" if self.url == DEFAULT_URL else f" --url {self.url}"
+        sos = f"sos{url} --tenant {self.tenant}"
+        return [
+            f"the demo's data is in tenant {self.tenant} of {self.url}; look at it with:",
+            f"  {sos} agents",
+            f"  {sos} wallet list",
+            f"  {sos} history agent:bob",
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON-ready values (``sos demo --json``)."""

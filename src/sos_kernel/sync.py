@@ -2,7 +2,8 @@
 
 It runs the async kernel on an event loop in a background thread (an anyio blocking portal) and forwards each
 call, so the semantics, limits and errors are exactly the async API's. One ``SyncKernel`` may be used from several
-threads; calls are serialised onto its loop.
+threads; calls are serialised onto its loop. Close it with ``with`` or ``close()``; one left open (a notebook, a
+script that just ends) is closed at interpreter exit, its writes committed, and never holds the exit up.
 """
 
 from __future__ import annotations
@@ -13,20 +14,32 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
-
+from ._loop import Loop
 from .api import BusAPI, DeliveryAPI, SubscriptionAPI
 from .bus import DeadLetter, PublishReceipt
 from .contracts import Message, SendMessage
+from .errors import KernelClosed
+from .identity.models import Principal
 from .kernel import Kernel
+from .session import Session
 
-__all__ = ["SyncBus", "SyncDelivery", "SyncKernel", "SyncService", "SyncSubscription", "SyncTenant", "open"]
+__all__ = [
+    "Loop",
+    "SyncBus",
+    "SyncDelivery",
+    "SyncKernel",
+    "SyncService",
+    "SyncSession",
+    "SyncSubscription",
+    "SyncTenant",
+    "open",
+]
 
 
 class SyncDelivery:
     """A :class:`~sos_kernel.Delivery` with blocking ``ack`` / ``nack``."""
 
-    def __init__(self, portal: BlockingPortal, delivery: DeliveryAPI) -> None:
+    def __init__(self, portal: Loop, delivery: DeliveryAPI) -> None:
         self._portal = portal
         self.delivery = delivery
         self.message = delivery.message
@@ -45,7 +58,7 @@ class SyncDelivery:
 class SyncSubscription:
     """A blocking :class:`~sos_kernel.Subscription`: ``with bus.subscribe(addr) as sub: for d in sub: ...``."""
 
-    def __init__(self, portal: BlockingPortal, sub: SubscriptionAPI) -> None:
+    def __init__(self, portal: Loop, sub: SubscriptionAPI) -> None:
         self._portal = portal
         self.subscription = sub
         self._entered: AbstractContextManager[Any] | None = None
@@ -82,7 +95,7 @@ class SyncBus:
     """The blocking twin of a bus (:class:`~sos_kernel.Bus`, a session's, a remote client's); each method has the
     same arguments and errors."""
 
-    def __init__(self, portal: BlockingPortal, bus: BusAPI) -> None:
+    def __init__(self, portal: Loop, bus: BusAPI) -> None:
         self._portal = portal
         self._bus = bus
 
@@ -161,7 +174,7 @@ class SyncService:
     pass through unchanged.
     """
 
-    def __init__(self, portal: BlockingPortal, service: object) -> None:
+    def __init__(self, portal: Loop, service: object) -> None:
         self._portal = portal
         self._service = service
 
@@ -185,7 +198,7 @@ class SyncTenant:
     """A tenant's services, blocking: ``bus`` (a :class:`SyncBus`), ``ledger``, ``registry``, ``skills``,
     ``tokens`` and ``capabilities`` (each a :class:`SyncService`)."""
 
-    def __init__(self, portal: BlockingPortal, kernel: Kernel, slug: str) -> None:
+    def __init__(self, portal: Loop, kernel: Kernel, slug: str) -> None:
         view = kernel.tenant(slug)
         self.slug = slug
         self.bus = SyncBus(portal, view.bus)
@@ -196,16 +209,66 @@ class SyncTenant:
         self.capabilities = SyncService(portal, view.capabilities)
 
 
+class SyncSession(SyncTenant):
+    """A blocking :class:`~sos_kernel.session.Session`: the checked ``bus``, ``ledger``, ``registry`` and
+    ``skills`` of a token's principal, with its ``principal``, ``tenant``, ``agent``, ``scopes`` and ``denials``."""
+
+    def __init__(self, portal: Loop, session: Session) -> None:
+        self._portal = portal
+        self.session = session
+        self.slug = session.tenant
+        self.bus = SyncBus(portal, session.bus)
+        self.ledger = SyncService(portal, session.ledger)
+        self.registry = SyncService(portal, session.registry)
+        self.skills = SyncService(portal, session.skills)
+
+    @property
+    def principal(self) -> Principal:
+        """Who the session acts as, as of its last check."""
+        return self.session.principal
+
+    @property
+    def tenant(self) -> str:
+        """The tenant slug of the token."""
+        return self.session.tenant
+
+    @property
+    def agent(self) -> str | None:
+        """The agent the token is bound to (None for a tenant-wide token)."""
+        return self.session.agent
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The token's scopes."""
+        return self.session.scopes
+
+    @property
+    def denials(self) -> int:
+        """Calls of this session that were refused (SOS-5004)."""
+        return self.session.denials
+
+    def refresh(self) -> Principal:
+        """See :meth:`Session.refresh`."""
+        return self._portal.call(self.session.refresh)
+
+    def __repr__(self) -> str:
+        return f"SyncSession(tenant={self.tenant!r}, agent={self.agent!r})"
+
+
 class SyncKernel:
-    """A :class:`~sos_kernel.Kernel` behind a blocking API. Close it (or leave the ``with``) to stop its thread."""
+    """A :class:`~sos_kernel.Kernel` behind a blocking API. Close it (or leave the ``with``) to stop its thread.
+
+    A kernel left open is closed at interpreter exit (its writes committed), so a script or a notebook that never
+    closes it still exits promptly; after :meth:`close`, every call raises SOS-6005.
+    """
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
+        kernel = Kernel(url, **options)
+        self._portal = Loop("kernel", kernel.aclose)
         try:
-            self.kernel: Kernel = self._portal.call(Kernel(url, **options).connect)
+            self.kernel: Kernel = self._portal.call(kernel.connect)
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            self._portal.close(kernel.aclose)
             raise
         default = SyncTenant(self._portal, self.kernel, "default")
         self.bus = default.bus
@@ -214,35 +277,33 @@ class SyncKernel:
         self.skills = default.skills
         self.tenants = SyncService(self._portal, self.kernel.tenants)
 
-    def session(self, token: str | None) -> SyncTenant:
+    def session(self, token: str | None) -> SyncSession:
         """A blocking session: the checked services of ``token``'s principal (see :meth:`Kernel.session`)."""
-        session = self._portal.call(self.kernel.session, token)
-        view = SyncTenant.__new__(SyncTenant)
-        view.slug = session.tenant
-        view.bus = SyncBus(self._portal, session.bus)
-        view.ledger = SyncService(self._portal, session.ledger)
-        view.registry = SyncService(self._portal, session.registry)
-        view.skills = SyncService(self._portal, session.skills)
-        return view
+        return SyncSession(self._portal, self._portal.call(self.kernel.session, token))
 
     def tenant(self, slug: str) -> SyncTenant:
         """The same API scoped to tenant ``slug``."""
+        if self._portal.closed:
+            raise KernelClosed("this kernel was closed; open a new one")
         return SyncTenant(self._portal, self.kernel, slug)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._portal.closed
 
     def close(self) -> None:
         """Close the kernel and stop the background loop. Idempotent."""
-        if self.kernel.closed:
-            return
-        try:
-            self._portal.call(self.kernel.aclose)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
+        self._portal.close(self.kernel.aclose)
 
     def __enter__(self) -> SyncKernel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"SyncKernel({self.kernel.url!r}, {'closed' if self.closed else 'open'})"
 
 
 def open(url: str | None = None, **options: Any) -> SyncKernel:

@@ -666,7 +666,7 @@ async def test_durable_backends_keep_messages_across_reopen(kernel_url: str, imp
 async def test_unknown_scheme_suggests_the_closest() -> None:
     with pytest.raises(InvalidURL) as info:
         await sos_kernel.open("reddis://localhost")
-    assert "did you mean 'redis'" in info.value.message
+    assert "did you mean 'redis://localhost'" in info.value.message
     with pytest.raises(InvalidURL):
         await sos_kernel.open("sqlite:///:memory:")
     with pytest.raises(InvalidURL):

@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..bus.store import BusStore
-from ..errors import InvalidURL, MissingDependency
+from ..errors import MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..refusals import bad_url
 from ..replies import ReplyStore
 from ..skills.store import SkillStore
 
@@ -77,39 +78,55 @@ BACKEND_ALIASES: dict[str, tuple[str, str, str | None]] = {
 """URL scheme → (module, class, extra that provides its engine client)."""
 
 
-def check_url(url: str) -> SplitResult:
+KERNEL_URLS = "memory://, sqlite:///path/to/file.db or redis://host:port/0"
+"""What a kernel URL looks like, as refusals say it."""
+
+
+def check_url(url: str, field: str = "URL", expected: str = "a URL") -> SplitResult:
     """``url``'s parts, or SOS-4006 when it cannot name anything: a control character (raw or percent-encoded,
     like ``%00``), a malformed host (``[::1``) or a port that is not an integer in 0-65535."""
+    if not isinstance(url, str):
+        raise bad_url(field, url, expected)
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in unquote(url)):
-        raise InvalidURL(f"URL {url!r} contains a control character", details={"url": url})
+        raise bad_url(field, url, f"{expected} (it contains a control character)", url=repr(url)[:200])
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- reading it validates it
     except ValueError as exc:
-        raise InvalidURL(f"malformed URL {url!r}: {exc}", details={"url": url}) from None
+        raise bad_url(field, url, f"{expected} ({exc})", url=url) from None
     return parts
+
+
+def _slashes_fixed(url: str) -> str | None:
+    """``url`` with its ``scheme:`` written ``scheme://`` (``sqlite:/sos.db`` -> ``sqlite:///sos.db``)."""
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme.lower() not in BACKEND_ALIASES:
+        return None
+    if scheme.lower() == "sqlite":
+        return f"{scheme}:///{rest.lstrip('/')}"
+    return f"{scheme}://{rest.lstrip('/')}"
 
 
 def resolve_backend(url: str) -> type[Backend]:
     """The backend class for ``url``'s scheme, imported on first use.
 
-    Raises SOS-4006 for a malformed URL (see :func:`check_url`) or an unknown scheme (with the closest known one),
-    and SOS-6032 when the backend's extra is not installed (with the pip command that fixes it).
+    Raises SOS-4006 for a malformed URL (see :func:`check_url`), a scheme not followed by ``://`` (with the URL
+    probably meant) or an unknown scheme (with the closest known one), and SOS-6032 when the backend's extra is not
+    installed (with the pip command that fixes it).
     """
+    known = sorted(BACKEND_ALIASES)
     if not isinstance(url, str) or "://" not in url:
-        raise InvalidURL(
-            f"kernel URL {url!r} has no scheme; use memory://, sqlite:///path/to/file.db or redis://host:port/0",
-            details={"known": sorted(BACKEND_ALIASES)},
-        )
-    scheme = check_url(url).scheme.lower()
+        fixed = _slashes_fixed(url) if isinstance(url, str) else None
+        what = f"a kernel URL: {KERNEL_URLS}" + (" (the scheme is followed by '://')" if fixed else "")
+        raise bad_url("URL", url, what, fixed, known=known)
+    scheme = check_url(url, "URL", f"a kernel URL: {KERNEL_URLS}").scheme.lower()
     target = BACKEND_ALIASES.get(scheme)
     if target is None:
         close = difflib.get_close_matches(scheme, list(BACKEND_ALIASES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise InvalidURL(
-            f"no backend {scheme!r}{hint} (known: {', '.join(sorted(BACKEND_ALIASES))})",
-            details={"scheme": scheme, "known": sorted(BACKEND_ALIASES), "closest": close[0] if close else None},
-        )
+        meant = close[0] + url[len(scheme) :] if close else None
+        what = f"a kernel URL: no backend {scheme!r} (known: {', '.join(known)})"
+        closest = close[0] if close else None
+        raise bad_url("URL", url, what, meant, scheme=scheme, known=known, closest=closest)
     module_name, class_name, extra = target
     try:
         module = importlib.import_module(module_name)

@@ -70,6 +70,7 @@ from ..errors import (
     UnknownType,
 )
 from ..operations import Wire, operation, service
+from ..refusals import bad_address
 from .models import BusLimits, DeadLetter, PublishReceipt
 from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention
 
@@ -104,10 +105,7 @@ RECONNECT_BACKOFF_MAX_S = 1.0
 def check_address(address: str) -> str:
     """``address`` if it is ``agent:<name>`` or ``sos:channel:<name>``, else SOS-4005."""
     if not isinstance(address, str) or not _ADDRESS_RE.fullmatch(address):
-        raise InvalidArgument(
-            f"{address!r} is not a bus address; use 'agent:<name>' or 'sos:channel:<name>'",
-            details={"address": repr(address)[:200], "pattern": ADDRESS_PATTERN},
-        )
+        raise bad_address("address", address, pattern=ADDRESS_PATTERN)
     return address
 
 

@@ -43,6 +43,7 @@ def _kernel_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
     parser.add_argument("--token", default=default, help="bearer token for http(s) URLs (default: $SOS_TOKEN)")
     parser.add_argument("--tenant", default=default, help="tenant slug of an embedded kernel (default: default)")
+    parser.add_argument("--admin-token", default=default, help=_admin.ADMIN_TOKEN_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,9 @@ from ..identity.models import DEFAULT_AGENT_SCOPES, PLAN_SEATS, IssuedToken, Ten
 from ._output import Output, when
 from ._target import Context, Target
 
-__all__ = ["add_commands"]
+__all__ = ["ADMIN_TOKEN_HELP", "add_commands"]
+
+ADMIN_TOKEN_HELP = "tenant create over http(s): the server's admin token (default: $SOS_ADMIN_TOKEN)"
 
 
 def _scopes(scopes: tuple[str, ...]) -> str:
@@ -108,10 +110,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], optio
     create.add_argument("slug", help="2-63 lower-case letters, digits or dashes, starting with a letter")
     create.add_argument("--plan", choices=sorted(PLAN_SEATS), default="starter", help="default: starter")
     create.add_argument("--seats", type=int, default=None, help="agent seats (default: the plan's)")
-    create.add_argument(
-        "--admin-token", default=None, help="over http(s): the server's admin token (default: $SOS_ADMIN_TOKEN)"
-    )
-    create.set_defaults(func=lambda ctx: ctx.run(_tenant_create), admin_only=True)
+    create.set_defaults(func=lambda ctx: ctx.run(_tenant_create), admin_only=True, writes=True)
 
     token = sub.add_parser("token", help="issue, list and revoke bearer tokens").add_subparsers(
         dest="action", required=True
@@ -127,9 +126,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], optio
     )
     issue.add_argument("--expires-in-s", type=int, default=None, help="lifetime in seconds (default: no expiry)")
     issue.add_argument("--label", default="", help="a note kept with the token")
-    issue.set_defaults(func=lambda ctx: ctx.run(_token_issue))
+    issue.set_defaults(func=lambda ctx: ctx.run(_token_issue), writes=True)
     listing = token.add_parser("list", parents=[options], help="the tenant's tokens (never their secrets)")
     listing.set_defaults(func=lambda ctx: ctx.run(_token_list))
     revoke = token.add_parser("revoke", parents=[options], help="revoke a token by id")
     revoke.add_argument("id", help="the token id (tok_…)")
-    revoke.set_defaults(func=lambda ctx: ctx.run(_token_revoke))
+    revoke.set_defaults(func=lambda ctx: ctx.run(_token_revoke), writes=True)

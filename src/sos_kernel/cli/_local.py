@@ -4,6 +4,7 @@ own embedded kernel."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -21,11 +22,19 @@ PARSE_BYTES_MAX = 64 * 1024 * 1024
 """The largest file ``parse`` reads: a whole 16 MiB message with room to spare; more is refused, not truncated."""
 
 
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def _plain(doc: str) -> str:
+    """A docstring line as plain text: reST roles and double back-quotes dropped."""
+    return _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc).replace("``", "")
+
+
 def _catalogue(ctx: Context) -> int:
     rows = []
     for name in DEFAULT_CATALOGUE.names:
         model = DEFAULT_CATALOGUE.get(name)
-        doc = (model.__doc__ or "").strip().splitlines()[0]
+        doc = _plain((model.__doc__ or "").strip().splitlines()[0])
         rows.append({"type": name, "model": model.__name__, "summary": doc})
     if ctx.out.json_mode:
         ctx.out.document(rows)

@@ -182,7 +182,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free one")
     serve.add_argument(
         "--admin-token",
-        default=None,
+        default=argparse.SUPPRESS,
         help="enables POST /v1/tenants for whoever presents it (default: $SOS_ADMIN_TOKEN; prefer the variable: "
         "arguments show in ps)",
     )

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from typing import Any
+from typing import Any, get_args
 
-from ..contracts import SkillCard
-from ..errors import InvalidArgument
+from pydantic import ValidationError
+
+from ..contracts import AgentCard, SkillCard, validation_details
+from ..contracts._types import AGENT_ADDRESS_RE
+from ..errors import InvalidArgument, SchemaViolation
 from ..ledger import Balance, Transfer
+from ..refusals import bad_address
 from ..registry import RegisteredAgent
 from ._output import Output, when
 from ._target import Context, Target
@@ -23,6 +27,9 @@ CURRENCY = "USD"
 """The currency wallet commands use unless ``--currency`` says otherwise."""
 WALLET_HISTORY_LIMIT = 100
 MARKETPLACE_LIMIT = 50
+ROLES = get_args(AgentCard.model_fields["role"].annotation)
+TOOLS = get_args(AgentCard.model_fields["tool"].annotation)
+TYPES = get_args(AgentCard.model_fields["type"].annotation)
 
 
 def _balance_json(b: Balance) -> dict[str, Any]:
@@ -74,6 +81,35 @@ async def _agents(target: Target, ctx: Context) -> int:
         return 0
     headers = ["agent", "status", "role", "tool", "type", "skills", "squads", "last seen"]
     ctx.out.table(headers, [_agent_row(agent) for agent in agents], empty="no agents")
+    if not agents:
+        target.empty_hint(ctx.out, "agents")
+    return 0
+
+
+async def _agent_register(target: Target, ctx: Context) -> int:
+    a = ctx.args
+    if not AGENT_ADDRESS_RE.fullmatch(a.address):
+        raise bad_address("address", a.address, agent_only=True)
+    fields = {"skills": a.skill, "squads": a.squad, "model": a.model}
+    try:
+        card = AgentCard(
+            name=a.address.removeprefix("agent:"),
+            tool=a.tool,
+            type=a.type,
+            role=a.role,
+            **{k: v for k, v in fields.items() if v},
+        )
+    except ValidationError as exc:
+        details = validation_details(exc)
+        first = details["errors"][0]
+        raise SchemaViolation(
+            f"agent card fails its schema at {first['loc']}: {first['msg']}", details=details
+        ) from None
+    agent = await target.services.registry.register(card)
+    if ctx.out.json_mode:
+        ctx.out.document(agent)
+    else:
+        ctx.out.line(f"registered {agent.address} ({agent.card.role}, {agent.card.tool}), {agent.status}")
     return 0
 
 
@@ -95,6 +131,8 @@ async def _wallet_list(target: Target, ctx: Context) -> int:
         ctx.out.document([_balance_json(b) for b in balances])
         return 0
     ctx.out.table(BALANCE_HEADERS, [_balance_row(b) for b in balances], empty="no accounts")
+    if not balances:
+        target.empty_hint(ctx.out, "accounts")
     sums: defaultdict[str, int] = defaultdict(int)
     for b in balances:
         sums[b.currency] += b.posted
@@ -217,13 +255,17 @@ async def _skills_show(target: Target, ctx: Context) -> int:
 # -- the parsers -----------------------------------------------------------------------------------------------
 
 
-def _micros(text: str) -> int:
+def _micros(text: str) -> int | float | str:
+    """``--amount`` as the number it spells (an int, or a float), else the text: the ledger refuses what is not an
+    int of micros, with the message it gives in-process and over HTTP."""
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an integer of micros (1 USD = 1000000 micros; money is never a float)"
-        ) from None
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser], options: argparse.ArgumentParser) -> None:
@@ -234,6 +276,16 @@ def _add_agents(sub: argparse._SubParsersAction[argparse.ArgumentParser], option
     agents.add_argument("--tool", default=None, help="only this tool (sdk, claude-code…)")
     agents.add_argument("--status", choices=["online", "stale", "offline"], default=None)
     agents.set_defaults(func=lambda ctx: ctx.run(_agents))
+    agent = sub.add_parser("agent", help="register an agent").add_subparsers(dest="action", required=True)
+    register = agent.add_parser("register", parents=[options], help="register (or update) an agent's card")
+    register.add_argument("address", help="agent:<name> (over http(s): the token's own agent, or any with admin)")
+    register.add_argument("--role", choices=sorted(ROLES), default="executor", help="default: executor")
+    register.add_argument("--tool", choices=sorted(TOOLS), default="sdk", help="default: sdk")
+    register.add_argument("--type", choices=sorted(TYPES), default="service", help="default: service")
+    register.add_argument("--skill", action="append", default=None, metavar="SKILL", help="a skill; repeat for several")
+    register.add_argument("--squad", action="append", default=None, metavar="SQUAD", help="a squad; repeat for several")
+    register.add_argument("--model", default=None, help="the model the agent runs, if any")
+    register.set_defaults(func=lambda ctx: ctx.run(_agent_register), writes=True)
 
 
 def _add_wallet(sub: argparse._SubParsersAction[argparse.ArgumentParser], options: argparse.ArgumentParser) -> None:
@@ -250,14 +302,14 @@ def _add_wallet(sub: argparse._SubParsersAction[argparse.ArgumentParser], option
     opening = wallet.add_parser("open", parents=[options, currency], help="open an account (idempotent)")
     opening.add_argument("owner", help="agent:<name>, tenant:<slug> or system:<name>")
     opening.add_argument("--allow-negative", action="store_true", help="an issuer that may mint (ledger admin)")
-    opening.set_defaults(func=lambda ctx: ctx.run(_wallet_open))
+    opening.set_defaults(func=lambda ctx: ctx.run(_wallet_open), writes=True)
     transfer = wallet.add_parser("transfer", parents=[options, currency], help="move micros, exactly once by id")
     transfer.add_argument("--id", required=True, help="your idempotency key: a retry with the same id moves nothing")
     transfer.add_argument("--from", dest="debit", required=True, metavar="OWNER", help="the account debited")
     transfer.add_argument("--to", dest="credit", required=True, metavar="OWNER", help="the account credited")
     transfer.add_argument("--amount", type=_micros, required=True, metavar="MICROS", help="an integer of micros")
     transfer.add_argument("--reason", default="", help="a note kept with the transfer")
-    transfer.set_defaults(func=lambda ctx: ctx.run(_wallet_transfer))
+    transfer.set_defaults(func=lambda ctx: ctx.run(_wallet_transfer), writes=True)
     history = wallet.add_parser("history", parents=[options, currency], help="an account's applied transfers")
     history.add_argument("owner")
     history.add_argument("--after", type=int, default=0, help="a sequence number to start after")

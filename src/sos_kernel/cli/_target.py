@@ -13,24 +13,29 @@ rather than silently ignored; environment variables that do not apply are not co
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from .. import wire
 from ..api import ServicesAPI
+from ..backends import KERNEL_URLS, resolve_backend
 from ..errors import (
     InvalidArgument,
     MissingToken,
+    NotFound,
 )
 from ..identity.models import IssuedToken, Tenant, TokenInfo
-from ..kernel import DEFAULT_TENANT, DEFAULT_URL, Kernel
+from ..kernel import DEFAULT_TENANT, DEFAULT_URL, Kernel, check_tenant
 from ..kernel import open as open_kernel
+from ..refusals import bad_url
 from ._output import Output
 
 if TYPE_CHECKING:
@@ -39,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["REMOTE_SCHEMES", "Admin", "Context", "Target", "is_remote", "open_target"]
 
 REMOTE_SCHEMES = ("http://", "https://")
+TENANTS_SHOWN_MAX = 5
+"""How many other tenants an empty listing names."""
 _TOKEN_TENANT = re.compile(r"^sk-([a-z][a-z0-9-]{1,62})-[0-9a-f]{32}$")
 
 
@@ -125,11 +132,20 @@ class RemoteAdmin:
 
 @dataclass(frozen=True)
 class Target:
-    """An opened target: its URL, the tenant's services and its admin operations."""
+    """An opened target: its URL, the tenant's services and its admin operations; embedded, ``tenant`` is the
+    tenant acted on and ``others`` the other tenants of the kernel (for hints when this one is empty)."""
 
     url: str
     services: ServicesAPI
     admin: Admin
+    tenant: str | None = None
+    others: tuple[str, ...] = ()
+
+    def empty_hint(self, out: Output, what: str) -> None:
+        """Say where the data is when tenant ``default`` shows nothing and other tenants exist."""
+        if self.others:
+            shown = ", ".join(self.others[:TENANTS_SHOWN_MAX])
+            out.progress(f"tenant {self.tenant!r} has no {what}; this kernel also has: {shown} (pick one: --tenant)")
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,11 @@ def _embedded_flags(ctx: Context) -> None:
         raise InvalidArgument(f"--admin-token is for http(s) URLs; {ctx.url} is an embedded kernel, which is trusted")
 
 
+def _admin_token_applies(ctx: Context) -> None:
+    if getattr(ctx.args, "admin_token", None) and not getattr(ctx.args, "admin_only", False):
+        raise InvalidArgument("--admin-token is for tenant create; other commands use --token")
+
+
 def _remote_token(ctx: Context) -> str | None:
     token: str | None = ctx.args.token or os.environ.get("SOS_TOKEN") or None
     owner = token_tenant(token) if token else None
@@ -177,16 +198,63 @@ def _remote_token(ctx: Context) -> str | None:
     return token
 
 
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}(/.*)?$")
+
+
+def _check_scheme(url: str) -> None:
+    # ``host:port`` means a server: say so, rather than that it is not a kernel URL
+    if "://" not in url and _HOST_PORT.fullmatch(url):
+        raise bad_url("URL", url, f"a kernel or server URL: {KERNEL_URLS}, or http(s)://host:port", f"http://{url}")
+
+
+def _check_exists(url: str, writes: bool) -> None:
+    """A command that only reads never creates a SQLite file (nor its directories): a missing one is SOS-4040."""
+    if writes or not url.lower().startswith("sqlite:"):
+        return
+    resolve_backend(url)  # a malformed URL is refused as it is everywhere, before its file is looked for
+    from ..backends.sqlite import sqlite_path
+
+    path = sqlite_path(url)
+    if not Path(path).exists():
+        raise NotFound(
+            f"no kernel at {url}: {path} does not exist, and a command that only reads never creates one; check "
+            "--url, or create it with a command that writes (sos demo, sos tenant create, sos wallet open)",
+            details={"url": url, "path": path},
+        )
+
+
+async def _check_tenant(kernel: Kernel, slug: str, writes: bool) -> tuple[str, ...]:
+    """The kernel's other tenants; SOS-4040 with the closest one if ``slug`` (other than ``default``) is unknown."""
+    check_tenant(slug)
+    known = sorted(t.slug for t in await kernel.tenants.list())
+    if slug != DEFAULT_TENANT and slug not in known:
+        close = difflib.get_close_matches(slug, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        create = f" (create it: sos tenant create {slug})" if writes or not close else ""
+        raise NotFound(
+            f"no tenant {slug!r}{hint}{create}", details={"tenant": slug, "closest": close[0] if close else None}
+        )
+    return tuple(t for t in known if t != slug)
+
+
 @asynccontextmanager
 async def open_target(ctx: Context) -> AsyncIterator[Target]:
-    """Open what ``--url`` names for one command, and close it afterwards."""
+    """Open what ``--url`` names for one command, and close it afterwards.
+
+    Embedded, a command that only reads never creates a file, and a ``--tenant`` that does not exist is SOS-4040
+    (with the closest existing one) for every command, instead of acting on an empty tenant."""
     url = ctx.url
+    _admin_token_applies(ctx)
     if not is_remote(url):
+        _check_scheme(url)
         _embedded_flags(ctx)
+        writes = bool(getattr(ctx.args, "writes", False))
+        _check_exists(url, writes)
         tenant = ctx.args.tenant or DEFAULT_TENANT
         async with open_kernel(url) as kernel:
+            others = await _check_tenant(kernel, tenant, writes)
             view = kernel.tenant(tenant)
-            yield Target(kernel.url, view, EmbeddedAdmin(kernel, tenant))
+            yield Target(kernel.url, view, EmbeddedAdmin(kernel, tenant), tenant, others)
         return
     token = _remote_token(ctx)
     from mumega_sdk import MumegaClient

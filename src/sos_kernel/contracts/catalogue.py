@@ -22,8 +22,9 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_mode
 from pydantic_core import PydanticCustomError
 
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
+from ..refusals import bad_address
 from ._schema_patterns import anchored_validator_class
-from ._types import WIRE_CONTEXT_KEY, WireRequired
+from ._types import ADDRESS_PATTERN, AGENT_ADDRESS_PATTERN, WIRE_CONTEXT_KEY, WireRequired
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
 
 __all__ = [
@@ -59,24 +60,42 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _only_source_pattern(exc: ValidationError, tagged: bool) -> bool:
-    # Exactly the SOS-4003 case: the message is otherwise valid and only 'source' breaks its pattern.
+_ADDRESS_FIELDS = {"source": AGENT_ADDRESS_PATTERN, "target": ADDRESS_PATTERN}
+"""The envelope's address fields and their patterns."""
+
+
+def _address_fields(exc: ValidationError) -> list[str]:
+    """The address fields that break their pattern, when nothing else is wrong with the message."""
     errs = exc.errors(include_url=False, include_input=False)
-    src = 1 if tagged else 0
-    return all(
-        len(e["loc"]) == src + 1 and e["loc"][src] == "source" and e["type"] == "string_pattern_mismatch" for e in errs
-    ) and bool(errs)
+    if not errs or any(len(e["loc"]) != 1 or e["type"] != "string_pattern_mismatch" for e in errs):
+        return []
+    fields = [str(e["loc"][0]) for e in errs]
+    return fields if all(f in _ADDRESS_FIELDS for f in fields) else []
 
 
 def sos_error_for(exc: ValidationError, type_name: str, data: Mapping[str, Any]) -> SchemaViolation | InvalidSource:
-    """The SOS error for a message that failed validation: SOS-4003 when only ``source`` is wrong, else 4001."""
-    if _only_source_pattern(exc, tagged=False):
-        return InvalidSource(
-            f"source {data.get('source')!r} is not an agent address like 'agent:<name>' "
-            "(lower-case letters, digits and dashes, starting with a letter)",
-            details={"source": str(data.get("source"))[:200], "pattern": r"^agent:[a-z][a-z0-9-]*$"},
+    """The SOS error for a message that failed validation: SOS-4003 when only ``source`` is wrong, else 4001; a
+    wrong address reads as every refused address does (:func:`sos_kernel.refusals.bad_address`)."""
+    fields = _address_fields(exc)
+    if fields == ["source"]:
+        source = data.get("source")
+        found = bad_address(
+            "source",
+            source,
+            agent_only=True,
+            cls=InvalidSource,
+            source=str(source)[:200],
+            pattern=AGENT_ADDRESS_PATTERN,
         )
+        return cast(InvalidSource, found)
     details = validation_details(exc)
+    if fields:
+        field, pattern = fields[0], _ADDRESS_FIELDS[fields[0]]
+        agent_only = pattern == AGENT_ADDRESS_PATTERN
+        found = bad_address(
+            field, data.get(field), agent_only=agent_only, cls=SchemaViolation, pattern=pattern, **details
+        )
+        return cast(SchemaViolation, found)
     first = details["errors"][0] if details["errors"] else {"loc": "?", "msg": "invalid"}
     return SchemaViolation(f"{type_name} message fails its schema at {first['loc']}: {first['msg']}", details=details)
 

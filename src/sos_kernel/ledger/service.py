@@ -40,6 +40,7 @@ from ..errors import (
     error_class,
 )
 from ..operations import Wire, operation, reserved_free, scoped_id, service
+from ..refusals import bad_amount, bad_id, bad_owner
 from .chain import ChainVerifier, account_digest
 from .models import (
     AMOUNT_MICROS_MAX,
@@ -95,6 +96,7 @@ RATES_PER_PAIR_MAX = 100
 
 _OWNER_RE = re.compile(OWNER_PATTERN)
 _ID_RE = re.compile(TRANSFER_ID_PATTERN)
+TRANSFER_ID_RULE = "1-200 letters, digits and _.:@/-, starting with a letter or digit"
 KNOWN_NAMES_MAX = 10_000
 """Owners (and, apart, currencies) remembered as well-formed by :func:`_matches`; past this many, forgotten."""
 _OWNERS_SEEN: set[str] = set()
@@ -118,10 +120,7 @@ def _matches(name: str, pattern: re.Pattern[str], seen: set[str]) -> bool:
 def check_owner(owner: str) -> str:
     """``owner`` if it is ``agent:<name>``, ``tenant:<slug>`` or ``system:<name>``, else SOS-4005."""
     if not isinstance(owner, str) or not _OWNER_RE.match(owner):
-        raise InvalidArgument(
-            f"account owner {owner!r} must be agent:<name>, tenant:<slug> or system:<name>",
-            details={"owner": repr(owner)[:200], "pattern": OWNER_PATTERN},
-        )
+        raise bad_owner("account owner", owner, pattern=OWNER_PATTERN)
     return owner
 
 
@@ -134,10 +133,8 @@ def check_currency(currency: str) -> str:
 
 def check_amount(amount: int, what: str = "amount") -> int:
     """A positive ``int`` of micros up to AMOUNT_MICROS_MAX; floats and bools are refused (SOS-4005/4010)."""
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        raise InvalidArgument(f"{what} must be an int of micros, got {type(amount).__name__}: money is never a float")
-    if amount <= 0:
-        raise InvalidArgument(f"{what} must be > 0, got {amount}")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise bad_amount(what, amount)
     if amount > AMOUNT_MICROS_MAX:
         raise LimitExceeded(f"{what} {amount} exceeds AMOUNT_MICROS_MAX", details={"max": AMOUNT_MICROS_MAX})
     return amount
@@ -146,10 +143,7 @@ def check_amount(amount: int, what: str = "amount") -> int:
 def check_transfer_id(value: str) -> str:
     """A client-chosen transfer id: 1-200 characters of letters, digits and ``_.:@/-``."""
     if not isinstance(value, str) or not _ID_RE.match(value):
-        raise InvalidArgument(
-            f"transfer id {value!r} must be 1-200 characters of letters, digits and _.:@/- (start alphanumeric)",
-            details={"pattern": TRANSFER_ID_PATTERN},
-        )
+        raise bad_id("transfer id", value, TRANSFER_ID_RULE, pattern=TRANSFER_ID_PATTERN)
     return value
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..bus import Bus
 from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
@@ -223,7 +223,9 @@ class Registry:
         tool: str | None = None,
         status: AgentStatus | None = None,
     ) -> list[RegisteredAgent]:
-        """Agents matching every filter given, by name."""
+        """Agents matching every filter given, by name; SOS-4005 for a ``status`` that is not one."""
+        if status is not None and status not in get_args(AgentStatus):
+            raise InvalidArgument(f"status {status!r} is not one of: {', '.join(get_args(AgentStatus))}")
         now = time.time()
         out = []
         for entry in await self._store.list(self.tenant):
