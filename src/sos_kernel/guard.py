@@ -87,6 +87,13 @@ class Caller:
         what = {"inbox": "inbox", "name": "agent"}.get(kind, name)
         self.deny(f"{what} {value!r} belongs to another agent", address=value)
 
+    def own_id(self, id: Any, lift: str, *, reading: bool = False) -> Any:
+        """``id`` as the caller's: in its namespace (see :func:`scoped_id`), and, unless ``reading``, never ending
+        with a suffix the kernel reserves (SOS-4005); unchanged for a caller holding ``lift``."""
+        if self.principal.allows(lift):
+            return id
+        return scoped_id(self.principal.agent, id if reading else reserved_free(id))
+
     async def admit(self, access: Access, arguments: Arguments) -> Principal:
         """Apply ``access`` to the call's ``arguments`` (rewriting ids into the caller's namespace)."""
         principal = await self.need(access.scope)
@@ -96,9 +103,9 @@ class Caller:
         if not lifted:
             for name, kind in access.own.items():
                 self.own(kind, name, arguments.get(name))
-            for name in access.ids:
-                if name in arguments:
-                    arguments[name] = scoped_id(principal.agent, reserved_free(arguments.get(name)))
+        for name in access.ids:
+            if name in arguments:
+                arguments[name] = self.own_id(arguments.get(name), access.lift)
         for name in access.tenant:
             if type(arguments.get(name)) is not str or arguments.get(name) != principal.tenant:
                 self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))

@@ -39,7 +39,7 @@ from ..errors import (
     WalletNotFound,
     error_class,
 )
-from ..operations import Wire, operation, reserved_free, scoped_id, service
+from ..operations import Wire, operation, service
 from ..refusals import bad_amount, bad_id, bad_owner
 from .chain import ChainVerifier, account_digest
 from .models import (
@@ -257,16 +257,6 @@ def _recorded_rate(leg: Transfer) -> tuple[int, int] | None:
 # after the declared checks (token, scope) and makes the call itself.
 
 
-def _scoped(caller: Caller, id: Any) -> Any:
-    """An id the caller records: in its namespace, never one the kernel reserves."""
-    return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, reserved_free(id))
-
-
-def _read_id(caller: Caller, id: Any) -> Any:
-    """An id the caller looks up: its own namespace first."""
-    return id if caller.principal.allows(ADMIN) else scoped_id(caller.principal.agent, id)
-
-
 async def _transfer_many_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> list[Transfer]:
     """Every debit is the caller's own and every id in its namespace (``ledger:admin``: any)."""
     transfers = arguments["transfers"]
@@ -278,7 +268,7 @@ async def _transfer_many_rule(caller: Caller, ledger: Ledger, arguments: dict[st
             t = dict(t)  # one snapshot, checked and then used: a mapping could read one way here, another there
             caller.own("account", "debit", t.get("debit", ""))
             if "id" in t:
-                t["id"] = _scoped(caller, t["id"])
+                t["id"] = caller.own_id(t["id"], ADMIN)
         scoped.append(t)
     return await ledger.transfer_many(scoped)
 
@@ -286,7 +276,7 @@ async def _transfer_many_rule(caller: Caller, ledger: Ledger, arguments: dict[st
 async def _party_transfer(caller: Caller, ledger: Ledger, id: Any) -> Transfer | None:
     """The transfer ``id`` names for the caller (its own namespace first), if the caller is a party to it."""
     principal = caller.principal
-    scoped = _read_id(caller, id)
+    scoped = caller.own_id(id, ADMIN, reading=True)
     for candidate in (scoped, id) if scoped != id else (id,):
         try:
             found = await ledger.get_transfer(candidate)
@@ -321,14 +311,16 @@ async def _capture_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any
     """Only the payer of the hold (or ``ledger:admin``) settles it."""
     hold_id = await _hold_of(caller, ledger, arguments["hold_id"])
     op_id = arguments.get("id")
-    return await ledger.capture(hold_id, arguments.get("amount"), id=None if op_id is None else _scoped(caller, op_id))
+    return await ledger.capture(
+        hold_id, arguments.get("amount"), id=None if op_id is None else caller.own_id(op_id, ADMIN)
+    )
 
 
 async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> Transfer:
     """Only the payer of the hold (or ``ledger:admin``) releases it."""
     hold_id = await _hold_of(caller, ledger, arguments["hold_id"])
     op_id = arguments.get("id")
-    return await ledger.void(hold_id, id=None if op_id is None else _scoped(caller, op_id))
+    return await ledger.void(hold_id, id=None if op_id is None else caller.own_id(op_id, ADMIN))
 
 
 @service("ledger")
