@@ -58,6 +58,7 @@ from .models import (
     UsageSummaryRow,
 )
 from .store import LedgerStore
+from .usage import list_usage, record_usage, summarise_usage, usage_query
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -940,8 +941,6 @@ class Ledger:
         ``settle=True`` the cost is charged to ``tenant:<slug>`` and credited to ``system:usage`` through a transfer
         whose id is ``usage:<event id>`` — so a retried settlement charges once.
         """
-        from .usage import record_usage
-
         return await record_usage(self, event, settle=settle)
 
     @operation(ADMIN, wire=Wire("GET", summary="Stored usage events, oldest first (ledger:admin)"))
@@ -955,9 +954,7 @@ class Ledger:
         limit: int = 1000,
     ) -> list[UsageEvent]:
         """Stored usage events, oldest first, matching every filter given (``since`` inclusive)."""
-        from .usage import list_usage
-
-        return await list_usage(self, provider=provider, model=model, since=since, until=until, limit=limit)
+        return await list_usage(self, usage_query(provider, model, since, until), limit)
 
     @operation(ADMIN, wire=Wire("GET", summary="Usage sums grouped by keys and an optional window (ledger:admin)"))
     async def usage_summary(
@@ -972,8 +969,4 @@ class Ledger:
     ) -> list[UsageSummaryRow]:
         """Sums of events, tokens, images and cost grouped by ``group_by`` (any of tenant, provider, model,
         currency) and an optional ``window`` ("hour", "day", "month"); same filters as :meth:`usage`."""
-        from .usage import summarise_usage
-
-        return await summarise_usage(
-            self, group_by=group_by, window=window, provider=provider, model=model, since=since, until=until
-        )
+        return await summarise_usage(self, usage_query(provider, model, since, until), group_by, window)

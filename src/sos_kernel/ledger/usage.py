@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .models import Price
     from .store import LedgerStore
 
-__all__ = ["USAGE_ACCOUNT", "list_usage", "record_usage", "summarise_usage"]
+__all__ = ["USAGE_ACCOUNT", "list_usage", "record_usage", "summarise_usage", "usage_query"]
 
 USAGE_ACCOUNT = "system:usage"
 """Where settled usage is credited."""
@@ -92,45 +92,31 @@ async def record_usage(ledger: UsageLedger, event: UsageEvent | Mapping[str, Any
     return result
 
 
-def _query(provider: str | None, model: str | None, since: datetime | None, until: datetime | None) -> UsageQuery:
+def usage_query(provider: str | None, model: str | None, since: datetime | None, until: datetime | None) -> UsageQuery:
+    """The store's filter for these arguments (SOS-4005 for a time without its zone)."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
             raise InvalidArgument(f"{name} must be a timezone-aware datetime")
     return UsageQuery(provider, model, since.timestamp() if since else None, until.timestamp() if until else None)
 
 
-async def list_usage(
-    ledger: UsageLedger,
-    *,
-    provider: str | None = None,
-    model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int = 1000,
-) -> list[UsageEvent]:
+async def list_usage(ledger: UsageLedger, query: UsageQuery, limit: int) -> list[UsageEvent]:
     """See :meth:`Ledger.usage`."""
     if not isinstance(limit, int) or not 1 <= limit <= USAGE_LIMIT_MAX:
         raise InvalidArgument(f"limit must be 1..{USAGE_LIMIT_MAX}")
-    records = await ledger.store.usage(ledger.tenant, _query(provider, model, since, until), limit)
+    records = await ledger.store.usage(ledger.tenant, query, limit)
     return [UsageEvent.from_wire(r["event"]) for r in records]
 
 
 async def summarise_usage(
-    ledger: UsageLedger,
-    *,
-    group_by: Sequence[str] = ("provider", "model"),
-    window: str | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    ledger: UsageLedger, query: UsageQuery, group_by: Sequence[str], window: str | None
 ) -> list[UsageSummaryRow]:
     """See :meth:`Ledger.usage_summary`. Rows are ordered by their keys."""
     unknown = [k for k in group_by if k not in GROUP_KEYS]
     if unknown or (window is not None and window not in WINDOWS):
         raise InvalidArgument(f"group_by takes {GROUP_KEYS}; window takes {tuple(WINDOWS)}")
     rows: dict[tuple[str, ...], list[int]] = {}
-    records = await ledger.store.usage(ledger.tenant, _query(provider, model, since, until), USAGE_LIMIT_MAX * 100)
+    records = await ledger.store.usage(ledger.tenant, query, USAGE_LIMIT_MAX * 100)
     for record in records:
         event = record["event"]
         key = [str(event.get("cost_currency" if k == "currency" else k, "")) for k in group_by]
