@@ -40,12 +40,12 @@ async def _serve(ctx: Context, token: str) -> None:
         from mumega_sdk import MumegaClient
 
         async with MumegaClient(url, token) as client:
-            ctx.out.progress(f"sos mcp: serving {client.agent or 'a tenant-wide token'} of {url} on stdio")
+            ctx.out.progress(f"serving {client.agent or 'a tenant-wide token'} of {url} on stdio")
             await serve_stdio(create_server(client, catalogue=client.catalogue))
         return
     async with open_kernel(url) as kernel:
         session = await kernel.session(token)
-        ctx.out.progress(f"sos mcp: serving {session.agent or 'a tenant-wide token'} of {kernel.url} on stdio")
+        ctx.out.progress(f"serving {session.agent or 'a tenant-wide token'} of {kernel.url} on stdio")
         await serve_stdio(create_server(session, catalogue=kernel.catalogue))
 
 
