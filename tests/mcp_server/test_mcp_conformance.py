@@ -190,3 +190,20 @@ async def test_onboard_prompt_explains_the_loop(acme: Acme) -> None:
     assert "Claim" in text
     assert "Evidence" in text
     assert "Verdict" in text
+
+
+@pytest.mark.parametrize("who", ["alice", "admin"])
+async def test_every_listed_tool_answers_a_result_or_an_sos_error(acme: Acme, who: str) -> None:
+    """Each tool, called with no arguments, answers: a result, or a tool error carrying its SOS code."""
+    async with mcp_client(acme.sessions[who], acme.kernel) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        for name in names:
+            result = await client.call_tool(name, {})
+            text = getattr(result.content[0], "text", "")
+            if result.is_error:
+                assert text.startswith("SOS-"), (name, text)
+                assert result.structured_content is not None
+                assert result.structured_content["error"]["code"] == text.split(" ", 1)[0]
+            else:
+                ok(result)
+    assert len(names) >= 30
