@@ -151,6 +151,10 @@ async def test_bad_input_and_unknown_tools_carry_sos_codes(acme: Acme) -> None:
         refused(await alice.call_tool("registry_get", {"nme": "x"}), "SOS-4005")
         refused(await alice.call_tool("inbox", {"limit": 10_000}), "SOS-4010")
         refused(await alice.call_tool("transfer", {"to": "bob", "amount_micros": 1}), "SOS-4005")
+        refused(await alice.call_tool("send", {"to": 7, "text": "x"}), "SOS-4005")
+        refused(await alice.call_tool("ask", {"to": "bob", "text": "x", "timeout_s": 10_000}), "SOS-4010")
+        # a null argument is an absent one
+        assert ok(await alice.call_tool("inbox", {"limit": None, "peek": None, "wait_s": None}))["messages"] == []
 
 
 async def test_a_revoked_token_is_refused_by_the_next_tool(acme: Acme) -> None:

@@ -98,8 +98,10 @@ def _me(session: SessionAPI) -> str:
 
 
 def _take(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = args.get(name, default)
-    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+    value = args.get(name)
+    if value is None:  # absent or null: the default
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise InvalidArgument(f"bad argument {name!r}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
     return value
 
