@@ -82,3 +82,29 @@ def test_a_tool_name_must_be_a_plain_identifier() -> None:
     assert declared(Notes)["remember"].tool_name == "remember"
     assert declared(Notes)["count"].tool_name == "notes_count"
     assert declared(Notes)["internal"].tool_name == ""
+
+
+REQUIRED_TOOLS: dict[str | None, dict[str, tuple[str, ...]]] = {
+    None: {"send": ("to", "text"), "inbox": ("limit",), "peers": (), "status": ()},
+    "tasks": {
+        "task_create": ("title",),
+        "task_list": (),
+        "task_claim": (),
+        "task_submit": (),
+        "task_review": (),
+        "task_board": (),
+    },
+    "memory": {"remember": ("namespace", "text"), "recall": ("namespace", "query", "k")},
+}
+"""Tool names (and arguments) that clients outside this repository rely on; a service's once it is served."""
+
+
+def test_the_tool_names_clients_rely_on_exist() -> None:
+    tools = _tools.Toolbox(TypeCatalogue()).tools
+    served = {op.service for cls in _tools.SERVICES for op in declared(cls).values()}
+    for service_name, required in REQUIRED_TOOLS.items():
+        if service_name is not None and service_name not in served:
+            continue  # that service is not served yet: its declarations will name its tools (tool=...)
+        for name, arguments in required.items():
+            assert name in tools, f"no MCP tool {name!r} (name it with @operation(..., tool={name!r}))"
+            assert set(arguments) <= set(tools[name].schema["properties"]), (name, arguments)
