@@ -129,6 +129,15 @@ def test_sos_mcp_refuses_a_missing_or_bad_token_before_serving(tmp_path: Path, t
     assert found.stderr.startswith("SOS-5001" if token is None else "SOS-5002"), found.stderr
 
 
+def test_sos_mcp_on_a_missing_kernel_file_creates_none(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing.db"
+    args = [sys.executable, "-m", "sos_kernel", "mcp", "--url", url, "--token", "sk-acme-" + "0" * 32]
+    found = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert found.returncode == 2
+    assert found.stderr.startswith("SOS-4040"), found.stderr
+    assert not (tmp_path / "missing.db").exists()
+
+
 async def test_streamable_http_acts_as_each_requests_token(sqlite_kernel: sos_kernel.Kernel, served: str) -> None:
     _, tokens = await seed(sqlite_kernel)
     async with over_http(served, tokens["alice"]) as alice:

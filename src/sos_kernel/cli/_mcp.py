@@ -14,7 +14,7 @@ import anyio
 
 from ..errors import InvalidArgument, MissingDependency, MissingToken
 from ..kernel import open as open_kernel
-from ._target import Context, is_remote
+from ._target import Context, _check_exists, is_remote
 
 __all__ = ["add_commands"]
 
@@ -43,6 +43,7 @@ async def _serve(ctx: Context, token: str) -> None:
             ctx.out.progress(f"serving {client.agent or 'a tenant-wide token'} of {url} on stdio")
             await serve_stdio(create_server(client, catalogue=client.catalogue))
         return
+    _check_exists(url, writes=False)  # no token is valid on a kernel that does not exist: create none
     async with open_kernel(url) as kernel:
         session = await kernel.session(token)
         ctx.out.progress(f"serving {session.agent or 'a tenant-wide token'} of {kernel.url} on stdio")
