@@ -21,6 +21,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import sos_kernel
 from sos_kernel.identity.service import TOKEN_CACHE_TTL_S
@@ -148,6 +149,31 @@ async def test_streamable_http_acts_as_each_requests_token(sqlite_kernel: sos_ke
         read = ok(await bob.call_tool("inbox", {"limit": 10}))
         assert [m["message"]["payload"]["text"] for m in read["messages"]] == ["over the wire"]
         assert ok(await bob.call_tool("status", {}))["agent"] == "agent:bob"
+
+
+async def test_a_request_of_the_stateless_protocol_era_acts_as_its_token(
+    sqlite_kernel: sos_kernel.Kernel, served: str
+) -> None:
+    _, tokens = await seed(sqlite_kernel)
+    version = max(MODERN_PROTOCOL_VERSIONS)
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "status", "arguments": {}}}
+    body["params"]["_meta"] = meta  # type: ignore[index]
+    headers = {
+        "authorization": f"Bearer {tokens['bob']}",
+        "mcp-protocol-version": version,
+        "accept": "application/json, text/event-stream",
+        "mcp-method": "tools/call",
+        "mcp-name": "status",
+    }
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(served + MCP_PATH, json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["structuredContent"]["result"]["agent"] == "agent:bob"
 
 
 async def test_tenant_b_sees_nothing_of_tenant_a_over_http(sqlite_kernel: sos_kernel.Kernel, served: str) -> None:
