@@ -24,8 +24,16 @@ SERVER_START_S = 15.0
 class ServerThread(threading.Thread):
     """uvicorn serving ``create_app`` over its own kernel, until ``stop()``."""
 
-    def __init__(self, db_url: str, sock: socket.socket, options: dict[str, Any], app_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        sock: socket.socket,
+        options: dict[str, Any],
+        app_options: dict[str, Any],
+        mcp: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(name="sos-live-server", daemon=True)
+        self.mcp = mcp
         self.db_url = db_url
         self.sock = sock
         self.options = options
@@ -45,6 +53,10 @@ class ServerThread(threading.Thread):
     async def _serve(self) -> None:
         async with sos_kernel.open(self.db_url, **self.options) as kernel:
             app = create_app(kernel, **{"ping_s": 0.5, **self.app_options})
+            if self.mcp is not None:
+                from sos_kernel.mcp import mount
+
+                mount(app, **self.mcp)
             config = uvicorn.Config(app, http="h11", ws="none", lifespan="on", log_level="warning")
             self.server = uvicorn.Server(config)
             serving = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
@@ -60,14 +72,17 @@ class ServerThread(threading.Thread):
 
 
 @contextmanager
-def running_server(db_url: str, *, app_options: dict[str, Any] | None = None, **options: Any) -> Iterator[str]:
+def running_server(
+    db_url: str, *, app_options: dict[str, Any] | None = None, mcp: dict[str, Any] | None = None, **options: Any
+) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url`` opened with ``options`` (``create_app``
-    given ``app_options``), stopped (and checked) on exit."""
+    given ``app_options``; MCP mounted at ``/mcp`` with the limits ``mcp`` when given), stopped (and checked) on
+    exit."""
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else each answer waits for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    thread = ServerThread(db_url, sock, options, app_options or {})
+    thread = ServerThread(db_url, sock, options, app_options or {}, mcp)
     thread.start()
     try:
         if not thread.ready.wait(SERVER_START_S):

@@ -32,11 +32,14 @@ denial hooks):
    holds ``lift``;
 7. ``rule``, when given, is the hand-written remainder: it receives the caller, the trusted service and the
    arguments, and makes the call itself (used where a check needs the store, e.g. the payer of a hold).
+
+``tool`` names the operation's MCP tool (:mod:`sos_kernel.mcp`): ``<service>_<name>`` by default, ``""`` for none.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +71,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 
 _ATTR = "__sos_operation__"
+_TOOL_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,12 @@ class Operation:
     access: Access
     wire: Wire | None
     function: Callable[..., Any]
+    tool: str | None = None
+
+    @property
+    def tool_name(self) -> str:
+        """Its MCP tool's name: the declared ``tool``, else ``<service>_<name>``; ``""`` when it has none."""
+        return f"{self.service}_{self.name}" if self.tool is None else self.tool
 
     @property
     def signature(self) -> inspect.Signature:
@@ -131,6 +141,7 @@ class Operation:
 class _Declared:
     access: Access
     wire: Wire | None
+    tool: str | None = None
 
 
 def operation(
@@ -145,17 +156,21 @@ def operation(
     rule: Rule | None = None,
     wire: Wire | None = None,
     local: bool = False,
+    tool: str | None = None,
 ) -> Callable[[F], F]:
     """Declare the decorated service method a public operation (see the module docstring).
 
     ``wire`` defaults to ``Wire()`` (a ``POST``); ``local=True`` keeps the operation in-process (and in the client,
-    which implements it itself): it gets no route.
+    which implements it itself): it gets no route. ``tool`` names its MCP tool (default ``<service>_<name>``; ``""``
+    keeps it out of MCP).
     """
+    if tool is not None and tool and not _TOOL_RE.fullmatch(tool):
+        raise ValueError(f"tool name {tool!r} must match {_TOOL_RE.pattern}")
     access = Access(scope, dict(own or {}), lift, admin, dict(admin_unless or {}), tenant, ids, rule)
     declared_wire = None if local else (wire or Wire())
 
     def mark(function: F) -> F:
-        setattr(function, _ATTR, _Declared(access, declared_wire))
+        setattr(function, _ATTR, _Declared(access, declared_wire, tool))
         return function
 
     return mark
@@ -172,7 +187,7 @@ def service(name: str) -> Callable[[C], C]:
         for attr, value in vars(cls).items():
             mark = getattr(value, _ATTR, None)
             if isinstance(mark, _Declared):
-                found[attr] = Operation(name, attr, mark.access, mark.wire, value)
+                found[attr] = Operation(name, attr, mark.access, mark.wire, value, mark.tool)
         _REGISTRY[cls] = found
         return cls
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -118,6 +118,16 @@ def _server(config: uvicorn.Config, on_started: Callable[[], None]) -> uvicorn.S
     return Server(config)
 
 
+def _mount_mcp(ctx: Context, app: Any) -> None:
+    """Serve MCP at /mcp when the ``mcp`` extra is installed (else say how to get it)."""
+    try:
+        from ..mcp import mount
+    except MissingDependency:
+        ctx.out.progress("no MCP at /mcp: pip install 'sos-kernel[mcp]' to serve it")
+        return
+    mount(app)
+
+
 def _announce(ctx: Context, address: str, kernel_url: str, backend: str) -> Callable[[], None]:
     def announce() -> None:
         if ctx.out.json_mode:
@@ -141,6 +151,7 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
         ctx.out.progress(f"opening {ctx.url}...")
         async with open_kernel(ctx.url) as kernel:
             app = create_app(kernel, admin_token=admin_token)
+            _mount_mcp(ctx, app)
             config = uvicorn.Config(
                 app, lifespan="on", ws="none", log_level=a.log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
             )

@@ -30,7 +30,7 @@ from ..skills import Skills
 from ..wire import load
 from ._http import SessionDep, answer, keyed, state_of
 
-__all__ = ["SERVICES", "operations_router"]
+__all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
 SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills)
 """The service classes whose declared operations are served."""
@@ -189,18 +189,33 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
     return endpoint
 
 
-def _schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
+_COMPONENTS = "#/components/schemas/{model}"
+
+
+def _schema(hint: Any, defs: dict[str, Any], ref_template: str = _COMPONENTS) -> dict[str, Any]:
     try:
-        schema = TypeAdapter(hint).json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        schema = TypeAdapter(hint).json_schema(ref_template=ref_template, mode="serialization")
     except Exception:  # a type without a JSON Schema (bytes in a union...): any value
         return {}
     defs.update(schema.pop("$defs", {}))
     return schema
 
 
+def arguments_schema(op: Operation, defs: dict[str, Any], ref_template: str = _COMPONENTS) -> dict[str, Any]:
+    """The JSON Schema of ``op``'s arguments as one object (its definitions added to ``defs``, referenced with
+    ``ref_template``): what a ``POST`` body carries, and what an MCP tool takes."""
+    args = _Arguments(op)
+    properties = {name: _schema(hint, defs, ref_template) for name, hint in args.named.items()}
+    body: dict[str, Any] = {"type": "object", "properties": properties, "required": args.required}
+    if args.extra is None:
+        body["additionalProperties"] = False
+    return body
+
+
 def _openapi(op: Operation, defs: dict[str, Any]) -> dict[str, Any]:
     args = _Arguments(op)
-    properties = {name: _schema(hint, defs) for name, hint in args.named.items()}
+    body = arguments_schema(op, defs)
+    properties = body["properties"]
     wire = op.wire
     errors = sorted({cls.code for cls in (wire.errors if wire else ())})
     extra: dict[str, Any] = {
@@ -222,11 +237,12 @@ def _openapi(op: Operation, defs: dict[str, Any]) -> dict[str, Any]:
             for name in args.named
         ]
     else:
-        body: dict[str, Any] = {"type": "object", "properties": properties, "required": args.required}
-        if args.extra is None:
-            body["additionalProperties"] = False
         extra["requestBody"] = {"required": bool(args.required), "content": {"application/json": {"schema": body}}}
     return extra
+
+
+Arguments = _Arguments
+"""How one operation's arguments are read and checked (shared with :mod:`sos_kernel.mcp`)."""
 
 
 def operations_router(defs: dict[str, Any]) -> APIRouter:
