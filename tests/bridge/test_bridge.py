@@ -248,3 +248,16 @@ async def test_run_rides_out_a_failing_kernel_and_resumes(sos: aioredis.Redis) -
                 await anyio.sleep(0.05)
             stop.set()
         assert [m.message_id for m in await kernel.bus.history("agent:alice")] == [message["message_id"]]
+
+
+async def test_a_kernel_agent_registered_since_the_last_sync_gets_its_messages(
+    kernel: Kernel, sos: aioredis.Redis
+) -> None:
+    async with SOSBridge(kernel, sos_url(sos), tenant=DEFAULT_TENANT) as bridge:
+        await bridge.sync_once()  # the registries are synced now, and not again for registry_interval_s
+        await kernel.registry.register(card("carol"))
+        message = template("send", source="agent:kasra", target="agent:carol")
+        await sos_send(sos, "carol", message)
+        await bridge.sync_once()
+    assert [m.message_id for m in await kernel.bus.history("agent:carol")] == [message["message_id"]]
+    assert await kernel.bus.history("agent:sos-carol") == []

@@ -183,6 +183,7 @@ class SOSBridge:
         self._collisions: set[str] = set()
         self._bridged_in: OrderedDict[str, None] = OrderedDict()
         self._registry_due = 0.0
+        self._fresh_round = -1  # the round in which the kernel registry was last read for an unknown target
         self._status = BridgeStatus(tenant, self.scope)
         self._write_out: Any = None
 
@@ -440,6 +441,7 @@ class SOSBridge:
         if self._collides(source):
             await self._refuse(key, entry_id, text, f"source {message.source} would speak as a kernel agent")
             return
+        await self._know_targets(message)
         try:
             mapped = parse_message(self._into_kernel(message))
             await self.services.bus.publish(mapped)
@@ -452,6 +454,19 @@ class SOSBridge:
             return
         self._remember(mapped.message_id)
         self._status.bridged_in += 1
+
+    async def _know_targets(self, message: Message) -> None:
+        """Read the kernel registry again (once a round) when an entry names an agent neither side is known to
+        have: a kernel agent registered since the last sync must not be taken for an SOS agent."""
+        names = [message.target] + ([message.payload.reply_channel] if isinstance(message, AskMessage) else [])
+        unknown = [
+            n
+            for n in (a.removeprefix("agent:") for a in names if a.startswith("agent:"))
+            if n not in self._kernel_agents and n not in self._sos_agents
+        ]
+        if unknown and self._fresh_round != self._status.rounds:
+            self._fresh_round = self._status.rounds
+            await self._read_kernel_registry()
 
     def _into_kernel(self, message: Message) -> dict[str, Any]:
         wire = message.to_wire()
