@@ -8,7 +8,7 @@ that tenant's admin token. Guarantees:
   stream and squad streams is read in the ``sos-0.4`` dialect and published into the kernel. The bridge keeps, in
   SOS's Redis, the last entry id it finished per stream and moves it only after the kernel accepted the entry;
   the kernel's publish is idempotent by ``message_id``, so a restart resumes where it stopped, skips nothing, and
-  the one entry that may be published twice is a duplicate the kernel drops.
+  the entries of a page that may be published again after a crash are duplicates the kernel drops.
 - **Kernel → SOS, exactly once.** Messages kernel agents publish to ``agent:sos-<name>`` are written to that SOS
   agent's inbox stream in SOS's flat encoding, then ``PUBLISH``-ed on ``sos:wake:<name>`` and
   ``sos:channel:agent:<name>``; the write, a per-message marker (kept ``dedupe_ttl_s``) and the bridge's kernel
@@ -419,12 +419,30 @@ class SOSBridge:
         """Bridge one page of ``key`` after ``last``; the time (ms) of the first entry left, None if caught up."""
         count = self.limits.entries_per_poll_max
         rows = await self._call(self._redis.xrange(key, min="(" + last, max="+", count=count + 1))
-        for entry_id, fields in rows[:count]:
-            await self._bridge_in(key, _text(entry_id), fields)
-            await self._call(self._redis.hset(self._state + "in", key, _text(entry_id)))
+        page = rows[:count]
+        marked = await self._marked([_text(f.get(b"message_id", f.get("message_id", ""))) for _, f in page])
+        finished: str | None = None
+        try:
+            for (entry_id, fields), ours in zip(page, marked, strict=True):
+                await self._bridge_in(key, _text(entry_id), fields, ours)
+                finished = _text(entry_id)
+        finally:
+            # once a page (and where a round stops): a replay after a crash is dropped by the kernel's dedupe
+            if finished is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._call(self._redis.hset(self._state + "in", key, finished))
         return _id_ms(_text(rows[count][0])) if len(rows) > count else None
 
-    async def _bridge_in(self, key: str, entry_id: str, fields: dict[Any, Any]) -> None:
+    async def _marked(self, message_ids: list[str]) -> list[bool]:
+        """Which of ``message_ids`` the bridge wrote to SOS itself (one round trip for a page)."""
+        if not message_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.exists(self._state + "sent:" + message_id)
+        return [bool(found) for found in await self._call(pipe.execute())]
+
+    async def _bridge_in(self, key: str, entry_id: str, fields: dict[Any, Any], ours: bool) -> None:
         text = {_text(k): _text(v) for k, v in fields.items()}
         try:
             message = from_sos_fields(text)
@@ -434,7 +452,7 @@ class SOSBridge:
         if self.project is not None and text.get("project", self.project) != self.project:
             self._status.out_of_scope += 1
             return
-        if await self._call(self._redis.exists(self._state + "sent:" + message.message_id)):
+        if ours:
             self._status.loops_skipped += 1  # the bridge wrote it: never read back
             return
         source = message.source.removeprefix("agent:")

@@ -27,6 +27,7 @@ when unset), booleans as ``"1"``/``"0"``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import types
@@ -111,12 +112,23 @@ def _drop_nulls(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     for key, value in data.items():
         if value is None and key not in nullable and key in model.model_fields:
             continue
-        field = model.model_fields.get(key)
-        inner = _model_of(field.annotation) if field is not None else None
+        inner = _field_model(model, key)
         if inner is not None and isinstance(value, dict):
             value = _drop_nulls(value, inner)
         out[key] = value
     return out
+
+
+@functools.cache
+def _field_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    field = model.model_fields.get(name)
+    return _model_of(field.annotation) if field is not None else None
+
+
+@functools.cache
+def _field_scalar(model: type[BaseModel], name: str) -> Literal["int", "bool"] | None:
+    field = model.model_fields.get(name)
+    return _scalar_of(field.annotation) if field is not None else None
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -181,8 +193,7 @@ def _decode_value(key: str, value: str, model: type[Message] | None) -> Any:
             return json.loads(value)
         except ValueError:
             return value  # SOS's readers keep text that does not parse; the schema check judges it
-    field = model.model_fields.get(key) if model is not None else None
-    kind = _scalar_of(field.annotation) if field is not None else None
+    kind = _field_scalar(model, key) if model is not None else None
     if kind == "int" and _INT_RE.fullmatch(value):
         return int(value)
     if kind == "bool" and value in ("1", "0"):
