@@ -30,6 +30,7 @@ from .catalogue import (
     MESSAGE_BYTES_MAX,
     TypeCatalogue,
     build_message,
+    from_sos_fields,
     parse_card,
     parse_message,
     sos_error_for,
@@ -80,7 +81,6 @@ from .sos import (
     SOS_FIELDS_MAX,
     SOS_PROJECT_HEADER,
     SOS_REMEMBER_HEADER,
-    from_sos_fields,
     to_sos_fields,
 )
 

@@ -26,7 +26,7 @@ from ..refusals import bad_address
 from ._schema_patterns import anchored_validator_class
 from ._types import ADDRESS_PATTERN, AGENT_ADDRESS_PATTERN, WIRE_CONTEXT_KEY, WireRequired
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
-from .sos import SOS_DIALECT, check_type, sos_lenient
+from .sos import SOS_DIALECT, check_type, decode_sos_fields, sos_lenient
 
 __all__ = [
     "CUSTOM_TYPE_NAME_PATTERN",
@@ -34,6 +34,7 @@ __all__ = [
     "MESSAGE_BYTES_MAX",
     "TypeCatalogue",
     "build_message",
+    "from_sos_fields",
     "parse_message",
     "sos_error_for",
     "validation_details",
@@ -410,3 +411,14 @@ def parse_message(
     :class:`~sos_kernel.errors.LimitExceeded` (SOS-4010) above ``MESSAGE_BYTES_MAX``.
     """
     return (catalogue or DEFAULT_CATALOGUE).parse_dialect(data, dialect)
+
+
+def from_sos_fields(fields: Mapping[Any, Any], *, catalogue: TypeCatalogue | None = None) -> Message:
+    """The message one entry of SOS's Redis streams holds (``XRANGE``'s field map, bytes or text), read in the
+    ``sos-0.4`` dialect. Raises what :func:`~sos_kernel.contracts.parse_message` raises."""
+    cat = catalogue or DEFAULT_CATALOGUE
+    name = fields.get("type", fields.get(b"type")) if isinstance(fields, Mapping) else None
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", errors="replace")
+    model = cat.get(name) if isinstance(name, str) and name in cat else None
+    return cat.parse_dialect(decode_sos_fields(fields, model), SOS_DIALECT)

@@ -19,10 +19,10 @@ strict checks every message gets:
 Nothing else is relaxed: unknown fields, wrong types, a missing ``timestamp``, ``message_id`` or ``payload`` are
 refused as in the strict default. A ``type`` that is missing, ``null`` or ``""`` is SOS-4002 in both modes.
 
-``from_sos_fields(fields)`` reads one entry of SOS's streams (flat fields, string values, nested values as JSON
-text) and ``to_sos_fields(message)`` writes a message the way SOS's producers do: one string field per top-level
-key, ``null`` left out at the top level, ``payload`` as JSON text with every optional field present (``null``
-when unset), booleans as ``"1"``/``"0"``.
+``from_sos_fields(fields)`` (beside ``parse_message`` in :mod:`~sos_kernel.contracts.catalogue`) reads one entry
+of SOS's streams (flat fields, string values, nested values as JSON text) and ``to_sos_fields(message)`` writes a
+message the way SOS's producers do: one string field per top-level key, ``null`` left out at the top level,
+``payload`` as JSON text with every optional field present (``null`` when unset), booleans as ``"1"``/``"0"``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "SOS_FIELD_BYTES_MAX",
     "SOS_PROJECT_HEADER",
     "SOS_REMEMBER_HEADER",
-    "from_sos_fields",
     "sos_lenient",
     "to_sos_fields",
 ]
@@ -199,19 +198,6 @@ def _decode_value(key: str, value: str, model: type[Message] | None) -> Any:
     if kind == "bool" and value in ("1", "0"):
         return value == "1"
     return value
-
-
-def from_sos_fields(fields: Mapping[Any, Any], *, catalogue: Any = None) -> Message:
-    """The message one entry of SOS's Redis streams holds (``XRANGE``'s field map, bytes or text), read in the
-    ``sos-0.4`` dialect. Raises what :func:`~sos_kernel.contracts.parse_message` raises."""
-    from .catalogue import DEFAULT_CATALOGUE
-
-    cat = catalogue or DEFAULT_CATALOGUE
-    name = fields.get("type", fields.get(b"type")) if isinstance(fields, Mapping) else None
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", errors="replace")
-    model = cat.get(name) if isinstance(name, str) and name in cat else None
-    return cat.parse_dialect(decode_sos_fields(fields, model), SOS_DIALECT)
 
 
 def to_sos_fields(message: Message) -> dict[str, str]:
