@@ -211,8 +211,10 @@ async def test_project_scope(kernel: Kernel, sos: aioredis.Redis) -> None:
     await sos_send(sos, "alice", elsewhere, scope="project:apollo")
     await sos_send(sos, "alice", template("send", source="agent:kasra", target="agent:alice"))  # global
     await kernel.bus.send("agent:alice", "agent:sos-kasra", "in apollo")
+    await kernel.bus.send("agent:bob", "agent:sos-kasra", "not in apollo")
     async with SOSBridge(kernel, sos_url(sos), tenant=DEFAULT_TENANT, project="apollo") as bridge:
         status = await bridge.sync_once()
+    assert status.refused == 1  # bob is not an agent of the project
     assert [m.message_id for m in await kernel.bus.history("agent:alice")] == [inside["message_id"]]
     assert status.out_of_scope == 1
     assert status.kernel_agents == ["alice"]

@@ -561,4 +561,6 @@ class SOSBridge:
             return f"kernel agent {message.source} has the name of an SOS agent; it would speak as that agent"
         if message.type not in CORE_TYPES:
             return f"type {message.type!r} is not one SOS v0.4.1 knows"
+        if self.project is not None and sender not in self._exported():
+            return f"{message.source} is not an online agent of project {self.project!r}"
         return None
