@@ -127,7 +127,7 @@ def load_receipt(data: Any) -> PublishReceipt:
 def load_dead_letter(data: Any, catalogue: TypeCatalogue) -> DeadLetter:
     """A :class:`DeadLetter`."""
     raw = dict(_fields(DeadLetter, _object(data, "dead letter")))
-    raw["message"] = load_message(raw["message"], catalogue)
+    raw["message"] = None if raw["message"] is None else load_message(raw["message"], catalogue)
     raw["dead_at"] = _when(raw["dead_at"])
     return DeadLetter(**raw)
 

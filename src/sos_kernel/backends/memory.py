@@ -211,14 +211,24 @@ class MemoryBusStore(BusStore):
         self._notify(tenant, address)
         return True
 
-    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+    async def bury(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        reason: str,
+        attempts: int,
+        data: bytes | None = None,
+    ) -> bool:
         grp = self._groups.get((tenant, address, group))
         pend = grp.pending.pop(int(position), None) if grp else None
         row = self._stream(tenant, address).rows.get(int(position))
         if grp is None or pend is None or row is None:
             return False
         dead_id = position  # a position is buried at most once per group; a global counter would leak volume
-        grp.dead[dead_id] = StoredDeadLetter(dead_id, address, group, position, row.data, reason, attempts, time.time())
+        kept = row.data if data is None else data
+        grp.dead[dead_id] = StoredDeadLetter(dead_id, address, group, position, kept, reason, attempts, time.time())
         return True
 
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:

@@ -43,6 +43,7 @@ from ..bus.store import (
     HistoryEntry,
     Retention,
     StoredDeadLetter,
+    foreign_fields,
 )
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
@@ -120,8 +121,9 @@ end
 return id
 """
 
-# Returns {entries, last}: entries = {id, data, receipts, attempts}...; last = the group's last-delivered id when
-# nothing new was handed out (for a blocking wait that cannot miss an append), else false.
+# Returns {entries, last}: entries = {id, data, receipts, attempts}... (data is the entry's whole field list when
+# it has no 'd': an entry another program wrote, which the reader dead-letters); last = the group's last-delivered
+# id when nothing new was handed out (for a blocking wait that cannot miss an append), else false.
 _CLAIM = """
 local key, grp, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count, vt, scans = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -136,7 +138,7 @@ for _ = 1, scans do
   local res = redis.call('XAUTOCLAIM', key, grp, consumer, vt, cursor, 'COUNT', count - #out)
   for _, e in ipairs(res[2]) do
     local p = redis.call('XPENDING', key, grp, e[1], e[1], 1)
-    out[#out + 1] = {e[1], field(e[2], 'd'), field(e[2], 'r'), p[1][4]}
+    out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), p[1][4]}
   end
   cursor = res[1]
   if cursor == '0-0' then break end
@@ -152,7 +154,7 @@ while #out < count do
     if only and only ~= grp then
       redis.call('XACK', key, grp, e[1])
     else
-      out[#out + 1] = {e[1], field(e[2], 'd'), field(e[2], 'r'), 1}
+      out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), 1}
       fresh = fresh + 1
     end
   end
@@ -183,8 +185,9 @@ if n == 0 then return 0 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #e == 0 then return 0 end
 local f = e[1][2]
-local data = false
+local data = ''
 for i = 1, #f, 2 do if f[i] == 'd' then data = f[i + 1] end end
+if ARGV[5] == '1' then data = ARGV[6] end
 local t = redis.call('TIME')
 redis.call('XADD', KEYS[2], '*', 'p', ARGV[2], 'd', data, 'why', ARGV[3], 'n', ARGV[4], 'at', t[1] .. '.' .. t[2])
 return 1
@@ -382,7 +385,7 @@ class RedisBusStore(BusStore):
         )
         if last:
             self._remember(tenant, address, _s(last))
-        return [Claimed(_s(pos), bytes(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
+        return [Claimed(_s(pos), _data(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         key = self._k(tenant, "stream", address)
@@ -395,9 +398,19 @@ class RedisBusStore(BusStore):
         args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms]
         return bool(await self._call(self._nack(keys=[key], args=args)))
 
-    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+    async def bury(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        reason: str,
+        attempts: int,
+        data: bytes | None = None,
+    ) -> bool:
         keys = [self._k(tenant, "stream", address), self._k(tenant, "dead", address, group)]
-        return bool(await self._call(self._bury(keys=keys, args=[group, _entry_id(position), reason, attempts])))
+        args: list[Any] = [group, _entry_id(position), reason, attempts, "0" if data is None else "1", data or b""]
+        return bool(await self._call(self._bury(keys=keys, args=args)))
 
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
@@ -441,7 +454,7 @@ class RedisBusStore(BusStore):
                 break
             for entry_id, f in rows:
                 if b"g" not in f:
-                    out.append(HistoryEntry(_s(entry_id), bytes(f[b"d"])))
+                    out.append(HistoryEntry(_s(entry_id), _data(f.get(b"d", f))))
             seen = _s(rows[-1][0])
             start = "(" + seen
         self._remember(tenant, address, seen)
@@ -506,6 +519,11 @@ class RedisBusStore(BusStore):
                 groups += 1
                 held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
         return groups, held
+
+
+def _data(value: Any) -> bytes:
+    # an entry without our 'd' field comes back as its fields: kept, as JSON, for its dead letter
+    return bytes(value) if isinstance(value, bytes) else foreign_fields(value)
 
 
 def _s(value: Any) -> str:

@@ -259,7 +259,7 @@ class SQLiteBusStore(BusStore):
                     " AND pos=?",
                     (consumer, due_at, attempts + 1, *key, pos),
                 )
-                out.append(Claimed(str(pos), bytes(data), attempts + 1, bool(receipts)))
+                out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
             room = count - len(out)
             if room > 0:
                 out.extend(self._claim_new(c, key, consumer, due_at, room))
@@ -293,7 +293,7 @@ class SQLiteBusStore(BusStore):
             " cursor=excluded.cursor",
             (*key, rows[-1][0]),
         )
-        return [Claimed(str(pos), bytes(data), 1, bool(receipts)) for pos, data, receipts in rows]
+        return [Claimed(str(pos), _blob(data), 1, bool(receipts)) for pos, data, receipts in rows]
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         pos = _position(position)
@@ -323,7 +323,16 @@ class SQLiteBusStore(BusStore):
         self._notify(tenant, address)
         return done
 
-    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
+    async def bury(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        reason: str,
+        attempts: int,
+        data: bytes | None = None,
+    ) -> bool:
         pos = _position(position)
 
         def tx(c: sqlite3.Connection) -> bool:
@@ -339,7 +348,7 @@ class SQLiteBusStore(BusStore):
             c.execute(
                 "INSERT INTO bus_dead (tenant, address, grp, pos, data, reason, attempts, dead_at)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                (tenant, address, group, pos, row[0], reason, attempts, time.time()),
+                (tenant, address, group, pos, row[0] if data is None else data, reason, attempts, time.time()),
             )
             return True
 
@@ -353,7 +362,7 @@ class SQLiteBusStore(BusStore):
                 (tenant, address, group, limit),
             ).fetchall()
             # the dead letter's id is its position: an id counted across tenants would reveal their volume
-            return [StoredDeadLetter(str(p), address, group, str(p), bytes(d), r, a, t) for p, d, r, a, t in rows]
+            return [StoredDeadLetter(str(p), address, group, str(p), _blob(d), r, a, t) for p, d, r, a, t in rows]
 
         return await self._big.read(tx)
 
@@ -395,7 +404,7 @@ class SQLiteBusStore(BusStore):
                 (tenant, address, start, limit),
             ).fetchall()
             self._seen_version = self._db.data_version()
-            return [HistoryEntry(str(p), bytes(d)) for p, d in rows]
+            return [HistoryEntry(str(p), _blob(d)) for p, d in rows]
 
         return await self._big.read(tx)
 
@@ -557,6 +566,14 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
             c.execute(statement)
     if version == 0:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _blob(value: object) -> bytes:
+    """A row's data as bytes, whatever was written into the column (a row another program wrote may hold text
+    or a number: its reader dead-letters it rather than failing)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", errors="replace")
 
 
 def _position(value: str) -> int:

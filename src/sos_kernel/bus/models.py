@@ -95,16 +95,22 @@ class PublishReceipt:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message a group gave up on after ``attempts`` deliveries; ``replay`` delivers it to that group again."""
+    """A message a group gave up on after ``attempts`` deliveries; ``replay`` delivers it to that group again.
+
+    An entry the bus could not read (not a message of its catalogue: garbage, or fields another program wrote
+    into the stream) is dead-lettered at once with ``message=None``, its reason, and ``raw``: the start of its
+    bytes as text, at most ``POISON_RAW_BYTES_MAX`` bytes. Such a dead letter cannot be replayed.
+    """
 
     id: str
     address: str
     group: str
     position: str
-    message: Message
+    message: Message | None
     reason: str
     attempts: int
     dead_at: datetime
+    raw: str | None = None
 
     @staticmethod
     def at(epoch_s: float) -> datetime:

@@ -20,6 +20,11 @@ Guarantees:
   The reassembled message passes every check a whole one does and must come from its chunks' source; a chunk
   group is keyed by that source, bounded per source and per tenant, and dropped ``chunk_ttl_s`` after it opened.
 - **Bounded.** Every size, count and wait has a named limit in :class:`BusLimits`.
+- **Unreadable entries are never fatal.** An entry the bus cannot read back as a message of its catalogue
+  (garbage in a row, fields another program wrote into a stream) is dead-lettered by the first subscription that
+  meets it, at once, with the reason and its first ``POISON_RAW_BYTES_MAX`` bytes (``DeadLetter.message`` is None,
+  ``DeadLetter.raw`` holds them); ``history`` leaves it out and reads on. The entries around it are delivered and
+  acked as usual; each one met is counted in ``Bus.unreadable_entries`` and logged on ``sos_kernel.bus``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import math
 import re
 import secrets
@@ -72,7 +78,7 @@ from ..errors import (
 from ..operations import Wire, operation, service
 from ..refusals import bad_address
 from .models import BusLimits, DeadLetter, PublishReceipt
-from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention
+from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention, capped_raw
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -100,6 +106,7 @@ WAIT_CAP_S = 1.0
 RECONNECT_BACKOFF_S = 0.05
 """A subscription's first wait after its store became unreachable; each further one doubles, up to the max."""
 RECONNECT_BACKOFF_MAX_S = 1.0
+log = logging.getLogger("sos_kernel.bus")
 
 
 def check_address(address: str) -> str:
@@ -311,6 +318,8 @@ class Bus:
             limits.agent_chunk_bytes_max,
         )
         self._asks_pending: dict[str, int] = {}  # source -> asks waiting for a reply in this process
+        self.unreadable_entries = 0
+        """Entries this bus met that are not messages of its catalogue (dead-lettered or skipped by history)."""
         self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
         """Set by the kernel to the registry's status lookup, so ``wake`` refuses unknown or offline agents."""
 
@@ -695,7 +704,7 @@ class Bus:
         while True:
             for entry in await self._store.history(self.tenant, channel, after, 100):
                 after = entry.position
-                reply = self._catalogue.parse(entry.data)
+                reply = self._readable(channel, entry.position, entry.data)
                 if isinstance(reply, SendMessage) and (
                     reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
                 ):
@@ -794,8 +803,32 @@ class Bus:
         if not isinstance(limit, int) or not 1 <= limit <= self.limits.history_limit_max:
             raise InvalidArgument(f"limit must be 1..{self.limits.history_limit_max}, got {limit!r}")
         cursor = await self._cursor(after)
-        entries = await self._store.history(self.tenant, address, cursor, limit)
-        return [(e.position, self._catalogue.parse(e.data)) for e in entries]
+        out: list[tuple[str, Message]] = []
+        while len(out) < limit:
+            wanted = limit - len(out)
+            entries = await self._store.history(self.tenant, address, cursor, wanted)
+            for entry in entries:
+                message = self._readable(address, entry.position, entry.data)
+                if message is not None:
+                    out.append((entry.position, message))
+            if len(entries) < wanted:
+                break
+            cursor = entries[-1].position  # a page short of unreadable entries reads on
+        return out
+
+    def _readable(self, address: str, position: str, data: bytes) -> Message | None:
+        """The message an entry holds; None (counted and logged) when it is not one of the catalogue."""
+        try:
+            return self._catalogue.parse(data)
+        except SOSError as exc:
+            self._note_unreadable(address, position, data, exc)
+            return None
+
+    def _note_unreadable(self, address: str, position: str, data: bytes, exc: SOSError) -> str:
+        self.unreadable_entries += 1
+        reason = f"unreadable entry ({len(data)} bytes): {exc.code} {exc.message}"[:1000]
+        log.warning("bus %s %s@%s: %s", self.tenant, address, position, reason)
+        return reason
 
     async def _cursor(self, after: str | None) -> str | None:
         if after is None:
@@ -818,19 +851,19 @@ class Bus:
         if not isinstance(limit, int) or not 1 <= limit <= self.limits.history_limit_max:
             raise InvalidArgument(f"limit must be 1..{self.limits.history_limit_max}, got {limit!r}")
         stored = await self._store.dead_letters(self.tenant, address, group, limit)
-        return [
-            DeadLetter(
-                d.id,
-                d.address,
-                d.group,
-                d.position,
-                self._catalogue.parse(d.data),
-                d.reason,
-                d.attempts,
-                DeadLetter.at(d.dead_at),
+        out = []
+        for d in stored:
+            try:
+                message: Message | None = self._catalogue.parse(d.data)
+                raw = None
+            except SOSError:
+                message, raw = None, capped_raw(d.data).decode("utf-8", errors="replace")
+            out.append(
+                DeadLetter(
+                    d.id, d.address, d.group, d.position, message, d.reason, d.attempts, DeadLetter.at(d.dead_at), raw
+                )
             )
-            for d in stored
-        ]
+        return out
 
     @operation(
         "bus:write",
@@ -845,6 +878,11 @@ class Bus:
         from ..errors import NotFound
 
         self._check_open()
+        if dead_letter.message is None:
+            raise InvalidArgument(
+                f"dead letter {dead_letter.id} is an unreadable entry, not a message; it cannot be replayed",
+                details={"id": dead_letter.id},
+            )
         appended = await self._store.revive(self.tenant, dead_letter.address, dead_letter.group, dead_letter.id)
         if appended is None:
             raise NotFound(f"dead letter {dead_letter.id} is gone (already replayed?)", details={"id": dead_letter.id})
@@ -1052,7 +1090,9 @@ class Subscription:
         try:
             message = self._bus.catalogue.parse(data)
         except SOSError as exc:
-            await store.bury(tenant, self.address, self.group, position, f"unreadable: {exc}", attempt)
+            # dead at once, whatever max_deliveries says: no retry makes it readable
+            reason = self._bus._note_unreadable(self.address, position, data, exc)
+            await store.bury(tenant, self.address, self.group, position, reason, attempt, capped_raw(data))
             return
         if attempt > self.max_deliveries:
             reason = f"not acked after {self.max_deliveries} deliveries"

@@ -13,12 +13,14 @@ other groups skip it.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 __all__ = [
+    "POISON_RAW_BYTES_MAX",
     "Appended",
     "BusStore",
     "ChunkPart",
@@ -29,7 +31,40 @@ __all__ = [
     "HistoryEntry",
     "Retention",
     "StoredDeadLetter",
+    "capped_raw",
+    "foreign_fields",
 ]
+
+POISON_RAW_BYTES_MAX = 4096
+"""The bytes of an unreadable entry its dead letter keeps; the rest is cut (the reason says how much)."""
+
+
+def capped_raw(data: bytes) -> bytes:
+    """The first ``POISON_RAW_BYTES_MAX`` bytes of an unreadable entry, what its dead letter keeps."""
+    return data[:POISON_RAW_BYTES_MAX]
+
+
+def foreign_fields(fields: object) -> bytes:
+    """An entry that has no message of ours (fields another program wrote) as ``{"unreadable_fields": {...}}``.
+
+    ``fields`` is a mapping or a flat list of names and values, as an engine returns them; the result is JSON
+    that no message type accepts, so the reader dead-letters it with the fields kept for inspection.
+    """
+    pairs: list[tuple[object, object]]
+    if isinstance(fields, dict):
+        pairs = list(fields.items())
+    elif isinstance(fields, list | tuple):
+        pairs = list(zip(fields[0::2], fields[1::2], strict=False))
+    else:
+        pairs = [("value", fields)]
+    text = {_text(k): _text(v) for k, v in pairs}
+    return json.dumps({"unreadable_fields": text}, ensure_ascii=False).encode()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
 
 
 class Entry(NamedTuple):
@@ -187,8 +222,20 @@ class BusStore(ABC):
         """Make a pending entry due again after ``delay_ms``; False when it was not pending."""
 
     @abstractmethod
-    async def bury(self, tenant: str, address: str, group: str, position: str, reason: str, attempts: int) -> bool:
-        """Move a pending entry to the group's dead letters; False when it was not pending."""
+    async def bury(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        reason: str,
+        attempts: int,
+        data: bytes | None = None,
+    ) -> bool:
+        """Move a pending entry to the group's dead letters; False when it was not pending.
+
+        ``data``, when given, is kept instead of the entry's own bytes (an unreadable entry's capped raw form).
+        """
 
     @abstractmethod
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:

@@ -30,6 +30,7 @@ from .catalogue import (
     MESSAGE_BYTES_MAX,
     TypeCatalogue,
     build_message,
+    from_sos_fields,
     parse_card,
     parse_message,
     sos_error_for,
@@ -74,6 +75,14 @@ from .messages import (
     WorkerInfo,
     new_message_id,
 )
+from .sos import (
+    SOS_DIALECT,
+    SOS_FIELD_BYTES_MAX,
+    SOS_FIELDS_MAX,
+    SOS_PROJECT_HEADER,
+    SOS_REMEMBER_HEADER,
+    to_sos_fields,
+)
 
 __all__ = [
     "ADDRESS_PATTERN",
@@ -85,6 +94,11 @@ __all__ = [
     "EXTENSION_TYPES",
     "MESSAGE_BYTES_MAX",
     "REVENUE_SPLIT_TOLERANCE",
+    "SOS_DIALECT",
+    "SOS_FIELDS_MAX",
+    "SOS_FIELD_BYTES_MAX",
+    "SOS_PROJECT_HEADER",
+    "SOS_REMEMBER_HEADER",
     "TEXT_CHARS_MAX",
     "AgentCard",
     "AgentJoinedMessage",
@@ -132,10 +146,12 @@ __all__ = [
     "WireRequired",
     "WorkerInfo",
     "build_message",
+    "from_sos_fields",
     "new_message_id",
     "parse_card",
     "parse_message",
     "sos_error_for",
+    "to_sos_fields",
     "utcnow",
     "validation_details",
 ]

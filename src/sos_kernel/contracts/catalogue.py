@@ -26,6 +26,7 @@ from ..refusals import bad_address
 from ._schema_patterns import anchored_validator_class
 from ._types import ADDRESS_PATTERN, AGENT_ADDRESS_PATTERN, WIRE_CONTEXT_KEY, WireRequired
 from .messages import CORE_TYPES, EXTENSION_TYPES, Message
+from .sos import SOS_DIALECT, check_type, decode_sos_fields, sos_lenient
 
 __all__ = [
     "CUSTOM_TYPE_NAME_PATTERN",
@@ -33,6 +34,7 @@ __all__ = [
     "MESSAGE_BYTES_MAX",
     "TypeCatalogue",
     "build_message",
+    "from_sos_fields",
     "parse_message",
     "sos_error_for",
     "validation_details",
@@ -225,6 +227,29 @@ class TypeCatalogue:
                 return parsed, data if kind is bytes else data.encode()  # type: ignore[return-value,union-attr]
         return parsed, parsed.to_json()
 
+    def parse_dialect(
+        self, data: bytes | bytearray | str | Mapping[str, Any] | BaseModel, dialect: str | None
+    ) -> Message:
+        """:meth:`parse` after the leniency of ``dialect`` (None: strict; ``"sos-0.4"``: see
+        :mod:`sos_kernel.contracts.sos`). SOS-4005 for an unknown dialect."""
+        if dialect is None or isinstance(data, BaseModel):
+            return self.parse(data)
+        if dialect != SOS_DIALECT:
+            raise InvalidArgument(
+                f"unknown dialect {dialect!r} (known: {SOS_DIALECT!r})", details={"dialect": str(dialect)[:100]}
+            )
+        if isinstance(data, bytes | bytearray | str):
+            if len(data) > MESSAGE_BYTES_MAX:
+                return self._parse_text(data)  # raises the size error
+            data = self._load_json(data)
+        if not isinstance(data, Mapping):
+            return self._slow_parse(data)
+        name = check_type(data)
+        model = self._types.get(name)
+        if model is None:
+            raise self._unknown(data.get("type"))
+        return self.parse(sos_lenient(data, model))
+
     def _parse_text(self, data: bytes | bytearray | str) -> Message:
         if len(data) > MESSAGE_BYTES_MAX:  # characters for str input: a cheap bound before any decoding
             raise LimitExceeded(
@@ -261,7 +286,7 @@ class TypeCatalogue:
                 f"a message is a JSON object, not {type(data).__name__}",
                 details={"errors": [{"loc": "(root)", "msg": "expected a JSON object", "type": "dict_type"}]},
             )
-        if "type" not in data:
+        if data.get("type") in (None, ""):  # SOS counts a null or empty type as missing
             raise MissingType(
                 "message has no 'type' field; set it to one of: " + ", ".join(self.names),
                 details={"known_types": list(self.names)},
@@ -372,12 +397,28 @@ def parse_message(
     data: bytes | bytearray | str | Mapping[str, Any] | BaseModel,
     *,
     catalogue: TypeCatalogue | None = None,
+    dialect: str | None = None,
 ) -> Message:
     """Validate wire data (JSON bytes/str, a mapping, or a model) into the message of its type.
+
+    ``dialect="sos-0.4"`` first applies exactly the leniency of SOS v0.4.1's running code (absent ``version``
+    and default targets filled, optional ``null`` fields dropped, ``project`` and ``payload.remember`` read;
+    see :mod:`sos_kernel.contracts.sos`); the default (None) is strict.
 
     Raises, in SOS's order: :class:`~sos_kernel.errors.MissingType` (SOS-4002),
     :class:`~sos_kernel.errors.UnknownType` (SOS-4004), :class:`~sos_kernel.errors.SchemaViolation`
     (SOS-4001, field paths in ``details["errors"]``), :class:`~sos_kernel.errors.InvalidSource` (SOS-4003);
     :class:`~sos_kernel.errors.LimitExceeded` (SOS-4010) above ``MESSAGE_BYTES_MAX``.
     """
-    return (catalogue or DEFAULT_CATALOGUE).parse(data)
+    return (catalogue or DEFAULT_CATALOGUE).parse_dialect(data, dialect)
+
+
+def from_sos_fields(fields: Mapping[Any, Any], *, catalogue: TypeCatalogue | None = None) -> Message:
+    """The message one entry of SOS's Redis streams holds (``XRANGE``'s field map, bytes or text), read in the
+    ``sos-0.4`` dialect. Raises what :func:`~sos_kernel.contracts.parse_message` raises."""
+    cat = catalogue or DEFAULT_CATALOGUE
+    name = fields.get("type", fields.get(b"type")) if isinstance(fields, Mapping) else None
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", errors="replace")
+    model = cat.get(name) if isinstance(name, str) and name in cat else None
+    return cat.parse_dialect(decode_sos_fields(fields, model), SOS_DIALECT)
