@@ -753,8 +753,9 @@ class RemoteEngine(_RemoteEngineDerived):  # type: ignore[misc,valid-type]
         """See :meth:`sos_kernel.providers.Engine.chat`."""
         args: dict[str, Any] = {"messages": messages, "model": model, "tier": tier, "id": id or uuid.uuid4().hex}
         args.update({"max_tokens": max_tokens, "agent": agent})
-        if not stream:
-            return await super().chat(**args)
+        if not stream:  # the declared result is a union with the stream: rebuild the reply here
+            found = await super().chat(**args)
+            return found if isinstance(found, ChatReply) else ChatReply.model_validate(found)
         client = self._client
         body = {k: wire.encode(v) for k, v in args.items() if v is not None}
         timeout = httpx.Timeout(client.timeout_s, read=None)
