@@ -4,8 +4,8 @@ One uvicorn server in a thread serves every fake provider under its own path pre
 chat-completions format (``/<name>/v1/chat/completions``), Anthropic Messages (``/<name>/v1/messages``) and Gemini
 (``/<name>/v1beta/models/<model>:generateContent`` and ``:streamGenerateContent?alt=sse``), each streaming or not,
 and ``GET /<name>/health``. ``modes[name]`` scripts a provider: ``ok``, ``500``, ``slow`` (answers after
-``SLOW_S``), ``400``, ``401``, ``429``, ``garbage`` (a 200 that is not the format). Every request is recorded with
-its headers, so tests can see which key travelled where.
+``SLOW_S``), ``400``, ``401``, ``429``, ``echo400`` (a 400 quoting the request's headers), ``garbage`` (a 200 that
+is not the format). Every request is recorded with its headers, so tests can see which key travelled where.
 """
 
 from __future__ import annotations
@@ -106,6 +106,10 @@ def _app(fakes: Fakes) -> Starlette:
             await asyncio.sleep(SLOW_S)
         if mode in ("500", "400", "401", "429"):
             return JSONResponse({"error": {"message": f"scripted {mode}"}}, status_code=int(mode))
+        if mode == "echo400":  # a provider that quotes the request's headers back in its refusal
+            return JSONResponse(
+                {"error": {"message": f"bad request; you sent {dict(request.headers)}"}}, status_code=400
+            )
         if mode == "garbage":
             return JSONResponse({"nothing": "here"})
         if rest == "v1/chat/completions":
