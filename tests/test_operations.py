@@ -15,9 +15,9 @@ from sos_kernel.guard import Caller, guard
 from sos_kernel.identity.models import Principal
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import Operation, declared, scoped_id
+from sos_kernel.providers import Engine, Providers
 from sos_kernel.registry import Registry
 from sos_kernel.server import create_app
-from sos_kernel.providers import Engine, Providers
 from sos_kernel.skills import Skills
 
 SERVICES: list[tuple[type, type, type]] = [

@@ -21,6 +21,7 @@ from sos_kernel.errors import (
     SchemaViolation,
     WalletNotFound,
 )
+from sos_kernel.providers.runtime import CALLS_PER_PRINCIPAL_MAX
 from sos_kernel.providers.service import CHAT_MESSAGES_MAX, MAX_TOKENS_MAX, PROVIDERS_PER_TENANT_MAX
 
 from ..conftest import Api, Connect
@@ -341,3 +342,18 @@ async def test_the_local_provider_needs_no_network(api: Api, kernel: sos_kernel.
     reply = await api.engine.chat([{"role": "user", "content": "say this back"}])
     assert (reply.text, reply.provider, reply.tried) == ("say this back", "echo", ("broken", "echo"))
     assert (reply.usage.input_tokens, reply.usage.output_tokens) == (3, 3)
+
+
+async def test_streams_closed_or_dropped_unread_give_back_their_slot_and_their_id(
+    kernel: sos_kernel.Kernel, fakes: Fakes
+) -> None:
+    await kernel.providers.register(card(fakes, "main"))
+    for _ in range(CALLS_PER_PRINCIPAL_MAX + 1):
+        stream = await kernel.engine.chat(HI, id="same", stream=True)
+        await stream.aclose()
+    for _ in range(CALLS_PER_PRINCIPAL_MAX + 1):
+        await kernel.engine.chat(HI, stream=True)  # dropped without a close
+    reply = await kernel.engine.chat(HI, id="same")
+    assert (reply.replayed, reply.text) == (False, "hello from main")
+    assert kernel.provider_runtime.running == {}
+    assert await kernel.ledger.usage() != []

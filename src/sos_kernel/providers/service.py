@@ -29,7 +29,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -326,11 +327,25 @@ class ChatStream:
     :class:`ChatReply` once the stream ended (charged as a whole call). Close it with ``aclose()`` or ``async
     with``; a stream closed early is charged nothing and counts as neither success nor failure."""
 
-    def __init__(self, pieces: AsyncIterator[str], provider: str, tried: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        pieces: AsyncIterator[str],
+        provider: str,
+        tried: tuple[str, ...],
+        abandon: Callable[[], Awaitable[None]] | None = None,
+        slot: _Slot | None = None,
+    ) -> None:
         self._pieces = pieces
         self.provider = provider
         self.tried = tried
         self.reply: ChatReply | None = None
+        self._abandon = abandon
+        self._slot = slot
+        self._started = False
+
+    def __del__(self) -> None:
+        if self._slot is not None:
+            self._slot.leave()  # a stream dropped unread gives its concurrency slot back
 
     def __repr__(self) -> str:
         return f"ChatStream(provider={self.provider!r}, done={self.reply is not None})"
@@ -339,6 +354,7 @@ class ChatStream:
         return self
 
     async def __anext__(self) -> str:
+        self._started = True
         return await self._pieces.__anext__()
 
     async def __aenter__(self) -> ChatStream:
@@ -349,6 +365,9 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Stop reading (idempotent)."""
+        if not self._started and self._abandon is not None:
+            abandon, self._abandon = self._abandon, None
+            await abandon()
         aclose = getattr(self._pieces, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -360,6 +379,19 @@ class ChatStream:
         if self.reply is None:
             raise ProviderUnavailable(f"provider {self.provider!r}: the stream ended without a reply")
         return self.reply
+
+
+class _Slot:
+    """A running call's place in the runtime's counts, given back once."""
+
+    def __init__(self, runtime: ProviderRuntime, tenant: str, who: str) -> None:
+        self._runtime, self._tenant, self._who = runtime, tenant, who
+        self.held = True
+
+    def leave(self) -> None:
+        if self.held:
+            self.held = False
+            self._runtime.leave(self._tenant, self._who)
 
 
 class _Call:
@@ -657,16 +689,28 @@ class Engine:
                 except ProviderRejected:
                     await self._providers._outcome(card, True)
                     raise
-                holder: list[ChatStream] = []
-                stream = ChatStream(self._pieces(call, card, opened, holder), card.id, tuple(call.tried))
-                holder.append(stream)
-                return stream
+                return self._stream(call, card, opened)
             raise self._unavailable(call)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._store.release_call(self.tenant, call.call_id, call.token)
             self._runtime.leave(self.tenant, who)
             raise
+
+    def _stream(self, call: _Call, card: ProviderCard, opened: httpx.Response | Answer) -> ChatStream:
+        slot = _Slot(self._runtime, self.tenant, call.agent or UNCHARGED)
+
+        async def abandon() -> None:  # closed before its first piece: the generator never ran
+            with anyio.CancelScope(shield=True):
+                if isinstance(opened, httpx.Response):
+                    await opened.aclose()
+                await self._store.release_call(self.tenant, call.call_id, call.token)
+            slot.leave()
+
+        holder: list[weakref.ref[ChatStream]] = []  # weak: a dropped stream is freed at once, with no cycle
+        stream = ChatStream(self._pieces(call, card, opened, holder, slot), card.id, tuple(call.tried), abandon, slot)
+        holder.append(weakref.ref(stream))
+        return stream
 
     async def _open_one(self, card: ProviderCard, call: _Call) -> httpx.Response | Answer:
         if card.backend == "local":
@@ -675,7 +719,12 @@ class Engine:
         return await self._send(card, request, key)
 
     async def _pieces(
-        self, call: _Call, card: ProviderCard, opened: httpx.Response | Answer, holder: list[ChatStream]
+        self,
+        call: _Call,
+        card: ProviderCard,
+        opened: httpx.Response | Answer,
+        holder: list[weakref.ref[ChatStream]],
+        slot: _Slot,
     ) -> AsyncIterator[str]:
         state, finished = StreamState(), False
         try:
@@ -695,11 +744,14 @@ class Engine:
                     await opened.aclose()
                 if not finished:
                     await self._store.release_call(self.tenant, call.call_id, call.token)
-                self._runtime.leave(self.tenant, call.agent or UNCHARGED)
+                slot.leave()
         await self._providers._outcome(card, True)
         answer = Answer("".join(state.parts), state.input_tokens, state.output_tokens)
         try:
-            holder[0].reply = await self._settle(call, card, answer)
+            reply = await self._settle(call, card, answer)
+            stream = holder[0]()
+            if stream is not None:
+                stream.reply = reply
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._store.release_call(self.tenant, call.call_id, call.token)
