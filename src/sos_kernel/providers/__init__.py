@@ -4,6 +4,7 @@ metered and charged once (see :mod:`sos_kernel.providers.service`)."""
 from __future__ import annotations
 
 from .breaker import BreakerConfig, BreakerState
+from .matrix import load_matrix, register_matrix
 from .models import ChatReply, ChatUsage, ProviderHealth
 from .runtime import KEY_ENV_PREFIX, ProviderRuntime, key_env_name
 from .service import ChatStream, Engine, Providers
@@ -23,4 +24,6 @@ __all__ = [
     "ProviderStore",
     "Providers",
     "key_env_name",
+    "load_matrix",
+    "register_matrix",
 ]

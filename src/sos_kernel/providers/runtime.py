@@ -18,13 +18,16 @@ import ipaddress
 import os
 from collections import Counter
 from collections.abc import Collection, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
+from ..errors import InvalidArgument, LimitExceeded, MissingDependency
 
-from ..errors import InvalidArgument, LimitExceeded
+if TYPE_CHECKING:
+    import httpx
 
-__all__ = ["KEY_ENV_PREFIX", "VENDOR_HOSTS", "ProviderRuntime", "key_env_name"]
+__all__ = ["KEY_ENV_PREFIX", "VENDOR_HOSTS", "ProviderRuntime", "http", "key_env_name"]
 
 KEY_ENV_PREFIX = "SOS_PROVIDER_KEY_"
 VENDOR_HOSTS = {
@@ -37,6 +40,16 @@ CALLS_PER_TENANT_MAX = 64
 """Engine calls one tenant may have running at once in one kernel (a server is one kernel)."""
 CALLS_PER_PRINCIPAL_MAX = 8
 """Of those, how many one agent (or tenant-wide token) may have."""
+
+
+def http() -> ModuleType:
+    """httpx, which provider calls need (SOS-6032 naming the extra when it is missing)."""
+    try:
+        import httpx
+    except ModuleNotFoundError as exc:
+        pip = "pip install 'sos-kernel[providers]'"
+        raise MissingDependency(f"calling providers needs httpx: {pip}", details={"pip": pip}) from exc
+    return httpx
 
 
 def key_env_name(provider_id: str) -> str:
@@ -89,7 +102,7 @@ class ProviderRuntime:
     def client(self) -> httpx.AsyncClient:
         """The shared HTTP client (opened on first use; timeouts are set per request)."""
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            self._client = http().AsyncClient(follow_redirects=False, trust_env=False)
         return self._client
 
     async def aclose(self) -> None:

@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import anyio
-import httpx
 
 from ..contracts import ProviderCard, UsageEvent, parse_card
 from ..errors import (
@@ -55,10 +54,12 @@ from ..operations import Wire, operation, service
 from .adapters import ADAPTERS, Answer, Request, StreamState, local_answer
 from .breaker import BreakerConfig, BreakerState, admit, record
 from .models import ChatReply, ChatUsage, ProviderHealth
-from .runtime import ProviderRuntime
+from .runtime import ProviderRuntime, http
 from .store import ProviderStore
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..guard import Caller
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "ChatStream",
     "Engine",
     "Providers",
+    "check_card",
 ]
 
 PROVIDERS_PER_TENANT_MAX = 64
@@ -126,6 +128,22 @@ class _Skip(Exception):
     """A provider refused for a reason of its own (auth, quota): try the next one, count nothing."""
 
 
+def check_card(card: ProviderCard | Mapping[str, Any], runtime: ProviderRuntime) -> ProviderCard:
+    """The card, validated (SOS-4001), with an adapter here and URLs ``runtime``'s policy allows (SOS-4005)."""
+    parsed = parse_card(ProviderCard, card, "provider card")
+    if parsed.backend not in ADAPTERS:
+        raise InvalidArgument(
+            f"provider {parsed.id!r}: backend {parsed.backend!r} has no adapter here (use one of "
+            f"{', '.join(sorted(ADAPTERS))})",
+            details={"backend": parsed.backend},
+        )
+    adapter = ADAPTERS[parsed.backend]
+    runtime.check_url(parsed.backend, adapter.base(parsed), "endpoint")
+    if parsed.health_probe_url is not None:
+        runtime.check_url(parsed.backend, parsed.health_probe_url, "health_probe_url")
+    return parsed
+
+
 # -- the providers -------------------------------------------------------------------------------------------------
 
 
@@ -142,19 +160,7 @@ class Providers:
         return f"Providers({self.tenant!r})"
 
     def _check(self, card: ProviderCard | Mapping[str, Any]) -> ProviderCard:
-        """The card, validated (SOS-4001) and allowed by the operator's policy (SOS-4005); nothing is stored."""
-        parsed = parse_card(ProviderCard, card, "provider card")
-        if parsed.backend not in ADAPTERS:
-            raise InvalidArgument(
-                f"provider {parsed.id!r}: backend {parsed.backend!r} has no adapter here (use one of "
-                f"{', '.join(sorted(ADAPTERS))})",
-                details={"backend": parsed.backend},
-            )
-        adapter = ADAPTERS[parsed.backend]
-        self._runtime.check_url(parsed.backend, adapter.base(parsed), "endpoint")
-        if parsed.health_probe_url is not None:
-            self._runtime.check_url(parsed.backend, parsed.health_probe_url, "health_probe_url")
-        return parsed
+        return check_card(card, self._runtime)
 
     @operation(
         "providers:admin",
@@ -221,7 +227,7 @@ class Providers:
         self._runtime.check_url(backend, url, "health_probe_url")
         try:
             response = await self._runtime.client.get(url, timeout=PROBE_TIMEOUT_S)
-        except httpx.HTTPError:
+        except http().HTTPError:
             return False
         return 200 <= response.status_code < 300
 
@@ -592,14 +598,14 @@ class Engine:
             raise _Failure("a malformed answer") from None
 
     async def _send(self, card: ProviderCard, request: Request, key: str | None) -> httpx.Response:
-        client = self._runtime.client
+        client, h = self._runtime.client, http()
         built = client.build_request("POST", request.url, headers=request.headers, json=request.body)
-        built.extensions["timeout"] = httpx.Timeout(_timeout_s(card)).as_dict()
+        built.extensions["timeout"] = h.Timeout(_timeout_s(card)).as_dict()
         try:
             response = await client.send(built, stream=True)
-        except httpx.TimeoutException:
+        except h.TimeoutException:
             raise _Failure("timed out") from None
-        except httpx.HTTPError as exc:
+        except h.HTTPError as exc:
             raise _Failure(f"connection failed ({type(exc).__name__})") from None
         status = response.status_code
         if status < 300:
@@ -702,7 +708,7 @@ class Engine:
 
         async def abandon() -> None:  # closed before its first piece: the generator never ran
             with anyio.CancelScope(shield=True):
-                if isinstance(opened, httpx.Response):
+                if not isinstance(opened, Answer):
                     await opened.aclose()
                 await self._store.release_call(self.tenant, call.call_id, call.token)
             slot.leave()
@@ -740,7 +746,7 @@ class Engine:
             ) from None
         finally:
             with anyio.CancelScope(shield=True):
-                if isinstance(opened, httpx.Response):
+                if not isinstance(opened, Answer):
                     await opened.aclose()
                 if not finished:
                     await self._store.release_call(self.tenant, call.call_id, call.token)
@@ -766,7 +772,7 @@ async def _local_pieces(answer: Answer, state: StreamState) -> AsyncIterator[str
 
 
 async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: StreamState) -> AsyncIterator[str]:
-    adapter, size = ADAPTERS[card.backend], 0
+    adapter, size, h = ADAPTERS[card.backend], 0, http()
     try:
         async for line in response.aiter_lines():
             size += len(line)
@@ -780,16 +786,16 @@ async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: Strea
             piece = adapter.event(json.loads(data), state)
             if piece:
                 yield piece
-    except httpx.TimeoutException:
+    except h.TimeoutException:
         raise _Failure("timed out") from None
-    except httpx.HTTPError as exc:
+    except h.HTTPError as exc:
         raise _Failure(f"connection failed ({type(exc).__name__})") from None
     except (ValueError, AttributeError, TypeError):
         raise _Failure("a malformed event") from None
 
 
 async def _read_capped(response: httpx.Response, cap: int = REPLY_BYTES_MAX) -> bytes:
-    chunks, size = [], 0
+    chunks, size, h = [], 0, http()
     try:
         async for chunk in response.aiter_bytes():
             size += len(chunk)
@@ -798,9 +804,9 @@ async def _read_capped(response: httpx.Response, cap: int = REPLY_BYTES_MAX) -> 
                     break  # an error body: its start is enough
                 raise _Failure(f"the answer is over {REPLY_BYTES_MAX} bytes")
             chunks.append(chunk)
-    except httpx.TimeoutException:
+    except h.TimeoutException:
         raise _Failure("timed out") from None
-    except httpx.HTTPError as exc:
+    except h.HTTPError as exc:
         raise _Failure(f"connection failed ({type(exc).__name__})") from None
     return b"".join(chunks)
 
