@@ -48,11 +48,11 @@ from ..errors import (
     ProviderUnavailable,
     WalletNotFound,
 )
-from ..ledger import Ledger
+from ..ledger import Ledger, Price
 from ..ledger.usage import USAGE_ACCOUNT
 from ..operations import Wire, operation, service
 from .adapters import ADAPTERS, Answer, Request, StreamState, local_answer
-from .breaker import BreakerConfig, BreakerState, admit, record
+from .breaker import CLOSED, BreakerConfig, BreakerState, admit, record
 from .models import ChatReply, ChatUsage, ProviderHealth
 from .runtime import ProviderRuntime, http
 from .store import ProviderStore
@@ -243,13 +243,16 @@ class Providers:
                 return new  # type: ignore[no-any-return]
         raise ProviderUnavailable(f"provider {card.id!r}: its breaker is too contended to update; retry")
 
-    async def _admit(self, card: ProviderCard) -> bool:
-        """Whether the breaker lets one call through now (taking a probe slot when half-open)."""
+    async def _admit(self, card: ProviderCard) -> BreakerState | None:
+        """The breaker's state once it let one call through now (taking a probe slot when half-open), or None."""
         cfg = breaker_config(card)
-        return await self._swap(card, lambda s: admit(s, cfg, _now())) is not None
+        return await self._swap(card, lambda s: admit(s, cfg, _now()))
 
-    async def _outcome(self, card: ProviderCard, ok: bool) -> None:
-        """Record a call's outcome on the breaker."""
+    async def _outcome(self, card: ProviderCard, ok: bool, admitted: BreakerState | None = None) -> None:
+        """Record a call's outcome on the breaker (a success of a call admitted by a clean breaker changes
+        nothing, so it is not even read)."""
+        if ok and admitted == CLOSED:
+            return
         cfg = breaker_config(card)
         await self._swap(card, lambda s: record(s, cfg, ok, _now()))
 
@@ -415,6 +418,7 @@ class _Call:
         self.tried: list[str] = []
         self.reasons: dict[str, str] = {}
         self.currency = "USD"
+        self.prices: dict[str, Price | None] = {}  # read once per call: the first candidate's, at the check
 
 
 @service("engine")
@@ -427,6 +431,7 @@ class Engine:
         self._ledger = ledger
         self._store = store
         self._runtime = providers._runtime
+        self._opened: set[str] = set()  # currencies whose system:usage account is known to exist
 
     def __repr__(self) -> str:
         return f"Engine({self.tenant!r})"
@@ -530,7 +535,7 @@ class Engine:
 
     async def _precheck(self, call: _Call, cards: list[ProviderCard]) -> None:
         first = cards[0]
-        price = await self._ledger.price(first.id, first.model)
+        price = call.prices[first.id] = await self._ledger.price(first.id, first.model)
         call.currency = price.currency if price is not None else "USD"
         if call.agent is None:
             return
@@ -546,7 +551,8 @@ class Engine:
 
     async def _answer(self, call: _Call, cards: list[ProviderCard]) -> ChatReply:
         for card in cards:
-            if not await self._providers._admit(card):
+            admitted = await self._providers._admit(card)
+            if admitted is None:
                 call.reasons[card.id] = "breaker open"
                 continue
             call.tried.append(card.id)
@@ -558,12 +564,12 @@ class Engine:
                 continue
             except _Skip as exc:
                 call.reasons[card.id] = str(exc)
-                await self._providers._outcome(card, True)
+                await self._providers._outcome(card, True, admitted)
                 continue
             except ProviderRejected:
-                await self._providers._outcome(card, True)
+                await self._providers._outcome(card, True, admitted)
                 raise
-            await self._providers._outcome(card, True)
+            await self._providers._outcome(card, True, admitted)
             return await self._settle(call, card, answer)
         raise self._unavailable(call)
 
@@ -624,13 +630,15 @@ class Engine:
         )
 
     async def _settle(self, call: _Call, card: ProviderCard, answer: Answer) -> ChatReply:
-        price = await self._ledger.price(card.id, card.model)
+        price = call.prices[card.id] if card.id in call.prices else await self._ledger.price(card.id, card.model)
         if price is not None:
             cost, currency = price.cost_micros(answer.input_tokens, answer.output_tokens, 0), price.currency
         else:
             cost, currency = card.cost_per_call_estimate_micros or 0, call.currency
         if call.agent is not None and cost > 0:
-            await self._ledger.open_account(USAGE_ACCOUNT, currency)
+            if currency not in self._opened:
+                await self._ledger.open_account(USAGE_ACCOUNT, currency)
+                self._opened.add(currency)  # accounts are never removed
             await self._ledger.transfer(
                 id=f"engine:{call.call_id}",
                 debit=call.agent,
@@ -678,7 +686,8 @@ class Engine:
         who = call.agent or UNCHARGED
         try:
             for card in cards:
-                if not await self._providers._admit(card):
+                admitted = await self._providers._admit(card)
+                if admitted is None:
                     call.reasons[card.id] = "breaker open"
                     continue
                 call.tried.append(card.id)
@@ -690,10 +699,10 @@ class Engine:
                     continue
                 except _Skip as exc:
                     call.reasons[card.id] = str(exc)
-                    await self._providers._outcome(card, True)
+                    await self._providers._outcome(card, True, admitted)
                     continue
                 except ProviderRejected:
-                    await self._providers._outcome(card, True)
+                    await self._providers._outcome(card, True, admitted)
                     raise
                 return self._stream(call, card, opened)
             raise self._unavailable(call)
