@@ -34,6 +34,7 @@ HI = [{"role": "user", "content": "hi"}]
 USD = "USD"
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_each_wire_format_answers_with_its_usage_mapped(
@@ -357,3 +358,19 @@ async def test_streams_closed_or_dropped_unread_give_back_their_slot_and_their_i
     assert (reply.replayed, reply.text) == (False, "hello from main")
     assert kernel.provider_runtime.running == {}
     assert await kernel.ledger.usage() != []
+
+
+async def test_a_finished_call_is_answered_again_after_its_wallet_ran_dry(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=10))
+    first = await bob.engine.chat(HI, id="paid")
+    assert (await view.ledger.balance("agent:bob", USD)).available == 0
+    again = await bob.engine.chat(HI, id="paid")
+    assert again.replayed
+    assert again.text == first.text
+    with pytest.raises(InsufficientFunds):
+        await bob.engine.chat(HI, id="new")
+    assert fakes.calls("main") == 1

@@ -504,18 +504,21 @@ class Engine:
             raise InvalidArgument(f"agent must be an agent:<name> address, got {agent!r}")
         cards = await self._providers._candidates(model, tier)
         call = _Call(self, checked, tokens, id or str(uuid.uuid4()), agent)
-        await self._precheck(call, cards)
         who = agent or UNCHARGED
         self._runtime.enter(self.tenant, who)
         try:
             claim = await self._store.claim_call(self.tenant, call.call_id, call.token, _now(), self._lease_s(cards))
             if claim.outcome == "done" and claim.reply is not None:
-                self._runtime.leave(self.tenant, who)
+                self._runtime.leave(self.tenant, who)  # a finished call is answered again, whatever the wallet holds
                 reply = ChatReply.model_validate_json(claim.reply).model_copy(update={"replayed": True})
                 return _replayed_stream(reply) if stream else reply
             if claim.outcome != "claimed":
                 raise CallInProgress(f"call {call.call_id!r} is running; retry when it ends", details={"id": id})
-        except BaseException:
+            await self._precheck(call, cards)
+        except BaseException as exc:
+            if not isinstance(exc, CallInProgress):
+                with anyio.CancelScope(shield=True):
+                    await self._store.release_call(self.tenant, call.call_id, call.token)
             self._runtime.leave(self.tenant, who)
             raise
         if stream:
