@@ -374,3 +374,24 @@ async def test_a_finished_call_is_answered_again_after_its_wallet_ran_dry(
     with pytest.raises(InsufficientFunds):
         await bob.engine.chat(HI, id="new")
     assert fakes.calls("main") == 1
+
+
+async def test_half_open_lets_exactly_one_of_concurrent_calls_probe(api: Api, fakes: Fakes) -> None:
+    breaker = {"failure_threshold": 1, "recovery_window_seconds": 1}
+    await api.providers.register(card(fakes, "main", timeout_seconds=10, circuit_breaker=breaker))
+    await api.providers.register(card(fakes, "spare", tier="fallback"))
+    fakes.modes["main"] = "500"
+    await api.engine.chat(HI)
+    await anyio.sleep(1.1)
+    fakes.modes["main"] = "slow"  # the probe answers, after the others have come and gone
+    providers: list[str] = []
+
+    async def one() -> None:
+        providers.append((await api.engine.chat(HI)).provider)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(one)
+    assert sorted(providers) == ["main", "spare", "spare", "spare"]
+    assert fakes.calls("main") == 2  # the trip, then the one probe
+    assert (await api.providers.health())["main"].state == "closed"
