@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from mumega_sdk.client import RemoteBus, RemoteLedger, RemoteRegistry, RemoteSkills
+from mumega_sdk.client import RemoteBus, RemoteEngine, RemoteLedger, RemoteProviders, RemoteRegistry, RemoteSkills
 from sos_kernel import api
 from sos_kernel.bus import Bus
 from sos_kernel.guard import Caller, guard
 from sos_kernel.identity.models import Principal
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import Operation, declared, scoped_id
+from sos_kernel.providers import Engine, Providers
 from sos_kernel.registry import Registry
 from sos_kernel.server import create_app
 from sos_kernel.skills import Skills
@@ -24,6 +25,8 @@ SERVICES: list[tuple[type, type, type]] = [
     (Registry, api.RegistryAPI, RemoteRegistry),
     (Ledger, api.LedgerAPI, RemoteLedger),
     (Skills, api.SkillsAPI, RemoteSkills),
+    (Providers, api.ProvidersAPI, RemoteProviders),
+    (Engine, api.EngineAPI, RemoteEngine),
 ]
 TRUSTED_ONLY = {"store", "catalogue", "limits", "tenant", "ttl_s", "agent_status"}
 """Members of the trusted services that are not operations (a session never has them)."""

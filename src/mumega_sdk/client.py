@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import wire
-from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI
+from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, SkillsAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -68,6 +68,7 @@ from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, To
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import Operation, declared, operation_hints
+from sos_kernel.providers import ChatReply, Engine, Providers
 from sos_kernel.refusals import bad_url
 from sos_kernel.registry import Registry
 from sos_kernel.skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
@@ -78,8 +79,11 @@ __all__ = [
     "POLL_S",
     "MumegaClient",
     "RemoteBus",
+    "RemoteChatStream",
     "RemoteDelivery",
+    "RemoteEngine",
     "RemoteLedger",
+    "RemoteProviders",
     "RemoteRegistry",
     "RemoteSkills",
     "RemoteSubscription",
@@ -192,6 +196,8 @@ class MumegaClient(PrincipalView):
         self.registry = cast(RegistryAPI, RemoteRegistry(self))
         self.ledger = cast(LedgerAPI, RemoteLedger(self))
         self.skills = cast(SkillsAPI, RemoteSkills(self))
+        self.providers = cast(ProvidersAPI, RemoteProviders(self))
+        self.engine = cast(EngineAPI, RemoteEngine(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -678,6 +684,91 @@ RemoteBus = _remote_class("RemoteBus", Bus, _RemoteBusLocal)
 RemoteRegistry = _remote_class("RemoteRegistry", Registry)
 RemoteLedger = _remote_class("RemoteLedger", Ledger)
 RemoteSkills = _remote_class("RemoteSkills", Skills)
+RemoteProviders = _remote_class("RemoteProviders", Providers)
+_RemoteEngineDerived = _remote_class("_RemoteEngineDerived", Engine)
+
+
+class RemoteChatStream:
+    """A chat streamed over SSE (``POST /v1/engine/chat/stream``): ``async for text in stream``, then ``reply``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._events = _sse(response.aiter_lines())
+        self.reply: ChatReply | None = None
+        self.provider = str(response.headers.get("x-sos-provider", ""))
+
+    def __repr__(self) -> str:
+        return f"RemoteChatStream(done={self.reply is not None})"
+
+    def __aiter__(self) -> RemoteChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        async for event, data in self._events:
+            if event == "piece":
+                return str(json.loads(data)["text"])
+            if event == "reply":
+                self.reply = ChatReply.model_validate_json(data)
+                self.provider = self.reply.provider
+            elif event == "error":
+                raise from_wire(json.loads(data))
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def __aenter__(self) -> RemoteChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop reading and close the connection (idempotent)."""
+        await self._response.aclose()
+
+    async def collect_reply(self) -> ChatReply:
+        """Read to the end and return the reply."""
+        async for _ in self:
+            pass
+        if self.reply is None:
+            raise BackendFailure("the server's stream ended without a reply")
+        return self.reply
+
+
+class RemoteEngine(_RemoteEngineDerived):  # type: ignore[misc,valid-type]
+    """The session engine over HTTP: ``chat`` (``POST /v1/engine/chat``), and with ``stream=True`` over SSE.
+
+    A call without ``id`` is given one here, so the client's own retries are charged once."""
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        tier: str | None = None,
+        id: str | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        agent: str | None = None,
+    ) -> Any:
+        """See :meth:`sos_kernel.providers.Engine.chat`."""
+        args: dict[str, Any] = {"messages": messages, "model": model, "tier": tier, "id": id or uuid.uuid4().hex}
+        args.update({"max_tokens": max_tokens, "agent": agent})
+        if not stream:  # the declared result is a union with the stream: rebuild the reply here
+            found = await super().chat(**args)
+            return found if isinstance(found, ChatReply) else ChatReply.model_validate(found)
+        client = self._client
+        body = {k: wire.encode(v) for k, v in args.items() if v is not None}
+        timeout = httpx.Timeout(client.timeout_s, read=None)
+        request = client.http.build_request("POST", "/v1/engine/chat/stream", json=body, timeout=timeout)
+        response = await client.http.send(request, stream=True)
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            error = _error_of(response)
+            if isinstance(error, Forbidden):
+                client.denials += 1
+            raise error
+        return RemoteChatStream(response)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

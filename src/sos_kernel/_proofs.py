@@ -3,10 +3,22 @@ surfaces of the Protocols in :mod:`sos_kernel.api`. Nothing imports this module;
 
 from __future__ import annotations
 
-from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+from .api import (
+    BusAPI,
+    ChatStreamAPI,
+    EngineAPI,
+    LedgerAPI,
+    ProvidersAPI,
+    RegistryAPI,
+    ServicesAPI,
+    SessionAPI,
+    SkillsAPI,
+    SubscriptionAPI,
+)
 from .bus import Bus, Subscription
 from .kernel import TenantView
 from .ledger import Ledger
+from .providers import ChatStream, Engine, Providers
 from .registry import Registry
 from .session import Session
 from .skills import Skills
@@ -30,3 +42,11 @@ def _trusted_services(
 
 def _subscription(sub: Subscription) -> SubscriptionAPI:
     return sub
+
+
+def _providers_and_engine(providers: Providers, engine: Engine) -> tuple[ProvidersAPI, EngineAPI]:
+    return providers, engine
+
+
+def _chat_stream(stream: ChatStream) -> ChatStreamAPI:
+    return stream

@@ -15,25 +15,29 @@ service: an unknown option is refused (``TypeError`` in-process, SOS-4005 remote
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
 
     from .bus import DeadLetter, PublishReceipt
-    from .contracts import AgentCard, ChunkMessage, Message, SendMessage, SkillCard, UsageEvent
+    from .contracts import AgentCard, ChunkMessage, Message, ProviderCard, SendMessage, SkillCard, UsageEvent
     from .identity.capability import Capability
     from .identity.keys import PublicKey
     from .identity.models import Principal
     from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
+    from .providers import ChatReply, ProviderHealth
     from .registry import AgentStatus, RegisteredAgent
     from .skills import Invocation
 
 __all__ = [
     "BusAPI",
+    "ChatStreamAPI",
     "DeliveryAPI",
+    "EngineAPI",
     "LedgerAPI",
+    "ProvidersAPI",
     "RegistryAPI",
     "ServicesAPI",
     "SessionAPI",
@@ -304,6 +308,67 @@ class SkillsAPI(Protocol):
     ) -> Invocation: ...
 
 
+class ProvidersAPI(Protocol):
+    """The provider matrix: cards, and each provider's shared circuit breaker."""
+
+    async def register(self, card: ProviderCard | Mapping[str, Any]) -> ProviderCard: ...
+    async def remove(self, provider_id: str) -> None: ...
+    async def list(self, *, tier: str | None = None) -> list[ProviderCard]: ...
+    async def health(self) -> dict[str, ProviderHealth]: ...
+    async def probe(self) -> dict[str, ProviderHealth]: ...
+
+
+class ChatStreamAPI(Protocol):
+    """A streamed chat: its text pieces, then ``reply`` (set once the stream ended)."""
+
+    provider: str
+    reply: ChatReply | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+    async def aclose(self) -> None: ...
+    async def collect_reply(self) -> ChatReply: ...
+
+
+class EngineAPI(Protocol):
+    """Chat through the provider matrix, charged once per call id to the session's agent."""
+
+    @overload
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        tier: str | None = None,
+        id: str | None = None,
+        max_tokens: int | None = None,
+        stream: Literal[False] = False,
+        agent: str | None = None,
+    ) -> ChatReply: ...
+    @overload
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        tier: str | None = None,
+        id: str | None = None,
+        max_tokens: int | None = None,
+        stream: Literal[True],
+        agent: str | None = None,
+    ) -> ChatStreamAPI: ...
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        tier: str | None = None,
+        id: str | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        agent: str | None = None,
+    ) -> ChatReply | ChatStreamAPI: ...
+
+
 class ServicesAPI(Protocol):
     """One tenant's services: a trusted ``kernel.tenant(slug)``, a ``Session`` or a ``MumegaClient``."""
 
@@ -315,6 +380,10 @@ class ServicesAPI(Protocol):
     def ledger(self) -> LedgerAPI: ...
     @property
     def skills(self) -> SkillsAPI: ...
+    @property
+    def providers(self) -> ProvidersAPI: ...
+    @property
+    def engine(self) -> EngineAPI: ...
 
 
 class SessionAPI(ServicesAPI, Protocol):

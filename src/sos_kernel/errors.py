@@ -39,6 +39,10 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── TaskAlreadyClaimed          SOS-6012  task claimed by someone else (409)
     │   ├── SkillNotFound               SOS-6020  no such skill (404)
     │   ├── SkillInvocationFailed       SOS-6021  the skill failed (500)
+    │   ├── ProviderNotFound            SOS-6040  (new) no provider of that id, model or tier (404)
+    │   ├── ProviderUnavailable         SOS-6041  (new) every eligible provider failed or is open (503, retryable)
+    │   ├── ProviderRejected            SOS-6042  (new) a provider refused the request itself (422)
+    │   ├── CallInProgress              SOS-6043  (new) a call with this id is running elsewhere (409, retryable)
     │   ├── BackendUnavailable          SOS-6030  (new) the storage engine cannot be reached (503, retryable)
     │   ├── BackendFailure              SOS-6031  (new) the storage engine failed the operation (500)
     │   ├── MissingDependency           SOS-6032  (new) an optional extra is not installed (500)
@@ -64,6 +68,7 @@ __all__ = [
     "AuthError",
     "BackendFailure",
     "BackendUnavailable",
+    "CallInProgress",
     "ChunkIntegrityError",
     "CurrencyMismatch",
     "DeliveryFailed",
@@ -86,6 +91,9 @@ __all__ = [
     "MissingToken",
     "MissingType",
     "NotFound",
+    "ProviderNotFound",
+    "ProviderRejected",
+    "ProviderUnavailable",
     "RateLimited",
     "SOSError",
     "SchemaViolation",
@@ -396,6 +404,40 @@ class SkillInvocationFailed(KernelRuntimeError):
     code = "SOS-6021"
     http_status = 500
     title = "skill invocation failed"
+
+
+class ProviderNotFound(KernelRuntimeError):
+    """No registered provider has that id, or none matches the model or tier asked for."""
+
+    code = "SOS-6040"
+    http_status = 404
+    title = "provider not found"
+
+
+class ProviderUnavailable(KernelRuntimeError):
+    """Every eligible provider failed (timeout, 5xx, connection) or has its circuit breaker open; retry later."""
+
+    code = "SOS-6041"
+    http_status = 503
+    retryable = True
+    title = "provider unavailable"
+
+
+class ProviderRejected(KernelRuntimeError):
+    """A provider refused the request itself (a 4xx such as a bad parameter): resending it will not help."""
+
+    code = "SOS-6042"
+    http_status = 422
+    title = "provider rejected the request"
+
+
+class CallInProgress(KernelRuntimeError):
+    """An engine call with this id is running in another process or request; retry after it ends."""
+
+    code = "SOS-6043"
+    http_status = 409
+    retryable = True
+    title = "call in progress"
 
 
 class BackendUnavailable(KernelRuntimeError):

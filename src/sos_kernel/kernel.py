@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -23,6 +23,7 @@ from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
+from .providers import Engine, ProviderRuntime, Providers
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
 
@@ -49,6 +50,8 @@ class TenantView:
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
+        self.providers = Providers(kernel.backend.providers, slug, kernel.provider_runtime)
+        self.engine = Engine(self.providers, self.ledger, kernel.backend.providers)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -68,6 +71,8 @@ class Kernel:
         limits: BusLimits | None = None,
         catalogue: TypeCatalogue | None = None,
         registry_ttl_s: float = REGISTRY_TTL_S,
+        provider_keys: Mapping[str, str] | None = None,
+        provider_hosts: Collection[str] | None = None,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -84,6 +89,7 @@ class Kernel:
         self.denials: Counter[str] = Counter()
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
+        self.provider_runtime = ProviderRuntime(provider_keys, provider_hosts)
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
         if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
@@ -124,6 +130,7 @@ class Kernel:
         self._closed.set()
         try:
             await self._sweeper.aclose()
+            await self.provider_runtime.aclose()
         finally:
             if self._backend is not None:
                 with anyio.CancelScope(shield=True):
@@ -168,6 +175,16 @@ class Kernel:
     def skills(self) -> Skills:
         """The skills marketplace of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).skills
+
+    @property
+    def providers(self) -> Providers:
+        """The provider matrix of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).providers
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (chat through the providers) of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).engine
 
     @property
     def registry(self) -> Registry:
@@ -222,8 +239,9 @@ def open(url: str | None = None, **options: Any) -> Kernel:
     """A kernel on ``url`` (default: ``$SOS_URL``, else ``sqlite:///sos.db`` in the working directory).
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
-    ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>`` and the backend's own
-    options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing extra, SOS-6030
-    when the engine cannot be reached.
+    ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>``,
+    ``provider_keys={provider id: key}`` and ``provider_hosts=[host, ...]`` (see docs/providers.md) and the
+    backend's own options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing
+    extra, SOS-6030 when the engine cannot be reached.
     """
     return Kernel(url, **options)

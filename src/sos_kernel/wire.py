@@ -276,6 +276,8 @@ def load(hint: Any, data: Any, catalogue: TypeCatalogue) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, UnionType):
         return _load_union(args, data, catalogue)
+    if origin in (dict, Mapping, collections.abc.Mapping) and len(args) == 2 and isinstance(data, Mapping):
+        return {str(k): load(args[1], v, catalogue) for k, v in data.items()}
     if origin in (list, tuple, Sequence, collections.abc.Sequence) and isinstance(data, list):
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(data):

@@ -35,7 +35,7 @@ CORE_TYPE_NAMES = (
     "task_created",
     "wake",
 )
-CARD_NAMES = ("agent_card", "skill_card", "usage_event")
+CARD_NAMES = ("agent_card", "skill_card", "usage_event", "provider_card")
 
 Schema = Mapping[str, Any]
 Path_ = tuple[str, ...]

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sos_kernel.contracts import (
     REVENUE_SPLIT_TOLERANCE,
     AgentCard,
+    ProviderCard,
     SkillCard,
     SkillCommerce,
     SkillRevenueSplit,
@@ -30,7 +31,12 @@ from sos_kernel.contracts import (
     WireRequired,
 )
 
-CARDS: dict[str, type[WireRequired]] = {"agent_card": AgentCard, "skill_card": SkillCard, "usage_event": UsageEvent}
+CARDS: dict[str, type[WireRequired]] = {
+    "agent_card": AgentCard,
+    "skill_card": SkillCard,
+    "usage_event": UsageEvent,
+    "provider_card": ProviderCard,
+}
 SPLIT_FIELDS = ("author", "operator", "network")
 PROPERTY_SETTINGS = settings(
     max_examples=40,
@@ -64,6 +70,7 @@ STRATEGIES = {
     "agent_card": from_schema(reference_schema("agent_card")),
     "skill_card": skill_cards(),
     "usage_event": from_schema(reference_schema("usage_event")),
+    "provider_card": from_schema(reference_schema("provider_card")),
 }
 
 
@@ -101,6 +108,9 @@ PYTHON_BUILT = {
         output_schema={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     ),
     "usage_event": lambda: UsageEvent(tenant="acme", provider="anthropic", model="claude-sonnet-4-6"),
+    "provider_card": lambda: ProviderCard(
+        id="claude", name="Claude", backend="claude-adapter", tier="primary", model="claude-sonnet-4-6"
+    ),
 }
 
 

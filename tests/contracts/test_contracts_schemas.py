@@ -35,7 +35,7 @@ def test_schemas_are_fresh() -> None:
 def test_there_is_a_schema_per_type_and_card() -> None:
     names = {p.relative_to(SCHEMAS_DIR).as_posix() for p in SCHEMA_FILES}
     expected = {f"messages/{t}_v1.json" for t in {**CORE_TYPES, **EXTENSION_TYPES}}
-    expected |= {"agent_card_v1.json", "skill_card_v1.json", "usage_event_v1.json"}
+    expected |= {"agent_card_v1.json", "skill_card_v1.json", "usage_event_v1.json", "provider_card_v1.json"}
     assert names == expected
 
 

@@ -19,6 +19,7 @@ from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import declared
+from sos_kernel.providers import Engine, Providers
 from sos_kernel.registry import Registry
 from sos_kernel.session import Session
 from sos_kernel.skills import Skills
@@ -47,6 +48,15 @@ USAGE_B = {
     "model": "m",
     "occurred_at": "2026-11-01T10:00:00Z",
     "cost_micros": 5,
+}
+
+PROVIDER_B = {
+    "schema_version": "1",
+    "id": "pb",
+    "name": "B's provider",
+    "backend": "local",
+    "tier": "primary",
+    "model": "echo",
 }
 
 Call = Callable[[Session], Awaitable[Any]]
@@ -124,9 +134,22 @@ ROWS: dict[tuple[str, str], Call] = {
     ("skills", "record_invocation"): lambda s: s.skills.record_invocation(
         "skill-b", caller="agent:y", tenant="tenant-b", invocation_id="ib"
     ),
+    ("providers", "register"): lambda s: s.providers.register({**PROVIDER_B, "tier": "local"}),
+    ("providers", "remove"): lambda s: s.providers.remove("pb"),
+    ("providers", "list"): lambda s: s.providers.list(),
+    ("providers", "health"): lambda s: s.providers.health(),
+    ("providers", "probe"): lambda s: s.providers.probe(),
+    ("engine", "chat"): lambda s: s.engine.chat([{"role": "user", "content": "b's secret?"}], model="pb", id="ub"),
 }
 
-SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills}
+SERVICES = {
+    "bus": Bus,
+    "registry": Registry,
+    "ledger": Ledger,
+    "skills": Skills,
+    "providers": Providers,
+    "engine": Engine,
+}
 
 
 async def _sync(value: Any) -> Any:
@@ -159,6 +182,8 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
             (c.id, c.version, c.verification.status if c.verification else None) for c in await view.skills.find()
         ],
         "usage": [u.id for u in await view.ledger.usage()],
+        "providers": [(c.id, c.tier) for c in await view.providers.list()],
+        "breakers": {k: (v.state, v.failures) for k, v in (await view.providers.health()).items()},
     }
 
 
@@ -175,6 +200,7 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.ledger.hold(id="hb", debit="agent:y", credit="agent:x", amount=5, currency="USD", timeout_s=600)
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
+    await b.providers.register(PROVIDER_B)
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -185,5 +211,5 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage"):
+    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "providers", "breakers"):
         assert before[key], key  # the table ran against real data in tenant B

@@ -1,9 +1,10 @@
 """Where money comes from: no operation of the session API creates money for an agent with the default scopes.
 
-Every method of :class:`LedgerAPI` and :class:`SkillsAPI` must have hostile calls in ``HOSTILE`` (a method added
-without them fails ``test_every_ledger_and_skills_operation_is_driven``). An agent session runs them all, on every
-backend and remotely; after each call, per currency, the balances of the must-not-overdraw accounts sum to no more
-than before and no ``allow_negative`` account has appeared. docs/ledger.md's "Where money comes from" table is held
+Every method of :class:`LedgerAPI`, :class:`SkillsAPI`, :class:`ProvidersAPI` and :class:`EngineAPI` must have
+hostile calls in ``HOSTILE`` (a method added without them fails
+``test_every_money_moving_service_operation_is_driven``). An agent session runs them all, on every backend and
+remotely; after each call, per currency, the balances of the must-not-overdraw accounts sum to no more than before
+and no ``allow_negative`` account has appeared. docs/ledger.md's "Where money comes from" table is held
 to the same list: the operations it names are exactly the ones that can create money, and those it marks
 ``ledger:admin`` are refused to the agent.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from sos_kernel.api import LedgerAPI, SkillsAPI
+from sos_kernel.api import EngineAPI, LedgerAPI, ProvidersAPI, SkillsAPI
 from sos_kernel.errors import Forbidden, SOSError
 
 from ..conftest import Connect
@@ -55,6 +56,9 @@ def _skill(id: str, author: str, **commerce: Any) -> dict[str, Any]:
         "commerce": {"price_per_call_micros": 10, "currency": USD, "marketplace_listed": True, **commerce},
     }
 
+
+LOCAL = {"schema_version": "1", "name": "L", "backend": "local", "tier": "primary", "model": "echo"}
+HI = [{"role": "user", "content": "hi there"}]
 
 Call = Callable[[Any], Awaitable[Any]]
 T = "system:treasury"
@@ -149,16 +153,34 @@ HOSTILE: dict[tuple[str, str], list[Call]] = {
         lambda s: s.skills.record_invocation("paid", caller=M, tenant="acme", invocation_id="i3"),
         lambda s: s.skills.record_invocation("paid", caller=M, tenant="acme", invocation_id="i3"),
     ],
+    ("providers", "register"): [
+        lambda s: s.providers.register({**LOCAL, "id": "free", "cost_per_call_estimate_micros": 0}),
+        lambda s: s.providers.register({**LOCAL, "id": "loc", "model": "other"}),
+    ],
+    ("providers", "remove"): [lambda s: s.providers.remove("loc")],
+    ("providers", "list"): [lambda s: s.providers.list()],
+    ("providers", "health"): [lambda s: s.providers.health()],
+    ("providers", "probe"): [lambda s: s.providers.probe()],
+    ("engine", "chat"): [
+        lambda s: s.engine.chat(HI, agent="agent:alice"),
+        lambda s: s.engine.chat(HI, agent="tenant:acme"),
+        lambda s: s.engine.chat(HI, id="seed-alice"),
+        lambda s: s.engine.chat(HI, id="engine:x"),
+        lambda s: s.engine.chat(HI, id="c1"),
+        lambda s: s.engine.chat(HI, id="c1"),
+        lambda s: s.engine.chat(HI, id="c2", stream=True),
+        lambda s: s.engine.chat(HI * 10_000),
+    ],
 }
 
-PROTOCOLS = {"ledger": LedgerAPI, "skills": SkillsAPI}
+PROTOCOLS = {"ledger": LedgerAPI, "skills": SkillsAPI, "providers": ProvidersAPI, "engine": EngineAPI}
 
 
 def _operations(protocol: type) -> set[str]:
     return {name for name, value in inspect.getmembers(protocol) if not name.startswith("_") and callable(value)}
 
 
-def test_every_ledger_and_skills_operation_is_driven() -> None:
+def test_every_money_moving_service_operation_is_driven() -> None:
     for service, protocol in PROTOCOLS.items():
         assert sorted(m for m in _operations(protocol) if (service, m) not in HOSTILE) == []
         assert sorted(m for s, m in HOSTILE if s == service and m not in _operations(protocol)) == []
@@ -187,6 +209,8 @@ async def _setup(kernel: sos_kernel.Kernel) -> None:
     await view.ledger.hold(id="hold-alice", debit="agent:alice", credit=M, amount=100, currency=USD, timeout_s=600)
     split = {"revenue_split": {"author": 0.5, "operator": 0.3, "network": 0.2}}
     await view.skills.publish(_skill("paid", "agent:alice", **split))
+    await view.providers.register({**LOCAL, "id": "loc"})
+    await view.ledger.set_price("loc", "echo", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
 
 
 async def test_an_agent_creates_no_money_through_any_operation(kernel: sos_kernel.Kernel, connect: Connect) -> None:

@@ -18,6 +18,7 @@ from ..bus.store import BusStore
 from ..errors import MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..providers.store import ProviderStore
 from ..refusals import bad_url
 from ..replies import ReplyStore
 from ..skills.store import SkillStore
@@ -52,6 +53,7 @@ class Backend(ABC):
     registry: RegistryStore
     skills: SkillStore
     replies: ReplyStore
+    providers: ProviderStore
 
     @classmethod
     @abstractmethod

@@ -31,6 +31,7 @@ from ..errors import InvalidArgument
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
+from .memory_providers import MemoryProviderStore
 from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
 
@@ -341,6 +342,7 @@ class MemoryBackend(Backend):
         self.identity = MemoryIdentityStore()
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
+        self.providers = MemoryProviderStore()
         self.replies = MemoryReplyStore()
 
     @classmethod

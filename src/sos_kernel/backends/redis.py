@@ -50,6 +50,7 @@ from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
+from .redis_providers import RedisProviderStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
 
@@ -545,6 +546,7 @@ class RedisBackend(Backend):
         self.identity = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
+        self.providers = RedisProviderStore(client)
         self.replies = RedisReplyStore(client)
 
     @classmethod

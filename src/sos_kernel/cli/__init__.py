@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bridge, _bus, _local, _mcp, _serve, _services
+from . import _admin, _bridge, _bus, _local, _mcp, _providers, _serve, _services
 from ._output import Output
 from ._target import Context
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _services.add_commands(sub, options)
     _mcp.add_commands(sub, options)
     _bridge.add_commands(sub, options)
+    _providers.add_commands(sub, options)
     return parser
 
 

@@ -56,6 +56,10 @@ class Output:
         """One line of human output on stdout."""
         print(text, file=self._out, flush=True)
 
+    def write(self, text: str) -> None:
+        """Text on stdout as it comes, without a newline (a streamed answer)."""
+        print(text, end="", file=self._out, flush=True)
+
     def progress(self, text: str) -> None:
         """A progress or status line on stderr (``sos: …``), unless ``--quiet``."""
         if not self.quiet:

@@ -149,7 +149,7 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
         host, port = sock.getsockname()[:2]
         address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         ctx.out.progress(f"opening {ctx.url}...")
-        async with open_kernel(ctx.url) as kernel:
+        async with open_kernel(ctx.url, provider_hosts=a.provider_host or []) as kernel:
             app = create_app(kernel, admin_token=admin_token)
             _mount_mcp(ctx, app)
             config = uvicorn.Config(
@@ -198,4 +198,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         "arguments show in ps)",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="uvicorn's (info shows requests)")
+    serve.add_argument(
+        "--provider-host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="a host tenants' provider endpoints may name, and keys may go to (repeat for several; by default only "
+        "the vendors' own hosts: served tenants never reach loopback or your network)",
+    )
     serve.set_defaults(func=_run)

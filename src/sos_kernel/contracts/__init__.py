@@ -15,6 +15,8 @@ from ._types import (
 from .cards import (
     REVENUE_SPLIT_TOLERANCE,
     AgentCard,
+    ProviderCard,
+    ProviderCircuitBreaker,
     SkillCard,
     SkillCommerce,
     SkillEarnings,
@@ -120,6 +122,8 @@ __all__ = [
     "GateVerdictMessage",
     "GateVerdictPayload",
     "Message",
+    "ProviderCard",
+    "ProviderCircuitBreaker",
     "ReceiptMessage",
     "ReceiptPayload",
     "SendMessage",

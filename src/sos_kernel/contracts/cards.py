@@ -1,4 +1,4 @@
-"""Cards: AgentCard v1, SkillCard v1 and UsageEvent v1, compatible with the SOS v0.4.1 schemas.
+"""Cards: AgentCard v1, SkillCard v1, UsageEvent v1 and ProviderCard v1, compatible with the SOS v0.4.1 schemas.
 
 Each validates what its reference schema validates, plus the invariants SOS enforces beside the schema:
 a SkillCard's ``revenue_split`` fields that are set sum to 1.0 ± 0.001, and a ``marketplace_listed`` skill
@@ -37,6 +37,8 @@ from .a2a import agent_card_to_a2a
 __all__ = [
     "REVENUE_SPLIT_TOLERANCE",
     "AgentCard",
+    "ProviderCard",
+    "ProviderCircuitBreaker",
     "SkillCard",
     "SkillCommerce",
     "SkillEarnings",
@@ -301,3 +303,41 @@ class UsageEvent(WireRequired):
     metadata: JsonObject | None = None
     occurred_at: UsageTimestamp = Field(default_factory=utcnow)
     received_at: UsageTimestamp | None = None
+
+
+ProviderBackend = Literal[
+    "claude-adapter",
+    "claude-managed-agents",
+    "openai-adapter",
+    "openai-agents-sdk",
+    "gemini-adapter",
+    "langgraph",
+    "local",
+]
+ProviderTier = Literal["primary", "fallback", "cheap", "premium", "local"]
+
+
+class ProviderCircuitBreaker(WireModel):
+    """Static thresholds of a provider's circuit breaker (absent fields take the kernel's defaults)."""
+
+    failure_threshold: NonNegInt | None = None
+    recovery_window_seconds: NonNegInt | None = None
+    half_open_max_requests: NonNegInt | None = None
+
+
+class ProviderCard(WireRequired):
+    """One row of the provider matrix (ProviderCard v1): an adapter, its tier, its model, and no secret."""
+
+    wire_required: ClassVar[frozenset[str]] = frozenset({"schema_version", "id", "name", "backend", "tier", "model"})
+
+    schema_version: Literal["1"] = "1"
+    id: Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9-]*$")]
+    name: Annotated[str, StringConstraints(strict=True, min_length=1)]
+    backend: ProviderBackend
+    tier: ProviderTier
+    model: Annotated[str, StringConstraints(strict=True, min_length=1)]
+    endpoint: Str | None = None
+    health_probe_url: Str | None = None
+    timeout_seconds: Annotated[int, Field(strict=True, ge=1, le=3600), IntegralFloat] | None = None
+    circuit_breaker: ProviderCircuitBreaker | None = None
+    cost_per_call_estimate_micros: NonNegInt | None = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._types import WireRequired
-from .cards import AgentCard, SkillCard, UsageEvent
+from .cards import AgentCard, ProviderCard, SkillCard, UsageEvent
 from .messages import CORE_TYPES, EXTENSION_TYPES
 
 __all__ = ["SCHEMA_DIALECT", "check_schemas", "export_schemas", "generate_schemas"]
@@ -53,6 +53,7 @@ def generate_schemas() -> dict[str, dict[str, Any]]:
         ("agent_card_v1.json", AgentCard),
         ("skill_card_v1.json", SkillCard),
         ("usage_event_v1.json", UsageEvent),
+        ("provider_card_v1.json", ProviderCard),
     ):
         out[rel] = _schema_for(card, rel)
     return out

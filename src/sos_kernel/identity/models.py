@@ -42,6 +42,9 @@ SCOPES: dict[str, str] = {
     "skills:publish": "publish versions of the caller's own skills",
     "skills:invoke": "record invocations paid from the caller's own account",
     "skills:verify": "record verification verdicts and resolve disputes",
+    "providers:read": "list the tenant's providers and their breakers' health",
+    "providers:admin": "register and remove providers, run their health probes",
+    "engine:chat": "chat through the tenant's providers, paid from the caller's own wallet",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -56,6 +59,8 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "skills:read",
     "skills:publish",
     "skills:invoke",
+    "providers:read",
+    "engine:chat",
 )
 
 

@@ -19,6 +19,7 @@ from ._http import BodyLimit, http_error, sos_error, validation_error
 from ._limits import LARGE_BODY_BYTES_MIN
 from ._routes_admin import router as admin
 from ._routes_bus import router as bus
+from ._routes_engine import router as engine
 from ._routes_ops import operations_router
 from ._routes_services import usage
 from ._state import IDEMPOTENCY_BOUNDS, ServerState
@@ -77,7 +78,7 @@ def build_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     definitions: dict[str, Any] = {}
-    for router in (admin, bus, operations_router(definitions), usage):
+    for router in (admin, bus, operations_router(definitions), usage, engine):
         app.include_router(router)
     _add_definitions(app, definitions)
 

@@ -25,6 +25,7 @@ from ..contracts import Message, TypeCatalogue, validation_details
 from ..errors import BackendFailure, InvalidArgument, SchemaViolation
 from ..ledger import Ledger
 from ..operations import Operation, declared, operation_hints
+from ..providers import Engine, Providers
 from ..registry import Registry
 from ..skills import Skills
 from ..wire import load
@@ -32,7 +33,7 @@ from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine)
 """The service classes whose declared operations are served."""
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
@@ -176,7 +177,9 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
         kwargs = arguments.decode(arguments.raw(request, body), state_of(request).kernel.catalogue)
 
         async def call() -> Any:
-            return await getattr(getattr(session, op.service), op.name)(**kwargs)
+            result = await getattr(getattr(session, op.service), op.name)(**kwargs)
+            collect = getattr(result, "collect_reply", None)  # a stream asked for as one answer: read it whole
+            return await collect() if collect is not None else result
 
         if wire is not None and wire.keyed:
             # a replay answers without calling the service: the token and its scope are checked here first

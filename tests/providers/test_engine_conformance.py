@@ -1,0 +1,397 @@
+"""The provider matrix and the engine, on every backend and through the remote client, against local HTTP servers
+that speak each provider's wire format."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+import sos_kernel
+from sos_kernel.errors import (
+    Forbidden,
+    InsufficientFunds,
+    InvalidArgument,
+    LimitExceeded,
+    ProviderNotFound,
+    ProviderRejected,
+    ProviderUnavailable,
+    SchemaViolation,
+    WalletNotFound,
+)
+from sos_kernel.providers.runtime import CALLS_PER_PRINCIPAL_MAX
+from sos_kernel.providers.service import CHAT_MESSAGES_MAX, MAX_TOKENS_MAX, PROVIDERS_PER_TENANT_MAX
+
+from ..conftest import Api, Connect
+from .conftest import card
+from .fake_providers import USAGE, Fakes, free_port
+
+pytestmark = pytest.mark.anyio
+
+HI = [{"role": "user", "content": "hi"}]
+USD = "USD"
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_each_wire_format_answers_with_its_usage_mapped(
+    api: Api, kernel: sos_kernel.Kernel, fakes: Fakes, kind: str, stream: bool
+) -> None:
+    await api.providers.register(card(fakes, "p1", kind))
+    if stream:
+        chat = await api.engine.chat([{"role": "system", "content": "be brief"}, *HI], stream=True)
+        pieces = [piece async for piece in chat]
+        reply = chat.reply
+        assert "".join(pieces) == "hello from p1"
+    else:
+        reply = await api.engine.chat([{"role": "system", "content": "be brief"}, *HI])
+    assert reply is not None
+    assert (reply.text, reply.provider, reply.model) == ("hello from p1", "p1", f"{kind}-model")
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == USAGE[kind]
+    (event,) = await kernel.ledger.usage()
+    assert (event.provider, event.input_tokens, event.output_tokens) == ("p1", *USAGE[kind])
+    name, _, body = fakes.requests[-1]
+    assert name == "p1"
+    assert "be brief" in str(body)
+
+
+async def test_the_matrix_lists_in_selection_order_and_starts_closed(api: Api, fakes: Fakes) -> None:
+    await api.providers.register(card(fakes, "zz", tier="primary"))
+    await api.providers.register(card(fakes, "aa", tier="fallback"))
+    await api.providers.register(card(fakes, "loc", tier="local", backend="local", endpoint="local://echo"))
+    assert [c.id for c in await api.providers.list()] == ["zz", "aa", "loc"]
+    assert [c.id for c in await api.providers.list(tier="fallback")] == ["aa"]
+    health = await api.providers.health()
+    assert {k: v.state for k, v in health.items()} == {"zz": "closed", "aa": "closed", "loc": "closed"}
+    await api.providers.remove("aa")
+    assert [c.id for c in await api.providers.list()] == ["zz", "loc"]
+    with pytest.raises(ProviderNotFound):
+        await api.providers.remove("aa")
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"tier": "gold"}, SchemaViolation),
+        ({"id": "Bad_Id"}, SchemaViolation),
+        ({"api_key": "sk-secret"}, SchemaViolation),
+        ({"timeout_seconds": 0}, SchemaViolation),
+        ({"backend": "langgraph"}, InvalidArgument),
+        ({"endpoint": "http://10.0.0.7/v1"}, InvalidArgument),
+        ({"endpoint": "http://user:pw@127.0.0.1/v1"}, InvalidArgument),
+        ({"endpoint": "file:///etc/passwd"}, InvalidArgument),
+        ({"health_probe_url": "http://169.254.169.254/latest"}, InvalidArgument),
+        ({"backend": "local", "endpoint": "http://127.0.0.1/v1"}, InvalidArgument),
+    ],
+)
+async def test_a_bad_card_is_refused_and_nothing_is_written(
+    api: Api, fakes: Fakes, change: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await api.providers.register({**card(fakes, "p1"), **change})
+    assert await api.providers.list() == []
+
+
+async def test_the_matrix_is_bounded_per_tenant(kernel: sos_kernel.Kernel, api: Api, fakes: Fakes) -> None:
+    for i in range(PROVIDERS_PER_TENANT_MAX):
+        await kernel.providers.register(card(fakes, f"p{i}"))
+    with pytest.raises(LimitExceeded):
+        await api.providers.register(card(fakes, "one-more"))
+    await api.providers.register(card(fakes, "p0", tier="cheap"))  # replacing one is not adding one
+    assert len(await api.providers.list()) == PROVIDERS_PER_TENANT_MAX
+
+
+async def test_a_failing_primary_trips_after_the_threshold_and_calls_fail_over(api: Api, fakes: Fakes) -> None:
+    await api.providers.register(card(fakes, "main", circuit_breaker={"failure_threshold": 2}))
+    await api.providers.register(card(fakes, "spare", "anthropic", tier="fallback"))
+    fakes.modes["main"] = "500"
+    for _ in range(3):
+        reply = await api.engine.chat(HI)
+        assert reply.provider == "spare"
+    assert reply.tried == ("spare",)  # the third call skipped the open breaker
+    assert fakes.calls("main") == 2
+    health = await api.providers.health()
+    assert (health["main"].state, health["main"].failures) == ("open", 2)
+    assert health["spare"].state == "closed"
+
+
+async def test_half_open_lets_one_probe_through_and_closes_on_success(api: Api, fakes: Fakes) -> None:
+    breaker = {"failure_threshold": 1, "recovery_window_seconds": 1}
+    await api.providers.register(card(fakes, "main", circuit_breaker=breaker))
+    await api.providers.register(card(fakes, "spare", tier="fallback"))
+    fakes.modes["main"] = "500"
+    assert (await api.engine.chat(HI)).provider == "spare"
+    assert (await api.providers.health())["main"].state == "open"
+    await anyio.sleep(1.1)
+    fakes.modes["main"] = "ok"
+    reply = await api.engine.chat(HI)
+    assert (reply.provider, reply.tried) == ("main", ("main",))
+    assert (await api.providers.health())["main"].state == "closed"
+
+
+async def test_a_failed_probe_opens_the_breaker_again(api: Api, fakes: Fakes) -> None:
+    breaker = {"failure_threshold": 1, "recovery_window_seconds": 1}
+    await api.providers.register(card(fakes, "main", circuit_breaker=breaker))
+    fakes.modes["main"] = "500"
+    with pytest.raises(ProviderUnavailable):
+        await api.engine.chat(HI)
+    await anyio.sleep(1.1)
+    with pytest.raises(ProviderUnavailable):
+        await api.engine.chat(HI)  # the probe
+    assert fakes.calls("main") == 2
+    with pytest.raises(ProviderUnavailable) as info:
+        await api.engine.chat(HI)  # open again: not called
+    assert fakes.calls("main") == 2
+    assert info.value.details["reasons"] == {"main": "breaker open"}
+
+
+@pytest.mark.parametrize("mode", ["400", "401", "429"])
+async def test_4xx_answers_never_trip_the_breaker(api: Api, fakes: Fakes, mode: str) -> None:
+    await api.providers.register(card(fakes, "main", circuit_breaker={"failure_threshold": 1}))
+    await api.providers.register(card(fakes, "spare", tier="fallback"))
+    fakes.modes["main"] = mode
+    if mode == "400":  # the request's own fault: raised at once, no failover
+        with pytest.raises(ProviderRejected):
+            await api.engine.chat(HI)
+        assert fakes.calls("spare") == 0
+    else:  # the provider's refusal (a key, a quota): the next one answers
+        assert (await api.engine.chat(HI)).provider == "spare"
+    health = await api.providers.health()
+    assert (health["main"].state, health["main"].failures) == ("closed", 0)
+
+
+async def test_timeouts_refused_connections_and_garbage_count_as_failures(api: Api, fakes: Fakes) -> None:
+    one = {"failure_threshold": 1}
+    await api.providers.register(card(fakes, "slow", timeout_seconds=1, circuit_breaker=one))
+    dead = {"endpoint": f"http://127.0.0.1:{free_port()}/v1", "circuit_breaker": one}
+    await api.providers.register(card(fakes, "dead", tier="fallback", **dead))
+    await api.providers.register(card(fakes, "junk", tier="cheap", circuit_breaker=one))
+    await api.providers.register(card(fakes, "ok", tier="local"))
+    fakes.modes.update(slow="slow", junk="garbage")
+    start = time.monotonic()
+    reply = await api.engine.chat(HI)
+    assert time.monotonic() - start < 2.5
+    assert (reply.provider, reply.tried) == ("ok", ("slow", "dead", "junk", "ok"))
+    states = {k: v.state for k, v in (await api.providers.health()).items()}
+    assert states == {"slow": "open", "dead": "open", "junk": "open", "ok": "closed"}
+
+
+async def test_every_provider_failing_is_sos_6041_with_each_reason(api: Api, fakes: Fakes) -> None:
+    await api.providers.register(card(fakes, "a"))
+    await api.providers.register(card(fakes, "b", tier="fallback"))
+    fakes.modes.update(a="500", b="500")
+    with pytest.raises(ProviderUnavailable) as info:
+        await api.engine.chat(HI)
+    assert info.value.details["tried"] == ["a", "b"]
+    assert info.value.retryable
+
+
+async def test_model_and_tier_select_and_nothing_matching_is_sos_6040(api: Api, fakes: Fakes) -> None:
+    await api.providers.register(card(fakes, "a"))
+    await api.providers.register(card(fakes, "g", "gemini", tier="cheap"))
+    assert (await api.engine.chat(HI, model="gemini-model")).provider == "g"
+    assert (await api.engine.chat(HI, tier="cheap")).provider == "g"
+    assert (await api.engine.chat(HI, model="a")).provider == "a"
+    with pytest.raises(ProviderNotFound):
+        await api.engine.chat(HI, model="nope")
+    with pytest.raises(ProviderNotFound):
+        await api.engine.chat(HI, tier="premium")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"messages": []}, InvalidArgument),
+        ({"messages": [{"role": "robot", "content": "x"}]}, InvalidArgument),
+        ({"messages": [{"role": "user", "content": 5}]}, InvalidArgument),
+        ({"messages": [{"role": "user", "content": "x", "extra": 1}]}, InvalidArgument),
+        ({"messages": HI * (CHAT_MESSAGES_MAX + 1)}, LimitExceeded),
+        ({"messages": [{"role": "user", "content": "x" * (256 * 1024 + 1)}]}, LimitExceeded),
+        ({"messages": HI, "max_tokens": MAX_TOKENS_MAX + 1}, InvalidArgument),
+        ({"messages": HI, "max_tokens": 0}, InvalidArgument),
+        ({"messages": HI, "tier": "gold"}, InvalidArgument),
+        ({"messages": HI, "id": "x" * 129}, InvalidArgument),
+    ],
+)
+async def test_bad_chats_are_refused_before_any_call(
+    api: Api, kernel: sos_kernel.Kernel, fakes: Fakes, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    await api.providers.register(card(fakes, "a"))
+    with pytest.raises(error):
+        await api.engine.chat(**kwargs)
+    assert fakes.calls("a") == 0
+    assert await kernel.ledger.usage() == []
+
+
+# -- money ------------------------------------------------------------------------------------------------------
+
+
+async def _agent(kernel: sos_kernel.Kernel, connect: Connect, funds: int) -> Any:
+    """A session of ``agent:bob`` in tenant acme, holding ``funds`` USD micros."""
+    await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    await view.ledger.open_account("system:treasury", USD, allow_negative=True)
+    await view.ledger.open_account("agent:bob", USD)
+    if funds:
+        await view.ledger.transfer(id="seed", debit="system:treasury", credit="agent:bob", amount=funds, currency=USD)
+    return await connect((await view.tokens.issue(agent="agent:bob")).secret)
+
+
+async def test_retries_with_the_same_id_charge_once_and_only_the_answering_provider(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.providers.register(card(fakes, "spare", "anthropic", tier="fallback"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    await view.ledger.set_price("spare", "anthropic-model", input_per_mtok_micros=3 * 10**5)
+    fakes.modes["main"] = "500"
+    first = await bob.engine.chat(HI, id="call-1")
+    again = await bob.engine.chat(HI, id="call-1")
+    assert (first.provider, first.cost_micros, first.tried) == ("spare", 4, ("main", "spare"))  # 13 * 0.3, rounded up
+    assert again.replayed
+    assert (again.text, again.cost_micros, again.id) == (first.text, 4, first.id)
+    assert first.id == "bob/call-1"
+    assert fakes.calls("spare") == 1
+    assert (await view.ledger.balance("agent:bob", USD)).posted == 10_000 - 4
+    assert (await view.ledger.balance("system:usage", USD)).posted == 4
+    (event,) = await view.ledger.usage()
+    assert (event.provider, event.cost_micros, event.metadata) == (
+        "spare",
+        4,
+        {"call_id": "bob/call-1", "agent": "agent:bob"},
+    )
+    streamed = await bob.engine.chat(HI, id="call-2", stream=True)
+    assert (await streamed.collect_reply()).cost_micros == 4
+    replay = await bob.engine.chat(HI, id="call-2", stream=True)
+    assert (await replay.collect_reply()).replayed
+    assert (await view.ledger.balance("agent:bob", USD)).posted == 10_000 - 8
+    await view.ledger.check()
+
+
+async def test_a_wallet_that_cannot_cover_the_estimate_is_refused_before_calling(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 5)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=6))
+    with pytest.raises(InsufficientFunds):
+        await bob.engine.chat(HI, id="c")
+    with pytest.raises(InsufficientFunds):
+        await bob.engine.chat(HI, id="c", stream=True)
+    assert fakes.calls("main") == 0
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=5))
+    reply = await bob.engine.chat(HI, id="c")  # no price set: the estimate is the cost
+    assert reply.cost_micros == 5
+    assert (await view.ledger.balance("agent:bob", USD)).posted == 0
+
+
+async def test_an_agent_without_a_wallet_is_refused_before_calling(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    carol = await connect((await view.tokens.issue(agent="agent:carol")).secret)
+    with pytest.raises(WalletNotFound):
+        await carol.engine.chat(HI)
+    assert fakes.calls("main") == 0
+
+
+async def test_an_agent_chats_only_on_its_own_wallet_and_cannot_change_the_matrix(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 100)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    with pytest.raises(Forbidden):
+        await bob.engine.chat(HI, agent="agent:alice")
+    with pytest.raises(Forbidden):
+        await bob.providers.register(card(fakes, "mine"))
+    with pytest.raises(Forbidden):
+        await bob.providers.remove("main")
+    with pytest.raises(Forbidden):
+        await bob.providers.probe()
+    assert [c.id for c in await bob.providers.list()] == ["main"]
+    assert set(await bob.providers.health()) == {"main"}
+    tenant_wide = await connect((await view.tokens.issue(scopes=["engine:chat"])).secret)
+    with pytest.raises(Forbidden):
+        await tenant_wide.engine.chat(HI)
+    assert fakes.calls("main") == 0
+
+
+async def test_health_probes_trip_and_close_breakers(api: Api, fakes: Fakes) -> None:
+    probe = {"health_probe_url": f"{fakes.base}/main/health", "circuit_breaker": {"failure_threshold": 1}}
+    await api.providers.register(card(fakes, "main", **probe))
+    await api.providers.register(card(fakes, "quiet"))
+    fakes.modes["main"] = "500"
+    assert (await api.providers.probe())["main"].state == "open"
+    fakes.modes["main"] = "ok"
+    health = await api.providers.probe()
+    assert {k: v.state for k, v in health.items()} == {"main": "closed", "quiet": "closed"}
+    assert fakes.calls("quiet") == 0
+
+
+async def test_the_local_provider_needs_no_network(api: Api, kernel: sos_kernel.Kernel) -> None:
+    local = {"schema_version": "1", "name": "L", "backend": "local", "model": "echo"}
+    await api.providers.register({**local, "id": "broken", "tier": "primary", "endpoint": "local://fail"})
+    await api.providers.register({**local, "id": "echo", "tier": "local"})
+    reply = await api.engine.chat([{"role": "user", "content": "say this back"}])
+    assert (reply.text, reply.provider, reply.tried) == ("say this back", "echo", ("broken", "echo"))
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (3, 3)
+
+
+async def test_streams_closed_or_dropped_unread_give_back_their_slot_and_their_id(
+    kernel: sos_kernel.Kernel, fakes: Fakes
+) -> None:
+    await kernel.providers.register(card(fakes, "main"))
+    for _ in range(CALLS_PER_PRINCIPAL_MAX + 1):
+        stream = await kernel.engine.chat(HI, id="same", stream=True)
+        await stream.aclose()
+    for _ in range(CALLS_PER_PRINCIPAL_MAX + 1):
+        await kernel.engine.chat(HI, stream=True)  # dropped without a close
+    reply = await kernel.engine.chat(HI, id="same")
+    assert (reply.replayed, reply.text) == (False, "hello from main")
+    assert kernel.provider_runtime.running == {}
+    assert await kernel.ledger.usage() != []
+
+
+async def test_a_finished_call_is_answered_again_after_its_wallet_ran_dry(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=10))
+    first = await bob.engine.chat(HI, id="paid")
+    assert (await view.ledger.balance("agent:bob", USD)).available == 0
+    again = await bob.engine.chat(HI, id="paid")
+    assert again.replayed
+    assert again.text == first.text
+    with pytest.raises(InsufficientFunds):
+        await bob.engine.chat(HI, id="new")
+    assert fakes.calls("main") == 1
+
+
+async def test_half_open_lets_exactly_one_of_concurrent_calls_probe(api: Api, fakes: Fakes) -> None:
+    breaker = {"failure_threshold": 1, "recovery_window_seconds": 1}
+    await api.providers.register(card(fakes, "main", timeout_seconds=10, circuit_breaker=breaker))
+    await api.providers.register(card(fakes, "spare", tier="fallback"))
+    fakes.modes["main"] = "500"
+    await api.engine.chat(HI)
+    await anyio.sleep(1.1)
+    fakes.modes["main"] = "slow"  # the probe answers, after the others have come and gone
+    providers: list[str] = []
+
+    async def one() -> None:
+        providers.append((await api.engine.chat(HI)).provider)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(one)
+    assert sorted(providers) == ["main", "spare", "spare", "spare"]
+    assert fakes.calls("main") == 2  # the trip, then the one probe
+    assert (await api.providers.health())["main"].state == "closed"

@@ -1,0 +1,82 @@
+"""A matrix file (YAML or JSON) is validated whole before any card is registered or called."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import sos_kernel
+from sos_kernel.errors import InvalidArgument, SchemaViolation
+from sos_kernel.providers import load_matrix, register_matrix
+
+pytestmark = pytest.mark.anyio
+
+YAML = """
+providers:
+  - schema_version: "1"
+    id: claude
+    name: Claude
+    backend: claude-adapter
+    tier: primary
+    model: claude-sonnet-4-6
+    circuit_breaker: {failure_threshold: 3, recovery_window_seconds: 60}
+  - schema_version: "1"
+    id: echo
+    name: Echo
+    backend: local
+    tier: local
+    model: echo
+"""
+
+
+async def test_a_yaml_matrix_registers_in_selection_order(tmp_path: Path) -> None:
+    path = tmp_path / "matrix.yaml"
+    path.write_text(YAML)
+    async with sos_kernel.open("memory://") as kernel:
+        cards = await register_matrix(kernel.providers, path)
+        assert [c.id for c in cards] == ["claude", "echo"]
+        assert [c.id for c in await kernel.providers.list()] == ["claude", "echo"]
+        assert (await kernel.engine.chat([{"role": "user", "content": "hi"}], tier="local")).text == "hi"
+
+
+@pytest.mark.parametrize(
+    ("cards", "error", "says"),
+    [
+        ([{"id": "a"}], SchemaViolation, "provider 1"),
+        ({"matrix": []}, SchemaViolation, "a list of provider cards"),
+        (
+            [{"schema_version": "1", "id": "a", "name": "A", "backend": "local", "tier": "local", "model": "m"}] * 2,
+            InvalidArgument,
+            "appears twice",
+        ),
+        (
+            [
+                {
+                    "schema_version": "1",
+                    "id": "b",
+                    "name": "B",
+                    "backend": "openai-adapter",
+                    "tier": "primary",
+                    "model": "m",
+                    "endpoint": "http://192.168.1.1/v1",
+                }
+            ],
+            InvalidArgument,
+            "not allowed",
+        ),
+    ],
+)
+async def test_a_wrong_matrix_is_refused_whole_before_any_call(
+    tmp_path: Path, cards: object, error: type[Exception], says: str
+) -> None:
+    good = {"schema_version": "1", "id": "good", "name": "G", "backend": "local", "tier": "local", "model": "m"}
+    path = tmp_path / "matrix.json"
+    path.write_text(json.dumps([good, *cards] if isinstance(cards, list) else cards))
+    with pytest.raises(error, match=says):
+        load_matrix(path)
+    async with sos_kernel.open("memory://") as kernel:
+        with pytest.raises(error):
+            await register_matrix(kernel.providers, path)
+        assert await kernel.providers.list() == []
