@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import wire
-from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI
+from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI, TasksAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -71,6 +71,7 @@ from sos_kernel.operations import Operation, declared, operation_hints
 from sos_kernel.refusals import bad_url
 from sos_kernel.registry import Registry
 from sos_kernel.skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
+from sos_kernel.tasks import Tasks
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -83,6 +84,7 @@ __all__ = [
     "RemoteRegistry",
     "RemoteSkills",
     "RemoteSubscription",
+    "RemoteTasks",
     "RemoteTokens",
     "check_server_url",
 ]
@@ -192,6 +194,7 @@ class MumegaClient(PrincipalView):
         self.registry = cast(RegistryAPI, RemoteRegistry(self))
         self.ledger = cast(LedgerAPI, RemoteLedger(self))
         self.skills = cast(SkillsAPI, RemoteSkills(self))
+        self.tasks = cast(TasksAPI, RemoteTasks(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -678,6 +681,7 @@ RemoteBus = _remote_class("RemoteBus", Bus, _RemoteBusLocal)
 RemoteRegistry = _remote_class("RemoteRegistry", Registry)
 RemoteLedger = _remote_class("RemoteLedger", Ledger)
 RemoteSkills = _remote_class("RemoteSkills", Skills)
+RemoteTasks = _remote_class("RemoteTasks", Tasks)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

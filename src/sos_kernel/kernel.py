@@ -25,6 +25,7 @@ from .identity.service import Authenticator, Capabilities, Tenants, Tokens, chec
 from .ledger import Ledger
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
+from .tasks import Tasks
 
 if TYPE_CHECKING:
     from .session import Session
@@ -49,6 +50,7 @@ class TenantView:
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
+        self.tasks = Tasks(kernel.backend.tasks, slug, self.ledger, self.bus)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -168,6 +170,11 @@ class Kernel:
     def skills(self) -> Skills:
         """The skills marketplace of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).skills
+
+    @property
+    def tasks(self) -> Tasks:
+        """The tasks (squad board) of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).tasks
 
     @property
     def registry(self) -> Registry:

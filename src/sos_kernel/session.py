@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SkillsAPI
+from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SkillsAPI, TasksAPI
 from .guard import Caller, guard
 from .identity.models import Principal, PrincipalView
 
@@ -53,6 +53,7 @@ class Session(PrincipalView):
         self.ledger = cast(LedgerAPI, guard(services.ledger, self._caller))
         self.registry = cast(RegistryAPI, guard(services.registry, self._caller))
         self.skills = cast(SkillsAPI, guard(services.skills, self._caller))
+        self.tasks = cast(TasksAPI, guard(services.tasks, self._caller))
 
     @property
     def principal(self) -> Principal:

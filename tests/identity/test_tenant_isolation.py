@@ -22,6 +22,7 @@ from sos_kernel.operations import declared
 from sos_kernel.registry import Registry
 from sos_kernel.session import Session
 from sos_kernel.skills import Skills
+from sos_kernel.tasks import Tasks
 
 from ..conftest import Connect
 
@@ -124,9 +125,22 @@ ROWS: dict[tuple[str, str], Call] = {
     ("skills", "record_invocation"): lambda s: s.skills.record_invocation(
         "skill-b", caller="agent:y", tenant="tenant-b", invocation_id="ib"
     ),
+    ("tasks", "create"): lambda s: s.tasks.create(
+        "into A", id="task-b", reviewers=["agent:x"], bounty=5, funded_by="agent:y", created_by="agent:y"
+    ),
+    ("tasks", "get"): lambda s: s.tasks.get("task-b"),
+    ("tasks", "list"): lambda s: s.tasks.list(),
+    ("tasks", "board"): lambda s: s.tasks.board(),
+    ("tasks", "claim"): lambda s: s.tasks.claim("task-b", agent="agent:z"),
+    ("tasks", "heartbeat"): lambda s: s.tasks.heartbeat("task-b", "1.x"),
+    ("tasks", "submit"): lambda s: s.tasks.submit("task-b", "1.x"),
+    ("tasks", "block"): lambda s: s.tasks.block("task-b", "1.x", "stuck"),
+    ("tasks", "review"): lambda s: s.tasks.review("task-b", reviewer="agent:x", verdict="reject", reasons=["no"]),
+    ("tasks", "cancel"): lambda s: s.tasks.cancel("task-b"),
+    ("tasks", "sweep"): lambda s: s.tasks.sweep(),
 }
 
-SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills}
+SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills, "tasks": Tasks}
 
 
 async def _sync(value: Any) -> Any:
@@ -159,6 +173,7 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
             (c.id, c.version, c.verification.status if c.verification else None) for c in await view.skills.find()
         ],
         "usage": [u.id for u in await view.ledger.usage()],
+        "tasks": [t.model_dump_json() for t in await view.tasks.list()],
     }
 
 
@@ -175,6 +190,8 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.ledger.hold(id="hb", debit="agent:y", credit="agent:x", amount=5, currency="USD", timeout_s=600)
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
+    await b.tasks.create("b's secret task", id="task-b", reviewers=["agent:x"], bounty=5, funded_by="agent:y")
+    await b.tasks.claim("task-b", agent="agent:y", lease_s=600)
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -185,5 +202,5 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage"):
+    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "tasks"):
         assert before[key], key  # the table ran against real data in tenant B

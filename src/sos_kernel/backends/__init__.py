@@ -21,6 +21,7 @@ from ..ledger.store import LedgerStore
 from ..refusals import bad_url
 from ..replies import ReplyStore
 from ..skills.store import SkillStore
+from ..tasks.store import TaskStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "check_url", "open_backend", "resolve_backend"]
 
@@ -52,6 +53,7 @@ class Backend(ABC):
     registry: RegistryStore
     skills: SkillStore
     replies: ReplyStore
+    tasks: TaskStore
 
     @classmethod
     @abstractmethod

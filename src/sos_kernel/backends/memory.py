@@ -33,6 +33,7 @@ from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
 from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
+from .memory_tasks import MemoryTaskStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
 
@@ -332,6 +333,7 @@ class MemoryBackend(Backend):
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
         self.replies = MemoryReplyStore()
+        self.tasks = MemoryTaskStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

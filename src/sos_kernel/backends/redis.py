@@ -51,6 +51,7 @@ from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
+from .redis_tasks import RedisTaskStore
 
 __all__ = ["RedisBackend", "RedisBusStore"]
 
@@ -528,6 +529,7 @@ class RedisBackend(Backend):
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.replies = RedisReplyStore(client)
+        self.tasks = RedisTaskStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

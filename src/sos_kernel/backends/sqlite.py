@@ -52,6 +52,7 @@ from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistr
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
+from .sqlite_tasks import TASKS_SCHEMA, SQLiteTaskStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
 
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (tenant, source, group_id, seq));
 """
-_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA
+_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + TASKS_SCHEMA
 
 
 class SQLiteBusStore(BusStore):
@@ -597,6 +598,7 @@ class SQLiteBackend(Backend):
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
+        self.tasks = SQLiteTaskStore(engine)
 
     @classmethod
     async def connect(

@@ -42,6 +42,9 @@ SCOPES: dict[str, str] = {
     "skills:publish": "publish versions of the caller's own skills",
     "skills:invoke": "record invocations paid from the caller's own account",
     "skills:verify": "record verification verdicts and resolve disputes",
+    "tasks:read": "read the tenant's tasks and board",
+    "tasks:write": "create tasks funded from the caller's own account, claim, work on and review them as itself",
+    "tasks:admin": "act on any task as any agent (claims, reviews, cancels), sweep expired tasks",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -56,6 +59,8 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "skills:read",
     "skills:publish",
     "skills:invoke",
+    "tasks:read",
+    "tasks:write",
 )
 
 

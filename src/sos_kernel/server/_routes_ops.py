@@ -27,12 +27,13 @@ from ..ledger import Ledger
 from ..operations import Operation, declared, operation_hints
 from ..registry import Registry
 from ..skills import Skills
+from ..tasks import Tasks
 from ..wire import load
 from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Tasks)
 """The service classes whose declared operations are served."""
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
