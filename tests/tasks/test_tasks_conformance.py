@@ -73,6 +73,8 @@ async def test_the_whole_loop_pays_the_worker_from_escrow(funded: Api) -> None:
     claim = await api.tasks.claim("docs-1", agent=WORKER)
     assert (claim.attempt, claim.task.status, claim.task.assignee) == (1, "claimed", WORKER)
     assert (await api.tasks.heartbeat("docs-1", claim.token)).status == "in_progress"
+    renewed = await api.tasks.heartbeat("docs-1", claim.token)  # renewing an in-progress lease
+    assert (renewed.status, renewed.attempt) == ("in_progress", 1)
     submitted = await api.tasks.submit("docs-1", claim.token, evidence=[EVIDENCE], result={"pages": 3})
     assert (submitted.status, submitted.result, submitted.round) == ("review", {"pages": 3}, 1)
     done = await api.tasks.review("docs-1", reviewer=REV, verdict="approve")
@@ -126,7 +128,10 @@ async def test_illegal_transitions_name_both_states(funded: Api) -> None:
     with pytest.raises(IllegalTransition) as caught:
         await api.tasks.cancel("ill-1")
     assert (caught.value.details["from"], caught.value.details["to"]) == ("review", "canceled")
-    assert "from 'review' to 'canceled'" in caught.value.message
+    assert "from 'review' to 'canceled' by cancel" in caught.value.message
+    with pytest.raises(IllegalTransition) as caught:  # only a reviewer sends it back
+        await api.tasks.heartbeat("ill-1", claim.token)
+    assert (caught.value.details["from"], caught.value.details["operation"]) == ("review", "heartbeat")
     with pytest.raises(IllegalTransition):
         await api.tasks.block("ill-1", claim.token, "late")
     with pytest.raises(IllegalTransition):
@@ -141,6 +146,7 @@ async def test_illegal_transitions_name_both_states(funded: Api) -> None:
             await call
         assert caught.value.details["from"] == "failed"
     assert all(not TRANSITIONS[s] for s in ("done", "failed", "canceled"))
+    assert (await api.tasks.get("ill-1")).status == "failed"
 
 
 async def test_blocked_by_keeps_a_task_from_being_claimed(funded: Api) -> None:

@@ -574,7 +574,7 @@ class Tasks:
                     f"task {task.id} is claimed (attempt {task.attempt}) until {task.lease_expires_at}",
                     details={"task_id": task.id, "attempt": task.attempt, "reason": "held"},
                 )
-            check_transition(task.id, task.status, "claimed")
+            check_transition(task.id, task.status, "claimed", "claim")
             if task.attempt >= ATTEMPTS_MAX:
                 raise LimitExceeded(f"task {task.id} was claimed {ATTEMPTS_MAX} times", details={"limit": ATTEMPTS_MAX})
             if task.status == "backlog" and deps_done is not True:
@@ -637,7 +637,8 @@ class Tasks:
         check_task_id(task_id)
 
         def decide(state: _State, now: float) -> _State:
-            self._fence(state, claim_token, now, "in_progress")
+            renewal = state.task.status == "in_progress"  # a renewal is not a transition
+            self._fence(state, claim_token, now, None if renewal else "in_progress", "heartbeat")
             lease = _at(now + state.claim_lease_s)
             return state.with_task(status="in_progress", updated_at=_at(now), lease_expires_at=lease, blocker=None)
 
@@ -668,7 +669,7 @@ class Tasks:
         def decide(state: _State, now: float) -> _State | None:
             if state.task.status == "review" and state.submission == submission:
                 return None
-            self._fence(state, claim_token, now, "review")
+            self._fence(state, claim_token, now, "review", "submit")
             changes = {"evidence": items, "result": outcome, "round": state.task.round + 1, "updated_at": _at(now)}
             return replace(state, submission=submission).with_task(status="review", lease_expires_at=None, **changes)
 
@@ -701,14 +702,14 @@ class Tasks:
         waits = [_check_text(o, "on", 1, 500) for o in _check_list(on, "on", BLOCKED_BY_MAX)]
 
         def decide(state: _State, now: float) -> _State:
-            self._fence(state, claim_token, now, "blocked")
+            self._fence(state, claim_token, now, "blocked", "block")
             blocker = {"reason": reason, "on": waits, "at": _at(now).isoformat()}
             return state.with_task(status="blocked", blocker=blocker, updated_at=_at(now))
 
         return (await self._move(task_id, decide))[0].task
 
     @staticmethod
-    def _fence(state: _State, token: Any, now: float, wanted: str) -> None:
+    def _fence(state: _State, token: Any, now: float, wanted: str | None, op: str) -> None:
         """Refuse a write unless ``token`` is the current claim's and its lease runs (SOS-6012), and the move is
         legal (SOS-6013)."""
         task = state.task
@@ -727,7 +728,8 @@ class Tasks:
                 "again",
                 details={"task_id": task.id, "attempt": task.attempt, "reason": "expired"},
             )
-        check_transition(task.id, task.status, wanted)
+        if wanted is not None:
+            check_transition(task.id, task.status, wanted, op)
 
     # -- the gate -----------------------------------------------------------------------------------------------
 
@@ -774,7 +776,7 @@ class Tasks:
                     details={"task_id": task.id, "verdict": mine[0].verdict},
                 )
             if task.status != "review":  # the gate decides only a submission under review
-                check_transition(task.id, task.status, _VERDICT_TO[verdict], f"a {verdict!r} verdict")
+                check_transition(task.id, task.status, _VERDICT_TO[verdict], "review")
             return self._decided(
                 state,
                 Review(
@@ -805,7 +807,7 @@ class Tasks:
             if count < task.approvals_required:
                 return state.with_task(reviews=reviews, updated_at=_at(now))
             to, extra = "done", {"outcome": "approved", "completed_at": _at(now)}
-        check_transition(task.id, task.status, to)
+        check_transition(task.id, task.status, to, "review")
         return state.with_task(status=to, reviews=reviews, updated_at=_at(now), **extra)
 
     # -- ending -------------------------------------------------------------------------------------------------
@@ -823,7 +825,7 @@ class Tasks:
         def decide(state: _State, now: float) -> _State | None:
             if state.task.status == "canceled":
                 return None
-            check_transition(state.task.id, state.task.status, "canceled")
+            check_transition(state.task.id, state.task.status, "canceled", "cancel")
             return state.with_task(
                 status="canceled", outcome="canceled", completed_at=_at(now), updated_at=_at(now), lease_expires_at=None
             )
@@ -872,6 +874,7 @@ class Tasks:
             return None
         if now < record.created_at + task.expires_in_s:
             return None
+        check_transition(task.id, task.status, "canceled", "expire")
         return state.with_task(status="canceled", outcome="expired", completed_at=_at(now), updated_at=_at(now))
 
     async def _after(self, old: Task, new: Task) -> None:

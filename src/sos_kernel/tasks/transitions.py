@@ -28,44 +28,35 @@ STATUSES: Final = ("backlog", "queued", "claimed", "in_progress", "review", "don
 TERMINAL: Final = frozenset({"done", "canceled", "failed"})
 OPEN: Final = frozenset(STATUSES) - TERMINAL
 
-TRANSITIONS: Final[dict[str, dict[str, str]]] = {
-    "backlog": {"claimed": "claim", "canceled": "cancel or expire"},
-    "queued": {"claimed": "claim", "canceled": "cancel or expire"},
+TRANSITIONS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
+    "backlog": {"claimed": ("claim",), "canceled": ("cancel", "expire")},
+    "queued": {"claimed": ("claim",), "canceled": ("cancel", "expire")},
     "claimed": {
-        "claimed": "claim after the lease expired",
-        "in_progress": "heartbeat",
-        "review": "submit",
-        "blocked": "block",
-        "canceled": "cancel",
+        "claimed": ("claim",),  # after the lease expired: attempt + 1
+        "in_progress": ("heartbeat",),
+        "review": ("submit",),
+        "blocked": ("block",),
+        "canceled": ("cancel",),
     },
-    "in_progress": {
-        "claimed": "claim after the lease expired",
-        "review": "submit",
-        "blocked": "block",
-        "canceled": "cancel",
-    },
-    "blocked": {
-        "claimed": "claim after the lease expired",
-        "in_progress": "heartbeat",
-        "review": "submit",
-        "canceled": "cancel",
-    },
-    "review": {"done": "approvals reach the threshold", "failed": "reject", "in_progress": "needs_changes"},
+    "in_progress": {"claimed": ("claim",), "review": ("submit",), "blocked": ("block",), "canceled": ("cancel",)},
+    "blocked": {"claimed": ("claim",), "in_progress": ("heartbeat",), "review": ("submit",), "canceled": ("cancel",)},
+    "review": {"done": ("review",), "failed": ("review",), "in_progress": ("review",)},
     "done": {},
     "failed": {},
     "canceled": {},
 }
-"""``TRANSITIONS[from][to]``: what moves a task from ``from`` to ``to``; any pair not here is illegal."""
+"""``TRANSITIONS[from][to]``: the operations that may move a task from ``from`` to ``to``; anything else is
+illegal. ``review`` moves to ``done`` (the approvals threshold), ``failed`` (reject) or ``in_progress``
+(needs_changes)."""
 
 
-def check_transition(task_id: str, current: str, wanted: str, why: str = "") -> None:
-    """Refuse (SOS-6013, naming both states) unless ``current -> wanted`` is in :data:`TRANSITIONS`."""
-    if wanted in TRANSITIONS.get(current, {}):
+def check_transition(task_id: str, current: str, wanted: str, op: str) -> None:
+    """Refuse (SOS-6013, naming both states and the operation) unless ``op`` may move ``current`` to ``wanted``."""
+    if op in TRANSITIONS.get(current, {}).get(wanted, ()):
         return
-    legal = sorted(TRANSITIONS.get(current, {}))
-    tail = f" ({why})" if why else ""
+    legal = sorted(to for to, ops in TRANSITIONS.get(current, {}).items() if op in ops)
+    tail = f"; from {current!r}, {op} leads to " + (", ".join(repr(s) for s in legal) if legal else "nothing")
     raise IllegalTransition(
-        f"task {task_id} cannot go from {current!r} to {wanted!r}{tail}; from {current!r} it can go to "
-        + (", ".join(repr(s) for s in legal) if legal else "nothing (it is finished)"),
-        details={"task_id": task_id, "from": current, "to": wanted, "legal": legal},
+        f"task {task_id} cannot go from {current!r} to {wanted!r} by {op}{tail}",
+        details={"task_id": task_id, "from": current, "to": wanted, "operation": op, "legal": legal},
     )
