@@ -395,7 +395,7 @@ class Tasks:
         )
         task_id = spec["id"]
         content = _digest(spec)
-        existing, _ = await self._store.load(self.tenant, task_id)
+        existing, now = await self._store.load(self.tenant, task_id)
         if existing is not None:
             return self._replayed(existing, content)
         backlog = await self._dependencies(task_id, spec["blocked_by"])
@@ -405,7 +405,6 @@ class Tasks:
             )
         if spec["bounty"] > 0:
             await self._fund(spec)
-        now = await self._store.now()
         task = Task(squad_id=self.tenant, status="backlog" if backlog else "queued", created_at=_at(now), **spec)
         state = _State(task, content)
         found, inserted = await self._store.insert(self.tenant, state.record(1, now), TASKS_OPEN_MAX)
