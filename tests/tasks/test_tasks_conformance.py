@@ -396,3 +396,26 @@ async def test_an_agent_cannot_take_a_task_transfer_id_first(kernel: sos_kernel.
     await view.tasks.submit("prize-1", claim.token)
     await view.tasks.review("prize-1", reviewer=REV, verdict="approve")
     assert (await view.ledger.get_transfer("task:prize-1:payout")).credit == WORKER
+
+
+async def test_refusals_read_the_same_in_process_and_over_http(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    _, admin = await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    await view.tasks.create("t", id="same-1", reviewers=[REV])
+    session = await connect(admin)
+    calls = [
+        lambda s: s.tasks.create("t", id="Bad Id", reviewers=[REV]),
+        lambda s: s.tasks.create("t", id="same-1", reviewers=[REV2]),
+        lambda s: s.tasks.create("t", reviewers=[REV], bounty=5, funded_by=BOSS),
+        lambda s: s.tasks.claim("same-1", agent="nobody"),
+        lambda s: s.tasks.submit("same-1", "1.stale"),
+        lambda s: s.tasks.review("same-1", reviewer=REV, verdict="approve"),
+        lambda s: s.tasks.get("nope-1"),
+    ]
+    for call in calls:
+        with pytest.raises(SOSError) as here:
+            await call(view)
+        with pytest.raises(SOSError) as there:
+            await call(session)
+        assert (there.value.code, there.value.message) == (here.value.code, here.value.message)
+    assert [t.id for t in await view.tasks.list()] == ["same-1"]
