@@ -293,6 +293,9 @@ async def test_the_board_groups_by_status(funded: Api) -> None:
 BAD: list[tuple[dict[str, Any], type[SOSError]]] = [
     ({"id": "Upper-Case"}, InvalidArgument),
     ({"id": "ab"}, InvalidArgument),
+    ({"id": "abc-1\n"}, InvalidArgument),
+    ({"reviewers": ["agent:rev\n"]}, InvalidArgument),
+    ({"bounty": 5, "funded_by": "agent:boss\n"}, InvalidArgument),
     ({"reviewers": []}, InvalidArgument),
     ({"reviewers": ["bob"]}, InvalidArgument),
     ({"reviewers": [REV, REV]}, InvalidArgument),

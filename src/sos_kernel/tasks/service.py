@@ -154,7 +154,7 @@ def _token_digest(task_id: str, token: str) -> str:
 
 def check_task_id(task_id: Any) -> str:
     """``task_id`` if it is a SquadTask id (a lower-case slug of 3-64 characters or a UUID), else SOS-4005."""
-    if not isinstance(task_id, str) or not _ID_RE.match(task_id):
+    if not isinstance(task_id, str) or not _ID_RE.fullmatch(task_id):
         raise InvalidArgument(
             f"task id {task_id!r} must be a lower-case slug of 3-64 letters, digits, '_' and '-' or a UUID",
             details={"task_id": repr(task_id)[:100]},
@@ -163,7 +163,7 @@ def check_task_id(task_id: Any) -> str:
 
 
 def _check_agent(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not AGENT_ADDRESS_RE.match(value):
+    if not isinstance(value, str) or not AGENT_ADDRESS_RE.fullmatch(value):
         raise InvalidArgument(f"{name} must be an agent address 'agent:<name>', got {value!r}", details={name: value})
     return value
 
