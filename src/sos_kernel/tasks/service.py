@@ -121,6 +121,7 @@ ATTEMPTS_MAX: Final = 1000
 """Claims of one task; after that it can only be canceled."""
 LIST_LIMIT_MAX: Final = 1000
 BOARD_TASKS_MAX: Final = TASKS_OPEN_MAX
+"""Tasks per board column (open columns are complete: at most ``TASKS_OPEN_MAX`` tasks are open)."""
 SWAP_TRIES_MAX: Final = 64
 """Re-reads of a task whose record changed under a decision (each loss means another caller's write won)."""
 
@@ -535,17 +536,23 @@ class Tasks:
 
     @operation("tasks:read", wire=Wire("GET", summary="Tasks grouped by status, with counts and bounties"))
     async def board(self) -> Board:
-        """Every status with its count, bounties by currency and task ids (oldest first)."""
+        """Every status with its count, bounties by currency and task ids (oldest first). Open statuses are
+        complete (at most ``TASKS_OPEN_MAX`` tasks are open); a finished column lists its ``BOARD_TASKS_MAX``
+        oldest tasks."""
         columns: dict[str, dict[str, Any]] = {s: {"count": 0, "bounty": {}, "tasks": []} for s in STATUSES}
-        records = await self._store.records(self.tenant, None, BOARD_TASKS_MAX)
-        for record in records:
-            task = await self._fresh(record)
-            column = columns[task.status]
-            column["count"] += 1
-            column["tasks"].append(task.id)
-            if task.bounty:
-                column["bounty"][task.currency] = column["bounty"].get(task.currency, 0) + task.bounty
-        return Board(columns={s: BoardColumn(**c) for s, c in columns.items()}, total=len(records))
+        seen: set[str] = set()  # a task that expires while the board is read is counted once, where it ends
+        for status in STATUSES:
+            for record in await self._store.records(self.tenant, status, BOARD_TASKS_MAX):
+                task = await self._fresh(record)
+                if task.id in seen:
+                    continue
+                seen.add(task.id)
+                column = columns[task.status]
+                column["count"] += 1
+                column["tasks"].append(task.id)
+                if task.bounty:
+                    column["bounty"][task.currency] = column["bounty"].get(task.currency, 0) + task.bounty
+        return Board(columns={s: BoardColumn(**c) for s, c in columns.items()}, total=len(seen))
 
     # -- the worker ---------------------------------------------------------------------------------------------
 
