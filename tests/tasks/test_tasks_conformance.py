@@ -31,9 +31,8 @@ from ..conftest import Api, Connect
 
 pytestmark = pytest.mark.anyio
 
-SCHEMA = json.loads(
-    (Path(__file__).parents[3] / "shared" / "reference" / "sos-v0.4.1" / "schemas" / "squad_task_v1.json").read_text()
-)
+REFERENCE_DIR = Path("/work/shared/reference/sos-v0.4.1/schemas")  # as tests/contracts reads it
+SCHEMA = json.loads((REFERENCE_DIR / "squad_task_v1.json").read_text(encoding="utf-8"))
 USD = "USD"
 BOSS, WORKER, OTHER, REV, REV2 = "agent:boss", "agent:worker", "agent:other", "agent:rev", "agent:rev2"
 EVIDENCE = {"argv": ["pytest", "-q"], "exit_status": 0, "output_sha256": "a" * 64, "output_bytes": 120}
