@@ -98,6 +98,8 @@ def test_demo_as_json(tmp_path: Path) -> None:
     assert report["sum"] == 0
     assert sum(report["invocation"]["payouts"].values()) == report["invocation"]["price_micros"]
     assert {m["type"] for m in report["trail"]} >= {"announce", "send", "ask", "receipt"}
+    assert {m["type"] for m in report["trail"]} >= {"task_created", "evidence", "gate_verdict", "task_completed"}
+    assert (report["task"]["status"], report["task"]["assignee"]) == ("done", "agent:bob")
 
 
 def test_send_history_and_tail_with_json(tmp_path: Path) -> None:
@@ -230,6 +232,43 @@ def test_wallets_on_a_file(tmp_path: Path) -> None:
     assert "sum of posted USD: 0" in sos("wallet", "list", *kernel, cwd=tmp_path).stdout
     history = sos_json("wallet", "history", "agent:alice", *kernel, cwd=tmp_path)
     assert [t["id"] for t in history] == ["grant-1"]
+
+
+def test_tasks_on_a_file(tmp_path: Path) -> None:
+    kernel = ("--url", f"sqlite:///{tmp_path}/tasks.db")
+    sos("wallet", "open", "system:mint", "--allow-negative", *kernel, cwd=tmp_path)
+    sos("wallet", "open", "agent:boss", *kernel, cwd=tmp_path)
+    sos("wallet", "transfer", "--id", "g", "--from", "system:mint", "--to", "agent:boss", "--amount", "900", *kernel,
+        cwd=tmp_path)  # fmt: skip
+    create = ("task", "create", "Write the docs", "--id", "docs-1", "--reviewer", "agent:rev", "--bounty", "600")
+    task = sos_json(*create, "--funded-by", "agent:boss", *kernel, cwd=tmp_path)
+    assert (task["status"], task["bounty"], task["attempt"]) == ("queued", 600, 0)
+    failure(*create, "--funded-by", "agent:boss", "--priority", "high", *kernel, cwd=tmp_path, code="SOS-4009")
+    failure("task", "create", "t", "--id", "poor-1", "--reviewer", "agent:rev", "--bounty", "600", "--funded-by",
+            "agent:boss", *kernel, cwd=tmp_path, code="SOS-7001")  # fmt: skip
+    claim = sos_json("task", "claim", "docs-1", "--agent", "agent:w", *kernel, cwd=tmp_path)
+    assert claim["attempt"] == 1
+    failure("task", "claim", "docs-1", "--agent", "agent:x", *kernel, cwd=tmp_path, code="SOS-6012")
+    evidence = json.dumps({"argv": ["make", "docs"], "exit_status": 0, "output_sha256": "b" * 64, "output_bytes": 9})
+    token = ("--claim-token", claim["token"])
+    failure("task", "submit", "docs-1", "--claim-token", "1.stale", *kernel, cwd=tmp_path, code="SOS-6012")
+    sos("task", "submit", "docs-1", *token, "--evidence", evidence, "--result", '{"pages": 4}', *kernel, cwd=tmp_path)
+    table = sos("task", "list", *kernel, cwd=tmp_path).stdout.splitlines()
+    assert table[0].split()[:3] == ["ID", "STATUS", "ATTEMPT"]
+    assert table[1].split()[:4] == ["docs-1", "review", "1", "agent:w"]
+    failure("task", "review", "docs-1", "--verdict", "reject", *kernel, "--reviewer", "agent:rev", cwd=tmp_path,
+            code="SOS-4005")  # fmt: skip
+    done = sos_json(
+        "task", "review", "docs-1", "--verdict", "approve", "--reviewer", "agent:rev", *kernel, cwd=tmp_path
+    )
+    assert (done["status"], done["outcome"]) == ("done", "approved")
+    assert "done (approved)" in sos("task", "show", "docs-1", *kernel, cwd=tmp_path).stdout
+    assert sos_json("wallet", "balance", "agent:w", *kernel, cwd=tmp_path)["available"] == 600
+    board = sos_json("task", "board", *kernel, cwd=tmp_path)
+    assert board["columns"]["done"] == {"count": 1, "bounty": {"USD": 600}, "tasks": ["docs-1"]}
+    assert re.search(r"^done\s+1\s+600 USD\s+docs-1$", sos("task", "board", *kernel, cwd=tmp_path).stdout, re.M)
+    failure("task", "cancel", "docs-1", *kernel, cwd=tmp_path, code="SOS-6013")
+    failure("task", "show", "nope-1", *kernel, cwd=tmp_path, code="SOS-6011")
 
 
 def test_agents_skills_and_wallets_of_the_demo_tenant(tmp_path: Path) -> None:

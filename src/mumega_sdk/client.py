@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import wire
-from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, SkillsAPI
+from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, SkillsAPI, TasksAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -72,6 +72,7 @@ from sos_kernel.providers import ChatReply, Engine, Providers
 from sos_kernel.refusals import bad_url
 from sos_kernel.registry import Registry
 from sos_kernel.skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
+from sos_kernel.tasks import Tasks
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -87,6 +88,7 @@ __all__ = [
     "RemoteRegistry",
     "RemoteSkills",
     "RemoteSubscription",
+    "RemoteTasks",
     "RemoteTokens",
     "check_server_url",
 ]
@@ -198,6 +200,7 @@ class MumegaClient(PrincipalView):
         self.skills = cast(SkillsAPI, RemoteSkills(self))
         self.providers = cast(ProvidersAPI, RemoteProviders(self))
         self.engine = cast(EngineAPI, RemoteEngine(self))
+        self.tasks = cast(TasksAPI, RemoteTasks(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -769,6 +772,9 @@ class RemoteEngine(_RemoteEngineDerived):  # type: ignore[misc,valid-type]
                 client.denials += 1
             raise error
         return RemoteChatStream(response)
+
+
+RemoteTasks = _remote_class("RemoteTasks", Tasks)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

@@ -14,6 +14,7 @@ from .api import (
     SessionAPI,
     SkillsAPI,
     SubscriptionAPI,
+    TasksAPI,
 )
 from .bus import Bus, Subscription
 from .kernel import TenantView
@@ -22,6 +23,7 @@ from .providers import ChatStream, Engine, Providers
 from .registry import Registry
 from .session import Session
 from .skills import Skills
+from .tasks import Tasks
 
 __all__: list[str] = []
 
@@ -50,3 +52,7 @@ def _providers_and_engine(providers: Providers, engine: Engine) -> tuple[Provide
 
 def _chat_stream(stream: ChatStream) -> ChatStreamAPI:
     return stream
+
+
+def _trusted_tasks(tasks: Tasks) -> TasksAPI:
+    return tasks

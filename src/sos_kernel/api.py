@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .providers import ChatReply, ProviderHealth
     from .registry import AgentStatus, RegisteredAgent
     from .skills import Invocation
+    from .tasks import Board, Claim, Task
 
 __all__ = [
     "BusAPI",
@@ -43,6 +44,7 @@ __all__ = [
     "SessionAPI",
     "SkillsAPI",
     "SubscriptionAPI",
+    "TasksAPI",
 ]
 
 
@@ -369,6 +371,52 @@ class EngineAPI(Protocol):
     ) -> ChatReply | ChatStreamAPI: ...
 
 
+class TasksAPI(Protocol):
+    """Squad tasks: fenced claims, evidence, review gates, escrowed bounties."""
+
+    async def create(
+        self,
+        title: str,
+        *,
+        id: str | None = None,
+        description: str = "",
+        priority: Literal["critical", "high", "medium", "low"] = "medium",
+        reviewers: Sequence[str] = (),
+        approvals_required: int = 1,
+        bounty: int = 0,
+        currency: str = "USD",
+        funded_by: str | None = None,
+        blocked_by: Sequence[str] = (),
+        lease_s: int = 300,
+        expires_in_s: int | None = None,
+        reviewer_fee: int = 0,
+        created_by: str | None = None,
+    ) -> Task: ...
+    async def get(self, task_id: str) -> Task: ...
+    async def list(self, status: str | None = None, *, limit: int = 100) -> list[Task]: ...
+    async def board(self) -> Board: ...
+    async def claim(self, task_id: str, *, agent: str | None = None, lease_s: int | None = None) -> Claim: ...
+    async def heartbeat(self, task_id: str, claim_token: str) -> Task: ...
+    async def submit(
+        self,
+        task_id: str,
+        claim_token: str,
+        evidence: Sequence[Mapping[str, Any]] = (),
+        result: Mapping[str, Any] | None = None,
+    ) -> Task: ...
+    async def block(self, task_id: str, claim_token: str, reason: str, on: Sequence[str] = ()) -> Task: ...
+    async def review(
+        self,
+        task_id: str,
+        *,
+        reviewer: str | None = None,
+        verdict: Literal["approve", "reject", "needs_changes"] = "approve",
+        reasons: Sequence[str] = (),
+    ) -> Task: ...
+    async def cancel(self, task_id: str) -> Task: ...
+    async def sweep(self, *, limit: int = 1000) -> int: ...
+
+
 class ServicesAPI(Protocol):
     """One tenant's services: a trusted ``kernel.tenant(slug)``, a ``Session`` or a ``MumegaClient``."""
 
@@ -384,6 +432,8 @@ class ServicesAPI(Protocol):
     def providers(self) -> ProvidersAPI: ...
     @property
     def engine(self) -> EngineAPI: ...
+    @property
+    def tasks(self) -> TasksAPI: ...
 
 
 class SessionAPI(ServicesAPI, Protocol):

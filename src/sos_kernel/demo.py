@@ -1,4 +1,5 @@
-"""``sos demo``: a tenant, three agents, messages, a priced skill and the money adding up — in about a second.
+"""``sos demo``: a tenant, three agents, messages, a priced skill, a reviewed and paid task, and the money adding up
+— in about a second.
 
 Each run sprouts a fresh tenant (``demo-<hex>``) so it can be repeated on the same ``sos.db``. The agents act
 through sessions (bearer tokens with scopes), as they would from another process or over HTTP.
@@ -19,10 +20,12 @@ from .kernel import DEFAULT_URL, Kernel, open
 from .ledger import Balance
 from .session import Session
 from .skills import Invocation
+from .tasks import Task
 
 __all__ = ["ASK_TIMEOUT_S", "RECEIVE_TIMEOUT_S", "DemoReport", "demo", "run_demo"]
 
 USD = "USD"
+TASKS = "sos:channel:tasks"
 RECEIVE_TIMEOUT_S = 5.0
 """How long bob waits for alice's message (it is already there: this only bounds a broken backend)."""
 ASK_TIMEOUT_S = 10.0
@@ -47,6 +50,8 @@ SKILL = {
     },
 }
 SKILL_PRICE_MICROS = 250_000
+BOUNTY_MICROS = 300_000
+EVIDENCE = {"argv": ["make", "notes"], "exit_status": 0, "output_sha256": "3" * 64, "output_bytes": 2048}
 
 
 def _quiet(_: str) -> None:
@@ -66,6 +71,7 @@ class DemoReport:
     answer: str
     invocation: Invocation
     balances: tuple[Balance, ...]
+    task: Task
 
     @property
     def total(self) -> int:
@@ -76,7 +82,8 @@ class DemoReport:
     def ok(self) -> bool:
         """Receipts arrived in order, the wallets sum to zero and the skill's price was split exactly."""
         paid = sum(self.invocation.payouts.values()) == SKILL_PRICE_MICROS
-        return self.receipts == ("delivered", "processed") and self.total == 0 and paid
+        task_paid = self.task.status == "done" and self.task.bounty == BOUNTY_MICROS
+        return self.receipts == ("delivered", "processed") and self.total == 0 and paid and task_paid
 
     def lines(self) -> list[str]:
         """The human report."""
@@ -87,6 +94,8 @@ class DemoReport:
             f"receipts for alice's message {self.message_id[:8]}: {', '.join(self.receipts)}",
             f"carol answered: {self.answer}",
             f"alice paid {self.invocation.price_micros} micros for summarise, split {self.invocation.payouts}",
+            f"task {self.task.id}: alice's brief -> {self.task.assignee} claimed it -> evidence -> "
+            f"{', '.join(r.reviewer for r in self.task.reviews)} approved -> {self.task.bounty} micros from escrow",
             "",
             "wallets (USD micros):",
             *(f"  {b.owner:<18} {b.posted:>12}" for b in self.balances),
@@ -105,6 +114,7 @@ class DemoReport:
             f"  {sos} agents",
             f"  {sos} wallet list",
             f"  {sos} history agent:bob",
+            f"  {sos} task board",
         ]
 
     def to_json(self) -> dict[str, Any]:
@@ -121,16 +131,25 @@ class DemoReport:
             "invocation": self.invocation,
             "wallets": [{"owner": b.owner, "currency": b.currency, "posted": b.posted} for b in self.balances],
             "sum": self.total,
+            "task": self.task,
         }
 
 
 def _line(message: Message) -> str:
-    payload = getattr(message, "payload", None)
+    return f"  {message.type:<14} {message.source:<13} -> {message.target:<28} {_what(message)}"
+
+
+def _what(message: Message) -> str:
+    payload: Any = getattr(message, "payload", None)
     if isinstance(message, ReceiptMessage):
-        what = f"{message.payload.kind} receipt for {message.payload.message_id[:8]}"
-    else:
-        what = getattr(payload, "text", None) or getattr(payload, "question", None) or ""
-    return f"  {message.type:<13} {message.source:<13} -> {message.target:<28} {what}"
+        return f"{message.payload.kind} receipt for {message.payload.message_id[:8]}"
+    if message.type == "evidence":
+        return f"{' '.join(payload.argv or [])} exited {payload.exit_status} ({payload.subject_ref})"
+    if message.type == "gate_verdict":
+        return f"{payload.reviewer} {payload.verdict} {payload.subject_ref}"
+    if message.type in ("task_created", "task_claimed", "task_completed"):
+        return f"{payload.task_id} {getattr(payload, 'title', None) or getattr(payload, 'status', '')}".rstrip()
+    return getattr(payload, "text", None) or getattr(payload, "question", None) or ""
 
 
 async def _carol(carol: Session) -> None:
@@ -187,6 +206,17 @@ async def _trade(admin: Session, agents: dict[str, Session], slug: str) -> Invoc
     )
 
 
+async def _squad(agents: dict[str, Session]) -> Task:
+    """The loop: alice's brief becomes a funded task, bob claims it and posts evidence, carol's gate pays him."""
+    alice, bob, carol = agents["alice"], agents["bob"], agents["carol"]
+    brief = await alice.tasks.create(
+        "Summarise the release notes", id="release-notes", reviewers=["agent:carol"], bounty=BOUNTY_MICROS
+    )
+    claim = await bob.tasks.claim(brief.id)
+    await bob.tasks.submit(brief.id, claim.token, evidence=[EVIDENCE], result={"summary": "3 fixes, 1 feature"})
+    return await carol.tasks.review(brief.id, verdict="approve")
+
+
 async def demo(url: str | None = None, progress: Callable[[str], None] = _quiet) -> DemoReport:
     """Run the demo on ``url`` (default: the embedded ``sqlite:///sos.db``); ``progress`` hears each step."""
     slug = f"demo-{uuid.uuid4().hex[:8]}"
@@ -201,9 +231,11 @@ async def demo(url: str | None = None, progress: Callable[[str], None] = _quiet)
         message_id, answer, text = await _talk(agents)
         progress("opening wallets, publishing, verifying and invoking a paid skill...")
         invocation = await _trade(admin, agents, slug)
+        progress("briefing a task, claiming it, posting evidence, reviewing and paying it...")
+        task = await _squad(agents)
         bus = kernel.tenant(slug).bus
         trail: list[Message] = []
-        for address in ("sos:channel:global", "agent:bob", "agent:carol", answer.target, "agent:alice"):
+        for address in ("sos:channel:global", "agent:bob", "agent:carol", answer.target, "agent:alice", TASKS):
             trail += await bus.history(address)
         receipts = tuple(
             m.payload.kind
@@ -213,7 +245,7 @@ async def demo(url: str | None = None, progress: Callable[[str], None] = _quiet)
         balances = tuple(await admin.ledger.balances())
         await admin.ledger.check()
         return DemoReport(
-            kernel.url, kernel.backend.name, slug, tuple(trail), receipts, message_id, text, invocation, balances
+            kernel.url, kernel.backend.name, slug, tuple(trail), receipts, message_id, text, invocation, balances, task
         )
 
 

@@ -37,6 +37,7 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── SquadNotFound               SOS-6010  no such squad (404)
     │   ├── TaskNotFound                SOS-6011  no such task (404)
     │   ├── TaskAlreadyClaimed          SOS-6012  task claimed by someone else (409)
+    │   ├── IllegalTransition           SOS-6013  (new) a task cannot move between these states (409)
     │   ├── SkillNotFound               SOS-6020  no such skill (404)
     │   ├── SkillInvocationFailed       SOS-6021  the skill failed (500)
     │   ├── ProviderNotFound            SOS-6040  (new) no provider of that id, model or tier (404)
@@ -75,6 +76,7 @@ __all__ = [
     "EconomyError",
     "Forbidden",
     "IdempotencyConflict",
+    "IllegalTransition",
     "InputError",
     "InsufficientFunds",
     "InvalidArgument",
@@ -388,6 +390,14 @@ class TaskAlreadyClaimed(KernelRuntimeError):
     code = "SOS-6012"
     http_status = 409
     title = "task already claimed"
+
+
+class IllegalTransition(KernelRuntimeError):
+    """The task's current state does not lead to the asked one (the details name ``from`` and ``to``)."""
+
+    code = "SOS-6013"
+    http_status = 409
+    title = "illegal task transition"
 
 
 class SkillNotFound(KernelRuntimeError):

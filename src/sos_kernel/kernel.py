@@ -26,6 +26,7 @@ from .ledger import Ledger
 from .providers import Engine, ProviderRuntime, Providers
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
+from .tasks import Tasks
 
 if TYPE_CHECKING:
     from .session import Session
@@ -52,6 +53,7 @@ class TenantView:
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
         self.providers = Providers(kernel.backend.providers, slug, kernel.provider_runtime)
         self.engine = Engine(self.providers, self.ledger, kernel.backend.providers)
+        self.tasks = Tasks(kernel.backend.tasks, slug, self.ledger, self.bus)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -185,6 +187,11 @@ class Kernel:
     def engine(self) -> Engine:
         """The engine (chat through the providers) of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).engine
+
+    @property
+    def tasks(self) -> Tasks:
+        """The tasks (squad board) of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).tasks
 
     @property
     def registry(self) -> Registry:

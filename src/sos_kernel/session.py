@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from .api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, ServicesAPI, SkillsAPI
+from .api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, ServicesAPI, SkillsAPI, TasksAPI
 from .guard import Caller, guard
 from .identity.models import Principal, PrincipalView
 
@@ -55,6 +55,7 @@ class Session(PrincipalView):
         self.skills = cast(SkillsAPI, guard(services.skills, self._caller))
         self.providers = cast(ProvidersAPI, guard(services.providers, self._caller))
         self.engine = cast(EngineAPI, guard(services.engine, self._caller))
+        self.tasks = cast(TasksAPI, guard(services.tasks, self._caller))
 
     @property
     def principal(self) -> Principal:

@@ -195,7 +195,7 @@ class SyncService:
 
 
 class SyncTenant:
-    """A tenant's services, blocking: ``bus`` (a :class:`SyncBus`), ``ledger``, ``registry``, ``skills``,
+    """A tenant's services, blocking: ``bus`` (a :class:`SyncBus`), ``ledger``, ``registry``, ``skills``, ``tasks``,
     ``tokens`` and ``capabilities`` (each a :class:`SyncService`)."""
 
     def __init__(self, portal: Loop, kernel: Kernel, slug: str) -> None:
@@ -205,13 +205,14 @@ class SyncTenant:
         self.ledger = SyncService(portal, view.ledger)
         self.registry = SyncService(portal, view.registry)
         self.skills = SyncService(portal, view.skills)
+        self.tasks = SyncService(portal, view.tasks)
         self.tokens = SyncService(portal, view.tokens)
         self.capabilities = SyncService(portal, view.capabilities)
 
 
 class SyncSession(SyncTenant):
-    """A blocking :class:`~sos_kernel.session.Session`: the checked ``bus``, ``ledger``, ``registry`` and
-    ``skills`` of a token's principal, with its ``principal``, ``tenant``, ``agent``, ``scopes`` and ``denials``."""
+    """A blocking :class:`~sos_kernel.session.Session`: the checked ``bus``, ``ledger``, ``registry``, ``skills`` and
+    ``tasks`` of a token's principal, with its ``principal``, ``tenant``, ``agent``, ``scopes`` and ``denials``."""
 
     def __init__(self, portal: Loop, session: Session) -> None:
         self._portal = portal
@@ -221,6 +222,7 @@ class SyncSession(SyncTenant):
         self.ledger = SyncService(portal, session.ledger)
         self.registry = SyncService(portal, session.registry)
         self.skills = SyncService(portal, session.skills)
+        self.tasks = SyncService(portal, session.tasks)
 
     @property
     def principal(self) -> Principal:
@@ -275,6 +277,7 @@ class SyncKernel:
         self.ledger = default.ledger
         self.registry = default.registry
         self.skills = default.skills
+        self.tasks = default.tasks
         self.tenants = SyncService(self._portal, self.kernel.tenants)
 
     def session(self, token: str | None) -> SyncSession:

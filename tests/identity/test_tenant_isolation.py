@@ -23,6 +23,7 @@ from sos_kernel.providers import Engine, Providers
 from sos_kernel.registry import Registry
 from sos_kernel.session import Session
 from sos_kernel.skills import Skills
+from sos_kernel.tasks import Tasks
 
 from ..conftest import Connect
 
@@ -140,6 +141,19 @@ ROWS: dict[tuple[str, str], Call] = {
     ("providers", "health"): lambda s: s.providers.health(),
     ("providers", "probe"): lambda s: s.providers.probe(),
     ("engine", "chat"): lambda s: s.engine.chat([{"role": "user", "content": "b's secret?"}], model="pb", id="ub"),
+    ("tasks", "create"): lambda s: s.tasks.create(
+        "into A", id="task-b", reviewers=["agent:x"], bounty=5, funded_by="agent:y", created_by="agent:y"
+    ),
+    ("tasks", "get"): lambda s: s.tasks.get("task-b"),
+    ("tasks", "list"): lambda s: s.tasks.list(),
+    ("tasks", "board"): lambda s: s.tasks.board(),
+    ("tasks", "claim"): lambda s: s.tasks.claim("task-b", agent="agent:z"),
+    ("tasks", "heartbeat"): lambda s: s.tasks.heartbeat("task-b", "1.x"),
+    ("tasks", "submit"): lambda s: s.tasks.submit("task-b", "1.x"),
+    ("tasks", "block"): lambda s: s.tasks.block("task-b", "1.x", "stuck"),
+    ("tasks", "review"): lambda s: s.tasks.review("task-b", reviewer="agent:x", verdict="reject", reasons=["no"]),
+    ("tasks", "cancel"): lambda s: s.tasks.cancel("task-b"),
+    ("tasks", "sweep"): lambda s: s.tasks.sweep(),
 }
 
 SERVICES = {
@@ -149,6 +163,7 @@ SERVICES = {
     "skills": Skills,
     "providers": Providers,
     "engine": Engine,
+    "tasks": Tasks,
 }
 
 
@@ -184,6 +199,7 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
         "usage": [u.id for u in await view.ledger.usage()],
         "providers": [(c.id, c.tier) for c in await view.providers.list()],
         "breakers": {k: (v.state, v.failures) for k, v in (await view.providers.health()).items()},
+        "tasks": [t.model_dump_json() for t in await view.tasks.list()],
     }
 
 
@@ -201,6 +217,8 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
     await b.providers.register(PROVIDER_B)
+    await b.tasks.create("b's secret task", id="task-b", reviewers=["agent:x"], bounty=5, funded_by="agent:y")
+    await b.tasks.claim("task-b", agent="agent:y", lease_s=600)
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -211,5 +229,5 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "providers", "breakers"):
+    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "providers", "breakers", "tasks"):
         assert before[key], key  # the table ran against real data in tenant B

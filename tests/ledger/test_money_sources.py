@@ -1,6 +1,7 @@
 """Where money comes from: no operation of the session API creates money for an agent with the default scopes.
 
-Every method of :class:`LedgerAPI`, :class:`SkillsAPI`, :class:`ProvidersAPI` and :class:`EngineAPI` must have
+Every method of :class:`LedgerAPI`, :class:`SkillsAPI`, :class:`ProvidersAPI`, :class:`EngineAPI` and
+:class:`TasksAPI` must have
 hostile calls in ``HOSTILE`` (a method added without them fails
 ``test_every_money_moving_service_operation_is_driven``). An agent session runs them all, on every backend and
 remotely; after each call, per currency, the balances of the must-not-overdraw accounts sum to no more than before
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from sos_kernel.api import EngineAPI, LedgerAPI, ProvidersAPI, SkillsAPI
+from sos_kernel.api import EngineAPI, LedgerAPI, ProvidersAPI, SkillsAPI, TasksAPI
 from sos_kernel.errors import Forbidden, SOSError
 
 from ..conftest import Connect
@@ -171,9 +172,46 @@ HOSTILE: dict[tuple[str, str], list[Call]] = {
         lambda s: s.engine.chat(HI, id="c2", stream=True),
         lambda s: s.engine.chat(HI * 10_000),
     ],
+    ("tasks", "create"): [
+        lambda s: s.tasks.create("steal", id="steal-1", reviewers=[M], bounty=100, funded_by="agent:alice"),
+        lambda s: s.tasks.create("escrow", id="escrow-1", reviewers=[M], bounty=100, funded_by="system:escrow"),
+        lambda s: s.tasks.create("big", id="big-1", reviewers=[M], bounty=10**9),
+        lambda s: s.tasks.create("self", id="self-1", reviewers=[M, "agent:alice"], bounty=100),
+        lambda s: s.tasks.create("as alice", id="as-alice", reviewers=[M], bounty=1, created_by="agent:alice"),
+    ],
+    ("tasks", "get"): [lambda s: s.tasks.get("alice-task")],
+    ("tasks", "list"): [lambda s: s.tasks.list()],
+    ("tasks", "board"): [lambda s: s.tasks.board()],
+    ("tasks", "claim"): [
+        lambda s: s.tasks.claim("alice-task", agent="agent:alice"),
+        lambda s: _work(s, "self-1"),
+        lambda s: _work(s, "alice-task"),
+    ],
+    ("tasks", "heartbeat"): [lambda s: s.tasks.heartbeat("alice-task", "1.forged")],
+    ("tasks", "submit"): [lambda s: s.tasks.submit("alice-task", "1.forged")],
+    ("tasks", "block"): [lambda s: s.tasks.block("alice-task", "1.forged", "stuck")],
+    ("tasks", "review"): [
+        lambda s: s.tasks.review("self-1"),
+        lambda s: s.tasks.review("alice-task"),
+        lambda s: s.tasks.review("alice-task", reviewer="agent:bob"),
+    ],
+    ("tasks", "cancel"): [lambda s: s.tasks.cancel("alice-task"), lambda s: s.tasks.cancel("self-1")],
+    ("tasks", "sweep"): [lambda s: s.tasks.sweep()],
 }
 
-PROTOCOLS = {"ledger": LedgerAPI, "skills": SkillsAPI, "providers": ProvidersAPI, "engine": EngineAPI}
+PROTOCOLS = {
+    "ledger": LedgerAPI,
+    "skills": SkillsAPI,
+    "providers": ProvidersAPI,
+    "engine": EngineAPI,
+    "tasks": TasksAPI,
+}
+
+
+async def _work(s: Any, task_id: str) -> None:
+    """Claim ``task_id`` as the session's agent and submit it for review."""
+    claim = await s.tasks.claim(task_id)
+    await s.tasks.submit(task_id, claim.token)
 
 
 def _operations(protocol: type) -> set[str]:
@@ -211,6 +249,7 @@ async def _setup(kernel: sos_kernel.Kernel) -> None:
     await view.skills.publish(_skill("paid", "agent:alice", **split))
     await view.providers.register({**LOCAL, "id": "loc"})
     await view.ledger.set_price("loc", "echo", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    await view.tasks.create("alice's", id="alice-task", reviewers=[M, "agent:bob"], bounty=50, funded_by="agent:alice")
 
 
 async def test_an_agent_creates_no_money_through_any_operation(kernel: sos_kernel.Kernel, connect: Connect) -> None:

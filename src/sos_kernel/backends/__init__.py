@@ -22,6 +22,7 @@ from ..providers.store import ProviderStore
 from ..refusals import bad_url
 from ..replies import ReplyStore
 from ..skills.store import SkillStore
+from ..tasks.store import TaskStore
 
 __all__ = ["BACKEND_ALIASES", "Backend", "Implements", "check_url", "open_backend", "resolve_backend"]
 
@@ -54,6 +55,7 @@ class Backend(ABC):
     skills: SkillStore
     replies: ReplyStore
     providers: ProviderStore
+    tasks: TaskStore
 
     @classmethod
     @abstractmethod

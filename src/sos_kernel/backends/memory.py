@@ -34,6 +34,7 @@ from .memory_ledger import MemoryLedgerStore
 from .memory_providers import MemoryProviderStore
 from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
+from .memory_tasks import MemoryTaskStore
 
 __all__ = ["MemoryBackend", "MemoryBusStore"]
 
@@ -344,6 +345,7 @@ class MemoryBackend(Backend):
         self.skills = MemorySkillStore()
         self.providers = MemoryProviderStore()
         self.replies = MemoryReplyStore()
+        self.tasks = MemoryTaskStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

@@ -53,6 +53,7 @@ from .redis_ledger import RedisLedgerStore
 from .redis_providers import RedisProviderStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
+from .redis_tasks import RedisTaskStore
 
 __all__ = ["RedisBackend", "RedisBusStore"]
 
@@ -548,6 +549,7 @@ class RedisBackend(Backend):
         self.skills = RedisSkillStore(client)
         self.providers = RedisProviderStore(client)
         self.replies = RedisReplyStore(client)
+        self.tasks = RedisTaskStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

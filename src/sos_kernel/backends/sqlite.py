@@ -53,6 +53,7 @@ from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
+from .sqlite_tasks import TASKS_SCHEMA, SQLiteTaskStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
 
@@ -101,7 +102,9 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (tenant, source, group_id, seq));
 """
-_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + PROVIDERS_SCHEMA
+_ALL_SCHEMA = (
+    _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + PROVIDERS_SCHEMA + TASKS_SCHEMA
+)
 
 
 class SQLiteBusStore(BusStore):
@@ -616,6 +619,7 @@ class SQLiteBackend(Backend):
         self.skills = SQLiteSkillStore(engine)
         self.providers = SQLiteProviderStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
+        self.tasks = SQLiteTaskStore(engine)
 
     @classmethod
     async def connect(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bridge, _bus, _local, _mcp, _providers, _serve, _services
+from . import _admin, _bridge, _bus, _local, _mcp, _providers, _serve, _services, _tasks
 from ._output import Output
 from ._target import Context
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mcp.add_commands(sub, options)
     _bridge.add_commands(sub, options)
     _providers.add_commands(sub, options)
+    _tasks.add_commands(sub, options)
     return parser
 
 

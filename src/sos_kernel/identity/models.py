@@ -45,6 +45,9 @@ SCOPES: dict[str, str] = {
     "providers:read": "list the tenant's providers and their breakers' health",
     "providers:admin": "register and remove providers, run their health probes",
     "engine:chat": "chat through the tenant's providers, paid from the caller's own wallet",
+    "tasks:read": "read the tenant's tasks and board",
+    "tasks:write": "create tasks funded from the caller's own account, claim, work on and review them as itself",
+    "tasks:admin": "act on any task as any agent (claims, reviews, cancels), sweep expired tasks",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -61,6 +64,8 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "skills:invoke",
     "providers:read",
     "engine:chat",
+    "tasks:read",
+    "tasks:write",
 )
 
 

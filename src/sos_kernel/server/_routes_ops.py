@@ -28,12 +28,13 @@ from ..operations import Operation, declared, operation_hints
 from ..providers import Engine, Providers
 from ..registry import Registry
 from ..skills import Skills
+from ..tasks import Tasks
 from ..wire import load
 from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks)
 """The service classes whose declared operations are served."""
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}

@@ -1,0 +1,50 @@
+"""In-process task store (the reference for the other engines)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..tasks.store import TaskRecord, TaskStore
+from ..tasks.transitions import TERMINAL
+
+__all__ = ["MemoryTaskStore"]
+
+
+class MemoryTaskStore(TaskStore):
+    """Dicts; every method runs without awaiting, so it is atomic on one event loop. ``clock`` is the store's
+    clock (replaceable in tests that move time)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, dict[str, TaskRecord]] = {}
+        self.clock: Callable[[], float] = time.time
+
+    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
+        tasks = self._tasks.setdefault(tenant, {})
+        if record.id in tasks:
+            return tasks[record.id], False
+        if sum(1 for r in tasks.values() if r.status not in TERMINAL) >= open_max:
+            return None, False
+        tasks[record.id] = record
+        return None, True
+
+    async def load(self, tenant: str, task_id: str) -> tuple[TaskRecord | None, float]:
+        return self._tasks.get(tenant, {}).get(task_id), self.clock()
+
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+        tasks = self._tasks.get(tenant, {})
+        current = tasks.get(record.id)
+        if current is None or current.rev != expected.rev:
+            return False
+        tasks[record.id] = record
+        return True
+
+    async def records(self, tenant: str, status: str | None, limit: int) -> list[TaskRecord]:
+        found = [r for r in self._tasks.get(tenant, {}).values() if status is None or r.status == status]
+        return sorted(found, key=lambda r: (r.created_at, r.id))[:limit]
+
+    async def open_count(self, tenant: str) -> int:
+        return sum(1 for r in self._tasks.get(tenant, {}).values() if r.status not in TERMINAL)
+
+    async def now(self) -> float:
+        return self.clock()

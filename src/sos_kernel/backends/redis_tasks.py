@@ -1,0 +1,116 @@
+"""Tasks on Redis: a hash per task under the tenant's hash tag; inserting and each compare-and-set transition are
+one Lua script, and the clock is the server's ``TIME`` (read in the same script as the record).
+
+Keys::
+
+    sos:{t:<tenant>}:task:<id>         hash: rev status created data
+    sos:{t:<tenant>}:tasks             sorted set of task ids by creation time
+    sos:{t:<tenant>}:tasks:s:<status>  sorted set of the ids in one status, by creation time
+    sos:{t:<tenant>}:tasks:open        set of the ids not finished
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..tasks.store import TaskRecord, TaskStore
+from ..tasks.transitions import TERMINAL
+from .redis_call import Script, redis_call, tenant_prefix
+
+__all__ = ["RedisTaskStore"]
+
+_INSERT = """
+local found = redis.call('HMGET', KEYS[1], 'rev', 'status', 'created', 'data')
+if found[1] then return {2, found[1], found[2], found[3], found[4]} end
+if ARGV[5] == '1' and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[6]) then return {0} end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'status', ARGV[2], 'created', ARGV[3], 'data', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
+if ARGV[5] == '1' then redis.call('SADD', KEYS[3], ARGV[7]) end
+return {1}
+"""
+
+_LOAD = """
+return {redis.call('TIME'), redis.call('HMGET', KEYS[1], 'rev', 'status', 'created', 'data')}
+"""
+
+_SWAP = """
+if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'status', ARGV[3], 'data', ARGV[4])
+if KEYS[3] ~= KEYS[4] then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+end
+if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[6]) else redis.call('SREM', KEYS[2], ARGV[6]) end
+return 1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _record(task_id: str, fields: list[Any]) -> TaskRecord | None:
+    rev, status, created, data = fields
+    if rev is None:
+        return None
+    return TaskRecord(task_id, int(rev), _text(status), float(created), bytes(data))
+
+
+class RedisTaskStore(TaskStore):
+    """Task primitives as Lua scripts."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._insert = Script(client, _INSERT)
+        self._load = Script(client, _LOAD)
+        self._swap = Script(client, _SWAP)
+
+    @staticmethod
+    def _keys(tenant: str) -> tuple[str, str, str]:
+        p = tenant_prefix(tenant)
+        return f"{p}task:", f"{p}tasks", f"{p}tasks:open"
+
+    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
+        task, everything, open_ = self._keys(tenant)
+        status = f"{everything}:s:{record.status}"
+        args: list[bytes | str | int] = [record.rev, record.status, repr(record.created_at), record.data]
+        args.append(int(record.status not in TERMINAL))
+        reply = await self._insert([task + record.id, everything, open_, status], [*args, open_max, record.id])
+        if int(reply[0]) == 2:
+            return _record(record.id, list(reply[1:])), False
+        return None, int(reply[0]) == 1
+
+    async def load(self, tenant: str, task_id: str) -> tuple[TaskRecord | None, float]:
+        clock, fields = await self._load([self._keys(tenant)[0] + task_id], [])
+        return _record(task_id, list(fields)), int(clock[0]) + int(clock[1]) / 1e6
+
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+        task, everything, open_ = self._keys(tenant)
+        keys = [task + record.id, open_, f"{everything}:s:{expected.status}", f"{everything}:s:{record.status}"]
+        is_open = int(record.status not in TERMINAL)
+        args: list[bytes | str | int] = [expected.rev, record.rev, record.status, record.data, is_open, record.id]
+        args.append(repr(record.created_at))
+        return int(await self._swap(keys, args)) == 1
+
+    async def records(self, tenant: str, status: str | None, limit: int) -> list[TaskRecord]:
+        task, everything, _ = self._keys(tenant)
+        index = everything if status is None else f"{everything}:s:{status}"
+        ids = [_text(i) for i in await redis_call(self._r.zrange(index, 0, limit - 1))]
+        if not ids:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(task + task_id, ["rev", "status", "created", "data"])
+        rows = await redis_call(pipe.execute())
+        found = (_record(i, list(row)) for i, row in zip(ids, rows, strict=True))
+        return [r for r in found if r is not None]
+
+    async def open_count(self, tenant: str) -> int:
+        return int(await redis_call(self._r.scard(self._keys(tenant)[2])))
+
+    async def now(self) -> float:
+        seconds, micros = await redis_call(self._r.time())
+        return int(seconds) + int(micros) / 1e6
