@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._background import Background
+from ._observe import Events
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
@@ -49,6 +50,7 @@ class TenantView:
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
+        self.bus.events = self.ledger.events = kernel.events
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -82,6 +84,8 @@ class Kernel:
         self.registry_ttl_s = float(registry_ttl_s)
         self.on_denial: list[Callable[[Principal, str], None]] = []
         self.denials: Counter[str] = Counter()
+        self.events = Events()
+        """What the kernel does, counted per tenant, for listeners such as ``sos_kernel.ops.metrics``."""
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
         if not isinstance(self.limits, BusLimits):
@@ -210,6 +214,7 @@ class Kernel:
 
     def _record_denial(self, principal: Principal, reason: str) -> None:
         self.denials[principal.tenant] += 1
+        self.events.emit("denied", principal.tenant)
         for hook in list(self.on_denial):
             hook(principal, reason)
 

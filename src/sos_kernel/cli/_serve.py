@@ -140,7 +140,10 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
         address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         ctx.out.progress(f"opening {ctx.url}...")
         async with open_kernel(ctx.url) as kernel:
-            app = create_app(kernel, admin_token=admin_token)
+            metrics_token = getattr(a, "metrics_token", None) or os.environ.get("SOS_METRICS_TOKEN") or None
+            app = create_app(
+                kernel, admin_token=admin_token, metrics=False if a.no_metrics else None, metrics_token=metrics_token
+            )
             config = uvicorn.Config(
                 app, lifespan="on", ws="none", log_level=a.log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
             )
@@ -186,5 +189,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         help="enables POST /v1/tenants for whoever presents it (default: $SOS_ADMIN_TOKEN; prefer the variable: "
         "arguments show in ps)",
     )
+    serve.add_argument(
+        "--metrics-token",
+        default=argparse.SUPPRESS,
+        help="GET /metrics then needs this bearer token (default: $SOS_METRICS_TOKEN; without one, loopback only)",
+    )
+    serve.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="uvicorn's (info shows requests)")
     serve.set_defaults(func=_run)

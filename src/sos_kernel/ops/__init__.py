@@ -17,16 +17,38 @@ from ._actions import (
     verify_webhook,
 )
 from .wake import WakeConfig, WakeRunner
+from .watch import (
+    AgentsRule,
+    Condition,
+    DeadLettersRule,
+    LedgerRule,
+    PendingRule,
+    Rule,
+    TenantLimitsRule,
+    Watcher,
+    WatchView,
+    default_rules,
+)
 
 __all__ = [
     "Action",
+    "AgentsRule",
     "CallableAction",
     "CommandAction",
+    "Condition",
+    "DeadLettersRule",
     "Job",
+    "LedgerRule",
     "Outcome",
+    "PendingRule",
+    "Rule",
+    "TenantLimitsRule",
     "WakeConfig",
     "WakeRunner",
+    "WatchView",
+    "Watcher",
     "WebhookAction",
+    "default_rules",
     "sign_webhook",
     "verify_webhook",
 ]

@@ -36,6 +36,7 @@ from typing import Any
 
 import anyio
 
+from .. import _trace
 from ..api import BusAPI, DeliveryAPI, ServicesAPI, SubscriptionAPI
 from ..contracts import EvidenceMessage, EvidencePayload, Message, ReceiptMessage, ReceiptPayload
 from ..errors import InvalidArgument, SOSError
@@ -222,8 +223,14 @@ class WakeRunner:
 
     async def _run_one(self, delivery: DeliveryAPI, job: Job) -> None:
         message = job.message
+        attributes: dict[str, str | int | bool | None] = {
+            "sos.message_id": message.message_id,
+            "sos.agent": job.agent,
+            "sos.attempt": job.attempt,
+        }
         try:
-            outcome = await self.action(job)
+            with _trace.span("sos.wake.run", attributes, trace_id=message.trace_id, message_id=message.message_id):
+                outcome = await self.action(job)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await delivery.nack(0)

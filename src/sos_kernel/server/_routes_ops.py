@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -20,9 +21,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
+from .. import _trace
 from ..bus import Bus, DeadLetter
 from ..contracts import Message, TypeCatalogue, validation_details
-from ..errors import BackendFailure, InvalidArgument, SchemaViolation
+from ..errors import BackendFailure, InvalidArgument, SchemaViolation, SOSError
 from ..ledger import Ledger
 from ..operations import Operation, declared, operation_hints
 from ..registry import Registry
@@ -184,9 +186,26 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
             return await keyed(request, session, call)
         return answer(await call())
 
-    endpoint.__name__ = f"{op.service}_{op.name}"
-    endpoint.__doc__ = inspect.getdoc(op.function)
-    return endpoint
+    async def observed(request: Request, session: SessionDep) -> Response:
+        # the one place every derived operation passes: its span and its latency (metrics) are taken here
+        started, outcome = time.perf_counter(), "ok"
+        attributes = {"sos.operation": name, "sos.tenant": session.tenant}
+        try:
+            with _trace.span(f"sos.http.{name}", attributes, carrier=request.headers):
+                return await endpoint(request, session)
+        except SOSError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            state_of(request).kernel.events.timed(name, time.perf_counter() - started, outcome)
+
+    name = f"{op.service}.{op.name}"
+    observed.__name__ = f"{op.service}_{op.name}"
+    observed.__doc__ = inspect.getdoc(op.function)
+    return observed
 
 
 def _schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
