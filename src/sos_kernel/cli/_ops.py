@@ -21,7 +21,10 @@ import anyio
 
 from ..errors import InvalidArgument, NotFound
 from ..ops._actions import Action, CallableAction, CommandAction, WebhookAction
+from ..ops.logs import configure_logging
 from ..ops.wake import WAKE_GROUP, WakeConfig, WakeRunner, agents_of
+from ..ops.watch import ALERTS_CHANNEL, WATCHER_AGENT, Watcher, default_rules
+from . import _top
 from ._target import Context, Target
 
 __all__ = ["add_commands", "load_config"]
@@ -140,7 +143,13 @@ async def stop_on_signals(stop: Callable[[], None], done: anyio.Event) -> None:
         tg.cancel_scope.cancel()
 
 
+def _logging(args: argparse.Namespace) -> None:
+    if getattr(args, "log_json", None):
+        configure_logging(getattr(args, "log_level", None) or "INFO")
+
+
 async def _wake(target: Target, ctx: Context) -> int:
+    _logging(ctx.args)
     runner = wake_runner(target.services, ctx.args)
     ctx.out.progress(f"sos wake: serving {', '.join(runner.config.agents)} on {target.url}")
     done = anyio.Event()
@@ -154,8 +163,73 @@ async def _wake(target: Target, ctx: Context) -> int:
     return 0
 
 
+_WATCH_DEFAULTS: dict[str, Any] = {
+    "interval": 30.0,
+    "clear": 60.0,
+    "source": WATCHER_AGENT,
+    "channel": ALERTS_CHANNEL,
+    "address": [],
+    "stale_after": None,
+    "offline_after": None,
+    "webhook": None,
+    "webhook_secret_env": WEBHOOK_SECRET_ENV,
+}
+
+
+def watcher_of(api: Any, args: argparse.Namespace) -> Watcher:
+    """The watcher ``sos watch`` would run with ``args`` (flags over the ``[watch]`` table of ``--config``)."""
+    o = _merged(args, "watch", _WATCH_DEFAULTS)
+    webhook = None
+    if o["webhook"]:
+        secret = os.environ.get(o["webhook_secret_env"])
+        if not secret:
+            raise InvalidArgument(
+                f"an alert webhook is signed: set ${o['webhook_secret_env']} to a secret of 16+ bytes"
+            )
+        webhook = WebhookAction(o["webhook"], secret)
+    rules = default_rules(list(o["address"]), stale_after_s=o["stale_after"], offline_after_s=o["offline_after"])
+    source = o["source"] if o["source"].startswith("agent:") else f"agent:{o['source']}"
+    return Watcher(
+        api,
+        rules,
+        interval_s=o["interval"],
+        clear_s=o["clear"],
+        source=source,
+        channel=o["channel"],
+        webhook=webhook,
+    )
+
+
+def _print_alert(ctx: Context, alert: Any) -> None:
+    if ctx.out.json_mode:
+        ctx.out.json_line(alert.to_wire())
+    else:
+        p = alert.payload
+        ctx.out.line(f"{p.state:<8} {p.severity:<8} {p.rule:<16} {p.text}")
+
+
+async def _watch(target: Target, ctx: Context) -> int:
+    _logging(ctx.args)
+    watcher = watcher_of(target.services, ctx.args)
+    if ctx.args.once:
+        watcher.clear_s = 0.0  # run on a schedule, the schedule is the hold-down: an absent condition resolves
+        for alert in await watcher.evaluate():
+            _print_alert(ctx, alert)
+        return 0
+    watcher.on_alert = lambda alert: _print_alert(ctx, alert)
+    ctx.out.progress(f"sos watch: {len(watcher.rules)} rules every {watcher.interval_s:g} s on {target.url}")
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stop_on_signals, watcher.stop, done)
+        try:
+            await watcher.run()
+        finally:
+            done.set()
+    return 0
+
+
 def add_commands(sub: Any, kernel_options: argparse.ArgumentParser) -> None:
-    """Register ``wake`` (and, as they land, ``watch`` and ``top``)."""
+    """Register ``wake``, ``watch`` and ``top``."""
     w = sub.add_parser(
         "wake", parents=[kernel_options], help="run a command, webhook or callable for each wake of some agents"
     )
@@ -179,4 +253,24 @@ def add_commands(sub: Any, kernel_options: argparse.ArgumentParser) -> None:
     w.add_argument("--evidence-to", default=None, help="where evidence goes (default: each message's source)")
     w.add_argument("--no-evidence", action="store_true", default=None, help="publish no evidence messages")
     w.add_argument("--count", type=int, default=None, help="stop after this many runs")
+    w.add_argument("--log-json", action="store_true", default=None, help="JSON log lines on stderr")
     w.set_defaults(func=lambda ctx: ctx.run(_wake), writes=True)
+    watch = sub.add_parser(
+        "watch", parents=[kernel_options], help="evaluate alert rules and publish alerts on sos:channel:alerts"
+    )
+    watch.add_argument("--config", default=None, help="a TOML file with a [watch] table (flags win)")
+    watch.add_argument("--interval", type=float, default=None, help="seconds between evaluations (default 30)")
+    watch.add_argument("--clear", type=float, default=None, help="seconds a condition stays away to resolve (60)")
+    watch.add_argument("--source", default=None, help=f"the agent alerts come from (default {WATCHER_AGENT})")
+    watch.add_argument("--channel", default=None, help=f"where alerts go (default {ALERTS_CHANNEL})")
+    watch.add_argument(
+        "--address", action="append", default=None, help="an address whose dead letters and pending deliveries to watch"
+    )
+    watch.add_argument("--stale-after", type=float, default=None, help="an agent silent this long is stale")
+    watch.add_argument("--offline-after", type=float, default=None, help="an agent silent this long is offline")
+    watch.add_argument("--webhook", default=None, help="also POST each alert here, signed with $SOS_WEBHOOK_SECRET")
+    watch.add_argument("--webhook-secret-env", default=None, help="the variable holding the webhook secret")
+    watch.add_argument("--once", action="store_true", help="evaluate once, print what was sent, exit")
+    watch.add_argument("--log-json", action="store_true", default=None, help="JSON log lines on stderr")
+    watch.set_defaults(func=lambda ctx: ctx.run(_watch), writes=True)
+    _top.add_command(sub, kernel_options)

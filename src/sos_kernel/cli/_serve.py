@@ -149,11 +149,21 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
             )
             stop.server = _server(config, _announce(ctx, address, kernel.url, kernel.backend.name))
             ctx.out.progress("starting the HTTP server...")
-            await stop.server.serve(sockets=[sock])
+            async with anyio.create_task_group() as tg:
+                if a.watch is not None:
+                    from ..ops.watch import KernelWatcher
+
+                    tg.start_soon(KernelWatcher(kernel, interval_s=a.watch).run)
+                await stop.server.serve(sockets=[sock])
+                tg.cancel_scope.cancel()
             ctx.out.progress("closing the kernel...")
 
 
 def _run(ctx: Context) -> int:
+    if ctx.args.log_json:
+        from ..ops.logs import configure_logging
+
+        configure_logging("INFO")
     if is_remote(ctx.url):
         raise InvalidArgument(f"sos serve needs an embedded kernel URL (sqlite:///…, redis://…), not {ctx.url}")
     admin_token = _admin_token(ctx)
@@ -195,5 +205,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         help="GET /metrics then needs this bearer token (default: $SOS_METRICS_TOKEN; without one, loopback only)",
     )
     serve.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
+    serve.add_argument(
+        "--watch",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also run the watcher over every tenant, every SECONDS (alerts on sos:channel:alerts)",
+    )
+    serve.add_argument("--log-json", action="store_true", help="the kernel's logs as JSON lines on stderr")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="uvicorn's (info shows requests)")
     serve.set_defaults(func=_run)

@@ -36,16 +36,21 @@ from ._actions import Job, WebhookAction
 __all__ = [
     "ALERTS_CHANNEL",
     "ALERTS_REPLAY_MAX",
+    "DEAD_LETTERS_SCAN_MAX",
+    "TENANTS_WATCHED_MAX",
+    "WATCHER_AGENT",
     "WATCH_ADDRESSES_MAX",
     "AgentsRule",
     "Condition",
     "DeadLettersRule",
+    "KernelWatcher",
     "LedgerRule",
     "PendingRule",
     "Rule",
     "TenantLimitsRule",
     "WatchView",
     "Watcher",
+    "default_rules",
 ]
 
 log = logging.getLogger("sos_kernel.ops.watch")
@@ -59,6 +64,11 @@ WATCH_ADDRESSES_MAX = 100
 DEAD_LETTERS_SCAN_MAX = 1000
 """Dead letters read per address per evaluation (a depth at this bound reads ``>= 1000``)."""
 AGENTS_SCAN_MAX = 10_000
+TENANTS_WATCHED_MAX = 10_000
+"""Tenants an embedded watcher evaluates per round."""
+POKE_GAP_S = 1.0
+"""Least time between evaluations brought forward by events (a burst of dead letters is one evaluation)."""
+POKE_EVENTS = frozenset({"dead_lettered", "transfers_failed"})
 INTERVAL_S_MIN = 0.05
 TEXT_CHARS_MAX = 4000
 Severity = Literal["info", "warning", "critical"]
@@ -425,3 +435,58 @@ class Watcher:
             if p.state == "fired":
                 condition = Condition(p.rule, p.subject, p.severity, p.text, dict(p.details or {}))
                 self.active[alert_id] = _Episode(condition, p.fired_at)
+
+
+class KernelWatcher:
+    """A :class:`Watcher` per tenant of an embedded kernel (what ``sos serve --watch`` runs): every tenant is
+    evaluated each round, tenants created later join at the next one, and the kernel's dead-letter and
+    failed-transfer events bring a round forward (at most one per ``POKE_GAP_S``)."""
+
+    def __init__(
+        self,
+        kernel: Any,
+        *,
+        interval_s: float = 30.0,
+        clear_s: float = 60.0,
+        rules: Callable[[], list[Rule]] = default_rules,
+    ) -> None:
+        if not isinstance(interval_s, int | float) or interval_s < INTERVAL_S_MIN:
+            raise InvalidArgument(f"interval_s must be >= {INTERVAL_S_MIN}, got {interval_s!r}")
+        self.kernel = kernel
+        self.interval_s = float(interval_s)
+        self.clear_s = clear_s
+        self.rules = rules
+        self.watchers: dict[str, Watcher] = {}
+        self._poked = anyio.Event()
+
+    def _on_event(self, name: str, tenant: str, n: int) -> None:
+        if name in POKE_EVENTS:
+            self._poked.set()
+
+    async def evaluate(self) -> list[AlertMessage]:
+        """One round over every tenant."""
+        from ..kernel import DEFAULT_TENANT
+
+        slugs = [DEFAULT_TENANT, *(t.slug for t in await self.kernel.tenants.list() if t.slug != DEFAULT_TENANT)]
+        sent: list[AlertMessage] = []
+        for slug in slugs[:TENANTS_WATCHED_MAX]:
+            watcher = self.watchers.get(slug)
+            if watcher is None:
+                view = self.kernel.tenant(slug)
+                watcher = self.watchers[slug] = Watcher(view, self.rules(), clear_s=self.clear_s, tenant=slug)
+            sent += await watcher.evaluate()
+        return sent
+
+    async def run(self) -> None:
+        """Evaluate every ``interval_s`` (sooner on events) until cancelled."""
+        self.kernel.events.listeners.append(self._on_event)
+        try:
+            while True:
+                await self.evaluate()
+                gap_s = min(POKE_GAP_S, self.interval_s)
+                await anyio.sleep(gap_s)
+                with anyio.move_on_after(self.interval_s - gap_s):
+                    await self._poked.wait()
+                self._poked = anyio.Event()
+        finally:
+            self.kernel.events.listeners.remove(self._on_event)

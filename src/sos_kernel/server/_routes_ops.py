@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = ["SERVICES", "operations_router"]
 SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills)
 """The service classes whose declared operations are served."""
 
+log = logging.getLogger("sos_kernel.server")
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 _INT_RE = re.compile(r"-?[0-9]+")
 
@@ -188,10 +190,11 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
 
     async def observed(request: Request, session: SessionDep) -> Response:
         # the one place every derived operation passes: its span and its latency (metrics) are taken here
-        started, outcome = time.perf_counter(), "ok"
+        started, outcome, trace_id = time.perf_counter(), "ok", None
         attributes = {"sos.operation": name, "sos.tenant": session.tenant}
         try:
             with _trace.span(f"sos.http.{name}", attributes, carrier=request.headers):
+                trace_id = _trace.current_trace_id() if _trace.enabled() else None
                 return await endpoint(request, session)
         except SOSError as exc:
             outcome = exc.code
@@ -200,12 +203,27 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
             outcome = "error"
             raise
         finally:
-            state_of(request).kernel.events.timed(name, time.perf_counter() - started, outcome)
+            took_s = time.perf_counter() - started
+            state_of(request).kernel.events.timed(name, took_s, outcome)
+            if log.isEnabledFor(logging.INFO):
+                _log_operation(name, session, outcome, took_s, trace_id)
 
     name = f"{op.service}.{op.name}"
     observed.__name__ = f"{op.service}_{op.name}"
     observed.__doc__ = inspect.getdoc(op.function)
     return observed
+
+
+def _log_operation(name: str, session: Any, outcome: str, took_s: float, trace_id: str | None) -> None:
+    fields = {
+        "operation": name,
+        "tenant": session.tenant,
+        "agent": session.agent,
+        "outcome": outcome,
+        "duration_ms": round(took_s * 1000, 3),
+        "trace_id": trace_id,
+    }
+    log.info("%s %s", name, outcome, extra=fields)
 
 
 def _schema(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
