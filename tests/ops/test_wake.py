@@ -276,3 +276,56 @@ async def test_a_killed_runner_is_redelivered_with_the_same_key(tmp_path: Path) 
         evidence = [m for m in await kernel.bus.history(BOSS) if isinstance(m, EvidenceMessage)]
         assert [e.payload.exit_status for e in evidence] == [0]
         assert evidence[0].payload.argv == ["sh", "-c", f'echo "$SOS_IDEMPOTENCY_KEY" >> {keys}']
+
+
+async def test_concurrency_is_bounded(api: Any) -> None:
+    for i in range(6):
+        await api.bus.publish(wake(str(i)))
+    running, most = 0, 0
+
+    async def work(job: Job) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await anyio.sleep(0.05)
+        running -= 1
+
+    runner = await run(api, CallableAction(work), concurrency=2, count=6)
+    assert runner.succeeded == 6
+    assert most == 2
+
+
+async def test_stop_lets_in_flight_work_finish_within_the_grace(api: Any) -> None:
+    await api.bus.publish(wake())
+    started = anyio.Event()
+
+    async def work(job: Job) -> None:
+        started.set()
+        await anyio.sleep(0.2)
+
+    runner = WakeRunner(api, CallableAction(work), WakeConfig(agents=(WORKER,), stop_grace_s=5))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        await started.wait()
+        runner.stop()
+    assert runner.succeeded == 1
+
+
+async def test_stop_past_the_grace_gives_the_message_back(api: Any) -> None:
+    message = wake()
+    await api.bus.publish(message)
+    started = anyio.Event()
+
+    async def stuck(job: Job) -> None:
+        started.set()
+        await anyio.sleep(30)
+
+    runner = WakeRunner(api, CallableAction(stuck), WakeConfig(agents=(WORKER,), stop_grace_s=0.1))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            await started.wait()
+            runner.stop()
+    seen: list[str] = []
+    await run(api, CallableAction(lambda job: seen.append(job.idempotency_key)), count=1)
+    assert seen == [message.message_id]  # given back on stop, not after the lease

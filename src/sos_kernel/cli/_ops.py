@@ -248,7 +248,7 @@ def add_commands(sub: Any, kernel_options: argparse.ArgumentParser) -> None:
     w.add_argument("--types", default=None, help="comma-separated message types to act on (default: wake)")
     w.add_argument("--group", default=None, help=f"the runner's consumer group (default {WAKE_GROUP})")
     w.add_argument("--start", choices=["earliest", "latest"], default=None, help="where a new group starts")
-    w.add_argument("--visibility-timeout", type=float, default=None, help="lease seconds (default: timeout + 30)")
+    w.add_argument("--visibility-timeout", type=float, default=None, help="lease seconds (default: 2 x timeout + 30)")
     w.add_argument("--stop-grace", type=float, default=None, help="seconds in-flight runs get on stop (default 10)")
     w.add_argument("--evidence-to", default=None, help="where evidence goes (default: each message's source)")
     w.add_argument("--no-evidence", action="store_true", default=None, help="publish no evidence messages")

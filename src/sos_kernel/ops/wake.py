@@ -61,7 +61,11 @@ ATTEMPTS_MAX = 100
 BACKOFF_S_MAX = 3600.0
 STOP_GRACE_S_MAX = 600.0
 VISIBILITY_MARGIN_S = 30.0
-"""A delivery stays leased this long past the action's timeout, so a slow run is not redelivered under it."""
+"""A delivery's lease covers two action timeouts plus this: a run, and the wait of the one delivery a remote
+subscription may hold at hand meanwhile, so a slow run is never redelivered under it."""
+GIVE_BACK_DELAY_S = 1.0
+"""A run cancelled by a stop gives its message back due this much later: after this runner's subscriptions
+closed, so another runner, not the stopping one, takes it."""
 HANDLED_TYPES = frozenset({"wake", "send", "ask", "command", "task_created", "task_claimed", "task_completed"})
 """The message types a runner may be told to act on."""
 _IDS = uuid.UUID("6f1d3c52-0a8e-4f5e-9a57-3b0f0c4d8e21")
@@ -147,10 +151,10 @@ class WakeRunner:
 
     @property
     def visibility_timeout_s(self) -> float:
-        """How long a delivery stays leased: the action's timeout plus a margin, unless configured."""
+        """How long a delivery stays leased: twice the action's timeout plus a margin, unless configured."""
         if self.config.visibility_timeout_s is not None:
             return self.config.visibility_timeout_s
-        return float(getattr(self.action, "timeout_s", 60.0)) + VISIBILITY_MARGIN_S
+        return 2 * float(getattr(self.action, "timeout_s", 60.0)) + VISIBILITY_MARGIN_S
 
     def stop(self) -> None:
         """Stop taking messages; :meth:`run` returns once in-flight actions finish (or ``stop_grace_s`` passes)."""
@@ -167,7 +171,7 @@ class WakeRunner:
                     group=c.group,
                     visibility_timeout_s=self.visibility_timeout_s,
                     max_deliveries=c.attempts,
-                    prefetch=c.concurrency,
+                    prefetch=1,  # claimed only when a slot is free: nothing waits leased in a buffer
                     start=c.start,  # type: ignore[arg-type]
                 )
                 subs.append(await stack.enter_async_context(sub))
@@ -233,7 +237,7 @@ class WakeRunner:
                 outcome = await self.action(job)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await delivery.nack(0)
+                await delivery.nack(GIVE_BACK_DELAY_S)
             raise
         self.handled += 1
         fields = {**_fields(message, "wake.run"), "attempt": job.attempt, "exit_status": outcome.exit_status}
