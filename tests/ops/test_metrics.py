@@ -145,3 +145,20 @@ def test_sos_serve_serves_metrics_with_a_published_counter(tmp_path: Path) -> No
     assert response.status_code == 200
     names = {family.name for family in text_string_to_metric_families(response.text)}
     assert any("published" in name for name in names)
+
+
+async def test_the_watcher_sets_its_gauges(kernel: sos_kernel.Kernel) -> None:
+    from sos_kernel.ops import DeadLettersRule, PendingRule, Watcher
+
+    metrics = Metrics()
+    await kernel.bus.send("agent:a", "agent:worker", "x")
+    async with kernel.bus.subscribe("agent:worker") as sub:
+        assert await sub.receive(timeout_s=5) is not None  # one pending, never settled
+        rules = [PendingRule(["agent:worker"], pending_max=0), DeadLettersRule(["agent:worker"])]
+        await Watcher(kernel, rules, metrics=metrics).evaluate()
+    found = samples(metrics.render().decode())
+    where = {"tenant": "default", "address": "agent:worker", "group": "inbox"}
+    assert value(found, "sos_consumer_pending", **where) == 1
+    assert value(found, "sos_dead_letters", **where) == 0
+    assert value(found, "sos_alerts_firing", rule="pending_growth") == 1
+    assert value(found, "sos_alerts_firing", rule="dead_letters") == 0

@@ -153,7 +153,8 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
                 if a.watch is not None:
                     from ..ops.watch import KernelWatcher
 
-                    tg.start_soon(KernelWatcher(kernel, interval_s=a.watch).run)
+                    watcher = KernelWatcher(kernel, interval_s=a.watch, metrics=app.state.sos.metrics)
+                    tg.start_soon(watcher.run)
                 await stop.server.serve(sockets=[sock])
                 tg.cancel_scope.cancel()
             ctx.out.progress("closing the kernel...")

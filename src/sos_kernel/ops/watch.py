@@ -98,6 +98,8 @@ class WatchView:
         self.tenant = tenant
         self.store = getattr(getattr(api, "bus", None), "store", None)
         """The bus store when the kernel is embedded (rules that need engine counts use it), else None."""
+        self.gauges: dict[tuple[str, str, str], int] = {}
+        """``(gauge, address, group) -> value`` measured this round (``pending``, ``dead_letters``), for metrics."""
 
 
 class Rule(Protocol):
@@ -160,6 +162,7 @@ class DeadLettersRule:
         found = []
         for address in self.addresses:
             dead = await view.api.bus.dead_letters(address, group=self.group, limit=DEAD_LETTERS_SCAN_MAX)
+            view.gauges["dead_letters", address, self.group or "inbox"] = len(dead)
             if not dead:
                 continue
             oldest_s = max(0.0, view.now - min(d.dead_at.timestamp() for d in dead))
@@ -198,6 +201,7 @@ class PendingRule:
         found = []
         for address in self.addresses:
             count = await view.store.pending_count(view.tenant, address, self.group)
+            view.gauges["pending", address, self.group] = count
             seen = self._history.setdefault(address, [])
             seen.append(count)
             del seen[: -(self.growth_checks + 1)]
@@ -298,6 +302,7 @@ class Watcher:
         tenant: str | None = None,
         webhook: WebhookAction | None = None,
         on_alert: Callable[[AlertMessage], Awaitable[None] | None] | None = None,
+        metrics: Any = None,
     ) -> None:
         if not isinstance(interval_s, int | float) or interval_s < INTERVAL_S_MIN:
             raise InvalidArgument(f"interval_s must be >= {INTERVAL_S_MIN}, got {interval_s!r}")
@@ -313,6 +318,8 @@ class Watcher:
         self.tenant = tenant if tenant is not None else (bus_tenant if isinstance(bus_tenant, str) else None)
         self.webhook = webhook
         self.on_alert = on_alert
+        self.metrics = metrics
+        """A :class:`~sos_kernel.ops.metrics.Metrics` to set ``sos_alerts_firing`` and the queue gauges on."""
         self.active: dict[str, _Episode] = {}
         self.published: list[AlertMessage] = []
         """Alerts this watcher published (the most recent :data:`ALERTS_REPLAY_MAX`)."""
@@ -366,7 +373,21 @@ class Watcher:
             if now - episode.absent_since >= self.clear_s:
                 del self.active[alert_id]
                 sent.append(await self._send(episode, "resolved", now))
+        if self.metrics is not None:
+            self._measure(view)
         return sent
+
+    def _measure(self, view: WatchView) -> None:
+        metrics = self.metrics
+        tenant = metrics.tenant_label(self.tenant or "default")
+        for (gauge, address, group), value in view.gauges.items():
+            target = metrics.pending if gauge == "pending" else metrics.dead_letters
+            target.labels(tenant, address, group).set(value)
+        firing: dict[str, int] = {getattr(rule, "name", "?"): 0 for rule in self.rules}
+        for episode in self.active.values():
+            firing[episode.condition.rule] = firing.get(episode.condition.rule, 0) + 1
+        for rule_name, count in firing.items():
+            metrics.alerts.labels(rule_name).set(count)
 
     async def _check(self, rule: Rule, view: WatchView) -> list[Condition]:
         try:
@@ -449,6 +470,7 @@ class KernelWatcher:
         interval_s: float = 30.0,
         clear_s: float = 60.0,
         rules: Callable[[], list[Rule]] = default_rules,
+        metrics: Any = None,
     ) -> None:
         if not isinstance(interval_s, int | float) or interval_s < INTERVAL_S_MIN:
             raise InvalidArgument(f"interval_s must be >= {INTERVAL_S_MIN}, got {interval_s!r}")
@@ -456,6 +478,7 @@ class KernelWatcher:
         self.interval_s = float(interval_s)
         self.clear_s = clear_s
         self.rules = rules
+        self.metrics = metrics
         self.watchers: dict[str, Watcher] = {}
         self._poked = anyio.Event()
 
@@ -473,7 +496,8 @@ class KernelWatcher:
             watcher = self.watchers.get(slug)
             if watcher is None:
                 view = self.kernel.tenant(slug)
-                watcher = self.watchers[slug] = Watcher(view, self.rules(), clear_s=self.clear_s, tenant=slug)
+                watcher = Watcher(view, self.rules(), clear_s=self.clear_s, tenant=slug, metrics=self.metrics)
+                self.watchers[slug] = watcher
             sent += await watcher.evaluate()
         return sent
 
