@@ -144,8 +144,11 @@ async def stop_on_signals(stop: Callable[[], None], done: anyio.Event) -> None:
 
 
 def _logging(args: argparse.Namespace) -> None:
+    # JSON lines of every run with --log-json; else failures only, as plain lines on stderr
     if getattr(args, "log_json", None):
-        configure_logging(getattr(args, "log_level", None) or "INFO")
+        configure_logging("INFO")
+    else:
+        configure_logging("WARNING", json_lines=False)
 
 
 async def _wake(target: Target, ctx: Context) -> int:

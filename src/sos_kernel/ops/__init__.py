@@ -6,6 +6,8 @@ embedded or against a remote server alike.
 
 from __future__ import annotations
 
+import logging
+
 from ._actions import (
     Action,
     CallableAction,
@@ -52,3 +54,6 @@ __all__ = [
     "sign_webhook",
     "verify_webhook",
 ]
+
+# A library stays silent until its user configures logging (see ops.logs.configure_logging).
+logging.getLogger("sos_kernel").addHandler(logging.NullHandler())
