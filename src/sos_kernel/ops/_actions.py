@@ -336,6 +336,7 @@ class WebhookAction:
         except ImportError as exc:
             raise MissingDependency("webhooks need httpx", details={"pip": "pip install 'sos-kernel[client]'"}) from exc
         started = time.monotonic()
+        failure = _Digest(0).outcome(False, 0, "not sent", started)
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             for attempt in range(self.retries + 1):
                 if attempt:

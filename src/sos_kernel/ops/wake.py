@@ -30,7 +30,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,7 +88,6 @@ class WakeConfig:
     evidence: bool = True
     evidence_to: str | None = None
     count: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.agents or not all(isinstance(a, str) and a.startswith("agent:") for a in self.agents):

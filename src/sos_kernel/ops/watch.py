@@ -418,9 +418,7 @@ class Watcher:
         )
         await self.api.bus.publish(alert)
         self.published = [*self.published[-(ALERTS_REPLAY_MAX - 1) :], alert]
-        log.info(
-            "alert %s %s", state, c.alert_id, extra={"operation": "watch.alert", "message_id": alert.message_id}
-        )
+        log.info("alert %s %s", state, c.alert_id, extra={"operation": "watch.alert", "message_id": alert.message_id})
         await self._notify(alert)
         return alert
 
