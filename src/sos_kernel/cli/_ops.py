@@ -100,7 +100,10 @@ def _action(o: dict[str, Any]) -> Action:
         module, _, name = str(o["callable"]).partition(":")
         if not module or not name:
             raise InvalidArgument("--callable is MODULE:FUNCTION")
-        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        try:
+            function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidArgument(f"--callable {o['callable']}: {exc}") from None
         return CallableAction(function, timeout_s=o["timeout"])
     command = o["argv"] if o.get("argv") else o["exec"]
     return CommandAction(command, shell=bool(o["shell"]), timeout_s=o["timeout"])
