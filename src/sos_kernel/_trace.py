@@ -18,7 +18,7 @@ try:
 except ImportError:  # the otel extra is not installed: every span is a no-op
     _otel = None  # type: ignore[assignment]
 
-__all__ = ["TRACER_NAME", "current_trace_id", "enabled", "span", "use_provider"]
+__all__ = ["TRACER_NAME", "current_trace_id", "enabled", "inject", "span", "use_provider"]
 
 TRACER_NAME = "sos_kernel"
 _SPAN_ID_MASK = (1 << 64) - 1
@@ -93,3 +93,15 @@ def span(
         parent = _parent(trace_id, message_id)
     with tracer.start_as_current_span(name, context=parent, attributes=clean):
         yield
+
+
+def inject() -> dict[str, str]:
+    """The active span's W3C trace context as headers (``traceparent``), for a request that continues the trace;
+    empty when spans are not :func:`enabled` or no span is active."""
+    if _otel is None or not enabled():
+        return {}
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier

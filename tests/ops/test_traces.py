@@ -84,3 +84,25 @@ async def test_a_traceparent_over_http_reaches_the_wake_runner(
     assert next(p.parent.span_id for p in publishes) == route.context.span_id
     assert len(publishes) == 3  # the wake, then the runner's evidence and receipt, in the same trace
     assert {s.name for s in in_trace} >= {"sos.bus.deliver", "sos.wake.run"}
+
+
+async def test_a_remote_clients_span_continues_on_the_server(
+    kernel: sos_kernel.Kernel, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    from mumega_sdk import MumegaClient
+
+    provider, exporter = spans
+    _, admin = await kernel.tenants.create("default", "scale")
+    app = create_app(kernel)
+    try:
+        async with MumegaClient("http://sos.test", admin, transport=httpx.ASGITransport(app)) as client:
+            with provider.get_tracer("app").start_as_current_span("app.request") as outer:
+                await client.bus.send("agent:a", "agent:b", "hi")
+            (delivered,) = await client.bus.history("agent:b")
+    finally:
+        await app.state.sos.aclose()
+    trace_id = outer.get_span_context().trace_id
+    assert delivered.trace_id == f"{trace_id:032x}"
+    (route,) = named(exporter, "sos.http.bus.send")
+    assert route.context.trace_id == trace_id
+    assert route.parent.span_id == outer.get_span_context().span_id
