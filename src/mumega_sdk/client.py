@@ -34,7 +34,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import ValidationError
 
-from sos_kernel import wire
+from sos_kernel import _trace, wire
 from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, SkillsAPI, TasksAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
@@ -273,7 +273,8 @@ class MumegaClient(PrincipalView):
         """
         if self._bad_token and not (headers and "authorization" in headers):
             raise InvalidToken("the token is malformed (expected sk-<tenant>-<32 hex>)")
-        headers = {**(headers or {}), **({"idempotency-key": uuid.uuid4().hex} if keyed else {})} or None
+        keys = {"idempotency-key": uuid.uuid4().hex} if keyed else {}
+        headers = {**_trace.inject(), **(headers or {}), **keys} or None  # the caller's span continues server-side
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request = self._http.build_request(method, path, json=body, params=params, headers=headers, timeout=timeout)
         for attempt in range(self.retries + 1):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._background import Background
+from ._observe import Events
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
@@ -54,6 +55,7 @@ class TenantView:
         self.providers = Providers(kernel.backend.providers, slug, kernel.provider_runtime)
         self.engine = Engine(self.providers, self.ledger, kernel.backend.providers)
         self.tasks = Tasks(kernel.backend.tasks, slug, self.ledger, self.bus)
+        self.bus.events = self.ledger.events = kernel.events
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -89,6 +91,8 @@ class Kernel:
         self.registry_ttl_s = float(registry_ttl_s)
         self.on_denial: list[Callable[[Principal, str], None]] = []
         self.denials: Counter[str] = Counter()
+        self.events = Events()
+        """What the kernel does, counted per tenant, for listeners such as ``sos_kernel.ops.metrics``."""
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
         self.provider_runtime = ProviderRuntime(provider_keys, provider_hosts)
@@ -234,6 +238,7 @@ class Kernel:
 
     def _record_denial(self, principal: Principal, reason: str) -> None:
         self.denials[principal.tenant] += 1
+        self.events.emit("denied", principal.tenant)
         for hook in list(self.on_denial):
             hook(principal, reason)
 

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from sos_kernel.contracts import (
     EXTENSION_TYPES,
+    AlertMessage,
+    AlertPayload,
     ArtifactRef,
     BlockerMessage,
     BlockerPayload,
@@ -103,6 +105,34 @@ BUILT: dict[str, Callable[[], Message]] = {
             reviewer="agent:gatekeeper",
             gate="ci",
             evidence_refs=[MID],
+        ),
+    ),
+    "alert-fired": lambda: AlertMessage(
+        source="agent:watcher",
+        target="sos:channel:alerts",
+        payload=AlertPayload(
+            alert_id="agent_offline:agent:bob",
+            rule="agent_offline",
+            state="fired",
+            severity="critical",
+            subject="agent:bob",
+            text="agent:bob is offline",
+            details={"last_seen_s": 900},
+            fired_at=T0,
+        ),
+    ),
+    "alert-resolved": lambda: AlertMessage(
+        source="agent:watcher",
+        target="sos:channel:alerts",
+        payload=AlertPayload(
+            alert_id="agent_offline:agent:bob",
+            rule="agent_offline",
+            state="resolved",
+            severity="critical",
+            subject="agent:bob",
+            text="agent:bob is back online",
+            fired_at=T0,
+            resolved_at=T0 + timedelta(minutes=5),
         ),
     ),
     "evidence": lambda: EvidenceMessage(
@@ -376,3 +406,24 @@ def test_evidence_requires_exit_status_and_output_digest() -> None:
 def test_negative_exit_status_is_a_signal_and_allowed() -> None:
     wire = set_path(_wire("evidence"), ("payload", "exit_status"), -9)
     assert parse_message(wire).to_wire()["payload"]["exit_status"] == -9
+
+
+# --- alert ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("payload", "state"), "firing"),
+        (("payload", "rule"), "Agent Offline"),
+        (("payload", "severity"), "fatal"),
+        (("payload", "text"), ""),
+    ],
+)
+def test_alert_refusals(path: tuple[str, ...], bad: Any) -> None:
+    _refused(set_path(_wire("alert-fired"), path, bad), ".".join(path))
+
+
+def test_a_resolved_alert_says_when_and_only_it_does() -> None:
+    _refused(set_path(_wire("alert-resolved"), ("payload", "resolved_at"), None), "payload")
+    _refused(set_path(_wire("alert-fired"), ("payload", "resolved_at"), "2026-01-31T12:05:00Z"), "payload")

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import anyio.lowlevel
 
+from .. import _trace
+from .._observe import Events
 from ..contracts import (
     ADDRESS_PATTERN,
     AnnounceMessage,
@@ -322,8 +324,14 @@ class Bus:
         """Entries this bus met that are not messages of its catalogue (dead-lettered or skipped by history)."""
         self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
         """Set by the kernel to the registry's status lookup, so ``wake`` refuses unknown or offline agents."""
+        self.events: Events | None = None
+        """Set by the kernel: counts of what this bus does (for metrics)."""
 
     # -- publishing -----------------------------------------------------------------------------------------
+
+    def _count(self, event: str, n: int = 1) -> None:
+        if self.events is not None and n:
+            self.events.emit(event, self.tenant, n)
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -375,6 +383,24 @@ class Bus:
         parsed, data = self._validate(message)
         if admit is not None:
             admit(parsed)
+        if _trace.enabled():
+            return await self._publish_traced(parsed, data, receipts, chunking, admit)
+        return await self._store_one(parsed, data, receipts, chunking, admit)
+
+    async def _publish_traced(
+        self, parsed: Message, data: bytes, receipts: bool, chunking: bool, admit: Callable[[Message], None] | None
+    ) -> PublishReceipt:
+        # a message published inside a span carries its trace id, so its delivery can join the trace
+        if parsed.trace_id is None and (trace_id := _trace.current_trace_id()) is not None:
+            parsed = parsed.model_copy(update={"trace_id": trace_id})
+            data = parsed.to_json()
+        attributes = {"sos.tenant": self.tenant, "sos.message_id": parsed.message_id, "sos.type": parsed.type}
+        with _trace.span("sos.bus.publish", attributes, trace_id=parsed.trace_id, message_id=parsed.message_id):
+            return await self._store_one(parsed, data, receipts, chunking, admit)
+
+    async def _store_one(
+        self, parsed: Message, data: bytes, receipts: bool, chunking: bool, admit: Callable[[Message], None] | None
+    ) -> PublishReceipt:
         if isinstance(parsed, ChunkMessage):
             return await self._accept_chunk(parsed, len(data), receipts, admit)
         chunks = 0
@@ -390,6 +416,7 @@ class Bus:
         appended = await self._store.append(
             self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
         )
+        self._count("published", 0 if appended[0].duplicate else 1)
         await anyio.lowlevel.checkpoint()  # a publisher in a loop lets consumers of the same event loop progress
         return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
@@ -440,6 +467,7 @@ class Bus:
         if not items:
             return []
         appended = await self._store.append(self.tenant, items, self._retention)
+        self._count("published", sum(not a.duplicate for a in appended))
         await anyio.lowlevel.checkpoint()  # as in _publish: consumers of the same event loop progress
         return [
             PublishReceipt(entry.message_id, address, a.position, a.duplicate)
@@ -477,6 +505,7 @@ class Bus:
         appended = await self._store.append(
             self.tenant, [(whole.target, Entry(whole.message_id, whole.to_json(), receipts))], self._retention
         )
+        self._count("published", 0 if appended[0].duplicate else 1)
         return PublishReceipt(whole.message_id, whole.target, appended[0].position, appended[0].duplicate)
 
     def _chunk_data(self, chunk: ChunkMessage, size: int) -> bytes:
@@ -1092,17 +1121,35 @@ class Subscription:
         except SOSError as exc:
             # dead at once, whatever max_deliveries says: no retry makes it readable
             reason = self._bus._note_unreadable(self.address, position, data, exc)
-            await store.bury(tenant, self.address, self.group, position, reason, attempt, capped_raw(data))
+            buried = await store.bury(tenant, self.address, self.group, position, reason, attempt, capped_raw(data))
+            self._bus._count("dead_lettered", int(buried))
             return
         if attempt > self.max_deliveries:
             reason = f"not acked after {self.max_deliveries} deliveries"
-            if await store.bury(tenant, self.address, self.group, position, reason, attempt - 1) and receipts:
+            buried = await store.bury(tenant, self.address, self.group, position, reason, attempt - 1)
+            self._bus._count("dead_lettered", int(buried))
+            if buried and receipts:
                 await self._bus._emit_receipt(message, "rejected", self, attempt - 1, reason)
             return
+        self._bus._count("delivered")
+        if message.trace_id is not None and _trace.enabled():
+            self._trace_delivery(message, attempt)
         self._in_flight += 1
         self._buffer.append(Delivery(self, message, position, attempt, receipts))
         if receipts:
             await self._bus._emit_receipt(message, "delivered", self, attempt)
+
+    def _trace_delivery(self, message: Message, attempt: int) -> None:
+        attributes: dict[str, str | int | bool | None] = {
+            "sos.tenant": self._bus.tenant,
+            "sos.message_id": message.message_id,
+            "sos.type": message.type,
+            "sos.address": self.address,
+            "sos.group": self.group,
+            "sos.attempt": attempt,
+        }
+        with _trace.span("sos.bus.deliver", attributes, trace_id=message.trace_id, message_id=message.message_id):
+            pass  # the hand-out is one instant; the consumer's own spans follow in the same trace
 
     def _release(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)
@@ -1112,6 +1159,7 @@ class Subscription:
     async def _ack(self, delivery: Delivery) -> bool:
         done = await self._bus.store.ack(self._bus.tenant, self.address, self.group, delivery.position)
         self._release()  # only once settled: a failed ack leaves the delivery in flight, to settle again
+        self._bus._count("acked", int(done))
         if done and delivery.receipts:
             await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
         return done
@@ -1122,6 +1170,7 @@ class Subscription:
             self._bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
         )
         self._release()
+        self._bus._count("nacked", int(done))
         return done
 
 

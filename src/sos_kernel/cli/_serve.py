@@ -150,18 +150,32 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
         address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         ctx.out.progress(f"opening {ctx.url}...")
         async with open_kernel(ctx.url, provider_hosts=a.provider_host or []) as kernel:
-            app = create_app(kernel, admin_token=admin_token)
+            metrics_token = getattr(a, "metrics_token", None) or os.environ.get("SOS_METRICS_TOKEN") or None
+            app = create_app(
+                kernel, admin_token=admin_token, metrics=False if a.no_metrics else None, metrics_token=metrics_token
+            )
             _mount_mcp(ctx, app)
             config = uvicorn.Config(
                 app, lifespan="on", ws="none", log_level=a.log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
             )
             stop.server = _server(config, _announce(ctx, address, kernel.url, kernel.backend.name))
             ctx.out.progress("starting the HTTP server...")
-            await stop.server.serve(sockets=[sock])
+            async with anyio.create_task_group() as tg:
+                if a.watch is not None:
+                    from ..ops.watch import KernelWatcher
+
+                    watcher = KernelWatcher(kernel, interval_s=a.watch, metrics=app.state.sos.metrics)
+                    tg.start_soon(watcher.run)
+                await stop.server.serve(sockets=[sock])
+                tg.cancel_scope.cancel()
             ctx.out.progress("closing the kernel...")
 
 
 def _run(ctx: Context) -> int:
+    if ctx.args.log_json:
+        from ..ops.logs import configure_logging
+
+        configure_logging("INFO")
     if is_remote(ctx.url):
         raise InvalidArgument(f"sos serve needs an embedded kernel URL (sqlite:///…, redis://…), not {ctx.url}")
     admin_token = _admin_token(ctx)
@@ -197,6 +211,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         help="enables POST /v1/tenants for whoever presents it (default: $SOS_ADMIN_TOKEN; prefer the variable: "
         "arguments show in ps)",
     )
+    serve.add_argument(
+        "--metrics-token",
+        default=argparse.SUPPRESS,
+        help="GET /metrics then needs this bearer token (default: $SOS_METRICS_TOKEN; without one, loopback only)",
+    )
+    serve.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
+    serve.add_argument(
+        "--watch",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also run the watcher over every tenant, every SECONDS (alerts on sos:channel:alerts)",
+    )
+    serve.add_argument("--log-json", action="store_true", help="the kernel's logs as JSON lines on stderr")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="uvicorn's (info shows requests)")
     serve.add_argument(
         "--provider-host",

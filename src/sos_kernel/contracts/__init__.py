@@ -39,11 +39,14 @@ from .catalogue import (
     validation_details,
 )
 from .messages import (
+    ALERT_STATES,
     CORE_TYPES,
     EXTENSION_TYPES,
     TEXT_CHARS_MAX,
     AgentJoinedMessage,
     AgentJoinedPayload,
+    AlertMessage,
+    AlertPayload,
     AnnounceMessage,
     AnnouncePayload,
     ArtifactRef,
@@ -89,6 +92,7 @@ from .sos import (
 __all__ = [
     "ADDRESS_PATTERN",
     "AGENT_ADDRESS_PATTERN",
+    "ALERT_STATES",
     "CHANNEL_ADDRESS_PATTERN",
     "CORE_TYPES",
     "CUSTOM_TYPE_NAME_PATTERN",
@@ -105,6 +109,8 @@ __all__ = [
     "AgentCard",
     "AgentJoinedMessage",
     "AgentJoinedPayload",
+    "AlertMessage",
+    "AlertPayload",
     "AnnounceMessage",
     "AnnouncePayload",
     "ArtifactRef",

@@ -3,8 +3,8 @@
 Every message is one envelope ``{type, source, target, timestamp, version, message_id, payload, ...}``. The 8
 core types match ``shared/reference/sos-v0.4.1/schemas/messages`` field for field (patterns, enums, limits,
 defaults, ``additionalProperties: false``); ``trace_id`` (a W3C trace id) is the one optional envelope field we
-added. Extension types (``receipt``, ``chunk``, ``command``, ``blocker``, ``gate_verdict``, ``evidence``) use the
-same envelope.
+added. Extension types (``receipt``, ``chunk``, ``command``, ``blocker``, ``gate_verdict``, ``evidence``,
+``alert``) use the same envelope.
 
 Constructing a model in Python fills ``message_id`` (a time-ordered UUIDv7, see :func:`new_message_id`),
 ``timestamp`` (now, UTC) and ``version`` (``"1.0"``) for you. Parsing wire data with
@@ -50,11 +50,14 @@ from ._types import (
 )
 
 __all__ = [
+    "ALERT_STATES",
     "CORE_TYPES",
     "EXTENSION_TYPES",
     "TEXT_CHARS_MAX",
     "AgentJoinedMessage",
     "AgentJoinedPayload",
+    "AlertMessage",
+    "AlertPayload",
     "AnnounceMessage",
     "AnnouncePayload",
     "ArtifactRef",
@@ -558,6 +561,40 @@ class EvidenceMessage(Message):
     payload: EvidencePayload
 
 
+ALERT_STATES = ("fired", "resolved")
+RuleName = Annotated[str, StringConstraints(strict=True, pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+
+
+class AlertPayload(WireModel):
+    """A watcher's alert about ``subject``: ``fired`` when a rule's condition starts to hold, ``resolved`` when it
+    has stopped holding. ``alert_id`` (``<rule>:<subject>``) is the same in both messages of one episode, so a
+    consumer pairs them; ``text`` says what is wrong in words and names the subject.
+    """
+
+    alert_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=600)]
+    rule: RuleName
+    state: Literal["fired", "resolved"]
+    severity: Literal["info", "warning", "critical"]
+    subject: Ref
+    text: Reason
+    details: JsonObject | None = None
+    fired_at: Timestamp
+    resolved_at: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _resolved_has_time(self) -> AlertPayload:
+        if (self.state == "resolved") != (self.resolved_at is not None):
+            raise PydanticCustomError("alert_resolved_at", "'resolved_at' is given exactly when state is 'resolved'")
+        return self
+
+
+class AlertMessage(Message):
+    """An operator alert (see ``sos_kernel.ops.Watcher``), usually on ``sos:channel:alerts``."""
+
+    type: Literal["alert"] = "alert"
+    payload: AlertPayload
+
+
 CORE_TYPES: dict[str, type[Message]] = {
     "announce": AnnounceMessage,
     "send": SendMessage,
@@ -577,5 +614,6 @@ EXTENSION_TYPES: dict[str, type[Message]] = {
     "blocker": BlockerMessage,
     "gate_verdict": GateVerdictMessage,
     "evidence": EvidenceMessage,
+    "alert": AlertMessage,
 }
 """Our types beyond v1, in the same envelope."""

@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._observe import Events
 from ..contracts import UsageEvent
 from ..errors import (
     IdempotencyConflict,
@@ -289,6 +290,8 @@ class Ledger:
     def __init__(self, store: LedgerStore, tenant: str) -> None:
         self._store = store
         self.tenant = tenant
+        self.events: Events | None = None
+        """Set by the kernel: counts of transfers recorded (for metrics)."""
 
     @property
     def store(self) -> LedgerStore:
@@ -502,6 +505,8 @@ class Ledger:
                 raise InvariantViolation("a recorded transfer has a negative amount", details={"id": t.id})
             if failed is None and t.status != "ok":
                 failed = t
+        if self.events is not None and not applied.existing:
+            self.events.emit("transfers_failed" if failed else "transfers", self.tenant, len(transfers))
         if failed is not None:
             cls = error_class(failed.error_code or "SOS-7010")
             raise cls(failed.error_message, details={"id": failed.id, "replayed": failed.replayed})

@@ -22,6 +22,7 @@ Routes (all JSON; ``GET`` arguments are query parameters, ``POST`` arguments a J
 method's)::
 
     GET  /health   GET /openapi.json      POST /usage (SOS v0.4.1: answers 201 {id, received_at})
+    GET  /metrics (Prometheus text; the operator only: loopback, or the metrics token)
     GET  /v1/session (who the token is: {tenant, agent, scopes, token_id}, re-validated)
     POST /v1/tenants (server admin)       POST /v1/tokens  GET /v1/tokens  DELETE /v1/tokens/{id} (tenant admin)
     POST /v1/bus/{publish,publish_many,send,announce,wake,ask,reply,split,replay,ack,nack}
@@ -78,6 +79,8 @@ def create_app(
     large_bodies_max: int = LARGE_BODIES_MAX,
     large_bodies_per_tenant_max: int = LARGE_BODIES_PER_TENANT_MAX,
     body_read_s_max: float = BODY_READ_S_MAX,
+    metrics: bool | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``kernel`` (which the caller opens and closes).
 
@@ -86,7 +89,10 @@ def create_app(
     principal, 10,000 per tenant, kept 24 h). At most ``large_bodies_max`` request bodies of
     ``LARGE_BODY_BYTES_MIN`` (1 MiB) or more are read and answered at once, at most
     ``LARGE_BODIES_PER_TENANT_MAX`` of them for one tenant, and only for a token that gives a session; the next
-    waits, unread, for a turn. Raises SOS-6032 when the ``server`` extra is not installed.
+    waits, unread, for a turn. ``GET /metrics`` is served when ``metrics`` is True, or by default when
+    ``prometheus-client`` is installed (False: never); it is readable from the loopback interface only, or, given
+    ``metrics_token``, by its bearer and the server admin token only. Raises SOS-6032 when the ``server`` extra
+    is not installed.
     """
     try:
         from ._app import build_app
@@ -105,4 +111,6 @@ def create_app(
         large_bodies_max=large_bodies_max,
         large_bodies_per_tenant_max=large_bodies_per_tenant_max,
         body_read_s_max=body_read_s_max,
+        metrics=metrics,
+        metrics_token=metrics_token,
     )

@@ -12,14 +12,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InvalidArgument, SOSError
+from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..replies import ReplyBounds
 from ._bodies import ErrorEnvelope
 from ._http import BodyLimit, http_error, sos_error, validation_error
-from ._limits import LARGE_BODY_BYTES_MIN
+from ._limits import LARGE_BODY_BYTES_MIN, METRICS_TOKEN_CHARS_MIN
 from ._routes_admin import router as admin
 from ._routes_bus import router as bus
 from ._routes_engine import router as engine
+from ._routes_metrics import router as metrics_routes
 from ._routes_ops import operations_router
 from ._routes_services import usage
 from ._state import IDEMPOTENCY_BOUNDS, ServerState
@@ -43,6 +45,8 @@ def build_app(
     large_bodies_max: int,
     large_bodies_per_tenant_max: int,
     body_read_s_max: float,
+    metrics: bool | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The app; ``app.state.sos`` holds its :class:`ServerState` (closed by the lifespan, or by ``aclose()``)."""
     if not isinstance(large_bodies_per_tenant_max, int) or large_bodies_per_tenant_max < 1:
@@ -78,7 +82,8 @@ def build_app(
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     definitions: dict[str, Any] = {}
-    for router in (admin, bus, operations_router(definitions), usage, engine):
+    _metrics(state, kernel, metrics, metrics_token)
+    for router in (admin, bus, operations_router(definitions), usage, engine, metrics_routes):
         app.include_router(router)
     _add_definitions(app, definitions)
 
@@ -95,6 +100,21 @@ def build_app(
         read_s_max=body_read_s_max,
     )
     return app
+
+
+def _metrics(state: ServerState, kernel: Kernel, wanted: bool | None, token: str | None) -> None:
+    """Serve ``GET /metrics`` when asked (``True``), or by default when ``prometheus-client`` is installed."""
+    if wanted is False:
+        return
+    from ..ops.metrics import Metrics, metrics_available
+
+    if wanted is None and not metrics_available():
+        return
+    state.metrics = Metrics().attach(kernel)
+    if token is not None:
+        if len(token) < METRICS_TOKEN_CHARS_MIN:
+            raise InvalidArgument(f"the metrics token must be at least {METRICS_TOKEN_CHARS_MIN} characters")
+        state.metrics_digest = token_digest(token)
 
 
 def _add_definitions(app: FastAPI, definitions: dict[str, Any]) -> None:

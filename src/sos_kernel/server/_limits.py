@@ -15,3 +15,5 @@ LINGER_S = 30.0
 """How long a subscription waits for its client to reconnect before it is closed."""
 PING_S = 15.0
 """Keep-alive comments on an idle event stream, so proxies keep it open and a dead client is noticed."""
+METRICS_TOKEN_CHARS_MIN = 16
+"""The shortest metrics token accepted: it reads every tenant's counters, so it must not be guessable."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -20,9 +22,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
+from .. import _trace
 from ..bus import Bus, DeadLetter
 from ..contracts import Message, TypeCatalogue, validation_details
-from ..errors import BackendFailure, InvalidArgument, SchemaViolation
+from ..errors import BackendFailure, InvalidArgument, SchemaViolation, SOSError
 from ..ledger import Ledger
 from ..operations import Operation, declared, operation_hints
 from ..providers import Engine, Providers
@@ -37,6 +40,7 @@ __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks)
 """The service classes whose declared operations are served."""
 
+log = logging.getLogger("sos_kernel.server")
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 _INT_RE = re.compile(r"-?[0-9]+")
 
@@ -188,9 +192,42 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
             return await keyed(request, session, call)
         return answer(await call())
 
-    endpoint.__name__ = f"{op.service}_{op.name}"
-    endpoint.__doc__ = inspect.getdoc(op.function)
-    return endpoint
+    async def observed(request: Request, session: SessionDep) -> Response:
+        # the one place every derived operation passes: its span and its latency (metrics) are taken here
+        started, outcome, trace_id = time.perf_counter(), "ok", None
+        attributes = {"sos.operation": name, "sos.tenant": session.tenant}
+        try:
+            with _trace.span(f"sos.http.{name}", attributes, carrier=request.headers):
+                trace_id = _trace.current_trace_id() if _trace.enabled() else None
+                return await endpoint(request, session)
+        except SOSError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            took_s = time.perf_counter() - started
+            state_of(request).kernel.events.timed(name, took_s, outcome)
+            if log.isEnabledFor(logging.INFO):
+                _log_operation(name, session, outcome, took_s, trace_id)
+
+    name = f"{op.service}.{op.name}"
+    observed.__name__ = f"{op.service}_{op.name}"
+    observed.__doc__ = inspect.getdoc(op.function)
+    return observed
+
+
+def _log_operation(name: str, session: Any, outcome: str, took_s: float, trace_id: str | None) -> None:
+    fields = {
+        "operation": name,
+        "tenant": session.tenant,
+        "agent": session.agent,
+        "outcome": outcome,
+        "duration_ms": round(took_s * 1000, 3),
+        "trace_id": trace_id,
+    }
+    log.info("%s %s", name, outcome, extra=fields)
 
 
 _COMPONENTS = "#/components/schemas/{model}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -205,6 +206,9 @@ class ServerState:
         self.request_bytes_max = request_bytes_max
         self.ping_s = ping_s
         self._admin_digest = token_digest(admin_token) if admin_token else None
+        self.metrics: Any = None
+        """The app's :class:`sos_kernel.ops.metrics.Metrics`, when it serves ``GET /metrics``."""
+        self.metrics_digest: str | None = None
 
     def check_admin(self, token: str | None) -> None:
         """Server-admin routes (creating tenants) need the admin token given to ``create_app``."""
@@ -215,7 +219,31 @@ class ServerState:
         if not hmac.compare_digest(token_digest(token), self._admin_digest):
             raise Forbidden("this route needs the server admin token")
 
+    def check_metrics(self, token: str | None, client_host: str | None) -> None:
+        """``GET /metrics`` names tenants: with a metrics token only its holder (or the server admin) reads it;
+        without one, only clients on the loopback interface."""
+        if self.metrics_digest is None:
+            if client_host is not None and _loopback(client_host):
+                return
+            raise Forbidden("metrics are readable from the loopback interface only (or start with a metrics token)")
+        if not token:
+            raise MissingToken("no bearer token; GET /metrics needs the metrics token")
+        digest = token_digest(token)
+        if not hmac.compare_digest(digest, self.metrics_digest) and not (
+            self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest)
+        ):
+            raise Forbidden("GET /metrics needs the metrics token or the server admin token")
+
     async def aclose(self) -> None:
         """Close every subscription lease (the kernel is the caller's to close)."""
+        if self.metrics is not None:
+            self.metrics.detach()
         with anyio.CancelScope(shield=True):
             await self.leases.aclose()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
