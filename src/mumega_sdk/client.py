@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import wire
-from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI
+from sos_kernel.api import BusAPI, LedgerAPI, MemoryAPI, RegistryAPI, SkillsAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -67,6 +67,8 @@ from sos_kernel.errors import (
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
+from sos_kernel.memory import Memory, MemoryRecord
+from sos_kernel.memory.service import message_memory
 from sos_kernel.operations import Operation, declared, operation_hints
 from sos_kernel.refusals import bad_url
 from sos_kernel.registry import Registry
@@ -80,6 +82,7 @@ __all__ = [
     "RemoteBus",
     "RemoteDelivery",
     "RemoteLedger",
+    "RemoteMemory",
     "RemoteRegistry",
     "RemoteSkills",
     "RemoteSubscription",
@@ -192,6 +195,7 @@ class MumegaClient(PrincipalView):
         self.registry = cast(RegistryAPI, RemoteRegistry(self))
         self.ledger = cast(LedgerAPI, RemoteLedger(self))
         self.skills = cast(SkillsAPI, RemoteSkills(self))
+        self.memory = cast(MemoryAPI, RemoteMemory(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -595,6 +599,31 @@ class RemoteSubscription:
             await self._client.call("DELETE", f"/v1/bus/subscriptions/{self.subscription}")
 
 
+class _RemoteMemoryLocal(_Service):
+    """What the remote memory computes on the client's side: ``remember_message`` (one ``remember`` call)."""
+
+    async def remember_message(
+        self,
+        message: Message,
+        *,
+        namespace: str | None = None,
+        ttl_s: float | None = None,
+        capability: Sequence[Any] | None = None,
+    ) -> MemoryRecord:
+        """See :meth:`Memory.remember_message` (the text and metadata are taken here; one ``remember`` call)."""
+        default, text, metadata = message_memory(message)
+        remember = getattr(self, "remember")  # noqa: B009 -- derived from the declarations below
+        record: MemoryRecord = await remember(
+            namespace or default,
+            text,
+            id=str(message.message_id),
+            metadata=metadata,
+            ttl_s=ttl_s,
+            capability=capability,
+        )
+        return record
+
+
 class RemoteTokens(_Service):
     """The tenant's tokens over HTTP (the token's ``admin`` scope): the methods of ``kernel.tenant(slug).tokens``."""
 
@@ -678,6 +707,7 @@ RemoteBus = _remote_class("RemoteBus", Bus, _RemoteBusLocal)
 RemoteRegistry = _remote_class("RemoteRegistry", Registry)
 RemoteLedger = _remote_class("RemoteLedger", Ledger)
 RemoteSkills = _remote_class("RemoteSkills", Skills)
+RemoteMemory = _remote_class("RemoteMemory", Memory, _RemoteMemoryLocal)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

@@ -3,10 +3,11 @@ surfaces of the Protocols in :mod:`sos_kernel.api`. Nothing imports this module;
 
 from __future__ import annotations
 
-from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+from .api import BusAPI, LedgerAPI, MemoryAPI, RegistryAPI, ServicesAPI, SessionAPI, SkillsAPI, SubscriptionAPI
 from .bus import Bus, Subscription
 from .kernel import TenantView
 from .ledger import Ledger
+from .memory import Memory
 from .registry import Registry
 from .session import Session
 from .skills import Skills
@@ -30,3 +31,7 @@ def _trusted_services(
 
 def _subscription(sub: Subscription) -> SubscriptionAPI:
     return sub
+
+
+def _trusted_memory(memory: Memory) -> MemoryAPI:
+    return memory

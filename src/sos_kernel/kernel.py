@@ -23,6 +23,7 @@ from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
+from .memory import Embedder, LexicalEmbedder, Memory, MemoryLimits, MemoryStore
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
 
@@ -49,6 +50,7 @@ class TenantView:
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
+        self.memory = Memory(kernel.memory_store, slug, kernel.embedder, kernel.memory_limits, self.capabilities)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -68,6 +70,9 @@ class Kernel:
         limits: BusLimits | None = None,
         catalogue: TypeCatalogue | None = None,
         registry_ttl_s: float = REGISTRY_TTL_S,
+        memory: str | MemoryStore | None = None,
+        embedder: Embedder | None = None,
+        memory_limits: MemoryLimits | None = None,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -84,6 +89,11 @@ class Kernel:
         self.denials: Counter[str] = Counter()
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
+        self._memory = memory
+        self._memory_store: MemoryStore | None = memory if isinstance(memory, MemoryStore) else None
+        self.embedder: Embedder = embedder if embedder is not None else LexicalEmbedder()
+        self.memory_limits = memory_limits or MemoryLimits()
+        _check_memory_options(memory, self.embedder, self.memory_limits)
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
         if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
@@ -95,6 +105,10 @@ class Kernel:
             raise KernelClosed("this kernel was closed; open a new one")
         if self._backend is None:
             self._backend = await open_backend(self.url, **self._options)
+        if self._memory_store is None and isinstance(self._memory, str):
+            from .backends import open_memory_store
+
+            self._memory_store = await open_memory_store(self._memory, self.embedder)
         self._sweeper.start()
         return self
 
@@ -125,9 +139,13 @@ class Kernel:
         try:
             await self._sweeper.aclose()
         finally:
-            if self._backend is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._backend.aclose()
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._memory_store is not None and isinstance(self._memory, str):
+                        await self._memory_store.aclose()  # a store the kernel opened from a URL is its own
+                finally:
+                    if self._backend is not None:
+                        await self._backend.aclose()
 
     @property
     def closed(self) -> bool:
@@ -168,6 +186,16 @@ class Kernel:
     def skills(self) -> Skills:
         """The skills marketplace of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).skills
+
+    @property
+    def memory(self) -> Memory:
+        """The semantic memory of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).memory
+
+    @property
+    def memory_store(self) -> MemoryStore:
+        """Where memories live: the ``memory=`` store given to :func:`open`, else the backend's own."""
+        return self._memory_store or self.backend.memory
 
     @property
     def registry(self) -> Registry:
@@ -218,12 +246,25 @@ class Kernel:
         return f"Kernel({self.url!r}, {state})"
 
 
-def open(url: str | None = None, **options: Any) -> Kernel:
+def open(
+    url: str | None = None, memory: str | MemoryStore | None = None, embedder: Embedder | None = None, **options: Any
+) -> Kernel:
     """A kernel on ``url`` (default: ``$SOS_URL``, else ``sqlite:///sos.db`` in the working directory).
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
     ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>`` and the backend's own
-    options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing extra, SOS-6030
-    when the engine cannot be reached.
+    options (see docs/backends.md). ``memory`` puts memories elsewhere than the backend (a ``postgresql://`` URL
+    for pgvector, or a ``MemoryStore``); ``embedder`` embeds memory texts (default: ``LexicalEmbedder()``);
+    ``memory_limits=MemoryLimits(...)`` bounds memory per tenant. Raises SOS-4006 for an unknown scheme, SOS-6032
+    for a missing extra, SOS-6030 when the engine cannot be reached.
     """
-    return Kernel(url, **options)
+    return Kernel(url, memory=memory, embedder=embedder, **options)
+
+
+def _check_memory_options(memory: Any, embedder: Any, limits: Any) -> None:
+    if memory is not None and not isinstance(memory, str | MemoryStore):
+        raise InvalidArgument("memory must be a memory URL (postgresql://...) or a MemoryStore")
+    if not isinstance(embedder, Embedder):
+        raise InvalidArgument("embedder must have name, dimensions and an async embed(texts)")
+    if not isinstance(limits, MemoryLimits):
+        raise InvalidArgument("memory_limits must be a MemoryLimits")

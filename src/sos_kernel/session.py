@@ -1,7 +1,7 @@
 """Sessions: the kernel's API scoped to one tenant and one principal, every call checked first.
 
 ``session = await kernel.session(token)`` gives ``session.bus``, ``session.registry``, ``session.ledger`` and
-``session.skills`` with
+``session.skills`` (and ``session.memory``) with
 the same methods, arguments, results and errors as the trusted kernel's, restricted to the token's tenant and
 checked against its scopes before anything is read or written. Checks fail closed:
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SkillsAPI
+from .api import BusAPI, LedgerAPI, MemoryAPI, RegistryAPI, ServicesAPI, SkillsAPI
 from .guard import Caller, guard
 from .identity.models import Principal, PrincipalView
 
@@ -53,6 +53,7 @@ class Session(PrincipalView):
         self.ledger = cast(LedgerAPI, guard(services.ledger, self._caller))
         self.registry = cast(RegistryAPI, guard(services.registry, self._caller))
         self.skills = cast(SkillsAPI, guard(services.skills, self._caller))
+        self.memory = cast(MemoryAPI, guard(services.memory, self._caller))
 
     @property
     def principal(self) -> Principal:

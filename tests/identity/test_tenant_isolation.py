@@ -18,6 +18,7 @@ from sos_kernel.bus import Bus
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
 from sos_kernel.ledger import Ledger
+from sos_kernel.memory import Memory
 from sos_kernel.operations import declared
 from sos_kernel.registry import Registry
 from sos_kernel.session import Session
@@ -124,9 +125,17 @@ ROWS: dict[tuple[str, str], Call] = {
     ("skills", "record_invocation"): lambda s: s.skills.record_invocation(
         "skill-b", caller="agent:y", tenant="tenant-b", invocation_id="ib"
     ),
+    ("memory", "remember"): lambda s: s.memory.remember("shared", "from A", id="mb"),
+    ("memory", "remember_many"): lambda s: s.memory.remember_many("agent:y/notes", [{"text": "A", "id": "mb"}]),
+    ("memory", "remember_message"): lambda s: _remember_foreign_message(s),
+    ("memory", "recall"): lambda s: s.memory.recall("shared", "b's secret"),
+    ("memory", "get"): lambda s: s.memory.get("agent:y/notes", "mb"),
+    ("memory", "list"): lambda s: s.memory.list("shared"),
+    ("memory", "namespaces"): lambda s: s.memory.namespaces(),
+    ("memory", "forget"): lambda s: s.memory.forget("shared", "mb"),
 }
 
-SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills}
+SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills, "memory": Memory}
 
 
 async def _sync(value: Any) -> Any:
@@ -136,6 +145,11 @@ async def _sync(value: Any) -> Any:
 async def _drain_one(s: Session) -> Any:
     async with s.bus.subscribe("agent:y", start="earliest") as sub:
         return await sub.receive(timeout_s=0.2)
+
+
+async def _remember_foreign_message(s: Session) -> Any:
+    message = SendMessage(source="agent:x", target="agent:y", payload=SendPayload(text="into A's memory"))
+    return await s.memory.remember_message(message)
 
 
 async def _replay_foreign(s: Session) -> Any:
@@ -159,6 +173,10 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
             (c.id, c.version, c.verification.status if c.verification else None) for c in await view.skills.find()
         ],
         "usage": [u.id for u in await view.ledger.usage()],
+        "memory": [
+            (n.name, n.count, [(m.id, m.text) for m in await view.memory.list(n.name)])
+            for n in await view.memory.namespaces()
+        ],
     }
 
 
@@ -175,6 +193,8 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.ledger.hold(id="hb", debit="agent:y", credit="agent:x", amount=5, currency="USD", timeout_s=600)
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
+    await b.memory.remember("shared", "b's secret", id="mb")
+    await b.memory.remember("agent:y/notes", "b's secret too", id="mb")
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -185,5 +205,5 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage"):
+    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "memory"):
         assert before[key], key  # the table ran against real data in tenant B

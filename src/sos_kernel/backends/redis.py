@@ -49,6 +49,7 @@ from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
+from .redis_memory import RedisMemoryStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
 
@@ -528,6 +529,7 @@ class RedisBackend(Backend):
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.replies = RedisReplyStore(client)
+        self.memory = RedisMemoryStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

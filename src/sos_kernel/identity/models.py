@@ -42,6 +42,9 @@ SCOPES: dict[str, str] = {
     "skills:publish": "publish versions of the caller's own skills",
     "skills:invoke": "record invocations paid from the caller's own account",
     "skills:verify": "record verification verdicts and resolve disputes",
+    "memory:read": "recall, get and list memories of shared namespaces and the caller's own agent:<name>/...",
+    "memory:write": "remember and forget in shared namespaces and the caller's own agent:<name>/...",
+    "memory:admin": "read and write every namespace of the tenant, other agents' included",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -56,6 +59,8 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "skills:read",
     "skills:publish",
     "skills:invoke",
+    "memory:read",
+    "memory:write",
 )
 
 

@@ -1,0 +1,250 @@
+"""The memory store seam: atomic writes of memories per tenant and namespace, and exact search over a snapshot.
+
+A store keeps bytes: a memory's text, canonical metadata JSON and its vector (``float32``, little-endian,
+L2-normalised by the service). Its writes are each one atomic step (quota checks and the namespace's space
+included); every write bumps the namespace's version, so :class:`SnapshotCache` rebuilds a namespace's in-process
+matrix only when it changed. :meth:`MemoryStore.search` is exact by default (numpy over the snapshot); an engine
+with its own index (pgvector) overrides it and says it is approximate.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "MemoryStore",
+    "PutOutcome",
+    "Quota",
+    "Snapshot",
+    "SnapshotCache",
+    "Space",
+    "StoredMemory",
+    "exact_top_k",
+]
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """The vector space of a namespace: the embedder that filled it (``""``: vectors from callers) and its size."""
+
+    embedder: str
+    dimensions: int
+
+    def encode(self) -> str:
+        return f"{self.dimensions}\t{self.embedder}"
+
+    @classmethod
+    def decode(cls, text: str) -> Space:
+        dims, _, embedder = text.partition("\t")
+        return cls(embedder, int(dims))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMemory:
+    """One memory as stored: ``metadata`` is canonical JSON text, ``vector`` float32 bytes; ``created`` and
+    ``expires`` are epoch seconds (``expires`` None: kept until forgotten)."""
+
+    id: str
+    text: str
+    metadata: str
+    vector: bytes
+    digest: str
+    created: float
+    expires: float | None
+
+    @property
+    def size_bytes(self) -> int:
+        """What it counts against the tenant's ``bytes_max``: text and metadata (UTF-8) and the vector."""
+        return len(self.text.encode()) + len(self.metadata.encode()) + len(self.vector)
+
+    def live(self, now: float) -> bool:
+        return self.expires is None or self.expires > now
+
+    def blob(self) -> bytes:
+        """One byte string (JSON header, newline, vector bytes) for engines that keep a memory as one value."""
+        head = json.dumps([self.text, self.metadata, self.digest, self.created, self.expires], ensure_ascii=False)
+        return head.encode() + b"\n" + self.vector
+
+    @classmethod
+    def from_blob(cls, id: str, blob: bytes) -> StoredMemory:
+        head, _, vector = blob.partition(b"\n")
+        text, metadata, digest, created, expires = json.loads(head)
+        return cls(id, text, metadata, vector, digest, created, expires)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A tenant's bounds that a write is checked against, atomically with the write."""
+
+    memories_max: int
+    bytes_max: int
+    namespaces_max: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutOutcome:
+    """What a batch write did: ``refused`` names the bound it would have crossed (nothing was written), or
+    ``space`` when the namespace has another space now, or ``conflict`` when a live id holds another digest (then
+    ``existing`` holds it); otherwise ``existing`` holds the ids already stored and live, which were not written
+    again."""
+
+    refused: Literal["", "memories", "bytes", "namespaces", "space", "conflict"] = ""
+    existing: dict[str, StoredMemory] = field(default_factory=dict)
+    space: Space | None = None
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A namespace's memories as one normalised matrix, rows sorted by id (so ties break by id)."""
+
+    ids: list[str]
+    matrix: Vector
+    texts: list[str]
+    metadata_json: list[str]
+    expires: npt.NDArray[np.float64]
+    _metadata: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def build(cls, memories: Sequence[StoredMemory], dimensions: int) -> Snapshot:
+        rows = sorted(memories, key=lambda m: m.id)
+        if rows:
+            matrix = np.frombuffer(b"".join(m.vector for m in rows), dtype="<f4").reshape(len(rows), dimensions)
+        else:
+            matrix = np.zeros((0, dimensions), dtype=np.float32)
+        expires = np.array([np.inf if m.expires is None else m.expires for m in rows], dtype=np.float64)
+        return cls([m.id for m in rows], matrix, [m.text for m in rows], [m.metadata for m in rows], expires)
+
+    def metadata(self, row: int) -> dict[str, Any]:
+        if self._metadata is None:
+            self._metadata = [json.loads(m) for m in self.metadata_json]
+        return self._metadata[row]
+
+
+def exact_top_k(
+    snapshot: Snapshot,
+    query: Vector,
+    k: int,
+    now: float,
+    matcher: Callable[[Mapping[str, Any]], bool] | None,
+    min_score: float | None,
+) -> list[tuple[int, float]]:
+    """The ``k`` best live rows as ``(row, score)``: cosine (a dot product of normalised vectors), best first,
+    ties by id; rows failing ``matcher`` or under ``min_score`` are never candidates."""
+    n = len(snapshot.ids)
+    if n == 0:
+        return []
+    scores = snapshot.matrix @ query
+    allowed = snapshot.expires > now
+    if matcher is not None:
+        allowed &= np.fromiter((matcher(snapshot.metadata(i)) for i in range(n)), dtype=bool, count=n)
+    if min_score is not None:
+        allowed &= scores >= np.float32(min_score)
+    masked = np.where(allowed, scores, -np.inf)
+    live = int(np.count_nonzero(allowed))
+    take = min(k, live)
+    if take == 0:
+        return []
+    if take < n:
+        # every row tied with the k-th score is a candidate, so the id order decides among them
+        kth = np.partition(masked, n - take)[n - take]
+        candidates = np.flatnonzero(masked >= kth)
+    else:
+        candidates = np.flatnonzero(allowed)
+    order = np.lexsort((candidates, -masked[candidates]))[:take]
+    return [(int(candidates[i]), float(masked[candidates[i]])) for i in order]
+
+
+class SnapshotCache:
+    """Snapshots per (tenant, namespace), rebuilt only when the namespace's version moved."""
+
+    def __init__(self, entries_max: int = 1_024) -> None:
+        self._entries: dict[tuple[str, str], tuple[Any, Snapshot]] = {}
+        self.entries_max = entries_max
+
+    def get(self, tenant: str, namespace: str, version: Any) -> Snapshot | None:
+        found = self._entries.get((tenant, namespace))
+        return found[1] if found is not None and found[0] == version else None
+
+    def put(self, tenant: str, namespace: str, version: Any, snapshot: Snapshot) -> Snapshot:
+        if len(self._entries) >= self.entries_max and (tenant, namespace) not in self._entries:
+            self._entries.pop(next(iter(self._entries)))  # the oldest: a bounded cache
+        self._entries[(tenant, namespace)] = (version, snapshot)
+        return snapshot
+
+
+class MemoryStore(ABC):
+    """Primitive memory operations; each write is atomic (see the module docstring)."""
+
+    exact: ClassVar[bool] = True
+    """Whether :meth:`search` returns exactly the brute-force top k (False for an approximate index)."""
+
+    @abstractmethod
+    async def space(self, tenant: str, namespace: str) -> Space | None:
+        """The namespace's space, or None when it holds nothing."""
+
+    @abstractmethod
+    async def put_many(
+        self, tenant: str, namespace: str, space: Space, memories: Sequence[StoredMemory], quota: Quota, now: float
+    ) -> PutOutcome:
+        """In one atomic step: create the namespace with ``space`` if absent (within ``namespaces_max``), refuse
+        if it has another space; keep ids already stored and live (returned in ``existing``); replace expired
+        ones; refuse the whole batch if a live id holds another digest, or if the tenant's count or bytes would pass
+        the quota."""
+
+    @abstractmethod
+    async def get(self, tenant: str, namespace: str, id: str) -> StoredMemory | None:
+        """One memory (expired or not), or None."""
+
+    @abstractmethod
+    async def delete(self, tenant: str, namespace: str, ids: Sequence[str]) -> int:
+        """Remove these ids; how many existed. A namespace left empty is removed (its space with it)."""
+
+    @abstractmethod
+    async def page(self, tenant: str, namespace: str, after: str | None, limit: int) -> list[StoredMemory]:
+        """Up to ``limit`` memories with ids above ``after``, by id (expired ones included)."""
+
+    @abstractmethod
+    async def namespaces(self, tenant: str) -> list[tuple[str, Space, int]]:
+        """Every namespace of the tenant with its space and count, by name."""
+
+    @abstractmethod
+    async def expired(self, tenant: str, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (namespace, id) pairs expired at ``now``."""
+
+    @abstractmethod
+    async def snapshot(self, tenant: str, namespace: str) -> Snapshot | None:
+        """The namespace's current snapshot (cached until its version moves), or None when it holds nothing."""
+
+    async def search(
+        self,
+        tenant: str,
+        namespace: str,
+        query: Vector,
+        k: int,
+        now: float,
+        matcher: Callable[[Mapping[str, Any]], bool] | None,
+        min_score: float | None,
+    ) -> list[tuple[StoredMemory, float]]:
+        """The best ``k`` live memories for the normalised ``query`` (exact; see :func:`exact_top_k`)."""
+        snap = await self.snapshot(tenant, namespace)
+        if snap is None:
+            return []
+        out = []
+        for row, score in exact_top_k(snap, query, k, now, matcher, min_score):
+            expires = None if snap.expires[row] == np.inf else float(snap.expires[row])
+            memory = StoredMemory(snap.ids[row], snap.texts[row], snap.metadata_json[row], b"", "", 0.0, expires)
+            out.append((memory, score))
+        return out
+
+    async def aclose(self) -> None:
+        """Release what the store holds of its own (an engine of its own). Idempotent."""
+        return None
