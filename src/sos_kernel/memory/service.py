@@ -569,7 +569,7 @@ class Memory:
         READ,
         lift=LIFT,
         rule=_rule(READ, "get"),
-        wire=Wire("GET", errors=(NotFound,), summary="One memory by id"),
+        wire=Wire("POST", errors=(NotFound,), summary="One memory by id (a POST: a capability chain may come with it)"),
     )
     async def get(self, namespace: str, id: str, *, capability: Sequence[Capability] | None = None) -> MemoryRecord:
         """The memory ``id`` of ``namespace``; SOS-4040 when there is none (or it expired: it is purged then)."""
