@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bus, _local, _serve, _services
+from . import _admin, _bus, _local, _memory, _serve, _services
 from ._output import Output
 from ._target import Context
 
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bus.add_commands(sub, options)
     _admin.add_commands(sub, options)
     _services.add_commands(sub, options)
+    _memory.add_commands(sub, options)
     return parser
 
 
