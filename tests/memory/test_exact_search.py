@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sos_kernel.memory import Snapshot, StoredMemory, compile_where, exact_top_k
+from sos_kernel.memory import Snapshot, Space, StoredMemory, compile_where, exact_top_k
 
 
 def _unit(row: np.ndarray) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_exact_top_k_is_brute_force_with_ties_by_id(
         )
         for i in range(n)
     ]
-    snap = Snapshot.build(memories, d)
+    snap = Snapshot.build(memories, Space("", d))
     q = _unit(query)
     where = compile_where({"even": True}, 8)
     got = exact_top_k(snap, q, k, now=10.0, matcher=where, min_score=None if min_score < -1 else min_score)

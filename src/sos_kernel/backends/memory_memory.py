@@ -128,5 +128,5 @@ class MemoryMemoryStore(MemoryStore):
         cached = self._cache.get(tenant, namespace, ns.version)
         if cached is not None:
             return cached
-        built = Snapshot.build(list(ns.rows.values()), ns.space.dimensions)
+        built = Snapshot.build(list(ns.rows.values()), ns.space)
         return self._cache.put(tenant, namespace, ns.version, built)

@@ -207,5 +207,5 @@ class RedisMemoryStore(MemoryStore):
         if space is None:
             return None
         memories = [StoredMemory.from_blob(_s(id), blob) for id, blob in rows.items()]
-        built = Snapshot.build(memories, Space.decode(_s(space)).dimensions)
+        built = Snapshot.build(memories, Space.decode(_s(space)))
         return self._cache.put(tenant, namespace, version, built)

@@ -242,7 +242,7 @@ class SQLiteMemoryStore(MemoryStore):
             rows = c.execute(
                 f"SELECT {_COLUMNS} FROM memory_items WHERE tenant=? AND namespace=? ORDER BY id", (tenant, namespace)
             ).fetchall()
-            return int(row[0]), Snapshot.build([_row(r) for r in rows], Space.decode(row[1]).dimensions)
+            return int(row[0]), Snapshot.build([_row(r) for r in rows], Space.decode(row[1]))
 
         loaded: tuple[int, Snapshot] | None = await self._big.read(tx)
         if loaded is None:

@@ -177,6 +177,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _numeric_type(kind: type) -> bool:
+    return issubclass(kind, int | float | np.integer | np.floating) and not issubclass(kind, bool | np.bool_)
+
+
 def _check_vector(vector: Any, limits: MemoryLimits, what: str = "vector") -> Vector:
     if isinstance(vector, str | bytes) or not isinstance(vector, Sequence | np.ndarray):
         raise InvalidArgument(f"{what} must be a list of numbers")
@@ -188,7 +192,8 @@ def _check_vector(vector: Any, limits: MemoryLimits, what: str = "vector") -> Ve
     if isinstance(vector, np.ndarray):
         values = vector.astype(np.float64).ravel()
     else:
-        if not all(_number(v) for v in vector):
+        # the element types, checked once each (a per-element check costs more than the search at 10k rows)
+        if not all(_numeric_type(t) for t in set(map(type, vector))):
             raise InvalidArgument(f"{what} must hold only numbers (no booleans, strings or nulls)")
         values = np.asarray(vector, dtype=np.float64)
     if not np.all(np.isfinite(values)):
@@ -542,28 +547,29 @@ class Memory:
         matcher = compile_where(where, self.limits.where_terms_max)
         if min_score is not None and (not _number(min_score) or not -1.0 <= min_score <= 1.0):
             raise InvalidArgument(f"min_score must be a number in [-1, 1], got {min_score!r}")
-        vector = await self._query(namespace, query)
-        if vector is None:
-            return []
-        found = await self._store.search(self.tenant, namespace, vector, k, time.time(), matcher, min_score)
-        return [Hit(m.id, score, m.text, json.loads(m.metadata)) for m, score in found]
-
-    async def _query(self, namespace: str, query: Any) -> Vector | None:
         if isinstance(query, str):
-            _check_text(query, self.limits, "query")
-            space = await self._store.space(self.tenant, namespace)
-            if space is None:
-                return None
-            self._embeddable(namespace, space)
-            return (await self._vectors([query]))[0]
-        vector = _check_vector(query, self.limits, "query")
-        space = await self._store.space(self.tenant, namespace)
+            vector = await self._embedded_query(namespace, query)
+            if vector is None:
+                return []
+        else:
+            vector = _check_vector(query, self.limits, "query")
+        now = time.time()
+        space, found = await self._store.search(self.tenant, namespace, vector, k, now, matcher, min_score)
         if space is not None and len(vector) != space.dimensions:
             raise InvalidArgument(
                 f"query has {len(vector)} dimensions; namespace {namespace!r} holds {space.dimensions}",
                 details={"namespace": namespace, "dimensions": space.dimensions},
             )
-        return None if space is None else vector
+        return [Hit(m.id, score, m.text, json.loads(m.metadata)) for m, score in found]
+
+    async def _embedded_query(self, namespace: str, query: str) -> Vector | None:
+        """The query text embedded as the namespace's memories were, or None for a namespace that holds nothing."""
+        _check_text(query, self.limits, "query")
+        space = await self._store.space(self.tenant, namespace)
+        if space is None:
+            return None
+        self._embeddable(namespace, space)
+        return (await self._vectors([query]))[0]
 
     @operation(
         READ,

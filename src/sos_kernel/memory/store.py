@@ -104,24 +104,34 @@ class PutOutcome:
 
 @dataclass(slots=True)
 class Snapshot:
-    """A namespace's memories as one normalised matrix, rows sorted by id (so ties break by id)."""
+    """A namespace's memories as one normalised matrix, rows sorted by id (so ties break by id), and its space."""
 
+    space: Space
     ids: list[str]
     matrix: Vector
     texts: list[str]
     metadata_json: list[str]
     expires: npt.NDArray[np.float64]
     _metadata: list[dict[str, Any]] | None = None
+    _expiring: bool | None = None
+
+    @property
+    def expiring(self) -> bool:
+        """Whether any row has a TTL (else no row can be filtered out by time)."""
+        if self._expiring is None:
+            self._expiring = bool(np.isfinite(self.expires).any())
+        return self._expiring
 
     @classmethod
-    def build(cls, memories: Sequence[StoredMemory], dimensions: int) -> Snapshot:
+    def build(cls, memories: Sequence[StoredMemory], space: Space) -> Snapshot:
         rows = sorted(memories, key=lambda m: m.id)
+        dimensions = space.dimensions
         if rows:
             matrix = np.frombuffer(b"".join(m.vector for m in rows), dtype="<f4").reshape(len(rows), dimensions)
         else:
             matrix = np.zeros((0, dimensions), dtype=np.float32)
         expires = np.array([np.inf if m.expires is None else m.expires for m in rows], dtype=np.float64)
-        return cls([m.id for m in rows], matrix, [m.text for m in rows], [m.metadata for m in rows], expires)
+        return cls(space, [m.id for m in rows], matrix, [m.text for m in rows], [m.metadata for m in rows], expires)
 
     def metadata(self, row: int) -> dict[str, Any]:
         if self._metadata is None:
@@ -143,13 +153,16 @@ def exact_top_k(
     if n == 0:
         return []
     scores = snapshot.matrix @ query
-    allowed = snapshot.expires > now
-    if matcher is not None:
-        allowed &= np.fromiter((matcher(snapshot.metadata(i)) for i in range(n)), dtype=bool, count=n)
-    if min_score is not None:
-        allowed &= scores >= np.float32(min_score)
-    masked = np.where(allowed, scores, -np.inf)
-    live = int(np.count_nonzero(allowed))
+    if matcher is None and min_score is None and not snapshot.expiring:
+        masked, live = scores, n  # every row is a candidate: no mask to build
+    else:
+        allowed = snapshot.expires > now
+        if matcher is not None:
+            allowed &= np.fromiter((matcher(snapshot.metadata(i)) for i in range(n)), dtype=bool, count=n)
+        if min_score is not None:
+            allowed &= scores >= np.float32(min_score)
+        masked = np.where(allowed, scores, -np.inf)
+        live = int(np.count_nonzero(allowed))
     take = min(k, live)
     if take == 0:
         return []
@@ -158,7 +171,7 @@ def exact_top_k(
         kth = np.partition(masked, n - take)[n - take]
         candidates = np.flatnonzero(masked >= kth)
     else:
-        candidates = np.flatnonzero(allowed)
+        candidates = np.flatnonzero(masked > -np.inf)
     order = np.lexsort((candidates, -masked[candidates]))[:take]
     return [(int(candidates[i]), float(masked[candidates[i]])) for i in order]
 
@@ -233,17 +246,21 @@ class MemoryStore(ABC):
         now: float,
         matcher: Callable[[Mapping[str, Any]], bool] | None,
         min_score: float | None,
-    ) -> list[tuple[StoredMemory, float]]:
-        """The best ``k`` live memories for the normalised ``query`` (exact; see :func:`exact_top_k`)."""
+    ) -> tuple[Space | None, list[tuple[StoredMemory, float]]]:
+        """The namespace's space (None: it holds nothing) and, when ``query`` has its dimensions, the best ``k``
+        live memories for the normalised ``query`` (exact; see :func:`exact_top_k`). One look at the namespace's
+        version when its snapshot is current."""
         snap = await self.snapshot(tenant, namespace)
         if snap is None:
-            return []
+            return None, []
+        if len(query) != snap.space.dimensions:
+            return snap.space, []
         out = []
         for row, score in exact_top_k(snap, query, k, now, matcher, min_score):
             expires = None if snap.expires[row] == np.inf else float(snap.expires[row])
             memory = StoredMemory(snap.ids[row], snap.texts[row], snap.metadata_json[row], b"", "", 0.0, expires)
             out.append((memory, score))
-        return out
+        return snap.space, out
 
     async def aclose(self) -> None:
         """Release what the store holds of its own (an engine of its own). Idempotent."""
