@@ -108,7 +108,11 @@ class Kernel:
         if self._memory_store is None and isinstance(self._memory, str):
             from .backends import open_memory_store
 
-            self._memory_store = await open_memory_store(self._memory, self.embedder)
+            try:
+                self._memory_store = await open_memory_store(self._memory)
+            except BaseException:
+                await self.aclose()  # the backend is open: a kernel that failed to open holds nothing
+                raise
         self._sweeper.start()
         return self
 

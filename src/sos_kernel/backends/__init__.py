@@ -164,7 +164,7 @@ MEMORY_ALIASES: dict[str, tuple[str, str, str]] = {
 """Memory URL scheme (``sos_kernel.open(url, memory=...)``) → (module, class, extra that provides its client)."""
 
 
-async def open_memory_store(url: str, embedder: Any) -> MemoryStore:
+async def open_memory_store(url: str) -> MemoryStore:
     """The memory store a ``memory=`` URL names, connected; SOS-4006 for an unknown scheme, SOS-6032 for a
     missing extra, SOS-6030 when the engine cannot be reached."""
     scheme = check_url(url, "memory URL", "a memory URL: postgresql://user@host/db").scheme.lower()
