@@ -7,6 +7,13 @@ checked against the floor's top 10 (exact search must give 1.0). Where ``apsw`` 
 (``pip install 'sos-kernel[sqlite-vec]'``), sqlite-vec's brute-force scan over the same vectors is measured too:
 the reason SQLite searches with numpy.
 
+pgvector (approximate, HNSW): ``SOS_BENCH_PG_URL`` if set, else a server from the ``pgserver`` package when it and
+``asyncpg`` are installed (``nox -s pgvector`` has both); its row reports q/s and recall@10 against exact search.
+
+numpy runs with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` unless set): on a small machine shared with other work,
+a threaded matrix-vector product measured 2-5x slower and far noisier than one thread, for the floor and the
+backends alike.
+
 Sizes: ``SOS_BENCH_MEMORY_SIZES`` (default ``10000``, the quick run); the issue's run is
 ``SOS_BENCH_MEMORY_SIZES=10000,100000 python -m benchmarks memory``. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a
 ``redis-server`` from PATH on a free loopback port.
@@ -18,8 +25,12 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads BLAS (see the module docstring)
 
 import anyio
 import numpy as np
@@ -74,12 +85,14 @@ class RawNumpy:
         return len(self.queries) / (time.perf_counter() - started)
 
 
-async def _backend(url: str, matrix: np.ndarray, ids: list[str], raw: RawNumpy) -> dict[str, Any]:
+async def _backend(
+    url: str, matrix: np.ndarray, ids: list[str], raw: RawNumpy, memory: str | None = None
+) -> dict[str, Any]:
     """Remember the matrix, then time recall in rounds interleaved with the floor (this machine is shared: a ratio
     is only meaningful between measurements taken side by side)."""
     out: dict[str, Any] = {}
-    async with sos_kernel.open(url, memory_limits=LIMITS) as kernel:
-        mem = kernel.memory
+    async with sos_kernel.open(url, memory=memory, memory_limits=LIMITS) as kernel:
+        mem = kernel.tenant(f"b{len(ids)}").memory
         started = time.perf_counter()
         for start in range(0, len(ids), BATCH):
             rows = matrix[start : start + BATCH].tolist()
@@ -142,7 +155,7 @@ def _row(name: str, rate: float, floor: float, recall: float, extra: str = "") -
 def main() -> None:
     """For each size: each backend (and sqlite-vec when installed) beside the numpy floor, ratio and recall@10."""
     timings: dict[str, dict[int, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url:
+    with tempfile.TemporaryDirectory() as tmp, redis_server() as redis_url, pg_server(Path(tmp)) as pg_url:
         for n in _sizes():
             matrix, ids, queries = _data(n)
             raw = RawNumpy(matrix, queries)
@@ -153,8 +166,11 @@ def main() -> None:
             if redis_url:
                 _flush(redis_url)
                 urls["redis"] = redis_url
-            for name, url in urls.items():
-                got = anyio.run(_backend, url, matrix, ids, raw)
+            cases = [(name, url, None) for name, url in urls.items()]
+            if pg_url:
+                cases.append(("pgvector (HNSW, approximate)", f"sqlite:///{Path(tmp)}/pg-{n}.db", pg_url))
+            for name, url, memory in cases:
+                got = anyio.run(_backend, url, matrix, ids, raw, memory)
                 extra = f"{got['remember_s']:>9,.0f}  (first recall {got['cold_s'] * 1000:,.0f} ms)"
                 _row(name, got["recall_s"], got["floor_s"], _recall(got["ids"], expected), extra)
                 timings.setdefault(name, {})[n] = 1 / got["recall_s"]
@@ -167,6 +183,8 @@ def main() -> None:
                 timings.setdefault("sqlite-vec", {})[n] = 1 / scanned[0]
             if not redis_url:
                 print("(redis-server not found; set SOS_BENCH_REDIS_URL to add the redis row)")
+            if not pg_url:
+                print("(no PostgreSQL: set SOS_BENCH_PG_URL, or install pgserver and asyncpg, for the pgvector row)")
     _growth(timings, _sizes())
 
 
@@ -179,6 +197,26 @@ def _growth(timings: dict[str, dict[int, float]], sizes: list[int]) -> None:
         if first in per and last in per:
             a, b = per[first] * 1000, per[last] * 1000
             print(f"  {name:<30} {a:8.2f} ms -> {b:8.2f} ms ({b / a:.1f}x)")
+
+
+@contextmanager
+def pg_server(workdir: Path) -> Iterator[str | None]:
+    """A PostgreSQL URL with pgvector: SOS_BENCH_PG_URL, else a pgserver-started server, else None."""
+    url = os.environ.get("SOS_BENCH_PG_URL")
+    if url:
+        yield url
+        return
+    try:
+        import asyncpg  # noqa: F401
+        import pgserver
+    except ModuleNotFoundError:
+        yield None
+        return
+    server = pgserver.get_server(workdir / "pg", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
 
 
 def _flush(url: str) -> None:

@@ -1,4 +1,4 @@
-"""Memories in this process: a dict per namespace, a numpy snapshot per namespace rebuilt when it changed.
+"""Memories in this process: a dict per namespace and its numpy snapshot, both updated by every write.
 
 Every primitive runs without awaiting inside, so on one event loop each is atomic.
 """
@@ -9,18 +9,19 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, SnapshotCache, Space, StoredMemory
+from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory
 
 __all__ = ["MemoryMemoryStore"]
-
-_VERSIONS = itertools.count(1)
 
 
 @dataclass(slots=True)
 class _Namespace:
     space: Space
     rows: dict[str, StoredMemory] = field(default_factory=dict)
-    version: int = 0
+    index: Snapshot | None = None
+
+    def __post_init__(self) -> None:
+        self.index = Snapshot(self.space)
 
 
 @dataclass(slots=True)
@@ -37,7 +38,6 @@ class MemoryMemoryStore(MemoryStore):
 
     def __init__(self) -> None:
         self._tenants: dict[str, _Tenant] = {}
-        self._cache = SnapshotCache()
 
     def _tenant(self, tenant: str) -> _Tenant:
         return self._tenants.setdefault(tenant, _Tenant())
@@ -82,8 +82,8 @@ class MemoryMemoryStore(MemoryStore):
             else:
                 t.expiring.pop((namespace, m.id), None)
         t.count, t.bytes = count, size
-        if fresh:
-            ns.version = next(_VERSIONS)
+        if fresh and ns.index is not None:
+            ns.index.apply(fresh, ())
         return PutOutcome(existing=existing)
 
     async def get(self, tenant: str, namespace: str, id: str) -> StoredMemory | None:
@@ -100,8 +100,8 @@ class MemoryMemoryStore(MemoryStore):
             t.expiring.pop((namespace, m.id), None)
         t.count -= len(removed)
         t.bytes -= sum(m.size_bytes for m in removed)
-        if removed:
-            ns.version = next(_VERSIONS)
+        if removed and ns.index is not None:
+            ns.index.apply((), [m.id for m in removed])
         if not ns.rows:
             del t.namespaces[namespace]
         return len(removed)
@@ -123,10 +123,4 @@ class MemoryMemoryStore(MemoryStore):
 
     async def snapshot(self, tenant: str, namespace: str) -> Snapshot | None:
         ns = self._tenant(tenant).namespaces.get(namespace)
-        if ns is None:
-            return None
-        cached = self._cache.get(tenant, namespace, ns.version)
-        if cached is not None:
-            return cached
-        built = Snapshot.build(list(ns.rows.values()), ns.space)
-        return self._cache.put(tenant, namespace, ns.version, built)
+        return ns.index if ns is not None else None

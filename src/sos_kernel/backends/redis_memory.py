@@ -9,10 +9,13 @@ Keys::
     sos:{t:<tenant>}:mem:<namespace>    hash: id -> the memory (JSON header, newline, float32 vector)
     sos:{t:<tenant>}:memmeta:<ns>       hash: id -> "<size> <digest> <expires>" (what the scripts compare)
     sos:{t:<tenant>}:memids:<ns>        sorted set of ids, all scored 0 (paging by id with ZRANGEBYLEX)
+    sos:{t:<tenant>}:memlog:<ns>        sorted set: "<version>\\n<id>" scored by version, the ids each of the last
+                                        LOG_VERSIONS_MAX writes changed
 
-Search is exact and does not fetch every vector per query: each process keeps a numpy snapshot per namespace
-and reloads it (one ``MULTI`` of ``HGETALL``) only when the namespace's version moved, so a query costs one
-``HGET`` of the version when nothing changed, and another process's writes are seen by the next query.
+Search is exact and does not fetch every vector per query: each process keeps a numpy snapshot per namespace. A
+query costs one ``HGET`` of the namespace's version when nothing changed; when it moved, the snapshot fetches the
+ids logged since its version and only their memories (a whole ``HGETALL`` only when it is more than
+``LOG_VERSIONS_MAX`` writes behind), so another process's writes are seen by the next query.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, SnapshotCache, Space, StoredMemory
+from ..memory.store import (
+    LOG_VERSIONS_MAX,
+    MemoryStore,
+    PutOutcome,
+    Quota,
+    Snapshot,
+    SnapshotCache,
+    Space,
+    StoredMemory,
+)
 from .redis_call import Script, redis_call, tenant_prefix
 
 __all__ = ["RedisMemoryStore"]
@@ -73,7 +85,9 @@ end
 if #fresh > 0 then
   redis.call('HSET', KEYS[1], ns, space)
   redis.call('HSET', KEYS[3], 'count', string.format('%d', count), 'bytes', string.format('%d', bytes))
-  redis.call('HINCRBY', KEYS[2], ns, 1)
+  local v = redis.call('HINCRBY', KEYS[2], ns, 1)
+  for _, i in ipairs(fresh) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. ARGV[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
 end
 local out = {'ok'}
 for _, v in ipairs(existing) do out[#out + 1] = v end
@@ -81,10 +95,11 @@ return out
 """
 
 _DELETE = """
-local removed, freed = 0, 0
+local removed, freed, gone = 0, 0, {}
 for i = 2, #ARGV do
   local meta = redis.call('HGET', KEYS[6], ARGV[i])
   if meta then
+    gone[#gone + 1] = ARGV[i]
     redis.call('HDEL', KEYS[5], ARGV[i])
     redis.call('HDEL', KEYS[6], ARGV[i])
     redis.call('ZREM', KEYS[7], ARGV[i])
@@ -96,7 +111,9 @@ end
 if removed > 0 then
   redis.call('HINCRBY', KEYS[3], 'count', -removed)
   redis.call('HINCRBY', KEYS[3], 'bytes', -freed)
-  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  for _, id in ipairs(gone) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. id) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
   if redis.call('HLEN', KEYS[6]) == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 end
 return removed
@@ -112,8 +129,8 @@ class RedisMemoryStore(MemoryStore):
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
-        self._put = Script(client, _PUT)
-        self._delete = Script(client, _DELETE)
+        self._put = Script(client, _PUT.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
+        self._delete = Script(client, _DELETE.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
         self._cache = SnapshotCache()
 
     @staticmethod
@@ -127,6 +144,7 @@ class RedisMemoryStore(MemoryStore):
             f"{p}mem:{namespace}",
             f"{p}memmeta:{namespace}",
             f"{p}memids:{namespace}",
+            f"{p}memlog:{namespace}",
         ]
 
     async def space(self, tenant: str, namespace: str) -> Space | None:
@@ -195,17 +213,32 @@ class RedisMemoryStore(MemoryStore):
 
     async def snapshot(self, tenant: str, namespace: str) -> Snapshot | None:
         keys = self._keys(tenant, namespace)
-        version = await redis_call(self._r.hget(keys[1], namespace))
-        cached = self._cache.get(tenant, namespace, version)
-        if cached is not None:
-            return cached
+        raw_version = await redis_call(self._r.hget(keys[1], namespace))
+        version = int(raw_version) if raw_version is not None else None
+        cached = self._cache.latest(tenant, namespace)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hget(keys[1], namespace)
             pipe.hget(keys[0], namespace)
-            pipe.hgetall(keys[4])
-            version, space, rows = await redis_call(pipe.execute())
-        if space is None:
+            pipe.zrangebyscore(keys[7], (cached[0] + 1) if cached else "+inf", "+inf", withscores=True)
+            raw_version, raw_space, logged = await redis_call(pipe.execute())
+        if raw_space is None:
             return None
+        version, space = int(raw_version), Space.decode(_s(raw_space))
+        if cached is not None and cached[1].space == space and logged and int(logged[0][1]) == cached[0] + 1:
+            await self._catch_up(keys, cached[1], [_s(m).split("\n", 1)[1] for m, _ in logged])
+            return self._cache.put(tenant, namespace, int(logged[-1][1]), cached[1])
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(keys[1], namespace)
+            pipe.hgetall(keys[4])
+            raw_version, rows = await redis_call(pipe.execute())
         memories = [StoredMemory.from_blob(_s(id), blob) for id, blob in rows.items()]
-        built = Snapshot.build(memories, Space.decode(_s(space)))
-        return self._cache.put(tenant, namespace, version, built)
+        return self._cache.put(tenant, namespace, int(raw_version), Snapshot.build(memories, space))
+
+    async def _catch_up(self, keys: list[str], snapshot: Snapshot, logged: list[str]) -> None:
+        # a memory read after a later write is newer than the log says: the next refresh applies that write again
+        ids = list(dict.fromkeys(logged))
+        blobs = await redis_call(self._r.hmget(keys[4], ids))
+        upserts = [StoredMemory.from_blob(i, b) for i, b in zip(ids, blobs, strict=True) if b is not None]
+        snapshot.apply(upserts, [i for i, b in zip(ids, blobs, strict=True) if b is None])

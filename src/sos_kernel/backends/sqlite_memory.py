@@ -1,8 +1,9 @@
 """Memories on SQLite, durable in the kernel's file: a row per memory (vector as float32 bytes), the namespace's
 space and count, a version per namespace and the tenant's usage, each write one ``BEGIN IMMEDIATE`` transaction.
 
-Search is exact: numpy over the namespace's stored vectors, loaded into an in-process snapshot that is reloaded
-only when the namespace's version moved (one small read per query, so another process's writes are seen at once).
+Search is exact: numpy over the namespace's stored vectors, in an in-process snapshot brought up to date when the
+namespace's version moved (one small read per query, so another process's writes are seen at once): each write
+logs the ids it changed (``memory_log``, the last ``LOG_VERSIONS_MAX`` writes), so the refresh reads only those.
 That is the plain path because it is the faster exact one here: sqlite-vec's brute-force scan over the same
 vectors measured 10-13x slower than numpy (see docs/benchmarks.md, ``python -m benchmarks memory``).
 """
@@ -13,7 +14,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, SnapshotCache, Space, StoredMemory
+from ..memory.store import (
+    LOG_VERSIONS_MAX,
+    MemoryStore,
+    PutOutcome,
+    Quota,
+    Snapshot,
+    SnapshotCache,
+    Space,
+    StoredMemory,
+)
 
 __all__ = ["MEMORY_SCHEMA", "SQLiteMemoryStore"]
 
@@ -29,6 +39,9 @@ CREATE TABLE IF NOT EXISTS memory_spaces (
 CREATE TABLE IF NOT EXISTS memory_versions (
     tenant TEXT NOT NULL, namespace TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (tenant, namespace)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memory_log (
+    tenant TEXT NOT NULL, namespace TEXT NOT NULL, version INTEGER NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (tenant, namespace, version, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memory_usage (
     tenant TEXT NOT NULL PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
 """
@@ -41,11 +54,18 @@ def _row(row: Any) -> StoredMemory:
     return StoredMemory(id, text, metadata, bytes(vector), digest, created, expires)
 
 
-def _bump(c: sqlite3.Connection, tenant: str, namespace: str) -> None:
+def _bump(c: sqlite3.Connection, tenant: str, namespace: str, ids: Sequence[str]) -> None:
+    """A new version of the namespace, logging the ``ids`` it changed (and dropping the log's oldest writes)."""
     # versions are never deleted, so a namespace made again never reuses a version a cache may hold
-    c.execute(
-        "INSERT INTO memory_versions VALUES (?,?,1) ON CONFLICT (tenant, namespace) DO UPDATE SET version=version+1",
+    (version,) = c.execute(
+        "INSERT INTO memory_versions VALUES (?,?,1) ON CONFLICT (tenant, namespace) DO UPDATE SET version=version+1"
+        " RETURNING version",
         (tenant, namespace),
+    ).fetchone()
+    c.executemany("INSERT OR IGNORE INTO memory_log VALUES (?,?,?,?)", [(tenant, namespace, version, i) for i in ids])
+    c.execute(
+        "DELETE FROM memory_log WHERE tenant=? AND namespace=? AND version<=?",
+        (tenant, namespace, version - LOG_VERSIONS_MAX),
     )
 
 
@@ -143,7 +163,7 @@ class SQLiteMemoryStore(MemoryStore):
             "INSERT INTO memory_usage VALUES (?,?,?) ON CONFLICT (tenant) DO UPDATE SET count=?, bytes=?",
             (tenant, count, size, count, size),
         )
-        _bump(c, tenant, namespace)
+        _bump(c, tenant, namespace, [m.id for m in fresh])
         return PutOutcome(existing=existing)
 
     async def get(self, tenant: str, namespace: str, id: str) -> StoredMemory | None:
@@ -158,7 +178,7 @@ class SQLiteMemoryStore(MemoryStore):
 
     async def delete(self, tenant: str, namespace: str, ids: Sequence[str]) -> int:
         def tx(c: sqlite3.Connection) -> int:
-            removed, freed = 0, 0
+            removed, freed, gone = 0, 0, []
             for id in dict.fromkeys(ids):
                 row = c.execute(
                     "DELETE FROM memory_items WHERE tenant=? AND namespace=? AND id=? RETURNING size",
@@ -166,6 +186,7 @@ class SQLiteMemoryStore(MemoryStore):
                 ).fetchone()
                 if row is not None:
                     removed, freed = removed + 1, freed + int(row[0])
+                    gone.append(id)
             if not removed:
                 return 0
             c.execute("UPDATE memory_usage SET count=count-?, bytes=bytes-? WHERE tenant=?", (removed, freed, tenant))
@@ -173,7 +194,7 @@ class SQLiteMemoryStore(MemoryStore):
                 "UPDATE memory_spaces SET count=count-? WHERE tenant=? AND namespace=?", (removed, tenant, namespace)
             )
             c.execute("DELETE FROM memory_spaces WHERE tenant=? AND namespace=? AND count<=0", (tenant, namespace))
-            _bump(c, tenant, namespace)
+            _bump(c, tenant, namespace, gone)
             return removed
 
         result: int = await self._db.write(tx)
@@ -227,24 +248,63 @@ class SQLiteMemoryStore(MemoryStore):
         current = await self._version(tenant, namespace)
         if current is None:
             return None
-        cached = self._cache.get(tenant, namespace, current[0])
-        if cached is not None:
-            return cached
-
-        def tx(c: sqlite3.Connection) -> tuple[int, Snapshot] | None:
-            row = c.execute(
-                "SELECT v.version, s.space FROM memory_spaces s JOIN memory_versions v USING (tenant, namespace)"
-                " WHERE s.tenant=? AND s.namespace=?",
-                (tenant, namespace),
-            ).fetchone()
-            if row is None:
-                return None
-            rows = c.execute(
-                f"SELECT {_COLUMNS} FROM memory_items WHERE tenant=? AND namespace=? ORDER BY id", (tenant, namespace)
-            ).fetchall()
-            return int(row[0]), Snapshot.build([_row(r) for r in rows], Space.decode(row[1]))
-
-        loaded: tuple[int, Snapshot] | None = await self._big.read(tx)
+        version, space = current
+        cached = self._cache.latest(tenant, namespace)
+        if cached is not None and cached[0] == version and cached[1].space == space:
+            return cached[1]
+        if cached is not None and cached[1].space == space:
+            caught_up = await self._catch_up(tenant, namespace, cached[0], cached[1])
+            if caught_up is not None:
+                return self._cache.put(tenant, namespace, caught_up, cached[1])
+        loaded: tuple[int, Snapshot] | None = await self._big.read(lambda c: _load(c, tenant, namespace))
         if loaded is None:
             return None
         return self._cache.put(tenant, namespace, loaded[0], loaded[1])
+
+    async def _catch_up(self, tenant: str, namespace: str, since: int, snapshot: Snapshot) -> int | None:
+        """Apply the writes logged after version ``since`` to ``snapshot``; its new version, or None when the log
+        no longer reaches back that far (then the namespace is reloaded)."""
+
+        def tx(c: sqlite3.Connection) -> tuple[int, list[StoredMemory], list[str]] | None:
+            logged = c.execute(
+                "SELECT version, id FROM memory_log WHERE tenant=? AND namespace=? AND version>? ORDER BY version",
+                (tenant, namespace, since),
+            ).fetchall()
+            if not logged or logged[0][0] != since + 1:
+                return None
+            ids = list(dict.fromkeys(r[1] for r in logged))
+            found = []
+            for start in range(0, len(ids), _IN_MAX):
+                chunk = ids[start : start + _IN_MAX]
+                marks = ",".join("?" * len(chunk))
+                found += c.execute(
+                    f"SELECT {_COLUMNS} FROM memory_items WHERE tenant=? AND namespace=? AND id IN ({marks})",
+                    (tenant, namespace, *chunk),
+                ).fetchall()
+            return int(logged[-1][0]), [_row(r) for r in found], ids
+
+        changed: tuple[int, list[StoredMemory], list[str]] | None = await self._big.read(tx)
+        if changed is None:
+            return None
+        version, upserts, ids = changed
+        present = {m.id for m in upserts}
+        snapshot.apply(upserts, [i for i in ids if i not in present])
+        return version
+
+
+_IN_MAX = 500
+"""Ids per ``IN (...)`` list (SQLite allows 32 766 parameters; smaller lists keep statements cheap to prepare)."""
+
+
+def _load(c: sqlite3.Connection, tenant: str, namespace: str) -> tuple[int, Snapshot] | None:
+    row = c.execute(
+        "SELECT v.version, s.space FROM memory_spaces s JOIN memory_versions v USING (tenant, namespace)"
+        " WHERE s.tenant=? AND s.namespace=?",
+        (tenant, namespace),
+    ).fetchone()
+    if row is None:
+        return None
+    rows = c.execute(
+        f"SELECT {_COLUMNS} FROM memory_items WHERE tenant=? AND namespace=? ORDER BY id", (tenant, namespace)
+    ).fetchall()
+    return int(row[0]), Snapshot.build([_row(r) for r in rows], Space.decode(row[1]))

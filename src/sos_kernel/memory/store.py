@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "LOG_VERSIONS_MAX",
     "MemoryStore",
     "PutOutcome",
     "Quota",
@@ -28,6 +29,10 @@ __all__ = [
     "StoredMemory",
     "exact_top_k",
 ]
+
+LOG_VERSIONS_MAX = 1_000
+"""How many of a namespace's latest writes the engines log (which ids each changed), so a process whose snapshot
+is at most this many writes behind refreshes only what changed; further behind, it reloads the namespace."""
 
 Vector = npt.NDArray[np.float32]
 
@@ -102,41 +107,105 @@ class PutOutcome:
     space: Space | None = None
 
 
-@dataclass(slots=True)
 class Snapshot:
-    """A namespace's memories as one normalised matrix, rows sorted by id (so ties break by id), and its space."""
+    """A namespace's memories as rows of one normalised matrix, updated in place as memories come and go.
 
-    space: Space
-    ids: list[str]
-    matrix: Vector
-    texts: list[str]
-    metadata_json: list[str]
-    expires: npt.NDArray[np.float64]
-    _metadata: list[dict[str, Any]] | None = None
-    _expiring: bool | None = None
+    ``apply`` upserts and removes rows (a removed row is marked dead and reused by compaction), so a store that
+    learns what changed since its last look refreshes in time proportional to the change, not to the namespace.
+    """
 
-    @property
-    def expiring(self) -> bool:
-        """Whether any row has a TTL (else no row can be filtered out by time)."""
-        if self._expiring is None:
-            self._expiring = bool(np.isfinite(self.expires).any())
-        return self._expiring
+    def __init__(self, space: Space) -> None:
+        self.space = space
+        self.matrix: Vector = np.zeros((0, space.dimensions), dtype=np.float32)
+        self.size = 0
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.metadata_json: list[str] = []
+        self.expires: npt.NDArray[np.float64] = np.zeros(0, dtype=np.float64)
+        self.alive: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        self.rows: dict[str, int] = {}
+        self.dead = 0
+        self.expiring = False
+        """Whether any row has (or had) a TTL; else no row can be filtered out by time."""
+        self._metadata: dict[int, dict[str, Any]] = {}
 
     @classmethod
     def build(cls, memories: Sequence[StoredMemory], space: Space) -> Snapshot:
-        rows = sorted(memories, key=lambda m: m.id)
-        dimensions = space.dimensions
-        if rows:
-            matrix = np.frombuffer(b"".join(m.vector for m in rows), dtype="<f4").reshape(len(rows), dimensions)
-        else:
-            matrix = np.zeros((0, dimensions), dtype=np.float32)
-        expires = np.array([np.inf if m.expires is None else m.expires for m in rows], dtype=np.float64)
-        return cls(space, [m.id for m in rows], matrix, [m.text for m in rows], [m.metadata for m in rows], expires)
+        snapshot = cls(space)
+        snapshot.apply(memories, ())
+        return snapshot
+
+    def __len__(self) -> int:
+        return self.size - self.dead
 
     def metadata(self, row: int) -> dict[str, Any]:
-        if self._metadata is None:
-            self._metadata = [json.loads(m) for m in self.metadata_json]
-        return self._metadata[row]
+        found = self._metadata.get(row)
+        if found is None:
+            found = self._metadata[row] = json.loads(self.metadata_json[row])
+        return found
+
+    def apply(self, upserts: Sequence[StoredMemory], removed: Sequence[str]) -> None:
+        """Upsert ``upserts`` (by id) and drop the ids in ``removed``."""
+        for id in removed:
+            row = self.rows.pop(id, None)
+            if row is not None:
+                self.alive[row] = False
+                self.texts[row] = self.metadata_json[row] = ""
+                self._metadata.pop(row, None)
+                self.dead += 1
+        fresh: dict[str, StoredMemory] = {}
+        for m in upserts:
+            row = self.rows.get(m.id)
+            if row is None:
+                fresh[m.id] = m
+            else:
+                self._set(row, m)
+                self.matrix[row] = np.frombuffer(m.vector, dtype="<f4")
+        self._append(list(fresh.values()))
+        if self.dead > max(1024, self.size // 2):
+            self._compact()
+
+    def _set(self, row: int, m: StoredMemory) -> None:
+        self.texts[row], self.metadata_json[row] = m.text, m.metadata
+        self.expires[row] = np.inf if m.expires is None else m.expires
+        self._metadata.pop(row, None)
+        self.expiring = self.expiring or m.expires is not None
+
+    def _append(self, fresh: list[StoredMemory]) -> None:
+        if not fresh:
+            return
+        start, end = self.size, self.size + len(fresh)
+        if end > len(self.matrix):
+            self._grow(max(end, 2 * len(self.matrix)))
+        joined = b"".join(m.vector for m in fresh)
+        self.matrix[start:end] = np.frombuffer(joined, dtype="<f4").reshape(len(fresh), self.space.dimensions)
+        self.alive[start:end] = True
+        self.ids += [m.id for m in fresh]
+        self.texts += [""] * len(fresh)
+        self.metadata_json += [""] * len(fresh)
+        for i, m in enumerate(fresh):
+            self.rows[m.id] = start + i
+            self._set(start + i, m)
+        self.size = end
+
+    def _grow(self, capacity: int) -> None:
+        matrix = np.zeros((capacity, self.space.dimensions), dtype=np.float32)
+        matrix[: self.size] = self.matrix[: self.size]
+        expires = np.full(capacity, np.inf)
+        expires[: self.size] = self.expires[: self.size]
+        alive = np.zeros(capacity, dtype=bool)
+        alive[: self.size] = self.alive[: self.size]
+        self.matrix, self.expires, self.alive = matrix, expires, alive
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive[: self.size])
+        self.matrix = np.ascontiguousarray(self.matrix[keep])
+        self.expires, self.alive = self.expires[keep], self.alive[keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.texts = [self.texts[i] for i in keep]
+        self.metadata_json = [self.metadata_json[i] for i in keep]
+        self.rows = {id: row for row, id in enumerate(self.ids)}
+        self.size, self.dead, self._metadata = len(keep), 0, {}
 
 
 def exact_top_k(
@@ -149,16 +218,17 @@ def exact_top_k(
 ) -> list[tuple[int, float]]:
     """The ``k`` best live rows as ``(row, score)``: cosine (a dot product of normalised vectors), best first,
     ties by id; rows failing ``matcher`` or under ``min_score`` are never candidates."""
-    n = len(snapshot.ids)
+    n = snapshot.size
     if n == 0:
         return []
-    scores = snapshot.matrix @ query
-    if matcher is None and min_score is None and not snapshot.expiring:
+    scores = snapshot.matrix[:n] @ query
+    if matcher is None and min_score is None and not snapshot.expiring and not snapshot.dead:
         masked, live = scores, n  # every row is a candidate: no mask to build
     else:
-        allowed = snapshot.expires > now
+        allowed = snapshot.alive[:n] & (snapshot.expires[:n] > now)
         if matcher is not None:
-            allowed &= np.fromiter((matcher(snapshot.metadata(i)) for i in range(n)), dtype=bool, count=n)
+            rows = np.flatnonzero(allowed)
+            allowed[rows] = np.fromiter((matcher(snapshot.metadata(int(i))) for i in rows), dtype=bool, count=len(rows))
         if min_score is not None:
             allowed &= scores >= np.float32(min_score)
         masked = np.where(allowed, scores, -np.inf)
@@ -172,8 +242,9 @@ def exact_top_k(
         candidates = np.flatnonzero(masked >= kth)
     else:
         candidates = np.flatnonzero(masked > -np.inf)
-    order = np.lexsort((candidates, -masked[candidates]))[:take]
-    return [(int(candidates[i]), float(masked[candidates[i]])) for i in order]
+    ids = snapshot.ids
+    best = sorted(candidates.tolist(), key=lambda row: (-masked[row], ids[row]))[:take]
+    return [(row, float(masked[row])) for row in best]
 
 
 class SnapshotCache:
@@ -186,6 +257,10 @@ class SnapshotCache:
     def get(self, tenant: str, namespace: str, version: Any) -> Snapshot | None:
         found = self._entries.get((tenant, namespace))
         return found[1] if found is not None and found[0] == version else None
+
+    def latest(self, tenant: str, namespace: str) -> tuple[Any, Snapshot] | None:
+        """The cached version and snapshot, whatever the version (to bring up to date), or None."""
+        return self._entries.get((tenant, namespace))
 
     def put(self, tenant: str, namespace: str, version: Any, snapshot: Snapshot) -> Snapshot:
         if len(self._entries) >= self.entries_max and (tenant, namespace) not in self._entries:
@@ -257,7 +332,7 @@ class MemoryStore(ABC):
             return snap.space, []
         out = []
         for row, score in exact_top_k(snap, query, k, now, matcher, min_score):
-            expires = None if snap.expires[row] == np.inf else float(snap.expires[row])
+            expires = None if snap.expires[row] == np.inf else float(snap.expires[row])  # a finite expiry
             memory = StoredMemory(snap.ids[row], snap.texts[row], snap.metadata_json[row], b"", "", 0.0, expires)
             out.append((memory, score))
         return snap.space, out
