@@ -68,7 +68,7 @@ NAMESPACE_CHARS_MAX = 200
 ID_CHARS_MAX = 256
 PURGE_BATCH_MAX = 256
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*(/[A-Za-z0-9._:-]+)*$")
-_AGENT_NS_RE = re.compile(r"^agent:[a-z][a-z0-9-]*(/|$)")
+_AGENT_NS_RE = re.compile(r"agent:[a-z][a-z0-9-]*(/.*)?", re.DOTALL)
 _ITEM_KEYS = frozenset({"text", "id", "metadata", "vector", "ttl_s"})
 READ, WRITE, LIFT = "memory:read", "memory:write", "memory:admin"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -90,7 +90,7 @@ def check_namespace(namespace: Any) -> str:
             "segments joined by '/' (like 'agent:alice/notes' or 'team/research')",
             details={"namespace": repr(namespace)[:300]},
         )
-    if namespace.startswith("agent:") and not _AGENT_NS_RE.match(namespace):
+    if namespace.startswith("agent:") and not _AGENT_NS_RE.fullmatch(namespace):
         raise InvalidArgument(
             f"namespace {namespace!r} starts with 'agent:' but names no agent (agent:<name>[/...], names "
             "lower-case letters, digits and '-')",
