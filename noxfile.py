@@ -45,6 +45,13 @@ def schemas(session: nox.Session) -> None:
 
 
 @nox.session
+def pgvector(session: nox.Session) -> None:
+    """Memory on PostgreSQL + pgvector, against a real server the pgserver package bundles (started by the tests)."""
+    session.install("-e", ".[dev,server,pgvector]", "pgserver>=0.1.4")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-s", "tests/memory/test_pgvector.py", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks with their raw floors and ratios (not part of CI)."""
     session.install("-e", ".[dev,server]")

@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import _trace, wire
-from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, SkillsAPI, TasksAPI
+from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, MemoryAPI, ProvidersAPI, RegistryAPI, SkillsAPI, TasksAPI
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -67,6 +67,8 @@ from sos_kernel.errors import (
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
+from sos_kernel.memory import Memory, MemoryRecord
+from sos_kernel.memory.service import message_memory
 from sos_kernel.operations import Operation, declared, operation_hints
 from sos_kernel.providers import ChatReply, Engine, Providers
 from sos_kernel.refusals import bad_url
@@ -84,6 +86,7 @@ __all__ = [
     "RemoteDelivery",
     "RemoteEngine",
     "RemoteLedger",
+    "RemoteMemory",
     "RemoteProviders",
     "RemoteRegistry",
     "RemoteSkills",
@@ -201,6 +204,7 @@ class MumegaClient(PrincipalView):
         self.providers = cast(ProvidersAPI, RemoteProviders(self))
         self.engine = cast(EngineAPI, RemoteEngine(self))
         self.tasks = cast(TasksAPI, RemoteTasks(self))
+        self.memory = cast(MemoryAPI, RemoteMemory(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -605,6 +609,31 @@ class RemoteSubscription:
             await self._client.call("DELETE", f"/v1/bus/subscriptions/{self.subscription}")
 
 
+class _RemoteMemoryLocal(_Service):
+    """What the remote memory computes on the client's side: ``remember_message`` (one ``remember`` call)."""
+
+    async def remember_message(
+        self,
+        message: Message,
+        *,
+        namespace: str | None = None,
+        ttl_s: float | None = None,
+        capability: Sequence[Any] | None = None,
+    ) -> MemoryRecord:
+        """See :meth:`Memory.remember_message` (the text and metadata are taken here; one ``remember`` call)."""
+        default, text, metadata = message_memory(message)
+        remember = getattr(self, "remember")  # noqa: B009 -- derived from the declarations below
+        record: MemoryRecord = await remember(
+            namespace or default,
+            text,
+            id=str(message.message_id),
+            metadata=metadata,
+            ttl_s=ttl_s,
+            capability=capability,
+        )
+        return record
+
+
 class RemoteTokens(_Service):
     """The tenant's tokens over HTTP (the token's ``admin`` scope): the methods of ``kernel.tenant(slug).tokens``."""
 
@@ -776,6 +805,7 @@ class RemoteEngine(_RemoteEngineDerived):  # type: ignore[misc,valid-type]
 
 
 RemoteTasks = _remote_class("RemoteTasks", Tasks)
+RemoteMemory = _remote_class("RemoteMemory", Memory, _RemoteMemoryLocal)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

@@ -8,6 +8,7 @@ from .api import (
     ChatStreamAPI,
     EngineAPI,
     LedgerAPI,
+    MemoryAPI,
     ProvidersAPI,
     RegistryAPI,
     ServicesAPI,
@@ -19,6 +20,7 @@ from .api import (
 from .bus import Bus, Subscription
 from .kernel import TenantView
 from .ledger import Ledger
+from .memory import Memory
 from .providers import ChatStream, Engine, Providers
 from .registry import Registry
 from .session import Session
@@ -56,3 +58,7 @@ def _chat_stream(stream: ChatStream) -> ChatStreamAPI:
 
 def _trusted_tasks(tasks: Tasks) -> TasksAPI:
     return tasks
+
+
+def _trusted_memory(memory: Memory) -> MemoryAPI:
+    return memory

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .identity.keys import PublicKey
     from .identity.models import Principal
     from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
+    from .memory import Hit, MemoryRecord, NamespaceInfo
     from .providers import ChatReply, ProviderHealth
     from .registry import AgentStatus, RegisteredAgent
     from .skills import Invocation
@@ -38,6 +39,7 @@ __all__ = [
     "DeliveryAPI",
     "EngineAPI",
     "LedgerAPI",
+    "MemoryAPI",
     "ProvidersAPI",
     "RegistryAPI",
     "ServicesAPI",
@@ -417,6 +419,59 @@ class TasksAPI(Protocol):
     async def sweep(self, *, limit: int = 1000) -> int: ...
 
 
+class MemoryAPI(Protocol):
+    """Semantic memory per tenant and agent (see :mod:`sos_kernel.memory.service`)."""
+
+    async def remember(
+        self,
+        namespace: str,
+        text: str,
+        *,
+        id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        vector: Sequence[float] | None = None,
+        ttl_s: float | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> MemoryRecord: ...
+    async def remember_many(
+        self,
+        namespace: str,
+        memories: Sequence[Mapping[str, Any]],
+        *,
+        capability: Sequence[Capability] | None = None,
+    ) -> list[MemoryRecord]: ...
+    async def forget(self, namespace: str, id: str, *, capability: Sequence[Capability] | None = None) -> bool: ...
+    async def remember_message(
+        self,
+        message: Message,
+        *,
+        namespace: str | None = None,
+        ttl_s: float | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> MemoryRecord: ...
+    async def recall(
+        self,
+        namespace: str,
+        query: str | Sequence[float],
+        *,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> list[Hit]: ...
+    async def get(self, namespace: str, id: str, *, capability: Sequence[Capability] | None = None) -> MemoryRecord: ...
+    async def namespaces(self) -> list[NamespaceInfo]: ...
+    async def list(
+        self,
+        namespace: str,
+        *,
+        where: Mapping[str, Any] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        capability: Sequence[Capability] | None = None,
+    ) -> list[MemoryRecord]: ...
+
+
 class ServicesAPI(Protocol):
     """One tenant's services: a trusted ``kernel.tenant(slug)``, a ``Session`` or a ``MumegaClient``."""
 
@@ -434,6 +489,8 @@ class ServicesAPI(Protocol):
     def engine(self) -> EngineAPI: ...
     @property
     def tasks(self) -> TasksAPI: ...
+    @property
+    def memory(self) -> MemoryAPI: ...
 
 
 class SessionAPI(ServicesAPI, Protocol):

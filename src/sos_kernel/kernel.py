@@ -24,6 +24,7 @@ from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
+from .memory import Embedder, LexicalEmbedder, Memory, MemoryLimits, MemoryStore
 from .providers import Engine, ProviderRuntime, Providers
 from .registry import REGISTRY_TTL_S, Registry
 from .skills import SKILL_EVENT_TYPE, SkillExecutedPayload, Skills
@@ -56,6 +57,7 @@ class TenantView:
         self.engine = Engine(self.providers, self.ledger, kernel.backend.providers)
         self.tasks = Tasks(kernel.backend.tasks, slug, self.ledger, self.bus)
         self.bus.events = self.ledger.events = kernel.events
+        self.memory = Memory(kernel.memory_store, slug, kernel.embedder, kernel.memory_limits, self.capabilities)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -77,6 +79,9 @@ class Kernel:
         registry_ttl_s: float = REGISTRY_TTL_S,
         provider_keys: Mapping[str, str] | None = None,
         provider_hosts: Collection[str] | None = None,
+        memory: str | MemoryStore | None = None,
+        embedder: Embedder | None = None,
+        memory_limits: MemoryLimits | None = None,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -96,6 +101,11 @@ class Kernel:
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
         self.provider_runtime = ProviderRuntime(provider_keys, provider_hosts)
+        self._memory = memory
+        self._memory_store: MemoryStore | None = memory if isinstance(memory, MemoryStore) else None
+        self.embedder: Embedder = embedder if embedder is not None else LexicalEmbedder()
+        self.memory_limits = memory_limits or MemoryLimits()
+        _check_memory_options(memory, self.embedder, self.memory_limits)
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
         if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
@@ -107,6 +117,14 @@ class Kernel:
             raise KernelClosed("this kernel was closed; open a new one")
         if self._backend is None:
             self._backend = await open_backend(self.url, **self._options)
+        if self._memory_store is None and isinstance(self._memory, str):
+            from .backends import open_memory_store
+
+            try:
+                self._memory_store = await open_memory_store(self._memory)
+            except BaseException:
+                await self.aclose()  # the backend is open: a kernel that failed to open holds nothing
+                raise
         self._sweeper.start()
         return self
 
@@ -138,9 +156,13 @@ class Kernel:
             await self._sweeper.aclose()
             await self.provider_runtime.aclose()
         finally:
-            if self._backend is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._backend.aclose()
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._memory_store is not None and isinstance(self._memory, str):
+                        await self._memory_store.aclose()  # a store the kernel opened from a URL is its own
+                finally:
+                    if self._backend is not None:
+                        await self._backend.aclose()
 
     @property
     def closed(self) -> bool:
@@ -198,6 +220,16 @@ class Kernel:
         return self.tenant(DEFAULT_TENANT).tasks
 
     @property
+    def memory(self) -> Memory:
+        """The semantic memory of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).memory
+
+    @property
+    def memory_store(self) -> MemoryStore:
+        """Where memories live: the ``memory=`` store given to :func:`open`, else the backend's own."""
+        return self._memory_store or self.backend.memory
+
+    @property
     def registry(self) -> Registry:
         """The agent registry of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).registry
@@ -247,13 +279,26 @@ class Kernel:
         return f"Kernel({self.url!r}, {state})"
 
 
-def open(url: str | None = None, **options: Any) -> Kernel:
+def open(
+    url: str | None = None, memory: str | MemoryStore | None = None, embedder: Embedder | None = None, **options: Any
+) -> Kernel:
     """A kernel on ``url`` (default: ``$SOS_URL``, else ``sqlite:///sos.db`` in the working directory).
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
     ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>``,
     ``provider_keys={provider id: key}`` and ``provider_hosts=[host, ...]`` (see docs/providers.md) and the
-    backend's own options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing
-    extra, SOS-6030 when the engine cannot be reached.
+    backend's own options (see docs/backends.md). ``memory`` puts memories elsewhere than the backend (a
+    ``postgresql://`` URL for pgvector, or a ``MemoryStore``); ``embedder`` embeds memory texts (default:
+    ``LexicalEmbedder()``); ``memory_limits=MemoryLimits(...)`` bounds memory per tenant. Raises SOS-4006 for an
+    unknown scheme, SOS-6032 for a missing extra, SOS-6030 when the engine cannot be reached.
     """
-    return Kernel(url, **options)
+    return Kernel(url, memory=memory, embedder=embedder, **options)
+
+
+def _check_memory_options(memory: Any, embedder: Any, limits: Any) -> None:
+    if memory is not None and not isinstance(memory, str | MemoryStore):
+        raise InvalidArgument("memory must be a memory URL (postgresql://...) or a MemoryStore")
+    if not isinstance(embedder, Embedder):
+        raise InvalidArgument("embedder must have name, dimensions and an async embed(texts)")
+    if not isinstance(limits, MemoryLimits):
+        raise InvalidArgument("memory_limits must be a MemoryLimits")

@@ -95,6 +95,8 @@ class Wire:
     ``keyed``: the client sends an ``Idempotency-Key`` with every attempt (for writes without an id of their own).
     ``wait``: the argument holding how long the call may wait (the HTTP timeout grows by it). ``errors``: the
     SOS error classes the operation can raise beyond the ones every operation can (bad input, auth, runtime).
+    ``unchecked``: arguments the service checks itself, whose JSON the route hands over without a type check
+    first, so a bad value is refused with the service's own message, the same as in-process.
     """
 
     method: Literal["GET", "POST"] = "POST"
@@ -102,6 +104,7 @@ class Wire:
     wait: str | None = None
     errors: tuple[type[SOSError], ...] = ()
     summary: str = ""
+    unchecked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Sessions: the kernel's API scoped to one tenant and one principal, every call checked first.
 
 ``session = await kernel.session(token)`` gives ``session.bus``, ``session.registry``, ``session.ledger`` and
-``session.skills`` with
+``session.skills`` (and ``session.memory``) with
 the same methods, arguments, results and errors as the trusted kernel's, restricted to the token's tenant and
 checked against its scopes before anything is read or written. Checks fail closed:
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from .api import BusAPI, EngineAPI, LedgerAPI, ProvidersAPI, RegistryAPI, ServicesAPI, SkillsAPI, TasksAPI
+from .api import BusAPI, EngineAPI, LedgerAPI, MemoryAPI, ProvidersAPI, RegistryAPI, ServicesAPI, SkillsAPI, TasksAPI
 from .guard import Caller, guard
 from .identity.models import Principal, PrincipalView
 
@@ -56,6 +56,7 @@ class Session(PrincipalView):
         self.providers = cast(ProvidersAPI, guard(services.providers, self._caller))
         self.engine = cast(EngineAPI, guard(services.engine, self._caller))
         self.tasks = cast(TasksAPI, guard(services.tasks, self._caller))
+        self.memory = cast(MemoryAPI, guard(services.memory, self._caller))
 
     @property
     def principal(self) -> Principal:

@@ -26,6 +26,7 @@ from .errors import BackendFailure
 from .identity.keys import PublicKey
 from .identity.models import IssuedToken, Principal, Tenant, TokenInfo
 from .ledger import Account, Balance, Price, Rate, Transfer, Transmutation, UsageSummaryRow
+from .memory import Hit, MemoryRecord, NamespaceInfo
 from .registry import RegisteredAgent
 from .skills import Invocation
 
@@ -36,8 +37,10 @@ __all__ = [
     "load_account",
     "load_balance",
     "load_dead_letter",
+    "load_hit",
     "load_invocation",
     "load_issued_token",
+    "load_memory",
     "load_message",
     "load_price",
     "load_principal",
@@ -211,6 +214,23 @@ def load_invocation(data: Any) -> Invocation:
     return Invocation(**raw)
 
 
+def load_memory(data: Any) -> MemoryRecord:
+    """A :class:`MemoryRecord`."""
+    raw = dict(_fields(MemoryRecord, _object(data, "memory")))
+    raw["created_at"] = _when(raw["created_at"])
+    raw["expires_at"] = _maybe_when(raw.get("expires_at"))
+    raw["metadata"] = dict(raw.get("metadata") or {})
+    return MemoryRecord(**raw)
+
+
+def load_hit(data: Any) -> Hit:
+    """A recall :class:`Hit`."""
+    raw = dict(_fields(Hit, _object(data, "hit")))
+    raw["score"] = float(raw["score"])
+    raw["metadata"] = dict(raw.get("metadata") or {})
+    return Hit(**raw)
+
+
 def load_principal(data: Any) -> Principal:
     """A :class:`Principal` (``GET /v1/session``)."""
     raw = dict(_fields(Principal, _object(data, "principal")))
@@ -257,6 +277,9 @@ _LOADERS: dict[type[Any], Callable[[Any], Any]] = {
     UsageSummaryRow: load_usage_summary_row,
     RegisteredAgent: load_registered_agent,
     Invocation: load_invocation,
+    MemoryRecord: load_memory,
+    Hit: load_hit,
+    NamespaceInfo: lambda data: NamespaceInfo(**_fields(NamespaceInfo, _object(data, "namespace"))),
     Principal: load_principal,
     Tenant: load_tenant,
     IssuedToken: load_issued_token,

@@ -18,6 +18,7 @@ from sos_kernel.bus import Bus
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
 from sos_kernel.ledger import Ledger
+from sos_kernel.memory import Memory
 from sos_kernel.operations import declared
 from sos_kernel.providers import Engine, Providers
 from sos_kernel.registry import Registry
@@ -154,6 +155,14 @@ ROWS: dict[tuple[str, str], Call] = {
     ("tasks", "review"): lambda s: s.tasks.review("task-b", reviewer="agent:x", verdict="reject", reasons=["no"]),
     ("tasks", "cancel"): lambda s: s.tasks.cancel("task-b"),
     ("tasks", "sweep"): lambda s: s.tasks.sweep(),
+    ("memory", "remember"): lambda s: s.memory.remember("shared", "from A", id="mb"),
+    ("memory", "remember_many"): lambda s: s.memory.remember_many("agent:y/notes", [{"text": "A", "id": "mb"}]),
+    ("memory", "remember_message"): lambda s: _remember_foreign_message(s),
+    ("memory", "recall"): lambda s: s.memory.recall("shared", "b's secret"),
+    ("memory", "get"): lambda s: s.memory.get("agent:y/notes", "mb"),
+    ("memory", "list"): lambda s: s.memory.list("shared"),
+    ("memory", "namespaces"): lambda s: s.memory.namespaces(),
+    ("memory", "forget"): lambda s: s.memory.forget("shared", "mb"),
 }
 
 SERVICES = {
@@ -164,6 +173,7 @@ SERVICES = {
     "providers": Providers,
     "engine": Engine,
     "tasks": Tasks,
+    "memory": Memory,
 }
 
 
@@ -174,6 +184,11 @@ async def _sync(value: Any) -> Any:
 async def _drain_one(s: Session) -> Any:
     async with s.bus.subscribe("agent:y", start="earliest") as sub:
         return await sub.receive(timeout_s=0.2)
+
+
+async def _remember_foreign_message(s: Session) -> Any:
+    message = SendMessage(source="agent:x", target="agent:y", payload=SendPayload(text="into A's memory"))
+    return await s.memory.remember_message(message)
 
 
 async def _replay_foreign(s: Session) -> Any:
@@ -200,6 +215,10 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
         "providers": [(c.id, c.tier) for c in await view.providers.list()],
         "breakers": {k: (v.state, v.failures) for k, v in (await view.providers.health()).items()},
         "tasks": [t.model_dump_json() for t in await view.tasks.list()],
+        "memory": [
+            (n.name, n.count, [(m.id, m.text) for m in await view.memory.list(n.name)])
+            for n in await view.memory.namespaces()
+        ],
     }
 
 
@@ -219,6 +238,8 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.providers.register(PROVIDER_B)
     await b.tasks.create("b's secret task", id="task-b", reviewers=["agent:x"], bounty=5, funded_by="agent:y")
     await b.tasks.claim("task-b", agent="agent:y", lease_s=600)
+    await b.memory.remember("shared", "b's secret", id="mb")
+    await b.memory.remember("agent:y/notes", "b's secret too", id="mb")
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -229,5 +250,16 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "providers", "breakers", "tasks"):
+    for key in (
+        "inbox",
+        "agents",
+        "balances",
+        "transfers",
+        "skills",
+        "usage",
+        "providers",
+        "breakers",
+        "tasks",
+        "memory",
+    ):
         assert before[key], key  # the table ran against real data in tenant B

@@ -26,7 +26,7 @@ class Notes:
     def __init__(self) -> None:
         self.kept: list[tuple[str, str, str]] = []
 
-    @operation("bus:write", own={"agent": "agent"}, tool="remember")
+    @operation("bus:write", own={"agent": "agent"}, tool="note_remember")
     async def remember(self, namespace: str, text: str, *, agent: str) -> dict[str, Any]:
         """Keep a note for ``agent``."""
         self.kept.append((agent, namespace, text))
@@ -51,14 +51,14 @@ def with_notes(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("with_notes")
 def test_a_new_service_gets_tools_from_its_declarations() -> None:
     tools = _tools.Toolbox(TypeCatalogue()).tools
-    assert "remember" in tools
+    assert "note_remember" in tools
     assert "notes_count" in tools
     assert "notes_internal" not in tools
     assert "internal" not in tools
-    schema = tools["remember"].schema
+    schema = tools["note_remember"].schema
     assert set(schema["properties"]) == {"namespace", "text", "agent"}
     assert schema["properties"]["text"]["type"] == "string"
-    assert tools["remember"].schema_for("agent:alice")["required"] == ["namespace", "text"]
+    assert tools["note_remember"].schema_for("agent:alice")["required"] == ["namespace", "text"]
 
 
 @pytest.mark.usefixtures("with_notes")
@@ -68,8 +68,8 @@ async def test_its_tools_run_behind_the_sessions_guard(kernel: sos_kernel.Kernel
     notes = Notes()
     session.notes = guard(notes, Caller(session.principal, session.refresh, lambda principal, reason: None))
     async with mcp_client(session, kernel) as alice:
-        kept = ok(await alice.call_tool("remember", {"namespace": "n", "text": "hello"}))
-        refused(await alice.call_tool("remember", {"namespace": "n", "text": "x", "agent": "agent:bob"}), "SOS-5004")
+        kept = ok(await alice.call_tool("note_remember", {"namespace": "n", "text": "hello"}))
+        refused(await alice.call_tool("note_remember", {"namespace": "n", "text": "x", "agent": "agent:bob"}), "SOS-5004")
         assert ok(await alice.call_tool("notes_count", {"namespace": "n"})) == 1
         refused(await alice.call_tool("notes_internal", {}), "SOS-4040")
     assert kept == {"agent": "agent:alice", "namespace": "n", "count": 1}
@@ -79,7 +79,7 @@ async def test_its_tools_run_behind_the_sessions_guard(kernel: sos_kernel.Kernel
 def test_a_tool_name_must_be_a_plain_identifier() -> None:
     with pytest.raises(ValueError, match="tool name"):
         operation("bus:read", tool="Not A Name")
-    assert declared(Notes)["remember"].tool_name == "remember"
+    assert declared(Notes)["remember"].tool_name == "note_remember"
     assert declared(Notes)["count"].tool_name == "notes_count"
     assert declared(Notes)["internal"].tool_name == ""
 

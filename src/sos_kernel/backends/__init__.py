@@ -18,13 +18,23 @@ from ..bus.store import BusStore
 from ..errors import MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
+from ..memory.store import MemoryStore
 from ..providers.store import ProviderStore
 from ..refusals import bad_url
 from ..replies import ReplyStore
 from ..skills.store import SkillStore
 from ..tasks.store import TaskStore
 
-__all__ = ["BACKEND_ALIASES", "Backend", "Implements", "check_url", "open_backend", "resolve_backend"]
+__all__ = [
+    "BACKEND_ALIASES",
+    "MEMORY_ALIASES",
+    "Backend",
+    "Implements",
+    "check_url",
+    "open_backend",
+    "open_memory_store",
+    "resolve_backend",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +66,7 @@ class Backend(ABC):
     replies: ReplyStore
     providers: ProviderStore
     tasks: TaskStore
+    memory: MemoryStore
 
     @classmethod
     @abstractmethod
@@ -148,3 +159,34 @@ def resolve_backend(url: str) -> type[Backend]:
 async def open_backend(url: str, **options: Any) -> Backend:
     """Resolve and connect the backend for ``url``."""
     return await resolve_backend(url).connect(url, **options)
+
+
+MEMORY_ALIASES: dict[str, tuple[str, str, str]] = {
+    "postgresql": ("sos_kernel.backends.pgvector_memory", "PgVectorMemoryStore", "pgvector"),
+    "postgres": ("sos_kernel.backends.pgvector_memory", "PgVectorMemoryStore", "pgvector"),
+}
+"""Memory URL scheme (``sos_kernel.open(url, memory=...)``) → (module, class, extra that provides its client)."""
+
+
+async def open_memory_store(url: str) -> MemoryStore:
+    """The memory store a ``memory=`` URL names, connected; SOS-4006 for an unknown scheme, SOS-6032 for a
+    missing extra, SOS-6030 when the engine cannot be reached."""
+    scheme = check_url(url, "memory URL", "a memory URL: postgresql://user@host/db").scheme.lower()
+    target = MEMORY_ALIASES.get(scheme)
+    if target is None:
+        raise bad_url(
+            "memory URL", url, f"a memory URL: postgresql://user@host/db (known: {', '.join(MEMORY_ALIASES)})"
+        )
+    module_name, class_name, extra = target
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("sos_kernel"):
+            raise
+        pip = f"pip install 'sos-kernel[{extra}]'"
+        raise MissingDependency(
+            f"the {scheme} memory store needs the {exc.name!r} package: {pip}",
+            details={"pip": pip, "missing": exc.name},
+        ) from exc
+    store: MemoryStore = await getattr(module, class_name).connect(url)
+    return store

@@ -31,6 +31,7 @@ from ..errors import InvalidArgument
 from . import Backend, Implements
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
+from .memory_memory import MemoryMemoryStore
 from .memory_providers import MemoryProviderStore
 from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
@@ -346,6 +347,7 @@ class MemoryBackend(Backend):
         self.providers = MemoryProviderStore()
         self.replies = MemoryReplyStore()
         self.tasks = MemoryTaskStore()
+        self.memory = MemoryMemoryStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

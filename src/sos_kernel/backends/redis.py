@@ -50,6 +50,7 @@ from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
+from .redis_memory import RedisMemoryStore
 from .redis_providers import RedisProviderStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
@@ -550,6 +551,7 @@ class RedisBackend(Backend):
         self.providers = RedisProviderStore(client)
         self.replies = RedisReplyStore(client)
         self.tasks = RedisTaskStore(client)
+        self.memory = RedisMemoryStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

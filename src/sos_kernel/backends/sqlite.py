@@ -50,6 +50,7 @@ from . import Backend, Implements, check_url
 from .sqlite_engine import SQLiteEngine
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
+from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
@@ -103,7 +104,14 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     PRIMARY KEY (tenant, source, group_id, seq));
 """
 _ALL_SCHEMA = (
-    _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + PROVIDERS_SCHEMA + TASKS_SCHEMA
+    _SCHEMA
+    + LEDGER_SCHEMA
+    + IDENTITY_SCHEMA
+    + SKILLS_SCHEMA
+    + REPLIES_SCHEMA
+    + PROVIDERS_SCHEMA
+    + TASKS_SCHEMA
+    + MEMORY_SCHEMA
 )
 
 
@@ -620,6 +628,7 @@ class SQLiteBackend(Backend):
         self.providers = SQLiteProviderStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
         self.tasks = SQLiteTaskStore(engine)
+        self.memory = SQLiteMemoryStore(engine)
 
     @classmethod
     async def connect(

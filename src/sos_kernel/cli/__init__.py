@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bridge, _bus, _local, _mcp, _ops, _providers, _serve, _services, _tasks
+from . import _admin, _bridge, _bus, _local, _mcp, _memory, _ops, _providers, _serve, _services, _tasks
 from ._output import Output
 from ._target import Context
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _providers.add_commands(sub, options)
     _tasks.add_commands(sub, options)
     _ops.add_commands(sub, options)
+    _memory.add_commands(sub, options)
     return parser
 
 

@@ -48,6 +48,9 @@ SCOPES: dict[str, str] = {
     "tasks:read": "read the tenant's tasks and board",
     "tasks:write": "create tasks funded from the caller's own account, claim, work on and review them as itself",
     "tasks:admin": "act on any task as any agent (claims, reviews, cancels), sweep expired tasks",
+    "memory:read": "recall, get and list memories of shared namespaces and the caller's own agent:<name>/...",
+    "memory:write": "remember and forget in shared namespaces and the caller's own agent:<name>/...",
+    "memory:admin": "read and write every namespace of the tenant, other agents' included",
 }
 """Every scope a token may carry, and what it allows."""
 
@@ -66,6 +69,8 @@ DEFAULT_AGENT_SCOPES: tuple[str, ...] = (
     "engine:chat",
     "tasks:read",
     "tasks:write",
+    "memory:read",
+    "memory:write",
 )
 
 

@@ -27,6 +27,7 @@ from ..bus import Bus, DeadLetter
 from ..contracts import Message, TypeCatalogue, validation_details
 from ..errors import BackendFailure, InvalidArgument, SchemaViolation, SOSError
 from ..ledger import Ledger
+from ..memory import Memory
 from ..operations import Operation, declared, operation_hints
 from ..providers import Engine, Providers
 from ..registry import Registry
@@ -37,7 +38,7 @@ from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks, Memory)
 """The service classes whose declared operations are served."""
 
 log = logging.getLogger("sos_kernel.server")
@@ -108,7 +109,8 @@ class _Arguments:
         self.named = {p.name: hints.get(p.name, Any) for p in params if p.kind is not p.VAR_KEYWORD}
         self.required = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
         self.extra = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
-        self.adapters = {name: _adapter(hint) for name, hint in self.named.items()}
+        unchecked = op.wire.unchecked if op.wire is not None else ()
+        self.adapters = {name: None if name in unchecked else _adapter(hint) for name, hint in self.named.items()}
 
     def raw(self, request: Request, body: Any) -> dict[str, Any]:
         if self.op.wire is not None and self.op.wire.method == "GET":

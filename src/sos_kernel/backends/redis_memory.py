@@ -1,0 +1,244 @@
+"""Memories on Redis, per tenant and namespace under the tenant's hash tag; each write one Lua script.
+
+Keys::
+
+    sos:{t:<tenant>}:memspaces          hash: namespace -> "<dimensions>\\t<embedder>" (a namespace exists while listed)
+    sos:{t:<tenant>}:memver             hash: namespace -> version, bumped by every write (never removed)
+    sos:{t:<tenant>}:memusage           hash: count, bytes of the tenant's memories
+    sos:{t:<tenant>}:memexp             sorted set: "<namespace>\\n<id>" scored by expiry (memories with a TTL)
+    sos:{t:<tenant>}:mem:<namespace>    hash: id -> the memory (JSON header, newline, float32 vector)
+    sos:{t:<tenant>}:memmeta:<ns>       hash: id -> "<size> <digest> <expires>" (what the scripts compare)
+    sos:{t:<tenant>}:memids:<ns>        sorted set of ids, all scored 0 (paging by id with ZRANGEBYLEX)
+    sos:{t:<tenant>}:memlog:<ns>        sorted set: "<version>\\n<id>" scored by version, the ids each of the last
+                                        LOG_VERSIONS_MAX writes changed
+
+Search is exact and does not fetch every vector per query: each process keeps a numpy snapshot per namespace. A
+query costs one ``HGET`` of the namespace's version when nothing changed; when it moved, the snapshot fetches the
+ids logged since its version and only their memories (a whole ``HGETALL`` only when it is more than
+``LOG_VERSIONS_MAX`` writes behind), so another process's writes are seen by the next query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..memory.store import (
+    LOG_VERSIONS_MAX,
+    MemoryStore,
+    PutOutcome,
+    Quota,
+    Snapshot,
+    SnapshotCache,
+    Space,
+    StoredMemory,
+)
+from .redis_call import Script, redis_call, tenant_prefix
+
+__all__ = ["RedisMemoryStore"]
+
+_PUT = """
+local ns, space, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cur = redis.call('HGET', KEYS[1], ns)
+if cur and cur ~= space then return {'space', cur} end
+if not cur and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'namespaces'} end
+local count = tonumber(redis.call('HGET', KEYS[3], 'count') or '0')
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+local existing, fresh = {}, {}
+for i = 7, #ARGV, 5 do
+  local id = ARGV[i]
+  local meta = redis.call('HGET', KEYS[6], id)
+  local keep = false
+  if meta then
+    local size, digest, exp = string.match(meta, '^(%d+) (%S+) ?(.*)$')
+    if exp == '' or tonumber(exp) > now then
+      if digest ~= ARGV[i + 3] then return {'conflict', id, redis.call('HGET', KEYS[5], id)} end
+      existing[#existing + 1] = id
+      existing[#existing + 1] = redis.call('HGET', KEYS[5], id)
+      keep = true
+    else
+      count = count - 1
+      bytes = bytes - tonumber(size)
+    end
+  end
+  if not keep then
+    fresh[#fresh + 1] = i
+    count = count + 1
+    bytes = bytes + tonumber(ARGV[i + 2])
+  end
+end
+if count > tonumber(ARGV[5]) then return {'memories'} end
+if bytes > tonumber(ARGV[6]) then return {'bytes'} end
+for _, i in ipairs(fresh) do
+  local id = ARGV[i]
+  redis.call('HSET', KEYS[5], id, ARGV[i + 1])
+  redis.call('HSET', KEYS[6], id, ARGV[i + 2] .. ' ' .. ARGV[i + 3] .. ' ' .. ARGV[i + 4])
+  redis.call('ZADD', KEYS[7], 0, id)
+  if ARGV[i + 4] ~= '' then
+    redis.call('ZADD', KEYS[4], ARGV[i + 4], ns .. '\\n' .. id)
+  else
+    redis.call('ZREM', KEYS[4], ns .. '\\n' .. id)
+  end
+end
+if #fresh > 0 then
+  redis.call('HSET', KEYS[1], ns, space)
+  redis.call('HSET', KEYS[3], 'count', string.format('%d', count), 'bytes', string.format('%d', bytes))
+  local v = redis.call('HINCRBY', KEYS[2], ns, 1)
+  for _, i in ipairs(fresh) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. ARGV[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
+end
+local out = {'ok'}
+for _, v in ipairs(existing) do out[#out + 1] = v end
+return out
+"""
+
+_DELETE = """
+local removed, freed, gone = 0, 0, {}
+for i = 2, #ARGV do
+  local meta = redis.call('HGET', KEYS[6], ARGV[i])
+  if meta then
+    gone[#gone + 1] = ARGV[i]
+    redis.call('HDEL', KEYS[5], ARGV[i])
+    redis.call('HDEL', KEYS[6], ARGV[i])
+    redis.call('ZREM', KEYS[7], ARGV[i])
+    redis.call('ZREM', KEYS[4], ARGV[1] .. '\\n' .. ARGV[i])
+    removed = removed + 1
+    freed = freed + tonumber(string.match(meta, '^(%d+)'))
+  end
+end
+if removed > 0 then
+  redis.call('HINCRBY', KEYS[3], 'count', -removed)
+  redis.call('HINCRBY', KEYS[3], 'bytes', -freed)
+  local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+  for _, id in ipairs(gone) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. id) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
+  if redis.call('HLEN', KEYS[6]) == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
+return removed
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisMemoryStore(MemoryStore):
+    """Memory primitives as Redis commands and Lua scripts (see the module docstring)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._put = Script(client, _PUT.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
+        self._delete = Script(client, _DELETE.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
+        self._cache = SnapshotCache()
+
+    @staticmethod
+    def _keys(tenant: str, namespace: str) -> list[str]:
+        p = tenant_prefix(tenant)
+        return [
+            f"{p}memspaces",
+            f"{p}memver",
+            f"{p}memusage",
+            f"{p}memexp",
+            f"{p}mem:{namespace}",
+            f"{p}memmeta:{namespace}",
+            f"{p}memids:{namespace}",
+            f"{p}memlog:{namespace}",
+        ]
+
+    async def space(self, tenant: str, namespace: str) -> Space | None:
+        found = await redis_call(self._r.hget(f"{tenant_prefix(tenant)}memspaces", namespace))
+        return Space.decode(_s(found)) if found is not None else None
+
+    async def put_many(
+        self, tenant: str, namespace: str, space: Space, memories: Sequence[StoredMemory], quota: Quota, now: float
+    ) -> PutOutcome:
+        args: list[bytes | str | int] = [
+            namespace,
+            space.encode(),
+            repr(now),
+            quota.namespaces_max,
+            quota.memories_max,
+            quota.bytes_max,
+        ]
+        for m in memories:
+            args += [m.id, m.blob(), m.size_bytes, m.digest, "" if m.expires is None else repr(m.expires)]
+        reply = await self._put(self._keys(tenant, namespace), args)
+        status = _s(reply[0])
+        if status == "space":
+            return PutOutcome("space", space=Space.decode(_s(reply[1])))
+        if status == "conflict":
+            id = _s(reply[1])
+            return PutOutcome("conflict", {id: StoredMemory.from_blob(id, reply[2])})
+        if status != "ok":
+            return PutOutcome(status)  # type: ignore[arg-type]
+        pairs = reply[1:]
+        existing = {_s(pairs[i]): StoredMemory.from_blob(_s(pairs[i]), pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        return PutOutcome(existing=existing)
+
+    async def get(self, tenant: str, namespace: str, id: str) -> StoredMemory | None:
+        blob = await redis_call(self._r.hget(f"{tenant_prefix(tenant)}mem:{namespace}", id))
+        return StoredMemory.from_blob(id, blob) if blob is not None else None
+
+    async def delete(self, tenant: str, namespace: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        return int(await self._delete(self._keys(tenant, namespace), [namespace, *dict.fromkeys(ids)]))
+
+    async def page(self, tenant: str, namespace: str, after: str | None, limit: int) -> list[StoredMemory]:
+        p = tenant_prefix(tenant)
+        start = "-" if after is None else "(" + after
+        ids = [_s(i) for i in await redis_call(self._r.zrangebylex(f"{p}memids:{namespace}", start, "+", 0, limit))]
+        if not ids:
+            return []
+        blobs = await redis_call(self._r.hmget(f"{p}mem:{namespace}", ids))
+        return [StoredMemory.from_blob(i, b) for i, b in zip(ids, blobs, strict=True) if b is not None]
+
+    async def namespaces(self, tenant: str) -> list[tuple[str, Space, int]]:
+        p = tenant_prefix(tenant)
+        spaces = {_s(k): Space.decode(_s(v)) for k, v in (await redis_call(self._r.hgetall(f"{p}memspaces"))).items()}
+        names = sorted(spaces)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hlen(f"{p}memmeta:{name}")
+            counts = await redis_call(pipe.execute())
+        return [(name, spaces[name], int(count)) for name, count in zip(names, counts, strict=True)]
+
+    async def expired(self, tenant: str, now: float, limit: int) -> list[tuple[str, str]]:
+        members = await redis_call(
+            self._r.zrangebyscore(f"{tenant_prefix(tenant)}memexp", "-inf", repr(now), start=0, num=limit)
+        )
+        return [tuple(_s(m).split("\n", 1)) for m in members]  # type: ignore[misc]
+
+    async def snapshot(self, tenant: str, namespace: str) -> Snapshot | None:
+        keys = self._keys(tenant, namespace)
+        raw_version = await redis_call(self._r.hget(keys[1], namespace))
+        version = int(raw_version) if raw_version is not None else None
+        cached = self._cache.latest(tenant, namespace)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(keys[1], namespace)
+            pipe.hget(keys[0], namespace)
+            pipe.zrangebyscore(keys[7], (cached[0] + 1) if cached else "+inf", "+inf", withscores=True)
+            raw_version, raw_space, logged = await redis_call(pipe.execute())
+        if raw_space is None:
+            return None
+        version, space = int(raw_version), Space.decode(_s(raw_space))
+        if cached is not None and cached[1].space == space and logged and int(logged[0][1]) == cached[0] + 1:
+            await self._catch_up(keys, cached[1], [_s(m).split("\n", 1)[1] for m, _ in logged])
+            return self._cache.put(tenant, namespace, int(logged[-1][1]), cached[1])
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hget(keys[1], namespace)
+            pipe.hgetall(keys[4])
+            raw_version, rows = await redis_call(pipe.execute())
+        memories = [StoredMemory.from_blob(_s(id), blob) for id, blob in rows.items()]
+        return self._cache.put(tenant, namespace, int(raw_version), Snapshot.build(memories, space))
+
+    async def _catch_up(self, keys: list[str], snapshot: Snapshot, logged: list[str]) -> None:
+        # a memory read after a later write is newer than the log says: the next refresh applies that write again
+        ids = list(dict.fromkeys(logged))
+        blobs = await redis_call(self._r.hmget(keys[4], ids))
+        upserts = [StoredMemory.from_blob(i, b) for i, b in zip(ids, blobs, strict=True) if b is not None]
+        snapshot.apply(upserts, [i for i, b in zip(ids, blobs, strict=True) if b is None])

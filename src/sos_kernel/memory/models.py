@@ -1,0 +1,67 @@
+"""What the memory service returns, and the limits it enforces per tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["Hit", "MemoryLimits", "MemoryRecord", "NamespaceInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """One remembered text: its id in its namespace, text, metadata and times (``expires_at`` None: no TTL).
+
+    ``replayed`` is True when ``remember`` found the same content already stored under this id.
+    """
+
+    id: str
+    namespace: str
+    text: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One recall result: cosine similarity ``score`` in [-1, 1] (higher is closer)."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    """A namespace: how many memories it holds (expired ones not yet purged included), its embedder (``""``
+    when its vectors came from callers) and dimensions."""
+
+    name: str
+    count: int
+    embedder: str
+    dimensions: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimits:
+    """Per-tenant bounds of the memory service; a call beyond one is refused (SOS-4010) and writes nothing.
+
+    ``memories_max`` and ``bytes_max`` (text + metadata JSON + 4 bytes per dimension) bound a tenant's stored
+    memories, ``namespaces_max`` its namespaces; the others bound one call.
+    """
+
+    memories_max: int = 1_000_000
+    bytes_max: int = 4 * 1024**3
+    namespaces_max: int = 1_000
+    text_chars_max: int = 32_768
+    metadata_bytes_max: int = 8_192
+    k_max: int = 1_000
+    dimensions_max: int = 4_096
+    where_terms_max: int = 32
+    batch_max: int = 1_000
+    list_limit_max: int = 1_000
+    ttl_s_max: float = 10 * 365 * 86_400.0
