@@ -35,7 +35,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import wire
-from sos_kernel.api import BusAPI, LedgerAPI, RegistryAPI, SkillsAPI
+from sos_kernel.api import AuditAPI, BusAPI, GovernanceAPI, LedgerAPI, RegistryAPI, SkillsAPI
+from sos_kernel.audit import Audit
+from sos_kernel.governance import Governance
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -77,8 +79,10 @@ __all__ = [
     "BACKOFF_S",
     "POLL_S",
     "MumegaClient",
+    "RemoteAudit",
     "RemoteBus",
     "RemoteDelivery",
+    "RemoteGovernance",
     "RemoteLedger",
     "RemoteRegistry",
     "RemoteSkills",
@@ -192,6 +196,8 @@ class MumegaClient(PrincipalView):
         self.registry = cast(RegistryAPI, RemoteRegistry(self))
         self.ledger = cast(LedgerAPI, RemoteLedger(self))
         self.skills = cast(SkillsAPI, RemoteSkills(self))
+        self.governance = cast(GovernanceAPI, RemoteGovernance(self))
+        self.audit = cast(AuditAPI, RemoteAudit(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -678,6 +684,8 @@ RemoteBus = _remote_class("RemoteBus", Bus, _RemoteBusLocal)
 RemoteRegistry = _remote_class("RemoteRegistry", Registry)
 RemoteLedger = _remote_class("RemoteLedger", Ledger)
 RemoteSkills = _remote_class("RemoteSkills", Skills)
+RemoteGovernance = _remote_class("RemoteGovernance", Governance)
+RemoteAudit = _remote_class("RemoteAudit", Audit)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

@@ -3,8 +3,20 @@ surfaces of the Protocols in :mod:`sos_kernel.api`. Nothing imports this module;
 
 from __future__ import annotations
 
-from .api import BusAPI, LedgerAPI, RegistryAPI, ServicesAPI, SessionAPI, SkillsAPI, SubscriptionAPI
+from .api import (
+    AuditAPI,
+    BusAPI,
+    GovernanceAPI,
+    LedgerAPI,
+    RegistryAPI,
+    ServicesAPI,
+    SessionAPI,
+    SkillsAPI,
+    SubscriptionAPI,
+)
+from .audit import Audit
 from .bus import Bus, Subscription
+from .governance import Governance
 from .kernel import TenantView
 from .ledger import Ledger
 from .registry import Registry
@@ -30,3 +42,7 @@ def _trusted_services(
 
 def _subscription(sub: Subscription) -> SubscriptionAPI:
     return sub
+
+
+def _governance_services(governance: Governance, audit: Audit) -> tuple[GovernanceAPI, AuditAPI]:
+    return governance, audit

@@ -8,6 +8,7 @@ the same API scoped to another tenant, whose data is namespaced apart from every
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -16,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._background import Background
+from .audit import Audit
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
 from .contracts import TypeCatalogue
 from .errors import InvalidArgument, KernelClosed, SOSError
+from .governance import Governance, Governor, PolicyCache, use
+from .governance.service import GOVERNANCE_CHANNEL
+from .identity.keys import AgentKey
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
@@ -49,6 +54,21 @@ class TenantView:
         self.capabilities = Capabilities(kernel.backend.identity, slug)
         self.bus.agent_status = self.registry.status
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
+        self.audit = Audit(kernel.backend.audit, slug, kernel.audit_key, kernel.audit_trusted_keys)
+        self.governance = Governance(kernel.backend.governance, slug, self.audit, kernel._policies, self._notify)
+        self.governance.loop_token = kernel._loop_token
+        self.governor = Governor(self.governance, self.audit)
+
+    async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort
+        message: dict[str, Any] = {"type": "gate_verdict", "source": "agent:kernel", "target": GOVERNANCE_CHANNEL}
+        try:
+            if kind == "gate_verdict":
+                await self.bus.publish(self.kernel.catalogue.parse({**message, "payload": payload}))
+            else:
+                await self.bus.send("agent:kernel", GOVERNANCE_CHANNEL, json.dumps({"approval": payload}))
+        except SOSError:
+            return
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -68,6 +88,8 @@ class Kernel:
         limits: BusLimits | None = None,
         catalogue: TypeCatalogue | None = None,
         registry_ttl_s: float = REGISTRY_TTL_S,
+        audit_key: AgentKey | None = None,
+        audit_trusted_keys: frozenset[str] | None = None,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -84,6 +106,10 @@ class Kernel:
         self.denials: Counter[str] = Counter()
         self._auth_cache: Authenticator | None = None
         self._sweeper = Background(self._sweep_chunks)
+        self.audit_key = audit_key or _audit_key()
+        self.audit_trusted_keys = audit_trusted_keys
+        self._policies = PolicyCache()
+        self._loop_token: Any = None
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
         if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
@@ -96,6 +122,10 @@ class Kernel:
         if self._backend is None:
             self._backend = await open_backend(self.url, **self._options)
         self._sweeper.start()
+        self._loop_token = anyio.lowlevel.current_token()
+        for view in self._tenants.values():
+            view.governance.loop_token = self._loop_token
+        use(self.governance)  # governed() tools act on the kernel opened most recently
         return self
 
     async def _sweep_chunks(self) -> None:
@@ -122,6 +152,11 @@ class Kernel:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._tenants.get(DEFAULT_TENANT) is not None:
+            from .governance import _default
+
+            if _default and _default[0] is self._tenants[DEFAULT_TENANT].governance:
+                use(None)
         try:
             await self._sweeper.aclose()
         finally:
@@ -170,6 +205,16 @@ class Kernel:
         return self.tenant(DEFAULT_TENANT).skills
 
     @property
+    def governance(self) -> Governance:
+        """Policies, budgets and approvals of the ``default`` tenant (``set_policy`` takes any tenant)."""
+        return self.tenant(DEFAULT_TENANT).governance
+
+    @property
+    def audit(self) -> Audit:
+        """The audit chain of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).audit
+
+    @property
     def registry(self) -> Registry:
         """The agent registry of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).registry
@@ -206,7 +251,8 @@ class Kernel:
         async def refresh() -> Principal:
             return await auth.principal_for_digest(digest)
 
-        return Session(self.tenant(principal.tenant), principal, refresh, self._record_denial)
+        view = self.tenant(principal.tenant)
+        return Session(view, principal, refresh, self._record_denial, view.governor)
 
     def _record_denial(self, principal: Principal, reason: str) -> None:
         self.denials[principal.tenant] += 1
@@ -218,11 +264,24 @@ class Kernel:
         return f"Kernel({self.url!r}, {state})"
 
 
+def _audit_key() -> AgentKey:
+    """``SOS_AUDIT_KEY`` (a 64-hex-digit Ed25519 seed) when set, else a key of this kernel's own."""
+    seed = os.environ.get("SOS_AUDIT_KEY")
+    if not seed:
+        return AgentKey.generate()
+    try:
+        return AgentKey.from_seed(bytes.fromhex(seed))
+    except ValueError as exc:
+        raise InvalidArgument("SOS_AUDIT_KEY must be a 64-hex-digit Ed25519 seed") from exc
+
+
 def open(url: str | None = None, **options: Any) -> Kernel:
     """A kernel on ``url`` (default: ``$SOS_URL``, else ``sqlite:///sos.db`` in the working directory).
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
-    ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>`` and the backend's own
+    ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>``, ``audit_key=AgentKey``
+    (signs the audit chain's checkpoints; default ``$SOS_AUDIT_KEY``, else a new key),
+    ``audit_trusted_keys=frozenset({public key hex})`` (the only keys ``audit.verify`` accepts) and the backend's own
     options (see docs/backends.md). Raises SOS-4006 for an unknown scheme, SOS-6032 for a missing extra, SOS-6030
     when the engine cannot be reached.
     """

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 import sos_kernel
+from sos_kernel.audit import Audit
 from sos_kernel.bus import Bus
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
+from sos_kernel.governance import Governance
 from sos_kernel.ledger import Ledger
 from sos_kernel.operations import declared
 from sos_kernel.registry import Registry
@@ -124,9 +126,27 @@ ROWS: dict[tuple[str, str], Call] = {
     ("skills", "record_invocation"): lambda s: s.skills.record_invocation(
         "skill-b", caller="agent:y", tenant="tenant-b", invocation_id="ib"
     ),
+    ("governance", "set_policy"): lambda s: s.governance.set_policy("tenant-b", {"name": "a-wins"}),
+    ("governance", "get_policy"): lambda s: s.governance.get_policy("tenant-b"),
+    ("governance", "remove_policy"): lambda s: s.governance.remove_policy("tenant-b"),
+    ("governance", "check"): lambda s: s.governance.check("ledger.transfer", "agent:y"),
+    ("governance", "pending"): lambda s: s.governance.pending(),
+    ("governance", "approve"): lambda s: s.governance.approve("apr-b"),
+    ("governance", "deny"): lambda s: s.governance.deny("apr-b"),
+    ("audit", "events"): lambda s: s.audit.events("tenant-b"),
+    ("audit", "verify"): lambda s: s.audit.verify(),
+    ("audit", "checkpoint"): lambda s: s.audit.checkpoint(),
+    ("audit", "export"): lambda s: s.audit.export("tenant-b"),
 }
 
-SERVICES = {"bus": Bus, "registry": Registry, "ledger": Ledger, "skills": Skills}
+SERVICES = {
+    "bus": Bus,
+    "registry": Registry,
+    "ledger": Ledger,
+    "skills": Skills,
+    "governance": Governance,
+    "audit": Audit,
+}
 
 
 async def _sync(value: Any) -> Any:
@@ -159,6 +179,8 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
             (c.id, c.version, c.verification.status if c.verification else None) for c in await view.skills.find()
         ],
         "usage": [u.id for u in await view.ledger.usage()],
+        "policy": await view.governance.get_policy("tenant-b"),
+        "audit": [r.digest for r in await view.audit.events("tenant-b")],
     }
 
 
@@ -175,6 +197,9 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.ledger.hold(id="hb", debit="agent:y", credit="agent:x", amount=5, currency="USD", timeout_s=600)
     await b.skills.publish(B_SKILL)
     await b.ledger.record_usage(USAGE_B)
+    await b.governance.set_policy(
+        "tenant-b", {"name": "b", "rules": [{"id": "all", "effect": "allow", "actions": ["**"]}]}
+    )
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -185,5 +210,5 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         text = repr(result)
         assert "b's secret" not in text, (service, method)
         assert await _snapshot(kernel) == before, (service, method)
-    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage"):
+    for key in ("inbox", "agents", "balances", "transfers", "skills", "usage", "policy", "audit"):
         assert before[key], key  # the table ran against real data in tenant B

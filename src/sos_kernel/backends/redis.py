@@ -47,6 +47,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
+from .redis_governance import RedisAuditStore, RedisGovernanceStore
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_replies import RedisReplyStore
@@ -528,6 +529,8 @@ class RedisBackend(Backend):
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.replies = RedisReplyStore(client)
+        self.governance = RedisGovernanceStore(client)
+        self.audit = RedisAuditStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

@@ -48,6 +48,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
 from .sqlite_engine import SQLiteEngine
+from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (tenant, source, group_id, seq));
 """
-_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA
+_ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + GOVERNANCE_SCHEMA
 
 
 class SQLiteBusStore(BusStore):
@@ -597,6 +598,8 @@ class SQLiteBackend(Backend):
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
+        self.governance = SQLiteGovernanceStore(engine)
+        self.audit = SQLiteAuditStore(engine)
 
     @classmethod
     async def connect(

@@ -20,9 +20,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
+from ..audit import Audit
 from ..bus import Bus, DeadLetter
 from ..contracts import Message, TypeCatalogue, validation_details
 from ..errors import BackendFailure, InvalidArgument, SchemaViolation
+from ..governance import Governance
 from ..ledger import Ledger
 from ..operations import Operation, declared, operation_hints
 from ..registry import Registry
@@ -32,7 +34,7 @@ from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Governance, Audit)
 """The service classes whose declared operations are served."""
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
