@@ -37,7 +37,6 @@ from pydantic import ValidationError
 from sos_kernel import wire
 from sos_kernel.api import AuditAPI, BusAPI, GovernanceAPI, LedgerAPI, RegistryAPI, SkillsAPI
 from sos_kernel.audit import Audit
-from sos_kernel.governance import Governance
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -66,6 +65,7 @@ from sos_kernel.errors import (
     UsageNotPersisted,
     from_wire,
 )
+from sos_kernel.governance import Governance
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
