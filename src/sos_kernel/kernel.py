@@ -20,7 +20,7 @@ from ._background import Background
 from .audit import Audit
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
-from .contracts import TypeCatalogue
+from .contracts import GateVerdictMessage, TypeCatalogue, build_message
 from .errors import InvalidArgument, KernelClosed, SOSError
 from .governance import Governance, Governor, PolicyCache, use
 from .governance.service import GOVERNANCE_CHANNEL
@@ -58,13 +58,14 @@ class TenantView:
         self.governance = Governance(kernel.backend.governance, slug, self.audit, kernel._policies, self._notify)
         self.governance.loop_token = kernel._loop_token
         self.governor = Governor(self.governance, self.audit)
+        self.tokens.audit = self.capabilities.audit = self.audit.record
 
     async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort
         message: dict[str, Any] = {"type": "gate_verdict", "source": "agent:kernel", "target": GOVERNANCE_CHANNEL}
         try:
             if kind == "gate_verdict":
-                await self.bus.publish(self.kernel.catalogue.parse({**message, "payload": payload}))
+                await self.bus.publish(build_message(GateVerdictMessage, {**message, "payload": payload}))
             else:
                 await self.bus.send("agent:kernel", GOVERNANCE_CHANNEL, json.dumps({"approval": payload}))
         except SOSError:
@@ -232,9 +233,11 @@ class Kernel:
         async def announce(slug: str, text: str) -> None:
             await self.tenant(slug).bus.send("agent:kernel", "sos:channel:system:events", text)
 
-        return Tenants(
+        tenants = Tenants(
             self.backend.identity, self._auth, tokens_of=lambda slug: self.tenant(slug).tokens, announce=announce
         )
+        tenants.audit_of = lambda slug: self.tenant(slug).audit.record
+        return tenants
 
     async def session(self, token: str | None) -> Session:
         """The kernel's API scoped to ``token``'s tenant and principal, every call checked (see ``session``).

@@ -42,6 +42,11 @@ SCOPES: dict[str, str] = {
     "skills:publish": "publish versions of the caller's own skills",
     "skills:invoke": "record invocations paid from the caller's own account",
     "skills:verify": "record verification verdicts and resolve disputes",
+    "governance:read": "read the tenant's policy, ask it about an action, list pending approvals",
+    "governance:review": "approve or deny pending approvals, as a reviewer the policy names",
+    "governance:admin": "set and remove the tenant's policy; decide any approval",
+    "audit:read": "read, verify and export the tenant's audit chain",
+    "audit:admin": "sign a checkpoint of the tenant's audit chain",
 }
 """Every scope a token may carry, and what it allows."""
 
