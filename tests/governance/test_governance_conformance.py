@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import sos_kernel
@@ -57,7 +58,8 @@ async def test_with_a_policy_an_action_no_rule_allows_is_refused(kernel: sos_ker
     assert (await s["alice"].ledger.balance("agent:alice", USD)).posted == 1000
     with pytest.raises(Forbidden) as refused:
         await s["alice"].ledger.transfer(id="t1", debit="agent:alice", credit="system:treasury", amount=1, currency=USD)
-    assert "policy 'team'" in refused.value.message and "no rule allowing 'ledger.transfer'" in refused.value.message
+    assert "policy 'team'" in refused.value.message
+    assert "no rule allowing 'ledger.transfer'" in refused.value.message
     assert refused.value.code == "SOS-5004"
     assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000  # nothing moved
     denials = await s["admin"].audit.events(T, kind="denial")
@@ -95,7 +97,11 @@ async def test_deny_rules_and_tricks_in_names(kernel: sos_kernel.Kernel, connect
         ),
     )
     await s["alice"].bus.send("agent:alice", "agent:bob", "hi")
-    for spelling in ("agent:treasurer", "agent:TREASURER", "agent:ｔｒｅａｓｕｒｅｒ"):
+    for spelling in (
+        "agent:treasurer",
+        "agent:TREASURER",
+        "agent:" + "".join(chr(ord(c) + 0xFEE0) for c in "treasurer"),
+    ):
         with pytest.raises(Forbidden):
             await s["alice"].bus.send("agent:alice", spelling, "hi")
 
@@ -157,8 +163,10 @@ def _approval_policy(timeout_s: float) -> dict[str, Any]:
 
 async def _pending(kernel: sos_kernel.Kernel) -> Any:
     with anyio.fail_after(10):
-        while not (found := await kernel.tenant(T).governance.pending()):
-            await anyio.sleep(0.02)
+        found = await kernel.tenant(T).governance.pending()
+        while not found:
+            await anyio.sleep(0.02)  # the request is made by another task, through the store
+            found = await kernel.tenant(T).governance.pending()
     return found[0]
 
 
@@ -183,10 +191,10 @@ async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Con
             await s["mallory"].governance.approve(waiting.id)
         decided = await s["boss"].governance.approve(waiting.id, "fine")
         assert (decided.state, decided.reviewer) == ("approved", "agent:boss")
-    assert done and done[0].ok
+    assert [t.ok for t in done] == [True]
     assert await kernel.tenant(T).governance.pending() == []
     kinds = [r.kind for r in await s["admin"].audit.events(T)]
-    assert "approval.requested" in kinds and "approval.approved" in kinds
+    assert {"approval.requested", "approval.approved"} <= set(kinds)
     verdicts = [m for m in await s["view"].bus.history("sos:channel:governance") if m.type == "gate_verdict"]
     assert [v.payload.verdict for v in verdicts] == ["approve"]
 
@@ -229,7 +237,7 @@ async def test_a_policy_update_racing_checks(kernel: sos_kernel.Kernel, connect:
     async def flip() -> None:
         for i in range(20):
             await s["admin"].governance.set_policy(T, allow if i % 2 else deny)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     async def check() -> None:
         for _ in range(40):
@@ -237,12 +245,11 @@ async def test_a_policy_update_racing_checks(kernel: sos_kernel.Kernel, connect:
                 await s["alice"].ledger.balance("agent:alice", USD)
                 outcomes.append("allowed by team")
             except Forbidden as exc:
-                assert exc.details.get("policy") == "closed" and exc.details.get("rule") == "nope", exc
-                outcomes.append("denied by closed")
+                outcomes.append(f"denied by {exc.details.get('policy')}:{exc.details.get('rule')}")
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(flip)
         tg.start_soon(check)
-    assert set(outcomes) <= {"allowed by team", "denied by closed"}
+    assert set(outcomes) <= {"allowed by team", "denied by closed:nope"}
     assert (await s["admin"].governance.get_policy(T))["name"] == "team"  # the last one set
     await s["alice"].ledger.balance("agent:alice", USD)  # and the next check sees it

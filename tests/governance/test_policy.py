@@ -12,6 +12,12 @@ from sos_kernel.governance.policy import Glob
 
 NOBODY: frozenset[str] = frozenset()
 
+
+def full_width(text: str) -> str:
+    """``text`` with its ASCII letters written as their full-width forms (U+FF41...)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalpha() else c for c in text)
+
+
 POLICY = {
     "name": "p",
     "rules": [
@@ -33,7 +39,8 @@ def test_an_unknown_action_is_denied_naming_the_policy_and_the_missing_rule() ->
         "tool.delete", None, None, NOBODY
     )
     assert (d.effect, d.rule) == ("deny", None)
-    assert "policy 'p'" in d.reason and "no rule allowing 'tool.delete'" in d.reason
+    assert "policy 'p'" in d.reason
+    assert "no rule allowing 'tool.delete'" in d.reason
 
 
 def test_an_empty_policy_denies_everything() -> None:
@@ -45,9 +52,7 @@ def test_case_and_whitespace_do_not_escape_a_deny_rule(spelling: str) -> None:
     assert decide(spelling) == ("deny", "no-tool")
 
 
-@pytest.mark.parametrize(
-    "spelling", ["ｔｏｏｌ.ｓｈｅｌｌ", "ｔool.shell", "tool\uff0eshell", "ᴛool.shell".replace("ᴛ", "t")]
-)
+@pytest.mark.parametrize("spelling", [full_width("tool.shell"), full_width("t") + "ool.shell", "tool\uff0eshell"])
 def test_full_width_and_compatibility_letters_do_not_escape_a_deny_rule(spelling: str) -> None:
     assert decide(spelling) == ("deny", "no-tool")
 
@@ -152,7 +157,7 @@ def test_content_rules_block_text_after_normalisation() -> None:
     d = policy.decide("bus.send", None, None, NOBODY)
     assert blocked_content(d, ["hello"]) is None
     assert blocked_content(d, ["my PASSWORD is"]) == "secrets"
-    assert blocked_content(d, ["ｐａｓｓｗｏｒｄ"]) == "secrets"
+    assert blocked_content(d, [full_width("password")]) == "secrets"
     assert blocked_content(d, ["-----BEGIN RSA PRIVATE KEY-----"]) == "secrets"
 
 
