@@ -34,6 +34,8 @@ class Hooks(Protocol):
     """What a tenant's governance adds to every guarded call (:class:`sos_kernel.governance.Governor`): the
     policy ``check`` after the scope checks, the audit record of a call that ran (``done``) or was refused."""
 
+    def enter(self, principal: Principal) -> Any: ...
+    def leave(self, token: Any) -> None: ...
     async def check(self, caller: Caller, op: Operation, arguments: Any) -> None: ...
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None: ...
     async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None: ...
@@ -225,15 +227,19 @@ async def _governed(
     caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
 ) -> Any:
     """Admit, check against the policy, run, and record (a refusal, by the guard or the service, is recorded)."""
+    token = hooks.enter(caller.principal)  # the services' own records name who acted
     try:
-        await caller.admit(op.access, arguments)
-        await hooks.check(caller, op, arguments)
-        result = await run()
-    except Forbidden as exc:
-        await hooks.refused(caller.principal, op, exc, arguments)
-        raise
-    await hooks.done(caller.principal, op, arguments, result)
-    return result
+        try:
+            await caller.admit(op.access, arguments)
+            await hooks.check(caller, op, arguments)
+            result = await run()
+        except Forbidden as exc:
+            await hooks.refused(caller.principal, op, exc, arguments)
+            raise
+        await hooks.done(caller.principal, op, arguments, result)
+        return result
+    finally:
+        hooks.leave(token)
 
 
 class _Guarded:

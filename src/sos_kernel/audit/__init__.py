@@ -16,6 +16,7 @@ that matters: ``checkpoint()``, and every ``AUDIT_CHECKPOINT_EVERY`` records).
 
 from __future__ import annotations
 
+from contextvars import ContextVar, Token
 from typing import Any
 
 from ..errors import InvalidArgument
@@ -39,6 +40,7 @@ __all__ = [
     "AuditReport",
     "AuditStore",
     "Checkpoint",
+    "acting",
     "cloudevent",
 ]
 
@@ -124,7 +126,26 @@ NOT_AUDITED: dict[str, str] = {
 }
 """Declared operations that are not security-relevant, each with the reason."""
 
-_RESULT_IDS = ("id", "skill_id", "name", "agent", "invocation_id")
+SELF_RECORDING = frozenset({"governance"})
+"""Services whose operations write their own, richer records (the guard does not add one)."""
+
+_ACTOR: ContextVar[str | None] = ContextVar("sos_audit_actor", default=None)
+
+
+def acting() -> str:
+    """Who the current call acts as: the session's agent (or ``token:<id>``) inside a guarded call, else
+    ``kernel`` (the trusted handle)."""
+    return _ACTOR.get() or "kernel"
+
+
+def act_as(actor: str) -> Token[str | None]:
+    """Name ``actor`` as the one acting until :func:`done_acting`."""
+    return _ACTOR.set(actor)
+
+
+def done_acting(token: Token[str | None]) -> None:
+    """End :func:`act_as`."""
+    _ACTOR.reset(token)
 
 
 def _bounded(details: dict[str, Any]) -> dict[str, Any]:

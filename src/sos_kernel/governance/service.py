@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from ..audit import Audit
+from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acting
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
 from ..operations import Operation, Wire, operation, service
@@ -469,6 +469,14 @@ class Governor:
         self.governance = governance
         self.audit = audit
 
+    def enter(self, principal: Principal) -> Any:
+        """Name the session's principal as the actor of the records the call's services write."""
+        return act_as(principal.agent or f"token:{principal.token_id}")
+
+    def leave(self, token: Any) -> None:
+        """End :meth:`enter`."""
+        done_acting(token)
+
     async def check(self, caller: Any, op: Operation, arguments: Any) -> None:
         """Refuse (through ``caller.deny``) what the tenant's policy does not allow."""
         if op.service in EXEMPT_SERVICES:
@@ -489,10 +497,8 @@ class Governor:
 
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
         """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""
-        from ..audit import AUDITED_OPERATIONS
-
         action = f"{op.service}.{op.name}"
-        if action in AUDITED_OPERATIONS:
+        if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING:
             await self.audit.record(
                 "operation",
                 actor=principal.agent or f"token:{principal.token_id}",
