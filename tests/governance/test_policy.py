@@ -110,9 +110,10 @@ def test_a_pathological_pattern_matches_in_one_pass() -> None:
     assert Glob("*a" * 30 + "*b").match("a" * 20_000) is False
 
 
-def test_double_star_must_be_a_whole_segment() -> None:
-    with pytest.raises(InvalidArgument):
-        Glob("files/a**")
+def test_double_star_inside_a_segment_is_a_star() -> None:
+    assert Glob("files/a**").match("files/abc")
+    assert not Glob("files/a**").match("files/a/b")
+    assert Glob("tool.**").match("tool.search")
 
 
 def test_deny_wins_over_allow_and_approval_over_allow() -> None:
