@@ -8,7 +8,6 @@ Prints ``READY`` once its kernel is open, waits for ``GO_FILE``, then makes CALL
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -29,8 +28,11 @@ async def main(url: str, calls: int, go_file: str) -> None:
 
         checked = governed(tool, action="tool.search", governance=kernel.governance, agent="agent:racer")
         print("READY", flush=True)
-        while not os.path.exists(go_file):
-            time.sleep(0.005)
+        deadline = time.monotonic() + 60
+        while not await anyio.Path(go_file).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("no go signal in 60 s")
+            await anyio.sleep(0.005)
         for i in range(calls):
             try:
                 await checked(i)

@@ -15,7 +15,8 @@ Decisions, first match wins in this order: a ``deny`` rule; a ``require_approval
 any) match, and, when it names ``agents`` or ``scopes``, the caller is one of them / holds one of them.
 
 Patterns are globs, never regular expressions: ``?`` is one character, ``*`` any run of characters within a
-``/``-separated segment, ``**`` as a whole segment any number of segments (within a segment it is ``*``); every other character is literal. They
+``/``-separated segment, ``**`` as a whole segment any number of segments (within a segment it is ``*``); every
+other character is literal. They
 are matched segment by segment, each segment by a left-to-right scan for the literal pieces between stars, so a
 check is linear in the name's length for each pattern (no backtracking). Names (actions, resources, agents) are
 normalised before matching: Unicode NFKC, case-folded, stripped; a name holding a control character, a backslash,
