@@ -58,7 +58,7 @@ class TenantView:
         self.governance = Governance(kernel.backend.governance, slug, self.audit, kernel._policies, self._notify)
         self.governance.loop_token = kernel._loop_token
         self.governor = Governor(self.governance, self.audit)
-        self.tokens.audit = self.capabilities.audit = self.audit.record
+        self.tokens.audit = self.capabilities.audit = self.ledger.audit = self.audit.record
 
     async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort

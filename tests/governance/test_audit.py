@@ -19,7 +19,7 @@ from sos_kernel.audit import AUDITED_OPERATIONS, NOT_AUDITED, AuditDraft
 from sos_kernel.audit.chain import ChainWalk, chained
 from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite import sqlite_path
-from sos_kernel.errors import Forbidden, InvalidArgument
+from sos_kernel.errors import Forbidden, InvalidArgument, SOSError
 from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
 
@@ -61,9 +61,8 @@ async def test_session_operations_and_refusals_are_recorded(kernel: sos_kernel.K
     records = await a.audit.events("aud")
     summary = [(r.kind, r.action, r.actor, r.outcome) for r in records]
     assert ("operation", "ledger.open_account", "agent:alice", "ok") in summary
-    assert ("operation", "ledger.transfer", f"token:{admin_id(records)}", "ok") in summary or any(
-        r.action == "ledger.transfer" and r.outcome == "ok" and r.details == {"id": "t1"} for r in records
-    )
+    writes = [(r.kind, r.action, r.actor, r.outcome, r.details["ids"]) for r in records if r.kind == "ledger.write"]
+    assert writes == [("ledger.write", "ledger.transfer", f"token:{admin_id(records)}", "ok", ["t1"])]
     assert ("denial", "ledger.transfer", "agent:alice", "denied") in summary
     assert not [r for r in records if r.action == "bus.send"]
     assert [r.kind for r in records[:2]] == ["tenant.status", "token.issued"]  # created, then its admin token
@@ -77,6 +76,29 @@ async def test_session_operations_and_refusals_are_recorded(kernel: sos_kernel.K
 
 def admin_id(records: list[Any]) -> str:
     return next((r.resource.removeprefix("token:") for r in records if r.kind == "token.issued"), "")
+
+
+async def test_every_ledger_write_is_recorded_with_its_ids(api: Api) -> None:
+    await api.ledger.open_account("system:t", USD, allow_negative=True)
+    await api.ledger.open_account("agent:a", USD)
+    await api.ledger.transfer(id="w1", debit="system:t", credit="agent:a", amount=5, currency=USD)
+    await api.ledger.hold(id="h1", debit="agent:a", credit="system:t", amount=2, currency=USD, timeout_s=60)
+    await api.ledger.capture("h1")
+    with pytest.raises(SOSError):
+        await api.ledger.transfer(id="w2", debit="agent:a", credit="system:t", amount=500, currency=USD)
+    await api.ledger.transfer(id="w1", debit="system:t", credit="agent:a", amount=5, currency=USD)  # a replay
+    writes = [(r.action, r.outcome, r.details["ids"]) for r in await api.audit.events("default", kind="ledger.write")]
+    assert writes == [
+        ("ledger.transfer", "ok", ["w1"]),
+        ("ledger.hold", "ok", ["h1"]),
+        ("ledger.capture", "ok", ["h1:capture"]),
+        ("ledger.transfer", "failed", ["w2"]),
+    ]
+    assert (await api.audit.verify()).ok
+
+
+async def test_on_sqlite_the_record_is_written_in_the_transfer_transaction(kernel: sos_kernel.Kernel) -> None:
+    assert kernel.backend.ledger.audits_writes is (kernel.backend.name == "sqlite")
 
 
 async def test_events_page_and_filter(api: Api) -> None:

@@ -190,7 +190,7 @@ class Audit:
         draft = AuditDraft(
             at=now(),
             kind=kind,
-            actor=actor,
+            actor=acting() if actor == "kernel" else actor,
             action=action,
             resource=resource or "",
             outcome=outcome,

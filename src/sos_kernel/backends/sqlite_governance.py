@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..audit.chain import chained
+from ..audit.chain import audit_genesis, chained, now, record_digest
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
 from ..errors import InvariantViolation
 from ..governance.store import Charge, GovernanceStore
-from ..ledger.chain import micros
+from ..ledger.chain import canonical_metadata, micros
 
-__all__ = ["GOVERNANCE_SCHEMA", "SQLiteAuditStore", "SQLiteGovernanceStore", "append_audit"]
+__all__ = ["GOVERNANCE_SCHEMA", "SQLiteAuditStore", "SQLiteGovernanceStore", "append_audit", "append_audit_row"]
 
 GOVERNANCE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS governance_policies (
@@ -40,29 +40,34 @@ _COLUMNS = "seq, at_us, kind, actor, action, resource, outcome, details, prev, d
 
 
 def append_audit(c: sqlite3.Connection, tenant: str, draft: AuditDraft) -> AuditRecord:
-    """Chain ``draft`` inside the caller's open write transaction (so a ledger write and its record commit
-    together)."""
-    row = c.execute(
-        "SELECT seq, digest FROM audit_records WHERE tenant=? ORDER BY seq DESC LIMIT 1", (tenant,)
-    ).fetchone()
+    """Chain ``draft`` inside the caller's open write transaction."""
+    row = c.execute(_HEAD, (tenant,)).fetchone()
     record = chained(tenant, row[1] if row else None, int(row[0]) if row else 0, draft)
-    c.execute(
-        "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            tenant,
-            record.seq,
-            micros(record.at),
-            record.kind,
-            record.actor,
-            record.action,
-            record.resource,
-            record.outcome,
-            json.dumps(dict(record.details), sort_keys=True, separators=(",", ":")),
-            record.prev,
-            record.digest,
-        ),
-    )
+    details = canonical_metadata(dict(record.details)) or "{}"
+    c.execute(_APPEND, (tenant, record.seq, micros(record.at), *_text(record), details, record.prev, record.digest))
     return record
+
+
+def append_audit_row(
+    c: sqlite3.Connection | sqlite3.Cursor, tenant: str, kind: str, actor: str, fields: dict[str, Any]
+) -> None:
+    """Append one record inside the caller's open write transaction, without building models: the ledger's
+    transfer transaction records its batch this way (``fields``: action, outcome, details)."""
+    row = c.execute(_HEAD, (tenant,)).fetchone()
+    seq, prev = (int(row[0]), str(row[1])) if row else (0, audit_genesis(tenant))
+    at = now()
+    action, outcome, details = fields["action"], fields["outcome"], fields["details"]
+    digest = record_digest(prev, seq + 1, at, kind, actor, action, "", outcome, details)
+    text = canonical_metadata(details) or "{}"
+    c.execute(_APPEND, (tenant, seq + 1, micros(at), kind, actor, action, "", outcome, text, prev, digest))
+
+
+def _text(r: AuditRecord) -> tuple[str, ...]:
+    return (r.kind, r.actor, r.action, r.resource, r.outcome)
+
+
+_HEAD = "SELECT seq, digest FROM audit_records WHERE tenant=? ORDER BY seq DESC LIMIT 1"
+_APPEND = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
 def _record(tenant: str, row: Any) -> AuditRecord:

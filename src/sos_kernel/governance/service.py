@@ -53,6 +53,11 @@ APPROVAL_POLL_S = 0.05
 GOVERNANCE_CHANNEL = "sos:channel:governance"
 """Where approval requests and verdicts (``gate_verdict``) are published."""
 EXEMPT_SERVICES = frozenset({"governance", "audit"})
+LEDGER_WRITES = frozenset(
+    {"ledger.transfer", "ledger.transfer_many", "ledger.hold", "ledger.capture", "ledger.void", "ledger.transmute"}
+)
+"""Operations whose record the ledger writes itself (``ledger.write``, in the transfer's own transaction on
+SQLite), so the guard adds none."""
 RESOURCE_ARGUMENTS = ("target", "credit", "address", "name", "owner", "skill_id", "hold_id", "to", "provider")
 """The arguments that name an operation's resource, first present wins."""
 TEXT_ARGUMENTS = ("text", "question", "context", "reason", "message", "messages", "metadata", "event")
@@ -498,7 +503,7 @@ class Governor:
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
         """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""
         action = f"{op.service}.{op.name}"
-        if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING:
+        if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING and action not in LEDGER_WRITES:
             await self.audit.record(
                 "operation",
                 actor=principal.agent or f"token:{principal.token_id}",

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from .models import Account, Balance, Price, Rate, Transfer, TransferRequest
 
@@ -75,7 +75,13 @@ class UsageQuery:
 
 
 class LedgerStore(ABC):
-    """Primitive, atomic ledger operations for one engine."""
+    """Primitive, atomic ledger operations for one engine.
+
+    ``audits_writes``: the store appends the audit record of every applied batch in the batch's own transaction
+    (kind ``ledger.write``); otherwise the ledger service records it right after the batch applied.
+    """
+
+    audits_writes: ClassVar[bool] = False
 
     @abstractmethod
     async def open_account(
