@@ -41,7 +41,7 @@ def audit_genesis(tenant: str) -> str:
 def record_digest(
     prev: str,
     seq: int,
-    at: datetime,
+    at_us: int,
     kind: str,
     actor: str,
     action: str,
@@ -49,14 +49,14 @@ def record_digest(
     outcome: str,
     details: dict[str, object],
 ) -> str:
-    """The digest (hex) of a record with these fields chained after ``prev`` (hex)."""
-    fields = ("A", str(seq), str(micros(at)), kind, actor, action, resource, outcome, canonical_metadata(details))
+    """The digest (hex) of a record with these fields (its time in integer microseconds) chained after ``prev``."""
+    fields = ("A", str(seq), str(at_us), kind, actor, action, resource, outcome, canonical_metadata(details))
     return hashlib.sha256(bytes.fromhex(prev) + encode_fields(fields)).hexdigest()
 
 
 def digest_of(r: AuditRecord) -> str:
     """What ``r``'s digest should be, from its fields and its ``prev``."""
-    return record_digest(r.prev, r.seq, r.at, r.kind, r.actor, r.action, r.resource, r.outcome, dict(r.details))
+    return record_digest(r.prev, r.seq, micros(r.at), r.kind, r.actor, r.action, r.resource, r.outcome, dict(r.details))
 
 
 def checkpoint_message(tenant: str, seq: int, digest: str, at: datetime) -> bytes:
@@ -118,7 +118,9 @@ def chained(tenant: str, prev: str | None, seq: int, draft: AuditDraft) -> Audit
     before = prev or audit_genesis(tenant)
     n = seq + 1
     d = dict(draft.details)
-    digest = record_digest(before, n, draft.at, draft.kind, draft.actor, draft.action, draft.resource, draft.outcome, d)
+    digest = record_digest(
+        before, n, micros(draft.at), draft.kind, draft.actor, draft.action, draft.resource, draft.outcome, d
+    )
     return AuditRecord(
         tenant=tenant,
         seq=n,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..audit.chain import audit_genesis, chained, now, record_digest
+from ..audit.chain import audit_genesis, chained, record_digest
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
 from ..errors import InvariantViolation
@@ -55,11 +56,11 @@ def append_audit_row(
     transfer transaction records its batch this way (``fields``: action, outcome, details)."""
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (int(row[0]), str(row[1])) if row else (0, audit_genesis(tenant))
-    at = now()
+    at_us = time.time_ns() // 1000
     action, outcome, details = fields["action"], fields["outcome"], fields["details"]
-    digest = record_digest(prev, seq + 1, at, kind, actor, action, "", outcome, details)
+    digest = record_digest(prev, seq + 1, at_us, kind, actor, action, "", outcome, details)
     text = canonical_metadata(details) or "{}"
-    c.execute(_APPEND, (tenant, seq + 1, micros(at), kind, actor, action, "", outcome, text, prev, digest))
+    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, "", outcome, text, prev, digest))
 
 
 def _text(r: AuditRecord) -> tuple[str, ...]:

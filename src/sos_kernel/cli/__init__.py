@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bus, _local, _mcp, _serve, _services
+from . import _admin, _bus, _governance, _local, _mcp, _serve, _services
 from ._output import Output
 from ._target import Context
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _admin.add_commands(sub, options)
     _services.add_commands(sub, options)
     _mcp.add_commands(sub, options)
+    _governance.add_commands(sub, options)
     return parser
 
 

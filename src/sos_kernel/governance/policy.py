@@ -256,8 +256,8 @@ class Glob:
 
     def match(self, name: str) -> bool:
         """Whether the normalised ``name`` matches."""
-        if self.exact is not None and not self.unanchored:
-            return name == self.exact
+        if self.exact is not None:
+            return name == self.exact if not self.unanchored else self.exact in name
         if self.unanchored:
             return _find_pieces(["", *self.groups[0][0], ""], name, 0, len(name)) >= 0
         segments = name.split("/")
@@ -327,20 +327,39 @@ def _find_pieces(pieces: list[str], text: str, start: int, end: int) -> int:
 
 
 class _PatternSet:
-    __slots__ = ("any", "exact", "globs")
+    """Patterns compiled for one question: exact names in a set, ``<literal>*`` prefixes in one ``startswith``
+    (C speed, still linear), every other glob matched by :class:`Glob`."""
+
+    __slots__ = ("any", "exact", "globs", "prefixes")
 
     def __init__(self, patterns: Iterable[str] | None) -> None:
         compiled = [Glob(p) for p in patterns] if patterns is not None else []
         self.any = patterns is None or any(g.pattern.strip() == "**" for g in compiled)
         self.exact = frozenset(g.exact for g in compiled if g.exact is not None)
-        self.globs = tuple(g for g in compiled if g.exact is None)
+        prefixes = [g for g in compiled if _prefix(g) is not None]
+        self.prefixes = tuple(str(_prefix(g)) for g in prefixes)
+        self.globs = tuple(g for g in compiled if g.exact is None and g not in prefixes)
 
     def match(self, name: str | None) -> bool:
         if self.any:
             return True
         if name is None:
             return False
-        return name in self.exact or any(g.match(name) for g in self.globs)
+        if name in self.exact:
+            return True
+        if self.prefixes and "/" not in name and name.startswith(self.prefixes):
+            return True
+        return any(g.match(name) for g in self.globs) or (
+            "/" in name and any(Glob(p + "*").match(name) for p in self.prefixes)
+        )
+
+
+def _prefix(g: Glob) -> str | None:
+    """The literal before the one trailing ``*`` of a one-segment glob (``tool.search*``), else ``None``."""
+    text = g.pattern.strip()
+    if g.exact is not None or not text.endswith("*") or any(c in text[:-1] for c in "*?/"):
+        return None
+    return unicodedata.normalize("NFKC", text[:-1]).casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +371,7 @@ class Decision:
     rule: str | None
     reason: str
     limits: tuple[Limit, ...] = ()
-    content: tuple[tuple[str, tuple[Glob, ...]], ...] = ()
+    content: tuple[tuple[str, tuple[str, ...], tuple[Glob, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,9 +403,7 @@ class CompiledPolicy:
         order = {"deny": 0, "require_approval": 1, "allow": 2}
         self._rules = sorted(rules, key=lambda c: order[c.rule.effect])  # stable: document order within an effect
         self._limits = [(_PatternSet(li.actions), li) for li in policy.limits]
-        self._content = [
-            (_PatternSet(c.actions), c.id, tuple(Glob(b, unanchored=True) for b in c.blocked)) for c in policy.content
-        ]
+        self._content = [(_PatternSet(c.actions), c.id, *_blocked(c.blocked)) for c in policy.content]
         self._memo: dict[tuple[str, str | None, str | None, frozenset[str]], Decision] = {}
 
     def decide(self, action: str, resource: str | None, agent: str | None, scopes: frozenset[str]) -> Decision:
@@ -405,7 +422,7 @@ class CompiledPolicy:
         res = None if resource is None else normalise(resource, "resource")
         who = None if agent is None else normalise(agent, "agent")
         limits = tuple(li for pats, li in self._limits if pats.match(act))
-        content = tuple((cid, globs) for pats, cid, globs in self._content if pats.match(act))
+        content = tuple((cid, lits, globs) for pats, cid, lits, globs in self._content if pats.match(act))
         for c in self._rules:
             if not (c.actions.match(act) and c.resources.match(res)):
                 continue
@@ -426,6 +443,19 @@ class CompiledPolicy:
         return self.reviewers.match(normalise(agent, "agent"))
 
 
+def _blocked(patterns: Iterable[str]) -> tuple[tuple[str, ...], tuple[Glob, ...]]:
+    """Blocked patterns as plain substrings (``password``, ``*secret*``) and the remaining globs."""
+    literals, globs = [], []
+    for p in patterns:
+        g = Glob(p, unanchored=True)
+        pieces = [piece for piece in g.groups[0][0] if piece]
+        if len(pieces) == 1 and "?" not in pieces[0]:
+            literals.append(pieces[0])
+        else:
+            globs.append(g)
+    return tuple(literals), tuple(globs)
+
+
 def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
     """The id of the first content rule whose blocked pattern occurs in one of ``texts``, else ``None``."""
     if not decision.content:
@@ -436,8 +466,8 @@ def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
         if total > CONTENT_CHARS_MAX:
             return "content-too-long"
         norm = unicodedata.normalize("NFKC", text).casefold()
-        for cid, globs in decision.content:
-            if any(g.match(norm) for g in globs):
+        for cid, literals, globs in decision.content:
+            if any(lit in norm for lit in literals) or any(g.match(norm) for g in globs):
                 return cid
     return None
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from .models import Account, Balance, Price, Rate, Transfer, TransferRequest
 
@@ -81,7 +81,7 @@ class LedgerStore(ABC):
     (kind ``ledger.write``); otherwise the ledger service records it right after the batch applied.
     """
 
-    audits_writes: ClassVar[bool] = False
+    audits_writes: bool = False
 
     @abstractmethod
     async def open_account(
