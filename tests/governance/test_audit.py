@@ -282,3 +282,17 @@ def test_any_single_record_edit_is_detected(n: int, index: int, field: str, text
     walk = ChainWalk("t")
     assert not all(walk.step(r) for r in records)
     assert f"record {records[i].seq}" in walk.problems[0] or f"record {i + 1}" in walk.problems[0]
+
+
+async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:
+    await kernel.tenants.create("idt", "scale")
+    view = kernel.tenant("idt")
+    issued = await view.tokens.issue(agent="agent:a")
+    await view.tokens.revoke(issued.id)
+    await kernel.tenants.suspend("idt")
+    await kernel.tenants.activate("idt")
+    found = [(r.kind, r.resource, r.outcome) for r in await view.audit.events("idt")]
+    assert ("token.issued", f"token:{issued.id}", "ok") in found
+    assert ("token.revoked", f"token:{issued.id}", "ok") in found
+    assert [o for k, _, o in found if k == "tenant.status"] == ["active", "suspended", "active"]
+    assert (await view.audit.verify()).ok
