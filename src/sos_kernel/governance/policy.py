@@ -194,8 +194,13 @@ def _parse_text(text: str, format: str | None) -> Any:
     try:
         if kind == "json":
             return json.loads(text)
-        if kind == "toml" or (kind is None and re.search(r"^\s*\[\[?\w", text, re.MULTILINE)):
+        if kind == "toml":
             return tomllib.loads(text)
+        if kind is None:
+            try:
+                return tomllib.loads(text)
+            except tomllib.TOMLDecodeError:
+                pass  # not TOML: read it as YAML
         if kind in ("yaml", "yml", None):
             try:
                 yaml: Any = importlib.import_module("yaml")
