@@ -35,7 +35,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import ValidationError
 
 from sos_kernel import _trace, wire
-from sos_kernel.api import BusAPI, EngineAPI, LedgerAPI, MemoryAPI, ProvidersAPI, RegistryAPI, SkillsAPI, TasksAPI
+from sos_kernel.api import (
+    AuditAPI,
+    BusAPI,
+    EngineAPI,
+    GovernanceAPI,
+    LedgerAPI,
+    MemoryAPI,
+    ProvidersAPI,
+    RegistryAPI,
+    SkillsAPI,
+    TasksAPI,
+)
+from sos_kernel.audit import Audit
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     Bus,
@@ -64,6 +76,7 @@ from sos_kernel.errors import (
     UsageNotPersisted,
     from_wire,
 )
+from sos_kernel.governance import Governance
 from sos_kernel.identity.models import IssuedToken, Principal, PrincipalView, TokenInfo
 from sos_kernel.identity.service import TOKEN_CHARS_MAX
 from sos_kernel.ledger import Ledger
@@ -81,10 +94,12 @@ __all__ = [
     "BACKOFF_S",
     "POLL_S",
     "MumegaClient",
+    "RemoteAudit",
     "RemoteBus",
     "RemoteChatStream",
     "RemoteDelivery",
     "RemoteEngine",
+    "RemoteGovernance",
     "RemoteLedger",
     "RemoteMemory",
     "RemoteProviders",
@@ -205,6 +220,8 @@ class MumegaClient(PrincipalView):
         self.engine = cast(EngineAPI, RemoteEngine(self))
         self.tasks = cast(TasksAPI, RemoteTasks(self))
         self.memory = cast(MemoryAPI, RemoteMemory(self))
+        self.governance = cast(GovernanceAPI, RemoteGovernance(self))
+        self.audit = cast(AuditAPI, RemoteAudit(self))
         self.tokens = RemoteTokens(self)
 
     async def connect(self) -> MumegaClient:
@@ -806,6 +823,8 @@ class RemoteEngine(_RemoteEngineDerived):  # type: ignore[misc,valid-type]
 
 RemoteTasks = _remote_class("RemoteTasks", Tasks)
 RemoteMemory = _remote_class("RemoteMemory", Memory, _RemoteMemoryLocal)
+RemoteGovernance = _remote_class("RemoteGovernance", Governance)
+RemoteAudit = _remote_class("RemoteAudit", Audit)
 
 
 if TYPE_CHECKING:  # mypy proves the client has the session's surface (sos_kernel.api)

@@ -4,9 +4,11 @@ surfaces of the Protocols in :mod:`sos_kernel.api`. Nothing imports this module;
 from __future__ import annotations
 
 from .api import (
+    AuditAPI,
     BusAPI,
     ChatStreamAPI,
     EngineAPI,
+    GovernanceAPI,
     LedgerAPI,
     MemoryAPI,
     ProvidersAPI,
@@ -17,7 +19,9 @@ from .api import (
     SubscriptionAPI,
     TasksAPI,
 )
+from .audit import Audit
 from .bus import Bus, Subscription
+from .governance import Governance
 from .kernel import TenantView
 from .ledger import Ledger
 from .memory import Memory
@@ -62,3 +66,7 @@ def _trusted_tasks(tasks: Tasks) -> TasksAPI:
 
 def _trusted_memory(memory: Memory) -> MemoryAPI:
     return memory
+
+
+def _governance_services(governance: Governance, audit: Audit) -> tuple[GovernanceAPI, AuditAPI]:
+    return governance, audit

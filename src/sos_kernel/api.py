@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
 
+    from .audit import AuditRecord, AuditReport, Checkpoint
     from .bus import DeadLetter, PublishReceipt
     from .contracts import AgentCard, ChunkMessage, Message, ProviderCard, SendMessage, SkillCard, UsageEvent
+    from .governance import Approval, PolicyCheck, PolicyInfo
     from .identity.capability import Capability
     from .identity.keys import PublicKey
     from .identity.models import Principal
@@ -34,10 +36,12 @@ if TYPE_CHECKING:
     from .tasks import Board, Claim, Task
 
 __all__ = [
+    "AuditAPI",
     "BusAPI",
     "ChatStreamAPI",
     "DeliveryAPI",
     "EngineAPI",
+    "GovernanceAPI",
     "LedgerAPI",
     "MemoryAPI",
     "ProvidersAPI",
@@ -472,6 +476,36 @@ class MemoryAPI(Protocol):
     ) -> list[MemoryRecord]: ...
 
 
+class GovernanceAPI(Protocol):
+    """Policies, approvals and the policy's answer about an action (see ``docs/governance.md``)."""
+
+    async def set_policy(self, tenant: str, policy: dict[str, Any]) -> PolicyInfo: ...
+    async def get_policy(self, tenant: str) -> dict[str, Any] | None: ...
+    async def remove_policy(self, tenant: str) -> bool: ...
+    async def check(self, action: str, resource: str | None = None, agent: str | None = None) -> PolicyCheck: ...
+    async def pending(self) -> list[Approval]: ...
+    async def approve(self, id: str, reason: str = "", *, reviewer: str | None = None) -> Approval: ...
+    async def deny(self, id: str, reason: str = "", *, reviewer: str | None = None) -> Approval: ...
+
+
+class AuditAPI(Protocol):
+    """The tenant's audit chain (see ``docs/audit.md``)."""
+
+    async def events(
+        self,
+        tenant: str,
+        limit: int = 100,
+        after: int = 0,
+        kind: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+    ) -> list[AuditRecord]: ...
+    async def verify(self) -> AuditReport: ...
+    async def checkpoint(self) -> Checkpoint | None: ...
+    async def export(self, tenant: str, after: int = 0, limit: int = 10_000) -> list[dict[str, Any]]: ...
+
+
 class ServicesAPI(Protocol):
     """One tenant's services: a trusted ``kernel.tenant(slug)``, a ``Session`` or a ``MumegaClient``."""
 
@@ -491,6 +525,10 @@ class ServicesAPI(Protocol):
     def tasks(self) -> TasksAPI: ...
     @property
     def memory(self) -> MemoryAPI: ...
+    @property
+    def governance(self) -> GovernanceAPI: ...
+    @property
+    def audit(self) -> AuditAPI: ...
 
 
 class SessionAPI(ServicesAPI, Protocol):

@@ -17,7 +17,7 @@ from .errors import Forbidden
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
-__all__ = ["Arguments", "Caller", "guard"]
+__all__ = ["Arguments", "Caller", "Hooks", "guard"]
 
 CHANNEL_PREFIX = "sos:channel:"
 
@@ -30,10 +30,22 @@ class Arguments(Protocol):
     def __setitem__(self, name: str, value: Any) -> None: ...
 
 
+class Hooks(Protocol):
+    """What a tenant's governance adds to every guarded call (:class:`sos_kernel.governance.Governor`): the
+    policy ``check`` after the scope checks, the audit record of a call that ran (``done``) or was refused."""
+
+    def enter(self, principal: Principal) -> Any: ...
+    def leave(self, token: Any) -> None: ...
+    async def check(self, caller: Caller, op: Operation, arguments: Any) -> None: ...
+    async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None: ...
+    async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None: ...
+
+
 class Caller:
     """Who a session acts for, and the checks of :mod:`sos_kernel.operations` applied to them.
 
-    ``refresh`` re-validates the token (it raises the token's SOS-5xxx error); ``on_denial`` hears every refusal.
+    ``refresh`` re-validates the token (it raises the token's SOS-5xxx error); ``on_denial`` hears every refusal;
+    ``hooks``, when given, check each call against the tenant's policy and record it (see :class:`Hooks`).
     """
 
     def __init__(
@@ -41,11 +53,13 @@ class Caller:
         principal: Principal,
         refresh: Callable[[], Awaitable[Principal]],
         on_denial: Callable[[Principal, str], None],
+        hooks: Hooks | None = None,
     ) -> None:
         self.principal = principal
         self._refresh = refresh
         self._on_denial = on_denial
         self.denials = 0
+        self.hooks = hooks
 
     async def refresh(self) -> Principal:
         """The principal as of now (SOS-5002, 5003, 5006 if the token no longer gives one)."""
@@ -189,17 +203,43 @@ def _method(op: Operation) -> Callable[..., Any]:
 
         async def ruled(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
             arguments = bind(args, kwargs)
-            await self._caller.admit(access, arguments)
-            return await rule(self._caller, self._target, arguments)
+            caller, target = self._caller, self._target
+            if caller.hooks is not None:
+                return await _governed(caller, caller.hooks, op, arguments, lambda: rule(caller, target, arguments))
+            await caller.admit(access, arguments)
+            return await rule(caller, self._target, arguments)
 
         return functools.wraps(op.function)(ruled)
 
     async def guarded(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
         call = _Bound(shape, args, kwargs)
-        await self._caller.admit(access, call)
+        caller = self._caller
+        if caller.hooks is not None:
+            target = getattr(self._target, name)
+            return await _governed(caller, caller.hooks, op, call, lambda: target(*call.args, **call.kwargs))
+        await caller.admit(access, call)
         return await getattr(self._target, name)(*call.args, **call.kwargs)
 
     return functools.wraps(op.function)(guarded)
+
+
+async def _governed(
+    caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
+) -> Any:
+    """Admit, check against the policy, run, and record (a refusal, by the guard or the service, is recorded)."""
+    token = hooks.enter(caller.principal)  # the services' own records name who acted
+    try:
+        try:
+            await caller.admit(op.access, arguments)
+            await hooks.check(caller, op, arguments)
+            result = await run()
+        except Forbidden as exc:
+            await hooks.refused(caller.principal, op, exc, arguments)
+            raise
+        await hooks.done(caller.principal, op, arguments, result)
+        return result
+    finally:
+        hooks.leave(token)
 
 
 class _Guarded:

@@ -8,6 +8,7 @@ the same API scoped to another tenant, whose data is namespaced apart from every
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Mapping
@@ -17,10 +18,14 @@ import anyio
 
 from ._background import Background
 from ._observe import Events
+from .audit import Audit
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
-from .contracts import TypeCatalogue
+from .contracts import GateVerdictMessage, TypeCatalogue, build_message
 from .errors import InvalidArgument, KernelClosed, SOSError
+from .governance import Governance, Governor, PolicyCache, use
+from .governance.service import GOVERNANCE_CHANNEL
+from .identity.keys import AgentKey
 from .identity.models import Principal
 from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
 from .ledger import Ledger
@@ -58,6 +63,22 @@ class TenantView:
         self.tasks = Tasks(kernel.backend.tasks, slug, self.ledger, self.bus)
         self.bus.events = self.ledger.events = kernel.events
         self.memory = Memory(kernel.memory_store, slug, kernel.embedder, kernel.memory_limits, self.capabilities)
+        self.audit = Audit(kernel.backend.audit, slug, kernel.audit_key, kernel.audit_trusted_keys)
+        self.governance = Governance(kernel.backend.governance, slug, self.audit, kernel._policies, self._notify)
+        self.governance.loop_token = kernel._loop_token
+        self.governor = Governor(self.governance, self.audit)
+        self.tokens.audit = self.capabilities.audit = self.ledger.audit = self.audit.record
+
+    async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
+        # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort
+        message: dict[str, Any] = {"type": "gate_verdict", "source": "agent:kernel", "target": GOVERNANCE_CHANNEL}
+        try:
+            if kind == "gate_verdict":
+                await self.bus.publish(build_message(GateVerdictMessage, {**message, "payload": payload}))
+            else:
+                await self.bus.send("agent:kernel", GOVERNANCE_CHANNEL, json.dumps({"approval": payload}))
+        except SOSError:
+            return
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"
@@ -82,6 +103,8 @@ class Kernel:
         memory: str | MemoryStore | None = None,
         embedder: Embedder | None = None,
         memory_limits: MemoryLimits | None = None,
+        audit_key: AgentKey | None = None,
+        audit_trusted_keys: frozenset[str] | None = None,
         **options: Any,
     ) -> None:
         self.url = url or os.environ.get("SOS_URL") or DEFAULT_URL
@@ -106,6 +129,10 @@ class Kernel:
         self.embedder: Embedder = embedder if embedder is not None else LexicalEmbedder()
         self.memory_limits = memory_limits or MemoryLimits()
         _check_memory_options(memory, self.embedder, self.memory_limits)
+        self.audit_key = audit_key or _audit_key()
+        self.audit_trusted_keys = audit_trusted_keys
+        self._policies = PolicyCache()
+        self._loop_token: Any = None
         if not isinstance(self.limits, BusLimits):
             raise InvalidArgument("limits must be a BusLimits")
         if not (self.limits.chunk_ttl_s > 0 and self.limits.chunk_sweep_interval_s > 0):
@@ -126,6 +153,10 @@ class Kernel:
                 await self.aclose()  # the backend is open: a kernel that failed to open holds nothing
                 raise
         self._sweeper.start()
+        self._loop_token = anyio.lowlevel.current_token()
+        for view in self._tenants.values():
+            view.governance.loop_token = self._loop_token
+        use(self.governance)  # governed() tools act on the kernel opened most recently
         return self
 
     async def _sweep_chunks(self) -> None:
@@ -152,6 +183,11 @@ class Kernel:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._tenants.get(DEFAULT_TENANT) is not None:
+            from .governance import _default
+
+            if _default and _default[0] is self._tenants[DEFAULT_TENANT].governance:
+                use(None)
         try:
             await self._sweeper.aclose()
             await self.provider_runtime.aclose()
@@ -230,6 +266,16 @@ class Kernel:
         return self._memory_store or self.backend.memory
 
     @property
+    def governance(self) -> Governance:
+        """Policies, budgets and approvals of the ``default`` tenant (``set_policy`` takes any tenant)."""
+        return self.tenant(DEFAULT_TENANT).governance
+
+    @property
+    def audit(self) -> Audit:
+        """The audit chain of the ``default`` tenant."""
+        return self.tenant(DEFAULT_TENANT).audit
+
+    @property
     def registry(self) -> Registry:
         """The agent registry of the ``default`` tenant."""
         return self.tenant(DEFAULT_TENANT).registry
@@ -247,9 +293,11 @@ class Kernel:
         async def announce(slug: str, text: str) -> None:
             await self.tenant(slug).bus.send("agent:kernel", "sos:channel:system:events", text)
 
-        return Tenants(
+        tenants = Tenants(
             self.backend.identity, self._auth, tokens_of=lambda slug: self.tenant(slug).tokens, announce=announce
         )
+        tenants.audit_of = lambda slug: self.tenant(slug).audit.record
+        return tenants
 
     async def session(self, token: str | None) -> Session:
         """The kernel's API scoped to ``token``'s tenant and principal, every call checked (see ``session``).
@@ -266,7 +314,8 @@ class Kernel:
         async def refresh() -> Principal:
             return await auth.principal_for_digest(digest)
 
-        return Session(self.tenant(principal.tenant), principal, refresh, self._record_denial)
+        view = self.tenant(principal.tenant)
+        return Session(view, principal, refresh, self._record_denial, view.governor)
 
     def _record_denial(self, principal: Principal, reason: str) -> None:
         self.denials[principal.tenant] += 1
@@ -279,6 +328,17 @@ class Kernel:
         return f"Kernel({self.url!r}, {state})"
 
 
+def _audit_key() -> AgentKey:
+    """``SOS_AUDIT_KEY`` (a 64-hex-digit Ed25519 seed) when set, else a key of this kernel's own."""
+    seed = os.environ.get("SOS_AUDIT_KEY")
+    if not seed:
+        return AgentKey.generate()
+    try:
+        return AgentKey.from_seed(bytes.fromhex(seed))
+    except ValueError as exc:
+        raise InvalidArgument("SOS_AUDIT_KEY must be a 64-hex-digit Ed25519 seed") from exc
+
+
 def open(
     url: str | None = None, memory: str | MemoryStore | None = None, embedder: Embedder | None = None, **options: Any
 ) -> Kernel:
@@ -286,11 +346,13 @@ def open(
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
     ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>``,
-    ``provider_keys={provider id: key}`` and ``provider_hosts=[host, ...]`` (see docs/providers.md) and the
-    backend's own options (see docs/backends.md). ``memory`` puts memories elsewhere than the backend (a
-    ``postgresql://`` URL for pgvector, or a ``MemoryStore``); ``embedder`` embeds memory texts (default:
-    ``LexicalEmbedder()``); ``memory_limits=MemoryLimits(...)`` bounds memory per tenant. Raises SOS-4006 for an
-    unknown scheme, SOS-6032 for a missing extra, SOS-6030 when the engine cannot be reached.
+    ``provider_keys={provider id: key}`` and ``provider_hosts=[host, ...]`` (see docs/providers.md),
+    ``audit_key=AgentKey`` (signs the audit chain's checkpoints; default ``$SOS_AUDIT_KEY``, else a new key),
+    ``audit_trusted_keys=frozenset({public key hex})`` (the only keys ``audit.verify`` accepts) and the backend's
+    own options (see docs/backends.md). ``memory`` puts memories elsewhere than the backend (a ``postgresql://``
+    URL for pgvector, or a ``MemoryStore``); ``embedder`` embeds memory texts (default: ``LexicalEmbedder()``);
+    ``memory_limits=MemoryLimits(...)`` bounds memory per tenant. Raises SOS-4006 for an unknown scheme,
+    SOS-6032 for a missing extra, SOS-6030 when the engine cannot be reached.
     """
     return Kernel(url, memory=memory, embedder=embedder, **options)
 

@@ -16,7 +16,9 @@ checked against its scopes before anything is read or written. Checks fail close
 - no call can reach another tenant's data: each session's services are the tenant's own.
 
 Every refusal raises :class:`~sos_kernel.errors.Forbidden` (SOS-5004), increments ``session.denials`` and is
-passed to the kernel's denial hooks (``kernel.on_denial``), where an audit trail can subscribe.
+passed to the kernel's denial hooks (``kernel.on_denial``), and recorded in the tenant's audit chain. A tenant
+with a policy (``kernel.governance.set_policy``) has every call checked against it too, after the scopes, and
+refused (SOS-5004) when no rule allows it (see ``sos_kernel.governance``).
 
 A session's services are the trusted ones behind one guard (:func:`sos_kernel.guard.guard`), which applies the
 access rule declared beside each operation (:mod:`sos_kernel.operations`); nothing undeclared is reachable.
@@ -27,8 +29,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from .api import BusAPI, EngineAPI, LedgerAPI, MemoryAPI, ProvidersAPI, RegistryAPI, ServicesAPI, SkillsAPI, TasksAPI
-from .guard import Caller, guard
+from .api import (
+    AuditAPI,
+    BusAPI,
+    EngineAPI,
+    GovernanceAPI,
+    LedgerAPI,
+    MemoryAPI,
+    ProvidersAPI,
+    RegistryAPI,
+    ServicesAPI,
+    SkillsAPI,
+    TasksAPI,
+)
+from .guard import Caller, Hooks, guard
 from .identity.models import Principal, PrincipalView
 
 __all__ = ["Session"]
@@ -47,8 +61,9 @@ class Session(PrincipalView):
         principal: Principal,
         refresh: Callable[[], Awaitable[Principal]],
         on_denial: Callable[[Principal, str], None],
+        hooks: Hooks | None = None,
     ) -> None:
-        self._caller = Caller(principal, refresh, on_denial)
+        self._caller = Caller(principal, refresh, on_denial, hooks)
         self.bus = cast(BusAPI, guard(services.bus, self._caller))
         self.ledger = cast(LedgerAPI, guard(services.ledger, self._caller))
         self.registry = cast(RegistryAPI, guard(services.registry, self._caller))
@@ -57,6 +72,8 @@ class Session(PrincipalView):
         self.engine = cast(EngineAPI, guard(services.engine, self._caller))
         self.tasks = cast(TasksAPI, guard(services.tasks, self._caller))
         self.memory = cast(MemoryAPI, guard(services.memory, self._caller))
+        self.governance = cast(GovernanceAPI, guard(services.governance, self._caller))
+        self.audit = cast(AuditAPI, guard(services.audit, self._caller))
 
     @property
     def principal(self) -> Principal:

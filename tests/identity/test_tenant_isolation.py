@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 import sos_kernel
+from sos_kernel.audit import Audit
 from sos_kernel.bus import Bus
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import SOSError
+from sos_kernel.governance import Governance
 from sos_kernel.ledger import Ledger
 from sos_kernel.memory import Memory
 from sos_kernel.operations import declared
@@ -163,6 +165,17 @@ ROWS: dict[tuple[str, str], Call] = {
     ("memory", "list"): lambda s: s.memory.list("shared"),
     ("memory", "namespaces"): lambda s: s.memory.namespaces(),
     ("memory", "forget"): lambda s: s.memory.forget("shared", "mb"),
+    ("governance", "set_policy"): lambda s: s.governance.set_policy("tenant-b", {"name": "a-wins"}),
+    ("governance", "get_policy"): lambda s: s.governance.get_policy("tenant-b"),
+    ("governance", "remove_policy"): lambda s: s.governance.remove_policy("tenant-b"),
+    ("governance", "check"): lambda s: s.governance.check("ledger.transfer", "agent:y"),
+    ("governance", "pending"): lambda s: s.governance.pending(),
+    ("governance", "approve"): lambda s: s.governance.approve("apr-b"),
+    ("governance", "deny"): lambda s: s.governance.deny("apr-b"),
+    ("audit", "events"): lambda s: s.audit.events("tenant-b"),
+    ("audit", "verify"): lambda s: s.audit.verify(),
+    ("audit", "checkpoint"): lambda s: s.audit.checkpoint(),
+    ("audit", "export"): lambda s: s.audit.export("tenant-b"),
 }
 
 SERVICES = {
@@ -174,6 +187,8 @@ SERVICES = {
     "engine": Engine,
     "tasks": Tasks,
     "memory": Memory,
+    "governance": Governance,
+    "audit": Audit,
 }
 
 
@@ -219,6 +234,8 @@ async def _snapshot(kernel: sos_kernel.Kernel) -> dict[str, Any]:
             (n.name, n.count, [(m.id, m.text) for m in await view.memory.list(n.name)])
             for n in await view.memory.namespaces()
         ],
+        "policy": await view.governance.get_policy("tenant-b"),
+        "audit": [r.digest for r in await view.audit.events("tenant-b")],
     }
 
 
@@ -240,6 +257,9 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
     await b.tasks.claim("task-b", agent="agent:y", lease_s=600)
     await b.memory.remember("shared", "b's secret", id="mb")
     await b.memory.remember("agent:y/notes", "b's secret too", id="mb")
+    await b.governance.set_policy(
+        "tenant-b", {"name": "b", "rules": [{"id": "all", "effect": "allow", "actions": ["**"]}]}
+    )
     before = await _snapshot(kernel)
     session = await connect(admin_a)
     for (service, method), call in ROWS.items():
@@ -261,5 +281,7 @@ async def test_no_session_method_reaches_another_tenant(kernel: sos_kernel.Kerne
         "breakers",
         "tasks",
         "memory",
+        "policy",
+        "audit",
     ):
         assert before[key], key  # the table ran against real data in tenant B

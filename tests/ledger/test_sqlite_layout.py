@@ -129,6 +129,8 @@ async def test_a_transfer_from_the_only_writer_reads_only_its_id(tmp_path: Path)
         "PRAGMA data_version",
         "SELECT 1 FROM",
         "INSERT INTO ledger_records",
+        "SELECT seq, digest",  # the audit chain's head, and the batch's record, in the same transaction
+        "INSERT INTO audit_records",
         "UPDATE ledger_accounts SET",
         "UPDATE ledger_accounts SET",
         "COMMIT",

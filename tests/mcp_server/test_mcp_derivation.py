@@ -69,7 +69,9 @@ async def test_its_tools_run_behind_the_sessions_guard(kernel: sos_kernel.Kernel
     session.notes = guard(notes, Caller(session.principal, session.refresh, lambda principal, reason: None))
     async with mcp_client(session, kernel) as alice:
         kept = ok(await alice.call_tool("note_remember", {"namespace": "n", "text": "hello"}))
-        refused(await alice.call_tool("note_remember", {"namespace": "n", "text": "x", "agent": "agent:bob"}), "SOS-5004")
+        refused(
+            await alice.call_tool("note_remember", {"namespace": "n", "text": "x", "agent": "agent:bob"}), "SOS-5004"
+        )
         assert ok(await alice.call_tool("notes_count", {"namespace": "n"})) == 1
         refused(await alice.call_tool("notes_internal", {}), "SOS-4040")
     assert kept == {"agent": "agent:alice", "namespace": "n", "count": 1}

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from ..audit.store import AuditStore
 from ..bus.store import BusStore
 from ..errors import MissingDependency
+from ..governance.store import GovernanceStore
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
 from ..memory.store import MemoryStore
@@ -67,6 +69,8 @@ class Backend(ABC):
     providers: ProviderStore
     tasks: TaskStore
     memory: MemoryStore
+    governance: GovernanceStore
+    audit: AuditStore
 
     @classmethod
     @abstractmethod

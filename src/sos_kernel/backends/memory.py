@@ -29,6 +29,7 @@ from ..bus.store import (
 )
 from ..errors import InvalidArgument
 from . import Backend, Implements
+from .memory_governance import MemoryAuditStore, MemoryGovernanceStore
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
 from .memory_memory import MemoryMemoryStore
@@ -348,6 +349,8 @@ class MemoryBackend(Backend):
         self.replies = MemoryReplyStore()
         self.tasks = MemoryTaskStore()
         self.memory = MemoryMemoryStore()
+        self.governance = MemoryGovernanceStore()
+        self.audit = MemoryAuditStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

@@ -48,6 +48,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
+from .redis_governance import RedisAuditStore, RedisGovernanceStore
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_memory import RedisMemoryStore
@@ -552,6 +553,8 @@ class RedisBackend(Backend):
         self.replies = RedisReplyStore(client)
         self.tasks = RedisTaskStore(client)
         self.memory = RedisMemoryStore(client)
+        self.governance = RedisGovernanceStore(client)
+        self.audit = RedisAuditStore(client)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:

@@ -48,6 +48,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
 from .sqlite_engine import SQLiteEngine
+from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
 from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
@@ -112,6 +113,7 @@ _ALL_SCHEMA = (
     + PROVIDERS_SCHEMA
     + TASKS_SCHEMA
     + MEMORY_SCHEMA
+    + GOVERNANCE_SCHEMA
 )
 
 
@@ -629,6 +631,8 @@ class SQLiteBackend(Backend):
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
         self.tasks = SQLiteTaskStore(engine)
         self.memory = SQLiteMemoryStore(engine)
+        self.governance = SQLiteGovernanceStore(engine)
+        self.audit = SQLiteAuditStore(engine)
 
     @classmethod
     async def connect(

@@ -48,11 +48,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+from ..audit import acting
 from ..errors import InvariantViolation, LimitExceeded
 from ..ledger.chain import account_digest, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
+from ..ledger.service import ledger_write_record
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
+from .sqlite_governance import append_audit_row
 
 __all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore"]
 
@@ -314,6 +317,8 @@ def _account_keys(requests: Sequence[TransferRequest], holds: dict[str, Transfer
 class SQLiteLedgerStore(LedgerStore):
     """Ledger primitives as SQLite transactions (see :class:`~sos_kernel.backends.sqlite_engine.SQLiteEngine`)."""
 
+    audits_writes: bool = True
+
     def __init__(self, engine: Any) -> None:
         self._db = engine
         # tenant slug -> number; only numbers read back from a committed row are kept, and a number never changes
@@ -535,6 +540,8 @@ class SQLiteLedgerStore(LedgerStore):
         digests = link(state.head, result.transfers, accounts)
         state.head = digests[-1]
         _insert(self._db.cursor, tn, base, result.transfers, digests, now)
+        if self.audits_writes:  # the batch's audit record commits with it: never a write without its record
+            append_audit_row(self._db.cursor, tenant, "ledger.write", acting(), ledger_write_record(result.transfers))
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SOSError
-from . import _admin, _bridge, _bus, _local, _mcp, _memory, _ops, _providers, _serve, _services, _tasks
+from . import _admin, _bridge, _bus, _governance, _local, _mcp, _memory, _ops, _providers, _serve, _services, _tasks
 from ._output import Output
 from ._target import Context
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tasks.add_commands(sub, options)
     _ops.add_commands(sub, options)
     _memory.add_commands(sub, options)
+    _governance.add_commands(sub, options)
     return parser
 
 

@@ -51,6 +51,11 @@ SCOPES: dict[str, str] = {
     "memory:read": "recall, get and list memories of shared namespaces and the caller's own agent:<name>/...",
     "memory:write": "remember and forget in shared namespaces and the caller's own agent:<name>/...",
     "memory:admin": "read and write every namespace of the tenant, other agents' included",
+    "governance:read": "read the tenant's policy, ask it about an action, list pending approvals",
+    "governance:review": "approve or deny pending approvals, as a reviewer the policy names",
+    "governance:admin": "set and remove the tenant's policy; decide any approval",
+    "audit:read": "read, verify and export the tenant's audit chain",
+    "audit:admin": "sign a checkpoint of the tenant's audit chain",
 }
 """Every scope a token may carry, and what it allows."""
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..errors import (
     Forbidden,
@@ -49,6 +50,7 @@ from .store import IdentityStore
 __all__ = [
     "TOKEN_CACHE_TTL_S",
     "TOKEN_CHARS_MAX",
+    "AuditHook",
     "Authenticator",
     "Capabilities",
     "Tenants",
@@ -56,6 +58,10 @@ __all__ = [
     "check_tenant",
     "token_digest",
 ]
+
+AuditHook = Callable[..., Awaitable[Any]]
+"""``record(kind, *, actor, action="", resource="", outcome="ok", details=None)``: the tenant's audit chain
+(:meth:`sos_kernel.audit.Audit.record`), set by the kernel; identity events are recorded through it."""
 
 TOKEN_CACHE_TTL_S = 1.0
 TOKEN_CACHE_MAX = 100_000
@@ -106,6 +112,7 @@ class Tenants:
         self._auth = auth
         self._tokens_of = tokens_of
         self._announce = announce
+        self.audit_of: Callable[[str], AuditHook] | None = None
 
     async def create(self, slug: str, plan: str = "starter", *, seats: int | None = None) -> tuple[Tenant, str]:
         """Sprout a tenant: record it (``provisioning``), set up its default channels, activate it, and issue its
@@ -132,6 +139,8 @@ class Tenants:
         await self._announce(slug, f"tenant {slug} sprouted on plan {plan}")
         tenant = replace(tenant, status="active")
         await self._store.put_tenant(tenant)
+        if self.audit_of is not None:
+            await self.audit_of(slug)("tenant.status", actor="kernel", resource=f"tenant:{slug}", outcome="active")
         issued = await self._tokens_of(slug).issue(scopes=[ADMIN_SCOPE], label="first admin")
         return tenant, issued.secret
 
@@ -153,6 +162,8 @@ class Tenants:
         tenant = replace(await self.get(slug), status=status)
         await self._store.put_tenant(tenant)
         self._auth.forget_tenant(slug)
+        if self.audit_of is not None:
+            await self.audit_of(slug)("tenant.status", actor="kernel", resource=f"tenant:{slug}", outcome=status)
         return tenant
 
     async def suspend(self, slug: str) -> Tenant:
@@ -175,6 +186,7 @@ class Tokens:
         self._store = store
         self.tenant = tenant
         self._auth = auth
+        self.audit: AuditHook | None = None
 
     async def issue(
         self,
@@ -221,6 +233,13 @@ class Tokens:
                 f"tenant {self.tenant} uses all {tenant.seats_max} seat(s) of plan {tenant.plan}",
                 details={"limit": "seats", "max": tenant.seats_max},
             )
+        if self.audit is not None:
+            await self.audit(
+                "token.issued",
+                actor="kernel",
+                resource=f"token:{info.id}",
+                details={"agent": agent, "scopes": list(chosen)},
+            )
         return IssuedToken(info.id, secret, self.tenant, agent, chosen, info.expires_at)
 
     async def revoke(self, token_id: str) -> None:
@@ -228,6 +247,8 @@ class Tokens:
         if not await self._store.revoke_token(self.tenant, token_id, _now()):
             raise NotFound(f"no live token {token_id!r} in tenant {self.tenant}", details={"id": token_id})
         self._auth.forget_token(token_id)
+        if self.audit is not None:
+            await self.audit("token.revoked", actor="kernel", resource=f"token:{token_id}")
 
     async def list(self) -> list[TokenInfo]:
         """The tenant's tokens (ids, agents, scopes, times; never secrets)."""
@@ -301,6 +322,7 @@ class Capabilities:
         self._store = store
         self.tenant = tenant
         self._trusted: dict[str, PublicKey] = {}
+        self.audit: AuditHook | None = None
 
     def trust(self, key: PublicKey) -> None:
         """Trust ``key`` as a root issuer (add several to rotate)."""
@@ -323,16 +345,31 @@ class Capabilities:
         same signing key) is used; no other link, whatever its id, can seed, reset or spend it."""
         leaf = await self.check(chain, action=action, resource=resource)
         if all(c.uses_remaining is None for c in chain):
+            await self._used(chain, leaf, action, resource)
             return leaf
         # Counters are keyed by signer key and signed content, never by the id a signer chose (see use_keys).
         keys = use_keys(chain, self._trusted)
         limited = [(k, n) for k, c in zip(keys, chain, strict=True) if (n := c.uses_remaining) is not None]
         if not await self._store.consume_uses(self.tenant, limited):
             raise Forbidden("a capability in the chain has no uses left", details={"link": leaf.id})
+        await self._used(chain, leaf, action, resource)
         return leaf
+
+    async def _used(self, chain: Sequence[Capability], leaf: Capability, action: str, resource: str) -> None:
+        # the chain's ids record the delegation the use relied on
+        if self.audit is not None:
+            await self.audit(
+                "capability.used",
+                actor=leaf.subject,
+                action=action,
+                resource=resource,
+                details={"capability": leaf.id, "chain": [c.id for c in chain][:32]},
+            )
 
     async def revoke(self, capability_id: str) -> None:
         """Revoke a capability; every capability delegated from it stops verifying too."""
         if not isinstance(capability_id, str) or not capability_id:
             raise InvalidArgument("capability_id must be a non-empty string")
         await self._store.revoke_capability(self.tenant, capability_id)
+        if self.audit is not None:
+            await self.audit("capability.revoked", actor="kernel", resource=f"capability:{capability_id}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -283,6 +283,19 @@ async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) 
     return await ledger.void(hold_id, id=None if op_id is None else caller.own_id(op_id, ADMIN))
 
 
+_WRITE_ACTIONS = {"posted": "transfer", "pending": "hold", "post_pending": "capture", "void_pending": "void"}
+
+
+def ledger_write_record(transfers: Sequence[Transfer]) -> dict[str, Any]:
+    """The audit record of an applied batch: its kind, status and transfer ids (amounts live in the ledger)."""
+    first = transfers[0]
+    return {
+        "action": "ledger." + _WRITE_ACTIONS.get(first.kind, first.kind),
+        "outcome": first.status,
+        "details": {"ids": [t.id for t in transfers[:100]], "count": len(transfers), "sequence": first.sequence},
+    }
+
+
 @service("ledger")
 class Ledger:
     """The ledger API of one tenant. Obtain it as ``kernel.ledger`` or ``kernel.tenant(slug).ledger``."""
@@ -292,6 +305,8 @@ class Ledger:
         self.tenant = tenant
         self.events: Events | None = None
         """Set by the kernel: counts of transfers recorded (for metrics)."""
+        self.audit: Callable[..., Awaitable[Any]] | None = None
+        """The tenant's audit chain (set by the kernel): each applied batch is recorded (see ``audits_writes``)."""
 
     @property
     def store(self) -> LedgerStore:
@@ -498,6 +513,8 @@ class Ledger:
 
     async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:
         applied = await self._store.apply(self.tenant, requests, time.time())
+        if applied.transfers and self.audit is not None and not self._store.audits_writes:
+            await self.audit("ledger.write", actor="kernel", **ledger_write_record(applied.transfers))
         transfers = self._replay(requests, applied.existing) if applied.existing else applied.transfers
         failed = None
         for t in transfers:

@@ -75,7 +75,13 @@ class UsageQuery:
 
 
 class LedgerStore(ABC):
-    """Primitive, atomic ledger operations for one engine."""
+    """Primitive, atomic ledger operations for one engine.
+
+    ``audits_writes``: the store appends the audit record of every applied batch in the batch's own transaction
+    (kind ``ledger.write``); otherwise the ledger service records it right after the batch applied.
+    """
+
+    audits_writes: bool = False
 
     @abstractmethod
     async def open_account(

@@ -23,9 +23,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.responses import Response
 
 from .. import _trace
+from ..audit import Audit
 from ..bus import Bus, DeadLetter
 from ..contracts import Message, TypeCatalogue, validation_details
 from ..errors import BackendFailure, InvalidArgument, SchemaViolation, SOSError
+from ..governance import Governance
 from ..ledger import Ledger
 from ..memory import Memory
 from ..operations import Operation, declared, operation_hints
@@ -38,7 +40,7 @@ from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
 
-SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks, Memory)
+SERVICES: tuple[type, ...] = (Bus, Registry, Ledger, Skills, Providers, Engine, Tasks, Memory, Governance, Audit)
 """The service classes whose declared operations are served."""
 
 log = logging.getLogger("sos_kernel.server")

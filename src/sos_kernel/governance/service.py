@@ -1,0 +1,550 @@
+"""The governance service: a tenant's policy, its budgets and its approvals, enforced in the one guard.
+
+Governance is opt-in per tenant: a tenant without a policy works as before (its sessions are held to their scopes
+only). ``set_policy`` turns it on, and from then on every operation of that tenant's sessions is checked against
+the policy in the guard, after the scope checks, in-process and remote alike: **an action no rule allows is
+refused** (SOS-5004, naming the policy and the missing rule). Removing the policy needs ``governance:admin``.
+``governed(fn, ...)`` tools are stricter: with no policy they are refused (default deny).
+
+The operations of ``governance`` and ``audit`` themselves are held to their scopes, not to the policy, so a policy
+can never lock the tenant's admin out of changing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, NoReturn
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acting
+from ..errors import Forbidden, InvalidArgument, NotFound
+from ..identity.models import Principal
+from ..operations import Operation, Wire, operation, service
+from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy
+from .store import Charge, GovernanceStore
+
+__all__ = [
+    "APPROVALS_PENDING_MAX",
+    "APPROVAL_POLL_S",
+    "GOVERNANCE_CHANNEL",
+    "POLICY_CACHE_TTL_S",
+    "Approval",
+    "Governance",
+    "Governor",
+    "PolicyCache",
+    "PolicyCheck",
+    "PolicyInfo",
+]
+
+POLICY_CACHE_TTL_S = 1.0
+"""How long a process keeps a tenant's compiled policy before reading it again (a change made in this process
+applies at once; one made by another process within this time)."""
+APPROVALS_PENDING_MAX = 100
+"""Pending approvals per tenant; a request beyond it is refused."""
+APPROVAL_POLL_S = 0.05
+"""How often a call waiting for approval looks for the verdict."""
+GOVERNANCE_CHANNEL = "sos:channel:governance"
+"""Where approval requests and verdicts (``gate_verdict``) are published."""
+EXEMPT_SERVICES = frozenset({"governance", "audit"})
+LEDGER_WRITES = frozenset(
+    {"ledger.transfer", "ledger.transfer_many", "ledger.hold", "ledger.capture", "ledger.void", "ledger.transmute"}
+)
+"""Operations whose record the ledger writes itself (``ledger.write``, in the transfer's own transaction on
+SQLite), so the guard adds none."""
+RESOURCE_ARGUMENTS = (
+    "target",
+    "credit",
+    "address",
+    "name",
+    "owner",
+    "skill_id",
+    "hold_id",
+    "to",
+    "provider",
+    "provider_id",
+    "task_id",
+    "namespace",
+)
+"""The arguments that name an operation's resource, first present wins."""
+TEXT_ARGUMENTS = (
+    "text",
+    "question",
+    "context",
+    "reason",
+    "message",
+    "messages",
+    "metadata",
+    "event",
+    "title",
+    "description",
+    "query",
+)
+"""The arguments whose text content rules scan."""
+_TEXTS_MAX = 1000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyInfo(_Frozen):
+    """A stored policy: its document's name and version, the store's revision, and the document's SHA-256."""
+
+    tenant: str
+    name: str
+    version: int
+    revision: int
+    digest: str
+
+
+class PolicyCheck(_Frozen):
+    """What the policy says about an action (``effect``; ``rule`` is ``None`` when no rule allows it)."""
+
+    effect: Literal["allow", "deny", "require_approval"]
+    rule: str | None
+    reason: str
+    policy: str | None
+
+
+class Approval(_Frozen):
+    """A call waiting for a reviewer: ``state`` is ``pending``, ``approved``, ``denied`` or ``expired``."""
+
+    id: str
+    tenant: str
+    agent: str | None
+    action: str
+    resource: str | None
+    rule: str | None
+    state: Literal["pending", "approved", "denied", "expired"]
+    created_at: datetime
+    expires_at: datetime
+    reviewer: str | None = None
+    reason: str = ""
+
+
+class PolicyCache:
+    """Compiled policies by tenant, shared by a kernel's tenant views (see ``POLICY_CACHE_TTL_S``)."""
+
+    def __init__(self, ttl_s: float = POLICY_CACHE_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._found: dict[str, tuple[float, CompiledPolicy | None]] = {}
+
+    def get(self, tenant: str) -> tuple[bool, CompiledPolicy | None]:
+        hit = self._found.get(tenant)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, tenant: str, compiled: CompiledPolicy | None) -> None:
+        self._found[tenant] = (time.monotonic() + self.ttl_s, compiled)
+
+    def forget(self, tenant: str) -> None:
+        self._found.pop(tenant, None)
+
+
+def _document(policy: Any) -> str:
+    return load_policy(policy).model_dump_json()
+
+
+async def _review_rule(caller: Any, governance: Governance, arguments: dict[str, Any]) -> Approval:
+    """A reviewer listed in the policy decides (as itself); ``governance:admin`` may decide as any reviewer."""
+    principal: Principal = caller.principal
+    decide = governance.approve if arguments.get("verdict", "approve") == "approve" else governance.deny
+    if not principal.allows("governance:admin"):
+        compiled = await governance.compiled()
+        if compiled is None or not compiled.may_review(principal.agent):
+            caller.deny("is not a reviewer of the tenant's policy", agent=principal.agent)
+        arguments["reviewer"] = principal.agent
+    elif arguments.get("reviewer") is None:
+        arguments["reviewer"] = principal.agent or "admin"
+    return await decide(arguments["id"], arguments.get("reason", ""), reviewer=arguments["reviewer"])
+
+
+async def _approve_rule(caller: Any, governance: Governance, arguments: dict[str, Any]) -> Approval:
+    return await _review_rule(caller, governance, {**arguments, "verdict": "approve"})
+
+
+async def _deny_rule(caller: Any, governance: Governance, arguments: dict[str, Any]) -> Approval:
+    return await _review_rule(caller, governance, {**arguments, "verdict": "deny"})
+
+
+@service("governance")
+class Governance:
+    """The governance API of one tenant: ``kernel.governance`` or ``kernel.tenant(slug).governance``."""
+
+    def __init__(
+        self,
+        store: GovernanceStore,
+        tenant: str,
+        audit: Audit,
+        cache: PolicyCache,
+        notify: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self._store = store
+        self.tenant = tenant
+        self._audit = audit
+        self._cache = cache
+        self._notify = notify
+        self.loop_token: Any = None
+        """The kernel's event loop (set when it opens): where governed sync tools run their checks."""
+
+    async def compiled(self, tenant: str | None = None) -> CompiledPolicy | None:
+        """The tenant's compiled policy (``None``: governance is off for it), cached ``POLICY_CACHE_TTL_S``."""
+        slug = tenant or self.tenant
+        hit, compiled = self._cache.get(slug)
+        if hit:
+            return compiled
+        found = await self._store.get_policy(slug)
+        compiled = None if found is None else compile_policy(json.loads(found[1]), found[0])
+        self._cache.put(slug, compiled)
+        return compiled
+
+    @operation("governance:admin", tenant=("tenant",), wire=Wire(keyed=True, summary="Set the tenant's policy"))
+    async def set_policy(self, tenant: str, policy: dict[str, Any]) -> PolicyInfo:
+        """Replace ``tenant``'s policy with ``policy`` (a dict in the documented format; see
+        ``sos_kernel.governance.policy``). From now on every operation of its sessions is checked against it, and an
+        action no rule allows is refused. Raises SOS-4001 for an invalid document, SOS-4010 for one too large."""
+        if not isinstance(tenant, str):
+            raise InvalidArgument("tenant is a str")
+        document = _document(policy)
+        parsed = load_policy(json.loads(document))
+        revision = await self._store.put_policy(tenant, document)
+        self._cache.forget(tenant)
+        digest = hashlib.sha256(document.encode()).hexdigest()
+        info = PolicyInfo(tenant=tenant, name=parsed.name, version=parsed.version, revision=revision, digest=digest)
+        await self._audit.record(
+            "policy.set",
+            actor="kernel",
+            action="governance.set_policy",
+            resource=f"policy:{parsed.name}",
+            details={"version": parsed.version, "revision": revision, "digest": digest},
+            tenant=tenant,
+        )
+        return info
+
+    @operation("governance:read", tenant=("tenant",), wire=Wire("GET", summary="The tenant's policy"))
+    async def get_policy(self, tenant: str) -> dict[str, Any] | None:
+        """``tenant``'s policy document as stored, or ``None`` when it has none (governance off)."""
+        found = await self._store.get_policy(tenant)
+        return None if found is None else dict(json.loads(found[1]))
+
+    @operation("governance:admin", tenant=("tenant",), wire=Wire(keyed=True, summary="Remove the tenant's policy"))
+    async def remove_policy(self, tenant: str) -> bool:
+        """Remove ``tenant``'s policy (governance off again); False when it had none."""
+        removed = await self._store.delete_policy(tenant)
+        self._cache.forget(tenant)
+        if removed:
+            await self._audit.record("policy.removed", actor="kernel", action="governance.remove_policy", tenant=tenant)
+        return removed
+
+    @operation("governance:read", wire=Wire("GET", summary="What the policy says about an action"))
+    async def check(self, action: str, resource: str | None = None, agent: str | None = None) -> PolicyCheck:
+        """The policy's decision for ``action`` on ``resource`` by ``agent``, without acting or counting."""
+        compiled = await self.compiled()
+        if compiled is None:
+            return PolicyCheck(effect="allow", rule=None, reason="the tenant has no policy", policy=None)
+        decision = compiled.decide(action, resource, agent, frozenset())
+        return PolicyCheck(
+            effect=decision.effect, rule=decision.rule, reason=decision.reason, policy=compiled.policy.name
+        )
+
+    @operation("governance:read", wire=Wire("GET", summary="Approvals waiting for a reviewer"))
+    async def pending(self) -> list[Approval]:
+        """The tenant's pending approvals, soonest deadline first."""
+        docs = await self._store.list_approvals(self.tenant, time.time())
+        return [Approval.model_validate_json(d) for d in docs]
+
+    @operation("governance:review", lift="governance:admin", rule=_approve_rule, wire=Wire(summary="Approve"))
+    async def approve(self, id: str, reason: str = "", *, reviewer: str | None = None) -> Approval:
+        """Approve pending approval ``id``: the call waiting for it proceeds. SOS-4040 if there is no such
+        pending approval (decided, expired or unknown)."""
+        return await self._decide(id, "approved", reason, reviewer)
+
+    @operation("governance:review", lift="governance:admin", rule=_deny_rule, wire=Wire(summary="Deny"))
+    async def deny(self, id: str, reason: str = "", *, reviewer: str | None = None) -> Approval:
+        """Deny pending approval ``id``: the call waiting for it is refused (SOS-5004)."""
+        return await self._decide(id, "denied", reason, reviewer)
+
+    async def _decide(
+        self, id: str, state: Literal["approved", "denied"], reason: str, reviewer: str | None
+    ) -> Approval:
+        if not isinstance(id, str) or not isinstance(reason, str) or len(reason) > 500:
+            raise InvalidArgument("id is a str; reason a str of at most 500 characters")
+        found = await self._store.get_approval(self.tenant, id)
+        approval = None if found is None else Approval.model_validate_json(found)
+        if approval is None or approval.state != "pending" or approval.expires_at <= datetime.now(UTC):
+            raise NotFound(f"no pending approval {id!r}", details={"id": id})
+        decided = approval.model_copy(update={"state": state, "reviewer": reviewer or "kernel", "reason": reason})
+        if not await self._store.decide_approval(self.tenant, id, decided.model_dump_json()):
+            raise NotFound(f"no pending approval {id!r} (decided or expired meanwhile)", details={"id": id})
+        await self._audit.record(
+            f"approval.{state}",
+            actor=decided.reviewer or "kernel",
+            action=approval.action,
+            resource=approval.resource or "",
+            outcome=state,
+            details={"approval": id, "reason": reason},
+        )
+        await self._publish("gate_verdict", _verdict(decided))
+        return decided
+
+    async def _publish(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._notify is not None:
+            await self._notify(kind, payload)
+
+    # -- enforcement: called by the guard (Governor) and by governed tools -----------------------------------------
+
+    async def enforce(
+        self,
+        *,
+        action: str,
+        resource: str | None,
+        agent: str | None,
+        scopes: frozenset[str],
+        deny: Callable[..., NoReturn],
+        texts: Iterable[str] = (),
+        tokens: int = 0,
+        spend_micros: int = 0,
+        required: bool = False,
+    ) -> Decision | None:
+        """Check one action against the tenant's policy, wait for approval if a rule says so, and count it against
+        its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``."""
+        compiled = await self.compiled()
+        if compiled is None:
+            if required:
+                deny(f"tenant {self.tenant!r} has no policy: governed actions are denied by default", action=action)
+            return None
+        name = compiled.policy.name
+        try:
+            decision = compiled.decide(action, resource, agent, scopes)
+        except InvalidArgument as exc:
+            deny(f"policy {name!r}: {exc.message}", policy=name, action=str(action)[:200])
+        where = {"policy": name, "rule": decision.rule, "action": action, "resource": resource}
+        if decision.effect == "deny":
+            deny(decision.reason, **where)
+        blocked = blocked_content(decision, texts)
+        if blocked is not None:
+            deny(f"content rule {blocked!r} of policy {name!r} blocks this text", **{**where, "rule": blocked})
+        if decision.effect == "require_approval":
+            await self._wait_for_approval(compiled, decision, action, resource, agent, deny)
+        await self._charge(compiled, decision.limits, agent, tokens, spend_micros, deny, where)
+        return decision
+
+    async def _charge(
+        self,
+        compiled: CompiledPolicy,
+        limits: tuple[Limit, ...],
+        agent: str | None,
+        tokens: int,
+        spend: int,
+        deny: Callable[..., NoReturn],
+        where: dict[str, Any],
+    ) -> None:
+        if not limits:
+            return
+        now = time.time()
+        charges: list[tuple[Limit, str, Charge]] = []
+        for li in limits:
+            window = int(now // li.window_s)
+            who = "*" if li.per == "tenant" else (agent or "-")
+            end = (window + 1) * li.window_s
+            for what, amount, most in (
+                ("calls", 1, li.calls_max),
+                ("tokens", tokens, li.tokens_max),
+                ("spend", spend, li.spend_micros_max),
+            ):
+                if most is not None:
+                    key = f"{compiled.revision}:{li.id}:{who}:{what}:{window}"
+                    charges.append((li, what, Charge(key, amount, most, float(end))))
+        over = await self._store.consume(self.tenant, [c for _, _, c in charges], now)
+        if over >= 0:
+            li, what, charge = charges[over]
+            deny(
+                f"limit {li.id!r} of policy {compiled.policy.name!r}: {what} over {charge.maximum} per {li.window_s} s",
+                **{**where, "rule": li.id, "limit": what},
+            )
+
+    async def _wait_for_approval(
+        self,
+        compiled: CompiledPolicy,
+        decision: Decision,
+        action: str,
+        resource: str | None,
+        agent: str | None,
+        deny: Callable[..., NoReturn],
+    ) -> None:
+        created = datetime.now(UTC)
+        timeout_s = compiled.policy.approval_timeout_s
+        approval = Approval(
+            id="apr-" + secrets.token_hex(8),
+            tenant=self.tenant,
+            agent=agent,
+            action=action,
+            resource=resource,
+            rule=decision.rule,
+            state="pending",
+            created_at=created,
+            expires_at=created + timedelta(seconds=timeout_s),
+        )
+        where = {"policy": compiled.policy.name, "rule": decision.rule, "approval": approval.id}
+        stored = await self._store.put_approval(
+            self.tenant,
+            approval.id,
+            approval.model_dump_json(),
+            approval.expires_at.timestamp(),
+            APPROVALS_PENDING_MAX,
+            time.time(),
+        )
+        if not stored:
+            deny(f"the tenant already has {APPROVALS_PENDING_MAX} pending approvals", **where)
+        await self._audit.record(
+            "approval.requested",
+            actor=agent or "-",
+            action=action,
+            resource=resource or "",
+            outcome="pending",
+            details={"approval": approval.id, "rule": decision.rule},
+        )
+        await self._publish("approval", approval.model_dump(mode="json"))
+        final = await self._await_verdict(approval, timeout_s)
+        if final.state != "approved":
+            deny(f"approval {approval.id} was {final.state} ({final.reason or 'no reason given'})", **where)
+
+    async def _await_verdict(self, approval: Approval, timeout_s: float) -> Approval:
+        with anyio.move_on_after(timeout_s):
+            while True:
+                found = await self._store.get_approval(self.tenant, approval.id)
+                current = Approval.model_validate_json(found) if found else approval
+                if current.state != "pending":
+                    return current
+                await anyio.sleep(APPROVAL_POLL_S)
+        expired = approval.model_copy(update={"state": "expired", "reason": "timed out"})
+        if await self._store.decide_approval(self.tenant, approval.id, expired.model_dump_json()):
+            await self._audit.record(
+                "approval.expired",
+                actor="kernel",
+                action=approval.action,
+                resource=approval.resource or "",
+                outcome="expired",
+                details={"approval": approval.id},
+            )
+            return expired
+        found = await self._store.get_approval(self.tenant, approval.id)  # decided as it timed out
+        return Approval.model_validate_json(found) if found else expired
+
+
+def _verdict(a: Approval) -> dict[str, Any]:
+    return {
+        "subject_ref": f"approval:{a.id}",
+        "verdict": "approve" if a.state == "approved" else "reject",
+        "reasons": [] if a.state == "approved" else [a.reason or a.state],
+        "reviewer": a.reviewer or "kernel",
+    }
+
+
+def _resource(arguments: Any) -> str | None:
+    for name in RESOURCE_ARGUMENTS:
+        if name in arguments:
+            value = arguments.get(name)
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def _texts(arguments: Any) -> list[str]:
+    found: list[str] = []
+    for name in TEXT_ARGUMENTS:
+        if name in arguments:
+            _collect(arguments.get(name), found)
+    return found
+
+
+def _collect(value: Any, into: list[str], depth: int = 0) -> None:
+    if len(into) >= _TEXTS_MAX or depth > 8:
+        return
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, BaseModel):
+        _collect(value.model_dump(mode="json"), into, depth + 1)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _collect(v, into, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect(v, into, depth + 1)
+
+
+def _result_ids(result: Any) -> dict[str, Any]:
+    if isinstance(result, list | tuple):
+        ids = [getattr(r, "id", None) for r in result[:100]]
+        return {"ids": [i for i in ids if isinstance(i, str)]}
+    for name in ("id", "skill_id", "invocation_id", "name"):
+        value = getattr(result, name, None)
+        if isinstance(value, str):
+            return {name: value}
+    return {}
+
+
+class Governor:
+    """The guard's hook: the policy check before each operation of a session, and its audit record after."""
+
+    def __init__(self, governance: Governance, audit: Audit) -> None:
+        self.governance = governance
+        self.audit = audit
+
+    def enter(self, principal: Principal) -> Any:
+        """Name the session's principal as the actor of the records the call's services write."""
+        return act_as(principal.agent or f"token:{principal.token_id}")
+
+    def leave(self, token: Any) -> None:
+        """End :meth:`enter`."""
+        done_acting(token)
+
+    async def check(self, caller: Any, op: Operation, arguments: Any) -> None:
+        """Refuse (through ``caller.deny``) what the tenant's policy does not allow."""
+        if op.service in EXEMPT_SERVICES:
+            return
+        if not (await self.governance.compiled()):
+            return
+        principal: Principal = caller.principal
+        amount = arguments.get("amount") if op.service == "ledger" and "amount" in arguments else 0
+        await self.governance.enforce(
+            action=f"{op.service}.{op.name}",
+            resource=_resource(arguments),
+            agent=principal.agent,
+            scopes=principal.scopes,
+            deny=caller.deny,
+            texts=_texts(arguments),
+            spend_micros=amount if type(amount) is int and amount > 0 else 0,
+        )
+
+    async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
+        """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""
+        action = f"{op.service}.{op.name}"
+        if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING and action not in LEDGER_WRITES:
+            await self.audit.record(
+                "operation",
+                actor=principal.agent or f"token:{principal.token_id}",
+                action=action,
+                resource=_resource(arguments) or "",
+                details=_result_ids(result),
+            )
+
+    async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None:
+        """Record a refusal (every one is security-relevant)."""
+        details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | None)}
+        await self.audit.record(
+            "denial",
+            actor=principal.agent or f"token:{principal.token_id}",
+            action=f"{op.service}.{op.name}",
+            resource=_resource(arguments) or "",
+            outcome="denied",
+            details={"reason": exc.message, **details},
+        )

@@ -1,0 +1,298 @@
+"""The audit chain: coverage of every declared operation, records on every backend and remotely, tamper tests on
+the durable engines (an edit, a deletion, an insertion, a reordering: ``verify()`` names the record), signed
+checkpoints, a property test over single-record edits, and the CloudEvents export."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sos_kernel
+from sos_kernel.audit import AUDITED_OPERATIONS, NOT_AUDITED, AuditDraft
+from sos_kernel.audit.chain import ChainWalk, chained
+from sos_kernel.backends import Implements
+from sos_kernel.backends.sqlite import sqlite_path
+from sos_kernel.errors import Forbidden, InvalidArgument, SOSError
+from sos_kernel.operations import declared
+from sos_kernel.server._routes_ops import SERVICES
+
+from ..conftest import Api, Connect, requires
+
+pytestmark = pytest.mark.anyio
+
+USD = "USD"
+
+
+def test_every_declared_operation_is_audited_or_says_why_not() -> None:
+    missing, both = [], []
+    for cls in SERVICES:
+        for op in declared(cls).values():
+            key = f"{op.service}.{op.name}"
+            if key not in AUDITED_OPERATIONS and key not in NOT_AUDITED:
+                missing.append(key)
+            if key in AUDITED_OPERATIONS and key in NOT_AUDITED:
+                both.append(key)
+    assert missing == [], "add each to AUDITED_OPERATIONS or NOT_AUDITED (with the reason)"
+    assert both == []
+    assert all(reason.strip() for reason in NOT_AUDITED.values())
+    declared_keys = {f"{op.service}.{op.name}" for cls in SERVICES for op in declared(cls).values()}
+    assert set(AUDITED_OPERATIONS) | set(NOT_AUDITED) <= declared_keys  # no stale rows
+
+
+async def test_session_operations_and_refusals_are_recorded(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    _, admin = await kernel.tenants.create("aud", "scale")
+    view = kernel.tenant("aud")
+    await view.ledger.open_account("system:t", USD, allow_negative=True)
+    alice = await view.tokens.issue(agent="agent:alice")
+    s = await connect(alice.secret)
+    a = await connect(admin)
+    await s.ledger.open_account("agent:alice", USD)
+    await a.ledger.transfer(id="t1", debit="system:t", credit="agent:alice", amount=7, currency=USD)
+    await s.bus.send("agent:alice", "agent:bob", "not audited")
+    with pytest.raises(Forbidden):
+        await s.ledger.transfer(id="t2", debit="system:t", credit="agent:alice", amount=7, currency=USD)
+    records = await a.audit.events("aud")
+    summary = [(r.kind, r.action, r.actor, r.outcome) for r in records]
+    assert ("operation", "ledger.open_account", "agent:alice", "ok") in summary
+    writes = [(r.kind, r.action, r.actor, r.outcome, r.details["ids"]) for r in records if r.kind == "ledger.write"]
+    assert writes == [("ledger.write", "ledger.transfer", f"token:{admin_id(records)}", "ok", ["t1"])]
+    assert ("denial", "ledger.transfer", "agent:alice", "denied") in summary
+    assert not [r for r in records if r.action == "bus.send"]
+    assert [r.kind for r in records[:2]] == ["tenant.status", "token.issued"]  # created, then its admin token
+    report = await a.audit.verify()
+    assert (report.ok, report.problems, report.records) == (True, [], len(records))
+    with pytest.raises(Forbidden):
+        await s.audit.events("aud")  # reading the chain needs audit:read
+    with pytest.raises(Forbidden):
+        await a.audit.events("default")  # and only the caller's tenant
+
+
+def admin_id(records: list[Any]) -> str:
+    return next((r.resource.removeprefix("token:") for r in records if r.kind == "token.issued"), "")
+
+
+async def test_every_ledger_write_is_recorded_with_its_ids(api: Api) -> None:
+    await api.ledger.open_account("system:t", USD, allow_negative=True)
+    await api.ledger.open_account("agent:a", USD)
+    await api.ledger.transfer(id="w1", debit="system:t", credit="agent:a", amount=5, currency=USD)
+    await api.ledger.hold(id="h1", debit="agent:a", credit="system:t", amount=2, currency=USD, timeout_s=60)
+    await api.ledger.capture("h1")
+    with pytest.raises(SOSError):
+        await api.ledger.transfer(id="w2", debit="agent:a", credit="system:t", amount=500, currency=USD)
+    await api.ledger.transfer(id="w1", debit="system:t", credit="agent:a", amount=5, currency=USD)  # a replay
+    writes = [(r.action, r.outcome, r.details["ids"]) for r in await api.audit.events("default", kind="ledger.write")]
+    assert writes == [
+        ("ledger.transfer", "ok", ["w1"]),
+        ("ledger.hold", "ok", ["h1"]),
+        ("ledger.capture", "ok", ["h1:capture"]),
+        ("ledger.transfer", "failed", ["w2"]),
+    ]
+    assert (await api.audit.verify()).ok
+
+
+async def test_on_sqlite_the_record_is_written_in_the_transfer_transaction(kernel: sos_kernel.Kernel) -> None:
+    assert kernel.backend.ledger.audits_writes is (kernel.backend.name == "sqlite")
+
+
+async def test_events_page_and_filter(api: Api) -> None:
+    for i in range(5):
+        await api.ledger.open_account(f"agent:a{i}", USD)
+    await api.governance.set_policy("default", {"name": "p"})
+    await api.governance.remove_policy("default")
+    everything = await api.audit.events("default", limit=1000)
+    seqs = [r.seq for r in everything]
+    assert seqs == sorted(seqs)
+    page = await api.audit.events("default", limit=2, after=seqs[0])
+    assert [r.seq for r in page] == seqs[1:3]
+    assert [r.kind for r in await api.audit.events("default", kind="policy.removed")] == ["policy.removed"]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"after": -1}):
+        with pytest.raises(InvalidArgument):
+            await api.audit.events("default", **bad)
+
+
+async def test_export_is_cloudevents(api: Api) -> None:
+    await api.governance.set_policy("default", {"name": "p"})
+    events = await api.audit.export("default")
+    last = events[-1]
+    assert last["specversion"] == "1.0"
+    assert last["type"] == "sos.audit.policy.set"
+    assert last["source"] == "sos-kernel/tenants/default/audit"
+    assert {"id", "time", "datacontenttype", "data"} <= set(last)
+    json.dumps(events)  # JSON Lines ready
+
+
+async def test_checkpoints_are_signed_and_checked(kernel: sos_kernel.Kernel) -> None:
+    await kernel.governance.set_policy("default", {"name": "p"})
+    cp = await kernel.audit.checkpoint()
+    assert cp is not None
+    assert cp.public_key == kernel.audit_key.public.hex
+    report = await kernel.audit.verify()
+    assert (report.ok, report.checkpoints) == (True, 1)
+
+
+# -- tampering, directly in the engines ------------------------------------------------------------------------
+
+
+async def _records(kernel: sos_kernel.Kernel, n: int) -> None:
+    for i in range(n):
+        await kernel.audit.record("test", actor=f"agent:a{i}", action="x.y", resource=f"r{i}", details={"i": i})
+
+
+class Engine:
+    """Edits the audit records of the ``default`` tenant behind the kernel's back."""
+
+    def __init__(self, kernel: sos_kernel.Kernel, redis_url: str | None) -> None:
+        self.kernel = kernel
+        self.redis_url = redis_url
+
+    async def run(self, edit: str) -> None:
+        if self.kernel.backend.name == "sqlite":
+            self._sqlite(edit)
+        else:
+            await self._redis(edit)
+
+    def _sqlite(self, edit: str) -> None:
+        with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
+            where = "tenant='default' AND seq=?"
+            if edit == "change":
+                c.execute(f"UPDATE audit_records SET actor='agent:mallory' WHERE {where}", (3,))
+            elif edit == "delete":
+                c.execute(f"DELETE FROM audit_records WHERE {where}", (3,))
+            elif edit == "insert":
+                row = c.execute(f"SELECT * FROM audit_records WHERE {where}", (5,)).fetchone()
+                c.execute("INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)", (row[0], 6, *row[2:]))
+            elif edit == "reorder":
+                c.execute(f"UPDATE audit_records SET seq=-1 WHERE {where}", (3,))
+                c.execute(f"UPDATE audit_records SET seq=3 WHERE {where}", (4,))
+                c.execute("UPDATE audit_records SET seq=4 WHERE tenant='default' AND seq=-1")
+
+    async def _redis(self, edit: str) -> None:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(str(self.redis_url))
+        key = "sos:{t:default}:audit:records"
+        try:
+            if edit == "change":
+                doc = json.loads(await r.hget(key, "3"))
+                doc["actor"] = "agent:mallory"
+                await r.hset(key, "3", json.dumps(doc))
+            elif edit == "delete":
+                await r.hdel(key, "3")
+            elif edit == "insert":
+                doc = json.loads(await r.hget(key, "5"))
+                await r.hset(key, "6", json.dumps({**doc, "seq": 6}))
+            elif edit == "reorder":
+                three, four = await r.hget(key, "3"), await r.hget(key, "4")
+                await r.hset(key, mapping={"3": four, "4": three})
+        finally:
+            await r.aclose()
+
+
+EXPECTED = {
+    "change": "record 3 was edited",
+    "delete": "record 4 follows record 2",
+    "insert": "record 6 does not hold the digest of record 5",
+    # SQLite: seq 3 holds record 4's fields; Redis: record 4 sits where 3 was
+    "reorder": "record [34] (does not hold the digest of|follows) record 2",
+}
+
+
+@pytest.mark.parametrize("edit", list(EXPECTED))
+async def test_a_tampered_record_is_named(
+    kernel: sos_kernel.Kernel, implements: Implements, target: str, edit: str, request: pytest.FixtureRequest
+) -> None:
+    requires(implements, durable=True)  # an engine to edit behind the kernel's back
+    await _records(kernel, 5)
+    assert (await kernel.audit.verify()).ok
+    redis_url = request.getfixturevalue("redis_url") if target == "redis" else None
+    await Engine(kernel, redis_url).run(edit)
+    report = await kernel.audit.verify()
+    assert report.ok is False
+    assert re.search(EXPECTED[edit], report.problems[0]), report.problems
+
+
+async def test_a_rewritten_chain_is_caught_by_its_signed_checkpoint(tmp_path: Any) -> None:
+    kernel = await sos_kernel.open(f"sqlite:///{tmp_path}/cp.db")  # the check is above the store: one engine
+    await _records(kernel, 4)
+    await kernel.audit.checkpoint()
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:  # rewrite record 2 and re-chain everything after it
+        rows = c.execute("SELECT * FROM audit_records WHERE tenant='default' ORDER BY seq").fetchall()
+        prev = rows[0][10]
+        for row in rows[1:]:
+            seq, at_us, kind, actor, action, resource, outcome, details = row[1:9]
+            actor = "agent:mallory" if seq == 2 else actor
+            at = datetime.fromtimestamp(at_us // 1_000_000, UTC).replace(microsecond=at_us % 1_000_000)
+            draft = AuditDraft(
+                at=at,
+                kind=kind,
+                actor=actor,
+                action=action,
+                resource=resource,
+                outcome=outcome,
+                details=json.loads(details),
+            )
+            record = chained("default", prev, seq - 1, draft)
+            c.execute(
+                "UPDATE audit_records SET actor=?, prev=?, digest=? WHERE tenant='default' AND seq=?",
+                (actor, record.prev, record.digest, seq),
+            )
+            prev = record.digest
+    report = await kernel.audit.verify()
+    await kernel.aclose()
+    assert report.ok is False
+    assert report.problems == ["record 4 differs from its signed checkpoint (chain rewritten)"]
+
+
+def _chain(n: int) -> list[Any]:
+    records, prev, at = [], None, datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(n):
+        draft = AuditDraft(at=at, kind="k", actor=f"agent:a{i}", action="x", resource=f"r{i}", details={"i": i})
+        record = chained("t", prev, i, draft)
+        records.append(record)
+        prev = record.digest
+    return records
+
+
+FIELDS = st.sampled_from(["kind", "actor", "action", "resource", "outcome", "details", "at", "seq", "prev", "digest"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 12), index=st.integers(0, 11), field=FIELDS, text=st.text(min_size=1, max_size=8))
+def test_any_single_record_edit_is_detected(n: int, index: int, field: str, text: str) -> None:
+    records = _chain(n)
+    i = index % n
+    old = getattr(records[i], field)
+    new: Any
+    if field == "details":
+        new = {**old, "x": text}
+    elif field == "at":
+        new = old.replace(microsecond=(old.microsecond + 1 + len(text)) % 1_000_000)
+    elif field == "seq":
+        new = old + 1 + len(text)
+    else:
+        new = old + text
+    records[i] = records[i].model_copy(update={field: new})
+    walk = ChainWalk("t")
+    assert not all(walk.step(r) for r in records)
+    assert f"record {records[i].seq}" in walk.problems[0] or f"record {i + 1}" in walk.problems[0]
+
+
+async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:
+    await kernel.tenants.create("idt", "scale")
+    view = kernel.tenant("idt")
+    issued = await view.tokens.issue(agent="agent:a")
+    await view.tokens.revoke(issued.id)
+    await kernel.tenants.suspend("idt")
+    await kernel.tenants.activate("idt")
+    found = [(r.kind, r.resource, r.outcome) for r in await view.audit.events("idt")]
+    assert ("token.issued", f"token:{issued.id}", "ok") in found
+    assert ("token.revoked", f"token:{issued.id}", "ok") in found
+    assert [o for k, _, o in found if k == "tenant.status"] == ["active", "suspended", "active"]
+    assert (await view.audit.verify()).ok

@@ -1,0 +1,255 @@
+"""Governance on every backend and through the remote client: policies in the one guard, content rules, budgets,
+approvals (approved, denied, timed out), and a policy update racing checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import sos_kernel
+from sos_kernel.errors import Forbidden, NotFound, SchemaViolation
+
+from ..conftest import Connect
+
+pytestmark = pytest.mark.anyio
+
+T = "gov"
+USD = "USD"
+
+
+async def _setup(kernel: sos_kernel.Kernel, connect: Connect, **scopes: list[str]) -> dict[str, Any]:
+    _, admin = await kernel.tenants.create(T, "scale")
+    view = kernel.tenant(T)
+    await view.ledger.open_account("system:treasury", USD, allow_negative=True)
+    await view.ledger.open_account("agent:alice", USD)
+    await view.ledger.transfer(id="seed", debit="system:treasury", credit="agent:alice", amount=1000, currency=USD)
+    tokens = {"admin": admin}
+    for name in ("alice", "boss", "mallory"):
+        extra = scopes.get(name, [])
+        issued = await view.tokens.issue(
+            agent=f"agent:{name}", scopes=["bus:read", "bus:write", "ledger:read", "ledger:write", *extra]
+        )
+        tokens[name] = issued.secret
+    return {"view": view, **{k: await connect(v) for k, v in tokens.items()}}
+
+
+def _policy(*rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": "team", "version": 2, "rules": list(rules), **extra}
+
+
+ALLOW_READS = {"id": "reads", "effect": "allow", "actions": ["ledger.balance", "ledger.history"]}
+
+
+async def test_a_tenant_without_a_policy_is_held_to_its_scopes_only(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    s = await _setup(kernel, connect)
+    assert (await s["alice"].ledger.balance("agent:alice", USD)).posted == 1000
+    assert await s["admin"].governance.get_policy(T) is None
+
+
+async def test_with_a_policy_an_action_no_rule_allows_is_refused(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    info = await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    assert (info.name, info.version, info.revision) == ("team", 2, 1)
+    assert (await s["alice"].ledger.balance("agent:alice", USD)).posted == 1000
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].ledger.transfer(id="t1", debit="agent:alice", credit="system:treasury", amount=1, currency=USD)
+    assert "policy 'team'" in refused.value.message
+    assert "no rule allowing 'ledger.transfer'" in refused.value.message
+    assert refused.value.code == "SOS-5004"
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000  # nothing moved
+    denials = await s["admin"].audit.events(T, kind="denial")
+    assert [(d.action, d.actor) for d in denials] == [("ledger.transfer", "agent:alice")]
+
+
+async def test_only_governance_admin_sets_or_removes_a_policy(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    with pytest.raises(Forbidden):
+        await s["alice"].governance.set_policy(T, _policy({"id": "all", "effect": "allow", "actions": ["**"]}))
+    await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    with pytest.raises(Forbidden):
+        await s["alice"].governance.remove_policy(T)
+    with pytest.raises(Forbidden):  # another tenant's policy is out of reach even for the admin
+        await s["admin"].governance.set_policy("default", _policy())
+    assert await s["admin"].governance.remove_policy(T) is True
+    with pytest.raises(Forbidden):  # a policy cannot lock the admin out: governance operations follow scopes
+        await s["alice"].governance.get_policy(T)
+
+
+async def test_an_invalid_policy_is_refused_and_nothing_changes(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    with pytest.raises(SchemaViolation):
+        await s["admin"].governance.set_policy(T, {"name": "x", "rules": [{"id": "r", "effect": "sure"}]})
+    assert await s["admin"].governance.get_policy(T) is None
+
+
+async def test_deny_rules_and_tricks_in_names(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "no-treasury", "effect": "deny", "actions": ["bus.send"], "resources": ["agent:treasurer"]},
+            {"id": "send", "effect": "allow", "actions": ["bus.send"]},
+        ),
+    )
+    await s["alice"].bus.send("agent:alice", "agent:bob", "hi")
+    for spelling in (
+        "agent:treasurer",
+        "agent:TREASURER",
+        "agent:" + "".join(chr(ord(c) + 0xFEE0) for c in "treasurer"),
+    ):
+        with pytest.raises(Forbidden):
+            await s["alice"].bus.send("agent:alice", spelling, "hi")
+
+
+async def test_content_rules_block_message_text(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "send", "effect": "allow", "actions": ["bus.send"]},
+            content=[{"id": "secrets", "actions": ["bus.*"], "blocked": ["password"]}],
+        ),
+    )
+    await s["alice"].bus.send("agent:alice", "agent:bob", "lunch?")
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].bus.send("agent:alice", "agent:bob", "the PASSWORD is hunter2")
+    assert "secrets" in refused.value.message
+    assert [m.payload.text for m in await s["view"].bus.history("agent:bob")] == ["lunch?"]
+
+
+async def test_a_call_budget_per_window(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(ALLOW_READS, limits=[{"id": "read-budget", "actions": ["ledger.*"], "window_s": 3600, "calls_max": 3}]),
+    )
+    for _ in range(3):
+        await s["alice"].ledger.balance("agent:alice", USD)
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].ledger.balance("agent:alice", USD)
+    assert "limit 'read-budget'" in refused.value.message
+    await s["admin"].ledger.balance("agent:alice", USD)  # counted per agent: the admin token has its own
+
+
+async def test_a_spend_budget_counts_micros(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "pay", "effect": "allow", "actions": ["ledger.transfer"]},
+            limits=[{"id": "spend", "actions": ["ledger.transfer"], "window_s": 3600, "spend_micros_max": 100}],
+        ),
+    )
+    await s["alice"].ledger.transfer(id="a", debit="agent:alice", credit="system:treasury", amount=60, currency=USD)
+    with pytest.raises(Forbidden):
+        await s["alice"].ledger.transfer(id="b", debit="agent:alice", credit="system:treasury", amount=41, currency=USD)
+    await s["alice"].ledger.transfer(id="c", debit="agent:alice", credit="system:treasury", amount=40, currency=USD)
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 900
+
+
+def _approval_policy(timeout_s: float) -> dict[str, Any]:
+    return _policy(
+        ALLOW_READS,
+        {"id": "pay-needs-ok", "effect": "require_approval", "actions": ["ledger.transfer"]},
+        reviewers=["agent:boss"],
+        approval_timeout_s=timeout_s,
+    )
+
+
+async def _pending(kernel: sos_kernel.Kernel) -> Any:
+    with anyio.fail_after(10):
+        found = await kernel.tenant(T).governance.pending()
+        while not found:
+            await anyio.sleep(0.02)  # the request is made by another task, through the store
+            found = await kernel.tenant(T).governance.pending()
+    return found[0]
+
+
+async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect, boss=["governance:review", "governance:read"])
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+    done: list[Any] = []
+
+    async def pay() -> None:
+        done.append(
+            await s["alice"].ledger.transfer(
+                id="p", debit="agent:alice", credit="system:treasury", amount=5, currency=USD
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay)
+        waiting = await _pending(kernel)
+        assert (waiting.action, waiting.agent, waiting.state) == ("ledger.transfer", "agent:alice", "pending")
+        assert [a.id for a in await s["boss"].governance.pending()] == [waiting.id]
+        with pytest.raises(Forbidden):  # not a reviewer the policy names
+            await s["mallory"].governance.approve(waiting.id)
+        decided = await s["boss"].governance.approve(waiting.id, "fine")
+        assert (decided.state, decided.reviewer) == ("approved", "agent:boss")
+    assert [t.ok for t in done] == [True]
+    assert await kernel.tenant(T).governance.pending() == []
+    kinds = [r.kind for r in await s["admin"].audit.events(T)]
+    assert {"approval.requested", "approval.approved"} <= set(kinds)
+    verdicts = [m for m in await s["view"].bus.history("sos:channel:governance") if m.type == "gate_verdict"]
+    assert [v.payload.verdict for v in verdicts] == ["approve"]
+
+
+async def test_a_denied_call_is_refused(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+
+    async def pay() -> None:
+        with pytest.raises(Forbidden, match="denied"):
+            await s["alice"].ledger.transfer(
+                id="p", debit="agent:alice", credit="system:treasury", amount=5, currency=USD
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay)
+        waiting = await _pending(kernel)
+        await s["admin"].governance.deny(waiting.id, "not today")
+    with pytest.raises(NotFound):  # decided once
+        await s["admin"].governance.approve(waiting.id)
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000
+
+
+async def test_an_approval_that_times_out_denies(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(0.3))
+    with pytest.raises(Forbidden, match="expired"):
+        await s["alice"].ledger.transfer(id="p", debit="agent:alice", credit="system:treasury", amount=5, currency=USD)
+    assert await kernel.tenant(T).governance.pending() == []
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000
+    assert [r.outcome for r in await s["admin"].audit.events(T, kind="approval.expired")] == ["expired"]
+
+
+async def test_a_policy_update_racing_checks(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    allow = _policy(ALLOW_READS)
+    deny = {"name": "closed", "rules": [{"id": "nope", "effect": "deny", "actions": ["ledger.*"]}]}
+    outcomes: list[str] = []
+
+    async def flip() -> None:
+        for i in range(20):
+            await s["admin"].governance.set_policy(T, allow if i % 2 else deny)
+            await anyio.lowlevel.checkpoint()
+
+    async def check() -> None:
+        for _ in range(40):
+            try:
+                await s["alice"].ledger.balance("agent:alice", USD)
+                outcomes.append("allowed by team")
+            except Forbidden as exc:
+                outcomes.append(f"denied by {exc.details.get('policy')}:{exc.details.get('rule')}")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(flip)
+        tg.start_soon(check)
+    assert set(outcomes) <= {"allowed by team", "denied by closed:nope"}
+    assert (await s["admin"].governance.get_policy(T))["name"] == "team"  # the last one set
+    await s["alice"].ledger.balance("agent:alice", USD)  # and the next check sees it

@@ -1,0 +1,224 @@
+"""Policy documents and the matcher: the bypass list, glob semantics, loaders and bounds (pure, no engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sos_kernel.errors import InvalidArgument, LimitExceeded, SchemaViolation
+from sos_kernel.governance import POLICY_BYTES_MAX, POLICY_RULES_MAX, compile_policy, load_policy
+from sos_kernel.governance.policy import Glob
+
+NOBODY: frozenset[str] = frozenset()
+
+
+def full_width(text: str) -> str:
+    """``text`` with its ASCII letters written as their full-width forms (U+FF41...)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalpha() else c for c in text)
+
+
+POLICY = {
+    "name": "p",
+    "rules": [
+        {"id": "no-tool", "effect": "deny", "actions": ["tool.shell"]},
+        {"id": "files", "effect": "allow", "actions": ["tool.read"], "resources": ["files/*"]},
+        {"id": "search", "effect": "allow", "actions": ["tool.search"]},
+        {"id": "shell-ok", "effect": "allow", "actions": ["tool.*"]},
+    ],
+}
+
+
+def decide(action: str, resource: str | None = None, policy: dict[str, object] = POLICY) -> tuple[str, str | None]:
+    d = compile_policy(policy).decide(action, resource, None, NOBODY)
+    return d.effect, d.rule
+
+
+def test_an_unknown_action_is_denied_naming_the_policy_and_the_missing_rule() -> None:
+    d = compile_policy({"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": ["tool.search"]}]}).decide(
+        "tool.delete", None, None, NOBODY
+    )
+    assert (d.effect, d.rule) == ("deny", None)
+    assert "policy 'p'" in d.reason
+    assert "no rule allowing 'tool.delete'" in d.reason
+
+
+def test_an_empty_policy_denies_everything() -> None:
+    assert decide("ledger.transfer", policy={"name": "empty"}) == ("deny", None)
+
+
+@pytest.mark.parametrize("spelling", ["tool.shell", "Tool.Shell", "TOOL.SHELL", "tool.shell ", " tool.shell\t"])
+def test_case_and_whitespace_do_not_escape_a_deny_rule(spelling: str) -> None:
+    assert decide(spelling) == ("deny", "no-tool")
+
+
+@pytest.mark.parametrize("spelling", [full_width("tool.shell"), full_width("t") + "ool.shell", "tool\uff0eshell"])
+def test_full_width_and_compatibility_letters_do_not_escape_a_deny_rule(spelling: str) -> None:
+    assert decide(spelling) == ("deny", "no-tool")
+
+
+@pytest.mark.parametrize(
+    "resource", ["files/../secrets", "files/..", "files/./a", "files/%2e%2e/secrets", "files/%2E", "files\\x"]
+)
+def test_path_tricks_are_refused_not_matched(resource: str) -> None:
+    with pytest.raises(InvalidArgument):
+        decide("tool.read", resource)
+
+
+def test_a_glob_in_a_resource_does_not_widen() -> None:
+    policy = {
+        "name": "p",
+        "rules": [{"id": "one", "effect": "allow", "actions": ["tool.read"], "resources": ["files/a"]}],
+    }
+    assert decide("tool.read", "files/a", policy) == ("allow", "one")
+    assert decide("tool.read", "files/*", policy) == ("deny", None)  # a '*' in the name is a literal character
+    assert decide("tool.read", "files/?", policy) == ("deny", None)
+    assert decide("tool.read", "files/**", policy) == ("deny", None)
+
+
+def test_star_stays_within_a_segment_and_double_star_crosses() -> None:
+    one = {"name": "p", "rules": [{"id": "one", "effect": "allow", "actions": ["x"], "resources": ["files/*"]}]}
+    assert decide("x", "files/a", one) == ("allow", "one")
+    assert decide("x", "files/a/b", one) == ("deny", None)
+    deep = {"name": "p", "rules": [{"id": "deep", "effect": "allow", "actions": ["x"], "resources": ["files/**/z"]}]}
+    assert decide("x", "files/z", deep) == ("allow", "deep")
+    assert decide("x", "files/a/b/z", deep) == ("allow", "deep")
+    assert decide("x", "files/a/b/y", deep) == ("deny", None)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "matches"),
+    [
+        ("a*b", "ab", True),
+        ("a*b", "axxb", True),
+        ("a*b", "axxbx", False),
+        ("a?c", "abc", True),
+        ("a?c", "ac", False),
+        ("*a*a*a*b", "a" * 50, False),
+        ("*a*a*a*b", "a" * 50 + "b", True),
+        ("a.b", "axb", False),  # '.' is literal: no regular expression from users
+        ("[ab]", "a", False),
+        ("(a|b)", "(a|b)", True),
+    ],
+)
+def test_glob_semantics(pattern: str, name: str, matches: bool) -> None:
+    assert Glob(pattern).match(name) is matches
+
+
+def test_a_pathological_pattern_matches_in_one_pass() -> None:
+    # the classic exponential case for backtracking matchers finishes at once here
+    assert Glob("*a" * 30 + "*b").match("a" * 20_000) is False
+
+
+def test_double_star_inside_a_segment_is_a_star() -> None:
+    assert Glob("files/a**").match("files/abc")
+    assert not Glob("files/a**").match("files/a/b")
+    assert Glob("tool.**").match("tool.search")
+
+
+def test_deny_wins_over_allow_and_approval_over_allow() -> None:
+    policy = {
+        "name": "p",
+        "rules": [
+            {"id": "allow", "effect": "allow", "actions": ["**"]},
+            {"id": "ask", "effect": "require_approval", "actions": ["tool.deploy"]},
+            {"id": "never", "effect": "deny", "actions": ["tool.rm"]},
+        ],
+    }
+    assert decide("tool.rm", policy=policy) == ("deny", "never")
+    assert decide("tool.deploy", policy=policy) == ("require_approval", "ask")
+    assert decide("tool.ls", policy=policy) == ("allow", "allow")
+
+
+def test_rules_for_agents_and_scopes() -> None:
+    policy = compile_policy(
+        {
+            "name": "p",
+            "rules": [
+                {"id": "bots", "effect": "allow", "actions": ["tool.*"], "agents": ["agent:bot-*"]},
+                {"id": "admins", "effect": "allow", "actions": ["**"], "scopes": ["admin"]},
+            ],
+        }
+    )
+    assert policy.decide("tool.x", None, "agent:bot-1", NOBODY).rule == "bots"
+    assert policy.decide("tool.x", None, "agent:alice", NOBODY).rule is None
+    assert policy.decide("tool.x", None, "agent:alice", frozenset({"admin"})).rule == "admins"
+
+
+def test_content_rules_block_text_after_normalisation() -> None:
+    from sos_kernel.governance.policy import blocked_content
+
+    policy = compile_policy(
+        {
+            "name": "p",
+            "rules": [{"id": "all", "effect": "allow", "actions": ["**"]}],
+            "content": [{"id": "secrets", "blocked": ["password", "begin*private key"]}],
+        }
+    )
+    d = policy.decide("bus.send", None, None, NOBODY)
+    assert blocked_content(d, ["hello"]) is None
+    assert blocked_content(d, ["my PASSWORD is"]) == "secrets"
+    assert blocked_content(d, [full_width("password")]) == "secrets"
+    assert blocked_content(d, ["-----BEGIN RSA PRIVATE KEY-----"]) == "secrets"
+
+
+def test_loads_json_yaml_and_toml_to_the_same_policy() -> None:
+    as_json = json.dumps(POLICY)
+    as_yaml = """
+name: p
+rules:
+  - {id: no-tool, effect: deny, actions: [tool.shell]}
+  - {id: files, effect: allow, actions: [tool.read], resources: ["files/*"]}
+  - {id: search, effect: allow, actions: [tool.search]}
+  - {id: shell-ok, effect: allow, actions: ["tool.*"]}
+"""
+    as_toml = """
+name = "p"
+[[rules]]
+id = "no-tool"
+effect = "deny"
+actions = ["tool.shell"]
+[[rules]]
+id = "files"
+effect = "allow"
+actions = ["tool.read"]
+resources = ["files/*"]
+[[rules]]
+id = "search"
+effect = "allow"
+actions = ["tool.search"]
+[[rules]]
+id = "shell-ok"
+effect = "allow"
+actions = ["tool.*"]
+"""
+    expected = load_policy(POLICY)
+    assert load_policy(as_json) == expected
+    assert load_policy(as_yaml, format="yaml") == expected
+    assert load_policy(as_toml) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"name": "p", "rules": [{"id": "a", "effect": "maybe", "actions": ["x"]}]},
+        {"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": []}]},
+        {"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": ["x"], "regex": ".*"}]},
+        {"name": "p", "format": 2},
+        {"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": ["x"]}] * 2},
+        {"name": "p", "limits": [{"id": "l", "actions": ["x"], "window_s": 60}]},
+        {"rules": []},
+    ],
+)
+def test_invalid_documents_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(SchemaViolation):
+        load_policy(bad)
+
+
+def test_bounds() -> None:
+    many = [{"id": f"r{i}", "effect": "allow", "actions": ["x"]} for i in range(POLICY_RULES_MAX + 1)]
+    with pytest.raises(SchemaViolation):
+        load_policy({"name": "p", "rules": many})
+    with pytest.raises(LimitExceeded):
+        load_policy({"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": ["x" * 200] * 400}]})
+    assert POLICY_BYTES_MAX == 64 * 1024
