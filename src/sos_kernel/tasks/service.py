@@ -15,11 +15,11 @@ Guarantees:
   it ``done``, one ``reject`` makes it ``failed``, ``needs_changes`` returns it to the same worker.
 - **Escrow.** A bounty moves from the funder to the tenant's ``system:escrow`` account when the task is created,
   only after the task reserved its id and open slot (``task:<id>:fund:<nonce>``; SOS-7001 and no task, nothing
-  written, when the funder cannot pay; SOS-4010 and no money moved when the tenant is full). ``done`` pays it out of escrow to the
-  worker of the approved attempt (``task:<id>:payout``) and the reviewer fee to the approving reviewers
-  (``task:<id>:fee:<reviewer>``); ``failed`` and ``canceled`` (also an unclaimed task past ``expires_in_s``)
-  refund it to the funder (``task:<id>:refund``). Each is an ordinary ledger transfer with a fixed id, so a
-  retried settlement moves nothing twice and ``ledger.check()`` covers escrow like any account.
+  written, when the funder cannot pay; SOS-4010 and no money moved when the tenant is full). ``done`` pays it
+  out of escrow to the worker of the approved attempt (``task:<id>:payout``) and the reviewer fee to the
+  approving reviewers (``task:<id>:fee:<reviewer>``); ``failed`` and ``canceled`` (also an unclaimed task past
+  ``expires_in_s``) refund it to the funder (``task:<id>:refund``). Each is an ordinary ledger transfer with a
+  fixed id, so a retried settlement moves nothing twice and ``ledger.check()`` covers escrow like any account.
 - **Messages.** Each transition publishes its messages on ``sos:channel:tasks`` once (``task_created``,
   ``task_claimed``, ``evidence``, ``blocker``, ``gate_verdict``, ``task_completed``): they are stored on the
   record in the same write as the transition (an outbox), published, then cleared; whatever a crash left owed is
