@@ -423,6 +423,50 @@ def test_serve_and_the_commands_over_http(tmp_path: Path, served: Served) -> Non
     assert "Traceback" not in served.stderr
 
 
+def test_tasks_over_http_act_as_the_tokens_agent(tmp_path: Path, served: Served) -> None:
+    created = sos_json("--url", served.url, "tenant", "create", "acme", "--plan", "growth", cwd=tmp_path,
+                       SOS_ADMIN_TOKEN=ADMIN)  # fmt: skip
+    admin = ("--url", served.url, "--token", created["admin_token"])
+    as_ = {
+        name: ("--url", served.url, "--token", sos_json(*admin, "token", "issue", "--agent", f"agent:{name}",
+                                                       cwd=tmp_path)["secret"])
+        for name in ("boss", "worker", "rev")
+    }  # fmt: skip
+    sos(*admin, "wallet", "open", "system:mint", "--allow-negative", cwd=tmp_path)
+    sos(*as_["boss"], "wallet", "open", "agent:boss", cwd=tmp_path)
+    sos(*admin, "wallet", "transfer", "--id", "g", "--from", "system:mint", "--to", "agent:boss", "--amount", "900",
+        cwd=tmp_path)  # fmt: skip
+
+    create = ("task", "create", "Write the docs", "--id", "docs-1", "--reviewer", "agent:rev", "--bounty", "600")
+    task = sos_json(*as_["boss"], *create, cwd=tmp_path)  # funded by the token's agent
+    assert (task["status"], task["bounty"], task["funded_by"], task["created_by"]) == (
+        "queued", 600, "agent:boss", "agent:boss"
+    )  # fmt: skip
+    failure(*as_["worker"], "task", "create", "t", "--id", "theft-1", "--reviewer", "agent:rev", "--bounty", "1",
+            "--funded-by", "agent:boss", cwd=tmp_path, code="SOS-5004")  # fmt: skip
+    failure(*as_["worker"], "task", "claim", "docs-1", "--agent", "agent:boss", cwd=tmp_path, code="SOS-5004")
+    claim = sos_json(*as_["worker"], "task", "claim", "docs-1", cwd=tmp_path)
+    assert (claim["agent"], claim["attempt"]) == ("agent:worker", 1)
+    failure(*as_["rev"], "task", "claim", "docs-1", cwd=tmp_path, code="SOS-6012")
+    evidence = json.dumps({"argv": ["make", "docs"], "exit_status": 0, "output_sha256": "b" * 64, "output_bytes": 9})
+    token = ("--claim-token", claim["token"])
+    failure(*as_["rev"], "task", "submit", "docs-1", *token, cwd=tmp_path, code="SOS-5004")  # not its claim
+    failure(*as_["worker"], "task", "submit", "docs-1", "--claim-token", "1.stale", cwd=tmp_path, code="SOS-6012")
+    submitted = sos_json(*as_["worker"], "task", "submit", "docs-1", *token, "--evidence", evidence, "--result",
+                         '{"pages": 4}', cwd=tmp_path)  # fmt: skip
+    assert (submitted["status"], submitted["result"]) == ("review", {"pages": 4})
+    failure(*as_["worker"], "task", "review", "docs-1", "--verdict", "approve", cwd=tmp_path, code="SOS-5004")
+    done = sos_json(*as_["rev"], "task", "review", "docs-1", "--verdict", "approve", cwd=tmp_path)
+    assert (done["status"], done["outcome"], done["assignee"]) == ("done", "approved", "agent:worker")
+    assert sos_json(*as_["worker"], "wallet", "balance", "agent:worker", cwd=tmp_path)["available"] == 600
+    board = sos_json(*as_["rev"], "task", "board", cwd=tmp_path)
+    assert board["columns"]["done"] == {"count": 1, "bounty": {"USD": 600}, "tasks": ["docs-1"]}
+    assert re.search(r"^done\s+1\s+600 USD\s+docs-1$", sos(*as_["rev"], "task", "board", cwd=tmp_path).stdout, re.M)
+    failure("--url", served.url, "task", "board", cwd=tmp_path, code="SOS-5001")  # no token
+    assert served.stop() == 0, served.stderr
+    assert "Traceback" not in served.stderr
+
+
 # -- the README's quickstart -----------------------------------------------------------------------------------
 
 

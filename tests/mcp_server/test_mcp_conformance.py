@@ -15,6 +15,7 @@ from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.mcp import INBOX_URI
 from sos_kernel.wire import encode
 
+from ..conftest import Connect
 from .conftest import USD, Acme, mcp_client, ok, refused, seed
 
 pytestmark = pytest.mark.anyio
@@ -106,6 +107,30 @@ async def test_broadcast_peers_status_and_registry(acme: Acme) -> None:
     assert status["tenant"] == "acme"
     assert status["wallets"][USD]["credits_posted"] == 100
     assert "bus:write" in status["scopes"]
+
+
+async def test_status_lists_the_agents_open_tasks(acme: Acme, connect: Connect) -> None:
+    tasks = acme.view.tasks
+    await tasks.create("mine", id="st-mine", reviewers=["agent:bob"], bounty=10, funded_by="agent:carol")
+    await tasks.create("to review", id="st-review", reviewers=["agent:alice", "agent:carol"])
+    await tasks.create("reviewed", id="st-reviewed", reviewers=["agent:alice", "agent:carol"], approvals_required=2)
+    await tasks.create("not mine", id="st-other", reviewers=["agent:carol"])
+    await tasks.create("unclaimed", id="st-queued", reviewers=["agent:alice"])
+    await tasks.claim("st-mine", agent="agent:alice")
+    for task_id in ("st-review", "st-reviewed", "st-other"):
+        claim = await tasks.claim(task_id, agent="agent:bob")
+        await tasks.submit(task_id, claim.token)
+    await tasks.review("st-reviewed", reviewer="agent:alice", verdict="approve")  # judged: awaits carol only
+    async with mcp_client(acme.sessions["alice"], acme.kernel) as alice:
+        status = ok(await alice.call_tool("status", {}))
+    assert [(t["id"], t["role"], t["status"]) for t in status["tasks"]] == [
+        ("st-mine", "worker", "claimed"),
+        ("st-review", "reviewer", "review"),
+    ]
+    assert status["tasks"][0]["bounty"] == 10
+    reader = (await acme.view.tokens.issue(agent="agent:alice", scopes=["ledger:read"])).secret
+    async with mcp_client(await connect(reader), acme.kernel) as limited:
+        assert "tasks" not in ok(await limited.call_tool("status", {}))
 
 
 async def test_transfer_is_idempotent_by_its_id_and_moves_money(acme: Acme) -> None:

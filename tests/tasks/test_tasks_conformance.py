@@ -25,7 +25,9 @@ from sos_kernel.errors import (
     TaskAlreadyClaimed,
     TaskNotFound,
 )
+from sos_kernel.ledger import Ledger
 from sos_kernel.tasks import ESCROW_ACCOUNT, TITLE_CHARS_MAX, TRANSITIONS, split_bounty
+from sos_kernel.tasks import service as tasks_service
 
 from ..conftest import Api, Connect
 
@@ -421,3 +423,146 @@ async def test_refusals_read_the_same_in_process_and_over_http(kernel: sos_kerne
             await call(session)
         assert (there.value.code, there.value.message) == (here.value.code, here.value.message)
     assert [t.id for t in await view.tasks.list()] == ["same-1"]
+
+
+async def _created(api: Api, **kwargs: Any) -> str:
+    """``ok``, or the code of the refusal."""
+    try:
+        await api.tasks.create("t", reviewers=[REV], **{"funded_by": BOSS, **kwargs})
+    except SOSError as exc:
+        return exc.code
+    return "ok"
+
+
+async def _concurrently(api: Api, creates: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = [""] * len(creates)
+
+    async def one(index: int) -> None:
+        out[index] = await _created(api, **creates[index])
+
+    async with anyio.create_task_group() as group:
+        for index in range(len(creates)):
+            group.start_soon(one, index)
+    return out
+
+
+async def test_creates_racing_for_the_last_open_slot_leave_no_bounty_in_escrow(
+    funded: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = funded
+    monkeypatch.setattr(tasks_service, "TASKS_OPEN_MAX", 3)
+    for i in range(2):
+        await api.tasks.create("t", id=f"slot-{i}", reviewers=[REV], bounty=100, funded_by=BOSS)
+    results = await _concurrently(api, [{"id": f"race-{i}", "bounty": 1000} for i in range(6)])
+    assert sorted(results) == ["SOS-4010"] * 5 + ["ok"]
+    assert await _available(api, ESCROW_ACCOUNT) == 200 + 1000
+    assert await _available(api, BOSS) == 10_000_000 - 1200
+    assert len(await api.tasks.list()) == 3
+    refused = [f"race-{i}" for i, r in enumerate(results) if r != "ok"]
+    await api.tasks.cancel("slot-0")  # a slot frees: a refused create goes through, funded once
+    assert await _created(api, id=refused[0], bounty=1000) == "ok"
+    assert await _available(api, ESCROW_ACCOUNT) == 100 + 2000
+    await api.ledger.check()
+
+
+async def test_a_funding_refused_under_a_race_leaves_the_id_free(funded: Api) -> None:
+    api = funded
+    await _fund(api, OTHER, 5_000)  # enough for any one bounty, not for all of them
+    creates = [{"id": f"poor-{i}", "bounty": 3_000, "funded_by": OTHER} for i in range(4)]
+    results = await _concurrently(api, creates)
+    assert sorted(results) == ["SOS-7001"] * 3 + ["ok"]
+    refused = [c["id"] for c, r in zip(creates, results, strict=True) if r != "ok"]
+    for task_id in refused:
+        with pytest.raises(TaskNotFound):
+            await api.tasks.get(task_id)
+    assert [t.id for t in await api.tasks.list()] == [
+        c["id"] for c, r in zip(creates, results, strict=True) if r == "ok"
+    ]
+    await api.ledger.transfer(id="seed-more", debit="system:treasury", credit=OTHER, amount=10_000, currency=USD)
+    for task_id in refused:  # every refused id can be created once the funder has the money
+        assert await _created(api, id=task_id, bounty=3_000, funded_by=OTHER) == "ok"
+    assert await _available(api, OTHER) == 15_000 - 4 * 3_000
+    assert await _available(api, ESCROW_ACCOUNT) == 4 * 3_000
+    await api.ledger.check()
+
+
+async def test_sweep_purges_the_oldest_finished_tasks_and_keeps_their_money_records(
+    funded: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = funded
+    monkeypatch.setattr(tasks_service, "TASKS_FINISHED_MAX", 2)
+    for i in range(4):
+        await api.tasks.create("t", id=f"old-{i}", reviewers=[REV], bounty=10, funded_by=BOSS)
+        await api.tasks.cancel(f"old-{i}")
+    await api.tasks.create("t", id="live-1", reviewers=[REV], bounty=10, funded_by=BOSS)
+    await api.tasks.sweep()
+    assert [t.id for t in await api.tasks.list()] == ["old-2", "old-3", "live-1"]
+    with pytest.raises(TaskNotFound):
+        await api.tasks.get("old-0")
+    assert (await api.ledger.get_transfer("task:old-0:refund")).amount == 10  # money records stay
+    assert await _available(api, BOSS) == 10_000_000 - 10
+    with pytest.raises(IdempotencyConflict):  # its settlement ids are taken: a new bounty could not move
+        await api.tasks.create("t", id="old-0", reviewers=[REV], bounty=10, funded_by=BOSS)
+    assert (await api.tasks.create("t", id="old-1", reviewers=[REV])).status == "queued"
+    await api.tasks.sweep()
+    assert [t.id for t in await api.tasks.list()] == ["old-2", "old-3", "live-1", "old-1"]
+    await api.ledger.check()
+
+
+def _before_funding(monkeypatch: pytest.MonkeyPatch, task_id: str, step: Any) -> None:
+    """Run ``step`` once, just before the ledger moves ``task_id``'s bounty (the window a concurrent call hits)."""
+    original = Ledger.transfer
+    pending = [step]
+
+    async def transfer(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        if pending and str(kwargs.get("id", "")).startswith(f"task:{task_id}:fund"):
+            await pending.pop()()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, "transfer", transfer)
+
+
+async def test_a_create_that_loses_the_last_slot_while_funding_keeps_no_money(
+    funded: Api, kernel: sos_kernel.Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = funded
+    monkeypatch.setattr(tasks_service, "TASKS_OPEN_MAX", 1)
+    results: dict[str, str] = {}
+
+    async def other() -> None:
+        try:
+            await kernel.tasks.create("t", id="slot-b", reviewers=[REV], bounty=300, funded_by=BOSS)
+            results["slot-b"] = "ok"
+        except SOSError as exc:
+            results["slot-b"] = exc.code
+
+    _before_funding(monkeypatch, "slot-a", other)
+    results["slot-a"] = await _created(api, id="slot-a", bounty=1000)
+    assert sorted(results.values()) == ["SOS-4010", "ok"]
+    (kept,) = await api.tasks.list()
+    assert results[kept.id] == "ok"
+    assert await _available(api, ESCROW_ACCOUNT) == kept.bounty
+    assert await _available(api, BOSS) == 10_000_000 - kept.bounty
+    await api.ledger.check()
+
+
+async def test_a_funding_drained_after_the_balance_check_leaves_the_id_free(
+    funded: Api, kernel: sos_kernel.Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = funded
+
+    async def drain() -> None:
+        await kernel.ledger.transfer(id="drain", debit=BOSS, credit="system:treasury", amount=9_999_500, currency=USD)
+
+    _before_funding(monkeypatch, "drained-1", drain)
+    with pytest.raises(InsufficientFunds):
+        await api.tasks.create("t", id="drained-1", reviewers=[REV], bounty=1000, funded_by=BOSS)
+    with pytest.raises(TaskNotFound):
+        await api.tasks.get("drained-1")
+    assert await api.tasks.list() == []
+    await kernel.ledger.transfer(id="refill", debit="system:treasury", credit=BOSS, amount=9_999_500, currency=USD)
+    task = await api.tasks.create("t", id="drained-1", reviewers=[REV], bounty=1000, funded_by=BOSS)
+    assert (task.id, task.status) == ("drained-1", "queued")
+    assert await _available(api, ESCROW_ACCOUNT) == 1000
+    assert await _available(api, BOSS) == 10_000_000 - 1000
+    await api.ledger.check()

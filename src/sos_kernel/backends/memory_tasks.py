@@ -46,5 +46,16 @@ class MemoryTaskStore(TaskStore):
     async def open_count(self, tenant: str) -> int:
         return sum(1 for r in self._tasks.get(tenant, {}).values() if r.status not in TERMINAL)
 
+    async def delete(self, tenant: str, expected: TaskRecord) -> bool:
+        tasks = self._tasks.get(tenant, {})
+        current = tasks.get(expected.id)
+        if current is None or current.rev != expected.rev:
+            return False
+        del tasks[expected.id]
+        return True
+
+    async def finished_count(self, tenant: str) -> int:
+        return sum(1 for r in self._tasks.get(tenant, {}).values() if r.status in TERMINAL)
+
     async def now(self) -> float:
         return self.clock()

@@ -47,6 +47,15 @@ if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[6]) else redis.call('SRE
 return 1
 """
 
+_DELETE = """
+if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[4], ARGV[2])
+return 1
+"""
+
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -67,6 +76,7 @@ class RedisTaskStore(TaskStore):
         self._insert = Script(client, _INSERT)
         self._load = Script(client, _LOAD)
         self._swap = Script(client, _SWAP)
+        self._delete = Script(client, _DELETE)
 
     @staticmethod
     def _keys(tenant: str) -> tuple[str, str, str]:
@@ -110,6 +120,19 @@ class RedisTaskStore(TaskStore):
 
     async def open_count(self, tenant: str) -> int:
         return int(await redis_call(self._r.scard(self._keys(tenant)[2])))
+
+    async def delete(self, tenant: str, expected: TaskRecord) -> bool:
+        task, everything, open_ = self._keys(tenant)
+        keys = [task + expected.id, everything, f"{everything}:s:{expected.status}", open_]
+        return int(await self._delete(keys, [expected.rev, expected.id])) == 1
+
+    async def finished_count(self, tenant: str) -> int:
+        _, everything, open_ = self._keys(tenant)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zcard(everything)
+        pipe.scard(open_)
+        total, opened = await redis_call(pipe.execute())
+        return int(total) - int(opened)
 
     async def now(self) -> float:
         seconds, micros = await redis_call(self._r.time())

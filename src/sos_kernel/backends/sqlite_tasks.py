@@ -91,5 +91,22 @@ class SQLiteTaskStore(TaskStore):
         result: int = await self._db.read(tx)
         return result
 
+    async def delete(self, tenant: str, expected: TaskRecord) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            cursor = c.execute(
+                "DELETE FROM tasks WHERE tenant=? AND id=? AND rev=?", (tenant, expected.id, expected.rev)
+            )
+            return cursor.rowcount == 1
+
+        result: bool = await self._db.write(tx)
+        return result
+
+    async def finished_count(self, tenant: str) -> int:
+        def tx(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT COUNT(*) FROM tasks WHERE tenant=? AND open=0", (tenant,)).fetchone()[0])
+
+        result: int = await self._db.read(tx)
+        return result
+
     async def now(self) -> float:
         return self.clock()

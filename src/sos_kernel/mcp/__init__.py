@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ._http import MCP_PATH, MCP_REQUESTS_PER_PRINCIPAL_MAX, MCP_REQUESTS_PER_TENANT_MAX, McpEndpoint, mount
 from ._server import INBOX_RESOURCE_MESSAGES_MAX, INBOX_URI, create_server
-from ._tools import ASK_TIMEOUT_S_MAX, INBOX_LIMIT_MAX, INBOX_WAIT_S_MAX, STATUS_CURRENCIES
+from ._tools import ASK_TIMEOUT_S_MAX, INBOX_LIMIT_MAX, INBOX_WAIT_S_MAX, STATUS_CURRENCIES, STATUS_TASKS_MAX
 
 __all__ = [
     "ASK_TIMEOUT_S_MAX",
@@ -41,6 +41,7 @@ __all__ = [
     "MCP_REQUESTS_PER_PRINCIPAL_MAX",
     "MCP_REQUESTS_PER_TENANT_MAX",
     "STATUS_CURRENCIES",
+    "STATUS_TASKS_MAX",
     "McpEndpoint",
     "create_server",
     "mount",

@@ -17,6 +17,7 @@ from ..errors import InvalidArgument, LimitExceeded, WalletNotFound
 from ..operations import Operation, declared
 from ..server._routes_ops import SERVICES, Arguments, arguments_schema
 from ..session import Session
+from ..tasks import LIST_LIMIT_MAX
 from ..wire import encode
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "INBOX_REMOTE_WAIT_S",
     "INBOX_WAIT_S_MAX",
     "STATUS_CURRENCIES",
+    "STATUS_TASKS_MAX",
     "Tool",
     "Toolbox",
 ]
@@ -39,6 +41,10 @@ INBOX_REMOTE_WAIT_S = 1.0
 """The least a remote session's ``inbox`` waits: one long poll, which answers as soon as messages are there."""
 STATUS_CURRENCIES = ("USD", "MIND")
 """The currencies ``status`` reports a balance in when not told which."""
+STATUS_TASKS_MAX = 50
+"""The most open tasks ``status`` lists (oldest first): the agent's claims, then the submissions awaiting its
+review."""
+_WORKING = ("claimed", "in_progress", "blocked", "review")
 _DEFS_REF = "#/$defs/{model}"
 
 Call = Callable[[SessionAPI, dict[str, Any]], Awaitable[Any]]
@@ -198,6 +204,25 @@ async def _balances(session: SessionAPI, me: str, currencies: list[str]) -> dict
     return found
 
 
+def _awaits_review(task: Any, me: str) -> bool:
+    if task.status != "review" or me not in task.reviewers or me == task.assignee:
+        return False
+    return not any((r.reviewer, r.attempt, r.round) == (me, task.attempt, task.round) for r in task.reviews)
+
+
+async def _open_tasks(session: SessionAPI, me: str) -> list[dict[str, Any]]:
+    """The open tasks the agent works on (its current claim) or must review (a submission it has not judged)."""
+    found: list[dict[str, Any]] = []
+    for status in _WORKING:
+        for task in await session.tasks.list(status, limit=LIST_LIMIT_MAX):
+            role = "worker" if task.assignee == me else "reviewer" if _awaits_review(task, me) else None
+            if role is not None:
+                found.append({"id": task.id, "title": task.title, "status": task.status, "role": role,
+                              "attempt": task.attempt, "bounty": task.bounty, "currency": task.currency})  # fmt: skip
+    found.sort(key=lambda t: t["role"] != "worker")  # its own claims first (sorting is stable)
+    return found[:STATUS_TASKS_MAX]
+
+
 async def _status(session: SessionAPI, args: dict[str, Any]) -> Any:
     principal = await session.refresh()
     currencies = _take(args, "currencies", list, list(STATUS_CURRENCIES))
@@ -205,13 +230,16 @@ async def _status(session: SessionAPI, args: dict[str, Any]) -> Any:
         raise InvalidArgument("currencies must be a short list of currency codes")
     reads = principal.agent is not None and principal.allows("ledger:read")
     wallets = await _balances(session, principal.agent or "", currencies) if reads else {}
-    return {
+    answer: dict[str, Any] = {
         "agent": principal.agent,
         "tenant": principal.tenant,
         "scopes": sorted(principal.scopes),
         "wallets": wallets,
         "services": [s for s in _service_names() if hasattr(session, s)],
     }
+    if principal.agent is not None and principal.allows("tasks:read") and hasattr(session, "tasks"):
+        answer["tasks"] = await _open_tasks(session, principal.agent)
+    return answer
 
 
 async def _wallet_balance(session: SessionAPI, args: dict[str, Any]) -> Any:
@@ -330,7 +358,8 @@ CURATED: tuple[tuple[Tool, tuple[str, str] | None], ...] = (
     (
         Tool(
             "status",
-            "Who you are: your agent, tenant, scopes, wallet balances (integer micros) and the services available.",
+            "Who you are: your agent, tenant, scopes, wallet balances (integer micros), the services available and "
+            "your open tasks (claimed by you, or awaiting your review).",
             _obj((), currencies={"type": "array", "items": {"type": "string"}, "description": "currency codes"}),
             _status,
             None,

@@ -13,16 +13,20 @@ Guarantees:
 - **Gates.** Only a named reviewer who is not the worker of the current attempt reviews; each reviewer counts once
   per submission (a repeated verdict is a replay, a different one SOS-4009); ``approvals_required`` approvals make
   it ``done``, one ``reject`` makes it ``failed``, ``needs_changes`` returns it to the same worker.
-- **Escrow.** A bounty moves from the funder to the tenant's ``system:escrow`` account when the task is created
-  (``task:<id>:fund``; SOS-7001 and no task when the funder cannot pay). ``done`` pays it out of escrow to the
-  worker of the approved attempt (``task:<id>:payout``) and the reviewer fee to the approving reviewers
-  (``task:<id>:fee:<reviewer>``); ``failed`` and ``canceled`` (also an unclaimed task past ``expires_in_s``)
-  refund it to the funder (``task:<id>:refund``). Each is an ordinary ledger transfer with a fixed id, so a
-  retried settlement moves nothing twice and ``ledger.check()`` covers escrow like any account.
-- **Messages.** Each transition publishes its messages on ``sos:channel:tasks`` once, after it is stored
-  (``task_created``, ``task_claimed``, ``evidence``, ``blocker``, ``gate_verdict``, ``task_completed``); message
-  ids derive from (tenant, task, transition, attempt, round), so a re-publish is dropped by the bus. A replay
-  publishes nothing.
+- **Escrow.** A bounty moves from the funder to the tenant's ``system:escrow`` account when the task is created,
+  only after the task reserved its id and open slot (``task:<id>:fund:<nonce>``; SOS-7001 and no task, nothing
+  written, when the funder cannot pay; SOS-4010 and no money moved when the tenant is full). ``done`` pays it
+  out of escrow to the worker of the approved attempt (``task:<id>:payout``) and the reviewer fee to the
+  approving reviewers (``task:<id>:fee:<reviewer>``); ``failed`` and ``canceled`` (also an unclaimed task past
+  ``expires_in_s``) refund it to the funder (``task:<id>:refund``). Each is an ordinary ledger transfer with a
+  fixed id, so a retried settlement moves nothing twice and ``ledger.check()`` covers escrow like any account.
+- **Messages.** Each transition publishes its messages on ``sos:channel:tasks`` once (``task_created``,
+  ``task_claimed``, ``evidence``, ``blocker``, ``gate_verdict``, ``task_completed``): they are stored on the
+  record in the same write as the transition (an outbox), published, then cleared; whatever a crash left owed is
+  published by the next read or move of the task or ``sweep``. Message ids derive from (tenant, task,
+  transition, attempt, round), so a re-publish is dropped by the bus. A replay publishes nothing.
+- **Retention.** ``sweep`` purges the oldest finished tasks beyond ``TASKS_FINISHED_MAX`` per tenant, settled
+  first; ledger transfers are never removed.
 - **Bad input writes nothing**: every argument is checked (SOS-4005, 4001, 4010) before the store or ledger is
   touched.
 """
@@ -59,6 +63,7 @@ from ..errors import (
     InsufficientFunds,
     InvalidArgument,
     LimitExceeded,
+    NotFound,
     SchemaViolation,
     TaskAlreadyClaimed,
     TaskNotFound,
@@ -84,12 +89,14 @@ __all__ = [
     "EVIDENCE_BYTES_MAX",
     "EVIDENCE_ITEMS_MAX",
     "EXPIRES_IN_S_MAX",
+    "FUNDING_S_MAX",
     "LEASE_S_DEFAULT",
     "LEASE_S_MAX",
     "LIST_LIMIT_MAX",
     "RESULT_BYTES_MAX",
     "REVIEWERS_MAX",
     "TASKS_CHANNEL",
+    "TASKS_FINISHED_MAX",
     "TASKS_OPEN_MAX",
     "TITLE_CHARS_MAX",
     "Tasks",
@@ -103,7 +110,11 @@ KERNEL_SOURCE: Final = "agent:kernel"
 ADMIN: Final = "tasks:admin"
 
 TASKS_OPEN_MAX: Final = 10_000
-"""Unfinished tasks per tenant."""
+"""Unfinished tasks per tenant (a create being funded holds its slot)."""
+TASKS_FINISHED_MAX: Final = 100_000
+"""Finished tasks kept per tenant: ``sweep`` purges the oldest beyond it (their ledger transfers stay)."""
+FUNDING_S_MAX: Final = 300
+"""How long a create may hold its slot while funding; ``sweep`` then frees a slot whose funding never happened."""
 REVIEWERS_MAX: Final = 16
 APPROVALS_MAX: Final = REVIEWERS_MAX
 BLOCKED_BY_MAX: Final = 32
@@ -210,11 +221,15 @@ class _State:
     claim: str | None = None
     claim_lease_s: int = 0
     submission: str | None = None
+    funding: str | None = None  # the fund transfer id while the create is still funding (the slot is reserved)
+    outbox: tuple[dict[str, Any], ...] = ()  # messages stored with the transition and not yet accepted by the bus
 
     @classmethod
     def parse(cls, record: TaskRecord) -> _State:
         raw = json.loads(record.data)
-        return cls(Task.model_validate(raw["task"]), raw["content"], raw["claim"], raw["lease"], raw["submission"])
+        task = Task.model_validate(raw["task"])
+        outbox = tuple(raw.get("outbox", ()))
+        return cls(task, raw["content"], raw["claim"], raw["lease"], raw["submission"], raw.get("funding"), outbox)
 
     def record(self, rev: int, created_at: float) -> TaskRecord:
         raw = {
@@ -223,6 +238,8 @@ class _State:
             "claim": self.claim,
             "lease": self.claim_lease_s,
             "submission": self.submission,
+            "funding": self.funding,
+            "outbox": list(self.outbox),
         }
         data = json.dumps(raw, separators=(",", ":")).encode()
         return TaskRecord(self.task.id, rev, self.task.status, created_at, data)
@@ -399,25 +416,93 @@ class Tasks:
         content = _digest(spec)
         existing, now = await self._store.load(self.tenant, task_id)
         if existing is not None:
-            return self._replayed(existing, content)
+            return await self._replayed_create(existing, content)
         backlog = await self._dependencies(task_id, spec["blocked_by"])
         if await self._store.open_count(self.tenant) >= TASKS_OPEN_MAX:
-            raise LimitExceeded(
-                f"tenant {self.tenant} has {TASKS_OPEN_MAX} open tasks", details={"limit": TASKS_OPEN_MAX}
-            )
-        if spec["bounty"] > 0:
-            await self._fund(spec)
+            raise self._full()
         task = Task(squad_id=self.tenant, status="backlog" if backlog else "queued", created_at=_at(now), **spec)
-        state = _State(task, content)
-        found, inserted = await self._store.insert(self.tenant, state.record(1, now), TASKS_OPEN_MAX)
+        if spec["bounty"] > 0:  # reserve the slot (and the id) first; the money moves only into a reserved slot
+            await self._settlement_ids_free(task)
+            state = _State(task, content, funding=f"task:{task_id}:fund:{secrets.token_hex(8)}")
+        else:
+            state = _State(task, content, outbox=(self._created_message(task),))
+        record = state.record(1, now)
+        found, inserted = await self._store.insert(self.tenant, record, TASKS_OPEN_MAX)
         if found is not None:
-            return self._replayed(found, content)
-        if not inserted:  # lost the last open slot after funding: a retry of this create completes it
-            raise LimitExceeded(
-                f"tenant {self.tenant} has {TASKS_OPEN_MAX} open tasks", details={"limit": TASKS_OPEN_MAX}
-            )
-        await self._publish([self._created_message(task)])
+            return await self._replayed_create(found, content)
+        if not inserted:
+            raise self._full()
+        if state.funding is not None:
+            return await self._complete_funding(record, state, fresh=True)
+        await self._flush(record, state)
         return task
+
+    async def _settlement_ids_free(self, task: Task) -> None:
+        """SOS-4009 if a purged task of this id left settlement transfers a new one would replay instead of
+        moving money."""
+        prefix = f"task:{task.id}"
+        for name in ("refund", "payout", *(f"fee:{r}" for r in task.reviewers)):
+            if await self._transfer(f"{prefix}:{name}") is not None:
+                raise IdempotencyConflict(
+                    f"task id {task.id} was used by a finished task whose record was purged; use a new id",
+                    details={"task_id": task.id},
+                )
+
+    async def _transfer(self, transfer_id: str) -> Any:
+        try:
+            return await self._ledger.get_transfer(transfer_id)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _full() -> LimitExceeded:
+        limit = TASKS_OPEN_MAX
+        return LimitExceeded(f"the tenant has {limit} open tasks", details={"limit": limit})
+
+    async def _replayed_create(self, record: TaskRecord, content: str) -> Task:
+        """The same create again: the task (its funding completed, its messages re-published if owed)."""
+        task = self._replayed(record, content)
+        state = _State.parse(record)
+        if state.funding is not None:
+            return await self._complete_funding(record, state)
+        if state.outbox:
+            await self._flush(record, state)
+        return task
+
+    async def _complete_funding(self, record: TaskRecord, state: _State, *, fresh: bool = False) -> Task:
+        """Fund a reserved task (its fund id is fixed in the reservation, so a retry moves the money once) and
+        make it visible; if the funder cannot pay, free the reservation: nothing stays written."""
+        task = state.task
+        try:
+            await self._fund(task, str(state.funding), fresh)
+        except (InsufficientFunds, WalletNotFound):
+            await self._store.delete(self.tenant, record)
+            raise
+        funded = replace(state, funding=None, outbox=(self._created_message(task),))
+        new = funded.record(record.rev + 1, record.created_at)
+        if await self._store.swap(self.tenant, record, new):
+            await self._flush(new, funded)
+            return task
+        current, _ = await self._store.load(self.tenant, task.id)
+        if current is not None and _State.parse(current).funding is None:
+            return await self._replayed_create(current, state.content)  # another call completed it
+        await self._orphaned(task, str(state.funding))
+        raise BackendFailure(
+            f"the reservation of task {task.id} was freed while it was being funded; the bounty was refunded, "
+            "create it again",
+            details={"task_id": task.id},
+        )
+
+    async def _orphaned(self, task: Task, fund_id: str) -> None:
+        """Refund a funding whose reservation is gone (``<fund id>:refund``: one refund per funding)."""
+        await self._ledger.transfer(
+            id=f"{fund_id}:refund",
+            debit=ESCROW_ACCOUNT,
+            credit=str(task.funded_by),
+            amount=task.bounty,
+            currency=task.currency,
+            reason=f"bounty of task {task.id} refunded (its reservation was freed)",
+        )
 
     def _spec(
         self,
@@ -502,24 +587,29 @@ class Tasks:
             await self._ledger.open_account(owner, currency)
             self._opened.add((owner, currency))
 
-    async def _fund(self, spec: dict[str, Any]) -> None:
-        funder, amount, currency = spec["funded_by"], spec["bounty"], spec["currency"]
-        # Checked first so a plain shortfall records no failed transfer under the task's fixed id.
+    async def _fund(self, task: Task, fund_id: str, fresh: bool) -> None:
+        funder, amount, currency = str(task.funded_by), task.bounty, task.currency
+        # a retry replays the recorded transfer (applied or refused), whatever the balance is now
+        if fresh or await self._transfer(fund_id) is None:
+            await self._precheck(funder, amount, currency)
+        await self._open(ESCROW_ACCOUNT, currency)
+        await self._ledger.transfer(
+            id=fund_id,
+            debit=funder,
+            credit=ESCROW_ACCOUNT,
+            amount=amount,
+            currency=currency,
+            reason=f"bounty of task {task.id} into escrow",
+        )
+
+    async def _precheck(self, funder: str, amount: int, currency: str) -> None:
+        # Checked first so a plain shortfall records no failed transfer.
         available = (await self._ledger.balance(funder, currency)).available
         if available < amount:
             raise InsufficientFunds(
                 f"{funder} has {available} {currency} micros available; the bounty is {amount}",
                 details={"owner": funder, "available": available, "amount": amount},
             )
-        await self._open(ESCROW_ACCOUNT, currency)
-        await self._ledger.transfer(
-            id=f"task:{spec['id']}:fund",
-            debit=funder,
-            credit=ESCROW_ACCOUNT,
-            amount=amount,
-            currency=currency,
-            reason=f"bounty of task {spec['id']} into escrow",
-        )
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -529,11 +619,19 @@ class Tasks:
         state, _ = await self._move(check_task_id(task_id), lambda s, now: None)
         return state.task
 
-    async def _fresh(self, record: TaskRecord) -> Task:
+    async def _fresh(self, record: TaskRecord) -> Task | None:
+        """The task as a read returns it (None while its create is funding it, or if it was just purged)."""
         state = _State.parse(record)
-        if state.task.expires_in_s is None or state.task.attempt or state.task.status not in ("backlog", "queued"):
-            return state.task
-        return await self.get(record.id)  # it may be due to expire
+        if state.funding is not None:
+            return None
+        task = state.task
+        due = task.expires_in_s is not None and not task.attempt and task.status in ("backlog", "queued")
+        if not due and not state.outbox:
+            return task
+        try:
+            return await self.get(record.id)  # it may be due to expire, or owe messages
+        except TaskNotFound:
+            return None
 
     @operation(
         "tasks:read", tool="task_board", wire=Wire("GET", summary="Tasks grouped by status, with counts and bounties")
@@ -547,7 +645,7 @@ class Tasks:
         for status in STATUSES:
             for record in await self._store.records(self.tenant, status, BOARD_TASKS_MAX):
                 task = await self._fresh(record)
-                if task.id in seen:
+                if task is None or task.id in seen:
                     continue
                 seen.add(task.id)
                 column = columns[task.status]
@@ -854,15 +952,49 @@ class Tasks:
         ADMIN, tool="task_sweep", wire=Wire(summary="Expire due tasks and retry unfinished settlements (tasks:admin)")
     )
     async def sweep(self, *, limit: int = LIST_LIMIT_MAX) -> int:
-        """End every unclaimed task past its ``expires_in_s`` and settle every finished task again (moves nothing
-        already moved). Returns how many tasks it looked at."""
+        """Look at the ``limit`` oldest tasks of each status: end every unclaimed task past its ``expires_in_s``,
+        publish every message a transition still owes the bus, settle every finished task again (moves nothing
+        already moved), complete or free creates that stopped while funding (``FUNDING_S_MAX``), and purge the
+        oldest finished tasks beyond ``TASKS_FINISHED_MAX`` (their ledger transfers stay). Returns how many tasks
+        it looked at."""
         _check_int(limit, "limit", 1, LIST_LIMIT_MAX)
-        records = await self._store.records(self.tenant, None, limit)
-        for record in records:
-            task = await self._fresh(record)
-            if task.status in TERMINAL:
-                await self._settle(task)
-        return len(records)
+        looked = 0
+        for status in STATUSES:
+            for record in await self._store.records(self.tenant, status, limit):
+                looked += 1
+                state = _State.parse(record)
+                if state.funding is not None:
+                    await self._sweep_reservation(record, state)
+                    continue
+                task = await self._fresh(record)
+                if task is not None and task.status in TERMINAL:
+                    await self._settle(task)
+        await self._purge(limit)
+        return looked
+
+    async def _sweep_reservation(self, record: TaskRecord, state: _State) -> None:
+        """A create stopped between reserving and funding: complete it if the money moved, else free the slot
+        once ``FUNDING_S_MAX`` passed (or at once if the funding was refused)."""
+        found = await self._transfer(str(state.funding))
+        if found is not None and found.status == "ok":
+            await self._complete_funding(record, state)
+        elif found is not None or await self._store.now() - record.created_at > FUNDING_S_MAX:
+            await self._store.delete(self.tenant, record)
+
+    async def _purge(self, limit: int) -> None:
+        """Remove the oldest finished tasks beyond ``TASKS_FINISHED_MAX`` (at most ``limit``), each settled first
+        and with nothing owed to the bus; ledger transfers are never touched."""
+        excess = min(await self._store.finished_count(self.tenant) - TASKS_FINISHED_MAX, limit)
+        if excess <= 0:
+            return
+        found = [r for s in sorted(TERMINAL) for r in await self._store.records(self.tenant, s, excess)]
+        for record in sorted(found, key=lambda r: (r.created_at, r.id))[:excess]:
+            state = _State.parse(record)
+            if state.outbox:
+                await self._flush(record, state)  # purged by a later sweep, once the bus has its messages
+                continue
+            await self._settle(state.task)
+            await self._store.delete(self.tenant, record)
 
     # -- the machinery ------------------------------------------------------------------------------------------
 
@@ -874,11 +1006,20 @@ class Tasks:
             if record is None:
                 raise TaskNotFound(f"no task {task_id}", details={"task_id": task_id})
             state = _State.parse(record)
+            if state.funding is not None:
+                raise TaskNotFound(f"no task {task_id} (its create is funding it)", details={"task_id": task_id})
             new = self._expired(state, record, now) or decide(state, now)
             if new is None:
+                if state.outbox:
+                    await self._flush(record, state)  # a transition whose publisher stopped before the bus had it
                 return state, False
-            if await self._store.swap(self.tenant, record, new.record(record.rev + 1, record.created_at)):
-                await self._after(state.task, new.task)
+            # the messages are owed in the same write as the transition, so a crash cannot lose them
+            new = replace(new, outbox=(*state.outbox, *self._messages(state.task, new.task)))
+            written = new.record(record.rev + 1, record.created_at)
+            if await self._store.swap(self.tenant, record, written):
+                if new.task.status in TERMINAL:
+                    await self._settle(new.task)
+                await self._flush(written, new)
                 if new.task.outcome == "expired" and state.task.outcome != "expired":
                     continue  # the expiry was this call's side effect; now decide on the ended task
                 return new, True
@@ -894,12 +1035,25 @@ class Tasks:
         check_transition(task.id, task.status, "canceled", "expire")
         return state.with_task(status="canceled", outcome="expired", completed_at=_at(now), updated_at=_at(now))
 
-    async def _after(self, old: Task, new: Task) -> None:
-        if new.status in TERMINAL:
-            await self._settle(new)
-        messages = self._messages(old, new)
-        if messages:
-            await self._publish(messages)
+    async def _flush(self, record: TaskRecord, state: _State) -> None:
+        """Publish what the task owes the bus, then clear it from the record (a re-publish is deduplicated by the
+        bus: the ids are fixed by the transition)."""
+        if not state.outbox:
+            return
+        await self._publish(builtins.list(state.outbox))
+        sent = {m["message_id"] for m in state.outbox}
+        for _ in range(SWAP_TRIES_MAX):
+            left = tuple(m for m in state.outbox if m["message_id"] not in sent)
+            if len(left) == len(state.outbox):
+                return  # another caller cleared them
+            if await self._store.swap(
+                self.tenant, record, replace(state, outbox=left).record(record.rev + 1, record.created_at)
+            ):
+                return
+            found, _ = await self._store.load(self.tenant, record.id)
+            if found is None:
+                return
+            record, state = found, _State.parse(found)
 
     async def _settle(self, task: Task) -> None:
         """Pay out (done) or refund (failed, canceled) the bounty; fixed ids make a repeat move nothing."""
@@ -1015,7 +1169,7 @@ class Tasks:
             raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         _check_int(limit, "limit", 1, LIST_LIMIT_MAX)
         records = await self._store.records(self.tenant, status, limit)
-        return [await self._fresh(r) for r in records]
+        return [t for t in [await self._fresh(r) for r in records] if t is not None]
 
 
 def _ts(value: datetime | None) -> float:

@@ -52,5 +52,13 @@ class TaskStore(ABC):
         """How many of the tenant's tasks are not finished (done, failed, canceled)."""
 
     @abstractmethod
+    async def delete(self, tenant: str, expected: TaskRecord) -> bool:
+        """Remove the task if its stored revision is still ``expected.rev``; False otherwise."""
+
+    @abstractmethod
+    async def finished_count(self, tenant: str) -> int:
+        """How many of the tenant's tasks are finished (done, failed, canceled)."""
+
+    @abstractmethod
     async def now(self) -> float:
         """The store's clock (Unix seconds)."""
