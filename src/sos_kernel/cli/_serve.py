@@ -128,6 +128,16 @@ def _mount_mcp(ctx: Context, app: Any) -> None:
     mount(app)
 
 
+def _mount_a2a(ctx: Context, app: Any) -> None:
+    """Serve opted-in agents over A2A at /a2a when the ``a2a`` extra is installed (else say how to get it)."""
+    try:
+        from ..integrations.a2a import mount
+    except MissingDependency:
+        ctx.out.progress("no A2A at /a2a: pip install 'sos-kernel[a2a]' to serve it")
+        return
+    mount(app)
+
+
 def _announce(ctx: Context, address: str, kernel_url: str, backend: str) -> Callable[[], None]:
     def announce() -> None:
         if ctx.out.json_mode:
@@ -152,6 +162,7 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
         async with open_kernel(ctx.url, provider_hosts=a.provider_host or []) as kernel:
             app = create_app(kernel, admin_token=admin_token)
             _mount_mcp(ctx, app)
+            _mount_a2a(ctx, app)
             config = uvicorn.Config(
                 app, lifespan="on", ws="none", log_level=a.log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
             )
