@@ -19,7 +19,15 @@ import httpx
 import pytest
 from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
 from a2a.helpers.proto_helpers import get_artifact_text, get_message_text, new_text_message
-from a2a.types import GetTaskRequest, Role, SendMessageConfiguration, SendMessageRequest, Task, TaskState
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
 from a2a.utils import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import TaskNotFoundError
 from google.protobuf.struct_pb2 import Struct
@@ -285,6 +293,20 @@ async def test_requests_in_flight_are_bounded_per_tenant(deployed: Deployment) -
         async with a2a_client(deployed.url("bob", tenant="globex"), deployed.tokens["eve"]):
             pass  # another tenant is not held up
     assert statuses == [429, 429]
+
+
+async def test_a_token_of_no_agent_reads_the_card_but_cannot_send(deployed: Deployment) -> None:
+    got, posted = await _refusals(deployed, deployed.tokens["acme-admin"], deployed.url("bob"))
+    assert (got.status_code, got.json()["name"]) == (200, "bob")
+    assert (posted.status_code, posted.json()["error"]["data"]["error"]["code"]) == (403, "SOS-5004")
+
+
+async def test_cancel_abandons_the_wait(deployed: Deployment) -> None:
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+        task, _ = await final_task(client, request("never answered", timeout_s=30, wait=False))
+        canceled = await client.cancel_task(CancelTaskRequest(id=task.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        assert (await client.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_CANCELED
 
 
 async def test_a2a_agent_round_trip_kernel_to_a2a_to_kernel(deployed: Deployment) -> None:

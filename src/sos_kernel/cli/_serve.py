@@ -5,6 +5,7 @@ for the server's life and closed after the last connection is done, so nothing t
 the kernel going away. A signal starts a graceful shutdown: no new connections,
 requests in flight finish (open event streams get ``SHUTDOWN_GRACE_S``, then clients reconnect elsewhere), the
 app's subscription leases close, then the kernel; the process then exits 0. A second Ctrl-C forces the exit.
+With their extras installed it also serves MCP at ``/mcp`` and opted-in agents over A2A at ``/a2a``.
 """
 
 from __future__ import annotations
