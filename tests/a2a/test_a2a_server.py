@@ -278,12 +278,17 @@ async def test_requests_in_flight_are_bounded_per_tenant(deployed: Deployment) -
 
     async def blocking_send() -> None:
         async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
-            await final_task(client, request("hold", timeout_s=1.5))
+            await final_task(client, request("hold", timeout_s=5))
+
+    async def asks_to_bob() -> int:
+        return len([m for m in await deployed.kernel.tenant("acme").bus.history("agent:bob") if m.type == "ask"])
 
     async with anyio.create_task_group() as tg:
         for _ in range(LIMITS["requests_max"]):
             tg.start_soon(blocking_send)
-        await anyio.sleep(0.7)  # both sends are waiting on bob
+        with anyio.fail_after(10):
+            while await asks_to_bob() < LIMITS["requests_max"]:  # noqa: ASYNC110 (another process's bus: polled)
+                await anyio.sleep(0.05)  # both sends are now waiting on bob
         for token in ("alice", "carol"):  # any token of the tenant
             headers = {"authorization": f"Bearer {deployed.tokens[token]}"}
             async with httpx.AsyncClient(headers=headers) as http:
