@@ -171,16 +171,16 @@ class _BoundedTasks(TaskStore):
 class _Held:
     """Per-tenant counters with a ceiling: ``take`` refuses one past it with SOS-4010."""
 
-    def __init__(self, name: str, limit: int) -> None:
+    def __init__(self, name: str, what: str, limit: int) -> None:
         self.name = name
+        self.what = what
         self.limit = limit
         self._held: dict[str, int] = {}
 
     def acquire(self, tenant: str) -> None:
         if self._held.get(tenant, 0) >= self.limit:
-            what = self.name.split("_")[1]
             raise LimitExceeded(
-                f"{self.limit} A2A {what} of this tenant already in flight ({self.name}); retry when one has finished",
+                f"{self.limit} A2A {self.what} of this tenant already in flight ({self.name}); retry when one ends",
                 details={"limit": self.name, "max": self.limit},
             )
         self._held[tenant] = self._held.get(tenant, 0) + 1
@@ -215,7 +215,7 @@ class _AskExecutor(AgentExecutor):
     """Runs an A2A task as an ``ask`` from the caller's agent to the served agent; the reply completes it."""
 
     def __init__(self, asks_max: int, timeout_s_max: float) -> None:
-        self._asks = _Held("a2a_asks_per_tenant_max", asks_max)
+        self._asks = _Held("a2a_asks_per_tenant_max", "asks", asks_max)
         self._timeout_s_max = timeout_s_max
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -241,7 +241,7 @@ class _AskExecutor(AgentExecutor):
     async def _ask(self, served: _Served, text: str, timeout_s: float, updater: TaskUpdater) -> None:
         await updater.start_work()
         try:
-            reply = await served.session.bus.ask(served.source or "", served.target, text, timeout_s=timeout_s)
+            reply = await served.session.bus.ask(str(served.source), served.target, text, timeout_s=timeout_s)
         except SOSError as exc:  # the ask went out (or was refused by the bus): no reply
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
             return
@@ -266,7 +266,7 @@ def refusal(error: SOSError, *, rpc: bool) -> Response:
     return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
-def _card(served: _Served, agent: Any, base_url: str) -> dict[str, Any]:
+def _card(agent: Any, base_url: str) -> dict[str, Any]:
     raw = agent.to_a2a(url=base_url)
     raw["capabilities"]["streaming"] = True
     raw["securitySchemes"] = {
@@ -313,11 +313,13 @@ class A2AEndpoint:
         for name, value in (("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(timeout_s_max, bool) or not isinstance(timeout_s_max, int | float) or not timeout_s_max > 0:
+            raise InvalidArgument(f"timeout_s_max must be a number > 0, got {timeout_s_max!r}")
         if tasks_max <= asks_max:
             raise InvalidArgument("tasks_max must exceed asks_max, so a finished task can always make room")
         self.state = state
         self.tasks = _BoundedTasks(tasks_max)
-        self._requests = _Held("a2a_requests_per_tenant_max", requests_max)
+        self._requests = _Held("a2a_requests_per_tenant_max", "requests", requests_max)
         handler = DefaultRequestHandler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
         self.handler = handler
         self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
@@ -359,9 +361,7 @@ class A2AEndpoint:
             with self._requests.take(served.tenant):
                 if not rpc:
                     base = f"{str(Request(scope).base_url).rstrip('/')}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
-                    await Response(json_bytes(_card(served, agent, base)), media_type="application/json")(
-                        scope, receive, send
-                    )
+                    await Response(json_bytes(_card(agent, base)), media_type="application/json")(scope, receive, send)
                     return
                 inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", _SCOPE_KEY: served}
                 await self._rpc(inner, receive, send)
