@@ -31,9 +31,11 @@ class ServerThread(threading.Thread):
         options: dict[str, Any],
         app_options: dict[str, Any],
         mcp: dict[str, Any] | None = None,
+        a2a: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name="sos-live-server", daemon=True)
         self.mcp = mcp
+        self.a2a = a2a
         self.db_url = db_url
         self.sock = sock
         self.options = options
@@ -57,6 +59,10 @@ class ServerThread(threading.Thread):
                 from sos_kernel.mcp import mount
 
                 mount(app, **self.mcp)
+            if self.a2a is not None:
+                from sos_kernel.integrations.a2a import mount as mount_a2a
+
+                mount_a2a(app, **self.a2a)
             config = uvicorn.Config(app, http="h11", ws="none", lifespan="on", log_level="warning")
             self.server = uvicorn.Server(config)
             serving = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
@@ -73,16 +79,21 @@ class ServerThread(threading.Thread):
 
 @contextmanager
 def running_server(
-    db_url: str, *, app_options: dict[str, Any] | None = None, mcp: dict[str, Any] | None = None, **options: Any
+    db_url: str,
+    *,
+    app_options: dict[str, Any] | None = None,
+    mcp: dict[str, Any] | None = None,
+    a2a: dict[str, Any] | None = None,
+    **options: Any,
 ) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of a server over a kernel on ``db_url`` opened with ``options`` (``create_app``
-    given ``app_options``; MCP mounted at ``/mcp`` with the limits ``mcp`` when given), stopped (and checked) on
-    exit."""
+    given ``app_options``; MCP mounted at ``/mcp`` with the limits ``mcp`` when given, A2A at ``/a2a`` with the limits
+    ``a2a`` when given), stopped (and checked) on exit."""
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else each answer waits for a delayed ACK
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    thread = ServerThread(db_url, sock, options, app_options or {}, mcp)
+    thread = ServerThread(db_url, sock, options, app_options or {}, mcp, a2a)
     thread.start()
     try:
         if not thread.ready.wait(SERVER_START_S):

@@ -292,3 +292,20 @@ async def test_signed_cards_verify_with_the_public_key(api: Api) -> None:
         await api.registry.register(card("forged"), public_key=key.public, signature=sign_card(c, other))
     a2a = entry.to_a2a()
     assert a2a["name"] == "signer"
+
+
+async def test_a2a_opt_in_is_stored_with_the_card_and_a_registration_replaces_it(
+    acme: tuple[sos_kernel.Kernel, str], connect: Connect
+) -> None:
+    kernel, _ = acme
+    alice = await connect((await kernel.tenant("acme").tokens.issue(agent="agent:alice")).secret)
+    assert (await alice.registry.register(card("alice"))).a2a is False
+    assert (await alice.registry.register(card("alice"), a2a=True)).a2a is True
+    assert (await alice.registry.get("alice")).a2a is True
+    assert [a.a2a for a in await alice.registry.find()] == [True]
+    assert (await alice.registry.heartbeat("alice")).a2a is True  # a heartbeat keeps it
+    assert (await alice.registry.register(card("alice"))).a2a is False  # a registration is whole: off again
+    assert (await kernel.tenant("acme").registry.get("alice")).a2a is False
+    with pytest.raises(InvalidArgument):
+        await alice.registry.register(card("alice"), a2a="yes")  # type: ignore[arg-type]
+    assert (await alice.registry.get("alice")).a2a is False

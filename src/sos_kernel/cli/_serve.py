@@ -5,6 +5,7 @@ for the server's life and closed after the last connection is done, so nothing t
 the kernel going away. A signal starts a graceful shutdown: no new connections,
 requests in flight finish (open event streams get ``SHUTDOWN_GRACE_S``, then clients reconnect elsewhere), the
 app's subscription leases close, then the kernel; the process then exits 0. A second Ctrl-C forces the exit.
+With their extras installed it also serves MCP at ``/mcp`` and opted-in agents over A2A at ``/a2a``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,16 @@ def _mount_mcp(ctx: Context, app: Any) -> None:
     mount(app)
 
 
+def _mount_a2a(ctx: Context, app: Any) -> None:
+    """Serve opted-in agents over A2A at /a2a when the ``a2a`` extra is installed (else say how to get it)."""
+    try:
+        from ..integrations.a2a import mount
+    except MissingDependency:
+        ctx.out.progress("no A2A at /a2a: pip install 'sos-kernel[a2a]' to serve it")
+        return
+    mount(app)
+
+
 def _announce(ctx: Context, address: str, kernel_url: str, backend: str) -> Callable[[], None]:
     def announce() -> None:
         if ctx.out.json_mode:
@@ -155,6 +166,7 @@ async def _serve(ctx: Context, stop: _Stop, admin_token: str | None) -> None:
                 kernel, admin_token=admin_token, metrics=False if a.no_metrics else None, metrics_token=metrics_token
             )
             _mount_mcp(ctx, app)
+            _mount_a2a(ctx, app)
             config = uvicorn.Config(
                 app, lifespan="on", ws="none", log_level=a.log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
             )

@@ -75,6 +75,8 @@ class RegisteredAgent:
     public_key: PublicKey | None
     endpoints: tuple[dict[str, str], ...]
     signature: str | None
+    a2a: bool = False
+    """Whether the agent opted in to be served as an A2A agent (``sos serve`` at ``/a2a/{tenant}/{name}/``)."""
 
     @property
     def address(self) -> str:
@@ -135,6 +137,7 @@ class Registry:
             public_key=PublicKey.from_hex(extras["public_key"]) if extras.get("public_key") else None,
             endpoints=tuple(extras.get("endpoints", ())),
             signature=extras.get("signature"),
+            a2a=extras.get("a2a") is True,
         )
 
     @operation("registry:write", rule=_register_rule, wire=Wire(summary="Register or update an agent card"))
@@ -145,8 +148,13 @@ class Registry:
         public_key: PublicKey | None = None,
         endpoints: Sequence[Mapping[str, str]] = (),
         signature: str | None = None,
+        a2a: bool = False,
     ) -> RegisteredAgent:
         """Register or update an agent. A ``signature`` must verify with ``public_key`` (SOS-5004 otherwise).
+
+        ``a2a=True`` opts the agent in to be served as an A2A agent by ``sos serve``. A registration replaces the
+        previous one whole (as ``endpoints`` and ``public_key`` are replaced), so re-registering without
+        ``a2a=True`` turns the A2A endpoint off; SOS-4005 for an ``a2a`` that is not a bool.
 
         Raises SOS-4001 for a card that fails its schema. The first registration of a name publishes
         ``agent_joined`` on ``sos:channel:system:events``.
@@ -156,11 +164,14 @@ class Registry:
             raise Forbidden("the card signature does not verify with the given public key")
         if len(endpoints) > ENDPOINTS_MAX or not all(isinstance(e, Mapping) and "url" in e for e in endpoints):
             raise InvalidArgument(f"endpoints are at most {ENDPOINTS_MAX} mappings with a 'url'")
+        if not isinstance(a2a, bool):
+            raise InvalidArgument(f"a2a must be true or false, got {a2a!r}", details={"field": "a2a"})
         now = time.time()
         extras = {
             "public_key": public_key.hex if public_key else None,
             "endpoints": [dict(e) for e in endpoints],
             "signature": signature,
+            "a2a": a2a,
         }
         entry = RegistryEntry(parsed.name, parsed.to_json(), json.dumps(extras).encode(), now, now)
         created = await self._store.put(self.tenant, entry)

@@ -1,0 +1,16 @@
+"""The A2A endpoint's bounds, per tenant (re-exported by :mod:`sos_kernel.integrations.a2a`)."""
+
+from __future__ import annotations
+
+A2A_PATH = "/a2a"
+"""Where ``sos serve`` serves A2A agents: ``/a2a/{tenant}/{agent name}/``."""
+A2A_REQUESTS_PER_TENANT_MAX = 32
+"""A2A HTTP requests one tenant may have in flight on the server (a blocking send or a stream holds one)."""
+A2A_ASKS_PER_TENANT_MAX = 32
+"""A2A tasks one tenant may have waiting on an agent's reply, including those sent with ``returnImmediately``."""
+A2A_TASKS_PER_TENANT_MAX = 1_000
+"""A2A tasks kept per tenant for ``tasks/get``; past this the tenant's oldest finished task is forgotten."""
+A2A_ASK_TIMEOUT_S = 30.0
+"""How long a task waits for the agent's reply unless the request's metadata says ``timeout_s``."""
+A2A_ASK_TIMEOUT_S_MAX = 300.0
+"""The longest ``timeout_s`` a request may ask for."""

@@ -1,0 +1,378 @@
+"""The A2A endpoint of the HTTP server: every opted-in agent as an A2A agent at ``/a2a/{tenant}/{name}/``.
+
+What it promises:
+
+- **Only agents that opted in.** An agent registered with ``a2a=True`` has an endpoint; any other name, an agent
+  that did not opt in, and every agent of another tenant answer SOS-4040 (404), the same answer, so a caller
+  cannot tell them apart.
+- **Bearer tokens are sessions.** Each request's ``Authorization: Bearer`` token selects its session (the server's
+  cache by token digest); no token is SOS-5001 (401), a bad one its SOS code. The token's tenant must be the
+  path's. The card needs ``registry:read``; a message is sent by the session as its own agent (``bus:write``), so
+  a token that belongs to no agent cannot send (SOS-5003).
+- **A message is an ask.** ``message/send`` and ``message/stream`` publish an ``ask`` to the agent's inbox from
+  the caller's agent and wait for its reply, which becomes the task's artifact and its completing status message.
+  A reply that does not come within the timeout fails the task with the SOS-6004 reason. The official
+  ``a2a-sdk`` request handler, task store and event queue run the protocol; this module adds the executor.
+- **Tasks stay with who made them.** A task is visible (``tasks/get``, ``tasks/list``, ``tasks/cancel``) only to
+  the tenant, agent and caller agent that created it.
+- **Bounded per tenant** (:mod:`._limits`): requests in flight, asks waiting, tasks kept, the longest timeout.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from a2a.auth.user import User
+from a2a.helpers.proto_helpers import new_task, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskStore, TaskUpdater
+from a2a.types import AgentCard, ListTasksRequest, ListTasksResponse, Task, TaskState
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from google.protobuf.json_format import MessageToDict, ParseDict
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
+
+from ...errors import Forbidden, InvalidArgument, LimitExceeded, MethodNotAllowed, NotFound, SOSError
+from ...server._state import ServerState
+from ...session import Session
+from ...wire import json_bytes
+from ._limits import (
+    A2A_ASK_TIMEOUT_S,
+    A2A_ASK_TIMEOUT_S_MAX,
+    A2A_ASKS_PER_TENANT_MAX,
+    A2A_PATH,
+    A2A_REQUESTS_PER_TENANT_MAX,
+    A2A_TASKS_PER_TENANT_MAX,
+)
+
+__all__ = ["SQUAD_TASK_STATES", "A2AEndpoint", "mount"]
+
+JSONRPC_REFUSED = -32001
+"""The JSON-RPC error code of a request refused before the A2A handler saw it (its SOS code is in ``data``)."""
+_SCOPE_KEY: Final = "sos.a2a"
+_CARD_PATH: Final = AGENT_CARD_WELL_KNOWN_PATH.lstrip("/")
+_FINISHED: Final = frozenset(
+    {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED}
+    | {TaskState.TASK_STATE_REJECTED}
+)
+
+SQUAD_TASK_STATES: Final[Mapping[str, TaskState]] = {
+    "backlog": TaskState.TASK_STATE_SUBMITTED,
+    "queued": TaskState.TASK_STATE_SUBMITTED,
+    "claimed": TaskState.TASK_STATE_WORKING,
+    "in_progress": TaskState.TASK_STATE_WORKING,
+    "review": TaskState.TASK_STATE_WORKING,
+    "blocked": TaskState.TASK_STATE_INPUT_REQUIRED,
+    "done": TaskState.TASK_STATE_COMPLETED,
+    "canceled": TaskState.TASK_STATE_CANCELED,
+    "failed": TaskState.TASK_STATE_FAILED,
+}
+"""The A2A state of a kernel task (SOS ``SquadTask.status``), for when A2A tasks are backed by kernel tasks."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """One admitted request: who calls (its session and agent), which agent it reaches, and its task owner."""
+
+    session: Session
+    tenant: str
+    target: str
+    source: str | None
+    owner: str
+
+
+class _Owner(User):
+    """The A2A user of a request: the task store keeps each owner's tasks apart."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._owner
+
+
+def _served(context: ServerCallContext) -> _Served:
+    served = context.state.get(_SCOPE_KEY)
+    if not isinstance(served, _Served):  # only reachable if the endpoint is bypassed: refuse to act as anyone
+        raise Forbidden("this A2A request carries no session")
+    return served
+
+
+class _Context(DefaultServerCallContextBuilder):
+    """The SDK's context (headers, extensions), with the admitted request as its state and its owner as user."""
+
+    def build(self, request: Request) -> ServerCallContext:
+        context = super().build(request)
+        served = request.scope[_SCOPE_KEY]
+        context.state[_SCOPE_KEY] = served
+        context.user = _Owner(served.owner)
+        return context
+
+
+class _BoundedTasks(TaskStore):
+    """The SDK's in-memory task store, keeping at most ``tasks_max`` tasks per tenant (its oldest finished task is
+    forgotten to make room; running tasks are fewer than the bound, so one always can be)."""
+
+    def __init__(self, tasks_max: int) -> None:
+        self._inner = InMemoryTaskStore()
+        self._max = tasks_max
+        self._order: dict[str, OrderedDict[tuple[str, str], None]] = {}
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        served = _served(context)
+        order = self._order.setdefault(served.tenant, OrderedDict())
+        key = (served.owner, task.id)
+        if key not in order:
+            while len(order) >= self._max:
+                await self._forget_one(served.tenant, order)
+            order[key] = None
+        await self._inner.save(task, context)
+
+    async def _forget_one(self, tenant: str, order: OrderedDict[tuple[str, str], None]) -> None:
+        for owner, task_id in order:
+            context = ServerCallContext(user=_Owner(owner))
+            found = await self._inner.get(task_id, context)
+            if found is None or found.status.state in _FINISHED:
+                del order[owner, task_id]
+                await self._inner.delete(task_id, context)
+                return
+        raise LimitExceeded(
+            f"{self._max} A2A tasks of tenant {tenant!r} are all running (a2a_tasks_per_tenant_max)",
+            details={"limit": "a2a_tasks_per_tenant_max", "max": self._max},
+        )
+
+    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
+        return await self._inner.get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        return await self._inner.list(params, context)
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        served = _served(context)
+        self._order.get(served.tenant, OrderedDict()).pop((served.owner, task_id), None)
+        await self._inner.delete(task_id, context)
+
+
+class _Held:
+    """Per-tenant counters with a ceiling: ``take`` refuses one past it with SOS-4010."""
+
+    def __init__(self, name: str, what: str, limit: int) -> None:
+        self.name = name
+        self.what = what
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def acquire(self, tenant: str) -> None:
+        if self._held.get(tenant, 0) >= self.limit:
+            raise LimitExceeded(
+                f"{self.limit} A2A {self.what} of this tenant already in flight ({self.name}); retry when one ends",
+                details={"limit": self.name, "max": self.limit},
+            )
+        self._held[tenant] = self._held.get(tenant, 0) + 1
+
+    def release(self, tenant: str) -> None:
+        left = self._held.get(tenant, 0) - 1
+        if left > 0:
+            self._held[tenant] = left
+        else:
+            self._held.pop(tenant, None)
+
+    @contextmanager
+    def take(self, tenant: str) -> Iterator[None]:
+        self.acquire(tenant)
+        try:
+            yield
+        finally:
+            self.release(tenant)
+
+
+def _timeout(metadata: Mapping[str, Any], timeout_s_max: float) -> float:
+    value = metadata.get("timeout_s", A2A_ASK_TIMEOUT_S)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= timeout_s_max:
+        raise InvalidArgument(
+            f"metadata timeout_s must be a number of seconds in (0, {timeout_s_max}], got {value!r}",
+            details={"field": "timeout_s", "max": timeout_s_max},
+        )
+    return float(value)
+
+
+class _AskExecutor(AgentExecutor):
+    """Runs an A2A task as an ``ask`` from the caller's agent to the served agent; the reply completes it."""
+
+    def __init__(self, asks_max: int, timeout_s_max: float) -> None:
+        self._asks = _Held("a2a_asks_per_tenant_max", "asks", asks_max)
+        self._timeout_s_max = timeout_s_max
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        served = _served(context.call_context)
+        task = context.current_task
+        if task is None:
+            if context.task_id is None or context.context_id is None or context.message is None:
+                raise InvalidArgument("an A2A task needs a message, a task id and a context id")
+            task = new_task(context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED, [], [context.message])
+            await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        try:
+            timeout_s = _timeout(context.metadata, self._timeout_s_max)
+            self._asks.acquire(served.tenant)
+        except SOSError as exc:  # refused before any ask went out
+            await updater.reject(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        try:
+            await self._ask(served, context.get_user_input(), timeout_s, updater)
+        finally:
+            self._asks.release(served.tenant)
+
+    async def _ask(self, served: _Served, text: str, timeout_s: float, updater: TaskUpdater) -> None:
+        await updater.start_work()
+        try:
+            reply = await served.session.bus.ask(str(served.source), served.target, text, timeout_s=timeout_s)
+        except SOSError as exc:  # the ask went out (or was refused by the bus): no reply
+            await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        parts = [new_text_part(reply.payload.text, media_type=reply.payload.content_type)]
+        await updater.add_artifact(parts, name="reply", metadata={"sos_message_id": reply.message_id})
+        await updater.complete(updater.new_agent_message(parts))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task = context.current_task
+        if task is not None and task.status.state not in _FINISHED:
+            await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+
+
+def refusal(error: SOSError, *, rpc: bool) -> Response:
+    """``error`` with its HTTP status (429 for a limit): a JSON-RPC error whose message starts with the SOS code and
+    whose ``data`` is the SOS envelope for a JSON-RPC call, the SOS envelope itself otherwise."""
+    envelope = error.to_wire()
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": JSONRPC_REFUSED, "message": str(error), "data": envelope}}
+    headers = {"www-authenticate": "Bearer"} if error.http_status == 401 else None
+    status = 429 if isinstance(error, LimitExceeded) else error.http_status
+    content = json_bytes(body if rpc else envelope)
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
+
+
+def _card(agent: Any, base_url: str) -> dict[str, Any]:
+    raw = agent.to_a2a(url=base_url)
+    raw["capabilities"]["streaming"] = True
+    raw["securitySchemes"] = {
+        "bearer": {"httpAuthSecurityScheme": {"scheme": "Bearer", "description": "A token issued by the kernel"}}
+    }
+    raw["securityRequirements"] = [{"schemes": {"bearer": {"list": []}}}]
+    served_card: dict[str, Any] = MessageToDict(ParseDict(raw, AgentCard()))
+    return served_card
+
+
+def _handler_card() -> AgentCard:
+    # The SDK's handler wants a card; each agent's own is served by the endpoint, this one is never shown.
+    card: AgentCard = ParseDict(
+        {
+            "name": "sos-kernel",
+            "description": "The A2A agents of a kernel",
+            "version": "1.0.0",
+            "supportedInterfaces": [
+                {"url": "http://localhost" + A2A_PATH, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+            ],
+            "capabilities": {"streaming": True},
+            "defaultInputModes": ["text/plain"],
+            "defaultOutputModes": ["text/plain"],
+            "skills": [{"id": "ask", "name": "ask", "description": "Answers an ask", "tags": ["ask"]}],
+        },
+        AgentCard(),
+    )
+    return card
+
+
+class A2AEndpoint:
+    """The ASGI endpoint under ``/a2a/{tenant}/{agent}/``: authenticates, finds the agent, bounds, then hands the
+    request to the ``a2a-sdk`` JSON-RPC dispatcher (or answers the agent card)."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        *,
+        requests_max: int = A2A_REQUESTS_PER_TENANT_MAX,
+        asks_max: int = A2A_ASKS_PER_TENANT_MAX,
+        tasks_max: int = A2A_TASKS_PER_TENANT_MAX,
+        timeout_s_max: float = A2A_ASK_TIMEOUT_S_MAX,
+    ) -> None:
+        for name, value in (("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be an int >= 1, got {value!r}")
+        if isinstance(timeout_s_max, bool) or not isinstance(timeout_s_max, int | float) or not timeout_s_max > 0:
+            raise InvalidArgument(f"timeout_s_max must be a number > 0, got {timeout_s_max!r}")
+        if tasks_max <= asks_max:
+            raise InvalidArgument("tasks_max must exceed asks_max, so a finished task can always make room")
+        self.state = state
+        self.tasks = _BoundedTasks(tasks_max)
+        self._requests = _Held("a2a_requests_per_tenant_max", "requests", requests_max)
+        handler = DefaultRequestHandler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
+        self.handler = handler
+        self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
+
+    async def _admit(self, scope: Scope) -> tuple[_Served, Any]:
+        params = scope.get("path_params", {})
+        tenant, name = str(params.get("tenant", "")), str(params.get("agent", ""))
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        kind, _, token = header.partition(" ")
+        session = await self.state.sessions.get(token.strip() if kind.lower() == "bearer" else None)
+        principal = await session.refresh()
+        unknown = NotFound(f"no A2A agent {name!r} in tenant {tenant!r}", details={"tenant": tenant, "agent": name})
+        if principal.tenant != tenant:
+            raise unknown
+        try:
+            agent = await session.registry.get(name)
+        except SOSError as exc:
+            if exc.http_status == 404:
+                raise unknown from None
+            raise
+        if not agent.a2a or agent.card.name != name:
+            raise unknown
+        caller = principal.agent or f"token:{principal.token_id}"
+        owner = "\n".join((tenant, name, caller))
+        return _Served(session, tenant, f"agent:{name}", principal.agent, owner), agent
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rest = str(scope.get("path_params", {}).get("rest", ""))
+        method = scope["method"]
+        rpc = rest == "" and method == "POST"
+        try:
+            if not rpc and rest != _CARD_PATH:
+                raise NotFound(f"no A2A route {scope['path']!r}")
+            if not rpc and method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{method} is not allowed on an agent card (GET it)")
+            served, agent = await self._admit(scope)
+            if rpc and served.source is None:
+                raise Forbidden("an A2A message is an ask from the caller's own agent: use a token of an agent")
+            with self._requests.take(served.tenant):
+                if not rpc:
+                    base = f"{str(Request(scope).base_url).rstrip('/')}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
+                    await Response(json_bytes(_card(agent, base)), media_type="application/json")(scope, receive, send)
+                    return
+                inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", _SCOPE_KEY: served}
+                await self._rpc(inner, receive, send)
+        except SOSError as exc:
+            await refusal(exc, rpc=rpc)(scope, receive, send)
+
+
+def mount(app: Any, **limits: Any) -> A2AEndpoint:
+    """Serve the A2A agents of ``app``'s kernel (``app`` from :func:`sos_kernel.server.create_app`) under
+    ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``."""
+    endpoint = A2AEndpoint(app.state.sos, **limits)
+    route = Route(A2A_PATH + "/{tenant}/{agent}/{rest:path}", endpoint=endpoint, methods=["GET", "HEAD", "POST"])
+    app.router.routes.append(route)
+    return endpoint

@@ -1,0 +1,376 @@
+"""The A2A endpoint of a real uvicorn server on 127.0.0.1, exercised by the a2a-sdk's own client, on SQLite and
+Redis: the card at the well-known path, send, stream, get task, timeouts, tokens, opt-in, tenant isolation,
+bounds, and the reverse client (a kernel agent asking a remote A2A agent through ``A2AAgent``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
+from a2a.helpers.proto_helpers import get_artifact_text, get_message_text, new_text_message
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
+from a2a.utils import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.errors import TaskNotFoundError
+from google.protobuf.struct_pb2 import Struct
+
+import sos_kernel
+from sos_kernel.contracts import AgentCard
+from sos_kernel.errors import AskTimeout, BackendFailure, BackendUnavailable
+from sos_kernel.integrations.a2a import A2A_PATH, A2AAgent
+
+from ..live_server import running_server
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = {"requests_max": 2, "asks_max": 2, "tasks_max": 4}
+SERVE_START_S = 30.0
+
+
+def card(name: str) -> AgentCard:
+    return AgentCard(name=name, tool="sdk", type="service", role="specialist", summary=f"{name} answers")
+
+
+@dataclass
+class Deployment:
+    kernel: sos_kernel.Kernel
+    base: str
+    tokens: dict[str, str]
+
+    def url(self, agent: str, tenant: str = "acme") -> str:
+        return f"{self.base}{A2A_PATH}/{tenant}/{agent}/"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def kernel_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/sos.db"
+    import redis
+
+    url: str = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture
+async def kernel(kernel_url: str) -> AsyncIterator[sos_kernel.Kernel]:
+    async with sos_kernel.open(kernel_url) as k:
+        yield k
+
+
+@pytest.fixture
+def served(kernel: sos_kernel.Kernel) -> Iterator[str]:
+    with running_server(kernel.url, a2a=LIMITS) as base:
+        yield base
+
+
+@pytest.fixture
+async def deployed(kernel: sos_kernel.Kernel, served: str) -> Deployment:
+    """Tenant acme: bob and dave serve A2A, carol did not opt in, alice calls; tenant globex: eve."""
+    tokens: dict[str, str] = {}
+    for slug, names in (("acme", ("alice", "bob", "carol", "dave")), ("globex", ("eve",))):
+        _, tokens[f"{slug}-admin"] = await kernel.tenants.create(slug, plan="scale")
+        view = kernel.tenant(slug)
+        for name in names:
+            tokens[name] = (await view.tokens.issue(agent=f"agent:{name}")).secret
+    acme = kernel.tenant("acme")
+    await acme.registry.register(card("bob"), a2a=True)
+    await acme.registry.register(card("dave"), a2a=True)
+    await acme.registry.register(card("carol"))
+    await kernel.tenant("globex").registry.register(card("bob"), a2a=True)  # same name, other tenant
+    return Deployment(kernel, served, tokens)
+
+
+async def answering(kernel: sos_kernel.Kernel, agent: str, tenant: str = "acme") -> None:
+    """``agent`` answers every ask in its inbox with ``<agent> says: <question>``."""
+    bus = kernel.tenant(tenant).bus
+    async with bus.subscribe(f"agent:{agent}") as subscription:
+        async for delivery in subscription:
+            message = delivery.message
+            await bus.reply(message, f"{agent} says: {message.payload.question}", source=f"agent:{agent}")
+            await delivery.ack()
+
+
+@asynccontextmanager
+async def a2a_client(url: str, token: str | None, *, streaming: bool = False) -> AsyncIterator[Client]:
+    """The a2a-sdk client of the agent at ``url``, from its card, sending ``token`` as the bearer."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+        agent_card = await A2ACardResolver(http, url).get_agent_card()
+        client = ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(agent_card)
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+def request(text: str, *, timeout_s: float | None = None, wait: bool = True) -> SendMessageRequest:
+    metadata = Struct()
+    if timeout_s is not None:
+        metadata.update({"timeout_s": timeout_s})
+    return SendMessageRequest(
+        message=new_text_message(text, role=Role.ROLE_USER),
+        configuration=SendMessageConfiguration(return_immediately=not wait),
+        metadata=metadata,
+    )
+
+
+async def final_task(client: Client, req: SendMessageRequest) -> tuple[Task, list[Any]]:
+    events = [event async for event in client.send_message(req)]
+    tasks = [e.task for e in events if e.HasField("task")]
+    assert tasks, events
+    return tasks[-1], events
+
+
+async def test_the_card_is_at_the_well_known_path_of_the_agents_base(deployed: Deployment) -> None:
+    url = deployed.url("bob")
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {deployed.tokens['alice']}"}) as http:
+        answer = await http.get(url.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+        assert answer.status_code == 200, answer.text
+        agent_card = await A2ACardResolver(http, url).get_agent_card()
+    assert agent_card.name == "bob"
+    assert agent_card.description == "bob answers"
+    assert [(i.url, i.protocol_binding) for i in agent_card.supported_interfaces] == [(url, "JSONRPC")]
+    assert agent_card.capabilities.streaming
+    assert agent_card.security_schemes["bearer"].http_auth_security_scheme.scheme == "Bearer"
+    assert "tenant" not in json.dumps(answer.json()["capabilities"])  # local details never exported
+
+
+async def test_send_is_an_ask_from_the_callers_agent_answered_with_the_reply(deployed: Deployment) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(answering, deployed.kernel, "bob")
+        async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+            task, _ = await final_task(client, request("what is 6 x 7?"))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert [get_artifact_text(a) for a in task.artifacts] == ["bob says: what is 6 x 7?"]
+            assert get_message_text(task.status.message) == "bob says: what is 6 x 7?"
+            fetched = await client.get_task(GetTaskRequest(id=task.id))
+            assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+            assert [get_artifact_text(a) for a in fetched.artifacts] == ["bob says: what is 6 x 7?"]
+        tg.cancel_scope.cancel()
+    asks = [m for m in await deployed.kernel.tenant("acme").bus.history("agent:bob") if m.type == "ask"]
+    assert [(m.source, m.payload.question) for m in asks] == [("agent:alice", "what is 6 x 7?")]
+
+
+async def test_stream_reports_the_task_working_then_completed_with_the_reply(deployed: Deployment) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(answering, deployed.kernel, "bob")
+        async with a2a_client(deployed.url("bob"), deployed.tokens["alice"], streaming=True) as client:
+            events = [event async for event in client.send_message(request("stream it"))]
+        tg.cancel_scope.cancel()
+    states = [e.status_update.status.state for e in events if e.HasField("status_update")]
+    assert states[0] == TaskState.TASK_STATE_WORKING
+    assert states[-1] == TaskState.TASK_STATE_COMPLETED
+    artifacts = [e.artifact_update.artifact for e in events if e.HasField("artifact_update")]
+    assert [get_artifact_text(a) for a in artifacts] == ["bob says: stream it"]
+
+
+async def test_no_reply_in_time_fails_the_task_with_the_timeout_reason(deployed: Deployment) -> None:
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+        task, _ = await final_task(client, request("anyone?", timeout_s=0.3))
+        assert task.status.state == TaskState.TASK_STATE_FAILED
+        assert get_message_text(task.status.message).startswith("SOS-6004")
+        too_long, _ = await final_task(client, request("wait a day", timeout_s=86_400))
+        assert too_long.status.state == TaskState.TASK_STATE_REJECTED
+        assert get_message_text(too_long.status.message).startswith("SOS-4005")
+        assert "timeout_s" in get_message_text(too_long.status.message)
+
+
+@pytest.mark.parametrize("token", [None, "sk-not-a-token"])
+async def test_a_missing_or_bad_token_gets_401_with_the_sos_code(deployed: Deployment, token: str | None) -> None:
+    url = deployed.url("bob")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(headers=headers) as http:
+        got = await http.get(url.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+        posted = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}})
+    code = "SOS-5001" if token is None else "SOS-5002"
+    assert (got.status_code, got.json()["error"]["code"]) == (401, code)
+    assert posted.status_code == 401
+    assert posted.json()["error"]["data"]["error"]["code"] == code
+    assert posted.json()["error"]["message"].startswith(code)
+    with pytest.raises(A2AClientError):
+        async with a2a_client(url, token):
+            pass
+
+
+async def _refusals(deployed: Deployment, token: str, url: str) -> tuple[httpx.Response, httpx.Response]:
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}) as http:
+        got = await http.get(url.rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+        body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}}
+        posted = await http.post(url, json=body)
+    return got, posted
+
+
+@pytest.mark.parametrize("agent", ["carol", "nobody"])
+async def test_an_agent_that_did_not_opt_in_has_no_endpoint(deployed: Deployment, agent: str) -> None:
+    got, posted = await _refusals(deployed, deployed.tokens["alice"], deployed.url(agent))
+    assert (got.status_code, got.json()["error"]["code"]) == (404, "SOS-4040")
+    assert (posted.status_code, posted.json()["error"]["data"]["error"]["code"]) == (404, "SOS-4040")
+    assert await deployed.kernel.tenant("acme").bus.history("agent:carol") == []
+
+
+async def test_opting_out_by_re_registering_removes_the_endpoint(deployed: Deployment) -> None:
+    await deployed.kernel.tenant("acme").registry.register(card("bob"))
+    got, _ = await _refusals(deployed, deployed.tokens["alice"], deployed.url("bob"))
+    assert got.status_code == 404
+
+
+async def test_tenant_b_gets_nothing_of_tenant_a(deployed: Deployment) -> None:
+    eve = deployed.tokens["eve"]
+    got, posted = await _refusals(deployed, eve, deployed.url("bob", tenant="acme"))
+    assert (got.status_code, posted.status_code) == (404, 404)
+    unknown, _ = await _refusals(deployed, deployed.tokens["alice"], deployed.url("nobody"))
+    assert got.json()["error"]["code"] == unknown.json()["error"]["code"] == "SOS-4040"  # the same answer
+    assert await deployed.kernel.tenant("acme").bus.history("agent:bob") == []
+    async with a2a_client(deployed.url("bob", tenant="globex"), eve) as client:  # globex's own bob is served
+        task, _ = await final_task(client, request("hi", timeout_s=0.2))
+        assert task.status.state == TaskState.TASK_STATE_FAILED
+
+
+async def test_a_task_is_seen_only_by_the_agent_that_made_it(deployed: Deployment) -> None:
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
+        task, _ = await final_task(alice, request("mine", timeout_s=0.2))
+    for token, agent in ((deployed.tokens["carol"], "bob"), (deployed.tokens["alice"], "dave")):
+        async with a2a_client(deployed.url(agent), token) as other:
+            with pytest.raises(TaskNotFoundError):
+                await other.get_task(GetTaskRequest(id=task.id))
+
+
+async def test_asks_and_kept_tasks_are_bounded_per_tenant(deployed: Deployment) -> None:
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+        waiting = [await final_task(client, request("hold", timeout_s=2, wait=False)) for _ in range(2)]
+        refused, _ = await final_task(client, request("one more", timeout_s=2))
+        assert refused.status.state == TaskState.TASK_STATE_REJECTED
+        assert "a2a_asks_per_tenant_max" in get_message_text(refused.status.message)
+        with anyio.fail_after(10):
+            for task, _ in waiting:
+                failed = TaskState.TASK_STATE_FAILED
+                while (await client.get_task(GetTaskRequest(id=task.id))).status.state != failed:  # noqa: ASYNC110
+                    await anyio.sleep(0.1)  # the protocol offers polling or a stream, no event to wait on
+        done = [(await final_task(client, request(f"n{i}", timeout_s=0.1)))[0] for i in range(LIMITS["tasks_max"])]
+        with pytest.raises(TaskNotFoundError):  # the oldest finished tasks made room
+            await client.get_task(GetTaskRequest(id=waiting[0][0].id))
+        assert (await client.get_task(GetTaskRequest(id=done[-1].id))).id == done[-1].id
+
+
+async def test_requests_in_flight_are_bounded_per_tenant(deployed: Deployment) -> None:
+    statuses: list[int] = []
+
+    async def blocking_send() -> None:
+        async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+            await final_task(client, request("hold", timeout_s=5))
+
+    async def asks_to_bob() -> int:
+        return len([m for m in await deployed.kernel.tenant("acme").bus.history("agent:bob") if m.type == "ask"])
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(LIMITS["requests_max"]):
+            tg.start_soon(blocking_send)
+        with anyio.fail_after(10):
+            while await asks_to_bob() < LIMITS["requests_max"]:  # noqa: ASYNC110 (another process's bus: polled)
+                await anyio.sleep(0.05)  # both sends are now waiting on bob
+        for token in ("alice", "carol"):  # any token of the tenant
+            headers = {"authorization": f"Bearer {deployed.tokens[token]}"}
+            async with httpx.AsyncClient(headers=headers) as http:
+                got = await http.get(deployed.url("dave").rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+            statuses.append(got.status_code)
+            assert got.json()["error"]["details"]["limit"] == "a2a_requests_per_tenant_max"
+        async with a2a_client(deployed.url("bob", tenant="globex"), deployed.tokens["eve"]):
+            pass  # another tenant is not held up
+    assert statuses == [429, 429]
+
+
+async def test_a_token_of_no_agent_reads_the_card_but_cannot_send(deployed: Deployment) -> None:
+    got, posted = await _refusals(deployed, deployed.tokens["acme-admin"], deployed.url("bob"))
+    assert (got.status_code, got.json()["name"]) == (200, "bob")
+    assert (posted.status_code, posted.json()["error"]["data"]["error"]["code"]) == (403, "SOS-5004")
+
+
+async def test_cancel_abandons_the_wait(deployed: Deployment) -> None:
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as client:
+        task, _ = await final_task(client, request("never answered", timeout_s=30, wait=False))
+        canceled = await client.cancel_task(CancelTaskRequest(id=task.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        assert (await client.get_task(GetTaskRequest(id=task.id))).status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_a2a_agent_round_trip_kernel_to_a2a_to_kernel(deployed: Deployment) -> None:
+    """carol (a kernel agent) asks 'remote' on the bus; A2AAgent serves that address by asking bob over A2A; bob
+    (a kernel agent behind the A2A endpoint) answers; the answer comes back to carol as the reply."""
+    acme = deployed.kernel.tenant("acme")
+    async with anyio.create_task_group() as tg, A2AAgent(deployed.url("bob"), token=deployed.tokens["alice"]) as bob:
+        assert bob.card["name"] == "bob"
+        tg.start_soon(answering, deployed.kernel, "bob")
+        assert await bob.ask("direct?") == "bob says: direct?"
+        task_id = await bob.send("later?")
+        with anyio.fail_after(10):
+            while (await bob.get_task(task_id))["status"]["state"] != "TASK_STATE_COMPLETED":  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # the protocol offers polling or a stream, no event to wait on
+        tg.start_soon(bob.serve, acme.bus, "agent:remote")
+        reply = await acme.bus.ask("agent:carol", "agent:remote", "round trip?", timeout_s=20)
+        assert reply.payload.text == "bob says: round trip?"
+        assert reply.source == "agent:remote"
+        tg.cancel_scope.cancel()
+
+
+async def test_a2a_agent_errors_are_sos_errors(deployed: Deployment) -> None:
+    async with A2AAgent(deployed.url("bob"), token=deployed.tokens["alice"], timeout_s=0.3) as bob:
+        with pytest.raises(AskTimeout):
+            await bob.ask("nobody answers")
+    with pytest.raises(BackendFailure, match="404"):
+        await A2AAgent(deployed.url("carol"), token=deployed.tokens["alice"]).open()
+    with pytest.raises(BackendUnavailable):
+        await A2AAgent("http://127.0.0.1:9/a2a/acme/bob/").open()
+
+
+def test_sos_serve_serves_opted_in_agents(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/served.db"
+
+    async def seeded() -> str:
+        async with sos_kernel.open(db) as k:
+            await k.tenants.create("acme", plan="scale")
+            await k.tenant("acme").registry.register(card("bob"), a2a=True)
+            return (await k.tenant("acme").tokens.issue(agent="agent:alice")).secret
+
+    token = anyio.run(seeded)
+    out = tmp_path / "serve.out"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sos_kernel", "--json", "serve", "--url", db, "--port", "0"],
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + SERVE_START_S
+        while not out.read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = json.loads(out.read_text().splitlines()[0])["listening"]
+        url = f"{base}{A2A_PATH}/acme/bob"
+        card_url = url + AGENT_CARD_WELL_KNOWN_PATH
+        answer = httpx.get(card_url, headers={"authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()["name"]) == (200, "bob")
+        assert answer.json()["supportedInterfaces"][0]["url"] == url + "/"
+        assert httpx.get(f"{base}{A2A_PATH}/acme/carol{AGENT_CARD_WELL_KNOWN_PATH}").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)
