@@ -776,3 +776,23 @@ async def test_consumers_of_one_group_each_get_distinct_entries_and_an_abandoned
     for part in seen.values():  # each consumer's share in stream order
         mine = [m for m, _ in part if m != abandoned.message_id]
         assert mine == [i for i in ids if i in set(mine)]
+
+
+async def test_at_the_retention_cap_readers_continue_from_the_oldest_kept_entry(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(retention_count_max=10)) as api:
+        first = await api.bus.publish(send(text="first"))
+        async with api.bus.subscribe("agent:bob", visibility_timeout_s=0.2) as sub:
+            await drain(sub, 1)  # pending, never acked; trimmed below while pending
+        ids: list[str] = []
+        for batch in range(2):
+            ids += [r.message_id for r in await api.bus.publish_many([send(text=f"{batch}.{i}") for i in range(750)])]
+        kept = [m.message_id for m in await api.bus.history("agent:bob", after=first.position, limit=10_000)]
+        assert 10 <= len(kept) <= 10 + 1000
+        assert kept == ids[-len(kept) :]
+        assert [m.message_id for m in await api.bus.history("agent:bob", limit=5)] == kept[:5]
+        await anyio.sleep(0.3)  # the trimmed entry's lease is over: it would be due, were it kept
+        async with api.bus.subscribe("agent:bob", visibility_timeout_s=30, prefetch=100) as sub:
+            got = await drain(sub, len(kept))
+            assert [d.message.message_id for d in got] == kept
+            assert all(d.attempt == 1 for d in got)
+            assert await sub.receive(timeout_s=0.3) is None
