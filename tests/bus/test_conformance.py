@@ -731,3 +731,68 @@ async def test_a_publisher_in_a_loop_lets_a_consumer_of_the_same_loop_progress(k
         done.set()
         tg.cancel_scope.cancel()
     assert received_while_publishing
+
+
+async def test_consumers_of_one_group_each_get_distinct_entries_and_an_abandoned_one_is_reclaimed_once(
+    api: Api,
+) -> None:
+    lease_s = 1.0  # a delivery in flight to a remote consumer is acked well within it
+    abandoned = await api.bus.publish(send(text="abandoned"))
+    async with api.bus.subscribe("agent:bob", consumer="gone", visibility_timeout_s=lease_s) as sub:
+        (first,) = await drain(sub, 1)  # taken, never acked: its consumer is gone
+        assert first.message.message_id == abandoned.message_id
+    seen: dict[str, list[tuple[str, int]]] = {f"c{i}": [] for i in range(4)}
+    n = 40
+    done, all_in = anyio.Event(), anyio.Event()
+
+    async def consume(name: str, sub: sos_kernel.Subscription) -> None:
+        while not done.is_set():
+            d = await sub.receive(timeout_s=0.1)
+            if d is not None:
+                seen[name].append((d.message.message_id, d.attempt))
+                await d.ack()
+                if sum(len(v) for v in seen.values()) >= n + 1:
+                    all_in.set()
+
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(
+                api.bus.subscribe("agent:bob", consumer=name, visibility_timeout_s=lease_s, prefetch=1)
+            )
+            for name in seen
+        ]
+        async with anyio.create_task_group() as tg:
+            for name, sub in zip(seen, subs, strict=True):
+                tg.start_soon(consume, name, sub)
+            ids = [(await api.bus.publish(send(text=str(i)))).message_id for i in range(n)]
+            with anyio.fail_after(10):
+                await all_in.wait()
+            await anyio.sleep(lease_s * 1.5)  # long enough for a second, wrong reclaim to show
+            done.set()
+    got = [pair for part in seen.values() for pair in part]
+    assert sorted(m for m, _ in got) == sorted([*ids, abandoned.message_id])
+    assert [a for m, a in got if m == abandoned.message_id] == [2]  # reclaimed once, by one consumer
+    assert all(a == 1 for m, a in got if m != abandoned.message_id)
+    for part in seen.values():  # each consumer's share in stream order
+        mine = [m for m, _ in part if m != abandoned.message_id]
+        assert mine == [i for i in ids if i in set(mine)]
+
+
+async def test_at_the_retention_cap_readers_continue_from_the_oldest_kept_entry(open_api: OpenApi) -> None:
+    async with open_api(limits=BusLimits(retention_count_max=10)) as api:
+        first = await api.bus.publish(send(text="first"))
+        async with api.bus.subscribe("agent:bob", visibility_timeout_s=0.2) as sub:
+            await drain(sub, 1)  # pending, never acked; trimmed below while pending
+        ids: list[str] = []
+        for batch in range(2):
+            ids += [r.message_id for r in await api.bus.publish_many([send(text=f"{batch}.{i}") for i in range(750)])]
+        kept = [m.message_id for m in await api.bus.history("agent:bob", after=first.position, limit=10_000)]
+        assert 10 <= len(kept) <= 10 + 1000
+        assert kept == ids[-len(kept) :]
+        assert [m.message_id for m in await api.bus.history("agent:bob", limit=5)] == kept[:5]
+        await anyio.sleep(0.3)  # the trimmed entry's lease is over: it would be due, were it kept
+        async with api.bus.subscribe("agent:bob", visibility_timeout_s=30, prefetch=100) as sub:
+            got = await drain(sub, len(kept))
+            assert [d.message.message_id for d in got] == kept
+            assert all(d.attempt == 1 for d in got)
+            assert await sub.receive(timeout_s=0.3) is None

@@ -301,3 +301,35 @@ async def test_a_subscription_raises_sos_6030_once_redis_stays_away_past_reconne
         assert info.value.code == "SOS-6030"
         assert anyio.current_time() - started >= 0.5
         await own_redis.start()
+
+
+async def test_four_consumers_of_a_group_are_not_all_woken_per_entry(redis_url: str, admin: Any) -> None:
+    # each consumer blocks in its own XREADGROUP: an entry wakes one; abandoned entries are looked for on a timer
+    n = 200
+    async with sos_kernel.open(redis_url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(kernel.bus.subscribe("agent:bob", consumer=f"c{i}", prefetch=1))
+            for i in range(4)
+        ]
+        got: list[str] = []
+
+        async def consume(sub: Any) -> None:
+            while len(got) < n:
+                d = await sub.receive(timeout_s=0.2)
+                if d is not None:
+                    got.append(d.message.message_id)
+                    await d.ack()
+
+        await admin.config_resetstat()
+        async with anyio.create_task_group() as tg:
+            for sub in subs:
+                tg.start_soon(consume, sub)
+            for i in range(n):
+                await kernel.bus.publish(send(str(i)))
+        stats = await admin.info("commandstats")
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert len(got) == len(set(got)) == n
+    assert calls.get("xinfo", 0) == 0
+    assert calls.get("xautoclaim", 0) < n / 10
+    assert calls.get("xread", 0) == 0
+    assert calls["xreadgroup"] < 2 * n  # before: 484 XAUTOCLAIM, 284 XINFO, 281 XREAD for 200 entries

@@ -6,7 +6,6 @@ backends are compared against.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -76,9 +75,17 @@ class _ChunkGroup:
 
 @dataclass(slots=True)
 class _Stream:
-    positions: list[int] = field(default_factory=list)
+    """Positions are consecutive: the retained rows are ``first`` to ``last``, so every read indexes the dict and
+    every trim drops from the front in O(1) per row, whatever the stream holds."""
+
     rows: dict[int, _Row] = field(default_factory=dict)
+    first: int = 1
     last: int = 0
+
+    def add(self, row: _Row) -> int:
+        self.last += 1
+        self.rows[self.last] = row
+        return self.last
 
 
 class MemoryBusStore(BusStore):
@@ -114,13 +121,12 @@ class MemoryBusStore(BusStore):
 
     @staticmethod
     def _trim(stream: _Stream, retention: Retention, now: float) -> None:
-        drop = max(0, len(stream.positions) - retention.count_max)
-        oldest_ok = now - retention.age_s
-        while drop < len(stream.positions) and stream.rows[stream.positions[drop]].created < oldest_ok:
-            drop += 1
-        for pos in stream.positions[:drop]:
-            del stream.rows[pos]
-        del stream.positions[:drop]
+        rows, oldest_ok = stream.rows, now - retention.age_s
+        while stream.first <= stream.last and (
+            stream.last - stream.first >= retention.count_max or rows[stream.first].created < oldest_ok
+        ):
+            del rows[stream.first]
+            stream.first += 1
 
     def _group(self, tenant: str, address: str, group: str) -> _Group:
         found = self._groups.get((tenant, address, group))
@@ -144,10 +150,7 @@ class MemoryBusStore(BusStore):
                 )
                 continue
             stream = self._stream(tenant, address)
-            stream.last += 1
-            pos = stream.last
-            stream.positions.append(pos)
-            stream.rows[pos] = _Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now)
+            pos = stream.add(_Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now))
             if entry.only_group is None:
                 self._dedup[(tenant, entry.message_id)] = (address, pos, now + retention.dedup_window_s)
             appended = Appended(str(pos), False)
@@ -188,8 +191,7 @@ class MemoryBusStore(BusStore):
                 continue
             pend.consumer, pend.due, pend.attempts = consumer, now + visibility_ms / 1000, pend.attempts + 1
             out.append(Claimed(str(pos), row.data, pend.attempts, row.receipts))
-        start = bisect.bisect_right(stream.positions, grp.cursor)
-        for pos in stream.positions[start:]:
+        for pos in range(max(grp.cursor + 1, stream.first), stream.last + 1):
             if len(out) >= count:
                 break
             grp.cursor = pos
@@ -245,12 +247,9 @@ class MemoryBusStore(BusStore):
         if dead is None:
             return None
         stream = self._stream(tenant, address)
-        row = _Row("", dead.data, False, group, time.time())
-        stream.last += 1
-        stream.positions.append(stream.last)
-        stream.rows[stream.last] = row
+        pos = stream.add(_Row("", dead.data, False, group, time.time()))
         self._notify(tenant, address)
-        return Appended(str(stream.last), False)
+        return Appended(str(pos), False)
 
     async def lookup(self, tenant: str, message_id: str) -> Appended | None:
         self._prune_dedup(time.time())
@@ -259,9 +258,8 @@ class MemoryBusStore(BusStore):
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         stream = self._stream(tenant, address)
-        start = bisect.bisect_right(stream.positions, _position(after) if after else 0)
         out: list[HistoryEntry] = []
-        for pos in stream.positions[start:]:
+        for pos in range(max(_position(after) + 1 if after else 0, stream.first), stream.last + 1):
             if len(out) >= limit:
                 break
             row = stream.rows[pos]

@@ -13,8 +13,10 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
     sos:{t:<tenant>}:chunkgroups                hash of the tenant's unfinished groups: <source>:<group_id> ->
                                                 "<expires ms> <size_bytes> <source>" (for quotas and sweeping)
 
-Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``); due redeliveries are taken with
-``XAUTOCLAIM`` (idle time ≥ the visibility timeout) and their attempt count is the entry's delivery counter;
+Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``): a waiting consumer blocks in its
+own ``XREADGROUP ... >``, so Redis hands each new entry to one consumer and wakes only that one. Due redeliveries
+are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a process at most every
+``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
 an exact ``MINID`` (age) on every append, and ``XTRIM MAXLEN ~ count_max`` every 100th append per address.
 Durability is Redis's own (configure AOF ``appendfsync everysec`` or ``always`` for a durable bus).
@@ -61,6 +63,9 @@ __all__ = ["RedisBackend", "RedisBusStore"]
 
 _ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 AUTOCLAIM_SCANS_MAX = 10
+CLAIM_INTERVAL_S = 1.0
+"""How often, at most, one process looks for a group's abandoned entries (``XAUTOCLAIM``): sooner when the
+lease is shorter (every quarter of the visibility timeout) or a nack from this process made an entry due."""
 TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
@@ -125,10 +130,10 @@ end
 return id
 """
 
-# Returns {entries, last}: entries = {id, data, receipts, attempts}... (data is the entry's whole field list when
-# it has no 'd': an entry another program wrote, which the reader dead-letters); last = the group's last-delivered
-# id when nothing new was handed out (for a blocking wait that cannot miss an append), else false.
-_CLAIM = """
+# Hands out due redeliveries (idle past the visibility timeout) as {id, data, receipts, attempts}... (data is the
+# entry's whole field list when it has no 'd': an entry another program wrote, which the reader dead-letters).
+# Run on a timer per group, not per delivery (see CLAIM_INTERVAL_S).
+_AUTOCLAIM = """
 local key, grp, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count, vt, scans = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
@@ -147,30 +152,7 @@ for _ = 1, scans do
   cursor = res[1]
   if cursor == '0-0' then break end
 end
-local fresh = 0
-while #out < count do
-  local res = redis.call('XREADGROUP', 'GROUP', grp, consumer, 'COUNT', count - #out, 'STREAMS', key, '>')
-  if not res then break end
-  local got = 0
-  for _, e in ipairs(res[1][2]) do
-    got = got + 1
-    local only = field(e[2], 'g')
-    if only and only ~= grp then
-      redis.call('XACK', key, grp, e[1])
-    else
-      out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), 1}
-      fresh = fresh + 1
-    end
-  end
-  if got == 0 then break end
-end
-local last = false
-if fresh == 0 then
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
-    if field(g, 'name') == grp then last = field(g, 'last-delivered-id') end
-  end
-end
-return {out, last}
+return out
 """
 
 _NACK = """
@@ -292,7 +274,7 @@ class RedisBusStore(BusStore):
         self._r = client
         self._append = Script(client, _APPEND)
         self._append_one = Script(client, _APPEND_ONE)
-        self._claim = client.register_script(_CLAIM)
+        self._autoclaim = client.register_script(_AUTOCLAIM)
         self._nack = client.register_script(_NACK)
         self._bury = client.register_script(_BURY)
         self._revive = client.register_script(_REVIVE)
@@ -301,6 +283,7 @@ class RedisBusStore(BusStore):
         self._chunk_tenants: set[str] = set()
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
+        self._claim_at: dict[tuple[str, str, str], float] = {}
 
     async def aclose(self) -> None:
         """Nothing of its own to close: its scripts run on the client's connection pool."""
@@ -383,13 +366,52 @@ class RedisBusStore(BusStore):
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:
+        return await self.claim_wait(tenant, address, group, consumer, count, visibility_ms, 0.0)
+
+    async def claim_wait(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
+    ) -> list[Claimed]:
         key = self._k(tenant, "stream", address)
-        rows, last = await self._call(
-            self._claim(keys=[key], args=[group, consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX])
+        out = await self._reclaim(key, (tenant, address, group), consumer, count, visibility_ms)
+        if len(out) >= count:
+            return out
+        # BLOCK only with nothing in hand; Redis hands each new entry to one blocked consumer of the group
+        block = None if out or timeout_s <= 0 else max(1, int(timeout_s * 1000))
+        while True:
+            reply = await self._call(
+                self._r.xreadgroup(group, consumer, {key: ">"}, count=count - len(out), block=block)
+            )
+            rows: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
+            others = [entry_id for entry_id, f in rows if f.get(b"g", group.encode()) != group.encode()]
+            if others:  # a replay meant for another group: settled here, never delivered
+                await self._call(self._r.xack(key, group, *others))
+            for entry_id, f in rows:
+                if f.get(b"g", group.encode()) == group.encode():
+                    out.append(Claimed(_s(entry_id), _data(f.get(b"d", f)), 1, f.get(b"r") == b"1"))
+            if out or not rows or block is not None or len(out) >= count:
+                return out
+
+    async def _reclaim(
+        self, key: str, memo: tuple[str, str, str], consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        now = time.monotonic()
+        if self._claim_at.get(memo, 0.0) > now:
+            return []
+        if len(self._claim_at) >= ADDRESS_MEMO_MAX:  # a forgotten group only looks for abandoned entries sooner
+            self._claim_at.clear()
+        # set before the call: the other consumers of this process skip the scan meanwhile
+        self._claim_at[memo] = now + min(CLAIM_INTERVAL_S, visibility_ms / 4000)
+        rows = await self._call(
+            self._autoclaim(keys=[key], args=[memo[2], consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX])
         )
-        if last:
-            self._remember(tenant, address, _s(last))
+        if len(rows) >= count:  # there may be more due: the next claim looks again
+            self._claim_at[memo] = now
         return [Claimed(_s(pos), _data(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
+
+    def _due_in(self, memo: tuple[str, str, str], delay_ms: int) -> None:
+        at = time.monotonic() + delay_ms / 1000
+        if at < self._claim_at.get(memo, 0.0):
+            self._claim_at[memo] = at
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         key = self._k(tenant, "stream", address)
@@ -400,7 +422,10 @@ class RedisBusStore(BusStore):
     ) -> bool:
         key = self._k(tenant, "stream", address)
         args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms]
-        return bool(await self._call(self._nack(keys=[key], args=args)))
+        done = bool(await self._call(self._nack(keys=[key], args=args)))
+        if done:
+            self._due_in((tenant, address, group), delay_ms)
+        return done
 
     async def bury(
         self,

@@ -1071,13 +1071,12 @@ class Subscription:
                 raise KernelClosed("the kernel was closed while subscribed")
             if self._buffer:
                 return self._buffer.pop(0)
+            remaining = WAIT_CAP_S if deadline is None else min(WAIT_CAP_S, deadline - anyio.current_time())
             try:
-                if await self._fill():
+                if await self._fill(max(0.0, min(remaining, self.visibility_timeout_s / 4 or remaining))):
                     continue
-                remaining = WAIT_CAP_S if deadline is None else min(WAIT_CAP_S, deadline - anyio.current_time())
-                if remaining <= 0:
+                if deadline is not None and anyio.current_time() >= deadline:
                     return None
-                await self._sleep(min(remaining, self.visibility_timeout_s / 4 or remaining))
             except BackendUnavailable as exc:
                 await self._ride_out(exc, deadline)
                 if deadline is not None and anyio.current_time() >= deadline:
@@ -1095,19 +1094,16 @@ class Subscription:
         self._reconnects += 1
         await anyio.sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
 
-    async def _sleep(self, timeout_s: float) -> None:
-        if self._in_flight >= self._bus.limits.in_flight_max:
-            with anyio.move_on_after(timeout_s):
-                await self._settled.wait()
-            return
-        await self._bus.store.wait(self._bus.tenant, self.address, max(timeout_s, 0.001))
-
-    async def _fill(self) -> bool:
+    async def _fill(self, timeout_s: float) -> bool:
+        # One call claims or, with nothing there, waits for news: an engine that blocks in its claim wakes one
+        # consumer per entry instead of every consumer of the group.
         room = min(self.prefetch, self._bus.limits.in_flight_max - self._in_flight)
         if room <= 0:
+            with anyio.move_on_after(timeout_s):
+                await self._settled.wait()
             return False
-        claimed = await self._bus.store.claim(
-            self._bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms
+        claimed = await self._bus.store.claim_wait(
+            self._bus.tenant, self.address, self.group, self.consumer, room, self._visibility_ms, timeout_s
         )
         self._unreachable_since = None  # the store answered
         for item in claimed:

@@ -211,6 +211,20 @@ class BusStore(ABC):
         count goes up by one. Entries removed by retention while pending are dropped from the pending set.
         """
 
+    async def claim_wait(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
+    ) -> list[Claimed]:
+        """``claim``, and when nothing is there, wait up to ``timeout_s`` for news and claim once more.
+
+        An empty list is allowed even before ``timeout_s`` (callers loop). An engine with a blocking read that
+        hands an entry to exactly one waiting consumer overrides this, so one append wakes one consumer.
+        """
+        claimed = await self.claim(tenant, address, group, consumer, count, visibility_ms)
+        if claimed or timeout_s <= 0:
+            return claimed
+        await self.wait(tenant, address, timeout_s)
+        return await self.claim(tenant, address, group, consumer, count, visibility_ms)
+
     @abstractmethod
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         """Remove a pending entry; False when it was not pending (already acked or dead-lettered)."""
