@@ -1,7 +1,13 @@
-"""The tools: a few curated ones for conversation, and one per declared operation, derived.
+"""The kernel's tools, transport-neutral: a few curated ones for conversation, and one per declared operation.
+
+A :class:`Tool` is a name, a description, a JSON Schema of its arguments and an async call on a session. The MCP
+server (``sos_kernel.mcp``) and the framework adapters (``sos_kernel.integrations.langchain``, ``.crewai``) are all
+built on :class:`Toolbox`, so an operation declared on a service in ``SERVICES`` is a tool everywhere, with no glue.
 
 Every tool runs through the session it is given (``Session`` or ``MumegaClient``), so each call passes the guard of
-that session's principal: the same scopes, the same ownership checks, the same SOS error codes.
+that session's principal: the same scopes, the same ownership checks, the same SOS error codes. :func:`invoke` runs
+one and returns its JSON-ready result, or raises an ``SOSError`` (a call its operation's signature refuses is
+``InvalidArgument``).
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import SessionAPI
-from ..contracts import SendMessage, TypeCatalogue, build_message
-from ..errors import InvalidArgument, LimitExceeded, WalletNotFound
-from ..operations import Operation, declared
-from ..server._routes_ops import SERVICES, Arguments, arguments_schema
-from ..session import Session
-from ..wire import encode
+from .api import SessionAPI
+from .contracts import SendMessage, TypeCatalogue, build_message
+from .errors import InvalidArgument, LimitExceeded, WalletNotFound
+from .operations import Operation, declared
+from .server._routes_ops import SERVICES, Arguments, arguments_schema
+from .session import Session
+from .wire import encode
 
 __all__ = [
     "ASK_TIMEOUT_S_MAX",
@@ -27,6 +33,8 @@ __all__ = [
     "STATUS_CURRENCIES",
     "Tool",
     "Toolbox",
+    "catalogue_of",
+    "invoke",
 ]
 
 INBOX_LIMIT_MAX = 100
@@ -46,7 +54,7 @@ Call = Callable[[SessionAPI, dict[str, Any]], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Tool:
-    """One MCP tool: its name, description, input schema, the scope it needs to be listed, and its call."""
+    """One tool: its name, description, input schema, the scope it needs to be listed, and its call."""
 
     name: str
     description: str
@@ -433,8 +441,8 @@ def _derived(op: Operation, catalogue: TypeCatalogue) -> Tool:
 
 
 class Toolbox:
-    """Every tool of a server: the curated ones, then one per routed operation of ``SERVICES`` not covered by a
-    curated tool and not kept out of MCP (``tool=""``). Tool names are unique (a clash is a ``ValueError``)."""
+    """Every tool: the curated ones, then one per routed operation of ``SERVICES`` not covered by a curated tool
+    and not kept out of the tools (``tool=""``). Tool names are unique (a clash is a ``ValueError``)."""
 
     def __init__(self, catalogue: TypeCatalogue) -> None:
         tools = [tool for tool, _ in CURATED]
@@ -447,5 +455,21 @@ class Toolbox:
         self.tools: dict[str, Tool] = {}
         for tool in tools:
             if tool.name in self.tools:
-                raise ValueError(f"two MCP tools are named {tool.name!r}")
+                raise ValueError(f"two tools are named {tool.name!r}")
             self.tools[tool.name] = tool
+
+
+def catalogue_of(session: SessionAPI, catalogue: TypeCatalogue | None = None) -> TypeCatalogue:
+    """The catalogue that reads messages given to the derived ``bus_*`` tools: ``catalogue`` when given, else the
+    session's (a client's or a kernel session's), else the core types."""
+    found = catalogue if catalogue is not None else getattr(session, "catalogue", None)
+    return found if isinstance(found, TypeCatalogue) else TypeCatalogue()
+
+
+async def invoke(tool: Tool, session: SessionAPI, arguments: Mapping[str, Any]) -> Any:
+    """Run ``tool`` as ``session``'s principal: its JSON-ready result, or an ``SOSError`` (a call the operation's
+    signature refuses is ``InvalidArgument``, nothing done)."""
+    try:
+        return encode(await tool.call(session, dict(arguments)))
+    except TypeError as exc:
+        raise InvalidArgument(f"bad arguments to {tool.name}: {exc}") from exc
