@@ -18,6 +18,7 @@ import anyio
 from ._background import Background
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
+from .checkpoints import Checkpoints
 from .contracts import TypeCatalogue
 from .errors import InvalidArgument, KernelClosed, SOSError
 from .identity.models import Principal
@@ -52,6 +53,7 @@ class TenantView:
         self.skills = Skills(kernel.backend.skills, slug, self.ledger, self.bus, self.capabilities)
         self.providers = Providers(kernel.backend.providers, slug, kernel.provider_runtime)
         self.engine = Engine(self.providers, self.ledger, kernel.backend.providers)
+        self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)
 
     def __repr__(self) -> str:
         return f"TenantView({self.slug!r})"

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..bus.store import BusStore
+from ..checkpoints.store import CheckpointStore
 from ..errors import MissingDependency
 from ..identity.store import IdentityStore, RegistryStore
 from ..ledger.store import LedgerStore
@@ -54,6 +55,7 @@ class Backend(ABC):
     skills: SkillStore
     replies: ReplyStore
     providers: ProviderStore
+    checkpoints: CheckpointStore
 
     @classmethod
     @abstractmethod

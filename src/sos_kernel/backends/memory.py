@@ -29,6 +29,7 @@ from ..bus.store import (
 )
 from ..errors import InvalidArgument
 from . import Backend, Implements
+from .memory_checkpoints import MemoryCheckpointStore
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
 from .memory_providers import MemoryProviderStore
@@ -343,6 +344,7 @@ class MemoryBackend(Backend):
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
         self.providers = MemoryProviderStore()
+        self.checkpoints = MemoryCheckpointStore()
         self.replies = MemoryReplyStore()
 
     @classmethod

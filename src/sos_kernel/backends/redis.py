@@ -48,6 +48,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
+from .redis_checkpoints import RedisCheckpointStore
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
 from .redis_providers import RedisProviderStore
@@ -547,6 +548,7 @@ class RedisBackend(Backend):
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.providers = RedisProviderStore(client)
+        self.checkpoints = RedisCheckpointStore(client)
         self.replies = RedisReplyStore(client)
 
     @classmethod

@@ -47,6 +47,7 @@ from ..bus.store import (
 )
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
+from .sqlite_checkpoints import CHECKPOINTS_SCHEMA, SQLiteCheckpointStore
 from .sqlite_engine import SQLiteEngine
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
@@ -102,6 +103,7 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     PRIMARY KEY (tenant, source, group_id, seq));
 """
 _ALL_SCHEMA = _SCHEMA + LEDGER_SCHEMA + IDENTITY_SCHEMA + SKILLS_SCHEMA + REPLIES_SCHEMA + PROVIDERS_SCHEMA
+_ALL_SCHEMA += CHECKPOINTS_SCHEMA
 
 
 class SQLiteBusStore(BusStore):
@@ -615,6 +617,7 @@ class SQLiteBackend(Backend):
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
         self.providers = SQLiteProviderStore(engine)
+        self.checkpoints = SQLiteCheckpointStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
 
     @classmethod
