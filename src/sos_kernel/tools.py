@@ -13,7 +13,7 @@ one and returns its JSON-ready result, or raises an ``SOSError`` (a call its ope
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "Toolbox",
     "catalogue_of",
     "invoke",
+    "session_tools",
 ]
 
 INBOX_LIMIT_MAX = 100
@@ -473,3 +474,19 @@ async def invoke(tool: Tool, session: SessionAPI, arguments: Mapping[str, Any]) 
         return encode(await tool.call(session, dict(arguments)))
     except TypeError as exc:
         raise InvalidArgument(f"bad arguments to {tool.name}: {exc}") from exc
+
+
+def session_tools(
+    session: SessionAPI, names: Iterable[str] | None = None, catalogue: TypeCatalogue | None = None
+) -> list[Tool]:
+    """The tools a framework adapter offers ``session``: those named in ``names`` (an unknown name is a
+    ``ValueError``), else every tool its principal's scopes allow. Listing is a convenience, not the check: every
+    call still passes the session's guard."""
+    toolbox = Toolbox(catalogue_of(session, catalogue))
+    if names is None:
+        return [t for t in toolbox.tools.values() if t.listed_for(session.principal.allows)]
+    wanted = list(names)
+    unknown = [n for n in wanted if n not in toolbox.tools]
+    if unknown:
+        raise ValueError(f"no kernel tool {unknown[0]!r} (known: {', '.join(sorted(toolbox.tools))})")
+    return [toolbox.tools[n] for n in wanted]

@@ -11,7 +11,7 @@ import pytest
 import sos_kernel
 
 from ..conftest import Connect
-from ..mcp_server.conftest import seed
+from ..tenants import seed
 
 
 @dataclass

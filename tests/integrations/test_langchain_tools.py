@@ -13,7 +13,7 @@ from langgraph.prebuilt import ToolNode
 
 from sos_kernel.integrations.langchain import KernelToolError, kernel_tools
 
-from ..mcp_server.conftest import seed
+from ..tenants import seed
 from .conftest import Acme
 
 pytestmark = pytest.mark.anyio

@@ -15,8 +15,8 @@ from sos_kernel.errors import AskTimeout, InvalidArgument
 from sos_kernel.integrations.langgraph import resume_on_reply
 
 from ..conftest import requires
-from ..mcp_server.conftest import seed
 from ..procs import WorkerProcess
+from ..tenants import seed
 from .graph_worker import review_graph
 
 pytestmark = pytest.mark.anyio

@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from ..api import SessionAPI
 from ..contracts import TypeCatalogue
-from ..tools import Tool, Toolbox, catalogue_of, invoke
+from ..tools import Tool, invoke, session_tools
 
 __all__ = ["KernelToolError", "kernel_tools"]
 
@@ -75,14 +75,5 @@ def kernel_tools(
 
     Listing is a convenience, not the check: every call still passes the session's guard.
     """
-    toolbox = Toolbox(catalogue_of(session, catalogue))
-    if names is not None:
-        wanted = list(names)
-        unknown = [n for n in wanted if n not in toolbox.tools]
-        if unknown:
-            raise ValueError(f"no kernel tool {unknown[0]!r} (known: {', '.join(sorted(toolbox.tools))})")
-        chosen = [toolbox.tools[n] for n in wanted]
-    else:
-        allows = session.principal.allows
-        chosen = [t for t in toolbox.tools.values() if t.listed_for(allows)]
+    chosen = session_tools(session, names, catalogue)
     return [_langchain_tool(t, session, handle_tool_error) for t in chosen]
