@@ -21,6 +21,7 @@ from ._observe import Events
 from .audit import Audit
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
+from .checkpoints import Checkpoints
 from .contracts import GateVerdictMessage, TypeCatalogue, build_message
 from .errors import InvalidArgument, KernelClosed, SOSError
 from .governance import Governance, Governor, PolicyCache, use
@@ -68,6 +69,7 @@ class TenantView:
         self.governance.loop_token = kernel._loop_token
         self.governor = Governor(self.governance, self.audit)
         self.tokens.audit = self.capabilities.audit = self.ledger.audit = self.audit.record
+        self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)
 
     async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort

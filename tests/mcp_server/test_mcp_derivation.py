@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 import sos_kernel
+from sos_kernel import tools as _tools
 from sos_kernel.contracts import TypeCatalogue
 from sos_kernel.guard import Caller, guard
-from sos_kernel.mcp import _tools
 from sos_kernel.operations import declared, operation, service
 
 from .conftest import mcp_client, ok, refused, seed

@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..audit.store import AuditStore
 from ..bus.store import BusStore
+from ..checkpoints.store import CheckpointStore
 from ..errors import MissingDependency
 from ..governance.store import GovernanceStore
 from ..identity.store import IdentityStore, RegistryStore
@@ -71,6 +72,7 @@ class Backend(ABC):
     memory: MemoryStore
     governance: GovernanceStore
     audit: AuditStore
+    checkpoints: CheckpointStore
 
     @classmethod
     @abstractmethod

@@ -28,6 +28,7 @@ from ..bus.store import (
 )
 from ..errors import InvalidArgument
 from . import Backend, Implements
+from .memory_checkpoints import MemoryCheckpointStore
 from .memory_governance import MemoryAuditStore, MemoryGovernanceStore
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
 from .memory_ledger import MemoryLedgerStore
@@ -344,6 +345,7 @@ class MemoryBackend(Backend):
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
         self.providers = MemoryProviderStore()
+        self.checkpoints = MemoryCheckpointStore()
         self.replies = MemoryReplyStore()
         self.tasks = MemoryTaskStore()
         self.memory = MemoryMemoryStore()

@@ -50,6 +50,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_call import Script, redis_call, tenant_prefix
+from .redis_checkpoints import RedisCheckpointStore
 from .redis_governance import RedisAuditStore, RedisGovernanceStore
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
 from .redis_ledger import RedisLedgerStore
@@ -575,6 +576,7 @@ class RedisBackend(Backend):
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.providers = RedisProviderStore(client)
+        self.checkpoints = RedisCheckpointStore(client)
         self.replies = RedisReplyStore(client)
         self.tasks = RedisTaskStore(client)
         self.memory = RedisMemoryStore(client)

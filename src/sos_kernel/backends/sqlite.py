@@ -47,6 +47,7 @@ from ..bus.store import (
 )
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
+from .sqlite_checkpoints import CHECKPOINTS_SCHEMA, SQLiteCheckpointStore
 from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
@@ -114,6 +115,7 @@ _ALL_SCHEMA = (
     + TASKS_SCHEMA
     + MEMORY_SCHEMA
     + GOVERNANCE_SCHEMA
+    + CHECKPOINTS_SCHEMA
 )
 
 
@@ -628,6 +630,7 @@ class SQLiteBackend(Backend):
         self.registry = SQLiteRegistryStore(engine)
         self.skills = SQLiteSkillStore(engine)
         self.providers = SQLiteProviderStore(engine)
+        self.checkpoints = SQLiteCheckpointStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
         self.tasks = SQLiteTaskStore(engine)
         self.memory = SQLiteMemoryStore(engine)

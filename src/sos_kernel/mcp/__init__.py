@@ -27,9 +27,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         details={"pip": "pip install 'sos-kernel[mcp]'"},
     ) from exc
 
+from ..tools import ASK_TIMEOUT_S_MAX, INBOX_LIMIT_MAX, INBOX_WAIT_S_MAX, STATUS_CURRENCIES, STATUS_TASKS_MAX
 from ._http import MCP_PATH, MCP_REQUESTS_PER_PRINCIPAL_MAX, MCP_REQUESTS_PER_TENANT_MAX, McpEndpoint, mount
 from ._server import INBOX_RESOURCE_MESSAGES_MAX, INBOX_URI, create_server
-from ._tools import ASK_TIMEOUT_S_MAX, INBOX_LIMIT_MAX, INBOX_WAIT_S_MAX, STATUS_CURRENCIES, STATUS_TASKS_MAX
 
 __all__ = [
     "ASK_TIMEOUT_S_MAX",

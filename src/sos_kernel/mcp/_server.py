@@ -12,9 +12,9 @@ from mcp.server import Server, ServerRequestContext
 from .. import __version__
 from ..api import SessionAPI
 from ..contracts import TypeCatalogue
-from ..errors import InvalidArgument, NotFound, SOSError
+from ..errors import NotFound, SOSError
+from ..tools import Toolbox, catalogue_of, invoke
 from ..wire import encode, json_bytes
-from ._tools import Toolbox
 
 __all__ = ["INBOX_RESOURCE_MESSAGES_MAX", "INBOX_URI", "Resolve", "build_server", "create_server"]
 
@@ -82,11 +82,9 @@ def build_server(resolve: Resolve, catalogue: TypeCatalogue, name: str = "sos-ke
             if tool is None:
                 raise NotFound(f"no tool {params.name!r}", details={"tool": params.name})
             session = await resolve(ctx)
-            result = encode(await tool.call(session, dict(params.arguments or {})))
+            result = await invoke(tool, session, params.arguments or {})
         except SOSError as exc:
             return _failure(exc)
-        except TypeError as exc:  # a call the operation's signature refuses
-            return _failure(InvalidArgument(f"bad arguments to {params.name}: {exc}"))
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=_text(result))], structured_content={"result": result}
         )
@@ -144,9 +142,7 @@ def create_server(session: SessionAPI, *, catalogue: TypeCatalogue | None = None
     ``catalogue`` reads messages given to the derived ``bus_*`` tools (default: the client's, else the core
     types); pass the kernel's when it knows custom types.
     """
-    found = catalogue if catalogue is not None else getattr(session, "catalogue", None)
-    if not isinstance(found, TypeCatalogue):
-        found = TypeCatalogue()
+    found = catalogue_of(session, catalogue)
 
     async def resolve(ctx: ServerRequestContext[Any]) -> SessionAPI:
         return session

@@ -1,24 +1,30 @@
-"""The tools: a few curated ones for conversation, and one per declared operation, derived.
+"""The kernel's tools, transport-neutral: a few curated ones for conversation, and one per declared operation.
+
+A :class:`Tool` is a name, a description, a JSON Schema of its arguments and an async call on a session. The MCP
+server (``sos_kernel.mcp``) and the framework adapters (``sos_kernel.integrations.langchain``, ``.crewai``) are all
+built on :class:`Toolbox`, so an operation declared on a service in ``SERVICES`` is a tool everywhere, with no glue.
 
 Every tool runs through the session it is given (``Session`` or ``MumegaClient``), so each call passes the guard of
-that session's principal: the same scopes, the same ownership checks, the same SOS error codes.
+that session's principal: the same scopes, the same ownership checks, the same SOS error codes. :func:`invoke` runs
+one and returns its JSON-ready result, or raises an ``SOSError`` (a call its operation's signature refuses is
+``InvalidArgument``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api import SessionAPI
-from ..contracts import SendMessage, TypeCatalogue, build_message
-from ..errors import InvalidArgument, LimitExceeded, WalletNotFound
-from ..operations import Operation, declared
-from ..server._routes_ops import SERVICES, Arguments, arguments_schema
-from ..session import Session
-from ..tasks import LIST_LIMIT_MAX
-from ..wire import encode
+from .api import SessionAPI
+from .contracts import SendMessage, TypeCatalogue, build_message
+from .errors import InvalidArgument, LimitExceeded, WalletNotFound
+from .operations import Operation, declared
+from .server._routes_ops import SERVICES, Arguments, arguments_schema
+from .session import Session
+from .tasks import LIST_LIMIT_MAX
+from .wire import encode
 
 __all__ = [
     "ASK_TIMEOUT_S_MAX",
@@ -29,6 +35,9 @@ __all__ = [
     "STATUS_TASKS_MAX",
     "Tool",
     "Toolbox",
+    "catalogue_of",
+    "invoke",
+    "session_tools",
 ]
 
 INBOX_LIMIT_MAX = 100
@@ -52,7 +61,7 @@ Call = Callable[[SessionAPI, dict[str, Any]], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Tool:
-    """One MCP tool: its name, description, input schema, the scope it needs to be listed, and its call."""
+    """One tool: its name, description, input schema, the scope it needs to be listed, and its call."""
 
     name: str
     description: str
@@ -462,8 +471,8 @@ def _derived(op: Operation, catalogue: TypeCatalogue) -> Tool:
 
 
 class Toolbox:
-    """Every tool of a server: the curated ones, then one per routed operation of ``SERVICES`` not covered by a
-    curated tool and not kept out of MCP (``tool=""``). Tool names are unique (a clash is a ``ValueError``)."""
+    """Every tool: the curated ones, then one per routed operation of ``SERVICES`` not covered by a curated tool
+    and not kept out of the tools (``tool=""``). Tool names are unique (a clash is a ``ValueError``)."""
 
     def __init__(self, catalogue: TypeCatalogue) -> None:
         tools = [tool for tool, _ in CURATED]
@@ -476,5 +485,37 @@ class Toolbox:
         self.tools: dict[str, Tool] = {}
         for tool in tools:
             if tool.name in self.tools:
-                raise ValueError(f"two MCP tools are named {tool.name!r}")
+                raise ValueError(f"two tools are named {tool.name!r}")
             self.tools[tool.name] = tool
+
+
+def catalogue_of(session: SessionAPI, catalogue: TypeCatalogue | None = None) -> TypeCatalogue:
+    """The catalogue that reads messages given to the derived ``bus_*`` tools: ``catalogue`` when given, else the
+    session's (a client's or a kernel session's), else the core types."""
+    found = catalogue if catalogue is not None else getattr(session, "catalogue", None)
+    return found if isinstance(found, TypeCatalogue) else TypeCatalogue()
+
+
+async def invoke(tool: Tool, session: SessionAPI, arguments: Mapping[str, Any]) -> Any:
+    """Run ``tool`` as ``session``'s principal: its JSON-ready result, or an ``SOSError`` (a call the operation's
+    signature refuses is ``InvalidArgument``, nothing done)."""
+    try:
+        return encode(await tool.call(session, dict(arguments)))
+    except TypeError as exc:
+        raise InvalidArgument(f"bad arguments to {tool.name}: {exc}") from exc
+
+
+def session_tools(
+    session: SessionAPI, names: Iterable[str] | None = None, catalogue: TypeCatalogue | None = None
+) -> list[Tool]:
+    """The tools a framework adapter offers ``session``: those named in ``names`` (an unknown name is a
+    ``ValueError``), else every tool its principal's scopes allow. Listing is a convenience, not the check: every
+    call still passes the session's guard."""
+    toolbox = Toolbox(catalogue_of(session, catalogue))
+    if names is None:
+        return [t for t in toolbox.tools.values() if t.listed_for(session.principal.allows)]
+    wanted = list(names)
+    unknown = [n for n in wanted if n not in toolbox.tools]
+    if unknown:
+        raise ValueError(f"no kernel tool {unknown[0]!r} (known: {', '.join(sorted(toolbox.tools))})")
+    return [toolbox.tools[n] for n in wanted]
