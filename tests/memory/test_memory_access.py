@@ -96,3 +96,20 @@ async def test_a_capability_grant_opens_one_agents_namespace_to_another(crew: di
     assert await _denied(bob.forget("agent:alice/notes", "from-bob", capability=[once])) == "SOS-5004"
     other = grant("memory:read", "memory:agent:alice/diary")
     assert await _denied(bob.list("agent:alice/notes", capability=[other])) == "SOS-5004"
+
+
+async def test_a_grant_presented_by_another_agent_spends_none_of_its_uses(crew: dict[str, Any]) -> None:
+    twice = Capability.issue(
+        crew["issuer"],
+        issuer="tenant:acme",
+        subject="agent:bob",
+        action="memory:read",
+        resource="memory:agent:alice/*",
+        uses=2,
+    )
+    for _ in range(3):  # carol holds bob's chain: refused, and bob's uses stay whole
+        assert await _denied(crew["carol"].memory.get("agent:alice/notes", "plan", capability=[twice])) == "SOS-5004"
+    bob = crew["bob"].memory
+    for _ in range(2):
+        assert (await bob.get("agent:alice/notes", "plan", capability=[twice])).text == "alice's private plan"
+    assert await _denied(bob.get("agent:alice/notes", "plan", capability=[twice])) == "SOS-5004"

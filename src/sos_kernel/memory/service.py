@@ -120,9 +120,12 @@ async def _reach(caller: Caller, memory: Memory, namespace: Any, action: str, ca
     if owner == principal.agent:
         return
     if capability:
-        leaf = await memory.capabilities.use(capability, action=action, resource=f"memory:{namespace}")
+        resource = f"memory:{namespace}"
+        # the subject is checked before a use is spent: a chain presented by anyone else costs its holder nothing
+        leaf = await memory.capabilities.check(capability, action=action, resource=resource)
         if principal.agent is None or leaf.subject != principal.agent:
             caller.deny(f"the capability is granted to {leaf.subject}, not to {principal.agent}", link=leaf.id)
+        await memory.capabilities.use(capability, action=action, resource=resource)
         return
     caller.deny(f"namespace {namespace!r} belongs to {owner}", namespace=namespace)
 
