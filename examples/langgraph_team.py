@@ -3,12 +3,14 @@ reviews the work and pays the bounty. Both graphs keep their state in the kernel
 pauses on its question to the worker (``ask_node``) and resumes on the reply (``resume_on_reply``). Their "LLMs"
 are LangChain's scripted fake chat models, so this runs with no model and no network.
 
-Run: ``python examples/langgraph_team.py`` (``pip install 'sos-kernel[langgraph]'``). The task is a bus message and
-the bounty a ledger hold; with the tasks service the same flow is ``tasks.create/claim/submit/review``.
+Run: ``python examples/langgraph_team.py`` (``pip install 'sos-kernel[langgraph]'``). The task is a kernel task
+(``task_create``: the bounty goes into escrow at once), the worker claims it and submits evidence and its result,
+the lead's verdict (``task_review``) pays the worker from escrow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +28,7 @@ from sos_kernel.integrations.langgraph import KernelSaver, ask_node, resume_on_r
 USD = "USD"
 BOUNTY_MICROS = 2_000_000
 HAIKU = "Messages in a line / each one acked, none lost, none twice / the queue sleeps, at peace"
+TASK_ID = "haiku-queues"
 
 
 def tool_call(name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -45,20 +48,35 @@ def scripted(script: Callable[[list[BaseMessage]], Iterator[AIMessage]]) -> tupl
 
 def worker_script(seen: list[list[BaseMessage]]) -> Iterator[AIMessage]:
     yield AIMessage("Let me check my inbox.", tool_calls=[tool_call("inbox", {"wait_s": 5})])
-    task = result(seen[-1][-1])["messages"][0]["message"]
-    thread = {"reply_to": task["message_id"], "correlation_id": task["message_id"]}
-    yield AIMessage("Here is the haiku.", tool_calls=[tool_call("send", {"to": "lead", "text": HAIKU, **thread})])
-    yield AIMessage("Submitted my haiku to the lead.")
+    ask = result(seen[-1][-1])["messages"][0]["message"]
+    yield AIMessage("Claim the task.", tool_calls=[tool_call("task_claim", {"task_id": TASK_ID})])
+    token = result(seen[-1][-1])["token"]
+    evidence = {
+        "argv": ["write-haiku", "--topic", "queues"],
+        "exit_status": 0,
+        "output_sha256": hashlib.sha256(HAIKU.encode()).hexdigest(),
+        "output_bytes": len(HAIKU.encode()),
+    }
+    work = {"task_id": TASK_ID, "claim_token": token, "evidence": [evidence], "result": {"haiku": HAIKU}}
+    yield AIMessage("Submit it with its evidence.", tool_calls=[tool_call("task_submit", work)])
+    thread = {"reply_to": ask["message_id"], "correlation_id": ask["message_id"]}
+    yield AIMessage("Tell the lead.", tool_calls=[tool_call("send", {"to": "lead", "text": HAIKU, **thread})])
+    yield AIMessage("Submitted my haiku for review.")
 
 
 def lead_script(seen: list[list[BaseMessage]]) -> Iterator[AIMessage]:
-    hold = {"id": "bounty-haiku", "credit": "agent:worker", "amount": BOUNTY_MICROS, "currency": USD, "timeout_s": 3600}
-    yield AIMessage("Escrow the bounty first.", tool_calls=[tool_call("ledger_hold", hold)])
-    held = next(result(m) for m in reversed(seen[-1]) if m.type == "tool")
+    brief = {
+        "title": "Write a haiku about queues",
+        "id": TASK_ID,
+        "reviewers": ["agent:lead"],
+        "bounty": BOUNTY_MICROS,
+        "currency": USD,
+    }
+    yield AIMessage("Post the task; its bounty goes into escrow.", tool_calls=[tool_call("task_create", brief)])
     work = str(seen[-1][-1].content)
-    verdict = "APPROVE" if "none lost, none twice" in work else "REJECT"
-    settle = "ledger_capture" if verdict == "APPROVE" else "ledger_void"
-    yield AIMessage(f"{verdict}: the haiku is about queues.", tool_calls=[tool_call(settle, {"hold_id": held["id"]})])
+    verdict = "approve" if "none lost, none twice" in work else "needs_changes"
+    review = {"task_id": TASK_ID, "verdict": verdict, "reasons": ["the haiku is about queues"]}
+    yield AIMessage(f"{verdict}: the haiku is about queues.", tool_calls=[tool_call("task_review", review)])
     yield AIMessage("Review done.")
 
 
@@ -79,16 +97,16 @@ def agent_graph(model: GenericFakeChatModel, seen: list[Any], tools: list[Any], 
 
 
 def lead_graph(lead: Any, saver: KernelSaver) -> Any:
-    """Escrow the bounty, ask the worker (the graph pauses here), then review and settle."""
+    """Post the task (its bounty in escrow), ask the worker (the graph pauses here), then review it."""
     model, seen = scripted(lead_script)
-    tools = kernel_tools(lead, names=["ledger_hold", "ledger_capture", "ledger_void"])
+    tools = kernel_tools(lead, names=["task_create", "task_review"])
 
     async def think(state: MessagesState) -> dict[str, Any]:
         seen.append(state["messages"])
         return {"messages": [await model.ainvoke(state["messages"])]}
 
     def task(state: MessagesState) -> str:
-        return f"Task: write a haiku about queues. Bounty {BOUNTY_MICROS / 1e6:.2f} USD, held in escrow."
+        return f"Task {TASK_ID}: write a haiku about queues. Bounty {BOUNTY_MICROS / 1e6:.2f} USD, in escrow."
 
     def after_reply(state: dict[str, Any]) -> dict[str, Any]:
         return {"messages": [HumanMessage(f"The worker answered: {state['reply']}")]}
@@ -97,15 +115,15 @@ def lead_graph(lead: Any, saver: KernelSaver) -> Any:
         reply: str
 
     graph = StateGraph(LeadState)
-    graph.add_node("escrow", think)
-    graph.add_node("hold", ToolNode(tools))
+    graph.add_node("post", think)
+    graph.add_node("create", ToolNode(tools))
     graph.add_node("ask_worker", ask_node(lead, "worker", task, name="ask_worker"))
     graph.add_node("read_reply", after_reply)
     graph.add_node("review", think)
-    graph.add_node("settle", ToolNode(tools))
-    for a, b in [(START, "escrow"), ("escrow", "hold"), ("hold", "ask_worker"), ("ask_worker", "read_reply")]:
+    graph.add_node("verdict", ToolNode(tools))
+    for a, b in [(START, "post"), ("post", "create"), ("create", "ask_worker"), ("ask_worker", "read_reply")]:
         graph.add_edge(a, b)
-    for a, b in [("read_reply", "review"), ("review", "settle"), ("settle", END)]:
+    for a, b in [("read_reply", "review"), ("review", "verdict"), ("verdict", END)]:
         graph.add_edge(a, b)
     return graph.compile(checkpointer=saver)
 
@@ -128,16 +146,22 @@ async def main() -> None:
         posting = lead_graph(lead, saver)
         await posting.ainvoke({"messages": [HumanMessage("We need a haiku about queues.")]}, lead_run)
         waiting = await posting.aget_state(lead_run)
-        print(f"lead: bounty held, asked the worker; graph paused before {waiting.next}")
+        print(f"lead: task posted, bounty in escrow, asked the worker; graph paused before {waiting.next}")
 
         model, seen = scripted(worker_script)
-        working = agent_graph(model, seen, kernel_tools(worker, names=["inbox", "send"]), saver)
+        working = agent_graph(
+            model, seen, kernel_tools(worker, names=["inbox", "task_claim", "task_submit", "send"]), saver
+        )
         work_run: Any = {"configurable": {"thread_id": "worker-inbox"}}
         done = await working.ainvoke({"messages": [HumanMessage("Do your work.")]}, work_run)
         print(f"worker: {done['messages'][-1].content}")
 
         reviewed = await resume_on_reply(posting, lead_run, lead, timeout_s=10)
         print(f"lead: {reviewed['messages'][-2].content}")
+        task = await view.tasks.get(TASK_ID)
+        print(f"task {task.id}: {task.status}, attempt {task.attempt}, done by {task.assignee}")
+        if task.status != "done":
+            raise SystemExit(f"the task ended {task.status}")
         for agent in ("agent:lead", "agent:worker"):
             balance = await view.ledger.balance(agent, USD)
             print(f"{agent}: {balance.available / 1e6:.2f} USD")
