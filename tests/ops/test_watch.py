@@ -10,7 +10,16 @@ import pytest
 
 import sos_kernel
 from sos_kernel.contracts import AgentCard, AlertMessage, SendMessage
-from sos_kernel.ops import AgentsRule, Condition, DeadLettersRule, PendingRule, Watcher, WatchView
+from sos_kernel.ops import (
+    AgentsRule,
+    AuditRule,
+    BreakersRule,
+    Condition,
+    DeadLettersRule,
+    PendingRule,
+    Watcher,
+    WatchView,
+)
 from sos_kernel.ops.watch import ALERTS_CHANNEL, default_rules
 
 from ..conftest import OpenApi
@@ -143,3 +152,43 @@ async def test_run_evaluates_on_a_poke(api: Any) -> None:
                 await anyio.sleep(0.01)
         watcher.stop()
     assert len(await alerts(api)) == 1
+
+
+async def test_an_open_provider_breaker_fires_and_a_closed_one_resolves(kernel: sos_kernel.Kernel) -> None:
+    broken = {"schema_version": "1", "id": "broken", "name": "Broken", "backend": "local", "tier": "primary"}
+    broken |= {"model": "echo", "endpoint": "local://fail", "circuit_breaker": {"failure_threshold": 1}}
+    echo = {"schema_version": "1", "id": "echo", "name": "Echo", "backend": "local", "tier": "local", "model": "echo"}
+    await kernel.providers.register(broken)
+    await kernel.providers.register(echo)
+    watcher = Watcher(kernel, [BreakersRule()], clear_s=0.0)
+    assert await watcher.evaluate() == []
+    reply = await kernel.engine.chat([{"role": "user", "content": "hi"}])  # broken fails, trips, echo answers
+    assert reply.provider == "echo"
+    (fired,) = await watcher.evaluate()
+    assert (fired.payload.rule, fired.payload.subject, fired.payload.state) == (
+        "provider_breaker",
+        "provider:broken",
+        "fired",
+    )
+    assert await watcher.evaluate() == []  # still open: no second alert
+    await kernel.providers.remove("broken")
+    (resolved,) = await watcher.evaluate()
+    assert resolved.payload.state == "resolved"
+
+
+async def test_a_tampered_audit_chain_fires_a_critical_alert(tmp_path: Any) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/audit.db"
+    async with sos_kernel.open(url) as kernel:
+        await kernel.tenants.create("acme", plan="scale")
+        view = kernel.tenant("acme")
+        await view.tokens.issue(agent="agent:a")
+        await view.tokens.issue(agent="agent:b")
+        watcher = Watcher(view, [AuditRule()])
+        assert await watcher.evaluate() == []
+        with sqlite3.connect(f"{tmp_path}/audit.db") as db:
+            db.execute("UPDATE audit_records SET actor = 'agent:nobody' WHERE tenant = 'acme' AND seq = 1")
+        (fired,) = await watcher.evaluate()
+        assert (fired.payload.rule, fired.payload.severity) == ("audit_verify", "critical")
+        assert "audit chain broken" in fired.payload.text

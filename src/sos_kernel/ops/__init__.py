@@ -21,6 +21,8 @@ from ._actions import (
 from .wake import WakeConfig, WakeRunner
 from .watch import (
     AgentsRule,
+    AuditRule,
+    BreakersRule,
     Condition,
     DeadLettersRule,
     LedgerRule,
@@ -35,6 +37,8 @@ from .watch import (
 __all__ = [
     "Action",
     "AgentsRule",
+    "AuditRule",
+    "BreakersRule",
     "CallableAction",
     "CommandAction",
     "Condition",

@@ -41,6 +41,8 @@ __all__ = [
     "WATCHER_AGENT",
     "WATCH_ADDRESSES_MAX",
     "AgentsRule",
+    "AuditRule",
+    "BreakersRule",
     "Condition",
     "DeadLettersRule",
     "KernelWatcher",
@@ -234,6 +236,44 @@ class LedgerRule:
 
 
 @dataclass
+class BreakersRule:
+    """A provider's circuit breaker open: its calls fail over to the next provider, or fail when none is left."""
+
+    name: str = "provider_breaker"
+
+    async def check(self, view: WatchView) -> list[Condition]:
+        providers = getattr(view.api, "providers", None)
+        if providers is None:
+            return []
+        found = []
+        for provider, health in sorted((await providers.health()).items()):
+            view.gauges["breaker_open", provider, ""] = int(health.state == "open")
+            if health.state == "open":
+                text = f"provider {provider}'s breaker is open ({health.failures} failures in a row)"
+                details = {"state": health.state, "failures": health.failures, "tier": health.tier}
+                found.append(Condition(self.name, f"provider:{provider}", "warning", text, details))
+        return found
+
+
+@dataclass
+class AuditRule:
+    """The audit chain does not verify: a record was changed, deleted, inserted or reordered (critical)."""
+
+    name: str = "audit_verify"
+
+    async def check(self, view: WatchView) -> list[Condition]:
+        audit = getattr(view.api, "audit", None)
+        if audit is None:
+            return []
+        report = await audit.verify()
+        if report.ok:
+            return []
+        first = str(report.problems[0]) if report.problems else "unknown"
+        text = f"audit chain broken: {first}"[:500]
+        return [Condition(self.name, "audit", "critical", text, {"problems": len(report.problems)})]
+
+
+@dataclass
 class TenantLimitsRule:
     """A tenant using ``ratio`` or more of a per-tenant bound: unfinished chunk groups and their bytes (embedded)."""
 
@@ -266,8 +306,15 @@ def _addresses(addresses: Sequence[str]) -> None:
 def default_rules(
     addresses: Sequence[str] = (), *, stale_after_s: float | None = None, offline_after_s: float | None = None
 ) -> list[Rule]:
-    """The rules shipped today: agents, dead letters and pending growth of ``addresses``, the ledger, limits."""
-    rules: list[Rule] = [AgentsRule(stale_after_s, offline_after_s), LedgerRule(), TenantLimitsRule()]
+    """The rules shipped today: agents, dead letters and pending growth of ``addresses``, the ledger, limits,
+    provider breakers and the audit chain."""
+    rules: list[Rule] = [
+        AgentsRule(stale_after_s, offline_after_s),
+        LedgerRule(),
+        TenantLimitsRule(),
+        BreakersRule(),
+        AuditRule(),
+    ]
     if addresses:
         rules += [DeadLettersRule(list(addresses)), PendingRule(list(addresses))]
     return rules
@@ -381,6 +428,9 @@ class Watcher:
         metrics = self.metrics
         tenant = metrics.tenant_label(self.tenant or "default")
         for (gauge, address, group), value in view.gauges.items():
+            if gauge == "breaker_open":
+                metrics.breakers.labels(address).set(value)
+                continue
             target = metrics.pending if gauge == "pending" else metrics.dead_letters
             target.labels(tenant, address, group).set(value)
         firing: dict[str, int] = {getattr(rule, "name", "?"): 0 for rule in self.rules}
