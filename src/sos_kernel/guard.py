@@ -194,7 +194,11 @@ def _method(op: Operation) -> Callable[..., Any]:
 
         def local(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
             if rule is not None:
-                return rule(self._caller, self._target, bind(args, kwargs))
+                caller = self._caller
+                arguments = bind(args, kwargs)
+                if caller.hooks is not None:  # the deferred check passes the tenant's policy too
+                    return rule(_Opening(caller, caller.hooks, op, arguments), self._target, arguments)
+                return rule(caller, self._target, arguments)
             return getattr(self._target, name)(*args, **kwargs)
 
         return functools.wraps(op.function)(local)
@@ -240,6 +244,37 @@ async def _governed(
         return result
     finally:
         hooks.leave(token)
+
+
+class _Opening:
+    """The caller a local operation's rule sees under governance: the scope check its deferred ``need`` makes
+    (when a subscription opens) also passes the tenant's policy, and a refusal is recorded as any other."""
+
+    __slots__ = ("_arguments", "_caller", "_hooks", "_op")
+
+    def __init__(self, caller: Caller, hooks: Hooks, op: Operation, arguments: dict[str, Any]) -> None:
+        self._caller = caller
+        self._hooks = hooks
+        self._op = op
+        self._arguments = arguments
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)
+
+    async def need(self, scope: str) -> Principal:
+        """The refreshed principal if it holds ``scope`` and the tenant's policy allows the operation; else 5004."""
+        caller, hooks = self._caller, self._hooks
+        token = hooks.enter(caller.principal)
+        try:
+            try:
+                principal = await caller.need(scope)
+                await hooks.check(caller, self._op, self._arguments)
+            except Forbidden as exc:
+                await hooks.refused(caller.principal, self._op, exc, self._arguments)
+                raise
+            return principal
+        finally:
+            hooks.leave(token)
 
 
 class _Guarded:

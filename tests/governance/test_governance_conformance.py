@@ -253,3 +253,23 @@ async def test_a_policy_update_racing_checks(kernel: sos_kernel.Kernel, connect:
     assert set(outcomes) <= {"allowed by team", "denied by closed:nope"}
     assert (await s["admin"].governance.get_policy(T))["name"] == "team"  # the last one set
     await s["alice"].ledger.balance("agent:alice", USD)  # and the next check sees it
+
+
+async def test_subscribing_passes_the_policy(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["view"].bus.send("agent:bob", "agent:alice", "for alice")
+    await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    with pytest.raises(Forbidden) as refused:  # no rule allows bus.subscribe: the local operation is governed too
+        async with s["alice"].bus.subscribe("agent:alice") as sub:
+            await sub.receive(timeout_s=0)
+    assert "no rule allowing 'bus.subscribe'" in refused.value.message
+    assert [d.action for d in await s["admin"].audit.events(T, kind="denial")] == ["bus.subscribe"]
+    await s["admin"].governance.set_policy(
+        T, _policy(ALLOW_READS, {"id": "sub", "effect": "allow", "actions": ["bus.subscribe"]})
+    )
+    async with s["alice"].bus.subscribe("agent:alice") as sub:
+        delivery = await sub.receive(timeout_s=5)
+        assert delivery is not None
+        assert delivery.message.payload.text == "for alice"
+        await delivery.ack()
+
