@@ -273,3 +273,28 @@ async def test_subscribing_passes_the_policy(kernel: sos_kernel.Kernel, connect:
         assert delivery.message.payload.text == "for alice"
         await delivery.ack()
 
+
+async def test_no_one_decides_an_approval_they_requested(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect, boss=["governance:review", "governance:read", "governance:admin"])
+    await s["view"].ledger.open_account("agent:boss", USD)
+    await s["view"].ledger.transfer(
+        id="seed-boss", debit="system:treasury", credit="agent:boss", amount=9, currency=USD
+    )
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+
+    async def pay() -> None:
+        with pytest.raises(Forbidden, match="denied"):
+            await s["boss"].ledger.transfer(
+                id="p", debit="agent:boss", credit="system:treasury", amount=5, currency=USD
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay)
+        waiting = await _pending(kernel)
+        assert waiting.agent == "agent:boss"
+        for decide in (s["boss"].governance.approve, s["boss"].governance.deny):  # a listed reviewer and an admin
+            with pytest.raises(Forbidden, match="may not decide an approval it requested"):
+                await decide(waiting.id)
+        assert [a.id for a in await kernel.tenant(T).governance.pending()] == [waiting.id]
+        await s["admin"].governance.deny(waiting.id, "not by yourself")
+    assert (await s["view"].ledger.balance("agent:boss", USD)).posted == 9

@@ -154,9 +154,13 @@ def _document(policy: Any) -> str:
 
 
 async def _review_rule(caller: Any, governance: Governance, arguments: dict[str, Any]) -> Approval:
-    """A reviewer listed in the policy decides (as itself); ``governance:admin`` may decide as any reviewer."""
+    """A reviewer listed in the policy decides (as itself); ``governance:admin`` may decide as any reviewer. No one
+    decides an approval they requested, admin included (an agentless token decides no agentless request)."""
     principal: Principal = caller.principal
     decide = governance.approve if arguments.get("verdict", "approve") == "approve" else governance.deny
+    requested = await governance._approval(arguments["id"])
+    if requested is not None and requested.agent == principal.agent:
+        caller.deny("may not decide an approval it requested", approval=arguments["id"], agent=principal.agent)
     if not principal.allows("governance:admin"):
         compiled = await governance.compiled()
         if compiled is None or not compiled.may_review(principal.agent):
@@ -294,6 +298,10 @@ class Governance:
         )
         await self._publish("gate_verdict", _verdict(decided))
         return decided
+
+    async def _approval(self, id: Any) -> Approval | None:
+        found = await self._store.get_approval(self.tenant, id) if isinstance(id, str) else None
+        return None if found is None else Approval.model_validate_json(found)
 
     async def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         if self._notify is not None:
