@@ -298,3 +298,37 @@ async def test_no_one_decides_an_approval_they_requested(kernel: sos_kernel.Kern
         assert [a.id for a in await kernel.tenant(T).governance.pending()] == [waiting.id]
         await s["admin"].governance.deny(waiting.id, "not by yourself")
     assert (await s["view"].ledger.balance("agent:boss", USD)).posted == 9
+
+
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_content_rules_scan_every_argument_and_refuse_what_they_cannot_scan(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "pay", "effect": "allow", "actions": ["ledger.transfer", "ledger.transfer_many"]},
+            content=[{"id": "secrets", "actions": ["ledger.*"], "blocked": ["password"]}],
+        ),
+    )
+    pay = {"debit": "agent:alice", "credit": "system:treasury", "amount": 1, "currency": USD}
+    await s["alice"].ledger.transfer(id="ok", **pay, metadata={"note": "fine"})
+    for label, call in (
+        ("a nested value", lambda: s["alice"].ledger.transfer(id="x1", **pay, metadata=_nested("password", 10))),
+        ("a key", lambda: s["alice"].ledger.transfer(id="x2", **pay, metadata={"the password": 1})),
+        ("a batch item", lambda: s["alice"].ledger.transfer_many([{"id": "x3", **pay, "reason": "password: x"}])),
+    ):
+        with pytest.raises(Forbidden) as refused:
+            await call()
+        assert refused.value.details.get("rule") == "secrets", label
+    with pytest.raises(Forbidden) as refused:  # too deep to scan: refused, never skipped
+        await s["alice"].ledger.transfer(id="x4", **pay, metadata=_nested("fine", 40))
+    assert refused.value.details.get("rule") == "content-too-large"
+    assert "beyond what a content check scans" in refused.value.message
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 999

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import anyio
@@ -87,12 +87,10 @@ def _deny(reason: str, **details: Any) -> NoReturn:
     raise Forbidden(reason, details=details)
 
 
-def _texts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-    from .service import _collect
+def _texts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[str]:
+    from .policy import scan_texts
 
-    found: list[str] = []
-    _collect([list(args), kwargs], found)
-    return found
+    return scan_texts([*args, *kwargs.values()])  # the values, not the parameters' names
 
 
 def governed(

@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
@@ -27,7 +27,7 @@ from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acti
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
 from ..operations import Operation, Wire, operation, service
-from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy
+from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy, scan_texts
 from .store import Charge, GovernanceStore
 
 __all__ = [
@@ -73,21 +73,6 @@ RESOURCE_ARGUMENTS = (
     "namespace",
 )
 """The arguments that name an operation's resource, first present wins."""
-TEXT_ARGUMENTS = (
-    "text",
-    "question",
-    "context",
-    "reason",
-    "message",
-    "messages",
-    "metadata",
-    "event",
-    "title",
-    "description",
-    "query",
-)
-"""The arguments whose text content rules scan."""
-_TEXTS_MAX = 1000
 
 
 class _Frozen(BaseModel):
@@ -338,6 +323,9 @@ class Governance:
         if decision.effect == "deny":
             deny(decision.reason, **where)
         blocked = blocked_content(decision, texts)
+        if blocked in ("content-too-long", "content-too-large"):
+            reason = f"policy {name!r}: the call's arguments are beyond what a content check scans ({blocked})"
+            deny(reason, **{**where, "rule": blocked})
         if blocked is not None:
             deny(f"content rule {blocked!r} of policy {name!r} blocks this text", **{**where, "rule": blocked})
         if decision.effect == "require_approval":
@@ -466,27 +454,15 @@ def _resource(arguments: Any) -> str | None:
     return None
 
 
-def _texts(arguments: Any) -> list[str]:
-    found: list[str] = []
-    for name in TEXT_ARGUMENTS:
-        if name in arguments:
-            _collect(arguments.get(name), found)
-    return found
+_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def _collect(value: Any, into: list[str], depth: int = 0) -> None:
-    if len(into) >= _TEXTS_MAX or depth > 8:
-        return
-    if isinstance(value, str):
-        into.append(value)
-    elif isinstance(value, BaseModel):
-        _collect(value.model_dump(mode="json"), into, depth + 1)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            _collect(v, into, depth + 1)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _collect(v, into, depth + 1)
+def _texts(op: Operation, arguments: Any) -> Iterator[str]:
+    """Every string of every argument of the call, read lazily (only a content rule reads them)."""
+    names = _PARAMETERS.get((op.service, op.name))
+    if names is None:
+        names = _PARAMETERS[(op.service, op.name)] = tuple(op.signature.parameters)
+    return scan_texts(arguments.get(n) for n in names if n in arguments)
 
 
 def _result_ids(result: Any) -> dict[str, Any]:
@@ -529,7 +505,7 @@ class Governor:
             agent=principal.agent,
             scopes=principal.scopes,
             deny=caller.deny,
-            texts=_texts(arguments),
+            texts=_texts(op, arguments),
             spend_micros=amount if type(amount) is int and amount > 0 else 0,
         )
 
