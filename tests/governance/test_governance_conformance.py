@@ -332,3 +332,40 @@ async def test_content_rules_scan_every_argument_and_refuse_what_they_cannot_sca
     assert refused.value.details.get("rule") == "content-too-large"
     assert "beyond what a content check scans" in refused.value.message
     assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 999
+
+
+async def test_budgets_and_resource_rules_see_batches_and_bounties(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect, alice=["tasks:write", "tasks:read"])
+    await s["view"].ledger.open_account("agent:mallory", USD)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "no-mallory", "effect": "deny", "actions": ["ledger.*"], "resources": ["agent:mallory"]},
+            {"id": "no-secrets", "effect": "deny", "actions": ["tasks.*"], "resources": ["secret-*"]},
+            {"id": "pay", "effect": "allow", "actions": ["ledger.transfer", "ledger.transfer_many", "tasks.create"]},
+            limits=[{"id": "spend", "actions": ["ledger.*", "tasks.*"], "window_s": 3600, "spend_micros_max": 100}],
+        ),
+    )
+    pay = {"debit": "agent:alice", "currency": USD}
+    with pytest.raises(Forbidden) as refused:  # 2 x 60 in one batch is 120 over a budget of 100
+        await s["alice"].ledger.transfer_many(
+            [{"id": f"b{i}", **pay, "credit": "system:treasury", "amount": 60} for i in range(2)]
+        )
+    assert refused.value.details.get("rule") == "spend"
+    with pytest.raises(Forbidden) as refused:  # every transfer of a batch is checked against resource rules
+        await s["alice"].ledger.transfer_many(
+            [
+                {"id": "c1", **pay, "credit": "system:treasury", "amount": 1},
+                {"id": "c2", **pay, "credit": "agent:mallory", "amount": 1},
+            ]
+        )
+    assert refused.value.details.get("rule") == "no-mallory"
+    with pytest.raises(Forbidden) as refused:  # a task's id is its resource
+        await s["alice"].tasks.create("quiet", id="secret-1", reviewers=["agent:boss"])
+    assert refused.value.details.get("rule") == "no-secrets"
+    with pytest.raises(Forbidden) as refused:  # a bounty is spend
+        await s["alice"].tasks.create("paid", id="t-1", reviewers=["agent:boss"], bounty=101)
+    assert refused.value.details.get("rule") == "spend"
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000
+    assert await s["view"].ledger.balance("agent:mallory", USD) is not None
+    assert (await s["view"].ledger.balance("agent:mallory", USD)).posted == 0

@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
@@ -306,9 +306,11 @@ class Governance:
         tokens: int = 0,
         spend_micros: int = 0,
         required: bool = False,
+        also: Iterable[str | None] = (),
     ) -> Decision | None:
         """Check one action against the tenant's policy, wait for approval if a rule says so, and count it against
-        its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``."""
+        its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``. ``also``
+        names more resources the action acts on (a batch's accounts): each must be allowed as ``resource`` is."""
         compiled = await self.compiled()
         if compiled is None:
             if required:
@@ -317,6 +319,10 @@ class Governance:
         name = compiled.policy.name
         try:
             decision = compiled.decide(action, resource, agent, scopes)
+            for more in also:  # a refusal, or else an approval, on any resource decides the call
+                other = compiled.decide(action, more, agent, scopes)
+                if decision.effect != "deny" and other.effect != "allow" and other.effect != decision.effect:
+                    decision, resource = other, more
         except InvalidArgument as exc:
             deny(f"policy {name!r}: {exc.message}", policy=name, action=str(action)[:200])
         where = {"policy": name, "rule": decision.rule, "action": action, "resource": resource}
@@ -445,6 +451,34 @@ def _verdict(a: Approval) -> dict[str, Any]:
     }
 
 
+def _declared(arguments: Any, path: str) -> list[Any]:
+    """The values at ``path``: an argument's name, or ``<list>[].<field>`` for that field of each item."""
+    name, _, field = path.partition("[].")
+    if name not in arguments:
+        return []
+    value = arguments.get(name)
+    if not field:
+        return [value]
+    if not isinstance(value, list | tuple):
+        return []  # the service refuses what is not a batch
+    return [item.get(field) if isinstance(item, Mapping) else None for item in value]
+
+
+def _spend(op: Operation, arguments: Any) -> int:
+    """The micros a call can move, as its operation declares (``spend``); what is not an int the service refuses."""
+    values = (v for path in op.spend for v in _declared(arguments, path))
+    return sum(v for v in values if type(v) is int and v > 0)
+
+
+def _resources(op: Operation, arguments: Any) -> list[str | None]:
+    """Every resource a call acts on, as its operation declares (``resource``); else the first of
+    ``RESOURCE_ARGUMENTS`` present. Never empty (``[None]``: it names none)."""
+    if not op.resource:
+        return [_resource(arguments)]
+    found = [v for path in op.resource for v in _declared(arguments, path) if isinstance(v, str)]
+    return list(dict.fromkeys(found)) or [None]
+
+
 def _resource(arguments: Any) -> str | None:
     for name in RESOURCE_ARGUMENTS:
         if name in arguments:
@@ -498,15 +532,16 @@ class Governor:
         if not (await self.governance.compiled()):
             return
         principal: Principal = caller.principal
-        amount = arguments.get("amount") if op.service == "ledger" and "amount" in arguments else 0
+        first, *others = _resources(op, arguments)
         await self.governance.enforce(
             action=f"{op.service}.{op.name}",
-            resource=_resource(arguments),
+            resource=first,
             agent=principal.agent,
             scopes=principal.scopes,
             deny=caller.deny,
             texts=_texts(op, arguments),
-            spend_micros=amount if type(amount) is int and amount > 0 else 0,
+            spend_micros=_spend(op, arguments),
+            also=others,
         )
 
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
