@@ -17,9 +17,13 @@ from .errors import Forbidden
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
-__all__ = ["Arguments", "Caller", "Hooks", "guard"]
+__all__ = ["REFUSAL_CHARS_MAX", "REFUSAL_DETAIL_CHARS_MAX", "Arguments", "Caller", "Hooks", "guard"]
 
 CHANNEL_PREFIX = "sos:channel:"
+REFUSAL_CHARS_MAX = 1024
+"""The longest message of a guard's refusal: one naming a huge argument does not echo it back in full."""
+REFUSAL_DETAIL_CHARS_MAX = 256
+"""The longest string value in a guard's refusal details."""
 
 
 class Arguments(Protocol):
@@ -77,7 +81,8 @@ class Caller:
         """Refuse (SOS-5004), counting the refusal and telling the denial hooks."""
         self.denials += 1
         self._on_denial(self.principal, reason)
-        raise Forbidden(f"{self.principal.agent or 'this token'}: {reason}", details=details)
+        message = _clip(f"{self.principal.agent or 'this token'}: {reason}", REFUSAL_CHARS_MAX)
+        raise Forbidden(message, details={k: _clip(v, REFUSAL_DETAIL_CHARS_MAX) for k, v in details.items()})
 
     def own(self, kind: OwnKind, name: str, value: Any) -> None:
         """Refuse unless ``value`` (argument ``name``) is the caller's own, as ``kind`` reads it.
@@ -124,6 +129,11 @@ class Caller:
             if type(arguments.get(name)) is not str or arguments.get(name) != principal.tenant:
                 self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))
         return principal
+
+
+def _clip(value: Any, most: int) -> Any:
+    """A string cut to ``most`` characters (ending ``…`` when cut); anything else as it is."""
+    return value[: most - 1] + "…" if isinstance(value, str) and len(value) > most else value
 
 
 def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Arguments) -> bool:

@@ -369,3 +369,21 @@ async def test_budgets_and_resource_rules_see_batches_and_bounties(kernel: sos_k
     assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000
     assert await s["view"].ledger.balance("agent:mallory", USD) is not None
     assert (await s["view"].ledger.balance("agent:mallory", USD)).posted == 0
+
+
+async def test_a_refusal_of_a_huge_argument_is_bounded(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    from sos_kernel.audit import AUDIT_FIELD_CHARS_MAX
+    from sos_kernel.guard import REFUSAL_CHARS_MAX, REFUSAL_DETAIL_CHARS_MAX
+
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    huge = "agent:" + "x" * 60_000
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].bus.send("agent:alice", huge, "hi")
+    assert len(refused.value.message) <= REFUSAL_CHARS_MAX
+    assert all(len(v) <= REFUSAL_DETAIL_CHARS_MAX for v in refused.value.details.values() if isinstance(v, str))
+    [denial] = await s["admin"].audit.events(T, kind="denial")
+    assert len(denial.resource) == AUDIT_FIELD_CHARS_MAX
+    assert denial.resource.startswith("agent:xxx")
+    assert "…sha256:" in denial.resource
+    assert len(denial.model_dump_json()) < 8 * 1024
