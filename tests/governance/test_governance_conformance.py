@@ -387,3 +387,38 @@ async def test_a_refusal_of_a_huge_argument_is_bounded(kernel: sos_kernel.Kernel
     assert denial.resource.startswith("agent:xxx")
     assert "…sha256:" in denial.resource
     assert len(denial.model_dump_json()) < 8 * 1024
+
+
+async def test_one_agent_cannot_fill_the_tenants_pending_approvals(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    from sos_kernel.governance import APPROVALS_PENDING_PER_AGENT_MAX
+
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+    refused: list[Forbidden] = []
+
+    async def pay(i: int) -> None:
+        try:
+            await s["alice"].ledger.transfer(
+                id=f"p{i}", debit="agent:alice", credit="system:treasury", amount=1, currency=USD
+            )
+        except Forbidden as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(APPROVALS_PENDING_PER_AGENT_MAX):
+            tg.start_soon(pay, i)
+            await _count_pending(kernel, i + 1)
+        await pay(APPROVALS_PENDING_PER_AGENT_MAX)  # one more waits for nothing: refused at once
+        assert [e.message for e in refused] == [
+            f"agent:alice: agent:alice already has {APPROVALS_PENDING_PER_AGENT_MAX} pending approvals"
+        ]
+        for waiting in await kernel.tenant(T).governance.pending():
+            await s["admin"].governance.deny(waiting.id)
+
+
+async def _count_pending(kernel: sos_kernel.Kernel, n: int) -> None:
+    with anyio.fail_after(10):
+        found = await kernel.tenant(T).governance.pending()
+        while len(found) < n:
+            await anyio.sleep(0.02)  # the requests are made by other tasks, through the store
+            found = await kernel.tenant(T).governance.pending()

@@ -36,6 +36,7 @@ from .policy import (
 )
 from .service import (
     APPROVALS_PENDING_MAX,
+    APPROVALS_PENDING_PER_AGENT_MAX,
     POLICY_CACHE_TTL_S,
     Approval,
     Governance,
@@ -48,6 +49,7 @@ from .store import Charge, GovernanceStore
 
 __all__ = [
     "APPROVALS_PENDING_MAX",
+    "APPROVALS_PENDING_PER_AGENT_MAX",
     "POLICY_BYTES_MAX",
     "POLICY_CACHE_TTL_S",
     "POLICY_FORMAT",

@@ -32,6 +32,7 @@ from .store import Charge, GovernanceStore
 
 __all__ = [
     "APPROVALS_PENDING_MAX",
+    "APPROVALS_PENDING_PER_AGENT_MAX",
     "APPROVAL_POLL_S",
     "GOVERNANCE_CHANNEL",
     "POLICY_CACHE_TTL_S",
@@ -48,6 +49,10 @@ POLICY_CACHE_TTL_S = 1.0
 applies at once; one made by another process within this time)."""
 APPROVALS_PENDING_MAX = 100
 """Pending approvals per tenant; a request beyond it is refused."""
+APPROVALS_PENDING_PER_AGENT_MAX = 10
+"""Pending approvals one agent may have waiting, so one agent cannot take the tenant's ``APPROVALS_PENDING_MAX``
+(checked before the request is stored: requests racing from one agent can pass it by the number racing; the
+tenant's bound is atomic in the store)."""
 APPROVAL_POLL_S = 0.05
 """How often a call waiting for approval looks for the verdict."""
 GOVERNANCE_CHANNEL = "sos:channel:governance"
@@ -396,6 +401,9 @@ class Governance:
             expires_at=created + timedelta(seconds=timeout_s),
         )
         where = {"policy": compiled.policy.name, "rule": decision.rule, "approval": approval.id}
+        waiting = [Approval.model_validate_json(d) for d in await self._store.list_approvals(self.tenant, time.time())]
+        if sum(1 for a in waiting if a.agent == agent) >= APPROVALS_PENDING_PER_AGENT_MAX:
+            deny(f"{agent or 'this token'} already has {APPROVALS_PENDING_PER_AGENT_MAX} pending approvals", **where)
         stored = await self._store.put_approval(
             self.tenant,
             approval.id,
