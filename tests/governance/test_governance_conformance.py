@@ -422,3 +422,31 @@ async def _count_pending(kernel: sos_kernel.Kernel, n: int) -> None:
         while len(found) < n:
             await anyio.sleep(0.02)  # the requests are made by other tasks, through the store
             found = await kernel.tenant(T).governance.pending()
+
+
+async def test_decided_approvals_are_dropped_after_their_retention(
+    kernel: sos_kernel.Kernel, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sos_kernel.governance import store
+
+    monkeypatch.setattr(store, "APPROVALS_DECIDED_KEPT_S", 0)  # kept until its deadline only
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(1))
+
+    async def pay(id: str) -> None:
+        with pytest.raises(Forbidden):
+            await s["alice"].ledger.transfer(
+                id=id, debit="agent:alice", credit="system:treasury", amount=1, currency=USD
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, "p1")
+        first = await _pending(kernel)
+        await s["admin"].governance.deny(first.id)
+    assert await kernel.tenant(T).governance._approval(first.id) is not None  # decided, before its deadline
+    await anyio.sleep(1.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, "p2")
+        second = await _pending(kernel)
+        assert await kernel.tenant(T).governance._approval(first.id) is None  # dropped when p2 asked
+        await s["admin"].governance.deny(second.id)
