@@ -17,9 +17,13 @@ from .errors import Forbidden
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
-__all__ = ["Arguments", "Caller", "Hooks", "guard"]
+__all__ = ["REFUSAL_CHARS_MAX", "REFUSAL_DETAIL_CHARS_MAX", "Arguments", "Caller", "Hooks", "guard"]
 
 CHANNEL_PREFIX = "sos:channel:"
+REFUSAL_CHARS_MAX = 1024
+"""The longest message of a guard's refusal: one naming a huge argument does not echo it back in full."""
+REFUSAL_DETAIL_CHARS_MAX = 256
+"""The longest string value in a guard's refusal details."""
 
 
 class Arguments(Protocol):
@@ -77,7 +81,8 @@ class Caller:
         """Refuse (SOS-5004), counting the refusal and telling the denial hooks."""
         self.denials += 1
         self._on_denial(self.principal, reason)
-        raise Forbidden(f"{self.principal.agent or 'this token'}: {reason}", details=details)
+        message = _clip(f"{self.principal.agent or 'this token'}: {reason}", REFUSAL_CHARS_MAX)
+        raise Forbidden(message, details={k: _clip(v, REFUSAL_DETAIL_CHARS_MAX) for k, v in details.items()})
 
     def own(self, kind: OwnKind, name: str, value: Any) -> None:
         """Refuse unless ``value`` (argument ``name``) is the caller's own, as ``kind`` reads it.
@@ -124,6 +129,11 @@ class Caller:
             if type(arguments.get(name)) is not str or arguments.get(name) != principal.tenant:
                 self.deny(f"may not act for tenant {arguments.get(name)!r}", tenant=arguments.get(name))
         return principal
+
+
+def _clip(value: Any, most: int) -> Any:
+    """A string cut to ``most`` characters (ending ``…`` when cut); anything else as it is."""
+    return value[: most - 1] + "…" if isinstance(value, str) and len(value) > most else value
 
 
 def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Arguments) -> bool:
@@ -194,7 +204,11 @@ def _method(op: Operation) -> Callable[..., Any]:
 
         def local(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
             if rule is not None:
-                return rule(self._caller, self._target, bind(args, kwargs))
+                caller = self._caller
+                arguments = bind(args, kwargs)
+                if caller.hooks is not None:  # the deferred check passes the tenant's policy too
+                    return rule(_Opening(caller, caller.hooks, op, arguments), self._target, arguments)
+                return rule(caller, self._target, arguments)
             return getattr(self._target, name)(*args, **kwargs)
 
         return functools.wraps(op.function)(local)
@@ -240,6 +254,37 @@ async def _governed(
         return result
     finally:
         hooks.leave(token)
+
+
+class _Opening:
+    """The caller a local operation's rule sees under governance: the scope check its deferred ``need`` makes
+    (when a subscription opens) also passes the tenant's policy, and a refusal is recorded as any other."""
+
+    __slots__ = ("_arguments", "_caller", "_hooks", "_op")
+
+    def __init__(self, caller: Caller, hooks: Hooks, op: Operation, arguments: dict[str, Any]) -> None:
+        self._caller = caller
+        self._hooks = hooks
+        self._op = op
+        self._arguments = arguments
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._caller, name)
+
+    async def need(self, scope: str) -> Principal:
+        """The refreshed principal if it holds ``scope`` and the tenant's policy allows the operation; else 5004."""
+        caller, hooks = self._caller, self._hooks
+        token = hooks.enter(caller.principal)
+        try:
+            try:
+                principal = await caller.need(scope)
+                await hooks.check(caller, self._op, self._arguments)
+            except Forbidden as exc:
+                await hooks.refused(caller.principal, self._op, exc, self._arguments)
+                raise
+            return principal
+        finally:
+            hooks.leave(token)
 
 
 class _Guarded:

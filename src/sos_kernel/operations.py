@@ -34,6 +34,11 @@ denial hooks):
    arguments, and makes the call itself (used where a check needs the store, e.g. the payer of a hold).
 
 ``tool`` names the operation's MCP tool (:mod:`sos_kernel.mcp`): ``<service>_<name>`` by default, ``""`` for none.
+
+What a tenant's policy (:mod:`sos_kernel.governance`) counts is declared here too: ``spend`` names the arguments
+holding the micros the call can move (summed against spend budgets), ``resource`` the arguments naming what it acts
+on (each one checked against resource rules). An entry is an argument's name, or ``<list>[].<field>`` for that field
+of every item of a list argument (a batch). An operation that moves money declares ``spend``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ class Operation:
     wire: Wire | None
     function: Callable[..., Any]
     tool: str | None = None
+    spend: tuple[str, ...] = ()
+    resource: tuple[str, ...] = ()
 
     @property
     def tool_name(self) -> str:
@@ -145,6 +152,8 @@ class _Declared:
     access: Access
     wire: Wire | None
     tool: str | None = None
+    spend: tuple[str, ...] = ()
+    resource: tuple[str, ...] = ()
 
 
 def operation(
@@ -160,12 +169,15 @@ def operation(
     wire: Wire | None = None,
     local: bool = False,
     tool: str | None = None,
+    spend: tuple[str, ...] = (),
+    resource: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Declare the decorated service method a public operation (see the module docstring).
 
     ``wire`` defaults to ``Wire()`` (a ``POST``); ``local=True`` keeps the operation in-process (and in the client,
     which implements it itself): it gets no route. ``tool`` names its MCP tool (default ``<service>_<name>``; ``""``
-    keeps it out of MCP).
+    keeps it out of MCP). ``spend`` and ``resource`` declare what a policy counts and checks (see the module
+    docstring).
     """
     if tool is not None and tool and not _TOOL_RE.fullmatch(tool):
         raise ValueError(f"tool name {tool!r} must match {_TOOL_RE.pattern}")
@@ -173,7 +185,7 @@ def operation(
     declared_wire = None if local else (wire or Wire())
 
     def mark(function: F) -> F:
-        setattr(function, _ATTR, _Declared(access, declared_wire, tool))
+        setattr(function, _ATTR, _Declared(access, declared_wire, tool, spend, resource))
         return function
 
     return mark
@@ -190,7 +202,7 @@ def service(name: str) -> Callable[[C], C]:
         for attr, value in vars(cls).items():
             mark = getattr(value, _ATTR, None)
             if isinstance(mark, _Declared):
-                found[attr] = Operation(name, attr, mark.access, mark.wire, value, mark.tool)
+                found[attr] = Operation(name, attr, mark.access, mark.wire, value, mark.tool, mark.spend, mark.resource)
         _REGISTRY[cls] = found
         return cls
 

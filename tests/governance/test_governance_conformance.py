@@ -253,3 +253,200 @@ async def test_a_policy_update_racing_checks(kernel: sos_kernel.Kernel, connect:
     assert set(outcomes) <= {"allowed by team", "denied by closed:nope"}
     assert (await s["admin"].governance.get_policy(T))["name"] == "team"  # the last one set
     await s["alice"].ledger.balance("agent:alice", USD)  # and the next check sees it
+
+
+async def test_subscribing_passes_the_policy(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect)
+    await s["view"].bus.send("agent:bob", "agent:alice", "for alice")
+    await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    with pytest.raises(Forbidden) as refused:  # no rule allows bus.subscribe: the local operation is governed too
+        async with s["alice"].bus.subscribe("agent:alice") as sub:
+            await sub.receive(timeout_s=0)
+    assert "no rule allowing 'bus.subscribe'" in refused.value.message
+    assert [d.action for d in await s["admin"].audit.events(T, kind="denial")] == ["bus.subscribe"]
+    await s["admin"].governance.set_policy(
+        T, _policy(ALLOW_READS, {"id": "sub", "effect": "allow", "actions": ["bus.subscribe"]})
+    )
+    async with s["alice"].bus.subscribe("agent:alice") as sub:
+        delivery = await sub.receive(timeout_s=5)
+        assert delivery is not None
+        assert delivery.message.payload.text == "for alice"
+        await delivery.ack()
+
+
+async def test_no_one_decides_an_approval_they_requested(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect, boss=["governance:review", "governance:read", "governance:admin"])
+    await s["view"].ledger.open_account("agent:boss", USD)
+    await s["view"].ledger.transfer(
+        id="seed-boss", debit="system:treasury", credit="agent:boss", amount=9, currency=USD
+    )
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+
+    async def pay() -> None:
+        with pytest.raises(Forbidden, match="denied"):
+            await s["boss"].ledger.transfer(
+                id="p", debit="agent:boss", credit="system:treasury", amount=5, currency=USD
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay)
+        waiting = await _pending(kernel)
+        assert waiting.agent == "agent:boss"
+        for decide in (s["boss"].governance.approve, s["boss"].governance.deny):  # a listed reviewer and an admin
+            with pytest.raises(Forbidden, match="may not decide an approval it requested"):
+                await decide(waiting.id)
+        assert [a.id for a in await kernel.tenant(T).governance.pending()] == [waiting.id]
+        await s["admin"].governance.deny(waiting.id, "not by yourself")
+    assert (await s["view"].ledger.balance("agent:boss", USD)).posted == 9
+
+
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_content_rules_scan_every_argument_and_refuse_what_they_cannot_scan(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "pay", "effect": "allow", "actions": ["ledger.transfer", "ledger.transfer_many"]},
+            content=[{"id": "secrets", "actions": ["ledger.*"], "blocked": ["password"]}],
+        ),
+    )
+    pay = {"debit": "agent:alice", "credit": "system:treasury", "amount": 1, "currency": USD}
+    await s["alice"].ledger.transfer(id="ok", **pay, metadata={"note": "fine"})
+    for label, call in (
+        ("a nested value", lambda: s["alice"].ledger.transfer(id="x1", **pay, metadata=_nested("password", 10))),
+        ("a key", lambda: s["alice"].ledger.transfer(id="x2", **pay, metadata={"the password": 1})),
+        ("a batch item", lambda: s["alice"].ledger.transfer_many([{"id": "x3", **pay, "reason": "password: x"}])),
+    ):
+        with pytest.raises(Forbidden) as refused:
+            await call()
+        assert refused.value.details.get("rule") == "secrets", label
+    with pytest.raises(Forbidden) as refused:  # too deep to scan: refused, never skipped
+        await s["alice"].ledger.transfer(id="x4", **pay, metadata=_nested("fine", 40))
+    assert refused.value.details.get("rule") == "content-too-large"
+    assert "beyond what a content check scans" in refused.value.message
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 999
+
+
+async def test_budgets_and_resource_rules_see_batches_and_bounties(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    s = await _setup(kernel, connect, alice=["tasks:write", "tasks:read"])
+    await s["view"].ledger.open_account("agent:mallory", USD)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "no-mallory", "effect": "deny", "actions": ["ledger.*"], "resources": ["agent:mallory"]},
+            {"id": "no-secrets", "effect": "deny", "actions": ["tasks.*"], "resources": ["secret-*"]},
+            {"id": "pay", "effect": "allow", "actions": ["ledger.transfer", "ledger.transfer_many", "tasks.create"]},
+            limits=[{"id": "spend", "actions": ["ledger.*", "tasks.*"], "window_s": 3600, "spend_micros_max": 100}],
+        ),
+    )
+    pay = {"debit": "agent:alice", "currency": USD}
+    with pytest.raises(Forbidden) as refused:  # 2 x 60 in one batch is 120 over a budget of 100
+        await s["alice"].ledger.transfer_many(
+            [{"id": f"b{i}", **pay, "credit": "system:treasury", "amount": 60} for i in range(2)]
+        )
+    assert refused.value.details.get("rule") == "spend"
+    with pytest.raises(Forbidden) as refused:  # every transfer of a batch is checked against resource rules
+        await s["alice"].ledger.transfer_many(
+            [
+                {"id": "c1", **pay, "credit": "system:treasury", "amount": 1},
+                {"id": "c2", **pay, "credit": "agent:mallory", "amount": 1},
+            ]
+        )
+    assert refused.value.details.get("rule") == "no-mallory"
+    with pytest.raises(Forbidden) as refused:  # a task's id is its resource
+        await s["alice"].tasks.create("quiet", id="secret-1", reviewers=["agent:boss"])
+    assert refused.value.details.get("rule") == "no-secrets"
+    with pytest.raises(Forbidden) as refused:  # a bounty is spend
+        await s["alice"].tasks.create("paid", id="t-1", reviewers=["agent:boss"], bounty=101)
+    assert refused.value.details.get("rule") == "spend"
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000
+    assert await s["view"].ledger.balance("agent:mallory", USD) is not None
+    assert (await s["view"].ledger.balance("agent:mallory", USD)).posted == 0
+
+
+async def test_a_refusal_of_a_huge_argument_is_bounded(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    from sos_kernel.audit import AUDIT_FIELD_CHARS_MAX
+    from sos_kernel.guard import REFUSAL_CHARS_MAX, REFUSAL_DETAIL_CHARS_MAX
+
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _policy(ALLOW_READS))
+    huge = "agent:" + "x" * 60_000
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].bus.send("agent:alice", huge, "hi")
+    assert len(refused.value.message) <= REFUSAL_CHARS_MAX
+    assert all(len(v) <= REFUSAL_DETAIL_CHARS_MAX for v in refused.value.details.values() if isinstance(v, str))
+    [denial] = await s["admin"].audit.events(T, kind="denial")
+    assert len(denial.resource) == AUDIT_FIELD_CHARS_MAX
+    assert denial.resource.startswith("agent:xxx")
+    assert "…sha256:" in denial.resource
+    assert len(denial.model_dump_json()) < 8 * 1024
+
+
+async def test_one_agent_cannot_fill_the_tenants_pending_approvals(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    from sos_kernel.governance import APPROVALS_PENDING_PER_AGENT_MAX
+
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+    refused: list[Forbidden] = []
+
+    async def pay(i: int) -> None:
+        try:
+            await s["alice"].ledger.transfer(
+                id=f"p{i}", debit="agent:alice", credit="system:treasury", amount=1, currency=USD
+            )
+        except Forbidden as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(APPROVALS_PENDING_PER_AGENT_MAX):
+            tg.start_soon(pay, i)
+            await _count_pending(kernel, i + 1)
+        await pay(APPROVALS_PENDING_PER_AGENT_MAX)  # one more waits for nothing: refused at once
+        assert [e.message for e in refused] == [
+            f"agent:alice: agent:alice already has {APPROVALS_PENDING_PER_AGENT_MAX} pending approvals"
+        ]
+        for waiting in await kernel.tenant(T).governance.pending():
+            await s["admin"].governance.deny(waiting.id)
+
+
+async def _count_pending(kernel: sos_kernel.Kernel, n: int) -> None:
+    with anyio.fail_after(10):
+        found = await kernel.tenant(T).governance.pending()
+        while len(found) < n:
+            await anyio.sleep(0.02)  # the requests are made by other tasks, through the store
+            found = await kernel.tenant(T).governance.pending()
+
+
+async def test_decided_approvals_are_dropped_after_their_retention(
+    kernel: sos_kernel.Kernel, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sos_kernel.governance import store
+
+    monkeypatch.setattr(store, "APPROVALS_DECIDED_KEPT_S", 0)  # kept until its deadline only
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(T, _approval_policy(1))
+
+    async def pay(id: str) -> None:
+        with pytest.raises(Forbidden):
+            await s["alice"].ledger.transfer(
+                id=id, debit="agent:alice", credit="system:treasury", amount=1, currency=USD
+            )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, "p1")
+        first = await _pending(kernel)
+        await s["admin"].governance.deny(first.id)
+    assert await kernel.tenant(T).governance._approval(first.id) is not None  # decided, before its deadline
+    await anyio.sleep(1.1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, "p2")
+        second = await _pending(kernel)
+        assert await kernel.tenant(T).governance._approval(first.id) is None  # dropped when p2 asked
+        await s["admin"].governance.deny(second.id)

@@ -222,3 +222,19 @@ def test_bounds() -> None:
     with pytest.raises(LimitExceeded):
         load_policy({"name": "p", "rules": [{"id": "a", "effect": "allow", "actions": ["x" * 200] * 400}]})
     assert POLICY_BYTES_MAX == 64 * 1024
+
+
+MONEY_PARAMETERS = frozenset({"amount", "bounty", "reviewer_fee", "transfers"})
+
+
+def test_every_operation_that_moves_money_declares_its_spend() -> None:
+    from sos_kernel.operations import declared
+    from sos_kernel.server._routes_ops import SERVICES
+
+    undeclared = [
+        f"{op.service}.{op.name}"
+        for cls in SERVICES
+        for op in declared(cls).values()
+        if MONEY_PARAMETERS & set(op.signature.parameters) and not op.spend
+    ]
+    assert undeclared == []

@@ -31,6 +31,7 @@ __all__ = [
     "AUDIT_CHECKPOINT_EVERY",
     "AUDIT_DETAILS_BYTES_MAX",
     "AUDIT_EXPORT_MAX",
+    "AUDIT_FIELD_CHARS_MAX",
     "AUDIT_PAGE_MAX",
     "AUDIT_SCAN_MAX",
     "NOT_AUDITED",
@@ -54,6 +55,10 @@ AUDIT_CHECKPOINT_EVERY = 256
 """A signed checkpoint is written after every this many records of a tenant."""
 AUDIT_DETAILS_BYTES_MAX = 4096
 """The largest ``details`` of one record, as JSON (longer string values are cut, with a marker)."""
+AUDIT_FIELD_CHARS_MAX = 512
+"""The longest ``kind``, ``actor``, ``action``, ``resource`` or ``outcome`` of one record: a longer value is cut
+and ends with ``…sha256:<digest of the whole value>``, so a refused call with a huge argument writes a bounded
+record that still identifies it."""
 _VERIFY_PAGE = 1000
 
 AUDITED_OPERATIONS: dict[str, str] = {
@@ -173,6 +178,16 @@ def done_acting(token: Token[str | None]) -> None:
     _ACTOR.reset(token)
 
 
+def _field(value: str) -> str:
+    """``value``, or its head and digest when longer than ``AUDIT_FIELD_CHARS_MAX``."""
+    if len(value) <= AUDIT_FIELD_CHARS_MAX:
+        return value
+    import hashlib
+
+    tail = "…sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value[: AUDIT_FIELD_CHARS_MAX - len(tail)] + tail
+
+
 def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     import json
 
@@ -214,11 +229,11 @@ class Audit:
         tasks service's verdicts: ``await kernel.audit.record("task.verdict", actor=..., resource="task:<id>")``."""
         draft = AuditDraft(
             at=now(),
-            kind=kind,
-            actor=acting() if actor == "kernel" else actor,
-            action=action,
-            resource=resource or "",
-            outcome=outcome,
+            kind=_field(kind),
+            actor=_field(acting() if actor == "kernel" else actor),
+            action=_field(action),
+            resource=_field(resource or ""),
+            outcome=_field(outcome),
             details=_bounded(details or {}),
         )
         where = tenant or self.tenant

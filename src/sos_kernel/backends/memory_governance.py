@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ..audit.chain import chained
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
+from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 
 __all__ = ["MemoryAuditStore", "MemoryGovernanceStore"]
@@ -50,9 +51,10 @@ class MemoryGovernanceStore(GovernanceStore):
         self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
     ) -> bool:
         mine = [k for k in self._approvals if k[0] == tenant]
+        kept = now - _store.APPROVALS_DECIDED_KEPT_S
         for key in mine:
             _, exp, pending = self._approvals[key]
-            if pending and exp <= now:
+            if exp <= (now if pending else kept):
                 del self._approvals[key]
         if sum(1 for k, v in self._approvals.items() if k[0] == tenant and v[2]) >= pending_max:
             return False

@@ -27,6 +27,7 @@ from ..audit.chain import chained
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
 from ..errors import InvariantViolation
+from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 from .redis_call import Script, redis_call, tenant_prefix
 
@@ -52,6 +53,15 @@ return -1
 """
 
 _PUT_APPROVAL = """
+local limit = tonumber(ARGV[7])
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, limit)) do
+  redis.call('HDEL', KEYS[1], old)
+  redis.call('ZREM', KEYS[2], old)
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[6], 'LIMIT', 0, limit)) do
+  redis.call('HDEL', KEYS[1], old)
+  redis.call('ZREM', KEYS[3], old)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -60,8 +70,11 @@ return 1
 """
 
 _DECIDE = """
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not deadline then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], deadline, ARGV[1])
 return 1
 """
 
@@ -102,8 +115,18 @@ class RedisGovernanceStore(GovernanceStore):
         self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
     ) -> bool:
         p = tenant_prefix(tenant)
-        args: list[bytes | str | int] = [id, document, repr(expires_at), repr(now), pending_max]
-        return bool(await self._put_approval([p + "gov:approvals", p + "gov:pending"], args))
+        kept = repr(now - _store.APPROVALS_DECIDED_KEPT_S)
+        args: list[bytes | str | int] = [
+            id,
+            document,
+            repr(expires_at),
+            repr(now),
+            pending_max,
+            kept,
+            _store.APPROVALS_PURGE_MAX,
+        ]
+        keys = [p + "gov:approvals", p + "gov:pending", p + "gov:decided"]
+        return bool(await self._put_approval(keys, args))
 
     async def get_approval(self, tenant: str, id: str) -> str | None:
         found = await redis_call(self._r.hget(tenant_prefix(tenant) + "gov:approvals", id))
@@ -111,7 +134,7 @@ class RedisGovernanceStore(GovernanceStore):
 
     async def decide_approval(self, tenant: str, id: str, document: str) -> bool:
         p = tenant_prefix(tenant)
-        return bool(await self._decide([p + "gov:approvals", p + "gov:pending"], [id, document]))
+        return bool(await self._decide([p + "gov:approvals", p + "gov:pending", p + "gov:decided"], [id, document]))
 
     async def list_approvals(self, tenant: str, now: float) -> list[str]:
         p = tenant_prefix(tenant)

@@ -14,6 +14,7 @@ from ..audit.chain import audit_genesis, chained, record_digest
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
 from ..errors import InvariantViolation
+from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 from ..ledger.chain import canonical_metadata, micros
 
@@ -152,6 +153,11 @@ class SQLiteGovernanceStore(GovernanceStore):
     ) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             c.execute("DELETE FROM governance_approvals WHERE tenant=? AND pending=1 AND expires<=?", (tenant, now))
+            c.execute(
+                "DELETE FROM governance_approvals WHERE tenant=? AND id IN (SELECT id FROM governance_approvals"
+                " WHERE tenant=? AND pending=0 AND expires<=? LIMIT ?)",
+                (tenant, tenant, now - _store.APPROVALS_DECIDED_KEPT_S, _store.APPROVALS_PURGE_MAX),
+            )
             count = c.execute(
                 "SELECT count(*) FROM governance_approvals WHERE tenant=? AND pending=1", (tenant,)
             ).fetchone()[0]

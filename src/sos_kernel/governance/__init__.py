@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import anyio
@@ -36,6 +36,7 @@ from .policy import (
 )
 from .service import (
     APPROVALS_PENDING_MAX,
+    APPROVALS_PENDING_PER_AGENT_MAX,
     POLICY_CACHE_TTL_S,
     Approval,
     Governance,
@@ -48,6 +49,7 @@ from .store import Charge, GovernanceStore
 
 __all__ = [
     "APPROVALS_PENDING_MAX",
+    "APPROVALS_PENDING_PER_AGENT_MAX",
     "POLICY_BYTES_MAX",
     "POLICY_CACHE_TTL_S",
     "POLICY_FORMAT",
@@ -87,12 +89,10 @@ def _deny(reason: str, **details: Any) -> NoReturn:
     raise Forbidden(reason, details=details)
 
 
-def _texts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-    from .service import _collect
+def _texts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[str]:
+    from .policy import scan_texts
 
-    found: list[str] = []
-    _collect([list(args), kwargs], found)
-    return found
+    return scan_texts([*args, *kwargs.values()])  # the values, not the parameters' names
 
 
 def governed(

@@ -31,7 +31,7 @@ import json
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -41,6 +41,8 @@ from ..errors import InvalidArgument, LimitExceeded, MissingDependency, SchemaVi
 
 __all__ = [
     "APPROVAL_TIMEOUT_S_MAX",
+    "CONTENT_DEPTH_MAX",
+    "CONTENT_VALUES_MAX",
     "POLICY_BYTES_MAX",
     "POLICY_FORMAT",
     "POLICY_PATTERNS_MAX",
@@ -55,6 +57,7 @@ __all__ = [
     "compile_policy",
     "load_policy",
     "normalise",
+    "scan_texts",
 ]
 
 POLICY_FORMAT = 1
@@ -70,6 +73,11 @@ NAME_CHARS_MAX = 512
 """The longest action, resource or agent name a check accepts."""
 CONTENT_CHARS_MAX = 256 * 1024
 """The most text one check scans for blocked content (longer text is refused, never scanned in part)."""
+CONTENT_DEPTH_MAX = 32
+"""The deepest nesting of a call's arguments a content check scans (deeper arguments are refused, unscanned)."""
+CONTENT_VALUES_MAX = 100_000
+"""The most values (strings, keys, numbers, containers) of a call's arguments a content check scans (more are
+refused, never scanned in part)."""
 APPROVAL_TIMEOUT_S_MAX = 86_400.0
 WINDOW_S_MAX = 31 * 86_400
 DECISION_MEMO_MAX = 8192
@@ -461,19 +469,56 @@ def _blocked(patterns: Iterable[str]) -> tuple[tuple[str, ...], tuple[Glob, ...]
     return tuple(literals), tuple(globs)
 
 
+class _Unscannable(Exception):
+    """Arguments beyond what a content check scans (``CONTENT_DEPTH_MAX``, ``CONTENT_VALUES_MAX``)."""
+
+
+def scan_texts(values: Iterable[Any]) -> Iterator[str]:
+    """Every string in ``values``, at any depth: mapping keys and values, list, tuple and set items, a pydantic
+    model's fields, bytes as UTF-8. Raises ``_Unscannable`` (read by :func:`blocked_content`) past
+    ``CONTENT_DEPTH_MAX`` levels or ``CONTENT_VALUES_MAX`` values, so nothing is ever skipped."""
+    stack: list[tuple[Any, int]] = [(v, 0) for v in values]
+    seen = len(stack)
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            yield value
+            continue
+        if isinstance(value, bytes | bytearray):
+            yield bytes(value).decode("utf-8", "replace")
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        if isinstance(value, Mapping):
+            items: list[Any] = [x for pair in value.items() for x in pair]
+        elif isinstance(value, list | tuple | set | frozenset):
+            items = list(value)
+        else:
+            continue  # numbers, booleans, None: no text
+        seen += len(items)
+        if depth >= CONTENT_DEPTH_MAX or seen > CONTENT_VALUES_MAX:
+            raise _Unscannable
+        stack.extend((item, depth + 1) for item in items)
+
+
 def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
-    """The id of the first content rule whose blocked pattern occurs in one of ``texts``, else ``None``."""
+    """The id of the first content rule whose blocked pattern occurs in one of ``texts``, else ``None``; text
+    beyond what a check scans is refused whole: ``content-too-long`` (``CONTENT_CHARS_MAX``) or
+    ``content-too-large`` (``CONTENT_DEPTH_MAX``, ``CONTENT_VALUES_MAX``)."""
     if not decision.content:
         return None
     total = 0
-    for text in texts:
-        total += len(text)
-        if total > CONTENT_CHARS_MAX:
-            return "content-too-long"
-        norm = unicodedata.normalize("NFKC", text).casefold()
-        for cid, literals, globs in decision.content:
-            if any(lit in norm for lit in literals) or any(g.match(norm) for g in globs):
-                return cid
+    try:
+        for text in texts:
+            total += len(text)
+            if total > CONTENT_CHARS_MAX:
+                return "content-too-long"
+            norm = unicodedata.normalize("NFKC", text).casefold()
+            for cid, literals, globs in decision.content:
+                if any(lit in norm for lit in literals) or any(g.match(norm) for g in globs):
+                    return cid
+    except _Unscannable:
+        return "content-too-large"
     return None
 
 

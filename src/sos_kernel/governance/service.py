@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
@@ -27,11 +27,12 @@ from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acti
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
 from ..operations import Operation, Wire, operation, service
-from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy
+from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy, scan_texts
 from .store import Charge, GovernanceStore
 
 __all__ = [
     "APPROVALS_PENDING_MAX",
+    "APPROVALS_PENDING_PER_AGENT_MAX",
     "APPROVAL_POLL_S",
     "GOVERNANCE_CHANNEL",
     "POLICY_CACHE_TTL_S",
@@ -48,6 +49,10 @@ POLICY_CACHE_TTL_S = 1.0
 applies at once; one made by another process within this time)."""
 APPROVALS_PENDING_MAX = 100
 """Pending approvals per tenant; a request beyond it is refused."""
+APPROVALS_PENDING_PER_AGENT_MAX = 10
+"""Pending approvals one agent may have waiting, so one agent cannot take the tenant's ``APPROVALS_PENDING_MAX``
+(checked before the request is stored: requests racing from one agent can pass it by the number racing; the
+tenant's bound is atomic in the store)."""
 APPROVAL_POLL_S = 0.05
 """How often a call waiting for approval looks for the verdict."""
 GOVERNANCE_CHANNEL = "sos:channel:governance"
@@ -73,21 +78,6 @@ RESOURCE_ARGUMENTS = (
     "namespace",
 )
 """The arguments that name an operation's resource, first present wins."""
-TEXT_ARGUMENTS = (
-    "text",
-    "question",
-    "context",
-    "reason",
-    "message",
-    "messages",
-    "metadata",
-    "event",
-    "title",
-    "description",
-    "query",
-)
-"""The arguments whose text content rules scan."""
-_TEXTS_MAX = 1000
 
 
 class _Frozen(BaseModel):
@@ -154,9 +144,13 @@ def _document(policy: Any) -> str:
 
 
 async def _review_rule(caller: Any, governance: Governance, arguments: dict[str, Any]) -> Approval:
-    """A reviewer listed in the policy decides (as itself); ``governance:admin`` may decide as any reviewer."""
+    """A reviewer listed in the policy decides (as itself); ``governance:admin`` may decide as any reviewer. No one
+    decides an approval they requested, admin included (an agentless token decides no agentless request)."""
     principal: Principal = caller.principal
     decide = governance.approve if arguments.get("verdict", "approve") == "approve" else governance.deny
+    requested = await governance._approval(arguments["id"])
+    if requested is not None and requested.agent == principal.agent:
+        caller.deny("may not decide an approval it requested", approval=arguments["id"], agent=principal.agent)
     if not principal.allows("governance:admin"):
         compiled = await governance.compiled()
         if compiled is None or not compiled.may_review(principal.agent):
@@ -295,6 +289,10 @@ class Governance:
         await self._publish("gate_verdict", _verdict(decided))
         return decided
 
+    async def _approval(self, id: Any) -> Approval | None:
+        found = await self._store.get_approval(self.tenant, id) if isinstance(id, str) else None
+        return None if found is None else Approval.model_validate_json(found)
+
     async def _publish(self, kind: str, payload: dict[str, Any]) -> None:
         if self._notify is not None:
             await self._notify(kind, payload)
@@ -313,9 +311,11 @@ class Governance:
         tokens: int = 0,
         spend_micros: int = 0,
         required: bool = False,
+        also: Iterable[str | None] = (),
     ) -> Decision | None:
         """Check one action against the tenant's policy, wait for approval if a rule says so, and count it against
-        its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``."""
+        its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``. ``also``
+        names more resources the action acts on (a batch's accounts): each must be allowed as ``resource`` is."""
         compiled = await self.compiled()
         if compiled is None:
             if required:
@@ -324,12 +324,19 @@ class Governance:
         name = compiled.policy.name
         try:
             decision = compiled.decide(action, resource, agent, scopes)
+            for more in also:  # a refusal, or else an approval, on any resource decides the call
+                other = compiled.decide(action, more, agent, scopes)
+                if decision.effect != "deny" and other.effect != "allow" and other.effect != decision.effect:
+                    decision, resource = other, more
         except InvalidArgument as exc:
             deny(f"policy {name!r}: {exc.message}", policy=name, action=str(action)[:200])
         where = {"policy": name, "rule": decision.rule, "action": action, "resource": resource}
         if decision.effect == "deny":
             deny(decision.reason, **where)
         blocked = blocked_content(decision, texts)
+        if blocked in ("content-too-long", "content-too-large"):
+            reason = f"policy {name!r}: the call's arguments are beyond what a content check scans ({blocked})"
+            deny(reason, **{**where, "rule": blocked})
         if blocked is not None:
             deny(f"content rule {blocked!r} of policy {name!r} blocks this text", **{**where, "rule": blocked})
         if decision.effect == "require_approval":
@@ -394,6 +401,9 @@ class Governance:
             expires_at=created + timedelta(seconds=timeout_s),
         )
         where = {"policy": compiled.policy.name, "rule": decision.rule, "approval": approval.id}
+        waiting = [Approval.model_validate_json(d) for d in await self._store.list_approvals(self.tenant, time.time())]
+        if sum(1 for a in waiting if a.agent == agent) >= APPROVALS_PENDING_PER_AGENT_MAX:
+            deny(f"{agent or 'this token'} already has {APPROVALS_PENDING_PER_AGENT_MAX} pending approvals", **where)
         stored = await self._store.put_approval(
             self.tenant,
             approval.id,
@@ -449,6 +459,34 @@ def _verdict(a: Approval) -> dict[str, Any]:
     }
 
 
+def _declared(arguments: Any, path: str) -> list[Any]:
+    """The values at ``path``: an argument's name, or ``<list>[].<field>`` for that field of each item."""
+    name, _, field = path.partition("[].")
+    if name not in arguments:
+        return []
+    value = arguments.get(name)
+    if not field:
+        return [value]
+    if not isinstance(value, list | tuple):
+        return []  # the service refuses what is not a batch
+    return [item.get(field) if isinstance(item, Mapping) else None for item in value]
+
+
+def _spend(op: Operation, arguments: Any) -> int:
+    """The micros a call can move, as its operation declares (``spend``); what is not an int the service refuses."""
+    values = (v for path in op.spend for v in _declared(arguments, path))
+    return sum(v for v in values if type(v) is int and v > 0)
+
+
+def _resources(op: Operation, arguments: Any) -> list[str | None]:
+    """Every resource a call acts on, as its operation declares (``resource``); else the first of
+    ``RESOURCE_ARGUMENTS`` present. Never empty (``[None]``: it names none)."""
+    if not op.resource:
+        return [_resource(arguments)]
+    found = [v for path in op.resource for v in _declared(arguments, path) if isinstance(v, str)]
+    return list(dict.fromkeys(found)) or [None]
+
+
 def _resource(arguments: Any) -> str | None:
     for name in RESOURCE_ARGUMENTS:
         if name in arguments:
@@ -458,27 +496,15 @@ def _resource(arguments: Any) -> str | None:
     return None
 
 
-def _texts(arguments: Any) -> list[str]:
-    found: list[str] = []
-    for name in TEXT_ARGUMENTS:
-        if name in arguments:
-            _collect(arguments.get(name), found)
-    return found
+_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def _collect(value: Any, into: list[str], depth: int = 0) -> None:
-    if len(into) >= _TEXTS_MAX or depth > 8:
-        return
-    if isinstance(value, str):
-        into.append(value)
-    elif isinstance(value, BaseModel):
-        _collect(value.model_dump(mode="json"), into, depth + 1)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            _collect(v, into, depth + 1)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _collect(v, into, depth + 1)
+def _texts(op: Operation, arguments: Any) -> Iterator[str]:
+    """Every string of every argument of the call, read lazily (only a content rule reads them)."""
+    names = _PARAMETERS.get((op.service, op.name))
+    if names is None:
+        names = _PARAMETERS[(op.service, op.name)] = tuple(op.signature.parameters)
+    return scan_texts(arguments.get(n) for n in names if n in arguments)
 
 
 def _result_ids(result: Any) -> dict[str, Any]:
@@ -514,15 +540,16 @@ class Governor:
         if not (await self.governance.compiled()):
             return
         principal: Principal = caller.principal
-        amount = arguments.get("amount") if op.service == "ledger" and "amount" in arguments else 0
+        first, *others = _resources(op, arguments)
         await self.governance.enforce(
             action=f"{op.service}.{op.name}",
-            resource=_resource(arguments),
+            resource=first,
             agent=principal.agent,
             scopes=principal.scopes,
             deny=caller.deny,
-            texts=_texts(arguments),
-            spend_micros=amount if type(amount) is int and amount > 0 else 0,
+            texts=_texts(op, arguments),
+            spend_micros=_spend(op, arguments),
+            also=others,
         )
 
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:

@@ -6,6 +6,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+APPROVALS_DECIDED_KEPT_S = 7 * 86_400
+"""How long a decided (or expired) approval is kept past its deadline; the store drops older ones when the next
+approval is requested."""
+APPROVALS_PURGE_MAX = 1000
+"""The most old approvals one request drops (the rest go with the next ones), so one request's work is bounded."""
+
 __all__ = ["Charge", "GovernanceStore"]
 
 
@@ -46,7 +52,8 @@ class GovernanceStore(ABC):
         self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
     ) -> bool:
         """Record a pending approval; False when the tenant already has ``pending_max`` pending, unexpired ones
-        (expired ones are dropped here)."""
+        (expired ones are dropped here, and, up to ``APPROVALS_PURGE_MAX``, decided ones whose deadline is more than
+        ``APPROVALS_DECIDED_KEPT_S`` past)."""
 
     @abstractmethod
     async def get_approval(self, tenant: str, id: str) -> str | None:

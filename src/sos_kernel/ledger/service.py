@@ -387,6 +387,8 @@ class Ledger:
         lift=ADMIN,
         ids=("id",),
         wire=Wire(errors=_MOVES, summary="Move money now (idempotent by id)"),
+        spend=("amount",),
+        resource=("credit", "debit"),
     )
     async def transfer(
         self,
@@ -414,6 +416,8 @@ class Ledger:
         lift=ADMIN,
         rule=_transfer_many_rule,
         wire=Wire(errors=_MOVES, summary="A linked batch: all or none (idempotent by ids)"),
+        spend=("transfers[].amount",),
+        resource=("transfers[].credit", "transfers[].debit"),
     )
     async def transfer_many(self, transfers: Sequence[Mapping[str, Any]]) -> list[Transfer]:
         """Apply a linked batch of transfers (each a mapping of :meth:`transfer`'s arguments): all or none.
@@ -436,6 +440,8 @@ class Ledger:
         lift=ADMIN,
         ids=("id",),
         wire=Wire(errors=_MOVES, summary="Reserve money for later capture (idempotent by id)"),
+        spend=("amount",),
+        resource=("credit", "debit"),
     )
     async def hold(
         self,
@@ -476,6 +482,7 @@ class Ledger:
         lift=ADMIN,
         rule=_capture_rule,
         wire=Wire(errors=_SETTLES, summary="Post a hold, fully or partly (idempotent by id)"),
+        spend=("amount",),
     )
     async def capture(self, hold_id: str, amount: int | None = None, *, id: str | None = None) -> Transfer:
         """Post ``amount`` (default: all) of a pending hold; the rest is released. The capture's id defaults to
@@ -572,6 +579,7 @@ class Ledger:
         wire=Wire(
             errors=(*_MOVES, NotFound), summary="Convert between currencies at the rate in force (idempotent by id)"
         ),
+        spend=("amount",),
     )
     async def transmute(
         self,

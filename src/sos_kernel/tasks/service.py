@@ -368,6 +368,8 @@ class Tasks:
             errors=(IdempotencyConflict, InsufficientFunds, WalletNotFound, TaskNotFound),
             summary="Create a task, funding its bounty into escrow (idempotent by id)",
         ),
+        spend=("bounty", "reviewer_fee"),
+        resource=("id",),
     )
     async def create(
         self,
