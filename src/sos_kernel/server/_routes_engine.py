@@ -4,7 +4,8 @@ The non-streaming ``POST /v1/engine/chat`` is derived from its declaration (:mod
 This route takes the same arguments (``stream`` aside), opens the stream first — so a refusal (no provider, no
 funds, a bad argument) is answered as JSON with its status, before any event — then sends each text piece as an
 event ``piece`` with ``{"text"}`` and ends with an event ``reply`` carrying the :class:`ChatReply`. A failure
-mid-stream is an ``error`` event with the SOS envelope. A client that goes away closes the stream: nothing charged.
+mid-stream is an ``error`` event with the SOS envelope. A client that goes away closes the stream: it pays for the
+text it was sent.
 """
 
 from __future__ import annotations
