@@ -22,7 +22,12 @@ from sos_kernel.errors import (
     WalletNotFound,
 )
 from sos_kernel.providers.runtime import CALLS_PER_PRINCIPAL_MAX
-from sos_kernel.providers.service import CHAT_MESSAGES_MAX, MAX_TOKENS_MAX, PROVIDERS_PER_TENANT_MAX
+from sos_kernel.providers.service import (
+    CHAT_MESSAGES_MAX,
+    MAX_TOKENS_MAX,
+    PROVIDERS_PER_TENANT_MAX,
+    usage_event_id,
+)
 
 from ..conftest import Api, Connect
 from .conftest import card
@@ -447,3 +452,38 @@ async def test_a_stream_closed_early_pays_for_what_it_delivered_and_a_retry_pays
     now_paid = 10_000 - (await _settled(view, "agent:bob")).posted
     assert now_paid == paid if replayed else now_paid > paid  # a retry that delivers again pays again
     await view.ledger.check()
+
+
+async def test_no_recorder_can_take_the_usage_id_of_another_agents_call(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.ledger.open_account("agent:alice", USD)
+    alice = await connect((await view.tokens.issue(agent="agent:alice")).secret)
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=7))
+
+    def forged(call_id: str) -> dict[str, Any]:
+        return {
+            "schema_version": "1",
+            "id": usage_event_id("acme", call_id),
+            "tenant": "acme",
+            "provider": "main",
+            "model": "openai-model",
+            "cost_micros": 0,
+            "cost_currency": USD,
+            "occurred_at": "2026-12-07T09:00:00Z",
+            "metadata": {"call_id": call_id, "agent": "agent:alice"},
+        }
+
+    squat = await alice.ledger.record_usage(forged("bob/incident-42"))
+    assert squat.id != usage_event_id("acme", "bob/incident-42")  # stored in alice's own id space
+    assert (await alice.ledger.record_usage(forged("bob/incident-42"))).id == squat.id  # a retry meets it
+    await view.ledger.record_usage(forged("bob/incident-43"))  # an admin may write any id
+    await bob.engine.chat(HI, id="incident-42")
+    await bob.engine.chat(HI, id="incident-43")
+    events = {e.id: e for e in await view.ledger.usage()}
+    mine = events[usage_event_id("acme", "bob/incident-42")]
+    assert (mine.metadata["agent"], mine.cost_micros) == ("agent:bob", 7)
+    kept = [e for e in events.values() if e.metadata.get("call_id") == "bob/incident-43"]
+    assert sorted((e.metadata["agent"], e.cost_micros) for e in kept) == [("agent:alice", 0), ("agent:bob", 7)]

@@ -760,9 +760,13 @@ class Engine:
             cost_currency=currency,
             metadata={"call_id": call.call_id, "agent": call.agent},
         )
-        # an earlier attempt of this call (its claim lapsed) recorded it; its charge is the one that stands
-        with contextlib.suppress(IdempotencyConflict):
+        try:
             await self._ledger.record_usage(event)
+        except IdempotencyConflict:
+            # an earlier attempt of this call (its claim lapsed) or an admin wrote that id: keep this attempt's own
+            attempt = usage_event_id(self.tenant, f"{call.call_id}\x00{call.token}")
+            metadata = {**event.metadata, "attempt": call.token}
+            await self._ledger.record_usage(event.model_copy(update={"id": attempt, "metadata": metadata}))
 
     # -- streaming --------------------------------------------------------------------------------------------
 
