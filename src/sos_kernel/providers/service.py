@@ -765,7 +765,7 @@ class Engine:
         except IdempotencyConflict:
             # an earlier attempt of this call (its claim lapsed) or an admin wrote that id: keep this attempt's own
             attempt = usage_event_id(self.tenant, f"{call.call_id}\x00{call.token}")
-            metadata = {**event.metadata, "attempt": call.token}
+            metadata = {**(event.metadata or {}), "attempt": call.token}
             await self._ledger.record_usage(event.model_copy(update={"id": attempt, "metadata": metadata}))
 
     # -- streaming --------------------------------------------------------------------------------------------
