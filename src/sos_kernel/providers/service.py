@@ -656,7 +656,7 @@ class Engine:
         adapter = ADAPTERS[card.backend]
         base = adapter.base(card)
         self._runtime.check_url(card.backend, base, "endpoint")  # the policy may have changed since registration
-        key = self._runtime.key(card.backend, card.id, base)
+        key = self._runtime.key(card.backend, card.id, base, self.tenant)
         return adapter.build(card, call.messages, call.max_tokens, stream, key), key
 
     async def _call_once(self, card: ProviderCard, call: _Call) -> Answer:
