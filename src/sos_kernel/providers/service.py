@@ -612,7 +612,10 @@ class Engine:
         if not call.held:
             return
         price = call.prices.get(card.id)
-        cost = price.cost_micros(call.input_bound, delivered, 0) if price is not None else call.held
+        if price is not None:
+            cost = price.cost_micros(call.input_bound, delivered, 0)
+        else:
+            cost = card.cost_per_call_estimate_micros or 0
         held, call.held = call.held, 0
         with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
             if min(cost, held) > 0:
