@@ -100,7 +100,7 @@ class Kernel:
         limits: BusLimits | None = None,
         catalogue: TypeCatalogue | None = None,
         registry_ttl_s: float = REGISTRY_TTL_S,
-        provider_keys: Mapping[str, str] | None = None,
+        provider_keys: Mapping[str, Any] | None = None,
         provider_hosts: Collection[str] | None = None,
         memory: str | MemoryStore | None = None,
         embedder: Embedder | None = None,
@@ -348,7 +348,8 @@ def open(
 
     Use as ``async with sos_kernel.open(url) as kernel`` or ``kernel = await sos_kernel.open(url)``. Options:
     ``limits=BusLimits(...)``, ``catalogue=TypeCatalogue()``, ``backend=<Backend instance>``,
-    ``provider_keys={provider id: key}`` and ``provider_hosts=[host, ...]`` (see docs/providers.md),
+    ``provider_keys={provider id: key or {"key", "backend", "tenants"}}`` and ``provider_hosts=[host or
+    host:port]`` (see docs/providers.md),
     ``audit_key=AgentKey`` (signs the audit chain's checkpoints; default ``$SOS_AUDIT_KEY``, else a new key),
     ``audit_trusted_keys=frozenset({public key hex})`` (the only keys ``audit.verify`` accepts) and the backend's
     own options (see docs/backends.md). ``memory`` puts memories elsewhere than the backend (a ``postgresql://``

@@ -9,6 +9,7 @@ import pytest
 
 import sos_kernel
 from sos_kernel.errors import NotFound, SettlementRejected, SOSError
+from sos_kernel.ledger.usage import recorded_usage_id
 
 from ..conftest import Connect
 
@@ -165,7 +166,7 @@ async def test_a_str_that_only_claims_to_be_the_callers_is_refused(kernel: sos_k
     assert (await view.ledger.balance("agent:alice", USD)).posted == 0
 
 
-async def test_a_usage_id_conflict_tells_another_recorder_only_that_the_id_is_taken(acme: Tenant) -> None:
+async def test_a_recorder_records_usage_in_its_own_id_space_and_conflicts_only_with_itself(acme: Tenant) -> None:
     event = {
         "schema_version": "1",
         "id": "0b9e4d8e-4f1c-4a7b-9d2e-6c1f0a3b5d7e",
@@ -175,9 +176,13 @@ async def test_a_usage_id_conflict_tells_another_recorder_only_that_the_id_is_ta
         "input_tokens": 1234,
         "occurred_at": "2026-11-01T00:00:00Z",
     }
-    await acme.alice.ledger.record_usage(event)
+    alices = await acme.alice.ledger.record_usage(event)
+    assert alices.id == recorded_usage_id("acme", "agent:alice", event["id"])
     guess = {**event, "provider": "p", "model": "m", "input_tokens": 1}
-    code, message, details = await _refusal(acme.bob.ledger.record_usage(guess))
-    assert (code, details) == ("SOS-4009", {"id": event["id"]})
-    assert message == f"usage event {event['id']} was recorded with different content"
-    assert len(await acme.admin.ledger.usage()) == 1  # nothing recorded twice
+    bobs = await acme.bob.ledger.record_usage(guess)  # the same submitted id is bob's own: no conflict, no leak
+    assert bobs.id not in (alices.id, event["id"])
+    code, message, details = await _refusal(acme.alice.ledger.record_usage(guess))
+    assert (code, details) == ("SOS-4009", {"id": alices.id})
+    assert message == f"usage event {alices.id} was recorded with different content"
+    stored = {e.id: e.provider for e in await acme.admin.ledger.usage()}
+    assert stored == {alices.id: "secret-provider", bobs.id: "p"}  # nothing recorded twice

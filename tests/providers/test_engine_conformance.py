@@ -22,7 +22,12 @@ from sos_kernel.errors import (
     WalletNotFound,
 )
 from sos_kernel.providers.runtime import CALLS_PER_PRINCIPAL_MAX
-from sos_kernel.providers.service import CHAT_MESSAGES_MAX, MAX_TOKENS_MAX, PROVIDERS_PER_TENANT_MAX
+from sos_kernel.providers.service import (
+    CHAT_MESSAGES_MAX,
+    MAX_TOKENS_MAX,
+    PROVIDERS_PER_TENANT_MAX,
+    usage_event_id,
+)
 
 from ..conftest import Api, Connect
 from .conftest import card
@@ -395,3 +400,90 @@ async def test_half_open_lets_exactly_one_of_concurrent_calls_probe(api: Api, fa
     assert sorted(providers) == ["main", "spare", "spare", "spare"]
     assert fakes.calls("main") == 2  # the trip, then the one probe
     assert (await api.providers.health())["main"].state == "closed"
+
+
+# -- paid before delivered ------------------------------------------------------------------------------------
+
+
+async def _settled(view: Any, account: str) -> Any:
+    """The account's balance once no hold of it is pending (a server settles a closed stream on its own time)."""
+    for _ in range(100):
+        balance = await view.ledger.balance(account, USD)
+        if balance.pending == 0:
+            return balance
+        await anyio.sleep(0.02)
+    return balance
+
+
+async def test_a_priced_call_the_wallet_cannot_hold_for_is_refused_before_any_provider_is_called(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 100)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    for stream in (False, True):
+        with pytest.raises(InsufficientFunds):
+            await bob.engine.chat(HI, id=f"c-{stream}", stream=stream)  # 2 bytes + 16 + 1024 tokens > 100
+    assert fakes.calls("main") == 0
+    reply = await bob.engine.chat(HI, id="small", max_tokens=50)  # holds 2 + 16 + 50 = 68, posts 11 + 7
+    assert reply.cost_micros == 18
+    balance = await view.ledger.balance("agent:bob", USD)
+    assert (balance.posted, balance.pending) == (100 - 18, 0)
+    await view.ledger.check()
+
+
+@pytest.mark.live
+async def test_a_stream_closed_early_pays_for_what_it_delivered_and_a_retry_pays_again(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    stream = await bob.engine.chat(HI, id="early", stream=True)
+    first = await stream.__anext__()
+    assert first
+    await stream.aclose()
+    paid = 10_000 - (await _settled(view, "agent:bob")).posted
+    assert 0 < paid <= 2 + 16 + 1024  # at least the first piece, never more than the hold
+    again = await bob.engine.chat(HI, id="early", stream=True)
+    replayed = (await again.collect_reply()).replayed  # a server may have read the whole answer before the close
+    now_paid = 10_000 - (await _settled(view, "agent:bob")).posted
+    assert now_paid == paid if replayed else now_paid > paid  # a retry that delivers again pays again
+    await view.ledger.check()
+
+
+async def test_no_recorder_can_take_the_usage_id_of_another_agents_call(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.ledger.open_account("agent:alice", USD)
+    alice = await connect((await view.tokens.issue(agent="agent:alice")).secret)
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=7))
+
+    def forged(call_id: str) -> dict[str, Any]:
+        return {
+            "schema_version": "1",
+            "id": usage_event_id("acme", call_id),
+            "tenant": "acme",
+            "provider": "main",
+            "model": "openai-model",
+            "cost_micros": 0,
+            "cost_currency": USD,
+            "occurred_at": "2026-12-07T09:00:00Z",
+            "metadata": {"call_id": call_id, "agent": "agent:alice"},
+        }
+
+    squat = await alice.ledger.record_usage(forged("bob/incident-42"))
+    assert squat.id != usage_event_id("acme", "bob/incident-42")  # stored in alice's own id space
+    assert (await alice.ledger.record_usage(forged("bob/incident-42"))).id == squat.id  # a retry meets it
+    await view.ledger.record_usage(forged("bob/incident-43"))  # an admin may write any id
+    await bob.engine.chat(HI, id="incident-42")
+    await bob.engine.chat(HI, id="incident-43")
+    events = {e.id: e for e in await view.ledger.usage()}
+    mine = events[usage_event_id("acme", "bob/incident-42")]
+    assert (mine.metadata["agent"], mine.cost_micros) == ("agent:bob", 7)
+    kept = [e for e in events.values() if e.metadata.get("call_id") == "bob/incident-43"]
+    assert sorted((e.metadata["agent"], e.cost_micros) for e in kept) == [("agent:alice", 0), ("agent:bob", 7)]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import sos_kernel
-from sos_kernel.errors import ProviderRejected, ProviderUnavailable
+from sos_kernel.errors import InvalidArgument, ProviderRejected, ProviderUnavailable
+from sos_kernel.providers.runtime import ProviderRuntime
 from sos_kernel.server import create_app
 
 from ..conftest import OpenApi
@@ -22,6 +23,11 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "sk-live-7f3a9c1e5b2d4068a1c3e5f7091b2d4f"
 HI = [{"role": "user", "content": "hi"}]
+
+
+def _listed(fakes: Fakes) -> str:
+    """The fakes' exact ``host:port``: plain http reaches a key only there, because the operator listed it."""
+    return fakes.base.removeprefix("http://")
 
 
 def _sent_keys(fakes: Fakes, name: str) -> list[str | None]:
@@ -38,7 +44,7 @@ def _sent_keys(fakes: Fakes, name: str) -> list[str | None]:
 async def test_a_key_travels_in_its_formats_header_to_an_allowed_host(
     open_api: OpenApi, fakes: Fakes, kind: str, header: str
 ) -> None:
-    async with open_api(provider_keys={"main": SECRET}, provider_hosts=["127.0.0.1"]) as api:
+    async with open_api(provider_keys={"main": SECRET}, provider_hosts=[_listed(fakes)]) as api:
         await api.providers.register(card(fakes, "main", kind))
         await api.engine.chat(HI)
     assert _sent_keys(fakes, "main") == [header]
@@ -57,7 +63,7 @@ async def test_a_card_cannot_name_an_environment_variable(
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-operator-secret")
     monkeypatch.setenv("SOS_PROVIDER_KEY_MAIN", SECRET)
-    async with open_api(provider_hosts=["127.0.0.1"]) as api:
+    async with open_api(provider_hosts=[_listed(fakes)]) as api:
         await api.providers.register(card(fakes, "aws-secret-access-key"))
         await api.providers.register(card(fakes, "main", tier="fallback"))
         await api.engine.chat(HI, model="aws-secret-access-key")
@@ -85,7 +91,7 @@ async def test_keys_are_nowhere_but_the_request_header(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[Any] = []
-    async with sos_kernel.open(kernel_url, provider_keys={"main": SECRET}, provider_hosts=["127.0.0.1"]) as kernel:
+    async with sos_kernel.open(kernel_url, provider_keys={"main": SECRET}, provider_hosts=[_listed(fakes)]) as kernel:
         await kernel.providers.register(card(fakes, "main"))
         await kernel.providers.register(card(fakes, "spare", tier="fallback"))
         await kernel.ledger.set_price("main", "openai-model", input_per_mtok_micros=1)
@@ -106,3 +112,52 @@ async def test_keys_are_nowhere_but_the_request_header(
     for text in [*(repr(x) for x in seen), *(str(x) for x in seen), caplog.text, openapi]:
         assert SECRET not in text
     assert SECRET.encode() not in stored
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.openai.com/v1",  # cleartext
+        "https://api.openai.com:8080/v1",  # another port
+        "https://api.openai.com:1/v1",
+        "http://api.openai.com:443/v1",
+    ],
+)
+def test_no_vendor_endpoint_but_https_on_its_default_port_is_allowed_or_given_a_key(url: str) -> None:
+    runtime = ProviderRuntime({"main": SECRET}, hosts=[])
+    with pytest.raises(InvalidArgument):
+        runtime.check_url("openai-adapter", url, "endpoint")
+    assert runtime.key("openai-adapter", "main", url) is None
+    runtime.check_url("openai-adapter", "https://api.openai.com/v1", "endpoint")
+    assert runtime.key("openai-adapter", "main", "https://api.openai.com/v1") == SECRET
+    assert runtime.key("openai-adapter", "main", "https://api.openai.com:443/v1") == SECRET
+
+
+def test_a_key_is_bound_to_its_backend_and_its_tenants() -> None:
+    bound = {"key": SECRET, "backend": "openai-adapter", "tenants": ["acme"]}
+    runtime = ProviderRuntime({"oai": bound, "plain": SECRET, "everyone": {**bound, "tenants": ["*"]}}, hosts=[])
+    openai, anthropic = "https://api.openai.com/v1", "https://api.anthropic.com/v1"
+    assert runtime.key("openai-adapter", "oai", openai, "acme") == SECRET
+    assert runtime.key("claude-adapter", "oai", anthropic, "acme") is None  # never to another vendor
+    assert runtime.key("openai-adapter", "oai", openai, "evil") is None  # never to a tenant not listed
+    assert runtime.key("openai-adapter", "everyone", openai, "evil") == SECRET
+    assert runtime.key("claude-adapter", "plain", anthropic, "default") == SECRET  # the operator's own tenant
+    assert runtime.key("claude-adapter", "plain", anthropic, "evil") is None
+    with pytest.raises(InvalidArgument):
+        ProviderRuntime({"oai": {"key": SECRET}})  # a mapping entry names its backend
+
+
+async def test_a_tenant_card_draws_an_operator_key_only_when_the_operator_gave_it_that_tenant(
+    kernel_url: str, fakes: Fakes
+) -> None:
+    keys: dict[str, Any] = {"main": SECRET, "spare": {"key": SECRET, "backend": "openai-adapter", "tenants": ["acme"]}}
+    async with sos_kernel.open(kernel_url, provider_keys=keys, provider_hosts=[_listed(fakes)]) as kernel:
+        for slug in ("acme", "evil"):
+            await kernel.tenants.create(slug, plan="scale")
+            view = kernel.tenant(slug)
+            await view.providers.register(card(fakes, "main"))
+            await view.providers.register(card(fakes, "spare", tier="fallback"))
+            await view.engine.chat(HI)
+            await view.engine.chat(HI, tier="fallback")
+    assert _sent_keys(fakes, "main") == [None, None]  # the operator's plain key is the default tenant's only
+    assert _sent_keys(fakes, "spare") == [f"Bearer {SECRET}", None]

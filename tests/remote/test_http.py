@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from sos_kernel.errors import InvalidArgument, InvalidToken
+from sos_kernel.ledger.usage import recorded_usage_id
 from sos_kernel.server import create_app
 from sos_kernel.server._state import error_bytes
 
@@ -49,7 +50,7 @@ async def test_post_usage_answers_201_with_id_and_received_at(remote: Remote) ->
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == {"id", "received_at"}
-    assert body["id"] == event["id"]
+    assert body["id"] == recorded_usage_id(TENANT, "agent:alice", event["id"])  # an agent records in its own ids
     again = await remote.http.post("/usage", json=event, headers=remote.auth(remote.alice))
     assert again.json() == body  # idempotent by the event id
     other = await remote.http.post("/usage", json=usage_event("globex"), headers=remote.auth(remote.alice))

@@ -204,3 +204,25 @@ async def test_an_idle_stream_ends_within_the_token_cache_ttl_of_a_revocation_el
             await kernel.tenant(TENANT).tokens.revoke(live.bob_id)
 
     assert await _stream_after_revocation(live, revoke, busy=False) == 0
+
+
+def test_a_deeply_nested_body_is_a_clear_refusal_on_every_json_route(live: Live) -> None:
+    from sos_kernel.server._bodies import JSON_DEPTH_MAX
+
+    deep = [("[" * n + "]" * n).encode() for n in (JSON_DEPTH_MAX + 1, 5000)]
+    deep.append(('{"a":' * 5000 + "1" + "}" * 5000).encode())
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        posts = [p for p, ops in paths.items() if "post" in ops and "{" not in p]
+        assert "/v1/engine/chat/stream" in posts
+        assert "/v1/ledger/transfer" in posts
+        headers = {"Authorization": f"Bearer {live.admin}", "content-type": "application/json"}
+        for path in posts:
+            for body in deep:
+                answer = client.post(path, content=body, headers=headers)
+                assert answer.status_code < 500, (path, answer.status_code, answer.text[:200])
+                assert "error" in answer.json(), (path, answer.text[:200])
+        for body in deep:  # the kernel's own parse answers with its own code
+            error = client.post("/v1/ledger/transfer", content=body, headers=headers).json()["error"]
+            assert error["code"] == "SOS-4001"
+            assert str(JSON_DEPTH_MAX) in error["message"]

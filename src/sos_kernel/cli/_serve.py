@@ -243,7 +243,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         action="append",
         default=None,
         metavar="HOST",
-        help="a host tenants' provider endpoints may name, and keys may go to (repeat for several; by default only "
-        "the vendors' own hosts: served tenants never reach loopback or your network)",
+        help="a host (or host:port) tenants' provider endpoints may name, and keys may go to over https on 443 (to "
+        "a listed host:port, over http too; repeat for several; by default only the vendors' own hosts: served "
+        "tenants never reach loopback or your network)",
     )
     serve.set_defaults(func=_run)

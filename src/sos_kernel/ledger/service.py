@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._observe import Events
-from ..contracts import UsageEvent
+from ..contracts import UsageEvent, parse_card
 from ..errors import (
     IdempotencyConflict,
     InsufficientFunds,
@@ -59,7 +59,7 @@ from .models import (
     UsageSummaryRow,
 )
 from .store import LedgerStore
-from .usage import list_usage, record_usage, summarise_usage, usage_query
+from .usage import list_usage, record_usage, recorded_usage_id, summarise_usage, usage_query
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -274,6 +274,17 @@ async def _capture_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any
     return await ledger.capture(
         hold_id, arguments.get("amount"), id=None if op_id is None else caller.own_id(op_id, ADMIN)
     )
+
+
+async def _record_usage_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> UsageEvent:
+    """A recorder without ``ledger:admin`` writes only in its own id space (see :func:`recorded_usage_id`)."""
+    event, settle = arguments["event"], arguments.get("settle", False)
+    principal = caller.principal
+    if not principal.allows(ADMIN):
+        parsed = parse_card(UsageEvent, event, "usage event")
+        own = recorded_usage_id(ledger.tenant, principal.agent, parsed.id)
+        event = parsed.model_copy(update={"id": own})
+    return await ledger.record_usage(event, settle=settle)
 
 
 async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) -> Transfer:
@@ -914,6 +925,7 @@ class Ledger:
         "usage:write",
         lift=ADMIN,
         admin_unless={"settle": (False,)},
+        rule=_record_usage_rule,
         wire=Wire(
             errors=(IdempotencyConflict, InsufficientFunds),
             summary="Record a usage event (idempotent by its id); settling needs ledger:admin",
@@ -925,7 +937,10 @@ class Ledger:
         The event's ``tenant`` must be this ledger's tenant (SOS-5004 otherwise). Without ``cost_micros`` the cost
         is computed from the price of ``(provider, model)`` when one is set (rounded up to a micro). With
         ``settle=True`` the cost is charged to ``tenant:<slug>`` and credited to ``system:usage`` through a transfer
-        whose id is ``usage:<event id>`` — so a retried settlement charges once.
+        whose id is ``usage:<event id>`` — so a retried settlement charges once. A session without ``ledger:admin``
+        records in its own id space: the event is stored (and returned) under an id derived from the tenant, its
+        agent and the submitted id (retries with the same id meet the same record), so it can never write an id
+        the engine or another recorder uses.
         """
         return await record_usage(self, event, settle=settle)
 

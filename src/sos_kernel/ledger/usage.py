@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from .models import Price
     from .store import LedgerStore
 
-__all__ = ["USAGE_ACCOUNT", "list_usage", "record_usage", "summarise_usage", "usage_query"]
+__all__ = ["USAGE_ACCOUNT", "list_usage", "record_usage", "recorded_usage_id", "summarise_usage", "usage_query"]
 
 USAGE_ACCOUNT = "system:usage"
 """Where settled usage is credited."""
@@ -41,6 +42,14 @@ class UsageLedger(Protocol):
     async def transfer(
         self, *, id: str, debit: str, credit: str, amount: int, currency: str, reason: str
     ) -> object: ...
+
+
+def recorded_usage_id(tenant: str, recorder: str | None, id: str) -> str:
+    """The id a usage event submitted as ``id`` by a recorder without ``ledger:admin`` is stored under: a UUID derived
+    from the tenant, the recorder (its agent, or ``-`` for a tenant-wide token) and ``id``, in a derivation of its
+    own, so such a recorder can never write an id the engine (or another recorder) derives."""
+    digest = hashlib.sha256(f"recorded\x00{tenant}\x00{recorder or '-'}\x00{id}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def _parse_event(event: UsageEvent | Mapping[str, Any]) -> UsageEvent:

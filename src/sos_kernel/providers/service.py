@@ -17,8 +17,12 @@ Guarantees:
   alone is charged: its cost comes from the ledger's price for ``(provider id, model)`` (rounded up to a micro), or
   the card's ``cost_per_call_estimate_micros`` when no price is set, or 0. The agent's wallet pays
   ``system:usage`` through the transfer ``engine:<call id>`` (idempotent by id, across processes), and a UsageEvent
-  v1 is recorded. Before any provider is called the wallet must exist (SOS-7002) and cover the largest estimate
-  among the candidates (SOS-7001).
+  v1 is recorded.
+- **Paid before delivered.** Before any provider is called the wallet must exist (SOS-7002) and hold the most the
+  call can cost (price * (input bound + max_tokens), or the card's estimate) as the ledger hold
+  ``engine:<call id>:hold:<attempt>`` (SOS-7001 otherwise). A finish captures the actual cost (at most the hold)
+  as ``engine:<call id>``; a stream ended early after delivering text captures the cost of what it delivered;
+  anything else voids the hold.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..errors import (
     ProviderNotFound,
     ProviderRejected,
     ProviderUnavailable,
+    SettlementRejected,
     WalletNotFound,
 )
 from ..ledger import Ledger, Price
@@ -89,6 +94,12 @@ REPLY_BYTES_MAX = 4 * 1024 * 1024
 CALL_KEEP_S = 7 * 24 * 3600
 """How long a finished call's reply is kept to answer retries (its charge is once forever: the transfer id)."""
 CAS_ATTEMPTS_MAX = 64
+STREAM_S_MAX = 3600
+"""The longest a streamed answer may run; past it the stream fails (and pays for what it delivered)."""
+CHAT_HOLD_S = 2 * STREAM_S_MAX
+"""How long a call's hold stays open if the process dies before settling it (the ledger releases it then)."""
+INPUT_TOKENS_PER_MESSAGE = 16
+"""Tokens a provider may add around each message, on top of one token per byte, in the held input bound."""
 PROBE_TIMEOUT_S = 10.0
 ROLES = ("system", "user", "assistant")
 TIER_ORDER = ("primary", "fallback", "cheap", "premium", "local")
@@ -334,7 +345,8 @@ async def _chat_rule(caller: Caller, engine: Engine, arguments: dict[str, Any]) 
 class ChatStream:
     """A streamed chat: ``async for text in stream`` yields the answer's pieces; ``reply`` is the
     :class:`ChatReply` once the stream ended (charged as a whole call). Close it with ``aclose()`` or ``async
-    with``; a stream closed early is charged nothing and counts as neither success nor failure."""
+    with``; a stream closed early pays for the text it delivered (nothing if none) and counts as neither success
+    nor failure."""
 
     def __init__(
         self,
@@ -418,7 +430,11 @@ class _Call:
         self.tried: list[str] = []
         self.reasons: dict[str, str] = {}
         self.currency = "USD"
-        self.prices: dict[str, Price | None] = {}  # read once per call: the first candidate's, at the check
+        self.prices: dict[str, Price | None] = {}  # read once per call, at the check
+        self.hold_id = f"engine:{call_id}:hold:{self.token}"  # one per attempt: a retry never meets a spent hold
+        self.held = 0  # micros still held for this attempt
+        size = sum(len(m["content"].encode("utf-8", errors="surrogatepass")) for m in messages)
+        self.input_bound = size + INPUT_TOKENS_PER_MESSAGE * len(messages)
 
 
 @service("engine")
@@ -514,8 +530,9 @@ class Engine:
                 return _replayed_stream(reply) if stream else reply
             if claim.outcome != "claimed":
                 raise CallInProgress(f"call {call.call_id!r} is running; retry when it ends", details={"id": id})
-            await self._precheck(call, cards)
+            cards = await self._precheck(call, cards)
         except BaseException as exc:
+            await self._release_hold(call)
             if not isinstance(exc, CallInProgress):
                 with anyio.CancelScope(shield=True):
                     await self._store.release_call(self.tenant, call.call_id, call.token)
@@ -526,6 +543,7 @@ class Engine:
         try:
             return await self._answer(call, cards)
         except BaseException:
+            await self._release_hold(call)
             with anyio.CancelScope(shield=True):
                 await self._store.release_call(self.tenant, call.call_id, call.token)
             raise
@@ -536,19 +554,74 @@ class Engine:
     def _lease_s(cards: list[ProviderCard]) -> float:
         return sum(_timeout_s(c) for c in cards) + 30.0
 
-    async def _precheck(self, call: _Call, cards: list[ProviderCard]) -> None:
+    async def _precheck(self, call: _Call, cards: list[ProviderCard]) -> list[ProviderCard]:
+        """Hold the most the call can cost on the agent's wallet before any provider is called (SOS-7001/7002)."""
         first = cards[0]
         price = call.prices[first.id] = await self._ledger.price(first.id, first.model)
         call.currency = price.currency if price is not None else "USD"
         if call.agent is None:
-            return
-        balance = await self._ledger.balance(call.agent, call.currency)
-        estimate = max(c.cost_per_call_estimate_micros or 0 for c in cards)
-        if not balance.allow_negative and balance.available < estimate:
+            return cards
+        for card in cards[1:]:
+            call.prices[card.id] = await self._ledger.price(card.id, card.model)
+        cards = [c for c in cards if (p := call.prices[c.id]) is None or p.currency == call.currency]
+        balance = await self._ledger.balance(call.agent, call.currency)  # SOS-7002 before any hold
+        most = max(self._most(call, c) for c in cards)
+        if most <= 0:
+            return cards
+        if not balance.allow_negative and balance.available < most:
             raise InsufficientFunds(
-                f"{call.agent} has {balance.available} {call.currency} micros; a call may cost {estimate}",
-                details={"available": balance.available, "estimate": estimate, "currency": call.currency},
+                f"{call.agent} has {balance.available} {call.currency} micros; a call may cost {most}",
+                details={"available": balance.available, "estimate": most, "currency": call.currency},
             )
+        await self._usage_account(call.currency)
+        hold = await self._ledger.hold(
+            id=call.hold_id,
+            debit=call.agent,
+            credit=USAGE_ACCOUNT,
+            amount=most,
+            currency=call.currency,
+            timeout_s=CHAT_HOLD_S,
+            reason=f"chat hold {call.call_id}"[:200],
+        )
+        call.held = hold.amount
+        return cards
+
+    def _most(self, call: _Call, card: ProviderCard) -> int:
+        """The most ``card`` can cost for this call: its price over the input bound and max_tokens, else its
+        estimate (candidates priced in another currency than the first are dropped: they cannot be held for)."""
+        price = call.prices.get(card.id)
+        if price is None:
+            return card.cost_per_call_estimate_micros or 0
+        return price.cost_micros(call.input_bound, call.max_tokens, 0)
+
+    async def _usage_account(self, currency: str) -> None:
+        if currency not in self._opened:
+            await self._ledger.open_account(USAGE_ACCOUNT, currency)
+            self._opened.add(currency)  # accounts are never removed
+
+    async def _release_hold(self, call: _Call) -> None:
+        """Void the call's hold, if one is still open (shielded: it runs on every way out)."""
+        if call.held:
+            call.held = 0
+            with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
+                await self._ledger.void(call.hold_id)
+
+    async def _charge_delivered(self, call: _Call, card: ProviderCard, delivered: int) -> None:
+        """An attempt that ended early after text was delivered pays for it: the input bound and one token per
+        delivered byte at the card's price (the card's estimate when unpriced), never more than the hold."""
+        if not call.held:
+            return
+        price = call.prices.get(card.id)
+        if price is not None:
+            cost = price.cost_micros(call.input_bound, delivered, 0)
+        else:
+            cost = card.cost_per_call_estimate_micros or 0
+        held, call.held = call.held, 0
+        with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
+            if min(cost, held) > 0:
+                await self._ledger.capture(call.hold_id, min(cost, held))
+            else:
+                await self._ledger.void(call.hold_id)
 
     # -- non-streaming ----------------------------------------------------------------------------------------
 
@@ -586,7 +659,7 @@ class Engine:
         adapter = ADAPTERS[card.backend]
         base = adapter.base(card)
         self._runtime.check_url(card.backend, base, "endpoint")  # the policy may have changed since registration
-        key = self._runtime.key(card.backend, card.id, base)
+        key = self._runtime.key(card.backend, card.id, base, self.tenant)
         return adapter.build(card, call.messages, call.max_tokens, stream, key), key
 
     async def _call_once(self, card: ProviderCard, call: _Call) -> Answer:
@@ -638,18 +711,8 @@ class Engine:
             cost, currency = price.cost_micros(answer.input_tokens, answer.output_tokens, 0), price.currency
         else:
             cost, currency = card.cost_per_call_estimate_micros or 0, call.currency
-        if call.agent is not None and cost > 0:
-            if currency not in self._opened:
-                await self._ledger.open_account(USAGE_ACCOUNT, currency)
-                self._opened.add(currency)  # accounts are never removed
-            await self._ledger.transfer(
-                id=f"engine:{call.call_id}",
-                debit=call.agent,
-                credit=USAGE_ACCOUNT,
-                amount=cost,
-                currency=currency,
-                reason=f"chat {card.id}/{card.model}",
-            )
+        if call.agent is not None:
+            cost = await self._capture(call, cost, currency)
         await self._meter(call, card, answer, cost, currency)
         reply = ChatReply(
             id=call.call_id,
@@ -666,6 +729,27 @@ class Engine:
         )
         return reply
 
+    async def _capture(self, call: _Call, cost: int, currency: str) -> int:
+        """Post the call's cost from its hold as ``engine:<call id>`` (the rest is released) and return what was
+        charged: at most the hold. An earlier attempt that already posted that id leaves this one paying under
+        its own hold's capture id, so every delivered answer is paid."""
+        held, call.held = call.held, 0
+        if held <= 0 or currency != call.currency:
+            if held:
+                with anyio.CancelScope(shield=True):
+                    await self._ledger.void(call.hold_id)
+            return 0
+        cost = min(cost, held)
+        with anyio.CancelScope(shield=True):
+            if cost <= 0:
+                await self._ledger.void(call.hold_id)
+                return 0
+            try:
+                await self._ledger.capture(call.hold_id, cost, id=f"engine:{call.call_id}")
+            except IdempotencyConflict:
+                await self._ledger.capture(call.hold_id, cost)
+        return cost
+
     async def _meter(self, call: _Call, card: ProviderCard, answer: Answer, cost: int, currency: str) -> None:
         event = UsageEvent(
             id=usage_event_id(self.tenant, call.call_id),
@@ -679,9 +763,13 @@ class Engine:
             cost_currency=currency,
             metadata={"call_id": call.call_id, "agent": call.agent},
         )
-        # an earlier attempt of this call (its claim lapsed) recorded it; its charge is the one that stands
-        with contextlib.suppress(IdempotencyConflict):
+        try:
             await self._ledger.record_usage(event)
+        except IdempotencyConflict:
+            # an earlier attempt of this call (its claim lapsed) or an admin wrote that id: keep this attempt's own
+            attempt = usage_event_id(self.tenant, f"{call.call_id}\x00{call.token}")
+            metadata = {**(event.metadata or {}), "attempt": call.token}
+            await self._ledger.record_usage(event.model_copy(update={"id": attempt, "metadata": metadata}))
 
     # -- streaming --------------------------------------------------------------------------------------------
 
@@ -710,6 +798,7 @@ class Engine:
                 return self._stream(call, card, opened)
             raise self._unavailable(call)
         except BaseException:
+            await self._release_hold(call)
             with anyio.CancelScope(shield=True):
                 await self._store.release_call(self.tenant, call.call_id, call.token)
             self._runtime.leave(self.tenant, who)
@@ -723,6 +812,7 @@ class Engine:
                 if not isinstance(opened, Answer):
                     await opened.aclose()
                 await self._store.release_call(self.tenant, call.call_id, call.token)
+            await self._release_hold(call)  # nothing was delivered
             slot.leave()
 
         holder: list[weakref.ref[ChatStream]] = []  # weak: a dropped stream is freed at once, with no cycle
@@ -744,11 +834,15 @@ class Engine:
         holder: list[weakref.ref[ChatStream]],
         slot: _Slot,
     ) -> AsyncIterator[str]:
-        state, finished = StreamState(), False
+        state, finished, delivered = StreamState(), False, 0
+        deadline = _now() + STREAM_S_MAX
         try:
             source = _local_pieces(opened, state) if isinstance(opened, Answer) else _sse_pieces(card, opened, state)
             async for piece in source:
+                if _now() > deadline:
+                    raise _Failure(f"the answer ran past {STREAM_S_MAX} s")
                 state.parts.append(piece)
+                delivered += len(piece.encode("utf-8", errors="surrogatepass"))
                 yield piece
             finished = True
         except _Failure as exc:
@@ -761,6 +855,7 @@ class Engine:
                 if not isinstance(opened, Answer):
                     await opened.aclose()
                 if not finished:
+                    await self._charge_delivered(call, card, delivered)
                     await self._store.release_call(self.tenant, call.call_id, call.token)
                 slot.leave()
         await self._providers._outcome(card, True)
@@ -771,6 +866,7 @@ class Engine:
             if stream is not None:
                 stream.reply = reply
         except BaseException:
+            await self._release_hold(call)
             with anyio.CancelScope(shield=True):
                 await self._store.release_call(self.tenant, call.call_id, call.token)
             raise

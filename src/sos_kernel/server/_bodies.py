@@ -6,17 +6,48 @@ errors as in-process. Messages and cards travel as JSON objects and are validate
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AckIn", "ErrorBody", "ErrorEnvelope", "NackIn", "TenantIn", "TokenIn"]
+from ..errors import SchemaViolation
+
+__all__ = ["JSON_DEPTH_MAX", "AckIn", "ErrorBody", "ErrorEnvelope", "NackIn", "TenantIn", "TokenIn", "parse_json"]
+
+JSON_DEPTH_MAX = 64
+"""The deepest nesting of arrays and objects a request body may have (SOS-4001 beyond)."""
 
 LEASE_TOKEN_CHARS_MAX = 64
 """The longest lease token an ack or nack may carry (the server's are 22 characters)."""
 
 JsonObject = dict[str, Any]
 ContentType = Literal["text/plain", "text/markdown"]
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON (``{}`` when empty); SOS-4001 when it is not JSON or nests deeper than JSON_DEPTH_MAX."""
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError:
+        raise SchemaViolation("the request body must be a JSON object (it is not JSON)") from None
+    stack = [(body, 1)]
+    while stack:  # iterative: a deep body must not exhaust the stack here either
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > JSON_DEPTH_MAX:
+                raise _too_deep()
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return body
+
+
+def _too_deep() -> SchemaViolation:
+    return SchemaViolation(
+        f"the request body nests arrays and objects deeper than {JSON_DEPTH_MAX} levels",
+        details={"limit": JSON_DEPTH_MAX},
+    )
 
 
 class Body(BaseModel):

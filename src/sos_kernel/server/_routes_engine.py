@@ -4,20 +4,20 @@ The non-streaming ``POST /v1/engine/chat`` is derived from its declaration (:mod
 This route takes the same arguments (``stream`` aside), opens the stream first — so a refusal (no provider, no
 funds, a bad argument) is answered as JSON with its status, before any event — then sends each text piece as an
 event ``piece`` with ``{"text"}`` and ends with an event ``reply`` carrying the :class:`ChatReply`. A failure
-mid-stream is an ``error`` event with the SOS envelope. A client that goes away closes the stream: nothing charged.
+mid-stream is an ``error`` event with the SOS envelope. A client that goes away closes the stream: it pays for the
+text it was sent.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ..errors import SchemaViolation
 from ..operations import declared
 from ..providers import Engine
+from ._bodies import parse_json
 from ._http import SessionDep, state_of
 from ._routes_ops import _Arguments
 from ._streams import Emit, EventStream, sse_event
@@ -41,11 +41,7 @@ _ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/Error
 )
 async def chat_stream(request: Request, session: SessionDep) -> Response:
     """Stream a chat: the arguments of ``POST /v1/engine/chat``, the answer as events."""
-    raw = await request.body()
-    try:
-        body: Any = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        raise SchemaViolation("the request body must be a JSON object (it is not JSON)") from None
+    body: Any = parse_json(await request.body())
     body = _CHAT.raw(request, body)
     body.pop("stream", None)
     kwargs = _CHAT.decode(body, state_of(request).kernel.catalogue)

@@ -10,7 +10,6 @@ answer is the result's wire form (:func:`sos_kernel.wire.encode`); keyed operati
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import re
 import time
@@ -36,6 +35,7 @@ from ..registry import Registry
 from ..skills import Skills
 from ..tasks import Tasks
 from ..wire import load
+from ._bodies import parse_json
 from ._http import SessionDep, answer, keyed, state_of
 
 __all__ = ["SERVICES", "Arguments", "arguments_schema", "operations_router"]
@@ -178,11 +178,7 @@ def _endpoint(op: Operation) -> Callable[..., Awaitable[Response]]:
     async def endpoint(request: Request, session: SessionDep) -> Response:
         body: Any = {}
         if wire is not None and wire.method == "POST":
-            raw_body = await request.body()
-            try:
-                body = json.loads(raw_body) if raw_body.strip() else {}
-            except ValueError:
-                raise SchemaViolation("the request body must be a JSON object (it is not JSON)") from None
+            body = parse_json(await request.body())
         kwargs = arguments.decode(arguments.raw(request, body), state_of(request).kernel.catalogue)
 
         async def call() -> Any:
