@@ -15,6 +15,7 @@ one place. A key only ever travels in a request header, never in a URL.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from urllib.parse import quote
 
 from ..contracts import ProviderCard
 
-__all__ = ["ADAPTERS", "Adapter", "Answer", "Request", "StreamState", "local_answer"]
+__all__ = ["ADAPTERS", "WIRE_ADAPTERS", "Adapter", "Answer", "Request", "StreamState", "WireAdapter", "local_answer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def _text(value: Any) -> str:
 
 
 class Adapter:
-    """A wire format: ``build`` a request, ``parse`` an answer, ``event`` reads one streamed event's data."""
+    """Where a provider answers: its ``base`` URL and the ``headers`` that carry its key."""
 
     default_base = ""
     key_header = ""
@@ -80,19 +81,26 @@ class Adapter:
             found[self.key_header] = key
         return found
 
+
+class WireAdapter(Adapter, ABC):
+    """A wire format over HTTP: ``build`` a request, ``parse`` an answer, ``event`` reads one streamed event's data."""
+
+    @abstractmethod
     def build(
         self, card: ProviderCard, messages: Sequence[Mapping[str, str]], max_tokens: int, stream: bool, key: str | None
     ) -> Request:
-        raise NotImplementedError
+        """The HTTP request that asks ``card``'s model (streamed when ``stream``)."""
 
+    @abstractmethod
     def parse(self, data: Any) -> Answer:
-        raise NotImplementedError
+        """The answer in a whole (non-streamed) response body."""
 
+    @abstractmethod
     def event(self, data: Any, state: StreamState) -> str:
-        raise NotImplementedError
+        """The text piece one streamed event carries ("" for none); usage found on the way goes into ``state``."""
 
 
-class OpenAIAdapter(Adapter):
+class OpenAIAdapter(WireAdapter):
     """The chat-completions format."""
 
     default_base = "https://api.openai.com/v1"
@@ -131,7 +139,7 @@ class OpenAIAdapter(Adapter):
         return _text((choices[0].get("delta") or {}).get("content"))
 
 
-class AnthropicAdapter(Adapter):
+class AnthropicAdapter(WireAdapter):
     """Anthropic Messages."""
 
     default_base = "https://api.anthropic.com/v1"
@@ -171,7 +179,7 @@ class AnthropicAdapter(Adapter):
         return ""
 
 
-class GeminiAdapter(Adapter):
+class GeminiAdapter(WireAdapter):
     """Gemini ``generateContent``."""
 
     default_base = "https://generativelanguage.googleapis.com/v1beta"
@@ -215,7 +223,7 @@ class GeminiAdapter(Adapter):
 
 
 class LocalAdapter(Adapter):
-    """No network: see :func:`local_answer`."""
+    """No network and no wire format: the engine answers with :func:`local_answer`."""
 
     default_base = "local://echo"
 
@@ -229,13 +237,15 @@ def local_answer(card: ProviderCard, messages: Sequence[Mapping[str, str]], max_
     return Answer(" ".join(words), sum(len(m["content"].split()) for m in messages), len(words))
 
 
-ADAPTERS: dict[str, Adapter] = {
+WIRE_ADAPTERS: dict[str, WireAdapter] = {
     "openai-adapter": OpenAIAdapter(),
     "openai-agents-sdk": OpenAIAdapter(),
     "claude-adapter": AnthropicAdapter(),
     "gemini-adapter": GeminiAdapter(),
-    "local": LocalAdapter(),
 }
+"""The backends the engine calls over HTTP, by wire format."""
+ADAPTERS: dict[str, Adapter] = {**WIRE_ADAPTERS, "local": LocalAdapter()}
+"""Every backend a card may name."""
 """Card backend -> adapter. ``claude-managed-agents`` and ``langgraph`` cards are refused at registration: they name
 agent runtimes, not a model wire format this kernel speaks."""
 

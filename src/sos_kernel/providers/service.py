@@ -56,7 +56,7 @@ from ..errors import (
 from ..ledger import Ledger, Price
 from ..ledger.usage import USAGE_ACCOUNT
 from ..operations import Wire, operation, service
-from .adapters import ADAPTERS, Answer, Request, StreamState, local_answer
+from .adapters import ADAPTERS, WIRE_ADAPTERS, Answer, Request, StreamState, local_answer
 from .breaker import CLOSED, BreakerConfig, BreakerState, admit, record
 from .models import ChatReply, ChatUsage, ProviderHealth
 from .runtime import ProviderRuntime, http
@@ -656,7 +656,7 @@ class Engine:
         )
 
     def _request(self, card: ProviderCard, call: _Call, stream: bool) -> tuple[Request, str | None]:
-        adapter = ADAPTERS[card.backend]
+        adapter = WIRE_ADAPTERS[card.backend]
         base = adapter.base(card)
         self._runtime.check_url(card.backend, base, "endpoint")  # the policy may have changed since registration
         key = self._runtime.key(card.backend, card.id, base, self.tenant)
@@ -675,7 +675,7 @@ class Engine:
         finally:
             await response.aclose()
         try:
-            return ADAPTERS[card.backend].parse(json.loads(raw))
+            return WIRE_ADAPTERS[card.backend].parse(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise _Failure("a malformed answer") from None
 
@@ -880,7 +880,7 @@ async def _local_pieces(answer: Answer, state: StreamState) -> AsyncIterator[str
 
 
 async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: StreamState) -> AsyncIterator[str]:
-    adapter, size, h = ADAPTERS[card.backend], 0, http()
+    adapter, size, h = WIRE_ADAPTERS[card.backend], 0, http()
     try:
         async for line in response.aiter_lines():
             size += len(line)
