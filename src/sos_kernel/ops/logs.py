@@ -64,13 +64,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
+class _ConfiguredHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure_logging` installs, known by its type so a second call replaces it."""
+
+
 def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None, *, json_lines: bool = True) -> None:
     """Send the ``sos_kernel`` loggers to ``stream`` (stderr) at ``level``, as JSON lines (or plain text)."""
     logger = logging.getLogger("sos_kernel")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _ConfiguredHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    for old in [h for h in logger.handlers if getattr(h, "_sos_configured", False)]:
-        logger.removeHandler(old)
-    handler._sos_configured = True  # type: ignore[attr-defined]
+    for old in [h for h in logger.handlers if isinstance(h, _ConfiguredHandler)]:
+        logger.removeHandler(old)  # configuring again replaces this function's handler, never the application's
     logger.addHandler(handler)
     logger.setLevel(level.upper() if isinstance(level, str) else level)
