@@ -36,7 +36,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import anyio
 
@@ -80,6 +80,8 @@ __all__ = [
     "Providers",
     "check_card",
 ]
+
+_T = TypeVar("_T")
 
 PROVIDERS_PER_TENANT_MAX = 64
 CHAT_MESSAGES_MAX = 256
@@ -626,6 +628,17 @@ class Engine:
     # -- non-streaming ----------------------------------------------------------------------------------------
 
     async def _answer(self, call: _Call, cards: list[ProviderCard]) -> ChatReply:
+        card, admitted, answer = await self._failover(call, cards, lambda card: self._call_once(card, call))
+        await self._providers._outcome(card, True, admitted)
+        return await self._settle(call, card, answer)
+
+    async def _failover(
+        self, call: _Call, cards: list[ProviderCard], attempt: Callable[[ProviderCard], Awaitable[_T]]
+    ) -> tuple[ProviderCard, BreakerState, _T]:
+        """The first card, in matrix order, whose breaker admits the call and whose ``attempt`` succeeds, with its
+        admission. A failure counts against that card's breaker and the walk goes on; a skip (4xx that is no fault
+        of the provider) moves on without counting; a rejection of the request is raised at once; SOS-6041 when
+        no card answered. The caller reports the success (a stream only once it has ended)."""
         for card in cards:
             admitted = await self._providers._admit(card)
             if admitted is None:
@@ -633,20 +646,16 @@ class Engine:
                 continue
             call.tried.append(card.id)
             try:
-                answer = await self._call_once(card, call)
+                return card, admitted, await attempt(card)
             except _Failure as exc:
                 call.reasons[card.id] = str(exc)
                 await self._providers._outcome(card, False)
-                continue
             except _Skip as exc:
                 call.reasons[card.id] = str(exc)
                 await self._providers._outcome(card, True, admitted)
-                continue
             except ProviderRejected:
                 await self._providers._outcome(card, True, admitted)
                 raise
-            await self._providers._outcome(card, True, admitted)
-            return await self._settle(call, card, answer)
         raise self._unavailable(call)
 
     def _unavailable(self, call: _Call) -> ProviderUnavailable:
@@ -776,27 +785,8 @@ class Engine:
     async def _open_stream(self, call: _Call, cards: list[ProviderCard]) -> ChatStream:
         who = call.agent or UNCHARGED
         try:
-            for card in cards:
-                admitted = await self._providers._admit(card)
-                if admitted is None:
-                    call.reasons[card.id] = "breaker open"
-                    continue
-                call.tried.append(card.id)
-                try:
-                    opened = await self._open_one(card, call)
-                except _Failure as exc:
-                    call.reasons[card.id] = str(exc)
-                    await self._providers._outcome(card, False)
-                    continue
-                except _Skip as exc:
-                    call.reasons[card.id] = str(exc)
-                    await self._providers._outcome(card, True, admitted)
-                    continue
-                except ProviderRejected:
-                    await self._providers._outcome(card, True, admitted)
-                    raise
-                return self._stream(call, card, opened)
-            raise self._unavailable(call)
+            card, _, opened = await self._failover(call, cards, lambda card: self._open_one(card, call))
+            return self._stream(call, card, opened)
         except BaseException:
             await self._release_hold(call)
             with anyio.CancelScope(shield=True):
