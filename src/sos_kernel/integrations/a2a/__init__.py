@@ -25,15 +25,18 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ._client import A2AAgent
+from ._kernel_tasks import SQUAD_TASK_STATES, TASK_HEADER, TASK_KEY
 from ._limits import (
     A2A_ASK_TIMEOUT_S,
     A2A_ASK_TIMEOUT_S_MAX,
     A2A_ASKS_PER_TENANT_MAX,
     A2A_PATH,
     A2A_REQUESTS_PER_TENANT_MAX,
+    A2A_TASK_POLL_S,
     A2A_TASKS_PER_TENANT_MAX,
 )
-from ._server import SQUAD_TASK_STATES, A2AEndpoint, mount
+from ._server import A2AEndpoint, mount
+from ._store import KernelTaskStore
 
 __all__ = [
     "A2A_ASKS_PER_TENANT_MAX",
@@ -42,8 +45,12 @@ __all__ = [
     "A2A_PATH",
     "A2A_REQUESTS_PER_TENANT_MAX",
     "A2A_TASKS_PER_TENANT_MAX",
+    "A2A_TASK_POLL_S",
     "SQUAD_TASK_STATES",
+    "TASK_HEADER",
+    "TASK_KEY",
     "A2AAgent",
     "A2AEndpoint",
+    "KernelTaskStore",
     "mount",
 ]
