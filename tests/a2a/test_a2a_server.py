@@ -477,18 +477,24 @@ async def test_task_mode_get_follows_the_kernel_task_and_cancel_is_the_callers_r
 
 @pytest.mark.parametrize(
     ("spec", "code"),
-    [({"bogus": 1}, "SOS-4005"), ({"id": "no-such-task"}, "SOS-6011"), ({"bounty": 10**12}, "SOS-7001")],
+    [
+        ({"bogus": 1}, "SOS-4005"),
+        ({"bounty": 500, "funded_by": "agent:carol"}, "SOS-4005"),  # only the caller's own account pays
+        ({"id": "no-such-task"}, "SOS-6011"),
+        ({"bounty": 10**12}, "SOS-7001"),
+    ],
 )
 async def test_task_mode_refusals_reject_the_task_and_move_nothing(
     deployed: Deployment, spec: dict[str, Any], code: str
 ) -> None:
     await fund(deployed.kernel, "alice", 1_000)
+    await fund(deployed.kernel, "carol", 1_000)
     async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
         task, _ = await final_task(alice, task_request("pay me", spec))
     assert task.status.state == TaskState.TASK_STATE_REJECTED
     assert get_message_text(task.status.message).startswith(code)
     assert await deployed.kernel.tenant("acme").tasks.list() == []
-    assert await balance(deployed.kernel, "alice") == 1_000
+    assert (await balance(deployed.kernel, "alice"), await balance(deployed.kernel, "carol")) == (1_000, 1_000)
     assert await deployed.kernel.tenant("acme").bus.history("agent:bob") == []
 
 

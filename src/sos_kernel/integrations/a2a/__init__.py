@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     ) from exc
 
 from ._client import A2AAgent
-from ._kernel_tasks import SQUAD_TASK_STATES, TASK_HEADER, TASK_KEY
+from ._kernel_tasks import SQUAD_TASK_STATES, TASK_CREATE_FIELDS, TASK_HEADER, TASK_KEY
 from ._limits import (
     A2A_ASK_TIMEOUT_S,
     A2A_ASK_TIMEOUT_S_MAX,
@@ -47,6 +47,7 @@ __all__ = [
     "A2A_TASKS_PER_TENANT_MAX",
     "A2A_TASK_POLL_S",
     "SQUAD_TASK_STATES",
+    "TASK_CREATE_FIELDS",
     "TASK_HEADER",
     "TASK_KEY",
     "A2AAgent",

@@ -27,7 +27,7 @@ from ._limits import A2A_TASK_POLL_S
 from ._served import FINISHED, Served
 
 __all__ = ["SQUAD_TASK_STATES", "TASK_HEADER", "TASK_KEY", "follow", "open_task", "refreshed", "task_id_of"]
-__all__ += ["task_spec"]
+__all__ += ["TASK_CREATE_FIELDS", "task_spec"]
 
 TASK_KEY: Final = "sos_task"
 """The request metadata key that asks for task mode."""
@@ -35,7 +35,7 @@ TASK_ID_KEY: Final = "sos_task_id"
 """The A2A task metadata key naming its kernel task."""
 TASK_HEADER: Final = "sos-task-id"
 """The header of the ``send`` that tells the served agent which kernel task a message is about."""
-CREATE_FIELDS: Final = frozenset(
+TASK_CREATE_FIELDS: Final = frozenset(
     {"title", "priority", "reviewers", "approvals_required", "bounty", "currency", "reviewer_fee", "lease_s"}
     | {"expires_in_s", "blocked_by"}
 )
@@ -90,10 +90,10 @@ def task_spec(metadata: Mapping[str, Any], current: Task | None) -> dict[str, An
                 details={"field": TASK_KEY},
             )
         return {"id": spec["id"]}
-    unknown = sorted(set(spec) - CREATE_FIELDS)
+    unknown = sorted(set(spec) - TASK_CREATE_FIELDS)
     if unknown:
         raise InvalidArgument(
-            f"metadata {TASK_KEY} has unknown fields {unknown} (known: id, {', '.join(sorted(CREATE_FIELDS))})",
+            f"metadata {TASK_KEY} has unknown fields {unknown} (known: id, {', '.join(sorted(TASK_CREATE_FIELDS))})",
             details={"field": TASK_KEY, "unknown": unknown},
         )
     return {name: _integral(name, value) for name, value in spec.items()}
