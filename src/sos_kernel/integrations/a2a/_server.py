@@ -184,29 +184,31 @@ class _Handler(DefaultRequestHandler):
         super().__init__(executor, store, card)
         self._store = store
 
-    async def _kernel_task(self, task_id: str, context: ServerCallContext) -> tuple[Task, Any] | None:
+    async def _backed(self, task_id: str, context: ServerCallContext) -> tuple[Task, str] | None:
+        """The unfinished A2A task and its kernel task's id, when it is a task-mode task."""
         task = await self._store.get(task_id, context)
         kernel_id = task_id_of(task)
         if task is None or kernel_id is None or task.status.state in FINISHED:
             return None
-        try:
-            return task, await served(context).session.tasks.get(kernel_id)
-        except SOSError:  # the caller may no longer read it: the A2A task keeps its last state
-            return None
+        return task, kernel_id
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
-        found = await self._kernel_task(params.id, context)
-        fresh = None if found is None else refreshed(*found)
-        if fresh is not None:
-            await self._store.save(fresh, context)
+        backed = await self._backed(params.id, context)
+        if backed is not None:
+            try:
+                fresh = refreshed(backed[0], await served(context).session.tasks.get(backed[1]))
+            except SOSError:  # the caller may no longer read it: the A2A task keeps its last state
+                fresh = None
+            if fresh is not None:
+                await self._store.save(fresh, context)
         task: Task | None = await super().on_get_task(params, context)
         return task
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
-        found = await self._kernel_task(params.id, context)
-        if found is not None:
+        backed = await self._backed(params.id, context)
+        if backed is not None:  # the kernel task first, as the caller: no A2A cancel without it
             try:
-                await served(context).session.tasks.cancel(found[1].id)
+                await served(context).session.tasks.cancel(backed[1])
             except SOSError as exc:
                 raise TaskNotCancelableError(str(exc)) from exc
         task: Task | None = await super().on_cancel_task(params, context)
