@@ -499,24 +499,29 @@ async def test_task_mode_refusals_reject_the_task_and_move_nothing(
     assert await deployed.kernel.tenant("acme").bus.history("agent:bob") == []
 
 
-async def test_a_task_outlives_its_server(tmp_path: Path) -> None:
-    """Two server processes, one after the other, on one SQLite file: the second finds the first's task."""
+async def test_a_task_outlives_its_server_and_is_found_by_another(tmp_path: Path) -> None:
+    """Servers with their own kernels on one SQLite file: a task made on one is found by the other while both run,
+    and by a third started after both stopped."""
     db = f"sqlite:///{tmp_path}/sos.db"
     async with sos_kernel.open(db) as kernel:
         deployment = await seed(kernel, "")
-        with running_server(db, a2a=LIMITS) as base:
+        alice, eve = deployment.tokens["alice"], deployment.tokens["eve"]
+        with running_server(db, a2a=LIMITS) as first, running_server(db, a2a=LIMITS) as second:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(answering, kernel, "bob")
-                async with a2a_client(f"{base}{A2A_PATH}/acme/bob/", deployment.tokens["alice"]) as client:
+                async with a2a_client(f"{first}{A2A_PATH}/acme/bob/", alice) as client:
                     task, _ = await final_task(client, request("still there?"))
                 tg.cancel_scope.cancel()
+            async with a2a_client(f"{second}{A2A_PATH}/acme/bob/", alice) as client:
+                seen = await client.get_task(GetTaskRequest(id=task.id))
         with running_server(db, a2a=LIMITS) as base:
-            async with a2a_client(f"{base}{A2A_PATH}/acme/bob/", deployment.tokens["alice"]) as client:
+            async with a2a_client(f"{base}{A2A_PATH}/acme/bob/", alice) as client:
                 found = await client.get_task(GetTaskRequest(id=task.id))
                 with pytest.raises(TaskNotFoundError):
                     await client.get_task(GetTaskRequest(id="no-such-task"))
-            async with a2a_client(f"{base}{A2A_PATH}/globex/bob/", deployment.tokens["eve"]) as other:
+            async with a2a_client(f"{base}{A2A_PATH}/globex/bob/", eve) as other:
                 with pytest.raises(TaskNotFoundError):  # another tenant: the same answer as an unknown id
                     await other.get_task(GetTaskRequest(id=task.id))
-    assert found.status.state == TaskState.TASK_STATE_COMPLETED
-    assert [get_artifact_text(a) for a in found.artifacts] == ["bob says: still there?"]
+    for fetched in (seen, found):
+        assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+        assert [get_artifact_text(a) for a in fetched.artifacts] == ["bob says: still there?"]
