@@ -3,7 +3,9 @@
 Serving: an agent opts in with ``await registry.register(card, a2a=True)``; ``sos serve`` (or :func:`mount` on an
 app from :func:`sos_kernel.server.create_app`) then serves it at ``/a2a/{tenant}/{agent name}/``, its card at that
 base plus ``a2a.utils.AGENT_CARD_WELL_KNOWN_PATH``. A message to it is an ``ask`` to its inbox from the caller's
-agent; its reply is the answer. See :mod:`._server` for the guarantees and :mod:`._limits` for the bounds.
+agent; its reply is the answer. A message with ``metadata.sos_task`` is a kernel task the caller creates (or
+attaches to) and the A2A task follows it (see :mod:`._kernel_tasks`). Tasks are kept in the kernel's store.
+See :mod:`._server` for the guarantees and :mod:`._limits` for the bounds.
 
 Calling: :class:`A2AAgent` is a remote A2A agent as a peer (``ask``, ``send``, ``get_task``, and ``serve`` to
 answer a kernel address on its behalf).

@@ -12,9 +12,13 @@ What it promises:
 - **A message is an ask.** ``message/send`` and ``message/stream`` publish an ``ask`` to the agent's inbox from
   the caller's agent and wait for its reply, which becomes the task's artifact and its completing status message.
   A reply that does not come within the timeout fails the task with the SOS-6004 reason. The official
-  ``a2a-sdk`` request handler, task store and event queue run the protocol; this module adds the executor.
-- **Tasks stay with who made them.** A task is visible (``tasks/get``, ``tasks/list``, ``tasks/cancel``) only to
-  the tenant, agent and caller agent that created it.
+  ``a2a-sdk`` request handler and event queue run the protocol; this module adds the executor.
+- **Or, in task mode, a kernel task** (``metadata.sos_task``, :mod:`._kernel_tasks`): created or read as the
+  caller, followed, refreshed by ``tasks/get`` and canceled by ``tasks/cancel`` only through the kernel's own
+  ``tasks`` operations of the caller's session.
+- **Tasks stay with who made them, in the kernel.** A task is visible (``tasks/get``, ``tasks/list``,
+  ``tasks/cancel``) only to the tenant, agent and caller agent that created it; it is kept in the kernel's store
+  (:mod:`._store`), so a restarted server, or another on the same store, finds it.
 - **Bounded per tenant** (:mod:`._limits`): requests in flight, asks waiting, tasks kept, the longest timeout.
 """
 
