@@ -18,6 +18,7 @@ import anyio
 
 from ._background import Background
 from ._observe import Events
+from .a2a_tasks import A2ATasks
 from .audit import Audit
 from .backends import Backend, Implements, open_backend
 from .bus import Bus, BusLimits
@@ -70,6 +71,7 @@ class TenantView:
         self.governor = Governor(self.governance, self.audit)
         self.tokens.audit = self.capabilities.audit = self.ledger.audit = self.audit.record
         self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)
+        self.a2a_tasks = A2ATasks(kernel.backend.a2a_tasks, slug)
 
     async def _notify(self, kind: str, payload: dict[str, Any]) -> None:
         # approval requests and verdicts on the governance channel, for reviewers and dashboards; best effort

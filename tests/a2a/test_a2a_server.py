@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
-from a2a.helpers.proto_helpers import get_artifact_text, get_message_text, new_text_message
+from a2a.helpers.proto_helpers import get_artifact_text, get_data_parts, get_message_text, new_text_message
 from a2a.types import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -29,13 +29,13 @@ from a2a.types import (
     TaskState,
 )
 from a2a.utils import AGENT_CARD_WELL_KNOWN_PATH
-from a2a.utils.errors import TaskNotFoundError
+from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.struct_pb2 import Struct
 
 import sos_kernel
 from sos_kernel.contracts import AgentCard
 from sos_kernel.errors import AskTimeout, BackendFailure, BackendUnavailable
-from sos_kernel.integrations.a2a import A2A_PATH, A2AAgent
+from sos_kernel.integrations.a2a import A2A_PATH, TASK_HEADER, TASK_KEY, A2AAgent
 
 from ..live_server import running_server
 
@@ -86,6 +86,10 @@ def served(kernel: sos_kernel.Kernel) -> Iterator[str]:
 
 @pytest.fixture
 async def deployed(kernel: sos_kernel.Kernel, served: str) -> Deployment:
+    return await seed(kernel, served)
+
+
+async def seed(kernel: sos_kernel.Kernel, served: str) -> Deployment:
     """Tenant acme: bob and dave serve A2A, carol did not opt in, alice calls; tenant globex: eve."""
     tokens: dict[str, str] = {}
     for slug, names in (("acme", ("alice", "bob", "carol", "dave")), ("globex", ("eve",))):
@@ -374,3 +378,150 @@ def test_sos_serve_serves_opted_in_agents(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# -- task mode: A2A tasks backed by kernel tasks ---------------------------------------------------------------
+
+
+async def fund(kernel: sos_kernel.Kernel, agent: str, amount: int) -> None:
+    ledger = kernel.tenant("acme").ledger
+    await ledger.open_account("system:treasury", "USD", allow_negative=True)
+    for name in (agent, "bob"):
+        await ledger.open_account(f"agent:{name}", "USD")
+    seed = {"id": f"seed-{agent}", "amount": amount, "currency": "USD"}
+    await ledger.transfer(debit="system:treasury", credit=f"agent:{agent}", **seed)
+
+
+async def balance(kernel: sos_kernel.Kernel, agent: str) -> int:
+    return (await kernel.tenant("acme").ledger.balance(f"agent:{agent}", "USD")).available
+
+
+async def working(kernel: sos_kernel.Kernel, agent: str) -> None:
+    """``agent`` claims every kernel task its inbox is told of (the ``sos-task-id`` header) and submits a result."""
+    view = kernel.tenant("acme")
+    async with view.bus.subscribe(f"agent:{agent}") as subscription:
+        async for delivery in subscription:
+            message = delivery.message
+            task_id = (getattr(message, "headers", None) or {}).get(TASK_HEADER)
+            if task_id:
+                claim = await view.tasks.claim(task_id, agent=f"agent:{agent}")
+                await view.tasks.submit(task_id, claim.token, result={"answer": f"{agent} did: {message.payload.text}"})
+            await delivery.ack()
+
+
+async def approving(kernel: sos_kernel.Kernel, reviewer: str) -> None:
+    """``reviewer`` approves every task in review (the kernel's own API, as the requester would)."""
+    tasks = kernel.tenant("acme").tasks
+    while True:
+        for task in await tasks.list("review"):
+            await tasks.review(task.id, reviewer=f"agent:{reviewer}", verdict="approve")
+        await anyio.sleep(0.05)
+
+
+def task_request(text: str, spec: dict[str, Any], *, timeout_s: float = 20, wait: bool = True) -> SendMessageRequest:
+    req = request(text, timeout_s=timeout_s, wait=wait)
+    req.metadata.update({TASK_KEY: spec})
+    return req
+
+
+async def test_task_mode_runs_a_kernel_task_funded_by_the_caller_and_streams_its_states(deployed: Deployment) -> None:
+    await fund(deployed.kernel, "alice", 1_000_000)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(working, deployed.kernel, "bob")
+        tg.start_soon(approving, deployed.kernel, "alice")
+        async with a2a_client(deployed.url("bob"), deployed.tokens["alice"], streaming=True) as client:
+            events = [e async for e in client.send_message(task_request("summarise", {"bounty": 300_000}))]
+            updates = [e.status_update for e in events if e.HasField("status_update")]
+            fetched = await client.get_task(GetTaskRequest(id=updates[-1].task_id))
+        tg.cancel_scope.cancel()
+    statuses = [u.metadata["sos_task_status"] for u in updates]
+    lifecycle = ["queued", "claimed", "in_progress", "review", "done"]  # bob may be faster than a poll
+    assert statuses == sorted(statuses, key=lifecycle.index)
+    assert statuses[-1] == "done"
+    assert [u.status.state for u in updates][-1] == TaskState.TASK_STATE_COMPLETED
+    assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+    assert fetched.metadata["sos_task_id"] == fetched.id  # the kernel task has the A2A task's id
+    [result] = [a for a in fetched.artifacts if a.name == "result"]
+    assert get_data_parts(result.parts) == [{"answer": "bob did: summarise"}]
+    task = await deployed.kernel.tenant("acme").tasks.get(fetched.id)
+    assert (task.status, task.created_by, task.funded_by, task.reviewers) == (
+        "done",
+        "agent:alice",
+        "agent:alice",
+        ["agent:alice"],
+    )
+    assert (await balance(deployed.kernel, "alice"), await balance(deployed.kernel, "bob")) == (700_000, 300_000)
+
+
+async def test_task_mode_get_follows_the_kernel_task_and_cancel_is_the_callers_right(deployed: Deployment) -> None:
+    kernel = deployed.kernel
+    await fund(kernel, "alice", 1_000)
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
+        task, _ = await final_task(alice, task_request("later", {"bounty": 1_000}, timeout_s=0.3))
+        assert (task.status.state, task.metadata["sos_task_status"]) == (TaskState.TASK_STATE_SUBMITTED, "queued")
+        await kernel.tenant("acme").tasks.claim(task.id, agent="agent:bob")  # after the A2A wait ended
+        fetched = await alice.get_task(GetTaskRequest(id=task.id))
+        assert (fetched.status.state, fetched.metadata["sos_task_status"]) == (TaskState.TASK_STATE_WORKING, "claimed")
+        async with a2a_client(deployed.url("bob"), deployed.tokens["dave"]) as dave:
+            attached, _ = await final_task(dave, task_request("me too", {"id": task.id}, timeout_s=0.3))
+            assert attached.metadata["sos_task_id"] == task.id
+            with pytest.raises(TaskNotCancelableError, match="SOS-5004"):  # neither its creator nor its funder
+                await dave.cancel_task(CancelTaskRequest(id=attached.id))
+        assert (await kernel.tenant("acme").tasks.get(task.id)).status == "claimed"
+        canceled = await alice.cancel_task(CancelTaskRequest(id=task.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+    assert (await kernel.tenant("acme").tasks.get(task.id)).status == "canceled"
+    assert await balance(kernel, "alice") == 1_000  # refunded
+    headers = [m.headers for m in await kernel.tenant("acme").bus.history("agent:bob") if m.type == "send"]
+    assert headers == [{TASK_HEADER: task.id}, {TASK_HEADER: task.id}]
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        ({"bogus": 1}, "SOS-4005"),
+        ({"bounty": 500, "funded_by": "agent:carol"}, "SOS-4005"),  # only the caller's own account pays
+        ({"id": "no-such-task"}, "SOS-6011"),
+        ({"bounty": 10**12}, "SOS-7001"),
+    ],
+)
+async def test_task_mode_refusals_reject_the_task_and_move_nothing(
+    deployed: Deployment, spec: dict[str, Any], code: str
+) -> None:
+    await fund(deployed.kernel, "alice", 1_000)
+    await fund(deployed.kernel, "carol", 1_000)
+    async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
+        task, _ = await final_task(alice, task_request("pay me", spec))
+    assert task.status.state == TaskState.TASK_STATE_REJECTED
+    assert get_message_text(task.status.message).startswith(code)
+    assert await deployed.kernel.tenant("acme").tasks.list() == []
+    assert (await balance(deployed.kernel, "alice"), await balance(deployed.kernel, "carol")) == (1_000, 1_000)
+    assert await deployed.kernel.tenant("acme").bus.history("agent:bob") == []
+
+
+async def test_a_task_outlives_its_server_and_is_found_by_another(tmp_path: Path) -> None:
+    """Servers with their own kernels on one SQLite file: a task made on one is found by the other while both run,
+    and by a third started after both stopped."""
+    db = f"sqlite:///{tmp_path}/sos.db"
+    async with sos_kernel.open(db) as kernel:
+        deployment = await seed(kernel, "")
+        alice, eve = deployment.tokens["alice"], deployment.tokens["eve"]
+        with running_server(db, a2a=LIMITS) as first, running_server(db, a2a=LIMITS) as second:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(answering, kernel, "bob")
+                async with a2a_client(f"{first}{A2A_PATH}/acme/bob/", alice) as client:
+                    task, _ = await final_task(client, request("still there?"))
+                tg.cancel_scope.cancel()
+            async with a2a_client(f"{second}{A2A_PATH}/acme/bob/", alice) as client:
+                seen = await client.get_task(GetTaskRequest(id=task.id))
+        with running_server(db, a2a=LIMITS) as base:
+            async with a2a_client(f"{base}{A2A_PATH}/acme/bob/", alice) as client:
+                found = await client.get_task(GetTaskRequest(id=task.id))
+                with pytest.raises(TaskNotFoundError):
+                    await client.get_task(GetTaskRequest(id="no-such-task"))
+            async with a2a_client(f"{base}{A2A_PATH}/globex/bob/", eve) as other:
+                with pytest.raises(TaskNotFoundError):  # another tenant: the same answer as an unknown id
+                    await other.get_task(GetTaskRequest(id=task.id))
+    for fetched in (seen, found):
+        assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
+        assert [get_artifact_text(a) for a in fetched.artifacts] == ["bob says: still there?"]

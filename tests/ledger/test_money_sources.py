@@ -224,6 +224,17 @@ def test_every_money_moving_service_operation_is_driven() -> None:
         assert sorted(m for s, m in HOSTILE if s == service and m not in _operations(protocol)) == []
 
 
+def test_an_a2a_caller_funds_only_its_own_task_through_tasks_create() -> None:
+    """A2A moves money only as a task-mode create's bounty, which is ``session.tasks.create`` of the caller (driven
+    above): the fields an A2A caller may set name neither the funder nor the creator (both are the caller's agent),
+    and are all arguments of that create, so its declared spend and rule apply."""
+    from sos_kernel.integrations.a2a import TASK_CREATE_FIELDS
+    from sos_kernel.tasks import Tasks
+
+    assert {"funded_by", "created_by", "id"}.isdisjoint(TASK_CREATE_FIELDS)
+    assert set(TASK_CREATE_FIELDS) <= set(inspect.signature(Tasks.create).parameters)
+
+
 async def _money(kernel: sos_kernel.Kernel) -> tuple[dict[str, int], set[tuple[str, str]]]:
     """Per currency, the posted balances of must-not-overdraw accounts; and the accounts that may go negative."""
     held: dict[str, int] = {}

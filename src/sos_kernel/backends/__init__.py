@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from ..a2a_tasks.store import A2ATaskStore
 from ..audit.store import AuditStore
 from ..bus.store import BusStore
 from ..checkpoints.store import CheckpointStore
@@ -73,6 +74,7 @@ class Backend(ABC):
     governance: GovernanceStore
     audit: AuditStore
     checkpoints: CheckpointStore
+    a2a_tasks: A2ATaskStore
 
     @classmethod
     @abstractmethod

@@ -28,6 +28,7 @@ from ..bus.store import (
 )
 from ..errors import InvalidArgument
 from . import Backend, Implements
+from .memory_a2a_tasks import MemoryA2ATaskStore
 from .memory_checkpoints import MemoryCheckpointStore
 from .memory_governance import MemoryAuditStore, MemoryGovernanceStore
 from .memory_identity import MemoryIdentityStore, MemoryRegistryStore
@@ -346,6 +347,7 @@ class MemoryBackend(Backend):
         self.skills = MemorySkillStore()
         self.providers = MemoryProviderStore()
         self.checkpoints = MemoryCheckpointStore()
+        self.a2a_tasks = MemoryA2ATaskStore()
         self.replies = MemoryReplyStore()
         self.tasks = MemoryTaskStore()
         self.memory = MemoryMemoryStore()

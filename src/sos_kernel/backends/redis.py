@@ -49,6 +49,7 @@ from ..bus.store import (
 )
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
+from .redis_a2a_tasks import RedisA2ATaskStore
 from .redis_call import Script, redis_call, tenant_prefix
 from .redis_checkpoints import RedisCheckpointStore
 from .redis_governance import RedisAuditStore, RedisGovernanceStore
@@ -577,6 +578,7 @@ class RedisBackend(Backend):
         self.skills = RedisSkillStore(client)
         self.providers = RedisProviderStore(client)
         self.checkpoints = RedisCheckpointStore(client)
+        self.a2a_tasks = RedisA2ATaskStore(client)
         self.replies = RedisReplyStore(client)
         self.tasks = RedisTaskStore(client)
         self.memory = RedisMemoryStore(client)

@@ -47,6 +47,7 @@ from ..bus.store import (
 )
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
+from .sqlite_a2a_tasks import A2A_TASKS_SCHEMA, SQLiteA2ATaskStore
 from .sqlite_checkpoints import CHECKPOINTS_SCHEMA, SQLiteCheckpointStore
 from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
@@ -116,6 +117,7 @@ _ALL_SCHEMA = (
     + MEMORY_SCHEMA
     + GOVERNANCE_SCHEMA
     + CHECKPOINTS_SCHEMA
+    + A2A_TASKS_SCHEMA
 )
 
 
@@ -631,6 +633,7 @@ class SQLiteBackend(Backend):
         self.skills = SQLiteSkillStore(engine)
         self.providers = SQLiteProviderStore(engine)
         self.checkpoints = SQLiteCheckpointStore(engine)
+        self.a2a_tasks = SQLiteA2ATaskStore(engine)
         self.replies = SQLiteReplyStore(engine.offloading())  # whole answers, up to megabytes
         self.tasks = SQLiteTaskStore(engine)
         self.memory = SQLiteMemoryStore(engine)

@@ -14,3 +14,5 @@ A2A_ASK_TIMEOUT_S = 30.0
 """How long a task waits for the agent's reply unless the request's metadata says ``timeout_s``."""
 A2A_ASK_TIMEOUT_S_MAX = 300.0
 """The longest ``timeout_s`` a request may ask for."""
+A2A_TASK_POLL_S = 0.25
+"""How often an A2A task in task mode reads its kernel task while it follows it."""

@@ -12,30 +12,32 @@ What it promises:
 - **A message is an ask.** ``message/send`` and ``message/stream`` publish an ``ask`` to the agent's inbox from
   the caller's agent and wait for its reply, which becomes the task's artifact and its completing status message.
   A reply that does not come within the timeout fails the task with the SOS-6004 reason. The official
-  ``a2a-sdk`` request handler, task store and event queue run the protocol; this module adds the executor.
-- **Tasks stay with who made them.** A task is visible (``tasks/get``, ``tasks/list``, ``tasks/cancel``) only to
-  the tenant, agent and caller agent that created it.
+  ``a2a-sdk`` request handler and event queue run the protocol; this module adds the executor.
+- **Or, in task mode, a kernel task** (``metadata.sos_task``, :mod:`._kernel_tasks`): created or read as the
+  caller, followed, refreshed by ``tasks/get`` and canceled by ``tasks/cancel`` only through the kernel's own
+  ``tasks`` operations of the caller's session.
+- **Tasks stay with who made them, in the kernel.** A task is visible (``tasks/get``, ``tasks/list``,
+  ``tasks/cancel``) only to the tenant, agent and caller agent that created it; it is kept in the kernel's store
+  (:mod:`._store`), so a restarted server, or another on the same store, finds it.
 - **Bounded per tenant** (:mod:`._limits`): requests in flight, asks waiting, tasks kept, the longest timeout.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Final
 
-from a2a.auth.user import User
 from a2a.helpers.proto_helpers import new_task, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskStore, TaskUpdater
-from a2a.types import AgentCard, ListTasksRequest, ListTasksResponse, Task, TaskState
+from a2a.server.tasks import TaskUpdater
+from a2a.types import AgentCard, CancelTaskRequest, GetTaskRequest, Task, TaskState
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.errors import TaskNotCancelableError
 from google.protobuf.json_format import MessageToDict, ParseDict
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,8 +46,8 @@ from starlette.types import Receive, Scope, Send
 
 from ...errors import Forbidden, InvalidArgument, LimitExceeded, MethodNotAllowed, NotFound, SOSError
 from ...server._state import ServerState
-from ...session import Session
 from ...wire import json_bytes
+from ._kernel_tasks import follow, open_task, refreshed, task_id_of, task_spec
 from ._limits import (
     A2A_ASK_TIMEOUT_S,
     A2A_ASK_TIMEOUT_S_MAX,
@@ -54,63 +56,14 @@ from ._limits import (
     A2A_REQUESTS_PER_TENANT_MAX,
     A2A_TASKS_PER_TENANT_MAX,
 )
+from ._served import FINISHED, SCOPE_KEY, Owner, Served, served
+from ._store import KernelTaskStore
 
-__all__ = ["SQUAD_TASK_STATES", "A2AEndpoint", "mount"]
+__all__ = ["A2AEndpoint", "mount"]
 
 JSONRPC_REFUSED = -32001
 """The JSON-RPC error code of a request refused before the A2A handler saw it (its SOS code is in ``data``)."""
-_SCOPE_KEY: Final = "sos.a2a"
 _CARD_PATH: Final = AGENT_CARD_WELL_KNOWN_PATH.lstrip("/")
-_FINISHED: Final = frozenset(
-    {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED}
-    | {TaskState.TASK_STATE_REJECTED}
-)
-
-SQUAD_TASK_STATES: Final[Mapping[str, TaskState]] = {
-    "backlog": TaskState.TASK_STATE_SUBMITTED,
-    "queued": TaskState.TASK_STATE_SUBMITTED,
-    "claimed": TaskState.TASK_STATE_WORKING,
-    "in_progress": TaskState.TASK_STATE_WORKING,
-    "review": TaskState.TASK_STATE_WORKING,
-    "blocked": TaskState.TASK_STATE_INPUT_REQUIRED,
-    "done": TaskState.TASK_STATE_COMPLETED,
-    "canceled": TaskState.TASK_STATE_CANCELED,
-    "failed": TaskState.TASK_STATE_FAILED,
-}
-"""The A2A state of a kernel task (SOS ``SquadTask.status``), for when A2A tasks are backed by kernel tasks."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Served:
-    """One admitted request: who calls (its session and agent), which agent it reaches, and its task owner."""
-
-    session: Session
-    tenant: str
-    target: str
-    source: str | None
-    owner: str
-
-
-class _Owner(User):
-    """The A2A user of a request: the task store keeps each owner's tasks apart."""
-
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._owner
-
-
-def _served(context: ServerCallContext) -> _Served:
-    served = context.state.get(_SCOPE_KEY)
-    if not isinstance(served, _Served):  # only reachable if the endpoint is bypassed: refuse to act as anyone
-        raise Forbidden("this A2A request carries no session")
-    return served
 
 
 class _Context(DefaultServerCallContextBuilder):
@@ -118,54 +71,10 @@ class _Context(DefaultServerCallContextBuilder):
 
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
-        served = request.scope[_SCOPE_KEY]
-        context.state[_SCOPE_KEY] = served
-        context.user = _Owner(served.owner)
+        admitted = request.scope[SCOPE_KEY]
+        context.state[SCOPE_KEY] = admitted
+        context.user = Owner(admitted.owner)
         return context
-
-
-class _BoundedTasks(TaskStore):
-    """The SDK's in-memory task store, keeping at most ``tasks_max`` tasks per tenant (its oldest finished task is
-    forgotten to make room; running tasks are fewer than the bound, so one always can be)."""
-
-    def __init__(self, tasks_max: int) -> None:
-        self._inner = InMemoryTaskStore()
-        self._max = tasks_max
-        self._order: dict[str, OrderedDict[tuple[str, str], None]] = {}
-
-    async def save(self, task: Task, context: ServerCallContext) -> None:
-        served = _served(context)
-        order = self._order.setdefault(served.tenant, OrderedDict())
-        key = (served.owner, task.id)
-        if key not in order:
-            while len(order) >= self._max:
-                await self._forget_one(served.tenant, order)
-            order[key] = None
-        await self._inner.save(task, context)
-
-    async def _forget_one(self, tenant: str, order: OrderedDict[tuple[str, str], None]) -> None:
-        for owner, task_id in order:
-            context = ServerCallContext(user=_Owner(owner))
-            found = await self._inner.get(task_id, context)
-            if found is None or found.status.state in _FINISHED:
-                del order[owner, task_id]
-                await self._inner.delete(task_id, context)
-                return
-        raise LimitExceeded(
-            f"{self._max} A2A tasks of tenant {tenant!r} are all running (a2a_tasks_per_tenant_max)",
-            details={"limit": "a2a_tasks_per_tenant_max", "max": self._max},
-        )
-
-    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
-        return await self._inner.get(task_id, context)
-
-    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        return await self._inner.list(params, context)
-
-    async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        served = _served(context)
-        self._order.get(served.tenant, OrderedDict()).pop((served.owner, task_id), None)
-        await self._inner.delete(task_id, context)
 
 
 class _Held:
@@ -212,14 +121,15 @@ def _timeout(metadata: Mapping[str, Any], timeout_s_max: float) -> float:
 
 
 class _AskExecutor(AgentExecutor):
-    """Runs an A2A task as an ``ask`` from the caller's agent to the served agent; the reply completes it."""
+    """Runs an A2A task as an ``ask`` from the caller's agent to the served agent (the reply completes it), or in
+    task mode as a kernel task it creates or attaches to and follows (:mod:`._kernel_tasks`)."""
 
     def __init__(self, asks_max: int, timeout_s_max: float) -> None:
         self._asks = _Held("a2a_asks_per_tenant_max", "asks", asks_max)
         self._timeout_s_max = timeout_s_max
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        served = _served(context.call_context)
+        who = served(context.call_context)
         task = context.current_task
         if task is None:
             if context.task_id is None or context.context_id is None or context.message is None:
@@ -229,19 +139,23 @@ class _AskExecutor(AgentExecutor):
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         try:
             timeout_s = _timeout(context.metadata, self._timeout_s_max)
-            self._asks.acquire(served.tenant)
+            spec = task_spec(context.metadata, context.current_task)
+            self._asks.acquire(who.tenant)
         except SOSError as exc:  # refused before any ask went out
             await updater.reject(updater.new_agent_message([new_text_part(str(exc))]))
             return
         try:
-            await self._ask(served, context.get_user_input(), timeout_s, updater)
+            if spec is None:
+                await self._ask(who, context.get_user_input(), timeout_s, updater)
+            else:
+                await self._task(who, spec, task.id, context.get_user_input(), timeout_s, updater)
         finally:
-            self._asks.release(served.tenant)
+            self._asks.release(who.tenant)
 
-    async def _ask(self, served: _Served, text: str, timeout_s: float, updater: TaskUpdater) -> None:
+    async def _ask(self, who: Served, text: str, timeout_s: float, updater: TaskUpdater) -> None:
         await updater.start_work()
         try:
-            reply = await served.session.bus.ask(str(served.source), served.target, text, timeout_s=timeout_s)
+            reply = await who.session.bus.ask(str(who.source), who.target, text, timeout_s=timeout_s)
         except SOSError as exc:  # the ask went out (or was refused by the bus): no reply
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
             return
@@ -249,10 +163,60 @@ class _AskExecutor(AgentExecutor):
         await updater.add_artifact(parts, name="reply", metadata={"sos_message_id": reply.message_id})
         await updater.complete(updater.new_agent_message(parts))
 
+    async def _task(
+        self, who: Served, spec: dict[str, Any], a2a_id: str, text: str, timeout_s: float, updater: TaskUpdater
+    ) -> None:
+        try:
+            task_id = await open_task(who, spec, a2a_id, text)
+        except SOSError as exc:  # the kernel refused the create (or the caller cannot read the task)
+            await updater.reject(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        await follow(who, task_id, updater, timeout_s)
+
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
-        if task is not None and task.status.state not in _FINISHED:
+        if task is not None and task.status.state not in FINISHED:
             await TaskUpdater(event_queue, task.id, task.context_id).cancel()
+
+
+class _Handler(DefaultRequestHandler):
+    """The a2a-sdk's handler; for a task-mode task, ``GetTask`` first brings it up to its kernel task and
+    ``CancelTask`` first cancels the kernel task as the caller (refused: ``TaskNotCancelableError``, its SOS
+    code in the message, nothing changed)."""
+
+    def __init__(self, executor: AgentExecutor, store: KernelTaskStore, card: AgentCard) -> None:
+        super().__init__(executor, store, card)
+        self._store = store
+
+    async def _backed(self, task_id: str, context: ServerCallContext) -> tuple[Task, str] | None:
+        """The unfinished A2A task and its kernel task's id, when it is a task-mode task."""
+        task = await self._store.get(task_id, context)
+        kernel_id = task_id_of(task)
+        if task is None or kernel_id is None or task.status.state in FINISHED:
+            return None
+        return task, kernel_id
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        backed = await self._backed(params.id, context)
+        if backed is not None:
+            try:
+                fresh = refreshed(backed[0], await served(context).session.tasks.get(backed[1]))
+            except SOSError:  # the caller may no longer read it: the A2A task keeps its last state
+                fresh = None
+            if fresh is not None:
+                await self._store.save(fresh, context)
+        task: Task | None = await super().on_get_task(params, context)
+        return task
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        backed = await self._backed(params.id, context)
+        if backed is not None:  # the kernel task first, as the caller: no A2A cancel without it
+            try:
+                await served(context).session.tasks.cancel(backed[1])
+            except SOSError as exc:
+                raise TaskNotCancelableError(str(exc)) from exc
+        task: Task | None = await super().on_cancel_task(params, context)
+        return task
 
 
 def refusal(error: SOSError, *, rpc: bool) -> Response:
@@ -318,13 +282,13 @@ class A2AEndpoint:
         if tasks_max <= asks_max:
             raise InvalidArgument("tasks_max must exceed asks_max, so a finished task can always make room")
         self.state = state
-        self.tasks = _BoundedTasks(tasks_max)
+        self.tasks = KernelTaskStore(state.kernel, tasks_max)
         self._requests = _Held("a2a_requests_per_tenant_max", "requests", requests_max)
-        handler = DefaultRequestHandler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
+        handler = _Handler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
         self.handler = handler
         self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
 
-    async def _admit(self, scope: Scope) -> tuple[_Served, Any]:
+    async def _admit(self, scope: Scope) -> tuple[Served, Any]:
         params = scope.get("path_params", {})
         tenant, name = str(params.get("tenant", "")), str(params.get("agent", ""))
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
@@ -343,8 +307,7 @@ class A2AEndpoint:
         if not agent.a2a or agent.card.name != name:
             raise unknown
         caller = principal.agent or f"token:{principal.token_id}"
-        owner = "\n".join((tenant, name, caller))
-        return _Served(session, tenant, f"agent:{name}", principal.agent, owner), agent
+        return Served(session, tenant, f"agent:{name}", principal.agent, f"{name}\n{caller}"), agent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rest = str(scope.get("path_params", {}).get("rest", ""))
@@ -363,7 +326,7 @@ class A2AEndpoint:
                     base = f"{str(Request(scope).base_url).rstrip('/')}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
                     await Response(json_bytes(_card(agent, base)), media_type="application/json")(scope, receive, send)
                     return
-                inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", _SCOPE_KEY: served}
+                inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", SCOPE_KEY: served}
                 await self._rpc(inner, receive, send)
         except SOSError as exc:
             await refusal(exc, rpc=rpc)(scope, receive, send)

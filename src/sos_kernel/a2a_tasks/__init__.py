@@ -1,0 +1,6 @@
+"""A2A tasks: the A2A endpoint's task store kept in the kernel, per tenant (see :mod:`.service`)."""
+
+from .service import A2A_TASK_BYTES_MAX, A2A_TASK_ID_CHARS_MAX, A2A_TASK_OWNER_CHARS_MAX, A2ATasks
+from .store import A2ATaskStore
+
+__all__ = ["A2A_TASK_BYTES_MAX", "A2A_TASK_ID_CHARS_MAX", "A2A_TASK_OWNER_CHARS_MAX", "A2ATaskStore", "A2ATasks"]
