@@ -2,7 +2,8 @@
 
 ``kernel_url`` is parametrized over every backend; a test that needs a capability asks for it by declaration
 (``requires(durable=True)``), never by backend name. Redis: ``SOS_TEST_REDIS_URL`` when set (``.ci/run`` starts a
-server and sets it), else a ``redis-server`` from PATH is started on a free loopback port for the session.
+server and sets it), else a ``redis-server`` from PATH is started on a free loopback port for the session; under
+pytest-xdist (``-n 2``) each worker starts its own, because some tests pause, flush or kill clients server-wide.
 
 A behaviour test written against ``api`` (or ``open_api``) runs on one more target, ``remote``: the same calls
 through ``mumega_sdk.MumegaClient`` over the in-process ASGI transport, against the HTTP server over a SQLite
@@ -64,7 +65,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("SOS_TEST_REDIS_URL")
-    if url:
+    # Under pytest-xdist every worker starts its own server: some tests pause, flush or kill clients server-wide.
+    if url and not os.environ.get("PYTEST_XDIST_WORKER"):
         yield url
         return
     exe = shutil.which("redis-server")

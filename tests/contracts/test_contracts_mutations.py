@@ -478,7 +478,7 @@ def test_json_that_is_not_an_object_is_4001(raw: str) -> None:
         assert info.value.details["errors"][0]["loc"] == "(root)"
 
 
-@pytest.mark.parametrize("value", [[VALID["send"]], 5, None, object()], ids=repr)
+@pytest.mark.parametrize("value", [[VALID["send"]], 5, None, object()], ids=lambda v: type(v).__name__)
 def test_python_value_that_is_not_a_mapping_is_4001(value: Any) -> None:
     with pytest.raises(SchemaViolation):
         parse_message(value)
