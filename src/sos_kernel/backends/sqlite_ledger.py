@@ -609,6 +609,26 @@ class SQLiteLedgerStore(LedgerStore):
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
         return await self._write(tenant, lambda c, kept: self._apply(c, kept, tenant, requests, now))
 
+    @property
+    def engine(self) -> Any:
+        """The engine this store writes through (stores on one engine can share a transaction)."""
+        return self._db
+
+    async def apply_then(
+        self,
+        tenant: str,
+        requests: Sequence[TransferRequest],
+        now: float,
+        then: Callable[[sqlite3.Connection, Applied], T],
+    ) -> tuple[Applied, T]:
+        """:meth:`apply`, then ``then`` in the same transaction: both commit, or (if ``then`` raises) neither."""
+
+        def tx(c: sqlite3.Connection, kept: _TenantState | None) -> tuple[tuple[Applied, T], Staged | None]:
+            applied, staged = self._apply(c, kept, tenant, requests, now)
+            return (applied, then(c, applied)), staged
+
+        return await self._write(tenant, tx)
+
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
         def tx(c: sqlite3.Connection) -> dict[str, Transfer]:
             tn = self._tenant_number(c, tenant, create=False)

@@ -18,6 +18,9 @@ Guarantees:
   ``skill:<invocation_id>:<part>``. ``operator = floor(price * operator_share)``, ``network = floor(price *
   network_share)`` computed on the shares as exact decimals, and the author receives the rest — so the parts always
   sum to the price and any rounding favours the author. No ``revenue_split`` means the author gets everything.
+- **Charged and counted together.** On SQLite the linked batch and the count are one write transaction: a failure
+  in any step leaves neither. Memory does both in one step of the loop; Redis takes two (the charge, then the
+  count), and a retry of an invocation interrupted between them counts it without charging again.
 - **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
   charges nor counts again. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
@@ -467,11 +470,11 @@ class Skills:
         currency = commerce.currency if commerce else "USD"
         payouts = split_price(price, commerce.revenue_split if commerce else None)
         transfers: tuple[Transfer, ...] = ()
+        args = (self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time())
         if price > 0:
-            transfers = await self._charge(card, caller, invocation_id, currency, payouts)
-        counted = await self._store.record_invocation(
-            self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time()
-        )
+            transfers, counted = await self._charge(card, caller, invocation_id, currency, payouts, args)
+        else:
+            counted = await self._store.record_invocation(*args)
         result = Invocation(
             invocation_id,
             record.skill_id,
@@ -489,8 +492,17 @@ class Skills:
         return result
 
     async def _charge(
-        self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
-    ) -> tuple[Transfer, ...]:
+        self,
+        card: SkillCard,
+        caller: str,
+        invocation_id: str,
+        currency: str,
+        payouts: dict[str, int],
+        count: tuple[str, str, str, str, str, int, float],
+    ) -> tuple[tuple[Transfer, ...], bool]:
+        """Charge the split and count the invocation in one step of the store (see :meth:`SkillStore.invoke`);
+        a replayed charge is compared with the first one before the invocation is counted (it was, unless an
+        engine that takes two steps failed between them)."""
         receivers = {"author": card.author_agent, "operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
         batch = []
         for part, amount in payouts.items():
@@ -509,7 +521,12 @@ class Skills:
                     "reason": f"skill {card.id} {card.version} ({part})",
                 }
             )
-        return tuple(await self._ledger.transfer_many(batch))
+        requests = self._ledger._batch(batch)  # checked as transfer_many checks a batch, before anything is written
+        applied, counted = await self._store.invoke(*count, self._ledger.store, requests)
+        transfers = tuple(await self._ledger._settle(requests, applied))  # raises a recorded failure, or a conflict
+        if applied.existing:
+            counted = await self._store.record_invocation(*count)
+        return transfers, counted
 
     async def _announce(self, inv: Invocation) -> None:
         payload = SkillExecutedPayload(
