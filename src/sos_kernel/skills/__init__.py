@@ -89,6 +89,9 @@ SKILL_EVENT_TYPE = "sos.skill_executed"
 SKILLS_CHANNEL = "sos:channel:skills"
 MARKETPLACE_LIMIT_MAX = 500
 LINEAGE_DEPTH_MAX = 64
+PRICED_CARDS_MAX = 1024
+"""Parsed cards an invocation keeps per tenant, by (id, version, digest); past it they are all forgotten (a version
+is written once, so a kept card never goes stale; forgetting one costs one parse)."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then total
 invocations (most first), then id."""
@@ -171,6 +174,7 @@ class Skills:
         self._bus = bus
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
+        self._cards: dict[tuple[str, str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -464,7 +468,7 @@ class Skills:
         has no account in the skill's currency).
         """
         record = await self._resolve(skill_id, version)
-        card = SkillCard.model_validate_json(record.card)
+        card = self._card(record)
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
         currency = commerce.currency if commerce else "USD"
@@ -490,6 +494,16 @@ class Skills:
         if counted:
             await self._announce(result)
         return result
+
+    def _card(self, record: SkillRecord) -> SkillCard:
+        """The version's card, parsed once per (id, version, digest): its content never changes."""
+        key = (record.skill_id, record.version, record.digest)
+        card = self._cards.get(key)
+        if card is None:
+            if len(self._cards) >= PRICED_CARDS_MAX:
+                self._cards.clear()
+            card = self._cards[key] = SkillCard.model_validate_json(record.card)
+        return card
 
     async def _charge(
         self,
