@@ -5,6 +5,11 @@
   primary key is the idempotency check), update both balances — with the same file settings (WAL,
   synchronous=NORMAL).
 - sqlite batched: ``Ledger.transfer_many`` of 100 against the same 100 steps in one bare transaction.
+- sqlite random pairs over 10 and 100k accounts: ``Ledger.transfer`` between two accounts drawn at random (the same
+  seeded draws on both sides) against the raw single transfer over the same accounts; every account is opened and
+  funded before the timed run (once, then the file is copied for each round).
+- sqlite paid invocation: ``Skills.record_invocation`` of a priced skill (a three-way split) against
+  ``Ledger.transfer_many`` of the same three transfers, the linked batch it records.
 - redis single: ``Ledger.transfer`` (one ``EVALSHA`` of the ledger script) against ``EVALSHA`` of a minimal script
   doing the same: refuse a known id, check the balance, ``HINCRBY`` both accounts, ``HSET`` the transfer.
 
@@ -16,13 +21,16 @@ on a checkpoint's fsync), hence nine rounds.
 A single SQLite transfer's commit costs in proportion to the pages it writes to the WAL: a line under the table
 counts the pages each side writes per single transfer, in an untimed run with automatic checkpoints off.
 
-Targets (ledger issue): every ratio ≥ 0.5x. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a ``redis-server`` from
+Targets (ledger issue): every ratio ≥ 0.5x; random pairs over 100k accounts ≥ 0.45x; a paid invocation ≥ 0.5x of
+the linked batch of three. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a ``redis-server`` from
 PATH on a free loopback port (``bench_bus.redis_server``).
 """
 
 from __future__ import annotations
 
 import itertools
+import random
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -127,14 +135,16 @@ def _raw_db(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _raw_transfer(conn: sqlite3.Connection, transfer_id: str, amount: int) -> None:
+def _raw_transfer(
+    conn: sqlite3.Connection, transfer_id: str, amount: int, debit: str = "agent:alice", credit: str = "agent:bob"
+) -> None:
     """The floor of one transfer: check the debit balance, insert under the id, update both balances."""
-    (balance,) = conn.execute("SELECT balance FROM accounts WHERE owner=?", ("agent:alice",)).fetchone()
+    (balance,) = conn.execute("SELECT balance FROM accounts WHERE owner=?", (debit,)).fetchone()
     if balance < amount:
         raise RuntimeError("insufficient funds")
-    conn.execute("INSERT INTO transfers VALUES (?, ?, ?, ?)", (transfer_id, "agent:alice", "agent:bob", amount))
-    conn.execute("UPDATE accounts SET balance = balance - ? WHERE owner=?", (amount, "agent:alice"))
-    conn.execute("UPDATE accounts SET balance = balance + ? WHERE owner=?", (amount, "agent:bob"))
+    conn.execute("INSERT INTO transfers VALUES (?, ?, ?, ?)", (transfer_id, debit, credit, amount))
+    conn.execute("UPDATE accounts SET balance = balance - ? WHERE owner=?", (amount, debit))
+    conn.execute("UPDATE accounts SET balance = balance + ? WHERE owner=?", (amount, credit))
 
 
 def raw_sqlite(path: Callable[[], Path], n: int, per_tx: int) -> Make:
@@ -153,6 +163,188 @@ def raw_sqlite(path: Callable[[], Path], n: int, per_tx: int) -> Make:
         return run
 
     return make
+
+
+# --- random pairs over many accounts ---------------------------------------------------------------------------
+
+FUND_BATCH = 1000
+ACCOUNT_FUNDS = 10**9
+SEED = 27
+
+
+def owners(count: int) -> list[str]:
+    return [f"agent:a{i}" for i in range(count)]
+
+
+def draws(count: int, n: int) -> list[tuple[str, str]]:
+    """``n`` random (debit, credit) pairs of distinct accounts among ``count``, the same on every call."""
+    rng, names = random.Random(SEED), owners(count)
+    return [tuple(rng.sample(names, 2)) for _ in range(n)]  # type: ignore[misc]
+
+
+async def many_accounts(path: Path, count: int) -> None:
+    """A ledger file with ``count`` funded accounts (untimed, made once per size)."""
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", USD, allow_negative=True)
+        names = owners(count)
+        for owner in names:
+            await ledger.open_account(owner, USD)
+        for start in range(0, count, FUND_BATCH):
+            batch = [
+                {"id": f"fund-{o}", "debit": "system:mint", "credit": o, "amount": ACCOUNT_FUNDS, "currency": USD}
+                for o in names[start : start + FUND_BATCH]
+            ]
+            await ledger.transfer_many(batch)
+
+
+def raw_many(path: Path, count: int) -> None:
+    conn = _raw_db(path)
+    conn.executemany("INSERT OR REPLACE INTO accounts VALUES (?, ?)", [(o, ACCOUNT_FUNDS) for o in owners(count)])
+    conn.close()
+
+
+def ours_random(template: Path, copies: Callable[[], Path], pairs: list[tuple[str, str]]) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        path = copies()
+        shutil.copyfile(template, path)
+        kernel = await sos_kernel.open(f"sqlite:///{path}")
+        ledger = kernel.ledger
+
+        async def run() -> int:
+            for i, (debit, credit) in enumerate(pairs):
+                await ledger.transfer(id=f"t{i}", debit=debit, credit=credit, amount=7, currency=USD)
+            await kernel.aclose()
+            return len(pairs)
+
+        return run
+
+    return make
+
+
+def raw_random(template: Path, copies: Callable[[], Path], pairs: list[tuple[str, str]]) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        path = copies()
+        shutil.copyfile(template, path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+        async def run() -> int:
+            for i, (debit, credit) in enumerate(pairs):
+                conn.execute("BEGIN IMMEDIATE")
+                _raw_transfer(conn, f"t{i}", 7, debit, credit)
+                conn.execute("COMMIT")
+            conn.close()
+            return len(pairs)
+
+        return run
+
+    return make
+
+
+async def random_rows(tmp: Path) -> list[Row]:
+    counter = itertools.count()
+    rows = []
+    for count, label in ((10, "10"), (100_000, "100k")):
+        ours_template, raw_template = tmp / f"many-ours-{count}.db", tmp / f"many-raw-{count}.db"
+        await many_accounts(ours_template, count)
+        raw_many(raw_template, count)
+        pairs = draws(count, N_SINGLE)
+
+        def copy() -> Path:
+            return tmp / f"copy-{next(counter)}.db"
+
+        target = "≥ 0.45x" if count >= 100_000 else "(for reading)"
+        ours, raw = ours_random(ours_template, copy, pairs), raw_random(raw_template, copy, pairs)
+        rows.append(await paired(f"sqlite transfer, random of {label}", ours, raw, target))
+    return rows
+
+
+# --- paid skill invocation -----------------------------------------------------------------------------------
+
+N_INVOCATIONS = 1000
+SKILL_CARD = {
+    "schema_version": "1",
+    "id": "bench-skill",
+    "name": "Bench",
+    "version": "1.0.0",
+    "author_agent": "agent:author",
+    "created_at": "2026-11-01T00:00:00Z",
+    "input_schema": {"type": "object"},
+    "output_schema": {"type": "object"},
+    "runtime": {"entry_point": "bench.py"},
+    "commerce": {
+        "price_per_call_micros": 1_000,
+        "currency": USD,
+        "marketplace_listed": True,
+        "revenue_split": {"author": 0.85, "operator": 0.10, "network": 0.05},
+    },
+}
+SPLIT = (("agent:author", 850), ("system:operator", 100), ("system:network", 50))
+
+
+async def skill_kernel(url: str) -> sos_kernel.Kernel:
+    """A kernel with the priced skill published, its caller funded and every receiving account open."""
+    kernel = await sos_kernel.open(url)
+    ledger = kernel.ledger
+    await ledger.open_account("system:mint", USD, allow_negative=True)
+    for owner in ("agent:caller", *(o for o, _ in SPLIT)):
+        await ledger.open_account(owner, USD)
+    await ledger.transfer(id="fund", debit="system:mint", credit="agent:caller", amount=FUNDS, currency=USD)
+    await kernel.skills.publish(SKILL_CARD)
+    return kernel
+
+
+def ours_invocations(url: Callable[[], str], n: int) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        kernel = await skill_kernel(url())
+        skills = kernel.skills
+
+        async def run() -> int:
+            for i in range(n):
+                await skills.record_invocation(
+                    "bench-skill", caller="agent:caller", tenant="default", invocation_id=f"i{i}"
+                )
+            await kernel.aclose()
+            return n
+
+        return run
+
+    return make
+
+
+def split_batches(url: Callable[[], str], n: int) -> Make:
+    async def make() -> Callable[[], Awaitable[int]]:
+        kernel = await skill_kernel(url())
+        ledger = kernel.ledger
+        batches = [
+            [
+                {"id": f"b{i}:{k}", "debit": "agent:caller", "credit": owner, "amount": amount, "currency": USD}
+                for k, (owner, amount) in enumerate(SPLIT)
+            ]
+            for i in range(n)
+        ]
+
+        async def run() -> int:
+            for batch in batches:
+                await ledger.transfer_many(batch)
+            await kernel.aclose()
+            return n
+
+        return run
+
+    return make
+
+
+async def invocation_rows(tmp: Path) -> list[Row]:
+    counter = itertools.count()
+
+    def url() -> str:
+        return f"sqlite:///{tmp}/skill-{next(counter)}.db"
+
+    ours, floor = ours_invocations(url, N_INVOCATIONS), split_batches(url, N_INVOCATIONS)
+    return [await paired("sqlite paid invocation / batch of 3", ours, floor, "≥ 0.5x")]
 
 
 N_PAGES = 1000
@@ -266,6 +458,8 @@ def main() -> None:
     """Run every case and print one table."""
     with tempfile.TemporaryDirectory() as tmp:
         rows = anyio.run(sqlite_rates, Path(tmp))
+        rows += anyio.run(random_rows, Path(tmp))
+        rows += anyio.run(invocation_rows, Path(tmp))
         pages = anyio.run(sqlite_pages, Path(tmp))
     with redis_server() as url:
         if url is None:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import sos_kernel
+from sos_kernel.backends import sqlite_ledger
 from sos_kernel.backends.sqlite import SCHEMA_VERSION
 from sos_kernel.backends.sqlite_ledger import (
-    ACCOUNT_MEMO_MAX,
     LEDGER_SCHEMA,
     STATEMENT_BLOCK,
     TENANT_STATES_MAX,
@@ -26,7 +26,6 @@ from sos_kernel.backends.sqlite_ledger import (
 )
 from sos_kernel.errors import BackendFailure
 from sos_kernel.ledger.models import Price, Rate
-from sos_kernel.ledger.service import BATCH_MAX
 
 pytestmark = pytest.mark.anyio
 
@@ -157,24 +156,44 @@ async def test_a_store_keeps_the_state_of_a_bounded_number_of_tenants(tmp_path: 
         await first.check()
 
 
-async def test_a_kept_tenant_state_holds_a_bounded_number_of_accounts(tmp_path: Path) -> None:
+async def test_a_kept_tenant_state_holds_a_bounded_number_of_accounts_and_forgets_the_least_recent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo_max = 64  # the bound's behaviour, at a size a test can pass quickly
+    monkeypatch.setattr(sqlite_ledger, "ACCOUNT_MEMO_MAX", memo_max)
     async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
         store: Any = kernel.backend.ledger
         ledger = kernel.ledger
         await ledger.open_account("system:mint", "USD", allow_negative=True)
-        agents = [f"agent:a{i}" for i in range(ACCOUNT_MEMO_MAX + 100)]
+        agents = [f"agent:a{i}" for i in range(3 * memo_max)]
         for owner in agents:
             await ledger.open_account(owner, "USD")
-        for start in (0, BATCH_MAX):
-            batch = [
-                {"id": f"m{i}", "debit": "system:mint", "credit": owner, "amount": 1, "currency": "USD"}
-                for i, owner in enumerate(agents[start : start + BATCH_MAX], start)
-            ]
-            await ledger.transfer_many(batch)
+        for i, owner in enumerate(agents):  # the mint is in every batch: the most recently used throughout
+            await ledger.transfer(id=f"m{i}", debit="system:mint", credit=owner, amount=1, currency="USD")
             (state,) = store._states.values()
-            assert len(state.accounts) <= ACCOUNT_MEMO_MAX
-        assert (await ledger.balance(agents[-1], "USD")).posted == 1
+            assert len(state.accounts) <= memo_max
+            assert ("system:mint", "USD") in state.accounts
+            assert (owner, "USD") in state.accounts
+        assert (await ledger.balance(agents[0], "USD")).posted == 1  # a forgotten account is read again, exactly
+        await ledger.transfer(id="again", debit="system:mint", credit=agents[0], amount=1, currency="USD")
+        assert (await ledger.balance(agents[0], "USD")).posted == 2
         await ledger.check()
+
+
+async def test_a_store_keeps_a_bounded_number_of_accounts_over_all_tenants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_ledger, "ACCOUNTS_KEPT_MAX", 8)
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        store: Any = kernel.backend.ledger
+        for n in range(6):
+            ledger = kernel.tenant(f"t{n}").ledger
+            await ledger.open_account("system:mint", "USD", allow_negative=True)
+            await ledger.open_account("agent:alice", "USD")
+            await _transfers(ledger, 1)
+            assert sum(len(s.accounts) for s in store._states.values()) <= 8
+            assert f"t{n}" in store._states  # the tenant just written is kept; the least recent were forgotten
+        await kernel.tenant("t0").ledger.check()
 
 
 def _write_paths() -> dict[str, Callable[[Any], Awaitable[Any]]]:
@@ -192,7 +211,8 @@ def _write_paths() -> dict[str, Callable[[Any], Awaitable[Any]]]:
 
 
 def test_every_write_primitive_of_the_store_is_covered() -> None:
-    # the primitives whose body writes (through _write or _write_plain) are exactly apply and the ones above
+    # the primitives whose body writes (through _write or _write_plain) are exactly apply, apply_then (apply and
+    # more in its transaction) and the ones above
     source = textwrap.dedent(inspect.getsource(SQLiteLedgerStore))
     tree = ast.parse(source)
     (cls,) = tree.body
@@ -203,7 +223,7 @@ def test_every_write_primitive_of_the_store_is_covered() -> None:
         and not node.name.startswith("_")
         and any(isinstance(n, ast.Attribute) and n.attr in ("_write", "_write_plain") for n in ast.walk(node))
     }
-    assert writers == {"apply", *_write_paths()}
+    assert writers == {"apply", "apply_then", *_write_paths()}
 
 
 def test_the_store_writes_and_changes_its_kept_state_in_one_function_only() -> None:

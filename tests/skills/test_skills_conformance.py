@@ -398,3 +398,28 @@ async def test_concurrent_first_publishes_of_a_new_id_give_it_exactly_one_owner(
         versions = await skills.versions(skill_id)
         authors = {(await skills.get(skill_id, v)).author_agent for v in versions}
         assert (len(versions), len(authors)) == (1, 1), (skill_id, versions, authors)
+
+
+async def test_a_paid_invocation_whose_last_leg_cannot_pay_moves_nothing_and_replays_alike(
+    api: Api, skills: Skills
+) -> None:
+    await skills.publish(priced(1_000, {"author": 0.85, "operator": 0.10, "network": 0.05}))
+    led = api.ledger
+    # the caller holds 990: the author's 850 and the operator's 100 fit, the network's 50 does not
+    await led.transfer(
+        id="drain", debit="agent:caller", credit="system:treasury", amount=1_000_000 - 990, currency="USD"
+    )
+    for _ in range(2):  # the first attempt, then its replay
+        with pytest.raises(InsufficientFunds) as caught:
+            await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="short")
+        assert caught.value.code == "SOS-7001"
+    for part in ("author", "operator", "network"):
+        assert (await led.get_transfer(f"skill:short:{part}")).status == "failed"
+    assert (await led.balance("agent:caller", "USD")).posted == 990
+    for owner in ("agent:author", "system:operator", "system:network"):
+        assert (await led.balance(owner, "USD")).posted == 0
+    card = await skills.get("summarise")
+    assert card.earnings is not None
+    assert (card.earnings.total_invocations, card.earnings.total_earned_micros) == (0, 0)
+    assert not [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    await led.check()

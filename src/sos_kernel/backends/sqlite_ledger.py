@@ -40,6 +40,7 @@ The file's layout is checked once, when the backend opens it (:data:`sos_kernel.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import sqlite3
@@ -69,9 +70,12 @@ TENANT_MEMO_MAX = 10_000
 TENANT_STATES_MAX = 64
 """Tenants whose state (:class:`_TenantState`) a store keeps between transactions; past it, the least recently
 used is forgotten (reading it again costs one statement)."""
-ACCOUNT_MEMO_MAX = 1024
-"""Accounts a kept tenant state holds; past it, they are forgotten and read again as batches name them. With
-:data:`TENANT_STATES_MAX`, a store keeps at most 65,536 account states (a few tens of MB at worst)."""
+ACCOUNT_MEMO_MAX = 131_072
+"""Accounts a kept tenant state holds; past it, the least recently used are forgotten (read again when a batch names
+them), so a ledger of up to this many active accounts is served from memory once each has been read."""
+ACCOUNTS_KEPT_MAX = 131_072
+"""Accounts a store keeps over all its kept tenant states (about 300 bytes each: some 40 MB at worst); past it,
+the least recently used tenant states are forgotten whole."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
@@ -467,9 +471,11 @@ class SQLiteLedgerStore(LedgerStore):
         out: dict[AccountKey, AccountState | None] = {}
         missing: set[AccountKey] = set()
         for key in keys:
-            out[key] = value = known.get(key)
+            out[key] = value = known.pop(key, None)
             if value is None:
                 missing.add(key)
+            else:  # the most recently used last: the memo forgets from the front
+                known[key] = value
         if missing:
             for key, value in self._load_accounts(c, tenant, missing).items():
                 if value is not None:
@@ -479,13 +485,19 @@ class SQLiteLedgerStore(LedgerStore):
     def _install(self, tenant: str, staged: Staged) -> None:
         """Keep a committed transaction's tenant state (see :class:`_TenantState`), within the bounds."""
         version, state = staged
-        if len(state.accounts) > ACCOUNT_MEMO_MAX:  # forgetting them only costs reading them again
-            state.accounts.clear()
+        accounts = state.accounts
+        if len(accounts) > ACCOUNT_MEMO_MAX:  # forgetting the least recent only costs reading them again
+            # an eighth more than the excess, so the forgetting is not paid on every batch
+            for key in list(itertools.islice(accounts, len(accounts) - ACCOUNT_MEMO_MAX + ACCOUNT_MEMO_MAX // 8)):
+                del accounts[key]
         if version != self._version:
             self._states.clear()
             self._version = version
         if len(self._states) >= TENANT_STATES_MAX:  # a state is popped when used: the first is the least recent
             del self._states[next(iter(self._states))]
+        kept = len(accounts) + sum(len(s.accounts) for s in self._states.values())
+        while kept > ACCOUNTS_KEPT_MAX and self._states:
+            kept -= len(self._states.pop(next(iter(self._states))).accounts)
         self._states[tenant] = state
 
     @staticmethod
@@ -608,6 +620,26 @@ class SQLiteLedgerStore(LedgerStore):
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
         return await self._write(tenant, lambda c, kept: self._apply(c, kept, tenant, requests, now))
+
+    @property
+    def engine(self) -> Any:
+        """The engine this store writes through (stores on one engine can share a transaction)."""
+        return self._db
+
+    async def apply_then(
+        self,
+        tenant: str,
+        requests: Sequence[TransferRequest],
+        now: float,
+        then: Callable[[sqlite3.Connection, Applied], T],
+    ) -> tuple[Applied, T]:
+        """:meth:`apply`, then ``then`` in the same transaction: both commit, or (if ``then`` raises) neither."""
+
+        def tx(c: sqlite3.Connection, kept: _TenantState | None) -> tuple[tuple[Applied, T], Staged | None]:
+            applied, staged = self._apply(c, kept, tenant, requests, now)
+            return (applied, then(c, applied)), staged
+
+        return await self._write(tenant, tx)
 
     async def transfers(self, tenant: str, ids: Sequence[str]) -> dict[str, Transfer]:
         def tx(c: sqlite3.Connection) -> dict[str, Transfer]:

@@ -1,13 +1,18 @@
 """Skills on SQLite: one row per version and one owner per skill id; an id's owner is claimed, and invocation ids
-and counters change, in one transaction."""
+and counters change, in one transaction. A paid invocation's charge (the ledger's linked batch) and its count are one
+transaction too, when the ledger store shares this store's engine (as it does in the SQLite backend)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from ..skills.store import SkillRecord, SkillStats, SkillStore
+from ..ledger.models import TransferRequest
+from ..ledger.store import Applied, LedgerStore
+from ..skills.store import SkillRecord, SkillStats, SkillStore, charged
+from .sqlite_ledger import SQLiteLedgerStore
 
 __all__ = ["SKILLS_SCHEMA", "SQLiteSkillStore"]
 
@@ -110,6 +115,33 @@ class SQLiteSkillStore(SkillStore):
         result: bool = await self._db.write(tx)
         return result
 
+    @staticmethod
+    def _count(
+        c: sqlite3.Connection,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        cur = c.execute("INSERT OR IGNORE INTO skill_invocations VALUES (?,?)", (tenant, invocation_id))
+        if cur.rowcount == 0:
+            return False
+        row = c.execute(
+            "SELECT by_tenant FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?",
+            (tenant, skill_id, version),
+        ).fetchone()
+        by_tenant = json.loads(row[0])
+        by_tenant[caller_tenant] = by_tenant.get(caller_tenant, 0) + 1
+        c.execute(
+            "UPDATE skill_versions SET invocations=invocations+1, earned=earned+?, last_at=?, by_tenant=?"
+            " WHERE tenant=? AND skill_id=? AND version=?",
+            (price, now, json.dumps(by_tenant), tenant, skill_id, version),
+        )
+        return True
+
     async def record_invocation(
         self,
         tenant: str,
@@ -120,22 +152,27 @@ class SQLiteSkillStore(SkillStore):
         price: int,
         now: float,
     ) -> bool:
-        def tx(c: sqlite3.Connection) -> bool:
-            cur = c.execute("INSERT OR IGNORE INTO skill_invocations VALUES (?,?)", (tenant, invocation_id))
-            if cur.rowcount == 0:
-                return False
-            row = c.execute(
-                "SELECT by_tenant FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?",
-                (tenant, skill_id, version),
-            ).fetchone()
-            by_tenant = json.loads(row[0])
-            by_tenant[caller_tenant] = by_tenant.get(caller_tenant, 0) + 1
-            c.execute(
-                "UPDATE skill_versions SET invocations=invocations+1, earned=earned+?, last_at=?, by_tenant=?"
-                " WHERE tenant=? AND skill_id=? AND version=?",
-                (price, now, json.dumps(by_tenant), tenant, skill_id, version),
-            )
-            return True
-
-        result: bool = await self._db.write(tx)
+        args = (tenant, skill_id, version, invocation_id, caller_tenant, price, now)
+        result: bool = await self._db.write(lambda c: self._count(c, *args))
         return result
+
+    async def invoke(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+        ledger: LedgerStore,
+        charge: Sequence[TransferRequest],
+    ) -> tuple[Applied, bool]:
+        args = (tenant, skill_id, version, invocation_id, caller_tenant, price, now)
+        if not isinstance(ledger, SQLiteLedgerStore) or ledger.engine is not self._db:
+            return await super().invoke(*args, ledger, charge)  # another file or engine: two steps
+
+        def count(c: sqlite3.Connection, applied: Applied) -> bool:
+            return charged(applied) and self._count(c, *args)
+
+        return await ledger.apply_then(tenant, charge, now, count)

@@ -58,7 +58,7 @@ from .models import (
     Transmutation,
     UsageSummaryRow,
 )
-from .store import LedgerStore
+from .store import Applied, LedgerStore
 from .usage import list_usage, record_usage, recorded_usage_id, summarise_usage, usage_query
 
 if TYPE_CHECKING:
@@ -436,6 +436,10 @@ class Ledger:
         On failure every transfer of the batch is recorded as failed with the first failure's code, and the error
         is raised. Replaying the batch replays its recorded outcome.
         """
+        return await self._submit(self._batch(transfers))
+
+    def _batch(self, transfers: Sequence[Mapping[str, Any]]) -> list[TransferRequest]:
+        """The requests of a linked batch, checked as :meth:`transfer_many` checks them (nothing is written)."""
         if not isinstance(transfers, Sequence) or isinstance(transfers, str | bytes):
             raise InvalidArgument("transfers must be a list of transfers (mappings of transfer()'s arguments)")
         if not 1 <= len(transfers) <= BATCH_MAX:
@@ -443,7 +447,7 @@ class Ledger:
         requests = [self._request("posted", **_batch_item(index, t)) for index, t in enumerate(transfers)]
         if len({r.id for r in requests}) != len(requests):
             raise InvalidArgument("a batch repeats a transfer id")
-        return await self._submit(requests)
+        return requests
 
     @operation(
         "ledger:write",
@@ -530,7 +534,11 @@ class Ledger:
         return (await self._submit([request]))[0]
 
     async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:
-        applied = await self._store.apply(self.tenant, requests, time.time())
+        return await self._settle(requests, await self._store.apply(self.tenant, requests, time.time()))
+
+    async def _settle(self, requests: list[TransferRequest], applied: Applied) -> list[Transfer]:
+        """The outcome of ``requests`` once the store has applied them (here or in a step that also did more, like
+        a paid invocation): the transfers, or the recorded failure or replay conflict raised."""
         if applied.transfers and self.audit is not None and not self._store.audits_writes:
             await self.audit("ledger.write", actor="kernel", **ledger_write_record(applied.transfers))
         transfers = self._replay(requests, applied.existing) if applied.existing else applied.transfers

@@ -18,6 +18,9 @@ Guarantees:
   ``skill:<invocation_id>:<part>``. ``operator = floor(price * operator_share)``, ``network = floor(price *
   network_share)`` computed on the shares as exact decimals, and the author receives the rest — so the parts always
   sum to the price and any rounding favours the author. No ``revenue_split`` means the author gets everything.
+- **Charged and counted together.** On SQLite the linked batch and the count are one write transaction: a failure
+  in any step leaves neither. Memory does both in one step of the loop; Redis takes two (the charge, then the
+  count), and a retry of an invocation interrupted between them counts it without charging again.
 - **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
   charges nor counts again. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
@@ -86,6 +89,9 @@ SKILL_EVENT_TYPE = "sos.skill_executed"
 SKILLS_CHANNEL = "sos:channel:skills"
 MARKETPLACE_LIMIT_MAX = 500
 LINEAGE_DEPTH_MAX = 64
+PRICED_CARDS_MAX = 1024
+"""Parsed cards an invocation keeps per tenant, by (id, version, digest); past it they are all forgotten (a version
+is written once, so a kept card never goes stale; forgetting one costs one parse)."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then total
 invocations (most first), then id."""
@@ -168,6 +174,7 @@ class Skills:
         self._bus = bus
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
+        self._cards: dict[tuple[str, str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -461,17 +468,17 @@ class Skills:
         has no account in the skill's currency).
         """
         record = await self._resolve(skill_id, version)
-        card = SkillCard.model_validate_json(record.card)
+        card = self._card(record)
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
         currency = commerce.currency if commerce else "USD"
         payouts = split_price(price, commerce.revenue_split if commerce else None)
         transfers: tuple[Transfer, ...] = ()
+        args = (self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time())
         if price > 0:
-            transfers = await self._charge(card, caller, invocation_id, currency, payouts)
-        counted = await self._store.record_invocation(
-            self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time()
-        )
+            transfers, counted = await self._charge(card, caller, invocation_id, currency, payouts, args)
+        else:
+            counted = await self._store.record_invocation(*args)
         result = Invocation(
             invocation_id,
             record.skill_id,
@@ -488,9 +495,28 @@ class Skills:
             await self._announce(result)
         return result
 
+    def _card(self, record: SkillRecord) -> SkillCard:
+        """The version's card, parsed once per (id, version, digest): its content never changes."""
+        key = (record.skill_id, record.version, record.digest)
+        card = self._cards.get(key)
+        if card is None:
+            if len(self._cards) >= PRICED_CARDS_MAX:
+                self._cards.clear()
+            card = self._cards[key] = SkillCard.model_validate_json(record.card)
+        return card
+
     async def _charge(
-        self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
-    ) -> tuple[Transfer, ...]:
+        self,
+        card: SkillCard,
+        caller: str,
+        invocation_id: str,
+        currency: str,
+        payouts: dict[str, int],
+        count: tuple[str, str, str, str, str, int, float],
+    ) -> tuple[tuple[Transfer, ...], bool]:
+        """Charge the split and count the invocation in one step of the store (see :meth:`SkillStore.invoke`);
+        a replayed charge is compared with the first one before the invocation is counted (it was, unless an
+        engine that takes two steps failed between them)."""
         receivers = {"author": card.author_agent, "operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
         batch = []
         for part, amount in payouts.items():
@@ -509,7 +535,12 @@ class Skills:
                     "reason": f"skill {card.id} {card.version} ({part})",
                 }
             )
-        return tuple(await self._ledger.transfer_many(batch))
+        requests = self._ledger._batch(batch)  # checked as transfer_many checks a batch, before anything is written
+        applied, counted = await self._store.invoke(*count, self._ledger.store, requests)
+        transfers = tuple(await self._ledger._settle(requests, applied))  # raises a recorded failure, or a conflict
+        if applied.existing:
+            counted = await self._store.record_invocation(*count)
+        return transfers, counted
 
     async def _announce(self, inv: Invocation) -> None:
         payload = SkillExecutedPayload(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["SkillRecord", "SkillStats", "SkillStore"]
+from ..ledger.models import TransferRequest
+from ..ledger.store import Applied, LedgerStore
+
+__all__ = ["SkillRecord", "SkillStats", "SkillStore", "charged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +73,35 @@ class SkillStore(ABC):
     ) -> bool:
         """Count an invocation once per ``invocation_id`` (atomically with the counters); False if already
         counted."""
+
+    async def invoke(
+        self,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+        ledger: LedgerStore,
+        charge: Sequence[TransferRequest],
+    ) -> tuple[Applied, bool]:
+        """Apply the linked batch ``charge`` through ``ledger`` (the tenant's ledger store) and, if it applied now and
+        succeeded, count the invocation as :meth:`record_invocation` does. Returns what the ledger did and whether
+        the invocation was counted: a failed batch, or one already recorded (a replay, for the caller to compare and
+        then count), counts nothing.
+
+        This default takes two atomic steps, the charge and then the count, so a crash between them leaves the money
+        moved and the invocation uncounted until it is retried. An engine that can make them one transaction (SQLite,
+        when both stores share its connection) overrides it: then it is all or nothing."""
+        applied = await ledger.apply(tenant, charge, now)
+        if not charged(applied):
+            return applied, False
+        return applied, await self.record_invocation(
+            tenant, skill_id, version, invocation_id, caller_tenant, price, now
+        )
+
+
+def charged(applied: Applied) -> bool:
+    """Whether a paid invocation's batch applied just now, and succeeded (the case in which it is counted)."""
+    return bool(applied.transfers) and applied.transfers[0].ok
