@@ -297,13 +297,23 @@ async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) 
 _WRITE_ACTIONS = {"posted": "transfer", "pending": "hold", "post_pending": "capture", "void_pending": "void"}
 
 
+LEDGER_WRITE_IDS_MAX = 100
+"""The most transfer ids one batch's audit record names (``count`` says how many the batch held)."""
+
+
+def ledger_write_action(kind: str) -> str:
+    """The ``action`` of the audit record of a batch whose first transfer is of ``kind``."""
+    return "ledger." + _WRITE_ACTIONS.get(kind, kind)
+
+
 def ledger_write_record(transfers: Sequence[Transfer]) -> dict[str, Any]:
     """The audit record of an applied batch: its kind, status and transfer ids (amounts live in the ledger)."""
     first = transfers[0]
+    ids = [t.id for t in transfers[:LEDGER_WRITE_IDS_MAX]]
     return {
-        "action": "ledger." + _WRITE_ACTIONS.get(first.kind, first.kind),
+        "action": ledger_write_action(first.kind),
         "outcome": first.status,
-        "details": {"ids": [t.id for t in transfers[:100]], "count": len(transfers), "sequence": first.sequence},
+        "details": {"ids": ids, "count": len(transfers), "sequence": first.sequence},
     }
 
 
