@@ -8,6 +8,7 @@ import json
 import re
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +25,12 @@ from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
 
 from ..conftest import Api, Connect, requires
+from ..procs import WorkerProcess
 
 pytestmark = pytest.mark.anyio
 
 USD = "USD"
+AUDIT_WORKER = str(Path(__file__).with_name("_audit_worker.py"))
 
 
 def test_every_declared_operation_is_audited_or_says_why_not() -> None:
@@ -153,6 +156,46 @@ async def test_the_record_is_read_back_right_after_a_transfer(kernel: sos_kernel
     assert all(abs((r.at - datetime.now(UTC)).total_seconds()) < 60 for r in before)
     report = await view.audit.verify()
     assert (report.ok, report.problems) == (True, [])
+
+
+async def test_a_large_batch_writes_a_bounded_record(kernel: sos_kernel.Kernel) -> None:
+    from sos_kernel.audit import AUDIT_DETAILS_BYTES_MAX
+
+    await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+    await kernel.ledger.open_account("agent:a", USD)
+    pay = {"debit": "system:t", "credit": "agent:a", "amount": 1, "currency": USD}
+    await kernel.ledger.transfer_many([{"id": f"{i:03d}" + "x" * 197, **pay} for i in range(150)])
+    (record,) = await kernel.audit.events("default", kind="ledger.write")
+    assert len(json.dumps(record.details, separators=(",", ":"))) <= AUDIT_DETAILS_BYTES_MAX
+    assert record.details["count"] == 150
+    assert record.details["ids"] == [f"{i:03d}" + "x" * 197 for i in range(len(record.details["ids"]))]
+    assert (await kernel.audit.verify()).ok
+
+
+APPENDERS, APPENDS = 3, 25
+
+
+async def test_processes_appending_to_one_chain_never_fork_it(
+    kernel: sos_kernel.Kernel, implements: Implements, tmp_path: Any
+) -> None:
+    """Transfers (recorded in their own step) and direct appends from several processes at once: one chain, every
+    record in it once, and it verifies."""
+    requires(implements, multi_process=True)
+    await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+    await kernel.ledger.open_account("agent:a", USD)
+    go = tmp_path / "go"
+    workers = [WorkerProcess(AUDIT_WORKER, kernel.url, str(APPENDS), str(go)) for _ in range(APPENDERS)]
+    for worker in workers:
+        worker.wait_ready()
+    go.touch()
+    assert [line for worker in workers for line in worker.finish()] == ["done"] * APPENDERS
+    records = await kernel.audit.events("default", limit=1000)
+    assert [r.seq for r in records] == list(range(1, 2 * APPENDERS * APPENDS + 1))
+    writes = [r for r in records if r.kind == "ledger.write"]
+    assert len({tuple(r.details["ids"]) for r in writes}) == len(writes) == APPENDERS * APPENDS
+    assert len([r for r in records if r.kind == "test"]) == APPENDERS * APPENDS
+    report = await kernel.audit.verify()
+    assert (report.ok, report.problems, report.records) == (True, [], 2 * APPENDERS * APPENDS)
 
 
 async def test_events_page_and_filter(api: Api) -> None:
@@ -363,3 +406,23 @@ async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:
     assert ("token.revoked", f"token:{issued.id}", "ok") in found
     assert [o for k, _, o in found if k == "tenant.status"] == ["active", "suspended", "active"]
     assert (await view.audit.verify()).ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(st.text(max_size=12), max_size=5),
+    count=st.integers(0, 10**6),
+    sequence=st.integers(0, 2**62),
+    extra=st.booleans(),
+)
+def test_the_sqlite_details_encoding_is_the_canonical_one(
+    ids: list[str], count: int, sequence: int, extra: bool
+) -> None:
+    """The SQLite store writes a ledger batch's details without ``json.dumps``; the digest stays the chain's."""
+    from sos_kernel.backends.sqlite_governance import _details_text
+    from sos_kernel.ledger.chain import canonical_metadata
+
+    details: dict[str, Any] = {"ids": ids, "count": count, "sequence": sequence}
+    if extra:
+        details["more"] = ids[:1]
+    assert _details_text(details) == canonical_metadata(details)

@@ -33,7 +33,7 @@ from ..audit import acting
 from ..audit.chain import audit_genesis
 from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
-from ..ledger.service import LEDGER_WRITE_IDS_MAX, ledger_write_action
+from ..ledger.service import LEDGER_WRITE_IDS_MAX, ledger_write_action, ledger_write_ids
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
 from .redis_call import Script, redis_call, tenant_prefix
@@ -390,7 +390,7 @@ def _audit_args(tenant: str, requests: Sequence[TransferRequest]) -> list[Any]:
     if not requests:
         return ["0"]
     actor = acting()
-    ids = [r.id for r in requests[:LEDGER_WRITE_IDS_MAX]]
+    ids = ledger_write_ids([r.id for r in requests[:LEDGER_WRITE_IDS_MAX]])
     details = canonical_metadata({"count": len(requests), "ids": ids})[:-1] + ',"sequence":'
     action = ledger_write_action(requests[0].kind)
     return ["1", audit_genesis(tenant), json.dumps(tenant), actor, json.dumps(actor), action, details]
