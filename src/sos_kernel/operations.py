@@ -38,7 +38,9 @@ denial hooks):
 What a tenant's policy (:mod:`sos_kernel.governance`) counts is declared here too: ``spend`` names the arguments
 holding the micros the call can move (summed against spend budgets), ``resource`` the arguments naming what it acts
 on (each one checked against resource rules). An entry is an argument's name, or ``<list>[].<field>`` for that field
-of every item of a list argument (a batch). An operation that moves money declares ``spend``.
+of every item of a list argument (a batch). An operation that moves money declares ``spend``. One whose cost is
+known only as it runs (a model call) declares ``spend=(SPEND_HELD,)``: the service counts its worst case against
+the policy's spend and token budgets before it acts (:func:`sos_kernel.governance.held_budget`), then the actual.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .errors import InvalidArgument, SOSError
 
 __all__ = [
     "RESERVED_ID_SUFFIXES",
+    "SPEND_HELD",
     "Access",
     "Operation",
     "OwnKind",
@@ -66,6 +69,10 @@ __all__ = [
     "scoped_id",
     "service",
 ]
+
+SPEND_HELD = "<held>"
+"""A ``spend`` entry naming no argument: the service itself holds the call's worst-case spend and tokens against
+the policy's budgets before it acts, and counts the actual once it is known."""
 
 OwnKind = Literal["source", "agent", "name", "inbox", "account"]
 Rule = Callable[..., Any]

@@ -8,6 +8,7 @@ import json
 import re
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +25,12 @@ from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
 
 from ..conftest import Api, Connect, requires
+from ..procs import WorkerProcess
 
 pytestmark = pytest.mark.anyio
 
 USD = "USD"
+AUDIT_WORKER = str(Path(__file__).with_name("_audit_worker.py"))
 
 
 def test_every_declared_operation_is_audited_or_says_why_not() -> None:
@@ -97,8 +100,102 @@ async def test_every_ledger_write_is_recorded_with_its_ids(api: Api) -> None:
     assert (await api.audit.verify()).ok
 
 
-async def test_on_sqlite_the_record_is_written_in_the_transfer_transaction(kernel: sos_kernel.Kernel) -> None:
-    assert kernel.backend.ledger.audits_writes is (kernel.backend.name == "sqlite")
+async def test_every_engine_writes_the_record_in_the_transfer_step(kernel: sos_kernel.Kernel) -> None:
+    assert kernel.backend.ledger.audits_writes is True
+
+
+class _Crash(Exception):
+    """Stands for the process dying right after the store applied a batch."""
+
+
+async def _crash(*args: Any, **kwargs: Any) -> None:
+    raise _Crash
+
+
+async def test_a_ledger_write_never_exists_without_its_record(kernel: sos_kernel.Kernel) -> None:
+    """The record is written by the store's own step (one Lua script, one SQLite transaction, one memory step):
+    whatever the service does after the store returns, the write's record is already in the chain."""
+    view = kernel.tenant("default")
+    await view.ledger.open_account("system:t", USD, allow_negative=True)
+    await view.ledger.open_account("agent:a", USD)
+    view.ledger.audit = _crash  # a record appended after the effect would be lost here
+    await view.ledger.transfer(id="c1", debit="system:t", credit="agent:a", amount=5, currency=USD)
+    await view.ledger.hold(id="c2", debit="agent:a", credit="system:t", amount=2, currency=USD, timeout_s=60)
+    await view.ledger.capture("c2", 1)
+    writes = [(r.action, r.outcome, r.details) for r in await view.audit.events("default", kind="ledger.write")]
+    assert writes[0] == ("ledger.transfer", "ok", {"ids": ["c1"], "count": 1, "sequence": 1})
+    assert [w[:2] for w in writes[1:]] == [("ledger.hold", "ok"), ("ledger.capture", "ok")]
+    assert (await view.ledger.get_transfer("c1")).amount == 5
+    assert (await view.audit.verify()).ok
+
+
+async def test_the_record_is_read_back_right_after_a_transfer(kernel: sos_kernel.Kernel) -> None:
+    """Every field of the store-written record survives the store's own encoding, with unusual ids and actors."""
+    from sos_kernel.audit import act_as, done_acting
+
+    view = kernel.tenant("default")
+    await view.ledger.open_account("system:t", USD, allow_negative=True)
+    await view.ledger.open_account("agent:e", USD)
+    token = act_as('agent:q"uote\\/ü😀')
+    try:
+        batch = [
+            {"id": f"x/{i}:a@b.c_-" + "z" * 150, "debit": "system:t", "credit": "agent:e", "amount": 1, "currency": USD}
+            for i in range(3)
+        ]
+        await view.ledger.transfer_many(batch)
+        with pytest.raises(SOSError):
+            await view.ledger.transfer(id="too-much", debit="agent:e", credit="system:t", amount=99, currency=USD)
+    finally:
+        done_acting(token)
+    before = await view.audit.events("default", kind="ledger.write")
+    assert [(r.actor, r.action, r.outcome, r.details["ids"]) for r in before] == [
+        ('agent:q"uote\\/ü😀', "ledger.transfer", "ok", [b["id"] for b in batch]),
+        ('agent:q"uote\\/ü😀', "ledger.transfer", "failed", ["too-much"]),
+    ]
+    assert [r.details["sequence"] for r in before] == [1, 4]
+    assert all(abs((r.at - datetime.now(UTC)).total_seconds()) < 60 for r in before)
+    report = await view.audit.verify()
+    assert (report.ok, report.problems) == (True, [])
+
+
+async def test_a_large_batch_writes_a_bounded_record(kernel: sos_kernel.Kernel) -> None:
+    from sos_kernel.audit import AUDIT_DETAILS_BYTES_MAX
+
+    await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+    await kernel.ledger.open_account("agent:a", USD)
+    pay = {"debit": "system:t", "credit": "agent:a", "amount": 1, "currency": USD}
+    await kernel.ledger.transfer_many([{"id": f"{i:03d}" + "x" * 197, **pay} for i in range(150)])
+    (record,) = await kernel.audit.events("default", kind="ledger.write")
+    assert len(json.dumps(record.details, separators=(",", ":"))) <= AUDIT_DETAILS_BYTES_MAX
+    assert record.details["count"] == 150
+    assert record.details["ids"] == [f"{i:03d}" + "x" * 197 for i in range(len(record.details["ids"]))]
+    assert (await kernel.audit.verify()).ok
+
+
+APPENDERS, APPENDS = 3, 25
+
+
+async def test_processes_appending_to_one_chain_never_fork_it(
+    kernel: sos_kernel.Kernel, implements: Implements, tmp_path: Any
+) -> None:
+    """Transfers (recorded in their own step) and direct appends from several processes at once: one chain, every
+    record in it once, and it verifies."""
+    requires(implements, multi_process=True)
+    await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+    await kernel.ledger.open_account("agent:a", USD)
+    go = tmp_path / "go"
+    workers = [WorkerProcess(AUDIT_WORKER, kernel.url, str(APPENDS), str(go)) for _ in range(APPENDERS)]
+    for worker in workers:
+        worker.wait_ready()
+    go.touch()
+    assert [line for worker in workers for line in worker.finish()] == ["done"] * APPENDERS
+    records = await kernel.audit.events("default", limit=1000)
+    assert [r.seq for r in records] == list(range(1, 2 * APPENDERS * APPENDS + 1))
+    writes = [r for r in records if r.kind == "ledger.write"]
+    assert len({tuple(r.details["ids"]) for r in writes}) == len(writes) == APPENDERS * APPENDS
+    assert len([r for r in records if r.kind == "test"]) == APPENDERS * APPENDS
+    report = await kernel.audit.verify()
+    assert (report.ok, report.problems, report.records) == (True, [], 2 * APPENDERS * APPENDS)
 
 
 async def test_events_page_and_filter(api: Api) -> None:
@@ -140,9 +237,16 @@ async def test_checkpoints_are_signed_and_checked(kernel: sos_kernel.Kernel) -> 
 # -- tampering, directly in the engines ------------------------------------------------------------------------
 
 
-async def _records(kernel: sos_kernel.Kernel, n: int) -> None:
+async def _records(kernel: sos_kernel.Kernel, n: int, source: str = "record") -> None:
+    if source == "transfer":  # records the ledger's own step writes
+        await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+        await kernel.ledger.open_account("agent:a", USD)
+        n -= (await kernel.audit.verify()).records
     for i in range(n):
-        await kernel.audit.record("test", actor=f"agent:a{i}", action="x.y", resource=f"r{i}", details={"i": i})
+        if source == "transfer":
+            await kernel.ledger.transfer(id=f"w{i}", debit="system:t", credit="agent:a", amount=1, currency=USD)
+        else:
+            await kernel.audit.record("test", actor=f"agent:a{i}", action="x.y", resource=f"r{i}", details={"i": i})
 
 
 class Engine:
@@ -204,12 +308,18 @@ EXPECTED = {
 }
 
 
+@pytest.mark.parametrize("source", ["record", "transfer"])
 @pytest.mark.parametrize("edit", list(EXPECTED))
 async def test_a_tampered_record_is_named(
-    kernel: sos_kernel.Kernel, implements: Implements, target: str, edit: str, request: pytest.FixtureRequest
+    kernel: sos_kernel.Kernel,
+    implements: Implements,
+    target: str,
+    edit: str,
+    source: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     requires(implements, durable=True)  # an engine to edit behind the kernel's back
-    await _records(kernel, 5)
+    await _records(kernel, 5, source)
     assert (await kernel.audit.verify()).ok
     redis_url = request.getfixturevalue("redis_url") if target == "redis" else None
     await Engine(kernel, redis_url).run(edit)
@@ -296,3 +406,23 @@ async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:
     assert ("token.revoked", f"token:{issued.id}", "ok") in found
     assert [o for k, _, o in found if k == "tenant.status"] == ["active", "suspended", "active"]
     assert (await view.audit.verify()).ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(st.text(max_size=12), max_size=5),
+    count=st.integers(0, 10**6),
+    sequence=st.integers(0, 2**62),
+    extra=st.booleans(),
+)
+def test_the_sqlite_details_encoding_is_the_canonical_one(
+    ids: list[str], count: int, sequence: int, extra: bool
+) -> None:
+    """The SQLite store writes a ledger batch's details without ``json.dumps``; the digest stays the chain's."""
+    from sos_kernel.backends.sqlite_governance import _details_text
+    from sos_kernel.ledger.chain import canonical_metadata
+
+    details: dict[str, Any] = {"ids": ids, "count": count, "sequence": sequence}
+    if extra:
+        details["more"] = ids[:1]
+    assert _details_text(details) == canonical_metadata(details)

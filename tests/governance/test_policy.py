@@ -238,3 +238,17 @@ def test_every_operation_that_moves_money_declares_its_spend() -> None:
         if MONEY_PARAMETERS & set(op.signature.parameters) and not op.spend
     ]
     assert undeclared == []
+
+
+HELD_SPEND = frozenset({"engine.chat"})
+"""Operations whose cost is known only as they run: they hold their worst case against the budgets."""
+
+
+def test_operations_that_charge_as_they_run_hold_their_spend() -> None:
+    from sos_kernel.operations import SPEND_HELD, declared
+    from sos_kernel.server._routes_ops import SERVICES
+
+    held = {f"{op.service}.{op.name}" for cls in SERVICES for op in declared(cls).values() if SPEND_HELD in op.spend}
+    assert held == HELD_SPEND
+    for cls in SERVICES:  # the marker names no argument, so it never reads one as micros
+        assert all(SPEND_HELD not in op.signature.parameters for op in declared(cls).values())

@@ -235,6 +235,28 @@ def test_an_a2a_caller_funds_only_its_own_task_through_tasks_create() -> None:
     assert set(TASK_CREATE_FIELDS) <= set(inspect.signature(Tasks.create).parameters)
 
 
+SPENDS = {
+    ("ledger", "transfer"),
+    ("ledger", "transfer_many"),
+    ("ledger", "hold"),
+    ("ledger", "capture"),
+    ("ledger", "transmute"),
+    ("engine", "chat"),
+    ("tasks", "create"),
+}
+"""Operations that move an agent's money: each declares its spend, so a policy's spend budget counts it (a chat
+declares ``SPEND_HELD``: it holds its worst case against the budget before any provider is called)."""
+
+
+def test_every_operation_that_spends_an_agents_money_declares_it() -> None:
+    from sos_kernel.operations import SPEND_HELD, declared
+    from sos_kernel.server._routes_ops import SERVICES
+
+    spending = {(op.service, op.name): op.spend for cls in SERVICES for op in declared(cls).values() if op.spend}
+    assert set(spending) >= SPENDS, sorted(SPENDS - set(spending))
+    assert spending[("engine", "chat")] == (SPEND_HELD,)
+
+
 async def _money(kernel: sos_kernel.Kernel) -> tuple[dict[str, int], set[tuple[str, str]]]:
     """Per currency, the posted balances of must-not-overdraw accounts; and the accounts that may go negative."""
     held: dict[str, int] = {}

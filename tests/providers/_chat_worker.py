@@ -1,15 +1,19 @@
 """One process of the engine's multi-process test (``test_processes.py``).
 
-    python _chat_worker.py URL GO_FILE CALLS
+    python _chat_worker.py URL GO_FILE CALLS [TOKEN]
 
 Prints ``READY`` once the kernel is open, waits for ``GO_FILE``, then chats ``CALLS`` times as ``agent:bob`` with
 the ids ``c0`` .. ``c<CALLS-1>`` (every worker uses the same ids), retrying a call that another process is running.
-Prints one JSON object per call: ``{"id", "provider", "replayed", "cost"}`` or ``{"id", "code"}``.
+With ``TOKEN``, it chats through that token's session instead (governed by the tenant's policy), with ids of its
+own and ``max_tokens`` 50. Prints one JSON object per call: ``{"id", "provider", "replayed", "cost"}`` or
+``{"id", "code"}``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import time
 
@@ -21,8 +25,13 @@ from sos_kernel.errors import CallInProgress, SOSError
 HI = [{"role": "user", "content": "hi"}]
 
 
-async def main(url: str, go_file: str, calls: int) -> None:
+async def main(url: str, go_file: str, calls: int, token: str | None) -> None:
     async with sos_kernel.open(url) as kernel:
+        if token is None:
+            chat = functools.partial(kernel.engine.chat, agent="agent:bob")
+        else:
+            chat = functools.partial((await kernel.session(token)).engine.chat, max_tokens=50)
+        prefix = "" if token is None else f"p{os.getpid()}-"
         print("READY", flush=True)
         while not await anyio.Path(go_file).exists():  # noqa: ASYNC110 (a file from another process)
             await anyio.sleep(0.01)
@@ -30,7 +39,7 @@ async def main(url: str, go_file: str, calls: int) -> None:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    reply = await kernel.engine.chat(HI, id=f"c{i}", agent="agent:bob")
+                    reply = await chat(HI, id=f"{prefix}c{i}")
                     line = {
                         "id": reply.id,
                         "provider": reply.provider,
@@ -49,4 +58,4 @@ async def main(url: str, go_file: str, calls: int) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)

@@ -487,3 +487,45 @@ async def test_no_recorder_can_take_the_usage_id_of_another_agents_call(
     assert (mine.metadata["agent"], mine.cost_micros) == ("agent:bob", 7)
     kept = [e for e in events.values() if e.metadata.get("call_id") == "bob/incident-43"]
     assert sorted((e.metadata["agent"], e.cost_micros) for e in kept) == [("agent:alice", 0), ("agent:bob", 7)]
+
+
+# -- governance budgets -----------------------------------------------------------------------------------------
+
+
+CHAT_BUDGETS = {
+    "name": "chat-budgets",
+    "rules": [{"id": "chat", "effect": "allow", "actions": ["engine.chat"]}],
+    "limits": [
+        {"id": "chat-spend", "actions": ["engine.chat"], "window_s": 3600, "spend_micros_max": 200},
+        {"id": "chat-tokens", "actions": ["engine.chat"], "window_s": 3600, "tokens_max": 150},
+    ],
+}
+
+
+async def test_spend_and_token_budgets_refuse_a_chat_before_any_provider_is_called(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    """A chat holds its worst case (price over its input bound and max_tokens; that many tokens) against the
+    policy's budgets before calling, then counts what it used: 11 + 7 tokens at 1 micro each here."""
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    await view.governance.set_policy("acme", CHAT_BUDGETS)
+    assert (await bob.engine.chat(HI, id="a", max_tokens=50)).cost_micros == 18  # held 68, counts 18
+    streamed = await bob.engine.chat(HI, id="b", max_tokens=50, stream=True)
+    assert (await streamed.collect_reply()).cost_micros == 18  # 36 spent, 36 tokens
+    for stream in (False, True):
+        with pytest.raises(Forbidden) as refused:  # 36 + 2 + 16 + 100 tokens > 150
+            await bob.engine.chat(HI, id=f"c-{stream}", max_tokens=100, stream=stream)
+        assert (refused.value.code, refused.value.details["rule"]) == ("SOS-5004", "chat-tokens")
+        with pytest.raises(Forbidden) as refused:  # 36 + 218 micros > 200
+            await bob.engine.chat(HI, id=f"d-{stream}", max_tokens=200, stream=stream)
+        assert (refused.value.details["rule"], refused.value.details["limit"]) == ("chat-spend", "spend")
+    assert fakes.calls("main") == 2
+    balance = await view.ledger.balance("agent:bob", USD)
+    assert (balance.posted, balance.pending) == (10_000 - 36, 0)  # nothing held by the refused calls
+    assert (await bob.engine.chat(HI, id="e", max_tokens=50)).cost_micros == 18  # 36 + 68 fits: the actual counted
+    denials = await view.audit.events("acme", kind="denial")
+    assert [d.details["rule"] for d in denials] == ["chat-tokens", "chat-spend"] * 2
+    await view.ledger.check()

@@ -55,3 +55,40 @@ async def test_processes_never_double_charge_nor_trip_inconsistently(
     assert (await kernel.ledger.balance("agent:bob", USD)).posted == 10**6 - 13 * CALLS
     assert len(await kernel.ledger.usage()) == CALLS
     await kernel.ledger.check()
+
+
+SPEND_MAX = 200
+
+
+async def test_racing_governed_chats_never_spend_past_the_budget(
+    kernel: sos_kernel.Kernel, kernel_url: str, implements: Implements, fakes: Fakes, tmp_path: Path
+) -> None:
+    """Each chat holds its worst case (2 + 16 + 50 = 68 micros) against the agent's spend budget in one atomic
+    step of the store before calling, then counts its actual 18: processes racing never pass the budget."""
+    requires(implements, multi_process=True)
+    await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    await view.ledger.open_account("system:treasury", USD, allow_negative=True)
+    await view.ledger.open_account("agent:bob", USD)
+    await view.ledger.transfer(id="seed", debit="system:treasury", credit="agent:bob", amount=10**6, currency=USD)
+    limit = {"id": "chat-spend", "actions": ["engine.chat"], "window_s": 3600, "spend_micros_max": SPEND_MAX}
+    policy = {"name": "p", "rules": [{"id": "chat", "effect": "allow", "actions": ["engine.chat"]}], "limits": [limit]}
+    await view.governance.set_policy("acme", policy)
+    token = (await view.tokens.issue(agent="agent:bob")).secret
+    go = tmp_path / "go"
+    workers = [WorkerProcess(WORKER, kernel_url, str(go), "8", token) for _ in range(WORKERS)]
+    for worker in workers:
+        worker.wait_ready()
+    go.touch()
+    lines = [json.loads(line) for worker in workers for line in worker.finish()]
+
+    answered = [line for line in lines if "code" not in line]
+    assert {line.get("code") for line in lines} == {None, "SOS-5004"}, lines
+    spent = sum(line["cost"] for line in answered)
+    assert spent == 18 * len(answered) <= SPEND_MAX
+    assert len(answered) > SPEND_MAX // 68  # the actual, not the worst case, stays counted
+    assert fakes.calls("main") == len(answered)
+    balance = await view.ledger.balance("agent:bob", USD)
+    assert (balance.posted, balance.pending) == (10**6 - spent, 0)

@@ -27,6 +27,7 @@ __all__ = [
     "checkpoint_message",
     "digest_of",
     "record_digest",
+    "text_digest",
 ]
 
 AUDIT_CHAIN_VERSION = "sos-audit-chain-1"
@@ -50,7 +51,23 @@ def record_digest(
     details: dict[str, object],
 ) -> str:
     """The digest (hex) of a record with these fields (its time in integer microseconds) chained after ``prev``."""
-    fields = ("A", str(seq), str(at_us), kind, actor, action, resource, outcome, canonical_metadata(details))
+    return text_digest(prev, seq, at_us, kind, actor, action, resource, outcome, canonical_metadata(details))
+
+
+def text_digest(
+    prev: str,
+    seq: int,
+    at_us: int,
+    kind: str,
+    actor: str,
+    action: str,
+    resource: str,
+    outcome: str,
+    details_text: str,
+) -> str:
+    """:func:`record_digest` of a record whose ``details`` are already in their canonical text (``""`` for
+    none), so a store that writes that text hashes it without encoding it twice."""
+    fields = ("A", str(seq), str(at_us), kind, actor, action, resource, outcome, details_text)
     return hashlib.sha256(bytes.fromhex(prev) + encode_fields(fields)).hexdigest()
 
 

@@ -341,7 +341,8 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self.bus = MemoryBusStore()
-        self.ledger = MemoryLedgerStore()
+        self.audit = MemoryAuditStore()
+        self.ledger = MemoryLedgerStore(self.audit)
         self.identity = MemoryIdentityStore()
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
@@ -352,7 +353,6 @@ class MemoryBackend(Backend):
         self.tasks = MemoryTaskStore()
         self.memory = MemoryMemoryStore()
         self.governance = MemoryGovernanceStore()
-        self.audit = MemoryAuditStore()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

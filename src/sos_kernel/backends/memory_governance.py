@@ -84,6 +84,10 @@ class MemoryAuditStore(AuditStore):
         self._checkpoints: dict[str, dict[int, Checkpoint]] = {}
 
     async def append(self, tenant: str, draft: AuditDraft) -> AuditRecord:
+        return self.append_now(tenant, draft)
+
+    def append_now(self, tenant: str, draft: AuditDraft) -> AuditRecord:
+        """:meth:`append` without awaiting: the memory ledger records a batch in the step that applies it."""
         records = self._records.setdefault(tenant, [])
         last = records[-1] if records else None
         record = chained(tenant, last.digest if last else None, last.seq if last else 0, draft)

@@ -7,9 +7,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from ..audit import acting
+from ..audit.chain import now as audit_now
+from ..audit.models import AuditDraft
 from ..ledger.chain import account_digest, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
+from ..ledger.service import ledger_write_record
 from ..ledger.store import Applied, LedgerStore, UsageQuery, rate_key
 
 __all__ = ["MemoryLedgerStore", "usage_matches"]
@@ -28,9 +32,12 @@ def usage_matches(record: dict[str, Any], query: UsageQuery) -> bool:
 
 
 class MemoryLedgerStore(LedgerStore):
-    """Dicts and lists; every method runs without awaiting, so it is atomic on one event loop."""
+    """Dicts and lists; every method runs without awaiting, so it is atomic on one event loop. Given an audit
+    log (``audit``, set by the memory backend), it records every applied batch in the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, audit: Any = None) -> None:
+        self.audit = audit
+        self.audits_writes = audit is not None
         self._accounts: dict[tuple[str, str, str], tuple[Account, AccountState]] = {}
         self._transfers: dict[tuple[str, str], Transfer] = {}
         self._order: dict[str, list[str]] = {}
@@ -113,6 +120,9 @@ class MemoryLedgerStore(LedgerStore):
         for hold_id, hold in result.holds.items():
             self._transfers[(tenant, hold_id)] = hold
             self._open_holds.setdefault(tenant, set()).discard(hold_id)
+        if self.audit is not None and result.transfers:
+            fields = ledger_write_record(result.transfers)
+            self.audit.append_now(tenant, AuditDraft(at=audit_now(), kind="ledger.write", actor=acting(), **fields))
         return Applied(result.transfers, {})
 
     def _index(self, tenant: str, transfer: Transfer) -> None:

@@ -29,8 +29,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..audit import acting
+from ..audit.chain import audit_genesis
 from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
+from ..ledger.service import LEDGER_WRITE_IDS_MAX, ledger_write_action, ledger_write_ids
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
 from .redis_call import Script, redis_call, tenant_prefix
@@ -114,9 +117,57 @@ local function sha256(msg)
 end
 """
 
+_AUDIT = """
+local function unhex(h) return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end)) end
+local function iso(sec, usec)
+  -- the civil date of a day count (proleptic Gregorian), for the record's "at" in the form pydantic reads
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d, math.floor(rem / 3600),
+                       math.floor(rem % 3600 / 60), rem % 60, usec)
+end
+-- the batch's audit record (sos_kernel.audit.chain), chained after the tenant's audit head in this same script,
+-- so a ledger write never exists without its record; KEYS[2] the records, KEYS[3] the head "<seq> <digest>"
+local function audit(first_seq, outcome, sec, usec)
+  local A = 3 + tonumber(ARGV[2]) * 12
+  if ARGV[A + 1] ~= '1' then return end
+  local aseq, aprev = 0, ARGV[A + 2]
+  local ahead = redis.call('GET', KEYS[3])
+  if ahead then
+    local sp = string.find(ahead, ' ', 1, true)
+    aseq, aprev = tonumber(string.sub(ahead, 1, sp - 1)), string.sub(ahead, sp + 1)
+  end
+  aseq = aseq + 1
+  local actor, action = ARGV[A + 4], ARGV[A + 6]
+  local details = ARGV[A + 7] .. string.format('%d', first_seq) .. '}'
+  local function lp(v) return #v .. ':' .. v end
+  local fields = '1:A' .. lp(string.format('%d', aseq)) .. lp(string.format('%d', sec * 1000000 + usec))
+  fields = fields .. lp('ledger.write') .. lp(actor) .. lp(action) .. lp('') .. lp(outcome) .. lp(details)
+  local _, digest = sha256(unhex(aprev) .. fields)
+  local doc = '{"at":"' .. iso(sec, usec) .. '","kind":"ledger.write","actor":' .. ARGV[A + 5]
+  doc = doc .. ',"action":"' .. action .. '","resource":"","outcome":"' .. outcome .. '","details":' .. details
+  doc = doc .. ',"tenant":' .. ARGV[A + 3] .. ',"seq":' .. string.format('%d', aseq) .. ',"prev":"' .. aprev
+  doc = doc .. '","digest":"' .. digest .. '"}'
+  redis.call('HSET', KEYS[2], string.format('%d', aseq), doc)
+  redis.call('SET', KEYS[3], string.format('%d', aseq) .. ' ' .. digest)
+end
+"""
+
 _APPLY = (
     _COMMON
     + _SHA256
+    + _AUDIT
     + """
 local MAX = 9007199254740991
 local n = tonumber(ARGV[2])
@@ -256,6 +307,7 @@ for i = 1, n do
   out[i] = {fmt(seq), status, ecode, emsg, fmt(amount), state, expires}
 end
 redis.call('SET', P .. 'head', head)
+audit(seq0 + 1, fail_code and 'failed' or 'ok', sec, usec)
 if not fail_code then
   for k, a in pairs(accts) do
     if a then
@@ -332,8 +384,23 @@ def _record(h: dict[bytes, bytes]) -> Transfer:
     )
 
 
+def _audit_args(tenant: str, requests: Sequence[TransferRequest]) -> list[Any]:
+    """What the script needs to chain the batch's ``ledger.write`` audit record (see ``ledger_write_record``):
+    its details as canonical JSON up to the first transfer's sequence, which only the script knows."""
+    if not requests:
+        return ["0"]
+    actor = acting()
+    ids = ledger_write_ids([r.id for r in requests[:LEDGER_WRITE_IDS_MAX]])
+    details = canonical_metadata({"count": len(requests), "ids": ids})[:-1] + ',"sequence":'
+    action = ledger_write_action(requests[0].kind)
+    return ["1", audit_genesis(tenant), json.dumps(tenant), actor, json.dumps(actor), action, details]
+
+
 class RedisLedgerStore(LedgerStore):
-    """Ledger primitives as Redis Lua scripts."""
+    """Ledger primitives as Redis Lua scripts. The audit record of every applied batch is chained in the batch's
+    own script (``audits_writes``): no ledger write exists without its record, whatever fails after it."""
+
+    audits_writes: bool = True
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
@@ -398,7 +465,8 @@ class RedisLedgerStore(LedgerStore):
                 meta,
                 asked,
             ]
-        reply = await self._apply([f"{p}lseq"], args)
+        args += _audit_args(tenant, requests)
+        reply = await self._apply([f"{p}lseq", f"{p}audit:records", f"{p}audit:head"], args)
         if _s(reply[0]) == "existing":
             return Applied([], await self.transfers(tenant, [_s(i) for i in reply[1]]))
         out = []

@@ -4,13 +4,14 @@ append never forks a chain and a budget check-and-count never races, across proc
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..audit.chain import audit_genesis, chained, record_digest
+from ..audit.chain import audit_genesis, chained, text_digest
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
 from ..audit.store import AuditStore
 from ..errors import InvariantViolation
@@ -54,14 +55,34 @@ def append_audit_row(
     c: sqlite3.Connection | sqlite3.Cursor, tenant: str, kind: str, actor: str, fields: dict[str, Any]
 ) -> None:
     """Append one record inside the caller's open write transaction, without building models: the ledger's
-    transfer transaction records its batch this way (``fields``: action, outcome, details)."""
+    transfer transaction records its batch this way (``fields``: action, outcome, details). The head is read in
+    the transaction (so processes sharing the file never fork the chain) and the details encoded once."""
     row = c.execute(_HEAD, (tenant,)).fetchone()
-    seq, prev = (int(row[0]), str(row[1])) if row else (0, audit_genesis(tenant))
+    seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
     at_us = time.time_ns() // 1000
-    action, outcome, details = fields["action"], fields["outcome"], fields["details"]
-    digest = record_digest(prev, seq + 1, at_us, kind, actor, action, "", outcome, details)
-    text = canonical_metadata(details) or "{}"
-    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, "", outcome, text, prev, digest))
+    action, outcome = fields["action"], fields["outcome"]
+    text = _details_text(fields["details"])
+    digest = text_digest(prev, seq + 1, at_us, kind, actor, action, "", outcome, text)
+    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, "", outcome, text or "{}", prev, digest))
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
+"""Strings JSON writes as they are (no escape): every transfer id."""
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    """``canonical_metadata(details)``, written directly for a ledger batch's details (the hot path)."""
+    ids, count, sequence = details.get("ids"), details.get("count"), details.get("sequence")
+    if (
+        len(details) == 3
+        and type(count) is int
+        and type(sequence) is int
+        and type(ids) is list
+        and all(type(i) is str and _PLAIN.match(i) for i in ids)
+    ):
+        named = ",".join(['"' + i + '"' for i in ids])
+        return f'{{"count":{count},"ids":[{named}],"sequence":{sequence}}}'
+    return canonical_metadata(details)
 
 
 def _text(r: AuditRecord) -> tuple[str, ...]:

@@ -39,11 +39,13 @@ from .service import (
     APPROVALS_PENDING_PER_AGENT_MAX,
     POLICY_CACHE_TTL_S,
     Approval,
+    Budget,
     Governance,
     Governor,
     PolicyCache,
     PolicyCheck,
     PolicyInfo,
+    held_budget,
 )
 from .store import Charge, GovernanceStore
 
@@ -56,6 +58,7 @@ __all__ = [
     "POLICY_PATTERNS_MAX",
     "POLICY_RULES_MAX",
     "Approval",
+    "Budget",
     "Charge",
     "CompiledPolicy",
     "Decision",
@@ -68,6 +71,7 @@ __all__ = [
     "PolicyInfo",
     "compile_policy",
     "governed",
+    "held_budget",
     "load_policy",
     "normalise",
     "use",

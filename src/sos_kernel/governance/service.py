@@ -17,6 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acting
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
-from ..operations import Operation, Wire, operation, service
+from ..operations import SPEND_HELD, Operation, Wire, operation, service
 from .policy import CompiledPolicy, Decision, Limit, blocked_content, compile_policy, load_policy, scan_texts
 from .store import Charge, GovernanceStore
 
@@ -37,11 +38,13 @@ __all__ = [
     "GOVERNANCE_CHANNEL",
     "POLICY_CACHE_TTL_S",
     "Approval",
+    "Budget",
     "Governance",
     "Governor",
     "PolicyCache",
     "PolicyCheck",
     "PolicyInfo",
+    "held_budget",
 ]
 
 POLICY_CACHE_TTL_S = 1.0
@@ -356,6 +359,16 @@ class Governance:
     ) -> None:
         if not limits:
             return
+        charges = self._charges(compiled, limits, agent, 1, tokens, spend)
+        over = await self._store.consume(self.tenant, [c for _, _, c in charges], time.time())
+        if over >= 0:
+            self._refuse(compiled, charges[over], deny, where)
+
+    @staticmethod
+    def _charges(
+        compiled: CompiledPolicy, limits: tuple[Limit, ...], agent: str | None, calls: int, tokens: int, spend: int
+    ) -> list[tuple[Limit, str, Charge]]:
+        """What one call counts against each limit that sets a maximum, in the limits' current windows."""
         now = time.time()
         charges: list[tuple[Limit, str, Charge]] = []
         for li in limits:
@@ -363,20 +376,27 @@ class Governance:
             who = "*" if li.per == "tenant" else (agent or "-")
             end = (window + 1) * li.window_s
             for what, amount, most in (
-                ("calls", 1, li.calls_max),
+                ("calls", calls, li.calls_max),
                 ("tokens", tokens, li.tokens_max),
                 ("spend", spend, li.spend_micros_max),
             ):
                 if most is not None:
                     key = f"{compiled.revision}:{li.id}:{who}:{what}:{window}"
                     charges.append((li, what, Charge(key, amount, most, float(end))))
-        over = await self._store.consume(self.tenant, [c for _, _, c in charges], now)
-        if over >= 0:
-            li, what, charge = charges[over]
-            deny(
-                f"limit {li.id!r} of policy {compiled.policy.name!r}: {what} over {charge.maximum} per {li.window_s} s",
-                **{**where, "rule": li.id, "limit": what},
-            )
+        return charges
+
+    @staticmethod
+    def _refuse(
+        compiled: CompiledPolicy,
+        charge: tuple[Limit, str, Charge],
+        deny: Callable[..., NoReturn],
+        where: dict[str, Any],
+    ) -> NoReturn:
+        li, what, c = charge
+        deny(
+            f"limit {li.id!r} of policy {compiled.policy.name!r}: {what} over {c.maximum} per {li.window_s} s",
+            **{**where, "rule": li.id, "limit": what},
+        )
 
     async def _wait_for_approval(
         self,
@@ -518,6 +538,65 @@ def _result_ids(result: Any) -> dict[str, Any]:
     return {}
 
 
+class Budget:
+    """The spend and token budgets of one guarded call whose operation declares ``SPEND_HELD`` (a chat): the
+    service holds its worst case before it acts (:meth:`hold`, refused with SOS-5004 when a limit would pass) and
+    gives back what it did not use once the actual is known (:meth:`settle`). Check and count are one atomic step of
+    the store, so calls racing from any number of processes never spend past a limit."""
+
+    def __init__(
+        self,
+        governance: Governance,
+        compiled: CompiledPolicy,
+        limits: tuple[Limit, ...],
+        agent: str | None,
+        deny: Callable[..., NoReturn],
+        where: dict[str, Any],
+    ) -> None:
+        self._governance = governance
+        self._compiled = compiled
+        self._limits = limits
+        self._agent = agent
+        self._deny = deny
+        self._where = where
+        self._held: list[tuple[str, Charge]] = []
+
+    async def hold(self, spend_micros: int, tokens: int) -> None:
+        """Count ``spend_micros`` and ``tokens`` (the call's most) against every limit of the call's rule."""
+        if spend_micros < 0 or tokens < 0:
+            raise InvalidArgument("a held budget is never negative")
+        g = self._governance
+        found = g._charges(self._compiled, self._limits, self._agent, 0, tokens, spend_micros)
+        charges = [c for c in found if c[1] != "calls"]  # the guard counted the call itself
+        over = await g._store.consume(g.tenant, [c for _, _, c in charges], time.time())
+        if over >= 0:
+            g._refuse(self._compiled, charges[over], self._deny, self._where)
+        self._held = [(what, c) for _, what, c in charges]
+
+    async def settle(self, spend_micros: int, tokens: int) -> None:
+        """Keep ``spend_micros`` and ``tokens`` (what the call used, at most what it held) counted and give the rest
+        back (once; later calls do nothing)."""
+        held, self._held = self._held, []
+        used = {"spend": max(spend_micros, 0), "tokens": max(tokens, 0)}
+        back = [
+            Charge(c.key, -(c.amount - used[what]), c.maximum, c.expires_at)
+            for what, c in held
+            if used[what] < c.amount
+        ]
+        if back:
+            g = self._governance
+            await g._store.consume(g.tenant, back, time.time())
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("sos_held_budget", default=None)
+
+
+def held_budget() -> Budget | None:
+    """The budget the running guarded call must hold its spend against (its operation declares ``SPEND_HELD``
+    and the tenant's policy limits it); ``None`` for a trusted call or one no limit applies to."""
+    return _BUDGET.get()
+
+
 class Governor:
     """The guard's hook: the policy check before each operation of a session, and its audit record after."""
 
@@ -527,11 +606,13 @@ class Governor:
 
     def enter(self, principal: Principal) -> Any:
         """Name the session's principal as the actor of the records the call's services write."""
-        return act_as(principal.agent or f"token:{principal.token_id}")
+        return act_as(principal.agent or f"token:{principal.token_id}"), _BUDGET.set(None)
 
     def leave(self, token: Any) -> None:
         """End :meth:`enter`."""
-        done_acting(token)
+        acting, budget = token
+        _BUDGET.reset(budget)
+        done_acting(acting)
 
     async def check(self, caller: Any, op: Operation, arguments: Any) -> None:
         """Refuse (through ``caller.deny``) what the tenant's policy does not allow."""
@@ -541,7 +622,7 @@ class Governor:
             return
         principal: Principal = caller.principal
         first, *others = _resources(op, arguments)
-        await self.governance.enforce(
+        decision = await self.governance.enforce(
             action=f"{op.service}.{op.name}",
             resource=first,
             agent=principal.agent,
@@ -551,6 +632,11 @@ class Governor:
             spend_micros=_spend(op, arguments),
             also=others,
         )
+        if SPEND_HELD in op.spend and decision is not None and decision.limits:
+            compiled = await self.governance.compiled()
+            if compiled is not None:
+                where = {"policy": compiled.policy.name, "rule": decision.rule, "action": f"{op.service}.{op.name}"}
+                _BUDGET.set(Budget(self.governance, compiled, decision.limits, principal.agent, caller.deny, where))
 
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
         """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""

@@ -45,7 +45,8 @@ class GovernanceStore(ABC):
     async def consume(self, tenant: str, charges: Sequence[Charge], now: float) -> int:
         """Apply every charge, or none: the index of the first that would pass its maximum, else -1.
 
-        Check and count are one atomic step, so processes racing never overspend."""
+        Check and count are one atomic step, so processes racing never overspend. A negative amount (giving back
+        part of what a call held) never passes a maximum."""
 
     @abstractmethod
     async def put_approval(

@@ -297,13 +297,38 @@ async def _void_rule(caller: Caller, ledger: Ledger, arguments: dict[str, Any]) 
 _WRITE_ACTIONS = {"posted": "transfer", "pending": "hold", "post_pending": "capture", "void_pending": "void"}
 
 
+LEDGER_WRITE_IDS_MAX = 100
+"""The most transfer ids one batch's audit record names (``count`` says how many the batch held)."""
+LEDGER_WRITE_IDS_BYTES_MAX = 3584
+"""The most bytes of ids one batch's audit record names, so the record stays within the audit's 4 KiB of details
+(``AUDIT_DETAILS_BYTES_MAX``); the first ids that fit are named."""
+
+
+def ledger_write_ids(ids: Sequence[str]) -> list[str]:
+    """The ids a batch's audit record names: the first ones, within ``LEDGER_WRITE_IDS_MAX`` and
+    ``LEDGER_WRITE_IDS_BYTES_MAX`` (transfer ids are ASCII)."""
+    named, size = [], 0
+    for i in ids[:LEDGER_WRITE_IDS_MAX]:
+        size += len(i) + 3  # quotes and comma
+        if size > LEDGER_WRITE_IDS_BYTES_MAX:
+            break
+        named.append(i)
+    return named
+
+
+def ledger_write_action(kind: str) -> str:
+    """The ``action`` of the audit record of a batch whose first transfer is of ``kind``."""
+    return "ledger." + _WRITE_ACTIONS.get(kind, kind)
+
+
 def ledger_write_record(transfers: Sequence[Transfer]) -> dict[str, Any]:
     """The audit record of an applied batch: its kind, status and transfer ids (amounts live in the ledger)."""
     first = transfers[0]
+    ids = ledger_write_ids([t.id for t in transfers[:LEDGER_WRITE_IDS_MAX]])
     return {
-        "action": "ledger." + _WRITE_ACTIONS.get(first.kind, first.kind),
+        "action": ledger_write_action(first.kind),
         "outcome": first.status,
-        "details": {"ids": [t.id for t in transfers[:100]], "count": len(transfers), "sequence": first.sequence},
+        "details": {"ids": ids, "count": len(transfers), "sequence": first.sequence},
     }
 
 

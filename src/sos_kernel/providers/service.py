@@ -53,9 +53,10 @@ from ..errors import (
     SettlementRejected,
     WalletNotFound,
 )
+from ..governance import Budget, held_budget
 from ..ledger import Ledger, Price
 from ..ledger.usage import USAGE_ACCOUNT
-from ..operations import Wire, operation, service
+from ..operations import SPEND_HELD, Wire, operation, service
 from .adapters import ADAPTERS, WIRE_ADAPTERS, Answer, Request, StreamState, local_answer
 from .breaker import CLOSED, BreakerConfig, BreakerState, admit, record
 from .models import ChatReply, ChatUsage, ProviderHealth
@@ -435,6 +436,7 @@ class _Call:
         self.prices: dict[str, Price | None] = {}  # read once per call, at the check
         self.hold_id = f"engine:{call_id}:hold:{self.token}"  # one per attempt: a retry never meets a spent hold
         self.held = 0  # micros still held for this attempt
+        self.budget: Budget | None = None  # the policy's spend and token budgets, held until settled
         size = sum(len(m["content"].encode("utf-8", errors="surrogatepass")) for m in messages)
         self.input_bound = size + INPUT_TOKENS_PER_MESSAGE * len(messages)
 
@@ -483,6 +485,7 @@ class Engine:
         ids=("id",),
         lift=ADMIN,
         rule=_chat_rule,
+        spend=(SPEND_HELD,),
         wire=Wire(
             errors=(
                 ProviderNotFound,
@@ -522,6 +525,7 @@ class Engine:
             raise InvalidArgument(f"agent must be an agent:<name> address, got {agent!r}")
         cards = await self._providers._candidates(model, tier)
         call = _Call(self, checked, tokens, id or str(uuid.uuid4()), agent)
+        call.budget = held_budget()
         who = agent or UNCHARGED
         self._runtime.enter(self.tenant, who)
         try:
@@ -562,19 +566,21 @@ class Engine:
         price = call.prices[first.id] = await self._ledger.price(first.id, first.model)
         call.currency = price.currency if price is not None else "USD"
         if call.agent is None:
+            await self._hold_budget(call, 0)  # metered, not charged: it spends tokens, no money
             return cards
         for card in cards[1:]:
             call.prices[card.id] = await self._ledger.price(card.id, card.model)
         cards = [c for c in cards if (p := call.prices[c.id]) is None or p.currency == call.currency]
         balance = await self._ledger.balance(call.agent, call.currency)  # SOS-7002 before any hold
         most = max(self._most(call, c) for c in cards)
-        if most <= 0:
-            return cards
-        if not balance.allow_negative and balance.available < most:
+        if most > 0 and not balance.allow_negative and balance.available < most:
             raise InsufficientFunds(
                 f"{call.agent} has {balance.available} {call.currency} micros; a call may cost {most}",
                 details={"available": balance.available, "estimate": most, "currency": call.currency},
             )
+        await self._hold_budget(call, most)
+        if most <= 0:
+            return cards
         await self._usage_account(call.currency)
         hold = await self._ledger.hold(
             id=call.hold_id,
@@ -587,6 +593,21 @@ class Engine:
         )
         call.held = hold.amount
         return cards
+
+    @staticmethod
+    async def _hold_budget(call: _Call, most: int) -> None:
+        """Count the call's most (``most`` micros, its input bound and ``max_tokens``) against the policy's spend
+        and token budgets, before any provider is called (SOS-5004 when one would pass its limit)."""
+        if call.budget is not None:
+            await call.budget.hold(most, call.input_bound + call.max_tokens)
+
+    @staticmethod
+    async def _settle_budget(call: _Call, spent: int, tokens: int) -> None:
+        """Keep what the call spent and used counted against the budgets and give back the rest of its hold."""
+        budget, call.budget = call.budget, None
+        if budget is not None:
+            with anyio.CancelScope(shield=True):
+                await budget.settle(spent if call.agent is not None else 0, tokens)
 
     def _most(self, call: _Call, card: ProviderCard) -> int:
         """The most ``card`` can cost for this call: its price over the input bound and max_tokens, else its
@@ -602,22 +623,25 @@ class Engine:
             self._opened.add(currency)  # accounts are never removed
 
     async def _release_hold(self, call: _Call) -> None:
-        """Void the call's hold, if one is still open (shielded: it runs on every way out)."""
+        """Void the call's hold, if one is still open, and give its budget back (shielded: it runs on every way
+        out)."""
         if call.held:
             call.held = 0
             with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
                 await self._ledger.void(call.hold_id)
+        await self._settle_budget(call, 0, 0)
 
     async def _charge_delivered(self, call: _Call, card: ProviderCard, delivered: int) -> None:
         """An attempt that ended early after text was delivered pays for it: the input bound and one token per
         delivered byte at the card's price (the card's estimate when unpriced), never more than the hold."""
-        if not call.held:
-            return
         price = call.prices.get(card.id)
         if price is not None:
             cost = price.cost_micros(call.input_bound, delivered, 0)
         else:
             cost = card.cost_per_call_estimate_micros or 0
+        await self._settle_budget(call, min(cost, call.held), call.input_bound + delivered)
+        if not call.held:
+            return
         held, call.held = call.held, 0
         with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
             if min(cost, held) > 0:
@@ -722,6 +746,7 @@ class Engine:
             cost, currency = card.cost_per_call_estimate_micros or 0, call.currency
         if call.agent is not None:
             cost = await self._capture(call, cost, currency)
+        await self._settle_budget(call, cost, answer.input_tokens + answer.output_tokens)
         await self._meter(call, card, answer, cost, currency)
         reply = ChatReply(
             id=call.call_id,
