@@ -27,13 +27,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import ASYNC, Durability, RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisLedgerStore"]
 
@@ -335,8 +333,9 @@ def _record(h: dict[bytes, bytes]) -> Transfer:
 class RedisLedgerStore(LedgerStore):
     """Ledger primitives as Redis Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, durability: Durability = ASYNC) -> None:
         self._r = client
+        self._durability = durability
         self._apply = Script(client, _APPLY)  # the transfer path; idempotent by id, so a resend is safe
         self._balance = client.register_script(_BALANCE)
         self._open = client.register_script(_OPEN)
@@ -398,7 +397,10 @@ class RedisLedgerStore(LedgerStore):
                 meta,
                 asked,
             ]
-        reply = await self._apply([f"{p}lseq"], args)
+        if self._durability.replicas:  # acknowledged once a replica holds it (WAIT on the tenant's primary)
+            reply = await self._apply.replicated([f"{p}lseq"], args, f"{p}fence", self._durability)
+        else:
+            reply = await self._apply([f"{p}lseq"], args)
         if _s(reply[0]) == "existing":
             return Applied([], await self.transfers(tenant, [_s(i) for i in reply[1]]))
         out = []
