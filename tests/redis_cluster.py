@@ -33,10 +33,11 @@ def _free_ports(count: int) -> list[int]:
 
 @dataclass
 class ClusterNodeProcess:
-    """One ``redis-server`` of the cluster."""
+    """One ``redis-server`` of the cluster (``args`` start it again on the same port and node file)."""
 
     port: int
     proc: subprocess.Popen[bytes]
+    args: list[str]
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LocalCluster:
             ports = []
             for line in lines:
                 parts = line.split()
-                if "master" in parts[2] and "fail" not in parts[2]:
+                if "master" in parts[2] and "fail" not in parts[2] and parts[7] == "connected" and len(parts) > 8:
                     ports.append(int(parts[1].split("@")[0].rsplit(":", 1)[1]))
             return ports
         raise RuntimeError("no cluster node answers")
@@ -105,6 +106,45 @@ class LocalCluster:
                 raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
             time.sleep(0.1)
 
+    def kill(self, port: int) -> None:
+        """SIGKILL one node: no shutdown, no last write to its replica."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.proc.kill()
+        node.proc.wait(10)
+
+    def wait_failover(self, port: int, timeout_s: float = 60.0) -> None:
+        """Until every live node sees the killed master ``port`` as failed and holding no slot (its replica was
+        promoted), and says ``cluster_state:ok``. Restarting it before then would bring back an empty master."""
+        import redis
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            taken_over = True
+            for node in self.nodes:
+                if node.proc.poll() is not None:
+                    continue
+                try:
+                    with redis.Redis(port=node.port, socket_timeout=2) as client:
+                        lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+                except redis.RedisError:
+                    taken_over = False
+                    break
+                mine = [line.split() for line in lines if f":{port}@" in line.split()[1]]
+                if not mine or "fail" not in mine[0][2].split(",") or len(mine[0]) > 8:
+                    taken_over = False
+                    break
+            if taken_over:
+                self.wait_ok(max(1.0, deadline - time.monotonic()))
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica took over from the master on port {port}")
+            time.sleep(0.1)
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again on its port and node file: it rejoins (a failed-over master as a replica)."""
+        node = next(n for n in self.nodes if n.port == port)
+        node.proc = subprocess.Popen(node.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def stop(self) -> None:
         for node in self.nodes:
             if node.proc.poll() is None:
@@ -119,7 +159,7 @@ class LocalCluster:
 
 def _start_node(exe: str, port: int, bus_port: int, workdir: Path, node_timeout_ms: int) -> ClusterNodeProcess:
     nodedir = workdir / str(port)
-    nodedir.mkdir()
+    nodedir.mkdir(parents=True)
     args = [
         exe,
         "--bind", "127.0.0.1",
@@ -133,7 +173,7 @@ def _start_node(exe: str, port: int, bus_port: int, workdir: Path, node_timeout_
         "--dir", str(nodedir),
     ]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return ClusterNodeProcess(port, proc)
+    return ClusterNodeProcess(port, proc, args)
 
 
 def _wait_ping(port: int, deadline: float) -> None:

@@ -105,7 +105,8 @@ async def test_a_transfer_no_replica_confirmed_is_retryable_and_its_retry_is_a_r
     led = kernel.ledger
     with Stopped(pair), pytest.raises(NotReplicated) as refused:
         await led.transfer(id="t1", debit="agent:alice", credit="agent:bob", amount=100, currency=USD)
-    assert refused.value.retryable and refused.value.code == "SOS-6033"
+    assert refused.value.retryable
+    assert refused.value.code == "SOS-6033"
     again = await led.transfer(id="t1", debit="agent:alice", credit="agent:bob", amount=100, currency=USD)
     assert (again.ok, again.replayed) == (True, True)
     assert (await led.balance("agent:bob", USD)).posted == 100  # moved once
@@ -130,8 +131,11 @@ async def test_by_default_the_primary_acknowledges_alone(pair: Pair) -> None:
         await k.ledger.open_account("agent:bob", USD)
         with Stopped(pair):
             t = await k.ledger.transfer(id="t", debit="system:treasury", credit="agent:bob", amount=5, currency=USD)
-            receipt = await k.bus.publish(SendMessage(source="agent:a", target="agent:b", payload=SendPayload(text="x")))
-        assert t.ok and not receipt.duplicate
+            receipt = await k.bus.publish(
+                SendMessage(source="agent:a", target="agent:b", payload=SendPayload(text="x"))
+            )
+        assert t.ok
+        assert not receipt.duplicate
 
 
 @pytest.mark.parametrize("query", ["?durability=sometimes", "?durability=replicated&durability=async"])

@@ -609,7 +609,7 @@ class RedisBackend(Backend):
             raise InvalidURL(f"bad Redis URL {url!r}: {exc}") from exc
         try:
             await client.ping()
-        except (redis_errors.RedisError, OSError) as exc:
+        except (redis_errors.RedisError, redis_errors.RedisClusterUnreachableError, OSError) as exc:
             await client.aclose()
             raise BackendUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
         return cls(client, durability)

@@ -26,11 +26,18 @@ async def redis_call(awaitable: Awaitable[Any]) -> Any:
     """
     try:
         return await awaitable
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+    except _UNREACHABLE as exc:
         raise BackendUnavailable(f"Redis is unreachable: {exc}") from exc
     except redis_errors.RedisError as exc:
         raise BackendFailure(f"Redis error: {exc}") from exc
 
+
+_UNREACHABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.RedisClusterUnreachableError,  # no node of the cluster answers
+    redis_errors.ClusterDownError,  # a shard has no master yet (a failover under way)
+)
 
 _RESENDABLE = (
     redis_errors.ConnectionError,
@@ -40,6 +47,7 @@ _RESENDABLE = (
     redis_errors.AskError,
     redis_errors.TryAgainError,
     redis_errors.ClusterDownError,
+    redis_errors.RedisClusterUnreachableError,
 )
 """A call that failed this way did not run, or runs again as a replay (the scripts are idempotent by id)."""
 
@@ -96,8 +104,8 @@ class Script:
         """Run the script; returns its reply (bytes, ints and lists)."""
         try:
             return await self._script(keys=list(keys), args=list(args))
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-            pass  # the connection most likely died under this call: one resend on a fresh one
+        except _RESENDABLE:
+            pass  # the connection died under this call, or its slot moved (a failover): one resend
         except redis_errors.RedisError as exc:
             raise BackendFailure(f"Redis error: {exc}") from exc
         try:
