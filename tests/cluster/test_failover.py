@@ -81,6 +81,10 @@ def run(cluster: LocalCluster, url: str, go: Path) -> list[dict[str, Any]]:
         assert victim not in cluster.primaries()
         cluster.restart(victim)  # back as a replica: replicated writes to that shard can be confirmed again
         lines = [line for worker in workers for line in worker.finish(300)]
+        errors = "".join(text for worker in workers for text in worker.errors).splitlines()
+        given_up = [line for line in errors if '"k": "error"' in line]
+    if given_up:  # writes a worker stopped retrying: never acknowledged, so never counted as lost
+        print(f"\nunacknowledged writes (retries given up): {given_up}")
     return [json.loads(line) for line in lines if line != "DONE"]
 
 
