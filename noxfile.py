@@ -18,6 +18,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def cluster(session: nox.Session) -> None:
+    """The backend-parametrised tests (conformance and multi-process) on a 3-master/3-replica Redis Cluster the
+    tests start on loopback, then the durability and failover tests."""
+    session.install("-e", ".[dev,server]")
+    env = {"SOS_TEST_TARGETS": "redis-cluster"}
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-k", "redis-cluster", "--durations=5", env=env)
+    session.run("pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/cluster", *session.posargs, env=env)
+
+
+@nox.session
 def crewai(session: nox.Session) -> None:
     """The CrewAI tools and example, in an environment of their own: crewai's dependency set is heavy and pins
     ``mcp<2``, which the ``dev`` extra's MCP server cannot use, so this environment has no ``dev`` and no ``mcp``."""

@@ -41,6 +41,11 @@ REMOTE_BASE_URL = "http://sos.test"
 LIVE = "live"
 """One more target for the tests marked ``live``: the same client against a real uvicorn server on 127.0.0.1."""
 
+REDIS_CLUSTER = "redis-cluster"
+"""A target outside the default run: a 3-master/3-replica Redis Cluster on loopback (``redis+cluster://``)."""
+SELECTED_TARGETS = [t for t in os.environ.get("SOS_TEST_TARGETS", "").split(",") if t.strip()]
+"""``SOS_TEST_TARGETS=redis-cluster`` (comma-separated): the backend-parametrised tests run on these targets only."""
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
@@ -48,7 +53,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         targets = TARGETS if through_api else BACKENDS
         if through_api and metafunc.definition.get_closest_marker(LIVE) is not None:
             targets = [*targets, LIVE]
+        targets = _selected(targets)
         metafunc.parametrize("target", targets, indirect=True)
+
+
+def _selected(targets: list[str]) -> list[str]:
+    """``targets`` as ``SOS_TEST_TARGETS`` narrows them; ``redis-cluster`` stands in for every backend."""
+    if not SELECTED_TARGETS:
+        return targets
+    return [t for t in SELECTED_TARGETS if t in targets or t == REDIS_CLUSTER]
 
 
 @pytest.fixture
@@ -98,6 +111,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 3-master/3-replica Redis Cluster on loopback ports the OS hands out (one per xdist worker), torn down
+    at the end of the session."""
+    from .redis_cluster import local_cluster
+
+    with local_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+def _flushed_cluster(request: pytest.FixtureRequest) -> str:
+    """The cluster's URL after ``FLUSHALL`` on every master (each holds only its own slots' keys)."""
+    cluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return str(cluster.url)
+
+
 def _flush(url: str) -> None:
     import redis
 
@@ -118,6 +148,8 @@ def kernel_url(target: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
         return "memory://"
     if target in ("sqlite", "remote", LIVE):
         return f"sqlite:///{tmp_path}/sos.db"
+    if target == REDIS_CLUSTER:
+        return _flushed_cluster(request)
     url: str = request.getfixturevalue("redis_url")
     _flush(url)
     return url

@@ -127,7 +127,7 @@ URL_CASES = {
     "reddis://localhost": refusal(
         "URL",
         "reddis://localhost",
-        "a kernel URL: no backend 'reddis' (known: memory, redis, rediss, sqlite)",
+        "a kernel URL: no backend 'reddis' (known: memory, redis, redis+cluster, rediss, rediss+cluster, sqlite)",
         "redis://localhost",
     ),
 }

@@ -47,6 +47,7 @@ defines keep SOS's number and meaning; codes we added are marked ``(new)``::
     │   ├── BackendUnavailable          SOS-6030  (new) the storage engine cannot be reached (503, retryable)
     │   ├── BackendFailure              SOS-6031  (new) the storage engine failed the operation (500)
     │   ├── MissingDependency           SOS-6032  (new) an optional extra is not installed (500)
+    │   ├── NotReplicated               SOS-6033  (new) a write not confirmed by replicas in time (503, retryable)
     │   └── InvariantViolation          SOS-6099  (new) an internal invariant broke; a bug (500)
     └── EconomyError                    SOS-7000  (new) economy rule not covered by a narrower code
         ├── InsufficientFunds           SOS-7001  balance too low (402)
@@ -93,6 +94,7 @@ __all__ = [
     "MissingToken",
     "MissingType",
     "NotFound",
+    "NotReplicated",
     "ProviderNotFound",
     "ProviderRejected",
     "ProviderUnavailable",
@@ -457,6 +459,18 @@ class BackendUnavailable(KernelRuntimeError):
     http_status = 503
     retryable = True
     title = "backend unavailable"
+
+
+class NotReplicated(BackendUnavailable):
+    """A write the engine's primary took was not confirmed by its replicas in time (``durability=replicated``).
+
+    The write may or may not survive a failover; the same call again (same operation id) is a replay that succeeds
+    once the write is replicated, never a second write."""
+
+    code = "SOS-6033"
+    http_status = 503
+    retryable = True
+    title = "write not replicated in time"
 
 
 class BackendFailure(KernelRuntimeError):

@@ -57,9 +57,9 @@ async def inject(kernel: Kernel, address: str) -> int:
         db.close()
         return 5
     if isinstance(store, RedisBusStore):
-        import redis.asyncio as aioredis
+        from ..redis_cluster import async_client
 
-        client = aioredis.Redis.from_url(kernel.url)
+        client = async_client(kernel.url)
         key = tenant_prefix(DEFAULT_TENANT) + "stream:" + address
         await client.xadd(key, SOS_FIELDS)  # SOS's flat encoding: no 'd' field
         await client.xadd(key, {"d": b"\xff garbage", "m": "x", "r": "0"})

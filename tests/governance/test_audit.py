@@ -278,9 +278,9 @@ class Engine:
                 c.execute("UPDATE audit_records SET seq=4 WHERE tenant='default' AND seq=-1")
 
     async def _redis(self, edit: str) -> None:
-        import redis.asyncio as aioredis
+        from ..redis_cluster import async_client
 
-        r = aioredis.Redis.from_url(str(self.redis_url))
+        r = async_client(str(self.redis_url))
         key = "sos:{t:default}:audit:records"
         try:
             if edit == "change":
@@ -321,7 +321,7 @@ async def test_a_tampered_record_is_named(
     requires(implements, durable=True)  # an engine to edit behind the kernel's back
     await _records(kernel, 5, source)
     assert (await kernel.audit.verify()).ok
-    redis_url = request.getfixturevalue("redis_url") if target == "redis" else None
+    redis_url = kernel.url if target in ("redis", "redis-cluster") else None
     await Engine(kernel, redis_url).run(edit)
     report = await kernel.audit.verify()
     assert report.ok is False

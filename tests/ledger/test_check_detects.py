@@ -18,6 +18,7 @@ from sos_kernel.backends.sqlite_ledger import STATEMENT_BLOCK
 from sos_kernel.errors import InvariantViolation
 
 from ..conftest import Api, OpenApi, requires
+from ..redis_cluster import async_client
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +56,7 @@ async def balance_moved(kernel: sos_kernel.Kernel, kernel_url: str) -> None:
     elif kernel_url.startswith("sqlite"):
         await _sqlite(kernel_url, "UPDATE ledger_accounts SET cp = cp + 1 WHERE owner = 'agent:bob'")
     else:
-        client = aioredis.Redis.from_url(kernel_url)
+        client = async_client(kernel_url)
         await client.hincrby("sos:{t:default}:acct:agent:bob:USD", "cp", 1)
         await client.aclose()
 
@@ -71,7 +72,7 @@ async def statement_entry_dropped(kernel: sos_kernel.Kernel, kernel_url: str) ->
             "(SELECT min(k) FROM ledger_statements WHERE owner = 'agent:alice')",
         )
     else:
-        client = aioredis.Redis.from_url(kernel_url)
+        client = async_client(kernel_url)
         if await client.zrem("sos:{t:default}:hist:agent:alice:USD", "t0") != 1:
             raise RuntimeError("no statement entry to drop")
         await client.aclose()
@@ -88,7 +89,7 @@ async def statement_entry_added(kernel: sos_kernel.Kernel, kernel_url: str) -> N
             "FROM ledger_statements WHERE owner = 'agent:alice'",
         )
     else:
-        client = aioredis.Redis.from_url(kernel_url)
+        client = async_client(kernel_url)
         await client.zadd("sos:{t:default}:hist:agent:bob:USD", {"t0": 1})
         await client.aclose()
 
@@ -165,7 +166,7 @@ def _balance_sql(owner: str, column: str, delta: int) -> str:
 
 
 async def _redis(kernel_url: str, edit: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
-    client = aioredis.Redis.from_url(kernel_url)
+    client = async_client(kernel_url)
     try:
         await edit(client)
     finally:

@@ -76,10 +76,10 @@ def _stored_bytes(kernel: sos_kernel.Kernel, url: str) -> bytes:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
-    if url.startswith("redis://"):
-        import redis
+    if url.startswith(("redis://", "redis+cluster://")):
+        from ..redis_cluster import sync_client
 
-        client = redis.Redis.from_url(url)
+        client = sync_client(url)
         found = b"".join(k + (client.dump(k) or b"") for k in client.scan_iter())
         client.close()
         return found

@@ -1,7 +1,8 @@
 """Storage backends, chosen by URL through one alias table and imported lazily.
 
 ``memory://`` (in-process), ``sqlite:///path/to/file.db`` (the embedded default; durable; several processes on
-one host), ``redis://host:port/db`` (several hosts; needs ``pip install 'sos-kernel[redis]'``). Each backend
+one host), ``redis://host:port/db`` (several hosts; needs ``pip install 'sos-kernel[redis]'``),
+``redis+cluster://host:port[,host:port...]/`` (a Redis Cluster; same extra). Each backend
 declares what it implements in :class:`Implements`; tests and callers consult the declaration, never the name.
 """
 
@@ -97,6 +98,8 @@ BACKEND_ALIASES: dict[str, tuple[str, str, str | None]] = {
     "sqlite": ("sos_kernel.backends.sqlite", "SQLiteBackend", None),
     "redis": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
     "rediss": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
+    "redis+cluster": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
+    "rediss+cluster": ("sos_kernel.backends.redis", "RedisBackend", "redis"),
 }
 """URL scheme → (module, class, extra that provides its engine client)."""
 
@@ -114,7 +117,8 @@ def check_url(url: str, field: str = "URL", expected: str = "a URL") -> SplitRes
         raise bad_url(field, url, f"{expected} (it contains a control character)", url=repr(url)[:200])
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 -- reading it validates it
+        for host in parts.netloc.rpartition("@")[2].split(","):  # a cluster URL lists several host:port seeds
+            urlsplit(f"//{host}").port  # noqa: B018 -- reading it validates it
     except ValueError as exc:
         raise bad_url(field, url, f"{expected} ({exc})", url=url) from None
     return parts

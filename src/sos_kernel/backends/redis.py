@@ -28,11 +28,13 @@ import re
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from ..bus.store import (
     Appended,
@@ -50,7 +52,7 @@ from ..bus.store import (
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
 from .redis_a2a_tasks import RedisA2ATaskStore
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import ASYNC, Durability, RedisClient, Script, durability_of, redis_call, tenant_prefix
 from .redis_checkpoints import RedisCheckpointStore
 from .redis_governance import RedisAuditStore, RedisGovernanceStore
 from .redis_identity import RedisIdentityStore, RedisRegistryStore
@@ -272,8 +274,9 @@ def _entry_id(value: str, what: str = "position") -> str:
 class RedisBusStore(BusStore):
     """Bus primitives as Redis stream commands and Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, durability: Durability = ASYNC) -> None:
         self._r = client
+        self._durability = durability
         self._append = Script(client, _APPEND)
         self._append_one = Script(client, _APPEND_ONE)
         self._autoclaim = client.register_script(_AUTOCLAIM)
@@ -306,7 +309,9 @@ class RedisBusStore(BusStore):
         prefix = tenant_prefix(tenant)
         if len(items) == 1:
             address, entry = items[0]
-            reply = await self._append_one(
+            reply = await self._run(
+                self._append_one,
+                prefix,
                 [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id],
                 [
                     minid,
@@ -329,8 +334,14 @@ class RedisBusStore(BusStore):
             if entry.only_group:
                 meta += "\n" + entry.only_group
             args += [entry.data, meta]
-        flat = await self._append(keys, args)
+        flat = await self._run(self._append, prefix, keys, args)
         return [Appended(flat[i].decode(), flat[i + 1] == 1) for i in range(0, len(flat), 2)]
+
+    async def _run(self, script: Script, prefix: str, keys: list[str], args: list[bytes | str | int]) -> Any:
+        # durability=replicated: the publish is acknowledged once a replica holds it (WAIT on its primary)
+        if self._durability.replicas:
+            return await script.replicated(keys, args, prefix + "fence", self._durability)
+        return await script(keys, args)
 
     def _trim_due(self, tenant: str, address: str) -> int:
         key = (tenant, address)
@@ -569,10 +580,11 @@ class RedisBackend(Backend):
         durable=True, multi_process=True, multi_host=True, push_wakeups=True, trio=False
     )
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, durability: Durability = ASYNC) -> None:
         self.client = client
-        self.bus: RedisBusStore = RedisBusStore(client)
-        self.ledger: RedisLedgerStore = RedisLedgerStore(client)
+        self.durability = durability
+        self.bus: RedisBusStore = RedisBusStore(client, durability)
+        self.ledger: RedisLedgerStore = RedisLedgerStore(client, durability)
         self.identity = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
@@ -587,26 +599,22 @@ class RedisBackend(Backend):
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> RedisBackend:
+        """Open ``redis://`` / ``rediss://`` (one server) or ``redis+cluster://h:p[,h:p...]/`` /
+        ``rediss+cluster://`` (a Redis Cluster, from any of its nodes); ``?durability=replicated`` makes money
+        and publish writes wait for a replica (see :class:`~.redis_call.Durability`)."""
         if options:
             raise InvalidArgument(f"unknown redis option(s): {', '.join(sorted(options))}")
         try:
-            # One resend on a fresh connection when a pooled one turns out dead (a server restart, a failover,
-            # an idle timeout): the stores' writes are keyed by ids or deliver at least once, so a resend is safe.
-            client = aioredis.Redis.from_url(
-                url,
-                decode_responses=False,
-                socket_connect_timeout=5,
-                health_check_interval=30,
-                retry=Retry(NoBackoff(), 1),
-            )
+            base, durability = _split_durability(url)
+            client = _cluster_client(base) if _is_cluster(base) else _server_client(base)
         except ValueError as exc:
             raise InvalidURL(f"bad Redis URL {url!r}: {exc}") from exc
         try:
             await client.ping()
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        except (redis_errors.RedisError, redis_errors.RedisClusterUnreachableError, OSError) as exc:
             await client.aclose()
             raise BackendUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
-        return cls(client)
+        return cls(client, durability)
 
     async def aclose(self) -> None:
         try:
@@ -616,3 +624,69 @@ class RedisBackend(Backend):
                 await self.ledger.aclose()
         finally:
             await self.client.aclose()
+
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+CLUSTER_SEEDS_MAX = 64
+"""How many ``host:port`` seed nodes a cluster URL may list (any one that answers is enough)."""
+
+
+def _is_cluster(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def _split_durability(url: str) -> tuple[str, Durability]:
+    """``url`` without its ``durability`` parameter, and the durability it asked for (the others stay)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    asked = [v for k, v in query if k == "durability"]
+    if len(asked) > 1:
+        raise ValueError("durability is given more than once")
+    durability = durability_of(asked[0]) if asked else ASYNC
+    rest = urlencode([(k, v) for k, v in query if k != "durability"])
+    return urlunsplit(parts._replace(query=rest)), durability
+
+
+def _server_client(url: str) -> aioredis.Redis:
+    # One resend on a fresh connection when a pooled one turns out dead (a server restart, a failover,
+    # an idle timeout): the stores' writes are keyed by ids or deliver at least once, so a resend is safe.
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+def _cluster_client(url: str) -> RedisCluster:
+    """A cluster client seeded with every ``host:port`` of the URL; it discovers the slots itself and follows
+    MOVED/ASK. A failover's connection errors are retried (with backoff) while it learns the new master."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if path not in ("", "0"):
+        raise ValueError("a Redis Cluster has one database: the path is '/' or '/0'")
+    if query:
+        raise ValueError(f"unknown cluster URL parameter(s): {query}")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    seeds = [_seed(h) for h in hosts.split(",") if h]
+    if not seeds or len(seeds) > CLUSTER_SEEDS_MAX:
+        raise ValueError(f"a cluster URL lists 1 to {CLUSTER_SEEDS_MAX} host:port seed nodes")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        ssl=scheme.lower() == "rediss+cluster",
+        decode_responses=False,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 6),
+    )
+
+
+def _seed(hostport: str) -> tuple[str, int]:
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{hostport!r} is not host:port")
+    return host.strip("[]"), int(port)

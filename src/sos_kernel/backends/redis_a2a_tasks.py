@@ -10,10 +10,8 @@ Keys (a member is ``<len>:<owner><task id>``: the owner length-prefixed, so no t
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from ..a2a_tasks.store import A2ATaskStore
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisA2ATaskStore"]
 
@@ -45,7 +43,7 @@ def _owner(owner: str) -> str:
 class RedisA2ATaskStore(A2ATaskStore):
     """A2A task primitives as Redis commands and a script."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = Script(client, _PUT)
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
 from ..checkpoints.store import CheckpointRow, CheckpointStore, WriteRow
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisCheckpointStore"]
 
@@ -73,7 +71,7 @@ def _part(value: str) -> str:
 class RedisCheckpointStore(CheckpointStore):
     """Checkpoint primitives as Redis commands and scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = Script(client, _PUT)
         self._writes = Script(client, _WRITES)

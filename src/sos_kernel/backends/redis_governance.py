@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis import exceptions as redis_errors
 
@@ -29,7 +28,7 @@ from ..audit.store import AuditStore
 from ..errors import InvariantViolation
 from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisAuditStore", "RedisGovernanceStore"]
 
@@ -82,7 +81,7 @@ return 1
 class RedisGovernanceStore(GovernanceStore):
     """Policies, counters and approvals on Redis."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put_policy = Script(client, _PUT_POLICY)
         self._consume = Script(client, _CONSUME)
@@ -162,7 +161,7 @@ def _head(raw: Any) -> tuple[int, str | None]:
 class RedisAuditStore(AuditStore):
     """The audit chain as a hash of JSON records per tenant."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
 
     async def append(self, tenant: str, draft: AuditDraft) -> AuditRecord:

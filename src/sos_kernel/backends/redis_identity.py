@@ -3,18 +3,24 @@
 Keys::
 
     sos:tenants                          hash slug -> tenant JSON (times as epoch floats)
-    sos:token:<digest>                   hash: id tenant agent scopes created expires revoked label
+    sos:tokenidx:<digest>                the tenant slug a token digest belongs to (the only global token key)
+    sos:{t:T}:token:<digest>             hash: id tenant agent scopes created expires revoked label
     sos:{t:T}:tokens                     list of the tenant's token digests, oldest first
     sos:{t:T}:linkuses                   hash use key (digest of the signed link) -> uses remaining
     sos:{t:T}:caprevoked                 set of revoked capability ids
     sos:{t:T}:registry                   hash name -> JSON {"card": <card JSON text>, "extras": <extras JSON text>}
     sos:{t:T}:registry:since / :seen     hashes name -> registered_at / last_seen (epoch floats)
 
-Two kinds of key sit outside the tenant hash tag, on purpose: tenant records (the one cross-tenant key, read
-before any tenant is chosen) and token records (a bearer token is looked up by digest before its tenant is
-known). Only the digest is stored; the raw token never reaches Redis. The issue script reads the tenant's token
-records from inside Lua, so it touches keys of several hash slots: right on one Redis (or a replicated primary),
-and a Redis Cluster deployment must keep the identity keys on one shard.
+Two kinds of key sit outside the tenant hash tag, on purpose: the tenant records (one hash, read before any
+tenant is chosen; every operation on it is one command on one key) and the token index (a bearer token is looked
+up by digest before its tenant is known). Only the digest is stored; the raw token never reaches Redis. Token
+records live under their tenant's hash tag, so the issue script (the seat check) and the revoke script read and
+write one slot, and a Redis Cluster spreads identity over its shards like every other service.
+
+Issuing is an idempotent two-step over two slots: the index entry is written first, then the record (with the
+seat check, atomically). A process that dies between the two leaves an index entry without a record: a lookup
+reads it as "no such token" (the token was never handed out), so it is harmless; a refused seat deletes its
+index entry. The record is the truth; the index only says which tenant's slot to read.
 
 Records that a script updates in place (tokens, registry times) are hash fields, not JSON: Lua's ``cjson``
 re-encodes numbers with 14 significant digits and empty arrays as objects, which would corrupt them. Floats are
@@ -28,19 +34,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
-from .redis_call import redis_call, tenant_prefix
+from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["RedisIdentityStore", "RedisRegistryStore"]
 
 TENANTS_KEY = "sos:tenants"
-TOKEN_PREFIX = "sos:token:"
+TOKEN_INDEX_PREFIX = "sos:tokenidx:"
 
-# KEYS: tenant digest list, new token key. ARGV: token prefix, digest, agent ('' = none), seats_max ('' = none),
-# now (epoch s), then the token's field/value pairs. The seat rule is memory_identity.seat_taken's.
+# KEYS: tenant digest list, new token key. ARGV: the tenant's token prefix (same slot), digest, agent ('' = none),
+# seats_max ('' = none), now (epoch s), then the token's field/value pairs. Seat rule: memory_identity.seat_taken's.
 _ISSUE = """
 local prefix, digest, agent, seats, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if agent ~= '' and seats ~= '' then
@@ -61,7 +65,7 @@ redis.call('RPUSH', KEYS[1], digest)
 return 1
 """
 
-# KEYS: tenant digest list. ARGV: token prefix, token id, now.
+# KEYS: tenant digest list. ARGV: the tenant's token prefix (same slot), token id, now.
 _REVOKE = """
 for _, d in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local t = redis.call('HMGET', ARGV[1] .. d, 'id', 'revoked')
@@ -120,6 +124,11 @@ _call = redis_call
 _p = tenant_prefix
 
 
+def _token_prefix(tenant: str) -> str:
+    """Where a tenant's token records live: under its hash tag, with the digest list the scripts walk."""
+    return f"{_p(tenant)}token:"
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -174,7 +183,7 @@ def _token(raw: dict[bytes, bytes]) -> TokenInfo:
 class RedisIdentityStore(IdentityStore):
     """Identity primitives as Redis commands and Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._issue = client.register_script(_ISSUE)
         self._revoke = client.register_script(_REVOKE)
@@ -195,25 +204,35 @@ class RedisIdentityStore(IdentityStore):
         await _call(self._r.hset(TENANTS_KEY, tenant.slug, _tenant_json(tenant)))
 
     async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
-        keys = [f"{_p(info.tenant)}tokens", TOKEN_PREFIX + digest]
+        prefix = _token_prefix(info.tenant)
+        keys = [f"{_p(info.tenant)}tokens", prefix + digest]
         seats = "" if seats_max is None else str(seats_max)
-        args = [TOKEN_PREFIX, digest, info.agent or "", seats, repr(now.timestamp()), *_token_fields(info)]
-        return bool(await _call(self._issue(keys=keys, args=args)))
+        args = [prefix, digest, info.agent or "", seats, repr(now.timestamp()), *_token_fields(info)]
+        # index first (see the module docstring): a record is never written that no lookup can reach
+        await _call(self._r.set(TOKEN_INDEX_PREFIX + digest, info.tenant))
+        issued = bool(await _call(self._issue(keys=keys, args=args)))
+        if not issued:
+            await _call(self._r.delete(TOKEN_INDEX_PREFIX + digest))
+        return issued
 
     async def token_by_digest(self, digest: str) -> tuple[str, TokenInfo] | None:
-        raw: dict[bytes, bytes] = await _call(self._r.hgetall(TOKEN_PREFIX + digest))
-        return (digest, _token(raw)) if raw else None
+        tenant = await _call(self._r.get(TOKEN_INDEX_PREFIX + digest))
+        if tenant is None:
+            return None
+        raw: dict[bytes, bytes] = await _call(self._r.hgetall(_token_prefix(_s(tenant)) + digest))
+        return (digest, _token(raw)) if raw else None  # no record: an issue that never finished
 
     async def list_tokens(self, tenant: str) -> list[TokenInfo]:
         digests = await _call(self._r.lrange(f"{_p(tenant)}tokens", 0, -1))
+        prefix = _token_prefix(tenant)
         pipe = self._r.pipeline(transaction=False)
         for digest in digests:
-            pipe.hgetall(TOKEN_PREFIX + _s(digest))
+            pipe.hgetall(prefix + _s(digest))
         rows: list[dict[bytes, bytes]] = await _call(pipe.execute())
         return [_token(row) for row in rows if row]
 
     async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
-        args = [TOKEN_PREFIX, token_id, repr(now.timestamp())]
+        args = [_token_prefix(tenant), token_id, repr(now.timestamp())]
         return bool(await _call(self._revoke(keys=[f"{_p(tenant)}tokens"], args=args)))
 
     async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
@@ -235,7 +254,7 @@ class RedisIdentityStore(IdentityStore):
 class RedisRegistryStore(RegistryStore):
     """Agent cards in per-tenant hashes; times in hashes beside them so scripts update them exactly."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = client.register_script(_PUT)
         self._touch = client.register_script(_TOUCH)

@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..audit import acting
 from ..audit.chain import audit_genesis
 from ..ledger.chain import account_digest, canonical_metadata, genesis, request_digest
@@ -36,7 +34,7 @@ from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferReq
 from ..ledger.service import LEDGER_WRITE_IDS_MAX, ledger_write_action, ledger_write_ids
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import ASYNC, Durability, RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisLedgerStore"]
 
@@ -402,8 +400,9 @@ class RedisLedgerStore(LedgerStore):
 
     audits_writes: bool = True
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, durability: Durability = ASYNC) -> None:
         self._r = client
+        self._durability = durability
         self._apply = Script(client, _APPLY)  # the transfer path; idempotent by id, so a resend is safe
         self._balance = client.register_script(_BALANCE)
         self._open = client.register_script(_OPEN)
@@ -466,7 +465,11 @@ class RedisLedgerStore(LedgerStore):
                 asked,
             ]
         args += _audit_args(tenant, requests)
-        reply = await self._apply([f"{p}lseq", f"{p}audit:records", f"{p}audit:head"], args)
+        keys = [f"{p}lseq", f"{p}audit:records", f"{p}audit:head"]
+        if self._durability.replicas:  # acknowledged once a replica holds it (WAIT on the tenant's primary)
+            reply = await self._apply.replicated(keys, args, f"{p}fence", self._durability)
+        else:
+            reply = await self._apply(keys, args)
         if _s(reply[0]) == "existing":
             return Applied([], await self.transfers(tenant, [_s(i) for i in reply[1]]))
         out = []

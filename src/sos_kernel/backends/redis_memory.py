@@ -23,8 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..memory.store import (
     LOG_VERSIONS_MAX,
     MemoryStore,
@@ -35,7 +33,7 @@ from ..memory.store import (
     Space,
     StoredMemory,
 )
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisMemoryStore"]
 
@@ -127,7 +125,7 @@ def _s(value: Any) -> str:
 class RedisMemoryStore(MemoryStore):
     """Memory primitives as Redis commands and Lua scripts (see the module docstring)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = Script(client, _PUT.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
         self._delete = Script(client, _DELETE.replace("LOGMAX", str(LOG_VERSIONS_MAX)))

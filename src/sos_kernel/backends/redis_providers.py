@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..providers._codec import dump_breaker, load_breaker
 from ..providers.breaker import CLOSED, BreakerState
 from ..providers.store import CallClaim, ProviderStore
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisProviderStore"]
 
@@ -69,7 +67,7 @@ def _ms(seconds: float) -> int:
 class RedisProviderStore(ProviderStore):
     """Provider primitives as Redis commands and Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = Script(client, _PUT)
         self._swap = Script(client, _SWAP)

@@ -16,10 +16,8 @@ import hashlib
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..replies import Reply, ReplyBounds, ReplyStore
-from .redis_call import redis_call, tenant_prefix
+from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["RedisReplyStore"]
 
@@ -76,7 +74,7 @@ def _digest(text: str) -> str:
 class RedisReplyStore(ReplyStore):
     """Reply primitives as Lua scripts under the tenant's hash tag."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._claim = client.register_script(_CLAIM)
         self._finish = client.register_script(_FINISH)
         self._release = client.register_script(_RELEASE)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..skills.store import SkillRecord, SkillStats, SkillStore
-from .redis_call import redis_call, tenant_prefix
+from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["RedisSkillStore"]
 
@@ -57,7 +55,7 @@ def _s(value: Any) -> str:
 class RedisSkillStore(SkillStore):
     """Skill primitives as Redis commands and Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = client.register_script(_PUT)
         self._invoke = client.register_script(_INVOKE)

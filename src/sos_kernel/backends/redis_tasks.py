@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ..tasks.store import TaskRecord, TaskStore
 from ..tasks.transitions import TERMINAL
-from .redis_call import Script, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisTaskStore"]
 
@@ -71,7 +69,7 @@ def _record(task_id: str, fields: list[Any]) -> TaskRecord | None:
 class RedisTaskStore(TaskStore):
     """Task primitives as Lua scripts."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._insert = Script(client, _INSERT)
         self._load = Script(client, _LOAD)
