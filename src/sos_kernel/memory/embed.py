@@ -183,21 +183,33 @@ class OpenAIEmbedder:
 
 
 class FastEmbedEmbedder:
-    """A fastembed (ONNX) model, e.g. ``BAAI/bge-small-en-v1.5`` (384 d); needs ``sos-kernel[fastembed]``."""
+    """A fastembed (ONNX) model, e.g. ``BAAI/bge-small-en-v1.5`` (384 d); needs ``sos-kernel[fastembed]``.
 
-    def __init__(self, model_name: str = "BAAI/bge-small-en-v1.5", dimensions: int = 384, **options: Any) -> None:
+    fastembed fetches the model from its hub on first use; ``options`` go to ``fastembed.TextEmbedding`` (e.g.
+    ``cache_dir``, ``specific_model_path`` for a model already on disk). ``name`` is what namespaces record
+    (default ``fastembed:<model_name>``)."""
+
+    def __init__(
+        self,
+        model_name: str = "BAAI/bge-small-en-v1.5",
+        dimensions: int = 384,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> None:
         try:
             from fastembed import TextEmbedding
         except ModuleNotFoundError as exc:
             pip = "pip install 'sos-kernel[fastembed]'"
             raise MissingDependency(f"FastEmbedEmbedder needs fastembed: {pip}", details={"pip": pip}) from exc
         self.model_name = model_name
+        self._name = name or f"fastembed:{model_name}"
         self._dimensions = dimensions
         self._model = TextEmbedding(model_name=model_name, **options)
 
     @property
     def name(self) -> str:
-        return f"fastembed:{self.model_name}"
+        return self._name
 
     @property
     def dimensions(self) -> int:
@@ -214,21 +226,27 @@ class FastEmbedEmbedder:
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, e.g. ``all-MiniLM-L6-v2`` (384 d); needs
-    ``sos-kernel[sentence-transformers]``."""
+    ``sos-kernel[sentence-transformers]``.
 
-    def __init__(self, model_name: str = "all-MiniLM-L6-v2", **options: Any) -> None:
+    ``model_name`` is a model id or a local model directory (offline: set ``HF_HUB_OFFLINE=1``); ``options`` go
+    to ``SentenceTransformer``. ``name`` is what namespaces record (default
+    ``sentence-transformers:<model_name>``): give one when loading from a directory, so that the same model at
+    another path on another machine fills and queries the same namespaces."""
+
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2", *, name: str | None = None, **options: Any) -> None:
         try:
             from sentence_transformers import SentenceTransformer
         except ModuleNotFoundError as exc:
             pip = "pip install 'sos-kernel[sentence-transformers]'"
             raise MissingDependency(f"SentenceTransformerEmbedder needs it: {pip}", details={"pip": pip}) from exc
         self.model_name = model_name
+        self._name = name or f"sentence-transformers:{model_name}"
         self._model = SentenceTransformer(model_name, **options)
-        self._dimensions = int(self._model.get_sentence_embedding_dimension())
+        self._dimensions = _model_dimensions(self._model)
 
     @property
     def name(self) -> str:
-        return f"sentence-transformers:{self.model_name}"
+        return self._name
 
     @property
     def dimensions(self) -> int:
@@ -238,6 +256,16 @@ class SentenceTransformerEmbedder:
         import anyio
 
         def run() -> list[list[float]]:
-            return [[float(x) for x in v] for v in self._model.encode(list(texts))]
+            vectors: list[list[float]] = self._model.encode(list(texts), convert_to_numpy=True).tolist()
+            return vectors
 
         return await anyio.to_thread.run_sync(run)
+
+
+def _model_dimensions(model: Any) -> int:
+    # sentence-transformers 5.x renamed the method; the old name warns there and is the only one before
+    method = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dimensions = method()
+    if not isinstance(dimensions, int) or dimensions < 1:
+        raise BackendFailure(f"the model reports no embedding size ({dimensions!r})")
+    return dimensions
