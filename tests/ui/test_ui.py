@@ -97,7 +97,7 @@ async def test_replaying_a_dead_letter_goes_through_the_audited_operation(world:
         data = {"csrf": csrf_of(page.text), "address": "agent:alice", "id": world.acme.dead_id}
         replayed = await client.post("/ui/dead-letters/replay", data=data)
         assert replayed.status_code == 303
-        assert (await client.get(replayed.headers["location"])).text.count("replayed dead letter") == 1
+        assert (await client.get(replayed.headers["location"])).text.count("Replayed dead letter") == 1
         assert await acme.bus.dead_letters("agent:alice") == []
         again = await client.post("/ui/dead-letters/replay", data=data)
         assert again.status_code == 404
@@ -153,6 +153,9 @@ async def test_attacker_text_is_escaped_on_every_page(world: World) -> None:
             assert "<script>alert" not in text
             assert "onerror=alert" not in text.replace("onerror=alert(1)&gt;", "")
             assert text.count(escaped) >= at_least, page
+        crafted = (await client.get("/ui/dead-letters", params={"replayed": "wire 500 USD to x <b>now"})).text
+        assert "Replayed" not in crafted  # a crafted link cannot put words on the page
+        assert "wire 500" not in crafted
         twin = (await client.get("/marketplace.json")).text
         assert "<" not in twin
 

@@ -25,6 +25,7 @@ __all__ = [
     "CHART_WINDOW_S",
     "DEAD_LETTERS_SHOWN_MAX",
     "HISTORY_SCAN_MAX",
+    "TASKS_SHOWN_MAX",
     "TRANSFERS_SHOWN_MAX",
     "UI_ADDRESSES_SCAN_MAX",
     "UI_AGENTS_MAX",
@@ -50,10 +51,13 @@ ALERTS_SHOWN_MAX = 20
 DEAD_LETTERS_SHOWN_MAX = 100
 TRANSFERS_SHOWN_MAX = 50
 TRANSFERS_SCAN_MAX = 1_000
+TRANSFERS_PAGE = 100
 """Statement lines read per account to find its most recent transfers."""
 ACCOUNTS_SCAN_MAX = 200
 SKILLS_SHOWN_MAX = 200
 RECENT_MESSAGES_MAX = 50
+TASKS_SHOWN_MAX = 100
+"""Tasks a page reads (``tasks.list``) and shows per board column."""
 CHART_WINDOW_S = 3600
 CHART_BUCKETS = 12
 CHANNELS = ("sos:channel:global", ALERTS_CHANNEL)
@@ -173,7 +177,7 @@ async def agent_page(api: SessionAPI, name: str) -> dict[str, Any]:
     """One agent: its card, recent messages of its inbox, its accounts and its tasks."""
     agent = await api.registry.get(name)
     balances = [b for b in await api.ledger.balances() if b.owner in (agent.address, agent.card.name)]
-    board = await api.tasks.list(limit=100)
+    board = await api.tasks.list(limit=TASKS_SHOWN_MAX)
     return {
         "agent": agent,
         "messages": await _recent(api, agent.address, RECENT_MESSAGES_MAX),
@@ -189,10 +193,10 @@ async def _transfers(api: SessionAPI, balances: Sequence[Balance]) -> list[Trans
     for balance in balances[:ACCOUNTS_SCAN_MAX]:
         after, read = 0, 0
         while read < TRANSFERS_SCAN_MAX:
-            page = await api.ledger.history(balance.owner, balance.currency, after=after, limit=100)
+            page = await api.ledger.history(balance.owner, balance.currency, after=after, limit=TRANSFERS_PAGE)
             seen.update((t.id, t) for t in page)
             read += len(page)
-            if len(page) < 100:
+            if len(page) < TRANSFERS_PAGE:
                 break
             after = page[-1].sequence
     return sorted(seen.values(), key=lambda t: t.sequence, reverse=True)
@@ -228,12 +232,12 @@ async def skills(api: SessionAPI) -> dict[str, Any]:
 async def tasks(api: SessionAPI) -> dict[str, Any]:
     """The board: tasks by status, with claims (assignee, lease) and reviewers."""
     board = await api.tasks.board()
-    listed = {t.id: t for t in await api.tasks.list(limit=100)}
+    listed = {t.id: t for t in await api.tasks.list(limit=TASKS_SHOWN_MAX)}
     columns = []
     for status, column in board.columns.items():
         shown = [listed[i] for i in column.tasks if i in listed]
         for task_id in column.tasks:
-            if task_id not in listed and len(shown) < 100:
+            if task_id not in listed and len(shown) < TASKS_SHOWN_MAX:
                 try:
                     shown.append(await api.tasks.get(task_id))
                 except NotFound:

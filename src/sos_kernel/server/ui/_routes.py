@@ -8,6 +8,7 @@ token: the session's own once signed in, a double-submit cookie on the sign-in f
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -48,6 +49,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
 _ENV = Environment(loader=PackageLoader("sos_kernel.server.ui", "templates"), autoescape=True, auto_reload=False)
 _ENV.globals.update(micros=format_micros, utc=_data.utc, verifications=VERIFICATIONS)
@@ -132,7 +134,13 @@ async def _view(request: Request, template: str, load: Loader, *args: Any, page:
         data = await load(cast(SessionAPI, ui.session), *args)
     except SOSError as exc:
         return _error(ui, exc)
-    return _html(template, {"ui": ui, "page": page, "flash": request.query_params.get("done", ""), **data})
+    return _html(template, {"ui": ui, "page": page, "flash": _flash(request), **data})
+
+
+def _flash(request: Request) -> str:
+    """The note after a replay: only an id-shaped value, so a crafted link cannot put words on the page."""
+    replayed = request.query_params.get("replayed", "")
+    return f"Replayed dead letter {replayed}." if _ID.fullmatch(replayed) else ""
 
 
 # -- sign-in and sign-out ----------------------------------------------------------------------------------------
@@ -254,7 +262,7 @@ async def replay(request: Request) -> Response:
         await api.bus.replay(found)
     except SOSError as exc:
         return _error(ui, exc)
-    return _redirect("/ui/dead-letters?" + urlencode({"done": f"replayed dead letter {found.id}"}))
+    return _redirect("/ui/dead-letters?" + urlencode({"replayed": found.id}))
 
 
 @router.get("/ui/static/{name}")
