@@ -104,3 +104,13 @@ def pydantic_latest(session: nox.Session) -> None:
     session.install("-U", "pydantic")
     session.run("python", "-c", "import pydantic; print('pydantic', pydantic.VERSION)")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/contracts", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The dashboard and the marketplace in a real headless Chromium against ``sos serve``: Debian's ``chromium``
+    and ``chromium-driver`` (installed by ``.ci/run``; nothing is downloaded, a missing browser fails). Screenshots
+    go to ``artifacts/screenshots/``."""
+    session.install("-e", ".[server]", "pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20")
+    env = {"SOS_BROWSER_TESTS": "1", "SE_OFFLINE": "true", "PYTHONDONTWRITEBYTECODE": "1"}
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout=600", "tests/browser", *session.posargs, env=env)

@@ -213,7 +213,13 @@ def _port(text: str) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], output: argparse.ArgumentParser) -> None:
     """Register ``serve``."""
-    serve = sub.add_parser("serve", parents=[output], help="run the HTTP server over an embedded kernel")
+    serve = sub.add_parser(
+        "serve",
+        parents=[output],
+        help="run the HTTP server over an embedded kernel",
+        description="Run the HTTP server over an embedded kernel: the JSON API under /v1, the operator dashboard at "
+        "/ui/ (sign in with a tenant admin token) and the public marketplace of listed skills at /marketplace.",
+    )
     serve.add_argument("--url", default=argparse.SUPPRESS, help="the kernel to serve (default: $SOS_URL)")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks a free one")

@@ -33,6 +33,8 @@ method's)::
     GET  /v1/ledger/{balance,balances,get_transfer,history,rate,price,usage,usage_summary}
     POST /v1/skills/{publish,verify,resolve_dispute,record_invocation}
     GET  /v1/skills/{get,versions,find,marketplace,ancestors,descendants}
+    GET  /ui/ ... (HTML: the operator dashboard, a tenant admin's sign-in; see :mod:`sos_kernel.server.ui`)
+    GET  /marketplace  /marketplace.json  /marketplace/{tenant}/{skill_id} (HTML and JSON, public: listed skills)
 """
 
 from __future__ import annotations

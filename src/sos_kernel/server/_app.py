@@ -25,6 +25,8 @@ from ._routes_metrics import router as metrics_routes
 from ._routes_ops import operations_router
 from ._routes_services import usage
 from ._state import IDEMPOTENCY_BOUNDS, ServerState
+from .ui import Marketplace, UIState
+from .ui import router as ui_routes
 
 __all__ = ["build_app"]
 
@@ -78,12 +80,13 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.sos = state
+    app.state.ui = UIState(Marketplace(kernel))
     app.add_exception_handler(SOSError, sos_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     definitions: dict[str, Any] = {}
     _metrics(state, kernel, metrics, metrics_token)
-    for router in (admin, bus, operations_router(definitions), usage, engine, metrics_routes):
+    for router in (admin, bus, operations_router(definitions), usage, engine, metrics_routes, ui_routes):
         app.include_router(router)
     _add_definitions(app, definitions)
 

@@ -1,0 +1,97 @@
+"""The public marketplace: listed cards of active tenants only, however the URL is guessed; bounded queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from sos_kernel.server.ui import _market
+
+from .conftest import World
+from .seed import skill
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_marketplace_answers_without_a_token_and_lists_listed_titles_only(world: World) -> None:
+    async with world.client() as client:
+        page = await client.get("/marketplace")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "a-Listed" in page.text
+        assert "r-Listed" in page.text
+        assert "Private skill" not in page.text
+        twin = (await client.get("/marketplace.json")).json()
+        by_accept = (await client.get("/marketplace", headers={"Accept": "application/json"})).json()
+    assert twin == by_accept
+    assert sorted((c["tenant"], c["id"]) for c in twin["cards"]) == [
+        ("acme", "a-listed-skill"),
+        ("rival", "r-listed-skill"),
+    ]
+    assert twin["cards"][0]["price_per_call_micros"] == 250_000
+
+
+async def test_nothing_unlisted_private_or_suspended_is_reachable(world: World) -> None:
+    acme = world.kernel.tenant("acme")
+    await acme.skills.verify("a-listed-skill", "1.0.0", verifier="agent:alice", status="auto_verified")
+    await acme.skills.publish(skill("a-disputed", "Disputed one", listed=True, author="agent:alice"))
+    await acme.skills.verify("a-disputed", "1.0.0", verifier="agent:alice", status="disputed", reason="bad")
+    async with world.client() as client:
+        assert (await client.get("/marketplace/acme/a-listed-skill")).status_code == 200
+        guesses = [
+            "/marketplace/acme/a-private-skill",  # unlisted
+            "/marketplace/acme/a-disputed",  # listed but disputed
+            "/marketplace/rival/a-listed-skill",  # another tenant's id under this tenant
+            "/marketplace/acme/r-listed-skill",
+            "/marketplace/nosuch/a-listed-skill",
+            "/marketplace/acme/..%2Fa-private-skill",
+        ]
+        for url in guesses:
+            html = await client.get(url)
+            assert html.status_code == 404, url
+            assert "Private skill" not in html.text
+            json = await client.get(url, headers={"Accept": "application/json"})
+            assert json.status_code == 404
+            assert json.json()["error"]["code"] == "SOS-4040"
+        assert "Disputed one" not in (await client.get("/marketplace")).text
+        await world.kernel.tenants.suspend("rival")
+        assert "r-Listed" not in (await client.get("/marketplace")).text
+        assert (await client.get("/marketplace/rival/r-listed-skill")).status_code == 404
+        assert [c["tenant"] for c in (await client.get("/marketplace.json")).json()["cards"]] == ["acme"]
+
+
+async def test_search_and_filters(world: World) -> None:
+    acme = world.kernel.tenant("acme")
+    await acme.skills.publish(skill("a-cheap", "Cheap summariser", listed=True, author="agent:alice", price=1))
+    await acme.skills.verify("a-cheap", "1.0.0", verifier="agent:alice", status="human_verified")
+
+    async def ids(**params: str) -> list[str]:
+        async with world.client() as client:
+            response = await client.get("/marketplace.json", params=params)
+            assert response.status_code == 200, response.text
+            return sorted(c["id"] for c in response.json()["cards"])
+
+    assert await ids(q="summariser") == ["a-cheap"]
+    assert await ids(q="SUMMARISER") == ["a-cheap"]
+    assert await ids(tag="text") == ["a-listed-skill", "r-listed-skill"]
+    assert await ids(price_max="0.000001") == ["a-cheap"]
+    assert await ids(price_max="0.25") == ["a-cheap", "a-listed-skill", "r-listed-skill"]
+    assert await ids(verification="human_verified") == ["a-cheap"]
+    assert await ids(verification="unverified", tag="text") == ["a-listed-skill", "r-listed-skill"]
+
+
+async def test_queries_and_results_are_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with world.client() as client:
+        for params in (
+            {"q": "x" * (_market.MARKETPLACE_QUERY_CHARS_MAX + 1)},
+            {"price_max": "1e9"},
+            {"price_max": "0.0000001"},
+            {"verification": "disputed"},
+        ):
+            json = await client.get("/marketplace.json", params=params)
+            assert json.status_code == 400, params
+            assert json.json()["error"]["code"] == "SOS-4005"
+            html = await client.get("/marketplace", params=params)
+            assert html.status_code == 400
+        assert (await client.get("/marketplace", params={"q": "y" * 2000})).status_code == 400
+        monkeypatch.setattr(_market, "MARKETPLACE_RESULTS_MAX", 1)
+        assert len((await client.get("/marketplace.json")).json()["cards"]) == 1
