@@ -152,6 +152,16 @@ async def test_find_marketplace_and_verification(skills: Skills) -> None:
     assert next(c.id for c in await skills.marketplace()) in {"alpha", "charlie"}
 
 
+async def test_find_refuses_filters_of_the_wrong_type(skills: Skills) -> None:
+    await skills.publish(priced(10, skill_id="alpha"))
+    for bad in ({"listed": "abc"}, {"listed": 1}):
+        with pytest.raises(InvalidArgument) as info:
+            await skills.find(**bad)
+        assert info.value.code == "SOS-4005"
+        assert info.value.details["field"] == next(iter(bad))
+    assert [c.id for c in await skills.find(listed=True)] == ["alpha"]
+
+
 @pytest.mark.live
 async def test_paid_invocation_splits_exactly_and_counts_once(api: Api, skills: Skills) -> None:
     await skills.publish(priced(1_001, {"author": 0.7, "operator": 0.2, "network": 0.1}))

@@ -243,7 +243,13 @@ class Skills:
         status: str | None = None,
         listed: bool | None = None,
     ) -> list[SkillCard]:
-        """The latest release of every skill matching all filters given, by id."""
+        """The latest release of every skill matching all filters given, by id. A filter of the wrong type (over
+        HTTP: ``listed`` other than ``true``/``false``) is SOS-4005."""
+        for name, value in (("tag", tag), ("backend", backend), ("author", author), ("status", status)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{name} is a string", details={"field": name})
+        if listed is not None and not isinstance(listed, bool):
+            raise InvalidArgument("listed is true or false", details={"field": "listed"})
         out = []
         for card in await self._latest_all():
             if tag is not None and tag not in (card.tags or []):
