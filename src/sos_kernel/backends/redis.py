@@ -614,7 +614,14 @@ class RedisBackend(Backend):
         except (redis_errors.RedisError, redis_errors.RedisClusterUnreachableError, OSError) as exc:
             await client.aclose()
             raise BackendUnavailable(f"cannot reach Redis at {url}: {exc}") from exc
-        return cls(client, durability)
+        backend = cls(client, durability)
+        if not _is_cluster(base):
+            try:
+                await backend.identity.migrate()  # token records of earlier releases; one GET once done
+            except BaseException:
+                await client.aclose()
+                raise
+        return backend
 
     async def aclose(self) -> None:
         try:

@@ -22,6 +22,12 @@ seat check, atomically). A process that dies between the two leaves an index ent
 reads it as "no such token" (the token was never handed out), so it is harmless; a refused seat deletes its
 index entry. The record is the truth; the index only says which tenant's slot to read.
 
+Upgrading a one-server deployment: earlier releases kept token records at the global ``sos:token:<digest>``.
+:meth:`RedisIdentityStore.migrate` moves each one under its tenant's hash tag and writes its index entry, one
+atomic script per token (a record already moved is never overwritten, so a revoke made meanwhile stands), then
+sets ``sos:layout:tokens``; ``RedisBackend.connect`` runs it once per database (skipped when that key is set, and
+on a cluster, which never held the old layout).
+
 Records that a script updates in place (tokens, registry times) are hash fields, not JSON: Lua's ``cjson``
 re-encodes numbers with 14 significant digits and empty arrays as objects, which would corrupt them. Floats are
 written with Python's ``repr`` and read back exactly.
@@ -42,6 +48,24 @@ __all__ = ["RedisIdentityStore", "RedisRegistryStore"]
 
 TENANTS_KEY = "sos:tenants"
 TOKEN_INDEX_PREFIX = "sos:tokenidx:"
+LEGACY_TOKEN_PREFIX = "sos:token:"
+"""Where releases before the per-tenant layout kept token records (moved by :meth:`RedisIdentityStore.migrate`)."""
+TOKEN_LAYOUT_KEY = "sos:layout:tokens"
+TOKEN_LAYOUT = "2"
+MIGRATE_SCAN_COUNT = 1_000
+
+# KEYS: legacy record, new record, index entry. ARGV: tenant. One token moved atomically (one server only); a
+# record already at its new place wins, so a change made there since is never overwritten by the old copy.
+_MIGRATE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local fields = redis.call('HGETALL', KEYS[1])
+  if #fields == 0 then return 0 end
+  redis.call('HSET', KEYS[2], unpack(fields))
+end
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
 
 # KEYS: tenant digest list, new token key. ARGV: the tenant's token prefix (same slot), digest, agent ('' = none),
 # seats_max ('' = none), now (epoch s), then the token's field/value pairs. Seat rule: memory_identity.seat_taken's.
@@ -188,6 +212,24 @@ class RedisIdentityStore(IdentityStore):
         self._issue = client.register_script(_ISSUE)
         self._revoke = client.register_script(_REVOKE)
         self._consume = client.register_script(_CONSUME)
+        self._migrate = client.register_script(_MIGRATE)
+
+    async def migrate(self) -> int:
+        """Move token records of the earlier global layout under their tenants' hash tags (see the module
+        docstring); how many were moved. Idempotent and safe beside other processes doing the same; once done it
+        marks the database, so later calls cost one ``GET``. One server only: a cluster never held that layout."""
+        if _s(await _call(self._r.get(TOKEN_LAYOUT_KEY)) or b"") == TOKEN_LAYOUT:
+            return 0
+        moved = 0
+        async for key in self._r.scan_iter(match=LEGACY_TOKEN_PREFIX + "*", count=MIGRATE_SCAN_COUNT):
+            digest = _s(key)[len(LEGACY_TOKEN_PREFIX) :]
+            tenant = await _call(self._r.hget(key, "tenant"))
+            if tenant is None:
+                continue
+            keys = [key, _token_prefix(_s(tenant)) + digest, TOKEN_INDEX_PREFIX + digest]
+            moved += int(await _call(self._migrate(keys=keys, args=[_s(tenant)])))
+        await _call(self._r.set(TOKEN_LAYOUT_KEY, TOKEN_LAYOUT))
+        return moved
 
     async def create_tenant(self, tenant: Tenant) -> bool:
         return bool(await _call(self._r.hsetnx(TENANTS_KEY, tenant.slug, _tenant_json(tenant))))
