@@ -585,7 +585,7 @@ class RedisBackend(Backend):
         self.durability = durability
         self.bus: RedisBusStore = RedisBusStore(client, durability)
         self.ledger: RedisLedgerStore = RedisLedgerStore(client, durability)
-        self.identity = RedisIdentityStore(client)
+        self.identity: RedisIdentityStore = RedisIdentityStore(client)
         self.registry = RedisRegistryStore(client)
         self.skills = RedisSkillStore(client)
         self.providers = RedisProviderStore(client)
