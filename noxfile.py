@@ -73,3 +73,16 @@ def pydantic_latest(session: nox.Session) -> None:
     session.install("-U", "pydantic")
     session.run("python", "-c", "import pydantic; print('pydantic', pydantic.VERSION)")
     session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/contracts", *session.posargs)
+
+
+@nox.session
+def bench_peers(session: nox.Session) -> None:
+    """The in-process bus against amb-core and autogen-core, installed here only (they are no dependency); a peer
+    pip cannot install is reported with pip's error and left out of the table."""
+    session.install("-e", ".")
+    for peer in ("amb-core", "autogen-core"):
+        try:
+            session.install(peer, silent=False)
+        except nox.command.CommandFailed:
+            session.warn(f"{peer} could not be installed (pip's error above); its rows say 'not installed'")
+    session.run("python", "-m", "benchmarks", "peers")
