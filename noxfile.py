@@ -114,3 +114,16 @@ def browser(session: nox.Session) -> None:
     session.install("-e", ".[server]", "pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20")
     env = {"SOS_BROWSER_TESTS": "1", "SE_OFFLINE": "true", "PYTHONDONTWRITEBYTECODE": "1"}
     session.run("pytest", "-q", "-p", "no:cacheprovider", "--timeout=600", "tests/browser", *session.posargs, env=env)
+
+
+@nox.session
+def bench_peers(session: nox.Session) -> None:
+    """The in-process bus against amb-core and autogen-core, installed here only (they are no dependency); a peer
+    pip cannot install is reported with pip's error and left out of the table."""
+    session.install("-e", ".")
+    for peer in ("amb-core", "autogen-core"):
+        try:
+            session.install(peer, silent=False)
+        except nox.command.CommandFailed:
+            session.warn(f"{peer} could not be installed (pip's error above); its rows say 'not installed'")
+    session.run("python", "-m", "benchmarks", "peers")

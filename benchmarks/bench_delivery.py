@@ -222,7 +222,7 @@ async def fan_ours(url: str, subscribers: int, tag: str) -> float:
     data = messages(N_FAN, target=channel)
     async with AsyncExitStack() as stack:
         kernel = await stack.enter_async_context(sos_kernel.open(url))
-        # a waiting subscriber holds one connection of its kernel's pool (100): SUBSCRIBERS_PER_KERNEL each
+        # subscribers spread over kernels as over processes: SUBSCRIBERS_PER_KERNEL each (each kernel one shared read)
         kernels = [
             await stack.enter_async_context(sos_kernel.open(url)) for _ in range(0, subscribers, SUBSCRIBERS_PER_KERNEL)
         ]

@@ -796,3 +796,38 @@ async def test_at_the_retention_cap_readers_continue_from_the_oldest_kept_entry(
             assert [d.message.message_id for d in got] == kept
             assert all(d.attempt == 1 for d in got)
             assert await sub.receive(timeout_s=0.3) is None
+
+
+async def test_many_waiting_subscribers_across_tenants_all_receive(kernel: Kernel) -> None:
+    # 200 subscriptions waiting at once (channel fan-out in two tenants, and a named group each on an inbox)
+    buses = [kernel.tenant("acme").bus, kernel.tenant("globex").bus]
+    got: list[tuple[int, str]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        subs = []
+        for t, bus in enumerate(buses):
+            for _ in range(90):
+                subs.append((t, await stack.enter_async_context(bus.subscribe("sos:channel:all"))))
+            for i in range(10):
+                subs.append((t, await stack.enter_async_context(bus.subscribe("agent:bob", group=f"g{i}"))))
+
+        ready, all_ready = [0], anyio.Event()
+
+        async def take(t: int, sub: sos_kernel.Subscription) -> None:
+            assert await sub.receive(timeout_s=0.01) is None  # has waited once: its first look is behind it
+            ready[0] += 1
+            if ready[0] == len(subs):
+                all_ready.set()
+            d = await sub.receive(timeout_s=20)
+            assert d is not None
+            got.append((t, d.message.payload.text))
+            await d.ack()
+
+        async with anyio.create_task_group() as tg:
+            for t, sub in subs:
+                tg.start_soon(take, t, sub)
+            await all_ready.wait()
+            for t, bus in enumerate(buses):
+                await bus.publish(send(target="sos:channel:all", text=f"all{t}"))
+                await bus.publish(send(text=f"bob{t}"))
+    expected = [(t, f"all{t}") for t in range(2)] * 90 + [(t, f"bob{t}") for t in range(2)] * 10
+    assert sorted(got) == sorted(expected)

@@ -18,6 +18,8 @@ from redis import exceptions as redis_errors
 
 import sos_kernel
 from sos_kernel import BusLimits
+from sos_kernel.backends.redis import DIRECT_WAITS_MAX
+from sos_kernel.backends.redis_watch import READ_BLOCK_MS, WATCH_LINGER_S
 from sos_kernel.contracts import SendMessage, SendPayload
 from sos_kernel.errors import BackendUnavailable
 
@@ -251,16 +253,19 @@ async def _consume(sub: Any, got: list[str], marks: dict[int, anyio.Event]) -> N
                 await anyio.sleep(0.1)
 
 
-@pytest.mark.parametrize("through", ["kernel", "server"])
+@pytest.mark.parametrize("through", ["kernel", "kernel-shared-read", "server"])
 async def test_a_live_subscription_rides_out_a_redis_restart(own_redis: RedisServer, through: str) -> None:
-    """redis-server is killed and restarted 2.5 s later while a subscriber waits (in-process, and remotely over a
-    server's SSE stream): the subscription goes on, every message arrives once and nothing acked comes back."""
+    """redis-server is killed and restarted 2.5 s later while a subscriber waits (in-process, in-process on the
+    shared read, and remotely over a server's SSE stream): the subscription goes on, every message arrives once
+    and nothing acked comes back."""
     from mumega_sdk import MumegaClient
 
     from ..live_server import running_server
 
     async with sos_kernel.open(own_redis.url) as kernel, contextlib.AsyncExitStack() as stack:
         api: Any = kernel
+        if through == "kernel-shared-read":
+            kernel.backend.bus.direct_waits_max = 0  # type: ignore[attr-defined]
         if through == "server":
             await kernel.tenants.create("default", "scale")
             bob = await kernel.tenant("default").tokens.issue(agent="agent:bob")
@@ -304,7 +309,8 @@ async def test_a_subscription_raises_sos_6030_once_redis_stays_away_past_reconne
 
 
 async def test_four_consumers_of_a_group_are_not_all_woken_per_entry(redis_url: str, admin: Any) -> None:
-    # each consumer blocks in its own XREADGROUP: an entry wakes one; abandoned entries are looked for on a timer
+    # the consumers wait on one shared XREAD, which wakes one of them per entry; abandoned entries are looked for on
+    # a timer
     n = 200
     async with sos_kernel.open(redis_url) as kernel, contextlib.AsyncExitStack() as stack:
         subs = [
@@ -331,5 +337,129 @@ async def test_four_consumers_of_a_group_are_not_all_woken_per_entry(redis_url: 
     assert len(got) == len(set(got)) == n
     assert calls.get("xinfo", 0) == 0
     assert calls.get("xautoclaim", 0) < n / 10
-    assert calls.get("xread", 0) == 0
+    assert calls.get("xread", 0) <= n + 10  # one shared read per wake-up, not one per consumer
     assert calls["xreadgroup"] < 2 * n  # before: 484 XAUTOCLAIM, 284 XINFO, 281 XREAD for 200 entries
+
+
+async def test_idle_subscriptions_share_one_read_per_tenant_and_closing_ends_it(redis_url: str, admin: Any) -> None:
+    # 200 idle subscriptions in one process (redis-py's pool holds 100 connections): one blocking read per tenant
+    async with sos_kernel.open(redis_url) as kernel:
+        store: Any = kernel.backend.bus
+        buses = [kernel.tenant("acme").bus, kernel.tenant("globex").bus]
+        got: list[str] = []
+        async with contextlib.AsyncExitStack() as stack:
+            subs = [
+                await stack.enter_async_context(bus.subscribe("sos:channel:all")) for bus in buses for _ in range(100)
+            ]
+
+            async def take(sub: Any) -> None:
+                d = await sub.receive(timeout_s=20)
+                assert d is not None
+                got.append(d.message.payload.text)
+                await d.ack()
+
+            async with anyio.create_task_group() as tg:
+                for sub in subs:
+                    tg.start_soon(take, sub)
+                for _ in range(200):  # until both tenants' reads are up (a loaded machine is slow to start 200)
+                    if store.watching("acme") == store.watching("globex") == 1:
+                        break
+                    await anyio.sleep(0.05)
+                await anyio.sleep(0.5)  # all of them waiting
+                # a read of their own for the first DIRECT_WAITS_MAX, then one shared read per tenant
+                assert len(await _blocked(admin)) == DIRECT_WAITS_MAX + 2
+                assert store.watching("acme") == store.watching("globex") == 1
+                for i, bus in enumerate(buses):
+                    text = SendPayload(text=f"m{i}")
+                    await bus.publish(SendMessage(source="agent:alice", target="sos:channel:all", payload=text))
+        assert sorted(got) == ["m0"] * 100 + ["m1"] * 100
+        await anyio.sleep(WATCH_LINGER_S + READ_BLOCK_MS / 1000 + 0.5)  # closed: their interest lapses, reads end
+        assert store.watching("acme") == store.watching("globex") == 0
+        assert await _blocked(admin) == []
+
+
+async def _blocked(admin: Any) -> list[Any]:
+    return [c for c in await admin.client_list() if "b" in c["flags"]]
+
+
+async def test_a_waiting_subscriber_still_gets_news_after_its_stream_is_trimmed(redis_url: str, admin: Any) -> None:
+    async with sos_kernel.open(redis_url) as kernel, kernel.bus.subscribe("agent:bob") as sub:
+        await kernel.bus.publish(send("one"))
+        d = await sub.receive(timeout_s=5)
+        assert d is not None
+        await d.ack()
+        async with anyio.create_task_group() as tg:
+            got: list[str] = []
+
+            async def take() -> None:
+                d = await sub.receive(timeout_s=10)
+                assert d is not None
+                got.append(d.message.payload.text)
+
+            tg.start_soon(take)
+            await anyio.sleep(0.2)
+            keys = [k async for k in admin.scan_iter(match="*stream:agent:bob")]
+            await admin.xtrim(keys[0], maxlen=0)
+            await kernel.bus.publish(send("two"))
+        assert got == ["two"]
+
+
+async def test_with_every_waiter_on_the_shared_read_the_bus_behaves_the_same(redis_url: str, admin: Any) -> None:
+    # the plain path: no waiter blocks in a read of its own (DIRECT_WAITS_MAX = 0)
+    async with sos_kernel.open(redis_url) as kernel:
+        kernel.backend.bus.direct_waits_max = 0  # type: ignore[attr-defined]
+        bus = kernel.bus
+        async with contextlib.AsyncExitStack() as stack:
+            queue = [await stack.enter_async_context(bus.subscribe("agent:bob", consumer=f"c{i}")) for i in range(3)]
+            fans = [await stack.enter_async_context(bus.subscribe("sos:channel:news")) for _ in range(3)]
+            got: dict[str, list[str]] = {}
+
+            async def take(name: str, sub: Any, n: int) -> None:
+                while sum(len(v) for k, v in got.items() if k.startswith(name[0])) < n:
+                    d = await sub.receive(timeout_s=0.2)
+                    if d is not None:
+                        got.setdefault(name, []).append(d.message.payload.text)
+                        await d.ack()
+
+            async with anyio.create_task_group() as tg:
+                for i, sub in enumerate(queue):
+                    tg.start_soon(take, f"q{i}", sub, 20)
+                for i, sub in enumerate(fans):
+                    tg.start_soon(take, f"f{i}", sub, 60)
+                for _ in range(200):  # until both streams are on the shared read
+                    if kernel.backend.bus.watching("default") == 2:  # type: ignore[attr-defined]
+                        break
+                    await anyio.sleep(0.05)
+                assert kernel.backend.bus.watching("default") == 2  # type: ignore[attr-defined]
+                for i in range(20):
+                    await bus.publish(send(str(i)))
+                    text = SendPayload(text=str(i))
+                    await bus.publish(SendMessage(source="agent:alice", target="sos:channel:news", payload=text))
+            assert sorted(int(t) for k, v in got.items() if k[0] == "q" for t in v) == list(range(20))
+            assert [got[f"f{i}"] for i in range(3)] == [[str(i) for i in range(20)]] * 3
+
+            async with bus.subscribe("agent:carol", visibility_timeout_s=30) as sub:  # nack: due again at once
+                await bus.publish(
+                    SendMessage(source="agent:alice", target="agent:carol", payload=SendPayload(text="x"))
+                )
+                first = await sub.receive(timeout_s=5)
+                assert first is not None
+                await first.nack()
+                again = await sub.receive(timeout_s=5)
+                assert again is not None
+                assert again.attempt == 2
+                await again.ack()
+
+            async def oracle() -> None:
+                async with bus.subscribe("agent:oracle") as inbox:
+                    for _ in range(20):
+                        d = await inbox.receive()
+                        assert d is not None
+                        await bus.reply(d.message, "42")
+                        await d.ack()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(oracle)
+                for _ in range(20):
+                    reply = await bus.ask("agent:alice", "agent:oracle", "?", timeout_s=5)
+                    assert reply.payload.text == "42"

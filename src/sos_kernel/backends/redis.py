@@ -12,11 +12,17 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
                                                 expires (PEXPIREAT) chunk_ttl_s after its first part
     sos:{t:<tenant>}:chunkgroups                hash of the tenant's unfinished groups: <source>:<group_id> ->
                                                 "<expires ms> <size_bytes> <source>" (for quotas and sweeping)
+    sos:{t:<tenant>}:bell:<process token>       stream of one entry that ends this process's shared read when a
+                                                stream joins it; expires BELL_TTL_MS after the last join
 
-Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``): a waiting consumer blocks in its
-own ``XREADGROUP ... >``, so Redis hands each new entry to one consumer and wakes only that one. Due redeliveries
-are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a process at most every
-``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
+Groups are Redis consumer groups on the address stream (``XREADGROUP``/``XACK``). A consumer (or an ask) with
+nothing to take blocks in its own ``XREADGROUP ... >`` (``XREAD``) while the process has fewer than
+``DIRECT_WAITS_MAX`` such waiters (Redis hands each new entry to one blocked consumer of a group); past them it
+waits on its tenant's shared read (:mod:`.redis_watch`: one blocking ``XREAD`` per tenant and process over every
+stream waited on), which wakes one consumer of a group per new entry, and the woken consumer takes it with a
+non-blocking ``XREADGROUP ... >``. Either way the group's state is Redis's, so the delivery rules are the same.
+Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
+process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
 an exact ``MINID`` (age) on every append, and ``XTRIM MAXLEN ~ count_max`` every 100th append per address.
 Durability is Redis's own (configure AOF ``appendfsync everysec`` or ``always`` for a durable bus).
@@ -30,6 +36,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import anyio
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -62,6 +69,7 @@ from .redis_providers import RedisProviderStore
 from .redis_replies import RedisReplyStore
 from .redis_skills import RedisSkillStore
 from .redis_tasks import RedisTaskStore
+from .redis_watch import StreamWatcher, Watch
 
 __all__ = ["RedisBackend", "RedisBusStore"]
 
@@ -73,6 +81,12 @@ lease is shorter (every quarter of the visibility timeout) or a nack from this p
 TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
+DIRECT_WAITS_MAX = 16
+"""Waiters of a process that block in a read of their own (one pool connection each, woken by Redis itself, one
+round trip sooner); the others share their tenant's read (:mod:`.redis_watch`)."""
+WAKE_READS_MAX = 32
+"""Reads of woken consumers a process runs at once (a publish to a channel wakes every subscriber of it): the rest
+queue in the process rather than overflow redis-py's connection pool (100)."""
 
 # Per message: KEYS stream, msgid; ARGV data, meta = receipts flag, trim flag, message id[, "\n", only group].
 # The XADD goes first and SET NX GET records the id in the same step; a duplicate (the id was already recorded,
@@ -289,9 +303,18 @@ class RedisBusStore(BusStore):
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
         self._claim_at: dict[tuple[str, str, str], float] = {}
+        self._watcher = StreamWatcher(client)
+        self._wake_reads: anyio.CapacityLimiter | None = None  # made on first use: it needs a running event loop
+        self._direct = 0
+        self.direct_waits_max = DIRECT_WAITS_MAX
 
     async def aclose(self) -> None:
-        """Nothing of its own to close: its scripts run on the client's connection pool."""
+        """Stop the shared reads; its scripts run on the client's connection pool."""
+        await self._watcher.aclose()
+
+    def watching(self, tenant: str) -> int:
+        """How many of ``tenant``'s streams this process's shared read covers (for diagnostics and tests)."""
+        return self._watcher.watching(tenant)
 
     @staticmethod
     def _k(tenant: str, *parts: str) -> str:
@@ -373,8 +396,10 @@ class RedisBusStore(BusStore):
 
     async def drop_address(self, tenant: str, address: str) -> None:
         # the stream holds its groups and pending sets; a reply channel has no dead letters (no group consumes it)
-        await self._call(self._r.delete(self._k(tenant, "stream", address)))
+        key = self._k(tenant, "stream", address)
+        await self._call(self._r.delete(key))
         self._last.pop((tenant, address), None)
+        self._watcher.forget(tenant, key)
 
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
@@ -386,23 +411,62 @@ class RedisBusStore(BusStore):
     ) -> list[Claimed]:
         key = self._k(tenant, "stream", address)
         out = await self._reclaim(key, (tenant, address, group), consumer, count, visibility_ms)
-        if len(out) >= count:
-            return out
-        # BLOCK only with nothing in hand; Redis hands each new entry to one blocked consumer of the group
-        block = None if out or timeout_s <= 0 else max(1, int(timeout_s * 1000))
+        if out or timeout_s <= 0:
+            return out if len(out) >= count else out + (await self._read_new(key, group, consumer, count - len(out)))[0]
+        if self._direct < self.direct_waits_max:  # few waiters: each blocks in its own XREADGROUP
+            self._direct += 1
+            try:
+                return (await self._read_new(key, group, consumer, count, max(1, int(timeout_s * 1000))))[0]
+            finally:
+                self._direct -= 1
+        # Nothing due: wait on the tenant's shared read (no connection of our own), skipping the read when nothing
+        # can be left for this consumer since it last drained the stream.
+        watch = await self._watcher.watch(tenant, key, None)
+        if watch.must_read(group, consumer):
+            out, drained = await self._read_marked(watch, key, group, consumer, count)
+            if out or not drained:
+                return out
+        woken = await watch.wait(group, consumer, watch.gen, timeout_s)
+        if not woken and not watch.must_read(group, consumer):
+            return []
+        try:
+            return (await self._read_marked(watch, key, group, consumer, count))[0]
+        except BaseException:
+            if woken:  # the entry it was woken for is still there: the group's next consumer reads it
+                watch.owe(group)
+            raise
+
+    async def _read_marked(
+        self, watch: Watch, key: str, group: str, consumer: str, count: int
+    ) -> tuple[list[Claimed], bool]:
+        if self._wake_reads is None:
+            self._wake_reads = anyio.CapacityLimiter(WAKE_READS_MAX)
+        async with self._wake_reads:
+            mark = watch.reading(group)
+            out, drained = await self._read_new(key, group, consumer, count)
+        if drained:
+            watch.drained(group, consumer, mark)
+        return out, drained
+
+    async def _read_new(
+        self, key: str, group: str, consumer: str, count: int, block_ms: int | None = None
+    ) -> tuple[list[Claimed], bool]:
+        """New entries for ``group`` (``XREADGROUP ... >``, blocking up to ``block_ms`` when given), and whether the
+        read drained the stream."""
+        mine = group.encode()
         while True:
-            reply = await self._call(
-                self._r.xreadgroup(group, consumer, {key: ">"}, count=count - len(out), block=block)
-            )
+            reply = await self._call(self._r.xreadgroup(group, consumer, {key: ">"}, count=count, block=block_ms))
             rows: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
-            others = [entry_id for entry_id, f in rows if f.get(b"g", group.encode()) != group.encode()]
+            others = [entry_id for entry_id, f in rows if f.get(b"g", mine) != mine]
             if others:  # a replay meant for another group: settled here, never delivered
                 await self._call(self._r.xack(key, group, *others))
-            for entry_id, f in rows:
-                if f.get(b"g", group.encode()) == group.encode():
-                    out.append(Claimed(_s(entry_id), _data(f.get(b"d", f)), 1, f.get(b"r") == b"1"))
-            if out or not rows or block is not None or len(out) >= count:
-                return out
+            out = [
+                Claimed(_s(entry_id), _data(f.get(b"d", f)), 1, f.get(b"r") == b"1")
+                for entry_id, f in rows
+                if f.get(b"g", mine) == mine
+            ]
+            if out or len(rows) < count or block_ms is not None:
+                return out, len(rows) < count
 
     async def _reclaim(
         self, key: str, memo: tuple[str, str, str], consumer: str, count: int, visibility_ms: int
@@ -438,6 +502,8 @@ class RedisBusStore(BusStore):
         done = bool(await self._call(self._nack(keys=[key], args=args)))
         if done:
             self._due_in((tenant, address, group), delay_ms)
+            if delay_ms == 0:  # due now: a waiting consumer of the group looks at once
+                self._watcher.nudge(tenant, key, group)
         return done
 
     async def bury(
@@ -513,9 +579,17 @@ class RedisBusStore(BusStore):
 
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
         key = self._k(tenant, "stream", address)
-        last = self._last.get((tenant, address), "$")
-        block_ms = max(1, int(timeout_s * 1000))
-        await self._call(self._r.xread({key: last}, count=1, block=block_ms))
+        last = self._last.get((tenant, address))
+        if self._direct < self.direct_waits_max:  # few waiters: a blocking read of its own
+            self._direct += 1
+            try:
+                await self._call(self._r.xread({key: last or "$"}, count=1, block=max(1, int(timeout_s * 1000))))
+            finally:
+                self._direct -= 1
+            return
+        watch = await self._watcher.watch(tenant, key, last)
+        if last is None or not watch.ahead_of(last):
+            await watch.wait(None, "", watch.gen, timeout_s)
 
     async def put_chunk(self, tenant: str, part: ChunkPart, quota: ChunkQuota) -> ChunkPut:
         prefix = tenant_prefix(tenant)
