@@ -50,9 +50,9 @@ class SyncDelivery:
         """See :meth:`Delivery.ack`."""
         return self._portal.call(self.delivery.ack)
 
-    def nack(self, delay_s: float = 0.0) -> bool:
+    def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
         """See :meth:`Delivery.nack`."""
-        return self._portal.call(self.delivery.nack, delay_s)
+        return self._portal.call(functools.partial(self.delivery.nack, delay_s, reason=reason))
 
 
 class SyncSubscription:
