@@ -139,6 +139,10 @@ class SyncBus:
         """See :meth:`Bus.dead_letters`."""
         return self._portal.call(lambda: self._bus.dead_letters(address, group=group, limit=limit))
 
+    def pending(self, address: str, *, group: str | None = None) -> int:
+        """See :meth:`Bus.pending`."""
+        return self._portal.call(lambda: self._bus.pending(address, group=group))
+
     def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
         """See :meth:`Bus.replay`."""
         return self._portal.call(self._bus.replay, dead_letter)

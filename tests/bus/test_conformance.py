@@ -28,6 +28,7 @@ from sos_kernel.errors import (
     AskTimeout,
     BackendFailure,
     ChunkIntegrityError,
+    Forbidden,
     InvalidArgument,
     InvalidSource,
     InvalidURL,
@@ -306,6 +307,47 @@ async def test_a_bad_nack_reason_is_refused_and_nothing_is_written(api: Api, ker
         assert tuple(await kept()) == (1, longest)
         assert await again.ack() is True
         assert await kept() is None  # an ack forgets it
+
+
+@pytest.mark.live
+async def test_pending_counts_what_a_group_has_not_settled(api: Api) -> None:
+    await api.bus.publish_many([send(text="1"), send(text="2"), send(text="3")])
+    assert await api.bus.pending("agent:bob") == 0
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30, max_deliveries=1) as sub:
+        first, second, third = await drain(sub, 3)
+        assert await api.bus.pending("agent:bob") == 3
+        assert await first.ack() is True
+        assert await second.nack(delay_s=60, reason="later") is True  # given back, still pending
+        assert await api.bus.pending("agent:bob", group=sub.group) == 2
+        assert await third.nack() is True
+        assert await sub.receive(timeout_s=0.5) is None  # its next hand-out dead-letters it
+        assert await api.bus.pending("agent:bob") == 1
+    assert await api.bus.pending("agent:bob", group="nobody") == 0
+    assert await api.bus.pending("sos:channel:jobs") == 0
+    with pytest.raises(InvalidArgument):
+        await api.bus.pending("bob")
+    with pytest.raises(InvalidArgument):
+        await api.bus.pending("agent:bob", group="no spaces")
+
+
+async def test_pending_is_read_for_ones_own_inbox_and_channels(kernel: Kernel, connect: Any) -> None:
+    _, admin = await kernel.tenants.create("acme", plan="growth")
+    view = kernel.tenant("acme")
+    await view.bus.send("agent:alice", "agent:bob", "for bob")
+    async with view.bus.subscribe("agent:bob") as sub:
+        await drain(sub, 1)  # held, not settled
+        bob = await connect((await view.tokens.issue(agent="agent:bob")).secret)
+        alice = await connect((await view.tokens.issue(agent="agent:alice")).secret)
+        writer = await connect((await view.tokens.issue(agent="agent:bob", scopes=["bus:write"])).secret)
+        assert await bob.bus.pending("agent:bob") == 1
+        assert await alice.bus.pending("sos:channel:global") == 0
+        assert await (await connect(admin)).bus.pending("agent:bob") == 1
+        for refused in (alice.bus.pending("agent:bob"), writer.bus.pending("agent:bob")):
+            with pytest.raises(Forbidden):
+                await refused
+        # another tenant's admin counts its own tenant's group, never acme's
+        _, other = await kernel.tenants.create("other", plan="growth")
+        assert await (await connect(other)).bus.pending("agent:bob") == 0
 
 
 @pytest.mark.live

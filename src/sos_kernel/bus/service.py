@@ -924,6 +924,23 @@ class Bus:
         return out
 
     @operation(
+        "bus:read",
+        own={"address": "inbox"},
+        wire=Wire("GET", summary="How many deliveries a group handed out and has not settled"),
+    )
+    async def pending(self, address: str, *, group: str | None = None) -> int:
+        """How many deliveries ``group`` (default: the address's default group) handed out and has not settled:
+        in flight, or nacked and waiting to come back (0 for a group that does not exist).
+
+        Acked and dead-lettered deliveries are not counted. A session reads its own inbox's groups and any
+        channel's (``bus:read``, as for ``dead_letters``); an admin token any address of its tenant.
+        """
+        self._check_open()
+        check_address(address)
+        group = _check_name(group or DEFAULT_INBOX_GROUP, "group")
+        return await self._store.pending_count(self.tenant, address, group)
+
+    @operation(
         "bus:write",
         rule=_replay_rule,
         wire=Wire(keyed=True, errors=(NotFound,), summary="Deliver a dead letter again"),
