@@ -54,6 +54,7 @@ from sos_kernel.bus import (
     BusLimits,
     SubscriptionSpec,
     check_nack_delay,
+    check_nack_reason,
     resolve_subscription,
     split_message,
 )
@@ -419,13 +420,16 @@ class RemoteDelivery:
             raise
         return bool(answer["acked"])
 
-    async def nack(self, delay_s: float = 0.0) -> bool:
+    async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
         """See :meth:`Delivery.nack`."""
         delay_s = check_nack_delay(delay_s)
+        reason = check_nack_reason(reason)
         if self._done:
             return False
         self._done = True
-        body = {**self._key(), "delay_s": delay_s}
+        body: dict[str, Any] = {**self._key(), "delay_s": delay_s}
+        if reason is not None:
+            body["reason"] = reason
         try:
             answer = await self._client.call("POST", "/v1/bus/nack", body=body, keyed=True)
         except BaseException:

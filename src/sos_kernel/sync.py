@@ -50,9 +50,9 @@ class SyncDelivery:
         """See :meth:`Delivery.ack`."""
         return self._portal.call(self.delivery.ack)
 
-    def nack(self, delay_s: float = 0.0) -> bool:
+    def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
         """See :meth:`Delivery.nack`."""
-        return self._portal.call(self.delivery.nack, delay_s)
+        return self._portal.call(functools.partial(self.delivery.nack, delay_s, reason=reason))
 
 
 class SyncSubscription:
@@ -138,6 +138,10 @@ class SyncBus:
     def dead_letters(self, address: str, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """See :meth:`Bus.dead_letters`."""
         return self._portal.call(lambda: self._bus.dead_letters(address, group=group, limit=limit))
+
+    def pending(self, address: str, *, group: str | None = None) -> int:
+        """See :meth:`Bus.pending`."""
+        return self._portal.call(lambda: self._bus.pending(address, group=group))
 
     def replay(self, dead_letter: DeadLetter) -> PublishReceipt:
         """See :meth:`Bus.replay`."""

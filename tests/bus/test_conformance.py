@@ -28,6 +28,7 @@ from sos_kernel.errors import (
     AskTimeout,
     BackendFailure,
     ChunkIntegrityError,
+    Forbidden,
     InvalidArgument,
     InvalidSource,
     InvalidURL,
@@ -241,6 +242,112 @@ async def test_a_bad_nack_delay_is_refused_and_the_delivery_stays_pending(api: A
             await d.nack(delay_s)
         assert await d.ack() is True
         assert await sub.receive(timeout_s=0.3) is None
+
+
+@pytest.mark.live
+async def test_a_dead_letter_keeps_the_last_nack_reason(api: Api, kernel: Kernel) -> None:
+    msg = send(target="sos:channel:jobs")
+    async with api.bus.subscribe("sos:channel:jobs", group="workers", max_deliveries=3, start="earliest") as sub:
+        await api.bus.publish(msg, receipts=True)
+        for attempt in (1, 2, 3):
+            (d,) = await drain(sub, 1)
+            assert d.attempt == attempt
+            assert await d.nack(reason=f"exit status {attempt}") is True
+        assert await sub.receive(timeout_s=0.3) is None
+        (dead,) = await api.bus.dead_letters("sos:channel:jobs", group="workers")
+    assert (dead.message, dead.reason, dead.attempts) == (msg, "exit status 3", 3)
+    receipts = [m.payload for m in await api.bus.history("agent:alice") if isinstance(m, ReceiptMessage)]
+    assert [r.reason for r in receipts if r.kind == "rejected"] == ["exit status 3"]
+    # buried: the kept reason went with the pending entry
+    assert await kernel.bus.store.nack_reason(DEFAULT_TENANT, "sos:channel:jobs", "workers", dead.position) is None
+
+
+@pytest.mark.live
+async def test_an_earlier_deliverys_reason_is_named_as_such(api: Api) -> None:
+    first, second = send(target="sos:channel:jobs", text="1"), send(target="sos:channel:jobs", text="2")
+    opts = {"group": "workers", "max_deliveries": 2, "start": "earliest", "visibility_timeout_s": 0.5}
+    async with api.bus.subscribe("sos:channel:jobs", **opts) as sub:
+        await api.bus.publish(first)
+        (d,) = await drain(sub, 1)
+        await d.nack(reason="exit status 1")
+        (d,) = await drain(sub, 1)
+        await d.nack()  # a nack without a reason forgets the earlier one
+        assert await sub.receive(timeout_s=0.3) is None
+        await api.bus.publish(second)
+        (d,) = await drain(sub, 1)
+        await d.nack(reason="exit status 1")
+        (d,) = await drain(sub, 1)  # its last delivery is never settled: it times out
+        assert await sub.receive(timeout_s=1.5) is None
+        dead = await api.bus.dead_letters("sos:channel:jobs", group="workers")
+    assert [(x.message, x.reason) for x in dead] == [
+        (first, "not acked after 2 deliveries"),
+        (second, "not acked after 2 deliveries; delivery 1 was nacked: exit status 1"),
+    ]
+
+
+async def test_a_bad_nack_reason_is_refused_and_nothing_is_written(api: Api, kernel: Kernel) -> None:
+    await api.bus.publish(send())
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        (d,) = await drain(sub, 1)
+
+        async def kept() -> Any:
+            return await kernel.bus.store.nack_reason(DEFAULT_TENANT, "agent:bob", sub.group, d.position)
+
+        with pytest.raises(LimitExceeded) as over:
+            await d.nack(reason="x" * (bus_service.NACK_REASON_CHARS_MAX + 1))
+        assert over.value.details["limit"] == "nack_reason_chars_max"
+        for bad in ("", "exit\nstatus 1", "nul\x00", "tab\there", "del\x7f", "c1\x85"):
+            with pytest.raises(InvalidArgument):
+                await d.nack(reason=bad)
+        assert await kept() is None
+        assert await kernel.bus.store.pending_count(DEFAULT_TENANT, "agent:bob", sub.group) == 1
+        longest = "é" * bus_service.NACK_REASON_CHARS_MAX  # counted in characters, not bytes
+        assert await d.nack(reason=longest) is True
+        (again,) = await drain(sub, 1)
+        assert tuple(await kept()) == (1, longest)
+        assert await again.ack() is True
+        assert await kept() is None  # an ack forgets it
+
+
+@pytest.mark.live
+async def test_pending_counts_what_a_group_has_not_settled(api: Api) -> None:
+    await api.bus.publish_many([send(text="1"), send(text="2"), send(text="3")])
+    assert await api.bus.pending("agent:bob") == 0
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30, max_deliveries=1) as sub:
+        first, second, third = await drain(sub, 3)
+        assert await api.bus.pending("agent:bob") == 3
+        assert await first.ack() is True
+        assert await second.nack(delay_s=60, reason="later") is True  # given back, still pending
+        assert await api.bus.pending("agent:bob", group=sub.group) == 2
+        assert await third.nack() is True
+        assert await sub.receive(timeout_s=0.5) is None  # its next hand-out dead-letters it
+        assert await api.bus.pending("agent:bob") == 1
+    assert await api.bus.pending("agent:bob", group="nobody") == 0
+    assert await api.bus.pending("sos:channel:jobs") == 0
+    with pytest.raises(InvalidArgument):
+        await api.bus.pending("bob")
+    with pytest.raises(InvalidArgument):
+        await api.bus.pending("agent:bob", group="no spaces")
+
+
+async def test_pending_is_read_for_ones_own_inbox_and_channels(kernel: Kernel, connect: Any) -> None:
+    _, admin = await kernel.tenants.create("acme", plan="growth")
+    view = kernel.tenant("acme")
+    await view.bus.send("agent:alice", "agent:bob", "for bob")
+    async with view.bus.subscribe("agent:bob") as sub:
+        await drain(sub, 1)  # held, not settled
+        bob = await connect((await view.tokens.issue(agent="agent:bob")).secret)
+        alice = await connect((await view.tokens.issue(agent="agent:alice")).secret)
+        writer = await connect((await view.tokens.issue(agent="agent:bob", scopes=["bus:write"])).secret)
+        assert await bob.bus.pending("agent:bob") == 1
+        assert await alice.bus.pending("sos:channel:global") == 0
+        assert await (await connect(admin)).bus.pending("agent:bob") == 1
+        for refused in (alice.bus.pending("agent:bob"), writer.bus.pending("agent:bob")):
+            with pytest.raises(Forbidden):
+                await refused
+        # another tenant's admin counts its own tenant's group, never acme's
+        _, other = await kernel.tenants.create("other", plan="growth")
+        assert await (await connect(other)).bus.pending("agent:bob") == 0
 
 
 @pytest.mark.live

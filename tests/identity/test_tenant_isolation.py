@@ -86,6 +86,7 @@ ROWS: dict[tuple[str, str], Call] = {
     ("bus", "history"): lambda s: s.bus.history("agent:y"),
     ("bus", "history_entries"): lambda s: s.bus.history_entries("agent:y"),
     ("bus", "dead_letters"): lambda s: s.bus.dead_letters("agent:y"),
+    ("bus", "pending"): lambda s: s.bus.pending("agent:y"),
     ("bus", "replay"): lambda s: _replay_foreign(s),
     ("registry", "register"): lambda s: s.registry.register(
         AgentCard(name="yb", tool="sdk", type="service", role="executor")

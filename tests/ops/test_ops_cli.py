@@ -68,7 +68,7 @@ def test_wake_watch_and_top_against_a_server(tmp_path: Path, served: Served) -> 
 
     view = json.loads(sos("top", *remote, "--once", "--json", "--address", "agent:worker", cwd=tmp_path).stdout)
     assert [a["agent"] for a in view["agents"]] == ["agent:worker"]
-    assert view["queues"] == [{"address": "agent:worker", "group": "inbox", "pending": None, "dead_letters": 0}]
+    assert view["queues"] == [{"address": "agent:worker", "group": "inbox", "pending": 0, "dead_letters": 0}]
     assert [a["subject"] for a in view["alerts"]] == ["agent:worker"]
 
 

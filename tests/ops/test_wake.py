@@ -100,6 +100,20 @@ async def test_failure_retries_then_dead_letters_with_the_reason(api: Any) -> No
                 got = await sub.receive(timeout_s=0.2)  # a hand-out buries the exhausted message
                 assert got is None
     assert dead[0].message.message_id == message.message_id
+    # the last run's failure (as given, or named as an earlier delivery's when a hand-out was lost in a stop)
+    assert dead[0].reason.endswith("exit status 3")
+
+
+async def test_a_timed_out_command_dead_letters_with_its_timeout(api: Any) -> None:
+    await api.bus.publish(wake())
+    script = "import sys; print('secret output'); sys.stdout.flush(); import time; time.sleep(30)"
+    await run(api, CommandAction([PY, "-c", script], timeout_s=0.5), attempts=1, count=1, visibility_timeout_s=1.0)
+    with anyio.fail_after(10):
+        while not (dead := await api.bus.dead_letters(WORKER, group="wake")):
+            async with api.bus.subscribe(WORKER, group="wake", max_deliveries=1, visibility_timeout_s=1) as sub:
+                assert await sub.receive(timeout_s=0.2) is None
+    assert dead[0].reason.endswith("timed out after 0.5 s")
+    assert "secret" not in dead[0].reason
 
 
 async def test_timeout_kills_the_command_and_its_children(api: Any, tmp_path: Path) -> None:

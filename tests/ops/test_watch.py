@@ -125,17 +125,27 @@ async def test_the_default_rules_are_quiet_on_a_healthy_kernel(api: Any) -> None
     assert await Watcher(api, default_rules(["agent:worker"])).evaluate() == []
 
 
-async def test_pending_growth_fires_on_an_embedded_kernel(kernel: sos_kernel.Kernel) -> None:
+async def test_pending_growth_fires_and_resolves_embedded_and_remote(api: Any) -> None:
     rule = PendingRule(["agent:worker"], growth_checks=2)
-    watcher = Watcher(kernel, [rule])
+    watcher = Watcher(api, [rule], clear_s=0.0)
     sent = []
-    async with kernel.bus.subscribe("agent:worker", prefetch=1) as sub:
+    async with api.bus.subscribe("agent:worker", prefetch=1) as sub:
+        held = []
         for i in range(3):
-            await kernel.bus.publish(SendMessage(source="agent:a", target="agent:worker", payload={"text": str(i)}))
-            assert await sub.receive(timeout_s=5) is not None  # taken, never settled
+            await api.bus.publish(SendMessage(source="agent:a", target="agent:worker", payload={"text": str(i)}))
+            delivery = await sub.receive(timeout_s=5)  # taken, not settled yet
+            assert delivery is not None
+            held.append(delivery)
             sent += await watcher.evaluate()
-    assert [a.payload.rule for a in sent] == ["pending_growth"]
+        for delivery in held:
+            assert await delivery.ack() is True
+        sent += await watcher.evaluate()
+    assert [(a.payload.rule, a.payload.state) for a in sent] == [
+        ("pending_growth", "fired"),
+        ("pending_growth", "resolved"),
+    ]
     assert sent[0].payload.details == {"pending": 3}
+    assert "agent:worker" in sent[0].payload.text
 
 
 async def test_run_evaluates_on_a_poke(api: Any) -> None:

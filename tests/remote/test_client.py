@@ -12,6 +12,7 @@ import pytest
 
 from mumega_sdk import MumegaClient
 from sos_kernel import Kernel
+from sos_kernel.bus import NACK_REASON_CHARS_MAX
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
 from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, NotFound, SchemaViolation
 from sos_kernel.server import create_app
@@ -317,6 +318,32 @@ async def test_a_retried_ack_gets_the_first_answer(remote: Remote) -> None:
         other = await remote.http.post("/v1/bus/ack", json=key, headers={**headers, "idempotency-key": "ack-2"})
         assert other.json() == {"acked": False}  # a new request: the delivery is no longer pending
         assert await sub.receive(timeout_s=0.3) is None
+
+
+async def test_a_bad_nack_reason_is_refused_by_the_server_as_in_process(remote: Remote) -> None:
+    """A raw nack whose reason is too long or holds a control character gets the in-process error, nothing settled."""
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    await alice.bus.send("agent:alice", "agent:bob", "nack me")
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        delivery = await sub.receive(timeout_s=5)
+        assert delivery is not None
+        key = {
+            "address": "agent:bob",
+            "group": delivery.group,
+            "position": delivery.position,
+            "lease_token": delivery.lease_token,
+        }
+        headers = remote.auth(remote.bob)
+        for reason, code in (("x" * (NACK_REASON_CHARS_MAX + 1), "SOS-4010"), ("a\nb", "SOS-4005"), ("", "SOS-4005")):
+            answer = await remote.http.post("/v1/bus/nack", json={**key, "reason": reason}, headers=headers)
+            assert answer.json()["error"]["code"] == code
+        assert (
+            await remote.kernel.tenant(TENANT).bus.store.nack_reason(
+                TENANT, "agent:bob", delivery.group, delivery.position
+            )
+            is None
+        )
+        assert await delivery.ack() is True  # still pending, still this stream's
 
 
 async def test_tokens_through_the_client(remote: Remote) -> None:

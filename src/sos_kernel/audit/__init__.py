@@ -114,6 +114,7 @@ NOT_AUDITED: dict[str, str] = {
     "bus.history": _READ,
     "bus.history_entries": _READ,
     "bus.dead_letters": _READ,
+    "bus.pending": _READ,
     "registry.heartbeat": "liveness, many per minute per agent",
     "registry.get": _READ,
     "registry.status": _READ,

@@ -23,6 +23,7 @@ from ..bus.store import (
     Claimed,
     Entry,
     HistoryEntry,
+    NackReason,
     Retention,
     StoredDeadLetter,
 )
@@ -56,6 +57,7 @@ class _Pending:
     consumer: str
     due: float
     attempts: int
+    why: NackReason | None = None
 
 
 @dataclass(slots=True)
@@ -209,15 +211,28 @@ class MemoryBusStore(BusStore):
         return grp is not None and grp.pending.pop(int(position), None) is not None
 
     async def nack(
-        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        delay_ms: int,
+        visibility_ms: int,
+        reason: str | None = None,
     ) -> bool:
         grp = self._groups.get((tenant, address, group))
         pend = grp.pending.get(int(position)) if grp else None
         if pend is None:
             return False
         pend.due = time.monotonic() + delay_ms / 1000
+        pend.why = None if reason is None else NackReason(pend.attempts, reason)
         self._notify(tenant, address)
         return True
+
+    async def nack_reason(self, tenant: str, address: str, group: str, position: str) -> NackReason | None:
+        grp = self._groups.get((tenant, address, group))
+        pend = grp.pending.get(int(position)) if grp else None
+        return None if pend is None else pend.why
 
     async def bury(
         self,

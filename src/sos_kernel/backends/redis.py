@@ -8,6 +8,8 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
     sos:{t:<tenant>}:stream:<address>           stream of entries: m=message_id d=JSON r=receipts [g=only group]
     sos:{t:<tenant>}:msgid:<message_id>         the entry id of a published message, expiring after the dedup window
     sos:{t:<tenant>}:dead:<address>:<group>     stream of dead letters: p=entry id d=JSON why=reason n=attempts
+    sos:{t:<tenant>}:nackwhy:<address>:<group>  hash of the reasons pending entries were last nacked with:
+                                                entry id -> "<attempt> <reason>" (gone on ack, bury, trim)
     sos:{t:<tenant>}:chunks:<source>:<group_id> hash of an unfinished chunk group: meta, held, n, p<seq> -> bytes;
                                                 expires (PEXPIREAT) chunk_ttl_s after its first part
     sos:{t:<tenant>}:chunkgroups                hash of the tenant's unfinished groups: <source>:<group_id> ->
@@ -52,6 +54,7 @@ from ..bus.store import (
     Claimed,
     Entry,
     HistoryEntry,
+    NackReason,
     Retention,
     StoredDeadLetter,
     foreign_fields,
@@ -150,7 +153,8 @@ return id
 
 # Hands out due redeliveries (idle past the visibility timeout) as {id, data, receipts, attempts}... (data is the
 # entry's whole field list when it has no 'd': an entry another program wrote, which the reader dead-letters).
-# Run on a timer per group, not per delivery (see CLAIM_INTERVAL_S).
+# Run on a timer per group, not per delivery (see CLAIM_INTERVAL_S). KEYS stream, nack reasons (entries trimmed
+# while pending leave the pending list here, and their nack reasons with them).
 _AUTOCLAIM = """
 local key, grp, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count, vt, scans = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -163,6 +167,7 @@ local cursor = '0-0'
 for _ = 1, scans do
   if #out >= count then break end
   local res = redis.call('XAUTOCLAIM', key, grp, consumer, vt, cursor, 'COUNT', count - #out)
+  for _, gone in ipairs(res[3] or {}) do redis.call('HDEL', KEYS[2], gone) end
   for _, e in ipairs(res[2]) do
     local p = redis.call('XPENDING', key, grp, e[1], e[1], 1)
     out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), p[1][4]}
@@ -173,6 +178,7 @@ end
 return out
 """
 
+# KEYS stream, nack reasons; ARGV group, consumer, entry id, delay ms, visibility ms, "1" and the reason or "0".
 _NACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -180,11 +186,24 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 then return 0 end
 local when = now + tonumber(ARGV[4]) - tonumber(ARGV[5])
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'TIME', when, 'RETRYCOUNT', p[1][4], 'JUSTID')
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[3], p[1][4] .. ' ' .. ARGV[7])
+else
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
 return 1
+"""
+
+# KEYS stream, nack reasons; ARGV group, entry id. An ack forgets the entry's nack reason in the same step.
+_ACK = """
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return n
 """
 
 _BURY = """
 local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
 if n == 0 then return 0 end
 local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #e == 0 then return 0 end
@@ -295,6 +314,7 @@ class RedisBusStore(BusStore):
         self._append_one = Script(client, _APPEND_ONE)
         self._autoclaim = client.register_script(_AUTOCLAIM)
         self._nack = client.register_script(_NACK)
+        self._ack = client.register_script(_ACK)
         self._bury = client.register_script(_BURY)
         self._revive = client.register_script(_REVIVE)
         self._put_chunk = client.register_script(_PUT_CHUNK)
@@ -392,7 +412,9 @@ class RedisBusStore(BusStore):
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         key = self._k(tenant, "stream", address)
         await self._call(self._r.xgroup_destroy(key, group))
-        await self._call(self._r.delete(self._k(tenant, "dead", address, group)))
+        await self._call(
+            self._r.delete(self._k(tenant, "dead", address, group), self._k(tenant, "nackwhy", address, group))
+        )
 
     async def drop_address(self, tenant: str, address: str) -> None:
         # the stream holds its groups and pending sets; a reply channel has no dead letters (no group consumes it)
@@ -479,7 +501,10 @@ class RedisBusStore(BusStore):
         # set before the call: the other consumers of this process skip the scan meanwhile
         self._claim_at[memo] = now + min(CLAIM_INTERVAL_S, visibility_ms / 4000)
         rows = await self._call(
-            self._autoclaim(keys=[key], args=[memo[2], consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX])
+            self._autoclaim(
+                keys=[key, self._k(memo[0], "nackwhy", memo[1], memo[2])],
+                args=[memo[2], consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX],
+            )
         )
         if len(rows) >= count:  # there may be more due: the next claim looks again
             self._claim_at[memo] = now
@@ -491,20 +516,35 @@ class RedisBusStore(BusStore):
             self._claim_at[memo] = at
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
-        key = self._k(tenant, "stream", address)
-        return bool(await self._call(self._r.xack(key, group, _entry_id(position))))
+        keys = [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+        return bool(await self._call(self._ack(keys=keys, args=[group, _entry_id(position)])))
 
     async def nack(
-        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        delay_ms: int,
+        visibility_ms: int,
+        reason: str | None = None,
     ) -> bool:
-        key = self._k(tenant, "stream", address)
-        args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms]
-        done = bool(await self._call(self._nack(keys=[key], args=args)))
+        keys = [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+        kept = ["0"] if reason is None else ["1", reason]
+        args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms, *kept]
+        done = bool(await self._call(self._nack(keys=keys, args=args)))
         if done:
             self._due_in((tenant, address, group), delay_ms)
             if delay_ms == 0:  # due now: a waiting consumer of the group looks at once
                 self._watcher.nudge(tenant, key, group)
         return done
+
+    async def nack_reason(self, tenant: str, address: str, group: str, position: str) -> NackReason | None:
+        kept = await self._call(self._r.hget(self._k(tenant, "nackwhy", address, group), _entry_id(position)))
+        if kept is None:
+            return None
+        attempt, _, reason = _s(kept).partition(" ")
+        return NackReason(int(attempt), reason)
 
     async def bury(
         self,
@@ -516,7 +556,11 @@ class RedisBusStore(BusStore):
         attempts: int,
         data: bytes | None = None,
     ) -> bool:
-        keys = [self._k(tenant, "stream", address), self._k(tenant, "dead", address, group)]
+        keys = [
+            self._k(tenant, "stream", address),
+            self._k(tenant, "dead", address, group),
+            self._k(tenant, "nackwhy", address, group),
+        ]
         args: list[Any] = [group, _entry_id(position), reason, attempts, "0" if data is None else "1", data or b""]
         return bool(await self._call(self._bury(keys=keys, args=args)))
 

@@ -42,6 +42,7 @@ from ..bus.store import (
     Claimed,
     Entry,
     HistoryEntry,
+    NackReason,
     Retention,
     StoredDeadLetter,
 )
@@ -92,6 +93,9 @@ CREATE TABLE IF NOT EXISTS bus_pending (
     consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
     PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bus_pending_due ON bus_pending (tenant, address, grp, due);
+CREATE TABLE IF NOT EXISTS bus_nack_reasons (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
     pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
@@ -238,14 +242,14 @@ class SQLiteBusStore(BusStore):
 
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_groups", "bus_pending", "bus_dead"):
+            for table in ("bus_groups", "bus_pending", "bus_nack_reasons", "bus_dead"):
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=? AND grp=?", (tenant, address, group))
 
         await self._db.write(tx)
 
     async def drop_address(self, tenant: str, address: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_entries", "bus_groups", "bus_pending", "bus_dead"):
+            for table in ("bus_entries", "bus_groups", "bus_pending", "bus_nack_reasons", "bus_dead"):
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=?", (tenant, address))
 
         await self._db.write(tx)
@@ -271,6 +275,7 @@ class SQLiteBusStore(BusStore):
             for pos, attempts, data, receipts in rows:
                 if data is None:  # trimmed by retention while pending
                     c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
+                    _forget_reason(c, key, pos)
                     continue
                 c.execute(
                     "UPDATE bus_pending SET consumer=?, due=?, attempts=? WHERE tenant=? AND address=? AND grp=?"
@@ -321,25 +326,51 @@ class SQLiteBusStore(BusStore):
                 "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
                 (tenant, address, group, pos),
             )
+            _forget_reason(c, (tenant, address, group), pos)
             return cur.rowcount > 0
 
         return await self._db.write(tx)
 
     async def nack(
-        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        delay_ms: int,
+        visibility_ms: int,
+        reason: str | None = None,
     ) -> bool:
         pos, due = _position(position), time.time() + delay_ms / 1000
+        key = (tenant, address, group)
 
         def tx(c: sqlite3.Connection) -> bool:
-            cur = c.execute(
-                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=?",
-                (due, tenant, address, group, pos),
-            )
-            return cur.rowcount > 0
+            row = c.execute(
+                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=? RETURNING attempts",
+                (due, *key, pos),
+            ).fetchone()
+            if row is None:
+                return False
+            _forget_reason(c, key, pos)
+            if reason is not None:
+                c.execute("INSERT INTO bus_nack_reasons VALUES (?,?,?,?,?,?)", (*key, pos, row[0], reason))
+            return True
 
         done = await self._db.write(tx)
         self._notify(tenant, address)
         return done
+
+    async def nack_reason(self, tenant: str, address: str, group: str, position: str) -> NackReason | None:
+        pos = _position(position)
+
+        def tx(c: sqlite3.Connection) -> NackReason | None:
+            row = c.execute(
+                "SELECT attempt, reason FROM bus_nack_reasons WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (tenant, address, group, pos),
+            ).fetchone()
+            return None if row is None else NackReason(int(row[0]), str(row[1]))
+
+        return await self._db.read(tx)
 
     async def bury(
         self,
@@ -361,6 +392,7 @@ class SQLiteBusStore(BusStore):
             row = c.execute(
                 "SELECT data FROM bus_entries WHERE tenant=? AND address=? AND pos=?", (tenant, address, pos)
             ).fetchone()
+            _forget_reason(c, (tenant, address, group), pos)
             if cur.rowcount == 0 or row is None:
                 return False
             c.execute(
@@ -563,6 +595,10 @@ def _set_last_position(c: sqlite3.Connection, tenant: str, address: str, last: i
         " ON CONFLICT (tenant, address) DO UPDATE SET last=excluded.last",
         (tenant, address, last),
     )
+
+
+def _forget_reason(c: sqlite3.Connection, key: tuple[str, str, str], pos: int) -> None:
+    c.execute("DELETE FROM bus_nack_reasons WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
 
 
 def _create_schema(c: sqlite3.Connection, path: str) -> None:

@@ -2,18 +2,21 @@
 
 from .models import BusLimits, DeadLetter, PublishReceipt
 from .service import (
+    NACK_REASON_CHARS_MAX,
     Bus,
     Delivery,
     Subscription,
     SubscriptionSpec,
     check_address,
     check_nack_delay,
+    check_nack_reason,
     resolve_subscription,
     split_message,
 )
 from .store import BusStore
 
 __all__ = [
+    "NACK_REASON_CHARS_MAX",
     "Bus",
     "BusLimits",
     "BusStore",
@@ -24,6 +27,7 @@ __all__ = [
     "SubscriptionSpec",
     "check_address",
     "check_nack_delay",
+    "check_nack_reason",
     "resolve_subscription",
     "split_message",
 ]

@@ -36,6 +36,7 @@ import logging
 import math
 import re
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,11 +87,13 @@ if TYPE_CHECKING:
     from ..guard import Caller
 
 __all__ = [
+    "NACK_REASON_CHARS_MAX",
     "Bus",
     "Delivery",
     "Subscription",
     "SubscriptionSpec",
     "check_nack_delay",
+    "check_nack_reason",
     "resolve_subscription",
     "split_message",
 ]
@@ -108,6 +111,8 @@ WAIT_CAP_S = 1.0
 RECONNECT_BACKOFF_S = 0.05
 """A subscription's first wait after its store became unreachable; each further one doubles, up to the max."""
 RECONNECT_BACKOFF_MAX_S = 1.0
+NACK_REASON_CHARS_MAX = 500
+"""The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
 
 
@@ -175,6 +180,30 @@ def check_nack_delay(delay_s: float) -> float:
     if not isinstance(delay_s, int | float) or isinstance(delay_s, bool) or not math.isfinite(delay_s) or delay_s < 0:
         raise InvalidArgument(f"delay_s must be a finite number >= 0, got {delay_s!r}")
     return float(delay_s)
+
+
+def check_nack_reason(reason: str | None) -> str | None:
+    """``reason`` if it is None or 1..``NACK_REASON_CHARS_MAX`` characters without control characters.
+
+    SOS-4010 when longer, SOS-4005 when empty, not text or holding a control character (a reason is one line of
+    status for an operator's listing; refused rather than cleaned, so what is stored is what was given).
+    """
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not reason:
+        raise InvalidArgument(f"reason must be a non-empty string or None, got {type(reason).__name__}")
+    if len(reason) > NACK_REASON_CHARS_MAX:
+        raise LimitExceeded(
+            f"a nack reason is {len(reason)} characters; at most {NACK_REASON_CHARS_MAX}",
+            details={"limit": "nack_reason_chars_max", "max": NACK_REASON_CHARS_MAX, "size": len(reason)},
+        )
+    bad = next((i for i, ch in enumerate(reason) if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        raise InvalidArgument(
+            f"a nack reason may not hold control characters (U+{ord(reason[bad]):04X} at {bad})",
+            details={"index": bad},
+        )
+    return reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -895,6 +924,23 @@ class Bus:
         return out
 
     @operation(
+        "bus:read",
+        own={"address": "inbox"},
+        wire=Wire("GET", summary="How many deliveries a group handed out and has not settled"),
+    )
+    async def pending(self, address: str, *, group: str | None = None) -> int:
+        """How many deliveries ``group`` (default: the address's default group) handed out and has not settled:
+        in flight, or nacked and waiting to come back (0 for a group that does not exist).
+
+        Acked and dead-lettered deliveries are not counted. A session reads its own inbox's groups and any
+        channel's (``bus:read``, as for ``dead_letters``); an admin token any address of its tenant.
+        """
+        self._check_open()
+        check_address(address)
+        group = _check_name(group or DEFAULT_INBOX_GROUP, "group")
+        return await self._store.pending_count(self.tenant, address, group)
+
+    @operation(
         "bus:write",
         rule=_replay_rule,
         wire=Wire(keyed=True, errors=(NotFound,), summary="Deliver a dead letter again"),
@@ -1121,7 +1167,7 @@ class Subscription:
             self._bus._count("dead_lettered", int(buried))
             return
         if attempt > self.max_deliveries:
-            reason = f"not acked after {self.max_deliveries} deliveries"
+            reason = await self._dead_reason(position, attempt - 1)
             buried = await store.bury(tenant, self.address, self.group, position, reason, attempt - 1)
             self._bus._count("dead_lettered", int(buried))
             if buried and receipts:
@@ -1134,6 +1180,14 @@ class Subscription:
         self._buffer.append(Delivery(self, message, position, attempt, receipts))
         if receipts:
             await self._bus._emit_receipt(message, "delivered", self, attempt)
+
+    async def _dead_reason(self, position: str, attempts: int) -> str:
+        # the last delivery's own nack reason as given; an earlier delivery's is named as such
+        kept = await self._bus.store.nack_reason(self._bus.tenant, self.address, self.group, position)
+        if kept is not None and kept.attempt == attempts:
+            return kept.reason
+        generic = f"not acked after {self.max_deliveries} deliveries"
+        return generic if kept is None else f"{generic}; delivery {kept.attempt} was nacked: {kept.reason}"
 
     def _trace_delivery(self, message: Message, attempt: int) -> None:
         attributes: dict[str, str | int | bool | None] = {
@@ -1160,10 +1214,10 @@ class Subscription:
             await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
         return done
 
-    async def _nack(self, delivery: Delivery, delay_s: float) -> bool:
+    async def _nack(self, delivery: Delivery, delay_s: float, reason: str | None) -> bool:
         delay_ms = int(min(delay_s, self._bus.limits.visibility_timeout_s_max) * 1000)
         done = await self._bus.store.nack(
-            self._bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms
+            self._bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms, reason
         )
         self._release()
         self._bus._count("nacked", int(done))
@@ -1232,14 +1286,20 @@ class Delivery:
             self._done = False
             raise
 
-    async def nack(self, delay_s: float = 0.0) -> bool:
-        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending."""
+    async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
+        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending.
+
+        ``reason`` (at most ``NACK_REASON_CHARS_MAX`` characters, no control characters; see
+        :func:`check_nack_reason`) is kept with the pending entry: if this was its last delivery, it becomes the
+        dead letter's ``reason``. Never put output, message text or secrets in it.
+        """
         delay_s = check_nack_delay(delay_s)  # a refused delay leaves the delivery pending, to ack or nack again
+        reason = check_nack_reason(reason)
         if self._done:
             return False
         self._done = True
         try:
-            return await self._sub._nack(self, delay_s)
+            return await self._sub._nack(self, delay_s, reason)
         except BaseException:
             self._done = False
             raise

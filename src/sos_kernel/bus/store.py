@@ -29,6 +29,7 @@ __all__ = [
     "Claimed",
     "Entry",
     "HistoryEntry",
+    "NackReason",
     "Retention",
     "StoredDeadLetter",
     "capped_raw",
@@ -95,6 +96,13 @@ class Claimed:
     data: bytes
     attempt: int
     receipts: bool
+
+
+class NackReason(NamedTuple):
+    """Why a pending entry was last given back, and the delivery (``attempt``) that nack ended."""
+
+    attempt: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +239,24 @@ class BusStore(ABC):
 
     @abstractmethod
     async def nack(
-        self, tenant: str, address: str, group: str, position: str, delay_ms: int, visibility_ms: int
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        delay_ms: int,
+        visibility_ms: int,
+        reason: str | None = None,
     ) -> bool:
-        """Make a pending entry due again after ``delay_ms``; False when it was not pending."""
+        """Make a pending entry due again after ``delay_ms``; False when it was not pending.
+
+        In the same step, ``reason`` is kept with the entry, tagged with its current attempt (``None`` forgets an
+        earlier one); it lives until the entry is acked, buried, trimmed or its group deleted.
+        """
+
+    @abstractmethod
+    async def nack_reason(self, tenant: str, address: str, group: str, position: str) -> NackReason | None:
+        """The reason the pending entry's last nack kept, with that delivery's attempt; None when there is none."""
 
     @abstractmethod
     async def bury(

@@ -1,7 +1,8 @@
 """``sos top``: a live view of agents, queues, dead letters and alerts, refreshing; ``--once`` prints one view.
 
-Queues are the ``--address`` values given (pending deliveries need an embedded kernel: over HTTP the column shows
-``-``). Alerts are the episodes still firing on ``sos:channel:alerts``. ``--json`` prints one JSON object per view.
+Queues are the ``--address`` values given, with their group's pending deliveries (``bus.pending``) and dead
+letters, embedded or over HTTP alike. Alerts are the episodes still firing on ``sos:channel:alerts``. ``--json``
+prints one JSON object per view.
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ async def _alerts(api: Any) -> list[dict[str, Any]]:
 
 async def _queue(api: Any, address: str, group: str) -> dict[str, Any]:
     dead = await api.bus.dead_letters(address, group=group, limit=DEAD_LETTERS_SCAN_MAX)
-    bus = api.bus
-    store, tenant = getattr(bus, "store", None), getattr(bus, "tenant", None)
-    pending = await store.pending_count(tenant, address, group) if store is not None and tenant else None
+    pending = await api.bus.pending(address, group=group)
     return {"address": address, "group": group, "pending": pending, "dead_letters": len(dead)}
 
 
@@ -74,8 +73,7 @@ def _render(view: dict[str, Any]) -> list[str]:
         out.append(f"  {a['agent']:<32} {a['status']:<8} {a['silent_s']} s")
     out += ["", "QUEUES", f"  {'ADDRESS':<32} {'GROUP':<12} {'PENDING':>8} {'DEAD':>6}"]
     for q in view["queues"]:
-        pending = "-" if q["pending"] is None else str(q["pending"])
-        out.append(f"  {q['address']:<32} {q['group']:<12} {pending:>8} {q['dead_letters']:>6}")
+        out.append(f"  {q['address']:<32} {q['group']:<12} {q['pending']:>8} {q['dead_letters']:>6}")
     out += ["", f"ALERTS FIRING ({len(view['alerts'])})"]
     for alert in view["alerts"]:
         out.append(f"  {alert['severity']:<8} {alert['rule']:<16} {alert['text']}")

@@ -10,8 +10,9 @@ Guarantees (the at-least-once contract):
   again with the **same idempotency key** (the message id). An action that must not repeat its effect keys it on
   ``SOS_IDEMPOTENCY_KEY`` / ``Job.idempotency_key``.
 - **Failures back off, then dead-letter.** A failed run is nacked with exponential backoff (``backoff_s`` doubling,
-  up to ``backoff_s_max``). After ``attempts`` failed runs the bus moves the message to the group's dead letters,
-  and the runner sends the message's source a ``rejected`` receipt with the last failure's reason.
+  up to ``backoff_s_max``) and the failure's status line as the nack's reason (exit status, timeout, HTTP status;
+  never output). After ``attempts`` failed runs the bus moves the message to the group's dead letters with the
+  last failure's reason, and the runner sends the message's source a ``rejected`` receipt with it.
 - **Evidence.** Every completed run publishes an ``evidence`` message (exit status, SHA-256 and size of the
   output, duration) to the message's source (or ``evidence_to``); a success also sends a ``processed`` receipt
   (unless the publisher asked the bus for receipts, which then sends its own).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -38,6 +40,7 @@ import anyio
 
 from .. import _trace
 from ..api import BusAPI, DeliveryAPI, ServicesAPI, SubscriptionAPI
+from ..bus import NACK_REASON_CHARS_MAX
 from ..contracts import EvidenceMessage, EvidencePayload, Message, ReceiptMessage, ReceiptPayload
 from ..errors import InvalidArgument, SOSError
 from ._actions import Action, Job, Outcome
@@ -257,12 +260,13 @@ class WakeRunner:
 
     async def _fail(self, delivery: DeliveryAPI, job: Job, outcome: Outcome) -> None:
         c = self.config
+        why = nack_reason(outcome)
         if job.attempt >= c.attempts:
             reason = f"dead-lettered after {job.attempt} attempts: {outcome.reason or 'failed'}"
             await self._publish(self._receipt(job, "rejected", reason), job.message)
-            await delivery.nack(0)  # the bus moves it to the dead letters on its next hand-out
+            await delivery.nack(0, reason=why)  # the bus dead-letters it on its next hand-out, with this reason
             return
-        await delivery.nack(min(c.backoff_s * 2 ** (job.attempt - 1), c.backoff_s_max))
+        await delivery.nack(min(c.backoff_s * 2 ** (job.attempt - 1), c.backoff_s_max), reason=why)
 
     async def _publish(self, message: Message, about: Message) -> None:
         try:
@@ -311,6 +315,14 @@ class WakeRunner:
                 attempt=job.attempt,
             ),
         )
+
+
+def nack_reason(outcome: Outcome) -> str:
+    """The reason a failed run gives its nack: the action's status line (exit status, timeout, HTTP status),
+    control characters made spaces and cut to ``NACK_REASON_CHARS_MAX``; never the action's output."""
+    text = outcome.reason or f"exit status {outcome.exit_status}"
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text).strip()
+    return text[:NACK_REASON_CHARS_MAX] or f"exit status {outcome.exit_status}"
 
 
 def _address_of(delivery: DeliveryAPI) -> str:

@@ -182,7 +182,8 @@ class DeadLettersRule:
 class PendingRule:
     """A group whose pending deliveries grew ``growth_checks`` evaluations in a row, or exceed ``pending_max``.
 
-    Pending counts come from the engine: this rule needs an embedded kernel (over HTTP it reports nothing).
+    Counts come from ``bus.pending``, embedded or over HTTP alike (a remote token needs ``bus:read`` on each
+    address: its own inbox or a channel, any address for an admin token).
     """
 
     addresses: Sequence[str]
@@ -198,11 +199,9 @@ class PendingRule:
             raise InvalidArgument("growth_checks must be >= 1")
 
     async def check(self, view: WatchView) -> list[Condition]:
-        if view.store is None or view.tenant is None:
-            return []
         found = []
         for address in self.addresses:
-            count = await view.store.pending_count(view.tenant, address, self.group)
+            count = await view.api.bus.pending(address, group=self.group)
             view.gauges["pending", address, self.group] = count
             seen = self._history.setdefault(address, [])
             seen.append(count)

@@ -26,7 +26,7 @@ method's)::
     GET  /v1/session (who the token is: {tenant, agent, scopes, token_id}, re-validated)
     POST /v1/tenants (server admin)       POST /v1/tokens  GET /v1/tokens  DELETE /v1/tokens/{id} (tenant admin)
     POST /v1/bus/{publish,publish_many,send,announce,wake,ask,reply,split,replay,ack,nack}
-    GET  /v1/bus/{history,dead_letters}   GET  /v1/bus/subscribe (SSE)    DELETE /v1/bus/subscriptions/{id}
+    GET  /v1/bus/{history,dead_letters,pending}   GET  /v1/bus/subscribe (SSE)    DELETE /v1/bus/subscriptions/{id}
     POST /v1/registry/{register,heartbeat,deregister}            GET /v1/registry/{get,status,find}
     POST /v1/ledger/{open_account,transfer,transfer_many,hold,capture,void,transmute,set_rate,check,set_price,
                     record_usage}

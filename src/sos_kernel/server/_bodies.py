@@ -84,6 +84,7 @@ class AckIn(Body):
 
 class NackIn(AckIn):
     delay_s: float = Field(default=0.0, ge=0)
+    reason: str | None = Field(default=None, description="Why (kept as the dead letter's reason); checked by the bus")
 
 
 # -- registry ---------------------------------------------------------------------------------------------------

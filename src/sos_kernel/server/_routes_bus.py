@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from ..bus import check_nack_reason
 from ._bodies import AckIn, NackIn
 from ._http import SessionDep, keyed, state_of
 from ._streams import Emit, EventStream, StreamOptions
@@ -100,11 +101,12 @@ async def ack(body: AckIn, session: SessionDep, request: Request) -> Response:
 )
 async def nack(body: NackIn, session: SessionDep, request: Request) -> Response:
     await session.may_read(body.address)
+    reason = check_nack_reason(body.reason)  # refused the same way in-process, whatever the lease
     leases = state_of(request).leases
 
     async def settle() -> dict[str, bool]:
         nacked = await leases.settle(
-            session.tenant, body.address, body.group, body.position, body.lease_token, body.delay_s
+            session.tenant, body.address, body.group, body.position, body.lease_token, body.delay_s, reason
         )
         return {"nacked": nacked}
 

@@ -191,7 +191,14 @@ class Leases:
         self._handed[key] = (lease, delivery)
 
     async def settle(
-        self, tenant: str, address: str, group: str, position: str, lease_token: str, delay_s: float | None
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        lease_token: str,
+        delay_s: float | None,
+        reason: str | None = None,
     ) -> bool:
         """Ack (``delay_s`` None) or nack the delivery handed out under this key, if ``lease_token`` is its token.
 
@@ -205,7 +212,7 @@ class Leases:
             await self.reap()
             return False
         lease, delivery = found
-        settled = await (delivery.ack() if delay_s is None else delivery.nack(delay_s))
+        settled = await (delivery.ack() if delay_s is None else delivery.nack(delay_s, reason=reason))
         if self._handed.get(key) is found:
             del self._handed[key]
         if lease.handed.get(position) is delivery:
