@@ -536,7 +536,7 @@ class RedisBusStore(BusStore):
         if done:
             self._due_in((tenant, address, group), delay_ms)
             if delay_ms == 0:  # due now: a waiting consumer of the group looks at once
-                self._watcher.nudge(tenant, key, group)
+                self._watcher.nudge(tenant, keys[0], group)
         return done
 
     async def nack_reason(self, tenant: str, address: str, group: str, position: str) -> NackReason | None:

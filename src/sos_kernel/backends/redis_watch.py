@@ -30,11 +30,10 @@ import uuid
 from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from .._background import Background
-from .redis_call import redis_call, tenant_prefix
+from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["StreamWatcher", "Watch"]
 
@@ -159,7 +158,7 @@ class Watch:
 class _Reader:
     """One tenant's shared read: runs while the tenant has watched streams."""
 
-    def __init__(self, client: aioredis.Redis, bell: str) -> None:
+    def __init__(self, client: RedisClient, bell: str) -> None:
         self._r = client
         self.bell = bell
         self.bell_pos = "0-0"
@@ -205,7 +204,7 @@ class _Reader:
 class StreamWatcher:
     """The shared readers of one store: one per tenant with waiters in this process."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._token = uuid.uuid4().hex
         self._readers: dict[str, _Reader] = {}
