@@ -85,6 +85,22 @@ async def test_every_post_needs_its_csrf_token(world: World) -> None:
         assert (await client.get("/ui/")).status_code == 200  # still signed in
 
 
+async def test_a_form_with_too_many_fields_is_a_clear_refusal(world: World) -> None:
+    from sos_kernel.server.ui import FORM_FIELDS_MAX
+
+    crowded = "&".join(f"f{i}=x" for i in range(FORM_FIELDS_MAX + 5))
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with world.client() as client:
+        refused = await client.post("/ui/signin", content=crowded, headers=headers)
+        assert refused.status_code == 400
+        assert "SOS-4005" in refused.text
+        await sign_in(client, world.acme.admin_token)
+        for path in ("/ui/logout", "/ui/dead-letters/replay"):
+            assert (await client.post(path, content=crowded, headers=headers)).status_code == 400
+        assert len(await world.kernel.tenant("acme").bus.dead_letters("agent:alice")) == 1
+        assert (await client.get("/ui/")).status_code == 200  # the refused logout ended nothing
+
+
 async def test_replaying_a_dead_letter_goes_through_the_audited_operation(world: World) -> None:
     acme = world.kernel.tenant("acme")
     async with world.client() as client:

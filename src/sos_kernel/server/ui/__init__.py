@@ -20,13 +20,14 @@ from ._market import (
     Marketplace,
 )
 from ._money import format_micros, parse_micros
-from ._routes import COOKIE, CSRF_COOKIE, FORM_BYTES_MAX, SECURITY_HEADERS, UIState, router
+from ._routes import COOKIE, CSRF_COOKIE, FORM_BYTES_MAX, FORM_FIELDS_MAX, SECURITY_HEADERS, UIState, router
 from ._sessions import UI_SESSION_IDLE_S, UI_SESSION_TTL_S, UI_SESSIONS_MAX, UI_SESSIONS_PER_TENANT_MAX, UISessions
 
 __all__ = [
     "COOKIE",
     "CSRF_COOKIE",
     "FORM_BYTES_MAX",
+    "FORM_FIELDS_MAX",
     "MARKETPLACE_CACHE_S",
     "MARKETPLACE_PER_TENANT_MAX",
     "MARKETPLACE_QUERY_CHARS_MAX",

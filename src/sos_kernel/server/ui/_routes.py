@@ -28,13 +28,15 @@ from ._market import MARKETPLACE_QUERY_CHARS_MAX, VERIFICATIONS, Marketplace, Qu
 from ._money import format_micros
 from ._sessions import SESSION_ID_BYTES, UI_SESSION_TTL_S, UISession, UISessions
 
-__all__ = ["COOKIE", "CSRF_COOKIE", "FORM_BYTES_MAX", "SECURITY_HEADERS", "UIState", "router"]
+__all__ = ["COOKIE", "CSRF_COOKIE", "FORM_BYTES_MAX", "FORM_FIELDS_MAX", "SECURITY_HEADERS", "UIState", "router"]
 
 COOKIE = "sos_ui"
 """The session cookie: a random id, HttpOnly, SameSite=Strict, Secure over https, path ``/ui``."""
 CSRF_COOKIE = "sos_ui_csrf"
 """The sign-in form's double-submit CSRF cookie (before there is a session)."""
 FORM_BYTES_MAX = 8 * 1024
+FORM_FIELDS_MAX = 20
+"""Fields a dashboard form may carry (the largest form has four); more is SOS-4005, like a larger body."""
 """The largest form body a dashboard POST accepts."""
 MARKETPLACE_URL_QUERY_CHARS_MAX = 4 * MARKETPLACE_QUERY_CHARS_MAX + 100
 """The longest query string a marketplace page accepts (all its parameters together)."""
@@ -96,7 +98,11 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > FORM_BYTES_MAX:
         raise InvalidArgument(f"a form must be at most {FORM_BYTES_MAX} bytes")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=20)
+    try:
+        text = body.decode("utf-8", errors="replace")
+        fields = parse_qs(text, keep_blank_values=True, max_num_fields=FORM_FIELDS_MAX)
+    except ValueError as exc:  # parse_qs's refusal of more than max_num_fields
+        raise InvalidArgument(f"a form has at most {FORM_FIELDS_MAX} fields") from exc
     return {k: v[0] for k, v in fields.items()}
 
 
