@@ -29,6 +29,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 import sos_kernel
+from sos_kernel.server.ui import parse_micros
 
 from ..ui.seed import Seeded, seed
 
@@ -207,6 +208,17 @@ def test_sign_in_visit_every_page_check_numbers_replay_and_sign_out(
     assert _text(browser, "dead-count") == str(len(dead)) == "1"
     for agent in agents:
         assert browser.find_element(By.LINK_TEXT, agent["card"]["name"])
+    lag = browser.find_elements(By.CSS_SELECTOR, "#pending td[data-address]")
+    assert lag
+    for cell in lag:
+        address, group = cell.get_attribute("data-address"), cell.get_attribute("data-group")
+        assert cell.text == str(deployment.api("/v1/bus/pending", admin, address=address, group=group)), address
+    assert _text(browser, "pending-total") == str(sum(int(c.text) for c in lag))
+    visit.go("/ui/skills")
+    for cell in browser.find_elements(By.CSS_SELECTOR, "td.split"):
+        price = browser.find_element(By.CSS_SELECTOR, f'td.price[data-skill="{cell.get_attribute("data-skill")}"]')
+        parts = [parse_micros(p.text.replace(",", "")) for p in cell.find_elements(By.TAG_NAME, "span")]
+        assert sum(parts) == parse_micros(price.text.split()[0].replace(",", ""))
     visit.go("/ui/money")
     balances = deployment.api("/v1/ledger/balances", admin)
     shown = {

@@ -2,6 +2,7 @@
 
 from .models import BusLimits, DeadLetter, PublishReceipt
 from .service import (
+    DEFAULT_INBOX_GROUP,
     NACK_REASON_CHARS_MAX,
     Bus,
     Delivery,
@@ -16,6 +17,7 @@ from .service import (
 from .store import BusStore
 
 __all__ = [
+    "DEFAULT_INBOX_GROUP",
     "NACK_REASON_CHARS_MAX",
     "Bus",
     "BusLimits",

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...api import SessionAPI
-from ...bus import DeadLetter
+from ...bus import DEFAULT_INBOX_GROUP, DeadLetter
 from ...contracts import AlertMessage, Message
 from ...contracts.messages import AlertPayload
 from ...errors import NotFound, SOSError
 from ...ledger import Balance, Transfer
 from ...ops.watch import ALERTS_CHANNEL
 from ...registry import RegisteredAgent
+from ...skills import split_price
 
 __all__ = [
     "ALERTS_SHOWN_MAX",
@@ -125,6 +126,14 @@ def _addresses(agents: Sequence[RegisteredAgent]) -> list[str]:
     return [a.address for a in agents][:UI_ADDRESSES_SCAN_MAX]
 
 
+async def _pending(api: SessionAPI, addresses: Sequence[str]) -> list[tuple[str, str, int]]:
+    """``(address, group, pending)`` of the inbox group of the first ``UI_ADDRESSES_SCAN_MAX`` addresses."""
+    return [
+        (address, DEFAULT_INBOX_GROUP, await api.bus.pending(address, group=DEFAULT_INBOX_GROUP))
+        for address in addresses[:UI_ADDRESSES_SCAN_MAX]
+    ]
+
+
 async def _alerts(api: SessionAPI) -> list[AlertPayload]:
     """Alerts still firing (the latest state of each alert id on the alerts channel), most recent first."""
     latest: dict[str, AlertMessage] = {}
@@ -153,6 +162,7 @@ async def overview(api: SessionAPI) -> dict[str, Any]:
     for status in open_statuses:
         escrow.update(board.columns[status].bounty)
     health = await api.providers.health()
+    pending = await _pending(api, [*addresses, *CHANNELS])
     return {
         "status": Counter(a.status for a in agents),
         "agents": agents,
@@ -161,6 +171,8 @@ async def overview(api: SessionAPI) -> dict[str, Any]:
         "dead_chart": Chart("Dead letters per 5 minutes, last hour", _buckets([d.dead_at for d in dead], now)),
         "dead_count": len(dead),
         "lag": [a for a in alerts if a.rule == "pending_growth"],
+        "pending": pending,
+        "pending_total": sum(count for _, _, count in pending),
         "open_tasks": sum(board.columns[s].count for s in open_statuses),
         "escrow": sorted(escrow.items()),
         "alerts": alerts,
@@ -169,8 +181,11 @@ async def overview(api: SessionAPI) -> dict[str, Any]:
 
 
 async def agents(api: SessionAPI) -> dict[str, Any]:
-    """The registry: every agent (bounded) with its status, last heartbeat and skills."""
-    return {"agents": await _agents(api)}
+    """The registry: every agent (bounded) with its status, last heartbeat, skills and inbox depth (the pending
+    deliveries of its inbox group, read for the first ``UI_ADDRESSES_SCAN_MAX`` agents)."""
+    listed = await _agents(api)
+    depth = {address: count for address, _, count in await _pending(api, _addresses(listed))}
+    return {"agents": listed, "depth": depth}
 
 
 async def agent_page(api: SessionAPI, name: str) -> dict[str, Any]:
@@ -181,6 +196,7 @@ async def agent_page(api: SessionAPI, name: str) -> dict[str, Any]:
     return {
         "agent": agent,
         "messages": await _recent(api, agent.address, RECENT_MESSAGES_MAX),
+        "depth": await api.bus.pending(agent.address, group=DEFAULT_INBOX_GROUP),
         "balances": balances,
         "tasks": [t for t in board if agent.address in (t.assignee, t.created_by) or t.assignee == agent.card.name],
         "dead": await _dead(api, [agent.address]),
@@ -221,11 +237,23 @@ async def money(api: SessionAPI) -> dict[str, Any]:
 
 
 async def skills(api: SessionAPI) -> dict[str, Any]:
-    """Every skill of the tenant with its versions, lineage, verdict, invocations and earnings."""
+    """Every skill of the tenant with its versions, lineage, verdict, invocations, earnings and the exact micros
+    of its price each payee gets per call (``split_price``, the rule paid invocations pay by)."""
     cards = sorted(await api.skills.find(), key=lambda c: c.id)[:SKILLS_SHOWN_MAX]
     rows = []
     for card in cards:
-        rows.append({"card": card, "versions": await api.skills.versions(card.id)})
+        commerce = card.commerce
+        price = (commerce.price_per_call_micros or 0) if commerce else 0
+        split = split_price(price, commerce.revenue_split if commerce else None)
+        rows.append(
+            {
+                "card": card,
+                "versions": await api.skills.versions(card.id),
+                "price": price,
+                "currency": commerce.currency if commerce else "USD",
+                "split": split,
+            }
+        )
     return {"rows": rows}
 
 
