@@ -28,14 +28,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
-from a2a.helpers.proto_helpers import new_task, new_text_part
+from a2a.helpers.proto_helpers import new_task, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
 from a2a.server.tasks import TaskUpdater
-from a2a.types import AgentCard, CancelTaskRequest, GetTaskRequest, Task, TaskState
+from a2a.types import AgentCard, CancelTaskRequest, GetTaskRequest, Message, Role, Task, TaskState
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import TaskNotCancelableError
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -54,6 +54,9 @@ from ._limits import (
     A2A_ASKS_PER_TENANT_MAX,
     A2A_PATH,
     A2A_REQUESTS_PER_TENANT_MAX,
+    A2A_RUNNING_TASKS_PER_CALLER_MAX,
+    A2A_TASK_RUNNING_MARGIN_S,
+    A2A_TASKS_PER_CALLER_MAX,
     A2A_TASKS_PER_TENANT_MAX,
 )
 from ._served import FINISHED, SCOPE_KEY, Owner, Served, served
@@ -120,13 +123,22 @@ def _timeout(metadata: Mapping[str, Any], timeout_s_max: float) -> float:
     return float(value)
 
 
+def _refused_message(context: RequestContext, error: SOSError) -> Message:
+    """The agent's answer to a message whose task the store refused: no task, the SOS refusal (its text and, in
+    the metadata under ``sos_error``, its envelope)."""
+    message = new_text_message(str(error), context_id=context.context_id, role=Role.ROLE_AGENT)
+    message.metadata.update({"sos_error": error.to_wire()["error"]})
+    return message
+
+
 class _AskExecutor(AgentExecutor):
     """Runs an A2A task as an ``ask`` from the caller's agent to the served agent (the reply completes it), or in
     task mode as a kernel task it creates or attaches to and follows (:mod:`._kernel_tasks`)."""
 
-    def __init__(self, asks_max: int, timeout_s_max: float) -> None:
+    def __init__(self, asks_max: int, timeout_s_max: float, store: KernelTaskStore) -> None:
         self._asks = _Held("a2a_asks_per_tenant_max", "asks", asks_max)
         self._timeout_s_max = timeout_s_max
+        self._store = store
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         who = served(context.call_context)
@@ -135,7 +147,11 @@ class _AskExecutor(AgentExecutor):
             if context.task_id is None or context.context_id is None or context.message is None:
                 raise InvalidArgument("an A2A task needs a message, a task id and a context id")
             task = new_task(context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED, [], [context.message])
-            await event_queue.enqueue_event(task)
+            try:  # kept before any event (no Task event: the SDK takes it from the store), so no save is refused
+                await self._store.save(task, context.call_context)
+            except LimitExceeded as exc:
+                await event_queue.enqueue_event(_refused_message(context, exc))
+                return
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         try:
             timeout_s = _timeout(context.metadata, self._timeout_s_max)
@@ -273,18 +289,31 @@ class A2AEndpoint:
         asks_max: int = A2A_ASKS_PER_TENANT_MAX,
         tasks_max: int = A2A_TASKS_PER_TENANT_MAX,
         timeout_s_max: float = A2A_ASK_TIMEOUT_S_MAX,
+        caller_tasks_max: int = A2A_TASKS_PER_CALLER_MAX,
+        caller_running_max: int = A2A_RUNNING_TASKS_PER_CALLER_MAX,
     ) -> None:
-        for name, value in (("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)):
+        limits = [("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)]
+        limits += [("caller_tasks_max", caller_tasks_max), ("caller_running_max", caller_running_max)]
+        for name, value in limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name} must be an int >= 1, got {value!r}")
         if isinstance(timeout_s_max, bool) or not isinstance(timeout_s_max, int | float) or not timeout_s_max > 0:
             raise InvalidArgument(f"timeout_s_max must be a number > 0, got {timeout_s_max!r}")
         if tasks_max <= asks_max:
             raise InvalidArgument("tasks_max must exceed asks_max, so a finished task can always make room")
+        if not caller_running_max < caller_tasks_max:
+            raise InvalidArgument("caller_tasks_max must exceed caller_running_max, so a caller can make room")
         self.state = state
-        self.tasks = KernelTaskStore(state.kernel, tasks_max)
+        self.tasks = KernelTaskStore(
+            state.kernel,
+            tasks_max,
+            caller_tasks_max=caller_tasks_max,
+            # one caller's running tasks always leave room in the tenant for the others'
+            caller_running_max=min(caller_running_max, tasks_max - 1),
+            running_s=timeout_s_max + A2A_TASK_RUNNING_MARGIN_S,
+        )
         self._requests = _Held("a2a_requests_per_tenant_max", "requests", requests_max)
-        handler = _Handler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
+        handler = _Handler(_AskExecutor(asks_max, timeout_s_max, self.tasks), self.tasks, _handler_card())
         self.handler = handler
         self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
 
@@ -334,7 +363,8 @@ class A2AEndpoint:
 
 def mount(app: Any, **limits: Any) -> A2AEndpoint:
     """Serve the A2A agents of ``app``'s kernel (``app`` from :func:`sos_kernel.server.create_app`) under
-    ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``."""
+    ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``,
+    ``caller_tasks_max``, ``caller_running_max``."""
     endpoint = A2AEndpoint(app.state.sos, **limits)
     route = Route(A2A_PATH + "/{tenant}/{agent}/{rest:path}", endpoint=endpoint, methods=["GET", "HEAD", "POST"])
     app.router.routes.append(route)
