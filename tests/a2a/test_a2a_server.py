@@ -159,6 +159,34 @@ async def test_the_card_is_at_the_well_known_path_of_the_agents_base(deployed: D
     assert agent_card.capabilities.streaming
     assert agent_card.security_schemes["bearer"].http_auth_security_scheme.scheme == "Bearer"
     assert "tenant" not in json.dumps(answer.json()["capabilities"])  # local details never exported
+    # built from the request's Host: no cache may keep it, or hand it to a client that used another Host
+    assert (answer.headers["cache-control"], answer.headers["vary"]) == ("no-store", "Host, Authorization")
+
+
+async def test_with_a_public_url_the_card_ignores_the_requests_host(kernel: sos_kernel.Kernel) -> None:
+    with running_server(kernel.url, a2a={**LIMITS, "public_url": "https://agents.example.com/"}) as base:
+        deployed = await seed(kernel, base)
+        headers = {"authorization": f"Bearer {deployed.tokens['alice']}", "host": "evil.example.net"}
+        async with httpx.AsyncClient(headers=headers) as http:
+            answer = await http.get(deployed.url("bob").rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+    assert answer.status_code == 200, answer.text
+    urls = [i["url"] for i in answer.json()["supportedInterfaces"]]
+    assert urls == [f"https://agents.example.com{A2A_PATH}/acme/bob/"]
+    assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("url", ["agents.example.com", "ftp://agents.example.com", "https://a.example.com/?x=1"])
+def test_a_public_url_must_be_an_absolute_http_url(url: str) -> None:
+    from fastapi import FastAPI
+
+    from sos_kernel.errors import InvalidArgument
+    from sos_kernel.integrations.a2a import mount
+
+    app = FastAPI()
+    app.state.sos = None
+    with pytest.raises(InvalidArgument, match="public_url"):
+        mount(app, public_url=url)
+    assert not [r for r in app.router.routes if A2A_PATH in getattr(r, "path", "")]  # nothing mounted
 
 
 async def test_send_is_an_ask_from_the_callers_agent_answered_with_the_reply(deployed: Deployment) -> None:

@@ -19,7 +19,13 @@ What it promises:
 - **Tasks stay with who made them, in the kernel.** A task is visible (``tasks/get``, ``tasks/list``,
   ``tasks/cancel``) only to the tenant, agent and caller agent that created it; it is kept in the kernel's store
   (:mod:`._store`), so a restarted server, or another on the same store, finds it.
-- **Bounded per tenant** (:mod:`._limits`): requests in flight, asks waiting, tasks kept, the longest timeout.
+- **Bounded per tenant and caller** (:mod:`._limits`): requests in flight, asks waiting, tasks kept (per tenant and
+  per caller), tasks running per caller, the longest timeout. A message whose new task the store refuses gets no
+  task: the agent answers with a message whose text is the SOS refusal and whose ``metadata.sos_error`` is its
+  envelope, and nothing is sent to the served agent.
+- **The card's URL is the operator's.** With ``public_url`` the card's interface URL is built from it alone; without
+  it, from the request's own URL (its ``Host``), so it is answered with ``Cache-Control: no-store`` and
+  ``Vary: Host, Authorization`` and a cache never hands one client's card to another.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from a2a.helpers.proto_helpers import new_task, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -257,6 +264,17 @@ def _card(agent: Any, base_url: str) -> dict[str, Any]:
     return served_card
 
 
+def _public_url(url: str) -> str:
+    """``url`` without its trailing slash; SOS-4005 unless it is an absolute http(s) URL with no query or fragment."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidArgument(
+            f"public_url must be an absolute http(s) URL with no query or fragment, got {url!r:.200}",
+            details={"field": "public_url"},
+        )
+    return url.rstrip("/")
+
+
 def _handler_card() -> AgentCard:
     # The SDK's handler wants a card; each agent's own is served by the endpoint, this one is never shown.
     card: AgentCard = ParseDict(
@@ -291,7 +309,9 @@ class A2AEndpoint:
         timeout_s_max: float = A2A_ASK_TIMEOUT_S_MAX,
         caller_tasks_max: int = A2A_TASKS_PER_CALLER_MAX,
         caller_running_max: int = A2A_RUNNING_TASKS_PER_CALLER_MAX,
+        public_url: str | None = None,
     ) -> None:
+        self.public_url = None if public_url is None else _public_url(public_url)
         limits = [("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)]
         limits += [("caller_tasks_max", caller_tasks_max), ("caller_running_max", caller_running_max)]
         for name, value in limits:
@@ -338,6 +358,13 @@ class A2AEndpoint:
         caller = principal.agent or f"token:{principal.token_id}"
         return Served(session, tenant, f"agent:{name}", principal.agent, f"{name}\n{caller}"), agent
 
+    def _card(self, agent: Any, served: Served, scope: Scope) -> Response:
+        """The agent's card, its URL under ``public_url`` (or the request's own base); never kept by a cache."""
+        root = self.public_url or str(Request(scope).base_url).rstrip("/")
+        base = f"{root}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
+        headers = {"cache-control": "no-store", "vary": "Host, Authorization"}
+        return Response(json_bytes(_card(agent, base)), media_type="application/json", headers=headers)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rest = str(scope.get("path_params", {}).get("rest", ""))
         method = scope["method"]
@@ -352,8 +379,7 @@ class A2AEndpoint:
                 raise Forbidden("an A2A message is an ask from the caller's own agent: use a token of an agent")
             with self._requests.take(served.tenant):
                 if not rpc:
-                    base = f"{str(Request(scope).base_url).rstrip('/')}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
-                    await Response(json_bytes(_card(agent, base)), media_type="application/json")(scope, receive, send)
+                    await self._card(agent, served, scope)(scope, receive, send)
                     return
                 inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", SCOPE_KEY: served}
                 await self._rpc(inner, receive, send)
@@ -364,7 +390,8 @@ class A2AEndpoint:
 def mount(app: Any, **limits: Any) -> A2AEndpoint:
     """Serve the A2A agents of ``app``'s kernel (``app`` from :func:`sos_kernel.server.create_app`) under
     ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``,
-    ``caller_tasks_max``, ``caller_running_max``."""
+    ``caller_tasks_max``, ``caller_running_max``; and ``public_url``, the base of every card's URL (else the
+    request's)."""
     endpoint = A2AEndpoint(app.state.sos, **limits)
     route = Route(A2A_PATH + "/{tenant}/{agent}/{rest:path}", endpoint=endpoint, methods=["GET", "HEAD", "POST"])
     app.router.routes.append(route)
