@@ -568,6 +568,9 @@ async def test_one_callers_attaches_cannot_fill_the_tenant_and_are_refused_clean
                 for _ in range(30):  # no money, no kernel task: only A2A tasks attached to one queued task
                     req = task_request("attach", {"id": "queued-1"}, timeout_s=0.05)
                     answers += [event async for event in carol.send_message(req)]
+            async with a2a_client(deployed.url("bob"), deployed.tokens["carol"], streaming=True) as carol:
+                req = task_request("attach", {"id": "queued-1"}, timeout_s=0.05)
+                streamed = [event async for event in carol.send_message(req)]
             async with a2a_client(deployed.url("dave"), deployed.tokens["alice"]) as alice:
                 asked, _ = await final_task(alice, request("still there?", timeout_s=10))
             async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
@@ -577,7 +580,11 @@ async def test_one_callers_attaches_cannot_fill_the_tenant_and_are_refused_clean
     refusals = [e.message for e in answers if e.HasField("message")]
     assert (len(tasks), len(refusals)) == (7, 23)
     assert {t.status.state for t in tasks} == {TaskState.TASK_STATE_SUBMITTED}
-    for refusal in refusals:  # no task: the agent's answer is the SOS refusal, its envelope in the metadata
+    assert [e.HasField("message") for e in streamed] == [True]  # a stream's only event
+    for refusal in [
+        *refusals,
+        streamed[0].message,
+    ]:  # no task: the agent's answer is the SOS refusal, its envelope in the metadata
         assert get_message_text(refusal).startswith("SOS-4010")
         error = MessageToDict(refusal.metadata)["sos_error"]
         assert (error["code"], error["details"]["limit"]) == ("SOS-4010", "a2a_running_tasks_per_caller_max")
