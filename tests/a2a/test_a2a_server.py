@@ -30,6 +30,7 @@ from a2a.types import (
 )
 from a2a.utils import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
 import sos_kernel
@@ -158,6 +159,34 @@ async def test_the_card_is_at_the_well_known_path_of_the_agents_base(deployed: D
     assert agent_card.capabilities.streaming
     assert agent_card.security_schemes["bearer"].http_auth_security_scheme.scheme == "Bearer"
     assert "tenant" not in json.dumps(answer.json()["capabilities"])  # local details never exported
+    # built from the request's Host: no cache may keep it, or hand it to a client that used another Host
+    assert (answer.headers["cache-control"], answer.headers["vary"]) == ("no-store", "Host, Authorization")
+
+
+async def test_with_a_public_url_the_card_ignores_the_requests_host(kernel: sos_kernel.Kernel) -> None:
+    with running_server(kernel.url, a2a={**LIMITS, "public_url": "https://agents.example.com/"}) as base:
+        deployed = await seed(kernel, base)
+        headers = {"authorization": f"Bearer {deployed.tokens['alice']}", "host": "evil.example.net"}
+        async with httpx.AsyncClient(headers=headers) as http:
+            answer = await http.get(deployed.url("bob").rstrip("/") + AGENT_CARD_WELL_KNOWN_PATH)
+    assert answer.status_code == 200, answer.text
+    urls = [i["url"] for i in answer.json()["supportedInterfaces"]]
+    assert urls == [f"https://agents.example.com{A2A_PATH}/acme/bob/"]
+    assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("url", ["agents.example.com", "ftp://agents.example.com", "https://a.example.com/?x=1"])
+def test_a_public_url_must_be_an_absolute_http_url(url: str) -> None:
+    from fastapi import FastAPI
+
+    from sos_kernel.errors import InvalidArgument
+    from sos_kernel.integrations.a2a import mount
+
+    app = FastAPI()
+    app.state.sos = None
+    with pytest.raises(InvalidArgument, match="public_url"):
+        mount(app, public_url=url)
+    assert not [r for r in app.router.routes if A2A_PATH in getattr(r, "path", "")]  # nothing mounted
 
 
 async def test_send_is_an_ask_from_the_callers_agent_answered_with_the_reply(deployed: Deployment) -> None:
@@ -525,3 +554,44 @@ async def test_a_task_outlives_its_server_and_is_found_by_another(tmp_path: Path
     for fetched in (seen, found):
         assert fetched.status.state == TaskState.TASK_STATE_COMPLETED
         assert [get_artifact_text(a) for a in fetched.artifacts] == ["bob says: still there?"]
+
+
+async def test_one_callers_attaches_cannot_fill_the_tenant_and_are_refused_cleanly(kernel: sos_kernel.Kernel) -> None:
+    limits = {"requests_max": 4, "asks_max": 2, "tasks_max": 8}  # a caller keeps at most tasks_max - 1 running
+    with running_server(kernel.url, a2a=limits) as base:
+        deployed = await seed(kernel, base)
+        await kernel.tenant("acme").tasks.create("a queued task", id="queued-1", reviewers=["agent:alice"])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answering, kernel, "dave")
+            async with a2a_client(deployed.url("bob"), deployed.tokens["carol"]) as carol:
+                answers = []
+                for _ in range(30):  # no money, no kernel task: only A2A tasks attached to one queued task
+                    req = task_request("attach", {"id": "queued-1"}, timeout_s=0.05)
+                    answers += [event async for event in carol.send_message(req)]
+            async with a2a_client(deployed.url("bob"), deployed.tokens["carol"], streaming=True) as carol:
+                req = task_request("attach", {"id": "queued-1"}, timeout_s=0.05)
+                streamed = [event async for event in carol.send_message(req)]
+            async with a2a_client(deployed.url("dave"), deployed.tokens["alice"]) as alice:
+                asked, _ = await final_task(alice, request("still there?", timeout_s=10))
+            async with a2a_client(deployed.url("bob"), deployed.tokens["alice"]) as alice:
+                attached, _ = await final_task(alice, task_request("me too", {"id": "queued-1"}, timeout_s=0.05))
+            tg.cancel_scope.cancel()
+    tasks = [e.task for e in answers if e.HasField("task")]
+    refusals = [e.message for e in answers if e.HasField("message")]
+    assert (len(tasks), len(refusals)) == (7, 23)
+    assert {t.status.state for t in tasks} == {TaskState.TASK_STATE_SUBMITTED}
+    assert [e.HasField("message") for e in streamed] == [True]  # a stream's only event
+    for refusal in [
+        *refusals,
+        streamed[0].message,
+    ]:  # no task: the agent's answer is the SOS refusal, its envelope in the metadata
+        assert get_message_text(refusal).startswith("SOS-4010")
+        error = MessageToDict(refusal.metadata)["sos_error"]
+        assert (error["code"], error["details"]["limit"]) == ("SOS-4010", "a2a_running_tasks_per_caller_max")
+    assert (asked.status.state, get_artifact_text(asked.artifacts[0])) == (
+        TaskState.TASK_STATE_COMPLETED,
+        "dave says: still there?",
+    )
+    assert (attached.status.state, attached.metadata["sos_task_id"]) == (TaskState.TASK_STATE_SUBMITTED, "queued-1")
+    sends = [m for m in await kernel.tenant("acme").bus.history("agent:bob") if m.type == "send"]
+    assert len(sends) == 7 + 1  # a refused attach told the served agent nothing

@@ -4,35 +4,57 @@ Keys (a member is ``<len>:<owner><task id>``: the owner length-prefixed, so no t
 
     sos:{t:<tenant>}:a2a:tasks     hash: member -> the task's bytes
     sos:{t:<tenant>}:a2a:order     sorted set: member -> first-insertion sequence
-    sos:{t:<tenant>}:a2a:done      set: members whose task is finished
+    sos:{t:<tenant>}:a2a:live      hash: member -> until when its task runs (wall-clock seconds; 0: finished)
+    sos:{t:<tenant>}:a2a:caller    hash: member -> its caller (who is bounded)
     sos:{t:<tenant>}:a2a:seq       counter of the sequence
 """
 
 from __future__ import annotations
 
-from ..a2a_tasks.store import A2ATaskStore
+from ..a2a_tasks.store import A2ATaskBounds, A2ATaskStore
 from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisA2ATaskStore"]
 
 _PUT = """
-local tasks, order, done, seq, member = KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1]
-if redis.call('HEXISTS', tasks, member) == 0 then
-  if redis.call('HLEN', tasks) >= tonumber(ARGV[4]) then
-    local victim = nil
-    for _, m in ipairs(redis.call('ZRANGE', order, 0, -1)) do
-      if redis.call('SISMEMBER', done, m) == 1 then victim = m break end
-    end
-    if not victim then return 0 end
-    redis.call('HDEL', tasks, victim)
-    redis.call('ZREM', order, victim)
-    redis.call('SREM', done, victim)
-  end
-  redis.call('ZADD', order, redis.call('INCR', seq), member)
+local tasks, order, live, callers, seq, member = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1]
+local data, now, caller = ARGV[2], tonumber(ARGV[4]), ARGV[5]
+if redis.call('HEXISTS', tasks, member) == 1 then
+  redis.call('HSET', tasks, member, data)
+  redis.call('HSET', live, member, ARGV[3])
+  return ''
 end
-redis.call('HSET', tasks, member, ARGV[2])
-if ARGV[3] == '1' then redis.call('SADD', done, member) else redis.call('SREM', done, member) end
-return 1
+local members = redis.call('ZRANGE', order, 0, -1)
+local function running(m) return tonumber(redis.call('HGET', live, m) or '0') > now end
+local kept, busy = 0, 0
+for _, m in ipairs(members) do
+  if redis.call('HGET', callers, m) == caller then
+    kept = kept + 1
+    if running(m) then busy = busy + 1 end
+  end
+end
+if tonumber(ARGV[3]) > now and busy >= tonumber(ARGV[8]) then return 'a2a_running_tasks_per_caller_max' end
+local function evict(own)
+  for _, m in ipairs(members) do
+    local theirs = not own or redis.call('HGET', callers, m) == caller
+    if theirs and redis.call('HEXISTS', tasks, m) == 1 and not running(m) then
+      redis.call('HDEL', tasks, m)
+      redis.call('ZREM', order, m)
+      redis.call('HDEL', live, m)
+      redis.call('HDEL', callers, m)
+      return true
+    end
+  end
+  return false
+end
+-- a caller past its own bound makes room among its own records first, so it never evicts another's
+if kept >= tonumber(ARGV[7]) and not evict(true) then return 'a2a_tasks_per_caller_max' end
+if redis.call('HLEN', tasks) >= tonumber(ARGV[6]) and not evict(false) then return 'a2a_tasks_per_tenant_max' end
+redis.call('ZADD', order, redis.call('INCR', seq), member)
+redis.call('HSET', tasks, member, data)
+redis.call('HSET', live, member, ARGV[3])
+redis.call('HSET', callers, member, caller)
+return ''
 """
 
 
@@ -50,11 +72,23 @@ class RedisA2ATaskStore(A2ATaskStore):
     @staticmethod
     def _keys(tenant: str) -> list[str]:
         base = f"{tenant_prefix(tenant)}a2a:"
-        return [f"{base}tasks", f"{base}order", f"{base}done", f"{base}seq"]
+        return [f"{base}tasks", f"{base}order", f"{base}live", f"{base}caller", f"{base}seq"]
 
-    async def put(self, tenant: str, owner: str, task_id: str, data: bytes, finished: bool, tasks_max: int) -> bool:
-        args: list[bytes | str | int] = [_owner(owner) + task_id, data, "1" if finished else "0", tasks_max]
-        return bool(await self._put(self._keys(tenant), args))
+    async def put(
+        self,
+        tenant: str,
+        owner: str,
+        caller: str,
+        task_id: str,
+        data: bytes,
+        live_until: float,
+        now: float,
+        bounds: A2ATaskBounds,
+    ) -> str:
+        args: list[bytes | str | int] = [_owner(owner) + task_id, data, repr(live_until), repr(now), caller]
+        args += [bounds.tasks_max, bounds.caller_tasks_max, bounds.caller_running_max]
+        refused = await self._put(self._keys(tenant), args)
+        return bytes(refused).decode() if refused else ""
 
     async def get(self, tenant: str, owner: str, task_id: str) -> bytes | None:
         found = await redis_call(self._r.hget(self._keys(tenant)[0], _owner(owner) + task_id))
@@ -69,10 +103,11 @@ class RedisA2ATaskStore(A2ATaskStore):
         return [bytes(v) for v in await redis_call(self._r.hmget(tasks, members)) if v is not None]
 
     async def delete(self, tenant: str, owner: str, task_id: str) -> None:
-        tasks, order, done, _ = self._keys(tenant)
+        tasks, order, live, callers, _ = self._keys(tenant)
         member = _owner(owner) + task_id
         pipe = self._r.pipeline(transaction=True)
         pipe.hdel(tasks, member)
         pipe.zrem(order, member)
-        pipe.srem(done, member)
+        pipe.hdel(live, member)
+        pipe.hdel(callers, member)
         await redis_call(pipe.execute())

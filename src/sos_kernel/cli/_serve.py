@@ -136,7 +136,8 @@ def _mount_a2a(ctx: Context, app: Any) -> None:
     except MissingDependency:
         ctx.out.progress("no A2A at /a2a: pip install 'sos-kernel[a2a]' to serve it")
         return
-    mount(app)
+    public_url = getattr(ctx.args, "public_url", None) or os.environ.get("SOS_PUBLIC_URL") or None
+    mount(app, public_url=public_url)
 
 
 def _announce(ctx: Context, address: str, kernel_url: str, backend: str) -> Callable[[], None]:
@@ -235,6 +236,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], outpu
         help="GET /metrics then needs this bearer token (default: $SOS_METRICS_TOKEN; without one, loopback only)",
     )
     serve.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
+    serve.add_argument(
+        "--public-url",
+        default=argparse.SUPPRESS,
+        help="the server's public base (https://host[:port]), the base of A2A agent cards' URLs (default: "
+        "$SOS_PUBLIC_URL; without one, each request's own)",
+    )
     serve.add_argument(
         "--watch",
         type=float,

@@ -30,6 +30,11 @@ class Served:
     source: str | None
     owner: str
 
+    @property
+    def caller(self) -> str:
+        """Who calls (its agent, or ``token:<id>``): the A2A task store bounds each caller."""
+        return self.owner.partition("\n")[2]
+
 
 class Owner(User):
     """The A2A user of a request: the task store keeps each owner's tasks apart."""

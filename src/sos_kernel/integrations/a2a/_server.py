@@ -19,7 +19,13 @@ What it promises:
 - **Tasks stay with who made them, in the kernel.** A task is visible (``tasks/get``, ``tasks/list``,
   ``tasks/cancel``) only to the tenant, agent and caller agent that created it; it is kept in the kernel's store
   (:mod:`._store`), so a restarted server, or another on the same store, finds it.
-- **Bounded per tenant** (:mod:`._limits`): requests in flight, asks waiting, tasks kept, the longest timeout.
+- **Bounded per tenant and caller** (:mod:`._limits`): requests in flight, asks waiting, tasks kept (per tenant and
+  per caller), tasks running per caller, the longest timeout. A message whose new task the store refuses gets no
+  task: the agent answers with a message whose text is the SOS refusal and whose ``metadata.sos_error`` is its
+  envelope, and nothing is sent to the served agent.
+- **The card's URL is the operator's.** With ``public_url`` the card's interface URL is built from it alone; without
+  it, from the request's own URL (its ``Host``), so it is answered with ``Cache-Control: no-store`` and
+  ``Vary: Host, Authorization`` and a cache never hands one client's card to another.
 """
 
 from __future__ import annotations
@@ -27,15 +33,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-from a2a.helpers.proto_helpers import new_task, new_text_part
+from a2a.helpers.proto_helpers import new_task, new_text_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import DefaultServerCallContextBuilder, create_jsonrpc_routes
 from a2a.server.tasks import TaskUpdater
-from a2a.types import AgentCard, CancelTaskRequest, GetTaskRequest, Task, TaskState
+from a2a.types import AgentCard, CancelTaskRequest, GetTaskRequest, Message, Role, Task, TaskState
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.errors import TaskNotCancelableError
 from google.protobuf.json_format import MessageToDict, ParseDict
@@ -54,6 +61,9 @@ from ._limits import (
     A2A_ASKS_PER_TENANT_MAX,
     A2A_PATH,
     A2A_REQUESTS_PER_TENANT_MAX,
+    A2A_RUNNING_TASKS_PER_CALLER_MAX,
+    A2A_TASK_RUNNING_MARGIN_S,
+    A2A_TASKS_PER_CALLER_MAX,
     A2A_TASKS_PER_TENANT_MAX,
 )
 from ._served import FINISHED, SCOPE_KEY, Owner, Served, served
@@ -120,13 +130,22 @@ def _timeout(metadata: Mapping[str, Any], timeout_s_max: float) -> float:
     return float(value)
 
 
+def _refused_message(context: RequestContext, error: SOSError) -> Message:
+    """The agent's answer to a message whose task the store refused: no task, the SOS refusal (its text and, in
+    the metadata under ``sos_error``, its envelope)."""
+    message = new_text_message(str(error), context_id=context.context_id, role=Role.ROLE_AGENT)
+    message.metadata.update({"sos_error": error.to_wire()["error"]})
+    return message
+
+
 class _AskExecutor(AgentExecutor):
     """Runs an A2A task as an ``ask`` from the caller's agent to the served agent (the reply completes it), or in
     task mode as a kernel task it creates or attaches to and follows (:mod:`._kernel_tasks`)."""
 
-    def __init__(self, asks_max: int, timeout_s_max: float) -> None:
+    def __init__(self, asks_max: int, timeout_s_max: float, store: KernelTaskStore) -> None:
         self._asks = _Held("a2a_asks_per_tenant_max", "asks", asks_max)
         self._timeout_s_max = timeout_s_max
+        self._store = store
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         who = served(context.call_context)
@@ -135,7 +154,11 @@ class _AskExecutor(AgentExecutor):
             if context.task_id is None or context.context_id is None or context.message is None:
                 raise InvalidArgument("an A2A task needs a message, a task id and a context id")
             task = new_task(context.task_id, context.context_id, TaskState.TASK_STATE_SUBMITTED, [], [context.message])
-            await event_queue.enqueue_event(task)
+            try:  # kept before any event (no Task event: the SDK takes it from the store), so no save is refused
+                await self._store.save(task, context.call_context)
+            except LimitExceeded as exc:
+                await event_queue.enqueue_event(_refused_message(context, exc))
+                return
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         try:
             timeout_s = _timeout(context.metadata, self._timeout_s_max)
@@ -241,6 +264,17 @@ def _card(agent: Any, base_url: str) -> dict[str, Any]:
     return served_card
 
 
+def _public_url(url: str) -> str:
+    """``url`` without its trailing slash; SOS-4005 unless it is an absolute http(s) URL with no query or fragment."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidArgument(
+            f"public_url must be an absolute http(s) URL with no query or fragment, got {url!r:.200}",
+            details={"field": "public_url"},
+        )
+    return url.rstrip("/")
+
+
 def _handler_card() -> AgentCard:
     # The SDK's handler wants a card; each agent's own is served by the endpoint, this one is never shown.
     card: AgentCard = ParseDict(
@@ -273,18 +307,33 @@ class A2AEndpoint:
         asks_max: int = A2A_ASKS_PER_TENANT_MAX,
         tasks_max: int = A2A_TASKS_PER_TENANT_MAX,
         timeout_s_max: float = A2A_ASK_TIMEOUT_S_MAX,
+        caller_tasks_max: int = A2A_TASKS_PER_CALLER_MAX,
+        caller_running_max: int = A2A_RUNNING_TASKS_PER_CALLER_MAX,
+        public_url: str | None = None,
     ) -> None:
-        for name, value in (("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)):
+        self.public_url = None if public_url is None else _public_url(public_url)
+        limits = [("requests_max", requests_max), ("asks_max", asks_max), ("tasks_max", tasks_max)]
+        limits += [("caller_tasks_max", caller_tasks_max), ("caller_running_max", caller_running_max)]
+        for name, value in limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name} must be an int >= 1, got {value!r}")
         if isinstance(timeout_s_max, bool) or not isinstance(timeout_s_max, int | float) or not timeout_s_max > 0:
             raise InvalidArgument(f"timeout_s_max must be a number > 0, got {timeout_s_max!r}")
         if tasks_max <= asks_max:
             raise InvalidArgument("tasks_max must exceed asks_max, so a finished task can always make room")
+        if not caller_running_max < caller_tasks_max:
+            raise InvalidArgument("caller_tasks_max must exceed caller_running_max, so a caller can make room")
         self.state = state
-        self.tasks = KernelTaskStore(state.kernel, tasks_max)
+        self.tasks = KernelTaskStore(
+            state.kernel,
+            tasks_max,
+            caller_tasks_max=caller_tasks_max,
+            # one caller's running tasks always leave room in the tenant for the others'
+            caller_running_max=min(caller_running_max, tasks_max - 1),
+            running_s=timeout_s_max + A2A_TASK_RUNNING_MARGIN_S,
+        )
         self._requests = _Held("a2a_requests_per_tenant_max", "requests", requests_max)
-        handler = _Handler(_AskExecutor(asks_max, timeout_s_max), self.tasks, _handler_card())
+        handler = _Handler(_AskExecutor(asks_max, timeout_s_max, self.tasks), self.tasks, _handler_card())
         self.handler = handler
         self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
 
@@ -309,6 +358,13 @@ class A2AEndpoint:
         caller = principal.agent or f"token:{principal.token_id}"
         return Served(session, tenant, f"agent:{name}", principal.agent, f"{name}\n{caller}"), agent
 
+    def _card(self, agent: Any, served: Served, scope: Scope) -> Response:
+        """The agent's card, its URL under ``public_url`` (or the request's own base); never kept by a cache."""
+        root = self.public_url or str(Request(scope).base_url).rstrip("/")
+        base = f"{root}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
+        headers = {"cache-control": "no-store", "vary": "Host, Authorization"}
+        return Response(json_bytes(_card(agent, base)), media_type="application/json", headers=headers)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rest = str(scope.get("path_params", {}).get("rest", ""))
         method = scope["method"]
@@ -323,8 +379,7 @@ class A2AEndpoint:
                 raise Forbidden("an A2A message is an ask from the caller's own agent: use a token of an agent")
             with self._requests.take(served.tenant):
                 if not rpc:
-                    base = f"{str(Request(scope).base_url).rstrip('/')}{A2A_PATH}/{served.tenant}/{agent.card.name}/"
-                    await Response(json_bytes(_card(agent, base)), media_type="application/json")(scope, receive, send)
+                    await self._card(agent, served, scope)(scope, receive, send)
                     return
                 inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", SCOPE_KEY: served}
                 await self._rpc(inner, receive, send)
@@ -334,7 +389,9 @@ class A2AEndpoint:
 
 def mount(app: Any, **limits: Any) -> A2AEndpoint:
     """Serve the A2A agents of ``app``'s kernel (``app`` from :func:`sos_kernel.server.create_app`) under
-    ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``."""
+    ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``,
+    ``caller_tasks_max``, ``caller_running_max``; and ``public_url``, the base of every card's URL (else the
+    request's)."""
     endpoint = A2AEndpoint(app.state.sos, **limits)
     route = Route(A2A_PATH + "/{tenant}/{agent}/{rest:path}", endpoint=endpoint, methods=["GET", "HEAD", "POST"])
     app.router.routes.append(route)
