@@ -55,6 +55,7 @@ from typing import Any, Literal, TypeVar
 from .errors import InvalidArgument, SOSError
 
 __all__ = [
+    "KERNEL_ID_PREFIXES",
     "RESERVED_ID_SUFFIXES",
     "SPEND_HELD",
     "Access",
@@ -234,6 +235,19 @@ def operation_hints(op: Operation) -> tuple[dict[str, Any], Any]:
 RESERVED_ID_SUFFIXES = (":capture", ":void")
 """Endings of the ids the kernel derives for a hold's settlement (``<hold id>:capture``); no caller may choose one,
 or it could record it first and block whoever settles the hold (an escrow's release)."""
+KERNEL_ID_PREFIXES = ("engine:", "task:", "skill:")
+"""Namespaces of the transfers and holds the kernel's services place on an agent's behalf (a chat's hold, a task's
+bounty, a skill's charge). A caller's own ids are always ``<name>/<id>``, so it cannot create one; and only the
+service that placed a hold (or ``ledger:admin``) settles it: its payer may not void or capture it."""
+
+
+def kernel_namespace(id: Any) -> str | None:
+    """The kernel-reserved namespace ``id`` lies in (one of :data:`KERNEL_ID_PREFIXES`), or ``None``."""
+    if isinstance(id, str):
+        for prefix in KERNEL_ID_PREFIXES:
+            if id.startswith(prefix):
+                return prefix
+    return None
 
 
 def reserved_free(id: Any) -> Any:

@@ -345,3 +345,33 @@ async def test_what_the_docs_reserve_to_admins_is_refused_to_an_agent(
         with pytest.raises(Forbidden):
             await call(mallory)
         assert operation in MONEY_SOURCES
+
+
+KERNEL_HOLDS = ("engine:c1:hold:t1", "task:t1:fund:h", "skill:i1:author")
+"""Holds in each namespace the kernel reserves, placed (as its services do) on the agent's wallet."""
+
+
+async def test_an_agent_may_not_settle_a_hold_the_kernel_placed_on_its_wallet(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    await _setup(kernel)
+    view = kernel.tenant("acme")
+    for hold_id in KERNEL_HOLDS:
+        await view.ledger.hold(id=hold_id, debit=M, credit="agent:alice", amount=30, currency=USD, timeout_s=600)
+    mallory = await connect((await view.tokens.issue(agent=M)).secret)
+    admin = await connect((await view.tokens.issue(agent="agent:ops", scopes=["ledger:write", "ledger:admin"])).secret)
+    for hold_id in KERNEL_HOLDS:
+        namespace = hold_id.split(":", 1)[0] + ":"
+        for settle in (mallory.ledger.void(hold_id), mallory.ledger.capture(hold_id, 1)):
+            with pytest.raises(Forbidden) as refused:
+                await settle
+            assert refused.value.code == "SOS-5004"
+            assert repr(namespace) in refused.value.message
+        assert (await view.ledger.get_transfer(hold_id)).state == "pending"  # nothing was settled
+        forged = await mallory.ledger.hold(
+            id=hold_id, debit=M, credit="agent:alice", amount=1, currency=USD, timeout_s=60
+        )
+        assert forged.id == "mallory/" + hold_id  # an agent's own ids never enter the kernel's namespaces
+    # the ledger's admin may release a stuck kernel hold (the guard audits the call)
+    assert (await admin.ledger.void(KERNEL_HOLDS[0])).ok
+    assert (await view.ledger.get_transfer(KERNEL_HOLDS[0])).state == "voided"

@@ -3,6 +3,7 @@ that speak each provider's wire format."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from sos_kernel.errors import (
     ProviderRejected,
     ProviderUnavailable,
     SchemaViolation,
+    SettlementRejected,
     WalletNotFound,
 )
 from sos_kernel.providers.runtime import CALLS_PER_PRINCIPAL_MAX
@@ -528,4 +530,53 @@ async def test_spend_and_token_budgets_refuse_a_chat_before_any_provider_is_call
     assert (await bob.engine.chat(HI, id="e", max_tokens=50)).cost_micros == 18  # 36 + 68 fits: the actual counted
     denials = await view.audit.events("acme", kind="denial")
     assert [d.details["rule"] for d in denials] == ["chat-tokens", "chat-spend"] * 2
+    await view.ledger.check()
+
+
+async def _engine_hold(view: Any) -> Any:
+    """The hold the engine placed last on agent:bob's wallet (a server may have settled it already)."""
+    holds = [t for t in await view.ledger.history("agent:bob", USD) if t.kind == "pending"]
+    assert holds[-1].id.startswith("engine:")
+    return holds[-1]
+
+
+@pytest.mark.parametrize("meddle", ["void", "capture-1"])
+async def test_a_chat_whose_hold_is_settled_under_it_is_charged_in_full_metered_and_counted(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes, meddle: str
+) -> None:
+    """The payer may not settle the engine's hold; if it is settled anyway (an admin, mid-stream), the text
+    delivered is still charged in full (from the agent's wallet), metered and counted against the budgets."""
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    await view.governance.set_policy(
+        "acme", {**CHAT_BUDGETS, "rules": [{"id": "all", "effect": "allow", "actions": ["*"]}]}
+    )
+    for n in range(2):
+        stream = await bob.engine.chat(HI, id=f"s{n}", max_tokens=50, stream=True)
+        assert await stream.__anext__()
+        hold = await _engine_hold(view)
+        for settle in (bob.ledger.void(hold.id), bob.ledger.capture(hold.id, 1)):
+            with pytest.raises(Forbidden):
+                await settle
+        with contextlib.suppress(SettlementRejected):  # a server may have settled the whole answer already
+            await (view.ledger.void(hold.id) if meddle == "void" else view.ledger.capture(hold.id, 1))
+        assert (await stream.collect_reply()).cost_micros == 18
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000 - 36, 0)
+    assert [e.cost_micros for e in await view.ledger.usage()] == [18, 18]
+    with pytest.raises(Forbidden) as refused:  # both calls count: 36 + 2 + 16 + 100 tokens > 150
+        await bob.engine.chat(HI, id="over", max_tokens=100)
+    assert refused.value.details["rule"] == "chat-tokens"
+    early = await bob.engine.chat(HI, id="early", max_tokens=10, stream=True)
+    assert await early.__anext__()
+    with contextlib.suppress(SettlementRejected):
+        await view.ledger.void((await _engine_hold(view)).id)
+    await early.aclose()
+    for _ in range(100):  # a server settles a closed stream on its own time
+        if (await view.ledger.balance("agent:bob", USD)).posted < 10_000 - 36:
+            break
+        await anyio.sleep(0.02)
+    assert (await view.ledger.balance("agent:bob", USD)).posted < 10_000 - 36  # what it delivered is paid
     await view.ledger.check()

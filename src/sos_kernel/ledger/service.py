@@ -40,7 +40,7 @@ from ..errors import (
     WalletNotFound,
     error_class,
 )
-from ..operations import Wire, operation, service
+from ..operations import Wire, kernel_namespace, operation, service
 from ..refusals import bad_amount, bad_id, bad_owner
 from .chain import ChainVerifier, account_digest
 from .models import (
@@ -257,12 +257,19 @@ async def _get_transfer_rule(caller: Caller, ledger: Ledger, arguments: dict[str
 
 
 async def _hold_of(caller: Caller, ledger: Ledger, hold_id: Any) -> Any:
-    """The id of the hold the caller may settle: the payer's own, or any for ``ledger:admin``."""
+    """The id of the hold the caller may settle: the payer's own, or any for ``ledger:admin``. A hold in a
+    namespace the kernel reserves (``engine:``...) is settled only by the service that placed it (or an admin):
+    its payer voiding or capturing it would take back money the service counts on (SOS-5004)."""
     if caller.principal.allows(ADMIN):
         return hold_id  # the ledger itself refuses (and records) a missing hold
     hold = await _party_transfer(caller, ledger, hold_id)
     if hold is None:  # missing and not the caller's are answered alike
         raise SettlementRejected(f"no hold {hold_id}", details={"hold_id": hold_id})
+    reserved = kernel_namespace(hold.id)
+    if reserved is not None:
+        caller.deny(
+            f"hold {hold.id!r} is in the kernel's {reserved!r} namespace: only its service settles it", scope=ADMIN
+        )
     caller.own("account", "debit", hold.debit)
     return hold.id
 

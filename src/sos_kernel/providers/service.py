@@ -22,7 +22,9 @@ Guarantees:
   call can cost (price * (input bound + max_tokens), or the card's estimate) as the ledger hold
   ``engine:<call id>:hold:<attempt>`` (SOS-7001 otherwise). A finish captures the actual cost (at most the hold)
   as ``engine:<call id>``; a stream ended early after delivering text captures the cost of what it delivered;
-  anything else voids the hold.
+  anything else voids the hold. Only the engine (or ``ledger:admin``) settles that hold; if it is gone or short
+  when delivered text is settled, the rest is transferred from the wallet as ``engine:<call id>:charge:<attempt>``,
+  still counted against the budgets, and what cannot be paid is audited (``engine.unpaid``), never dropped.
 """
 
 from __future__ import annotations
@@ -436,6 +438,7 @@ class _Call:
         self.prices: dict[str, Price | None] = {}  # read once per call, at the check
         self.hold_id = f"engine:{call_id}:hold:{self.token}"  # one per attempt: a retry never meets a spent hold
         self.held = 0  # micros still held for this attempt
+        self.unpaid = 0  # micros of delivered text the agent could not be charged (its hold was gone)
         self.budget: Budget | None = None  # the policy's spend and token budgets, held until settled
         size = sum(len(m["content"].encode("utf-8", errors="surrogatepass")) for m in messages)
         self.input_bound = size + INPUT_TOKENS_PER_MESSAGE * len(messages)
@@ -643,11 +646,15 @@ class Engine:
         if not call.held:
             return
         held, call.held = call.held, 0
-        with anyio.CancelScope(shield=True), contextlib.suppress(SettlementRejected):
-            if min(cost, held) > 0:
+        with anyio.CancelScope(shield=True):
+            if min(cost, held) <= 0:
+                with contextlib.suppress(SettlementRejected):
+                    await self._ledger.void(call.hold_id)
+                return
+            try:
                 await self._ledger.capture(call.hold_id, min(cost, held))
-            else:
-                await self._ledger.void(call.hold_id)
+            except SettlementRejected:
+                await self._charge_unheld(call, min(cost, held), call.currency)
 
     # -- non-streaming ----------------------------------------------------------------------------------------
 
@@ -766,7 +773,8 @@ class Engine:
     async def _capture(self, call: _Call, cost: int, currency: str) -> int:
         """Post the call's cost from its hold as ``engine:<call id>`` (the rest is released) and return what was
         charged: at most the hold. An earlier attempt that already posted that id leaves this one paying under
-        its own hold's capture id, so every delivered answer is paid."""
+        its own hold's capture id, so every delivered answer is paid; a hold that is gone or short is made up by
+        :meth:`_charge_unheld` (the cost still counts against the budgets and is metered)."""
         held, call.held = call.held, 0
         if held <= 0 or currency != call.currency:
             if held:
@@ -779,10 +787,46 @@ class Engine:
                 await self._ledger.void(call.hold_id)
                 return 0
             try:
-                await self._ledger.capture(call.hold_id, cost, id=f"engine:{call.call_id}")
-            except IdempotencyConflict:
-                await self._ledger.capture(call.hold_id, cost)
+                try:
+                    await self._ledger.capture(call.hold_id, cost, id=f"engine:{call.call_id}")
+                except IdempotencyConflict:
+                    await self._ledger.capture(call.hold_id, cost)
+            except SettlementRejected:
+                await self._charge_unheld(call, cost, currency)
         return cost
+
+    async def _charge_unheld(self, call: _Call, cost: int, currency: str) -> None:
+        """Charge ``cost`` for delivered text whose hold could not be captured (it was released or settled by
+        someone else): what was already posted from the hold counts, the rest is transferred from the agent as
+        ``engine:<call id>:charge:<attempt>``. What the agent cannot pay is kept in ``call.unpaid`` (metered) and
+        audited, never dropped."""
+        if call.agent is None:
+            return
+        hold = await self._ledger.get_transfer(call.hold_id)
+        posted = hold.captured if hold.ok and hold.state == "posted" else 0
+        rest = cost - posted
+        if rest <= 0:
+            return
+        try:
+            await self._ledger.transfer(
+                id=f"engine:{call.call_id}:charge:{call.token}",
+                debit=call.agent,
+                credit=USAGE_ACCOUNT,
+                amount=rest,
+                currency=currency,
+                reason=f"chat {call.call_id} delivered without its hold"[:200],
+            )
+        except (InsufficientFunds, WalletNotFound, IdempotencyConflict) as exc:
+            call.unpaid = rest
+            await self._unpaid(call, rest, currency, exc.code)
+
+    async def _unpaid(self, call: _Call, amount: int, currency: str, code: str) -> None:
+        """Record in the tenant's audit chain that ``amount`` of a delivered chat could not be charged."""
+        if self._ledger.audit is not None:
+            details = {"call_id": call.call_id, "hold_id": call.hold_id, "unpaid_micros": amount, "currency": currency}
+            await self._ledger.audit(
+                "engine.unpaid", actor="kernel", resource=str(call.agent), outcome=code, details=details
+            )
 
     async def _meter(self, call: _Call, card: ProviderCard, answer: Answer, cost: int, currency: str) -> None:
         event = UsageEvent(
@@ -795,7 +839,8 @@ class Engine:
             output_tokens=answer.output_tokens,
             cost_micros=cost,
             cost_currency=currency,
-            metadata={"call_id": call.call_id, "agent": call.agent},
+            metadata={"call_id": call.call_id, "agent": call.agent}
+            | ({"unpaid_micros": call.unpaid} if call.unpaid else {}),
         )
         try:
             await self._ledger.record_usage(event)
