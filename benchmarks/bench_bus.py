@@ -4,7 +4,9 @@
   validation of them on the receiving side.
 - sqlite: single publish, batched publish (100 per call) and consume+ack, against bare ``sqlite3`` transactions of
   the same shape (insert one row per transaction; 100 rows per transaction; claim a batch then delete each row in
-  its own transaction), same file settings (WAL, synchronous=NORMAL).
+  its own transaction), same file settings (WAL, synchronous=NORMAL); and publish → consume → ack of one message
+  at a time (a subscriber receiving each message right after its publish) against the same three bare
+  transactions per message (insert; claim; delete).
 - redis: single publish against a single ``XADD``; batched publish (100 per call) against a redis-py pipeline of
   100 ``XADD``; consume+ack against ``XREADGROUP COUNT 16`` plus one ``XACK`` per message — the same round trips a
   subscriber that acks each delivery makes.
@@ -261,6 +263,50 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
 
         return run, close
 
+    async def ours_end_to_end() -> tuple[Run, Close]:
+        def body(kernel: sos_kernel.Kernel) -> Run:
+            async def run() -> int:
+                data = messages(N_SINGLE)
+                async with kernel.bus.subscribe("agent:bench", prefetch=PREFETCH) as sub:
+                    for item in data:
+                        await kernel.bus.publish(item)
+                        delivery = await sub.receive()
+                        assert delivery is not None
+                        await delivery.ack()
+                return N_SINGLE
+
+            return run
+
+        return await on_kernel(url(), body)
+
+    async def raw_end_to_end() -> tuple[Run, Close]:
+        conn = _raw_db(tmp / f"raw-{next(counter)}.db")
+        data = messages(N_SINGLE)
+
+        async def run() -> int:
+            cursor = 0
+            for item in data:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO t (mid, data) VALUES (?, ?)", ("id", item))
+                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                batch = conn.execute(
+                    "SELECT pos, data FROM t WHERE pos > ? ORDER BY pos LIMIT ?", (cursor, PREFETCH)
+                ).fetchall()
+                conn.executemany("INSERT INTO pending VALUES (?)", [(p,) for p, _ in batch])
+                conn.execute("COMMIT")
+                for pos, _ in batch:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("DELETE FROM pending WHERE pos=?", (pos,))
+                    conn.execute("COMMIT")
+                cursor = batch[-1][0]
+            return len(data)
+
+        async def close() -> None:
+            conn.close()
+
+        return run, close
+
     return [
         ("sqlite single publish", *await paired(ours_single, raw_inserts(N_SINGLE, 1)), "record"),
         (
@@ -269,6 +315,7 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
             "record",
         ),
         ("sqlite consume+ack", *await paired(ours_consume, raw_consume), "record"),
+        ("sqlite publish→consume→ack", *await paired(ours_end_to_end, raw_end_to_end), "≥ 0.6x"),
     ]
 
 

@@ -5,9 +5,11 @@ Durable and shared by several processes on one host through one file. The databa
 loss may drop the last few commits (pass ``synchronous="FULL"`` to fsync every commit, about 8x slower).
 
 Every primitive is one transaction (``BEGIN IMMEDIATE`` for writes). Transactions of small, bounded rows run on
-the event loop's thread: they take microseconds. Those whose rows may be megabytes (bus claims, history, chunks,
-dead letters, an append over ``INLINE_BYTES_MAX``, idempotency replies) run in the engine's worker thread, so one
-large request never holds the loop; the two take turns on the one connection. A lock held by another process is
+the event loop's thread: they take microseconds. Those whose rows may be megabytes (history, chunks, dead letters,
+an append or a claim over ``INLINE_BYTES_MAX`` of payload, idempotency replies) run in the engine's worker thread,
+so one large request never holds the loop; the two take turns on the one connection. A claim runs on the loop up
+to the first entry that would take it over the bound (whose payload it does not read), and only a claim whose
+first entry is over it runs again in the thread. A lock held by another process is
 never waited for on the loop — the busy timeout is a few milliseconds, after which the transaction is retried
 with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :meth:`SQLiteBusStore.wait` are
 woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
@@ -25,7 +27,6 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -67,7 +68,8 @@ POLL_INTERVAL_S = 0.02
 TRIM_EVERY_APPENDS = 1000
 ADDRESS_MEMO_MAX = 10_000
 INLINE_BYTES_MAX = 64 * 1024
-"""An append of at most this many payload bytes runs on the event loop; a larger one in the worker thread."""
+"""An append or a claim of at most this many payload bytes runs on the event loop; a larger one in the worker
+thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
 SCHEMA_VERSION = 1
@@ -110,6 +112,14 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     tenant TEXT NOT NULL, source TEXT NOT NULL, group_id TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (tenant, source, group_id, seq));
 """
+_TRIGGERS = (
+    # whatever removes a pending entry (an ack above all) drops its nack reason in the same statement; added to
+    # a file of this layout made before it existed when the file is opened, and harmless to code that also
+    # deletes the reason itself
+    "CREATE TRIGGER IF NOT EXISTS bus_pending_forget AFTER DELETE ON bus_pending BEGIN"
+    " DELETE FROM bus_nack_reasons WHERE tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp"
+    " AND pos=OLD.pos; END",
+)
 _ALL_SCHEMA = (
     _SCHEMA
     + LEDGER_SCHEMA
@@ -123,6 +133,25 @@ _ALL_SCHEMA = (
     + CHECKPOINTS_SCHEMA
     + A2A_TASKS_SCHEMA
 )
+
+
+class _Claim:
+    """What one claim took so far, and how many payload bytes it may still take."""
+
+    __slots__ = ("left", "out", "stopped")
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+        self.out: list[Claimed] = []
+        self.stopped = False
+
+    def fits(self, size: int, data: object) -> bool:
+        """Take a row of ``size`` bytes if the budget allows (its data was read); else stop the claim here."""
+        if data is None or size > self.left:
+            self.stopped = True
+            return False
+        self.left -= size
+        return True
 
 
 class SQLiteBusStore(BusStore):
@@ -156,9 +185,10 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
-            # Under BEGIN IMMEDIATE nobody else can insert, so positions are assigned here and the rows go in with
-            # one executemany (each address's counter keeps them unique forever).
-            next_pos: dict[str, int] = {}
+            # Under BEGIN IMMEDIATE nobody else can insert: each address's counter moves past its new entries in
+            # one upsert, and the rows go in with one executemany (the counter keeps positions unique forever).
+            added = _new_per_address(items, known)
+            next_pos = {a: _advance_position(c, tenant, a, n) - n + 1 for a, n in added.items()}
             out: list[Appended] = []
             rows: list[tuple[Any, ...]] = []
             dedup: list[tuple[Any, ...]] = []
@@ -166,7 +196,7 @@ class SQLiteBusStore(BusStore):
                 if entry.only_group is None and entry.message_id in known:
                     out.append(Appended(str(known[entry.message_id]), True))
                     continue
-                pos = next_pos.get(address) or _last_position(c, tenant, address) + 1
+                pos = next_pos[address]
                 next_pos[address] = pos + 1
                 rows.append(
                     (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
@@ -176,10 +206,9 @@ class SQLiteBusStore(BusStore):
                     dedup.append((tenant, entry.message_id, address, pos, now + retention.dedup_window_s))
                 out.append(Appended(str(pos), False))
             c.executemany(_INSERT_ENTRY, rows)
-            c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
-            for address, after in next_pos.items():
-                _set_last_position(c, tenant, address, after - 1)
-            self._trim_some(c, tenant, Counter(r[2] for r in rows), retention, now)
+            if dedup:
+                c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
+            self._trim_some(c, tenant, added, retention, now)
             return out
 
         result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
@@ -201,7 +230,7 @@ class SQLiteBusStore(BusStore):
         return known
 
     def _trim_some(
-        self, c: sqlite3.Connection, tenant: str, added: Counter[str], retention: Retention, now: float
+        self, c: sqlite3.Connection, tenant: str, added: dict[str, int], retention: Retention, now: float
     ) -> None:
         # Age trimming is exact (an index range seek per append). Count trimming is amortised: once every
         # TRIM_EVERY_APPENDS messages per address (counted by message, so batches trim as often as single
@@ -259,74 +288,97 @@ class SQLiteBusStore(BusStore):
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:
+        """Claims of at most ``INLINE_BYTES_MAX`` payload bytes run on the event loop; when the first row due
+        is larger, the claim runs again in the worker thread with no byte bound."""
         now = time.time()
         due_at = now + visibility_ms / 1000
         key = (tenant, address, group)
 
-        def tx(c: sqlite3.Connection) -> list[Claimed]:
-            out: list[Claimed] = []
-            rows = c.execute(
-                "SELECT p.pos, p.attempts, e.data, e.receipts FROM bus_pending p LEFT JOIN bus_entries e"
-                " ON e.tenant = p.tenant AND e.address = p.address AND e.pos = p.pos"
-                " WHERE p.tenant=? AND p.address=? AND p.grp=? AND p.due<=?"
-                " ORDER BY p.pos LIMIT ?",
-                (*key, now, count),
-            ).fetchall()
-            for pos, attempts, data, receipts in rows:
-                if data is None:  # trimmed by retention while pending
-                    c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
-                    _forget_reason(c, key, pos)
-                    continue
-                c.execute(
-                    "UPDATE bus_pending SET consumer=?, due=?, attempts=? WHERE tenant=? AND address=? AND grp=?"
-                    " AND pos=?",
-                    (consumer, due_at, attempts + 1, *key, pos),
-                )
-                out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
-            room = count - len(out)
-            if room > 0:
-                out.extend(self._claim_new(c, key, consumer, due_at, room))
+        def tx(c: sqlite3.Connection, budget: int) -> _Claim:
+            taken = _Claim(budget)
+            self._claim_due(c, key, consumer, now, due_at, count, taken)
+            room = count - len(taken.out)
+            if room > 0 and not taken.stopped:
+                self._claim_new(c, key, consumer, due_at, room, taken)
             self._seen_version = self._db.data_version()
-            return out
+            return taken
 
         notified = self._notified.get((tenant, address), 0)
-        claimed = await self._big.write(tx)
+        taken = await self._db.write(lambda c: tx(c, INLINE_BYTES_MAX))
+        if taken.stopped and not taken.out:  # the next row alone is over the bound: off the loop
+            taken = await self._big.write(lambda c: tx(c, POSITION_MAX))
         self._claimed[(tenant, address)] = notified
-        return claimed
+        return taken.out
+
+    @staticmethod
+    def _claim_due(
+        c: sqlite3.Connection,
+        key: tuple[str, str, str],
+        consumer: str,
+        now: float,
+        due_at: float,
+        count: int,
+        taken: _Claim,
+    ) -> None:
+        # a payload over the byte bound is not read (length() of a blob skips its overflow pages)
+        rows = c.execute(
+            "SELECT p.pos, p.attempts, length(e.data), CASE WHEN length(e.data)<=?5 THEN e.data END, e.receipts"
+            " FROM bus_pending p LEFT JOIN bus_entries e"
+            " ON e.tenant = p.tenant AND e.address = p.address AND e.pos = p.pos"
+            " WHERE p.tenant=?1 AND p.address=?2 AND p.grp=?3 AND p.due<=?4"
+            " ORDER BY p.pos LIMIT ?6",
+            (*key, now, taken.left, count),
+        ).fetchall()
+        for pos, attempts, size, data, receipts in rows:
+            if size is None:  # trimmed by retention while pending (the trigger drops its nack reason)
+                c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
+                continue
+            if not taken.fits(size, data):
+                return
+            c.execute(
+                "UPDATE bus_pending SET consumer=?, due=?, attempts=? WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                (consumer, due_at, attempts + 1, *key, pos),
+            )
+            taken.out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
 
     @staticmethod
     def _claim_new(
-        c: sqlite3.Connection, key: tuple[str, str, str], consumer: str, due_at: float, room: int
-    ) -> list[Claimed]:
-        row = c.execute("SELECT cursor FROM bus_groups WHERE tenant=? AND address=? AND grp=?", key).fetchone()
-        cursor = int(row[0]) if row else 0
+        c: sqlite3.Connection, key: tuple[str, str, str], consumer: str, due_at: float, room: int, taken: _Claim
+    ) -> None:
+        # the group's cursor is read in the same statement as the entries past it
         rows = c.execute(
-            "SELECT pos, data, receipts FROM bus_entries WHERE tenant=? AND address=? AND pos>?"
-            " AND (only_group IS NULL OR only_group=?) ORDER BY pos LIMIT ?",
-            (key[0], key[1], cursor, key[2], room),
+            "SELECT pos, length(data), CASE WHEN length(data)<=?5 THEN data END, receipts FROM bus_entries"
+            " WHERE tenant=?1 AND address=?2 AND pos>COALESCE("
+            "(SELECT cursor FROM bus_groups WHERE tenant=?1 AND address=?2 AND grp=?3), 0)"
+            " AND (only_group IS NULL OR only_group=?3) ORDER BY pos LIMIT ?4",
+            (*key, room, taken.left),
         ).fetchall()
-        if not rows:
-            return []
+        new: list[int] = []
+        for pos, size, data, receipts in rows:
+            if not taken.fits(size, data):
+                break
+            new.append(pos)
+            taken.out.append(Claimed(str(pos), _blob(data), 1, bool(receipts)))
+        if not new:
+            return
         c.executemany(
-            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,1)",
-            [(*key, pos, consumer, due_at) for pos, _, _ in rows],
+            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,1)", [(*key, p, consumer, due_at) for p in new]
         )
         c.execute(
             "INSERT INTO bus_groups VALUES (?,?,?,?) ON CONFLICT (tenant, address, grp) DO UPDATE SET"
             " cursor=excluded.cursor",
-            (*key, rows[-1][0]),
+            (*key, new[-1]),
         )
-        return [Claimed(str(pos), _blob(data), 1, bool(receipts)) for pos, data, receipts in rows]
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         pos = _position(position)
 
         def tx(c: sqlite3.Connection) -> bool:
+            # one statement: the bus_pending_forget trigger drops the entry's nack reason with it
             cur = c.execute(
                 "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
                 (tenant, address, group, pos),
             )
-            _forget_reason(c, (tenant, address, group), pos)
             return cur.rowcount > 0
 
         return await self._db.write(tx)
@@ -425,9 +477,8 @@ class SQLiteBusStore(BusStore):
             if row is None:
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
-            pos = _last_position(c, tenant, address) + 1
+            pos = _advance_position(c, tenant, address, 1)
             c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time()))
-            _set_last_position(c, tenant, address, pos)
             return Appended(str(pos), False)
 
         result = await self._big.write(tx)
@@ -584,17 +635,27 @@ _INSERT_ENTRY = (
 )
 
 
-def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
-    row = c.execute("SELECT last FROM bus_address_positions WHERE tenant=? AND address=?", (tenant, address)).fetchone()
-    return int(row[0]) if row else 0
+def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) -> dict[str, int]:
+    """How many of ``items`` each address gets: every entry but a message id already known or repeated."""
+    seen: set[str] = set()
+    added: dict[str, int] = {}
+    for address, entry in items:
+        if entry.only_group is None:
+            if entry.message_id in known or entry.message_id in seen:
+                continue
+            seen.add(entry.message_id)
+        added[address] = added.get(address, 0) + 1
+    return added
 
 
-def _set_last_position(c: sqlite3.Connection, tenant: str, address: str, last: int) -> None:
-    c.execute(
+def _advance_position(c: sqlite3.Connection, tenant: str, address: str, count: int) -> int:
+    """Move ``address``'s last position ``count`` further, in one statement; the new last position."""
+    row = c.execute(
         "INSERT INTO bus_address_positions VALUES (?,?,?)"
-        " ON CONFLICT (tenant, address) DO UPDATE SET last=excluded.last",
-        (tenant, address, last),
-    )
+        " ON CONFLICT (tenant, address) DO UPDATE SET last=last+excluded.last RETURNING last",
+        (tenant, address, count),
+    ).fetchone()
+    return int(row[0])
 
 
 def _forget_reason(c: sqlite3.Connection, key: tuple[str, str, str], pos: int) -> None:
@@ -618,6 +679,8 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
     for statement in _ALL_SCHEMA.split(";"):
         if statement.strip():
             c.execute(statement)
+    for trigger in _TRIGGERS:
+        c.execute(trigger)
     if version == 0:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
