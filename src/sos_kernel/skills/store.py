@@ -74,6 +74,12 @@ class SkillStore(ABC):
         """Count an invocation once per ``invocation_id`` (atomically with the counters); False if already
         counted."""
 
+    @abstractmethod
+    async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
+        """In one atomic step: bind ``invocation_id`` to ``binding`` (the outcome it names) unless it is bound
+        already. Returns the binding on record (``binding`` itself when this call bound it); a binding never
+        changes."""
+
     async def invoke(
         self,
         tenant: str,
