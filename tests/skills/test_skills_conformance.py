@@ -474,3 +474,20 @@ async def test_an_invocation_id_is_bound_to_one_skill_version_caller_and_price(a
     assert before[0] == 1_000_000 - 1_000
     assert before[1] == {"free": (1, 0), "paid": (1, 1_000), "other": (0, 0)}
     await api.ledger.check()
+
+
+async def test_a_paid_call_on_an_id_counted_without_a_binding_moves_nothing(
+    kernel: sos_kernel.Kernel, api: Api, skills: Skills
+) -> None:
+    await skills.publish(skill("free"))
+    await skills.publish(priced(1_000, skill_id="paid"))
+    await skills.publish(priced(1_000, skill_id="other"))
+    # an id counted by an earlier release, which kept no binding: the store's count alone
+    assert await kernel.backend.skills.record_invocation("default", "free", "1.0.0", "old", "default", 0, 1.0)
+    before = await _outcome(api, skills)
+    with pytest.raises(IdempotencyConflict) as caught:
+        await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="old")
+    assert caught.value.code == "SOS-4009"
+    assert await _outcome(api, skills) == before
+    assert before[0] == 1_000_000
+    await api.ledger.check()

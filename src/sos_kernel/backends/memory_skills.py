@@ -45,6 +45,9 @@ class MemorySkillStore(SkillStore):
     async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
         return self._bindings.setdefault((tenant, invocation_id), binding)
 
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        return (tenant, invocation_id) in self._invocations
+
     async def record_invocation(
         self,
         tenant: str,

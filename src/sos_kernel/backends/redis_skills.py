@@ -116,6 +116,9 @@ class RedisSkillStore(SkillStore):
             return binding
         return _s(await self._call(self._r.hget(key, invocation_id)))
 
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        return bool(await self._call(self._r.sismember(f"{self._p(tenant)}skillinv", invocation_id)))
+
     async def record_invocation(
         self,
         tenant: str,

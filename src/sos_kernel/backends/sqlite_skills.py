@@ -131,6 +131,14 @@ class SQLiteSkillStore(SkillStore):
         result: str = await self._db.write(tx)
         return result
 
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            sql = "SELECT 1 FROM skill_invocations WHERE tenant=? AND invocation_id=?"
+            return c.execute(sql, (tenant, invocation_id)).fetchone() is not None
+
+        result: bool = await self._db.read(tx)
+        return result
+
     @staticmethod
     def _count(
         c: sqlite3.Connection,
