@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import sos_kernel
-from sos_kernel.errors import BackendFailure, NotFound
+from sos_kernel.errors import BackendFailure, IdempotencyConflict, NotFound
 
 pytestmark = pytest.mark.anyio
 
@@ -76,4 +76,25 @@ async def test_a_failure_in_the_count_leaves_no_transfer_and_a_retry_counts_once
         earnings = (await skills.get("paid")).earnings
         assert earnings is not None
         assert (earnings.total_invocations, earnings.total_earned_micros) == (1, 1_000)
+        await led.check()
+
+
+async def test_a_charge_for_an_id_counted_before_bindings_existed_is_undone_with_4009(tmp_path: Path) -> None:
+    path = tmp_path / "sos.db"
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        led, skills = kernel.ledger, kernel.skills
+        await led.open_account("system:treasury", "USD", allow_negative=True)
+        await led.open_account("agent:caller", "USD")
+        await led.transfer(id="fund", debit="system:treasury", credit="agent:caller", amount=FUNDS, currency="USD")
+        await skills.publish(CARD)
+        # an id counted by a release that kept no binding: only its row in the counted ids
+        sql(path, "INSERT INTO skill_invocations VALUES ('default', 'old')")
+        with pytest.raises(IdempotencyConflict) as caught:
+            await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="old")
+        assert caught.value.code == "SOS-4009"
+        assert (await led.balance("agent:caller", "USD")).posted == FUNDS
+        for part in ("author", "operator", "network"):
+            with pytest.raises(NotFound):
+                await led.get_transfer(f"skill:old:{part}")
+        assert (await skills.get("paid")).earnings.total_invocations == 0  # type: ignore[union-attr]
         await led.check()

@@ -433,3 +433,61 @@ async def test_a_paid_invocation_whose_last_leg_cannot_pay_moves_nothing_and_rep
     assert (card.earnings.total_invocations, card.earnings.total_earned_micros) == (0, 0)
     assert not [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
     await led.check()
+
+
+async def _outcome(api: Api, skills: Skills) -> tuple[int, dict[str, tuple[int, int]], int]:
+    """The caller's balance, each skill's (invocations, earned) and the number of skill events."""
+    counters = {}
+    for skill_id in ("free", "paid", "other"):
+        e = (await skills.get(skill_id)).earnings
+        counters[skill_id] = (e.total_invocations or 0, e.total_earned_micros or 0) if e else (0, 0)
+    events = [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    return (await api.ledger.balance("agent:caller", "USD")).posted, counters, len(events)
+
+
+async def test_an_invocation_id_is_bound_to_one_skill_version_caller_and_price(api: Api, skills: Skills) -> None:
+    await skills.publish(skill("free"))
+    await skills.publish(priced(1_000, skill_id="paid"))
+    await skills.publish(priced(1_000, skill_id="other"))  # same price and author as "paid"
+    first = await skills.record_invocation("free", caller="agent:caller", tenant="default", invocation_id="q1")
+    assert not first.replayed
+    await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="q2")
+    before = await _outcome(api, skills)
+    reuses = [
+        ("paid", "agent:caller", "q1"),  # a paid skill on a free skill's id
+        ("other", "agent:caller", "q2"),  # another paid skill of equal price and author
+        ("free", "agent:caller", "q2"),  # a free skill on a paid skill's id
+        ("free", "agent:someone", "q1"),  # the same skill for another caller
+    ]
+    for skill_id, caller, invocation_id in reuses:
+        with pytest.raises(IdempotencyConflict) as caught:
+            await skills.record_invocation(skill_id, caller=caller, tenant="default", invocation_id=invocation_id)
+        assert caught.value.code == "SOS-4009"
+        assert caught.value.details == {"invocation_id": invocation_id}
+        assert await _outcome(api, skills) == before, (skill_id, invocation_id)
+    for skill_id, invocation_id in (("free", "q1"), ("paid", "q2")):  # a true replay still replays, exactly
+        again = await skills.record_invocation(
+            skill_id, caller="agent:caller", tenant="default", invocation_id=invocation_id
+        )
+        assert (again.replayed, again.skill_id, again.invocation_id) == (True, skill_id, invocation_id)
+    assert await _outcome(api, skills) == before
+    assert before[0] == 1_000_000 - 1_000
+    assert before[1] == {"free": (1, 0), "paid": (1, 1_000), "other": (0, 0)}
+    await api.ledger.check()
+
+
+async def test_a_paid_call_on_an_id_counted_without_a_binding_moves_nothing(
+    kernel: sos_kernel.Kernel, api: Api, skills: Skills
+) -> None:
+    await skills.publish(skill("free"))
+    await skills.publish(priced(1_000, skill_id="paid"))
+    await skills.publish(priced(1_000, skill_id="other"))
+    # an id counted by an earlier release, which kept no binding: the store's count alone
+    assert await kernel.backend.skills.record_invocation("default", "free", "1.0.0", "old", "default", 0, 1.0)
+    before = await _outcome(api, skills)
+    with pytest.raises(IdempotencyConflict) as caught:
+        await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="old")
+    assert caught.value.code == "SOS-4009"
+    assert await _outcome(api, skills) == before
+    assert before[0] == 1_000_000
+    await api.ledger.check()

@@ -16,6 +16,7 @@ class MemorySkillStore(SkillStore):
         self._records: dict[tuple[str, str, str], SkillRecord] = {}
         self._invocations: set[tuple[str, str]] = set()
         self._owners: dict[tuple[str, str], str] = {}
+        self._bindings: dict[tuple[str, str], str] = {}
 
     async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
         owner = self._owners.setdefault((tenant, record.skill_id), author)
@@ -40,6 +41,12 @@ class MemorySkillStore(SkillStore):
             return False
         self._records[key] = replace(self._records[key], verification=verification)
         return True
+
+    async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
+        return self._bindings.setdefault((tenant, invocation_id), binding)
+
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        return (tenant, invocation_id) in self._invocations
 
     async def record_invocation(
         self,

@@ -9,6 +9,7 @@ Keys::
     sos:{t:<tenant>}:skills                 set of skill ids
     sos:{t:<tenant>}:skillowners            hash: skill id -> author who first published it
     sos:{t:<tenant>}:skillinv               set of counted invocation ids
+    sos:{t:<tenant>}:skillbind              hash: invocation id -> the outcome it is bound to (set once)
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ class RedisSkillStore(SkillStore):
             return False
         await self._call(self._r.hset(key, "verification", verification))
         return True
+
+    async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
+        key = f"{self._p(tenant)}skillbind"
+        # HSETNX decides the one binding; it is never changed or deleted, so a later HGET reads that one
+        if await self._call(self._r.hsetnx(key, invocation_id, binding)):
+            return binding
+        return _s(await self._call(self._r.hget(key, invocation_id)))
+
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        return bool(await self._call(self._r.sismember(f"{self._p(tenant)}skillinv", invocation_id)))
 
     async def record_invocation(
         self,

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 from ..skills.store import SkillRecord, SkillStats, SkillStore, charged
@@ -23,6 +24,9 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     by_tenant TEXT NOT NULL, published REAL NOT NULL, PRIMARY KEY (tenant, skill_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_invocations (
     tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skill_invocation_bindings (
+    tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, binding TEXT NOT NULL,
+    PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_owners (
     tenant TEXT NOT NULL, skill_id TEXT NOT NULL, author TEXT NOT NULL, PRIMARY KEY (tenant, skill_id)) WITHOUT ROWID;
 """
@@ -115,6 +119,26 @@ class SQLiteSkillStore(SkillStore):
         result: bool = await self._db.write(tx)
         return result
 
+    async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
+        def tx(c: sqlite3.Connection) -> str:
+            key = (tenant, invocation_id)
+            c.execute("INSERT OR IGNORE INTO skill_invocation_bindings VALUES (?,?,?)", (*key, binding))
+            row = c.execute(
+                "SELECT binding FROM skill_invocation_bindings WHERE tenant=? AND invocation_id=?", key
+            ).fetchone()
+            return str(row[0])
+
+        result: str = await self._db.write(tx)
+        return result
+
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        def tx(c: sqlite3.Connection) -> bool:
+            sql = "SELECT 1 FROM skill_invocations WHERE tenant=? AND invocation_id=?"
+            return c.execute(sql, (tenant, invocation_id)).fetchone() is not None
+
+        result: bool = await self._db.read(tx)
+        return result
+
     @staticmethod
     def _count(
         c: sqlite3.Connection,
@@ -173,6 +197,12 @@ class SQLiteSkillStore(SkillStore):
             return await super().invoke(*args, ledger, charge)  # another file or engine: two steps
 
         def count(c: sqlite3.Connection, applied: Applied) -> bool:
-            return charged(applied) and self._count(c, *args)
+            if not charged(applied):
+                return False
+            if not self._count(c, *args):  # money moved for an id already counted: undo it all
+                raise IdempotencyConflict(
+                    f"invocation id {invocation_id!r} was already used", details={"invocation_id": invocation_id}
+                )
+            return True
 
         return await ledger.apply_then(tenant, charge, now, count)

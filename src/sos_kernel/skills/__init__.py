@@ -22,7 +22,9 @@ Guarantees:
   in any step leaves neither. Memory does both in one step of the loop; Redis takes two (the charge, then the
   count), and a retry of an invocation interrupted between them counts it without charging again.
 - **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
-  charges nor counts again. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
+  charges nor counts again. The first use binds the id to its (skill, version, caller, tenant, price) in one atomic
+  step of the store, before any money moves; a use for any other outcome raises SOS-4009 and charges and counts
+  nothing. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
 - **Observable.** Every counted invocation publishes a ``sos.skill_executed`` message on ``sos:channel:skills``.
 """
@@ -455,7 +457,7 @@ class Skills:
         tenant=("tenant",),
         ids=("invocation_id",),
         wire=Wire(
-            errors=(SkillNotFound, InsufficientFunds, WalletNotFound),
+            errors=(SkillNotFound, InsufficientFunds, WalletNotFound, IdempotencyConflict),
             summary="Record a paid invocation, split exactly (idempotent by invocation_id)",
         ),
     )
@@ -471,7 +473,8 @@ class Skills:
         """Count one invocation and, for a priced skill, charge ``caller`` and pay the split (module docstring).
 
         Idempotent by ``invocation_id``. Raises SOS-6020 (unknown skill), 7001 (caller cannot pay), 7002 (caller
-        has no account in the skill's currency).
+        has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
+        price; nothing is charged or counted).
         """
         record = await self._resolve(skill_id, version)
         card = self._card(record)
@@ -481,6 +484,7 @@ class Skills:
         payouts = split_price(price, commerce.revenue_split if commerce else None)
         transfers: tuple[Transfer, ...] = ()
         args = (self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time())
+        await self._bind(invocation_id, [record.skill_id, record.version, caller, tenant, price])
         if price > 0:
             transfers, counted = await self._charge(card, caller, invocation_id, currency, payouts, args)
         else:
@@ -500,6 +504,17 @@ class Skills:
         if counted:
             await self._announce(result)
         return result
+
+    async def _bind(self, invocation_id: str, outcome: list[str | int]) -> None:
+        """Bind the id to this outcome before any money moves; SOS-4009 if it is bound to another one."""
+        binding = json.dumps(outcome, separators=(",", ":"))
+        bound = await self._store.bind_invocation(self.tenant, invocation_id, binding)
+        if bound != binding:
+            raise IdempotencyConflict(
+                f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
+                " use a new id",
+                details={"invocation_id": invocation_id},
+            )
 
     def _card(self, record: SkillRecord) -> SkillCard:
         """The version's card, parsed once per (id, version, digest): its content never changes."""

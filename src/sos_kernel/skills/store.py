@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 
@@ -74,6 +75,16 @@ class SkillStore(ABC):
         """Count an invocation once per ``invocation_id`` (atomically with the counters); False if already
         counted."""
 
+    @abstractmethod
+    async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
+        """In one atomic step: bind ``invocation_id`` to ``binding`` (the outcome it names) unless it is bound
+        already. Returns the binding on record (``binding`` itself when this call bound it); a binding never
+        changes."""
+
+    @abstractmethod
+    async def counted(self, tenant: str, invocation_id: str) -> bool:
+        """Whether ``invocation_id`` is counted."""
+
     async def invoke(
         self,
         tenant: str,
@@ -93,7 +104,17 @@ class SkillStore(ABC):
 
         This default takes two atomic steps, the charge and then the count, so a crash between them leaves the money
         moved and the invocation uncounted until it is retried. An engine that can make them one transaction (SQLite,
-        when both stores share its connection) overrides it: then it is all or nothing."""
+        when both stores share its connection) overrides it: then it is all or nothing.
+
+        An id counted already moves no money: its recorded charge is returned as a replay (for the caller to
+        compare), and SOS-4009 is raised if it has none (an id counted without this charge)."""
+        if await self.counted(tenant, invocation_id):
+            existing = await ledger.transfers(tenant, [r.id for r in charge])
+            if len(existing) != len(charge):
+                raise IdempotencyConflict(
+                    f"invocation id {invocation_id!r} was already used", details={"invocation_id": invocation_id}
+                )
+            return Applied([], existing), False
         applied = await ledger.apply(tenant, charge, now)
         if not charged(applied):
             return applied, False
