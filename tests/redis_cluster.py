@@ -106,6 +106,33 @@ class LocalCluster:
                 raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
             time.sleep(0.1)
 
+    def wait_replicas(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until every live replica's link to its master is up. A replica that has not finished its first sync
+        counts its data as too old to take over (``cluster-replica-validity-factor``), so a master killed before
+        then is never replaced."""
+        import redis
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            synced = True
+            for node in self.nodes:
+                if node.proc.poll() is not None:
+                    continue
+                try:
+                    with redis.Redis(port=node.port, socket_timeout=2) as client:
+                        info = client.info("replication")
+                except redis.RedisError:
+                    synced = False
+                    break
+                if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                    synced = False
+                    break
+            if synced:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("a replica of the Redis cluster did not sync with its master")
+            time.sleep(0.1)
+
     def kill(self, port: int) -> None:
         """SIGKILL one node: no shutdown, no last write to its replica."""
         node = next(n for n in self.nodes if n.port == port)
@@ -213,6 +240,7 @@ def local_cluster(workdir: Path, node_timeout_ms: int = NODE_TIMEOUT_MS) -> Iter
             timeout=START_TIMEOUT_S,
         )
         cluster.wait_ok(max(1.0, deadline - time.monotonic()))
+        cluster.wait_replicas(max(1.0, deadline - time.monotonic()))
         yield cluster
     finally:
         cluster.stop()

@@ -76,6 +76,7 @@ def run(cluster: LocalCluster, url: str, go: Path) -> list[dict[str, Any]]:
         deadline = time.monotonic() + 120
         while sum(len(w.lines) for w in workers) < KILL_AFTER_ACKS and time.monotonic() < deadline:
             time.sleep(0.02)
+        cluster.wait_replicas()  # the victim's replica is in sync, so it may take over
         cluster.kill(victim)
         cluster.wait_failover(victim)  # a replica was promoted and every node knows it
         assert victim not in cluster.primaries()
