@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,8 @@ class LocalCluster:
             with redis.Redis(port=port, socket_timeout=5) as client:
                 client.flushall()
 
-    def wait_ok(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Until every live node says ``cluster_state:ok`` and agrees on all 16384 slots."""
+    def _wait_every_node(self, ready: Callable[[Any], bool], timeout_s: float, failure: str) -> None:
+        """Until ``ready(client)`` holds for every live node (a node that does not answer is not ready)."""
         import redis
 
         deadline = time.monotonic() + timeout_s
@@ -93,45 +93,36 @@ class LocalCluster:
                     continue
                 try:
                     with redis.Redis(port=node.port, socket_timeout=2) as client:
-                        info = client.execute_command("CLUSTER", "INFO").decode()
+                        ok = ready(client)
                 except redis.RedisError:
                     ok = False
-                    break
-                if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
-                    ok = False
+                if not ok:
                     break
             if ok:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError("the Redis cluster did not reach cluster_state:ok")
+                raise RuntimeError(failure)
             time.sleep(0.1)
+
+    def wait_ok(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until every live node says ``cluster_state:ok`` and agrees on all 16384 slots."""
+
+        def ready(client: Any) -> bool:
+            info = client.execute_command("CLUSTER", "INFO").decode()
+            return "cluster_state:ok" in info and "cluster_slots_ok:16384" in info
+
+        self._wait_every_node(ready, timeout_s, "the Redis cluster did not reach cluster_state:ok")
 
     def wait_replicas(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Until every live replica's link to its master is up. A replica that has not finished its first sync
         counts its data as too old to take over (``cluster-replica-validity-factor``), so a master killed before
         then is never replaced."""
-        import redis
 
-        deadline = time.monotonic() + timeout_s
-        while True:
-            synced = True
-            for node in self.nodes:
-                if node.proc.poll() is not None:
-                    continue
-                try:
-                    with redis.Redis(port=node.port, socket_timeout=2) as client:
-                        info = client.info("replication")
-                except redis.RedisError:
-                    synced = False
-                    break
-                if info.get("role") == "slave" and info.get("master_link_status") != "up":
-                    synced = False
-                    break
-            if synced:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("a replica of the Redis cluster did not sync with its master")
-            time.sleep(0.1)
+        def ready(client: Any) -> bool:
+            info = client.info("replication")
+            return bool(info.get("role") != "slave" or info.get("master_link_status") == "up")
+
+        self._wait_every_node(ready, timeout_s, "a replica of the Redis cluster did not sync with its master")
 
     def kill(self, port: int) -> None:
         """SIGKILL one node: no shutdown, no last write to its replica."""
