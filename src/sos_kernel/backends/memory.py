@@ -358,7 +358,7 @@ class MemoryBackend(Backend):
         self.bus = MemoryBusStore()
         self.audit = MemoryAuditStore()
         self.ledger = MemoryLedgerStore(self.audit)
-        self.identity = MemoryIdentityStore()
+        self.identity = MemoryIdentityStore(self.audit)
         self.registry = MemoryRegistryStore()
         self.skills = MemorySkillStore()
         self.providers = MemoryProviderStore()

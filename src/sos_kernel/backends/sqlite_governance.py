@@ -19,7 +19,14 @@ from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 from ..ledger.chain import canonical_metadata, micros
 
-__all__ = ["GOVERNANCE_SCHEMA", "SQLiteAuditStore", "SQLiteGovernanceStore", "append_audit", "append_audit_row"]
+__all__ = [
+    "GOVERNANCE_SCHEMA",
+    "SQLiteAuditStore",
+    "SQLiteGovernanceStore",
+    "append_audit",
+    "append_audit_row",
+    "append_draft",
+]
 
 GOVERNANCE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS governance_policies (
@@ -60,10 +67,19 @@ def append_audit_row(
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
     at_us = time.time_ns() // 1000
-    action, outcome = fields["action"], fields["outcome"]
+    action, outcome, resource = fields["action"], fields["outcome"], fields.get("resource", "")
     text = _details_text(fields["details"])
-    digest = text_digest(prev, seq + 1, at_us, kind, actor, action, "", outcome, text)
-    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, "", outcome, text or "{}", prev, digest))
+    digest = text_digest(prev, seq + 1, at_us, kind, actor, action, resource, outcome, text)
+    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, resource, outcome, text or "{}", prev, digest))
+
+
+def append_draft(c: sqlite3.Connection | sqlite3.Cursor, tenant: str, draft: AuditDraft | None) -> None:
+    """Append ``draft`` (when given) inside the caller's open write transaction, with its effect: a store write
+    and its audit record commit together or not at all."""
+    if draft is None:
+        return
+    fields = {"action": draft.action, "resource": draft.resource, "outcome": draft.outcome, "details": draft.details}
+    append_audit_row(c, tenant, draft.kind, draft.actor, fields)
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")

@@ -1,0 +1,217 @@
+"""Security events recorded in the same store step as their effect (the pattern of
+``test_audit.py::test_a_ledger_write_never_exists_without_its_record``, table-driven over the events).
+
+On every engine each event's record is in the chain exactly once, with the fields the service gives it. On the
+durable engines the tenant's audit append is made to fail inside the store's step (SQLite: a trigger that raises
+on ``audit_records``; Redis: the tenant's records key holding a wrong type): the call fails and its effect does not
+exist, so no effect is ever left without its record.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+import sos_kernel
+from sos_kernel.backends import Implements
+from sos_kernel.backends.sqlite import sqlite_path
+from sos_kernel.errors import Forbidden, SOSError
+from sos_kernel.identity.capability import Capability
+from sos_kernel.identity.keys import AgentKey
+
+from ..conftest import requires
+
+pytestmark = pytest.mark.anyio
+
+T = "stp"
+Kernel = sos_kernel.Kernel
+
+
+@dataclass(frozen=True)
+class Event:
+    """One security event: how to set it up, cause it, see whether its effect exists, and the record it owes."""
+
+    kind: str
+    act: Callable[[Kernel, Any], Awaitable[Any]]
+    exists: Callable[[Kernel, Any], Awaitable[bool]]
+    record: Callable[[Any, Any], tuple[str, str, str, str, dict[str, Any]]]
+    """(actor, action, resource, outcome, details) from the setup's context and the act's result."""
+    setup: Callable[[Kernel], Awaitable[Any]] | None = None
+
+
+async def _tenant(kernel: Kernel) -> Any:
+    await kernel.tenants.create(T, "scale")
+    return None
+
+
+async def _with_token(kernel: Kernel) -> Any:
+    await _tenant(kernel)
+    return await kernel.tenant(T).tokens.issue(agent="agent:a")
+
+
+async def _token_live(kernel: Kernel, ctx: Any) -> bool:
+    return any(t.agent == "agent:a" for t in await kernel.tenant(T).tokens.list())
+
+
+async def _token_revoked(kernel: Kernel, ctx: Any) -> bool:
+    return any(t.id == ctx.id and t.revoked_at is not None for t in await kernel.tenant(T).tokens.list())
+
+
+async def _delegated(kernel: Kernel) -> Any:
+    await _tenant(kernel)
+    issuer, a = AgentKey.generate(), AgentKey.generate()
+    root = Capability.issue(
+        issuer,
+        issuer="agent:issuer",
+        subject="agent:a",
+        action="bus:*",
+        resource="sos:channel:*",
+        subject_key=a.public,
+        expires_at=datetime.now(UTC) + timedelta(minutes=10),
+    )
+    leaf = root.delegate(a, subject="agent:b", action="bus:read", resource="sos:channel:red", uses=1)
+    kernel.tenant(T).capabilities.trust(issuer.public)
+    return [root, leaf]
+
+
+async def _use(kernel: Kernel, chain: Any) -> Any:
+    return await kernel.tenant(T).capabilities.use(chain, action="bus:read", resource="sos:channel:red")
+
+
+async def _use_spent(kernel: Kernel, chain: Any) -> bool:
+    try:  # the link has one use: spent by the act, or still there
+        await _use(kernel, chain)
+    except Forbidden:
+        return True
+    return False
+
+
+async def _cap_revoked(kernel: Kernel, ctx: Any) -> bool:
+    return bool(await kernel.backend.identity.revoked_capabilities(T, ["cap-x"]))
+
+
+async def _suspended(kernel: Kernel, ctx: Any) -> bool:
+    return (await kernel.tenants.get(T)).status == "suspended"
+
+
+EVENTS = [
+    Event(
+        "token.issued",
+        setup=_tenant,
+        act=lambda k, _: k.tenant(T).tokens.issue(agent="agent:a", scopes=["bus:read"]),
+        exists=_token_live,
+        record=lambda _, r: ("kernel", "", f"token:{r.id}", "ok", {"agent": "agent:a", "scopes": ["bus:read"]}),
+    ),
+    Event(
+        "token.revoked",
+        setup=_with_token,
+        act=lambda k, t: k.tenant(T).tokens.revoke(t.id),
+        exists=_token_revoked,
+        record=lambda t, _: ("kernel", "", f"token:{t.id}", "ok", {}),
+    ),
+    Event(
+        "capability.used",
+        setup=_delegated,
+        act=_use,
+        exists=_use_spent,
+        record=lambda c, _: (
+            "agent:b",
+            "bus:read",
+            "sos:channel:red",
+            "ok",
+            {"capability": c[1].id, "chain": [c[0].id, c[1].id]},
+        ),
+    ),
+    Event(
+        "capability.revoked",
+        setup=_tenant,
+        act=lambda k, _: k.tenant(T).capabilities.revoke("cap-x"),
+        exists=_cap_revoked,
+        record=lambda *_: ("kernel", "", "capability:cap-x", "ok", {}),
+    ),
+    Event(
+        "tenant.status",
+        setup=_tenant,
+        act=lambda k, _: k.tenants.suspend(T),
+        exists=_suspended,
+        record=lambda *_: ("kernel", "", f"tenant:{T}", "suspended", {}),
+    ),
+]
+
+
+class BrokenAudit:
+    """Makes every audit append of tenant ``T`` fail inside the store's step, behind the kernel's back."""
+
+    def __init__(self, kernel: Kernel, target: str) -> None:
+        self.kernel = kernel
+        self.redis = target in ("redis", "redis-cluster")
+
+    async def __aenter__(self) -> None:
+        if self.redis:
+            await self._redis(broken=True)
+        else:
+            with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
+                c.execute(
+                    f"CREATE TRIGGER stp_fail BEFORE INSERT ON audit_records WHEN NEW.tenant = '{T}'"
+                    " BEGIN SELECT RAISE(ABORT, 'audit append refused'); END"
+                )
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.redis:
+            await self._redis(broken=False)
+        else:
+            with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
+                c.execute("DROP TRIGGER stp_fail")
+
+    async def _redis(self, *, broken: bool) -> None:
+        from ..redis_cluster import async_client
+
+        key = f"sos:{{t:{T}}}:audit:records"
+        r = async_client(self.kernel.url)
+        try:
+            if broken:  # the records aside, a string in their place: HSET fails with WRONGTYPE
+                await r.rename(key, key + ":aside")
+                await r.set(key, "not a hash")
+            else:
+                await r.delete(key)
+                await r.rename(key + ":aside", key)
+        finally:
+            await r.aclose()
+
+
+async def _head(kernel: Kernel) -> int:
+    seq, _ = await kernel.backend.audit.head(T)
+    return seq
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=[e.kind for e in EVENTS])
+async def test_each_event_is_recorded_exactly_once(kernel: Kernel, event: Event) -> None:
+    ctx = await event.setup(kernel) if event.setup else None
+    before = await _head(kernel)
+    result = await event.act(kernel, ctx)
+    found = await kernel.tenant(T).audit.events(T, after=before)
+    assert [(r.kind, r.actor, r.action, r.resource, r.outcome, dict(r.details)) for r in found] == [
+        (event.kind, *event.record(ctx, result))
+    ]
+    assert await event.exists(kernel, ctx)
+    assert (await kernel.tenant(T).audit.verify()).ok
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=[e.kind for e in EVENTS])
+async def test_an_effect_never_exists_without_its_record(
+    kernel: Kernel, implements: Implements, target: str, event: Event
+) -> None:
+    requires(implements, durable=True)  # an engine whose audit append can be made to fail behind the kernel
+    ctx = await event.setup(kernel) if event.setup else None
+    before = await _head(kernel)
+    async with BrokenAudit(kernel, target):
+        with pytest.raises(SOSError):
+            await event.act(kernel, ctx)
+    assert await kernel.tenant(T).audit.events(T, after=before) == []
+    assert not await event.exists(kernel, ctx)
+    assert (await kernel.tenant(T).audit.verify()).ok
