@@ -367,7 +367,7 @@ class MemoryBackend(Backend):
         self.replies = MemoryReplyStore()
         self.tasks = MemoryTaskStore()
         self.memory = MemoryMemoryStore()
-        self.governance = MemoryGovernanceStore()
+        self.governance = MemoryGovernanceStore(self.audit)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:
