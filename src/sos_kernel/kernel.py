@@ -71,6 +71,7 @@ class TenantView:
         self.governor = Governor(self.governance, self.audit)
         self.ledger.audit = self.audit.record
         self.tokens.audit = self.capabilities.audit = self.audit
+        self.tasks.audit = self.skills.audit = self.audit
         self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)
         self.a2a_tasks = A2ATasks(kernel.backend.a2a_tasks, slug)
 

@@ -27,7 +27,7 @@ from sos_kernel.governance.service import Approval
 from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import AgentKey
 
-from ..conftest import requires
+from ..conftest import Connect, requires
 
 pytestmark = pytest.mark.anyio
 
@@ -170,6 +170,54 @@ async def _expire(kernel: Kernel, approval: Any) -> Any:
     return await kernel.tenant(T).governance._await_verdict(approval, 0.01)  # the step that expires a wait
 
 
+REV = "agent:rev"
+EVIDENCE = {"argv": ["pytest", "-q"], "exit_status": 0, "output_sha256": "a" * 64, "output_bytes": 120}
+CARD = {
+    "schema_version": "1",
+    "id": "summarise",
+    "name": "Summarise",
+    "version": "1.0.0",
+    "author_agent": "agent:author",
+    "created_at": "2026-11-01T00:00:00Z",
+    "input_schema": {"type": "object"},
+    "output_schema": {"type": "object"},
+    "runtime": {"entry_point": "skills/summarise.py", "backend": "local-python"},
+}
+
+
+async def _in_review(kernel: Kernel) -> Any:
+    await _tenant(kernel)
+    tasks = kernel.tenant(T).tasks
+    await tasks.create("Write the docs", id="docs-1", reviewers=[REV])
+    claim = await tasks.claim("docs-1", agent="agent:worker")
+    await tasks.submit("docs-1", claim.token, evidence=[EVIDENCE], result={"pages": 3})
+    return None
+
+
+async def _reviewed(kernel: Kernel, ctx: Any) -> bool:
+    return bool((await kernel.tenant(T).tasks.get("docs-1")).reviews)
+
+
+async def _published(kernel: Kernel) -> Any:
+    await _tenant(kernel)
+    await kernel.tenant(T).skills.publish(CARD)
+    return None
+
+
+async def _disputed(kernel: Kernel) -> Any:
+    await _published(kernel)
+    await kernel.tenant(T).skills.verify("summarise", "1.0.0", verifier="agent:ci", status="disputed", reason="bad")
+    return None
+
+
+def _verified(status: str) -> Callable[[Kernel, Any], Awaitable[bool]]:
+    async def verified(kernel: Kernel, ctx: Any) -> bool:
+        card = await kernel.tenant(T).skills.get("summarise", "1.0.0")
+        return card.verification is not None and card.verification.status == status
+
+    return verified
+
+
 EVENTS = [
     Event(
         "token.issued",
@@ -260,7 +308,31 @@ EVENTS = [
         exists=_decided("expired"),
         record=lambda a, _: ("kernel", "tool.deploy", "svc:web", "expired", {"approval": a.id}),
     ),
+    Event(
+        "operation",  # a task verdict
+        setup=_in_review,
+        act=lambda k, _: k.tenant(T).tasks.review("docs-1", reviewer=REV, verdict="approve"),
+        exists=_reviewed,
+        record=lambda *_: ("kernel", "tasks.review", "docs-1", "ok", {"id": "docs-1"}),
+    ),
+    Event(
+        "operation",  # a skill verification
+        setup=_published,
+        act=lambda k, _: k.tenant(T).skills.verify("summarise", "1.0.0", verifier="agent:ci", status="auto_verified"),
+        exists=_verified("auto_verified"),
+        record=lambda *_: ("kernel", "skills.verify", "summarise", "ok", {"id": "summarise"}),
+    ),
+    Event(
+        "operation",  # a dispute closed by a fresh verification
+        setup=_disputed,
+        act=lambda k, _: k.tenant(T).skills.resolve_dispute(
+            "summarise", "1.0.0", verifier="agent:ci", status="human_verified"
+        ),
+        exists=_verified("human_verified"),
+        record=lambda *_: ("kernel", "skills.resolve_dispute", "summarise", "ok", {"id": "summarise"}),
+    ),
 ]
+IDS = [e.kind if e.kind != "operation" else e.record(None, None)[1] for e in EVENTS]
 
 
 class BrokenAudit:
@@ -308,18 +380,19 @@ async def _head(kernel: Kernel) -> int:
     return seq
 
 
-@pytest.mark.parametrize("event", EVENTS, ids=[e.kind for e in EVENTS])
+@pytest.mark.parametrize("event", EVENTS, ids=IDS)
 async def test_each_event_is_recorded_exactly_once(kernel: Kernel, event: Event) -> None:
     ctx = await event.setup(kernel) if event.setup else None
     before = await _head(kernel)
     result = await event.act(kernel, ctx)
-    found = await kernel.tenant(T).audit.events(T, after=before, kind=event.kind)
-    assert [(r.actor, r.action, r.resource, r.outcome, dict(r.details)) for r in found] == [event.record(ctx, result)]
+    expected = event.record(ctx, result)
+    found = await kernel.tenant(T).audit.events(T, after=before, kind=event.kind, action=expected[1] or None)
+    assert [(r.actor, r.action, r.resource, r.outcome, dict(r.details)) for r in found] == [expected]
     assert await event.exists(kernel, ctx)
     assert (await kernel.tenant(T).audit.verify()).ok
 
 
-@pytest.mark.parametrize("event", EVENTS, ids=[e.kind for e in EVENTS])
+@pytest.mark.parametrize("event", EVENTS, ids=IDS)
 async def test_an_effect_never_exists_without_its_record(
     kernel: Kernel, implements: Implements, target: str, event: Event
 ) -> None:
@@ -332,3 +405,27 @@ async def test_an_effect_never_exists_without_its_record(
     assert await kernel.tenant(T).audit.events(T, after=before) == []
     assert not await event.exists(kernel, ctx)
     assert (await kernel.tenant(T).audit.verify()).ok
+
+
+async def test_a_verdict_through_a_session_is_recorded_once(kernel: Kernel, connect: Connect) -> None:
+    """The guard adds no record of its own to one the service wrote in the store's step, in-process or remote."""
+    await _in_review(kernel)
+    await kernel.tenant(T).skills.publish(CARD)
+    view = kernel.tenant(T)
+    rev = await connect((await view.tokens.issue(agent=REV, scopes=["tasks:write", "tasks:read"])).secret)
+    ci = await connect((await view.tokens.issue(agent="agent:ci", scopes=["skills:verify", "skills:read"])).secret)
+    before = await _head(kernel)
+    await rev.tasks.review("docs-1", reviewer=REV, verdict="approve")
+    await ci.skills.verify("summarise", "1.0.0", verifier="agent:ci", status="auto_verified")
+    found = await view.audit.events(T, after=before, kind="operation")
+    assert [(r.actor, r.action, r.resource, dict(r.details)) for r in found] == [
+        (REV, "tasks.review", "docs-1", {"id": "docs-1"}),
+        ("agent:ci", "skills.verify", "summarise", {"id": "summarise"}),
+    ]
+    assert (await view.audit.verify()).ok
+
+
+@pytest.mark.parametrize("store", ["identity", "governance", "tasks", "skills", "ledger"], ids=lambda s: f"{s}-store")
+async def test_every_engine_records_in_the_store_step(kernel: Kernel, store: str) -> None:
+    assert getattr(kernel.backend, store).audits_writes is True
+

@@ -24,7 +24,7 @@ from typing import Any, Literal, NoReturn
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, AuditDraft, act_as, done_acting
+from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, STEP_RECORDED, Audit, AuditDraft, act_as, done_acting
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
 from ..operations import SPEND_HELD, Operation, Wire, operation, service
@@ -656,6 +656,8 @@ class Governor:
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
         """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""
         action = f"{op.service}.{op.name}"
+        if action in STEP_RECORDED:  # the service records it, in the store's own step where the store allows it
+            return
         if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING and action not in LEDGER_WRITES:
             await self.audit.record(
                 "operation",
