@@ -70,6 +70,7 @@ class TenantView:
         self.governance.loop_token = kernel._loop_token
         self.governor = Governor(self.governance, self.audit)
         self.ledger.audit = self.audit.record
+        self.ledger.landed = self.audit.landed
         self.tokens.audit = self.capabilities.audit = self.audit
         self.tasks.audit = self.skills.audit = self.audit
         self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)

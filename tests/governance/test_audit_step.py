@@ -20,12 +20,14 @@ import anyio
 import pytest
 
 import sos_kernel
+from sos_kernel import audit as audit_module
 from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite import sqlite_path
 from sos_kernel.errors import Forbidden, SOSError
 from sos_kernel.governance.service import Approval
 from sos_kernel.identity.capability import Capability
 from sos_kernel.identity.keys import AgentKey
+from sos_kernel.ledger.service import LEDGER_AUDIT_CHECK_BATCHES
 
 from ..conftest import Connect, requires
 
@@ -429,3 +431,33 @@ async def test_a_verdict_through_a_session_is_recorded_once(kernel: Kernel, conn
 async def test_every_engine_records_in_the_store_step(kernel: Kernel, store: str) -> None:
     assert getattr(kernel.backend, store).audits_writes is True
 
+
+async def _signed(kernel: Kernel) -> list[int]:
+    return [cp.seq for cp in await kernel.backend.audit.checkpoints(T)]
+
+
+async def test_a_checkpoint_is_signed_whoever_appended_the_record_on_its_multiple(
+    kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head crossing a multiple of ``AUDIT_CHECKPOINT_EVERY`` is signed, whether the kernel or a store's own
+    step appended the record on it; a ledger-only stretch is checked once per ``LEDGER_AUDIT_CHECK_BATCHES``."""
+    monkeypatch.setattr(audit_module, "AUDIT_CHECKPOINT_EVERY", 4)
+    await _tenant(kernel)  # records 1 and 2: the tenant's status and its admin token, by the identity store
+    view = kernel.tenant(T)
+    await view.audit.record("test", actor="agent:a")  # 3
+    await view.capabilities.revoke("c1")  # 4, by the identity store's step
+    assert await _signed(kernel) == [4]
+    await view.capabilities.revoke("c2")  # 5
+    await view.audit.record("test", actor="agent:a")  # 6
+    assert await _signed(kernel) == [4]
+    await view.ledger.open_account("system:t", "USD", allow_negative=True)
+    await view.ledger.open_account("agent:a", "USD")
+    for i in range(LEDGER_AUDIT_CHECK_BATCHES):  # records 7..22, by the ledger's step
+        await view.ledger.transfer(id=f"w{i}", debit="system:t", credit="agent:a", amount=1, currency="USD")
+    assert await _signed(kernel) == [4, 6 + LEDGER_AUDIT_CHECK_BATCHES]
+    await view.audit.record("test", actor="agent:a")  # 23: the head already signed past 20
+    assert await _signed(kernel) == [4, 22]
+    await view.audit.record("test", actor="agent:a")  # 24
+    assert await _signed(kernel) == [4, 22, 24]
+    report = await view.audit.verify()
+    assert (report.ok, report.checkpoints) == (True, 3)

@@ -255,8 +255,8 @@ class Audit:
         details: dict[str, Any] | None = None,
         tenant: str | None = None,
     ) -> AuditRecord:
-        """Append one record (trusted code only: not an operation). The hook other services call, e.g. the
-        tasks service's verdicts: ``await kernel.audit.record("task.verdict", actor=..., resource="task:<id>")``."""
+        """Append one record now (trusted code only: not an operation), and sign a checkpoint if one is due. The
+        hook other services call: ``await kernel.audit.record("tool.call", actor=..., resource=...)``."""
         draft = self.draft(kind, actor=actor, action=action, resource=resource, outcome=outcome, details=details)
         where = tenant or self.tenant
         record = await self._store.append(where, draft)

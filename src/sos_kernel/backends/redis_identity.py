@@ -10,6 +10,8 @@ Keys::
     sos:{t:T}:caprevoked                 set of revoked capability ids
     sos:{t:T}:registry                   hash name -> JSON {"card": <card JSON text>, "extras": <extras JSON text>}
     sos:{t:T}:registry:since / :seen     hashes name -> registered_at / last_seen (epoch floats)
+    sos:{t:T}:audit:records / :head      the tenant's audit chain: the issue, revoke, use and revoke-capability
+                                         scripts append an event's record there before their first write
 
 Two kinds of key sit outside the tenant hash tag, on purpose: the tenant records (one hash, read before any
 tenant is chosen; every operation on it is one command on one key) and the token index (a bearer token is looked
