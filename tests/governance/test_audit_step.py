@@ -461,3 +461,35 @@ async def test_a_checkpoint_is_signed_whoever_appended_the_record_on_its_multipl
     assert await _signed(kernel) == [4, 22, 24]
     report = await view.audit.verify()
     assert (report.ok, report.checkpoints) == (True, 3)
+
+
+async def test_a_store_written_record_reads_back_exactly_with_unusual_text(kernel: Kernel) -> None:
+    """Every field of a record a store writes in its own step (on Redis: JSON built by the script around the
+    kernel's encoding) survives quotes, backslashes, non-ASCII text and a value cut to its bound."""
+    from sos_kernel.audit import AUDIT_FIELD_CHARS_MAX, act_as, done_acting
+
+    await _tenant(kernel)
+    view = kernel.tenant(T)
+    odd = 'c"uote\\/ü😀\n\t'
+    token = act_as('agent:q"uote\\/ü😀')
+    try:
+        before = await _head(kernel)
+        await view.capabilities.revoke(odd)
+        await view.capabilities.revoke("x" * (AUDIT_FIELD_CHARS_MAX + 10))
+        await view.governance.set_policy(T, {**POLICY, "name": "p.x:y-z"})
+        second = await view.governance.set_policy(T, {**POLICY, "name": "p.x:y-z", "version": 4})
+    finally:
+        done_acting(token)
+    found = await view.audit.events(T, after=before)
+    assert [(r.kind, r.actor, r.resource) for r in found[:1]] == [
+        ("capability.revoked", 'agent:q"uote\\/ü😀', f"capability:{odd}")
+    ]
+    assert len(found[1].resource) == AUDIT_FIELD_CHARS_MAX
+    assert "…sha256:" in found[1].resource
+    assert [(r.resource, r.details["version"], r.details["revision"]) for r in found[2:]] == [
+        ("policy:p.x:y-z", 3, 1),
+        ("policy:p.x:y-z", 4, 2),
+    ]
+    assert found[3].details["digest"] == second.digest
+    report = await view.audit.verify()
+    assert (report.ok, report.problems) == (True, [])
