@@ -69,7 +69,10 @@ class TenantView:
         self.governance = Governance(kernel.backend.governance, slug, self.audit, kernel._policies, self._notify)
         self.governance.loop_token = kernel._loop_token
         self.governor = Governor(self.governance, self.audit)
-        self.tokens.audit = self.capabilities.audit = self.ledger.audit = self.audit.record
+        self.ledger.audit = self.audit.record
+        self.ledger.landed = self.audit.landed
+        self.tokens.audit = self.capabilities.audit = self.audit
+        self.tasks.audit = self.skills.audit = self.audit
         self.checkpoints = Checkpoints(kernel.backend.checkpoints, slug)
         self.a2a_tasks = A2ATasks(kernel.backend.a2a_tasks, slug)
 
@@ -300,7 +303,7 @@ class Kernel:
         tenants = Tenants(
             self.backend.identity, self._auth, tokens_of=lambda slug: self.tenant(slug).tokens, announce=announce
         )
-        tenants.audit_of = lambda slug: self.tenant(slug).audit.record
+        tenants.audit_of = lambda slug: self.tenant(slug).audit
         return tenants
 
     async def session(self, token: str | None) -> Session:

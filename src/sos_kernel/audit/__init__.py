@@ -35,6 +35,7 @@ __all__ = [
     "AUDIT_PAGE_MAX",
     "AUDIT_SCAN_MAX",
     "NOT_AUDITED",
+    "STEP_RECORDED",
     "Audit",
     "AuditDraft",
     "AuditRecord",
@@ -160,6 +161,10 @@ NOT_AUDITED: dict[str, str] = {
 SELF_RECORDING = frozenset({"governance"})
 """Services whose operations write their own, richer records (the guard does not add one)."""
 
+STEP_RECORDED = frozenset({"tasks.review", "skills.verify", "skills.resolve_dispute"})
+"""Operations whose record the service writes itself, in the store's own step where the store allows it (the
+guard does not add one): a task verdict, a skill verification."""
+
 _ACTOR: ContextVar[str | None] = ContextVar("sos_audit_actor", default=None)
 
 
@@ -214,6 +219,30 @@ class Audit:
         self.tenant = tenant
         self._key = key
         self._trusted = trusted_keys
+        self._signed: dict[str, int] = {}
+        """Per tenant, the newest checkpoint's sequence this handle knows of."""
+
+    def draft(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        action: str = "",
+        resource: str = "",
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
+    ) -> AuditDraft:
+        """A record as :meth:`record` would append it (``actor="kernel"``: whoever is acting), for a store that
+        appends it in the same step as the effect it records (a store declaring ``audits_writes``)."""
+        return AuditDraft(
+            at=now(),
+            kind=_field(kind),
+            actor=_field(acting() if actor == "kernel" else actor),
+            action=_field(action),
+            resource=_field(resource or ""),
+            outcome=_field(outcome),
+            details=_bounded(details or {}),
+        )
 
     async def record(
         self,
@@ -226,22 +255,46 @@ class Audit:
         details: dict[str, Any] | None = None,
         tenant: str | None = None,
     ) -> AuditRecord:
-        """Append one record (trusted code only: not an operation). The hook other services call, e.g. the
-        tasks service's verdicts: ``await kernel.audit.record("task.verdict", actor=..., resource="task:<id>")``."""
-        draft = AuditDraft(
-            at=now(),
-            kind=_field(kind),
-            actor=_field(acting() if actor == "kernel" else actor),
-            action=_field(action),
-            resource=_field(resource or ""),
-            outcome=_field(outcome),
-            details=_bounded(details or {}),
-        )
+        """Append one record now (trusted code only: not an operation), and sign a checkpoint if one is due. The
+        hook other services call: ``await kernel.audit.record("tool.call", actor=..., resource=...)``."""
+        draft = self.draft(kind, actor=actor, action=action, resource=resource, outcome=outcome, details=details)
         where = tenant or self.tenant
         record = await self._store.append(where, draft)
-        if record.seq % AUDIT_CHECKPOINT_EVERY == 0:
-            await self._sign(where, record.seq, record.digest)
+        await self._due(where, record.seq, record.digest)
         return record
+
+    async def append(self, draft: AuditDraft, *, stepped: bool, tenant: str | None = None) -> AuditRecord | None:
+        """After an effect: append ``draft`` now, or, when the store already appended it in the effect's own
+        step (``stepped``), only keep the checkpoints due. Returns the record this call appended."""
+        where = tenant or self.tenant
+        if stepped:
+            await self.landed(where)
+            return None
+        record = await self._store.append(where, draft)
+        await self._due(where, record.seq, record.digest)
+        return record
+
+    async def landed(self, tenant: str | None = None) -> None:
+        """Sign the chain's head if it has crossed a multiple of ``AUDIT_CHECKPOINT_EVERY`` since the newest
+        checkpoint: called after a store appended records in its own step (a ledger batch, a token issued)."""
+        where = tenant or self.tenant
+        seq, digest = await self._store.head(where)
+        if digest is not None:
+            await self._due(where, seq, digest)
+
+    async def _due(self, tenant: str, seq: int, digest: str) -> None:
+        """Sign record ``seq`` when the head crossed a multiple of ``AUDIT_CHECKPOINT_EVERY`` since the newest
+        checkpoint, whoever appended the records in between."""
+        if seq < AUDIT_CHECKPOINT_EVERY:
+            return
+        signed = self._signed.get(tenant)
+        if signed is None or seq // AUDIT_CHECKPOINT_EVERY > signed // AUDIT_CHECKPOINT_EVERY:
+            # the cache may be stale (another process signed): the store is asked before signing
+            found = await self._store.checkpoints(tenant)
+            signed = max((cp.seq for cp in found), default=0)
+            self._signed[tenant] = signed
+        if seq // AUDIT_CHECKPOINT_EVERY > signed // AUDIT_CHECKPOINT_EVERY:
+            await self._sign(tenant, seq, digest)
 
     async def _sign(self, tenant: str, seq: int, digest: str) -> Checkpoint:
         at = now()
@@ -250,6 +303,7 @@ class Audit:
             tenant=tenant, seq=seq, digest=digest, at=at, public_key=self._key.public.hex, signature=signature
         )
         await self._store.put_checkpoint(cp)
+        self._signed[tenant] = max(seq, self._signed.get(tenant, 0))
         return cp
 
     @operation("audit:read", tenant=("tenant",), wire=Wire("GET", summary="A page of the tenant's audit records"))

@@ -358,16 +358,16 @@ class MemoryBackend(Backend):
         self.bus = MemoryBusStore()
         self.audit = MemoryAuditStore()
         self.ledger = MemoryLedgerStore(self.audit)
-        self.identity = MemoryIdentityStore()
+        self.identity = MemoryIdentityStore(self.audit)
         self.registry = MemoryRegistryStore()
-        self.skills = MemorySkillStore()
+        self.skills = MemorySkillStore(self.audit)
         self.providers = MemoryProviderStore()
         self.checkpoints = MemoryCheckpointStore()
         self.a2a_tasks = MemoryA2ATaskStore()
         self.replies = MemoryReplyStore()
-        self.tasks = MemoryTaskStore()
+        self.tasks = MemoryTaskStore(self.audit)
         self.memory = MemoryMemoryStore()
-        self.governance = MemoryGovernanceStore()
+        self.governance = MemoryGovernanceStore(self.audit)
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> MemoryBackend:

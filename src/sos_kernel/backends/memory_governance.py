@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..audit.chain import chained
 from ..audit.models import AuditDraft, AuditRecord, Checkpoint
@@ -14,9 +15,12 @@ __all__ = ["MemoryAuditStore", "MemoryGovernanceStore"]
 
 
 class MemoryGovernanceStore(GovernanceStore):
-    """Dicts; every primitive runs without an await in between, so it is atomic on the event loop."""
+    """Dicts; every primitive runs without an await in between, so it is atomic on the event loop. Given an audit
+    log (``audit``, set by the memory backend), a write given a record appends it in the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, audit: Any = None) -> None:
+        self.audit = audit
+        self.audits_writes = audit is not None
         self._policies: dict[str, tuple[int, str]] = {}
         self._revisions: dict[str, int] = {}
         self._counters: dict[tuple[str, str], tuple[int, float]] = {}
@@ -25,13 +29,25 @@ class MemoryGovernanceStore(GovernanceStore):
     async def get_policy(self, tenant: str) -> tuple[int, str] | None:
         return self._policies.get(tenant)
 
-    async def put_policy(self, tenant: str, document: str) -> int:
-        revision = self._revisions[tenant] = self._revisions.get(tenant, 0) + 1
+    def _record(self, tenant: str, draft: Any) -> None:
+        """Append ``draft`` (an ``AuditDraft``) before the effect, in its step: a failed append leaves none."""
+        if draft is not None and self.audit is not None:
+            self.audit.append_now(tenant, draft)
+
+    async def put_policy(self, tenant: str, document: str, audit: Any = None) -> int:
+        revision = self._revisions.get(tenant, 0) + 1
+        if audit is not None:
+            self._record(tenant, audit.model_copy(update={"details": {**audit.details, "revision": revision}}))
+        self._revisions[tenant] = revision
         self._policies[tenant] = (revision, document)
         return revision
 
-    async def delete_policy(self, tenant: str) -> bool:
-        return self._policies.pop(tenant, None) is not None
+    async def delete_policy(self, tenant: str, audit: Any = None) -> bool:
+        if tenant not in self._policies:
+            return False
+        self._record(tenant, audit)
+        del self._policies[tenant]
+        return True
 
     async def consume(self, tenant: str, charges: Sequence[Charge], now: float) -> int:
         counts = []
@@ -48,7 +64,7 @@ class MemoryGovernanceStore(GovernanceStore):
         return -1
 
     async def put_approval(
-        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
+        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float, audit: Any = None
     ) -> bool:
         mine = [k for k in self._approvals if k[0] == tenant]
         kept = now - _store.APPROVALS_DECIDED_KEPT_S
@@ -58,6 +74,7 @@ class MemoryGovernanceStore(GovernanceStore):
                 del self._approvals[key]
         if sum(1 for k, v in self._approvals.items() if k[0] == tenant and v[2]) >= pending_max:
             return False
+        self._record(tenant, audit)
         self._approvals[(tenant, id)] = (document, expires_at, True)
         return True
 
@@ -65,10 +82,11 @@ class MemoryGovernanceStore(GovernanceStore):
         found = self._approvals.get((tenant, id))
         return None if found is None else found[0]
 
-    async def decide_approval(self, tenant: str, id: str, document: str) -> bool:
+    async def decide_approval(self, tenant: str, id: str, document: str, audit: Any = None) -> bool:
         found = self._approvals.get((tenant, id))
         if found is None or not found[2]:
             return False
+        self._record(tenant, audit)
         self._approvals[(tenant, id)] = (document, found[1], False)
         return True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
@@ -21,9 +22,12 @@ def seat_taken(tokens: Sequence[TokenInfo], agent: str | None, seats_max: int | 
 
 
 class MemoryIdentityStore(IdentityStore):
-    """Dicts; every method runs without awaiting, so it is atomic on one event loop."""
+    """Dicts; every method runs without awaiting, so it is atomic on one event loop. Given an audit log
+    (``audit``, set by the memory backend), a write given a record appends it in the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, audit: Any = None) -> None:
+        self.audit = audit
+        self.audits_writes = audit is not None
         self._tenants: dict[str, Tenant] = {}
         self._tokens: dict[str, TokenInfo] = {}
         self._by_tenant: dict[str, list[str]] = {}
@@ -42,13 +46,22 @@ class MemoryIdentityStore(IdentityStore):
     async def list_tenants(self) -> list[Tenant]:
         return [self._tenants[s] for s in sorted(self._tenants)]
 
-    async def put_tenant(self, tenant: Tenant) -> None:
+    async def put_tenant(self, tenant: Tenant, audit: Any = None) -> None:
+        self._record(tenant.slug, audit)
         self._tenants[tenant.slug] = tenant
 
-    async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
+    def _record(self, tenant: str, draft: Any) -> None:
+        """Append ``draft`` (an ``AuditDraft``) before the effect, in its step: a failed append leaves none."""
+        if draft is not None and self.audit is not None:
+            self.audit.append_now(tenant, draft)
+
+    async def issue_token(
+        self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime, audit: Any = None
+    ) -> bool:
         tokens = [self._tokens[d] for d in self._by_tenant.get(info.tenant, [])]
         if seat_taken(tokens, info.agent, seats_max, now):
             return False
+        self._record(info.tenant, audit)
         self._tokens[digest] = info
         self._by_tenant.setdefault(info.tenant, []).append(digest)
         return True
@@ -60,23 +73,26 @@ class MemoryIdentityStore(IdentityStore):
     async def list_tokens(self, tenant: str) -> list[TokenInfo]:
         return [self._tokens[d] for d in self._by_tenant.get(tenant, [])]
 
-    async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
+    async def revoke_token(self, tenant: str, token_id: str, now: datetime, audit: Any = None) -> bool:
         for digest in self._by_tenant.get(tenant, []):
             info = self._tokens[digest]
             if info.id == token_id and info.revoked_at is None:
+                self._record(tenant, audit)
                 self._tokens[digest] = replace(info, revoked_at=now)
                 return True
         return False
 
-    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
+    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]], audit: Any = None) -> bool:
         counts = {key: self._uses.get((tenant, key), initial) for key, initial in links}
         if any(n <= 0 for n in counts.values()):
             return False
+        self._record(tenant, audit)
         for key, n in counts.items():
             self._uses[(tenant, key)] = n - 1
         return True
 
-    async def revoke_capability(self, tenant: str, capability_id: str) -> None:
+    async def revoke_capability(self, tenant: str, capability_id: str, audit: Any = None) -> None:
+        self._record(tenant, audit)
         self._revoked.add((tenant, capability_id))
 
     async def revoked_capabilities(self, tenant: str, ids: Sequence[str]) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from ..skills.store import SkillRecord, SkillStats, SkillStore
 
@@ -10,9 +11,12 @@ __all__ = ["MemorySkillStore"]
 
 
 class MemorySkillStore(SkillStore):
-    """Dicts; every method runs without awaiting, so it is atomic on one event loop."""
+    """Dicts; every method runs without awaiting, so it is atomic on one event loop. Given an audit log
+    (``audit``), a verification given a record appends it in the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, audit: Any = None) -> None:
+        self.audit = audit
+        self.audits_writes = audit is not None
         self._records: dict[tuple[str, str, str], SkillRecord] = {}
         self._invocations: set[tuple[str, str]] = set()
         self._owners: dict[tuple[str, str], str] = {}
@@ -35,10 +39,14 @@ class MemorySkillStore(SkillStore):
     async def skill_ids(self, tenant: str) -> list[str]:
         return sorted({s for (t, s, _) in self._records if t == tenant})
 
-    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+    async def set_verification(
+        self, tenant: str, skill_id: str, version: str, verification: bytes, audit: Any = None
+    ) -> bool:
         key = (tenant, skill_id, version)
         if key not in self._records:
             return False
+        if audit is not None and self.audit is not None:  # before the effect: a failed append leaves none
+            self.audit.append_now(tenant, audit)
         self._records[key] = replace(self._records[key], verification=verification)
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..tasks.store import TaskRecord, TaskStore
 from ..tasks.transitions import TERMINAL
@@ -13,11 +14,14 @@ __all__ = ["MemoryTaskStore"]
 
 class MemoryTaskStore(TaskStore):
     """Dicts; every method runs without awaiting, so it is atomic on one event loop. ``clock`` is the store's
-    clock (replaceable in tests that move time)."""
+    clock (replaceable in tests that move time). Given an audit log (``audit``), a swap given a record appends it in
+    the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, audit: Any = None) -> None:
         self._tasks: dict[str, dict[str, TaskRecord]] = {}
         self.clock: Callable[[], float] = time.time
+        self.audit = audit
+        self.audits_writes = audit is not None
 
     async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
         tasks = self._tasks.setdefault(tenant, {})
@@ -31,11 +35,13 @@ class MemoryTaskStore(TaskStore):
     async def load(self, tenant: str, task_id: str) -> tuple[TaskRecord | None, float]:
         return self._tasks.get(tenant, {}).get(task_id), self.clock()
 
-    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord, audit: Any = None) -> bool:
         tasks = self._tasks.get(tenant, {})
         current = tasks.get(record.id)
         if current is None or current.rev != expected.rev:
             return False
+        if audit is not None and self.audit is not None:  # before the effect: a failed append leaves none
+            self.audit.append_now(tenant, audit)
         tasks[record.id] = record
         return True
 

@@ -12,6 +12,8 @@ Keys::
 
 A budget's check-and-count, and an approval's decision, are each one Lua script; an audit append is a
 ``WATCH``/``MULTI`` transaction on the head (retried when another writer appended first), so chains never fork.
+A policy change and an approval's request and decision append their audit record in their own script
+(:mod:`~sos_kernel.backends.redis_audit`), before their effect.
 """
 
 from __future__ import annotations
@@ -28,15 +30,33 @@ from ..audit.store import AuditStore
 from ..errors import InvariantViolation
 from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
+from ..ledger.chain import canonical_metadata
+from .redis_audit import AUDIT_ARGS, AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisAuditStore", "RedisGovernanceStore"]
 
-_PUT_POLICY = """
-local rev = redis.call('HINCRBY', KEYS[1], 'revision', 1)
-redis.call('HSET', KEYS[1], 'document', ARGV[1])
+# KEYS: policy, audit records and head. ARGV: document, the audit record, its details around the revision.
+_PUT_POLICY = (
+    AUDIT_LUA
+    + f"""
+local rev = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') + 1
+audit_append(KEYS[2], KEYS[3], 1, ARGV[{AUDIT_ARGS + 2}] .. string.format('%d', rev) .. ARGV[{AUDIT_ARGS + 3}])
+redis.call('HSET', KEYS[1], 'revision', string.format('%d', rev), 'document', ARGV[1])
 return rev
 """
+)
+
+# KEYS: policy, audit records and head. ARGV: the audit record.
+_DELETE_POLICY = (
+    AUDIT_LUA
+    + """
+if redis.call('HEXISTS', KEYS[1], 'document') == 0 then return 0 end
+audit_append(KEYS[2], KEYS[3], 0)
+redis.call('HDEL', KEYS[1], 'document')
+return 1
+"""
+)
 
 _CONSUME = """
 local n = #KEYS
@@ -51,7 +71,10 @@ end
 return -1
 """
 
-_PUT_APPROVAL = """
+# KEYS: approvals, pending, decided, audit records and head. ARGV: 1-7 below, then the audit record.
+_PUT_APPROVAL = (
+    AUDIT_LUA
+    + """
 local limit = tonumber(ARGV[7])
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, limit)) do
   redis.call('HDEL', KEYS[1], old)
@@ -63,30 +86,40 @@ for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[6], 'LIMI
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return 0 end
+audit_append(KEYS[4], KEYS[5], 7)
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
+)
 
-_DECIDE = """
+# KEYS: approvals, pending, decided, audit records and head. ARGV: id, document, the audit record.
+_DECIDE = (
+    AUDIT_LUA
+    + """
 local deadline = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not deadline then return 0 end
+audit_append(KEYS[4], KEYS[5], 2)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], deadline, ARGV[1])
 return 1
 """
+)
 
 
 class RedisGovernanceStore(GovernanceStore):
-    """Policies, counters and approvals on Redis."""
+    """Policies, counters and approvals on Redis; a write given an audit record appends it in its own script."""
+
+    audits_writes: bool = True
 
     def __init__(self, client: RedisClient) -> None:
         self._r = client
-        self._put_policy = Script(client, _PUT_POLICY)
+        self._put_policy = client.register_script(_PUT_POLICY)  # not resent: a resend would count twice
+        self._delete_policy = client.register_script(_DELETE_POLICY)
         self._consume = Script(client, _CONSUME)
-        self._put_approval = Script(client, _PUT_APPROVAL)
-        self._decide = Script(client, _DECIDE)
+        self._put_approval = client.register_script(_PUT_APPROVAL)
+        self._decide = client.register_script(_DECIDE)
 
     async def get_policy(self, tenant: str) -> tuple[int, str] | None:
         rev, doc = await redis_call(self._r.hmget(tenant_prefix(tenant) + "gov:policy", ["revision", "document"]))
@@ -94,11 +127,14 @@ class RedisGovernanceStore(GovernanceStore):
             return None
         return int(rev), doc.decode()
 
-    async def put_policy(self, tenant: str, document: str) -> int:
-        return int(await self._put_policy([tenant_prefix(tenant) + "gov:policy"], [document]))
+    async def put_policy(self, tenant: str, document: str, audit: Any = None) -> int:
+        keys = [tenant_prefix(tenant) + "gov:policy", *audit_keys(tenant)]
+        args = [document, *audit_args(tenant, audit), *_around_revision(audit)]
+        return int(await redis_call(self._put_policy(keys=keys, args=args)))
 
-    async def delete_policy(self, tenant: str) -> bool:
-        return bool(await redis_call(self._r.hdel(tenant_prefix(tenant) + "gov:policy", "document")))
+    async def delete_policy(self, tenant: str, audit: Any = None) -> bool:
+        keys = [tenant_prefix(tenant) + "gov:policy", *audit_keys(tenant)]
+        return bool(await redis_call(self._delete_policy(keys=keys, args=audit_args(tenant, audit))))
 
     async def consume(self, tenant: str, charges: Sequence[Charge], now: float) -> int:
         if not charges:
@@ -111,7 +147,7 @@ class RedisGovernanceStore(GovernanceStore):
         return int(await self._consume(keys, args))
 
     async def put_approval(
-        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
+        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float, audit: Any = None
     ) -> bool:
         p = tenant_prefix(tenant)
         kept = repr(now - _store.APPROVALS_DECIDED_KEPT_S)
@@ -123,17 +159,19 @@ class RedisGovernanceStore(GovernanceStore):
             pending_max,
             kept,
             _store.APPROVALS_PURGE_MAX,
+            *audit_args(tenant, audit),
         ]
-        keys = [p + "gov:approvals", p + "gov:pending", p + "gov:decided"]
-        return bool(await self._put_approval(keys, args))
+        keys = [p + "gov:approvals", p + "gov:pending", p + "gov:decided", *audit_keys(tenant)]
+        return bool(await redis_call(self._put_approval(keys=keys, args=args)))
 
     async def get_approval(self, tenant: str, id: str) -> str | None:
         found = await redis_call(self._r.hget(tenant_prefix(tenant) + "gov:approvals", id))
         return None if found is None else bytes(found).decode()
 
-    async def decide_approval(self, tenant: str, id: str, document: str) -> bool:
+    async def decide_approval(self, tenant: str, id: str, document: str, audit: Any = None) -> bool:
         p = tenant_prefix(tenant)
-        return bool(await self._decide([p + "gov:approvals", p + "gov:pending", p + "gov:decided"], [id, document]))
+        keys = [p + "gov:approvals", p + "gov:pending", p + "gov:decided", *audit_keys(tenant)]
+        return bool(await redis_call(self._decide(keys=keys, args=[id, document, *audit_args(tenant, audit)])))
 
     async def list_approvals(self, tenant: str, now: float) -> list[str]:
         p = tenant_prefix(tenant)
@@ -142,6 +180,19 @@ class RedisGovernanceStore(GovernanceStore):
             return []
         docs = await redis_call(self._r.hmget(p + "gov:approvals", ids))
         return [bytes(d).decode() for d in docs if d is not None]
+
+
+_REVISION = 9_007_199_254_740_991
+"""A stand-in revision: the record's details are cut around it, and the script puts the new revision there."""
+
+
+def _around_revision(audit: Any) -> list[str]:
+    """The record's canonical details with ``revision`` added, as the text before and after its value."""
+    if audit is None:
+        return ["", ""]
+    text = canonical_metadata({**audit.details, "revision": _REVISION})
+    head, tail = text.split(f'"revision":{_REVISION}')
+    return [head + '"revision":', tail]
 
 
 def _parse(tenant: str, seq: int, raw: Any) -> AuditRecord:

@@ -10,6 +10,8 @@ Keys::
     sos:{t:T}:caprevoked                 set of revoked capability ids
     sos:{t:T}:registry                   hash name -> JSON {"card": <card JSON text>, "extras": <extras JSON text>}
     sos:{t:T}:registry:since / :seen     hashes name -> registered_at / last_seen (epoch floats)
+    sos:{t:T}:audit:records / :head      the tenant's audit chain: the issue, revoke, use and revoke-capability
+                                         scripts append an event's record there before their first write
 
 Two kinds of key sit outside the tenant hash tag, on purpose: the tenant records (one hash, read before any
 tenant is chosen; every operation on it is one command on one key) and the token index (a bearer token is looked
@@ -42,6 +44,7 @@ from typing import Any
 
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
+from .redis_audit import AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["RedisIdentityStore", "RedisRegistryStore"]
@@ -67,9 +70,12 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS: tenant digest list, new token key. ARGV: the tenant's token prefix (same slot), digest, agent ('' = none),
-# seats_max ('' = none), now (epoch s), then the token's field/value pairs. Seat rule: memory_identity.seat_taken's.
-_ISSUE = """
+# KEYS: tenant digest list, new token key, audit records and head. ARGV: the tenant's token prefix (same slot),
+# digest, agent ('' = none), seats_max ('' = none), now (epoch s), the audit record (AUDIT_ARGS), then the token's
+# field/value pairs. Seat rule: memory_identity.seat_taken's. The record is appended before the token is written.
+_ISSUE = (
+    AUDIT_LUA
+    + """
 local prefix, digest, agent, seats, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if agent ~= '' and seats ~= '' then
   local seated, n = {}, 0
@@ -83,28 +89,38 @@ if agent ~= '' and seats ~= '' then
   end
   if not seated[agent] and n >= tonumber(seats) then return 0 end
 end
+audit_append(KEYS[3], KEYS[4], 5)
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('HSET', KEYS[2], unpack(ARGV, 14))
 redis.call('RPUSH', KEYS[1], digest)
 return 1
 """
+)
 
-# KEYS: tenant digest list. ARGV: the tenant's token prefix (same slot), token id, now.
-_REVOKE = """
+# KEYS: tenant digest list, audit records and head. ARGV: the tenant's token prefix (same slot), token id, now,
+# the audit record.
+_REVOKE = (
+    AUDIT_LUA
+    + """
 for _, d in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local t = redis.call('HMGET', ARGV[1] .. d, 'id', 'revoked')
   if t[1] == ARGV[2] and t[2] == '' then
+    audit_append(KEYS[2], KEYS[3], 3)
     redis.call('HSET', ARGV[1] .. d, 'revoked', ARGV[3])
     return 1
   end
 end
 return 0
 """
+)
 
-# KEYS: the tenant's use counters. ARGV: (use key, initial uses) pairs. All or none.
-_CONSUME = """
+# KEYS: the tenant's use counters, audit records and head. ARGV: the audit record, then (use key, initial uses)
+# pairs. All or none.
+_CONSUME = (
+    AUDIT_LUA
+    + """
 local counts, order = {}, {}
-for i = 1, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   local id = ARGV[i]
   if counts[id] == nil then order[#order + 1] = id end
   counts[id] = tonumber(redis.call('HGET', KEYS[1], id) or ARGV[i + 1])
@@ -112,11 +128,32 @@ end
 for _, id in ipairs(order) do
   if counts[id] <= 0 then return 0 end
 end
+audit_append(KEYS[2], KEYS[3], 0)
 for _, id in ipairs(order) do
   redis.call('HSET', KEYS[1], id, string.format('%d', counts[id] - 1))
 end
 return 1
 """
+)
+
+# KEYS: revoked capability ids, audit records and head. ARGV: the audit record, the capability id.
+_REVOKE_CAPABILITY = (
+    AUDIT_LUA
+    + """
+audit_append(KEYS[2], KEYS[3], 0)
+redis.call('SADD', KEYS[1], ARGV[9])
+return 1
+"""
+)
+
+# KEYS: audit records and head. ARGV: the audit record.
+_RECORD = (
+    AUDIT_LUA
+    + """
+audit_append(KEYS[1], KEYS[2], 0)
+return 1
+"""
+)
 
 # KEYS: registry, since, seen. ARGV: name, record JSON, registered_at, last_seen. Returns 1 when new.
 _PUT = """
@@ -205,10 +242,16 @@ def _token(raw: dict[bytes, bytes]) -> TokenInfo:
 
 
 class RedisIdentityStore(IdentityStore):
-    """Identity primitives as Redis commands and Lua scripts."""
+    """Identity primitives as Redis commands and Lua scripts. A write given an audit record appends it in its own
+    script, before its effect (``audits_writes``); a tenant's record (outside every tenant's hash tag) is written
+    right after its audit record, so a status change never exists without its record."""
+
+    audits_writes: bool = True
 
     def __init__(self, client: RedisClient) -> None:
         self._r = client
+        self._revoke_capability = client.register_script(_REVOKE_CAPABILITY)
+        self._record = client.register_script(_RECORD)
         self._issue = client.register_script(_ISSUE)
         self._revoke = client.register_script(_REVOKE)
         self._consume = client.register_script(_CONSUME)
@@ -242,14 +285,19 @@ class RedisIdentityStore(IdentityStore):
         rows: dict[bytes, bytes] = await _call(self._r.hgetall(TENANTS_KEY))
         return [_tenant(rows[k]) for k in sorted(rows)]
 
-    async def put_tenant(self, tenant: Tenant) -> None:
+    async def put_tenant(self, tenant: Tenant, audit: Any = None) -> None:
+        if audit is not None:  # the record first: the tenants hash is in no tenant's slot
+            await _call(self._record(keys=audit_keys(tenant.slug), args=audit_args(tenant.slug, audit)))
         await _call(self._r.hset(TENANTS_KEY, tenant.slug, _tenant_json(tenant)))
 
-    async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
+    async def issue_token(
+        self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime, audit: Any = None
+    ) -> bool:
         prefix = _token_prefix(info.tenant)
-        keys = [f"{_p(info.tenant)}tokens", prefix + digest]
+        keys = [f"{_p(info.tenant)}tokens", prefix + digest, *audit_keys(info.tenant)]
         seats = "" if seats_max is None else str(seats_max)
-        args = [prefix, digest, info.agent or "", seats, repr(now.timestamp()), *_token_fields(info)]
+        args = [prefix, digest, info.agent or "", seats, repr(now.timestamp())]
+        args += [*audit_args(info.tenant, audit), *_token_fields(info)]
         # index first (see the module docstring): a record is never written that no lookup can reach
         await _call(self._r.set(TOKEN_INDEX_PREFIX + digest, info.tenant))
         issued = bool(await _call(self._issue(keys=keys, args=args)))
@@ -273,18 +321,20 @@ class RedisIdentityStore(IdentityStore):
         rows: list[dict[bytes, bytes]] = await _call(pipe.execute())
         return [_token(row) for row in rows if row]
 
-    async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
-        args = [_token_prefix(tenant), token_id, repr(now.timestamp())]
-        return bool(await _call(self._revoke(keys=[f"{_p(tenant)}tokens"], args=args)))
+    async def revoke_token(self, tenant: str, token_id: str, now: datetime, audit: Any = None) -> bool:
+        args = [_token_prefix(tenant), token_id, repr(now.timestamp()), *audit_args(tenant, audit)]
+        return bool(await _call(self._revoke(keys=[f"{_p(tenant)}tokens", *audit_keys(tenant)], args=args)))
 
-    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
+    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]], audit: Any = None) -> bool:
         if not links:
             return True
-        args = [part for key, initial in links for part in (key, str(int(initial)))]
-        return bool(await _call(self._consume(keys=[f"{_p(tenant)}linkuses"], args=args)))
+        args = [*audit_args(tenant, audit), *(part for key, initial in links for part in (key, str(int(initial))))]
+        keys = [f"{_p(tenant)}linkuses", *audit_keys(tenant)]
+        return bool(await _call(self._consume(keys=keys, args=args)))
 
-    async def revoke_capability(self, tenant: str, capability_id: str) -> None:
-        await _call(self._r.sadd(f"{_p(tenant)}caprevoked", capability_id))
+    async def revoke_capability(self, tenant: str, capability_id: str, audit: Any = None) -> None:
+        keys = [f"{_p(tenant)}caprevoked", *audit_keys(tenant)]
+        await _call(self._revoke_capability(keys=keys, args=[*audit_args(tenant, audit), capability_id]))
 
     async def revoked_capabilities(self, tenant: str, ids: Sequence[str]) -> set[str]:
         if not ids:

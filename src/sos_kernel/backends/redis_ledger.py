@@ -34,6 +34,7 @@ from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferReq
 from ..ledger.service import LEDGER_WRITE_IDS_MAX, ledger_write_action, ledger_write_ids
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 from .memory_ledger import usage_matches
+from .redis_audit import SHA256_LUA, TIME_LUA
 from .redis_call import ASYNC, Durability, RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisLedgerStore"]
@@ -68,73 +69,7 @@ local function expire(now)
 end
 """
 
-_SHA256 = """
-local SHA_K = {
-  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2}
--- SHA-256 of msg: the digest (32 bytes) and its hex; LuaBitOp's int32 ops, sums wrapped by tobit
-local function sha256(msg)
-  local band, bor, bxor, ror, rshift, tobit = bit.band, bit.bor, bit.bxor, bit.ror, bit.rshift, bit.tobit
-  local bits = #msg * 8
-  local high, low = math.floor(bits / 4294967296), bits % 4294967296
-  msg = msg .. '\\128' .. string.rep('\\0', (55 - #msg) % 64) .. struct.pack('>I4I4', high, low)
-  local h0, h1, h2, h3 = 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a
-  local h4, h5, h6, h7 = 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19
-  local w = {}
-  for at = 1, #msg, 64 do
-    for i = 0, 15 do
-      local p = at + i * 4
-      local b1, b2, b3, b4 = string.byte(msg, p, p + 3)
-      w[i] = tobit(b1 * 16777216 + b2 * 65536 + b3 * 256 + b4)
-    end
-    for i = 16, 63 do
-      local x, y = w[i - 15], w[i - 2]
-      w[i] = tobit(w[i - 16] + bxor(ror(x, 7), ror(x, 18), rshift(x, 3)) + w[i - 7]
-                   + bxor(ror(y, 17), ror(y, 19), rshift(y, 10)))
-    end
-    local a, b, c, d, e, f, g, h = h0, h1, h2, h3, h4, h5, h6, h7
-    for i = 0, 63 do
-      -- ch and maj in 3 and 4 calls; e and a left unwrapped (the bit ops wrap what they read, and the
-      -- sums stay far below 2^51, where LuaBitOp stops being exact)
-      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(g, band(e, bxor(f, g))) + SHA_K[i + 1] + w[i]
-      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bor(band(a, b), band(c, bor(a, b)))
-      h, g, f, e, d, c, b, a = g, f, e, d + t1, c, b, a, t1 + t2
-    end
-    h0, h1, h2, h3 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d)
-    h4, h5, h6, h7 = tobit(h4 + e), tobit(h5 + f), tobit(h6 + g), tobit(h7 + h)
-  end
-  local hex = bit.tohex
-  return struct.pack('>i4i4i4i4i4i4i4i4', h0, h1, h2, h3, h4, h5, h6, h7),
-         hex(h0) .. hex(h1) .. hex(h2) .. hex(h3) .. hex(h4) .. hex(h5) .. hex(h6) .. hex(h7)
-end
-"""
-
 _AUDIT = """
-local function unhex(h) return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end)) end
-local function iso(sec, usec)
-  -- the civil date of a day count (proleptic Gregorian), for the record's "at" in the form pydantic reads
-  local days = math.floor(sec / 86400)
-  local rem = sec - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp + 3
-  if mp >= 10 then m = mp - 9 end
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', y, m, d, math.floor(rem / 3600),
-                       math.floor(rem % 3600 / 60), rem % 60, usec)
-end
 -- the batch's audit record (sos_kernel.audit.chain), chained after the tenant's audit head in this same script,
 -- so a ledger write never exists without its record; KEYS[2] the records, KEYS[3] the head "<seq> <digest>"
 local function audit(first_seq, outcome, sec, usec)
@@ -164,7 +99,8 @@ end
 
 _APPLY = (
     _COMMON
-    + _SHA256
+    + SHA256_LUA
+    + TIME_LUA
     + _AUDIT
     + """
 local MAX = 9007199254740991

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from ..skills.store import SkillRecord, SkillStats, SkillStore
+from .redis_audit import AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, redis_call, tenant_prefix
 
 __all__ = ["RedisSkillStore"]
@@ -46,6 +47,17 @@ redis.call('HSET', KEYS[1], 'last_at', ARGV[4], 'by_tenant', '{' .. table.concat
 return 1
 """
 
+# KEYS: the version, audit records and head. ARGV: verification, then the audit record (appended first).
+_VERIFY = (
+    AUDIT_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+audit_append(KEYS[2], KEYS[3], 1)
+redis.call('HSET', KEYS[1], 'verification', ARGV[1])
+return 1
+"""
+)
+
 _FIELDS = ("card", "digest", "verification", "invocations", "earned", "last_at", "by_tenant", "published")
 
 
@@ -54,12 +66,16 @@ def _s(value: Any) -> str:
 
 
 class RedisSkillStore(SkillStore):
-    """Skill primitives as Redis commands and Lua scripts."""
+    """Skill primitives as Redis commands and Lua scripts; a verification given an audit record appends it in its
+    own script."""
+
+    audits_writes: bool = True
 
     def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._put = client.register_script(_PUT)
         self._invoke = client.register_script(_INVOKE)
+        self._verify = client.register_script(_VERIFY)
 
     _p = staticmethod(tenant_prefix)
 
@@ -102,12 +118,11 @@ class RedisSkillStore(SkillStore):
     async def skill_ids(self, tenant: str) -> list[str]:
         return sorted(_s(v) for v in await self._call(self._r.smembers(f"{self._p(tenant)}skills")))
 
-    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
-        key = f"{self._p(tenant)}skill:{skill_id}:{version}"
-        if not await self._call(self._r.exists(key)):
-            return False
-        await self._call(self._r.hset(key, "verification", verification))
-        return True
+    async def set_verification(
+        self, tenant: str, skill_id: str, version: str, verification: bytes, audit: Any = None
+    ) -> bool:
+        keys = [f"{self._p(tenant)}skill:{skill_id}:{version}", *audit_keys(tenant)]
+        return bool(await self._call(self._verify(keys=keys, args=[verification, *audit_args(tenant, audit)])))
 
     async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
         key = f"{self._p(tenant)}skillbind"

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..tasks.store import TaskRecord, TaskStore
 from ..tasks.transitions import TERMINAL
+from .redis_audit import AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisTaskStore"]
@@ -34,8 +35,13 @@ _LOAD = """
 return {redis.call('TIME'), redis.call('HMGET', KEYS[1], 'rev', 'status', 'created', 'data')}
 """
 
-_SWAP = """
+# KEYS: task, open, old and new status index, audit records and head. ARGV: 1-7 below, then the audit record
+# (appended before the swap's first write; a resend finds the revision moved and writes nothing).
+_SWAP = (
+    AUDIT_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end
+audit_append(KEYS[5], KEYS[6], 7)
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'status', ARGV[3], 'data', ARGV[4])
 if KEYS[3] ~= KEYS[4] then
   redis.call('ZREM', KEYS[3], ARGV[6])
@@ -44,6 +50,7 @@ end
 if ARGV[5] == '1' then redis.call('SADD', KEYS[2], ARGV[6]) else redis.call('SREM', KEYS[2], ARGV[6]) end
 return 1
 """
+)
 
 _DELETE = """
 if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end
@@ -67,7 +74,9 @@ def _record(task_id: str, fields: list[Any]) -> TaskRecord | None:
 
 
 class RedisTaskStore(TaskStore):
-    """Task primitives as Lua scripts."""
+    """Task primitives as Lua scripts; a swap given an audit record appends it in its own script."""
+
+    audits_writes: bool = True
 
     def __init__(self, client: RedisClient) -> None:
         self._r = client
@@ -95,12 +104,13 @@ class RedisTaskStore(TaskStore):
         clock, fields = await self._load([self._keys(tenant)[0] + task_id], [])
         return _record(task_id, list(fields)), int(clock[0]) + int(clock[1]) / 1e6
 
-    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord, audit: Any = None) -> bool:
         task, everything, open_ = self._keys(tenant)
         keys = [task + record.id, open_, f"{everything}:s:{expected.status}", f"{everything}:s:{record.status}"]
+        keys += audit_keys(tenant)
         is_open = int(record.status not in TERMINAL)
         args: list[bytes | str | int] = [expected.rev, record.rev, record.status, record.data, is_open, record.id]
-        args.append(repr(record.created_at))
+        args += [repr(record.created_at), *audit_args(tenant, audit)]
         return int(await self._swap(keys, args)) == 1
 
     async def records(self, tenant: str, status: str | None, limit: int) -> list[TaskRecord]:

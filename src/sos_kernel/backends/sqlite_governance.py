@@ -19,7 +19,14 @@ from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 from ..ledger.chain import canonical_metadata, micros
 
-__all__ = ["GOVERNANCE_SCHEMA", "SQLiteAuditStore", "SQLiteGovernanceStore", "append_audit", "append_audit_row"]
+__all__ = [
+    "GOVERNANCE_SCHEMA",
+    "SQLiteAuditStore",
+    "SQLiteGovernanceStore",
+    "append_audit",
+    "append_audit_row",
+    "append_draft",
+]
 
 GOVERNANCE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS governance_policies (
@@ -60,10 +67,19 @@ def append_audit_row(
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
     at_us = time.time_ns() // 1000
-    action, outcome = fields["action"], fields["outcome"]
+    action, outcome, resource = fields["action"], fields["outcome"], fields.get("resource", "")
     text = _details_text(fields["details"])
-    digest = text_digest(prev, seq + 1, at_us, kind, actor, action, "", outcome, text)
-    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, "", outcome, text or "{}", prev, digest))
+    digest = text_digest(prev, seq + 1, at_us, kind, actor, action, resource, outcome, text)
+    c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, resource, outcome, text or "{}", prev, digest))
+
+
+def append_draft(c: sqlite3.Connection | sqlite3.Cursor, tenant: str, draft: AuditDraft | None) -> None:
+    """Append ``draft`` (when given) inside the caller's open write transaction, with its effect: a store write
+    and its audit record commit together or not at all."""
+    if draft is None:
+        return
+    fields = {"action": draft.action, "resource": draft.resource, "outcome": draft.outcome, "details": draft.details}
+    append_audit_row(c, tenant, draft.kind, draft.actor, fields)
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
@@ -114,7 +130,10 @@ def _record(tenant: str, row: Any) -> AuditRecord:
 
 
 class SQLiteGovernanceStore(GovernanceStore):
-    """Policies, counters and approvals in the kernel's SQLite file."""
+    """Policies, counters and approvals in the kernel's SQLite file. A write given an audit record appends it in
+    its own transaction (``audits_writes``)."""
+
+    audits_writes: bool = True
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -127,23 +146,30 @@ class SQLiteGovernanceStore(GovernanceStore):
         result: tuple[int, str] | None = await self._db.read(tx)
         return result
 
-    async def put_policy(self, tenant: str, document: str) -> int:
+    async def put_policy(self, tenant: str, document: str, audit: Any = None) -> int:
         def tx(c: sqlite3.Connection) -> int:
             c.execute(
                 "INSERT INTO governance_policies VALUES (?,1,?) ON CONFLICT (tenant) DO UPDATE"
                 " SET revision=revision+1, document=excluded.document",
                 (tenant, document),
             )
-            return int(c.execute("SELECT revision FROM governance_policies WHERE tenant=?", (tenant,)).fetchone()[0])
+            revision = int(
+                c.execute("SELECT revision FROM governance_policies WHERE tenant=?", (tenant,)).fetchone()[0]
+            )
+            if audit is not None:
+                append_draft(c, tenant, audit.model_copy(update={"details": {**audit.details, "revision": revision}}))
+            return revision
 
         result: int = await self._db.write(tx)
         return result
 
-    async def delete_policy(self, tenant: str) -> bool:
+    async def delete_policy(self, tenant: str, audit: Any = None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cur = c.execute(
                 "UPDATE governance_policies SET document=NULL WHERE tenant=? AND document IS NOT NULL", (tenant,)
             )
+            if cur.rowcount > 0:
+                append_draft(c, tenant, audit)
             return cur.rowcount > 0
 
         result: bool = await self._db.write(tx)
@@ -170,7 +196,7 @@ class SQLiteGovernanceStore(GovernanceStore):
         return result
 
     async def put_approval(
-        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float
+        self, tenant: str, id: str, document: str, expires_at: float, pending_max: int, now: float, audit: Any = None
     ) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             c.execute("DELETE FROM governance_approvals WHERE tenant=? AND pending=1 AND expires<=?", (tenant, now))
@@ -185,6 +211,7 @@ class SQLiteGovernanceStore(GovernanceStore):
             if count >= pending_max:
                 return False
             c.execute("INSERT INTO governance_approvals VALUES (?,?,?,?,1)", (tenant, id, document, expires_at))
+            append_draft(c, tenant, audit)
             return True
 
         result: bool = await self._db.write(tx)
@@ -200,12 +227,14 @@ class SQLiteGovernanceStore(GovernanceStore):
         result: str | None = await self._db.read(tx)
         return result
 
-    async def decide_approval(self, tenant: str, id: str, document: str) -> bool:
+    async def decide_approval(self, tenant: str, id: str, document: str, audit: Any = None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cur = c.execute(
                 "UPDATE governance_approvals SET document=?, pending=0 WHERE tenant=? AND id=? AND pending=1",
                 (document, tenant, id),
             )
+            if cur.rowcount > 0:
+                append_draft(c, tenant, audit)
             return cur.rowcount > 0
 
         result: bool = await self._db.write(tx)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..identity.models import Tenant, TokenInfo
 from ..identity.store import IdentityStore, RegistryEntry, RegistryStore
 from .memory_identity import seat_taken
+from .sqlite_governance import append_draft
 
 if TYPE_CHECKING:
     from .sqlite_engine import SQLiteEngine
@@ -84,7 +85,10 @@ def _token_row(digest: str, t: TokenInfo) -> tuple[Any, ...]:
 
 
 class SQLiteIdentityStore(IdentityStore):
-    """Identity primitives as SQLite transactions (see :class:`~sos_kernel.backends.sqlite.SQLiteEngine`)."""
+    """Identity primitives as SQLite transactions (see :class:`~sos_kernel.backends.sqlite.SQLiteEngine`). A write
+    given an audit record appends it in its own transaction (``audits_writes``)."""
+
+    audits_writes: bool = True
 
     def __init__(self, engine: SQLiteEngine) -> None:
         self._db = engine
@@ -108,13 +112,16 @@ class SQLiteIdentityStore(IdentityStore):
 
         return await self._db.read(tx)
 
-    async def put_tenant(self, tenant: Tenant) -> None:
+    async def put_tenant(self, tenant: Tenant, audit: Any = None) -> None:
         def tx(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO id_tenants VALUES (?,?,?,?,?,?)", _tenant_row(tenant))
+            append_draft(c, tenant.slug, audit)
 
         await self._db.write(tx)
 
-    async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
+    async def issue_token(
+        self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime, audit: Any = None
+    ) -> bool:
         row = _token_row(digest, info)
 
         # The seat check and the insert share one BEGIN IMMEDIATE transaction: no other writer can slip a token
@@ -128,6 +135,7 @@ class SQLiteIdentityStore(IdentityStore):
                 if seat_taken([_row_token(r) for r in held], info.agent, seats_max, now):
                     return False
             c.execute(f"INSERT OR REPLACE INTO id_tokens (digest, {_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", row)
+            append_draft(c, info.tenant, audit)
             return True
 
         return await self._db.write(tx)
@@ -146,17 +154,19 @@ class SQLiteIdentityStore(IdentityStore):
 
         return await self._db.read(tx)
 
-    async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
+    async def revoke_token(self, tenant: str, token_id: str, now: datetime, audit: Any = None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cur = c.execute(
                 "UPDATE id_tokens SET revoked=? WHERE tenant=? AND id=? AND revoked IS NULL",
                 (now.timestamp(), tenant, token_id),
             )
+            if cur.rowcount > 0:
+                append_draft(c, tenant, audit)
             return cur.rowcount > 0
 
         return await self._db.write(tx)
 
-    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
+    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]], audit: Any = None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             counts: dict[str, int] = {}
             for key, initial in links:
@@ -169,13 +179,15 @@ class SQLiteIdentityStore(IdentityStore):
             c.executemany(
                 "INSERT OR REPLACE INTO id_linkuses VALUES (?,?,?)", [(tenant, k, n - 1) for k, n in counts.items()]
             )
+            append_draft(c, tenant, audit)
             return True
 
         return await self._db.write(tx)
 
-    async def revoke_capability(self, tenant: str, capability_id: str) -> None:
+    async def revoke_capability(self, tenant: str, capability_id: str, audit: Any = None) -> None:
         def tx(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR IGNORE INTO id_caprevoked VALUES (?,?)", (tenant, capability_id))
+            append_draft(c, tenant, audit)
 
         await self._db.write(tx)
 

@@ -13,6 +13,7 @@ from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 from ..skills.store import SkillRecord, SkillStats, SkillStore, charged
+from .sqlite_governance import append_draft
 from .sqlite_ledger import SQLiteLedgerStore
 
 __all__ = ["SKILLS_SCHEMA", "SQLiteSkillStore"]
@@ -41,7 +42,9 @@ def _record(row: Any) -> SkillRecord:
 
 
 class SQLiteSkillStore(SkillStore):
-    """Skill primitives as SQLite transactions."""
+    """Skill primitives as SQLite transactions; a verification given a record appends it in its own transaction."""
+
+    audits_writes: bool = True
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -108,12 +111,16 @@ class SQLiteSkillStore(SkillStore):
         result: list[str] = await self._db.read(tx)
         return result
 
-    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+    async def set_verification(
+        self, tenant: str, skill_id: str, version: str, verification: bytes, audit: Any = None
+    ) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cur = c.execute(
                 "UPDATE skill_versions SET verification=? WHERE tenant=? AND skill_id=? AND version=?",
                 (verification, tenant, skill_id, version),
             )
+            if cur.rowcount > 0:  # the verification's record commits with it
+                append_draft(c, tenant, audit)
             return cur.rowcount > 0
 
         result: bool = await self._db.write(tx)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..tasks.store import TaskRecord, TaskStore
 from ..tasks.transitions import TERMINAL
+from .sqlite_governance import append_draft
 
 __all__ = ["TASKS_SCHEMA", "SQLiteTaskStore"]
 
@@ -29,7 +30,9 @@ def _record(row: Any) -> TaskRecord:
 
 
 class SQLiteTaskStore(TaskStore):
-    """Task primitives as SQLite transactions."""
+    """Task primitives as SQLite transactions; a swap given a record appends it in its own transaction."""
+
+    audits_writes: bool = True
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -61,13 +64,15 @@ class SQLiteTaskStore(TaskStore):
         found: TaskRecord | None = await self._db.read(tx)
         return found, self.clock()
 
-    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord, audit: Any = None) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
             cursor = c.execute(
                 "UPDATE tasks SET rev=?, status=?, open=?, data=? WHERE tenant=? AND id=? AND rev=?",
                 (record.rev, record.status, int(record.status not in TERMINAL), record.data, tenant, record.id,
                  expected.rev),
             )  # fmt: skip
+            if cursor.rowcount == 1:
+                append_draft(c, tenant, audit)
             return cursor.rowcount == 1
 
         result: bool = await self._db.write(tx)

@@ -24,7 +24,7 @@ from typing import Any, Literal, NoReturn
 import anyio
 from pydantic import BaseModel, ConfigDict
 
-from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, Audit, act_as, done_acting
+from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, STEP_RECORDED, Audit, AuditDraft, act_as, done_acting
 from ..errors import Forbidden, InvalidArgument, NotFound
 from ..identity.models import Principal
 from ..operations import SPEND_HELD, Operation, Wire, operation, service
@@ -212,19 +212,29 @@ class Governance:
             raise InvalidArgument("tenant is a str")
         document = _document(policy)
         parsed = load_policy(json.loads(document))
-        revision = await self._store.put_policy(tenant, document)
-        self._cache.forget(tenant)
         digest = hashlib.sha256(document.encode()).hexdigest()
-        info = PolicyInfo(tenant=tenant, name=parsed.name, version=parsed.version, revision=revision, digest=digest)
-        await self._audit.record(
+        draft = self._audit.draft(
             "policy.set",
             actor="kernel",
             action="governance.set_policy",
             resource=f"policy:{parsed.name}",
-            details={"version": parsed.version, "revision": revision, "digest": digest},
-            tenant=tenant,
+            details={"version": parsed.version, "digest": digest},
         )
+        revision = await self._store.put_policy(tenant, document, **self._step(draft))
+        self._cache.forget(tenant)
+        info = PolicyInfo(tenant=tenant, name=parsed.name, version=parsed.version, revision=revision, digest=digest)
+        if not self._store.audits_writes:  # the store adds the revision to the record it appends
+            draft = draft.model_copy(update={"details": {**draft.details, "revision": revision}})
+        await self._recorded(draft, tenant)
         return info
+
+    def _step(self, draft: AuditDraft) -> dict[str, Any]:
+        """The ``audit`` argument of a store write: the record, when the store appends it in the write's step."""
+        return {"audit": draft} if self._store.audits_writes else {}
+
+    async def _recorded(self, draft: AuditDraft, tenant: str | None = None) -> None:
+        """After an effect: its record, unless the store appended it in the effect's own step."""
+        await self._audit.append(draft, stepped=self._store.audits_writes, tenant=tenant)
 
     @operation("governance:read", tenant=("tenant",), wire=Wire("GET", summary="The tenant's policy"))
     async def get_policy(self, tenant: str) -> dict[str, Any] | None:
@@ -235,10 +245,11 @@ class Governance:
     @operation("governance:admin", tenant=("tenant",), wire=Wire(keyed=True, summary="Remove the tenant's policy"))
     async def remove_policy(self, tenant: str) -> bool:
         """Remove ``tenant``'s policy (governance off again); False when it had none."""
-        removed = await self._store.delete_policy(tenant)
+        draft = self._audit.draft("policy.removed", actor="kernel", action="governance.remove_policy")
+        removed = await self._store.delete_policy(tenant, **self._step(draft))
         self._cache.forget(tenant)
         if removed:
-            await self._audit.record("policy.removed", actor="kernel", action="governance.remove_policy", tenant=tenant)
+            await self._recorded(draft, tenant)
         return removed
 
     @operation("governance:read", wire=Wire("GET", summary="What the policy says about an action"))
@@ -279,9 +290,7 @@ class Governance:
         if approval is None or approval.state != "pending" or approval.expires_at <= datetime.now(UTC):
             raise NotFound(f"no pending approval {id!r}", details={"id": id})
         decided = approval.model_copy(update={"state": state, "reviewer": reviewer or "kernel", "reason": reason})
-        if not await self._store.decide_approval(self.tenant, id, decided.model_dump_json()):
-            raise NotFound(f"no pending approval {id!r} (decided or expired meanwhile)", details={"id": id})
-        await self._audit.record(
+        draft = self._audit.draft(
             f"approval.{state}",
             actor=decided.reviewer or "kernel",
             action=approval.action,
@@ -289,6 +298,9 @@ class Governance:
             outcome=state,
             details={"approval": id, "reason": reason},
         )
+        if not await self._store.decide_approval(self.tenant, id, decided.model_dump_json(), **self._step(draft)):
+            raise NotFound(f"no pending approval {id!r} (decided or expired meanwhile)", details={"id": id})
+        await self._recorded(draft)
         await self._publish("gate_verdict", _verdict(decided))
         return decided
 
@@ -424,17 +436,7 @@ class Governance:
         waiting = [Approval.model_validate_json(d) for d in await self._store.list_approvals(self.tenant, time.time())]
         if sum(1 for a in waiting if a.agent == agent) >= APPROVALS_PENDING_PER_AGENT_MAX:
             deny(f"{agent or 'this token'} already has {APPROVALS_PENDING_PER_AGENT_MAX} pending approvals", **where)
-        stored = await self._store.put_approval(
-            self.tenant,
-            approval.id,
-            approval.model_dump_json(),
-            approval.expires_at.timestamp(),
-            APPROVALS_PENDING_MAX,
-            time.time(),
-        )
-        if not stored:
-            deny(f"the tenant already has {APPROVALS_PENDING_MAX} pending approvals", **where)
-        await self._audit.record(
+        draft = self._audit.draft(
             "approval.requested",
             actor=agent or "-",
             action=action,
@@ -442,6 +444,18 @@ class Governance:
             outcome="pending",
             details={"approval": approval.id, "rule": decision.rule},
         )
+        stored = await self._store.put_approval(
+            self.tenant,
+            approval.id,
+            approval.model_dump_json(),
+            approval.expires_at.timestamp(),
+            APPROVALS_PENDING_MAX,
+            time.time(),
+            **self._step(draft),
+        )
+        if not stored:
+            deny(f"the tenant already has {APPROVALS_PENDING_MAX} pending approvals", **where)
+        await self._recorded(draft)
         await self._publish("approval", approval.model_dump(mode="json"))
         final = await self._await_verdict(approval, timeout_s)
         if final.state != "approved":
@@ -456,15 +470,16 @@ class Governance:
                     return current
                 await anyio.sleep(APPROVAL_POLL_S)
         expired = approval.model_copy(update={"state": "expired", "reason": "timed out"})
-        if await self._store.decide_approval(self.tenant, approval.id, expired.model_dump_json()):
-            await self._audit.record(
-                "approval.expired",
-                actor="kernel",
-                action=approval.action,
-                resource=approval.resource or "",
-                outcome="expired",
-                details={"approval": approval.id},
-            )
+        draft = self._audit.draft(
+            "approval.expired",
+            actor="kernel",
+            action=approval.action,
+            resource=approval.resource or "",
+            outcome="expired",
+            details={"approval": approval.id},
+        )
+        if await self._store.decide_approval(self.tenant, approval.id, expired.model_dump_json(), **self._step(draft)):
+            await self._recorded(draft)
             return expired
         found = await self._store.get_approval(self.tenant, approval.id)  # decided as it timed out
         return Approval.model_validate_json(found) if found else expired
@@ -641,6 +656,8 @@ class Governor:
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None:
         """Record a successful security-relevant operation (see ``AUDITED_OPERATIONS``)."""
         action = f"{op.service}.{op.name}"
+        if action in STEP_RECORDED:  # the service records it, in the store's own step where the store allows it
+            return
         if action in AUDITED_OPERATIONS and op.service not in SELF_RECORDING and action not in LEDGER_WRITES:
             await self.audit.record(
                 "operation",

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import (
     Forbidden,
@@ -51,6 +51,7 @@ __all__ = [
     "TOKEN_CACHE_TTL_S",
     "TOKEN_CHARS_MAX",
     "AuditHook",
+    "AuditLog",
     "Authenticator",
     "Capabilities",
     "Tenants",
@@ -62,6 +63,37 @@ __all__ = [
 AuditHook = Callable[..., Awaitable[Any]]
 """``record(kind, *, actor, action="", resource="", outcome="ok", details=None)``: the tenant's audit chain
 (:meth:`sos_kernel.audit.Audit.record`), set by the kernel; identity events are recorded through it."""
+
+
+class AuditLog(Protocol):
+    """The tenant's audit chain as identity uses it (:class:`sos_kernel.audit.Audit`), set by the kernel."""
+
+    def draft(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        action: str = "",
+        resource: str = "",
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
+    ) -> Any:
+        """A record to append (an ``AuditDraft``)."""
+
+    async def append(self, draft: Any, *, stepped: bool, tenant: str | None = None) -> Any:
+        """After the effect: append ``draft``, or only the checkpoints due when the store did (``stepped``)."""
+
+
+def _step(store: IdentityStore, draft: Any) -> dict[str, Any]:
+    """The ``audit`` argument of a store write: the record, when the store appends it in the write's step."""
+    return {"audit": draft} if draft is not None and store.audits_writes else {}
+
+
+async def _recorded(log: AuditLog | None, store: IdentityStore, draft: Any, tenant: str | None = None) -> None:
+    """After an effect: its record, unless the store appended it in the effect's own step."""
+    if log is not None and draft is not None:
+        await log.append(draft, stepped=store.audits_writes, tenant=tenant)
+
 
 TOKEN_CACHE_TTL_S = 1.0
 TOKEN_CACHE_MAX = 100_000
@@ -112,7 +144,7 @@ class Tenants:
         self._auth = auth
         self._tokens_of = tokens_of
         self._announce = announce
-        self.audit_of: Callable[[str], AuditHook] | None = None
+        self.audit_of: Callable[[str], AuditLog] | None = None
 
     async def create(self, slug: str, plan: str = "starter", *, seats: int | None = None) -> tuple[Tenant, str]:
         """Sprout a tenant: record it (``provisioning``), set up its default channels, activate it, and issue its
@@ -138,9 +170,7 @@ class Tenants:
             tenant = existing
         await self._announce(slug, f"tenant {slug} sprouted on plan {plan}")
         tenant = replace(tenant, status="active")
-        await self._store.put_tenant(tenant)
-        if self.audit_of is not None:
-            await self.audit_of(slug)("tenant.status", actor="kernel", resource=f"tenant:{slug}", outcome="active")
+        await self._put(tenant)
         issued = await self._tokens_of(slug).issue(scopes=[ADMIN_SCOPE], label="first admin")
         return tenant, issued.secret
 
@@ -160,11 +190,18 @@ class Tenants:
         if status not in ("active", "suspended", "cancelled"):
             raise InvalidArgument("status is active, suspended or cancelled")
         tenant = replace(await self.get(slug), status=status)
-        await self._store.put_tenant(tenant)
+        await self._put(tenant)
         self._auth.forget_tenant(slug)
-        if self.audit_of is not None:
-            await self.audit_of(slug)("tenant.status", actor="kernel", resource=f"tenant:{slug}", outcome=status)
         return tenant
+
+    async def _put(self, tenant: Tenant) -> None:
+        """Write the tenant's record with its ``tenant.status`` audit record (in one step where the store can)."""
+        log = None if self.audit_of is None else self.audit_of(tenant.slug)
+        draft = None
+        if log is not None:
+            draft = log.draft("tenant.status", actor="kernel", resource=f"tenant:{tenant.slug}", outcome=tenant.status)
+        await self._store.put_tenant(tenant, **_step(self._store, draft))
+        await _recorded(log, self._store, draft)
 
     async def suspend(self, slug: str) -> Tenant:
         """Refuse every session of the tenant (SOS-5006) until reactivated."""
@@ -186,7 +223,7 @@ class Tokens:
         self._store = store
         self.tenant = tenant
         self._auth = auth
-        self.audit: AuditHook | None = None
+        self.audit: AuditLog | None = None
 
     async def issue(
         self,
@@ -228,27 +265,28 @@ class Tokens:
             revoked_at=None,
             label=str(label)[:200],
         )
-        if not await self._store.issue_token(token_digest(secret), info, tenant.seats_max, now):
+        draft = None
+        if self.audit is not None:
+            details = {"agent": agent, "scopes": list(chosen)}
+            draft = self.audit.draft("token.issued", actor="kernel", resource=f"token:{info.id}", details=details)
+        digest = token_digest(secret)
+        if not await self._store.issue_token(digest, info, tenant.seats_max, now, **_step(self._store, draft)):
             raise LimitExceeded(
                 f"tenant {self.tenant} uses all {tenant.seats_max} seat(s) of plan {tenant.plan}",
                 details={"limit": "seats", "max": tenant.seats_max},
             )
-        if self.audit is not None:
-            await self.audit(
-                "token.issued",
-                actor="kernel",
-                resource=f"token:{info.id}",
-                details={"agent": agent, "scopes": list(chosen)},
-            )
+        await _recorded(self.audit, self._store, draft)
         return IssuedToken(info.id, secret, self.tenant, agent, chosen, info.expires_at)
 
     async def revoke(self, token_id: str) -> None:
         """Revoke a token by id (effective at once in this process, within ``TOKEN_CACHE_TTL_S`` elsewhere)."""
-        if not await self._store.revoke_token(self.tenant, token_id, _now()):
+        draft = None
+        if self.audit is not None:
+            draft = self.audit.draft("token.revoked", actor="kernel", resource=f"token:{token_id}")
+        if not await self._store.revoke_token(self.tenant, token_id, _now(), **_step(self._store, draft)):
             raise NotFound(f"no live token {token_id!r} in tenant {self.tenant}", details={"id": token_id})
         self._auth.forget_token(token_id)
-        if self.audit is not None:
-            await self.audit("token.revoked", actor="kernel", resource=f"token:{token_id}")
+        await _recorded(self.audit, self._store, draft)
 
     async def list(self) -> list[TokenInfo]:
         """The tenant's tokens (ids, agents, scopes, times; never secrets)."""
@@ -322,7 +360,7 @@ class Capabilities:
         self._store = store
         self.tenant = tenant
         self._trusted: dict[str, PublicKey] = {}
-        self.audit: AuditHook | None = None
+        self.audit: AuditLog | None = None
 
     def trust(self, key: PublicKey) -> None:
         """Trust ``key`` as a root issuer (add several to rotate)."""
@@ -344,32 +382,37 @@ class Capabilities:
         A link's counter starts at its own ``uses_remaining`` the first time that exact link (same signed content,
         same signing key) is used; no other link, whatever its id, can seed, reset or spend it."""
         leaf = await self.check(chain, action=action, resource=resource)
+        draft = self._used(chain, leaf, action, resource)
         if all(c.uses_remaining is None for c in chain):
-            await self._used(chain, leaf, action, resource)
+            if self.audit is not None:  # no counter to spend: the record is the only write
+                await self.audit.append(draft, stepped=False)
             return leaf
         # Counters are keyed by signer key and signed content, never by the id a signer chose (see use_keys).
         keys = use_keys(chain, self._trusted)
         limited = [(k, n) for k, c in zip(keys, chain, strict=True) if (n := c.uses_remaining) is not None]
-        if not await self._store.consume_uses(self.tenant, limited):
+        if not await self._store.consume_uses(self.tenant, limited, **_step(self._store, draft)):
             raise Forbidden("a capability in the chain has no uses left", details={"link": leaf.id})
-        await self._used(chain, leaf, action, resource)
+        await _recorded(self.audit, self._store, draft)
         return leaf
 
-    async def _used(self, chain: Sequence[Capability], leaf: Capability, action: str, resource: str) -> None:
+    def _used(self, chain: Sequence[Capability], leaf: Capability, action: str, resource: str) -> Any:
         # the chain's ids record the delegation the use relied on
-        if self.audit is not None:
-            await self.audit(
-                "capability.used",
-                actor=leaf.subject,
-                action=action,
-                resource=resource,
-                details={"capability": leaf.id, "chain": [c.id for c in chain][:32]},
-            )
+        if self.audit is None:
+            return None
+        return self.audit.draft(
+            "capability.used",
+            actor=leaf.subject,
+            action=action,
+            resource=resource,
+            details={"capability": leaf.id, "chain": [c.id for c in chain][:32]},
+        )
 
     async def revoke(self, capability_id: str) -> None:
         """Revoke a capability; every capability delegated from it stops verifying too."""
         if not isinstance(capability_id, str) or not capability_id:
             raise InvalidArgument("capability_id must be a non-empty string")
-        await self._store.revoke_capability(self.tenant, capability_id)
+        draft = None
         if self.audit is not None:
-            await self.audit("capability.revoked", actor="kernel", resource=f"capability:{capability_id}")
+            draft = self.audit.draft("capability.revoked", actor="kernel", resource=f"capability:{capability_id}")
+        await self._store.revoke_capability(self.tenant, capability_id, **_step(self._store, draft))
+        await _recorded(self.audit, self._store, draft)

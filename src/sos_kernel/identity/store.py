@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .models import Tenant, TokenInfo
 
@@ -13,7 +14,13 @@ __all__ = ["IdentityStore", "RegistryEntry", "RegistryStore"]
 
 
 class IdentityStore(ABC):
-    """Tenants, token digests, and capability use counters / revocations."""
+    """Tenants, token digests, and capability use counters / revocations.
+
+    ``audits_writes``: the writes that take ``audit`` (an :class:`~sos_kernel.audit.AuditDraft`) append it to the
+    tenant's audit chain in the same step as their effect (none when they write nothing); a store that does not
+    declare it ignores ``audit`` and the service appends the record right after."""
+
+    audits_writes: bool = False
 
     @abstractmethod
     async def create_tenant(self, tenant: Tenant) -> bool:
@@ -28,11 +35,13 @@ class IdentityStore(ABC):
         """Every tenant, by slug."""
 
     @abstractmethod
-    async def put_tenant(self, tenant: Tenant) -> None:
+    async def put_tenant(self, tenant: Tenant, audit: Any = None) -> None:
         """Replace an existing tenant's record (status, plan, seats)."""
 
     @abstractmethod
-    async def issue_token(self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime) -> bool:
+    async def issue_token(
+        self, digest: str, info: TokenInfo, seats_max: int | None, now: datetime, audit: Any = None
+    ) -> bool:
         """Store a token under its digest, atomically refusing (False) when ``info.agent`` is a new seat and the
         tenant already has ``seats_max`` agents with live tokens."""
 
@@ -45,18 +54,18 @@ class IdentityStore(ABC):
         """The tenant's tokens (no digests), oldest first."""
 
     @abstractmethod
-    async def revoke_token(self, tenant: str, token_id: str, now: datetime) -> bool:
+    async def revoke_token(self, tenant: str, token_id: str, now: datetime, audit: Any = None) -> bool:
         """Mark a token revoked; False if unknown in this tenant (or already revoked)."""
 
     @abstractmethod
-    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]]) -> bool:
+    async def consume_uses(self, tenant: str, links: Sequence[tuple[str, int]], audit: Any = None) -> bool:
         """Spend one use of every ``(use_key, initial_uses)`` atomically: all or none; False when any link has
         none left. A counter is created at ``initial_uses`` only when its key is first spent; afterwards
         ``initial_uses`` is ignored. ``use_key`` is :func:`~sos_kernel.identity.capability.use_keys`'s digest of
         the signed link, never a capability id a signer could choose."""
 
     @abstractmethod
-    async def revoke_capability(self, tenant: str, capability_id: str) -> None:
+    async def revoke_capability(self, tenant: str, capability_id: str, audit: Any = None) -> None:
         """Record a capability id as revoked (its descendants fail verification too)."""
 
     @abstractmethod

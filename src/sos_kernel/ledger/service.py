@@ -306,6 +306,9 @@ _WRITE_ACTIONS = {"posted": "transfer", "pending": "hold", "post_pending": "capt
 
 LEDGER_WRITE_IDS_MAX = 100
 """The most transfer ids one batch's audit record names (``count`` says how many the batch held)."""
+LEDGER_AUDIT_CHECK_BATCHES = 16
+"""A ledger handle asks whether the audit chain's head has crossed a checkpoint once per this many batches its store
+recorded in its own step: a head read on every transfer would cost a read transaction per transfer."""
 LEDGER_WRITE_IDS_BYTES_MAX = 3584
 """The most bytes of ids one batch's audit record names, so the record stays within the audit's 4 KiB of details
 (``AUDIT_DETAILS_BYTES_MAX``); the first ids that fit are named."""
@@ -350,6 +353,10 @@ class Ledger:
         """Set by the kernel: counts of transfers recorded (for metrics)."""
         self.audit: Callable[..., Awaitable[Any]] | None = None
         """The tenant's audit chain (set by the kernel): each applied batch is recorded (see ``audits_writes``)."""
+        self.landed: Callable[[], Awaitable[None]] | None = None
+        """Set by the kernel: signs the audit chain's checkpoint if one is due; called once per
+        ``LEDGER_AUDIT_CHECK_BATCHES`` batches the store recorded in its own step."""
+        self._unchecked = 0
 
     @property
     def store(self) -> LedgerStore:
@@ -573,6 +580,11 @@ class Ledger:
         a paid invocation): the transfers, or the recorded failure or replay conflict raised."""
         if applied.transfers and self.audit is not None and not self._store.audits_writes:
             await self.audit("ledger.write", actor="kernel", **ledger_write_record(applied.transfers))
+        elif applied.transfers and self.landed is not None:
+            self._unchecked += 1
+            if self._unchecked >= LEDGER_AUDIT_CHECK_BATCHES:
+                self._unchecked = 0
+                await self.landed()
         transfers = self._replay(requests, applied.existing) if applied.existing else applied.transfers
         failed = None
         for t in transfers:

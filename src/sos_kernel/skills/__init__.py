@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from ..audit import Audit
 from ..contracts import (
     SkillCard,
     SkillEarnings,
@@ -177,6 +178,9 @@ class Skills:
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
         self._cards: dict[tuple[str, str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
+        self.audit: Audit | None = None
+        """The tenant's audit chain (set by the kernel): each verification is recorded, in the store's step where
+        it allows it (``audits_writes``)."""
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -414,6 +418,18 @@ class Skills:
         The verifier is added to ``verified_by`` and the sample refs to ``sample_output_refs``. A disputed skill
         leaves the marketplace until :meth:`resolve_dispute`.
         """
+        return await self._verify(skill_id, version, verifier, status, reason, sample_output_refs, "skills.verify")
+
+    async def _verify(
+        self,
+        skill_id: str,
+        version: str,
+        verifier: str,
+        status: Literal["auto_verified", "human_verified", "disputed"],
+        reason: str | None,
+        sample_output_refs: Sequence[str],
+        action: str,
+    ) -> SkillCard:
         if status not in ("auto_verified", "human_verified", "disputed"):
             raise InvalidArgument("status is auto_verified, human_verified or disputed")
         if status == "disputed" and not reason:
@@ -432,7 +448,18 @@ class Skills:
             )
         except ValidationError as exc:
             raise SchemaViolation("bad verification", details=validation_details(exc)) from None
-        await self._store.set_verification(self.tenant, record.skill_id, record.version, updated.to_json())
+        draft = None
+        if self.audit is not None:  # the record the guard gave a verification before it was written in its step
+            draft = self.audit.draft(
+                "operation", actor="kernel", action=action, resource=skill_id, details={"id": record.skill_id}
+            )
+        stepped = draft is not None and self._store.audits_writes
+        step = {"audit": draft} if stepped else {}
+        written = await self._store.set_verification(
+            self.tenant, record.skill_id, record.version, updated.to_json(), **step
+        )
+        if written and draft is not None and self.audit is not None:
+            await self.audit.append(draft, stepped=stepped)
         return await self.get(record.skill_id, record.version)
 
     @operation(
@@ -447,7 +474,7 @@ class Skills:
         record = await self._resolve(skill_id, version)
         if SkillVerification.model_validate_json(record.verification).status != "disputed":
             raise InvalidArgument(f"{skill_id} {version} is not disputed")
-        return await self.verify(skill_id, version, verifier=verifier, status=status)
+        return await self._verify(skill_id, version, verifier, status, None, (), "skills.resolve_dispute")
 
     # -- invocations --------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
@@ -37,7 +38,12 @@ class SkillRecord:
 
 
 class SkillStore(ABC):
-    """Primitive skill operations; each is atomic."""
+    """Primitive skill operations; each is atomic.
+
+    ``audits_writes``: a write given ``audit`` (an :class:`~sos_kernel.audit.AuditDraft`) appends it to the tenant's
+    audit chain in the same step as its effect, only when it writes; a store that does not declare it ignores it."""
+
+    audits_writes: bool = False
 
     @abstractmethod
     async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
@@ -58,7 +64,9 @@ class SkillStore(ABC):
         """Every skill id of the tenant, sorted."""
 
     @abstractmethod
-    async def set_verification(self, tenant: str, skill_id: str, version: str, verification: bytes) -> bool:
+    async def set_verification(
+        self, tenant: str, skill_id: str, version: str, verification: bytes, audit: Any = None
+    ) -> bool:
         """Replace a version's verification JSON; False if the version is unknown."""
 
     @abstractmethod

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import ValidationError
 
+from ..audit import Audit, AuditDraft
 from ..contracts import validation_details
 from ..contracts._types import AGENT_ADDRESS_RE
 from ..contracts.messages import (
@@ -352,6 +353,9 @@ class Tasks:
         self._ledger = ledger
         self._bus = bus
         self._opened: set[tuple[str, str]] = set()  # accounts known to exist (accounts are never removed)
+        self.audit: Audit | None = None
+        """The tenant's audit chain (set by the kernel): each verdict is recorded, in the swap's step where the
+        store allows it (``audits_writes``)."""
 
     @property
     def store(self) -> TaskStore:
@@ -904,7 +908,12 @@ class Tasks:
                 now,
             )
 
-        state, changed = await self._move(task_id, decide)
+        record = None
+        if self.audit is not None:  # the record the guard gave a verdict before it was written in the swap's step
+            record = self.audit.draft(
+                "operation", actor="kernel", action="tasks.review", resource=task_id, details={"id": task_id}
+            )
+        state, changed = await self._move(task_id, decide, record)
         if not changed and state.task.status in TERMINAL:
             await self._settle(state.task)  # a retry after a crash between the verdict and the payout
         return state.task
@@ -1000,9 +1009,10 @@ class Tasks:
 
     # -- the machinery ------------------------------------------------------------------------------------------
 
-    async def _move(self, task_id: str, decide: Decide) -> tuple[_State, bool]:
+    async def _move(self, task_id: str, decide: Decide, audit: AuditDraft | None = None) -> tuple[_State, bool]:
         """Decide on the stored task and write the decision if the task did not change meanwhile; then settle and
-        publish. Returns the task and whether it changed (False: a replay or a read)."""
+        publish. Returns the task and whether it changed (False: a replay or a read). ``audit``: the decision's
+        record, written with it (not with an expiry decided first)."""
         for _ in range(SWAP_TRIES_MAX):
             record, now = await self._store.load(self.tenant, task_id)
             if record is None:
@@ -1010,7 +1020,8 @@ class Tasks:
             state = _State.parse(record)
             if state.funding is not None:
                 raise TaskNotFound(f"no task {task_id} (its create is funding it)", details={"task_id": task_id})
-            new = self._expired(state, record, now) or decide(state, now)
+            expired = self._expired(state, record, now)
+            new = expired or decide(state, now)
             if new is None:
                 if state.outbox:
                     await self._flush(record, state)  # a transition whose publisher stopped before the bus had it
@@ -1018,7 +1029,11 @@ class Tasks:
             # the messages are owed in the same write as the transition, so a crash cannot lose them
             new = replace(new, outbox=(*state.outbox, *self._messages(state.task, new.task)))
             written = new.record(record.rev + 1, record.created_at)
-            if await self._store.swap(self.tenant, record, written):
+            draft = None if expired is not None else audit
+            stepped = draft is not None and self._store.audits_writes
+            if await self._store.swap(self.tenant, record, written, **({"audit": draft} if stepped else {})):
+                if draft is not None and self.audit is not None:
+                    await self.audit.append(draft, stepped=stepped)
                 if new.task.status in TERMINAL:
                     await self._settle(new.task)
                 await self._flush(written, new)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["TaskRecord", "TaskStore"]
 
@@ -26,7 +27,12 @@ class TaskRecord:
 
 
 class TaskStore(ABC):
-    """Primitive task operations; each is atomic."""
+    """Primitive task operations; each is atomic.
+
+    ``audits_writes``: a write given ``audit`` (an :class:`~sos_kernel.audit.AuditDraft`) appends it to the tenant's
+    audit chain in the same step as its effect, only when it writes; a store that does not declare it ignores it."""
+
+    audits_writes: bool = False
 
     @abstractmethod
     async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
@@ -39,7 +45,7 @@ class TaskStore(ABC):
         """The record (or None) and the store's clock (Unix seconds), read together."""
 
     @abstractmethod
-    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord) -> bool:
+    async def swap(self, tenant: str, expected: TaskRecord, record: TaskRecord, audit: Any = None) -> bool:
         """Replace the task's record ``expected`` with ``record`` if the stored revision is still ``expected.rev``;
         False otherwise."""
 
