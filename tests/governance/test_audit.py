@@ -20,6 +20,7 @@ from sos_kernel.audit import AUDITED_OPERATIONS, NOT_AUDITED, AuditDraft
 from sos_kernel.audit.chain import ChainWalk, chained
 from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite import sqlite_path
+from sos_kernel.backends.sqlite_ledger import AUDIT_COLUMNS, STATEMENT_BLOCK
 from sos_kernel.errors import Forbidden, InvalidArgument, SOSError
 from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
@@ -198,6 +199,39 @@ async def test_processes_appending_to_one_chain_never_fork_it(
     assert (report.ok, report.problems, report.records) == (True, [], 2 * APPENDERS * APPENDS)
 
 
+async def test_ledger_writes_and_other_records_interleave_in_one_chain(kernel: sos_kernel.Kernel) -> None:
+    """Ledger batches (whose records SQLite keeps in their ledger rows until a block is entered) and records
+    appended by others in between, past a ledger block: one chain, each record once, in order."""
+    await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+    await kernel.ledger.open_account("agent:a", USD)
+    start = (await kernel.audit.verify()).records
+    kinds = []
+    for i in range(STATEMENT_BLOCK + 6):
+        if i % 9 == 4:  # a batch of two: its record names both
+            two = [
+                {"id": f"b{i}-{j}", "debit": "system:t", "credit": "agent:a", "amount": 1, "currency": USD}
+                for j in (0, 1)
+            ]
+            await kernel.ledger.transfer_many(two)
+        else:
+            await kernel.ledger.transfer(id=f"w{i}", debit="system:t", credit="agent:a", amount=1, currency=USD)
+        kinds.append("ledger.write")
+        if i % 5 == 0:
+            await kernel.audit.record("test", actor="agent:x", details={"i": i})
+            kinds.append("test")
+    records = await kernel.audit.events("default", limit=1000, after=start)
+    assert [r.seq for r in records] == list(range(start + 1, start + len(kinds) + 1))
+    assert [r.kind for r in records] == kinds
+    assert [r.details["count"] for r in records if r.kind == "ledger.write"][:5] == [1, 1, 1, 1, 2]
+    report = await kernel.audit.verify()
+    assert (report.ok, report.problems, report.records) == (True, [], start + len(kinds))
+    cp = await kernel.audit.checkpoint()  # the head, wherever it is kept
+    assert cp is not None
+    assert (cp.seq, cp.digest) == (records[-1].seq, records[-1].digest)
+    exported = await kernel.audit.export("default", after=start)
+    assert [e["data"]["seq"] for e in exported] == [r.seq for r in records]
+
+
 async def test_events_page_and_filter(api: Api) -> None:
     for i in range(5):
         await api.ledger.open_account(f"agent:a{i}", USD)
@@ -252,9 +286,11 @@ async def _records(kernel: sos_kernel.Kernel, n: int, source: str = "record") ->
 class Engine:
     """Edits the audit records of the ``default`` tenant behind the kernel's back."""
 
-    def __init__(self, kernel: sos_kernel.Kernel, redis_url: str | None) -> None:
+    def __init__(self, kernel: sos_kernel.Kernel, redis_url: str | None, ledger_row: bool = False) -> None:
         self.kernel = kernel
         self.redis_url = redis_url
+        self.ledger_row = ledger_row
+        """SQLite: the records edited are ledger batches' records, kept in their ledger rows."""
 
     async def run(self, edit: str) -> None:
         if self.kernel.backend.name == "sqlite":
@@ -264,6 +300,9 @@ class Engine:
 
     def _sqlite(self, edit: str) -> None:
         with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
+            if self.ledger_row:  # a ledger batch's record, still in its last ledger row (entered a block later)
+                self._sqlite_ledger_row(c, edit)
+                return
             where = "tenant='default' AND seq=?"
             if edit == "change":
                 c.execute(f"UPDATE audit_records SET actor='agent:mallory' WHERE {where}", (3,))
@@ -276,6 +315,25 @@ class Engine:
                 c.execute(f"UPDATE audit_records SET seq=-1 WHERE {where}", (3,))
                 c.execute(f"UPDATE audit_records SET seq=3 WHERE {where}", (4,))
                 c.execute("UPDATE audit_records SET seq=4 WHERE tenant='default' AND seq=-1")
+
+    @staticmethod
+    def _sqlite_ledger_row(c: sqlite3.Connection, edit: str) -> None:
+        in_rows = [r[0] for r in c.execute("SELECT audit_seq FROM ledger_records WHERE audit_seq IS NOT NULL")]
+        in_table = [r[0] for r in c.execute("SELECT seq FROM audit_records WHERE tenant='default'")]
+        if not ({3, 4, 5} <= set(in_rows) and {3, 4, 5}.isdisjoint(in_table)):
+            raise AssertionError(f"records 3-5 are not (only) in ledger rows: {in_rows}, {in_table}")
+        if edit == "change":
+            c.execute("UPDATE ledger_records SET audit_actor='agent:mallory' WHERE audit_seq=3")
+        elif edit == "delete":
+            erased = ", ".join(f"{name}=NULL" for name, _ in AUDIT_COLUMNS)
+            c.execute(f"UPDATE ledger_records SET {erased} WHERE audit_seq=3")
+        elif edit == "insert":  # a ledger row after the last, holding a copy of record 5 as record 6
+            columns = [row[1] for row in c.execute("PRAGMA table_info(ledger_records)")]
+            forged = {"k": "k + 1", "id": "'forged'", "audit_seq": "6"}
+            values = ", ".join(forged.get(name, name) for name in columns)
+            c.execute(f"INSERT INTO ledger_records SELECT {values} FROM ledger_records WHERE audit_seq=5")
+        elif edit == "reorder":
+            c.execute("UPDATE ledger_records SET audit_seq=7-audit_seq WHERE audit_seq IN (3, 4)")
 
     async def _redis(self, edit: str) -> None:
         from ..redis_cluster import async_client
@@ -322,7 +380,7 @@ async def test_a_tampered_record_is_named(
     await _records(kernel, 5, source)
     assert (await kernel.audit.verify()).ok
     redis_url = kernel.url if target in ("redis", "redis-cluster") else None
-    await Engine(kernel, redis_url).run(edit)
+    await Engine(kernel, redis_url, ledger_row=source == "transfer").run(edit)
     report = await kernel.audit.verify()
     assert report.ok is False
     assert re.search(EXPECTED[edit], report.problems[0]), report.problems
@@ -394,6 +452,41 @@ def test_any_single_record_edit_is_detected(n: int, index: int, field: str, text
     assert f"record {records[i].seq}" in walk.problems[0] or f"record {i + 1}" in walk.problems[0]
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=3),
+    kind=st.sampled_from(["posted", "pending", "post_pending", "void_pending"]),
+    failed=st.booleans(),
+    sequence=st.integers(1, 2**40),
+    actor=st.text(max_size=12),
+    seq=st.integers(1, 2**40),
+    at_us=st.integers(0, 2**62),
+)
+def test_the_sqlite_ledger_row_record_is_the_canonical_one(
+    ids: list[str], kind: Any, failed: bool, sequence: int, actor: str, seq: int, at_us: int
+) -> None:
+    """The SQLite ledger writes a batch's record from its transfers without building it: the same action, outcome
+    and details as ``ledger_write_record``, and the digest ``text_digest`` gives."""
+    from sos_kernel.audit.chain import text_digest
+    from sos_kernel.backends.sqlite_ledger import LEDGER_WRITE_KIND, _batch_fields, _ledger_digest
+    from sos_kernel.ledger.chain import canonical_metadata
+    from sos_kernel.ledger.models import Transfer
+    from sos_kernel.ledger.service import ledger_write_record
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    status: Any = "failed" if failed else "ok"
+    batch = [
+        Transfer(i, kind, "a", "b", USD, 1, None, 0, 0, "", {}, at, sequence + n, status, None, None, None, 0, None)
+        for n, i in enumerate(ids)
+    ]
+    record = ledger_write_record(batch)
+    action, outcome, text = _batch_fields(batch)
+    assert (action, outcome, text) == (record["action"], record["outcome"], canonical_metadata(record["details"]))
+    prev = bytes(range(32))
+    expected = text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)
+    assert _ledger_digest(prev, seq, at_us, actor, action, outcome, text).hex() == expected
+
+
 async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:
     await kernel.tenants.create("idt", "scale")
     view = kernel.tenant("idt")
@@ -419,10 +512,10 @@ def test_the_sqlite_details_encoding_is_the_canonical_one(
     ids: list[str], count: int, sequence: int, extra: bool
 ) -> None:
     """The SQLite store writes a ledger batch's details without ``json.dumps``; the digest stays the chain's."""
-    from sos_kernel.backends.sqlite_governance import _details_text
+    from sos_kernel.backends.sqlite_ledger import details_text
     from sos_kernel.ledger.chain import canonical_metadata
 
     details: dict[str, Any] = {"ids": ids, "count": count, "sequence": sequence}
     if extra:
         details["more"] = ids[:1]
-    assert _details_text(details) == canonical_metadata(details)
+    assert details_text(details) == canonical_metadata(details)

@@ -120,7 +120,9 @@ async def test_check_raises_on_a_corrupted_ledger(target: str, kernel_url: str, 
         ("DELETE FROM ledger_ids WHERE id = 't1'", "t1"),  # an entered record no longer found by its id
         # a record appended with an id recorded before: a second outcome for one id
         (
-            "INSERT INTO ledger_records SELECT k + 1000, tn, id, kind, debit, credit, currency, amount, pending_id,"
+            "INSERT INTO ledger_records (k, tn, id, kind, debit, credit, currency, amount, pending_id, timeout_s,"
+            " code, reason, metadata, ts, ok, error_code, error_message, state, captured, expires, digest)"
+            " SELECT k + 1000, tn, id, kind, debit, credit, currency, amount, pending_id,"
             " timeout_s, code, reason, metadata, ts, ok, error_code, error_message, state, captured, expires, digest"
             " FROM ledger_records WHERE id = 't2'",
             "t2",

@@ -92,10 +92,10 @@ async def test_a_transaction_that_rolls_back_leaves_no_kept_state(
         await _transfers(ledger, STATEMENT_BLOCK - 1)
         entered = SQLiteLedgerStore._enter_blocks
 
-        def disk_fails(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
+        def disk_fails(c: sqlite3.Connection, tenant: str, base: int, before: int, last: int) -> bool:
             if last % STATEMENT_BLOCK == 0:
                 raise sqlite3.OperationalError("disk I/O error")
-            return entered(c, base, before, last)
+            return entered(c, tenant, base, before, last)
 
         monkeypatch.setattr(SQLiteLedgerStore, "_enter_blocks", staticmethod(disk_fails))
         with pytest.raises(BackendFailure):
@@ -127,9 +127,9 @@ async def test_a_transfer_from_the_only_writer_reads_only_its_id(tmp_path: Path)
         "BEGIN IMMEDIATE",
         "PRAGMA data_version",
         "SELECT 1 FROM",
+        # the batch's record, with its audit record in the same row, chained to the head this store's last commit
+        # left (no other write since: the data version and the connection's count of changes say so)
         "INSERT INTO ledger_records",
-        "SELECT seq, digest",  # the audit chain's head, and the batch's record, in the same transaction
-        "INSERT INTO audit_records",
         "UPDATE ledger_accounts SET",
         "UPDATE ledger_accounts SET",
         "COMMIT",
@@ -259,3 +259,45 @@ async def test_a_write_path_drops_the_kept_state_and_the_ledger_stays_exact(tmp_
         assert "default" in store._states  # installed by the transfer's commit
         assert (await ledger.balance("agent:alice", "USD")).posted == 4
         await ledger.check()
+
+
+LAYOUT_1_RECORD_COLUMNS = (
+    "k, tn, id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, metadata, ts, ok,"
+    " error_code, error_message, state, captured, expires, digest"
+)
+
+
+async def test_a_file_in_layout_1_is_upgraded_and_its_audit_chain_goes_on(tmp_path: Path) -> None:
+    # a file as layout 1 left it: every audit record in audit_records, ledger rows without the audit columns
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    async with sos_kernel.open(url) as kernel:
+        kernel.backend.ledger.audits_writes = False  # the batches' records go to audit_records, as layout 1 had them
+        await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
+        await kernel.ledger.open_account("agent:alice", "USD")
+        await _transfers(kernel.ledger, STATEMENT_BLOCK + 3)
+        await kernel.audit.record("test", actor="agent:x")
+        before = await kernel.audit.events("default", limit=1000)
+    with closing(sqlite3.connect(path)) as c:
+        for name, _ in sqlite_ledger.AUDIT_COLUMNS:
+            c.execute(f"ALTER TABLE ledger_records DROP COLUMN {name}")
+        c.execute("PRAGMA user_version = 1")
+        columns = ", ".join(row[1] for row in c.execute("PRAGMA table_info(ledger_records)"))
+        assert columns == LAYOUT_1_RECORD_COLUMNS
+    async with sos_kernel.open(url) as kernel:
+        report = await kernel.audit.verify()
+        assert (report.ok, report.records) == (True, len(before))
+        assert await kernel.audit.events("default", limit=1000) == before
+        await _transfers(kernel.ledger, STATEMENT_BLOCK, prefix="new")  # the new ones in the ledger rows, then entered
+        await kernel.audit.record("test", actor="agent:y")
+        after = await kernel.audit.events("default", limit=1000)
+        assert after[: len(before)] == before
+        assert [r.seq for r in after] == list(range(1, len(before) + STATEMENT_BLOCK + 2))
+        assert [r.details["ids"] for r in after[len(before) : -1]] == [[f"new{i}"] for i in range(STATEMENT_BLOCK)]
+        report = await kernel.audit.verify()
+        assert (report.ok, report.problems, report.records) == (True, [], len(after))
+        await kernel.ledger.check()
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
+        assert in_rows == STATEMENT_BLOCK  # the old rows hold none

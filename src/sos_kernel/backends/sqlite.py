@@ -19,7 +19,8 @@ Bus positions count per address of a tenant (``bus_address_positions`` holds eac
 even once its entries are trimmed), so a position reveals nothing of other tenants' or other addresses' traffic.
 
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`): a file with another layout, or
-with these tables and no layout recorded, is refused with SOS-6031 and left as it is; there are no migrations.
+with these tables and no layout recorded, is refused with SOS-6031 and left as it is. The one upgrade: a file in
+layout 1 gets the ledger rows' audit columns (nullable, added in the opening transaction) and layout 2.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from .sqlite_checkpoints import CHECKPOINTS_SCHEMA, SQLiteCheckpointStore
 from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
-from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore
+from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore, upgrade_ledger
 from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
@@ -72,8 +73,11 @@ INLINE_BYTES_MAX = 64 * 1024
 thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
-SCHEMA_VERSION = 1
-"""The file layout, kept in ``PRAGMA user_version``; a file with any other (or with tables but none) is refused."""
+SCHEMA_VERSION = 2
+"""The file layout, kept in ``PRAGMA user_version``; a file with any other (or with tables but none) is refused,
+except one in a layout :data:`_UPGRADES` knows, upgraded when opened."""
+_UPGRADES = {1: upgrade_ledger}
+"""Layout -> what brings it to :data:`SCHEMA_VERSION` (only columns added: nothing rewritten)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -669,7 +673,7 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
     marks = ",".join("?" * len(ours))
     found = [r[0] for r in c.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})", ours)]
     # a layout this version does not know is never guessed at, never rewritten
-    if version != SCHEMA_VERSION and (version != 0 or found):
+    if version != SCHEMA_VERSION and (version != 0 or found) and version not in _UPGRADES:
         layout = f"layout {version}" if version else "no recorded layout"
         raise BackendFailure(
             f"SQLite database {path!r} holds tables in {layout}, not this version's layout {SCHEMA_VERSION},"
@@ -681,7 +685,9 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
             c.execute(statement)
     for trigger in _TRIGGERS:
         c.execute(trigger)
-    if version == 0:
+    if version in _UPGRADES:
+        _UPGRADES[version](c)
+    if version != SCHEMA_VERSION:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

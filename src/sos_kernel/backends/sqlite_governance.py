@@ -4,7 +4,6 @@ append never forks a chain and a budget check-and-count never races, across proc
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from ..errors import InvariantViolation
 from ..governance import store as _store
 from ..governance.store import Charge, GovernanceStore
 from ..ledger.chain import canonical_metadata, micros
+from .sqlite_ledger import AUDIT_COUNT, AUDIT_HEAD, AUDIT_PAGE, details_text
 
 __all__ = [
     "GOVERNANCE_SCHEMA",
@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 """
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_COLUMNS = "seq, at_us, kind, actor, action, resource, outcome, details, prev, digest"
 
 
 def append_audit(c: sqlite3.Connection, tenant: str, draft: AuditDraft) -> AuditRecord:
@@ -61,14 +60,15 @@ def append_audit(c: sqlite3.Connection, tenant: str, draft: AuditDraft) -> Audit
 def append_audit_row(
     c: sqlite3.Connection | sqlite3.Cursor, tenant: str, kind: str, actor: str, fields: dict[str, Any]
 ) -> None:
-    """Append one record inside the caller's open write transaction, without building models: the ledger's
-    transfer transaction records its batch this way (``fields``: action, outcome, details). The head is read in
-    the transaction (so processes sharing the file never fork the chain) and the details encoded once."""
+    """Append one record inside the caller's open write transaction, without building models (``fields``: action,
+    outcome, details), e.g. a store recording its own effect in the same transaction. The head is read in the
+    transaction, including the ledger rows whose records are not entered yet (so processes sharing the file never
+    fork the chain), and the details encoded once."""
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
     at_us = time.time_ns() // 1000
     action, outcome, resource = fields["action"], fields["outcome"], fields.get("resource", "")
-    text = _details_text(fields["details"])
+    text = details_text(fields["details"])
     digest = text_digest(prev, seq + 1, at_us, kind, actor, action, resource, outcome, text)
     c.execute(_APPEND, (tenant, seq + 1, at_us, kind, actor, action, resource, outcome, text or "{}", prev, digest))
 
@@ -82,30 +82,11 @@ def append_draft(c: sqlite3.Connection | sqlite3.Cursor, tenant: str, draft: Aud
     append_audit_row(c, tenant, draft.kind, draft.actor, fields)
 
 
-_PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
-"""Strings JSON writes as they are (no escape): every transfer id."""
-
-
-def _details_text(details: dict[str, Any]) -> str:
-    """``canonical_metadata(details)``, written directly for a ledger batch's details (the hot path)."""
-    ids, count, sequence = details.get("ids"), details.get("count"), details.get("sequence")
-    if (
-        len(details) == 3
-        and type(count) is int
-        and type(sequence) is int
-        and type(ids) is list
-        and all(type(i) is str and _PLAIN.match(i) for i in ids)
-    ):
-        named = ",".join(['"' + i + '"' for i in ids])
-        return f'{{"count":{count},"ids":[{named}],"sequence":{sequence}}}'
-    return canonical_metadata(details)
-
-
 def _text(r: AuditRecord) -> tuple[str, ...]:
     return (r.kind, r.actor, r.action, r.resource, r.outcome)
 
 
-_HEAD = "SELECT seq, digest FROM audit_records WHERE tenant=? ORDER BY seq DESC LIMIT 1"
+_HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger row not entered yet
 _APPEND = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -253,7 +234,9 @@ class SQLiteGovernanceStore(GovernanceStore):
 
 
 class SQLiteAuditStore(AuditStore):
-    """The audit chain in the table ``audit_records``; checkpoints in ``audit_checkpoints``."""
+    """The audit chain in the table ``audit_records``, and in the last ledger row of each batch recorded since the
+    ledger's last complete block (see :mod:`sos_kernel.backends.sqlite_ledger`), which every read here includes;
+    checkpoints in ``audit_checkpoints``."""
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -264,19 +247,14 @@ class SQLiteAuditStore(AuditStore):
 
     async def page(self, tenant: str, after: int, limit: int) -> list[AuditRecord]:
         def tx(c: sqlite3.Connection) -> list[Any]:
-            return c.execute(
-                f"SELECT {_COLUMNS} FROM audit_records WHERE tenant=? AND seq>? ORDER BY seq LIMIT ?",
-                (tenant, after, limit),
-            ).fetchall()
+            return c.execute(AUDIT_PAGE, (tenant, after, limit)).fetchall()
 
         rows = await self._db.read(tx)
         return [_record(tenant, r) for r in rows]
 
     async def head(self, tenant: str) -> tuple[int, str | None]:
         def tx(c: sqlite3.Connection) -> tuple[int, str | None]:
-            row = c.execute(
-                "SELECT seq, digest FROM audit_records WHERE tenant=? ORDER BY seq DESC LIMIT 1", (tenant,)
-            ).fetchone()
+            row = c.execute(_HEAD, (tenant,)).fetchone()
             return (int(row[0]), str(row[1])) if row else (0, None)
 
         result: tuple[int, str | None] = await self._db.read(tx)
@@ -284,7 +262,7 @@ class SQLiteAuditStore(AuditStore):
 
     async def count(self, tenant: str) -> int:
         def tx(c: sqlite3.Connection) -> int:
-            return int(c.execute("SELECT count(*) FROM audit_records WHERE tenant=?", (tenant,)).fetchone()[0])
+            return int(c.execute(AUDIT_COUNT, (tenant,)).fetchone()[0])
 
         result: int = await self._db.read(tx)
         return result

@@ -18,6 +18,12 @@ two accounts (about two pages), while the id table and the statements are writte
   idempotency check, made before anything is written. Its primary key refuses an id entered twice (SOS-6099).
 - ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
   applied record, in sequence order.
+- A batch's ``ledger.write`` audit record (see :mod:`sos_kernel.audit`) is written in the batch's last row, in the
+  ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record: the transaction
+  writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The records are entered in
+  ``audit_records`` with the block (by ``INSERT … SELECT``, in the transaction that completes it); until then every
+  read of the chain (:data:`AUDIT_HEAD`, :data:`AUDIT_PAGE`, :data:`AUDIT_COUNT`: the next append's head, pages,
+  ``verify()``, export, checkpoints) reads them from the ledger rows after the tenant's last complete block.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
@@ -28,37 +34,43 @@ committed since; otherwise it reads the last sequence, the expiry and the batch'
 and looks ids up among the unentered records in SQL until the next block completes. Every write transaction goes
 through ``SQLiteLedgerStore._write``, the one place the kept state changes: it takes the tenant's state out before
 the transaction and keeps the one a committed transfer leaves; every other write leaves none. A transfer from the one
-process writing a file so reads no more than whether its id is in the id table.
+process writing a file so reads no more than whether its id is in the id table. The state also keeps the tenant's
+audit chain head, which any write on the same connection may move (another store appending a record): it is used
+only while the connection's ``total_changes`` is what it was at the end of the transaction that kept it.
 
 Every record and every account row carries its digest (a ``digest`` column, 32 bytes; see
 :mod:`sos_kernel.ledger.chain`): a record's is computed in the transaction that inserts it, chained to the tenant's
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
-The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`).
+The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`);
+a file made before the audit columns gets them then (:func:`upgrade_ledger`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import math
+import re
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from ..audit import acting
+from ..audit.chain import audit_genesis, text_digest
 from ..errors import InvariantViolation, LimitExceeded
-from ..ledger.chain import account_digest, genesis, link
+from ..ledger.chain import account_digest, canonical_metadata, genesis, link
 from ..ledger.models import Account, Balance, Price, Rate, Transfer, TransferRequest
 from ..ledger.rules import AccountState, evaluate, expire_holds
-from ..ledger.service import ledger_write_record
+from ..ledger.service import LEDGER_WRITE_IDS_BYTES_MAX, ledger_write_action, ledger_write_record
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
-from .sqlite_governance import append_audit_row
 
-__all__ = ["LEDGER_SCHEMA", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore"]
+__all__ = ["LEDGER_SCHEMA", "LEDGER_WRITE_KIND", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore", "upgrade_ledger"]
 
 T = TypeVar("T")
 
@@ -93,7 +105,8 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     credit TEXT NOT NULL, currency TEXT NOT NULL, amount INTEGER NOT NULL, pending_id TEXT NOT NULL,
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
-    captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL);
+    captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL, audit_seq INTEGER, audit_at_us INTEGER,
+    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_prev BLOB, audit_digest BLOB);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_ids (
     tn INTEGER NOT NULL, id TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, id)) WITHOUT ROWID;
@@ -152,6 +165,80 @@ _HISTORY = (
 _ACCOUNT_COLUMNS = "owner, currency, allow_negative, dp, cp, dpend, cpend"
 _SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
 
+# -- the audit records kept in ledger rows ------------------------------------------------------------------------
+LEDGER_WRITE_KIND = "ledger.write"
+"""The kind of a ledger batch's audit record (its resource is empty): the one kind a ledger row holds."""
+AUDIT_COLUMNS = (
+    ("audit_seq", "INTEGER"),
+    ("audit_at_us", "INTEGER"),
+    ("audit_actor", "TEXT"),
+    ("audit_action", "TEXT"),
+    ("audit_outcome", "TEXT"),
+    ("audit_details", "TEXT"),
+    ("audit_prev", "BLOB"),
+    ("audit_digest", "BLOB"),
+)
+"""The columns of ``ledger_records`` holding a batch's audit record, in its last row (NULL in every other row);
+the digests as 32 bytes (``audit_records`` keeps them in hex)."""
+_INSERT_AUDITED = (
+    f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, {', '.join(n for n, _ in AUDIT_COLUMNS)})"
+    f" VALUES ({','.join('?' * (21 + len(AUDIT_COLUMNS)))})"
+)
+# a ledger row's audit record in audit_records' column order (seq, at_us, kind, actor, action, resource, outcome,
+# details, prev, digest)
+_AUDIT_AS_RECORD = (
+    f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, audit_action, '', audit_outcome, audit_details,"
+    " lower(hex(audit_prev)), lower(hex(audit_digest))"
+)
+
+
+def _audit_tail(lower: str, end: str) -> str:
+    """The condition selecting a tenant's ledger rows after ``lower`` and before ``end`` that hold a record."""
+    return f"k>{lower} AND k<{end} AND audit_seq IS NOT NULL"
+
+
+def _unentered(base: str, end: str) -> str:
+    # the last key of the tenant's last complete block (see _UNENTERED)
+    last = f"(SELECT k FROM ledger_records WHERE k>={base} AND k<{end} ORDER BY k DESC LIMIT 1)"
+    return f"{base} + ({last} - {base}) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
+
+
+# the tenant named ?1's key range; NULL when it has no ledger (then its ledger holds no record)
+_BASE = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) << {SEQ_BITS})"
+_END = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) + 1 << {SEQ_BITS})"
+_TAIL = _audit_tail(_unentered(_BASE, _END), _END)
+
+
+def _head_sql(tail: str) -> str:
+    return (
+        "SELECT * FROM (SELECT seq, digest FROM audit_records WHERE tenant=?1 ORDER BY seq DESC LIMIT 1)"
+        f" UNION ALL SELECT * FROM (SELECT audit_seq, lower(hex(audit_digest)) FROM ledger_records WHERE {tail}"
+        " ORDER BY k DESC LIMIT 1) ORDER BY 1 DESC LIMIT 1"
+    )
+
+
+AUDIT_HEAD = _head_sql(_TAIL)
+"""The audit chain's head (seq, digest) of the tenant ?1: its last record in ``audit_records`` or among the ledger
+rows not entered yet, whichever is later (no row before its first record)."""
+_LEDGER_AUDIT_HEAD = _head_sql(_audit_tail("?2", "?3"))  # the same, ?2 the tenant's last entered key, ?3 past its last
+AUDIT_PAGE = (
+    "SELECT * FROM (SELECT seq, at_us, kind, actor, action, resource, outcome, details, prev, digest"
+    " FROM audit_records WHERE tenant=?1 AND seq>?2 ORDER BY seq LIMIT ?3)"
+    f" UNION ALL SELECT * FROM (SELECT {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_TAIL} AND audit_seq>?2"
+    " ORDER BY audit_seq LIMIT ?3) ORDER BY 1 LIMIT ?3"
+)
+"""Up to ?3 audit records of the tenant ?1 after sequence ?2, in ``audit_records`` or in the ledger rows not
+entered yet, by sequence."""
+AUDIT_COUNT = (
+    f"SELECT (SELECT count(*) FROM audit_records WHERE tenant=?1) + (SELECT count(*) FROM ledger_records WHERE {_TAIL})"
+)
+"""How many audit records the tenant ?1 has, in ``audit_records`` and in the ledger rows not entered yet."""
+# enter the audit records of the ledger rows with keys in (?1, ?2] (tenant ?3) into audit_records
+_ENTER_AUDIT = (
+    "INSERT INTO audit_records (tenant, seq, at_us, kind, actor, action, resource, outcome, details, prev, digest)"
+    f" SELECT ?3, {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_audit_tail('?1', '?2 + 1')}"
+)
+
 AccountKey = tuple[str, str]
 
 
@@ -176,6 +263,12 @@ class _TenantState:
     """Accounts of the tenant as committed, by (owner, currency); an account not here is read from the file."""
     head: bytes
     """The digest the tenant's next record is chained to (see :mod:`sos_kernel.ledger.chain`)."""
+    audit: tuple[int, bytes] | None = None
+    """The tenant's audit chain head (sequence, digest) as this connection's last commit to the tenant left it, or
+    None when it is to be read in the transaction. Any other write on the connection may append to the chain, so
+    it is used only while :attr:`changes` is still the connection's count of changed rows."""
+    changes: int = -1
+    """The connection's ``total_changes`` at the end of the transaction that left this state."""
 
 
 Staged = tuple[int, "_TenantState"]
@@ -217,10 +310,109 @@ def _row_transfer(row: Sequence[Any]) -> Transfer:
     )
 
 
-def _insert(c: sqlite3.Cursor, tn: int, base: int, transfers: list[Transfer], digests: list[bytes], now: float) -> None:
-    """Insert the records of a batch, with their digests."""
+def _insert(
+    c: sqlite3.Cursor,
+    tn: int,
+    base: int,
+    transfers: list[Transfer],
+    digests: list[bytes],
+    now: float,
+    audit: tuple[Any, ...] | None,
+) -> None:
+    """Insert the records of a batch, with their digests, and its audit record (if any) in its last row."""
     rows = [(*_transfer_row(tn, base, t, now), d) for t, d in zip(transfers, digests, strict=True)]
-    c.executemany(_INSERT, rows)
+    if audit is None:
+        c.executemany(_INSERT, rows)
+        return
+    if len(rows) > 1:  # the other rows leave the audit columns out (NULL) rather than binding None
+        c.executemany(_INSERT, rows[:-1])
+    c.execute(_INSERT_AUDITED, (*rows[-1], *audit))
+
+
+def _ledger_audit(
+    c: sqlite3.Cursor, tenant: str, head: tuple[int, bytes] | None, entered: int, end: int, batch: list[Transfer]
+) -> tuple[tuple[Any, ...], tuple[int, bytes]]:
+    """The audit record of ``batch`` (:func:`~sos_kernel.ledger.service.ledger_write_record`'s) as the values of
+    :data:`AUDIT_COLUMNS`, and the chain's new head (sequence, digest). It is chained after ``head`` when the
+    caller knows it current, else after the head read in the open write transaction (so processes sharing the file
+    never fork the chain): ``entered`` is the tenant's last entered key, ``end`` past its last key."""
+    if head is None:
+        row = c.execute(_LEDGER_AUDIT_HEAD, (tenant, entered, end)).fetchone()
+        head = (row[0], _digest_bytes(tenant, row[0], row[1])) if row else (0, bytes.fromhex(audit_genesis(tenant)))
+    seq, prev = head
+    seq += 1
+    at_us, actor = time.time_ns() // 1000, acting()
+    action, outcome, text = _batch_fields(batch)
+    digest = _ledger_digest(prev, seq, at_us, actor, action, outcome, text)
+    return (seq, at_us, actor, action, outcome, text or "{}", prev, digest), (seq, digest)
+
+
+def _digest_bytes(tenant: str, seq: int, digest: Any) -> bytes:
+    try:
+        return bytes.fromhex(digest)
+    except (TypeError, ValueError):
+        raise InvariantViolation(
+            f"audit record {seq} of {tenant!r} has a malformed digest", details={"seq": seq}
+        ) from None
+
+
+def _batch_fields(batch: list[Transfer]) -> tuple[str, str, str]:
+    """The action, outcome and details (in canonical text) of ``batch``'s audit record: the usual batch of one
+    transfer without building the record."""
+    first = batch[0]
+    tid = first.id
+    if len(batch) == 1 and len(tid) + 3 <= LEDGER_WRITE_IDS_BYTES_MAX and _PLAIN.match(tid):
+        return (
+            ledger_write_action(first.kind),
+            first.status,
+            f'{{"count":1,"ids":["{tid}"],"sequence":{first.sequence}}}',
+        )
+    record = ledger_write_record(batch)
+    return record["action"], record["outcome"], details_text(record["details"])
+
+
+_KIND_FIELD = f"{len(LEDGER_WRITE_KIND)}:{LEDGER_WRITE_KIND}"
+
+
+def _ledger_digest(prev: bytes, seq: int, at_us: int, actor: str, action: str, outcome: str, text: str) -> bytes:
+    """``text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)`` as bytes, the
+    fields encoded in one step when they are ASCII (the usual case: then characters are bytes)."""
+    n, t = str(seq), str(at_us)
+    encoded = (
+        f"1:A{len(n)}:{n}{len(t)}:{t}{_KIND_FIELD}{len(actor)}:{actor}{len(action)}:{action}0:"
+        f"{len(outcome)}:{outcome}{len(text)}:{text}"
+    )
+    if not encoded.isascii():
+        return bytes.fromhex(text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text))
+    return hashlib.sha256(prev + encoded.encode("ascii")).digest()
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
+"""Strings JSON writes as they are (no escape): every transfer id."""
+
+
+def details_text(details: dict[str, Any]) -> str:
+    """``canonical_metadata(details)``, written directly for a ledger batch's details (the hot path)."""
+    ids, count, sequence = details.get("ids"), details.get("count"), details.get("sequence")
+    if (
+        len(details) == 3
+        and type(count) is int
+        and type(sequence) is int
+        and type(ids) is list
+        and all(type(i) is str and _PLAIN.match(i) for i in ids)
+    ):
+        named = ",".join(['"' + i + '"' for i in ids])
+        return f'{{"count":{count},"ids":[{named}],"sequence":{sequence}}}'
+    return canonical_metadata(details)
+
+
+def upgrade_ledger(c: sqlite3.Connection) -> None:
+    """Add the columns a file made before them lacks (:data:`AUDIT_COLUMNS`, NULL in its existing rows), inside
+    the opening write transaction: the file's records stay as they are, and its audit chain goes on from its head."""
+    present = {row[1] for row in c.execute("PRAGMA table_info(ledger_records)")}
+    for name, kind in AUDIT_COLUMNS:
+        if name not in present:
+            c.execute(f"ALTER TABLE ledger_records ADD COLUMN {name} {kind}")
 
 
 def _meta(t: Transfer) -> str:
@@ -344,7 +536,14 @@ class SQLiteLedgerStore(LedgerStore):
         none (the next transaction reads the tenant from the file).
         """
         kept = self._states.pop(tenant, None)
-        result, staged = await self._db.write(lambda c: fn(c, kept))
+
+        def tx(c: sqlite3.Connection) -> tuple[T, Staged | None]:
+            result, staged = fn(c, kept)
+            if staged is not None:  # the last write of the transaction: the commit changes no row
+                staged[1].changes = c.total_changes
+            return result, staged
+
+        result, staged = await self._db.write(tx)
         if staged is not None:  # committed, and nothing ran on this connection since (no await in between)
             self._install(tenant, staged)
         return cast(T, result)
@@ -448,6 +647,8 @@ class SQLiteLedgerStore(LedgerStore):
         version: int = self._db.cursor.execute("PRAGMA data_version").fetchone()[0]
         if state is None or version != self._version:
             state = self._read_state(c, tenant, tn, keys)
+        elif state.changes != c.total_changes:  # written on this connection since: an audit record, perhaps
+            state.audit = None
         return version, state
 
     def _recorded(self, c: sqlite3.Connection, tn: int, state: _TenantState, ids: Sequence[str]) -> bool:
@@ -551,16 +752,22 @@ class SQLiteLedgerStore(LedgerStore):
         result = evaluate(requests, accounts, holds, now, first)
         digests = link(state.head, result.transfers, accounts)
         state.head = digests[-1]
-        _insert(self._db.cursor, tn, base, result.transfers, digests, now)
-        if self.audits_writes:  # the batch's audit record commits with it: never a write without its record
-            append_audit_row(self._db.cursor, tenant, "ledger.write", acting(), ledger_write_record(result.transfers))
+        audit = None
+        if self.audits_writes:  # the batch's audit record commits with it, in its last row: never one without it
+            entered = base + state.last - state.last % STATEMENT_BLOCK
+            audit, state.audit = _ledger_audit(
+                self._db.cursor, tenant, state.audit, entered, base + SEQ_SPAN, result.transfers
+            )
+        else:  # the service records the batch on its own: the head is read again
+            state.audit = None
+        _insert(self._db.cursor, tn, base, result.transfers, digests, now, audit)
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
             self._save_accounts(c, tenant, accounts)
         state.last = last = first + len(requests) - 1
         # the batch completed a block if a multiple of STATEMENT_BLOCK is among its sequences (first..last)
-        if last % STATEMENT_BLOCK < len(requests) and self._enter_blocks(c, base, first - 1, last):
+        if last % STATEMENT_BLOCK < len(requests) and self._enter_blocks(c, tenant, base, first - 1, last):
             # the records not entered now are this batch's last ones
             state.tail = set(ids[len(ids) - last % STATEMENT_BLOCK :]) if last % STATEMENT_BLOCK else set()
         elif state.tail is not None:
@@ -571,10 +778,10 @@ class SQLiteLedgerStore(LedgerStore):
         return Applied(result.transfers, {}), (version, state)
 
     @staticmethod
-    def _enter_blocks(c: sqlite3.Connection, base: int, before: int, last: int) -> bool:
+    def _enter_blocks(c: sqlite3.Connection, tenant: str, base: int, before: int, last: int) -> bool:
         # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered
-        # in the id table and the statements, in one write of a few pages for that many records, instead of a page
-        # per record in each. Returns whether it entered any.
+        # in the id table, the statements and audit_records, in one write of a few pages for that many records,
+        # instead of a page per record in each. Returns whether it entered any.
         entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
         if entering <= entered:
             return False
@@ -583,6 +790,11 @@ class SQLiteLedgerStore(LedgerStore):
         except sqlite3.IntegrityError as exc:
             raise InvariantViolation(f"the SQLite ledger recorded an id twice: {exc}") from exc
         c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
+        try:
+            c.execute(_ENTER_AUDIT, (base + entered, base + entering, tenant))
+        except sqlite3.IntegrityError as exc:
+            # a sequence in both places: the chain was forked or edited
+            raise InvariantViolation(f"the audit records of {tenant!r} could not be entered: {exc}") from exc
         return True
 
     # -- primitives -----------------------------------------------------------------------------------------
