@@ -114,6 +114,7 @@ class MemoryBusStore(BusStore):
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
+        self._group_names: dict[tuple[str, str], set[str]] = {}  # so dropping an address reads only its groups
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
@@ -154,11 +155,16 @@ class MemoryBusStore(BusStore):
             del rows[stream.first]
             stream.first += 1
 
+    def _add_group(self, tenant: str, address: str, group: str, cursor: int) -> _Group:
+        found = self._groups[(tenant, address, group)] = _Group(cursor=cursor)
+        self._group_names.setdefault((tenant, address), set()).add(group)
+        return found
+
     def _group(self, tenant: str, address: str, group: str) -> _Group:
         found = self._groups.get((tenant, address, group))
         if found is None:
             # A group used before ensure_group (e.g. after delete) starts from the earliest retained entry.
-            found = self._groups[(tenant, address, group)] = _Group(cursor=0)
+            found = self._add_group(tenant, address, group, 0)
         return found
 
     # -- primitives -----------------------------------------------------------------------------------------
@@ -192,16 +198,21 @@ class MemoryBusStore(BusStore):
     async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
         key = (tenant, address, group)
         if key not in self._groups:
-            cursor = self._stream(tenant, address).last if start == "latest" else 0
-            self._groups[key] = _Group(cursor=cursor)
+            self._add_group(tenant, address, group, self._stream(tenant, address).last if start == "latest" else 0)
 
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         self._groups.pop((tenant, address, group), None)
+        names = self._group_names.get((tenant, address))
+        if names is not None:
+            names.discard(group)
+            if not names:
+                del self._group_names[(tenant, address)]
 
     async def drop_address(self, tenant: str, address: str) -> None:
         self._streams.pop((tenant, address), None)
-        for key in [k for k in self._groups if k[0] == tenant and k[1] == address]:
-            del self._groups[key]
+        self._notify(tenant, address)  # its wake-up event goes too (a timed-out ask's wait left one)
+        for group in self._group_names.pop((tenant, address), ()):
+            del self._groups[(tenant, address, group)]
 
     async def claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
