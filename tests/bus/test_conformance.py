@@ -938,3 +938,60 @@ async def test_many_waiting_subscribers_across_tenants_all_receive(kernel: Kerne
                 await bus.publish(send(text=f"bob{t}"))
     expected = [(t, f"all{t}") for t in range(2)] * 90 + [(t, f"bob{t}") for t in range(2)] * 10
     assert sorted(got) == sorted(expected)
+
+
+@pytest.mark.live
+async def test_a_delivery_and_a_history_read_equal_the_published_message_with_or_without_containers(
+    api: Api,
+) -> None:
+    channel = "sos:channel:kept"
+    plain = send(channel, text="plain")
+    with_headers = send(channel, text="headers", headers={"k": "v"}, correlation_id=str(uuid.uuid4()))
+    async with api.bus.subscribe(channel) as first, api.bus.subscribe(channel) as second:
+        for msg in (plain, with_headers):
+            await api.bus.publish(msg)
+        got = await drain(first, 2)
+        assert [d.message for d in got] == [plain, with_headers]
+        # a consumer that changes a container of its message changes nothing another delivery gets
+        headers = got[1].message.headers
+        assert headers is not None
+        headers["k"] = "changed"
+        others = await drain(second, 2)
+        assert others[1].message.headers == {"k": "v"}
+        assert [m.headers for m in await api.bus.history(channel)] == [None, {"k": "v"}]
+        for d in [*got, *others]:
+            assert await d.ack() is True
+
+
+async def test_entries_past_the_kept_objects_are_delivered_from_their_bytes(kernel: Kernel) -> None:
+    from sos_kernel.backends.memory import KEPT_MESSAGES_MAX
+
+    sent = [send(text=f"m{i}") for i in range(KEPT_MESSAGES_MAX + 20)]
+    for start in range(0, len(sent), kernel.bus.limits.batch_max):
+        await kernel.bus.publish_many(sent[start : start + kernel.bus.limits.batch_max])
+    async with kernel.bus.subscribe("agent:bob", prefetch=64) as sub:
+        got = await drain(sub, len(sent), timeout_s=30)
+        assert [d.message for d in got] == sent
+        for d in got:
+            await d.ack()
+    assert [m.message_id for m in await kernel.bus.history("agent:bob", limit=10)] == [m.message_id for m in sent[:10]]
+
+
+@pytest.mark.live
+async def test_nacked_deliveries_come_back_after_their_delays_whatever_was_claimed_between(api: Api) -> None:
+    early, late, fresh = send(text="early"), send(text="late"), send(text="fresh")
+    await api.bus.publish(late)
+    await api.bus.publish(early)
+    async with api.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        first, second = await drain(sub, 2)
+        assert await first.nack(delay_s=0.6) is True  # "late"
+        assert await second.nack(delay_s=0.2) is True  # "early"
+        await api.bus.publish(fresh)  # a claim in between must not hide either one
+        (d,) = await drain(sub, 1)
+        assert d.message.message_id == fresh.message_id
+        await d.ack()
+        again = await drain(sub, 2)
+        assert sorted(x.message.message_id for x in again) == sorted([early.message_id, late.message_id])
+        assert [x.attempt for x in again] == [2, 2]
+        for x in again:
+            await x.ack()

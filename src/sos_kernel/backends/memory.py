@@ -6,13 +6,15 @@ backends are compared against.
 
 from __future__ import annotations
 
+import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import anyio
+import anyio.lowlevel
 
 from ..bus.store import (
     Appended,
@@ -40,7 +42,12 @@ from .memory_replies import MemoryReplyStore
 from .memory_skills import MemorySkillStore
 from .memory_tasks import MemoryTaskStore
 
-__all__ = ["MemoryBackend", "MemoryBusStore"]
+__all__ = ["KEPT_MESSAGES_MAX", "MemoryBackend", "MemoryBusStore"]
+
+KEPT_MESSAGES_MAX = 1024
+"""The newest entries whose validated message object the store keeps for delivery (older ones are parsed from
+their bytes): a consumer that keeps up skips parsing, while the objects the collector must track stay bounded
+whatever the streams retain."""
 
 
 @dataclass(slots=True)
@@ -50,6 +57,7 @@ class _Row:
     receipts: bool
     only_group: str | None
     created: float
+    message: object = None  # the validated message itself: deliveries skip parsing ``data`` again
 
 
 @dataclass(slots=True)
@@ -65,6 +73,11 @@ class _Group:
     cursor: int
     pending: dict[int, _Pending] = field(default_factory=dict)
     dead: OrderedDict[str, StoredDeadLetter] = field(default_factory=OrderedDict)
+    due_min: float = math.inf
+    """No pending entry falls due before this (a lower bound): a claim scans the pending set only past it."""
+
+    def mark_due(self, due: float) -> None:
+        self.due_min = min(self.due_min, due)
 
 
 @dataclass(slots=True)
@@ -93,14 +106,19 @@ class _Stream:
 
 
 class MemoryBusStore(BusStore):
-    """Bus primitives over dicts and lists."""
+    """Bus primitives over dicts and lists. Keeps each entry's validated message object beside its bytes
+    (``keeps_messages``), so a delivery or a history read hands back the object the publisher's bus checked."""
+
+    keeps_messages: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
+        self._group_names: dict[tuple[str, str], set[str]] = {}  # so dropping an address reads only its groups
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
+        self._kept: deque[_Row] = deque()  # rows holding a message object, newest last
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -115,6 +133,11 @@ class MemoryBusStore(BusStore):
         event = self._events.pop((tenant, address), None)
         if event is not None:
             event.set()
+
+    def _keep(self, row: _Row) -> None:
+        self._kept.append(row)
+        if len(self._kept) > KEPT_MESSAGES_MAX:
+            self._kept.popleft().message = None
 
     def _prune_dedup(self, now: float) -> None:
         while self._dedup:
@@ -132,11 +155,16 @@ class MemoryBusStore(BusStore):
             del rows[stream.first]
             stream.first += 1
 
+    def _add_group(self, tenant: str, address: str, group: str, cursor: int) -> _Group:
+        found = self._groups[(tenant, address, group)] = _Group(cursor=cursor)
+        self._group_names.setdefault((tenant, address), set()).add(group)
+        return found
+
     def _group(self, tenant: str, address: str, group: str) -> _Group:
         found = self._groups.get((tenant, address, group))
         if found is None:
             # A group used before ensure_group (e.g. after delete) starts from the earliest retained entry.
-            found = self._groups[(tenant, address, group)] = _Group(cursor=0)
+            found = self._add_group(tenant, address, group, 0)
         return found
 
     # -- primitives -----------------------------------------------------------------------------------------
@@ -154,7 +182,10 @@ class MemoryBusStore(BusStore):
                 )
                 continue
             stream = self._stream(tenant, address)
-            pos = stream.add(_Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now))
+            row = _Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now, entry.message)
+            pos = stream.add(row)
+            if row.message is not None:
+                self._keep(row)
             if entry.only_group is None:
                 self._dedup[(tenant, entry.message_id)] = (address, pos, now + retention.dedup_window_s)
             appended = Appended(str(pos), False)
@@ -167,23 +198,66 @@ class MemoryBusStore(BusStore):
     async def ensure_group(self, tenant: str, address: str, group: str, start: Literal["earliest", "latest"]) -> None:
         key = (tenant, address, group)
         if key not in self._groups:
-            cursor = self._stream(tenant, address).last if start == "latest" else 0
-            self._groups[key] = _Group(cursor=cursor)
+            self._add_group(tenant, address, group, self._stream(tenant, address).last if start == "latest" else 0)
 
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         self._groups.pop((tenant, address, group), None)
+        names = self._group_names.get((tenant, address))
+        if names is not None:
+            names.discard(group)
+            if not names:
+                del self._group_names[(tenant, address)]
 
     async def drop_address(self, tenant: str, address: str) -> None:
         self._streams.pop((tenant, address), None)
-        for key in [k for k in self._groups if k[0] == tenant and k[1] == address]:
-            del self._groups[key]
+        self._notify(tenant, address)  # its wake-up event goes too (a timed-out ask's wait left one)
+        for group in self._group_names.pop((tenant, address), ()):
+            del self._groups[(tenant, address, group)]
 
     async def claim(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
+    ) -> list[Claimed]:
+        return self._claim(tenant, address, group, consumer, count, visibility_ms)
+
+    async def claim_wait(
+        self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
+    ) -> list[Claimed]:
+        """``claim``; when nothing is there, yield once (a publisher on this event loop may append meanwhile, and
+        is then read without arming a timer), then wait for news up to ``timeout_s`` and claim once more."""
+        claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
+        if claimed or timeout_s <= 0:
+            return claimed
+        await anyio.lowlevel.checkpoint()
+        claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
+        if claimed:
+            return claimed
+        await self.wait(tenant, address, timeout_s)
+        return self._claim(tenant, address, group, consumer, count, visibility_ms)
+
+    def _claim(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int
     ) -> list[Claimed]:
         now = time.monotonic()
         stream = self._stream(tenant, address)
         grp = self._group(tenant, address, group)
+        due = now + visibility_ms / 1000
+        out = self._redeliver(stream, grp, consumer, count, now, due) if grp.due_min <= now else []
+        for pos in range(max(grp.cursor + 1, stream.first), stream.last + 1):
+            if len(out) >= count:
+                break
+            grp.cursor = pos
+            row = stream.rows[pos]
+            if row.only_group is not None and row.only_group != group:
+                continue
+            grp.pending[pos] = _Pending(consumer, due, 1)
+            out.append(Claimed(str(pos), row.data, 1, row.receipts, row.message))
+        if out:
+            grp.mark_due(due)
+        return out
+
+    @staticmethod
+    def _redeliver(stream: _Stream, grp: _Group, consumer: str, count: int, now: float, due: float) -> list[Claimed]:
+        """The due pending entries (up to ``count``, in stream order), claimed again; ``due_min`` made exact."""
         out: list[Claimed] = []
         for pos in sorted(p for p, pend in grp.pending.items() if pend.due <= now):
             if len(out) >= count:
@@ -193,17 +267,9 @@ class MemoryBusStore(BusStore):
             if row is None:  # trimmed by retention while pending
                 del grp.pending[pos]
                 continue
-            pend.consumer, pend.due, pend.attempts = consumer, now + visibility_ms / 1000, pend.attempts + 1
-            out.append(Claimed(str(pos), row.data, pend.attempts, row.receipts))
-        for pos in range(max(grp.cursor + 1, stream.first), stream.last + 1):
-            if len(out) >= count:
-                break
-            grp.cursor = pos
-            row = stream.rows[pos]
-            if row.only_group is not None and row.only_group != group:
-                continue
-            grp.pending[pos] = _Pending(consumer, now + visibility_ms / 1000, 1)
-            out.append(Claimed(str(pos), row.data, 1, row.receipts))
+            pend.consumer, pend.due, pend.attempts = consumer, due, pend.attempts + 1
+            out.append(Claimed(str(pos), row.data, pend.attempts, row.receipts, row.message))
+        grp.due_min = min((pend.due for pend in grp.pending.values()), default=math.inf)
         return out
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
@@ -222,9 +288,10 @@ class MemoryBusStore(BusStore):
     ) -> bool:
         grp = self._groups.get((tenant, address, group))
         pend = grp.pending.get(int(position)) if grp else None
-        if pend is None:
+        if grp is None or pend is None:
             return False
         pend.due = time.monotonic() + delay_ms / 1000
+        grp.mark_due(pend.due)
         pend.why = None if reason is None else NackReason(pend.attempts, reason)
         self._notify(tenant, address)
         return True
@@ -281,7 +348,7 @@ class MemoryBusStore(BusStore):
                 break
             row = stream.rows[pos]
             if row.only_group is None:
-                out.append(HistoryEntry(str(pos), row.data))
+                out.append(HistoryEntry(str(pos), row.data, row.message))
         return out
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:

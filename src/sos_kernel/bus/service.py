@@ -36,14 +36,19 @@ import logging
 import math
 import re
 import secrets
+import types
 import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import anyio
 import anyio.lowlevel
+from pydantic import BaseModel
 
 from .. import _trace
 from .._observe import Events
@@ -173,6 +178,55 @@ def _chunk_limit(part: ChunkPayload, name: str, value: int, maximum: int) -> Non
             f"chunk {part.seq} of {part.group_id}: {value} is over {name}={maximum}",
             details={"limit": name, "max": maximum, "size": value, "group_id": part.group_id},
         )
+
+
+_FIXED_VALUES = (str, int, float, bool, bytes, type(None), datetime, date, timedelta, Decimal, uuid.UUID, Enum)
+_FIXED_TYPES = frozenset(_FIXED_VALUES)  # exact types first: isinstance over the tuple is slow for a model
+_open_fields: dict[type[BaseModel], tuple[str, ...] | None] = {}
+
+
+def _fixed(value: object) -> bool:
+    """Whether ``value`` cannot change once validated: a frozen model of such values, a tuple of them, or a scalar.
+
+    A message that passes is handed to every delivery and history read as the one object the bus validated (by a
+    store that keeps objects); one holding a dict or list (``headers``, label lists) is parsed per delivery, so
+    no consumer can change what another receives.
+    """
+    if type(value) in _FIXED_TYPES:
+        return True
+    if isinstance(value, BaseModel):
+        names = _model_open_fields(type(value))
+        if names is None or value.model_extra:
+            return False
+        for name in names:
+            field = getattr(value, name)
+            if type(field) not in _FIXED_TYPES and not _fixed(field):
+                return False
+        return True
+    if isinstance(value, tuple | frozenset):
+        return all(_fixed(v) for v in value)
+    return isinstance(value, _FIXED_VALUES)
+
+
+def _model_open_fields(cls: type[BaseModel]) -> tuple[str, ...] | None:
+    """The fields of ``cls`` whose type admits a value that could change (None: ``cls`` is not frozen); per class,
+    once, so :func:`_fixed` reads only those."""
+    if cls not in _open_fields:
+        frozen = bool(cls.model_config.get("frozen"))
+        fields = cls.model_fields.items()
+        _open_fields[cls] = tuple(n for n, f in fields if not _fixed_type(f.annotation)) if frozen else None
+    return _open_fields[cls]
+
+
+def _fixed_type(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _fixed_type(get_args(annotation)[0])
+    if origin is Literal:
+        return True
+    if origin is Union or origin is types.UnionType:
+        return all(_fixed_type(arg) for arg in get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, _FIXED_VALUES)
 
 
 def check_nack_delay(delay_s: float) -> float:
@@ -336,6 +390,7 @@ class Bus:
         closed: anyio.Event | None = None,
     ) -> None:
         self._store = store
+        self._keeps_messages = store.keeps_messages
         self.tenant = tenant
         self._catalogue = catalogue
         self.limits = limits
@@ -361,6 +416,10 @@ class Bus:
     def _count(self, event: str, n: int = 1) -> None:
         if self.events is not None and n:
             self.events.emit(event, self.tenant, n)
+
+    def _kept(self, message: Message) -> Message | None:
+        """``message`` itself for a store that keeps objects, when nothing in it can change; else None."""
+        return message if self._keeps_messages and _fixed(message) else None
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -442,9 +501,8 @@ class Bus:
                 )
             # Whole and checked already: stored as one entry, as its chunks would be once reassembled.
             chunks = max(1, math.ceil(len(data) / self.limits.chunk_data_bytes))
-        appended = await self._store.append(
-            self.tenant, [(parsed.target, Entry(parsed.message_id, data, receipts))], self._retention
-        )
+        entry = Entry(parsed.message_id, data, receipts, None, self._kept(parsed))
+        appended = await self._store.append(self.tenant, [(parsed.target, entry)], self._retention)
         self._count("published", 0 if appended[0].duplicate else 1)
         await anyio.lowlevel.checkpoint()  # a publisher in a loop lets consumers of the same event loop progress
         return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
@@ -492,7 +550,7 @@ class Bus:
                     f"message {index} is a chunk or over message_bytes_max; publish it on its own",
                     details={"limit": "message_bytes_max", "index": index, "size": len(data)},
                 )
-            items.append((parsed.target, Entry(parsed.message_id, data, receipts)))
+            items.append((parsed.target, Entry(parsed.message_id, data, receipts, None, self._kept(parsed))))
         if not items:
             return []
         appended = await self._store.append(self.tenant, items, self._retention)
@@ -532,7 +590,9 @@ class Bus:
         whole = self._reassemble(chunk, put.parts)
         self._admit_whole(chunk, whole, admit)
         appended = await self._store.append(
-            self.tenant, [(whole.target, Entry(whole.message_id, whole.to_json(), receipts))], self._retention
+            self.tenant,
+            [(whole.target, Entry(whole.message_id, whole.to_json(), receipts, None, self._kept(whole)))],
+            self._retention,
         )
         self._count("published", 0 if appended[0].duplicate else 1)
         return PublishReceipt(whole.message_id, whole.target, appended[0].position, appended[0].duplicate)
@@ -762,7 +822,7 @@ class Bus:
         while True:
             for entry in await self._store.history(self.tenant, channel, after, 100):
                 after = entry.position
-                reply = self._readable(channel, entry.position, entry.data)
+                reply = self._readable(channel, entry.position, entry.data, entry.message)
                 if isinstance(reply, SendMessage) and (
                     reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
                 ):
@@ -866,7 +926,7 @@ class Bus:
             wanted = limit - len(out)
             entries = await self._store.history(self.tenant, address, cursor, wanted)
             for entry in entries:
-                message = self._readable(address, entry.position, entry.data)
+                message = self._readable(address, entry.position, entry.data, entry.message)
                 if message is not None:
                     out.append((entry.position, message))
             if len(entries) < wanted:
@@ -874,8 +934,11 @@ class Bus:
             cursor = entries[-1].position  # a page short of unreadable entries reads on
         return out
 
-    def _readable(self, address: str, position: str, data: bytes) -> Message | None:
-        """The message an entry holds; None (counted and logged) when it is not one of the catalogue."""
+    def _readable(self, address: str, position: str, data: bytes, kept: object = None) -> Message | None:
+        """The message an entry holds (``kept``: the object the store kept, validated when it was published);
+        None (counted and logged) when it is not one of the catalogue."""
+        if isinstance(kept, Message):
+            return kept
         try:
             return self._catalogue.parse(data)
         except SOSError as exc:
@@ -989,9 +1052,8 @@ class Bus:
                 attempt=attempt,
             ),
         )
-        await self._store.append(
-            self.tenant, [(receipt.target, Entry(receipt.message_id, receipt.to_json()))], self._retention
-        )
+        entry = Entry(receipt.message_id, receipt.to_json(), False, None, self._kept(receipt))
+        await self._store.append(self.tenant, [(receipt.target, entry)], self._retention)
 
     # -- used by Subscription -------------------------------------------------------------------------------
 
@@ -1046,7 +1108,7 @@ class Subscription:
         self._in_flight = 0
         self._opened = False
         self._closed = False
-        self._settled = anyio.Event()
+        self._settled: anyio.Event | None = None  # made only while _fill waits for room
         self._unreachable_since: float | None = None
         self._reconnects = 0
 
@@ -1145,6 +1207,8 @@ class Subscription:
         # consumer per entry instead of every consumer of the group.
         room = min(self.prefetch, self._bus.limits.in_flight_max - self._in_flight)
         if room <= 0:
+            if self._settled is None:
+                self._settled = anyio.Event()
             with anyio.move_on_after(timeout_s):
                 await self._settled.wait()
             return False
@@ -1153,13 +1217,14 @@ class Subscription:
         )
         self._unreachable_since = None  # the store answered
         for item in claimed:
-            await self._admit(item.position, item.data, item.attempt, item.receipts)
+            await self._admit(item.position, item.data, item.attempt, item.receipts, item.message)
         return bool(claimed)
 
-    async def _admit(self, position: str, data: bytes, attempt: int, receipts: bool) -> None:
+    async def _admit(self, position: str, data: bytes, attempt: int, receipts: bool, kept: object) -> None:
         store, tenant = self._bus.store, self._bus.tenant
         try:
-            message = self._bus.catalogue.parse(data)
+            # validated once, at publish: a kept object is that message (see Bus._kept)
+            message = kept if isinstance(kept, Message) else self._bus.catalogue.parse(data)
         except SOSError as exc:
             # dead at once, whatever max_deliveries says: no retry makes it readable
             reason = self._bus._note_unreadable(self.address, position, data, exc)
@@ -1203,8 +1268,9 @@ class Subscription:
 
     def _release(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)
-        self._settled.set()
-        self._settled = anyio.Event()
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
     async def _ack(self, delivery: Delivery) -> bool:
         done = await self._bus.store.ack(self._bus.tenant, self.address, self.group, delivery.position)

@@ -17,7 +17,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 __all__ = [
     "POISON_RAW_BYTES_MAX",
@@ -79,6 +79,9 @@ class Entry(NamedTuple):
     data: bytes
     receipts: bool = False
     only_group: str | None = None
+    message: object = None
+    """The deeply immutable message the bus validated into ``data`` (else None): a store that keeps objects
+    (``BusStore.keeps_messages``) hands it back in ``Claimed``/``HistoryEntry`` so it is not parsed again."""
 
 
 class Appended(NamedTuple):
@@ -88,14 +91,18 @@ class Appended(NamedTuple):
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """An entry handed to a consumer; ``attempt`` counts deliveries to this group, starting at 1."""
+class Claimed(NamedTuple):
+    """An entry handed to a consumer; ``attempt`` counts deliveries to this group, starting at 1.
+
+    ``message`` is the entry's ``Entry.message`` when the store kept it, else None (the bus parses ``data``).
+    A named tuple, like ``Entry``: one is built per delivery.
+    """
 
     position: str
     data: bytes
     attempt: int
     receipts: bool
+    message: object = None
 
 
 class NackReason(NamedTuple):
@@ -105,12 +112,12 @@ class NackReason(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """An entry read without consuming it."""
+class HistoryEntry(NamedTuple):
+    """An entry read without consuming it; ``message`` as in :class:`Claimed`."""
 
     position: str
     data: bytes
+    message: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +195,10 @@ class ChunkPut(NamedTuple):
 
 class BusStore(ABC):
     """Primitive bus operations for one engine. Every method is atomic; none interprets message content."""
+
+    keeps_messages: ClassVar[bool] = False
+    """True for a store that keeps ``Entry.message`` beside the bytes (in this process) and returns it; the bus
+    then skips building the objects for stores that would drop them."""
 
     @abstractmethod
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
