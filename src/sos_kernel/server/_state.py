@@ -209,6 +209,12 @@ class ServerState:
         self.metrics: Any = None
         """The app's :class:`sos_kernel.ops.metrics.Metrics`, when it serves ``GET /metrics``."""
         self.metrics_digest: str | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when this state closes, before its leases and the latest added first: what a mounted
+        endpoint started (an A2A follow, an ask) ends while the kernel is still open."""
+        self._closers.append(closer)
 
     def check_admin(self, token: str | None) -> None:
         """Server-admin routes (creating tenants) need the admin token given to ``create_app``."""
@@ -235,10 +241,13 @@ class ServerState:
             raise Forbidden("GET /metrics needs the metrics token or the server admin token")
 
     async def aclose(self) -> None:
-        """Close every subscription lease (the kernel is the caller's to close)."""
+        """Close what mounted endpoints started (:meth:`on_close`), then every subscription lease (the kernel is the
+        caller's to close)."""
         if self.metrics is not None:
             self.metrics.detach()
         with anyio.CancelScope(shield=True):
+            for closer in reversed(self._closers):
+                await closer()
             await self.leases.aclose()
 
 
