@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, MissingToken, SOSError
+from ..identity.models import Principal
 from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..replies import RUNNING, Reply, ReplyBounds
@@ -97,6 +98,11 @@ class Sessions:
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return session
+
+    def forget(self, ended: Callable[[Principal], bool]) -> None:
+        """Drop the cached sessions of the principals ``ended`` names (a revoked token, a suspended tenant)."""
+        for digest in [d for d, s in self._cache.items() if ended(s.principal)]:
+            del self._cache[digest]
 
 
 class Idempotency:
