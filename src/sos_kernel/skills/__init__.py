@@ -105,6 +105,9 @@ is written once, so a kept card never goes stale; forgetting one costs one parse
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then demand
 (:func:`demand_score`, most first), then id."""
+NOTED_CALLERS_MAX = 65_536
+"""(skill, caller, paid) notes an invocation remembers per tenant view as already in the store, so a repeat caller
+costs no write; past it they are all forgotten (a note is idempotent: forgetting one costs one write)."""
 MARKETPLACE_PAYING_CALLER_WEIGHT = 3
 """What one distinct paying caller weighs in the marketplace's demand score; a caller that only called for free
 weighs 1, the author and repeat calls nothing."""
@@ -195,6 +198,7 @@ class Skills:
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
         self._cards: dict[tuple[str, str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
+        self._noted: set[tuple[str, str, bool]] = set()  # see NOTED_CALLERS_MAX
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -533,8 +537,13 @@ class Skills:
     async def _note_caller(self, card: SkillCard, caller: str, price: int) -> None:
         """Note a counted invocation's caller for the marketplace's demand (idempotent, so a retry notes one cut
         short); the author's own calls are not demand."""
-        if caller != card.author_agent:
-            await self._store.note_caller(self.tenant, card.id, caller, price > 0)
+        note = (card.id, caller, price > 0)
+        if caller == card.author_agent or note in self._noted:
+            return
+        await self._store.note_caller(self.tenant, *note)
+        if len(self._noted) >= NOTED_CALLERS_MAX:
+            self._noted.clear()
+        self._noted.add(note)
 
     async def _bind(self, invocation_id: str, outcome: list[str | int]) -> None:
         """Bind the id to this outcome before any money moves; SOS-4009 if it is bound to another one."""
