@@ -1,9 +1,16 @@
-"""The ``sos`` command line, run as real subprocesses: on a SQLite file, on Redis, and against ``sos serve``; plus
-the README's quickstart in a fresh virtual environment."""
+"""The ``sos`` command line: on a SQLite file, on Redis, and against ``sos serve``; plus the README's quickstart in
+a fresh virtual environment.
+
+Most commands run in this process through the CLI's own ``main()`` (its argv, environment, working directory,
+stdout, stderr and exit code, as a process would see them): a subprocess per command proves nothing more and costs
+an interpreter start each. Each command family keeps at least one call as a real ``python -m sos_kernel`` process
+(``process=True``), ``sos serve`` always runs as one, and the README flows run in a shell."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -20,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sos_kernel.cli import build_parser
+from sos_kernel.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND_S = 60.0
@@ -42,28 +49,60 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def sos(*args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "sos_kernel", *args],
-        cwd=cwd,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_S,
-    )
+@contextlib.contextmanager
+def _as_a_process_would(cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    """This process's environment and working directory as ``subprocess.run(cwd=cwd, env=_env(**env))`` gives."""
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    os.environ.clear()
+    os.environ.update(_env(**env))
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _in_process(args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``sos *args`` through the CLI's ``main()``; an exception it does not turn into an exit code propagates."""
+    out, err = io.StringIO(), io.StringIO()
+    with _as_a_process_would(cwd, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["sos", *args], code, out.getvalue(), err.getvalue())
+
+
+def sos(
+    *args: str, cwd: Path, check: bool = True, process: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``sos *args`` in this process, or as a real ``python -m sos_kernel`` process when ``process``."""
+    if process:
+        result = subprocess.run(
+            [sys.executable, "-m", "sos_kernel", *args],
+            cwd=cwd,
+            env=_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_S,
+        )
+    else:
+        result = _in_process(args, cwd, env)
     assert "Traceback" not in result.stderr, result.stderr
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
-def sos_json(*args: str, cwd: Path, **env: str) -> Any:
-    return json.loads(sos("--json", *args, cwd=cwd, **env).stdout)
+def sos_json(*args: str, cwd: Path, process: bool = False, **env: str) -> Any:
+    return json.loads(sos("--json", *args, cwd=cwd, process=process, **env).stdout)
 
 
-def failure(*args: str, cwd: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def failure(*args: str, cwd: Path, code: str, process: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a command that must fail with the SOS error ``code``: exit 2, ``SOS-xxxx message`` on stderr."""
-    result = sos(*args, cwd=cwd, check=False, **env)
+    result = sos(*args, cwd=cwd, check=False, process=process, **env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith(f"{code} "), result.stderr
     assert result.stdout == ""
@@ -78,7 +117,7 @@ def _unique(prefix: str) -> str:
 
 
 def test_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
-    result = sos("demo", cwd=tmp_path)
+    result = sos("demo", cwd=tmp_path, process=True)
     assert (tmp_path / "sos.db").exists()
     assert "receipts for alice's message" in result.stdout
     assert "delivered, processed" in result.stdout
@@ -113,11 +152,11 @@ def test_send_history_and_tail_with_json(tmp_path: Path) -> None:
     tailed = sos("tail", "agent:bob", "--url", url, "--json", "--count", "1", cwd=tmp_path).stdout.splitlines()
     assert json.loads(tailed[0])["message"]["payload"]["text"] == "hello"
     # SOS_URL is read when --url is not given
-    assert "hello" in sos("history", "agent:bob", cwd=tmp_path, SOS_URL=url).stdout
+    assert "hello" in sos("history", "agent:bob", cwd=tmp_path, process=True, SOS_URL=url).stdout
 
 
 def test_bad_input_exits_2_with_the_sos_code(tmp_path: Path) -> None:
-    failure("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", cwd=tmp_path, code="SOS-4001")
+    failure("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", cwd=tmp_path, code="SOS-4001", process=True)
     as_json = sos("send", "agent:alice", "agent:BOB", "x", "--url", "memory://", "--json", cwd=tmp_path, check=False)
     assert as_json.returncode == 2
     assert json.loads(as_json.stderr)["error"]["code"] == "SOS-4001"
@@ -189,7 +228,7 @@ def test_listings_as_json(tmp_path: Path, command: str) -> None:
 
 def test_tenants_and_tokens_on_a_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/admin.db"
-    created = sos_json("tenant", "create", "acme", "--plan", "growth", "--url", url, cwd=tmp_path)
+    created = sos_json("tenant", "create", "acme", "--plan", "growth", "--url", url, cwd=tmp_path, process=True)
     assert created["tenant"]["slug"] == "acme"
     assert created["tenant"]["seats_max"] == 5
     assert re.fullmatch(r"sk-acme-[0-9a-f]{32}", created["admin_token"])
@@ -204,7 +243,7 @@ def test_tenants_and_tokens_on_a_file(tmp_path: Path) -> None:
     assert {t["id"] for t in listed} >= {issued["id"]}
     assert issued["secret"] not in json.dumps(listed)  # secrets are shown once, at issue
 
-    sos("token", "revoke", issued["id"], "--tenant", "acme", "--url", url, cwd=tmp_path)
+    sos("token", "revoke", issued["id"], "--tenant", "acme", "--url", url, cwd=tmp_path, process=True)
     table = sos("token", "list", "--tenant", "acme", "--url", url, cwd=tmp_path).stdout
     assert re.search(rf"{issued['id']}\s+agent:x\s+revoked", table), table
     failure("token", "revoke", issued["id"], "--tenant", "acme", "--url", url, cwd=tmp_path, code="SOS-4040")
@@ -217,7 +256,7 @@ def test_wallets_on_a_file(tmp_path: Path) -> None:
     sos("wallet", "open", "system:mint", "--allow-negative", *kernel, cwd=tmp_path)
     sos("wallet", "open", "agent:alice", *kernel, cwd=tmp_path)
     move = ("wallet", "transfer", "--id", "grant-1", "--from", "system:mint", "--to", "agent:alice")
-    first = sos_json(*move, "--amount", "1_500_000", *kernel, cwd=tmp_path)
+    first = sos_json(*move, "--amount", "1_500_000", *kernel, cwd=tmp_path, process=True)
     assert (first["amount"], first["replayed"]) == (1_500_000, False)
     assert sos_json(*move, "--amount", "1500000", *kernel, cwd=tmp_path)["replayed"] is True
     failure(*move, "--amount", "7", *kernel, cwd=tmp_path, code="SOS-4009")  # same id, other amount
@@ -241,7 +280,7 @@ def test_tasks_on_a_file(tmp_path: Path) -> None:
     sos("wallet", "transfer", "--id", "g", "--from", "system:mint", "--to", "agent:boss", "--amount", "900", *kernel,
         cwd=tmp_path)  # fmt: skip
     create = ("task", "create", "Write the docs", "--id", "docs-1", "--reviewer", "agent:rev", "--bounty", "600")
-    task = sos_json(*create, "--funded-by", "agent:boss", *kernel, cwd=tmp_path)
+    task = sos_json(*create, "--funded-by", "agent:boss", *kernel, cwd=tmp_path, process=True)
     assert (task["status"], task["bounty"], task["attempt"]) == ("queued", 600, 0)
     failure(*create, "--funded-by", "agent:boss", "--priority", "high", *kernel, cwd=tmp_path, code="SOS-4009")
     failure("task", "create", "t", "--id", "poor-1", "--reviewer", "agent:rev", "--bounty", "600", "--funded-by",
@@ -275,7 +314,7 @@ def test_agents_skills_and_wallets_of_the_demo_tenant(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
     tenant = sos_json("demo", "--quiet", "--url", url, cwd=tmp_path)["tenant"]
     kernel = ("--url", url, "--tenant", tenant)
-    agents = sos_json("agents", *kernel, cwd=tmp_path)
+    agents = sos_json("agents", *kernel, cwd=tmp_path, process=True)
     assert [a["card"]["name"] for a in agents] == ["alice", "bob", "carol"]
     assert sos_json("agents", "--status", "offline", *kernel, cwd=tmp_path) == []
     table = sos("agents", "--role", "executor", *kernel, cwd=tmp_path).stdout.splitlines()
@@ -283,7 +322,7 @@ def test_agents_skills_and_wallets_of_the_demo_tenant(tmp_path: Path) -> None:
     assert [line.split()[0] for line in table[1:]] == ["agent:alice", "agent:bob", "agent:carol"]
     assert "(no agents)" in sos("agents", "--skill", "juggling", *kernel, cwd=tmp_path).stdout
 
-    skills = sos_json("skills", "list", *kernel, cwd=tmp_path)
+    skills = sos_json("skills", "list", *kernel, cwd=tmp_path, process=True)
     assert [(s["id"], s["version"]) for s in skills] == [("summarise", "1.0.0")]
     assert [s["id"] for s in sos_json("skills", "list", "--marketplace", *kernel, cwd=tmp_path)] == ["summarise"]
     card = sos_json("skills", "show", "summarise", "--version", "^1.0", *kernel, cwd=tmp_path)
@@ -299,7 +338,7 @@ def test_redis_url(tmp_path: Path, redis_url: str) -> None:
     kernel = ("--url", redis_url, "--tenant", tenant)
     sos("tenant", "create", tenant, "--url", redis_url, cwd=tmp_path)
     inbox = f"agent:{_unique('bob')}"
-    sent = sos_json("send", "agent:alice", inbox, "over redis", *kernel, cwd=tmp_path)
+    sent = sos_json("send", "agent:alice", inbox, "over redis", *kernel, cwd=tmp_path, process=True)
     rows = [json.loads(line) for line in sos("history", inbox, "--json", *kernel, cwd=tmp_path).stdout.splitlines()]
     assert [r["message"]["message_id"] for r in rows] == [sent["message_id"]]
 
@@ -408,7 +447,7 @@ def test_serve_and_the_commands_over_http(tmp_path: Path, served: Served) -> Non
     assert (balance["owner"], balance["posted"], balance["available"]) == ("agent:alice", 5000, 5000)
     failure(*alice, "wallet", "list", cwd=tmp_path, code="SOS-5004")  # an agent token has no ledger:admin
 
-    sent = sos_json(*alice, "send", "agent:alice", "sos:channel:team", "over http", cwd=tmp_path)
+    sent = sos_json(*alice, "send", "agent:alice", "sos:channel:team", "over http", cwd=tmp_path, process=True)
     lines = sos(*alice, "history", "sos:channel:team", "--json", cwd=tmp_path).stdout.splitlines()
     assert [json.loads(line)["message"]["message_id"] for line in lines] == [sent["message_id"]]
     failure(*alice, "send", "agent:bob", "sos:channel:team", "spoofed", cwd=tmp_path, code="SOS-5004")
@@ -445,7 +484,7 @@ def test_tasks_over_http_act_as_the_tokens_agent(tmp_path: Path, served: Served)
     failure(*as_["worker"], "task", "create", "t", "--id", "theft-1", "--reviewer", "agent:rev", "--bounty", "1",
             "--funded-by", "agent:boss", cwd=tmp_path, code="SOS-5004")  # fmt: skip
     failure(*as_["worker"], "task", "claim", "docs-1", "--agent", "agent:boss", cwd=tmp_path, code="SOS-5004")
-    claim = sos_json(*as_["worker"], "task", "claim", "docs-1", cwd=tmp_path)
+    claim = sos_json(*as_["worker"], "task", "claim", "docs-1", cwd=tmp_path, process=True)
     assert (claim["agent"], claim["attempt"]) == ("agent:worker", 1)
     failure(*as_["rev"], "task", "claim", "docs-1", cwd=tmp_path, code="SOS-6012")
     evidence = json.dumps({"argv": ["make", "docs"], "exit_status": 0, "output_sha256": "b" * 64, "output_bytes": 9})
@@ -543,7 +582,7 @@ def test_an_unknown_tenant_is_refused_with_the_closest(tmp_path: Path) -> None:
 def test_tail_watches_without_consuming_and_take_consumes(tmp_path: Path) -> None:
     url = ("--url", f"sqlite:///{tmp_path}/tail.db")
     sos("send", "agent:alice", "agent:bob", "first", *url, cwd=tmp_path)
-    watched = sos("tail", "agent:bob", "--count", "1", *url, cwd=tmp_path).stdout.splitlines()
+    watched = sos("tail", "agent:bob", "--count", "1", *url, cwd=tmp_path, process=True).stdout.splitlines()
     assert watched[0].split()[:2] == ["POSITION", "TYPE"]
     assert watched[1].endswith("first")
     again = sos("tail", "agent:bob", "--json", "--timeout", "0.5", *url, cwd=tmp_path).stdout.splitlines()
@@ -574,7 +613,7 @@ def test_history_has_a_header_and_receipts_say_what_they_acknowledge(tmp_path: P
 
 
 def test_catalogue_prints_plain_text(tmp_path: Path) -> None:
-    out = sos("catalogue", cwd=tmp_path).stdout
+    out = sos("catalogue", cwd=tmp_path, process=True).stdout
     assert "``" not in out
     assert ":class:" not in out
 

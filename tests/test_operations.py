@@ -28,7 +28,7 @@ SERVICES: list[tuple[type, type, type]] = [
     (Providers, api.ProvidersAPI, RemoteProviders),
     (Engine, api.EngineAPI, RemoteEngine),
 ]
-TRUSTED_ONLY = {"store", "catalogue", "limits", "tenant", "ttl_s", "agent_status"}
+TRUSTED_ONLY = {"store", "catalogue", "limits", "tenant", "ttl_s", "agent_status", "demand"}
 """Members of the trusted services that are not operations (a session never has them)."""
 
 

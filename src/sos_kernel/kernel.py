@@ -29,7 +29,7 @@ from .governance import Governance, Governor, PolicyCache, use
 from .governance.service import GOVERNANCE_CHANNEL
 from .identity.keys import AgentKey
 from .identity.models import Principal
-from .identity.service import Authenticator, Capabilities, Tenants, Tokens, check_tenant
+from .identity.service import Authenticator, Capabilities, ForgetHook, Tenants, Tokens, check_tenant
 from .ledger import Ledger
 from .memory import Embedder, LexicalEmbedder, Memory, MemoryLimits, MemoryStore
 from .providers import Engine, ProviderRuntime, Providers
@@ -129,6 +129,10 @@ class Kernel:
         self.events = Events()
         """What the kernel does, counted per tenant, for listeners such as ``sos_kernel.ops.metrics``."""
         self._auth_cache: Authenticator | None = None
+        self.on_forget: list[ForgetHook] = []
+        """Called at once when a token is revoked or a tenant's status changes through this kernel, with a test of
+        the principals it ends (a server ends its cached sessions of them); another process sees it within
+        ``TOKEN_CACHE_TTL_S``."""
         self._sweeper = Background(self._sweep_chunks)
         self.provider_runtime = ProviderRuntime(provider_keys, provider_hosts)
         self._memory = memory
@@ -290,7 +294,7 @@ class Kernel:
     @property
     def _auth(self) -> Authenticator:
         if self._auth_cache is None:
-            self._auth_cache = Authenticator(self.backend.identity)
+            self._auth_cache = Authenticator(self.backend.identity, self.on_forget)
         return self._auth_cache
 
     @property

@@ -4,6 +4,7 @@ bounds, and the reverse client (a kernel agent asking a remote A2A agent through
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -117,10 +118,13 @@ async def answering(kernel: sos_kernel.Kernel, agent: str, tenant: str = "acme")
 
 
 @asynccontextmanager
-async def a2a_client(url: str, token: str | None, *, streaming: bool = False) -> AsyncIterator[Client]:
-    """The a2a-sdk client of the agent at ``url``, from its card, sending ``token`` as the bearer."""
+async def a2a_client(
+    url: str, token: str | None, *, streaming: bool = False, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Client]:
+    """The a2a-sdk client of the agent at ``url``, from its card, sending ``token`` as the bearer (over
+    ``transport`` when given, e.g. an app in process)."""
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(headers=headers, timeout=60) as http:
+    async with httpx.AsyncClient(headers=headers, timeout=60, transport=transport) as http:
         agent_card = await A2ACardResolver(http, url).get_agent_card()
         client = ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(agent_card)
         try:
@@ -526,6 +530,28 @@ async def test_task_mode_refusals_reject_the_task_and_move_nothing(
     assert await deployed.kernel.tenant("acme").tasks.list() == []
     assert (await balance(deployed.kernel, "alice"), await balance(deployed.kernel, "carol")) == (1_000, 1_000)
     assert await deployed.kernel.tenant("acme").bus.history("agent:bob") == []
+
+
+async def test_shutdown_ends_the_follows_and_asks_in_flight_and_leaves_no_task(kernel: sos_kernel.Kernel) -> None:
+    """The app's shutdown cancels and awaits what its A2A endpoint still runs (a follow polling its kernel task, an
+    ask waiting for a reply), so nothing reads the kernel after the server is gone."""
+    from sos_kernel.integrations.a2a import A2A_TASK_POLL_S, mount
+    from sos_kernel.server import create_app
+
+    deployed = await seed(kernel, "http://testserver")
+    await fund(kernel, "alice", 1_000)
+    app = create_app(kernel)
+    mount(app, **LIMITS)
+    before = asyncio.all_tasks()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app)
+        async with a2a_client(deployed.url("bob"), deployed.tokens["alice"], transport=transport) as client:
+            followed, _ = await final_task(client, task_request("later", {"bounty": 1_000}, timeout_s=60, wait=False))
+            await final_task(client, request("anyone?", timeout_s=60, wait=False))
+        await anyio.sleep(3 * A2A_TASK_POLL_S)  # the follow polls, the ask waits
+        assert len(asyncio.all_tasks() - before) > 1
+    assert asyncio.all_tasks() - before == set()  # none outlives the server
+    assert (await kernel.tenant("acme").tasks.get(followed.id)).status == "queued"  # the kernel task stays
 
 
 async def test_a_task_outlives_its_server_and_is_found_by_another(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import sos_kernel
@@ -99,6 +101,29 @@ async def test_revoked_token_is_refused_at_once(acme: tuple[sos_kernel.Kernel, s
         await connect(issued.secret)
     assert "secret" not in repr(issued)
     assert issued.secret not in repr(issued)
+
+
+async def test_a_lookup_in_flight_during_a_revoke_does_not_keep_the_token_alive(kernel: sos_kernel.Kernel) -> None:
+    """A token lookup that started before a revoke and ends after it is not cached: the revoke holds at once."""
+    await kernel.tenants.create("acme", plan="growth")
+    tokens = kernel.tenant("acme").tokens
+    for _ in range(20):
+        issued = await tokens.issue(scopes=["bus:read"])
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):  # lookups reading before, during and after the revoke's write
+                tg.start_soon(_session_or_refusal, kernel, issued.secret)
+                await anyio.lowlevel.checkpoint()
+            tg.start_soon(tokens.revoke, issued.id)
+            for _ in range(3):
+                tg.start_soon(_session_or_refusal, kernel, issued.secret)
+                await anyio.lowlevel.checkpoint()
+        with pytest.raises(InvalidToken):
+            await kernel.session(issued.secret)
+
+
+async def _session_or_refusal(kernel: sos_kernel.Kernel, token: str) -> None:
+    with contextlib.suppress(InvalidToken):
+        await kernel.session(token)
 
 
 async def test_suspended_tenant_is_refused_and_keeps_its_data(

@@ -1,4 +1,5 @@
-"""``sos memory …`` as real subprocesses: on a SQLite file, and against ``sos serve`` with agent tokens."""
+"""``sos memory …`` on a SQLite file, and against ``sos serve`` (a real process) with agent tokens; commands run
+through the CLI's ``main()`` in this process (see tests/test_cli.py), the first one as a real process."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_memory_commands_on_a_file(tmp_path: Path) -> None:
             "kind=bill",
             *kernel,
             cwd=tmp_path,
+            process=True,
         ).stdout
     )
     again = sos_json(

@@ -1,4 +1,5 @@
-"""``sos providers list|health|load`` and ``sos chat`` on an embedded kernel file."""
+"""``sos providers list|health|load`` and ``sos chat`` on an embedded kernel file (through the CLI's ``main()``, the
+first chat as a real process: see tests/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_load_list_health_and_chat(tmp_path: Path) -> None:
         "registered 2 provider(s): broken, echo" in sos(*url, "providers", "load", "matrix.yaml", cwd=tmp_path).stdout
     )
     assert [c["id"] for c in sos_json(*url, "providers", "list", cwd=tmp_path)] == ["broken", "echo"]
-    answered = sos(*url, "chat", "hello there", cwd=tmp_path)
+    answered = sos(*url, "chat", "hello there", cwd=tmp_path, process=True)
     assert answered.stdout == "hello there\n"
     assert "echo (echo): 2 in, 2 out, 0 USD micros" in answered.stderr
     health = sos_json(*url, "providers", "health", cwd=tmp_path)

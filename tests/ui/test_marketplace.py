@@ -95,3 +95,23 @@ async def test_queries_and_results_are_bounded(world: World, monkeypatch: pytest
         assert (await client.get("/marketplace", params={"q": "y" * 2000})).status_code == 400
         monkeypatch.setattr(_market, "MARKETPLACE_RESULTS_MAX", 1)
         assert len((await client.get("/marketplace.json")).json()["cards"]) == 1
+
+
+async def test_ranking_counts_distinct_callers_other_than_the_author_and_paying_ones_more(world: World) -> None:
+    """An author calling its own free skill in a loop, or one caller calling again and again, moves nothing: the
+    marketplace ranks by distinct callers other than the author, a paying one weighing more, across tenants."""
+    acme, rival = world.kernel.tenant("acme"), world.kernel.tenant("rival")
+    await acme.skills.publish(skill("a-free", "a-Free", listed=True, author="agent:alice", price=0))
+    await rival.skills.publish(skill("r-free", "r-Free", listed=True, author="agent:zed", price=0))
+    calls = [(acme, "a-free", "agent:alice", "acme")] * 50  # the author pumping its own free skill
+    calls += [(acme, "a-free", "agent:bob", "acme")] * 3  # one other caller, three times
+    calls += [(rival, "r-free", "agent:yan", "rival"), (rival, "r-free", "agent:xu", "rival")]
+    calls += [(acme, "a-listed-skill", "agent:bob", "acme")]  # one paying caller
+    for n, (view, skill_id, caller, tenant) in enumerate(calls):
+        await view.skills.record_invocation(skill_id, caller=caller, tenant=tenant, invocation_id=f"call-{n}")
+    async with world.client() as client:
+        cards = (await client.get("/marketplace.json")).json()["cards"]
+    ranked = [(c["id"], c["callers"], c["paying_callers"]) for c in cards]
+    assert ranked == [("a-listed-skill", 1, 1), ("r-free", 2, 0), ("a-free", 1, 0), ("r-listed-skill", 0, 0)]
+    assert [c["invocations"] for c in cards] == [1, 2, 53, 0]  # every call is still counted, just not ranked
+    assert [c.id for c in await acme.skills.marketplace()] == ["a-listed-skill", "a-free"]

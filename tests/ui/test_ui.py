@@ -7,9 +7,10 @@ import re
 import httpx
 import pytest
 
+from mumega_sdk import MumegaClient
 from sos_kernel.server.ui import COOKIE, UISessions
 
-from .conftest import World, csrf_of, sign_in
+from .conftest import BASE_URL, World, csrf_of, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -217,6 +218,33 @@ async def test_logout_ends_the_session_and_revocation_ends_it_too(world: World) 
         assert (await client.get("/ui/")).status_code == 200
         await world.kernel.tenants.suspend("rival")
         assert (await client.get("/ui/")).status_code == 303  # so does a suspended tenant
+
+
+async def test_a_revoke_through_this_server_ends_the_tokens_dashboard_sessions_at_once(world: World) -> None:
+    """A revoke through this server (its API, as ``sos token revoke`` against it does) or a suspension through its
+    kernel ends the dashboard sessions of that token or tenant before it returns, whatever the token cache holds."""
+    issued = await world.kernel.tenant("acme").tokens.issue(scopes=["admin"], label="dashboard")
+    sessions = world.app.state.ui.sessions
+    async with world.client() as first, world.client() as second, world.client() as other:
+        for client in (first, second):
+            await sign_in(client, issued.secret)
+            assert (await client.get("/ui/")).status_code == 200  # the token is in the cache now
+        await sign_in(other, world.acme.admin_token)
+        assert sessions.count("acme") == 3
+        transport = httpx.ASGITransport(app=world.app)
+        async with MumegaClient(BASE_URL, world.acme.admin_token, transport=transport) as api:
+            await api.tokens.revoke(issued.id)
+        assert sessions.count("acme") == 1  # ended by the revoke itself, before any page
+        for client in (first, second):
+            page = await client.get("/ui/agents", follow_redirects=True)
+            assert (page.url.path, page.status_code) == ("/ui/signin", 200)
+        assert (await other.get("/ui/")).status_code == 200  # the tenant's other admin is not touched
+    async with world.client() as rival:
+        await sign_in(rival, world.rival.admin_token)
+        assert sessions.count("rival") == 1
+        await world.kernel.tenants.suspend("rival")
+        assert sessions.count("rival") == 0
+        assert (await rival.get("/ui/")).headers["location"] == "/ui/signin"
 
 
 async def test_money_shows_exact_amounts_and_the_ledger_check(world: World) -> None:

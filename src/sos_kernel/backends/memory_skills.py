@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..skills.store import SkillRecord, SkillStats, SkillStore
+from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore
 
 __all__ = ["MemorySkillStore"]
 
@@ -21,6 +21,7 @@ class MemorySkillStore(SkillStore):
         self._invocations: set[tuple[str, str]] = set()
         self._owners: dict[tuple[str, str], str] = {}
         self._bindings: dict[tuple[str, str], str] = {}
+        self._callers: dict[tuple[str, str], dict[str, bool]] = {}  # (tenant, skill) -> caller -> paid
 
     async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
         owner = self._owners.setdefault((tenant, record.skill_id), author)
@@ -79,3 +80,14 @@ class MemorySkillStore(SkillStore):
         )
         self._invocations.add((tenant, invocation_id))
         return True
+
+    async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
+        callers = self._callers.setdefault((tenant, skill_id), {})
+        callers[caller] = callers.get(caller, False) or paid
+
+    async def demand(self, tenant: str) -> dict[str, SkillDemand]:
+        return {
+            skill: SkillDemand(len(callers), sum(callers.values()))
+            for (t, skill), callers in self._callers.items()
+            if t == tenant
+        }

@@ -10,6 +10,9 @@ Keys::
     sos:{t:<tenant>}:skillowners            hash: skill id -> author who first published it
     sos:{t:<tenant>}:skillinv               set of counted invocation ids
     sos:{t:<tenant>}:skillbind              hash: invocation id -> the outcome it is bound to (set once)
+    sos:{t:<tenant>}:skillcallers:<id>      set of the skill's callers other than its author
+    sos:{t:<tenant>}:skillpayers:<id>       set of those of them who paid
+    sos:{t:<tenant>}:skillcalled            set of skill ids with a noted caller
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..skills.store import SkillRecord, SkillStats, SkillStore
+from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore
 from .redis_audit import AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, redis_call, tenant_prefix
 
@@ -147,3 +150,22 @@ class RedisSkillStore(SkillStore):
         p = self._p(tenant)
         keys = [f"{p}skill:{skill_id}:{version}", f"{p}skillinv"]
         return bool(await self._call(self._invoke(keys=keys, args=[invocation_id, caller_tenant, price, repr(now)])))
+
+    async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
+        p = self._p(tenant)
+        async with self._r.pipeline(transaction=True) as pipe:  # one key slot (the tenant's tag): atomic
+            pipe.sadd(f"{p}skillcallers:{skill_id}", caller)
+            if paid:
+                pipe.sadd(f"{p}skillpayers:{skill_id}", caller)
+            pipe.sadd(f"{p}skillcalled", skill_id)
+            await self._call(pipe.execute())
+
+    async def demand(self, tenant: str) -> dict[str, SkillDemand]:
+        p = self._p(tenant)
+        skills = sorted(_s(v) for v in await self._call(self._r.smembers(f"{p}skillcalled")))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for skill in skills:
+                pipe.scard(f"{p}skillcallers:{skill}")
+                pipe.scard(f"{p}skillpayers:{skill}")
+            counts = await self._call(pipe.execute()) if skills else []
+        return {skill: SkillDemand(int(counts[2 * i]), int(counts[2 * i + 1])) for i, skill in enumerate(skills)}

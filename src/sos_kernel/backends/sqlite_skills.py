@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
-from ..skills.store import SkillRecord, SkillStats, SkillStore, charged
+from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore, charged
 from .sqlite_governance import append_draft
 from .sqlite_ledger import SQLiteLedgerStore
 
@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS skill_invocation_bindings (
     PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_owners (
     tenant TEXT NOT NULL, skill_id TEXT NOT NULL, author TEXT NOT NULL, PRIMARY KEY (tenant, skill_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS skill_callers (
+    tenant TEXT NOT NULL, skill_id TEXT NOT NULL, caller TEXT NOT NULL, paid INTEGER NOT NULL,
+    PRIMARY KEY (tenant, skill_id, caller)) WITHOUT ROWID;
 """
 
 _COLUMNS = "skill_id, version, card, digest, verification, invocations, earned, last_at, by_tenant, published"
@@ -213,3 +216,21 @@ class SQLiteSkillStore(SkillStore):
             return True
 
         return await ledger.apply_then(tenant, charge, now, count)
+
+    async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO skill_callers VALUES (?,?,?,?)"
+                " ON CONFLICT (tenant, skill_id, caller) DO UPDATE SET paid = max(paid, excluded.paid)",
+                (tenant, skill_id, caller, int(paid)),
+            )
+
+        await self._db.write(tx)
+
+    async def demand(self, tenant: str) -> dict[str, SkillDemand]:
+        def tx(c: sqlite3.Connection) -> dict[str, SkillDemand]:
+            sql = "SELECT skill_id, count(*), sum(paid) FROM skill_callers WHERE tenant=? GROUP BY skill_id"
+            return {r[0]: SkillDemand(int(r[1]), int(r[2])) for r in c.execute(sql, (tenant,)).fetchall()}
+
+        result: dict[str, SkillDemand] = await self._db.read(tx)
+        return result

@@ -5,7 +5,8 @@ looked up; the comparison is :func:`hmac.compare_digest`. A raw token is returne
 and never appears in a store, a log, a ``repr`` or an error message.
 
 Authentication caches a verified token for at most ``TOKEN_CACHE_TTL_S`` (1 s): a revocation or a tenant
-suspension made in this process takes effect at once; one made by another process or host within that bound.
+suspension made in this process takes effect at once (a lookup in flight meanwhile is not cached); one made by
+another process or host within that bound.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "AuditLog",
     "Authenticator",
     "Capabilities",
+    "ForgetHook",
     "Tenants",
     "Tokens",
     "check_tenant",
@@ -293,22 +295,36 @@ class Tokens:
         return await self._store.list_tokens(self.tenant)
 
 
-class Authenticator:
-    """Turns a bearer token into a :class:`Principal`, failing closed with SOS-5001..5003 / 5006."""
+ForgetHook = Callable[[Callable[[Principal], bool]], None]
+"""Told, at once, which principals a revocation or a tenant status change ends (a test on a :class:`Principal`)."""
 
-    def __init__(self, store: IdentityStore) -> None:
+
+class Authenticator:
+    """Turns a bearer token into a :class:`Principal`, failing closed with SOS-5001..5003 / 5006.
+
+    ``on_forget`` hooks are called inline by every forget (a revocation, a tenant status change through this
+    process), so a server can end what it keeps for those principals before the revoke returns."""
+
+    def __init__(self, store: IdentityStore, on_forget: list[ForgetHook] | None = None) -> None:
         self._store = store
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self.on_forget: list[ForgetHook] = on_forget if on_forget is not None else []
+        self._forgets = 0  # a lookup that a forget overtook is not cached: it may predate the revocation
+
+    def _forget(self, ended: Callable[[Principal], bool]) -> None:
+        self._forgets += 1
+        for key in [k for k, (_, p) in self._cache.items() if ended(p)]:
+            del self._cache[key]
+        for hook in list(self.on_forget):
+            hook(ended)
 
     def forget_token(self, token_id: str) -> None:
-        """Drop cached entries of a token (after revocation)."""
-        for key in [k for k, (_, p) in self._cache.items() if p.token_id == token_id]:
-            del self._cache[key]
+        """Drop cached entries of a token (after revocation) and tell the ``on_forget`` hooks."""
+        self._forget(lambda p: p.token_id == token_id)
 
     def forget_tenant(self, slug: str) -> None:
-        """Drop cached entries of a tenant (after a status change)."""
-        for key in [k for k, (_, p) in self._cache.items() if p.tenant == slug]:
-            del self._cache[key]
+        """Drop cached entries of a tenant (after a status change) and tell the ``on_forget`` hooks."""
+        self._forget(lambda p: p.tenant == slug)
 
     async def principal(self, token: str | None) -> Principal:
         """Who ``token`` is. Raises MissingToken, InvalidToken, TokenExpired or TenantInactive."""
@@ -329,7 +345,10 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_TTL_S:
             return cached[1]
+        forgets = self._forgets
         principal = await self._lookup(digest)
+        if forgets != self._forgets:
+            return principal
         if len(self._cache) >= TOKEN_CACHE_MAX:
             self._cache.clear()
         self._cache[digest] = (time.monotonic(), principal)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InvalidArgument, SOSError
+from ..identity.models import Principal
 from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..replies import ReplyBounds
@@ -81,6 +82,7 @@ def build_app(
     )
     app.state.sos = state
     app.state.ui = UIState(Marketplace(kernel))
+    _forget_ends_sessions(kernel, app)
     app.add_exception_handler(SOSError, sos_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -103,6 +105,23 @@ def build_app(
         read_s_max=body_read_s_max,
     )
     return app
+
+
+def _forget_ends_sessions(kernel: Kernel, app: FastAPI) -> None:
+    """A revocation or a tenant status change through ``kernel`` ends this app's cached sessions and dashboard
+    sessions of it at once (not at their next check); the hook leaves the kernel when the app closes."""
+    state: ServerState = app.state.sos
+
+    def forgotten(ended: Callable[[Principal], bool]) -> None:
+        state.sessions.forget(ended)
+        app.state.ui.sessions.forget(ended)
+
+    async def detach() -> None:
+        if forgotten in kernel.on_forget:
+            kernel.on_forget.remove(forgotten)
+
+    kernel.on_forget.append(forgotten)
+    state.on_close(detach)
 
 
 def _metrics(state: ServerState, kernel: Kernel, wanted: bool | None, token: str | None) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from ..errors import Forbidden, IdempotencyConflict, InvalidArgument, MissingToken, SOSError
+from ..identity.models import Principal
 from ..identity.service import token_digest
 from ..kernel import Kernel
 from ..replies import RUNNING, Reply, ReplyBounds
@@ -97,6 +98,11 @@ class Sessions:
         if len(self._cache) > self._max:
             self._cache.popitem(last=False)
         return session
+
+    def forget(self, ended: Callable[[Principal], bool]) -> None:
+        """Drop the cached sessions of the principals ``ended`` names (a revoked token, a suspended tenant)."""
+        for digest in [d for d, s in self._cache.items() if ended(s.principal)]:
+            del self._cache[digest]
 
 
 class Idempotency:
@@ -209,6 +215,12 @@ class ServerState:
         self.metrics: Any = None
         """The app's :class:`sos_kernel.ops.metrics.Metrics`, when it serves ``GET /metrics``."""
         self.metrics_digest: str | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run ``closer`` when this state closes, before its leases and the latest added first: what a mounted
+        endpoint started (an A2A follow, an ask) ends while the kernel is still open."""
+        self._closers.append(closer)
 
     def check_admin(self, token: str | None) -> None:
         """Server-admin routes (creating tenants) need the admin token given to ``create_app``."""
@@ -235,10 +247,13 @@ class ServerState:
             raise Forbidden("GET /metrics needs the metrics token or the server admin token")
 
     async def aclose(self) -> None:
-        """Close every subscription lease (the kernel is the caller's to close)."""
+        """Close what mounted endpoints started (:meth:`on_close`), then every subscription lease (the kernel is the
+        caller's to close)."""
         if self.metrics is not None:
             self.metrics.detach()
         with anyio.CancelScope(shield=True):
+            for closer in reversed(self._closers):
+                await closer()
             await self.leases.aclose()
 
 

@@ -27,6 +27,10 @@ Guarantees:
   nothing. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
 - **Observable.** Every counted invocation publishes a ``sos.skill_executed`` message on ``sos:channel:skills``.
+- **Ranked by who calls, not how often.** The marketplace orders by verification, then by :meth:`Skills.demand`:
+  distinct callers other than the skill's author, a paying one weighing ``MARKETPLACE_PAYING_CALLER_WEIGHT``. An
+  author invoking its own skill, or any one caller looping, cannot move a skill up (``total_invocations`` still
+  counts every call).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from ..identity.capability import Capability
 from ..ledger import Ledger, Transfer
 from ..operations import Wire, operation, service
 from .semver import Version, matches, parse_range
-from .store import SkillRecord, SkillStats, SkillStore
+from .store import SkillDemand, SkillRecord, SkillStats, SkillStore
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -74,15 +78,19 @@ if TYPE_CHECKING:
     from ..identity.service import Capabilities
 
 __all__ = [
+    "MARKETPLACE_PAYING_CALLER_WEIGHT",
     "NETWORK_ACCOUNT",
     "OPERATOR_ACCOUNT",
     "SKILL_EVENT_TYPE",
+    "VERIFICATION_RANK",
     "Invocation",
+    "SkillDemand",
     "SkillExecutedPayload",
     "SkillRecord",
     "SkillStats",
     "SkillStore",
     "Skills",
+    "demand_score",
     "split_price",
 ]
 
@@ -96,8 +104,21 @@ PRICED_CARDS_MAX = 1024
 """Parsed cards an invocation keeps per tenant, by (id, version, digest); past it they are all forgotten (a version
 is written once, so a kept card never goes stale; forgetting one costs one parse)."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
-"""Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then total
-invocations (most first), then id."""
+"""Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then demand
+(:func:`demand_score`, most first), then id."""
+NOTED_CALLERS_MAX = 65_536
+"""(skill, caller, paid) notes an invocation remembers per tenant view as already in the store, so a repeat caller
+costs no write; past it they are all forgotten (a note is idempotent: forgetting one costs one write)."""
+MARKETPLACE_PAYING_CALLER_WEIGHT = 3
+"""What one distinct paying caller weighs in the marketplace's demand score; a caller that only called for free
+weighs 1, the author and repeat calls nothing."""
+
+
+def demand_score(demand: SkillDemand | None) -> int:
+    """The marketplace's demand score: each distinct caller other than the author once, a paying one weighted."""
+    if demand is None:
+        return 0
+    return demand.callers + (MARKETPLACE_PAYING_CALLER_WEIGHT - 1) * demand.paying_callers
 
 
 class SkillExecutedPayload(WireModel):
@@ -181,6 +202,7 @@ class Skills:
         self.audit: Audit | None = None
         """The tenant's audit chain (set by the kernel): each verification is recorded, in the store's step where
         it allows it (``audits_writes``)."""
+        self._noted: set[tuple[str, str, bool]] = set()  # see NOTED_CALLERS_MAX
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -273,18 +295,24 @@ class Skills:
 
     @operation("skills:read", wire=Wire("GET", summary="Listed skills, best first"))
     async def marketplace(self, *, limit: int = 50, offset: int = 0) -> list[SkillCard]:
-        """The public view: listed, not disputed skills, ordered by ``VERIFICATION_RANK``, then invocations
-        (most first), then id; paged by ``offset``/``limit``."""
+        """The public view: listed, not disputed skills, ordered by ``VERIFICATION_RANK``, then demand (distinct
+        callers other than the author, paying ones weighted: :func:`demand_score`; most first), then id; paged by
+        ``offset``/``limit``."""
         if not isinstance(limit, int) or not 1 <= limit <= MARKETPLACE_LIMIT_MAX or not isinstance(offset, int):
             raise InvalidArgument(f"limit is 1..{MARKETPLACE_LIMIT_MAX} and offset an int >= 0")
         listed = [c for c in await self.find(listed=True) if c.verification and c.verification.status != "disputed"]
+        demand = await self.demand()
 
         def rank(card: SkillCard) -> tuple[int, int, str]:
             status = card.verification.status if card.verification else "unverified"
-            calls = card.earnings.total_invocations or 0 if card.earnings else 0
-            return (-VERIFICATION_RANK[status], -calls, card.id)
+            return (-VERIFICATION_RANK[status], -demand_score(demand.get(card.id)), card.id)
 
         return sorted(listed, key=rank)[max(0, offset) : max(0, offset) + limit]
+
+    async def demand(self) -> dict[str, SkillDemand]:
+        """Each invoked skill's distinct callers other than its author (any version), and how many of them paid;
+        a skill nobody else has called is absent. The trusted handle's (the public marketplace reads it)."""
+        return await self._store.demand(self.tenant)
 
     @operation(
         "skills:read", wire=Wire("GET", errors=(SkillNotFound,), summary="Skills this one derives from, nearest first")
@@ -528,9 +556,21 @@ class Skills:
             transfers,
             replayed=not counted,
         )
+        await self._note_caller(card, caller, price)
         if counted:
             await self._announce(result)
         return result
+
+    async def _note_caller(self, card: SkillCard, caller: str, price: int) -> None:
+        """Note a counted invocation's caller for the marketplace's demand (idempotent, so a retry notes one cut
+        short); the author's own calls are not demand."""
+        note = (card.id, caller, price > 0)
+        if caller == card.author_agent or note in self._noted:
+            return
+        await self._store.note_caller(self.tenant, *note)
+        if len(self._noted) >= NOTED_CALLERS_MAX:
+            self._noted.clear()
+        self._noted.add(note)
 
     async def _bind(self, invocation_id: str, outcome: list[str | int]) -> None:
         """Bind the id to this outcome before any money moves; SOS-4009 if it is bound to another one."""

@@ -11,7 +11,7 @@ from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 
-__all__ = ["SkillRecord", "SkillStats", "SkillStore", "charged"]
+__all__ = ["SkillDemand", "SkillRecord", "SkillStats", "SkillStore", "charged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,14 @@ class SkillStats:
     total_earned_micros: int = 0
     last_invocation_at: float | None = None
     invocations_by_tenant: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SkillDemand:
+    """Who other than its author has invoked a skill (any version): distinct callers, and how many of them paid."""
+
+    callers: int = 0
+    paying_callers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,15 @@ class SkillStore(ABC):
         return applied, await self.record_invocation(
             tenant, skill_id, version, invocation_id, caller_tenant, price, now
         )
+
+    @abstractmethod
+    async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
+        """Remember that ``caller`` invoked ``skill_id`` (and whether it paid, once is enough): idempotent, so a
+        caller counts once however often it calls."""
+
+    @abstractmethod
+    async def demand(self, tenant: str) -> dict[str, SkillDemand]:
+        """Every noted skill of the tenant and its distinct callers (a skill never noted is absent)."""
 
 
 def charged(applied: Applied) -> bool:

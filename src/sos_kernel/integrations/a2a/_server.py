@@ -23,6 +23,8 @@ What it promises:
   per caller), tasks running per caller, the longest timeout. A message whose new task the store refuses gets no
   task: the agent answers with a message whose text is the SOS refusal and whose ``metadata.sos_error`` is its
   envelope, and nothing is sent to the served agent.
+- **Nothing outlives the server.** The app's shutdown cancels and awaits every task the endpoint still runs (an
+  ask, a follow) before the server state closes, so none reads the kernel after its owner closes it.
 - **The card's URL is the operator's.** With ``public_url`` the card's interface URL is built from it alone; without
   it, from the request's own URL (its ``Host``), so it is answered with ``Cache-Control: no-store`` and
   ``Vary: Host, Authorization`` and a cache never hands one client's card to another.
@@ -337,6 +339,11 @@ class A2AEndpoint:
         self.handler = handler
         self._rpc = Router(routes=create_jsonrpc_routes(handler, "/", context_builder=_Context()))
 
+    async def aclose(self) -> None:
+        """Cancel and await every A2A task this endpoint still runs (an ask waiting for its reply, a follow polling
+        its kernel task) and refuse new ones: none outlives the server's kernel. Idempotent."""
+        await self.handler.aclose()
+
     async def _admit(self, scope: Scope) -> tuple[Served, Any]:
         params = scope.get("path_params", {})
         tenant, name = str(params.get("tenant", "")), str(params.get("agent", ""))
@@ -391,8 +398,10 @@ def mount(app: Any, **limits: Any) -> A2AEndpoint:
     """Serve the A2A agents of ``app``'s kernel (``app`` from :func:`sos_kernel.server.create_app`) under
     ``/a2a/{tenant}/{agent}/``. ``limits``: ``requests_max``, ``asks_max``, ``tasks_max``, ``timeout_s_max``,
     ``caller_tasks_max``, ``caller_running_max``; and ``public_url``, the base of every card's URL (else the
-    request's)."""
+    request's). The app's shutdown (its lifespan's end, or ``app.state.sos.aclose()``) ends the endpoint's tasks
+    (:meth:`A2AEndpoint.aclose`) before anything else closes."""
     endpoint = A2AEndpoint(app.state.sos, **limits)
+    app.state.sos.on_close(endpoint.aclose)
     route = Route(A2A_PATH + "/{tenant}/{agent}/{rest:path}", endpoint=endpoint, methods=["GET", "HEAD", "POST"])
     app.router.routes.append(route)
     return endpoint

@@ -4,12 +4,16 @@ Cards come from each active tenant's ``skills.marketplace()`` (listed, not dispu
 opt-in); a detail page is looked up in that same listed set, so an unlisted, disputed or private skill, or one of
 a suspended tenant, answers 404 exactly as an id that does not exist. Reads are bounded and the listing is kept
 ``MARKETPLACE_CACHE_S`` so anonymous traffic cannot make the server walk every tenant on every request.
+
+One ranking across tenants: verification, then demand (distinct callers other than the skill's author, a paying one
+weighing ``MARKETPLACE_PAYING_CALLER_WEIGHT``: :func:`sos_kernel.skills.demand_score`), then tenant and id. An author
+calling its own skill, or one caller calling in a loop, moves nothing.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -17,6 +21,7 @@ import anyio
 from ...contracts import SkillCard
 from ...errors import InvalidArgument, NotFound
 from ...kernel import Kernel
+from ...skills import VERIFICATION_RANK, SkillDemand, demand_score
 from ._money import parse_micros
 
 __all__ = [
@@ -50,6 +55,7 @@ class Listing:
 
     tenant: str
     card: SkillCard
+    demand: SkillDemand = field(default_factory=SkillDemand)
 
     @property
     def verification(self) -> str:
@@ -79,7 +85,13 @@ class Listing:
             "price_per_call_micros": self.price_micros,
             "currency": self.currency,
             "invocations": (card.earnings.total_invocations or 0) if card.earnings else 0,
+            "callers": self.demand.callers,
+            "paying_callers": self.demand.paying_callers,
         }
+
+    def rank(self) -> tuple[int, int, str, str]:
+        """Where it stands in the marketplace (lowest first)."""
+        return (-VERIFICATION_RANK[self.verification], -demand_score(self.demand), self.tenant, self.card.id)
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,7 @@ class Marketplace:
         self._lock = anyio.Lock()
 
     async def listings(self) -> list[Listing]:
-        """Every listed card of the active tenants (bounded), in each tenant's marketplace order."""
+        """Every listed card of the active tenants (bounded), in marketplace order (:meth:`Listing.rank`)."""
         async with self._lock:
             if time.monotonic() - self._read_at >= self._cache_s:
                 self._listings = await self._read()
@@ -138,9 +150,12 @@ class Marketplace:
         tenants = [t for t in await self._kernel.tenants.list() if t.active][:MARKETPLACE_TENANTS_MAX]
         out: list[Listing] = []
         for tenant in sorted(tenants, key=lambda t: t.slug):
-            cards = await self._kernel.tenant(tenant.slug).skills.marketplace(limit=MARKETPLACE_PER_TENANT_MAX)
-            out.extend(Listing(tenant.slug, c) for c in cards if c.commerce and c.commerce.marketplace_listed)
-        return out
+            skills = self._kernel.tenant(tenant.slug).skills
+            cards = await skills.marketplace(limit=MARKETPLACE_PER_TENANT_MAX)
+            demand = await skills.demand()
+            listed = [c for c in cards if c.commerce and c.commerce.marketplace_listed]
+            out.extend(Listing(tenant.slug, c, demand.get(c.id, SkillDemand())) for c in listed)
+        return sorted(out, key=Listing.rank)
 
     async def search(self, query: Query) -> list[Listing]:
         """The listings matching ``query``, at most ``MARKETPLACE_RESULTS_MAX``."""

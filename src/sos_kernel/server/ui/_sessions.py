@@ -13,8 +13,10 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...identity.models import Principal
 from ...session import Session
 
 __all__ = [
@@ -110,6 +112,11 @@ class UISessions:
         ui.seen_s = now
         self._by_digest.move_to_end(digest)
         return ui
+
+    def forget(self, ended: Callable[[Principal], bool]) -> None:
+        """End at once the sessions of the principals ``ended`` names (a revoked token, a suspended tenant)."""
+        for digest in [d for d, s in self._by_digest.items() if ended(s.session.principal)]:
+            del self._by_digest[digest]
 
     def end(self, session_id: str | None) -> None:
         """Forget a session (logout, or its token no longer valid)."""
