@@ -48,7 +48,8 @@ async def inject(kernel: Kernel, address: str) -> int:
                 ).fetchone()
                 pos = (row[0] if row else 0) + 1
                 db.execute(
-                    "INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
                     (DEFAULT_TENANT, pos, address, "garbage", data, 0, None, time.time()),
                 )
                 db.execute(
