@@ -238,8 +238,8 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         await backend.aclose()
 
 
-async def test_a_publish_writes_its_entry_and_its_address_counter_only(tmp_path: Path) -> None:
-    # a statement plan: no dedup table, no age-trim delete while the address's oldest entry is within age
+async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
+    # a statement plan: no dedup table, no counter, no age-trim delete while the oldest entry is within age
     backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
     try:
         bus = backend.bus
@@ -255,7 +255,7 @@ async def test_a_publish_writes_its_entry_and_its_address_counter_only(tmp_path:
     assert [" ".join(s.split()[:3]) for s in statements] == [
         "BEGIN IMMEDIATE",
         "SELECT message_id, pos,",
-        "INSERT INTO bus_address_positions",
+        "SELECT max(coalesce((SELECT max(pos)",
         "INSERT INTO bus_entries",
         "COMMIT",
     ]
@@ -276,5 +276,27 @@ async def test_age_trimming_removes_the_oldest_entries_and_no_younger_one(tmp_pa
         await bus.append(T, [(A, Entry("e", b"e"))], short)
         assert [h.data for h in await bus.history(T, A, None, 10)] == [b"e"]
         assert await bus.lookup(T, "a") == Appended("1", True)  # trimmed, still within its window
+    finally:
+        await backend.aclose()
+
+
+async def test_positions_go_on_past_every_removed_entry(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    one = Retention(count_max=1, age_s=3600.0, dedup_window_s=60.0)
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry(f"a{i}", b"a")) for i in range(3)], KEEP)
+        await bus.drop_address(T, A)  # every entry gone, the newest among them
+        [after_drop] = await bus.append(T, [(A, Entry("b", b"b"))], KEEP)
+        assert after_drop.position == "4"
+        await bus.append(T, [(Y, Entry(f"y{i}", b"y")) for i in range(5)], one)  # trimmed to the newest one
+        [kept] = await bus.history(T, Y, None, 10)
+        assert kept.position == "5"
+        await bus.drop_address(T, Y)
+        await bus.ensure_group(T, Y, G, "earliest")
+        [after_trim] = await bus.append(T, [(Y, Entry("z", b"z"))], one)
+        assert after_trim.position == "6"
+        [claimed] = await bus.claim(T, Y, G, "c", 10, 30_000)
+        assert claimed.position == "6"
     finally:
         await backend.aclose()

@@ -15,8 +15,10 @@ with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :m
 woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
 (``PRAGMA data_version``).
 
-Bus positions count per address of a tenant (``bus_address_positions`` holds each address's last one; never reused,
-even once its entries are trimmed), so a position reveals nothing of other tenants' or other addresses' traffic.
+Bus positions count per address of a tenant, so a position reveals nothing of other tenants' or other addresses'
+traffic. A new entry takes the position after both the address's newest entry and its row in
+``bus_address_positions``, which records the newest position whenever that entry is removed: positions are never
+reused, even once every entry is trimmed, and a publish does not write the counter.
 
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
@@ -77,7 +79,8 @@ POSITION_MAX = 2**63 - 1
 SCHEMA_VERSION = 3
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
-unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open. Files of layouts 1
+unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open;
+``bus_address_positions`` holds an address's last position only once its newest entry is removed. Files of layouts 1
 and 2 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
@@ -129,6 +132,11 @@ _TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS bus_entries_forget AFTER DELETE ON bus_entries"
     " WHEN OLD.expires > (julianday('now') - 2440587.5) * 86400.0 BEGIN"
     " INSERT OR REPLACE INTO bus_dedup VALUES (OLD.tenant, OLD.message_id, OLD.address, OLD.pos, OLD.expires); END",
+    # removing an address's newest entry records its position, which a later entry of the address must pass
+    "CREATE TRIGGER IF NOT EXISTS bus_entries_floor AFTER DELETE ON bus_entries WHEN NOT EXISTS (SELECT 1"
+    " FROM bus_entries WHERE tenant=OLD.tenant AND address=OLD.address AND pos>OLD.pos) BEGIN"
+    " INSERT INTO bus_address_positions VALUES (OLD.tenant, OLD.address, OLD.pos)"
+    " ON CONFLICT (tenant, address) DO UPDATE SET last=max(last, excluded.last); END",
 )
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # layout 1 -> 2: age trimming walks positions from the oldest entry; its index is dropped
@@ -221,10 +229,10 @@ class SQLiteBusStore(BusStore):
         committed, the caller calls :meth:`appended` with the addresses so waiting consumers wake."""
         now = time.time()  # read under the write lock: entries' times never decrease along positions
         known, stale = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
-        # Under BEGIN IMMEDIATE nobody else can insert: each address's counter moves past its new entries in one
-        # upsert, and the rows go in with one executemany (the counter keeps positions unique forever).
+        # Under BEGIN IMMEDIATE nobody else can insert: each address's new entries follow its last position, and
+        # the rows go in with one executemany (the floor trigger keeps positions unique forever).
         added = _new_per_address(items, known)
-        next_pos = {a: _advance_position(c, tenant, a, n) - n + 1 for a, n in added.items()}
+        next_pos = {a: _last_position(c, tenant, a) + 1 for a in added}
         out: list[Appended] = []
         rows: list[tuple[Any, ...]] = []
         expires = now + retention.dedup_window_s
@@ -529,7 +537,7 @@ class SQLiteBusStore(BusStore):
             if row is None:
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
-            pos = _advance_position(c, tenant, address, 1)
+            pos = _last_position(c, tenant, address) + 1
             c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time(), None))
             return Appended(str(pos), False)
 
@@ -721,12 +729,12 @@ def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) 
     return added
 
 
-def _advance_position(c: sqlite3.Connection, tenant: str, address: str, count: int) -> int:
-    """Move ``address``'s last position ``count`` further, in one statement; the new last position."""
+def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
+    """The last position ``address`` has used: its newest entry's, or the one recorded when that was removed."""
     row = c.execute(
-        "INSERT INTO bus_address_positions VALUES (?,?,?)"
-        " ON CONFLICT (tenant, address) DO UPDATE SET last=last+excluded.last RETURNING last",
-        (tenant, address, count),
+        "SELECT max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
+        " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0))",
+        (tenant, address),
     ).fetchone()
     return int(row[0])
 
