@@ -437,8 +437,10 @@ async def test_retention_counts_messages_not_publish_many_calls(open_api: OpenAp
 async def test_a_message_id_is_a_duplicate_for_its_window_whatever_retention_keeps(open_api: OpenApi) -> None:
     # the window outlives the entry (trimmed by count) and ends while an entry is still kept; a duplicate never
     # takes a position
-    async with open_api(limits=BusLimits(retention_count_max=3, dedup_window_s=1.0)) as api:
+    window = 5.0  # long enough for the 1200 publishes below on a loaded machine, in whole seconds for Redis
+    async with open_api(limits=BusLimits(retention_count_max=3, dedup_window_s=window)) as api:
         kept, gone = send(text="kept"), send(target="agent:carol", text="gone")
+        started = anyio.current_time()
         first_kept, first_gone = await api.bus.publish(kept), await api.bus.publish(gone)
         for _ in range(2):  # past the count trim's lag (TRIM_EVERY_APPENDS)
             await api.bus.publish_many([send(target="agent:carol", text=str(i)) for i in range(600)])
@@ -450,7 +452,7 @@ async def test_a_message_id_is_a_duplicate_for_its_window_whatever_retention_kee
         after = await api.bus.publish(send(target="agent:carol"))
         if after.position.isdigit():
             assert int(after.position) == int(before.position) + 1
-        await anyio.sleep(1.3)  # past the window
+        await anyio.sleep(started + window + 0.3 - anyio.current_time())  # past the window
         renewed = await api.bus.publish(kept)
         assert renewed.duplicate is False
         assert renewed.position != first_kept.position

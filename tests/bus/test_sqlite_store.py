@@ -8,12 +8,14 @@ import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from sos_kernel.backends.sqlite import INLINE_BYTES_MAX, SCHEMA_VERSION, SQLiteBackend
+from sos_kernel.backends.sqlite import INLINE_BYTES_MAX, SCHEMA_VERSION, SQLiteBackend, SQLiteBusStore
 from sos_kernel.bus.store import Appended, Entry, NackReason, Retention
+from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
 
@@ -298,5 +300,33 @@ async def test_positions_go_on_past_every_removed_entry(tmp_path: Path) -> None:
         assert after_trim.position == "6"
         [claimed] = await bus.claim(T, Y, G, "c", 10, 30_000)
         assert claimed.position == "6"
+    finally:
+        await backend.aclose()
+
+
+async def test_an_append_that_rolls_back_leaves_age_trimming_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store remembers each address's oldest entry time to skip age trimming; a transaction that trimmed and
+    # then failed must not leave it believing the old entries gone
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    short = Retention(count_max=10_000, age_s=0.3, dedup_window_s=60.0)
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry("a", b"a")), (A, Entry("b", b"b"))], short)
+        await anyio.sleep(0.4)
+        trim = SQLiteBusStore._trim_some
+
+        def disk_fails(self: SQLiteBusStore, c: sqlite3.Connection, *args: Any) -> None:
+            trim(self, c, *args)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(SQLiteBusStore, "_trim_some", disk_fails)
+        with pytest.raises(BackendFailure):
+            await bus.append(T, [(A, Entry("c", b"c"))], short)
+        monkeypatch.setattr(SQLiteBusStore, "_trim_some", trim)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"a", b"b"]  # rolled back
+        await bus.append(T, [(A, Entry("d", b"d"))], short)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"d"]
     finally:
         await backend.aclose()

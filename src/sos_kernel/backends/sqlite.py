@@ -300,7 +300,12 @@ class SQLiteBusStore(BusStore):
             if oldest is None or oldest < cut:
                 if len(self._oldest) >= ADDRESS_MEMO_MAX:  # bounded; a reset only reads the oldest again
                     self._oldest.clear()
-                self._oldest[key] = _trim_age(c, tenant, address, cut, now)
+                # kept only from a read that removed nothing: a rollback cannot bring back an older entry
+                found = _trim_age(c, tenant, address, cut)
+                if found is None:
+                    self._oldest.pop(key, None)
+                else:
+                    self._oldest[key] = found
             if len(self._appends_since_trim) >= ADDRESS_MEMO_MAX:  # bounded; a reset only trims sooner
                 self._appends_since_trim.clear()
             # an address not counted yet is trimmed at once
@@ -697,14 +702,14 @@ _INSERT_ENTRY = (
 )
 
 
-def _trim_age(c: sqlite3.Connection, tenant: str, address: str, cut: float, now: float) -> float:
-    """Remove ``address``'s entries from its oldest on while they were made before ``cut``; the time of the
-    oldest entry left (``now`` when none is)."""
+def _trim_age(c: sqlite3.Connection, tenant: str, address: str, cut: float) -> float | None:
+    """Remove ``address``'s entries from its oldest on while they were made before ``cut``; the oldest entry's
+    time when none was (None when some were, or the address has none)."""
     first = c.execute(
         "SELECT pos, created FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos LIMIT 1", (tenant, address)
     ).fetchone()
     if first is None or first[1] >= cut:
-        return now if first is None else float(first[1])
+        return None if first is None else float(first[1])
     # the walk reads only the entries it removes and the first one it keeps
     young = c.execute(
         "SELECT pos, created FROM bus_entries WHERE tenant=? AND address=? AND pos>? AND created>=?"
@@ -713,7 +718,7 @@ def _trim_age(c: sqlite3.Connection, tenant: str, address: str, cut: float, now:
     ).fetchone()
     end = POSITION_MAX if young is None else int(young[0]) - 1
     c.execute("DELETE FROM bus_entries WHERE tenant=? AND address=? AND pos<=?", (tenant, address, end))
-    return now if young is None else float(young[1])
+    return None
 
 
 def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) -> dict[str, int]:
