@@ -440,8 +440,8 @@ async def test_a_message_id_is_a_duplicate_for_its_window_whatever_retention_kee
     window = 5.0  # long enough for the 1200 publishes below on a loaded machine, in whole seconds for Redis
     async with open_api(limits=BusLimits(retention_count_max=3, dedup_window_s=window)) as api:
         kept, gone = send(text="kept"), send(target="agent:carol", text="gone")
-        started = anyio.current_time()
         first_kept, first_gone = await api.bus.publish(kept), await api.bus.publish(gone)
+        stored = anyio.current_time()  # both windows began before this
         for _ in range(2):  # past the count trim's lag (TRIM_EVERY_APPENDS)
             await api.bus.publish_many([send(target="agent:carol", text=str(i)) for i in range(600)])
         before = await api.bus.publish(send(target="agent:carol"))
@@ -452,7 +452,7 @@ async def test_a_message_id_is_a_duplicate_for_its_window_whatever_retention_kee
         after = await api.bus.publish(send(target="agent:carol"))
         if after.position.isdigit():
             assert int(after.position) == int(before.position) + 1
-        await anyio.sleep(started + window + 0.3 - anyio.current_time())  # past the window
+        await anyio.sleep(stored + window + 0.3 - anyio.current_time())  # past both windows
         renewed = await api.bus.publish(kept)
         assert renewed.duplicate is False
         assert renewed.position != first_kept.position
