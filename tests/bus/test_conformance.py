@@ -434,6 +434,33 @@ async def test_retention_counts_messages_not_publish_many_calls(open_api: OpenAp
         assert kept == ids[-len(kept) :]
 
 
+async def test_a_message_id_is_a_duplicate_for_its_window_whatever_retention_keeps(open_api: OpenApi) -> None:
+    # the window outlives the entry (trimmed by count) and ends while an entry is still kept; a duplicate never
+    # takes a position
+    window = 5.0  # long enough for the 1200 publishes below on a loaded machine, in whole seconds for Redis
+    async with open_api(limits=BusLimits(retention_count_max=3, dedup_window_s=window)) as api:
+        kept, gone = send(text="kept"), send(target="agent:carol", text="gone")
+        first_kept, first_gone = await api.bus.publish(kept), await api.bus.publish(gone)
+        stored = anyio.current_time()  # both windows began before this
+        for _ in range(2):  # past the count trim's lag (TRIM_EVERY_APPENDS)
+            await api.bus.publish_many([send(target="agent:carol", text=str(i)) for i in range(600)])
+        before = await api.bus.publish(send(target="agent:carol"))
+        again = await api.bus.publish(gone)
+        assert (again.duplicate, again.position) == (True, first_gone.position)
+        assert gone not in await api.bus.history("agent:carol", limit=100)
+        assert (await api.bus.publish(kept)).position == first_kept.position
+        after = await api.bus.publish(send(target="agent:carol"))
+        if after.position.isdigit():
+            assert int(after.position) == int(before.position) + 1
+        await anyio.sleep(stored + window + 0.3 - anyio.current_time())  # past both windows
+        renewed = await api.bus.publish(kept)
+        assert renewed.duplicate is False
+        assert renewed.position != first_kept.position
+        assert await api.bus.history("agent:bob") == [kept, kept]  # the first entry is still kept
+        assert (await api.bus.publish(kept)).position == renewed.position  # remembered again, at its new place
+        assert (await api.bus.publish(gone)).duplicate is False
+
+
 async def test_retention_by_age(open_api: OpenApi) -> None:
     async with open_api(limits=BusLimits(retention_age_s=0.3)) as api:
         old = await api.bus.publish(send(text="old"))

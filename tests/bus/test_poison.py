@@ -43,16 +43,17 @@ async def inject(kernel: Kernel, address: str) -> int:
         db = sqlite3.connect(kernel.url.removeprefix("sqlite:///"))
         with db:
             for data in (b"\xff\x00 not json", "a text value", 42, BIG, b'{"type": "send"}'):
+                # the last position is the newest entry's, or the one recorded when that was removed
                 row = db.execute(
-                    "SELECT last FROM bus_address_positions WHERE tenant=? AND address=?", (DEFAULT_TENANT, address)
+                    "SELECT max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
+                    " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0))",
+                    (DEFAULT_TENANT, address),
                 ).fetchone()
-                pos = (row[0] if row else 0) + 1
+                pos = row[0] + 1
                 db.execute(
-                    "INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
                     (DEFAULT_TENANT, pos, address, "garbage", data, 0, None, time.time()),
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO bus_address_positions VALUES (?,?,?)", (DEFAULT_TENANT, address, pos)
                 )
         db.close()
         return 5

@@ -5,13 +5,17 @@ made before the trigger existed), publishes that dedup and number exactly, and c
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
-from sos_kernel.backends.sqlite import INLINE_BYTES_MAX, SQLiteBackend
-from sos_kernel.bus.store import Entry, Retention
+from sos_kernel.backends.sqlite import INLINE_BYTES_MAX, SCHEMA_VERSION, SQLiteBackend, SQLiteBusStore
+from sos_kernel.bus.store import Appended, Entry, NackReason, Retention
+from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
 
@@ -105,5 +109,224 @@ async def test_claims_over_the_inline_bound_are_taken_whole_and_in_order(tmp_pat
         assert await bus.nack(T, A, G, "3", 0, 30_000)
         [retry] = await bus.claim(T, A, G, "c", 10, 30_000)
         assert (retry.position, retry.data, retry.attempt) == ("3", big, 2)
+    finally:
+        await backend.aclose()
+
+
+# the bus tables as layout 1 made them (layout 2 is the same without bus_entries_created)
+LAYOUT_1 = """
+CREATE TABLE bus_address_positions (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
+CREATE TABLE bus_entries (
+    tenant TEXT NOT NULL, pos INTEGER NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL,
+    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
+CREATE INDEX bus_entries_addr ON bus_entries (tenant, address, pos);
+CREATE INDEX bus_entries_created ON bus_entries (tenant, address, created);
+CREATE TABLE bus_dedup (
+    tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL, pos INTEGER NOT NULL,
+    expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+CREATE INDEX bus_dedup_expires ON bus_dedup (expires);
+CREATE TABLE bus_groups (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, cursor INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp)) WITHOUT ROWID;
+CREATE TABLE bus_pending (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE INDEX bus_pending_due ON bus_pending (tenant, address, grp, due);
+CREATE TABLE bus_nack_reasons (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE TABLE bus_dead (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
+    pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
+CREATE UNIQUE INDEX bus_dead_pos ON bus_dead (tenant, address, grp, pos);
+CREATE TRIGGER bus_pending_forget AFTER DELETE ON bus_pending BEGIN
+    DELETE FROM bus_nack_reasons WHERE tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp AND pos=OLD.pos; END;
+"""
+Y = "agent:y"
+
+
+def old_file(path: Path, layout: int) -> None:
+    """A file of ``layout`` (1 or 2) holding entries, positions, dedup ids, a group, pending entries, a nack
+    reason and a dead letter, as that layout's code wrote them."""
+    now = time.time()
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(LAYOUT_1)
+        if layout == 2:
+            c.execute("DROP INDEX bus_entries_created")
+        c.executemany("INSERT INTO bus_address_positions VALUES (?,?,?)", [(T, A, 5), (T, Y, 2)])
+        c.executemany(
+            "INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (T, 3, A, "m3", b"three", 0, None, now),
+                (T, 4, A, "m4", b"four", 1, None, now),
+                (T, 5, A, "", b"revived", 0, G, now),  # a revived dead letter, for the group only
+                (T, 1, Y, "y1", b"y-one", 0, None, now),
+                (T, 2, Y, "y2", b"y-two", 0, None, now),
+            ],
+        )
+        c.executemany(
+            "INSERT INTO bus_dedup VALUES (?,?,?,?,?)",
+            [
+                (T, "m1", A, 1, now + 3600),  # its entry was trimmed; its window is open
+                (T, "m3", A, 3, now + 3600),
+                (T, "m4", A, 4, now + 3600),
+                (T, "y1", Y, 1, now - 1),  # past its window, its entry still kept
+                (T, "y2", Y, 2, now + 3600),
+            ],
+        )
+        c.execute("INSERT INTO bus_groups VALUES (?,?,?,?)", (T, A, G, 4))
+        c.executemany(
+            "INSERT INTO bus_pending VALUES (?,?,?,?,?,?,?)",
+            [(T, A, G, 3, "c", now - 1, 1), (T, A, G, 4, "c", now + 3600, 2)],
+        )
+        c.execute("INSERT INTO bus_nack_reasons VALUES (?,?,?,?,?,?)", (T, A, G, 3, 1, "bad input"))
+        c.execute(
+            "INSERT INTO bus_dead (tenant, address, grp, pos, data, reason, attempts, dead_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (T, A, G, 2, b"two", "poison", 3, now),
+        )
+        c.execute(f"PRAGMA user_version = {layout}")
+        c.commit()
+
+
+def layout(path: Path) -> tuple[int, set[str]]:
+    with closing(sqlite3.connect(path)) as c:
+        version = int(c.execute("PRAGMA user_version").fetchone()[0])
+        indexes = {
+            n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='bus_entries'")
+        }
+        return version, indexes
+
+
+@pytest.mark.parametrize("old", [1, 2])
+async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_message(
+    tmp_path: Path, old: int
+) -> None:
+    path = tmp_path / "old.db"
+    old_file(path, old)
+    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
+    try:
+        assert layout(path) == (SCHEMA_VERSION, {"bus_entries_addr", "bus_entries_dedup"})
+        bus = backend.bus
+        assert [(h.position, h.data) for h in await bus.history(T, A, None, 10)] == [("3", b"three"), ("4", b"four")]
+        assert [(h.position, h.data) for h in await bus.history(T, Y, None, 10)] == [("1", b"y-one"), ("2", b"y-two")]
+        # dedup ids: on their entries, or left behind by a trimmed one; one past its window is forgotten
+        assert await bus.lookup(T, "m1") == Appended("1", True)
+        assert await bus.lookup(T, "m4") == Appended("4", True)
+        assert await bus.lookup(T, "y1") is None
+        out = await bus.append(T, [(A, Entry("m1", b"x")), (A, Entry("m4", b"x")), (Y, Entry("y1", b"y"))], KEEP)
+        assert out == [Appended("1", True), Appended("4", True), Appended("3", False)]
+        assert await bus.lookup(T, "y1") == Appended("3", True)
+        # the group, its pending entries, the nack reason and the dead letter
+        assert await bus.pending_count(T, A, G) == 2
+        assert await bus.nack_reason(T, A, G, "3") == NackReason(1, "bad input")
+        claimed = await bus.claim(T, A, G, "c", 10, 30_000)
+        assert [(c.position, c.data, c.attempt, c.receipts) for c in claimed] == [
+            ("3", b"three", 2, False),
+            ("5", b"revived", 1, False),
+        ]
+        [dead] = await bus.dead_letters(T, A, G, 10)
+        assert (dead.position, dead.data, dead.reason, dead.attempts) == ("2", b"two", "poison", 3)
+        [new] = await bus.append(T, [(A, Entry("m6", b"six"))], KEEP)
+        assert new.position == "6"  # positions go on from the file's counter
+    finally:
+        await backend.aclose()
+    backend = await SQLiteBackend.connect(f"sqlite:///{path}")  # and it opens again as it is
+    try:
+        assert await backend.bus.lookup(T, "m6") == Appended("6", True)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
+    # a statement plan: no dedup table, no counter, no age-trim delete while the oldest entry is within age
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry("m1", b"{}"))], KEEP)
+        statements: list[str] = []
+        backend.engine.conn.set_trace_callback(statements.append)
+        try:
+            await bus.append(T, [(A, Entry("m2", b"{}"))], KEEP)
+        finally:
+            backend.engine.conn.set_trace_callback(None)
+    finally:
+        await backend.aclose()
+    assert [" ".join(s.split()[:3]) for s in statements] == [
+        "BEGIN IMMEDIATE",
+        "SELECT message_id, pos,",
+        "SELECT max(coalesce((SELECT max(pos)",
+        "INSERT INTO bus_entries",
+        "COMMIT",
+    ]
+
+
+async def test_age_trimming_removes_the_oldest_entries_and_no_younger_one(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    short = Retention(count_max=10_000, age_s=0.3, dedup_window_s=60.0)
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry("a", b"a")), (A, Entry("b", b"b"))], short)
+        await anyio.sleep(0.2)
+        await bus.append(T, [(A, Entry("c", b"c"))], short)
+        await anyio.sleep(0.2)  # a and b are past the age now, c is not
+        await bus.append(T, [(A, Entry("d", b"d"))], short)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"c", b"d"]
+        await anyio.sleep(0.35)
+        await bus.append(T, [(A, Entry("e", b"e"))], short)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"e"]
+        assert await bus.lookup(T, "a") == Appended("1", True)  # trimmed, still within its window
+    finally:
+        await backend.aclose()
+
+
+async def test_positions_go_on_past_every_removed_entry(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    one = Retention(count_max=1, age_s=3600.0, dedup_window_s=60.0)
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry(f"a{i}", b"a")) for i in range(3)], KEEP)
+        await bus.drop_address(T, A)  # every entry gone, the newest among them
+        [after_drop] = await bus.append(T, [(A, Entry("b", b"b"))], KEEP)
+        assert after_drop.position == "4"
+        await bus.append(T, [(Y, Entry(f"y{i}", b"y")) for i in range(5)], one)  # trimmed to the newest one
+        [kept] = await bus.history(T, Y, None, 10)
+        assert kept.position == "5"
+        await bus.drop_address(T, Y)
+        await bus.ensure_group(T, Y, G, "earliest")
+        [after_trim] = await bus.append(T, [(Y, Entry("z", b"z"))], one)
+        assert after_trim.position == "6"
+        [claimed] = await bus.claim(T, Y, G, "c", 10, 30_000)
+        assert claimed.position == "6"
+    finally:
+        await backend.aclose()
+
+
+async def test_an_append_that_rolls_back_leaves_age_trimming_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store remembers each address's oldest entry time to skip age trimming; a transaction that trimmed and
+    # then failed must not leave it believing the old entries gone
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    short = Retention(count_max=10_000, age_s=0.3, dedup_window_s=60.0)
+    try:
+        bus = backend.bus
+        await bus.append(T, [(A, Entry("a", b"a")), (A, Entry("b", b"b"))], short)
+        await anyio.sleep(0.4)
+        trim = SQLiteBusStore._trim_some
+
+        def disk_fails(self: SQLiteBusStore, c: sqlite3.Connection, *args: Any) -> None:
+            trim(self, c, *args)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(SQLiteBusStore, "_trim_some", disk_fails)
+        with pytest.raises(BackendFailure):
+            await bus.append(T, [(A, Entry("c", b"c"))], short)
+        monkeypatch.setattr(SQLiteBusStore, "_trim_some", trim)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"a", b"b"]  # rolled back
+        await bus.append(T, [(A, Entry("d", b"d"))], short)
+        assert [h.data for h in await bus.history(T, A, None, 10)] == [b"d"]
     finally:
         await backend.aclose()

@@ -261,18 +261,18 @@ async def test_a_write_path_drops_the_kept_state_and_the_ledger_stays_exact(tmp_
         await ledger.check()
 
 
-LAYOUT_1_RECORD_COLUMNS = (
+LAYOUT_3_RECORD_COLUMNS = (
     "k, tn, id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, metadata, ts, ok,"
     " error_code, error_message, state, captured, expires, digest"
 )
 
 
-async def test_a_file_in_layout_1_is_upgraded_and_its_audit_chain_goes_on(tmp_path: Path) -> None:
-    # a file as layout 1 left it: every audit record in audit_records, ledger rows without the audit columns
+async def test_a_file_in_layout_3_is_upgraded_and_its_audit_chain_goes_on(tmp_path: Path) -> None:
+    # a file as layout 3 left it: every audit record in audit_records, ledger rows without the audit columns
     path = tmp_path / "old.db"
     url = f"sqlite:///{path}"
     async with sos_kernel.open(url) as kernel:
-        kernel.backend.ledger.audits_writes = False  # the batches' records go to audit_records, as layout 1 had them
+        kernel.backend.ledger.audits_writes = False  # the batches' records go to audit_records, as layout 3 had them
         await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
         await kernel.ledger.open_account("agent:alice", "USD")
         await _transfers(kernel.ledger, STATEMENT_BLOCK + 3)
@@ -281,9 +281,9 @@ async def test_a_file_in_layout_1_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
     with closing(sqlite3.connect(path)) as c:
         for name, _ in sqlite_ledger.AUDIT_COLUMNS:
             c.execute(f"ALTER TABLE ledger_records DROP COLUMN {name}")
-        c.execute("PRAGMA user_version = 1")
+        c.execute("PRAGMA user_version = 3")
         columns = ", ".join(row[1] for row in c.execute("PRAGMA table_info(ledger_records)"))
-        assert columns == LAYOUT_1_RECORD_COLUMNS
+        assert columns == LAYOUT_3_RECORD_COLUMNS
     async with sos_kernel.open(url) as kernel:
         report = await kernel.audit.verify()
         assert (report.ok, report.records) == (True, len(before))

@@ -15,12 +15,15 @@ with a back-off, up to ``lock_timeout_s`` (then SOS-6030). Readers blocked in :m
 woken at once by writes from this process and within ``poll_interval_s`` by writes from other processes
 (``PRAGMA data_version``).
 
-Bus positions count per address of a tenant (``bus_address_positions`` holds each address's last one; never reused,
-even once its entries are trimmed), so a position reveals nothing of other tenants' or other addresses' traffic.
+Bus positions count per address of a tenant, so a position reveals nothing of other tenants' or other addresses'
+traffic. A new entry takes the position after both the address's newest entry and its row in
+``bus_address_positions``, which records the newest position whenever that entry is removed: positions are never
+reused, even once every entry is trimmed, and a publish does not write the counter.
 
-The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`): a file with another layout, or
-with these tables and no layout recorded, is refused with SOS-6031 and left as it is. The one upgrade: a file in
-layout 1 gets the ledger rows' audit columns (nullable, added in the opening transaction) and layout 2.
+The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
+version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
+and dead letter kept); a file with a later or unknown layout, or with these tables and no layout recorded, is
+refused with SOS-6031 and left as it is.
 """
 
 from __future__ import annotations
@@ -73,20 +76,22 @@ INLINE_BYTES_MAX = 64 * 1024
 thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
-SCHEMA_VERSION = 2
-"""The file layout, kept in ``PRAGMA user_version``; a file with any other (or with tables but none) is refused,
-except one in a layout :data:`_UPGRADES` knows, upgraded when opened."""
-_UPGRADES = {1: upgrade_ledger}
-"""Layout -> what brings it to :data:`SCHEMA_VERSION` (only columns added: nothing rewritten)."""
+SCHEMA_VERSION = 4
+"""The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
+trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
+unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open;
+``bus_address_positions`` holds an address's last position only once its newest entry is removed. 4: a ledger
+batch's audit record is kept in its last ledger row (the nullable ``audit_*`` columns). Files of layouts 1 to 3
+are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
     tenant TEXT NOT NULL, address TEXT NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_entries (
     tenant TEXT NOT NULL, pos INTEGER NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL,
-    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL);
+    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL, expires REAL);
 CREATE INDEX IF NOT EXISTS bus_entries_addr ON bus_entries (tenant, address, pos);
-CREATE INDEX IF NOT EXISTS bus_entries_created ON bus_entries (tenant, address, created);
+CREATE UNIQUE INDEX IF NOT EXISTS bus_entries_dedup ON bus_entries (tenant, message_id) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS bus_dedup (
     tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL, pos INTEGER NOT NULL,
     expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
@@ -123,7 +128,33 @@ _TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS bus_pending_forget AFTER DELETE ON bus_pending BEGIN"
     " DELETE FROM bus_nack_reasons WHERE tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp"
     " AND pos=OLD.pos; END",
+    # an entry removed (trimmed, its address dropped) while its message id's dedup window is open leaves the id
+    # behind, so a publish of that id stays a duplicate for the whole window
+    "CREATE TRIGGER IF NOT EXISTS bus_entries_forget AFTER DELETE ON bus_entries"
+    " WHEN OLD.expires > (julianday('now') - 2440587.5) * 86400.0 BEGIN"
+    " INSERT OR REPLACE INTO bus_dedup VALUES (OLD.tenant, OLD.message_id, OLD.address, OLD.pos, OLD.expires); END",
+    # removing an address's newest entry records its position, which a later entry of the address must pass
+    "CREATE TRIGGER IF NOT EXISTS bus_entries_floor AFTER DELETE ON bus_entries WHEN NOT EXISTS (SELECT 1"
+    " FROM bus_entries WHERE tenant=OLD.tenant AND address=OLD.address AND pos>OLD.pos) BEGIN"
+    " INSERT INTO bus_address_positions VALUES (OLD.tenant, OLD.address, OLD.pos)"
+    " ON CONFLICT (tenant, address) DO UPDATE SET last=max(last, excluded.last); END",
 )
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # layout 1 -> 2: age trimming walks positions from the oldest entry; its index is dropped
+    1: ("DROP INDEX IF EXISTS bus_entries_created",),
+    # layout 2 -> 3: each live dedup id moves onto its entry; ids whose entry is gone stay in bus_dedup
+    2: (
+        "ALTER TABLE bus_entries ADD COLUMN expires REAL",
+        "UPDATE bus_entries SET expires=(SELECT d.expires FROM bus_dedup d WHERE d.tenant=bus_entries.tenant"
+        " AND d.message_id=bus_entries.message_id AND d.address=bus_entries.address AND d.pos=bus_entries.pos)"
+        " WHERE only_group IS NULL",
+        "CREATE UNIQUE INDEX bus_entries_dedup ON bus_entries (tenant, message_id) WHERE expires IS NOT NULL",
+        "DELETE FROM bus_dedup WHERE EXISTS (SELECT 1 FROM bus_entries e WHERE e.tenant=bus_dedup.tenant"
+        " AND e.message_id=bus_dedup.message_id AND e.expires IS NOT NULL)",
+    ),
+    # layout 3 -> 4: the ledger rows' audit columns, added after the schema by upgrade_ledger (guarded ALTERs)
+    3: (),
+}
 _ALL_SCHEMA = (
     _SCHEMA
     + LEDGER_SCHEMA
@@ -169,6 +200,9 @@ class SQLiteBusStore(BusStore):
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._seen_version = engine.data_version()
         self._appends_since_trim: dict[tuple[str, str], int] = {}
+        # per address, a time no later than its oldest entry's: age trimming is skipped while that is within age
+        # (entries only join at the end, and leave from the front, so the oldest only grows younger)
+        self._oldest: dict[tuple[str, str], float] = {}
         # notifications per address, and how many there had been when its last claim began: a claim runs in the
         # worker thread, so a notification can land between it and the wait that follows, and must not be lost
         self._notified: dict[tuple[str, str], int] = {}
@@ -184,67 +218,97 @@ class SQLiteBusStore(BusStore):
             event.set()
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
-        now = time.time()
         size = sum(len(entry.data) for _, entry in items)
-
-        def tx(c: sqlite3.Connection) -> list[Appended]:
-            known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
-            # Under BEGIN IMMEDIATE nobody else can insert: each address's counter moves past its new entries in
-            # one upsert, and the rows go in with one executemany (the counter keeps positions unique forever).
-            added = _new_per_address(items, known)
-            next_pos = {a: _advance_position(c, tenant, a, n) - n + 1 for a, n in added.items()}
-            out: list[Appended] = []
-            rows: list[tuple[Any, ...]] = []
-            dedup: list[tuple[Any, ...]] = []
-            for address, entry in items:
-                if entry.only_group is None and entry.message_id in known:
-                    out.append(Appended(str(known[entry.message_id]), True))
-                    continue
-                pos = next_pos[address]
-                next_pos[address] = pos + 1
-                rows.append(
-                    (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now)
-                )
-                if entry.only_group is None:
-                    known[entry.message_id] = pos
-                    dedup.append((tenant, entry.message_id, address, pos, now + retention.dedup_window_s))
-                out.append(Appended(str(pos), False))
-            c.executemany(_INSERT_ENTRY, rows)
-            if dedup:
-                c.executemany("INSERT OR REPLACE INTO bus_dedup VALUES (?,?,?,?,?)", dedup)
-            self._trim_some(c, tenant, added, retention, now)
-            return out
-
-        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
-        for address in {a for a, _ in items}:
-            self._notify(tenant, address)
+        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(
+            lambda c: self.append_in(c, tenant, items, retention)
+        )
+        self.appended(tenant, {a for a, _ in items})
         return result
 
+    def append_in(
+        self, c: sqlite3.Connection, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention
+    ) -> list[Appended]:
+        """``append`` inside a write transaction the caller opened (``BEGIN IMMEDIATE``) and commits; once it has
+        committed, the caller calls :meth:`appended` with the addresses so waiting consumers wake."""
+        now = time.time()  # read under the write lock: entries' times never decrease along positions
+        known, stale = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
+        # Under BEGIN IMMEDIATE nobody else can insert: each address's new entries follow its last position, and
+        # the rows go in with one executemany (the floor trigger keeps positions unique forever).
+        added = _new_per_address(items, known)
+        next_pos = {a: _last_position(c, tenant, a) + 1 for a in added}
+        out: list[Appended] = []
+        rows: list[tuple[Any, ...]] = []
+        expires = now + retention.dedup_window_s
+        for address, entry in items:
+            if entry.only_group is None and entry.message_id in known:
+                out.append(Appended(str(known[entry.message_id]), True))
+                continue
+            pos = next_pos[address]
+            next_pos[address] = pos + 1
+            dedup = None if entry.only_group is not None else expires
+            rows.append(
+                (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now, dedup)
+            )
+            if dedup is not None:
+                known[entry.message_id] = pos
+            out.append(Appended(str(pos), False))
+        if stale:  # an id past its window, republished: its old entry stops holding it
+            c.executemany(
+                "UPDATE bus_entries SET expires=NULL WHERE tenant=? AND message_id=? AND expires IS NOT NULL",
+                [(tenant, mid) for mid in stale if mid in known],
+            )
+        c.executemany(_INSERT_ENTRY, rows)
+        self._trim_some(c, tenant, added, retention, now)
+        return out
+
+    def appended(self, tenant: str, addresses: set[str]) -> None:
+        """Wake this process's consumers of ``addresses`` after a committed :meth:`append_in`."""
+        for address in addresses:
+            self._notify(tenant, address)
+
     @staticmethod
-    def _known_ids(c: sqlite3.Connection, tenant: str, message_ids: list[str], now: float) -> dict[str, int]:
+    def _known_ids(
+        c: sqlite3.Connection, tenant: str, message_ids: list[str], now: float
+    ) -> tuple[dict[str, int], set[str]]:
+        """The ids among ``message_ids`` within their dedup window, with their positions; and the ids an entry still
+        holds past its window (one statement per 500 ids: the entries' partial index, then removed entries' ids)."""
         known: dict[str, int] = {}
+        stale: set[str] = set()
         for i in range(0, len(message_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
             part = message_ids[i : i + 500]
             marks = ",".join("?" * len(part))
-            for mid, pos in c.execute(
-                f"SELECT message_id, pos FROM bus_dedup WHERE tenant=? AND expires>? AND message_id IN ({marks})",
-                (tenant, now, *part),
+            for mid, pos, expires, kept in c.execute(
+                f"SELECT message_id, pos, expires, 1 FROM bus_entries WHERE tenant=? AND expires IS NOT NULL"
+                f" AND message_id IN ({marks}) UNION ALL SELECT message_id, pos, expires, 0 FROM bus_dedup"
+                f" WHERE tenant=? AND expires>? AND message_id IN ({marks})",
+                (tenant, *part, tenant, now, *part),
             ):
-                known[mid] = int(pos)
-        return known
+                if expires > now:
+                    known[mid] = int(pos)
+                elif kept:
+                    stale.add(mid)
+        return known, stale
 
     def _trim_some(
         self, c: sqlite3.Connection, tenant: str, added: dict[str, int], retention: Retention, now: float
     ) -> None:
-        # Age trimming is exact (an index range seek per append). Count trimming is amortised: once every
+        # Age trimming removes the oldest entries from the front (positions go with time), and only runs while
+        # the address's oldest entry may be older than the cut. Count trimming is amortised: once every
         # TRIM_EVERY_APPENDS messages per address (counted by message, so batches trim as often as single
         # publishes), so an address holds at most count_max + TRIM_EVERY_APPENDS.
+        cut = now - retention.age_s
         for address, count in added.items():
-            c.execute(
-                "DELETE FROM bus_entries WHERE tenant=? AND address=? AND created<?",
-                (tenant, address, now - retention.age_s),
-            )
             key = (tenant, address)
+            oldest = self._oldest.get(key)
+            if oldest is None or oldest < cut:
+                if len(self._oldest) >= ADDRESS_MEMO_MAX:  # bounded; a reset only reads the oldest again
+                    self._oldest.clear()
+                # kept only from a read that removed nothing: a rollback cannot bring back an older entry
+                found = _trim_age(c, tenant, address, cut)
+                if found is None:
+                    self._oldest.pop(key, None)
+                else:
+                    self._oldest[key] = found
             if len(self._appends_since_trim) >= ADDRESS_MEMO_MAX:  # bounded; a reset only trims sooner
                 self._appends_since_trim.clear()
             # an address not counted yet is trimmed at once
@@ -481,8 +545,8 @@ class SQLiteBusStore(BusStore):
             if row is None:
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
-            pos = _advance_position(c, tenant, address, 1)
-            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time()))
+            pos = _last_position(c, tenant, address) + 1
+            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time(), None))
             return Appended(str(pos), False)
 
         result = await self._big.write(tx)
@@ -491,9 +555,11 @@ class SQLiteBusStore(BusStore):
 
     async def lookup(self, tenant: str, message_id: str) -> Appended | None:
         def tx(c: sqlite3.Connection) -> Appended | None:
+            now = time.time()
             row = c.execute(
-                "SELECT pos FROM bus_dedup WHERE tenant=? AND message_id=? AND expires>?",
-                (tenant, message_id, time.time()),
+                "SELECT pos FROM bus_entries WHERE tenant=?1 AND message_id=?2 AND expires>?3"
+                " UNION ALL SELECT pos FROM bus_dedup WHERE tenant=?1 AND message_id=?2 AND expires>?3 LIMIT 1",
+                (tenant, message_id, now),
             ).fetchone()
             return Appended(str(row[0]), True) if row else None
 
@@ -634,9 +700,28 @@ def _take_group(c: sqlite3.Connection, key: tuple[str, str, str]) -> ChunkPut:
 
 
 _INSERT_ENTRY = (
-    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created)"
-    " VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires)"
+    " VALUES (?,?,?,?,?,?,?,?,?)"
 )
+
+
+def _trim_age(c: sqlite3.Connection, tenant: str, address: str, cut: float) -> float | None:
+    """Remove ``address``'s entries from its oldest on while they were made before ``cut``; the oldest entry's
+    time when none was (None when some were, or the address has none)."""
+    first = c.execute(
+        "SELECT pos, created FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos LIMIT 1", (tenant, address)
+    ).fetchone()
+    if first is None or first[1] >= cut:
+        return None if first is None else float(first[1])
+    # the walk reads only the entries it removes and the first one it keeps
+    young = c.execute(
+        "SELECT pos, created FROM bus_entries WHERE tenant=? AND address=? AND pos>? AND created>=?"
+        " ORDER BY pos LIMIT 1",
+        (tenant, address, first[0], cut),
+    ).fetchone()
+    end = POSITION_MAX if young is None else int(young[0]) - 1
+    c.execute("DELETE FROM bus_entries WHERE tenant=? AND address=? AND pos<=?", (tenant, address, end))
+    return None
 
 
 def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) -> dict[str, int]:
@@ -652,12 +737,12 @@ def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) 
     return added
 
 
-def _advance_position(c: sqlite3.Connection, tenant: str, address: str, count: int) -> int:
-    """Move ``address``'s last position ``count`` further, in one statement; the new last position."""
+def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
+    """The last position ``address`` has used: its newest entry's, or the one recorded when that was removed."""
     row = c.execute(
-        "INSERT INTO bus_address_positions VALUES (?,?,?)"
-        " ON CONFLICT (tenant, address) DO UPDATE SET last=last+excluded.last RETURNING last",
-        (tenant, address, count),
+        "SELECT max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
+        " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0))",
+        (tenant, address),
     ).fetchone()
     return int(row[0])
 
@@ -673,20 +758,24 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
     marks = ",".join("?" * len(ours))
     found = [r[0] for r in c.execute(f"SELECT name FROM sqlite_master WHERE type='table' AND name IN ({marks})", ours)]
     # a layout this version does not know is never guessed at, never rewritten
-    if version != SCHEMA_VERSION and (version != 0 or found) and version not in _UPGRADES:
+    if version != SCHEMA_VERSION and version not in _MIGRATIONS and (version != 0 or found):
         layout = f"layout {version}" if version else "no recorded layout"
         raise BackendFailure(
             f"SQLite database {path!r} holds tables in {layout}, not this version's layout {SCHEMA_VERSION},"
             " which it does not migrate: open a new file",
             details={"layout": version, "expected": SCHEMA_VERSION, "tables": sorted(found)},
         )
+    # an earlier layout is brought forward one step at a time, in this (the opening) transaction
+    for step in range(version, SCHEMA_VERSION) if version else ():
+        for statement in _MIGRATIONS[step]:
+            c.execute(statement)
     for statement in _ALL_SCHEMA.split(";"):
         if statement.strip():
             c.execute(statement)
     for trigger in _TRIGGERS:
         c.execute(trigger)
-    if version in _UPGRADES:
-        _UPGRADES[version](c)
+    if version and version < 4:  # layout 3 -> 4: the ledger rows' audit columns (nullable; nothing rewritten)
+        upgrade_ledger(c)
     if version != SCHEMA_VERSION:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
