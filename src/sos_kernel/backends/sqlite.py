@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
@@ -180,9 +180,34 @@ class SQLiteBusStore(BusStore):
             event.set()
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
-        now = time.time()
         size = sum(len(entry.data) for _, entry in items)
+        tx = self._appending(tenant, items, retention, time.time())
+        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
+        self.appended(tenant, items)
+        return result
 
+    @property
+    def engine(self) -> SQLiteEngine:
+        """The engine this store writes through (stores on one engine can share a transaction)."""
+        return self._db
+
+    def append_within(
+        self, c: sqlite3.Connection, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention
+    ) -> list[Appended]:
+        """:meth:`append`'s step inside a write transaction the caller holds open on :attr:`engine` (another store's
+        step: a paid invocation's charge and its message commit together). Call :meth:`appended` once it commits."""
+        if c is not self._db.conn:
+            raise BackendFailure("append_within needs a transaction on this store's own connection")
+        return self._appending(tenant, items, retention, time.time())(c)
+
+    def appended(self, tenant: str, items: Sequence[tuple[str, Entry]]) -> None:
+        """Wake this process's readers of the addresses of ``items`` (after the transaction that appended them)."""
+        for address in {a for a, _ in items}:
+            self._notify(tenant, address)
+
+    def _appending(
+        self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention, now: float
+    ) -> Callable[[sqlite3.Connection], list[Appended]]:
         def tx(c: sqlite3.Connection) -> list[Appended]:
             known = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
             # Under BEGIN IMMEDIATE nobody else can insert: each address's counter moves past its new entries in
@@ -211,10 +236,7 @@ class SQLiteBusStore(BusStore):
             self._trim_some(c, tenant, added, retention, now)
             return out
 
-        result = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
-        for address in {a for a, _ in items}:
-            self._notify(tenant, address)
-        return result
+        return tx
 
     @staticmethod
     def _known_ids(c: sqlite3.Connection, tenant: str, message_ids: list[str], now: float) -> dict[str, int]:
