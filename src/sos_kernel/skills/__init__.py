@@ -21,9 +21,10 @@ Guarantees:
 - **One step per invocation.** The invocation id's binding, the charge (the linked batch), the count and the
   ``sos.skill_executed`` message are written by one step of the store (:meth:`SkillStore.invoke`). On SQLite it is
   one write transaction: the message exists iff the charge and the count do, whatever fails or is killed when.
-  Memory does it all in one step of the event loop (no checkpoint). Other engines take several atomic steps, and a
-  retry of an interrupted invocation completes it without charging again; its message, whose id derives from the
-  invocation's, is then appended once (a duplicate within the bus's ``dedup_window_s`` is not stored again).
+  Memory does it all in one step of the event loop (no checkpoint). On Redis the binding, charge and count are one
+  script and the message is appended right after it (a crash between the two leaves that call unannounced). Stores
+  on different engines take several atomic steps, and a retry of an interrupted invocation completes the charge
+  and count without charging again.
 - **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
   charges nor counts again. The first use binds the id to its (skill, version, caller, tenant, price) in one atomic
   step of the store, before any money moves; a use for any other outcome raises SOS-4009 and charges and counts
@@ -38,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +55,7 @@ from ..contracts import (
     SkillRevenueSplit,
     SkillVerification,
     WireModel,
+    new_message_id,
     parse_card,
     validation_details,
 )
@@ -102,8 +103,6 @@ LINEAGE_DEPTH_MAX = 64
 PRICED_CARDS_MAX = 1024
 """Parsed cards an invocation keeps per tenant, by (id, version); past it they are all forgotten (a version is written
 once, so a kept card never goes stale; forgetting one costs one read and one parse)."""
-_MESSAGE_IDS = uuid.UUID("5b1d2c7e-9a43-4f0e-8d6b-2f1c7a9e4b30")
-"""The namespace of the ``sos.skill_executed`` message ids (UUIDv5 of the tenant and the invocation id)."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then total
 invocations (most first), then id."""
@@ -516,10 +515,9 @@ class Skills:
             transfers = tuple(await self._ledger.settle(charge, invoked.applied))
         if invoked.announces:
             self._bus.count_appended(int(invoked.counted))
-        else:  # the store's step did not append it: by its derived id, so a retry announces it once
-            self._bus.count_appended(
-                sum(not a.duplicate for a in await self._bus.store.append(self.tenant, [message], self._bus.retention))
-            )
+        elif invoked.counted:  # the store's step does not append it: right after, as the step counted it
+            appended = await self._bus.store.append(self.tenant, [message], self._bus.retention)
+            self._bus.count_appended(sum(not a.duplicate for a in appended))
         return Invocation(
             invocation_id,
             card.id,
@@ -572,10 +570,11 @@ class Skills:
 
     def _message(self, payload: tuple[str, str, str, str, str, int, str], now: float) -> tuple[str, Entry]:
         """The ``sos.skill_executed`` message as the bus stores it, built as JSON from fields already checked (a
-        kernel message of a fixed shape; ``SkillExecutedPayload`` is its contract). Its id derives from the
-        invocation's, so a retry that appends it again is a duplicate. SOS-4010 if over ``message_bytes_max``."""
+        kernel message of a fixed shape; ``SkillExecutedPayload`` is its contract). Its id is a fresh UUIDv7: one
+        derived from the invocation id could be published first by another agent of the tenant, and the bus's
+        dedup would then drop this one. SOS-4010 if over ``message_bytes_max``."""
         skill_id, version, invocation_id, caller, tenant, price, currency = payload
-        message_id = str(uuid.uuid5(_MESSAGE_IDS, f"{self.tenant}\n{invocation_id}"))
+        message_id = new_message_id()
         body: dict[str, Any] = {
             "type": SKILL_EVENT_TYPE,
             "source": "agent:kernel",

@@ -98,7 +98,7 @@ class SkillStore(ABC):
 
         This default takes up to four atomic steps (binding, charge, count, message), so a crash between them
         leaves a later one undone until the invocation is retried (``Invoked.announces`` is False: the caller
-        publishes the message, by an id derived from the invocation's, so a retry announces it once). An engine
+        appends the message after the step when it counted). An engine
         that can make them one transaction overrides it (SQLite: all or nothing; memory: one step of the loop;
         Redis: the binding, charge and count in one script)."""
         bound = await self.bind_invocation(step.tenant, step.invocation_id, step.binding)
@@ -146,7 +146,7 @@ class InvocationStep:
 class Invoked:
     """What :meth:`SkillStore.invoke` did: the binding on record, the ledger's outcome (None when nothing was
     charged), whether the invocation was counted now, and whether the step appends the message whenever it counts
-    (else the caller appends it, by its derived id, after the step)."""
+    (else the caller appends it right after the step)."""
 
     bound: str
     applied: Applied | None
