@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import sos_kernel
-from sos_kernel.errors import BackendFailure, IdempotencyConflict, InsufficientFunds, NotFound
+from sos_kernel.errors import BackendFailure, IdempotencyConflict, InsufficientFunds, InvalidArgument, NotFound
 from sos_kernel.skills import SKILL_EVENT_TYPE, Skills
 
 from ..conftest import Api
@@ -158,3 +158,21 @@ async def test_memory_an_invocation_is_one_step_of_the_event_loop() -> None:
         assert sorted(m.payload.invocation_id for m in await _messages(kernel)) == ["m1", "m2"]
         assert await _counts(skills) == 2
         assert (await kernel.ledger.balance("agent:caller", "USD")).posted == FUNDS - 1_000
+
+
+async def test_an_invocation_with_a_non_string_id_caller_or_tenant_writes_nothing(kernel: sos_kernel.Kernel) -> None:
+    skills = await _prepare(kernel)
+    bad: list[dict[str, Any]] = [
+        {"caller": "agent:caller", "tenant": "default", "invocation_id": 7},
+        {"caller": "agent:caller", "tenant": "default", "invocation_id": ""},
+        {"caller": ["agent:caller"], "tenant": "default", "invocation_id": "x"},
+        {"caller": "agent:caller", "tenant": None, "invocation_id": "x"},
+    ]
+    for skill_id in ("free", "paid"):
+        for arguments in bad:
+            with pytest.raises(InvalidArgument) as caught:
+                await skills.record_invocation(skill_id, **arguments)
+            assert caught.value.code == "SOS-4005"
+    assert await _counts(skills) == 0
+    assert await _messages(kernel) == []
+    assert (await kernel.ledger.balance("agent:caller", "USD")).posted == FUNDS

@@ -490,6 +490,9 @@ class Skills:
         has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
         price; nothing is charged or counted).
         """
+        for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
+            if not isinstance(value, str) or not value:  # they go into the message as they are
+                raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
         card = await self._invoked_card(skill_id, version)
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
