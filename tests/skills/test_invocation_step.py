@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
 FREE = {**CARD, "id": "free", "name": "Free", "commerce": None}
 WORKER = str(Path(__file__).with_name("_invoke_worker.py"))
 KILLS = 8
+PAGE = 1000
 
 
 async def _prepare(api: Any, funds: int = FUNDS) -> Skills:
@@ -43,7 +44,23 @@ async def _prepare(api: Any, funds: int = FUNDS) -> Skills:
 
 
 async def _messages(api: Any) -> list[Any]:
-    return [m for m in await api.bus.history("sos:channel:skills", limit=10_000) if m.type == SKILL_EVENT_TYPE]
+    """Every skill message of the channel, read page by page."""
+    out: list[Any] = []
+    after = None
+    while page := await api.bus.history_entries("sos:channel:skills", after=after, limit=PAGE):
+        out += [m for _, m in page if m.type == SKILL_EVENT_TYPE]
+        after = page[-1][0]
+    return out
+
+
+async def _charged(api: Any) -> set[str]:
+    """The invocation ids whose charge is on the caller's account, read page by page."""
+    out: set[str] = set()
+    after = 0
+    while page := await api.ledger.history("agent:caller", "USD", after=after, limit=PAGE):
+        out |= {t.id.split(":")[1] for t in page if t.id.startswith("skill:")}
+        after = page[-1].sequence
+    return out
 
 
 async def _counts(skills: Skills) -> int:
@@ -115,8 +132,7 @@ async def test_sqlite_a_failure_in_the_message_leaves_no_charge_no_count_and_no_
 async def _stats(path: Path) -> tuple[int, int, int]:
     """Charged invocations (ledger), counted invocations, and messages, read from the file."""
     async with sos_kernel.open(f"sqlite:///{path}") as kernel:
-        history = await kernel.ledger.history("agent:caller", "USD", limit=10_000)
-        charged = {t.id.split(":")[1] for t in history if t.id.startswith("skill:")}
+        charged = await _charged(kernel)
         skills = kernel.skills
         paid = (await skills.get("paid")).earnings
         free = [m for m in await _messages(kernel) if m.payload.skill_id == "free"]
