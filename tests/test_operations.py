@@ -29,6 +29,7 @@ SERVICES: list[tuple[type, type, type]] = [
     (Engine, api.EngineAPI, RemoteEngine),
 ]
 TRUSTED_ONLY = {"store", "catalogue", "limits", "tenant", "ttl_s", "agent_status", "demand"}
+TRUSTED_ONLY |= {"retention", "count_appended", "check_batch", "settle"}  # the seams of a service's own step
 """Members of the trusted services that are not operations (a session never has them)."""
 
 

@@ -1,8 +1,8 @@
 """A paid invocation on SQLite is one transaction: the charge and the count commit together or not at all.
 
 The failure is a real one, raised by the engine in the invocation's last step (a trigger on the invocation ids
-table), after the ledger's linked batch has been written in the same transaction. (SQLite only: the other engines
-take the charge and the count in two steps, which a retry completes; see ``SkillStore.invoke``.)
+table), after the ledger's linked batch has been written in the same transaction. (SQLite only: the other engines'
+steps are held by ``test_invocation_step.py`` and ``test_invocation_redis.py``; see ``SkillStore.invoke``.)
 """
 
 from __future__ import annotations

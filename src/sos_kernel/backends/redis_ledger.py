@@ -37,7 +37,7 @@ from .memory_ledger import usage_matches
 from .redis_audit import SHA256_LUA, TIME_LUA
 from .redis_call import ASYNC, Durability, RedisClient, Script, redis_call, tenant_prefix
 
-__all__ = ["RedisLedgerStore"]
+__all__ = ["APPLY_SCRIPT", "RedisLedgerStore"]
 
 _COMMON = """
 local P = ARGV[1]
@@ -260,6 +260,9 @@ return {'ok', out, ts}
 """
 )
 
+APPLY_SCRIPT = _APPLY
+"""The batch script (see :meth:`RedisLedgerStore.batch_arguments`), for a script that embeds it as a function."""
+
 _BALANCE = (
     _COMMON
     + """
@@ -379,6 +382,14 @@ class RedisLedgerStore(LedgerStore):
         return Balance(owner, currency, int(dp), int(cp), int(dpe), int(cpe), neg == "1")
 
     async def apply(self, tenant: str, requests: Sequence[TransferRequest], now: float) -> Applied:
+        keys, args = self.batch_arguments(tenant, requests)
+        return await self.applied(tenant, requests, await self.run(self._apply, tenant, keys, args))
+
+    # -- the hook for a script that embeds the batch (a paid invocation: see redis_skills) -------------------
+
+    def batch_arguments(self, tenant: str, requests: Sequence[TransferRequest]) -> tuple[list[str], list[Any]]:
+        """``KEYS`` and ``ARGV`` of :data:`APPLY_SCRIPT` for ``requests``. The script reads its arguments by
+        position from the first, so a script embedding it may pass more keys and arguments after these."""
         p = self._p(tenant)
         args: list[Any] = [p, len(requests), genesis(tenant)]
         for r in requests:
@@ -401,11 +412,16 @@ class RedisLedgerStore(LedgerStore):
                 asked,
             ]
         args += _audit_args(tenant, requests)
-        keys = [f"{p}lseq", f"{p}audit:records", f"{p}audit:head"]
+        return [f"{p}lseq", f"{p}audit:records", f"{p}audit:head"], args
+
+    async def run(self, script: Script, tenant: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that writes the tenant's money with this store's durability (``WAIT`` for its replicas)."""
         if self._durability.replicas:  # acknowledged once a replica holds it (WAIT on the tenant's primary)
-            reply = await self._apply.replicated(keys, args, f"{p}fence", self._durability)
-        else:
-            reply = await self._apply(keys, args)
+            return await script.replicated(keys, args, f"{self._p(tenant)}fence", self._durability)
+        return await script(keys, args)
+
+    async def applied(self, tenant: str, requests: Sequence[TransferRequest], reply: Any) -> Applied:
+        """What :data:`APPLY_SCRIPT` did, from its reply."""
         if _s(reply[0]) == "existing":
             return Applied([], await self.transfers(tenant, [_s(i) for i in reply[1]]))
         out = []

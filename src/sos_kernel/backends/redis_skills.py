@@ -1,5 +1,5 @@
-"""Skills on Redis: a hash per version under the tenant's hash tag; claiming an id's owner with a version, and
-counting an invocation, are each one Lua script.
+"""Skills on Redis: a hash per version under the tenant's hash tag; claiming an id's owner with a version is one Lua
+script, and so is an invocation: its binding, its charge (the ledger's batch script, embedded) and its count.
 
 Keys::
 
@@ -20,9 +20,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore
+from ..bus.store import BusStore, Retention
+from ..errors import IdempotencyConflict
+from ..ledger.store import Applied, LedgerStore
+from ..skills.store import InvocationStep, Invoked, SkillDemand, SkillRecord, SkillStats, SkillStore
 from .redis_audit import AUDIT_LUA, audit_args, audit_keys
-from .redis_call import RedisClient, redis_call, tenant_prefix
+from .redis_call import RedisClient, Script, redis_call, tenant_prefix
+from .redis_ledger import APPLY_SCRIPT, RedisLedgerStore
 
 __all__ = ["RedisSkillStore"]
 
@@ -61,6 +65,48 @@ return 1
 """
 )
 
+# One invocation in one script: KEYS[1..3] and the first ARGV are the ledger batch script's (embedded as a function),
+# then KEYS[4] the version's hash, KEYS[5] the counted ids, KEYS[6] the bindings; the last six ARGV are the
+# invocation id, its binding, the caller's tenant, the price, the time and whether there is a charge ('1'/'0').
+_STEP = (
+    "local function ledger_apply()\n"
+    + APPLY_SCRIPT
+    + """
+end
+local S = #ARGV - 6
+local inv, binding = ARGV[S + 1], ARGV[S + 2]
+-- read and decoded before anything is written: a script that fails midway keeps what it wrote
+local by = cjson.decode(redis.call('HGET', KEYS[4], 'by_tenant'))
+if redis.call('HSETNX', KEYS[6], inv, binding) == 0 then
+  local bound = redis.call('HGET', KEYS[6], inv)
+  if bound ~= binding then return {'unbound', bound} end
+end
+local function count()
+  if redis.call('SADD', KEYS[5], inv) == 0 then return 0 end
+  by[ARGV[S + 3]] = (by[ARGV[S + 3]] or 0) + 1
+  local parts = {}
+  for k, v in pairs(by) do parts[#parts + 1] = cjson.encode(k) .. ':' .. string.format('%d', v) end
+  redis.call('HINCRBY', KEYS[4], 'invocations', 1)
+  redis.call('HINCRBY', KEYS[4], 'earned', ARGV[S + 4])
+  redis.call('HSET', KEYS[4], 'last_at', ARGV[S + 5], 'by_tenant', '{' .. table.concat(parts, ',') .. '}')
+  return 1
+end
+if ARGV[S + 6] == '0' then return {'free', count()} end
+if redis.call('SISMEMBER', KEYS[5], inv) == 1 then return {'counted'} end
+local reply = ledger_apply()
+if reply[1] == 'existing' then
+  -- recorded before: counted now only if it is the whole batch and it succeeded (an interrupted older release)
+  if #reply[2] ~= tonumber(ARGV[2]) then return {'charge', reply, 0} end
+  for _, id in ipairs(reply[2]) do
+    if redis.call('HGET', ARGV[1] .. 'xfer:' .. id, 'status') ~= 'ok' then return {'charge', reply, 0} end
+  end
+  return {'charge', reply, count()}
+end
+if reply[2][1][2] ~= 'ok' then return {'charge', reply, 0} end
+return {'charge', reply, count()}
+"""
+)
+
 _FIELDS = ("card", "digest", "verification", "invocations", "earned", "last_at", "by_tenant", "published")
 
 
@@ -79,6 +125,7 @@ class RedisSkillStore(SkillStore):
         self._put = client.register_script(_PUT)
         self._invoke = client.register_script(_INVOKE)
         self._verify = client.register_script(_VERIFY)
+        self._step = Script(client, _STEP)  # idempotent by invocation id and transfer ids, so a resend is safe
 
     _p = staticmethod(tenant_prefix)
 
@@ -169,3 +216,29 @@ class RedisSkillStore(SkillStore):
                 pipe.scard(f"{p}skillpayers:{skill}")
             counts = await self._call(pipe.execute()) if skills else []
         return {skill: SkillDemand(int(counts[2 * i]), int(counts[2 * i + 1])) for i, skill in enumerate(skills)}
+
+    async def invoke(self, step: InvocationStep, ledger: LedgerStore, bus: BusStore, retention: Retention) -> Invoked:
+        """The binding, the charge and the count in one script (the message is appended after it, by the caller)."""
+        if not isinstance(ledger, RedisLedgerStore):
+            return await super().invoke(step, ledger, bus, retention)  # another engine: several steps
+        keys, args = ledger.batch_arguments(step.tenant, step.charge)
+        p = self._p(step.tenant)
+        keys += [f"{p}skill:{step.skill_id}:{step.version}", f"{p}skillinv", f"{p}skillbind"]
+        args += [step.invocation_id, step.binding, step.caller_tenant, step.price, repr(step.now)]
+        args.append("1" if step.charge else "0")
+        reply = await ledger.run(self._step, step.tenant, keys, args)
+        outcome = _s(reply[0])
+        if outcome == "unbound":
+            return Invoked(_s(reply[1]), None, False, False)
+        if outcome == "free":
+            return Invoked(step.binding, None, bool(reply[1]), False)
+        if outcome == "counted":  # a replay: its recorded charge, for the caller to compare
+            existing = await ledger.transfers(step.tenant, [r.id for r in step.charge])
+            if len(existing) != len(step.charge):
+                raise IdempotencyConflict(
+                    f"invocation id {step.invocation_id!r} was already used",
+                    details={"invocation_id": step.invocation_id},
+                )
+            return Invoked(step.binding, Applied([], existing), False, False)
+        applied = await ledger.applied(step.tenant, step.charge, reply[1])
+        return Invoked(step.binding, applied, bool(reply[2]), False)

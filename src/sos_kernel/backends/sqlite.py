@@ -225,6 +225,11 @@ class SQLiteBusStore(BusStore):
         self.appended(tenant, {a for a, _ in items})
         return result
 
+    @property
+    def engine(self) -> SQLiteEngine:
+        """The engine this store writes through (stores on one engine share a transaction: see :meth:`append_in`)."""
+        return self._db
+
     def append_in(
         self, c: sqlite3.Connection, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention
     ) -> list[Appended]:

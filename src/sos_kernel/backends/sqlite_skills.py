@@ -1,18 +1,20 @@
 """Skills on SQLite: one row per version and one owner per skill id; an id's owner is claimed, and invocation ids
 and counters change, in one transaction. A paid invocation's charge (the ledger's linked batch) and its count are one
-transaction too, when the ledger store shares this store's engine (as it does in the SQLite backend)."""
+transaction too, with the invocation id's binding and its ``sos.skill_executed`` message, when the ledger and bus
+stores share this store's engine (as they do in the SQLite backend): the message exists iff the charge does."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from ..bus.store import Appended, BusStore, Entry, Retention
 from ..errors import IdempotencyConflict
-from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
-from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore, charged
+from ..skills.store import InvocationStep, Invoked, SkillDemand, SkillRecord, SkillStats, SkillStore, paid
+from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import append_draft
 from .sqlite_ledger import SQLiteLedgerStore
 
@@ -51,6 +53,7 @@ class SQLiteSkillStore(SkillStore):
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
+        self._bus_seen: tuple[BusStore, _AppendsWithin | None] | None = None
 
     @staticmethod
     def _get(c: sqlite3.Connection, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
@@ -130,15 +133,7 @@ class SQLiteSkillStore(SkillStore):
         return result
 
     async def bind_invocation(self, tenant: str, invocation_id: str, binding: str) -> str:
-        def tx(c: sqlite3.Connection) -> str:
-            key = (tenant, invocation_id)
-            c.execute("INSERT OR IGNORE INTO skill_invocation_bindings VALUES (?,?,?)", (*key, binding))
-            row = c.execute(
-                "SELECT binding FROM skill_invocation_bindings WHERE tenant=? AND invocation_id=?", key
-            ).fetchone()
-            return str(row[0])
-
-        result: str = await self._db.write(tx)
+        result: str = await self._db.write(lambda c: self._bind(c, tenant, invocation_id, binding))
         return result
 
     async def counted(self, tenant: str, invocation_id: str) -> bool:
@@ -190,32 +185,59 @@ class SQLiteSkillStore(SkillStore):
         result: bool = await self._db.write(lambda c: self._count(c, *args))
         return result
 
-    async def invoke(
-        self,
-        tenant: str,
-        skill_id: str,
-        version: str,
-        invocation_id: str,
-        caller_tenant: str,
-        price: int,
-        now: float,
-        ledger: LedgerStore,
-        charge: Sequence[TransferRequest],
-    ) -> tuple[Applied, bool]:
-        args = (tenant, skill_id, version, invocation_id, caller_tenant, price, now)
-        if not isinstance(ledger, SQLiteLedgerStore) or ledger.engine is not self._db:
-            return await super().invoke(*args, ledger, charge)  # another file or engine: two steps
+    @staticmethod
+    def _bind(c: sqlite3.Connection, tenant: str, invocation_id: str, binding: str) -> str:
+        key = (tenant, invocation_id)
+        # a new id (the usual case) is bound by one statement; a known one is read back
+        sql = "INSERT INTO skill_invocation_bindings VALUES (?,?,?) ON CONFLICT DO NOTHING RETURNING binding"
+        if c.execute(sql, (*key, binding)).fetchall():
+            return binding
+        row = c.execute("SELECT binding FROM skill_invocation_bindings WHERE tenant=? AND invocation_id=?", key)
+        return str(row.fetchone()[0])
 
-        def count(c: sqlite3.Connection, applied: Applied) -> bool:
-            if not charged(applied):
-                return False
-            if not self._count(c, *args):  # money moved for an id already counted: undo it all
-                raise IdempotencyConflict(
-                    f"invocation id {invocation_id!r} was already used", details={"invocation_id": invocation_id}
-                )
-            return True
+    def _own_bus(self, bus: BusStore) -> _AppendsWithin | None:
+        """``bus`` if it can append inside this store's transactions (checked once per bus store: a Protocol check
+        costs microseconds)."""
+        seen = self._bus_seen
+        if seen is None or seen[0] is not bus:
+            own = bus if isinstance(bus, _AppendsWithin) and bus.engine.conn is self._db.conn else None
+            seen = self._bus_seen = (bus, own)
+        return seen[1]
 
-        return await ledger.apply_then(tenant, charge, now, count)
+    async def invoke(self, step: InvocationStep, ledger: LedgerStore, bus: BusStore, retention: Retention) -> Invoked:
+        own_ledger = ledger if isinstance(ledger, SQLiteLedgerStore) and ledger.engine is self._db else None
+        if step.charge and own_ledger is None:
+            return await super().invoke(step, ledger, bus, retention)  # another file or engine: several steps
+        own_bus = self._own_bus(bus)
+
+        def finish(c: sqlite3.Connection, applied: Applied | None) -> Invoked:
+            bound = self._bind(c, step.tenant, step.invocation_id, step.binding)
+            if bound != step.binding:
+                raise _Unbound(bound)  # rolls back the charge applied in this transaction
+            announces = own_bus is not None
+            if applied is not None and not paid(applied):
+                return Invoked(bound, applied, False, announces)
+            if not self._count(c, *step.count_args()):
+                if applied is not None and not applied.existing:  # money moved for an id counted already
+                    raise IdempotencyConflict(
+                        f"invocation id {step.invocation_id!r} was already used",
+                        details={"invocation_id": step.invocation_id},
+                    )
+                return Invoked(bound, applied, False, announces)
+            if own_bus is not None:
+                own_bus.append_in(c, step.tenant, [step.message], retention)
+            return Invoked(bound, applied, True, announces)
+
+        try:
+            if own_ledger is not None and step.charge:
+                invoked = (await own_ledger.apply_then(step.tenant, step.charge, step.now, finish))[1]
+            else:
+                invoked = await self._db.write(lambda c: finish(c, None))
+        except _Unbound as unbound:
+            return Invoked(unbound.bound, None, False, False)
+        if own_bus is not None and invoked.counted:
+            own_bus.appended(step.tenant, {step.message[0]})
+        return invoked
 
     async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
         def tx(c: sqlite3.Connection) -> None:
@@ -234,3 +256,26 @@ class SQLiteSkillStore(SkillStore):
 
         result: dict[str, SkillDemand] = await self._db.read(tx)
         return result
+
+
+@runtime_checkable
+class _AppendsWithin(Protocol):
+    """A bus store that appends inside another store's open transaction (``SQLiteBusStore``, which imports this
+    module, so it is recognised by what it does)."""
+
+    @property
+    def engine(self) -> SQLiteEngine: ...
+
+    def append_in(
+        self, c: sqlite3.Connection, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention
+    ) -> list[Appended]: ...
+
+    def appended(self, tenant: str, addresses: set[str]) -> None: ...
+
+
+class _Unbound(Exception):
+    """The invocation id is bound to another outcome: the transaction is rolled back (nothing of it is kept)."""
+
+    def __init__(self, bound: str) -> None:
+        super().__init__(bound)
+        self.bound = bound

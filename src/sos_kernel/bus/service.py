@@ -1067,6 +1067,15 @@ class Bus:
         """The message types this bus accepts."""
         return self._catalogue
 
+    @property
+    def retention(self) -> Retention:
+        """What the store keeps of each address (for a service that appends through :attr:`store` in its own step)."""
+        return self._retention
+
+    def count_appended(self, count: int) -> None:
+        """Count, for metrics, ``count`` new entries another service's step appended through :attr:`store`."""
+        self._count("published", count)
+
     def _closed_event(self) -> anyio.Event:
         return self._closed
 

@@ -475,10 +475,18 @@ class Ledger:
         On failure every transfer of the batch is recorded as failed with the first failure's code, and the error
         is raised. Replaying the batch replays its recorded outcome.
         """
-        return await self._submit(self._batch(transfers))
+        return await self._submit(self.check_batch(transfers))
 
-    def _batch(self, transfers: Sequence[Mapping[str, Any]]) -> list[TransferRequest]:
-        """The requests of a linked batch, checked as :meth:`transfer_many` checks them (nothing is written)."""
+    # -- the seam for services that apply a batch in a larger atomic step of their own ----------------------
+
+    def check_batch(self, transfers: Sequence[Mapping[str, Any]]) -> list[TransferRequest]:
+        """The requests of a linked batch, checked exactly as :meth:`transfer_many` checks them; nothing is written.
+
+        For a kernel service (skills) whose store applies the batch through :attr:`store` inside a larger atomic
+        step (``LedgerStore.apply``'s rules unchanged: the check and the write are the engine's), then hands the
+        result to :meth:`settle`. In-process only, not an operation: a session never reaches it, so money is still
+        created only under ``ledger:admin`` and a kernel-prefixed id (``KERNEL_ID_PREFIXES``) only by its service.
+        """
         if not isinstance(transfers, Sequence) or isinstance(transfers, str | bytes):
             raise InvalidArgument("transfers must be a list of transfers (mappings of transfer()'s arguments)")
         if not 1 <= len(transfers) <= BATCH_MAX:
@@ -573,11 +581,13 @@ class Ledger:
         return (await self._submit([request]))[0]
 
     async def _submit(self, requests: list[TransferRequest]) -> list[Transfer]:
-        return await self._settle(requests, await self._store.apply(self.tenant, requests, time.time()))
+        return await self.settle(requests, await self._store.apply(self.tenant, requests, time.time()))
 
-    async def _settle(self, requests: list[TransferRequest], applied: Applied) -> list[Transfer]:
-        """The outcome of ``requests`` once the store has applied them (here or in a step that also did more, like
-        a paid invocation): the transfers, or the recorded failure or replay conflict raised."""
+    async def settle(self, requests: list[TransferRequest], applied: Applied) -> list[Transfer]:
+        """The outcome of ``requests`` once the store has applied them (by :meth:`transfer_many` or in a service's
+        step that also did more, like a paid invocation): the transfers, or the recorded failure (SOS-7001, 7002...)
+        or a replay's conflict (SOS-4009) raised. Records the batch's audit entry when the store does not, and
+        counts it for metrics; it moves no money."""
         if applied.transfers and self.audit is not None and not self._store.audits_writes:
             await self.audit("ledger.write", actor="kernel", **ledger_write_record(applied.transfers))
         elif applied.transfers and self.landed is not None:

@@ -18,15 +18,20 @@ Guarantees:
   ``skill:<invocation_id>:<part>``. ``operator = floor(price * operator_share)``, ``network = floor(price *
   network_share)`` computed on the shares as exact decimals, and the author receives the rest — so the parts always
   sum to the price and any rounding favours the author. No ``revenue_split`` means the author gets everything.
-- **Charged and counted together.** On SQLite the linked batch and the count are one write transaction: a failure
-  in any step leaves neither. Memory does both in one step of the loop; Redis takes two (the charge, then the
-  count), and a retry of an invocation interrupted between them counts it without charging again.
+- **One step per invocation.** The invocation id's binding, the charge (the linked batch), the count and the
+  ``sos.skill_executed`` message are written by one step of the store (:meth:`SkillStore.invoke`). On SQLite it is
+  one write transaction: the message exists iff the charge and the count do, whatever fails or is killed when.
+  Memory does it all in one step of the event loop (no checkpoint). On Redis the binding, charge and count are one
+  script and the message is appended right after it (a crash between the two leaves that call unannounced). Stores
+  on different engines take several atomic steps, and a retry of an interrupted invocation completes the charge
+  and count without charging again.
 - **Counted once.** Invocations are idempotent by ``invocation_id``: a retry returns the first outcome and neither
   charges nor counts again. The first use binds the id to its (skill, version, caller, tenant, price) in one atomic
   step of the store, before any money moves; a use for any other outcome raises SOS-4009 and charges and counts
   nothing. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
-- **Observable.** Every counted invocation publishes a ``sos.skill_executed`` message on ``sos:channel:skills``.
+- **Observable.** Every counted invocation has one ``sos.skill_executed`` message on ``sos:channel:skills``; a failed
+  charge or a refused id has none.
 - **Ranked by who calls, not how often.** The marketplace orders by verification, then by :meth:`Skills.demand`:
   distinct callers other than the skill's author, a paying one weighing ``MARKETPLACE_PAYING_CALLER_WEIGHT``. An
   author invoking its own skill, or any one caller looping, cannot move a skill up (``total_invocations`` still
@@ -38,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,13 +51,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
+from .. import _trace
 from ..audit import Audit
+from ..bus.store import Entry
 from ..contracts import (
     SkillCard,
     SkillEarnings,
     SkillRevenueSplit,
     SkillVerification,
     WireModel,
+    new_message_id,
     parse_card,
     validation_details,
 )
@@ -62,15 +69,17 @@ from ..errors import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidArgument,
+    LimitExceeded,
     SchemaViolation,
     SkillNotFound,
     WalletNotFound,
 )
 from ..identity.capability import Capability
 from ..ledger import Ledger, Transfer
+from ..ledger.models import TransferRequest
 from ..operations import Wire, operation, service
 from .semver import Version, matches, parse_range
-from .store import SkillDemand, SkillRecord, SkillStats, SkillStore
+from .store import InvocationStep, SkillDemand, SkillRecord, SkillStats, SkillStore
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -101,8 +110,8 @@ SKILLS_CHANNEL = "sos:channel:skills"
 MARKETPLACE_LIMIT_MAX = 500
 LINEAGE_DEPTH_MAX = 64
 PRICED_CARDS_MAX = 1024
-"""Parsed cards an invocation keeps per tenant, by (id, version, digest); past it they are all forgotten (a version
-is written once, so a kept card never goes stale; forgetting one costs one parse)."""
+"""Parsed cards an invocation keeps per tenant, by (id, version); past it they are all forgotten (a version is written
+once, so a kept card never goes stale; forgetting one costs one read and one parse)."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then demand
 (:func:`demand_score`, most first), then id."""
@@ -198,7 +207,7 @@ class Skills:
         self._bus = bus
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
-        self._cards: dict[tuple[str, str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
+        self._cards: dict[tuple[str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
         self.audit: Audit | None = None
         """The tenant's audit chain (set by the kernel): each verification is recorded, in the store's step where
         it allows it (``audits_writes``)."""
@@ -227,20 +236,25 @@ class Skills:
         found = await self._store.versions(self.tenant, skill_id)
         return sorted(found, key=Version.parse)
 
-    async def _resolve(self, skill_id: str, version: str | None) -> SkillRecord:
+    async def _choose(self, skill_id: str, version: str | None) -> str:
+        """The published version ``version`` names (exact, range, or the latest release); SOS-6020 if none."""
         if not isinstance(skill_id, str) or not skill_id:
             raise InvalidArgument("skill_id must be a non-empty string")
-        available = await self.versions(skill_id)
+        available = await self._store.versions(self.tenant, skill_id)
         if version is not None and version in available:
-            chosen: str | None = version
-        else:
-            bounds = parse_range(version or "*")
-            fitting = [v for v in available if matches(Version.parse(v), bounds)]
-            chosen = fitting[-1] if fitting else None
-        record = await self._store.get_version(self.tenant, skill_id, chosen) if chosen else None
-        if record is None:
+            return version
+        bounds = parse_range(version or "*")
+        fitting = [v for v in sorted(available, key=Version.parse) if matches(Version.parse(v), bounds)]
+        if not fitting:
             wanted = f" matching {version!r}" if version else ""
             raise SkillNotFound(f"no skill {skill_id!r}{wanted}", details={"skill_id": skill_id, "version": version})
+        return fitting[-1]
+
+    async def _resolve(self, skill_id: str, version: str | None) -> SkillRecord:
+        chosen = await self._choose(skill_id, version)
+        record = await self._store.get_version(self.tenant, skill_id, chosen)
+        if record is None:  # versions are never removed: only a store that lost data gets here
+            raise SkillNotFound(f"no skill {skill_id!r} {chosen}", details={"skill_id": skill_id, "version": chosen})
         return record
 
     @operation(
@@ -531,35 +545,50 @@ class Skills:
         has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
         price; nothing is charged or counted).
         """
-        record = await self._resolve(skill_id, version)
-        card = self._card(record)
+        for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
+            if not isinstance(value, str) or not value:  # they go into the message as they are
+                raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
+        card = await self._invoked_card(skill_id, version)
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
         currency = commerce.currency if commerce else "USD"
         payouts = split_price(price, commerce.revenue_split if commerce else None)
+        # everything is checked and built before the store's step, so bad input writes nothing
+        charge = await self._charge(card, caller, invocation_id, currency, payouts) if price > 0 else []
+        now = time.time()
+        binding = json.dumps([card.id, card.version, caller, tenant, price], separators=(",", ":"))
+        message = self._message((card.id, card.version, invocation_id, caller, tenant, price, currency), now)
+        step = InvocationStep(
+            self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message
+        )
+        invoked = await self._store.invoke(step, self._ledger.store, self._bus.store, self._bus.retention)
+        if invoked.bound != binding:
+            raise IdempotencyConflict(
+                f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
+                " use a new id",
+                details={"invocation_id": invocation_id},
+            )
         transfers: tuple[Transfer, ...] = ()
-        args = (self.tenant, record.skill_id, record.version, invocation_id, tenant, price, time.time())
-        await self._bind(invocation_id, [record.skill_id, record.version, caller, tenant, price])
-        if price > 0:
-            transfers, counted = await self._charge(card, caller, invocation_id, currency, payouts, args)
-        else:
-            counted = await self._store.record_invocation(*args)
-        result = Invocation(
+        if invoked.applied is not None:  # raises a recorded failure, or a replay's conflict
+            transfers = tuple(await self._ledger.settle(charge, invoked.applied))
+        if invoked.announces:
+            self._bus.count_appended(int(invoked.counted))
+        elif invoked.counted:  # the store's step does not append it: right after, as the step counted it
+            appended = await self._bus.store.append(self.tenant, [message], self._bus.retention)
+            self._bus.count_appended(sum(not a.duplicate for a in appended))
+        await self._note_caller(card, caller, price)
+        return Invocation(
             invocation_id,
-            record.skill_id,
-            record.version,
+            card.id,
+            card.version,
             caller,
             tenant,
             price,
             currency,
             payouts,
             transfers,
-            replayed=not counted,
+            replayed=not invoked.counted,
         )
-        await self._note_caller(card, caller, price)
-        if counted:
-            await self._announce(result)
-        return result
 
     async def _note_caller(self, card: SkillCard, caller: str, price: int) -> None:
         """Note a counted invocation's caller for the marketplace's demand (idempotent, so a retry notes one cut
@@ -572,39 +601,23 @@ class Skills:
             self._noted.clear()
         self._noted.add(note)
 
-    async def _bind(self, invocation_id: str, outcome: list[str | int]) -> None:
-        """Bind the id to this outcome before any money moves; SOS-4009 if it is bound to another one."""
-        binding = json.dumps(outcome, separators=(",", ":"))
-        bound = await self._store.bind_invocation(self.tenant, invocation_id, binding)
-        if bound != binding:
-            raise IdempotencyConflict(
-                f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
-                " use a new id",
-                details={"invocation_id": invocation_id},
-            )
-
-    def _card(self, record: SkillRecord) -> SkillCard:
-        """The version's card, parsed once per (id, version, digest): its content never changes."""
-        key = (record.skill_id, record.version, record.digest)
-        card = self._cards.get(key)
+    async def _invoked_card(self, skill_id: str, version: str | None) -> SkillCard:
+        """The chosen version's card, read and parsed once per (id, version): a version is written once, so a kept
+        card never goes stale (only which version a range picks can change, and that is chosen on every call)."""
+        chosen = await self._choose(skill_id, version)
+        card = self._cards.get((skill_id, chosen))
         if card is None:
+            record = await self._resolve(skill_id, chosen)
             if len(self._cards) >= PRICED_CARDS_MAX:
                 self._cards.clear()
-            card = self._cards[key] = SkillCard.model_validate_json(record.card)
+            card = self._cards[(skill_id, chosen)] = SkillCard.model_validate_json(record.card)
         return card
 
     async def _charge(
-        self,
-        card: SkillCard,
-        caller: str,
-        invocation_id: str,
-        currency: str,
-        payouts: dict[str, int],
-        count: tuple[str, str, str, str, str, int, float],
-    ) -> tuple[tuple[Transfer, ...], bool]:
-        """Charge the split and count the invocation in one step of the store (see :meth:`SkillStore.invoke`);
-        a replayed charge is compared with the first one before the invocation is counted (it was, unless an
-        engine that takes two steps failed between them)."""
+        self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
+    ) -> list[TransferRequest]:
+        """The linked batch that pays the split, checked as ``transfer_many`` checks one (nothing is written but the
+        receiving accounts, opened once)."""
         receivers = {"author": card.author_agent, "operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
         batch = []
         for part, amount in payouts.items():
@@ -623,31 +636,39 @@ class Skills:
                     "reason": f"skill {card.id} {card.version} ({part})",
                 }
             )
-        requests = self._ledger._batch(batch)  # checked as transfer_many checks a batch, before anything is written
-        applied, counted = await self._store.invoke(*count, self._ledger.store, requests)
-        transfers = tuple(await self._ledger._settle(requests, applied))  # raises a recorded failure, or a conflict
-        if applied.existing:
-            counted = await self._store.record_invocation(*count)
-        return transfers, counted
+        return self._ledger.check_batch(batch)
 
-    async def _announce(self, inv: Invocation) -> None:
-        payload = SkillExecutedPayload(
-            skill_id=inv.skill_id,
-            version=inv.version,
-            invocation_id=inv.invocation_id,
-            caller=inv.caller,
-            tenant=inv.tenant,
-            price_micros=inv.price_micros,
-            currency=inv.currency,
-        )
-        await self._bus.publish(
-            {
-                "type": SKILL_EVENT_TYPE,
-                "source": "agent:kernel",
-                "target": SKILLS_CHANNEL,
-                "timestamp": datetime.now(UTC).isoformat(),
-                "version": "1.0",
-                "message_id": str(uuid.uuid4()),
-                "payload": payload.to_wire(),
-            }
-        )
+    def _message(self, payload: tuple[str, str, str, str, str, int, str], now: float) -> tuple[str, Entry]:
+        """The ``sos.skill_executed`` message as the bus stores it, built as JSON from fields already checked (a
+        kernel message of a fixed shape; ``SkillExecutedPayload`` is its contract). Its id is a fresh UUIDv7: one
+        derived from the invocation id could be published first by another agent of the tenant, and the bus's
+        dedup would then drop this one. SOS-4010 if over ``message_bytes_max``."""
+        skill_id, version, invocation_id, caller, tenant, price, currency = payload
+        message_id = new_message_id()
+        body: dict[str, Any] = {
+            "type": SKILL_EVENT_TYPE,
+            "source": "agent:kernel",
+            "target": SKILLS_CHANNEL,
+            "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
+            "version": "1.0",
+            "message_id": message_id,
+            "payload": {
+                "skill_id": skill_id,
+                "version": version,
+                "invocation_id": invocation_id,
+                "caller": caller,
+                "tenant": tenant,
+                "price_micros": price,
+                "currency": currency,
+            },
+        }
+        if _trace.enabled() and (trace_id := _trace.current_trace_id()) is not None:
+            body["trace_id"] = trace_id  # its delivery joins the caller's trace
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        limit = self._bus.limits.message_bytes_max
+        if len(data) > limit:
+            raise LimitExceeded(
+                f"the invocation's message would be {len(data)} bytes, over message_bytes_max={limit}",
+                details={"limit": "message_bytes_max", "max": limit, "size": len(data)},
+            )
+        return SKILLS_CHANNEL, Entry(message_id, data)

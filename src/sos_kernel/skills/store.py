@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..bus.store import BusStore, Entry, Retention
 from ..errors import IdempotencyConflict
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 
-__all__ = ["SkillDemand", "SkillRecord", "SkillStats", "SkillStore", "charged"]
+__all__ = ["InvocationStep", "Invoked", "SkillDemand", "SkillRecord", "SkillStats", "SkillStore", "charged", "paid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,43 +102,6 @@ class SkillStore(ABC):
     async def counted(self, tenant: str, invocation_id: str) -> bool:
         """Whether ``invocation_id`` is counted."""
 
-    async def invoke(
-        self,
-        tenant: str,
-        skill_id: str,
-        version: str,
-        invocation_id: str,
-        caller_tenant: str,
-        price: int,
-        now: float,
-        ledger: LedgerStore,
-        charge: Sequence[TransferRequest],
-    ) -> tuple[Applied, bool]:
-        """Apply the linked batch ``charge`` through ``ledger`` (the tenant's ledger store) and, if it applied now and
-        succeeded, count the invocation as :meth:`record_invocation` does. Returns what the ledger did and whether
-        the invocation was counted: a failed batch, or one already recorded (a replay, for the caller to compare and
-        then count), counts nothing.
-
-        This default takes two atomic steps, the charge and then the count, so a crash between them leaves the money
-        moved and the invocation uncounted until it is retried. An engine that can make them one transaction (SQLite,
-        when both stores share its connection) overrides it: then it is all or nothing.
-
-        An id counted already moves no money: its recorded charge is returned as a replay (for the caller to
-        compare), and SOS-4009 is raised if it has none (an id counted without this charge)."""
-        if await self.counted(tenant, invocation_id):
-            existing = await ledger.transfers(tenant, [r.id for r in charge])
-            if len(existing) != len(charge):
-                raise IdempotencyConflict(
-                    f"invocation id {invocation_id!r} was already used", details={"invocation_id": invocation_id}
-                )
-            return Applied([], existing), False
-        applied = await ledger.apply(tenant, charge, now)
-        if not charged(applied):
-            return applied, False
-        return applied, await self.record_invocation(
-            tenant, skill_id, version, invocation_id, caller_tenant, price, now
-        )
-
     @abstractmethod
     async def note_caller(self, tenant: str, skill_id: str, caller: str, paid: bool) -> None:
         """Remember that ``caller`` invoked ``skill_id`` (and whether it paid, once is enough): idempotent, so a
@@ -147,7 +111,83 @@ class SkillStore(ABC):
     async def demand(self, tenant: str) -> dict[str, SkillDemand]:
         """Every noted skill of the tenant and its distinct callers (a skill never noted is absent)."""
 
+    async def invoke(self, step: InvocationStep, ledger: LedgerStore, bus: BusStore, retention: Retention) -> Invoked:
+        """One invocation's writes: bind ``step.invocation_id`` to ``step.binding``; if it was bound to another one,
+        nothing else (the caller raises SOS-4009). Else apply the linked batch ``step.charge`` (if any) through
+        ``ledger`` (the tenant's ledger store) and, if it applied now and succeeded (or there is no charge), count the
+        invocation as :meth:`record_invocation` does, and append ``step.message`` through ``bus`` when it is counted.
+
+        A failed batch counts and announces nothing. A batch recorded already is a replay: it is returned for the
+        caller to compare, and counted now if it was not (an interrupted two-step engine); an id counted already
+        whose charge is missing raises SOS-4009 and moves no money.
+
+        This default takes up to four atomic steps (binding, charge, count, message), so a crash between them
+        leaves a later one undone until the invocation is retried (``Invoked.announces`` is False: the caller
+        appends the message after the step when it counted). An engine
+        that can make them one transaction overrides it (SQLite: all or nothing; memory: one step of the loop;
+        Redis: the binding, charge and count in one script)."""
+        bound = await self.bind_invocation(step.tenant, step.invocation_id, step.binding)
+        if bound != step.binding:
+            return Invoked(bound, None, False, False)
+        count = step.count_args()
+        if not step.charge:
+            return Invoked(bound, None, await self.record_invocation(*count), False)
+        if await self.counted(step.tenant, step.invocation_id):
+            existing = await ledger.transfers(step.tenant, [r.id for r in step.charge])
+            if len(existing) != len(step.charge):
+                raise IdempotencyConflict(
+                    f"invocation id {step.invocation_id!r} was already used",
+                    details={"invocation_id": step.invocation_id},
+                )
+            return Invoked(bound, Applied([], existing), False, False)
+        applied = await ledger.apply(step.tenant, step.charge, step.now)
+        if not paid(applied):
+            return Invoked(bound, applied, False, False)
+        return Invoked(bound, applied, await self.record_invocation(*count), False)
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationStep:
+    """What one invocation writes: its binding, its charge (a checked linked batch; empty when free), its count and
+    its ``sos.skill_executed`` message as ``(address, entry)``."""
+
+    tenant: str
+    skill_id: str
+    version: str
+    invocation_id: str
+    caller_tenant: str
+    price: int
+    now: float
+    binding: str
+    charge: Sequence[TransferRequest]
+    message: tuple[str, Entry]
+
+    def count_args(self) -> tuple[str, str, str, str, str, int, float]:
+        """The arguments of :meth:`SkillStore.record_invocation` for this invocation."""
+        return (self.tenant, self.skill_id, self.version, self.invocation_id, self.caller_tenant, self.price, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Invoked:
+    """What :meth:`SkillStore.invoke` did: the binding on record, the ledger's outcome (None when nothing was
+    charged), whether the invocation was counted now, and whether the step appends the message whenever it counts
+    (else the caller appends it right after the step)."""
+
+    bound: str
+    applied: Applied | None
+    counted: bool
+    announces: bool
+
 
 def charged(applied: Applied) -> bool:
     """Whether a paid invocation's batch applied just now, and succeeded (the case in which it is counted)."""
     return bool(applied.transfers) and applied.transfers[0].ok
+
+
+def paid(applied: Applied) -> bool:
+    """Whether a paid invocation's batch succeeded, now or before (a replay). A replay under the same binding is
+    the same batch (ids, accounts and amounts follow from the bound skill version, caller and price), so it may be
+    counted before the service compares it field by field."""
+    if applied.existing:
+        return all(t.ok for t in applied.existing.values())
+    return charged(applied)
