@@ -341,6 +341,53 @@ async def test_four_consumers_of_a_group_are_not_all_woken_per_entry(redis_url: 
     assert calls["xreadgroup"] < 2 * n  # before: 484 XAUTOCLAIM, 284 XINFO, 281 XREAD for 200 entries
 
 
+async def test_waiting_consumers_of_a_group_in_one_process_share_one_blocking_read(redis_url: str, admin: Any) -> None:
+    # four idle consumers of one group: one of them blocks in XREADGROUP for all (before: four blocked reads, each
+    # handed one entry per publish)
+    async with sos_kernel.open(redis_url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(kernel.bus.subscribe("agent:bob", consumer=f"c{i}")) for i in range(4)]
+        got: list[str] = []
+
+        async def take(sub: Any) -> None:
+            while len(got) < 8:
+                d = await sub.receive(timeout_s=0.2)
+                if d is not None:
+                    got.append(d.message.message_id)
+                    await d.ack()
+
+        async with anyio.create_task_group() as tg:
+            for sub in subs:
+                tg.start_soon(take, sub)
+            for _ in range(200):  # all four waiting
+                blocked = [c for c in await _blocked(admin) if c["cmd"] == "xreadgroup"]
+                if blocked:
+                    break
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.3)
+            assert len([c for c in await _blocked(admin) if c["cmd"] == "xreadgroup"]) == 1
+            published = [(await kernel.bus.publish(send(str(i)))).message_id for i in range(8)]
+    assert sorted(got) == sorted(published)
+
+
+async def test_acks_issued_together_go_in_one_script_call(redis_url: str, admin: Any) -> None:
+    n = 20
+    async with sos_kernel.open(redis_url) as kernel:
+        for i in range(n):
+            await kernel.bus.publish(send(str(i)))
+        async with kernel.bus.subscribe("agent:bob", prefetch=n) as sub:
+            deliveries = [await sub.receive(timeout_s=5) for _ in range(n)]
+            await admin.config_resetstat()
+            async with anyio.create_task_group() as tg:
+                for d in deliveries:
+                    assert d is not None
+                    tg.start_soon(d.ack)
+            stats = await admin.info("commandstats")
+            assert await kernel.bus.pending("agent:bob") == 0
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert calls["xack"] == n
+    assert calls["evalsha"] == 1  # before: one script call per ack
+
+
 async def test_idle_subscriptions_share_one_read_per_tenant_and_closing_ends_it(redis_url: str, admin: Any) -> None:
     # 200 idle subscriptions in one process (redis-py's pool holds 100 connections): one blocking read per tenant
     async with sos_kernel.open(redis_url) as kernel:
