@@ -388,6 +388,30 @@ async def test_acks_issued_together_go_in_one_script_call(redis_url: str, admin:
     assert calls["evalsha"] == 1  # before: one script call per ack
 
 
+async def test_an_ask_reads_its_reply_channel_once(redis_url: str, admin: Any) -> None:
+    # the read that finds the reply (or the wait's read that brings it) is the only read of the channel: no second
+    # read to find the end, no read again of what the wait already returned (before: two or three per ask)
+    asks = 50
+    async with sos_kernel.open(redis_url) as kernel:
+
+        async def oracle() -> None:
+            async with kernel.bus.subscribe("agent:oracle") as sub:
+                for _ in range(asks):
+                    d = await sub.receive(timeout_s=30)
+                    assert d is not None
+                    await kernel.bus.reply(d.message, "42")
+                    await d.ack()
+
+        await admin.config_resetstat()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(oracle)
+            for i in range(asks):
+                assert (await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=30)).payload.text == "42"
+        stats = await admin.info("commandstats")
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert calls["xrange"] <= asks + asks // 10  # a wait that timed out empty reads once more
+
+
 async def test_idle_subscriptions_share_one_read_per_tenant_and_closing_ends_it(redis_url: str, admin: Any) -> None:
     # 200 idle subscriptions in one process (redis-py's pool holds 100 connections): one blocking read per tenant
     async with sos_kernel.open(redis_url) as kernel:
