@@ -385,7 +385,7 @@ async def test_acks_issued_together_go_in_one_script_call(redis_url: str, admin:
             assert await kernel.bus.pending("agent:bob") == 0
     calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
     assert calls["xack"] == n
-    assert calls["evalsha"] == 1  # before: one script call per ack
+    assert calls["evalsha"] <= 2  # the first ack at once, the others in one call behind it; before: one per ack
 
 
 async def test_an_ask_reads_its_reply_channel_once(redis_url: str, admin: Any) -> None:

@@ -43,7 +43,6 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
-import anyio.lowlevel
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -675,7 +674,6 @@ class RedisBusStore(BusStore):
             return done
         batch = queue.open = _AckBatch(position)
         try:
-            await anyio.lowlevel.checkpoint()  # the acks of consumers woken in the same tick join this call
             if queue.sending is not None:
                 await queue.sending.done.wait()
             queue.open, queue.sending = None, batch  # acks from now on form the next batch
