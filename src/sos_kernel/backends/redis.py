@@ -24,8 +24,8 @@ waits on its tenant's shared read (:mod:`.redis_watch`: one blocking ``XREAD`` p
 stream waited on), which wakes one consumer of a group per new entry, and the woken consumer takes it with a
 non-blocking ``XREADGROUP ... >``. Either way the group's state is Redis's, so the delivery rules are the same.
 The consumers of one group in one process share their blocking read (one of them reads for the process while the
-others wait for it, see :meth:`RedisBusStore._read_together`), and the acks of a group issued while its previous
-ack call is in flight go together in the next one (``ACK_BATCH_MAX``): a read and an ack call carry what came
+others wait for it, see :meth:`RedisBusStore._read_together`), and a tenant's acks issued while its previous ack
+call is in flight go together in the next one (``ACK_BATCH_MAX``): a read and an ack call carry what came
 meanwhile instead of one entry each.
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
@@ -94,7 +94,7 @@ DIRECT_WAITS_MAX = 16
 """Waiters of a process that block in a read of their own (one pool connection each, woken by Redis itself, one
 round trip sooner); the others share their tenant's read (:mod:`.redis_watch`)."""
 ACK_BATCH_MAX = 256
-"""Acks of one group that one script call settles at most: the acks issued while the group's previous ack call is
+"""Acks of one tenant that one script call settles at most: the acks issued while the tenant's previous ack call is
 in flight go together in the next."""
 READ_HOLD_MAX_S = 0.02
 """How long, at most, a group's next read in this process waits for the entries its last read dealt to be acked or
@@ -207,12 +207,14 @@ end
 return 1
 """
 
-# KEYS stream, nack reasons; ARGV group, entry ids. Acks a batch (see ACK_BATCH_MAX), forgetting the entries' nack
-# reasons in the same step; replies 1 or 0 per entry id (0: it was not pending).
+# Per ack: KEYS stream, nack reasons; ARGV group, entry id. Acks a batch of one tenant's acks, any groups (see
+# ACK_BATCH_MAX), forgetting each entry's nack reason in the same step; replies 1 or 0 per ack (0: not pending).
 _ACK = """
 local out = {}
-for i = 2, #ARGV do out[i - 1] = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) end
-redis.call('HDEL', KEYS[2], unpack(ARGV, 2))
+for i = 1, #KEYS / 2 do
+  out[i] = redis.call('XACK', KEYS[2 * i - 1], ARGV[2 * i - 1], ARGV[2 * i])
+  redis.call('HDEL', KEYS[2 * i], ARGV[2 * i])
+end
 return out
 """
 
@@ -314,18 +316,19 @@ return {before - left, left}
 
 
 class _AckBatch:
-    """Acks of one group sent in one call; ``acked`` (one flag per position) once it answered, None if it failed."""
+    """Acks of one tenant sent in one call, each ``(address, group, position)``; ``acked`` (one flag per ack) once
+    it answered, None if it failed."""
 
     __slots__ = ("acked", "done", "positions")
 
-    def __init__(self, first: str) -> None:
+    def __init__(self, first: tuple[str, str, str]) -> None:
         self.positions = [first]
         self.done = anyio.Event()
         self.acked: list[bool] | None = None
 
 
 class _AckQueue:
-    """A group's acks in this process: the batch in flight and the one gathering behind it."""
+    """A tenant's acks in this process: the batch in flight and the one gathering behind it."""
 
     __slots__ = ("open", "sending")
 
@@ -415,7 +418,7 @@ class RedisBusStore(BusStore):
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
         self._claim_at: dict[tuple[str, str, str], float] = {}
-        self._acks: dict[tuple[str, str, str], _AckQueue] = {}
+        self._acks: dict[str, _AckQueue] = {}
         self._together: dict[tuple[str, str, str], _GroupRead] = {}
         self._ahead: dict[tuple[str, str], tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]] = {}
         self._watcher = StreamWatcher(client)
@@ -650,43 +653,44 @@ class RedisBusStore(BusStore):
             self._claim_at[memo] = at
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
-        """Acked on the server when it returns, as one call per ack would be: acks of a group issued while its
-        previous ack call is in flight wait for it and then go in one call (up to ``ACK_BATCH_MAX``), so a lone
-        ack costs one round trip and concurrent consumers share theirs."""
-        position = _entry_id(position)
-        memo = (tenant, address, group)
-        queue = self._acks.get(memo)
+        """Acked on the server when it returns, as one call per ack would be: a tenant's acks (any address and
+        group: its keys share one slot) issued while its previous ack call is in flight wait for it and then go in
+        one call (up to ``ACK_BATCH_MAX``), so a lone ack costs one round trip and concurrent consumers, of one
+        group or of many (a channel's subscribers), share theirs."""
+        ack = (address, group, _entry_id(position))
+        queue = self._acks.get(tenant)
         if queue is None:
-            queue = self._acks[memo] = _AckQueue()
+            queue = self._acks[tenant] = _AckQueue()
         batch = queue.open
         if batch is not None and len(batch.positions) < ACK_BATCH_MAX:
             index = len(batch.positions)
-            batch.positions.append(position)
+            batch.positions.append(ack)
             await batch.done.wait()
             done = batch.acked[index] if batch.acked is not None else None
             if done is None:  # its call failed or was cancelled: our own call reports the failure
-                done = (await self._ack_now(memo, [position]))[0]
-            self._settle(memo, position)
-            return done
-        if batch is not None:  # a full batch waits: this ack goes on its own
-            done = (await self._ack_now(memo, [position]))[0]
-            self._settle(memo, position)
-            return done
-        batch = queue.open = _AckBatch(position)
+                done = (await self._ack_now(tenant, [ack]))[0]
+        elif batch is not None:  # a full batch waits: this ack goes on its own
+            done = (await self._ack_now(tenant, [ack]))[0]
+        else:
+            done = await self._ack_first(tenant, queue, ack)
+        self._settle((tenant, address, group), ack[2])
+        return done
+
+    async def _ack_first(self, tenant: str, queue: _AckQueue, ack: tuple[str, str, str]) -> bool:
+        batch = queue.open = _AckBatch(ack)
         try:
             if queue.sending is not None:
                 await queue.sending.done.wait()
             queue.open, queue.sending = None, batch  # acks from now on form the next batch
-            acked = batch.acked = await self._ack_now(memo, batch.positions)
+            acked = batch.acked = await self._ack_now(tenant, batch.positions)
         finally:
             if queue.open is batch:
                 queue.open = None
             if queue.sending is batch:
                 queue.sending = None
             batch.done.set()
-            if queue.open is None and queue.sending is None and self._acks.get(memo) is queue:
-                del self._acks[memo]
-        self._settle(memo, position)
+            if queue.open is None and queue.sending is None and self._acks.get(tenant) is queue:
+                del self._acks[tenant]
         return acked[0]
 
     def _settle(self, memo: tuple[str, str, str], position: str) -> None:
@@ -694,10 +698,13 @@ class RedisBusStore(BusStore):
         if together is not None and together.settle(position) and together.idle():
             del self._together[memo]
 
-    async def _ack_now(self, memo: tuple[str, str, str], positions: list[str]) -> list[bool]:
-        tenant, address, group = memo
-        keys = [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
-        return [bool(n) for n in await self._call(self._ack(keys=keys, args=[group, *positions]))]
+    async def _ack_now(self, tenant: str, acks: list[tuple[str, str, str]]) -> list[bool]:
+        keys: list[str] = []
+        args: list[str] = []
+        for address, group, position in acks:
+            keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+            args += [group, position]
+        return [bool(n) for n in await self._call(self._ack(keys=keys, args=args))]
 
     async def nack(
         self,
