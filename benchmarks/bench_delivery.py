@@ -165,8 +165,9 @@ async def ask_raw_redis(client: Any) -> list[float]:
 # --- redis groups and fan-out ------------------------------------------------------------------------------------
 
 
-async def group_ours(url: str, consumers: int, tag: str) -> float:
-    """Messages per second a group of ``consumers`` takes and acks while one producer publishes."""
+async def group_ours(url: str, consumers: int, tag: str) -> tuple[float, float]:
+    """Messages per second a group of ``consumers`` takes and acks while one producer publishes, and the CPU µs
+    of this process per message."""
     data = messages(N_GROUP, target=f"agent:grp-{tag}")
     done = anyio.Event()
     async with sos_kernel.open(url) as kernel, anyio.create_task_group() as tg:
@@ -184,16 +185,16 @@ async def group_ours(url: str, consumers: int, tag: str) -> float:
             done.set()
             await sub.aclose()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for sub in subs:
             tg.start_soon(consume, sub)
         for item in data:
             await kernel.bus.publish(item)
         await done.wait()
-        return N_GROUP / (time.perf_counter() - started)
+        return N_GROUP / (time.perf_counter() - started), (time.process_time() - cpu) / N_GROUP * 1e6
 
 
-async def group_raw(client: Any, consumers: int, tag: str) -> float:
+async def group_raw(client: Any, consumers: int, tag: str) -> tuple[float, float]:
     """The same with redis-py: XADD; per consumer blocking XREADGROUP COUNT 16 and one XACK per entry."""
     key = f"raw:grp-{tag}"
     await client.xgroup_create(key, "g", id="$", mkstream=True)
@@ -207,13 +208,13 @@ async def group_raw(client: Any, consumers: int, tag: str) -> float:
                 await client.xack(key, "g", entry_id)
                 left[0] -= 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with anyio.create_task_group() as tg:
         for i in range(consumers):
             tg.start_soon(consume, f"c{i}")
         for item in data:
             await client.xadd(key, {"d": item})
-    return N_GROUP / (time.perf_counter() - started)
+    return N_GROUP / (time.perf_counter() - started), (time.process_time() - cpu) / N_GROUP * 1e6
 
 
 async def fan_ours(url: str, subscribers: int, tag: str) -> float:
@@ -336,12 +337,19 @@ async def redis_rows(url: str) -> list[str]:
     client = aioredis.Redis.from_url(url, max_connections=1000)
     await client.flushdb()
     tags = iter(range(1_000_000))
-    lines = [f"{'redis group':<22} {'ours msg/s':>10} {'raw msg/s':>10} {'ratio':>6}"]
+    lines = [
+        f"{'redis group':<22} {'ours msg/s':>10} {'raw msg/s':>10} {'ratio':>6} {'ours cpu µs':>11} {'raw cpu µs':>10}"
+    ]
     for consumers in (1, 4):
-        ours = [await group_ours(url, consumers, str(next(tags))) for _ in range(ROUNDS)]
-        raw = [await group_raw(client, consumers, str(next(tags))) for _ in range(ROUNDS)]
-        o, r = statistics.median(ours), statistics.median(raw)
-        lines.append(f"{f'{consumers} consumer(s)':<22} {o:>10,.0f} {r:>10,.0f} {o / r:>5.2f}x")
+        ours: list[tuple[float, float]] = []
+        raw: list[tuple[float, float]] = []
+        for _ in range(ROUNDS):  # interleaved: ours, then raw
+            ours.append(await group_ours(url, consumers, str(next(tags))))
+            raw.append(await group_raw(client, consumers, str(next(tags))))
+        o, r = statistics.median(x for x, _ in ours), statistics.median(x for x, _ in raw)
+        oc, rc = statistics.median(c for _, c in ours), statistics.median(c for _, c in raw)
+        row = f"{o:>10,.0f} {r:>10,.0f} {o / r:>5.2f}x {oc:>11,.0f} {rc:>10,.0f}"
+        lines.append(f"{f'{consumers} consumer(s)':<22} {row}")
     lines.append(f"{'redis fan-out':<22} {'ours ms':>10} {'raw ms':>10} {'ratio':>6}")
     for subscribers in (1, 10, 100):
         ours_s: list[float] = []

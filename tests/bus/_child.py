@@ -4,12 +4,17 @@
     python _child.py drain URL ADDRESS IDLE_S    receive and ack until IDLE_S pass with nothing, print ids
     python _child.py recv URL ADDRESS N          print READY once subscribed, receive and ack N, print ids
     python _child.py publish URL ADDRESS N       publish N send messages, print their ids
+    python _child.py share URL ADDRESS IDLE_S K  K consumers of one group: READY once subscribed, then each receives
+                                                 and acks until IDLE_S pass with nothing, print ids
+    python _child.py takeall URL ADDRESS N VT K  K consumers of one group receive N deliveries in all without acking,
+                                                 print their ids, READY, hang
 
 Output lines: "<message_id> <attempt>" for deliveries, the bare id for publishes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import anyio
@@ -61,6 +66,50 @@ async def publish(url: str, address: str, n: int) -> None:
             say(receipt.message_id)
 
 
+async def share(url: str, address: str, idle_s: float, k: int) -> None:
+    async with sos_kernel.open(url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(kernel.bus.subscribe(address, consumer=f"c{i}", visibility_timeout_s=5.0))
+            for i in range(k)
+        ]
+        say("READY")
+
+        async def consume(sub: sos_kernel.Subscription) -> None:
+            while (d := await sub.receive(timeout_s=idle_s)) is not None:
+                say(f"{d.message.message_id} {d.attempt}")
+                await d.ack()
+
+        async with anyio.create_task_group() as tg:
+            for sub in subs:
+                tg.start_soon(consume, sub)
+
+
+async def takeall(url: str, address: str, n: int, vt: float, k: int) -> None:
+    async with sos_kernel.open(url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [
+            await stack.enter_async_context(
+                kernel.bus.subscribe(address, consumer=f"victim{i}", visibility_timeout_s=vt, prefetch=4)
+            )
+            for i in range(k)
+        ]
+        taken: list[str] = []
+        done = anyio.Event()
+
+        async def take(sub: sos_kernel.Subscription) -> None:
+            while len(taken) < n:
+                d = await sub.receive(timeout_s=0.1)
+                if d is not None and len(taken) < n:
+                    taken.append(d.message.message_id)
+                    say(f"{d.message.message_id} {d.attempt}")
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            for sub in subs:
+                tg.start_soon(take, sub)
+        say("READY")
+        await anyio.sleep_forever()
+
+
 def main() -> None:
     mode, url, address, arg = sys.argv[1:5]
     if mode == "take":
@@ -71,6 +120,10 @@ def main() -> None:
         anyio.run(recv, url, address, int(arg))
     elif mode == "publish":
         anyio.run(publish, url, address, int(arg))
+    elif mode == "share":
+        anyio.run(share, url, address, float(arg), int(sys.argv[5]))
+    elif mode == "takeall":
+        anyio.run(takeall, url, address, int(arg), float(sys.argv[5]), int(sys.argv[6]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -1022,3 +1022,49 @@ async def test_nacked_deliveries_come_back_after_their_delays_whatever_was_claim
         assert [x.attempt for x in again] == [2, 2]
         for x in again:
             await x.ack()
+
+
+async def test_four_consumers_of_a_group_in_one_process_take_disjoint_entries_whose_union_is_all(api: Api) -> None:
+    n = 60
+    seen: dict[str, list[str]] = {f"c{i}": [] for i in range(4)}
+    done = anyio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(api.bus.subscribe("agent:bob", consumer=name)) for name in seen]
+
+        async def consume(name: str, sub: sos_kernel.Subscription) -> None:
+            while not done.is_set():
+                d = await sub.receive(timeout_s=0.1)
+                if d is not None:
+                    seen[name].append(d.message.message_id)
+                    await d.ack()
+                    if sum(len(ids) for ids in seen.values()) >= n:
+                        done.set()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for name, sub in zip(seen, subs, strict=True):
+                    tg.start_soon(consume, name, sub)
+                published = [(await api.bus.publish(send(text=f"m{i}"))).message_id for i in range(n)]
+    taken = [mid for ids in seen.values() for mid in ids]
+    assert sorted(taken) == sorted(published)  # each entry to exactly one consumer, none left out
+    assert await api.bus.pending("agent:bob") == 0
+
+
+async def test_acks_issued_together_are_all_settled_when_they_return(api: Api) -> None:
+    n = 20
+    for i in range(n):
+        await api.bus.publish(send(text=f"m{i}"))
+    async with api.bus.subscribe("agent:bob", prefetch=n) as sub:
+        deliveries = await drain(sub, n)
+        assert await api.bus.pending("agent:bob") == n
+        acked: list[bool] = []
+
+        async def ack(d: sos_kernel.Delivery) -> None:
+            acked.append(await d.ack())
+
+        async with anyio.create_task_group() as tg:
+            for d in deliveries:
+                tg.start_soon(ack, d)
+        assert acked == [True] * n
+        assert await api.bus.pending("agent:bob") == 0  # every ack was on the store when it returned
+        assert [await d.ack() for d in deliveries[:2]] == [False, False]

@@ -154,3 +154,34 @@ def test_subscriber_in_this_process_is_woken_by_another_process(kernel_url: str,
             return got
 
     assert len(anyio.run(run)) == 3
+
+
+@pytest.mark.slow
+def test_consumers_of_a_group_in_two_processes_take_disjoint_entries_whose_union_is_all(
+    kernel_url: str, implements: Implements
+) -> None:
+    requires(implements, multi_process=True)
+    children = [Child("share", kernel_url, "agent:pool", "3.0", "2") for _ in range(2)]
+    for child in children:
+        child.read_until("READY")
+    published = publish_n(kernel_url, "agent:pool", 60)
+    ids = [line.split()[0] for child in children for line in child.finish()]
+    assert sorted(ids) == sorted(published)  # each entry to one consumer of the four, none left out
+    assert pending(kernel_url, "agent:pool") == 0
+
+
+@pytest.mark.slow
+def test_a_killed_process_leaves_what_its_consumers_held_to_another(kernel_url: str, implements: Implements) -> None:
+    requires(implements, multi_process=True)
+    published = publish_n(kernel_url, "agent:worker", 40)
+    victim = Child("takeall", kernel_url, "agent:worker", "12", "1.0", "4")  # four consumers sharing the reads
+    taken = [line.split()[0] for line in victim.read_until("READY")]
+    assert len(taken) == 12
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    assert victim.kill() == -signal.SIGKILL
+    rescuer = Child("drain", kernel_url, "agent:worker", "3.0", "rescuer")
+    delivered = [line.split() for line in rescuer.finish()]
+    ids = [mid for mid, _ in delivered]
+    assert sorted(ids) == sorted(published)  # the taken, and the read but not yet taken, came back
+    assert set(taken) <= {mid for mid, attempt in delivered if int(attempt) > 1}
+    assert pending(kernel_url, "agent:worker") == 0

@@ -341,6 +341,102 @@ async def test_four_consumers_of_a_group_are_not_all_woken_per_entry(redis_url: 
     assert calls["xreadgroup"] < 2 * n  # before: 484 XAUTOCLAIM, 284 XINFO, 281 XREAD for 200 entries
 
 
+async def test_waiting_consumers_of_a_group_in_one_process_share_one_blocking_read(redis_url: str, admin: Any) -> None:
+    # four idle consumers of one group: one of them blocks in XREADGROUP for all (before: four blocked reads, each
+    # handed one entry per publish)
+    async with sos_kernel.open(redis_url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(kernel.bus.subscribe("agent:bob", consumer=f"c{i}")) for i in range(4)]
+        got: list[str] = []
+
+        async def take(sub: Any) -> None:
+            while len(got) < 8:
+                d = await sub.receive(timeout_s=0.5)
+                if d is not None:
+                    got.append(d.message.message_id)
+                    await d.ack()
+
+        async def blocked_reads() -> int:
+            return len([c for c in await _blocked(admin) if c["cmd"] == "xreadgroup"])
+
+        async with anyio.create_task_group() as tg:
+            for sub in subs:
+                tg.start_soon(take, sub)
+            for _ in range(200):  # the consumers are waiting
+                if await blocked_reads():
+                    break
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.3)
+            counts = [await blocked_reads() for _ in range(10)]  # a new read starts as the last one times out
+            assert max(counts) == 1, counts
+            published = [(await kernel.bus.publish(send(str(i)))).message_id for i in range(8)]
+    assert sorted(got) == sorted(published)
+
+
+async def test_acks_issued_together_go_in_one_script_call(redis_url: str, admin: Any) -> None:
+    n = 20
+    async with sos_kernel.open(redis_url) as kernel:
+        for i in range(n):
+            await kernel.bus.publish(send(str(i)))
+        async with kernel.bus.subscribe("agent:bob", prefetch=n) as sub:
+            deliveries = [await sub.receive(timeout_s=5) for _ in range(n)]
+            await admin.config_resetstat()
+            async with anyio.create_task_group() as tg:
+                for d in deliveries:
+                    assert d is not None
+                    tg.start_soon(d.ack)
+            stats = await admin.info("commandstats")
+            assert await kernel.bus.pending("agent:bob") == 0
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert calls["xack"] == n
+    # the first ack at once, the others in one call behind it (a first use of the script is retried after its LOAD);
+    # before: one call per ack
+    assert calls["evalsha"] - calls.get("script", 0) <= 2
+
+
+async def test_acks_of_many_subscribers_of_a_tenant_go_together(redis_url: str, admin: Any) -> None:
+    # a channel's subscribers are one group each; their acks issued together share a script call (one tenant's
+    # keys share one slot); before: one call per subscriber
+    n = 20
+    async with sos_kernel.open(redis_url) as kernel, contextlib.AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(kernel.bus.subscribe("sos:channel:news")) for _ in range(n)]
+        await kernel.bus.publish(send().model_copy(update={"target": "sos:channel:news"}))
+        deliveries = [await sub.receive(timeout_s=5) for sub in subs]
+        await admin.config_resetstat()
+        async with anyio.create_task_group() as tg:
+            for d in deliveries:
+                assert d is not None
+                tg.start_soon(d.ack)
+        stats = await admin.info("commandstats")
+        assert [await kernel.bus.pending("sos:channel:news", group=sub.group) for sub in subs] == [0] * n
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert calls["xack"] == n
+    assert calls["evalsha"] - calls.get("script", 0) <= 2  # a first use of the script is retried once after LOAD
+
+
+async def test_an_ask_reads_its_reply_channel_once(redis_url: str, admin: Any) -> None:
+    # the read that finds the reply (or the wait's read that brings it) is the only read of the channel: no second
+    # read to find the end, no read again of what the wait already returned (before: two or three per ask)
+    asks = 50
+    async with sos_kernel.open(redis_url) as kernel:
+
+        async def oracle() -> None:
+            async with kernel.bus.subscribe("agent:oracle") as sub:
+                for _ in range(asks):
+                    d = await sub.receive(timeout_s=30)
+                    assert d is not None
+                    await kernel.bus.reply(d.message, "42")
+                    await d.ack()
+
+        await admin.config_resetstat()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(oracle)
+            for i in range(asks):
+                assert (await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=30)).payload.text == "42"
+        stats = await admin.info("commandstats")
+    calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
+    assert calls["xrange"] <= asks + asks // 10  # a wait that timed out empty reads once more
+
+
 async def test_idle_subscriptions_share_one_read_per_tenant_and_closing_ends_it(redis_url: str, admin: Any) -> None:
     # 200 idle subscriptions in one process (redis-py's pool holds 100 connections): one blocking read per tenant
     async with sos_kernel.open(redis_url) as kernel:

@@ -23,6 +23,10 @@ nothing to take blocks in its own ``XREADGROUP ... >`` (``XREAD``) while the pro
 waits on its tenant's shared read (:mod:`.redis_watch`: one blocking ``XREAD`` per tenant and process over every
 stream waited on), which wakes one consumer of a group per new entry, and the woken consumer takes it with a
 non-blocking ``XREADGROUP ... >``. Either way the group's state is Redis's, so the delivery rules are the same.
+The consumers of one group in one process share their blocking read (one of them reads for the process while the
+others wait for it, see :meth:`RedisBusStore._read_together`), and a tenant's acks issued while its previous ack
+call is in flight go together in the next one (``ACK_BATCH_MAX``): a read and an ack call carry what came
+meanwhile instead of one entry each.
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
@@ -84,9 +88,18 @@ lease is shorter (every quarter of the visibility timeout) or a nack from this p
 TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
+READ_AHEAD_MAX = 16
+"""Entries a waiting reader (an ask's) takes with the read that wakes it, for its next history to use."""
 DIRECT_WAITS_MAX = 16
 """Waiters of a process that block in a read of their own (one pool connection each, woken by Redis itself, one
 round trip sooner); the others share their tenant's read (:mod:`.redis_watch`)."""
+ACK_BATCH_MAX = 256
+"""Acks of one tenant that one script call settles at most: the acks issued while the tenant's previous ack call is
+in flight go together in the next."""
+READ_HOLD_MAX_S = 0.02
+"""How long, at most, a group's next read in this process waits for the entries its last read dealt to be acked or
+nacked here: the entries that come meanwhile come in one read instead of one read each (a consumer busy with an
+entry delays its idle peers' next read by this much at most)."""
 WAKE_READS_MAX = 32
 """Reads of woken consumers a process runs at once (a publish to a channel wakes every subscriber of it): the rest
 queue in the process rather than overflow redis-py's connection pool (100)."""
@@ -194,11 +207,15 @@ end
 return 1
 """
 
-# KEYS stream, nack reasons; ARGV group, entry id. An ack forgets the entry's nack reason in the same step.
+# Per ack: KEYS stream, nack reasons; ARGV group, entry id. Acks a batch of one tenant's acks, any groups (see
+# ACK_BATCH_MAX), forgetting each entry's nack reason in the same step; replies 1 or 0 per ack (0: not pending).
 _ACK = """
-local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HDEL', KEYS[2], ARGV[2])
-return n
+local out = {}
+for i = 1, #KEYS / 2 do
+  out[i] = redis.call('XACK', KEYS[2 * i - 1], ARGV[2 * i - 1], ARGV[2 * i])
+  redis.call('HDEL', KEYS[2 * i], ARGV[2 * i])
+end
+return out
 """
 
 _BURY = """
@@ -298,6 +315,84 @@ return {before - left, left}
 )
 
 
+class _AckBatch:
+    """Acks of one tenant sent in one call, each ``(address, group, position)``; ``acked`` (one flag per ack) once
+    it answered, None if it failed."""
+
+    __slots__ = ("acked", "done", "positions")
+
+    def __init__(self, first: tuple[str, str, str]) -> None:
+        self.positions = [first]
+        self.done = anyio.Event()
+        self.acked: list[bool] | None = None
+
+
+class _AckQueue:
+    """A tenant's acks in this process: the batch in flight and the one gathering behind it."""
+
+    __slots__ = ("open", "sending")
+
+    def __init__(self) -> None:
+        self.open: _AckBatch | None = None
+        self.sending: _AckBatch | None = None
+
+
+class _GroupRead:
+    """A group's consumers in this process that wait for new entries: whether one of them is reading for all, and
+    the positions its last read handed out that are not yet acked or nacked here."""
+
+    __slots__ = ("_done", "_settled", "reader", "reading", "unsettled", "waiting")
+
+    def __init__(self) -> None:
+        self.reading = False
+        self.reader = ""  # the consumer that read last
+        self.waiting = 0
+        self.unsettled: set[str] = set()
+        self._done = anyio.Event()
+        self._settled = anyio.Event()
+
+    async def read_done(self, timeout_s: float) -> None:
+        """Return when the read in flight has ended, or after ``timeout_s``."""
+        self.waiting += 1
+        try:
+            with anyio.move_on_after(timeout_s):
+                await self._done.wait()
+        finally:
+            self.waiting -= 1
+
+    def idle(self) -> bool:
+        """Nobody reads or waits, and nothing handed out waits to be settled here."""
+        return not (self.reading or self.waiting or self.unsettled)
+
+    def begin(self, consumer: str) -> bool:
+        """``consumer`` reads next; True when another consumer still works on the last read's entries (worth
+        holding the read for)."""
+        self.reading = True
+        return consumer != self.reader and bool(self.unsettled)
+
+    def end(self, consumer: str, positions: list[str]) -> None:
+        """``consumer``'s read ended, handing it ``positions``: the waiting consumers look again (one reads next)."""
+        self.reading = False
+        self.reader = consumer
+        self.unsettled = set(positions)
+        self._done.set()
+        self._done = anyio.Event()
+
+    async def settled(self) -> None:
+        """Return once the entries the last read handed out are all acked or nacked in this process."""
+        while self.unsettled:
+            await self._settled.wait()
+
+    def settle(self, position: str) -> bool:
+        """``position`` was acked or nacked here; True when that leaves nothing to settle."""
+        if position in self.unsettled:
+            self.unsettled.discard(position)
+            if not self.unsettled:
+                self._settled.set()
+                self._settled = anyio.Event()
+        return not self.unsettled
+
+
 def _entry_id(value: str, what: str = "position") -> str:
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidArgument(f"{value!r} is not a {what} of this bus (a Redis stream id like '1700000000000-0')")
@@ -323,6 +418,9 @@ class RedisBusStore(BusStore):
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
         self._claim_at: dict[tuple[str, str, str], float] = {}
+        self._acks: dict[str, _AckQueue] = {}
+        self._together: dict[tuple[str, str, str], _GroupRead] = {}
+        self._ahead: dict[tuple[str, str], tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]] = {}
         self._watcher = StreamWatcher(client)
         self._wake_reads: anyio.CapacityLimiter | None = None  # made on first use: it needs a running event loop
         self._direct = 0
@@ -421,6 +519,7 @@ class RedisBusStore(BusStore):
         key = self._k(tenant, "stream", address)
         await self._call(self._r.delete(key))
         self._last.pop((tenant, address), None)
+        self._ahead.pop((tenant, address), None)
         self._watcher.forget(tenant, key)
 
     async def claim(
@@ -432,15 +531,13 @@ class RedisBusStore(BusStore):
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
     ) -> list[Claimed]:
         key = self._k(tenant, "stream", address)
-        out = await self._reclaim(key, (tenant, address, group), consumer, count, visibility_ms)
+        memo = (tenant, address, group)
+        out = await self._reclaim(key, memo, consumer, count, visibility_ms)
         if out or timeout_s <= 0:
             return out if len(out) >= count else out + (await self._read_new(key, group, consumer, count - len(out)))[0]
-        if self._direct < self.direct_waits_max:  # few waiters: each blocks in its own XREADGROUP
-            self._direct += 1
-            try:
-                return (await self._read_new(key, group, consumer, count, max(1, int(timeout_s * 1000))))[0]
-            finally:
-                self._direct -= 1
+        together = self._together.get(memo)
+        if self._direct < self.direct_waits_max or (together is not None and together.reading):
+            return await self._read_together(key, memo, consumer, count, timeout_s)
         # Nothing due: wait on the tenant's shared read (no connection of our own), skipping the read when nothing
         # can be left for this consumer since it last drained the stream.
         watch = await self._watcher.watch(tenant, key, None)
@@ -457,6 +554,46 @@ class RedisBusStore(BusStore):
             if woken:  # the entry it was woken for is still there: the group's next consumer reads it
                 watch.owe(group)
             raise
+
+    async def _read_together(
+        self, key: str, memo: tuple[str, str, str], consumer: str, count: int, timeout_s: float
+    ) -> list[Claimed]:
+        """New entries for a consumer of the group: ONE consumer of the group in this process at a time blocks in
+        ``XREADGROUP ... >`` (a read of its own, one of the process's ``direct_waits_max``) and takes what it reads,
+        up to its ``count``, as a consumer reading alone would; the others wait for that read to end and then
+        one of them reads. A consumer reading after another starts once the other's entries are acked or nacked
+        here (at most ``READ_HOLD_MAX_S``), so its read carries what came meanwhile instead of one read per entry
+        (a lone consumer coming back for more reads at once)."""
+        together = self._together.get(memo)
+        if together is None:
+            if len(self._together) >= ADDRESS_MEMO_MAX:  # groups whose last entries were never settled here
+                self._together = {m: t for m, t in self._together.items() if t.reading or t.waiting}
+            together = self._together[memo] = _GroupRead()
+        deadline = anyio.current_time() + timeout_s
+        try:
+            while (remaining := deadline - anyio.current_time()) > 0:
+                if together.reading:
+                    await together.read_done(remaining)
+                    continue
+                if self._direct >= self.direct_waits_max:
+                    return []  # no read of its own left: its next claim waits on the tenant's shared read
+                hold = together.begin(consumer)
+                self._direct += 1
+                rows: list[Claimed] = []
+                try:
+                    if hold:
+                        with anyio.move_on_after(min(remaining, READ_HOLD_MAX_S)):
+                            await together.settled()
+                    block_ms = max(1, int((deadline - anyio.current_time()) * 1000))
+                    rows = (await self._read_new(key, memo[2], consumer, count, block_ms))[0]
+                finally:
+                    self._direct -= 1
+                    together.end(consumer, [row.position for row in rows])
+                return rows
+            return []
+        finally:
+            if together.idle() and self._together.get(memo) is together:
+                del self._together[memo]
 
     async def _read_marked(
         self, watch: Watch, key: str, group: str, consumer: str, count: int
@@ -516,8 +653,58 @@ class RedisBusStore(BusStore):
             self._claim_at[memo] = at
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
-        keys = [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
-        return bool(await self._call(self._ack(keys=keys, args=[group, _entry_id(position)])))
+        """Acked on the server when it returns, as one call per ack would be: a tenant's acks (any address and
+        group: its keys share one slot) issued while its previous ack call is in flight wait for it and then go in
+        one call (up to ``ACK_BATCH_MAX``), so a lone ack costs one round trip and concurrent consumers, of one
+        group or of many (a channel's subscribers), share theirs."""
+        ack = (address, group, _entry_id(position))
+        queue = self._acks.get(tenant)
+        if queue is None:
+            queue = self._acks[tenant] = _AckQueue()
+        batch = queue.open
+        if batch is not None and len(batch.positions) < ACK_BATCH_MAX:
+            index = len(batch.positions)
+            batch.positions.append(ack)
+            await batch.done.wait()
+            done = batch.acked[index] if batch.acked is not None else None
+            if done is None:  # its call failed or was cancelled: our own call reports the failure
+                done = (await self._ack_now(tenant, [ack]))[0]
+        elif batch is not None:  # a full batch waits: this ack goes on its own
+            done = (await self._ack_now(tenant, [ack]))[0]
+        else:
+            done = await self._ack_first(tenant, queue, ack)
+        self._settle((tenant, address, group), ack[2])
+        return done
+
+    async def _ack_first(self, tenant: str, queue: _AckQueue, ack: tuple[str, str, str]) -> bool:
+        batch = queue.open = _AckBatch(ack)
+        try:
+            if queue.sending is not None:
+                await queue.sending.done.wait()
+            queue.open, queue.sending = None, batch  # acks from now on form the next batch
+            acked = batch.acked = await self._ack_now(tenant, batch.positions)
+        finally:
+            if queue.open is batch:
+                queue.open = None
+            if queue.sending is batch:
+                queue.sending = None
+            batch.done.set()
+            if queue.open is None and queue.sending is None and self._acks.get(tenant) is queue:
+                del self._acks[tenant]
+        return acked[0]
+
+    def _settle(self, memo: tuple[str, str, str], position: str) -> None:
+        together = self._together.get(memo)
+        if together is not None and together.settle(position) and together.idle():
+            del self._together[memo]
+
+    async def _ack_now(self, tenant: str, acks: list[tuple[str, str, str]]) -> list[bool]:
+        keys: list[str] = []
+        args: list[str] = []
+        for address, group, position in acks:
+            keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+            args += [group, position]
+        return [bool(n) for n in await self._call(self._ack(keys=keys, args=args))]
 
     async def nack(
         self,
@@ -533,6 +720,7 @@ class RedisBusStore(BusStore):
         kept = ["0"] if reason is None else ["1", reason]
         args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms, *kept]
         done = bool(await self._call(self._nack(keys=keys, args=args)))
+        self._settle((tenant, address, group), position)
         if done:
             self._due_in((tenant, address, group), delay_ms)
             if delay_ms == 0:  # due now: a waiting consumer of the group looks at once
@@ -562,7 +750,9 @@ class RedisBusStore(BusStore):
             self._k(tenant, "nackwhy", address, group),
         ]
         args: list[Any] = [group, _entry_id(position), reason, attempts, "0" if data is None else "1", data or b""]
-        return bool(await self._call(self._bury(keys=keys, args=args)))
+        done = bool(await self._call(self._bury(keys=keys, args=args)))
+        self._settle((tenant, address, group), position)
+        return done
 
     async def dead_letters(self, tenant: str, address: str, group: str, limit: int) -> list[StoredDeadLetter]:
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
@@ -598,10 +788,15 @@ class RedisBusStore(BusStore):
         start = "(" + _entry_id(after) if after else "-"
         seen = _entry_id(after) if after else "0-0"  # where a wait after this read starts: nothing is skipped
         out: list[HistoryEntry] = []
+        ahead = self._ahead.pop((tenant, address), None)
         while len(out) < limit:
-            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
-                self._r.xrange(key, min=start, max="+", count=limit - len(out))
-            )
+            asked = limit - len(out)
+            rows: list[tuple[bytes, dict[bytes, bytes]]]
+            if ahead is not None and ahead[0] == seen and asked >= READ_AHEAD_MAX:
+                rows, ahead = ahead[1], None  # read by the wait that just ended, from this very position
+                asked = READ_AHEAD_MAX
+            else:
+                rows = await self._call(self._r.xrange(key, min=start, max="+", count=asked))
             if not rows:
                 break
             for entry_id, f in rows:
@@ -609,6 +804,8 @@ class RedisBusStore(BusStore):
                     out.append(HistoryEntry(_s(entry_id), _data(f.get(b"d", f))))
             seen = _s(rows[-1][0])
             start = "(" + seen
+            if len(rows) < asked:  # the read reached the stream's end: no second read to find nothing
+                break
         self._remember(tenant, address, seen)
         return out
 
@@ -627,9 +824,14 @@ class RedisBusStore(BusStore):
         if self._direct < self.direct_waits_max:  # few waiters: a blocking read of its own
             self._direct += 1
             try:
-                await self._call(self._r.xread({key: last or "$"}, count=1, block=max(1, int(timeout_s * 1000))))
+                block = max(1, int(timeout_s * 1000))
+                reply = await self._call(self._r.xread({key: last or "$"}, count=READ_AHEAD_MAX, block=block))
             finally:
                 self._direct -= 1
+            if reply and last is not None:  # the entries that woke it: the next history after `last` needs no read
+                if len(self._ahead) >= ADDRESS_MEMO_MAX:
+                    self._ahead.clear()
+                self._ahead[(tenant, address)] = (last, reply[0][1])
             return
         watch = await self._watcher.watch(tenant, key, last)
         if last is None or not watch.ahead_of(last):
