@@ -26,6 +26,7 @@ from sos_kernel.identity import AgentKey, Capability
 from sos_kernel.skills import (
     FIXED_SHARES_MAX,
     SKILL_EVENT_TYPE,
+    SkillDemand,
     SkillRecord,
     Skills,
     SkillStats,
@@ -587,3 +588,23 @@ async def test_a_paid_call_on_an_id_counted_without_a_binding_moves_nothing(
     assert await _outcome(api, skills) == before
     assert before[0] == 1_000_000
     await api.ledger.check()
+
+
+async def test_only_an_agent_invoking_for_itself_is_demand(
+    kernel: sos_kernel.Kernel, connect: Connect, crew: dict[str, Any]
+) -> None:
+    """In-process and over HTTP: the maintainer calling as itself is demand; callers an admin token, a token bound to
+    no agent, or the trusted handle name are counted as invocations but are not demand."""
+    acme = kernel.tenant("acme")
+    await crew["maintainer"].skills.record_invocation(
+        "summarise", caller="agent:maintainer", tenant="acme", invocation_id="own"
+    )
+    issued = await acme.tokens.issue(scopes=["admin"])
+    admin = await connect(issued.secret)
+    for n in range(5):
+        await admin.skills.record_invocation("summarise", caller=f"agent:s{n}", tenant="acme", invocation_id=f"a{n}")
+        await acme.skills.record_invocation("summarise", caller=f"agent:t{n}", tenant="acme", invocation_id=f"t{n}")
+    # an admin token's own "token:<id>" actor is not an agent either
+    await admin.skills.record_invocation("summarise", caller=f"token:{issued.id}", tenant="acme", invocation_id="tok")
+    assert (await acme.skills.demand())["summarise"] == SkillDemand(callers=1, paying_callers=0)
+    assert (await acme.skills.get("summarise")).earnings.total_invocations == 12  # type: ignore[union-attr]

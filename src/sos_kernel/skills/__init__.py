@@ -39,7 +39,8 @@ Guarantees:
 - **Ranked by who calls, not how often.** The marketplace orders by verification, then by :meth:`Skills.demand`:
   distinct callers other than the skill's author, a paying one weighing ``MARKETPLACE_PAYING_CALLER_WEIGHT``. An
   author invoking its own skill, or any one caller looping, cannot move a skill up (``total_invocations`` still
-  counts every call).
+  counts every call). A caller is demand only when it invoked for itself: the session's own agent
+  (:func:`sos_kernel.audit.acting`), never a caller an admin session or the trusted handle names.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from .. import _trace
-from ..audit import Audit
+from ..audit import Audit, acting
 from ..bus.store import Entry
 from ..contracts import (
     SkillCard,
@@ -215,6 +216,11 @@ def _digest(card: SkillCard) -> str:
 
 def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
     return parse_card(SkillCard, card, "skill card")
+
+
+def _invoked_itself(caller: str) -> bool:
+    # acting() is the session's agent, "token:<id>" for one bound to none, "kernel" for the trusted handle
+    return caller.startswith("agent:") and caller == acting()
 
 
 # The skills' access rule that is not a declaration (see sos_kernel.operations).
@@ -635,9 +641,10 @@ class Skills:
 
     async def _note_caller(self, card: SkillCard, caller: str, price: int) -> None:
         """Note a counted invocation's caller for the marketplace's demand (idempotent, so a retry notes one cut
-        short); the author's own calls are not demand."""
+        short). Only an agent invoking for itself is demand (the session's own agent, :func:`acting`): a caller
+        named by an admin session or the trusted handle is not, nor the author's own calls."""
         note = (card.id, caller, price > 0)
-        if caller == card.author_agent or note in self._noted:
+        if caller == card.author_agent or not _invoked_itself(caller) or note in self._noted:
             return
         await self._store.note_caller(self.tenant, *note)
         if len(self._noted) >= NOTED_CALLERS_MAX:
