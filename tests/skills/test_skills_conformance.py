@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from fractions import Fraction
 from typing import Any
 
 import anyio
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 import sos_kernel
-from sos_kernel.contracts import SkillRevenueSplit
+from sos_kernel.contracts import SkillCard, SkillRevenueSplit, SkillVerification
 from sos_kernel.errors import (
     Forbidden,
     IdempotencyConflict,
@@ -20,7 +23,16 @@ from sos_kernel.errors import (
     SkillNotFound,
 )
 from sos_kernel.identity import AgentKey, Capability
-from sos_kernel.skills import SKILL_EVENT_TYPE, Skills, split_price
+from sos_kernel.skills import (
+    FIXED_SHARES_MAX,
+    SKILL_EVENT_TYPE,
+    SkillDemand,
+    SkillRecord,
+    Skills,
+    SkillStats,
+    check_split,
+    split_price,
+)
 
 from ..conftest import Api, Connect
 
@@ -235,6 +247,8 @@ async def test_bad_cards_give_field_paths(skills: Skills) -> None:
     shares=st.lists(st.integers(min_value=0, max_value=1000), min_size=3, max_size=3).filter(lambda s: sum(s) > 0),
 )
 def test_split_parts_always_sum_to_the_price(price: int, shares: list[int]) -> None:
+    # an author share of 0 with network = 1 - operator in floats can sum over 1 by 1e-17: refused (next test)
+    assume(shares[0] > 0)
     total = sum(shares)
     author, operator = shares[0] / total, shares[1] / total
     split = SkillRevenueSplit(author=author, operator=operator, network=max(0.0, 1 - author - operator))
@@ -242,6 +256,89 @@ def test_split_parts_always_sum_to_the_price(price: int, shares: list[int]) -> N
     assert sum(parts.values()) == price
     assert all(v >= 0 for v in parts.values())
     assert all(isinstance(v, int) for v in parts.values())
+
+
+ATTACK_SPLIT = {"operator": 0.5005, "network": 0.5005}
+"""Within the schema's ±0.001 of 1, but operator and network alone take 1.001 of the price."""
+
+
+def _share(draw: st.DrawFn) -> float:
+    exact = st.decimals(min_value=0, max_value=1, places=4).map(float)
+    return draw(st.one_of(exact, st.floats(min_value=0, max_value=1)))
+
+
+@st.composite
+def _splits(draw: st.DrawFn) -> dict[str, float]:
+    """Splits the schema accepts, many of them with operator + network just over 1."""
+    operator = _share(draw)
+    network = draw(st.one_of(st.just(1 - operator), st.just(1.0005 - operator), st.floats(0, 1)))
+    author = 1 - operator - network + draw(st.floats(min_value=-0.001, max_value=0.001))
+    split = {"operator": operator, "network": min(max(network, 0.0), 1.0)}
+    if draw(st.booleans()):
+        split["author"] = min(max(author, 0.0), 1.0)
+    return split
+
+
+@settings(max_examples=500, deadline=None)
+@given(price=st.integers(min_value=0, max_value=2**63 - 1), wire=_splits())
+@example(price=1_000_000, wire=ATTACK_SPLIT)
+def test_any_split_check_split_accepts_pays_exactly_the_price_and_no_negative_part(
+    price: int, wire: dict[str, float]
+) -> None:
+    try:
+        split = SkillRevenueSplit.model_validate(wire)
+    except ValidationError:
+        assume(False)
+        return
+    fixed = Fraction(str(wire["operator"])) + Fraction(str(wire["network"]))
+    if fixed > FIXED_SHARES_MAX:  # refused at publish, and never paid by
+        with pytest.raises(InvalidArgument) as info:
+            check_split(split)
+        assert info.value.code == "SOS-4005"
+        with pytest.raises(InvalidArgument):
+            split_price(price, split)
+        return
+    check_split(split)
+    parts = split_price(price, split)
+    assert all(type(v) is int and v >= 0 for v in parts.values())
+    assert sum(parts.values()) == price
+
+
+@pytest.mark.parametrize("price", [1_000_000, 1, 0])
+async def test_a_split_whose_operator_and_network_exceed_the_price_is_refused_at_publish(
+    api: Api, skills: Skills, price: int
+) -> None:
+    """The attack's split (1.001 of the price to operator and network) writes nothing, in-process and remote."""
+    with pytest.raises(InvalidArgument) as info:
+        await skills.publish(priced(price, ATTACK_SPLIT))
+    assert info.value.code == "SOS-4005"
+    assert info.value.details["field"] == "commerce.revenue_split"
+    assert await skills.versions("summarise") == []
+    # the most operator and network may take together is all of it: the author then gets nothing, never less
+    await skills.publish(priced(1_000_000, {"author": 0.0, "operator": 0.5, "network": 0.5}))
+    inv = await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="all")
+    assert inv.payouts == {"author": 0, "operator": 500_000, "network": 500_000}
+    assert (await api.ledger.balance("agent:caller", "USD")).posted == 0
+    await api.ledger.check()
+
+
+async def test_a_version_stored_with_a_split_over_the_price_is_never_charged(
+    kernel: sos_kernel.Kernel, api: Api, skills: Skills
+) -> None:
+    """A card written before publish refused such splits: invoking it is SOS-4005 and charges and counts nothing."""
+    card = SkillCard.model_validate(priced(1_000_000, ATTACK_SPLIT))
+    stored = SkillRecord(
+        card.id, card.version, card.to_json(), "digest", SkillVerification().to_json(), SkillStats(), time.time()
+    )
+    await kernel.backend.skills.put_version("default", stored, card.author_agent)
+    with pytest.raises(InvalidArgument) as info:
+        await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="old")
+    assert info.value.code == "SOS-4005"
+    assert "summarise 1.0.0" in info.value.message
+    assert (await api.ledger.balance("agent:caller", "USD")).posted == 1_000_000
+    assert (await skills.get("summarise")).earnings.total_invocations == 0  # type: ignore[union-attr]
+    assert not [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    await api.ledger.check()
 
 
 async def test_a_capability_holder_may_publish_someone_elses_skill(kernel: sos_kernel.Kernel, skills: Skills) -> None:
@@ -491,3 +588,23 @@ async def test_a_paid_call_on_an_id_counted_without_a_binding_moves_nothing(
     assert await _outcome(api, skills) == before
     assert before[0] == 1_000_000
     await api.ledger.check()
+
+
+async def test_only_an_agent_invoking_for_itself_is_demand(
+    kernel: sos_kernel.Kernel, connect: Connect, crew: dict[str, Any]
+) -> None:
+    """In-process and over HTTP: the maintainer calling as itself is demand; callers an admin token, a token bound to
+    no agent, or the trusted handle name are counted as invocations but are not demand."""
+    acme = kernel.tenant("acme")
+    await crew["maintainer"].skills.record_invocation(
+        "summarise", caller="agent:maintainer", tenant="acme", invocation_id="own"
+    )
+    issued = await acme.tokens.issue(scopes=["admin"])
+    admin = await connect(issued.secret)
+    for n in range(5):
+        await admin.skills.record_invocation("summarise", caller=f"agent:s{n}", tenant="acme", invocation_id=f"a{n}")
+        await acme.skills.record_invocation("summarise", caller=f"agent:t{n}", tenant="acme", invocation_id=f"t{n}")
+    # an admin token's own "token:<id>" actor is not an agent either
+    await admin.skills.record_invocation("summarise", caller=f"token:{issued.id}", tenant="acme", invocation_id="tok")
+    assert (await acme.skills.demand())["summarise"] == SkillDemand(callers=1, paying_callers=0)
+    assert (await acme.skills.get("summarise")).earnings.total_invocations == 12  # type: ignore[union-attr]

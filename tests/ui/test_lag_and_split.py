@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 import pytest
 
 from sos_kernel.bus import DEFAULT_INBOX_GROUP
+from sos_kernel.contracts import SkillCard, SkillVerification
 from sos_kernel.server.ui import parse_micros
 from sos_kernel.server.ui._data import CHANNELS
-from sos_kernel.skills import split_price
+from sos_kernel.skills import SkillRecord, SkillStats, split_price
 
 from .conftest import World, sign_in
 from .seed import skill
@@ -103,3 +105,20 @@ async def test_skills_page_shows_the_payout_split_in_micros_summing_to_the_price
     shown_price = re.search(r'<td class="num price" data-skill="split-skill">([^<]+) USD</td>', page)
     assert shown_price is not None
     assert parse_micros(shown_price.group(1).replace(",", "")) == price
+
+
+async def test_a_version_stored_with_a_split_over_the_price_shows_as_refused(world: World) -> None:
+    """A card written before publish refused such splits shows no (negative) part: its invocations are refused."""
+    wire = skill("old-split", "Old split", listed=False, author="agent:alice", price=1_000_000)
+    wire["commerce"]["revenue_split"] = {"operator": 0.5005, "network": 0.5005}
+    card = SkillCard.model_validate(wire)
+    verification = SkillVerification().to_json()
+    record = SkillRecord(card.id, card.version, card.to_json(), "digest", verification, SkillStats(), time.time())
+    await world.kernel.backend.skills.put_version("acme", record, card.author_agent)
+    async with world.client() as client:
+        await sign_in(client, world.acme.admin_token)
+        page = await client.get("/ui/skills")
+    assert page.status_code == 200
+    cell = re.search(r'<td class="num split" data-skill="old-split">(.*?)</td>', page.text, re.S)
+    assert cell is not None
+    assert cell.group(1) == "split refused: not invocable"

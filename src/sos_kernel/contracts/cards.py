@@ -2,7 +2,7 @@
 
 Each validates what its reference schema validates, plus the invariants SOS enforces beside the schema:
 a SkillCard's ``revenue_split`` fields that are set sum to 1.0 ± 0.001, and a ``marketplace_listed`` skill
-names its ``runtime.entry_point``.
+names its ``runtime.entry_point``. (Publishing asks more of a split: see ``sos_kernel.skills.check_split``.)
 """
 
 from __future__ import annotations
@@ -176,7 +176,12 @@ Fraction = Annotated[Number, Field(ge=0, le=1)]
 
 
 class SkillRevenueSplit(WireModel):
-    """Fractions of the price for author, operator and network; the fields set sum to 1.0 ± 0.001."""
+    """Fractions of the price for author, operator and network; the fields set sum to 1.0 ± 0.001.
+
+    The tolerance is the SOS schema's, so a card another SOS node wrote still parses; paying by it is stricter.
+    ``skills.publish`` refuses a split whose operator and network sum over 1 as exact decimals (0.5005 + 0.5005 is
+    within the tolerance but would charge more than the price), and the author is paid the rest of the price.
+    """
 
     author: Fraction | None = None
     operator: Fraction | None = None

@@ -18,6 +18,10 @@ Guarantees:
   ``skill:<invocation_id>:<part>``. ``operator = floor(price * operator_share)``, ``network = floor(price *
   network_share)`` computed on the shares as exact decimals, and the author receives the rest — so the parts always
   sum to the price and any rounding favours the author. No ``revenue_split`` means the author gets everything.
+  A split whose operator and network shares sum (exactly) over ``FIXED_SHARES_MAX`` (1) is refused at publish
+  (SOS-4005, nothing written), whatever the price: their parts could exceed the price and the author's be negative.
+  A card stored with such a split before this rule existed is never charged for: its invocations are refused
+  (SOS-4005, nothing written), so no caller ever pays more than the price.
 - **One step per invocation.** The invocation id's binding, the charge (the linked batch), the count and the
   ``sos.skill_executed`` message are written by one step of the store (:meth:`SkillStore.invoke`). On SQLite it is
   one write transaction: the message exists iff the charge and the count do, whatever fails or is killed when.
@@ -35,7 +39,8 @@ Guarantees:
 - **Ranked by who calls, not how often.** The marketplace orders by verification, then by :meth:`Skills.demand`:
   distinct callers other than the skill's author, a paying one weighing ``MARKETPLACE_PAYING_CALLER_WEIGHT``. An
   author invoking its own skill, or any one caller looping, cannot move a skill up (``total_invocations`` still
-  counts every call).
+  counts every call). A caller is demand only when it invoked for itself: the session's own agent
+  (:func:`sos_kernel.audit.acting`), never a caller an admin session or the trusted handle names.
 """
 
 from __future__ import annotations
@@ -46,13 +51,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
 from .. import _trace
-from ..audit import Audit
+from ..audit import Audit, acting
 from ..bus.store import Entry
 from ..contracts import (
     SkillCard,
@@ -87,6 +92,7 @@ if TYPE_CHECKING:
     from ..identity.service import Capabilities
 
 __all__ = [
+    "FIXED_SHARES_MAX",
     "MARKETPLACE_PAYING_CALLER_WEIGHT",
     "NETWORK_ACCOUNT",
     "OPERATOR_ACCOUNT",
@@ -99,6 +105,7 @@ __all__ = [
     "SkillStats",
     "SkillStore",
     "Skills",
+    "check_split",
     "demand_score",
     "split_price",
 ]
@@ -118,6 +125,9 @@ VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "
 NOTED_CALLERS_MAX = 65_536
 """(skill, caller, paid) notes an invocation remembers per tenant view as already in the store, so a repeat caller
 costs no write; past it they are all forgotten (a note is idempotent: forgetting one costs one write)."""
+FIXED_SHARES_MAX = 1
+"""The most a ``revenue_split``'s operator and network shares may sum to, read as exact decimals: their floored parts
+then never exceed any price, so the author's rest is never negative."""
 MARKETPLACE_PAYING_CALLER_WEIGHT = 3
 """What one distinct paying caller weighs in the marketplace's demand score; a caller that only called for free
 weighs 1, the author and repeat calls nothing."""
@@ -159,15 +169,44 @@ class Invocation:
 
 
 def split_price(price: int, split: SkillRevenueSplit | None) -> dict[str, int]:
-    """Exact parts of ``price`` for author, operator and network (see the module docstring for the rule)."""
+    """Exact parts of ``price`` for author, operator and network (see the module docstring for the rule): each part
+    is ≥ 0 and they sum to ``price``. SOS-4005 for a price that is not an int ≥ 0, or a split whose operator and
+    network shares sum over ``FIXED_SHARES_MAX`` (see :func:`check_split`)."""
+    if type(price) is not int or price < 0:
+        raise InvalidArgument(f"price must be an int >= 0 micros, got {price!r}", details={"field": "price"})
     if split is None:
         return {"author": price, "operator": 0, "network": 0}
-    parts = {}
-    for name in ("operator", "network"):
-        share = getattr(split, name)
-        parts[name] = int((Decimal(price) * Decimal(str(share or 0))).to_integral_value(ROUND_FLOOR))
-    parts["author"] = price - parts["operator"] - parts["network"]
-    return {"author": parts["author"], "operator": parts["operator"], "network": parts["network"]}
+    check_split(split)
+    operator, network = _floor_part(price, split.operator), _floor_part(price, split.network)
+    parts = {"author": price - operator - network, "operator": operator, "network": network}
+    if min(parts.values()) < 0 or sum(parts.values()) != price:  # check_split makes this unreachable
+        raise InvalidArgument(f"revenue_split cannot pay {price} exactly: {parts}", details={"field": "revenue_split"})
+    return parts
+
+
+def _exact(share: float | None) -> Fraction:
+    # the decimal the card wrote (its shortest repr), not the binary float nearest it
+    return Fraction(str(share or 0))
+
+
+def _floor_part(price: int, share: float | None) -> int:
+    exact = _exact(share)
+    return price * exact.numerator // exact.denominator
+
+
+def check_split(split: SkillRevenueSplit | None, subject: str = "revenue_split") -> None:
+    """SOS-4005 unless the operator's and network's shares, read as exact decimals, sum to at most
+    ``FIXED_SHARES_MAX``: the author receives the rest of every price (its own share in the card is not read), which
+    must never be negative. ``subject`` names the split in the message."""
+    if split is None:
+        return
+    fixed = _exact(split.operator) + _exact(split.network)
+    if fixed > FIXED_SHARES_MAX:
+        raise InvalidArgument(
+            f"{subject}: operator {split.operator} + network {split.network} = {float(fixed)} of the price, over "
+            f"{FIXED_SHARES_MAX}; the author receives the rest of the price, which cannot be negative",
+            details={"field": "commerce.revenue_split", "operator": split.operator, "network": split.network},
+        )
 
 
 def _digest(card: SkillCard) -> str:
@@ -177,6 +216,11 @@ def _digest(card: SkillCard) -> str:
 
 def _parse(card: SkillCard | Mapping[str, Any]) -> SkillCard:
     return parse_card(SkillCard, card, "skill card")
+
+
+def _invoked_itself(caller: str) -> bool:
+    # acting() is the session's agent, "token:<id>" for one bound to none, "kernel" for the trusted handle
+    return caller.startswith("agent:") and caller == acting()
 
 
 # The skills' access rule that is not a declaration (see sos_kernel.operations).
@@ -383,9 +427,11 @@ class Skills:
         """Publish a version (see the module docstring). ``publisher`` is who asks (sessions pass their agent);
         a ``capability`` chain for ``skills:publish`` on ``skill:<id>`` whose leaf's subject is ``publisher`` lets
         someone other than the author publish, spending one use of its limited links per new version.
-        Raises SOS-4001 (bad card), 4009 (version exists with other content), 5004 (not the owner, a chain that
-        is not the publisher's, or no uses left), 6020 (unknown lineage parent)."""
+        Raises SOS-4001 (bad card), 4005 (a ``revenue_split`` whose operator and network shares sum over
+        ``FIXED_SHARES_MAX``), 4009 (version exists with other content), 5004 (not the owner, a chain that is not the
+        publisher's, or no uses left), 6020 (unknown lineage parent)."""
         parsed = _parse(card)
+        check_split(parsed.commerce.revenue_split if parsed.commerce else None)
         await self._check_owner(parsed, publisher, capability)
         for link in parsed.lineage or []:
             if not await self._store.versions(self.tenant, link.parent_skill_id):
@@ -543,7 +589,8 @@ class Skills:
 
         Idempotent by ``invocation_id``. Raises SOS-6020 (unknown skill), 7001 (caller cannot pay), 7002 (caller
         has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
-        price; nothing is charged or counted).
+        price; nothing is charged or counted), 4005 (the version was stored with a ``revenue_split`` this release
+        refuses at publish: nothing is charged or counted, publish a new version).
         """
         for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
             if not isinstance(value, str) or not value:  # they go into the message as they are
@@ -552,7 +599,9 @@ class Skills:
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
         currency = commerce.currency if commerce else "USD"
-        payouts = split_price(price, commerce.revenue_split if commerce else None)
+        split = commerce.revenue_split if commerce else None
+        check_split(split, f"skill {card.id} {card.version} was stored with a revenue_split refused now")
+        payouts = split_price(price, split)
         # everything is checked and built before the store's step, so bad input writes nothing
         charge = await self._charge(card, caller, invocation_id, currency, payouts) if price > 0 else []
         now = time.time()
@@ -592,9 +641,10 @@ class Skills:
 
     async def _note_caller(self, card: SkillCard, caller: str, price: int) -> None:
         """Note a counted invocation's caller for the marketplace's demand (idempotent, so a retry notes one cut
-        short); the author's own calls are not demand."""
+        short). Only an agent invoking for itself is demand (the session's own agent, :func:`acting`): a caller
+        named by an admin session or the trusted handle is not, nor the author's own calls."""
         note = (card.id, caller, price > 0)
-        if caller == card.author_agent or note in self._noted:
+        if caller == card.author_agent or not _invoked_itself(caller) or note in self._noted:
             return
         await self._store.note_caller(self.tenant, *note)
         if len(self._noted) >= NOTED_CALLERS_MAX:

@@ -14,7 +14,7 @@ from ...api import SessionAPI
 from ...bus import DEFAULT_INBOX_GROUP, DeadLetter
 from ...contracts import AlertMessage, Message
 from ...contracts.messages import AlertPayload
-from ...errors import NotFound, SOSError
+from ...errors import InvalidArgument, NotFound, SOSError
 from ...ledger import Balance, Transfer
 from ...ops.watch import ALERTS_CHANNEL
 from ...registry import RegisteredAgent
@@ -238,13 +238,17 @@ async def money(api: SessionAPI) -> dict[str, Any]:
 
 async def skills(api: SessionAPI) -> dict[str, Any]:
     """Every skill of the tenant with its versions, lineage, verdict, invocations, earnings and the exact micros
-    of its price each payee gets per call (``split_price``, the rule paid invocations pay by)."""
+    of its price each payee gets per call (``split_price``, the rule paid invocations pay by; ``None`` for a version
+    stored with a split that rule refuses, whose invocations are refused)."""
     cards = sorted(await api.skills.find(), key=lambda c: c.id)[:SKILLS_SHOWN_MAX]
     rows = []
     for card in cards:
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
-        split = split_price(price, commerce.revenue_split if commerce else None)
+        try:
+            split: dict[str, int] | None = split_price(price, commerce.revenue_split if commerce else None)
+        except InvalidArgument:
+            split = None
         rows.append(
             {
                 "card": card,
