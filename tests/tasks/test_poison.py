@@ -186,3 +186,21 @@ async def test_a_flush_interrupted_after_publishing_republishes_nothing(
     channel = await _channel(kernel)
     assert Counter(m.type for m in channel) == Counter({"task_created": 1, "task_claimed": 1})
     assert [m.message_id for m in channel if m.type == "task_claimed"] == owed
+
+
+async def test_a_stored_result_without_utf_8_form_does_not_keep_a_task_from_ending(kernel: sos_kernel.Kernel) -> None:
+    await _fund(kernel)
+    await kernel.tasks.create("t", id="old-2", reviewers=[REV], bounty=500, funded_by=BOSS)
+    claim = await kernel.tasks.claim("old-2", agent=WORKER)
+    await kernel.tasks.submit("old-2", claim.token, evidence=[EVIDENCE])
+    store = kernel.tasks.store
+    record, _ = await store.load("default", "old-2")
+    assert record is not None
+    raw = json.loads(record.data)
+    raw["task"]["result"] = {"x": BAD}  # as a submit stored it before results were checked
+    data = json.dumps(raw, separators=(",", ":")).encode()
+    assert await store.swap("default", record, replace(record, rev=record.rev + 1, data=data))
+    assert (await kernel.tasks.review("old-2", reviewer=REV, verdict="reject", reasons=["no"])).status == "failed"
+    assert await _available(kernel, BOSS) == 10_000_000
+    completed = [m for m in await _channel(kernel) if m.type == "task_completed"]
+    assert [m.payload.status for m in completed] == ["failed"]

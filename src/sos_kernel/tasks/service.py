@@ -1216,7 +1216,7 @@ class Tasks:
         if new.status in TERMINAL and old.status not in TERMINAL:
             status = "timeout" if new.outcome == "expired" else _COMPLETED[new.status]
             payload = {"task_id": tid, "status": status, "completed_at": _iso(new.completed_at)}
-            if new.result:
+            if new.result and _utf8(new.result):  # a result stored before results were checked may have none
                 payload["result"] = new.result
             out.append(self._envelope("task_completed", payload))
         return out
@@ -1245,6 +1245,15 @@ def _ts(value: datetime | None) -> float:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _utf8(value: Any) -> bool:
+    """Whether ``value`` has a UTF-8 JSON form (what the bus stores)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _safe(value: Any) -> str:
