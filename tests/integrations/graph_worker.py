@@ -13,6 +13,9 @@ import anyio
 import sos_kernel
 from sos_kernel.integrations.langgraph import KernelSaver, ask_node, resume_on_reply
 
+ID_KEY = bytes.fromhex("6c0b9f3e2d1a48570e4f3c2b1a098877")
+"""The question-id key both processes share (a deployment secret in real use), so the resumed node asks once."""
+
 
 class Review(TypedDict, total=False):
     draft: str
@@ -23,7 +26,9 @@ def review_graph(kernel: sos_kernel.Kernel, session: Any) -> Any:
     from langgraph.graph import END, START, StateGraph
 
     graph = StateGraph(Review)
-    graph.add_node("ask", ask_node(session, "bob", lambda state: f"please review: {state['draft']}", name="review"))
+    graph.add_node(
+        "ask", ask_node(session, "bob", lambda state: f"please review: {state['draft']}", name="review", id_key=ID_KEY)
+    )
     graph.add_edge(START, "ask")
     graph.add_edge("ask", END)
     return graph.compile(checkpointer=KernelSaver(kernel, tenant=session.tenant))

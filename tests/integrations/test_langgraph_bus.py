@@ -4,7 +4,9 @@ second process resumes the graph from the kernel-stored checkpoint. Then the sam
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 import sos_kernel
 from sos_kernel.backends import Implements
 from sos_kernel.errors import AskTimeout, InvalidArgument
-from sos_kernel.integrations.langgraph import resume_on_reply
+from sos_kernel.integrations.langgraph import _ask_id, ask_node, resume_on_reply
 
 from ..conftest import requires
 from ..procs import WorkerProcess
@@ -75,3 +77,18 @@ async def test_no_reply_is_a_timeout_and_another_tenant_cannot_answer(kernel: so
     await beta.bus.send("agent:bob", "agent:alice", "forged", reply_to=asked, correlation_id=asked)  # beta's alice
     with pytest.raises(AskTimeout):
         await resume_on_reply(graph, config, alice, timeout_s=0.3)
+
+
+def test_the_question_id_needs_the_node_s_key() -> None:
+    session: Any = SimpleNamespace(tenant="acme")
+    config: Any = {
+        "configurable": {"thread_id": "t"},
+        "metadata": {"langgraph_step": 1, "langgraph_checkpoint_ns": "a"},
+    }
+    first = _ask_id(b"k" * 32, session, config, "review")
+    assert first == _ask_id(b"k" * 32, session, config, "review")  # a resumed node asks under the same id
+    assert first != _ask_id(b"j" * 32, session, config, "review")
+    guessable = uuid.uuid5(uuid.UUID("5d1c3a52-4f0e-4f7b-9a55-2b1f0c7e8a11"), "acme/t/a/review/1")  # once the id
+    assert first != str(guessable)
+    with pytest.raises(InvalidArgument):
+        ask_node(session, "bob", str, id_key=b"short")

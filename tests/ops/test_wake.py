@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from sos_kernel.contracts import EvidenceMessage, ReceiptMessage, WakeMessage
+from sos_kernel.contracts import EvidenceMessage, ReceiptMessage, SendMessage, WakeMessage
 from sos_kernel.errors import InvalidArgument
 from sos_kernel.ops import CallableAction, CommandAction, Job, WakeConfig, WakeRunner, WebhookAction, verify_webhook
 
@@ -68,6 +69,18 @@ async def test_success_runs_the_command_with_the_message_and_reports(api: Any) -
     assert receipt.payload.message_id == message.message_id
     assert (runner.succeeded, runner.failed) == (1, 0)
     assert await api.bus.dead_letters(WORKER, group="wake") == []
+
+
+async def test_no_agent_can_publish_the_runner_s_report_ids_first(api: Any) -> None:
+    message = wake()
+    guessable = uuid.UUID("6f1d3c52-0a8e-4f5e-9a57-3b0f0c4d8e21")  # report ids were once uuid5 under this
+    for what in ("evidence/1", "processed"):
+        squat = uuid.uuid5(guessable, f"{message.message_id}/{what}")
+        await api.bus.publish(SendMessage(message_id=str(squat), source=BOSS, target=BOSS, payload={"text": "x"}))
+    await api.bus.publish(message)
+    await run(api, CommandAction([PY, "-c", "pass"]), count=1)
+    found = await reports(api, 2)
+    assert sorted(m.type for m in found) == ["evidence", "receipt"]
 
 
 async def test_the_agents_own_inbox_still_gets_the_message(api: Any) -> None:

@@ -18,6 +18,9 @@ Needs the ``langgraph`` extra: ``pip install 'sos-kernel[langgraph]'``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -50,7 +53,15 @@ from ..checkpoints import CheckpointRow, Checkpoints, WriteRow
 from ..contracts import SendMessage, build_message
 from ..kernel import DEFAULT_TENANT, Kernel, TenantView
 
-__all__ = ["ASK_INTERRUPT", "ASK_REPLY_WAIT_S_MAX", "KernelSaver", "ask_node", "resume_on_reply", "wait_reply"]
+__all__ = [
+    "ASK_ID_KEY_BYTES_MIN",
+    "ASK_INTERRUPT",
+    "ASK_REPLY_WAIT_S_MAX",
+    "KernelSaver",
+    "ask_node",
+    "resume_on_reply",
+    "wait_reply",
+]
 
 ASK_REPLY_WAIT_S_MAX = 3600.0
 """The longest :func:`resume_on_reply` waits for a reply in one call."""
@@ -256,18 +267,23 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
 
 ASK_INTERRUPT = "sos.ask"
 """The ``kind`` of the value an :func:`ask_node` interrupts with."""
-_ASK_IDS = uuid.UUID("5d1c3a52-4f0e-4f7b-9a55-2b1f0c7e8a11")
+ASK_ID_KEY_BYTES_MIN = 16
+"""The shortest ``id_key`` :func:`ask_node` takes: a question id must not be guessable from its key."""
 _REPLY_POLL_S = 0.05
 _PAGE = 100
 
 
-def _ask_id(session: SessionAPI, config: RunnableConfig, node: str) -> str:
-    """The question's message id: the same on every run of the same task (a resumed node runs again from its
-    start), so the bus delivers the question once."""
+def _ask_id(id_key: bytes, session: SessionAPI, config: RunnableConfig, node: str) -> str:
+    """The question's message id, HMAC-SHA256 under ``id_key`` of the tenant, thread, step and node: the same on
+    every run of the same task under the same key (a resumed node runs again from its start), so the bus
+    delivers the question once; an agent without the key cannot compute it and publish it first (the bus drops
+    a repeated id whatever its address, which would suppress the question)."""
     conf, meta = config.get("configurable", {}), config.get("metadata", {})
     step = meta.get("langgraph_step", conf.get("checkpoint_id", ""))
     ns = meta.get("langgraph_checkpoint_ns", conf.get("checkpoint_ns", ""))
-    return str(uuid.uuid5(_ASK_IDS, f"{session.tenant}/{conf.get('thread_id')}/{ns}/{node}/{step}"))
+    name = f"{session.tenant}/{conf.get('thread_id')}/{ns}/{node}/{step}"
+    digest = hmac.new(id_key, name.encode("utf-8", "backslashreplace"), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def ask_node(
@@ -277,21 +293,31 @@ def ask_node(
     *,
     key: str = "reply",
     name: str = "ask",
+    id_key: bytes | None = None,
 ) -> Callable[[Any, RunnableConfig], Coroutine[Any, Any, dict[str, Any]]]:
     """A graph node that asks agent ``to`` (as ``session``'s agent) the text ``question(state)`` and pauses the
     graph until the answer; the resumed node returns ``{key: <reply text>}``.
 
     The question is a ``send`` whose ``message_id`` (also its ``correlation_id``) is derived from the thread, the
-    step and ``name``, so re-running the node on resume never sends it twice. The graph needs a checkpointer
+    step and ``name`` under the secret ``id_key`` (at least ``ASK_ID_KEY_BYTES_MIN`` bytes), so re-running the node
+    on resume never sends it twice and no other agent can take the id first. ``id_key=None`` draws a random key
+    for this node: a resume in the same process asks once; a process that resumes a graph another process
+    started must build it with the same ``id_key`` (a deployment secret), or the resumed node asks again under a
+    new id (the wait still ends on the reply to the first question). The graph needs a checkpointer
     (:class:`KernelSaver` for a wait that outlives the process); resume it with :func:`resume_on_reply`.
     """
     target = to if ":" in to else f"agent:{to}"
+    if id_key is None:
+        id_key = secrets.token_bytes(32)
+    if not isinstance(id_key, bytes) or len(id_key) < ASK_ID_KEY_BYTES_MIN:
+        raise InvalidArgument(f"id_key must be at least {ASK_ID_KEY_BYTES_MIN} bytes")
+    secret = id_key
 
     async def node(state: Any, config: RunnableConfig) -> dict[str, Any]:
         me = session.agent
         if me is None:
             raise InvalidArgument("ask_node needs a session bound to an agent: the reply comes to its inbox")
-        message_id = _ask_id(session, config, name)
+        message_id = _ask_id(secret, session, config, name)
         fields: dict[str, Any] = {
             "source": me,
             "target": target,

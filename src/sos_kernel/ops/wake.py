@@ -26,7 +26,10 @@ The runner uses only the public bus API (subscribe, ack, nack, publish), so it w
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import socket
 import unicodedata
 import uuid
@@ -71,7 +74,6 @@ GIVE_BACK_DELAY_S = 1.0
 closed, so another runner, not the stopping one, takes it."""
 HANDLED_TYPES = frozenset({"wake", "send", "ask", "command", "task_created", "task_claimed", "task_completed"})
 """The message types a runner may be told to act on."""
-_IDS = uuid.UUID("6f1d3c52-0a8e-4f5e-9a57-3b0f0c4d8e21")
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,12 @@ def _positive(name: str, value: object, high: float, *, zero: bool = False) -> N
         raise InvalidArgument(f"{name} must be a number in [0, {high}], got {value!r}", details={name: repr(value)})
 
 
-def derived_id(message_id: str, what: str) -> str:
-    """A message id derived from another: a rerun of the same step republishes the same id (deduplicated)."""
-    return str(uuid.uuid5(_IDS, f"{message_id}/{what}"))
+def derived_id(key: bytes, message_id: str, what: str) -> str:
+    """A message id derived from another under a runner's secret ``key`` (HMAC-SHA256): the same step of the
+    same runner gives the same id (deduplicated by the bus), and no agent that only knows ``message_id`` can
+    compute it and publish it first (the bus drops a repeated id whatever its address)."""
+    digest = hmac.new(key, f"{message_id}/{what}".encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 class WakeRunner:
@@ -150,6 +155,7 @@ class WakeRunner:
         self.succeeded = 0
         self.failed = 0
         self.host = socket.gethostname()
+        self._id_key = secrets.token_bytes(32)  # never leaves the runner: its evidence/receipt ids are unguessable
 
     @property
     def visibility_timeout_s(self) -> float:
@@ -282,7 +288,7 @@ class WakeRunner:
         return EvidenceMessage(
             source=job.agent,
             target=self.config.evidence_to or message.source,
-            message_id=derived_id(message.message_id, f"evidence/{job.attempt}"),
+            message_id=derived_id(self._id_key, message.message_id, f"evidence/{job.attempt}"),
             trace_id=message.trace_id,
             payload=EvidencePayload(
                 subject_ref=f"message:{message.message_id}",
@@ -304,7 +310,7 @@ class WakeRunner:
         return ReceiptMessage(
             source=job.agent,
             target=message.source,
-            message_id=derived_id(message.message_id, kind),
+            message_id=derived_id(self._id_key, message.message_id, kind),
             trace_id=message.trace_id,
             payload=ReceiptPayload(
                 message_id=message.message_id,

@@ -23,8 +23,13 @@ Guarantees:
 - **Messages.** Each transition publishes its messages on ``sos:channel:tasks`` once (``task_created``,
   ``task_claimed``, ``evidence``, ``blocker``, ``gate_verdict``, ``task_completed``): they are stored on the
   record in the same write as the transition (an outbox), published, then cleared; whatever a crash left owed is
-  published by the next read or move of the task or ``sweep``. Message ids derive from (tenant, task,
-  transition, attempt, round), so a re-publish is dropped by the bus. A replay publishes nothing.
+  published by the next read or move of the task or ``sweep``. Each message gets a fresh UUIDv7 id when the
+  transition is decided, stored with it in the outbox, so a re-publish reuses it and is dropped by the bus, while
+  no agent can compute it in advance and publish it first to suppress the announcement. A replay publishes
+  nothing. The messages are validated as the bus will validate them *before* the transition is written: a change
+  whose messages the bus would refuse (SOS-4001/4005/4010) writes nothing. A stored message that still cannot be
+  published (written before that check) is dropped with a ``tasks.message_dropped`` audit record, never left to
+  fail every later read.
 - **Retention.** ``sweep`` purges the oldest finished tasks beyond ``TASKS_FINISHED_MAX`` per tenant, settled
   first; ledger transfers are never removed.
 - **Bad input writes nothing**: every argument is checked (SOS-4005, 4001, 4010) before the store or ledger is
@@ -47,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from pydantic import ValidationError
 
 from ..audit import Audit, AuditDraft
-from ..contracts import validation_details
+from ..contracts import new_message_id, validation_details
 from ..contracts._types import AGENT_ADDRESS_RE
 from ..contracts.messages import (
     REASON_CHARS_MAX,
@@ -66,6 +71,7 @@ from ..errors import (
     LimitExceeded,
     NotFound,
     SchemaViolation,
+    SOSError,
     TaskAlreadyClaimed,
     TaskNotFound,
     WalletNotFound,
@@ -138,7 +144,6 @@ SWAP_TRIES_MAX: Final = 64
 """Re-reads of a task whose record changed under a decision (each loss means another caller's write won)."""
 
 _ID_RE = re.compile(SQUAD_TASK_ID_PATTERN)
-_MESSAGE_NS = uuid.UUID("5b0f6c1e-3c52-4c1d-9a53-7a2b0c1d7e11")
 _PRIORITIES = ("critical", "high", "medium", "low")
 _VERDICTS = ("approve", "reject", "needs_changes")
 _VERDICT_TO = {"approve": "done", "reject": "failed", "needs_changes": "in_progress"}
@@ -205,7 +210,8 @@ def _check_list(value: Any, name: str, high: int) -> list[Any]:
 
 def _json_size(value: Any, name: str, high: int) -> int:
     try:
-        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+        # as the bus encodes it: a lone surrogate (no UTF-8 form) is refused here, not when a message carries it
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{name} must be JSON: {exc}") from None
     if size > high:
@@ -427,11 +433,13 @@ class Tasks:
         if await self._store.open_count(self.tenant) >= TASKS_OPEN_MAX:
             raise self._full()
         task = Task(squad_id=self.tenant, status="backlog" if backlog else "queued", created_at=_at(now), **spec)
+        created = self._created_message(task)
+        self._check_messages([created])  # before the slot is reserved or any money moves
         if spec["bounty"] > 0:  # reserve the slot (and the id) first; the money moves only into a reserved slot
             await self._settlement_ids_free(task)
             state = _State(task, content, funding=f"task:{task_id}:fund:{secrets.token_hex(8)}")
         else:
-            state = _State(task, content, outbox=(self._created_message(task),))
+            state = _State(task, content, outbox=(created,))
         record = state.record(1, now)
         found, inserted = await self._store.insert(self.tenant, record, TASKS_OPEN_MAX)
         if found is not None:
@@ -1027,7 +1035,9 @@ class Tasks:
                     await self._flush(record, state)  # a transition whose publisher stopped before the bus had it
                 return state, False
             # the messages are owed in the same write as the transition, so a crash cannot lose them
-            new = replace(new, outbox=(*state.outbox, *self._messages(state.task, new.task)))
+            owed = self._messages(state.task, new.task)
+            self._check_messages(owed)  # a transition whose messages the bus would refuse writes nothing
+            new = replace(new, outbox=(*state.outbox, *owed))
             written = new.record(record.rev + 1, record.created_at)
             draft = None if expired is not None else audit
             stepped = draft is not None and self._store.audits_writes
@@ -1054,13 +1064,15 @@ class Tasks:
 
     async def _flush(self, record: TaskRecord, state: _State) -> None:
         """Publish what the task owes the bus, then clear it from the record (a re-publish is deduplicated by the
-        bus: the ids are fixed by the transition)."""
+        bus: each id was fixed when the outbox was written). A stored message the bus refuses (written before
+        messages were checked with their transition) is dropped with an audit record, so it cannot make every
+        later read of the task fail."""
         if not state.outbox:
             return
-        await self._publish(builtins.list(state.outbox))
-        sent = {m["message_id"] for m in state.outbox}
+        await self._publish([m for m in state.outbox if await self._publishable(record.id, m)])
+        sent = {m.get("message_id") for m in state.outbox}
         for _ in range(SWAP_TRIES_MAX):
-            left = tuple(m for m in state.outbox if m["message_id"] not in sent)
+            left = tuple(m for m in state.outbox if m.get("message_id") not in sent)
             if len(left) == len(state.outbox):
                 return  # another caller cleared them
             if await self._store.swap(
@@ -1111,17 +1123,53 @@ class Tasks:
 
     # -- messages -----------------------------------------------------------------------------------------------
 
-    def _id(self, *parts: Any) -> str:
-        return str(uuid.uuid5(_MESSAGE_NS, "/".join([self.tenant, *map(str, parts)])))
+    def _check_messages(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse messages the bus would refuse, with its own check (schema, encoding, ``message_bytes_max``):
+        SOS-4001/4005/4010, raised before the change that owes them is written."""
+        limit = self._bus.limits.message_bytes_max
+        for message in messages:
+            try:
+                _, data = self._bus.catalogue.parse_encoded(message)
+            except SOSError:
+                raise
+            except (TypeError, ValueError) as exc:  # an encoder's refusal (UnicodeError is a ValueError)
+                raise InvalidArgument(
+                    f"the {message.get('type')} message of this change cannot be encoded ({type(exc).__name__})"
+                ) from None
+            if len(data) > limit:
+                raise LimitExceeded(
+                    f"the {message.get('type')} message of this change is {len(data)} bytes, over {limit}",
+                    details={"limit": "message_bytes_max", "max": limit, "size": len(data)},
+                )
 
-    def _envelope(self, type: str, message_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _publishable(self, task_id: str, message: Mapping[str, Any]) -> bool:
+        """Whether a stored message passes :meth:`_check_messages`; if not, its drop is audited."""
+        try:
+            self._check_messages([message])
+        except SOSError as exc:
+            if self.audit is not None:
+                details = {"id": task_id, "message_id": _safe(message.get("message_id")), "code": exc.code}
+                draft = self.audit.draft(
+                    "operation",
+                    actor="kernel",
+                    action="tasks.message_dropped",
+                    resource=task_id,
+                    outcome="error",
+                    details={**details, "type": _safe(message.get("type"))},
+                )
+                await self.audit.append(draft, stepped=False)
+            return False
+        return True
+
+    def _envelope(self, type: str, payload: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
+        """A kernel message; its id is fresh (UUIDv7) so no agent can publish it first (the bus drops a repeat)."""
         return {
             "type": type,
             "source": KERNEL_SOURCE,
             "target": TASKS_CHANNEL,
             "timestamp": datetime.now(UTC).isoformat(),
             "version": "1.0",
-            "message_id": message_id,
+            "message_id": message_id or new_message_id(),
             "payload": payload,
         }
 
@@ -1131,30 +1179,30 @@ class Tasks:
             payload["description"] = task.description
         if task.bounty:
             payload["bounty_cents"] = task.bounty // 10_000
-        return self._envelope("task_created", self._id(task.id, "created"), payload)
+        return self._envelope("task_created", payload)
 
     def _messages(self, old: Task, new: Task) -> list[dict[str, Any]]:
-        """The messages of the transition ``old -> new`` (each id fixed by the transition)."""
+        """The messages of the transition ``old -> new``, each with a fresh id (stored with them in the outbox)."""
         out: list[dict[str, Any]] = []
         payload: dict[str, Any]
-        tid, attempt, rnd = new.id, new.attempt, new.round
+        tid = new.id
         if new.attempt != old.attempt:
             payload = {
                 "task_id": tid,
                 "claimed_at": _iso(new.updated_at),
                 "claim_expires_at": _iso(new.lease_expires_at),
             }
-            out.append(self._envelope("task_claimed", self._id(tid, "claimed", attempt), payload))
+            out.append(self._envelope("task_claimed", payload))
         if new.round != old.round:
-            for i, item in enumerate(new.evidence):
+            for item in new.evidence:
                 payload = {**item, "subject_ref": item.get("subject_ref") or f"task:{tid}"}
-                out.append(self._envelope("evidence", self._id(tid, "evidence", attempt, rnd, i), payload))
+                out.append(self._envelope("evidence", payload))
         if new.status == "blocked" and old.status != "blocked" and new.blocker is not None:
-            blocker_id = self._id(tid, "blocker", attempt, new.updated_at)
+            blocker_id = new_message_id()
             payload = {"blocker_id": blocker_id, "task_id": tid, "reason": new.blocker["reason"], "severity": "medium"}
             if new.blocker["on"]:
                 payload["blocked_on"] = new.blocker["on"]
-            out.append(self._envelope("blocker", blocker_id, payload))
+            out.append(self._envelope("blocker", payload, blocker_id))
         for review in new.reviews[len(old.reviews) :]:
             payload = {
                 "subject_ref": f"task:{tid}",
@@ -1164,17 +1212,19 @@ class Tasks:
                 "gate": "tasks",
                 "decided_at": _iso(review.decided_at),
             }
-            out.append(self._envelope("gate_verdict", self._id(tid, "verdict", attempt, rnd, review.reviewer), payload))
+            out.append(self._envelope("gate_verdict", payload))
         if new.status in TERMINAL and old.status not in TERMINAL:
             status = "timeout" if new.outcome == "expired" else _COMPLETED[new.status]
             payload = {"task_id": tid, "status": status, "completed_at": _iso(new.completed_at)}
-            if new.result:
+            if new.result and _utf8(new.result):  # a result stored before results were checked may have none
                 payload["result"] = new.result
-            out.append(self._envelope("task_completed", self._id(tid, "completed"), payload))
+            out.append(self._envelope("task_completed", payload))
         return out
 
-    async def _publish(self, messages: list[dict[str, Any]]) -> None:
-        await self._bus.publish_many(messages)
+    async def _publish(self, messages: builtins.list[Mapping[str, Any]]) -> None:
+        step = self._bus.limits.batch_max  # an outbox may hold more than one publish_many takes
+        for start in range(0, len(messages), step):
+            await self._bus.publish_many(messages[start : start + step])
 
     # last in the class: its name shadows the builtin in the class body
     @operation(
@@ -1195,3 +1245,17 @@ def _ts(value: datetime | None) -> float:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _utf8(value: Any) -> bool:
+    """Whether ``value`` has a UTF-8 JSON form (what the bus stores)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _safe(value: Any) -> str:
+    """``value`` as text an audit record can carry (lone surrogates escaped, cut to 100 characters)."""
+    return str(value).encode("utf-8", "backslashreplace").decode()[:100]
