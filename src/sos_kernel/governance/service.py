@@ -667,6 +667,10 @@ class Governor:
                 details=_result_ids(result),
             )
 
+    def recorded(self, op: Operation) -> bool:
+        """Whether a successful call of ``op`` is recorded (see ``AUDITED_OPERATIONS``)."""
+        return f"{op.service}.{op.name}" in AUDITED_OPERATIONS
+
     async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None:
         """Record a refusal (every one is security-relevant)."""
         details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | None)}
