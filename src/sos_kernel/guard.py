@@ -8,7 +8,6 @@ method's signature, so a bad call raises the same ``TypeError``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol
@@ -199,17 +198,26 @@ class _Bound:
             self.args = (*self.args[:i], value, *self.args[i + 1 :])
 
 
-_UNSHIELDED = contextlib.nullcontext()
-
-
 def _text_only(shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse (SOS-4005, naming the argument) a call with a string that is not valid Unicode text anywhere in its
     arguments: no store, encoder or schema downstream could keep or send it."""
-    where = None
-    for i, value in enumerate(args):
-        where = where or invalid_text(value, shape.names[i] if i < len(shape.names) else f"[{i}]")
-    for key, value in kwargs.items():
-        where = where or invalid_text(value, key)
+    for value in args:
+        if not ((type(value) is str and value.isascii()) or type(value) in _SCALARS):
+            names = shape.names
+            for i, arg in enumerate(args):  # the unusual argument: walk it, naming where
+                _refuse_invalid(arg, names[i] if i < len(names) else f"[{i}]")
+            break
+    if kwargs:
+        for key, value in kwargs.items():
+            if not ((type(value) is str and value.isascii()) or type(value) in _SCALARS):
+                _refuse_invalid(value, key)
+
+
+_SCALARS = frozenset({int, float, bool, type(None), bytes})
+
+
+def _refuse_invalid(value: Any, name: str) -> None:
+    where = invalid_text(value, name)
     if where is not None:
         message = f"argument {where!r} is not valid Unicode text (it holds a lone UTF-16 surrogate)"
         raise InvalidArgument(_clip(message, REFUSAL_CHARS_MAX), details={"argument": _clip(where, 256)})
@@ -273,19 +281,37 @@ async def _governed(
     on others; the waiting ones, ``ask``, ``receive``, stay cancellable). A refusal's record is shielded too."""
     token = hooks.enter(caller.principal)  # the services' own records name who acted
     try:
-        with anyio.CancelScope(shield=True) if hooks.recorded(op) else _UNSHIELDED:
-            try:
-                await caller.admit(op.access, arguments)
-                await hooks.check(caller, op, arguments)
-                result = await run()
-            except Forbidden as exc:
-                with anyio.CancelScope(shield=True):
-                    await hooks.refused(caller.principal, op, exc, arguments)
-                raise
-            await hooks.done(caller.principal, op, arguments, result)
+        if hooks.recorded(op):
+            with anyio.CancelScope(shield=True):
+                return await _recorded(caller, hooks, op, arguments, run)
+        try:
+            await caller.admit(op.access, arguments)
+            await hooks.check(caller, op, arguments)
+            result = await run()
+        except Forbidden as exc:
+            with anyio.CancelScope(shield=True):
+                await hooks.refused(caller.principal, op, exc, arguments)
+            raise
+        await hooks.done(caller.principal, op, arguments, result)
         return result
     finally:
         hooks.leave(token)
+
+
+async def _recorded(
+    caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
+) -> Any:
+    """The shielded path of :func:`_governed` (kept apart so the usual path adds no frame)."""
+    try:
+        await caller.admit(op.access, arguments)
+        await hooks.check(caller, op, arguments)
+        result = await run()
+    except Forbidden as exc:
+        with anyio.CancelScope(shield=True):
+            await hooks.refused(caller.principal, op, exc, arguments)
+        raise
+    await hooks.done(caller.principal, op, arguments, result)
+    return result
 
 
 class _Opening:
