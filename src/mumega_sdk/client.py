@@ -298,7 +298,13 @@ class MumegaClient(PrincipalView):
         keys = {"idempotency-key": uuid.uuid4().hex} if keyed else {}
         headers = {**_trace.inject(), **(headers or {}), **keys} or None  # the caller's span continues server-side
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        request = self._http.build_request(method, path, json=body, params=params, headers=headers, timeout=timeout)
+        content = None
+        if body is not None:  # text that is not Unicode travels escaped, for the server to refuse as in-process
+            content = wire.json_bytes(body)
+            headers = {**(headers or {}), "content-type": "application/json"}
+        request = self._http.build_request(
+            method, path, content=content, params=params, headers=headers, timeout=timeout
+        )
         for attempt in range(self.retries + 1):
             try:
                 response = await self._http.send(request)

@@ -12,8 +12,11 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol
 
+import anyio
+
 from ._exact import exact_equal
-from .errors import Forbidden
+from ._text import invalid_text
+from .errors import Forbidden, InvalidArgument
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
 
@@ -36,13 +39,15 @@ class Arguments(Protocol):
 
 class Hooks(Protocol):
     """What a tenant's governance adds to every guarded call (:class:`sos_kernel.governance.Governor`): the
-    policy ``check`` after the scope checks, the audit record of a call that ran (``done``) or was refused."""
+    policy ``check`` after the scope checks, the audit record of a call that ran (``done``) or was refused;
+    ``recorded`` names the operations whose success is recorded (the guard shields them from cancellation)."""
 
     def enter(self, principal: Principal) -> Any: ...
     def leave(self, token: Any) -> None: ...
     async def check(self, caller: Caller, op: Operation, arguments: Any) -> None: ...
     async def done(self, principal: Principal, op: Operation, arguments: Any, result: Any) -> None: ...
     async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None: ...
+    def recorded(self, op: Operation) -> bool: ...
 
 
 class Caller:
@@ -148,11 +153,12 @@ def _beyond(admin_unless: Mapping[str, tuple[Any, ...]], arguments: Arguments) -
 class _Shape:
     """Where each named parameter of an operation is found in a call, so a check reads only what it needs."""
 
-    __slots__ = ("name", "positions", "required")
+    __slots__ = ("name", "names", "positions", "required")
 
     def __init__(self, op: Operation) -> None:
         params = [p for p in op.signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         self.name = op.name
+        self.names = tuple(p.name for p in op.signature.parameters.values())
         self.positions = {p.name: i for i, p in enumerate(params) if p.kind is not p.KEYWORD_ONLY}
         self.required = frozenset(p.name for p in params if p.default is p.empty)
 
@@ -192,6 +198,31 @@ class _Bound:
             self.args = (*self.args[:i], value, *self.args[i + 1 :])
 
 
+def _text_only(shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse (SOS-4005, naming the argument) a call with a string that is not valid Unicode text anywhere in its
+    arguments: no store, encoder or schema downstream could keep or send it."""
+    for value in args:
+        if not ((type(value) is str and value.isascii()) or type(value) in _SCALARS):
+            names = shape.names
+            for i, arg in enumerate(args):  # the unusual argument: walk it, naming where
+                _refuse_invalid(arg, names[i] if i < len(names) else f"[{i}]")
+            break
+    if kwargs:
+        for key, value in kwargs.items():
+            if not ((type(value) is str and value.isascii()) or type(value) in _SCALARS):
+                _refuse_invalid(value, key)
+
+
+_SCALARS = frozenset({int, float, bool, type(None), bytes})
+
+
+def _refuse_invalid(value: Any, name: str) -> None:
+    where = invalid_text(value, name)
+    if where is not None:
+        message = f"argument {where!r} is not valid Unicode text (it holds a lone UTF-16 surrogate)"
+        raise InvalidArgument(_clip(message, REFUSAL_CHARS_MAX), details={"argument": _clip(where, 256)})
+
+
 def _method(op: Operation) -> Callable[..., Any]:
     signature = op.signature
     access, rule, name = op.access, op.access.rule, op.name
@@ -203,6 +234,7 @@ def _method(op: Operation) -> Callable[..., Any]:
     if not op.is_async:  # a local operation (subscribe, split): its rule, if any, defers the check
 
         def local(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+            _text_only(shape, args, kwargs)
             if rule is not None:
                 caller = self._caller
                 arguments = bind(args, kwargs)
@@ -216,6 +248,7 @@ def _method(op: Operation) -> Callable[..., Any]:
     if rule is not None:
 
         async def ruled(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+            _text_only(shape, args, kwargs)
             arguments = bind(args, kwargs)
             caller, target = self._caller, self._target
             if caller.hooks is not None:
@@ -226,6 +259,7 @@ def _method(op: Operation) -> Callable[..., Any]:
         return functools.wraps(op.function)(ruled)
 
     async def guarded(self: _Guarded, *args: Any, **kwargs: Any) -> Any:
+        _text_only(shape, args, kwargs)
         call = _Bound(shape, args, kwargs)
         caller = self._caller
         if caller.hooks is not None:
@@ -240,20 +274,44 @@ def _method(op: Operation) -> Callable[..., Any]:
 async def _governed(
     caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
 ) -> Any:
-    """Admit, check against the policy, run, and record (a refusal, by the guard or the service, is recorded)."""
+    """Admit, check against the policy, run, and record (a refusal, by the guard or the service, is recorded).
+
+    An operation whose success is recorded runs with its record in a shielded scope: a caller cancelled meanwhile
+    is cancelled once both are done, so an effect never lands without its record (these operations do not wait
+    on others; the waiting ones, ``ask``, ``receive``, stay cancellable). A refusal's record is shielded too."""
     token = hooks.enter(caller.principal)  # the services' own records name who acted
     try:
+        if hooks.recorded(op):
+            with anyio.CancelScope(shield=True):
+                return await _recorded(caller, hooks, op, arguments, run)
         try:
             await caller.admit(op.access, arguments)
             await hooks.check(caller, op, arguments)
             result = await run()
         except Forbidden as exc:
-            await hooks.refused(caller.principal, op, exc, arguments)
+            with anyio.CancelScope(shield=True):
+                await hooks.refused(caller.principal, op, exc, arguments)
             raise
         await hooks.done(caller.principal, op, arguments, result)
         return result
     finally:
         hooks.leave(token)
+
+
+async def _recorded(
+    caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
+) -> Any:
+    """The shielded path of :func:`_governed` (kept apart so the usual path adds no frame)."""
+    try:
+        await caller.admit(op.access, arguments)
+        await hooks.check(caller, op, arguments)
+        result = await run()
+    except Forbidden as exc:
+        with anyio.CancelScope(shield=True):
+            await hooks.refused(caller.principal, op, exc, arguments)
+        raise
+    await hooks.done(caller.principal, op, arguments, result)
+    return result
 
 
 class _Opening:
@@ -280,7 +338,8 @@ class _Opening:
                 principal = await caller.need(scope)
                 await hooks.check(caller, self._op, self._arguments)
             except Forbidden as exc:
-                await hooks.refused(caller.principal, self._op, exc, self._arguments)
+                with anyio.CancelScope(shield=True):
+                    await hooks.refused(caller.principal, self._op, exc, self._arguments)
                 raise
             return principal
         finally:

@@ -58,8 +58,14 @@ __all__ = [
 
 
 def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON of a JSON-ready value (no NaN or infinity: JSON has none)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact UTF-8 JSON of a JSON-ready value (no NaN or infinity: JSON has none). Never fails on text: a string
+    that is not valid Unicode (a lone surrogate, stored before the guard refused them) is sent as its ``\\uXXXX``
+    escape, so reading old data answers rather than failing."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: JSON's ASCII form escapes it
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def encode(value: Any) -> Any:

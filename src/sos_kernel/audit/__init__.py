@@ -19,6 +19,7 @@ from __future__ import annotations
 from contextvars import ContextVar, Token
 from typing import Any
 
+from .._text import escaped
 from ..errors import InvalidArgument
 from ..identity.keys import AgentKey
 from ..operations import Wire, operation, service
@@ -185,7 +186,8 @@ def done_acting(token: Token[str | None]) -> None:
 
 
 def _field(value: str) -> str:
-    """``value``, or its head and digest when longer than ``AUDIT_FIELD_CHARS_MAX``."""
+    """``value`` (lone surrogates escaped), or its head and digest when longer than ``AUDIT_FIELD_CHARS_MAX``."""
+    value = escaped(value)
     if len(value) <= AUDIT_FIELD_CHARS_MAX:
         return value
     import hashlib
@@ -194,10 +196,23 @@ def _field(value: str) -> str:
     return value[: AUDIT_FIELD_CHARS_MAX - len(tail)] + tail
 
 
+def _texts(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string, keys too, made valid text (:func:`escaped`)."""
+    if isinstance(value, str):
+        return escaped(value)
+    if isinstance(value, dict):
+        return {escaped(k): _texts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_texts(v) for v in value]
+    return value
+
+
 def _bounded(details: dict[str, Any]) -> dict[str, Any]:
     import json
 
     text = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+    if "\\ud" in text:  # a surrogate (a pair, or a lone one that no store or reader could encode): escape lone ones
+        text = json.dumps(_texts(json.loads(text)), sort_keys=True, separators=(",", ":"))
     if len(text.encode()) <= AUDIT_DETAILS_BYTES_MAX:
         return json.loads(text)  # type: ignore[no-any-return]
     cut = {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v) for k, v in json.loads(text).items()}

@@ -603,6 +603,9 @@ class Budget:
             await g._store.consume(g.tenant, back, time.time())
 
 
+_RECORDED: dict[Any, bool] = {}
+"""Whether each operation (by its function: a fixed set) is recorded after its effect: asked on every call."""
+
 _BUDGET: ContextVar[Budget | None] = ContextVar("sos_held_budget", default=None)
 
 
@@ -666,6 +669,15 @@ class Governor:
                 resource=_resource(arguments) or "",
                 details=_result_ids(result),
             )
+
+    def recorded(self, op: Operation) -> bool:
+        """Whether a successful call of ``op`` is recorded after its effect (see ``AUDITED_OPERATIONS``): not a
+        ledger write, which every store records in the write's own step, so a cancelled caller cannot split them."""
+        found = _RECORDED.get(op.function)
+        if found is None:
+            action = f"{op.service}.{op.name}"
+            found = _RECORDED[op.function] = action in AUDITED_OPERATIONS and action not in LEDGER_WRITES
+        return found
 
     async def refused(self, principal: Principal, op: Operation, exc: Forbidden, arguments: Any) -> None:
         """Record a refusal (every one is security-relevant)."""

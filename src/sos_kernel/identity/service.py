@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from .._text import is_text
 from ..errors import (
     Forbidden,
     IdempotencyConflict,
@@ -252,6 +253,8 @@ class Tokens:
             or not 1 <= expires_in_s <= TOKEN_TTL_S_MAX
         ):
             raise InvalidArgument(f"expires_in_s must be an int in 1..{TOKEN_TTL_S_MAX}")
+        if not isinstance(label, str) or not is_text(label):
+            raise InvalidArgument("label must be valid Unicode text", details={"argument": "label"})
         tenant = await self._store.get_tenant(self.tenant)
         if tenant is None:
             raise NotFound(f"no tenant {self.tenant!r}; create it with kernel.tenants.create", details={})
