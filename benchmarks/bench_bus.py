@@ -56,6 +56,25 @@ def messages(n: int, target: str = "agent:bench") -> list[bytes]:
     ]
 
 
+async def stream_floor(data: list[bytes], buffer: int, adapter: TypeAdapter[Any]) -> int:
+    """The in-process floor: ``data`` through an anyio memory stream of ``buffer``, each item validated by pydantic
+    where it is sent and where it is received. Returns how many went through."""
+    send, receive = anyio.create_memory_object_stream[bytes](buffer)
+    async with anyio.create_task_group() as tg:
+
+        async def produce() -> None:
+            async with send:
+                for item in data:
+                    adapter.validate_json(item)
+                    await send.send(item)
+
+        tg.start_soon(produce)
+        async with receive:
+            async for item in receive:
+                adapter.validate_json(item)
+    return len(data)
+
+
 Run = Callable[[], Awaitable[int]]
 Close = Callable[[], Awaitable[None]]
 Make = Callable[[], Awaitable[tuple[Run, Close]]]
@@ -148,20 +167,7 @@ async def memory_rates() -> list[tuple[str, float, float, str]]:
         data = messages(N_CONSUME)
 
         async def run() -> int:
-            send, receive = anyio.create_memory_object_stream[bytes](PREFETCH)
-            async with anyio.create_task_group() as tg:
-
-                async def produce() -> None:
-                    async with send:
-                        for item in data:
-                            adapter.validate_json(item)
-                            await send.send(item)
-
-                tg.start_soon(produce)
-                async with receive:
-                    async for item in receive:
-                        adapter.validate_json(item)
-            return len(data)
+            return await stream_floor(data, PREFETCH, adapter)
 
         return run, _nothing
 

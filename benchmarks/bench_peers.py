@@ -29,7 +29,7 @@ from pydantic import TypeAdapter
 import sos_kernel
 from sos_kernel.contracts import SendMessage
 
-from .bench_bus import messages
+from .bench_bus import messages, stream_floor
 
 ROUNDS = 3
 N_MESSAGES = 5000
@@ -75,20 +75,8 @@ async def ours_throughput() -> Sample:
 async def floor_throughput() -> Sample:
     """The raw floor: an anyio memory stream, each message validated by pydantic where it is sent and received."""
     data, clock, adapter = messages(N_MESSAGES, target="agent:sink"), _Clock(), TypeAdapter(SendMessage)
-    send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
     clock.start()
-    async with anyio.create_task_group() as tg:
-
-        async def produce() -> None:
-            async with send:
-                for item in data:
-                    adapter.validate_json(item)
-                    await send.send(item)
-
-        tg.start_soon(produce)
-        async with receive:
-            async for item in receive:
-                adapter.validate_json(item)
+    await stream_floor(data, STREAM_BUFFER, adapter)
     return clock.rate(N_MESSAGES)
 
 

@@ -283,25 +283,16 @@ async def _governed(
     try:
         if hooks.recorded(op):
             with anyio.CancelScope(shield=True):
-                return await _recorded(caller, hooks, op, arguments, run)
-        try:
-            await caller.admit(op.access, arguments)
-            await hooks.check(caller, op, arguments)
-            result = await run()
-        except Forbidden as exc:
-            with anyio.CancelScope(shield=True):
-                await hooks.refused(caller.principal, op, exc, arguments)
-            raise
-        await hooks.done(caller.principal, op, arguments, result)
-        return result
+                return await _checked(caller, hooks, op, arguments, run)
+        return await _checked(caller, hooks, op, arguments, run)
     finally:
         hooks.leave(token)
 
 
-async def _recorded(
+async def _checked(
     caller: Caller, hooks: Hooks, op: Operation, arguments: Any, run: Callable[[], Awaitable[Any]]
 ) -> Any:
-    """The shielded path of :func:`_governed` (kept apart so the usual path adds no frame)."""
+    """Admit, check the policy, run, and record: a refusal's record shielded, a success's through ``done``."""
     try:
         await caller.admit(op.access, arguments)
         await hooks.check(caller, op, arguments)
