@@ -75,6 +75,21 @@ async def stream_floor(data: list[bytes], buffer: int, adapter: TypeAdapter[Any]
     return len(data)
 
 
+def _raw_take(conn: sqlite3.Connection, cursor: int) -> list[int]:
+    """The raw floor's delivery: claim up to ``PREFETCH`` entries after ``cursor`` into a pending table in one
+    transaction, then ack each in its own; returns their positions."""
+    conn.execute("BEGIN IMMEDIATE")
+    rows = conn.execute("SELECT pos, data FROM t WHERE pos > ? ORDER BY pos LIMIT ?", (cursor, PREFETCH))
+    taken = [pos for pos, _ in rows.fetchall()]
+    conn.executemany("INSERT INTO pending VALUES (?)", [(p,) for p in taken])
+    conn.execute("COMMIT")
+    for pos in taken:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM pending WHERE pos=?", (pos,))
+        conn.execute("COMMIT")
+    return taken
+
+
 Run = Callable[[], Awaitable[int]]
 Close = Callable[[], Awaitable[None]]
 Make = Callable[[], Awaitable[tuple[Run, Close]]]
@@ -252,16 +267,8 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
         async def run() -> int:
             cursor, done = 0, 0
             while done < N_CONSUME:
-                conn.execute("BEGIN IMMEDIATE")
-                rows = conn.execute("SELECT pos, data FROM t WHERE pos > ? ORDER BY pos LIMIT ?", (cursor, PREFETCH))
-                batch = rows.fetchall()
-                conn.executemany("INSERT INTO pending VALUES (?)", [(p,) for p, _ in batch])
-                conn.execute("COMMIT")
-                for pos, _ in batch:
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.execute("DELETE FROM pending WHERE pos=?", (pos,))
-                    conn.execute("COMMIT")
-                cursor, done = batch[-1][0], done + len(batch)
+                taken = _raw_take(conn, cursor)
+                cursor, done = taken[-1], done + len(taken)
             return done
 
         async def close() -> None:
@@ -295,17 +302,7 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO t (mid, data) VALUES (?, ?)", ("id", item))
                 conn.execute("COMMIT")
-                conn.execute("BEGIN IMMEDIATE")
-                batch = conn.execute(
-                    "SELECT pos, data FROM t WHERE pos > ? ORDER BY pos LIMIT ?", (cursor, PREFETCH)
-                ).fetchall()
-                conn.executemany("INSERT INTO pending VALUES (?)", [(p,) for p, _ in batch])
-                conn.execute("COMMIT")
-                for pos, _ in batch:
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.execute("DELETE FROM pending WHERE pos=?", (pos,))
-                    conn.execute("COMMIT")
-                cursor = batch[-1][0]
+                cursor = _raw_take(conn, cursor)[-1]
             return len(data)
 
         async def close() -> None:
