@@ -23,7 +23,7 @@ from ..redis_cluster import async_client
 pytestmark = pytest.mark.anyio
 
 USD = "USD"
-TRANSFERS = STATEMENT_BLOCK + 6  # past one statement block, so SQLite's entered statements are corrupted too
+TRANSFERS = STATEMENT_BLOCK + 6  # past one block and one anchor of SQLite's, so entered records are corrupted too
 
 
 async def funded(kernel: Api) -> None:

@@ -262,7 +262,7 @@ async def test_history_pages_by_sequence(ledger: Ledger) -> None:
 
 
 async def test_history_is_exact_across_many_transfers(ledger: Ledger) -> None:
-    # several of the blocks in which SQLite enters statements (so pages span entered and not yet entered records),
+    # several of the blocks in which SQLite enters ids (so pages span entered and not yet entered records),
     # with failures, which take a sequence but are in no history, and a hold that is placed and later captured
     expected: dict[str, list[str]] = {"agent:alice": ["seed-alice"], "agent:bob": [], "agent:carol": []}
     for i in range(3 * STATEMENT_BLOCK + 7):

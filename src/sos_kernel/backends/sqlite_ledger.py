@@ -2,18 +2,19 @@
 
 The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow, since a
 single transfer's cost is mostly its commit, and a commit's cost grows with the pages it writes: the record and the
-two accounts (about two pages), while the id table and the statements are written a block at a time.
+two accounts (about two pages), while the id table is written a block at a time and the statements are links in
+those rows.
 
 - ``ledger_records`` holds one row per recorded id, applied or failed, in columns. Its integer key is
   ``(tenant number << SEQ_BITS) + sequence``: a tenant's ledger is one contiguous range of the table in sequence
   order, a new record is an append at the end of that range (SQLite's cheapest insert), and the tenant's last
   sequence is the last key of the range, so no counter row is written.
-- Records are entered in the id table and the statements a block of :data:`STATEMENT_BLOCK` sequences at a time,
-  not one by one: the transaction that records a block's last sequence enters every record of the block, so a
-  tenant whose last sequence is ``L`` has every record up to ``L - L % STATEMENT_BLOCK`` entered and none after
-  (no counter says so: it follows from ``L``). Whatever reads them also reads the records after that point, fewer
-  than :data:`STATEMENT_BLOCK`, by key range, in the same snapshot, so every read is exact; a single transfer
-  writes no page of either, and one in 64 writes a few for the whole block.
+- Records are entered in the id table a block of :data:`STATEMENT_BLOCK` sequences at a time, not one by one:
+  the transaction that records a block's last sequence enters every record of the block, so a tenant whose last
+  sequence is ``L`` has every record up to ``L - L % STATEMENT_BLOCK`` entered and none after (no counter says so:
+  it follows from ``L``). Whatever reads the id table also reads the records after that point, fewer than
+  :data:`STATEMENT_BLOCK`, by key range, in the same snapshot, so every read is exact; a single transfer writes no
+  page of it, and one in 64 writes a few for the whole block.
 - ``ledger_ids`` maps (tenant number, id) to the record's key: with the records not entered yet, it is the
   idempotency check, made before anything is written. Its primary key refuses an id entered twice (SOS-6099).
 - Each account's statement is a chain through its applied records: a record's ``dprev`` and ``cprev`` are the
