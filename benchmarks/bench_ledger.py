@@ -18,8 +18,9 @@ machine hits a case and its floor alike; the table shows median rates, the media
 their range. On the 2-core VMs these run on, one SQLite round's ratio moves by ±20% (a commit now and then waits
 on a checkpoint's fsync), hence nine rounds.
 
-A single SQLite transfer's commit costs in proportion to the pages it writes to the WAL: a line under the table
-counts the pages each side writes per single transfer, in an untimed run with automatic checkpoints off.
+A single SQLite transfer's commit costs in proportion to the pages it writes to the WAL: two lines under the table
+count the pages each side writes per single transfer (alice → bob, and between random accounts among 100k), in an
+untimed run with automatic checkpoints off.
 
 Targets (ledger issue): every ratio ≥ 0.5x; random pairs over 100k accounts ≥ 0.45x; a paid invocation ≥ 0.5x of
 the linked batch of three. Redis: ``SOS_BENCH_REDIS_URL`` if set, else a ``redis-server`` from
@@ -381,6 +382,40 @@ async def sqlite_pages(tmp: Path) -> tuple[float, float]:
     return ours / N_PAGES, raw / N_PAGES
 
 
+N_RANDOM_PAGES = 2000
+RANDOM_PAGES_ACCOUNTS = 100_000
+
+
+async def random_pages(tmp: Path, count: int = RANDOM_PAGES_ACCOUNTS) -> tuple[float, float]:
+    """WAL pages written per transfer between random accounts among ``count`` (untimed, checkpoints off): ours,
+    then the raw floor's, each on a copy of the funded file ``random_rows`` made in ``tmp`` (made here if absent)."""
+    ours_template, raw_template = tmp / f"many-ours-{count}.db", tmp / f"many-raw-{count}.db"
+    if not ours_template.exists():
+        await many_accounts(ours_template, count)
+    if not raw_template.exists():
+        raw_many(raw_template, count)
+    pairs = draws(count, N_RANDOM_PAGES)
+    ours_path, raw_path = tmp / "pages-random-ours.db", tmp / "pages-random-raw.db"
+    shutil.copyfile(ours_template, ours_path)
+    shutil.copyfile(raw_template, raw_path)
+    async with sos_kernel.open(f"sqlite:///{ours_path}") as kernel:
+        page_bytes = _checkpoints_off(kernel.backend.engine.conn)
+        for i, (debit, credit) in enumerate(pairs):
+            await kernel.ledger.transfer(id=f"t{i}", debit=debit, credit=credit, amount=7, currency=USD)
+        ours = _wal_frames(Path(f"{ours_path}-wal"), page_bytes)
+    conn = sqlite3.connect(raw_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    page_bytes = _checkpoints_off(conn)
+    for i, (debit, credit) in enumerate(pairs):
+        conn.execute("BEGIN IMMEDIATE")
+        _raw_transfer(conn, f"t{i}", 7, debit, credit)
+        conn.execute("COMMIT")
+    raw = _wal_frames(Path(f"{raw_path}-wal"), page_bytes)
+    conn.close()
+    return ours / N_RANDOM_PAGES, raw / N_RANDOM_PAGES
+
+
 async def sqlite_rates(tmp: Path) -> list[Row]:
     counter = itertools.count()
 
@@ -461,6 +496,7 @@ def main() -> None:
         rows += anyio.run(random_rows, Path(tmp))
         rows += anyio.run(invocation_rows, Path(tmp))
         pages = anyio.run(sqlite_pages, Path(tmp))
+        random_page_counts = anyio.run(random_pages, Path(tmp))
     with redis_server() as url:
         if url is None:
             print("(redis-server not found; set SOS_BENCH_REDIS_URL to add the redis row)")
@@ -468,6 +504,11 @@ def main() -> None:
             rows += anyio.run(redis_rates, url)
     print(render(rows))
     print(f"sqlite WAL pages per single transfer: ours {pages[0]:.1f}, raw {pages[1]:.1f}")
+    ours_random_pages, raw_random_pages = random_page_counts
+    print(
+        f"sqlite WAL pages per transfer, random of {RANDOM_PAGES_ACCOUNTS:,}:"
+        f" ours {ours_random_pages:.1f}, raw {raw_random_pages:.1f}"
+    )
 
 
 if __name__ == "__main__":

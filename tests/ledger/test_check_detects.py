@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 import sos_kernel
 from sos_kernel.backends import Implements
-from sos_kernel.backends.sqlite_ledger import STATEMENT_BLOCK
+from sos_kernel.backends.sqlite_ledger import SEQ_BITS, STATEMENT_BLOCK
 from sos_kernel.errors import InvariantViolation
 
 from ..conftest import Api, OpenApi, requires
@@ -23,7 +23,7 @@ from ..redis_cluster import async_client
 pytestmark = pytest.mark.anyio
 
 USD = "USD"
-TRANSFERS = STATEMENT_BLOCK + 6  # past one statement block, so SQLite's entered statements are corrupted too
+TRANSFERS = STATEMENT_BLOCK + 6  # past one block and one anchor of SQLite's, so entered records are corrupted too
 
 
 async def funded(kernel: Api) -> None:
@@ -66,11 +66,8 @@ async def statement_entry_dropped(kernel: sos_kernel.Kernel, kernel_url: str) ->
     if kernel_url.startswith("memory"):
         store._history[("default", "agent:alice", USD)].pop(0)
     elif kernel_url.startswith("sqlite"):
-        await _sqlite(
-            kernel_url,
-            "DELETE FROM ledger_statements WHERE owner = 'agent:alice' AND k = "
-            "(SELECT min(k) FROM ledger_statements WHERE owner = 'agent:alice')",
-        )
+        # alice's second record no longer links to her first
+        await _sqlite(kernel_url, "UPDATE ledger_records SET cprev = 0 WHERE id = 't1'")
     else:
         client = async_client(kernel_url)
         if await client.zrem("sos:{t:default}:hist:agent:alice:USD", "t0") != 1:
@@ -83,10 +80,11 @@ async def statement_entry_added(kernel: sos_kernel.Kernel, kernel_url: str) -> N
     if kernel_url.startswith("memory"):
         store._history[("default", "agent:bob", USD)].insert(0, "t0")
     elif kernel_url.startswith("sqlite"):
+        # bob's only record links to a record of alice's
         await _sqlite(
             kernel_url,
-            "INSERT INTO ledger_statements (owner, currency, k) SELECT 'agent:bob', 'USD', min(k) "
-            "FROM ledger_statements WHERE owner = 'agent:alice'",
+            f"UPDATE ledger_records SET cprev = (SELECT k % {1 << SEQ_BITS} FROM ledger_records WHERE id = 't0')"
+            " WHERE id = 'to-bob'",
         )
     else:
         client = async_client(kernel_url)
@@ -233,12 +231,12 @@ async def allow_negative_flipped(kernel_url: str) -> None:
 
 
 async def record_deleted(kernel_url: str) -> None:
-    # t5 gone, with its id entry, its statement entries and what it moved
+    # t5 gone, with its id entry, its statement links (t6 linked past it) and what it moved
     if kernel_url.startswith("sqlite"):
         await _sqlite_many(
             kernel_url,
-            f"DELETE FROM ledger_statements WHERE owner = 'agent:alice' AND k = {_k('t5')}",
-            f"DELETE FROM ledger_statements WHERE owner = 'system:treasury' AND k = {_k('t5')}",
+            "UPDATE ledger_records SET (dprev, cprev) = (SELECT dprev, cprev FROM ledger_records WHERE id = 't5')"
+            " WHERE id = 't6'",
             "DELETE FROM ledger_ids WHERE id = 't5'",
             "DELETE FROM ledger_records WHERE id = 't5'",
             _balance_sql("system:treasury", "dp", -10),

@@ -24,7 +24,7 @@ from sos_kernel.errors import (
     SettlementRejected,
     WalletNotFound,
 )
-from sos_kernel.ledger import AMOUNT_MICROS_MAX, Ledger
+from sos_kernel.ledger import AMOUNT_MICROS_MAX, Ledger, Transfer
 
 from ..conftest import Api
 
@@ -262,7 +262,7 @@ async def test_history_pages_by_sequence(ledger: Ledger) -> None:
 
 
 async def test_history_is_exact_across_many_transfers(ledger: Ledger) -> None:
-    # several of the blocks in which SQLite enters statements (so pages span entered and not yet entered records),
+    # several of the blocks in which SQLite enters ids (so pages span entered and not yet entered records),
     # with failures, which take a sequence but are in no history, and a hold that is placed and later captured
     expected: dict[str, list[str]] = {"agent:alice": ["seed-alice"], "agent:bob": [], "agent:carol": []}
     for i in range(3 * STATEMENT_BLOCK + 7):
@@ -300,6 +300,74 @@ async def test_history_is_exact_across_many_transfers(ledger: Ledger) -> None:
             after = page[-1].sequence
         assert seen == ids
     assert [t.id for t in await ledger.history("agent:bob", USD, limit=1000)] == expected["agent:bob"]
+
+
+STATEMENT_RECORDS = 4 * STATEMENT_BLOCK - 10  # over 200 records for alice and bob: several anchors of SQLite's
+
+
+async def test_history_pages_exactly_from_every_offset(ledger: Ledger) -> None:
+    # long statements in two currencies, interleaved with failed transfers (a sequence, in no statement), holds
+    # left pending, voided and captured, and linked batches moving both ways between the same two accounts; every
+    # page, from every cursor, is the applied records touching the account after it, oldest first
+    await ledger.open_account("system:treasury", "EUR", allow_negative=True)
+    for owner in ("agent:alice", "agent:bob"):
+        await ledger.open_account(owner, "EUR")
+    seed = {"debit": "system:treasury", "credit": "agent:alice", "amount": 10**6, "currency": "EUR"}
+    recorded: list[Transfer] = [await ledger.transfer(id="seed-eur", **seed)]
+    hold = {"debit": "agent:alice", "credit": "agent:bob", "amount": 1, "currency": USD}
+    for i in range(STATEMENT_RECORDS):
+        if i % 9 == 0:  # the same two accounts on both sides of one batch
+            both = {"amount": 1, "currency": USD}
+            recorded += await ledger.transfer_many(
+                [
+                    {"id": f"ab{i}", "debit": "agent:alice", "credit": "agent:bob", **both},
+                    {"id": f"ba{i}", "debit": "agent:bob", "credit": "agent:alice", **both},
+                ]
+            )
+        elif i % 11 == 0:
+            recorded.append(await ledger.hold(id=f"h{i}", timeout_s=600, **hold))
+            if i % 3 == 0:
+                recorded.append(await ledger.void(f"h{i}"))
+            elif i % 3 == 1:
+                recorded.append(await ledger.capture(f"h{i}", 1))
+        elif i % 13 == 0:
+            with pytest.raises(InsufficientFunds):
+                await ledger.transfer(id=f"f{i}", debit="agent:carol", credit="agent:bob", amount=10**6, currency=USD)
+        elif i % 4 == 0:
+            recorded.append(
+                await ledger.transfer(id=f"e{i}", debit="agent:alice", credit="agent:bob", amount=1, currency="EUR")
+            )
+        else:
+            credit = "agent:carol" if i % 7 == 0 else "agent:bob"
+            recorded.append(
+                await ledger.transfer(id=f"u{i}", debit="agent:alice", credit=credit, amount=1, currency=USD)
+            )
+    statements: dict[tuple[str, str], list[int]] = {}
+    for t in await ledger.history("agent:alice", USD, limit=1):  # the seed, before this test's records
+        statements[("agent:alice", USD)] = [t.sequence]
+    for t in recorded:
+        if t.ok:
+            for owner in (t.debit, t.credit):
+                statements.setdefault((owner, t.currency), []).append(t.sequence)
+    assert len(statements[("agent:alice", USD)]) > 200
+    assert len(statements[("agent:bob", USD)]) > 200
+    last = max(t.sequence for t in recorded)
+    for (owner, currency), sequences in statements.items():
+        # alice's from every offset of the ledger, listed or not; the others' from each of their own
+        cursors = list(range(last + 2)) if (owner, currency) == ("agent:alice", USD) else [0, *sequences]
+        for after in cursors:
+            page = await ledger.history(owner, currency, after=after, limit=3)
+            assert [t.sequence for t in page] == [s for s in sequences if s > after][:3], (owner, currency, after)
+        for limit in (1, STATEMENT_BLOCK - 1, STATEMENT_BLOCK, STATEMENT_BLOCK + 1, 1000):
+            seen: list[int] = []
+            after = 0
+            while page := await ledger.history(owner, currency, after=after, limit=limit):
+                assert len(page) <= limit
+                seen += [t.sequence for t in page]
+                after = page[-1].sequence
+            assert seen == sequences, (owner, currency, limit)
+    by_id = {t.id: t for t in await ledger.history("agent:bob", USD, limit=1000)}
+    assert {by_id[f"h{i}"].state for i in range(0, STATEMENT_RECORDS, 11) if i % 9} == {"pending", "voided", "posted"}
 
 
 async def test_tenants_have_separate_ledgers(kernel: sos_kernel.Kernel, ledger: Ledger) -> None:

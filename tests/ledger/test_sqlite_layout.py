@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import random
 import sqlite3
 import textwrap
 import time
@@ -20,11 +21,13 @@ from sos_kernel.backends import sqlite_ledger
 from sos_kernel.backends.sqlite import SCHEMA_VERSION
 from sos_kernel.backends.sqlite_ledger import (
     LEDGER_SCHEMA,
+    SEQ_BITS,
+    STATEMENT_ANCHOR_EVERY,
     STATEMENT_BLOCK,
     TENANT_STATES_MAX,
     SQLiteLedgerStore,
 )
-from sos_kernel.errors import BackendFailure
+from sos_kernel.errors import BackendFailure, InsufficientFunds
 from sos_kernel.ledger.models import Price, Rate
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +44,10 @@ def ledger_file(path: Path, *, layout: int | None) -> str:
         for statement in LEDGER_SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
-        c.execute("INSERT INTO ledger_accounts VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0, x'00')")
+        c.execute(
+            "INSERT INTO ledger_accounts (tenant, owner, currency, allow_negative, dp, cp, dpend, cpend, created,"
+            " digest) VALUES ('default', 'agent:alice', 'USD', 0, 0, 0, 0, 0, 0, x'00')"
+        )
         if layout is not None:
             c.execute(f"PRAGMA user_version = {layout}")
         c.commit()
@@ -278,6 +284,7 @@ async def test_a_file_in_layout_3_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         await _transfers(kernel.ledger, STATEMENT_BLOCK + 3)
         await kernel.audit.record("test", actor="agent:x")
         before = await kernel.audit.events("default", limit=1000)
+    as_layout_4(path)
     with closing(sqlite3.connect(path)) as c:
         for name, _ in sqlite_ledger.AUDIT_COLUMNS:
             c.execute(f"ALTER TABLE ledger_records DROP COLUMN {name}")
@@ -301,3 +308,135 @@ async def test_a_file_in_layout_3_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
         assert in_rows == STATEMENT_BLOCK  # the old rows hold none
+
+
+def as_layout_4(path: Path) -> None:
+    """Rewrite a file of this layout as layout 4 left it: no statement links, and an entry in ``ledger_statements``
+    per side of every applied record up to each tenant's last complete block."""
+    with closing(sqlite3.connect(path)) as c:
+        for table, name in (
+            ("ledger_records", "dprev"),
+            ("ledger_records", "cprev"),
+            ("ledger_accounts", "last_seq"),
+            ("ledger_accounts", "n_records"),
+        ):
+            c.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+        c.execute("DELETE FROM ledger_statements")
+        c.execute(
+            f"WITH e AS (SELECT tn, (tn << {SEQ_BITS}) + (max(k) - (tn << {SEQ_BITS})) / {STATEMENT_BLOCK}"
+            f" * {STATEMENT_BLOCK} AS upto FROM ledger_records GROUP BY tn)"
+            " INSERT INTO ledger_statements (owner, currency, k)"
+            " SELECT debit, currency, k FROM ledger_records JOIN e USING (tn) WHERE ok=1 AND k<=upto"
+            " UNION ALL SELECT credit, currency, k FROM ledger_records JOIN e USING (tn) WHERE ok=1 AND k<=upto"
+        )
+        c.execute("PRAGMA user_version = 4")
+        c.commit()
+
+
+def statement_tables(path: Path) -> list[list[Any]]:
+    with closing(sqlite3.connect(path)) as c:
+        return [
+            c.execute("SELECT k, dprev, cprev FROM ledger_records ORDER BY k").fetchall(),
+            c.execute(
+                "SELECT tenant, owner, currency, last_seq, n_records FROM ledger_accounts ORDER BY 1, 2, 3"
+            ).fetchall(),
+            c.execute("SELECT owner, currency, k FROM ledger_statements ORDER BY 1, 2, 3").fetchall(),
+        ]
+
+
+OWNERS = [f"agent:a{i}" for i in range(5)]
+CURRENCIES = ("USD", "EUR")
+
+
+async def _mixed_records(ledger: Any, count: int, prefix: str) -> None:
+    """``count`` steps between the OWNERS in both currencies: transfers, linked batches moving both ways, holds
+    voided or captured or left pending, and failed transfers."""
+    rng = random.Random(prefix)
+    for i in range(count):
+        debit, credit = rng.sample(OWNERS, 2)
+        leg = {"debit": debit, "credit": credit, "amount": 1, "currency": CURRENCIES[i % 2]}
+        if i % 10 == 0:
+            back = {**leg, "debit": credit, "credit": debit}
+            await ledger.transfer_many([{"id": f"{prefix}b{i}", **leg}, {"id": f"{prefix}r{i}", **back}])
+        elif i % 10 == 1:
+            await ledger.hold(id=f"{prefix}h{i}", timeout_s=600, **leg)
+            if i % 3 == 0:
+                await ledger.void(f"{prefix}h{i}")
+            elif i % 3 == 1:
+                await ledger.capture(f"{prefix}h{i}", 1)
+        elif i % 10 == 2:
+            with pytest.raises(InsufficientFunds):
+                await ledger.transfer(id=f"{prefix}f{i}", **{**leg, "amount": 10**12})
+        else:
+            await ledger.transfer(id=f"{prefix}t{i}", **leg)
+
+
+async def _statements(ledger: Any) -> dict[tuple[str, str], list[Any]]:
+    out = {}
+    for owner in ["system:mint", *OWNERS]:
+        for currency in CURRENCIES:
+            out[(owner, currency)] = await ledger.history(owner, currency, limit=10_000)
+    return out
+
+
+async def _funded(ledger: Any) -> None:
+    for currency in CURRENCIES:
+        await ledger.open_account("system:mint", currency, allow_negative=True)
+        for owner in OWNERS:
+            await ledger.open_account(owner, currency)
+            await ledger.transfer(
+                id=f"fund-{owner}-{currency}", debit="system:mint", credit=owner, amount=10**6, currency=currency
+            )
+
+
+async def test_a_transfer_writes_no_statement_entry_but_an_anchor_every_so_many_records(tmp_path: Path) -> None:
+    # the statements are links in the records and the account rows: ledger_statements only holds an anchor at
+    # every STATEMENT_ANCHOR_EVERY-th record of an account, written with that record
+    records = 3 * STATEMENT_ANCHOR_EVERY + 5
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        ledger = kernel.ledger
+        await ledger.open_account("system:mint", "USD", allow_negative=True)
+        await ledger.open_account("agent:alice", "USD")
+        await _transfers(ledger, records)
+    [links, heads, anchors] = statement_tables(tmp_path / "k.db")
+    base = 1 << SEQ_BITS
+    assert links == [(base + s, s - 1, s - 1) for s in range(1, records + 1)]
+    assert heads == [
+        ("default", "agent:alice", "USD", records, records),
+        ("default", "system:mint", "USD", records, records),
+    ]
+    every = range(STATEMENT_ANCHOR_EVERY, records + 1, STATEMENT_ANCHOR_EVERY)
+    assert anchors == sorted((owner, "USD", base + s) for owner in ("agent:alice", "system:mint") for s in every)
+
+
+async def test_a_file_in_layout_4_is_upgraded_and_its_statements_read_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    async with sos_kernel.open(url) as kernel:
+        for tenant in ("default", "acme"):
+            ledger = kernel.tenant(tenant).ledger
+            await _funded(ledger)
+            await _mixed_records(ledger, 4 * STATEMENT_BLOCK + 9, tenant)
+        before = {t: await _statements(kernel.tenant(t).ledger) for t in ("default", "acme")}
+    made = statement_tables(path)
+    as_layout_4(path)
+    async with sos_kernel.open(url) as kernel:
+        for tenant in ("default", "acme"):
+            ledger = kernel.tenant(tenant).ledger
+            assert await _statements(ledger) == before[tenant]
+            await ledger.check()
+    assert statement_tables(path) == made  # the links, heads and anchors this layout's transfers wrote
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        sqlite_ledger._upgrade_statement_links(c)  # idempotent
+        c.commit()
+    assert statement_tables(path) == made
+    async with sos_kernel.open(url) as kernel:
+        ledger = kernel.ledger
+        await _mixed_records(ledger, STATEMENT_BLOCK + 3, "new")  # new transfers go on from the chains' heads
+        after = await _statements(ledger)
+        for key, listed in before["default"].items():
+            assert after[key][: len(listed)] == listed
+        assert sum(len(v) for v in after.values()) > sum(len(v) for v in before["default"].values())
+        await ledger.check()
+        assert await _statements(kernel.tenant("acme").ledger) == before["acme"]

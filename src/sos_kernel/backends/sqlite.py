@@ -76,13 +76,15 @@ INLINE_BYTES_MAX = 64 * 1024
 thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
 unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open;
 ``bus_address_positions`` holds an address's last position only once its newest entry is removed. 4: a ledger
-batch's audit record is kept in its last ledger row (the nullable ``audit_*`` columns). Files of layouts 1 to 3
-are migrated on open; any other (or tables with none recorded) is refused."""
+batch's audit record is kept in its last ledger row (the nullable ``audit_*`` columns). 5: an account's statement
+is a chain of links through its ledger rows (``dprev``/``cprev``, the account row's ``last_seq``/``n_records``),
+with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records. Files of layouts 1 to 4 are
+migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -154,6 +156,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # layout 3 -> 4: the ledger rows' audit columns, added after the schema by upgrade_ledger (guarded ALTERs)
     3: (),
+    # layout 4 -> 5: the statements' links, filled after the schema by upgrade_ledger from the records
+    4: (),
 }
 _ALL_SCHEMA = (
     _SCHEMA
@@ -779,7 +783,7 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
             c.execute(statement)
     for trigger in _TRIGGERS:
         c.execute(trigger)
-    if version and version < 4:  # layout 3 -> 4: the ledger rows' audit columns (nullable; nothing rewritten)
+    if version and version < 5:  # layouts 3 -> 4 -> 5: the ledger rows' audit columns, the statements' links
         upgrade_ledger(c)
     if version != SCHEMA_VERSION:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

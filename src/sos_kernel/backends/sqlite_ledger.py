@@ -2,22 +2,30 @@
 
 The layout is chosen so that a transfer's commit writes as few pages as the ledger's guarantees allow, since a
 single transfer's cost is mostly its commit, and a commit's cost grows with the pages it writes: the record and the
-two accounts (about two pages), while the id table and the statements are written a block at a time.
+two accounts (about two pages), while the id table is written a block at a time and the statements are links in
+those rows.
 
 - ``ledger_records`` holds one row per recorded id, applied or failed, in columns. Its integer key is
   ``(tenant number << SEQ_BITS) + sequence``: a tenant's ledger is one contiguous range of the table in sequence
   order, a new record is an append at the end of that range (SQLite's cheapest insert), and the tenant's last
   sequence is the last key of the range, so no counter row is written.
-- Records are entered in the id table and the statements a block of :data:`STATEMENT_BLOCK` sequences at a time,
-  not one by one: the transaction that records a block's last sequence enters every record of the block, so a
-  tenant whose last sequence is ``L`` has every record up to ``L - L % STATEMENT_BLOCK`` entered and none after
-  (no counter says so: it follows from ``L``). Whatever reads them also reads the records after that point, fewer
-  than :data:`STATEMENT_BLOCK`, by key range, in the same snapshot, so every read is exact; a single transfer
-  writes no page of either, and one in 64 writes a few for the whole block.
+- Records are entered in the id table a block of :data:`STATEMENT_BLOCK` sequences at a time, not one by one:
+  the transaction that records a block's last sequence enters every record of the block, so a tenant whose last
+  sequence is ``L`` has every record up to ``L - L % STATEMENT_BLOCK`` entered and none after (no counter says so:
+  it follows from ``L``). Whatever reads the id table also reads the records after that point, fewer than
+  :data:`STATEMENT_BLOCK`, by key range, in the same snapshot, so every read is exact; a single transfer writes no
+  page of it, and one in 64 writes a few for the whole block.
 - ``ledger_ids`` maps (tenant number, id) to the record's key: with the records not entered yet, it is the
   idempotency check, made before anything is written. Its primary key refuses an id entered twice (SOS-6099).
-- ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
-  applied record, in sequence order.
+- Each account's statement is a chain through its applied records: a record's ``dprev`` and ``cprev`` are the
+  sequences of its debit's and its credit's previous applied record in its currency (0 for none), written with the
+  record, and the account's row holds its last applied record's sequence and how many it has (``last_seq``,
+  ``n_records``, written by the same ``UPDATE`` that moves its balance). A transfer so writes no page for the
+  statements but the two account rows it writes anyway, where an entry per side would land on a random leaf of an
+  index per account. ``ledger_statements`` holds an anchor (owner, currency, key) at every
+  :data:`STATEMENT_ANCHOR_EVERY`-th record of an account, written in the transaction that applies that record:
+  ``history`` starts at the anchor far enough past its cursor (or at the account's last record) and walks back,
+  reading at most ``limit + STATEMENT_ANCHOR_EVERY`` records.
 - A batch's ``ledger.write`` audit record (see :mod:`sos_kernel.audit`) is written in the batch's last row, in the
   ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record: the transaction
   writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The records are entered in
@@ -43,7 +51,7 @@ Every record and every account row carries its digest (a ``digest`` column, 32 b
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
 The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`);
-a file made before the audit columns gets them then (:func:`upgrade_ledger`).
+a file made before the audit columns or the statement links gets them then (:func:`upgrade_ledger`).
 """
 
 from __future__ import annotations
@@ -70,7 +78,15 @@ from ..ledger.rules import AccountState, evaluate, expire_holds
 from ..ledger.service import LEDGER_WRITE_IDS_BYTES_MAX, ledger_write_action, ledger_write_record
 from ..ledger.store import Applied, LedgerStore, UsageQuery, load_rate, rate_key, rate_record
 
-__all__ = ["LEDGER_SCHEMA", "LEDGER_WRITE_KIND", "SEQ_BITS", "STATEMENT_BLOCK", "SQLiteLedgerStore", "upgrade_ledger"]
+__all__ = [
+    "LEDGER_SCHEMA",
+    "LEDGER_WRITE_KIND",
+    "SEQ_BITS",
+    "STATEMENT_ANCHOR_EVERY",
+    "STATEMENT_BLOCK",
+    "SQLiteLedgerStore",
+    "upgrade_ledger",
+]
 
 T = TypeVar("T")
 
@@ -91,14 +107,18 @@ the least recently used tenant states are forgotten whole."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
-"""Sequences whose records are entered in the id table (and the applied ones in the statements) at once: a read by
-id or of a statement scans fewer records than this by key range, and this many single transfers share the pages
-of one block's entry."""
+"""Sequences whose records are entered in the id table at once: a read by id scans fewer records than this by key
+range, and this many single transfers share the pages of one block's entry."""
+STATEMENT_ANCHOR_EVERY = 64
+"""An account's every this-many-th applied record is anchored in ``ledger_statements``: a ``history`` page walks
+back from an anchor through at most this many records more than it returns, and one transfer in about
+this-many-over-two writes an anchor."""
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     tenant TEXT NOT NULL, owner TEXT NOT NULL, currency TEXT NOT NULL, allow_negative INTEGER NOT NULL,
     dp INTEGER NOT NULL, cp INTEGER NOT NULL, dpend INTEGER NOT NULL, cpend INTEGER NOT NULL, created REAL NOT NULL,
-    digest BLOB NOT NULL, PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
+    digest BLOB NOT NULL, last_seq INTEGER NOT NULL DEFAULT 0, n_records INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, owner, currency)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_tenants (n INTEGER PRIMARY KEY, tenant TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS ledger_records (
     k INTEGER PRIMARY KEY, tn INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL, debit TEXT NOT NULL,
@@ -106,7 +126,8 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
     captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL, audit_seq INTEGER, audit_at_us INTEGER,
-    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_prev BLOB, audit_digest BLOB);
+    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_prev BLOB, audit_digest BLOB,
+    dprev INTEGER NOT NULL DEFAULT 0, cprev INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_ids (
     tn INTEGER NOT NULL, id TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, id)) WITHOUT ROWID;
@@ -128,7 +149,7 @@ _COLUMNS = (
     "k, id, kind, debit, credit, currency, amount, pending_id, timeout_s, code, reason, metadata, ts, ok,"
     " error_code, error_message, state, captured, expires"
 )
-_INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest) VALUES ({','.join('?' * 21)})"
+_INSERT = f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, dprev, cprev) VALUES ({','.join('?' * 23)})"
 
 
 _SELECT = f"SELECT {_COLUMNS} FROM ledger_records"
@@ -139,31 +160,29 @@ _LAST_KEY = "(SELECT k FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC 
 _PROBE = (
     f"SELECT NULL, NULL, {_LAST_KEY},"
     " (SELECT MIN(expires) FROM ledger_records WHERE tn=?1 AND state='pending'),"
-    " (SELECT digest FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1), NULL, NULL"
+    " (SELECT digest FROM ledger_records WHERE k>=?2 AND k<?3 ORDER BY k DESC LIMIT 1), NULL, NULL, NULL, NULL"
 )
 # the first key of a tenant's records not entered yet (in SQL: ?2 the tenant's first key, ?3 past its last)
 _UNENTERED = f"?2 + ({_LAST_KEY} - ?2) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
-# enter the records with keys in (?1, ?2] in the id table, and the applied ones in their accounts' statements
+# enter the records with keys in (?1, ?2] in the id table
 _ENTER_IDS = "INSERT INTO ledger_ids (tn, id, k) SELECT tn, id, k FROM ledger_records WHERE k>?1 AND k<=?2"
-_ENTER_STATEMENTS = (
-    "INSERT INTO ledger_statements (owner, currency, k)"
-    " SELECT debit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
-    " UNION ALL SELECT credit, currency, k FROM ledger_records WHERE k>?1 AND k<=?2 AND ok=1"
-)
+_ANCHOR = "INSERT INTO ledger_statements (owner, currency, k) VALUES (?,?,?)"
 _RECORD_COLUMNS = ", ".join(f"r.{name.strip()}" for name in _COLUMNS.split(","))
-# an account's statement (owner ?1, currency ?4) in the tenant whose keys are ?2 to below ?3, after key ?5, at most
-# ?6 records: its entries, then the records not entered yet (after the last complete block of the tenant's last
-# key), which are fewer than STATEMENT_BLOCK
+# the sequence of the previous record of the account ?1 (in the record r's currency) that r links to
+_PREV = "CASE WHEN r.debit=?1 THEN r.dprev ELSE r.cprev END"
+# an account's statement (owner ?1, currency ?4, tenant ?8) in the tenant whose keys are ?2 to below ?3, after key
+# ?5, at most ?6 records: from the (?7 + 1)-th anchor after ?5 (or, with fewer, the account's last record) back
+# along the links to ?5; each step goes to an earlier record, so an edited link cannot make it loop
 _HISTORY = (
-    f"SELECT * FROM (SELECT {_RECORD_COLUMNS} FROM ledger_statements s JOIN ledger_records r ON r.k = s.k"
-    " WHERE s.owner=?1 AND s.currency=?4 AND s.k>?5 AND s.k<?3 ORDER BY s.k LIMIT ?6)"
-    f" UNION ALL SELECT * FROM ({_SELECT}"
-    f" WHERE k > MAX(?5, {_UNENTERED}) AND k<?3"
-    " AND ok=1 AND currency=?4 AND (debit=?1 OR credit=?1) ORDER BY k LIMIT ?6)"
-    " ORDER BY k LIMIT ?6"
+    "WITH RECURSIVE walk(k) AS (SELECT coalesce("
+    "(SELECT k FROM ledger_statements WHERE owner=?1 AND currency=?4 AND k>?5 AND k<?3 ORDER BY k LIMIT 1 OFFSET ?7),"
+    " (SELECT ?2 + last_seq FROM ledger_accounts WHERE tenant=?8 AND owner=?1 AND currency=?4 AND last_seq>0))"
+    f" UNION ALL SELECT ?2 + {_PREV} FROM walk JOIN ledger_records r ON r.k = walk.k"
+    f" WHERE walk.k>?5 AND {_PREV} BETWEEN 1 AND r.k - ?2 - 1)"
+    f" SELECT {_RECORD_COLUMNS} FROM walk JOIN ledger_records r ON r.k = walk.k WHERE walk.k>?5 ORDER BY r.k LIMIT ?6"
 )
 _ACCOUNT_COLUMNS = "owner, currency, allow_negative, dp, cp, dpend, cpend"
-_SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS} FROM ledger_accounts"
+_SELECT_ACCOUNTS = f"SELECT {_ACCOUNT_COLUMNS}, last_seq, n_records FROM ledger_accounts"
 
 # -- the audit records kept in ledger rows ------------------------------------------------------------------------
 LEDGER_WRITE_KIND = "ledger.write"
@@ -181,8 +200,8 @@ AUDIT_COLUMNS = (
 """The columns of ``ledger_records`` holding a batch's audit record, in its last row (NULL in every other row);
 the digests as 32 bytes (``audit_records`` keeps them in hex)."""
 _INSERT_AUDITED = (
-    f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, {', '.join(n for n, _ in AUDIT_COLUMNS)})"
-    f" VALUES ({','.join('?' * (21 + len(AUDIT_COLUMNS)))})"
+    f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, dprev, cprev, {', '.join(n for n, _ in AUDIT_COLUMNS)})"
+    f" VALUES ({','.join('?' * (23 + len(AUDIT_COLUMNS)))})"
 )
 # a ledger row's audit record in audit_records' column order (seq, at_us, kind, actor, action, resource, outcome,
 # details, prev, digest)
@@ -243,6 +262,16 @@ AccountKey = tuple[str, str]
 
 
 @dataclass(slots=True)
+class _Account(AccountState):
+    """An account's balance fields and its statement's head, as its row holds them."""
+
+    last_seq: int = 0
+    """The sequence of its last applied record (0 before the first): the next one links to it."""
+    n_records: int = 0
+    """How many applied records it has: the one that makes this a multiple of STATEMENT_ANCHOR_EVERY is anchored."""
+
+
+@dataclass(slots=True)
 class _TenantState:
     """What a connection knows of one tenant's ledger as of its own last commit to it.
 
@@ -259,7 +288,7 @@ class _TenantState:
     tail: set[str] | None
     """The ids of the tenant's records after its last complete block (the ones not in the id table yet), or None
     when they were not read: then they are looked up in the file, until the next block completes."""
-    accounts: dict[AccountKey, AccountState]
+    accounts: dict[AccountKey, _Account]
     """Accounts of the tenant as committed, by (owner, currency); an account not here is read from the file."""
     head: bytes
     """The digest the tenant's next record is chained to (see :mod:`sos_kernel.ledger.chain`)."""
@@ -316,17 +345,42 @@ def _insert(
     base: int,
     transfers: list[Transfer],
     digests: list[bytes],
+    links: list[tuple[int, int]],
     now: float,
     audit: tuple[Any, ...] | None,
 ) -> None:
-    """Insert the records of a batch, with their digests, and its audit record (if any) in its last row."""
-    rows = [(*_transfer_row(tn, base, t, now), d) for t, d in zip(transfers, digests, strict=True)]
+    """Insert the records of a batch, with their digests and statement links, and its audit record (if any) in its
+    last row."""
+    rows = [(*_transfer_row(tn, base, t, now), d, *ln) for t, d, ln in zip(transfers, digests, links, strict=True)]
     if audit is None:
         c.executemany(_INSERT, rows)
         return
     if len(rows) > 1:  # the other rows leave the audit columns out (NULL) rather than binding None
         c.executemany(_INSERT, rows[:-1])
     c.execute(_INSERT_AUDITED, (*rows[-1], *audit))
+
+
+def _statement_links(
+    base: int, transfers: list[Transfer], accounts: dict[AccountKey, _Account | None]
+) -> tuple[list[tuple[int, int]], list[tuple[str, str, int]]]:
+    """Each record's statement links (its debit's and its credit's previous applied record, 0 for none; 0 and 0
+    for a failed one), and the anchors the batch adds. Moves the accounts' statement heads, in order."""
+    links: list[tuple[int, int]] = []
+    anchors: list[tuple[str, str, int]] = []
+    for t in transfers:
+        if t.status != "ok":
+            links.append((0, 0))
+            continue
+        debit, credit = accounts.get((t.debit, t.currency)), accounts.get((t.credit, t.currency))
+        if debit is None or credit is None:
+            raise InvariantViolation(f"transfer {t.id} was applied to an account the batch did not read")
+        links.append((debit.last_seq, credit.last_seq))
+        for owner, account in ((t.debit, debit), (t.credit, credit)):
+            account.last_seq = t.sequence
+            account.n_records += 1
+            if account.n_records % STATEMENT_ANCHOR_EVERY == 0:
+                anchors.append((owner, t.currency, base + t.sequence))
+    return links, anchors
 
 
 def _ledger_audit(
@@ -408,11 +462,58 @@ def details_text(details: dict[str, Any]) -> str:
 
 def upgrade_ledger(c: sqlite3.Connection) -> None:
     """Add the columns a file made before them lacks (:data:`AUDIT_COLUMNS`, NULL in its existing rows), inside
-    the opening write transaction: the file's records stay as they are, and its audit chain goes on from its head."""
+    the opening write transaction: the file's records stay as they are, and its audit chain goes on from its head;
+    then link its statements (:func:`_upgrade_statement_links`)."""
     present = {row[1] for row in c.execute("PRAGMA table_info(ledger_records)")}
     for name, kind in AUDIT_COLUMNS:
         if name not in present:
             c.execute(f"ALTER TABLE ledger_records ADD COLUMN {name} {kind}")
+    _upgrade_statement_links(c)
+
+
+_LINK_COLUMNS = (
+    ("ledger_records", "dprev"),
+    ("ledger_records", "cprev"),
+    ("ledger_accounts", "last_seq"),
+    ("ledger_accounts", "n_records"),
+)
+# every applied record's two sides with, per account, the previous side's sequence and the side's ordinal
+_SIDES = f"""CREATE TEMP TABLE ledger_upgrade_sides AS
+SELECT k, tn, owner, currency, side, coalesce(lag(k) OVER w - (tn << {SEQ_BITS}), 0) AS prev, row_number() OVER w AS n
+FROM (SELECT k, tn, debit AS owner, currency, 0 AS side FROM ledger_records WHERE ok=1
+      UNION ALL SELECT k, tn, credit, currency, 1 FROM ledger_records WHERE ok=1)
+WINDOW w AS (PARTITION BY tn, owner, currency ORDER BY k)"""
+_LINKS_FILL = (
+    "UPDATE ledger_records SET"
+    " dprev=coalesce((SELECT prev FROM temp.ledger_upgrade_sides s WHERE s.k=ledger_records.k AND s.side=0), 0),"
+    " cprev=coalesce((SELECT prev FROM temp.ledger_upgrade_sides s WHERE s.k=ledger_records.k AND s.side=1), 0)"
+)
+_HEADS_FILL = (
+    f"UPDATE ledger_accounts SET (last_seq, n_records) = (SELECT coalesce(max(s.k) - (s.tn << {SEQ_BITS}), 0),"
+    " count(*) FROM temp.ledger_upgrade_sides s WHERE s.tn=(SELECT n FROM ledger_tenants t"
+    " WHERE t.tenant=ledger_accounts.tenant) AND s.owner=ledger_accounts.owner AND s.currency=ledger_accounts.currency)"
+)
+
+
+def _upgrade_statement_links(c: sqlite3.Connection) -> None:
+    """Give a file made before the statement links (layout 4 and earlier: an entry per side of every applied
+    record) its links, its accounts' statement heads and its anchors, all computed from the applied records, in
+    the opening write transaction. Idempotent: run again, it computes the same."""
+    for table, name in _LINK_COLUMNS:
+        if name not in {row[1] for row in c.execute(f"PRAGMA table_info({table})")}:
+            c.execute(f"ALTER TABLE {table} ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+    c.execute("DROP TABLE IF EXISTS temp.ledger_upgrade_sides")
+    c.execute(_SIDES)
+    c.execute("CREATE INDEX temp.ledger_upgrade_sides_k ON ledger_upgrade_sides (k, side)")
+    c.execute("CREATE INDEX temp.ledger_upgrade_sides_owner ON ledger_upgrade_sides (tn, owner, currency)")
+    c.execute(_LINKS_FILL)
+    c.execute(_HEADS_FILL)
+    c.execute("DELETE FROM ledger_statements")
+    c.execute(
+        "INSERT INTO ledger_statements (owner, currency, k) SELECT owner, currency, k"
+        f" FROM temp.ledger_upgrade_sides WHERE n % {STATEMENT_ANCHOR_EVERY} = 0"
+    )
+    c.execute("DROP TABLE temp.ledger_upgrade_sides")
 
 
 def _meta(t: Transfer) -> str:
@@ -578,22 +679,32 @@ class SQLiteLedgerStore(LedgerStore):
         return number
 
     @staticmethod
-    def _load_accounts(
-        c: sqlite3.Connection, tenant: str, keys: set[AccountKey]
-    ) -> dict[AccountKey, AccountState | None]:
-        out: dict[AccountKey, AccountState | None] = dict.fromkeys(keys)
+    def _load_accounts(c: sqlite3.Connection, tenant: str, keys: set[AccountKey]) -> dict[AccountKey, _Account | None]:
+        out: dict[AccountKey, _Account | None] = dict.fromkeys(keys)
         for part in _chunks(list(keys), ACCOUNTS_PER_SELECT):
             args = [value for owner, currency in part for value in (tenant, owner, currency)]
-            for owner, currency, neg, dp, cp, dpend, cpend in c.execute(_accounts_sql(len(part)), args):
-                out[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
+            for owner, currency, neg, dp, cp, dpend, cpend, last, n in c.execute(_accounts_sql(len(part)), args):
+                out[(owner, currency)] = _Account(bool(neg), dp, cp, dpend, cpend, last, n)
         return out
 
     @staticmethod
-    def _save_accounts(c: sqlite3.Connection, tenant: str, accounts: dict[AccountKey, AccountState | None]) -> None:
+    def _save_accounts(c: sqlite3.Connection, tenant: str, accounts: dict[AccountKey, _Account | None]) -> None:
+        # the statement's head moves with the balance, in the same row write
         c.executemany(
-            "UPDATE ledger_accounts SET dp=?, cp=?, dpend=?, cpend=? WHERE tenant=? AND owner=? AND currency=?",
+            "UPDATE ledger_accounts SET dp=?, cp=?, dpend=?, cpend=?, last_seq=?, n_records=?"
+            " WHERE tenant=? AND owner=? AND currency=?",
             [
-                (s.debits_posted, s.credits_posted, s.debits_pending, s.credits_pending, tenant, o, cur)
+                (
+                    s.debits_posted,
+                    s.credits_posted,
+                    s.debits_pending,
+                    s.credits_pending,
+                    s.last_seq,
+                    s.n_records,
+                    tenant,
+                    o,
+                    cur,
+                )
                 for (o, cur), s in accounts.items()
                 if s is not None
             ],
@@ -619,8 +730,8 @@ class SQLiteLedgerStore(LedgerStore):
         for owner, currency in ordered[:ACCOUNTS_PER_SELECT]:
             args += (owner, currency)
         state = None
-        accounts: dict[AccountKey, AccountState] = {}
-        for owner, currency, neg, dp, cp, dpend, cpend in c.execute(
+        accounts: dict[AccountKey, _Account] = {}
+        for owner, currency, neg, dp, cp, dpend, cpend, last, n in c.execute(
             _probe_sql(min(len(ordered), ACCOUNTS_PER_SELECT)), args
         ):
             if owner is None:
@@ -629,7 +740,7 @@ class SQLiteLedgerStore(LedgerStore):
                     0 if last is None else last - base, math.inf if due is None else due, None, {}, head
                 )
             else:
-                accounts[(owner, currency)] = AccountState(bool(neg), dp, cp, dpend, cpend)
+                accounts[(owner, currency)] = _Account(bool(neg), dp, cp, dpend, cpend, last, n)
         if state is None:
             raise InvariantViolation("the ledger probe returned no row")
         for key, value in cls._load_accounts(c, tenant, set(ordered[ACCOUNTS_PER_SELECT:])).items():
@@ -666,10 +777,10 @@ class SQLiteLedgerStore(LedgerStore):
 
     def _accounts(
         self, c: sqlite3.Connection, tenant: str, state: _TenantState, keys: Iterable[AccountKey]
-    ) -> dict[AccountKey, AccountState | None]:
+    ) -> dict[AccountKey, _Account | None]:
         """The accounts ``keys`` name (None for one that does not exist), read from the file if not known."""
         known = state.accounts
-        out: dict[AccountKey, AccountState | None] = {}
+        out: dict[AccountKey, _Account | None] = {}
         missing: set[AccountKey] = set()
         for key in keys:
             out[key] = value = known.pop(key, None)
@@ -751,6 +862,7 @@ class SQLiteLedgerStore(LedgerStore):
         accounts = self._accounts(c, tenant, state, keys)
         result = evaluate(requests, accounts, holds, now, first)
         digests = link(state.head, result.transfers, accounts)
+        links, anchors = _statement_links(base, result.transfers, accounts)
         state.head = digests[-1]
         audit = None
         if self.audits_writes:  # the batch's audit record commits with it, in its last row: never one without it
@@ -760,7 +872,9 @@ class SQLiteLedgerStore(LedgerStore):
             )
         else:  # the service records the batch on its own: the head is read again
             state.audit = None
-        _insert(self._db.cursor, tn, base, result.transfers, digests, now, audit)
+        _insert(self._db.cursor, tn, base, result.transfers, digests, links, now, audit)
+        if anchors:
+            c.executemany(_ANCHOR, anchors)
         if result.holds:
             self._update_holds(c, base, result.holds.values())
         if result.failure is None:
@@ -780,7 +894,7 @@ class SQLiteLedgerStore(LedgerStore):
     @staticmethod
     def _enter_blocks(c: sqlite3.Connection, tenant: str, base: int, before: int, last: int) -> bool:
         # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered
-        # in the id table, the statements and audit_records, in one write of a few pages for that many records,
+        # in the id table and audit_records, in one write of a few pages for that many records,
         # instead of a page per record in each. Returns whether it entered any.
         entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
         if entering <= entered:
@@ -789,7 +903,6 @@ class SQLiteLedgerStore(LedgerStore):
             c.execute(_ENTER_IDS, (base + entered, base + entering))
         except sqlite3.IntegrityError as exc:
             raise InvariantViolation(f"the SQLite ledger recorded an id twice: {exc}") from exc
-        c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
         try:
             c.execute(_ENTER_AUDIT, (base + entered, base + entering, tenant))
         except sqlite3.IntegrityError as exc:
@@ -806,7 +919,8 @@ class SQLiteLedgerStore(LedgerStore):
 
         def tx(c: sqlite3.Connection) -> tuple[Account, bool]:
             cur = c.execute(
-                "INSERT OR IGNORE INTO ledger_accounts VALUES (?,?,?,?,0,0,0,0,?,?)",
+                "INSERT OR IGNORE INTO ledger_accounts (tenant, owner, currency, allow_negative, dp, cp, dpend, cpend,"
+                " created, digest) VALUES (?,?,?,?,0,0,0,0,?,?)",
                 (tenant, owner, currency, int(allow_negative), now, digest),
             )
             row = c.execute(
@@ -866,7 +980,9 @@ class SQLiteLedgerStore(LedgerStore):
             if tn is None:
                 return []
             base = tn << SEQ_BITS
-            args = (owner, base, base + SEQ_SPAN, currency, base + after_seq, limit)
+            # the first anchor with at least `limit` of the account's records from the cursor to it
+            skip = (limit + STATEMENT_ANCHOR_EVERY - 2) // STATEMENT_ANCHOR_EVERY
+            args = (owner, base, base + SEQ_SPAN, currency, base + after_seq, limit, skip, tenant)
             return [_row_transfer(r) for r in c.execute(_HISTORY, args)]
 
         return await self._read(tx)
