@@ -20,7 +20,7 @@ from sos_kernel.audit import AUDITED_OPERATIONS, NOT_AUDITED, AuditDraft
 from sos_kernel.audit.chain import ChainWalk, chained
 from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite import sqlite_path
-from sos_kernel.backends.sqlite_ledger import AUDIT_COLUMNS, STATEMENT_BLOCK
+from sos_kernel.backends.sqlite_ledger import AUDIT_COLUMNS, AUDIT_PAGE, STATEMENT_BLOCK
 from sos_kernel.errors import Forbidden, InvalidArgument, SOSError
 from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
@@ -259,6 +259,32 @@ async def test_export_is_cloudevents(api: Api) -> None:
     json.dumps(events)  # JSON Lines ready
 
 
+async def test_sqlite_keeps_ledger_records_in_their_rows_and_pages_seek_them(tmp_path: Path) -> None:
+    """SQLite: a ledger batch's record stays in its ledger row for good (no copy into ``audit_records``); a page
+    of the chain finds its first ledger record through the block anchors, by index, never by scanning the
+    tenant's ledger, and every page (from any sequence) is the chain's slice."""
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+        await kernel.ledger.open_account("agent:a", USD)
+        for i in range(3 * STATEMENT_BLOCK + 5):
+            if i % 50 == 7:  # records of others in between
+                await kernel.audit.record("test", actor="agent:x", action="x.y", resource=f"r{i}")
+            await kernel.ledger.transfer(id=f"w{i}", debit="system:t", credit="agent:a", amount=1, currency=USD)
+        chain = await kernel.audit.events("default", limit=1000)
+        assert [r.seq for r in chain] == list(range(1, len(chain) + 1))
+        for after in (0, 1, 63, 64, 65, 100, 128, 190, len(chain) - 2, len(chain)):
+            assert await kernel.audit.events("default", after=after, limit=7) == chain[after : after + 7]
+        assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(tmp_path / "k.db") as c:
+        kinds = {r[0] for r in c.execute("SELECT kind FROM audit_records WHERE tenant='default'")}
+        assert "ledger.write" not in kinds
+        assert c.execute("SELECT count(*) FROM audit_ledger_blocks").fetchone()[0] == 3
+        plan = " | ".join(r[-1] for r in c.execute(f"EXPLAIN QUERY PLAN {AUDIT_PAGE}", ("default", 100, 7)))
+    assert "SCAN ledger_records" not in plan, plan
+    assert "SCAN audit" not in plan, plan
+    assert "SEARCH audit_ledger_blocks USING PRIMARY KEY" in plan, plan
+
+
 async def test_checkpoints_are_signed_and_checked(kernel: sos_kernel.Kernel) -> None:
     await kernel.governance.set_policy("default", {"name": "p"})
     cp = await kernel.audit.checkpoint()
@@ -290,7 +316,7 @@ class Engine:
         self.kernel = kernel
         self.redis_url = redis_url
         self.ledger_row = ledger_row
-        """SQLite: the records edited are ledger batches' records, kept in their ledger rows."""
+        """SQLite: the records edited are ledger batches' records, kept in their ledger rows (for good)."""
 
     async def run(self, edit: str) -> None:
         if self.kernel.backend.name == "sqlite":
@@ -300,7 +326,7 @@ class Engine:
 
     def _sqlite(self, edit: str) -> None:
         with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
-            if self.ledger_row:  # a ledger batch's record, still in its last ledger row (entered a block later)
+            if self.ledger_row:  # a ledger batch's record, in its last ledger row
                 self._sqlite_ledger_row(c, edit)
                 return
             where = "tenant='default' AND seq=?"
@@ -329,7 +355,7 @@ class Engine:
             c.execute(f"UPDATE ledger_records SET {erased} WHERE audit_seq=3")
         elif edit == "insert":  # a ledger row after the last, holding a copy of record 5 as record 6
             columns = [row[1] for row in c.execute("PRAGMA table_info(ledger_records)")]
-            forged = {"k": "k + 1", "id": "'forged'", "audit_seq": "6"}
+            forged = {"k": "(SELECT max(k) FROM ledger_records) + 1", "id": "'forged'", "audit_seq": "6"}
             values = ", ".join(forged.get(name, name) for name in columns)
             c.execute(f"INSERT INTO ledger_records SELECT {values} FROM ledger_records WHERE audit_seq=5")
         elif edit == "reorder":
@@ -360,13 +386,19 @@ class Engine:
 EXPECTED = {
     "change": "record 3 was edited",
     "delete": "record 4 follows record 2",
-    "insert": "record 6 does not hold the digest of record 5",
+    # past a ledger block the real record 6 is there too: whichever of the two is read first, 6 is named
+    "insert": "record 6 (does not hold the digest of record 5|follows record 6)",
     # SQLite: seq 3 holds record 4's fields; Redis: record 4 sits where 3 was
     "reorder": "record [34] (does not hold the digest of|follows) record 2",
 }
+SOURCES = {
+    "record": 5,  # records appended by the audit service
+    "transfer": 5,  # ledger batches' records, in ledger rows of the block not complete yet
+    "transfer-block": STATEMENT_BLOCK + 5,  # the same, records 3 to 5 in a complete (anchored) block
+}
 
 
-@pytest.mark.parametrize("source", ["record", "transfer"])
+@pytest.mark.parametrize("source", list(SOURCES))
 @pytest.mark.parametrize("edit", list(EXPECTED))
 async def test_a_tampered_record_is_named(
     kernel: sos_kernel.Kernel,
@@ -377,10 +409,10 @@ async def test_a_tampered_record_is_named(
     request: pytest.FixtureRequest,
 ) -> None:
     requires(implements, durable=True)  # an engine to edit behind the kernel's back
-    await _records(kernel, 5, source)
+    await _records(kernel, SOURCES[source], source.split("-")[0])
     assert (await kernel.audit.verify()).ok
     redis_url = kernel.url if target in ("redis", "redis-cluster") else None
-    await Engine(kernel, redis_url, ledger_row=source == "transfer").run(edit)
+    await Engine(kernel, redis_url, ledger_row=source.startswith("transfer")).run(edit)
     report = await kernel.audit.verify()
     assert report.ok is False
     assert re.search(EXPECTED[edit], report.problems[0]), report.problems

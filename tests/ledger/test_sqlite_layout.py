@@ -301,3 +301,49 @@ async def test_a_file_in_layout_3_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
         assert in_rows == STATEMENT_BLOCK  # the old rows hold none
+
+
+async def test_a_file_in_layout_4_is_upgraded_and_its_audit_chain_goes_on(tmp_path: Path) -> None:
+    # a file as layout 4 left it: the records of complete blocks copied into audit_records (and still in their
+    # ledger rows), the last block's only in its rows, no anchors
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    async with sos_kernel.open(url) as kernel:
+        await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
+        await kernel.ledger.open_account("agent:alice", "USD")
+        await kernel.audit.record("test", actor="agent:x")
+        await _transfers(kernel.ledger, 2 * STATEMENT_BLOCK + 3)
+        before = await kernel.audit.events("default", limit=1000)
+    with closing(sqlite3.connect(path)) as c:
+        copied = (
+            "INSERT INTO audit_records SELECT 'default', audit_seq, audit_at_us, 'ledger.write', audit_actor,"
+            " audit_action, '', audit_outcome, audit_details, lower(hex(audit_prev)), lower(hex(audit_digest))"
+            " FROM ledger_records WHERE audit_seq IS NOT NULL AND k & ? <= ?"
+        )
+        c.execute(copied, ((1 << sqlite_ledger.SEQ_BITS) - 1, 2 * STATEMENT_BLOCK))
+        c.execute("DROP TABLE audit_ledger_blocks")
+        c.execute("PRAGMA user_version = 4")
+        c.commit()
+    for _ in range(2):  # a second opening finds nothing left to upgrade
+        async with sos_kernel.open(url) as kernel:
+            report = await kernel.audit.verify()
+            assert (report.ok, report.problems, report.records) == (True, [], len(before))
+            assert await kernel.audit.events("default", limit=1000) == before
+    async with sos_kernel.open(url) as kernel:
+        await _transfers(kernel.ledger, STATEMENT_BLOCK, prefix="new")  # completes the block of the old tail
+        await kernel.audit.record("test", actor="agent:y")
+        after = await kernel.audit.events("default", limit=1000)
+        assert after[: len(before)] == before
+        assert [r.seq for r in after] == list(range(1, len(before) + STATEMENT_BLOCK + 2))
+        assert [r.details["ids"] for r in after[len(before) : -1]] == [[f"new{i}"] for i in range(STATEMENT_BLOCK)]
+        assert await kernel.audit.events("default", after=100, limit=5) == after[100:105]
+        report = await kernel.audit.verify()
+        assert (report.ok, report.problems, report.records) == (True, [], len(after))
+        await kernel.ledger.check()
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        in_table = c.execute("SELECT count(*) FROM audit_records WHERE kind='ledger.write'").fetchone()[0]
+        assert in_table == 2 * STATEMENT_BLOCK  # the copies layout 4 made stay, once
+        in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
+        assert in_rows == 3 + STATEMENT_BLOCK  # the rest, in their rows for good
+        assert c.execute("SELECT count(*) FROM audit_ledger_blocks").fetchone()[0] == 1  # the block completed since

@@ -76,7 +76,7 @@ INLINE_BYTES_MAX = 64 * 1024
 thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
 unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open;
@@ -154,6 +154,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # layout 3 -> 4: the ledger rows' audit columns, added after the schema by upgrade_ledger (guarded ALTERs)
     3: (),
+    # layout 4 -> 5: the ledger rows keep their audit records for good (anchored per block), by upgrade_ledger
+    4: (),
 }
 _ALL_SCHEMA = (
     _SCHEMA
@@ -779,7 +781,7 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
             c.execute(statement)
     for trigger in _TRIGGERS:
         c.execute(trigger)
-    if version and version < 4:  # layout 3 -> 4: the ledger rows' audit columns (nullable; nothing rewritten)
+    if version and version < 5:  # layouts 3 -> 4 -> 5: the ledger rows' audit columns, then their records' copies
         upgrade_ledger(c)
     if version != SCHEMA_VERSION:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, at_us INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, resource TEXT NOT NULL, outcome TEXT NOT NULL, details TEXT NOT NULL, prev TEXT NOT NULL,
     digest TEXT NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_ledger_blocks (
+    tn INTEGER NOT NULL, seq INTEGER NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, document TEXT NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
 """
@@ -62,7 +64,7 @@ def append_audit_row(
 ) -> None:
     """Append one record inside the caller's open write transaction, without building models (``fields``: action,
     outcome, details), e.g. a store recording its own effect in the same transaction. The head is read in the
-    transaction, including the ledger rows whose records are not entered yet (so processes sharing the file never
+    transaction, including the ledger rows holding records (so processes sharing the file never
     fork the chain), and the details encoded once."""
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
@@ -86,7 +88,7 @@ def _text(r: AuditRecord) -> tuple[str, ...]:
     return (r.kind, r.actor, r.action, r.resource, r.outcome)
 
 
-_HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger row not entered yet
+_HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger row
 _APPEND = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -234,9 +236,9 @@ class SQLiteGovernanceStore(GovernanceStore):
 
 
 class SQLiteAuditStore(AuditStore):
-    """The audit chain in the table ``audit_records``, and in the last ledger row of each batch recorded since the
-    ledger's last complete block (see :mod:`sos_kernel.backends.sqlite_ledger`), which every read here includes;
-    checkpoints in ``audit_checkpoints``."""
+    """The audit chain in the table ``audit_records`` and in the last ledger row of each ledger batch (see
+    :mod:`sos_kernel.backends.sqlite_ledger`), which every read here includes; checkpoints in
+    ``audit_checkpoints``."""
 
     def __init__(self, engine: Any) -> None:
         self._db = engine

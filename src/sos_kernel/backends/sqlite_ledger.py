@@ -19,11 +19,12 @@ two accounts (about two pages), while the id table and the statements are writte
 - ``ledger_statements`` holds each account's statement: one entry (owner, currency, key) per side of every
   applied record, in sequence order.
 - A batch's ``ledger.write`` audit record (see :mod:`sos_kernel.audit`) is written in the batch's last row, in the
-  ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record: the transaction
-  writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The records are entered in
-  ``audit_records`` with the block (by ``INSERT … SELECT``, in the transaction that completes it); until then every
+  ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record, and stays there:
+  the transaction writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The
+  transaction that completes a block writes one anchor row per block holding a record (:data:`AUDIT_BLOCKS`: the
+  block's first record's sequence and key), so a page of the chain seeks its first ledger record by index. Every
   read of the chain (:data:`AUDIT_HEAD`, :data:`AUDIT_PAGE`, :data:`AUDIT_COUNT`: the next append's head, pages,
-  ``verify()``, export, checkpoints) reads them from the ledger rows after the tenant's last complete block.
+  ``verify()``, export, checkpoints) reads ``audit_records`` and the ledger rows together, in one snapshot.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
@@ -43,7 +44,8 @@ Every record and every account row carries its digest (a ``digest`` column, 32 b
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
 The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`);
-a file made before the audit columns gets them then (:func:`upgrade_ledger`).
+a file made before the audit columns gets them then, and one whose ledger records were copied into
+``audit_records`` (layout 4) keeps those copies only (:func:`upgrade_ledger`).
 """
 
 from __future__ import annotations
@@ -190,11 +192,10 @@ _AUDIT_AS_RECORD = (
     f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, audit_action, '', audit_outcome, audit_details,"
     " lower(hex(audit_prev)), lower(hex(audit_digest))"
 )
-
-
-def _audit_tail(lower: str, end: str) -> str:
-    """The condition selecting a tenant's ledger rows after ``lower`` and before ``end`` that hold a record."""
-    return f"k>{lower} AND k<{end} AND audit_seq IS NOT NULL"
+AUDIT_BLOCKS = "audit_ledger_blocks"
+"""The table anchoring the records kept in ledger rows: one row (tenant number, the first record's sequence, its
+key) per complete block of :data:`STATEMENT_BLOCK` ledger keys holding any record, written by the transaction that
+completes the block; a page of the chain seeks the block holding its first record here."""
 
 
 def _unentered(base: str, end: str) -> str:
@@ -203,40 +204,50 @@ def _unentered(base: str, end: str) -> str:
     return f"{base} + ({last} - {base}) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
 
 
-# the tenant named ?1's key range; NULL when it has no ledger (then its ledger holds no record)
-_BASE = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) << {SEQ_BITS})"
-_END = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) + 1 << {SEQ_BITS})"
-_TAIL = _audit_tail(_unentered(_BASE, _END), _END)
-
-
-def _head_sql(tail: str) -> str:
+def _head_sql(tn: str, entered: str, end: str) -> str:
+    # the ledger's last record is at or after its last anchored block, else among the keys after `entered` (the
+    # tenant's last complete block): no anchor, no record in a complete block
+    lower = f"coalesce((SELECT k FROM {AUDIT_BLOCKS} WHERE tn={tn} ORDER BY seq DESC LIMIT 1), {entered})"
     return (
         "SELECT * FROM (SELECT seq, digest FROM audit_records WHERE tenant=?1 ORDER BY seq DESC LIMIT 1)"
-        f" UNION ALL SELECT * FROM (SELECT audit_seq, lower(hex(audit_digest)) FROM ledger_records WHERE {tail}"
-        " ORDER BY k DESC LIMIT 1) ORDER BY 1 DESC LIMIT 1"
+        " UNION ALL SELECT * FROM (SELECT audit_seq, lower(hex(audit_digest)) FROM ledger_records"
+        f" WHERE k>={lower} AND k<{end} AND audit_seq IS NOT NULL ORDER BY k DESC LIMIT 1) ORDER BY 1 DESC LIMIT 1"
     )
 
 
-AUDIT_HEAD = _head_sql(_TAIL)
-"""The audit chain's head (seq, digest) of the tenant ?1: its last record in ``audit_records`` or among the ledger
-rows not entered yet, whichever is later (no row before its first record)."""
-_LEDGER_AUDIT_HEAD = _head_sql(_audit_tail("?2", "?3"))  # the same, ?2 the tenant's last entered key, ?3 past its last
+# the tenant named ?1's number and key range; NULL when it has no ledger (then its ledger holds no record)
+_TN = "(SELECT n FROM ledger_tenants WHERE tenant=?1)"
+_BASE = f"({_TN} << {SEQ_BITS})"
+_END = f"({_TN} + 1 << {SEQ_BITS})"
+
+AUDIT_HEAD = _head_sql(_TN, _unentered(_BASE, _END), _END)
+"""The audit chain's head (seq, digest) of the tenant ?1: its last record in ``audit_records`` or in a ledger row,
+whichever is later (no row before its first record)."""
+# the same, ?2 the tenant's last entered key, ?3 past its last (the tenant's number follows from it)
+_LEDGER_AUDIT_HEAD = _head_sql(f"((?3 >> {SEQ_BITS}) - 1)", "?2", "?3")
+# the key of the ledger's block holding the tenant's record ?2 + 1 (or the first after it): the last block anchored
+# at or before that sequence, else the tenant's first key
+_PAGE_START = (
+    f"coalesce((SELECT k FROM {AUDIT_BLOCKS} WHERE tn={_TN} AND seq<=?2 + 1 ORDER BY seq DESC LIMIT 1), {_BASE})"
+)
 AUDIT_PAGE = (
     "SELECT * FROM (SELECT seq, at_us, kind, actor, action, resource, outcome, details, prev, digest"
     " FROM audit_records WHERE tenant=?1 AND seq>?2 ORDER BY seq LIMIT ?3)"
-    f" UNION ALL SELECT * FROM (SELECT {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_TAIL} AND audit_seq>?2"
-    " ORDER BY audit_seq LIMIT ?3) ORDER BY 1 LIMIT ?3"
+    f" UNION ALL SELECT * FROM (SELECT {_AUDIT_AS_RECORD} FROM ledger_records WHERE k>={_PAGE_START} AND k<{_END}"
+    " AND audit_seq>?2 ORDER BY k LIMIT ?3) ORDER BY 1 LIMIT ?3"
 )
-"""Up to ?3 audit records of the tenant ?1 after sequence ?2, in ``audit_records`` or in the ledger rows not
-entered yet, by sequence."""
+"""Up to ?3 audit records of the tenant ?1 after sequence ?2, in ``audit_records`` or in ledger rows, by sequence
+(the ledger's from the block its first one is in: a seek, never a scan of the tenant's ledger from its start)."""
 AUDIT_COUNT = (
-    f"SELECT (SELECT count(*) FROM audit_records WHERE tenant=?1) + (SELECT count(*) FROM ledger_records WHERE {_TAIL})"
+    "SELECT (SELECT count(*) FROM audit_records WHERE tenant=?1) + (SELECT count(*) FROM ledger_records"
+    f" WHERE k>={_BASE} AND k<{_END} AND audit_seq IS NOT NULL)"
 )
-"""How many audit records the tenant ?1 has, in ``audit_records`` and in the ledger rows not entered yet."""
-# enter the audit records of the ledger rows with keys in (?1, ?2] (tenant ?3) into audit_records
-_ENTER_AUDIT = (
-    "INSERT INTO audit_records (tenant, seq, at_us, kind, actor, action, resource, outcome, details, prev, digest)"
-    f" SELECT ?3, {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_audit_tail('?1', '?2 + 1')}"
+"""How many audit records the tenant ?1 has, in ``audit_records`` and in ledger rows (``verify()``'s check that
+no record was added beside the chain: it reads every record anyway)."""
+# anchor each complete block in keys (?1, ?2] (?1 a block's end) that holds a record (?3 the tenant number)
+_ANCHOR_BLOCKS = (
+    f"INSERT INTO {AUDIT_BLOCKS} (tn, seq, k) SELECT ?3, min(audit_seq), min(k) FROM ledger_records"
+    f" WHERE k>?1 AND k<=?2 AND audit_seq IS NOT NULL GROUP BY (k - ?1 - 1) / {STATEMENT_BLOCK}"
 )
 
 AccountKey = tuple[str, str]
@@ -413,6 +424,18 @@ def upgrade_ledger(c: sqlite3.Connection) -> None:
     for name, kind in AUDIT_COLUMNS:
         if name not in present:
             c.execute(f"ALTER TABLE ledger_records ADD COLUMN {name} {kind}")
+    _upgrade_audit_rows(c)
+
+
+def _upgrade_audit_rows(c: sqlite3.Connection) -> None:
+    """Layout 4 -> 5: a ledger row's record copied into ``audit_records`` with its block (layout 4) stays there
+    only, its copy in the row erased, so every record is in one place; the rows not entered yet keep theirs (and
+    are anchored when their block completes). Idempotent: a file without such copies is left as it is."""
+    erased = ", ".join(f"{name}=NULL" for name, _ in AUDIT_COLUMNS)
+    c.execute(
+        f"UPDATE ledger_records SET {erased} WHERE audit_seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit_records a"
+        " JOIN ledger_tenants t ON a.tenant=t.tenant WHERE t.n=ledger_records.tn AND a.seq=ledger_records.audit_seq)"
+    )
 
 
 def _meta(t: Transfer) -> str:
@@ -780,8 +803,8 @@ class SQLiteLedgerStore(LedgerStore):
     @staticmethod
     def _enter_blocks(c: sqlite3.Connection, tenant: str, base: int, before: int, last: int) -> bool:
         # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered
-        # in the id table, the statements and audit_records, in one write of a few pages for that many records,
-        # instead of a page per record in each. Returns whether it entered any.
+        # in the id table and the statements (and anchored for the audit chain's pages), in one write of a few
+        # pages for that many records, instead of a page per record in each. Returns whether it entered any.
         entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
         if entering <= entered:
             return False
@@ -791,10 +814,10 @@ class SQLiteLedgerStore(LedgerStore):
             raise InvariantViolation(f"the SQLite ledger recorded an id twice: {exc}") from exc
         c.execute(_ENTER_STATEMENTS, (base + entered, base + entering))
         try:
-            c.execute(_ENTER_AUDIT, (base + entered, base + entering, tenant))
+            c.execute(_ANCHOR_BLOCKS, (base + entered, base + entering, base >> SEQ_BITS))
         except sqlite3.IntegrityError as exc:
-            # a sequence in both places: the chain was forked or edited
-            raise InvariantViolation(f"the audit records of {tenant!r} could not be entered: {exc}") from exc
+            # two blocks starting at one sequence: the chain was forked or edited
+            raise InvariantViolation(f"the audit records of {tenant!r} could not be anchored: {exc}") from exc
         return True
 
     # -- primitives -----------------------------------------------------------------------------------------
