@@ -391,6 +391,13 @@ EXPECTED = {
     # SQLite: seq 3 holds record 4's fields; Redis: record 4 sits where 3 was
     "reorder": "record [34] (does not hold the digest of|follows) record 2",
 }
+# a ledger row's record holds no previous digest (it is the record before's, read from there): a record moved or
+# copied into another row is chained by its place, and named as edited
+EXPECTED_LEDGER_ROW = {
+    **EXPECTED,
+    "insert": "record 6 (was edited|follows record 6)",
+    "reorder": "record 3 was edited",
+}
 SOURCES = {
     "record": 5,  # records appended by the audit service
     "transfer": 5,  # ledger batches' records, in ledger rows of the block not complete yet
@@ -415,7 +422,24 @@ async def test_a_tampered_record_is_named(
     await Engine(kernel, redis_url, ledger_row=source.startswith("transfer")).run(edit)
     report = await kernel.audit.verify()
     assert report.ok is False
-    assert re.search(EXPECTED[edit], report.problems[0]), report.problems
+    expected = EXPECTED_LEDGER_ROW if source.startswith("transfer") and target == "sqlite" else EXPECTED
+    assert re.search(expected[edit], report.problems[0]), report.problems
+
+
+@pytest.mark.parametrize("column", ["id", "kind", "ok", "k"])
+async def test_an_edit_of_the_ledger_row_a_record_is_derived_from_is_named(tmp_path: Path, column: str) -> None:
+    """SQLite: a single transfer's record takes its action, outcome and details from its ledger row; an edit of
+    the row's id, kind or status, or a move of the row to another sequence, changes the record, and verify()
+    names it."""
+    kernel = await sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}")
+    await _records(kernel, 5, "transfer")
+    assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        edit = {"id": "'forged'", "kind": "'pending'", "ok": "0", "k": "k + 100"}[column]
+        c.execute(f"UPDATE ledger_records SET {column}={edit} WHERE audit_seq=3")
+    report = await kernel.audit.verify()
+    await kernel.aclose()
+    assert report.problems[:1] == ["record 3 was edited: its digest does not match its fields"]
 
 
 async def test_a_rewritten_chain_is_caught_by_its_signed_checkpoint(tmp_path: Any) -> None:
@@ -460,6 +484,7 @@ def _chain(n: int) -> list[Any]:
     return records
 
 
+PLAIN_ID = r"[A-Za-z0-9_.:@/-]{1,40}"
 FIELDS = st.sampled_from(["kind", "actor", "action", "resource", "outcome", "details", "at", "seq", "prev", "digest"])
 
 
@@ -512,11 +537,56 @@ def test_the_sqlite_ledger_row_record_is_the_canonical_one(
         for n, i in enumerate(ids)
     ]
     record = ledger_write_record(batch)
-    action, outcome, text = _batch_fields(batch)
+    action, outcome, text, _derived = _batch_fields(batch)
     assert (action, outcome, text) == (record["action"], record["outcome"], canonical_metadata(record["details"]))
     prev = bytes(range(32))
     expected = text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)
     assert _ledger_digest(prev, seq, at_us, actor, action, outcome, text).hex() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(
+        st.one_of(st.text(min_size=1, max_size=40), st.from_regex(PLAIN_ID, fullmatch=True)), min_size=1, max_size=3
+    ),
+    kind=st.sampled_from(["posted", "pending", "post_pending", "void_pending"]),
+    failed=st.booleans(),
+    sequence=st.integers(1, 2**40 - 4),
+    actor=st.sampled_from(["kernel", "agent:a", "agent:é"]),
+)
+def test_a_sqlite_ledger_row_reads_back_its_canonical_record(
+    ids: list[str], kind: Any, failed: bool, sequence: int, actor: str
+) -> None:
+    """What a ledger row stores of its batch's record (all of it, or only its sequence, time, actor and digest for
+    a batch of one transfer with a plain id) reads back as ``ledger_write_record``'s fields, chained."""
+    from sos_kernel.audit import act_as, done_acting
+    from sos_kernel.audit.chain import text_digest
+    from sos_kernel.backends import sqlite_ledger as sl
+    from sos_kernel.ledger.chain import canonical_metadata
+    from sos_kernel.ledger.models import Transfer
+    from sos_kernel.ledger.service import ledger_write_record
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    status: Any = "failed" if failed else "ok"
+    batch = [
+        Transfer(i, kind, "a", "b", USD, 1, None, 0, 0, "", {}, at, sequence + n, status, None, None, None, 0, None)
+        for n, i in enumerate(ids)
+    ]
+    record = ledger_write_record(batch)
+    prev = bytes(range(32))
+    with sqlite3.connect(":memory:") as c:
+        c.executescript(sl.LEDGER_SCHEMA)
+        token = act_as(actor)
+        try:
+            audit, (seq, digest) = sl._ledger_audit(c.cursor(), "t", (6, prev), 0, 0, batch)
+        finally:
+            done_acting(token)
+        sl._insert(c.cursor(), 1, 1 << sl.SEQ_BITS, batch, [bytes(32)] * len(batch), 0.0, audit)
+        (row,) = c.execute(f"SELECT {sl._AUDIT_AS_RECORD} FROM ledger_records WHERE audit_seq IS NOT NULL").fetchall()
+    s, at_us, k, a, action, resource, outcome, text, stored_prev, hexdigest = row
+    assert (s, k, a, resource, stored_prev, hexdigest) == (seq, sl.LEDGER_WRITE_KIND, actor, "", None, digest.hex())
+    assert (action, outcome, text) == (record["action"], record["outcome"], canonical_metadata(record["details"]))
+    assert hexdigest == text_digest(prev.hex(), 7, at_us, sl.LEDGER_WRITE_KIND, actor, action, "", outcome, text)
 
 
 async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:

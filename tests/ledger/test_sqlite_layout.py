@@ -25,6 +25,7 @@ from sos_kernel.backends.sqlite_ledger import (
     SQLiteLedgerStore,
 )
 from sos_kernel.errors import BackendFailure
+from sos_kernel.ledger.chain import canonical_metadata, micros
 from sos_kernel.ledger.models import Price, Rate
 
 pytestmark = pytest.mark.anyio
@@ -314,13 +315,30 @@ async def test_a_file_in_layout_4_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         await kernel.audit.record("test", actor="agent:x")
         await _transfers(kernel.ledger, 2 * STATEMENT_BLOCK + 3)
         before = await kernel.audit.events("default", limit=1000)
+    by_seq = {r.seq: r for r in before}
     with closing(sqlite3.connect(path)) as c:
-        copied = (
-            "INSERT INTO audit_records SELECT 'default', audit_seq, audit_at_us, 'ledger.write', audit_actor,"
-            " audit_action, '', audit_outcome, audit_details, lower(hex(audit_prev)), lower(hex(audit_digest))"
-            " FROM ledger_records WHERE audit_seq IS NOT NULL AND k & ? <= ?"
+        entered = "audit_seq IS NOT NULL AND k & ? <= ?"
+        bounds = ((1 << sqlite_ledger.SEQ_BITS) - 1, 2 * STATEMENT_BLOCK)
+        copies = [by_seq[r[0]] for r in c.execute(f"SELECT audit_seq FROM ledger_records WHERE {entered}", bounds)]
+        c.executemany(
+            "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    *(r.tenant, r.seq, micros(r.at), r.kind, r.actor, r.action, r.resource, r.outcome),
+                    *(canonical_metadata(dict(r.details)), r.prev, r.digest),
+                )
+                for r in copies
+            ],
         )
-        c.execute(copied, ((1 << sqlite_ledger.SEQ_BITS) - 1, 2 * STATEMENT_BLOCK))
+        # layout 4's rows held every field and the previous digest
+        c.execute("ALTER TABLE ledger_records ADD COLUMN audit_prev BLOB")
+        for r in before:
+            fields = (r.action, r.outcome, canonical_metadata(dict(r.details)), bytes.fromhex(r.prev), r.seq)
+            c.execute(
+                "UPDATE ledger_records SET audit_action=?, audit_outcome=?, audit_details=?, audit_prev=?"
+                " WHERE audit_seq=?",
+                fields,
+            )
         c.execute("DROP TABLE audit_ledger_blocks")
         c.execute("PRAGMA user_version = 4")
         c.commit()
@@ -346,4 +364,6 @@ async def test_a_file_in_layout_4_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         assert in_table == 2 * STATEMENT_BLOCK  # the copies layout 4 made stay, once
         in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
         assert in_rows == 3 + STATEMENT_BLOCK  # the rest, in their rows for good
+        kept = c.execute("SELECT count(*) FROM ledger_records WHERE audit_prev IS NOT NULL").fetchone()[0]
+        assert kept == 3  # layout 4's tail rows keep the column; nothing writes or reads it any more
         assert c.execute("SELECT count(*) FROM audit_ledger_blocks").fetchone()[0] == 1  # the block completed since

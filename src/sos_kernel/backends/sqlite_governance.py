@@ -92,6 +92,19 @@ _HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger 
 _APPEND = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
+def _with_prev(rows: list[Any], prev: str | None) -> list[Any]:
+    """``rows`` (in sequence order) with the previous digest of each record held in a ledger row (NULL there): the
+    digest of the row before it (``prev`` for the first: the record before the page's, None when it is not there,
+    and then ``verify()`` has named the gap already)."""
+    out = []
+    for row in rows:
+        if row[8] is None:
+            row = (*row[:8], prev or "", row[9])
+        out.append(row)
+        prev = row[9]
+    return out
+
+
 def _record(tenant: str, row: Any) -> AuditRecord:
     seq, at_us, kind, actor, action, resource, outcome, details, prev, digest = row
     try:
@@ -249,10 +262,14 @@ class SQLiteAuditStore(AuditStore):
 
     async def page(self, tenant: str, after: int, limit: int) -> list[AuditRecord]:
         def tx(c: sqlite3.Connection) -> list[Any]:
-            return c.execute(AUDIT_PAGE, (tenant, after, limit)).fetchall()
+            # from record `after` itself: its digest is the previous one of the next, if that is a ledger row's
+            return c.execute(AUDIT_PAGE, (tenant, max(after - 1, 0), limit + 1)).fetchall()
 
         rows = await self._db.read(tx)
-        return [_record(tenant, r) for r in rows]
+        prev: str | None = audit_genesis(tenant) if after <= 0 else None
+        if after > 0 and rows and rows[0][0] == after:
+            prev, rows = rows[0][9], rows[1:]
+        return [_record(tenant, r) for r in _with_prev(rows[:limit], prev)]
 
     async def head(self, tenant: str) -> tuple[int, str | None]:
         def tx(c: sqlite3.Connection) -> tuple[int, str | None]:

@@ -90,6 +90,8 @@ them), so a ledger of up to this many active accounts is served from memory once
 ACCOUNTS_KEPT_MAX = 131_072
 """Accounts a store keeps over all its kept tenant states (about 300 bytes each: some 40 MB at worst); past it,
 the least recently used tenant states are forgotten whole."""
+AUDIT_MIDDLES_MAX = 1024
+"""Encoded (actor, action, outcome) parts of ledger records' digests a process keeps (a few hundred bytes each)."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
@@ -108,7 +110,7 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
     captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL, audit_seq INTEGER, audit_at_us INTEGER,
-    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_prev BLOB, audit_digest BLOB);
+    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_digest BLOB);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_ids (
     tn INTEGER NOT NULL, id TEXT NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, id)) WITHOUT ROWID;
@@ -177,20 +179,49 @@ AUDIT_COLUMNS = (
     ("audit_action", "TEXT"),
     ("audit_outcome", "TEXT"),
     ("audit_details", "TEXT"),
-    ("audit_prev", "BLOB"),
     ("audit_digest", "BLOB"),
 )
 """The columns of ``ledger_records`` holding a batch's audit record, in its last row (NULL in every other row);
-the digests as 32 bytes (``audit_records`` keeps them in hex)."""
-_INSERT_AUDITED = (
-    f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, {', '.join(n for n, _ in AUDIT_COLUMNS)})"
-    f" VALUES ({','.join('?' * (21 + len(AUDIT_COLUMNS)))})"
+the digest as 32 bytes (``audit_records`` keeps digests in hex). The previous record's digest is not stored: it is
+the digest of the record before, wherever that is, and read from there (a ledger row's record is chained to it all
+the same, so a changed, deleted or inserted record is named as before). The record of a batch of one transfer with a
+plain id (the usual batch) leaves its action, outcome and details NULL too: they are its row's
+(:data:`_DERIVED_KINDS`), written back by :data:`_AUDIT_AS_RECORD` when read, so the row holds only the record's
+sequence, time, actor and digest."""
+_AUDIT_DERIVED = ("audit_seq", "audit_at_us", "audit_actor", "audit_digest")
+_AUDIT_STORED = (
+    "audit_seq",
+    "audit_at_us",
+    "audit_actor",
+    "audit_action",
+    "audit_outcome",
+    "audit_details",
+    "audit_digest",
+)
+
+
+def _insert_audited_sql(columns: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, {', '.join(columns)})"
+        f" VALUES ({','.join('?' * (21 + len(columns)))})"
+    )
+
+
+_INSERT_AUDITED = _insert_audited_sql(_AUDIT_STORED)
+_INSERT_AUDITED_DERIVED = _insert_audited_sql(_AUDIT_DERIVED)
+_DERIVED_KINDS = ("posted", "pending", "post_pending", "void_pending")
+"""The transfer kinds whose single-transfer batch record is derived from its row (every kind there is)."""
+_DERIVED_ACTION = (
+    "CASE kind " + " ".join(f"WHEN '{kind}' THEN '{ledger_write_action(kind)}'" for kind in _DERIVED_KINDS) + " END"
 )
 # a ledger row's audit record in audit_records' column order (seq, at_us, kind, actor, action, resource, outcome,
-# details, prev, digest)
+# details, prev, digest): prev NULL (the previous record's digest, read by the store), and the fields a batch of one
+# transfer derives from its row (see AUDIT_COLUMNS) written back as ledger_write_record gives them
 _AUDIT_AS_RECORD = (
-    f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, audit_action, '', audit_outcome, audit_details,"
-    " lower(hex(audit_prev)), lower(hex(audit_digest))"
+    f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, coalesce(audit_action, {_DERIVED_ACTION}), '',"
+    " coalesce(audit_outcome, CASE ok WHEN 1 THEN 'ok' ELSE 'failed' END),"
+    f""" coalesce(audit_details, '{{"count":1,"ids":["' || id || '"],"sequence":' || (k & {SEQ_SPAN - 1}) || '}}'),"""
+    " NULL, lower(hex(audit_digest))"
 )
 AUDIT_BLOCKS = "audit_ledger_blocks"
 """The table anchoring the records kept in ledger rows: one row (tenant number, the first record's sequence, its
@@ -337,14 +368,15 @@ def _insert(
         return
     if len(rows) > 1:  # the other rows leave the audit columns out (NULL) rather than binding None
         c.executemany(_INSERT, rows[:-1])
-    c.execute(_INSERT_AUDITED, (*rows[-1], *audit))
+    c.execute(audit[0], (*rows[-1], *audit[1]))
 
 
 def _ledger_audit(
     c: sqlite3.Cursor, tenant: str, head: tuple[int, bytes] | None, entered: int, end: int, batch: list[Transfer]
 ) -> tuple[tuple[Any, ...], tuple[int, bytes]]:
-    """The audit record of ``batch`` (:func:`~sos_kernel.ledger.service.ledger_write_record`'s) as the values of
-    :data:`AUDIT_COLUMNS`, and the chain's new head (sequence, digest). It is chained after ``head`` when the
+    """The audit record of ``batch`` (:func:`~sos_kernel.ledger.service.ledger_write_record`'s) as the statement
+    inserting the batch's last row with it and the values of its audit columns (see :data:`AUDIT_COLUMNS`), and
+    the chain's new head (sequence, digest). It is chained after ``head`` when the
     caller knows it current, else after the head read in the open write transaction (so processes sharing the file
     never fork the chain): ``entered`` is the tenant's last entered key, ``end`` past its last key."""
     if head is None:
@@ -353,9 +385,11 @@ def _ledger_audit(
     seq, prev = head
     seq += 1
     at_us, actor = time.time_ns() // 1000, acting()
-    action, outcome, text = _batch_fields(batch)
+    action, outcome, text, derived = _batch_fields(batch)
     digest = _ledger_digest(prev, seq, at_us, actor, action, outcome, text)
-    return (seq, at_us, actor, action, outcome, text or "{}", prev, digest), (seq, digest)
+    if derived:
+        return (_INSERT_AUDITED_DERIVED, (seq, at_us, actor, digest)), (seq, digest)
+    return (_INSERT_AUDITED, (seq, at_us, actor, action, outcome, text or "{}", digest)), (seq, digest)
 
 
 def _digest_bytes(tenant: str, seq: int, digest: Any) -> bytes:
@@ -367,19 +401,24 @@ def _digest_bytes(tenant: str, seq: int, digest: Any) -> bytes:
         ) from None
 
 
-def _batch_fields(batch: list[Transfer]) -> tuple[str, str, str]:
-    """The action, outcome and details (in canonical text) of ``batch``'s audit record: the usual batch of one
-    transfer without building the record."""
+def _batch_fields(batch: list[Transfer]) -> tuple[str, str, str, bool]:
+    """The action, outcome and details (in canonical text) of ``batch``'s audit record, and whether they follow
+    from its row (a batch of one transfer with a plain id, the usual batch, taken without building the record)."""
     first = batch[0]
     tid = first.id
     if len(batch) == 1 and len(tid) + 3 <= LEDGER_WRITE_IDS_BYTES_MAX and _PLAIN.match(tid):
+        kind = first.kind
         return (
-            ledger_write_action(first.kind),
+            _ACTIONS.get(kind) or ledger_write_action(kind),
             first.status,
             f'{{"count":1,"ids":["{tid}"],"sequence":{first.sequence}}}',
+            kind in _ACTIONS,
         )
     record = ledger_write_record(batch)
-    return record["action"], record["outcome"], details_text(record["details"])
+    return record["action"], record["outcome"], details_text(record["details"]), False
+
+
+_ACTIONS = {kind: ledger_write_action(kind) for kind in _DERIVED_KINDS}
 
 
 _KIND_FIELD = f"{len(LEDGER_WRITE_KIND)}:{LEDGER_WRITE_KIND}"
@@ -389,13 +428,20 @@ def _ledger_digest(prev: bytes, seq: int, at_us: int, actor: str, action: str, o
     """``text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)`` as bytes, the
     fields encoded in one step when they are ASCII (the usual case: then characters are bytes)."""
     n, t = str(seq), str(at_us)
-    encoded = (
-        f"1:A{len(n)}:{n}{len(t)}:{t}{_KIND_FIELD}{len(actor)}:{actor}{len(action)}:{action}0:"
-        f"{len(outcome)}:{outcome}{len(text)}:{text}"
-    )
+    middle = _middle(actor, action, outcome)
+    encoded = f"1:A{len(n)}:{n}{len(t)}:{t}{middle}{len(text)}:{text}"
     if not encoded.isascii():
         return bytes.fromhex(text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text))
-    return hashlib.sha256(prev + encoded.encode("ascii")).digest()
+    return _sha256(prev + encoded.encode("ascii")).digest()
+
+
+_sha256 = hashlib.sha256
+
+
+@functools.lru_cache(maxsize=AUDIT_MIDDLES_MAX)
+def _middle(actor: str, action: str, outcome: str) -> str:
+    # the encoded fields between the time and the details: the same for most records (one actor, one action)
+    return f"{_KIND_FIELD}{len(actor)}:{actor}{len(action)}:{action}0:{len(outcome)}:{outcome}"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
@@ -430,8 +476,12 @@ def upgrade_ledger(c: sqlite3.Connection) -> None:
 def _upgrade_audit_rows(c: sqlite3.Connection) -> None:
     """Layout 4 -> 5: a ledger row's record copied into ``audit_records`` with its block (layout 4) stays there
     only, its copy in the row erased, so every record is in one place; the rows not entered yet keep theirs (and
-    are anchored when their block completes). Idempotent: a file without such copies is left as it is."""
-    erased = ", ".join(f"{name}=NULL" for name, _ in AUDIT_COLUMNS)
+    are anchored when their block completes; their ``audit_prev`` column, which layout 5 neither writes nor reads,
+    stays). Idempotent: a file without such copies is left as it is."""
+    names = [name for name, _ in AUDIT_COLUMNS]
+    if "audit_prev" in {row[1] for row in c.execute("PRAGMA table_info(ledger_records)")}:
+        names.append("audit_prev")
+    erased = ", ".join(f"{name}=NULL" for name in names)
     c.execute(
         f"UPDATE ledger_records SET {erased} WHERE audit_seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit_records a"
         " JOIN ledger_tenants t ON a.tenant=t.tenant WHERE t.n=ledger_records.tn AND a.seq=ledger_records.audit_seq)"
