@@ -285,6 +285,24 @@ async def test_sqlite_keeps_ledger_records_in_their_rows_and_pages_seek_them(tmp
     assert "SEARCH audit_ledger_blocks USING PRIMARY KEY" in plan, plan
 
 
+async def test_an_edited_sqlite_anchor_cannot_hide_ledger_records(tmp_path: Path) -> None:
+    """SQLite: an anchor moved past its block's records would make pages skip them; verify() names the gap (a
+    deleted anchor only makes a page read from an earlier one)."""
+    kernel = await sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}")
+    await _records(kernel, 2 * STATEMENT_BLOCK + 3, "transfer")
+    assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        c.execute("DELETE FROM audit_ledger_blocks WHERE seq = (SELECT max(seq) FROM audit_ledger_blocks)")
+    assert (await kernel.audit.verify()).ok
+    assert len(await kernel.audit.events("default", after=STATEMENT_BLOCK + 2, limit=5)) == 5
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        c.execute("UPDATE audit_ledger_blocks SET k = k + 10")
+    report = await kernel.audit.verify()
+    await kernel.aclose()
+    assert report.ok is False
+    assert report.problems[0].startswith("record 11 follows record 0"), report.problems
+
+
 async def test_checkpoints_are_signed_and_checked(kernel: sos_kernel.Kernel) -> None:
     await kernel.governance.set_policy("default", {"name": "p"})
     cp = await kernel.audit.checkpoint()
