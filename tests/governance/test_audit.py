@@ -20,7 +20,7 @@ from sos_kernel.audit import AUDITED_OPERATIONS, NOT_AUDITED, AuditDraft
 from sos_kernel.audit.chain import ChainWalk, chained
 from sos_kernel.backends import Implements
 from sos_kernel.backends.sqlite import sqlite_path
-from sos_kernel.backends.sqlite_ledger import AUDIT_COLUMNS, STATEMENT_BLOCK
+from sos_kernel.backends.sqlite_ledger import AUDIT_COLUMNS, AUDIT_PAGE, STATEMENT_BLOCK
 from sos_kernel.errors import Forbidden, InvalidArgument, SOSError
 from sos_kernel.operations import declared
 from sos_kernel.server._routes_ops import SERVICES
@@ -259,6 +259,50 @@ async def test_export_is_cloudevents(api: Api) -> None:
     json.dumps(events)  # JSON Lines ready
 
 
+async def test_sqlite_keeps_ledger_records_in_their_rows_and_pages_seek_them(tmp_path: Path) -> None:
+    """SQLite: a ledger batch's record stays in its ledger row for good (no copy into ``audit_records``); a page
+    of the chain finds its first ledger record through the block anchors, by index, never by scanning the
+    tenant's ledger, and every page (from any sequence) is the chain's slice."""
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        await kernel.ledger.open_account("system:t", USD, allow_negative=True)
+        await kernel.ledger.open_account("agent:a", USD)
+        for i in range(3 * STATEMENT_BLOCK + 5):
+            if i % 50 == 7:  # records of others in between
+                await kernel.audit.record("test", actor="agent:x", action="x.y", resource=f"r{i}")
+            await kernel.ledger.transfer(id=f"w{i}", debit="system:t", credit="agent:a", amount=1, currency=USD)
+        chain = await kernel.audit.events("default", limit=1000)
+        assert [r.seq for r in chain] == list(range(1, len(chain) + 1))
+        for after in (0, 1, 63, 64, 65, 100, 128, 190, len(chain) - 2, len(chain)):
+            assert await kernel.audit.events("default", after=after, limit=7) == chain[after : after + 7]
+        assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(tmp_path / "k.db") as c:
+        kinds = {r[0] for r in c.execute("SELECT kind FROM audit_records WHERE tenant='default'")}
+        assert "ledger.write" not in kinds
+        assert c.execute("SELECT count(*) FROM audit_ledger_blocks").fetchone()[0] == 3
+        plan = " | ".join(r[-1] for r in c.execute(f"EXPLAIN QUERY PLAN {AUDIT_PAGE}", ("default", 100, 7)))
+    assert "SCAN ledger_records" not in plan, plan
+    assert "SCAN audit" not in plan, plan
+    assert "SEARCH audit_ledger_blocks USING PRIMARY KEY" in plan, plan
+
+
+async def test_an_edited_sqlite_anchor_cannot_hide_ledger_records(tmp_path: Path) -> None:
+    """SQLite: an anchor moved past its block's records would make pages skip them; verify() names the gap (a
+    deleted anchor only makes a page read from an earlier one)."""
+    kernel = await sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}")
+    await _records(kernel, 2 * STATEMENT_BLOCK + 3, "transfer")
+    assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        c.execute("DELETE FROM audit_ledger_blocks WHERE seq = (SELECT max(seq) FROM audit_ledger_blocks)")
+    assert (await kernel.audit.verify()).ok
+    assert len(await kernel.audit.events("default", after=STATEMENT_BLOCK + 2, limit=5)) == 5
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        c.execute("UPDATE audit_ledger_blocks SET k = k + 10")
+    report = await kernel.audit.verify()
+    await kernel.aclose()
+    assert report.ok is False
+    assert report.problems[0].startswith("record 11 follows record 0"), report.problems
+
+
 async def test_checkpoints_are_signed_and_checked(kernel: sos_kernel.Kernel) -> None:
     await kernel.governance.set_policy("default", {"name": "p"})
     cp = await kernel.audit.checkpoint()
@@ -290,7 +334,7 @@ class Engine:
         self.kernel = kernel
         self.redis_url = redis_url
         self.ledger_row = ledger_row
-        """SQLite: the records edited are ledger batches' records, kept in their ledger rows."""
+        """SQLite: the records edited are ledger batches' records, kept in their ledger rows (for good)."""
 
     async def run(self, edit: str) -> None:
         if self.kernel.backend.name == "sqlite":
@@ -300,7 +344,7 @@ class Engine:
 
     def _sqlite(self, edit: str) -> None:
         with sqlite3.connect(sqlite_path(self.kernel.url)) as c:
-            if self.ledger_row:  # a ledger batch's record, still in its last ledger row (entered a block later)
+            if self.ledger_row:  # a ledger batch's record, in its last ledger row
                 self._sqlite_ledger_row(c, edit)
                 return
             where = "tenant='default' AND seq=?"
@@ -329,7 +373,7 @@ class Engine:
             c.execute(f"UPDATE ledger_records SET {erased} WHERE audit_seq=3")
         elif edit == "insert":  # a ledger row after the last, holding a copy of record 5 as record 6
             columns = [row[1] for row in c.execute("PRAGMA table_info(ledger_records)")]
-            forged = {"k": "k + 1", "id": "'forged'", "audit_seq": "6"}
+            forged = {"k": "(SELECT max(k) FROM ledger_records) + 1", "id": "'forged'", "audit_seq": "6"}
             values = ", ".join(forged.get(name, name) for name in columns)
             c.execute(f"INSERT INTO ledger_records SELECT {values} FROM ledger_records WHERE audit_seq=5")
         elif edit == "reorder":
@@ -360,13 +404,26 @@ class Engine:
 EXPECTED = {
     "change": "record 3 was edited",
     "delete": "record 4 follows record 2",
-    "insert": "record 6 does not hold the digest of record 5",
+    # past a ledger block the real record 6 is there too: whichever of the two is read first, 6 is named
+    "insert": "record 6 (does not hold the digest of record 5|follows record 6)",
     # SQLite: seq 3 holds record 4's fields; Redis: record 4 sits where 3 was
     "reorder": "record [34] (does not hold the digest of|follows) record 2",
 }
+# a ledger row's record holds no previous digest (it is the record before's, read from there): a record moved or
+# copied into another row is chained by its place, and named as edited
+EXPECTED_LEDGER_ROW = {
+    **EXPECTED,
+    "insert": "record 6 (was edited|follows record 6)",
+    "reorder": "record 3 was edited",
+}
+SOURCES = {
+    "record": 5,  # records appended by the audit service
+    "transfer": 5,  # ledger batches' records, in ledger rows of the block not complete yet
+    "transfer-block": STATEMENT_BLOCK + 5,  # the same, records 3 to 5 in a complete (anchored) block
+}
 
 
-@pytest.mark.parametrize("source", ["record", "transfer"])
+@pytest.mark.parametrize("source", list(SOURCES))
 @pytest.mark.parametrize("edit", list(EXPECTED))
 async def test_a_tampered_record_is_named(
     kernel: sos_kernel.Kernel,
@@ -377,13 +434,30 @@ async def test_a_tampered_record_is_named(
     request: pytest.FixtureRequest,
 ) -> None:
     requires(implements, durable=True)  # an engine to edit behind the kernel's back
-    await _records(kernel, 5, source)
+    await _records(kernel, SOURCES[source], source.split("-")[0])
     assert (await kernel.audit.verify()).ok
     redis_url = kernel.url if target in ("redis", "redis-cluster") else None
-    await Engine(kernel, redis_url, ledger_row=source == "transfer").run(edit)
+    await Engine(kernel, redis_url, ledger_row=source.startswith("transfer")).run(edit)
     report = await kernel.audit.verify()
     assert report.ok is False
-    assert re.search(EXPECTED[edit], report.problems[0]), report.problems
+    expected = EXPECTED_LEDGER_ROW if source.startswith("transfer") and target == "sqlite" else EXPECTED
+    assert re.search(expected[edit], report.problems[0]), report.problems
+
+
+@pytest.mark.parametrize("column", ["id", "kind", "ok", "k"])
+async def test_an_edit_of_the_ledger_row_a_record_is_derived_from_is_named(tmp_path: Path, column: str) -> None:
+    """SQLite: a single transfer's record takes its action, outcome and details from its ledger row; an edit of
+    the row's id, kind or status, or a move of the row to another sequence, changes the record, and verify()
+    names it."""
+    kernel = await sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}")
+    await _records(kernel, 5, "transfer")
+    assert (await kernel.audit.verify()).ok
+    with sqlite3.connect(sqlite_path(kernel.url)) as c:
+        edit = {"id": "'forged'", "kind": "'pending'", "ok": "0", "k": "k + 100"}[column]
+        c.execute(f"UPDATE ledger_records SET {column}={edit} WHERE audit_seq=3")
+    report = await kernel.audit.verify()
+    await kernel.aclose()
+    assert report.problems[:1] == ["record 3 was edited: its digest does not match its fields"]
 
 
 async def test_a_rewritten_chain_is_caught_by_its_signed_checkpoint(tmp_path: Any) -> None:
@@ -428,6 +502,7 @@ def _chain(n: int) -> list[Any]:
     return records
 
 
+PLAIN_ID = r"[A-Za-z0-9_.:@/-]{1,40}"
 FIELDS = st.sampled_from(["kind", "actor", "action", "resource", "outcome", "details", "at", "seq", "prev", "digest"])
 
 
@@ -480,11 +555,56 @@ def test_the_sqlite_ledger_row_record_is_the_canonical_one(
         for n, i in enumerate(ids)
     ]
     record = ledger_write_record(batch)
-    action, outcome, text = _batch_fields(batch)
+    action, outcome, text, _derived = _batch_fields(batch)
     assert (action, outcome, text) == (record["action"], record["outcome"], canonical_metadata(record["details"]))
     prev = bytes(range(32))
     expected = text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)
     assert _ledger_digest(prev, seq, at_us, actor, action, outcome, text).hex() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(
+        st.one_of(st.text(min_size=1, max_size=40), st.from_regex(PLAIN_ID, fullmatch=True)), min_size=1, max_size=3
+    ),
+    kind=st.sampled_from(["posted", "pending", "post_pending", "void_pending"]),
+    failed=st.booleans(),
+    sequence=st.integers(1, 2**40 - 4),
+    actor=st.sampled_from(["kernel", "agent:a", "agent:é"]),
+)
+def test_a_sqlite_ledger_row_reads_back_its_canonical_record(
+    ids: list[str], kind: Any, failed: bool, sequence: int, actor: str
+) -> None:
+    """What a ledger row stores of its batch's record (all of it, or only its sequence, time, actor and digest for
+    a batch of one transfer with a plain id) reads back as ``ledger_write_record``'s fields, chained."""
+    from sos_kernel.audit import act_as, done_acting
+    from sos_kernel.audit.chain import text_digest
+    from sos_kernel.backends import sqlite_ledger as sl
+    from sos_kernel.ledger.chain import canonical_metadata
+    from sos_kernel.ledger.models import Transfer
+    from sos_kernel.ledger.service import ledger_write_record
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    status: Any = "failed" if failed else "ok"
+    batch = [
+        Transfer(i, kind, "a", "b", USD, 1, None, 0, 0, "", {}, at, sequence + n, status, None, None, None, 0, None)
+        for n, i in enumerate(ids)
+    ]
+    record = ledger_write_record(batch)
+    prev = bytes(range(32))
+    with sqlite3.connect(":memory:") as c:
+        c.executescript(sl.LEDGER_SCHEMA)
+        token = act_as(actor)
+        try:
+            audit, (seq, digest) = sl._ledger_audit(c.cursor(), "t", (6, prev), 0, 0, batch)
+        finally:
+            done_acting(token)
+        sl._insert(c.cursor(), 1, 1 << sl.SEQ_BITS, batch, [bytes(32)] * len(batch), [(0, 0)] * len(batch), 0.0, audit)
+        (row,) = c.execute(f"SELECT {sl._AUDIT_AS_RECORD} FROM ledger_records WHERE audit_seq IS NOT NULL").fetchall()
+    s, at_us, k, a, action, resource, outcome, text, stored_prev, hexdigest = row
+    assert (s, k, a, resource, stored_prev, hexdigest) == (seq, sl.LEDGER_WRITE_KIND, actor, "", None, digest.hex())
+    assert (action, outcome, text) == (record["action"], record["outcome"], canonical_metadata(record["details"]))
+    assert hexdigest == text_digest(prev.hex(), 7, at_us, sl.LEDGER_WRITE_KIND, actor, action, "", outcome, text)
 
 
 async def test_identity_events_are_recorded(kernel: sos_kernel.Kernel) -> None:

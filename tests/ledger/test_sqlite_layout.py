@@ -28,6 +28,7 @@ from sos_kernel.backends.sqlite_ledger import (
     SQLiteLedgerStore,
 )
 from sos_kernel.errors import BackendFailure, InsufficientFunds
+from sos_kernel.ledger.chain import canonical_metadata, micros
 from sos_kernel.ledger.models import Price, Rate
 
 pytestmark = pytest.mark.anyio
@@ -440,3 +441,68 @@ async def test_a_file_in_layout_4_is_upgraded_and_its_statements_read_the_same(t
         assert sum(len(v) for v in after.values()) > sum(len(v) for v in before["default"].values())
         await ledger.check()
         assert await _statements(kernel.tenant("acme").ledger) == before["acme"]
+
+
+async def test_a_file_in_layout_4_is_upgraded_and_its_audit_chain_goes_on(tmp_path: Path) -> None:
+    # a file as layout 4 left it: the records of complete blocks copied into audit_records (and still in their
+    # ledger rows), the last block's only in its rows, no anchors
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    async with sos_kernel.open(url) as kernel:
+        await kernel.ledger.open_account("system:mint", "USD", allow_negative=True)
+        await kernel.ledger.open_account("agent:alice", "USD")
+        await kernel.audit.record("test", actor="agent:x")
+        await _transfers(kernel.ledger, 2 * STATEMENT_BLOCK + 3)
+        before = await kernel.audit.events("default", limit=1000)
+    by_seq = {r.seq: r for r in before}
+    with closing(sqlite3.connect(path)) as c:
+        entered = "audit_seq IS NOT NULL AND k & ? <= ?"
+        bounds = ((1 << sqlite_ledger.SEQ_BITS) - 1, 2 * STATEMENT_BLOCK)
+        copies = [by_seq[r[0]] for r in c.execute(f"SELECT audit_seq FROM ledger_records WHERE {entered}", bounds)]
+        c.executemany(
+            "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    *(r.tenant, r.seq, micros(r.at), r.kind, r.actor, r.action, r.resource, r.outcome),
+                    *(canonical_metadata(dict(r.details)), r.prev, r.digest),
+                )
+                for r in copies
+            ],
+        )
+        # layout 4's rows held every field and the previous digest
+        c.execute("ALTER TABLE ledger_records ADD COLUMN audit_prev BLOB")
+        for r in before:
+            fields = (r.action, r.outcome, canonical_metadata(dict(r.details)), bytes.fromhex(r.prev), r.seq)
+            c.execute(
+                "UPDATE ledger_records SET audit_action=?, audit_outcome=?, audit_details=?, audit_prev=?"
+                " WHERE audit_seq=?",
+                fields,
+            )
+        c.execute("DROP TABLE audit_ledger_blocks")
+        c.execute("PRAGMA user_version = 4")
+        c.commit()
+    for _ in range(2):  # a second opening finds nothing left to upgrade
+        async with sos_kernel.open(url) as kernel:
+            report = await kernel.audit.verify()
+            assert (report.ok, report.problems, report.records) == (True, [], len(before))
+            assert await kernel.audit.events("default", limit=1000) == before
+    async with sos_kernel.open(url) as kernel:
+        await _transfers(kernel.ledger, STATEMENT_BLOCK, prefix="new")  # completes the block of the old tail
+        await kernel.audit.record("test", actor="agent:y")
+        after = await kernel.audit.events("default", limit=1000)
+        assert after[: len(before)] == before
+        assert [r.seq for r in after] == list(range(1, len(before) + STATEMENT_BLOCK + 2))
+        assert [r.details["ids"] for r in after[len(before) : -1]] == [[f"new{i}"] for i in range(STATEMENT_BLOCK)]
+        assert await kernel.audit.events("default", after=100, limit=5) == after[100:105]
+        report = await kernel.audit.verify()
+        assert (report.ok, report.problems, report.records) == (True, [], len(after))
+        await kernel.ledger.check()
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        in_table = c.execute("SELECT count(*) FROM audit_records WHERE kind='ledger.write'").fetchone()[0]
+        assert in_table == 2 * STATEMENT_BLOCK  # the copies layout 4 made stay, once
+        in_rows = c.execute("SELECT count(*) FROM ledger_records WHERE audit_seq IS NOT NULL").fetchone()[0]
+        assert in_rows == 3 + STATEMENT_BLOCK  # the rest, in their rows for good
+        kept = c.execute("SELECT count(*) FROM ledger_records WHERE audit_prev IS NOT NULL").fetchone()[0]
+        assert kept == 3  # layout 4's tail rows keep the column; nothing writes or reads it any more
+        assert c.execute("SELECT count(*) FROM audit_ledger_blocks").fetchone()[0] == 1  # the block completed since

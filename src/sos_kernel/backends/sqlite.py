@@ -156,7 +156,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # layout 3 -> 4: the ledger rows' audit columns, added after the schema by upgrade_ledger (guarded ALTERs)
     3: (),
-    # layout 4 -> 5: the statements' links, filled after the schema by upgrade_ledger from the records
+    # layout 4 -> 5: the statements' links and the ledger rows keeping their audit records for good (anchored per
+    # block), both by upgrade_ledger
     4: (),
 }
 _ALL_SCHEMA = (
@@ -783,7 +784,7 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
             c.execute(statement)
     for trigger in _TRIGGERS:
         c.execute(trigger)
-    if version and version < 5:  # layouts 3 -> 4 -> 5: the ledger rows' audit columns, the statements' links
+    if version and version < 5:  # layouts 3 -> 4 -> 5: the ledger rows' audit columns, statement links, record copies
         upgrade_ledger(c)
     if version != SCHEMA_VERSION:
         c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS audit_records (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, at_us INTEGER NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, resource TEXT NOT NULL, outcome TEXT NOT NULL, details TEXT NOT NULL, prev TEXT NOT NULL,
     digest TEXT NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_ledger_blocks (
+    tn INTEGER NOT NULL, seq INTEGER NOT NULL, k INTEGER NOT NULL, PRIMARY KEY (tn, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     tenant TEXT NOT NULL, seq INTEGER NOT NULL, document TEXT NOT NULL, PRIMARY KEY (tenant, seq)) WITHOUT ROWID;
 """
@@ -62,7 +64,7 @@ def append_audit_row(
 ) -> None:
     """Append one record inside the caller's open write transaction, without building models (``fields``: action,
     outcome, details), e.g. a store recording its own effect in the same transaction. The head is read in the
-    transaction, including the ledger rows whose records are not entered yet (so processes sharing the file never
+    transaction, including the ledger rows holding records (so processes sharing the file never
     fork the chain), and the details encoded once."""
     row = c.execute(_HEAD, (tenant,)).fetchone()
     seq, prev = (row[0], row[1]) if row else (0, audit_genesis(tenant))
@@ -86,8 +88,21 @@ def _text(r: AuditRecord) -> tuple[str, ...]:
     return (r.kind, r.actor, r.action, r.resource, r.outcome)
 
 
-_HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger row not entered yet
+_HEAD = AUDIT_HEAD  # the chain's head, whether in audit_records or in a ledger row
 _APPEND = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _with_prev(rows: list[Any], prev: str | None) -> list[Any]:
+    """``rows`` (in sequence order) with the previous digest of each record held in a ledger row (NULL there): the
+    digest of the row before it (``prev`` for the first: the record before the page's, None when it is not there,
+    and then ``verify()`` has named the gap already)."""
+    out = []
+    for row in rows:
+        if row[8] is None:
+            row = (*row[:8], prev or "", row[9])
+        out.append(row)
+        prev = row[9]
+    return out
 
 
 def _record(tenant: str, row: Any) -> AuditRecord:
@@ -234,9 +249,9 @@ class SQLiteGovernanceStore(GovernanceStore):
 
 
 class SQLiteAuditStore(AuditStore):
-    """The audit chain in the table ``audit_records``, and in the last ledger row of each batch recorded since the
-    ledger's last complete block (see :mod:`sos_kernel.backends.sqlite_ledger`), which every read here includes;
-    checkpoints in ``audit_checkpoints``."""
+    """The audit chain in the table ``audit_records`` and in the last ledger row of each ledger batch (see
+    :mod:`sos_kernel.backends.sqlite_ledger`), which every read here includes; checkpoints in
+    ``audit_checkpoints``."""
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -247,10 +262,14 @@ class SQLiteAuditStore(AuditStore):
 
     async def page(self, tenant: str, after: int, limit: int) -> list[AuditRecord]:
         def tx(c: sqlite3.Connection) -> list[Any]:
-            return c.execute(AUDIT_PAGE, (tenant, after, limit)).fetchall()
+            # from record `after` itself: its digest is the previous one of the next, if that is a ledger row's
+            return c.execute(AUDIT_PAGE, (tenant, max(after - 1, 0), limit + 1)).fetchall()
 
         rows = await self._db.read(tx)
-        return [_record(tenant, r) for r in rows]
+        prev: str | None = audit_genesis(tenant) if after <= 0 else None
+        if after > 0 and rows and rows[0][0] == after:
+            prev, rows = rows[0][9], rows[1:]
+        return [_record(tenant, r) for r in _with_prev(rows[:limit], prev)]
 
     async def head(self, tenant: str) -> tuple[int, str | None]:
         def tx(c: sqlite3.Connection) -> tuple[int, str | None]:

@@ -27,11 +27,12 @@ those rows.
   ``history`` starts at the anchor far enough past its cursor (or at the account's last record) and walks back,
   reading at most ``limit + STATEMENT_ANCHOR_EVERY`` records.
 - A batch's ``ledger.write`` audit record (see :mod:`sos_kernel.audit`) is written in the batch's last row, in the
-  ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record: the transaction
-  writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The records are entered in
-  ``audit_records`` with the block (by ``INSERT … SELECT``, in the transaction that completes it); until then every
+  ``audit_*`` columns (:data:`AUDIT_COLUMNS`, NULL in every other row), chained like any record, and stays there:
+  the transaction writes no page of ``audit_records`` for it, whose B-tree it does not otherwise touch. The
+  transaction that completes a block writes one anchor row per block holding a record (:data:`AUDIT_BLOCKS`: the
+  block's first record's sequence and key), so a page of the chain seeks its first ledger record by index. Every
   read of the chain (:data:`AUDIT_HEAD`, :data:`AUDIT_PAGE`, :data:`AUDIT_COUNT`: the next append's head, pages,
-  ``verify()``, export, checkpoints) reads them from the ledger rows after the tenant's last complete block.
+  ``verify()``, export, checkpoints) reads ``audit_records`` and the ledger rows together, in one snapshot.
 - ``ledger_records_open`` indexes open holds only (a partial index), by expiry.
 - ``ledger_tenants`` numbers the tenants; ``ledger_accounts`` holds each account's four counters.
 
@@ -51,7 +52,8 @@ Every record and every account row carries its digest (a ``digest`` column, 32 b
 previous record, whose digest the tenant state keeps (or the probe reads with the last key).
 
 The file's layout is checked once, when the backend opens it (:data:`sos_kernel.backends.sqlite.SCHEMA_VERSION`);
-a file made before the audit columns or the statement links gets them then (:func:`upgrade_ledger`).
+a file made before the audit columns or the statement links gets them then, and one whose ledger records were
+copied into ``audit_records`` (layout 4) keeps those copies only (:func:`upgrade_ledger`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ them), so a ledger of up to this many active accounts is served from memory once
 ACCOUNTS_KEPT_MAX = 131_072
 """Accounts a store keeps over all its kept tenant states (about 300 bytes each: some 40 MB at worst); past it,
 the least recently used tenant states are forgotten whole."""
+AUDIT_MIDDLES_MAX = 1024
+"""Encoded (actor, action, outcome) parts of ledger records' digests a process keeps (a few hundred bytes each)."""
 PARAMS_MAX = 500  # bound parameters per statement; SQLite's limit is 999 on old builds
 ACCOUNTS_PER_SELECT = 100  # SQLite joins at most 500 selects in a compound
 STATEMENT_BLOCK = 64
@@ -126,7 +130,7 @@ CREATE TABLE IF NOT EXISTS ledger_records (
     timeout_s INTEGER NOT NULL, code INTEGER NOT NULL, reason TEXT NOT NULL, metadata TEXT NOT NULL,
     ts REAL NOT NULL, ok INTEGER NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL, state TEXT NOT NULL,
     captured INTEGER NOT NULL, expires REAL NOT NULL, digest BLOB NOT NULL, audit_seq INTEGER, audit_at_us INTEGER,
-    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_prev BLOB, audit_digest BLOB,
+    audit_actor TEXT, audit_action TEXT, audit_outcome TEXT, audit_details TEXT, audit_digest BLOB,
     dprev INTEGER NOT NULL DEFAULT 0, cprev INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ledger_records_open ON ledger_records (tn, expires) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS ledger_ids (
@@ -194,26 +198,54 @@ AUDIT_COLUMNS = (
     ("audit_action", "TEXT"),
     ("audit_outcome", "TEXT"),
     ("audit_details", "TEXT"),
-    ("audit_prev", "BLOB"),
     ("audit_digest", "BLOB"),
 )
 """The columns of ``ledger_records`` holding a batch's audit record, in its last row (NULL in every other row);
-the digests as 32 bytes (``audit_records`` keeps them in hex)."""
-_INSERT_AUDITED = (
-    f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, dprev, cprev, {', '.join(n for n, _ in AUDIT_COLUMNS)})"
-    f" VALUES ({','.join('?' * (23 + len(AUDIT_COLUMNS)))})"
+the digest as 32 bytes (``audit_records`` keeps digests in hex). The previous record's digest is not stored: it is
+the digest of the record before, wherever that is, and read from there (a ledger row's record is chained to it all
+the same, so a changed, deleted or inserted record is named as before). The record of a batch of one transfer with a
+plain id (the usual batch) leaves its action, outcome and details NULL too: they are its row's
+(:data:`_DERIVED_KINDS`), written back by :data:`_AUDIT_AS_RECORD` when read, so the row holds only the record's
+sequence, time, actor and digest."""
+_AUDIT_DERIVED = ("audit_seq", "audit_at_us", "audit_actor", "audit_digest")
+_AUDIT_STORED = (
+    "audit_seq",
+    "audit_at_us",
+    "audit_actor",
+    "audit_action",
+    "audit_outcome",
+    "audit_details",
+    "audit_digest",
+)
+
+
+def _insert_audited_sql(columns: tuple[str, ...]) -> str:
+    return (
+        f"INSERT INTO ledger_records (tn, {_COLUMNS}, digest, dprev, cprev, {', '.join(columns)})"
+        f" VALUES ({','.join('?' * (23 + len(columns)))})"
+    )
+
+
+_INSERT_AUDITED = _insert_audited_sql(_AUDIT_STORED)
+_INSERT_AUDITED_DERIVED = _insert_audited_sql(_AUDIT_DERIVED)
+_DERIVED_KINDS = ("posted", "pending", "post_pending", "void_pending")
+"""The transfer kinds whose single-transfer batch record is derived from its row (every kind there is)."""
+_DERIVED_ACTION = (
+    "CASE kind " + " ".join(f"WHEN '{kind}' THEN '{ledger_write_action(kind)}'" for kind in _DERIVED_KINDS) + " END"
 )
 # a ledger row's audit record in audit_records' column order (seq, at_us, kind, actor, action, resource, outcome,
-# details, prev, digest)
+# details, prev, digest): prev NULL (the previous record's digest, read by the store), and the fields a batch of one
+# transfer derives from its row (see AUDIT_COLUMNS) written back as ledger_write_record gives them
 _AUDIT_AS_RECORD = (
-    f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, audit_action, '', audit_outcome, audit_details,"
-    " lower(hex(audit_prev)), lower(hex(audit_digest))"
+    f"audit_seq, audit_at_us, '{LEDGER_WRITE_KIND}', audit_actor, coalesce(audit_action, {_DERIVED_ACTION}), '',"
+    " coalesce(audit_outcome, CASE ok WHEN 1 THEN 'ok' ELSE 'failed' END),"
+    f""" coalesce(audit_details, '{{"count":1,"ids":["' || id || '"],"sequence":' || (k & {SEQ_SPAN - 1}) || '}}'),"""
+    " NULL, lower(hex(audit_digest))"
 )
-
-
-def _audit_tail(lower: str, end: str) -> str:
-    """The condition selecting a tenant's ledger rows after ``lower`` and before ``end`` that hold a record."""
-    return f"k>{lower} AND k<{end} AND audit_seq IS NOT NULL"
+AUDIT_BLOCKS = "audit_ledger_blocks"
+"""The table anchoring the records kept in ledger rows: one row (tenant number, the first record's sequence, its
+key) per complete block of :data:`STATEMENT_BLOCK` ledger keys holding any record, written by the transaction that
+completes the block; a page of the chain seeks the block holding its first record here."""
 
 
 def _unentered(base: str, end: str) -> str:
@@ -222,40 +254,50 @@ def _unentered(base: str, end: str) -> str:
     return f"{base} + ({last} - {base}) / {STATEMENT_BLOCK} * {STATEMENT_BLOCK}"
 
 
-# the tenant named ?1's key range; NULL when it has no ledger (then its ledger holds no record)
-_BASE = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) << {SEQ_BITS})"
-_END = f"((SELECT n FROM ledger_tenants WHERE tenant=?1) + 1 << {SEQ_BITS})"
-_TAIL = _audit_tail(_unentered(_BASE, _END), _END)
-
-
-def _head_sql(tail: str) -> str:
+def _head_sql(tn: str, entered: str, end: str) -> str:
+    # the ledger's last record is at or after its last anchored block, else among the keys after `entered` (the
+    # tenant's last complete block): no anchor, no record in a complete block
+    lower = f"coalesce((SELECT k FROM {AUDIT_BLOCKS} WHERE tn={tn} ORDER BY seq DESC LIMIT 1), {entered})"
     return (
         "SELECT * FROM (SELECT seq, digest FROM audit_records WHERE tenant=?1 ORDER BY seq DESC LIMIT 1)"
-        f" UNION ALL SELECT * FROM (SELECT audit_seq, lower(hex(audit_digest)) FROM ledger_records WHERE {tail}"
-        " ORDER BY k DESC LIMIT 1) ORDER BY 1 DESC LIMIT 1"
+        " UNION ALL SELECT * FROM (SELECT audit_seq, lower(hex(audit_digest)) FROM ledger_records"
+        f" WHERE k>={lower} AND k<{end} AND audit_seq IS NOT NULL ORDER BY k DESC LIMIT 1) ORDER BY 1 DESC LIMIT 1"
     )
 
 
-AUDIT_HEAD = _head_sql(_TAIL)
-"""The audit chain's head (seq, digest) of the tenant ?1: its last record in ``audit_records`` or among the ledger
-rows not entered yet, whichever is later (no row before its first record)."""
-_LEDGER_AUDIT_HEAD = _head_sql(_audit_tail("?2", "?3"))  # the same, ?2 the tenant's last entered key, ?3 past its last
+# the tenant named ?1's number and key range; NULL when it has no ledger (then its ledger holds no record)
+_TN = "(SELECT n FROM ledger_tenants WHERE tenant=?1)"
+_BASE = f"({_TN} << {SEQ_BITS})"
+_END = f"({_TN} + 1 << {SEQ_BITS})"
+
+AUDIT_HEAD = _head_sql(_TN, _unentered(_BASE, _END), _END)
+"""The audit chain's head (seq, digest) of the tenant ?1: its last record in ``audit_records`` or in a ledger row,
+whichever is later (no row before its first record)."""
+# the same, ?2 the tenant's last entered key, ?3 past its last (the tenant's number follows from it)
+_LEDGER_AUDIT_HEAD = _head_sql(f"((?3 >> {SEQ_BITS}) - 1)", "?2", "?3")
+# the key of the ledger's block holding the tenant's record ?2 + 1 (or the first after it): the last block anchored
+# at or before that sequence, else the tenant's first key
+_PAGE_START = (
+    f"coalesce((SELECT k FROM {AUDIT_BLOCKS} WHERE tn={_TN} AND seq<=?2 + 1 ORDER BY seq DESC LIMIT 1), {_BASE})"
+)
 AUDIT_PAGE = (
     "SELECT * FROM (SELECT seq, at_us, kind, actor, action, resource, outcome, details, prev, digest"
     " FROM audit_records WHERE tenant=?1 AND seq>?2 ORDER BY seq LIMIT ?3)"
-    f" UNION ALL SELECT * FROM (SELECT {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_TAIL} AND audit_seq>?2"
-    " ORDER BY audit_seq LIMIT ?3) ORDER BY 1 LIMIT ?3"
+    f" UNION ALL SELECT * FROM (SELECT {_AUDIT_AS_RECORD} FROM ledger_records WHERE k>={_PAGE_START} AND k<{_END}"
+    " AND audit_seq>?2 ORDER BY k LIMIT ?3) ORDER BY 1 LIMIT ?3"
 )
-"""Up to ?3 audit records of the tenant ?1 after sequence ?2, in ``audit_records`` or in the ledger rows not
-entered yet, by sequence."""
+"""Up to ?3 audit records of the tenant ?1 after sequence ?2, in ``audit_records`` or in ledger rows, by sequence
+(the ledger's from the block its first one is in: a seek, never a scan of the tenant's ledger from its start)."""
 AUDIT_COUNT = (
-    f"SELECT (SELECT count(*) FROM audit_records WHERE tenant=?1) + (SELECT count(*) FROM ledger_records WHERE {_TAIL})"
+    "SELECT (SELECT count(*) FROM audit_records WHERE tenant=?1) + (SELECT count(*) FROM ledger_records"
+    f" WHERE k>={_BASE} AND k<{_END} AND audit_seq IS NOT NULL)"
 )
-"""How many audit records the tenant ?1 has, in ``audit_records`` and in the ledger rows not entered yet."""
-# enter the audit records of the ledger rows with keys in (?1, ?2] (tenant ?3) into audit_records
-_ENTER_AUDIT = (
-    "INSERT INTO audit_records (tenant, seq, at_us, kind, actor, action, resource, outcome, details, prev, digest)"
-    f" SELECT ?3, {_AUDIT_AS_RECORD} FROM ledger_records WHERE {_audit_tail('?1', '?2 + 1')}"
+"""How many audit records the tenant ?1 has, in ``audit_records`` and in ledger rows (``verify()``'s check that
+no record was added beside the chain: it reads every record anyway)."""
+# anchor each complete block in keys (?1, ?2] (?1 a block's end) that holds a record (?3 the tenant number)
+_ANCHOR_BLOCKS = (
+    f"INSERT INTO {AUDIT_BLOCKS} (tn, seq, k) SELECT ?3, min(audit_seq), min(k) FROM ledger_records"
+    f" WHERE k>?1 AND k<=?2 AND audit_seq IS NOT NULL GROUP BY (k - ?1 - 1) / {STATEMENT_BLOCK}"
 )
 
 AccountKey = tuple[str, str]
@@ -357,7 +399,7 @@ def _insert(
         return
     if len(rows) > 1:  # the other rows leave the audit columns out (NULL) rather than binding None
         c.executemany(_INSERT, rows[:-1])
-    c.execute(_INSERT_AUDITED, (*rows[-1], *audit))
+    c.execute(audit[0], (*rows[-1], *audit[1]))
 
 
 def _statement_links(
@@ -386,8 +428,9 @@ def _statement_links(
 def _ledger_audit(
     c: sqlite3.Cursor, tenant: str, head: tuple[int, bytes] | None, entered: int, end: int, batch: list[Transfer]
 ) -> tuple[tuple[Any, ...], tuple[int, bytes]]:
-    """The audit record of ``batch`` (:func:`~sos_kernel.ledger.service.ledger_write_record`'s) as the values of
-    :data:`AUDIT_COLUMNS`, and the chain's new head (sequence, digest). It is chained after ``head`` when the
+    """The audit record of ``batch`` (:func:`~sos_kernel.ledger.service.ledger_write_record`'s) as the statement
+    inserting the batch's last row with it and the values of its audit columns (see :data:`AUDIT_COLUMNS`), and
+    the chain's new head (sequence, digest). It is chained after ``head`` when the
     caller knows it current, else after the head read in the open write transaction (so processes sharing the file
     never fork the chain): ``entered`` is the tenant's last entered key, ``end`` past its last key."""
     if head is None:
@@ -396,9 +439,11 @@ def _ledger_audit(
     seq, prev = head
     seq += 1
     at_us, actor = time.time_ns() // 1000, acting()
-    action, outcome, text = _batch_fields(batch)
+    action, outcome, text, derived = _batch_fields(batch)
     digest = _ledger_digest(prev, seq, at_us, actor, action, outcome, text)
-    return (seq, at_us, actor, action, outcome, text or "{}", prev, digest), (seq, digest)
+    if derived:
+        return (_INSERT_AUDITED_DERIVED, (seq, at_us, actor, digest)), (seq, digest)
+    return (_INSERT_AUDITED, (seq, at_us, actor, action, outcome, text or "{}", digest)), (seq, digest)
 
 
 def _digest_bytes(tenant: str, seq: int, digest: Any) -> bytes:
@@ -410,19 +455,24 @@ def _digest_bytes(tenant: str, seq: int, digest: Any) -> bytes:
         ) from None
 
 
-def _batch_fields(batch: list[Transfer]) -> tuple[str, str, str]:
-    """The action, outcome and details (in canonical text) of ``batch``'s audit record: the usual batch of one
-    transfer without building the record."""
+def _batch_fields(batch: list[Transfer]) -> tuple[str, str, str, bool]:
+    """The action, outcome and details (in canonical text) of ``batch``'s audit record, and whether they follow
+    from its row (a batch of one transfer with a plain id, the usual batch, taken without building the record)."""
     first = batch[0]
     tid = first.id
     if len(batch) == 1 and len(tid) + 3 <= LEDGER_WRITE_IDS_BYTES_MAX and _PLAIN.match(tid):
+        kind = first.kind
         return (
-            ledger_write_action(first.kind),
+            _ACTIONS.get(kind) or ledger_write_action(kind),
             first.status,
             f'{{"count":1,"ids":["{tid}"],"sequence":{first.sequence}}}',
+            kind in _ACTIONS,
         )
     record = ledger_write_record(batch)
-    return record["action"], record["outcome"], details_text(record["details"])
+    return record["action"], record["outcome"], details_text(record["details"]), False
+
+
+_ACTIONS = {kind: ledger_write_action(kind) for kind in _DERIVED_KINDS}
 
 
 _KIND_FIELD = f"{len(LEDGER_WRITE_KIND)}:{LEDGER_WRITE_KIND}"
@@ -432,13 +482,20 @@ def _ledger_digest(prev: bytes, seq: int, at_us: int, actor: str, action: str, o
     """``text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text)`` as bytes, the
     fields encoded in one step when they are ASCII (the usual case: then characters are bytes)."""
     n, t = str(seq), str(at_us)
-    encoded = (
-        f"1:A{len(n)}:{n}{len(t)}:{t}{_KIND_FIELD}{len(actor)}:{actor}{len(action)}:{action}0:"
-        f"{len(outcome)}:{outcome}{len(text)}:{text}"
-    )
+    middle = _middle(actor, action, outcome)
+    encoded = f"1:A{len(n)}:{n}{len(t)}:{t}{middle}{len(text)}:{text}"
     if not encoded.isascii():
         return bytes.fromhex(text_digest(prev.hex(), seq, at_us, LEDGER_WRITE_KIND, actor, action, "", outcome, text))
-    return hashlib.sha256(prev + encoded.encode("ascii")).digest()
+    return _sha256(prev + encoded.encode("ascii")).digest()
+
+
+_sha256 = hashlib.sha256
+
+
+@functools.lru_cache(maxsize=AUDIT_MIDDLES_MAX)
+def _middle(actor: str, action: str, outcome: str) -> str:
+    # the encoded fields between the time and the details: the same for most records (one actor, one action)
+    return f"{_KIND_FIELD}{len(actor)}:{actor}{len(action)}:{action}0:{len(outcome)}:{outcome}"
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]*\Z")
@@ -468,6 +525,7 @@ def upgrade_ledger(c: sqlite3.Connection) -> None:
     for name, kind in AUDIT_COLUMNS:
         if name not in present:
             c.execute(f"ALTER TABLE ledger_records ADD COLUMN {name} {kind}")
+    _upgrade_audit_rows(c)
     _upgrade_statement_links(c)
 
 
@@ -514,6 +572,21 @@ def _upgrade_statement_links(c: sqlite3.Connection) -> None:
         f" FROM temp.ledger_upgrade_sides WHERE n % {STATEMENT_ANCHOR_EVERY} = 0"
     )
     c.execute("DROP TABLE temp.ledger_upgrade_sides")
+
+
+def _upgrade_audit_rows(c: sqlite3.Connection) -> None:
+    """Layout 4 -> 5: a ledger row's record copied into ``audit_records`` with its block (layout 4) stays there
+    only, its copy in the row erased, so every record is in one place; the rows not entered yet keep theirs (and
+    are anchored when their block completes; their ``audit_prev`` column, which layout 5 neither writes nor reads,
+    stays). Idempotent: a file without such copies is left as it is."""
+    names = [name for name, _ in AUDIT_COLUMNS]
+    if "audit_prev" in {row[1] for row in c.execute("PRAGMA table_info(ledger_records)")}:
+        names.append("audit_prev")
+    erased = ", ".join(f"{name}=NULL" for name in names)
+    c.execute(
+        f"UPDATE ledger_records SET {erased} WHERE audit_seq IS NOT NULL AND EXISTS (SELECT 1 FROM audit_records a"
+        " JOIN ledger_tenants t ON a.tenant=t.tenant WHERE t.n=ledger_records.tn AND a.seq=ledger_records.audit_seq)"
+    )
 
 
 def _meta(t: Transfer) -> str:
@@ -894,8 +967,8 @@ class SQLiteLedgerStore(LedgerStore):
     @staticmethod
     def _enter_blocks(c: sqlite3.Connection, tenant: str, base: int, before: int, last: int) -> bool:
         # the batch took the tenant's last sequence from `before` to `last`: the blocks it completed are entered
-        # in the id table and audit_records, in one write of a few pages for that many records,
-        # instead of a page per record in each. Returns whether it entered any.
+        # in the id table (and anchored for the audit chain's pages), in one write of a few pages for that many
+        # records, instead of a page per record. Returns whether it entered any.
         entered, entering = before - before % STATEMENT_BLOCK, last - last % STATEMENT_BLOCK
         if entering <= entered:
             return False
@@ -904,10 +977,10 @@ class SQLiteLedgerStore(LedgerStore):
         except sqlite3.IntegrityError as exc:
             raise InvariantViolation(f"the SQLite ledger recorded an id twice: {exc}") from exc
         try:
-            c.execute(_ENTER_AUDIT, (base + entered, base + entering, tenant))
+            c.execute(_ANCHOR_BLOCKS, (base + entered, base + entering, base >> SEQ_BITS))
         except sqlite3.IntegrityError as exc:
-            # a sequence in both places: the chain was forked or edited
-            raise InvariantViolation(f"the audit records of {tenant!r} could not be entered: {exc}") from exc
+            # two blocks starting at one sequence: the chain was forked or edited
+            raise InvariantViolation(f"the audit records of {tenant!r} could not be anchored: {exc}") from exc
         return True
 
     # -- primitives -----------------------------------------------------------------------------------------
