@@ -20,6 +20,11 @@ traffic. A new entry takes the position after both the address's newest entry an
 ``bus_address_positions``, which records the newest position whenever that entry is removed: positions are never
 reused, even once every entry is trimmed, and a publish does not write the counter.
 
+A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
+where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
+would write): a claim's cost does not grow with the pending set, retries within a window go in position order, and
+a due retry past the window is reached by the next claims.
+
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
 and dead letter kept); a file with a later or unknown layout, or with these tables and no layout recorded, is
