@@ -6,7 +6,8 @@
   the same shape (insert one row per transaction; 100 rows per transaction; claim a batch then delete each row in
   its own transaction), same file settings (WAL, synchronous=NORMAL); and publish → consume → ack of one message
   at a time (a subscriber receiving each message right after its publish) against the same three bare
-  transactions per message (insert; claim; delete).
+  transactions per message (insert; claim; delete). Then, per message, the CPU time (``time.process_time``) and
+  the WAL pages of ``publish`` and of publish → consume → ack, ours and the floor's (checkpoints off).
 - redis: single publish against a single ``XADD``; batched publish (100 per call) against a redis-py pipeline of
   100 ``XADD``; consume+ack against ``XREADGROUP COUNT 16`` plus one ``XACK`` per message — the same round trips a
   subscriber that acks each delivery makes.
