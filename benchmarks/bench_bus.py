@@ -6,7 +6,8 @@
   the same shape (insert one row per transaction; 100 rows per transaction; claim a batch then delete each row in
   its own transaction), same file settings (WAL, synchronous=NORMAL); and publish → consume → ack of one message
   at a time (a subscriber receiving each message right after its publish) against the same three bare
-  transactions per message (insert; claim; delete).
+  transactions per message (insert; claim; delete). Then, per message, the CPU time (``time.process_time``) and
+  the WAL pages of ``publish`` and of publish → consume → ack, ours and the floor's (checkpoints off).
 - redis: single publish against a single ``XADD``; batched publish (100 per call) against a redis-py pipeline of
   100 ``XADD``; consume+ack against ``XREADGROUP COUNT 16`` plus one ``XACK`` per message — the same round trips a
   subscriber that acks each delivery makes.
@@ -322,6 +323,72 @@ async def sqlite_rates(tmp: Path) -> list[tuple[str, float, float, str]]:
     ]
 
 
+N_COSTS = 2000
+WARM = 50
+
+
+def _checkpoints_off(conn: sqlite3.Connection) -> int:
+    """Empty the WAL and stop automatic checkpoints, so the WAL keeps every frame written; the page size."""
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _wal_frames(db: Path, page_bytes: int) -> int:
+    return (Path(f"{db}-wal").stat().st_size - 32) // (page_bytes + 24)  # a 32-byte header, 24 bytes per frame
+
+
+async def _ours_cost(db: Path, end_to_end: bool) -> tuple[float, float]:
+    """CPU µs and WAL pages per message of ours: ``publish`` alone, or publish → receive → ack one at a time."""
+    data = messages(N_COSTS + WARM)
+    async with AsyncExitStack() as stack:
+        kernel = await stack.enter_async_context(sos_kernel.open(f"sqlite:///{db}"))
+        sub = await stack.enter_async_context(kernel.bus.subscribe("agent:bench")) if end_to_end else None
+        for i, item in enumerate(data):
+            if i == WARM:
+                page_bytes = _checkpoints_off(kernel.backend.engine.conn)  # type: ignore[attr-defined]
+                started = time.process_time()
+            await kernel.bus.publish(item)
+            if sub is not None:
+                delivery = await sub.receive()
+                assert delivery is not None
+                await delivery.ack()
+        cpu = time.process_time() - started
+        return cpu / N_COSTS * 1e6, _wal_frames(db, page_bytes) / N_COSTS
+
+
+def _raw_cost(db: Path, end_to_end: bool) -> tuple[float, float]:
+    """The same for the raw floor: an insert per message, then (end to end) its claim and ack transactions."""
+    conn, cursor = _raw_db(db), 0
+    for i, item in enumerate(messages(N_COSTS + WARM)):
+        if i == WARM:
+            page_bytes = _checkpoints_off(conn)
+            started = time.process_time()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (mid, data) VALUES (?, ?)", ("id", item))
+        conn.execute("COMMIT")
+        if end_to_end:
+            cursor = _raw_take(conn, cursor)[-1]
+    cpu = time.process_time() - started
+    frames = _wal_frames(db, page_bytes)
+    conn.close()
+    return cpu / N_COSTS * 1e6, frames / N_COSTS
+
+
+async def sqlite_costs(tmp: Path) -> str:
+    """CPU time (``time.process_time``) and WAL pages per message, ours and the raw floor's, one run of each
+    (untimed by the clock; checkpoints off so that the WAL keeps every page a commit wrote)."""
+    head = f"{'ours CPU µs':>12} {'raw CPU µs':>11} {'ratio':>6} {'ours WAL':>9} {'raw WAL':>8}"
+    lines = [f"{'sqlite per message':<28} {head}"]
+    for name, end_to_end in (("publish", False), ("publish→consume→ack", True)):
+        ours = await _ours_cost(tmp / f"cost-ours-{end_to_end}.db", end_to_end)
+        raw = _raw_cost(tmp / f"cost-raw-{end_to_end}.db", end_to_end)
+        lines.append(
+            f"{name:<28} {ours[0]:>12.1f} {raw[0]:>11.1f} {raw[0] / ours[0]:>5.2f}x {ours[1]:>9.2f} {raw[1]:>8.2f}"
+        )
+    return "\n".join(lines)
+
+
 # --- redis -------------------------------------------------------------------------------------------------------
 
 
@@ -460,12 +527,14 @@ def main() -> None:
     rows = anyio.run(memory_rates)
     with tempfile.TemporaryDirectory() as tmp:
         rows += anyio.run(sqlite_rates, Path(tmp))
+        costs = anyio.run(sqlite_costs, Path(tmp))
     with redis_server() as url:
         if url is None:
             print("(redis-server not found; set SOS_BENCH_REDIS_URL to add the redis rows)")
         else:
             rows += anyio.run(redis_rates, url)
     print(render(rows))
+    print(costs)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,20 @@ from typing import Any
 import anyio
 import pytest
 
-from sos_kernel.backends.sqlite import INLINE_BYTES_MAX, SCHEMA_VERSION, SQLiteBackend, SQLiteBusStore
+from sos_kernel.backends.sqlite import (
+    CLAIM_SCAN_MAX,
+    INLINE_BYTES_MAX,
+    SCHEMA_VERSION,
+    SQLiteBackend,
+    SQLiteBusStore,
+)
 from sos_kernel.bus.store import Appended, Entry, NackReason, Retention
 from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
 
 KEEP = Retention(count_max=10_000, age_s=3600.0, dedup_window_s=60.0)
+TRIM_BATCH = 1000  # TRIM_EVERY_APPENDS: an address is trimmed by count once per this many appends
 T, A, G = "default", "agent:x", "inbox"
 
 
@@ -145,15 +152,25 @@ CREATE TRIGGER bus_pending_forget AFTER DELETE ON bus_pending BEGIN
     DELETE FROM bus_nack_reasons WHERE tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp AND pos=OLD.pos; END;
 """
 Y = "agent:y"
+# what layout 3 changed (layout 4 changed ledger tables only): dedup ids on their entries
+LAYOUT_3 = (
+    "ALTER TABLE bus_entries ADD COLUMN expires REAL",
+    "UPDATE bus_entries SET expires=(SELECT d.expires FROM bus_dedup d WHERE d.tenant=bus_entries.tenant"
+    " AND d.message_id=bus_entries.message_id AND d.address=bus_entries.address AND d.pos=bus_entries.pos)"
+    " WHERE only_group IS NULL",
+    "CREATE UNIQUE INDEX bus_entries_dedup ON bus_entries (tenant, message_id) WHERE expires IS NOT NULL",
+    "DELETE FROM bus_dedup WHERE EXISTS (SELECT 1 FROM bus_entries e WHERE e.tenant=bus_dedup.tenant"
+    " AND e.message_id=bus_dedup.message_id AND e.expires IS NOT NULL)",
+)
 
 
 def old_file(path: Path, layout: int) -> None:
-    """A file of ``layout`` (1 or 2) holding entries, positions, dedup ids, a group, pending entries, a nack
+    """A file of ``layout`` (1 to 4) holding entries, positions, dedup ids, a group, pending entries, a nack
     reason and a dead letter, as that layout's code wrote them."""
     now = time.time()
     with closing(sqlite3.connect(path)) as c:
         c.executescript(LAYOUT_1)
-        if layout == 2:
+        if layout >= 2:
             c.execute("DROP INDEX bus_entries_created")
         c.executemany("INSERT INTO bus_address_positions VALUES (?,?,?)", [(T, A, 5), (T, Y, 2)])
         c.executemany(
@@ -187,6 +204,8 @@ def old_file(path: Path, layout: int) -> None:
             " VALUES (?,?,?,?,?,?,?,?)",
             (T, A, G, 2, b"two", "poison", 3, now),
         )
+        for statement in LAYOUT_3 if layout >= 3 else ():
+            c.execute(statement)
         c.execute(f"PRAGMA user_version = {layout}")
         c.commit()
 
@@ -195,12 +214,16 @@ def layout(path: Path) -> tuple[int, set[str]]:
     with closing(sqlite3.connect(path)) as c:
         version = int(c.execute("PRAGMA user_version").fetchone()[0])
         indexes = {
-            n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='bus_entries'")
+            n
+            for (n,) in c.execute(
+                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name IN ('bus_entries', 'bus_pending')"
+                " AND name NOT LIKE 'sqlite_autoindex%'"
+            )
         }
         return version, indexes
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, 3, 4])
 async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_message(
     tmp_path: Path, old: int
 ) -> None:
@@ -254,13 +277,75 @@ async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
             backend.engine.conn.set_trace_callback(None)
     finally:
         await backend.aclose()
-    assert [" ".join(s.split()[:3]) for s in statements] == [
-        "BEGIN IMMEDIATE",
-        "SELECT message_id, pos,",
-        "SELECT max(coalesce((SELECT max(pos)",
-        "INSERT INTO bus_entries",
-        "COMMIT",
-    ]
+    # one statement takes the position, checks the id's window and inserts the row
+    assert [" ".join(s.split()[:3]) for s in statements] == ["BEGIN IMMEDIATE", "INSERT INTO bus_entries", "COMMIT"]
+
+
+async def test_a_single_publish_of_a_held_id_is_a_duplicate_or_releases_an_id_past_its_window(tmp_path: Path) -> None:
+    # the one-statement publish gives way to the full lookup whenever the id is held, and burns no position
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    short = Retention(count_max=1, age_s=3600.0, dedup_window_s=0.3)
+    try:
+        bus = backend.bus
+        assert await bus.append(T, [(A, Entry("a", b"1"))], short) == [Appended("1", False)]
+        assert await bus.append(T, [(A, Entry("a", b"1"))], short) == [Appended("1", True)]  # its entry holds it
+        assert await bus.append(T, [(A, Entry("b", b"2"))], short) == [Appended("2", False)]
+        await bus.append(T, [(A, Entry(f"c{i}", b"3")) for i in range(TRIM_BATCH)], short)  # a trimmed away
+        assert [h.position for h in await bus.history(T, A, None, 10)] == [str(2 + TRIM_BATCH)]
+        assert await bus.append(T, [(A, Entry("a", b"1"))], short) == [Appended("1", True)]  # bus_dedup holds it
+        await anyio.sleep(0.35)  # every window closed; b's entry is kept past its window
+        assert await bus.append(T, [(A, Entry("z", b"z"))], KEEP) == [Appended(str(3 + TRIM_BATCH), False)]
+        assert await bus.append(T, [(A, Entry("z", b"z"))], KEEP) == [Appended(str(3 + TRIM_BATCH), True)]
+    finally:
+        await backend.aclose()
+
+
+async def test_a_claim_reads_a_bounded_window_of_pending_entries_however_many_are_due(tmp_path: Path) -> None:
+    # pending entries abandoned by a consumer all fall due; a claim of one must not read them all
+    steps: dict[int, int] = {}
+    count = [0]
+
+    def step() -> int:  # SQLite's progress handler: called every 100 virtual machine instructions
+        count[0] += 1
+        return 0
+
+    for pending in (CLAIM_SCAN_MAX // 2, 20 * CLAIM_SCAN_MAX):
+        backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / f'k{pending}.db'}")
+        try:
+            bus = backend.bus
+            await bus.ensure_group(T, A, G, "earliest")
+            await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
+            assert len(await bus.claim(T, A, G, "gone", pending, 1)) == pending
+            await anyio.sleep(0.01)  # every one of them due again
+            count[0] = 0
+            backend.engine.conn.set_progress_handler(step, 100)
+            [retry] = await bus.claim(T, A, G, "c", 1, 30_000)
+            backend.engine.conn.set_progress_handler(None, 0)
+            steps[pending] = count[0]
+            assert (retry.position, retry.attempt) == ("1", 2)
+        finally:
+            await backend.aclose()
+    assert steps[20 * CLAIM_SCAN_MAX] < 2 * steps[CLAIM_SCAN_MAX // 2] + 10, steps
+
+
+async def test_a_due_retry_past_the_claim_window_is_reached_by_the_next_claims(tmp_path: Path) -> None:
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    pending = 3 * CLAIM_SCAN_MAX + 5
+    try:
+        bus = backend.bus
+        await bus.ensure_group(T, A, G, "earliest")
+        await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
+        assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending  # all in flight, none due
+        for position in (str(pending), "2", "1"):
+            assert await bus.nack(T, A, G, position, 0, 60_000)
+        taken: list[str] = []
+        for _ in range(pending // CLAIM_SCAN_MAX + 2):  # one window per claim at most
+            taken += [c.position for c in await bus.claim(T, A, G, "c", 10, 60_000)]
+        assert taken == ["1", "2", str(pending)]  # position order within a window
+        assert await bus.claim(T, A, G, "c", 10, 60_000) == []
+        assert await bus.pending_count(T, A, G) == pending
+    finally:
+        await backend.aclose()
 
 
 async def test_age_trimming_removes_the_oldest_entries_and_no_younger_one(tmp_path: Path) -> None:

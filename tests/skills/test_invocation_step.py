@@ -192,3 +192,41 @@ async def test_an_invocation_with_a_non_string_id_caller_or_tenant_writes_nothin
     assert await _counts(skills) == 0
     assert await _messages(kernel) == []
     assert (await kernel.ledger.balance("agent:caller", "USD")).posted == FUNDS
+
+
+@pytest.mark.parametrize("scheme", ["memory", "sqlite"])
+async def test_invocations_are_counted_per_caller_tenant_whatever_its_name(tmp_path: Path, scheme: str) -> None:
+    # the per-tenant counts are a JSON object in a stored row: names that look like JSON paths or hold quotes are
+    # keys like any other (the in-process handle names any caller tenant; a remote token only its own)
+    url = "memory://" if scheme == "memory" else f"sqlite:///{tmp_path / 'k.db'}"
+    async with sos_kernel.open(url) as kernel:
+        await kernel.skills.publish({k: v for k, v in FREE.items() if v is not None})
+        names = ["default", "$.x", 'a"b', "a.b", "default", "$"]
+        for i, name in enumerate(names):
+            await kernel.skills.record_invocation("free", caller="agent:caller", tenant=name, invocation_id=f"t{i}")
+        card = await kernel.skills.get("free")
+    assert card.earnings is not None
+    assert card.earnings.total_invocations == len(names)
+    assert card.earnings.invocations_by_tenant == {"default": 2, "$.x": 1, 'a"b': 1, "a.b": 1, "$": 1}
+
+
+async def test_a_paid_invocation_on_sqlite_writes_its_message_and_its_count_in_one_statement_each(
+    tmp_path: Path,
+) -> None:
+    # inside the invocation's transaction the message is one insert (its id is fresh: no separate dedup probe or
+    # position read) and the count one update (the caller tenant's count moves inside the row)
+    async with sos_kernel.open(f"sqlite:///{tmp_path / 'k.db'}") as kernel:
+        skills = await _prepare(kernel)
+        await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="warm")
+        statements: list[str] = []
+        kernel.backend.engine.conn.set_trace_callback(statements.append)
+        try:
+            await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="i1")
+        finally:
+            kernel.backend.engine.conn.set_trace_callback(None)
+        assert len(await _messages(kernel)) == 2
+    assert [" ".join(s.split()[:3]) for s in statements if "bus_" in s] == ["INSERT INTO bus_entries"]
+    assert [" ".join(s.split()[:2]) for s in statements if "skill_versions" in s] == [
+        "SELECT version",  # the version list (resolution)
+        "UPDATE skill_versions",
+    ]

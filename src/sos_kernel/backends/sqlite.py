@@ -20,6 +20,11 @@ traffic. A new entry takes the position after both the address's newest entry an
 ``bus_address_positions``, which records the newest position whenever that entry is removed: positions are never
 reused, even once every entry is trimmed, and a publish does not write the counter.
 
+A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
+where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
+would write): a claim's cost does not grow with the pending set, retries within a window go in position order, and
+a due retry past the window is reached by the next claims.
+
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
 and dead letter kept); a file with a later or unknown layout, or with these tables and no layout recorded, is
@@ -76,6 +81,9 @@ INLINE_BYTES_MAX = 64 * 1024
 thread."""
 POSITION_MAX = 2**63 - 1
 """The largest position SQLite can hold (a signed 64-bit integer)."""
+CLAIM_SCAN_MAX = 256
+"""A claim looks for due retries among at most this many of the group's pending entries (by position, from where
+its last claim in this process left off): a claim's cost does not grow with the pending set."""
 SCHEMA_VERSION = 5
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
@@ -83,8 +91,10 @@ unique index); ``bus_dedup`` holds only the ids of entries removed while their w
 ``bus_address_positions`` holds an address's last position only once its newest entry is removed. 4: a ledger
 batch's audit record is kept in its last ledger row (the nullable ``audit_*`` columns). 5: an account's statement
 is a chain of links through its ledger rows (``dprev``/``cprev``, the account row's ``last_seq``/``n_records``),
-with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records. Files of layouts 1 to 4 are
-migrated on open; any other (or tables with none recorded) is refused."""
+with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records; a ledger batch's audit record
+stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``due`` index on pending bus entries
+(claims scan a bounded window of them by position). Files of layouts 1 to 4 are migrated on open; any other (or
+tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -105,7 +115,6 @@ CREATE TABLE IF NOT EXISTS bus_pending (
     tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
     consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
     PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS bus_pending_due ON bus_pending (tenant, address, grp, due);
 CREATE TABLE IF NOT EXISTS bus_nack_reasons (
     tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
     attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
@@ -156,9 +165,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # layout 3 -> 4: the ledger rows' audit columns, added after the schema by upgrade_ledger (guarded ALTERs)
     3: (),
-    # layout 4 -> 5: the statements' links and the ledger rows keeping their audit records for good (anchored per
-    # block), both by upgrade_ledger
-    4: (),
+    # layout 4 -> 5: claims find due retries in a bounded window by position (every claim and ack wrote this
+    # index); the statements' links and the ledger rows keeping their audit records for good follow in upgrade_ledger
+    4: ("DROP INDEX IF EXISTS bus_pending_due",),
 }
 _ALL_SCHEMA = (
     _SCHEMA
@@ -212,6 +221,8 @@ class SQLiteBusStore(BusStore):
         # worker thread, so a notification can land between it and the wait that follows, and must not be lost
         self._notified: dict[tuple[str, str], int] = {}
         self._claimed: dict[tuple[str, str], int] = {}
+        # per group, the position after which its next claim looks for due retries (a scan hint, never a rule)
+        self._due_from: dict[tuple[str, str, str], int] = {}
 
     def _notify(self, tenant: str, address: str) -> None:
         if len(self._notified) >= ADDRESS_MEMO_MAX:  # bounded; a reset only wakes a waiter early
@@ -241,6 +252,10 @@ class SQLiteBusStore(BusStore):
         """``append`` inside a write transaction the caller opened (``BEGIN IMMEDIATE``) and commits; once it has
         committed, the caller calls :meth:`appended` with the addresses so waiting consumers wake."""
         now = time.time()  # read under the write lock: entries' times never decrease along positions
+        if len(items) == 1 and items[0][1].only_group is None:
+            fresh = self._append_fresh(c, tenant, items[0], retention, now)
+            if fresh is not None:
+                return [fresh]
         known, stale = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
         # Under BEGIN IMMEDIATE nobody else can insert: each address's new entries follow its last position, and
         # the rows go in with one executemany (the floor trigger keeps positions unique forever).
@@ -270,6 +285,21 @@ class SQLiteBusStore(BusStore):
         c.executemany(_INSERT_ENTRY, rows)
         self._trim_some(c, tenant, added, retention, now)
         return out
+
+    def _append_fresh(
+        self, c: sqlite3.Connection, tenant: str, item: tuple[str, Entry], retention: Retention, now: float
+    ) -> Appended | None:
+        """One entry whose message id holds no open window, in one statement (the position, the dedup checks and
+        the row); None, with nothing written, when the id is held (a duplicate, or a kept entry past its window)."""
+        address, entry = item
+        row = c.execute(
+            _INSERT_FRESH,
+            (tenant, address, entry.message_id, entry.data, int(entry.receipts), now, now + retention.dedup_window_s),
+        ).fetchall()
+        if not row:
+            return None
+        self._trim_some(c, tenant, {address: 1}, retention, now)
+        return Appended(str(row[0][0]), False)
 
     def appended(self, tenant: str, addresses: set[str]) -> None:
         """Wake this process's consumers of ``addresses`` after a committed :meth:`append_in`."""
@@ -374,7 +404,10 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection, budget: int) -> _Claim:
             taken = _Claim(budget)
-            self._claim_due(c, key, consumer, now, due_at, count, taken)
+            start = self._claim_due(c, key, consumer, now, due_at, count, taken, self._due_from.get(key, 0))
+            if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
+                self._due_from.clear()
+            self._due_from[key] = start
             room = count - len(taken.out)
             if room > 0 and not taken.stopped:
                 self._claim_new(c, key, consumer, due_at, room, taken)
@@ -397,27 +430,33 @@ class SQLiteBusStore(BusStore):
         due_at: float,
         count: int,
         taken: _Claim,
-    ) -> None:
-        # a payload over the byte bound is not read (length() of a blob skips its overflow pages)
-        rows = c.execute(
-            "SELECT p.pos, p.attempts, length(e.data), CASE WHEN length(e.data)<=?5 THEN e.data END, e.receipts"
-            " FROM bus_pending p LEFT JOIN bus_entries e"
-            " ON e.tenant = p.tenant AND e.address = p.address AND e.pos = p.pos"
-            " WHERE p.tenant=?1 AND p.address=?2 AND p.grp=?3 AND p.due<=?4"
-            " ORDER BY p.pos LIMIT ?6",
-            (*key, now, taken.left, count),
-        ).fetchall()
-        for pos, attempts, size, data, receipts in rows:
-            if size is None:  # trimmed by retention while pending (the trigger drops its nack reason)
+        start: int,
+    ) -> int:
+        """Take due retries, in position order, from the window of at most ``CLAIM_SCAN_MAX`` pending entries past
+        ``start``; where the next claim's window starts (0, the front, once this one reached the end)."""
+        scanned, last, due = 0, 0, []
+        for pos, attempts, kind in c.execute(_DUE_WINDOW, (*key, start, CLAIM_SCAN_MAX, now)):
+            if kind is None:
+                scanned, last = pos, attempts  # the window's size and its last position
+            else:
+                due.append((pos, attempts))
+        after = 0 if scanned < CLAIM_SCAN_MAX else last
+        due.sort()
+        for pos, attempts in due[:count]:
+            # a payload over the byte bound is not read (length() of a blob skips its overflow pages)
+            row = c.execute(_DUE_ENTRY, (*key[:2], pos, taken.left)).fetchone()
+            if row is None:  # trimmed by retention while pending (the trigger drops its nack reason)
                 c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
                 continue
+            size, data, receipts = row
             if not taken.fits(size, data):
-                return
+                return start  # the rest of this window is looked at again next time
             c.execute(
                 "UPDATE bus_pending SET consumer=?, due=?, attempts=? WHERE tenant=? AND address=? AND grp=? AND pos=?",
                 (consumer, due_at, attempts + 1, *key, pos),
             )
             taken.out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
+        return start if len(due) > count else after
 
     @staticmethod
     def _claim_new(
@@ -709,6 +748,27 @@ def _take_group(c: sqlite3.Connection, key: tuple[str, str, str]) -> ChunkPut:
     return ChunkPut(parts=parts)
 
 
+# a group's pending entries past a position, at most a bound of them: the window's size and last position (a row
+# whose third column is NULL), then its due entries
+_DUE_WINDOW = (
+    "WITH w AS (SELECT pos, attempts, due FROM bus_pending WHERE tenant=?1 AND address=?2 AND grp=?3 AND pos>?4"
+    " ORDER BY pos LIMIT ?5) SELECT count(*), max(pos), NULL FROM w UNION ALL SELECT pos, attempts, 1 FROM w"
+    " WHERE due<=?6"
+)
+_DUE_ENTRY = (
+    "SELECT length(data), CASE WHEN length(data)<=?4 THEN data END, receipts FROM bus_entries"
+    " WHERE tenant=?1 AND address=?2 AND pos=?3"
+)
+# one entry at the next position of its address, unless its message id is held: by an entry (the partial unique
+# index: the conflict target) or by a removed entry's row in bus_dedup while its window is open
+_INSERT_FRESH = (
+    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires)"
+    " SELECT ?1, max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
+    " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0)) + 1,"
+    " ?2, ?3, ?4, ?5, NULL, ?6, ?7"
+    " WHERE NOT EXISTS (SELECT 1 FROM bus_dedup WHERE tenant=?1 AND message_id=?3 AND expires>?6)"
+    " ON CONFLICT (tenant, message_id) WHERE expires IS NOT NULL DO NOTHING RETURNING pos"
+)
 _INSERT_ENTRY = (
     "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires)"
     " VALUES (?,?,?,?,?,?,?,?,?)"

@@ -158,16 +158,14 @@ class SQLiteSkillStore(SkillStore):
         cur = c.execute("INSERT OR IGNORE INTO skill_invocations VALUES (?,?)", (tenant, invocation_id))
         if cur.rowcount == 0:
             return False
-        row = c.execute(
-            "SELECT by_tenant FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?",
-            (tenant, skill_id, version),
-        ).fetchone()
-        by_tenant = json.loads(row[0])
-        by_tenant[caller_tenant] = by_tenant.get(caller_tenant, 0) + 1
+        # the caller tenant's count moves inside the row's JSON in the same statement (any key: json_each compares
+        # it as text, json_object writes it as it is)
         c.execute(
-            "UPDATE skill_versions SET invocations=invocations+1, earned=earned+?, last_at=?, by_tenant=?"
-            " WHERE tenant=? AND skill_id=? AND version=?",
-            (price, now, json.dumps(by_tenant), tenant, skill_id, version),
+            "UPDATE skill_versions SET invocations=invocations+1, earned=earned+?1, last_at=?2,"
+            " by_tenant=json_patch(by_tenant, json_object(?3,"
+            " coalesce((SELECT value FROM json_each(by_tenant) WHERE key=?3), 0) + 1))"
+            " WHERE tenant=?4 AND skill_id=?5 AND version=?6",
+            (price, now, caller_tenant, tenant, skill_id, version),
         )
         return True
 

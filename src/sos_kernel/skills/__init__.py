@@ -252,6 +252,7 @@ class Skills:
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
         self._cards: dict[tuple[str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
+        self._splits: dict[tuple[str, str], dict[str, int]] = {}  # a kept card's checked payouts, as many
         self.audit: Audit | None = None
         """The tenant's audit chain (set by the kernel): each verification is recorded, in the store's step where
         it allows it (``audits_writes``)."""
@@ -599,9 +600,7 @@ class Skills:
         commerce = card.commerce
         price = (commerce.price_per_call_micros or 0) if commerce else 0
         currency = commerce.currency if commerce else "USD"
-        split = commerce.revenue_split if commerce else None
-        check_split(split, f"skill {card.id} {card.version} was stored with a revenue_split refused now")
-        payouts = split_price(price, split)
+        payouts = self._payouts(card, price)
         # everything is checked and built before the store's step, so bad input writes nothing
         charge = await self._charge(card, caller, invocation_id, currency, payouts) if price > 0 else []
         now = time.time()
@@ -662,6 +661,20 @@ class Skills:
                 self._cards.clear()
             card = self._cards[(skill_id, chosen)] = SkillCard.model_validate_json(record.card)
         return card
+
+    def _payouts(self, card: SkillCard, price: int) -> dict[str, int]:
+        """The exact split of a version's price, checked and computed once per (id, version): its card fixes both
+        (a refused split is refused on every call, never kept)."""
+        key = (card.id, card.version)
+        payouts = self._splits.get(key)
+        if payouts is None:
+            split = card.commerce.revenue_split if card.commerce else None
+            check_split(split, f"skill {card.id} {card.version} was stored with a revenue_split refused now")
+            payouts = split_price(price, split)
+            if len(self._splits) >= PRICED_CARDS_MAX:
+                self._splits.clear()
+            self._splits[key] = payouts
+        return dict(payouts)  # the caller's own copy: an Invocation hands it out
 
     async def _charge(
         self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
