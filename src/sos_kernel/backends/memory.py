@@ -116,6 +116,7 @@ class MemoryBusStore(BusStore):
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._group_names: dict[tuple[str, str], set[str]] = {}  # so dropping an address reads only its groups
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
+        self._dedup_next = math.inf  # the oldest dedup entry's expiry: nothing is pruned before it
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
         self._kept: deque[_Row] = deque()  # rows holding a message object, newest last
@@ -140,11 +141,16 @@ class MemoryBusStore(BusStore):
             self._kept.popleft().message = None
 
     def _prune_dedup(self, now: float) -> None:
-        while self._dedup:
-            _, (_, _, expires) = next(iter(self._dedup.items()))
+        if now < self._dedup_next:  # the common case: nothing has expired, nothing is read
+            return
+        dedup = self._dedup
+        while dedup:
+            _, (_, _, expires) = next(iter(dedup.items()))
             if expires > now:
-                break
-            self._dedup.popitem(last=False)
+                self._dedup_next = expires
+                return
+            dedup.popitem(last=False)
+        self._dedup_next = math.inf
 
     @staticmethod
     def _trim(stream: _Stream, retention: Retention, now: float) -> None:
@@ -172,25 +178,31 @@ class MemoryBusStore(BusStore):
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         now = time.time()
         self._prune_dedup(now)
+        dedup, expires = self._dedup, now + retention.dedup_window_s
         out: list[Appended] = []
         batch_ids: dict[str, Appended] = {}
         for address, entry in items:
-            known = self._dedup.get((tenant, entry.message_id)) if entry.only_group is None else None
-            if known is not None or (entry.only_group is None and entry.message_id in batch_ids):
-                out.append(
-                    Appended(str(known[1]), True) if known else Appended(batch_ids[entry.message_id].position, True)
-                )
-                continue
+            message_id, shared = entry.message_id, entry.only_group is None
+            if shared:  # a duplicate of a stored entry or of one earlier in the batch takes no position
+                known = dedup.get((tenant, message_id))
+                if known is not None:
+                    out.append(Appended(str(known[1]), True))
+                    continue
+                earlier = batch_ids.get(message_id)
+                if earlier is not None:
+                    out.append(Appended(earlier.position, True))
+                    continue
             stream = self._stream(tenant, address)
-            row = _Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now, entry.message)
+            row = _Row(message_id, entry.data, entry.receipts, entry.only_group, now, entry.message)
             pos = stream.add(row)
             if row.message is not None:
                 self._keep(row)
-            if entry.only_group is None:
-                self._dedup[(tenant, entry.message_id)] = (address, pos, now + retention.dedup_window_s)
-            appended = Appended(str(pos), False)
-            batch_ids[entry.message_id] = appended
-            out.append(appended)
+            if shared:
+                dedup[(tenant, message_id)] = (address, pos, expires)
+                if expires < self._dedup_next:
+                    self._dedup_next = expires
+            out.append(appended := Appended(str(pos), False))
+            batch_ids[message_id] = appended
             self._trim(stream, retention, now)
             self._notify(tenant, address)
         return out

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, NaiveDatetime
 
 from .. import _trace
 from .._observe import Events
@@ -186,6 +186,7 @@ def _chunk_limit(part: ChunkPayload, name: str, value: int, maximum: int) -> Non
 
 _FIXED_VALUES = (str, int, float, bool, bytes, type(None), datetime, date, timedelta, Decimal, uuid.UUID, Enum)
 _FIXED_TYPES = frozenset(_FIXED_VALUES)  # exact types first: isinstance over the tuple is slow for a model
+_FIXED_MARKERS = (AwareDatetime, NaiveDatetime)  # pydantic's datetime annotations: the value is a datetime
 _open_fields: dict[type[BaseModel], tuple[str, ...] | None] = {}
 
 
@@ -230,6 +231,8 @@ def _fixed_type(annotation: Any) -> bool:
         return True
     if origin is Union or origin is types.UnionType:
         return all(_fixed_type(arg) for arg in get_args(annotation))
+    if annotation in _FIXED_MARKERS:
+        return True
     return isinstance(annotation, type) and issubclass(annotation, _FIXED_VALUES)
 
 
