@@ -234,14 +234,10 @@ class MemoryBusStore(BusStore):
     async def claim_wait(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
     ) -> list[Claimed]:
-        """``claim``; when nothing is there, yield once (a publisher on this event loop may append meanwhile, and
-        is then read without arming a timer), then wait for news up to ``timeout_s`` and claim once more."""
+        """``claim``; when nothing is there, :meth:`wait` for news up to ``timeout_s`` (a publisher of this event
+        loop that appends during its first yield is read without arming a timer) and claim once more."""
         claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
         if claimed or timeout_s <= 0:
-            return claimed
-        await anyio.lowlevel.checkpoint()
-        claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
-        if claimed:
             return claimed
         await self.wait(tenant, address, timeout_s)
         return self._claim(tenant, address, group, consumer, count, visibility_ms)
@@ -368,10 +364,16 @@ class MemoryBusStore(BusStore):
         return len(grp.pending) if grp else 0
 
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        """Until news on ``address`` or ``timeout_s``. The waiter is registered first, then yields once: news from
+        a task of this event loop meanwhile (the answer to an ask, a producer's next batch) ends the wait without
+        arming a timer; only then does it wait with one."""
         key = (tenant, address)
         event = self._events.get(key)
         if event is None:
             event = self._events[key] = anyio.Event()
+        await anyio.lowlevel.checkpoint()
+        if event.is_set():
+            return
         with anyio.move_on_after(timeout_s):
             await event.wait()
 
