@@ -10,6 +10,8 @@ processes and hosts. Span attributes are ids and routing only, never message tex
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,27 +20,57 @@ try:
 except ImportError:  # the otel extra is not installed: every span is a no-op
     _otel = None  # type: ignore[assignment]
 
-__all__ = ["TRACER_NAME", "current_trace_id", "enabled", "inject", "span", "use_provider"]
+__all__ = [
+    "TRACER_NAME",
+    "TRACING_RECHECK_S",
+    "current_trace_id",
+    "enabled",
+    "inject",
+    "refresh",
+    "span",
+    "use_provider",
+]
 
 TRACER_NAME = "sos_kernel"
 _SPAN_ID_MASK = (1 << 64) - 1
+TRACING_RECHECK_S = 0.5
+"""How long "no tracer provider is set" is trusted before it is asked again (OpenTelemetry reads the environment
+on each ask): a global provider set later is seen within this; :func:`use_provider` and :func:`refresh` at once."""
 _provider: Any = None
+_on = False
+_recheck_at = -math.inf
 
 
 def use_provider(provider: Any) -> Any:
     """Record the kernel's spans with ``provider`` (an OpenTelemetry ``TracerProvider``) instead of the global
-    one; ``None`` goes back to the global provider. Returns the previous choice."""
+    one; ``None`` goes back to the global provider. Returns the previous choice. Takes effect at once."""
     global _provider
     previous, _provider = _provider, provider
+    refresh()
     return previous
+
+
+def refresh() -> bool:
+    """Decide again whether spans are recorded (a kernel opening calls it); returns :func:`enabled`'s answer."""
+    global _on, _recheck_at
+    _on = _otel is not None and (
+        _provider is not None or not isinstance(_otel.get_tracer_provider(), _otel.ProxyTracerProvider)
+    )
+    _recheck_at = time.monotonic() + TRACING_RECHECK_S
+    return _on
 
 
 def enabled() -> bool:
     """Whether spans are recorded: ``opentelemetry-api`` is importable and a tracer provider is set (globally or
-    by :func:`use_provider`); until then the kernel's hot paths skip span work entirely."""
-    if _otel is None:
+    by :func:`use_provider`); until then the kernel's hot paths skip span work entirely.
+
+    Decided once per provider change, not per call: once set, a global provider stays (OpenTelemetry sets it once
+    per process), so only "none yet" is asked again, at most every ``TRACING_RECHECK_S``."""
+    if _on:
+        return True
+    if _otel is None or time.monotonic() < _recheck_at:
         return False
-    return _provider is not None or not isinstance(_otel.get_tracer_provider(), _otel.ProxyTracerProvider)
+    return refresh()
 
 
 def _tracer() -> Any:

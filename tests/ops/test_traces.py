@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,3 +109,58 @@ async def test_a_remote_clients_span_continues_on_the_server(
     (route,) = named(exporter, "sos.http.bus.send")
     assert route.context.trace_id == trace_id
     assert route.parent.span_id == outer.get_span_context().span_id
+
+
+async def test_tracing_turned_on_after_the_kernel_opened_and_published_traces_the_next_publish(
+    kernel: sos_kernel.Kernel,
+) -> None:
+    await kernel.bus.send("agent:a", "agent:b", "untraced")  # decided once: no provider yet
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    previous = _trace.use_provider(provider)
+    try:
+        await kernel.bus.send("agent:a", "agent:b", "traced")
+    finally:
+        _trace.use_provider(previous)
+        provider.shutdown()
+    assert len(named(exporter, "sos.bus.publish")) == 1
+    await kernel.bus.send("agent:a", "agent:b", "untraced again")  # switched off at once too
+    assert len(named(exporter, "sos.bus.publish")) == 1
+
+
+GLOBAL_PROVIDER_LATER = textwrap.dedent(
+    """
+    import anyio
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import sos_kernel
+    from sos_kernel import _trace
+
+
+    async def main() -> None:
+        exporter = InMemorySpanExporter()
+        async with sos_kernel.open("memory://") as kernel:
+            await kernel.bus.send("agent:a", "agent:b", "untraced")
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)  # once per process: hence a process of its own
+            await anyio.sleep(_trace.TRACING_RECHECK_S)
+            await kernel.bus.send("agent:a", "agent:b", "traced")
+        print(sorted(s.name for s in exporter.get_finished_spans()))
+
+
+    anyio.run(main)
+    """
+)
+
+
+def test_a_global_provider_set_after_the_kernel_opened_is_used_within_tracing_recheck_s() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GLOBAL_PROVIDER_LATER], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['sos.bus.publish']"

@@ -116,6 +116,7 @@ class MemoryBusStore(BusStore):
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._group_names: dict[tuple[str, str], set[str]] = {}  # so dropping an address reads only its groups
         self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
+        self._dedup_next = math.inf  # the oldest dedup entry's expiry: nothing is pruned before it
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
         self._kept: deque[_Row] = deque()  # rows holding a message object, newest last
@@ -140,11 +141,16 @@ class MemoryBusStore(BusStore):
             self._kept.popleft().message = None
 
     def _prune_dedup(self, now: float) -> None:
-        while self._dedup:
-            _, (_, _, expires) = next(iter(self._dedup.items()))
+        if now < self._dedup_next:  # the common case: nothing has expired, nothing is read
+            return
+        dedup = self._dedup
+        while dedup:
+            _, (_, _, expires) = next(iter(dedup.items()))
             if expires > now:
-                break
-            self._dedup.popitem(last=False)
+                self._dedup_next = expires
+                return
+            dedup.popitem(last=False)
+        self._dedup_next = math.inf
 
     @staticmethod
     def _trim(stream: _Stream, retention: Retention, now: float) -> None:
@@ -172,25 +178,31 @@ class MemoryBusStore(BusStore):
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         now = time.time()
         self._prune_dedup(now)
+        dedup, expires = self._dedup, now + retention.dedup_window_s
         out: list[Appended] = []
         batch_ids: dict[str, Appended] = {}
         for address, entry in items:
-            known = self._dedup.get((tenant, entry.message_id)) if entry.only_group is None else None
-            if known is not None or (entry.only_group is None and entry.message_id in batch_ids):
-                out.append(
-                    Appended(str(known[1]), True) if known else Appended(batch_ids[entry.message_id].position, True)
-                )
-                continue
+            message_id, shared = entry.message_id, entry.only_group is None
+            if shared:  # a duplicate of a stored entry or of one earlier in the batch takes no position
+                known = dedup.get((tenant, message_id))
+                if known is not None:
+                    out.append(Appended(str(known[1]), True))
+                    continue
+                earlier = batch_ids.get(message_id)
+                if earlier is not None:
+                    out.append(Appended(earlier.position, True))
+                    continue
             stream = self._stream(tenant, address)
-            row = _Row(entry.message_id, entry.data, entry.receipts, entry.only_group, now, entry.message)
+            row = _Row(message_id, entry.data, entry.receipts, entry.only_group, now, entry.message)
             pos = stream.add(row)
             if row.message is not None:
                 self._keep(row)
-            if entry.only_group is None:
-                self._dedup[(tenant, entry.message_id)] = (address, pos, now + retention.dedup_window_s)
-            appended = Appended(str(pos), False)
-            batch_ids[entry.message_id] = appended
-            out.append(appended)
+            if shared:
+                dedup[(tenant, message_id)] = (address, pos, expires)
+                if expires < self._dedup_next:
+                    self._dedup_next = expires
+            out.append(appended := Appended(str(pos), False))
+            batch_ids[message_id] = appended
             self._trim(stream, retention, now)
             self._notify(tenant, address)
         return out
@@ -222,14 +234,10 @@ class MemoryBusStore(BusStore):
     async def claim_wait(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
     ) -> list[Claimed]:
-        """``claim``; when nothing is there, yield once (a publisher on this event loop may append meanwhile, and
-        is then read without arming a timer), then wait for news up to ``timeout_s`` and claim once more."""
+        """``claim``; when nothing is there, :meth:`wait` for news up to ``timeout_s`` (a publisher of this event
+        loop that appends during its first yield is read without arming a timer) and claim once more."""
         claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
         if claimed or timeout_s <= 0:
-            return claimed
-        await anyio.lowlevel.checkpoint()
-        claimed = self._claim(tenant, address, group, consumer, count, visibility_ms)
-        if claimed:
             return claimed
         await self.wait(tenant, address, timeout_s)
         return self._claim(tenant, address, group, consumer, count, visibility_ms)
@@ -356,10 +364,16 @@ class MemoryBusStore(BusStore):
         return len(grp.pending) if grp else 0
 
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
+        """Until news on ``address`` or ``timeout_s``. The waiter is registered first, then yields once: news from
+        a task of this event loop meanwhile (the answer to an ask, a producer's next batch) ends the wait without
+        arming a timer; only then does it wait with one."""
         key = (tenant, address)
         event = self._events.get(key)
         if event is None:
             event = self._events[key] = anyio.Event()
+        await anyio.lowlevel.checkpoint()
+        if event.is_set():
+            return
         with anyio.move_on_after(timeout_s):
             await event.wait()
 

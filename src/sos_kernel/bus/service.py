@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 import anyio
 import anyio.lowlevel
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, NaiveDatetime
 
 from .. import _trace
 from .._observe import Events
@@ -93,6 +93,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NACK_REASON_CHARS_MAX",
+    "PUBLISHES_PER_YIELD_MAX",
     "Bus",
     "Delivery",
     "Subscription",
@@ -116,6 +117,9 @@ WAIT_CAP_S = 1.0
 RECONNECT_BACKOFF_S = 0.05
 """A subscription's first wait after its store became unreachable; each further one doubles, up to the max."""
 RECONNECT_BACKOFF_MAX_S = 1.0
+PUBLISHES_PER_YIELD_MAX = 32
+"""The most single publishes a bus stores before it lets the event loop run other tasks (a checkpoint): a producer
+in a loop never starves a consumer of its event loop, which then takes what came meanwhile in one claim."""
 NACK_REASON_CHARS_MAX = 500
 """The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
@@ -182,6 +186,7 @@ def _chunk_limit(part: ChunkPayload, name: str, value: int, maximum: int) -> Non
 
 _FIXED_VALUES = (str, int, float, bool, bytes, type(None), datetime, date, timedelta, Decimal, uuid.UUID, Enum)
 _FIXED_TYPES = frozenset(_FIXED_VALUES)  # exact types first: isinstance over the tuple is slow for a model
+_FIXED_MARKERS = (AwareDatetime, NaiveDatetime)  # pydantic's datetime annotations: the value is a datetime
 _open_fields: dict[type[BaseModel], tuple[str, ...] | None] = {}
 
 
@@ -226,6 +231,8 @@ def _fixed_type(annotation: Any) -> bool:
         return True
     if origin is Union or origin is types.UnionType:
         return all(_fixed_type(arg) for arg in get_args(annotation))
+    if annotation in _FIXED_MARKERS:
+        return True
     return isinstance(annotation, type) and issubclass(annotation, _FIXED_VALUES)
 
 
@@ -404,6 +411,8 @@ class Bus:
             limits.agent_chunk_bytes_max,
         )
         self._asks_pending: dict[str, int] = {}  # source -> asks waiting for a reply in this process
+        self._unyielded = 0  # publishes stored since this bus last let the event loop run others
+        _trace.refresh()  # a provider set before the kernel opened is used from its first publish
         self.unreadable_entries = 0
         """Entries this bus met that are not messages of its catalogue (dead-lettered or skipped by history)."""
         self.agent_status: Callable[[str], Awaitable[str | None]] | None = None
@@ -420,6 +429,14 @@ class Bus:
     def _kept(self, message: Message) -> Message | None:
         """``message`` itself for a store that keeps objects, when nothing in it can change; else None."""
         return message if self._keeps_messages and _fixed(message) else None
+
+    async def _yield_per_batch(self) -> None:
+        # a publisher in a loop lets consumers of the same event loop progress, once per PUBLISHES_PER_YIELD_MAX
+        # publishes: a consumer woken meanwhile then claims the batch in one wake-up instead of one per message
+        self._unyielded += 1
+        if self._unyielded >= PUBLISHES_PER_YIELD_MAX:
+            self._unyielded = 0
+            await anyio.lowlevel.checkpoint()
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -504,7 +521,7 @@ class Bus:
         entry = Entry(parsed.message_id, data, receipts, None, self._kept(parsed))
         appended = await self._store.append(self.tenant, [(parsed.target, entry)], self._retention)
         self._count("published", 0 if appended[0].duplicate else 1)
-        await anyio.lowlevel.checkpoint()  # a publisher in a loop lets consumers of the same event loop progress
+        await self._yield_per_batch()
         return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
     @operation(
