@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from .._json import loads
 from ..errors import InvalidArgument, LimitExceeded, MissingDependency, SchemaViolation
 
 __all__ = [
@@ -201,7 +202,7 @@ def _parse_text(text: str, format: str | None) -> Any:
     kind = (format or "").lower() or ("json" if text.lstrip().startswith("{") else None)
     try:
         if kind == "json":
-            return json.loads(text)
+            return loads(text)  # a repeated key is SOS-4001 naming it, as everywhere
         if kind == "toml":
             return tomllib.loads(text)
         if kind is None:
