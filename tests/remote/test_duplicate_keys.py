@@ -43,7 +43,7 @@ def assert_refused(error: dict[str, Any], loc: str) -> None:
     assert error["code"] == "SOS-4001", error
     assert error["details"] == refusal_of(loc), error
     key, where = loc.rsplit(".", 1)[-1], loc.rpartition(".")[0] or "(root)"
-    assert f"the JSON object at {where} repeats the key {key!r}" in error["message"], error
+    assert f"the object at {where} repeats the key {key!r}" in error["message"], error
 
 
 # -- HTTP: every route that takes a body ------------------------------------------------------------------------
@@ -255,10 +255,16 @@ def test_an_sos_field_repeating_a_key_is_refused() -> None:
     assert_refused(info.value.to_wire()["error"], "text")
 
 
-def test_a_policy_document_repeating_a_key_is_refused() -> None:
-    text = '{"name":"p","rules":[{"id":"r","effect":"allow","actions":["*"],"actions":["ledger.*"]}]}'
+POLICIES = [
+    ("json", '{"name":"p","rules":[{"id":"r","effect":"allow","actions":["*"],"actions":["ledger.*"]}]}'),
+    ("yaml", 'name: p\nrules:\n  - id: r\n    effect: allow\n    actions: ["*"]\n    actions: ["ledger.*"]\n'),
+]
+
+
+@pytest.mark.parametrize(("kind", "text"), POLICIES, ids=[p[0] for p in POLICIES])
+def test_a_policy_document_repeating_a_key_is_refused(kind: str, text: str) -> None:
     with pytest.raises(SchemaViolation) as info:
-        load_policy(text, format="json")
+        load_policy(text, format=kind)
     assert_refused(info.value.to_wire()["error"], "rules.0.actions")
 
 

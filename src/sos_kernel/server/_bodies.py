@@ -41,7 +41,7 @@ def parse_json(raw: bytes) -> Any:
     """The body as JSON (``{}`` when empty); SOS-4001 when it is not JSON, repeats a key in an object or nests
     deeper than JSON_DEPTH_MAX."""
     try:
-        body = loads(raw) if raw.strip() else {}
+        body = loads(raw, allow_nan=True) if raw.strip() else {}  # NaN: the argument's own refusal
     except RecursionError:
         raise _too_deep() from None
     except ValueError:
@@ -60,8 +60,8 @@ async def _unique_keys(request: Request) -> None:
     # FastAPI reads a model's body with a parser that keeps a repeated key's last copy: check the same bytes first
     raw = await request.body()
     if raw.strip():
-        with contextlib.suppress(ValueError):  # not JSON (NaN...): the route refuses it as before
-            loads(raw)
+        with contextlib.suppress(ValueError):  # not JSON: FastAPI refused it already
+            loads(raw, allow_nan=True)
 
 
 UNIQUE_KEYS = Depends(_unique_keys)
