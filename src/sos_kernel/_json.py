@@ -37,8 +37,8 @@ def loads(data: bytes | bytearray | str, *, allow_nan: bool = False) -> Any:
     JSON or not UTF-8.
     """
     try:
-        raw = data.encode() if isinstance(data, str) else bytes(data)
-        return jiter.from_json(raw, catch_duplicate_keys=True, allow_inf_nan=allow_nan)
+        raw = data if type(data) is bytes else data.encode() if isinstance(data, str) else bytes(data)
+        return jiter.from_json(raw, catch_duplicate_keys=True, allow_inf_nan=allow_nan, cache_mode="keys")
     except ValueError:  # not JSON, a repeated key, or text jiter reads otherwise: the definition decides
         return _checked(data, allow_nan)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sos_kernel.contracts import parse_message
+from sos_kernel.contracts import AgentCard, parse_message
 from sos_kernel.errors import SchemaViolation
 from sos_kernel.wire import json_value
 
@@ -102,3 +102,13 @@ def test_a_message_repeating_a_key_anywhere_is_refused(case: tuple[str, str]) ->
         parse_message(message.encode())
     assert info.value.details["errors"][0]["loc"] == f"payload.result.{loc}"
     assert info.value.details["errors"][0]["type"] == "json_duplicate_key"
+
+
+def test_a_card_from_text_repeating_a_key_is_refused() -> None:
+    card = AgentCard(name="alice", tool="sdk", type="service", role="service").to_json().decode()
+    assert AgentCard.from_wire(card) == AgentCard.from_wire(card.encode()) == AgentCard.from_wire(json.loads(card))
+    repeated = card.replace('"name":"alice"', '"name":"alice","name":"mallory"')
+    for form in (repeated, repeated.encode()):
+        with pytest.raises(SchemaViolation) as info:
+            AgentCard.from_wire(form)
+        assert info.value.details["errors"][0]["loc"] == "name"

@@ -251,7 +251,13 @@ class TypeCatalogue:
                 f"message is {len(data)} long; parse_message takes at most {MESSAGE_BYTES_MAX} bytes",
                 details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
             )
-        return self.parse(self._load_json(data))  # a dict: refused repeated keys are gone by now
+        value = self._load_json(data)  # a key repeated in any object is refused here
+        if type(value) is dict:
+            try:
+                return self._adapter.validate_python(value, context=_WIRE)
+            except ValidationError:
+                pass
+        return self._slow_parse(value)
 
     # -- internals ----------------------------------------------------------------------------------------
 
