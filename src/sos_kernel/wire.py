@@ -5,7 +5,8 @@ functions, so a remote call returns what the in-process call returns (``Transfer
 ``SkillCard``...), equal field by field. Timestamps travel as ISO 8601 text with their offset (exact to the
 microsecond), contract models as their wire form (``to_wire()``), dataclasses as objects of their fields.
 
-This module needs neither FastAPI nor httpx: both sides import it.
+This module needs neither FastAPI nor httpx: both sides import it. :func:`json_value` is the kernel's one parser
+of JSON from outside (a key repeated in an object is SOS-4001); every layer above the contracts parses with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from ._json import loads as json_value
 from .bus import DeadLetter, PublishReceipt
 from .contracts import AgentCard, Message, SkillCard, TypeCatalogue, UsageEvent, WireModel
 from .errors import BackendFailure
@@ -33,6 +35,7 @@ from .skills import Invocation
 __all__ = [
     "encode",
     "json_bytes",
+    "json_value",
     "load",
     "load_account",
     "load_balance",

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from .._json import loads
 from ..errors import InvalidArgument
 from ..memory import Hit, MemoryRecord, NamespaceInfo
 from ._output import when
@@ -27,7 +28,7 @@ def _json(option: str, text: str | None) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError as exc:
         raise InvalidArgument(f"{option} must be JSON: {exc}", details={"option": option}) from None
 

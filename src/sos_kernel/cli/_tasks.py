@@ -7,9 +7,9 @@ Bounties are integers of micros, as everywhere in the ledger. Embedded, the comm
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from .._json import loads
 from ..errors import InvalidArgument
 from ..tasks import STATUSES, Board, Claim, Task
 from ._output import when
@@ -60,8 +60,8 @@ def _show(ctx: Context, task: Task) -> int:
 
 def _json_arg(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return loads(text)
+    except ValueError as exc:  # a repeated key is SOS-4001, raised as is
         raise InvalidArgument(f"{what} must be JSON: {exc}", details={"argument": what}) from None
 
 

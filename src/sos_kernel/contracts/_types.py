@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from .._json import loads
+
 AGENT_NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
 AGENT_ADDRESS_PATTERN = r"^agent:[a-z][a-z0-9-]*$"
 CHANNEL_ADDRESS_PATTERN = r"^sos:channel:[a-z][a-z0-9:_-]*$"
@@ -203,8 +205,12 @@ class WireRequired(WireModel):
 
     @classmethod
     def from_wire(cls, data: Any) -> Self:
-        """Validate wire data (a dict, or JSON text/bytes) strictly as this type; raises pydantic's error."""
+        """Validate wire data (a dict, or JSON text/bytes) strictly as this type; raises pydantic's error, or
+        SOS-4001 for text whose object repeats a key (see :mod:`sos_kernel._json`)."""
         context = {WIRE_CONTEXT_KEY: True}
         if isinstance(data, str | bytes | bytearray):
-            return cls.model_validate_json(data, context=context)
+            try:
+                data = loads(data)
+            except ValueError:  # not JSON: pydantic words it
+                return cls.model_validate_json(data, context=context)
         return cls.model_validate(data, context=context)

@@ -12,7 +12,6 @@ model of the payload or as a JSON Schema (Draft 2020-12) of the payload. Anythin
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
+from .._json import loads
 from ..errors import InvalidArgument, InvalidSource, LimitExceeded, MissingType, SchemaViolation, UnknownType
 from ..refusals import bad_address
 from ._schema_patterns import anchored_validator_class
@@ -55,11 +55,6 @@ def validation_details(exc: ValidationError) -> dict[str, Any]:
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
     return {"errors": errors}
-
-
-def _not_json(name: str) -> Any:
-    # Python's json module takes NaN and Infinity; JSON (and pydantic's fast path) does not.
-    raise ValueError(f"{name} is not a JSON value")
 
 
 _ADDRESS_FIELDS = {"source": AGENT_ADDRESS_PATTERN, "target": ADDRESS_PATTERN}
@@ -256,10 +251,13 @@ class TypeCatalogue:
                 f"message is {len(data)} long; parse_message takes at most {MESSAGE_BYTES_MAX} bytes",
                 details={"limit": "MESSAGE_BYTES_MAX", "max": MESSAGE_BYTES_MAX, "size": len(data)},
             )
-        try:
-            return self._adapter.validate_json(data, context=_WIRE)
-        except ValidationError:
-            return self._slow_parse(self._load_json(data))
+        value = self._load_json(data)  # a key repeated in any object is refused here
+        if type(value) is dict:
+            try:
+                return self._adapter.validate_python(value, context=_WIRE)
+            except ValidationError:
+                pass
+        return self._slow_parse(value)
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -272,8 +270,8 @@ class TypeCatalogue:
     @staticmethod
     def _load_json(data: bytes | bytearray | str) -> Any:
         try:
-            return json.loads(data, parse_constant=_not_json)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return loads(data)
+        except ValueError as exc:  # UnicodeDecodeError included
             raise SchemaViolation(
                 f"message is not valid JSON: {exc}",
                 details={"errors": [{"loc": "(root)", "msg": str(exc), "type": "json_invalid"}]},

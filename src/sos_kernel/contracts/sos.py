@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from .._json import loads
 from ..errors import LimitExceeded, MissingType, SchemaViolation
 from ._types import WireModel
 from .messages import AgentJoinedMessage, Message, SendMessage
@@ -189,7 +190,7 @@ def _str(value: Any, what: str) -> str:
 def _decode_value(key: str, value: str, model: type[Message] | None) -> Any:
     if value[:1] in ("{", "["):
         try:
-            return json.loads(value)
+            return loads(value)  # a repeated key is refused (SOS-4001), not kept as text
         except ValueError:
             return value  # SOS's readers keep text that does not parse; the schema check judges it
     kind = _field_scalar(model, key) if model is not None else None

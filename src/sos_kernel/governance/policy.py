@@ -37,6 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from .._json import loads, repeated_key
 from ..errors import InvalidArgument, LimitExceeded, MissingDependency, SchemaViolation
 
 __all__ = [
@@ -201,7 +202,7 @@ def _parse_text(text: str, format: str | None) -> Any:
     kind = (format or "").lower() or ("json" if text.lstrip().startswith("{") else None)
     try:
         if kind == "json":
-            return json.loads(text)
+            return loads(text)  # a repeated key is SOS-4001 naming it, as everywhere
         if kind == "toml":
             return tomllib.loads(text)
         if kind is None:
@@ -214,6 +215,7 @@ def _parse_text(text: str, format: str | None) -> Any:
                 yaml: Any = importlib.import_module("yaml")
             except ModuleNotFoundError as exc:
                 raise MissingDependency("a YAML policy needs PyYAML: pip install pyyaml") from exc
+            _unique_yaml_keys(yaml, yaml.compose(text, Loader=yaml.SafeLoader))
             return yaml.safe_load(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise SchemaViolation(f"the policy is not valid {kind or 'YAML'}: {exc}") from exc
@@ -222,6 +224,27 @@ def _parse_text(text: str, format: str | None) -> Any:
             raise SchemaViolation(f"the policy is not valid YAML: {exc}") from exc
         raise
     raise InvalidArgument(f"unknown policy format {format!r} (json, yaml or toml)")
+
+
+def _unique_yaml_keys(yaml: Any, root: Any) -> None:
+    """SOS-4001 for a mapping that names a key twice (PyYAML keeps the last copy), as :func:`loads` for JSON."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
+    walked: set[int] = set()  # an alias is the node it names: walk each once (no cycle, no blow-up)
+    while stack:
+        node, path = stack.pop()
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                name = str(key.value)
+                if name in keys:
+                    raise repeated_key(name, path)
+                keys.add(name)
+                stack.append((value, (*path, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(node.value))
 
 
 _PERCENT_RE = re.compile(r"%[0-9a-fA-F]{2}")

@@ -6,14 +6,26 @@ errors as in-process. Messages and cards travel as JSON objects and are validate
 
 from __future__ import annotations
 
-import json
+import contextlib
 from typing import Any, Literal
 
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._json import loads
 from ..errors import SchemaViolation
 
-__all__ = ["JSON_DEPTH_MAX", "AckIn", "ErrorBody", "ErrorEnvelope", "NackIn", "TenantIn", "TokenIn", "parse_json"]
+__all__ = [
+    "JSON_DEPTH_MAX",
+    "UNIQUE_KEYS",
+    "AckIn",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "NackIn",
+    "TenantIn",
+    "TokenIn",
+    "parse_json",
+]
 
 JSON_DEPTH_MAX = 64
 """The deepest nesting of arrays and objects a request body may have (SOS-4001 beyond)."""
@@ -26,9 +38,10 @@ ContentType = Literal["text/plain", "text/markdown"]
 
 
 def parse_json(raw: bytes) -> Any:
-    """The body as JSON (``{}`` when empty); SOS-4001 when it is not JSON or nests deeper than JSON_DEPTH_MAX."""
+    """The body as JSON (``{}`` when empty); SOS-4001 when it is not JSON, repeats a key in an object or nests
+    deeper than JSON_DEPTH_MAX."""
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        body = loads(raw, allow_nan=True) if raw.strip() else {}  # NaN: the argument's own refusal
     except RecursionError:
         raise _too_deep() from None
     except ValueError:
@@ -41,6 +54,18 @@ def parse_json(raw: bytes) -> Any:
                 raise _too_deep()
             stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
     return body
+
+
+async def _unique_keys(request: Request) -> None:
+    # FastAPI reads a model's body with a parser that keeps a repeated key's last copy: check the same bytes first
+    raw = await request.body()
+    if raw.strip():
+        with contextlib.suppress(ValueError):  # not JSON: FastAPI refused it already
+            loads(raw, allow_nan=True)
+
+
+UNIQUE_KEYS = Depends(_unique_keys)
+"""The dependency of every router whose routes take a body FastAPI reads: SOS-4001 for a repeated key."""
 
 
 def _too_deep() -> SchemaViolation:

@@ -12,12 +12,12 @@ from .. import __version__
 from ..errors import KernelClosed
 from ..identity.models import ADMIN_SCOPE
 from ..wire import encode
-from ._bodies import TenantIn, TokenIn
+from ._bodies import UNIQUE_KEYS, TenantIn, TokenIn
 from ._http import BEARER, SessionDep, answer, bearer_token, keyed, state_of
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], dependencies=[UNIQUE_KEYS])
 
 
 @router.get("/health", summary="Liveness: {status, version}")

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from ..bus import check_nack_reason
-from ._bodies import AckIn, NackIn
+from ._bodies import UNIQUE_KEYS, AckIn, NackIn
 from ._http import SessionDep, keyed, state_of
 from ._streams import Emit, EventStream, StreamOptions
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/bus", tags=["bus"])
+router = APIRouter(prefix="/v1/bus", tags=["bus"], dependencies=[UNIQUE_KEYS])
 
 POLL_S_MAX = 60.0
 STREAM_EVENTS_MAX = 10_000

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from starlette.responses import Response
 
+from ._bodies import UNIQUE_KEYS
 from ._http import SessionDep, answer
 
 __all__ = ["usage"]
 
-usage = APIRouter(tags=["ledger"])
+usage = APIRouter(tags=["ledger"], dependencies=[UNIQUE_KEYS])
 
 
 @usage.post("/usage", status_code=201, summary="SOS v0.4.1: record a usage event; answers {id, received_at}")
