@@ -15,6 +15,7 @@ import pytest
 import sos_kernel
 from sos_kernel import BusLimits, Kernel
 from sos_kernel.bus import service as bus_service
+from sos_kernel.bus import store as bus_store
 from sos_kernel.contracts import (
     AgentCard,
     ReceiptMessage,
@@ -831,16 +832,33 @@ async def test_an_instant_reply_is_never_missed(kernel: Kernel, monkeypatch: pyt
             assert reply.payload.text == "42"
 
 
-async def test_a_reply_channel_ends_with_its_ask(kernel: Kernel) -> None:
+async def test_reply_channels_left_by_a_thousand_asks_are_bounded(
+    kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ask that ends unanswered (timed out, cancelled) leaves nothing; an answered one leaves nothing either, or
+    # on a store that expires reply channels its reply, until REPLY_CHANNEL_TTL_S after it was written.
+    monkeypatch.setattr(bus_store, "REPLY_CHANNEL_TTL_S", 1.0)
+    asks = 1000
+    store = kernel.bus.store
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_oracle, kernel.bus, 1)
-        await kernel.bus.ask("agent:alice", "agent:oracle", "q", timeout_s=10)
+        tg.start_soon(_oracle, kernel.bus, asks)
+        for i in range(asks):
+            await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=20)
+    answered_at = time.monotonic()
     with pytest.raises(AskTimeout):
         await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=0.2)
-    channels = [m.payload.reply_channel for a in ("agent:oracle", "agent:nobody") for m in await kernel.bus.history(a)]
-    assert len(channels) == 2
-    for channel in channels:  # answered or timed out, nothing of the channel is kept
-        assert await kernel.bus.store.history(DEFAULT_TENANT, channel, None, 10) == []
+    with anyio.move_on_after(0.2):
+        await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=20)
+    answered = [m.payload.reply_channel for m in await kernel.bus.history("agent:oracle", limit=asks)]
+    unanswered = [m.payload.reply_channel for m in await kernel.bus.history("agent:nobody")]
+    assert (len(answered), len(unanswered)) == (asks, 2)
+    for channel in unanswered:
+        assert await store.history(DEFAULT_TENANT, channel, None, 10) == []
+    kept = [c for c in answered if await store.history(DEFAULT_TENANT, c, None, 10)]
+    assert set(kept) <= (set(answered) if store.expires_reply_channels else set())
+    await anyio.sleep(max(0.0, answered_at + bus_store.REPLY_CHANNEL_TTL_S + 0.1 - time.monotonic()))
+    for channel in answered:
+        assert await store.history(DEFAULT_TENANT, channel, None, 10) == []
 
 
 async def test_a_publisher_in_a_loop_lets_a_consumer_of_the_same_loop_progress(kernel: Kernel) -> None:

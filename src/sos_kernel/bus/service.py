@@ -86,7 +86,7 @@ from ..errors import (
 from ..operations import Wire, operation, service
 from ..refusals import bad_address
 from .models import BusLimits, DeadLetter, PublishReceipt
-from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention, capped_raw
+from .store import REPLY_CHANNEL_PREFIX, Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention, capped_raw
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -771,7 +771,7 @@ class Bus:
         tenant already has ``agent_asks_pending_max`` / ``tenant_asks_pending_max`` asks waiting.
         """
         _check_positive(timeout_s, "timeout_s", 3600)
-        channel = f"sos:channel:reply-{uuid.uuid4().hex}"
+        channel = REPLY_CHANNEL_PREFIX + uuid.uuid4().hex
         message = build_message(
             AskMessage,
             {
@@ -783,13 +783,16 @@ class Bus:
             },
         )
         with self._ask_slot(message.source):
+            answered = False
             try:
                 await self.publish(message)
                 with anyio.move_on_after(timeout_s):
-                    return await self._await_reply(message, channel)
+                    reply = await self._await_reply(message, channel)
+                    answered = True
+                    return reply
             finally:
                 with anyio.CancelScope(shield=True):  # the reply channel is the ask's alone: it ends with it
-                    await self._store.drop_address(self.tenant, channel)
+                    await self._store.end_reply_channel(self.tenant, channel, answered)
         raise AskTimeout(
             f"no reply from {target} within {timeout_s} s",
             details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
@@ -818,16 +821,16 @@ class Bus:
                 del pending[source]
 
     async def _await_reply(self, ask: AskMessage, channel: str) -> SendMessage:
+        # the channel is new: reading it from its start misses nothing, with no empty read before the first wait
         after: str | None = None
         while True:
-            for entry in await self._store.history(self.tenant, channel, after, 100):
+            for entry in await self._store.read_wait(self.tenant, channel, after, 100, WAIT_CAP_S):
                 after = entry.position
                 reply = self._readable(channel, entry.position, entry.data, entry.message)
                 if isinstance(reply, SendMessage) and (
                     reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
                 ):
                     return reply
-            await self._store.wait(self.tenant, channel, WAIT_CAP_S)
 
     @operation("bus:write", rule=_reply_rule, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
     async def reply(
