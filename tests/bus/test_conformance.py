@@ -508,6 +508,46 @@ async def test_ask_and_reply(api: Api) -> None:
     assert reply.reply_to == asks[0].message_id
 
 
+@pytest.mark.live
+async def test_a_reply_from_its_delivery_answers_and_acks_it(api: Api) -> None:
+    async def oracle() -> None:
+        async with api.bus.subscribe("agent:oracle") as sub:
+            d = await sub.receive(timeout_s=5)
+            assert d is not None
+            receipt = await d.reply("42")
+            assert receipt.address == d.message.payload.reply_channel
+            assert await api.bus.pending("agent:oracle", group=sub.group) == 0  # acked with the reply
+            assert await d.ack() is False
+            with pytest.raises(InvalidArgument) as info:
+                await d.reply("again")
+            assert info.value.code == "SOS-4005"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(oracle)
+        reply = await api.bus.ask("agent:alice", "agent:oracle", "meaning of life?", timeout_s=5)
+    assert (reply.payload.text, reply.source) == ("42", "agent:oracle")
+    assert reply.reply_to == (await api.bus.history("agent:oracle"))[0].message_id
+
+
+async def test_a_refused_reply_from_a_delivery_leaves_it_pending(kernel: Kernel, connect: Any) -> None:
+    _, _ = await kernel.tenants.create("acme", plan="growth")
+    view = kernel.tenant("acme")
+    await view.bus.send("agent:alice", "agent:bob", "for bob")
+    bob = await connect((await view.tokens.issue(agent="agent:bob")).secret)
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        (d,) = await drain(sub, 1)
+        with pytest.raises(Forbidden):  # a session replies only as its own agent
+            await d.reply("as alice", source="agent:alice")
+        with pytest.raises(SchemaViolation):
+            await d.reply("x", content_type="text/html")
+        assert await view.bus.pending("agent:bob", group=sub.group) == 1
+        assert [m.type for m in await view.bus.history("agent:alice")] == []  # nothing was sent
+        receipt = await d.reply("from bob")  # still held: it can be answered (and acked) now
+        assert await view.bus.pending("agent:bob", group=sub.group) == 0
+    (answer,) = await view.bus.history("agent:alice")
+    assert (answer.source, answer.payload.text, answer.message_id) == ("agent:bob", "from bob", receipt.message_id)
+
+
 async def test_ask_times_out_with_typed_error(api: Api) -> None:
     with pytest.raises(AskTimeout) as info:
         await api.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.3)

@@ -414,10 +414,13 @@ async def test_acks_of_many_subscribers_of_a_tenant_go_together(redis_url: str, 
     assert calls["evalsha"] - calls.get("script", 0) <= 2  # a first use of the script is retried once after LOAD
 
 
-async def test_an_answered_ask_costs_the_asker_two_commands_and_its_channel_expires(redis_url: str, admin: Any) -> None:
+async def test_an_ask_costs_four_commands_like_the_raw_floor_and_its_channel_expires(
+    redis_url: str, admin: Any
+) -> None:
     # Per ask, the asker: its publish script and ONE blocking XREAD of its new reply channel (no read before the
-    # wait, no DEL after the reply: the reply's own script sets the channel to expire); the responder: XREADGROUP,
-    # the reply's script, the ack script. Before: XRANGE and DEL per ask on top.
+    # wait, no DEL after the reply: the reply's own script sets the channel to expire); the responder: XREADGROUP
+    # and one script that stores the reply and acks the request (Delivery.reply). Before: six commands per ask
+    # (XRANGE, DEL and an ack script on top), against the raw floor's four.
     asks = 50
     async with sos_kernel.open(redis_url) as kernel:
         await kernel.bus.history("agent:oracle")  # the scripts loaded: not counted below
@@ -427,8 +430,7 @@ async def test_an_answered_ask_costs_the_asker_two_commands_and_its_channel_expi
                 for _ in range(asks):
                     d = await sub.receive(timeout_s=30)
                     assert d is not None
-                    await kernel.bus.reply(d.message, "42")
-                    await d.ack()
+                    await d.reply("42")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(oracle)
@@ -443,7 +445,7 @@ async def test_an_answered_ask_costs_the_asker_two_commands_and_its_channel_expi
     assert calls.get("del", 0) == 0
     assert calls["xread"] == asks
     assert calls["xreadgroup"] <= asks + 2  # the responder's last blocked read, a read that timed out empty
-    assert calls["evalsha"] - calls.get("script", 0) <= 3 * asks + 2  # ask and reply appends, acks
+    assert calls["evalsha"] - calls.get("script", 0) <= 2 * asks + 2  # the ask's append, the reply-and-ack
     assert len(channels) == asks
     for channel in channels:  # answered: kept until the reply's expiry, never longer
         ttl_ms = await admin.pttl(f"sos:{{t:default}}:stream:{channel}")

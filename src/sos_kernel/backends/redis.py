@@ -151,26 +151,42 @@ return out
 # KEYS stream, msgid; ARGV minid, dedup ttl, data, receipts flag, message id, count to trim to or '', only group
 # or '', ms until the stream expires (a reply channel) or ''. Replies the new entry id, or {first entry id} for a
 # duplicate.
-_APPEND_ONE = """
-local id
-if ARGV[7] ~= '' then
-  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4], 'g', ARGV[7])
-else
-  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4])
-  local first = redis.call('SET', KEYS[2], id, 'NX', 'GET', 'EX', ARGV[2])
-  if first then
-    redis.call('XDEL', KEYS[1], id)
-    id = {first}
+_APPEND_ONE_FN = """
+local function append_one()
+  local id
+  if ARGV[7] ~= '' then
+    id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4], 'g', ARGV[7])
+  else
+    id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4])
+    local first = redis.call('SET', KEYS[2], id, 'NX', 'GET', 'EX', ARGV[2])
+    if first then
+      redis.call('XDEL', KEYS[1], id)
+      id = {first}
+    end
   end
+  if ARGV[6] ~= '' then
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[6])
+  end
+  if ARGV[8] ~= '' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  end
+  return id
 end
-if ARGV[6] ~= '' then
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[6])
-end
-if ARGV[8] ~= '' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[8])
-end
-return id
 """
+_APPEND_ONE = _APPEND_ONE_FN + "return append_one()\n"
+
+# A reply and the ack of the delivery it answers, in one step: the append as above, then (only once it succeeded)
+# XACK and the nack reason's HDEL, as the ack script does. KEYS stream, msgid, the acked entry's stream, its nack
+# reasons; ARGV as above, then group, entry id. Replies {the append's reply, 1 or 0 (0: it was not pending)}.
+_APPEND_ACK = (
+    _APPEND_ONE_FN
+    + """
+local id = append_one()
+local acked = redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])
+redis.call('HDEL', KEYS[4], ARGV[10])
+return {id, acked}
+"""
+)
 
 # Hands out due redeliveries (idle past the visibility timeout) as {id, data, receipts, attempts}... (data is the
 # entry's whole field list when it has no 'd': an entry another program wrote, which the reader dead-letters).
@@ -417,6 +433,7 @@ class RedisBusStore(BusStore):
         self._durability = durability
         self._append = Script(client, _APPEND)
         self._append_one = Script(client, _APPEND_ONE)
+        self._append_ack = Script(client, _APPEND_ACK)
         self._autoclaim = client.register_script(_AUTOCLAIM)
         self._nack = client.register_script(_NACK)
         self._ack = client.register_script(_ACK)
@@ -458,25 +475,8 @@ class RedisBusStore(BusStore):
         minid = max(0, int((time.time() - retention.age_s) * 1000))
         prefix = tenant_prefix(tenant)
         if len(items) == 1:
-            address, entry = items[0]
-            reply = await self._run(
-                self._append_one,
-                prefix,
-                [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id],
-                [
-                    minid,
-                    max(1, int(retention.dedup_window_s)),
-                    entry.data,
-                    "1" if entry.receipts else "0",
-                    entry.message_id,
-                    retention.count_max if self._trim_due(tenant, address) else "",
-                    entry.only_group or "",
-                    self._expire_ms(address),
-                ],
-            )
-            if isinstance(reply, list):
-                return [Appended(reply[0].decode(), True)]
-            return [Appended(reply.decode(), False)]
+            one_keys, one_args = self._one(tenant, items[0][0], items[0][1], retention, minid)
+            return [_appended(await self._run(self._append_one, prefix, one_keys, one_args))]
         args: list[bytes | str | int] = [
             retention.count_max,
             minid,
@@ -493,6 +493,45 @@ class RedisBusStore(BusStore):
             args += [entry.data, meta]
         flat = await self._run(self._append, prefix, keys, args)
         return [Appended(flat[i].decode(), flat[i + 1] == 1) for i in range(0, len(flat), 2)]
+
+    def _one(
+        self, tenant: str, address: str, entry: Entry, retention: Retention, minid: int
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """The keys and arguments of the one-message append script."""
+        prefix = tenant_prefix(tenant)
+        keys = [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
+        args: list[bytes | str | int] = [
+            minid,
+            max(1, int(retention.dedup_window_s)),
+            entry.data,
+            "1" if entry.receipts else "0",
+            entry.message_id,
+            retention.count_max if self._trim_due(tenant, address) else "",
+            entry.only_group or "",
+            self._expire_ms(address),
+        ]
+        return keys, args
+
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+    ) -> tuple[list[Appended], bool]:
+        """One script call: the entry appended, then the pending entry acked (a reply and the delivery it answers;
+        all keys under the tenant's hash tag, so one slot). A script that fails before its ack leaves it pending."""
+        if len(items) != 1:
+            return await super().append_ack(tenant, items, retention, address, group, position)
+        minid = max(0, int((time.time() - retention.age_s) * 1000))
+        keys, args = self._one(tenant, items[0][0], items[0][1], retention, minid)
+        keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+        args += [group, _entry_id(position)]
+        reply, acked = await self._run(self._append_ack, tenant_prefix(tenant), keys, args)
+        self._settle((tenant, address, group), position)
+        return [_appended(reply)], bool(acked)
 
     async def _run(self, script: Script, prefix: str, keys: list[str], args: list[bytes | str | int]) -> Any:
         # durability=replicated: the publish is acknowledged once a replica holds it (WAIT on its primary)
@@ -945,6 +984,13 @@ class RedisBusStore(BusStore):
                 groups += 1
                 held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
         return groups, held
+
+
+def _appended(reply: Any) -> Appended:
+    # the one-message append script replies the new entry id, or {first entry id} for a duplicate
+    if isinstance(reply, list):
+        return Appended(reply[0].decode(), True)
+    return Appended(reply.decode(), False)
 
 
 def _entries(rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[HistoryEntry]:

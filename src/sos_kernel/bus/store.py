@@ -324,6 +324,24 @@ class BusStore(ABC):
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         """How many entries of the group are pending (claimed, not yet acked)."""
 
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+    ) -> tuple[list[Appended], bool]:
+        """``append`` the entries, then ``ack`` the pending ``position`` of ``group`` on ``address`` (a reply and
+        the delivery it answers); the ack's flag as ``ack`` returns it.
+
+        The ack is made only once the append succeeded: a failed append leaves the entry pending. An engine that
+        can do both in one atomic step overrides this (one round trip instead of two).
+        """
+        appended = await self.append(tenant, items, retention)
+        return appended, await self.ack(tenant, address, group, position)
+
     async def read_wait(
         self, tenant: str, address: str, after: str | None, limit: int, timeout_s: float
     ) -> list[HistoryEntry]:
