@@ -27,6 +27,10 @@ The consumers of one group in one process share their blocking read (one of them
 others wait for it, see :meth:`RedisBusStore._read_together`), and a tenant's acks issued while its previous ack
 call is in flight go together in the next one (``ACK_BATCH_MAX``): a read and an ack call carry what came
 meanwhile instead of one entry each.
+An ask reads its new reply channel with one blocking ``XREAD`` from ``0-0`` (nothing can precede its wait), and
+every append to a reply channel (``sos:channel:reply-<32 hex>``) sets the stream to expire ``REPLY_CHANNEL_TTL_S``
+later in the same script, so an answered ask spends no ``DEL``; ``Delivery.reply`` appends the reply and acks the
+request in one script (``append_ack``).
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
