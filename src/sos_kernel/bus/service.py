@@ -119,6 +119,7 @@ RECONNECT_BACKOFF_S = 0.05
 """A subscription's first wait after its store became unreachable; each further one doubles, up to the max."""
 RECONNECT_BACKOFF_MAX_S = 1.0
 SETTLED_REPLY = "this delivery was acked or nacked already; answer its message with bus.reply(message, text)"
+"""The SOS-4005 message of ``Delivery.reply`` on a settled delivery (the same in-process and from the client)."""
 NACK_REASON_CHARS_MAX = 500
 """The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
