@@ -1,6 +1,7 @@
 """The delivery path, each case against a raw floor of the same pattern measured in the same run.
 
-- ask/reply round trip (p50/p99) per backend: ``bus.ask`` to a responder subscribed in the same process, against
+- ask/reply round trip (p50/p99) per backend: ``bus.ask`` to a responder subscribed in the same process that
+  answers with ``Delivery.reply`` (the reply and the request's ack in one store step), against
   memory: a request and a reply over two anyio memory streams, with pydantic validation on each receiving side;
   sqlite: a bare ``sqlite3`` insert of the request, select of it, insert of the reply, select of it;
   redis: redis-py ``XADD`` of the request, the responder's blocking ``XREAD``, ``XADD`` of the reply, blocking
@@ -54,14 +55,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def interleaved(ours: Sample, raw: Sample) -> tuple[list[float], list[float]]:
-    """ROUNDS rounds, ours then raw; every round's samples pooled."""
+async def interleaved(ours: Sample, raw: Sample) -> tuple[list[float], list[float], float, float]:
+    """ROUNDS rounds, ours then raw; every round's samples pooled, and each side's CPU seconds per sample."""
     a: list[float] = []
     b: list[float] = []
+    cpu = [0.0, 0.0]
     for _ in range(ROUNDS):
-        a += await ours()
-        b += await raw()
-    return a, b
+        for side, (sample, out) in enumerate(((ours, a), (raw, b))):
+            started = time.process_time()
+            out += await sample()
+            cpu[side] += time.process_time() - started
+    return a, b, cpu[0] / max(1, len(a)), cpu[1] / max(1, len(b))
 
 
 # --- ask/reply ---------------------------------------------------------------------------------------------------
@@ -77,8 +81,7 @@ async def ask_ours(url: str) -> list[float]:
                 for _ in range(N_ASKS):
                     d = await sub.receive()
                     assert d is not None
-                    await kernel.bus.reply(d.message, "42")
-                    await d.ack()
+                    await d.reply("42")  # the reply, and the ack of the request in the same store step
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(oracle)
@@ -303,7 +306,8 @@ def _ms(values: list[float], q: float) -> float:
 
 
 async def ask_rows(tmp: Path, redis_url: str | None) -> list[str]:
-    lines = [f"{'ask/reply round trip':<22} {'p50 ms':>8} {'p99 ms':>8} {'raw p50':>8} {'raw p99':>8} {'rate':>6}"]
+    head = f"{'ask/reply round trip':<22} {'p50 ms':>8} {'p99 ms':>8} {'raw p50':>8} {'raw p99':>8} {'rate':>6}"
+    lines = [head + f" {'cpu µs':>7} {'raw cpu':>7} {'cpu rate':>8}"]
     cases: list[tuple[str, Sample, Sample]] = [
         ("memory", lambda: ask_ours("memory://"), ask_raw_memory),
     ]
@@ -322,10 +326,11 @@ async def ask_rows(tmp: Path, redis_url: str | None) -> list[str]:
         client = aioredis.Redis.from_url(redis_url, max_connections=1000)
         cases.append(("redis", lambda: ask_ours(redis_url), lambda: ask_raw_redis(client)))
     for name, ours, raw in cases:
-        a, b = await interleaved(ours, raw)
+        a, b, cpu_a, cpu_b = await interleaved(ours, raw)
         rate = _ms(b, 0.5) / _ms(a, 0.5)
         ours_ms = f"{_ms(a, 0.5):>8.3f} {_ms(a, 0.99):>8.3f}"
-        lines.append(f"{name:<22} {ours_ms} {_ms(b, 0.5):>8.3f} {_ms(b, 0.99):>8.3f} {rate:>5.2f}x")
+        cpu = f"{cpu_a * 1e6:>7.0f} {cpu_b * 1e6:>7.0f} {cpu_b / cpu_a:>7.2f}x"
+        lines.append(f"{name:<22} {ours_ms} {_ms(b, 0.5):>8.3f} {_ms(b, 0.99):>8.3f} {rate:>5.2f}x {cpu}")
     if redis_url is not None:
         await client.aclose()
     return lines

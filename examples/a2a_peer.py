@@ -83,7 +83,8 @@ async def responder(bob: MumegaClient) -> None:
         async for delivery in inbox:
             message = delivery.message
             if message.type == "ask":
-                await bob.bus.reply(message, answer(message.payload.question), source="agent:bob")
+                await delivery.reply(answer(message.payload.question), source="agent:bob")  # answered and acked
+                continue
             task_id = (getattr(message, "headers", None) or {}).get(TASK_HEADER)
             if message.type == "send" and task_id:
                 claim = await bob.tasks.claim(task_id)

@@ -50,8 +50,10 @@ from sos_kernel.api import (
 from sos_kernel.audit import Audit
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
+    SETTLED_REPLY,
     Bus,
     BusLimits,
+    PublishReceipt,
     SubscriptionSpec,
     check_nack_delay,
     check_nack_reason,
@@ -442,6 +444,23 @@ class RemoteDelivery:
             self._done = False
             raise
         return bool(answer["nacked"])
+
+    async def reply(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
+        """See :meth:`Delivery.reply`: the session's ``bus.reply``, then the ack (two calls; a refused or failed
+        reply acks nothing)."""
+        if self._done:
+            raise InvalidArgument(SETTLED_REPLY)
+        receipt: PublishReceipt = await self._client.bus.reply(
+            self.message, text, source=source, content_type=content_type
+        )
+        await self.ack()
+        return receipt
 
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:

@@ -68,6 +68,13 @@ class DeliveryAPI(Protocol):
     def lease_token(self) -> str: ...
     async def ack(self) -> bool: ...
     async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool: ...
+    async def reply(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt: ...
 
 
 class SubscriptionAPI(Protocol):

@@ -37,7 +37,7 @@ __all__ = [
 
 
 class SyncDelivery:
-    """A :class:`~sos_kernel.Delivery` with blocking ``ack`` / ``nack``."""
+    """A :class:`~sos_kernel.Delivery` with blocking ``ack`` / ``nack`` / ``reply``."""
 
     def __init__(self, portal: Loop, delivery: DeliveryAPI) -> None:
         self._portal = portal
@@ -53,6 +53,17 @@ class SyncDelivery:
     def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
         """See :meth:`Delivery.nack`."""
         return self._portal.call(functools.partial(self.delivery.nack, delay_s, reason=reason))
+
+    def reply(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
+        """See :meth:`Delivery.reply`."""
+        answer = functools.partial(self.delivery.reply, text, source=source, content_type=content_type)
+        return self._portal.call(answer)
 
 
 class SyncSubscription:

@@ -15,6 +15,7 @@ import pytest
 import sos_kernel
 from sos_kernel import BusLimits, Kernel
 from sos_kernel.bus import service as bus_service
+from sos_kernel.bus import store as bus_store
 from sos_kernel.contracts import (
     AgentCard,
     ReceiptMessage,
@@ -507,6 +508,46 @@ async def test_ask_and_reply(api: Api) -> None:
     assert reply.reply_to == asks[0].message_id
 
 
+@pytest.mark.live
+async def test_a_reply_from_its_delivery_answers_and_acks_it(api: Api) -> None:
+    async def oracle() -> None:
+        async with api.bus.subscribe("agent:oracle") as sub:
+            d = await sub.receive(timeout_s=5)
+            assert d is not None
+            receipt = await d.reply("42")
+            assert receipt.address == d.message.payload.reply_channel
+            assert await api.bus.pending("agent:oracle", group=sub.group) == 0  # acked with the reply
+            assert await d.ack() is False
+            with pytest.raises(InvalidArgument) as info:
+                await d.reply("again")
+            assert info.value.code == "SOS-4005"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(oracle)
+        reply = await api.bus.ask("agent:alice", "agent:oracle", "meaning of life?", timeout_s=5)
+    assert (reply.payload.text, reply.source) == ("42", "agent:oracle")
+    assert reply.reply_to == (await api.bus.history("agent:oracle"))[0].message_id
+
+
+async def test_a_refused_reply_from_a_delivery_leaves_it_pending(kernel: Kernel, connect: Any) -> None:
+    _, _ = await kernel.tenants.create("acme", plan="growth")
+    view = kernel.tenant("acme")
+    await view.bus.send("agent:alice", "agent:bob", "for bob")
+    bob = await connect((await view.tokens.issue(agent="agent:bob")).secret)
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        (d,) = await drain(sub, 1)
+        with pytest.raises(Forbidden):  # a session replies only as its own agent
+            await d.reply("as alice", source="agent:alice")
+        with pytest.raises(SchemaViolation):
+            await d.reply("x", content_type="text/html")
+        assert await view.bus.pending("agent:bob", group=sub.group) == 1
+        assert [m.type for m in await view.bus.history("agent:alice")] == []  # nothing was sent
+        receipt = await d.reply("from bob")  # still held: it can be answered (and acked) now
+        assert await view.bus.pending("agent:bob", group=sub.group) == 0
+    (answer,) = await view.bus.history("agent:alice")
+    assert (answer.source, answer.payload.text, answer.message_id) == ("agent:bob", "from bob", receipt.message_id)
+
+
 async def test_ask_times_out_with_typed_error(api: Api) -> None:
     with pytest.raises(AskTimeout) as info:
         await api.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.3)
@@ -831,16 +872,33 @@ async def test_an_instant_reply_is_never_missed(kernel: Kernel, monkeypatch: pyt
             assert reply.payload.text == "42"
 
 
-async def test_a_reply_channel_ends_with_its_ask(kernel: Kernel) -> None:
+async def test_reply_channels_left_by_a_thousand_asks_are_bounded(
+    kernel: Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ask that ends unanswered (timed out, cancelled) leaves nothing; an answered one leaves nothing either, or
+    # on a store that expires reply channels its reply, until REPLY_CHANNEL_TTL_S after it was written.
+    monkeypatch.setattr(bus_store, "REPLY_CHANNEL_TTL_S", 1.0)
+    asks = 1000
+    store = kernel.bus.store
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_oracle, kernel.bus, 1)
-        await kernel.bus.ask("agent:alice", "agent:oracle", "q", timeout_s=10)
+        tg.start_soon(_oracle, kernel.bus, asks)
+        for i in range(asks):
+            await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=20)
+    answered_at = time.monotonic()
     with pytest.raises(AskTimeout):
         await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=0.2)
-    channels = [m.payload.reply_channel for a in ("agent:oracle", "agent:nobody") for m in await kernel.bus.history(a)]
-    assert len(channels) == 2
-    for channel in channels:  # answered or timed out, nothing of the channel is kept
-        assert await kernel.bus.store.history(DEFAULT_TENANT, channel, None, 10) == []
+    with anyio.move_on_after(0.2):
+        await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=20)
+    answered = [m.payload.reply_channel for m in await kernel.bus.history("agent:oracle", limit=asks)]
+    unanswered = [m.payload.reply_channel for m in await kernel.bus.history("agent:nobody")]
+    assert (len(answered), len(unanswered)) == (asks, 2)
+    for channel in unanswered:
+        assert await store.history(DEFAULT_TENANT, channel, None, 10) == []
+    kept = [c for c in answered if await store.history(DEFAULT_TENANT, c, None, 10)]
+    assert set(kept) <= (set(answered) if store.expires_reply_channels else set())
+    await anyio.sleep(max(0.0, answered_at + bus_store.REPLY_CHANNEL_TTL_S + 0.1 - time.monotonic()))
+    for channel in answered:
+        assert await store.history(DEFAULT_TENANT, channel, None, 10) == []
 
 
 async def test_a_publisher_in_a_loop_lets_a_consumer_of_the_same_loop_progress(kernel: Kernel) -> None:

@@ -29,7 +29,14 @@ def test_sync_facade_has_the_same_semantics_and_errors(kernel_url: str) -> None:
             assert d.message.message_id == receipt.message_id
             assert d.ack() is True
             assert sub.receive(timeout_s=0.2) is None
-        assert [m.message_id for m in kernel.bus.history("agent:bob")] == [receipt.message_id]
+            kernel.bus.send("agent:alice", "agent:bob", "and back?")
+            d = sub.receive(timeout_s=5)
+            assert d is not None
+            answer = d.reply("back")  # the answer, and the ack with it
+            assert d.ack() is False
+        assert [m.payload.text for m in kernel.bus.history("agent:alice")] == ["back"]
+        assert answer.address == "agent:alice"
+        assert [m.message_id for m in kernel.bus.history("agent:bob")][:1] == [receipt.message_id]
         assert kernel.tenant("acme").bus.history("agent:bob") == []
     kernel.close()
 

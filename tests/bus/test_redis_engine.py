@@ -20,8 +20,9 @@ import sos_kernel
 from sos_kernel import BusLimits
 from sos_kernel.backends.redis import DIRECT_WAITS_MAX
 from sos_kernel.backends.redis_watch import READ_BLOCK_MS, WATCH_LINGER_S
+from sos_kernel.bus import store as bus_store
 from sos_kernel.contracts import SendMessage, SendPayload
-from sos_kernel.errors import BackendUnavailable
+from sos_kernel.errors import AskTimeout, BackendUnavailable
 
 from ..conftest import _flush, _free_port
 
@@ -413,28 +414,64 @@ async def test_acks_of_many_subscribers_of_a_tenant_go_together(redis_url: str, 
     assert calls["evalsha"] - calls.get("script", 0) <= 2  # a first use of the script is retried once after LOAD
 
 
-async def test_an_ask_reads_its_reply_channel_once(redis_url: str, admin: Any) -> None:
-    # the read that finds the reply (or the wait's read that brings it) is the only read of the channel: no second
-    # read to find the end, no read again of what the wait already returned (before: two or three per ask)
+async def test_an_ask_costs_four_commands_like_the_raw_floor_and_its_channel_expires(
+    redis_url: str, admin: Any
+) -> None:
+    # Per ask, the asker: its publish script and ONE blocking XREAD of its new reply channel (no read before the
+    # wait, no DEL after the reply: the reply's own script sets the channel to expire); the responder: XREADGROUP
+    # and one script that stores the reply and acks the request (Delivery.reply). Before: six commands per ask
+    # (XRANGE, DEL and an ack script on top), against the raw floor's four.
     asks = 50
     async with sos_kernel.open(redis_url) as kernel:
+        await kernel.bus.history("agent:oracle")  # the scripts loaded: not counted below
 
         async def oracle() -> None:
             async with kernel.bus.subscribe("agent:oracle") as sub:
                 for _ in range(asks):
                     d = await sub.receive(timeout_s=30)
                     assert d is not None
-                    await kernel.bus.reply(d.message, "42")
-                    await d.ack()
+                    await d.reply("42")
 
-        await admin.config_resetstat()
         async with anyio.create_task_group() as tg:
             tg.start_soon(oracle)
+            await anyio.sleep(0.1)  # subscribed: its group made, its read blocked
+            await admin.config_resetstat()
             for i in range(asks):
                 assert (await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=30)).payload.text == "42"
         stats = await admin.info("commandstats")
+        channels = [m.payload.reply_channel for m in await kernel.bus.history("agent:oracle")]
     calls = {name.removeprefix("cmdstat_").split("|")[0]: row["calls"] for name, row in stats.items()}
-    assert calls["xrange"] <= asks + asks // 10  # a wait that timed out empty reads once more
+    assert calls.get("xrange", 0) == 0
+    assert calls.get("del", 0) == 0
+    assert calls["xread"] == asks
+    assert calls["xreadgroup"] <= asks + 2  # the responder's last blocked read, a read that timed out empty
+    assert calls["evalsha"] - calls.get("script", 0) <= 2 * asks + 2  # the ask's append, the reply-and-ack
+    assert len(channels) == asks
+    for channel in channels:  # answered: kept until the reply's expiry, never longer
+        ttl_ms = await admin.pttl(f"sos:{{t:default}}:stream:{channel}")
+        assert 0 < ttl_ms <= bus_store.REPLY_CHANNEL_TTL_S * 1000
+
+
+async def test_a_reply_written_after_its_ask_ended_expires_single_or_batched(
+    redis_url: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, a late reply recreated its channel for good; now every write to a reply channel sets it to expire.
+    monkeypatch.setattr(bus_store, "REPLY_CHANNEL_TTL_S", 0.5)
+    async with sos_kernel.open(redis_url) as kernel:
+        for _ in range(2):
+            with pytest.raises(AskTimeout):
+                await kernel.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.1)
+        first, second = await kernel.bus.history("agent:nobody")
+        await kernel.bus.reply(first, "late")
+        late = send("late").model_copy(update={"target": second.payload.reply_channel})
+        await kernel.bus.publish_many([late, send("kept")])
+        keys = [f"sos:{{t:default}}:stream:{m.payload.reply_channel}" for m in (first, second)]
+        for key in keys:
+            assert 0 < await admin.pttl(key) <= 500
+        assert await admin.pttl("sos:{t:default}:stream:agent:bob") == -1  # other addresses never expire
+        await anyio.sleep(0.7)
+        assert await admin.exists(*keys) == 0
+        assert len(await kernel.bus.history("agent:bob")) == 1
 
 
 async def test_idle_subscriptions_share_one_read_per_tenant_and_closing_ends_it(redis_url: str, admin: Any) -> None:

@@ -27,6 +27,10 @@ The consumers of one group in one process share their blocking read (one of them
 others wait for it, see :meth:`RedisBusStore._read_together`), and a tenant's acks issued while its previous ack
 call is in flight go together in the next one (``ACK_BATCH_MAX``): a read and an ack call carry what came
 meanwhile instead of one entry each.
+An ask reads its new reply channel with one blocking ``XREAD`` from ``0-0`` (nothing can precede its wait), and
+every append to a reply channel (``sos:channel:reply-<32 hex>``) sets the stream to expire ``REPLY_CHANNEL_TTL_S``
+later in the same script, so an answered ask spends no ``DEL``; ``Delivery.reply`` appends the reply and acks the
+request in one script (``append_ack``).
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
@@ -49,6 +53,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
+from ..bus import store as bus_store
 from ..bus.store import (
     Appended,
     BusStore,
@@ -62,6 +67,7 @@ from ..bus.store import (
     Retention,
     StoredDeadLetter,
     foreign_fields,
+    is_reply_channel,
 )
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument, InvalidURL
 from . import Backend, Implements
@@ -88,8 +94,6 @@ lease is shorter (every quarter of the visibility timeout) or a nack from this p
 TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
-READ_AHEAD_MAX = 16
-"""Entries a waiting reader (an ask's) takes with the read that wakes it, for its next history to use."""
 DIRECT_WAITS_MAX = 16
 """Waiters of a process that block in a read of their own (one pool connection each, woken by Redis itself, one
 round trip sooner); the others share their tenant's read (:mod:`.redis_watch`)."""
@@ -104,27 +108,28 @@ WAKE_READS_MAX = 32
 """Reads of woken consumers a process runs at once (a publish to a channel wakes every subscriber of it): the rest
 queue in the process rather than overflow redis-py's connection pool (100)."""
 
-# Per message: KEYS stream, msgid; ARGV data, meta = receipts flag, trim flag, message id[, "\n", only group].
-# The XADD goes first and SET NX GET records the id in the same step; a duplicate (the id was already recorded,
-# earlier or in this batch) has its new entry deleted before the script ends, so no reader ever sees it. Two
-# commands for a new message, against three for a lookup first. Age retention is one XTRIM MINID per stream of
-# the batch, at the end. Replies {entry id, duplicate flag} for each message, flat.
+# Per message: KEYS stream, msgid; ARGV data, meta = receipts flag, trim flag, expire flag, message id[, "\n", only
+# group]. The XADD goes first and SET NX GET records the id in the same step; a duplicate (the id was already
+# recorded, earlier or in this batch) has its new entry deleted before the script ends, so no reader ever sees it.
+# Two commands for a new message, against three for a lookup first. Age retention is one XTRIM MINID per stream of
+# the batch, at the end; a stream of an entry with the expire flag (a reply channel) expires ARGV[4] ms after it.
+# Replies {entry id, duplicate flag} for each message, flat.
 _APPEND = """
-local count_max, minid, ttl = ARGV[1], ARGV[2], ARGV[3]
+local count_max, minid, ttl, expire_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out = {}
 local streams = {}
 for i = 1, #KEYS / 2 do
   local skey, dkey = KEYS[2 * i - 1], KEYS[2 * i]
-  local data, meta = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  local data, meta = ARGV[2 * i + 3], ARGV[2 * i + 4]
   local rcpt = string.sub(meta, 1, 1)
-  local cut = string.find(meta, '\\n', 3, true)
-  streams[skey] = true
+  local cut = string.find(meta, '\\n', 4, true)
+  streams[skey] = streams[skey] or string.sub(meta, 3, 3) == '1'
   if cut then
-    out[2 * i - 1] = redis.call('XADD', skey, '*', 'm', string.sub(meta, 3, cut - 1), 'd', data, 'r', rcpt,
+    out[2 * i - 1] = redis.call('XADD', skey, '*', 'm', string.sub(meta, 4, cut - 1), 'd', data, 'r', rcpt,
       'g', string.sub(meta, cut + 1))
     out[2 * i] = 0
   else
-    local id = redis.call('XADD', skey, '*', 'm', string.sub(meta, 3), 'd', data, 'r', rcpt)
+    local id = redis.call('XADD', skey, '*', 'm', string.sub(meta, 4), 'd', data, 'r', rcpt)
     local first = redis.call('SET', dkey, id, 'NX', 'GET', 'EX', ttl)
     if first then
       redis.call('XDEL', skey, id)
@@ -137,32 +142,55 @@ for i = 1, #KEYS / 2 do
     redis.call('XTRIM', skey, 'MAXLEN', '~', count_max)
   end
 end
-for skey in pairs(streams) do
+for skey, expire in pairs(streams) do
   redis.call('XTRIM', skey, 'MINID', minid)
+  if expire then
+    redis.call('PEXPIRE', skey, expire_ms)
+  end
 end
 return out
 """
 
 # One message (the common publish): flat arguments and a flat reply, less Lua than the batch script runs.
 # KEYS stream, msgid; ARGV minid, dedup ttl, data, receipts flag, message id, count to trim to or '', only group
-# or ''. Replies the new entry id, or {first entry id} for a duplicate.
-_APPEND_ONE = """
-local id
-if ARGV[7] ~= '' then
-  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4], 'g', ARGV[7])
-else
-  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4])
-  local first = redis.call('SET', KEYS[2], id, 'NX', 'GET', 'EX', ARGV[2])
-  if first then
-    redis.call('XDEL', KEYS[1], id)
-    id = {first}
+# or '', ms until the stream expires (a reply channel) or ''. Replies the new entry id, or {first entry id} for a
+# duplicate.
+_APPEND_ONE_FN = """
+local function append_one()
+  local id
+  if ARGV[7] ~= '' then
+    id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4], 'g', ARGV[7])
+  else
+    id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4])
+    local first = redis.call('SET', KEYS[2], id, 'NX', 'GET', 'EX', ARGV[2])
+    if first then
+      redis.call('XDEL', KEYS[1], id)
+      id = {first}
+    end
   end
+  if ARGV[6] ~= '' then
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[6])
+  end
+  if ARGV[8] ~= '' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[8])
+  end
+  return id
 end
-if ARGV[6] ~= '' then
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[6])
-end
-return id
 """
+_APPEND_ONE = _APPEND_ONE_FN + "return append_one()\n"
+
+# A reply and the ack of the delivery it answers, in one step: the append as above, then (only once it succeeded)
+# XACK and the nack reason's HDEL, as the ack script does. KEYS stream, msgid, the acked entry's stream, its nack
+# reasons; ARGV as above, then group, entry id. Replies {the append's reply, 1 or 0 (0: it was not pending)}.
+_APPEND_ACK = (
+    _APPEND_ONE_FN
+    + """
+local id = append_one()
+local acked = redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])
+redis.call('HDEL', KEYS[4], ARGV[10])
+return {id, acked}
+"""
+)
 
 # Hands out due redeliveries (idle past the visibility timeout) as {id, data, receipts, attempts}... (data is the
 # entry's whole field list when it has no 'd': an entry another program wrote, which the reader dead-letters).
@@ -402,11 +430,14 @@ def _entry_id(value: str, what: str = "position") -> str:
 class RedisBusStore(BusStore):
     """Bus primitives as Redis stream commands and Lua scripts."""
 
+    expires_reply_channels: ClassVar[bool] = True
+
     def __init__(self, client: RedisClient, durability: Durability = ASYNC) -> None:
         self._r = client
         self._durability = durability
         self._append = Script(client, _APPEND)
         self._append_one = Script(client, _APPEND_ONE)
+        self._append_ack = Script(client, _APPEND_ACK)
         self._autoclaim = client.register_script(_AUTOCLAIM)
         self._nack = client.register_script(_NACK)
         self._ack = client.register_script(_ACK)
@@ -420,7 +451,6 @@ class RedisBusStore(BusStore):
         self._claim_at: dict[tuple[str, str, str], float] = {}
         self._acks: dict[str, _AckQueue] = {}
         self._together: dict[tuple[str, str, str], _GroupRead] = {}
-        self._ahead: dict[tuple[str, str], tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]] = {}
         self._watcher = StreamWatcher(client)
         self._wake_reads: anyio.CapacityLimiter | None = None  # made on first use: it needs a running event loop
         self._direct = 0
@@ -449,28 +479,18 @@ class RedisBusStore(BusStore):
         minid = max(0, int((time.time() - retention.age_s) * 1000))
         prefix = tenant_prefix(tenant)
         if len(items) == 1:
-            address, entry = items[0]
-            reply = await self._run(
-                self._append_one,
-                prefix,
-                [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id],
-                [
-                    minid,
-                    max(1, int(retention.dedup_window_s)),
-                    entry.data,
-                    "1" if entry.receipts else "0",
-                    entry.message_id,
-                    retention.count_max if self._trim_due(tenant, address) else "",
-                    entry.only_group or "",
-                ],
-            )
-            if isinstance(reply, list):
-                return [Appended(reply[0].decode(), True)]
-            return [Appended(reply.decode(), False)]
-        args: list[bytes | str | int] = [retention.count_max, minid, max(1, int(retention.dedup_window_s))]
+            one_keys, one_args = self._one(tenant, items[0][0], items[0][1], retention, minid)
+            return [_appended(await self._run(self._append_one, prefix, one_keys, one_args))]
+        args: list[bytes | str | int] = [
+            retention.count_max,
+            minid,
+            max(1, int(retention.dedup_window_s)),
+            self._reply_ttl_ms(),
+        ]
         for address, entry in items:
             keys += [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
             flags = ("1" if entry.receipts else "0") + ("1" if self._trim_due(tenant, address) else "0")
+            flags += "1" if is_reply_channel(address) else "0"
             meta = flags + entry.message_id
             if entry.only_group:
                 meta += "\n" + entry.only_group
@@ -478,11 +498,58 @@ class RedisBusStore(BusStore):
         flat = await self._run(self._append, prefix, keys, args)
         return [Appended(flat[i].decode(), flat[i + 1] == 1) for i in range(0, len(flat), 2)]
 
+    def _one(
+        self, tenant: str, address: str, entry: Entry, retention: Retention, minid: int
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """The keys and arguments of the one-message append script."""
+        prefix = tenant_prefix(tenant)
+        keys = [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
+        args: list[bytes | str | int] = [
+            minid,
+            max(1, int(retention.dedup_window_s)),
+            entry.data,
+            "1" if entry.receipts else "0",
+            entry.message_id,
+            retention.count_max if self._trim_due(tenant, address) else "",
+            entry.only_group or "",
+            self._expire_ms(address),
+        ]
+        return keys, args
+
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+    ) -> tuple[list[Appended], bool]:
+        """One script call: the entry appended, then the pending entry acked (a reply and the delivery it answers;
+        all keys under the tenant's hash tag, so one slot). A script that fails before its ack leaves it pending."""
+        if len(items) != 1:
+            return await super().append_ack(tenant, items, retention, address, group, position)
+        minid = max(0, int((time.time() - retention.age_s) * 1000))
+        keys, args = self._one(tenant, items[0][0], items[0][1], retention, minid)
+        keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
+        args += [group, _entry_id(position)]
+        reply, acked = await self._run(self._append_ack, tenant_prefix(tenant), keys, args)
+        self._settle((tenant, address, group), position)
+        return [_appended(reply)], bool(acked)
+
     async def _run(self, script: Script, prefix: str, keys: list[str], args: list[bytes | str | int]) -> Any:
         # durability=replicated: the publish is acknowledged once a replica holds it (WAIT on its primary)
         if self._durability.replicas:
             return await script.replicated(keys, args, prefix + "fence", self._durability)
         return await script(keys, args)
+
+    @staticmethod
+    def _reply_ttl_ms() -> int:
+        return max(1, int(bus_store.REPLY_CHANNEL_TTL_S * 1000))  # read per call: tests shorten it
+
+    def _expire_ms(self, address: str) -> int | str:
+        """When a write to ``address`` must set its stream to expire (a reply channel), in ms; else ''."""
+        return self._reply_ttl_ms() if is_reply_channel(address) else ""
 
     def _trim_due(self, tenant: str, address: str) -> int:
         key = (tenant, address)
@@ -519,7 +586,6 @@ class RedisBusStore(BusStore):
         key = self._k(tenant, "stream", address)
         await self._call(self._r.delete(key))
         self._last.pop((tenant, address), None)
-        self._ahead.pop((tenant, address), None)
         self._watcher.forget(tenant, key)
 
     async def claim(
@@ -788,26 +854,72 @@ class RedisBusStore(BusStore):
         start = "(" + _entry_id(after) if after else "-"
         seen = _entry_id(after) if after else "0-0"  # where a wait after this read starts: nothing is skipped
         out: list[HistoryEntry] = []
-        ahead = self._ahead.pop((tenant, address), None)
         while len(out) < limit:
             asked = limit - len(out)
-            rows: list[tuple[bytes, dict[bytes, bytes]]]
-            if ahead is not None and ahead[0] == seen and asked >= READ_AHEAD_MAX:
-                rows, ahead = ahead[1], None  # read by the wait that just ended, from this very position
-                asked = READ_AHEAD_MAX
-            else:
-                rows = await self._call(self._r.xrange(key, min=start, max="+", count=asked))
+            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
+                self._r.xrange(key, min=start, max="+", count=asked)
+            )
             if not rows:
                 break
-            for entry_id, f in rows:
-                if b"g" not in f:
-                    out.append(HistoryEntry(_s(entry_id), _data(f.get(b"d", f))))
+            out += _entries(rows)
             seen = _s(rows[-1][0])
             start = "(" + seen
             if len(rows) < asked:  # the read reached the stream's end: no second read to find nothing
                 break
         self._remember(tenant, address, seen)
         return out
+
+    async def read_wait(
+        self, tenant: str, address: str, after: str | None, limit: int, timeout_s: float
+    ) -> list[HistoryEntry]:
+        """One blocking ``XREAD`` from ``after`` (the stream's start when None) while the process has a read of its
+        own to spare (``direct_waits_max``), else the tenant's shared read wakes it and one ``XRANGE`` reads. Both
+        start at ``after``, so nothing appended meanwhile is missed, and an ask needs no read before its wait."""
+        key = self._k(tenant, "stream", address)
+        start = _entry_id(after) if after else "0-0"
+        deadline = anyio.current_time() + timeout_s
+        while True:
+            remaining = deadline - anyio.current_time()
+            if self._direct < self.direct_waits_max:
+                rows = await self._read_own(key, start, limit, remaining)
+            else:
+                rows = await self._read_shared(tenant, key, start, limit, remaining)
+            out = _entries(rows)
+            if out or not rows or remaining <= 0:
+                return out
+            start = _s(rows[-1][0])  # only replays meant for one group: read on past them
+
+    async def _read_own(
+        self, key: str, start: str, limit: int, timeout_s: float
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        self._direct += 1
+        try:
+            block = max(1, int(timeout_s * 1000)) if timeout_s > 0 else None
+            reply = await self._call(self._r.xread({key: start}, count=limit, block=block))
+        finally:
+            self._direct -= 1
+        return reply[0][1] if reply else []
+
+    async def _read_shared(
+        self, tenant: str, key: str, start: str, limit: int, timeout_s: float
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        watch = await self._watcher.watch(tenant, key, start)
+        if not watch.ahead_of(start):
+            await watch.wait(None, "", watch.gen, timeout_s)
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._call(
+            self._r.xrange(key, min="(" + start, max="+", count=limit)
+        )
+        return rows
+
+    async def end_reply_channel(self, tenant: str, address: str, answered: bool) -> None:
+        """Answered: the reply's append set the stream to expire (``REPLY_CHANNEL_TTL_S``), so only this process's
+        interest in it ends, without a command; not answered: dropped now (a late reply's own append recreates it,
+        expiring)."""
+        if not answered:
+            await self.drop_address(tenant, address)
+            return
+        self._last.pop((tenant, address), None)
+        self._watcher.forget(tenant, self._k(tenant, "stream", address))
 
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         try:
@@ -824,14 +936,9 @@ class RedisBusStore(BusStore):
         if self._direct < self.direct_waits_max:  # few waiters: a blocking read of its own
             self._direct += 1
             try:
-                block = max(1, int(timeout_s * 1000))
-                reply = await self._call(self._r.xread({key: last or "$"}, count=READ_AHEAD_MAX, block=block))
+                await self._call(self._r.xread({key: last or "$"}, count=1, block=max(1, int(timeout_s * 1000))))
             finally:
                 self._direct -= 1
-            if reply and last is not None:  # the entries that woke it: the next history after `last` needs no read
-                if len(self._ahead) >= ADDRESS_MEMO_MAX:
-                    self._ahead.clear()
-                self._ahead[(tenant, address)] = (last, reply[0][1])
             return
         watch = await self._watcher.watch(tenant, key, last)
         if last is None or not watch.ahead_of(last):
@@ -881,6 +988,18 @@ class RedisBusStore(BusStore):
                 groups += 1
                 held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
         return groups, held
+
+
+def _appended(reply: Any) -> Appended:
+    # the one-message append script replies the new entry id, or {first entry id} for a duplicate
+    if isinstance(reply, list):
+        return Appended(reply[0].decode(), True)
+    return Appended(reply.decode(), False)
+
+
+def _entries(rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[HistoryEntry]:
+    # entries with a 'g' field replay a dead letter to one group: never part of an address's history
+    return [HistoryEntry(_s(entry_id), _data(f.get(b"d", f))) for entry_id, f in rows if b"g" not in f]
 
 
 def _data(value: Any) -> bytes:

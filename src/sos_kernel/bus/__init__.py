@@ -4,6 +4,7 @@ from .models import BusLimits, DeadLetter, PublishReceipt
 from .service import (
     DEFAULT_INBOX_GROUP,
     NACK_REASON_CHARS_MAX,
+    SETTLED_REPLY,
     Bus,
     Delivery,
     Subscription,
@@ -19,6 +20,7 @@ from .store import BusStore
 __all__ = [
     "DEFAULT_INBOX_GROUP",
     "NACK_REASON_CHARS_MAX",
+    "SETTLED_REPLY",
     "Bus",
     "BusLimits",
     "BusStore",

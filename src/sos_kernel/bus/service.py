@@ -83,10 +83,11 @@ from ..errors import (
     SOSError,
     UnknownType,
 )
+from ..guard import guard
 from ..operations import Wire, operation, service
 from ..refusals import bad_address
 from .models import BusLimits, DeadLetter, PublishReceipt
-from .store import Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention, capped_raw
+from .store import REPLY_CHANNEL_PREFIX, Appended, BusStore, ChunkPart, ChunkQuota, Entry, Retention, capped_raw
 
 if TYPE_CHECKING:
     from ..guard import Caller
@@ -94,6 +95,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NACK_REASON_CHARS_MAX",
     "PUBLISHES_PER_YIELD_MAX",
+    "SETTLED_REPLY",
     "Bus",
     "Delivery",
     "Subscription",
@@ -120,6 +122,8 @@ RECONNECT_BACKOFF_MAX_S = 1.0
 PUBLISHES_PER_YIELD_MAX = 32
 """The most single publishes a bus stores before it lets the event loop run other tasks (a checkpoint): a producer
 in a loop never starves a consumer of its event loop, which then takes what came meanwhile in one claim."""
+SETTLED_REPLY = "this delivery was acked or nacked already; answer its message with bus.reply(message, text)"
+"""The SOS-4005 message of ``Delivery.reply`` on a settled delivery (the same in-process and from the client)."""
 NACK_REASON_CHARS_MAX = 500
 """The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
@@ -380,7 +384,9 @@ def _subscribe_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> Subs
             caller.own("inbox", "address", address)
 
     options = {k: v for k, v in arguments.items() if k != "address"}
-    return bus._subscribe(address, check=check, **options)
+    sub = bus._subscribe(address, check=check, **options)
+    sub._caller = caller  # its deliveries' replies go through the session's guarded reply
+    return sub
 
 
 @service("bus")
@@ -788,7 +794,7 @@ class Bus:
         tenant already has ``agent_asks_pending_max`` / ``tenant_asks_pending_max`` asks waiting.
         """
         _check_positive(timeout_s, "timeout_s", 3600)
-        channel = f"sos:channel:reply-{uuid.uuid4().hex}"
+        channel = REPLY_CHANNEL_PREFIX + uuid.uuid4().hex
         message = build_message(
             AskMessage,
             {
@@ -800,13 +806,16 @@ class Bus:
             },
         )
         with self._ask_slot(message.source):
+            answered = False
             try:
                 await self.publish(message)
                 with anyio.move_on_after(timeout_s):
-                    return await self._await_reply(message, channel)
+                    reply = await self._await_reply(message, channel)
+                    answered = True
+                    return reply
             finally:
                 with anyio.CancelScope(shield=True):  # the reply channel is the ask's alone: it ends with it
-                    await self._store.drop_address(self.tenant, channel)
+                    await self._store.end_reply_channel(self.tenant, channel, answered)
         raise AskTimeout(
             f"no reply from {target} within {timeout_s} s",
             details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
@@ -835,16 +844,16 @@ class Bus:
                 del pending[source]
 
     async def _await_reply(self, ask: AskMessage, channel: str) -> SendMessage:
+        # the channel is new: reading it from its start misses nothing, with no empty read before the first wait
         after: str | None = None
         while True:
-            for entry in await self._store.history(self.tenant, channel, after, 100):
+            for entry in await self._store.read_wait(self.tenant, channel, after, 100, WAIT_CAP_S):
                 after = entry.position
                 reply = self._readable(channel, entry.position, entry.data, entry.message)
                 if isinstance(reply, SendMessage) and (
                     reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
                 ):
                     return reply
-            await self._store.wait(self.tenant, channel, WAIT_CAP_S)
 
     @operation("bus:write", rule=_reply_rule, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
     async def reply(
@@ -856,14 +865,56 @@ class Bus:
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
         """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
+        return await self.publish(self._reply_message(to, text, source, content_type))
+
+    @staticmethod
+    def _reply_message(
+        to: Message, text: str, source: str | None, content_type: Literal["text/plain", "text/markdown"]
+    ) -> SendMessage:
+        """The ``send`` answering ``to``: to its reply channel (an ``ask``) or its source, threaded by id."""
         if not isinstance(to, Message):
             raise InvalidArgument(f"reply answers a message; got {type(to).__name__}")
-        target = to.payload.reply_channel if isinstance(to, AskMessage) else to.source
-        correlation = getattr(to, "correlation_id", None)
-        sender = source or (to.target if to.target.startswith("agent:") else KERNEL_SOURCE)
-        return await self.send(
-            sender, target, text, content_type=content_type, reply_to=to.message_id, correlation_id=correlation
+        return build_message(
+            SendMessage,
+            {
+                "source": source or (to.target if to.target.startswith("agent:") else KERNEL_SOURCE),
+                "target": to.payload.reply_channel if isinstance(to, AskMessage) else to.source,
+                "payload": {"text": text, "content_type": content_type},
+                "reply_to": to.message_id,
+                "correlation_id": getattr(to, "correlation_id", None),
+            },
         )
+
+    async def _reply_acked(
+        self,
+        to: Message,
+        text: str,
+        source: str | None,
+        content_type: Literal["text/plain", "text/markdown"],
+        sub: Subscription,
+        position: str,
+    ) -> tuple[PublishReceipt, bool]:
+        """Publish the reply to ``to`` and ack its delivery ``position`` of ``sub`` in one store step (the ack only
+        once the reply is stored); the receipt and whether the delivery was still pending."""
+        message = self._reply_message(to, text, source, content_type)
+        if _trace.enabled():  # a traced publish carries the trace id: the plain publish, then the ack
+            receipt = await self.publish(message)
+            return receipt, await self._store.ack(self.tenant, sub.address, sub.group, position)
+        self._check_open()
+        parsed, data = self._validate(message)
+        entry = Entry(parsed.message_id, data, False, None, self._kept(parsed))
+        items = [(parsed.target, entry)]
+        appended, acked = await self._store.append_ack(
+            self.tenant, items, self._retention, sub.address, sub.group, position
+        )
+        self._count("published", 0 if appended[0].duplicate else 1)
+        chunks = (
+            max(1, math.ceil(len(data) / self.limits.chunk_data_bytes))
+            if len(data) > self.limits.message_bytes_max
+            else 0
+        )
+        receipt = PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
+        return receipt, acked
 
     # -- consuming --------------------------------------------------------------------------------------------
 
@@ -1137,6 +1188,7 @@ class Subscription:
         self._settled: anyio.Event | None = None  # made only while _fill waits for room
         self._unreachable_since: float | None = None
         self._reconnects = 0
+        self._caller: Caller | None = None  # a session's subscription: whose rules its deliveries' replies follow
 
     @property
     def address(self) -> str:
@@ -1306,6 +1358,24 @@ class Subscription:
             await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
         return done
 
+    async def _reply(
+        self, delivery: Delivery, text: str, source: str | None, content_type: Literal["text/plain", "text/markdown"]
+    ) -> PublishReceipt:
+        if self._caller is not None:  # a session's: the guarded reply (scope, source, policy, audit), then the ack
+            receipt: PublishReceipt = await guard(self._bus, self._caller).reply(
+                delivery.message, text, source=source, content_type=content_type
+            )
+            await self._ack(delivery)
+            return receipt
+        receipt, done = await self._bus._reply_acked(
+            delivery.message, text, source, content_type, self, delivery.position
+        )
+        self._release()
+        self._bus._count("acked", int(done))
+        if done and delivery.receipts:
+            await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
+        return receipt
+
     async def _nack(self, delivery: Delivery, delay_s: float, reason: str | None) -> bool:
         delay_ms = int(min(delay_s, self._bus.limits.visibility_timeout_s_max) * 1000)
         done = await self._bus.store.nack(
@@ -1374,6 +1444,30 @@ class Delivery:
         self._done = True
         try:
             return await self._sub._ack(self)
+        except BaseException:
+            self._done = False
+            raise
+
+    async def reply(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        content_type: Literal["text/plain", "text/markdown"] = "text/plain",
+    ) -> PublishReceipt:
+        """Answer this delivery's message as :meth:`Bus.reply` does, and ack the delivery: the responder's pattern.
+
+        The ack is made only once the reply is stored, in the same store step where the engine allows (one Redis
+        script; memory and SQLite store the reply, then ack). A reply refused (bad input, SOS-40xx/5004) or a store
+        failure (SOS-6030) leaves the delivery pending and unsettled: reply, ack or nack it again. A session's
+        delivery replies through the session's ``bus.reply`` (same checks, policy and audit record), then acks.
+        Raises SOS-4005 when the delivery was acked or nacked already (answer its message with ``bus.reply``).
+        """
+        if self._done:
+            raise InvalidArgument(SETTLED_REPLY)
+        self._done = True
+        try:
+            return await self._sub._reply(self, text, source, content_type)
         except BaseException:
             self._done = False
             raise

@@ -14,6 +14,7 @@ other groups skip it.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import ClassVar, Literal, NamedTuple
 
 __all__ = [
     "POISON_RAW_BYTES_MAX",
+    "REPLY_CHANNEL_PREFIX",
+    "REPLY_CHANNEL_TTL_S",
     "Appended",
     "BusStore",
     "ChunkPart",
@@ -34,10 +37,22 @@ __all__ = [
     "StoredDeadLetter",
     "capped_raw",
     "foreign_fields",
+    "is_reply_channel",
 ]
 
 POISON_RAW_BYTES_MAX = 4096
 """The bytes of an unreadable entry its dead letter keeps; the rest is cut (the reason says how much)."""
+REPLY_CHANNEL_PREFIX = "sos:channel:reply-"
+"""An ask's private reply channel is this prefix and 32 lowercase hex digits (see :func:`is_reply_channel`)."""
+REPLY_CHANNEL_TTL_S = 60.0
+"""How long a store that expires reply channels (``BusStore.expires_reply_channels``) keeps one after the last
+entry written to it: an answered ask's channel is gone this long after its reply, without a command of its own."""
+_REPLY_CHANNEL_RE = re.compile(r"^sos:channel:reply-[0-9a-f]{32}$")
+
+
+def is_reply_channel(address: str) -> bool:
+    """Whether ``address`` is named like an ask's reply channel (``sos:channel:reply-<32 hex>``)."""
+    return address.startswith(REPLY_CHANNEL_PREFIX) and _REPLY_CHANNEL_RE.fullmatch(address) is not None
 
 
 def capped_raw(data: bytes) -> bytes:
@@ -197,6 +212,10 @@ class BusStore(ABC):
     """Primitive bus operations for one engine. Every method is atomic; none interprets message content."""
 
     keeps_messages: ClassVar[bool] = False
+    expires_reply_channels: ClassVar[bool] = False
+    """True for a store whose every append to a reply channel (:func:`is_reply_channel`) sets the channel to expire
+    ``REPLY_CHANNEL_TTL_S`` later, in the same atomic step: an answered ask's channel then needs no drop of its own
+    (see :meth:`end_reply_channel`)."""
     """True for a store that keeps ``Entry.message`` beside the bytes (in this process) and returns it; the bus
     then skips building the objects for stores that would drop them."""
 
@@ -304,6 +323,46 @@ class BusStore(ABC):
     @abstractmethod
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         """How many entries of the group are pending (claimed, not yet acked)."""
+
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+    ) -> tuple[list[Appended], bool]:
+        """``append`` the entries, then ``ack`` the pending ``position`` of ``group`` on ``address`` (a reply and
+        the delivery it answers); the ack's flag as ``ack`` returns it.
+
+        The ack is made only once the append succeeded: a failed append leaves the entry pending. An engine that
+        can do both in one atomic step overrides this (one round trip instead of two).
+        """
+        appended = await self.append(tenant, items, retention)
+        return appended, await self.ack(tenant, address, group, position)
+
+    async def read_wait(
+        self, tenant: str, address: str, after: str | None, limit: int, timeout_s: float
+    ) -> list[HistoryEntry]:
+        """``history`` after ``after``; when it finds nothing, wait up to ``timeout_s`` for news and read once more.
+
+        No entry appended after the call began is missed: the wait starts where the read ended. An engine with a
+        blocking read that starts at a given position overrides this with that one read.
+        """
+        entries = await self.history(tenant, address, after, limit)
+        if entries or timeout_s <= 0:
+            return entries
+        await self.wait(tenant, address, timeout_s)
+        return await self.history(tenant, address, after, limit)
+
+    async def end_reply_channel(self, tenant: str, address: str, answered: bool) -> None:
+        """The ask waiting on ``address`` (its reply channel) ended, ``answered`` or not: forget the channel.
+
+        Dropped at once (``drop_address``), except by a store that ``expires_reply_channels`` when the ask was
+        answered: the reply's own append set the channel to expire, so no command is spent on it.
+        """
+        await self.drop_address(tenant, address)
 
     @abstractmethod
     async def wait(self, tenant: str, address: str, timeout_s: float) -> None:
