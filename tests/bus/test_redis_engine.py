@@ -596,3 +596,20 @@ async def test_with_every_waiter_on_the_shared_read_the_bus_behaves_the_same(red
                 for _ in range(20):
                     reply = await bus.ask("agent:alice", "agent:oracle", "?", timeout_s=5)
                     assert reply.payload.text == "42"
+
+
+async def test_more_calls_at_once_than_the_client_librarys_default_pool_all_succeed(redis_url: str, admin: Any) -> None:
+    # every call in flight holds a connection (a waiting subscription's blocking read holds one all along): the
+    # client library's default pool of 100 made the 101st concurrent call fail at once with SOS-6030
+    calls = 300
+    async with sos_kernel.open(redis_url) as kernel:
+        receipts: list[Any] = []
+
+        async def publish(i: int) -> None:
+            receipts.append(await kernel.bus.publish(send(f"m{i}")))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(calls):
+                tg.start_soon(publish, i)
+        assert len({r.position for r in receipts}) == calls
+        assert len(await kernel.bus.history("agent:bob", limit=calls)) == calls

@@ -1072,6 +1072,12 @@ class RedisBackend(Backend):
             await self.client.aclose()
 
 
+REDIS_CONNECTIONS_MAX = 512
+"""Connections a process opens to one Redis server (per cluster node), unless the URL sets ``max_connections``:
+every waiting subscription's blocking read holds one while it waits, so the client library's default (100) is
+too few for a server with many subscribers; kept under a default file-descriptor limit (1,024)."""
+REDIS_CONNECTION_WAIT_S = 10.0
+"""How long a command waits for a free connection of a full pool before it fails (SOS-6030)."""
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 CLUSTER_SEEDS_MAX = 64
 """How many ``host:port`` seed nodes a cluster URL may list (any one that answers is enough)."""
@@ -1096,13 +1102,17 @@ def _split_durability(url: str) -> tuple[str, Durability]:
 def _server_client(url: str) -> aioredis.Redis:
     # One resend on a fresh connection when a pooled one turns out dead (a server restart, a failover,
     # an idle timeout): the stores' writes are keyed by ids or deliver at least once, so a resend is safe.
-    return aioredis.Redis.from_url(
+    # A burst past the pool's size waits for a connection rather than failing (blocking reads hold theirs).
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=REDIS_CONNECTIONS_MAX,
+        timeout=REDIS_CONNECTION_WAIT_S,
         decode_responses=False,
         socket_connect_timeout=5,
         health_check_interval=30,
         retry=Retry(NoBackoff(), 1),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _cluster_client(url: str) -> RedisCluster:
@@ -1128,6 +1138,7 @@ def _cluster_client(url: str) -> RedisCluster:
         decode_responses=False,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 6),
+        max_connections=REDIS_CONNECTIONS_MAX,
     )
 
 
