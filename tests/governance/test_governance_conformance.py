@@ -87,6 +87,26 @@ async def test_an_invalid_policy_is_refused_and_nothing_changes(kernel: sos_kern
     assert await s["admin"].governance.get_policy(T) is None
 
 
+MERGED_YAML = """name: team
+limits:
+  - &a {id: x1, actions: [ledger.transfer], window_s: 60, spend_micros_max: 1}
+  - <<: *a
+    id: x2
+"""
+
+
+async def test_a_yaml_policy_with_anchors_or_merge_keys_is_refused_and_nothing_changes(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    s = await _setup(kernel, connect)
+    with pytest.raises(SchemaViolation) as info:
+        await s["admin"].governance.set_policy(T, MERGED_YAML)
+    assert info.value.details == {
+        "errors": [{"loc": "limits.0", "msg": "an anchor (&a) is not plain data", "type": "yaml_anchor"}]
+    }
+    assert await s["admin"].governance.get_policy(T) is None
+
+
 async def test_deny_rules_and_tricks_in_names(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     s = await _setup(kernel, connect)
     await s["admin"].governance.set_policy(

@@ -268,6 +268,58 @@ def test_a_policy_document_repeating_a_key_is_refused(kind: str, text: str) -> N
     assert_refused(info.value.to_wire()["error"], "rules.0.actions")
 
 
+MERGED_YAML = """name: p
+limits:
+  - &a {id: x1, actions: [ledger.transfer], window_s: 60, spend_micros_max: 1}
+  - &c {id: x2, actions: [ledger.hold], window_s: 60, spend_micros_max: 999999999}
+  - <<: [*a, *c]
+    id: x3
+"""
+"""A YAML policy merging two limits into a third: refused as not plain data, like a repeated key."""
+
+
+def _merged_refusal() -> dict[str, Any]:
+    """The refusal ``load_policy`` gives ``MERGED_YAML``: what every other entry point must answer."""
+    with pytest.raises(SchemaViolation) as info:
+        load_policy(MERGED_YAML, format="yaml")
+    error = dict(info.value.to_wire()["error"])
+    assert error["code"] == "SOS-4001"
+    assert error["details"] == {
+        "errors": [{"loc": "limits.0", "msg": "an anchor (&a) is not plain data", "type": "yaml_anchor"}]
+    }
+    return error
+
+
+async def test_a_yaml_policy_that_is_not_plain_data_is_refused_alike_in_process_and_over_http(
+    remote: Remote,
+) -> None:
+    found = []
+    with pytest.raises(SchemaViolation) as info:
+        await remote.kernel.tenant(TENANT).governance.set_policy(TENANT, MERGED_YAML)
+    found.append(info.value.to_wire()["error"])
+    with pytest.raises(SchemaViolation) as info:
+        await remote.client(remote.admin).governance.set_policy(TENANT, MERGED_YAML)
+    found.append(info.value.to_wire()["error"])
+    response = await remote.http.post(
+        "/v1/governance/set_policy",
+        json={"tenant": TENANT, "policy": MERGED_YAML},
+        headers=remote.auth(remote.admin),
+    )
+    assert response.status_code == 422, response.text
+    found.append(response.json()["error"])
+    assert found == [_merged_refusal()] * 3, found
+    assert await _policy(remote) is None
+
+
+def test_the_cli_refuses_a_yaml_policy_that_is_not_plain_data_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.yaml").write_text(MERGED_YAML)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert _cli(capsys, "--url", url, "policy", "set", str(tmp_path / "p.yaml")) == _merged_refusal()
+    assert anyio.run(_cli_wrote, url) == (None, False)
+
+
 CLI = [
     ("policy set", ["policy", "set", "{file}"], '{"name":"p","name":"q"}', "name"),
     ("parse", ["parse", "{file}"], REPEATED_TEXT, "payload.text"),

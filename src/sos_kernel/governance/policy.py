@@ -48,6 +48,7 @@ __all__ = [
     "POLICY_FORMAT",
     "POLICY_PATTERNS_MAX",
     "POLICY_RULES_MAX",
+    "YAML_PLAIN_TAGS",
     "CompiledPolicy",
     "ContentRule",
     "Decision",
@@ -167,8 +168,9 @@ def _patterns_of(item: Any) -> list[str]:
 
 def load_policy(source: Any, *, format: str | None = None) -> Policy:
     """A :class:`Policy` from a dict, a ``Policy``, or text in JSON, YAML or TOML (``format``: ``json``, ``yaml``,
-    ``toml``; guessed when omitted). Raises SOS-4001 for a document that is not a valid policy, SOS-4010 when it is
-    larger than ``POLICY_BYTES_MAX``."""
+    ``toml``; guessed when omitted). Raises SOS-4001 for a document that is not a valid policy, or YAML that is not
+    plain data (an anchor, alias, merge key or tag outside ``YAML_PLAIN_TAGS``, refused before construction),
+    SOS-4010 when it is larger than ``POLICY_BYTES_MAX``."""
     if isinstance(source, Policy):
         return source
     if isinstance(source, bytes):
@@ -215,8 +217,7 @@ def _parse_text(text: str, format: str | None) -> Any:
                 yaml: Any = importlib.import_module("yaml")
             except ModuleNotFoundError as exc:
                 raise MissingDependency("a YAML policy needs PyYAML: pip install pyyaml") from exc
-            _unique_yaml_keys(yaml, yaml.compose(text, Loader=yaml.SafeLoader))
-            return yaml.safe_load(text)
+            return _plain_yaml(yaml, text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise SchemaViolation(f"the policy is not valid {kind or 'YAML'}: {exc}") from exc
     except Exception as exc:  # PyYAML's own error tree
@@ -226,15 +227,83 @@ def _parse_text(text: str, format: str | None) -> Any:
     raise InvalidArgument(f"unknown policy format {format!r} (json, yaml or toml)")
 
 
+YAML_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+)
+"""The only node tags a YAML policy may hold, implicit or explicit: plain data, as JSON would carry it."""
+
+
+def _plain_yaml(yaml: Any, text: str) -> Any:
+    """The value of the YAML ``text`` once it is known to be plain data: checked while its node tree is composed
+    (before anything is constructed), each node once, then constructed from that same tree."""
+    loader = _plain_loader(yaml)(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _unique_yaml_keys(yaml, root)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _plain_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader whose composer refuses an anchor, an alias, a merge key and any tag outside
+    ``YAML_PLAIN_TAGS`` (SOS-4001 naming the path) as it meets them: an alias is never followed, let alone
+    expanded, and the safe loader's other tags (binary, timestamp, set, omap, pairs, merge) never construct."""
+
+    class PlainLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.sos_paths: list[tuple[str, ...]] = [()]
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            path = _yaml_path(self.sos_paths[-1], parent, index, event)
+            if isinstance(event, yaml.AliasEvent):
+                raise _not_plain(path, f"an alias (*{event.anchor})", "yaml_alias")
+            if event.anchor is not None:
+                raise _not_plain(path, f"an anchor (&{event.anchor})", "yaml_anchor")
+            self.sos_paths.append(path)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.sos_paths.pop()
+            if node.tag not in YAML_PLAIN_TAGS or (parent is not None and index is None and node.value == "<<"):
+                merge = node.tag == "tag:yaml.org,2002:merge" or node.value == "<<"
+                what = "a merge key (<<)" if merge else f"the tag {node.tag!r}"
+                raise _not_plain(path, what, "yaml_merge" if merge else "yaml_tag")
+            return node
+
+    return PlainLoader
+
+
+def _yaml_path(above: tuple[str, ...], parent: Any, index: Any, event: Any) -> tuple[str, ...]:
+    """The path of the node about to be composed: a value by its key, an item by its index, a key as itself."""
+    if parent is None:
+        return above
+    if isinstance(index, int):
+        return (*above, str(index))
+    if index is None:  # a key: named by its own text when it is a scalar
+        return (*above, str(getattr(event, "value", "(key)")))
+    return (*above, str(index.value))
+
+
+def _not_plain(path: tuple[str, ...], what: str, kind: str) -> SchemaViolation:
+    """The refusal of ``what`` at ``path`` in a YAML policy, worded as a repeated key's refusal."""
+    where = ".".join(path) if path else "(root)"
+    return SchemaViolation(
+        f"the YAML at {where} holds {what}; a policy document is plain data "
+        "(no anchors, aliases, merge keys or tags beyond str, int, float, bool, null, seq and map)",
+        details={"errors": [{"loc": where, "msg": f"{what} is not plain data", "type": kind}]},
+    )
+
+
 def _unique_yaml_keys(yaml: Any, root: Any) -> None:
     """SOS-4001 for a mapping that names a key twice (PyYAML keeps the last copy), as :func:`loads` for JSON."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
-    walked: set[int] = set()  # an alias is the node it names: walk each once (no cycle, no blow-up)
-    while stack:
+    while stack:  # the tree holds no alias (refused while composing): each node is met once
         node, path = stack.pop()
-        if id(node) in walked:
-            continue
-        walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             keys: set[str] = set()
             for key, value in node.value:

@@ -204,10 +204,11 @@ class Governance:
         return compiled
 
     @operation("governance:admin", tenant=("tenant",), wire=Wire(keyed=True, summary="Set the tenant's policy"))
-    async def set_policy(self, tenant: str, policy: dict[str, Any]) -> PolicyInfo:
-        """Replace ``tenant``'s policy with ``policy`` (a dict in the documented format; see
-        ``sos_kernel.governance.policy``). From now on every operation of its sessions is checked against it, and an
-        action no rule allows is refused. Raises SOS-4001 for an invalid document, SOS-4010 for one too large."""
+    async def set_policy(self, tenant: str, policy: dict[str, Any] | str) -> PolicyInfo:
+        """Replace ``tenant``'s policy with ``policy`` (a dict in the documented format, or its JSON, YAML or TOML
+        text, read by ``load_policy``; see ``sos_kernel.governance.policy``). From now on every operation of its
+        sessions is checked against it, and an action no rule allows is refused. Raises SOS-4001 for an invalid
+        document, SOS-4010 for one too large."""
         if not isinstance(tenant, str):
             raise InvalidArgument("tenant is a str")
         document = _document(policy)
