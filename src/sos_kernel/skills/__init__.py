@@ -290,21 +290,34 @@ class Skills:
         if not isinstance(skill_id, str) or not skill_id:
             raise InvalidArgument("skill_id must be a non-empty string")
         available = await self._store.versions(self.tenant, skill_id)
-        if version is not None and version in available:
-            return version
         key = (skill_id, version)
         kept = self._chosen.get(key)
         if kept is not None and kept[0] == available:  # the same versions (read just now) choose the same one
             return kept[1]
+        if version is not None and version in available:
+            self._keep_choice(key, available, version)
+            return version
         bounds = parse_range(version or "*")
         fitting = [v for v in sorted(available, key=Version.parse) if matches(Version.parse(v), bounds)]
         if not fitting:
             wanted = f" matching {version!r}" if version else ""
             raise SkillNotFound(f"no skill {skill_id!r}{wanted}", details={"skill_id": skill_id, "version": version})
+        self._keep_choice(key, available, fitting[-1])
+        return fitting[-1]
+
+    def _keep_choice(self, key: tuple[str, str | None], available: list[str], chosen: str) -> None:
         if len(self._chosen) >= CHOSEN_VERSIONS_MAX:
             self._chosen.clear()
-        self._chosen[key] = (available, fitting[-1])
-        return fitting[-1]
+        self._chosen[key] = (available, chosen)
+
+    async def _choose_unread(self, skill_id: str, version: str | None) -> tuple[str, list[str] | None]:
+        """The version to invoke, and the versions it was chosen from when they were not read for this call: a
+        store that ``checks_choice`` reads them inside the invocation's step instead (one statement, no read
+        transaction) and refuses a stale choice, so a version published since is still invoked at once."""
+        kept = self._chosen.get((skill_id, version)) if self._store.checks_choice else None
+        if kept is not None:
+            return kept[1], kept[0]
+        return await self._choose(skill_id, version), None
 
     async def _resolve(self, skill_id: str, version: str | None) -> SkillRecord:
         chosen = await self._choose(skill_id, version)
@@ -607,7 +620,8 @@ class Skills:
         for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
             if not isinstance(value, str) or not value:  # they go into the message as they are
                 raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
-        priced = await self._invoked(skill_id, version)
+        chosen, unread = await self._choose_unread(skill_id, version)
+        priced = await self._invoked(skill_id, chosen)
         card, price, currency = priced.card, priced.price, priced.currency
         # everything is checked and built before the store's step, so bad input writes nothing
         charge = await self._charge(priced, caller, invocation_id) if price > 0 else []
@@ -615,9 +629,14 @@ class Skills:
         binding = f"{priced.binding}{_ascii(caller)},{_ascii(tenant)},{price}]"
         message = self._message(priced, invocation_id, caller, tenant, now)
         step = InvocationStep(
-            self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message
+            self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message, unread
         )
         invoked = await self._store.invoke(step, self._ledger.store, self._bus.store, self._bus.retention)
+        if invoked.stale:  # a version was published since the kept choice: nothing written, choose from a read
+            self._chosen.pop((skill_id, version), None)
+            return await self.record_invocation(
+                skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
+            )
         if invoked.bound != binding:
             raise IdempotencyConflict(
                 f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
@@ -658,11 +677,10 @@ class Skills:
             self._noted.clear()
         self._noted.add(note)
 
-    async def _invoked(self, skill_id: str, version: str | None) -> _Priced:
+    async def _invoked(self, skill_id: str, chosen: str) -> _Priced:
         """The chosen version, its card read, parsed and priced once per (id, version): a version is written once,
-        so a kept one never goes stale (only which version a range picks can change, and that is chosen on every
-        call, from one read of the versions). A refused split is refused on every call, never kept."""
-        chosen = await self._choose(skill_id, version)
+        so a kept one never goes stale (only which version a range picks can change, and that is checked on every
+        call). A refused split is refused on every call, never kept."""
         priced = self._priced.get((skill_id, chosen))
         if priced is None:
             record = await self._store.get_version(self.tenant, skill_id, chosen)
