@@ -50,6 +50,7 @@ class SQLiteSkillStore(SkillStore):
     """Skill primitives as SQLite transactions; a verification given a record appends it in its own transaction."""
 
     audits_writes: bool = True
+    checks_choice: bool = True
 
     def __init__(self, engine: Any) -> None:
         self._db = engine
@@ -101,12 +102,13 @@ class SQLiteSkillStore(SkillStore):
         result: SkillRecord | None = await self._db.read(lambda c: self._get(c, tenant, skill_id, version))
         return result
 
-    async def versions(self, tenant: str, skill_id: str) -> list[str]:
-        def tx(c: sqlite3.Connection) -> list[str]:
-            rows = c.execute("SELECT version FROM skill_versions WHERE tenant=? AND skill_id=?", (tenant, skill_id))
-            return [r[0] for r in rows.fetchall()]
+    @staticmethod
+    def _versions(c: sqlite3.Connection, tenant: str, skill_id: str) -> list[str]:
+        rows = c.execute("SELECT version FROM skill_versions WHERE tenant=? AND skill_id=?", (tenant, skill_id))
+        return [r[0] for r in rows.fetchall()]
 
-        result: list[str] = await self._db.read(tx)
+    async def versions(self, tenant: str, skill_id: str) -> list[str]:
+        result: list[str] = await self._db.read(lambda c: self._versions(c, tenant, skill_id))
         return result
 
     async def skill_ids(self, tenant: str) -> list[str]:
@@ -204,11 +206,15 @@ class SQLiteSkillStore(SkillStore):
 
     async def invoke(self, step: InvocationStep, ledger: LedgerStore, bus: BusStore, retention: Retention) -> Invoked:
         own_ledger = ledger if isinstance(ledger, SQLiteLedgerStore) and ledger.engine is self._db else None
-        if step.charge and own_ledger is None:
-            return await super().invoke(step, ledger, bus, retention)  # another file or engine: several steps
+        if step.charge and own_ledger is None:  # another file or engine: several steps
+            if step.chosen_from is not None and await self.versions(step.tenant, step.skill_id) != step.chosen_from:
+                return _STALE
+            return await super().invoke(step, ledger, bus, retention)
         own_bus = self._own_bus(bus)
 
         def finish(c: sqlite3.Connection, applied: Applied | None) -> Invoked:
+            if step.chosen_from is not None and self._versions(c, step.tenant, step.skill_id) != step.chosen_from:
+                raise _Stale  # rolls back the charge: it was priced for another version
             bound = self._bind(c, step.tenant, step.invocation_id, step.binding)
             if bound != step.binding:
                 raise _Unbound(bound)  # rolls back the charge applied in this transaction
@@ -233,6 +239,8 @@ class SQLiteSkillStore(SkillStore):
                 invoked = await self._db.write(lambda c: finish(c, None))
         except _Unbound as unbound:
             return Invoked(unbound.bound, None, False, False)
+        except _Stale:
+            return _STALE
         if own_bus is not None and invoked.counted:
             own_bus.appended(step.tenant, {step.message[0]})
         return invoked
@@ -277,3 +285,10 @@ class _Unbound(Exception):
     def __init__(self, bound: str) -> None:
         super().__init__(bound)
         self.bound = bound
+
+
+class _Stale(Exception):
+    """The skill's versions changed since the version was chosen: the transaction is rolled back."""
+
+
+_STALE = Invoked("", None, False, False, stale=True)

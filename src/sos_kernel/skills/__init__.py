@@ -117,8 +117,12 @@ SKILLS_CHANNEL = "sos:channel:skills"
 MARKETPLACE_LIMIT_MAX = 500
 LINEAGE_DEPTH_MAX = 64
 PRICED_CARDS_MAX = 1024
-"""Parsed cards an invocation keeps per tenant, by (id, version); past it they are all forgotten (a version is written
-once, so a kept card never goes stale; forgetting one costs one read and one parse)."""
+"""Versions an invocation keeps per tenant view, by (id, version): the parsed card, its checked split and the parts of
+the binding and message that depend only on the version; past it they are all forgotten (a version is written once,
+so a kept one never goes stale; forgetting one costs one read and one parse)."""
+CHOSEN_VERSIONS_MAX = 1024
+"""(skill id, requested version) an invocation remembers per tenant view with the version list it chose from, so a
+repeat call whose fresh list is the same skips the semver sort; past it they are all forgotten."""
 VERIFICATION_RANK = {"human_verified": 3, "auto_verified": 2, "unverified": 1, "disputed": 0}
 """Marketplace order: verification (human > auto > unverified; disputed skills are not listed), then demand
 (:func:`demand_score`, most first), then id."""
@@ -251,8 +255,8 @@ class Skills:
         self._bus = bus
         self._capabilities = capabilities
         self._opened: set[tuple[str, str]] = set()  # receiving accounts known to exist (accounts are never removed)
-        self._cards: dict[tuple[str, str], SkillCard] = {}  # see PRICED_CARDS_MAX
-        self._splits: dict[tuple[str, str], dict[str, int]] = {}  # a kept card's checked payouts, as many
+        self._priced: dict[tuple[str, str], _Priced] = {}  # see PRICED_CARDS_MAX
+        self._chosen: dict[tuple[str, str | None], tuple[list[str], str]] = {}  # see CHOSEN_VERSIONS_MAX
         self.audit: Audit | None = None
         """The tenant's audit chain (set by the kernel): each verification is recorded, in the store's step where
         it allows it (``audits_writes``)."""
@@ -286,14 +290,34 @@ class Skills:
         if not isinstance(skill_id, str) or not skill_id:
             raise InvalidArgument("skill_id must be a non-empty string")
         available = await self._store.versions(self.tenant, skill_id)
+        key = (skill_id, version)
+        kept = self._chosen.get(key)
+        if kept is not None and kept[0] == available:  # the same versions (read just now) choose the same one
+            return kept[1]
         if version is not None and version in available:
+            self._keep_choice(key, available, version)
             return version
         bounds = parse_range(version or "*")
         fitting = [v for v in sorted(available, key=Version.parse) if matches(Version.parse(v), bounds)]
         if not fitting:
             wanted = f" matching {version!r}" if version else ""
             raise SkillNotFound(f"no skill {skill_id!r}{wanted}", details={"skill_id": skill_id, "version": version})
+        self._keep_choice(key, available, fitting[-1])
         return fitting[-1]
+
+    def _keep_choice(self, key: tuple[str, str | None], available: list[str], chosen: str) -> None:
+        if len(self._chosen) >= CHOSEN_VERSIONS_MAX:
+            self._chosen.clear()
+        self._chosen[key] = (available, chosen)
+
+    async def _choose_unread(self, skill_id: str, version: str | None) -> tuple[str, list[str] | None]:
+        """The version to invoke, and the versions it was chosen from when they were not read for this call: a
+        store that ``checks_choice`` reads them inside the invocation's step instead (one statement, no read
+        transaction) and refuses a stale choice, so a version published since is still invoked at once."""
+        kept = self._chosen.get((skill_id, version)) if self._store.checks_choice else None
+        if kept is not None:
+            return kept[1], kept[0]
+        return await self._choose(skill_id, version), None
 
     async def _resolve(self, skill_id: str, version: str | None) -> SkillRecord:
         chosen = await self._choose(skill_id, version)
@@ -596,20 +620,23 @@ class Skills:
         for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
             if not isinstance(value, str) or not value:  # they go into the message as they are
                 raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
-        card = await self._invoked_card(skill_id, version)
-        commerce = card.commerce
-        price = (commerce.price_per_call_micros or 0) if commerce else 0
-        currency = commerce.currency if commerce else "USD"
-        payouts = self._payouts(card, price)
+        chosen, unread = await self._choose_unread(skill_id, version)
+        priced = await self._invoked(skill_id, chosen)
+        card, price, currency = priced.card, priced.price, priced.currency
         # everything is checked and built before the store's step, so bad input writes nothing
-        charge = await self._charge(card, caller, invocation_id, currency, payouts) if price > 0 else []
+        charge = await self._charge(priced, caller, invocation_id) if price > 0 else []
         now = time.time()
-        binding = json.dumps([card.id, card.version, caller, tenant, price], separators=(",", ":"))
-        message = self._message((card.id, card.version, invocation_id, caller, tenant, price, currency), now)
+        binding = f"{priced.binding}{_ascii(caller)},{_ascii(tenant)},{price}]"
+        message = self._message(priced, invocation_id, caller, tenant, now)
         step = InvocationStep(
-            self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message
+            self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message, unread
         )
         invoked = await self._store.invoke(step, self._ledger.store, self._bus.store, self._bus.retention)
+        if invoked.stale:  # a version was published since the kept choice: nothing written, choose from a read
+            self._chosen.pop((skill_id, version), None)
+            return await self.record_invocation(
+                skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
+            )
         if invoked.bound != binding:
             raise IdempotencyConflict(
                 f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
@@ -633,7 +660,7 @@ class Skills:
             tenant,
             price,
             currency,
-            payouts,
+            dict(priced.payouts),  # the caller's own copy
             transfers,
             replayed=not invoked.counted,
         )
@@ -650,84 +677,60 @@ class Skills:
             self._noted.clear()
         self._noted.add(note)
 
-    async def _invoked_card(self, skill_id: str, version: str | None) -> SkillCard:
-        """The chosen version's card, read and parsed once per (id, version): a version is written once, so a kept
-        card never goes stale (only which version a range picks can change, and that is chosen on every call)."""
-        chosen = await self._choose(skill_id, version)
-        card = self._cards.get((skill_id, chosen))
-        if card is None:
-            record = await self._resolve(skill_id, chosen)
-            if len(self._cards) >= PRICED_CARDS_MAX:
-                self._cards.clear()
-            card = self._cards[(skill_id, chosen)] = SkillCard.model_validate_json(record.card)
-        return card
+    async def _invoked(self, skill_id: str, chosen: str) -> _Priced:
+        """The chosen version, its card read, parsed and priced once per (id, version): a version is written once,
+        so a kept one never goes stale (only which version a range picks can change, and that is checked on every
+        call). A refused split is refused on every call, never kept."""
+        priced = self._priced.get((skill_id, chosen))
+        if priced is None:
+            record = await self._store.get_version(self.tenant, skill_id, chosen)
+            if record is None:  # versions are never removed: only a store that lost data gets here
+                raise SkillNotFound(
+                    f"no skill {skill_id!r} {chosen}", details={"skill_id": skill_id, "version": chosen}
+                )
+            priced = _priced(SkillCard.model_validate_json(record.card))
+            if len(self._priced) >= PRICED_CARDS_MAX:
+                self._priced.clear()
+            self._priced[(skill_id, chosen)] = priced
+        return priced
 
-    def _payouts(self, card: SkillCard, price: int) -> dict[str, int]:
-        """The exact split of a version's price, checked and computed once per (id, version): its card fixes both
-        (a refused split is refused on every call, never kept)."""
-        key = (card.id, card.version)
-        payouts = self._splits.get(key)
-        if payouts is None:
-            split = card.commerce.revenue_split if card.commerce else None
-            check_split(split, f"skill {card.id} {card.version} was stored with a revenue_split refused now")
-            payouts = split_price(price, split)
-            if len(self._splits) >= PRICED_CARDS_MAX:
-                self._splits.clear()
-            self._splits[key] = payouts
-        return dict(payouts)  # the caller's own copy: an Invocation hands it out
-
-    async def _charge(
-        self, card: SkillCard, caller: str, invocation_id: str, currency: str, payouts: dict[str, int]
-    ) -> list[TransferRequest]:
+    async def _charge(self, priced: _Priced, caller: str, invocation_id: str) -> list[TransferRequest]:
         """The linked batch that pays the split, checked as ``transfer_many`` checks one (nothing is written but the
         receiving accounts, opened once)."""
-        receivers = {"author": card.author_agent, "operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
+        currency = priced.currency
         batch = []
-        for part, amount in payouts.items():
-            if amount <= 0:
-                continue
-            if (receivers[part], currency) not in self._opened:
-                await self._ledger.open_account(receivers[part], currency)
-                self._opened.add((receivers[part], currency))
+        for part, receiver, amount, reason in priced.parts:
+            if (receiver, currency) not in self._opened:
+                await self._ledger.open_account(receiver, currency)
+                self._opened.add((receiver, currency))
             batch.append(
                 {
                     "id": f"skill:{invocation_id}:{part}",
                     "debit": caller,
-                    "credit": receivers[part],
+                    "credit": receiver,
                     "amount": amount,
                     "currency": currency,
-                    "reason": f"skill {card.id} {card.version} ({part})",
+                    "reason": reason,
                 }
             )
         return self._ledger.check_batch(batch)
 
-    def _message(self, payload: tuple[str, str, str, str, str, int, str], now: float) -> tuple[str, Entry]:
-        """The ``sos.skill_executed`` message as the bus stores it, built as JSON from fields already checked (a
-        kernel message of a fixed shape; ``SkillExecutedPayload`` is its contract). Its id is a fresh UUIDv7: one
-        derived from the invocation id could be published first by another agent of the tenant, and the bus's
-        dedup would then drop this one. SOS-4010 if over ``message_bytes_max``."""
-        skill_id, version, invocation_id, caller, tenant, price, currency = payload
+    def _message(self, priced: _Priced, invocation_id: str, caller: str, tenant: str, now: float) -> tuple[str, Entry]:
+        """The ``sos.skill_executed`` message as the bus stores it: the JSON ``json.dumps`` writes for its body
+        (compact, not ASCII-escaped), the version's fields encoded once, the call's strings encoded here (a kernel
+        message of a fixed shape built from checked fields; ``SkillExecutedPayload`` is its contract). Its id is a
+        fresh UUIDv7: one derived from the invocation id could be published first by another agent of the tenant,
+        and the bus's dedup would then drop this one. SOS-4010 if over ``message_bytes_max``."""
         message_id = new_message_id()
-        body: dict[str, Any] = {
-            "type": SKILL_EVENT_TYPE,
-            "source": "agent:kernel",
-            "target": SKILLS_CHANNEL,
-            "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
-            "version": "1.0",
-            "message_id": message_id,
-            "payload": {
-                "skill_id": skill_id,
-                "version": version,
-                "invocation_id": invocation_id,
-                "caller": caller,
-                "tenant": tenant,
-                "price_micros": price,
-                "currency": currency,
-            },
-        }
+        stamp = datetime.fromtimestamp(now, UTC).isoformat()
+        trace = ""
         if _trace.enabled() and (trace_id := _trace.current_trace_id()) is not None:
-            body["trace_id"] = trace_id  # its delivery joins the caller's trace
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            trace = f',"trace_id":{_text(trace_id)}'  # its delivery joins the caller's trace
+        data = (
+            f'{_MESSAGE_HEAD}"{stamp}","version":"1.0","message_id":"{message_id}",{priced.payload}'
+            f'"invocation_id":{_text(invocation_id)},"caller":{_text(caller)},"tenant":{_text(tenant)},'
+            f"{priced.payload_tail}{trace}}}"
+        ).encode()
         limit = self._bus.limits.message_bytes_max
         if len(data) > limit:
             raise LimitExceeded(
@@ -735,3 +738,49 @@ class Skills:
                 details={"limit": "message_bytes_max", "max": limit, "size": len(data)},
             )
         return SKILLS_CHANNEL, Entry(message_id, data)
+
+
+_text = json.JSONEncoder(ensure_ascii=False).encode  # a str as the message's JSON writes it
+_ascii = json.JSONEncoder().encode  # a str as the binding's JSON writes it
+_MESSAGE_HEAD = f'{{"type":"{SKILL_EVENT_TYPE}","source":"agent:kernel","target":"{SKILLS_CHANNEL}","timestamp":'
+_RECEIVERS = {"operator": OPERATOR_ACCOUNT, "network": NETWORK_ACCOUNT}
+
+
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    """What invoking one version needs that depends only on the version (its content never changes)."""
+
+    card: SkillCard
+    price: int
+    currency: str
+    payouts: dict[str, int]  # read only: an Invocation gets a copy
+    parts: tuple[tuple[str, str, int, str], ...]  # (part, receiver, amount, reason) of each part paid
+    binding: str  # the binding's JSON up to the caller
+    payload: str  # the message payload's JSON up to the invocation id
+    payload_tail: str  # and from the price on
+
+
+def _priced(card: SkillCard) -> _Priced:
+    """A version's invocation constants; SOS-4005 if it was stored with a split refused now (:func:`check_split`)."""
+    commerce = card.commerce
+    price = (commerce.price_per_call_micros or 0) if commerce else 0
+    currency = commerce.currency if commerce else "USD"
+    split = commerce.revenue_split if commerce else None
+    check_split(split, f"skill {card.id} {card.version} was stored with a revenue_split refused now")
+    payouts = split_price(price, split)
+    receivers = {"author": card.author_agent, **_RECEIVERS}
+    parts = tuple(
+        (part, receivers[part], amount, f"skill {card.id} {card.version} ({part})")
+        for part, amount in payouts.items()
+        if amount > 0
+    )
+    return _Priced(
+        card,
+        price,
+        currency,
+        payouts,
+        parts,
+        binding=f"[{_ascii(card.id)},{_ascii(card.version)},",
+        payload=f'"payload":{{"skill_id":{_text(card.id)},"version":{_text(card.version)},',
+        payload_tail=f'"price_micros":{price},"currency":{_text(currency)}}}',
+    )

@@ -53,6 +53,10 @@ class SkillStore(ABC):
     audit chain in the same step as its effect, only when it writes; a store that does not declare it ignores it."""
 
     audits_writes: bool = False
+    checks_choice: bool = False
+    """Whether :meth:`invoke` honours ``InvocationStep.chosen_from``: it reads the skill's versions inside the step
+    and, if they are not that list, writes nothing and returns ``Invoked.stale``. A store that does not declare it
+    is never given one (the service reads the versions first)."""
 
     @abstractmethod
     async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
@@ -161,6 +165,9 @@ class InvocationStep:
     binding: str
     charge: Sequence[TransferRequest]
     message: tuple[str, Entry]
+    chosen_from: list[str] | None = None
+    """The skill's versions (as :meth:`SkillStore.versions` lists them) ``version`` was chosen from without a read
+    of them for this call, for a store that ``checks_choice``; None when they were read for it."""
 
     def count_args(self) -> tuple[str, str, str, str, str, int, float]:
         """The arguments of :meth:`SkillStore.record_invocation` for this invocation."""
@@ -177,6 +184,8 @@ class Invoked:
     applied: Applied | None
     counted: bool
     announces: bool
+    stale: bool = False
+    """The skill's versions were not ``InvocationStep.chosen_from``: nothing was written (choose again)."""
 
 
 def charged(applied: Applied) -> bool:
