@@ -59,6 +59,7 @@ __all__ = [
     "load_policy",
     "normalise",
     "scan_texts",
+    "unique_yaml_keys",
 ]
 
 POLICY_FORMAT = 1
@@ -215,7 +216,7 @@ def _parse_text(text: str, format: str | None) -> Any:
                 yaml: Any = importlib.import_module("yaml")
             except ModuleNotFoundError as exc:
                 raise MissingDependency("a YAML policy needs PyYAML: pip install pyyaml") from exc
-            _unique_yaml_keys(yaml, yaml.compose(text, Loader=yaml.SafeLoader))
+            unique_yaml_keys(yaml, yaml.compose(text, Loader=yaml.SafeLoader))
             return yaml.safe_load(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise SchemaViolation(f"the policy is not valid {kind or 'YAML'}: {exc}") from exc
@@ -226,8 +227,9 @@ def _parse_text(text: str, format: str | None) -> Any:
     raise InvalidArgument(f"unknown policy format {format!r} (json, yaml or toml)")
 
 
-def _unique_yaml_keys(yaml: Any, root: Any) -> None:
-    """SOS-4001 for a mapping that names a key twice (PyYAML keeps the last copy), as :func:`loads` for JSON."""
+def unique_yaml_keys(yaml: Any, root: Any) -> None:
+    """SOS-4001 for a mapping of the composed YAML ``root`` that names a key twice (PyYAML keeps the last copy), as
+    :func:`loads` for JSON; also for provider matrix files."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
     walked: set[int] = set()  # an alias is the node it names: walk each once (no cycle, no blow-up)
     while stack:
