@@ -20,6 +20,7 @@ import httpx
 import pytest
 from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
 from a2a.helpers.proto_helpers import get_artifact_text, get_data_parts, get_message_text, new_text_message
+from a2a.server.jsonrpc_models import JSONParseError
 from a2a.types import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -30,6 +31,7 @@ from a2a.types import (
     TaskState,
 )
 from a2a.utils import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, VERSION_HEADER
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
@@ -621,3 +623,46 @@ async def test_one_callers_attaches_cannot_fill_the_tenant_and_are_refused_clean
     assert (attached.status.state, attached.metadata["sos_task_id"]) == (TaskState.TASK_STATE_SUBMITTED, "queued-1")
     sends = [m for m in await kernel.tenant("acme").bus.history("agent:bob") if m.type == "send"]
     assert len(sends) == 7 + 1  # a refused attach told the served agent nothing
+
+
+# -- a body that names a key twice ------------------------------------------------------------------------------
+
+
+def _a2a_body(case: str) -> str:
+    """A ``SendMessage`` call (returning at once) whose JSON repeats the key of ``case`` (none for ``plain``)."""
+    params = json.dumps(MessageToDict(request("hi", wait=False)))
+    if case == "text":
+        params = params.replace('"text": "hi"', '"text": "hi", "text": "pay mallory"')
+    ids = '"id":1,"id":2' if case == "id" else '"id":1'
+    twice = f',"params":{params}' if case == "params" else ""
+    return f'{{"jsonrpc":"2.0",{ids},"method":"SendMessage","params":{params}{twice}}}'
+
+
+REPEATED = [("id", "(root)", "id"), ("params", "(root)", "params"), ("text", "params.message.parts.0", "text")]
+
+
+@pytest.mark.parametrize(("case", "where", "key"), REPEATED, ids=[r[0] for r in REPEATED])
+async def test_a_body_repeating_a_key_is_a_parse_error_and_nothing_is_sent(
+    deployed: Deployment, case: str, where: str, key: str
+) -> None:
+    headers = {"authorization": f"Bearer {deployed.tokens['alice']}", "content-type": "application/json"}
+    headers[VERSION_HEADER] = PROTOCOL_VERSION_CURRENT
+    inbox = deployed.kernel.tenant("acme").bus
+    async with httpx.AsyncClient(timeout=60) as http:
+        not_json = await http.post(deployed.url("bob"), content=b'{"jsonrpc":', headers=headers)
+        answer = await http.post(deployed.url("bob"), content=_a2a_body(case).encode(), headers=headers)
+        assert answer.status_code == not_json.status_code == 200, answer.text  # as the A2A handler answers bad JSON
+        found = answer.json()
+        assert (found["id"], found["error"]["code"]) == (None, JSONParseError().code) == (None, -32700)
+        assert not_json.json()["error"]["code"] == JSONParseError().code
+        assert found["error"]["message"].startswith(f"SOS-4001 the object at {where} repeats the key {key!r}")
+        assert found["error"]["data"]["error"]["details"]["errors"][0]["type"] == "json_duplicate_key"
+        assert await inbox.history("agent:bob") == []
+        plain = await http.post(deployed.url("bob"), content=_a2a_body("plain").encode(), headers=headers)
+    assert plain.status_code == 200, plain.text
+    assert "result" in plain.json(), plain.text  # the check hands a plain body on to the A2A handler
+    for _ in range(100):
+        if await inbox.history("agent:bob"):
+            break
+        await anyio.sleep(0.05)
+    assert [m.source for m in await inbox.history("agent:bob")] == ["agent:alice"]

@@ -21,6 +21,7 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import PARSE_ERROR, JSONRPCError, jsonrpc_message_adapter
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import sos_kernel
@@ -273,3 +274,60 @@ def test_sos_serve_mounts_mcp(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# -- a body that names a key twice ------------------------------------------------------------------------------
+
+SEND_CALL = (
+    '{{"jsonrpc":"2.0",{ids}"method":"tools/call",{params}}}',
+    '"params":{{"name":"send","arguments":{{"to":"bob",{text}}},"_meta":{meta}}}',
+)
+REPEATED_BODIES = [
+    ("id", '"id":1,"id":2,', '"text":"hi"', "(root)", "id"),
+    ("params", '"id":1,', '"text":"hi"', "(root)", "params"),
+    ("arguments", '"id":1,', '"text":"pay 1","text":"pay 1000000"', "params.arguments", "text"),
+]
+
+
+def _mcp_body(ids: str, text: str, meta: dict[str, Any], twice: bool) -> str:
+    params = SEND_CALL[1].format(text=text, meta=json.dumps(meta))
+    return SEND_CALL[0].format(ids=ids, params=f"{params},{params}" if twice else params)
+
+
+@pytest.mark.parametrize(("case", "ids", "text", "where", "key"), REPEATED_BODIES, ids=[b[0] for b in REPEATED_BODIES])
+async def test_a_body_repeating_a_key_is_a_parse_error_and_no_tool_runs(
+    sqlite_kernel: sos_kernel.Kernel, served: str, case: str, ids: str, text: str, where: str, key: str
+) -> None:
+    _, tokens = await seed(sqlite_kernel)
+    version = max(MODERN_PROTOCOL_VERSIONS)
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "authorization": f"Bearer {tokens['alice']}",
+        "content-type": "application/json",
+        "mcp-protocol-version": version,
+        "accept": "application/json, text/event-stream",
+        "mcp-method": "tools/call",
+        "mcp-name": "send",
+    }
+    async with httpx.AsyncClient() as http:
+        body = _mcp_body(ids, text, meta, twice=case == "params")
+        answer = await http.post(served + MCP_PATH, content=body.encode(), headers=headers)
+        not_json = await http.post(served + MCP_PATH, content=b'{"jsonrpc":', headers=headers)
+        assert answer.status_code == not_json.status_code == 400, answer.text  # as the transport answers bad JSON
+        assert not_json.json()["error"]["code"] == PARSE_ERROR
+        parsed = jsonrpc_message_adapter.validate_json(answer.content, by_name=False)  # as the MCP client reads it
+        assert isinstance(parsed, JSONRPCError)
+        assert (parsed.id, parsed.error.code) == (None, PARSE_ERROR)
+        assert parsed.error.message.startswith(f"SOS-4001 the object at {where} repeats the key {key!r}")
+        assert parsed.error.data["error"]["details"]["errors"][0]["type"] == "json_duplicate_key"
+        assert await sqlite_kernel.tenant("acme").bus.history("agent:bob") == []
+        # the same call without the repeat goes through the check to the tool
+        plain = await http.post(
+            served + MCP_PATH, content=_mcp_body('"id":1,', '"text":"hi"', meta, False).encode(), headers=headers
+        )
+    assert plain.status_code == 200, plain.text
+    assert len(await sqlite_kernel.tenant("acme").bus.history("agent:bob")) == 1

@@ -5,7 +5,8 @@ chat-completions format (``/<name>/v1/chat/completions``), Anthropic Messages (`
 (``/<name>/v1beta/models/<model>:generateContent`` and ``:streamGenerateContent?alt=sse``), each streaming or not,
 and ``GET /<name>/health``. ``modes[name]`` scripts a provider: ``ok``, ``500``, ``slow`` (answers after
 ``SLOW_S``), ``400``, ``401``, ``429``, ``echo400`` (a 400 quoting the request's headers), ``garbage`` (a 200 that
-is not the format). Every request is recorded with its headers, so tests can see which key travelled where.
+is not the format), ``repeat_usage`` and ``repeat_content`` (a 200 whose JSON names a key twice). Every request
+is recorded with its headers, so tests can see which key travelled where.
 """
 
 from __future__ import annotations
@@ -96,6 +97,32 @@ def _sse(events: list[dict[str, Any]], done: bool = False) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
+REPEATING = {
+    "repeat_usage": (
+        '{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hello"}}],'
+        '"usage":{"prompt_tokens":900000,"completion_tokens":900000},"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+    ),
+    "repeat_content": (
+        '{"choices":[{"index":0,"message":{"role":"assistant","content":"pay alice","content":"pay mallory"}}],'
+        '"usage":{"prompt_tokens":11,"completion_tokens":7}}'
+    ),
+}
+"""OpenAI-format answers that name a key twice (``usage``, a message's ``content``): each reader takes its own copy."""
+
+
+def _repeating(mode: str, stream: bool) -> Response:
+    """The answer of ``mode`` in :data:`REPEATING`, whole or as the one event of a stream."""
+    text = REPEATING[mode]
+    if not stream:
+        return Response(text, media_type="application/json")
+    event = text.replace('"message":', '"delta":')
+
+    async def body() -> AsyncIterator[bytes]:
+        yield f"data: {event}\n\ndata: [DONE]\n\n".encode()
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
 def _app(fakes: Fakes) -> Starlette:
     async def serve(request: Request) -> Response:
         name, rest = request.path_params["name"], request.path_params["rest"]
@@ -112,6 +139,8 @@ def _app(fakes: Fakes) -> Starlette:
             )
         if mode == "garbage":
             return JSONResponse({"nothing": "here"})
+        if mode in REPEATING:
+            return _repeating(mode, bool(body.get("stream")))
         if rest == "v1/chat/completions":
             return _openai(name, bool(body.get("stream")))
         if rest == "v1/messages":

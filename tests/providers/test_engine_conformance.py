@@ -580,3 +580,43 @@ async def test_a_chat_whose_hold_is_settled_under_it_is_charged_in_full_metered_
         await anyio.sleep(0.02)
     assert (await view.ledger.balance("agent:bob", USD)).posted < 10_000 - 36  # what it delivered is paid
     await view.ledger.check()
+
+
+# -- answers that name a key twice ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "loc"), [("repeat_usage", "usage"), ("repeat_content", "choices.0.message.content")])
+async def test_an_answer_repeating_a_key_is_a_provider_failure_and_nothing_is_charged(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes, mode: str, loc: str
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", circuit_breaker={"failure_threshold": 1}))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    fakes.modes["main"] = mode
+    with pytest.raises(ProviderUnavailable) as info:
+        await bob.engine.chat(HI, id="twice")
+    assert info.value.details["reasons"] == {"main": f"a malformed answer (repeated key at {loc})"}
+    assert (await view.providers.health())["main"].state == "open"  # counted against the provider
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000, 0)
+    assert await view.ledger.usage() == []
+    await view.ledger.check()
+
+
+@pytest.mark.parametrize(("mode", "loc"), [("repeat_usage", "usage"), ("repeat_content", "choices.0.delta.content")])
+async def test_a_streamed_event_repeating_a_key_fails_the_stream_and_its_usage_is_not_read(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes, mode: str, loc: str
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    fakes.modes["main"] = mode
+    stream = await bob.engine.chat(HI, id="twice", stream=True)
+    with pytest.raises(ProviderUnavailable) as info:
+        _ = [piece async for piece in stream]
+    assert f"a malformed event (repeated key at {loc})" in info.value.message
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000, 0)  # unpriced, no estimate, nothing delivered
+    assert await view.ledger.usage() == []
+    await view.ledger.check()

@@ -80,3 +80,40 @@ async def test_a_wrong_matrix_is_refused_whole_before_any_call(
         with pytest.raises(error):
             await register_matrix(kernel.providers, path)
         assert await kernel.providers.list() == []
+
+
+MATRIX_REPEATS = [
+    ("json", '[{"schema_version":"1","id":"a","name":"A","backend":"local","tier":"local","model":"m","model":"n"}]'),
+    ("yaml", "- schema_version: '1'\n  id: a\n  name: A\n  backend: local\n  tier: local\n  model: m\n  model: n\n"),
+]
+
+
+@pytest.mark.parametrize(("suffix", "text"), MATRIX_REPEATS, ids=[m[0] for m in MATRIX_REPEATS])
+async def test_a_matrix_file_repeating_a_key_is_refused_whole(tmp_path: Path, suffix: str, text: str) -> None:
+    path = tmp_path / f"matrix.{suffix}"
+    path.write_text(text)
+    with pytest.raises(SchemaViolation) as info:
+        load_matrix(path)
+    assert info.value.details["errors"][0] == {
+        "loc": "0.model",
+        "msg": "repeated key 'model'",
+        "type": "json_duplicate_key",
+    }
+    async with sos_kernel.open("memory://") as kernel:
+        with pytest.raises(SchemaViolation):
+            await register_matrix(kernel.providers, path)
+        assert await kernel.providers.list() == []
+
+
+async def test_a_yaml_matrix_file_with_an_alias_or_a_merge_key_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # read as a policy is: plain data only, so a merged card cannot mean two things and aliases cannot expand
+    card = "schema_version: '1', id: a, name: A, backend: local, tier: local"
+    for text, kind in (
+        (f"- &c {{{card}, model: m}}\n- <<: *c\n  id: b\n", "yaml_anchor"),
+        ("- {" + card + ", model: m}\n- <<: {model: n}\n  id: b\n", "yaml_merge"),
+    ):
+        path = tmp_path / "matrix.yaml"
+        path.write_text(text)
+        with pytest.raises(SchemaViolation) as info:
+            load_matrix(path)
+        assert info.value.details["errors"][0]["type"] == kind

@@ -59,7 +59,9 @@ __all__ = [
     "compile_policy",
     "load_policy",
     "normalise",
+    "plain_yaml",
     "scan_texts",
+    "unique_yaml_keys",
 ]
 
 POLICY_FORMAT = 1
@@ -217,7 +219,7 @@ def _parse_text(text: str, format: str | None) -> Any:
                 yaml: Any = importlib.import_module("yaml")
             except ModuleNotFoundError as exc:
                 raise MissingDependency("a YAML policy needs PyYAML: pip install pyyaml") from exc
-            return _plain_yaml(yaml, text)
+            return plain_yaml(yaml, text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise SchemaViolation(f"the policy is not valid {kind or 'YAML'}: {exc}") from exc
     except Exception as exc:  # PyYAML's own error tree
@@ -233,7 +235,7 @@ YAML_PLAIN_TAGS = frozenset(
 """The only node tags a YAML policy may hold, implicit or explicit: plain data, as JSON would carry it."""
 
 
-def _plain_yaml(yaml: Any, text: str) -> Any:
+def plain_yaml(yaml: Any, text: str) -> Any:
     """The value of the YAML ``text`` once it is known to be plain data: checked while its node tree is composed
     (before anything is constructed), each node once, then constructed from that same tree."""
     loader = _plain_loader(yaml)(text)
@@ -241,7 +243,7 @@ def _plain_yaml(yaml: Any, text: str) -> Any:
         root = loader.get_single_node()
         if root is None:
             return None
-        _unique_yaml_keys(yaml, root)
+        unique_yaml_keys(yaml, root)
         return loader.construct_document(root)
     finally:
         loader.dispose()
@@ -299,8 +301,9 @@ def _not_plain(path: tuple[str, ...], what: str, kind: str) -> SchemaViolation:
     )
 
 
-def _unique_yaml_keys(yaml: Any, root: Any) -> None:
-    """SOS-4001 for a mapping that names a key twice (PyYAML keeps the last copy), as :func:`loads` for JSON."""
+def unique_yaml_keys(yaml: Any, root: Any) -> None:
+    """SOS-4001 for a mapping of the composed YAML ``root`` that names a key twice (PyYAML keeps the last copy), as
+    :func:`loads` for JSON. ``root`` must hold no alias (compose it with :func:`plain_yaml`'s loader)."""
     stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
     while stack:  # the tree holds no alias (refused while composing): each node is met once
         node, path = stack.pop()

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..api import SessionAPI
 from ..errors import InvalidArgument, LimitExceeded, SOSError
+from ..server._jsonrpc import refuse_repeated_keys
 from ..server._state import ServerState
 from ..wire import json_bytes
 from ._server import build_server
@@ -111,7 +112,15 @@ class McpEndpoint:
             await refusal(exc)(scope, receive, send)
             return
         try:
-            await self.manager.handle_request({**scope, _SESSION_KEY: session}, receive, send)
+            try:  # a body repeating a key is refused before the MCP library reads it: 400, as for bad JSON
+                checked = await refuse_repeated_keys(
+                    scope, receive, send, status=400, bytes_max=self.state.request_bytes_max
+                )
+            except SOSError as exc:
+                await refusal(exc)(scope, receive, send)
+                return
+            if checked is not None:
+                await self.manager.handle_request({**scope, _SESSION_KEY: session}, checked, send)
         finally:
             self._give(*keys)
 

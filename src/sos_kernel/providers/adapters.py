@@ -14,13 +14,13 @@ one place. A key only ever travels in a request header, never in a URL.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from .._json import loads
 from ..contracts import ProviderCard
 
 __all__ = ["ADAPTERS", "WIRE_ADAPTERS", "Adapter", "Answer", "Request", "StreamState", "WireAdapter", "local_answer"]
@@ -251,5 +251,5 @@ agent runtimes, not a model wire format this kernel speaks."""
 
 
 def decode_json(raw: bytes) -> Any:
-    """A JSON answer (ValueError when it is not JSON)."""
-    return json.loads(raw)
+    """A JSON answer (ValueError when it is not JSON, SOS-4001 ``SchemaViolation`` when it repeats a key)."""
+    return loads(raw)

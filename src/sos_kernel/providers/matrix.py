@@ -6,13 +6,14 @@ Every card is validated — its schema (SOS-4001), an adapter for its backend an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._json import loads
 from ..contracts import ProviderCard
 from ..errors import InvalidArgument, MissingDependency, SchemaViolation
+from ..governance.policy import plain_yaml
 from .runtime import ProviderRuntime
 from .service import PROVIDERS_PER_TENANT_MAX, Providers, check_card
 
@@ -24,7 +25,7 @@ MATRIX_BYTES_MAX = 1024 * 1024
 def _parse(path: Path, text: str) -> Any:
     if path.suffix.lower() == ".json":
         try:
-            return json.loads(text)
+            return loads(text)  # a card naming a key twice is SOS-4001, as any JSON from outside
         except ValueError as exc:
             raise SchemaViolation(f"{path}: not JSON ({exc})") from None
     try:
@@ -33,7 +34,7 @@ def _parse(path: Path, text: str) -> Any:
         pip = "pip install 'sos-kernel[providers]'"
         raise MissingDependency(f"reading a YAML matrix needs PyYAML: {pip}", details={"pip": pip}) from exc
     try:
-        return yaml.safe_load(text)
+        return plain_yaml(yaml, text)  # plain data, each key once: as a policy is read
     except yaml.YAMLError as exc:
         raise SchemaViolation(f"{path}: not YAML ({exc})") from None
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
-import json
 import time
 import uuid
 import weakref
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import anyio
 
+from .._json import loads
 from ..contracts import ProviderCard, UsageEvent, parse_card
 from ..errors import (
     CallInProgress,
@@ -52,6 +52,7 @@ from ..errors import (
     ProviderNotFound,
     ProviderRejected,
     ProviderUnavailable,
+    SchemaViolation,
     SettlementRejected,
     WalletNotFound,
 )
@@ -715,7 +716,9 @@ class Engine:
         finally:
             await response.aclose()
         try:
-            return WIRE_ADAPTERS[card.backend].parse(json.loads(raw))
+            return WIRE_ADAPTERS[card.backend].parse(loads(raw))
+        except SchemaViolation as exc:  # a repeated key (`usage`, `content`) has no one reading: nothing is charged
+            raise _Failure(f"a malformed answer ({_repeated(exc)})") from None
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise _Failure("a malformed answer") from None
 
@@ -951,15 +954,22 @@ async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: Strea
             data = line[5:].strip()
             if data == "[DONE]":
                 break
-            piece = adapter.event(json.loads(data), state)
+            piece = adapter.event(loads(data), state)
             if piece:
                 yield piece
     except h.TimeoutException:
         raise _Failure("timed out") from None
     except h.HTTPError as exc:
         raise _Failure(f"connection failed ({type(exc).__name__})") from None
+    except SchemaViolation as exc:
+        raise _Failure(f"a malformed event ({_repeated(exc)})") from None
     except (ValueError, AttributeError, TypeError):
         raise _Failure("a malformed event") from None
+
+
+def _repeated(refusal: SchemaViolation) -> str:
+    """Where a provider's answer repeated a key, for the call's reasons."""
+    return f"repeated key at {refusal.details['errors'][0]['loc']}"
 
 
 async def _read_capped(response: httpx.Response, cap: int = REPLY_BYTES_MAX) -> bytes:

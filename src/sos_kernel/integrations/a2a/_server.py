@@ -54,6 +54,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from ...errors import Forbidden, InvalidArgument, LimitExceeded, MethodNotAllowed, NotFound, SOSError
+from ...server._jsonrpc import refuse_repeated_keys
 from ...server._state import ServerState
 from ...wire import json_bytes
 from ._kernel_tasks import follow, open_task, refreshed, task_id_of, task_spec
@@ -388,8 +389,13 @@ class A2AEndpoint:
                 if not rpc:
                     await self._card(agent, served, scope)(scope, receive, send)
                     return
+                # a body repeating a key is refused before the A2A library reads it: 200, as for bad JSON
+                bytes_max = self.state.request_bytes_max
+                checked = await refuse_repeated_keys(scope, receive, send, status=200, bytes_max=bytes_max)
+                if checked is None:
+                    return
                 inner = {**scope, "path": "/", "raw_path": b"/", "root_path": "", SCOPE_KEY: served}
-                await self._rpc(inner, receive, send)
+                await self._rpc(inner, checked, send)
         except SOSError as exc:
             await refusal(exc, rpc=rpc)(scope, receive, send)
 
