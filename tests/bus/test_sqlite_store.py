@@ -232,6 +232,8 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
     backend = await SQLiteBackend.connect(f"sqlite:///{path}")
     try:
         assert layout(path) == (SCHEMA_VERSION, {"bus_entries_addr", "bus_entries_dedup"})
+        with closing(sqlite3.connect(path)) as c:  # the group's cursor moved beside its pending entries
+            assert c.execute("SELECT name FROM sqlite_master WHERE name='bus_groups'").fetchall() == []
         bus = backend.bus
         assert [(h.position, h.data) for h in await bus.history(T, A, None, 10)] == [("3", b"three"), ("4", b"four")]
         assert [(h.position, h.data) for h in await bus.history(T, Y, None, 10)] == [("1", b"y-one"), ("2", b"y-two")]
@@ -279,6 +281,40 @@ async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
         await backend.aclose()
     # one statement takes the position, checks the id's window and inserts the row
     assert [" ".join(s.split()[:3]) for s in statements] == ["BEGIN IMMEDIATE", "INSERT INTO bus_entries", "COMMIT"]
+
+
+def wal_frames(conn: sqlite3.Connection, path: Path) -> int:
+    """Pages written to the WAL since the last call (automatic checkpoints are off, so it keeps every one)."""
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    size = Path(f"{path}-wal").stat().st_size
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return max(size - 32, 0) // (page + 24)
+
+
+async def test_a_claim_writes_one_page_and_keeps_its_group_cursor_beside_its_pending_entries(tmp_path: Path) -> None:
+    # the group's cursor and its pending entries are one B-tree: a claim of a new entry writes one leaf page
+    path = tmp_path / "k.db"
+    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
+    try:
+        bus, conn = backend.bus, backend.engine.conn
+        await bus.ensure_group(T, A, G, "earliest")
+        await bus.append(T, [(A, Entry(f"m{i}", b"{}")) for i in range(4)], KEEP)
+        [first] = await bus.claim(T, A, G, "c", 1, 30_000)
+        assert await bus.ack(T, A, G, first.position)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        wal_frames(conn, path)
+        [second] = await bus.claim(T, A, G, "c", 1, 30_000)
+        claimed = wal_frames(conn, path)
+        assert await bus.ack(T, A, G, second.position)
+        acked = wal_frames(conn, path)
+        assert (first.position, second.position, claimed, acked) == ("1", "2", 1, 1)
+        assert await bus.pending_count(T, A, G) == 0  # the cursor's row is no pending entry
+        assert not await bus.ack(T, A, G, "0")
+        await bus.delete_group(T, A, G)
+        await bus.ensure_group(T, A, G, "latest")
+        assert await bus.claim(T, A, G, "c", 1, 30_000) == []  # a group made again starts where it is told
+    finally:
+        await backend.aclose()
 
 
 async def test_a_single_publish_of_a_held_id_is_a_duplicate_or_releases_an_id_past_its_window(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ reused, even once every entry is trimmed, and a publish does not write the count
 A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
 where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
 would write): a claim's cost does not grow with the pending set, retries within a window go in position order, and
-a due retry past the window is reached by the next claims.
+a due retry past the window is reached by the next claims. A group's cursor is its row at position -1 of
+``bus_pending`` (its ``attempts``; no position is negative), beside its pending entries: a claim writes one B-tree.
 
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
@@ -93,7 +94,8 @@ batch's audit record is kept in its last ledger row (the nullable ``audit_*`` co
 is a chain of links through its ledger rows (``dprev``/``cprev``, the account row's ``last_seq``/``n_records``),
 with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records; a ledger batch's audit record
 stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``due`` index on pending bus entries
-(claims scan a bounded window of them by position). Files of layouts 1 to 4 are migrated on open; any other (or
+(claims scan a bounded window of them by position); a group's cursor is its row at position -1 of ``bus_pending``
+(``attempts`` holds it), so a claim writes one B-tree. Files of layouts 1 to 4 are migrated on open; any other (or
 tables with none recorded) is refused."""
 
 _SCHEMA = """
@@ -108,9 +110,6 @@ CREATE TABLE IF NOT EXISTS bus_dedup (
     tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL, pos INTEGER NOT NULL,
     expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bus_dedup_expires ON bus_dedup (expires);
-CREATE TABLE IF NOT EXISTS bus_groups (
-    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, cursor INTEGER NOT NULL,
-    PRIMARY KEY (tenant, address, grp)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_pending (
     tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
     consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
@@ -167,7 +166,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (),
     # layout 4 -> 5: claims find due retries in a bounded window by position (every claim and ack wrote this
     # index); the statements' links and the ledger rows keeping their audit records for good follow in upgrade_ledger
-    4: ("DROP INDEX IF EXISTS bus_pending_due",),
+    4: (
+        "DROP INDEX IF EXISTS bus_pending_due",
+        # a group's cursor moves into its row at position -1 of bus_pending, beside its pending entries
+        "INSERT OR REPLACE INTO bus_pending SELECT tenant, address, grp, -1, '', 0, cursor FROM bus_groups",
+        "DROP TABLE bus_groups",
+    ),
 }
 _ALL_SCHEMA = (
     _SCHEMA
@@ -373,20 +377,21 @@ class SQLiteBusStore(BusStore):
                     "SELECT MAX(pos) FROM bus_entries WHERE tenant=? AND address=?", (tenant, address)
                 ).fetchone()
                 cursor = int(row[0] or 0)
-            c.execute("INSERT OR IGNORE INTO bus_groups VALUES (?,?,?,?)", (tenant, address, group, cursor))
+            # the group's cursor is its row at position -1 of bus_pending (no position is negative)
+            c.execute("INSERT OR IGNORE INTO bus_pending VALUES (?,?,?,-1,'',0,?)", (tenant, address, group, cursor))
 
         await self._db.write(tx)
 
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_groups", "bus_pending", "bus_nack_reasons", "bus_dead"):
+            for table in ("bus_pending", "bus_nack_reasons", "bus_dead"):  # bus_pending holds the cursor
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=? AND grp=?", (tenant, address, group))
 
         await self._db.write(tx)
 
     async def drop_address(self, tenant: str, address: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_entries", "bus_groups", "bus_pending", "bus_nack_reasons", "bus_dead"):
+            for table in ("bus_entries", "bus_pending", "bus_nack_reasons", "bus_dead"):
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=?", (tenant, address))
 
         await self._db.write(tx)
@@ -462,11 +467,11 @@ class SQLiteBusStore(BusStore):
     def _claim_new(
         c: sqlite3.Connection, key: tuple[str, str, str], consumer: str, due_at: float, room: int, taken: _Claim
     ) -> None:
-        # the group's cursor is read in the same statement as the entries past it
+        # the group's cursor (its row at position -1) is read in the same statement as the entries past it
         rows = c.execute(
             "SELECT pos, length(data), CASE WHEN length(data)<=?5 THEN data END, receipts FROM bus_entries"
             " WHERE tenant=?1 AND address=?2 AND pos>COALESCE("
-            "(SELECT cursor FROM bus_groups WHERE tenant=?1 AND address=?2 AND grp=?3), 0)"
+            "(SELECT attempts FROM bus_pending WHERE tenant=?1 AND address=?2 AND grp=?3 AND pos=-1), 0)"
             " AND (only_group IS NULL OR only_group=?3) ORDER BY pos LIMIT ?4",
             (*key, room, taken.left),
         ).fetchall()
@@ -478,13 +483,10 @@ class SQLiteBusStore(BusStore):
             taken.out.append(Claimed(str(pos), _blob(data), 1, bool(receipts)))
         if not new:
             return
+        # the entries and the cursor's row are neighbours in one B-tree: one statement, mostly one page
         c.executemany(
-            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,1)", [(*key, p, consumer, due_at) for p in new]
-        )
-        c.execute(
-            "INSERT INTO bus_groups VALUES (?,?,?,?) ON CONFLICT (tenant, address, grp) DO UPDATE SET"
-            " cursor=excluded.cursor",
-            (*key, new[-1]),
+            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,?)",
+            [*((*key, p, consumer, due_at, 1) for p in new), (*key, -1, "", 0.0, new[-1])],
         )
 
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
@@ -631,7 +633,8 @@ class SQLiteBusStore(BusStore):
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         def tx(c: sqlite3.Connection) -> int:
             row = c.execute(
-                "SELECT COUNT(*) FROM bus_pending WHERE tenant=? AND address=? AND grp=?", (tenant, address, group)
+                "SELECT COUNT(*) FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos>=0",
+                (tenant, address, group),
             ).fetchone()
             return int(row[0])
 
