@@ -30,7 +30,7 @@ meanwhile instead of one entry each.
 An ask reads its new reply channel with one blocking ``XREAD`` from ``0-0`` (nothing can precede its wait), and
 every append to a reply channel (``sos:channel:reply-<32 hex>``) sets the stream to expire ``REPLY_CHANNEL_TTL_S``
 later in the same script, so an answered ask spends no ``DEL``; ``Delivery.reply`` appends the reply and acks the
-request in one script (``append_ack``).
+request in one script (``append_ack``), only while the hand-out still holds it (``XPENDING``: delivery count).
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import hashlib
 import logging
 import math
@@ -132,6 +133,20 @@ UNHELD_REPLY = (
 NACK_REASON_CHARS_MAX = 500
 """The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
+
+
+@dataclass(slots=True)
+class _HeldReply:
+    """A session's ``Delivery.reply`` on its way through the guard: the trusted ``Bus.reply`` it reaches stores the
+    reply and acks the delivery in one store step, and notes how that ended."""
+
+    sub: Subscription
+    delivery: Delivery
+    acked: bool = False
+    unheld: bool = False
+
+
+_HELD_REPLY: contextvars.ContextVar[_HeldReply | None] = contextvars.ContextVar("sos_held_reply", default=None)
 
 
 def check_address(address: str) -> str:
@@ -870,6 +885,15 @@ class Bus:
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
         """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
+        held = _HELD_REPLY.get()
+        if held is not None and held.sub._bus is self and held.delivery.message is to:
+            _HELD_REPLY.set(None)  # one reply per delivery: a nested reply publishes as usual
+            receipt = await self._reply_acked(to, text, source, content_type, held.sub, held.delivery)
+            if receipt is None:
+                held.unheld = True
+                raise InvalidArgument(UNHELD_REPLY)
+            held.acked = True
+            return receipt
         return await self.publish(self._reply_message(to, text, source, content_type))
 
     @staticmethod
@@ -1382,14 +1406,41 @@ class Subscription:
     async def _reply(
         self, delivery: Delivery, text: str, source: str | None, content_type: Literal["text/plain", "text/markdown"]
     ) -> PublishReceipt | None:
-        if self._caller is not None:  # a session's: the guarded reply (scope, source, policy, audit), then the ack
-            receipt: PublishReceipt = await guard(self._bus, self._caller).reply(
+        if self._caller is not None:
+            return await self._guarded_reply(self._caller, delivery, text, source, content_type)
+        stored = await self._bus._reply_acked(delivery.message, text, source, content_type, self, delivery)
+        return await self._replied(delivery, stored)
+
+    async def _guarded_reply(
+        self,
+        caller: Caller,
+        delivery: Delivery,
+        text: str,
+        source: str | None,
+        content_type: Literal["text/plain", "text/markdown"],
+    ) -> PublishReceipt | None:
+        """A session's: the guarded ``bus.reply`` (scope, source, policy, audit), whose trusted call stores the reply
+        and acks the delivery in one store step (see :class:`_HeldReply`)."""
+        held = _HeldReply(self, delivery)
+        token = _HELD_REPLY.set(held)
+        try:
+            receipt: PublishReceipt = await guard(self._bus, caller).reply(
                 delivery.message, text, source=source, content_type=content_type
             )
+        except InvalidArgument:
+            if held.unheld:
+                return await self._replied(delivery, None)
+            raise
+        finally:
+            _HELD_REPLY.reset(token)
+        if not held.acked:  # answered without the trusted reply's step (none today): ack after it, as before
             await self._ack(delivery)
             return receipt
-        stored = await self._bus._reply_acked(delivery.message, text, source, content_type, self, delivery)
-        self._release()  # settled either way: acked with its reply, or no longer this hand-out's to settle
+        return await self._replied(delivery, receipt)
+
+    async def _replied(self, delivery: Delivery, stored: PublishReceipt | None) -> PublishReceipt | None:
+        """Settle ``delivery`` after its reply's store step: acked with ``stored``, or (None) no longer held here."""
+        self._release()
         if stored is None:
             return None
         self._bus._count("acked")
@@ -1478,11 +1529,14 @@ class Delivery:
     ) -> PublishReceipt:
         """Answer this delivery's message as :meth:`Bus.reply` does, and ack the delivery: the responder's pattern.
 
-        The ack is made only once the reply is stored, in the same store step where the engine allows (one Redis
-        script; memory and SQLite store the reply, then ack). A reply refused (bad input, SOS-40xx/5004) or a store
-        failure (SOS-6030) leaves the delivery pending and unsettled: reply, ack or nack it again. A session's
-        delivery replies through the session's ``bus.reply`` (same checks, policy and audit record), then acks.
-        Raises SOS-4005 when the delivery was acked or nacked already (answer its message with ``bus.reply``).
+        The reply is stored and the delivery acked in one store step on every backend, only while this hand-out
+        still holds the entry (pending, delivery count still ``attempt``): both, or neither. A delivery no longer
+        held (acked elsewhere, or handed out again after its visibility timeout) stores no reply and raises
+        SOS-4005 (``UNHELD_REPLY``); it is settled here. A reply refused (bad input, SOS-40xx/5004) or a store
+        failure (SOS-6030/6031) leaves the delivery pending and unsettled: reply, ack or nack it again. A session's
+        delivery replies through the session's ``bus.reply`` (same checks, policy and audit record), whose trusted
+        call is that step. Raises SOS-4005 when the delivery was acked or nacked already (answer its message with
+        ``bus.reply``).
         """
         if self._done:
             raise InvalidArgument(SETTLED_REPLY)
@@ -1493,7 +1547,7 @@ class Delivery:
             self._done = False
             raise
         if receipt is None:  # settled elsewhere: it stays settled here, and nothing was stored
-            raise InvalidArgument(UNHELD_REPLY, details={"position": self.position, "attempt": self.attempt})
+            raise InvalidArgument(UNHELD_REPLY)
         return receipt
 
     async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
