@@ -51,6 +51,7 @@ from sos_kernel.audit import Audit
 from sos_kernel.backends import check_url
 from sos_kernel.bus import (
     SETTLED_REPLY,
+    UNHELD_REPLY,
     Bus,
     BusLimits,
     PublishReceipt,
@@ -452,15 +453,23 @@ class RemoteDelivery:
         source: str | None = None,
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
-        """See :meth:`Delivery.reply`: the session's ``bus.reply``, then the ack (two calls; a refused or failed
-        reply acks nothing)."""
+        """See :meth:`Delivery.reply`: one call (``POST /v1/bus/reply-ack``), the reply stored and the delivery
+        acked in one store step, or neither."""
         if self._done:
             raise InvalidArgument(SETTLED_REPLY)
-        receipt: PublishReceipt = await self._client.bus.reply(
-            self.message, text, source=source, content_type=content_type
-        )
-        await self.ack()
-        return receipt
+        self._done = True
+        body: dict[str, Any] = {**self._key(), "text": text, "content_type": content_type}
+        if source is not None:
+            body["source"] = source
+        try:
+            answer = await self._client.call("POST", "/v1/bus/reply-ack", body=body, keyed=True)
+        except InvalidArgument as exc:
+            self._done = exc.message == UNHELD_REPLY  # no longer held: settled; any other refusal: reply again
+            raise
+        except BaseException:
+            self._done = False
+            raise
+        return wire.load_receipt(answer)
 
 
 async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:

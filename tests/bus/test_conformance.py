@@ -548,6 +548,102 @@ async def test_a_refused_reply_from_a_delivery_leaves_it_pending(kernel: Kernel,
     assert (answer.source, answer.payload.text, answer.message_id) == ("agent:bob", "from bob", receipt.message_id)
 
 
+async def handed_twice(kernel: Kernel, text: str) -> tuple[sos_kernel.Delivery, sos_kernel.Delivery]:
+    """One message to agent:bob handed to consumer a, then (a's lease expired) handed again to consumer b."""
+    await kernel.bus.send("agent:alice", "agent:bob", text)
+    async with kernel.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=0.3) as a:
+        (first,) = await drain(a, 1)
+    async with kernel.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=0.3) as b:
+        (second,) = await drain(b, 1)
+    assert (first.position, first.attempt, second.attempt) == (second.position, 1, 2)
+    return first, second
+
+
+async def test_a_reply_from_a_delivery_no_longer_held_stores_no_reply(kernel: Kernel) -> None:
+    taken, holder = await handed_twice(kernel, "taken over")
+    with pytest.raises(InvalidArgument) as info:  # b holds it now: a's reply and ack are refused together
+        await taken.reply("late")
+    assert (info.value.code, info.value.message) == ("SOS-4005", bus_service.UNHELD_REPLY)
+    assert await kernel.bus.pending("agent:bob", group="inbox") == 1
+    assert await taken.ack() is False  # settled by the refusal
+    assert await holder.ack() is True
+
+    acked, other = await handed_twice(kernel, "acked elsewhere")
+    assert await other.ack() is True
+    with pytest.raises(InvalidArgument):
+        await acked.reply("late")
+    assert await kernel.bus.history("agent:alice") == []  # neither late reply was stored
+
+
+async def test_a_reply_and_ack_failing_inside_the_step_leaves_it_pending_and_no_reply(
+    kernel: Kernel, kernel_url: str, target: str
+) -> None:
+    if target == "memory":
+        pytest.skip("memory's step is synchronous code with no engine that can fail inside it")
+    await kernel.bus.send("agent:alice", "agent:bob", "question")
+    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        (d,) = await drain(sub, 1)
+        async with failing_appends_to("agent:alice", kernel_url):
+            with pytest.raises(BackendFailure):
+                await d.reply("answer")
+            assert await kernel.bus.pending("agent:bob", group=sub.group) == 1
+        assert await kernel.bus.history("agent:alice") == []
+        await d.reply("answer")  # still held: answered and acked once the engine accepts it
+        assert await kernel.bus.pending("agent:bob", group=sub.group) == 0
+    assert [m.payload.text for m in await kernel.bus.history("agent:alice")] == ["answer"]
+
+
+@contextlib.asynccontextmanager
+async def failing_appends_to(address: str, kernel_url: str) -> Any:
+    """Make the engine refuse an append to ``address`` (a SQLite trigger, a Redis key of the wrong type)."""
+    if kernel_url.startswith("sqlite"):
+        import sqlite3
+
+        path = kernel_url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path)) as c:
+            c.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON bus_entries WHEN NEW.address = ?"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END".replace("?", f"'{address}'")
+            )
+            c.commit()
+        yield
+        with contextlib.closing(sqlite3.connect(path)) as c:
+            c.execute("DROP TRIGGER refuse")
+            c.commit()
+        return
+    import redis.asyncio as aioredis
+
+    from sos_kernel.backends.redis_call import tenant_prefix
+
+    key = tenant_prefix(DEFAULT_TENANT) + "stream:" + address
+    client = aioredis.Redis.from_url(kernel_url)
+    try:
+        await client.set(key, "not a stream")
+        yield
+        await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+async def test_two_consumers_replying_to_one_redelivered_entry_store_one_reply(kernel: Kernel) -> None:
+    first, second = await handed_twice(kernel, "who answers?")
+    outcomes: list[str] = []
+
+    async def answer(d: sos_kernel.Delivery, text: str) -> None:
+        try:
+            await d.reply(text)
+            outcomes.append(text)
+        except InvalidArgument:
+            outcomes.append("refused")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(answer, first, "from a")
+        tg.start_soon(answer, second, "from b")
+    assert sorted(outcomes) == ["from b", "refused"]
+    assert [m.payload.text for m in await kernel.bus.history("agent:alice")] == ["from b"]
+    assert await kernel.bus.pending("agent:bob", group="inbox") == 0
+
+
 async def test_ask_times_out_with_typed_error(api: Api) -> None:
     with pytest.raises(AskTimeout) as info:
         await api.bus.ask("agent:alice", "agent:nobody", "anyone?", timeout_s=0.3)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -12,9 +14,18 @@ import pytest
 
 from mumega_sdk import MumegaClient
 from sos_kernel import Kernel
-from sos_kernel.bus import NACK_REASON_CHARS_MAX
+from sos_kernel.bus import NACK_REASON_CHARS_MAX, UNHELD_REPLY
 from sos_kernel.contracts import AgentCard, SendMessage, SendPayload
-from sos_kernel.errors import Forbidden, IdempotencyConflict, InsufficientFunds, InvalidToken, NotFound, SchemaViolation
+from sos_kernel.errors import (
+    BackendFailure,
+    Forbidden,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidArgument,
+    InvalidToken,
+    NotFound,
+    SchemaViolation,
+)
 from sos_kernel.server import create_app
 
 from .conftest import BASE_URL, TENANT, Remote
@@ -403,3 +414,64 @@ async def test_only_the_stream_that_received_a_delivery_settles_it(kernel: Kerne
             assert await kernel.tenant(TENANT).bus.store.pending_count(TENANT, address, "workers") == 0
     finally:
         await app.state.sos.aclose()
+
+
+def _reply_key(delivery: Any, text: str) -> dict[str, str]:
+    return {
+        "address": delivery.address,
+        "group": delivery.group,
+        "position": delivery.position,
+        "lease_token": delivery.lease_token,
+        "text": text,
+    }
+
+
+async def test_a_delivery_reply_is_one_call_stored_and_acked_together_or_not_at_all(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """RemoteDelivery.reply is POST /v1/bus/reply-ack: refused with nothing stored when the delivery is no longer
+    held, nothing stored and still pending when the engine fails inside the step, one reply when two race."""
+    alice, bob = remote.client(remote.alice), remote.client(remote.bob)
+    headers = remote.auth(remote.bob)
+    trusted = remote.kernel.tenant(TENANT).bus
+    for text in ("acked elsewhere", "engine fails", "raced"):
+        await alice.bus.send("agent:alice", "agent:bob", text)
+    async with bob.bus.subscribe("agent:bob", visibility_timeout_s=30) as sub:
+        acked, failing, raced = [await sub.receive(timeout_s=5) for _ in range(3)]
+        assert acked is not None
+        assert failing is not None
+        assert raced is not None
+        elsewhere = {k: v for k, v in _reply_key(acked, "").items() if k != "text"}
+        assert (await remote.http.post("/v1/bus/ack", json=elsewhere, headers=headers)).json() == {"acked": True}
+        with pytest.raises(InvalidArgument) as info:
+            await acked.reply("late")
+        assert (info.value.code, info.value.message) == ("SOS-4005", UNHELD_REPLY)
+
+        with sqlite3.connect(tmp_path / "sos.db") as c:
+            c.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON bus_entries WHEN NEW.address = 'agent:alice'"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        with pytest.raises(BackendFailure):
+            await failing.reply("not stored")
+        assert await trusted.pending("agent:bob", group=sub.group) == 2
+        with sqlite3.connect(tmp_path / "sos.db") as c:
+            c.execute("DROP TRIGGER refuse")
+        assert await trusted.history("agent:alice") == []
+        assert (await failing.reply("stored")).address == "agent:alice"  # still held: one call answers and acks
+
+        async def post(text: str) -> httpx.Response:
+            return await remote.http.post("/v1/bus/reply-ack", json=_reply_key(raced, text), headers=headers)
+
+        answers: list[httpx.Response] = []
+        async with anyio.create_task_group() as tg:
+            for text in ("one", "two"):
+                tg.start_soon(lambda t=text: _append(answers, post(t)))
+        assert sorted(a.status_code for a in answers) == [200, 400]
+        assert await trusted.pending("agent:bob", group=sub.group) == 0
+    texts = [m.payload.text for m in await trusted.history("agent:alice")]  # type: ignore[attr-defined]
+    assert sorted(texts) in (["one", "stored"], ["stored", "two"])
+
+
+async def _append(out: list[Any], awaitable: Any) -> None:
+    out.append(await awaitable)

@@ -176,6 +176,28 @@ class MemoryBusStore(BusStore):
     # -- primitives -----------------------------------------------------------------------------------------
 
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
+        return self._append(tenant, items, retention)
+
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+        attempt: int,
+    ) -> tuple[list[Appended], bool]:
+        """The check, the append and the ack with no await between them: one step for this event loop."""
+        grp = self._groups.get((tenant, address, group))
+        pend = grp.pending.get(int(position)) if grp is not None else None
+        if grp is None or pend is None or pend.attempts != attempt:
+            return [], False
+        appended = self._append(tenant, items, retention)
+        del grp.pending[int(position)]
+        return appended, True
+
+    def _append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
         now = time.time()
         self._prune_dedup(now)
         dedup, expires = self._dedup, now + retention.dedup_window_s

@@ -30,7 +30,7 @@ meanwhile instead of one entry each.
 An ask reads its new reply channel with one blocking ``XREAD`` from ``0-0`` (nothing can precede its wait), and
 every append to a reply channel (``sos:channel:reply-<32 hex>``) sets the stream to expire ``REPLY_CHANNEL_TTL_S``
 later in the same script, so an answered ask spends no ``DEL``; ``Delivery.reply`` appends the reply and acks the
-request in one script (``append_ack``).
+request in one script (``append_ack``), only while the hand-out still holds it (``XPENDING``: delivery count).
 Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
 process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
 ``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
@@ -179,12 +179,16 @@ end
 """
 _APPEND_ONE = _APPEND_ONE_FN + "return append_one()\n"
 
-# A reply and the ack of the delivery it answers, in one step: the append as above, then (only once it succeeded)
-# XACK and the nack reason's HDEL, as the ack script does. KEYS stream, msgid, the acked entry's stream, its nack
-# reasons; ARGV as above, then group, entry id. Replies {the append's reply, 1 or 0 (0: it was not pending)}.
+# A reply and the ack of the delivery it answers, in one step, only while that hand-out holds the entry (pending,
+# its delivery count still the hand-out's attempt): the append as above, then (only once it succeeded) XACK and
+# the nack reason's HDEL, as the ack script does. KEYS stream, msgid, the acked entry's stream, its nack reasons;
+# ARGV as above, then group, entry id, attempt. Replies {the append's reply, 1}, or {false, 0} with nothing written
+# when the entry is not held.
 _APPEND_ACK = (
     _APPEND_ONE_FN
     + """
+local p = redis.call('XPENDING', KEYS[3], ARGV[9], ARGV[10], ARGV[10], 1)
+if #p == 0 or p[1][4] ~= tonumber(ARGV[11]) then return {false, 0} end
 local id = append_one()
 local acked = redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])
 redis.call('HDEL', KEYS[4], ARGV[10])
@@ -524,18 +528,20 @@ class RedisBusStore(BusStore):
         address: str,
         group: str,
         position: str,
+        attempt: int,
     ) -> tuple[list[Appended], bool]:
-        """One script call: the entry appended, then the pending entry acked (a reply and the delivery it answers;
-        all keys under the tenant's hash tag, so one slot). A script that fails before its ack leaves it pending."""
+        """One script call: the hold checked (``XPENDING``: pending, delivery count ``attempt``), the entry
+        appended, then the pending entry acked (a reply and the delivery it answers; all keys under the tenant's
+        hash tag, so one slot). Not held: nothing written. A script that fails before its ack leaves it pending."""
         if len(items) != 1:
-            return await super().append_ack(tenant, items, retention, address, group, position)
+            raise InvalidArgument(f"append_ack on Redis stores one entry; got {len(items)}")
         minid = max(0, int((time.time() - retention.age_s) * 1000))
         keys, args = self._one(tenant, items[0][0], items[0][1], retention, minid)
         keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
-        args += [group, _entry_id(position)]
+        args += [group, _entry_id(position), attempt]
         reply, acked = await self._run(self._append_ack, tenant_prefix(tenant), keys, args)
         self._settle((tenant, address, group), position)
-        return [_appended(reply)], bool(acked)
+        return ([_appended(reply)], True) if acked else ([], False)
 
     async def _run(self, script: Script, prefix: str, keys: list[str], args: list[bytes | str | int]) -> Any:
         # durability=replicated: the publish is acknowledged once a replica holds it (WAIT on its primary)

@@ -489,6 +489,36 @@ class SQLiteBusStore(BusStore):
             [*((*key, p, consumer, due_at, 1) for p in new), (*key, -1, "", 0.0, new[-1])],
         )
 
+    async def append_ack(
+        self,
+        tenant: str,
+        items: Sequence[tuple[str, Entry]],
+        retention: Retention,
+        address: str,
+        group: str,
+        position: str,
+        attempt: int,
+    ) -> tuple[list[Appended], bool]:
+        """One ``BEGIN IMMEDIATE`` transaction: the ack (the entry still pending with delivery count ``attempt``),
+        then the append; both commit, or neither (not held: nothing is appended)."""
+        pos = _position(position)
+        size = sum(len(entry.data) for _, entry in items)
+
+        def tx(c: sqlite3.Connection) -> tuple[list[Appended], bool]:
+            # the bus_pending_forget trigger drops the entry's nack reason with it, as in ack
+            cur = c.execute(
+                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?",
+                (tenant, address, group, pos, attempt),
+            )
+            if cur.rowcount == 0:
+                return [], False
+            return self.append_in(c, tenant, items, retention), True
+
+        appended, acked = await (self._db if size <= INLINE_BYTES_MAX else self._big).write(tx)
+        if acked:
+            self.appended(tenant, {a for a, _ in items})
+        return appended, acked
+
     async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
         pos = _position(position)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import hashlib
 import logging
 import math
@@ -124,9 +125,28 @@ PUBLISHES_PER_YIELD_MAX = 32
 in a loop never starves a consumer of its event loop, which then takes what came meanwhile in one claim."""
 SETTLED_REPLY = "this delivery was acked or nacked already; answer its message with bus.reply(message, text)"
 """The SOS-4005 message of ``Delivery.reply`` on a settled delivery (the same in-process and from the client)."""
+UNHELD_REPLY = (
+    "this delivery is no longer held (acked elsewhere, or handed out again after its visibility timeout); "
+    "no reply was stored; answer its message with bus.reply(message, text)"
+)
+"""The SOS-4005 message of ``Delivery.reply`` when the store finds the delivery no longer held: nothing stored."""
 NACK_REASON_CHARS_MAX = 500
 """The longest reason a nack may give (it becomes the dead letter's reason; a status line, not output)."""
 log = logging.getLogger("sos_kernel.bus")
+
+
+@dataclass(slots=True)
+class _HeldReply:
+    """A session's ``Delivery.reply`` on its way through the guard: the trusted ``Bus.reply`` it reaches stores the
+    reply and acks the delivery in one store step, and notes how that ended."""
+
+    sub: Subscription
+    delivery: Delivery
+    acked: bool = False
+    unheld: bool = False
+
+
+_HELD_REPLY: contextvars.ContextVar[_HeldReply | None] = contextvars.ContextVar("sos_held_reply", default=None)
 
 
 def check_address(address: str) -> str:
@@ -865,6 +885,15 @@ class Bus:
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
         """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
+        held = _HELD_REPLY.get()
+        if held is not None and held.sub._bus is self and held.delivery.message is to:
+            _HELD_REPLY.set(None)  # one reply per delivery: a nested reply publishes as usual
+            receipt = await self._reply_acked(to, text, source, content_type, held.sub, held.delivery)
+            if receipt is None:
+                held.unheld = True
+                raise InvalidArgument(UNHELD_REPLY)
+            held.acked = True
+            return receipt
         return await self.publish(self._reply_message(to, text, source, content_type))
 
     @staticmethod
@@ -892,29 +921,45 @@ class Bus:
         source: str | None,
         content_type: Literal["text/plain", "text/markdown"],
         sub: Subscription,
-        position: str,
-    ) -> tuple[PublishReceipt, bool]:
-        """Publish the reply to ``to`` and ack its delivery ``position`` of ``sub`` in one store step (the ack only
-        once the reply is stored); the receipt and whether the delivery was still pending."""
-        message = self._reply_message(to, text, source, content_type)
-        if _trace.enabled():  # a traced publish carries the trace id: the plain publish, then the ack
-            receipt = await self.publish(message)
-            return receipt, await self._store.ack(self.tenant, sub.address, sub.group, position)
+        delivery: Delivery,
+    ) -> PublishReceipt | None:
+        """Publish the reply to ``to`` and ack ``delivery`` of ``sub`` in one store step (``BusStore.append_ack``):
+        both, or neither. None, with no reply stored, when the delivery is no longer held (acked, or handed out
+        again after its visibility timeout)."""
         self._check_open()
-        parsed, data = self._validate(message)
+        parsed, data = self._validate(self._reply_message(to, text, source, content_type))
+        if not _trace.enabled():
+            return await self._store_reply(parsed, data, sub, delivery)
+        # a reply sent inside a span carries its trace id, as a traced publish does
+        if parsed.trace_id is None and (trace_id := _trace.current_trace_id()) is not None:
+            parsed = parsed.model_copy(update={"trace_id": trace_id})
+            data = parsed.to_json()
+        attributes = {"sos.tenant": self.tenant, "sos.message_id": parsed.message_id, "sos.type": parsed.type}
+        with _trace.span("sos.bus.publish", attributes, trace_id=parsed.trace_id, message_id=parsed.message_id):
+            return await self._store_reply(parsed, data, sub, delivery)
+
+    async def _store_reply(
+        self, parsed: Message, data: bytes, sub: Subscription, delivery: Delivery
+    ) -> PublishReceipt | None:
         entry = Entry(parsed.message_id, data, False, None, self._kept(parsed))
-        items = [(parsed.target, entry)]
         appended, acked = await self._store.append_ack(
-            self.tenant, items, self._retention, sub.address, sub.group, position
+            self.tenant,
+            [(parsed.target, entry)],
+            self._retention,
+            sub.address,
+            sub.group,
+            delivery.position,
+            delivery.attempt,
         )
+        if not acked:
+            return None
         self._count("published", 0 if appended[0].duplicate else 1)
         chunks = (
             max(1, math.ceil(len(data) / self.limits.chunk_data_bytes))
             if len(data) > self.limits.message_bytes_max
             else 0
         )
-        receipt = PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
-        return receipt, acked
+        return PublishReceipt(parsed.message_id, parsed.target, appended[0].position, appended[0].duplicate, chunks)
 
     # -- consuming --------------------------------------------------------------------------------------------
 
@@ -1360,21 +1405,48 @@ class Subscription:
 
     async def _reply(
         self, delivery: Delivery, text: str, source: str | None, content_type: Literal["text/plain", "text/markdown"]
-    ) -> PublishReceipt:
-        if self._caller is not None:  # a session's: the guarded reply (scope, source, policy, audit), then the ack
-            receipt: PublishReceipt = await guard(self._bus, self._caller).reply(
+    ) -> PublishReceipt | None:
+        if self._caller is not None:
+            return await self._guarded_reply(self._caller, delivery, text, source, content_type)
+        stored = await self._bus._reply_acked(delivery.message, text, source, content_type, self, delivery)
+        return await self._replied(delivery, stored)
+
+    async def _guarded_reply(
+        self,
+        caller: Caller,
+        delivery: Delivery,
+        text: str,
+        source: str | None,
+        content_type: Literal["text/plain", "text/markdown"],
+    ) -> PublishReceipt | None:
+        """A session's: the guarded ``bus.reply`` (scope, source, policy, audit), whose trusted call stores the reply
+        and acks the delivery in one store step (see :class:`_HeldReply`)."""
+        held = _HeldReply(self, delivery)
+        token = _HELD_REPLY.set(held)
+        try:
+            receipt: PublishReceipt = await guard(self._bus, caller).reply(
                 delivery.message, text, source=source, content_type=content_type
             )
+        except InvalidArgument:
+            if held.unheld:
+                return await self._replied(delivery, None)
+            raise
+        finally:
+            _HELD_REPLY.reset(token)
+        if not held.acked:  # answered without the trusted reply's step (none today): ack after it, as before
             await self._ack(delivery)
             return receipt
-        receipt, done = await self._bus._reply_acked(
-            delivery.message, text, source, content_type, self, delivery.position
-        )
+        return await self._replied(delivery, receipt)
+
+    async def _replied(self, delivery: Delivery, stored: PublishReceipt | None) -> PublishReceipt | None:
+        """Settle ``delivery`` after its reply's store step: acked with ``stored``, or (None) no longer held here."""
         self._release()
-        self._bus._count("acked", int(done))
-        if done and delivery.receipts:
+        if stored is None:
+            return None
+        self._bus._count("acked")
+        if delivery.receipts:
             await self._bus._emit_receipt(delivery.message, "processed", self, delivery.attempt)
-        return receipt
+        return stored
 
     async def _nack(self, delivery: Delivery, delay_s: float, reason: str | None) -> bool:
         delay_ms = int(min(delay_s, self._bus.limits.visibility_timeout_s_max) * 1000)
@@ -1457,20 +1529,26 @@ class Delivery:
     ) -> PublishReceipt:
         """Answer this delivery's message as :meth:`Bus.reply` does, and ack the delivery: the responder's pattern.
 
-        The ack is made only once the reply is stored, in the same store step where the engine allows (one Redis
-        script; memory and SQLite store the reply, then ack). A reply refused (bad input, SOS-40xx/5004) or a store
-        failure (SOS-6030) leaves the delivery pending and unsettled: reply, ack or nack it again. A session's
-        delivery replies through the session's ``bus.reply`` (same checks, policy and audit record), then acks.
-        Raises SOS-4005 when the delivery was acked or nacked already (answer its message with ``bus.reply``).
+        The reply is stored and the delivery acked in one store step on every backend, only while this hand-out
+        still holds the entry (pending, delivery count still ``attempt``): both, or neither. A delivery no longer
+        held (acked elsewhere, or handed out again after its visibility timeout) stores no reply and raises
+        SOS-4005 (``UNHELD_REPLY``); it is settled here. A reply refused (bad input, SOS-40xx/5004) or a store
+        failure (SOS-6030/6031) leaves the delivery pending and unsettled: reply, ack or nack it again. A session's
+        delivery replies through the session's ``bus.reply`` (same checks, policy and audit record), whose trusted
+        call is that step. Raises SOS-4005 when the delivery was acked or nacked already (answer its message with
+        ``bus.reply``).
         """
         if self._done:
             raise InvalidArgument(SETTLED_REPLY)
         self._done = True
         try:
-            return await self._sub._reply(self, text, source, content_type)
+            receipt = await self._sub._reply(self, text, source, content_type)
         except BaseException:
             self._done = False
             raise
+        if receipt is None:  # settled elsewhere: it stays settled here, and nothing was stored
+            raise InvalidArgument(UNHELD_REPLY)
+        return receipt
 
     async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
         """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending.

@@ -332,15 +332,26 @@ class BusStore(ABC):
         address: str,
         group: str,
         position: str,
+        attempt: int,
     ) -> tuple[list[Appended], bool]:
-        """``append`` the entries, then ``ack`` the pending ``position`` of ``group`` on ``address`` (a reply and
-        the delivery it answers); the ack's flag as ``ack`` returns it.
+        """``append`` the entries and ``ack`` the pending ``position`` of ``group`` on ``address`` (a reply and the
+        delivery it answers) as one step, only while that hand-out still holds the entry: it is pending and its
+        delivery count is still ``attempt`` (a redelivery, to any consumer, counts one more).
 
-        The ack is made only once the append succeeded: a failed append leaves the entry pending. An engine that
-        can do both in one atomic step overrides this (one round trip instead of two).
+        ``([], False)`` with nothing written when the entry is not held (acked, buried, or handed out again);
+        otherwise the appended entries and True. A failure inside the step writes neither. This default is for an
+        engine without a single step: it checks, appends, then acks, so a failure between them may leave the reply
+        stored and the entry pending; the built-in engines override it.
         """
+        if not await self.holds(tenant, address, group, position, attempt):
+            return [], False
         appended = await self.append(tenant, items, retention)
         return appended, await self.ack(tenant, address, group, position)
+
+    async def holds(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
+        """Whether ``position`` is pending in ``group`` with delivery count ``attempt`` (used by the default
+        :meth:`append_ack`; an engine that overrides that one may leave this one unimplemented)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither append_ack nor holds")
 
     async def read_wait(
         self, tenant: str, address: str, after: str | None, limit: int, timeout_s: float

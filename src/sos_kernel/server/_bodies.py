@@ -112,6 +112,12 @@ class NackIn(AckIn):
     reason: str | None = Field(default=None, description="Why (kept as the dead letter's reason); checked by the bus")
 
 
+class ReplyAckIn(AckIn):
+    text: str
+    source: str | None = None
+    content_type: str = Field(default="text/plain", description="text/plain or text/markdown; checked by the bus")
+
+
 # -- registry ---------------------------------------------------------------------------------------------------
 
 

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from ..bus import check_nack_reason
-from ._bodies import UNIQUE_KEYS, AckIn, NackIn
+from ..bus import PublishReceipt, check_nack_reason
+from ._bodies import UNIQUE_KEYS, AckIn, NackIn, ReplyAckIn
 from ._http import SessionDep, keyed, state_of
 from ._streams import Emit, EventStream, StreamOptions
 
@@ -94,6 +94,29 @@ async def ack(body: AckIn, session: SessionDep, request: Request) -> Response:
         return {"acked": acked}
 
     return await keyed(request, session, settle)  # a retried ack (lost answer) gets the first answer back
+
+
+@router.post(
+    "/reply-ack",
+    summary="Reply to a delivery of a stream and ack it in one step: the PublishReceipt (Idempotency-Key honoured)",
+)
+async def reply_ack(body: ReplyAckIn, session: SessionDep, request: Request) -> Response:
+    await session.may_read(body.address)
+    leases = state_of(request).leases
+
+    async def settle() -> PublishReceipt:
+        return await leases.reply(
+            session.tenant,
+            body.address,
+            body.group,
+            body.position,
+            body.lease_token,
+            body.text,
+            body.source,
+            body.content_type,  # checked by the bus, refused as in-process
+        )
+
+    return await keyed(request, session, settle)  # a retried reply (lost answer) gets the first answer back
 
 
 @router.post(

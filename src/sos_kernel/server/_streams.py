@@ -33,8 +33,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .._background import Background
-from ..bus import Delivery, Subscription
-from ..errors import LimitExceeded, SOSError
+from ..bus import SETTLED_REPLY, UNHELD_REPLY, Delivery, PublishReceipt, Subscription
+from ..errors import InvalidArgument, LimitExceeded, SOSError
 from ..identity.models import Principal
 from ..identity.service import TOKEN_CACHE_TTL_S
 from ..session import Session
@@ -219,6 +219,47 @@ class Leases:
             del lease.handed[position]
         await self.reap()
         return settled
+
+    async def reply(
+        self,
+        tenant: str,
+        address: str,
+        group: str,
+        position: str,
+        lease_token: str,
+        text: str,
+        source: str | None,
+        content_type: str,
+    ) -> PublishReceipt:
+        """``Delivery.reply`` on the delivery handed out under this key, if ``lease_token`` is its token: the reply
+        stored and the delivery acked in one store step.
+
+        SOS-4005 (``UNHELD_REPLY``), with nothing stored, when no delivery is pending under the key, the token is
+        not its own, or the store finds it no longer held: the answers are the same, so a guessed key and token
+        reveal nothing. A refused reply or a store failure leaves the delivery handed out, to settle again.
+        """
+        key = (tenant, address, group, position)
+        found = self._handed.get(key)
+        if found is None or not secrets.compare_digest(found[1].lease_token.encode(), lease_token.encode()):
+            await self.reap()
+            raise InvalidArgument(UNHELD_REPLY)
+        lease, delivery = found
+        try:
+            return await delivery.reply(text, source=source, content_type=cast(Any, content_type))
+        except InvalidArgument as exc:
+            if exc.message in (UNHELD_REPLY, SETTLED_REPLY):  # settled: it is no longer handed out
+                self._forget(key, lease, delivery)
+            raise
+        else:
+            self._forget(key, lease, delivery)
+        finally:
+            await self.reap()
+
+    def _forget(self, key: DeliveryKey, lease: Lease, delivery: Delivery) -> None:
+        if self._handed.get(key) is not None and self._handed[key][1] is delivery:
+            del self._handed[key]
+        if lease.handed.get(delivery.position) is delivery:
+            del lease.handed[delivery.position]
 
     async def close(self, lease: Lease) -> None:
         """Close the lease's subscription and forget what it handed out."""
