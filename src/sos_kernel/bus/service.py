@@ -811,7 +811,7 @@ class Bus:
         with self._ask_slot(message.source):
             reply: SendMessage | None = None
             try:
-                await self.publish(message)
+                await self._publish(message, False, True, None)  # publish's own path, one await fewer
                 reply = await self._await_reply(message, channel, timeout_s)
             finally:
                 await self._end_reply_channel(channel, reply is not None)
@@ -889,7 +889,7 @@ class Bus:
         content_type: Literal["text/plain", "text/markdown"] = "text/plain",
     ) -> PublishReceipt:
         """Answer ``to`` (an ``ask`` goes to its reply channel, anything else to its source), threaded by id."""
-        return await self.publish(self._reply_message(to, text, source, content_type))
+        return await self._publish(self._reply_message(to, text, source, content_type), False, True, None)
 
     @staticmethod
     def _reply_message(
