@@ -3,6 +3,8 @@ and a consumer of one event loop share it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -71,3 +73,74 @@ async def test_a_consumer_takes_what_a_publisher_of_its_event_loop_stored_meanwh
     done_at = await _publishes_done_at_each_delivery(total)
     # one wake-up per batch of publishes, not one per message: deliveries arrive in runs
     assert len(set(done_at)) <= total // PUBLISHES_PER_YIELD_MAX + 1
+
+
+async def _answer(bus: Any, count: int) -> None:
+    async with bus.subscribe("agent:oracle") as sub:
+        for _ in range(count):
+            delivery = await sub.receive(timeout_s=10)
+            assert delivery is not None
+            await bus.reply(delivery.message, "42")
+            await delivery.ack()
+
+
+async def test_an_ask_answered_by_a_task_of_its_event_loop_arms_no_timer_and_enters_no_scope(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The asker reads its channel with what is left of its timeout (the memory wait is bounded by it) and ends the
+    # channel without a shield (dropping it never suspends): the reply stored during its first yield costs no scope.
+    scopes: list[str] = []
+    asker: list[int] = []
+    move_on_after, cancel_scope = anyio.move_on_after, anyio.CancelScope
+
+    def counted_move_on_after(*args: Any, **kwargs: Any) -> anyio.CancelScope:
+        if anyio.get_current_task().id in asker:
+            scopes.append("move_on_after")
+        return move_on_after(*args, **kwargs)
+
+    def counted_cancel_scope(*args: Any, **kwargs: Any) -> anyio.CancelScope:
+        if anyio.get_current_task().id in asker:
+            scopes.append("CancelScope")
+        return cancel_scope(*args, **kwargs)
+
+    async with sos_kernel.open("memory://") as kernel, anyio.create_task_group() as tg:
+        tg.start_soon(_answer, kernel.bus, 51)
+        await kernel.bus.ask("agent:alice", "agent:oracle", "warm up", timeout_s=10)  # the oracle is subscribed
+        monkeypatch.setattr(anyio, "move_on_after", counted_move_on_after)
+        monkeypatch.setattr(anyio, "CancelScope", counted_cancel_scope)
+        asker.append(anyio.get_current_task().id)
+        for i in range(50):
+            reply = await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=10)
+            assert reply.payload.text == "42"
+        asker.clear()  # closing the kernel may use scopes of its own
+    assert scopes == []
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["memory-path", "plain-path"])
+async def test_an_ask_behaves_alike_with_or_without_the_memory_stores_bounded_wait(
+    plain: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memory store's read_wait_bounded / ends_reply_channels_at_once skip the ask's two scopes; the plain path
+    # (a timeout scope around the reads, a shielded end of the channel) must give the same answers and leave the same.
+    if plain:
+        monkeypatch.setattr(MemoryBusStore, "read_wait_bounded", False)
+        monkeypatch.setattr(MemoryBusStore, "ends_reply_channels_at_once", False)
+    async with sos_kernel.open("memory://") as kernel:
+        store = kernel.bus.store
+        assert isinstance(store, MemoryBusStore)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_answer, kernel.bus, 3)
+            for i in range(3):
+                reply = await kernel.bus.ask("agent:alice", "agent:oracle", f"q{i}", timeout_s=10)
+                assert (reply.payload.text, reply.source) == ("42", "agent:oracle")
+        asks = await kernel.bus.history("agent:oracle")
+        assert [a.correlation_id for a in asks] == [a.message_id for a in asks]  # one fresh id per ask
+        started = anyio.current_time()
+        with pytest.raises(AskTimeout):
+            await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=0.2)
+        assert 0.2 <= anyio.current_time() - started < 0.2 + 0.5  # the deadline, not the wait cap (1 s)
+        with anyio.move_on_after(0.1):  # cancelled from outside while it waits
+            await kernel.bus.ask("agent:alice", "agent:nobody", "q", timeout_s=10)
+        assert kernel.bus._asks_pending == {}
+        assert not any(address.startswith("sos:channel:reply-") for _, address in store._streams)
+        assert not any(address.startswith("sos:channel:reply-") for _, address in store._events)

@@ -110,6 +110,8 @@ class MemoryBusStore(BusStore):
     (``keeps_messages``), so a delivery or a history read hands back the object the publisher's bus checked."""
 
     keeps_messages: ClassVar[bool] = True
+    read_wait_bounded: ClassVar[bool] = True  # its wait's timer is bounded by the timeout it is given
+    ends_reply_channels_at_once: ClassVar[bool] = True  # dropping an address awaits nothing
 
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str], _Stream] = {}

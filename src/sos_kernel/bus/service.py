@@ -66,6 +66,7 @@ from ..contracts import (
     TypeCatalogue,
     WakeMessage,
     build_message,
+    new_message_id,
 )
 from ..errors import (
     AgentNotFound,
@@ -814,7 +815,8 @@ class Bus:
         tenant already has ``agent_asks_pending_max`` / ``tenant_asks_pending_max`` asks waiting.
         """
         _check_positive(timeout_s, "timeout_s", 3600)
-        channel = REPLY_CHANNEL_PREFIX + uuid.uuid4().hex
+        channel = REPLY_CHANNEL_PREFIX + secrets.token_hex(16)
+        message_id = new_message_id()
         message = build_message(
             AskMessage,
             {
@@ -822,24 +824,31 @@ class Bus:
                 "target": target,
                 "payload": {"question": question, "reply_channel": channel},
                 "timeout_s": max(1, math.ceil(timeout_s)),
-                "correlation_id": correlation_id or str(uuid.uuid4()),
+                "message_id": message_id,
+                "correlation_id": correlation_id or message_id,  # the ask's own id: one fresh id, not two
             },
         )
         with self._ask_slot(message.source):
-            answered = False
+            reply: SendMessage | None = None
             try:
-                await self.publish(message)
-                with anyio.move_on_after(timeout_s):
-                    reply = await self._await_reply(message, channel)
-                    answered = True
-                    return reply
+                await self._publish(message, False, True, None)  # publish's own path, one await fewer
+                reply = await self._await_reply(message, channel, timeout_s)
             finally:
-                with anyio.CancelScope(shield=True):  # the reply channel is the ask's alone: it ends with it
-                    await self._store.end_reply_channel(self.tenant, channel, answered)
-        raise AskTimeout(
-            f"no reply from {target} within {timeout_s} s",
-            details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
-        )
+                await self._end_reply_channel(channel, reply is not None)
+        if reply is None:
+            raise AskTimeout(
+                f"no reply from {target} within {timeout_s} s",
+                details={"message_id": message.message_id, "target": target, "timeout_s": timeout_s},
+            )
+        return reply
+
+    async def _end_reply_channel(self, channel: str, answered: bool) -> None:
+        """Forget an ask's reply channel, even when the ask was cancelled: the channel is the ask's alone."""
+        if self._store.ends_reply_channels_at_once:  # it never suspends, so a cancelled task still completes it
+            await self._store.end_reply_channel(self.tenant, channel, answered)
+            return
+        with anyio.CancelScope(shield=True):
+            await self._store.end_reply_channel(self.tenant, channel, answered)
 
     @contextlib.contextmanager
     def _ask_slot(self, source: str) -> Iterator[None]:
@@ -863,17 +872,32 @@ class Bus:
             if not pending[source]:
                 del pending[source]
 
-    async def _await_reply(self, ask: AskMessage, channel: str) -> SendMessage:
+    async def _await_reply(self, ask: AskMessage, channel: str, timeout_s: float) -> SendMessage | None:
+        """The reply to ``ask`` on ``channel``, or None once ``timeout_s`` passed without one.
+
+        A store whose ``read_wait`` returns within its timeout is given what is left of ``timeout_s`` per read, so
+        an ask answered while it waits enters no cancel scope; any other store's reads run in one timeout scope.
+        """
+        if self._store.read_wait_bounded:
+            return await self._read_reply(ask, channel, anyio.current_time() + timeout_s)
+        with anyio.move_on_after(timeout_s):
+            return await self._read_reply(ask, channel, math.inf)
+        return None
+
+    async def _read_reply(self, ask: AskMessage, channel: str, deadline: float) -> SendMessage | None:
         # the channel is new: reading it from its start misses nothing, with no empty read before the first wait
         after: str | None = None
         while True:
-            for entry in await self._store.read_wait(self.tenant, channel, after, 100, WAIT_CAP_S):
+            wait_s = WAIT_CAP_S if deadline == math.inf else min(WAIT_CAP_S, deadline - anyio.current_time())
+            for entry in await self._store.read_wait(self.tenant, channel, after, 100, max(0.0, wait_s)):
                 after = entry.position
                 reply = self._readable(channel, entry.position, entry.data, entry.message)
                 if isinstance(reply, SendMessage) and (
                     reply.reply_to == ask.message_id or reply.correlation_id == ask.correlation_id
                 ):
                     return reply
+            if wait_s <= 0:  # read once more at the deadline: a reply stored by then is still taken
+                return None
 
     @operation("bus:write", rule=_reply_rule, wire=Wire(keyed=True, errors=_PUBLISH, summary="Reply to a message"))
     async def reply(
@@ -894,7 +918,7 @@ class Bus:
                 raise InvalidArgument(UNHELD_REPLY)
             held.acked = True
             return receipt
-        return await self.publish(self._reply_message(to, text, source, content_type))
+        return await self._publish(self._reply_message(to, text, source, content_type), False, True, None)
 
     @staticmethod
     def _reply_message(

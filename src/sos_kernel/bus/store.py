@@ -218,6 +218,12 @@ class BusStore(ABC):
     (see :meth:`end_reply_channel`)."""
     """True for a store that keeps ``Entry.message`` beside the bytes (in this process) and returns it; the bus
     then skips building the objects for stores that would drop them."""
+    read_wait_bounded: ClassVar[bool] = False
+    """True for a store whose :meth:`read_wait` returns within its ``timeout_s`` (a timer of its own, armed only
+    when it has to wait): an ask then needs no timeout scope around its reads."""
+    ends_reply_channels_at_once: ClassVar[bool] = False
+    """True for a store whose :meth:`end_reply_channel` never suspends: it completes even in a cancelled task, so
+    an ask ends its channel without a shielded scope."""
 
     @abstractmethod
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
