@@ -168,7 +168,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # index); the statements' links and the ledger rows keeping their audit records for good follow in upgrade_ledger
     4: (
         "DROP INDEX IF EXISTS bus_pending_due",
-        # a group's cursor moves into its row at position -1 of bus_pending, beside its pending entries
+        # a group's cursor moves into its row at position -1 of bus_pending, beside its pending entries (a file
+        # whose bus tables were made without bus_groups has no cursor to move)
+        "CREATE TABLE IF NOT EXISTS bus_groups (tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,"
+        " cursor INTEGER NOT NULL, PRIMARY KEY (tenant, address, grp)) WITHOUT ROWID",
         "INSERT OR REPLACE INTO bus_pending SELECT tenant, address, grp, -1, '', 0, cursor FROM bus_groups",
         "DROP TABLE bus_groups",
     ),
