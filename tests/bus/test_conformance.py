@@ -611,12 +611,12 @@ async def failing_appends_to(address: str, kernel_url: str) -> Any:
             c.execute("DROP TRIGGER refuse")
             c.commit()
         return
-    import redis.asyncio as aioredis
-
     from sos_kernel.backends.redis_call import tenant_prefix
 
+    from ..redis_cluster import async_client
+
     key = tenant_prefix(DEFAULT_TENANT) + "stream:" + address
-    client = aioredis.Redis.from_url(kernel_url)
+    client = async_client(kernel_url)  # one server, or the cluster
     try:
         await client.set(key, "not a stream")
         yield
