@@ -330,6 +330,7 @@ class BusStore(ABC):
     async def pending_count(self, tenant: str, address: str, group: str) -> int:
         """How many entries of the group are pending (claimed, not yet acked)."""
 
+    @abstractmethod
     async def append_ack(
         self,
         tenant: str,
@@ -345,19 +346,9 @@ class BusStore(ABC):
         delivery count is still ``attempt`` (a redelivery, to any consumer, counts one more).
 
         ``([], False)`` with nothing written when the entry is not held (acked, buried, or handed out again);
-        otherwise the appended entries and True. A failure inside the step writes neither. This default is for an
-        engine without a single step: it checks, appends, then acks, so a failure between them may leave the reply
-        stored and the entry pending; the built-in engines override it.
+        otherwise the appended entries and True. A failure inside the step writes neither: an engine implements it
+        as one step of its own (a transaction, a script, code with no await between the check and the writes).
         """
-        if not await self.holds(tenant, address, group, position, attempt):
-            return [], False
-        appended = await self.append(tenant, items, retention)
-        return appended, await self.ack(tenant, address, group, position)
-
-    async def holds(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
-        """Whether ``position`` is pending in ``group`` with delivery count ``attempt`` (used by the default
-        :meth:`append_ack`; an engine that overrides that one may leave this one unimplemented)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither append_ack nor holds")
 
     async def read_wait(
         self, tenant: str, address: str, after: str | None, limit: int, timeout_s: float
