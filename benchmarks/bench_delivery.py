@@ -11,7 +11,8 @@
 - redis fan-out to 1, 10 and 100 channel subscribers: the time until every subscriber has every message, against
   one blocking ``XREAD`` per subscriber on the stream.
 - memory and sqlite costs with 1k and 100k entries stored on the address (1M with ``SOS_BENCH_1M=1``):
-  ``history(50)`` of the newest entries and consume+ack of one entry, in µs.
+  ``history(50)`` of the oldest and of the newest entries, and consume+ack of one entry, in µs (the oldest
+  entries are read past the memory store's kept message objects at every size; see ``costs``).
 
 Rounds are interleaved (ours, then raw, ROUNDS times); the tables show medians. Redis: ``SOS_BENCH_REDIS_URL``
 if set, else a ``redis-server`` from PATH on a free loopback port.
@@ -33,6 +34,7 @@ import anyio
 from pydantic import TypeAdapter
 
 import sos_kernel
+from sos_kernel.backends.memory import KEPT_MESSAGES_MAX
 from sos_kernel.contracts import SendMessage, SendPayload
 
 from .bench_bus import messages, redis_server
@@ -277,17 +279,32 @@ async def fan_raw(client: Any, subscribers: int, tag: str) -> float:
 # --- costs with stored data --------------------------------------------------------------------------------------
 
 
-async def costs(url: str, stored: int) -> tuple[float, float]:
-    """µs of ``history(50)`` (the oldest 50) and of consume+ack of one entry, with ``stored`` entries kept."""
+async def costs(url: str, stored: int) -> tuple[float, float, float]:
+    """µs of ``history(50)`` of the oldest 50 and of the newest 50, and of consume+ack of one (the oldest) entry,
+    with ``stored`` entries kept on the address.
+
+    The memory store keeps the message objects of the newest ``KEPT_MESSAGES_MAX`` entries it wrote (any address)
+    and parses older ones when read. The newest 50 are read first, kept at every size; then a filler of that many
+    entries on another address is published, so the oldest are parsed at every size: each column compares the
+    store's costs at one size with another, not kept objects against parsed ones.
+    """
     limits = sos_kernel.BusLimits(retention_count_max=stored)
     address = "agent:store"
     async with sos_kernel.open(url, limits=limits) as kernel:
+        receipts: list[sos_kernel.PublishReceipt] = []
         for _ in range(0, stored, 1000):
-            await kernel.bus.publish_many(messages(1000, target=address))
+            receipts = await kernel.bus.publish_many(messages(1000, target=address))
+        newest_after = receipts[-51].position
+        started = time.perf_counter()
+        for _ in range(N_COST):
+            await kernel.bus.history(address, after=newest_after, limit=50)
+        newest_us = (time.perf_counter() - started) / N_COST * 1e6
+        for _ in range(0, KEPT_MESSAGES_MAX, 512):
+            await kernel.bus.publish_many(messages(512, target="agent:filler"))
         started = time.perf_counter()
         for _ in range(N_COST):
             await kernel.bus.history(address, limit=50)
-        history_us = (time.perf_counter() - started) / N_COST * 1e6
+        oldest_us = (time.perf_counter() - started) / N_COST * 1e6
         async with kernel.bus.subscribe(address, prefetch=1) as sub:
             started = time.perf_counter()
             for _ in range(N_COST):
@@ -295,7 +312,7 @@ async def costs(url: str, stored: int) -> tuple[float, float]:
                 assert d is not None
                 await d.ack()
             consume_us = (time.perf_counter() - started) / N_COST * 1e6
-    return history_us, consume_us
+    return oldest_us, newest_us, consume_us
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -370,12 +387,13 @@ async def redis_rows(url: str) -> list[str]:
 
 
 async def cost_rows(tmp: Path) -> list[str]:
-    lines = [f"{'stored on the address':<22} {'history(50) µs':>15} {'consume+ack µs':>15}"]
+    head = f"{'stored on the address':<22} {'history(50) oldest µs':>22} {'newest µs':>10} {'consume+ack µs':>15}"
+    lines = [head]
     for name in ("memory", "sqlite"):
         for stored in STORED:
             url = "memory://" if name == "memory" else f"sqlite:///{tmp}/cost-{stored}.db"
-            h, c = await costs(url, stored)
-            lines.append(f"{f'{name} {stored:,}':<22} {h:>15.1f} {c:>15.1f}")
+            h, n, c = await costs(url, stored)
+            lines.append(f"{f'{name} {stored:,}':<22} {h:>22.1f} {n:>10.1f} {c:>15.1f}")
     return lines
 
 
