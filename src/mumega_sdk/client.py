@@ -784,6 +784,7 @@ class RemoteChatStream:
         self._events = _sse(response.aiter_lines())
         self.reply: ChatReply | None = None
         self.provider = str(response.headers.get("x-sos-provider", ""))
+        self.tried = tuple(p for p in str(response.headers.get("x-sos-tried", "")).split(",") if p)
 
     def __repr__(self) -> str:
         return f"RemoteChatStream(done={self.reply is not None})"
@@ -797,7 +798,7 @@ class RemoteChatStream:
                 return str(json.loads(data)["text"])
             if event == "reply":
                 self.reply = ChatReply.model_validate_json(data)
-                self.provider = self.reply.provider
+                self.provider, self.tried = self.reply.provider, self.reply.tried
             elif event == "error":
                 raise from_wire(json.loads(data))
         await self.aclose()

@@ -336,10 +336,12 @@ class ProvidersAPI(Protocol):
 
 
 class ChatStreamAPI(Protocol):
-    """A streamed chat: its text pieces, then ``reply`` (set once the stream ended)."""
+    """A streamed chat: its text pieces, then ``reply`` (set once the stream ended). ``provider`` is the provider
+    the stream is committed to (the first that delivered a piece) and ``tried`` every provider called, in order."""
 
     provider: str
     reply: ChatReply | None
+    tried: tuple[str, ...]
 
     def __aiter__(self) -> AsyncIterator[str]: ...
     async def aclose(self) -> None: ...

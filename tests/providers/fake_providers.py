@@ -5,7 +5,9 @@ chat-completions format (``/<name>/v1/chat/completions``), Anthropic Messages (`
 (``/<name>/v1beta/models/<model>:generateContent`` and ``:streamGenerateContent?alt=sse``), each streaming or not,
 and ``GET /<name>/health``. ``modes[name]`` scripts a provider: ``ok``, ``500``, ``slow`` (answers after
 ``SLOW_S``), ``400``, ``401``, ``429``, ``echo400`` (a 400 quoting the request's headers), ``garbage`` (a 200 that
-is not the format), ``repeat_usage`` and ``repeat_content`` (a 200 whose JSON names a key twice). Every request
+is not the format), ``repeat_usage`` and ``repeat_content`` (a 200 whose JSON names a key twice), and for streams
+``bad_first`` (a malformed first event), ``drop`` (the connection drops right after the headers) and
+``fail_after_two`` (two pieces, then a malformed event). Every request
 is recorded with its headers, so tests can see which key travelled where.
 """
 
@@ -123,6 +125,32 @@ def _repeating(mode: str, stream: bool) -> Response:
     return StreamingResponse(body(), media_type="text/event-stream")
 
 
+BROKEN_STREAMS = {
+    "bad_first": [b"data: {not json\n\n"],
+    "drop": [],
+    "fail_after_two": [
+        *(f"data: {json.dumps({'choices': [{'delta': {'content': p}}]})}\n\n".encode() for p in ("hello ", "from ")),
+        b"data: {not json\n\n",
+    ],
+}
+"""OpenAI-format streams that fail: the events each sends before it breaks off (``drop`` sends none)."""
+
+
+class _Dropped(Exception):
+    """Raised in a streamed body so the server drops the connection mid-answer."""
+
+
+def _broken(mode: str) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        for event in BROKEN_STREAMS[mode]:
+            yield event
+        if mode == "drop":
+            raise _Dropped  # the headers are out: the server can only cut the connection
+        await asyncio.sleep(0)
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
 def _app(fakes: Fakes) -> Starlette:
     async def serve(request: Request) -> Response:
         name, rest = request.path_params["name"], request.path_params["rest"]
@@ -139,6 +167,8 @@ def _app(fakes: Fakes) -> Starlette:
             )
         if mode == "garbage":
             return JSONResponse({"nothing": "here"})
+        if mode in BROKEN_STREAMS:
+            return _broken(mode)
         if mode in REPEATING:
             return _repeating(mode, bool(body.get("stream")))
         if rest == "v1/chat/completions":

@@ -612,11 +612,83 @@ async def test_a_streamed_event_repeating_a_key_fails_the_stream_and_its_usage_i
     view = kernel.tenant("acme")
     await view.providers.register(card(fakes, "main"))
     fakes.modes["main"] = mode
-    stream = await bob.engine.chat(HI, id="twice", stream=True)
-    with pytest.raises(ProviderUnavailable) as info:
-        _ = [piece async for piece in stream]
-    assert f"a malformed event (repeated key at {loc})" in info.value.message
+    with pytest.raises(ProviderUnavailable) as info:  # its first event: the stream never started
+        await bob.engine.chat(HI, id="twice", stream=True)
+    assert info.value.details["reasons"] == {"main": f"a malformed event (repeated key at {loc})"}
     balance = await _settled(view, "agent:bob")
     assert (balance.posted, balance.pending) == (10_000, 0)  # unpriced, no estimate, nothing delivered
     assert await view.ledger.usage() == []
+    await view.ledger.check()
+
+
+# -- a stream is committed to a provider by its first piece ------------------------------------------------------
+
+
+@pytest.mark.parametrize("priced", [True, False], ids=["priced", "estimate"])
+@pytest.mark.parametrize("mode", ["bad_first", "drop"])
+async def test_a_stream_failing_before_its_first_piece_is_charged_nothing_and_its_hold_is_voided(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes, mode: str, priced: bool
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=500))
+    if priced:
+        await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    fakes.modes["main"] = mode
+    with pytest.raises(ProviderUnavailable) as info:
+        await bob.engine.chat(HI, id="nothing", stream=True)
+    assert (info.value.details["tried"], list(info.value.details["reasons"])) == (["main"], ["main"])
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000, 0)
+    hold = await view.ledger.get_transfer((await _engine_hold(view)).id)
+    assert (hold.state, hold.captured) == ("voided", 0)
+    assert await view.ledger.usage() == []
+    assert (await view.providers.health())["main"].failures == 1  # a failure of that provider
+    await view.ledger.check()
+
+
+async def test_a_stream_failing_before_its_first_piece_fails_over_and_only_the_answering_provider_pays(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=500))
+    await view.providers.register(card(fakes, "spare", "anthropic", tier="fallback", cost_per_call_estimate_micros=7))
+    fakes.modes["main"] = "bad_first"
+    stream = await bob.engine.chat(HI, id="over", stream=True)
+    assert (stream.provider, stream.tried) == ("spare", ("main", "spare"))
+    reply = await stream.collect_reply()
+    assert (reply.text, reply.provider, reply.tried, reply.cost_micros) == (
+        "hello from spare",
+        "spare",
+        ("main", "spare"),
+        7,
+    )
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000 - 7, 0)
+    assert [(e.provider, e.cost_micros) for e in await view.ledger.usage()] == [("spare", 7)]
+    health = await view.providers.health()
+    assert (health["main"].failures, health["spare"].failures) == (1, 0)
+    await view.ledger.check()
+
+
+async def test_a_stream_failing_after_two_pieces_pays_for_them_and_does_not_fail_over(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main"))
+    await view.providers.register(card(fakes, "spare", tier="fallback"))
+    await view.ledger.set_price("main", "openai-model", input_per_mtok_micros=10**6, output_per_mtok_micros=10**6)
+    fakes.modes["main"] = "fail_after_two"
+    stream = await bob.engine.chat(HI, id="cut", stream=True)
+    pieces = [await stream.__anext__(), await stream.__anext__()]
+    assert pieces == ["hello ", "from "]
+    with pytest.raises(ProviderUnavailable) as info:
+        await stream.__anext__()
+    assert "failed mid-stream: a malformed event" in info.value.message
+    balance = await _settled(view, "agent:bob")
+    assert (balance.posted, balance.pending) == (10_000 - (2 + 16 + 11), 0)  # input bound + 11 bytes delivered
+    assert fakes.calls("spare") == 0
+    assert (await view.providers.health())["main"].failures == 1
     await view.ledger.check()

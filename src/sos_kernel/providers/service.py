@@ -9,7 +9,8 @@ Guarantees:
   candidates are tried in tier order (primary, fallback, cheap, premium, local), then by id. A call walks them
   within itself: a provider whose breaker is open is skipped, a failure (timeout, 5xx, connection error, malformed
   answer) counts against its breaker and the next one is tried; 401/403/404/429 move on without counting; any other
-  4xx is the request's fault and is raised at once (SOS-6042). The reply names the provider that answered.
+  4xx is the request's fault and is raised at once (SOS-6042). The reply names the provider that answered. A
+  stream walks them until one delivers its first piece: a failure before it fails over and is charged nothing.
 - **Shared breakers.** Each provider's breaker (:mod:`sos_kernel.providers.breaker`) lives in the store, swapped by
   version, so every process sharing it sees the same state and one probe at a time in half-open.
 - **Charged once.** A call with ``id`` is claimed in the store first: a retry of a finished call returns the first
@@ -35,7 +36,7 @@ import hashlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
@@ -867,15 +868,14 @@ class Engine:
             self._runtime.leave(self.tenant, who)
             raise
 
-    def _stream(self, call: _Call, card: ProviderCard, opened: httpx.Response | Answer) -> ChatStream:
+    def _stream(self, call: _Call, card: ProviderCard, opened: _Opened) -> ChatStream:
         slot = _Slot(self._runtime, self.tenant, call.agent or UNCHARGED)
 
-        async def abandon() -> None:  # closed before its first piece: the generator never ran
+        async def abandon() -> None:  # closed before its first piece was read: nothing was delivered
             with anyio.CancelScope(shield=True):
-                if not isinstance(opened, Answer):
-                    await opened.aclose()
+                await opened.aclose()
                 await self._store.release_call(self.tenant, call.call_id, call.token)
-            await self._release_hold(call)  # nothing was delivered
+            await self._release_hold(call)
             slot.leave()
 
         holder: list[weakref.ref[ChatStream]] = []  # weak: a dropped stream is freed at once, with no cycle
@@ -883,30 +883,35 @@ class Engine:
         holder.append(weakref.ref(stream))
         return stream
 
-    async def _open_one(self, card: ProviderCard, call: _Call) -> httpx.Response | Answer:
+    async def _open_one(self, card: ProviderCard, call: _Call) -> _Opened:
+        """``card``'s answer up to its first piece: until a piece is in hand a failure fails over, so an attempt
+        that delivered nothing is never committed to (nor charged)."""
+        state = StreamState()
         if card.backend == "local":
-            return await self._call_once(card, call)
+            return await _first_piece(card, None, _local_pieces(await self._call_once(card, call), state), state)
         request, key = self._request(card, call, True)
-        return await self._send(card, request, key)
+        response = await self._send(card, request, key)
+        return await _first_piece(card, response, _sse_pieces(card, response, state), state)
 
     async def _pieces(
         self,
         call: _Call,
         card: ProviderCard,
-        opened: httpx.Response | Answer,
+        opened: _Opened,
         holder: list[weakref.ref[ChatStream]],
         slot: _Slot,
     ) -> AsyncIterator[str]:
-        state, finished, delivered = StreamState(), False, 0
+        state, finished, delivered = opened.state, False, 0
         deadline = _now() + STREAM_S_MAX
         try:
-            source = _local_pieces(opened, state) if isinstance(opened, Answer) else _sse_pieces(card, opened, state)
-            async for piece in source:
+            piece = opened.first
+            while piece is not None:
                 if _now() > deadline:
                     raise _Failure(f"the answer ran past {STREAM_S_MAX} s")
                 state.parts.append(piece)
                 delivered += len(piece.encode("utf-8", errors="surrogatepass"))
                 yield piece
+                piece = await anext(opened.source, None)
             finished = True
         except _Failure as exc:
             await self._providers._outcome(card, False)
@@ -915,8 +920,7 @@ class Engine:
             ) from None
         finally:
             with anyio.CancelScope(shield=True):
-                if not isinstance(opened, Answer):
-                    await opened.aclose()
+                await opened.aclose()
                 if not finished:
                     await self._charge_delivered(call, card, delivered)
                     await self._store.release_call(self.tenant, call.call_id, call.token)
@@ -935,14 +939,46 @@ class Engine:
             raise
 
 
-async def _local_pieces(answer: Answer, state: StreamState) -> AsyncIterator[str]:
+class _Opened:
+    """A provider's streamed answer with its first piece in hand (``first`` is None: it ended with none)."""
+
+    def __init__(
+        self, response: httpx.Response | None, source: AsyncGenerator[str, None], state: StreamState, first: str | None
+    ) -> None:
+        self.response, self.source, self.state, self.first = response, source, state, first
+
+    async def aclose(self) -> None:
+        """Stop reading the provider (idempotent)."""
+        await self.source.aclose()
+        if self.response is not None:
+            await self.response.aclose()
+
+
+async def _first_piece(
+    card: ProviderCard, response: httpx.Response | None, source: AsyncGenerator[str, None], state: StreamState
+) -> _Opened:
+    """Read ``source`` to its first piece within the card's timeout (the claim's lease counts on it)."""
+    opened = _Opened(response, source, state, None)
+    try:
+        with anyio.fail_after(_timeout_s(card)):
+            opened.first = await anext(source, None)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await opened.aclose()
+        if isinstance(exc, TimeoutError):
+            raise _Failure("timed out before its first piece") from None
+        raise
+    return opened
+
+
+async def _local_pieces(answer: Answer, state: StreamState) -> AsyncGenerator[str, None]:
     state.input_tokens, state.output_tokens = answer.input_tokens, answer.output_tokens
     words = answer.text.split(" ")
     for i, word in enumerate(words):
         yield word if i == len(words) - 1 else word + " "
 
 
-async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: StreamState) -> AsyncIterator[str]:
+async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: StreamState) -> AsyncGenerator[str, None]:
     adapter, size, h = WIRE_ADAPTERS[card.backend], 0, http()
     try:
         async for line in response.aiter_lines():

@@ -2,10 +2,11 @@
 
 The non-streaming ``POST /v1/engine/chat`` is derived from its declaration (:mod:`sos_kernel.server._routes_ops`).
 This route takes the same arguments (``stream`` aside), opens the stream first — so a refusal (no provider, no
-funds, a bad argument) is answered as JSON with its status, before any event — then sends each text piece as an
-event ``piece`` with ``{"text"}`` and ends with an event ``reply`` carrying the :class:`ChatReply`. A failure
-mid-stream is an ``error`` event with the SOS envelope. A client that goes away closes the stream: it pays for the
-text it was sent.
+funds, a bad argument, no provider delivering a first piece) is answered as JSON with its status, before any event —
+then sends each text piece as an event ``piece`` with ``{"text"}`` and ends with an event ``reply`` carrying the
+:class:`ChatReply`; the headers ``x-sos-provider`` and ``x-sos-tried`` name the provider it is committed to and every
+provider called (comma-separated). A failure mid-stream is an ``error`` event with the SOS envelope. A client that
+goes away closes the stream: it pays for the text it was sent.
 """
 
 from __future__ import annotations
@@ -55,4 +56,5 @@ async def chat_stream(request: Request, session: SessionDep) -> Response:
         finally:
             await stream.aclose()
 
-    return EventStream(run)
+    tried = ",".join(stream.tried)  # provider ids are [a-z][a-z0-9-]*: safe in a header, no comma
+    return EventStream(run, headers={"x-sos-provider": stream.provider, "x-sos-tried": tried})

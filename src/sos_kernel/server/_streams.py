@@ -24,7 +24,7 @@ import secrets
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -368,8 +368,8 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, run: Callable[[Emit], Awaitable[None]]) -> None:
-        super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    def __init__(self, run: Callable[[Emit], Awaitable[None]], headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})})
         # A stream has no length: drop the ``content-length: 0`` Response derives from its empty body.
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._run = run

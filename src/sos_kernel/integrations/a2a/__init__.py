@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from ._client import A2AAgent
 from ._kernel_tasks import SQUAD_TASK_STATES, TASK_CREATE_FIELDS, TASK_HEADER, TASK_KEY
 from ._limits import (
+    A2A_ANSWER_BYTES_MAX,
     A2A_ASK_TIMEOUT_S,
     A2A_ASK_TIMEOUT_S_MAX,
     A2A_ASKS_PER_TENANT_MAX,
@@ -41,6 +42,7 @@ from ._server import A2AEndpoint, mount
 from ._store import KernelTaskStore
 
 __all__ = [
+    "A2A_ANSWER_BYTES_MAX",
     "A2A_ASKS_PER_TENANT_MAX",
     "A2A_ASK_TIMEOUT_S",
     "A2A_ASK_TIMEOUT_S_MAX",

@@ -5,12 +5,17 @@ message (``message/send``) and returns the text of its answer. ``serve(bus, addr
 bus: every ``ask`` or ``send`` that reaches ``address`` is forwarded to the remote agent and its answer is the
 reply, so kernel agents talk to it as to any other agent. Errors are SOS errors: no answer in time SOS-6004, a
 task the remote agent failed or rejected SOS-6031 (its state and reason in ``details``), an agent that cannot be
-reached SOS-6030 (retryable).
+reached SOS-6030 (retryable), an answer that is not JSON the kernel takes (a key named twice) SOS-6031.
+
+Every answer body of the remote agent (its card, each JSON-RPC answer, each event of an event-stream body) is read
+whole, at most ``A2A_ANSWER_BYTES_MAX`` bytes, and passes :func:`sos_kernel._json.loads` in the HTTP transport
+before the ``a2a-sdk`` client reads it: the SDK reads bodies with ``response.json()`` (the last of two copies of a
+key wins) and hands protobuf the parsed dict, so its own duplicate check (``json_format.Parse`` on text) never runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,16 +26,86 @@ from a2a.types import GetTaskRequest, Role, SendMessageConfiguration, SendMessag
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 
+from ..._json import loads
 from ...api import BusAPI
 from ...contracts import AskMessage, SendMessage
-from ...errors import AskTimeout, BackendFailure, BackendUnavailable, InvalidArgument, SOSError
-from ._limits import A2A_ASK_TIMEOUT_S, A2A_ASK_TIMEOUT_S_MAX
+from ...errors import AskTimeout, BackendFailure, BackendUnavailable, InvalidArgument, SchemaViolation, SOSError
+from ._limits import A2A_ANSWER_BYTES_MAX, A2A_ASK_TIMEOUT_S, A2A_ASK_TIMEOUT_S_MAX
 
 __all__ = ["A2AAgent"]
 
 _HTTP_SLACK_S = 5.0
 """How much longer the HTTP call may take than the answer it waits for (the server's own bookkeeping)."""
 _ANSWERED = frozenset({TaskState.TASK_STATE_COMPLETED})
+
+
+class _CheckedAnswers(httpx.AsyncBaseTransport):
+    """An HTTP transport that reads each answer whole (at most ``bytes_max``, raw and decoded) and refuses, as the
+    remote agent's failure (SOS-6031), one whose JSON the kernel's parser refuses."""
+
+    def __init__(self, url: str, bytes_max: int) -> None:
+        self._url, self._bytes_max = url, bytes_max
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        try:
+            raw = await _capped(response.aiter_raw(), self._url, self._bytes_max)
+        finally:
+            await response.aclose()
+        answer = httpx.Response(
+            response.status_code, headers=response.headers, stream=httpx.ByteStream(raw), extensions=response.extensions
+        )
+        decoding = httpx.Response(200, headers=response.headers, content=raw)  # content-encoding undone, bounded
+        decoded = await _capped(decoding.aiter_bytes(), self._url, self._bytes_max)
+        _check_json(decoded, response.headers.get("content-type", ""), self._url)
+        return answer
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _capped(chunks: AsyncIterator[bytes], url: str, most: int) -> bytes:
+    """The bytes of ``chunks``; SOS-6031 past ``most``."""
+    found, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > most:
+            raise BackendFailure(
+                f"the A2A agent at {url} answered over {most} bytes", details={"url": url, "limit": most}
+            )
+        found.append(chunk)
+    return b"".join(found)
+
+
+def _check_json(body: bytes, content_type: str, url: str) -> None:
+    """SOS-6031 when the body (or an event's data, for an event stream) is JSON naming a key twice; text that is
+    not JSON at all is left to the SDK, which answers it as before."""
+    texts = _event_data(body) if content_type.startswith("text/event-stream") else [body]
+    for text in texts:
+        try:
+            loads(text)
+        except SchemaViolation as exc:
+            raise BackendFailure(
+                f"the A2A agent at {url} gave a malformed answer: {exc.message}",
+                details={"url": url, "errors": exc.details.get("errors", [])},
+            ) from exc
+        except ValueError:
+            continue
+
+
+def _event_data(body: bytes) -> list[bytes]:
+    """Each event's data (its ``data:`` lines joined) of an event-stream body."""
+    events: list[bytes] = []
+    data: list[bytes] = []
+    for line in [*body.splitlines(), b""]:
+        if not line.strip():
+            if data:
+                events.append(b"\n".join(data))
+            data = []
+        elif line.startswith(b"data:"):
+            data.append(line[5:].removeprefix(b" "))
+    return events
 
 
 def _text_of(task: Task) -> str:
@@ -45,7 +120,8 @@ class A2AAgent:
 
     ``url`` is the agent's base URL (its card is at ``url`` + ``a2a.utils.AGENT_CARD_WELL_KNOWN_PATH``);
     ``token`` is sent as ``Authorization: Bearer`` on every request, ``headers`` too. ``timeout_s`` is how long
-    ``ask`` waits for an answer unless told otherwise (at most ``A2A_ASK_TIMEOUT_S_MAX``).
+    ``ask`` waits for an answer unless told otherwise (at most ``A2A_ASK_TIMEOUT_S_MAX``). ``answer_bytes_max`` bounds
+    each answer body read (at most ``A2A_ANSWER_BYTES_MAX``): a larger one is SOS-6031.
     """
 
     def __init__(
@@ -55,6 +131,7 @@ class A2AAgent:
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float = A2A_ASK_TIMEOUT_S,
+        answer_bytes_max: int = A2A_ANSWER_BYTES_MAX,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise InvalidArgument(f"an A2A agent's url is an http(s) URL, got {url!r}", details={"field": "url"})
@@ -63,7 +140,13 @@ class A2AAgent:
         sent = dict(headers or {})
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
-        self._http = httpx.AsyncClient(headers=sent, timeout=self.timeout_s + _HTTP_SLACK_S)
+        if type(answer_bytes_max) is not int or not 0 < answer_bytes_max <= A2A_ANSWER_BYTES_MAX:
+            raise InvalidArgument(
+                f"answer_bytes_max must be an int in 1..{A2A_ANSWER_BYTES_MAX}, got {answer_bytes_max!r}",
+                details={"field": "answer_bytes_max", "max": A2A_ANSWER_BYTES_MAX},
+            )
+        transport = _CheckedAnswers(url, answer_bytes_max)
+        self._http = httpx.AsyncClient(headers=sent, timeout=self.timeout_s + _HTTP_SLACK_S, transport=transport)
         self._client: Client | None = None
         self.card: dict[str, Any] = {}
         """The agent's A2A card (ProtoJSON), once opened."""
@@ -95,6 +178,9 @@ class A2AAgent:
             return
         try:
             card = await A2ACardResolver(self._http, self.url).get_agent_card()
+        except BackendFailure:
+            await self._http.aclose()
+            raise
         except (A2AClientError, httpx.HTTPError) as exc:
             await self._http.aclose()  # a failed open closes the agent: nothing is left open
             unreachable = isinstance(exc, httpx.TransportError) or isinstance(exc.__cause__, httpx.TransportError)
