@@ -88,7 +88,7 @@ async def test_a_charge_for_an_id_counted_before_bindings_existed_is_undone_with
         await led.transfer(id="fund", debit="system:treasury", credit="agent:caller", amount=FUNDS, currency="USD")
         await skills.publish(CARD)
         # an id counted by a release that kept no binding: only its row in the counted ids
-        sql(path, "INSERT INTO skill_invocations VALUES ('default', 'old')")
+        sql(path, "INSERT INTO skill_invocations VALUES ('default', 'old', NULL, 1)")
         with pytest.raises(IdempotencyConflict) as caught:
             await skills.record_invocation("paid", caller="agent:caller", tenant="default", invocation_id="old")
         assert caught.value.code == "SOS-4009"

@@ -210,7 +210,7 @@ async def test_invocations_are_counted_per_caller_tenant_whatever_its_name(tmp_p
     assert card.earnings.invocations_by_tenant == {"default": 2, "$.x": 1, 'a"b': 1, "a.b": 1, "$": 1}
 
 
-async def test_a_paid_invocation_on_sqlite_writes_its_message_and_its_count_in_one_statement_each(
+async def test_a_paid_invocation_on_sqlite_writes_its_message_its_binding_and_count_in_one_statement_each(
     tmp_path: Path,
 ) -> None:
     # inside the invocation's transaction the message is one insert (its id is fresh: no separate dedup probe or
@@ -226,6 +226,8 @@ async def test_a_paid_invocation_on_sqlite_writes_its_message_and_its_count_in_o
             kernel.backend.engine.conn.set_trace_callback(None)
         assert len(await _messages(kernel)) == 2
     assert [" ".join(s.split()[:3]) for s in statements if "bus_" in s] == ["INSERT INTO bus_entries"]
+    # the id's binding and its counted mark: one row, one statement
+    assert [" ".join(s.split()[:3]) for s in statements if "skill_invocation" in s] == ["INSERT INTO skill_invocations"]
     assert [" ".join(s.split()[:2]) for s in statements if "skill_versions" in s] == [
         "SELECT version",  # the version list (resolution)
         "UPDATE skill_versions",

@@ -590,6 +590,31 @@ async def test_a_paid_call_on_an_id_counted_without_a_binding_moves_nothing(
     await api.ledger.check()
 
 
+async def test_an_invocation_ids_binding_and_count_are_each_set_once_in_any_order(kernel: sos_kernel.Kernel) -> None:
+    # the store's primitives: bound then counted, counted (with no binding) then bound; neither ever changes
+    store = kernel.backend.skills
+    await kernel.skills.publish(skill("free"))
+    count = ("default", "free", "1.0.0")
+    assert await store.bind_invocation("default", "a", "x") == "x"
+    assert not await store.counted("default", "a")
+    assert await store.bind_invocation("default", "a", "y") == "x"
+    assert await store.record_invocation(*count, "a", "default", 0, 1.0)
+    assert not await store.record_invocation(*count, "a", "default", 0, 2.0)
+    assert await store.counted("default", "a")
+    assert await store.bind_invocation("default", "a", "y") == "x"
+    assert await store.record_invocation(*count, "b", "default", 0, 3.0)
+    assert await store.counted("default", "b")
+    assert await store.bind_invocation("default", "b", "z") == "z"
+    assert await store.bind_invocation("default", "b", "w") == "z"
+    assert not await store.record_invocation(*count, "b", "default", 0, 4.0)
+    assert await store.counted("default", "b")
+    assert not await store.counted("acme", "a")
+    assert await store.bind_invocation("acme", "a", "y") == "y"  # per tenant
+    e = (await kernel.skills.get("free")).earnings
+    assert e is not None
+    assert e.total_invocations == 2
+
+
 async def test_only_an_agent_invoking_for_itself_is_demand(
     kernel: sos_kernel.Kernel, connect: Connect, crew: dict[str, Any]
 ) -> None:

@@ -68,7 +68,7 @@ from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore, upgrade_ledger
 from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
-from .sqlite_skills import SKILLS_SCHEMA, SQLiteSkillStore
+from .sqlite_skills import SKILLS_SCHEMA, SKILLS_UPGRADE_TO_6, SQLiteSkillStore
 from .sqlite_tasks import TASKS_SCHEMA, SQLiteTaskStore
 
 __all__ = ["SQLiteBackend", "SQLiteBusStore", "SQLiteEngine"]
@@ -85,7 +85,7 @@ POSITION_MAX = 2**63 - 1
 CLAIM_SCAN_MAX = 256
 """A claim looks for due retries among at most this many of the group's pending entries (by position, from where
 its last claim in this process left off): a claim's cost does not grow with the pending set."""
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
 unique index); ``bus_dedup`` holds only the ids of entries removed while their window is open;
@@ -95,8 +95,9 @@ is a chain of links through its ledger rows (``dprev``/``cprev``, the account ro
 with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records; a ledger batch's audit record
 stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``due`` index on pending bus entries
 (claims scan a bounded window of them by position); a group's cursor is its row at position -1 of ``bus_pending``
-(``attempts`` holds it), so a claim writes one B-tree. Files of layouts 1 to 4 are migrated on open; any other (or
-tables with none recorded) is refused."""
+(``attempts`` holds it), so a claim writes one B-tree. 6: an invocation id's binding and its counted mark are one
+row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them. Files of
+layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -174,6 +175,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " cursor INTEGER NOT NULL, PRIMARY KEY (tenant, address, grp)) WITHOUT ROWID",
         "INSERT OR REPLACE INTO bus_pending SELECT tenant, address, grp, -1, '', 0, cursor FROM bus_groups",
         "DROP TABLE bus_groups",
+    ),
+    # layout 5 -> 6
+    5: (
+        # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
+        *SKILLS_UPGRADE_TO_6,
+        # -- end of skills
     ),
 }
 _ALL_SCHEMA = (

@@ -18,7 +18,7 @@ from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import append_draft
 from .sqlite_ledger import SQLiteLedgerStore
 
-__all__ = ["SKILLS_SCHEMA", "SQLiteSkillStore"]
+__all__ = ["SKILLS_SCHEMA", "SKILLS_UPGRADE_TO_6", "SQLiteSkillStore"]
 
 SKILLS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS skill_versions (
@@ -26,9 +26,7 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     verification BLOB NOT NULL, invocations INTEGER NOT NULL, earned INTEGER NOT NULL, last_at REAL,
     by_tenant TEXT NOT NULL, published REAL NOT NULL, PRIMARY KEY (tenant, skill_id, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_invocations (
-    tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS skill_invocation_bindings (
-    tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, binding TEXT NOT NULL,
+    tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, binding TEXT, counted INTEGER NOT NULL,
     PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skill_owners (
     tenant TEXT NOT NULL, skill_id TEXT NOT NULL, author TEXT NOT NULL, PRIMARY KEY (tenant, skill_id)) WITHOUT ROWID;
@@ -36,6 +34,29 @@ CREATE TABLE IF NOT EXISTS skill_callers (
     tenant TEXT NOT NULL, skill_id TEXT NOT NULL, caller TEXT NOT NULL, paid INTEGER NOT NULL,
     PRIMARY KEY (tenant, skill_id, caller)) WITHOUT ROWID;
 """
+
+SKILLS_UPGRADE_TO_6 = (
+    # the binding and the counted mark of an invocation id, two tables keyed alike in layout 5, become one row
+    # (binding NULL: counted by a release that kept no binding); a file made before skills existed has neither
+    "CREATE TABLE IF NOT EXISTS skill_invocations (tenant TEXT NOT NULL, invocation_id TEXT NOT NULL,"
+    " PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS skill_invocation_bindings (tenant TEXT NOT NULL, invocation_id TEXT NOT NULL,"
+    " binding TEXT NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID",
+    "CREATE TABLE skill_invocations_6 (tenant TEXT NOT NULL, invocation_id TEXT NOT NULL, binding TEXT,"
+    " counted INTEGER NOT NULL, PRIMARY KEY (tenant, invocation_id)) WITHOUT ROWID",
+    "INSERT INTO skill_invocations_6 SELECT b.tenant, b.invocation_id, b.binding, EXISTS (SELECT 1 FROM"
+    " skill_invocations i WHERE i.tenant=b.tenant AND i.invocation_id=b.invocation_id)"
+    " FROM skill_invocation_bindings b",
+    "INSERT INTO skill_invocations_6 SELECT tenant, invocation_id, NULL, 1 FROM skill_invocations i WHERE NOT EXISTS"
+    " (SELECT 1 FROM skill_invocation_bindings b WHERE b.tenant=i.tenant AND b.invocation_id=i.invocation_id)",
+    "DROP TABLE skill_invocations",
+    "DROP TABLE skill_invocation_bindings",
+    "ALTER TABLE skill_invocations_6 RENAME TO skill_invocations",
+)
+"""Layout 5 -> 6 of the skills tables (run in order by the SQLite backend's migration of that step)."""
+
+# binds and (when the invocation counts) marks a new id in one row; returns nothing for a known one
+_MARK = "INSERT INTO skill_invocations VALUES (?,?,?,?) ON CONFLICT DO NOTHING RETURNING 1"
 
 _COLUMNS = "skill_id, version, card, digest, verification, invocations, earned, last_at, by_tenant, published"
 
@@ -140,14 +161,39 @@ class SQLiteSkillStore(SkillStore):
 
     async def counted(self, tenant: str, invocation_id: str) -> bool:
         def tx(c: sqlite3.Connection) -> bool:
-            sql = "SELECT 1 FROM skill_invocations WHERE tenant=? AND invocation_id=?"
+            sql = "SELECT 1 FROM skill_invocations WHERE tenant=? AND invocation_id=? AND counted"
             return c.execute(sql, (tenant, invocation_id)).fetchone() is not None
 
         result: bool = await self._db.read(tx)
         return result
 
     @staticmethod
-    def _count(
+    def _mark(
+        c: sqlite3.Connection, tenant: str, invocation_id: str, binding: str | None, counts: bool
+    ) -> tuple[str | None, bool]:
+        """The id's one row: bind it to ``binding`` unless it is bound (None binds nothing) and, if ``counts`` and
+        it is bound to ``binding`` (or None is given), mark it counted unless it is. Returns ``(the binding on
+        record, whether it was marked counted now)``; an id bound to another binding is left as it is."""
+        key = (tenant, invocation_id)
+        # a new id (the usual case) is bound and marked by one statement; a known one is read back
+        if c.execute(_MARK, (*key, binding, int(counts))).fetchall():
+            return binding, counts
+        bound, counted = c.execute(
+            "SELECT binding, counted FROM skill_invocations WHERE tenant=? AND invocation_id=?", key
+        ).fetchone()
+        if binding is not None and bound is not None and bound != binding:
+            return bound, False
+        marks = counts and not counted
+        if marks or (bound is None and binding is not None):
+            c.execute(
+                "UPDATE skill_invocations SET binding=coalesce(binding, ?), counted=max(counted, ?)"
+                " WHERE tenant=? AND invocation_id=?",
+                (binding, int(counts), *key),
+            )
+        return bound if bound is not None else binding, marks
+
+    @staticmethod
+    def _tally(
         c: sqlite3.Connection,
         tenant: str,
         skill_id: str,
@@ -156,10 +202,8 @@ class SQLiteSkillStore(SkillStore):
         caller_tenant: str,
         price: int,
         now: float,
-    ) -> bool:
-        cur = c.execute("INSERT OR IGNORE INTO skill_invocations VALUES (?,?)", (tenant, invocation_id))
-        if cur.rowcount == 0:
-            return False
+    ) -> None:
+        """Move the version's counters by one invocation (marked counted in the same transaction)."""
         # the caller tenant's count moves inside the row's JSON in the same statement (any key: json_each compares
         # it as text, json_object writes it as it is)
         c.execute(
@@ -169,6 +213,22 @@ class SQLiteSkillStore(SkillStore):
             " WHERE tenant=?4 AND skill_id=?5 AND version=?6",
             (price, now, caller_tenant, tenant, skill_id, version),
         )
+
+    @classmethod
+    def _count(
+        cls,
+        c: sqlite3.Connection,
+        tenant: str,
+        skill_id: str,
+        version: str,
+        invocation_id: str,
+        caller_tenant: str,
+        price: int,
+        now: float,
+    ) -> bool:
+        if not cls._mark(c, tenant, invocation_id, None, True)[1]:
+            return False
+        cls._tally(c, tenant, skill_id, version, invocation_id, caller_tenant, price, now)
         return True
 
     async def record_invocation(
@@ -185,15 +245,9 @@ class SQLiteSkillStore(SkillStore):
         result: bool = await self._db.write(lambda c: self._count(c, *args))
         return result
 
-    @staticmethod
-    def _bind(c: sqlite3.Connection, tenant: str, invocation_id: str, binding: str) -> str:
-        key = (tenant, invocation_id)
-        # a new id (the usual case) is bound by one statement; a known one is read back
-        sql = "INSERT INTO skill_invocation_bindings VALUES (?,?,?) ON CONFLICT DO NOTHING RETURNING binding"
-        if c.execute(sql, (*key, binding)).fetchall():
-            return binding
-        row = c.execute("SELECT binding FROM skill_invocation_bindings WHERE tenant=? AND invocation_id=?", key)
-        return str(row.fetchone()[0])
+    @classmethod
+    def _bind(cls, c: sqlite3.Connection, tenant: str, invocation_id: str, binding: str) -> str:
+        return str(cls._mark(c, tenant, invocation_id, binding, False)[0])
 
     def _own_bus(self, bus: BusStore) -> _AppendsWithin | None:
         """``bus`` if it can append inside this store's transactions (checked once per bus store: a Protocol check
@@ -215,22 +269,22 @@ class SQLiteSkillStore(SkillStore):
         def finish(c: sqlite3.Connection, applied: Applied | None) -> Invoked:
             if step.chosen_from is not None and self._versions(c, step.tenant, step.skill_id) != step.chosen_from:
                 raise _Stale  # rolls back the charge: it was priced for another version
-            bound = self._bind(c, step.tenant, step.invocation_id, step.binding)
+            counts = applied is None or paid(applied)
+            bound, marked = self._mark(c, step.tenant, step.invocation_id, step.binding, counts)
             if bound != step.binding:
-                raise _Unbound(bound)  # rolls back the charge applied in this transaction
+                raise _Unbound(str(bound))  # rolls back the charge applied in this transaction
             announces = own_bus is not None
-            if applied is not None and not paid(applied):
-                return Invoked(bound, applied, False, announces)
-            if not self._count(c, *step.count_args()):
-                if applied is not None and not applied.existing:  # money moved for an id counted already
+            if not marked:
+                if counts and applied is not None and not applied.existing:  # money moved for an id counted already
                     raise IdempotencyConflict(
                         f"invocation id {step.invocation_id!r} was already used",
                         details={"invocation_id": step.invocation_id},
                     )
-                return Invoked(bound, applied, False, announces)
+                return Invoked(step.binding, applied, False, announces)
+            self._tally(c, *step.count_args())
             if own_bus is not None:
                 own_bus.append_in(c, step.tenant, [step.message], retention)
-            return Invoked(bound, applied, True, announces)
+            return Invoked(step.binding, applied, True, announces)
 
         try:
             if own_ledger is not None and step.charge:
