@@ -13,6 +13,7 @@ import pytest
 import sos_kernel
 from sos_kernel.errors import (
     Forbidden,
+    IdempotencyConflict,
     InsufficientFunds,
     InvalidArgument,
     LimitExceeded,
@@ -489,6 +490,96 @@ async def test_no_recorder_can_take_the_usage_id_of_another_agents_call(
     assert (mine.metadata["agent"], mine.cost_micros) == ("agent:bob", 7)
     kept = [e for e in events.values() if e.metadata.get("call_id") == "bob/incident-43"]
     assert sorted((e.metadata["agent"], e.cost_micros) for e in kept) == [("agent:alice", 0), ("agent:bob", 7)]
+
+
+ECHO = {"schema_version": "1", "id": "echo", "name": "Echo", "backend": "local", "model": "echo", "tier": "local"}
+
+
+def _say(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_no_scope_reaches_another_agents_call_id(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    """A ledger:admin token (agent-bound or tenant-wide) naming alice's call id, raw or for ``agent=alice``, runs a
+    call of its own: it never reads her reply, and what it plants is never answered to her."""
+    await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register({**ECHO, "cost_per_call_estimate_micros": 3})
+    for name in ("agent:alice", "agent:billing"):
+        await view.ledger.open_account(name, USD)
+        await view.ledger.transfer(id=f"seed-{name}", debit="system:treasury", credit=name, amount=100, currency=USD)
+    alice = await connect((await view.tokens.issue(agent="agent:alice")).secret)
+    billing = await connect(
+        (await view.tokens.issue(agent="agent:billing", scopes=["engine:chat", "ledger:admin"])).secret
+    )
+    tenant_wide = await connect((await view.tokens.issue(scopes=["engine:chat", "ledger:admin"])).secret)
+    secret = await alice.engine.chat(_say("ACME SECRET 42"), id="call-1")
+    assert secret.id == "alice/call-1"
+    for admin in (billing, tenant_wide):
+        for kwargs in ({"id": "alice/call-1"}, {"id": "call-1", "agent": "agent:alice"}):
+            reply = await admin.engine.chat(_say("?"), **kwargs)
+            assert (reply.replayed, reply.text) == (False, "?")
+            assert reply.id != "alice/call-1"
+    await billing.engine.chat(_say("PLANTED: wire 5000 USD"), id="alice/report-x", agent="agent:alice")
+    await tenant_wide.engine.chat(_say("PLANTED: wire 5000 USD"), id="alice/report-y", agent="agent:alice")
+    for planted in ("report-x", "report-y"):
+        mine = await alice.engine.chat(_say("summarise the report"), id=planted)
+        assert (mine.replayed, mine.text, mine.id) == (False, "summarise the report", f"alice/{planted}")
+    again = await alice.engine.chat(_say("ACME SECRET 42"), id="call-1")
+    assert (again.replayed, again.text) == (True, "ACME SECRET 42")
+    keys = {e.metadata["call_id"] for e in await view.ledger.usage()}
+    assert {"alice/call-1", "alice/report-x", "alice/report-y", "billing/alice/call-1", "billing/call-1"} <= keys
+    await view.ledger.check()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"messages": _say("something else")},
+        {"model": "other"},
+        {"tier": "primary"},
+        {"max_tokens": 7},
+        {"stream": True},
+    ],
+    ids=["messages", "model", "tier", "max_tokens", "stream"],
+)
+async def test_a_used_call_id_answers_only_the_same_request(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes, change: dict[str, Any]
+) -> None:
+    """A retry with the same request replays; another request under the id is SOS-4009 naming it, and nothing is
+    held, called or charged."""
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=5))
+    await view.providers.register(card(fakes, "other", model="other", cost_per_call_estimate_micros=5))
+    first = await bob.engine.chat(HI, id="call-1")
+    paid = await view.ledger.balance("agent:bob", USD)
+    request: dict[str, Any] = {"messages": HI, "id": "call-1", **change}
+    with pytest.raises(IdempotencyConflict) as refused:  # a stream too is refused before it is opened
+        await bob.engine.chat(**request)
+    assert refused.value.code == "SOS-4009"
+    assert "bob/call-1" in refused.value.message
+    assert refused.value.details == {"id": "bob/call-1"}
+    assert await view.ledger.balance("agent:bob", USD) == paid
+    assert fakes.calls("main") + fakes.calls("other") == 1
+    again = await bob.engine.chat(HI, id="call-1")
+    assert (again.replayed, again.text, again.cost_micros) == (True, first.text, 5)
+    assert len(await view.ledger.usage()) == 1
+
+
+async def test_a_running_call_id_refuses_another_request(
+    kernel: sos_kernel.Kernel, connect: Connect, fakes: Fakes
+) -> None:
+    """While a call runs (a stream not yet read), another request under its id is SOS-4009, not a wait."""
+    bob = await _agent(kernel, connect, 10_000)
+    view = kernel.tenant("acme")
+    await view.providers.register(card(fakes, "main", cost_per_call_estimate_micros=5))
+    stream = await bob.engine.chat(HI, id="run", stream=True)
+    with pytest.raises(IdempotencyConflict):
+        await bob.engine.chat(_say("something else"), id="run", stream=True)
+    assert (await stream.collect_reply()).text == "hello from main"
+    assert fakes.calls("main") == 1
+    assert (await view.ledger.balance("agent:bob", USD)).posted == 10_000 - 5
 
 
 # -- governance budgets -----------------------------------------------------------------------------------------

@@ -385,6 +385,39 @@ async def test_sessions_act_only_as_their_agent(kernel: sos_kernel.Kernel, conne
     assert [t.id for t in await other.tasks.list()] == ["s-1"]
 
 
+@pytest.mark.parametrize("read", ["list", "get"])
+async def test_an_expiry_found_by_a_reader_is_audited_as_the_kernels(
+    kernel: sos_kernel.Kernel, connect: Connect, read: str
+) -> None:
+    """Another agent's read that ends a task past its expiry records the expiry by the kernel (task, from, to,
+    refund id), and the refund's ledger record is the kernel's too: nothing is attributed to the reader."""
+    await kernel.tenants.create("acme", plan="scale")
+    view = kernel.tenant("acme")
+    await _fund(view)
+    boss, other = [await connect((await view.tokens.issue(agent=a)).secret) for a in (BOSS, OTHER)]
+    await boss.tasks.create("t", id="exp-2", reviewers=[REV], bounty=70, expires_in_s=1)
+    mark = (await view.audit.events("acme", limit=1000))[-1].seq
+    await anyio.sleep(1.1)
+    found = await other.tasks.list() if read == "list" else [await other.tasks.get("exp-2")]
+    assert [(t.id, t.status, t.outcome) for t in found] == [("exp-2", "canceled", "expired")]
+    assert await _available(view, BOSS) == 10_000_000
+    records = await view.audit.events("acme", limit=1000, after=mark)
+    assert {r.actor for r in records} == {"kernel"}
+    (expiry,) = [r for r in records if r.action == "tasks.expire"]
+    assert (expiry.resource, expiry.outcome) == ("exp-2", "ok")
+    assert expiry.details == {
+        "id": "exp-2",
+        "from": "queued",
+        "to": "canceled",
+        "outcome": "expired",
+        "refund": "task:exp-2:refund",
+    }
+    assert [r.kind for r in records if r.kind == "ledger.write"] == ["ledger.write"]
+    assert await other.tasks.get("exp-2") == found[0]  # read again: nothing more recorded
+    assert len(await view.audit.events("acme", limit=1000, after=mark)) == len(records)
+    assert (await view.audit.verify()).ok
+
+
 async def test_an_agent_cannot_take_a_task_transfer_id_first(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     await kernel.tenants.create("acme", plan="scale")
     view = kernel.tenant("acme")

@@ -44,7 +44,7 @@ class MemoryProviderStore(ProviderStore):
         key = (tenant, call_id)
         found = self._calls.get(key)
         if found is not None and found[2] > now:
-            return CallClaim("done", found[1]) if found[1] is not None else CallClaim("running")
+            return CallClaim("done" if found[1] is not None else "running", found[1], found[0])
         self._calls[key] = (token, None, now + lease_s)
         return CallClaim("claimed")
 

@@ -44,7 +44,7 @@ if not cur then
   return {'claimed'}
 end
 if string.sub(cur, 1, 2) == 'd|' then return {'done', cur} end
-return {'running'}
+return {'running', cur}
 """
 
 _FINISH = """
@@ -109,10 +109,11 @@ class RedisProviderStore(ProviderStore):
     async def claim_call(self, tenant: str, call_id: str, token: str, now: float, lease_s: float) -> CallClaim:
         reply = await self._claim([self._call_key(tenant, call_id)], [token, _ms(lease_s)])
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-        if outcome == "done":
-            raw = bytes(reply[1])
-            return CallClaim("done", raw.split(b"|", 2)[2])
-        return CallClaim("claimed" if outcome == "claimed" else "running")
+        if outcome == "claimed":
+            return CallClaim("claimed")
+        parts = bytes(reply[1]).split(b"|", 2)  # r|<token> or d|<token>|<reply>
+        token = parts[1].decode()
+        return CallClaim("done", parts[2], token) if outcome == "done" else CallClaim("running", None, token)
 
     async def finish_call(self, tenant: str, call_id: str, token: str, reply: bytes, now: float, keep_s: float) -> None:
         await self._finish([self._call_key(tenant, call_id)], [token, reply, _ms(keep_s)])

@@ -84,10 +84,11 @@ class SQLiteProviderStore(ProviderStore):
     async def claim_call(self, tenant: str, call_id: str, token: str, now: float, lease_s: float) -> CallClaim:
         def tx(c: sqlite3.Connection) -> CallClaim:
             c.execute("DELETE FROM engine_calls WHERE expires <= ?", (now,))  # lapsed claims and replies
-            sql = "SELECT reply FROM engine_calls WHERE tenant=? AND id=?"
+            sql = "SELECT reply, token FROM engine_calls WHERE tenant=? AND id=?"
             row = c.execute(sql, (tenant, call_id)).fetchone()
             if row is not None:
-                return CallClaim("done", bytes(row[0])) if row[0] is not None else CallClaim("running")
+                reply = None if row[0] is None else bytes(row[0])
+                return CallClaim("running" if reply is None else "done", reply, str(row[1]))
             c.execute("INSERT INTO engine_calls VALUES (?,?,?,NULL,?)", (tenant, call_id, token, now + lease_s))
             return CallClaim("claimed")
 

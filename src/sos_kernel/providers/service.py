@@ -19,6 +19,11 @@ Guarantees:
   the card's ``cost_per_call_estimate_micros`` when no price is set, or 0. The agent's wallet pays
   ``system:usage`` through the transfer ``engine:<call id>`` (idempotent by id, across processes), and a UsageEvent
   v1 is recorded.
+- **A retry is the same request.** The claim keeps the digest of (messages, model, tier, max_tokens, agent,
+  stream); another request under a used id is refused with SOS-4009 naming the id, before anything is held or called.
+- **Call ids are the caller's own.** Through a session an id is always keyed under the caller's identity
+  (``<agent name>/<id>``, or ``@<token id>/<id>`` for a token bound to no agent), whatever scopes it holds: no lift
+  reaches another agent's call, and an admin chatting for ``agent=`` keys its calls under its own identity.
 - **Paid before delivered.** Before any provider is called the wallet must exist (SOS-7002) and hold the most the
   call can cost (price * (input bound + max_tokens), or the card's estimate) as the ledger hold
   ``engine:<call id>:hold:<attempt>`` (SOS-7001 otherwise). A finish captures the actual cost (at most the hold)
@@ -33,6 +38,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import json
 import time
 import uuid
 import weakref
@@ -60,17 +66,18 @@ from ..errors import (
 from ..governance import Budget, held_budget
 from ..ledger import Ledger, Price
 from ..ledger.usage import USAGE_ACCOUNT
-from ..operations import SPEND_HELD, Wire, operation, service
+from ..operations import SPEND_HELD, Wire, operation, reserved_free, scoped_id, service
 from .adapters import ADAPTERS, WIRE_ADAPTERS, Answer, Request, StreamState, local_answer
 from .breaker import CLOSED, BreakerConfig, BreakerState, admit, record
 from .models import ChatReply, ChatUsage, ProviderHealth
 from .runtime import ProviderRuntime, http
-from .store import ProviderStore
+from .store import CallClaim, ProviderStore
 
 if TYPE_CHECKING:
     import httpx
 
     from ..guard import Caller
+    from ..identity.models import Principal
 
 __all__ = [
     "CALL_ID_CHARS_MAX",
@@ -334,9 +341,38 @@ def usage_event_id(tenant: str, call_id: str) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
+def request_digest(
+    messages: list[dict[str, str]],
+    model: str | None,
+    tier: str | None,
+    max_tokens: int,
+    agent: str | None,
+    stream: bool,
+) -> str:
+    """The SHA-256 (hex) of everything that makes a chat request: a call id answers only a retry with this digest."""
+    request = {"messages": messages, "model": model, "tier": tier, "max_tokens": max_tokens, "agent": agent}
+    text = json.dumps({**request, "stream": stream}, sort_keys=True, separators=(",", ":"))  # ASCII: escapes all
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def caller_call_id(principal: Principal, id: Any) -> Any:
+    """``id`` keyed under the caller's identity, lifted by no scope: ``<agent name>/<id>`` for an agent's token,
+    ``@<token id>/<id>`` for a token bound to no agent (agent names start with a letter, so the two never meet).
+    A non-string id is passed on for the engine to refuse; an id ending with a reserved suffix is SOS-4005."""
+    if principal.agent is not None:
+        return scoped_id(principal.agent, reserved_free(id))
+    if not isinstance(id, str) or not id:
+        return id
+    prefix = f"@{principal.token_id}/"
+    return id if id.startswith(prefix) else prefix + reserved_free(id)
+
+
 async def _chat_rule(caller: Caller, engine: Engine, arguments: dict[str, Any]) -> Any:
-    """The session's agent pays: a session without ``ledger:admin`` chats only for itself, and needs an agent."""
+    """The session's agent pays: a session without ``ledger:admin`` chats only for itself, and needs an agent.
+    The call id is always the caller's own (:func:`caller_call_id`), ``ledger:admin`` or not."""
     principal = caller.principal
+    if arguments.get("id") is not None:
+        arguments = {**arguments, "id": caller_call_id(principal, arguments["id"])}
     agent = arguments.get("agent")
     if not principal.allows(ADMIN):
         if principal.agent is None:
@@ -426,19 +462,27 @@ class _Call:
     """One chat call's state: its claim, its candidates and what was tried."""
 
     def __init__(
-        self, engine: Engine, messages: list[dict[str, str]], max_tokens: int, call_id: str, agent: str | None
+        self,
+        engine: Engine,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        call_id: str,
+        agent: str | None,
+        digest: str,
     ):
         self.engine = engine
         self.messages = messages
         self.max_tokens = max_tokens
         self.call_id = call_id
         self.agent = agent
-        self.token = uuid.uuid4().hex
+        self.attempt = uuid.uuid4().hex
+        self.digest = digest
+        self.token = f"{self.attempt}.{digest}"  # the claim's token: a retry reads the request's digest from it
         self.tried: list[str] = []
         self.reasons: dict[str, str] = {}
         self.currency = "USD"
         self.prices: dict[str, Price | None] = {}  # read once per call, at the check
-        self.hold_id = f"engine:{call_id}:hold:{self.token}"  # one per attempt: a retry never meets a spent hold
+        self.hold_id = f"engine:{call_id}:hold:{self.attempt}"  # one per attempt: a retry never meets a spent hold
         self.held = 0  # micros still held for this attempt
         self.unpaid = 0  # micros of delivered text the agent could not be charged (its hold was gone)
         self.budget: Budget | None = None  # the policy's spend and token budgets, held until settled
@@ -487,7 +531,6 @@ class Engine:
     ) -> ChatStream: ...
     @operation(
         "engine:chat",
-        ids=("id",),
         lift=ADMIN,
         rule=_chat_rule,
         spend=(SPEND_HELD,),
@@ -529,12 +572,14 @@ class Engine:
         if agent is not None and (type(agent) is not str or not agent.startswith("agent:")):
             raise InvalidArgument(f"agent must be an agent:<name> address, got {agent!r}")
         cards = await self._providers._candidates(model, tier)
-        call = _Call(self, checked, tokens, id or str(uuid.uuid4()), agent)
+        digest = request_digest(checked, model, tier, tokens, agent, stream)
+        call = _Call(self, checked, tokens, id or str(uuid.uuid4()), agent, digest)
         call.budget = held_budget()
         who = agent or UNCHARGED
         self._runtime.enter(self.tenant, who)
         try:
             claim = await self._store.claim_call(self.tenant, call.call_id, call.token, _now(), self._lease_s(cards))
+            _same_request(call, claim)
             if claim.outcome == "done" and claim.reply is not None:
                 self._runtime.leave(self.tenant, who)  # a finished call is answered again, whatever the wallet holds
                 reply = ChatReply.model_validate_json(claim.reply).model_copy(update={"replayed": True})
@@ -813,7 +858,7 @@ class Engine:
             return
         try:
             await self._ledger.transfer(
-                id=f"engine:{call.call_id}:charge:{call.token}",
+                id=f"engine:{call.call_id}:charge:{call.attempt}",
                 debit=call.agent,
                 credit=USAGE_ACCOUNT,
                 amount=rest,
@@ -850,8 +895,8 @@ class Engine:
             await self._ledger.record_usage(event)
         except IdempotencyConflict:
             # an earlier attempt of this call (its claim lapsed) or an admin wrote that id: keep this attempt's own
-            attempt = usage_event_id(self.tenant, f"{call.call_id}\x00{call.token}")
-            metadata = {**(event.metadata or {}), "attempt": call.token}
+            attempt = usage_event_id(self.tenant, f"{call.call_id}\x00{call.attempt}")
+            metadata = {**(event.metadata or {}), "attempt": call.attempt}
             await self._ledger.record_usage(event.model_copy(update={"id": attempt, "metadata": metadata}))
 
     # -- streaming --------------------------------------------------------------------------------------------
@@ -1001,6 +1046,18 @@ async def _sse_pieces(card: ProviderCard, response: httpx.Response, state: Strea
         raise _Failure(f"a malformed event ({_repeated(exc)})") from None
     except (ValueError, AttributeError, TypeError):
         raise _Failure("a malformed event") from None
+
+
+def _same_request(call: _Call, claim: CallClaim) -> None:
+    """Refuse (SOS-4009, naming the id) a request other than the one that holds or finished ``call``'s id; a claim
+    recorded without a digest answers as before."""
+    held = None if claim.token is None else claim.token.partition(".")[2]
+    if claim.outcome != "claimed" and held and held != call.digest:
+        raise IdempotencyConflict(
+            f"call id {call.call_id!r} was used for another request (messages, model, tier, max_tokens, agent or "
+            "stream differ); use a new id",
+            details={"id": call.call_id},
+        )
 
 
 def _repeated(refusal: SchemaViolation) -> str:

@@ -18,10 +18,12 @@ __all__ = ["CallClaim", "ProviderStore"]
 @dataclass(frozen=True, slots=True)
 class CallClaim:
     """What claiming a call id found: ``claimed`` (go ahead), ``running`` (another attempt holds it) or ``done``
-    (its stored ``reply``)."""
+    (its stored ``reply``); for ``running`` and ``done``, the ``token`` that claimed it (the engine writes the
+    request's digest into it, so a retry tells the same request from another)."""
 
     outcome: Literal["claimed", "running", "done"]
     reply: bytes | None = None
+    token: str | None = None
 
 
 class ProviderStore(ABC):
@@ -49,7 +51,8 @@ class ProviderStore(ABC):
 
     @abstractmethod
     async def claim_call(self, tenant: str, call_id: str, token: str, now: float, lease_s: float) -> CallClaim:
-        """Claim ``call_id`` for ``lease_s`` unless it is done or claimed by a live lease."""
+        """Claim ``call_id`` for ``lease_s`` unless it is done or claimed by a live lease (then say which, with the
+        token that holds it)."""
 
     @abstractmethod
     async def finish_call(self, tenant: str, call_id: str, token: str, reply: bytes, now: float, keep_s: float) -> None:

@@ -39,19 +39,20 @@ Guarantees:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import ValidationError
 
-from ..audit import Audit, AuditDraft
+from ..audit import Audit, AuditDraft, act_as, done_acting
 from ..contracts import new_message_id, validation_details
 from ..contracts._types import AGENT_ADDRESS_RE
 from ..contracts.messages import (
@@ -114,6 +115,9 @@ ESCROW_ACCOUNT: Final = "system:escrow"
 """The tenant's escrow account: holds every funded, unsettled bounty (must not overdraw)."""
 TASKS_CHANNEL: Final = "sos:channel:tasks"
 KERNEL_SOURCE: Final = "agent:kernel"
+KERNEL_ACTOR: Final = "kernel"
+"""The audit actor of what the kernel does by itself (an expiry and its refund), as for the trusted handle: no
+session's actor (``agent:<name>``, ``token:<id>``) can be it."""
 ADMIN: Final = "tasks:admin"
 
 TASKS_OPEN_MAX: Final = 10_000
@@ -1039,18 +1043,29 @@ class Tasks:
             self._check_messages(owed)  # a transition whose messages the bus would refuse writes nothing
             new = replace(new, outbox=(*state.outbox, *owed))
             written = new.record(record.rev + 1, record.created_at)
-            draft = None if expired is not None else audit
-            stepped = draft is not None and self._store.audits_writes
-            if await self._store.swap(self.tenant, record, written, **({"audit": draft} if stepped else {})):
-                if draft is not None and self.audit is not None:
-                    await self.audit.append(draft, stepped=stepped)
-                if new.task.status in TERMINAL:
-                    await self._settle(new.task)
-                await self._flush(written, new)
-                if new.task.outcome == "expired" and state.task.outcome != "expired":
-                    continue  # the expiry was this call's side effect; now decide on the ended task
-                return new, True
+            with _by_kernel(expired is not None):  # an expiry is the kernel's act, not the caller's who found it due
+                draft = audit if expired is None else self._expiry_record(state.task, expired.task)
+                stepped = draft is not None and self._store.audits_writes
+                if await self._store.swap(self.tenant, record, written, **({"audit": draft} if stepped else {})):
+                    if draft is not None and self.audit is not None:
+                        await self.audit.append(draft, stepped=stepped)
+                    if new.task.status in TERMINAL:
+                        await self._settle(new.task)
+                    await self._flush(written, new)
+                    if new.task.outcome == "expired" and state.task.outcome != "expired":
+                        continue  # the expiry was this call's side effect; now decide on the ended task
+                    return new, True
         raise BackendFailure(f"task {task_id} changed under {SWAP_TRIES_MAX} decisions in a row; retry")
+
+    def _expiry_record(self, old: Task, new: Task) -> AuditDraft | None:
+        """The audit record of an expiry, by the kernel: the task, its move and the refund it owes (if any)."""
+        if self.audit is None:
+            return None
+        refund = f"task:{old.id}:refund" if old.bounty and old.funded_by is not None else None
+        details = {"id": old.id, "from": old.status, "to": new.status, "outcome": new.outcome, "refund": refund}
+        return self.audit.draft(
+            "operation", actor=KERNEL_ACTOR, action="tasks.expire", resource=old.id, details=details
+        )
 
     @staticmethod
     def _expired(state: _State, record: TaskRecord, now: float) -> _State | None:
@@ -1085,15 +1100,20 @@ class Tasks:
             record, state = found, _State.parse(found)
 
     async def _settle(self, task: Task) -> None:
-        """Pay out (done) or refund (failed, canceled) the bounty; fixed ids make a repeat move nothing."""
+        """Pay out (done) or refund (failed, canceled) the bounty; fixed ids make a repeat move nothing. An expired
+        task's refund is the kernel's act, whoever's call settles it."""
         if task.bounty == 0 or task.funded_by is None:
             return
+        with _by_kernel(task.outcome == "expired"):
+            await self._settle_bounty(task, task.funded_by)
+
+    async def _settle_bounty(self, task: Task, funded_by: str) -> None:
         prefix = f"task:{task.id}"
         if task.status != "done":
             await self._ledger.transfer(
                 id=f"{prefix}:refund",
                 debit=ESCROW_ACCOUNT,
-                credit=task.funded_by,
+                credit=funded_by,
                 amount=task.bounty,
                 currency=task.currency,
                 reason=f"bounty of task {task.id} refunded ({task.outcome})",
@@ -1237,6 +1257,18 @@ class Tasks:
         _check_int(limit, "limit", 1, LIST_LIMIT_MAX)
         records = await self._store.records(self.tenant, status, limit)
         return [t for t in [await self._fresh(r) for r in records] if t is not None]
+
+
+@contextlib.contextmanager
+def _by_kernel(on: bool) -> Iterator[None]:
+    """While ``on``, the audit actor is the kernel (``KERNEL_ACTOR``): what follows is an automatic transition or
+    its settlement, not the act of the call that found it due."""
+    token = act_as(KERNEL_ACTOR) if on else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            done_acting(token)
 
 
 def _ts(value: datetime | None) -> float:
