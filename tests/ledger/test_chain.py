@@ -6,9 +6,6 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from sos_kernel.ledger.chain import (
     account_digest,
     canonical_metadata,
@@ -17,7 +14,6 @@ from sos_kernel.ledger.chain import (
     micros,
     record_digest,
     record_flags,
-    request_digest,
 )
 from sos_kernel.ledger.models import Transfer
 
@@ -101,70 +97,3 @@ def test_every_field_state_and_flag_aside_changes_the_digest() -> None:
     # state and captured change when a hold settles: check() derives them from the chain instead
     assert record_digest(prev, _transfer(state="posted", captured=250), "00") == digest
     assert record_flags(_transfer(status="failed"), True, True) == ""
-
-
-_TEXT = st.text(max_size=12)
-_COUNT = st.integers(min_value=0, max_value=2**53)
-
-
-@given(
-    id=_TEXT,
-    kind=_TEXT,
-    debit=_TEXT,
-    credit=_TEXT,
-    currency=_TEXT,
-    pending_id=st.none() | _TEXT,
-    timeout_s=_COUNT,
-    code=_COUNT,
-    reason=_TEXT,
-    error=st.none() | _TEXT,
-    status=_TEXT,
-    numbers=st.tuples(_COUNT, _COUNT),
-    expires=st.booleans(),
-    flags=st.sampled_from(["", "00", "01", "10", "11"]),
-)
-def test_the_digests_are_the_encoding_of_their_fields(
-    id: str,
-    kind: str,
-    debit: str,
-    credit: str,
-    currency: str,
-    pending_id: str | None,
-    timeout_s: int,
-    code: int,
-    reason: str,
-    error: str | None,
-    status: str,
-    numbers: tuple[int, int],
-    expires: bool,
-    flags: str,
-) -> None:
-    # request_digest and record_digest write the encoding in one step: they give encode_fields' bytes, ASCII or not
-    prev = genesis("default")
-    sequence, amount = numbers
-    deadline = datetime(2026, 12, 1, 12, 1, 0, 5, tzinfo=UTC) if expires else None
-    t = _transfer(
-        id=id,
-        kind=kind,
-        debit=debit,
-        credit=credit,
-        currency=currency,
-        pending_id=pending_id,
-        timeout_s=timeout_s,
-        code=code,
-        reason=reason,
-        metadata={"k": reason},
-        sequence=sequence,
-        amount=amount,
-        status=status,
-        error_code=error,
-        error_message=error,
-        expires_at=deadline,
-    )
-    meta = canonical_metadata(t.metadata)
-    asked_fields = ("Q", id, kind, debit, credit, currency, pending_id or "", str(timeout_s), str(code), reason, meta)
-    asked = hashlib.sha256(encode_fields(asked_fields)).digest()
-    assert request_digest(id, kind, debit, credit, currency, pending_id, timeout_s, code, reason, meta) == asked
-    at, until = str(micros(AT)), "" if deadline is None else str(micros(deadline))
-    outcome = ("R", str(sequence), str(amount), at, status, error or "", error or "", until, flags)
-    assert record_digest(prev, t, flags) == hashlib.sha256(prev + asked + encode_fields(outcome)).digest()

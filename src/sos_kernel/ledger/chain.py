@@ -56,7 +56,6 @@ CLOCK_SKEW_S_MAX = 60
 its deadline, ``check()`` accepts a hold as either pending or expired."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_sha256 = hashlib.sha256
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -114,17 +113,8 @@ def request_digest(
 
     These fields are known before the batch is applied, so a client may compute this part of a digest itself.
     """
-    pending, timeout, number = pending_id or "", str(timeout_s), str(code)
-    # encode_fields' bytes written in one step (no tuple, list or join): this runs once per recorded transfer
-    text = (
-        f"1:Q{len(id)}:{id}{len(kind)}:{kind}{len(debit)}:{debit}{len(credit)}:{credit}{len(currency)}:{currency}"
-        f"{len(pending)}:{pending}{len(timeout)}:{timeout}{len(number)}:{number}{len(reason)}:{reason}"
-        f"{len(metadata)}:{metadata}"
-    )
-    if text.isascii():  # characters are bytes: the same bytes as encode_fields gives
-        return _sha256(text.encode("ascii")).digest()
-    fields = ("Q", id, kind, debit, credit, currency, pending, timeout, number, reason, metadata)
-    return _sha256(encode_fields(fields)).digest()
+    fields = ("Q", id, kind, debit, credit, currency, pending_id or "", str(timeout_s), str(code), reason, metadata)
+    return hashlib.sha256(encode_fields(fields)).digest()
 
 
 def record_digest(prev: bytes, t: Transfer, flags: str) -> bytes:
@@ -143,17 +133,18 @@ def record_digest(prev: bytes, t: Transfer, flags: str) -> bytes:
         canonical_metadata(t.metadata),
     )
     expires = "" if t.expires_at is None else str(micros(t.expires_at))
-    seq, amount, at = str(t.sequence), str(t.amount), str(micros(t.timestamp))
-    status, code, message = t.status, t.error_code or "", t.error_message or ""
-    # encode_fields' bytes of the outcome written in one step, as in request_digest
-    text = (
-        f"1:R{len(seq)}:{seq}{len(amount)}:{amount}{len(at)}:{at}{len(status)}:{status}{len(code)}:{code}"
-        f"{len(message)}:{message}{len(expires)}:{expires}{len(flags)}:{flags}"
+    outcome = (
+        "R",
+        str(t.sequence),
+        str(t.amount),
+        str(micros(t.timestamp)),
+        t.status,
+        t.error_code or "",
+        t.error_message or "",
+        expires,
+        flags,
     )
-    if text.isascii():
-        return _sha256(prev + asked + text.encode("ascii")).digest()
-    outcome = ("R", seq, amount, at, status, code, message, expires, flags)
-    return _sha256(prev + asked + encode_fields(outcome)).digest()
+    return hashlib.sha256(prev + asked + encode_fields(outcome)).digest()
 
 
 def link(prev: bytes, transfers: list[Transfer], accounts: Mapping[AccountKey, AccountState | None]) -> list[bytes]:
