@@ -470,3 +470,50 @@ async def test_decided_approvals_are_dropped_after_their_retention(
         second = await _pending(kernel)
         assert await kernel.tenant(T).governance._approval(first.id) is None  # dropped when p2 asked
         await s["admin"].governance.deny(second.id)
+
+
+def _paid_skill(id: str, author: str, price: int, version: str = "1.0.0") -> dict[str, Any]:
+    return {
+        "schema_version": "1",
+        "id": id,
+        "name": id,
+        "version": version,
+        "author_agent": author,
+        "created_at": "2026-11-01T00:00:00Z",
+        "input_schema": {"type": "object"},
+        "output_schema": {"type": "object"},
+        "runtime": {"entry_point": "x.py"},
+        "commerce": {"price_per_call_micros": price, "currency": USD, "marketplace_listed": True},
+    }
+
+
+async def test_a_spend_budget_counts_paid_skill_invocations(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    """A paid invocation counts its price (the resolved version's) against the caller's spend budget, and one that
+    would pass it is refused before any money moves; a retry of a counted one is replayed, not refused."""
+    s = await _setup(kernel, connect, alice=["skills:invoke"])
+    await s["view"].ledger.open_account("agent:boss", USD)
+    await s["view"].skills.publish(_paid_skill("pricey", "agent:boss", 400))
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "all", "effect": "allow", "actions": ["*"]},
+            limits=[{"id": "spend", "actions": ["*"], "per": "agent", "window_s": 3600, "spend_micros_max": 900}],
+        ),
+    )
+    await s["alice"].ledger.transfer(id="a", debit="agent:alice", credit="agent:boss", amount=100, currency=USD)
+    first = await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i1")
+    assert first.price_micros == 400
+    await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i2")
+    again = await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i1")
+    assert again.replayed
+    with pytest.raises(Forbidden) as refused:  # 100 + 400 + 400 spent: a third 400 passes 900
+        await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i3")
+    assert refused.value.code == "SOS-5004"
+    assert refused.value.details.get("rule") == "spend"
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000 - 900
+    assert (await s["view"].ledger.balance("agent:boss", USD)).posted == 900
+    with pytest.raises(Forbidden):  # the refused invocation's hold was given back, the charged ones kept
+        await s["alice"].ledger.transfer(id="b", debit="agent:alice", credit="agent:boss", amount=1, currency=USD)
+    earnings = (await s["view"].skills.get("pricey")).earnings
+    assert earnings is not None
+    assert earnings.total_invocations == 2
