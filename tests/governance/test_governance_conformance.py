@@ -142,6 +142,36 @@ async def test_content_rules_block_message_text(kernel: sos_kernel.Kernel, conne
     assert [m.payload.text for m in await s["view"].bus.history("agent:bob")] == ["lunch?"]
 
 
+INVISIBLE_SPELLINGS = [
+    "pass\u200bword",  # zero-width space
+    "pass\u00adword",  # soft hyphen
+    "pass\u2060word",  # word joiner
+    "pa\u200dss\u200cword",  # zero-width joiner and non-joiner
+    "\ufeffpass\u200eword\u202e",  # byte-order mark, bidi marks and overrides
+    "pass\ufe0fword",  # a variation selector (default-ignorable, not Cf)
+    "pass\U000e0041word",  # a tag character
+    "\uff30\uff21\uff33\uff33\u200b\uff57\uff4f\uff52\uff44",  # full-width and invisible together
+]
+
+
+@pytest.mark.parametrize("spelling", INVISIBLE_SPELLINGS)
+async def test_content_rules_see_through_invisible_characters(
+    kernel: sos_kernel.Kernel, connect: Connect, spelling: str
+) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "send", "effect": "allow", "actions": ["bus.send"]},
+            content=[{"id": "secrets", "actions": ["bus.*"], "blocked": ["password"]}],
+        ),
+    )
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].bus.send("agent:alice", "agent:bob", f"my {spelling} is hunter2")
+    assert refused.value.details.get("rule") == "secrets"
+    assert await s["view"].bus.history("agent:bob") == []
+
+
 async def test_a_call_budget_per_window(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     s = await _setup(kernel, connect)
     await s["admin"].governance.set_policy(

@@ -253,3 +253,19 @@ def test_operations_that_charge_as_they_run_hold_their_spend() -> None:
     assert held == HELD_SPEND
     for cls in SERVICES:  # the marker names no argument, so it never reads one as micros
         assert all(SPEND_HELD not in op.signature.parameters for op in declared(cls).values())
+
+
+def test_content_matching_drops_every_format_character() -> None:
+    """Every character of Unicode category Cf this Python knows is dropped before content rules compare, so a
+    Unicode release adding one is noticed here."""
+    import sys
+    import unicodedata
+
+    from sos_kernel.governance.policy import INVISIBLE_RE, fold_content
+
+    kept = [hex(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    kept = [c for c in kept if INVISIBLE_RE.fullmatch(chr(int(c, 16))) is None]
+    assert kept == []
+    assert fold_content("Pass\u200bWord") == "password"
+    assert fold_content("e\u200b\u0301") == "\u00e9"  # a letter and its mark, kept apart, are composed again
+    assert fold_content("p\u0430ssword") != "password"  # look-alike letters of other scripts are not folded
