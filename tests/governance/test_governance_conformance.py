@@ -3,6 +3,7 @@ approvals (approved, denied, timed out), and a policy update racing checks."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -236,6 +237,7 @@ async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Con
         tg.start_soon(pay)
         waiting = await _pending(kernel)
         assert (waiting.action, waiting.agent, waiting.state) == ("ledger.transfer", "agent:alice", "pending")
+        assert (waiting.arguments["amount"], waiting.arguments["credit"]) == (5, "system:treasury")
         assert [a.id for a in await s["boss"].governance.pending()] == [waiting.id]
         with pytest.raises(Forbidden):  # not a reviewer the policy names
             await s["mallory"].governance.approve(waiting.id)
@@ -247,6 +249,41 @@ async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Con
     assert {"approval.requested", "approval.approved"} <= set(kinds)
     verdicts = [m for m in await s["view"].bus.history("sos:channel:governance") if m.type == "gate_verdict"]
     assert [v.payload.verdict for v in verdicts] == ["approve"]
+
+
+async def test_a_pending_approval_shows_what_it_approves(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    """Two pending transfers to the same account differ by their amounts in what the reviewer sees; approving one
+    lets that one call through, and only it."""
+    s = await _setup(kernel, connect, boss=["governance:review", "governance:read"])
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+    outcomes: dict[int, str] = {}
+
+    async def pay(amount: int) -> None:
+        try:
+            await s["alice"].ledger.transfer(
+                id=f"p{amount}", debit="agent:alice", credit="system:treasury", amount=amount, currency=USD
+            )
+            outcomes[amount] = "paid"
+        except Forbidden:
+            outcomes[amount] = "refused"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, 1)
+        tg.start_soon(pay, 990)
+        await _count_pending(kernel, 2)
+        seen = {a.arguments["amount"]: a for a in await s["boss"].governance.pending()}
+        assert sorted(seen) == [1, 990]
+        assert {a.arguments["credit"] for a in seen.values()} == {"system:treasury"}
+        assert {a.arguments["debit"] for a in seen.values()} == {"agent:alice"}
+        assert seen[1].arguments["id"] != seen[990].arguments["id"]
+        await s["boss"].governance.approve(seen[1].id)
+        await s["boss"].governance.deny(seen[990].id, "too much")
+    assert outcomes == {1: "paid", 990: "refused"}
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 999
+    history = await s["view"].bus.history("sos:channel:governance")
+    announced = [json.loads(m.payload.text)["approval"] for m in history if m.type != "gate_verdict"]
+    assert len(announced) == 2  # the tenant's channel announces each request, its arguments only to reviewers
+    assert all("arguments" not in a for a in announced)
 
 
 async def test_a_denied_call_is_refused(kernel: sos_kernel.Kernel, connect: Connect) -> None:

@@ -269,3 +269,26 @@ def test_content_matching_drops_every_format_character() -> None:
     assert fold_content("Pass\u200bWord") == "password"
     assert fold_content("e\u200b\u0301") == "\u00e9"  # a letter and its mark, kept apart, are composed again
     assert fold_content("p\u0430ssword") != "password"  # look-alike letters of other scripts are not folded
+
+
+def test_an_approval_shows_arguments_bounded_and_no_secret() -> None:
+    from sos_kernel.governance.service import (
+        APPROVAL_ARGUMENT_CHARS_MAX,
+        APPROVAL_ARGUMENTS_CHARS_MAX,
+        REDACTED,
+        SECRET_ARGUMENT_RE,
+        shown_arguments,
+    )
+    from sos_kernel.operations import declared
+    from sos_kernel.server._routes_ops import SERVICES
+
+    names = {p for cls in SERVICES for op in declared(cls).values() for p in op.signature.parameters}
+    assert {n for n in names if SECRET_ARGUMENT_RE.search(n)} == {"claim_token"}  # the one secret an operation takes
+    shown = shown_arguments([("amount", 9_900_000), ("claim_token", "1.abc"), ("text", "x" * 10_000)])
+    assert shown["amount"] == 9_900_000
+    assert shown["claim_token"] == REDACTED
+    assert len(shown["text"]) == APPROVAL_ARGUMENT_CHARS_MAX
+    many = shown_arguments((f"a{i}", "y" * 400) for i in range(100))
+    assert len(json.dumps(many)) < APPROVAL_ARGUMENTS_CHARS_MAX + 64 * 8
+    assert "a99" not in many
+    assert len(many["…"]) == 64  # the left-out arguments are named, at most 64 of them
