@@ -34,6 +34,8 @@ Guarantees:
   step of the store, before any money moves; a use for any other outcome raises SOS-4009 and charges and counts
   nothing. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
+- **Capped by the caller.** ``max_price_micros`` refuses (SOS-4010, nothing charged or counted) a resolved version
+  priced higher; the skill's author invoking its own skill pays nothing (counted, never demand).
 - **Held to spend budgets.** An invocation declares ``SPEND_HELD``: under a policy limiting the caller's spend, the
   resolved version's price is held against it before any money moves (SOS-5004 when it would pass, nothing charged
   or counted), kept when charged, given back otherwise; a replay holds nothing.
@@ -52,7 +54,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
@@ -614,8 +616,13 @@ class Skills:
         caller: str,
         tenant: str,
         invocation_id: str,
+        max_price_micros: int | None = None,
     ) -> Invocation:
         """Count one invocation and, for a priced skill, charge ``caller`` and pay the split (module docstring).
+
+        ``max_price_micros`` caps what the caller pays, in the resolved version's currency: a version priced higher
+        (a range picking up a price rise) is refused with SOS-4010 and nothing is charged or counted. The skill's
+        author invoking its own skill pays nothing (its invocation is counted, free).
 
         Idempotent by ``invocation_id``. Raises SOS-6020 (unknown skill), 7001 (caller cannot pay), 7002 (caller
         has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
@@ -626,9 +633,27 @@ class Skills:
         for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
             if not isinstance(value, str) or not value:  # they go into the message as they are
                 raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
+        if max_price_micros is not None and (type(max_price_micros) is not int or max_price_micros < 0):
+            raise InvalidArgument(
+                f"max_price_micros must be an int >= 0 or None, got {max_price_micros!r}",
+                details={"field": "max_price_micros"},
+            )
         chosen, unread = await self._choose_unread(skill_id, version)
         while True:
             priced = await self._invoked(skill_id, chosen)
+            if caller == priced.card.author_agent and priced.price > 0:
+                priced = priced.for_author()  # an author does not pay itself (nor fees) for its own skill
+            if max_price_micros is not None and priced.price > max_price_micros:
+                raise LimitExceeded(
+                    f"skill {priced.card.id} {priced.card.version} costs {priced.price} {priced.currency} micros,"
+                    f" over max_price_micros={max_price_micros}",
+                    details={
+                        "limit": "max_price_micros",
+                        "max": max_price_micros,
+                        "price": priced.price,
+                        "version": priced.card.version,
+                    },
+                )
             invoked = await self._budgeted(priced, unread, caller, tenant, invocation_id)
             if invoked is not None:
                 return invoked
@@ -792,6 +817,16 @@ class _Priced:
     binding: str  # the binding's JSON up to the caller
     payload: str  # the message payload's JSON up to the invocation id
     payload_tail: str  # and from the price on
+
+    def for_author(self) -> _Priced:
+        """This version as its author invokes it: free, nothing to pay to anyone."""
+        return replace(
+            self,
+            price=0,
+            payouts=dict.fromkeys(self.payouts, 0),
+            parts=(),
+            payload_tail=f'"price_micros":0,"currency":{_text(self.currency)}}}',
+        )
 
 
 def _priced(card: SkillCard) -> _Priced:
