@@ -321,7 +321,14 @@ class SkillsAPI(Protocol):
         self, skill_id: str, version: str, *, verifier: str, status: Literal["auto_verified", "human_verified"]
     ) -> SkillCard: ...
     async def record_invocation(
-        self, skill_id: str, version: str | None = None, *, caller: str, tenant: str, invocation_id: str
+        self,
+        skill_id: str,
+        version: str | None = None,
+        *,
+        caller: str,
+        tenant: str,
+        invocation_id: str,
+        max_price_micros: int | None = None,
     ) -> Invocation: ...
 
 

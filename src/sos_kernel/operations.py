@@ -39,8 +39,9 @@ What a tenant's policy (:mod:`sos_kernel.governance`) counts is declared here to
 holding the micros the call can move (summed against spend budgets), ``resource`` the arguments naming what it acts
 on (each one checked against resource rules). An entry is an argument's name, or ``<list>[].<field>`` for that field
 of every item of a list argument (a batch). An operation that moves money declares ``spend``. One whose cost is
-known only as it runs (a model call) declares ``spend=(SPEND_HELD,)``: the service counts its worst case against
-the policy's spend and token budgets before it acts (:func:`sos_kernel.governance.held_budget`), then the actual.
+not an argument (a model call's, known only as it runs; a skill's price, read from its card) declares
+``spend=(SPEND_HELD,)``: the service counts its worst case against the policy's spend and token budgets before it
+acts (:func:`sos_kernel.governance.held_budget`), then the actual.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ approvals (approved, denied, timed out), and a policy update racing checks."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -142,6 +143,36 @@ async def test_content_rules_block_message_text(kernel: sos_kernel.Kernel, conne
     assert [m.payload.text for m in await s["view"].bus.history("agent:bob")] == ["lunch?"]
 
 
+INVISIBLE_SPELLINGS = [
+    "pass\u200bword",  # zero-width space
+    "pass\u00adword",  # soft hyphen
+    "pass\u2060word",  # word joiner
+    "pa\u200dss\u200cword",  # zero-width joiner and non-joiner
+    "\ufeffpass\u200eword\u202e",  # byte-order mark, bidi marks and overrides
+    "pass\ufe0fword",  # a variation selector (default-ignorable, not Cf)
+    "pass\U000e0041word",  # a tag character
+    "\uff30\uff21\uff33\uff33\u200b\uff57\uff4f\uff52\uff44",  # full-width and invisible together
+]
+
+
+@pytest.mark.parametrize("spelling", INVISIBLE_SPELLINGS)
+async def test_content_rules_see_through_invisible_characters(
+    kernel: sos_kernel.Kernel, connect: Connect, spelling: str
+) -> None:
+    s = await _setup(kernel, connect)
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "send", "effect": "allow", "actions": ["bus.send"]},
+            content=[{"id": "secrets", "actions": ["bus.*"], "blocked": ["password"]}],
+        ),
+    )
+    with pytest.raises(Forbidden) as refused:
+        await s["alice"].bus.send("agent:alice", "agent:bob", f"my {spelling} is hunter2")
+    assert refused.value.details.get("rule") == "secrets"
+    assert await s["view"].bus.history("agent:bob") == []
+
+
 async def test_a_call_budget_per_window(kernel: sos_kernel.Kernel, connect: Connect) -> None:
     s = await _setup(kernel, connect)
     await s["admin"].governance.set_policy(
@@ -206,6 +237,7 @@ async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Con
         tg.start_soon(pay)
         waiting = await _pending(kernel)
         assert (waiting.action, waiting.agent, waiting.state) == ("ledger.transfer", "agent:alice", "pending")
+        assert (waiting.arguments["amount"], waiting.arguments["credit"]) == (5, "system:treasury")
         assert [a.id for a in await s["boss"].governance.pending()] == [waiting.id]
         with pytest.raises(Forbidden):  # not a reviewer the policy names
             await s["mallory"].governance.approve(waiting.id)
@@ -217,6 +249,41 @@ async def test_an_approved_call_proceeds(kernel: sos_kernel.Kernel, connect: Con
     assert {"approval.requested", "approval.approved"} <= set(kinds)
     verdicts = [m for m in await s["view"].bus.history("sos:channel:governance") if m.type == "gate_verdict"]
     assert [v.payload.verdict for v in verdicts] == ["approve"]
+
+
+async def test_a_pending_approval_shows_what_it_approves(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    """Two pending transfers to the same account differ by their amounts in what the reviewer sees; approving one
+    lets that one call through, and only it."""
+    s = await _setup(kernel, connect, boss=["governance:review", "governance:read"])
+    await s["admin"].governance.set_policy(T, _approval_policy(30))
+    outcomes: dict[int, str] = {}
+
+    async def pay(amount: int) -> None:
+        try:
+            await s["alice"].ledger.transfer(
+                id=f"p{amount}", debit="agent:alice", credit="system:treasury", amount=amount, currency=USD
+            )
+            outcomes[amount] = "paid"
+        except Forbidden:
+            outcomes[amount] = "refused"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pay, 1)
+        tg.start_soon(pay, 990)
+        await _count_pending(kernel, 2)
+        seen = {a.arguments["amount"]: a for a in await s["boss"].governance.pending()}
+        assert sorted(seen) == [1, 990]
+        assert {a.arguments["credit"] for a in seen.values()} == {"system:treasury"}
+        assert {a.arguments["debit"] for a in seen.values()} == {"agent:alice"}
+        assert seen[1].arguments["id"] != seen[990].arguments["id"]
+        await s["boss"].governance.approve(seen[1].id)
+        await s["boss"].governance.deny(seen[990].id, "too much")
+    assert outcomes == {1: "paid", 990: "refused"}
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 999
+    history = await s["view"].bus.history("sos:channel:governance")
+    announced = [json.loads(m.payload.text)["approval"] for m in history if m.type != "gate_verdict"]
+    assert len(announced) == 2  # the tenant's channel announces each request, its arguments only to reviewers
+    assert all("arguments" not in a for a in announced)
 
 
 async def test_a_denied_call_is_refused(kernel: sos_kernel.Kernel, connect: Connect) -> None:
@@ -470,3 +537,50 @@ async def test_decided_approvals_are_dropped_after_their_retention(
         second = await _pending(kernel)
         assert await kernel.tenant(T).governance._approval(first.id) is None  # dropped when p2 asked
         await s["admin"].governance.deny(second.id)
+
+
+def _paid_skill(id: str, author: str, price: int, version: str = "1.0.0") -> dict[str, Any]:
+    return {
+        "schema_version": "1",
+        "id": id,
+        "name": id,
+        "version": version,
+        "author_agent": author,
+        "created_at": "2026-11-01T00:00:00Z",
+        "input_schema": {"type": "object"},
+        "output_schema": {"type": "object"},
+        "runtime": {"entry_point": "x.py"},
+        "commerce": {"price_per_call_micros": price, "currency": USD, "marketplace_listed": True},
+    }
+
+
+async def test_a_spend_budget_counts_paid_skill_invocations(kernel: sos_kernel.Kernel, connect: Connect) -> None:
+    """A paid invocation counts its price (the resolved version's) against the caller's spend budget, and one that
+    would pass it is refused before any money moves; a retry of a counted one is replayed, not refused."""
+    s = await _setup(kernel, connect, alice=["skills:invoke"])
+    await s["view"].ledger.open_account("agent:boss", USD)
+    await s["view"].skills.publish(_paid_skill("pricey", "agent:boss", 400))
+    await s["admin"].governance.set_policy(
+        T,
+        _policy(
+            {"id": "all", "effect": "allow", "actions": ["*"]},
+            limits=[{"id": "spend", "actions": ["*"], "per": "agent", "window_s": 3600, "spend_micros_max": 900}],
+        ),
+    )
+    await s["alice"].ledger.transfer(id="a", debit="agent:alice", credit="agent:boss", amount=100, currency=USD)
+    first = await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i1")
+    assert first.price_micros == 400
+    await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i2")
+    again = await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i1")
+    assert again.replayed
+    with pytest.raises(Forbidden) as refused:  # 100 + 400 + 400 spent: a third 400 passes 900
+        await s["alice"].skills.record_invocation("pricey", caller="agent:alice", tenant=T, invocation_id="i3")
+    assert refused.value.code == "SOS-5004"
+    assert refused.value.details.get("rule") == "spend"
+    assert (await s["view"].ledger.balance("agent:alice", USD)).posted == 1000 - 900
+    assert (await s["view"].ledger.balance("agent:boss", USD)).posted == 900
+    with pytest.raises(Forbidden):  # the refused invocation's hold was given back, the charged ones kept
+        await s["alice"].ledger.transfer(id="b", debit="agent:alice", credit="agent:boss", amount=1, currency=USD)
+    earnings = (await s["view"].skills.get("pricey")).earnings
+    assert earnings is not None
+    assert earnings.total_invocations == 2

@@ -334,3 +334,29 @@ async def test_a2a_opt_in_is_stored_with_the_card_and_a_registration_replaces_it
     with pytest.raises(InvalidArgument):
         await alice.registry.register(card("alice"), a2a="yes")  # type: ignore[arg-type]
     assert (await alice.registry.get("alice")).a2a is False
+
+
+async def test_the_kernels_own_agent_is_reserved(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
+    """No token is issued for ``agent:kernel`` (the source of the kernel's own messages) and no registry card takes
+    its name, whoever asks: the tenant's admin in-process or over HTTP, or the trusted handle; nothing is written."""
+    from sos_kernel.contracts import KERNEL_AGENT
+
+    kernel, admin = acme
+    session = await connect(admin)
+    issuers = [kernel.tenant("acme").tokens]
+    if hasattr(session, "tokens"):  # the remote client issues through POST /v1/tokens
+        issuers.append(session.tokens)
+    before = len(await kernel.tenant("acme").tokens.list())
+    for tokens in issuers:
+        with pytest.raises(InvalidArgument) as refused:
+            await tokens.issue(agent=KERNEL_AGENT)
+        assert refused.value.code == "SOS-4005"
+        assert "reserved" in refused.value.message
+        assert refused.value.details == {"agent": KERNEL_AGENT}
+    assert len(await kernel.tenant("acme").tokens.list()) == before
+    for registry in (session.registry, kernel.tenant("acme").registry):
+        with pytest.raises(InvalidArgument) as refused:
+            await registry.register(card("kernel"))
+        assert "reserved" in refused.value.message
+    assert await session.registry.find() == []
+    assert (await kernel.tenant("acme").tokens.issue(agent="agent:kernels")).agent == "agent:kernels"

@@ -243,9 +243,11 @@ SPENDS = {
     ("ledger", "transmute"),
     ("engine", "chat"),
     ("tasks", "create"),
+    ("skills", "record_invocation"),
 }
 """Operations that move an agent's money: each declares its spend, so a policy's spend budget counts it (a chat
-declares ``SPEND_HELD``: it holds its worst case against the budget before any provider is called)."""
+declares ``SPEND_HELD``: it holds its worst case against the budget before any provider is called; an invocation
+holds its version's price)."""
 
 
 def test_every_operation_that_spends_an_agents_money_declares_it() -> None:
@@ -255,6 +257,7 @@ def test_every_operation_that_spends_an_agents_money_declares_it() -> None:
     spending = {(op.service, op.name): op.spend for cls in SERVICES for op in declared(cls).values() if op.spend}
     assert set(spending) >= SPENDS, sorted(SPENDS - set(spending))
     assert spending[("engine", "chat")] == (SPEND_HELD,)
+    assert spending[("skills", "record_invocation")] == (SPEND_HELD,)
 
 
 async def _money(kernel: sos_kernel.Kernel) -> tuple[dict[str, int], set[tuple[str, str]]]:
@@ -300,6 +303,40 @@ async def test_an_agent_creates_no_money_through_any_operation(kernel: sos_kerne
             assert all(now_held.get(c, 0) <= held.get(c, 0) for c in now_held), (where, held, now_held)
             held = now_held
     await kernel.tenant("acme").ledger.check()
+
+
+NO_SPEND = {
+    "name": "no-spend",
+    "rules": [{"id": "all", "effect": "allow", "actions": ["**"]}],
+    "limits": [{"id": "spend", "actions": ["**"], "per": "agent", "window_s": 3600, "spend_micros_max": 0}],
+}
+"""A policy that allows every action and lets no agent spend a micro: only an operation that moves money without
+declaring its spend gets past it."""
+
+
+async def _available(kernel: sos_kernel.Kernel, owner: str) -> dict[str, int]:
+    found = await kernel.tenant("acme").ledger.balances()
+    return {b.currency: b.credits_posted - b.debits_posted - b.debits_pending for b in found if b.owner == owner}
+
+
+async def test_every_operation_that_moves_an_agents_money_is_held_to_its_spend_budget(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    """Every money-moving operation, driven with the calls above (whatever its arguments are named, a skill's price
+    comes from its card), moves none of the agent's money under a zero spend budget: an operation that moved money
+    without declaring its spend would get past it."""
+    await _setup(kernel)
+    await kernel.tenant("acme").governance.set_policy("acme", NO_SPEND)
+    token = await kernel.tenant("acme").tokens.issue(agent=M)
+    mallory = await connect(token.secret)
+    before = await _available(kernel, M)
+    for (service, method), calls in HOSTILE.items():
+        for number, call in enumerate(calls):
+            with contextlib.suppress(SOSError):
+                await call(mallory)
+            now = await _available(kernel, M)
+            assert all(now.get(c, 0) >= before.get(c, 0) for c in before), ((service, method, number), before, now)
+            before = now
 
 
 def _money_table() -> list[tuple[set[str], str]]:

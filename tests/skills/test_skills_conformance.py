@@ -19,6 +19,7 @@ from sos_kernel.errors import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidArgument,
+    LimitExceeded,
     SchemaViolation,
     SkillNotFound,
 )
@@ -213,6 +214,52 @@ async def test_free_skill_counts_without_money(skills: Skills) -> None:
     inv = await skills.record_invocation("summarise", caller="agent:nobody", tenant="default", invocation_id="free-1")
     assert (inv.price_micros, inv.transfers) == (0, ())
     assert (await skills.get("summarise")).earnings.total_invocations == 1  # type: ignore[union-attr]
+
+
+async def test_a_caller_caps_the_price_it_pays(api: Api, skills: Skills) -> None:
+    """A range picking up a price rise is refused under the caller's cap (SOS-4010), nothing charged or counted."""
+    await skills.publish(priced(1_000))
+    call = {"caller": "agent:caller", "tenant": "default", "max_price_micros": 1_000}
+    first = await skills.record_invocation("summarise", "^1", invocation_id="cap-1", **call)
+    assert first.price_micros == 1_000
+    await skills.publish(priced(300_000, version="1.0.1"))
+    with pytest.raises(LimitExceeded) as refused:
+        await skills.record_invocation("summarise", "^1", invocation_id="cap-2", **call)
+    assert refused.value.code == "SOS-4010"
+    assert refused.value.details == {"limit": "max_price_micros", "max": 1_000, "price": 300_000, "version": "1.0.1"}
+    assert (await api.ledger.balance("agent:caller", "USD")).posted == 1_000_000 - 1_000
+    assert (await skills.get("summarise", "1.0.1")).earnings.total_invocations == 0  # type: ignore[union-attr]
+    events = [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    assert len(events) == 1
+    pinned = await skills.record_invocation("summarise", "1.0.0", invocation_id="cap-3", **call)
+    assert pinned.price_micros == 1_000
+    uncapped = await skills.record_invocation(
+        "summarise", "^1", caller="agent:caller", tenant="default", invocation_id="cap-4"
+    )
+    assert uncapped.price_micros == 300_000
+    for bad in (-1, 1.5):
+        with pytest.raises(InvalidArgument):
+            await skills.record_invocation(
+                "summarise", "^1", invocation_id="cap-5", **{**call, "max_price_micros": bad}
+            )
+
+
+async def test_an_author_invokes_its_own_paid_skill_for_free(api: Api, skills: Skills) -> None:
+    """The author pays nothing (no transfer to itself, no fees) and its call is counted, not as demand."""
+    await skills.publish(priced(1_001, {"author": 0.7, "operator": 0.2, "network": 0.1}))
+    own = await skills.record_invocation("summarise", caller="agent:author", tenant="default", invocation_id="own-1")
+    assert (own.price_micros, own.transfers, own.replayed) == (0, (), False)
+    assert own.payouts == {"author": 0, "operator": 0, "network": 0}
+    again = await skills.record_invocation("summarise", caller="agent:author", tenant="default", invocation_id="own-1")
+    assert again.replayed
+    paid = await skills.record_invocation("summarise", caller="agent:caller", tenant="default", invocation_id="own-2")
+    assert paid.price_micros == 1_001
+    earnings = (await skills.get("summarise")).earnings
+    assert earnings is not None
+    assert (earnings.total_invocations, earnings.total_earned_micros) == (2, 1_001)
+    events = [m for m in await api.bus.history("sos:channel:skills") if m.type == SKILL_EVENT_TYPE]
+    assert sorted(m.payload.price_micros for m in events) == [0, 1_001]
+    await api.ledger.check()
 
 
 async def test_concurrent_invocations_with_retries_count_once_each(api: Api, skills: Skills) -> None:

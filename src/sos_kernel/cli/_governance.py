@@ -7,6 +7,7 @@ YAML). ``sos audit export`` writes CloudEvents 1.0, one JSON object per line (JS
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,26 @@ async def _policy_remove(target: Target, ctx: Context) -> int:
     return 0
 
 
+ARGUMENTS_COLUMN_CHARS_MAX = 120
+"""The widest ARGUMENTS cell of ``sos approvals list`` (``--json`` shows them whole, as the approval holds them)."""
+
+
+def _shown(arguments: dict[str, Any]) -> str:
+    text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= ARGUMENTS_COLUMN_CHARS_MAX else text[: ARGUMENTS_COLUMN_CHARS_MAX - 1] + "…"
+
+
 async def _approvals_list(target: Target, ctx: Context) -> int:
     found = await target.services.governance.pending()
     if ctx.out.json_mode:
         ctx.out.document(found)
         return 0
-    rows = [(a.id, a.agent or "-", a.action, a.resource or "-", a.rule or "-", when(a.expires_at)) for a in found]
-    ctx.out.table(("ID", "AGENT", "ACTION", "RESOURCE", "RULE", "EXPIRES"), rows, empty="no pending approvals")
+    rows = [
+        (a.id, a.agent or "-", a.action, a.resource or "-", _shown(a.arguments), a.rule or "-", when(a.expires_at))
+        for a in found
+    ]
+    heads = ("ID", "AGENT", "ACTION", "RESOURCE", "ARGUMENTS", "RULE", "EXPIRES")
+    ctx.out.table(heads, rows, empty="no pending approvals")
     return 0
 
 

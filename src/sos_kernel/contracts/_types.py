@@ -45,6 +45,11 @@ CURRENCY_PATTERN = r"^[A-Z0-9]{2,10}$"
 ERROR_CODE_PATTERN = r"^SOS-[A-Z0-9]{4,}$"
 
 AGENT_ADDRESS_RE = re.compile(AGENT_ADDRESS_PATTERN)
+KERNEL_AGENT = "agent:kernel"
+"""The address the kernel speaks as (the source of its task, skill, receipt and governance messages)."""
+RESERVED_AGENTS = frozenset({KERNEL_AGENT})
+"""Agent addresses no token is issued for and no registry card may take: a consumer trusting a message's
+``source`` as the kernel's must never see an agent's there."""
 ADDRESS_RE = re.compile(ADDRESS_PATTERN)
 
 

@@ -46,6 +46,7 @@ from .service import (
     PolicyCheck,
     PolicyInfo,
     held_budget,
+    shown_arguments,
 )
 from .store import Charge, GovernanceStore
 
@@ -99,6 +100,14 @@ def _texts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[str]:
     return scan_texts([*args, *kwargs.values()])  # the values, not the parameters' names
 
 
+def _named(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A tool call's arguments by parameter name (positional ones by position when its signature cannot bind)."""
+    try:
+        return list(inspect.signature(fn).bind(*args, **kwargs).arguments.items())
+    except (TypeError, ValueError):
+        return [*((str(i), a) for i, a in enumerate(args)), *kwargs.items()]
+
+
 def governed(
     fn: F,
     *,
@@ -134,6 +143,7 @@ def governed(
                 texts=_texts(args, kwargs),
                 tokens=used,
                 required=True,
+                arguments=lambda: shown_arguments(_named(fn, args, kwargs)),
             )
         except Forbidden as exc:
             await gov._audit.record(

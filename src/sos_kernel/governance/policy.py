@@ -22,6 +22,8 @@ check is linear in the name's length for each pattern (no backtracking). Names (
 normalised before matching: Unicode NFKC, case-folded, stripped; a name holding a control character, a backslash,
 a percent-escape (``%2e``), or a ``.``/``..`` segment is refused outright, so no spelling reaches a resource a rule
 does not name. A ``*`` inside a checked name is an ordinary character: it never widens what the name matches.
+Content rules compare text folded by :func:`fold_content`: NFKC, case-folded, invisible characters dropped
+(:data:`INVISIBLE_RE`); look-alike letters of other scripts are not folded.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "APPROVAL_TIMEOUT_S_MAX",
     "CONTENT_DEPTH_MAX",
     "CONTENT_VALUES_MAX",
+    "INVISIBLE_RE",
     "POLICY_BYTES_MAX",
     "POLICY_FORMAT",
     "POLICY_PATTERNS_MAX",
@@ -57,6 +60,7 @@ __all__ = [
     "Policy",
     "PolicyRule",
     "compile_policy",
+    "fold_content",
     "load_policy",
     "normalise",
     "plain_yaml",
@@ -77,6 +81,16 @@ NAME_CHARS_MAX = 512
 """The longest action, resource or agent name a check accepts."""
 CONTENT_CHARS_MAX = 256 * 1024
 """The most text one check scans for blocked content (longer text is refused, never scanned in part)."""
+INVISIBLE_RE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+"""What content matching drops before it compares: every format character (Unicode category ``Cf``: zero-width
+space and joiners, soft hyphen, word joiner, bidi controls, tags...) and every other default-ignorable code point
+(variation selectors, the combining grapheme joiner, Hangul fillers), none of which a reader sees: ``pass`` + U+200B
++ ``word`` is ``password``. Look-alike letters of other scripts (Cyrillic U+0430 for ``a``) are not folded."""
 CONTENT_DEPTH_MAX = 32
 """The deepest nesting of a call's arguments a content check scans (deeper arguments are refused, unscanned)."""
 CONTENT_VALUES_MAX = 100_000
@@ -555,7 +569,7 @@ def _blocked(patterns: Iterable[str]) -> tuple[tuple[str, ...], tuple[Glob, ...]
     """Blocked patterns as plain substrings (``password``, ``*secret*``) and the remaining globs."""
     literals, globs = [], []
     for p in patterns:
-        g = Glob(p, unanchored=True)
+        g = Glob(fold_content(p) or p, unanchored=True)  # a pattern written with invisible characters matches too
         pieces = [piece for piece in g.groups[0][0] if piece]
         if len(pieces) == 1 and "?" not in pieces[0]:
             literals.append(pieces[0])
@@ -596,6 +610,17 @@ def scan_texts(values: Iterable[Any]) -> Iterator[str]:
         stack.extend((item, depth + 1) for item in items)
 
 
+def fold_content(text: str) -> str:
+    """``text`` as content rules compare it: NFKC, case-folded, and without the characters no reader sees
+    (:data:`INVISIBLE_RE`), normalised again when some were dropped (they could have kept a letter and its mark
+    apart)."""
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    if norm.isascii():
+        return norm
+    shown = INVISIBLE_RE.sub("", norm)
+    return norm if len(shown) == len(norm) else unicodedata.normalize("NFKC", shown)
+
+
 def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
     """The id of the first content rule whose blocked pattern occurs in one of ``texts``, else ``None``; text
     beyond what a check scans is refused whole: ``content-too-long`` (``CONTENT_CHARS_MAX``) or
@@ -608,7 +633,7 @@ def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
             total += len(text)
             if total > CONTENT_CHARS_MAX:
                 return "content-too-long"
-            norm = unicodedata.normalize("NFKC", text).casefold()
+            norm = fold_content(text)
             for cid, literals, globs in decision.content:
                 if any(lit in norm for lit in literals) or any(g.match(norm) for g in globs):
                     return cid

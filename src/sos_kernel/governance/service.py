@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -22,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NoReturn
 
 import anyio
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from ..audit import AUDITED_OPERATIONS, SELF_RECORDING, STEP_RECORDED, Audit, AuditDraft, act_as, done_acting
 from ..errors import Forbidden, InvalidArgument, NotFound
@@ -34,6 +36,8 @@ from .store import Charge, GovernanceStore
 __all__ = [
     "APPROVALS_PENDING_MAX",
     "APPROVALS_PENDING_PER_AGENT_MAX",
+    "APPROVAL_ARGUMENTS_CHARS_MAX",
+    "APPROVAL_ARGUMENT_CHARS_MAX",
     "APPROVAL_POLL_S",
     "GOVERNANCE_CHANNEL",
     "POLICY_CACHE_TTL_S",
@@ -45,6 +49,7 @@ __all__ = [
     "PolicyCheck",
     "PolicyInfo",
     "held_budget",
+    "shown_arguments",
 ]
 
 POLICY_CACHE_TTL_S = 1.0
@@ -56,6 +61,16 @@ APPROVALS_PENDING_PER_AGENT_MAX = 10
 """Pending approvals one agent may have waiting, so one agent cannot take the tenant's ``APPROVALS_PENDING_MAX``
 (checked before the request is stored: requests racing from one agent can pass it by the number racing; the
 tenant's bound is atomic in the store)."""
+APPROVAL_ARGUMENT_CHARS_MAX = 512
+"""The longest JSON an approval shows of one argument of the call it holds: a longer one is shown as its JSON text
+cut to this many characters, ending ``…``."""
+APPROVAL_ARGUMENTS_CHARS_MAX = 8192
+"""The most JSON an approval shows of the call's arguments in all: the arguments past it are left out and named
+under ``"…"``."""
+SECRET_ARGUMENT_RE = re.compile(r"secret|password|passwd|api_?key|credential|(^|_)token$", re.IGNORECASE)
+"""Names of arguments an approval never shows (their value is ``REDACTED``): a task's ``claim_token`` among the
+operations, and any such argument of a governed tool."""
+REDACTED = "<redacted>"
 APPROVAL_POLL_S = 0.05
 """How often a call waiting for approval looks for the verdict."""
 GOVERNANCE_CHANNEL = "sos:channel:governance"
@@ -107,7 +122,12 @@ class PolicyCheck(_Frozen):
 
 
 class Approval(_Frozen):
-    """A call waiting for a reviewer: ``state`` is ``pending``, ``approved``, ``denied`` or ``expired``."""
+    """A call waiting for a reviewer: ``state`` is ``pending``, ``approved``, ``denied`` or ``expired``.
+
+    ``arguments`` are the call's arguments as the guard bound them (ids already in the caller's namespace), so the
+    reviewer sees what is approved (the amount, the accounts): each shown as JSON of at most
+    ``APPROVAL_ARGUMENT_CHARS_MAX`` characters, at most ``APPROVAL_ARGUMENTS_CHARS_MAX`` in all, secrets
+    (``SECRET_ARGUMENT_RE``) redacted. The approval lets only this one call proceed."""
 
     id: str
     tenant: str
@@ -120,6 +140,7 @@ class Approval(_Frozen):
     expires_at: datetime
     reviewer: str | None = None
     reason: str = ""
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyCache:
@@ -328,10 +349,12 @@ class Governance:
         spend_micros: int = 0,
         required: bool = False,
         also: Iterable[str | None] = (),
+        arguments: Callable[[], dict[str, Any]] | None = None,
     ) -> Decision | None:
         """Check one action against the tenant's policy, wait for approval if a rule says so, and count it against
         its limits; ``deny(reason, **details)`` refuses. With no policy: ``None``, unless ``required``. ``also``
-        names more resources the action acts on (a batch's accounts): each must be allowed as ``resource`` is."""
+        names more resources the action acts on (a batch's accounts): each must be allowed as ``resource`` is.
+        ``arguments`` gives the call's arguments as an approval shows them (:func:`shown_arguments`)."""
         compiled = await self.compiled()
         if compiled is None:
             if required:
@@ -356,7 +379,8 @@ class Governance:
         if blocked is not None:
             deny(f"content rule {blocked!r} of policy {name!r} blocks this text", **{**where, "rule": blocked})
         if decision.effect == "require_approval":
-            await self._wait_for_approval(compiled, decision, action, resource, agent, deny)
+            shown = arguments() if arguments is not None else {}
+            await self._wait_for_approval(compiled, decision, action, resource, agent, deny, shown)
         await self._charge(compiled, decision.limits, agent, tokens, spend_micros, deny, where)
         return decision
 
@@ -419,6 +443,7 @@ class Governance:
         resource: str | None,
         agent: str | None,
         deny: Callable[..., NoReturn],
+        arguments: dict[str, Any],
     ) -> None:
         created = datetime.now(UTC)
         timeout_s = compiled.policy.approval_timeout_s
@@ -432,6 +457,7 @@ class Governance:
             state="pending",
             created_at=created,
             expires_at=created + timedelta(seconds=timeout_s),
+            arguments=arguments,
         )
         where = {"policy": compiled.policy.name, "rule": decision.rule, "approval": approval.id}
         waiting = [Approval.model_validate_json(d) for d in await self._store.list_approvals(self.tenant, time.time())]
@@ -457,7 +483,8 @@ class Governance:
         if not stored:
             deny(f"the tenant already has {APPROVALS_PENDING_MAX} pending approvals", **where)
         await self._recorded(draft)
-        await self._publish("approval", approval.model_dump(mode="json"))
+        # the tenant's channel announces the request; its arguments are for reviewers (governance:read) only
+        await self._publish("approval", approval.model_dump(mode="json", exclude={"arguments"}))
         final = await self._await_verdict(approval, timeout_s)
         if final.state != "approved":
             deny(f"approval {approval.id} was {final.state} ({final.reason or 'no reason given'})", **where)
@@ -535,12 +562,50 @@ def _resource(arguments: Any) -> str | None:
 _PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def _texts(op: Operation, arguments: Any) -> Iterator[str]:
-    """Every string of every argument of the call, read lazily (only a content rule reads them)."""
+def _parameters(op: Operation) -> tuple[str, ...]:
     names = _PARAMETERS.get((op.service, op.name))
     if names is None:
         names = _PARAMETERS[(op.service, op.name)] = tuple(op.signature.parameters)
-    return scan_texts(arguments.get(n) for n in names if n in arguments)
+    return names
+
+
+def _texts(op: Operation, arguments: Any) -> Iterator[str]:
+    """Every string of every argument of the call, read lazily (only a content rule reads them)."""
+    return scan_texts(arguments.get(n) for n in _parameters(op) if n in arguments)
+
+
+def shown_arguments(arguments: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A call's ``(name, value)`` arguments as an approval shows them: JSON values, each at most
+    ``APPROVAL_ARGUMENT_CHARS_MAX`` characters of JSON (else that JSON cut, as a string ending ``…``), at most
+    ``APPROVAL_ARGUMENTS_CHARS_MAX`` in all (the rest named under ``"…"``), a secret's value ``REDACTED``."""
+    shown: dict[str, Any] = {}
+    left_out: list[str] = []
+    total = 0
+    for name, value in arguments:
+        if total > APPROVAL_ARGUMENTS_CHARS_MAX:
+            left_out.append(name)
+            continue
+        jsonable = REDACTED if SECRET_ARGUMENT_RE.search(name) else _jsonable(value)
+        text = json.dumps(jsonable, ensure_ascii=False)
+        if len(text) > APPROVAL_ARGUMENT_CHARS_MAX:
+            jsonable = text[: APPROVAL_ARGUMENT_CHARS_MAX - 1] + "…"
+            text = jsonable
+        total += len(name) + len(text)
+        if total > APPROVAL_ARGUMENTS_CHARS_MAX:
+            left_out.append(name)
+            continue
+        shown[name] = jsonable
+    if left_out:
+        shown["…"] = left_out[:64]
+    return shown
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON values (models as their fields, bytes in base64); what has no JSON form, by its type."""
+    try:
+        return to_jsonable_python(value, fallback=lambda v: f"<{type(v).__name__}>", bytes_mode="base64")
+    except (ValueError, TypeError, RecursionError):
+        return f"<{type(value).__name__}>"
 
 
 def _result_ids(result: Any) -> dict[str, Any]:
@@ -650,6 +715,7 @@ class Governor:
             texts=_texts(op, arguments),
             spend_micros=_spend(op, arguments),
             also=others,
+            arguments=lambda: shown_arguments((n, arguments.get(n)) for n in _parameters(op) if n in arguments),
         )
         if SPEND_HELD in op.spend and decision is not None and decision.limits:
             compiled = await self.governance.compiled()

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .._text import is_text
+from ..contracts import RESERVED_AGENTS
 from ..errors import (
     Forbidden,
     IdempotencyConflict,
@@ -243,6 +244,10 @@ class Tokens:
         """
         if agent is not None and (not isinstance(agent, str) or not _AGENT_RE.fullmatch(agent)):
             raise InvalidArgument(f"agent {agent!r} must be an address like 'agent:<name>'")
+        if agent in RESERVED_AGENTS:
+            raise InvalidArgument(
+                f"agent {agent!r} is reserved: the kernel's own messages come from it", details={"agent": agent}
+            )
         chosen = tuple(scopes) if scopes is not None else DEFAULT_AGENT_SCOPES
         unknown = [s for s in chosen if s not in SCOPES]
         if unknown or not chosen:

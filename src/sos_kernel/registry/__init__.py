@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..bus import Bus
-from ..contracts import AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
+from ..contracts import RESERVED_AGENTS, AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
 from ..errors import AgentNotFound, Forbidden, InvalidArgument
 from ..identity.keys import AgentKey, PublicKey
 from ..identity.store import RegistryEntry, RegistryStore
@@ -160,6 +160,11 @@ class Registry:
         ``agent_joined`` on ``sos:channel:system:events``.
         """
         parsed = self._parse(card)
+        if f"agent:{parsed.name}" in RESERVED_AGENTS:
+            raise InvalidArgument(
+                f"agent name {parsed.name!r} is reserved: the kernel's own messages come from it",
+                details={"agent": f"agent:{parsed.name}"},
+            )
         if signature is not None and (public_key is None or not verify_card(parsed, signature, public_key)):
             raise Forbidden("the card signature does not verify with the given public key")
         if len(endpoints) > ENDPOINTS_MAX or not all(isinstance(e, Mapping) and "url" in e for e in endpoints):

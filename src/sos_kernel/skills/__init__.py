@@ -34,6 +34,11 @@ Guarantees:
   step of the store, before any money moves; a use for any other outcome raises SOS-4009 and charges and counts
   nothing. Insufficient funds raise SOS-7001 and change no counter (and, as ledger ids never flip,
   a retry of that invocation id fails the same way: use a new id).
+- **Capped by the caller.** ``max_price_micros`` refuses (SOS-4010, nothing charged or counted) a resolved version
+  priced higher; the skill's author invoking its own skill pays nothing (counted, never demand).
+- **Held to spend budgets.** An invocation declares ``SPEND_HELD``: under a policy limiting the caller's spend, the
+  resolved version's price is held against it before any money moves (SOS-5004 when it would pass, nothing charged
+  or counted), kept when charged, given back otherwise; a replay holds nothing.
 - **Observable.** Every counted invocation has one ``sos.skill_executed`` message on ``sos:channel:skills``; a failed
   charge or a refused id has none.
 - **Ranked by who calls, not how often.** The marketplace orders by verification, then by :meth:`Skills.demand`:
@@ -49,7 +54,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,10 +84,11 @@ from ..errors import (
     SkillNotFound,
     WalletNotFound,
 )
+from ..governance import held_budget
 from ..identity.capability import Capability
 from ..ledger import Ledger, Transfer
 from ..ledger.models import TransferRequest
-from ..operations import Wire, operation, service
+from ..operations import SPEND_HELD, Wire, operation, service
 from .semver import Version, matches, parse_range
 from .store import InvocationStep, SkillDemand, SkillRecord, SkillStats, SkillStore
 
@@ -596,6 +602,7 @@ class Skills:
         own={"caller": "agent"},
         tenant=("tenant",),
         ids=("invocation_id",),
+        spend=(SPEND_HELD,),
         wire=Wire(
             errors=(SkillNotFound, InsufficientFunds, WalletNotFound, IdempotencyConflict),
             summary="Record a paid invocation, split exactly (idempotent by invocation_id)",
@@ -609,19 +616,74 @@ class Skills:
         caller: str,
         tenant: str,
         invocation_id: str,
+        max_price_micros: int | None = None,
     ) -> Invocation:
         """Count one invocation and, for a priced skill, charge ``caller`` and pay the split (module docstring).
+
+        ``max_price_micros`` caps what the caller pays, in the resolved version's currency: a version priced higher
+        (a range picking up a price rise) is refused with SOS-4010 and nothing is charged or counted. The skill's
+        author invoking its own skill pays nothing (its invocation is counted, free).
 
         Idempotent by ``invocation_id``. Raises SOS-6020 (unknown skill), 7001 (caller cannot pay), 7002 (caller
         has no account in the skill's currency), 4009 (the id is bound to another skill, version, caller, tenant or
         price; nothing is charged or counted), 4005 (the version was stored with a ``revenue_split`` this release
-        refuses at publish: nothing is charged or counted, publish a new version).
+        refuses at publish: nothing is charged or counted, publish a new version), 5004 (under the tenant's policy,
+        the version's price would pass the caller's spend budget: nothing is charged or counted).
         """
         for name, value in (("caller", caller), ("tenant", tenant), ("invocation_id", invocation_id)):
             if not isinstance(value, str) or not value:  # they go into the message as they are
                 raise InvalidArgument(f"{name} must be a non-empty string", details={"field": name})
+        if max_price_micros is not None and (type(max_price_micros) is not int or max_price_micros < 0):
+            raise InvalidArgument(
+                f"max_price_micros must be an int >= 0 or None, got {max_price_micros!r}",
+                details={"field": "max_price_micros"},
+            )
         chosen, unread = await self._choose_unread(skill_id, version)
-        priced = await self._invoked(skill_id, chosen)
+        while True:
+            priced = await self._invoked(skill_id, chosen)
+            if caller == priced.card.author_agent and priced.price > 0:
+                priced = priced.for_author()  # an author does not pay itself (nor fees) for its own skill
+            if max_price_micros is not None and priced.price > max_price_micros:
+                raise LimitExceeded(
+                    f"skill {priced.card.id} {priced.card.version} costs {priced.price} {priced.currency} micros,"
+                    f" over max_price_micros={max_price_micros}",
+                    details={
+                        "limit": "max_price_micros",
+                        "max": max_price_micros,
+                        "price": priced.price,
+                        "version": priced.card.version,
+                    },
+                )
+            invoked = await self._budgeted(priced, unread, caller, tenant, invocation_id)
+            if invoked is not None:
+                return invoked
+            # a version was published since the kept choice: nothing was written, choose again from a read
+            self._chosen.pop((skill_id, version), None)
+            chosen, unread = await self._choose(skill_id, version), None
+
+    async def _budgeted(
+        self, priced: _Priced, unread: list[str] | None, caller: str, tenant: str, invocation_id: str
+    ) -> Invocation | None:
+        """:meth:`_invoke`, its price held against the spend budgets of the caller's policy (when one limits the
+        call) before any money moves: SOS-5004 when a budget would pass. What was not charged (a refusal, a replay,
+        a stale choice) is given back. A retry of a counted invocation holds nothing."""
+        budget = held_budget()
+        if budget is None or priced.price == 0 or await self._store.counted(self.tenant, invocation_id):
+            return await self._invoke(priced, unread, caller, tenant, invocation_id)
+        await budget.hold(priced.price, 0)
+        spent = 0
+        try:
+            invoked = await self._invoke(priced, unread, caller, tenant, invocation_id)
+            spent = invoked.price_micros if invoked is not None and not invoked.replayed else 0
+            return invoked
+        finally:
+            await budget.settle(spent, 0)
+
+    async def _invoke(
+        self, priced: _Priced, unread: list[str] | None, caller: str, tenant: str, invocation_id: str
+    ) -> Invocation | None:
+        """Charge and count one invocation of the chosen version in the store's one step; ``None`` when the choice
+        was stale (nothing written)."""
         card, price, currency = priced.card, priced.price, priced.currency
         # everything is checked and built before the store's step, so bad input writes nothing
         charge = await self._charge(priced, caller, invocation_id) if price > 0 else []
@@ -632,11 +694,8 @@ class Skills:
             self.tenant, card.id, card.version, invocation_id, tenant, price, now, binding, charge, message, unread
         )
         invoked = await self._store.invoke(step, self._ledger.store, self._bus.store, self._bus.retention)
-        if invoked.stale:  # a version was published since the kept choice: nothing written, choose from a read
-            self._chosen.pop((skill_id, version), None)
-            return await self.record_invocation(
-                skill_id, version, caller=caller, tenant=tenant, invocation_id=invocation_id
-            )
+        if invoked.stale:
+            return None
         if invoked.bound != binding:
             raise IdempotencyConflict(
                 f"invocation id {invocation_id!r} was used for another skill, version, caller, tenant or price;"
@@ -758,6 +817,16 @@ class _Priced:
     binding: str  # the binding's JSON up to the caller
     payload: str  # the message payload's JSON up to the invocation id
     payload_tail: str  # and from the price on
+
+    def for_author(self) -> _Priced:
+        """This version as its author invokes it: free, nothing to pay to anyone."""
+        return replace(
+            self,
+            price=0,
+            payouts=dict.fromkeys(self.payouts, 0),
+            parts=(),
+            payload_tail=f'"price_micros":0,"currency":{_text(self.currency)}}}',
+        )
 
 
 def _priced(card: SkillCard) -> _Priced:
