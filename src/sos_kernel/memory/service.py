@@ -422,7 +422,7 @@ class Memory:
         now = time.time()
         await self._purge(now)
         stored = [self._stored(item, now) for item in items.values()]
-        outcome = await self._store.put_many(self.tenant, namespace, space, stored, self._quota(), now)
+        outcome = await self._store.put_many(self.tenant, namespace, space, stored, self._quota(namespace), now)
         self._refused(outcome.refused, namespace, outcome)
         records = {}
         for memory in stored:
@@ -437,8 +437,10 @@ class Memory:
         expires = None if item.ttl_s is None else now + item.ttl_s
         return StoredMemory(item.id, item.text, item.metadata, vector.tobytes(), item.digest, now, expires)
 
-    def _quota(self) -> Quota:
-        return Quota(self.limits.memories_max, self.limits.bytes_max, self.limits.namespaces_max)
+    def _quota(self, namespace: str) -> Quota:
+        owner = namespace_owner(namespace)
+        share = self.limits.shared_namespaces_max if owner is None else self.limits.agent_namespaces_max
+        return Quota(self.limits.memories_max, self.limits.bytes_max, self.limits.namespaces_max, owner or "", share)
 
     def _refused(self, refused: str, namespace: str, outcome: Any) -> None:
         if not refused:
@@ -454,11 +456,24 @@ class Memory:
                 f"namespace {namespace!r} now holds vectors of another space ({outcome.space}); nothing was written",
                 details={"namespace": namespace},
             )
+        if refused == "group":
+            self._over_share(namespace)
         limit = getattr(self.limits, f"{refused}_max")
         raise LimitExceeded(
             f"the tenant's memory would pass {refused}_max ({limit}); nothing was written (forget some, or raise "
             "MemoryLimits)",
             details={"limit": f"{refused}_max", "value": limit},
+        )
+
+    def _over_share(self, namespace: str) -> None:
+        owner = namespace_owner(namespace)
+        name = "shared_namespaces_max" if owner is None else "agent_namespaces_max"
+        whose = "the tenant's shared namespaces" if owner is None else f"{owner}'s own namespaces"
+        limit = getattr(self.limits, name)
+        raise LimitExceeded(
+            f"{whose} would pass {name} ({limit}, a share of namespaces_max {self.limits.namespaces_max}); nothing "
+            "was written (forget some, or reuse a namespace)",
+            details={"limit": name, "value": limit, "namespace": namespace},
         )
 
     async def _space_for(self, namespace: str, items: Mapping[str, _Item]) -> Space:
