@@ -3,13 +3,17 @@ lift the rest; on every backend and through the remote client."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 import sos_kernel
-from sos_kernel.errors import Forbidden, NotFound
+from sos_kernel.errors import Forbidden, InvalidArgument, LimitExceeded, NotFound, SOSError
 from sos_kernel.identity import AgentKey, Capability
+from sos_kernel.memory import MemoryLimits
+from sos_kernel.memory.store import Quota, Space, StoredMemory
 
 from ..conftest import Connect
 
@@ -113,3 +117,117 @@ async def test_a_grant_presented_by_another_agent_spends_none_of_its_uses(crew: 
     for _ in range(2):
         assert (await bob.get("agent:alice/notes", "plan", capability=[twice])).text == "alice's private plan"
     assert await _denied(bob.get("agent:alice/notes", "plan", capability=[twice])) == "SOS-5004"
+
+
+LOOK_ALIKES = (
+    "Agent:alice/notes",
+    "AGENT:alice/notes",
+    "agent:Alice/notes",
+    "TEAM",
+    "team/../agent:alice/notes",
+    "agent:alice/./notes",
+    "agent:bob/../../agent:alice/notes",
+)
+
+
+async def _refused(call: Any) -> SOSError:
+    with pytest.raises(InvalidArgument) as info:
+        await call
+    return info.value
+
+
+async def test_a_namespace_is_in_the_form_policies_match_or_refused(crew: dict[str, Any]) -> None:
+    """A case variant or a '.'/'..' segment is no shared namespace: every session gets SOS-4005 naming the rule,
+    nothing is written, and alice's listing shows only her own and the shared names."""
+    bob = crew["bob"].memory
+    for namespace in LOOK_ALIKES:
+        for call in (
+            bob.remember(namespace, "planted password", id="plant", vector=[1.0, 0.0]),
+            bob.remember_many(namespace, [{"text": "planted", "vector": [1.0, 0.0]}]),
+            bob.recall(namespace, [1.0, 0.0]),
+            bob.list(namespace),
+            bob.get(namespace, "plan"),
+            bob.forget(namespace, "plan"),
+        ):
+            error = await _refused(call)
+            assert error.code == "SOS-4005", (namespace, error)
+            assert "nothing was read or written" in str(error)
+            assert error.details["rule"] == "canonical"
+    assert "write 'agent:bob/x'" in str(await _refused(bob.remember("AGENT:bob/x", "x", vector=[1.0, 0.0])))
+    for who in ("alice", "keeper"):
+        assert sorted(n.name for n in await crew[who].memory.namespaces()) == ["agent:alice/notes", "team"]
+    assert [m.id for m in await crew["alice"].memory.list("agent:alice/notes")] == ["plan"]
+
+
+async def test_a_policy_on_an_agents_namespace_and_the_service_read_the_same_name(
+    crew: dict[str, Any], kernel: sos_kernel.Kernel
+) -> None:
+    """A policy allowing memory only on agent:bob/** lets no other agent write or read 'AGENT:bob/...'."""
+    policy = {
+        "name": "bob-private",
+        "version": 1,
+        "rules": [{"id": "bob-memory", "effect": "allow", "actions": ["memory.*"], "resources": ["agent:bob/**"]}],
+    }
+    await kernel.tenant("acme").governance.set_policy("acme", policy)
+    alice = crew["alice"].memory
+    assert await _denied(alice.remember("team", "t", vector=[1.0, 0.0])) == "SOS-5004"
+    assert await _denied(alice.remember("agent:bob/x", "t", vector=[1.0, 0.0])) == "SOS-5004"
+    for namespace in ("AGENT:bob/x", "agent:BOB/x", "Agent:bob/y"):
+        assert (await _refused(alice.remember(namespace, "alice wrote this", vector=[1.0, 0.0]))).code == "SOS-4005"
+        assert (await _refused(crew["bob"].memory.recall(namespace, [1.0, 0.0]))).code == "SOS-4005"
+    await crew["bob"].memory.remember("agent:bob/x", "bob's own", id="own", vector=[1.0, 0.0])
+    found = await kernel.tenant("acme").memory.namespaces()
+    assert sorted(n.name for n in found) == ["agent:alice/notes", "agent:bob/x", "team"]
+
+
+async def test_a_namespace_written_before_the_canonical_rule_is_the_admins_to_read_and_forget(
+    crew: dict[str, Any], kernel: sos_kernel.Kernel
+) -> None:
+    """A non-canonical name already stored had no owner (anyone could write it): only memory:admin and the
+    kernel's own API reach it, to read it out and forget it; sessions do not see it listed."""
+    vector = np.asarray([1.0, 0.0], dtype=np.float32).tobytes()
+    old = StoredMemory("old", "planted long ago", "{}", vector, "d" * 64, time.time(), None)
+    quota = Quota(1000, 10_000_000, 1000)
+    await kernel.memory_store.put_many("acme", "Agent:alice/notes", Space("", 2), [old], quota, time.time())
+    for who in ("alice", "bob"):
+        assert "Agent:alice/notes" not in [n.name for n in await crew[who].memory.namespaces()]
+        assert (await _refused(crew[who].memory.get("Agent:alice/notes", "old"))).code == "SOS-4005"
+    keeper = crew["keeper"].memory
+    assert "Agent:alice/notes" in [n.name for n in await keeper.namespaces()]
+    assert (await keeper.get("Agent:alice/notes", "old")).text == "planted long ago"
+    assert [m.id for m in await keeper.list("Agent:alice/notes")] == ["old"]
+    assert (await _refused(keeper.remember("Agent:alice/notes", "more", vector=[1.0, 0.0]))).code == "SOS-4005"
+    assert await keeper.forget("Agent:alice/notes", "old") is True
+    assert sorted(n.name for n in await keeper.namespaces()) == ["agent:alice/notes", "team"]
+
+
+async def test_one_agent_fills_its_share_of_namespaces_and_another_still_gets_hers(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    """namespaces_max=8: bob holds at most 4 of his own and the tenant at most 2 shared ones, so alice still
+    creates hers; the bound is checked in the store's atomic write (SOS-4010 naming the share, nothing written)."""
+    await kernel.tenants.create("acme", plan="growth")
+    kernel.tenant("acme").memory.limits = MemoryLimits(namespaces_max=8)
+    tokens = kernel.tenant("acme").tokens
+    bob = (await connect((await tokens.issue(agent="agent:bob")).secret)).memory
+    alice = (await connect((await tokens.issue(agent="agent:alice")).secret)).memory
+    for i in range(4):
+        await bob.remember(f"agent:bob/junk{i}", "x", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="agent:bob's own namespaces would pass agent_namespaces_max") as info:
+        await bob.remember("agent:bob/junk4", "x", vector=[1.0])
+    assert (info.value.code, info.value.details["limit"], info.value.details["value"]) == (
+        "SOS-4010",
+        "agent_namespaces_max",
+        4,
+    )
+    for i in range(2):
+        await bob.remember(f"junk{i}", "x", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="shared_namespaces_max"):
+        await bob.remember("junk2", "x", vector=[1.0])
+    await bob.remember("agent:bob/junk0", "more in a namespace he holds", vector=[1.0])
+    await alice.remember("agent:alice/notes", "my first memory", vector=[1.0])
+    await alice.remember("agent:alice/plans", "and a second", vector=[1.0])
+    names = [n.name for n in await kernel.tenant("acme").memory.namespaces()]
+    assert "agent:bob/junk4" not in names
+    assert "junk2" not in names
+    assert len(names) == 8

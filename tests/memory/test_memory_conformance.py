@@ -250,12 +250,12 @@ async def test_tenant_bounds_refuse_and_write_nothing(open_api: OpenApi) -> None
         with pytest.raises(LimitExceeded, match="memories_max") as info:
             await mem.remember_many("a", [{"text": "3", "vector": [1.0]}, {"text": "4", "vector": [1.0]}])
         assert info.value.code == "SOS-4010"
-        await mem.remember("b", "3", vector=[1.0])
-        await mem.forget("b", (await mem.list("b"))[0].id)
-        await mem.remember("b", "3", vector=[1.0])
-        with pytest.raises(LimitExceeded, match="namespaces_max"):
-            await mem.remember("c", "x", vector=[1.0])
-        await mem.forget("b", (await mem.list("b"))[0].id)
+        await mem.remember("agent:x/b", "3", vector=[1.0])  # one shared and one agent's: each within its share
+        await mem.forget("agent:x/b", (await mem.list("agent:x/b"))[0].id)
+        await mem.remember("agent:x/b", "3", vector=[1.0])
+        with pytest.raises(LimitExceeded, match="the tenant's memory would pass namespaces_max"):
+            await mem.remember("agent:y/c", "x", vector=[1.0])
+        await mem.forget("agent:x/b", (await mem.list("agent:x/b"))[0].id)
         with pytest.raises(LimitExceeded, match="bytes_max"):
             await mem.remember("a", "x" * 9_990, vector=[1.0])
         assert [(i.name, i.count) for i in await mem.namespaces()] == [("a", 2)]

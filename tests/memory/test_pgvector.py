@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import sos_kernel
-from sos_kernel.errors import InvalidArgument, InvalidURL, MissingDependency
+from sos_kernel.errors import InvalidArgument, InvalidURL, LimitExceeded, MissingDependency
+from sos_kernel.memory import MemoryLimits
 
 from . import test_memory_conformance as conformance
 
@@ -86,6 +87,23 @@ async def test_ttl_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:
     assert [h.id for h in await mem.recall("t", [1.0, 0.0])] == ["kept"]
     assert await mem.purge_expired() == 1
     assert [(n.name, n.count) for n in await mem.namespaces()] == [("t", 1)]
+
+
+async def test_namespace_shares_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:
+    """The per-agent and shared shares of namespaces_max hold on PostgreSQL as on the other stores."""
+    mem = _Tenant(pg_kernel).memory
+    mem.limits = MemoryLimits(namespaces_max=8)
+    for i in range(4):
+        await mem.remember(f"agent:bob/n{i}", "x", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="agent_namespaces_max"):
+        await mem.remember("agent:bob/n4", "x", vector=[1.0])
+    for i in range(2):
+        await mem.remember(f"s{i}", "x", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="shared_namespaces_max"):
+        await mem.remember("s2", "x", vector=[1.0])
+    await mem.remember("agent:alice/notes", "x", vector=[1.0])
+    await mem.remember("agent:bob/n0", "more", vector=[1.0])
+    assert len(await mem.namespaces()) == 7
 
 
 async def test_tenants_stay_apart_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory
+from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, in_group
 
 __all__ = ["MemoryMemoryStore"]
 
@@ -55,6 +55,10 @@ class MemoryMemoryStore(MemoryStore):
             return PutOutcome("space", space=ns.space)
         if ns is None and len(t.namespaces) >= quota.namespaces_max:
             return PutOutcome("namespaces")
+        if ns is None and quota.group_namespaces_max:
+            held = sum(in_group(n, quota.group) for n in t.namespaces)
+            if held >= quota.group_namespaces_max:
+                return PutOutcome("group")
         rows = ns.rows if ns is not None else {}
         existing, replaced, fresh = {}, [], []
         for m in memories:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..skills.store import SkillDemand, SkillRecord, SkillStats, SkillStore
+from ..skills.store import SkillBounds, SkillDemand, SkillRecord, SkillStats, SkillStore, bound_exceeded
 
 __all__ = ["MemorySkillStore"]
 
@@ -23,13 +23,29 @@ class MemorySkillStore(SkillStore):
         self._bindings: dict[tuple[str, str], str] = {}
         self._callers: dict[tuple[str, str], dict[str, bool]] = {}  # (tenant, skill) -> caller -> paid
 
-    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
-        owner = self._owners.setdefault((tenant, record.skill_id), author)
+    async def put_version(
+        self, tenant: str, record: SkillRecord, author: str, bounds: SkillBounds | None = None
+    ) -> tuple[SkillRecord | None, str]:
+        owner = self._owners.get((tenant, record.skill_id), author)
         key = (tenant, record.skill_id, record.version)
         if owner != author or key in self._records:
             return self._records.get(key), owner
+        if bounds is not None:
+            self._check(tenant, record.skill_id, author, bounds)
+        self._owners[(tenant, record.skill_id)] = owner
         self._records[key] = record
         return None, owner
+
+    def _check(self, tenant: str, skill_id: str, author: str, bounds: SkillBounds) -> None:
+        if (tenant, skill_id) in self._owners:
+            if sum(1 for (t, s, _) in self._records if t == tenant and s == skill_id) >= bounds.versions_max:
+                raise bound_exceeded("versions", bounds, skill_id)
+            return
+        owners = [a for (t, _), a in self._owners.items() if t == tenant]
+        if len(owners) >= bounds.skills_max:
+            raise bound_exceeded("skills", bounds, skill_id)
+        if owners.count(author) >= bounds.author_skills_max:
+            raise bound_exceeded("author", bounds, skill_id)
 
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:
         return self._records.get((tenant, skill_id, version))

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..tasks.store import TaskRecord, TaskStore
+from ..tasks.store import TaskRecord, TaskStore, created_by
 from ..tasks.transitions import TERMINAL
 
 __all__ = ["MemoryTaskStore"]
@@ -23,11 +23,18 @@ class MemoryTaskStore(TaskStore):
         self.audit = audit
         self.audits_writes = audit is not None
 
-    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
+    async def insert(
+        self, tenant: str, record: TaskRecord, open_max: int, creator: str | None = None, creator_open_max: int = 0
+    ) -> tuple[TaskRecord | None, bool]:
         tasks = self._tasks.setdefault(tenant, {})
         if record.id in tasks:
             return tasks[record.id], False
-        if sum(1 for r in tasks.values() if r.status not in TERMINAL) >= open_max:
+        open_ = [r for r in tasks.values() if r.status not in TERMINAL]
+        if len(open_) >= open_max:
+            return None, False
+        # the creator's share can be full only when the tenant holds that many open tasks at all
+        shared = creator is not None and 0 < creator_open_max <= len(open_)
+        if shared and sum(1 for r in open_ if created_by(r) == creator) >= creator_open_max:
             return None, False
         tasks[record.id] = record
         return None, True

@@ -200,6 +200,8 @@ class PgVectorMemoryStore(MemoryStore):
             spaces = await c.fetchval("SELECT count(*) FROM sos_memory_spaces WHERE tenant=$1", tenant)
             if spaces >= quota.namespaces_max:
                 return PutOutcome("namespaces")
+            if quota.group_namespaces_max and await _group_count(c, tenant, quota.group) >= quota.group_namespaces_max:
+                return PutOutcome("group")
         old_rows = await c.fetch(
             f"SELECT {_COLUMNS}, size FROM sos_memory_items WHERE tenant=$1 AND namespace=$2 AND id = ANY($3)",
             tenant,
@@ -463,3 +465,12 @@ def _hits(
             continue
         hits.append((StoredMemory(id, text, metadata, b"", "", 0.0, expires), float(score)))
     return hits
+
+
+async def _group_count(c: Any, tenant: str, group: str) -> int:
+    """The tenant's namespaces in ``group`` (:func:`~sos_kernel.memory.store.in_group`); LIKE is case-sensitive."""
+    if group:  # agent names hold no LIKE metacharacter
+        sql = "SELECT count(*) FROM sos_memory_spaces WHERE tenant=$1 AND (namespace=$2 OR namespace LIKE $3)"
+        return int(await c.fetchval(sql, tenant, group, group + "/%"))
+    sql = "SELECT count(*) FROM sos_memory_spaces WHERE tenant=$1 AND namespace NOT LIKE 'agent:%'"
+    return int(await c.fetchval(sql, tenant))

@@ -42,10 +42,21 @@ local ns, space, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cur = redis.call('HGET', KEYS[1], ns)
 if cur and cur ~= space then return {'space', cur} end
 if not cur and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {'namespaces'} end
+if not cur and tonumber(ARGV[8]) > 0 then
+  local n, g = 0, ARGV[7]
+  for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if g == '' then
+      if string.sub(name, 1, 6) ~= 'agent:' then n = n + 1 end
+    elseif name == g or string.sub(name, 1, #g + 1) == g .. '/' then
+      n = n + 1
+    end
+  end
+  if n >= tonumber(ARGV[8]) then return {'group'} end
+end
 local count = tonumber(redis.call('HGET', KEYS[3], 'count') or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 local existing, fresh = {}, {}
-for i = 7, #ARGV, 5 do
+for i = 9, #ARGV, 5 do
   local id = ARGV[i]
   local meta = redis.call('HGET', KEYS[6], id)
   local keep = false
@@ -159,6 +170,8 @@ class RedisMemoryStore(MemoryStore):
             quota.namespaces_max,
             quota.memories_max,
             quota.bytes_max,
+            quota.group,
+            quota.group_namespaces_max,
         ]
         for m in memories:
             args += [m.id, m.blob(), m.size_bytes, m.digest, "" if m.expires is None else repr(m.expires)]

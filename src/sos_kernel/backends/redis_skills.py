@@ -23,17 +23,39 @@ from typing import Any
 from ..bus.store import BusStore, Retention
 from ..errors import IdempotencyConflict
 from ..ledger.store import Applied, LedgerStore
-from ..skills.store import InvocationStep, Invoked, SkillDemand, SkillRecord, SkillStats, SkillStore
+from ..skills.store import (
+    InvocationStep,
+    Invoked,
+    SkillBounds,
+    SkillDemand,
+    SkillRecord,
+    SkillStats,
+    SkillStore,
+    bound_exceeded,
+)
 from .redis_audit import AUDIT_LUA, audit_args, audit_keys
 from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 from .redis_ledger import APPLY_SCRIPT, RedisLedgerStore
 
 __all__ = ["RedisSkillStore"]
 
+# ARGV[8..10]: versions_max, skills_max, author_skills_max ('' for none), checked before the id is claimed.
 _PUT = """
-redis.call('HSETNX', KEYS[4], ARGV[6], ARGV[7])
 local owner = redis.call('HGET', KEYS[4], ARGV[6])
-if owner ~= ARGV[7] then return {0, owner} end
+if owner and owner ~= ARGV[7] then return {0, owner} end
+if owner and redis.call('EXISTS', KEYS[1]) == 1 then return {0, owner} end
+if ARGV[8] ~= '' then
+  if owner then
+    if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-1, 'versions'} end
+  else
+    if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[9]) then return {-1, 'skills'} end
+    local mine = 0
+    for _, a in ipairs(redis.call('HVALS', KEYS[4])) do if a == ARGV[7] then mine = mine + 1 end end
+    if mine >= tonumber(ARGV[10]) then return {-1, 'author'} end
+  end
+end
+redis.call('HSETNX', KEYS[4], ARGV[6], ARGV[7])
+owner = ARGV[7]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, owner} end
 redis.call('HSET', KEYS[1], 'card', ARGV[1], 'digest', ARGV[2], 'verification', ARGV[3], 'invocations', '0',
            'earned', '0', 'last_at', '', 'by_tenant', '{}', 'published', ARGV[4])
@@ -132,7 +154,9 @@ class RedisSkillStore(SkillStore):
     async def _call(self, awaitable: Any) -> Any:
         return await redis_call(awaitable)
 
-    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+    async def put_version(
+        self, tenant: str, record: SkillRecord, author: str, bounds: SkillBounds | None = None
+    ) -> tuple[SkillRecord | None, str]:
         p = self._p(tenant)
         keys = [
             f"{p}skill:{record.skill_id}:{record.version}",
@@ -148,8 +172,11 @@ class RedisSkillStore(SkillStore):
             record.version,
             record.skill_id,
             author,
+            *((bounds.versions_max, bounds.skills_max, bounds.author_skills_max) if bounds else ("", "", "")),
         ]
         inserted, owner = await self._call(self._put(keys=keys, args=args))
+        if inserted == -1 and bounds is not None:
+            raise bound_exceeded(_s(owner), bounds, record.skill_id)
         if inserted:
             return None, _s(owner)
         return await self.get_version(tenant, record.skill_id, record.version), _s(owner)

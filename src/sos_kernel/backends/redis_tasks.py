@@ -24,10 +24,19 @@ _INSERT = """
 local found = redis.call('HMGET', KEYS[1], 'rev', 'status', 'created', 'data')
 if found[1] then return {2, found[1], found[2], found[3], found[4]} end
 if ARGV[5] == '1' and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[6]) then return {0} end
+local share = tonumber(ARGV[8])
+if ARGV[5] == '1' and share > 0 and redis.call('SCARD', KEYS[5]) >= share then
+  -- the creator's set keeps ids of tasks since finished: drop those, then count again
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if redis.call('SISMEMBER', KEYS[3], id) == 0 then redis.call('SREM', KEYS[5], id) end
+  end
+  if redis.call('SCARD', KEYS[5]) >= share then return {0} end
+end
 redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'status', ARGV[2], 'created', ARGV[3], 'data', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[7])
 if ARGV[5] == '1' then redis.call('SADD', KEYS[3], ARGV[7]) end
+if ARGV[5] == '1' and share > 0 then redis.call('SADD', KEYS[5], ARGV[7]) end
 return {1}
 """
 
@@ -90,12 +99,16 @@ class RedisTaskStore(TaskStore):
         p = tenant_prefix(tenant)
         return f"{p}task:", f"{p}tasks", f"{p}tasks:open"
 
-    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
+    async def insert(
+        self, tenant: str, record: TaskRecord, open_max: int, creator: str | None = None, creator_open_max: int = 0
+    ) -> tuple[TaskRecord | None, bool]:
         task, everything, open_ = self._keys(tenant)
         status = f"{everything}:s:{record.status}"
         args: list[bytes | str | int] = [record.rev, record.status, repr(record.created_at), record.data]
         args.append(int(record.status not in TERMINAL))
-        reply = await self._insert([task + record.id, everything, open_, status], [*args, open_max, record.id])
+        share = creator_open_max if creator is not None else 0
+        keys = [task + record.id, everything, open_, status, f"{open_}:by:{creator or '-'}"]
+        reply = await self._insert(keys, [*args, open_max, record.id, share])
         if int(reply[0]) == 2:
             return _record(record.id, list(reply[1:])), False
         return None, int(reply[0]) == 1

@@ -105,6 +105,8 @@ class SQLiteMemoryStore(MemoryStore):
                 (spaces,) = c.execute("SELECT count(*) FROM memory_spaces WHERE tenant=?", (tenant,)).fetchone()
                 if spaces >= quota.namespaces_max:
                     return PutOutcome("namespaces")
+                if quota.group_namespaces_max and _group_count(c, tenant, quota.group) >= quota.group_namespaces_max:
+                    return PutOutcome("group")
             return self._put(c, tenant, namespace, space, memories, quota, now, row is None)
 
         result: PutOutcome = await self._big.write(tx)
@@ -308,3 +310,12 @@ def _load(c: sqlite3.Connection, tenant: str, namespace: str) -> tuple[int, Snap
         f"SELECT {_COLUMNS} FROM memory_items WHERE tenant=? AND namespace=? ORDER BY id", (tenant, namespace)
     ).fetchall()
     return int(row[0]), Snapshot.build([_row(r) for r in rows], Space.decode(row[1]))
+
+
+def _group_count(c: sqlite3.Connection, tenant: str, group: str) -> int:
+    """The tenant's namespaces in ``group`` (:func:`~sos_kernel.memory.store.in_group`); GLOB is case-sensitive."""
+    if group:  # agent names hold no GLOB metacharacter
+        sql = "SELECT count(*) FROM memory_spaces WHERE tenant=? AND (namespace=? OR namespace GLOB ?)"
+        return int(c.execute(sql, (tenant, group, group + "/*")).fetchone()[0])
+    sql = "SELECT count(*) FROM memory_spaces WHERE tenant=? AND namespace NOT GLOB 'agent:*'"
+    return int(c.execute(sql, (tenant,)).fetchone()[0])

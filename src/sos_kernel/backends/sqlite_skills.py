@@ -13,7 +13,17 @@ from typing import Any, Protocol, runtime_checkable
 from ..bus.store import Appended, BusStore, Entry, Retention
 from ..errors import IdempotencyConflict
 from ..ledger.store import Applied, LedgerStore
-from ..skills.store import InvocationStep, Invoked, SkillDemand, SkillRecord, SkillStats, SkillStore, paid
+from ..skills.store import (
+    InvocationStep,
+    Invoked,
+    SkillBounds,
+    SkillDemand,
+    SkillRecord,
+    SkillStats,
+    SkillStore,
+    bound_exceeded,
+    paid,
+)
 from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import append_draft
 from .sqlite_ledger import SQLiteLedgerStore
@@ -91,8 +101,12 @@ class SQLiteSkillStore(SkillStore):
         row = c.execute("SELECT author FROM skill_owners WHERE tenant=? AND skill_id=?", (tenant, skill_id)).fetchone()
         return str(row[0])
 
-    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+    async def put_version(
+        self, tenant: str, record: SkillRecord, author: str, bounds: SkillBounds | None = None
+    ) -> tuple[SkillRecord | None, str]:
         def tx(c: sqlite3.Connection) -> tuple[SkillRecord | None, str]:
+            if bounds is not None:
+                _check_bounds(c, tenant, record, author, bounds)
             owner = self._claim(c, tenant, record.skill_id, author)
             existing = self._get(c, tenant, record.skill_id, record.version)
             if owner != author or existing is not None:
@@ -346,3 +360,27 @@ class _Stale(Exception):
 
 
 _STALE = Invoked("", None, False, False, stale=True)
+
+
+def _check_bounds(c: sqlite3.Connection, tenant: str, record: SkillRecord, author: str, bounds: SkillBounds) -> None:
+    """Raise (the transaction writes nothing) when inserting ``record`` would pass a bound; a replay, another
+    owner's id and an existing version pass through to the caller's checks."""
+    key = (tenant, record.skill_id)
+    row = c.execute("SELECT author FROM skill_owners WHERE tenant=? AND skill_id=?", key).fetchone()
+    if row is not None:
+        if (
+            str(row[0]) != author
+            or c.execute(
+                "SELECT 1 FROM skill_versions WHERE tenant=? AND skill_id=? AND version=?", (*key, record.version)
+            ).fetchone()
+        ):
+            return
+        count = c.execute("SELECT COUNT(*) FROM skill_versions WHERE tenant=? AND skill_id=?", key).fetchone()[0]
+        if count >= bounds.versions_max:
+            raise bound_exceeded("versions", bounds, record.skill_id)
+        return
+    if c.execute("SELECT COUNT(*) FROM skill_owners WHERE tenant=?", (tenant,)).fetchone()[0] >= bounds.skills_max:
+        raise bound_exceeded("skills", bounds, record.skill_id)
+    mine = c.execute("SELECT COUNT(*) FROM skill_owners WHERE tenant=? AND author=?", (tenant, author)).fetchone()[0]
+    if mine >= bounds.author_skills_max:
+        raise bound_exceeded("author", bounds, record.skill_id)

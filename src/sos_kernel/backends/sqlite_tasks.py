@@ -38,13 +38,19 @@ class SQLiteTaskStore(TaskStore):
         self._db = engine
         self.clock: Callable[[], float] = time.time
 
-    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
+    async def insert(
+        self, tenant: str, record: TaskRecord, open_max: int, creator: str | None = None, creator_open_max: int = 0
+    ) -> tuple[TaskRecord | None, bool]:
         def tx(c: sqlite3.Connection) -> tuple[TaskRecord | None, bool]:
             row = c.execute(f"SELECT {_COLUMNS} FROM tasks WHERE tenant=? AND id=?", (tenant, record.id)).fetchone()
             if row is not None:
                 return _record(row), False
             (count,) = c.execute("SELECT COUNT(*) FROM tasks WHERE tenant=? AND open=1", (tenant,)).fetchone()
             if count >= open_max:
+                return None, False
+            # the creator's share can be full only when the tenant holds that many open tasks at all
+            shared = creator is not None and 0 < creator_open_max <= count
+            if shared and _created_open(c, tenant, creator or "") >= creator_open_max:
                 return None, False
             c.execute(
                 "INSERT INTO tasks VALUES (?,?,?,?,?,?,?)",
@@ -115,3 +121,12 @@ class SQLiteTaskStore(TaskStore):
 
     async def now(self) -> float:
         return self.clock()
+
+
+def _created_open(c: sqlite3.Connection, tenant: str, creator: str) -> int:
+    """The tenant's open tasks whose stored state names ``creator`` as ``created_by``."""
+    sql = (
+        "SELECT COUNT(*) FROM tasks WHERE tenant=? AND open=1 "
+        "AND json_extract(CAST(data AS TEXT), '$.task.created_by')=?"
+    )
+    return int(c.execute(sql, (tenant, creator)).fetchone()[0])

@@ -46,12 +46,21 @@ class NamespaceInfo:
     dimensions: int
 
 
+AGENT_NAMESPACES_SHARE_DIVISOR = 2
+"""One agent's own namespaces (``agent:<name>`` and under it) are at most ``namespaces_max`` divided by this."""
+SHARED_NAMESPACES_SHARE_DIVISOR = 4
+"""The shared namespaces (every name not starting ``agent:``) are at most ``namespaces_max`` divided by this: with
+an agent's own half, one agent reaches at most three quarters of the tenant's namespaces."""
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryLimits:
     """Per-tenant bounds of the memory service; a call beyond one is refused (SOS-4010) and writes nothing.
 
     ``memories_max`` and ``bytes_max`` (text + metadata JSON + 4 bytes per dimension) bound a tenant's stored
-    memories, ``namespaces_max`` its namespaces; the others bound one call.
+    memories, ``namespaces_max`` its namespaces, of which one agent's own are at most
+    :attr:`agent_namespaces_max` and the shared ones at most :attr:`shared_namespaces_max`, so no agent can take
+    the namespaces another needs; the others bound one call.
     """
 
     memories_max: int = 1_000_000
@@ -65,3 +74,13 @@ class MemoryLimits:
     batch_max: int = 1_000
     list_limit_max: int = 1_000
     ttl_s_max: float = 10 * 365 * 86_400.0
+
+    @property
+    def agent_namespaces_max(self) -> int:
+        """One agent's own namespaces: ``namespaces_max // AGENT_NAMESPACES_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.namespaces_max // AGENT_NAMESPACES_SHARE_DIVISOR)
+
+    @property
+    def shared_namespaces_max(self) -> int:
+        """The tenant's shared namespaces: ``namespaces_max // SHARED_NAMESPACES_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.namespaces_max // SHARED_NAMESPACES_SHARE_DIVISOR)

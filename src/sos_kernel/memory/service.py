@@ -34,6 +34,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -76,20 +77,26 @@ _UNCHECKED = ("metadata", "vector", "query", "where", "memories")
 """Arguments the service checks itself: over HTTP they are refused with the in-process message."""
 
 
-def check_namespace(namespace: Any) -> str:
-    """``namespace`` if it is well formed, else SOS-4005. Grammar: 1..``NAMESPACE_CHARS_MAX`` characters,
-    segments of ``A-Z a-z 0-9 . _ : -`` joined by single ``/``, starting with a letter or digit; one starting
-    ``agent:`` must name an agent (``agent:<name>`` or ``agent:<name>/...``, names as tokens have them)."""
+def check_namespace(namespace: Any, *, stored: bool = False) -> str:
+    """``namespace`` if it is well formed and canonical, else SOS-4005. Grammar: 1..``NAMESPACE_CHARS_MAX``
+    characters, segments of ``a-z 0-9 . _ : -`` joined by single ``/``, starting with a letter or digit, no segment
+    ``.`` or ``..``; one starting ``agent:`` must name an agent (``agent:<name>`` or ``agent:<name>/...``, names as
+    tokens have them). Canonical: equal to :func:`fold_namespace` of itself, the form policies match, so a rule on
+    ``agent:bob/**`` and the service's owner test read the same string. ``stored=True`` (reads and forgets) also
+    accepts a name written before namespaces had to be canonical (upper case, ``.``/``..`` segments); such a name
+    has no owner and only ``memory:admin`` reaches it (see :func:`_reach`)."""
     if (
         not isinstance(namespace, str)
         or not 0 < len(namespace) <= NAMESPACE_CHARS_MAX
         or not _NAMESPACE_RE.fullmatch(namespace)
     ):
         raise InvalidArgument(
-            f"namespace {namespace!r} must be 1-{NAMESPACE_CHARS_MAX} characters of A-Z a-z 0-9 . _ : - in "
+            f"namespace {namespace!r} must be 1-{NAMESPACE_CHARS_MAX} characters of a-z 0-9 . _ : - in "
             "segments joined by '/' (like 'agent:alice/notes' or 'team/research')",
             details={"namespace": repr(namespace)[:300]},
         )
+    if not stored:
+        _check_canonical(namespace)
     if namespace.startswith("agent:") and not _AGENT_NS_RE.fullmatch(namespace):
         raise InvalidArgument(
             f"namespace {namespace!r} starts with 'agent:' but names no agent (agent:<name>[/...], names "
@@ -97,6 +104,27 @@ def check_namespace(namespace: Any) -> str:
             details={"namespace": namespace},
         )
     return namespace
+
+
+def fold_namespace(namespace: str) -> str:
+    """``namespace`` as policies match it (NFKC, case-folded): a canonical namespace is its own fold."""
+    return unicodedata.normalize("NFKC", namespace).casefold()
+
+
+def _check_canonical(namespace: str) -> None:
+    folded = fold_namespace(namespace)
+    if folded != namespace:
+        rule = f"namespaces are canonical (lower-case, NFKC): write {folded!r}"
+    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in namespace):
+        rule = "namespaces hold no control or format characters"
+    elif any(segment in ("", ".", "..") for segment in namespace.split("/")):
+        rule = "namespaces hold no empty, '.' or '..' segment"
+    else:
+        return
+    raise InvalidArgument(
+        f"namespace {namespace!r} is refused: {rule}; nothing was read or written",
+        details={"namespace": repr(namespace)[:300], "rule": "canonical"},
+    )
 
 
 def namespace_owner(namespace: Any) -> str | None:
@@ -112,8 +140,13 @@ def namespace_owner(namespace: Any) -> str | None:
 async def _reach(caller: Caller, memory: Memory, namespace: Any, action: str, capability: Any) -> None:
     """Refuse (SOS-5004) unless the caller may ``action`` on ``namespace`` (see the module docstring)."""
     principal = caller.principal
+    if principal.allows(LIFT):
+        return
+    if isinstance(namespace, str):
+        # a name the policy would read otherwise (case, '..') is no session's to reach, not even as shared
+        check_namespace(namespace)
     owner = namespace_owner(namespace)
-    if owner is None or principal.allows(LIFT):
+    if owner is None:
         return
     if type(namespace) is not str:
         caller.deny("namespace must be a str", argument="namespace")
@@ -144,7 +177,15 @@ async def _namespaces_rule(caller: Caller, memory: Memory, arguments: dict[str, 
     principal = caller.principal
     if principal.allows(LIFT):
         return found
-    return [n for n in found if namespace_owner(n.name) in (None, principal.agent)]
+    return [n for n in found if _canonical(n.name) and namespace_owner(n.name) in (None, principal.agent)]
+
+
+def _canonical(namespace: str) -> bool:
+    try:
+        check_namespace(namespace)
+    except InvalidArgument:
+        return False
+    return True
 
 
 async def _remember_message_rule(caller: Caller, memory: Memory, arguments: dict[str, Any]) -> MemoryRecord:
@@ -381,7 +422,7 @@ class Memory:
         now = time.time()
         await self._purge(now)
         stored = [self._stored(item, now) for item in items.values()]
-        outcome = await self._store.put_many(self.tenant, namespace, space, stored, self._quota(), now)
+        outcome = await self._store.put_many(self.tenant, namespace, space, stored, self._quota(namespace), now)
         self._refused(outcome.refused, namespace, outcome)
         records = {}
         for memory in stored:
@@ -396,8 +437,10 @@ class Memory:
         expires = None if item.ttl_s is None else now + item.ttl_s
         return StoredMemory(item.id, item.text, item.metadata, vector.tobytes(), item.digest, now, expires)
 
-    def _quota(self) -> Quota:
-        return Quota(self.limits.memories_max, self.limits.bytes_max, self.limits.namespaces_max)
+    def _quota(self, namespace: str) -> Quota:
+        owner = namespace_owner(namespace)
+        share = self.limits.shared_namespaces_max if owner is None else self.limits.agent_namespaces_max
+        return Quota(self.limits.memories_max, self.limits.bytes_max, self.limits.namespaces_max, owner or "", share)
 
     def _refused(self, refused: str, namespace: str, outcome: Any) -> None:
         if not refused:
@@ -413,11 +456,24 @@ class Memory:
                 f"namespace {namespace!r} now holds vectors of another space ({outcome.space}); nothing was written",
                 details={"namespace": namespace},
             )
+        if refused == "group":
+            self._over_share(namespace)
         limit = getattr(self.limits, f"{refused}_max")
         raise LimitExceeded(
             f"the tenant's memory would pass {refused}_max ({limit}); nothing was written (forget some, or raise "
             "MemoryLimits)",
             details={"limit": f"{refused}_max", "value": limit},
+        )
+
+    def _over_share(self, namespace: str) -> None:
+        owner = namespace_owner(namespace)
+        name = "shared_namespaces_max" if owner is None else "agent_namespaces_max"
+        whose = "the tenant's shared namespaces" if owner is None else f"{owner}'s own namespaces"
+        limit = getattr(self.limits, name)
+        raise LimitExceeded(
+            f"{whose} would pass {name} ({limit}, a share of namespaces_max {self.limits.namespaces_max}); nothing "
+            "was written (forget some, or reuse a namespace)",
+            details={"limit": name, "value": limit, "namespace": namespace},
         )
 
     async def _space_for(self, namespace: str, items: Mapping[str, _Item]) -> Space:
@@ -494,7 +550,7 @@ class Memory:
     )
     async def forget(self, namespace: str, id: str, *, capability: Sequence[Capability] | None = None) -> bool:
         """Remove a memory; True if it existed (an expired one counts as gone). Forgetting twice is harmless."""
-        check_namespace(namespace)
+        check_namespace(namespace, stored=True)
         _check_id(id)
         found = await self._store.get(self.tenant, namespace, id)
         removed = await self._store.delete(self.tenant, namespace, [id])
@@ -549,7 +605,7 @@ class Memory:
         """The ``k`` live memories closest to ``query`` (a text, embedded like the namespace's, or a vector of
         its dimensions), best first, ties by id; only those matching ``where`` (see :mod:`.where`) and scoring at
         least ``min_score``. An unknown namespace has no hits."""
-        check_namespace(namespace)
+        check_namespace(namespace, stored=True)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.limits.k_max:
             raise InvalidArgument(f"k must be an int in 1..{self.limits.k_max} (k_max), got {k!r}")
         matcher = compile_where(where, self.limits.where_terms_max)
@@ -588,7 +644,7 @@ class Memory:
     )
     async def get(self, namespace: str, id: str, *, capability: Sequence[Capability] | None = None) -> MemoryRecord:
         """The memory ``id`` of ``namespace``; SOS-4040 when there is none (or it expired: it is purged then)."""
-        check_namespace(namespace)
+        check_namespace(namespace, stored=True)
         _check_id(id)
         found = await self._store.get(self.tenant, namespace, id)
         if found is not None and not found.live(time.time()):
@@ -629,7 +685,7 @@ class Memory:
     ) -> builtins.list[MemoryRecord]:
         """Up to ``limit`` live memories matching ``where``, by id, with ids after ``after`` (the last id of the
         previous page)."""
-        check_namespace(namespace)
+        check_namespace(namespace, stored=True)
         top = self.limits.list_limit_max
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= top:
             raise InvalidArgument(f"limit must be an int in 1..{top} (list_limit_max), got {limit!r}")

@@ -93,6 +93,19 @@ class Quota:
     memories_max: int
     bytes_max: int
     namespaces_max: int
+    group: str = ""
+    """The owner of the namespace written (``agent:<name>``), or ``""`` for a shared namespace."""
+    group_namespaces_max: int = 0
+    """The most namespaces of ``group`` (see :func:`in_group`) the tenant may hold when a write creates one; 0: no
+    such bound. So one agent cannot take the namespaces every other agent needs."""
+
+
+def in_group(namespace: str, group: str) -> bool:
+    """Whether ``namespace`` counts against ``group``: the agent's own (``agent:<name>`` or under it), or for
+    ``""`` a shared one (any name not starting ``agent:``)."""
+    if group:
+        return namespace == group or namespace.startswith(group + "/")
+    return not namespace.startswith("agent:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +115,7 @@ class PutOutcome:
     ``existing`` holds it); otherwise ``existing`` holds the ids already stored and live, which were not written
     again."""
 
-    refused: Literal["", "memories", "bytes", "namespaces", "space", "conflict"] = ""
+    refused: Literal["", "memories", "bytes", "namespaces", "group", "space", "conflict"] = ""
     existing: dict[str, StoredMemory] = field(default_factory=dict)
     space: Space | None = None
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..bus import Bus
 from ..contracts import RESERVED_AGENTS, AgentCard, AgentJoinedMessage, AgentJoinedPayload, parse_card
-from ..errors import AgentNotFound, Forbidden, InvalidArgument
+from ..errors import AgentNotFound, Forbidden, InvalidArgument, LimitExceeded
 from ..identity.keys import AgentKey, PublicKey
 from ..identity.store import RegistryEntry, RegistryStore
 from ..operations import Wire, operation, service
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from ..guard import Caller
 
 __all__ = [
+    "AGENT_CARD_BYTES_MAX",
+    "AGENT_CARD_FIELD_CHARS_MAX",
+    "AGENT_CARD_LIST_ITEMS_MAX",
+    "AGENT_CARD_LIST_ITEM_CHARS_MAX",
     "REGISTRY_TTL_S",
     "STALE_FACTOR",
     "AgentStatus",
@@ -38,6 +42,16 @@ __all__ = [
 REGISTRY_TTL_S = 300.0
 STALE_FACTOR = 3
 ENDPOINTS_MAX = 16
+AGENT_CARD_BYTES_MAX = 65_536
+"""The most bytes one registration may store: the card's JSON plus its endpoints, key and signature."""
+AGENT_CARD_FIELD_CHARS_MAX = 4096
+"""The longest free-text field of a card (``model``, ``session``, ``project``, ``tenant_subdomain``, ``host``,
+``cwd``; a path's ``PATH_MAX``)."""
+AGENT_CARD_LIST_ITEMS_MAX = 256
+"""The most entries of a card's ``skills`` and of its ``squads``."""
+AGENT_CARD_LIST_ITEM_CHARS_MAX = 128
+"""The longest entry of a card's ``skills`` or ``squads``."""
+_FREE_TEXT = ("model", "session", "project", "tenant_subdomain", "host", "cwd")
 SYSTEM_EVENTS = "sos:channel:system:events"
 
 AgentStatus = Literal["online", "stale", "offline"]
@@ -56,6 +70,32 @@ def sign_card(card: AgentCard, key: AgentKey) -> str:
 def verify_card(card: AgentCard, signature: str, public_key: PublicKey) -> bool:
     """Whether ``signature`` signs ``card`` with ``public_key``; anyone holding the key can check it."""
     return public_key.verify(_card_bytes(card), signature)
+
+
+def _check_size(card: AgentCard, extras: bytes) -> None:
+    """SOS-4010 naming the bound a card passes (see the constants); SOS's own cards are far inside every one."""
+    for field in _FREE_TEXT:
+        value = getattr(card, field)
+        if value is not None and len(value) > AGENT_CARD_FIELD_CHARS_MAX:
+            _too_big(f"{field} is {len(value)} characters", "AGENT_CARD_FIELD_CHARS_MAX", AGENT_CARD_FIELD_CHARS_MAX)
+    for field in ("skills", "squads"):
+        items = getattr(card, field) or []
+        if len(items) > AGENT_CARD_LIST_ITEMS_MAX:
+            _too_big(f"{field} has {len(items)} entries", "AGENT_CARD_LIST_ITEMS_MAX", AGENT_CARD_LIST_ITEMS_MAX)
+        longest = max(map(len, items), default=0)
+        if longest > AGENT_CARD_LIST_ITEM_CHARS_MAX:
+            limit = AGENT_CARD_LIST_ITEM_CHARS_MAX
+            _too_big(f"an entry of {field} is {longest} characters", "AGENT_CARD_LIST_ITEM_CHARS_MAX", limit)
+    size = len(card.to_json()) + len(extras)
+    if size > AGENT_CARD_BYTES_MAX:
+        _too_big(f"the registration is {size} bytes as JSON", "AGENT_CARD_BYTES_MAX", AGENT_CARD_BYTES_MAX)
+
+
+def _too_big(what: str, limit: str, value: int) -> None:
+    raise LimitExceeded(
+        f"agent card: {what}; at most {value} ({limit}); nothing was written",
+        details={"limit": limit, "value": value},
+    )
 
 
 def _name(value: str) -> str:
@@ -140,7 +180,11 @@ class Registry:
             a2a=extras.get("a2a") is True,
         )
 
-    @operation("registry:write", rule=_register_rule, wire=Wire(summary="Register or update an agent card"))
+    @operation(
+        "registry:write",
+        rule=_register_rule,
+        wire=Wire(errors=(LimitExceeded,), summary="Register or update an agent card"),
+    )
     async def register(
         self,
         card: AgentCard | Mapping[str, Any],
@@ -156,7 +200,9 @@ class Registry:
         previous one whole (as ``endpoints`` and ``public_key`` are replaced), so re-registering without
         ``a2a=True`` turns the A2A endpoint off; SOS-4005 for an ``a2a`` that is not a bool.
 
-        Raises SOS-4001 for a card that fails its schema. The first registration of a name publishes
+        Raises SOS-4001 for a card that fails its schema, SOS-4010 for one past a bound (``AGENT_CARD_BYTES_MAX``
+        for the whole registration, ``AGENT_CARD_FIELD_CHARS_MAX``, ``AGENT_CARD_LIST_ITEMS_MAX``,
+        ``AGENT_CARD_LIST_ITEM_CHARS_MAX``), with nothing written. The first registration of a name publishes
         ``agent_joined`` on ``sos:channel:system:events``.
         """
         parsed = self._parse(card)
@@ -178,7 +224,9 @@ class Registry:
             "signature": signature,
             "a2a": a2a,
         }
-        entry = RegistryEntry(parsed.name, parsed.to_json(), json.dumps(extras).encode(), now, now)
+        extras_json = json.dumps(extras).encode()
+        _check_size(parsed, extras_json)
+        entry = RegistryEntry(parsed.name, parsed.to_json(), extras_json, now, now)
         created = await self._store.put(self.tenant, entry)
         stored = await self._store.get(self.tenant, parsed.name)
         view = self._view(stored or entry, now)

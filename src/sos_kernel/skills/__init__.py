@@ -90,7 +90,7 @@ from ..ledger import Ledger, Transfer
 from ..ledger.models import TransferRequest
 from ..operations import SPEND_HELD, Wire, operation, service
 from .semver import Version, matches, parse_range
-from .store import InvocationStep, SkillDemand, SkillRecord, SkillStats, SkillStore
+from .store import InvocationStep, SkillBounds, SkillDemand, SkillRecord, SkillStats, SkillStore
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -102,7 +102,11 @@ __all__ = [
     "MARKETPLACE_PAYING_CALLER_WEIGHT",
     "NETWORK_ACCOUNT",
     "OPERATOR_ACCOUNT",
+    "SKILLS_PER_AUTHOR_MAX",
+    "SKILLS_PER_TENANT_MAX",
+    "SKILL_CARD_BYTES_MAX",
     "SKILL_EVENT_TYPE",
+    "SKILL_VERSIONS_MAX",
     "VERIFICATION_RANK",
     "Invocation",
     "SkillDemand",
@@ -138,6 +142,16 @@ costs no write; past it they are all forgotten (a note is idempotent: forgetting
 FIXED_SHARES_MAX = 1
 """The most a ``revenue_split``'s operator and network shares may sum to, read as exact decimals: their floored parts
 then never exceed any price, so the author's rest is never negative."""
+SKILL_CARD_BYTES_MAX = 65_536
+"""The most bytes a published card may take as stored JSON (``input_schema``, ``output_schema`` and ``metadata``
+included); a larger one is SOS-4010 with nothing written."""
+SKILL_VERSIONS_MAX = 100
+"""The most versions one skill id may have; the next new version is SOS-4010 (a replay of a stored one passes)."""
+SKILLS_PER_TENANT_MAX = 1000
+"""The most skill ids a tenant may hold; a new id past it is SOS-4010."""
+SKILLS_PER_AUTHOR_MAX = 100
+"""The most skill ids one author may own (a tenth of ``SKILLS_PER_TENANT_MAX``), so one agent cannot fill the
+tenant's skills and lock the others out; a new id past it is SOS-4010."""
 MARKETPLACE_PAYING_CALLER_WEIGHT = 3
 """What one distinct paying caller weighs in the marketplace's demand score; a caller that only called for free
 weighs 1, the author and repeat calls nothing."""
@@ -446,7 +460,10 @@ class Skills:
     @operation(
         "skills:publish",
         rule=_publish_rule,
-        wire=Wire(errors=(IdempotencyConflict,), summary="Publish a skill version (idempotent by id and version)"),
+        wire=Wire(
+            errors=(IdempotencyConflict, LimitExceeded),
+            summary="Publish a skill version (idempotent by id and version)",
+        ),
     )
     async def publish(
         self,
@@ -460,8 +477,18 @@ class Skills:
         someone other than the author publish, spending one use of its limited links per new version.
         Raises SOS-4001 (bad card), 4005 (a ``revenue_split`` whose operator and network shares sum over
         ``FIXED_SHARES_MAX``), 4009 (version exists with other content), 5004 (not the owner, a chain that is not the
-        publisher's, or no uses left), 6020 (unknown lineage parent)."""
+        publisher's, or no uses left), 6020 (unknown lineage parent), 4010 (a card over ``SKILL_CARD_BYTES_MAX``, or
+        a new version past ``SKILL_VERSIONS_MAX``, ``SKILLS_PER_TENANT_MAX`` or ``SKILLS_PER_AUTHOR_MAX``, counted in
+        the store's atomic step)."""
         parsed = _parse(card)
+        clean = parsed.model_copy(update={"earnings": None, "verification": None})
+        stored = clean.to_json()
+        if len(stored) > SKILL_CARD_BYTES_MAX:
+            raise LimitExceeded(
+                f"the card of {parsed.id} {parsed.version} is {len(stored)} bytes as JSON; at most "
+                f"{SKILL_CARD_BYTES_MAX} (SKILL_CARD_BYTES_MAX); nothing was written",
+                details={"limit": "SKILL_CARD_BYTES_MAX", "value": SKILL_CARD_BYTES_MAX, "bytes": len(stored)},
+            )
         check_split(parsed.commerce.revenue_split if parsed.commerce else None)
         await self._check_owner(parsed, publisher, capability)
         for link in parsed.lineage or []:
@@ -470,11 +497,10 @@ class Skills:
                     f"lineage parent {link.parent_skill_id!r} is not a published skill",
                     details={"parent_skill_id": link.parent_skill_id},
                 )
-        clean = parsed.model_copy(update={"earnings": None, "verification": None})
         record = SkillRecord(
             parsed.id,
             parsed.version,
-            clean.to_json(),
+            stored,
             _digest(parsed),
             SkillVerification().model_dump_json().encode(),
             SkillStats(),
@@ -483,7 +509,8 @@ class Skills:
         if capability and await self._store.get_version(self.tenant, parsed.id, parsed.version) is None:
             await self._capabilities.use(capability, action="skills:publish", resource=f"skill:{parsed.id}")
         # The pre-check above races with a concurrent first publish; the store's claim is the atomic decision.
-        existing, owner = await self._store.put_version(self.tenant, record, parsed.author_agent)
+        bounds = SkillBounds(SKILL_VERSIONS_MAX, SKILLS_PER_TENANT_MAX, SKILLS_PER_AUTHOR_MAX)
+        existing, owner = await self._store.put_version(self.tenant, record, parsed.author_agent, bounds)
         if owner != parsed.author_agent:
             raise Forbidden(f"skill {parsed.id} belongs to {owner}", details={"skill_id": parsed.id})
         if existing is not None and existing.digest != record.digest:

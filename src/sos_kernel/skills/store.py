@@ -8,11 +8,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus.store import BusStore, Entry, Retention
-from ..errors import IdempotencyConflict
+from ..errors import IdempotencyConflict, LimitExceeded
 from ..ledger.models import TransferRequest
 from ..ledger.store import Applied, LedgerStore
 
-__all__ = ["InvocationStep", "Invoked", "SkillDemand", "SkillRecord", "SkillStats", "SkillStore", "charged", "paid"]
+__all__ = [
+    "InvocationStep",
+    "Invoked",
+    "SkillBounds",
+    "SkillDemand",
+    "SkillRecord",
+    "SkillStats",
+    "SkillStore",
+    "bound_exceeded",
+    "charged",
+    "paid",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,33 @@ class SkillRecord:
     published_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class SkillBounds:
+    """The counts a new version is checked against, in the same atomic step as its insert: versions of its skill,
+    skill ids of the tenant, skill ids of its author. Each is the name of its constant and its value."""
+
+    versions_max: int
+    skills_max: int
+    author_skills_max: int
+
+
+_BOUND_NAMES = {
+    "versions": ("SKILL_VERSIONS_MAX", "versions of one skill"),
+    "skills": ("SKILLS_PER_TENANT_MAX", "skills of the tenant"),
+    "author": ("SKILLS_PER_AUTHOR_MAX", "skills of one author"),
+}
+
+
+def bound_exceeded(which: str, bounds: SkillBounds, skill_id: str) -> LimitExceeded:
+    """The SOS-4010 a store raises when a new version would pass bound ``which`` (versions, skills, author)."""
+    name, what = _BOUND_NAMES[which]
+    value = {"versions": bounds.versions_max, "skills": bounds.skills_max, "author": bounds.author_skills_max}[which]
+    return LimitExceeded(
+        f"publishing {skill_id} would pass {name} ({value} {what}); nothing was written",
+        details={"limit": name, "value": value, "skill_id": skill_id},
+    )
+
+
 class SkillStore(ABC):
     """Primitive skill operations; each is atomic.
 
@@ -59,10 +97,14 @@ class SkillStore(ABC):
     is never given one (the service reads the versions first)."""
 
     @abstractmethod
-    async def put_version(self, tenant: str, record: SkillRecord, author: str) -> tuple[SkillRecord | None, str]:
+    async def put_version(
+        self, tenant: str, record: SkillRecord, author: str, bounds: SkillBounds | None = None
+    ) -> tuple[SkillRecord | None, str]:
         """In one atomic step: the first ``author`` to put a skill id owns it; a put by anyone else writes nothing.
         Otherwise insert the version unless ``(skill_id, version)`` exists. Returns ``(existing record or None when
-        inserted, the id's owner)``; nothing is written when the owner is not ``author``."""
+        inserted, the id's owner)``; nothing is written when the owner is not ``author``. With ``bounds``, a
+        version that would be inserted but pass one raises :func:`bound_exceeded` and writes nothing (an existing
+        version is still returned: a replay is never refused)."""
 
     @abstractmethod
     async def get_version(self, tenant: str, skill_id: str, version: str) -> SkillRecord | None:

@@ -106,6 +106,7 @@ __all__ = [
     "TASKS_CHANNEL",
     "TASKS_FINISHED_MAX",
     "TASKS_OPEN_MAX",
+    "TASKS_OPEN_PER_CREATOR_MAX",
     "TITLE_CHARS_MAX",
     "Tasks",
     "split_bounty",
@@ -122,6 +123,9 @@ ADMIN: Final = "tasks:admin"
 
 TASKS_OPEN_MAX: Final = 10_000
 """Unfinished tasks per tenant (a create being funded holds its slot)."""
+TASKS_OPEN_PER_CREATOR_MAX: Final = TASKS_OPEN_MAX // 2
+"""Unfinished tasks one agent may have created (``created_by``), so one agent cannot take every open slot of its
+tenant; a task without ``created_by`` counts only against ``TASKS_OPEN_MAX``."""
 TASKS_FINISHED_MAX: Final = 100_000
 """Finished tasks kept per tenant: ``sweep`` purges the oldest beyond it (their ledger transfers stay)."""
 FUNDING_S_MAX: Final = 300
@@ -445,11 +449,14 @@ class Tasks:
         else:
             state = _State(task, content, outbox=(created,))
         record = state.record(1, now)
-        found, inserted = await self._store.insert(self.tenant, record, TASKS_OPEN_MAX)
+        creator = spec["created_by"]
+        found, inserted = await self._store.insert(
+            self.tenant, record, TASKS_OPEN_MAX, creator, TASKS_OPEN_PER_CREATOR_MAX
+        )
         if found is not None:
             return await self._replayed_create(found, content)
         if not inserted:
-            raise self._full()
+            raise self._full() if await self._store.open_count(self.tenant) >= TASKS_OPEN_MAX else _share_full(creator)
         if state.funding is not None:
             return await self._complete_funding(record, state, fresh=True)
         await self._flush(record, state)
@@ -1291,3 +1298,12 @@ def _utf8(value: Any) -> bool:
 def _safe(value: Any) -> str:
     """``value`` as text an audit record can carry (lone surrogates escaped, cut to 100 characters)."""
     return str(value).encode("utf-8", "backslashreplace").decode()[:100]
+
+
+def _share_full(creator: str | None) -> LimitExceeded:
+    limit = TASKS_OPEN_PER_CREATOR_MAX
+    return LimitExceeded(
+        f"{creator} already created {limit} open tasks (TASKS_OPEN_PER_CREATOR_MAX, a share of TASKS_OPEN_MAX "
+        f"{TASKS_OPEN_MAX}); nothing was written",
+        details={"limit": "TASKS_OPEN_PER_CREATOR_MAX", "value": limit},
+    )

@@ -8,11 +8,12 @@ returns the store's clock with the record) so leases mean the same thing to ever
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TaskRecord", "TaskStore"]
+__all__ = ["TaskRecord", "TaskStore", "created_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,14 @@ class TaskStore(ABC):
     audits_writes: bool = False
 
     @abstractmethod
-    async def insert(self, tenant: str, record: TaskRecord, open_max: int) -> tuple[TaskRecord | None, bool]:
-        """Insert ``record`` unless its id exists or the tenant already has ``open_max`` open tasks.
+    async def insert(
+        self, tenant: str, record: TaskRecord, open_max: int, creator: str | None = None, creator_open_max: int = 0
+    ) -> tuple[TaskRecord | None, bool]:
+        """Insert ``record`` unless its id exists or the tenant already has ``open_max`` open tasks, or (with
+        ``creator_open_max``) ``creator`` already has that many open tasks it created (:func:`created_by`).
 
-        Returns ``(the existing record or None, inserted)``; ``(None, False)`` means the tenant is full."""
+        Returns ``(the existing record or None, inserted)``; ``(None, False)`` means the tenant or the creator's
+        share is full."""
 
     @abstractmethod
     async def load(self, tenant: str, task_id: str) -> tuple[TaskRecord | None, float]:
@@ -68,3 +73,9 @@ class TaskStore(ABC):
     @abstractmethod
     async def now(self) -> float:
         """The store's clock (Unix seconds)."""
+
+
+def created_by(record: TaskRecord) -> str | None:
+    """The agent a stored task names as its creator (``created_by``), if any."""
+    found = json.loads(record.data).get("task", {}).get("created_by")
+    return found if isinstance(found, str) else None
