@@ -238,12 +238,12 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         assert [(h.position, h.data) for h in await bus.history(T, A, None, 10)] == [("3", b"three"), ("4", b"four")]
         assert [(h.position, h.data) for h in await bus.history(T, Y, None, 10)] == [("1", b"y-one"), ("2", b"y-two")]
         # dedup ids: on their entries, or left behind by a trimmed one; one past its window is forgotten
-        assert await bus.lookup(T, "m1") == Appended("1", True)
-        assert await bus.lookup(T, "m4") == Appended("4", True)
-        assert await bus.lookup(T, "y1") is None
+        assert await bus.lookup(T, "", "m1") == Appended("1", True)
+        assert await bus.lookup(T, "", "m4") == Appended("4", True)
+        assert await bus.lookup(T, "", "y1") is None
         out = await bus.append(T, [(A, Entry("m1", b"x")), (A, Entry("m4", b"x")), (Y, Entry("y1", b"y"))], KEEP)
         assert out == [Appended("1", True), Appended("4", True), Appended("3", False)]
-        assert await bus.lookup(T, "y1") == Appended("3", True)
+        assert await bus.lookup(T, "", "y1") == Appended("3", True)
         # the group, its pending entries, the nack reason and the dead letter
         assert await bus.pending_count(T, A, G) == 2
         assert await bus.nack_reason(T, A, G, "3") == NackReason(1, "bad input")
@@ -260,7 +260,7 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         await backend.aclose()
     backend = await SQLiteBackend.connect(f"sqlite:///{path}")  # and it opens again as it is
     try:
-        assert await backend.bus.lookup(T, "m6") == Appended("6", True)
+        assert await backend.bus.lookup(T, "", "m6") == Appended("6", True)
     finally:
         await backend.aclose()
 
@@ -398,7 +398,7 @@ async def test_age_trimming_removes_the_oldest_entries_and_no_younger_one(tmp_pa
         await anyio.sleep(0.35)
         await bus.append(T, [(A, Entry("e", b"e"))], short)
         assert [h.data for h in await bus.history(T, A, None, 10)] == [b"e"]
-        assert await bus.lookup(T, "a") == Appended("1", True)  # trimmed, still within its window
+        assert await bus.lookup(T, "", "a") == Appended("1", True)  # trimmed, still within its window
     finally:
         await backend.aclose()
 
