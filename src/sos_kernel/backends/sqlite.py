@@ -254,6 +254,9 @@ class SQLiteBusStore(BusStore):
         self._claimed: dict[tuple[str, str], int] = {}
         # per group, the position after which its next claim looks for due retries (a scan hint, never a rule)
         self._due_from: dict[tuple[str, str, str], int] = {}
+        # whether the file holds removed ids carried over from layout 5 (read at the first append): only then does
+        # a publish probe for them; they are made only by the migration, when a file is opened
+        self._legacy_ids: bool | None = None
 
     def _notify(self, tenant: str, address: str) -> None:
         if len(self._notified) >= ADDRESS_MEMO_MAX:  # bounded; a reset only wakes a waiter early
@@ -326,8 +329,11 @@ class SQLiteBusStore(BusStore):
         """One entry whose message id holds no open window, in one statement (the position, the dedup checks and
         the row); None, with nothing written, when the id is held (a duplicate, or a kept entry past its window)."""
         address, entry = item
+        if self._legacy_ids is None:
+            found = c.execute("SELECT 1 FROM bus_dedup WHERE source=? LIMIT 1", (LEGACY_SOURCE,)).fetchone()
+            self._legacy_ids = found is not None
         row = c.execute(
-            _INSERT_FRESH,
+            _INSERT_FRESH_LEGACY if self._legacy_ids else _INSERT_FRESH,
             (
                 tenant,
                 address,
@@ -852,17 +858,17 @@ _DUE_ENTRY = (
     " WHERE tenant=?1 AND address=?2 AND pos=?3"
 )
 # one entry at the next position of its address, unless its source's message id is held: by an entry (the partial
-# unique index: the conflict target) or by a removed entry's row in bus_dedup (its own or a layout-5 "any source"
-# one) while its window is open
+# unique index: the conflict target) or by a removed entry's row in bus_dedup while its window is open
 _INSERT_FRESH = (
     "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires, source)"
     " SELECT ?1, max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
     " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0)) + 1,"
     " ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8"
-    " WHERE NOT EXISTS (SELECT 1 FROM bus_dedup WHERE tenant=?1 AND message_id=?3 AND source IN (?8, '*')"
-    " AND expires>?6)"
+    " WHERE NOT EXISTS (SELECT 1 FROM bus_dedup WHERE tenant=?1 AND message_id=?3 AND source=?8 AND expires>?6)"
     " ON CONFLICT (tenant, message_id, source) WHERE expires IS NOT NULL DO NOTHING RETURNING pos"
 )
+# the same in a file migrated from layout 5: a removed entry's id carried over holds for every source
+_INSERT_FRESH_LEGACY = _INSERT_FRESH.replace("source=?8 AND expires", f"source IN (?8, '{LEGACY_SOURCE}') AND expires")
 _INSERT_ENTRY = (
     "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires, source)"
     " VALUES (?,?,?,?,?,?,?,?,?,?)"
