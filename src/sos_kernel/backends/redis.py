@@ -118,8 +118,9 @@ queue in the process rather than overflow redis-py's connection pool (100)."""
 # expire flag, message id[, "\n", only group]. The XADD goes first and SET NX GET records the id in the same step; a
 # duplicate (the id was already recorded, earlier or in this batch) has its new entry deleted before the script ends,
 # so no reader ever sees it; an id a legacy key holds is a duplicate before anything is added.
-# Two commands for a new message, against three for a lookup first. Age retention is one XTRIM MINID per stream of
-# the batch, at the end; a stream of an entry with the expire flag (a reply channel) expires ARGV[4] ms after it.
+# Four commands for a new message (the legacy GET, XADD, SET, the msgat SET), in one call. Age retention is one
+# XTRIM MINID per stream of the batch, at the end; a stream of an entry with the expire flag (a reply channel)
+# expires ARGV[4] ms after it.
 # Replies {entry id, duplicate flag} for each message, flat.
 _APPEND = """
 local count_max, minid, ttl, expire_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
