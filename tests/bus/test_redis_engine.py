@@ -21,7 +21,7 @@ from sos_kernel import BusLimits
 from sos_kernel.backends.redis import DIRECT_WAITS_MAX
 from sos_kernel.backends.redis_watch import READ_BLOCK_MS, WATCH_LINGER_S
 from sos_kernel.bus import store as bus_store
-from sos_kernel.contracts import SendMessage, SendPayload
+from sos_kernel.contracts import SendMessage, SendPayload, new_message_id
 from sos_kernel.errors import AskTimeout, BackendUnavailable
 
 from ..conftest import _flush, _free_port
@@ -613,3 +613,27 @@ async def test_more_calls_at_once_than_the_client_librarys_default_pool_all_succ
                 tg.start_soon(publish, i)
         assert len({r.position for r in receipts}) == calls
         assert len(await kernel.bus.history("agent:bob", limit=calls)) == calls
+
+
+async def test_an_id_in_the_per_tenant_key_form_holds_for_every_source_within_its_window(
+    redis_url: str, admin: Any
+) -> None:
+    # a key as versions that deduplicated per tenant wrote it (Redis keeps keys across an upgrade)
+    async with sos_kernel.open(redis_url) as kernel:
+        first = await kernel.bus.publish(send("before the upgrade"))
+        legacy = new_message_id()
+        await admin.set(f"sos:{{t:default}}:msgid:{legacy}", first.position, ex=60)
+        for source in ("agent:alice", "agent:mallory"):
+            again = SendMessage(source=source, target="agent:bob", message_id=legacy, payload=SendPayload(text="x"))
+            receipt = await kernel.bus.publish(again)
+            assert (receipt.duplicate, receipt.position) == (True, first.position)
+            [batched] = await kernel.bus.publish_many([again])
+            assert (batched.duplicate, batched.position) == (True, first.position)
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob")] == ["before the upgrade"]
+        later = await kernel.bus.publish(send("after the upgrade"))
+        # a reader resuming after the id it saw before the upgrade starts after that entry
+        assert [m.payload.text for m in await kernel.bus.history("agent:bob", after=legacy)] == ["after the upgrade"]
+        assert later.duplicate is False
+        await admin.delete(f"sos:{{t:default}}:msgid:{legacy}")  # its window ended: a new message for anyone
+        fresh = again.model_copy(update={"payload": SendPayload(text="y")})
+        assert (await kernel.bus.publish(fresh)).duplicate is False

@@ -21,6 +21,7 @@ from sos_kernel.backends.sqlite import (
     SQLiteBusStore,
 )
 from sos_kernel.bus.store import Appended, Entry, NackReason, Retention
+from sos_kernel.contracts import SendMessage, SendPayload, new_message_id
 from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
@@ -238,12 +239,12 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         assert [(h.position, h.data) for h in await bus.history(T, A, None, 10)] == [("3", b"three"), ("4", b"four")]
         assert [(h.position, h.data) for h in await bus.history(T, Y, None, 10)] == [("1", b"y-one"), ("2", b"y-two")]
         # dedup ids: on their entries, or left behind by a trimmed one; one past its window is forgotten
-        assert await bus.lookup(T, "m1") == Appended("1", True)
-        assert await bus.lookup(T, "m4") == Appended("4", True)
-        assert await bus.lookup(T, "y1") is None
+        assert await bus.lookup(T, "", "m1") == Appended("1", True)
+        assert await bus.lookup(T, "", "m4") == Appended("4", True)
+        assert await bus.lookup(T, "", "y1") is None
         out = await bus.append(T, [(A, Entry("m1", b"x")), (A, Entry("m4", b"x")), (Y, Entry("y1", b"y"))], KEEP)
         assert out == [Appended("1", True), Appended("4", True), Appended("3", False)]
-        assert await bus.lookup(T, "y1") == Appended("3", True)
+        assert await bus.lookup(T, "", "y1") == Appended("3", True)
         # the group, its pending entries, the nack reason and the dead letter
         assert await bus.pending_count(T, A, G) == 2
         assert await bus.nack_reason(T, A, G, "3") == NackReason(1, "bad input")
@@ -260,7 +261,7 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         await backend.aclose()
     backend = await SQLiteBackend.connect(f"sqlite:///{path}")  # and it opens again as it is
     try:
-        assert await backend.bus.lookup(T, "m6") == Appended("6", True)
+        assert await backend.bus.lookup(T, "", "m6") == Appended("6", True)
     finally:
         await backend.aclose()
 
@@ -398,7 +399,7 @@ async def test_age_trimming_removes_the_oldest_entries_and_no_younger_one(tmp_pa
         await anyio.sleep(0.35)
         await bus.append(T, [(A, Entry("e", b"e"))], short)
         assert [h.data for h in await bus.history(T, A, None, 10)] == [b"e"]
-        assert await bus.lookup(T, "a") == Appended("1", True)  # trimmed, still within its window
+        assert await bus.lookup(T, "", "a") == Appended("1", True)  # trimmed, still within its window
     finally:
         await backend.aclose()
 
@@ -449,5 +450,62 @@ async def test_an_append_that_rolls_back_leaves_age_trimming_exact(
         assert [h.data for h in await bus.history(T, A, None, 10)] == [b"a", b"b"]  # rolled back
         await bus.append(T, [(A, Entry("d", b"d"))], short)
         assert [h.data for h in await bus.history(T, A, None, 10)] == [b"d"]
+    finally:
+        await backend.aclose()
+
+
+# layout 5 as its code wrote the bus's dedup: one window per (tenant, message_id), whatever the source
+AS_LAYOUT_5 = """
+DROP TRIGGER bus_entries_forget;
+DROP INDEX bus_entries_dedup;
+ALTER TABLE bus_entries DROP COLUMN source;
+CREATE UNIQUE INDEX bus_entries_dedup ON bus_entries (tenant, message_id) WHERE expires IS NOT NULL;
+CREATE TABLE bus_dedup_5 (tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL,
+    pos INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+INSERT INTO bus_dedup_5 SELECT tenant, message_id, address, pos, expires FROM bus_dedup;
+DROP TABLE bus_dedup;
+ALTER TABLE bus_dedup_5 RENAME TO bus_dedup;
+CREATE INDEX bus_dedup_expires ON bus_dedup (expires);
+CREATE TRIGGER bus_entries_forget AFTER DELETE ON bus_entries WHEN OLD.expires > (julianday('now') - 2440587.5)
+    * 86400.0 BEGIN INSERT OR REPLACE INTO bus_dedup VALUES (OLD.tenant, OLD.message_id, OLD.address, OLD.pos,
+    OLD.expires); END;
+PRAGMA user_version = 5;
+"""
+
+
+def message(source: str, message_id: str) -> Entry:
+    sent = SendMessage(source=source, target=A, message_id=message_id, payload=SendPayload(text="x"))
+    return Entry(message_id, sent.to_json(), source=source)
+
+
+async def test_a_layout_5_file_keeps_each_ids_window_for_its_source_after_the_upgrade(tmp_path: Path) -> None:
+    path, alice, mallory = tmp_path / "five.db", "agent:alice", "agent:mallory"
+    kept, removed, fresh = new_message_id(), new_message_id(), new_message_id()
+    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
+    try:
+        await backend.bus.append(T, [(A, message(alice, kept))], KEEP)
+        await backend.bus.append(T, [("agent:y", message(alice, removed))], KEEP)
+        await backend.bus.drop_address(T, "agent:y")  # its id stays behind in bus_dedup, within its window
+    finally:
+        await backend.aclose()
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(AS_LAYOUT_5)
+    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
+    try:
+        bus = backend.bus
+        assert layout(path) == (SCHEMA_VERSION, {"bus_entries_addr", "bus_entries_dedup"})
+        # a kept entry's id holds for the source its message names, and for no other
+        assert await bus.lookup(T, alice, kept) == Appended("1", True)
+        assert await bus.lookup(T, mallory, kept) is None
+        assert await bus.append(T, [(A, message(alice, kept))], KEEP) == [Appended("1", True)]
+        assert await bus.append(T, [(A, message(mallory, kept))], KEEP) == [Appended("2", False)]
+        assert await bus.locate(T, A, kept) == "1"  # the earliest of the two
+        # a removed entry's id has no message left to name its source: it holds for every source until it ends
+        for source in (alice, mallory):
+            assert await bus.lookup(T, source, removed) == Appended("1", True)
+            assert await bus.append(T, [(A, message(source, removed))], KEEP) == [Appended("1", True)]
+        assert await bus.locate(T, "agent:y", removed) == "1"
+        assert await bus.locate(T, A, removed) is None
+        assert await bus.append(T, [(A, message(mallory, fresh))], KEEP) == [Appended("3", False)]
     finally:
         await backend.aclose()

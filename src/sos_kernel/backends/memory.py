@@ -117,7 +117,9 @@ class MemoryBusStore(BusStore):
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._groups: dict[tuple[str, str, str], _Group] = {}
         self._group_names: dict[tuple[str, str], set[str]] = {}  # so dropping an address reads only its groups
-        self._dedup: OrderedDict[tuple[str, str], tuple[str, int, float]] = OrderedDict()
+        # (tenant, source, message_id) -> (address, position, expires), oldest first
+        self._dedup: OrderedDict[tuple[str, str, str], tuple[str, int, float]] = OrderedDict()
+        self._id_sources: dict[tuple[str, str], list[str]] = {}  # (tenant, message_id) -> sources holding it
         self._dedup_next = math.inf  # the oldest dedup entry's expiry: nothing is pruned before it
         self._events: dict[tuple[str, str], anyio.Event] = {}
         self._chunks: dict[str, dict[tuple[str, str], _ChunkGroup]] = {}
@@ -147,11 +149,16 @@ class MemoryBusStore(BusStore):
             return
         dedup = self._dedup
         while dedup:
-            _, (_, _, expires) = next(iter(dedup.items()))
+            (tenant, source, message_id), (_, _, expires) = next(iter(dedup.items()))
             if expires > now:
                 self._dedup_next = expires
                 return
             dedup.popitem(last=False)
+            sources = self._id_sources.get((tenant, message_id))
+            if sources is not None:
+                sources.remove(source)
+                if not sources:
+                    del self._id_sources[(tenant, message_id)]
         self._dedup_next = math.inf
 
     @staticmethod
@@ -204,15 +211,16 @@ class MemoryBusStore(BusStore):
         self._prune_dedup(now)
         dedup, expires = self._dedup, now + retention.dedup_window_s
         out: list[Appended] = []
-        batch_ids: dict[str, Appended] = {}
+        batch_ids: dict[tuple[str, str], Appended] = {}
         for address, entry in items:
             message_id, shared = entry.message_id, entry.only_group is None
+            key = (tenant, entry.source, message_id)
             if shared:  # a duplicate of a stored entry or of one earlier in the batch takes no position
-                known = dedup.get((tenant, message_id))
+                known = dedup.get(key)
                 if known is not None:
                     out.append(Appended(str(known[1]), True))
                     continue
-                earlier = batch_ids.get(message_id)
+                earlier = batch_ids.get((entry.source, message_id))
                 if earlier is not None:
                     out.append(Appended(earlier.position, True))
                     continue
@@ -222,11 +230,12 @@ class MemoryBusStore(BusStore):
             if row.message is not None:
                 self._keep(row)
             if shared:
-                dedup[(tenant, message_id)] = (address, pos, expires)
+                dedup[key] = (address, pos, expires)
+                self._id_sources.setdefault((tenant, message_id), []).append(entry.source)
                 if expires < self._dedup_next:
                     self._dedup_next = expires
             out.append(appended := Appended(str(pos), False))
-            batch_ids[message_id] = appended
+            batch_ids[(entry.source, message_id)] = appended
             self._trim(stream, retention, now)
             self._notify(tenant, address)
         return out
@@ -367,10 +376,16 @@ class MemoryBusStore(BusStore):
         self._notify(tenant, address)
         return Appended(str(pos), False)
 
-    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+    async def lookup(self, tenant: str, source: str, message_id: str) -> Appended | None:
         self._prune_dedup(time.time())
-        known = self._dedup.get((tenant, message_id))
+        known = self._dedup.get((tenant, source, message_id))
         return Appended(str(known[1]), True) if known else None
+
+    async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
+        self._prune_dedup(time.time())
+        found = [self._dedup[(tenant, s, message_id)] for s in self._id_sources.get((tenant, message_id), ())]
+        positions = [pos for at, pos, _ in found if at == address]
+        return str(min(positions)) if positions else None
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         stream = self._stream(tenant, address)

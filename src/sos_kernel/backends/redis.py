@@ -6,7 +6,13 @@ Every key of a tenant carries the hash tag ``{t:<tenant>}``, so a Redis Cluster 
 every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0.4.1's ``sos:stream:...``)::
 
     sos:{t:<tenant>}:stream:<address>           stream of entries: m=message_id d=JSON r=receipts [g=only group]
-    sos:{t:<tenant>}:msgid:<message_id>         the entry id of a published message, expiring after the dedup window
+    sos:{t:<tenant>}:msgid:<source>:<message_id>  the entry id of a source's published message, expiring after the
+                                                dedup window (the idempotency key is per source)
+    sos:{t:<tenant>}:msgat:<address>:<message_id>  the earliest entry id on the address of a message with that id,
+                                                from any source, for ``history(after=<message_id>)``; its window is
+                                                renewed by each later source's entry of the id there
+    sos:{t:<tenant>}:msgid:<message_id>         written by versions that deduplicated per tenant: while one is within
+                                                its window it holds the id for every source (read, never written)
     sos:{t:<tenant>}:dead:<address>:<group>     stream of dead letters: p=entry id d=JSON why=reason n=attempts
     sos:{t:<tenant>}:nackwhy:<address>:<group>  hash of the reasons pending entries were last nacked with:
                                                 entry id -> "<attempt> <reason>" (gone on ack, bury, trim)
@@ -108,18 +114,20 @@ WAKE_READS_MAX = 32
 """Reads of woken consumers a process runs at once (a publish to a channel wakes every subscriber of it): the rest
 queue in the process rather than overflow redis-py's connection pool (100)."""
 
-# Per message: KEYS stream, msgid; ARGV data, meta = receipts flag, trim flag, expire flag, message id[, "\n", only
-# group]. The XADD goes first and SET NX GET records the id in the same step; a duplicate (the id was already
-# recorded, earlier or in this batch) has its new entry deleted before the script ends, so no reader ever sees it.
-# Two commands for a new message, against three for a lookup first. Age retention is one XTRIM MINID per stream of
-# the batch, at the end; a stream of an entry with the expire flag (a reply channel) expires ARGV[4] ms after it.
+# Per message: KEYS stream, msgid (per source), legacy msgid, msgat; ARGV data, meta = receipts flag, trim flag,
+# expire flag, message id[, "\n", only group]. The XADD goes first and SET NX GET records the id in the same step; a
+# duplicate (the id was already recorded, earlier or in this batch) has its new entry deleted before the script ends,
+# so no reader ever sees it; an id a legacy key holds is a duplicate before anything is added.
+# Four commands for a new message (the legacy GET, XADD, SET, the msgat SET), in one call. Age retention is one
+# XTRIM MINID per stream of the batch, at the end; a stream of an entry with the expire flag (a reply channel)
+# expires ARGV[4] ms after it.
 # Replies {entry id, duplicate flag} for each message, flat.
 _APPEND = """
 local count_max, minid, ttl, expire_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local out = {}
 local streams = {}
-for i = 1, #KEYS / 2 do
-  local skey, dkey = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, #KEYS / 4 do
+  local skey, dkey, lkey, akey = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   local data, meta = ARGV[2 * i + 3], ARGV[2 * i + 4]
   local rcpt = string.sub(meta, 1, 1)
   local cut = string.find(meta, '\\n', 4, true)
@@ -129,13 +137,22 @@ for i = 1, #KEYS / 2 do
       'g', string.sub(meta, cut + 1))
     out[2 * i] = 0
   else
-    local id = redis.call('XADD', skey, '*', 'm', string.sub(meta, 4), 'd', data, 'r', rcpt)
-    local first = redis.call('SET', dkey, id, 'NX', 'GET', 'EX', ttl)
-    if first then
-      redis.call('XDEL', skey, id)
-      out[2 * i - 1], out[2 * i] = first, 1
+    local legacy = redis.call('GET', lkey)
+    if legacy then
+      out[2 * i - 1], out[2 * i] = legacy, 1
     else
-      out[2 * i - 1], out[2 * i] = id, 0
+      local id = redis.call('XADD', skey, '*', 'm', string.sub(meta, 4), 'd', data, 'r', rcpt)
+      local first = redis.call('SET', dkey, id, 'NX', 'GET', 'EX', ttl)
+      if first then
+        redis.call('XDEL', skey, id)
+        out[2 * i - 1], out[2 * i] = first, 1
+      else
+        local earlier = redis.call('SET', akey, id, 'NX', 'GET', 'EX', ttl)
+        if earlier then
+          redis.call('SET', akey, earlier, 'EX', ttl)
+        end
+        out[2 * i - 1], out[2 * i] = id, 0
+      end
     end
   end
   if string.sub(meta, 2, 2) == '1' then
@@ -152,20 +169,29 @@ return out
 """
 
 # One message (the common publish): flat arguments and a flat reply, less Lua than the batch script runs.
-# KEYS stream, msgid; ARGV minid, dedup ttl, data, receipts flag, message id, count to trim to or '', only group
-# or '', ms until the stream expires (a reply channel) or ''. Replies the new entry id, or {first entry id} for a
-# duplicate.
+# KEYS stream, msgid (per source), legacy msgid, msgat; ARGV minid, dedup ttl, data, receipts flag, message id,
+# count to trim to or '', only group or '', ms until the stream expires (a reply channel) or ''. Replies the new
+# entry id, or {first entry id} for a duplicate.
 _APPEND_ONE_FN = """
 local function append_one()
   local id
   if ARGV[7] ~= '' then
     id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4], 'g', ARGV[7])
   else
+    local legacy = redis.call('GET', KEYS[3])
+    if legacy then
+      return {legacy}
+    end
     id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5], 'd', ARGV[3], 'r', ARGV[4])
     local first = redis.call('SET', KEYS[2], id, 'NX', 'GET', 'EX', ARGV[2])
     if first then
       redis.call('XDEL', KEYS[1], id)
       id = {first}
+    else
+      local earlier = redis.call('SET', KEYS[4], id, 'NX', 'GET', 'EX', ARGV[2])
+      if earlier then
+        redis.call('SET', KEYS[4], earlier, 'EX', ARGV[2])
+      end
     end
   end
   if ARGV[6] ~= '' then
@@ -181,17 +207,17 @@ _APPEND_ONE = _APPEND_ONE_FN + "return append_one()\n"
 
 # A reply and the ack of the delivery it answers, in one step, only while that hand-out holds the entry (pending,
 # its delivery count still the hand-out's attempt): the append as above, then (only once it succeeded) XACK and
-# the nack reason's HDEL, as the ack script does. KEYS stream, msgid, the acked entry's stream, its nack reasons;
+# the nack reason's HDEL, as the ack script does. KEYS as above, then the acked entry's stream, its nack reasons;
 # ARGV as above, then group, entry id, attempt. Replies {the append's reply, 1}, or {false, 0} with nothing written
 # when the entry is not held.
 _APPEND_ACK = (
     _APPEND_ONE_FN
     + """
-local p = redis.call('XPENDING', KEYS[3], ARGV[9], ARGV[10], ARGV[10], 1)
+local p = redis.call('XPENDING', KEYS[5], ARGV[9], ARGV[10], ARGV[10], 1)
 if #p == 0 or p[1][4] ~= tonumber(ARGV[11]) then return {false, 0} end
 local id = append_one()
-local acked = redis.call('XACK', KEYS[3], ARGV[9], ARGV[10])
-redis.call('HDEL', KEYS[4], ARGV[10])
+local acked = redis.call('XACK', KEYS[5], ARGV[9], ARGV[10])
+redis.call('HDEL', KEYS[6], ARGV[10])
 return {id, acked}
 """
 )
@@ -492,7 +518,7 @@ class RedisBusStore(BusStore):
             self._reply_ttl_ms(),
         ]
         for address, entry in items:
-            keys += [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
+            keys += _append_keys(prefix, address, entry)
             flags = ("1" if entry.receipts else "0") + ("1" if self._trim_due(tenant, address) else "0")
             flags += "1" if is_reply_channel(address) else "0"
             meta = flags + entry.message_id
@@ -507,7 +533,7 @@ class RedisBusStore(BusStore):
     ) -> tuple[list[str], list[bytes | str | int]]:
         """The keys and arguments of the one-message append script."""
         prefix = tenant_prefix(tenant)
-        keys = [prefix + "stream:" + address, prefix + "msgid:" + entry.message_id]
+        keys = _append_keys(prefix, address, entry)
         args: list[bytes | str | int] = [
             minid,
             max(1, int(retention.dedup_window_s)),
@@ -851,9 +877,19 @@ class RedisBusStore(BusStore):
         pos = await self._call(self._revive(keys=keys, args=[group, _entry_id(dead_id, "dead letter id"), 1 << 30]))
         return Appended(_s(pos), False) if pos else None
 
-    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
-        pos = await self._call(self._r.get(self._k(tenant, "msgid", message_id)))
+    async def lookup(self, tenant: str, source: str, message_id: str) -> Appended | None:
+        # one slot (the tenant's hash tag): the source's key, then a legacy key that holds the id for any source
+        keys = [self._k(tenant, "msgid", source, message_id), self._k(tenant, "msgid", message_id)]
+        own, legacy = await self._call(self._r.mget(keys))
+        pos = own or legacy
         return Appended(_s(pos), True) if pos else None
+
+    async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
+        # a legacy key was the id's only entry (dedup was per tenant), so it names the entry the reader saw
+        keys = [self._k(tenant, "msgat", address, message_id), self._k(tenant, "msgid", message_id)]
+        earliest, legacy = await self._call(self._r.mget(keys))
+        pos = earliest or legacy
+        return _s(pos) if pos else None
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         key = self._k(tenant, "stream", address)
@@ -994,6 +1030,17 @@ class RedisBusStore(BusStore):
                 groups += 1
                 held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
         return groups, held
+
+
+def _append_keys(prefix: str, address: str, entry: Entry) -> list[str]:
+    """The append scripts' keys for one entry: its stream, its source's dedup key, the legacy per-tenant dedup key
+    and the address's earliest-entry key of its id."""
+    return [
+        prefix + "stream:" + address,
+        prefix + "msgid:" + entry.source + ":" + entry.message_id,
+        prefix + "msgid:" + entry.message_id,
+        prefix + "msgat:" + address + ":" + entry.message_id,
+    ]
 
 
 def _appended(reply: Any) -> Appended:

@@ -85,6 +85,9 @@ POSITION_MAX = 2**63 - 1
 CLAIM_SCAN_MAX = 256
 """A claim looks for due retries among at most this many of the group's pending entries (by position, from where
 its last claim in this process left off): a claim's cost does not grow with the pending set."""
+LEGACY_SOURCE = "*"
+"""The source of a removed entry's id carried over from layout 5 (no message left to read it from): it holds the
+id for every source until its window ends. No message's source is ``*``."""
 SCHEMA_VERSION = 6
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
@@ -96,20 +99,23 @@ with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records
 stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``due`` index on pending bus entries
 (claims scan a bounded window of them by position); a group's cursor is its row at position -1 of ``bus_pending``
 (``attempts`` holds it), so a claim writes one B-tree. 6: an invocation id's binding and its counted mark are one
-row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them. Files of
-layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
+row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them; a message id's
+dedup window is per source (the ``source`` column of ``bus_entries`` and ``bus_dedup``, in the unique index and the
+key). Files of layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
     tenant TEXT NOT NULL, address TEXT NOT NULL, last INTEGER NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_entries (
     tenant TEXT NOT NULL, pos INTEGER NOT NULL, address TEXT NOT NULL, message_id TEXT NOT NULL,
-    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL, expires REAL);
+    data BLOB NOT NULL, receipts INTEGER NOT NULL, only_group TEXT, created REAL NOT NULL, expires REAL,
+    source TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS bus_entries_addr ON bus_entries (tenant, address, pos);
-CREATE UNIQUE INDEX IF NOT EXISTS bus_entries_dedup ON bus_entries (tenant, message_id) WHERE expires IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS bus_entries_dedup ON bus_entries (tenant, message_id, source)
+    WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS bus_dedup (
     tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL, pos INTEGER NOT NULL,
-    expires REAL NOT NULL, PRIMARY KEY (tenant, message_id)) WITHOUT ROWID;
+    expires REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (tenant, message_id, source)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bus_dedup_expires ON bus_dedup (expires);
 CREATE TABLE IF NOT EXISTS bus_pending (
     tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
@@ -143,7 +149,8 @@ _TRIGGERS = (
     # behind, so a publish of that id stays a duplicate for the whole window
     "CREATE TRIGGER IF NOT EXISTS bus_entries_forget AFTER DELETE ON bus_entries"
     " WHEN OLD.expires > (julianday('now') - 2440587.5) * 86400.0 BEGIN"
-    " INSERT OR REPLACE INTO bus_dedup VALUES (OLD.tenant, OLD.message_id, OLD.address, OLD.pos, OLD.expires); END",
+    " INSERT OR REPLACE INTO bus_dedup VALUES (OLD.tenant, OLD.message_id, OLD.address, OLD.pos, OLD.expires,"
+    " OLD.source); END",
     # removing an address's newest entry records its position, which a later entry of the address must pass
     "CREATE TRIGGER IF NOT EXISTS bus_entries_floor AFTER DELETE ON bus_entries WHEN NOT EXISTS (SELECT 1"
     " FROM bus_entries WHERE tenant=OLD.tenant AND address=OLD.address AND pos>OLD.pos) BEGIN"
@@ -181,6 +188,21 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
+        # -- layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's
+        # source is read from its message; a removed entry's id (in bus_dedup) has none to read, so it holds the
+        # id for every source (LEGACY_SOURCE) until its window ends.
+        "DROP TRIGGER IF EXISTS bus_entries_forget",
+        "DROP INDEX IF EXISTS bus_entries_dedup",
+        "ALTER TABLE bus_entries ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "UPDATE bus_entries SET source=coalesce(json_extract(CAST(data AS TEXT), '$.source'), '')"
+        " WHERE expires IS NOT NULL AND json_valid(CAST(data AS TEXT))",
+        "ALTER TABLE bus_dedup RENAME TO bus_dedup_layout5",
+        "CREATE TABLE bus_dedup (tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL,"
+        " pos INTEGER NOT NULL, expires REAL NOT NULL, source TEXT NOT NULL,"
+        " PRIMARY KEY (tenant, message_id, source)) WITHOUT ROWID",
+        "INSERT INTO bus_dedup SELECT tenant, message_id, address, pos, expires, '*' FROM bus_dedup_layout5",
+        "DROP TABLE bus_dedup_layout5",
+        # -- end of layout 5 -> 6, dedup per source
     ),
 }
 _ALL_SCHEMA = (
@@ -237,6 +259,9 @@ class SQLiteBusStore(BusStore):
         self._claimed: dict[tuple[str, str], int] = {}
         # per group, the position after which its next claim looks for due retries (a scan hint, never a rule)
         self._due_from: dict[tuple[str, str, str], int] = {}
+        # whether the file holds removed ids carried over from layout 5 (read at the first append): only then does
+        # a publish probe for them; they are made only by the migration, when a file is opened
+        self._legacy_ids: bool | None = None
 
     def _notify(self, tenant: str, address: str) -> None:
         if len(self._notified) >= ADDRESS_MEMO_MAX:  # bounded; a reset only wakes a waiter early
@@ -270,7 +295,9 @@ class SQLiteBusStore(BusStore):
             fresh = self._append_fresh(c, tenant, items[0], retention, now)
             if fresh is not None:
                 return [fresh]
-        known, stale = self._known_ids(c, tenant, [e.message_id for _, e in items if e.only_group is None], now)
+        known, stale = self._known_ids(
+            c, tenant, [(e.source, e.message_id) for _, e in items if e.only_group is None], now
+        )
         # Under BEGIN IMMEDIATE nobody else can insert: each address's new entries follow its last position, and
         # the rows go in with one executemany (the floor trigger keeps positions unique forever).
         added = _new_per_address(items, known)
@@ -279,22 +306,23 @@ class SQLiteBusStore(BusStore):
         rows: list[tuple[Any, ...]] = []
         expires = now + retention.dedup_window_s
         for address, entry in items:
-            if entry.only_group is None and entry.message_id in known:
-                out.append(Appended(str(known[entry.message_id]), True))
+            key = (entry.source, entry.message_id)
+            if entry.only_group is None and key in known:
+                out.append(Appended(str(known[key]), True))
                 continue
             pos = next_pos[address]
             next_pos[address] = pos + 1
             dedup = None if entry.only_group is not None else expires
-            rows.append(
-                (tenant, pos, address, entry.message_id, entry.data, int(entry.receipts), entry.only_group, now, dedup)
-            )
+            mid, receipts = entry.message_id, int(entry.receipts)
+            rows.append((tenant, pos, address, mid, entry.data, receipts, entry.only_group, now, dedup, entry.source))
             if dedup is not None:
-                known[entry.message_id] = pos
+                known[key] = pos
             out.append(Appended(str(pos), False))
         if stale:  # an id past its window, republished: its old entry stops holding it
             c.executemany(
-                "UPDATE bus_entries SET expires=NULL WHERE tenant=? AND message_id=? AND expires IS NOT NULL",
-                [(tenant, mid) for mid in stale if mid in known],
+                "UPDATE bus_entries SET expires=NULL WHERE tenant=? AND message_id=? AND source=?"
+                " AND expires IS NOT NULL",
+                [(tenant, mid, source) for source, mid in stale if (source, mid) in known],
             )
         c.executemany(_INSERT_ENTRY, rows)
         self._trim_some(c, tenant, added, retention, now)
@@ -306,9 +334,21 @@ class SQLiteBusStore(BusStore):
         """One entry whose message id holds no open window, in one statement (the position, the dedup checks and
         the row); None, with nothing written, when the id is held (a duplicate, or a kept entry past its window)."""
         address, entry = item
+        if self._legacy_ids is None:
+            found = c.execute("SELECT 1 FROM bus_dedup WHERE source=? LIMIT 1", (LEGACY_SOURCE,)).fetchone()
+            self._legacy_ids = found is not None
         row = c.execute(
-            _INSERT_FRESH,
-            (tenant, address, entry.message_id, entry.data, int(entry.receipts), now, now + retention.dedup_window_s),
+            _INSERT_FRESH_LEGACY if self._legacy_ids else _INSERT_FRESH,
+            (
+                tenant,
+                address,
+                entry.message_id,
+                entry.data,
+                int(entry.receipts),
+                now,
+                now + retention.dedup_window_s,
+                entry.source,
+            ),
         ).fetchall()
         if not row:
             return None
@@ -322,25 +362,32 @@ class SQLiteBusStore(BusStore):
 
     @staticmethod
     def _known_ids(
-        c: sqlite3.Connection, tenant: str, message_ids: list[str], now: float
-    ) -> tuple[dict[str, int], set[str]]:
-        """The ids among ``message_ids`` within their dedup window, with their positions; and the ids an entry still
-        holds past its window (one statement per 500 ids: the entries' partial index, then removed entries' ids)."""
-        known: dict[str, int] = {}
-        stale: set[str] = set()
+        c: sqlite3.Connection, tenant: str, keys: list[tuple[str, str]], now: float
+    ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
+        """The ``(source, message_id)`` keys among ``keys`` within their dedup window, with their positions; and
+        the keys an entry still holds past its window (one statement per 500 ids: the entries' partial index, then
+        removed entries' ids; a removed id of ``LEGACY_SOURCE`` holds it for every source)."""
+        wanted = set(keys)
+        message_ids = sorted({mid for _, mid in wanted})
+        known: dict[tuple[str, str], int] = {}
+        stale: set[tuple[str, str]] = set()
         for i in range(0, len(message_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
             part = message_ids[i : i + 500]
             marks = ",".join("?" * len(part))
-            for mid, pos, expires, kept in c.execute(
-                f"SELECT message_id, pos, expires, 1 FROM bus_entries WHERE tenant=? AND expires IS NOT NULL"
-                f" AND message_id IN ({marks}) UNION ALL SELECT message_id, pos, expires, 0 FROM bus_dedup"
+            for source, mid, pos, expires, kept in c.execute(
+                f"SELECT source, message_id, pos, expires, 1 FROM bus_entries WHERE tenant=? AND expires IS NOT NULL"
+                f" AND message_id IN ({marks}) UNION ALL SELECT source, message_id, pos, expires, 0 FROM bus_dedup"
                 f" WHERE tenant=? AND expires>? AND message_id IN ({marks})",
                 (tenant, *part, tenant, now, *part),
             ):
-                if expires > now:
-                    known[mid] = int(pos)
-                elif kept:
-                    stale.add(mid)
+                held = [k for k in wanted if k[1] == mid] if source == LEGACY_SOURCE else [(source, mid)]
+                for key in held:
+                    if key not in wanted:
+                        continue  # another source's entry of this id: not this batch's duplicate
+                    if expires > now:
+                        known.setdefault(key, int(pos))
+                    elif kept:
+                        stale.add(key)
         return known, stale
 
     def _trim_some(
@@ -637,22 +684,35 @@ class SQLiteBusStore(BusStore):
                 return None
             c.execute("DELETE FROM bus_dead WHERE id=?", (row[0],))
             pos = _last_position(c, tenant, address) + 1
-            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time(), None))
+            c.execute(_INSERT_ENTRY, (tenant, pos, address, "", row[1], 0, group, time.time(), None, ""))
             return Appended(str(pos), False)
 
         result = await self._big.write(tx)
         self._notify(tenant, address)
         return result
 
-    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
+    async def lookup(self, tenant: str, source: str, message_id: str) -> Appended | None:
         def tx(c: sqlite3.Connection) -> Appended | None:
             now = time.time()
             row = c.execute(
-                "SELECT pos FROM bus_entries WHERE tenant=?1 AND message_id=?2 AND expires>?3"
-                " UNION ALL SELECT pos FROM bus_dedup WHERE tenant=?1 AND message_id=?2 AND expires>?3 LIMIT 1",
-                (tenant, message_id, now),
+                "SELECT pos FROM bus_entries WHERE tenant=?1 AND message_id=?2 AND source=?3 AND expires>?4"
+                " UNION ALL SELECT pos FROM bus_dedup WHERE tenant=?1 AND message_id=?2 AND source IN (?3, ?5)"
+                " AND expires>?4 LIMIT 1",
+                (tenant, message_id, source, now, LEGACY_SOURCE),
             ).fetchone()
             return Appended(str(row[0]), True) if row else None
+
+        return await self._db.read(tx)
+
+    async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
+        def tx(c: sqlite3.Connection) -> str | None:
+            row = c.execute(
+                "SELECT min(pos) FROM (SELECT pos FROM bus_entries WHERE tenant=?1 AND message_id=?2 AND address=?3"
+                " AND expires>?4 UNION ALL SELECT pos FROM bus_dedup WHERE tenant=?1 AND message_id=?2"
+                " AND address=?3 AND expires>?4)",
+                (tenant, message_id, address, time.time()),
+            ).fetchone()
+            return None if row[0] is None else str(row[0])
 
         return await self._db.read(tx)
 
@@ -802,19 +862,21 @@ _DUE_ENTRY = (
     "SELECT length(data), CASE WHEN length(data)<=?4 THEN data END, receipts FROM bus_entries"
     " WHERE tenant=?1 AND address=?2 AND pos=?3"
 )
-# one entry at the next position of its address, unless its message id is held: by an entry (the partial unique
-# index: the conflict target) or by a removed entry's row in bus_dedup while its window is open
+# one entry at the next position of its address, unless its source's message id is held: by an entry (the partial
+# unique index: the conflict target) or by a removed entry's row in bus_dedup while its window is open
 _INSERT_FRESH = (
-    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires)"
+    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires, source)"
     " SELECT ?1, max(coalesce((SELECT max(pos) FROM bus_entries WHERE tenant=?1 AND address=?2), 0),"
     " coalesce((SELECT last FROM bus_address_positions WHERE tenant=?1 AND address=?2), 0)) + 1,"
-    " ?2, ?3, ?4, ?5, NULL, ?6, ?7"
-    " WHERE NOT EXISTS (SELECT 1 FROM bus_dedup WHERE tenant=?1 AND message_id=?3 AND expires>?6)"
-    " ON CONFLICT (tenant, message_id) WHERE expires IS NOT NULL DO NOTHING RETURNING pos"
+    " ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8"
+    " WHERE NOT EXISTS (SELECT 1 FROM bus_dedup WHERE tenant=?1 AND message_id=?3 AND source=?8 AND expires>?6)"
+    " ON CONFLICT (tenant, message_id, source) WHERE expires IS NOT NULL DO NOTHING RETURNING pos"
 )
+# the same in a file migrated from layout 5: a removed entry's id carried over holds for every source
+_INSERT_FRESH_LEGACY = _INSERT_FRESH.replace("source=?8 AND expires", f"source IN (?8, '{LEGACY_SOURCE}') AND expires")
 _INSERT_ENTRY = (
-    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires)"
-    " VALUES (?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO bus_entries (tenant, pos, address, message_id, data, receipts, only_group, created, expires, source)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -837,15 +899,16 @@ def _trim_age(c: sqlite3.Connection, tenant: str, address: str, cut: float) -> f
     return None
 
 
-def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[str, int]) -> dict[str, int]:
-    """How many of ``items`` each address gets: every entry but a message id already known or repeated."""
-    seen: set[str] = set()
+def _new_per_address(items: Sequence[tuple[str, Entry]], known: dict[tuple[str, str], int]) -> dict[str, int]:
+    """How many of ``items`` each address gets: every entry but a (source, message id) already known or repeated."""
+    seen: set[tuple[str, str]] = set()
     added: dict[str, int] = {}
     for address, entry in items:
         if entry.only_group is None:
-            if entry.message_id in known or entry.message_id in seen:
+            key = (entry.source, entry.message_id)
+            if key in known or key in seen:
                 continue
-            seen.add(entry.message_id)
+            seen.add(key)
         added[address] = added.get(address, 0) + 1
     return added
 

@@ -76,9 +76,9 @@ class PublishReceipt:
     """What ``publish`` did.
 
     ``position`` is the message's place in its address's stream (an opaque, ordered cursor; ``None`` for a chunk
-    whose group is not complete yet). ``duplicate`` is True when the message id was already published: nothing
-    was written and the first position is returned. ``chunks`` is how many chunk messages it splits into (0 when
-    it fits in one message).
+    whose group is not complete yet). ``duplicate`` is True when the message's source had already published its
+    message id: nothing was written and the first position is returned. ``chunks`` is how many chunk messages it
+    splits into (0 when it fits in one message).
     """
 
     message_id: str

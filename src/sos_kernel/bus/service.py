@@ -4,8 +4,9 @@ Guarantees:
 
 - **Validated.** ``publish`` accepts a contract model or wire data and validates it with the kernel's type
   catalogue; bad input raises the SOS-40xx error and nothing is stored.
-- **Idempotent by message_id.** Re-publishing a message id within the dedup window (24 h by default) writes
-  nothing, delivers nothing twice and returns the first receipt with ``duplicate=True``.
+- **Idempotent by message_id, per source.** A source re-publishing one of its message ids within the dedup window
+  (24 h by default) writes nothing, delivers nothing twice and returns the first receipt with ``duplicate=True``.
+  The same id from another source is another message: no agent can suppress a peer's message by taking its id.
 - **At-least-once.** A delivery stays pending until acked; unacked deliveries are redelivered after the
   subscription's visibility timeout (or a nack's delay) with ``attempt`` one higher; after ``max_deliveries``
   attempts the message moves to the group's dead letters, from where it can be listed and replayed. A consumer
@@ -494,11 +495,11 @@ class Bus:
     ) -> PublishReceipt:
         """Validate and store one message for its ``target``; returns where it landed.
 
-        Idempotent by ``message_id``. ``receipts=True`` asks the bus to send ``receipt`` messages back to the
-        message's ``source`` when it is delivered (``delivered``), acked (``processed``) or dead-lettered
-        (``rejected``). A message over ``message_bytes_max`` is chunked and reassembled (``chunking=False``
-        refuses it with SOS-4010 instead). Raises SOS-4001..4004 for bad input, SOS-4010 over a limit,
-        SOS-4011 when chunks do not reassemble, SOS-6001/6030 when the engine fails.
+        Idempotent by ``message_id`` among the messages of its ``source``. ``receipts=True`` asks the bus to send
+        ``receipt`` messages back to the message's ``source`` when it is delivered (``delivered``), acked
+        (``processed``) or dead-lettered (``rejected``). A message over ``message_bytes_max`` is chunked and
+        reassembled (``chunking=False`` refuses it with SOS-4010 instead). Raises SOS-4001..4004 for bad input,
+        SOS-4010 over a limit, SOS-4011 when chunks do not reassemble, SOS-6001/6030 when the engine fails.
         """
         return await self._publish(message, receipts, chunking, None)
 
@@ -545,7 +546,7 @@ class Bus:
                 )
             # Whole and checked already: stored as one entry, as its chunks would be once reassembled.
             chunks = max(1, math.ceil(len(data) / self.limits.chunk_data_bytes))
-        entry = Entry(parsed.message_id, data, receipts, None, self._kept(parsed))
+        entry = Entry(parsed.message_id, data, receipts, None, self._kept(parsed), parsed.source)
         appended = await self._store.append(self.tenant, [(parsed.target, entry)], self._retention)
         self._count("published", 0 if appended[0].duplicate else 1)
         await self._yield_per_batch()
@@ -594,7 +595,8 @@ class Bus:
                     f"message {index} is a chunk or over message_bytes_max; publish it on its own",
                     details={"limit": "message_bytes_max", "index": index, "size": len(data)},
                 )
-            items.append((parsed.target, Entry(parsed.message_id, data, receipts, None, self._kept(parsed))))
+            entry = Entry(parsed.message_id, data, receipts, None, self._kept(parsed), parsed.source)
+            items.append((parsed.target, entry))
         if not items:
             return []
         appended = await self._store.append(self.tenant, items, self._retention)
@@ -618,7 +620,7 @@ class Bus:
     ) -> PublishReceipt:
         part = chunk.payload
         raw = self._chunk_data(chunk, size)
-        known = await self._store.lookup(self.tenant, part.group_id)
+        known = await self._store.lookup(self.tenant, chunk.source, part.group_id)  # the whole is the sender's own
         if known is not None:
             return PublishReceipt(part.group_id, chunk.target, known.position, True)
         meta = f"{part.total} {part.size_bytes} {part.sha256} {chunk.target} {part.inner_type or ''}"
@@ -635,7 +637,7 @@ class Bus:
         self._admit_whole(chunk, whole, admit)
         appended = await self._store.append(
             self.tenant,
-            [(whole.target, Entry(whole.message_id, whole.to_json(), receipts, None, self._kept(whole)))],
+            [(whole.target, Entry(whole.message_id, whole.to_json(), receipts, None, self._kept(whole), whole.source))],
             self._retention,
         )
         self._count("published", 0 if appended[0].duplicate else 1)
@@ -965,7 +967,7 @@ class Bus:
     async def _store_reply(
         self, parsed: Message, data: bytes, sub: Subscription, delivery: Delivery
     ) -> PublishReceipt | None:
-        entry = Entry(parsed.message_id, data, False, None, self._kept(parsed))
+        entry = Entry(parsed.message_id, data, False, None, self._kept(parsed), parsed.source)
         appended, acked = await self._store.append_ack(
             self.tenant,
             [(parsed.target, entry)],
@@ -1040,7 +1042,8 @@ class Bus:
         """Retained messages of ``address``, oldest first, without consuming them (replay).
 
         ``after`` is a position from a :class:`PublishReceipt` or a ``message_id`` already seen; the page starts
-        after it. Dead-letter replays are not repeated here.
+        after it (an id two sources used on ``address`` stands for the earlier entry: nothing is skipped, the later
+        one may be read again). Dead-letter replays are not repeated here.
         """
         return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
 
@@ -1057,7 +1060,7 @@ class Bus:
         check_address(address)
         if not isinstance(limit, int) or not 1 <= limit <= self.limits.history_limit_max:
             raise InvalidArgument(f"limit must be 1..{self.limits.history_limit_max}, got {limit!r}")
-        cursor = await self._cursor(after)
+        cursor = await self._cursor(address, after)
         out: list[tuple[str, Message]] = []
         while len(out) < limit:
             wanted = limit - len(out)
@@ -1088,16 +1091,20 @@ class Bus:
         log.warning("bus %s %s@%s: %s", self.tenant, address, position, reason)
         return reason
 
-    async def _cursor(self, after: str | None) -> str | None:
+    async def _cursor(self, address: str, after: str | None) -> str | None:
+        # a message id stands for its earliest entry on this address, whoever sent it: resuming never skips
         if after is None:
             return None
         if not isinstance(after, str) or not after or len(after) > 64:
             raise InvalidArgument(f"after must be a position or a message_id, got {after!r}")
         if _UUID_RE.fullmatch(after):
-            known = await self._store.lookup(self.tenant, after)
+            known = await self._store.locate(self.tenant, address, after)
             if known is None:
-                raise InvalidArgument(f"message {after} is not in this bus's dedup window", details={"after": after})
-            return known.position
+                raise InvalidArgument(
+                    f"message {after} is not on {address} within this bus's dedup window",
+                    details={"after": after, "address": address},
+                )
+            return known
         return after
 
     @operation("bus:read", own={"address": "inbox"}, wire=Wire("GET", summary="Messages a group gave up on"))
@@ -1189,7 +1196,7 @@ class Bus:
                 attempt=attempt,
             ),
         )
-        entry = Entry(receipt.message_id, receipt.to_json(), False, None, self._kept(receipt))
+        entry = Entry(receipt.message_id, receipt.to_json(), False, None, self._kept(receipt), receipt.source)
         await self._store.append(self.tenant, [(receipt.target, entry)], self._retention)
 
     # -- used by Subscription -------------------------------------------------------------------------------

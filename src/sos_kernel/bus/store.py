@@ -86,6 +86,9 @@ def _text(value: object) -> str:
 class Entry(NamedTuple):
     """One message to append: its idempotency key, its wire bytes and its delivery options.
 
+    The idempotency key is ``(source, message_id)`` within a tenant: the same id from another source is another
+    message, so no agent can make a peer's message a duplicate by publishing its id first.
+
     A named tuple rather than a frozen dataclass: one is built for every message published, and building a frozen
     dataclass costs several times as much.
     """
@@ -97,10 +100,13 @@ class Entry(NamedTuple):
     message: object = None
     """The deeply immutable message the bus validated into ``data`` (else None): a store that keeps objects
     (``BusStore.keeps_messages``) hands it back in ``Claimed``/``HistoryEntry`` so it is not parsed again."""
+    source: str = ""
+    """The message's ``source``: its message id is deduplicated among that source's messages only."""
 
 
 class Appended(NamedTuple):
-    """Where an entry landed; ``duplicate`` when its message id was already stored (nothing was written)."""
+    """Where an entry landed; ``duplicate`` when its source had already stored its message id (nothing was
+    written)."""
 
     position: str
     duplicate: bool
@@ -227,7 +233,8 @@ class BusStore(ABC):
 
     @abstractmethod
     async def append(self, tenant: str, items: Sequence[tuple[str, Entry]], retention: Retention) -> list[Appended]:
-        """Append ``(address, entry)`` pairs, all or none; an entry whose message id is stored is a duplicate.
+        """Append ``(address, entry)`` pairs, all or none; an entry whose ``(source, message_id)`` is stored is a
+        duplicate (the same id from another source is not).
 
         Entries with ``only_group`` set bypass the duplicate check (they re-deliver a known message).
         """
@@ -319,8 +326,13 @@ class BusStore(ABC):
         """Remove a dead letter and append its message again for that group only; None if it is gone."""
 
     @abstractmethod
-    async def lookup(self, tenant: str, message_id: str) -> Appended | None:
-        """Where a message id was stored (``duplicate=True``), or None if it is unknown or past its window."""
+    async def lookup(self, tenant: str, source: str, message_id: str) -> Appended | None:
+        """Where ``source`` stored a message id (``duplicate=True``), or None if it is unknown or past its window."""
+
+    @abstractmethod
+    async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
+        """The earliest position on ``address`` of an entry with this message id whose window is open, whichever
+        source published it; None if there is none. A reader resuming after the id then never skips an entry."""
 
     @abstractmethod
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:

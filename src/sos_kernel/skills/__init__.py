@@ -823,7 +823,7 @@ class Skills:
                 f"the invocation's message would be {len(data)} bytes, over message_bytes_max={limit}",
                 details={"limit": "message_bytes_max", "max": limit, "size": len(data)},
             )
-        return SKILLS_CHANNEL, Entry(message_id, data)
+        return SKILLS_CHANNEL, Entry(message_id, data, source="agent:kernel")  # the source _MESSAGE_HEAD writes
 
 
 _text = json.JSONEncoder(ensure_ascii=False).encode  # a str as the message's JSON writes it
