@@ -188,23 +188,24 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
-        # -- layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's
-        # source is read from its message; a removed entry's id (in bus_dedup) has none to read, so it holds the
-        # id for every source (LEGACY_SOURCE) until its window ends.
-        "DROP TRIGGER IF EXISTS bus_entries_forget",
-        "DROP INDEX IF EXISTS bus_entries_dedup",
-        "ALTER TABLE bus_entries ADD COLUMN source TEXT NOT NULL DEFAULT ''",
-        "UPDATE bus_entries SET source=coalesce(json_extract(CAST(data AS TEXT), '$.source'), '')"
-        " WHERE expires IS NOT NULL AND json_valid(CAST(data AS TEXT))",
-        "ALTER TABLE bus_dedup RENAME TO bus_dedup_layout5",
-        "CREATE TABLE bus_dedup (tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL,"
-        " pos INTEGER NOT NULL, expires REAL NOT NULL, source TEXT NOT NULL,"
-        " PRIMARY KEY (tenant, message_id, source)) WITHOUT ROWID",
-        "INSERT INTO bus_dedup SELECT tenant, message_id, address, pos, expires, '*' FROM bus_dedup_layout5",
-        "DROP TABLE bus_dedup_layout5",
-        # -- end of layout 5 -> 6, dedup per source
     ),
 }
+# layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's source is
+# read from its message; a removed entry's id (in bus_dedup) has none to read, so it holds the id for every source
+# (LEGACY_SOURCE) until its window ends. Run on a file of an earlier layout whose bus entries lack the column.
+_BUS_DEDUP_PER_SOURCE = (
+    "DROP TRIGGER IF EXISTS bus_entries_forget",
+    "DROP INDEX IF EXISTS bus_entries_dedup",
+    "ALTER TABLE bus_entries ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+    "UPDATE bus_entries SET source=coalesce(json_extract(CAST(data AS TEXT), '$.source'), '')"
+    " WHERE expires IS NOT NULL AND json_valid(CAST(data AS TEXT))",
+    "ALTER TABLE bus_dedup RENAME TO bus_dedup_layout5",
+    "CREATE TABLE bus_dedup (tenant TEXT NOT NULL, message_id TEXT NOT NULL, address TEXT NOT NULL,"
+    " pos INTEGER NOT NULL, expires REAL NOT NULL, source TEXT NOT NULL,"
+    " PRIMARY KEY (tenant, message_id, source)) WITHOUT ROWID",
+    "INSERT INTO bus_dedup SELECT tenant, message_id, address, pos, expires, '*' FROM bus_dedup_layout5",
+    "DROP TABLE bus_dedup_layout5",
+)
 _ALL_SCHEMA = (
     _SCHEMA
     + LEDGER_SCHEMA
@@ -927,6 +928,10 @@ def _forget_reason(c: sqlite3.Connection, key: tuple[str, str, str], pos: int) -
     c.execute("DELETE FROM bus_nack_reasons WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
 
 
+def _columns(c: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in c.execute(f"PRAGMA table_info({table})")}
+
+
 def _create_schema(c: sqlite3.Connection, path: str) -> None:
     """Make the tables in a new file, or check an existing file's layout: any other is refused (SOS-6031)."""
     version = c.execute("PRAGMA user_version").fetchone()[0]
@@ -944,6 +949,10 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
     # an earlier layout is brought forward one step at a time, in this (the opening) transaction
     for step in range(version, SCHEMA_VERSION) if version else ():
         for statement in _MIGRATIONS[step]:
+            c.execute(statement)
+    entry_columns = _columns(c, "bus_entries") if version and version < 6 else {"source"}
+    if entry_columns and "source" not in entry_columns:
+        for statement in _BUS_DEDUP_PER_SOURCE:
             c.execute(statement)
     for statement in _ALL_SCHEMA.split(";"):
         if statement.strip():
