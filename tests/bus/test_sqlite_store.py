@@ -57,14 +57,14 @@ async def test_a_file_made_before_the_ack_trigger_gains_it_on_open_and_acks_drop
         await bus.ensure_group(T, A, G, "earliest")
         [first] = await bus.append(T, [(A, Entry("m1", b"{}"))], KEEP)
         [claimed] = await bus.claim(T, A, G, "c", 1, 30_000)
-        assert await bus.nack(T, A, G, claimed.position, 0, 30_000, reason="bad input")
+        assert await bus.nack(T, A, G, claimed.position, 1, 0, 30_000, reason="bad input")
         assert (await bus.nack_reason(T, A, G, first.position)) is not None
         [again] = await bus.claim(T, A, G, "c", 1, 30_000)
         assert (again.position, again.attempt) == (first.position, 2)
-        assert await bus.ack(T, A, G, again.position)
+        assert await bus.ack(T, A, G, again.position, 2)
         assert await bus.nack_reason(T, A, G, first.position) is None
         assert reasons(path) == 0
-        assert not await bus.ack(T, A, G, again.position)
+        assert not await bus.ack(T, A, G, again.position, 2)
     finally:
         await backend.aclose()
 
@@ -113,7 +113,7 @@ async def test_claims_over_the_inline_bound_are_taken_whole_and_in_order(tmp_pat
         assert taken == [data for _, (_, data, *_) in items]
         assert claims == [2, 4]  # on the loop up to the first row over the bound, then the rest off it
         # a due retry over the bound is taken again whole
-        assert await bus.nack(T, A, G, "3", 0, 30_000)
+        assert await bus.nack(T, A, G, "3", 1, 0, 30_000)
         [retry] = await bus.claim(T, A, G, "c", 10, 30_000)
         assert (retry.position, retry.data, retry.attempt) == ("3", big, 2)
     finally:
@@ -300,16 +300,16 @@ async def test_a_claim_writes_one_page_and_keeps_its_group_cursor_beside_its_pen
         await bus.ensure_group(T, A, G, "earliest")
         await bus.append(T, [(A, Entry(f"m{i}", b"{}")) for i in range(4)], KEEP)
         [first] = await bus.claim(T, A, G, "c", 1, 30_000)
-        assert await bus.ack(T, A, G, first.position)
+        assert await bus.ack(T, A, G, first.position, 1)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         wal_frames(conn, path)
         [second] = await bus.claim(T, A, G, "c", 1, 30_000)
         claimed = wal_frames(conn, path)
-        assert await bus.ack(T, A, G, second.position)
+        assert await bus.ack(T, A, G, second.position, 1)
         acked = wal_frames(conn, path)
         assert (first.position, second.position, claimed, acked) == ("1", "2", 1, 1)
         assert await bus.pending_count(T, A, G) == 0  # the cursor's row is no pending entry
-        assert not await bus.ack(T, A, G, "0")
+        assert not await bus.ack(T, A, G, "0", 1)
         await bus.delete_group(T, A, G)
         await bus.ensure_group(T, A, G, "latest")
         assert await bus.claim(T, A, G, "c", 1, 30_000) == []  # a group made again starts where it is told
@@ -373,7 +373,7 @@ async def test_a_due_retry_past_the_claim_window_is_reached_by_the_next_claims(t
         await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
         assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending  # all in flight, none due
         for position in (str(pending), "2", "1"):
-            assert await bus.nack(T, A, G, position, 0, 60_000)
+            assert await bus.nack(T, A, G, position, 1, 0, 60_000)
         taken: list[str] = []
         for _ in range(pending // CLAIM_SCAN_MAX + 2):  # one window per claim at most
             taken += [c.position for c in await bus.claim(T, A, G, "c", 10, 60_000)]

@@ -522,14 +522,14 @@ class SQLiteBusStore(BusStore):
             self.appended(tenant, {a for a, _ in items})
         return appended, acked
 
-    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+    async def ack(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
         pos = _position(position)
 
         def tx(c: sqlite3.Connection) -> bool:
-            # one statement: the bus_pending_forget trigger drops the entry's nack reason with it
+            # one statement: the hold's check is in it; the bus_pending_forget trigger drops the nack reason
             cur = c.execute(
-                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
-                (tenant, address, group, pos),
+                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?",
+                (tenant, address, group, pos, attempt),
             )
             return cur.rowcount > 0
 
@@ -541,6 +541,7 @@ class SQLiteBusStore(BusStore):
         address: str,
         group: str,
         position: str,
+        attempt: int,
         delay_ms: int,
         visibility_ms: int,
         reason: str | None = None,
@@ -550,8 +551,9 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection) -> bool:
             row = c.execute(
-                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=? RETURNING attempts",
-                (due, *key, pos),
+                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?"
+                " RETURNING attempts",
+                (due, *key, pos, attempt),
             ).fetchone()
             if row is None:
                 return False
