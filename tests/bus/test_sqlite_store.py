@@ -1,6 +1,6 @@
-"""The SQLite bus store's own statements: acks that drop nack reasons through the file's trigger (also in a file
-made before the trigger existed), publishes that dedup and number exactly, and claims whose payloads go over
-``INLINE_BYTES_MAX`` taken off the event loop in order. (SQLite only: the statements are that engine's own.)"""
+"""The SQLite bus store's own statements: acks that drop a nack reason with its pending row (one statement, no
+trigger), publishes that dedup and number exactly, and claims whose payloads go over ``INLINE_BYTES_MAX`` taken off
+the event loop in order. (SQLite only: the statements are that engine's own.)"""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+import sos_kernel
 from sos_kernel.backends.sqlite import (
     CLAIM_SCAN_MAX,
     INLINE_BYTES_MAX,
@@ -21,6 +22,7 @@ from sos_kernel.backends.sqlite import (
     SQLiteBusStore,
 )
 from sos_kernel.bus.store import Appended, Entry, NackReason, Retention
+from sos_kernel.contracts import SendMessage, SendPayload
 from sos_kernel.errors import BackendFailure
 
 pytestmark = pytest.mark.anyio
@@ -30,40 +32,39 @@ TRIM_BATCH = 1000  # TRIM_EVERY_APPENDS: an address is trimmed by count once per
 T, A, G = "default", "agent:x", "inbox"
 
 
-def reasons(path: Path) -> int:
-    with closing(sqlite3.connect(path)) as c:
-        return int(c.execute("SELECT count(*) FROM bus_nack_reasons").fetchone()[0])
-
-
 def triggers(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as c:
         return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
 
 
-async def test_a_file_made_before_the_ack_trigger_gains_it_on_open_and_acks_drop_nack_reasons(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "old.db"
-    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
-    await backend.aclose()
-    with closing(sqlite3.connect(path)) as c:  # the layout as files were made before the trigger
-        c.execute("DROP TRIGGER bus_pending_forget")
-        c.commit()
-    assert "bus_pending_forget" not in triggers(path)
+def tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as c:
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+async def test_an_ack_drops_the_nack_reason_with_its_pending_row_in_one_statement(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
     backend = await SQLiteBackend.connect(f"sqlite:///{path}")
     try:
-        assert "bus_pending_forget" in triggers(path)
+        assert "bus_nack_reasons" not in tables(path)
+        assert "bus_pending_forget" not in triggers(path)
         bus = backend.bus
         await bus.ensure_group(T, A, G, "earliest")
         [first] = await bus.append(T, [(A, Entry("m1", b"{}"))], KEEP)
         [claimed] = await bus.claim(T, A, G, "c", 1, 30_000)
         assert await bus.nack(T, A, G, claimed.position, 1, 0, 30_000, reason="bad input")
-        assert (await bus.nack_reason(T, A, G, first.position)) is not None
+        assert await bus.nack_reason(T, A, G, first.position) == NackReason(1, "bad input")
         [again] = await bus.claim(T, A, G, "c", 1, 30_000)
         assert (again.position, again.attempt) == (first.position, 2)
-        assert await bus.ack(T, A, G, again.position, 2)
+        assert await bus.nack_reason(T, A, G, first.position) == NackReason(1, "bad input")  # kept on redelivery
+        statements: list[str] = []
+        backend.engine.conn.set_trace_callback(statements.append)
+        try:
+            assert await bus.ack(T, A, G, again.position, 2)
+        finally:
+            backend.engine.conn.set_trace_callback(None)
+        assert [" ".join(s.split()[:3]) for s in statements] == ["BEGIN IMMEDIATE", "DELETE FROM bus_pending", "COMMIT"]
         assert await bus.nack_reason(T, A, G, first.position) is None
-        assert reasons(path) == 0
         assert not await bus.ack(T, A, G, again.position, 2)
     finally:
         await backend.aclose()
@@ -263,6 +264,54 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         assert await backend.bus.lookup(T, "m6") == Appended("6", True)
     finally:
         await backend.aclose()
+
+
+# the bus_pending and bus_nack_reasons tables and the trigger as layout 5 made them (their text in sqlite_master)
+LAYOUT_5_PENDING = """
+CREATE TABLE bus_pending (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE TABLE bus_nack_reasons (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE TRIGGER bus_pending_forget AFTER DELETE ON bus_pending BEGIN DELETE FROM bus_nack_reasons WHERE
+    tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp AND pos=OLD.pos; END;
+"""
+
+
+async def test_a_layout_5_file_keeps_a_pending_entrys_nack_reason_which_becomes_its_dead_letters_reason(
+    tmp_path: Path,
+) -> None:
+    # what layout 5 wrote for an entry delivered once (max_deliveries=1) and nacked with a reason, and a second entry
+    # acked since (the trigger dropped its reason)
+    path, now = tmp_path / "old.db", time.time()
+    message = SendMessage(source="agent:alice", target=A, payload=SendPayload(text="fails"))
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(LAYOUT_1.split("CREATE TABLE bus_groups")[0] + LAYOUT_5_PENDING)
+        for statement in LAYOUT_3:
+            c.execute(statement)
+        c.execute(
+            "INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?,?)",
+            (T, 1, A, str(message.message_id), message.to_json(), 0, None, now, now + 3600),
+        )
+        c.executemany(
+            "INSERT INTO bus_pending VALUES (?,?,?,?,?,?,?)",
+            [(T, A, G, -1, "", 0.0, 2), (T, A, G, 1, "c-1", now - 1, 1), (T, A, G, 2, "c-1", now + 3600, 1)],
+        )
+        c.execute("INSERT INTO bus_nack_reasons VALUES (?,?,?,?,?,?)", (T, A, G, 1, 1, "exit status 3"))
+        c.execute("DELETE FROM bus_pending WHERE pos=2")  # acked
+        c.execute("PRAGMA user_version = 5")
+        c.commit()
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        assert await kernel.bus.store.nack_reason(T, A, G, "1") == NackReason(1, "exit status 3")
+        async with kernel.bus.subscribe(A, max_deliveries=1) as sub:
+            assert await sub.receive(timeout_s=0.3) is None  # its next hand-out is past max_deliveries: buried
+        [dead] = await kernel.bus.dead_letters(A, group=G)
+        assert (dead.message, dead.reason, dead.attempts) == (message, "exit status 3", 1)
+    assert "bus_nack_reasons" not in tables(path)
+    assert "bus_pending_forget" not in triggers(path)
+    assert layout(path)[0] == SCHEMA_VERSION == 6
 
 
 async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
