@@ -15,6 +15,7 @@ import pytest
 
 import sos_kernel
 from sos_kernel.backends.sqlite import (
+    CLAIM_IDLE_SCAN_MAX,
     CLAIM_SCAN_MAX,
     INLINE_BYTES_MAX,
     SCHEMA_VERSION,
@@ -411,6 +412,66 @@ async def test_a_claim_reads_a_bounded_window_of_pending_entries_however_many_ar
         finally:
             await backend.aclose()
     assert steps[20 * CLAIM_SCAN_MAX] < 2 * steps[CLAIM_SCAN_MAX // 2] + 10, steps
+
+
+async def claims_until_taken(bus: SQLiteBusStore, position: str, claims_max: int) -> int:
+    """How many claims (of one entry each, by a consumer with nothing else to take) it takes to get ``position``."""
+    for n in range(1, claims_max + 1):
+        taken = await bus.claim(T, A, G, "c", 1, 60_000)
+        if taken:
+            assert [t.position for t in taken] == [position]
+            return n
+    return claims_max + 1
+
+
+async def test_a_due_retry_behind_5000_pending_entries_is_taken_by_the_next_claim(tmp_path: Path) -> None:
+    # the retry falls due just behind where the scan stands, so every window of the pending set is before it;
+    # one window a claim took ceil(5000 / CLAIM_SCAN_MAX) = 20 claims, each a wait of the subscriber's
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    pending = 5000
+    try:
+        bus = backend.bus
+        await bus.ensure_group(T, A, G, "earliest")
+        await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
+        assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending  # all in flight, none due
+        assert await bus.nack(T, A, G, "1", 1, 0, 60_000)
+        assert [c.position for c in await bus.claim(T, A, G, "c", 1, 60_000)] == ["1"]  # the scan is past 1 now
+        behind = str(CLAIM_SCAN_MAX - 1)
+        assert await bus.nack(T, A, G, behind, 1, 0, 60_000)
+        assert await claims_until_taken(bus, behind, pending) == 1
+    finally:
+        await backend.aclose()
+
+
+async def test_a_claim_with_nothing_to_take_looks_through_a_bounded_number_of_pending_entries(tmp_path: Path) -> None:
+    # its cost is the same with CLAIM_IDLE_SCAN_MAX pending entries and with three times as many; a due retry at
+    # the far end of the larger set is reached by the third such claim (one per CLAIM_IDLE_SCAN_MAX entries)
+    steps: dict[int, int] = {}
+    count = [0]
+    KEEP_ALL = Retention(count_max=4 * CLAIM_IDLE_SCAN_MAX, age_s=3600.0, dedup_window_s=60.0)
+
+    def step() -> int:  # SQLite's progress handler: called every 100 virtual machine instructions
+        count[0] += 1
+        return 0
+
+    for pending in (CLAIM_IDLE_SCAN_MAX, 3 * CLAIM_IDLE_SCAN_MAX):
+        backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / f'k{pending}.db'}")
+        try:
+            bus = backend.bus
+            await bus.ensure_group(T, A, G, "earliest")
+            await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP_ALL)
+            assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending
+            count[0] = 0
+            backend.engine.conn.set_progress_handler(step, 100)
+            assert await bus.claim(T, A, G, "c", 1, 60_000) == []
+            backend.engine.conn.set_progress_handler(None, 0)
+            steps[pending] = count[0]
+            if pending > CLAIM_IDLE_SCAN_MAX:
+                assert await bus.nack(T, A, G, str(pending), 1, 0, 60_000)
+                assert await claims_until_taken(bus, str(pending), 10) == 2  # after the one above: the third
+        finally:
+            await backend.aclose()
+    assert steps[3 * CLAIM_IDLE_SCAN_MAX] < 1.2 * steps[CLAIM_IDLE_SCAN_MAX] + 10, steps
 
 
 async def test_a_due_retry_past_the_claim_window_is_reached_by_the_next_claims(tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ reused, even once every entry is trimmed, and a publish does not write the count
 
 A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
 where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
-would write): a claim's cost does not grow with the pending set, retries within a window go in position order, and
-a due retry past the window is reached by the next claims. A group's cursor is its row at position -1 of
+would write): a claim's cost does not grow with the pending set, and retries within a window go in position order.
+A claim that finds no due retry in its window and no new entry goes on through the next windows, up to
+``CLAIM_IDLE_SCAN_MAX`` pending entries in all: a due retry anywhere among that many is taken by the first claim
+that has nothing else to take, however the windows fell. A group's cursor is its row at position -1 of
 ``bus_pending`` (its ``attempts``; no position is negative), beside its pending entries: a claim writes one B-tree.
 A pending entry's nack reason is kept in its own row, so whatever removes the entry (an ack above all) removes the
 reason in the same row write.
@@ -87,6 +89,10 @@ POSITION_MAX = 2**63 - 1
 CLAIM_SCAN_MAX = 256
 """A claim looks for due retries among at most this many of the group's pending entries (by position, from where
 its last claim in this process left off): a claim's cost does not grow with the pending set."""
+CLAIM_IDLE_SCAN_MAX = 32 * CLAIM_SCAN_MAX
+"""A claim whose first window holds no due retry and that finds no new entry looks through at most this many of the
+group's pending entries (8192, in windows of ``CLAIM_SCAN_MAX``, wrapping to the front once): its cost stays
+bounded, and a due retry is waited for one idle claim per this many pending entries, not one per window."""
 SCHEMA_VERSION = 6
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
@@ -425,13 +431,16 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection, budget: int) -> _Claim:
             taken = _Claim(budget)
-            start = self._claim_due(c, key, consumer, now, due_at, count, taken, self._due_from.get(key, 0))
-            if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
-                self._due_from.clear()
-            self._due_from[key] = start
+            first = self._due_from.get(key, 0)
+            start = self._claim_due(c, key, consumer, now, due_at, count, taken, first)
             room = count - len(taken.out)
             if room > 0 and not taken.stopped:
                 self._claim_new(c, key, consumer, due_at, room, taken)
+            if not taken.out and not taken.stopped:  # nothing else to take: look further for a due retry
+                start = self._claim_due_further(c, key, consumer, now, due_at, count, taken, first, start)
+            if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
+                self._due_from.clear()
+            self._due_from[key] = start
             self._seen_version = self._db.data_version()
             return taken
 
@@ -478,6 +487,35 @@ class SQLiteBusStore(BusStore):
             )
             taken.out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
         return start if len(due) > count else after
+
+    @classmethod
+    def _claim_due_further(
+        cls,
+        c: sqlite3.Connection,
+        key: tuple[str, str, str],
+        consumer: str,
+        now: float,
+        due_at: float,
+        count: int,
+        taken: _Claim,
+        first: int,
+        start: int,
+    ) -> int:
+        """Go on from ``start`` (past the window that began at ``first``) through the next windows, wrapping to the
+        front once, until one holds a due retry or ``CLAIM_IDLE_SCAN_MAX`` entries were looked at; where the next
+        claim's window starts."""
+        wrapped = False
+        for _ in range(CLAIM_IDLE_SCAN_MAX // CLAIM_SCAN_MAX - 1):
+            if start == 0:  # the last window reached the end
+                if wrapped or first == 0:
+                    break
+                wrapped = True
+            elif wrapped and start >= first:  # back where this claim began
+                break
+            start = cls._claim_due(c, key, consumer, now, due_at, count, taken, start)
+            if taken.out or taken.stopped:
+                break
+        return start
 
     @staticmethod
     def _claim_new(
