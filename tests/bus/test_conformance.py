@@ -575,6 +575,58 @@ async def test_a_reply_from_a_delivery_no_longer_held_stores_no_reply(kernel: Ke
     assert await kernel.bus.history("agent:alice") == []  # neither late reply was stored
 
 
+@pytest.mark.parametrize("settle", ["ack", "nack"])
+async def test_a_stale_ack_or_nack_changes_nothing_and_the_redelivery_stays_with_its_holder(
+    api: Api, kernel: Kernel, settle: str
+) -> None:
+    # a's lease expired and b holds the entry now: a's late ack (or nack) is "no longer pending" and changes nothing
+    await kernel.bus.send("agent:alice", "agent:bob", settle)
+    async with api.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=0.3) as a:
+        (first,) = await drain(a, 1)
+    # b's lease is short too: a Redis store looks for due retries every quarter of it
+    async with kernel.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=2) as b:
+        (second,) = await drain(b, 1)
+        assert (second.position, second.attempt) == (first.position, 2)
+        assert await (first.ack() if settle == "ack" else first.nack(reason="late")) is False
+        assert await kernel.bus.pending("agent:bob", group="inbox") == 1
+        assert await kernel.bus.store.nack_reason(DEFAULT_TENANT, "agent:bob", "inbox", second.position) is None
+        assert await b.receive(timeout_s=0.5) is None  # not made due again under b's feet
+        assert await second.ack() is True
+    assert await kernel.bus.pending("agent:bob", group="inbox") == 0
+
+
+async def test_of_concurrent_acks_and_nacks_of_one_entry_only_its_current_holder_settles_it(kernel: Kernel) -> None:
+    # hand-outs 1..5 of one entry settle it at once, from two connections where the engine has them: 5 wins
+    store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
+    await kernel.bus.send("agent:alice", a, "contended")
+    await store.ensure_group(t, a, g, "earliest")
+    [held] = await store.claim(t, a, g, "c1", 1, 30_000)
+    for n in range(2, 6):
+        assert await store.nack(t, a, g, held.position, n - 1, 0, 30_000)
+        [held] = await store.claim(t, a, g, f"c{n}", 1, 30_000)
+    assert held.attempt == 5
+    async with contextlib.AsyncExitStack() as stack:
+        stores = [store]
+        if not kernel.url.startswith("memory"):
+            stores.append((await stack.enter_async_context(sos_kernel.open(kernel.url))).bus.store)
+        won: dict[int, bool] = {}
+
+        async def settle(attempt: int) -> None:
+            s = stores[attempt % len(stores)]
+            won[attempt] = await (
+                s.ack(t, a, g, held.position, attempt)
+                if attempt % 2
+                else s.nack(t, a, g, held.position, attempt, 0, 30_000, "stale")
+            )
+
+        async with anyio.create_task_group() as tg:
+            for attempt in (4, 1, 5, 2, 3):
+                tg.start_soon(settle, attempt)
+    assert won == {1: False, 2: False, 3: False, 4: False, 5: True}
+    assert await store.pending_count(t, a, g) == 0
+    assert await store.claim(t, a, g, "c6", 1, 30_000) == []
+
+
 async def test_a_reply_and_ack_failing_inside_the_step_leaves_it_pending_and_no_reply(
     kernel: Kernel, kernel_url: str, implements: Any
 ) -> None:

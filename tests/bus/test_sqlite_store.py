@@ -1,6 +1,6 @@
-"""The SQLite bus store's own statements: acks that drop nack reasons through the file's trigger (also in a file
-made before the trigger existed), publishes that dedup and number exactly, and claims whose payloads go over
-``INLINE_BYTES_MAX`` taken off the event loop in order. (SQLite only: the statements are that engine's own.)"""
+"""The SQLite bus store's own statements: acks that drop a nack reason with its pending row (one statement, no
+trigger), publishes that dedup and number exactly, and claims whose payloads go over ``INLINE_BYTES_MAX`` taken off
+the event loop in order. (SQLite only: the statements are that engine's own.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
+import sos_kernel
 from sos_kernel.backends.sqlite import (
+    CLAIM_IDLE_SCAN_MAX,
     CLAIM_SCAN_MAX,
     INLINE_BYTES_MAX,
     SCHEMA_VERSION,
@@ -31,41 +33,40 @@ TRIM_BATCH = 1000  # TRIM_EVERY_APPENDS: an address is trimmed by count once per
 T, A, G = "default", "agent:x", "inbox"
 
 
-def reasons(path: Path) -> int:
-    with closing(sqlite3.connect(path)) as c:
-        return int(c.execute("SELECT count(*) FROM bus_nack_reasons").fetchone()[0])
-
-
 def triggers(path: Path) -> set[str]:
     with closing(sqlite3.connect(path)) as c:
         return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
 
 
-async def test_a_file_made_before_the_ack_trigger_gains_it_on_open_and_acks_drop_nack_reasons(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "old.db"
-    backend = await SQLiteBackend.connect(f"sqlite:///{path}")
-    await backend.aclose()
-    with closing(sqlite3.connect(path)) as c:  # the layout as files were made before the trigger
-        c.execute("DROP TRIGGER bus_pending_forget")
-        c.commit()
-    assert "bus_pending_forget" not in triggers(path)
+def tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as c:
+        return {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+async def test_an_ack_drops_the_nack_reason_with_its_pending_row_in_one_statement(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
     backend = await SQLiteBackend.connect(f"sqlite:///{path}")
     try:
-        assert "bus_pending_forget" in triggers(path)
+        assert "bus_nack_reasons" not in tables(path)
+        assert "bus_pending_forget" not in triggers(path)
         bus = backend.bus
         await bus.ensure_group(T, A, G, "earliest")
         [first] = await bus.append(T, [(A, Entry("m1", b"{}"))], KEEP)
         [claimed] = await bus.claim(T, A, G, "c", 1, 30_000)
-        assert await bus.nack(T, A, G, claimed.position, 0, 30_000, reason="bad input")
-        assert (await bus.nack_reason(T, A, G, first.position)) is not None
+        assert await bus.nack(T, A, G, claimed.position, 1, 0, 30_000, reason="bad input")
+        assert await bus.nack_reason(T, A, G, first.position) == NackReason(1, "bad input")
         [again] = await bus.claim(T, A, G, "c", 1, 30_000)
         assert (again.position, again.attempt) == (first.position, 2)
-        assert await bus.ack(T, A, G, again.position)
+        assert await bus.nack_reason(T, A, G, first.position) == NackReason(1, "bad input")  # kept on redelivery
+        statements: list[str] = []
+        backend.engine.conn.set_trace_callback(statements.append)
+        try:
+            assert await bus.ack(T, A, G, again.position, 2)
+        finally:
+            backend.engine.conn.set_trace_callback(None)
+        assert [" ".join(s.split()[:3]) for s in statements] == ["BEGIN IMMEDIATE", "DELETE FROM bus_pending", "COMMIT"]
         assert await bus.nack_reason(T, A, G, first.position) is None
-        assert reasons(path) == 0
-        assert not await bus.ack(T, A, G, again.position)
+        assert not await bus.ack(T, A, G, again.position, 2)
     finally:
         await backend.aclose()
 
@@ -114,7 +115,7 @@ async def test_claims_over_the_inline_bound_are_taken_whole_and_in_order(tmp_pat
         assert taken == [data for _, (_, data, *_) in items]
         assert claims == [2, 4]  # on the loop up to the first row over the bound, then the rest off it
         # a due retry over the bound is taken again whole
-        assert await bus.nack(T, A, G, "3", 0, 30_000)
+        assert await bus.nack(T, A, G, "3", 1, 0, 30_000)
         [retry] = await bus.claim(T, A, G, "c", 10, 30_000)
         assert (retry.position, retry.data, retry.attempt) == ("3", big, 2)
     finally:
@@ -266,6 +267,54 @@ async def test_a_file_of_an_earlier_layout_is_migrated_on_open_and_keeps_every_m
         await backend.aclose()
 
 
+# the bus_pending and bus_nack_reasons tables and the trigger as layout 5 made them (their text in sqlite_master)
+LAYOUT_5_PENDING = """
+CREATE TABLE bus_pending (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
+    PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE TABLE bus_nack_reasons (
+    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
+CREATE TRIGGER bus_pending_forget AFTER DELETE ON bus_pending BEGIN DELETE FROM bus_nack_reasons WHERE
+    tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp AND pos=OLD.pos; END;
+"""
+
+
+async def test_a_layout_5_file_keeps_a_pending_entrys_nack_reason_which_becomes_its_dead_letters_reason(
+    tmp_path: Path,
+) -> None:
+    # what layout 5 wrote for an entry delivered once (max_deliveries=1) and nacked with a reason, and a second entry
+    # acked since (the trigger dropped its reason)
+    path, now = tmp_path / "old.db", time.time()
+    message = SendMessage(source="agent:alice", target=A, payload=SendPayload(text="fails"))
+    with closing(sqlite3.connect(path)) as c:
+        c.executescript(LAYOUT_1.split("CREATE TABLE bus_groups")[0] + LAYOUT_5_PENDING)
+        for statement in LAYOUT_3:
+            c.execute(statement)
+        c.execute(
+            "INSERT INTO bus_entries VALUES (?,?,?,?,?,?,?,?,?)",
+            (T, 1, A, str(message.message_id), message.to_json(), 0, None, now, now + 3600),
+        )
+        c.executemany(
+            "INSERT INTO bus_pending VALUES (?,?,?,?,?,?,?)",
+            [(T, A, G, -1, "", 0.0, 2), (T, A, G, 1, "c-1", now - 1, 1), (T, A, G, 2, "c-1", now + 3600, 1)],
+        )
+        c.execute("INSERT INTO bus_nack_reasons VALUES (?,?,?,?,?,?)", (T, A, G, 1, 1, "exit status 3"))
+        c.execute("DELETE FROM bus_pending WHERE pos=2")  # acked
+        c.execute("PRAGMA user_version = 5")
+        c.commit()
+    async with sos_kernel.open(f"sqlite:///{path}") as kernel:
+        assert await kernel.bus.store.nack_reason(T, A, G, "1") == NackReason(1, "exit status 3")
+        async with kernel.bus.subscribe(A, max_deliveries=1) as sub:
+            assert await sub.receive(timeout_s=0.3) is None  # its next hand-out is past max_deliveries: buried
+        [dead] = await kernel.bus.dead_letters(A, group=G)
+        assert (dead.message, dead.reason, dead.attempts) == (message, "exit status 3", 1)
+    assert "bus_nack_reasons" not in tables(path)
+    assert "bus_pending_forget" not in triggers(path)
+    assert layout(path)[0] == SCHEMA_VERSION == 6
+
+
 async def test_a_publish_writes_its_entry_only(tmp_path: Path) -> None:
     # a statement plan: no dedup table, no counter, no age-trim delete while the oldest entry is within age
     backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
@@ -301,16 +350,16 @@ async def test_a_claim_writes_one_page_and_keeps_its_group_cursor_beside_its_pen
         await bus.ensure_group(T, A, G, "earliest")
         await bus.append(T, [(A, Entry(f"m{i}", b"{}")) for i in range(4)], KEEP)
         [first] = await bus.claim(T, A, G, "c", 1, 30_000)
-        assert await bus.ack(T, A, G, first.position)
+        assert await bus.ack(T, A, G, first.position, 1)
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         wal_frames(conn, path)
         [second] = await bus.claim(T, A, G, "c", 1, 30_000)
         claimed = wal_frames(conn, path)
-        assert await bus.ack(T, A, G, second.position)
+        assert await bus.ack(T, A, G, second.position, 1)
         acked = wal_frames(conn, path)
         assert (first.position, second.position, claimed, acked) == ("1", "2", 1, 1)
         assert await bus.pending_count(T, A, G) == 0  # the cursor's row is no pending entry
-        assert not await bus.ack(T, A, G, "0")
+        assert not await bus.ack(T, A, G, "0", 1)
         await bus.delete_group(T, A, G)
         await bus.ensure_group(T, A, G, "latest")
         assert await bus.claim(T, A, G, "c", 1, 30_000) == []  # a group made again starts where it is told
@@ -365,6 +414,66 @@ async def test_a_claim_reads_a_bounded_window_of_pending_entries_however_many_ar
     assert steps[20 * CLAIM_SCAN_MAX] < 2 * steps[CLAIM_SCAN_MAX // 2] + 10, steps
 
 
+async def claims_until_taken(bus: SQLiteBusStore, position: str, claims_max: int) -> int:
+    """How many claims (of one entry each, by a consumer with nothing else to take) it takes to get ``position``."""
+    for n in range(1, claims_max + 1):
+        taken = await bus.claim(T, A, G, "c", 1, 60_000)
+        if taken:
+            assert [t.position for t in taken] == [position]
+            return n
+    return claims_max + 1
+
+
+async def test_a_due_retry_behind_5000_pending_entries_is_taken_by_the_next_claim(tmp_path: Path) -> None:
+    # the retry falls due just behind where the scan stands, so every window of the pending set is before it;
+    # one window a claim took ceil(5000 / CLAIM_SCAN_MAX) = 20 claims, each a wait of the subscriber's
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    pending = 5000
+    try:
+        bus = backend.bus
+        await bus.ensure_group(T, A, G, "earliest")
+        await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
+        assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending  # all in flight, none due
+        assert await bus.nack(T, A, G, "1", 1, 0, 60_000)
+        assert [c.position for c in await bus.claim(T, A, G, "c", 1, 60_000)] == ["1"]  # the scan is past 1 now
+        behind = str(CLAIM_SCAN_MAX - 1)
+        assert await bus.nack(T, A, G, behind, 1, 0, 60_000)
+        assert await claims_until_taken(bus, behind, pending) == 1
+    finally:
+        await backend.aclose()
+
+
+async def test_a_claim_with_nothing_to_take_looks_through_a_bounded_number_of_pending_entries(tmp_path: Path) -> None:
+    # its cost is the same with CLAIM_IDLE_SCAN_MAX pending entries and with three times as many; a due retry at
+    # the far end of the larger set is reached by the third such claim (one per CLAIM_IDLE_SCAN_MAX entries)
+    steps: dict[int, int] = {}
+    count = [0]
+    KEEP_ALL = Retention(count_max=4 * CLAIM_IDLE_SCAN_MAX, age_s=3600.0, dedup_window_s=60.0)
+
+    def step() -> int:  # SQLite's progress handler: called every 100 virtual machine instructions
+        count[0] += 1
+        return 0
+
+    for pending in (CLAIM_IDLE_SCAN_MAX, 3 * CLAIM_IDLE_SCAN_MAX):
+        backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / f'k{pending}.db'}")
+        try:
+            bus = backend.bus
+            await bus.ensure_group(T, A, G, "earliest")
+            await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP_ALL)
+            assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending
+            count[0] = 0
+            backend.engine.conn.set_progress_handler(step, 100)
+            assert await bus.claim(T, A, G, "c", 1, 60_000) == []
+            backend.engine.conn.set_progress_handler(None, 0)
+            steps[pending] = count[0]
+            if pending > CLAIM_IDLE_SCAN_MAX:
+                assert await bus.nack(T, A, G, str(pending), 1, 0, 60_000)
+                assert await claims_until_taken(bus, str(pending), 10) == 2  # after the one above: the third
+        finally:
+            await backend.aclose()
+    assert steps[3 * CLAIM_IDLE_SCAN_MAX] < 1.2 * steps[CLAIM_IDLE_SCAN_MAX] + 10, steps
+
+
 async def test_a_due_retry_past_the_claim_window_is_reached_by_the_next_claims(tmp_path: Path) -> None:
     backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
     pending = 3 * CLAIM_SCAN_MAX + 5
@@ -374,7 +483,7 @@ async def test_a_due_retry_past_the_claim_window_is_reached_by_the_next_claims(t
         await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
         assert len(await bus.claim(T, A, G, "c", pending, 60_000)) == pending  # all in flight, none due
         for position in (str(pending), "2", "1"):
-            assert await bus.nack(T, A, G, position, 0, 60_000)
+            assert await bus.nack(T, A, G, position, 1, 0, 60_000)
         taken: list[str] = []
         for _ in range(pending // CLAIM_SCAN_MAX + 2):  # one window per claim at most
             taken += [c.position for c in await bus.claim(T, A, G, "c", 10, 60_000)]

@@ -311,10 +311,17 @@ async def test_a_file_in_layout_3_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
         assert in_rows == STATEMENT_BLOCK  # the old rows hold none
 
 
+def bus_pending_as_layout_5(c: sqlite3.Connection) -> None:
+    """The bus's pending rows as layouts up to 5 made them: no nack reason columns (layout 6)."""
+    for name in ("nack_attempt", "nack_reason"):
+        c.execute(f"ALTER TABLE bus_pending DROP COLUMN {name}")
+
+
 def as_layout_4(path: Path) -> None:
     """Rewrite a file of this layout as layout 4 left it: no statement links, and an entry in ``ledger_statements``
     per side of every applied record up to each tenant's last complete block."""
     with closing(sqlite3.connect(path)) as c:
+        bus_pending_as_layout_5(c)
         for table, name in (
             ("ledger_records", "dprev"),
             ("ledger_records", "cprev"),
@@ -479,6 +486,7 @@ async def test_a_file_in_layout_4_is_upgraded_and_its_audit_chain_goes_on(tmp_pa
                 fields,
             )
         c.execute("DROP TABLE audit_ledger_blocks")
+        bus_pending_as_layout_5(c)
         c.execute("PRAGMA user_version = 4")
         c.commit()
     for _ in range(2):  # a second opening finds nothing left to upgrade

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import uuid
@@ -412,6 +413,41 @@ async def test_only_the_stream_that_received_a_delivery_settles_it(kernel: Kerne
             assert await delivery.ack() is False  # a stale hand-out's token settles nothing either
             assert await again.ack() is True
             assert await kernel.tenant(TENANT).bus.store.pending_count(TENANT, address, "workers") == 0
+    finally:
+        await app.state.sos.aclose()
+
+
+@pytest.mark.parametrize("route", ["ack", "nack"])
+async def test_a_stale_hand_out_settles_nothing_over_http_even_with_its_own_lease_token(
+    kernel: Kernel, route: str
+) -> None:
+    """A stream's delivery whose lease expired, handed out again elsewhere: its ack (or nack) through the server,
+    with the stream's own lease token, is answered False and changes nothing; the new holder acks it. The server
+    settles through the same hand-out check as in-process. On every backend."""
+    await kernel.tenants.create(TENANT, "scale")
+    bob = (await kernel.tenant(TENANT).tokens.issue(agent="agent:bob")).secret
+    app = create_app(kernel)
+    view = kernel.tenant(TENANT)
+    try:
+        async with httpx.AsyncClient(
+            base_url=BASE_URL, transport=httpx.ASGITransport(app), headers={"authorization": f"Bearer {bob}"}
+        ) as http:
+            await view.bus.send("agent:alice", "agent:bob", "taken over")
+            params = {"address": "agent:bob", "visibility_timeout_s": 0.3, "poll_s": 0, "max_events": 1}
+            streamed = await http.get("/v1/bus/subscribe", params=params)  # one delivery; the lease lingers
+            [line] = [x for x in streamed.text.splitlines() if x.startswith("data: ") and '"lease_token"' in x]
+            first = json.loads(line.removeprefix("data: "))
+            async with view.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=2) as b:
+                with anyio.fail_after(5):
+                    held = await b.receive()
+                assert held is not None
+                assert (held.position, held.attempt, first["attempt"]) == (first["position"], 2, 1)
+                key = {k: first[k] for k in ("position", "lease_token")} | {"address": "agent:bob", "group": "inbox"}
+                answer = await http.post(f"/v1/bus/{route}", json=key)
+                assert answer.json() == {f"{route}ed": False}
+                assert await view.bus.pending("agent:bob", group="inbox") == 1
+                assert await b.receive(timeout_s=0.5) is None  # not made due again under b's feet
+                assert await held.ack() is True
     finally:
         await app.state.sos.aclose()
 

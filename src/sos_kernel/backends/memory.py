@@ -313,9 +313,13 @@ class MemoryBusStore(BusStore):
         grp.due_min = min((pend.due for pend in grp.pending.values()), default=math.inf)
         return out
 
-    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+    async def ack(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
         grp = self._groups.get((tenant, address, group))
-        return grp is not None and grp.pending.pop(int(position), None) is not None
+        pend = grp.pending.get(int(position)) if grp is not None else None
+        if grp is None or pend is None or pend.attempts != attempt:  # no await between this check and the removal
+            return False
+        del grp.pending[int(position)]
+        return True
 
     async def nack(
         self,
@@ -323,13 +327,14 @@ class MemoryBusStore(BusStore):
         address: str,
         group: str,
         position: str,
+        attempt: int,
         delay_ms: int,
         visibility_ms: int,
         reason: str | None = None,
     ) -> bool:
         grp = self._groups.get((tenant, address, group))
         pend = grp.pending.get(int(position)) if grp else None
-        if grp is None or pend is None:
+        if grp is None or pend is None or pend.attempts != attempt:
             return False
         pend.due = time.monotonic() + delay_ms / 1000
         grp.mark_due(pend.due)

@@ -249,12 +249,13 @@ end
 return out
 """
 
-# KEYS stream, nack reasons; ARGV group, consumer, entry id, delay ms, visibility ms, "1" and the reason or "0".
+# KEYS stream, nack reasons; ARGV group, consumer, entry id, delay ms, visibility ms, "1" and the reason or "0",
+# attempt (last: the hand-out's delivery count, which the entry must still have, as in the ack script).
 _NACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 then return 0 end
+if #p == 0 or p[1][4] ~= tonumber(ARGV[#ARGV]) then return 0 end
 local when = now + tonumber(ARGV[4]) - tonumber(ARGV[5])
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'TIME', when, 'RETRYCOUNT', p[1][4], 'JUSTID')
 if ARGV[6] == '1' then
@@ -265,13 +266,20 @@ end
 return 1
 """
 
-# Per ack: KEYS stream, nack reasons; ARGV group, entry id. Acks a batch of one tenant's acks, any groups (see
-# ACK_BATCH_MAX), forgetting each entry's nack reason in the same step; replies 1 or 0 per ack (0: not pending).
+# Per ack: KEYS stream, nack reasons; ARGV group, entry id, attempt. Acks a batch of one tenant's acks, any groups
+# (see ACK_BATCH_MAX), each only while its hand-out holds the entry (pending, its delivery count still the
+# hand-out's attempt), forgetting its nack reason in the same step; replies 1 or 0 per ack (0: not held).
 _ACK = """
 local out = {}
 for i = 1, #KEYS / 2 do
-  out[i] = redis.call('XACK', KEYS[2 * i - 1], ARGV[2 * i - 1], ARGV[2 * i])
-  redis.call('HDEL', KEYS[2 * i], ARGV[2 * i])
+  local key, grp, id = KEYS[2 * i - 1], ARGV[3 * i - 2], ARGV[3 * i - 1]
+  local p = redis.call('XPENDING', key, grp, id, id, 1)
+  if #p == 0 or p[1][4] ~= tonumber(ARGV[3 * i]) then
+    out[i] = 0
+  else
+    out[i] = redis.call('XACK', key, grp, id)
+    redis.call('HDEL', KEYS[2 * i], id)
+  end
 end
 return out
 """
@@ -373,13 +381,17 @@ return {before - left, left}
 )
 
 
+_Ack = tuple[str, str, str, int]
+"""One ack: address, group, entry id and the hand-out's attempt."""
+
+
 class _AckBatch:
-    """Acks of one tenant sent in one call, each ``(address, group, position)``; ``acked`` (one flag per ack) once
-    it answered, None if it failed."""
+    """Acks of one tenant sent in one call, each ``(address, group, position, attempt)``; ``acked`` (one flag per
+    ack) once it answered, None if it failed."""
 
     __slots__ = ("acked", "done", "positions")
 
-    def __init__(self, first: tuple[str, str, str]) -> None:
+    def __init__(self, first: _Ack) -> None:
         self.positions = [first]
         self.done = anyio.Event()
         self.acked: list[bool] | None = None
@@ -750,12 +762,12 @@ class RedisBusStore(BusStore):
         if at < self._claim_at.get(memo, 0.0):
             self._claim_at[memo] = at
 
-    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+    async def ack(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
         """Acked on the server when it returns, as one call per ack would be: a tenant's acks (any address and
         group: its keys share one slot) issued while its previous ack call is in flight wait for it and then go in
         one call (up to ``ACK_BATCH_MAX``), so a lone ack costs one round trip and concurrent consumers, of one
         group or of many (a channel's subscribers), share theirs."""
-        ack = (address, group, _entry_id(position))
+        ack = (address, group, _entry_id(position), attempt)
         queue = self._acks.get(tenant)
         if queue is None:
             queue = self._acks[tenant] = _AckQueue()
@@ -774,7 +786,7 @@ class RedisBusStore(BusStore):
         self._settle((tenant, address, group), ack[2])
         return done
 
-    async def _ack_first(self, tenant: str, queue: _AckQueue, ack: tuple[str, str, str]) -> bool:
+    async def _ack_first(self, tenant: str, queue: _AckQueue, ack: _Ack) -> bool:
         batch = queue.open = _AckBatch(ack)
         try:
             if queue.sending is not None:
@@ -796,12 +808,12 @@ class RedisBusStore(BusStore):
         if together is not None and together.settle(position) and together.idle():
             del self._together[memo]
 
-    async def _ack_now(self, tenant: str, acks: list[tuple[str, str, str]]) -> list[bool]:
+    async def _ack_now(self, tenant: str, acks: list[_Ack]) -> list[bool]:
         keys: list[str] = []
-        args: list[str] = []
-        for address, group, position in acks:
+        args: list[str | int] = []
+        for address, group, position, attempt in acks:
             keys += [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
-            args += [group, position]
+            args += [group, position, attempt]
         return [bool(n) for n in await self._call(self._ack(keys=keys, args=args))]
 
     async def nack(
@@ -810,13 +822,14 @@ class RedisBusStore(BusStore):
         address: str,
         group: str,
         position: str,
+        attempt: int,
         delay_ms: int,
         visibility_ms: int,
         reason: str | None = None,
     ) -> bool:
         keys = [self._k(tenant, "stream", address), self._k(tenant, "nackwhy", address, group)]
         kept = ["0"] if reason is None else ["1", reason]
-        args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms, *kept]
+        args: list[Any] = [group, "nack", _entry_id(position), delay_ms, visibility_ms, *kept, attempt]
         done = bool(await self._call(self._nack(keys=keys, args=args)))
         self._settle((tenant, address, group), position)
         if done:

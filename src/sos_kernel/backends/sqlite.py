@@ -22,9 +22,13 @@ reused, even once every entry is trimmed, and a publish does not write the count
 
 A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
 where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
-would write): a claim's cost does not grow with the pending set, retries within a window go in position order, and
-a due retry past the window is reached by the next claims. A group's cursor is its row at position -1 of
+would write): a claim's cost does not grow with the pending set, and retries within a window go in position order.
+A claim that finds no due retry in its window and no new entry goes on through the next windows, up to
+``CLAIM_IDLE_SCAN_MAX`` pending entries in all: a due retry anywhere among that many is taken by the first claim
+that has nothing else to take, however the windows fell. A group's cursor is its row at position -1 of
 ``bus_pending`` (its ``attempts``; no position is negative), beside its pending entries: a claim writes one B-tree.
+A pending entry's nack reason is kept in its own row, so whatever removes the entry (an ack above all) removes the
+reason in the same row write.
 
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
@@ -88,6 +92,10 @@ its last claim in this process left off): a claim's cost does not grow with the 
 LEGACY_SOURCE = "*"
 """The source of a removed entry's id carried over from layout 5 (no message left to read it from): it holds the
 id for every source until its window ends. No message's source is ``*``."""
+CLAIM_IDLE_SCAN_MAX = 32 * CLAIM_SCAN_MAX
+"""A claim whose first window holds no due retry and that finds no new entry looks through at most this many of the
+group's pending entries (8192, in windows of ``CLAIM_SCAN_MAX``, wrapping to the front once): its cost stays
+bounded, and a due retry is waited for one idle claim per this many pending entries, not one per window."""
 SCHEMA_VERSION = 6
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
@@ -101,7 +109,9 @@ stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``
 (``attempts`` holds it), so a claim writes one B-tree. 6: an invocation id's binding and its counted mark are one
 row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them; a message id's
 dedup window is per source (the ``source`` column of ``bus_entries`` and ``bus_dedup``, in the unique index and the
-key). Files of layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
+key); a pending entry's nack reason and the attempt it was given at are columns of its ``bus_pending`` row
+(``nack_attempt``, ``nack_reason``; no ``bus_nack_reasons`` table and no trigger on every ack). Files of layouts 1
+to 5 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -119,11 +129,8 @@ CREATE TABLE IF NOT EXISTS bus_dedup (
 CREATE INDEX IF NOT EXISTS bus_dedup_expires ON bus_dedup (expires);
 CREATE TABLE IF NOT EXISTS bus_pending (
     tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
-    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL,
+    consumer TEXT NOT NULL, due REAL NOT NULL, attempts INTEGER NOT NULL, nack_attempt INTEGER, nack_reason TEXT,
     PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bus_nack_reasons (
-    tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL, pos INTEGER NOT NULL,
-    attempt INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bus_dead (
     id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, address TEXT NOT NULL, grp TEXT NOT NULL,
     pos INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL);
@@ -139,12 +146,6 @@ CREATE TABLE IF NOT EXISTS bus_chunk_parts (
     PRIMARY KEY (tenant, source, group_id, seq));
 """
 _TRIGGERS = (
-    # whatever removes a pending entry (an ack above all) drops its nack reason in the same statement; added to
-    # a file of this layout made before it existed when the file is opened, and harmless to code that also
-    # deletes the reason itself
-    "CREATE TRIGGER IF NOT EXISTS bus_pending_forget AFTER DELETE ON bus_pending BEGIN"
-    " DELETE FROM bus_nack_reasons WHERE tenant=OLD.tenant AND address=OLD.address AND grp=OLD.grp"
-    " AND pos=OLD.pos; END",
     # an entry removed (trimmed, its address dropped) while its message id's dedup window is open leaves the id
     # behind, so a publish of that id stays a duplicate for the whole window
     "CREATE TRIGGER IF NOT EXISTS bus_entries_forget AFTER DELETE ON bus_entries"
@@ -188,6 +189,19 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
+        # --- bus_pending: a pending entry's nack reason moves into its own row (the attempt it was given at with
+        # it); the separate table and the trigger that every ack ran to clear it go
+        "ALTER TABLE bus_pending ADD COLUMN nack_attempt INTEGER",
+        "ALTER TABLE bus_pending ADD COLUMN nack_reason TEXT",
+        "CREATE TABLE IF NOT EXISTS bus_nack_reasons (tenant TEXT NOT NULL, address TEXT NOT NULL,"
+        " grp TEXT NOT NULL, pos INTEGER NOT NULL, attempt INTEGER NOT NULL, reason TEXT NOT NULL,"
+        " PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID",
+        "UPDATE bus_pending SET (nack_attempt, nack_reason) = (SELECT r.attempt, r.reason FROM bus_nack_reasons r"
+        " WHERE r.tenant=bus_pending.tenant AND r.address=bus_pending.address AND r.grp=bus_pending.grp"
+        " AND r.pos=bus_pending.pos) WHERE pos>=0",
+        "DROP TRIGGER IF EXISTS bus_pending_forget",
+        "DROP TABLE bus_nack_reasons",
+        # --- end of bus_pending's layout-6 statements
     ),
 }
 # layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's source is
@@ -436,20 +450,22 @@ class SQLiteBusStore(BusStore):
                 ).fetchone()
                 cursor = int(row[0] or 0)
             # the group's cursor is its row at position -1 of bus_pending (no position is negative)
-            c.execute("INSERT OR IGNORE INTO bus_pending VALUES (?,?,?,-1,'',0,?)", (tenant, address, group, cursor))
+            c.execute(
+                "INSERT OR IGNORE INTO bus_pending VALUES (?,?,?,-1,'',0,?,NULL,NULL)", (tenant, address, group, cursor)
+            )
 
         await self._db.write(tx)
 
     async def delete_group(self, tenant: str, address: str, group: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_pending", "bus_nack_reasons", "bus_dead"):  # bus_pending holds the cursor
+            for table in ("bus_pending", "bus_dead"):  # bus_pending holds the cursor and the nack reasons
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=? AND grp=?", (tenant, address, group))
 
         await self._db.write(tx)
 
     async def drop_address(self, tenant: str, address: str) -> None:
         def tx(c: sqlite3.Connection) -> None:
-            for table in ("bus_entries", "bus_pending", "bus_nack_reasons", "bus_dead"):
+            for table in ("bus_entries", "bus_pending", "bus_dead"):
                 c.execute(f"DELETE FROM {table} WHERE tenant=? AND address=?", (tenant, address))
 
         await self._db.write(tx)
@@ -467,13 +483,16 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection, budget: int) -> _Claim:
             taken = _Claim(budget)
-            start = self._claim_due(c, key, consumer, now, due_at, count, taken, self._due_from.get(key, 0))
-            if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
-                self._due_from.clear()
-            self._due_from[key] = start
+            first = self._due_from.get(key, 0)
+            start = self._claim_due(c, key, consumer, now, due_at, count, taken, first)
             room = count - len(taken.out)
             if room > 0 and not taken.stopped:
                 self._claim_new(c, key, consumer, due_at, room, taken)
+            if not taken.out and not taken.stopped:  # nothing else to take: look further for a due retry
+                start = self._claim_due_further(c, key, consumer, now, due_at, count, taken, first, start)
+            if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
+                self._due_from.clear()
+            self._due_from[key] = start
             self._seen_version = self._db.data_version()
             return taken
 
@@ -508,7 +527,7 @@ class SQLiteBusStore(BusStore):
         for pos, attempts in due[:count]:
             # a payload over the byte bound is not read (length() of a blob skips its overflow pages)
             row = c.execute(_DUE_ENTRY, (*key[:2], pos, taken.left)).fetchone()
-            if row is None:  # trimmed by retention while pending (the trigger drops its nack reason)
+            if row is None:  # trimmed by retention while pending (its nack reason goes with its row)
                 c.execute("DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
                 continue
             size, data, receipts = row
@@ -520,6 +539,35 @@ class SQLiteBusStore(BusStore):
             )
             taken.out.append(Claimed(str(pos), _blob(data), attempts + 1, bool(receipts)))
         return start if len(due) > count else after
+
+    @classmethod
+    def _claim_due_further(
+        cls,
+        c: sqlite3.Connection,
+        key: tuple[str, str, str],
+        consumer: str,
+        now: float,
+        due_at: float,
+        count: int,
+        taken: _Claim,
+        first: int,
+        start: int,
+    ) -> int:
+        """Go on from ``start`` (past the window that began at ``first``) through the next windows, wrapping to the
+        front once, until one holds a due retry or ``CLAIM_IDLE_SCAN_MAX`` entries were looked at; where the next
+        claim's window starts."""
+        wrapped = False
+        for _ in range(CLAIM_IDLE_SCAN_MAX // CLAIM_SCAN_MAX - 1):
+            if start == 0:  # the last window reached the end
+                if wrapped or first == 0:
+                    break
+                wrapped = True
+            elif wrapped and start >= first:  # back where this claim began
+                break
+            start = cls._claim_due(c, key, consumer, now, due_at, count, taken, start)
+            if taken.out or taken.stopped:
+                break
+        return start
 
     @staticmethod
     def _claim_new(
@@ -543,7 +591,7 @@ class SQLiteBusStore(BusStore):
             return
         # the entries and the cursor's row are neighbours in one B-tree: one statement, mostly one page
         c.executemany(
-            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO bus_pending VALUES (?,?,?,?,?,?,?,NULL,NULL)",
             [*((*key, p, consumer, due_at, 1) for p in new), (*key, -1, "", 0.0, new[-1])],
         )
 
@@ -563,7 +611,7 @@ class SQLiteBusStore(BusStore):
         size = sum(len(entry.data) for _, entry in items)
 
         def tx(c: sqlite3.Connection) -> tuple[list[Appended], bool]:
-            # the bus_pending_forget trigger drops the entry's nack reason with it, as in ack
+            # the entry's nack reason goes with its row, as in ack
             cur = c.execute(
                 "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?",
                 (tenant, address, group, pos, attempt),
@@ -577,14 +625,14 @@ class SQLiteBusStore(BusStore):
             self.appended(tenant, {a for a, _ in items})
         return appended, acked
 
-    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
+    async def ack(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
         pos = _position(position)
 
         def tx(c: sqlite3.Connection) -> bool:
-            # one statement: the bus_pending_forget trigger drops the entry's nack reason with it
+            # one statement, the hold's check in it: the entry's nack reason goes with its row
             cur = c.execute(
-                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?",
-                (tenant, address, group, pos),
+                "DELETE FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?",
+                (tenant, address, group, pos, attempt),
             )
             return cur.rowcount > 0
 
@@ -596,6 +644,7 @@ class SQLiteBusStore(BusStore):
         address: str,
         group: str,
         position: str,
+        attempt: int,
         delay_ms: int,
         visibility_ms: int,
         reason: str | None = None,
@@ -604,16 +653,13 @@ class SQLiteBusStore(BusStore):
         key = (tenant, address, group)
 
         def tx(c: sqlite3.Connection) -> bool:
-            row = c.execute(
-                "UPDATE bus_pending SET due=? WHERE tenant=? AND address=? AND grp=? AND pos=? RETURNING attempts",
-                (due, *key, pos),
-            ).fetchone()
-            if row is None:
-                return False
-            _forget_reason(c, key, pos)
-            if reason is not None:
-                c.execute("INSERT INTO bus_nack_reasons VALUES (?,?,?,?,?,?)", (*key, pos, row[0], reason))
-            return True
+            # the reason (None forgets an earlier one) is written in the same row, tagged with the hand-out's attempt
+            cur = c.execute(
+                "UPDATE bus_pending SET due=?, nack_attempt=?, nack_reason=?"
+                " WHERE tenant=? AND address=? AND grp=? AND pos=? AND attempts=?",
+                (due, None if reason is None else attempt, reason, *key, pos, attempt),
+            )
+            return cur.rowcount > 0
 
         done = await self._db.write(tx)
         self._notify(tenant, address)
@@ -624,7 +670,8 @@ class SQLiteBusStore(BusStore):
 
         def tx(c: sqlite3.Connection) -> NackReason | None:
             row = c.execute(
-                "SELECT attempt, reason FROM bus_nack_reasons WHERE tenant=? AND address=? AND grp=? AND pos=?",
+                "SELECT nack_attempt, nack_reason FROM bus_pending WHERE tenant=? AND address=? AND grp=? AND pos=?"
+                " AND pos>=0 AND nack_reason IS NOT NULL",
                 (tenant, address, group, pos),
             ).fetchone()
             return None if row is None else NackReason(int(row[0]), str(row[1]))
@@ -651,7 +698,6 @@ class SQLiteBusStore(BusStore):
             row = c.execute(
                 "SELECT data FROM bus_entries WHERE tenant=? AND address=? AND pos=?", (tenant, address, pos)
             ).fetchone()
-            _forget_reason(c, (tenant, address, group), pos)
             if cur.rowcount == 0 or row is None:
                 return False
             c.execute(
@@ -922,10 +968,6 @@ def _last_position(c: sqlite3.Connection, tenant: str, address: str) -> int:
         (tenant, address),
     ).fetchone()
     return int(row[0])
-
-
-def _forget_reason(c: sqlite3.Connection, key: tuple[str, str, str], pos: int) -> None:
-    c.execute("DELETE FROM bus_nack_reasons WHERE tenant=? AND address=? AND grp=? AND pos=?", (*key, pos))
 
 
 def _columns(c: sqlite3.Connection, table: str) -> set[str]:

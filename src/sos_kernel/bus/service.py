@@ -1305,7 +1305,9 @@ class Subscription:
                 await store.delete_group(tenant, self.address, self.group)
                 return
             for delivery in self._buffer:
-                await store.nack(tenant, self.address, self.group, delivery.position, 0, self._visibility_ms)
+                await store.nack(
+                    tenant, self.address, self.group, delivery.position, delivery.attempt, 0, self._visibility_ms
+                )
             self._buffer.clear()
 
     async def __aenter__(self) -> Subscription:
@@ -1427,7 +1429,9 @@ class Subscription:
             self._settled = None
 
     async def _ack(self, delivery: Delivery) -> bool:
-        done = await self._bus.store.ack(self._bus.tenant, self.address, self.group, delivery.position)
+        done = await self._bus.store.ack(
+            self._bus.tenant, self.address, self.group, delivery.position, delivery.attempt
+        )
         self._release()  # only once settled: a failed ack leaves the delivery in flight, to settle again
         self._bus._count("acked", int(done))
         if done and delivery.receipts:
@@ -1482,7 +1486,14 @@ class Subscription:
     async def _nack(self, delivery: Delivery, delay_s: float, reason: str | None) -> bool:
         delay_ms = int(min(delay_s, self._bus.limits.visibility_timeout_s_max) * 1000)
         done = await self._bus.store.nack(
-            self._bus.tenant, self.address, self.group, delivery.position, delay_ms, self._visibility_ms, reason
+            self._bus.tenant,
+            self.address,
+            self.group,
+            delivery.position,
+            delivery.attempt,
+            delay_ms,
+            self._visibility_ms,
+            reason,
         )
         self._release()
         self._bus._count("nacked", int(done))
@@ -1538,7 +1549,8 @@ class Delivery:
         return self._token
 
     async def ack(self) -> bool:
-        """Mark processed. Returns False if it was no longer pending (acked already, or redelivered and acked).
+        """Mark processed. Returns False, changing nothing, if this hand-out no longer holds it: acked already, or
+        handed out again after its visibility timeout (the redelivery stays with its holder, to settle itself).
 
         If the store fails (SOS-6030), the delivery stays unsettled: ack or nack it again.
         """
@@ -1582,7 +1594,8 @@ class Delivery:
         return receipt
 
     async def nack(self, delay_s: float = 0.0, *, reason: str | None = None) -> bool:
-        """Give it back, to be delivered again after ``delay_s``. Returns False if it was no longer pending.
+        """Give it back, to be delivered again after ``delay_s``. Returns False, changing nothing, if this hand-out
+        no longer holds it (as :meth:`ack`).
 
         ``reason`` (at most ``NACK_REASON_CHARS_MAX`` characters, no control characters; see
         :func:`check_nack_reason`) is kept with the pending entry: if this was its last delivery, it becomes the

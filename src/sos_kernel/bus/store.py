@@ -277,8 +277,10 @@ class BusStore(ABC):
         return await self.claim(tenant, address, group, consumer, count, visibility_ms)
 
     @abstractmethod
-    async def ack(self, tenant: str, address: str, group: str, position: str) -> bool:
-        """Remove a pending entry; False when it was not pending (already acked or dead-lettered)."""
+    async def ack(self, tenant: str, address: str, group: str, position: str, attempt: int) -> bool:
+        """Remove a pending entry, only while the hand-out that settles it still holds it: pending, its delivery
+        count still ``attempt`` (a redelivery, to any consumer, counts one more). False, with nothing changed, when
+        it is not held (acked, dead-lettered, or handed out again); the check and the removal are one step."""
 
     @abstractmethod
     async def nack(
@@ -287,11 +289,13 @@ class BusStore(ABC):
         address: str,
         group: str,
         position: str,
+        attempt: int,
         delay_ms: int,
         visibility_ms: int,
         reason: str | None = None,
     ) -> bool:
-        """Make a pending entry due again after ``delay_ms``; False when it was not pending.
+        """Make a pending entry due again after ``delay_ms``, only while the hand-out of delivery count ``attempt``
+        still holds it (as :meth:`ack`); False, with nothing changed, when it is not held.
 
         In the same step, ``reason`` is kept with the entry, tagged with its current attempt (``None`` forgets an
         earlier one); it lives until the entry is acked, buried, trimmed or its group deleted.
