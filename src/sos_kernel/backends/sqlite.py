@@ -189,19 +189,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
-        # --- bus_pending: a pending entry's nack reason moves into its own row (the attempt it was given at with
-        # it); the separate table and the trigger that every ack ran to clear it go
-        "ALTER TABLE bus_pending ADD COLUMN nack_attempt INTEGER",
-        "ALTER TABLE bus_pending ADD COLUMN nack_reason TEXT",
-        "CREATE TABLE IF NOT EXISTS bus_nack_reasons (tenant TEXT NOT NULL, address TEXT NOT NULL,"
-        " grp TEXT NOT NULL, pos INTEGER NOT NULL, attempt INTEGER NOT NULL, reason TEXT NOT NULL,"
-        " PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID",
-        "UPDATE bus_pending SET (nack_attempt, nack_reason) = (SELECT r.attempt, r.reason FROM bus_nack_reasons r"
-        " WHERE r.tenant=bus_pending.tenant AND r.address=bus_pending.address AND r.grp=bus_pending.grp"
-        " AND r.pos=bus_pending.pos) WHERE pos>=0",
-        "DROP TRIGGER IF EXISTS bus_pending_forget",
-        "DROP TABLE bus_nack_reasons",
-        # --- end of bus_pending's layout-6 statements
     ),
 }
 # layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's source is
@@ -219,6 +206,25 @@ _BUS_DEDUP_PER_SOURCE = (
     " PRIMARY KEY (tenant, message_id, source)) WITHOUT ROWID",
     "INSERT INTO bus_dedup SELECT tenant, message_id, address, pos, expires, '*' FROM bus_dedup_layout5",
     "DROP TABLE bus_dedup_layout5",
+)
+# layout 5 -> 6, bus_pending: a pending entry's nack reason moves into its own row (the attempt it was given at with
+# it); the separate table and the trigger that every ack ran to clear it go. Run on a file of an earlier layout whose
+# pending rows lack the columns.
+_BUS_PENDING_NACK_REASON = (
+    "ALTER TABLE bus_pending ADD COLUMN nack_attempt INTEGER",
+    "ALTER TABLE bus_pending ADD COLUMN nack_reason TEXT",
+    "CREATE TABLE IF NOT EXISTS bus_nack_reasons (tenant TEXT NOT NULL, address TEXT NOT NULL,"
+    " grp TEXT NOT NULL, pos INTEGER NOT NULL, attempt INTEGER NOT NULL, reason TEXT NOT NULL,"
+    " PRIMARY KEY (tenant, address, grp, pos)) WITHOUT ROWID",
+    "UPDATE bus_pending SET (nack_attempt, nack_reason) = (SELECT r.attempt, r.reason FROM bus_nack_reasons r"
+    " WHERE r.tenant=bus_pending.tenant AND r.address=bus_pending.address AND r.grp=bus_pending.grp"
+    " AND r.pos=bus_pending.pos) WHERE pos>=0",
+    "DROP TRIGGER IF EXISTS bus_pending_forget",
+    "DROP TABLE bus_nack_reasons",
+)
+_BUS_UPGRADES_TO_6 = (
+    ("bus_entries", "source", _BUS_DEDUP_PER_SOURCE),
+    ("bus_pending", "nack_attempt", _BUS_PENDING_NACK_REASON),
 )
 _ALL_SCHEMA = (
     _SCHEMA
@@ -992,10 +998,13 @@ def _create_schema(c: sqlite3.Connection, path: str) -> None:
     for step in range(version, SCHEMA_VERSION) if version else ():
         for statement in _MIGRATIONS[step]:
             c.execute(statement)
-    entry_columns = _columns(c, "bus_entries") if version and version < 6 else {"source"}
-    if entry_columns and "source" not in entry_columns:
-        for statement in _BUS_DEDUP_PER_SOURCE:
-            c.execute(statement)
+    # layout 5 -> 6's bus statements run on the tables that lack their columns (a file's tables may be of
+    # different layouts when only some of them were made by an earlier version)
+    for table, column, statements in _BUS_UPGRADES_TO_6 if version and version < 6 else ():
+        columns = _columns(c, table)
+        if columns and column not in columns:
+            for statement in statements:
+                c.execute(statement)
     for statement in _ALL_SCHEMA.split(";"):
         if statement.strip():
             c.execute(statement)
