@@ -67,7 +67,7 @@ cut to this many characters, ending ``…``."""
 APPROVAL_ARGUMENTS_CHARS_MAX = 8192
 """The most JSON an approval shows of the call's arguments in all: the arguments past it are left out and named
 under ``"…"``."""
-SECRET_ARGUMENT_RE = re.compile(r"secret|password|passwd|api_?key|credential|(^|_)token$", re.IGNORECASE)
+SECRET_ARGUMENT_RE = re.compile(r"secret|password|passwd|api_?key|credential|(^|_)token\Z", re.IGNORECASE)
 """Names of arguments an approval never shows (their value is ``REDACTED``): a task's ``claim_token`` among the
 operations, and any such argument of a governed tool."""
 REDACTED = "<redacted>"
