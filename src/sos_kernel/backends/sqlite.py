@@ -65,7 +65,7 @@ from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore, upgrade_ledger
-from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
+from .sqlite_memory import MEMORY_SCHEMA, MEMORY_UPGRADE_TO_6, SQLiteMemoryStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SKILLS_UPGRADE_TO_6, SQLiteSkillStore
@@ -96,8 +96,9 @@ with an anchor in ``ledger_statements`` every ``STATEMENT_ANCHOR_EVERY`` records
 stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``due`` index on pending bus entries
 (claims scan a bounded window of them by position); a group's cursor is its row at position -1 of ``bus_pending``
 (``attempts`` holds it), so a claim writes one B-tree. 6: an invocation id's binding and its counted mark are one
-row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them. Files of
-layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
+row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them; each
+memory owner group's count and bytes are kept in ``memory_groups`` (summed from ``memory_items`` on upgrade).
+Files of layouts 1 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bus_address_positions (
@@ -181,6 +182,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
+        # -- memory: each owner group's count and bytes (sqlite_memory.MEMORY_UPGRADE_TO_6)
+        *MEMORY_UPGRADE_TO_6,
+        # -- end of memory
     ),
 }
 _ALL_SCHEMA = (
