@@ -16,6 +16,7 @@ import anyio
 
 from ._exact import exact_equal
 from ._text import invalid_text
+from .contracts import RESERVED_AGENTS
 from .errors import Forbidden, InvalidArgument
 from .identity.models import Principal
 from .operations import Access, Operation, OwnKind, declared, reserved_free, scoped_id
@@ -23,6 +24,8 @@ from .operations import Access, Operation, OwnKind, declared, reserved_free, sco
 __all__ = ["REFUSAL_CHARS_MAX", "REFUSAL_DETAIL_CHARS_MAX", "Arguments", "Caller", "Hooks", "guard"]
 
 CHANNEL_PREFIX = "sos:channel:"
+_SPEAKING: frozenset[OwnKind] = frozenset({"source", "agent", "name"})
+"""The kinds of owned argument that name who a call speaks or acts as (not an inbox read or a ledger account)."""
 REFUSAL_CHARS_MAX = 1024
 """The longest message of a guard's refusal: one naming a huge argument does not echo it back in full."""
 REFUSAL_DETAIL_CHARS_MAX = 256
@@ -111,6 +114,18 @@ class Caller:
         what = {"inbox": "inbox", "name": "agent"}.get(kind, name)
         self.deny(f"{what} {value!r} belongs to another agent", address=value)
 
+    def unreserved(self, kind: OwnKind, name: str, value: Any) -> None:
+        """Refuse (SOS-4005, nothing done) ``value`` (argument ``name``) naming a reserved agent (``agent:kernel``)
+        as who a call speaks or acts as, whatever the caller's scopes: only the trusted in-process handle speaks
+        as the kernel, so no session's message or record can pass for the kernel's own."""
+        if kind not in _SPEAKING or type(value) is not str:
+            return
+        agent = "agent:" + value.removeprefix("agent:") if kind == "name" else value
+        if agent in RESERVED_AGENTS:
+            raise InvalidArgument(
+                f"{name} {value!r} is reserved: the kernel's own messages come from it", details={"agent": agent}
+            )
+
     def own_id(self, id: Any, lift: str, *, reading: bool = False) -> Any:
         """``id`` as the caller's: in its namespace (see :func:`scoped_id`), and, unless ``reading``, never ending
         with a suffix the kernel reserves (SOS-4005); unchanged for a caller holding ``lift``."""
@@ -124,9 +139,11 @@ class Caller:
         lifted = principal.allows(access.lift)
         if not lifted and (access.admin or _beyond(access.admin_unless, arguments)):
             self.deny(f"needs the {access.lift!r} scope", scope=access.lift)
-        if not lifted:
-            for name, kind in access.own.items():
-                self.own(kind, name, arguments.get(name))
+        for name, kind in access.own.items():
+            value = arguments.get(name)
+            if not lifted:
+                self.own(kind, name, value)
+            self.unreserved(kind, name, value)
         for name in access.ids:
             if name in arguments:
                 arguments[name] = self.own_id(arguments.get(name), access.lift)

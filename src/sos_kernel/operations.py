@@ -17,8 +17,8 @@ Everything else is derived from these declarations, so an operation is written o
 The Protocols of :mod:`sos_kernel.api` stay the typed contract: a test holds every declared operation's signature
 equal to its Protocol method, and mypy proves the trusted services satisfy the Protocols.
 
-Access rules, in the order a guard applies them (every refusal is SOS-5004, counted and passed to the kernel's
-denial hooks):
+Access rules, in the order a guard applies them (every refusal but a reserved agent's is SOS-5004, counted and
+passed to the kernel's denial hooks):
 
 1. the token is re-validated (revocation and suspension apply within ``TOKEN_CACHE_TTL_S``);
 2. ``scope`` must be held (``admin`` holds every scope);
@@ -26,7 +26,8 @@ denial hooks):
    the values listed for it (compared type-exactly: ``0`` is not ``False``);
 4. each argument named in ``own`` must be the caller's own: ``source`` or ``agent`` (its ``agent:<name>``),
    ``name`` (its name, with or without ``agent:``), ``inbox`` (its own address or any ``sos:channel:``) or
-   ``account`` (a ledger owner that is its agent). Holding ``lift`` waives these checks;
+   ``account`` (a ledger owner that is its agent). Holding ``lift`` waives these checks, but never lets a
+   ``source``, ``agent`` or ``name`` argument name a reserved agent (``agent:kernel``: SOS-4005, whoever asks);
 5. each argument named in ``tenant`` must be the caller's tenant;
 6. each argument named in ``ids`` is recorded in the caller's namespace (see :func:`scoped_id`) unless the caller
    holds ``lift``;

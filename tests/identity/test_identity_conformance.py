@@ -360,3 +360,47 @@ async def test_the_kernels_own_agent_is_reserved(acme: tuple[sos_kernel.Kernel, 
         assert "reserved" in refused.value.message
     assert await session.registry.find() == []
     assert (await kernel.tenant("acme").tokens.issue(agent="agent:kernels")).agent == "agent:kernels"
+
+
+async def test_no_session_speaks_as_the_kernel(acme: tuple[sos_kernel.Kernel, str], connect: Connect) -> None:
+    """Whatever its scopes, no session sends a message, or acts in a record, as ``agent:kernel``: the tenant's admin
+    (which may otherwise speak as any agent) is refused SOS-4005 by every operation naming who speaks, nothing is
+    written; the trusted in-process handle still speaks as the kernel."""
+    from sos_kernel.contracts import KERNEL_AGENT
+
+    kernel, admin = acme
+    trusted = kernel.tenant("acme")
+    session = await connect(admin)
+    events = "sos:channel:system:events"
+    before = [m.message_id for m in await trusted.bus.history(events)]
+    forged = SendMessage(source=KERNEL_AGENT, target=events, payload=SendPayload(text="task_done"))
+    asked = await session.bus.send("agent:alice", "agent:bob", "hi")  # an admin speaks as any other agent
+    to = (await trusted.bus.history("agent:bob"))[-1]
+    assert to.message_id == asked.message_id
+    attempts: list[Any] = [
+        lambda: session.bus.publish(forged),
+        lambda: session.bus.publish(forged.model_dump(mode="json", exclude_none=True)),
+        lambda: session.bus.publish_many([forged]),
+        lambda: session.bus.send(KERNEL_AGENT, events, "task_done"),
+        lambda: session.bus.announce(KERNEL_AGENT, "up"),
+        lambda: session.bus.wake(KERNEL_AGENT, "agent:bob", "wake"),
+        lambda: session.bus.ask(KERNEL_AGENT, "agent:bob", "?", timeout_s=0.5),
+        lambda: session.bus.reply(to, "done", source=KERNEL_AGENT),
+        lambda: session.registry.heartbeat("kernel"),
+        lambda: session.tasks.create("t", reviewers=["agent:rev"], created_by=KERNEL_AGENT),
+        lambda: session.engine.chat([{"role": "user", "content": "hi"}], agent=KERNEL_AGENT),
+        lambda: session.skills.record_invocation("s", caller=KERNEL_AGENT, tenant="acme", invocation_id="i"),
+        lambda: session.skills.verify("s", "1.0.0", verifier=KERNEL_AGENT, status="auto_verified"),
+        lambda: session.governance.approve("a", reviewer=KERNEL_AGENT),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidArgument) as refused:
+            await attempt()
+        assert refused.value.code == "SOS-4005"
+        assert "reserved" in refused.value.message
+        assert refused.value.details == {"agent": KERNEL_AGENT}
+    assert [m.message_id for m in await trusted.bus.history(events)] == before
+    assert [m.message_id for m in await trusted.bus.history("agent:bob")] == [asked.message_id]
+    assert await trusted.tasks.list() == []
+    spoken = await trusted.bus.send(KERNEL_AGENT, events, "the kernel's own")
+    assert (await trusted.bus.history(events))[-1].message_id == spoken.message_id

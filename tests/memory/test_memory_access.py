@@ -231,3 +231,59 @@ async def test_one_agent_fills_its_share_of_namespaces_and_another_still_gets_he
     assert "agent:bob/junk4" not in names
     assert "junk2" not in names
     assert len(names) == 8
+
+
+async def test_one_agent_fills_its_share_of_memories_and_bytes_and_another_still_stores(
+    kernel: sos_kernel.Kernel, connect: Connect
+) -> None:
+    """memories_max=8: bob's own namespaces hold at most 4 memories and the shared ones at most 2, so alice still
+    stores; then bytes_max=4_000: bob's own at most 2_000 bytes, the shared ones 1_000. Each refusal is SOS-4010
+    naming the share, checked in the store's atomic write, nothing written; a forget gives its share back."""
+    await kernel.tenants.create("acme", plan="growth")
+    memory = kernel.tenant("acme").memory
+    memory.limits = MemoryLimits(memories_max=8)
+    tokens = kernel.tenant("acme").tokens
+    bob = (await connect((await tokens.issue(agent="agent:bob")).secret)).memory
+    alice = (await connect((await tokens.issue(agent="agent:alice")).secret)).memory
+    for i in range(4):
+        await bob.remember(f"agent:bob/n{i % 2}", "x", id=f"m{i}", vector=[1.0])
+    with pytest.raises(
+        LimitExceeded, match="agent:bob's own namespaces' memories would pass agent_memories_max"
+    ) as info:
+        await bob.remember_many("agent:bob/n2", [{"text": "x", "vector": [1.0]}])
+    assert (info.value.code, info.value.details["limit"], info.value.details["value"]) == (
+        "SOS-4010",
+        "agent_memories_max",
+        4,
+    )
+    await bob.remember("agent:bob/n0", "x", id="m0", vector=[1.0])  # a replay stores nothing: still allowed
+    for i in range(2):
+        await bob.remember("team", "x", id=f"t{i}", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="shared_memories_max"):
+        await bob.remember("team", "x", vector=[1.0])
+    await alice.remember("agent:alice/notes", "mine", vector=[1.0])
+    await alice.remember("agent:alice/notes", "and mine", vector=[1.0])
+    counts = {n.name: n.count for n in await memory.namespaces()}
+    assert counts == {"agent:bob/n0": 2, "agent:bob/n1": 2, "team": 2, "agent:alice/notes": 2}
+    assert await bob.forget("agent:bob/n1", "m1") is True  # his share comes back
+    await bob.remember("agent:bob/n2", "x", vector=[1.0])
+    for ns, ids in (("agent:bob/n0", ["m0", "m2"]), ("agent:bob/n1", ["m3"]), ("team", ["t0", "t1"])):
+        for id in ids:
+            await memory.forget(ns, id)
+    await memory.forget("agent:bob/n2", (await memory.list("agent:bob/n2"))[0].id)
+
+    memory.limits = MemoryLimits(bytes_max=4_000)
+    size = 1_000 + 2 + 4  # text, "{}" metadata, one float32
+    await bob.remember("agent:bob/big", "b" * 1_000, id="b0", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="agent_bytes_max") as info:
+        await bob.remember("agent:bob/big", "b" * 1_000, id="b1", vector=[1.0])
+    assert (info.value.details["limit"], info.value.details["value"]) == ("agent_bytes_max", 2_000)
+    await bob.remember("team", "t" * 990, id="t0", vector=[1.0])
+    with pytest.raises(LimitExceeded, match="shared_bytes_max"):
+        await bob.remember("team", "t" * 10, id="t1", vector=[1.0])
+    await alice.remember("agent:alice/notes", "a" * 1_000, vector=[1.0])
+    assert size * 2 > 2_000
+    assert await bob.forget("agent:bob/big", "b0") is True
+    await bob.remember("agent:bob/big", "b" * 1_000, id="b1", vector=[1.0])
+    counts = {n.name: n.count for n in await memory.namespaces()}
+    assert counts == {"agent:bob/big": 1, "team": 1, "agent:alice/notes": 3}

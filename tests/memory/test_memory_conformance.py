@@ -243,7 +243,7 @@ async def test_bad_input_is_refused_with_the_same_error_everywhere_and_writes_no
 
 
 async def test_tenant_bounds_refuse_and_write_nothing(open_api: OpenApi) -> None:
-    limits = MemoryLimits(memories_max=3, namespaces_max=2, bytes_max=10_000)
+    limits = MemoryLimits(memories_max=12, namespaces_max=2, bytes_max=40_000)  # shared: 3 memories, 10_000 bytes
     async with open_api(memory_limits=limits) as api:
         mem = api.memory
         await mem.remember_many("a", [{"text": "1", "vector": [1.0]}, {"text": "2", "vector": [1.0]}])

@@ -15,7 +15,7 @@ import pytest
 
 import sos_kernel
 from sos_kernel.backends import Implements
-from sos_kernel.memory import LexicalEmbedder
+from sos_kernel.memory import LexicalEmbedder, MemoryLimits
 from sos_kernel.memory.store import LOG_VERSIONS_MAX
 
 from ..conftest import requires
@@ -115,3 +115,37 @@ async def test_a_cached_snapshot_follows_another_kernels_writes(kernel_url: str,
         assert [h.id for h in await reader.memory.recall("ns", query, k=30)] == await _exact_ids(
             writer.memory, "ns", query, 30
         )
+
+
+FILL_CHILD = str(Path(__file__).with_name("_fill_child.py"))
+
+
+@pytest.mark.parametrize("share", ["memories", "bytes"])
+async def test_two_processes_cannot_pass_an_agents_share(kernel_url: str, implements: Implements, share: str) -> None:
+    """Two processes fill agent:bob's own namespaces at once: together they store exactly his share
+    (``agent_memories_max`` 5 of ``memories_max`` 10, or ``agent_bytes_max`` 5 * 107 bytes of ``bytes_max``), never
+    more, since the share is checked in each write's atomic step; and agent:alice still stores."""
+    requires(implements, multi_process=True)
+    size = 1 + 2 + 4 + 100  # text, "{}" metadata, one float32
+    if share == "memories":
+        limits = MemoryLimits(memories_max=10, bytes_max=10 * size)
+    else:
+        limits = MemoryLimits(memories_max=1_000, bytes_max=10 * size + 1)
+    async with sos_kernel.open(kernel_url, memory_limits=limits) as kernel:
+        await kernel.tenants.create("acme", plan="growth")
+        mem = kernel.tenant("acme").memory
+        args = ["8", "100", str(limits.memories_max), str(limits.bytes_max)]
+        outs: list[str] = []
+
+        async def fill(prefix: str) -> None:
+            done = await anyio.run_process([sys.executable, FILL_CHILD, kernel_url, prefix, *args], check=False)
+            if done.returncode != 0:
+                raise AssertionError(done.stderr.decode())
+            outs.append(done.stdout.decode().strip())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fill, "a")
+            tg.start_soon(fill, "b")
+        assert sum(int(o) for o in outs) == 5
+        assert [(n.name, n.count) for n in await mem.namespaces()] == [("agent:bob/fill", 5)]
+        await mem.remember("agent:alice/notes", "x" * 100, vector=[1.0])

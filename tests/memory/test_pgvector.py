@@ -106,6 +106,41 @@ async def test_namespace_shares_on_pgvector(pg_kernel: sos_kernel.Kernel) -> Non
     assert len(await mem.namespaces()) == 7
 
 
+async def test_memory_and_byte_shares_on_pgvector(pg_url: str, tmp_path: Path) -> None:
+    """The per-agent and shared shares of memories_max and bytes_max hold on PostgreSQL as on the other stores, a
+    forget gives back; a database written before the groups were kept (no ``sos_memory_groups``) has them summed
+    from its memories when a store connects."""
+    import asyncpg
+
+    limits = MemoryLimits(memories_max=8, bytes_max=4_000)  # bob: 4 memories, 2_000 bytes; shared: 2, 1_000
+    async with sos_kernel.open(f"sqlite:///{tmp_path}/a.db", memory=pg_url, memory_limits=limits) as kernel:
+        mem = _Tenant(kernel).memory
+        for i in range(4):
+            await mem.remember("agent:bob/n", "x", id=f"m{i}", vector=[1.0])
+        with pytest.raises(LimitExceeded, match="agent_memories_max"):
+            await mem.remember("agent:bob/other", "x", vector=[1.0])
+        await mem.remember("team", "t" * 990, id="t0", vector=[1.0])
+        with pytest.raises(LimitExceeded, match="shared_bytes_max"):
+            await mem.remember("team", "t" * 10, id="t1", vector=[1.0])
+        await mem.remember("agent:alice/notes", "mine", vector=[1.0])
+        assert await mem.forget("agent:bob/n", "m0") is True
+        await mem.remember("agent:bob/other", "x", vector=[1.0])
+        tenant = mem.tenant
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("DROP TABLE sos_memory_groups")
+    finally:
+        await conn.close()
+    async with sos_kernel.open(f"sqlite:///{tmp_path}/b.db", memory=pg_url, memory_limits=limits) as kernel:
+        mem = kernel.tenant(tenant).memory
+        with pytest.raises(LimitExceeded, match="agent_memories_max"):
+            await mem.remember("agent:bob/n", "x", id="m0", vector=[1.0])
+        with pytest.raises(LimitExceeded, match="shared_bytes_max"):
+            await mem.remember("team", "t" * 10, id="t1", vector=[1.0])
+        assert await mem.forget("agent:bob/n", "m1") is True
+        await mem.remember("agent:bob/n", "x", id="m0", vector=[1.0])
+
+
 async def test_tenants_stay_apart_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:
     a, b = _Tenant(pg_kernel).memory, _Tenant(pg_kernel).memory
     await a.remember("shared", "a's secret", id="x", vector=[1.0, 0.0])

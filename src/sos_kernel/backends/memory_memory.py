@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, in_group
+from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, group_of, in_group
 
 __all__ = ["MemoryMemoryStore"]
 
@@ -31,6 +31,8 @@ class _Tenant:
     bytes: int = 0
     expiring: dict[tuple[str, str], float] = field(default_factory=dict)
     """(namespace, id) -> expiry of every row with a TTL, so a purge does not scan the rest."""
+    groups: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """group (:func:`group_of`) -> (count, bytes) of its namespaces' memories."""
 
 
 class MemoryMemoryStore(MemoryStore):
@@ -77,6 +79,14 @@ class MemoryMemoryStore(MemoryStore):
             return PutOutcome("memories")
         if size > quota.bytes_max:
             return PutOutcome("bytes")
+        group = group_of(namespace)
+        held, held_bytes = t.groups.get(group, (0, 0))
+        held += count - t.count
+        held_bytes += size - t.bytes
+        if quota.group_memories_max and held > quota.group_memories_max:
+            return PutOutcome("group_memories")
+        if quota.group_bytes_max and held_bytes > quota.group_bytes_max:
+            return PutOutcome("group_bytes")
         if ns is None:
             ns = t.namespaces[namespace] = _Namespace(space)
         for m in fresh:
@@ -86,6 +96,7 @@ class MemoryMemoryStore(MemoryStore):
             else:
                 t.expiring.pop((namespace, m.id), None)
         t.count, t.bytes = count, size
+        t.groups[group] = (held, held_bytes)
         if fresh and ns.index is not None:
             ns.index.apply(fresh, ())
         return PutOutcome(existing=existing)
@@ -102,8 +113,12 @@ class MemoryMemoryStore(MemoryStore):
         removed = [m for m in (ns.rows.pop(i, None) for i in dict.fromkeys(ids)) if m is not None]
         for m in removed:
             t.expiring.pop((namespace, m.id), None)
+        freed = sum(m.size_bytes for m in removed)
         t.count -= len(removed)
-        t.bytes -= sum(m.size_bytes for m in removed)
+        t.bytes -= freed
+        group = group_of(namespace)
+        held, held_bytes = t.groups.get(group, (0, 0))
+        t.groups[group] = (held - len(removed), held_bytes - freed)
         if removed and ns.index is not None:
             ns.index.apply((), [m.id for m in removed])
         if not ns.rows:

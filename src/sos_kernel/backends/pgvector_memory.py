@@ -1,10 +1,12 @@
 """Memories in PostgreSQL with pgvector: ``sos_kernel.open(url, memory="postgresql://user@host/db")``.
 
 For memories that outgrow one machine. Needs ``pip install 'sos-kernel[pgvector]'`` (asyncpg) and a server with
-the ``vector`` extension (created if absent). Tables ``sos_memory_items``, ``sos_memory_spaces`` and
-``sos_memory_usage``; one HNSW index (cosine) per vector size, built when the first namespace of that size is
-created. Every write is one transaction holding the tenant's advisory lock, so the tenant's bounds are checked
-atomically with it.
+the ``vector`` extension (created if absent). Tables ``sos_memory_items``, ``sos_memory_spaces``,
+``sos_memory_usage`` and ``sos_memory_groups`` (each owner group's count and bytes: an agent's own namespaces, or
+the shared ones; made and summed from the stored memories on the first connect that finds it absent, under a
+lock, so every process writing must run a version that keeps it); one HNSW index (cosine) per vector size, built
+when the first namespace of that size is created. Every write is one transaction holding the tenant's advisory
+lock, so the tenant's bounds and its groups' shares are checked atomically with it.
 
 **Recall.** A namespace of up to ``EXACT_ROWS_MAX`` memories is searched exactly (a scan of its own rows by the
 primary key): recall 1.0. A larger one is searched through the HNSW index, built with ``HNSW_M`` links per node and
@@ -27,7 +29,7 @@ import asyncpg
 import numpy as np
 
 from ..errors import BackendFailure, BackendUnavailable, InvalidArgument
-from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, Vector
+from ..memory.store import MemoryStore, PutOutcome, Quota, Snapshot, Space, StoredMemory, Vector, group_of
 
 __all__ = [
     "EF_SEARCH",
@@ -66,6 +68,19 @@ CREATE TABLE IF NOT EXISTS sos_memory_spaces (
     tenant text NOT NULL, namespace text NOT NULL, space text NOT NULL, count bigint NOT NULL,
     PRIMARY KEY (tenant, namespace));
 CREATE TABLE IF NOT EXISTS sos_memory_usage (tenant text PRIMARY KEY, count bigint NOT NULL, bytes bigint NOT NULL);
+"""
+_GROUPS = """
+SELECT pg_advisory_xact_lock(hashtext('sos_memory_groups'));
+DO $$ BEGIN
+IF to_regclass('sos_memory_groups') IS NULL THEN
+    CREATE TABLE sos_memory_groups (
+        tenant text NOT NULL, grp text NOT NULL, count bigint NOT NULL, bytes bigint NOT NULL,
+        PRIMARY KEY (tenant, grp));
+    INSERT INTO sos_memory_groups SELECT tenant, grp, count(*), sum(size) FROM (SELECT tenant, size, CASE WHEN
+        left(namespace, 6) = 'agent:' THEN split_part(namespace, '/', 1) ELSE '' END AS grp FROM sos_memory_items) g
+        GROUP BY tenant, grp;
+END IF;
+END $$;
 """
 
 _COLUMNS = "id, text, metadata, vector::text, digest, created, expires"
@@ -145,6 +160,8 @@ class PgVectorMemoryStore(MemoryStore):
         try:
             async with pool.acquire() as c:
                 await c.execute(_SCHEMA)
+                async with c.transaction():  # the groups are summed once, by one process
+                    await c.execute(_GROUPS)
         except (OSError, asyncpg.PostgresError) as exc:
             await pool.close()
             raise _mapped(exc) from exc
@@ -227,6 +244,14 @@ class PgVectorMemoryStore(MemoryStore):
             return PutOutcome("memories")
         if size > quota.bytes_max:
             return PutOutcome("bytes")
+        group = group_of(namespace)
+        held = await c.fetchrow("SELECT count, bytes FROM sos_memory_groups WHERE tenant=$1 AND grp=$2", tenant, group)
+        held_count = (held[0] if held else 0) + len(fresh) - len(replaced)
+        held_bytes = (held[1] if held else 0) + sum(m.size_bytes for m in fresh) - sum(replaced)
+        if quota.group_memories_max and held_count > quota.group_memories_max:
+            return PutOutcome("group_memories")
+        if quota.group_bytes_max and held_bytes > quota.group_bytes_max:
+            return PutOutcome("group_bytes")
         if fresh:
             await self._write(c, tenant, namespace, space, fresh, current is None, len(fresh) - len(replaced))
             await c.execute(
@@ -234,6 +259,14 @@ class PgVectorMemoryStore(MemoryStore):
                 tenant,
                 count,
                 size,
+            )
+            await c.execute(
+                "INSERT INTO sos_memory_groups VALUES ($1,$2,$3,$4)"
+                " ON CONFLICT (tenant, grp) DO UPDATE SET count=$3, bytes=$4",
+                tenant,
+                group,
+                held_count,
+                held_bytes,
             )
         return PutOutcome(existing=existing)
 
@@ -305,6 +338,13 @@ class PgVectorMemoryStore(MemoryStore):
                 await c.execute(
                     "UPDATE sos_memory_usage SET count=count-$2, bytes=bytes-$3 WHERE tenant=$1",
                     tenant,
+                    len(gone),
+                    freed,
+                )
+                await c.execute(
+                    "UPDATE sos_memory_groups SET count=count-$3, bytes=bytes-$4 WHERE tenant=$1 AND grp=$2",
+                    tenant,
+                    group_of(namespace),
                     len(gone),
                     freed,
                 )

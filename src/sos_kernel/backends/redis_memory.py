@@ -5,6 +5,9 @@ Keys::
     sos:{t:<tenant>}:memspaces          hash: namespace -> "<dimensions>\\t<embedder>" (a namespace exists while listed)
     sos:{t:<tenant>}:memver             hash: namespace -> version, bumped by every write (never removed)
     sos:{t:<tenant>}:memusage           hash: count, bytes of the tenant's memories
+    sos:{t:<tenant>}:memgroups          hash: "c:<group>", "b:<group>" -> count, bytes of each owner group's
+                                        memories (``group_of``: an agent's own namespaces, "" the shared ones);
+                                        "layout" once they were summed (see below)
     sos:{t:<tenant>}:memexp             sorted set: "<namespace>\\n<id>" scored by expiry (memories with a TTL)
     sos:{t:<tenant>}:mem:<namespace>    hash: id -> the memory (JSON header, newline, float32 vector)
     sos:{t:<tenant>}:memmeta:<ns>       hash: id -> "<size> <digest> <expires>" (what the scripts compare)
@@ -16,6 +19,12 @@ Search is exact and does not fetch every vector per query: each process keeps a 
 query costs one ``HGET`` of the namespace's version when nothing changed; when it moved, the snapshot fetches the
 ids logged since its version and only their memories (a whole ``HGETALL`` only when it is more than
 ``LOG_VERSIONS_MAX`` writes behind), so another process's writes are seen by the next query.
+
+Upgrade: data written before the groups were kept has no ``layout`` field in ``memgroups``. A write or delete that
+finds none answers ``upgrade`` and changes nothing; the store then sums every group once from the namespaces'
+``memmeta`` sizes in one script (which sets ``layout``, and changes nothing if another process did it first or if
+a namespace came or went since it listed them: then it lists again) and retries the write. Every process writing
+a tenant's memories must run a version that keeps the groups.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import BackendFailure
 from ..memory.store import (
     LOG_VERSIONS_MAX,
     MemoryStore,
@@ -32,12 +42,14 @@ from ..memory.store import (
     SnapshotCache,
     Space,
     StoredMemory,
+    group_of,
 )
 from .redis_call import RedisClient, Script, redis_call, tenant_prefix
 
 __all__ = ["RedisMemoryStore"]
 
 _PUT = """
+if redis.call('HEXISTS', KEYS[9], 'layout') == 0 then return {'upgrade'} end
 local ns, space, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cur = redis.call('HGET', KEYS[1], ns)
 if cur and cur ~= space then return {'space', cur} end
@@ -55,8 +67,9 @@ if not cur and tonumber(ARGV[8]) > 0 then
 end
 local count = tonumber(redis.call('HGET', KEYS[3], 'count') or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+local count0, bytes0 = count, bytes
 local existing, fresh = {}, {}
-for i = 9, #ARGV, 5 do
+for i = 12, #ARGV, 5 do
   local id = ARGV[i]
   local meta = redis.call('HGET', KEYS[6], id)
   local keep = false
@@ -80,6 +93,10 @@ for i = 9, #ARGV, 5 do
 end
 if count > tonumber(ARGV[5]) then return {'memories'} end
 if bytes > tonumber(ARGV[6]) then return {'bytes'} end
+local held = tonumber(redis.call('HGET', KEYS[9], 'c:' .. ARGV[9]) or '0') + count - count0
+local held_bytes = tonumber(redis.call('HGET', KEYS[9], 'b:' .. ARGV[9]) or '0') + bytes - bytes0
+if tonumber(ARGV[10]) > 0 and held > tonumber(ARGV[10]) then return {'group_memories'} end
+if tonumber(ARGV[11]) > 0 and held_bytes > tonumber(ARGV[11]) then return {'group_bytes'} end
 for _, i in ipairs(fresh) do
   local id = ARGV[i]
   redis.call('HSET', KEYS[5], id, ARGV[i + 1])
@@ -94,6 +111,8 @@ end
 if #fresh > 0 then
   redis.call('HSET', KEYS[1], ns, space)
   redis.call('HSET', KEYS[3], 'count', string.format('%d', count), 'bytes', string.format('%d', bytes))
+  redis.call('HSET', KEYS[9], 'c:' .. ARGV[9], string.format('%d', held), 'b:' .. ARGV[9],
+    string.format('%d', held_bytes))
   local v = redis.call('HINCRBY', KEYS[2], ns, 1)
   for _, i in ipairs(fresh) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. ARGV[i]) end
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
@@ -104,8 +123,9 @@ return out
 """
 
 _DELETE = """
+if redis.call('HEXISTS', KEYS[9], 'layout') == 0 then return -1 end
 local removed, freed, gone = 0, 0, {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local meta = redis.call('HGET', KEYS[6], ARGV[i])
   if meta then
     gone[#gone + 1] = ARGV[i]
@@ -120,6 +140,8 @@ end
 if removed > 0 then
   redis.call('HINCRBY', KEYS[3], 'count', -removed)
   redis.call('HINCRBY', KEYS[3], 'bytes', -freed)
+  redis.call('HINCRBY', KEYS[9], 'c:' .. ARGV[2], -removed)
+  redis.call('HINCRBY', KEYS[9], 'b:' .. ARGV[2], -freed)
   local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
   for _, id in ipairs(gone) do redis.call('ZADD', KEYS[8], v, v .. '\\n' .. id) end
   redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', v - LOGMAX)
@@ -127,6 +149,33 @@ if removed > 0 then
 end
 return removed
 """
+
+_UPGRADE = """
+if redis.call('HEXISTS', KEYS[1], 'layout') == 1 then return 1 end
+if redis.call('HLEN', KEYS[2]) ~= #ARGV then return 0 end
+local sums = {}
+for i, name in ipairs(ARGV) do
+  if redis.call('HEXISTS', KEYS[2], name) == 0 then return 0 end
+  local g = ''
+  if string.sub(name, 1, 6) == 'agent:' then
+    local cut = string.find(name, '/', 1, true)
+    g = cut and string.sub(name, 1, cut - 1) or name
+  end
+  local s = sums[g] or {0, 0}
+  for _, meta in ipairs(redis.call('HVALS', KEYS[i + 2])) do
+    s[1] = s[1] + 1
+    s[2] = s[2] + tonumber(string.match(meta, '^(%d+)'))
+  end
+  sums[g] = s
+end
+for g, s in pairs(sums) do
+  redis.call('HSET', KEYS[1], 'c:' .. g, string.format('%d', s[1]), 'b:' .. g, string.format('%d', s[2]))
+end
+redis.call('HSET', KEYS[1], 'layout', '1')
+return 1
+"""
+UPGRADE_ATTEMPTS_MAX = 100
+"""How often an upgrade lists a tenant's namespaces again when they changed meanwhile before it gives up."""
 
 
 def _s(value: Any) -> str:
@@ -140,6 +189,7 @@ class RedisMemoryStore(MemoryStore):
         self._r = client
         self._put = Script(client, _PUT.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
         self._delete = Script(client, _DELETE.replace("LOGMAX", str(LOG_VERSIONS_MAX)))
+        self._upgrade_script = Script(client, _UPGRADE)
         self._cache = SnapshotCache()
 
     @staticmethod
@@ -154,7 +204,18 @@ class RedisMemoryStore(MemoryStore):
             f"{p}memmeta:{namespace}",
             f"{p}memids:{namespace}",
             f"{p}memlog:{namespace}",
+            f"{p}memgroups",
         ]
+
+    async def _upgrade(self, tenant: str) -> None:
+        """Sum each owner group's count and bytes of a tenant stored before they were kept (module docstring)."""
+        p = tenant_prefix(tenant)
+        for _ in range(UPGRADE_ATTEMPTS_MAX):
+            names = [_s(n) for n in await redis_call(self._r.hkeys(f"{p}memspaces"))]
+            keys = [f"{p}memgroups", f"{p}memspaces", *(f"{p}memmeta:{n}" for n in names)]
+            if int(await self._upgrade_script(keys, names)):
+                return
+        raise BackendFailure(f"the memory groups of tenant {tenant!r} could not be summed: its namespaces kept moving")
 
     async def space(self, tenant: str, namespace: str) -> Space | None:
         found = await redis_call(self._r.hget(f"{tenant_prefix(tenant)}memspaces", namespace))
@@ -172,10 +233,16 @@ class RedisMemoryStore(MemoryStore):
             quota.bytes_max,
             quota.group,
             quota.group_namespaces_max,
+            group_of(namespace),
+            quota.group_memories_max,
+            quota.group_bytes_max,
         ]
         for m in memories:
             args += [m.id, m.blob(), m.size_bytes, m.digest, "" if m.expires is None else repr(m.expires)]
         reply = await self._put(self._keys(tenant, namespace), args)
+        if _s(reply[0]) == "upgrade":
+            await self._upgrade(tenant)
+            reply = await self._put(self._keys(tenant, namespace), args)
         status = _s(reply[0])
         if status == "space":
             return PutOutcome("space", space=Space.decode(_s(reply[1])))
@@ -195,7 +262,12 @@ class RedisMemoryStore(MemoryStore):
     async def delete(self, tenant: str, namespace: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
-        return int(await self._delete(self._keys(tenant, namespace), [namespace, *dict.fromkeys(ids)]))
+        args = [namespace, group_of(namespace), *dict.fromkeys(ids)]
+        removed = int(await self._delete(self._keys(tenant, namespace), args))
+        if removed < 0:  # stored before the groups were kept: sum them, then delete
+            await self._upgrade(tenant)
+            removed = int(await self._delete(self._keys(tenant, namespace), args))
+        return removed
 
     async def page(self, tenant: str, namespace: str, after: str | None, limit: int) -> list[StoredMemory]:
         p = tenant_prefix(tenant)

@@ -69,7 +69,7 @@ from .sqlite_engine import SQLiteEngine
 from .sqlite_governance import GOVERNANCE_SCHEMA, SQLiteAuditStore, SQLiteGovernanceStore
 from .sqlite_identity import IDENTITY_SCHEMA, SQLiteIdentityStore, SQLiteRegistryStore
 from .sqlite_ledger import LEDGER_SCHEMA, SQLiteLedgerStore, upgrade_ledger
-from .sqlite_memory import MEMORY_SCHEMA, SQLiteMemoryStore
+from .sqlite_memory import MEMORY_SCHEMA, MEMORY_UPGRADE_TO_6, SQLiteMemoryStore
 from .sqlite_providers import PROVIDERS_SCHEMA, SQLiteProviderStore
 from .sqlite_replies import REPLIES_SCHEMA, SQLiteReplyStore
 from .sqlite_skills import SKILLS_SCHEMA, SKILLS_UPGRADE_TO_6, SQLiteSkillStore
@@ -110,7 +110,8 @@ stays in its row for good (anchored per block in ``audit_ledger_blocks``); no ``
 row of ``skill_invocations`` (``binding``, ``counted``), so a paid invocation writes one B-tree for them; a message id's
 dedup window is per source (the ``source`` column of ``bus_entries`` and ``bus_dedup``, in the unique index and the
 key); a pending entry's nack reason and the attempt it was given at are columns of its ``bus_pending`` row
-(``nack_attempt``, ``nack_reason``; no ``bus_nack_reasons`` table and no trigger on every ack). Files of layouts 1
+(``nack_attempt``, ``nack_reason``; no ``bus_nack_reasons`` table and no trigger on every ack); each memory owner
+group's count and bytes are kept in ``memory_groups`` (summed from ``memory_items`` on upgrade). Files of layouts 1
 to 5 are migrated on open; any other (or tables with none recorded) is refused."""
 
 _SCHEMA = """
@@ -189,6 +190,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         # -- skills: an invocation id's binding and counted mark become one row (sqlite_skills.SKILLS_UPGRADE_TO_6)
         *SKILLS_UPGRADE_TO_6,
         # -- end of skills
+        # -- memory: each owner group's count and bytes (sqlite_memory.MEMORY_UPGRADE_TO_6)
+        *MEMORY_UPGRADE_TO_6,
+        # -- end of memory
     ),
 }
 # layout 5 -> 6, dedup per source: a message id is held per (tenant, message_id, source). A kept entry's source is

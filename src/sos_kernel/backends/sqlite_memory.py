@@ -1,5 +1,6 @@
 """Memories on SQLite, durable in the kernel's file: a row per memory (vector as float32 bytes), the namespace's
-space and count, a version per namespace and the tenant's usage, each write one ``BEGIN IMMEDIATE`` transaction.
+space and count, a version per namespace, the tenant's usage and each owner group's (``memory_groups``: an
+agent's own namespaces, or the shared ones), each write one ``BEGIN IMMEDIATE`` transaction.
 
 Search is exact: numpy over the namespace's stored vectors, in an in-process snapshot brought up to date when the
 namespace's version moved (one small read per query, so another process's writes are seen at once): each write
@@ -23,15 +24,21 @@ from ..memory.store import (
     SnapshotCache,
     Space,
     StoredMemory,
+    group_of,
 )
 
-__all__ = ["MEMORY_SCHEMA", "SQLiteMemoryStore"]
+__all__ = ["MEMORY_SCHEMA", "MEMORY_UPGRADE_TO_6", "SQLiteMemoryStore"]
 
-MEMORY_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memory_items (
+_ITEMS = """CREATE TABLE IF NOT EXISTS memory_items (
     tenant TEXT NOT NULL, namespace TEXT NOT NULL, id TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
     vector BLOB NOT NULL, digest TEXT NOT NULL, created REAL NOT NULL, expires REAL, size INTEGER NOT NULL,
-    PRIMARY KEY (tenant, namespace, id));
+    PRIMARY KEY (tenant, namespace, id))"""
+_GROUPS = """CREATE TABLE IF NOT EXISTS memory_groups (
+    tenant TEXT NOT NULL, grp TEXT NOT NULL, count INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (tenant, grp)) WITHOUT ROWID"""
+
+MEMORY_SCHEMA = f"""
+{_ITEMS};
 CREATE INDEX IF NOT EXISTS memory_items_expires ON memory_items (tenant, expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS memory_spaces (
     tenant TEXT NOT NULL, namespace TEXT NOT NULL, space TEXT NOT NULL, count INTEGER NOT NULL,
@@ -44,7 +51,20 @@ CREATE TABLE IF NOT EXISTS memory_log (
     PRIMARY KEY (tenant, namespace, version, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS memory_usage (
     tenant TEXT NOT NULL PRIMARY KEY, count INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
+{_GROUPS};
 """
+
+MEMORY_UPGRADE_TO_6 = (
+    # each owner group's count and bytes, summed once from the memories stored (a file made before memory existed
+    # gets its items table here, empty, as the schema would make it)
+    _ITEMS,
+    _GROUPS,
+    "INSERT INTO memory_groups SELECT tenant, grp, count(*), sum(size) FROM (SELECT tenant, size, CASE WHEN"
+    " substr(namespace, 1, 6) = 'agent:' THEN (CASE WHEN instr(namespace, '/') > 0 THEN substr(namespace, 1,"
+    " instr(namespace, '/') - 1) ELSE namespace END) ELSE '' END AS grp FROM memory_items) GROUP BY tenant, grp",
+)
+"""Layout 5 -> 6 of the memory tables (run in order by the SQLite backend's migration of that step): the groups are
+:func:`~sos_kernel.memory.store.group_of` in SQL."""
 
 _COLUMNS = "id, text, metadata, vector, digest, created, expires"
 
@@ -71,6 +91,11 @@ def _bump(c: sqlite3.Connection, tenant: str, namespace: str, ids: Sequence[str]
 
 def _usage(c: sqlite3.Connection, tenant: str) -> tuple[int, int]:
     row = c.execute("SELECT count, bytes FROM memory_usage WHERE tenant=?", (tenant,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def _group_usage(c: sqlite3.Connection, tenant: str, group: str) -> tuple[int, int]:
+    row = c.execute("SELECT count, bytes FROM memory_groups WHERE tenant=? AND grp=?", (tenant, group)).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
@@ -138,13 +163,20 @@ class SQLiteMemoryStore(MemoryStore):
                     continue
                 replaced.append(int(old[7]))
             fresh.append(m)
+        added, grown = len(fresh) - len(replaced), sum(m.size_bytes for m in fresh) - sum(replaced)
         count, size = _usage(c, tenant)
-        count += len(fresh) - len(replaced)
-        size += sum(m.size_bytes for m in fresh) - sum(replaced)
+        count, size = count + added, size + grown
         if count > quota.memories_max:
             return PutOutcome("memories")
         if size > quota.bytes_max:
             return PutOutcome("bytes")
+        group = group_of(namespace)
+        held, held_bytes = _group_usage(c, tenant, group)
+        held, held_bytes = held + added, held_bytes + grown
+        if quota.group_memories_max and held > quota.group_memories_max:
+            return PutOutcome("group_memories")
+        if quota.group_bytes_max and held_bytes > quota.group_bytes_max:
+            return PutOutcome("group_bytes")
         if not fresh:
             return PutOutcome(existing=existing)
         c.executemany(
@@ -154,7 +186,6 @@ class SQLiteMemoryStore(MemoryStore):
                 for m in fresh
             ],
         )
-        added = len(fresh) - len(replaced)
         if new:
             c.execute("INSERT INTO memory_spaces VALUES (?,?,?,?)", (tenant, namespace, space.encode(), added))
         else:
@@ -164,6 +195,10 @@ class SQLiteMemoryStore(MemoryStore):
         c.execute(
             "INSERT INTO memory_usage VALUES (?,?,?) ON CONFLICT (tenant) DO UPDATE SET count=?, bytes=?",
             (tenant, count, size, count, size),
+        )
+        c.execute(
+            "INSERT INTO memory_groups VALUES (?,?,?,?) ON CONFLICT (tenant, grp) DO UPDATE SET count=?, bytes=?",
+            (tenant, group, held, held_bytes, held, held_bytes),
         )
         _bump(c, tenant, namespace, [m.id for m in fresh])
         return PutOutcome(existing=existing)
@@ -192,6 +227,10 @@ class SQLiteMemoryStore(MemoryStore):
             if not removed:
                 return 0
             c.execute("UPDATE memory_usage SET count=count-?, bytes=bytes-? WHERE tenant=?", (removed, freed, tenant))
+            c.execute(
+                "UPDATE memory_groups SET count=count-?, bytes=bytes-? WHERE tenant=? AND grp=?",
+                (removed, freed, tenant, group_of(namespace)),
+            )
             c.execute(
                 "UPDATE memory_spaces SET count=count-? WHERE tenant=? AND namespace=?", (removed, tenant, namespace)
             )

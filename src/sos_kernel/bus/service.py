@@ -355,23 +355,24 @@ def resolve_subscription(
 
 
 def _admit(caller: Caller) -> Any:
-    if caller.principal.admin:
-        return None
+    admin = caller.principal.admin
 
     def admit(message: Message) -> None:
-        caller.own("source", "source", message.source)
+        if not admin:
+            caller.own("source", "source", message.source)
+        caller.unreserved("source", "source", message.source)  # not even an admin speaks as the kernel
 
     return admit
 
 
 async def _publish_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> PublishReceipt:
-    """Every message stored is from the caller's agent (admin: any)."""
+    """Every message stored is from the caller's agent (admin: any but a reserved one)."""
     a = arguments
     return await bus._publish(a["message"], a.get("receipts", False), a.get("chunking", True), _admit(caller))
 
 
 async def _publish_many_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> list[PublishReceipt]:
-    """Every message of the batch is from the caller's agent (admin: any)."""
+    """Every message of the batch is from the caller's agent (admin: any but a reserved one)."""
     return await bus._publish_many(arguments["messages"], arguments.get("receipts", False), _admit(caller))
 
 
@@ -382,6 +383,7 @@ async def _reply_rule(caller: Caller, bus: Bus, arguments: dict[str, Any]) -> Pu
     if sender is not None:
         if not principal.admin:
             caller.own("source", "source", sender)
+        caller.unreserved("source", "source", sender)
     elif not principal.admin:
         caller.deny("a token without an agent must name the reply's source")
     options = {k: v for k, v in arguments.items() if k not in ("to", "text", "source")}
@@ -695,14 +697,14 @@ class Bus:
     @staticmethod
     def _admit_whole(last: ChunkMessage, whole: Message, admit: Callable[[Message], None] | None) -> None:
         # The publisher's checks apply to the message delivered, not only to the envelopes that carried it.
-        if admit is not None:
-            admit(whole)
         if whole.source != last.source:
             raise Forbidden(
                 f"chunks sent by {last.source!r} carry a message from {whole.source!r}; "
                 "a chunk group carries only its sender's own message",
                 details={"group_id": last.payload.group_id, "source": whole.source, "chunk_source": last.source},
             )
+        if admit is not None:
+            admit(whole)
 
     # -- helpers for the core types ---------------------------------------------------------------------------
 

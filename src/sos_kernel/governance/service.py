@@ -182,6 +182,7 @@ async def _review_rule(caller: Any, governance: Governance, arguments: dict[str,
         arguments["reviewer"] = principal.agent
     elif arguments.get("reviewer") is None:
         arguments["reviewer"] = principal.agent or "admin"
+    caller.unreserved("agent", "reviewer", arguments["reviewer"])
     return await decide(arguments["id"], arguments.get("reason", ""), reviewer=arguments["reviewer"])
 
 

@@ -10,7 +10,9 @@ from .embed import (
 )
 from .models import (
     AGENT_NAMESPACES_SHARE_DIVISOR,
+    AGENT_STORAGE_SHARE_DIVISOR,
     SHARED_NAMESPACES_SHARE_DIVISOR,
+    SHARED_STORAGE_SHARE_DIVISOR,
     Hit,
     MemoryLimits,
     MemoryRecord,
@@ -22,11 +24,13 @@ from .where import compile_where
 
 __all__ = [
     "AGENT_NAMESPACES_SHARE_DIVISOR",
+    "AGENT_STORAGE_SHARE_DIVISOR",
     "ID_CHARS_MAX",
     "LEXICAL_DIMENSIONS",
     "NAMESPACE_CHARS_MAX",
     "PURGE_BATCH_MAX",
     "SHARED_NAMESPACES_SHARE_DIVISOR",
+    "SHARED_STORAGE_SHARE_DIVISOR",
     "Embedder",
     "FastEmbedEmbedder",
     "Hit",

@@ -51,6 +51,11 @@ AGENT_NAMESPACES_SHARE_DIVISOR = 2
 SHARED_NAMESPACES_SHARE_DIVISOR = 4
 """The shared namespaces (every name not starting ``agent:``) are at most ``namespaces_max`` divided by this: with
 an agent's own half, one agent reaches at most three quarters of the tenant's namespaces."""
+AGENT_STORAGE_SHARE_DIVISOR = 2
+"""One agent's own namespaces hold at most ``memories_max`` and ``bytes_max`` divided by this, together."""
+SHARED_STORAGE_SHARE_DIVISOR = 4
+"""The shared namespaces hold at most ``memories_max`` and ``bytes_max`` divided by this, together: with an agent's
+own half, one agent fills at most three quarters of the tenant's memories and bytes, so another still stores."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +65,9 @@ class MemoryLimits:
     ``memories_max`` and ``bytes_max`` (text + metadata JSON + 4 bytes per dimension) bound a tenant's stored
     memories, ``namespaces_max`` its namespaces, of which one agent's own are at most
     :attr:`agent_namespaces_max` and the shared ones at most :attr:`shared_namespaces_max`, so no agent can take
-    the namespaces another needs; the others bound one call.
+    the namespaces another needs. Likewise one agent's own namespaces hold at most :attr:`agent_memories_max`
+    memories and :attr:`agent_bytes_max` bytes, the shared ones at most :attr:`shared_memories_max` and
+    :attr:`shared_bytes_max`; the others bound one call.
     """
 
     memories_max: int = 1_000_000
@@ -84,3 +91,23 @@ class MemoryLimits:
     def shared_namespaces_max(self) -> int:
         """The tenant's shared namespaces: ``namespaces_max // SHARED_NAMESPACES_SHARE_DIVISOR``, at least 1."""
         return max(1, self.namespaces_max // SHARED_NAMESPACES_SHARE_DIVISOR)
+
+    @property
+    def agent_memories_max(self) -> int:
+        """One agent's own memories: ``memories_max // AGENT_STORAGE_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.memories_max // AGENT_STORAGE_SHARE_DIVISOR)
+
+    @property
+    def shared_memories_max(self) -> int:
+        """The shared namespaces' memories: ``memories_max // SHARED_STORAGE_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.memories_max // SHARED_STORAGE_SHARE_DIVISOR)
+
+    @property
+    def agent_bytes_max(self) -> int:
+        """One agent's own bytes: ``bytes_max // AGENT_STORAGE_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.bytes_max // AGENT_STORAGE_SHARE_DIVISOR)
+
+    @property
+    def shared_bytes_max(self) -> int:
+        """The shared namespaces' bytes: ``bytes_max // SHARED_STORAGE_SHARE_DIVISOR``, at least 1."""
+        return max(1, self.bytes_max // SHARED_STORAGE_SHARE_DIVISOR)

@@ -13,8 +13,9 @@ Guarantees:
   vectors) and its dimensions, at its first memory; a text needing another embedder, or a vector of another size,
   is SOS-4005. A namespace whose last memory is forgotten is removed, its space with it.
 - **Bounded.** Every bound of :class:`MemoryLimits` is checked before anything is written (SOS-4010 for counts
-  and sizes, SOS-4005 for malformed values); the tenant's memories, bytes and namespaces are checked atomically
-  with the write that would pass them.
+  and sizes, SOS-4005 for malformed values); the tenant's memories, bytes and namespaces, and each owner's share
+  of them (an agent's own namespaces, or the shared ones: ``agent_*_max``, ``shared_*_max``), are checked
+  atomically with the write that would pass them; a forget gives its memory's count and bytes back to the share.
 - **TTL.** A memory with ``ttl_s`` is never returned once expired; expired memories are purged by every write of
   the tenant (up to ``PURGE_BATCH_MAX`` at a time), by a ``get`` that finds one, and by :meth:`Memory.purge_expired`.
 
@@ -439,8 +440,17 @@ class Memory:
 
     def _quota(self, namespace: str) -> Quota:
         owner = namespace_owner(namespace)
-        share = self.limits.shared_namespaces_max if owner is None else self.limits.agent_namespaces_max
-        return Quota(self.limits.memories_max, self.limits.bytes_max, self.limits.namespaces_max, owner or "", share)
+        whose = "shared" if owner is None else "agent"
+        limits = self.limits
+        return Quota(
+            limits.memories_max,
+            limits.bytes_max,
+            limits.namespaces_max,
+            owner or "",
+            getattr(limits, f"{whose}_namespaces_max"),
+            getattr(limits, f"{whose}_memories_max"),
+            getattr(limits, f"{whose}_bytes_max"),
+        )
 
     def _refused(self, refused: str, namespace: str, outcome: Any) -> None:
         if not refused:
@@ -456,8 +466,8 @@ class Memory:
                 f"namespace {namespace!r} now holds vectors of another space ({outcome.space}); nothing was written",
                 details={"namespace": namespace},
             )
-        if refused == "group":
-            self._over_share(namespace)
+        if refused.startswith("group"):
+            self._over_share(namespace, refused.removeprefix("group").removeprefix("_") or "namespaces")
         limit = getattr(self.limits, f"{refused}_max")
         raise LimitExceeded(
             f"the tenant's memory would pass {refused}_max ({limit}); nothing was written (forget some, or raise "
@@ -465,14 +475,18 @@ class Memory:
             details={"limit": f"{refused}_max", "value": limit},
         )
 
-    def _over_share(self, namespace: str) -> None:
+    def _over_share(self, namespace: str, what: str) -> None:
         owner = namespace_owner(namespace)
-        name = "shared_namespaces_max" if owner is None else "agent_namespaces_max"
+        name = f"shared_{what}_max" if owner is None else f"agent_{what}_max"
         whose = "the tenant's shared namespaces" if owner is None else f"{owner}'s own namespaces"
+        if what != "namespaces":
+            whose += f"' {what}"
         limit = getattr(self.limits, name)
+        total = getattr(self.limits, f"{what}_max")
+        hint = ", or reuse a namespace" if what == "namespaces" else ""
         raise LimitExceeded(
-            f"{whose} would pass {name} ({limit}, a share of namespaces_max {self.limits.namespaces_max}); nothing "
-            "was written (forget some, or reuse a namespace)",
+            f"{whose} would pass {name} ({limit}, a share of {what}_max {total}); nothing was written (forget "
+            f"some{hint})",
             details={"limit": name, "value": limit, "namespace": namespace},
         )
 

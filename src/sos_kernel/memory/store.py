@@ -28,6 +28,8 @@ __all__ = [
     "Space",
     "StoredMemory",
     "exact_top_k",
+    "group_of",
+    "in_group",
 ]
 
 LOG_VERSIONS_MAX = 1_000
@@ -98,6 +100,16 @@ class Quota:
     group_namespaces_max: int = 0
     """The most namespaces of ``group`` (see :func:`in_group`) the tenant may hold when a write creates one; 0: no
     such bound. So one agent cannot take the namespaces every other agent needs."""
+    group_memories_max: int = 0
+    """The most memories the namespaces of ``group`` may hold together after a write; 0: no such bound."""
+    group_bytes_max: int = 0
+    """The most bytes (:attr:`StoredMemory.size_bytes`) the namespaces of ``group`` may hold together; 0: none."""
+
+
+def group_of(namespace: str) -> str:
+    """The group ``namespace`` counts against (see :func:`in_group`): ``agent:<name>`` for an agent's own, ``""``
+    for a shared one. The stores keep each group's memory count and bytes by this key."""
+    return namespace.split("/", 1)[0] if namespace.startswith("agent:") else ""
 
 
 def in_group(namespace: str, group: str) -> bool:
@@ -115,7 +127,9 @@ class PutOutcome:
     ``existing`` holds it); otherwise ``existing`` holds the ids already stored and live, which were not written
     again."""
 
-    refused: Literal["", "memories", "bytes", "namespaces", "group", "space", "conflict"] = ""
+    refused: Literal[
+        "", "memories", "bytes", "namespaces", "group", "group_memories", "group_bytes", "space", "conflict"
+    ] = ""
     existing: dict[str, StoredMemory] = field(default_factory=dict)
     space: Space | None = None
 
@@ -298,8 +312,8 @@ class MemoryStore(ABC):
     ) -> PutOutcome:
         """In one atomic step: create the namespace with ``space`` if absent (within ``namespaces_max``), refuse
         if it has another space; keep ids already stored and live (returned in ``existing``); replace expired
-        ones; refuse the whole batch if a live id holds another digest, or if the tenant's count or bytes would pass
-        the quota."""
+        ones; refuse the whole batch if a live id holds another digest, or if the tenant's count or bytes, or those of
+        the namespace's group (:func:`group_of`, kept by every write and delete), would pass the quota."""
 
     @abstractmethod
     async def get(self, tenant: str, namespace: str, id: str) -> StoredMemory | None:
@@ -307,7 +321,8 @@ class MemoryStore(ABC):
 
     @abstractmethod
     async def delete(self, tenant: str, namespace: str, ids: Sequence[str]) -> int:
-        """Remove these ids; how many existed. A namespace left empty is removed (its space with it)."""
+        """Remove these ids; how many existed, their count and bytes given back to the tenant and to the
+        namespace's group. A namespace left empty is removed (its space with it)."""
 
     @abstractmethod
     async def page(self, tenant: str, namespace: str, after: str | None, limit: int) -> list[StoredMemory]:

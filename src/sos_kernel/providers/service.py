@@ -382,6 +382,7 @@ async def _chat_rule(caller: Caller, engine: Engine, arguments: dict[str, Any]) 
         caller.own("agent", "agent", agent)
     elif agent is None:
         agent = principal.agent
+    caller.unreserved("agent", "agent", agent)
     return await engine.chat(**{**arguments, "agent": agent})
 
 

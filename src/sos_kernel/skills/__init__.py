@@ -261,6 +261,7 @@ async def _publish_rule(caller: Caller, skills: Skills, arguments: dict[str, Any
         if publisher is None:
             publisher = principal.agent
         caller.own("agent", "publisher", publisher)  # type-exact: only a plain str can be the caller's own
+    caller.unreserved("agent", "publisher", publisher)
     return await skills.publish(arguments["card"], publisher=publisher, capability=arguments.get("capability"))
 
 

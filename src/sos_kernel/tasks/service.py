@@ -294,6 +294,7 @@ async def _create_rule(caller: Caller, tasks: Tasks, arguments: dict[str, Any]) 
             caller.own("agent", "created_by", args["created_by"])
         if args.get("funded_by") is not None:
             caller.own("account", "funded_by", args["funded_by"])
+    caller.unreserved("agent", "created_by", args["created_by"])
     title = args.pop("title")
     return await tasks.create(title, **args)
 
@@ -305,6 +306,7 @@ async def _acting(caller: Caller, tasks: Tasks, arguments: dict[str, Any], name:
         args[name] = caller.principal.agent
     if not _lifted(caller):
         caller.own("agent", name, args[name])
+    caller.unreserved("agent", name, args[name])
     return args
 
 
