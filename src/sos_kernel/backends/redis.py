@@ -122,7 +122,8 @@ queue in the process rather than overflow redis-py's connection pool (100)."""
 # so no reader ever sees it; an id a legacy key holds is a duplicate before anything is added.
 # Four commands for a new message (the legacy GET, XADD, SET, the msgat SET), in one call. Age retention is one
 # XTRIM MINID per stream of the batch, at the end; a stream of an entry with the expire flag (a reply channel)
-# expires ARGV[4] ms after it. ARGV[5]: the msgat key's life in s (SET NX only: the earliest entry keeps it).
+# expires ARGV[4] ms after it. ARGV[5]: the msgat key's life in s (SET NX only: the earliest entry keeps it; a reply
+# channel's lives for the dedup window).
 # Replies {entry id, duplicate flag} for each message, flat.
 _APPEND = """
 local count_max, minid, ttl, expire_ms, at_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -149,7 +150,7 @@ for i = 1, #KEYS / 4 do
         redis.call('XDEL', skey, id)
         out[2 * i - 1], out[2 * i] = first, 1
       else
-        redis.call('SET', akey, id, 'NX', 'EX', at_ttl)
+        redis.call('SET', akey, id, 'NX', 'EX', string.sub(meta, 3, 3) == '1' and ttl or at_ttl)
         out[2 * i - 1], out[2 * i] = id, 0
       end
     end
@@ -525,7 +526,7 @@ class RedisBusStore(BusStore):
             minid,
             max(1, int(retention.dedup_window_s)),
             self._reply_ttl_ms(),
-            _msgat_ttl_s(retention),
+            _msgat_ttl_s(retention, ""),
         ]
         for address, entry in items:
             keys += _append_keys(prefix, address, entry)
@@ -553,7 +554,7 @@ class RedisBusStore(BusStore):
             retention.count_max if self._trim_due(tenant, address) else "",
             entry.only_group or "",
             self._expire_ms(address),
-            _msgat_ttl_s(retention),
+            _msgat_ttl_s(retention, address),
         ]
         return keys, args
 
@@ -1044,10 +1045,12 @@ class RedisBusStore(BusStore):
         return groups, held
 
 
-def _msgat_ttl_s(retention: Retention) -> int:
+def _msgat_ttl_s(retention: Retention, address: str) -> int:
     """How long an address's earliest-entry key of an id lives: as long as its entry can be retained (and never
-    less than the dedup window), so ``history(after=<id>)`` finds the earliest entry while it can be read."""
-    return max(1, math.ceil(retention.dedup_window_s), math.ceil(retention.age_s))
+    less than the dedup window), so ``history(after=<id>)`` finds the earliest entry while it can be read; on a
+    reply channel (its stream expires within a minute) the dedup window, as before."""
+    window = max(1, int(retention.dedup_window_s))
+    return window if is_reply_channel(address) else max(window, math.ceil(retention.age_s))
 
 
 def _append_keys(prefix: str, address: str, entry: Entry) -> list[str]:
