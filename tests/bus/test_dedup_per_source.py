@@ -11,6 +11,8 @@ import anyio
 import pytest
 
 import sos_kernel
+from sos_kernel.bus import BusLimits
+from sos_kernel.bus import store as bus_store
 from sos_kernel.bus.service import split_message
 from sos_kernel.contracts import (
     ChunkMessage,
@@ -24,7 +26,7 @@ from sos_kernel.contracts import (
 )
 from sos_kernel.errors import InvalidArgument
 
-from ..conftest import Connect
+from ..conftest import Connect, OpenApi, deployment
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +169,64 @@ async def test_a_chunked_message_whose_id_a_peer_took_first_is_reassembled_and_d
         # alice's retry of a part is a duplicate of her own whole message
         retry = await a["alice"].bus.publish(parts[0])
         assert (retry.duplicate, retry.position) == (True, whole.position)
+
+
+@asynccontextmanager
+async def short_window(kernel_url: str, target: str, window_s: float) -> AsyncIterator[dict[str, Any]]:
+    """``agents`` on a kernel whose dedup window is ``window_s`` (standing in for the default 24 h). A test using it
+    asks for ``open_api`` too, so it runs through the remote client as well."""
+    async with (
+        sos_kernel.open(kernel_url, limits=BusLimits(dedup_window_s=window_s)) as kernel,
+        deployment(kernel, target) as connect,
+        agents(kernel, connect) as a,
+    ):
+        yield a
+
+
+async def texts(view: Any, address: str, after: str) -> list[str]:
+    return [m.payload.text for m in await view.bus.history(address, after=after)]
+
+
+async def test_history_after_an_id_past_its_window_that_a_peer_re_used_skips_nothing(
+    kernel_url: str, target: str, open_api: OpenApi
+) -> None:
+    # the reader stopped at alice's A; past A's window mallory re-uses its id: the reader resumes right after A
+    window = 1.0  # whole seconds for Redis
+    async with short_window(kernel_url, target, window) as a:
+        view, alice, mallory, chosen, alone = a["view"], a["alice"].bus, a["mallory"].bus, new_message_id(), ""
+        await alice.publish(send("agent:alice", chosen, text="A"))
+        for i in range(3):
+            await alice.publish(send("agent:alice", new_message_id(), text=f"B{i}"))
+        await alice.publish(send("agent:alice", alone := new_message_id(), target="agent:carol", text="only"))
+        await alice.publish(send("agent:alice", new_message_id(), target="agent:carol", text="next"))
+        await anyio.sleep(window + 0.5)
+        assert (await mallory.publish(send("agent:mallory", chosen, text="M"))).duplicate is False
+        await alice.publish(send("agent:alice", new_message_id(), text="C"))
+        assert await texts(view, "agent:bob", chosen) == ["B0", "B1", "B2", "M", "C"]
+        # an id whose only retained entry is past its window still stands for that entry
+        assert await texts(view, "agent:carol", alone) == ["next"]
+        # an id never seen on the address is refused, as before
+        with pytest.raises(InvalidArgument, match="not on agent:bob"):
+            await view.bus.history("agent:bob", after=new_message_id())
+        with pytest.raises(InvalidArgument, match="not on agent:bob"):
+            await view.bus.history("agent:bob", after=alone)
+
+
+async def test_history_after_an_id_a_store_would_look_for_past_the_scan_bound_is_refused(
+    kernel_url: str, target: str, open_api: OpenApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # memory and SQLite read at most LOCATE_SCAN_MAX entries from the oldest; Redis keeps the earliest entry per id
+    monkeypatch.setattr(bus_store, "LOCATE_SCAN_MAX", 3)
+    async with short_window(kernel_url, target, 1.0) as a:
+        view, alice = a["view"], a["alice"].bus
+        ids = [new_message_id() for _ in range(5)]
+        for i, message_id in enumerate(ids):
+            await alice.publish(send("agent:alice", message_id, text=str(i)))
+        assert await texts(view, "agent:bob", ids[1]) == ["2", "3", "4"]
+        await anyio.sleep(1.5)  # past every window: only the scan can find an id
+        assert await texts(view, "agent:bob", ids[2]) == ["3", "4"]
+        if kernel_url.startswith("redis"):
+            assert await texts(view, "agent:bob", ids[4]) == []
+        else:
+            with pytest.raises(InvalidArgument, match="resume after a position"):
+                await view.bus.history("agent:bob", after=ids[4])

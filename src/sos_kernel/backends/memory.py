@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import anyio
 import anyio.lowlevel
 
+from ..bus import store as bus_store
 from ..bus.store import (
     Appended,
     BusStore,
@@ -28,6 +29,7 @@ from ..bus.store import (
     NackReason,
     Retention,
     StoredDeadLetter,
+    locate_refused,
 )
 from ..errors import InvalidArgument
 from . import Backend, Implements
@@ -387,10 +389,25 @@ class MemoryBusStore(BusStore):
         return Appended(str(known[1]), True) if known else None
 
     async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
+        """The earliest of the id's entries in their window (trimmed or not) and its retained entries, found by
+        reading the stream's rows from the oldest: at most ``LOCATE_SCAN_MAX`` of them, O(retained) per call."""
         self._prune_dedup(time.time())
         found = [self._dedup[(tenant, s, message_id)] for s in self._id_sources.get((tenant, message_id), ())]
-        positions = [pos for at, pos, _ in found if at == address]
-        return str(min(positions)) if positions else None
+        window = min((pos for at, pos, _ in found if at == address), default=None)
+        stream = self._streams.get((tenant, address))
+        if stream is None:
+            return None if window is None else str(window)
+        beyond = stream.first + bus_store.LOCATE_SCAN_MAX  # the first row not read
+        end = min(stream.last + 1, beyond, math.inf if window is None else window)
+        for pos in range(stream.first, int(end)):
+            row = stream.rows[pos]
+            if row.message_id == message_id and row.only_group is None:
+                return str(pos)
+        if window is not None and window < beyond:
+            return str(window)
+        if beyond <= stream.last:
+            raise locate_refused(address, message_id)
+        return None
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         stream = self._stream(tenant, address)

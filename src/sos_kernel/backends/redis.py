@@ -9,8 +9,9 @@ every multi-key step stays a single atomic Lua script. Key layout (beside SOS v0
     sos:{t:<tenant>}:msgid:<source>:<message_id>  the entry id of a source's published message, expiring after the
                                                 dedup window (the idempotency key is per source)
     sos:{t:<tenant>}:msgat:<address>:<message_id>  the earliest entry id on the address of a message with that id,
-                                                from any source, for ``history(after=<message_id>)``; its window is
-                                                renewed by each later source's entry of the id there
+                                                from any source, for ``history(after=<message_id>)``; set once (NX:
+                                                a later copy never moves it), living as long as the entry can be
+                                                retained (the retention age, at least the dedup window)
     sos:{t:<tenant>}:msgid:<message_id>         written by versions that deduplicated per tenant: while one is within
                                                 its window it holds the id for every source (read, never written)
     sos:{t:<tenant>}:dead:<address>:<group>     stream of dead letters: p=entry id d=JSON why=reason n=attempts
@@ -46,6 +47,7 @@ Durability is Redis's own (configure AOF ``appendfsync everysec`` or ``always`` 
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Awaitable, Sequence
@@ -120,15 +122,16 @@ queue in the process rather than overflow redis-py's connection pool (100)."""
 # so no reader ever sees it; an id a legacy key holds is a duplicate before anything is added.
 # Four commands for a new message (the legacy GET, XADD, SET, the msgat SET), in one call. Age retention is one
 # XTRIM MINID per stream of the batch, at the end; a stream of an entry with the expire flag (a reply channel)
-# expires ARGV[4] ms after it.
+# expires ARGV[4] ms after it. ARGV[5]: the msgat key's life in s (SET NX only: the earliest entry keeps it; a reply
+# channel's lives for the dedup window).
 # Replies {entry id, duplicate flag} for each message, flat.
 _APPEND = """
-local count_max, minid, ttl, expire_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local count_max, minid, ttl, expire_ms, at_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local out = {}
 local streams = {}
 for i = 1, #KEYS / 4 do
   local skey, dkey, lkey, akey = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
-  local data, meta = ARGV[2 * i + 3], ARGV[2 * i + 4]
+  local data, meta = ARGV[2 * i + 4], ARGV[2 * i + 5]
   local rcpt = string.sub(meta, 1, 1)
   local cut = string.find(meta, '\\n', 4, true)
   streams[skey] = streams[skey] or string.sub(meta, 3, 3) == '1'
@@ -147,10 +150,7 @@ for i = 1, #KEYS / 4 do
         redis.call('XDEL', skey, id)
         out[2 * i - 1], out[2 * i] = first, 1
       else
-        local earlier = redis.call('SET', akey, id, 'NX', 'GET', 'EX', ttl)
-        if earlier then
-          redis.call('SET', akey, earlier, 'EX', ttl)
-        end
+        redis.call('SET', akey, id, 'NX', 'EX', string.sub(meta, 3, 3) == '1' and ttl or at_ttl)
         out[2 * i - 1], out[2 * i] = id, 0
       end
     end
@@ -170,7 +170,8 @@ return out
 
 # One message (the common publish): flat arguments and a flat reply, less Lua than the batch script runs.
 # KEYS stream, msgid (per source), legacy msgid, msgat; ARGV minid, dedup ttl, data, receipts flag, message id,
-# count to trim to or '', only group or '', ms until the stream expires (a reply channel) or ''. Replies the new
+# count to trim to or '', only group or '', ms until the stream expires (a reply channel) or '', msgat life in s
+# (set once: the earliest entry of the id on the address keeps it, as long as it can be retained). Replies the new
 # entry id, or {first entry id} for a duplicate.
 _APPEND_ONE_FN = """
 local function append_one()
@@ -188,10 +189,7 @@ local function append_one()
       redis.call('XDEL', KEYS[1], id)
       id = {first}
     else
-      local earlier = redis.call('SET', KEYS[4], id, 'NX', 'GET', 'EX', ARGV[2])
-      if earlier then
-        redis.call('SET', KEYS[4], earlier, 'EX', ARGV[2])
-      end
+      redis.call('SET', KEYS[4], id, 'NX', 'EX', ARGV[9])
     end
   end
   if ARGV[6] ~= '' then
@@ -213,11 +211,11 @@ _APPEND_ONE = _APPEND_ONE_FN + "return append_one()\n"
 _APPEND_ACK = (
     _APPEND_ONE_FN
     + """
-local p = redis.call('XPENDING', KEYS[5], ARGV[9], ARGV[10], ARGV[10], 1)
-if #p == 0 or p[1][4] ~= tonumber(ARGV[11]) then return {false, 0} end
+local p = redis.call('XPENDING', KEYS[5], ARGV[10], ARGV[11], ARGV[11], 1)
+if #p == 0 or p[1][4] ~= tonumber(ARGV[12]) then return {false, 0} end
 local id = append_one()
-local acked = redis.call('XACK', KEYS[5], ARGV[9], ARGV[10])
-redis.call('HDEL', KEYS[6], ARGV[10])
+local acked = redis.call('XACK', KEYS[5], ARGV[10], ARGV[11])
+redis.call('HDEL', KEYS[6], ARGV[11])
 return {id, acked}
 """
 )
@@ -528,6 +526,7 @@ class RedisBusStore(BusStore):
             minid,
             max(1, int(retention.dedup_window_s)),
             self._reply_ttl_ms(),
+            _msgat_ttl_s(retention, ""),
         ]
         for address, entry in items:
             keys += _append_keys(prefix, address, entry)
@@ -555,6 +554,7 @@ class RedisBusStore(BusStore):
             retention.count_max if self._trim_due(tenant, address) else "",
             entry.only_group or "",
             self._expire_ms(address),
+            _msgat_ttl_s(retention, address),
         ]
         return keys, args
 
@@ -1043,6 +1043,14 @@ class RedisBusStore(BusStore):
                 groups += 1
                 held += sum(len(v) for k, v in fields.items() if k.startswith(b"p"))
         return groups, held
+
+
+def _msgat_ttl_s(retention: Retention, address: str) -> int:
+    """How long an address's earliest-entry key of an id lives: as long as its entry can be retained (and never
+    less than the dedup window), so ``history(after=<id>)`` finds the earliest entry while it can be read; on a
+    reply channel (its stream expires within a minute) the dedup window, as before."""
+    window = max(1, int(retention.dedup_window_s))
+    return window if is_reply_channel(address) else max(window, math.ceil(retention.age_s))
 
 
 def _append_keys(prefix: str, address: str, entry: Entry) -> list[str]:

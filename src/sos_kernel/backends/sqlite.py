@@ -48,6 +48,7 @@ from urllib.parse import unquote
 
 import anyio
 
+from ..bus import store as bus_store
 from ..bus.store import (
     Appended,
     BusStore,
@@ -60,6 +61,7 @@ from ..bus.store import (
     NackReason,
     Retention,
     StoredDeadLetter,
+    locate_refused,
 )
 from ..errors import BackendFailure, InvalidArgument, InvalidURL
 from . import Backend, Implements, check_url
@@ -762,16 +764,38 @@ class SQLiteBusStore(BusStore):
         return await self._db.read(tx)
 
     async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
-        def tx(c: sqlite3.Connection) -> str | None:
-            row = c.execute(
+        """The earliest of the id's entries in their window (trimmed or not, by the dedup indexes) and its retained
+        entries: one ``ORDER BY pos LIMIT 1`` over the (tenant, address, pos) index from the oldest entry, which
+        reads at most ``LOCATE_SCAN_MAX`` rows (the worst case: the id is absent, or only near the newest end)."""
+
+        def tx(c: sqlite3.Connection) -> tuple[str | None, bool]:
+            window = c.execute(
                 "SELECT min(pos) FROM (SELECT pos FROM bus_entries WHERE tenant=?1 AND message_id=?2 AND address=?3"
                 " AND expires>?4 UNION ALL SELECT pos FROM bus_dedup WHERE tenant=?1 AND message_id=?2"
                 " AND address=?3 AND expires>?4)",
                 (tenant, message_id, address, time.time()),
+            ).fetchone()[0]
+            edge = c.execute(  # the first entry past the bound, read on the index alone
+                "SELECT pos FROM bus_entries WHERE tenant=? AND address=? ORDER BY pos LIMIT 1 OFFSET ?",
+                (tenant, address, bus_store.LOCATE_SCAN_MAX),
             ).fetchone()
-            return None if row[0] is None else str(row[0])
+            beyond = None if edge is None else int(edge[0])
+            end = min(p for p in (beyond, None if window is None else window + 1, 1 << 62) if p is not None)
+            row = c.execute(
+                "SELECT pos FROM bus_entries INDEXED BY bus_entries_addr WHERE tenant=? AND address=? AND pos<?"
+                " AND message_id=? AND only_group IS NULL ORDER BY pos LIMIT 1",
+                (tenant, address, end, message_id),
+            ).fetchone()
+            if row is not None:
+                return str(row[0]), False
+            if window is not None and (beyond is None or window < beyond):
+                return str(window), False
+            return None, beyond is not None  # past the bound: the id may be on an unread entry
 
-        return await self._db.read(tx)
+        found, refused = await self._db.read(tx)
+        if refused:
+            raise locate_refused(address, message_id)
+        return found
 
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
         start = _position(after) if after else 0

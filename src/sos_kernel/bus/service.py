@@ -1044,8 +1044,11 @@ class Bus:
         """Retained messages of ``address``, oldest first, without consuming them (replay).
 
         ``after`` is a position from a :class:`PublishReceipt` or a ``message_id`` already seen; the page starts
-        after it (an id two sources used on ``address`` stands for the earlier entry: nothing is skipped, the later
-        one may be read again). Dead-letter replays are not repeated here.
+        after it. An id stands for its earliest entry on ``address`` that is retained or still in its dedup window,
+        whatever its age or source (an id two sources used stands for the earlier entry, even once its window
+        closed: nothing is skipped, the later one may be read again); an id with no such entry is refused
+        (SOS-4005), as is one a store would look for past ``LOCATE_SCAN_MAX`` entries: resume after a position
+        then. Dead-letter replays are not repeated here.
         """
         return [m for _, m in await self.history_entries(address, after=after, limit=limit)]
 
@@ -1094,7 +1097,7 @@ class Bus:
         return reason
 
     async def _cursor(self, address: str, after: str | None) -> str | None:
-        # a message id stands for its earliest entry on this address, whoever sent it: resuming never skips
+        # a message id stands for its earliest retained entry on this address, whoever sent it: resuming never skips
         if after is None:
             return None
         if not isinstance(after, str) or not after or len(after) > 64:
@@ -1103,7 +1106,8 @@ class Bus:
             known = await self._store.locate(self.tenant, address, after)
             if known is None:
                 raise InvalidArgument(
-                    f"message {after} is not on {address} within this bus's dedup window",
+                    f"message {after} is not on {address}: no entry of it is retained there"
+                    " (nor in this bus's dedup window)",
                     details={"after": after, "address": address},
                 )
             return known

@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, NamedTuple
 
+from ..errors import InvalidArgument
+
 __all__ = [
+    "LOCATE_SCAN_MAX",
     "POISON_RAW_BYTES_MAX",
     "REPLY_CHANNEL_PREFIX",
     "REPLY_CHANNEL_TTL_S",
@@ -38,8 +41,14 @@ __all__ = [
     "capped_raw",
     "foreign_fields",
     "is_reply_channel",
+    "locate_refused",
 ]
 
+LOCATE_SCAN_MAX = 101_000
+"""The retained entries of one address a store that finds a message id by scanning (memory, SQLite) reads, from
+the oldest, to resolve ``history(after=<message_id>)``; past it the id is refused (SOS-4005) and the reader resumes
+after a position. The most an address holds under the default ``BusLimits.retention_count_max`` (100 000) and
+SQLite's trimming lag (1000), so it bites only on raised retention. Worst case on SQLite: ~35 ms of CPU."""
 POISON_RAW_BYTES_MAX = 4096
 """The bytes of an unreadable entry its dead letter keeps; the rest is cut (the reason says how much)."""
 REPLY_CHANNEL_PREFIX = "sos:channel:reply-"
@@ -48,6 +57,16 @@ REPLY_CHANNEL_TTL_S = 60.0
 """How long a store that expires reply channels (``BusStore.expires_reply_channels``) keeps one after the last
 entry written to it: an answered ask's channel is gone this long after its reply, without a command of its own."""
 _REPLY_CHANNEL_RE = re.compile(r"^sos:channel:reply-[0-9a-f]{32}$")
+
+
+def locate_refused(address: str, message_id: str) -> InvalidArgument:
+    """The error of a ``locate`` that would read more than ``LOCATE_SCAN_MAX`` entries of ``address``."""
+    scan_max = LOCATE_SCAN_MAX  # read when raised: tests lower it
+    return InvalidArgument(
+        f"message {message_id} is not among the oldest {scan_max} entries of {address}: resume after a"
+        " position (a PublishReceipt's or one from history_entries) instead of a message id",
+        details={"after": message_id, "address": address, "scan_max": scan_max},
+    )
 
 
 def is_reply_channel(address: str) -> bool:
@@ -335,8 +354,12 @@ class BusStore(ABC):
 
     @abstractmethod
     async def locate(self, tenant: str, address: str, message_id: str) -> str | None:
-        """The earliest position on ``address`` of an entry with this message id whose window is open, whichever
-        source published it; None if there is none. A reader resuming after the id then never skips an entry."""
+        """The earliest position on ``address`` of an entry with this message id, whichever source published it and
+        whatever its age: among the retained entries and those still in their dedup window (trimmed or not; a
+        trimmed position resumes at the first retained entry after it). None if there is none. A reader resuming
+        after the id then never skips an entry, even after its window closed and a peer re-used the id.
+
+        Raises ``InvalidArgument`` when the store would have to read more than ``LOCATE_SCAN_MAX`` entries."""
 
     @abstractmethod
     async def history(self, tenant: str, address: str, after: str | None, limit: int) -> list[HistoryEntry]:
