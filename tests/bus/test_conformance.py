@@ -595,6 +595,34 @@ async def test_a_stale_ack_or_nack_changes_nothing_and_the_redelivery_stays_with
     assert await kernel.bus.pending("agent:bob", group="inbox") == 0
 
 
+async def test_a_peer_with_a_shorter_lease_takes_nothing_another_consumer_holds(api: Api, kernel: Kernel) -> None:
+    # each hand-out keeps its own lease: b's 0.05 s visibility does not make a's 30 s hand-out due for b
+    await kernel.bus.send("agent:alice", "agent:bob", "held for 30 s")
+    async with api.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=30) as a:
+        (held,) = await drain(a, 1)
+        async with api.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=0.05) as b:
+            assert await b.receive(timeout_s=1.5) is None
+        assert await held.ack() is True
+    assert await kernel.bus.pending("agent:bob", group="inbox") == 0
+
+
+async def test_a_short_hand_out_is_redelivered_to_a_peer_with_a_longer_lease_at_its_own_deadline(
+    kernel: Kernel,
+) -> None:
+    # a's 0.5 s hand-out falls due at its own deadline for b too, though b's lease is 30 s
+    await kernel.bus.send("agent:alice", "agent:bob", "held for 0.5 s")
+    async with kernel.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=0.5) as a:
+        (first,) = await drain(a, 1)
+        async with kernel.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=30) as b:
+            started = time.monotonic()
+            again = await b.receive(timeout_s=4)
+            assert again is not None
+            assert (again.position, again.attempt) == (first.position, 2)
+            assert 0.3 < time.monotonic() - started < 3
+            assert await first.ack() is False
+            assert await again.ack() is True
+
+
 async def test_of_concurrent_acks_and_nacks_of_one_entry_only_its_current_holder_settles_it(kernel: Kernel) -> None:
     # hand-outs 1..5 of one entry settle it at once, from two connections where the engine has them: 5 wins
     store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
