@@ -623,6 +623,18 @@ async def test_a_short_hand_out_is_redelivered_to_a_peer_with_a_longer_lease_at_
             assert await again.ack() is True
 
 
+async def test_a_nack_delay_longer_than_the_lease_holds_the_entry_for_the_whole_delay(kernel: Kernel) -> None:
+    await kernel.bus.send("agent:alice", "agent:bob", "later")
+    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=0.2) as sub:
+        (first,) = await drain(sub, 1)
+        assert await first.nack(delay_s=1.5) is True
+        assert await sub.receive(timeout_s=0.9) is None  # past the 0.2 s lease, within the delay
+        again = await sub.receive(timeout_s=3)
+        assert again is not None
+        assert (again.position, again.attempt) == (first.position, 2)
+        assert await again.ack() is True
+
+
 async def test_of_concurrent_acks_and_nacks_of_one_entry_only_its_current_holder_settles_it(kernel: Kernel) -> None:
     # hand-outs 1..5 of one entry settle it at once, from two connections where the engine has them: 5 wins
     store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
