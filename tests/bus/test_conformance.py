@@ -635,6 +635,26 @@ async def test_a_nack_delay_longer_than_the_lease_holds_the_entry_for_the_whole_
         assert await again.ack() is True
 
 
+async def test_a_short_hand_out_behind_600_long_ones_falls_due_within_a_few_claims(kernel: Kernel) -> None:
+    # a claim looks through a bounded number of pending entries (Redis: REDELIVERY_SCAN_MAX), going on from there
+    store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
+    await store.ensure_group(t, a, g, "earliest")
+    await kernel.bus.publish_many([send(text=f"m{i}") for i in range(601)])
+    held = 0
+    while held < 600:  # a store may hand out fewer per claim
+        got = await store.claim(t, a, g, "long", 600 - held, 30_000)
+        assert got
+        held += len(got)
+    [short] = await store.claim(t, a, g, "short", 1, 200)
+    await anyio.sleep(0.4)
+    taken: list[bus_store.Claimed] = []
+    for _ in range(3):
+        taken += await store.claim(t, a, g, "peer", 5, 30_000)
+        if taken:
+            break
+    assert [(c.position, c.attempt) for c in taken] == [(short.position, 2)]
+
+
 async def test_of_concurrent_acks_and_nacks_of_one_entry_only_its_current_holder_settles_it(kernel: Kernel) -> None:
     # hand-outs 1..5 of one entry settle it at once, from two connections where the engine has them: 5 wins
     store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
