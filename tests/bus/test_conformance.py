@@ -595,6 +595,66 @@ async def test_a_stale_ack_or_nack_changes_nothing_and_the_redelivery_stays_with
     assert await kernel.bus.pending("agent:bob", group="inbox") == 0
 
 
+async def test_a_peer_with_a_shorter_lease_takes_nothing_another_consumer_holds(api: Api, kernel: Kernel) -> None:
+    # each hand-out keeps its own lease: b's 0.05 s visibility does not make a's 30 s hand-out due for b
+    await kernel.bus.send("agent:alice", "agent:bob", "held for 30 s")
+    async with api.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=30) as a:
+        (held,) = await drain(a, 1)
+        async with api.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=0.05) as b:
+            assert await b.receive(timeout_s=1.5) is None
+        assert await held.ack() is True
+    assert await kernel.bus.pending("agent:bob", group="inbox") == 0
+
+
+async def test_a_short_hand_out_is_redelivered_to_a_peer_with_a_longer_lease_at_its_own_deadline(
+    kernel: Kernel,
+) -> None:
+    # a's 0.5 s hand-out falls due at its own deadline for b too, though b's lease is 30 s
+    await kernel.bus.send("agent:alice", "agent:bob", "held for 0.5 s")
+    async with kernel.bus.subscribe("agent:bob", consumer="a", visibility_timeout_s=0.5) as a:
+        (first,) = await drain(a, 1)
+        async with kernel.bus.subscribe("agent:bob", consumer="b", visibility_timeout_s=30) as b:
+            started = time.monotonic()
+            again = await b.receive(timeout_s=4)
+            assert again is not None
+            assert (again.position, again.attempt) == (first.position, 2)
+            assert 0.3 < time.monotonic() - started < 3
+            assert await first.ack() is False
+            assert await again.ack() is True
+
+
+async def test_a_nack_delay_longer_than_the_lease_holds_the_entry_for_the_whole_delay(kernel: Kernel) -> None:
+    await kernel.bus.send("agent:alice", "agent:bob", "later")
+    async with kernel.bus.subscribe("agent:bob", visibility_timeout_s=0.2) as sub:
+        (first,) = await drain(sub, 1)
+        assert await first.nack(delay_s=1.5) is True
+        assert await sub.receive(timeout_s=0.9) is None  # past the 0.2 s lease, within the delay
+        again = await sub.receive(timeout_s=3)
+        assert again is not None
+        assert (again.position, again.attempt) == (first.position, 2)
+        assert await again.ack() is True
+
+
+async def test_a_short_hand_out_behind_600_long_ones_falls_due_within_a_few_claims(kernel: Kernel) -> None:
+    # a claim looks through a bounded number of pending entries (Redis: REDELIVERY_SCAN_MAX), going on from there
+    store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"
+    await store.ensure_group(t, a, g, "earliest")
+    await kernel.bus.publish_many([send(text=f"m{i}") for i in range(601)])
+    held = 0
+    while held < 600:  # a store may hand out fewer per claim
+        got = await store.claim(t, a, g, "long", 600 - held, 30_000)
+        assert got
+        held += len(got)
+    [short] = await store.claim(t, a, g, "short", 1, 200)
+    await anyio.sleep(0.4)
+    taken: list[bus_store.Claimed] = []
+    for _ in range(3):
+        taken += await store.claim(t, a, g, "peer", 5, 30_000)
+        if taken:
+            break
+    assert [(c.position, c.attempt) for c in taken] == [(short.position, 2)]
+
+
 async def test_of_concurrent_acks_and_nacks_of_one_entry_only_its_current_holder_settles_it(kernel: Kernel) -> None:
     # hand-outs 1..5 of one entry settle it at once, from two connections where the engine has them: 5 wins
     store, t, a, g = kernel.bus.store, DEFAULT_TENANT, "agent:bob", "inbox"

@@ -38,9 +38,13 @@ An ask reads its new reply channel with one blocking ``XREAD`` from ``0-0`` (not
 every append to a reply channel (``sos:channel:reply-<32 hex>``) sets the stream to expire ``REPLY_CHANNEL_TTL_S``
 later in the same script, so an answered ask spends no ``DEL``; ``Delivery.reply`` appends the reply and acks the
 request in one script (``append_ack``), only while the hand-out still holds it (``XPENDING``: delivery count).
-Due redeliveries are taken with ``XAUTOCLAIM`` (idle time ≥ the visibility timeout), by one consumer of a
-process at most every ``CLAIM_INTERVAL_S``, and their attempt count is the entry's delivery counter;
-``nack(delay)`` re-dates the pending entry with ``XCLAIM ... TIME`` so it falls due after the delay. Retention:
+Each hand-out keeps its own lease: the Redis consumer is named ``<consumer>~<visibility ms>``, so the pending list
+holds, with each entry's delivery time, the visibility its holder was given; a redelivery look (one script:
+``XPENDING`` over at most ``REDELIVERY_SCAN_MAX`` entries, ``XCLAIM`` of the due ones) takes an entry only once
+idle for its holder's visibility, whoever looks, by one consumer of a process at most every ``CLAIM_INTERVAL_S``
+(sooner when an entry it saw falls due sooner), and its attempt count is the entry's delivery counter;
+``nack(delay)`` moves the entry to consumer ``nack~<q>`` dated with ``XCLAIM ... TIME`` so it falls due exactly
+after the delay. Retention:
 an exact ``MINID`` (age) on every append, and ``XTRIM MAXLEN ~ count_max`` every 100th append per address.
 Durability is Redis's own (configure AOF ``appendfsync everysec`` or ``always`` for a durable bus).
 """
@@ -95,10 +99,13 @@ from .redis_watch import StreamWatcher, Watch
 __all__ = ["RedisBackend", "RedisBusStore"]
 
 _ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
-AUTOCLAIM_SCANS_MAX = 10
+REDELIVERY_SCAN_MAX = 512
+"""Pending entries of a group one redelivery look examines at most (one ``XPENDING``, in entry order, going on
+from where this process's last look stopped): bounded work per claim however many entries are in flight."""
 CLAIM_INTERVAL_S = 1.0
-"""How often, at most, one process looks for a group's abandoned entries (``XAUTOCLAIM``): sooner when the
-lease is shorter (every quarter of the visibility timeout) or a nack from this process made an entry due."""
+"""How often, at most, one process looks for a group's abandoned entries: sooner when the lease is shorter
+(every quarter of the visibility timeout), when its last look saw an entry falling due sooner, or a nack from this
+process made an entry due."""
 TRIM_EVERY_APPENDS = 100
 ADDRESS_MEMO_MAX = 10_000
 """Per-address bookkeeping this process keeps (last seen id, appends since trim) is dropped past this many."""
@@ -220,42 +227,62 @@ return {id, acked}
 """
 )
 
-# Hands out due redeliveries (idle past the visibility timeout) as {id, data, receipts, attempts}... (data is the
-# entry's whole field list when it has no 'd': an entry another program wrote, which the reader dead-letters).
-# Run on a timer per group, not per delivery (see CLAIM_INTERVAL_S). KEYS stream, nack reasons (entries trimmed
-# while pending leave the pending list here, and their nack reasons with them).
-_AUTOCLAIM = """
+# Hands out due redeliveries as {id, data, receipts, attempts}... (data is the entry's whole field list when it has
+# no 'd': an entry another program wrote, which the reader dead-letters), after {next scan start, ms until the
+# earliest entry seen falls due or -1}. An entry is due once idle for ITS OWN hand-out's visibility, which the
+# holder's consumer name carries ('<name>~<ms>'; a name without it, from older versions, counts the claimer's): so
+# a peer with a shorter lease takes nothing early, and one with a longer lease takes a short hand-out on time.
+# Examines at most ARGV[5] pending entries (REDELIVERY_SCAN_MAX) from ARGV[4]: one XPENDING, one XCLAIM (which
+# drops entries trimmed while pending from the pending list; their nack reasons go here). KEYS stream, nack
+# reasons; ARGV group, claiming consumer, count, scan start, scan max, claimer's visibility ms.
+_RECLAIM = """
 local key, grp, consumer = KEYS[1], ARGV[1], ARGV[2]
-local count, vt, scans = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {}
+local count, scan, vis = tonumber(ARGV[3]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local pend = redis.call('XPENDING', key, grp, ARGV[4], '+', scan)
+local ids, tries, soonest, seen = {}, {}, -1, 0
+for _, p in ipairs(pend) do
+  seen = seen + 1
+  local left = (tonumber(string.match(p[2], '~(%d+)$')) or vis) - p[3]
+  if left <= 0 then
+    ids[#ids + 1] = p[1]
+    tries[p[1]] = p[4]
+    if #ids >= count then break end
+  elseif soonest < 0 or left < soonest then
+    soonest = left
+  end
+end
+local nextstart = '-'
+if seen > 0 and (#pend >= scan or seen < #pend) then nextstart = '(' .. pend[seen][1] end
+local out = {nextstart, soonest}
+if #ids == 0 then return out end
 local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
   return false
 end
-local cursor = '0-0'
-for _ = 1, scans do
-  if #out >= count then break end
-  local res = redis.call('XAUTOCLAIM', key, grp, consumer, vt, cursor, 'COUNT', count - #out)
-  for _, gone in ipairs(res[3] or {}) do redis.call('HDEL', KEYS[2], gone) end
-  for _, e in ipairs(res[2]) do
-    local p = redis.call('XPENDING', key, grp, e[1], e[1], 1)
-    out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), p[1][4]}
-  end
-  cursor = res[1]
-  if cursor == '0-0' then break end
+local got = {}
+for _, e in ipairs(redis.call('XCLAIM', key, grp, consumer, 0, unpack(ids))) do
+  got[e[1]] = true
+  out[#out + 1] = {e[1], field(e[2], 'd') or e[2], field(e[2], 'r'), tries[e[1]] + 1}
+end
+for _, id in ipairs(ids) do
+  if not got[id] then redis.call('HDEL', KEYS[2], id) end
 end
 return out
 """
 
 # KEYS stream, nack reasons; ARGV group, consumer, entry id, delay ms, visibility ms, "1" and the reason or "0",
-# attempt (last: the hand-out's delivery count, which the entry must still have, as in the ack script).
+# attempt (last: the hand-out's delivery count, which the entry must still have, as in the ack script). The entry
+# moves to consumer 'nack~<q>' (q the least power of two >= the delay: a few names per group) dated so that it falls
+# due exactly delay ms from now, whoever claims it.
 _NACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][4] ~= tonumber(ARGV[#ARGV]) then return 0 end
-local when = now + tonumber(ARGV[4]) - tonumber(ARGV[5])
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'TIME', when, 'RETRYCOUNT', p[1][4], 'JUSTID')
+local delay, q = tonumber(ARGV[4]), 1
+while q < delay do q = q * 2 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2] .. '~' .. q, 0, ARGV[3], 'TIME', now + delay - q,
+  'RETRYCOUNT', p[1][4], 'JUSTID')
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[2], ARGV[3], p[1][4] .. ' ' .. ARGV[7])
 else
@@ -478,7 +505,7 @@ class RedisBusStore(BusStore):
         self._append = Script(client, _APPEND)
         self._append_one = Script(client, _APPEND_ONE)
         self._append_ack = Script(client, _APPEND_ACK)
-        self._autoclaim = client.register_script(_AUTOCLAIM)
+        self._reclaim_script = client.register_script(_RECLAIM)
         self._nack = client.register_script(_NACK)
         self._ack = client.register_script(_ACK)
         self._bury = client.register_script(_BURY)
@@ -489,6 +516,8 @@ class RedisBusStore(BusStore):
         self._last: dict[tuple[str, str], str] = {}
         self._appends: dict[tuple[str, str], int] = {}
         self._claim_at: dict[tuple[str, str, str], float] = {}
+        self._scan_from: dict[tuple[str, str, str], str] = {}
+        self._due_at: dict[tuple[str, str, str], float] = {}
         self._acks: dict[str, _AckQueue] = {}
         self._together: dict[tuple[str, str, str], _GroupRead] = {}
         self._watcher = StreamWatcher(client)
@@ -640,9 +669,27 @@ class RedisBusStore(BusStore):
     async def claim_wait(
         self, tenant: str, address: str, group: str, consumer: str, count: int, visibility_ms: int, timeout_s: float
     ) -> list[Claimed]:
-        key = self._k(tenant, "stream", address)
+        """As :meth:`BusStore.claim_wait`. Each hand-out's lease is its own: the Redis consumer is named
+        ``<consumer>~<visibility ms>``, so the pending list records, with the delivery time, when the entry falls
+        due, and a redelivery look (:data:`_RECLAIM`) takes an entry only once that hand-out's deadline (or a nack's
+        delay) has passed, whoever looks. A wait for new entries ends by the time an entry seen pending falls due."""
         memo = (tenant, address, group)
-        out = await self._reclaim(key, memo, consumer, count, visibility_ms)
+        out = await self._claim_wait(memo, f"{consumer}~{visibility_ms}", count, visibility_ms, timeout_s)
+        if out:  # their lease ends then: a consumer of this process waiting meanwhile looks again by that time
+            if len(self._due_at) >= ADDRESS_MEMO_MAX:
+                self._due_at.clear()
+            self._due_at[memo] = min(self._due_at.get(memo, float("inf")), time.monotonic() + visibility_ms / 1000)
+            self._claim_at[memo] = min(self._claim_at.get(memo, 0.0), self._due_at[memo])
+        return out
+
+    async def _claim_wait(
+        self, memo: tuple[str, str, str], consumer: str, count: int, visibility_ms: int, timeout_s: float
+    ) -> list[Claimed]:
+        tenant, address, group = memo
+        key = self._k(tenant, "stream", address)
+        out, due_in_s = await self._reclaim(key, memo, consumer, count, visibility_ms)
+        if due_in_s is not None:
+            timeout_s = min(timeout_s, due_in_s)
         if out or timeout_s <= 0:
             return out if len(out) >= count else out + (await self._read_new(key, group, consumer, count - len(out)))[0]
         together = self._together.get(memo)
@@ -739,23 +786,38 @@ class RedisBusStore(BusStore):
 
     async def _reclaim(
         self, key: str, memo: tuple[str, str, str], consumer: str, count: int, visibility_ms: int
-    ) -> list[Claimed]:
+    ) -> tuple[list[Claimed], float | None]:
+        """Due redeliveries, and (when this look saw the whole pending list) in how many seconds the earliest
+        entry seen pending falls due."""
         now = time.monotonic()
         if self._claim_at.get(memo, 0.0) > now:
-            return []
+            due_at = self._due_at.get(memo)
+            return [], None if due_at is None else max(0.0, due_at - now)
         if len(self._claim_at) >= ADDRESS_MEMO_MAX:  # a forgotten group only looks for abandoned entries sooner
             self._claim_at.clear()
+            self._scan_from.clear()
+            self._due_at.clear()
+        self._due_at.pop(memo, None)
         # set before the call: the other consumers of this process skip the scan meanwhile
         self._claim_at[memo] = now + min(CLAIM_INTERVAL_S, visibility_ms / 4000)
-        rows = await self._call(
-            self._autoclaim(
+        start = self._scan_from.pop(memo, "-")
+        reply = await self._call(
+            self._reclaim_script(
                 keys=[key, self._k(memo[0], "nackwhy", memo[1], memo[2])],
-                args=[memo[2], consumer, count, visibility_ms, AUTOCLAIM_SCANS_MAX],
+                args=[memo[2], consumer, count, start, REDELIVERY_SCAN_MAX, visibility_ms],
             )
         )
-        if len(rows) >= count:  # there may be more due: the next claim looks again
+        after, soonest, rows = _s(reply[0]), int(reply[1]), reply[2:]
+        due_in_s: float | None = None
+        if after != "-":  # the look stopped short of the list's end: the next claim goes on from there
+            self._scan_from[memo] = after
             self._claim_at[memo] = now
-        return [Claimed(_s(pos), _data(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
+        elif start == "-" and soonest >= 0:
+            due_in_s = soonest / 1000
+            self._claim_at[memo] = min(self._claim_at[memo], now + due_in_s)
+            self._due_at[memo] = now + due_in_s
+        out = [Claimed(_s(pos), _data(data), int(attempts), rcpt == b"1") for pos, data, rcpt, attempts in rows]
+        return out, due_in_s
 
     def _due_in(self, memo: tuple[str, str, str], delay_ms: int) -> None:
         at = time.monotonic() + delay_ms / 1000
