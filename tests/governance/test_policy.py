@@ -271,6 +271,31 @@ def test_content_matching_drops_every_format_character() -> None:
     assert fold_content("p\u0430ssword") != "password"  # look-alike letters of other scripts are not folded
 
 
+def test_content_matching_drops_controls_leftover_marks_and_private_use() -> None:
+    """Control characters (but the whitespace ones), combining marks left after composition and private-use
+    characters split no blocked word; a mark that composes with its letter stays part of it."""
+    from sos_kernel.governance.policy import fold_content
+
+    for hidden in (
+        "\x00",
+        "\x07",
+        "\x1f",
+        "\x7f",
+        "\x85",
+        "\u0336",
+        "\u0338",
+        "\u20d2",
+        "\u20dd",
+        "\ue000",
+        "\U0010fffd",
+    ):
+        assert fold_content(f"Pass{hidden}word") == "password", repr(hidden)
+    assert fold_content("pass\tword") == "pass\tword"  # a break a reader sees, as a space is
+    assert fold_content("pass\nword") == "pass\nword"
+    assert fold_content("cafe\u0301") == fold_content("caf\u00e9") == "caf\u00e9"  # composed: an accented letter
+    assert fold_content("\u0915\u094d\u0937") == fold_content("\u0915\u0937")  # a blocked form matches itself
+
+
 def test_an_approval_shows_arguments_bounded_and_no_secret() -> None:
     from sos_kernel.governance.service import (
         APPROVAL_ARGUMENT_CHARS_MAX,
