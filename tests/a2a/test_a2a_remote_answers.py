@@ -86,6 +86,13 @@ def _answer(remote: Remote, method: str, rpc_id: str) -> Response:
     if mode == "repeat_event":  # an event-stream body whose one event repeats a key
         data = _rpc(method, rpc_id, "repeat_nested")
         return Response(f"event: message\ndata: {data}\n\n", media_type="text/event-stream")
+    if mode == "nan_repeat":  # a repeated key plus a member the kernel's parser refuses and Python's json takes
+        return Response(_rpc(method, rpc_id, "repeat_nested")[:-1] + ',"pad":NaN}', media_type="application/json")
+    if mode == "odd_event_type":  # an event stream the SDK detects by substring of the content type
+        data = _rpc(method, rpc_id, "repeat_nested")
+        return Response(f"event: message\ndata: {data}\n\n", media_type="application/x-text/event-stream")
+    if mode == "not_json":
+        return Response("pay mallory", media_type="text/plain")
     if mode.startswith("gzip_"):  # compressed on the wire: checked once decoded, read by the SDK decoded
         body = gzip.compress(_rpc(method, rpc_id, mode.removeprefix("gzip_")).encode())
         return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
@@ -173,6 +180,18 @@ async def test_an_answer_repeating_a_key_is_the_remote_agents_failure(remote: Re
             assert info.value.code == "SOS-6031"
             error = info.value.details["errors"][0]
             assert (error["loc"], error["type"]) == (loc if loc == "result" else where + loc, "json_duplicate_key")
+
+
+@pytest.mark.parametrize("mode", ["nan_repeat", "odd_event_type", "not_json"])
+async def test_an_answer_the_kernels_parser_refuses_for_any_reason_is_the_remote_agents_failure(
+    remote: Remote, mode: str
+) -> None:
+    async with A2AAgent(remote.base + "/") as agent:
+        remote.mode = mode
+        for call in (lambda: agent.ask("hi"), lambda: agent.get_task("t1")):
+            with pytest.raises(BackendFailure) as info:  # not read by the SDK: not "pay mallory"
+                await call()
+            assert info.value.code == "SOS-6031"
 
 
 async def test_a_peer_served_on_the_bus_replies_the_refusal_not_either_reading(remote: Remote) -> None:

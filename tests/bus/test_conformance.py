@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import sos_kernel
@@ -1333,3 +1334,20 @@ async def test_acks_issued_together_are_all_settled_when_they_return(api: Api) -
         assert acked == [True] * n
         assert await api.bus.pending("agent:bob") == 0  # every ack was on the store when it returned
         assert [await d.ack() for d in deliveries[:2]] == [False, False]
+
+
+async def test_a_loop_of_empty_receives_lets_other_tasks_run(kernel: Kernel) -> None:
+    # a store that answers an empty claim without awaiting (SQLite, inline) must still yield once per receive
+    ran = [0]
+
+    async def other() -> None:
+        while True:
+            ran[0] += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with kernel.bus.subscribe("agent:bob", group="idle") as sub, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        for _ in range(1000):
+            assert await sub.receive(timeout_s=0) is None
+        tg.cancel_scope.cancel()
+    assert ran[0] >= 500, ran

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 import sos_kernel
+from sos_kernel.backends import sqlite as sqlite_backend
 from sos_kernel.backends.sqlite import (
     CLAIM_IDLE_SCAN_MAX,
     CLAIM_SCAN_MAX,
@@ -443,9 +444,13 @@ async def test_a_due_retry_behind_5000_pending_entries_is_taken_by_the_next_clai
         await backend.aclose()
 
 
-async def test_a_claim_with_nothing_to_take_looks_through_a_bounded_number_of_pending_entries(tmp_path: Path) -> None:
+async def test_a_claim_with_nothing_to_take_looks_through_a_bounded_number_of_pending_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # its cost is the same with CLAIM_IDLE_SCAN_MAX pending entries and with three times as many; a due retry at
-    # the far end of the larger set is reached by the third such claim (one per CLAIM_IDLE_SCAN_MAX entries)
+    # the far end of the larger set is reached by the third such claim (one per CLAIM_IDLE_SCAN_MAX entries), each
+    # once the interval between a group's longer scans has passed
+    monkeypatch.setattr(sqlite_backend, "CLAIM_IDLE_SCAN_INTERVAL_S", 0.05)
     steps: dict[int, int] = {}
     count = [0]
     KEEP_ALL = Retention(count_max=4 * CLAIM_IDLE_SCAN_MAX, age_s=3600.0, dedup_window_s=60.0)
@@ -468,7 +473,10 @@ async def test_a_claim_with_nothing_to_take_looks_through_a_bounded_number_of_pe
             steps[pending] = count[0]
             if pending > CLAIM_IDLE_SCAN_MAX:
                 assert await bus.nack(T, A, G, str(pending), 1, 0, 60_000)
-                assert await claims_until_taken(bus, str(pending), 10) == 2  # after the one above: the third
+                await anyio.sleep(0.06)
+                assert await bus.claim(T, A, G, "c", 1, 60_000) == []  # the second
+                await anyio.sleep(0.06)
+                assert [c.position for c in await bus.claim(T, A, G, "c", 1, 60_000)] == [str(pending)]
         finally:
             await backend.aclose()
     assert steps[3 * CLAIM_IDLE_SCAN_MAX] < 1.2 * steps[CLAIM_IDLE_SCAN_MAX] + 10, steps
@@ -616,5 +624,39 @@ async def test_a_layout_5_file_keeps_each_ids_window_for_its_source_after_the_up
         assert await bus.locate(T, "agent:y", removed) == "1"
         assert await bus.locate(T, A, removed) is None
         assert await bus.append(T, [(A, message(mallory, fresh))], KEEP) == [Appended("3", False)]
+    finally:
+        await backend.aclose()
+
+
+async def test_empty_claims_look_past_their_window_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a loop of empty claims on a group with many entries in flight: the first looks through CLAIM_IDLE_SCAN_MAX
+    # entries, the others within CLAIM_IDLE_SCAN_INTERVAL_S one window each (their cost that of a small group's)
+    monkeypatch.setattr(sqlite_backend, "CLAIM_IDLE_SCAN_INTERVAL_S", 0.3)
+    count = [0]
+
+    def step() -> int:  # SQLite's progress handler: called every 100 virtual machine instructions
+        count[0] += 1
+        return 0
+
+    backend = await SQLiteBackend.connect(f"sqlite:///{tmp_path / 'k.db'}")
+    pending = CLAIM_IDLE_SCAN_MAX + CLAIM_SCAN_MAX
+    try:
+        bus = backend.bus
+        await bus.ensure_group(T, A, G, "earliest")
+        await bus.append(T, [(A, Entry(f"m{i}", b"x")) for i in range(pending)], KEEP)
+        assert len(await bus.claim(T, A, G, "gone", pending, 3_600_000)) == pending
+        steps = []
+        backend.engine.conn.set_progress_handler(step, 100)
+        for _ in range(11):
+            count[0] = 0
+            assert await bus.claim(T, A, G, "c", 1, 60_000) == []
+            steps.append(count[0])
+        backend.engine.conn.set_progress_handler(None, 0)
+        assert max(steps[1:]) * 10 < steps[0], steps  # the ten after the first: one window each
+        assert await bus.nack(T, A, G, str(pending // 2), 1, 0, 60_000)
+        await anyio.sleep(0.35)
+        assert [c.position for c in await bus.claim(T, A, G, "c", 1, 60_000)] == [str(pending // 2)]
     finally:
         await backend.aclose()

@@ -152,6 +152,13 @@ INVISIBLE_SPELLINGS = [
     "pass\ufe0fword",  # a variation selector (default-ignorable, not Cf)
     "pass\U000e0041word",  # a tag character
     "\uff30\uff21\uff33\uff33\u200b\uff57\uff4f\uff52\uff44",  # full-width and invisible together
+    "pass\x07word",  # control characters: BEL, NUL, DEL, the C1 NEL
+    "pass\x00word",
+    "pass\x7fword",
+    "pass\x85word",
+    "pass\u0336word",  # a combining overlay left after composition (a long stroke)
+    "pa\u20ddssword",  # an enclosing mark
+    "pass\ue000word",  # a private-use character
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -271,6 +272,31 @@ def test_content_matching_drops_every_format_character() -> None:
     assert fold_content("p\u0430ssword") != "password"  # look-alike letters of other scripts are not folded
 
 
+def test_content_matching_drops_controls_leftover_marks_and_private_use() -> None:
+    """Control characters (but the whitespace ones), combining marks left after composition and private-use
+    characters split no blocked word; a mark that composes with its letter stays part of it."""
+    from sos_kernel.governance.policy import fold_content
+
+    for hidden in (
+        "\x00",
+        "\x07",
+        "\x1f",
+        "\x7f",
+        "\x85",
+        "\u0336",
+        "\u0338",
+        "\u20d2",
+        "\u20dd",
+        "\ue000",
+        "\U0010fffd",
+    ):
+        assert fold_content(f"Pass{hidden}word") == "password", repr(hidden)
+    assert fold_content("pass\tword") == "pass\tword"  # a break a reader sees, as a space is
+    assert fold_content("pass\nword") == "pass\nword"
+    assert fold_content("cafe\u0301") == fold_content("caf\u00e9") == "caf\u00e9"  # composed: an accented letter
+    assert fold_content("\u0915\u094d\u0937") == fold_content("\u0915\u0937")  # a blocked form matches itself
+
+
 def test_an_approval_shows_arguments_bounded_and_no_secret() -> None:
     from sos_kernel.governance.service import (
         APPROVAL_ARGUMENT_CHARS_MAX,
@@ -292,3 +318,40 @@ def test_an_approval_shows_arguments_bounded_and_no_secret() -> None:
     assert len(json.dumps(many)) < APPROVAL_ARGUMENTS_CHARS_MAX + 64 * 8
     assert "a99" not in many
     assert len(many["…"]) == 64  # the left-out arguments are named, at most 64 of them
+
+
+def test_an_approval_redacts_secrets_at_any_depth_and_by_any_common_name() -> None:
+    from sos_kernel.governance.service import APPROVAL_ARGUMENT_DEPTH_MAX, REDACTED, shown_arguments
+
+    flat = ["auth", "access_token", "bearer", "private_key", "key", "pwd", "passphrase", "signing_key"]
+    flat += ["authorization", "dsn", "cookie", "session_id", "client_secret", "Api-Key"]
+    shown = shown_arguments([(name, "sk-live-123") for name in flat])
+    assert shown == dict.fromkeys(flat, REDACTED)
+    shown = shown_arguments(
+        [
+            ("headers", {"Authorization": "Bearer sk-live-123", "Accept": "text/plain"}),
+            ("config", {"db": {"dsn": "postgres://u:pw@h/db", "pool": 4}, "api_key": "sk-456"}),
+            ("pairs", [["X-Api-Key", "sk-789"], ["Accept", "*/*"]]),
+            ("har", [{"name": "Cookie", "value": "sid=1"}, {"name": "Accept", "value": "*/*"}]),
+            ("lines", ["Authorization: Basic dTpw", "Accept: */*"]),
+            ("note", "Bearer sk-000"),
+            ("author", "agent:alice"),
+            ("public_key", "ed25519:abc"),
+            ("deep", _nested(APPROVAL_ARGUMENT_DEPTH_MAX + 5)),
+        ]
+    )
+    assert shown["headers"] == {"Authorization": REDACTED, "Accept": "text/plain"}
+    assert shown["config"] == {"db": {"dsn": REDACTED, "pool": 4}, "api_key": REDACTED}
+    assert shown["pairs"] == [["X-Api-Key", REDACTED], ["Accept", "*/*"]]
+    assert shown["har"] == [{"name": "Cookie", "value": REDACTED}, {"name": "Accept", "value": "*/*"}]
+    assert shown["lines"] == [REDACTED, "Accept: */*"]
+    assert shown["note"] == REDACTED
+    assert (shown["author"], shown["public_key"]) == ("agent:alice", "ed25519:abc")
+    assert "sk-" not in json.dumps(shown)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "sk-deep"
+    for _ in range(depth):
+        value = {"x": value}
+    return value

@@ -204,10 +204,10 @@ async def test_a_namespace_written_before_the_canonical_rule_is_the_admins_to_re
 async def test_one_agent_fills_its_share_of_namespaces_and_another_still_gets_hers(
     kernel: sos_kernel.Kernel, connect: Connect
 ) -> None:
-    """namespaces_max=8: bob holds at most 4 of his own and the tenant at most 2 shared ones, so alice still
+    """namespaces_max=40: bob holds at most 4 of his own and the tenant at most 4 shared ones, so alice still
     creates hers; the bound is checked in the store's atomic write (SOS-4010 naming the share, nothing written)."""
     await kernel.tenants.create("acme", plan="growth")
-    kernel.tenant("acme").memory.limits = MemoryLimits(namespaces_max=8)
+    kernel.tenant("acme").memory.limits = MemoryLimits(namespaces_max=40)
     tokens = kernel.tenant("acme").tokens
     bob = (await connect((await tokens.issue(agent="agent:bob")).secret)).memory
     alice = (await connect((await tokens.issue(agent="agent:alice")).secret)).memory
@@ -220,17 +220,17 @@ async def test_one_agent_fills_its_share_of_namespaces_and_another_still_gets_he
         "agent_namespaces_max",
         4,
     )
-    for i in range(2):
+    for i in range(4):
         await bob.remember(f"junk{i}", "x", vector=[1.0])
     with pytest.raises(LimitExceeded, match="shared_namespaces_max"):
-        await bob.remember("junk2", "x", vector=[1.0])
+        await bob.remember("junk4", "x", vector=[1.0])
     await bob.remember("agent:bob/junk0", "more in a namespace he holds", vector=[1.0])
     await alice.remember("agent:alice/notes", "my first memory", vector=[1.0])
     await alice.remember("agent:alice/plans", "and a second", vector=[1.0])
     names = [n.name for n in await kernel.tenant("acme").memory.namespaces()]
     assert "agent:bob/junk4" not in names
-    assert "junk2" not in names
-    assert len(names) == 8
+    assert "junk4" not in names
+    assert len(names) == 10
 
 
 async def test_one_agent_fills_its_share_of_memories_and_bytes_and_another_still_stores(

@@ -92,18 +92,18 @@ async def test_ttl_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:
 async def test_namespace_shares_on_pgvector(pg_kernel: sos_kernel.Kernel) -> None:
     """The per-agent and shared shares of namespaces_max hold on PostgreSQL as on the other stores."""
     mem = _Tenant(pg_kernel).memory
-    mem.limits = MemoryLimits(namespaces_max=8)
+    mem.limits = MemoryLimits(namespaces_max=40)
     for i in range(4):
         await mem.remember(f"agent:bob/n{i}", "x", vector=[1.0])
     with pytest.raises(LimitExceeded, match="agent_namespaces_max"):
         await mem.remember("agent:bob/n4", "x", vector=[1.0])
-    for i in range(2):
+    for i in range(4):
         await mem.remember(f"s{i}", "x", vector=[1.0])
     with pytest.raises(LimitExceeded, match="shared_namespaces_max"):
-        await mem.remember("s2", "x", vector=[1.0])
+        await mem.remember("s4", "x", vector=[1.0])
     await mem.remember("agent:alice/notes", "x", vector=[1.0])
     await mem.remember("agent:bob/n0", "more", vector=[1.0])
-    assert len(await mem.namespaces()) == 7
+    assert len(await mem.namespaces()) == 9
 
 
 async def test_memory_and_byte_shares_on_pgvector(pg_url: str, tmp_path: Path) -> None:

@@ -36,3 +36,15 @@ async def test_one_agent_fills_its_share_of_open_tasks_and_another_still_creates
     assert sorted(t.id for t in await view.list()) == ["alice-0", "alice-1", "junk-0", "junk-1", "junk-2"]
     await bob.tasks.cancel("junk-0")  # a finished task frees its creator's slot
     await bob.tasks.create("junk", id="junk-3", reviewers=["agent:rev"])
+
+
+def test_a_few_agents_at_their_share_leave_the_tenant_room() -> None:
+    """The share is a tenth: three agents (or two, as round 6 showed with a half) at their share leave most of the
+    tenant's open slots to the others; the same for memory namespaces (an agent's own plus the shared pool)."""
+    from sos_kernel.memory import MemoryLimits
+
+    assert tasks_service.TASKS_OPEN_PER_CREATOR_MAX * 10 == tasks_service.TASKS_OPEN_MAX
+    assert 3 * tasks_service.TASKS_OPEN_PER_CREATOR_MAX < tasks_service.TASKS_OPEN_MAX // 2
+    limits = MemoryLimits()
+    assert limits.agent_namespaces_max * 10 == limits.namespaces_max
+    assert 3 * limits.agent_namespaces_max + limits.shared_namespaces_max < limits.namespaces_max // 2

@@ -20,15 +20,17 @@ traffic. A new entry takes the position after both the address's newest entry an
 ``bus_address_positions``, which records the newest position whenever that entry is removed: positions are never
 reused, even once every entry is trimmed, and a publish does not write the counter.
 
-A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from
-where this process's previous claim of the group stopped (no index on their due times, which every claim and ack
-would write): a claim's cost does not grow with the pending set, and retries within a window go in position order.
-A claim that finds no due retry in its window and no new entry goes on through the next windows, up to
-``CLAIM_IDLE_SCAN_MAX`` pending entries in all: a due retry anywhere among that many is taken by the first claim
-that has nothing else to take, however the windows fell. A group's cursor is its row at position -1 of
-``bus_pending`` (its ``attempts``; no position is negative), beside its pending entries: a claim writes one B-tree.
-A pending entry's nack reason is kept in its own row, so whatever removes the entry (an ack above all) removes the
-reason in the same row write.
+A claim looks for due retries among at most ``CLAIM_SCAN_MAX`` of the group's pending entries, by position from where
+this process's previous claim of the group stopped (no index on their due times, which every claim and ack would write):
+a claim's cost does not grow with the pending set, and retries within a window go in position order. A claim that finds
+no due retry in its window and no new entry goes on through the next windows, up to ``CLAIM_IDLE_SCAN_MAX`` pending
+entries in all, at most once per ``CLAIM_IDLE_SCAN_INTERVAL_S`` per group in this process (other idle claims look
+through their one window, on the event loop): a due retry anywhere among that many is taken by the first claim that has
+nothing else to take once the interval has passed, however the windows fell, and a loop of empty claims costs one window
+each, not ``CLAIM_IDLE_SCAN_MAX`` entries. A group's cursor is its row at position -1 of ``bus_pending`` (its
+``attempts``; no position is negative), beside its pending entries: a claim writes one B-tree. A pending entry's nack
+reason is kept in its own row, so whatever removes the entry (an ack above all) removes the reason in the same row
+write.
 
 The file records its layout in ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). A file of an earlier layout this
 version knows is migrated when it is opened, in the opening transaction (every entry, position, pending entry
@@ -38,6 +40,7 @@ refused with SOS-6031 and left as it is.
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import time
@@ -97,7 +100,12 @@ id for every source until its window ends. No message's source is ``*``."""
 CLAIM_IDLE_SCAN_MAX = 32 * CLAIM_SCAN_MAX
 """A claim whose first window holds no due retry and that finds no new entry looks through at most this many of the
 group's pending entries (8192, in windows of ``CLAIM_SCAN_MAX``, wrapping to the front once): its cost stays
-bounded, and a due retry is waited for one idle claim per this many pending entries, not one per window."""
+bounded, and a due retry is waited for one idle claim per this many pending entries (and at most one such claim per
+``CLAIM_IDLE_SCAN_INTERVAL_S`` per group), not one per window."""
+CLAIM_IDLE_SCAN_INTERVAL_S = 1.0
+"""The longer scan of an idle claim (through ``CLAIM_IDLE_SCAN_MAX`` entries) runs at most once per this many seconds
+per group in this process; the idle claims between look through one window each, so the loop's time a group's empty
+claims take is bounded (~3 ms of scan per second at 9 000 pending entries) however often they come."""
 SCHEMA_VERSION = 6
 """The file layout, kept in ``PRAGMA user_version``. 2: no ``(tenant, address, created)`` index on bus entries (age
 trimming walks positions). 3: a message id's dedup window is kept on its entry (``expires``, under a partial
@@ -286,6 +294,8 @@ class SQLiteBusStore(BusStore):
         self._claimed: dict[tuple[str, str], int] = {}
         # per group, the position after which its next claim looks for due retries (a scan hint, never a rule)
         self._due_from: dict[tuple[str, str, str], int] = {}
+        # per group, when this process's last idle claim looked further than its window (time.monotonic())
+        self._idle_scanned: dict[tuple[str, str, str], float] = {}
         # whether the file holds removed ids carried over from layout 5 (read at the first append): only then does
         # a publish probe for them; they are made only by the migration, when a file is opened
         self._legacy_ids: bool | None = None
@@ -500,7 +510,7 @@ class SQLiteBusStore(BusStore):
             room = count - len(taken.out)
             if room > 0 and not taken.stopped:
                 self._claim_new(c, key, consumer, due_at, room, taken)
-            if not taken.out and not taken.stopped:  # nothing else to take: look further for a due retry
+            if not taken.out and not taken.stopped and self._idle_scan_due(key):  # look further for a due retry
                 start = self._claim_due_further(c, key, consumer, now, due_at, count, taken, first, start)
             if len(self._due_from) >= ADDRESS_MEMO_MAX:  # bounded; a reset only starts a scan from the front
                 self._due_from.clear()
@@ -514,6 +524,16 @@ class SQLiteBusStore(BusStore):
             taken = await self._big.write(lambda c: tx(c, POSITION_MAX))
         self._claimed[(tenant, address)] = notified
         return taken.out
+
+    def _idle_scan_due(self, key: tuple[str, str, str]) -> bool:
+        """Whether an idle claim of this group may look past its window now (then noted as done)."""
+        at = time.monotonic()
+        if at - self._idle_scanned.get(key, -math.inf) < CLAIM_IDLE_SCAN_INTERVAL_S:
+            return False
+        if len(self._idle_scanned) >= ADDRESS_MEMO_MAX:  # bounded; a reset only lets one more scan run
+            self._idle_scanned.clear()
+        self._idle_scanned[key] = at
+        return True
 
     @staticmethod
     def _claim_due(

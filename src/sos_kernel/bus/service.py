@@ -1332,7 +1332,8 @@ class Subscription:
         return delivery
 
     async def receive(self, timeout_s: float | None = None) -> Delivery | None:
-        """The next delivery; None when ``timeout_s`` passes first or the subscription closes."""
+        """The next delivery; None when ``timeout_s`` passes first or the subscription closes. A call that returns
+        None has let the event loop run other tasks at least once (``receive(timeout_s=0)`` in a loop starves none)."""
         if not self._opened:
             raise InvalidArgument("use the subscription inside 'async with bus.subscribe(...)'")
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
@@ -1346,11 +1347,13 @@ class Subscription:
                 if await self._fill(max(0.0, min(remaining, self.visibility_timeout_s / 4 or remaining))):
                     continue
                 if deadline is not None and anyio.current_time() >= deadline:
-                    return None
+                    break
             except BackendUnavailable as exc:
                 await self._ride_out(exc, deadline)
                 if deadline is not None and anyio.current_time() >= deadline:
-                    return None
+                    break
+        # a store that answers without awaiting (SQLite inline) must not let a polling loop starve the event loop
+        await anyio.lowlevel.checkpoint()
         return None
 
     async def _ride_out(self, exc: BackendUnavailable, deadline: float | None) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "CONTENT_DEPTH_MAX",
     "CONTENT_VALUES_MAX",
     "INVISIBLE_RE",
+    "MARK_RE",
     "POLICY_BYTES_MAX",
     "POLICY_FORMAT",
     "POLICY_PATTERNS_MAX",
@@ -85,12 +86,39 @@ INVISIBLE_RE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
     "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
     "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0000-\U000e0fff]"
+    "\U000e0000-\U000e0fff"
+    "\x00-\x08\x0e-\x1f\x7f-\x9f"
+    "\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]"
 )
 """What content matching drops before it compares: every format character (Unicode category ``Cf``: zero-width
 space and joiners, soft hyphen, word joiner, bidi controls, tags...) and every other default-ignorable code point
 (variation selectors, the combining grapheme joiner, Hangul fillers), none of which a reader sees: ``pass`` + U+200B
-+ ``word`` is ``password``. Look-alike letters of other scripts (Cyrillic U+0430 for ``a``) are not folded."""
++ ``word`` is ``password``. Also dropped: control characters (category ``Cc``: NUL, BEL, DEL, C1 controls such as
+U+0085) but the whitespace ones (tab, line feed, vertical tab, form feed, carriage return, which a reader sees as a
+break), and private-use characters (``Co``), which renderers show as nothing or as a box. Look-alike letters of
+other scripts (Cyrillic U+0430 for ``a``) are not folded."""
+
+
+def _category_ranges(categories: tuple[str, ...]) -> str:
+    """A regex character class body naming every code point of ``categories`` (planes 0, 1 and 14: where
+    combining marks are), as ranges."""
+    found: list[str] = []
+    start = None
+    for c in (*range(0x20000), *range(0xE0000, 0xE1000), -1):
+        if c >= 0 and unicodedata.category(chr(c)) in categories:
+            start = c if start is None else start
+            last = c
+        elif start is not None:
+            found.append(f"{re.escape(chr(start))}-{re.escape(chr(last))}")
+            start = None
+    return "".join(found)
+
+
+MARK_RE = re.compile(f"[{_category_ranges(('Mn', 'Me'))}]")
+"""The combining marks (categories ``Mn`` and ``Me``) content matching drops after composition: a mark that NFKC
+composes with its letter (``e`` + U+0301 is ``é``) is part of that letter and kept; one left over is drawn on a
+letter a reader still reads (U+0336 strikes ``s`` through, U+20DD encloses it), so ``pa\u0336ssword`` is
+``password``. Blocked patterns lose the same marks, so a blocked word written with them still matches itself."""
 CONTENT_DEPTH_MAX = 32
 """The deepest nesting of a call's arguments a content check scans (deeper arguments are refused, unscanned)."""
 CONTENT_VALUES_MAX = 100_000
@@ -611,14 +639,16 @@ def scan_texts(values: Iterable[Any]) -> Iterator[str]:
 
 
 def fold_content(text: str) -> str:
-    """``text`` as content rules compare it: NFKC, case-folded, and without the characters no reader sees
-    (:data:`INVISIBLE_RE`), normalised again when some were dropped (they could have kept a letter and its mark
-    apart)."""
+    """``text`` as content rules compare it: NFKC, case-folded, without the characters no reader sees
+    (:data:`INVISIBLE_RE`; normalised again when some were dropped, as they could have kept a letter and its mark
+    apart), and without the combining marks left over after composition (:data:`MARK_RE`)."""
     norm = unicodedata.normalize("NFKC", text).casefold()
-    if norm.isascii():
+    if norm.isascii() and norm.isprintable():
         return norm
     shown = INVISIBLE_RE.sub("", norm)
-    return norm if len(shown) == len(norm) else unicodedata.normalize("NFKC", shown)
+    if len(shown) != len(norm):
+        shown = unicodedata.normalize("NFKC", shown)
+    return MARK_RE.sub("", shown)
 
 
 def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:

@@ -67,9 +67,20 @@ cut to this many characters, ending ``…``."""
 APPROVAL_ARGUMENTS_CHARS_MAX = 8192
 """The most JSON an approval shows of the call's arguments in all: the arguments past it are left out and named
 under ``"…"``."""
-SECRET_ARGUMENT_RE = re.compile(r"secret|password|passwd|api_?key|credential|(^|_)token\Z", re.IGNORECASE)
-"""Names of arguments an approval never shows (their value is ``REDACTED``): a task's ``claim_token`` among the
-operations, and any such argument of a governed tool."""
+SECRET_ARGUMENT_RE = re.compile(
+    r"secret|passw|passphrase|pwd|api[_-]?key|private[_-]?key|signing[_-]?key|credential|auth(?!or(?!i))|bearer|cookie"
+    r"|session|dsn|jwt|(^|[_-])token\Z|^key\Z",
+    re.IGNORECASE,
+)
+"""Names an approval never shows the value of (it is ``REDACTED``), at any depth of an argument: a top-level
+argument, a key of a mapping, the name of a name/value pair (``[["Authorization", "..."]]``,
+``{"name": "Authorization", "value": "..."}``) or of a ``"Name: value"`` header line. A task's ``claim_token`` among
+the operations, and any such argument of a governed tool (``headers.Authorization``, ``config.api_key``, ``auth``,
+``private_key``, ``passphrase``, ``pwd``, ``dsn``, ``cookie``...); ``author`` and ``public_key`` are shown."""
+SECRET_VALUE_RE = re.compile(r"\A\s*(bearer|basic)\s", re.IGNORECASE)
+"""Values an approval never shows, whatever their name: an HTTP credential (``Bearer …``, ``Basic …``)."""
+APPROVAL_ARGUMENT_DEPTH_MAX = 32
+"""The deepest an approval looks into an argument for secrets: anything deeper is ``REDACTED``, unread."""
 REDACTED = "<redacted>"
 APPROVAL_POLL_S = 0.05
 """How often a call waiting for approval looks for the verdict."""
@@ -586,7 +597,7 @@ def shown_arguments(arguments: Iterable[tuple[str, Any]]) -> dict[str, Any]:
         if total > APPROVAL_ARGUMENTS_CHARS_MAX:
             left_out.append(name)
             continue
-        jsonable = REDACTED if SECRET_ARGUMENT_RE.search(name) else _jsonable(value)
+        jsonable = REDACTED if SECRET_ARGUMENT_RE.search(name) else _redacted(_jsonable(value), 0)
         text = json.dumps(jsonable, ensure_ascii=False)
         if len(text) > APPROVAL_ARGUMENT_CHARS_MAX:
             jsonable = text[: APPROVAL_ARGUMENT_CHARS_MAX - 1] + "…"
@@ -599,6 +610,27 @@ def shown_arguments(arguments: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     if left_out:
         shown["…"] = left_out[:64]
     return shown
+
+
+def _redacted(value: Any, depth: int) -> Any:
+    """The JSON ``value`` with every secret (:data:`SECRET_ARGUMENT_RE`, :data:`SECRET_VALUE_RE`) ``REDACTED``."""
+    if depth > APPROVAL_ARGUMENT_DEPTH_MAX:
+        return REDACTED
+    if isinstance(value, str):
+        name, colon, _ = value.partition(":")
+        secret = SECRET_VALUE_RE.match(value) or (colon and SECRET_ARGUMENT_RE.search(name.strip()))
+        return REDACTED if secret else value
+    if isinstance(value, dict):
+        named = next((value[k] for k in ("name", "key") if isinstance(value.get(k), str)), "")
+        if named and "value" in value and SECRET_ARGUMENT_RE.search(named):  # {"name": "Authorization", "value": ...}
+            return {**value, "value": REDACTED}
+        return {k: REDACTED if SECRET_ARGUMENT_RE.search(str(k)) else _redacted(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        first = value[0] if len(value) == 2 and isinstance(value[0], str) else ":"
+        if ":" not in first and SECRET_ARGUMENT_RE.search(first):  # a header pair, not two "Name: value" lines
+            return [first, REDACTED]
+        return [_redacted(v, depth + 1) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -46,11 +46,12 @@ class NamespaceInfo:
     dimensions: int
 
 
-AGENT_NAMESPACES_SHARE_DIVISOR = 2
-"""One agent's own namespaces (``agent:<name>`` and under it) are at most ``namespaces_max`` divided by this."""
-SHARED_NAMESPACES_SHARE_DIVISOR = 4
+AGENT_NAMESPACES_SHARE_DIVISOR = 10
+"""One agent's own namespaces (``agent:<name>`` and under it) are at most ``namespaces_max`` divided by this: a
+tenth, so a few agents cannot take every namespace of the tenant (it takes ten, each with a token)."""
+SHARED_NAMESPACES_SHARE_DIVISOR = 10
 """The shared namespaces (every name not starting ``agent:``) are at most ``namespaces_max`` divided by this: with
-an agent's own half, one agent reaches at most three quarters of the tenant's namespaces."""
+an agent's own tenth, one agent reaches at most a fifth of the tenant's namespaces."""
 AGENT_STORAGE_SHARE_DIVISOR = 2
 """One agent's own namespaces hold at most ``memories_max`` and ``bytes_max`` divided by this, together."""
 SHARED_STORAGE_SHARE_DIVISOR = 4

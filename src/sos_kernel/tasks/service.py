@@ -123,9 +123,10 @@ ADMIN: Final = "tasks:admin"
 
 TASKS_OPEN_MAX: Final = 10_000
 """Unfinished tasks per tenant (a create being funded holds its slot)."""
-TASKS_OPEN_PER_CREATOR_MAX: Final = TASKS_OPEN_MAX // 2
-"""Unfinished tasks one agent may have created (``created_by``), so one agent cannot take every open slot of its
-tenant; a task without ``created_by`` counts only against ``TASKS_OPEN_MAX``."""
+TASKS_OPEN_PER_CREATOR_MAX: Final = TASKS_OPEN_MAX // 10
+"""Unfinished tasks one agent may have created (``created_by``): a tenth, so a few agents cannot take every open
+slot of their tenant (it takes ten, each with a token); a task without ``created_by`` counts only against
+``TASKS_OPEN_MAX``."""
 TASKS_FINISHED_MAX: Final = 100_000
 """Finished tasks kept per tenant: ``sweep`` purges the oldest beyond it (their ledger transfers stay)."""
 FUNDING_S_MAX: Final = 300

@@ -5,7 +5,8 @@ message (``message/send``) and returns the text of its answer. ``serve(bus, addr
 bus: every ``ask`` or ``send`` that reaches ``address`` is forwarded to the remote agent and its answer is the
 reply, so kernel agents talk to it as to any other agent. Errors are SOS errors: no answer in time SOS-6004, a
 task the remote agent failed or rejected SOS-6031 (its state and reason in ``details``), an agent that cannot be
-reached SOS-6030 (retryable), an answer that is not JSON the kernel takes (a key named twice) SOS-6031.
+reached SOS-6030 (retryable), an answer that is not JSON the kernel takes (a key named twice, ``NaN``, not JSON
+at all) SOS-6031.
 
 Every answer body of the remote agent (its card, each JSON-RPC answer, each event of an event-stream body) is read
 whole, at most ``A2A_ANSWER_BYTES_MAX`` bytes, and passes :func:`sos_kernel._json.loads` in the HTTP transport
@@ -58,7 +59,8 @@ class _CheckedAnswers(httpx.AsyncBaseTransport):
         )
         decoding = httpx.Response(200, headers=response.headers, content=raw)  # content-encoding undone, bounded
         decoded = await _capped(decoding.aiter_bytes(), self._url, self._bytes_max)
-        _check_json(decoded, response.headers.get("content-type", ""), self._url)
+        if response.is_success:  # an error status is the SDK's HTTP error, whatever its body
+            _check_json(decoded, response.headers.get("content-type", ""), self._url)
         return answer
 
     async def aclose(self) -> None:
@@ -79,9 +81,14 @@ async def _capped(chunks: AsyncIterator[bytes], url: str, most: int) -> bytes:
 
 
 def _check_json(body: bytes, content_type: str, url: str) -> None:
-    """SOS-6031 when the body (or an event's data, for an event stream) is JSON naming a key twice; text that is
-    not JSON at all is left to the SDK, which answers it as before."""
-    texts = _event_data(body) if content_type.startswith("text/event-stream") else [body]
+    """SOS-6031 unless the body (or each event's data, for an event stream) is JSON :func:`loads` takes.
+
+    The SDK reads every successful answer as JSON (``response.json()``, or each event's data when the content type
+    names ``text/event-stream``, tested as the SDK tests it), and Python's ``json`` takes what the kernel refuses
+    (``NaN``, ``Infinity``, a key named twice), so any body the kernel's parser refuses, for any reason, is the
+    remote agent's failure: none is left for the SDK to read differently.
+    """
+    texts = _event_data(body) if "text/event-stream" in content_type else [body]
     for text in texts:
         try:
             loads(text)
@@ -90,8 +97,10 @@ def _check_json(body: bytes, content_type: str, url: str) -> None:
                 f"the A2A agent at {url} gave a malformed answer: {exc.message}",
                 details={"url": url, "errors": exc.details.get("errors", [])},
             ) from exc
-        except ValueError:
-            continue
+        except ValueError as exc:
+            raise BackendFailure(
+                f"the A2A agent at {url} gave an answer that is not JSON: {exc}", details={"url": url}
+            ) from exc
 
 
 def _event_data(body: bytes) -> list[bytes]:
