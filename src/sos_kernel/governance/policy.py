@@ -47,7 +47,7 @@ __all__ = [
     "CONTENT_DEPTH_MAX",
     "CONTENT_VALUES_MAX",
     "INVISIBLE_RE",
-    "MARK_RE",
+    "MARK_CATEGORIES",
     "POLICY_BYTES_MAX",
     "POLICY_FORMAT",
     "POLICY_PATTERNS_MAX",
@@ -99,22 +99,7 @@ break), and private-use characters (``Co``), which renderers show as nothing or 
 other scripts (Cyrillic U+0430 for ``a``) are not folded."""
 
 
-def _category_ranges(categories: tuple[str, ...]) -> str:
-    """A regex character class body naming every code point of ``categories`` (planes 0, 1 and 14: where
-    combining marks are), as ranges."""
-    found: list[str] = []
-    start = None
-    for c in (*range(0x20000), *range(0xE0000, 0xE1000), -1):
-        if c >= 0 and unicodedata.category(chr(c)) in categories:
-            start = c if start is None else start
-            last = c
-        elif start is not None:
-            found.append(f"{re.escape(chr(start))}-{re.escape(chr(last))}")
-            start = None
-    return "".join(found)
-
-
-MARK_RE = re.compile(f"[{_category_ranges(('Mn', 'Me'))}]")
+MARK_CATEGORIES = frozenset({"Mn", "Me"})
 """The combining marks (categories ``Mn`` and ``Me``) content matching drops after composition: a mark that NFKC
 composes with its letter (``e`` + U+0301 is ``é``) is part of that letter and kept; one left over is drawn on a
 letter a reader still reads (U+0336 strikes ``s`` through, U+20DD encloses it), so ``pa\u0336ssword`` is
@@ -641,14 +626,14 @@ def scan_texts(values: Iterable[Any]) -> Iterator[str]:
 def fold_content(text: str) -> str:
     """``text`` as content rules compare it: NFKC, case-folded, without the characters no reader sees
     (:data:`INVISIBLE_RE`; normalised again when some were dropped, as they could have kept a letter and its mark
-    apart), and without the combining marks left over after composition (:data:`MARK_RE`)."""
+    apart), and without the combining marks left over after composition (:data:`MARK_CATEGORIES`)."""
     norm = unicodedata.normalize("NFKC", text).casefold()
     if norm.isascii() and norm.isprintable():
         return norm
     shown = INVISIBLE_RE.sub("", norm)
     if len(shown) != len(norm):
         shown = unicodedata.normalize("NFKC", shown)
-    return MARK_RE.sub("", shown)
+    return "".join(ch for ch in shown if unicodedata.category(ch) not in MARK_CATEGORIES)
 
 
 def blocked_content(decision: Decision, texts: Iterable[str]) -> str | None:
